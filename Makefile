@@ -1,0 +1,22 @@
+# The two commands of the README: `make run` (the baseline scenario) and `make test`.
+# Both create .venv on first use with a Python >= 3.12 (pyenv picks 3.12 from .python-version).
+VENV := .venv
+PY := $(shell for p in python3 python3.13 python3.12 python; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: run test lint bench
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PY)" || { echo "liqsim needs Python >= 3.12 (none found on PATH)"; exit 2; }
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/liqsim run
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python experiments/bench_run.py
