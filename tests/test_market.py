@@ -1,0 +1,414 @@
+"""Tests for sim.market: hand-computed call auctions, invariants, and the parametric curve.
+
+Notation in the docstrings: bid units are listed in descending price, ask units in
+ascending price; "b(n)" / "a(n)" is the n-th bid / ask unit price, V the volume,
+lo = max(a(V), b(V+1) or 0), hi = min(b(V), a(V+1) or inf), price = lo + k (hi - lo).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from sim.market import AuctionResult, call_auction, exponential_bids, parametric_price
+
+BIDS_Q = [10, 5, 20]
+BIDS_P = [100.0, 80.0, 50.0]
+
+
+def _check(res, price, volume, ask_fills, bid_fills, overhang, best_bid):
+    if math.isnan(price):
+        assert math.isnan(res.price)
+    else:
+        assert res.price == pytest.approx(price, abs=1e-12)
+    assert res.volume == volume
+    assert res.ask_fills.dtype == np.int64 and res.bid_fills.dtype == np.int64
+    assert res.ask_fills.tolist() == list(ask_fills)
+    assert res.bid_fills.tolist() == list(bid_fills)
+    assert res.unfilled_market_units == overhang
+    if math.isnan(best_bid):
+        assert math.isnan(res.best_bid)
+    else:
+        assert res.best_bid == best_bid
+
+
+# --------------------------------------------------------------------------- (a), (b)
+
+
+def test_a_market_orders_absorbed_by_top_bids():
+    """12 market units vs bids 10@100, 5@80, 20@50.
+
+    Bid units: b(1..10)=100, b(11..15)=80, b(16..35)=50; a(1..12)=0.
+    b(12)=80 >= a(12)=0 and there is no 13th ask, so V=12.
+    lo = max(a(12)=0, b(13)=80) = 80; hi = min(b(12)=80, no a(13) -> inf) = 80 -> p = 80
+    for every k.  Fills: the 100 bid in full (10), the marginal 80 level takes the
+    remaining 12-10 = 2, the 50 bid nothing.  No overhang.
+    """
+    for k in (0.0, 0.5, 1.0):
+        res = call_auction([12], [0.0], BIDS_Q, BIDS_P, k=k)
+        _check(res, 80.0, 12, [12], [10, 2, 0], 0, 100.0)
+
+
+def test_b_excess_market_supply_crashes_price_to_zero():
+    """40 market units vs the same 35 bid units.
+
+    b(35)=50 >= a(35)=0, no 36th bid, so V=35.  lo = max(a(35)=0, no b(36) -> 0) = 0;
+    hi = min(b(35)=50, a(36)=0 (a market order)) = 0, so p = 0 for every k: the five
+    unsold market units would accept any price, so no positive price clears the market.
+    All bids are filled (10, 5, 20) and the overhang is 40 - 35 = 5.
+    """
+    for k in (0.0, 0.5, 1.0):
+        res = call_auction([40], [0.0], BIDS_Q, BIDS_P, k=k)
+        _check(res, 0.0, 35, [35], [10, 5, 20], 5, 100.0)
+
+
+@pytest.mark.parametrize(("k", "price"), [(0.0, 0.0), (0.5, 25.0), (1.0, 50.0)])
+def test_b_supply_exactly_exhausting_demand(k, price):
+    """35 market units vs the 35 bid units: the edge between (a) and (b).
+
+    V=35; no b(36) -> lo = max(a(35)=0, 0) = 0; no a(36) -> hi = min(b(35)=50, inf) = 50,
+    so p = 50k: the price is undetermined in [0, 50] and k picks it.  One unit fewer
+    (34) gives lo = max(0, b(35)=50) = 50 -> p = 50; one more (36) gives hi = a(36) = 0.
+    """
+    res = call_auction([35], [0.0], BIDS_Q, BIDS_P, k=k)
+    _check(res, price, 35, [35], [10, 5, 20], 0, 100.0)
+    assert call_auction([34], [0.0], BIDS_Q, BIDS_P, k=k).price == 50.0
+    assert call_auction([36], [0.0], BIDS_Q, BIDS_P, k=k).price == 0.0
+
+
+def test_b_salvage_bid_sets_the_floor():
+    """Same 40 market units plus a salvage bid 1000@5.
+
+    Bid units: 100 x10, 80 x5, 50 x20, then b(36..1035)=5.  b(40)=5 >= 0, no a(41), so
+    V=40.  lo = max(a(40)=0, b(41)=5) = 5; hi = min(b(40)=5, inf) = 5 -> p = 5.
+    Fills (10, 5, 20, 5), all 40 market units sold, no overhang.
+    """
+    res = call_auction([40], [0.0], BIDS_Q + [1000], BIDS_P + [5.0])
+    _check(res, 5.0, 40, [40], [10, 5, 20, 5], 0, 100.0)
+
+
+def test_b_overhang_split_pro_rata_between_forced_sellers():
+    """40 market units from two sellers (30 and 10) vs the 35 bid units.
+
+    As in (b): V=35, p=0.  Both asks sit at the marginal price 0, so they share 35 pro
+    rata: quotas 35*30/40 = 26.25 and 35*10/40 = 8.75, floors 26 + 8 = 34, the leftover
+    unit goes to the larger remainder (0.75, second seller): fills (26, 9).
+    Overhang (30-26) + (10-9) = 5.
+    """
+    res = call_auction([30, 10], [0.0, 0.0], BIDS_Q, BIDS_P)
+    _check(res, 0.0, 35, [26, 9], [10, 5, 20], 5, 100.0)
+
+
+def test_market_orders_push_price_down_to_next_bid_past_limit_seller():
+    """Asks 6@0 (market), 4@55; bids 3@90, 2@70, 5@40.
+
+    a: 0 x6, 55 x4; b: 90 x3, 70 x2, 40 x5.  n=6: b(6)=40 >= a(6)=0; n=7: b(7)=40 < a(7)=55,
+    so V=6.  lo = max(a(6)=0, b(7)=40) = 40; hi = min(b(6)=40, a(7)=55) = 40 -> p = 40.
+    Bids filled (3, 2, 1); the market seller sells all 6, the 55 limit seller nothing.
+    """
+    res = call_auction([6, 4], [0.0, 55.0], [3, 2, 5], [90.0, 70.0, 40.0], k=0.5)
+    _check(res, 40.0, 6, [6, 0], [3, 2, 1], 0, 90.0)
+
+
+# --------------------------------------------------------------------------- (c)
+
+
+def test_c_limit_asks_above_all_bids_no_trade():
+    """Asks 5@60, 3@70; bids 4@50, 2@55.  b(1)=55 < a(1)=60 -> V=0, price nan.
+
+    No market asks, so no overhang; the best bid is still reported (55).
+    """
+    res = call_auction([5, 3], [60.0, 70.0], [4, 2], [50.0, 55.0])
+    _check(res, float("nan"), 0, [0, 0], [0, 0], 0, 55.0)
+
+
+def test_c_market_orders_without_buyers():
+    """7 market units, the only bid has zero quantity: V=0, nan, overhang 7, best bid nan."""
+    res = call_auction([7], [0.0], [0], [100.0])
+    _check(res, float("nan"), 0, [0], [0], 7, float("nan"))
+    res = call_auction([7], [0.0], [], [])
+    _check(res, float("nan"), 0, [0], [], 7, float("nan"))
+
+
+def test_c_empty_book():
+    res = call_auction([], [], [], [])
+    _check(res, float("nan"), 0, [], [], 0, float("nan"))
+
+
+# --------------------------------------------------------------------------- (d)
+
+
+def test_d_marginal_level_split_by_largest_remainder():
+    """Bids 10@100, then 5@90, 3@90, 2@90; 14 market units.
+
+    V=14 (b(14)=90 >= 0, only 14 ask units).  lo = max(0, b(15)=90) = 90, hi = min(90, inf)
+    -> p = 90.  The 100 bid takes 10; the 90 level (10 units) shares 4: quotas 2.0, 1.2,
+    0.8 -> floors (2, 1, 0) = 3, the leftover unit to the largest remainder 0.8 (third row)
+    -> (2, 1, 1).
+    """
+    res = call_auction([14], [0.0], [10, 5, 3, 2], [100.0, 90.0, 90.0, 90.0])
+    _check(res, 90.0, 14, [14], [10, 2, 1, 1], 0, 100.0)
+
+
+def test_d_remainder_ties_go_to_lower_row_index():
+    """Three bids 1@90 (rows 0, 2, 3) and a bid 4@10 (row 1); 2 market units.
+
+    V=2, b(2)=90, lo = max(0, b(3)=90) = 90, hi = min(90, inf) -> p = 90.  The 90 level
+    shares 2 units: quotas 2/3 each, floors 0, the two leftover units have equal
+    remainders and go to the lowest row indices, 0 and 2 -> fills (1, 0, 1, 0).
+    """
+    res = call_auction([2], [0.0], [1, 4, 1, 1], [90.0, 10.0, 90.0, 90.0])
+    _check(res, 90.0, 2, [2], [1, 0, 1, 0], 0, 90.0)
+
+
+def test_d_ask_side_level_and_strictly_better_asks():
+    """Asks 2@10, then 3@30, 3@30, 3@30, 1@30 at the marginal level; one bid 9@50.
+
+    a: 10 x2, 30 x10; b: 50 x9.  V=9 (all bid units, a(9)=30 <= 50).
+    lo = max(a(9)=30, no b(10) -> 0) = 30; hi = min(b(9)=50, a(10)=30) = 30 -> p = 30.
+    The 10 ask sells 2; the 30 level (10 units) shares 7: quotas 2.1, 2.1, 2.1, 0.7 ->
+    floors (2, 2, 2, 0) = 6, the leftover to the largest remainder 0.7 -> (2, 2, 2, 1).
+    """
+    res = call_auction([3, 2, 3, 3, 1], [30.0, 10.0, 30.0, 30.0, 30.0], [9], [50.0])
+    _check(res, 30.0, 9, [2, 2, 2, 2, 1], [9], 0, 50.0)
+
+
+# --------------------------------------------------------------------------- (e)
+
+
+@pytest.mark.parametrize(("k", "price"), [(0.5, 45.0), (0.0, 40.0), (1.0, 50.0), (0.3, 43.0)])
+def test_e_k_selects_within_marginal_pair(k, price):
+    """Asks 4@20, 1@40, 5@60; bids 2@70, 3@50, 4@30.
+
+    a: 20 x4, 40, 60 x5; b: 70 x2, 50 x3, 30 x4.  n=5: b(5)=50 >= a(5)=40; n=6: b(6)=30 <
+    a(6)=60, so V=5.  lo = max(a(5)=40, b(6)=30) = 40, hi = min(b(5)=50, a(6)=60) = 50:
+    the marginal buyer and seller bound the price; p = 40 + k*10.
+    Fills: bids (2, 3, 0), asks (4, 1, 0).
+    """
+    res = call_auction([4, 1, 5], [20.0, 40.0, 60.0], [2, 3, 4], [70.0, 50.0, 30.0], k=k)
+    _check(res, price, 5, [4, 1, 0], [2, 3, 0], 0, 70.0)
+
+
+@pytest.mark.parametrize(("k", "price"), [(0.5, 40.0), (0.0, 35.0), (1.0, 45.0)])
+def test_e_k_selects_within_excluded_pair(k, price):
+    """Asks 3@10, 5@45; bids 3@60, 2@35.
+
+    a: 10 x3, 45 x5; b: 60 x3, 35 x2.  n=3: 60 >= 10; n=4: b(4)=35 < a(4)=45 -> V=3.
+    lo = max(a(3)=10, b(4)=35) = 35, hi = min(b(3)=60, a(4)=45) = 45: here the excluded
+    buyer and seller bound the price (any p outside [35, 45] would let one of them in).
+    p = 35 + k*10.  Fills: bids (3, 0), asks (3, 0).
+    """
+    res = call_auction([3, 5], [10.0, 45.0], [3, 2], [60.0, 35.0], k=k)
+    _check(res, price, 3, [3, 0], [3, 0], 0, 60.0)
+
+
+# --------------------------------------------------------------------------- (f)
+
+
+def _brute_volume(aq, ap, bq, bp):
+    """Unit-by-unit volume: expand every order into units and compare n-th best units."""
+    asks = np.sort(np.repeat(ap, aq))
+    bids = np.sort(np.repeat(bp, bq))[::-1]
+    volume = 0
+    for n in range(min(asks.size, bids.size)):
+        if bids[n] >= asks[n]:
+            volume = n + 1
+    return volume
+
+
+def _random_book(rng):
+    na, nb = rng.integers(0, 9, size=2)
+    aq = rng.integers(0, 7, size=na)
+    bq = rng.integers(0, 7, size=nb)
+    if rng.random() < 0.5:  # coarse integer grid: many ties
+        ap = rng.integers(0, 11, size=na).astype(float)
+        bp = rng.integers(0, 11, size=nb).astype(float)
+    else:
+        ap = np.where(rng.random(na) < 0.3, 0.0, rng.uniform(0.0, 100.0, size=na))
+        bp = rng.uniform(0.0, 100.0, size=nb)
+    return aq, ap, bq, bp
+
+
+def test_f_random_books_satisfy_invariants():
+    rng = np.random.default_rng(20240601)
+    traded = 0
+    for _ in range(400):
+        aq, ap, bq, bp = _random_book(rng)
+        k = float(rng.choice([0.0, 0.5, 1.0, rng.random()]))
+        res = call_auction(aq, ap, bq, bp, k=k)
+        assert isinstance(res, AuctionResult)
+        af, bf = res.ask_fills, res.bid_fills
+        # volume is the unit-by-unit maximum
+        assert res.volume == _brute_volume(aq, ap, bq, bp)
+        assert af.sum() == bf.sum() == res.volume
+        assert np.all((af >= 0) & (af <= aq)) and np.all((bf >= 0) & (bf <= bq))
+        assert res.unfilled_market_units == int((aq - af)[ap == 0.0].sum())
+        if (bq > 0).any():
+            assert res.best_bid == bp[bq > 0].max()
+        else:
+            assert math.isnan(res.best_bid)
+        if res.volume == 0:
+            assert math.isnan(res.price) and not af.any() and not bf.any()
+            continue
+        traded += 1
+        p = res.price
+        # individual rationality
+        assert np.all(bp[bf > 0] >= p) and np.all(ap[af > 0] <= p)
+        # maximality, as stated: no unfilled bid above p alongside an unfilled ask below p
+        unfilled_bid_above = np.any(bp[bf < bq] > p)
+        unfilled_ask_below = np.any(ap[af < aq] < p)
+        assert not (unfilled_bid_above and unfilled_ask_below)
+        # stronger (Walrasian): no unfilled bid above p, no unfilled ask below p at all
+        assert not unfilled_bid_above and not unfilled_ask_below
+        # p lies in [s(N), s(N+1)] of the pooled unit prices (N = bid units), and the
+        # end points are hit exactly at k = 0 and k = 1
+        pooled = np.sort(np.concatenate((np.repeat(ap, aq), np.repeat(bp, bq))))
+        n_bid = int(bq.sum())
+        assert pooled[n_bid - 1] <= p <= pooled[n_bid]
+        if k == 0.0:
+            assert p == pooled[n_bid - 1]
+        if k == 1.0:
+            assert p == pooled[n_bid]
+        # price priority: a strictly better row is full whenever a worse one gets anything
+        for qty, fill, better in (
+            (bq, bf, bp[:, None] > bp[None, :]),
+            (aq, af, ap[:, None] < ap[None, :]),
+        ):
+            assert not np.any(better & (fill[:, None] < qty[:, None]) & (fill[None, :] > 0))
+        # pro rata within each price level: fill within one unit of the exact share
+        for qty, fill, prices in ((bq, bf, bp), (aq, af, ap)):
+            for level in np.unique(prices):
+                at = prices == level
+                if 0 < fill[at].sum() < qty[at].sum():
+                    share = qty[at] * fill[at].sum() / qty[at].sum()
+                    assert np.all(np.abs(fill[at] - share) < 1.0)
+    assert traded > 150  # the random books do exercise trading
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (([1, 2], [0.0], [1], [5.0]), {}, "ask_qty and ask_price"),
+        (([1], [0.0], [1], [5.0, 6.0]), {}, "bid_qty and bid_price"),
+        (([-1], [0.0], [1], [5.0]), {}, "ask_qty"),
+        (([1.5], [0.0], [1], [5.0]), {}, "ask_qty"),
+        (([1], [0.0], [np.inf], [5.0]), {}, "bid_qty"),
+        (([1], [-0.5], [1], [5.0]), {}, "ask_price"),
+        (([1], [0.0], [1], [np.nan]), {}, "bid_price"),
+        (([1], [0.0], [1], [np.inf]), {}, "bid_price"),
+        (([1], [0.0], [1], [5.0]), {"k": 1.5}, "k must be"),
+        (([1], [0.0], [1], [5.0]), {"k": float("nan")}, "k must be"),
+        (([[1]], [[0.0]], [1], [5.0]), {}, "one-dimensional"),
+    ],
+)
+def test_validation(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        call_auction(*args, **kwargs)
+
+
+def test_integral_float_quantities_accepted():
+    res = call_auction(np.array([12.0]), [0.0], np.array([10.0, 5.0, 20.0]), BIDS_P)
+    _check(res, 80.0, 12, [12], [10, 2, 0], 0, 100.0)
+
+
+def test_result_is_frozen():
+    res = call_auction([1], [0.0], [1], [5.0])
+    with pytest.raises(AttributeError):
+        res.price = 1.0
+
+
+# --------------------------------------------------------------------------- (g)
+
+
+def test_g_parametric_ten_percent_sold_takes_ten_percent_off():
+    """exp(-1.0536 * 0.1) = exp(-0.10536) = 0.9000005 (ln 0.9 = -0.1053605)."""
+    assert parametric_price(100.0, 1_000, 10_000, 1.0536) / 100.0 == pytest.approx(0.9, abs=1e-4)
+    assert parametric_price(3.0, 50, 500, 1.0536) == pytest.approx(2.7, abs=3e-4)
+
+
+def test_g_parametric_hand_values_and_vectorisation():
+    """alpha = 2 ln 2 and half the stock sold -> exp(-ln 2) = 1/2: 80 -> 40.
+    Nothing sold -> p0.  stock <= 0 -> p0 whatever is sold.
+    """
+    assert parametric_price(80.0, 5_000, 10_000, 2 * math.log(2)) == pytest.approx(40.0)
+    assert parametric_price(80.0, 0, 10_000, 1.0536) == 80.0
+    assert parametric_price(80.0, 7, 0, 1.0536) == 80.0
+    out = parametric_price(
+        np.array([80.0, 80.0, 80.0, 50.0]),
+        np.array([5_000, 0, 3, 1_000]),
+        np.array([10_000, 10_000, -1, 10_000]),
+        np.array([2 * math.log(2), 1.0, 1.0, 1.0536]),
+    )
+    np.testing.assert_allclose(out, [40.0, 80.0, 80.0, 45.0], rtol=1e-5)
+    # broadcasting a scalar p0 and alpha over arrays of sales
+    np.testing.assert_allclose(
+        parametric_price(100.0, [0, 1_000, 2_000], 10_000, 1.0536), [100.0, 90.0, 81.0], rtol=1e-5
+    )
+
+
+# --------------------------------------------------------------------------- (h)
+
+
+def test_h_small_ladder_by_hand():
+    """p0=100, alpha=ln 2, stock=4, 4 buyers: one unit each at 100 * 2^(-m/4), m=1..4
+    = 84.0896, 70.7107, 59.4604, 50.
+
+    Selling 2 market units: V=2, b(2)=70.7107 is marginal, b(3)=59.4604 the next bid:
+    lo = max(0, 59.4604), hi = min(70.7107, inf) -> p = 65.0856 at k=0.5, which sits
+    between the curve at 2/4 (70.71) and 3/4 (59.46) of the stock.
+    With 2 buyers the blocks are units (1-2) and (3-4) at 70.7107 and 50.
+    """
+    qty, price = exponential_bids(100.0, math.log(2), 4, 4)
+    assert qty.tolist() == [1, 1, 1, 1]
+    np.testing.assert_allclose(price, [84.08964, 70.71068, 59.46036, 50.0], rtol=1e-6)
+    res = call_auction([2], [0.0], qty, price, k=0.5)
+    assert res.volume == 2 and res.price == pytest.approx(65.08552, rel=1e-6)
+    qty, price = exponential_bids(100.0, math.log(2), 4, 2)
+    assert qty.tolist() == [2, 2]
+    np.testing.assert_allclose(price, [70.71068, 50.0], rtol=1e-6)
+    # more buyers than units: one buyer per unit
+    qty, _ = exponential_bids(100.0, 1.0, 3, 10)
+    assert qty.tolist() == [1, 1, 1]
+
+
+def _worst_ladder_error(n_buyers, p0=250.0, alpha=1.0536, stock=10_000):
+    qty, price = exponential_bids(p0, alpha, stock, n_buyers)
+    assert qty.sum() == stock and np.all(np.diff(price) < 0)
+    worst = 0.0
+    for sold in range(100, 6_001, 37):  # 1 % to 60 % of the stock, off the block grid
+        res = call_auction([sold], [0.0], qty, price, k=0.5)
+        assert res.volume == sold and res.unfilled_market_units == 0
+        target = parametric_price(p0, sold, stock, alpha)
+        worst = max(worst, abs(res.price / target - 1.0))
+    return worst
+
+
+@pytest.mark.parametrize("n_buyers", [10_000, 100, 53])
+def test_h_ladder_reproduces_exponential_curve(n_buyers):
+    """Error bound from the docstring: 1 - exp(-alpha * w), w = block width as a fraction:
+    n=53 -> w = ceil(10000/53)/10000 = 0.0189, bound 1.97 %; n=100 -> 1.05 %;
+    one buyer per unit -> about alpha / (2 * 10000) = 0.005 %.
+    """
+    worst = _worst_ladder_error(n_buyers)
+    assert worst < 0.02
+    if n_buyers == 10_000:
+        assert worst < 1e-4
+
+
+def test_h_too_coarse_ladder_misses_two_percent():
+    """With 40 buyers the block is 2.5 % of the stock: just past a block's left edge the
+    price is exp(-1.0536 * 0.025) = 0.974 of the curve, a 2.6 % miss, so the 2 % target
+    needs a finer ladder (the docstring's n >= 53)."""
+    assert _worst_ladder_error(40) > 0.02
+
+
+def test_h_ladder_validation():
+    with pytest.raises(ValueError, match="stock"):
+        exponential_bids(100.0, 1.0, 0, 5)
+    with pytest.raises(ValueError, match="n_buyers"):
+        exponential_bids(100.0, 1.0, 10, 0)
+    with pytest.raises(ValueError, match="alpha"):
+        exponential_bids(100.0, -1.0, 10, 5)
