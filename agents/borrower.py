@@ -1,0 +1,212 @@
+"""Borrowers: GPU owners financed with secured debt. Miners and neo-clouds.
+
+State lives in :class:`BorrowerBook` (one array per balance-sheet line, one entry per borrower);
+the Mesa agents :class:`Miner` and :class:`NeoCloud` are views on one row of it.
+
+Monthly behaviour (DESIGN.md 3.2), all vectorised over borrowers:
+
+* revenue = contracted GPUs x locked rent x 730 h (take-or-pay) + spot GPUs x spot rent x 730 h x
+  utilisation (+ for miners: hashrate x max(0, hashprice - cash cost) x days, i.e. rigs are
+  curtailed when mining does not cover its cash cost);
+* opex = GPUs x kW x PUE x 730 h x power price + fixed opex per GPU;
+* a contracted tenant walks away with a small monthly probability (larger in stress); a
+  hyperscaler guarantee keeps ``guarantee_cover`` of the locked rent paid (the Google backstops
+  of ~half a lease's value, 8-K 2025); expired contracts renew at the spot rent;
+* if cash falls short of debt service the pecking order is: cash, BTC treasury (miners; unpledged
+  coins), the revolver, voluntary GPU sales (limit orders in the month's auction), and only then
+  arrears; arrears older than the grace period are a payment default (see ``sim.model``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mesa.discrete_space import FixedAgent
+
+from sim.config import BorrowerType, Scenario
+from sim.environment import DAYS_PER_MONTH, HOURS_PER_MONTH, Environment
+
+MINER, NEOCLOUD = 0, 1
+KIND_NAMES = ("miner", "neocloud")
+OK, DISTRESSED, DEFAULTED = 0, 1, 2
+STATUS_NAMES = ("healthy", "distressed", "defaulted")
+
+
+class BorrowerBook:
+    """Balance sheets and contract state of all borrowers (struct of arrays)."""
+
+    def __init__(self, cfg: Scenario, env: Environment, rng: np.random.Generator):
+        types: list[tuple[int, BorrowerType]] = [
+            (MINER, cfg.borrowers.miner), (NEOCLOUD, cfg.borrowers.neocloud)]
+        n_gen = env.n_gen
+        kinds, fleets, params = [], [], []
+        for code, bt in types:
+            n = bt.count
+            if n == 0:
+                continue
+            size = bt.fleet_mean * rng.lognormal(-0.5 * bt.fleet_sigma**2, bt.fleet_sigma, n)
+            size = np.maximum(np.rint(size), 1).astype(np.int64)
+            mix = np.zeros(n_gen)
+            mix[: len(bt.fleet_mix)] = bt.fleet_mix
+            mix[~env.shipping] = 0.0
+            if mix.sum() <= 0:
+                mix[np.flatnonzero(env.shipping)[-1:]] = 1.0
+            fleets.append(rng.multinomial(size, mix / mix.sum()))
+            kinds.append(np.full(n, code, dtype=np.int8))
+            params.append((bt, n))
+        self.n = int(sum(n for _, n in params))
+        self.kind = np.concatenate(kinds) if kinds else np.zeros(0, dtype=np.int8)
+        self.fleet = (np.vstack(fleets) if fleets else np.zeros((0, n_gen))).astype(np.int64)
+
+        def per(attr):
+            return np.concatenate([np.full(n, float(getattr(bt, attr))) for bt, n in params]) \
+                if params else np.zeros(0)
+
+        def draw_lognormal(attr):
+            return np.concatenate([
+                getattr(bt, attr) * rng.lognormal(-0.18, 0.6, n) for bt, n in params]) \
+                if params else np.zeros(0)
+
+        self.ltv0 = per("ltv")
+        self.capex_multiple = per("capex_multiple")
+        self.spread = per("spread")
+        self.term = per("term_months").astype(np.int64)
+        self.amort_rate = per("amortisation")
+        self.contracted_share = per("contracted_share")
+        self.guarantee_cover = per("guarantee_cover")
+        self.revolver_share = per("revolver_share")
+        self.fixed_opex = per("fixed_opex_per_gpu")
+        self.mining_cost = per("mining_cost")
+        self.btc_pledge = per("btc_pledge")
+        self.cash_months = per("cash_months")
+        self.payout_months = per("payout_months")
+        self.hashrate = draw_lognormal("hashrate_mean")
+        self.btc = draw_lognormal("btc_treasury_mean")
+        premium = per("contract_premium")
+        cmax = per("contract_months_max").astype(np.int64)
+        self.contract_rent = premium[:, None] * env.rent[None, :]
+        self.contract_end = rng.integers(1, np.maximum(cmax, 1) + 1)
+        self.contract_months = cmax
+        self.guaranteed = rng.random(self.n) < per("guarantee_prob")
+        self.tenant_gone = np.zeros(self.n, dtype=bool)
+        self.cash = np.zeros(self.n)
+        self.status = np.zeros(self.n, dtype=np.int8)
+        self.arrears_months = np.zeros(self.n, dtype=np.int64)
+        self.call_months = np.full(self.n, -1, dtype=np.int64)  # -1: no margin call open
+        self.dscr_breach = np.zeros(self.n, dtype=np.int64)
+        self.dscr = np.full(self.n, 2.0)
+        self.default_month = np.full(self.n, -1, dtype=np.int64)
+        self.revenue = np.zeros(self.n)
+        self.opex = np.zeros(self.n)
+
+    @property
+    def pledged_btc(self) -> np.ndarray:
+        return self.btc * self.btc_pledge
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.status != DEFAULTED
+
+    def cost_basis(self, env: Environment) -> np.ndarray:
+        """All-in purchase cost of each fleet: list prices x capex multiple (servers, network,
+        fit-out); facilities are sized on it (loan-to-cost)."""
+        return (self.fleet @ env.list_price) * self.capex_multiple
+
+    def operating(self, env: Environment) -> tuple[np.ndarray, np.ndarray]:
+        """Revenue and opex of the month (DESIGN.md 3.2), one entry per borrower."""
+        contracted = (env.t < self.contract_end) & ~self.tenant_gone
+        cover = np.where(self.tenant_gone & self.guaranteed & (env.t < self.contract_end),
+                         self.guarantee_cover, 0.0)
+        locked_share = self.contracted_share * np.where(contracted, 1.0, cover)
+        spot_share = self.contracted_share * ~(contracted | (cover > 0)) \
+            + (1.0 - self.contracted_share)
+        u = env.cfg.utilisation
+        gpu_rev = HOURS_PER_MONTH * (
+            locked_share * (self.fleet * self.contract_rent).sum(axis=1)
+            + spot_share * u * (self.fleet @ env.rent))
+        mining = self.hashrate * np.maximum(env.hashprice - self.mining_cost, 0.0) * DAYS_PER_MONTH
+        opex = self.fleet @ env.power_cost_per_gpu() + self.fleet.sum(axis=1) * self.fixed_opex
+        alive = self.alive
+        self.revenue = np.where(alive, gpu_rev + mining, 0.0)
+        self.opex = np.where(alive, opex, 0.0)
+        return self.revenue, self.opex
+
+    def update_contracts(self, env: Environment, rng: np.random.Generator,
+                         p_tenant_default: float) -> None:
+        """Tenants walk away at random; expired contracts renew at the current spot rent."""
+        walk = (rng.random(self.n) < p_tenant_default) & (env.t < self.contract_end)
+        self.tenant_gone |= walk & self.alive
+        lapsed = (env.t >= self.contract_end) | (self.tenant_gone & ~self.guaranteed)
+        if lapsed.any():
+            self.contract_rent[lapsed] = env.rent[None, :]
+            self.contract_end[lapsed] = env.t + self.contract_months[lapsed]
+            self.tenant_gone[lapsed] = False
+
+
+class Borrower(FixedAgent):
+    """A GPU owner with secured debt: a view on row ``idx`` of the model's BorrowerBook."""
+
+    def __init__(self, model, idx: int):
+        super().__init__(model)
+        self.idx = idx
+
+    @property
+    def book(self) -> BorrowerBook:
+        return self.model.borrowers
+
+    @property
+    def kind(self) -> str:
+        return KIND_NAMES[self.book.kind[self.idx]]
+
+    @property
+    def cash(self) -> float:
+        return float(self.book.cash[self.idx])
+
+    @property
+    def fleet(self) -> dict[str, int]:
+        return dict(zip(self.model.env.names, self.book.fleet[self.idx].tolist(), strict=True))
+
+    @property
+    def gpus(self) -> int:
+        return int(self.book.fleet[self.idx].sum())
+
+    @property
+    def debt(self) -> float:
+        loans = self.model.loans
+        return float(loans.exposure[loans.borrower == self.idx].sum())
+
+    @property
+    def state(self) -> str:
+        return STATUS_NAMES[self.book.status[self.idx]]
+
+    @property
+    def guaranteed(self) -> bool:
+        return bool(self.book.guaranteed[self.idx])
+
+    @property
+    def size(self) -> float:
+        """Fleet at the price index plus BTC ($)."""
+        b, m = self.book, self.model
+        return float(b.fleet[self.idx] @ m.price + b.btc[self.idx] * m.env.btc)
+
+    @property
+    def net_worth(self) -> float:
+        """Cash + BTC + fleet at the price index - debt (a market-value balance sheet)."""
+        b, m = self.book, self.model
+        return float(b.cash[self.idx] + b.btc[self.idx] * m.env.btc
+                     + b.fleet[self.idx] @ m.price - self.debt)
+
+
+class Miner(Borrower):
+    """A Bitcoin miner turned AI landlord: BTC treasury and hashrate on top of the GPU fleet."""
+
+    @property
+    def btc(self) -> float:
+        return float(self.book.btc[self.idx])
+
+    @property
+    def hashrate(self) -> float:
+        return float(self.book.hashrate[self.idx])
+
+
+class NeoCloud(Borrower):
+    """A GPU cloud: larger fleet, mostly take-or-pay contracted revenue, guarantees possible."""

@@ -1,0 +1,190 @@
+"""Secondary buyers of used GPUs: hyperscalers, tier-2 clouds, brokers, and the salvage sink.
+
+Reservation price of buyer k for one GPU of generation g (DESIGN.md 3.2): the present value at
+its hurdle rate r_k of the net rent it expects over the GPU's remaining economic life, minus the
+cost of integrating it,
+
+    P_kg = sum_{m=1}^{M_kg} max(0, u R_g 730 e^{mu_kg m/12} - c_g) (1 + r_k)^{-m/12} - I_k,
+
+with M_kg = life_k - age_g, c_g the power and running cost per GPU-month, and expected log rent
+drift mu_kg = ln(1 - d) + x_kg. The extrapolation term x_kg follows adaptive expectations
+(Cagan 1956; Nerlove 1958) on the part of the observed price change that fundamentals do not
+explain, x <- (1 - lambda) x + lambda * clip(12 (dln p - dln V), -1, 1): after a fire sale
+buyers expect further falls and bid less, which deepens the buying vacuum (extrapolative
+expectations, Greenwood & Shleifer 2014, RFS 27(3)).
+
+Capacity (units) = min(capital / reservation, spare MW x 1000 / kW per GPU): a buyer can only
+use GPUs it can power and cool. Capital and MW regrow slowly (new substations take 5-7 years,
+TeraWulf). The salvage buyer takes anything at a floor share of list price.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mesa.discrete_space import FixedAgent
+
+from sim.config import Scenario
+from sim.environment import HOURS_PER_MONTH, Environment
+from sim.finance import discount_factors
+
+SALVAGE = "salvage"
+BIG = np.int64(10**12)  # "unlimited" units
+
+
+class BuyerBook:
+    """State of all secondary buyers (struct of arrays); the salvage sink is not a row here."""
+
+    def __init__(self, cfg: Scenario, env: Environment):
+        b = cfg.buyers
+        self.cfg = b
+        names, rows = [], []
+        for name, bt in b.types.items():
+            names += [name] * bt.count
+            rows += [bt] * bt.count
+        self.n = len(rows)
+        self.type = np.array(names, dtype=object)
+        self.type_names = list(b.types)
+        self.type_idx = np.array([self.type_names.index(t) for t in names], dtype=np.int64)
+        self.hurdle = np.array([r.hurdle for r in rows], dtype=float)
+        self.integration = np.array([r.integration_cost for r in rows], dtype=float)
+        self.life = np.array([r.life_months for r in rows], dtype=np.int64)
+        scale = b.capacity_scale
+        self.capital0 = np.array([r.capital for r in rows], dtype=float) * scale
+        self.mw0 = np.array([r.spare_mw for r in rows], dtype=float) * scale
+        self.capital = self.capital0.copy()
+        self.mw = self.mw0.copy()
+        self.unlimited = b.unlimited
+        self.extrap = np.zeros((self.n, env.n_gen))
+        self.holdings = np.zeros((self.n, env.n_gen), dtype=np.int64)
+        self.spent = np.zeros(self.n)
+        self._mmax = int(self.life.max()) if self.n else 1
+        self._disc = discount_factors(self.hurdle, self._mmax)  # (K, M)
+        types = list(b.types.values())
+        self._t_hurdle = np.array([t.hurdle for t in types])
+        self._t_integration = np.array([t.integration_cost for t in types])
+        self._t_life = np.array([t.life_months for t in types], dtype=np.int64)
+        self._t_disc = discount_factors(self._t_hurdle, self._mmax) if types else None
+
+    # ----------------------------------------------------------------- valuation
+    def _pv(self, env: Environment, disc: np.ndarray, life: np.ndarray, integration: np.ndarray,
+            extrap: np.ndarray) -> np.ndarray:
+        """PV of expected net rent per GPU for each (row, generation); see module docstring."""
+        e = env.cfg
+        m = np.arange(1, self._mmax + 1, dtype=float)
+        mu = np.log1p(-e.rent_deflation) + extrap  # (R, G)
+        growth = np.exp(mu[:, :, None] * m[None, None, :] / 12.0)  # (R, G, M)
+        cost = env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu  # (G,)
+        net = e.utilisation * env.rent[None, :, None] * HOURS_PER_MONTH * growth - cost[None, :,
+                                                                                        None]
+        remaining = life[:, None] - np.maximum(env.age, 0)[None, :]  # (R, G)
+        alive = m[None, None, :] <= remaining[:, :, None]
+        pv = (np.maximum(net, 0.0) * alive * disc[:, None, :]).sum(axis=2)
+        value = pv - integration[:, None]
+        return np.where(env.shipping[None, :], np.maximum(value, 0.0), 0.0)
+
+    def reservation(self, env: Environment) -> np.ndarray:
+        """Reservation price of every buyer for every generation, (K, G)."""
+        if self.n == 0:
+            return np.zeros((0, env.n_gen))
+        return self._pv(env, self._disc, self.life, self.integration, self.extrap)
+
+    def fundamental(self, env: Environment) -> np.ndarray:
+        """Value in best use (Shleifer & Vishny 1992, J. Finance 47(4)): the highest reservation
+        price over buyer types with expectations anchored on fundamentals (x = 0), per generation,
+        and never below the salvage value. The fire-sale discount is measured against it."""
+        if self._t_disc is None:
+            return np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
+        zero = np.zeros((len(self._t_life), env.n_gen))
+        best = self._pv(env, self._t_disc, self._t_life, self._t_integration, zero).max(axis=0)
+        salvage = self.cfg.salvage_floor * env.list_price
+        return np.where(env.shipping, np.maximum(best, salvage), 0.0)
+
+    def capacity(self, price: np.ndarray, kw: float) -> np.ndarray:
+        """Units each buyer can take at the given prices: min(capital / p, MW x 1000 / kW)."""
+        if self.unlimited:
+            return np.full(self.n, BIG)
+        by_cap = np.floor(np.divide(self.capital, price, out=np.zeros(self.n), where=price > 0)
+                          + 1e-9)
+        by_mw = np.floor(self.mw * 1000.0 / kw + 1e-9)
+        return np.minimum(by_cap, by_mw).astype(np.int64)
+
+    # ----------------------------------------------------------------- dynamics
+    def settle(self, fills: np.ndarray, price: float, gen: int, kw: float) -> np.ndarray:
+        """Take delivery of ``fills`` units at ``price``; return the cash each buyer pays."""
+        pay = fills * price
+        self.holdings[:, gen] += fills
+        self.spent += pay
+        if not self.unlimited:
+            self.capital = np.maximum(self.capital - pay, 0.0)
+            self.mw = np.maximum(self.mw - fills * kw / 1000.0, 0.0)
+        return pay
+
+    def adapt(self, dlog_price: np.ndarray, dlog_value: np.ndarray, traded: np.ndarray) -> None:
+        """Adaptive expectations on unexplained price moves, for generations that traded."""
+        lam = self.cfg.adapt
+        surprise = np.clip(12.0 * (dlog_price - dlog_value), -1.0, 1.0)
+        upd = (1 - lam) * self.extrap + lam * surprise[None, :]
+        self.extrap = np.where(traded[None, :], upd, self.extrap)
+
+    def regrow(self) -> None:
+        """Capital refills towards its initial level; spare MW grows slowly (new power)."""
+        c = self.cfg
+        self.capital += c.capital_regrowth * np.maximum(self.capital0 - self.capital, 0.0)
+        self.mw = np.minimum(self.mw + c.mw_regrowth * self.mw0, self.mw0)
+
+    def shock_capital(self, size: float) -> None:
+        self.capital *= 1.0 - size
+        self.capital0 *= 1.0 - size
+
+
+class SecondaryBuyer(FixedAgent):
+    """A buyer of used GPUs (hyperscaler, tier-2 cloud, broker): a view on the BuyerBook."""
+
+    def __init__(self, model, idx: int):
+        super().__init__(model)
+        self.idx = idx
+
+    @property
+    def kind(self) -> str:
+        return str(self.model.buyers.type[self.idx])
+
+    @property
+    def capital(self) -> float:
+        return float(self.model.buyers.capital[self.idx])
+
+    @property
+    def spare_mw(self) -> float:
+        return float(self.model.buyers.mw[self.idx])
+
+    @property
+    def holdings(self) -> dict[str, int]:
+        return dict(zip(self.model.env.names, self.model.buyers.holdings[self.idx].tolist(),
+                        strict=True))
+
+    @property
+    def state(self) -> str:
+        return "healthy"
+
+    @property
+    def size(self) -> float:
+        """Capital plus GPUs bought, at the price index ($)."""
+        m = self.model
+        return float(m.buyers.capital[self.idx] + m.buyers.holdings[self.idx] @ m.price)
+
+
+class SalvageBuyer(FixedAgent):
+    """The salvage sink: buys any quantity at ``salvage_floor`` x list price (parts, scrap)."""
+
+    kind = SALVAGE
+    state = "healthy"
+
+    def __init__(self, model):
+        super().__init__(model)
+
+    @property
+    def size(self) -> float:
+        return float(self.model.salvage_units @ self.model.price)
+
+    @property
+    def holdings(self) -> dict[str, int]:
+        return dict(zip(self.model.env.names, self.model.salvage_units.tolist(), strict=True))

@@ -1,0 +1,155 @@
+"""Lenders: banks, private-credit funds and asset-based lenders (ABL specialists).
+
+Balance sheet of lender i (all in :class:`LenderBook`):
+
+    assets      = cash + loans (exposure of its loan rows) + repossessed GPUs at its mark
+                  + claims on other lenders (valued by the month's clearing vector)
+    liabilities = funding from other lenders (the funding network) + outside funding + repo
+    equity      = assets - liabilities   (computed, never stored)
+
+Marks (the "collateral illusion": paper LTV versus realised recovery):
+
+* ``book``: straight-line depreciation of the list price over a 6-year accounting life (the
+  lives used by CoreWeave, Microsoft and Alphabet, filings 2025);
+* ``appraisal``: the mean of the traded price index over the last ``appraisal_lag`` months, i.e.
+  a lagged, smoothed appraisal (Geltner 1993, J. Real Estate Research 8(3), on appraisal lag);
+* ``market``: the last price index.
+
+Decisions: sell repossessed GPUs patiently (limit orders at mark x (1 - sale_discount)) while the
+lender is sound and the GPUs are recent; sell at any price above salvage (forced) when it is
+deleveraging or failed or the GPUs have been held ``max_hold_months``. Below ``capital_floor`` x
+its initial capital ratio a lender deleverages: no rollovers, no revolver draws, forced sales.
+Negative clearing equity means failure (``sim.model`` runs Rogers-Veraart clearing).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mesa.discrete_space import FixedAgent
+
+from sim.config import Scenario
+
+NORMAL, DELEVERAGING, FAILED = 0, 1, 2
+STATUS_NAMES = ("healthy", "distressed", "failed")
+MARKS = ("book", "appraisal", "market")
+ACCOUNTING_LIFE_MONTHS = 72
+
+
+class LenderBook:
+    """Balance sheets of all lenders (struct of arrays)."""
+
+    def __init__(self, cfg: Scenario, n_gen: int, rng: np.random.Generator):
+        lc = cfg.lenders
+        n = lc.count
+        self.n = n
+        self.type_names = list(lc.types)
+        types = list(lc.types.values())
+        weights = np.array([t.share for t in types], dtype=float)
+        # deterministic apportionment of types, then shuffled so ids carry no type order
+        counts = np.floor(weights / weights.sum() * n).astype(int)
+        counts[np.argsort(-(weights / weights.sum() * n - counts), kind="stable")[
+            : n - counts.sum()]] += 1
+        tidx = np.repeat(np.arange(len(types)), counts)
+        self.type_idx = rng.permutation(tidx)
+        pick = np.array([[t.capital_ratio, t.interbank_share, t.cash_share, t.sale_discount]
+                         for t in types])[self.type_idx]
+        self.capital_ratio0, self.interbank_share, self.cash_share, self.sale_discount = pick.T
+        self.mark_rule = np.array([MARKS.index(t.mark) for t in types])[self.type_idx]
+        self.status = np.zeros(n, dtype=np.int8)
+        self.cash = np.zeros(n)
+        self.outside = np.zeros(n)  # outside funding (deposits, notes, LP leverage)
+        self.repo_debt = np.zeros(n)
+        self.inventory = np.zeros((n, n_gen), dtype=np.int64)
+        self.inv_since = np.full((n, n_gen), -1, dtype=np.int64)
+        self.claim_pool = np.zeros(n)  # written-off exposure not yet recovered
+        self.writeoffs = np.zeros(n)
+        self.recoveries = np.zeros(n)
+        self.holding_paid = np.zeros(n)
+        self.equity = np.zeros(n)
+        self.assets = np.zeros(n)
+        self.fail_month = np.full(n, -1, dtype=np.int64)
+
+    @property
+    def kind(self) -> np.ndarray:
+        return np.array(self.type_names, dtype=object)[self.type_idx]
+
+    @property
+    def credit_losses(self) -> np.ndarray:
+        """Write-offs minus recoveries, per lender."""
+        return self.writeoffs - self.recoveries
+
+    def marks(self, env, price_hist: np.ndarray, t: int, lag: int) -> np.ndarray:
+        """Per-lender, per-generation value of one GPU under the lender's marking rule.
+
+        ``price_hist[s]`` is the price index at the end of month s (row 0 = t0).
+        """
+        book = env.list_price * np.clip(1.0 - np.maximum(env.age, 0) / ACCOUNTING_LIFE_MONTHS,
+                                        0.0, 1.0)
+        market = price_hist[t]
+        appraisal = price_hist[max(0, t - lag + 1): t + 1].mean(axis=0)
+        table = np.vstack([book, appraisal, market])  # (3, G)
+        return table[self.mark_rule]
+
+    def add_inventory(self, units: np.ndarray, t: int) -> None:
+        """Repossessed GPUs join the warehouse; the clock starts for a line that was empty."""
+        fresh = (self.inventory == 0) & (units > 0)
+        self.inv_since[fresh] = t
+        self.inventory += units
+
+    def remove_inventory(self, units: np.ndarray) -> None:
+        self.inventory -= units
+        self.inv_since[self.inventory == 0] = -1
+
+    def apply_recovery(self, proceeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sale proceeds first recover written-off exposure; any surplus belongs to the
+        defaulted borrowers' estates (an outside flow). Returns (recovered, surplus)."""
+        rec = np.minimum(proceeds, self.claim_pool)
+        self.claim_pool -= rec
+        self.recoveries += rec
+        return rec, proceeds - rec
+
+
+class Lender(FixedAgent):
+    """A bank, private-credit fund or ABL: a view on row ``idx`` of the model's LenderBook."""
+
+    def __init__(self, model, idx: int):
+        super().__init__(model)
+        self.idx = idx
+
+    @property
+    def book(self) -> LenderBook:
+        return self.model.lenders
+
+    @property
+    def kind(self) -> str:
+        return self.book.type_names[self.book.type_idx[self.idx]]
+
+    @property
+    def cash(self) -> float:
+        return float(self.book.cash[self.idx])
+
+    @property
+    def equity(self) -> float:
+        return float(self.book.equity[self.idx])
+
+    @property
+    def inventory(self) -> dict[str, int]:
+        return dict(zip(self.model.env.names, self.book.inventory[self.idx].tolist(),
+                        strict=True))
+
+    @property
+    def credit_losses(self) -> float:
+        return float(self.book.credit_losses[self.idx])
+
+    @property
+    def mark_rule(self) -> str:
+        return MARKS[self.book.mark_rule[self.idx]]
+
+    @property
+    def size(self) -> float:
+        """Total assets after the month's clearing ($)."""
+        return float(self.book.assets[self.idx])
+
+    @property
+    def state(self) -> str:
+        return STATUS_NAMES[self.book.status[self.idx]]

@@ -1,0 +1,354 @@
+"""Scenario configuration: pydantic models read from TOML.
+
+Every default below is a figure from ``shared/CALIBRATION.md`` or a stated modelling assumption;
+``docs/calibration.md`` gives the source of each one. Unknown keys and out-of-range values are
+rejected with :class:`ConfigError`, whose message names the key, the value and what is allowed.
+
+Money is in US dollars, GPUs in integer units, time in months (t0 = 2025-12).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
+
+Frac = Annotated[float, Field(ge=0.0, le=1.0)]
+Pos = Annotated[float, Field(gt=0.0)]
+NonNeg = Annotated[float, Field(ge=0.0)]
+
+
+class ConfigError(ValueError):
+    """A scenario, override or flag that cannot be used; the message is one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- environment
+class Generation(_Strict):
+    """One NVIDIA GPU generation. Launch month is relative to t0 (negative = already shipping)."""
+
+    name: str = Field(min_length=1)
+    launch_month: int = Field(ge=-240, le=600)
+    list_price: Pos
+    kw_per_gpu: Pos  # incl. rack overhead (network, CPU, cooling fans), before PUE
+    rent0: Pos  # $/GPU-hour at t0 (or at launch, for a future generation)
+
+
+def _default_generations() -> list[Generation]:
+    return [
+        Generation(name="A100", launch_month=-66, list_price=15_000, kw_per_gpu=0.55, rent0=1.20),
+        Generation(name="H100", launch_month=-30, list_price=27_500, kw_per_gpu=1.25, rent0=2.00),
+        Generation(name="H200", launch_month=-12, list_price=30_000, kw_per_gpu=1.30, rent0=2.60),
+        Generation(name="B200", launch_month=-6, list_price=35_000, kw_per_gpu=1.67, rent0=5.00),
+        Generation(name="Rubin", launch_month=10, list_price=45_000, kw_per_gpu=2.00, rent0=8.00),
+    ]
+
+
+class Environment(_Strict):
+    generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
+    rent_deflation: float = Field(0.30, ge=0.0, le=0.99)  # d: rents fall by d a year
+    rent_vol: NonNeg = 0.04  # monthly sigma of the common rent shock
+    step_down: Frac = 0.25  # phi: rent step for every older generation at a launch
+    utilisation: Frac = 0.85  # spot fleet utilisation
+    btc_price0: Pos = 90_000.0
+    btc_drift: float = Field(0.0, ge=-1.0, le=1.0)  # annual log drift
+    btc_vol_calm: NonNeg = 0.50  # annual
+    btc_vol_stress: NonNeg = 0.75
+    rho_calm: float = Field(0.3, ge=-1.0, le=1.0)  # BTC-rent shock correlation, calm
+    rho_stress: float = Field(0.8, ge=-1.0, le=1.0)  # ... once the stress indicator fires
+    stress_drawdown: Frac = 0.30  # BTC drawdown from its running peak that flags stress
+    hashprice0: NonNeg = 36.0  # $/PH/day
+    difficulty_growth: float = Field(0.25, ge=0.0, le=5.0)  # a year; erodes hashprice
+    power_price: NonNeg = 50.0  # $/MWh
+    pue: float = Field(1.25, ge=1.0, le=3.0)
+    sofr: float = Field(0.043, ge=0.0, le=0.5)
+
+
+# --------------------------------------------------------------------------- agents
+class BorrowerType(_Strict):
+    count: int = Field(ge=0, le=1_000_000)
+    fleet_mean: Pos  # GPUs per borrower (lognormal mean)
+    fleet_sigma: NonNeg = 0.6  # lognormal sigma
+    fleet_mix: list[NonNeg]  # weights by generation (existing generations only)
+    ltv: float = Field(0.75, gt=0.0, le=1.0)  # loan-to-cost at origination
+    capex_multiple: float = Field(1.3, ge=1.0, le=5.0)  # all-in cost per GPU / list price
+    spread: NonNeg  # over SOFR
+    term_months: int = Field(36, ge=1, le=240)
+    amortisation: Frac = 0.20  # of original principal a year
+    contracted_share: Frac
+    contract_premium: float = Field(1.2, ge=0.0, le=10.0)  # locked rent / t0 spot rent
+    contract_months_max: int = Field(48, ge=1, le=240)
+    guarantee_prob: Frac
+    guarantee_cover: Frac = 0.5  # share of contracted rent the guarantor keeps paying
+    cash_months: NonNeg = 3.0  # opening cash, in months of opex + debt service
+    payout_months: NonNeg = 6.0  # cash above this many months is paid out (capex, dividends)
+    revolver_share: Frac = 0.10  # revolver limit, share of the term facility
+    fixed_opex_per_gpu: NonNeg = 300.0  # $/GPU-month besides power
+    # miners only
+    hashrate_mean: NonNeg = 0.0  # PH/s
+    mining_cost: NonNeg = 32.0  # cash cost $/PH/day; mining is curtailed below it
+    btc_treasury_mean: NonNeg = 0.0  # BTC held
+    btc_pledge: Frac = 0.0  # share of the treasury pledged to the GPU lenders
+
+
+def _miners() -> BorrowerType:
+    return BorrowerType(count=120, fleet_mean=1_500, fleet_mix=[0.10, 0.50, 0.25, 0.15],
+                        spread=0.032, contracted_share=0.5, guarantee_prob=0.2,
+                        hashrate_mean=8_000, btc_treasury_mean=600, btc_pledge=0.5)
+
+
+def _neoclouds() -> BorrowerType:
+    return BorrowerType(count=60, fleet_mean=6_000, fleet_mix=[0.05, 0.40, 0.20, 0.35],
+                        spread=0.045, contracted_share=0.9, guarantee_prob=0.3)
+
+
+class Borrowers(_Strict):
+    miner: BorrowerType = Field(default_factory=_miners)
+    neocloud: BorrowerType = Field(default_factory=_neoclouds)
+    tenant_default_calm: Frac = 0.002  # monthly probability a contracted tenant walks away
+    tenant_default_stress: Frac = 0.02
+    loan_age_max: int = Field(24, ge=0, le=240)  # loans were originated 0..max months ago
+    voluntary_discount: Frac = 0.15  # ask below the price index for voluntary sales
+
+
+class LenderType(_Strict):
+    share: Frac  # share of the lender population
+    capital_ratio: float = Field(gt=0.0, le=1.0)  # equity / assets at t0
+    interbank_share: Frac  # share of assets funded by other lenders
+    cash_share: Frac = 0.05  # share of assets held as cash
+    mark: Literal["book", "appraisal", "market"]
+    sale_discount: Frac  # patience: a normal lender asks mark * (1 - sale_discount)
+
+
+def _lender_types() -> dict[str, LenderType]:
+    return {
+        "bank": LenderType(share=0.3, capital_ratio=0.10, interbank_share=0.10, mark="appraisal",
+                           sale_discount=0.20),
+        "private_credit": LenderType(share=0.5, capital_ratio=0.30, interbank_share=0.45,
+                                     mark="book", sale_discount=0.35),
+        "abl": LenderType(share=0.2, capital_ratio=0.15, interbank_share=0.30, mark="market",
+                          sale_discount=0.10),
+    }
+
+
+class Lenders(_Strict):
+    count: int = Field(20, ge=1, le=100_000)
+    types: dict[str, LenderType] = Field(default_factory=_lender_types, min_length=1)
+    ltv_max: float = Field(0.85, gt=0.0, le=2.0)  # LTV covenant: a breach starts a margin call
+    ltv_cure: float = Field(0.75, gt=0.0, le=2.0)  # the call is cured at or below this LTV
+    dscr_min: NonNeg = 1.0  # debt-service cover covenant
+    cure_months: int = Field(3, ge=0, le=60)
+    cash_sweep: Frac = 0.5  # share of spare cash swept to prepay after a DSCR breach
+    grace_months: int = Field(1, ge=0, le=60)  # arrears tolerated before payment default
+    refi_ltv: float = Field(0.80, gt=0.0, le=2.0)  # a maturing loan rolls only at or below
+    capital_floor: Frac = 0.5  # deleverage below this share of the t0 capital ratio
+    run_rate: Frac = 0.10  # monthly share of funding withdrawn from a distressed lender
+    holding_cost: NonNeg = 60.0  # $/GPU-month for warehoused repossessed GPUs
+    max_hold_months: int = Field(6, ge=0, le=120)
+    appraisal_lag: int = Field(3, ge=1, le=24)
+    funding_rate_spread: NonNeg = 0.01  # lenders' funding cost over SOFR
+
+
+class BuyerType(_Strict):
+    count: int = Field(ge=0, le=100_000)
+    hurdle: float = Field(ge=0.0, le=2.0)  # annual discount rate
+    integration_cost: NonNeg  # $/GPU
+    capital: NonNeg  # $ available for secondary purchases, each
+    spare_mw: NonNeg  # MW of powered, cooled space, each
+    life_months: int = Field(ge=1, le=240)  # economic life from launch they plan on
+
+
+def _buyer_types() -> dict[str, BuyerType]:
+    return {
+        "hyperscaler": BuyerType(count=3, hurdle=0.08, integration_cost=1_500,
+                                 capital=250e6, spare_mw=15, life_months=72),
+        "tier2": BuyerType(count=10, hurdle=0.15, integration_cost=2_500,
+                           capital=60e6, spare_mw=4, life_months=60),
+        "broker": BuyerType(count=8, hurdle=0.30, integration_cost=1_000,
+                            capital=40e6, spare_mw=3, life_months=48),
+    }
+
+
+class Buyers(_Strict):
+    types: dict[str, BuyerType] = Field(default_factory=_buyer_types)
+    capacity_scale: float = Field(1.0, ge=0.0, le=1e6)  # multiplies capital and spare MW
+    unlimited: bool = False  # buyers with no capital or power limit (a frictionless market)
+    capital_regrowth: Frac = 0.05  # monthly share of the gap to initial capital refilled
+    mw_regrowth: Frac = 0.01  # monthly MW added, share of initial spare MW
+    adapt: Frac = 0.2  # adaptive-expectations gain on observed price changes
+    salvage_floor: Frac = 0.08  # salvage buys anything at this share of list price
+    spot_opex_per_gpu: NonNeg = 150.0  # $/GPU-month buyers expect besides power
+
+
+class Market(_Strict):
+    mode: Literal["auction", "parametric"] = "auction"
+    k: Frac = 0.5  # k-double auction price rule
+    alpha: NonNeg = 1.0536  # parametric mode: p = p0 exp(-alpha q / stock)
+    unsold_to_salvage: bool = True  # the salvage buyer bids without limit at the floor
+
+
+class NetworkCfg(_Strict):
+    kind: Literal["erdos_renyi", "scale_free", "core_periphery", "edgelist"] = "erdos_renyi"
+    syndicate: float = Field(2.0, ge=1.0, le=1000.0)  # mean lenders per borrower
+    funding_degree: float = Field(2.0, ge=0.0, le=1000.0)  # mean funders per lender
+    core_share: Frac = 0.2  # core-periphery: share of lenders in the core
+    edgelist: str | None = None  # path of a lender->lender funding edge list (kind=edgelist)
+
+
+class Repo(_Strict):
+    enabled: bool = False
+    h0: Frac = 0.20  # base haircut
+    kappa: NonNeg = 0.5  # haircut rise per unit fall of price below the reference
+    capacity: NonNeg = 2.0e9  # $ of repo loans plus purchases at cost
+    penalty_spread: NonNeg = 0.03  # over SOFR (Bagehot: lend freely at a penalty rate)
+    buy_floor: bool = True  # also bid at (1 - h) * reference value in the auction
+
+
+class Policy(_Strict):
+    repo: Repo = Field(default_factory=Repo)
+
+
+class Contagion(_Strict):
+    alpha: Frac = 1.0  # Rogers-Veraart: share of external assets realised in default
+    beta: Frac = 1.0  # ... and of interbank claims
+
+
+class Shock(_Strict):
+    month: int = Field(ge=0, le=600)
+    kind: Literal["btc", "rent", "buyer_capital", "guarantor_exit", "funding"]
+    size: float = Field(ge=0.0, le=1.0)  # fall as a share (0.5 = halves)
+
+
+class Scenario(_Strict):
+    name: str = Field("baseline", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    months: int = Field(60, ge=1, le=600)
+    seed: int = Field(20251201, ge=0, le=2**63 - 1)
+    environment: Environment = Field(default_factory=Environment)
+    borrowers: Borrowers = Field(default_factory=Borrowers)
+    lenders: Lenders = Field(default_factory=Lenders)
+    buyers: Buyers = Field(default_factory=Buyers)
+    market: Market = Field(default_factory=Market)
+    network: NetworkCfg = Field(default_factory=NetworkCfg)
+    policy: Policy = Field(default_factory=Policy)
+    contagion: Contagion = Field(default_factory=Contagion)
+    shocks: list[Shock] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        n_gen = len(self.environment.generations)
+        names = [g.name for g in self.environment.generations]
+        if len(set(names)) != n_gen:
+            raise ValueError(f"environment.generations: duplicate names {names}")
+        for kind in ("miner", "neocloud"):
+            mix = getattr(self.borrowers, kind).fleet_mix
+            if len(mix) > n_gen or sum(mix) <= 0:
+                raise ValueError(
+                    f"borrowers.{kind}.fleet_mix: {mix} must have at most {n_gen} weights "
+                    "(one per generation) with a positive sum")
+        if self.lenders.ltv_cure > self.lenders.ltv_max:
+            raise ValueError(f"lenders.ltv_cure = {self.lenders.ltv_cure} must be <= "
+                             f"lenders.ltv_max = {self.lenders.ltv_max}")
+        if sum(t.share for t in self.lenders.types.values()) <= 0:
+            raise ValueError("lenders.types: the shares must have a positive sum")
+        if self.network.kind == "edgelist" and not self.network.edgelist:
+            raise ValueError("network.edgelist: a path is required when network.kind = 'edgelist'")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+def _fmt_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "scenario"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{loc}'"
+    if first["type"] == "value_error":
+        return msg
+    return f"{loc} = {first.get('input')!r}: {msg}"
+
+
+def parse_value(text: str) -> Any:
+    """Read an override's value as a TOML literal (numbers, booleans, strings, lists, inf)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(base[k], v) if isinstance(v, dict) and isinstance(
+            base.get(k), dict) else v
+    return out
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``key.path=value`` override (list items by index) to the resolved dict."""
+    key, eq, raw = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not eq or not all(parts):
+        raise ConfigError(f"--set '{assignment}': expected key=value, e.g. lenders.count=30")
+    node: Any = data
+    for i, part in enumerate(parts):
+        here = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"unknown key '{here}': index out of range 0..{len(node) - 1}")
+            part = int(part)
+        elif not isinstance(node, dict) or (part not in node and i < len(parts) - 1):
+            raise ConfigError(f"unknown key '{here}'")
+        if i == len(parts) - 1:
+            node[part] = parse_value(raw.strip())
+        else:
+            node = node[part]
+
+
+def read_toml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        candidate = SCENARIO_DIR / f"{path}.toml"
+        if candidate.is_file():
+            p = candidate
+        else:
+            raise ConfigError(f"scenario '{path}' not found (a TOML file, or one of: "
+                              f"{', '.join(list_scenarios())})")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: malformed TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
+
+
+def list_scenarios() -> list[str]:
+    return sorted(f.stem for f in SCENARIO_DIR.glob("*.toml"))
+
+
+def build(data: dict) -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_fmt_error(e)) from None
+
+
+def load_scenario(source: str | Path | None = None, overrides: list[str] | tuple = (),
+                  seed: int | None = None, months: int | None = None) -> Scenario:
+    """Read a scenario (a path, a shipped name, or None for the baseline) and apply overrides."""
+    data = _deep_merge(Scenario().model_dump(),
+                       read_toml(source) if source is not None else read_toml("baseline"))
+    for o in overrides:
+        apply_override(data, o)
+    if seed is not None:
+        data["seed"] = seed
+    if months is not None:
+        data["months"] = months
+    return build(data)

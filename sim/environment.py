@@ -1,0 +1,101 @@
+"""The exogenous world: GPU rents per generation, Bitcoin, hashprice, power and rates.
+
+Everything here is driven only by the model's seeded ``numpy.random.Generator``; nothing reads
+agents. The processes (monthly steps, month index t with t0 = 2025-12):
+
+* Rent index per generation g (spot $/GPU-hour), a geometric random walk with deterministic
+  deflation and a common shock, for every generation already shipping:
+
+      ln R_g(t+1) = ln R_g(t) + ln(1 - d)/12 - sigma_r^2/2 + sigma_r * eps_r(t)
+
+  plus a step-down ``R_g <- (1 - phi) R_g`` for every older generation in the month a newer
+  generation ships in volume (non-linear obsolescence). d = 30 %/yr (A100 rent 4.10 -> 1.20 $/h,
+  AWS list and marketplace data; inference price -20..40 %/yr, SemiAnalysis/Epoch AI),
+  phi = 25 % (the 20-30 % next-generation step-down in shared/CALIBRATION.md).
+* Bitcoin: ln S(t+1) = ln S(t) + (mu - sigma^2/2)/12 + sigma/sqrt(12) * eps_b(t), with
+  eps_b = rho * eps_r + sqrt(1 - rho^2) * eta. In calm months (sigma, rho) = (50 %, 0.3); once the
+  drawdown from the running peak reaches ``stress_drawdown`` the regime switches to
+  (75 %, 0.8): the "correlation convergence" of BTC and AI-compute prices (Glassnode/K33 vols;
+  BTC-tech correlation 0.2-0.8 by regime, see docs/calibration.md).
+* Hashprice ($/PH/day) = hashprice0 * S/S0 * (1 + g_difficulty)^(-t/12).
+
+Scenario shocks of kind ``btc`` and ``rent`` are applied here (a one-off fall by ``size``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.config import Scenario
+
+HOURS_PER_MONTH = 730.0
+DAYS_PER_MONTH = 365.0 / 12.0
+
+
+class Environment:
+    """Exogenous state, advanced once per month by :meth:`step`."""
+
+    def __init__(self, cfg: Scenario, rng: np.random.Generator):
+        e = cfg.environment
+        self.cfg = e
+        self.rng = rng
+        gens = e.generations
+        self.names = [g.name for g in gens]
+        self.launch = np.array([g.launch_month for g in gens], dtype=np.int64)
+        self.list_price = np.array([g.list_price for g in gens], dtype=float)
+        self.kw = np.array([g.kw_per_gpu for g in gens], dtype=float)
+        self.rent = np.array([g.rent0 for g in gens], dtype=float)
+        self.t = 0
+        self.btc = e.btc_price0
+        self.btc_peak = e.btc_price0
+        self.stress = False
+        self.hashprice = e.hashprice0
+        self._shocks = [s for s in cfg.shocks if s.kind in ("btc", "rent")]
+
+    @property
+    def n_gen(self) -> int:
+        return len(self.names)
+
+    @property
+    def shipping(self) -> np.ndarray:
+        """Generations launched by now (they have a market)."""
+        return self.launch <= self.t
+
+    @property
+    def age(self) -> np.ndarray:
+        """Months since launch (negative before launch)."""
+        return self.t - self.launch
+
+    def power_cost_per_gpu(self) -> np.ndarray:
+        """Monthly power bill per GPU: kW x PUE x hours x $/MWh / 1000."""
+        return self.kw * self.cfg.pue * HOURS_PER_MONTH * self.cfg.power_price / 1000.0
+
+    def step(self) -> None:
+        """Advance one month: rent shock and deflation, launches, BTC, hashprice, shocks."""
+        e = self.cfg
+        self.t += 1
+        eps_r, eta = self.rng.standard_normal(2)
+        rho = e.rho_stress if self.stress else e.rho_calm
+        vol = e.btc_vol_stress if self.stress else e.btc_vol_calm
+        eps_b = rho * eps_r + np.sqrt(1.0 - rho * rho) * eta
+
+        live = self.launch < self.t  # shipping before this month: they deflate
+        drift = np.log1p(-e.rent_deflation) / 12.0 - 0.5 * e.rent_vol**2
+        self.rent[live] *= np.exp(drift + e.rent_vol * eps_r)
+        launching = self.launch == self.t
+        if launching.any():
+            newest = self.launch[launching].max()
+            self.rent[self.launch < newest] *= 1.0 - e.step_down
+
+        self.btc *= np.exp((e.btc_drift - 0.5 * vol**2) / 12.0 + vol / np.sqrt(12.0) * eps_b)
+        for s in self._shocks:
+            if s.month == self.t:
+                if s.kind == "btc":
+                    self.btc *= 1.0 - s.size
+                else:
+                    self.rent[live] *= 1.0 - s.size
+        self.btc = max(self.btc, 1e-9)
+        self.btc_peak = max(self.btc_peak, self.btc)
+        self.stress = 1.0 - self.btc / self.btc_peak >= e.stress_drawdown
+        self.hashprice = (e.hashprice0 * self.btc / e.btc_price0
+                          * (1.0 + e.difficulty_growth) ** (-self.t / 12.0))

@@ -1,0 +1,140 @@
+"""Headline metrics (DESIGN.md section 5) and the tables of a finished run.
+
+The per-month records are numpy arrays filled during the run; here they become DataFrames once.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import pandas as pd
+
+from sim.contagion import debtrank, debtrank_impact
+from sim.model import EVENT_COLUMNS, LiquidationModel
+
+T0_YEAR, T0_MONTH = 2025, 12
+MAX_DEBTRANK_SEEDS = 50
+
+
+def liqsim_version() -> str:
+    try:
+        return version("liqsim")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def month_label(t: int) -> str:
+    y, m = divmod(T0_MONTH - 1 + t, 12)
+    return f"{T0_YEAR + y}-{m + 1:02d}"
+
+
+def series(model: LiquidationModel) -> pd.DataFrame:
+    """Model time series, one row per month (0 = t0), per-generation columns suffixed _<gen>."""
+    r, n = model.rec, model.env.t + 1
+    cols: dict[str, np.ndarray] = {"month": np.arange(n),
+                                   "date": [month_label(t) for t in range(n)]}
+    for key, arr in r.items():
+        if arr.ndim == 1:
+            cols[key] = arr[:n]
+        else:
+            for g, name in enumerate(model.env.names):
+                cols[f"{key}_{name}"] = arr[:n, g]
+    return pd.DataFrame(cols)
+
+
+def panel(model: LiquidationModel) -> pd.DataFrame:
+    """Agent panel in long form: month, agent (node id), name, kind, state code, cash, size."""
+    n = model.env.t + 1
+    agents = model.panel_agents
+    k = len(agents)
+    return pd.DataFrame({
+        "month": np.repeat(np.arange(n), k),
+        "agent": np.tile([a.node for a in agents], n),
+        "name": np.tile([a.name for a in agents], n),
+        "kind": np.tile([a.kind for a in agents], n),
+        "state": model.panel["state"][:n].ravel(),
+        "cash": model.panel["cash"][:n].ravel(),
+        "size": model.panel["size"][:n].ravel(),
+    })
+
+
+def events(model: LiquidationModel) -> pd.DataFrame:
+    return pd.DataFrame(model.events, columns=list(EVENT_COLUMNS))
+
+
+def peak_price_fall(model: LiquidationModel) -> dict[str, float]:
+    """Largest peak-to-trough fall of the price index per generation, over shipping months."""
+    out = {}
+    price = model.rec["price"][: model.env.t + 1]
+    launch = model.env.launch
+    for g, name in enumerate(model.env.names):
+        p = price[max(0, launch[g]):, g]
+        p = p[p > 0]
+        if len(p) < 2:
+            continue
+        out[name] = float(np.max(1.0 - p / np.maximum.accumulate(p)))
+    return out
+
+
+def debtrank_metrics(model: LiquidationModel) -> dict[str, float]:
+    """DebtRank (Battiston et al. 2012) on the t0 funding network.
+
+    ``max_single``: the largest systemic impact of one lender's full distress;
+    ``realised``: the impact of the lenders' realised credit losses (as a share of t0 equity)
+    propagated through the funding network.
+    """
+    lb = model.lenders
+    exposures = model.interbank0.T  # exposures[i, j]: i's claim on j
+    buffers, sizes = model.equity0, np.maximum(model.assets0, 0.0)
+    if lb.n == 0 or sizes.sum() <= 0:
+        return {"max_single": 0.0, "realised": 0.0}
+    seeds = np.argsort(-sizes, kind="stable")[:MAX_DEBTRANK_SEEDS]
+    best = 0.0
+    for i in seeds:
+        h0 = np.zeros(lb.n)
+        h0[i] = 1.0
+        best = max(best, debtrank_impact(debtrank(exposures, buffers, sizes, h0), h0, sizes))
+    h0 = np.clip(np.divide(lb.credit_losses, buffers, out=np.zeros(lb.n), where=buffers > 0),
+                 0.0, 1.0)
+    realised = debtrank_impact(debtrank(exposures, buffers, sizes, h0), h0, sizes)
+    return {"max_single": float(best), "realised": float(realised)}
+
+
+def summary(model: LiquidationModel) -> dict:
+    """Headline metrics of one run."""
+    r, lb, t = model.rec, model.lenders, model.env.t
+    dm, dn = int(r["defaults_miner"][: t + 1].sum()), int(r["defaults_neocloud"][: t + 1].sum())
+    first = np.flatnonzero(r["defaults_miner"][: t + 1] + r["defaults_neocloud"][: t + 1])
+    first_wave = 0
+    if len(first):
+        first_wave = int(r["defaults_miner"][first[0]] + r["defaults_neocloud"][first[0]])
+    ead = model.ead_total
+    forced_fund = r["forced_fundamental"][t]
+    inventory_value = float((lb.inventory * model.price[None, :]).sum())
+    return {
+        "scenario": model.cfg.name,
+        "seed": int(model.cfg.seed),
+        "months": int(t),
+        "liqsim_version": liqsim_version(),
+        "repo_enabled": bool(model.cfg.policy.repo.enabled),
+        "credit_losses": float(lb.credit_losses.sum()),
+        "writeoffs": float(lb.writeoffs.sum()),
+        "recoveries": float(lb.recoveries.sum()),
+        "defaults_by_type": {"miner": dm, "neocloud": dn},
+        "defaults": dm + dn,
+        "borrowers": int(model.borrowers.n),
+        "cascade_size": dm + dn - first_wave,
+        "lender_failures": int((lb.status == 2).sum()),
+        "peak_price_fall": peak_price_fall(model),
+        "fire_sale_discount": (float(1.0 - r["forced_value"][t] / forced_fund)
+                               if forced_fund > 0 else None),
+        "realised_lgd": float(1.0 - model.recovered_total / ead) if ead > 0 else None,
+        "paper_lgd": float(1.0 - model.paper_recovery / ead) if ead > 0 else None,
+        "unsold_inventory_units": int(lb.inventory.sum()),
+        "unsold_inventory_value": inventory_value,
+        "salvage_units": int(model.salvage_units.sum()),
+        "margin_calls": int(sum(1 for e in model.events if e[1] == "margin_call")),
+        "repo_peak_lent": float(r["repo_lent"][: t + 1].max()),
+        "debtrank": debtrank_metrics(model),
+    }

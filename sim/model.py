@@ -1,0 +1,824 @@
+"""LiquidationModel: the world of DESIGN.md, one month per ``step()``.
+
+One month, in order (DESIGN.md section 4):
+
+1. the environment advances (rents, BTC, launches) and scenario shocks land;
+2. borrowers earn, pay opex and debt service through the cash waterfall
+   (cash, BTC, revolver; what is left unpaid is arrears);
+3. lenders mark collateral, test LTV and DSCR covenants, collect on margin calls and decide
+   which loans maturing next month roll over (only those that still qualify);
+4. defaults (arrears past the grace period, uncured margin calls, DSCR breaches past the cure
+   period): GPUs are repossessed into lender inventory, cash and BTC seized, exposure written off;
+5. sell orders: the repo desk (if enabled) first offers repo against inventory, then lenders
+   (forced or patient), distressed borrowers (voluntary) and the desk post asks;
+6. one uniform-price call auction per generation, newest first; trades settle GPUs and cash;
+7. the price index (clearing price, or the best bid when nothing trades) and fundamental values
+   update; buyers adapt expectations and regrow capacity;
+8. lenders pay funding costs, distressed lenders suffer runs, the funding network is cleared
+   (Rogers-Veraart; Eisenberg-Noe when alpha = beta = 1), failures and deleveraging switch on;
+9. the month is recorded into preallocated arrays.
+
+All state is in numpy arrays (``model.borrowers``, ``model.lenders``, ``model.buyers``,
+``model.loans``); the Mesa agents are views on it. Every random draw comes from ``model.rng``.
+"""
+
+from __future__ import annotations
+
+import mesa
+import networkx as nx
+import numpy as np
+from mesa.discrete_space import Network
+
+from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, NeoCloud
+from agents.buyer import BuyerBook, SalvageBuyer, SecondaryBuyer
+from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
+from agents.repo_desk import RepoDesk
+from sim.config import Scenario
+from sim.contagion import clearing_equity, rogers_veraart
+from sim.environment import Environment
+from sim.finance import LoanBook, largest_remainder, scheduled_payment
+from sim.market import call_auction, parametric_price
+from sim.network import funding_weights, syndicates
+
+NEVER = 10**9
+EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
+OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_surplus",
+                 "buyer_capital", "funding_outside", "holding_costs")
+
+
+class LiquidationModel(mesa.Model):
+    """The GPU liquidation market. ``LiquidationModel(scenario, rng=seed)``.
+
+    ``rng`` defaults to ``scenario.seed``; the same scenario and seed give identical results.
+    """
+
+    def __init__(self, scenario: Scenario | None = None, rng: int | None = None):
+        cfg = scenario if scenario is not None else Scenario()
+        super().__init__(rng=cfg.seed if rng is None else rng)
+        self.cfg = cfg
+        self.env = Environment(cfg, self.rng)
+        self.borrowers = BorrowerBook(cfg, self.env, self.rng)
+        self.lenders = LenderBook(cfg, self.env.n_gen, self.rng)
+        self.buyers = BuyerBook(cfg, self.env)
+        self.n_gen = self.env.n_gen
+        self.salvage_units = np.zeros(self.n_gen, dtype=np.int64)
+        self.external_units = np.zeros(self.n_gen, dtype=np.int64)  # parametric-mode buyers
+        self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
+        self.events: list[tuple] = []
+        self._originate()
+        self.fundamental = self.buyers.fundamental(self.env)
+        self.price = self.fundamental.copy()
+        self.price_hist = np.zeros((cfg.months + 1, self.n_gen))
+        self.price_hist[0] = self.price
+        self.desk = RepoDesk(self, cfg.policy.repo, self.n_gen)
+        self._make_agents()
+        self._units0 = self.gpu_units()
+        self._cash0 = self.total_cash()
+        self._init_records()
+        self._clear_funding()
+        self.equity0 = self.lenders.equity.copy()
+        self.assets0 = self.lenders.assets.copy()
+        self.interbank0 = self.interbank.copy()
+        self._record()
+
+    # ================================================================ set-up
+    def _originate(self) -> None:
+        """Loans, revolvers, opening cash and lender balance sheets at t0."""
+        cfg, env, b, lb = self.cfg, self.env, self.borrowers, self.lenders
+        rows_b, rows_l, share = syndicates(b.n, lb.n, cfg.network, self.rng)
+        pledged = b.pledged_btc * env.btc
+        facility = b.ltv0 * (b.cost_basis(env) + pledged)
+        age = self.rng.integers(0, cfg.borrowers.loan_age_max + 1, b.n)
+        age = np.minimum(age, np.maximum(b.term - 2, 0))
+        outstanding = facility * np.maximum(1.0 - b.amort_rate * age / 12.0, 0.05)
+        instalment = facility * b.amort_rate / 12.0
+        rate = cfg.environment.sofr + b.spread
+        lead = np.full(b.n, -1, dtype=np.int64)
+        first = np.r_[True, rows_b[1:] != rows_b[:-1]] if len(rows_b) else np.zeros(0, bool)
+        lead[rows_b[first]] = rows_l[first]
+        self.lead = lead
+        self.revolver_limit = b.revolver_share * facility
+        n_rows = len(rows_b)
+        self.loans = LoanBook(
+            borrower=np.r_[rows_b, np.arange(b.n)],
+            lender=np.r_[rows_l, lead],
+            share=np.r_[share, np.ones(b.n)],
+            principal=np.r_[share * outstanding[rows_b], np.zeros(b.n)],
+            orig_amort=np.r_[share * instalment[rows_b], np.zeros(b.n)],
+            rate=np.r_[rate[rows_b], rate],
+            maturity=np.r_[(b.term - age)[rows_b], np.full(b.n, NEVER)],
+            revolver=np.r_[np.zeros(n_rows, bool), np.ones(b.n, bool)],
+        )
+        rev, opex = b.operating(env)
+        ds = outstanding * rate / 12.0 + instalment
+        b.cash = b.cash_months * (opex + ds)
+        self.dscr_den = ds
+        # lenders: loans + cash are external assets; funding network on top
+        loans_l = self.loans.by_lender(self.loans.exposure, lb.n)
+        lb.cash = lb.cash_share / np.maximum(1.0 - lb.cash_share, 1e-9) * loans_l
+        ext = loans_l + lb.cash
+        w = funding_weights(lb.n, cfg.network, self.rng)
+        wsum = w.sum(axis=1)
+        ib = np.where(wsum > 0, lb.interbank_share * ext, 0.0)
+        self.interbank = np.divide(w * ib[:, None], wsum[:, None], out=np.zeros_like(w),
+                                   where=wsum[:, None] > 0)
+        total = ext + self.interbank.sum(axis=0)
+        lb.outside = np.maximum(total * (1.0 - lb.capital_ratio0) - ib, 0.0)
+
+    def _make_agents(self) -> None:
+        """Mesa agents as views on the arrays, placed on a Mesa Network of the whole graph."""
+        b, lb = self.borrowers, self.lenders
+        self.lender_agents = [Lender(self, i) for i in range(lb.n)]
+        cls = {MINER: Miner}
+        self.borrower_agents = [cls.get(int(k), NeoCloud)(self, i) for i, k in enumerate(b.kind)]
+        self.buyer_agents = [SecondaryBuyer(self, k) for k in range(self.buyers.n)]
+        self.salvage = SalvageBuyer(self)
+        self.network_agents = (self.lender_agents + self.borrower_agents + self.buyer_agents
+                               + [self.salvage, self.desk])
+        names = {Lender: "L", Miner: "M", NeoCloud: "N", SecondaryBuyer: "S"}
+        for node, a in enumerate(self.network_agents):
+            a.node = node
+            prefix = names.get(type(a))
+            a.name = f"{prefix}{a.idx}" if prefix else a.kind
+        self.lender_node = np.arange(lb.n)
+        self.borrower_node = lb.n + np.arange(b.n)
+        hyps = [a.node for a in self.buyer_agents if a.kind == "hyperscaler"]
+        self.guarantor_node = hyps[0] if hyps else None
+        g = nx.Graph()
+        g.add_nodes_from((a.node, {"name": a.name}) for a in self.network_agents)
+        r = self.loans.exposure > 0
+        g.add_edges_from(zip(self.lender_node[self.loans.lender[r]].tolist(),
+                             self.borrower_node[self.loans.borrower[r]].tolist(), strict=True))
+        self.grid = Network(g, layout=None, random=self.random)
+        for a in self.network_agents:
+            a.cell = self.grid[a.node]
+
+    # ================================================================ accounting views
+    def gpu_units(self) -> np.ndarray:
+        """GPU units per generation held anywhere, salvage sink included (conserved)."""
+        return (self.borrowers.fleet.sum(axis=0) + self.lenders.inventory.sum(axis=0)
+                + self.buyers.holdings.sum(axis=0) + self.desk.holdings + self.salvage_units
+                + self.external_units)
+
+    def total_cash(self) -> float:
+        """Cash of every agent (buyers' capital counts when buyers are finite)."""
+        buyers = 0.0 if self.buyers.unlimited else float(self.buyers.capital.sum())
+        return float(self.borrowers.cash.sum() + self.lenders.cash.sum() + self.desk.cash
+                     + buyers)
+
+    def _outside(self, key: str, amount: float) -> None:
+        self.flows[key] += float(amount)
+
+    def _event(self, name: str, agent: str, idx, gen=-1, units=0, amount=0.0, price=0.0):
+        self.events.append((self.env.t, name, agent, int(idx), int(gen), int(units),
+                            float(amount), float(price)))
+
+    @property
+    def month(self) -> int:
+        return self.env.t
+
+    # ================================================================ the month
+    def step(self) -> None:
+        """One month in the nine phases of DESIGN.md section 4."""
+        if self.env.t >= self.cfg.months:
+            self.running = False
+            return
+        self._phase_environment()
+        self._phase_borrowers()
+        marks = self._phase_lenders()
+        self._phase_defaults(marks)
+        books = self._phase_orders(marks)
+        self._phase_market(books)
+        self._phase_prices()
+        self._phase_funding()
+        self._record()
+        if self.env.t >= self.cfg.months:
+            self.running = False
+
+    def run(self) -> LiquidationModel:
+        while self.running and self.env.t < self.cfg.months:
+            self.step()
+        return self
+
+    # ---------------------------------------------------------------- 1. environment
+    def _phase_environment(self) -> None:
+        self.env.step()
+        t = self.env.t
+        for s in self.cfg.shocks:
+            if s.month != t:
+                continue
+            if s.kind == "buyer_capital":
+                before = self.buyers.capital.sum()
+                self.buyers.shock_capital(s.size)
+                self._outside("buyer_capital", self.buyers.capital.sum() - before)
+            elif s.kind == "guarantor_exit":
+                hit = self.borrowers.guaranteed & (self.rng.random(self.borrowers.n) < s.size)
+                self.borrowers.guaranteed &= ~hit
+                self.borrowers.tenant_gone |= hit
+                for i in np.flatnonzero(hit):
+                    self._event("guarantee_withdrawn", "borrower", i)
+            elif s.kind == "funding":
+                self._run_on(np.ones(self.lenders.n, bool), s.size, outside_only=True)
+
+    # ---------------------------------------------------------------- 2. borrowers
+    def _phase_borrowers(self) -> None:
+        env, b, L = self.env, self.borrowers, self.loans
+        c = self.cfg.borrowers
+        b.update_contracts(env, self.rng,
+                           c.tenant_default_stress if env.stress else c.tenant_default_calm)
+        rev, opex = b.operating(env)
+        b.cash += rev - opex
+        self._outside("tenants", rev.sum())
+        self._outside("opex", -opex.sum())
+
+        t = env.t
+        outstanding = L.principal - L.overdue
+        interest, amort = scheduled_payment(L.principal, L.orig_amort, L.rate)
+        amort = np.where(t >= L.maturity, outstanding, np.minimum(amort, outstanding))
+        due_int = np.where(L.active, L.accrued + interest, 0.0)
+        due_prin = np.where(L.active, L.overdue + amort, 0.0)
+        due = L.by_borrower(due_int + due_prin, b.n)
+        short = np.maximum(due - b.cash, 0.0) * b.alive
+
+        # pecking order: BTC treasury (unpledged coins), then the revolver
+        free_btc = b.btc - b.pledged_btc
+        sell = np.minimum(free_btc, short / env.btc)
+        if sell.any():
+            b.btc -= sell
+            b.cash += sell * env.btc
+            self._outside("btc_sales", (sell * env.btc).sum())
+            short = np.maximum(due - b.cash, 0.0) * b.alive
+        self._draw_revolvers(short)
+
+        pay = np.minimum(np.maximum(b.cash, 0.0), due)
+        paid = L.pay(pay, due_int, due_prin)
+        b.cash -= pay
+        self.lenders.cash += L.by_lender(paid, self.lenders.n)
+
+        arrears = L.by_borrower(L.arrears, b.n)
+        late = (arrears > 1.0) & b.alive
+        b.arrears_months = np.where(late, b.arrears_months + 1, 0)
+        # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
+        sched = L.by_borrower(np.where(L.active & (t < L.maturity), interest +
+                                       np.minimum(L.orig_amort, outstanding), 0.0), b.n)
+        ratio = np.divide(rev - opex, sched, out=np.full(b.n, 10.0), where=sched > 0)
+        b.dscr = np.where(b.alive, 0.5 * b.dscr + 0.5 * np.clip(ratio, -10, 10), b.dscr)
+        self._repay_revolvers()
+        # cash above the target buffer leaves the firm (growth capex, dividends, buybacks)
+        keep = b.payout_months * (b.opex + L.by_borrower(due_int + due_prin, b.n))
+        out = np.where(b.alive & (b.call_months < 0), np.maximum(b.cash - keep, 0.0), 0.0)
+        b.cash -= out
+        self._outside("payouts", -out.sum())
+
+    def _draw_revolvers(self, short: np.ndarray) -> None:
+        """Draw the revolver from the lead lender, if it is sound and has the cash."""
+        b, lb, L = self.borrowers, self.lenders, self.loans
+        rv = L.revolver
+        drawn = np.zeros(b.n)
+        drawn[L.borrower[rv]] = L.principal[rv]
+        room = np.maximum(self.revolver_limit - drawn, 0.0)
+        req = np.minimum(short, room) * (lb.status[self.lead] == NORMAL) * b.alive
+        if not req.any():
+            return
+        req_l = np.bincount(self.lead, weights=req, minlength=lb.n)
+        scale = np.divide(np.maximum(lb.cash, 0.0), req_l, out=np.ones(lb.n), where=req_l > 0)
+        draw = req * np.minimum(scale, 1.0)[self.lead]
+        rows = np.flatnonzero(rv)
+        L.principal[rows] += draw[L.borrower[rows]]
+        b.cash += draw
+        lb.cash -= np.bincount(self.lead, weights=draw, minlength=lb.n)
+
+    def _repay_revolvers(self) -> None:
+        """Cash above three months of opex repays the revolver."""
+        b, L = self.borrowers, self.loans
+        rows = np.flatnonzero(L.revolver & L.active & (L.principal > 0))
+        if len(rows) == 0:
+            return
+        bi = L.borrower[rows]
+        spare = np.maximum(b.cash[bi] - 3.0 * b.opex[bi], 0.0)
+        rep = np.minimum(spare, L.principal[rows] - L.overdue[rows])
+        rep = np.maximum(rep, 0.0)
+        L.principal[rows] -= rep
+        b.cash[bi] -= rep
+        self.lenders.cash += np.bincount(L.lender[rows], weights=rep, minlength=self.lenders.n)
+
+    # ---------------------------------------------------------------- 3. lenders
+    def _facility_ltv(self, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(debt, collateral value at the lead lender's mark, LTV) per borrower."""
+        b = self.borrowers
+        debt = self.loans.by_borrower(self.loans.exposure, b.n)
+        lead_marks = marks[np.maximum(self.lead, 0)]
+        coll = (b.fleet * lead_marks).sum(axis=1) + b.pledged_btc * self.env.btc
+        ltv = np.divide(debt, coll, out=np.where(debt > 0, np.inf, 0.0), where=coll > 0)
+        return debt, coll, ltv
+
+    def _phase_lenders(self) -> np.ndarray:
+        env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
+        t = env.t
+        marks = lb.marks(env, self.price_hist, t - 1, lc.appraisal_lag)
+        debt, coll, ltv = self._facility_ltv(marks)
+        alive = b.alive
+        new_call = alive & (b.call_months < 0) & (ltv > lc.ltv_max)
+        for i in np.flatnonzero(new_call):
+            self._event("margin_call", KIND_NAMES[b.kind[i]], i, amount=debt[i], price=ltv[i])
+        b.call_months[new_call] = 0
+        open_call = alive & (b.call_months >= 0)
+        if open_call.any():
+            need = np.where(open_call, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+            free_btc = (b.btc - b.pledged_btc) * open_call
+            spare = np.maximum(b.cash - b.opex, 0.0) * open_call
+            sell = np.minimum(free_btc, np.maximum(need - spare, 0.0) / env.btc)
+            b.btc -= sell
+            b.cash += sell * env.btc
+            self._outside("btc_sales", (sell * env.btc).sum())
+            amount = np.minimum(np.maximum(b.cash - b.opex, 0.0) * open_call, need)
+            paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
+            b.cash -= L.by_borrower(paid, b.n)
+            lb.cash += L.by_lender(paid, lb.n)
+            debt, coll, ltv = self._facility_ltv(marks)
+            cured = open_call & (ltv <= lc.ltv_cure)
+            b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
+        b.dscr_breach = np.where(alive & (b.dscr < lc.dscr_min), b.dscr_breach + 1, 0)
+        # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
+        # prepays principal), as in GPU facilities with sweeps of up to 50 % (Blockspace 2025)
+        sweep = alive & (b.dscr_breach > lc.cure_months)
+        if sweep.any():
+            amount = np.where(sweep, lc.cash_sweep * np.maximum(b.cash - b.opex, 0.0), 0.0)
+            paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
+            b.cash -= L.by_borrower(paid, b.n)
+            lb.cash += L.by_lender(paid, lb.n)
+
+        # maturities next month: roll over only loans that still qualify
+        due = L.active & ~L.revolver & (L.maturity == t + 1)
+        if due.any():
+            bi = L.borrower[due]
+            ok = ((ltv[bi] <= lc.refi_ltv) & (b.dscr[bi] >= lc.dscr_min)
+                  & (b.arrears_months[bi] == 0) & (lb.status[L.lender[due]] == NORMAL))
+            rows = np.flatnonzero(due)
+            roll = rows[ok]
+            L.maturity[roll] += b.term[L.borrower[roll]]
+            L.orig_amort[roll] = L.principal[roll] * b.amort_rate[L.borrower[roll]] / 12.0
+            L.rate[roll] = self.cfg.environment.sofr + b.spread[L.borrower[roll]]
+            for r in rows[~ok]:
+                self._event("refinancing_refused", "lender", L.lender[r],
+                            amount=L.principal[r])
+        return marks
+
+    # ---------------------------------------------------------------- 4. defaults
+    def _phase_defaults(self, marks: np.ndarray) -> None:
+        env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
+        payment = b.alive & (b.arrears_months > lc.grace_months)
+        covenant = b.alive & (b.call_months > lc.cure_months)
+        trig = payment | covenant
+        dead = np.flatnonzero(trig)
+        if len(dead) == 0:
+            return
+        debt, coll, _ = self._facility_ltv(marks)
+        pos = np.full(b.n, -1)
+        pos[dead] = np.arange(len(dead))
+        rows = np.flatnonzero(L.active & trig[L.borrower])
+        ead = L.exposure[rows]
+        group = pos[L.borrower[rows]]
+        # repossession: GPUs split over the facility's lenders in proportion to exposure
+        for g in range(self.n_gen):
+            units = largest_remainder(b.fleet[dead, g], ead, group)
+            per_lender = np.bincount(L.lender[rows], weights=units, minlength=lb.n)
+            lb.add_inventory(np.eye(1, self.n_gen, g, dtype=np.int64)
+                             * per_lender.astype(np.int64)[:, None], env.t)
+            for r_i in np.flatnonzero(units):
+                self._event("repossession", "lender", L.lender[rows[r_i]], g, units[r_i])
+        # seize cash and BTC (sold at once) up to the exposure
+        btc_cash = b.btc[dead] * env.btc
+        self._outside("btc_sales", btc_cash.sum())
+        b.cash[dead] += btc_cash
+        b.btc[dead] = 0.0
+        ead_b = np.bincount(group, weights=ead, minlength=len(dead))
+        seized = np.minimum(np.maximum(b.cash[dead], 0.0), ead_b)
+        b.cash[dead] -= seized
+        rec = seized[group] * np.divide(ead, ead_b[group], out=np.zeros_like(ead),
+                                        where=ead_b[group] > 0)
+        lb.cash += np.bincount(L.lender[rows], weights=rec, minlength=lb.n)
+        lb.writeoffs += np.bincount(L.lender[rows], weights=ead, minlength=lb.n)
+        lb.recoveries += np.bincount(L.lender[rows], weights=rec, minlength=lb.n)
+        lb.claim_pool += np.bincount(L.lender[rows], weights=ead - rec, minlength=lb.n)
+        self.ead_total += ead.sum()
+        self.recovered_total += rec.sum()
+        self.paper_recovery += np.minimum(coll[dead], debt[dead]).sum()
+        L.principal[rows] = 0.0
+        L.accrued[rows] = 0.0
+        L.overdue[rows] = 0.0
+        L.active[rows] = False
+        b.fleet[dead] = 0
+        b.status[dead] = DEFAULTED
+        b.default_month[dead] = env.t
+        b.call_months[dead] = -1
+        for i in dead:
+            reason = "default_payment" if payment[i] else "default_covenant"
+            self._event(reason, KIND_NAMES[b.kind[i]], i, units=0, amount=debt[i],
+                        price=coll[i])
+        self.new_defaults = np.bincount(b.kind[dead], minlength=2)
+
+    # ---------------------------------------------------------------- 5. orders
+    def _phase_orders(self, marks: np.ndarray) -> dict:
+        env, b, lb, desk, lc = self.env, self.borrowers, self.lenders, self.desk, self.cfg.lenders
+        t = env.t
+        floor = self.cfg.buyers.salvage_floor * env.list_price
+        held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
+        forced = ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
+            & (lb.inventory > 0)
+        patient_units = np.where(forced, 0, lb.inventory)
+        # the repo desk is offered first: it finances forced inventory so it need not be dumped
+        if desk.enabled and forced.any() and desk.room > 0:
+            h = desk.haircuts(self.price, self.fundamental)
+            value = np.where(forced, lb.inventory, 0) * (self.price * (1.0 - h))[None, :]
+            want = value.sum(axis=1)
+            total = want.sum()
+            if total > 0:
+                frac = min(1.0, desk.room / total)
+                loan = want * frac
+                lb.repo_debt += loan
+                lb.cash += loan
+                desk.lent += loan.sum()
+                desk.cash -= loan.sum()
+                moved = np.floor(np.where(forced, lb.inventory, 0) * frac + 1e-9).astype(np.int64)
+                patient_units = patient_units + moved
+                for i in np.flatnonzero(loan):
+                    self._event("repo_loan", "lender", i, amount=loan[i])
+        forced_units = lb.inventory - patient_units
+        patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
+        # distressed borrowers sell some GPUs (voluntary limit orders) to cover arrears and calls
+        debt, coll, _ = self._facility_ltv(marks)
+        need = self.loans.by_borrower(self.loans.arrears, b.n)
+        calls = b.alive & (b.call_months >= 0)
+        need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+        need = np.where(b.alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
+        # a borrower values its GPUs at their use value: it asks the fundamental less a discount
+        vol_price = np.maximum(self.fundamental * (1.0 - self.cfg.borrowers.voluntary_discount),
+                               floor)
+        fleet_value = b.fleet @ vol_price
+        frac = np.divide(need, fleet_value, out=np.zeros(b.n), where=fleet_value > 0)
+        b_units = np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * b.fleet), b.fleet)
+        return {"forced": forced_units, "patient": patient_units, "patient_price": patient_price,
+                "floor": floor, "b_units": b_units.astype(np.int64), "b_price": vol_price}
+
+    # ---------------------------------------------------------------- 6. market
+    def _phase_market(self, books: dict) -> None:
+        env, lb, b, desk, buyers = self.env, self.lenders, self.borrowers, self.desk, self.buyers
+        n_l, n_b = lb.n, b.n
+        self.traded = np.zeros(self.n_gen, dtype=bool)
+        self.clearing = np.full(self.n_gen, np.nan)
+        self.month_volume = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_forced = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_salvage = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_above_reservation = 0.0
+        reservation = buyers.reservation(env)
+        self.reservation = reservation
+        floor_bid = desk.floor_bid(self.price, self.fundamental)
+        order = np.argsort(-env.launch, kind="stable")
+        for g in order:
+            if not env.shipping[g]:
+                continue
+            forced = books["forced"][:, g]
+            patient = books["patient"][:, g]
+            ask_qty = np.r_[forced, patient, books["b_units"][:, g], desk.holdings[g]]
+            ask_price = np.r_[np.full(n_l, books["floor"][g]), books["patient_price"][:, g],
+                              np.full(n_b, books["b_price"][g]), self.fundamental[g]]
+            if ask_qty.sum() == 0:
+                continue
+            if self.cfg.market.mode == "parametric":
+                fills, price, bfill_ext = self._parametric(g, ask_qty)
+                bid_fills = np.zeros(buyers.n, dtype=np.int64)
+                desk_fill = salvage_fill = 0
+                self.external_units[g] += bfill_ext
+                self._outside("salvage", bfill_ext * price)
+            else:
+                cap = buyers.capacity(reservation[:, g], env.kw[g])
+                desk_price = floor_bid[g]
+                desk_qty = int(desk.room // desk_price) if desk_price > 0 else 0
+                supply = int(ask_qty.sum())  # no bid needs more units than are offered
+                salv_qty = supply if self.cfg.market.unsold_to_salvage else 0
+                bid_qty = np.minimum(np.r_[np.where(reservation[:, g] > 0, cap, 0), desk_qty,
+                                           salv_qty], supply)
+                bid_price = np.r_[reservation[:, g], desk_price, books["floor"][g]]
+                res = call_auction(ask_qty, ask_price, bid_qty, bid_price, k=self.cfg.market.k)
+                if res.volume == 0:
+                    self.month_overhang[g] = forced.sum()
+                    continue
+                price, fills = res.price, res.ask_fills
+                bid_fills = res.bid_fills[: buyers.n]
+                desk_fill, salvage_fill = int(res.bid_fills[-2]), int(res.bid_fills[-1])
+                filled = res.bid_fills > 0
+                self.month_above_reservation = max(self.month_above_reservation,
+                                                   float((price - bid_price[filled]).max()))
+                pay = buyers.settle(bid_fills, price, g, env.kw[g])
+                if buyers.unlimited:
+                    self._outside("buyer_capital", pay.sum())
+                if desk_fill:
+                    desk.holdings[g] += desk_fill
+                    desk.cost_basis[g] += desk_fill * price
+                    desk.cash -= desk_fill * price
+                self.salvage_units[g] += salvage_fill
+                self._outside("salvage", salvage_fill * price)
+                self.month_salvage[g] = salvage_fill
+            self._settle_sellers(g, fills, price, books)
+            self.traded[g] = True
+            self.clearing[g] = price
+            self.month_volume[g] = int(fills.sum())
+            self.month_forced[g] = int(fills[:n_l].sum())
+            self.month_overhang[g] = int(forced.sum() - fills[:n_l].sum())
+            self.forced_value += fills[:n_l].sum() * price
+            self.forced_fundamental += fills[:n_l].sum() * self.fundamental[g]
+            for who, idx in (("buyer", np.flatnonzero(bid_fills)),):
+                for k in idx:
+                    self._event("purchase", who, k, g, bid_fills[k], bid_fills[k] * price, price)
+            if salvage_fill:
+                self._event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
+            if desk_fill:
+                self._event("purchase", "repo_desk", 0, g, desk_fill, desk_fill * price, price)
+
+    def _parametric(self, g: int, ask_qty: np.ndarray) -> tuple[np.ndarray, float, int]:
+        """Parametric inverse demand: every offered unit sells at p0 exp(-alpha q / stock)."""
+        stock = max(int(self._units0[g]), 1)
+        q = int(ask_qty.sum())
+        price = float(parametric_price(self.fundamental[g], q, stock, self.cfg.market.alpha))
+        return ask_qty.copy(), price, q
+
+    def _settle_sellers(self, g: int, fills: np.ndarray, price: float, books: dict) -> None:
+        lb, b, desk, L = self.lenders, self.borrowers, self.desk, self.loans
+        n_l, n_b = lb.n, b.n
+        lender_units = fills[:n_l] + fills[n_l: 2 * n_l]
+        if lender_units.any():
+            sold = np.zeros((n_l, self.n_gen), dtype=np.int64)
+            sold[:, g] = lender_units
+            lb.remove_inventory(sold)
+            books["forced"][:, g] -= fills[:n_l]
+            books["patient"][:, g] -= fills[n_l: 2 * n_l]
+            proceeds = lender_units * price
+            repay = np.minimum(lb.repo_debt, proceeds)
+            lb.repo_debt -= repay
+            desk.lent -= repay.sum()
+            desk.cash += repay.sum()
+            rec, surplus = lb.apply_recovery(proceeds)
+            self.recovered_total += rec.sum()
+            lb.cash += proceeds - repay - surplus
+            self._outside("estate_surplus", -surplus.sum())
+            for i in np.flatnonzero(lender_units):
+                self._event("sale", "lender", i, g, lender_units[i], proceeds[i], price)
+        b_units = fills[2 * n_l: 2 * n_l + n_b]
+        if b_units.any():
+            b.fleet[:, g] -= b_units
+            proceeds = b_units * price
+            b.cash += proceeds
+            # secured lenders sweep the proceeds: arrears first, then principal
+            amount = np.minimum(proceeds, np.maximum(b.cash, 0.0))
+            paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
+            b.cash -= L.by_borrower(paid, n_b)
+            lb.cash += L.by_lender(paid, n_l)
+            for i in np.flatnonzero(b_units):
+                self._event("sale", KIND_NAMES[b.kind[i]], i, g, b_units[i], proceeds[i], price)
+        d = int(fills[-1])
+        if d:
+            basis = desk.cost_basis[g] * d / desk.holdings[g]
+            desk.holdings[g] -= d
+            desk.cost_basis[g] -= basis
+            desk.cash += d * price
+            self._event("sale", "repo_desk", 0, g, d, d * price, price)
+
+    # ---------------------------------------------------------------- 7. prices
+    def _phase_prices(self) -> None:
+        env, buyers = self.env, self.buyers
+        old_price, old_value = self.price.copy(), self.fundamental.copy()
+        self.fundamental = buyers.fundamental(env)
+        floor = self.cfg.buyers.salvage_floor * env.list_price
+        has_cap = np.zeros((buyers.n, self.n_gen), dtype=bool)
+        for g in range(self.n_gen):
+            has_cap[:, g] = buyers.capacity(np.maximum(self.reservation[:, g], 1.0),
+                                            env.kw[g]) > 0
+        best = np.where(has_cap, self.reservation, 0.0).max(axis=0, initial=0.0)
+        quote = np.maximum(best, floor)
+        new = np.where(self.traded, self.clearing, quote)
+        self.price = np.where(env.shipping, new, self.fundamental)
+        self.price_hist[env.t] = self.price
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dlp = np.log(np.maximum(self.price, 1e-9) / np.maximum(old_price, 1e-9))
+            dlv = np.log(np.maximum(self.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
+        buyers.adapt(dlp, dlv, self.traded & env.shipping & (old_price > 0))
+        before = buyers.capital.sum()
+        buyers.regrow()
+        if not buyers.unlimited:
+            self._outside("buyer_capital", buyers.capital.sum() - before)
+
+    # ---------------------------------------------------------------- 8. funding
+    def _pay_lender_costs(self) -> None:
+        """Funding interest, repo interest and warehouse costs; unpaid amounts capitalise."""
+        lb, desk, e, lc = self.lenders, self.desk, self.cfg.environment, self.cfg.lenders
+        r_f = (e.sofr + lc.funding_rate_spread) / 12.0
+        ib_int = self.interbank * r_f  # i pays j
+        out_int = lb.outside * r_f
+        repo_int = lb.repo_debt * desk.rate(e.sofr) / 12.0
+        hold = lb.inventory.sum(axis=1) * lc.holding_cost
+        due = ib_int.sum(axis=1) + out_int + repo_int + hold
+        f = np.divide(np.maximum(lb.cash, 0.0), due, out=np.ones(lb.n), where=due > 0)
+        f = np.minimum(f, 1.0)
+        lb.cash -= f * due
+        lb.cash += (ib_int * f[:, None]).sum(axis=0)
+        desk.cash += (repo_int * f).sum()
+        self._outside("funding_outside", -(out_int * f).sum())
+        self._outside("holding_costs", -(hold * f).sum())
+        lb.holding_paid += hold * f
+        self.interbank += ib_int * (1.0 - f)[:, None]
+        lb.outside += (out_int + hold) * (1.0 - f)
+        unpaid_repo = repo_int * (1.0 - f)
+        lb.repo_debt += unpaid_repo
+        desk.lent += unpaid_repo.sum()
+
+    def _run_on(self, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
+        """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
+        lb = self.lenders
+        ib = self.interbank * who[:, None] * (0.0 if outside_only else rate)
+        out = lb.outside * who * rate
+        due = ib.sum(axis=1) + out
+        f = np.minimum(np.divide(np.maximum(lb.cash, 0.0), due, out=np.ones(lb.n),
+                                 where=due > 0), 1.0)
+        lb.cash -= f * due
+        lb.cash += (ib * f[:, None]).sum(axis=0)
+        self.interbank -= ib * f[:, None]
+        lb.outside -= out * f
+        self._outside("funding_outside", -(out * f).sum())
+
+    def _estates_pay_out(self) -> None:
+        """Failed lenders' estates pass all their cash to creditors, pro rata."""
+        lb, desk = self.lenders, self.desk
+        failed = (lb.status == FAILED) & (lb.cash > 0)
+        if not failed.any():
+            return
+        owed = self.interbank.sum(axis=1) + lb.outside + lb.repo_debt
+        f = np.where(failed, np.minimum(np.divide(lb.cash, owed, out=np.zeros(lb.n),
+                                                  where=owed > 0), 1.0), 0.0)
+        ib = self.interbank * f[:, None]
+        out, repo = lb.outside * f, lb.repo_debt * f
+        lb.cash -= ib.sum(axis=1) + out + repo
+        lb.cash += ib.sum(axis=0)
+        self.interbank -= ib
+        lb.outside -= out
+        lb.repo_debt -= repo
+        desk.lent -= repo.sum()
+        desk.cash += repo.sum()
+        self._outside("funding_outside", -out.sum())
+
+    def _clear_funding(self) -> np.ndarray:
+        """Rogers-Veraart clearing of the funding network; sets equity and assets."""
+        lb = self.lenders
+        marks = lb.marks(self.env, self.price_hist, self.env.t, self.cfg.lenders.appraisal_lag)
+        loans = self.loans.by_lender(self.loans.exposure, lb.n)
+        ext = lb.cash + loans + (lb.inventory * marks).sum(axis=1)
+        n = lb.n
+        liab = np.zeros((n + 1, n + 1))
+        liab[:n, :n] = self.interbank
+        liab[:n, n] = lb.outside + lb.repo_debt
+        e = np.r_[np.maximum(ext, 0.0), 0.0]
+        c = self.cfg.contagion
+        p = rogers_veraart(liab, e, c.alpha, c.beta)
+        lbar = liab.sum(axis=1)
+        ratio = np.divide(p, lbar, out=np.ones(n + 1), where=lbar > 0)
+        ib_assets = (self.interbank * ratio[:n, None]).sum(axis=0)
+        lb.equity = clearing_equity(liab, np.r_[ext, 0.0], p)[:n]
+        lb.assets = ext + ib_assets
+        return p[:n] < lbar[:n] * (1.0 - 1e-9)
+
+    def _repay_outside(self) -> None:
+        """Sound lenders use cash above their liquidity target to repay outside funding."""
+        lb = self.lenders
+        target = lb.cash_share * np.maximum(lb.assets, 0.0)
+        rep = np.where(lb.status == NORMAL, np.clip(lb.cash - target, 0.0, lb.outside), 0.0)
+        lb.cash -= rep
+        lb.outside -= rep
+        self._outside("funding_outside", -rep.sum())
+
+    def _phase_funding(self) -> None:
+        lb, lc = self.lenders, self.cfg.lenders
+        self._pay_lender_costs()
+        self._repay_outside()
+        self._run_on(lb.status != NORMAL, lc.run_rate)
+        self._estates_pay_out()
+        in_default = self._clear_funding()
+        new_fail = in_default & (lb.status != FAILED)
+        for i in np.flatnonzero(new_fail):
+            self._event("lender_failure", "lender", i, amount=lb.equity[i])
+        lb.status[new_fail] = FAILED
+        lb.fail_month[new_fail] = self.env.t
+        ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
+        floor = lc.capital_floor * lb.capital_ratio0
+        stress = (lb.status == NORMAL) & (ratio < floor)
+        for i in np.flatnonzero(stress):
+            self._event("deleveraging", "lender", i, amount=lb.equity[i])
+        lb.status[stress] = DELEVERAGING
+        heal = (lb.status == DELEVERAGING) & (ratio >= 1.2 * floor)
+        lb.status[heal] = NORMAL
+
+    # ================================================================ records
+    def _init_records(self) -> None:
+        n = self.cfg.months + 1
+        self.ead_total = 0.0
+        self.recovered_total = 0.0
+        self.paper_recovery = 0.0
+        self.forced_value = 0.0
+        self.forced_fundamental = 0.0
+        self.new_defaults = np.zeros(2, dtype=np.int64)
+        self.traded = np.zeros(self.n_gen, dtype=bool)
+        self.month_volume = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_forced = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_salvage = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_above_reservation = 0.0
+        g = self.n_gen
+        self.rec = {
+            "btc": np.zeros(n), "hashprice": np.zeros(n), "stress": np.zeros(n, bool),
+            "rent": np.zeros((n, g)), "price": np.zeros((n, g)), "fundamental": np.zeros((n, g)),
+            "volume": np.zeros((n, g), np.int64), "forced_volume": np.zeros((n, g), np.int64),
+            "overhang": np.zeros((n, g), np.int64), "salvage": np.zeros((n, g), np.int64),
+            "defaults_miner": np.zeros(n, np.int64), "defaults_neocloud": np.zeros(n, np.int64),
+            "credit_losses": np.zeros(n), "writeoffs": np.zeros(n), "recoveries": np.zeros(n),
+            "lender_failures": np.zeros(n, np.int64), "lenders_deleveraging": np.zeros(n, np.int64),
+            "lender_equity": np.zeros(n), "inventory_units": np.zeros(n, np.int64),
+            "repo_lent": np.zeros(n), "repo_units": np.zeros(n, np.int64),
+            "buyer_capacity_h100": np.zeros(n), "forced_value": np.zeros(n),
+            "forced_fundamental": np.zeros(n), "max_fill_above_reservation": np.zeros(n),
+        }
+        agents = self.lender_agents + self.borrower_agents + self.buyer_agents
+        self.panel_agents = agents
+        self.panel = {"cash": np.zeros((n, len(agents))), "size": np.zeros((n, len(agents))),
+                      "state": np.zeros((n, len(agents)), np.int8)}
+
+    def buyer_capacity_units(self, g: int) -> float:
+        """Units of generation g buyers could still absorb at today's prices."""
+        if self.buyers.unlimited:
+            return float("inf")
+        price = np.maximum(self.price[g], 1.0)
+        return float(self.buyers.capacity(np.full(self.buyers.n, price), self.env.kw[g]).sum())
+
+    def _record(self) -> None:
+        t, r, env, lb, b = self.env.t, self.rec, self.env, self.lenders, self.borrowers
+        r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
+        r["rent"][t], r["price"][t], r["fundamental"][t] = env.rent, self.price, self.fundamental
+        r["volume"][t], r["forced_volume"][t] = self.month_volume, self.month_forced
+        r["overhang"][t], r["salvage"][t] = self.month_overhang, self.month_salvage
+        r["defaults_miner"][t], r["defaults_neocloud"][t] = self.new_defaults
+        self.new_defaults = np.zeros(2, dtype=np.int64)
+        r["writeoffs"][t], r["recoveries"][t] = lb.writeoffs.sum(), lb.recoveries.sum()
+        r["credit_losses"][t] = lb.credit_losses.sum()
+        r["lender_failures"][t] = (lb.status == FAILED).sum()
+        r["lenders_deleveraging"][t] = (lb.status == DELEVERAGING).sum()
+        r["lender_equity"][t] = lb.equity.sum()
+        r["inventory_units"][t] = lb.inventory.sum()
+        r["repo_lent"][t], r["repo_units"][t] = self.desk.lent, self.desk.holdings.sum()
+        h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
+        r["buyer_capacity_h100"][t] = min(self.buyer_capacity_units(h100), 1e15)
+        r["forced_value"][t], r["forced_fundamental"][t] = (self.forced_value,
+                                                            self.forced_fundamental)
+        r["max_fill_above_reservation"][t] = self.month_above_reservation
+        nl, nb = lb.n, b.n
+        p = self.panel
+        p["cash"][t, :nl] = lb.cash
+        p["cash"][t, nl: nl + nb] = b.cash
+        p["cash"][t, nl + nb:] = self.buyers.capital
+        p["size"][t, :nl] = lb.assets
+        p["size"][t, nl: nl + nb] = b.fleet @ self.price + b.btc * env.btc
+        p["size"][t, nl + nb:] = self.buyers.holdings @ self.price
+        p["state"][t, :nl] = lb.status
+        p["state"][t, nl: nl + nb] = b.status
+        p["state"][t, nl: nl + nb][(b.status == 0) & ((b.call_months >= 0)
+                                                      | (b.arrears_months > 0))] = 1
+
+    # ================================================================ checks
+    def invariants(self, tol: float = 1e-6) -> list[str]:
+        """The accounting identities of DESIGN.md section 6; returns the violations."""
+        bad = []
+        units = self.gpu_units()
+        if not np.array_equal(units, self._units0):
+            bad.append(f"GPU units not conserved: {units.tolist()} vs {self._units0.tolist()}")
+        drift = self.total_cash() - self._cash0 - sum(self.flows.values())
+        scale = max(1.0, abs(self._cash0))
+        if abs(drift) > tol * scale:
+            bad.append(f"cash transfers do not net to zero: residual {drift:.6g}")
+        lb = self.lenders
+        losses = lb.credit_losses.sum()
+        if abs(losses - (self.ead_total - self.recovered_total)) > tol * max(1.0, self.ead_total):
+            bad.append(f"credit losses {losses:.6g} != write-offs - recoveries "
+                       f"{self.ead_total - self.recovered_total:.6g}")
+        if abs(lb.claim_pool.sum() - losses) > tol * max(1.0, self.ead_total):
+            bad.append("unrecovered claims do not match credit losses")
+        arrays = [self.price, self.fundamental, lb.cash, lb.equity, self.borrowers.cash,
+                  self.loans.principal, self.interbank, self.buyers.capital, lb.outside]
+        if not all(np.isfinite(a).all() for a in arrays):
+            bad.append("NaN or infinity in the state")
+        if (self.price < 0).any():
+            bad.append(f"negative price {self.price.tolist()}")
+        if (self.borrowers.fleet < 0).any() or (lb.inventory < 0).any():
+            bad.append("negative GPU holdings")
+        if self.month_above_reservation > 1e-9:
+            bad.append(f"fill above reservation by {self.month_above_reservation:.6g}")
+        if lb.cash.min() < -tol * scale or self.borrowers.cash.min() < -tol * scale:
+            bad.append("negative cash")
+        return bad

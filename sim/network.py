@@ -1,0 +1,143 @@
+"""The lending and funding network.
+
+* Lending (lender -> borrower): each borrower's facility is syndicated across k lenders, with
+  k = 1 + Poisson(syndicate - 1) capped at the number of lenders, shares drawn from a flat
+  Dirichlet and the largest share held by the lead (agent) bank. Which lenders: uniformly
+  (``erdos_renyi``, the bipartite Erdos-Renyi graph of Erdos & Renyi 1959), in proportion to
+  1 + current degree (``scale_free``, preferential attachment, Barabasi & Albert 1999), or with
+  the lead drawn from the core with probability 0.8 (``core_periphery``, Craig & von Peter 2014).
+* Funding (lender -> lender): ``erdos_renyi`` directed G(n, p) with p = z/(n-1);
+  ``scale_free`` the directed scale-free graph of Bollobas et al. (2003); ``core_periphery`` a
+  complete core whose members each fund periphery lenders with probability z/n_core; or an edge
+  list file (``creditor debtor [weight]`` per line, lender indices 0..n-1).
+
+All draws come from the model's Generator; networkx generators get an integer seed drawn from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from sim.config import ConfigError, NetworkCfg
+
+MAX_EDGELIST_ROWS = 1_000_000
+
+
+def syndicates(n_borrowers: int, n_lenders: int, cfg: NetworkCfg,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Loan rows (borrower, lender, share) of the syndicated facilities, lead row first."""
+    k = np.minimum(1 + rng.poisson(max(cfg.syndicate - 1.0, 0.0), n_borrowers), n_lenders)
+    n_core = max(1, int(round(cfg.core_share * n_lenders)))
+    degree = np.zeros(n_lenders)
+    rows_b, rows_l, rows_s = [], [], []
+    for b in range(n_borrowers):
+        if cfg.kind == "scale_free":
+            w = 1.0 + degree
+        elif cfg.kind == "core_periphery":
+            w = np.where(np.arange(n_lenders) < n_core, 4.0 * (n_lenders - n_core) / n_core, 1.0)
+        else:
+            w = np.ones(n_lenders)
+        chosen = rng.choice(n_lenders, size=k[b], replace=False, p=w / w.sum())
+        shares = np.sort(rng.dirichlet(np.ones(k[b])))[::-1]
+        degree[chosen] += 1
+        rows_b.append(np.full(k[b], b))
+        rows_l.append(chosen)
+        rows_s.append(shares)
+    if n_borrowers == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return (np.concatenate(rows_b).astype(np.int64), np.concatenate(rows_l).astype(np.int64),
+            np.concatenate(rows_s))
+
+
+def read_edgelist(path: str | Path, n_lenders: int) -> np.ndarray:
+    """Read ``creditor debtor [weight]`` rows into an (n, n) weight matrix W[debtor, creditor].
+
+    Refuses: a missing or unreadable file, malformed rows, unknown nodes, self-loops, negative
+    or non-finite weights, and more than ``MAX_EDGELIST_ROWS`` rows.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"network.edgelist: file '{path}' not found")
+    w = np.zeros((n_lenders, n_lenders))
+    with p.open(encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if lineno > MAX_EDGELIST_ROWS:
+                raise ConfigError(f"network.edgelist: more than {MAX_EDGELIST_ROWS:,} rows in "
+                                  f"'{path}' (the limit)")
+            text = line.split("#", 1)[0].replace(",", " ").split()
+            if not text:
+                continue
+            if len(text) not in (2, 3):
+                raise ConfigError(f"network.edgelist line {lineno}: expected 'creditor debtor "
+                                  f"[weight]', got {line.strip()!r}")
+            try:
+                c, d = int(text[0]), int(text[1])
+                wt = float(text[2]) if len(text) == 3 else 1.0
+            except ValueError:
+                raise ConfigError(f"network.edgelist line {lineno}: not numbers: "
+                                  f"{line.strip()!r}") from None
+            if not (0 <= c < n_lenders and 0 <= d < n_lenders):
+                raise ConfigError(f"network.edgelist line {lineno}: unknown node "
+                                  f"{c if not 0 <= c < n_lenders else d} (lenders are "
+                                  f"0..{n_lenders - 1})")
+            if c == d:
+                raise ConfigError(f"network.edgelist line {lineno}: self-loop on lender {c}")
+            if not np.isfinite(wt) or wt < 0:
+                raise ConfigError(f"network.edgelist line {lineno}: weight {wt} must be a "
+                                  "finite number >= 0")
+            w[d, c] += wt
+    return w
+
+
+def funding_weights(n: int, cfg: NetworkCfg, rng: np.random.Generator) -> np.ndarray:
+    """W[i, j] > 0 when lender j funds lender i; rows are normalised by the caller."""
+    if n < 2:
+        return np.zeros((n, n))
+    z = cfg.funding_degree
+    seed = int(rng.integers(2**31 - 1))
+    if cfg.kind == "edgelist":
+        return read_edgelist(cfg.edgelist, n)
+    if cfg.kind == "scale_free":
+        g = nx.scale_free_graph(n, seed=seed)
+        w = nx.to_numpy_array(nx.DiGraph(g), nodelist=range(n), weight=None)
+    elif cfg.kind == "core_periphery":
+        n_core = max(1, int(round(cfg.core_share * n)))
+        w = np.zeros((n, n))
+        w[:n_core, :n_core] = 1.0
+        p = min(1.0, z / n_core)
+        w[n_core:, :n_core] = rng.random((n - n_core, n_core)) < p
+    else:
+        g = nx.gnp_random_graph(n, min(1.0, z / (n - 1)), seed=seed, directed=True)
+        w = nx.to_numpy_array(g, nodelist=range(n), weight=None)
+    np.fill_diagonal(w, 0.0)
+    return w.T.copy() if cfg.kind in ("erdos_renyi", "scale_free") else w
+
+
+def build_graph(model) -> nx.MultiDiGraph:
+    """The whole network as a networkx MultiDiGraph with integer node ids.
+
+    Node attributes: ``name``, ``kind`` (agent type), ``state``, ``size`` (balance sheet, $).
+    Edge attributes: ``kind`` in {loan, funding, guarantee} and ``amount`` ($).
+    """
+    g = nx.MultiDiGraph()
+    for a in model.network_agents:
+        g.add_node(a.node, name=a.name, kind=a.kind, state=a.state, size=float(a.size))
+    loans = model.loans
+    exp = loans.exposure
+    bnode = model.borrower_node
+    lnode = model.lender_node
+    for r in np.flatnonzero(exp > 0):
+        g.add_edge(int(lnode[loans.lender[r]]), int(bnode[loans.borrower[r]]), kind="loan",
+                   amount=float(exp[r]))
+    liab = model.interbank
+    for i, j in zip(*np.nonzero(liab), strict=True):
+        g.add_edge(int(lnode[j]), int(lnode[i]), kind="funding", amount=float(liab[i, j]))
+    bb = model.borrowers
+    hyp = model.guarantor_node
+    if hyp is not None:
+        for b in np.flatnonzero(bb.guaranteed):
+            g.add_edge(int(hyp), int(bnode[b]), kind="guarantee", amount=0.0)
+    return g

@@ -1,0 +1,63 @@
+"""Writing a run's outputs: ``results/<name>/``.
+
+Every file is written under a temporary name and renamed into place (``os.replace`` is atomic
+on POSIX), so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import networkx as nx
+
+from sim import metrics
+from sim.model import LiquidationModel
+from sim.network import build_graph
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_with(path: Path, writer) -> None:
+    """Call ``writer(tmp_path)`` then rename the result to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_run(model: LiquidationModel, outdir: str | Path) -> dict:
+    """Write config, summary, series, panel, events and network; return the summary."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = metrics.summary(model)
+    write_json(out / "config.json", model.cfg.model_dump(mode="json"))
+    for name, frame in (("series", metrics.series(model)), ("panel", metrics.panel(model)),
+                        ("events", metrics.events(model))):
+        atomic_write_with(out / f"{name}.parquet",
+                          lambda tmp, f=frame: f.to_parquet(tmp, engine="pyarrow", index=False))
+    graph = build_graph(model)
+    atomic_write_with(out / "network.graphml", lambda tmp: nx.write_graphml(graph, tmp))
+    write_json(out / "summary.json", summary)
+    return summary
