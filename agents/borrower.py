@@ -32,7 +32,12 @@ STATUS_NAMES = ("healthy", "distressed", "defaulted")
 
 
 class BorrowerBook:
-    """Balance sheets and contract state of all borrowers (struct of arrays)."""
+    """Balance sheets and contract state of all borrowers (struct of arrays).
+
+    ``cash`` may be negative for a living borrower: unpaid power and running bills (trade
+    payables). Such a borrower cannot pay its debt service, so it is in arrears and defaults
+    after the grace period; at default its unpaid bills are written off by the suppliers.
+    """
 
     def __init__(self, cfg: Scenario, env: Environment, rng: np.random.Generator):
         types: list[tuple[int, BorrowerType]] = [

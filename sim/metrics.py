@@ -63,17 +63,25 @@ def events(model: LiquidationModel) -> pd.DataFrame:
     return pd.DataFrame(model.events, columns=list(EVENT_COLUMNS))
 
 
-def peak_price_fall(model: LiquidationModel) -> dict[str, float]:
-    """Largest peak-to-trough fall of the price index per generation, over shipping months."""
+def peak_price_fall(model: LiquidationModel, adjusted: bool = True) -> dict[str, float]:
+    """Largest peak-to-trough fall per generation, over the months it ships.
+
+    ``adjusted`` (the headline): the fall of the price index *relative to the value in best use*
+    (p / V), i.e. net of the depreciation a buyer in best use expects from rent deflation and
+    ageing; over 60 months raw prices of every generation fall ~90 % by ageing alone, which would
+    hide the fire sale. ``adjusted=False``: the raw price index.
+    """
     out = {}
-    price = model.rec["price"][: model.env.t + 1]
-    launch = model.env.launch
+    n = model.env.t + 1
+    price, value = model.rec["price"][:n], model.rec["fundamental"][:n]
     for g, name in enumerate(model.env.names):
-        p = price[max(0, launch[g]):, g]
-        p = p[p > 0]
-        if len(p) < 2:
+        live = slice(max(0, int(model.env.launch[g])), n)
+        p, v = price[live, g], value[live, g]
+        ok = (p > 0) & (v > 0)
+        x = (p[ok] / v[ok]) if adjusted else p[ok]
+        if len(x) < 2:
             continue
-        out[name] = float(np.max(1.0 - p / np.maximum.accumulate(p)))
+        out[name] = float(np.max(1.0 - x / np.maximum.accumulate(x)))
     return out
 
 
@@ -127,6 +135,7 @@ def summary(model: LiquidationModel) -> dict:
         "cascade_size": dm + dn - first_wave,
         "lender_failures": int((lb.status == 2).sum()),
         "peak_price_fall": peak_price_fall(model),
+        "peak_price_fall_raw": peak_price_fall(model, adjusted=False),
         "fire_sale_discount": (float(1.0 - r["forced_value"][t] / forced_fund)
                                if forced_fund > 0 else None),
         "realised_lgd": float(1.0 - model.recovered_total / ead) if ead > 0 else None,

@@ -43,6 +43,7 @@ from sim.network import funding_weights, syndicates
 NEVER = 10**9
 EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
 OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_surplus",
+                 "unpaid_suppliers",
                  "buyer_capital", "funding_outside", "holding_costs")
 
 
@@ -204,6 +205,9 @@ class LiquidationModel(mesa.Model):
     def _phase_environment(self) -> None:
         self.env.step()
         t = self.env.t
+        # value in best use depends on the environment only: it is this month's reference
+        self.prev_fundamental = self.fundamental
+        self.fundamental = self.buyers.fundamental(self.env)
         for s in self.cfg.shocks:
             if s.month != t:
                 continue
@@ -395,6 +399,10 @@ class LiquidationModel(mesa.Model):
         ead_b = np.bincount(group, weights=ead, minlength=len(dead))
         seized = np.minimum(np.maximum(b.cash[dead], 0.0), ead_b)
         b.cash[dead] -= seized
+        # unpaid power and running bills (negative cash) are lost by the suppliers
+        unpaid = np.minimum(b.cash[dead], 0.0)
+        b.cash[dead] -= unpaid
+        self._outside("unpaid_suppliers", -unpaid.sum())
         rec = seized[group] * np.divide(ead, ead_b[group], out=np.zeros_like(ead),
                                         where=ead_b[group] > 0)
         lb.cash += np.bincount(L.lender[rows], weights=rec, minlength=lb.n)
@@ -555,13 +563,13 @@ class LiquidationModel(mesa.Model):
             books["forced"][:, g] -= fills[:n_l]
             books["patient"][:, g] -= fills[n_l: 2 * n_l]
             proceeds = lender_units * price
-            repay = np.minimum(lb.repo_debt, proceeds)
+            rec, surplus = lb.apply_recovery(proceeds)
+            self.recovered_total += rec.sum()
+            repay = np.minimum(lb.repo_debt, rec)  # the repo is repaid out of the recovery
             lb.repo_debt -= repay
             desk.lent -= repay.sum()
             desk.cash += repay.sum()
-            rec, surplus = lb.apply_recovery(proceeds)
-            self.recovered_total += rec.sum()
-            lb.cash += proceeds - repay - surplus
+            lb.cash += rec - repay
             self._outside("estate_surplus", -surplus.sum())
             for i in np.flatnonzero(lender_units):
                 self._event("sale", "lender", i, g, lender_units[i], proceeds[i], price)
@@ -588,8 +596,7 @@ class LiquidationModel(mesa.Model):
     # ---------------------------------------------------------------- 7. prices
     def _phase_prices(self) -> None:
         env, buyers = self.env, self.buyers
-        old_price, old_value = self.price.copy(), self.fundamental.copy()
-        self.fundamental = buyers.fundamental(env)
+        old_price, old_value = self.price.copy(), self.prev_fundamental
         floor = self.cfg.buyers.salvage_floor * env.list_price
         has_cap = np.zeros((buyers.n, self.n_gen), dtype=bool)
         for g in range(self.n_gen):
@@ -683,7 +690,7 @@ class LiquidationModel(mesa.Model):
         lbar = liab.sum(axis=1)
         ratio = np.divide(p, lbar, out=np.ones(n + 1), where=lbar > 0)
         ib_assets = (self.interbank * ratio[:n, None]).sum(axis=0)
-        lb.equity = clearing_equity(liab, np.r_[ext, 0.0], p)[:n]
+        lb.equity = clearing_equity(liab, e, p)[:n] + (ext - e[:n])
         lb.assets = ext + ib_assets
         return p[:n] < lbar[:n] * (1.0 - 1e-9)
 
@@ -819,6 +826,8 @@ class LiquidationModel(mesa.Model):
             bad.append("negative GPU holdings")
         if self.month_above_reservation > 1e-9:
             bad.append(f"fill above reservation by {self.month_above_reservation:.6g}")
-        if lb.cash.min() < -tol * scale or self.borrowers.cash.min() < -tol * scale:
-            bad.append("negative cash")
+        dead = self.borrowers.status == DEFAULTED
+        if (lb.cash.min() < -tol * scale or self.desk.cash < -tol * scale
+                or (self.borrowers.cash[dead] < 0).any()):
+            bad.append("negative cash (lenders, repo desk or defaulted borrowers)")
         return bad
