@@ -1,0 +1,179 @@
+"""Each mechanism on a case small enough to check by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.borrower import DEFAULTED
+from agents.buyer import BuyerBook
+from sim.config import Scenario
+from sim.environment import HOURS_PER_MONTH, Environment
+from sim.finance import LoanBook, largest_remainder, scheduled_payment
+from sim.model import LiquidationModel
+
+
+def tiny(**over) -> LiquidationModel:
+    """One neo-cloud, two lenders marking at market, a few buyers, a flat calm world."""
+    data = {
+        "months": 24,
+        "environment": {"rent_vol": 0.0, "btc_vol_calm": 0.0, "btc_vol_stress": 0.0},
+        "borrowers": {"miner": {"count": 0, "fleet_mean": 1, "fleet_mix": [1], "spread": 0.03,
+                                "contracted_share": 0, "guarantee_prob": 0},
+                      "neocloud": {"count": 1, "fleet_mean": 1000, "fleet_sigma": 0.0,
+                                   "fleet_mix": [0, 1], "spread": 0.04,
+                                   "contracted_share": 0.0, "guarantee_prob": 0.0}},
+        "lenders": {"count": 2, "types": {"abl": {"share": 1, "capital_ratio": 0.2,
+                                                  "interbank_share": 0.0, "mark": "market",
+                                                  "sale_discount": 0.1}}},
+        "network": {"syndicate": 2.0},
+    }
+    for k, v in over.items():
+        node = data
+        *path, last = k.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return LiquidationModel(Scenario.model_validate(data))
+
+
+# ------------------------------------------------------------------ finance
+def test_amortisation_schedule_straight_line_then_balloon():
+    """1,000 borrowed at 12 %/yr, 20 %/yr of the original amortised: 10 interest and
+    16.67 principal in month 1; the instalment never exceeds what is left."""
+    interest, amort = scheduled_payment(np.array([1000.0]), np.array([1000 * 0.2 / 12]),
+                                        np.array([0.12]))
+    assert interest[0] == pytest.approx(10.0)
+    assert amort[0] == pytest.approx(16.6666667)
+    _, amort = scheduled_payment(np.array([5.0]), np.array([16.0]), np.array([0.12]))
+    assert amort[0] == 5.0
+
+
+def test_payment_goes_to_interest_first_pari_passu_across_lenders():
+    """Two rows of one borrower (60/40), each owed 6 + 20 interest/principal and 4 + 10;
+    paying 20 of the 40 due gives each row half of its due: row 0 gets 13 = 6 interest + 7
+    principal, row 1 gets 7 = 4 interest + 3 principal; the rest is arrears."""
+    book = LoanBook(borrower=np.array([0, 0]), lender=np.array([0, 1]), share=np.array([.6, .4]),
+                    principal=np.array([600.0, 400.0]), orig_amort=np.array([20.0, 10.0]),
+                    rate=np.array([0.12, 0.12]), maturity=np.array([99, 99]),
+                    revolver=np.array([False, False]))
+    paid = book.pay(np.array([20.0]), np.array([6.0, 4.0]), np.array([20.0, 10.0]))
+    np.testing.assert_allclose(paid, [13.0, 7.0])
+    np.testing.assert_allclose(book.accrued, [0.0, 0.0])
+    np.testing.assert_allclose(book.overdue, [13.0, 7.0])
+    np.testing.assert_allclose(book.principal, [593.0, 397.0])
+    np.testing.assert_allclose(book.arrears, [13.0, 7.0])
+
+
+def test_largest_remainder_apportionment():
+    """10 units over weights 0.45/0.35/0.2 -> quotas 4.5/3.5/2 -> 4/3/2 + the one left over to
+    the largest remainder (0.5, tie broken to the lower row) -> 5/3/2; groups are separate."""
+    out = largest_remainder(np.array([10, 7]), np.array([0.45, 0.35, 0.2, 1, 1, 1]),
+                            np.array([0, 0, 0, 1, 1, 1]))
+    np.testing.assert_array_equal(out, [5, 3, 2, 3, 2, 2])
+
+
+# ------------------------------------------------------------------ buyers
+def test_reservation_price_is_the_discounted_net_rent_annuity():
+    """Flat rent 2 $/h, no deflation, full utilisation, no power or running costs: net rent
+    1,460 $/month for the remaining 12 months at 10 %/yr, minus 500 integration:
+    P = 1460 * sum_{m=1..12} 1.1^(-m/12) - 500."""
+    cfg = Scenario.model_validate({
+        "environment": {"generations": [{"name": "X", "launch_month": -60, "list_price": 30000,
+                                         "kw_per_gpu": 1.0, "rent0": 2.0}],
+                        "rent_deflation": 0.0, "utilisation": 1.0, "power_price": 0.0},
+        "borrowers": {"miner": {"count": 1, "fleet_mean": 10, "fleet_mix": [1], "spread": 0.03,
+                                "contracted_share": 0, "guarantee_prob": 0},
+                      "neocloud": {"count": 1, "fleet_mean": 10, "fleet_mix": [1],
+                                   "spread": 0.03, "contracted_share": 0, "guarantee_prob": 0}},
+        "buyers": {"spot_opex_per_gpu": 0.0, "types": {"t": {
+            "count": 1, "hurdle": 0.10, "integration_cost": 500, "capital": 1e6,
+            "spare_mw": 1.0, "life_months": 72}}}})
+    env = Environment(cfg, np.random.default_rng(0))
+    book = BuyerBook(cfg, env)
+    net = 2.0 * HOURS_PER_MONTH
+    expected = net * sum(1.1 ** (-m / 12) for m in range(1, 13)) - 500
+    assert book.reservation(env)[0, 0] == pytest.approx(expected, rel=1e-12)
+    # capacity: min(capital / price, MW x 1000 / kW) = min(1e6 / 20000, 1000) = 50
+    assert book.capacity(np.array([20000.0]), 1.0)[0] == 50
+    assert book.capacity(np.array([100.0]), 1.0)[0] == 1000
+
+
+# ------------------------------------------------------------------ borrowers and lenders
+def test_waterfall_uses_btc_then_revolver_before_arrears():
+    """A miner short of cash sells unpledged BTC first; only then draws the revolver."""
+    m = tiny(**{"borrowers.miner.count": 1, "borrowers.neocloud.count": 0,
+                "borrowers.miner.fleet_mean": 1000, "borrowers.miner.fleet_sigma": 0.0,
+                "borrowers.miner.fleet_mix": [0, 1], "borrowers.miner.btc_treasury_mean": 10,
+                "borrowers.miner.btc_pledge": 0.5})
+    b = m.borrowers
+    b.cash[:] = 0.0
+    b.fleet[:] = 0  # no revenue at all: the whole debt service is a shortfall
+    btc0 = b.btc[0]
+    rv = m.loans.revolver
+    m.env.step()
+    m._phase_borrowers()
+    assert b.btc[0] == pytest.approx(btc0 * 0.5)  # free coins sold, pledged ones kept
+    assert m.loans.principal[rv][0] > 0  # then the revolver
+    assert b.cash[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_margin_call_cured_by_cash_or_ending_in_default():
+    m = tiny()
+    b, lb = m.borrowers, m.lenders
+    debt = m.loans.exposure.sum()
+    # the market mark falls so that LTV = 0.95 > 0.85: a margin call opens
+    m.price_hist[0, 1] = debt / 0.95 / b.fleet[0, 1]
+    b.cash[:] = 0.0
+    m.env.t = 1
+    m._phase_lenders()
+    assert b.call_months[0] == 1
+    assert any(e[1] == "margin_call" for e in m.events)
+    # with enough cash the borrower pays down to LTV 0.75 and the call is cured
+    b.cash[:] = debt
+    cash_before, lender_cash = b.cash[0], lb.cash.sum()
+    m._phase_lenders()
+    coll = b.fleet[0, 1] * m.price_hist[0, 1]
+    assert m.loans.exposure.sum() == pytest.approx(0.75 * coll, rel=1e-9)
+    assert b.call_months[0] == -1
+    assert cash_before - b.cash[0] == pytest.approx(lb.cash.sum() - lender_cash)
+    # without cash the call stays open past the cure period (3 months) and the loan defaults
+    m.price_hist[0, 1] *= 0.5
+    b.cash[:] = 0.0
+    for _ in range(4):
+        m._phase_lenders()
+    assert b.call_months[0] > m.cfg.lenders.cure_months
+    m._phase_defaults(m.lenders.marks(m.env, m.price_hist, 0, 3))
+    assert b.status[0] == DEFAULTED
+
+
+def test_repossession_splits_units_and_books_losses():
+    """At default every GPU goes to the facility's lenders in proportion to exposure, cash is
+    seized, exposure is written off; later sales recover up to the unrecovered claim."""
+    m = tiny()
+    b, lb, loans = m.borrowers, m.lenders, m.loans
+    units = int(b.fleet[0].sum())
+    ead = loans.exposure.copy()
+    m._cash0 += 1000.0 - b.cash[0]  # the test sets the cash by hand
+    b.cash[:] = 1000.0
+    b.arrears_months[:] = m.cfg.lenders.grace_months + 1
+    marks = lb.marks(m.env, m.price_hist, 0, 3)
+    m._phase_defaults(marks)
+    assert b.status[0] == DEFAULTED and b.fleet.sum() == 0
+    per_lender = np.bincount(loans.lender, weights=ead, minlength=2)
+    got = lb.inventory[:, 1]
+    assert got.sum() == units
+    assert np.all(np.abs(got - units * per_lender / per_lender.sum()) < 1.0)
+    assert lb.writeoffs.sum() == pytest.approx(ead.sum())
+    assert lb.recoveries.sum() == pytest.approx(1000.0)
+    assert lb.claim_pool.sum() == pytest.approx(ead.sum() - 1000.0)
+    assert m.invariants() == []
+    # selling 10 units at 5,000 recovers 50,000 of the claim
+    fills = np.zeros(2 * lb.n + b.n + 1, dtype=np.int64)
+    seller = int(np.argmax(got))
+    fills[seller] = 10
+    books = {"forced": lb.inventory.copy(), "patient": np.zeros_like(lb.inventory)}
+    rec0 = lb.recoveries.sum()
+    m._settle_sellers(1, fills, 5000.0, books)
+    assert lb.recoveries.sum() - rec0 == pytest.approx(50_000.0)
+    assert lb.inventory[:, 1].sum() == units - 10
