@@ -489,9 +489,12 @@ class LiquidationModel(mesa.Model):
                 continue
             forced = books["forced"][:, g]
             patient = books["patient"][:, g]
-            ask_qty = np.r_[forced, patient, books["b_units"][:, g], desk.holdings[g]]
-            ask_price = np.r_[np.full(n_l, books["floor"][g]), books["patient_price"][:, g],
-                              np.full(n_b, books["b_price"][g]), self.fundamental[g]]
+            ask_qty = np.concatenate((forced, patient, books["b_units"][:, g],
+                                      desk.holdings[g: g + 1]))
+            ask_price = np.concatenate((np.full(n_l, books["floor"][g]),
+                                        books["patient_price"][:, g],
+                                        np.full(n_b, books["b_price"][g]),
+                                        self.fundamental[g: g + 1]))
             if ask_qty.sum() == 0:
                 continue
             if self.cfg.market.mode == "parametric":
@@ -506,9 +509,9 @@ class LiquidationModel(mesa.Model):
                 desk_qty = int(desk.room // desk_price) if desk_price > 0 else 0
                 supply = int(ask_qty.sum())  # no bid needs more units than are offered
                 salv_qty = supply if self.cfg.market.unsold_to_salvage else 0
-                bid_qty = np.minimum(np.r_[np.where(reservation[:, g] > 0, cap, 0), desk_qty,
-                                           salv_qty], supply)
-                bid_price = np.r_[reservation[:, g], desk_price, books["floor"][g]]
+                bid_qty = np.minimum(np.concatenate((np.where(reservation[:, g] > 0, cap, 0),
+                                                     [desk_qty, salv_qty])), supply)
+                bid_price = np.concatenate((reservation[:, g], [desk_price, books["floor"][g]]))
                 res = call_auction(ask_qty, ask_price, bid_qty, bid_price, k=self.cfg.market.k)
                 if res.volume == 0:
                     self.month_overhang[g] = forced.sum()

@@ -30,26 +30,39 @@ def syndicates(n_borrowers: int, n_lenders: int, cfg: NetworkCfg,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Loan rows (borrower, lender, share) of the syndicated facilities, lead row first."""
     k = np.minimum(1 + rng.poisson(max(cfg.syndicate - 1.0, 0.0), n_borrowers), n_lenders)
-    n_core = max(1, int(round(cfg.core_share * n_lenders)))
-    degree = np.zeros(n_lenders)
-    rows_b, rows_l, rows_s = [], [], []
-    for b in range(n_borrowers):
-        if cfg.kind == "scale_free":
-            w = 1.0 + degree
-        elif cfg.kind == "core_periphery":
-            w = np.where(np.arange(n_lenders) < n_core, 4.0 * (n_lenders - n_core) / n_core, 1.0)
-        else:
-            w = np.ones(n_lenders)
-        chosen = rng.choice(n_lenders, size=k[b], replace=False, p=w / w.sum())
-        shares = np.sort(rng.dirichlet(np.ones(k[b])))[::-1]
-        degree[chosen] += 1
-        rows_b.append(np.full(k[b], b))
-        rows_l.append(chosen)
-        rows_s.append(shares)
     if n_borrowers == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return (np.concatenate(rows_b).astype(np.int64), np.concatenate(rows_l).astype(np.int64),
-            np.concatenate(rows_s))
+    n_core = max(1, int(round(cfg.core_share * n_lenders)))
+    if cfg.kind == "scale_free":
+        chosen = _preferential(k, n_lenders, rng)
+    else:
+        w = np.ones(n_lenders)
+        if cfg.kind == "core_periphery":
+            w[:n_core] = 4.0 * max(n_lenders - n_core, 1) / n_core
+        # weighted sampling without replacement by Gumbel top-k (Vieira 2014; Efraimidis &
+        # Spirakis 2006): the k largest log w + Gumbel keys
+        keys = np.log(w)[None, :] + rng.gumbel(size=(n_borrowers, n_lenders))
+        chosen = np.argsort(-keys, axis=1, kind="stable")
+    mask = np.arange(n_lenders)[None, :] < k[:, None]
+    rows_b = np.repeat(np.arange(n_borrowers), k)
+    rows_l = chosen[mask]
+    # shares: flat Dirichlet (normalised exponentials), the largest to the lead (first) row
+    raw = np.where(mask, rng.exponential(size=(n_borrowers, n_lenders)), 0.0)
+    raw = -np.sort(-raw, axis=1)
+    shares = (raw / raw.sum(axis=1, keepdims=True))[mask]
+    return rows_b.astype(np.int64), rows_l.astype(np.int64), shares
+
+
+def _preferential(k: np.ndarray, n_lenders: int, rng: np.random.Generator) -> np.ndarray:
+    """Lenders chosen in proportion to 1 + degree so far (sequential by construction)."""
+    degree = np.zeros(n_lenders)
+    out = np.zeros((len(k), n_lenders), dtype=np.int64)
+    for b, kb in enumerate(k):
+        w = 1.0 + degree
+        chosen = rng.choice(n_lenders, size=kb, replace=False, p=w / w.sum())
+        degree[chosen] += 1
+        out[b, :kb] = chosen
+    return out
 
 
 def read_edgelist(path: str | Path, n_lenders: int) -> np.ndarray:
