@@ -12,7 +12,7 @@ When ``policy.repo.enabled`` it (DESIGN.md 3.2):
 2. if ``buy_floor``, bids in every auction at (1 - h_g) x p_ref_g for as many units as its
    remaining capacity buys, and sells what it bought back at p_ref_g (a standing buyer).
 
-Repo loans plus purchases at cost never exceed ``capacity``. When disabled it does nothing:
+Repo loans plus purchases at cost never exceed ``capacity``, nor the desk's cash. When disabled it does nothing:
 that is the missing repo market.
 """
 
@@ -50,7 +50,9 @@ class RepoDesk(FixedAgent):
 
     @property
     def room(self) -> float:
-        return max(self.cfg.capacity - self.used, 0.0) if self.enabled else 0.0
+        if not self.enabled:
+            return 0.0
+        return max(min(self.cfg.capacity - self.used, self.cash), 0.0)
 
     @property
     def state(self) -> str:
