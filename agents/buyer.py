@@ -55,6 +55,7 @@ class BuyerBook:
         self.mw = self.mw0.copy()
         self.unlimited = b.unlimited
         self.extrap = np.zeros((self.n, env.n_gen))
+        self._deflation = env.cfg.rent_deflation
         self.holdings = np.zeros((self.n, env.n_gen), dtype=np.int64)
         self.spent = np.zeros(self.n)
         self._mmax = int(self.life.max()) if self.n else 1
@@ -124,6 +125,9 @@ class BuyerBook:
         lam = self.cfg.adapt
         surprise = np.clip(12.0 * (dlog_price - dlog_value), -1.0, 1.0)
         upd = (1 - lam) * self.extrap + lam * surprise[None, :]
+        # nobody expects GPU rents to rise (cost per FLOP falls 21-28 %/yr, Epoch AI 2022):
+        # the expected drift ln(1 - d) + x stays <= 0
+        upd = np.minimum(upd, -np.log1p(-self._deflation))
         self.extrap = np.where(traded[None, :], upd, self.extrap)
 
     def regrow(self) -> None:

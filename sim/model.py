@@ -47,6 +47,15 @@ OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_s
                  "buyer_capital", "funding_outside", "holding_costs")
 
 
+def lead_of(rows_b: np.ndarray, rows_l: np.ndarray, n_borrowers: int) -> np.ndarray:
+    """The lead lender of each facility: the lender of its first (largest) row."""
+    lead = np.full(n_borrowers, -1, dtype=np.int64)
+    if len(rows_b):
+        first = np.r_[True, rows_b[1:] != rows_b[:-1]]
+        lead[rows_b[first]] = rows_l[first]
+    return lead
+
+
 class LiquidationModel(mesa.Model):
     """The GPU liquidation market. ``LiquidationModel(scenario, rng=seed)``.
 
@@ -61,6 +70,7 @@ class LiquidationModel(mesa.Model):
         self.borrowers = BorrowerBook(cfg, self.env, self.rng)
         self.lenders = LenderBook(cfg, self.env.n_gen, self.rng)
         self.buyers = BuyerBook(cfg, self.env)
+        self.buyers_value0 = self.buyers.fundamental(self.env)
         self.n_gen = self.env.n_gen
         self.salvage_units = np.zeros(self.n_gen, dtype=np.int64)
         self.external_units = np.zeros(self.n_gen, dtype=np.int64)  # parametric-mode buyers
@@ -92,11 +102,15 @@ class LiquidationModel(mesa.Model):
         age = self.rng.integers(0, cfg.borrowers.loan_age_max + 1, b.n)
         age = np.minimum(age, np.maximum(b.term - 2, 0))
         outstanding = facility * np.maximum(1.0 - b.amort_rate * age / 12.0, 0.05)
+        # the world at t0 has no loan in breach: a facility whose amortised balance exceeds
+        # ltv_cure x its collateral at the lead lender's t0 mark was already restructured to it
+        t0_marks = lb.marks(env, self.buyers_value0[None, :], 0, 1)
+        coll0 = (b.fleet * t0_marks[np.maximum(lead_of(rows_b, rows_l, b.n), 0)]).sum(axis=1) \
+            + pledged
+        outstanding = np.minimum(outstanding, cfg.lenders.ltv_cure * coll0)
         instalment = facility * b.amort_rate / 12.0
         rate = cfg.environment.sofr + b.spread
-        lead = np.full(b.n, -1, dtype=np.int64)
-        first = np.r_[True, rows_b[1:] != rows_b[:-1]] if len(rows_b) else np.zeros(0, bool)
-        lead[rows_b[first]] = rows_l[first]
+        lead = lead_of(rows_b, rows_l, b.n)
         self.lead = lead
         self.revolver_limit = b.revolver_share * facility
         n_rows = len(rows_b)
@@ -487,7 +501,7 @@ class LiquidationModel(mesa.Model):
         for g in order:
             if not env.shipping[g]:
                 continue
-            forced = books["forced"][:, g]
+            forced = books["forced"][:, g].copy()  # settlement updates the book in place
             patient = books["patient"][:, g]
             ask_qty = np.concatenate((forced, patient, books["b_units"][:, g],
                                       desk.holdings[g: g + 1]))
