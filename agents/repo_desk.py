@@ -12,8 +12,8 @@ When ``policy.repo.enabled`` it (DESIGN.md 3.2):
 2. if ``buy_floor``, bids in every auction at (1 - h_g) x p_ref_g for as many units as its
    remaining capacity buys, and sells what it bought back at p_ref_g (a standing buyer).
 
-Repo loans plus purchases at cost never exceed ``capacity``, nor the desk's cash. When disabled it does nothing:
-that is the missing repo market.
+Repo loans plus purchases at cost never exceed ``capacity``, nor the desk's cash. When
+disabled it does nothing: that is the missing repo market.
 """
 
 from __future__ import annotations
