@@ -19,9 +19,30 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
+def _error_line(msg: str) -> str:
+    """``liqsim: error: <msg>`` on one line, whatever whitespace the message carries."""
+    return "liqsim: error: " + (" ".join(str(msg).split()) or "invalid input")
+
+
 def _fail(msg: str) -> None:
-    err_console.print(f"liqsim: error: {msg}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(_error_line(msg), markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _int_flag(lo: int | None = None, hi: int | None = None):
+    """A parser for an integer flag whose usage error names the value and the allowed range."""
+    def parse(value) -> int:
+        if isinstance(value, int):  # a default
+            return value
+        try:
+            n = int(str(value).strip())
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not an integer") from None
+        if (lo is not None and n < lo) or (hi is not None and n > hi):
+            raise typer.BadParameter(f"{n} is not in the range {lo if lo is not None else ''}"
+                                     f"..{hi if hi is not None else ''}")
+        return n
+    return parse
 
 
 def _progress() -> Progress:
@@ -66,8 +87,10 @@ def run(
                                                         "(default: baseline)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, key.path=value "
                                                                  "(repeatable)")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
-    months: Annotated[int | None, typer.Option(help="Months to simulate")] = None,
+    seed: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
+                                             help="Random seed")] = None,
+    months: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
+                                               help="Months to simulate")] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory "
                                                   "(default: results/<name>)")] = None,
     figures: Annotated[bool, typer.Option(help="Write PNG figures")] = True,
@@ -82,9 +105,12 @@ def run(
         _check_writable(outdir)
     except ConfigError as e:
         _fail(str(e))
-    with _progress() as prog:
-        task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
-        model = run_scenario(cfg, on_month=lambda m: prog.update(task, completed=m))
+    try:  # the model reads some inputs (a network edge list) only when it is built
+        with _progress() as prog:
+            task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
+            model = run_scenario(cfg, on_month=lambda m: prog.update(task, completed=m))
+    except ConfigError as e:
+        _fail(str(e))
     summary = store.write_run(model, outdir)
     if figures:
         from sim.plots import write_figures
@@ -99,6 +125,8 @@ def _check_writable(outdir: Path) -> None:
     probe = outdir
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"--out {outdir}: {probe} is not a directory")
     import os
     if not os.access(probe, os.W_OK):
         raise ConfigError(f"--out {outdir}: directory is not writable")
@@ -108,8 +136,10 @@ def _check_writable(outdir: Path) -> None:
 def compare(
     a: Annotated[str, typer.Argument(help="Scenario A (TOML file or shipped name)")],
     b: Annotated[str, typer.Argument(help="Scenario B")],
-    seeds: Annotated[int, typer.Option(min=2, max=100_000, help="Paired seeds")] = 20,
-    months: Annotated[int | None, typer.Option(help="Months to simulate")] = None,
+    seeds: Annotated[int, typer.Option(parser=_int_flag(2, 100_000), metavar="N",
+                                       help="Paired seeds (2..100000)")] = 20,
+    months: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
+                                               help="Months to simulate")] = None,
 ) -> None:
     """Run A and B on the same seeds and print paired differences (B - A) with 95 % CIs."""
     from sim.runner import compare as run_compare
@@ -119,9 +149,12 @@ def compare(
         cb = load_scenario(b, months=months)
     except ConfigError as e:
         _fail(str(e))
-    with _progress() as prog:
-        task = prog.add_task("paired runs", total=2 * seeds)
-        res = run_compare(ca, cb, seeds, on_run=lambda: prog.advance(task))
+    try:  # the models read some inputs (a network edge list) only when they are built
+        with _progress() as prog:
+            task = prog.add_task("paired runs", total=2 * seeds)
+            res = run_compare(ca, cb, seeds, on_run=lambda: prog.advance(task))
+    except ConfigError as e:
+        _fail(str(e))
     t = Table(title=f"{res['b']} - {res['a']} over {seeds} paired seeds (95 % t interval)")
     for col in ("metric", f"mean {res['a']}", f"mean {res['b']}", "difference", "95 % CI"):
         t.add_column(col, justify="right" if col != "metric" else "left")
@@ -148,7 +181,8 @@ def _is_usage_error(e: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors become one line and exit code 2, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False, Typer returns the code of a typer.Exit instead of raising.
+        rv = app(args=argv, standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
@@ -158,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         if type(e).__name__ == "NoArgsIsHelpError":
             return 0
         if _is_usage_error(e):
-            err_console.print(f"liqsim: error: {e.format_message()}", markup=False,
+            err_console.print(_error_line(e.format_message()), markup=False,
                               highlight=False, soft_wrap=True)
             return 2
         if type(e).__name__ == "Abort":
             return 130
         raise
-    return 0
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
 if __name__ == "__main__":

@@ -74,8 +74,8 @@ class Environment(_Strict):
 # --------------------------------------------------------------------------- agents
 class BorrowerType(_Strict):
     count: int = Field(ge=0, le=1_000_000)
-    fleet_mean: Pos  # GPUs per borrower (lognormal mean)
-    fleet_sigma: NonNeg = 0.6  # lognormal sigma
+    fleet_mean: float = Field(gt=0.0, le=1e6)  # GPUs per borrower (lognormal mean)
+    fleet_sigma: float = Field(0.6, ge=0.0, le=3.0)  # lognormal sigma
     fleet_mix: list[NonNeg]  # weights by generation (existing generations only)
     ltv: float = Field(0.75, gt=0.0, le=1.0)  # loan-to-cost at origination
     capex_multiple: float = Field(1.3, ge=1.0, le=5.0)  # all-in cost per GPU / list price
@@ -92,9 +92,9 @@ class BorrowerType(_Strict):
     revolver_share: Frac = 0.10  # revolver limit, share of the term facility
     fixed_opex_per_gpu: NonNeg = 300.0  # $/GPU-month besides power
     # miners only
-    hashrate_mean: NonNeg = 0.0  # PH/s
+    hashrate_mean: float = Field(0.0, ge=0.0, le=1e7)  # PH/s
     mining_cost: NonNeg = 32.0  # cash cost $/PH/day; mining is curtailed below it
-    btc_treasury_mean: NonNeg = 0.0  # BTC held
+    btc_treasury_mean: float = Field(0.0, ge=0.0, le=2.1e7)  # BTC held
     btc_pledge: Frac = 0.0  # share of the treasury pledged to the GPU lenders
 
 
@@ -264,22 +264,31 @@ class Scenario(_Strict):
 
 
 # --------------------------------------------------------------------------- loading
+def _one_line(text: str, limit: int | None = None) -> str:
+    """Collapse whitespace (newlines included) and cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fmt_error(err: ValidationError) -> str:
+    """The first validation error as one line: ``key = value: what is allowed``."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "scenario"
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = _one_line(first["msg"].removeprefix("Value error, "))
     if first["type"] == "extra_forbidden":
         return f"unknown key '{loc}'"
+    if first["type"] == "missing":
+        return f"missing key '{loc}' (required)"
     if first["type"] == "value_error":
         return msg
-    return f"{loc} = {first.get('input')!r}: {msg}"
+    return f"{loc} = {_one_line(repr(first.get('input')), 120)}: {msg}"
 
 
 def parse_value(text: str) -> Any:
     """Read an override's value as a TOML literal (numbers, booleans, strings, lists, inf)."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -301,7 +310,12 @@ def apply_override(data: dict, assignment: str) -> None:
     for i, part in enumerate(parts):
         here = ".".join(parts[: i + 1])
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
+            if not node:
+                raise ConfigError(f"unknown key '{here}': the list is empty")
+            if not part.isdigit():
+                raise ConfigError(f"unknown key '{here}': expected a list index "
+                                  f"0..{len(node) - 1}")
+            if int(part) >= len(node):
                 raise ConfigError(f"unknown key '{here}': index out of range 0..{len(node) - 1}")
             part = int(part)
         elif not isinstance(node, dict) or (part not in node and i < len(parts) - 1):
@@ -313,20 +327,30 @@ def apply_override(data: dict, assignment: str) -> None:
 
 
 def read_toml(path: str | Path) -> dict:
+    if not str(path).strip():
+        raise ConfigError(f"scenario '{path}': empty name (a TOML file, or one of: "
+                          f"{', '.join(list_scenarios())})")
     p = Path(path)
     if not p.is_file():
         candidate = SCENARIO_DIR / f"{path}.toml"
         if candidate.is_file():
             p = candidate
+        elif p.is_dir():
+            raise ConfigError(f"scenario '{path}' is a directory, not a TOML file")
         else:
             raise ConfigError(f"scenario '{path}' not found (a TOML file, or one of: "
                               f"{', '.join(list_scenarios())})")
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: malformed TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read: {e}") from None
+        raise ConfigError(f"{p}: malformed TOML: {_one_line(e)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: malformed TOML: nested too deeply") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or _one_line(e)}") from None
 
 
 def list_scenarios() -> list[str]:
