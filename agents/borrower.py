@@ -86,6 +86,7 @@ class BorrowerBook:
         self.payout_months = per("payout_months")
         self.hashrate = draw_lognormal("hashrate_mean")
         self.btc = draw_lognormal("btc_treasury_mean")
+        self.btc_pledged = self.btc * self.btc_pledge  # coins held by the lenders as collateral
         premium = per("contract_premium")
         cmax = per("contract_months_max").astype(np.int64)
         self.contract_rent = premium[:, None] * env.rent[None, :]
@@ -105,7 +106,7 @@ class BorrowerBook:
 
     @property
     def pledged_btc(self) -> np.ndarray:
-        return self.btc * self.btc_pledge
+        return self.btc_pledged
 
     @property
     def alive(self) -> np.ndarray:
@@ -121,9 +122,10 @@ class BorrowerBook:
         contracted = (env.t < self.contract_end) & ~self.tenant_gone
         cover = np.where(self.tenant_gone & self.guaranteed & (env.t < self.contract_end),
                          self.guarantee_cover, 0.0)
+        # contracted capacity earns the locked rent; once a tenant has gone, the capacity is
+        # re-let at spot and a guarantor pays ``cover`` of the locked rent on top
         locked_share = self.contracted_share * np.where(contracted, 1.0, cover)
-        spot_share = self.contracted_share * ~(contracted | (cover > 0)) \
-            + (1.0 - self.contracted_share)
+        spot_share = 1.0 - self.contracted_share * contracted
         u = env.cfg.utilisation
         gpu_rev = HOURS_PER_MONTH * (
             locked_share * (self.fleet * self.contract_rent).sum(axis=1)

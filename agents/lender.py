@@ -59,6 +59,7 @@ class LenderBook:
         self.cash = np.zeros(n)
         self.outside = np.zeros(n)  # outside funding (deposits, notes, LP leverage)
         self.repo_debt = np.zeros(n)
+        self.repo_units = np.zeros((n, n_gen), dtype=np.int64)  # inventory financed by repo
         self.inventory = np.zeros((n, n_gen), dtype=np.int64)
         self.inv_since = np.full((n, n_gen), -1, dtype=np.int64)
         self.claim_pool = np.zeros(n)  # written-off exposure not yet recovered
@@ -99,6 +100,7 @@ class LenderBook:
     def remove_inventory(self, units: np.ndarray) -> None:
         self.inventory -= units
         self.inv_since[self.inventory == 0] = -1
+        self.repo_units = np.minimum(self.repo_units, self.inventory)
 
     def apply_recovery(self, proceeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sale proceeds first recover written-off exposure; any surplus belongs to the

@@ -115,7 +115,7 @@ class Borrowers(_Strict):
     tenant_default_calm: Frac = 0.002  # monthly probability a contracted tenant walks away
     tenant_default_stress: Frac = 0.02
     loan_age_max: int = Field(24, ge=0, le=240)  # loans were originated 0..max months ago
-    voluntary_discount: Frac = 0.15  # ask below the price index for voluntary sales
+    voluntary_discount: Frac = 0.15  # voluntary sales ask the value in best use less this
 
 
 class LenderType(_Strict):

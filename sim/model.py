@@ -7,8 +7,9 @@ One month, in order (DESIGN.md section 4):
    (cash, BTC, revolver; what is left unpaid is arrears);
 3. lenders mark collateral, test LTV and DSCR covenants, collect on margin calls and decide
    which loans maturing next month roll over (only those that still qualify);
-4. defaults (arrears past the grace period, uncured margin calls, DSCR breaches past the cure
-   period): GPUs are repossessed into lender inventory, cash and BTC seized, exposure written off;
+4. defaults (arrears past the grace period, margin calls uncured past the cure period; a DSCR
+   breach past the cure period triggers a cash sweep, not a default): GPUs are repossessed into
+   lender inventory, cash and BTC seized, exposure written off;
 5. sell orders: the repo desk (if enabled) first offers repo against inventory, then lenders
    (forced or patient), distressed borrowers (voluntary) and the desk post asks;
 6. one uniform-price call auction per generation, newest first; trades settle GPUs and cash;
@@ -127,7 +128,6 @@ class LiquidationModel(mesa.Model):
         rev, opex = b.operating(env)
         ds = outstanding * rate / 12.0 + instalment
         b.cash = b.cash_months * (opex + ds)
-        self.dscr_den = ds
         # lenders: loans + cash are external assets; funding network on top
         loans_l = self.loans.by_lender(self.loans.exposure, lb.n)
         lb.cash = lb.cash_share / np.maximum(1.0 - lb.cash_share, 1e-9) * loans_l
@@ -187,6 +187,16 @@ class LiquidationModel(mesa.Model):
     def _event(self, name: str, agent: str, idx, gen=-1, units=0, amount=0.0, price=0.0):
         self.events.append((self.env.t, name, agent, int(idx), int(gen), int(units),
                             float(amount), float(price)))
+
+    def _trades(self, name: str, agent: str, units: np.ndarray, gen: int, price: float) -> None:
+        """Log one event per participant with a non-zero fill (vectorised)."""
+        idx = np.flatnonzero(units)
+        n = len(idx)
+        if n:
+            u = units[idx]
+            self.events.extend(zip([self.env.t] * n, [name] * n, [agent] * n, idx.tolist(),
+                                   [int(gen)] * n, u.tolist(), (u * price).tolist(),
+                                   [float(price)] * n, strict=True))
 
     @property
     def month(self) -> int:
@@ -410,6 +420,7 @@ class LiquidationModel(mesa.Model):
         self._outside("btc_sales", btc_cash.sum())
         b.cash[dead] += btc_cash
         b.btc[dead] = 0.0
+        b.btc_pledged[dead] = 0.0
         ead_b = np.bincount(group, weights=ead, minlength=len(dead))
         seized = np.minimum(np.maximum(b.cash[dead], 0.0), ead_b)
         b.cash[dead] -= seized
@@ -449,20 +460,25 @@ class LiquidationModel(mesa.Model):
         forced = ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
             & (lb.inventory > 0)
         patient_units = np.where(forced, 0, lb.inventory)
-        # the repo desk is offered first: it finances forced inventory so it need not be dumped
+        # the repo desk is offered first: it finances forced inventory (each GPU once) so that
+        # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
+        lb.repo_units[lb.repo_debt <= 0] = 0
+        financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
+        patient_units = patient_units + financed
         if desk.enabled and forced.any() and desk.room > 0:
             h = desk.haircuts(self.price, self.fundamental)
-            value = np.where(forced, lb.inventory, 0) * (self.price * (1.0 - h))[None, :]
-            want = value.sum(axis=1)
+            fresh = np.where(forced, lb.inventory - financed, 0)
+            want = (fresh * (self.price * (1.0 - h))[None, :]).sum(axis=1)
             total = want.sum()
             if total > 0:
                 frac = min(1.0, desk.room / total)
-                loan = want * frac
+                moved = np.floor(fresh * frac + 1e-9).astype(np.int64)
+                loan = (moved * (self.price * (1.0 - h))[None, :]).sum(axis=1)
                 lb.repo_debt += loan
+                lb.repo_units += moved
                 lb.cash += loan
                 desk.lent += loan.sum()
                 desk.cash -= loan.sum()
-                moved = np.floor(np.where(forced, lb.inventory, 0) * frac + 1e-9).astype(np.int64)
                 patient_units = patient_units + moved
                 for i in np.flatnonzero(loan):
                     self._event("repo_loan", "lender", i, amount=loan[i])
@@ -554,9 +570,7 @@ class LiquidationModel(mesa.Model):
             self.month_overhang[g] = int(forced.sum() - fills[:n_l].sum())
             self.forced_value += fills[:n_l].sum() * price
             self.forced_fundamental += fills[:n_l].sum() * self.fundamental[g]
-            for who, idx in (("buyer", np.flatnonzero(bid_fills)),):
-                for k in idx:
-                    self._event("purchase", who, k, g, bid_fills[k], bid_fills[k] * price, price)
+            self._trades("purchase", "buyer", bid_fills, g, price)
             if salvage_fill:
                 self._event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
             if desk_fill:
@@ -588,8 +602,7 @@ class LiquidationModel(mesa.Model):
             desk.cash += repay.sum()
             lb.cash += rec - repay
             self._outside("estate_surplus", -surplus.sum())
-            for i in np.flatnonzero(lender_units):
-                self._event("sale", "lender", i, g, lender_units[i], proceeds[i], price)
+            self._trades("sale", "lender", lender_units, g, price)
         b_units = fills[2 * n_l: 2 * n_l + n_b]
         if b_units.any():
             b.fleet[:, g] -= b_units
@@ -600,8 +613,8 @@ class LiquidationModel(mesa.Model):
             paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
             b.cash -= L.by_borrower(paid, n_b)
             lb.cash += L.by_lender(paid, n_l)
-            for i in np.flatnonzero(b_units):
-                self._event("sale", KIND_NAMES[b.kind[i]], i, g, b_units[i], proceeds[i], price)
+            for code, kind in enumerate(KIND_NAMES):
+                self._trades("sale", kind, np.where(b.kind == code, b_units, 0), g, price)
         d = int(fills[-1])
         if d:
             basis = desk.cost_basis[g] * d / desk.holdings[g]
