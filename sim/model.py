@@ -822,7 +822,7 @@ class LiquidationModel(mesa.Model):
         p["cash"][t, nl + nb:] = self.buyers.capital
         p["size"][t, :nl] = lb.assets
         p["size"][t, nl: nl + nb] = b.fleet @ self.price + b.btc * env.btc
-        p["size"][t, nl + nb:] = self.buyers.holdings @ self.price
+        p["size"][t, nl + nb:] = self.buyers.capital + self.buyers.holdings @ self.price
         p["state"][t, :nl] = lb.status
         p["state"][t, nl: nl + nb] = b.status
         p["state"][t, nl: nl + nb][(b.status == 0) & ((b.call_months >= 0)
