@@ -70,8 +70,10 @@ def _summary_table(s: dict) -> Table:
     t.add_row("cascade beyond the first wave", str(s["cascade_size"]))
     t.add_row("credit losses", _fmt_money(s["credit_losses"]))
     t.add_row("realised LGD vs paper LGD", f"{_pct(s['realised_lgd'])} vs {_pct(s['paper_lgd'])}")
-    falls = ", ".join(f"{k} {100 * v:.0f} %" for k, v in s["peak_price_fall"].items())
-    t.add_row("peak-to-trough price fall", falls or "n/a")
+    for key, label in (("peak_price_fall", "peak-to-trough fall of price / value"),
+                       ("peak_price_fall_raw", "peak-to-trough fall of the raw price")):
+        falls = ", ".join(f"{k} {100 * v:.0f} %" for k, v in s[key].items())
+        t.add_row(label, falls or "n/a")
     t.add_row("fire-sale discount to fundamental", _pct(s["fire_sale_discount"]))
     t.add_row("salvaged GPUs", f"{s['salvage_units']:,}")
     t.add_row("lender failures", str(s["lender_failures"]))

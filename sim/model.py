@@ -633,7 +633,11 @@ class LiquidationModel(mesa.Model):
             has_cap[:, g] = buyers.capacity(np.maximum(self.reservation[:, g], 1.0),
                                             env.kw[g]) > 0
         best = np.where(has_cap, self.reservation, 0.0).max(axis=0, initial=0.0)
-        quote = np.maximum(best, floor)
+        # no trade: the best bid of a buyer who could take a unit; with no such buyer there is
+        # no new information, and the last price moves with the value in best use
+        carried = old_price * np.divide(self.fundamental, old_value,
+                                        out=np.ones(self.n_gen), where=old_value > 0)
+        quote = np.maximum(np.where(best > 0, best, carried), floor)
         new = np.where(self.traded, self.clearing, quote)
         self.price = np.where(env.shipping, new, self.fundamental)
         self.price_hist[env.t] = self.price
