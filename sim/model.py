@@ -214,6 +214,7 @@ class LiquidationModel(mesa.Model):
         self._phase_defaults(marks)
         books = self._phase_orders(marks)
         self._phase_market(books)
+        self._sweep_sale_proceeds()
         self._phase_prices()
         self._phase_funding()
         self._record()
@@ -512,6 +513,7 @@ class LiquidationModel(mesa.Model):
         self.month_above_reservation = 0.0
         reservation = buyers.reservation(env)
         self.reservation = reservation
+        self.sale_proceeds = np.zeros(b.n)
         floor_bid = desk.floor_bid(self.price, self.fundamental)
         order = np.argsort(-env.launch, kind="stable")
         for g in order:
@@ -576,6 +578,16 @@ class LiquidationModel(mesa.Model):
             if desk_fill:
                 self._event("purchase", "repo_desk", 0, g, desk_fill, desk_fill * price, price)
 
+    def _sweep_sale_proceeds(self) -> None:
+        """Secured lenders sweep borrowers' sale proceeds: arrears first, then principal."""
+        b, L, lb = self.borrowers, self.loans, self.lenders
+        if not self.sale_proceeds.any():
+            return
+        amount = np.minimum(self.sale_proceeds, np.maximum(b.cash, 0.0))
+        paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
+        b.cash -= L.by_borrower(paid, b.n)
+        lb.cash += L.by_lender(paid, lb.n)
+
     def _parametric(self, g: int, ask_qty: np.ndarray) -> tuple[np.ndarray, float, int]:
         """Parametric inverse demand: every offered unit sells at p0 exp(-alpha q / stock)."""
         stock = max(int(self._units0[g]), 1)
@@ -584,7 +596,7 @@ class LiquidationModel(mesa.Model):
         return ask_qty.copy(), price, q
 
     def _settle_sellers(self, g: int, fills: np.ndarray, price: float, books: dict) -> None:
-        lb, b, desk, L = self.lenders, self.borrowers, self.desk, self.loans
+        lb, b, desk = self.lenders, self.borrowers, self.desk
         n_l, n_b = lb.n, b.n
         lender_units = fills[:n_l] + fills[n_l: 2 * n_l]
         if lender_units.any():
@@ -608,11 +620,7 @@ class LiquidationModel(mesa.Model):
             b.fleet[:, g] -= b_units
             proceeds = b_units * price
             b.cash += proceeds
-            # secured lenders sweep the proceeds: arrears first, then principal
-            amount = np.minimum(proceeds, np.maximum(b.cash, 0.0))
-            paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
-            b.cash -= L.by_borrower(paid, n_b)
-            lb.cash += L.by_lender(paid, n_l)
+            self.sale_proceeds += proceeds
             for code, kind in enumerate(KIND_NAMES):
                 self._trades("sale", kind, np.where(b.kind == code, b_units, 0), g, price)
         d = int(fills[-1])
@@ -628,10 +636,11 @@ class LiquidationModel(mesa.Model):
         env, buyers = self.env, self.buyers
         old_price, old_value = self.price.copy(), self.prev_fundamental
         floor = self.cfg.buyers.salvage_floor * env.list_price
-        has_cap = np.zeros((buyers.n, self.n_gen), dtype=bool)
-        for g in range(self.n_gen):
-            has_cap[:, g] = buyers.capacity(np.maximum(self.reservation[:, g], 1.0),
-                                            env.kw[g]) > 0
+        if buyers.unlimited:
+            has_cap = np.ones((buyers.n, self.n_gen), dtype=bool)
+        else:  # room for at least one unit at its own reservation price
+            has_cap = ((buyers.capital[:, None] >= np.maximum(self.reservation, 1.0))
+                       & (buyers.mw[:, None] * 1000.0 >= env.kw[None, :]))
         best = np.where(has_cap, self.reservation, 0.0).max(axis=0, initial=0.0)
         # no trade: the best bid of a buyer who could take a unit; with no such buyer there is
         # no new information, and the last price moves with the value in best use
