@@ -485,6 +485,14 @@ class LiquidationModel(mesa.Model):
                     self._event("repo_loan", "lender", i, amount=loan[i])
         forced_units = lb.inventory - patient_units
         patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
+        # a line financed by repo is sold as soon as a buyer pays what the desk's haircut
+        # leaves, (1 - h) x value in best use: no dumping, but no waiting on a book mark either
+        if desk.enabled:
+            supported = np.maximum((1.0 - desk.haircuts(self.price, self.fundamental))
+                                   * self.fundamental, floor)
+            repo_line = (lb.repo_units > 0) & forced
+            patient_price = np.where(repo_line, np.minimum(patient_price, supported[None, :]),
+                                     patient_price)
         # distressed borrowers sell some GPUs (voluntary limit orders) to cover arrears and calls
         debt, coll, _ = self._facility_ltv(marks)
         need = self.loans.by_borrower(self.loans.arrears, b.n)
