@@ -100,7 +100,6 @@ class BorrowerBook:
         self.call_months = np.full(self.n, -1, dtype=np.int64)  # -1: no margin call open
         self.dscr_breach = np.zeros(self.n, dtype=np.int64)
         self.dscr = np.full(self.n, 2.0)
-        self.default_month = np.full(self.n, -1, dtype=np.int64)
         self.revenue = np.zeros(self.n)
         self.opex = np.zeros(self.n)
 

@@ -57,7 +57,6 @@ class BuyerBook:
         self.extrap = np.zeros((self.n, env.n_gen))
         self._deflation = env.cfg.rent_deflation
         self.holdings = np.zeros((self.n, env.n_gen), dtype=np.int64)
-        self.spent = np.zeros(self.n)
         self._mmax = int(self.life.max()) if self.n else 1
         self._disc = discount_factors(self.hurdle, self._mmax)  # (K, M)
         types = list(b.types.values())
@@ -114,7 +113,6 @@ class BuyerBook:
         """Take delivery of ``fills`` units at ``price``; return the cash each buyer pays."""
         pay = fills * price
         self.holdings[:, gen] += fills
-        self.spent += pay
         if not self.unlimited:
             self.capital = np.maximum(self.capital - pay, 0.0)
             self.mw = np.maximum(self.mw - fills * kw / 1000.0, 0.0)

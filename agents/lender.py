@@ -65,10 +65,8 @@ class LenderBook:
         self.claim_pool = np.zeros(n)  # written-off exposure not yet recovered
         self.writeoffs = np.zeros(n)
         self.recoveries = np.zeros(n)
-        self.holding_paid = np.zeros(n)
         self.equity = np.zeros(n)
         self.assets = np.zeros(n)
-        self.fail_month = np.full(n, -1, dtype=np.int64)
 
     @property
     def kind(self) -> np.ndarray:

@@ -498,7 +498,8 @@ def exponential_impact(sold_fraction: float | np.ndarray, alpha: float) -> float
         q(x) = exp(-alpha * x),
 
     the price of the illiquid asset (normalised to 1 before sales) when a fraction ``x``
-    of the asset has been sold.  Returns a float for scalar input, an array otherwise.
+    of the asset has been sold.  ``x`` and ``alpha`` broadcast; returns a float for scalar
+    input, an array otherwise.
 
     Cifuentes, R., Shin, H. S. and Ferrucci, G. (2005). Liquidity Risk and Contagion.
     Journal of the European Economic Association 3(2-3):556-566.
@@ -507,8 +508,8 @@ def exponential_impact(sold_fraction: float | np.ndarray, alpha: float) -> float
     x = np.asarray(sold_fraction, dtype=float)
     if not np.all(np.isfinite(x)) or np.any(x < 0):
         raise ValueError("sold_fraction must be finite and non-negative")
-    a = float(alpha)
-    if not np.isfinite(a) or a < 0:
+    a = np.asarray(alpha, dtype=float)
+    if not np.all(np.isfinite(a)) or np.any(a < 0):
         raise ValueError(f"alpha must be finite and non-negative, got {alpha!r}")
     q = np.exp(-a * x)
     return float(q) if q.ndim == 0 else q

@@ -62,7 +62,6 @@ class LoanBook:
 
     borrower: np.ndarray
     lender: np.ndarray
-    share: np.ndarray  # share of the facility (revolver rows: 1)
     principal: np.ndarray
     orig_amort: np.ndarray  # scheduled monthly principal instalment
     rate: np.ndarray  # annual

@@ -4,9 +4,10 @@ Two price-formation rules are provided, both as pure numpy functions:
 
 * :func:`call_auction` -- a uniform-price sealed-bid call market (the *k*-double auction of
   Satterthwaite & Williams 1989 generalised to many traders and multi-unit orders, as in
-  Rustichini, Satterthwaite & Williams 1994).  Forced sellers submit market orders (ask
-  price 0), buyers submit limit bids at their reservation prices, and the price is set by
-  the marginal units.  Thin demand therefore produces fire-sale prices endogenously.
+  Rustichini, Satterthwaite & Williams 1994).  Sellers submit asks (price 0 is a market
+  order; liqsim's forced sellers ask the salvage floor, see ``sim.model``), buyers submit
+  limit bids at their reservation prices, and the price is set by the marginal units.  Thin
+  demand therefore produces fire-sale prices endogenously.
 * :func:`parametric_price` -- the exponential inverse-demand curve of Cifuentes, Shin &
   Ferrucci (2005), the reduced-form alternative.
 
@@ -31,9 +32,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Real
 
 import numpy as np
+
+from sim.contagion import exponential_impact
 
 __all__ = ["AuctionResult", "call_auction", "exponential_bids", "parametric_price"]
 
@@ -265,19 +267,17 @@ def call_auction(
 def parametric_price(p0, sold, stock, alpha):
     """Exponential inverse demand: ``p0 * exp(-alpha * sold / stock)``.
 
-    This is the price-impact function of Cifuentes, Shin & Ferrucci (2005): the price
-    falls exponentially in the fraction of the stock sold.  ``alpha = -ln(0.9) = 1.0536``
-    means that selling 10 % of the stock takes 10 % off the price.  Where ``stock <= 0`` the
-    price is ``p0`` (nothing to sell against).  All arguments broadcast; if all four are
-    real scalars the result is a Python float, otherwise float64 numpy output.
+    The price-impact function of Cifuentes, Shin & Ferrucci (2005), evaluated by
+    :func:`sim.contagion.exponential_impact` on the fraction of the stock sold.
+    ``alpha = -ln(0.9) = 1.0536`` means that selling 10 % of the stock takes 10 % off the
+    price. Where ``stock <= 0`` the price is ``p0`` (nothing to sell against). All arguments
+    broadcast; scalar arguments give a Python float.
     """
-    if all(isinstance(x, Real) for x in (p0, sold, stock, alpha)):  # fast scalar path
-        return float(p0 * math.exp(-alpha * sold / stock)) if stock > 0 else float(p0)
     stock = np.asarray(stock, dtype=np.float64)
     pos = stock > 0.0
     frac = np.where(pos, np.asarray(sold, dtype=np.float64) / np.where(pos, stock, 1.0), 0.0)
-    out = np.asarray(p0, dtype=np.float64) * np.exp(-np.asarray(alpha, dtype=np.float64) * frac)
-    return out
+    out = np.asarray(p0, dtype=np.float64) * exponential_impact(frac, alpha)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def exponential_bids(

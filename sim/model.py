@@ -118,7 +118,6 @@ class LiquidationModel(mesa.Model):
         self.loans = LoanBook(
             borrower=np.r_[rows_b, np.arange(b.n)],
             lender=np.r_[rows_l, lead],
-            share=np.r_[share, np.ones(b.n)],
             principal=np.r_[share * outstanding[rows_b], np.zeros(b.n)],
             orig_amort=np.r_[share * instalment[rows_b], np.zeros(b.n)],
             rate=np.r_[rate[rows_b], rate],
@@ -270,12 +269,7 @@ class LiquidationModel(mesa.Model):
         short = np.maximum(due - b.cash, 0.0) * b.alive
 
         # pecking order: BTC treasury (unpledged coins), then the revolver
-        free_btc = b.btc - b.pledged_btc
-        sell = np.minimum(free_btc, short / env.btc)
-        if sell.any():
-            b.btc -= sell
-            b.cash += sell * env.btc
-            self._outside("btc_sales", (sell * env.btc).sum())
+        if self._sell_free_btc(short):
             short = np.maximum(due - b.cash, 0.0) * b.alive
         self._draw_revolvers(short)
 
@@ -298,6 +292,24 @@ class LiquidationModel(mesa.Model):
         out = np.where(b.alive & (b.call_months < 0), np.maximum(b.cash - keep, 0.0), 0.0)
         b.cash -= out
         self._outside("payouts", -out.sum())
+
+    def _sell_free_btc(self, need: np.ndarray) -> bool:
+        """Miners sell unpledged BTC (outside market) to raise up to ``need`` dollars each."""
+        b, btc = self.borrowers, self.env.btc
+        sell = np.minimum(b.btc - b.pledged_btc, need / btc)
+        if not sell.any():
+            return False
+        b.btc -= sell
+        b.cash += sell * btc
+        self._outside("btc_sales", (sell * btc).sum())
+        return True
+
+    def _prepay(self, amount: np.ndarray) -> None:
+        """An extra payment by each borrower: arrears first, then principal, cash to lenders."""
+        b, L, lb = self.borrowers, self.loans, self.lenders
+        paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
+        b.cash -= L.by_borrower(paid, b.n)
+        lb.cash += L.by_lender(paid, lb.n)
 
     def _draw_revolvers(self, short: np.ndarray) -> None:
         """Draw the revolver from the lead lender, if it is sound and has the cash."""
@@ -354,16 +366,9 @@ class LiquidationModel(mesa.Model):
         open_call = alive & (b.call_months >= 0)
         if open_call.any():
             need = np.where(open_call, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
-            free_btc = (b.btc - b.pledged_btc) * open_call
             spare = np.maximum(b.cash - b.opex, 0.0) * open_call
-            sell = np.minimum(free_btc, np.maximum(need - spare, 0.0) / env.btc)
-            b.btc -= sell
-            b.cash += sell * env.btc
-            self._outside("btc_sales", (sell * env.btc).sum())
-            amount = np.minimum(np.maximum(b.cash - b.opex, 0.0) * open_call, need)
-            paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
-            b.cash -= L.by_borrower(paid, b.n)
-            lb.cash += L.by_lender(paid, lb.n)
+            self._sell_free_btc(np.maximum(need - spare, 0.0))
+            self._prepay(np.minimum(np.maximum(b.cash - b.opex, 0.0) * open_call, need))
             debt, coll, ltv = self._facility_ltv(marks)
             cured = open_call & (ltv <= lc.ltv_cure)
             b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
@@ -372,10 +377,7 @@ class LiquidationModel(mesa.Model):
         # prepays principal), as in GPU facilities with sweeps of up to 50 % (Blockspace 2025)
         sweep = alive & (b.dscr_breach > lc.cure_months)
         if sweep.any():
-            amount = np.where(sweep, lc.cash_sweep * np.maximum(b.cash - b.opex, 0.0), 0.0)
-            paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
-            b.cash -= L.by_borrower(paid, b.n)
-            lb.cash += L.by_lender(paid, lb.n)
+            self._prepay(np.where(sweep, lc.cash_sweep * np.maximum(b.cash - b.opex, 0.0), 0.0))
 
         # maturities next month: roll over only loans that still qualify
         due = L.active & ~L.revolver & (L.maturity == t + 1)
@@ -444,7 +446,6 @@ class LiquidationModel(mesa.Model):
         L.active[rows] = False
         b.fleet[dead] = 0
         b.status[dead] = DEFAULTED
-        b.default_month[dead] = env.t
         b.call_months[dead] = -1
         for i in dead:
             reason = "default_payment" if payment[i] else "default_covenant"
@@ -512,13 +513,7 @@ class LiquidationModel(mesa.Model):
     def _phase_market(self, books: dict) -> None:
         env, lb, b, desk, buyers = self.env, self.lenders, self.borrowers, self.desk, self.buyers
         n_l, n_b = lb.n, b.n
-        self.traded = np.zeros(self.n_gen, dtype=bool)
-        self.clearing = np.full(self.n_gen, np.nan)
-        self.month_volume = np.zeros(self.n_gen, dtype=np.int64)
-        self.month_forced = np.zeros(self.n_gen, dtype=np.int64)
-        self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
-        self.month_salvage = np.zeros(self.n_gen, dtype=np.int64)
-        self.month_above_reservation = 0.0
+        self._reset_month()
         reservation = buyers.reservation(env)
         self.reservation = reservation
         self.sale_proceeds = np.zeros(b.n)
@@ -588,13 +583,8 @@ class LiquidationModel(mesa.Model):
 
     def _sweep_sale_proceeds(self) -> None:
         """Secured lenders sweep borrowers' sale proceeds: arrears first, then principal."""
-        b, L, lb = self.borrowers, self.loans, self.lenders
-        if not self.sale_proceeds.any():
-            return
-        amount = np.minimum(self.sale_proceeds, np.maximum(b.cash, 0.0))
-        paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
-        b.cash -= L.by_borrower(paid, b.n)
-        lb.cash += L.by_lender(paid, lb.n)
+        if self.sale_proceeds.any():
+            self._prepay(np.minimum(self.sale_proceeds, np.maximum(self.borrowers.cash, 0.0)))
 
     def _parametric(self, g: int, ask_qty: np.ndarray) -> tuple[np.ndarray, float, int]:
         """Parametric inverse demand: every offered unit sells at p0 exp(-alpha q / stock)."""
@@ -684,7 +674,6 @@ class LiquidationModel(mesa.Model):
         desk.cash += (repo_int * f).sum()
         self._outside("funding_outside", -(out_int * f).sum())
         self._outside("holding_costs", -(hold * f).sum())
-        lb.holding_paid += hold * f
         self.interbank += ib_int * (1.0 - f)[:, None]
         lb.outside += (out_int + hold) * (1.0 - f)
         unpaid_repo = repo_int * (1.0 - f)
@@ -765,7 +754,6 @@ class LiquidationModel(mesa.Model):
         for i in np.flatnonzero(new_fail):
             self._event("lender_failure", "lender", i, amount=lb.equity[i])
         lb.status[new_fail] = FAILED
-        lb.fail_month[new_fail] = self.env.t
         ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
         floor = lc.capital_floor * lb.capital_ratio0
         stress = (lb.status == NORMAL) & (ratio < floor)
@@ -784,12 +772,7 @@ class LiquidationModel(mesa.Model):
         self.forced_value = 0.0
         self.forced_fundamental = 0.0
         self.new_defaults = np.zeros(2, dtype=np.int64)
-        self.traded = np.zeros(self.n_gen, dtype=bool)
-        self.month_volume = np.zeros(self.n_gen, dtype=np.int64)
-        self.month_forced = np.zeros(self.n_gen, dtype=np.int64)
-        self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
-        self.month_salvage = np.zeros(self.n_gen, dtype=np.int64)
-        self.month_above_reservation = 0.0
+        self._reset_month()
         g = self.n_gen
         self.rec = {
             "btc": np.zeros(n), "hashprice": np.zeros(n), "stress": np.zeros(n, bool),
@@ -808,6 +791,16 @@ class LiquidationModel(mesa.Model):
         self.panel_agents = agents
         self.panel = {"cash": np.zeros((n, len(agents))), "size": np.zeros((n, len(agents))),
                       "state": np.zeros((n, len(agents)), np.int8)}
+
+    def _reset_month(self) -> None:
+        """Zero the market counters that phase 6 fills and phase 9 records."""
+        self.traded = np.zeros(self.n_gen, dtype=bool)
+        self.clearing = np.full(self.n_gen, np.nan)
+        self.month_volume = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_forced = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_salvage = np.zeros(self.n_gen, dtype=np.int64)
+        self.month_above_reservation = 0.0
 
     def buyer_capacity_units(self, g: int) -> float:
         """Units of generation g buyers could still absorb at today's prices."""

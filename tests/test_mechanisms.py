@@ -53,7 +53,7 @@ def test_payment_goes_to_interest_first_pari_passu_across_lenders():
     """Two rows of one borrower (60/40), each owed 6 + 20 interest/principal and 4 + 10;
     paying 20 of the 40 due gives each row half of its due: row 0 gets 13 = 6 interest + 7
     principal, row 1 gets 7 = 4 interest + 3 principal; the rest is arrears."""
-    book = LoanBook(borrower=np.array([0, 0]), lender=np.array([0, 1]), share=np.array([.6, .4]),
+    book = LoanBook(borrower=np.array([0, 0]), lender=np.array([0, 1]),
                     principal=np.array([600.0, 400.0]), orig_amort=np.array([20.0, 10.0]),
                     rate=np.array([0.12, 0.12]), maturity=np.array([99, 99]),
                     revolver=np.array([False, False]))
