@@ -157,13 +157,15 @@ def compare(
             res = run_compare(ca, cb, seeds, on_run=lambda: prog.advance(task))
     except ConfigError as e:
         _fail(str(e))
-    t = Table(title=f"{res['b']} - {res['a']} over {seeds} paired seeds (95 % t interval)")
-    for col in ("metric", f"mean {res['a']}", f"mean {res['b']}", "difference", "95 % CI"):
-        t.add_column(col, justify="right" if col != "metric" else "left")
+    t = Table(title=f"B - A over {seeds} paired seeds, A = {res['a']}, B = {res['b']} "
+                    "(95 % t interval)")
+    t.add_column("metric", no_wrap=True)
+    for col in ("mean A", "mean B", "B - A", "95 % CI"):
+        t.add_column(col, justify="right")
     for key, m in res["metrics"].items():
         money = key == "credit_losses"
         f = (lambda x: _fmt_money(x)) if money else (lambda x: f"{x:.3f}")
-        t.add_row(key, f(m["mean_a"]), f(m["mean_b"]), f(m["diff"]),
+        t.add_row(key.replace("_", " "), f(m["mean_a"]), f(m["mean_b"]), f(m["diff"]),
                   f"[{f(m['ci_low'])}, {f(m['ci_high'])}]")
     out_console.print(t)
 

@@ -14,6 +14,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sim.cli import main
@@ -281,3 +282,38 @@ def test_set_string_and_list_values():
                                "borrowers.miner.fleet_mix=[1, 0, 0, 0]"])
     assert cfg.market.mode == "parametric" and cfg.name == "my_run"
     assert cfg.borrowers.miner.fleet_mix == [1, 0, 0, 0]
+
+
+def test_compare_prints_paired_differences(capsys):
+    assert main(["compare", "crypto_winter", "repo_backstop", "--seeds", "2",
+                 "--months", "6"]) == 0
+    out = capsys.readouterr().out
+    for key in ("credit losses", "defaults", "lender failures", "max peak price fall", "95 % CI"):
+        assert key in out
+
+
+def test_run_writes_every_output_readable_by_others(tmp_path):
+    out = tmp_path / "r"
+    assert main(["run", "--months", "4", "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "summary.json", "series.parquet", "panel.parquet",
+            "events.parquet", "network.graphml", "price_vs_fundamental.png"} <= names
+    assert not any(n.endswith(".tmp") for n in names)  # atomic writes leave no temporaries
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_edgelist_defines_the_funding_network(tmp_path):
+    """Lender 0 funds lender 1 (weight 2) and lender 2 (weight 1); lender 1 funds lender 0."""
+    from sim.model import LiquidationModel
+
+    path = _write(tmp_path, "el.txt", "# creditor debtor weight\n0 1 2\n0 2 1\n1 0\n")
+    cfg = load_scenario(None, ["lenders.count=3", "network.kind='edgelist'",
+                               f"network.edgelist='{path}'"], months=1)
+    m = LiquidationModel(cfg)
+    owes = m.interbank > 0  # owes[i, j]: i owes j
+    np.testing.assert_array_equal(owes, [[False, True, False],
+                                         [True, False, False],
+                                         [True, False, False]])

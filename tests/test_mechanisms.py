@@ -7,7 +7,7 @@ import pytest
 
 from agents.borrower import DEFAULTED
 from agents.buyer import BuyerBook
-from sim.config import Scenario
+from sim.config import Scenario, load_scenario
 from sim.environment import HOURS_PER_MONTH, Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
 from sim.model import LiquidationModel
@@ -177,3 +177,139 @@ def test_repossession_splits_units_and_books_losses():
     m._settle_sellers(1, fills, 5000.0, books)
     assert lb.recoveries.sum() - rec0 == pytest.approx(50_000.0)
     assert lb.inventory[:, 1].sum() == units - 10
+
+
+# ------------------------------------------------------------------ behaviours added late
+def test_free_btc_is_sold_once_and_pledged_coins_stay_with_the_lenders():
+    """After the free half of the treasury is sold, the next shortfall cannot sell the
+    pledged half: it goes to the revolver instead."""
+    m = tiny(**{"borrowers.miner.count": 1, "borrowers.neocloud.count": 0,
+                "borrowers.miner.fleet_mean": 1000, "borrowers.miner.fleet_sigma": 0.0,
+                "borrowers.miner.fleet_mix": [0, 1], "borrowers.miner.btc_treasury_mean": 10,
+                "borrowers.miner.btc_pledge": 0.5})
+    b = m.borrowers
+    b.cash[:] = 0.0
+    b.fleet[:] = 0
+    pledged = b.btc_pledged[0]
+    rv = m.loans.revolver
+    for _ in range(2):
+        m.env.step()
+        m._phase_borrowers()
+    assert b.btc[0] == pytest.approx(pledged)
+    assert b.btc_pledged[0] == pytest.approx(pledged)
+    assert m.loans.principal[rv][0] > 0
+
+
+def test_guaranteed_capacity_is_relet_at_spot_and_the_guarantor_pays_its_cover():
+    """1,000 contracted GPUs at a locked 2.4 $/h: 1,000 x 2.4 x 730 = 1,752,000 a month.
+    The tenant walks; the guarantor pays 50 % of the locked rent and the GPUs are re-let at
+    spot (2.0 $/h x 0.85 utilisation): 876,000 + 1,241,000 = 2,117,000."""
+    m = tiny(**{"borrowers.neocloud.contracted_share": 1.0,
+                "borrowers.neocloud.guarantee_prob": 1.0})
+    b, env = m.borrowers, m.env
+    b.fleet[0] = [0, 1000, 0, 0, 0]
+    b.contract_rent[0, 1] = 2.4
+    env.rent[1] = 2.0
+    env.power_price = 0.0
+    b.contract_end[0] = 99
+    rev, _ = b.operating(env)
+    assert rev[0] == pytest.approx(1000 * 2.4 * 730)
+    b.tenant_gone[0] = True
+    rev, _ = b.operating(env)
+    assert rev[0] == pytest.approx(0.5 * 1000 * 2.4 * 730 + 1000 * 2.0 * 730 * 0.85)
+
+
+def test_no_loan_is_in_breach_at_t0():
+    for name in ("baseline", "crypto_winter"):
+        m = LiquidationModel(load_scenario(name))
+        marks = m.lenders.marks(m.env, m.price_hist, 0, m.cfg.lenders.appraisal_lag)
+        _, _, ltv = m._facility_ltv(marks)
+        assert ltv.max() <= m.cfg.lenders.ltv_cure + 1e-9
+
+
+def test_repo_desk_finances_each_repossessed_gpu_once():
+    m = tiny(**{"policy.repo.enabled": True})
+    lb = m.lenders
+    lb.inventory[0, 1] = 100
+    lb.inv_since[0, 1] = 0
+    lb.status[0] = 1  # deleveraging: its inventory is forced
+    marks = lb.marks(m.env, m.price_hist, 0, 3)
+    m.env.t = 1
+    books = m._phase_orders(marks)
+    debt = lb.repo_debt[0]
+    h = m.desk.haircuts(m.price, m.fundamental)[1]
+    assert debt == pytest.approx(100 * m.price[1] * (1 - h))
+    assert books["forced"][0, 1] == 0 and books["patient"][0, 1] == 100
+    # a financed line asks what the haircut leaves of value, not its (higher) mark
+    assert books["patient_price"][0, 1] <= max((1 - h) * m.fundamental[1],
+                                               books["floor"][1]) + 1e-9
+    books = m._phase_orders(marks)  # next month: the same GPUs are not financed again
+    assert lb.repo_debt[0] == pytest.approx(debt)
+    assert books["patient"][0, 1] == 100
+
+
+def test_price_without_any_possible_bidder_moves_with_value_not_to_salvage():
+    m = tiny(**{"buyers.capacity_scale": 0.0})
+    p0, v0 = m.price.copy(), m.fundamental.copy()
+    m.step()
+    g = 1
+    assert not m.traded[g]
+    expected = max(p0[g] * m.fundamental[g] / v0[g], 0.08 * m.env.list_price[g])
+    assert m.price[g] == pytest.approx(expected)
+    assert m.price[g] > 0.08 * m.env.list_price[g]
+
+
+def test_borrower_sale_proceeds_pay_arrears_then_principal():
+    """500 of arrears (300 interest, 200 principal) and 10 GPUs sold at 2,000: 20,000 of
+    proceeds pay the 500 arrears and prepay 19,500 of principal; lenders get all 20,000."""
+    m = tiny()
+    b, L, lb = m.borrowers, m.loans, m.lenders
+    rows = np.flatnonzero(~L.revolver)
+    L.accrued[rows] = 300.0 * L.principal[rows] / L.principal[rows].sum()
+    L.overdue[rows] = 200.0 * L.principal[rows] / L.principal[rows].sum()
+    principal0, lender_cash0 = L.principal.sum(), lb.cash.sum()
+    b.cash[:] = 0.0
+    m._reset_month()
+    m.sale_proceeds = np.zeros(b.n)
+    fills = np.zeros(2 * lb.n + b.n + 1, dtype=np.int64)
+    fills[2 * lb.n] = 10
+    m._settle_sellers(1, fills, 2000.0, {"forced": lb.inventory.copy(),
+                                         "patient": lb.inventory.copy()})
+    m._sweep_sale_proceeds()
+    assert L.arrears.sum() == pytest.approx(0.0, abs=1e-9)
+    assert principal0 - L.principal.sum() == pytest.approx(200.0 + 19_500.0)
+    assert lb.cash.sum() - lender_cash0 == pytest.approx(20_000.0)
+    assert b.cash[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cash_above_the_buffer_is_paid_out():
+    """A healthy borrower keeps payout_months x (opex + debt service) and pays out the rest."""
+    m = tiny()
+    b, lb = m.borrowers, m.lenders
+    b.cash[:] = 1e9
+    lender_cash0 = lb.cash.sum()
+    m.env.step()
+    m._phase_borrowers()
+    debt_service = lb.cash.sum() - lender_cash0
+    assert b.cash[0] == pytest.approx(6.0 * (b.opex[0] + debt_service))
+    assert m.flows["payouts"] < -5e8
+
+
+def test_sound_lender_repays_outside_funding_with_excess_cash():
+    """A normal lender brings its cash down to cash_share x assets by repaying outside
+    funding (here 5 M$ of excess against ~10 M$ of outside funding)."""
+    m = tiny()
+    lb = m.lenders
+    extra = 0.5 * lb.outside[0]
+    lb.cash[0] += extra
+    m._cash0 += extra
+    outside0 = lb.outside[0]
+    m.env.step()
+    m._pay_lender_costs()
+    cash_before = lb.cash[0]
+    m._repay_outside()
+    target = lb.cash_share[0] * lb.assets[0]
+    assert lb.cash[0] == pytest.approx(target)
+    assert outside0 - lb.outside[0] == pytest.approx(cash_before - target)
+    assert outside0 - lb.outside[0] > 0.4 * outside0
+    assert m.invariants() == []
