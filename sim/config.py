@@ -4,6 +4,10 @@ Every default below is a figure from ``shared/CALIBRATION.md`` or a stated model
 ``docs/calibration.md`` gives the source of each one. Unknown keys and out-of-range values are
 rejected with :class:`ConfigError`, whose message names the key, the value and what is allowed.
 
+A scenario file is laid over the defaults: tables merge key by key (so a
+``[lenders.types.hedge_fund]`` table adds a lender type next to the default ones), lists
+(generations, shocks) replace the default list whole.
+
 Money is in US dollars, GPUs in integer units, time in months (t0 = 2025-12).
 """
 
@@ -328,8 +332,7 @@ def apply_override(data: dict, assignment: str) -> None:
 
 def read_toml(path: str | Path) -> dict:
     if not str(path).strip():
-        raise ConfigError(f"scenario '{path}': empty name (a TOML file, or one of: "
-                          f"{', '.join(list_scenarios())})")
+        raise ConfigError(f"scenario '{path}': empty name {_choices()}")
     p = Path(path)
     if not p.is_file():
         candidate = SCENARIO_DIR / f"{path}.toml"
@@ -338,8 +341,7 @@ def read_toml(path: str | Path) -> dict:
         elif p.is_dir():
             raise ConfigError(f"scenario '{path}' is a directory, not a TOML file")
         else:
-            raise ConfigError(f"scenario '{path}' not found (a TOML file, or one of: "
-                              f"{', '.join(list_scenarios())})")
+            raise ConfigError(f"scenario '{path}' not found {_choices()}")
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -351,6 +353,10 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"{p}: malformed TOML: nested too deeply") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror or _one_line(e)}") from None
+
+
+def _choices() -> str:
+    return f"(a TOML file, or one of: {', '.join(list_scenarios())})"
 
 
 def list_scenarios() -> list[str]:
