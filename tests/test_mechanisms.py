@@ -37,6 +37,14 @@ def tiny(**over) -> LiquidationModel:
     return LiquidationModel(Scenario.model_validate(data))
 
 
+def tiny_miner() -> LiquidationModel:
+    """``tiny`` with one miner instead: 1,000 GPUs, 10 BTC of which half pledged."""
+    return tiny(**{"borrowers.miner.count": 1, "borrowers.neocloud.count": 0,
+                   "borrowers.miner.fleet_mean": 1000, "borrowers.miner.fleet_sigma": 0.0,
+                   "borrowers.miner.fleet_mix": [0, 1], "borrowers.miner.btc_treasury_mean": 10,
+                   "borrowers.miner.btc_pledge": 0.5})
+
+
 # ------------------------------------------------------------------ finance
 def test_amortisation_schedule_straight_line_then_balloon():
     """1,000 borrowed at 12 %/yr, 20 %/yr of the original amortised: 10 interest and
@@ -102,10 +110,7 @@ def test_reservation_price_is_the_discounted_net_rent_annuity():
 # ------------------------------------------------------------------ borrowers and lenders
 def test_waterfall_uses_btc_then_revolver_before_arrears():
     """A miner short of cash sells unpledged BTC first; only then draws the revolver."""
-    m = tiny(**{"borrowers.miner.count": 1, "borrowers.neocloud.count": 0,
-                "borrowers.miner.fleet_mean": 1000, "borrowers.miner.fleet_sigma": 0.0,
-                "borrowers.miner.fleet_mix": [0, 1], "borrowers.miner.btc_treasury_mean": 10,
-                "borrowers.miner.btc_pledge": 0.5})
+    m = tiny_miner()
     b = m.borrowers
     b.cash[:] = 0.0
     b.fleet[:] = 0  # no revenue at all: the whole debt service is a shortfall
@@ -183,10 +188,7 @@ def test_repossession_splits_units_and_books_losses():
 def test_free_btc_is_sold_once_and_pledged_coins_stay_with_the_lenders():
     """After the free half of the treasury is sold, the next shortfall cannot sell the
     pledged half: it goes to the revolver instead."""
-    m = tiny(**{"borrowers.miner.count": 1, "borrowers.neocloud.count": 0,
-                "borrowers.miner.fleet_mean": 1000, "borrowers.miner.fleet_sigma": 0.0,
-                "borrowers.miner.fleet_mix": [0, 1], "borrowers.miner.btc_treasury_mean": 10,
-                "borrowers.miner.btc_pledge": 0.5})
+    m = tiny_miner()
     b = m.borrowers
     b.cash[:] = 0.0
     b.fleet[:] = 0
