@@ -1,0 +1,150 @@
+"""The sweep ledger: one SQLite database (WAL journal) per sweep directory.
+
+``runs`` holds one row per (parameter hash, seed): parameters, seed, metrics, status, error
+text, duration and package version. Every finished run is committed in its own transaction, so
+a crash (even SIGKILL) loses at most the runs that were still computing, and a re-run skips
+what is already there. ``meta`` holds the validated spec, the design points and the seeds.
+
+Only the sweep's coordinating process writes; readers (``liqsim analyze``) may read at any
+time thanks to WAL (https://www.sqlite.org/wal.html).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.config import ConfigError
+
+LEDGER = "ledger.sqlite"
+RUN_COLUMNS = ("param_hash", "seed", "point", "replicate", "params", "status", "error",
+               "metrics", "duration", "version", "finished_at")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    param_hash TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    point INTEGER NOT NULL,
+    replicate INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error TEXT,
+    metrics TEXT,
+    duration REAL,
+    version TEXT,
+    finished_at TEXT,
+    PRIMARY KEY (param_hash, seed)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+def _dumps(obj: Any) -> str:
+    """Canonical JSON (NaN allowed: a metric a run does not define is stored as NaN)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class Ledger:
+    """Write access to ``DIR/ledger.sqlite``; use only from the sweep's coordinating process."""
+
+    def __init__(self, out_dir: str | Path, sync: str = "FULL") -> None:
+        self.path = Path(out_dir) / LEDGER
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={sync}")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _transaction(self, statements: list[tuple[str, tuple]]) -> None:
+        """Run the statements in one transaction: all of them are committed, or none."""
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                cur.execute(sql, args)
+            cur.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+
+    def record(self, row: dict) -> None:
+        """Commit one finished run (replacing a failed attempt at the same key)."""
+        values = tuple(_dumps(row[c]) if c in ("params", "metrics") else row[c]
+                       for c in RUN_COLUMNS)
+        sql = (f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})")
+        self._transaction([(sql, values)])
+
+    def keys(self, status: str) -> set[tuple[str, int]]:
+        rows = self.conn.execute("SELECT param_hash, seed FROM runs WHERE status = ?", (status,))
+        return {(h, int(s)) for h, s in rows}
+
+    def get_meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, meta: dict) -> None:
+        self._transaction([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                            (k, _dumps(v))) for k, v in meta.items()])
+
+
+def _connect_ro(out_dir: str | Path) -> sqlite3.Connection:
+    path = Path(out_dir) / LEDGER
+    if not path.is_file():
+        raise ConfigError(f"{out_dir}: no sweep ledger ({LEDGER}) in this directory")
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        raise ConfigError(f"{path}: cannot open the ledger: {e}") from None
+
+
+def read_meta(out_dir: str | Path) -> dict:
+    """The sweep's metadata: spec, design, axes, points (design order), problem, seeds."""
+    conn = _connect_ro(out_dir)
+    try:
+        return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"{out_dir}: unreadable ledger: {e}") from None
+    finally:
+        conn.close()
+
+
+def read_runs(out_dir: str | Path) -> pd.DataFrame:
+    """All runs of a sweep, one row per (param_hash, seed), ordered by point then replicate.
+
+    Columns: param_hash, seed, point, replicate, status, error, duration, then one column per
+    axis key (named as the key) and one per metric (NaN for failed runs or undefined metrics).
+    """
+    meta = read_meta(out_dir)
+    axes, metric_names = meta.get("axes", []), meta.get("spec", {}).get("metrics", [])
+    conn = _connect_ro(out_dir)
+    try:
+        rows = conn.execute("SELECT param_hash, seed, point, replicate, status, error, duration,"
+                            " params, metrics FROM runs ORDER BY point, replicate").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"{out_dir}: unreadable ledger: {e}") from None
+    finally:
+        conn.close()
+    records = []
+    for h, seed, point, rep, status, error, duration, params, mets in rows:
+        p, m = json.loads(params), json.loads(mets) if mets else {}
+        rec = {"param_hash": h, "seed": int(seed), "point": int(point), "replicate": int(rep),
+               "status": status, "error": error, "duration": duration}
+        rec.update({k: p.get(k) for k in axes})
+        rec.update({k: float(m.get(k, np.nan)) for k in metric_names})
+        records.append(rec)
+    columns = ["param_hash", "seed", "point", "replicate", "status", "error", "duration",
+               *axes, *metric_names]
+    return pd.DataFrame.from_records(records, columns=columns)

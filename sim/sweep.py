@@ -1,0 +1,946 @@
+"""Parameter sweeps: a TOML spec, its design, and resumable execution into a SQLite ledger.
+
+A spec (``experiments/sweeps/*.toml``, format in ``docs/sweeps.md``) names a base scenario,
+parameter axes and a number of replicate seeds. The design is a full grid, a Latin hypercube
+(McKay, Beckman & Conover 1979; ``scipy.stats.qmc.LatinHypercube``) or Saltelli's extension of
+the Sobol' sequence (Saltelli 2002; Saltelli et al. 2010; ``SALib.sample.sobol``, first and
+total order only). Replicate ``r`` of every point gets the same seed, the ``r``-th child of
+``numpy.random.SeedSequence(root_seed)``, so designs are paired across points and adding
+replicates never changes the existing seeds.
+
+Runs execute serially, on a local process pool, or on a Dask distributed cluster; each run
+depends only on its config and seed, so the results are identical bit for bit whatever the
+backend. Only this (the coordinating) process writes the ledger (:mod:`sim.ledger`), one
+transaction per finished run; time series go to Parquet files written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import io
+import itertools
+import json
+import math
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+
+from sim.config import (
+    ConfigError,
+    Scenario,
+    _fmt_error,
+    _one_line,
+    build,
+    load_scenario,
+    read_toml,
+    set_path,
+)
+from sim.ledger import Ledger
+
+SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
+MAX_POINTS = 200_000
+MAX_RUNS = 1_000_000
+MAX_CHUNK = 8  # runs per task sent to a worker
+MAX_DEATHS = 2  # a run that kills its worker this many times is recorded as failed
+SEED_EXCLUDED = ("seed",)  # keys an axis may not set (seeds come from root_seed)
+
+Scalar = StrictBool | StrictInt | StrictFloat | str
+
+
+# --------------------------------------------------------------------------- spec
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Axis(_Strict):
+    """One swept key: explicit ``values``, or a ``range`` (grid: ``steps`` points, linspace)."""
+
+    key: str = Field(min_length=1)
+    values: list[Scalar | list[Scalar]] | None = Field(None, min_length=1, max_length=100_000)
+    range: tuple[float, float] | None = None
+    steps: int | None = Field(None, ge=2, le=100_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Axis:
+        if (self.values is None) == (self.range is None):
+            raise ValueError(f"axis '{self.key}': give either values = [...] or "
+                             "range = [low, high], not both or neither")
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(f"axis '{self.key}': range = {list(self.range)} needs low < high")
+        if self.steps is not None and self.range is None:
+            raise ValueError(f"axis '{self.key}': steps applies to a range, not to values")
+        return self
+
+
+class SweepSpec(_Strict):
+    """A validated sweep spec; :func:`load_spec` also resolves the base and the design."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    base: str = Field(min_length=1)
+    months: int | None = Field(None, ge=1, le=600)
+    replicates: int = Field(ge=1, le=100_000)
+    root_seed: int = Field(20251201, ge=0, le=2**63 - 1)
+    design: Literal["grid", "lhs", "sobol"] = "grid"
+    samples: int | None = Field(None, ge=1, le=MAX_POINTS)
+    metrics: list[str] | None = Field(None, min_length=1)
+    series: list[str] = Field(default_factory=list)
+    axes: list[Axis] = Field(min_length=1, max_length=64)
+
+    _path: Path = PrivateAttr(default=Path("."))
+    _text: str = PrivateAttr(default="")
+    _base: dict = PrivateAttr(default_factory=dict)
+    _points: list[dict] = PrivateAttr(default_factory=list)
+    _problem: dict | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        keys = [a.key for a in self.axes]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"axes: key '{dup[0]}' appears more than once")
+        for k in keys:
+            if k.strip() in SEED_EXCLUDED:
+                raise ValueError(f"axes: '{k}' cannot be swept; replicate seeds come from "
+                                 "root_seed and replicates")
+        ranged = [a for a in self.axes if a.range is not None]
+        if self.design == "grid":
+            if self.samples is not None:
+                raise ValueError("samples: only the lhs and sobol designs use it "
+                                 "(a grid range takes steps = N)")
+            missing = [a.key for a in ranged if a.steps is None]
+            if missing:
+                raise ValueError(f"axis '{missing[0]}': a grid range needs steps = N (>= 2)")
+            return self
+        if self.samples is None:
+            raise ValueError(f"samples: required by design = '{self.design}'")
+        if any(a.steps is not None for a in ranged):
+            raise ValueError(f"steps: only the grid design uses it, not '{self.design}'")
+        if not ranged:
+            raise ValueError(f"design = '{self.design}' needs at least one axis with a range")
+        if self.design == "sobol":
+            fixed = [a.key for a in self.axes if a.values is not None]
+            if fixed:
+                raise ValueError(f"axis '{fixed[0]}': the sobol design samples ranges only; "
+                                 "use range = [low, high] or run one sweep per value")
+            n = self.samples
+            if n < 2 or n & (n - 1):
+                raise ValueError(f"samples = {n}: Saltelli's Sobol' design needs a power of "
+                                 "two (e.g. 64, 128, 256)")
+        return self
+
+    # the resolved parts (filled by load_spec)
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def base_config(self) -> dict:
+        """The base scenario, resolved (defaults + file + months), as a JSON-able dict."""
+        return self._base
+
+    @property
+    def points(self) -> list[dict]:
+        """Parameter points ``{axis key: value}`` in design order (Saltelli order for sobol)."""
+        return self._points
+
+    @property
+    def problem(self) -> dict | None:
+        """The SALib problem dict of a sobol design (names, bounds), else None."""
+        return self._problem
+
+    @property
+    def seeds(self) -> list[int]:
+        return [replicate_seed(self.root_seed, r) for r in range(self.replicates)]
+
+
+def replicate_seed(root_seed: int, r: int) -> int:
+    """Seed of replicate ``r``: the r-th child of ``SeedSequence(root_seed)``.
+
+    Equal to ``SeedSequence(root_seed).spawn(r + 1)[r].generate_state(1)[0]`` (numpy's
+    spawn gives child ``i`` the spawn key ``(i,)``), so it does not depend on how many
+    replicates there are.
+    """
+    return int(np.random.SeedSequence(root_seed, spawn_key=(r,)).generate_state(1)[0])
+
+
+def _resolve_base(spec: SweepSpec) -> Scenario:
+    local = spec.path.parent / spec.base
+    source = local if local.is_file() else spec.base
+    try:
+        return load_scenario(source, months=spec.months)
+    except ConfigError as e:
+        raise ConfigError(f"base: {e}") from None
+
+
+def _get_path(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
+
+
+def _axis_kind(base: dict, axis: Axis) -> str:
+    """'int', 'float' or 'other': how values sampled from a range are cast for this key."""
+    current = _get_path(base, axis.key)
+    if isinstance(current, bool) or not isinstance(current, int | float):
+        if axis.range is not None:
+            raise ConfigError(f"range needs a numeric key (it holds "
+                              f"{_one_line(repr(current), 60)}); use values = [...]")
+        return "other"
+    return "int" if isinstance(current, int) else "float"
+
+
+def _cast(x: Any, kind: str) -> Any:
+    if kind == "int":
+        return int(np.rint(x))
+    if kind == "float":
+        return float(x)
+    return x
+
+
+def _check_axis(base: dict, axis: Axis) -> str:
+    """Apply the axis's values (or range ends) to the base and validate; return its kind."""
+    try:
+        if not _has_path(base, axis.key):
+            set_path(copy.deepcopy(base), axis.key, 0)  # names a bad step of the path
+            raise ConfigError(f"unknown key '{axis.key}'")
+        kind = _axis_kind(base, axis)
+        for v in axis.values if axis.values is not None else axis.range:
+            probe = copy.deepcopy(base)
+            set_path(probe, axis.key, v if axis.values is not None else _cast(v, kind))
+            build(probe)
+    except ConfigError as e:
+        raise ConfigError(f"axis '{axis.key}': {e}") from None
+    return kind
+
+
+def _has_path(data: Any, key: str) -> bool:
+    try:
+        _get_path(data, key)
+    except (KeyError, IndexError, ValueError, TypeError):
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- designs
+def _design_size(spec: SweepSpec) -> int:
+    fixed = math.prod(len(a.values) for a in spec.axes if a.values is not None)
+    if spec.design == "grid":
+        return fixed * math.prod(a.steps for a in spec.axes if a.range is not None)
+    if spec.design == "lhs":
+        return fixed * spec.samples
+    return spec.samples * (len(spec.axes) + 2)
+
+
+def _explicit(axis: Axis, kind: str) -> list:
+    """An axis's explicit values; an integer given for a float key becomes a float, so that
+    ``1`` and ``1.0`` are one point (one parameter hash)."""
+    return [float(v) if kind == "float" and type(v) is int else v for v in axis.values]
+
+
+def _grid_values(axis: Axis, kind: str) -> list:
+    if axis.values is not None:
+        return _explicit(axis, kind)
+    out: list = []
+    for x in np.linspace(axis.range[0], axis.range[1], axis.steps):
+        v = _cast(x, kind)
+        if v not in out:  # an integer key can round two grid steps to one value
+            out.append(v)
+    return out
+
+
+def _rows_to_points(keys: list[str], rows: Iterable, kinds: dict) -> list[dict]:
+    return [{k: _cast(x, kinds[k]) for k, x in zip(keys, row, strict=True)} for row in rows]
+
+
+def grid_points(spec: SweepSpec, kinds: dict) -> list[dict]:
+    """The Cartesian product of the axes in spec order (the first axis varies slowest)."""
+    keys = [a.key for a in spec.axes]
+    return [dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(_grid_values(a, kinds[a.key]) for a in spec.axes))]
+
+
+def lhs_points(spec: SweepSpec, kinds: dict) -> list[dict]:
+    """Latin hypercube (scipy.stats.qmc, seeded from root_seed) over the range axes, crossed
+    with every combination of the explicit-value axes (the same LHS rows for each)."""
+    from scipy.stats import qmc
+
+    ranged = [a for a in spec.axes if a.range is not None]
+    fixed = [a for a in spec.axes if a.values is not None]
+    unit = qmc.LatinHypercube(d=len(ranged), rng=np.random.default_rng(spec.root_seed)
+                              ).random(spec.samples)
+    rows = qmc.scale(unit, [a.range[0] for a in ranged], [a.range[1] for a in ranged])
+    sampled = _rows_to_points([a.key for a in ranged], rows, kinds)
+    order = [a.key for a in spec.axes]
+    points = []
+    for combo in itertools.product(*(_explicit(a, kinds[a.key]) for a in fixed)):
+        head = dict(zip([a.key for a in fixed], combo, strict=True))
+        points.extend({k: {**head, **p}[k] for k in order} for p in sampled)
+    return points
+
+
+def sobol_points(spec: SweepSpec, kinds: dict) -> tuple[list[dict], dict]:
+    """Saltelli's scheme (SALib ``sample.sobol``, calc_second_order=False): N*(D+2) points."""
+    from SALib.sample import sobol
+
+    problem = {"num_vars": len(spec.axes), "names": [a.key for a in spec.axes],
+               "bounds": [list(a.range) for a in spec.axes]}
+    rows = sobol.sample(problem, spec.samples, calc_second_order=False,
+                        seed=spec.root_seed)
+    return _rows_to_points(problem["names"], rows, kinds), problem
+
+
+# --------------------------------------------------------------------------- metrics
+def flat_metrics(summary: dict) -> dict[str, float]:
+    """Flatten :func:`sim.metrics.summary` to ``{"a.b": float}`` and add max_peak_price_fall.
+
+    Nested dicts become dotted keys (``peak_price_fall.H100``, ``debtrank.max_single``);
+    strings and booleans are dropped; None (a ratio with a zero denominator) becomes NaN.
+    """
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, obj: Any) -> None:
+        for k, v in obj.items():
+            name = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(name + ".", v)
+            elif v is None:
+                out[name] = float("nan")
+            elif isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+                    v, bool | np.bool_):
+                out[name] = float(v)
+
+    walk("", summary)
+    falls = summary.get("peak_price_fall") or {}
+    out["max_peak_price_fall"] = float(max(falls.values())) if falls else 0.0
+    return out
+
+
+def _probe(base: dict) -> tuple[list[str], list[str]]:
+    """The metric names and series columns a run of the base scenario offers."""
+    from sim import metrics
+    from sim.runner import run_scenario
+
+    cfg = build({**base, "months": min(2, base["months"])})
+    try:
+        model = run_scenario(cfg)
+    except Exception as e:  # noqa: BLE001 - any failure to build the base is a bad spec
+        raise ConfigError(f"base: the model cannot run it: {type(e).__name__}: "
+                          f"{_one_line(e, 200)}") from None
+    names = [k for k in flat_metrics(metrics.summary(model)) if k not in SEED_EXCLUDED]
+    for g in (g["name"] for g in base["environment"]["generations"]):
+        for key in (f"peak_price_fall.{g}", f"peak_price_fall_raw.{g}"):
+            if key not in names:
+                names.append(key)
+    return names, list(metrics.series(model).columns)
+
+
+def _check_names(kind: str, asked: list[str], offered: list[str]) -> None:
+    unknown = [m for m in asked if m not in offered]
+    if unknown:
+        raise ConfigError(f"{kind}: unknown name '{unknown[0]}' (choose from: "
+                          f"{', '.join(offered)})")
+    dup = [m for m in asked if asked.count(m) > 1]
+    if dup:
+        raise ConfigError(f"{kind}: '{dup[0]}' is listed twice")
+
+
+# --------------------------------------------------------------------------- loading
+def _read_spec(path: Path) -> tuple[dict, str]:
+    """The spec's data and its text (copied into the sweep directory)."""
+    if not path.is_file():
+        what = "is a directory, not a TOML file" if path.is_dir() else "not found"
+        raise ConfigError(f"sweep spec '{path}' {what}")
+    data = read_toml(path)  # one-line errors for malformed TOML, bad encoding, unreadable
+    return data, path.read_text(encoding="utf-8")
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read, validate and resolve a sweep spec; any problem is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file() and not p.suffix and (SWEEP_DIR / f"{p}.toml").is_file():
+        p = SWEEP_DIR / f"{p}.toml"  # a shipped spec by name
+    data, text = _read_spec(p)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{p}: {_fmt_error(e)}") from None
+    spec._path, spec._text = p, text
+    try:
+        _resolve(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    return spec
+
+
+def _resolve(spec: SweepSpec) -> None:
+    base = _resolve_base(spec).model_dump(mode="json")
+    kinds = {a.key: _check_axis(base, a) for a in spec.axes}
+    size = _design_size(spec)
+    if size > MAX_POINTS or size * spec.replicates > MAX_RUNS:
+        raise ConfigError(f"the design has {size:,} points x {spec.replicates} replicates; "
+                          f"the limit is {MAX_POINTS:,} points and {MAX_RUNS:,} runs")
+    offered, columns = _probe(base)
+    if spec.metrics is None:
+        spec.metrics = offered
+    _check_names("metrics", spec.metrics, offered)
+    _check_names("series", spec.series, [c for c in columns if c not in ("month", "date")])
+    spec._base = base
+    if spec.design == "grid":
+        spec._points = grid_points(spec, kinds)
+    elif spec.design == "lhs":
+        spec._points = lhs_points(spec, kinds)
+    else:
+        spec._points, spec._problem = sobol_points(spec, kinds)
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def base_hash(base: dict) -> str:
+    return hashlib.sha256(_canonical({k: v for k, v in base.items() if k != "seed"}).encode()
+                          ).hexdigest()[:16]
+
+
+def param_hash(params: dict, base: dict) -> str:
+    """First 16 hex digits of SHA-256 over the canonical JSON of the params and the base."""
+    body = {"base": {k: v for k, v in base.items() if k != "seed"}, "params": params}
+    return hashlib.sha256(_canonical(body).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class RunTask:
+    param_hash: str
+    seed: int
+    point: int
+    replicate: int
+    params: dict
+    base: dict  # shared by every task of a sweep (pickled once per chunk)
+    metrics: tuple[str, ...]
+    series: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.param_hash, self.seed)
+
+    @property
+    def config(self) -> dict:
+        """The run's scenario dict: the base with the point's values and the run seed."""
+        config = copy.deepcopy(self.base)
+        for k, v in self.params.items():
+            set_path(config, k, v)
+        config["seed"] = self.seed
+        return config
+
+
+@dataclass
+class RunResult:
+    key: tuple[str, int]
+    status: str
+    error: str | None
+    metrics: dict
+    duration: float
+    version: str
+    series: bytes | None = None
+
+
+def _error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {_one_line(e, 500)}"
+
+
+def run_task(task: RunTask) -> RunResult:
+    """Build and run one model; any exception becomes a failed result with its error text."""
+    from sim import metrics
+    from sim.runner import run_scenario
+
+    t0 = time.perf_counter()
+    series = None
+    try:
+        model = run_scenario(build(task.config))
+        flat = flat_metrics(metrics.summary(model))
+        values = {k: flat.get(k, float("nan")) for k in task.metrics}
+        if task.series:
+            buf = io.BytesIO()
+            metrics.series(model)[["month", *task.series]].to_parquet(buf, index=False)
+            series = buf.getvalue()
+        status, error = "ok", None
+    except Exception as e:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
+        values, status, error = {}, "failed", _error_text(e)
+    return RunResult(task.key, status, error, values, time.perf_counter() - t0,
+                     metrics.liqsim_version(), series)
+
+
+_STARTED = None  # in a pool worker: the queue on which it announces each chunk it starts
+
+
+def _run_chunk(chunk_id: int, tasks: list[RunTask], runner: Callable = run_task
+               ) -> list[RunResult]:
+    if _STARTED is not None:
+        _STARTED.put(chunk_id)
+    return [runner(t) for t in tasks]
+
+
+def _worker_init(started, coordinator: int) -> None:
+    """Pool worker: announce chunks, leave Ctrl-C to the coordinator, exit if it dies."""
+    global _STARTED
+    _STARTED = started
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ppid = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != ppid or not _alive(coordinator):
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _chunk_size(n: int, workers: int) -> int:
+    return max(1, min(MAX_CHUNK, n // (4 * max(1, workers))))
+
+
+def _chunks(tasks: list, size: int) -> list[list]:
+    return [tasks[i: i + size] for i in range(0, len(tasks), size)]
+
+
+def _died(task: RunTask, times: int, where: str) -> RunResult:
+    return RunResult(task.key, "failed", f"WorkerDied: the {where} running this run died "
+                     f"{times} times (killed, out of memory, or a crash in native code)",
+                     {}, 0.0, _version())
+
+
+def _version() -> str:
+    from sim.metrics import liqsim_version
+    return liqsim_version()
+
+
+Sink = Callable[[RunResult], None]
+
+
+def run_serial(tasks: list[RunTask], sink: Sink, runner: Callable = run_task) -> None:
+    for t in tasks:
+        sink(runner(t))
+
+
+def _mp_context():
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:  # no forkserver on this platform
+        return mp.get_context("spawn")
+    ctx.set_forkserver_preload(["sim.sweep", "sim.runner", "sim.metrics"])
+    return ctx
+
+
+def _stop(pool: ProcessPoolExecutor, hard: bool) -> None:
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # private, read only
+    pool.shutdown(wait=not hard, cancel_futures=True)
+    if hard:  # Ctrl-C or a write error: do not wait for the chunks still computing
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+
+
+def _pool_pass(batch: list[RunTask], workers: int, size: int, sink: Sink, runner: Callable
+               ) -> tuple[set, list[RunTask]]:
+    """Run ``batch`` on a fresh pool: (keys finished, runs in flight when a worker died)."""
+    ctx = _mp_context()
+    started = ctx.SimpleQueue()
+    chunks = _chunks(batch, size)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
+                               initializer=_worker_init, initargs=(started, os.getpid()))
+    futures: dict = {}
+    finished: set = set()
+    handled: set[int] = set()
+    ids: set[int] = set()  # chunks a worker has started
+
+    def drain() -> None:  # keep the pipe from filling up, and learn what is in flight
+        while not started.empty():
+            ids.add(started.get())
+
+    def take(fut) -> None:
+        for res in fut.result():
+            sink(res)
+            finished.add(res.key)
+        handled.add(futures[fut])
+
+    hard = True
+    try:
+        for i, c in enumerate(chunks):
+            futures[pool.submit(_run_chunk, i, c, runner)] = i
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            drain()
+            for fut in done:
+                take(fut)
+        hard = False
+        return finished, []
+    except BrokenProcessPool:
+        hard = False
+        for fut, i in futures.items():  # keep what finished before the break
+            if i not in handled and fut.done() and fut.exception() is None:
+                take(fut)
+        drain()
+        return finished, [t for i in sorted(ids - handled) for t in chunks[i]]
+    finally:
+        _stop(pool, hard)
+
+
+def run_pool(tasks: list[RunTask], workers: int, sink: Sink, runner: Callable = run_task
+             ) -> None:
+    """Local process pool. A worker that dies breaks the pool: it is rebuilt, the runs that
+    were in flight are re-run one at a time, and one that kills its worker again is failed."""
+    deaths: dict[tuple, int] = {}
+    todo = list(tasks)
+    idle_breaks = 0
+    while todo:
+        suspects = [t for t in todo if t.key in deaths]
+        if suspects:
+            batch, n, size = suspects[:1], 1, 1
+        else:
+            batch, n, size = todo, workers, _chunk_size(len(todo), workers)
+        finished, in_flight = _pool_pass(batch, n, size, sink, runner)
+        for t in in_flight:
+            deaths[t.key] = deaths.get(t.key, 0) + 1
+            if deaths[t.key] >= MAX_DEATHS:
+                sink(_died(t, deaths[t.key], "worker process"))
+                finished.add(t.key)
+        broke = len(finished) < len(batch)
+        idle_breaks = idle_breaks + 1 if broke and not finished and not in_flight else 0
+        if idle_breaks >= 3:
+            raise ConfigError("worker processes keep dying before they start a run; "
+                              "re-run to resume (finished runs are kept)")
+        todo = [t for t in todo if t.key not in finished]
+
+
+def run_dask(tasks: list[RunTask], sink: Sink, scheduler: str | None = None,
+             n_local: int | None = None, runner: Callable = run_task) -> None:
+    """Dask distributed: an existing cluster (``scheduler``) or a LocalCluster of ``n_local``
+    single-threaded worker processes on 127.0.0.1. Dask re-runs the tasks of a lost worker;
+    a chunk that keeps killing workers (KilledWorker) is retried run by run, then failed."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    try:
+        if n_local is not None:
+            cluster = LocalCluster(n_workers=n_local, threads_per_worker=1, host="127.0.0.1",
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster if cluster is not None else scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as e:
+        if cluster is not None:
+            cluster.close()
+        where = f"--scheduler {scheduler}" if scheduler else "--dask-local"
+        raise ConfigError(f"{where}: cannot start or reach the Dask cluster: "
+                          f"{_one_line(e, 200)}") from None
+    try:
+        _dask_loop(client, tasks, sink, runner)
+    except (OSError, TimeoutError) as e:  # the scheduler went away
+        raise ConfigError(f"lost the Dask cluster: {_error_text(e)}; re-run to resume "
+                          "(finished runs are kept)") from None
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _dask_loop(client, tasks: list[RunTask], sink: Sink, runner: Callable) -> None:
+    from distributed import as_completed
+
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    chunks = _chunks(tasks, _chunk_size(len(tasks), workers))
+    futures = {client.submit(_run_chunk, i, c, runner, pure=False): c
+               for i, c in enumerate(chunks)}
+    ac = as_completed(list(futures))
+    for fut in ac:
+        chunk = futures[fut]
+        try:
+            results = fut.result()
+        except Exception as e:  # noqa: BLE001 - KilledWorker and friends
+            if len(chunk) > 1:
+                for t in chunk:
+                    single = client.submit(_run_chunk, -1, [t], runner, pure=False)
+                    futures[single] = [t]
+                    ac.add(single)
+                continue
+            results = [RunResult(chunk[0].key, "failed", _error_text(e), {}, 0.0,
+                                 _version())]
+        for res in results:
+            sink(res)
+
+
+# --------------------------------------------------------------------------- directory
+class SweepLock:
+    """An exclusive ``fcntl.flock`` on DIR/sweep.lock, released when the process dies."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / "sweep.lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise ConfigError(f"{out_dir}: another sweep (pid {holder}) is running in this "
+                              "directory; wait for it or use another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the descriptor releases the lock
+
+
+def _prepare_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        (out_dir / "series").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out_dir}: cannot create the directory: "
+                          f"{e.strerror or _one_line(e)}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out_dir}: directory is not writable")
+
+
+def sweep_meta(spec: SweepSpec) -> dict:
+    return {"spec": spec.model_dump(mode="json"), "design": spec.design,
+            "axes": [a.key for a in spec.axes], "points": spec.points,
+            "problem": spec.problem, "seeds": spec.seeds, "base": spec.base_config,
+            "base_hash": base_hash(spec.base_config)}
+
+
+def _check_same_sweep(out_dir: Path, old: dict, new: dict) -> None:
+    """Refuse to mix two different sweeps in one ledger (only replicates may change)."""
+    if not old:
+        return
+    a = {k: v for k, v in old.get("spec", {}).items() if k not in ("replicates", "description")}
+    b = {k: v for k, v in new["spec"].items() if k not in ("replicates", "description")}
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if old.get("base_hash") != new["base_hash"]:
+        changed.append("the base scenario's resolved config")
+    if changed:
+        raise ConfigError(f"{out_dir} holds a different sweep (changed: {', '.join(changed)}); "
+                          "only replicates may change between runs: use another --out")
+
+
+# --------------------------------------------------------------------------- driver
+@dataclass
+class SweepResult:
+    out: Path
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    first_error: str | None = None
+    backend: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        rate = self.done / self.seconds if self.seconds > 0 else 0.0
+        text = (f"{self.total} runs: {self.done} done, {self.skipped} already in the ledger, "
+                f"{self.failed} failed ({self.backend}, {self.seconds:.1f} s, {rate:.1f} runs/s)"
+                f"; ledger: {self.out / 'ledger.sqlite'}")
+        if self.first_error:
+            text += f"\nfirst failure: {self.first_error}"
+        return text
+
+
+def build_tasks(spec: SweepSpec) -> list[RunTask]:
+    """One task per distinct (param_hash, seed), replicate-major (every point gets its first
+    replicate before any gets a second, so an interrupted sweep covers the whole design)."""
+    hashes = [param_hash(p, spec.base_config) for p in spec.points]
+    first: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        first.setdefault(h, i)
+    metric_names, series = tuple(spec.metrics), tuple(spec.series)
+    return [RunTask(h, seed, i, r, spec.points[i], spec.base_config, metric_names, series)
+            for r, seed in enumerate(spec.seeds) for h, i in first.items()]
+
+
+def _progress_bar(enabled: bool):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("-- runs/s" if speed is None else f"{speed:.1f} runs/s")
+
+    console = Console(stderr=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("[red]{task.fields[failed]} failed"), Rate(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                    disable=not (enabled and console.is_terminal))
+
+
+class _Writer:
+    """Commits each result as it arrives: series file first (atomic), then the ledger row."""
+
+    def __init__(self, out_dir: Path, ledger: Ledger, tasks: list[RunTask], result: SweepResult,
+                 advance: Callable[[bool], None]) -> None:
+        self.out_dir, self.ledger, self.result, self.advance = out_dir, ledger, result, advance
+        self.tasks = {t.key: t for t in tasks}
+
+    def __call__(self, res: RunResult) -> None:
+        from sim.store import atomic_write_bytes
+
+        t = self.tasks[res.key]
+        row = {"param_hash": t.param_hash, "seed": t.seed, "point": t.point,
+               "replicate": t.replicate, "params": t.params, "status": res.status,
+               "error": res.error, "metrics": res.metrics, "duration": res.duration,
+               "version": res.version, "finished_at": datetime.now(UTC).isoformat()}
+        try:
+            if res.series is not None:
+                atomic_write_bytes(self.out_dir / "series" / f"{t.param_hash}_{t.seed}.parquet",
+                                   res.series)
+            self.ledger.record(row)
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError(f"{self.out_dir}: cannot write results ({_error_text(e)}); every "
+                              "run committed so far is kept: fix the disk or permissions and "
+                              "re-run to resume") from None
+        ok = res.status == "ok"
+        if ok:
+            self.result.done += 1
+        else:
+            self.result.failed += 1
+            self.result.first_error = self.result.first_error or res.error
+        self.advance(ok)
+
+
+def _backend(workers: int | None, scheduler: str | None, dask_local: int | None) -> str:
+    if scheduler is not None and dask_local is not None:
+        raise ConfigError("--scheduler and --dask-local cannot be used together")
+    if workers is not None and (scheduler is not None or dask_local is not None):
+        raise ConfigError("--workers applies to the local process pool; with Dask the "
+                          "cluster's workers are used")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers {workers}: must be >= 1")
+    if scheduler is not None:
+        if not scheduler.strip():
+            raise ConfigError("--scheduler: empty address (expected e.g. tcp://host:8786)")
+        return "dask"
+    return "dask-local" if dask_local is not None else "pool"
+
+
+def run_sweep(spec_path: str | Path, out: str | Path | None = None, workers: int | None = None,
+              scheduler: str | None = None, dask_local: int | None = None,
+              progress: bool = True, retry_failed: bool = False,
+              runner: Callable = run_task) -> SweepResult:
+    """Run (or resume) a sweep into ``out`` (default ``results/sweeps/<name>/``).
+
+    ``runner`` (a module-level ``RunTask -> RunResult``, importable by the workers) is for
+    tests; the default is :func:`run_task`.
+    """
+    backend = _backend(workers, scheduler, dask_local)
+    spec = load_spec(spec_path)
+    out_dir = Path(out) if out is not None else Path("results") / "sweeps" / spec.name
+    _prepare_dir(out_dir)
+    try:
+        lock = SweepLock(out_dir)
+    except OSError as e:
+        raise ConfigError(f"--out {out_dir}: cannot create sweep.lock: "
+                          f"{e.strerror or _one_line(e)}") from None
+    try:
+        return _run_locked(spec, out_dir, backend, workers, scheduler, dask_local, progress,
+                           retry_failed, runner)
+    finally:
+        lock.release()
+
+
+def _open_ledger(spec: SweepSpec, out_dir: Path) -> Ledger:
+    from sim.store import atomic_write_bytes
+
+    try:
+        ledger = Ledger(out_dir)
+        meta = sweep_meta(spec)
+        _check_same_sweep(out_dir, ledger.get_meta(), meta)
+        ledger.set_meta(meta)
+        atomic_write_bytes(out_dir / "spec.toml", spec._text.encode())
+    except (OSError, sqlite3.Error) as e:
+        raise ConfigError(f"{out_dir}: cannot write the ledger: {_error_text(e)}") from None
+    return ledger
+
+
+def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, workers: int | None,
+                scheduler: str | None, dask_local: int | None, progress: bool,
+                retry_failed: bool, runner: Callable) -> SweepResult:
+    ledger = _open_ledger(spec, out_dir)
+    try:
+        all_tasks = build_tasks(spec)
+        skip = ledger.keys("ok") | (set() if retry_failed else ledger.keys("failed"))
+        tasks = [t for t in all_tasks if t.key not in skip]
+        n_workers = workers or os.cpu_count() or 1
+        label = {"pool": f"process pool x{n_workers}" if n_workers > 1 else "in-process",
+                 "dask": f"dask {scheduler}", "dask-local": f"dask LocalCluster x{dask_local}"}
+        result = SweepResult(out_dir, len(all_tasks), skipped=len(all_tasks) - len(tasks),
+                             backend=label[backend])
+        t0 = time.perf_counter()
+        with _progress_bar(progress) as bar:
+            task_id = bar.add_task(spec.name, total=len(all_tasks), completed=result.skipped,
+                                   failed=0)
+
+            def advance(ok: bool) -> None:
+                bar.update(task_id, advance=1, failed=result.failed)
+
+            sink = _Writer(out_dir, ledger, tasks, result, advance)
+            if not tasks:
+                pass
+            elif backend != "pool":
+                run_dask(tasks, sink, scheduler=scheduler, n_local=dask_local, runner=runner)
+            elif n_workers == 1:
+                run_serial(tasks, sink, runner)
+            else:
+                run_pool(tasks, n_workers, sink, runner)
+        result.seconds = time.perf_counter() - t0
+        return result
+    finally:
+        ledger.close()
+
