@@ -18,6 +18,10 @@ agents. The processes (monthly steps, month index t with t0 = 2025-12):
   (75 %, 0.8): the "correlation convergence" of BTC and AI-compute prices (Glassnode/K33 vols;
   BTC-tech correlation 0.2-0.8 by regime, see docs/calibration.md).
 * Hashprice ($/PH/day) = hashprice0 * S/S0 * (1 + g_difficulty)^(-t/12).
+* A generation with ``rent_index = "hashprice"`` (a mining rig used as collateral) earns
+  R_g(t) = rent0_g * hashprice(t) / hashprice0: its "rent" is its mining revenue per hour, so
+  it tracks BTC and difficulty, not the AI rent process (no deflation, noise, step-down or
+  `rent` shock).
 
 Scenario shocks of kind ``btc`` and ``rent`` are applied here (a one-off fall by ``size``).
 """
@@ -45,6 +49,8 @@ class Environment:
         self.list_price = np.array([g.list_price for g in gens], dtype=float)
         self.kw = np.array([g.kw_per_gpu for g in gens], dtype=float)
         self.rent = np.array([g.rent0 for g in gens], dtype=float)
+        self.rent0 = self.rent.copy()
+        self.hash_linked = np.array([g.rent_index == "hashprice" for g in gens], dtype=bool)
         self.t = 0
         self.btc = e.btc_price0
         self.btc_peak = e.btc_price0
@@ -79,13 +85,14 @@ class Environment:
         vol = e.btc_vol_stress if self.stress else e.btc_vol_calm
         eps_b = rho * eps_r + np.sqrt(1.0 - rho * rho) * eta
 
-        live = self.launch < self.t  # shipping before this month: they deflate
+        # shipping before this month: they deflate (hashprice-linked rents follow hashprice)
+        live = (self.launch < self.t) & ~self.hash_linked
         drift = np.log1p(-e.rent_deflation) / 12.0 - 0.5 * e.rent_vol**2
         self.rent[live] *= np.exp(drift + e.rent_vol * eps_r)
         launching = self.launch == self.t
         if launching.any():
             newest = self.launch[launching].max()
-            self.rent[self.launch < newest] *= 1.0 - e.step_down
+            self.rent[(self.launch < newest) & ~self.hash_linked] *= 1.0 - e.step_down
 
         self.btc *= np.exp((e.btc_drift - 0.5 * vol**2) / 12.0 + vol / np.sqrt(12.0) * eps_b)
         for s in self._shocks:
@@ -99,3 +106,6 @@ class Environment:
         self.stress = 1.0 - self.btc / self.btc_peak >= e.stress_drawdown
         self.hashprice = (e.hashprice0 * self.btc / e.btc_price0
                           * (1.0 + e.difficulty_growth) ** (-self.t / 12.0))
+        if self.hash_linked.any() and e.hashprice0 > 0:
+            hl = self.hash_linked
+            self.rent[hl] = self.rent0[hl] * self.hashprice / e.hashprice0
