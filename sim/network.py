@@ -24,6 +24,7 @@ import numpy as np
 from sim.config import ConfigError, NetworkCfg
 
 MAX_EDGELIST_ROWS = 1_000_000
+MAX_EDGELIST_BYTES = 128 * 2**20  # 1M rows of 'creditor debtor weight' with room for comments
 
 
 def syndicates(n_borrowers: int, n_lenders: int, cfg: NetworkCfg,
@@ -69,17 +70,20 @@ def read_edgelist(path: str | Path, n_lenders: int) -> np.ndarray:
     """Read ``creditor debtor [weight]`` rows into an (n, n) weight matrix W[debtor, creditor].
 
     Refuses: a missing or unreadable file, malformed rows, unknown nodes, self-loops, negative
-    or non-finite weights, and more than ``MAX_EDGELIST_ROWS`` rows.
+    or non-finite weights, and more than ``MAX_EDGELIST_ROWS`` rows or ``MAX_EDGELIST_BYTES``
+    bytes (checked before parsing, so a huge file is refused at once). A self-loop (a lender
+    owed money by itself) is refused, not ignored: a claim on oneself nets to zero on one
+    balance sheet, and Eisenberg-Noe / Rogers-Veraart clearing take a liabilities matrix with a
+    zero diagonal, so such a row is almost surely a mistake in the file. Cycles between two or
+    more lenders are legal.
     """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"network.edgelist: file '{path}' not found")
+    _check_size(p)
     w = np.zeros((n_lenders, n_lenders))
     with p.open(encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
-            if lineno > MAX_EDGELIST_ROWS:
-                raise ConfigError(f"network.edgelist: more than {MAX_EDGELIST_ROWS:,} rows in "
-                                  f"'{path}' (the limit)")
             text = line.split("#", 1)[0].replace(",", " ").split()
             if not text:
                 continue
@@ -103,6 +107,26 @@ def read_edgelist(path: str | Path, n_lenders: int) -> np.ndarray:
                                   "finite number >= 0")
             w[d, c] += wt
     return w
+
+
+def _check_size(p: Path) -> None:
+    """Refuse an oversized edge list before parsing it: bytes first, then rows.
+
+    Rows are counted in 1 MiB binary chunks and counting stops at the limit, so a file of
+    10 million rows is refused after reading about a tenth of it.
+    """
+    limit = f"(the limit is {MAX_EDGELIST_ROWS:,} rows, {MAX_EDGELIST_BYTES // 2**20} MiB)"
+    if p.stat().st_size > MAX_EDGELIST_BYTES:
+        raise ConfigError(f"network.edgelist: '{p}' is {p.stat().st_size / 2**20:,.0f} MiB "
+                          f"{limit}")
+    rows, last = 0, b"\n"
+    with p.open("rb") as fh:
+        while chunk := fh.read(2**20):
+            rows += chunk.count(b"\n")
+            last = chunk[-1:]
+            if rows + (last != b"\n") > MAX_EDGELIST_ROWS:
+                raise ConfigError(f"network.edgelist: more than {MAX_EDGELIST_ROWS:,} rows in "
+                                  f"'{p}' {limit}")
 
 
 def funding_weights(n: int, cfg: NetworkCfg, rng: np.random.Generator) -> np.ndarray:

@@ -60,9 +60,10 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_run(model: LiquidationModel, outdir: str | Path) -> dict:
-    """Write config, summary, series, panel, events and network; return the summary."""
+    """Write config, summary, series, panel, events, network and (last) the manifest."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # never vouch for a half-rewritten run
     summary = metrics.summary(model)
     write_json(out / "config.json", model.cfg.model_dump(mode="json"))
     for name, frame in (("series", metrics.series(model)), ("panel", metrics.panel(model)),
@@ -72,4 +73,23 @@ def write_run(model: LiquidationModel, outdir: str | Path) -> dict:
     graph = build_graph(model)
     atomic_write_with(out / "network.graphml", lambda tmp: nx.write_graphml(graph, tmp))
     write_json(out / "summary.json", summary)
+    write_manifest(out, model.cfg)
     return summary
+
+
+RUN_FILES = ("config.json", "series.parquet", "panel.parquet", "events.parquet",
+             "network.graphml", "summary.json")
+
+
+def write_manifest(outdir: str | Path, cfg, extra: tuple | list = ()) -> None:
+    """(Re)write ``manifest.json`` (sim/provenance.py): hashes of :data:`RUN_FILES` + ``extra``.
+
+    Called last by :func:`write_run`; call it again with the figure paths after writing
+    figures so that they are hashed too. :func:`write_run` first removes any older manifest,
+    so a crash mid-write leaves no manifest and ``liqsim verify`` refuses the directory
+    instead of vouching for a mix of old and new outputs.
+    """
+    from sim.provenance import MANIFEST, manifest
+
+    names = [*RUN_FILES, *(Path(p).name for p in extra)]
+    write_json(Path(outdir) / MANIFEST, manifest(outdir, cfg, names))
