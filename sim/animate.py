@@ -1,0 +1,291 @@
+"""Month-by-month pictures of a run: the browser app's panels and ``liqsim animate``'s GIF.
+
+Every ``draw_*`` function draws one panel for month ``t`` on a given matplotlib ``Axes`` from
+the model's records (``model.rec``, ``model.panel``, written once a month by the model), so the
+same code serves a model that is still running (the app, ``t = model.month``) and a finished run
+(the animation, every ``t``). The x axis always spans the whole horizon, so panels do not jump
+as months are added. Nothing here uses pyplot: figures are :class:`matplotlib.figure.Figure` on
+the Agg canvas, and the GIF is written with :class:`matplotlib.animation.PillowWriter`
+(Pillow's GIF encoder), one frame per simulated month.
+
+The network layout is computed once per model (:func:`layout_of`, the deterministic ring layout
+of :func:`sim.plots.network_layout`) and reused for every frame.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.animation import FuncAnimation, PillowWriter
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+from sim.plots import KIND_MARKERS, _dollars, _marker_areas, network_layout
+
+# node states: healthy, distressed (borrower) / deleveraging (lender), defaulted, failed lender
+NODE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728", "#2b2b2b")
+NODE_LABELS = ("healthy", "distressed / deleveraging", "defaulted borrower", "failed lender")
+GEN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+T0_YEAR, T0_MONTH = 2025, 12  # month 0 is December 2025
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def month_label(t: int) -> str:
+    """Calendar month of model month ``t`` (0 = Dec 2025): ``month_label(3) == 'Mar 2026'``."""
+    k = T0_MONTH - 1 + int(t)
+    return f"{MONTHS[k % 12]} {T0_YEAR + k // 12}"
+
+
+def new_figure(width: float, height: float, dpi: int = 100,
+               layout: str | None = "constrained") -> Figure:
+    """A Figure on the Agg canvas (no pyplot); constrained layout unless ``layout=None``."""
+    fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def layout_of(model) -> np.ndarray:
+    """Node positions (panel-agent order), computed on first use and kept on the model."""
+    pos = getattr(model, "_liqsim_layout", None)
+    if pos is None:
+        pos = network_layout(model)
+        model._liqsim_layout = pos
+    return pos
+
+
+def _span(ax, model, t: int) -> np.ndarray:
+    """Months 0..t, with the x axis fixed to the whole horizon."""
+    ax.set_xlim(0, max(model.cfg.months, 1))
+    ax.set_xlabel("month (0 = Dec 2025)", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    return np.arange(t + 1)
+
+
+def node_categories(model, t: int) -> np.ndarray:
+    """Colour index of every panel agent at month ``t`` (see :data:`NODE_LABELS`)."""
+    state = np.asarray(model.panel["state"][t], dtype=np.int64).copy()
+    nl = model.lenders.n
+    lenders = state[:nl]
+    state[:nl] = np.where(lenders == 2, 3, lenders)  # a failed lender has its own colour
+    return np.clip(state, 0, 3)
+
+
+def draw_network(ax, model, t: int) -> None:
+    """The lending (grey) and funding (blue) network at month ``t``, nodes coloured by state.
+
+    Lenders are squares on the inner circle, miners triangles and neo-clouds circles on the outer
+    ring, secondary buyers diamonds on the right; marker area grows with the square root of the
+    balance sheet (``model.panel['size']``), scaled within each kind.
+    """
+    pos = layout_of(model)
+    nl, nb, nk = model.lenders.n, model.borrowers.n, model.buyers.n
+    cat = node_categories(model, t)
+    size = np.asarray(model.panel["size"][t], dtype=float)
+    loans = model.loans
+    term = ~np.asarray(loans.revolver, bool)
+    lend, borr = loans.lender[term], loans.borrower[term]
+    segs = np.stack([pos[lend], pos[nl + borr]], axis=1)
+    dead = cat[nl + borr] == 2
+    ax.add_collection(LineCollection(segs[~dead], colors="#9a9a9a", linewidths=0.4, alpha=0.5))
+    ax.add_collection(LineCollection(segs[dead], colors="#d62728", linewidths=0.4, alpha=0.35,
+                                     linestyles=":"))
+    debtor, creditor = np.nonzero(model.interbank0 > 0)
+    ax.add_collection(LineCollection(np.stack([pos[creditor], pos[debtor]], axis=1),
+                                     colors="#1f3b73", linewidths=0.8, alpha=0.6))
+    colours = np.array(NODE_COLOURS)[cat]
+    kinds = np.asarray(model.borrowers.kind)
+    groups = (("lender", np.arange(nl), 60, 260),
+              ("miner", nl + np.flatnonzero(kinds == 0), 14, 70),
+              ("neocloud", nl + np.flatnonzero(kinds == 1), 14, 70),
+              ("buyer", nl + nb + np.arange(nk), 15, 90))
+    for kind, idx, smin, smax in groups:
+        if len(idx):
+            ax.scatter(pos[idx, 0], pos[idx, 1], s=_marker_areas(size[idx], smin, smax),
+                       c=colours[idx], marker=KIND_MARKERS[kind], edgecolors="black",
+                       linewidths=0.4, zorder=3)
+    ax.set_xlim(-2.6, 3.9)
+    ax.set_ylim(-2.6, 2.6)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    b, lend_cat = cat[nl: nl + nb], cat[:nl]
+    ax.set_title(f"month {t}: borrowers {np.sum(b == 1)} distressed, {np.sum(b == 2)} "
+                 f"defaulted | lenders {np.sum(lend_cat == 1)} deleveraging, "
+                 f"{np.sum(lend_cat == 3)} failed", fontsize=8)
+    handles = [Patch(facecolor=c, edgecolor="black", label=lab)
+               for c, lab in zip(NODE_COLOURS, NODE_LABELS, strict=True)]
+    handles += [Line2D([], [], ls="none", marker=KIND_MARKERS[k], mfc="white", mec="black",
+                       label=lab) for k, lab in (("lender", "lender"), ("miner", "miner"),
+                                                 ("neocloud", "neo-cloud"),
+                                                 ("buyer", "secondary buyer"))]
+    handles += [Line2D([], [], color="#9a9a9a", label="loan"),
+                Line2D([], [], color="#1f3b73", label="funding")]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=6,
+              frameon=False, ncols=4)
+
+
+def draw_prices(ax, model, t: int) -> None:
+    """Price index (solid) and value in best use (dashed) per shipping generation, log scale."""
+    m = _span(ax, model, t)
+    price, value = model.rec["price"][: t + 1], model.rec["fundamental"][: t + 1]
+    env = model.env
+    for g in range(model.n_gen):
+        live = (m >= env.launch[g]) & (price[:, g] > 0)
+        if not live.any():
+            continue
+        colour = GEN_COLOURS[g % len(GEN_COLOURS)]
+        last = [int(live.sum()) - 1]  # a dot on the latest month (visible from month 0 on)
+        ax.plot(m[live], price[live, g], color=colour, lw=1.8, marker="o", ms=3,
+                markevery=last, label=env.names[g])
+        ax.plot(m[live], value[live, g], color=colour, lw=1.1, ls="--")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(_dollars))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("$ per GPU (log)", fontsize=8)
+    ax.set_title("GPU price index (solid) vs value in best use (dashed)", fontsize=9)
+    if ax.lines:
+        ax.legend(fontsize=7, loc="upper right", ncols=3)
+
+
+def draw_defaults(ax, model, t: int) -> None:
+    """Cumulative borrower defaults by type and cumulative lender failures."""
+    m = _span(ax, model, t)
+    rec = model.rec
+    miner = np.cumsum(rec["defaults_miner"][: t + 1])
+    neo = np.cumsum(rec["defaults_neocloud"][: t + 1])
+    ax.step(m, miner, where="post", color="#e377c2", lw=1.8, label=f"miners ({miner[-1]})")
+    ax.step(m, neo, where="post", color="#17becf", lw=1.8, label=f"neo-clouds ({neo[-1]})")
+    failed = rec["lender_failures"][: t + 1]
+    ax.step(m, failed, where="post", color="#2b2b2b", lw=1.5, ls="--",
+            label=f"lenders failed ({failed[-1]})")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0, top=max(5, miner[-1], neo[-1], failed[-1]) * 1.15)
+    ax.set_ylabel("cumulative count", fontsize=8)
+    ax.set_title("Defaults by agent type", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def draw_losses(ax, model, t: int) -> None:
+    """Lenders' cumulative write-offs, recoveries and credit losses, $ millions."""
+    m = _span(ax, model, t)
+    rec = model.rec
+    for key, label, colour, ls in (("writeoffs", "write-offs", "#7f7f7f", "-"),
+                                   ("recoveries", "recoveries", "#2ca02c", "--"),
+                                   ("credit_losses", "credit losses", "#d62728", "-")):
+        y = rec[key][: t + 1] / 1e6
+        ax.plot(m, y, color=colour, ls=ls, lw=1.8, label=f"{label}: ${y[-1]:,.0f}M")
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("cumulative, $ millions", fontsize=8)
+    ax.set_title("Cumulative credit losses", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def draw_inventory(ax, model, t: int) -> None:
+    """Lenders' repossessed GPUs not yet sold (the overhang) and GPUs held by the repo desk."""
+    m = _span(ax, model, t)
+    rec = model.rec
+    inv = rec["inventory_units"][: t + 1]
+    ax.fill_between(m, 0, inv, step="post", color="#9467bd", alpha=0.3)
+    ax.step(m, inv, where="post", color="#9467bd", lw=1.8,
+            label=f"lenders' repossessed inventory ({inv[-1]:,})")
+    desk = rec["repo_units"][: t + 1]
+    ax.step(m, desk, where="post", color="#8c564b", lw=1.4, ls="--",
+            label=f"held by the repo desk ({desk[-1]:,})")
+    ax.set_ylim(bottom=0, top=max(10, inv.max(), desk.max()) * 1.15)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _p: f"{x:,.0f}"))
+    ax.set_ylabel("GPU units", fontsize=8)
+    ax.set_title("Overhang: repossessed GPUs waiting to be sold", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def draw_capacity(ax, model, t: int) -> None:
+    """H100 units the secondary buyers could still absorb at today's price (capital and MW)."""
+    m = _span(ax, model, t)
+    ax.set_title("Secondary buyers' remaining capacity", fontsize=9)
+    if model.buyers.unlimited:
+        ax.text(0.5, 0.5, "buyers are unlimited\n(buyers.unlimited = true)", ha="center",
+                va="center", transform=ax.transAxes)
+        return
+    cap = model.rec["buyer_capacity_h100"][: t + 1]
+    ax.plot(m, cap, color="#17becf", lw=1.8, label=f"H100 units buyers can still take "
+                                                   f"({cap[-1]:,.0f})")
+    ax.set_ylim(bottom=0, top=max(10.0, float(cap.max())) * 1.15)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _p: f"{x:,.0f}"))
+    ax.set_ylabel("GPU units (capital and spare MW)", fontsize=8)
+    ax.legend(fontsize=7, loc="lower left")
+
+
+# --------------------------------------------------------------------------- the GIF
+def _frame_figure(model) -> tuple[Figure, object, object]:
+    """Network (left) and price paths (right); fixed margins, cheaper than a layout engine."""
+    fig = new_figure(11.0, 5.2, dpi=80, layout=None)
+    net, prices = fig.subplots(1, 2, width_ratios=(1.25, 1.0))
+    fig.subplots_adjust(left=0.01, right=0.98, bottom=0.11, top=0.88, wspace=0.12)
+    return fig, net, prices
+
+
+def animation_frames(model) -> range:
+    """The frames of the animation: one per simulated month, 1..``model.month``."""
+    return range(1, model.month + 1)
+
+
+def check_gif_path(out: str | Path) -> Path:
+    """``out`` as a Path if it names a GIF file, else :class:`ConfigError`."""
+    from sim.config import ConfigError
+
+    path = Path(out)
+    if path.suffix.lower() != ".gif":
+        raise ConfigError(f"--out {out}: must end in .gif")
+    if path.is_dir():
+        raise ConfigError(f"--out {out}: is a directory")
+    return path
+
+
+def write_gif(model, out: str | Path, fps: int = 3) -> Path:
+    """Write the cascade of a finished run as a GIF (network + price paths), one frame a month.
+
+    The file appears atomically: it is encoded under a temporary name in the same directory and
+    renamed into place.
+    """
+    from sim.store import atomic_write_with
+
+    out = Path(out)
+    fig, net, prices = _frame_figure(model)
+
+    def frame(t: int) -> list:
+        net.clear()
+        prices.clear()
+        draw_network(net, model, t)
+        draw_prices(prices, model, t)
+        fig.suptitle(f"{model.cfg.name}: month {t} of {model.cfg.months} ({month_label(t)})",
+                     fontsize=12)
+        return []
+
+    anim = FuncAnimation(fig, frame, frames=animation_frames(model), blit=False,
+                         cache_frame_data=False, repeat=False)
+
+    def encode(tmp: str) -> None:
+        gif = f"{tmp}.gif"  # Pillow picks the format from the extension
+        try:
+            anim.save(gif, writer=PillowWriter(fps=fps))
+            os.replace(gif, tmp)
+        finally:
+            Path(gif).unlink(missing_ok=True)
+
+    atomic_write_with(out, encode)
+    fig.clear()
+    return out
+
+
+def animate(cfg, out: str | Path, fps: int = 3, on_month=None) -> Path:
+    """Run scenario ``cfg`` to the end, then write its GIF to ``out``."""
+    from sim.runner import run_scenario
+
+    model = run_scenario(cfg, on_month=on_month)
+    return write_gif(model, out, fps=fps)

@@ -1,0 +1,75 @@
+"""Shared fixtures: a headless Chromium for the browser tests, installed on first use.
+
+Playwright cannot download its own browsers here (no internet), so the browser tests drive
+Debian's ``chromium`` package at ``/usr/bin/chromium``. If it is missing, the session fixture
+installs it once with ``apt-get`` (the test machine runs as root). Under CI (``CI=true``) a
+browser that is missing and cannot be installed fails the run; elsewhere the browser tests are
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+APT_TIMEOUT = 900  # seconds, for apt-get update + install together
+
+
+def _apt(*args: str, timeout: float) -> str | None:
+    """Run ``apt-get args``; return None on success, else a one-line reason."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        r = subprocess.run(["apt-get", *args], env=env, capture_output=True, text=True,
+                           timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"apt-get {args[0]}: {e}"
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"apt-get {args[0]} exited {r.returncode}: {tail[0]}"
+    return None
+
+
+def ensure_chromium() -> str | None:
+    """Make sure Debian's chromium is installed; return None when it is, else why not."""
+    if CHROMIUM.exists():
+        return None
+    if shutil.which("apt-get") is None:
+        return f"{CHROMIUM} is missing and apt-get is not available to install it"
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        return f"{CHROMIUM} is missing; installing it needs root (apt-get install chromium)"
+    why = _apt("update", timeout=APT_TIMEOUT / 3) or _apt(
+        "install", "-y", "--no-install-recommends", "chromium", timeout=APT_TIMEOUT)
+    if why is None and not CHROMIUM.exists():
+        why = f"apt-get install chromium finished but {CHROMIUM} does not exist"
+    return why
+
+
+def require_chromium() -> str:
+    """Path of a usable Chromium, installed if need be; else fail under ``CI=true``, or skip."""
+    why = ensure_chromium()
+    if why is not None:
+        msg = f"headless Chromium unavailable: {why}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return str(CHROMIUM)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Path of Debian's Chromium, installed once per session (see :func:`require_chromium`)."""
+    return require_chromium()
+
+
+@pytest.fixture(scope="session")
+def chromium_launch(chromium_path) -> dict:
+    """Keyword arguments for Playwright's ``chromium.launch`` (Debian's headless Chromium)."""
+    return {"executable_path": chromium_path, "args": CHROMIUM_ARGS, "headless": True}

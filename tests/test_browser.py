@@ -1,0 +1,169 @@
+"""The app in a real headless Chromium (Debian's ``chromium`` driven by Playwright).
+
+The server is ``liqsim app``'s own command line (:func:`sim.app.server_command`), started on a
+free localhost port and always stopped at the end. The page must work offline: every request
+the browser makes goes to the local server.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from urllib.parse import urlparse
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from sim.app import server_command, stop_server
+
+START_TIMEOUT = 90.0  # seconds for the server to answer (imports are slow on a busy machine)
+WAIT_MS = 60_000  # for anything on the page
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(proc: subprocess.Popen, url: str, log) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"app server exited with {proc.returncode}: {log.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"app server did not answer {url} within {START_TIMEOUT:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``liqsim app crypto_winter`` on a free port; yields its URL; the process is always killed."""
+    port = _free_port()
+    argv, env = server_command("127.0.0.1", port, "crypto_winter")
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_until_up(proc, url, log)
+        yield url
+    finally:
+        stop_server(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_launch):
+    with sync_playwright() as p:
+        b = p.chromium.launch(**chromium_launch)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _open(context, url: str, requests: list[str]):
+    page = context.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url)
+    page.get_by_text(re.compile(r"Month 0 of 60")).wait_for(timeout=WAIT_MS)
+    page.wait_for_function("document.querySelectorAll('img').length >= 6", timeout=WAIT_MS)
+    return page
+
+
+def _month(page) -> int:
+    text = page.get_by_text(re.compile(r"Month \d+ of 60")).inner_text()
+    return int(re.search(r"Month (\d+) of", text).group(1))
+
+
+def _step(page, to_month: int) -> None:
+    page.get_by_role("button", name="Step").click()
+    page.get_by_text(f"Month {to_month} of 60").wait_for(timeout=WAIT_MS)
+
+
+def _image_sources(page) -> list[str]:
+    return page.eval_on_selector_all("img", "els => els.map(e => e.src)")
+
+
+def _settled_images(page, before: list[str]) -> list[str]:
+    """The images once every figure has been re-sent (each panel changes with the month)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    now = _image_sources(page)
+    while time.monotonic() < deadline and sum(a != b for a, b in zip(before, now,
+                                                                      strict=False)) < 5:
+        page.wait_for_timeout(200)
+        now = _image_sources(page)
+    return now
+
+
+def test_step_play_repo_and_reset_in_chromium(server, browser, tmp_path):
+    requests: list[str] = []
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = _open(context, server, requests)
+    page.screenshot(path=tmp_path / "month0.png", full_page=True)
+    assert _month(page) == 0
+    assert "crypto_winter" in page.content()
+    before = _image_sources(page)
+    assert len(before) >= 6
+
+    for month in (1, 2, 3):
+        _step(page, month)
+    after = _settled_images(page, before)
+    page.screenshot(path=tmp_path / "month3.png", full_page=True)
+    assert _month(page) == 3
+    assert sum(a != b for a, b in zip(before, after, strict=True)) >= 5  # the plots moved on
+
+    # a second tab gets its own model: it starts at month 0 and does not move the first tab
+    other = _open(context, server, requests)
+    _step(other, 1)
+    assert _month(other) == 1 and _month(page) == 3
+    other.close()
+
+    page.get_by_text("Repo desk on", exact=True).click()  # Vuetify's ripple covers the box
+    page.wait_for_function("document.querySelector('input[aria-checked=\"true\"]') !== null",
+                           timeout=WAIT_MS)
+    assert page.get_by_label("Repo desk on").is_checked()
+    page.get_by_role("button", name="Reset").click()
+    page.get_by_text(re.compile(r"· repo desk on")).wait_for(timeout=WAIT_MS)  # case matters
+    assert _month(page) == 0
+    _step(page, 1)
+    page.screenshot(path=tmp_path / "repo_on.png", full_page=True)
+    context.close()
+
+    hosts = {urlparse(u).hostname for u in requests if urlparse(u).scheme in ("http", "https",
+                                                                              "ws", "wss")}
+    assert hosts <= LOCAL_HOSTS, f"requests left the machine: {hosts - LOCAL_HOSTS}"
+    for name in ("month0.png", "month3.png", "repo_on.png"):
+        assert (tmp_path / name).stat().st_size > 20_000
+
+
+@pytest.fixture
+def no_browser(monkeypatch, tmp_path):
+    """A machine without Chromium and without apt-get."""
+    import conftest
+
+    monkeypatch.setattr(conftest, "CHROMIUM", tmp_path / "chromium")
+    monkeypatch.setattr(conftest.shutil, "which", lambda _name: None)
+    return conftest
+
+
+def test_missing_browser_skips_with_a_reason(no_browser, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    assert "apt-get is not available" in no_browser.ensure_chromium()
+    with pytest.raises(pytest.skip.Exception, match="headless Chromium unavailable"):
+        no_browser.require_chromium()
+
+
+def test_missing_browser_fails_under_ci(no_browser, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get is not available"):
+        no_browser.require_chromium()
