@@ -71,8 +71,8 @@ class BuyerBook:
         """PV of expected net rent per GPU for each (row, generation); see module docstring."""
         e = env.cfg
         m = np.arange(1, self._mmax + 1, dtype=float)
-        mu = np.log1p(-e.rent_deflation) + extrap  # (R, G)
-        growth = np.exp(mu[:, :, None] * m[None, None, :] / 12.0)  # (R, G, M)
+        mu = np.log1p(-e.rent_deflation) + extrap  # (R, G) or (1, G) when common to all rows
+        growth = np.exp(mu[:, :, None] * m[None, None, :] / 12.0)  # (R or 1, G, M)
         cost = env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu  # (G,)
         net = e.utilisation * env.rent[None, :, None] * HOURS_PER_MONTH * growth - cost[None, :,
                                                                                         None]
@@ -86,7 +86,13 @@ class BuyerBook:
         """Reservation price of every buyer for every generation, (K, G)."""
         if self.n == 0:
             return np.zeros((0, env.n_gen))
-        return self._pv(env, self._disc, self.life, self.integration, self.extrap)
+        x = self.extrap
+        if (x == x[0]).all():
+            # expectations are common to all buyers (``adapt`` moves every row alike), so the
+            # value depends on the buyer's type only: one row per type, not one per buyer
+            return self._pv(env, self._t_disc, self._t_life, self._t_integration,
+                            x[:1])[self.type_idx]
+        return self._pv(env, self._disc, self.life, self.integration, x)
 
     def fundamental(self, env: Environment) -> np.ndarray:
         """Value in best use (Shleifer & Vishny 1992, J. Finance 47(4)): the highest reservation
@@ -94,7 +100,7 @@ class BuyerBook:
         and never below the salvage value. The fire-sale discount is measured against it."""
         if self._t_disc is None:
             return np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
-        zero = np.zeros((len(self._t_life), env.n_gen))
+        zero = np.zeros((1, env.n_gen))  # x = 0 for every type
         best = self._pv(env, self._t_disc, self._t_life, self._t_integration, zero).max(axis=0)
         salvage = self.cfg.salvage_floor * env.list_price
         return np.where(env.shipping, np.maximum(best, salvage), 0.0)

@@ -84,9 +84,9 @@ class LenderBook:
         """
         book = env.list_price * np.clip(1.0 - np.maximum(env.age, 0) / ACCOUNTING_LIFE_MONTHS,
                                         0.0, 1.0)
-        market = price_hist[t]
-        appraisal = price_hist[max(0, t - lag + 1): t + 1].mean(axis=0)
-        table = np.vstack([book, appraisal, market])  # (3, G)
+        window = price_hist[max(0, t - lag + 1): t + 1]
+        appraisal = np.add.reduce(window, axis=0) / len(window)  # the mean, without its wrapper
+        table = np.array([book, appraisal, price_hist[t]])  # (3, G): book, appraisal, market
         return table[self.mark_rule]
 
     def add_inventory(self, units: np.ndarray, t: int) -> None:

@@ -131,6 +131,7 @@ def call_auction(
     bid_qty: np.ndarray,
     bid_price: np.ndarray,
     k: float = 0.5,
+    validate: bool = True,
 ) -> AuctionResult:
     """Uniform-price sealed call auction (a multi-unit *k*-double auction).
 
@@ -181,6 +182,10 @@ def call_auction(
         Buyers' integer unit quantities (``>= 0``) and limit (reservation) prices.
     k:
         Weight on the upper end of the clearing interval, in ``[0, 1]``.
+    validate:
+        ``False`` skips the input checks and conversions below, for a caller (the model)
+        that passes 1-D int64 quantities and finite, non-negative float64 prices of equal
+        lengths; the unit limit is checked either way.
 
     Raises
     ------
@@ -191,14 +196,17 @@ def call_auction(
     """
     if not 0.0 <= k <= 1.0:  # also rejects nan
         raise ValueError(f"k must be in [0, 1], got {k!r}")
-    aq = _as_units(ask_qty, "ask_qty")
-    ap = _as_prices(ask_price, "ask_price")
-    bq = _as_units(bid_qty, "bid_qty")
-    bp = _as_prices(bid_price, "bid_price")
-    if aq.shape != ap.shape:
-        raise ValueError(f"ask_qty and ask_price lengths differ: {aq.size} != {ap.size}")
-    if bq.shape != bp.shape:
-        raise ValueError(f"bid_qty and bid_price lengths differ: {bq.size} != {bp.size}")
+    if validate:
+        aq = _as_units(ask_qty, "ask_qty")
+        ap = _as_prices(ask_price, "ask_price")
+        bq = _as_units(bid_qty, "bid_qty")
+        bp = _as_prices(bid_price, "bid_price")
+        if aq.shape != ap.shape:
+            raise ValueError(f"ask_qty and ask_price lengths differ: {aq.size} != {ap.size}")
+        if bq.shape != bp.shape:
+            raise ValueError(f"bid_qty and bid_price lengths differ: {bq.size} != {bp.size}")
+    else:
+        aq, ap, bq, bp = ask_qty, ask_price, bid_qty, bid_price
 
     # Ask units ascending, bid units descending (stable: ties keep row order).
     a_ord = ap.argsort(kind="stable")

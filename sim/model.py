@@ -57,6 +57,15 @@ def lead_of(rows_b: np.ndarray, rows_l: np.ndarray, n_borrowers: int) -> np.ndar
     return lead
 
 
+def _column(x, kind: type, n: int) -> list:
+    """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies."""
+    if isinstance(x, np.ndarray):
+        return x.astype(kind, copy=False).tolist()
+    if isinstance(x, list):
+        return x
+    return [kind(x)] * n
+
+
 class LiquidationModel(mesa.Model):
     """The GPU liquidation market. ``LiquidationModel(scenario, rng=seed)``.
 
@@ -187,15 +196,27 @@ class LiquidationModel(mesa.Model):
         self.events.append((self.env.t, name, agent, int(idx), int(gen), int(units),
                             float(amount), float(price)))
 
-    def _trades(self, name: str, agent: str, units: np.ndarray, gen: int, price: float) -> None:
-        """Log one event per participant with a non-zero fill (vectorised)."""
-        idx = np.flatnonzero(units)
+    def _events(self, name, agent, idx: np.ndarray, gen=-1, units=0, amount=0.0,
+                price=0.0) -> None:
+        """Log one event per entry of ``idx`` at once (a vectorised :meth:`_event`): each other
+        field is one value for all, or an array (a list for ``name``, ``agent``) along ``idx``."""
         n = len(idx)
         if n:
-            u = units[idx]
-            self.events.extend(zip([self.env.t] * n, [name] * n, [agent] * n, idx.tolist(),
-                                   [int(gen)] * n, u.tolist(), (u * price).tolist(),
-                                   [float(price)] * n, strict=True))
+            self.events.extend(zip([self.env.t] * n, _column(name, str, n),
+                                   _column(agent, str, n), _column(idx, int, n),
+                                   _column(gen, int, n), _column(units, int, n),
+                                   _column(amount, float, n), _column(price, float, n),
+                                   strict=True))
+
+    def _trades(self, name: str, agent: str, units: np.ndarray, gen: int, price: float) -> None:
+        """Log one event per participant with a non-zero fill (vectorised)."""
+        idx = units.nonzero()[0]
+        u = units[idx]
+        self._events(name, agent, idx, gen, u, u * price, price)
+
+    def _kind_names(self, idx: np.ndarray) -> list[str]:
+        """``miner`` / ``neocloud`` for each borrower in ``idx``."""
+        return [KIND_NAMES[k] for k in self.borrowers.kind[idx].tolist()]
 
     @property
     def month(self) -> int:
@@ -238,12 +259,13 @@ class LiquidationModel(mesa.Model):
             if s.kind == "buyer_capital":
                 before = self.buyers.capital.sum()
                 self.buyers.shock_capital(s.size)
-                self._outside("buyer_capital", self.buyers.capital.sum() - before)
+                if not self.buyers.unlimited:  # unlimited buyers' capital is off the books
+                    self._outside("buyer_capital", self.buyers.capital.sum() - before)
             elif s.kind == "guarantor_exit":
                 hit = self.borrowers.guaranteed & (self.rng.random(self.borrowers.n) < s.size)
                 self.borrowers.guaranteed &= ~hit
                 self.borrowers.tenant_gone |= hit
-                for i in np.flatnonzero(hit):
+                for i in hit.nonzero()[0]:
                     self._event("guarantee_withdrawn", "borrower", i)
             elif s.kind == "funding":
                 self._run_on(np.ones(self.lenders.n, bool), s.size, outside_only=True)
@@ -255,6 +277,7 @@ class LiquidationModel(mesa.Model):
         b.update_contracts(env, self.rng,
                            c.tenant_default_stress if env.stress else c.tenant_default_calm)
         rev, opex = b.operating(env)
+        alive = b.alive
         b.cash += rev - opex
         self._outside("tenants", rev.sum())
         self._outside("opex", -opex.sum())
@@ -266,11 +289,11 @@ class LiquidationModel(mesa.Model):
         due_int = np.where(L.active, L.accrued + interest, 0.0)
         due_prin = np.where(L.active, L.overdue + amort, 0.0)
         due = L.by_borrower(due_int + due_prin, b.n)
-        short = np.maximum(due - b.cash, 0.0) * b.alive
+        short = np.maximum(due - b.cash, 0.0) * alive
 
         # pecking order: BTC treasury (unpledged coins), then the revolver
         if self._sell_free_btc(short):
-            short = np.maximum(due - b.cash, 0.0) * b.alive
+            short = np.maximum(due - b.cash, 0.0) * alive
         self._draw_revolvers(short)
 
         pay = np.minimum(np.maximum(b.cash, 0.0), due)
@@ -279,17 +302,18 @@ class LiquidationModel(mesa.Model):
         self.lenders.cash += L.by_lender(paid, self.lenders.n)
 
         arrears = L.by_borrower(L.arrears, b.n)
-        late = (arrears > 1.0) & b.alive
+        late = (arrears > 1.0) & alive
         b.arrears_months = np.where(late, b.arrears_months + 1, 0)
         # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
         sched = L.by_borrower(np.where(L.active & (t < L.maturity), interest +
                                        np.minimum(L.orig_amort, outstanding), 0.0), b.n)
         ratio = np.divide(rev - opex, sched, out=np.full(b.n, 10.0), where=sched > 0)
-        b.dscr = np.where(b.alive, 0.5 * b.dscr + 0.5 * np.clip(ratio, -10, 10), b.dscr)
+        clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
+        b.dscr = np.where(alive, 0.5 * b.dscr + 0.5 * clipped, b.dscr)
         self._repay_revolvers()
         # cash above the target buffer leaves the firm (growth capex, dividends, buybacks)
-        keep = b.payout_months * (b.opex + L.by_borrower(due_int + due_prin, b.n))
-        out = np.where(b.alive & (b.call_months < 0), np.maximum(b.cash - keep, 0.0), 0.0)
+        keep = b.payout_months * (b.opex + due)
+        out = np.where(alive & (b.call_months < 0), np.maximum(b.cash - keep, 0.0), 0.0)
         b.cash -= out
         self._outside("payouts", -out.sum())
 
@@ -324,7 +348,7 @@ class LiquidationModel(mesa.Model):
         req_l = np.bincount(self.lead, weights=req, minlength=lb.n)
         scale = np.divide(np.maximum(lb.cash, 0.0), req_l, out=np.ones(lb.n), where=req_l > 0)
         draw = req * np.minimum(scale, 1.0)[self.lead]
-        rows = np.flatnonzero(rv)
+        rows = rv.nonzero()[0]
         L.principal[rows] += draw[L.borrower[rows]]
         b.cash += draw
         lb.cash -= np.bincount(self.lead, weights=draw, minlength=lb.n)
@@ -332,7 +356,7 @@ class LiquidationModel(mesa.Model):
     def _repay_revolvers(self) -> None:
         """Cash above three months of opex repays the revolver."""
         b, L = self.borrowers, self.loans
-        rows = np.flatnonzero(L.revolver & L.active & (L.principal > 0))
+        rows = (L.revolver & L.active & (L.principal > 0)).nonzero()[0]
         if len(rows) == 0:
             return
         bi = L.borrower[rows]
@@ -360,8 +384,9 @@ class LiquidationModel(mesa.Model):
         debt, coll, ltv = self._facility_ltv(marks)
         alive = b.alive
         new_call = alive & (b.call_months < 0) & (ltv > lc.ltv_max)
-        for i in np.flatnonzero(new_call):
-            self._event("margin_call", KIND_NAMES[b.kind[i]], i, amount=debt[i], price=ltv[i])
+        called = new_call.nonzero()[0]
+        self._events("margin_call", self._kind_names(called), called, amount=debt[called],
+                     price=ltv[called])
         b.call_months[new_call] = 0
         open_call = alive & (b.call_months >= 0)
         if open_call.any():
@@ -385,14 +410,14 @@ class LiquidationModel(mesa.Model):
             bi = L.borrower[due]
             ok = ((ltv[bi] <= lc.refi_ltv) & (b.dscr[bi] >= lc.dscr_min)
                   & (b.arrears_months[bi] == 0) & (lb.status[L.lender[due]] == NORMAL))
-            rows = np.flatnonzero(due)
+            rows = due.nonzero()[0]
             roll = rows[ok]
             L.maturity[roll] += b.term[L.borrower[roll]]
             L.orig_amort[roll] = L.principal[roll] * b.amort_rate[L.borrower[roll]] / 12.0
             L.rate[roll] = self.cfg.environment.sofr + b.spread[L.borrower[roll]]
-            for r in rows[~ok]:
-                self._event("refinancing_refused", "lender", L.lender[r],
-                            amount=L.principal[r])
+            refused = rows[~ok]
+            self._events("refinancing_refused", "lender", L.lender[refused],
+                         amount=L.principal[refused])
         return marks
 
     # ---------------------------------------------------------------- 4. defaults
@@ -401,23 +426,28 @@ class LiquidationModel(mesa.Model):
         payment = b.alive & (b.arrears_months > lc.grace_months)
         covenant = b.alive & (b.call_months > lc.cure_months)
         trig = payment | covenant
-        dead = np.flatnonzero(trig)
+        dead = trig.nonzero()[0]
         if len(dead) == 0:
             return
         debt, coll, _ = self._facility_ltv(marks)
         pos = np.full(b.n, -1)
         pos[dead] = np.arange(len(dead))
-        rows = np.flatnonzero(L.active & trig[L.borrower])
+        rows = (L.active & trig[L.borrower]).nonzero()[0]
         ead = L.exposure[rows]
         group = pos[L.borrower[rows]]
-        # repossession: GPUs split over the facility's lenders in proportion to exposure
-        for g in range(self.n_gen):
-            units = largest_remainder(b.fleet[dead, g], ead, group)
-            per_lender = np.bincount(L.lender[rows], weights=units, minlength=lb.n)
-            lb.add_inventory(np.eye(1, self.n_gen, g, dtype=np.int64)
-                             * per_lender.astype(np.int64)[:, None], env.t)
-            for r_i in np.flatnonzero(units):
-                self._event("repossession", "lender", L.lender[rows[r_i]], g, units[r_i])
+        # repossession: GPUs split over the facility's lenders in proportion to exposure, all
+        # generations at once: one apportionment group per (facility, generation), its members
+        # in row order as when the generations were split one by one
+        n_gen = self.n_gen
+        gens = np.arange(n_gen)
+        units = largest_remainder(b.fleet[dead].ravel(), np.repeat(ead, n_gen),
+                                  (group[:, None] * n_gen + gens).ravel()).reshape(-1, n_gen)
+        holder = L.lender[rows]
+        per_lender = np.bincount((holder[:, None] * n_gen + gens).ravel(),
+                                 weights=units.ravel(), minlength=lb.n * n_gen)
+        lb.add_inventory(per_lender.astype(np.int64).reshape(lb.n, n_gen), env.t)
+        got_g, got_r = units.T.nonzero()  # events by generation, then by row
+        self._events("repossession", "lender", holder[got_r], got_g, units[got_r, got_g])
         # seize cash and BTC (sold at once) up to the exposure
         btc_cash = b.btc[dead] * env.btc
         self._outside("btc_sales", btc_cash.sum())
@@ -447,10 +477,9 @@ class LiquidationModel(mesa.Model):
         b.fleet[dead] = 0
         b.status[dead] = DEFAULTED
         b.call_months[dead] = -1
-        for i in dead:
-            reason = "default_payment" if payment[i] else "default_covenant"
-            self._event(reason, KIND_NAMES[b.kind[i]], i, units=0, amount=debt[i],
-                        price=coll[i])
+        reasons = np.where(payment[dead], "default_payment", "default_covenant").tolist()
+        self._events(reasons, self._kind_names(dead), dead, units=0, amount=debt[dead],
+                     price=coll[dead])
         self.new_defaults = np.bincount(b.kind[dead], minlength=2)
 
     # ---------------------------------------------------------------- 5. orders
@@ -482,8 +511,8 @@ class LiquidationModel(mesa.Model):
                 desk.lent += loan.sum()
                 desk.cash -= loan.sum()
                 patient_units = patient_units + moved
-                for i in np.flatnonzero(loan):
-                    self._event("repo_loan", "lender", i, amount=loan[i])
+                lent = loan.nonzero()[0]
+                self._events("repo_loan", "lender", lent, amount=loan[lent])
         forced_units = lb.inventory - patient_units
         patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
         # a line financed by repo is sold as soon as a buyer pays what the desk's haircut
@@ -512,26 +541,26 @@ class LiquidationModel(mesa.Model):
     # ---------------------------------------------------------------- 6. market
     def _phase_market(self, books: dict) -> None:
         env, lb, b, desk, buyers = self.env, self.lenders, self.borrowers, self.desk, self.buyers
-        n_l, n_b = lb.n, b.n
+        n_l = lb.n
         self._reset_month()
         reservation = buyers.reservation(env)
         self.reservation = reservation
         self.sale_proceeds = np.zeros(b.n)
         floor_bid = desk.floor_bid(self.price, self.fundamental)
-        order = np.argsort(-env.launch, kind="stable")
-        for g in order:
-            if not env.shipping[g]:
+        # every generation's book of asks at once, one row per order (forced lenders, patient
+        # lenders, borrowers, the desk): settling one generation never moves another's asks
+        asks = np.concatenate((books["forced"], books["patient"], books["b_units"],
+                               desk.holdings[None, :]))
+        ask_prices = np.empty(asks.shape)
+        ask_prices[:n_l] = books["floor"]
+        ask_prices[n_l: 2 * n_l] = books["patient_price"]
+        ask_prices[2 * n_l: -1] = books["b_price"]
+        ask_prices[-1] = self.fundamental
+        offered = asks.any(axis=0) & env.shipping
+        for g in np.argsort(-env.launch, kind="stable"):
+            if not offered[g]:
                 continue
-            forced = books["forced"][:, g].copy()  # settlement updates the book in place
-            patient = books["patient"][:, g]
-            ask_qty = np.concatenate((forced, patient, books["b_units"][:, g],
-                                      desk.holdings[g: g + 1]))
-            ask_price = np.concatenate((np.full(n_l, books["floor"][g]),
-                                        books["patient_price"][:, g],
-                                        np.full(n_b, books["b_price"][g]),
-                                        self.fundamental[g: g + 1]))
-            if ask_qty.sum() == 0:
-                continue
+            ask_qty = asks[:, g]
             if self.cfg.market.mode == "parametric":
                 fills, price, bfill_ext = self._parametric(g, ask_qty)
                 bid_fills = np.zeros(buyers.n, dtype=np.int64)
@@ -547,16 +576,23 @@ class LiquidationModel(mesa.Model):
                 bid_qty = np.minimum(np.concatenate((np.where(reservation[:, g] > 0, cap, 0),
                                                      [desk_qty, salv_qty])), supply)
                 bid_price = np.concatenate((reservation[:, g], [desk_price, books["floor"][g]]))
-                res = call_auction(ask_qty, ask_price, bid_qty, bid_price, k=self.cfg.market.k)
+                # orders for no units are left out of the book: the outcome is the same
+                a_rows, b_rows = ask_qty.nonzero()[0], bid_qty.nonzero()[0]
+                res = call_auction(ask_qty[a_rows], ask_prices[a_rows, g], bid_qty[b_rows],
+                                   bid_price[b_rows], k=self.cfg.market.k, validate=False)
                 if res.volume == 0:
-                    self.month_overhang[g] = forced.sum()
+                    self.month_overhang[g] = books["forced"][:, g].sum()
                     continue
-                price, fills = res.price, res.ask_fills
-                bid_fills = res.bid_fills[: buyers.n]
-                desk_fill, salvage_fill = int(res.bid_fills[-2]), int(res.bid_fills[-1])
+                price = res.price
+                fills = np.zeros(len(ask_qty), dtype=np.int64)
+                fills[a_rows] = res.ask_fills
+                all_bids = np.zeros(len(bid_qty), dtype=np.int64)
+                all_bids[b_rows] = res.bid_fills
+                bid_fills = all_bids[: buyers.n]
+                desk_fill, salvage_fill = int(all_bids[-2]), int(all_bids[-1])
                 filled = res.bid_fills > 0
-                self.month_above_reservation = max(self.month_above_reservation,
-                                                   float((price - bid_price[filled]).max()))
+                self.month_above_reservation = max(
+                    self.month_above_reservation, float((price - bid_price[b_rows][filled]).max()))
                 pay = buyers.settle(bid_fills, price, g, env.kw[g])
                 if buyers.unlimited:
                     self._outside("buyer_capital", pay.sum())
@@ -567,14 +603,15 @@ class LiquidationModel(mesa.Model):
                 self.salvage_units[g] += salvage_fill
                 self._outside("salvage", salvage_fill * price)
                 self.month_salvage[g] = salvage_fill
-            self._settle_sellers(g, fills, price, books)
+            self._settle_sellers(g, fills, price)
             self.traded[g] = True
             self.clearing[g] = price
             self.month_volume[g] = int(fills.sum())
-            self.month_forced[g] = int(fills[:n_l].sum())
-            self.month_overhang[g] = int(forced.sum() - fills[:n_l].sum())
-            self.forced_value += fills[:n_l].sum() * price
-            self.forced_fundamental += fills[:n_l].sum() * self.fundamental[g]
+            forced_sold = fills[:n_l].sum()
+            self.month_forced[g] = int(forced_sold)
+            self.month_overhang[g] = int(books["forced"][:, g].sum() - forced_sold)
+            self.forced_value += forced_sold * price
+            self.forced_fundamental += forced_sold * self.fundamental[g]
             self._trades("purchase", "buyer", bid_fills, g, price)
             if salvage_fill:
                 self._event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
@@ -593,7 +630,10 @@ class LiquidationModel(mesa.Model):
         price = float(parametric_price(self.fundamental[g], q, stock, self.cfg.market.alpha))
         return ask_qty.copy(), price, q
 
-    def _settle_sellers(self, g: int, fills: np.ndarray, price: float, books: dict) -> None:
+    def _settle_sellers(self, g: int, fills: np.ndarray, price: float,
+                        books: dict | None = None) -> None:
+        """Settle the sellers' side of generation ``g``'s trades; ``books``, if given, is
+        left holding the lenders' unsold forced and patient orders."""
         lb, b, desk = self.lenders, self.borrowers, self.desk
         n_l, n_b = lb.n, b.n
         lender_units = fills[:n_l] + fills[n_l: 2 * n_l]
@@ -601,8 +641,9 @@ class LiquidationModel(mesa.Model):
             sold = np.zeros((n_l, self.n_gen), dtype=np.int64)
             sold[:, g] = lender_units
             lb.remove_inventory(sold)
-            books["forced"][:, g] -= fills[:n_l]
-            books["patient"][:, g] -= fills[n_l: 2 * n_l]
+            if books is not None:
+                books["forced"][:, g] -= fills[:n_l]
+                books["patient"][:, g] -= fills[n_l: 2 * n_l]
             proceeds = lender_units * price
             rec, surplus = lb.apply_recovery(proceeds)
             self.recovered_total += rec.sum()
@@ -614,13 +655,16 @@ class LiquidationModel(mesa.Model):
             self._outside("estate_surplus", -surplus.sum())
             self._trades("sale", "lender", lender_units, g, price)
         b_units = fills[2 * n_l: 2 * n_l + n_b]
-        if b_units.any():
+        sellers = b_units.nonzero()[0]
+        if len(sellers):
             b.fleet[:, g] -= b_units
             proceeds = b_units * price
             b.cash += proceeds
             self.sale_proceeds += proceeds
-            for code, kind in enumerate(KIND_NAMES):
-                self._trades("sale", kind, np.where(b.kind == code, b_units, 0), g, price)
+            sellers = sellers[np.argsort(b.kind[sellers], kind="stable")]  # miners first
+            units = b_units[sellers]
+            self._events("sale", self._kind_names(sellers), sellers, g, units, units * price,
+                         price)
         d = int(fills[-1])
         if d:
             basis = desk.cost_basis[g] * d / desk.holdings[g]
@@ -682,6 +726,8 @@ class LiquidationModel(mesa.Model):
 
     def _run_on(self, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
         """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
+        if not who.any():  # nobody is run on: every amount below would be zero
+            return
         lb = self.lenders
         ib = self.interbank * who[:, None] * (0.0 if outside_only else rate)
         out = lb.outside * who * rate
@@ -724,7 +770,7 @@ class LiquidationModel(mesa.Model):
         liab = np.zeros((n + 1, n + 1))
         liab[:n, :n] = self.interbank
         liab[:n, n] = lb.outside + lb.repo_debt
-        e = np.r_[np.maximum(ext, 0.0), 0.0]
+        e = np.concatenate((np.maximum(ext, 0.0), [0.0]))
         c = self.cfg.contagion
         p = rogers_veraart(liab, e, c.alpha, c.beta)
         lbar = liab.sum(axis=1)
@@ -751,14 +797,14 @@ class LiquidationModel(mesa.Model):
         self._estates_pay_out()
         in_default = self._clear_funding()
         new_fail = in_default & (lb.status != FAILED)
-        for i in np.flatnonzero(new_fail):
-            self._event("lender_failure", "lender", i, amount=lb.equity[i])
+        failed = new_fail.nonzero()[0]
+        self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
         lb.status[new_fail] = FAILED
         ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
         floor = lc.capital_floor * lb.capital_ratio0
         stress = (lb.status == NORMAL) & (ratio < floor)
-        for i in np.flatnonzero(stress):
-            self._event("deleveraging", "lender", i, amount=lb.equity[i])
+        weak = stress.nonzero()[0]
+        self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
         lb.status[stress] = DELEVERAGING
         heal = (lb.status == DELEVERAGING) & (ratio >= 1.2 * floor)
         lb.status[heal] = NORMAL

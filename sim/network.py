@@ -24,33 +24,59 @@ import numpy as np
 from sim.config import ConfigError, NetworkCfg
 
 MAX_EDGELIST_ROWS = 1_000_000
+SYNDICATE_BLOCK = 4096  # borrowers per block of syndicate draws (memory: block x n_lenders)
 MAX_EDGELIST_BYTES = 128 * 2**20  # 1M rows of 'creditor debtor weight' with room for comments
+
+
+def _top_k(keys: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the k largest keys of each row, largest first, ties to the lower column:
+    the first k columns of a stable argsort of -keys, found by partition (linear per row)."""
+    neg = -keys
+    if k >= keys.shape[1]:
+        return np.argsort(neg, axis=1, kind="stable")
+    part = np.argpartition(neg, k - 1, axis=1)[:, :k]
+    order = np.lexsort((part, np.take_along_axis(neg, part, axis=1)), axis=-1)
+    return np.take_along_axis(part, order, axis=1)
 
 
 def syndicates(n_borrowers: int, n_lenders: int, cfg: NetworkCfg,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Loan rows (borrower, lender, share) of the syndicated facilities, lead row first."""
+    """Loan rows (borrower, lender, share) of the syndicated facilities, lead row first.
+
+    The random keys are drawn in blocks of ``SYNDICATE_BLOCK`` borrowers (the same stream as
+    one n_borrowers x n_lenders draw), so memory stays O(block x n_lenders + n_borrowers x k).
+    """
     k = np.minimum(1 + rng.poisson(max(cfg.syndicate - 1.0, 0.0), n_borrowers), n_lenders)
     if n_borrowers == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     n_core = max(1, int(round(cfg.core_share * n_lenders)))
+    kmax = int(k.max())
+    blocks = [(lo, min(lo + SYNDICATE_BLOCK, n_borrowers))
+              for lo in range(0, n_borrowers, SYNDICATE_BLOCK)]
     if cfg.kind == "scale_free":
-        chosen = _preferential(k, n_lenders, rng)
+        chosen = _preferential(k, n_lenders, rng)[:, :kmax]
     else:
         w = np.ones(n_lenders)
         if cfg.kind == "core_periphery":
             w[:n_core] = 4.0 * max(n_lenders - n_core, 1) / n_core
         # weighted sampling without replacement by Gumbel top-k (Vieira 2014; Efraimidis &
         # Spirakis 2006): the k largest log w + Gumbel keys
-        keys = np.log(w)[None, :] + rng.gumbel(size=(n_borrowers, n_lenders))
-        chosen = np.argsort(-keys, axis=1, kind="stable")
-    mask = np.arange(n_lenders)[None, :] < k[:, None]
+        logw = np.log(w)[None, :]
+        chosen = np.concatenate([_top_k(logw + rng.gumbel(size=(hi - lo, n_lenders)), kmax)
+                                 for lo, hi in blocks])
+    mask = np.arange(kmax)[None, :] < k[:, None]
     rows_b = np.repeat(np.arange(n_borrowers), k)
     rows_l = chosen[mask]
-    # shares: flat Dirichlet (normalised exponentials), the largest to the lead (first) row
-    raw = np.where(mask, rng.exponential(size=(n_borrowers, n_lenders)), 0.0)
-    raw = -np.sort(-raw, axis=1)
-    shares = (raw / raw.sum(axis=1, keepdims=True))[mask]
+    # shares: flat Dirichlet (normalised exponentials), the largest to the lead (first) row.
+    # Only the first k of each row's n_lenders draws are used. The row sums run over a width
+    # whose pairwise summation adds the same numbers in the same order as a full row would
+    # (its entries beyond column k are zeros), so the shares are the same to the bit.
+    width = n_lenders if n_lenders <= 129 or kmax > 65 else 65
+    raw = np.zeros((n_borrowers, width))
+    for lo, hi in blocks:
+        raw[lo:hi, :kmax] = rng.exponential(size=(hi - lo, n_lenders))[:, :kmax]
+    raw[:, :kmax] = -np.sort(-np.where(mask, raw[:, :kmax], 0.0), axis=1)
+    shares = (raw[:, :kmax] / raw.sum(axis=1, keepdims=True))[mask]
     return rows_b.astype(np.int64), rows_l.astype(np.int64), shares
 
 
