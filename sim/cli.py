@@ -116,7 +116,7 @@ def run(
     summary = store.write_run(model, outdir)
     if figures:
         from sim.plots import write_figures
-        write_figures(model, outdir)
+        store.write_manifest(outdir, model.cfg, extra=write_figures(model, outdir))
     out_console.print(_summary_table(summary))
     out_console.print(f"results written to {outdir}/")
 
@@ -175,6 +175,197 @@ def scenarios() -> None:
     """List the shipped scenarios."""
     for name in list_scenarios():
         out_console.print(name)
+
+
+@app.command()
+def verify(
+    directory: Annotated[Path, typer.Argument(help="A results directory (with manifest.json)")],
+) -> None:
+    """Re-run a results directory from its manifest: exit 0 if reproduced exactly, 1 if not."""
+    from sim.provenance import verify as run_verify
+
+    try:
+        report = run_verify(directory)
+    except ConfigError as e:
+        _fail(str(e))
+    for line in report.lines():
+        out_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def analyze(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep output directory")],
+    out: Annotated[Path | None, typer.Option(help="Where to write (default: DIR/analysis)")
+                   ] = None,
+) -> None:
+    """Tables (CSV), figures (PNG) and a self-contained report.html of a finished sweep."""
+    from sim.analyze import analyze as run_analysis
+
+    try:
+        if out is not None:
+            _check_writable(out)
+        paths = run_analysis(directory, out)
+    except ConfigError as e:
+        _fail(str(e))
+    out_console.print(f"{len(paths)} files written to {paths[-1].parent}/ "
+                      f"(open {paths[-1].name})")
+
+
+@app.command()
+def validate(
+    out: Annotated[Path, typer.Option(help="Output directory")] = Path("results/validation"),
+    quick: Annotated[bool, typer.Option(help="Reduced Gai-Kapadia experiment (N = 200, "
+                                             "fewer degrees and draws)")] = False,
+) -> None:
+    """Validation suite: classic models and observed episodes; exit 1 if any check fails."""
+    from sim import validate as val
+
+    try:
+        _check_writable(out)
+    except ConfigError as e:
+        _fail(str(e))
+    result = val.run_all(quick=quick, progress=lambda m: err_console.print(
+        f"validate: {m}", markup=False, highlight=False))
+    path = val.write_report(result, out)
+    t = Table(title=f"liqsim validate ({'quick' if quick else 'full'})")
+    for col in ("check", "measured", "result"):
+        t.add_column(col)
+    for c in result["checks"]:
+        t.add_row(f"{c.id} {c.name}", c.measured, "PASS" if c.passed else "FAIL")
+    out_console.print(t)
+    out_console.print(f"report written to {path}", markup=False, highlight=False)
+    if not all(c.passed for c in result["checks"]):
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="Small sizes and few repeats (a smoke run)")] = False,
+    sweeps: Annotated[bool, typer.Option(help="Also time sweeps against Mesa batch_run")] = False,
+    repeats: Annotated[int, typer.Option(parser=_int_flag(1, 1000), metavar="N",
+                                         help="Timed baseline runs (1..1000)")] = 20,
+    max_borrowers: Annotated[int, typer.Option(parser=_int_flag(100, 100_000), metavar="N",
+                                               help="Largest scaling size (100..100000)")
+                             ] = 100_000,
+    out: Annotated[Path, typer.Option(help="Output directory")] = Path("results/bench"),
+) -> None:
+    """Time liqsim against Mesa's BoltzmannWealth, its scaling, and check golden outputs."""
+    from sim.bench import run_bench
+
+    try:
+        _check_writable(out)
+    except ConfigError as e:
+        _fail(str(e))
+    res = run_bench(out, quick=quick, sweeps=sweeps, repeats=repeats,
+                    max_borrowers=max_borrowers,
+                    log=lambda m: err_console.print(f"bench: {m}", markup=False))
+    b, s = res["baseline"], res["scaling"]
+    t = Table(title="liqsim bench (medians after warm-up)", show_header=False)
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("baseline run", f"{1000 * b['median_s']:.1f} ms")
+    t.add_row("agent-steps/s (liqsim / Boltzmann)",
+              f"{b['agent_steps_per_s']:,.0f} / {res['boltzmann']['agent_steps_per_s']:,.0f}"
+              f" = {res['ratio_vs_boltzmann']:.2f}x")
+    exp = s["exponent"]
+    t.add_row("time exponent over 1k..100k borrowers", "n/a" if exp is None else f"{exp:.2f}")
+    for p in s["points"]:
+        t.add_row(f"{p['borrowers']:,} borrowers", f"failed: {p['error']}" if "error" in p
+                  else f"{p['wall_s']:.2f} s, {p['peak_rss_mb']:,.0f} MB ({p['months']} months)")
+    t.add_row("outputs identical to golden", str(res["verdicts"]["outputs_identical"]))
+    if "sweeps" in res:
+        t.add_row("sweeps", "skipped" if "skipped" in res["sweeps"] else "measured")
+    out_console.print(t)
+    out_console.print(f"results written to {out}/")
+
+
+@app.command(name="app")
+def app_(
+    scenario: Annotated[str | None, typer.Argument(help="Scenario the page starts on "
+                                                        "(default: baseline)")] = None,
+    port: Annotated[int, typer.Option(parser=_int_flag(1, 65535), metavar="N",
+                                      help="Port (1..65535)")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+) -> None:
+    """Serve the interactive fire-sale app (Mesa SolaraViz) at http://HOST:PORT, offline."""
+    try:
+        load_scenario(scenario)
+    except ConfigError as e:
+        _fail(str(e))
+    from sim.app import check_port, serve
+
+    try:
+        check_port(host, port)
+    except ConfigError as e:
+        _fail(str(e))
+    err_console.print(f"liqsim app: http://{host}:{port}/  (Ctrl-C to stop)", markup=False)
+    raise typer.Exit(serve(host, port, scenario))
+
+
+@app.command()
+def animate(
+    scenario: Annotated[str | None, typer.Argument(help="Scenario TOML file or shipped name "
+                                                        "(default: baseline)")] = None,
+    out: Annotated[Path | None, typer.Option(help="GIF to write (default: "
+                                                  "results/<name>/cascade.gif)")] = None,
+    seed: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
+                                             help="Random seed")] = None,
+    months: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
+                                               help="Months to simulate (one frame each)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, key.path=value "
+                                                                 "(repeatable)")] = None,
+    fps: Annotated[int, typer.Option(parser=_int_flag(1, 30), metavar="N",
+                                     help="Frames (months) per second (1..30)")] = 3,
+) -> None:
+    """Write a GIF of the cascade: network and price paths, one frame per month."""
+    from sim.animate import animate as run_animate
+    from sim.animate import check_gif_path
+
+    try:
+        cfg = load_scenario(scenario, set_ or [], seed=seed, months=months)
+        path = check_gif_path(out if out is not None else Path("results") / cfg.name
+                              / "cascade.gif")
+        _check_writable(path.parent)
+        with _progress() as prog:
+            task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
+            run_animate(cfg, path, fps=fps, on_month=lambda m: prog.update(task, completed=m))
+    except ConfigError as e:
+        _fail(str(e))
+    out_console.print(f"{cfg.months} frames (one per month) written to {path}")
+
+
+@app.command()
+def sweep(
+    spec: Annotated[str, typer.Argument(help="Sweep spec TOML (see experiments/sweeps/)")],
+    workers: Annotated[int | None, typer.Option(parser=_int_flag(1, 1024), metavar="N",
+                                                help="Local worker processes (default: all "
+                                                     "cores; 1 = in-process)")] = None,
+    scheduler: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Run on an existing "
+                                                  "Dask cluster, e.g. tcp://host:8786")] = None,
+    dask_local: Annotated[int | None, typer.Option(parser=_int_flag(1, 256), metavar="N",
+                                                   help="Start a local Dask cluster of N "
+                                                        "workers")] = None,
+    out: Annotated[Path | None, typer.Option(help="Sweep directory "
+                                                  "(default: results/sweeps/<name>)")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Re-run the runs the ledger records as "
+                                                    "failed")] = False,
+) -> None:
+    """Run (or resume) a parameter sweep into a SQLite ledger; see docs/sweeps.md."""
+    from sim.sweep import run_sweep
+
+    try:
+        res = run_sweep(spec, out=out, workers=workers, scheduler=scheduler,
+                        dask_local=dask_local, retry_failed=retry_failed)
+    except ConfigError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        err_console.print("liqsim: interrupted; every finished run is in the ledger, re-run "
+                          "the same command to resume", markup=False, highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(130) from None
+    out_console.print(res.describe(), markup=False, highlight=False, soft_wrap=True)
 
 
 def _is_usage_error(e: BaseException) -> bool:

@@ -43,6 +43,9 @@ class Generation(_Strict):
     list_price: Pos
     kw_per_gpu: Pos  # incl. rack overhead (network, CPU, cooling fans), before PUE
     rent0: Pos  # $/GPU-hour at t0 (or at launch, for a future generation)
+    # "compute": the AI rent process; "hashprice": rent0 x hashprice / hashprice0 (mining rigs
+    # as collateral, e.g. the asic_2022 validation scenario)
+    rent_index: Literal["compute", "hashprice"] = "compute"
 
 
 def _default_generations() -> list[Generation]:
@@ -264,7 +267,29 @@ class Scenario(_Strict):
             raise ValueError("lenders.types: the shares must have a positive sum")
         if self.network.kind == "edgelist" and not self.network.edgelist:
             raise ValueError("network.edgelist: a path is required when network.kind = 'edgelist'")
+        _check_world_size(self)
         return self
+
+
+# Memory limits of one run (all state is dense numpy): the funding matrices are n_L x n_L,
+# the syndicate draws n_B x n_L, the agent panel (months + 1) x agents; beyond these a run
+# exhausts memory (a MemoryError or the OOM killer) or takes hours, so it is refused up front.
+MAX_LENDERS, MAX_BORROWERS = 5_000, 200_000
+MAX_SYNDICATE_CELLS, MAX_PANEL_CELLS = 100_000_000, 60_000_000
+
+
+def _check_world_size(s: Scenario) -> None:
+    n_b = s.borrowers.miner.count + s.borrowers.neocloud.count
+    n_l = s.lenders.count
+    agents = n_b + n_l + sum(t.count for t in s.buyers.types.values())
+    for what, value, limit in (
+            (f"lenders.count = {n_l}", n_l, MAX_LENDERS),
+            (f"borrowers (miner + neocloud count) = {n_b:,}", n_b, MAX_BORROWERS),
+            (f"borrowers x lenders = {n_b:,} x {n_l:,}", n_b * n_l, MAX_SYNDICATE_CELLS),
+            (f"(months + 1) x agents = {s.months + 1} x {agents:,}", (s.months + 1) * agents,
+             MAX_PANEL_CELLS)):
+        if value > limit:
+            raise ValueError(f"{what}: the world is too large for one run (at most {limit:,})")
 
 
 # --------------------------------------------------------------------------- loading
@@ -307,9 +332,17 @@ def _deep_merge(base: dict, top: dict) -> dict:
 def apply_override(data: dict, assignment: str) -> None:
     """Apply one ``key.path=value`` override (list items by index) to the resolved dict."""
     key, eq, raw = assignment.partition("=")
-    parts = key.strip().split(".")
-    if not eq or not all(parts):
+    if not eq or not all(key.strip().split(".")):
         raise ConfigError(f"--set '{assignment}': expected key=value, e.g. lenders.count=30")
+    set_path(data, key, parse_value(raw.strip()))
+
+
+def set_path(data: dict, key: str, value: Any) -> None:
+    """Set ``data[key.path] = value`` (list items by index); an unknown path is a ConfigError.
+
+    The last part may name a new table key: validating the result rejects an unknown one.
+    """
+    parts = key.strip().split(".")
     node: Any = data
     for i, part in enumerate(parts):
         here = ".".join(parts[: i + 1])
@@ -322,10 +355,11 @@ def apply_override(data: dict, assignment: str) -> None:
             if int(part) >= len(node):
                 raise ConfigError(f"unknown key '{here}': index out of range 0..{len(node) - 1}")
             part = int(part)
-        elif not isinstance(node, dict) or (part not in node and i < len(parts) - 1):
+        elif not isinstance(node, dict) or not part or (
+                part not in node and i < len(parts) - 1):
             raise ConfigError(f"unknown key '{here}'")
         if i == len(parts) - 1:
-            node[part] = parse_value(raw.strip())
+            node[part] = value
         else:
             node = node[part]
 
