@@ -4,18 +4,27 @@ Reservation price of buyer k for one GPU of generation g (DESIGN.md 3.2): the pr
 its hurdle rate r_k of the net rent it expects over the GPU's remaining economic life, minus the
 cost of integrating it,
 
-    P_kg = sum_{m=1}^{M_kg} max(0, u R_g 730 e^{mu_kg m/12} - c_g) (1 + r_k)^{-m/12} - I_k,
+    P_kg = sum_{m=1}^{M_kg} E[max(0, R~_kgm - c_g)] (1 + r_k)^{-m/12} - I_k,
 
-with M_kg = life_k - age_g, c_g the power and running cost per GPU-month, and expected log rent
-drift mu_kg = ln(1 - d) + x_kg. The extrapolation term x_kg follows adaptive expectations
-(Cagan 1956; Nerlove 1958) on the part of the observed price change that fundamentals do not
-explain, x <- (1 - lambda) x + lambda * clip(12 (dln p - dln V), -1, 1): after a fire sale
-buyers expect further falls and bid less, which deepens the buying vacuum (extrapolative
-expectations, Greenwood & Shleifer 2014, RFS 27(3)).
+with M_kg = life_k - age_g, c_g the power and running cost per GPU-month, and R~_kgm lognormal
+with mean F = u R_g 730 e^{mu_kg m/12} and log-sd sigma_g sqrt(m), expected log rent drift
+mu_kg = ln(1 - d) + x_kg. Each month is the option to run only when revenue covers the running
+cost (McDonald & Siegel 1985; Dixit & Pindyck 1994, ch. 6; Brennan & Schwartz 1985), a Black
+(1976) call F N(d1) - c N(d1 - s); sigma_g is ``Environment.revenue_vol`` (rent_vol, or BTC
+volatility for hashprice-linked rigs). With sigma = 0 it is max(0, F - c). The extrapolation
+term x_kg follows adaptive expectations (Cagan 1956; Nerlove 1958) on the part of the observed
+price change that fundamentals do not explain,
+x <- (1 - lambda) x + lambda * clip(12 (dln p - dln V), -1, 1): after a fire sale buyers expect
+further falls and bid less, which deepens the buying vacuum (extrapolative expectations,
+Greenwood & Shleifer 2014, RFS 27(3)).
 
 Capacity (units) = min(capital / reservation, spare MW x 1000 / kW per GPU): a buyer can only
 use GPUs it can power and cool. Capital and MW regrow slowly (new substations take 5-7 years,
 TeraWulf). The salvage buyer takes anything at a floor share of list price.
+
+Participation: a buyer bids in a sale only if it can close within the sale window, with
+probability 1 - exp(-days / close_days) (search friction, Duffie, Garleanu & Pedersen 2005;
+see :meth:`BuyerBook.participating`). The model's monthly auction is a 30-day window.
 """
 
 from __future__ import annotations
@@ -25,10 +34,11 @@ from mesa.discrete_space import FixedAgent
 
 from sim.config import Scenario
 from sim.environment import HOURS_PER_MONTH, Environment
-from sim.finance import discount_factors
+from sim.finance import discount_factors, lognormal_call
 
 SALVAGE = "salvage"
 BIG = np.int64(10**12)  # "unlimited" units
+MONTH_DAYS = 30.0  # the sale window of the model's monthly auction, days
 
 
 class BuyerBook:
@@ -48,6 +58,7 @@ class BuyerBook:
         self.hurdle = np.array([r.hurdle for r in rows], dtype=float)
         self.integration = np.array([r.integration_cost for r in rows], dtype=float)
         self.life = np.array([r.life_months for r in rows], dtype=np.int64)
+        self.close_days = np.array([r.close_days for r in rows], dtype=float)
         scale = b.capacity_scale
         self.capital0 = np.array([r.capital for r in rows], dtype=float) * scale
         self.mw0 = np.array([r.spare_mw for r in rows], dtype=float) * scale
@@ -74,11 +85,13 @@ class BuyerBook:
         mu = np.log1p(-e.rent_deflation) + extrap  # (R, G) or (1, G) when common to all rows
         growth = np.exp(mu[:, :, None] * m[None, None, :] / 12.0)  # (R or 1, G, M)
         cost = env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu  # (G,)
-        net = e.utilisation * env.rent[None, :, None] * HOURS_PER_MONTH * growth - cost[None, :,
-                                                                                        None]
+        revenue = e.utilisation * env.rent[None, :, None] * HOURS_PER_MONTH * growth
+        logvol = env.revenue_vol()[:, None] * np.sqrt(m)[None, :]  # (G, M): sigma sqrt(m)
+        # each month: the option to run only when revenue covers the running cost
+        net = lognormal_call(revenue, cost[None, :, None], logvol[None, :, :])
         remaining = life[:, None] - np.maximum(env.age, 0)[None, :]  # (R, G)
         alive = m[None, None, :] <= remaining[:, :, None]
-        pv = (np.maximum(net, 0.0) * alive * disc[:, None, :]).sum(axis=2)
+        pv = (net * alive * disc[:, None, :]).sum(axis=2)
         value = pv - integration[:, None]
         return np.where(env.shipping[None, :], np.maximum(value, 0.0), 0.0)
 
@@ -97,13 +110,15 @@ class BuyerBook:
     def fundamental(self, env: Environment) -> np.ndarray:
         """Value in best use (Shleifer & Vishny 1992, J. Finance 47(4)): the highest reservation
         price over buyer types with expectations anchored on fundamentals (x = 0), per generation,
-        and never below the salvage value. The fire-sale discount is measured against it."""
-        if self._t_disc is None:
-            return np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
+        and never below the salvage value. The fire-sale discount is measured against it. Only
+        types with at least one buyer count: a type with ``count = 0`` is no user."""
+        salvage = np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
+        present = np.bincount(self.type_idx, minlength=len(self.type_names)) > 0
+        if not present.any():  # no buyer at all: the best use is scrap
+            return salvage
         zero = np.zeros((1, env.n_gen))  # x = 0 for every type
-        best = self._pv(env, self._t_disc, self._t_life, self._t_integration, zero).max(axis=0)
-        salvage = self.cfg.salvage_floor * env.list_price
-        return np.where(env.shipping, np.maximum(best, salvage), 0.0)
+        best = self._pv(env, self._t_disc, self._t_life, self._t_integration, zero)[present]
+        return np.where(env.shipping, np.maximum(best.max(axis=0), salvage), 0.0)
 
     def capacity(self, price: np.ndarray, kw: float) -> np.ndarray:
         """Units each buyer can take at the given prices: min(capital / p, MW x 1000 / kW)."""
@@ -113,6 +128,23 @@ class BuyerBook:
                           + 1e-9)
         by_mw = np.floor(self.mw * 1000.0 / kw + 1e-9)
         return np.minimum(by_cap, by_mw).astype(np.int64)
+
+    def participating(self, rng: np.random.Generator, days: float) -> np.ndarray:
+        """Which buyers are able to bid in a sale window of ``days`` days, (K,) bool.
+
+        Search and due-diligence friction: buyer k needs an exponential time with mean
+        ``close_days`` to find the sale, inspect the GPUs, sign and provision power, so it can
+        bid with probability 1 - exp(-days / close_days) (the Poisson meeting rate of the OTC
+        search model of Duffie, Garleanu & Pedersen 2005, Econometrica 73(6)). One uniform draw
+        per buyer from ``rng``; ``close_days = 0`` always bids. If no buyer has a friction, or
+        ``buyers.unlimited`` is set (the frictionless benchmark), every buyer bids and nothing
+        is drawn, so the random stream is that of the market without the friction.
+        """
+        if self.unlimited or not (self.close_days > 0).any():
+            return np.ones(self.n, dtype=bool)
+        rate = np.divide(days, self.close_days, out=np.full(self.n, np.inf),
+                         where=self.close_days > 0)
+        return rng.random(self.n) < -np.expm1(-rate)
 
     # ----------------------------------------------------------------- dynamics
     def settle(self, fills: np.ndarray, price: float, gen: int, kw: float) -> np.ndarray:

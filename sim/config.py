@@ -62,12 +62,17 @@ class Environment(_Strict):
     generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
     rent_deflation: float = Field(0.30, ge=0.0, le=0.99)  # d: rents fall by d a year
     rent_vol: NonNeg = 0.04  # monthly sigma of the common rent shock
-    step_down: Frac = 0.25  # phi: rent step for every older generation at a launch
+    # phi: rent step for every older generation at a launch; 0.15 makes the sourced 20-30 %
+    # VALUE step (about 25 %), value being the PV of rent net of power (docs/calibration.md)
+    step_down: Frac = 0.15
     utilisation: Frac = 0.85  # spot fleet utilisation
     btc_price0: Pos = 90_000.0
     btc_drift: float = Field(0.0, ge=-1.0, le=1.0)  # annual log drift
     btc_vol_calm: NonNeg = 0.50  # annual
     btc_vol_stress: NonNeg = 0.75
+    # false: BTC moves only by `btc` shocks (a historical episode's path, e.g. asic_2022); the
+    # volatilities above still set the risk buyers price into hashprice-linked revenue
+    btc_random_walk: bool = True
     rho_calm: float = Field(0.3, ge=-1.0, le=1.0)  # BTC-rent shock correlation, calm
     rho_stress: float = Field(0.8, ge=-1.0, le=1.0)  # ... once the stress indicator fires
     stress_drawdown: Frac = 0.30  # BTC drawdown from its running peak that flags stress
@@ -170,16 +175,22 @@ class BuyerType(_Strict):
     capital: NonNeg  # $ available for secondary purchases, each
     spare_mw: NonNeg  # MW of powered, cooled space, each
     life_months: int = Field(ge=1, le=240)  # economic life from launch they plan on
+    # mean days to find a sale, diligence, contract and power a fleet: the buyer bids in a
+    # D-day sale with probability 1 - exp(-D / close_days); 0 = bids in every auction
+    close_days: float = Field(0.0, ge=0.0, le=3650.0)
 
 
 def _buyer_types() -> dict[str, BuyerType]:
     return {
         "hyperscaler": BuyerType(count=3, hurdle=0.08, integration_cost=1_500,
-                                 capital=250e6, spare_mw=15, life_months=72),
+                                 capital=250e6, spare_mw=15, life_months=72,
+                                 close_days=240),
         "tier2": BuyerType(count=10, hurdle=0.15, integration_cost=2_500,
-                           capital=60e6, spare_mw=4, life_months=60),
+                           capital=60e6, spare_mw=4, life_months=60,
+                           close_days=240),
         "broker": BuyerType(count=8, hurdle=0.30, integration_cost=1_000,
-                            capital=40e6, spare_mw=3, life_months=48),
+                            capital=40e6, spare_mw=3, life_months=48,
+                            close_days=18),
     }
 
 

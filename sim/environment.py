@@ -16,7 +16,9 @@ agents. The processes (monthly steps, month index t with t0 = 2025-12):
   eps_b = rho * eps_r + sqrt(1 - rho^2) * eta. In calm months (sigma, rho) = (50 %, 0.3); once the
   drawdown from the running peak reaches ``stress_drawdown`` the regime switches to
   (75 %, 0.8): the "correlation convergence" of BTC and AI-compute prices (Glassnode/K33 vols;
-  BTC-tech correlation 0.2-0.8 by regime, see docs/calibration.md).
+  BTC-tech correlation 0.2-0.8 by regime, see docs/calibration.md). With
+  ``btc_random_walk = false`` BTC moves by ``btc`` shocks only (a historical path), while the
+  regime's sigma remains the risk buyers price (``revenue_vol``).
 * Hashprice ($/PH/day) = hashprice0 * S/S0 * (1 + g_difficulty)^(-t/12).
 * A generation with ``rent_index = "hashprice"`` (a mining rig used as collateral) earns
   R_g(t) = rent0_g * hashprice(t) / hashprice0: its "rent" is its mining revenue per hour, so
@@ -76,6 +78,14 @@ class Environment:
         """Monthly power bill per GPU: kW x PUE x hours x $/MWh / 1000."""
         return self.kw * self.cfg.pue * HOURS_PER_MONTH * self.cfg.power_price / 1000.0
 
+    def revenue_vol(self) -> np.ndarray:
+        """Monthly log-volatility of each generation's rent, (G,): ``rent_vol`` for the AI rent
+        process, and this regime's BTC volatility / sqrt(12) for hashprice-linked generations
+        (their revenue moves one for one with BTC; difficulty is deterministic)."""
+        e = self.cfg
+        btc = (e.btc_vol_stress if self.stress else e.btc_vol_calm) / np.sqrt(12.0)
+        return np.where(self.hash_linked, btc, e.rent_vol)
+
     def step(self) -> None:
         """Advance one month: rent shock and deflation, launches, BTC, hashprice, shocks."""
         e = self.cfg
@@ -94,7 +104,8 @@ class Environment:
             newest = self.launch[launching].max()
             self.rent[(self.launch < newest) & ~self.hash_linked] *= 1.0 - e.step_down
 
-        self.btc *= np.exp((e.btc_drift - 0.5 * vol**2) / 12.0 + vol / np.sqrt(12.0) * eps_b)
+        if e.btc_random_walk:  # else BTC moves by shocks only (the draws are made all the same)
+            self.btc *= np.exp((e.btc_drift - 0.5 * vol**2) / 12.0 + vol / np.sqrt(12.0) * eps_b)
         for s in self._shocks:
             if s.month == self.t:
                 if s.kind == "btc":

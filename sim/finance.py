@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import ndtr
 
 
 def largest_remainder(totals: np.ndarray, weights: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -54,6 +55,24 @@ def discount_factors(annual_rate: np.ndarray, months: int) -> np.ndarray:
     """(1 + r)^(-m/12) for m = 1..months, one row per rate."""
     m = np.arange(1, months + 1, dtype=float) / 12.0
     return (1.0 + np.asarray(annual_rate, dtype=float))[..., None] ** (-m)
+
+
+def lognormal_call(mean: np.ndarray, strike: np.ndarray, logvol: np.ndarray) -> np.ndarray:
+    """E[max(X - K, 0)] for a lognormal X with mean ``mean`` and log standard deviation
+    ``logvol``: Black's (1976, J. Financ. Econ. 3) formula on the forward,
+    F N(d1) - K N(d1 - s) with d1 = (ln(F/K) + s^2/2) / s, undiscounted.
+
+    It is the value of one month of the option to run a machine only when its revenue X
+    covers its running cost K (McDonald & Siegel 1985, Int. Econ. Rev. 26(2); Brennan &
+    Schwartz 1985, J. Business 58(2); Dixit & Pindyck 1994, *Investment under Uncertainty*,
+    ch. 6). With s = 0 it is max(F - K, 0); with K <= 0 it is F - K. Arguments broadcast.
+    """
+    f, k, s = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (mean, strike, logvol)))
+    live = (s > 0.0) & (k > 0.0) & (f > 0.0)
+    s1 = np.where(live, s, 1.0)
+    d1 = (np.log(np.where(live, f, 1.0) / np.where(live, k, 1.0)) + 0.5 * s1 * s1) / s1
+    call = np.maximum(f * ndtr(d1) - k * ndtr(d1 - s1), 0.0)
+    return np.where(live, call, np.maximum(f - k, 0.0))
 
 
 @dataclass

@@ -31,7 +31,7 @@ import numpy as np
 from mesa.discrete_space import Network
 
 from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, NeoCloud
-from agents.buyer import BuyerBook, SalvageBuyer, SecondaryBuyer
+from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
 from sim.config import Scenario
@@ -89,6 +89,10 @@ class LiquidationModel(mesa.Model):
         self._originate()
         self.fundamental = self.buyers.fundamental(self.env)
         self.price = self.fundamental.copy()
+        self.bidding = np.ones(self.buyers.n, dtype=bool)  # buyers able to bid this month
+        # participation draws get their own child stream (spawning draws nothing), so switching
+        # the search friction on or off leaves the rent, BTC and default paths of a seed alone
+        self.search_rng = self.rng.spawn(1)[0]
         self.price_hist = np.zeros((cfg.months + 1, self.n_gen))
         self.price_hist[0] = self.price
         self.desk = RepoDesk(self, cfg.policy.repo, self.n_gen)
@@ -545,6 +549,9 @@ class LiquidationModel(mesa.Model):
         self._reset_month()
         reservation = buyers.reservation(env)
         self.reservation = reservation
+        # search friction (docs/model.md 7.12): only buyers able to close within the month bid
+        self.bidding = (buyers.participating(self.search_rng, MONTH_DAYS)
+                        if self.cfg.market.mode == "auction" else np.ones(buyers.n, dtype=bool))
         self.sale_proceeds = np.zeros(b.n)
         floor_bid = desk.floor_bid(self.price, self.fundamental)
         # every generation's book of asks at once, one row per order (forced lenders, patient
@@ -573,7 +580,8 @@ class LiquidationModel(mesa.Model):
                 desk_qty = int(desk.room // desk_price) if desk_price > 0 else 0
                 supply = int(ask_qty.sum())  # no bid needs more units than are offered
                 salv_qty = supply if self.cfg.market.unsold_to_salvage else 0
-                bid_qty = np.minimum(np.concatenate((np.where(reservation[:, g] > 0, cap, 0),
+                bids = (reservation[:, g] > 0) & self.bidding
+                bid_qty = np.minimum(np.concatenate((np.where(bids, cap, 0),
                                                      [desk_qty, salv_qty])), supply)
                 bid_price = np.concatenate((reservation[:, g], [desk_price, books["floor"][g]]))
                 # orders for no units are left out of the book: the outcome is the same

@@ -9,7 +9,7 @@ from agents.borrower import DEFAULTED
 from agents.buyer import BuyerBook
 from sim.config import Scenario, load_scenario
 from sim.environment import HOURS_PER_MONTH, Environment
-from sim.finance import LoanBook, largest_remainder, scheduled_payment
+from sim.finance import LoanBook, largest_remainder, lognormal_call, scheduled_payment
 from sim.model import LiquidationModel
 
 
@@ -105,6 +105,102 @@ def test_reservation_price_is_the_discounted_net_rent_annuity():
     # capacity: min(capital / price, MW x 1000 / kW) = min(1e6 / 20000, 1000) = 50
     assert book.capacity(np.array([20000.0]), 1.0)[0] == 50
     assert book.capacity(np.array([100.0]), 1.0)[0] == 1000
+
+
+def _one_gen_book(launch: int, deflation: float, power: float, rent_vol: float):
+    """One generation X (1 kW, PUE 1, rent 2 $/h, full use) and one buyer type (10 %/yr,
+    life 72 months, integration 500): revenue 1,460 $/month, power cost 0.73 x power $/MWh."""
+    cfg = Scenario.model_validate({
+        "environment": {"generations": [{"name": "X", "launch_month": launch,
+                                         "list_price": 30000, "kw_per_gpu": 1.0, "rent0": 2.0}],
+                        "rent_deflation": deflation, "utilisation": 1.0, "pue": 1.0,
+                        "power_price": power, "rent_vol": rent_vol},
+        "borrowers": {"miner": {"count": 1, "fleet_mean": 10, "fleet_mix": [1], "spread": 0.03,
+                                "contracted_share": 0, "guarantee_prob": 0},
+                      "neocloud": {"count": 1, "fleet_mean": 10, "fleet_mix": [1],
+                                   "spread": 0.03, "contracted_share": 0, "guarantee_prob": 0}},
+        "buyers": {"spot_opex_per_gpu": 0.0, "types": {"t": {
+            "count": 1, "hurdle": 0.10, "integration_cost": 500, "capital": 1e6,
+            "spare_mw": 1.0, "life_months": 72}}}})
+    env = Environment(cfg, np.random.default_rng(0))
+    return BuyerBook(cfg, env), env
+
+
+def test_lognormal_call_is_black_scholes_by_hand():
+    """F = 100, K = 80, s = 0.25: d1 = (ln 1.25 + 0.03125) / 0.25 = 1.017574, d2 = 0.767574,
+    N(d1) = 0.845560, N(d2) = 0.778630, call = 84.5560 - 62.2904 = 22.2656. With s = 0 it is
+    max(F - K, 0); with K <= 0 it is F - K (the machine always runs)."""
+    assert lognormal_call(100.0, 80.0, 0.25) == pytest.approx(22.265590, abs=1e-6)
+    np.testing.assert_allclose(lognormal_call([100.0, 50.0, 100.0], [80.0, 80.0, -5.0], 0.0),
+                               [20.0, 0.0, 105.0])
+    assert lognormal_call(100.0, 0.0, 0.5) == pytest.approx(100.0)
+
+
+def test_zero_volatility_valuation_is_the_discounted_positive_margin():
+    """Rent halves a year (1,460 x 0.5^(m/12) $/month), power 730 $/month, 24 months left:
+    the margin is positive up to month 12 and negative after, where the buyer switches off, so
+    P = sum_{m=1..24} max(1460 x 0.5^(m/12) - 730, 0) 1.1^(-m/12) - 500 (the old formula)."""
+    book, env = _one_gen_book(launch=-48, deflation=0.5, power=1000.0, rent_vol=0.0)
+    expected = sum(max(1460 * 0.5 ** (m / 12) - 730, 0) * 1.1 ** (-m / 12)
+                   for m in range(1, 25)) - 500
+    assert book.reservation(env)[0, 0] == pytest.approx(expected, rel=1e-12)
+    # with rent risk the switched-off months are worth something: strictly more (Jensen)
+    risky, env = _one_gen_book(launch=-48, deflation=0.5, power=1000.0, rent_vol=0.05)
+    assert risky.reservation(env)[0, 0] > expected + 1.0
+
+
+def test_one_month_of_running_is_an_at_the_money_call():
+    """One month left (launched 71 months ago, life 72), revenue 1,460 = power cost 1,460
+    (2,000 $/MWh), monthly rent vol 0.2: at the money, E[max(R - c, 0)] = F (2 N(s/2) - 1)
+    = 1460 x (2 x 0.5398278 - 1) = 116.2973, discounted one month at 10 %/yr: 115.3773; less
+    the 500 integration cost it is negative, so the price is 0."""
+    book, env = _one_gen_book(launch=-71, deflation=0.0, power=2000.0, rent_vol=0.2)
+    assert book._pv(env, book._t_disc, book._t_life, np.zeros(1),
+                    np.zeros((1, 1)))[0, 0] == pytest.approx(115.3773, abs=1e-4)
+    assert book.reservation(env)[0, 0] == 0.0
+
+
+def test_option_value_never_below_zero_volatility_value_and_tiny_for_h100():
+    """Jensen: E[max(R - c, 0)] >= max(E[R] - c, 0), so risk never lowers a value. For the
+    baseline's GPUs, whose rent is far above power cost, the change is tiny (< 1 %)."""
+    vals = {}
+    for vol in (0.0, 0.04):
+        cfg = load_scenario("baseline", overrides=[f"environment.rent_vol={vol}"])
+        env = Environment(cfg, np.random.default_rng(0))
+        vals[vol] = BuyerBook(cfg, env).fundamental(env)
+    assert (vals[0.04] >= vals[0.0] - 1e-9).all()
+    h100 = [g.name for g in cfg.environment.generations].index("H100")
+    assert vals[0.04][h100] / vals[0.0][h100] - 1 < 0.01
+
+
+def test_value_in_best_use_ignores_buyer_types_with_no_buyers():
+    """asic_2022 keeps the default hyperscaler type with count 0 (8 %/yr, 72 months): it would
+    value a rig above the miners and brokers who exist, but nobody can pay that price."""
+    cfg = load_scenario("asic_2022")
+    env = Environment(cfg, np.random.default_rng(0))
+    book = BuyerBook(cfg, env)
+    by_type = book._pv(env, book._t_disc, book._t_life, book._t_integration,
+                       np.zeros((1, 1)))[:, 0]
+    names = book.type_names
+    assert by_type[names.index("hyperscaler")] > by_type.max(initial=0, where=[
+        n != "hyperscaler" for n in names])
+    assert book.fundamental(env)[0] == pytest.approx(max(by_type[names.index("tier2")],
+                                                         by_type[names.index("broker")]))
+    assert book.fundamental(env)[0] == pytest.approx(book.reservation(env).max(axis=0)[0])
+
+
+def test_hashprice_revenue_vol_follows_the_btc_regime_while_the_path_is_fixed():
+    """asic_2022: BTC moves by its twelve -11.52 % shocks only (``btc_random_walk = false``),
+    yet buyers price rig revenue at 50 %/yr (calm), then 75 %/yr once BTC is 30 % off its peak
+    (month 3: 1 - 0.8848^3 = 30.7 %)."""
+    cfg = load_scenario("asic_2022")
+    env = Environment(cfg, np.random.default_rng(0))
+    assert env.revenue_vol()[0] == pytest.approx(0.50 / np.sqrt(12))
+    for t in range(1, 4):
+        env.step()
+        assert env.btc == pytest.approx(60000 * (1 - 0.1152) ** t, rel=1e-12)
+    assert env.stress
+    assert env.revenue_vol()[0] == pytest.approx(0.75 / np.sqrt(12))
 
 
 # ------------------------------------------------------------------ borrowers and lenders
