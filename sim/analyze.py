@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from sim.config import ConfigError
-from sim.plots import _dollars
+from sim.plots import dollars
 from sim.store import atomic_write_bytes
 
 N_BOOT = 2000
@@ -363,7 +363,7 @@ def _label(ax, metric: str) -> None:
     """Panel title; dollar tick labels ($12k, $1.5M) for money metrics."""
     ax.set_title(LABELS.get(metric, metric), fontsize=10)
     if metric in MONEY:
-        ax.yaxis.set_major_formatter(FuncFormatter(_dollars))
+        ax.yaxis.set_major_formatter(FuncFormatter(dollars))
 
 
 def _band(ax, x, mean, lo, hi, colour="#1f77b4", label=None) -> None:
@@ -436,7 +436,7 @@ def phase_figure(sw: Sweep, tables: dict, a: str, b: str) -> bytes:
         ax.set_ylabel(a)
         ax.set_title(LABELS.get(key[2], key[2]), fontsize=10)
         fig.colorbar(im, ax=ax, shrink=0.9,
-                     format=FuncFormatter(_dollars) if key[2] in MONEY else None)
+                     format=FuncFormatter(dollars) if key[2] in MONEY else None)
     fig.suptitle(f"{sw.name}: phase diagram {a} x {b} (mean over seeds)", fontsize=11)
     return _png(fig)
 

@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from sim.plots import KIND_MARKERS, _dollars, _marker_areas, network_layout
+from sim.plots import KIND_MARKERS, dollars, marker_areas, network_layout
 
 # node states: healthy, distressed (borrower) / deleveraging (lender), defaulted, failed lender
 NODE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728", "#2b2b2b")
@@ -107,7 +107,7 @@ def draw_network(ax, model, t: int) -> None:
               ("buyer", nl + nb + np.arange(nk), 15, 90))
     for kind, idx, smin, smax in groups:
         if len(idx):
-            ax.scatter(pos[idx, 0], pos[idx, 1], s=_marker_areas(size[idx], smin, smax),
+            ax.scatter(pos[idx, 0], pos[idx, 1], s=marker_areas(size[idx], smin, smax),
                        c=colours[idx], marker=KIND_MARKERS[kind], edgecolors="black",
                        linewidths=0.4, zorder=3)
     ax.set_xlim(-2.6, 3.9)
@@ -145,7 +145,7 @@ def draw_prices(ax, model, t: int) -> None:
                 markevery=last, label=env.names[g])
         ax.plot(m[live], value[live, g], color=colour, lw=1.1, ls="--")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(_dollars))
+    ax.yaxis.set_major_formatter(FuncFormatter(dollars))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("$ per GPU (log)", fontsize=8)
     ax.set_title("GPU price index (solid) vs value in best use (dashed)", fontsize=9)

@@ -57,7 +57,7 @@ def _months(model) -> np.ndarray:
     return np.arange(len(model.rec["price"]))
 
 
-def _dollars(x: float, _pos=None) -> str:
+def dollars(x: float, _pos=None) -> str:
     """Tick label for a dollar amount: $950, $12k, $1.5M."""
     a = abs(x)
     if a >= 1e6:
@@ -108,9 +108,9 @@ def price_figure(model) -> Figure:
                 gid="fundamental")
         ax.axhline(floor_share * env.list_price[g], color="0.3", lw=1.2, ls=":",
                    label=f"salvage floor ({floor_share:.0%} of list)")
-        ax.set_title(f"{env.names[g]}  (list {_dollars(env.list_price[g])}, "
+        ax.set_title(f"{env.names[g]}  (list {dollars(env.list_price[g])}, "
                      f"{forced.sum():,} units forced)", fontsize=10)
-        ax.yaxis.set_major_formatter(FuncFormatter(_dollars))
+        ax.yaxis.set_major_formatter(FuncFormatter(dollars))
         top = np.nanmax(np.r_[price, fund, floor_share * env.list_price[g], 1.0])
         ax.set_ylim(-0.03 * top, 1.06 * top)  # a value of 0 stays visible above the axis
         ax.set_xlim(t[0], t[-1])
@@ -293,7 +293,7 @@ def network_layout(model) -> np.ndarray:
     return pos
 
 
-def _marker_areas(size: np.ndarray, smin: float, smax: float) -> np.ndarray:
+def marker_areas(size: np.ndarray, smin: float, smax: float) -> np.ndarray:
     """Marker area (pt^2) growing with the square root of the balance-sheet size."""
     root = np.sqrt(np.maximum(size, 0.0))
     top = root.max() if len(root) else 0.0
@@ -346,7 +346,7 @@ def network_figure(model, month: int | None = None) -> Figure:
     for kind, idx, smin, smax, lw in groups:
         if len(idx) == 0:
             continue
-        ax.scatter(pos[idx, 0], pos[idx, 1], s=_marker_areas(size[idx], smin, smax),
+        ax.scatter(pos[idx, 0], pos[idx, 1], s=marker_areas(size[idx], smin, smax),
                    c=colours[idx], marker=KIND_MARKERS[kind], edgecolors="black",
                    linewidths=lw, zorder=3, gid=kind)
     for i in range(nl):
