@@ -4,8 +4,8 @@
 it was before the speed work (commit 9bb3a57), and re-recorded once, deliberately, when the
 model itself changed (search friction, the shut-down option in valuations, step_down 0.15; the
 speed work was still bit-for-bit against the first record): a sha256 of every ``model.rec``
-array, of the agent panel and of the event log, plus every number of ``metrics.summary``, for the shipped
-scenarios and variants in ``sim.bench.GOLDEN_CASES`` at their default seeds.
+array, of the agent panel and of the event log, plus every number of ``metrics.summary``, for
+the shipped scenarios and variants in ``sim.bench.GOLDEN_CASES`` at their default seeds.
 """
 
 from __future__ import annotations
