@@ -179,13 +179,21 @@ def scenarios() -> None:
 
 @app.command()
 def verify(
-    directory: Annotated[Path, typer.Argument(help="A results directory (with manifest.json)")],
+    directory: Annotated[Path, typer.Argument(
+        help="A results or sweep directory (with manifest.json)")],
+    sample: Annotated[int | None, typer.Option(
+        parser=_int_flag(1), metavar="N",
+        help="Sweeps: re-run N of the ledger's ok runs, evenly spaced (default: all)")] = None,
 ) -> None:
-    """Re-run a results directory from its manifest: exit 0 if reproduced exactly, 1 if not."""
+    """Re-run a results or sweep directory from its manifest: exit 0 if reproduced exactly,
+    1 if not."""
     from sim.provenance import verify as run_verify
 
     try:
-        report = run_verify(directory)
+        with _progress() as prog:
+            task = prog.add_task("re-running", total=None)
+            report = run_verify(directory, sample=sample, on_run=lambda i, n: prog.update(
+                task, completed=i, total=n))
     except ConfigError as e:
         _fail(str(e))
     for line in report.lines():

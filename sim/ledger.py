@@ -110,15 +110,28 @@ def _connect_ro(out_dir: str | Path) -> sqlite3.Connection:
         raise ConfigError(f"{path}: cannot open the ledger: {e}") from None
 
 
-def read_meta(out_dir: str | Path) -> dict:
-    """The sweep's metadata: spec, design, axes, points (design order), problem, seeds."""
+def _fetch(out_dir: str | Path, sql: str) -> list[tuple]:
+    """All rows of one read-only query; ConfigError (one line) if the ledger is unreadable."""
     conn = _connect_ro(out_dir)
     try:
-        return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        return conn.execute(sql).fetchall()
     except sqlite3.DatabaseError as e:
         raise ConfigError(f"{out_dir}: unreadable ledger: {e}") from None
     finally:
         conn.close()
+
+
+def read_meta(out_dir: str | Path) -> dict:
+    """The sweep's metadata: spec, design, axes, points (design order), problem, seeds."""
+    return {k: json.loads(v) for k, v in _fetch(out_dir, "SELECT key, value FROM meta")}
+
+
+def read_ok_runs(out_dir: str | Path) -> list[tuple[str, int, int, int, str, str]]:
+    """The ok runs exactly as stored: ``(param_hash, seed, point, replicate, params JSON,
+    metrics JSON)``, ordered by point then replicate (``liqsim verify`` re-runs them)."""
+    rows = _fetch(out_dir, "SELECT param_hash, seed, point, replicate, params, metrics FROM runs"
+                           " WHERE status = 'ok' ORDER BY point, replicate, param_hash, seed")
+    return [(h, int(s), int(p), int(r), params, mets) for h, s, p, r, params, mets in rows]
 
 
 def read_runs(out_dir: str | Path) -> pd.DataFrame:
@@ -129,14 +142,8 @@ def read_runs(out_dir: str | Path) -> pd.DataFrame:
     """
     meta = read_meta(out_dir)
     axes, metric_names = meta.get("axes", []), meta.get("spec", {}).get("metrics", [])
-    conn = _connect_ro(out_dir)
-    try:
-        rows = conn.execute("SELECT param_hash, seed, point, replicate, status, error, duration,"
-                            " params, metrics FROM runs ORDER BY point, replicate").fetchall()
-    except sqlite3.DatabaseError as e:
-        raise ConfigError(f"{out_dir}: unreadable ledger: {e}") from None
-    finally:
-        conn.close()
+    rows = _fetch(out_dir, "SELECT param_hash, seed, point, replicate, status, error, duration,"
+                           " params, metrics FROM runs ORDER BY point, replicate")
     records = []
     for h, seed, point, rep, status, error, duration, params, mets in rows:
         p, m = json.loads(params), json.loads(mets) if mets else {}

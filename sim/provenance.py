@@ -13,6 +13,15 @@ files are compared by content, not by bytes, because their footers name the writ
 version. Figures are only checked against their recorded hash. The manifest's timestamp is never
 compared. Each file is reported as reproduced, differs, missing, modified (its bytes no longer
 match the manifest's hash) or skipped (a figure).
+
+A sweep directory (:mod:`sim.sweep`) gets a manifest of kind ``"sweep"`` when the sweep
+finishes (:func:`write_sweep_manifest`): the validated spec, the resolved base config, the root
+seed and the run seeds, the environment, the SHA-256 of ``spec.toml`` and of every
+``series/*.parquet`` file, and a SHA-256 digest of the ledger's ok runs (sorted
+``(param_hash, seed, metrics JSON)``; not of ``ledger.sqlite`` itself, whose bytes change with
+WAL checkpoints). :func:`verify` on a sweep directory re-runs the ledger's ok runs (all, or an
+evenly spaced sample) through :func:`sim.sweep.run_task` and compares each run's metrics to
+the ledger and its series to the stored Parquet table, exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import json
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -40,6 +50,9 @@ JSONS = ("config.json", "summary.json")
 BYTES = ("network.graphml",)
 IGNORED_SUMMARY_KEYS = ("liqsim_version",)
 OK_STATUSES = ("reproduced", "skipped")
+SWEEP = "sweep"  # the manifest "kind" of a sweep directory
+LEDGER = "ledger.sqlite"
+SPEC_COPY = "spec.toml"
 
 
 # --------------------------------------------------------------------------- writing
@@ -80,14 +93,17 @@ def _inputs(cfg: Scenario) -> dict:
                                  "sha256": sha256_file(p) if p.is_file() else None}}
 
 
-def manifest(outdir: str | Path, cfg: Scenario, names) -> dict:
-    """The manifest of a results directory whose output files ``names`` are all written."""
+def _header(kind: str) -> dict:
     from sim.metrics import liqsim_version
 
+    return {"manifest_version": MANIFEST_VERSION, "kind": kind, "liqsim_version": liqsim_version(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def manifest(outdir: str | Path, cfg: Scenario, names) -> dict:
+    """The manifest of a results directory whose output files ``names`` are all written."""
     return {
-        "manifest_version": MANIFEST_VERSION,
-        "liqsim_version": liqsim_version(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **_header("run"),
         "scenario": cfg.name,
         "seed": int(cfg.seed),
         "config": cfg.model_dump(mode="json"),
@@ -102,8 +118,20 @@ def _bad(path: Path, what: str) -> ConfigError:
     return ConfigError(f"{path}: {what}")
 
 
+def is_sweep(directory: Path, data: dict) -> bool:
+    return data.get("kind") == SWEEP or (directory / LEDGER).is_file()
+
+
+def _no_manifest(d: Path) -> str:
+    if (d / LEDGER).is_file():
+        return ("no manifest (a sweep that has not finished, or written before manifests "
+                "existed: re-run `liqsim sweep` on it to finish it and write one)")
+    return "no manifest (not a liqsim results directory, or written before manifests existed)"
+
+
 def read_manifest(directory: str | Path) -> dict:
-    """Load and check a results directory's manifest; ConfigError (one line) if unusable."""
+    """Load and check a results or sweep directory's manifest; ConfigError (one line) if
+    unusable."""
     d = Path(directory)
     if not d.exists():
         raise ConfigError(f"results directory '{d}' not found")
@@ -111,8 +139,7 @@ def read_manifest(directory: str | Path) -> dict:
         raise ConfigError(f"'{d}' is not a directory")
     path = d / MANIFEST
     if not path.is_file():
-        raise _bad(path, "no manifest (not a liqsim results directory, or written before "
-                         "manifests existed)")
+        raise _bad(path, _no_manifest(d))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -124,21 +151,46 @@ def read_manifest(directory: str | Path) -> dict:
     if data.get("manifest_version") != MANIFEST_VERSION:
         raise _bad(path, f"unsupported manifest_version {data.get('manifest_version')!r} "
                          f"(expected {MANIFEST_VERSION})")
-    for key, kind in (("config", dict), ("files", dict), ("seed", int)):
+    sweep = is_sweep(d, data)
+    for key, kind in (("config", dict), ("files", dict), ("seed", int),
+                      *((("spec", dict), ("ledger", dict)) if sweep else ())):
         if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
             raise _bad(path, f"corrupt manifest: '{key}' missing or not a {kind.__name__}")
     for name, entry in data["files"].items():
         if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
-                or Path(name).name != name):
+                or not (_sweep_file(name) if sweep else Path(name).name == name)):
             raise _bad(path, f"corrupt manifest: bad entry for file {name!r}")
+    if sweep:
+        _check_sweep_fields(data, path)
     return data
 
 
-def scenario_of(data: dict, path: Path) -> Scenario:
+def _sweep_file(name: str) -> bool:
+    """A file a sweep manifest may list: the spec copy or a series table (no other path)."""
+    p = Path(name)
+    return name == SPEC_COPY or (p.parent == Path("series") and p.suffix == ".parquet")
+
+
+def _check_sweep_fields(data: dict, path: Path) -> None:
+    spec = data["spec"]
+    names, series = spec.get("metrics"), spec.get("series", [])
+    if not (isinstance(names, list) and isinstance(series, list)
+            and all(isinstance(x, str) for x in names + series)):
+        raise _bad(path, "corrupt manifest: 'spec' lacks its metrics or series lists")
+    if not isinstance(data["ledger"].get("ok_sha256"), str):
+        raise _bad(path, "corrupt manifest: 'ledger' lacks the ok runs' digest 'ok_sha256'")
+    _build_config(data, path)
+
+
+def _build_config(data: dict, path: Path) -> Scenario:
     try:
-        cfg = build(data["config"])
+        return build(data["config"])
     except ConfigError as e:
         raise _bad(path, f"config: {e}") from None
+
+
+def scenario_of(data: dict, path: Path) -> Scenario:
+    cfg = _build_config(data, path)
     if cfg.seed != data["seed"]:
         raise _bad(path, f"seed {data['seed']} does not match the config's seed {cfg.seed}")
     return cfg
@@ -231,6 +283,7 @@ class Report:
     seed: int
     checks: list[FileCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unit: str = "file"  # what a check is about, in the summary line
 
     @property
     def ok(self) -> bool:
@@ -243,7 +296,7 @@ class Report:
         out += [f"note: {n}" for n in self.notes]
         n_bad = sum(c.status not in OK_STATUSES for c in self.checks)
         out.append(f"{self.directory}: " + ("reproduced exactly" if self.ok else
-                                            f"NOT reproduced ({n_bad} file(s) differ)"))
+                                            f"NOT reproduced ({n_bad} {self.unit}(s) differ)"))
         return out
 
 
@@ -275,16 +328,22 @@ def _input_notes(data: dict) -> list[str]:
     return []
 
 
-def verify(directory: str | Path) -> Report:
-    """Re-run a results directory's manifest and compare its outputs exactly.
+def verify(directory: str | Path, sample: int | None = None,
+           on_run: Callable[[int, int], None] | None = None) -> Report:
+    """Re-run a results (or sweep) directory's manifest and compare its outputs exactly.
 
-    Raises :class:`ConfigError` when the directory or its manifest cannot be used.
+    ``sample`` and ``on_run`` apply to sweeps only (see :func:`verify_sweep`). Raises
+    :class:`ConfigError` when the directory or its manifest cannot be used.
     """
     from sim.runner import run_scenario
     from sim.store import write_run
 
     d = Path(directory)
     data = read_manifest(d)
+    if is_sweep(d, data):
+        return verify_sweep(d, data, sample, on_run)
+    if sample is not None:
+        raise ConfigError(f"--sample applies to sweep directories; '{d}' holds a single run")
     cfg = scenario_of(data, d / MANIFEST)
     report = Report(d, cfg.name, cfg.seed, notes=_environment_notes(data) + _input_notes(data))
     with tempfile.TemporaryDirectory(prefix="liqsim-verify-") as tmp:
@@ -303,3 +362,127 @@ def _check_file(name: str, entry: dict, stored: Path, fresh: Path) -> FileCheck:
         return FileCheck(name, "skipped", "not a numeric output; hash matches the manifest")
     status, detail = _compare(name, stored, fresh)
     return FileCheck(name, status, detail)
+
+
+# --------------------------------------------------------------------------- sweeps
+def ok_runs_digest(rows) -> str:
+    """SHA-256 of a ledger's ok runs (:func:`sim.ledger.read_ok_runs`) as sorted
+    ``[param_hash, seed, metrics JSON]`` triples: the ledger's numbers, not its bytes."""
+    triples = sorted([h, seed, mets] for h, seed, _point, _rep, _params, mets in rows)
+    return hashlib.sha256(json.dumps(triples, separators=(",", ":")).encode()).hexdigest()
+
+
+def sweep_manifest(out_dir: str | Path, spec) -> dict:
+    """The manifest of a finished sweep directory (``spec`` a resolved ``sim.sweep.SweepSpec``)."""
+    from sim.ledger import read_ok_runs
+
+    d = Path(out_dir)
+    rows = read_ok_runs(d)
+    names = [SPEC_COPY, *(f"series/{p.name}" for p in (d / "series").glob("*.parquet"))]
+    return {
+        **_header(SWEEP),
+        "sweep": spec.name,
+        "seed": int(spec.root_seed),
+        "seeds": spec.seeds,
+        "spec": spec.model_dump(mode="json"),
+        "config": spec.base_config,
+        "environment": environment(),
+        "ledger": {"ok_runs": len(rows), "ok_sha256": ok_runs_digest(rows)},
+        "files": _output_files(d, names),
+    }
+
+
+def write_sweep_manifest(out_dir: str | Path, spec) -> None:
+    """Write ``DIR/manifest.json`` of a finished sweep, atomically (called last)."""
+    from sim.store import write_json
+
+    write_json(Path(out_dir) / MANIFEST, sweep_manifest(out_dir, spec))
+
+
+def spaced(items: list, n: int | None) -> list:
+    """``n`` items evenly spaced over ``items`` (the first always included); all if n is None."""
+    if n is None or n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def _metrics_diff(stored: dict, fresh: dict) -> str | None:
+    """The first metric (in name order) whose stored and re-run values differ, exactly: equal
+    JSON text (shortest round-trip repr; NaN equals NaN, -0.0 differs from 0.0)."""
+    for k in sorted(stored.keys() | fresh.keys()):
+        if k not in stored or k not in fresh:
+            return f"metric {k} only in the {'re-run' if k in fresh else 'ledger'}"
+        if json.dumps(stored[k]) != json.dumps(fresh[k]):
+            return f"metric {k}: {stored[k]!r} in the ledger vs {fresh[k]!r} re-run"
+    return None
+
+
+def _series_diff(path: Path, fresh: bytes | None) -> str | None:
+    if fresh is None:
+        return None
+    if not path.is_file():
+        return f"series {path.name} is missing"
+    import io
+
+    try:
+        diff = frame_diff(pd.read_parquet(path), pd.read_parquet(io.BytesIO(fresh)))
+    except Exception as e:  # noqa: BLE001 - an unreadable stored file is a finding, not a crash
+        return f"series {path.name} unreadable: {type(e).__name__}: {' '.join(str(e).split())}"
+    return f"series {path.name}: {diff}" if diff else None
+
+
+def _check_run(d: Path, row: tuple, data: dict) -> FileCheck:
+    """Re-run one ok run of the ledger in-process and compare it exactly."""
+    from sim.sweep import RunTask, run_task
+
+    h, seed, point, rep, params, mets = row
+    spec = data["spec"]
+    task = RunTask(h, seed, point, rep, json.loads(params), data["config"],
+                   tuple(spec["metrics"]), tuple(spec.get("series", [])))
+    res = run_task(task)
+    label, where = f"run {h}_{seed}", f"point {point}, replicate {rep}"
+    if res.status != "ok":
+        return FileCheck(label, "differs", f"{where}: the re-run failed: {res.error}")
+    diff = (_metrics_diff(json.loads(mets), res.metrics)
+            or _series_diff(d / "series" / f"{h}_{seed}.parquet", res.series))
+    if diff:
+        return FileCheck(label, "differs", f"{where}: {diff}")
+    what = "metrics and series" if res.series is not None else "metrics"
+    return FileCheck(label, "reproduced", f"{where}: {len(res.metrics)} {what} identical")
+
+
+def _sweep_file_checks(d: Path, data: dict, rows: list) -> tuple[list[FileCheck], str]:
+    """The ledger digest and the file hashes: one line for the ledger and the spec copy, one
+    per series file only when it is missing or modified."""
+    checks = [FileCheck(LEDGER, "modified", "its ok runs no longer match the manifest's digest")
+              if ok_runs_digest(rows) != data["ledger"]["ok_sha256"] else
+              FileCheck(LEDGER, "skipped", f"{len(rows)} ok runs match the manifest's digest")]
+    n_series = 0
+    for name, entry in sorted(data["files"].items()):
+        check = _check_file(name, entry, d / name, d / name)
+        if name == SPEC_COPY or check.status != "skipped":
+            checks.append(check)
+        n_series += name != SPEC_COPY and check.status == "skipped"
+    return checks, f"{n_series} series file(s) match their hashes in the manifest"
+
+
+def verify_sweep(d: Path, data: dict, sample: int | None = None,
+                 on_run: Callable[[int, int], None] | None = None) -> Report:
+    """Re-run a sweep's ok runs (all, or ``sample`` of them evenly spaced in point/replicate
+    order) through :func:`sim.sweep.run_task` and compare metrics and series exactly.
+
+    ``on_run(done, total)`` is called after each re-run (a progress bar).
+    """
+    from sim.ledger import read_ok_runs
+
+    rows = read_ok_runs(d)
+    checks, note = _sweep_file_checks(d, data, rows)
+    chosen = spaced(rows, sample)
+    notes = [*_environment_notes(data), note,
+             f"re-ran {len(chosen)} of the ledger's {len(rows)} ok runs"]
+    report = Report(d, str(data.get("sweep")), data["seed"], checks, notes, unit="check")
+    for i, row in enumerate(chosen, 1):
+        report.checks.append(_check_run(d, row, data))
+        if on_run is not None:
+            on_run(i, len(chosen))
+    return report

@@ -889,19 +889,34 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, workers: int
         raise ConfigError(f"--out {out_dir}: cannot create sweep.lock: "
                           f"{e.strerror or _one_line(e)}") from None
     try:
-        return _run_locked(spec, out_dir, backend, workers, scheduler, dask_local, progress,
-                           retry_failed, runner)
+        result = _run_locked(spec, out_dir, backend, workers, scheduler, dask_local, progress,
+                             retry_failed, runner)
+        _write_manifest(spec, out_dir)
+        return result
     finally:
         lock.release()
 
 
+def _write_manifest(spec: SweepSpec, out_dir: Path) -> None:
+    """Last, once every run is in the ledger: DIR/manifest.json (sim/provenance.py)."""
+    from sim.provenance import write_sweep_manifest
+
+    try:
+        write_sweep_manifest(out_dir, spec)
+    except OSError as e:
+        raise ConfigError(f"{out_dir}: cannot write manifest.json ({_error_text(e)}); every "
+                          "run is in the ledger: re-run to write it") from None
+
+
 def _open_ledger(spec: SweepSpec, out_dir: Path) -> Ledger:
+    from sim.provenance import MANIFEST
     from sim.store import atomic_write_bytes
 
     try:
         ledger = Ledger(out_dir)
         meta = sweep_meta(spec)
         _check_same_sweep(out_dir, ledger.get_meta(), meta)
+        (out_dir / MANIFEST).unlink(missing_ok=True)  # vouch only for a finished sweep
         ledger.set_meta(meta)
         atomic_write_bytes(out_dir / "spec.toml", spec._text.encode())
     except (OSError, sqlite3.Error) as e:
