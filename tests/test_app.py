@@ -146,25 +146,51 @@ def test_month_label():
 
 
 def _month12(**controls) -> dict:
+    """What the app shows at month 12 of crypto_winter (the tutorial's runs)."""
     m = app.AppModel(scenario_name="crypto_winter", **controls)
     for _ in range(12):
         m.step()
-    r = m.rec
+    r, h100 = m.rec, m.env.names.index("H100")
+    new_defaults = r["defaults_miner"][:13] + r["defaults_neocloud"][:13]
+    forced = r["forced_volume"][:13].sum(axis=1)
     return {"losses": r["credit_losses"][12], "inventory": r["inventory_units"][12],
+            "peak_inventory": r["inventory_units"][:13].max(),
             "failed": r["lender_failures"][12], "desk": r["repo_units"][12],
-            "defaults": r["defaults_miner"][:13].sum() + r["defaults_neocloud"][:13].sum()}
+            "defaults": new_defaults.sum(),
+            "last_default": np.flatnonzero(new_defaults).max(initial=-1),
+            "forced": forced.sum(), "first_forced": np.flatnonzero(forced).min(initial=99),
+            "h100": r["price"][12, h100], "h100_value": r["fundamental"][12, h100],
+            "h100_floor": m.cfg.buyers.salvage_floor * m.cfg.environment.generations[
+                h100].list_price,
+            "capacity": r["buyer_capacity_h100"][12]}
 
 
 def test_the_tutorials_experiments_show_what_it_says():
     """docs/tutorial.md, month 12 of crypto_winter: the directions it describes hold."""
     off, on = _month12(), _month12(repo=True)
-    assert on["losses"] < off["losses"] and on["inventory"] < off["inventory"]
-    assert on["desk"] > 0 == off["desk"]
+    # experiment 1: every default comes before the first forced sale; the H100 then sells at
+    # the salvage floor, below its value, while buyers still have capacity; lenders fail
+    assert off["last_default"] < off["first_forced"] <= 12
+    assert off["h100"] == pytest.approx(off["h100_floor"]) and off["h100"] < off["h100_value"]
+    assert off["capacity"] > 0 and off["failed"] > 0
+    # experiment 2: the desk buys and holds GPUs, no forced sale, lower overhang and losses,
+    # no failed lender, H100 above the floor, about as many defaults
+    assert on["desk"] > 0 == off["desk"] and on["forced"] == 0 < off["forced"]
+    assert on["peak_inventory"] < off["peak_inventory"] and on["inventory"] < off["inventory"]
+    assert on["losses"] < off["losses"] and on["failed"] == 0
+    assert on["h100"] > off["h100"]
+    assert 0.9 * off["defaults"] <= on["defaults"] <= off["defaults"]
+    # experiment 3: buyers change losses and failures, not defaults; x3 keeps the discount
     thin, thick = _month12(buyer_capacity=0.5), _month12(buyer_capacity=3.0)
+    assert thin["defaults"] == off["defaults"] == thick["defaults"]
     assert thin["losses"] > off["losses"] > thick["losses"]
-    assert thin["failed"] > 0 == off["failed"] == thick["failed"]
-    assert thin["defaults"] > off["defaults"] > thick["defaults"]
-    assert _month12(ltv=0.6)["defaults"] < off["defaults"]
+    assert thin["failed"] > off["failed"] > thick["failed"]
+    assert thick["h100"] == pytest.approx(thick["h100_floor"])
+    assert thick["h100"] < thick["h100_value"] and thick["capacity"] > 0
+    # try next: a lower loan-to-value means fewer defaults, lower losses, no failed lender
+    low = _month12(ltv=0.6)
+    assert low["defaults"] < off["defaults"] and low["losses"] < off["losses"]
+    assert low["failed"] == 0
 
 
 # --------------------------------------------------------------------------- the page
