@@ -491,3 +491,18 @@ def test_fleet_sells_at_value_without_the_friction(monkeypatch):
     for days in (180, 30, 7):
         mean, se = v.sell_fleet(5469, days, draws=3)
         assert mean == pytest.approx(1.0, abs=1e-12) and se == pytest.approx(0.0, abs=1e-12)
+
+
+def test_friction_draws_leave_the_environment_paths_of_a_seed_alone():
+    """Participation is drawn from its own child stream (``model.search_rng``): the same seed
+    gives the same BTC, hashprice and rent paths with the friction on (default close_days) or
+    off (every close_days 0), while the market itself differs."""
+    from sim.config import load_scenario
+    from sim.model import LiquidationModel
+
+    off = [f"buyers.types.{t}.close_days=0" for t in ("hyperscaler", "tier2", "broker")]
+    runs = [LiquidationModel(load_scenario("crypto_winter", o, months=24)).run()
+            for o in ([], off)]
+    for key in ("btc", "hashprice", "rent"):
+        np.testing.assert_array_equal(runs[0].rec[key], runs[1].rec[key])
+    assert not np.array_equal(runs[0].rec["price"], runs[1].rec["price"])

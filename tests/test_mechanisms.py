@@ -82,31 +82,6 @@ def test_largest_remainder_apportionment():
 
 
 # ------------------------------------------------------------------ buyers
-def test_reservation_price_is_the_discounted_net_rent_annuity():
-    """Flat rent 2 $/h, no deflation, full utilisation, no power or running costs: net rent
-    1,460 $/month for the remaining 12 months at 10 %/yr, minus 500 integration:
-    P = 1460 * sum_{m=1..12} 1.1^(-m/12) - 500."""
-    cfg = Scenario.model_validate({
-        "environment": {"generations": [{"name": "X", "launch_month": -60, "list_price": 30000,
-                                         "kw_per_gpu": 1.0, "rent0": 2.0}],
-                        "rent_deflation": 0.0, "utilisation": 1.0, "power_price": 0.0},
-        "borrowers": {"miner": {"count": 1, "fleet_mean": 10, "fleet_mix": [1], "spread": 0.03,
-                                "contracted_share": 0, "guarantee_prob": 0},
-                      "neocloud": {"count": 1, "fleet_mean": 10, "fleet_mix": [1],
-                                   "spread": 0.03, "contracted_share": 0, "guarantee_prob": 0}},
-        "buyers": {"spot_opex_per_gpu": 0.0, "types": {"t": {
-            "count": 1, "hurdle": 0.10, "integration_cost": 500, "capital": 1e6,
-            "spare_mw": 1.0, "life_months": 72}}}})
-    env = Environment(cfg, np.random.default_rng(0))
-    book = BuyerBook(cfg, env)
-    net = 2.0 * HOURS_PER_MONTH
-    expected = net * sum(1.1 ** (-m / 12) for m in range(1, 13)) - 500
-    assert book.reservation(env)[0, 0] == pytest.approx(expected, rel=1e-12)
-    # capacity: min(capital / price, MW x 1000 / kW) = min(1e6 / 20000, 1000) = 50
-    assert book.capacity(np.array([20000.0]), 1.0)[0] == 50
-    assert book.capacity(np.array([100.0]), 1.0)[0] == 1000
-
-
 def _one_gen_book(launch: int, deflation: float, power: float, rent_vol: float):
     """One generation X (1 kW, PUE 1, rent 2 $/h, full use) and one buyer type (10 %/yr,
     life 72 months, integration 500): revenue 1,460 $/month, power cost 0.73 x power $/MWh."""
@@ -124,6 +99,19 @@ def _one_gen_book(launch: int, deflation: float, power: float, rent_vol: float):
             "spare_mw": 1.0, "life_months": 72}}}})
     env = Environment(cfg, np.random.default_rng(0))
     return BuyerBook(cfg, env), env
+
+
+def test_reservation_price_is_the_discounted_net_rent_annuity():
+    """Flat rent 2 $/h, no deflation, full utilisation, no power or running costs: net rent
+    1,460 $/month for the remaining 12 months at 10 %/yr, minus 500 integration:
+    P = 1460 * sum_{m=1..12} 1.1^(-m/12) - 500."""
+    book, env = _one_gen_book(launch=-60, deflation=0.0, power=0.0, rent_vol=0.0)
+    net = 2.0 * HOURS_PER_MONTH
+    expected = net * sum(1.1 ** (-m / 12) for m in range(1, 13)) - 500
+    assert book.reservation(env)[0, 0] == pytest.approx(expected, rel=1e-12)
+    # capacity: min(capital / price, MW x 1000 / kW) = min(1e6 / 20000, 1000) = 50
+    assert book.capacity(np.array([20000.0]), 1.0)[0] == 50
+    assert book.capacity(np.array([100.0]), 1.0)[0] == 1000
 
 
 def test_lognormal_call_is_black_scholes_by_hand():
