@@ -8,9 +8,12 @@ cost of integrating it,
 
 with M_kg = life_k - age_g, c_g the power and running cost per GPU-month, and R~_kgm lognormal
 with mean F = u R_g 730 e^{mu_kg m/12} and log-sd sigma_g sqrt(m), expected log rent drift
-mu_kg = ln(1 - d) + x_kg. Each month is the option to run only when revenue covers the running
-cost (McDonald & Siegel 1985; Dixit & Pindyck 1994, ch. 6; Brennan & Schwartz 1985), a Black
-(1976) call F N(d1) - c N(d1 - s); sigma_g is ``Environment.revenue_vol`` (rent_vol, or BTC
+mu_kg = ln(1 - d) + x_kg (for a hashprice-linked mining rig the ln(1 - d) m / 12 part is
+the expected reversion of hashprice to miners' cost,
+:meth:`sim.environment.Environment.hash_log_growth`, Prat & Walter 2021). Each month is
+the option to run only when revenue covers the running cost (McDonald & Siegel 1985;
+Dixit & Pindyck 1994, ch. 6; Brennan & Schwartz 1985), a Black (1976) call
+F N(d1) - c N(d1 - s); sigma_g is ``Environment.revenue_vol`` (rent_vol, or BTC
 volatility for hashprice-linked rigs). With sigma = 0 it is max(0, F - c). The extrapolation
 term x_kg follows adaptive expectations (Cagan 1956; Nerlove 1958) on the part of the observed
 price change that fundamentals do not explain,
@@ -84,6 +87,12 @@ class BuyerBook:
         m = np.arange(1, self._mmax + 1, dtype=float)
         mu = np.log1p(-e.rent_deflation) + extrap  # (R, G) or (1, G) when common to all rows
         growth = np.exp(mu[:, :, None] * m[None, None, :] / 12.0)  # (R or 1, G, M)
+        hash_growth = env.hash_log_growth(m) if env.hash_linked.any() else None
+        if hash_growth is not None:
+            # mining rigs: hashprice reverts to miners' cost (free entry and exit of hashrate)
+            # instead of eroding at the rent drift; the extrapolation term x stays
+            lg = hash_growth[None, None, :] + extrap[:, :, None] * m[None, None, :] / 12.0
+            growth = np.where(env.hash_linked[None, :, None], np.exp(lg), growth)
         cost = env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu  # (G,)
         revenue = e.utilisation * env.rent[None, :, None] * HOURS_PER_MONTH * growth
         logvol = env.revenue_vol()[:, None] * np.sqrt(m)[None, :]  # (G, M): sigma sqrt(m)

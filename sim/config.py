@@ -78,6 +78,9 @@ class Environment(_Strict):
     stress_drawdown: Frac = 0.30  # BTC drawdown from its running peak that flags stress
     hashprice0: NonNeg = 36.0  # $/PH/day
     difficulty_growth: float = Field(0.25, ge=0.0, le=5.0)  # a year; erodes hashprice
+    # miners' all-in cost, $/PH/day: buyers expect hashprice to revert to it (free entry and
+    # exit of hashrate, Prat & Walter 2021); "median cost 44.8", TheMinerMag (B); 0 = off
+    hashprice_cost: NonNeg = 44.8
     power_price: NonNeg = 50.0  # $/MWh
     pue: float = Field(1.25, ge=1.0, le=3.0)
     sofr: float = Field(0.043, ge=0.0, le=0.5)

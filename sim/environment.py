@@ -24,6 +24,20 @@ agents. The processes (monthly steps, month index t with t0 = 2025-12):
   R_g(t) = rent0_g * hashprice(t) / hashprice0: its "rent" is its mining revenue per hour, so
   it tracks BTC and difficulty, not the AI rent process (no deflation, noise, step-down or
   `rent` shock).
+* What buyers expect of hashprice (:meth:`Environment.hash_log_growth`): hashrate enters
+  while mining pays more than its cost and leaves when it pays less, so at a constant BTC
+  price the log hashprice reverts to the miners' all-in cost c_H (``hashprice_cost``),
+
+      E_t[ln H(t+m)] = ln c_H + (ln H(t) - ln c_H) exp(-kappa m / 12),  kappa = ln(1 + g),
+
+  the free-entry equilibrium of Prat & Walter (2021, "An equilibrium model of the market for
+  Bitcoin mining", J. Political Economy 129(8)), in which the network hashrate adjusts until
+  the revenue per unit of hash equals its cost. Entry erodes a margin at the pace at which
+  difficulty grows (kappa = ln(1 + g)), and exit restores it at the same pace.
+  c_H = 44.8 $/PH/day is the "median cost" of shared/CALIBRATION.md (TheMinerMag (B),
+  Nov 2025). The realised path above stays the scenario's (an episode's history, or the
+  constant-growth trend); only expectations revert. ``hashprice_cost = 0`` switches the
+  reversion off: buyers then expect the rent drift ``rent_deflation``, as for GPUs.
 
 Scenario shocks of kind ``btc`` and ``rent`` are applied here (a one-off fall by ``size``).
 """
@@ -85,6 +99,18 @@ class Environment:
         e = self.cfg
         btc = (e.btc_vol_stress if self.stress else e.btc_vol_calm) / np.sqrt(12.0)
         return np.where(self.hash_linked, btc, e.rent_vol)
+
+    def hash_log_growth(self, m: np.ndarray) -> np.ndarray | None:
+        """Buyers' expected ln(H(t+m) / H(t)) for months ahead ``m`` at a constant BTC price,
+        (M,): (ln c_H - ln H(t)) (1 - exp(-kappa m / 12)) with kappa = ln(1 + g_difficulty)
+        (free entry and exit of hashrate, Prat & Walter 2021; module docstring). ``None`` when
+        the reversion is off (``hashprice_cost = 0``, or no hashprice: ``hashprice0 = 0``)."""
+        e = self.cfg
+        if e.hashprice_cost <= 0 or e.hashprice0 <= 0:
+            return None
+        gap = np.log(e.hashprice_cost / max(self.hashprice, 1e-12))
+        kappa = np.log1p(e.difficulty_growth)
+        return gap * -np.expm1(-kappa * np.asarray(m, dtype=float) / 12.0)
 
     def step(self) -> None:
         """Advance one month: rent shock and deflation, launches, BTC, hashprice, shocks."""

@@ -114,6 +114,71 @@ def test_default_generations_are_not_hashprice_linked():
     assert not m.env.hash_linked.any()
 
 
+def _asic_model(**env_overrides) -> LiquidationModel:
+    sets = [f"environment.{k}={v}" for k, v in env_overrides.items()]
+    return LiquidationModel(load_scenario("asic_2022", sets, months=1))
+
+
+def test_expected_hashprice_reverts_to_miners_cost_by_hand():
+    """E ln H(t+m)/H(t) = ln(c/H)(1 - exp(-ln(1+g) m/12)) (Prat & Walter 2021 free entry):
+    at H = 63, c = 44.8, g = 40 %/yr, one year ahead, ln(44.8/63) x (1 - 1/1.4) = -0.0974076."""
+    env = _asic_model().env
+    env.hashprice = 63.0
+    m = np.array([12.0, 24.0, 1200.0])
+    got = env.hash_log_growth(m)
+    assert got[0] == pytest.approx(np.log(44.8 / 63.0) * (1 - 1 / 1.4), rel=1e-12)
+    assert got[0] == pytest.approx(-0.0974076, abs=1e-7)
+    assert got[1] == pytest.approx(np.log(44.8 / 63.0) * (1 - 1 / 1.4**2), rel=1e-12)
+    assert got[2] == pytest.approx(np.log(44.8 / 63.0), rel=1e-9)  # the long run is the cost
+    env.hashprice = 30.0  # below cost: exit lifts hashprice back
+    assert (env.hash_log_growth(m) > 0).all()
+    assert _asic_model(hashprice_cost=0).env.hash_log_growth(m) is None
+
+
+def test_rig_at_miners_cost_is_valued_on_flat_revenue_by_hand():
+    """With hashprice at miners' cost nobody expects it to move, so each month of the rig is
+    Black's call on the same forward u R 730 with log-sd sigma sqrt(m) (buyer.py docstring)."""
+    from sim.environment import HOURS_PER_MONTH
+    from sim.finance import lognormal_call
+
+    m = _asic_model()
+    env, bb = m.env, m.buyers
+    env.hashprice = env.cfg.hashprice_cost
+    env.rent[0] = env.rent0[0] * env.hashprice / env.cfg.hashprice0
+    got = bb.reservation(env)
+    k = int(np.flatnonzero(bb.type == "tier2")[0])
+    months = np.arange(1, bb.life[k] - max(env.age[0], 0) + 1, dtype=float)
+    fwd = env.cfg.utilisation * env.rent[0] * HOURS_PER_MONTH
+    cost = env.power_cost_per_gpu()[0] + bb.cfg.spot_opex_per_gpu
+    s = env.revenue_vol()[0] * np.sqrt(months)
+    want = (lognormal_call(np.full_like(months, fwd), cost, s)
+            * (1 + bb.hurdle[k]) ** (-months / 12)).sum() - bb.integration[k]
+    assert got[k, 0] == pytest.approx(want, rel=1e-9)
+
+
+def test_reversion_raises_a_rig_below_cost_and_lowers_one_above():
+    """Against buyers who expect difficulty to erode hashprice forever (hashprice_cost = 0,
+    drift ln(1 - rent_deflation)): below cost, exit restores margins (worth more); far above
+    cost, entry erodes the margin faster than the constant drift does (worth less)."""
+    on, off = _asic_model(), _asic_model(hashprice_cost=0)
+    for model in (on, off):  # H = 42 < 44.8; reservation prices, above the salvage floor
+        model.env.hashprice = 42.0
+        model.env.rent[0] = model.env.rent0[0] * 42.0 / 383.0
+    res_on, res_off = on.buyers.reservation(on.env)[:, 0], off.buyers.reservation(off.env)[:, 0]
+    assert (res_on >= res_off).all() and res_on.max() > 1.2 * res_off.max() > 0
+    fresh_on, fresh_off = _asic_model(), _asic_model(hashprice_cost=0)  # H = 383 at t0
+    assert fresh_on.buyers.fundamental(fresh_on.env)[0] < \
+        fresh_off.buyers.fundamental(fresh_off.env)[0]
+
+
+def test_asic_episode_measures_index_and_auction_prices_separately():
+    a = val.asic_episode()
+    assert a["index"][0] == pytest.approx(a["price"][0])  # no forced seller at t0
+    assert a["auction_price_fall"] >= a["price_fall"]  # forced sales clear below the index
+    assert 0.0 < a["distressed_discount"] < 1.0
+    assert a["invariants"] == []
+
+
 # ---------------------------------------------------------------- the command
 def test_validate_quick_writes_report_and_exit_code_matches(tmp_path, capsys):
     out = tmp_path / "v"
@@ -121,7 +186,7 @@ def test_validate_quick_writes_report_and_exit_code_matches(tmp_path, capsys):
     report = (out / "report.md").read_text()
     res = json.loads((out / "results.json").read_text())
     assert "| check | expected | source | measured | result |" in report
-    for cid in ("1a", "1e", "2a", "2f", "3a", "3b", "4a", "4b", "5a", "5b", "6a", "6c"):
+    for cid in ("1a", "1e", "2a", "2f", "3a", "3b", "4a", "4b", "5a", "5b", "5c", "6a", "6c"):
         assert f"| {cid} " in report
     for fig in ("gk_window.png", "nesting.png", "fire_sale_time.png"):
         assert (out / fig).stat().st_size > 1000
