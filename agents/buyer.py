@@ -72,37 +72,99 @@ class BuyerBook:
         self._deflation = env.cfg.rent_deflation
         self.holdings = np.zeros((self.n, env.n_gen), dtype=np.int64)
         self._mmax = int(self.life.max()) if self.n else 1
-        self._disc = discount_factors(self.hurdle, self._mmax)  # (K, M)
+        self._disc_rows = None  # per-buyer discount factors, built on first use (``_disc``)
         types = list(b.types.values())
         self._t_hurdle = np.array([t.hurdle for t in types])
         self._t_integration = np.array([t.integration_cost for t in types])
         self._t_life = np.array([t.life_months for t in types], dtype=np.int64)
         self._t_disc = discount_factors(self._t_hurdle, self._mmax) if types else None
+        # types with at least one buyer (the value in best use counts only these)
+        self._present = np.bincount(self.type_idx, minlength=len(self.type_names)) > 0
+        self._any_present, self._all_present = bool(self._present.any()), bool(self._present.all())
+        self._static_env = None  # the environment whose constant inputs ``_static`` holds
+        self._by_type_cache = None  # (env, state key, value at x = 0, value at common x)
+
+    @property
+    def _disc(self) -> np.ndarray:
+        """(1 + r_k)^(-m/12) per buyer, (K, M); only the per-buyer valuation (buyers whose
+        expectations differ) needs it, so it is built on first use (11,667 x 72 powers in the
+        large world)."""
+        if self._disc_rows is None:
+            self._disc_rows = discount_factors(self.hurdle, self._mmax)
+        return self._disc_rows
 
     # ----------------------------------------------------------------- valuation
+    def _static(self, env: Environment) -> None:
+        """Inputs of the valuation that depend on the configuration only, computed once per
+        environment (they were recomputed in every valuation): the months ahead m = 1..M and
+        sqrt(m), ln(1 - d), the running cost c_g per GPU-month, whether any generation is
+        hashprice-linked, and the log-sd sigma_g sqrt(m) per BTC regime (``_logvol``)."""
+        e = env.cfg
+        self._m = np.arange(1, self._mmax + 1, dtype=float)
+        self._sqrt_m = np.sqrt(self._m)
+        self._log_decay = np.log1p(-e.rent_deflation)
+        self._cost = (env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu)[:, None]  # (G, 1)
+        self._hash_any = bool(env.hash_linked.any())
+        self._logvols = {}
+        self._static_env = env
+
+    def _logvol(self, env: Environment) -> np.ndarray:
+        """sigma_g sqrt(m), (G, M); sigma_g depends on the BTC regime only (``revenue_vol``)."""
+        stress = bool(env.stress)
+        lv = self._logvols.get(stress)
+        if lv is None:
+            lv = self._logvols[stress] = env.revenue_vol()[:, None] * self._sqrt_m[None, :]
+        return lv
+
     def _pv(self, env: Environment, disc: np.ndarray, life: np.ndarray, integration: np.ndarray,
             extrap: np.ndarray) -> np.ndarray:
-        """PV of expected net rent per GPU for each (row, generation); see module docstring."""
-        e = env.cfg
-        m = np.arange(1, self._mmax + 1, dtype=float)
-        mu = np.log1p(-e.rent_deflation) + extrap  # (R, G) or (1, G) when common to all rows
-        growth = np.exp(mu[:, :, None] * m[None, None, :] / 12.0)  # (R or 1, G, M)
-        hash_growth = env.hash_log_growth(m) if env.hash_linked.any() else None
+        """PV of expected net rent per GPU for each (row, generation); see module docstring.
+
+        ``extrap`` is (R, G), one expectation row per row of ``disc`` / ``life`` /
+        ``integration``, or (1, G) when common to all rows. A stack (X, 1, G) of expectation
+        rows values every row under each of them at once and gives (X, R, G): every entry is
+        computed by the same operations on the same numbers as in a separate call, and each
+        present value is the sum of the same M terms in the same order."""
+        if self._static_env is not env:
+            self._static(env)
+        e, m = env.cfg, self._m
+        mu = self._log_decay + extrap  # (..., G)
+        growth = np.exp(mu[..., None] * m / 12.0)  # (..., G, M)
+        hash_growth = env.hash_log_growth(m) if self._hash_any else None
         if hash_growth is not None:
             # mining rigs: hashprice reverts to miners' cost (free entry and exit of hashrate)
             # instead of eroding at the rent drift; the extrapolation term x stays
-            lg = hash_growth[None, None, :] + extrap[:, :, None] * m[None, None, :] / 12.0
-            growth = np.where(env.hash_linked[None, :, None], np.exp(lg), growth)
-        cost = env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu  # (G,)
-        revenue = e.utilisation * env.rent[None, :, None] * HOURS_PER_MONTH * growth
-        logvol = env.revenue_vol()[:, None] * np.sqrt(m)[None, :]  # (G, M): sigma sqrt(m)
+            lg = hash_growth + extrap[..., None] * m / 12.0
+            growth = np.where(env.hash_linked[:, None], np.exp(lg), growth)
+        revenue = (e.utilisation * env.rent * HOURS_PER_MONTH)[:, None] * growth
         # each month: the option to run only when revenue covers the running cost
-        net = lognormal_call(revenue, cost[None, :, None], logvol[None, :, :])
-        remaining = life[:, None] - np.maximum(env.age, 0)[None, :]  # (R, G)
-        alive = m[None, None, :] <= remaining[:, :, None]
-        pv = (net * alive * disc[:, None, :]).sum(axis=2)
+        net = lognormal_call(revenue, self._cost, self._logvol(env))  # (..., G, M)
+        remaining = life[:, None] - np.maximum(env.age, 0)  # (R, G)
+        alive = m <= remaining[:, :, None]  # (R, G, M)
+        pv = (net * alive * disc[:, None, :]).sum(axis=-1)
         value = pv - integration[:, None]
-        return np.where(env.shipping[None, :], np.maximum(value, 0.0), 0.0)
+        return np.where(env.shipping, np.maximum(value, 0.0), 0.0)
+
+    def _by_type(self, env: Environment, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values by buyer type, (T, G): at x = 0 (for the value in best use) and at the
+        expectation row ``x0`` common to all buyers (for reservation prices).
+
+        Both come from one ``_pv`` evaluation (x0 stacked under the zero row; one row when
+        x0 is 0 everywhere, where the two are the same numbers: mu = ln(1 - d) + 0). They are
+        kept while the state they depend on is unchanged (month, BTC regime, hashprice, rents,
+        x0), so the model's two valuations a month, the value in best use in phase 1 and the
+        reservation prices in phase 6, cost one evaluation: nothing in between moves them."""
+        key = (env.t, bool(env.stress), env.hashprice, env.rent.tobytes(), x0.tobytes())
+        c = self._by_type_cache
+        if c is not None and c[0] is env and c[1] == key:
+            return c[2], c[3]
+        args = (env, self._t_disc, self._t_life, self._t_integration)
+        if (x0 == 0.0).all():
+            v0 = vx = self._pv(*args, np.zeros((1, env.n_gen)))
+        else:
+            v0, vx = self._pv(*args, np.stack((np.zeros_like(x0), x0))[:, None, :])
+        self._by_type_cache = (env, key, v0, vx)
+        return v0, vx
 
     def reservation(self, env: Environment) -> np.ndarray:
         """Reservation price of every buyer for every generation, (K, G)."""
@@ -112,8 +174,7 @@ class BuyerBook:
         if (x == x[0]).all():
             # expectations are common to all buyers (``adapt`` moves every row alike), so the
             # value depends on the buyer's type only: one row per type, not one per buyer
-            return self._pv(env, self._t_disc, self._t_life, self._t_integration,
-                            x[:1])[self.type_idx]
+            return self._by_type(env, x[0])[1][self.type_idx]
         return self._pv(env, self._disc, self.life, self.integration, x)
 
     def fundamental(self, env: Environment) -> np.ndarray:
@@ -121,13 +182,14 @@ class BuyerBook:
         price over buyer types with expectations anchored on fundamentals (x = 0), per generation,
         and never below the salvage value. The fire-sale discount is measured against it. Only
         types with at least one buyer count: a type with ``count = 0`` is no user."""
-        salvage = np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
-        present = np.bincount(self.type_idx, minlength=len(self.type_names)) > 0
-        if not present.any():  # no buyer at all: the best use is scrap
+        shipping = env.shipping
+        salvage = np.where(shipping, self.cfg.salvage_floor * env.list_price, 0.0)
+        if not self._any_present:  # no buyer at all: the best use is scrap
             return salvage
-        zero = np.zeros((1, env.n_gen))  # x = 0 for every type
-        best = self._pv(env, self._t_disc, self._t_life, self._t_integration, zero)[present]
-        return np.where(env.shipping, np.maximum(best.max(axis=0), salvage), 0.0)
+        best = self._by_type(env, self.extrap[0])[0]  # x = 0 for every type
+        if not self._all_present:
+            best = best[self._present]
+        return np.where(shipping, np.maximum(best.max(axis=0), salvage), 0.0)
 
     def capacity(self, price: np.ndarray, kw: float) -> np.ndarray:
         """Units each buyer can take at the given prices: min(capital / p, MW x 1000 / kW)."""
