@@ -67,7 +67,13 @@ def lognormal_call(mean: np.ndarray, strike: np.ndarray, logvol: np.ndarray) -> 
     Schwartz 1985, J. Business 58(2); Dixit & Pindyck 1994, *Investment under Uncertainty*,
     ch. 6). With s = 0 it is max(F - K, 0); with K <= 0 it is F - K. Arguments broadcast.
     """
-    f, k, s = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (mean, strike, logvol)))
+    f, k, s = (np.asarray(a, dtype=float) for a in (mean, strike, logvol))
+    if f.ndim and (s > 0.0).all() and (k > 0.0).all() and (f > 0.0).all():
+        # every entry is live (the valuations' usual case): Black's formula without the masks
+        # and copies below, the same operations on the same numbers
+        d1 = (np.log(f / k) + 0.5 * s * s) / s
+        return np.maximum(f * ndtr(d1) - k * ndtr(d1 - s), 0.0)
+    f, k, s = np.broadcast_arrays(f, k, s)
     live = (s > 0.0) & (k > 0.0) & (f > 0.0)
     s1 = np.where(live, s, 1.0)
     d1 = (np.log(np.where(live, f, 1.0) / np.where(live, k, 1.0)) + 0.5 * s1 * s1) / s1
