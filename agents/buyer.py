@@ -83,6 +83,7 @@ class BuyerBook:
         self._any_present, self._all_present = bool(self._present.any()), bool(self._present.all())
         self._static_env = None  # the environment whose constant inputs ``_static`` holds
         self._by_type_cache = None  # (env, state key, value at x = 0, value at common x)
+        self._close_key, self._close_prob = None, None  # ``participating``'s probabilities
 
     @property
     def _disc(self) -> np.ndarray:
@@ -195,10 +196,13 @@ class BuyerBook:
         """Units each buyer can take at the given prices: min(capital / p, MW x 1000 / kW)."""
         if self.unlimited:
             return np.full(self.n, BIG)
-        by_cap = np.floor(np.divide(self.capital, price, out=np.zeros(self.n), where=price > 0)
-                          + 1e-9)
-        by_mw = np.floor(self.mw * 1000.0 / kw + 1e-9)
-        return np.minimum(by_cap, by_mw).astype(np.int64)
+        units = np.divide(self.capital, price, out=np.zeros(self.n), where=price > 0)
+        units += 1e-9
+        by_mw = self.mw * 1000.0 / kw
+        by_mw += 1e-9
+        # floor is monotone, so floor(min(a, b)) = min(floor(a), floor(b)): one floor, not two
+        np.minimum(units, by_mw, out=units)
+        return np.floor(units, out=units).astype(np.int64)
 
     def participating(self, rng: np.random.Generator, days: float) -> np.ndarray:
         """Which buyers are able to bid in a sale window of ``days`` days, (K,) bool.
@@ -211,11 +215,18 @@ class BuyerBook:
         ``buyers.unlimited`` is set (the frictionless benchmark), every buyer bids and nothing
         is drawn, so the random stream is that of the market without the friction.
         """
-        if self.unlimited or not (self.close_days > 0).any():
+        key = (days, self.unlimited, self.close_days.tobytes())
+        if self._close_key != key:  # the closing probabilities change with these only
+            self._close_key = key
+            if self.unlimited or not (self.close_days > 0).any():
+                self._close_prob = None
+            else:
+                rate = np.divide(days, self.close_days, out=np.full(self.n, np.inf),
+                                 where=self.close_days > 0)
+                self._close_prob = -np.expm1(-rate)
+        if self._close_prob is None:
             return np.ones(self.n, dtype=bool)
-        rate = np.divide(days, self.close_days, out=np.full(self.n, np.inf),
-                         where=self.close_days > 0)
-        return rng.random(self.n) < -np.expm1(-rate)
+        return rng.random(self.n) < self._close_prob
 
     # ----------------------------------------------------------------- dynamics
     def settle(self, fills: np.ndarray, price: float, gen: int, kw: float) -> np.ndarray:
