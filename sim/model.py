@@ -684,7 +684,9 @@ class LiquidationModel(mesa.Model):
     # ---------------------------------------------------------------- 7. prices
     def _phase_prices(self) -> None:
         env, buyers = self.env, self.buyers
-        old_price, old_value = self.price.copy(), self.prev_fundamental
+        # self.price is replaced below, never written in place: no copy needed
+        old_price, old_value = self.price, self.prev_fundamental
+        shipping = env.shipping
         floor = self.cfg.buyers.salvage_floor * env.list_price
         if buyers.unlimited:
             has_cap = np.ones((buyers.n, self.n_gen), dtype=bool)
@@ -698,12 +700,14 @@ class LiquidationModel(mesa.Model):
                                         out=np.ones(self.n_gen), where=old_value > 0)
         quote = np.maximum(np.where(best > 0, best, carried), floor)
         new = np.where(self.traded, self.clearing, quote)
-        self.price = np.where(env.shipping, new, self.fundamental)
+        self.price = np.where(shipping, new, self.fundamental)
         self.price_hist[env.t] = self.price
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dlp = np.log(np.maximum(self.price, 1e-9) / np.maximum(old_price, 1e-9))
-            dlv = np.log(np.maximum(self.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
-        buyers.adapt(dlp, dlv, self.traded & env.shipping & (old_price > 0))
+        moved = self.traded & shipping & (old_price > 0)
+        if moved.any():  # else adapt would leave every expectation as it is
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dlp = np.log(np.maximum(self.price, 1e-9) / np.maximum(old_price, 1e-9))
+                dlv = np.log(np.maximum(self.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
+            buyers.adapt(dlp, dlv, moved)
         before = buyers.capital.sum()
         buyers.regrow()
         if not buyers.unlimited:
