@@ -35,7 +35,7 @@ from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
 from sim.config import Scenario
-from sim.contagion import clearing_equity, rogers_veraart
+from sim.contagion import _rogers_veraart_state
 from sim.environment import Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
 from sim.market import call_auction, parametric_price
@@ -100,6 +100,10 @@ class LiquidationModel(mesa.Model):
         self._units0 = self.gpu_units()
         self._cash0 = self.total_cash()
         self._init_records()
+        # the clearing's liabilities and external assets, with outside creditors as
+        # node n (they owe nothing and hold nothing here): refilled every month
+        self._liab = np.zeros((self.lenders.n + 1, self.lenders.n + 1))
+        self._ext = np.zeros(self.lenders.n + 1)
         self._clear_funding()
         self.equity0 = self.lenders.equity.copy()
         self.assets0 = self.lenders.assets.copy()
@@ -769,22 +773,29 @@ class LiquidationModel(mesa.Model):
         self._outside("funding_outside", -out.sum())
 
     def _clear_funding(self) -> np.ndarray:
-        """Rogers-Veraart clearing of the funding network; sets equity and assets."""
+        """Rogers-Veraart clearing of the funding network; sets equity and assets.
+
+        Returns which lenders default in the clearing (pay less than their obligations)."""
         lb = self.lenders
         marks = lb.marks(self.env, self.price_hist, self.env.t, self.cfg.lenders.appraisal_lag)
         loans = self.loans.by_lender(self.loans.exposure, lb.n)
         ext = lb.cash + loans + (lb.inventory * marks).sum(axis=1)
         n = lb.n
-        liab = np.zeros((n + 1, n + 1))
+        liab = self._liab  # row and column n (outside creditors) stay as set in __init__
         liab[:n, :n] = self.interbank
         liab[:n, n] = lb.outside + lb.repo_debt
-        e = np.concatenate((np.maximum(ext, 0.0), [0.0]))
+        e = self._ext
+        np.maximum(ext, 0.0, out=e[:n])  # e[n] = 0: outside creditors hold no assets here
         c = self.cfg.contagion
-        p = rogers_veraart(liab, e, c.alpha, c.beta)
-        lbar = liab.sum(axis=1)
+        p, lbar, equity, solvent = _rogers_veraart_state(liab, e, c.alpha, c.beta)
+        lb.equity = equity[:n] + (ext - e[:n])
+        if solvent:
+            # p = Lbar: every claim is worth its face (p / Lbar = 1 exactly, and x * 1.0 = x)
+            # and nobody pays less than it owes
+            lb.assets = ext + self.interbank.sum(axis=0)
+            return np.zeros(n, dtype=bool)
         ratio = np.divide(p, lbar, out=np.ones(n + 1), where=lbar > 0)
         ib_assets = (self.interbank * ratio[:n, None]).sum(axis=0)
-        lb.equity = clearing_equity(liab, e, p)[:n] + (ext - e[:n])
         lb.assets = ext + ib_assets
         return p[:n] < lbar[:n] * (1.0 - 1e-9)
 
@@ -827,6 +838,8 @@ class LiquidationModel(mesa.Model):
         self.forced_fundamental = 0.0
         self.new_defaults = np.zeros(2, dtype=np.int64)
         self._reset_month()
+        # the generation whose buyer capacity is recorded (H100, else the first)
+        self._h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
         g = self.n_gen
         self.rec = {
             "btc": np.zeros(n), "hashprice": np.zeros(n), "stress": np.zeros(n, bool),
@@ -864,37 +877,39 @@ class LiquidationModel(mesa.Model):
         return float(self.buyers.capacity(np.full(self.buyers.n, price), self.env.kw[g]).sum())
 
     def _record(self) -> None:
+        """Write month t into the preallocated records and the agent panel.
+
+        Sums are ``np.add.reduce`` (what ``ndarray.sum`` calls, without its wrapper), counts
+        ``np.count_nonzero``, and each panel row is filled by one ``np.concatenate`` into it:
+        the same values as summing and assigning slice by slice."""
         t, r, env, lb, b = self.env.t, self.rec, self.env, self.lenders, self.borrowers
+        add = np.add.reduce
         r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
         r["rent"][t], r["price"][t], r["fundamental"][t] = env.rent, self.price, self.fundamental
         r["volume"][t], r["forced_volume"][t] = self.month_volume, self.month_forced
         r["overhang"][t], r["salvage"][t] = self.month_overhang, self.month_salvage
         r["defaults_miner"][t], r["defaults_neocloud"][t] = self.new_defaults
         self.new_defaults = np.zeros(2, dtype=np.int64)
-        r["writeoffs"][t], r["recoveries"][t] = lb.writeoffs.sum(), lb.recoveries.sum()
-        r["credit_losses"][t] = lb.credit_losses.sum()
-        r["lender_failures"][t] = (lb.status == FAILED).sum()
-        r["lenders_deleveraging"][t] = (lb.status == DELEVERAGING).sum()
-        r["lender_equity"][t] = lb.equity.sum()
-        r["inventory_units"][t] = lb.inventory.sum()
-        r["repo_lent"][t], r["repo_units"][t] = self.desk.lent, self.desk.holdings.sum()
-        h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
-        r["buyer_capacity_h100"][t] = min(self.buyer_capacity_units(h100), 1e15)
+        r["writeoffs"][t], r["recoveries"][t] = add(lb.writeoffs), add(lb.recoveries)
+        r["credit_losses"][t] = add(lb.credit_losses)
+        r["lender_failures"][t] = np.count_nonzero(lb.status == FAILED)
+        r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == DELEVERAGING)
+        r["lender_equity"][t] = add(lb.equity)
+        r["inventory_units"][t] = add(lb.inventory, axis=None)
+        r["repo_lent"][t], r["repo_units"][t] = self.desk.lent, add(self.desk.holdings)
+        r["buyer_capacity_h100"][t] = min(self.buyer_capacity_units(self._h100), 1e15)
         r["forced_value"][t], r["forced_fundamental"][t] = (self.forced_value,
                                                             self.forced_fundamental)
         r["max_fill_above_reservation"][t] = self.month_above_reservation
         nl, nb = lb.n, b.n
-        p = self.panel
-        p["cash"][t, :nl] = lb.cash
-        p["cash"][t, nl: nl + nb] = b.cash
-        p["cash"][t, nl + nb:] = self.buyers.capital
-        p["size"][t, :nl] = lb.assets
-        p["size"][t, nl: nl + nb] = b.fleet @ self.price + b.btc * env.btc
-        p["size"][t, nl + nb:] = self.buyers.capital + self.buyers.holdings @ self.price
-        p["state"][t, :nl] = lb.status
-        p["state"][t, nl: nl + nb] = b.status
-        p["state"][t, nl: nl + nb][(b.status == 0) & ((b.call_months >= 0)
-                                                      | (b.arrears_months > 0))] = 1
+        p, buyers = self.panel, self.buyers
+        np.concatenate((lb.cash, b.cash, buyers.capital), out=p["cash"][t])
+        np.concatenate((lb.assets, b.fleet @ self.price + b.btc * env.btc,
+                        buyers.capital + buyers.holdings @ self.price), out=p["size"][t])
+        # borrowers under a margin call or in arrears show as distressed (1); buyers stay 0
+        state = b.status.copy()
+        state[(b.status == 0) & ((b.call_months >= 0) | (b.arrears_months > 0))] = 1
+        np.concatenate((lb.status, state), out=p["state"][t, : nl + nb])
 
     # ================================================================ checks
     def invariants(self, tol: float = 1e-6) -> list[str]:
