@@ -725,6 +725,17 @@ class LiquidationModel(mesa.Model):
         due = ib_int.sum(axis=1) + out_int + repo_int + hold
         f = np.divide(np.maximum(lb.cash, 0.0), due, out=np.ones(lb.n), where=due > 0)
         f = np.minimum(f, 1.0)
+        if f.min() == 1.0:
+            # every lender pays in full (f = 1: 1.0 * x = x), nothing is left unpaid and the
+            # capitalisation below would add x * 0.0 = +-0 to each balance; with rates and
+            # holding costs >= 0 (config) that leaves every balance as it is (no balance here
+            # is ever -0.0: sums and differences only make -0.0 from -0.0)
+            lb.cash -= due
+            lb.cash += ib_int.sum(axis=0)
+            desk.cash += repo_int.sum()
+            self._outside("funding_outside", -out_int.sum())
+            self._outside("holding_costs", -hold.sum())
+            return
         lb.cash -= f * due
         lb.cash += (ib_int * f[:, None]).sum(axis=0)
         desk.cash += (repo_int * f).sum()
