@@ -87,7 +87,9 @@ class LiquidationModel(mesa.Model):
         self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
         self.events: list[tuple] = []
         self._originate()
-        self.fundamental = self.buyers.fundamental(self.env)
+        # value in best use depends on the environment and the buyer types only, and neither
+        # has moved since buyers_value0 (the origination draws loans, not the environment)
+        self.fundamental = self.buyers_value0.copy()
         self.price = self.fundamental.copy()
         self.bidding = np.ones(self.buyers.n, dtype=bool)  # buyers able to bid this month
         # participation draws get their own child stream (spawning draws nothing), so switching
@@ -176,7 +178,10 @@ class LiquidationModel(mesa.Model):
         hyps = [a.node for a in self.buyer_agents if a.kind == "hyperscaler"]
         self.guarantor_node = hyps[0] if hyps else None
         g = nx.Graph()
-        g.add_nodes_from((a.node, {"name": a.name}) for a in self.network_agents)
+        # nodes 0..N-1 in order, then their names: the same graph as adding (node, {"name": ..})
+        # pairs, without networkx's TypeError round trip on every pair
+        g.add_nodes_from(range(len(self.network_agents)))
+        nx.set_node_attributes(g, {a.node: a.name for a in self.network_agents}, "name")
         r = self.loans.exposure > 0
         g.add_edges_from(zip(self.lender_node[self.loans.lender[r]].tolist(),
                              self.borrower_node[self.loans.borrower[r]].tolist(), strict=True))
@@ -826,18 +831,21 @@ class LiquidationModel(mesa.Model):
         self._run_on(lb.status != NORMAL, lc.run_rate)
         self._estates_pay_out()
         in_default = self._clear_funding()
-        new_fail = in_default & (lb.status != FAILED)
-        failed = new_fail.nonzero()[0]
-        self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
-        lb.status[new_fail] = FAILED
+        if in_default.any():  # (else no failure: nothing to log or switch)
+            new_fail = in_default & (lb.status != FAILED)
+            failed = new_fail.nonzero()[0]
+            self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
+            lb.status[new_fail] = FAILED
         ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
         floor = lc.capital_floor * lb.capital_ratio0
         stress = (lb.status == NORMAL) & (ratio < floor)
-        weak = stress.nonzero()[0]
-        self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
-        lb.status[stress] = DELEVERAGING
-        heal = (lb.status == DELEVERAGING) & (ratio >= 1.2 * floor)
-        lb.status[heal] = NORMAL
+        if stress.any():
+            weak = stress.nonzero()[0]
+            self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
+            lb.status[stress] = DELEVERAGING
+        deleveraging = lb.status == DELEVERAGING
+        if deleveraging.any():  # a lender heals back to normal above 1.2 x its floor
+            lb.status[deleveraging & (ratio >= 1.2 * floor)] = NORMAL
 
     # ================================================================ records
     def _init_records(self) -> None:
