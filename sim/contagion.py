@@ -178,7 +178,7 @@ def _clearing_rounds(
     lbar = L.sum(axis=1)
     safe = np.where(lbar > 0, lbar, 1.0)
     pi_t = (L / safe[:, None]).T  # pi_t[i, j] = Pi_ji, share of j's payments that go to i
-    scale = max(1.0, float(lbar.max()), float(e.max()))
+    scale = max(1.0, float(np.maximum.reduce(lbar)), float(np.maximum.reduce(e)))
     slack = tol * scale
 
     p = lbar.copy()
@@ -211,24 +211,22 @@ def _rogers_veraart_state(
     external_assets: np.ndarray,
     alpha: float,
     beta: float,
-    tol: float = 1e-12,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """:func:`rogers_veraart` and :func:`clearing_equity` at its vector, in one pass.
 
     Returns ``(p, Lbar, equity, solvent)``: the greatest clearing vector, total obligations,
     ``equity = e + Pi^T p - Lbar`` (Eisenberg & Noe 2001, section 2) and whether no node
     defaults (then ``p = Lbar``).  The same validation and the same floating-point operations
-    on the same values as ``p = rogers_veraart(L, e, alpha, beta, tol)`` followed by
-    ``clearing_equity(L, e, p)``, so the same bits: ``Pi`` is built once instead of three
-    times, and when no node defaults ``e + Pi^T Lbar`` is the assets vector of the first
-    round, already computed.
+    on the same values as ``p = rogers_veraart(L, e, alpha, beta)`` (default ``tol`` and
+    ``max_iter``) followed by ``clearing_equity(L, e, p)``, so the same bits: ``Pi`` is built
+    once instead of three times, and when no node defaults ``e + Pi^T Lbar`` is the assets
+    vector of the first round, already computed.
     """
     L = _square_matrix(liabilities, "liabilities")
     e = _vector(external_assets, "external_assets", L.shape[0])
     a = _unit_interval(alpha, "alpha")
     b = _unit_interval(beta, "beta")
-    _check_iter_args(tol, 10_000)
-    p, lbar, pi_t, assets = _clearing_rounds(L, e, a, b, tol, 10_000)
+    p, lbar, pi_t, assets = _clearing_rounds(L, e, a, b, 1e-12, 10_000)
     if assets is not None:
         return p, lbar, assets - lbar, True
     return p, lbar, e + pi_t @ p - lbar, False

@@ -720,37 +720,40 @@ class LiquidationModel(mesa.Model):
 
     # ---------------------------------------------------------------- 8. funding
     def _pay_lender_costs(self) -> None:
-        """Funding interest, repo interest and warehouse costs; unpaid amounts capitalise."""
+        """Funding interest, repo interest and warehouse costs; unpaid amounts capitalise.
+
+        (Sums are ``np.add.reduce``, what ``ndarray.sum`` calls, without its wrapper.)"""
         lb, desk, e, lc = self.lenders, self.desk, self.cfg.environment, self.cfg.lenders
+        add = np.add.reduce
         r_f = (e.sofr + lc.funding_rate_spread) / 12.0
         ib_int = self.interbank * r_f  # i pays j
         out_int = lb.outside * r_f
         repo_int = lb.repo_debt * desk.rate(e.sofr) / 12.0
-        hold = lb.inventory.sum(axis=1) * lc.holding_cost
-        due = ib_int.sum(axis=1) + out_int + repo_int + hold
+        hold = add(lb.inventory, axis=1) * lc.holding_cost
+        due = add(ib_int, axis=1) + out_int + repo_int + hold
         f = np.divide(np.maximum(lb.cash, 0.0), due, out=np.ones(lb.n), where=due > 0)
         f = np.minimum(f, 1.0)
-        if f.min() == 1.0:
+        if np.minimum.reduce(f) == 1.0:
             # every lender pays in full (f = 1: 1.0 * x = x), nothing is left unpaid and the
             # capitalisation below would add x * 0.0 = +-0 to each balance; with rates and
             # holding costs >= 0 (config) that leaves every balance as it is (no balance here
             # is ever -0.0: sums and differences only make -0.0 from -0.0)
             lb.cash -= due
-            lb.cash += ib_int.sum(axis=0)
-            desk.cash += repo_int.sum()
-            self._outside("funding_outside", -out_int.sum())
-            self._outside("holding_costs", -hold.sum())
+            lb.cash += add(ib_int, axis=0)
+            desk.cash += add(repo_int)
+            self._outside("funding_outside", -add(out_int))
+            self._outside("holding_costs", -add(hold))
             return
         lb.cash -= f * due
-        lb.cash += (ib_int * f[:, None]).sum(axis=0)
-        desk.cash += (repo_int * f).sum()
-        self._outside("funding_outside", -(out_int * f).sum())
-        self._outside("holding_costs", -(hold * f).sum())
+        lb.cash += add(ib_int * f[:, None], axis=0)
+        desk.cash += add(repo_int * f)
+        self._outside("funding_outside", -add(out_int * f))
+        self._outside("holding_costs", -add(hold * f))
         self.interbank += ib_int * (1.0 - f)[:, None]
         lb.outside += (out_int + hold) * (1.0 - f)
         unpaid_repo = repo_int * (1.0 - f)
         lb.repo_debt += unpaid_repo
-        desk.lent += unpaid_repo.sum()
+        desk.lent += add(unpaid_repo)
 
     def _run_on(self, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
         """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
@@ -795,7 +798,7 @@ class LiquidationModel(mesa.Model):
         lb = self.lenders
         marks = lb.marks(self.env, self.price_hist, self.env.t, self.cfg.lenders.appraisal_lag)
         loans = self.loans.by_lender(self.loans.exposure, lb.n)
-        ext = lb.cash + loans + (lb.inventory * marks).sum(axis=1)
+        ext = lb.cash + loans + np.add.reduce(lb.inventory * marks, axis=1)
         n = lb.n
         liab = self._liab  # row and column n (outside creditors) stay as set in __init__
         liab[:n, :n] = self.interbank
@@ -808,7 +811,7 @@ class LiquidationModel(mesa.Model):
         if solvent:
             # p = Lbar: every claim is worth its face (p / Lbar = 1 exactly, and x * 1.0 = x)
             # and nobody pays less than it owes
-            lb.assets = ext + self.interbank.sum(axis=0)
+            lb.assets = ext + np.add.reduce(self.interbank, axis=0)
             return np.zeros(n, dtype=bool)
         ratio = np.divide(p, lbar, out=np.ones(n + 1), where=lbar > 0)
         ib_assets = (self.interbank * ratio[:n, None]).sum(axis=0)
@@ -822,7 +825,7 @@ class LiquidationModel(mesa.Model):
         rep = np.where(lb.status == NORMAL, np.clip(lb.cash - target, 0.0, lb.outside), 0.0)
         lb.cash -= rep
         lb.outside -= rep
-        self._outside("funding_outside", -rep.sum())
+        self._outside("funding_outside", -np.add.reduce(rep))
 
     def _phase_funding(self) -> None:
         lb, lc = self.lenders, self.cfg.lenders
