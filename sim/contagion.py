@@ -56,7 +56,9 @@ def _square_matrix(x: object, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a square 2-D matrix, got shape {a.shape}")
     if a.shape[0] == 0:
         raise ValueError(f"{name} must have at least one node")
-    if not np.isfinite(a).all():  # (array methods: the same test without np.all's wrapper)
+    if np.minimum.reduce(a, axis=None) >= 0 and np.maximum.reduce(a, axis=None) < np.inf:
+        return a  # finite and non-negative (a NaN makes the minimum NaN and fails the test)
+    if not np.isfinite(a).all():
         raise ValueError(f"{name} must contain only finite values")
     if (a < 0).any():
         raise ValueError(f"{name} must be non-negative")
@@ -83,6 +85,8 @@ def _vector(x: object, name: str, n: int, *, nonneg: bool = True) -> np.ndarray:
         raise ValueError(f"{name} must be a 1-D vector, got shape {v.shape}")
     if v.shape[0] != n:
         raise ValueError(f"{name} has length {v.shape[0]} but the matrix has {n} nodes")
+    if nonneg and v.shape[0] and np.minimum.reduce(v) >= 0 and np.maximum.reduce(v) < np.inf:
+        return v  # finite and non-negative (a NaN makes the minimum NaN and fails the test)
     if not np.isfinite(v).all():
         raise ValueError(f"{name} must contain only finite values")
     if nonneg and (v < 0).any():
@@ -175,7 +179,7 @@ def _clearing_rounds(
     round and ``p = Lbar``), else ``None``.
     """
     n = L.shape[0]
-    lbar = L.sum(axis=1)
+    lbar = np.add.reduce(L, axis=1)  # L.sum(axis=1), without the method's wrapper
     safe = np.where(lbar > 0, lbar, 1.0)
     pi_t = (L / safe[:, None]).T  # pi_t[i, j] = Pi_ji, share of j's payments that go to i
     scale = max(1.0, float(np.maximum.reduce(lbar)), float(np.maximum.reduce(e)))
