@@ -67,6 +67,8 @@ class LenderBook:
         self.recoveries = np.zeros(n)
         self.equity = np.zeros(n)
         self.assets = np.zeros(n)
+        self._book_key: tuple | None = None  # (environment, month) of the cached book marks
+        self._book = np.zeros(n_gen)
 
     @property
     def kind(self) -> np.ndarray:
@@ -82,8 +84,11 @@ class LenderBook:
 
         ``price_hist[s]`` is the price index at the end of month s (row 0 = t0).
         """
-        book = env.list_price * np.clip(1.0 - np.maximum(env.age, 0) / ACCOUNTING_LIFE_MONTHS,
-                                        0.0, 1.0)
+        if self._book_key != (env, env.t):  # book values depend on the month only: once a month
+            self._book = env.list_price * np.clip(
+                1.0 - np.maximum(env.age, 0) / ACCOUNTING_LIFE_MONTHS, 0.0, 1.0)
+            self._book_key = (env, env.t)
+        book = self._book
         window = price_hist[max(0, t - lag + 1): t + 1]
         appraisal = np.add.reduce(window, axis=0) / len(window)  # the mean, without its wrapper
         table = np.array([book, appraisal, price_hist[t]])  # (3, G): book, appraisal, market

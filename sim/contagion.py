@@ -23,6 +23,8 @@ otherwise. No function touches the global numpy random state.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import sparse as sp
 
@@ -54,9 +56,11 @@ def _square_matrix(x: object, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a square 2-D matrix, got shape {a.shape}")
     if a.shape[0] == 0:
         raise ValueError(f"{name} must have at least one node")
-    if not np.all(np.isfinite(a)):
+    if np.minimum.reduce(a, axis=None) >= 0 and np.maximum.reduce(a, axis=None) < np.inf:
+        return a  # finite and non-negative (a NaN makes the minimum NaN and fails the test)
+    if not np.isfinite(a).all():
         raise ValueError(f"{name} must contain only finite values")
-    if np.any(a < 0):
+    if (a < 0).any():
         raise ValueError(f"{name} must be non-negative")
     return a
 
@@ -81,9 +85,11 @@ def _vector(x: object, name: str, n: int, *, nonneg: bool = True) -> np.ndarray:
         raise ValueError(f"{name} must be a 1-D vector, got shape {v.shape}")
     if v.shape[0] != n:
         raise ValueError(f"{name} has length {v.shape[0]} but the matrix has {n} nodes")
-    if not np.all(np.isfinite(v)):
+    if nonneg and v.shape[0] and np.minimum.reduce(v) >= 0 and np.maximum.reduce(v) < np.inf:
+        return v  # finite and non-negative (a NaN makes the minimum NaN and fails the test)
+    if not np.isfinite(v).all():
         raise ValueError(f"{name} must contain only finite values")
-    if nonneg and np.any(v < 0):
+    if nonneg and (v < 0).any():
         raise ValueError(f"{name} must be non-negative")
     return v
 
@@ -93,7 +99,7 @@ def _unit_interval(x: float, name: str) -> float:
         val = float(x)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a real number, got {x!r}") from exc
-    if not np.isfinite(val) or val < 0.0 or val > 1.0:
+    if not math.isfinite(val) or val < 0.0 or val > 1.0:  # val is a Python float
         raise ValueError(f"{name} must lie in [0, 1], got {x!r}")
     return val
 
@@ -161,18 +167,32 @@ def _greatest_clearing_vector(
     closed group of nodes (owing only to each other) to enter ``D`` together, which
     non-negative external assets rule out.
     """
+    return _clearing_rounds(L, e, alpha, beta, tol, max_iter)[0]
+
+
+def _clearing_rounds(
+    L: np.ndarray, e: np.ndarray, alpha: float, beta: float, tol: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The iteration of :func:`_greatest_clearing_vector`; returns ``(p, lbar, pi_t, assets)``.
+
+    ``assets = e + pi_t @ lbar`` when no node defaults (then ``D`` is empty after the first
+    round and ``p = Lbar``), else ``None``.
+    """
     n = L.shape[0]
-    lbar = L.sum(axis=1)
+    lbar = np.add.reduce(L, axis=1)  # L.sum(axis=1), without the method's wrapper
     safe = np.where(lbar > 0, lbar, 1.0)
     pi_t = (L / safe[:, None]).T  # pi_t[i, j] = Pi_ji, share of j's payments that go to i
-    scale = max(1.0, float(np.max(lbar)), float(np.max(e)))
+    scale = max(1.0, float(np.maximum.reduce(lbar)), float(np.maximum.reduce(e)))
     slack = tol * scale
 
     p = lbar.copy()
+    assets = e + pi_t @ p
+    short = assets < lbar - slack
+    if not short.any():  # nobody defaults: the rounds below would stop at the first test
+        return p, lbar, pi_t, assets
     defaulting = np.zeros(n, dtype=bool)
     for _ in range(int(max_iter)):
-        assets = e + pi_t @ p
-        new_default = defaulting | (assets < lbar - slack)
+        new_default = defaulting | short
         if np.array_equal(new_default, defaulting):
             break
         defaulting = new_default
@@ -183,10 +203,37 @@ def _greatest_clearing_vector(
             a = np.eye(int(d.sum())) - beta * pi_t[np.ix_(d, d)]
             b = alpha * e[d] + beta * (pi_t[np.ix_(d, s)] @ lbar[s])
             p[d] = np.linalg.solve(a, b)
+        short = e + pi_t @ p < lbar - slack
     else:  # only reachable when max_iter <= n: the set iteration needs at most n + 1 rounds
         raise RuntimeError(f"clearing did not converge in {max_iter} rounds")
     # Guard against rounding pushing a payment out of [0, Lbar].
-    return np.clip(p, 0.0, lbar)
+    return np.clip(p, 0.0, lbar), lbar, pi_t, None
+
+
+def _rogers_veraart_state(
+    liabilities: np.ndarray,
+    external_assets: np.ndarray,
+    alpha: float,
+    beta: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """:func:`rogers_veraart` and :func:`clearing_equity` at its vector, in one pass.
+
+    Returns ``(p, Lbar, equity, solvent)``: the greatest clearing vector, total obligations,
+    ``equity = e + Pi^T p - Lbar`` (Eisenberg & Noe 2001, section 2) and whether no node
+    defaults (then ``p = Lbar``).  The same validation and the same floating-point operations
+    on the same values as ``p = rogers_veraart(L, e, alpha, beta)`` (default ``tol`` and
+    ``max_iter``) followed by ``clearing_equity(L, e, p)``, so the same bits: ``Pi`` is built
+    once instead of three times, and when no node defaults ``e + Pi^T Lbar`` is the assets
+    vector of the first round, already computed.
+    """
+    L = _square_matrix(liabilities, "liabilities")
+    e = _vector(external_assets, "external_assets", L.shape[0])
+    a = _unit_interval(alpha, "alpha")
+    b = _unit_interval(beta, "beta")
+    p, lbar, pi_t, assets = _clearing_rounds(L, e, a, b, 1e-12, 10_000)
+    if assets is not None:
+        return p, lbar, assets - lbar, True
+    return p, lbar, e + pi_t @ p - lbar, False
 
 
 def eisenberg_noe(

@@ -52,6 +52,12 @@ HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = 365.0 / 12.0
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a``, made read-only (it is cached and shared by every reader)."""
+    a.flags.writeable = False
+    return a
+
+
 class Environment:
     """Exogenous state, advanced once per month by :meth:`step`."""
 
@@ -73,6 +79,21 @@ class Environment:
         self.stress = False
         self.hashprice = e.hashprice0
         self._shocks = [s for s in cfg.shocks if s.kind in ("btc", "rent")]
+        # invariants of the monthly step, computed once (the same operations on the same values)
+        self._ai_rent = ~self.hash_linked
+        self._any_hash = bool(self.hash_linked.any())
+        self._rent_drift = np.log1p(-e.rent_deflation) / 12.0 - 0.5 * e.rent_vol**2
+        self._sqrt12 = np.sqrt(12.0)
+        # the arrays below are read many times a month and change at most once a month: they
+        # are computed when first read in a month (or regime) and handed out read-only
+        self._power_cost = _frozen(self.kw * e.pue * HOURS_PER_MONTH * e.power_price / 1000.0)
+        self._vol: dict[bool, np.ndarray] = {}
+        self._month = None  # the month of the cached shipping and age arrays
+
+    def _set_month(self) -> None:
+        self._shipping = _frozen(self.launch <= self.t)
+        self._age = _frozen(self.t - self.launch)
+        self._month = self.t
 
     @property
     def n_gen(self) -> int:
@@ -80,25 +101,32 @@ class Environment:
 
     @property
     def shipping(self) -> np.ndarray:
-        """Generations launched by now (they have a market)."""
-        return self.launch <= self.t
+        """Generations launched by now (they have a market); read-only."""
+        if self._month != self.t:
+            self._set_month()
+        return self._shipping
 
     @property
     def age(self) -> np.ndarray:
-        """Months since launch (negative before launch)."""
-        return self.t - self.launch
+        """Months since launch (negative before launch); read-only."""
+        if self._month != self.t:
+            self._set_month()
+        return self._age
 
     def power_cost_per_gpu(self) -> np.ndarray:
-        """Monthly power bill per GPU: kW x PUE x hours x $/MWh / 1000."""
-        return self.kw * self.cfg.pue * HOURS_PER_MONTH * self.cfg.power_price / 1000.0
+        """Monthly power bill per GPU: kW x PUE x hours x $/MWh / 1000 (read-only)."""
+        return self._power_cost
 
     def revenue_vol(self) -> np.ndarray:
         """Monthly log-volatility of each generation's rent, (G,): ``rent_vol`` for the AI rent
         process, and this regime's BTC volatility / sqrt(12) for hashprice-linked generations
-        (their revenue moves one for one with BTC; difficulty is deterministic)."""
-        e = self.cfg
-        btc = (e.btc_vol_stress if self.stress else e.btc_vol_calm) / np.sqrt(12.0)
-        return np.where(self.hash_linked, btc, e.rent_vol)
+        (their revenue moves one for one with BTC; difficulty is deterministic). Read-only."""
+        vol = self._vol.get(self.stress)
+        if vol is None:
+            e = self.cfg
+            btc = (e.btc_vol_stress if self.stress else e.btc_vol_calm) / self._sqrt12
+            vol = self._vol[self.stress] = _frozen(np.where(self.hash_linked, btc, e.rent_vol))
+        return vol
 
     def hash_log_growth(self, m: np.ndarray) -> np.ndarray | None:
         """Buyers' expected ln(H(t+m) / H(t)) for months ahead ``m`` at a constant BTC price,
@@ -122,16 +150,15 @@ class Environment:
         eps_b = rho * eps_r + np.sqrt(1.0 - rho * rho) * eta
 
         # shipping before this month: they deflate (hashprice-linked rents follow hashprice)
-        live = (self.launch < self.t) & ~self.hash_linked
-        drift = np.log1p(-e.rent_deflation) / 12.0 - 0.5 * e.rent_vol**2
-        self.rent[live] *= np.exp(drift + e.rent_vol * eps_r)
+        live = (self.launch < self.t) & self._ai_rent
+        self.rent[live] *= np.exp(self._rent_drift + e.rent_vol * eps_r)
         launching = self.launch == self.t
         if launching.any():
             newest = self.launch[launching].max()
-            self.rent[(self.launch < newest) & ~self.hash_linked] *= 1.0 - e.step_down
+            self.rent[(self.launch < newest) & self._ai_rent] *= 1.0 - e.step_down
 
         if e.btc_random_walk:  # else BTC moves by shocks only (the draws are made all the same)
-            self.btc *= np.exp((e.btc_drift - 0.5 * vol**2) / 12.0 + vol / np.sqrt(12.0) * eps_b)
+            self.btc *= np.exp((e.btc_drift - 0.5 * vol**2) / 12.0 + vol / self._sqrt12 * eps_b)
         for s in self._shocks:
             if s.month == self.t:
                 if s.kind == "btc":
@@ -143,6 +170,6 @@ class Environment:
         self.stress = 1.0 - self.btc / self.btc_peak >= e.stress_drawdown
         self.hashprice = (e.hashprice0 * self.btc / e.btc_price0
                           * (1.0 + e.difficulty_growth) ** (-self.t / 12.0))
-        if self.hash_linked.any() and e.hashprice0 > 0:
+        if self._any_hash and e.hashprice0 > 0:
             hl = self.hash_linked
             self.rent[hl] = self.rent0[hl] * self.hashprice / e.hashprice0

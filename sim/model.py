@@ -35,7 +35,7 @@ from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
 from sim.config import Scenario
-from sim.contagion import clearing_equity, rogers_veraart
+from sim.contagion import _rogers_veraart_state
 from sim.environment import Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
 from sim.market import call_auction, parametric_price
@@ -87,7 +87,9 @@ class LiquidationModel(mesa.Model):
         self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
         self.events: list[tuple] = []
         self._originate()
-        self.fundamental = self.buyers.fundamental(self.env)
+        # value in best use depends on the environment and the buyer types only, and neither
+        # has moved since buyers_value0 (the origination draws loans, not the environment)
+        self.fundamental = self.buyers_value0.copy()
         self.price = self.fundamental.copy()
         self.bidding = np.ones(self.buyers.n, dtype=bool)  # buyers able to bid this month
         # participation draws get their own child stream (spawning draws nothing), so switching
@@ -100,6 +102,10 @@ class LiquidationModel(mesa.Model):
         self._units0 = self.gpu_units()
         self._cash0 = self.total_cash()
         self._init_records()
+        # the clearing's liabilities and external assets, with outside creditors as
+        # node n (they owe nothing and hold nothing here): refilled every month
+        self._liab = np.zeros((self.lenders.n + 1, self.lenders.n + 1))
+        self._ext = np.zeros(self.lenders.n + 1)
         self._clear_funding()
         self.equity0 = self.lenders.equity.copy()
         self.assets0 = self.lenders.assets.copy()
@@ -172,7 +178,10 @@ class LiquidationModel(mesa.Model):
         hyps = [a.node for a in self.buyer_agents if a.kind == "hyperscaler"]
         self.guarantor_node = hyps[0] if hyps else None
         g = nx.Graph()
-        g.add_nodes_from((a.node, {"name": a.name}) for a in self.network_agents)
+        # nodes 0..N-1 in order, then their names: the same graph as adding (node, {"name": ..})
+        # pairs, without networkx's TypeError round trip on every pair
+        g.add_nodes_from(range(len(self.network_agents)))
+        nx.set_node_attributes(g, {a.node: a.name for a in self.network_agents}, "name")
         r = self.loans.exposure > 0
         g.add_edges_from(zip(self.lender_node[self.loans.lender[r]].tolist(),
                              self.borrower_node[self.loans.borrower[r]].tolist(), strict=True))
@@ -715,26 +724,40 @@ class LiquidationModel(mesa.Model):
 
     # ---------------------------------------------------------------- 8. funding
     def _pay_lender_costs(self) -> None:
-        """Funding interest, repo interest and warehouse costs; unpaid amounts capitalise."""
+        """Funding interest, repo interest and warehouse costs; unpaid amounts capitalise.
+
+        (Sums are ``np.add.reduce``, what ``ndarray.sum`` calls, without its wrapper.)"""
         lb, desk, e, lc = self.lenders, self.desk, self.cfg.environment, self.cfg.lenders
+        add = np.add.reduce
         r_f = (e.sofr + lc.funding_rate_spread) / 12.0
         ib_int = self.interbank * r_f  # i pays j
         out_int = lb.outside * r_f
         repo_int = lb.repo_debt * desk.rate(e.sofr) / 12.0
-        hold = lb.inventory.sum(axis=1) * lc.holding_cost
-        due = ib_int.sum(axis=1) + out_int + repo_int + hold
+        hold = add(lb.inventory, axis=1) * lc.holding_cost
+        due = add(ib_int, axis=1) + out_int + repo_int + hold
         f = np.divide(np.maximum(lb.cash, 0.0), due, out=np.ones(lb.n), where=due > 0)
         f = np.minimum(f, 1.0)
+        if np.minimum.reduce(f) == 1.0:
+            # every lender pays in full (f = 1: 1.0 * x = x), nothing is left unpaid and the
+            # capitalisation below would add x * 0.0 = +-0 to each balance; with rates and
+            # holding costs >= 0 (config) that leaves every balance as it is (no balance here
+            # is ever -0.0: sums and differences only make -0.0 from -0.0)
+            lb.cash -= due
+            lb.cash += add(ib_int, axis=0)
+            desk.cash += add(repo_int)
+            self._outside("funding_outside", -add(out_int))
+            self._outside("holding_costs", -add(hold))
+            return
         lb.cash -= f * due
-        lb.cash += (ib_int * f[:, None]).sum(axis=0)
-        desk.cash += (repo_int * f).sum()
-        self._outside("funding_outside", -(out_int * f).sum())
-        self._outside("holding_costs", -(hold * f).sum())
+        lb.cash += add(ib_int * f[:, None], axis=0)
+        desk.cash += add(repo_int * f)
+        self._outside("funding_outside", -add(out_int * f))
+        self._outside("holding_costs", -add(hold * f))
         self.interbank += ib_int * (1.0 - f)[:, None]
         lb.outside += (out_int + hold) * (1.0 - f)
         unpaid_repo = repo_int * (1.0 - f)
         lb.repo_debt += unpaid_repo
-        desk.lent += unpaid_repo.sum()
+        desk.lent += add(unpaid_repo)
 
     def _run_on(self, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
         """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
@@ -773,22 +796,29 @@ class LiquidationModel(mesa.Model):
         self._outside("funding_outside", -out.sum())
 
     def _clear_funding(self) -> np.ndarray:
-        """Rogers-Veraart clearing of the funding network; sets equity and assets."""
+        """Rogers-Veraart clearing of the funding network; sets equity and assets.
+
+        Returns which lenders default in the clearing (pay less than their obligations)."""
         lb = self.lenders
         marks = lb.marks(self.env, self.price_hist, self.env.t, self.cfg.lenders.appraisal_lag)
         loans = self.loans.by_lender(self.loans.exposure, lb.n)
-        ext = lb.cash + loans + (lb.inventory * marks).sum(axis=1)
+        ext = lb.cash + loans + np.add.reduce(lb.inventory * marks, axis=1)
         n = lb.n
-        liab = np.zeros((n + 1, n + 1))
+        liab = self._liab  # row and column n (outside creditors) stay as set in __init__
         liab[:n, :n] = self.interbank
         liab[:n, n] = lb.outside + lb.repo_debt
-        e = np.concatenate((np.maximum(ext, 0.0), [0.0]))
+        e = self._ext
+        np.maximum(ext, 0.0, out=e[:n])  # e[n] = 0: outside creditors hold no assets here
         c = self.cfg.contagion
-        p = rogers_veraart(liab, e, c.alpha, c.beta)
-        lbar = liab.sum(axis=1)
+        p, lbar, equity, solvent = _rogers_veraart_state(liab, e, c.alpha, c.beta)
+        lb.equity = equity[:n] + (ext - e[:n])
+        if solvent:
+            # p = Lbar: every claim is worth its face (p / Lbar = 1 exactly, and x * 1.0 = x)
+            # and nobody pays less than it owes
+            lb.assets = ext + np.add.reduce(self.interbank, axis=0)
+            return np.zeros(n, dtype=bool)
         ratio = np.divide(p, lbar, out=np.ones(n + 1), where=lbar > 0)
         ib_assets = (self.interbank * ratio[:n, None]).sum(axis=0)
-        lb.equity = clearing_equity(liab, e, p)[:n] + (ext - e[:n])
         lb.assets = ext + ib_assets
         return p[:n] < lbar[:n] * (1.0 - 1e-9)
 
@@ -799,7 +829,7 @@ class LiquidationModel(mesa.Model):
         rep = np.where(lb.status == NORMAL, np.clip(lb.cash - target, 0.0, lb.outside), 0.0)
         lb.cash -= rep
         lb.outside -= rep
-        self._outside("funding_outside", -rep.sum())
+        self._outside("funding_outside", -np.add.reduce(rep))
 
     def _phase_funding(self) -> None:
         lb, lc = self.lenders, self.cfg.lenders
@@ -808,18 +838,21 @@ class LiquidationModel(mesa.Model):
         self._run_on(lb.status != NORMAL, lc.run_rate)
         self._estates_pay_out()
         in_default = self._clear_funding()
-        new_fail = in_default & (lb.status != FAILED)
-        failed = new_fail.nonzero()[0]
-        self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
-        lb.status[new_fail] = FAILED
+        if in_default.any():  # (else no failure: nothing to log or switch)
+            new_fail = in_default & (lb.status != FAILED)
+            failed = new_fail.nonzero()[0]
+            self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
+            lb.status[new_fail] = FAILED
         ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
         floor = lc.capital_floor * lb.capital_ratio0
         stress = (lb.status == NORMAL) & (ratio < floor)
-        weak = stress.nonzero()[0]
-        self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
-        lb.status[stress] = DELEVERAGING
-        heal = (lb.status == DELEVERAGING) & (ratio >= 1.2 * floor)
-        lb.status[heal] = NORMAL
+        if stress.any():
+            weak = stress.nonzero()[0]
+            self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
+            lb.status[stress] = DELEVERAGING
+        deleveraging = lb.status == DELEVERAGING
+        if deleveraging.any():  # a lender heals back to normal above 1.2 x its floor
+            lb.status[deleveraging & (ratio >= 1.2 * floor)] = NORMAL
 
     # ================================================================ records
     def _init_records(self) -> None:
@@ -831,6 +864,8 @@ class LiquidationModel(mesa.Model):
         self.forced_fundamental = 0.0
         self.new_defaults = np.zeros(2, dtype=np.int64)
         self._reset_month()
+        # the generation whose buyer capacity is recorded (H100, else the first)
+        self._h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
         g = self.n_gen
         self.rec = {
             "btc": np.zeros(n), "hashprice": np.zeros(n), "stress": np.zeros(n, bool),
@@ -868,37 +903,39 @@ class LiquidationModel(mesa.Model):
         return float(self.buyers.capacity(np.full(self.buyers.n, price), self.env.kw[g]).sum())
 
     def _record(self) -> None:
+        """Write month t into the preallocated records and the agent panel.
+
+        Sums are ``np.add.reduce`` (what ``ndarray.sum`` calls, without its wrapper), counts
+        ``np.count_nonzero``, and each panel row is filled by one ``np.concatenate`` into it:
+        the same values as summing and assigning slice by slice."""
         t, r, env, lb, b = self.env.t, self.rec, self.env, self.lenders, self.borrowers
+        add = np.add.reduce
         r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
         r["rent"][t], r["price"][t], r["fundamental"][t] = env.rent, self.price, self.fundamental
         r["volume"][t], r["forced_volume"][t] = self.month_volume, self.month_forced
         r["overhang"][t], r["salvage"][t] = self.month_overhang, self.month_salvage
         r["defaults_miner"][t], r["defaults_neocloud"][t] = self.new_defaults
         self.new_defaults = np.zeros(2, dtype=np.int64)
-        r["writeoffs"][t], r["recoveries"][t] = lb.writeoffs.sum(), lb.recoveries.sum()
-        r["credit_losses"][t] = lb.credit_losses.sum()
-        r["lender_failures"][t] = (lb.status == FAILED).sum()
-        r["lenders_deleveraging"][t] = (lb.status == DELEVERAGING).sum()
-        r["lender_equity"][t] = lb.equity.sum()
-        r["inventory_units"][t] = lb.inventory.sum()
-        r["repo_lent"][t], r["repo_units"][t] = self.desk.lent, self.desk.holdings.sum()
-        h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
-        r["buyer_capacity_h100"][t] = min(self.buyer_capacity_units(h100), 1e15)
+        r["writeoffs"][t], r["recoveries"][t] = add(lb.writeoffs), add(lb.recoveries)
+        r["credit_losses"][t] = add(lb.credit_losses)
+        r["lender_failures"][t] = np.count_nonzero(lb.status == FAILED)
+        r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == DELEVERAGING)
+        r["lender_equity"][t] = add(lb.equity)
+        r["inventory_units"][t] = add(lb.inventory, axis=None)
+        r["repo_lent"][t], r["repo_units"][t] = self.desk.lent, add(self.desk.holdings)
+        r["buyer_capacity_h100"][t] = min(self.buyer_capacity_units(self._h100), 1e15)
         r["forced_value"][t], r["forced_fundamental"][t] = (self.forced_value,
                                                             self.forced_fundamental)
         r["max_fill_above_reservation"][t] = self.month_above_reservation
         nl, nb = lb.n, b.n
-        p = self.panel
-        p["cash"][t, :nl] = lb.cash
-        p["cash"][t, nl: nl + nb] = b.cash
-        p["cash"][t, nl + nb:] = self.buyers.capital
-        p["size"][t, :nl] = lb.assets
-        p["size"][t, nl: nl + nb] = b.fleet @ self.price + b.btc * env.btc
-        p["size"][t, nl + nb:] = self.buyers.capital + self.buyers.holdings @ self.price
-        p["state"][t, :nl] = lb.status
-        p["state"][t, nl: nl + nb] = b.status
-        p["state"][t, nl: nl + nb][(b.status == 0) & ((b.call_months >= 0)
-                                                      | (b.arrears_months > 0))] = 1
+        p, buyers = self.panel, self.buyers
+        np.concatenate((lb.cash, b.cash, buyers.capital), out=p["cash"][t])
+        np.concatenate((lb.assets, b.fleet @ self.price + b.btc * env.btc,
+                        buyers.capital + buyers.holdings @ self.price), out=p["size"][t])
+        # borrowers under a margin call or in arrears show as distressed (1); buyers stay 0
+        state = b.status.copy()
+        state[(b.status == 0) & ((b.call_months >= 0) | (b.arrears_months > 0))] = 1
+        np.concatenate((lb.status, state), out=p["state"][t, : nl + nb])
 
     # ================================================================ checks
     def invariants(self, tol: float = 1e-6) -> list[str]:
