@@ -588,6 +588,7 @@ class LiquidationModel(mesa.Model):
         if auction:
             floor_bid = desk.floor_bid(self.price, self.fundamental)
             bidders = (reservation > 0) & self.bidding[:, None]  # (K, G)
+            any_bidder = bidders.any(axis=0).tolist()
             # bid prices of every generation: the buyers, then the desk, then salvage
             bid_prices = np.concatenate((reservation, floor_bid[None, :],
                                          books["floor"][None, :]))
@@ -609,7 +610,7 @@ class LiquidationModel(mesa.Model):
                 bid_qty = np.zeros(n_k + 2, dtype=np.int64)
                 bid_qty[n_k] = min(desk_qty, supply[g])
                 bid_qty[n_k + 1] = salv_qty
-                if bidders[:, g].any():  # else no buyer's capacity enters the book
+                if any_bidder[g]:  # else no buyer's capacity enters the book
                     cap = buyers.capacity(reservation[:, g], env.kw[g])
                     np.minimum(np.where(bidders[:, g], cap, 0), supply[g], out=bid_qty[:n_k])
                 # orders for no units are left out of the book: the outcome is the same
@@ -652,12 +653,13 @@ class LiquidationModel(mesa.Model):
             self.traded[g] = True
             self.clearing[g] = price
             self.month_volume[g] = volume  # the ask fills add up to the volume
-            forced_sold = fills[:n_l].sum()
-            self.month_forced[g] = int(forced_sold)
-            self.month_overhang[g] = int(forced_total[g] - forced_sold)
+            forced_sold = int(fills[:n_l].sum())  # int x float: the same double as in numpy
+            self.month_forced[g] = forced_sold
+            self.month_overhang[g] = forced_total[g] - forced_sold
             self.forced_value += forced_sold * price
             self.forced_fundamental += forced_sold * self.fundamental[g]
-            self._fill_events("purchase", "buyer", buys, g, bought, price)
+            if buys:
+                self._fill_events("purchase", "buyer", buys, g, bought, price)
             if salvage_fill:
                 self._event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
             if desk_fill:
