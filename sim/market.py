@@ -331,11 +331,18 @@ def _clear_lists(aq: list, ap: list, bq: list, bp: list, k: float) -> AuctionRes
     if a_tot > _MAX_UNITS or b_tot > _MAX_UNITS:
         raise ValueError(f"at most {_MAX_UNITS} units per side are supported")
 
-    volume = 0  # V = max over the sorted asks of min(D(ask price), S at that ask)
+    # V = max over the sorted asks of min(D, S) at the ask's price.  S rises and D falls
+    # along the sorted asks, so min(D, S) is S until the first ask with D <= S, and at most
+    # that D from there on: the maximum is max(S before it, D there), found in one pass.
+    volume = 0
     if a_tot and b_tot:
         b_cum0 = [0, *b_cum]
-        volume = max(min(b_cum0[bisect_right(nb_px, -p)], s)
-                     for p, s in zip(a_px, a_cum, strict=True))
+        for p, s in zip(a_px, a_cum, strict=True):
+            d = b_cum0[bisect_right(nb_px, -p)]
+            if d <= s:
+                volume = max(volume, d)
+                break
+            volume = s
 
     n_mkt = bisect_left(a_px, _TINY)  # rows with price 0 come first
     mkt_units = a_cum[n_mkt - 1] if n_mkt else 0
