@@ -625,11 +625,18 @@ class LiquidationModel(mesa.Model):
                 price = res.price
                 fills = np.zeros(len(ask_qty), dtype=np.int64)
                 fills[a_rows] = res.ask_fills
-                filled = res.bid_fills.nonzero()[0]
-                self.month_above_reservation = max(
-                    self.month_above_reservation, float((price - bid_price[filled]).max()))
                 # the filled rows in row order: buyers (< n_k), then the desk, then salvage
-                buys, bought = b_rows[filled].tolist(), res.bid_fills[filled].tolist()
+                lowest = np.inf  # the lowest price of a filled bid
+                for r, u, bp in zip(b_rows.tolist(), res.bid_fills.tolist(), bid_price.tolist(),
+                                    strict=True):
+                    if u:
+                        buys.append(r)
+                        bought.append(u)
+                        lowest = min(lowest, bp)
+                # max over the filled bids of (price - bid) is price - (lowest bid): rounding
+                # the difference is monotone, so the largest difference is the same double
+                self.month_above_reservation = max(self.month_above_reservation,
+                                                   price - lowest)
                 if buys[-1] == n_k + 1:
                     buys.pop()
                     salvage_fill = bought.pop()
