@@ -909,7 +909,7 @@ class LiquidationModel(mesa.Model):
         """Units of generation g buyers could still absorb at today's prices."""
         if self.buyers.unlimited:
             return float("inf")
-        price = np.maximum(self.price[g], 1.0)
+        price = max(float(self.price[g]), 1.0)  # the same double as np.maximum
         return float(self.buyers.capacity(np.full(self.buyers.n, price), self.env.kw[g]).sum())
 
     def _record(self) -> None:
