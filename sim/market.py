@@ -16,7 +16,11 @@ curve reproduces the exponential curve, so the auction run on that ladder recove
 parametric price.
 
 The model calls these once per generation per month, so everything is vectorised
-(argsort / cumsum / searchsorted over orders, never a Python loop over units).
+(argsort / cumsum / searchsorted over orders, never a Python loop over units).  The model's
+books are tiny (a few asks, one to two dozen bids), where numpy's per-call overhead is most of
+the cost: books of at most ``_SMALL_BOOK`` orders are cleared by the same rule on Python lists
+(sorted / accumulate / bisect, exact integer and the same float arithmetic), which gives the
+same result (``tests/test_market.py`` checks both against each other on random books).
 
 References
 ----------
@@ -31,7 +35,9 @@ Cifuentes, R., Shin, H. S. and Ferrucci, G. (2005). Liquidity risk and contagion
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -44,6 +50,10 @@ __all__ = ["AuctionResult", "call_auction", "exponential_bids", "parametric_pric
 _MAX_UNITS = 2**31 - 1
 # Smallest positive float: searchsorted(..., _TINY) counts the prices equal to 0.
 _TINY = math.ulp(0.0)
+# Books with at most this many orders (asks and bids together) are cleared on Python lists
+# (:func:`_clear_lists`), larger ones with numpy (:func:`_clear_arrays`): below it the lists
+# are about twice as fast, above it numpy's per-call overhead is amortised.
+_SMALL_BOOK = 32
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,27 @@ def _fill_sorted(qty: np.ndarray, cum: np.ndarray, start: int, stop: int, volume
     left = rest - int(base.sum())
     if left:
         base[(-rem).argsort(kind="stable")[:left]] += 1
+    fills[start:stop] = base
+    return fills
+
+
+def _fill_list(qty: list, cum: list, start: int, stop: int, volume: int) -> list:
+    """:func:`_fill_sorted` on Python lists of ints (the same integer arithmetic, exact)."""
+    fills = qty[:stop] + [0] * (len(qty) - stop)
+    before = cum[start - 1] if start else 0
+    rest = volume - before
+    if stop - start == 1:
+        fills[start] = rest
+        return fills
+    total = cum[stop - 1] - before
+    if rest == total:
+        return fills
+    base = [q * rest // total for q in qty[start:stop]]
+    rem = [q * rest % total for q in qty[start:stop]]
+    left = rest - sum(base)
+    if left:  # the stable sort on -remainder: ties to the lower row, as argsort(stable)
+        for j in sorted(range(len(rem)), key=lambda j: -rem[j])[:left]:
+            base[j] += 1
     fills[start:stop] = base
     return fills
 
@@ -207,7 +238,14 @@ def call_auction(
             raise ValueError(f"bid_qty and bid_price lengths differ: {bq.size} != {bp.size}")
     else:
         aq, ap, bq, bp = ask_qty, ask_price, bid_qty, bid_price
+    if len(aq) + len(bq) <= _SMALL_BOOK:
+        return _clear_lists(aq.tolist(), ap.tolist(), bq.tolist(), bp.tolist(), k)
+    return _clear_arrays(aq, ap, bq, bp, k)
 
+
+def _clear_arrays(aq: np.ndarray, ap: np.ndarray, bq: np.ndarray, bp: np.ndarray,
+                  k: float) -> AuctionResult:
+    """The rule of :func:`call_auction` on checked numpy arrays (int64 units, float64 prices)."""
     # Ask units ascending, bid units descending (stable: ties keep row order).
     a_ord = ap.argsort(kind="stable")
     neg_b = -bp  # bids sorted ascending in -price, i.e. descending in price
@@ -270,6 +308,72 @@ def call_auction(
     # Market orders are filled first, so the filled market units are min(V, mkt_units).
     overhang = mkt_units - min(volume, mkt_units)
     return AuctionResult(float(price), volume, ask_fills, bid_fills, overhang, best_bid)
+
+
+def _clear_lists(aq: list, ap: list, bq: list, bp: list, k: float) -> AuctionResult:
+    """The rule of :func:`call_auction`, step for step as :func:`_clear_arrays`, on Python
+    lists (int units, float prices) for small books.  Python's ``sorted`` is stable like
+    ``argsort(kind="stable")``, ``bisect_left`` / ``bisect_right`` are ``searchsorted``'s
+    left / right sides, the unit arithmetic is exact integer arithmetic in both and the price
+    is computed from the same Python floats, so the result is the same to the bit."""
+    na, nb = len(ap), len(bp)
+    neg_b = [-p for p in bp]  # bids sorted ascending in -price, i.e. descending in price
+    a_ord = sorted(range(na), key=ap.__getitem__)
+    b_ord = sorted(range(nb), key=neg_b.__getitem__)
+    a_px = [ap[i] for i in a_ord]
+    nb_px = [neg_b[i] for i in b_ord]
+    a_q = [aq[i] for i in a_ord]
+    b_q = [bq[i] for i in b_ord]
+    a_cum = list(accumulate(a_q))
+    b_cum = list(accumulate(b_q))
+    a_tot = a_cum[-1] if na else 0
+    b_tot = b_cum[-1] if nb else 0
+    if a_tot > _MAX_UNITS or b_tot > _MAX_UNITS:
+        raise ValueError(f"at most {_MAX_UNITS} units per side are supported")
+
+    # V = max over the sorted asks of min(D, S) at the ask's price.  S rises and D falls
+    # along the sorted asks, so min(D, S) is S until the first ask with D <= S, and at most
+    # that D from there on: the maximum is max(S before it, D there), found in one pass.
+    volume = 0
+    if a_tot and b_tot:
+        b_cum0 = [0, *b_cum]
+        for p, s in zip(a_px, a_cum, strict=True):
+            d = b_cum0[bisect_right(nb_px, -p)]
+            if d <= s:
+                volume = max(volume, d)
+                break
+            volume = s
+
+    n_mkt = bisect_left(a_px, _TINY)  # rows with price 0 come first
+    mkt_units = a_cum[n_mkt - 1] if n_mkt else 0
+    if volume == 0:
+        best_bid = -nb_px[bisect_left(b_cum, 1)] if b_tot else float("nan")
+        zeros_a = np.zeros(na, dtype=np.int64)
+        zeros_b = np.zeros(nb, dtype=np.int64)
+        return AuctionResult(float("nan"), 0, zeros_a, zeros_b, mkt_units, best_bid)
+
+    best_bid = -nb_px[bisect_left(b_cum, 1)]
+    marg_bid = -nb_px[bisect_left(b_cum, volume)]
+    marg_ask = a_px[bisect_left(a_cum, volume)]
+    next_bid = -nb_px[bisect_left(b_cum, volume + 1)] if volume < b_tot else 0.0
+    next_ask = a_px[bisect_left(a_cum, volume + 1)] if volume < a_tot else math.inf
+    lo = max(marg_ask, next_bid)
+    hi = min(marg_bid, next_ask)
+    price = hi if k == 1.0 else min(max(lo + k * (hi - lo), lo), hi)
+
+    a_fill = _fill_list(a_q, a_cum, bisect_left(a_px, marg_ask),
+                        bisect_left(a_px, math.nextafter(marg_ask, math.inf)), volume)
+    b_fill = _fill_list(b_q, b_cum, bisect_left(nb_px, -marg_bid),
+                        bisect_left(nb_px, math.nextafter(-marg_bid, math.inf)), volume)
+    ask_fills = [0] * na
+    for i, f in zip(a_ord, a_fill, strict=True):
+        ask_fills[i] = f
+    bid_fills = [0] * nb
+    for i, f in zip(b_ord, b_fill, strict=True):
+        bid_fills[i] = f
+    overhang = mkt_units - min(volume, mkt_units)
+    return AuctionResult(float(price), volume, np.array(ask_fills, dtype=np.int64),
+                         np.array(bid_fills, dtype=np.int64), overhang, best_bid)
 
 
 def parametric_price(p0, sold, stock, alpha):

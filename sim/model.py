@@ -224,8 +224,22 @@ class LiquidationModel(mesa.Model):
     def _trades(self, name: str, agent: str, units: np.ndarray, gen: int, price: float) -> None:
         """Log one event per participant with a non-zero fill (vectorised)."""
         idx = units.nonzero()[0]
-        u = units[idx]
-        self._events(name, agent, idx, gen, u, u * price, price)
+        if len(idx):
+            self._fill_events(name, agent, idx.tolist(), gen, units[idx].tolist(), price)
+
+    def _fill_events(self, name: str, agent, idx: list, gen: int, units: list,
+                     price: float) -> None:
+        """Log the fills ``units`` (Python ints) of the participants ``idx`` at ``price``;
+        ``agent`` is one name for all or a list along ``idx``. The amount ``u * price`` of
+        a Python int and float is the double that the int64 x float64 product of numpy
+        gives (units are far below 2**53, so converting them to float is exact)."""
+        t, gen, price = self.env.t, int(gen), float(price)
+        if isinstance(agent, str):
+            self.events.extend([(t, name, agent, i, gen, u, u * price, price)
+                                for i, u in zip(idx, units, strict=True)])
+        else:
+            self.events.extend([(t, name, a, i, gen, u, u * price, price)
+                                for a, i, u in zip(agent, idx, units, strict=True)])
 
     def _kind_names(self, idx: np.ndarray) -> list[str]:
         """``miner`` / ``neocloud`` for each borrower in ``idx``."""
@@ -554,65 +568,96 @@ class LiquidationModel(mesa.Model):
     # ---------------------------------------------------------------- 6. market
     def _phase_market(self, books: dict) -> None:
         env, lb, b, desk, buyers = self.env, self.lenders, self.borrowers, self.desk, self.buyers
-        n_l = lb.n
+        n_l, n_k = lb.n, buyers.n
         self._reset_month()
         reservation = buyers.reservation(env)
         self.reservation = reservation
         # search friction (docs/model.md 7.12): only buyers able to close within the month bid
+        auction = self.cfg.market.mode == "auction"
         self.bidding = (buyers.participating(self.search_rng, MONTH_DAYS)
-                        if self.cfg.market.mode == "auction" else np.ones(buyers.n, dtype=bool))
+                        if auction else np.ones(n_k, dtype=bool))
         self.sale_proceeds = np.zeros(b.n)
-        floor_bid = desk.floor_bid(self.price, self.fundamental)
         # every generation's book of asks at once, one row per order (forced lenders, patient
         # lenders, borrowers, the desk): settling one generation never moves another's asks
         asks = np.concatenate((books["forced"], books["patient"], books["b_units"],
                                desk.holdings[None, :]))
+        offered = asks.any(axis=0) & env.shipping
+        if not offered.any():
+            return
+        order = (-env.launch).argsort(kind="stable")  # newest generation first
+        gens = order[offered[order]].tolist()
         ask_prices = np.empty(asks.shape)
         ask_prices[:n_l] = books["floor"]
         ask_prices[n_l: 2 * n_l] = books["patient_price"]
         ask_prices[2 * n_l: -1] = books["b_price"]
         ask_prices[-1] = self.fundamental
-        offered = asks.any(axis=0) & env.shipping
-        for g in np.argsort(-env.launch, kind="stable"):
-            if not offered[g]:
-                continue
+        # per-generation totals of all generations at once (integer sums: exact in any order)
+        supply = asks.sum(axis=0).tolist()
+        forced_total = books["forced"].sum(axis=0).tolist()
+        if auction:
+            floor_bid = desk.floor_bid(self.price, self.fundamental)
+            bidders = (reservation > 0) & self.bidding[:, None]  # (K, G)
+            any_bidder = bidders.any(axis=0).tolist()
+            # bid prices of every generation: the buyers, then the desk, then salvage
+            bid_prices = np.concatenate((reservation, floor_bid[None, :],
+                                         books["floor"][None, :]))
+            desk_prices = floor_bid.tolist()
+        for g in gens:
             ask_qty = asks[:, g]
-            if self.cfg.market.mode == "parametric":
+            desk_fill = salvage_fill = 0
+            buys, bought = [], []  # rows and units of the buyers with a fill
+            if not auction:
                 fills, price, bfill_ext = self._parametric(g, ask_qty)
-                bid_fills = np.zeros(buyers.n, dtype=np.int64)
-                desk_fill = salvage_fill = 0
+                volume = bfill_ext
                 self.external_units[g] += bfill_ext
                 self._outside("salvage", bfill_ext * price)
             else:
-                cap = buyers.capacity(reservation[:, g], env.kw[g])
-                desk_price = floor_bid[g]
+                desk_price = desk_prices[g]
                 desk_qty = int(desk.room // desk_price) if desk_price > 0 else 0
-                supply = int(ask_qty.sum())  # no bid needs more units than are offered
-                salv_qty = supply if self.cfg.market.unsold_to_salvage else 0
-                bids = (reservation[:, g] > 0) & self.bidding
-                bid_qty = np.minimum(np.concatenate((np.where(bids, cap, 0),
-                                                     [desk_qty, salv_qty])), supply)
-                bid_price = np.concatenate((reservation[:, g], [desk_price, books["floor"][g]]))
+                # no bid needs more units than are offered
+                salv_qty = supply[g] if self.cfg.market.unsold_to_salvage else 0
+                bid_qty = np.zeros(n_k + 2, dtype=np.int64)
+                bid_qty[n_k] = min(desk_qty, supply[g])
+                bid_qty[n_k + 1] = salv_qty
+                if any_bidder[g]:  # else no buyer's capacity enters the book
+                    cap = buyers.capacity(reservation[:, g], env.kw[g])
+                    np.minimum(np.where(bidders[:, g], cap, 0), supply[g], out=bid_qty[:n_k])
                 # orders for no units are left out of the book: the outcome is the same
                 a_rows, b_rows = ask_qty.nonzero()[0], bid_qty.nonzero()[0]
+                bid_price = bid_prices[b_rows, g]
                 res = call_auction(ask_qty[a_rows], ask_prices[a_rows, g], bid_qty[b_rows],
-                                   bid_price[b_rows], k=self.cfg.market.k, validate=False)
-                if res.volume == 0:
-                    self.month_overhang[g] = books["forced"][:, g].sum()
+                                   bid_price, k=self.cfg.market.k, validate=False)
+                volume = res.volume
+                if volume == 0:
+                    self.month_overhang[g] = forced_total[g]
                     continue
                 price = res.price
                 fills = np.zeros(len(ask_qty), dtype=np.int64)
                 fills[a_rows] = res.ask_fills
-                all_bids = np.zeros(len(bid_qty), dtype=np.int64)
-                all_bids[b_rows] = res.bid_fills
-                bid_fills = all_bids[: buyers.n]
-                desk_fill, salvage_fill = int(all_bids[-2]), int(all_bids[-1])
-                filled = res.bid_fills > 0
-                self.month_above_reservation = max(
-                    self.month_above_reservation, float((price - bid_price[b_rows][filled]).max()))
-                pay = buyers.settle(bid_fills, price, g, env.kw[g])
-                if buyers.unlimited:
-                    self._outside("buyer_capital", pay.sum())
+                # the filled rows in row order: buyers (< n_k), then the desk, then salvage
+                lowest = np.inf  # the lowest price of a filled bid
+                for r, u, bp in zip(b_rows.tolist(), res.bid_fills.tolist(), bid_price.tolist(),
+                                    strict=True):
+                    if u:
+                        buys.append(r)
+                        bought.append(u)
+                        lowest = min(lowest, bp)
+                # max over the filled bids of (price - bid) is price - (lowest bid): rounding
+                # the difference is monotone, so the largest difference is the same double
+                self.month_above_reservation = max(self.month_above_reservation,
+                                                   price - lowest)
+                if buys[-1] == n_k + 1:
+                    buys.pop()
+                    salvage_fill = bought.pop()
+                if buys and buys[-1] == n_k:
+                    buys.pop()
+                    desk_fill = bought.pop()
+                if buys:  # settling no fill at all would change no buyer's state
+                    bid_fills = np.zeros(n_k, dtype=np.int64)
+                    bid_fills[buys] = bought
+                    pay = buyers.settle(bid_fills, price, g, env.kw[g])
+                    if buyers.unlimited:
+                        self._outside("buyer_capital", pay.sum())
                 if desk_fill:
                     desk.holdings[g] += desk_fill
                     desk.cost_basis[g] += desk_fill * price
@@ -623,13 +668,14 @@ class LiquidationModel(mesa.Model):
             self._settle_sellers(g, fills, price)
             self.traded[g] = True
             self.clearing[g] = price
-            self.month_volume[g] = int(fills.sum())
-            forced_sold = fills[:n_l].sum()
-            self.month_forced[g] = int(forced_sold)
-            self.month_overhang[g] = int(books["forced"][:, g].sum() - forced_sold)
+            self.month_volume[g] = volume  # the ask fills add up to the volume
+            forced_sold = int(fills[:n_l].sum())  # int x float: the same double as in numpy
+            self.month_forced[g] = forced_sold
+            self.month_overhang[g] = forced_total[g] - forced_sold
             self.forced_value += forced_sold * price
             self.forced_fundamental += forced_sold * self.fundamental[g]
-            self._trades("purchase", "buyer", bid_fills, g, price)
+            if buys:
+                self._fill_events("purchase", "buyer", buys, g, bought, price)
             if salvage_fill:
                 self._event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
             if desk_fill:
@@ -666,8 +712,9 @@ class LiquidationModel(mesa.Model):
             self.recovered_total += rec.sum()
             repay = np.minimum(lb.repo_debt, rec)  # the repo is repaid out of the recovery
             lb.repo_debt -= repay
-            desk.lent -= repay.sum()
-            desk.cash += repay.sum()
+            repaid = repay.sum()
+            desk.lent -= repaid
+            desk.cash += repaid
             lb.cash += rec - repay
             self._outside("estate_surplus", -surplus.sum())
             self._trades("sale", "lender", lender_units, g, price)
@@ -678,10 +725,12 @@ class LiquidationModel(mesa.Model):
             proceeds = b_units * price
             b.cash += proceeds
             self.sale_proceeds += proceeds
-            sellers = sellers[np.argsort(b.kind[sellers], kind="stable")]  # miners first
-            units = b_units[sellers]
-            self._events("sale", self._kind_names(sellers), sellers, g, units, units * price,
-                         price)
+            # logged miners first (a stable sort by kind: sellers are in row order)
+            kinds = b.kind[sellers].tolist()
+            order = sorted(range(len(kinds)), key=kinds.__getitem__)
+            idx, units = sellers.tolist(), b_units[sellers].tolist()
+            self._fill_events("sale", [KIND_NAMES[kinds[j]] for j in order],
+                              [idx[j] for j in order], g, [units[j] for j in order], price)
         d = int(fills[-1])
         if d:
             basis = desk.cost_basis[g] * d / desk.holdings[g]
@@ -899,7 +948,7 @@ class LiquidationModel(mesa.Model):
         """Units of generation g buyers could still absorb at today's prices."""
         if self.buyers.unlimited:
             return float("inf")
-        price = np.maximum(self.price[g], 1.0)
+        price = max(float(self.price[g]), 1.0)  # the same double as np.maximum
         return float(self.buyers.capacity(np.full(self.buyers.n, price), self.env.kw[g]).sum())
 
     def _record(self) -> None:

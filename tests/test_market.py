@@ -506,3 +506,31 @@ def test_friction_draws_leave_the_environment_paths_of_a_seed_alone():
     for key in ("btc", "hashprice", "rent"):
         np.testing.assert_array_equal(runs[0].rec[key], runs[1].rec[key])
     assert not np.array_equal(runs[0].rec["price"], runs[1].rec["price"])
+
+
+def test_small_books_cleared_on_lists_as_on_arrays():
+    """Books of at most ``_SMALL_BOOK`` orders are cleared on Python lists: on random books
+    (empty orders, ties at the margin, market orders, uneven pro-rata remainders, any k) the
+    price, best bid, volume, fills and overhang equal, to the bit, those of the numpy rule."""
+    from sim.market import _clear_arrays, _clear_lists
+
+    rng = np.random.default_rng(11)
+    for _ in range(2000):
+        na, nb = rng.integers(0, 20, size=2)
+        aq = rng.integers(0, 9, na) * (rng.random(na) < 0.8)
+        bq = rng.integers(0, 12, nb) * (rng.random(nb) < 0.8)
+        if rng.random() < 0.5:
+            ap = rng.choice([0.0, 10.0, 20.0, 30.0, 45.5], na)
+            bp = rng.choice([0.0, 5.0, 20.0, 30.0, 50.0], nb)
+        else:
+            ap = np.where(rng.random(na) < 0.3, 0.0, rng.uniform(0.0, 100.0, na))
+            bp = rng.uniform(0.0, 100.0, nb)
+        k = float(rng.choice([0.0, 0.5, 1.0, rng.random()]))
+        ref = _clear_arrays(aq.astype(np.int64), ap, bq.astype(np.int64), bp, k)
+        got = _clear_lists(aq.tolist(), ap.tolist(), bq.tolist(), bp.tolist(), k)
+        assert got.volume == ref.volume and got.unfilled_market_units == ref.unfilled_market_units
+        for a, b in ((got.price, ref.price), (got.best_bid, ref.best_bid)):
+            assert type(a) is float and np.float64(a).tobytes() == np.float64(b).tobytes()
+        np.testing.assert_array_equal(got.ask_fills, ref.ask_fills)
+        np.testing.assert_array_equal(got.bid_fills, ref.bid_fills)
+        assert got.ask_fills.dtype == got.bid_fills.dtype == np.int64
