@@ -292,7 +292,8 @@ class LiquidationModel(mesa.Model):
         amort = np.where(t >= L.maturity, outstanding, np.minimum(amort, outstanding))
         due_int = np.where(L.active, L.accrued + interest, 0.0)
         due_prin = np.where(L.active, L.overdue + amort, 0.0)
-        due = L.by_borrower(due_int + due_prin, b.n)
+        owed = due_int + due_prin
+        due = L.by_borrower(owed, b.n)
         short = np.maximum(due - b.cash, 0.0) * alive
 
         # pecking order: BTC treasury (unpledged coins), then the revolver
@@ -301,7 +302,7 @@ class LiquidationModel(mesa.Model):
         self._draw_revolvers(short)
 
         pay = np.minimum(np.maximum(b.cash, 0.0), due)
-        paid = L.pay(pay, due_int, due_prin)
+        paid = L.pay(pay, due_int, due_prin, owed=owed, owed_b=due)  # the sums pay() would form
         b.cash -= pay
         self.lenders.cash += L.by_lender(paid, self.lenders.n)
 
@@ -335,16 +336,20 @@ class LiquidationModel(mesa.Model):
     def _prepay(self, amount: np.ndarray) -> None:
         """An extra payment by each borrower: arrears first, then principal, cash to lenders."""
         b, L, lb = self.borrowers, self.loans, self.lenders
-        paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
+        # pay() reads these arrays and rebinds the book's own (never writes into them): no copies
+        paid = L.pay(amount, L.accrued, L.overdue, prepay=L.principal)
         b.cash -= L.by_borrower(paid, b.n)
         lb.cash += L.by_lender(paid, lb.n)
 
     def _draw_revolvers(self, short: np.ndarray) -> None:
         """Draw the revolver from the lead lender, if it is sound and has the cash."""
+        # nobody short: req below is min(0, room >= 0) x ... = 0 everywhere, nothing is drawn
+        if not short.any():
+            return
         b, lb, L = self.borrowers, self.lenders, self.loans
-        rv = L.revolver
+        rows, rows_b = L.revolver_rows, L.revolver_borrower
         drawn = np.zeros(b.n)
-        drawn[L.borrower[rv]] = L.principal[rv]
+        drawn[rows_b] = L.principal[rows]
         room = np.maximum(self.revolver_limit - drawn, 0.0)
         req = np.minimum(short, room) * (lb.status[self.lead] == NORMAL) * b.alive
         if not req.any():
@@ -352,8 +357,7 @@ class LiquidationModel(mesa.Model):
         req_l = np.bincount(self.lead, weights=req, minlength=lb.n)
         scale = np.divide(np.maximum(lb.cash, 0.0), req_l, out=np.ones(lb.n), where=req_l > 0)
         draw = req * np.minimum(scale, 1.0)[self.lead]
-        rows = rv.nonzero()[0]
-        L.principal[rows] += draw[L.borrower[rows]]
+        L.principal[rows] += draw[rows_b]
         b.cash += draw
         lb.cash -= np.bincount(self.lead, weights=draw, minlength=lb.n)
 
