@@ -376,41 +376,74 @@ class LiquidationModel(mesa.Model):
         self.lenders.cash += np.bincount(L.lender[rows], weights=rep, minlength=self.lenders.n)
 
     # ---------------------------------------------------------------- 3. lenders
-    def _facility_ltv(self, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(debt, collateral value at the lead lender's mark, LTV) per borrower."""
+    def _collateral(self, marks: np.ndarray) -> np.ndarray:
+        """Collateral value per borrower: its GPUs at the lead lender's mark plus pledged BTC."""
         b = self.borrowers
-        debt = self.loans.by_borrower(self.loans.exposure, b.n)
         lead_marks = marks[np.maximum(self.lead, 0)]
-        coll = (b.fleet * lead_marks).sum(axis=1) + b.pledged_btc * self.env.btc
+        return (b.fleet * lead_marks).sum(axis=1) + b.pledged_btc * self.env.btc
+
+    def _facility_ltv(self, marks: np.ndarray, coll: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(debt, collateral value at the lead lender's mark, LTV) per borrower. ``coll``, if
+        given, is ``_collateral(marks)`` computed while fleets and pledged BTC were as now."""
+        debt = self.loans.by_borrower(self.loans.exposure, self.borrowers.n)
+        if coll is None:
+            coll = self._collateral(marks)
         ltv = np.divide(debt, coll, out=np.where(debt > 0, np.inf, 0.0), where=coll > 0)
         return debt, coll, ltv
+
+    def _month_debt_coll(self, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(debt, collateral) for phases 4 and 5, reusing phase 3's evaluation of this month.
+
+        Valid for every borrower alive when phase 3 ended: from phase 3 to phase 5 fleets,
+        pledged BTC, the BTC price, the lead lenders and ``marks`` do not change except for
+        the borrowers defaulting in phase 4 (their GPUs and coins are taken), and a borrower's
+        debt is a bincount over its own rows only, which change only by ``_prepay`` (after
+        which phase 3 leaves the debt to be recomputed) or at its own default. Phase 4 reads
+        rows of borrowers alive until then; phase 5 reads only rows of living borrowers.
+        Anything else (a new month, other marks, a phase run on its own) evaluates afresh.
+        """
+        c = getattr(self, "_ltv_month", None)  # set by phase 3
+        if c is None or c[0] != self.env.t or c[1] is not marks:
+            debt, coll, _ = self._facility_ltv(marks)
+            return debt, coll
+        if c[2] is None:  # debt moved since (a cash sweep): recompute it, keep the collateral
+            c[2] = self.loans.by_borrower(self.loans.exposure, self.borrowers.n)
+        return c[2], c[3]
 
     def _phase_lenders(self) -> np.ndarray:
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
         t = env.t
         marks = lb.marks(env, self.price_hist, t - 1, lc.appraisal_lag)
-        debt, coll, ltv = self._facility_ltv(marks)
+        # the collateral is valued once a month: selling free BTC and prepaying move neither
+        # fleets nor pledged coins (see _month_debt_coll)
+        coll = self._collateral(marks)
+        debt, coll, ltv = self._facility_ltv(marks, coll)
         alive = b.alive
         new_call = alive & (b.call_months < 0) & (ltv > lc.ltv_max)
         called = new_call.nonzero()[0]
-        self._events("margin_call", self._kind_names(called), called, amount=debt[called],
-                     price=ltv[called])
-        b.call_months[new_call] = 0
+        if len(called):
+            self._events("margin_call", self._kind_names(called), called, amount=debt[called],
+                         price=ltv[called])
+            b.call_months[new_call] = 0
         open_call = alive & (b.call_months >= 0)
         if open_call.any():
             need = np.where(open_call, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
             spare = np.maximum(b.cash - b.opex, 0.0) * open_call
             self._sell_free_btc(np.maximum(need - spare, 0.0))
             self._prepay(np.minimum(np.maximum(b.cash - b.opex, 0.0) * open_call, need))
-            debt, coll, ltv = self._facility_ltv(marks)
+            debt, coll, ltv = self._facility_ltv(marks, coll)
             cured = open_call & (ltv <= lc.ltv_cure)
             b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
         b.dscr_breach = np.where(alive & (b.dscr < lc.dscr_min), b.dscr_breach + 1, 0)
         # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
         # prepays principal), as in GPU facilities with sweeps of up to 50 % (Blockspace 2025)
         sweep = alive & (b.dscr_breach > lc.cure_months)
-        if sweep.any():
+        swept = sweep.any()
+        if swept:
             self._prepay(np.where(sweep, lc.cash_sweep * np.maximum(b.cash - b.opex, 0.0), 0.0))
+        # [month, marks, debt (None: moved by the sweep), collateral] for phases 4 and 5
+        self._ltv_month = [t, marks, None if swept else debt, coll]
 
         # maturities next month: roll over only loans that still qualify
         due = L.active & ~L.revolver & (L.maturity == t + 1)
@@ -424,8 +457,9 @@ class LiquidationModel(mesa.Model):
             L.orig_amort[roll] = L.principal[roll] * b.amort_rate[L.borrower[roll]] / 12.0
             L.rate[roll] = self.cfg.environment.sofr + b.spread[L.borrower[roll]]
             refused = rows[~ok]
-            self._events("refinancing_refused", "lender", L.lender[refused],
-                         amount=L.principal[refused])
+            if len(refused):
+                self._events("refinancing_refused", "lender", L.lender[refused],
+                             amount=L.principal[refused])
         return marks
 
     # ---------------------------------------------------------------- 4. defaults
@@ -437,7 +471,7 @@ class LiquidationModel(mesa.Model):
         dead = trig.nonzero()[0]
         if len(dead) == 0:
             return
-        debt, coll, _ = self._facility_ltv(marks)
+        debt, coll = self._month_debt_coll(marks)
         pos = np.full(b.n, -1)
         pos[dead] = np.arange(len(dead))
         rows = (L.active & trig[L.borrower]).nonzero()[0]
@@ -532,10 +566,12 @@ class LiquidationModel(mesa.Model):
             patient_price = np.where(repo_line, np.minimum(patient_price, supported[None, :]),
                                      patient_price)
         # distressed borrowers sell some GPUs (voluntary limit orders) to cover arrears and calls
-        debt, coll, _ = self._facility_ltv(marks)
         need = self.loans.by_borrower(self.loans.arrears, b.n)
         calls = b.alive & (b.call_months >= 0)
-        need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+        if calls.any():  # else need + 0.0 == need (a bincount of floats is never -0.0)
+            debt, coll = self._month_debt_coll(marks)
+            need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+        self._ltv_month = None  # phase 6 moves fleets: the month's evaluation is spent
         need = np.where(b.alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
         # a borrower values its GPUs at their use value: it asks the fundamental less a discount
         vol_price = np.maximum(self.fundamental * (1.0 - self.cfg.borrowers.voluntary_discount),
