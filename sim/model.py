@@ -465,12 +465,12 @@ class LiquidationModel(mesa.Model):
     # ---------------------------------------------------------------- 4. defaults
     def _phase_defaults(self, marks: np.ndarray) -> None:
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
-        payment = b.alive & (b.arrears_months > lc.grace_months)
-        covenant = b.alive & (b.call_months > lc.cure_months)
-        trig = payment | covenant
+        late = b.arrears_months > lc.grace_months
+        trig = b.alive & (late | (b.call_months > lc.cure_months))
         dead = trig.nonzero()[0]
         if len(dead) == 0:
             return
+        payment = late  # read only at ``dead``, which are all alive: the payment defaults
         debt, coll = self._month_debt_coll(marks)
         pos = np.full(b.n, -1)
         pos[dead] = np.arange(len(dead))
@@ -505,10 +505,11 @@ class LiquidationModel(mesa.Model):
         self._outside("unpaid_suppliers", -unpaid.sum())
         rec = seized[group] * np.divide(ead, ead_b[group], out=np.zeros_like(ead),
                                         where=ead_b[group] > 0)
-        lb.cash += np.bincount(L.lender[rows], weights=rec, minlength=lb.n)
-        lb.writeoffs += np.bincount(L.lender[rows], weights=ead, minlength=lb.n)
-        lb.recoveries += np.bincount(L.lender[rows], weights=rec, minlength=lb.n)
-        lb.claim_pool += np.bincount(L.lender[rows], weights=ead - rec, minlength=lb.n)
+        rec_l = np.bincount(holder, weights=rec, minlength=lb.n)  # holder = L.lender[rows]
+        lb.cash += rec_l
+        lb.writeoffs += np.bincount(holder, weights=ead, minlength=lb.n)
+        lb.recoveries += rec_l
+        lb.claim_pool += np.bincount(holder, weights=ead - rec, minlength=lb.n)
         self.ead_total += ead.sum()
         self.recovered_total += rec.sum()
         self.paper_recovery += np.minimum(coll[dead], debt[dead]).sum()
@@ -576,11 +577,15 @@ class LiquidationModel(mesa.Model):
         # a borrower values its GPUs at their use value: it asks the fundamental less a discount
         vol_price = np.maximum(self.fundamental * (1.0 - self.cfg.borrowers.voluntary_discount),
                                floor)
-        fleet_value = b.fleet @ vol_price
-        frac = np.divide(need, fleet_value, out=np.zeros(b.n), where=fleet_value > 0)
-        b_units = np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * b.fleet), b.fleet)
+        if need.any():
+            fleet_value = b.fleet @ vol_price
+            frac = np.divide(need, fleet_value, out=np.zeros(b.n), where=fleet_value > 0)
+            b_units = np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * b.fleet),
+                                 b.fleet).astype(np.int64)
+        else:  # frac = 0 everywhere: ceil(0 x units) = 0 units offered by every borrower
+            b_units = np.zeros(b.fleet.shape, dtype=np.int64)
         return {"forced": forced_units, "patient": patient_units, "patient_price": patient_price,
-                "floor": floor, "b_units": b_units.astype(np.int64), "b_price": vol_price}
+                "floor": floor, "b_units": b_units, "b_price": vol_price}
 
     # ---------------------------------------------------------------- 6. market
     def _phase_market(self, books: dict) -> None:
