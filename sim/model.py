@@ -530,13 +530,21 @@ class LiquidationModel(mesa.Model):
         env, b, lb, desk, lc = self.env, self.borrowers, self.lenders, self.desk, self.cfg.lenders
         t = env.t
         floor = self.cfg.buyers.salvage_floor * env.list_price
+        # the repo desk is offered first: it finances forced inventory (each GPU once) so that
+        # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
+        lb.repo_units[lb.repo_debt <= 0] = 0
+        patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
+        if not lb.inventory.any():
+            # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
+            # nothing is financed, moved to the desk or repriced, and both books hold 0 units
+            zero = np.zeros(lb.inventory.shape, dtype=np.int64)
+            return self._borrower_orders(marks, {
+                "forced": zero, "patient": zero.copy(), "patient_price": patient_price,
+                "floor": floor})
         held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
         forced = ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
             & (lb.inventory > 0)
         patient_units = np.where(forced, 0, lb.inventory)
-        # the repo desk is offered first: it finances forced inventory (each GPU once) so that
-        # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
-        lb.repo_units[lb.repo_debt <= 0] = 0
         financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
         patient_units = patient_units + financed
         if desk.enabled and forced.any() and desk.room > 0:
@@ -557,7 +565,6 @@ class LiquidationModel(mesa.Model):
                 lent = loan.nonzero()[0]
                 self._events("repo_loan", "lender", lent, amount=loan[lent])
         forced_units = lb.inventory - patient_units
-        patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
         # a line financed by repo is sold as soon as a buyer pays what the desk's haircut
         # leaves, (1 - h) x value in best use: no dumping, but no waiting on a book mark either
         if desk.enabled:
@@ -566,6 +573,14 @@ class LiquidationModel(mesa.Model):
             repo_line = (lb.repo_units > 0) & forced
             patient_price = np.where(repo_line, np.minimum(patient_price, supported[None, :]),
                                      patient_price)
+        return self._borrower_orders(marks, {
+            "forced": forced_units, "patient": patient_units, "patient_price": patient_price,
+            "floor": floor})
+
+    def _borrower_orders(self, marks: np.ndarray, books: dict) -> dict:
+        """Phase 5, borrowers' side: ``books`` (the lenders' orders) plus ``b_units`` and
+        ``b_price``, the voluntary sales of distressed borrowers."""
+        b, lc, floor = self.borrowers, self.cfg.lenders, books["floor"]
         # distressed borrowers sell some GPUs (voluntary limit orders) to cover arrears and calls
         need = self.loans.by_borrower(self.loans.arrears, b.n)
         calls = b.alive & (b.call_months >= 0)
@@ -584,8 +599,8 @@ class LiquidationModel(mesa.Model):
                                  b.fleet).astype(np.int64)
         else:  # frac = 0 everywhere: ceil(0 x units) = 0 units offered by every borrower
             b_units = np.zeros(b.fleet.shape, dtype=np.int64)
-        return {"forced": forced_units, "patient": patient_units, "patient_price": patient_price,
-                "floor": floor, "b_units": b_units, "b_price": vol_price}
+        books["b_units"], books["b_price"] = b_units, vol_price
+        return books
 
     # ---------------------------------------------------------------- 6. market
     def _phase_market(self, books: dict) -> None:
