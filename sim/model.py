@@ -282,14 +282,16 @@ class LiquidationModel(mesa.Model):
                            c.tenant_default_stress if env.stress else c.tenant_default_calm)
         rev, opex = b.operating(env)
         alive = b.alive
-        b.cash += rev - opex
+        noi = rev - opex
+        b.cash += noi
         self._outside("tenants", rev.sum())
         self._outside("opex", -opex.sum())
 
         t = env.t
         outstanding = L.principal - L.overdue
         interest, amort = scheduled_payment(L.principal, L.orig_amort, L.rate)
-        amort = np.where(t >= L.maturity, outstanding, np.minimum(amort, outstanding))
+        before_maturity = t < L.maturity  # else the balloon: all that is outstanding is due
+        amort = np.where(before_maturity, np.minimum(amort, outstanding), outstanding)
         due_int = np.where(L.active, L.accrued + interest, 0.0)
         due_prin = np.where(L.active, L.overdue + amort, 0.0)
         owed = due_int + due_prin
@@ -310,9 +312,9 @@ class LiquidationModel(mesa.Model):
         late = (arrears > 1.0) & alive
         b.arrears_months = np.where(late, b.arrears_months + 1, 0)
         # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
-        sched = L.by_borrower(np.where(L.active & (t < L.maturity), interest +
+        sched = L.by_borrower(np.where(L.active & before_maturity, interest +
                                        np.minimum(L.orig_amort, outstanding), 0.0), b.n)
-        ratio = np.divide(rev - opex, sched, out=np.full(b.n, 10.0), where=sched > 0)
+        ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
         clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
         b.dscr = np.where(alive, 0.5 * b.dscr + 0.5 * clipped, b.dscr)
         self._repay_revolvers()
@@ -446,7 +448,7 @@ class LiquidationModel(mesa.Model):
         self._ltv_month = [t, marks, None if swept else debt, coll]
 
         # maturities next month: roll over only loans that still qualify
-        due = L.active & ~L.revolver & (L.maturity == t + 1)
+        due = L.active & L.term & (L.maturity == t + 1)
         if due.any():
             bi = L.borrower[due]
             ok = ((ltv[bi] <= lc.refi_ltv) & (b.dscr[bi] >= lc.dscr_min)
@@ -583,12 +585,13 @@ class LiquidationModel(mesa.Model):
         b, lc, floor = self.borrowers, self.cfg.lenders, books["floor"]
         # distressed borrowers sell some GPUs (voluntary limit orders) to cover arrears and calls
         need = self.loans.by_borrower(self.loans.arrears, b.n)
-        calls = b.alive & (b.call_months >= 0)
+        alive = b.alive
+        calls = alive & (b.call_months >= 0)
         if calls.any():  # else need + 0.0 == need (a bincount of floats is never -0.0)
             debt, coll = self._month_debt_coll(marks)
             need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
         self._ltv_month = None  # phase 6 moves fleets: the month's evaluation is spent
-        need = np.where(b.alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
+        need = np.where(alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
         # a borrower values its GPUs at their use value: it asks the fundamental less a discount
         vol_price = np.maximum(self.fundamental * (1.0 - self.cfg.borrowers.voluntary_discount),
                                floor)
