@@ -549,15 +549,18 @@ class LiquidationModel(mesa.Model):
         patient_units = np.where(forced, 0, lb.inventory)
         financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
         patient_units = patient_units + financed
+        # the desk's haircuts depend on this month's prices only: computed at most once
+        h = None
         if desk.enabled and forced.any() and desk.room > 0:
             h = desk.haircuts(self.price, self.fundamental)
+            lendable = self.price * (1.0 - h)
             fresh = np.where(forced, lb.inventory - financed, 0)
-            want = (fresh * (self.price * (1.0 - h))[None, :]).sum(axis=1)
+            want = (fresh * lendable[None, :]).sum(axis=1)
             total = want.sum()
             if total > 0:
                 frac = min(1.0, desk.room / total)
                 moved = np.floor(fresh * frac + 1e-9).astype(np.int64)
-                loan = (moved * (self.price * (1.0 - h))[None, :]).sum(axis=1)
+                loan = (moved * lendable[None, :]).sum(axis=1)
                 lb.repo_debt += loan
                 lb.repo_units += moved
                 lb.cash += loan
@@ -570,8 +573,9 @@ class LiquidationModel(mesa.Model):
         # a line financed by repo is sold as soon as a buyer pays what the desk's haircut
         # leaves, (1 - h) x value in best use: no dumping, but no waiting on a book mark either
         if desk.enabled:
-            supported = np.maximum((1.0 - desk.haircuts(self.price, self.fundamental))
-                                   * self.fundamental, floor)
+            if h is None:
+                h = desk.haircuts(self.price, self.fundamental)
+            supported = np.maximum((1.0 - h) * self.fundamental, floor)
             repo_line = (lb.repo_units > 0) & forced
             patient_price = np.where(repo_line, np.minimum(patient_price, supported[None, :]),
                                      patient_price)
