@@ -529,7 +529,7 @@ class LiquidationModel(mesa.Model):
 
     # ---------------------------------------------------------------- 5. orders
     def _phase_orders(self, marks: np.ndarray) -> dict:
-        env, b, lb, desk, lc = self.env, self.borrowers, self.lenders, self.desk, self.cfg.lenders
+        env, lb, desk, lc = self.env, self.lenders, self.desk, self.cfg.lenders
         t = env.t
         floor = self.cfg.buyers.salvage_floor * env.list_price
         # the repo desk is offered first: it finances forced inventory (each GPU once) so that
