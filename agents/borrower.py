@@ -118,9 +118,9 @@ class BorrowerBook:
 
     def operating(self, env: Environment) -> tuple[np.ndarray, np.ndarray]:
         """Revenue and opex of the month (DESIGN.md 3.2), one entry per borrower."""
-        contracted = (env.t < self.contract_end) & ~self.tenant_gone
-        cover = np.where(self.tenant_gone & self.guaranteed & (env.t < self.contract_end),
-                         self.guarantee_cover, 0.0)
+        in_term = env.t < self.contract_end
+        contracted = in_term & ~self.tenant_gone
+        cover = np.where(self.tenant_gone & self.guaranteed & in_term, self.guarantee_cover, 0.0)
         # contracted capacity earns the locked rent; once a tenant has gone, the capacity is
         # re-let at spot and a guarantor pays ``cover`` of the locked rent on top
         locked_share = self.contracted_share * np.where(contracted, 1.0, cover)
@@ -139,9 +139,10 @@ class BorrowerBook:
     def update_contracts(self, env: Environment, rng: np.random.Generator,
                          p_tenant_default: float) -> None:
         """Tenants walk away at random; expired contracts renew at the current spot rent."""
-        walk = (rng.random(self.n) < p_tenant_default) & (env.t < self.contract_end)
+        in_term = env.t < self.contract_end
+        walk = (rng.random(self.n) < p_tenant_default) & in_term
         self.tenant_gone |= walk & self.alive
-        lapsed = (env.t >= self.contract_end) | (self.tenant_gone & ~self.guaranteed)
+        lapsed = ~in_term | (self.tenant_gone & ~self.guaranteed)
         if lapsed.any():
             self.contract_rent[lapsed] = env.rent[None, :]
             self.contract_end[lapsed] = env.t + self.contract_months[lapsed]

@@ -104,6 +104,11 @@ class LoanBook:
             self.overdue = np.zeros(n)
         if self.active is None:
             self.active = np.ones(n, dtype=bool)
+        # rows are never added, removed or reassigned after origination (a loan is closed by
+        # ``active``), so the row layout is indexed once here instead of every month
+        self.revolver_rows = self.revolver.nonzero()[0]
+        self.revolver_borrower = self.borrower[self.revolver_rows]
+        self.term = ~self.revolver
 
     def __len__(self) -> int:
         return len(self.borrower)
@@ -124,20 +129,25 @@ class LoanBook:
         return np.bincount(self.lender, weights=values, minlength=n_lenders)
 
     def pay(self, amount_b: np.ndarray, due_int: np.ndarray, due_prin: np.ndarray,
-            prepay: np.ndarray | None = None) -> np.ndarray:
+            prepay: np.ndarray | None = None, owed: np.ndarray | None = None,
+            owed_b: np.ndarray | None = None) -> np.ndarray:
         """Apply each borrower's payment to its rows; return what each row received.
 
         A borrower's payment is shared over its rows in proportion to what each row is owed
         now (pari passu), and inside a row goes to interest first, then principal due
         (``due_int``, ``due_prin``: amounts owed now). Whatever is left, up to ``prepay`` per
         row, prepays principal. Unpaid interest stays in ``accrued``, unpaid principal due in
-        ``overdue``. The caller moves the cash.
+        ``overdue``. The caller moves the cash. A caller that already holds ``owed`` =
+        ``due_int + due_prin`` and its sum per borrower ``owed_b`` passes them (same values).
+        The arguments are only read (the book's arrays are rebound, never written in place).
         """
         nb = len(amount_b)
-        owed = due_int + due_prin
-        owed_b = self.by_borrower(owed, nb)
+        if owed is None:
+            owed = due_int + due_prin
+        if owed_b is None:
+            owed_b = self.by_borrower(owed, nb)
         frac = np.divide(amount_b, owed_b, out=np.zeros(nb), where=owed_b > 0)
-        frac = np.minimum(frac, 1.0)
+        np.minimum(frac, 1.0, out=frac)
         paid = frac[self.borrower] * owed
         int_paid = np.minimum(paid, due_int)
         prin_paid = paid - int_paid
@@ -147,10 +157,11 @@ class LoanBook:
         if prepay is not None:
             spare = np.maximum(amount_b - self.by_borrower(paid, nb), 0.0)
             cap = np.minimum(prepay, self.principal - self.overdue)
-            cap = np.maximum(cap, 0.0)
+            np.maximum(cap, 0.0, out=cap)
             cap_b = self.by_borrower(cap, nb)
             pf = np.divide(spare, cap_b, out=np.zeros(nb), where=cap_b > 0)
-            extra = np.minimum(pf, 1.0)[self.borrower] * cap
+            np.minimum(pf, 1.0, out=pf)
+            extra = pf[self.borrower] * cap
             self.principal = self.principal - extra
             paid = paid + extra
         return paid

@@ -305,17 +305,20 @@ class LiquidationModel(mesa.Model):
                            c.tenant_default_stress if env.stress else c.tenant_default_calm)
         rev, opex = b.operating(env)
         alive = b.alive
-        b.cash += rev - opex
+        noi = rev - opex
+        b.cash += noi
         self._outside("tenants", rev.sum())
         self._outside("opex", -opex.sum())
 
         t = env.t
         outstanding = L.principal - L.overdue
         interest, amort = scheduled_payment(L.principal, L.orig_amort, L.rate)
-        amort = np.where(t >= L.maturity, outstanding, np.minimum(amort, outstanding))
+        before_maturity = t < L.maturity  # else the balloon: all that is outstanding is due
+        amort = np.where(before_maturity, np.minimum(amort, outstanding), outstanding)
         due_int = np.where(L.active, L.accrued + interest, 0.0)
         due_prin = np.where(L.active, L.overdue + amort, 0.0)
-        due = L.by_borrower(due_int + due_prin, b.n)
+        owed = due_int + due_prin
+        due = L.by_borrower(owed, b.n)
         short = np.maximum(due - b.cash, 0.0) * alive
 
         # pecking order: BTC treasury (unpledged coins), then the revolver
@@ -324,7 +327,7 @@ class LiquidationModel(mesa.Model):
         self._draw_revolvers(short)
 
         pay = np.minimum(np.maximum(b.cash, 0.0), due)
-        paid = L.pay(pay, due_int, due_prin)
+        paid = L.pay(pay, due_int, due_prin, owed=owed, owed_b=due)  # the sums pay() would form
         b.cash -= pay
         self.lenders.cash += L.by_lender(paid, self.lenders.n)
 
@@ -332,9 +335,9 @@ class LiquidationModel(mesa.Model):
         late = (arrears > 1.0) & alive
         b.arrears_months = np.where(late, b.arrears_months + 1, 0)
         # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
-        sched = L.by_borrower(np.where(L.active & (t < L.maturity), interest +
+        sched = L.by_borrower(np.where(L.active & before_maturity, interest +
                                        np.minimum(L.orig_amort, outstanding), 0.0), b.n)
-        ratio = np.divide(rev - opex, sched, out=np.full(b.n, 10.0), where=sched > 0)
+        ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
         clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
         b.dscr = np.where(alive, 0.5 * b.dscr + 0.5 * clipped, b.dscr)
         self._repay_revolvers()
@@ -358,16 +361,20 @@ class LiquidationModel(mesa.Model):
     def _prepay(self, amount: np.ndarray) -> None:
         """An extra payment by each borrower: arrears first, then principal, cash to lenders."""
         b, L, lb = self.borrowers, self.loans, self.lenders
-        paid = L.pay(amount, L.accrued.copy(), L.overdue.copy(), prepay=L.principal.copy())
+        # pay() reads these arrays and rebinds the book's own (never writes into them): no copies
+        paid = L.pay(amount, L.accrued, L.overdue, prepay=L.principal)
         b.cash -= L.by_borrower(paid, b.n)
         lb.cash += L.by_lender(paid, lb.n)
 
     def _draw_revolvers(self, short: np.ndarray) -> None:
         """Draw the revolver from the lead lender, if it is sound and has the cash."""
+        # nobody short: req below is min(0, room >= 0) x ... = 0 everywhere, nothing is drawn
+        if not short.any():
+            return
         b, lb, L = self.borrowers, self.lenders, self.loans
-        rv = L.revolver
+        rows, rows_b = L.revolver_rows, L.revolver_borrower
         drawn = np.zeros(b.n)
-        drawn[L.borrower[rv]] = L.principal[rv]
+        drawn[rows_b] = L.principal[rows]
         room = np.maximum(self.revolver_limit - drawn, 0.0)
         req = np.minimum(short, room) * (lb.status[self.lead] == NORMAL) * b.alive
         if not req.any():
@@ -375,8 +382,7 @@ class LiquidationModel(mesa.Model):
         req_l = np.bincount(self.lead, weights=req, minlength=lb.n)
         scale = np.divide(np.maximum(lb.cash, 0.0), req_l, out=np.ones(lb.n), where=req_l > 0)
         draw = req * np.minimum(scale, 1.0)[self.lead]
-        rows = rv.nonzero()[0]
-        L.principal[rows] += draw[L.borrower[rows]]
+        L.principal[rows] += draw[rows_b]
         b.cash += draw
         lb.cash -= np.bincount(self.lead, weights=draw, minlength=lb.n)
 
@@ -395,44 +401,77 @@ class LiquidationModel(mesa.Model):
         self.lenders.cash += np.bincount(L.lender[rows], weights=rep, minlength=self.lenders.n)
 
     # ---------------------------------------------------------------- 3. lenders
-    def _facility_ltv(self, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(debt, collateral value at the lead lender's mark, LTV) per borrower."""
+    def _collateral(self, marks: np.ndarray) -> np.ndarray:
+        """Collateral value per borrower: its GPUs at the lead lender's mark plus pledged BTC."""
         b = self.borrowers
-        debt = self.loans.by_borrower(self.loans.exposure, b.n)
         lead_marks = marks[np.maximum(self.lead, 0)]
-        coll = (b.fleet * lead_marks).sum(axis=1) + b.pledged_btc * self.env.btc
+        return (b.fleet * lead_marks).sum(axis=1) + b.pledged_btc * self.env.btc
+
+    def _facility_ltv(self, marks: np.ndarray, coll: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(debt, collateral value at the lead lender's mark, LTV) per borrower. ``coll``, if
+        given, is ``_collateral(marks)`` computed while fleets and pledged BTC were as now."""
+        debt = self.loans.by_borrower(self.loans.exposure, self.borrowers.n)
+        if coll is None:
+            coll = self._collateral(marks)
         ltv = np.divide(debt, coll, out=np.where(debt > 0, np.inf, 0.0), where=coll > 0)
         return debt, coll, ltv
+
+    def _month_debt_coll(self, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(debt, collateral) for phases 4 and 5, reusing phase 3's evaluation of this month.
+
+        Valid for every borrower alive when phase 3 ended: from phase 3 to phase 5 fleets,
+        pledged BTC, the BTC price, the lead lenders and ``marks`` do not change except for
+        the borrowers defaulting in phase 4 (their GPUs and coins are taken), and a borrower's
+        debt is a bincount over its own rows only, which change only by ``_prepay`` (after
+        which phase 3 leaves the debt to be recomputed) or at its own default. Phase 4 reads
+        rows of borrowers alive until then; phase 5 reads only rows of living borrowers.
+        Anything else (a new month, other marks, a phase run on its own) evaluates afresh.
+        """
+        c = getattr(self, "_ltv_month", None)  # set by phase 3
+        if c is None or c[0] != self.env.t or c[1] is not marks:
+            debt, coll, _ = self._facility_ltv(marks)
+            return debt, coll
+        if c[2] is None:  # debt moved since (a cash sweep): recompute it, keep the collateral
+            c[2] = self.loans.by_borrower(self.loans.exposure, self.borrowers.n)
+        return c[2], c[3]
 
     def _phase_lenders(self) -> np.ndarray:
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
         t = env.t
         marks = lb.marks(env, self.price_hist, t - 1, lc.appraisal_lag)
-        debt, coll, ltv = self._facility_ltv(marks)
+        # the collateral is valued once a month: selling free BTC and prepaying move neither
+        # fleets nor pledged coins (see _month_debt_coll)
+        coll = self._collateral(marks)
+        debt, coll, ltv = self._facility_ltv(marks, coll)
         alive = b.alive
         new_call = alive & (b.call_months < 0) & (ltv > lc.ltv_max)
         called = new_call.nonzero()[0]
-        self._events("margin_call", self._kind_names(called), called, amount=debt[called],
-                     price=ltv[called])
-        b.call_months[new_call] = 0
+        if len(called):
+            self._events("margin_call", self._kind_names(called), called, amount=debt[called],
+                         price=ltv[called])
+            b.call_months[new_call] = 0
         open_call = alive & (b.call_months >= 0)
         if open_call.any():
             need = np.where(open_call, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
             spare = np.maximum(b.cash - b.opex, 0.0) * open_call
             self._sell_free_btc(np.maximum(need - spare, 0.0))
             self._prepay(np.minimum(np.maximum(b.cash - b.opex, 0.0) * open_call, need))
-            debt, coll, ltv = self._facility_ltv(marks)
+            debt, coll, ltv = self._facility_ltv(marks, coll)
             cured = open_call & (ltv <= lc.ltv_cure)
             b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
         b.dscr_breach = np.where(alive & (b.dscr < lc.dscr_min), b.dscr_breach + 1, 0)
         # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
         # prepays principal), as in GPU facilities with sweeps of up to 50 % (Blockspace 2025)
         sweep = alive & (b.dscr_breach > lc.cure_months)
-        if sweep.any():
+        swept = sweep.any()
+        if swept:
             self._prepay(np.where(sweep, lc.cash_sweep * np.maximum(b.cash - b.opex, 0.0), 0.0))
+        # [month, marks, debt (None: moved by the sweep), collateral] for phases 4 and 5
+        self._ltv_month = [t, marks, None if swept else debt, coll]
 
         # maturities next month: roll over only loans that still qualify
-        due = L.active & ~L.revolver & (L.maturity == t + 1)
+        due = L.active & L.term & (L.maturity == t + 1)
         if due.any():
             bi = L.borrower[due]
             ok = ((ltv[bi] <= lc.refi_ltv) & (b.dscr[bi] >= lc.dscr_min)
@@ -443,20 +482,21 @@ class LiquidationModel(mesa.Model):
             L.orig_amort[roll] = L.principal[roll] * b.amort_rate[L.borrower[roll]] / 12.0
             L.rate[roll] = self.cfg.environment.sofr + b.spread[L.borrower[roll]]
             refused = rows[~ok]
-            self._events("refinancing_refused", "lender", L.lender[refused],
-                         amount=L.principal[refused])
+            if len(refused):
+                self._events("refinancing_refused", "lender", L.lender[refused],
+                             amount=L.principal[refused])
         return marks
 
     # ---------------------------------------------------------------- 4. defaults
     def _phase_defaults(self, marks: np.ndarray) -> None:
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
-        payment = b.alive & (b.arrears_months > lc.grace_months)
-        covenant = b.alive & (b.call_months > lc.cure_months)
-        trig = payment | covenant
+        late = b.arrears_months > lc.grace_months
+        trig = b.alive & (late | (b.call_months > lc.cure_months))
         dead = trig.nonzero()[0]
         if len(dead) == 0:
             return
-        debt, coll, _ = self._facility_ltv(marks)
+        payment = late  # read only at ``dead``, which are all alive: the payment defaults
+        debt, coll = self._month_debt_coll(marks)
         pos = np.full(b.n, -1)
         pos[dead] = np.arange(len(dead))
         rows = (L.active & trig[L.borrower]).nonzero()[0]
@@ -490,10 +530,11 @@ class LiquidationModel(mesa.Model):
         self._outside("unpaid_suppliers", -unpaid.sum())
         rec = seized[group] * np.divide(ead, ead_b[group], out=np.zeros_like(ead),
                                         where=ead_b[group] > 0)
-        lb.cash += np.bincount(L.lender[rows], weights=rec, minlength=lb.n)
-        lb.writeoffs += np.bincount(L.lender[rows], weights=ead, minlength=lb.n)
-        lb.recoveries += np.bincount(L.lender[rows], weights=rec, minlength=lb.n)
-        lb.claim_pool += np.bincount(L.lender[rows], weights=ead - rec, minlength=lb.n)
+        rec_l = np.bincount(holder, weights=rec, minlength=lb.n)  # holder = L.lender[rows]
+        lb.cash += rec_l
+        lb.writeoffs += np.bincount(holder, weights=ead, minlength=lb.n)
+        lb.recoveries += rec_l
+        lb.claim_pool += np.bincount(holder, weights=ead - rec, minlength=lb.n)
         self.ead_total += ead.sum()
         self.recovered_total += rec.sum()
         self.paper_recovery += np.minimum(coll[dead], debt[dead]).sum()
@@ -511,27 +552,38 @@ class LiquidationModel(mesa.Model):
 
     # ---------------------------------------------------------------- 5. orders
     def _phase_orders(self, marks: np.ndarray) -> dict:
-        env, b, lb, desk, lc = self.env, self.borrowers, self.lenders, self.desk, self.cfg.lenders
+        env, lb, desk, lc = self.env, self.lenders, self.desk, self.cfg.lenders
         t = env.t
         floor = self.cfg.buyers.salvage_floor * env.list_price
+        # the repo desk is offered first: it finances forced inventory (each GPU once) so that
+        # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
+        lb.repo_units[lb.repo_debt <= 0] = 0
+        patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
+        if not lb.inventory.any():
+            # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
+            # nothing is financed, moved to the desk or repriced, and both books hold 0 units
+            zero = np.zeros(lb.inventory.shape, dtype=np.int64)
+            return self._borrower_orders(marks, {
+                "forced": zero, "patient": zero.copy(), "patient_price": patient_price,
+                "floor": floor})
         held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
         forced = ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
             & (lb.inventory > 0)
         patient_units = np.where(forced, 0, lb.inventory)
-        # the repo desk is offered first: it finances forced inventory (each GPU once) so that
-        # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
-        lb.repo_units[lb.repo_debt <= 0] = 0
         financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
         patient_units = patient_units + financed
+        # the desk's haircuts depend on this month's prices only: computed at most once
+        h = None
         if desk.enabled and forced.any() and desk.room > 0:
             h = desk.haircuts(self.price, self.fundamental)
+            lendable = self.price * (1.0 - h)
             fresh = np.where(forced, lb.inventory - financed, 0)
-            want = (fresh * (self.price * (1.0 - h))[None, :]).sum(axis=1)
+            want = (fresh * lendable[None, :]).sum(axis=1)
             total = want.sum()
             if total > 0:
                 frac = min(1.0, desk.room / total)
                 moved = np.floor(fresh * frac + 1e-9).astype(np.int64)
-                loan = (moved * (self.price * (1.0 - h))[None, :]).sum(axis=1)
+                loan = (moved * lendable[None, :]).sum(axis=1)
                 lb.repo_debt += loan
                 lb.repo_units += moved
                 lb.cash += loan
@@ -541,29 +593,44 @@ class LiquidationModel(mesa.Model):
                 lent = loan.nonzero()[0]
                 self._events("repo_loan", "lender", lent, amount=loan[lent])
         forced_units = lb.inventory - patient_units
-        patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
         # a line financed by repo is sold as soon as a buyer pays what the desk's haircut
         # leaves, (1 - h) x value in best use: no dumping, but no waiting on a book mark either
         if desk.enabled:
-            supported = np.maximum((1.0 - desk.haircuts(self.price, self.fundamental))
-                                   * self.fundamental, floor)
+            if h is None:
+                h = desk.haircuts(self.price, self.fundamental)
+            supported = np.maximum((1.0 - h) * self.fundamental, floor)
             repo_line = (lb.repo_units > 0) & forced
             patient_price = np.where(repo_line, np.minimum(patient_price, supported[None, :]),
                                      patient_price)
+        return self._borrower_orders(marks, {
+            "forced": forced_units, "patient": patient_units, "patient_price": patient_price,
+            "floor": floor})
+
+    def _borrower_orders(self, marks: np.ndarray, books: dict) -> dict:
+        """Phase 5, borrowers' side: ``books`` (the lenders' orders) plus ``b_units`` and
+        ``b_price``, the voluntary sales of distressed borrowers."""
+        b, lc, floor = self.borrowers, self.cfg.lenders, books["floor"]
         # distressed borrowers sell some GPUs (voluntary limit orders) to cover arrears and calls
-        debt, coll, _ = self._facility_ltv(marks)
         need = self.loans.by_borrower(self.loans.arrears, b.n)
-        calls = b.alive & (b.call_months >= 0)
-        need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
-        need = np.where(b.alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
+        alive = b.alive
+        calls = alive & (b.call_months >= 0)
+        if calls.any():  # else need + 0.0 == need (a bincount of floats is never -0.0)
+            debt, coll = self._month_debt_coll(marks)
+            need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+        self._ltv_month = None  # phase 6 moves fleets: the month's evaluation is spent
+        need = np.where(alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
         # a borrower values its GPUs at their use value: it asks the fundamental less a discount
         vol_price = np.maximum(self.fundamental * (1.0 - self.cfg.borrowers.voluntary_discount),
                                floor)
-        fleet_value = b.fleet @ vol_price
-        frac = np.divide(need, fleet_value, out=np.zeros(b.n), where=fleet_value > 0)
-        b_units = np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * b.fleet), b.fleet)
-        return {"forced": forced_units, "patient": patient_units, "patient_price": patient_price,
-                "floor": floor, "b_units": b_units.astype(np.int64), "b_price": vol_price}
+        if need.any():
+            fleet_value = b.fleet @ vol_price
+            frac = np.divide(need, fleet_value, out=np.zeros(b.n), where=fleet_value > 0)
+            b_units = np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * b.fleet),
+                                 b.fleet).astype(np.int64)
+        else:  # frac = 0 everywhere: ceil(0 x units) = 0 units offered by every borrower
+            b_units = np.zeros(b.fleet.shape, dtype=np.int64)
+        books["b_units"], books["b_price"] = b_units, vol_price
+        return books
 
     # ---------------------------------------------------------------- 6. market
     def _phase_market(self, books: dict) -> None:
