@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
 
 from sim import metrics
 from sim.config import Scenario
@@ -42,6 +41,9 @@ def _headline(model: LiquidationModel) -> dict[str, float]:
 def compare(a: Scenario, b: Scenario, n_seeds: int, root_seed: int | None = None,
             on_run: Callable[[], None] | None = None) -> dict:
     """Run A and B on the same seeds; paired differences (B - A) with 95 % t intervals."""
+    from scipy import stats  # here, not at import: scipy.stats adds ~0.6 s to every process
+    # that imports the runner (each sweep worker, each CLI call)
+
     seeds = paired_seeds(a.seed if root_seed is None else root_seed, n_seeds)
     rows_a, rows_b = [], []
     for s in seeds:

@@ -447,3 +447,22 @@ def test_an_integer_value_for_a_float_key_is_the_same_point_as_its_float(tmp_pat
     same = load_spec(write_spec(tmp_path, spec_text(axes=axes.replace("[1, ", "[1.0, ")), "b"))
     assert [param_hash(p, spec.base_config) for p in spec.points] == [
         param_hash(p, same.base_config) for p in same.points]
+
+
+def test_guided_chunks_cover_every_run_once_in_order_and_shrink_towards_the_end():
+    """Guided self-scheduling (sim.sweep._chunks): 200 runs on 2 workers start with full
+    chunks of 8 and end with single runs, so no worker idles while the other runs a last
+    full chunk; one worker keeps fixed chunks."""
+    from sim.sweep import _chunk_size, _chunks
+
+    tasks = list(range(200))
+    chunks = _chunks(tasks, _chunk_size(200, 2), 2)
+    assert [t for c in chunks for t in c] == tasks
+    sizes = [len(c) for c in chunks]
+    assert sizes[0] == 8 and sizes[-1] == 1
+    assert all(a >= b for a, b in zip(sizes, sizes[1:], strict=False))
+    done = 0
+    for n in sizes:  # never more than the remaining runs / (4 x workers), except the floor 1
+        assert n <= max(1, (200 - done) // 8)
+        done += n
+    assert [len(c) for c in _chunks(list(range(20)), 8, 1)] == [8, 8, 4]
