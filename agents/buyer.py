@@ -183,14 +183,16 @@ class BuyerBook:
         price over buyer types with expectations anchored on fundamentals (x = 0), per generation,
         and never below the salvage value. The fire-sale discount is measured against it. Only
         types with at least one buyer count: a type with ``count = 0`` is no user."""
-        shipping = env.shipping
-        salvage = np.where(shipping, self.cfg.salvage_floor * env.list_price, 0.0)
+        salvage = np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
         if not self._any_present:  # no buyer at all: the best use is scrap
             return salvage
         best = self._by_type(env, self.extrap[0])[0]  # x = 0 for every type
         if not self._all_present:
             best = best[self._present]
-        return np.where(shipping, np.maximum(best.max(axis=0), salvage), 0.0)
+        # max(best over types, salvage), 0 where not shipping: ``_pv`` and ``salvage`` are
+        # both +0.0 there already (np.where(shipping, ..., 0.0)), and max(+0.0, +0.0) = +0.0,
+        # so no outer mask is needed; np.maximum.reduce is what ndarray.max calls
+        return np.maximum(np.maximum.reduce(best, axis=0), salvage)
 
     def capacity(self, price: np.ndarray, kw: float) -> np.ndarray:
         """Units each buyer can take at the given prices: min(capital / p, MW x 1000 / kW)."""
@@ -203,6 +205,19 @@ class BuyerBook:
         # floor is monotone, so floor(min(a, b)) = min(floor(a), floor(b)): one floor, not two
         np.minimum(units, by_mw, out=units)
         return np.floor(units, out=units).astype(np.int64)
+
+    def capacity_total(self, price: float, kw: float) -> float:
+        """Total units all buyers could take at one price ``price`` > 0 for every buyer: the
+        sum of :meth:`capacity` at ``np.full(n, price)`` (the same divisions, floors and
+        integer sum), without building the price row and its mask."""
+        if self.unlimited or not price > 0.0:  # (NaN included) the general path
+            return float(self.capacity(np.full(self.n, price), kw).sum())
+        units = self.capital / price
+        units += 1e-9
+        by_mw = self.mw * 1000.0 / kw
+        by_mw += 1e-9
+        np.minimum(units, by_mw, out=units)
+        return float(np.add.reduce(np.floor(units, out=units).astype(np.int64)))
 
     def participating(self, rng: np.random.Generator, days: float) -> np.ndarray:
         """Which buyers are able to bid in a sale window of ``days`` days, (K,) bool.

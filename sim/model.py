@@ -1016,7 +1016,7 @@ class LiquidationModel(mesa.Model):
         if self.buyers.unlimited:
             return float("inf")
         price = max(float(self.price[g]), 1.0)  # the same double as np.maximum
-        return float(self.buyers.capacity(np.full(self.buyers.n, price), self.env.kw[g]).sum())
+        return self.buyers.capacity_total(price, self.env.kw[g])
 
     def _record(self) -> None:
         """Write month t into the preallocated records and the agent panel.
