@@ -67,6 +67,7 @@ class BuyerBook:
         self.mw0 = np.array([r.spare_mw for r in rows], dtype=float) * scale
         self.capital = self.capital0.copy()
         self.mw = self.mw0.copy()
+        self._mw_step = None  # mw_regrowth x mw0, built on first use (``regrow``)
         self.unlimited = b.unlimited
         self.extrap = np.zeros((self.n, env.n_gen))
         self._deflation = env.cfg.rent_deflation
@@ -267,7 +268,9 @@ class BuyerBook:
         """Capital refills towards its initial level; spare MW grows slowly (new power)."""
         c = self.cfg
         self.capital += c.capital_regrowth * np.maximum(self.capital0 - self.capital, 0.0)
-        self.mw = np.minimum(self.mw + c.mw_regrowth * self.mw0, self.mw0)
+        if self._mw_step is None:  # mw0 never changes: its monthly share is computed once
+            self._mw_step = c.mw_regrowth * self.mw0
+        self.mw = np.minimum(self.mw + self._mw_step, self.mw0)
 
     def shock_capital(self, size: float) -> None:
         self.capital *= 1.0 - size

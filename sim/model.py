@@ -812,13 +812,17 @@ class LiquidationModel(mesa.Model):
         # self.price is replaced below, never written in place: no copy needed
         old_price, old_value = self.price, self.prev_fundamental
         shipping = env.shipping
-        floor = self.cfg.buyers.salvage_floor * env.list_price
+        floor = self._salvage_price
+        # the best bid of a buyer with room for at least one unit at its own reservation
+        # price (np.maximum.reduce is what ndarray.max calls); unlimited buyers all have room,
+        # and np.where(True, r, 0.0) is r
         if buyers.unlimited:
-            has_cap = np.ones((buyers.n, self.n_gen), dtype=bool)
-        else:  # room for at least one unit at its own reservation price
+            bids = self.reservation
+        else:
             has_cap = ((buyers.capital[:, None] >= np.maximum(self.reservation, 1.0))
                        & (buyers.mw[:, None] * 1000.0 >= env.kw[None, :]))
-        best = np.where(has_cap, self.reservation, 0.0).max(axis=0, initial=0.0)
+            bids = np.where(has_cap, self.reservation, 0.0)
+        best = np.maximum.reduce(bids, axis=0, initial=0.0)
         # no trade: the best bid of a buyer who could take a unit; with no such buyer there is
         # no new information, and the last price moves with the value in best use
         carried = old_price * np.divide(self.fundamental, old_value,
@@ -833,10 +837,12 @@ class LiquidationModel(mesa.Model):
                 dlp = np.log(np.maximum(self.price, 1e-9) / np.maximum(old_price, 1e-9))
                 dlv = np.log(np.maximum(self.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
             buyers.adapt(dlp, dlv, moved)
-        before = buyers.capital.sum()
+        if buyers.unlimited:  # unlimited buyers' capital is off the books
+            buyers.regrow()
+            return
+        before = np.add.reduce(buyers.capital)  # (ndarray.sum without its wrapper)
         buyers.regrow()
-        if not buyers.unlimited:
-            self._outside("buyer_capital", buyers.capital.sum() - before)
+        self._outside("buyer_capital", np.add.reduce(buyers.capital) - before)
 
     # ---------------------------------------------------------------- 8. funding
     def _pay_lender_costs(self) -> None:
@@ -982,6 +988,8 @@ class LiquidationModel(mesa.Model):
         self._reset_month()
         # the generation whose buyer capacity is recorded (H100, else the first)
         self._h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
+        # the salvage price per generation (phase 7's quote floor): list prices never change
+        self._salvage_price = self.cfg.buyers.salvage_floor * self.env.list_price
         g = self.n_gen
         self.rec = {
             "btc": np.zeros(n), "hashprice": np.zeros(n), "stress": np.zeros(n, bool),
