@@ -143,7 +143,10 @@ class BuyerBook:
         net = lognormal_call(revenue, self._cost, self._logvol(env))  # (..., G, M)
         remaining = life[:, None] - np.maximum(env.age, 0)  # (R, G)
         alive = m <= remaining[:, :, None]  # (R, G, M)
-        pv = (net * alive * disc[:, None, :]).sum(axis=-1)
+        # (net * alive) * disc as net * (alive * disc), on the smaller (R, G, M) array: with
+        # alive in {0, 1} and disc > 0 finite both give net * disc, or net * 0 (+-0, or NaN
+        # for a non-finite net) where not alive, bit for bit
+        pv = np.add.reduce(net * (alive * disc[:, None, :]), axis=-1)
         value = pv - integration[:, None]
         return np.where(env.shipping, np.maximum(value, 0.0), 0.0)
 

@@ -68,7 +68,10 @@ def lognormal_call(mean: np.ndarray, strike: np.ndarray, logvol: np.ndarray) -> 
     ch. 6). With s = 0 it is max(F - K, 0); with K <= 0 it is F - K. Arguments broadcast.
     """
     f, k, s = (np.asarray(a, dtype=float) for a in (mean, strike, logvol))
-    if f.ndim and (s > 0.0).all() and (k > 0.0).all() and (f > 0.0).all():
+    # min(a) > 0 is (a > 0).all() (a NaN minimum fails both), one reduction not two calls
+    low = np.minimum.reduce
+    if (f.ndim and f.size and s.size and k.size and low(s, axis=None) > 0.0
+            and low(k, axis=None) > 0.0 and low(f, axis=None) > 0.0):
         # every entry is live (the valuations' usual case): Black's formula without the masks
         # and copies below, the same operations on the same numbers
         d1 = (np.log(f / k) + 0.5 * s * s) / s
