@@ -71,6 +71,7 @@ class BuyerBook:
         self.unlimited = b.unlimited
         self.extrap = np.zeros((self.n, env.n_gen))
         self._deflation = env.cfg.rent_deflation
+        self._x_cap = -np.log1p(-self._deflation)  # ``adapt``'s upper bound on x
         self.holdings = np.zeros((self.n, env.n_gen), dtype=np.int64)
         self._mmax = int(self.life.max()) if self.n else 1
         self._disc_rows = None  # per-buyer discount factors, built on first use (``_disc``)
@@ -260,11 +261,12 @@ class BuyerBook:
     def adapt(self, dlog_price: np.ndarray, dlog_value: np.ndarray, traded: np.ndarray) -> None:
         """Adaptive expectations on unexplained price moves, for generations that traded."""
         lam = self.cfg.adapt
-        surprise = np.clip(12.0 * (dlog_price - dlog_value), -1.0, 1.0)
+        # clip(a, -1, 1) as minimum(maximum(a, -1), 1): the same values (NaN stays NaN)
+        surprise = np.minimum(np.maximum(12.0 * (dlog_price - dlog_value), -1.0), 1.0)
         upd = (1 - lam) * self.extrap + lam * surprise[None, :]
         # nobody expects GPU rents to rise (cost per FLOP falls 21-28 %/yr, Epoch AI 2022):
         # the expected drift ln(1 - d) + x stays <= 0
-        upd = np.minimum(upd, -np.log1p(-self._deflation))
+        upd = np.minimum(upd, self._x_cap)
         self.extrap = np.where(traded[None, :], upd, self.extrap)
 
     def regrow(self) -> None:

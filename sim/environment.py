@@ -84,6 +84,7 @@ class Environment:
         self._any_hash = bool(self.hash_linked.any())
         self._rent_drift = np.log1p(-e.rent_deflation) / 12.0 - 0.5 * e.rent_vol**2
         self._sqrt12 = np.sqrt(12.0)
+        self._launches = frozenset(self.launch.tolist())  # months in which a generation ships
         # the arrays below are read many times a month and change at most once a month: they
         # are computed when first read in a month (or regime) and handed out read-only
         self._power_cost = _frozen(self.kw * e.pue * HOURS_PER_MONTH * e.power_price / 1000.0)
@@ -151,11 +152,13 @@ class Environment:
 
         # shipping before this month: they deflate (hashprice-linked rents follow hashprice)
         live = (self.launch < self.t) & self._ai_rent
-        self.rent[live] *= np.exp(self._rent_drift + e.rent_vol * eps_r)
-        launching = self.launch == self.t
-        if launching.any():
-            newest = self.launch[launching].max()
-            self.rent[(self.launch < newest) & self._ai_rent] *= 1.0 - e.step_down
+        # rent[live] *= f as one masked in-place multiply (the same products, others untouched)
+        rent = self.rent
+        np.multiply(rent, np.exp(self._rent_drift + e.rent_vol * eps_r), out=rent, where=live)
+        if self.t in self._launches:
+            # the newest generation launching this month launches at t, so the older AI-rent
+            # generations (launch < newest = t) are exactly ``live``
+            np.multiply(rent, 1.0 - e.step_down, out=rent, where=live)
 
         if e.btc_random_walk:  # else BTC moves by shocks only (the draws are made all the same)
             self.btc *= np.exp((e.btc_drift - 0.5 * vol**2) / 12.0 + vol / self._sqrt12 * eps_b)
