@@ -168,7 +168,9 @@ class BuyerBook:
         if (x0 == 0.0).all():
             v0 = vx = self._pv(*args, np.zeros((1, env.n_gen)))
         else:
-            v0, vx = self._pv(*args, np.stack((np.zeros_like(x0), x0))[:, None, :])
+            rows = np.zeros((2, 1, env.n_gen))  # the stack (0, x0) as (2, 1, G)
+            rows[1, 0] = x0
+            v0, vx = self._pv(*args, rows)
         self._by_type_cache = (env, key, v0, vx)
         return v0, vx
 

@@ -826,7 +826,7 @@ class LiquidationModel(mesa.Model):
         # no trade: the best bid of a buyer who could take a unit; with no such buyer there is
         # no new information, and the last price moves with the value in best use
         carried = old_price * np.divide(self.fundamental, old_value,
-                                        out=np.ones(self.n_gen), where=old_value > 0)
+                                        out=self._ones_gen.copy(), where=old_value > 0)
         quote = np.maximum(np.where(best > 0, best, carried), floor)
         new = np.where(self.traded, self.clearing, quote)
         self.price = np.where(shipping, new, self.fundamental)
@@ -990,6 +990,7 @@ class LiquidationModel(mesa.Model):
         self._h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
         # the salvage price per generation (phase 7's quote floor): list prices never change
         self._salvage_price = self.cfg.buyers.salvage_floor * self.env.list_price
+        self._ones_gen = np.ones(self.n_gen)  # copied where phase 7 needs a fresh row of ones
         g = self.n_gen
         self.rec = {
             "btc": np.zeros(n), "hashprice": np.zeros(n), "stress": np.zeros(n, bool),
@@ -1057,9 +1058,10 @@ class LiquidationModel(mesa.Model):
         np.concatenate((lb.assets, b.fleet @ self.price + b.btc * env.btc,
                         buyers.capital + buyers.holdings @ self.price), out=p["size"][t])
         # borrowers under a margin call or in arrears show as distressed (1); buyers stay 0
-        state = b.status.copy()
-        state[(b.status == 0) & ((b.call_months >= 0) | (b.arrears_months > 0))] = 1
-        np.concatenate((lb.status, state), out=p["state"][t, : nl + nb])
+        # (set in the panel row itself after copying the statuses: no temporary copy)
+        row = p["state"][t]
+        np.concatenate((lb.status, b.status), out=row[: nl + nb])
+        row[nl: nl + nb][(b.status == 0) & ((b.call_months >= 0) | (b.arrears_months > 0))] = 1
 
     # ================================================================ checks
     def invariants(self, tol: float = 1e-6) -> list[str]:
