@@ -92,8 +92,11 @@ class Environment:
         self._month = None  # the month of the cached shipping and age arrays
 
     def _set_month(self) -> None:
-        self._shipping = _frozen(self.launch <= self.t)
-        self._age = _frozen(self.t - self.launch)
+        # (``_frozen`` inlined: this runs every month)
+        self._shipping = self.launch <= self.t
+        self._shipping.flags.writeable = False
+        self._age = self.t - self.launch
+        self._age.flags.writeable = False
         self._month = self.t
 
     @property

@@ -67,7 +67,9 @@ def lognormal_call(mean: np.ndarray, strike: np.ndarray, logvol: np.ndarray) -> 
     Schwartz 1985, J. Business 58(2); Dixit & Pindyck 1994, *Investment under Uncertainty*,
     ch. 6). With s = 0 it is max(F - K, 0); with K <= 0 it is F - K. Arguments broadcast.
     """
-    f, k, s = (np.asarray(a, dtype=float) for a in (mean, strike, logvol))
+    f = np.asarray(mean, dtype=float)
+    k = np.asarray(strike, dtype=float)
+    s = np.asarray(logvol, dtype=float)
     # min(a) > 0 is (a > 0).all() (a NaN minimum fails both), one reduction not two calls
     low = np.minimum.reduce
     if (f.ndim and f.size and s.size and k.size and low(s, axis=None) > 0.0
