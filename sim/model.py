@@ -942,7 +942,10 @@ class LiquidationModel(mesa.Model):
         """Sound lenders use cash above their liquidity target to repay outside funding."""
         lb = self.lenders
         target = lb.cash_share * np.maximum(lb.assets, 0.0)
-        rep = np.where(lb.status == NORMAL, np.clip(lb.cash - target, 0.0, lb.outside), 0.0)
+        # np.clip(x, 0, hi) is minimum(maximum(x, 0), hi) (without clip's Python wrapper), and
+        # zeroing the rows of lenders not NORMAL in place gives what np.where gave
+        rep = np.minimum(np.maximum(lb.cash - target, 0.0), lb.outside)
+        rep[lb.status != NORMAL] = 0.0
         lb.cash -= rep
         lb.outside -= rep
         self._outside("funding_outside", -np.add.reduce(rep))
