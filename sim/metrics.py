@@ -5,6 +5,7 @@ The per-month records are numpy arrays filled during the run; here they become D
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
@@ -17,6 +18,7 @@ T0_YEAR, T0_MONTH = 2025, 12
 MAX_DEBTRANK_SEEDS = 50
 
 
+@cache  # reading the installed metadata costs ~1 ms; the version is fixed for the process
 def liqsim_version() -> str:
     try:
         return version("liqsim")

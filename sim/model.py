@@ -877,7 +877,7 @@ class LiquidationModel(mesa.Model):
 
     def _run_on(self, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
         """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
-        if not who.any():  # nobody is run on: every amount below would be zero
+        if not np.count_nonzero(who):  # nobody is run on: every amount below would be zero
             return
         lb = self.lenders
         ib = self.interbank * who[:, None] * (0.0 if outside_only else rate)
@@ -895,7 +895,7 @@ class LiquidationModel(mesa.Model):
         """Failed lenders' estates pass all their cash to creditors, pro rata."""
         lb, desk = self.lenders, self.desk
         failed = (lb.status == FAILED) & (lb.cash > 0)
-        if not failed.any():
+        if not np.count_nonzero(failed):
             return
         owed = self.interbank.sum(axis=1) + lb.outside + lb.repo_debt
         f = np.where(failed, np.minimum(np.divide(lb.cash, owed, out=np.zeros(lb.n),
@@ -957,7 +957,7 @@ class LiquidationModel(mesa.Model):
         self._run_on(lb.status != NORMAL, lc.run_rate)
         self._estates_pay_out()
         in_default = self._clear_funding()
-        if in_default.any():  # (else no failure: nothing to log or switch)
+        if np.count_nonzero(in_default):  # (else no failure: nothing to log or switch)
             new_fail = in_default & (lb.status != FAILED)
             failed = new_fail.nonzero()[0]
             self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
@@ -965,12 +965,12 @@ class LiquidationModel(mesa.Model):
         ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
         floor = lc.capital_floor * lb.capital_ratio0
         stress = (lb.status == NORMAL) & (ratio < floor)
-        if stress.any():
+        if np.count_nonzero(stress):
             weak = stress.nonzero()[0]
             self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
             lb.status[stress] = DELEVERAGING
         deleveraging = lb.status == DELEVERAGING
-        if deleveraging.any():  # a lender heals back to normal above 1.2 x its floor
+        if np.count_nonzero(deleveraging):  # a lender heals back to normal above 1.2 x its floor
             lb.status[deleveraging & (ratio >= 1.2 * floor)] = NORMAL
 
     # ================================================================ records
