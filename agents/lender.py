@@ -68,7 +68,7 @@ class LenderBook:
         self.equity = np.zeros(n)
         self.assets = np.zeros(n)
         self._book_key: tuple | None = None  # (environment, month) of the cached book marks
-        self._book = np.zeros(n_gen)
+        self._table = np.zeros((3, n_gen))  # book, appraisal and market marks (see marks)
 
     @property
     def kind(self) -> np.ndarray:
@@ -84,14 +84,17 @@ class LenderBook:
 
         ``price_hist[s]`` is the price index at the end of month s (row 0 = t0).
         """
+        # (3, G) rows: book, appraisal, market; filled in place (the values np.array of the
+        # three rows would hold); the result is a fresh array (fancy indexing copies)
+        table = self._table
         if self._book_key != (env, env.t):  # book values depend on the month only: once a month
-            self._book = env.list_price * np.clip(
+            table[0] = env.list_price * np.clip(
                 1.0 - np.maximum(env.age, 0) / ACCOUNTING_LIFE_MONTHS, 0.0, 1.0)
             self._book_key = (env, env.t)
-        book = self._book
         window = price_hist[max(0, t - lag + 1): t + 1]
-        appraisal = np.add.reduce(window, axis=0) / len(window)  # the mean, without its wrapper
-        table = np.array([book, appraisal, price_hist[t]])  # (3, G): book, appraisal, market
+        appraisal = np.add.reduce(window, axis=0, out=table[1])  # the mean, without its wrapper
+        appraisal /= len(window)
+        table[2] = price_hist[t]
         return table[self.mark_rule]
 
     def add_inventory(self, units: np.ndarray, t: int) -> None:

@@ -359,11 +359,22 @@ def debtrank(
     if np.any(h > 1):
         raise ValueError("initial_stress must lie in [0, 1]")
 
+    return _debtrank_propagate(_debtrank_weights(X, buf), h)
+
+
+def _debtrank_weights(X: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """The impact matrix ``W`` of :func:`debtrank` from validated exposures and buffers."""
     failed = buf <= 0
     safe = np.where(failed, 1.0, buf)
     W = np.minimum(1.0, X / safe[:, None])
     W[failed] = (X[failed] > 0).astype(float)
+    return W
 
+
+def _debtrank_propagate(W: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """The rounds of :func:`debtrank` from its impact matrix ``W`` and a validated ``h(0)``
+    (callers that shock one network many times build ``W`` once)."""
+    n = W.shape[0]
     h = h.copy()
     distressed = h > 0
     inactive = np.zeros(n, dtype=bool)

@@ -883,7 +883,7 @@ class LiquidationModel(mesa.Model):
 
     def _run_on(self, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
         """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
-        if not who.any():  # nobody is run on: every amount below would be zero
+        if not np.count_nonzero(who):  # nobody is run on: every amount below would be zero
             return
         lb = self.lenders
         ib = self.interbank * who[:, None] * (0.0 if outside_only else rate)
@@ -901,7 +901,7 @@ class LiquidationModel(mesa.Model):
         """Failed lenders' estates pass all their cash to creditors, pro rata."""
         lb, desk = self.lenders, self.desk
         failed = (lb.status == FAILED) & (lb.cash > 0)
-        if not failed.any():
+        if not np.count_nonzero(failed):
             return
         owed = self.interbank.sum(axis=1) + lb.outside + lb.repo_debt
         f = np.where(failed, np.minimum(np.divide(lb.cash, owed, out=np.zeros(lb.n),
@@ -948,7 +948,10 @@ class LiquidationModel(mesa.Model):
         """Sound lenders use cash above their liquidity target to repay outside funding."""
         lb = self.lenders
         target = lb.cash_share * np.maximum(lb.assets, 0.0)
-        rep = np.where(lb.status == NORMAL, np.clip(lb.cash - target, 0.0, lb.outside), 0.0)
+        # np.clip(x, 0, hi) is minimum(maximum(x, 0), hi) (without clip's Python wrapper), and
+        # zeroing the rows of lenders not NORMAL in place gives what np.where gave
+        rep = np.minimum(np.maximum(lb.cash - target, 0.0), lb.outside)
+        rep[lb.status != NORMAL] = 0.0
         lb.cash -= rep
         lb.outside -= rep
         self._outside("funding_outside", -np.add.reduce(rep))
@@ -960,7 +963,7 @@ class LiquidationModel(mesa.Model):
         self._run_on(lb.status != NORMAL, lc.run_rate)
         self._estates_pay_out()
         in_default = self._clear_funding()
-        if in_default.any():  # (else no failure: nothing to log or switch)
+        if np.count_nonzero(in_default):  # (else no failure: nothing to log or switch)
             new_fail = in_default & (lb.status != FAILED)
             failed = new_fail.nonzero()[0]
             self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
@@ -968,12 +971,12 @@ class LiquidationModel(mesa.Model):
         ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
         floor = lc.capital_floor * lb.capital_ratio0
         stress = (lb.status == NORMAL) & (ratio < floor)
-        if stress.any():
+        if np.count_nonzero(stress):
             weak = stress.nonzero()[0]
             self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
             lb.status[stress] = DELEVERAGING
         deleveraging = lb.status == DELEVERAGING
-        if deleveraging.any():  # a lender heals back to normal above 1.2 x its floor
+        if np.count_nonzero(deleveraging):  # a lender heals back to normal above 1.2 x its floor
             lb.status[deleveraging & (ratio >= 1.2 * floor)] = NORMAL
 
     # ================================================================ records
