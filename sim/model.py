@@ -821,15 +821,15 @@ class LiquidationModel(mesa.Model):
                 sellers.append(r - 2 * n_l)
                 units.append(u)
         if sellers:
-            b.fleet[sellers, g] -= units  # the other rows would lose 0 units
-            # u * price is the double of numpy's int64 x float64 product; the other borrowers'
-            # proceeds are 0 x price = 0.0 (price >= 0), as in the dense product
-            proceeds = np.zeros(n_b)
-            proceeds[sellers] = [u * price for u in units]
+            s_idx = np.array(sellers)
+            b_units = np.zeros(n_b, dtype=np.int64)
+            b_units[s_idx] = units
+            b.fleet[:, g] -= b_units
+            proceeds = b_units * price
             b.cash += proceeds
             self.sale_proceeds += proceeds
             # logged miners first (a stable sort by kind: sellers are in row order)
-            kinds = b.kind[sellers].tolist()
+            kinds = b.kind[s_idx].tolist()
             order = sorted(range(len(kinds)), key=kinds.__getitem__)
             self._fill_events("sale", [KIND_NAMES[kinds[j]] for j in order],
                               [sellers[j] for j in order], g, [units[j] for j in order], price)
