@@ -651,11 +651,14 @@ class LiquidationModel(mesa.Model):
         # lenders, borrowers, the desk): settling one generation never moves another's asks
         asks = np.concatenate((books["forced"], books["patient"], books["b_units"],
                                desk.holdings[None, :]))
-        offered = asks.any(axis=0) & env.shipping
-        if not offered.any():
+        offered = (asks.any(axis=0) & env.shipping).tolist()
+        if not any(offered):
             return
-        order = (-env.launch).argsort(kind="stable")  # newest generation first
-        gens = order[offered[order]].tolist()
+        # newest generation first (launch months are fixed at build: the order is cached)
+        newest_first = self.__dict__.get("_newest_first")
+        if newest_first is None:
+            newest_first = self._newest_first = (-env.launch).argsort(kind="stable").tolist()
+        gens = [g for g in newest_first if offered[g]]
         ask_prices = np.empty(asks.shape)
         ask_prices[:n_l] = books["floor"]
         ask_prices[n_l: 2 * n_l] = books["patient_price"]
