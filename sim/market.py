@@ -21,6 +21,8 @@ books are tiny (a few asks, one to two dozen bids), where numpy's per-call overh
 the cost: books of at most ``_SMALL_BOOK`` orders are cleared by the same rule on Python lists
 (sorted / accumulate / bisect, exact integer and the same float arithmetic), which gives the
 same result (``tests/test_market.py`` checks both against each other on random books).
+The model builds its books as Python lists and calls :func:`clear_book`, which takes and
+returns lists (no conversion to arrays and back for the small books).
 
 References
 ----------

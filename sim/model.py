@@ -705,7 +705,7 @@ class LiquidationModel(mesa.Model):
                     cap = buyers.capacity(reservation[:, g], env.kw[g]).tolist()
                     res_g = res_by_gen[g]
                     for i, flag in enumerate(bidders_by_gen[g]):
-                        if flag and (q := min(cap[i], supply)):
+                        if flag and (q := cap[i] if cap[i] < supply else supply):  # min
                             b_rows.append(i)
                             bid_qty.append(q)
                             bid_price.append(res_g[i])
@@ -727,7 +727,8 @@ class LiquidationModel(mesa.Model):
                     if u:
                         buys.append(r)
                         bought.append(u)
-                        lowest = min(lowest, bp)
+                        if bp < lowest:  # min(lowest, bp): prices are finite
+                            lowest = bp
                 # max over the filled bids of (price - bid) is price - (lowest bid): rounding
                 # the difference is monotone, so the largest difference is the same double
                 self.month_above_reservation = max(self.month_above_reservation,
@@ -751,7 +752,7 @@ class LiquidationModel(mesa.Model):
                 self.salvage_units[g] += salvage_fill
                 self._outside("salvage", salvage_fill * price)
                 self.month_salvage[g] = salvage_fill
-            self._settle_sellers(g, a_rows, fills, price)
+            self._settle_orders(g, a_rows, fills, price)
             self.traded[g] = True
             self.clearing[g] = price
             self.month_volume[g] = volume  # the ask fills add up to the volume
@@ -780,12 +781,19 @@ class LiquidationModel(mesa.Model):
         price = float(parametric_price(self.fundamental[g], q, stock, self.cfg.market.alpha))
         return price, q
 
-    def _settle_sellers(self, g: int, rows: list, fills: list, price: float,
+    def _settle_sellers(self, g: int, fills: np.ndarray, price: float,
                         books: dict | None = None) -> None:
-        """Settle the sellers' side of generation ``g``'s trades: ``fills[j]`` units sold by
-        order row ``rows[j]`` (rows ascending: forced lenders, patient lenders, borrowers, the
-        desk, as in the model's book of asks). ``books``, if given, is left holding the
-        lenders' unsold forced and patient orders."""
+        """Settle the sellers' side of generation ``g``'s trades, ``fills`` the units sold
+        by every row of the book of asks (forced lenders, patient lenders, borrowers, the
+        desk); ``books``, if given, is left holding the lenders' unsold forced and patient
+        orders. (The market phase calls :meth:`_settle_orders` on its sparse fills.)"""
+        rows = fills.nonzero()[0]
+        self._settle_orders(g, rows.tolist(), fills[rows].tolist(), price, books)
+
+    def _settle_orders(self, g: int, rows: list, fills: list, price: float,
+                       books: dict | None = None) -> None:
+        """:meth:`_settle_sellers` on sparse fills: ``fills[j]`` units sold by order row
+        ``rows[j]`` (rows ascending; rows left out sold nothing)."""
         lb, b, desk = self.lenders, self.borrowers, self.desk
         n_l, n_b = lb.n, b.n
         n_lend = bisect_left(rows, 2 * n_l)  # the lenders' rows come first
@@ -836,7 +844,7 @@ class LiquidationModel(mesa.Model):
             order = sorted(range(len(kinds)), key=kinds.__getitem__)
             self._fill_events("sale", [KIND_NAMES[kinds[j]] for j in order],
                               [sellers[j] for j in order], g, [units[j] for j in order], price)
-        d = fills[-1] if rows[-1] == 2 * n_l + n_b else 0  # the desk's row is the last
+        d = fills[-1] if rows and rows[-1] == 2 * n_l + n_b else 0  # the desk's row is last
         if d:
             basis = desk.cost_basis[g] * d / desk.holdings[g]
             desk.holdings[g] -= d
