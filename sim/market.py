@@ -21,6 +21,8 @@ books are tiny (a few asks, one to two dozen bids), where numpy's per-call overh
 the cost: books of at most ``_SMALL_BOOK`` orders are cleared by the same rule on Python lists
 (sorted / accumulate / bisect, exact integer and the same float arithmetic), which gives the
 same result (``tests/test_market.py`` checks both against each other on random books).
+The model builds its books as Python lists and calls :func:`clear_book`, which takes and
+returns lists (no conversion to arrays and back for the small books).
 
 References
 ----------
@@ -43,7 +45,7 @@ import numpy as np
 
 from sim.contagion import exponential_impact
 
-__all__ = ["AuctionResult", "call_auction", "exponential_bids", "parametric_price"]
+__all__ = ["AuctionResult", "call_auction", "clear_book", "exponential_bids", "parametric_price"]
 
 # Largest total number of units allowed on one side of the book.  Keeps the integer
 # pro-rata arithmetic (quantity * remaining units) exact in int64.
@@ -311,11 +313,20 @@ def _clear_arrays(aq: np.ndarray, ap: np.ndarray, bq: np.ndarray, bp: np.ndarray
 
 
 def _clear_lists(aq: list, ap: list, bq: list, bp: list, k: float) -> AuctionResult:
+    """:func:`_clear_small` as an :class:`AuctionResult` (fills as int64 arrays)."""
+    price, volume, ask_fills, bid_fills, overhang, best_bid = _clear_small(aq, ap, bq, bp, k)
+    return AuctionResult(price, volume, np.array(ask_fills, dtype=np.int64),
+                         np.array(bid_fills, dtype=np.int64), overhang, best_bid)
+
+
+def _clear_small(aq: list, ap: list, bq: list, bp: list, k: float) -> tuple:
     """The rule of :func:`call_auction`, step for step as :func:`_clear_arrays`, on Python
     lists (int units, float prices) for small books.  Python's ``sorted`` is stable like
     ``argsort(kind="stable")``, ``bisect_left`` / ``bisect_right`` are ``searchsorted``'s
     left / right sides, the unit arithmetic is exact integer arithmetic in both and the price
-    is computed from the same Python floats, so the result is the same to the bit."""
+    is computed from the same Python floats, so the result is the same to the bit. Returns
+    ``(price, volume, ask_fills, bid_fills, unfilled_market_units, best_bid)``, the fills as
+    lists of ints (the fields of :class:`AuctionResult`)."""
     na, nb = len(ap), len(bp)
     neg_b = [-p for p in bp]  # bids sorted ascending in -price, i.e. descending in price
     a_ord = sorted(range(na), key=ap.__getitem__)
@@ -348,9 +359,7 @@ def _clear_lists(aq: list, ap: list, bq: list, bp: list, k: float) -> AuctionRes
     mkt_units = a_cum[n_mkt - 1] if n_mkt else 0
     if volume == 0:
         best_bid = -nb_px[bisect_left(b_cum, 1)] if b_tot else float("nan")
-        zeros_a = np.zeros(na, dtype=np.int64)
-        zeros_b = np.zeros(nb, dtype=np.int64)
-        return AuctionResult(float("nan"), 0, zeros_a, zeros_b, mkt_units, best_bid)
+        return float("nan"), 0, [0] * na, [0] * nb, mkt_units, best_bid
 
     best_bid = -nb_px[bisect_left(b_cum, 1)]
     marg_bid = -nb_px[bisect_left(b_cum, volume)]
@@ -372,8 +381,25 @@ def _clear_lists(aq: list, ap: list, bq: list, bp: list, k: float) -> AuctionRes
     for i, f in zip(b_ord, b_fill, strict=True):
         bid_fills[i] = f
     overhang = mkt_units - min(volume, mkt_units)
-    return AuctionResult(float(price), volume, np.array(ask_fills, dtype=np.int64),
-                         np.array(bid_fills, dtype=np.int64), overhang, best_bid)
+    return float(price), volume, ask_fills, bid_fills, overhang, best_bid
+
+
+def clear_book(aq: list, ap: list, bq: list, bp: list, k: float) -> tuple:
+    """:func:`call_auction` for the model, on orders it builds itself as Python lists
+    (int units, finite non-negative float prices, equal lengths: not checked, as with
+    ``validate=False``): ``(price, volume, ask_fills, bid_fills, unfilled_market_units,
+    best_bid)`` with the fills as lists of ints. Small books are cleared on the lists as
+    they are (:func:`_clear_small`), larger ones by :func:`_clear_arrays` on the same values
+    as int64 / float64 arrays: the same rule and the same result as :func:`call_auction`,
+    without converting the orders to arrays and the fills back."""
+    if not 0.0 <= k <= 1.0:  # also rejects nan
+        raise ValueError(f"k must be in [0, 1], got {k!r}")
+    if len(aq) + len(bq) <= _SMALL_BOOK:
+        return _clear_small(aq, ap, bq, bp, k)
+    res = _clear_arrays(np.array(aq, dtype=np.int64), np.array(ap, dtype=np.float64),
+                        np.array(bq, dtype=np.int64), np.array(bp, dtype=np.float64), k)
+    return (res.price, res.volume, res.ask_fills.tolist(), res.bid_fills.tolist(),
+            res.unfilled_market_units, res.best_bid)
 
 
 def parametric_price(p0, sold, stock, alpha):

@@ -25,6 +25,9 @@ All state is in numpy arrays (``model.borrowers``, ``model.lenders``, ``model.bu
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left, bisect_right
+
 import mesa
 import networkx as nx
 import numpy as np
@@ -38,7 +41,7 @@ from sim.config import Scenario
 from sim.contagion import _rogers_veraart_state
 from sim.environment import Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
-from sim.market import call_auction, parametric_price
+from sim.market import clear_book, parametric_price
 from sim.network import funding_weights, syndicates
 
 NEVER = 10**9
@@ -648,67 +651,84 @@ class LiquidationModel(mesa.Model):
         # lenders, borrowers, the desk): settling one generation never moves another's asks
         asks = np.concatenate((books["forced"], books["patient"], books["b_units"],
                                desk.holdings[None, :]))
-        offered = asks.any(axis=0) & env.shipping
-        if not offered.any():
+        offered = (asks.any(axis=0) & env.shipping).tolist()
+        if not any(offered):
             return
-        order = (-env.launch).argsort(kind="stable")  # newest generation first
-        gens = order[offered[order]].tolist()
+        # newest generation first (launch months are fixed at build: the order is cached)
+        newest_first = self.__dict__.get("_newest_first")
+        if newest_first is None:
+            newest_first = self._newest_first = (-env.launch).argsort(kind="stable").tolist()
+        gens = [g for g in newest_first if offered[g]]
         ask_prices = np.empty(asks.shape)
         ask_prices[:n_l] = books["floor"]
         ask_prices[n_l: 2 * n_l] = books["patient_price"]
         ask_prices[2 * n_l: -1] = books["b_price"]
         ask_prices[-1] = self.fundamental
-        # per-generation totals of all generations at once (integer sums: exact in any order)
-        supply = asks.sum(axis=0).tolist()
-        forced_total = books["forced"].sum(axis=0).tolist()
+        # the orders for some units, of all generations at once, as Python lists: generation
+        # by generation (asks.T is generation-major), rows in row order within each; orders
+        # for no units are left out of each book (the outcome is the same)
+        nz_g, nz_r = asks.T.nonzero()
+        all_qty = asks[nz_r, nz_g].tolist()
+        all_price = ask_prices[nz_r, nz_g].tolist()
+        nz_g, nz_r = nz_g.tolist(), nz_r.tolist()
+        unsold_to_salvage, k = self.cfg.market.unsold_to_salvage, self.cfg.market.k
         if auction:
             floor_bid = desk.floor_bid(self.price, self.fundamental)
             bidders = (reservation > 0) & self.bidding[:, None]  # (K, G)
             any_bidder = bidders.any(axis=0).tolist()
+            bidders_by_gen = bidders.T.tolist()
             # bid prices of every generation: the buyers, then the desk, then salvage
-            bid_prices = np.concatenate((reservation, floor_bid[None, :],
-                                         books["floor"][None, :]))
+            res_by_gen = reservation.T.tolist()
             desk_prices = floor_bid.tolist()
+            salvage_prices = books["floor"].tolist()
         for g in gens:
-            ask_qty = asks[:, g]
+            lo, hi = bisect_left(nz_g, g), bisect_right(nz_g, g)
+            a_rows, ask_qty = nz_r[lo:hi], all_qty[lo:hi]
+            supply = sum(ask_qty)  # integer sums: exact in any order
+            n_forced = bisect_left(a_rows, n_l)  # the forced lenders' rows come first
+            forced_total = sum(ask_qty[:n_forced])
             desk_fill = salvage_fill = 0
             buys, bought = [], []  # rows and units of the buyers with a fill
             if not auction:
-                fills, price, bfill_ext = self._parametric(g, ask_qty)
+                fills = ask_qty  # every offered unit sells
+                price, bfill_ext = self._parametric(g, ask_qty)
                 volume = bfill_ext
                 self.external_units[g] += bfill_ext
                 self._outside("salvage", bfill_ext * price)
             else:
                 desk_price = desk_prices[g]
                 desk_qty = int(desk.room // desk_price) if desk_price > 0 else 0
+                # the bids for some units, in row order: buyers (< n_k), the desk, salvage;
                 # no bid needs more units than are offered
-                salv_qty = supply[g] if self.cfg.market.unsold_to_salvage else 0
-                bid_qty = np.zeros(n_k + 2, dtype=np.int64)
-                bid_qty[n_k] = min(desk_qty, supply[g])
-                bid_qty[n_k + 1] = salv_qty
+                b_rows, bid_qty, bid_price = [], [], []
                 if any_bidder[g]:  # else no buyer's capacity enters the book
-                    cap = buyers.capacity(reservation[:, g], env.kw[g])
-                    np.minimum(np.where(bidders[:, g], cap, 0), supply[g], out=bid_qty[:n_k])
-                # orders for no units are left out of the book: the outcome is the same
-                a_rows, b_rows = ask_qty.nonzero()[0], bid_qty.nonzero()[0]
-                bid_price = bid_prices[b_rows, g]
-                res = call_auction(ask_qty[a_rows], ask_prices[a_rows, g], bid_qty[b_rows],
-                                   bid_price, k=self.cfg.market.k, validate=False)
-                volume = res.volume
+                    cap = buyers.capacity(reservation[:, g], env.kw[g]).tolist()
+                    res_g = res_by_gen[g]
+                    for i, flag in enumerate(bidders_by_gen[g]):
+                        if flag and (q := cap[i] if cap[i] < supply else supply):  # min
+                            b_rows.append(i)
+                            bid_qty.append(q)
+                            bid_price.append(res_g[i])
+                if q := min(desk_qty, supply):
+                    b_rows.append(n_k)
+                    bid_qty.append(q)
+                    bid_price.append(desk_price)
+                if unsold_to_salvage and supply:  # salvage takes every offered unit
+                    b_rows.append(n_k + 1)
+                    bid_qty.append(supply)
+                    bid_price.append(salvage_prices[g])
+                price, volume, fills, bid_fills, _, _ = clear_book(
+                    ask_qty, all_price[lo:hi], bid_qty, bid_price, k)
                 if volume == 0:
-                    self.month_overhang[g] = forced_total[g]
+                    self.month_overhang[g] = forced_total
                     continue
-                price = res.price
-                fills = np.zeros(len(ask_qty), dtype=np.int64)
-                fills[a_rows] = res.ask_fills
-                # the filled rows in row order: buyers (< n_k), then the desk, then salvage
-                lowest = np.inf  # the lowest price of a filled bid
-                for r, u, bp in zip(b_rows.tolist(), res.bid_fills.tolist(), bid_price.tolist(),
-                                    strict=True):
+                lowest = math.inf  # the lowest price of a filled bid
+                for r, u, bp in zip(b_rows, bid_fills, bid_price, strict=True):
                     if u:
                         buys.append(r)
                         bought.append(u)
-                        lowest = min(lowest, bp)
+                        if bp < lowest:  # min(lowest, bp): prices are finite
+                            lowest = bp
                 # max over the filled bids of (price - bid) is price - (lowest bid): rounding
                 # the difference is monotone, so the largest difference is the same double
                 self.month_above_reservation = max(self.month_above_reservation,
@@ -732,13 +752,13 @@ class LiquidationModel(mesa.Model):
                 self.salvage_units[g] += salvage_fill
                 self._outside("salvage", salvage_fill * price)
                 self.month_salvage[g] = salvage_fill
-            self._settle_sellers(g, fills, price)
+            self._settle_orders(g, a_rows, fills, price)
             self.traded[g] = True
             self.clearing[g] = price
             self.month_volume[g] = volume  # the ask fills add up to the volume
-            forced_sold = int(fills[:n_l].sum())  # int x float: the same double as in numpy
+            forced_sold = sum(fills[:n_forced])  # int x float: the same double as in numpy
             self.month_forced[g] = forced_sold
-            self.month_overhang[g] = forced_total[g] - forced_sold
+            self.month_overhang[g] = forced_total - forced_sold
             self.forced_value += forced_sold * price
             self.forced_fundamental += forced_sold * self.fundamental[g]
             if buys:
@@ -753,27 +773,46 @@ class LiquidationModel(mesa.Model):
         if self.sale_proceeds.any():
             self._prepay(np.minimum(self.sale_proceeds, np.maximum(self.borrowers.cash, 0.0)))
 
-    def _parametric(self, g: int, ask_qty: np.ndarray) -> tuple[np.ndarray, float, int]:
-        """Parametric inverse demand: every offered unit sells at p0 exp(-alpha q / stock)."""
+    def _parametric(self, g: int, ask_qty: list) -> tuple[float, int]:
+        """Parametric inverse demand: every offered unit (``ask_qty``, the units of each
+        order) sells at p0 exp(-alpha q / stock). Returns (price, q)."""
         stock = max(int(self._units0[g]), 1)
-        q = int(ask_qty.sum())
+        q = sum(ask_qty)
         price = float(parametric_price(self.fundamental[g], q, stock, self.cfg.market.alpha))
-        return ask_qty.copy(), price, q
+        return price, q
 
     def _settle_sellers(self, g: int, fills: np.ndarray, price: float,
                         books: dict | None = None) -> None:
-        """Settle the sellers' side of generation ``g``'s trades; ``books``, if given, is
-        left holding the lenders' unsold forced and patient orders."""
+        """Settle the sellers' side of generation ``g``'s trades, ``fills`` the units sold
+        by every row of the book of asks (forced lenders, patient lenders, borrowers, the
+        desk); ``books``, if given, is left holding the lenders' unsold forced and patient
+        orders. (The market phase calls :meth:`_settle_orders` on its sparse fills.)"""
+        rows = fills.nonzero()[0]
+        self._settle_orders(g, rows.tolist(), fills[rows].tolist(), price, books)
+
+    def _settle_orders(self, g: int, rows: list, fills: list, price: float,
+                       books: dict | None = None) -> None:
+        """:meth:`_settle_sellers` on sparse fills: ``fills[j]`` units sold by order row
+        ``rows[j]`` (rows ascending; rows left out sold nothing)."""
         lb, b, desk = self.lenders, self.borrowers, self.desk
         n_l, n_b = lb.n, b.n
-        lender_units = fills[:n_l] + fills[n_l: 2 * n_l]
-        if lender_units.any():
+        n_lend = bisect_left(rows, 2 * n_l)  # the lenders' rows come first
+        n_sell = bisect_left(rows, 2 * n_l + n_b, n_lend)  # then the borrowers'
+        if n_lend:
+            # each lender's forced plus patient units (Python ints: exact, as in int64)
+            units = [0] * n_l
+            for r, u in zip(rows[:n_lend], fills[:n_lend], strict=True):
+                units[r - n_l if r >= n_l else r] += u
+        if n_lend and any(units):
+            lender_units = np.array(units, dtype=np.int64)
             sold = np.zeros((n_l, self.n_gen), dtype=np.int64)
             sold[:, g] = lender_units
             lb.remove_inventory(sold)
             if books is not None:
-                books["forced"][:, g] -= fills[:n_l]
-                books["patient"][:, g] -= fills[n_l: 2 * n_l]
+                by_row = np.zeros(2 * n_l, dtype=np.int64)
+                by_row[rows[:n_lend]] = fills[:n_lend]
+                books["forced"][:, g] -= by_row[:n_l]
+                books["patient"][:, g] -= by_row[n_l:]
             proceeds = lender_units * price
             rec, surplus = lb.apply_recovery(proceeds)
             self.recovered_total += rec.sum()
@@ -784,21 +823,28 @@ class LiquidationModel(mesa.Model):
             desk.cash += repaid
             lb.cash += rec - repay
             self._outside("estate_surplus", -surplus.sum())
-            self._trades("sale", "lender", lender_units, g, price)
-        b_units = fills[2 * n_l: 2 * n_l + n_b]
-        sellers = b_units.nonzero()[0]
-        if len(sellers):
+            sellers = [i for i, u in enumerate(units) if u]
+            self._fill_events("sale", "lender", sellers, g, [units[i] for i in sellers], price)
+        # the borrowers with a fill (in row order) and their units
+        sellers, units = [], []
+        for r, u in zip(rows[n_lend:n_sell], fills[n_lend:n_sell], strict=True):
+            if u:
+                sellers.append(r - 2 * n_l)
+                units.append(u)
+        if sellers:
+            s_idx = np.array(sellers)
+            b_units = np.zeros(n_b, dtype=np.int64)
+            b_units[s_idx] = units
             b.fleet[:, g] -= b_units
             proceeds = b_units * price
             b.cash += proceeds
             self.sale_proceeds += proceeds
             # logged miners first (a stable sort by kind: sellers are in row order)
-            kinds = b.kind[sellers].tolist()
+            kinds = b.kind[s_idx].tolist()
             order = sorted(range(len(kinds)), key=kinds.__getitem__)
-            idx, units = sellers.tolist(), b_units[sellers].tolist()
             self._fill_events("sale", [KIND_NAMES[kinds[j]] for j in order],
-                              [idx[j] for j in order], g, [units[j] for j in order], price)
-        d = int(fills[-1])
+                              [sellers[j] for j in order], g, [units[j] for j in order], price)
+        d = fills[-1] if rows and rows[-1] == 2 * n_l + n_b else 0  # the desk's row is last
         if d:
             basis = desk.cost_basis[g] * d / desk.holdings[g]
             desk.holdings[g] -= d
