@@ -108,6 +108,10 @@ class LoanBook:
         # ``active``), so the row layout is indexed once here instead of every month
         self.revolver_rows = self.revolver.nonzero()[0]
         self.revolver_borrower = self.borrower[self.revolver_rows]
+        # one revolver per borrower, in borrower order (as originated): per-borrower arrays
+        # need no scatter onto the revolver rows
+        self.revolver_dense = bool(np.array_equal(self.revolver_borrower,
+                                                  np.arange(len(self.revolver_rows))))
         self.term = ~self.revolver
 
     def __len__(self) -> int:

@@ -376,8 +376,12 @@ class LiquidationModel(mesa.Model):
             return
         b, lb, L = self.borrowers, self.lenders, self.loans
         rows, rows_b = L.revolver_rows, L.revolver_borrower
-        drawn = np.zeros(b.n)
-        drawn[rows_b] = L.principal[rows]
+        dense = L.revolver_dense and len(rows_b) == b.n  # revolver k is borrower k's
+        if dense:  # the scatter below would write every entry, in order
+            drawn = L.principal[rows]
+        else:
+            drawn = np.zeros(b.n)
+            drawn[rows_b] = L.principal[rows]
         room = np.maximum(self.revolver_limit - drawn, 0.0)
         req = np.minimum(short, room) * (lb.status[self.lead] == NORMAL) * b.alive
         if not np.count_nonzero(req):
@@ -385,7 +389,7 @@ class LiquidationModel(mesa.Model):
         req_l = np.bincount(self.lead, weights=req, minlength=lb.n)
         scale = np.divide(np.maximum(lb.cash, 0.0), req_l, out=np.ones(lb.n), where=req_l > 0)
         draw = req * np.minimum(scale, 1.0)[self.lead]
-        L.principal[rows] += draw[rows_b]
+        L.principal[rows] += draw if dense else draw[rows_b]
         b.cash += draw
         lb.cash -= np.bincount(self.lead, weights=draw, minlength=lb.n)
 
@@ -458,8 +462,9 @@ class LiquidationModel(mesa.Model):
         if np.count_nonzero(open_call):
             need = np.where(open_call, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
             spare = np.maximum(b.cash - b.opex, 0.0) * open_call
-            self._sell_free_btc(np.maximum(need - spare, 0.0))
-            self._prepay(np.minimum(np.maximum(b.cash - b.opex, 0.0) * open_call, need))
+            if self._sell_free_btc(np.maximum(need - spare, 0.0)):
+                spare = np.maximum(b.cash - b.opex, 0.0) * open_call  # coins sold: cash moved
+            self._prepay(np.minimum(spare, need))
             debt, coll, ltv = self._facility_ltv(marks, coll)
             cured = open_call & (ltv <= lc.ltv_cure)
             b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
