@@ -146,10 +146,11 @@ class BorrowerBook:
         walk = (rng.random(self.n) < p_tenant_default) & in_term
         self.tenant_gone |= walk & self.alive
         lapsed = ~in_term | (self.tenant_gone & ~self.guaranteed)
-        if lapsed.any():
-            self.contract_rent[lapsed] = env.rent[None, :]
-            self.contract_end[lapsed] = env.t + self.contract_months[lapsed]
-            self.tenant_gone[lapsed] = False
+        rows = lapsed.nonzero()[0]  # the mask converted once, not by each assignment
+        if len(rows):
+            self.contract_rent[rows] = env.rent[None, :]
+            self.contract_end[rows] = env.t + self.contract_months[rows]
+            self.tenant_gone[rows] = False
 
 
 class Borrower(FixedAgent):

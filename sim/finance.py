@@ -152,7 +152,7 @@ class LoanBook:
         if owed_b is None:
             owed_b = np.bincount(borrower, weights=owed, minlength=nb)
         frac = np.divide(amount_b, owed_b, out=np.zeros(nb), where=owed_b > 0)
-        if prepay is not None and not frac.any():
+        if prepay is not None and not np.count_nonzero(frac):
             # nobody who pays owes anything now (a prepayment by borrowers without arrears,
             # about 40 % of prepayments): the first stage would pay +0.0 on every row (0.0 x a
             # finite owed >= 0) and leave accrued, overdue and principal as they are
