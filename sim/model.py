@@ -412,7 +412,7 @@ class LiquidationModel(mesa.Model):
         """Collateral value per borrower: its GPUs at the lead lender's mark plus pledged BTC."""
         b = self.borrowers
         lead_marks = marks[np.maximum(self.lead, 0)]
-        return (b.fleet * lead_marks).sum(axis=1) + b.pledged_btc * self.env.btc
+        return np.add.reduce(b.fleet * lead_marks, axis=1) + b.pledged_btc * self.env.btc
 
     def _facility_ltv(self, marks: np.ndarray, coll: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -565,7 +565,8 @@ class LiquidationModel(mesa.Model):
         floor = self.cfg.buyers.salvage_floor * env.list_price
         # the repo desk is offered first: it finances forced inventory (each GPU once) so that
         # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
-        lb.repo_units[lb.repo_debt <= 0] = 0
+        if np.count_nonzero(lb.repo_units):  # else zeroing integer zeros changes nothing
+            lb.repo_units[lb.repo_debt <= 0] = 0
         patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
         if not np.count_nonzero(lb.inventory):
             # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
