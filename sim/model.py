@@ -333,7 +333,10 @@ class LiquidationModel(mesa.Model):
         b.cash -= pay
         self.lenders.cash += L.by_lender(paid, self.lenders.n)
 
-        arrears = L.by_borrower(L.arrears, b.n)
+        # L.arrears without its mask: pay() has just set accrued and overdue to due - paid,
+        # and at closed rows due_int = due_prin = 0.0 above, so paid = frac x 0.0 = +0.0 and
+        # both are +0.0 there, as the mask would make them
+        arrears = L.by_borrower(L.accrued + L.overdue, b.n)
         late = (arrears > 1.0) & alive
         b.arrears_months = np.where(late, b.arrears_months + 1, 0)
         # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
@@ -366,8 +369,8 @@ class LiquidationModel(mesa.Model):
         b, L, lb = self.borrowers, self.loans, self.lenders
         # pay() reads these arrays and rebinds the book's own (never writes into them): no copies
         paid = L.pay(amount, L.accrued, L.overdue, prepay=L.principal)
-        b.cash -= L.by_borrower(paid, b.n)
-        lb.cash += L.by_lender(paid, lb.n)
+        b.cash -= np.bincount(L.borrower, weights=paid, minlength=b.n)  # L.by_borrower
+        lb.cash += np.bincount(L.lender, weights=paid, minlength=lb.n)  # L.by_lender
 
     def _draw_revolvers(self, short: np.ndarray) -> None:
         """Draw the revolver from the lead lender, if it is sound and has the cash."""
