@@ -112,6 +112,11 @@ class LoanBook:
         # need no scatter onto the revolver rows
         self.revolver_dense = bool(np.array_equal(self.revolver_borrower,
                                                   np.arange(len(self.revolver_rows))))
+        # ... and if they are also one block of rows, that block as a slice (views, no gathers)
+        rows, k = self.revolver_rows, len(self.revolver_rows)
+        self.revolver_block = None
+        if self.revolver_dense and k and rows[-1] - rows[0] == k - 1:
+            self.revolver_block = slice(int(rows[0]), int(rows[0]) + k)
         self.term = ~self.revolver
 
     def __len__(self) -> int:

@@ -399,6 +399,22 @@ class LiquidationModel(mesa.Model):
     def _repay_revolvers(self) -> None:
         """Cash above three months of opex repays the revolver."""
         b, L = self.borrowers, self.loans
+        blk = L.revolver_block
+        if blk is not None and blk.stop - blk.start == b.n:
+            # revolver k is borrower k's, in one block of rows: the same repayment computed on
+            # views over all revolvers, with rep = +0.0 where the rows below would not be
+            # selected (x - 0.0 = x; a +0.0 weight leaves every bincount sum as it is)
+            principal = L.principal[blk]
+            sel = L.active[blk] & (principal > 0)
+            if not np.count_nonzero(sel):
+                return
+            spare = np.maximum(b.cash - 3.0 * b.opex, 0.0)
+            rep = np.minimum(spare, principal - L.overdue[blk])
+            rep = np.where(sel, np.maximum(rep, 0.0), 0.0)
+            principal -= rep
+            b.cash -= rep
+            self.lenders.cash += np.bincount(L.lender[blk], weights=rep, minlength=self.lenders.n)
+            return
         rows = (L.revolver & L.active & (L.principal > 0)).nonzero()[0]
         if len(rows) == 0:
             return
