@@ -381,7 +381,9 @@ class LiquidationModel(mesa.Model):
         rows, rows_b = L.revolver_rows, L.revolver_borrower
         dense = L.revolver_dense and len(rows_b) == b.n  # revolver k is borrower k's
         if dense:  # the scatter below would write every entry, in order
-            drawn = L.principal[rows]
+            if L.revolver_block is not None:  # ... and they are one block: views
+                rows = L.revolver_block
+            drawn = L.principal[rows]  # only read
         else:
             drawn = np.zeros(b.n)
             drawn[rows_b] = L.principal[rows]
