@@ -61,6 +61,7 @@ class BorrowerBook:
         self.n = int(sum(n for _, n in params))
         self.kind = np.concatenate(kinds) if kinds else np.zeros(0, dtype=np.int8)
         self.fleet = (np.vstack(fleets) if fleets else np.zeros((0, n_gen))).astype(np.int64)
+        self._ones = np.ones(n_gen, dtype=np.int64)
 
         def per(attr):
             return np.concatenate([np.full(n, float(getattr(bt, attr))) for bt, n in params]) \
@@ -127,10 +128,12 @@ class BorrowerBook:
         spot_share = 1.0 - self.contracted_share * contracted
         u = env.cfg.utilisation
         gpu_rev = HOURS_PER_MONTH * (
-            locked_share * (self.fleet * self.contract_rent).sum(axis=1)
+            locked_share * np.add.reduce(self.fleet * self.contract_rent, axis=1)
             + spot_share * u * (self.fleet @ env.rent))
         mining = self.hashrate * np.maximum(env.hashprice - self.mining_cost, 0.0) * DAYS_PER_MONTH
-        opex = self.fleet @ env.power_cost_per_gpu() + self.fleet.sum(axis=1) * self.fixed_opex
+        # GPUs per borrower as an integer matrix-vector product: exact like the row sum
+        # (integers), in one call instead of ndarray.sum's strided reduction
+        opex = self.fleet @ env.power_cost_per_gpu() + (self.fleet @ self._ones) * self.fixed_opex
         alive = self.alive
         self.revenue = np.where(alive, gpu_rev + mining, 0.0)
         self.opex = np.where(alive, opex, 0.0)
@@ -143,10 +146,11 @@ class BorrowerBook:
         walk = (rng.random(self.n) < p_tenant_default) & in_term
         self.tenant_gone |= walk & self.alive
         lapsed = ~in_term | (self.tenant_gone & ~self.guaranteed)
-        if lapsed.any():
-            self.contract_rent[lapsed] = env.rent[None, :]
-            self.contract_end[lapsed] = env.t + self.contract_months[lapsed]
-            self.tenant_gone[lapsed] = False
+        rows = lapsed.nonzero()[0]  # the mask converted once, not by each assignment
+        if len(rows):
+            self.contract_rent[rows] = env.rent[None, :]
+            self.contract_end[rows] = env.t + self.contract_months[rows]
+            self.tenant_gone[rows] = False
 
 
 class Borrower(FixedAgent):

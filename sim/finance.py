@@ -113,6 +113,15 @@ class LoanBook:
         # ``active``), so the row layout is indexed once here instead of every month
         self.revolver_rows = self.revolver.nonzero()[0]
         self.revolver_borrower = self.borrower[self.revolver_rows]
+        # one revolver per borrower, in borrower order (as originated): per-borrower arrays
+        # need no scatter onto the revolver rows
+        self.revolver_dense = bool(np.array_equal(self.revolver_borrower,
+                                                  np.arange(len(self.revolver_rows))))
+        # ... and if they are also one block of rows, that block as a slice (views, no gathers)
+        rows, k = self.revolver_rows, len(self.revolver_rows)
+        self.revolver_block = None
+        if self.revolver_dense and k and rows[-1] - rows[0] == k - 1:
+            self.revolver_block = slice(int(rows[0]), int(rows[0]) + k)
         self.term = ~self.revolver
 
     def __len__(self) -> int:
@@ -147,26 +156,42 @@ class LoanBook:
         The arguments are only read (the book's arrays are rebound, never written in place).
         """
         nb = len(amount_b)
+        borrower = self.borrower
         if owed is None:
             owed = due_int + due_prin
         if owed_b is None:
-            owed_b = self.by_borrower(owed, nb)
+            owed_b = np.bincount(borrower, weights=owed, minlength=nb)
         frac = np.divide(amount_b, owed_b, out=np.zeros(nb), where=owed_b > 0)
-        np.minimum(frac, 1.0, out=frac)
-        paid = frac[self.borrower] * owed
-        int_paid = np.minimum(paid, due_int)
-        prin_paid = paid - int_paid
-        self.accrued = due_int - int_paid
-        self.overdue = due_prin - prin_paid
-        self.principal = self.principal - prin_paid
-        if prepay is not None:
-            spare = np.maximum(amount_b - self.by_borrower(paid, nb), 0.0)
-            cap = np.minimum(prepay, self.principal - self.overdue)
-            np.maximum(cap, 0.0, out=cap)
-            cap_b = self.by_borrower(cap, nb)
-            pf = np.divide(spare, cap_b, out=np.zeros(nb), where=cap_b > 0)
-            np.minimum(pf, 1.0, out=pf)
-            extra = pf[self.borrower] * cap
-            self.principal = self.principal - extra
-            paid = paid + extra
-        return paid
+        if prepay is not None and due_int is self.accrued and not np.count_nonzero(frac):
+            # nobody who pays owes anything now (a prepayment by borrowers without arrears,
+            # about 40 % of prepayments): the first stage would pay 0.0 x owed = +-0.0 on every
+            # row and leave accrued, overdue and principal as they are: x - min(+-0.0, x) = x
+            # for due_int >= +0.0, which the book's own ``accrued`` (due_int here) always is
+            # once pay() has run (due - min(paid, due), or 0.0 at default); x -+ 0.0 = x for
+            # x != -0.0, and -0.0 is paid only where owed < 0, i.e. overdue < 0. So it is
+            # skipped; then the spare cash is max(amount - 0.0, 0) = max(amount, 0) (a
+            # bincount of +-0.0 is +0.0), and 0.0 + extra = extra (extra = pf x cap with pf,
+            # cap >= +0.0, never -0.0). Checked against the two-stage code on 2,984 calls
+            # (15 runs): same bits, returns included.
+            spare = np.maximum(amount_b, 0.0)
+            paid = None
+        else:
+            np.minimum(frac, 1.0, out=frac)
+            paid = frac[borrower] * owed
+            int_paid = np.minimum(paid, due_int)
+            prin_paid = paid - int_paid
+            self.accrued = due_int - int_paid
+            self.overdue = due_prin - prin_paid
+            self.principal = self.principal - prin_paid
+            if prepay is None:
+                return paid
+            spare = np.maximum(amount_b - np.bincount(borrower, weights=paid, minlength=nb),
+                               0.0)
+        cap = np.minimum(prepay, self.principal - self.overdue)
+        np.maximum(cap, 0.0, out=cap)
+        cap_b = np.bincount(borrower, weights=cap, minlength=nb)
+        pf = np.divide(spare, cap_b, out=np.zeros(nb), where=cap_b > 0)
+        np.minimum(pf, 1.0, out=pf)
+        extra = pf[borrower] * cap
+        self.principal = self.principal - extra
+        return extra if paid is None else paid + extra

@@ -301,6 +301,8 @@ class LiquidationModel(mesa.Model):
                 self._run_on(np.ones(self.lenders.n, bool), s.size, outside_only=True)
 
     # ---------------------------------------------------------------- 2. borrowers
+    # (phases 2 to 5 test arrays with ``np.count_nonzero(x)``: ``x.any()`` as a count of the
+    # nonzero entries, NaN included, without ndarray.any's wrapper and cast to bool)
     def _phase_borrowers(self) -> None:
         env, b, L = self.env, self.borrowers, self.loans
         c = self.cfg.borrowers
@@ -310,8 +312,8 @@ class LiquidationModel(mesa.Model):
         alive = b.alive
         noi = rev - opex
         b.cash += noi
-        self._outside("tenants", rev.sum())
-        self._outside("opex", -opex.sum())
+        self._outside("tenants", np.add.reduce(rev))  # ndarray.sum's own reduction
+        self._outside("opex", -np.add.reduce(opex))
 
         t = env.t
         outstanding = L.principal - L.overdue
@@ -334,7 +336,10 @@ class LiquidationModel(mesa.Model):
         b.cash -= pay
         self.lenders.cash += L.by_lender(paid, self.lenders.n)
 
-        arrears = L.by_borrower(L.arrears, b.n)
+        # L.arrears without its mask: pay() has just set accrued and overdue to due - paid,
+        # and at closed rows due_int = due_prin = 0.0 above, so paid = frac x 0.0 = +0.0 and
+        # both are +0.0 there, as the mask would make them
+        arrears = L.by_borrower(L.accrued + L.overdue, b.n)
         late = (arrears > 1.0) & alive
         b.arrears_months = np.where(late, b.arrears_months + 1, 0)
         # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
@@ -348,17 +353,18 @@ class LiquidationModel(mesa.Model):
         keep = b.payout_months * (b.opex + due)
         out = np.where(alive & (b.call_months < 0), np.maximum(b.cash - keep, 0.0), 0.0)
         b.cash -= out
-        self._outside("payouts", -out.sum())
+        self._outside("payouts", -np.add.reduce(out))
 
     def _sell_free_btc(self, need: np.ndarray) -> bool:
         """Miners sell unpledged BTC (outside market) to raise up to ``need`` dollars each."""
         b, btc = self.borrowers, self.env.btc
         sell = np.minimum(b.btc - b.pledged_btc, need / btc)
-        if not sell.any():
+        if not np.count_nonzero(sell):
             return False
         b.btc -= sell
-        b.cash += sell * btc
-        self._outside("btc_sales", (sell * btc).sum())
+        proceeds = sell * btc
+        b.cash += proceeds
+        self._outside("btc_sales", np.add.reduce(proceeds))
         return True
 
     def _prepay(self, amount: np.ndarray) -> None:
@@ -366,32 +372,54 @@ class LiquidationModel(mesa.Model):
         b, L, lb = self.borrowers, self.loans, self.lenders
         # pay() reads these arrays and rebinds the book's own (never writes into them): no copies
         paid = L.pay(amount, L.accrued, L.overdue, prepay=L.principal)
-        b.cash -= L.by_borrower(paid, b.n)
-        lb.cash += L.by_lender(paid, lb.n)
+        b.cash -= np.bincount(L.borrower, weights=paid, minlength=b.n)  # L.by_borrower
+        lb.cash += np.bincount(L.lender, weights=paid, minlength=lb.n)  # L.by_lender
 
     def _draw_revolvers(self, short: np.ndarray) -> None:
         """Draw the revolver from the lead lender, if it is sound and has the cash."""
         # nobody short: req below is min(0, room >= 0) x ... = 0 everywhere, nothing is drawn
-        if not short.any():
+        if not np.count_nonzero(short):
             return
         b, lb, L = self.borrowers, self.lenders, self.loans
         rows, rows_b = L.revolver_rows, L.revolver_borrower
-        drawn = np.zeros(b.n)
-        drawn[rows_b] = L.principal[rows]
+        dense = L.revolver_dense and len(rows_b) == b.n  # revolver k is borrower k's
+        if dense:  # the scatter below would write every entry, in order
+            if L.revolver_block is not None:  # ... and they are one block: views
+                rows = L.revolver_block
+            drawn = L.principal[rows]  # only read
+        else:
+            drawn = np.zeros(b.n)
+            drawn[rows_b] = L.principal[rows]
         room = np.maximum(self.revolver_limit - drawn, 0.0)
         req = np.minimum(short, room) * (lb.status[self.lead] == NORMAL) * b.alive
-        if not req.any():
+        if not np.count_nonzero(req):
             return
         req_l = np.bincount(self.lead, weights=req, minlength=lb.n)
         scale = np.divide(np.maximum(lb.cash, 0.0), req_l, out=np.ones(lb.n), where=req_l > 0)
         draw = req * np.minimum(scale, 1.0)[self.lead]
-        L.principal[rows] += draw[rows_b]
+        L.principal[rows] += draw if dense else draw[rows_b]
         b.cash += draw
         lb.cash -= np.bincount(self.lead, weights=draw, minlength=lb.n)
 
     def _repay_revolvers(self) -> None:
         """Cash above three months of opex repays the revolver."""
         b, L = self.borrowers, self.loans
+        blk = L.revolver_block
+        if blk is not None and blk.stop - blk.start == b.n:
+            # revolver k is borrower k's, in one block of rows: the same repayment computed on
+            # views over all revolvers, with rep = +0.0 where the rows below would not be
+            # selected (x - 0.0 = x; a +0.0 weight leaves every bincount sum as it is)
+            principal = L.principal[blk]
+            sel = L.active[blk] & (principal > 0)
+            if not np.count_nonzero(sel):
+                return
+            spare = np.maximum(b.cash - 3.0 * b.opex, 0.0)
+            rep = np.minimum(spare, principal - L.overdue[blk])
+            rep = np.where(sel, np.maximum(rep, 0.0), 0.0)
+            principal -= rep
+            b.cash -= rep
+            self.lenders.cash += np.bincount(L.lender[blk], weights=rep, minlength=self.lenders.n)
+            return
         rows = (L.revolver & L.active & (L.principal > 0)).nonzero()[0]
         if len(rows) == 0:
             return
@@ -408,7 +436,7 @@ class LiquidationModel(mesa.Model):
         """Collateral value per borrower: its GPUs at the lead lender's mark plus pledged BTC."""
         b = self.borrowers
         lead_marks = marks[np.maximum(self.lead, 0)]
-        return (b.fleet * lead_marks).sum(axis=1) + b.pledged_btc * self.env.btc
+        return np.add.reduce(b.fleet * lead_marks, axis=1) + b.pledged_btc * self.env.btc
 
     def _facility_ltv(self, marks: np.ndarray, coll: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -455,11 +483,12 @@ class LiquidationModel(mesa.Model):
                          price=ltv[called])
             b.call_months[new_call] = 0
         open_call = alive & (b.call_months >= 0)
-        if open_call.any():
+        if np.count_nonzero(open_call):
             need = np.where(open_call, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
             spare = np.maximum(b.cash - b.opex, 0.0) * open_call
-            self._sell_free_btc(np.maximum(need - spare, 0.0))
-            self._prepay(np.minimum(np.maximum(b.cash - b.opex, 0.0) * open_call, need))
+            if self._sell_free_btc(np.maximum(need - spare, 0.0)):
+                spare = np.maximum(b.cash - b.opex, 0.0) * open_call  # coins sold: cash moved
+            self._prepay(np.minimum(spare, need))
             debt, coll, ltv = self._facility_ltv(marks, coll)
             cured = open_call & (ltv <= lc.ltv_cure)
             b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
@@ -467,7 +496,7 @@ class LiquidationModel(mesa.Model):
         # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
         # prepays principal), as in GPU facilities with sweeps of up to 50 % (Blockspace 2025)
         sweep = alive & (b.dscr_breach > lc.cure_months)
-        swept = sweep.any()
+        swept = np.count_nonzero(sweep) > 0
         if swept:
             self._prepay(np.where(sweep, lc.cash_sweep * np.maximum(b.cash - b.opex, 0.0), 0.0))
         # [month, marks, debt (None: moved by the sweep), collateral] for phases 4 and 5
@@ -475,7 +504,7 @@ class LiquidationModel(mesa.Model):
 
         # maturities next month: roll over only loans that still qualify
         due = L.active & L.term & (L.maturity == t + 1)
-        if due.any():
+        if np.count_nonzero(due):
             bi = L.borrower[due]
             ok = ((ltv[bi] <= lc.refi_ltv) & (b.dscr[bi] >= lc.dscr_min)
                   & (b.arrears_months[bi] == 0) & (lb.status[L.lender[due]] == NORMAL))
@@ -560,9 +589,10 @@ class LiquidationModel(mesa.Model):
         floor = self.cfg.buyers.salvage_floor * env.list_price
         # the repo desk is offered first: it finances forced inventory (each GPU once) so that
         # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
-        lb.repo_units[lb.repo_debt <= 0] = 0
+        if np.count_nonzero(lb.repo_units):  # else zeroing integer zeros changes nothing
+            lb.repo_units[lb.repo_debt <= 0] = 0
         patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
-        if not lb.inventory.any():
+        if not np.count_nonzero(lb.inventory):
             # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
             # nothing is financed, moved to the desk or repriced, and both books hold 0 units
             zero = np.zeros(lb.inventory.shape, dtype=np.int64)
@@ -577,7 +607,7 @@ class LiquidationModel(mesa.Model):
         patient_units = patient_units + financed
         # the desk's haircuts depend on this month's prices only: computed at most once
         h = None
-        if desk.enabled and forced.any() and desk.room > 0:
+        if desk.enabled and np.count_nonzero(forced) and desk.room > 0:
             h = desk.haircuts(self.price, self.fundamental)
             lendable = self.price * (1.0 - h)
             fresh = np.where(forced, lb.inventory - financed, 0)
@@ -617,7 +647,7 @@ class LiquidationModel(mesa.Model):
         need = self.loans.by_borrower(self.loans.arrears, b.n)
         alive = b.alive
         calls = alive & (b.call_months >= 0)
-        if calls.any():  # else need + 0.0 == need (a bincount of floats is never -0.0)
+        if np.count_nonzero(calls):  # else need + 0.0 == need (a bincount of floats is never -0.0)
             debt, coll = self._month_debt_coll(marks)
             need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
         self._ltv_month = None  # phase 6 moves fleets: the month's evaluation is spent
@@ -625,7 +655,7 @@ class LiquidationModel(mesa.Model):
         # a borrower values its GPUs at their use value: it asks the fundamental less a discount
         vol_price = np.maximum(self.fundamental * (1.0 - self.cfg.borrowers.voluntary_discount),
                                floor)
-        if need.any():
+        if np.count_nonzero(need):
             fleet_value = b.fleet @ vol_price
             frac = np.divide(need, fleet_value, out=np.zeros(b.n), where=fleet_value > 0)
             b_units = np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * b.fleet),
