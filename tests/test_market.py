@@ -534,3 +534,29 @@ def test_small_books_cleared_on_lists_as_on_arrays():
         np.testing.assert_array_equal(got.ask_fills, ref.ask_fills)
         np.testing.assert_array_equal(got.bid_fills, ref.bid_fills)
         assert got.ask_fills.dtype == got.bid_fills.dtype == np.int64
+
+
+def test_clear_book_equals_call_auction_on_small_and_large_books():
+    """The model's ``clear_book`` (lists in, lists out; small books on lists, larger ones on
+    arrays) gives, to the bit, what the public, validated ``call_auction`` gives on the same
+    orders, on both sides of the small-book threshold."""
+    from sim.market import _SMALL_BOOK, call_auction, clear_book
+
+    rng = np.random.default_rng(12)
+    sizes = set()
+    for _ in range(600):
+        na, nb = rng.integers(0, 3 * _SMALL_BOOK // 2, size=2)
+        sizes.add(na + nb <= _SMALL_BOOK)
+        aq = rng.integers(0, 9, na) * (rng.random(na) < 0.8)
+        bq = rng.integers(0, 12, nb) * (rng.random(nb) < 0.8)
+        ap = np.where(rng.random(na) < 0.3, 0.0, rng.choice([10.0, 20.0, 33.3, 45.5], na))
+        bp = rng.choice([0.0, 5.0, 20.0, 33.3, 50.0], nb)
+        k = float(rng.choice([0.0, 0.5, 1.0, rng.random()]))
+        ref = call_auction(aq, ap, bq, bp, k=k)
+        price, volume, ask_fills, bid_fills, unfilled, best = clear_book(
+            aq.tolist(), ap.tolist(), bq.tolist(), bp.tolist(), k)
+        assert volume == ref.volume and unfilled == ref.unfilled_market_units
+        for a, b in ((price, ref.price), (best, ref.best_bid)):
+            assert np.float64(a).tobytes() == np.float64(b).tobytes()
+        assert ask_fills == ref.ask_fills.tolist() and bid_fills == ref.bid_fills.tolist()
+    assert sizes == {True, False}  # both paths were exercised
