@@ -16,7 +16,6 @@ All draws come from the model's Generator; networkx generators get an integer se
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import networkx as nx
@@ -156,26 +155,6 @@ def _check_size(p: Path) -> None:
                                   f"'{p}' {limit}")
 
 
-def _gnp_directed(n: int, p: float, seed: int) -> np.ndarray:
-    """Adjacency matrix (1.0 on edges) of ``nx.gnp_random_graph(n, p, seed, directed=True)``.
-
-    The same graph without building it: networkx draws one ``random.Random(seed).random()``
-    per ordered pair (i, j), i != j, in ``itertools.permutations`` order (row-major, diagonal
-    skipped) and keeps the pair when the draw is < p; p >= 1 is the complete digraph and
-    p <= 0 the empty one (no draws). ``nx.to_numpy_array(g, weight=None)`` puts 1.0 on each
-    edge. Checked equal to the networkx route (``tests/test_golden.py`` and a direct comparison
-    over many n, p and seeds).
-    """
-    w = np.zeros((n, n))
-    off = ~np.eye(n, dtype=bool)  # row-major order of the off-diagonal = permutations order
-    if p >= 1:
-        w[off] = 1.0
-    elif p > 0:
-        draw = random.Random(seed).random
-        w[off] = np.array([draw() for _ in range(n * (n - 1))]) < p
-    return w
-
-
 def funding_weights(n: int, cfg: NetworkCfg, rng: np.random.Generator) -> np.ndarray:
     """W[i, j] > 0 when lender j funds lender i; rows are normalised by the caller."""
     if n < 2:
@@ -194,7 +173,8 @@ def funding_weights(n: int, cfg: NetworkCfg, rng: np.random.Generator) -> np.nda
         p = min(1.0, z / n_core)
         w[n_core:, :n_core] = rng.random((n - n_core, n_core)) < p
     else:
-        w = _gnp_directed(n, min(1.0, z / (n - 1)), seed)
+        g = nx.gnp_random_graph(n, min(1.0, z / (n - 1)), seed=seed, directed=True)
+        w = nx.to_numpy_array(g, nodelist=range(n), weight=None)
     np.fill_diagonal(w, 0.0)
     return w.T.copy() if cfg.kind in ("erdos_renyi", "scale_free") else w
 
