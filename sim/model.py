@@ -224,12 +224,6 @@ class LiquidationModel(mesa.Model):
                                    _column(amount, float, n), _column(price, float, n),
                                    strict=True))
 
-    def _trades(self, name: str, agent: str, units: np.ndarray, gen: int, price: float) -> None:
-        """Log one event per participant with a non-zero fill (vectorised)."""
-        idx = units.nonzero()[0]
-        if len(idx):
-            self._fill_events(name, agent, idx.tolist(), gen, units[idx].tolist(), price)
-
     def _fill_events(self, name: str, agent, idx: list, gen: int, units: list,
                      price: float) -> None:
         """Log the fills ``units`` (Python ints) of the participants ``idx`` at ``price``;
@@ -811,19 +805,12 @@ class LiquidationModel(mesa.Model):
         price = float(parametric_price(self.fundamental[g], q, stock, self.cfg.market.alpha))
         return price, q
 
-    def _settle_sellers(self, g: int, fills: np.ndarray, price: float,
-                        books: dict | None = None) -> None:
-        """Settle the sellers' side of generation ``g``'s trades, ``fills`` the units sold
-        by every row of the book of asks (forced lenders, patient lenders, borrowers, the
-        desk); ``books``, if given, is left holding the lenders' unsold forced and patient
-        orders. (The market phase calls :meth:`_settle_orders` on its sparse fills.)"""
-        rows = fills.nonzero()[0]
-        self._settle_orders(g, rows.tolist(), fills[rows].tolist(), price, books)
-
     def _settle_orders(self, g: int, rows: list, fills: list, price: float,
                        books: dict | None = None) -> None:
-        """:meth:`_settle_sellers` on sparse fills: ``fills[j]`` units sold by order row
-        ``rows[j]`` (rows ascending; rows left out sold nothing)."""
+        """Settle the sellers' side of generation ``g``'s trades: ``fills[j]`` units sold by
+        order row ``rows[j]`` of the book of asks (forced lenders, patient lenders, borrowers,
+        the desk; rows ascending, rows left out sold nothing). ``books``, if given, is left
+        holding the lenders' unsold forced and patient orders."""
         lb, b, desk = self.lenders, self.borrowers, self.desk
         n_l, n_b = lb.n, b.n
         n_lend = bisect_left(rows, 2 * n_l)  # the lenders' rows come first

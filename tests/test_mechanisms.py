@@ -258,12 +258,10 @@ def test_repossession_splits_units_and_books_losses():
     assert lb.claim_pool.sum() == pytest.approx(ead.sum() - 1000.0)
     assert m.invariants() == []
     # selling 10 units at 5,000 recovers 50,000 of the claim
-    fills = np.zeros(2 * lb.n + b.n + 1, dtype=np.int64)
-    seller = int(np.argmax(got))
-    fills[seller] = 10
+    seller = int(np.argmax(got))  # its forced-order row: lenders' forced rows come first
     books = {"forced": lb.inventory.copy(), "patient": np.zeros_like(lb.inventory)}
     rec0 = lb.recoveries.sum()
-    m._settle_sellers(1, fills, 5000.0, books)
+    m._settle_orders(1, [seller], [10], 5000.0, books)
     assert lb.recoveries.sum() - rec0 == pytest.approx(50_000.0)
     assert lb.inventory[:, 1].sum() == units - 10
 
@@ -357,10 +355,8 @@ def test_borrower_sale_proceeds_pay_arrears_then_principal():
     b.cash[:] = 0.0
     m._reset_month()
     m.sale_proceeds = np.zeros(b.n)
-    fills = np.zeros(2 * lb.n + b.n + 1, dtype=np.int64)
-    fills[2 * lb.n] = 10
-    m._settle_sellers(1, fills, 2000.0, {"forced": lb.inventory.copy(),
-                                         "patient": lb.inventory.copy()})
+    m._settle_orders(1, [2 * lb.n], [10], 2000.0,  # borrower 0's row follows the lenders'
+                     {"forced": lb.inventory.copy(), "patient": lb.inventory.copy()})
     m._sweep_sale_proceeds()
     assert L.arrears.sum() == pytest.approx(0.0, abs=1e-9)
     assert principal0 - L.principal.sum() == pytest.approx(200.0 + 19_500.0)
