@@ -5,7 +5,7 @@ Balance sheet of lender i (all in :class:`LenderBook`):
     assets      = cash + loans (exposure of its loan rows) + repossessed GPUs at its mark
                   + claims on other lenders (valued by the month's clearing vector)
     liabilities = funding from other lenders (the funding network) + outside funding + repo
-    equity      = assets - liabilities   (computed, never stored)
+    equity      = assets - liabilities   (set by the month's clearing, ``equity``)
 
 Marks (the "collateral illusion": paper LTV versus realised recovery):
 

@@ -8,7 +8,8 @@ When ``policy.repo.enabled`` it (DESIGN.md 3.2):
 
    on the price index p_g, with p_ref_g the value in best use, and at SOFR + a penalty spread
    (Bagehot 1873, *Lombard Street*: lend freely, against good collateral, at a penalty rate).
-   A lender so financed is not forced to dump: it sells patiently at its mark;
+   A lender so financed is not forced to dump: it asks the lower of its patient price (its mark
+   less its sale discount) and (1 - h_g) x p_ref_g, never below the salvage floor;
 2. if ``buy_floor``, bids in every auction at (1 - h_g) x p_ref_g for as many units as its
    remaining capacity buys, and sells what it bought back at p_ref_g (a standing buyer).
 

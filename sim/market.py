@@ -216,9 +216,9 @@ def call_auction(
     k:
         Weight on the upper end of the clearing interval, in ``[0, 1]``.
     validate:
-        ``False`` skips the input checks and conversions below, for a caller (the model)
-        that passes 1-D int64 quantities and finite, non-negative float64 prices of equal
-        lengths; the unit limit is checked either way.
+        ``False`` skips the input checks and conversions below, for a caller that passes
+        1-D int64 quantities and finite, non-negative float64 prices of equal lengths; the
+        unit limit is checked either way. (The model itself calls :func:`clear_book`.)
 
     Raises
     ------

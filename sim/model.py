@@ -805,12 +805,10 @@ class LiquidationModel(mesa.Model):
         price = float(parametric_price(self.fundamental[g], q, stock, self.cfg.market.alpha))
         return price, q
 
-    def _settle_orders(self, g: int, rows: list, fills: list, price: float,
-                       books: dict | None = None) -> None:
+    def _settle_orders(self, g: int, rows: list, fills: list, price: float) -> None:
         """Settle the sellers' side of generation ``g``'s trades: ``fills[j]`` units sold by
         order row ``rows[j]`` of the book of asks (forced lenders, patient lenders, borrowers,
-        the desk; rows ascending, rows left out sold nothing). ``books``, if given, is left
-        holding the lenders' unsold forced and patient orders."""
+        the desk; rows ascending, rows left out sold nothing)."""
         lb, b, desk = self.lenders, self.borrowers, self.desk
         n_l, n_b = lb.n, b.n
         n_lend = bisect_left(rows, 2 * n_l)  # the lenders' rows come first
@@ -825,11 +823,6 @@ class LiquidationModel(mesa.Model):
             sold = np.zeros((n_l, self.n_gen), dtype=np.int64)
             sold[:, g] = lender_units
             lb.remove_inventory(sold)
-            if books is not None:
-                by_row = np.zeros(2 * n_l, dtype=np.int64)
-                by_row[rows[:n_lend]] = fills[:n_lend]
-                books["forced"][:, g] -= by_row[:n_l]
-                books["patient"][:, g] -= by_row[n_l:]
             proceeds = lender_units * price
             rec, surplus = lb.apply_recovery(proceeds)
             self.recovered_total += rec.sum()

@@ -85,7 +85,8 @@ def test_syndicates_match_the_full_matrix_draw(kind, n_b, n_l, syndicate):
 
 
 def test_auction_without_empty_orders_has_the_same_outcome():
-    """The model drops zero-quantity orders before each auction (and skips input checks):
+    """The model drops zero-quantity orders before each auction (``clear_book`` skips the
+    input checks, as ``validate=False`` does here):
     on random books with many empty orders, ties and market orders, the price, volume, fills
     and overhang are the same as on the full book."""
     from sim.market import call_auction

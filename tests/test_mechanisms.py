@@ -259,9 +259,8 @@ def test_repossession_splits_units_and_books_losses():
     assert m.invariants() == []
     # selling 10 units at 5,000 recovers 50,000 of the claim
     seller = int(np.argmax(got))  # its forced-order row: lenders' forced rows come first
-    books = {"forced": lb.inventory.copy(), "patient": np.zeros_like(lb.inventory)}
     rec0 = lb.recoveries.sum()
-    m._settle_orders(1, [seller], [10], 5000.0, books)
+    m._settle_orders(1, [seller], [10], 5000.0)
     assert lb.recoveries.sum() - rec0 == pytest.approx(50_000.0)
     assert lb.inventory[:, 1].sum() == units - 10
 
@@ -294,7 +293,6 @@ def test_guaranteed_capacity_is_relet_at_spot_and_the_guarantor_pays_its_cover()
     b.fleet[0] = [0, 1000, 0, 0, 0]
     b.contract_rent[0, 1] = 2.4
     env.rent[1] = 2.0
-    env.power_price = 0.0
     b.contract_end[0] = 99
     rev, _ = b.operating(env)
     assert rev[0] == pytest.approx(1000 * 2.4 * 730)
@@ -355,8 +353,7 @@ def test_borrower_sale_proceeds_pay_arrears_then_principal():
     b.cash[:] = 0.0
     m._reset_month()
     m.sale_proceeds = np.zeros(b.n)
-    m._settle_orders(1, [2 * lb.n], [10], 2000.0,  # borrower 0's row follows the lenders'
-                     {"forced": lb.inventory.copy(), "patient": lb.inventory.copy()})
+    m._settle_orders(1, [2 * lb.n], [10], 2000.0)  # borrower 0's row follows the lenders'
     m._sweep_sale_proceeds()
     assert L.arrears.sum() == pytest.approx(0.0, abs=1e-9)
     assert principal0 - L.principal.sum() == pytest.approx(200.0 + 19_500.0)
