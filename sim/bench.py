@@ -275,11 +275,9 @@ def bench_scaling(sizes, months: int, log: Callable[[str], None] = lambda _: Non
 
 
 def bench_sweeps(n_runs: int) -> dict:
-    """Sweep runs/s against Mesa's batch_run, by ``sim.bench_sweeps.measure`` if present."""
-    try:
-        from sim import bench_sweeps
-    except ImportError:
-        return {"skipped": "sim.bench_sweeps is not available"}
+    """Sweep runs/s against Mesa's batch_run (:func:`sim.bench_sweeps.measure`)."""
+    from sim import bench_sweeps
+
     return bench_sweeps.measure(n_runs=n_runs, workers=(1, 2))
 
 

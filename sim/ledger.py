@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
-def _dumps(obj: Any) -> str:
+def canonical_json(obj: Any) -> str:
     """Canonical JSON (NaN allowed: a metric a run does not define is stored as NaN)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
@@ -51,21 +51,15 @@ def _dumps(obj: Any) -> str:
 class Ledger:
     """Write access to ``DIR/ledger.sqlite``; use only from the sweep's coordinating process."""
 
-    def __init__(self, out_dir: str | Path, sync: str = "FULL") -> None:
+    def __init__(self, out_dir: str | Path) -> None:
         self.path = Path(out_dir) / LEDGER
         self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute(f"PRAGMA synchronous={sync}")
+        self.conn.execute("PRAGMA synchronous=FULL")  # a committed run survives a power cut
         self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _transaction(self, statements: list[tuple[str, tuple]]) -> None:
         """Run the statements in one transaction: all of them are committed, or none."""
@@ -82,7 +76,7 @@ class Ledger:
 
     def record(self, row: dict) -> None:
         """Commit one finished run (replacing a failed attempt at the same key)."""
-        values = tuple(_dumps(row[c]) if c in ("params", "metrics") else row[c]
+        values = tuple(canonical_json(row[c]) if c in ("params", "metrics") else row[c]
                        for c in RUN_COLUMNS)
         sql = (f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})")
@@ -97,7 +91,7 @@ class Ledger:
 
     def set_meta(self, meta: dict) -> None:
         self._transaction([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                            (k, _dumps(v))) for k, v in meta.items()])
+                            (k, canonical_json(v))) for k, v in meta.items()])
 
 
 def _connect_ro(out_dir: str | Path) -> sqlite3.Connection:

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from sim.config import ConfigError, Scenario, build
+from sim.ledger import LEDGER
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -51,7 +52,6 @@ BYTES = ("network.graphml",)
 IGNORED_SUMMARY_KEYS = ("liqsim_version",)
 OK_STATUSES = ("reproduced", "skipped")
 SWEEP = "sweep"  # the manifest "kind" of a sweep directory
-LEDGER = "ledger.sqlite"
 SPEC_COPY = "spec.toml"
 
 

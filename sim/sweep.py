@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import io
 import itertools
-import json
 import math
 import multiprocessing as mp
 import os
@@ -32,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -60,7 +59,7 @@ from sim.config import (
     read_toml,
     set_path,
 )
-from sim.ledger import Ledger
+from sim.ledger import LEDGER, Ledger, canonical_json
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
 MAX_POINTS = 200_000
@@ -419,19 +418,15 @@ def _resolve(spec: SweepSpec) -> None:
         spec._points, spec._problem = sobol_points(spec, kinds)
 
 
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
 def base_hash(base: dict) -> str:
-    return hashlib.sha256(_canonical({k: v for k, v in base.items() if k != "seed"}).encode()
+    return hashlib.sha256(canonical_json({k: v for k, v in base.items() if k != "seed"}).encode()
                           ).hexdigest()[:16]
 
 
 def param_hash(params: dict, base: dict) -> str:
     """First 16 hex digits of SHA-256 over the canonical JSON of the params and the base."""
     body = {"base": {k: v for k, v in base.items() if k != "seed"}, "params": params}
-    return hashlib.sha256(_canonical(body).encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- runs
@@ -533,10 +528,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _chunk_size(n: int, workers: int) -> int:
-    return max(1, min(MAX_CHUNK, n // (4 * max(1, workers))))
-
-
 def _chunks(tasks: list, size: int, workers: int = 1) -> list[list]:
     """Cut ``tasks`` into chunks of at most ``size`` runs, in order. With several workers the
     chunks shrink towards the end (guided self-scheduling, Polychronopoulos & Kuck 1987,
@@ -550,8 +541,8 @@ def _chunks(tasks: list, size: int, workers: int = 1) -> list[list]:
     return out
 
 
-def _died(task: RunTask, times: int, where: str) -> RunResult:
-    return RunResult(task.key, "failed", f"WorkerDied: the {where} running this run died "
+def _died(task: RunTask, times: int) -> RunResult:
+    return RunResult(task.key, "failed", "WorkerDied: the worker process running this run died "
                      f"{times} times (killed, out of memory, or a crash in native code)",
                      {}, 0.0, _version())
 
@@ -579,7 +570,7 @@ def _mp_context():
 
 
 def _warm_forkserver() -> None:
-    """Start the fork server now, so that its preload (about 1 s of imports: Mesa, pandas,
+    """Start the fork server now, so that its preload (about 1.2 s of imports: Mesa, pandas,
     networkx) overlaps the reading of the spec and the ledger instead of delaying the first
     run. Where there is no fork server, the pool falls back to spawn and nothing is started."""
     ctx = _mp_context()
@@ -656,12 +647,12 @@ def run_pool(tasks: list[RunTask], workers: int, sink: Sink, runner: Callable = 
         if suspects:
             batch, n, size = suspects[:1], 1, 1
         else:
-            batch, n, size = todo, workers, _chunk_size(len(todo), workers)
+            batch, n, size = todo, workers, MAX_CHUNK
         finished, in_flight = _pool_pass(batch, n, size, sink, runner)
         for t in in_flight:
             deaths[t.key] = deaths.get(t.key, 0) + 1
             if deaths[t.key] >= MAX_DEATHS:
-                sink(_died(t, deaths[t.key], "worker process"))
+                sink(_died(t, deaths[t.key]))
                 finished.add(t.key)
         broke = len(finished) < len(batch)
         idle_breaks = idle_breaks + 1 if broke and not finished and not in_flight else 0
@@ -707,7 +698,7 @@ def _dask_loop(client, tasks: list[RunTask], sink: Sink, runner: Callable) -> No
     from distributed import as_completed
 
     workers = max(1, len(client.scheduler_info().get("workers", {})))
-    chunks = _chunks(tasks, _chunk_size(len(tasks), workers), workers)
+    chunks = _chunks(tasks, MAX_CHUNK, workers)
     futures = {client.submit(_run_chunk, i, c, runner, pure=False): c
                for i, c in enumerate(chunks)}
     ac = as_completed(list(futures))
@@ -793,13 +784,12 @@ class SweepResult:
     seconds: float = 0.0
     first_error: str | None = None
     backend: str = ""
-    extra: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         rate = self.done / self.seconds if self.seconds > 0 else 0.0
         text = (f"{self.total} runs: {self.done} done, {self.skipped} already in the ledger, "
                 f"{self.failed} failed ({self.backend}, {self.seconds:.1f} s, {rate:.1f} runs/s)"
-                f"; ledger: {self.out / 'ledger.sqlite'}")
+                f"; ledger: {self.out / LEDGER}")
         if self.first_error:
             text += f"\nfirst failure: {self.first_error}"
         return text
@@ -845,7 +835,7 @@ class _Writer:
     """Commits each result as it arrives: series file first (atomic), then the ledger row."""
 
     def __init__(self, out_dir: Path, ledger: Ledger, tasks: list[RunTask], result: SweepResult,
-                 advance: Callable[[bool], None]) -> None:
+                 advance: Callable[[], None]) -> None:
         self.out_dir, self.ledger, self.result, self.advance = out_dir, ledger, result, advance
         self.tasks = {t.key: t for t in tasks}
 
@@ -872,7 +862,7 @@ class _Writer:
         else:
             self.result.failed += 1
             self.result.first_error = self.result.first_error or res.error
-        self.advance(ok)
+        self.advance()
 
 
 def _backend(workers: int | None, scheduler: str | None, dask_local: int | None) -> str:
@@ -931,7 +921,7 @@ def _write_manifest(spec: SweepSpec, out_dir: Path) -> None:
 
 
 def _open_ledger(spec: SweepSpec, out_dir: Path) -> Ledger:
-    from sim.provenance import MANIFEST
+    from sim.provenance import MANIFEST, SPEC_COPY
     from sim.store import atomic_write_bytes
 
     try:
@@ -940,7 +930,7 @@ def _open_ledger(spec: SweepSpec, out_dir: Path) -> Ledger:
         _check_same_sweep(out_dir, ledger.get_meta(), meta)
         (out_dir / MANIFEST).unlink(missing_ok=True)  # vouch only for a finished sweep
         ledger.set_meta(meta)
-        atomic_write_bytes(out_dir / "spec.toml", spec._text.encode())
+        atomic_write_bytes(out_dir / SPEC_COPY, spec._text.encode())
     except (OSError, sqlite3.Error) as e:
         raise ConfigError(f"{out_dir}: cannot write the ledger: {_error_text(e)}") from None
     return ledger
@@ -964,11 +954,11 @@ def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, workers: int | Non
             task_id = bar.add_task(spec.name, total=len(all_tasks), completed=result.skipped,
                                    failed=0)
 
-            def advance(ok: bool) -> None:
+            def advance() -> None:
                 bar.update(task_id, advance=1, failed=result.failed)
 
             sink = _Writer(out_dir, ledger, tasks, result, advance)
-            if not tasks:
+            if not tasks:  # everything is in the ledger already
                 pass
             elif backend != "pool":
                 run_dask(tasks, sink, scheduler=scheduler, n_local=dask_local, runner=runner)

@@ -453,10 +453,10 @@ def test_guided_chunks_cover_every_run_once_in_order_and_shrink_towards_the_end(
     """Guided self-scheduling (sim.sweep._chunks): 200 runs on 2 workers start with full
     chunks of 8 and end with single runs, so no worker idles while the other runs a last
     full chunk; one worker keeps fixed chunks."""
-    from sim.sweep import _chunk_size, _chunks
+    from sim.sweep import MAX_CHUNK, _chunks
 
     tasks = list(range(200))
-    chunks = _chunks(tasks, _chunk_size(200, 2), 2)
+    chunks = _chunks(tasks, MAX_CHUNK, 2)
     assert [t for c in chunks for t in c] == tasks
     sizes = [len(c) for c in chunks]
     assert sizes[0] == 8 and sizes[-1] == 1
