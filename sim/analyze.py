@@ -46,12 +46,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from sim.config import ConfigError
-from sim.plots import dollars
+from sim.ledger import LEDGER, RUN_COLUMNS, read_meta, read_runs
+from sim.plots import dollars, new_figure
 from sim.store import atomic_write_bytes
 
 N_BOOT = 2000
@@ -65,8 +65,6 @@ HEATMAPS = ("default_share", "credit_losses", "max_peak_price_fall")
 HEATMAP_FALLBACK = {"default_share": "defaults"}
 MAX_FIGURE_METRICS = 9
 MONEY = ("credit_losses", "writeoffs", "recoveries", "unsold_inventory_value", "repo_peak_lent")
-RUN_COLUMNS = {"param_hash", "seed", "point", "replicate", "status", "error", "duration",
-               "params", "metrics", "version", "finished_at"}
 LABELS = {"credit_losses": "credit losses ($)", "default_share": "default share",
           "defaults": "borrower defaults", "lender_failures": "lender failures",
           "max_peak_price_fall": "peak price fall (max over generations)"}
@@ -177,24 +175,23 @@ def load(out_dir: str | Path) -> Sweep:
     if not d.is_dir():
         raise ConfigError(f"{d}: " + ("not a directory" if d.exists() else
                                       "no such sweep directory"))
-    if not (d / "ledger.sqlite").is_file():
+    if not (d / LEDGER).is_file():
         raise ConfigError(f"{d}: no ledger.sqlite here (not a sweep output directory)")
-    from sim.ledger import read_meta, read_runs
 
     try:
         runs, meta = read_runs(d), read_meta(d)
     except ConfigError:
         raise
     except (sqlite3.Error, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{d / 'ledger.sqlite'}: cannot read the ledger: {e}") from None
+        raise ConfigError(f"{d / LEDGER}: cannot read the ledger: {e}") from None
     if runs.empty:
-        raise ConfigError(f"{d / 'ledger.sqlite'}: the ledger holds no runs yet")
+        raise ConfigError(f"{d / LEDGER}: the ledger holds no runs yet")
     ok = runs[runs["status"] == "ok"].copy()
     if ok.empty:
-        raise ConfigError(f"{d / 'ledger.sqlite'}: all {len(runs)} runs failed "
+        raise ConfigError(f"{d / LEDGER}: all {len(runs)} runs failed "
                           "(see their error column); nothing to analyse")
     axes = [a for a in _axis_keys(meta) if a in ok]
-    skip = RUN_COLUMNS | set(axes)
+    skip = set(RUN_COLUMNS) | set(axes)
     metrics = [c for c in ok if c not in skip and pd.api.types.is_numeric_dtype(ok[c])
                and not pd.api.types.is_bool_dtype(ok[c])]
     for c in metrics:
@@ -331,12 +328,6 @@ def sobol_table(sw: Sweep) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- figures
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
@@ -347,7 +338,7 @@ def _png(fig: Figure) -> bytes:
 def _panels(n: int, width: float = 4.0, height: float = 3.0, ncols: int = 3):
     ncols = min(ncols, max(n, 1))
     nrows = -(-max(n, 1) // ncols)
-    fig = _new_figure(width * ncols, height * nrows + 0.5)
+    fig = new_figure(width * ncols, height * nrows + 0.5, dpi=DPI)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_axis_off()
@@ -443,7 +434,7 @@ def phase_figure(sw: Sweep, tables: dict, a: str, b: str) -> bytes:
 
 def sobol_figure(sw: Sweep, table: pd.DataFrame, metric: str) -> bytes:
     t = table[table["metric"] == metric]
-    fig = _new_figure(max(6.0, 0.75 * len(t) + 2.0), 4.2)
+    fig = new_figure(max(6.0, 0.75 * len(t) + 2.0), 4.2, dpi=DPI)
     ax = fig.subplots()
     pos = np.arange(len(t))
     ax.bar(pos - 0.2, t["S1"], 0.4, yerr=t["S1_conf"], capsize=3, color="#1f77b4",

@@ -19,20 +19,28 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from sim.plots import KIND_MARKERS, dollars, marker_areas, network_layout
+from sim.metrics import T0_MONTH, T0_YEAR
+from sim.plots import (
+    FUNDING_COLOUR,
+    KIND_MARKERS,
+    LOAN_GREY,
+    MONTH_LABEL,
+    dollars,
+    marker_areas,
+    network_layout,
+    new_figure,
+)
 
 # node states: healthy, distressed (borrower) / deleveraging (lender), defaulted, failed lender
 NODE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728", "#2b2b2b")
 NODE_LABELS = ("healthy", "distressed / deleveraging", "defaulted borrower", "failed lender")
 GEN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-T0_YEAR, T0_MONTH = 2025, 12  # month 0 is December 2025
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -40,14 +48,6 @@ def month_label(t: int) -> str:
     """Calendar month of model month ``t`` (0 = Dec 2025): ``month_label(3) == 'Mar 2026'``."""
     k = T0_MONTH - 1 + int(t)
     return f"{MONTHS[k % 12]} {T0_YEAR + k // 12}"
-
-
-def new_figure(width: float, height: float, dpi: int = 100,
-               layout: str | None = "constrained") -> Figure:
-    """A Figure on the Agg canvas (no pyplot); constrained layout unless ``layout=None``."""
-    fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def layout_of(model) -> np.ndarray:
@@ -62,7 +62,7 @@ def layout_of(model) -> np.ndarray:
 def _span(ax, model, t: int) -> np.ndarray:
     """Months 0..t, with the x axis fixed to the whole horizon."""
     ax.set_xlim(0, max(model.cfg.months, 1))
-    ax.set_xlabel("month (0 = Dec 2025)", fontsize=8)
+    ax.set_xlabel(MONTH_LABEL, fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
     return np.arange(t + 1)
@@ -93,12 +93,12 @@ def draw_network(ax, model, t: int) -> None:
     lend, borr = loans.lender[term], loans.borrower[term]
     segs = np.stack([pos[lend], pos[nl + borr]], axis=1)
     dead = cat[nl + borr] == 2
-    ax.add_collection(LineCollection(segs[~dead], colors="#9a9a9a", linewidths=0.4, alpha=0.5))
+    ax.add_collection(LineCollection(segs[~dead], colors=LOAN_GREY, linewidths=0.4, alpha=0.5))
     ax.add_collection(LineCollection(segs[dead], colors="#d62728", linewidths=0.4, alpha=0.35,
                                      linestyles=":"))
     debtor, creditor = np.nonzero(model.interbank0 > 0)
     ax.add_collection(LineCollection(np.stack([pos[creditor], pos[debtor]], axis=1),
-                                     colors="#1f3b73", linewidths=0.8, alpha=0.6))
+                                     colors=FUNDING_COLOUR, linewidths=0.8, alpha=0.6))
     colours = np.array(NODE_COLOURS)[cat]
     kinds = np.asarray(model.borrowers.kind)
     groups = (("lender", np.arange(nl), 60, 260),
@@ -124,8 +124,8 @@ def draw_network(ax, model, t: int) -> None:
                        label=lab) for k, lab in (("lender", "lender"), ("miner", "miner"),
                                                  ("neocloud", "neo-cloud"),
                                                  ("buyer", "secondary buyer"))]
-    handles += [Line2D([], [], color="#9a9a9a", label="loan"),
-                Line2D([], [], color="#1f3b73", label="funding")]
+    handles += [Line2D([], [], color=LOAN_GREY, label="loan"),
+                Line2D([], [], color=FUNDING_COLOUR, label="funding")]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=6,
               frameon=False, ncols=4)
 

@@ -33,6 +33,10 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 __all__ = [
     "FIGURES",
+    "KIND_MARKERS",
+    "dollars",
+    "marker_areas",
+    "new_figure",
     "defaults_figure",
     "fire_sales_figure",
     "losses_figure",
@@ -75,8 +79,10 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
                     strict=True))
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+def new_figure(width: float, height: float, dpi: int = DPI,
+               layout: str | None = "constrained") -> Figure:
+    """A Figure on the Agg canvas (no pyplot); constrained layout unless ``layout=None``."""
+    fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -92,7 +98,7 @@ def price_figure(model) -> Figure:
     gens = [g for g in range(model.n_gen) if np.any(rec["price"][:, g] != 0)]
     ncols = min(3, max(len(gens), 1))
     nrows = max(1, -(-len(gens) // ncols))
-    fig = _new_figure(4.3 * ncols, 3.2 * nrows + 0.6)
+    fig = new_figure(4.3 * ncols, 3.2 * nrows + 0.6)
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
     floor_share = model.cfg.buyers.salvage_floor
     for ax, g in zip(axes, gens, strict=False):
@@ -143,7 +149,7 @@ def defaults_figure(model) -> Figure:
     rec = model.rec
     t = _months(model)
     miner, neo = rec["defaults_miner"], rec["defaults_neocloud"]
-    fig = _new_figure(10, 5.2)
+    fig = new_figure(10, 5.2)
     ax = fig.add_subplot()
     ax.bar(t, miner, width=0.8, color="#e377c2", label="miners (new defaults)")
     ax.bar(t, neo, width=0.8, bottom=miner, color="#17becf", label="neo-clouds (new defaults)")
@@ -182,7 +188,7 @@ def losses_figure(model) -> Figure:
     """Cumulative write-offs (exposure at default), recoveries and credit losses, $ millions."""
     rec = model.rec
     t = _months(model)
-    fig = _new_figure(9, 5)
+    fig = new_figure(9, 5)
     ax = fig.add_subplot()
     series = (("writeoffs", "write-offs (exposure at default)", "#7f7f7f", "-"),
               ("recoveries", "recoveries (seized cash, GPU sales)", "#2ca02c", "--"),
@@ -207,7 +213,7 @@ def fire_sales_figure(model) -> Figure:
     """Units sold per month (top) and the fire-sale discount to value in best use (bottom)."""
     rec, names = model.rec, model.env.names
     t = _months(model)
-    fig = _new_figure(12.5, 7.5)
+    fig = new_figure(12.5, 7.5)
     top, bot = fig.subplots(2, 1, sharex=True, height_ratios=(1.15, 1))
     series = (("volume", "all units sold", "#1f77b4", "-", 2.0),
               ("forced_volume", "forced sales by lenders", "#d62728", "-", 1.6),
@@ -313,7 +319,7 @@ def network_figure(model, month: int | None = None) -> Figure:
     pos = network_layout(model)
     state = np.asarray(model.panel["state"][t], dtype=int)
     size = np.asarray(model.panel["size"][t], dtype=float)
-    fig = _new_figure(12.5, 8.4)
+    fig = new_figure(12.5, 8.4)
     ax, lax = fig.subplots(1, 2, width_ratios=(5.0, 1.4))
     lax.set_axis_off()  # the legends' column
     ax.set_aspect("equal")

@@ -579,11 +579,9 @@ def _png(fig) -> bytes:
 
 
 def _fig_gk(gk: dict) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from sim.plots import new_figure
 
-    fig = Figure(figsize=(7.5, 4.2))
-    FigureCanvasAgg(fig)
+    fig = new_figure(7.5, 4.2, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     for key, label, c in (("base", "no fire sale", "C0"), ("fire_sale", "fire sale", "C3")):
         r = gk[key]
@@ -600,11 +598,9 @@ def _fig_gk(gk: dict) -> bytes:
 
 
 def _fig_nesting(cur: dict) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from sim.plots import new_figure
 
-    fig = Figure(figsize=(6.5, 4.0))
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.5, 4.0, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(cur["x"], cur["exact"], color="k", lw=1, label="exp(-alpha x)")
     ax.plot(cur["x"], cur["parametric"], color="C0", ls="--", label="parametric mode")
@@ -618,11 +614,9 @@ def _fig_nesting(cur: dict) -> bytes:
 
 
 def _fig_sale(ts: dict) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from sim.plots import new_figure
 
-    fig = Figure(figsize=(6.5, 4.0))
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.5, 4.0, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     days = list(SALE_DAYS)
     for n, d in ts["sweep"].items():
