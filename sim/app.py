@@ -36,10 +36,10 @@ from sim.animate import (
     draw_network,
     draw_prices,
     month_label,
-    new_figure,
 )
 from sim.config import ConfigError, Scenario, build, list_scenarios, load_scenario
 from sim.model import LiquidationModel
+from sim.plots import new_figure
 
 SCENARIO_ENV = "LIQSIM_APP_SCENARIO"  # the scenario the picker starts on (set by `liqsim app`)
 BTC_SHOCK_MONTH = 3  # the month of crypto_winter's shocks, so the two can be compared
@@ -48,14 +48,16 @@ PICKER_MAX_BORROWERS = 5_000  # drawing every node each month stays well under a
 
 
 # =========================================================================== the model
-def app_scenario(scenario_name: str = "baseline", seed: int | None = None, ltv: float = 0.75,
-                 rent_deflation: float = 0.30, btc_shock: float = 0.0,
+def app_scenario(scenario_name: str = "baseline", seed: int | None = None,
+                 ltv: float | None = None, rent_deflation: float | None = None,
+                 btc_shock: float = 0.0,
                  buyer_capacity: float = 1.0, correlation_shift: float = 0.0,
                  repo: bool = False) -> Scenario:
     """The scenario the page's controls describe, validated like a TOML file.
 
     * ``ltv``: loan-to-cost at origination of miners and neo-clouds (``borrowers.*.ltv``);
     * ``rent_deflation``: ``environment.rent_deflation``, the yearly fall of GPU rents;
+      (``None``, the default of both, keeps the scenario's own values);
     * ``btc_shock``: an extra one-off BTC fall in month 3, on top of the scenario's shocks;
     * ``buyer_capacity``: multiplies ``buyers.capacity_scale`` (capital and spare MW);
     * ``correlation_shift``: added to the BTC-rent correlation in calm and stress months
@@ -64,10 +66,12 @@ def app_scenario(scenario_name: str = "baseline", seed: int | None = None, ltv: 
       own setting (on in ``repo_backstop``).
     """
     data = load_scenario(scenario_name, seed=seed).model_dump()
-    for kind in ("miner", "neocloud"):
-        data["borrowers"][kind]["ltv"] = float(ltv)
+    if ltv is not None:
+        for kind in ("miner", "neocloud"):
+            data["borrowers"][kind]["ltv"] = float(ltv)
     env = data["environment"]
-    env["rent_deflation"] = float(rent_deflation)
+    if rent_deflation is not None:
+        env["rent_deflation"] = float(rent_deflation)
     for key in ("rho_calm", "rho_stress"):
         env[key] = min(1.0, max(-1.0, env[key] + float(correlation_shift)))
     data["buyers"]["capacity_scale"] *= float(buyer_capacity)
@@ -103,8 +107,9 @@ class AppModel(LiquidationModel):
     :attr:`notice` says so on the page.
     """
 
-    def __init__(self, scenario_name: str = "baseline", seed: str = "", ltv: float = 0.75,
-                 rent_deflation: float = 0.30, btc_shock: float = 0.0,
+    def __init__(self, scenario_name: str = "baseline", seed: str = "",
+                 ltv: float | None = None, rent_deflation: float | None = None,
+                 btc_shock: float = 0.0,
                  buyer_capacity: float = 1.0, correlation_shift: float = 0.0,
                  repo: bool = False):
         self.notice = ""

@@ -87,6 +87,14 @@ def test_picker_leaves_out_scenarios_too_large_to_draw(monkeypatch):
     assert "baseline" in app.picker_scenarios()
 
 
+def test_controls_left_unset_keep_the_scenarios_own_values():
+    """Without a control value the app runs the scenario as shipped: asic_2022's rent drift
+    (0.2857) and LTV stay, where fixed defaults (0.30, 0.75) used to overwrite them."""
+    for name in ("asic_2022", "crypto_winter"):
+        assert app.app_scenario(name).model_dump() == load_scenario(name).model_dump()
+    assert app.AppModel("asic_2022").cfg.environment.rent_deflation == 0.2857
+
+
 def test_controls_set_the_scenario_keys():
     cfg = app.app_scenario("crypto_winter", seed=7, ltv=0.6, rent_deflation=0.45,
                            btc_shock=0.5, buyer_capacity=2.0, correlation_shift=0.3, repo=True)
