@@ -397,3 +397,26 @@ GOOD_L = np.array([[0.0, 1.0], [1.0, 0.0]])
 def test_invalid_inputs_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_the_models_one_pass_clearing_equals_rogers_veraart_then_clearing_equity():
+    """``_rogers_veraart_state`` (used by the model every month) must give, to the bit, the
+    public ``rogers_veraart`` vector and ``clearing_equity`` at it, with and without defaults."""
+    from sim.contagion import _rogers_veraart_state, clearing_equity, rogers_veraart
+
+    rng = np.random.default_rng(5)
+    defaults_seen = set()
+    for _ in range(300):
+        n = int(rng.integers(2, 12))
+        L = rng.uniform(0, 10, (n, n)) * (rng.random((n, n)) < 0.5)
+        np.fill_diagonal(L, 0.0)
+        e = rng.uniform(0, 15, n) * (rng.random(n) < 0.8)
+        alpha, beta = float(rng.choice([1.0, 0.5, 0.0])), float(rng.choice([1.0, 0.7]))
+        p, lbar, eq, solvent = _rogers_veraart_state(L, e, alpha, beta)
+        ref = rogers_veraart(L, e, alpha, beta)
+        assert p.tobytes() == ref.tobytes()
+        assert eq.tobytes() == clearing_equity(L, e, ref).tobytes()
+        assert lbar.tobytes() == L.sum(axis=1).tobytes()
+        assert solvent == bool((ref >= lbar).all())
+        defaults_seen.add(solvent)
+    assert defaults_seen == {True, False}
