@@ -62,8 +62,8 @@ class Environment(_Strict):
     generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
     rent_deflation: float = Field(0.30, ge=0.0, le=0.99)  # d: rents fall by d a year
     rent_vol: NonNeg = 0.04  # monthly sigma of the common rent shock
-    # phi: rent step for every older generation at a launch; 0.15 makes the sourced 20-30 %
-    # VALUE step (about 25 %), value being the PV of rent net of power (docs/calibration.md)
+    # phi: rent step for every older generation at a launch; 0.15 gives a VALUE step of 20.7 %,
+    # in the sourced 20-30 % band, value being the PV of rent net of power (docs/calibration.md)
     step_down: Frac = 0.15
     utilisation: Frac = 0.85  # spot fleet utilisation
     btc_price0: Pos = 90_000.0

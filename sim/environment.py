@@ -11,7 +11,8 @@ agents. The processes (monthly steps, month index t with t0 = 2025-12):
   plus a step-down ``R_g <- (1 - phi) R_g`` for every older generation in the month a newer
   generation ships in volume (non-linear obsolescence). d = 30 %/yr (A100 rent 4.10 -> 1.20 $/h,
   AWS list and marketplace data; inference price -20..40 %/yr, SemiAnalysis/Epoch AI),
-  phi = 25 % (the 20-30 % next-generation step-down in shared/CALIBRATION.md).
+  phi = 15 % by default, a rent step that gives the 20-30 % next-generation VALUE step-down of
+  shared/CALIBRATION.md (20.7 % measured; docs/calibration.md section 2.2).
 * Bitcoin: ln S(t+1) = ln S(t) + (mu - sigma^2/2)/12 + sigma/sqrt(12) * eps_b(t), with
   eps_b = rho * eps_r + sqrt(1 - rho^2) * eta. In calm months (sigma, rho) = (50 %, 0.3); once the
   drawdown from the running peak reaches ``stress_drawdown`` the regime switches to

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import pandas as pd
 
+from agents.lender import FAILED
 from sim.contagion import (
     _debtrank_propagate,
     _debtrank_weights,
@@ -150,7 +151,7 @@ def summary(model: LiquidationModel) -> dict:
         "defaults": dm + dn,
         "borrowers": int(model.borrowers.n),
         "cascade_size": dm + dn - first_wave,
-        "lender_failures": int((lb.status == 2).sum()),
+        "lender_failures": int((lb.status == FAILED).sum()),
         "peak_price_fall": peak_price_fall(model),
         "peak_price_fall_raw": peak_price_fall(model, adjusted=False),
         "fire_sale_discount": (float(1.0 - r["forced_value"][t] / forced_fund)
