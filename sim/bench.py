@@ -13,7 +13,7 @@ warm-up runs):
    time and peak resident memory; the exponent of time against size is the least-squares slope
    of log time on log size over 1,000..100,000 borrowers; the 100,000 point is ``large.toml``;
 4. sweeps (``--sweeps``): runs/s of a parameter grid with 1 and 2 workers against Mesa's
-   ``batch_run``, measured by ``sim.bench_sweeps.measure`` when that module is present;
+   ``batch_run``, measured by ``sim.bench_sweeps.measure``;
 5. outputs identical: the golden fingerprints below are recomputed and compared.
 
 Results go to ``results/bench/bench.json`` and ``results/bench/scaling.png``.
