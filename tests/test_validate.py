@@ -177,6 +177,14 @@ def test_asic_episode_measures_index_and_auction_prices_separately():
     assert a["auction_price_fall"] >= a["price_fall"]  # forced sales clear below the index
     assert 0.0 < a["distressed_discount"] < 1.0
     assert a["invariants"] == []
+    # the recovery's decomposition: lenders start with no inventory, so every repossessed rig
+    # was sold by a lender or is still held; the salvage sink only buys at the floor
+    sold = sum(x["units"] for x in a["lender_sales"])
+    assert a["repossessed_units"] == sold + a["unsold_units"] > 0
+    floor = 0.08 * 10_000.0  # salvage_floor x the S19's list price
+    assert all(x["price"] == floor for x in a["lender_sales"] if x["to_salvage"])
+    assert all(0 <= x["to_salvage"] <= x["units"] for x in a["lender_sales"])
+    assert 0.0 < a["recovery"] < a["collateral_at_index"]  # sold below the index, as in 5c
 
 
 # ---------------------------------------------------------------- the command
