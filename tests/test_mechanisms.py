@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -82,9 +84,11 @@ def test_largest_remainder_apportionment():
 
 
 # ------------------------------------------------------------------ buyers
-def _one_gen_book(launch: int, deflation: float, power: float, rent_vol: float):
+def _one_gen_book(launch: int, deflation: float, power: float, rent_vol: float,
+                  buyers: int = 1):
     """One generation X (1 kW, PUE 1, rent 2 $/h, full use) and one buyer type (10 %/yr,
-    life 72 months, integration 500): revenue 1,460 $/month, power cost 0.73 x power $/MWh."""
+    life 72 months, integration 500; ``buyers`` of them): revenue 1,460 $/month, power cost
+    0.73 x power $/MWh."""
     cfg = Scenario.model_validate({
         "environment": {"generations": [{"name": "X", "launch_month": launch,
                                          "list_price": 30000, "kw_per_gpu": 1.0, "rent0": 2.0}],
@@ -95,7 +99,7 @@ def _one_gen_book(launch: int, deflation: float, power: float, rent_vol: float):
                       "neocloud": {"count": 1, "fleet_mean": 10, "fleet_mix": [1],
                                    "spread": 0.03, "contracted_share": 0, "guarantee_prob": 0}},
         "buyers": {"spot_opex_per_gpu": 0.0, "types": {"t": {
-            "count": 1, "hurdle": 0.10, "integration_cost": 500, "capital": 1e6,
+            "count": buyers, "hurdle": 0.10, "integration_cost": 500, "capital": 1e6,
             "spare_mw": 1.0, "life_months": 72}}}})
     env = Environment(cfg, np.random.default_rng(0))
     return BuyerBook(cfg, env), env
@@ -112,6 +116,25 @@ def test_reservation_price_is_the_discounted_net_rent_annuity():
     # capacity: min(capital / price, MW x 1000 / kW) = min(1e6 / 20000, 1000) = 50
     assert book.capacity(np.array([20000.0]), 1.0)[0] == 50
     assert book.capacity(np.array([100.0]), 1.0)[0] == 1000
+
+
+def test_buyers_with_different_expectations_are_valued_each_on_their_own():
+    """Two buyers of one type, flat rent, no costs, 12 months left at 10 %/yr: a buyer whose
+    extrapolation is x values the rent as 1460 exp(x m / 12) a month, so
+    P(x) = sum_{m=1..12} 1460 exp(x m / 12) 1.1^(-m/12) - 500. When the two buyers' x differ
+    (-0.3 and 0), the per-buyer valuation gives each its own P(x); the by-type shortcut,
+    used when every buyer shares one x, gives the same numbers."""
+    book, env = _one_gen_book(launch=-60, deflation=0.0, power=0.0, rent_vol=0.0, buyers=2)
+
+    def by_hand(x):
+        return sum(1460 * math.exp(x * m / 12) * 1.1 ** (-m / 12) for m in range(1, 13)) - 500
+
+    book.extrap = np.array([[-0.3], [0.0]])
+    mixed = book.reservation(env)[:, 0]
+    assert mixed == pytest.approx([by_hand(-0.3), by_hand(0.0)], rel=1e-12)
+    for i, x in enumerate((-0.3, 0.0)):
+        book.extrap = np.full((2, 1), x)
+        assert book.reservation(env)[i, 0] == pytest.approx(mixed[i], rel=1e-12)
 
 
 def test_lognormal_call_is_black_scholes_by_hand():
