@@ -33,6 +33,7 @@ __all__ = [
     "clearing_equity",
     "debtrank",
     "debtrank_impact",
+    "debtrank_single_node",
     "eisenberg_noe",
     "exponential_impact",
     "gai_kapadia_network",
@@ -405,6 +406,38 @@ def debtrank_impact(h: np.ndarray, initial_stress: np.ndarray, sizes: np.ndarray
     h0 = _vector(initial_stress, "initial_stress", n)
     v = _relative_sizes(sizes, n)
     return float(hv @ v - h0 @ v)
+
+
+def debtrank_single_node(
+    exposures: np.ndarray,
+    buffers: np.ndarray,
+    sizes: np.ndarray,
+    nodes: np.ndarray | None = None,
+) -> np.ndarray:
+    """DebtRank of each node's own full distress (Battiston et al. 2012, their R_i):
+    ``out[k]`` = :func:`debtrank_impact` of the shock ``h(0) = e_i`` for ``i = nodes[k]``
+    (default: every node), on one network.
+
+    The same numbers as calling :func:`debtrank` and :func:`debtrank_impact` once per node,
+    but the network is validated and the impact matrix ``W`` built once.
+
+    Battiston, S., Puliga, M., Kaushik, R., Tasca, P. and Caldarelli, G. (2012). DebtRank:
+    Too Central to Fail? Financial Networks, the FED and Systemic Risk. Scientific Reports
+    2:541. doi:10.1038/srep00541
+    """
+    X = _square_matrix(exposures, "exposures")
+    n = X.shape[0]
+    W = _debtrank_weights(X, _vector(buffers, "buffers", n, nonneg=False))
+    v = _relative_sizes(sizes, n)
+    idx = np.arange(n) if nodes is None else np.asarray(nodes, dtype=np.int64)
+    if idx.ndim != 1 or ((idx < 0) | (idx >= n)).any():
+        raise ValueError(f"nodes must be a 1-D array of indices in [0, {n})")
+    out = np.empty(len(idx))
+    for k, i in enumerate(idx.tolist()):
+        h0 = np.zeros(n)
+        h0[i] = 1.0
+        out[k] = _debtrank_propagate(W, h0) @ v - h0 @ v
+    return out
 
 
 # ----------------------------------------------------------------------------------------

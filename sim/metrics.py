@@ -12,15 +12,7 @@ import numpy as np
 import pandas as pd
 
 from agents.lender import FAILED
-from sim.contagion import (
-    _debtrank_propagate,
-    _debtrank_weights,
-    _relative_sizes,
-    _square_matrix,
-    _vector,
-    debtrank,
-    debtrank_impact,
-)
+from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
 from sim.model import EVENT_COLUMNS, LiquidationModel
 
 T0_YEAR, T0_MONTH = 2025, 12
@@ -109,18 +101,7 @@ def debtrank_metrics(model: LiquidationModel) -> dict[str, float]:
     if lb.n == 0 or sizes.sum() <= 0:
         return {"max_single": 0.0, "realised": 0.0}
     seeds = np.argsort(-sizes, kind="stable")[:MAX_DEBTRANK_SEEDS]
-    # the single-lender shocks share one network: validate it and build DebtRank's impact
-    # matrix once, then propagate each shock (debtrank / debtrank_impact would redo the same
-    # checks and the same W for every seed; the same operations on the same values)
-    X = _square_matrix(exposures, "exposures")
-    W = _debtrank_weights(X, _vector(buffers, "buffers", lb.n, nonneg=False))
-    v = _relative_sizes(sizes, lb.n)
-    best = 0.0
-    for i in seeds:
-        h0 = np.zeros(lb.n)
-        h0[i] = 1.0
-        h = _debtrank_propagate(W, h0)
-        best = max(best, float(h @ v - h0 @ v))
+    best = max(0.0, float(debtrank_single_node(exposures, buffers, sizes, seeds).max()))
     h0 = np.clip(np.divide(lb.credit_losses, buffers, out=np.zeros(lb.n), where=buffers > 0),
                  0.0, 1.0)
     realised = debtrank_impact(debtrank(exposures, buffers, sizes, h0), h0, sizes)

@@ -13,6 +13,7 @@ from sim.contagion import (
     clearing_equity,
     debtrank,
     debtrank_impact,
+    debtrank_single_node,
     eisenberg_noe,
     exponential_impact,
     gai_kapadia_network,
@@ -187,6 +188,20 @@ def test_debtrank_three_banks(shocked, h_expected, impact):
     r = debtrank_impact(h, h0, DR_SIZE)
     assert r == pytest.approx(impact, abs=1e-12)
     assert r == pytest.approx({0: 0.9285714, 1: 0.25, 2: 0.6642857}[shocked], abs=1e-6)
+
+
+def test_debtrank_single_node_is_each_node_shocked_alone():
+    """The published three-bank impacts (13/14, 3.5/14, 9.3/14), in one call and in any node
+    order, equal to debtrank + debtrank_impact per node to the bit; bad indices are refused."""
+    got = debtrank_single_node(DR_X, DR_BUF, DR_SIZE)
+    np.testing.assert_allclose(got, [13 / 14, 3.5 / 14, 9.3 / 14], rtol=0, atol=1e-12)
+    for i in range(3):
+        h0 = np.eye(3)[i]
+        assert got[i] == debtrank_impact(debtrank(DR_X, DR_BUF, DR_SIZE, h0), h0, DR_SIZE)
+    np.testing.assert_array_equal(debtrank_single_node(DR_X, DR_BUF, DR_SIZE, [2, 0]),
+                                  got[[2, 0]])
+    with pytest.raises(ValueError, match="nodes must be"):
+        debtrank_single_node(DR_X, DR_BUF, DR_SIZE, [3])
 
 
 def test_debtrank_single_hit_no_reverberation():
