@@ -152,6 +152,18 @@ def _frame_figure(model) -> tuple[Figure, object, object]:
     return fig, net, prices
 
 
+def draw_frame(fig, net, prices, model, t: int) -> None:
+    """Frame ``t`` of the GIF on the Axes of :func:`_frame_figure`: the network of
+    :func:`sim.plots.draw_network` (the same drawing as ``network_worst_month.png``) and the
+    price paths."""
+    net.clear()
+    prices.clear()
+    draw_network(net, model, t)
+    draw_prices(prices, model, t)
+    fig.suptitle(f"{model.cfg.name}: month {t} of {model.cfg.months} ({month_label(t)})",
+                 fontsize=12)
+
+
 def animation_frames(model) -> range:
     """The frames of the animation: one per simulated month, 1..``model.month``."""
     return range(1, model.month + 1)
@@ -181,12 +193,7 @@ def write_gif(model, out: str | Path, fps: int = 3) -> Path:
     fig, net, prices = _frame_figure(model)
 
     def frame(t: int) -> list:
-        net.clear()
-        prices.clear()
-        draw_network(net, model, t)
-        draw_prices(prices, model, t)
-        fig.suptitle(f"{model.cfg.name}: month {t} of {model.cfg.months} ({month_label(t)})",
-                     fontsize=12)
+        draw_frame(fig, net, prices, model, t)
         return []
 
     anim = FuncAnimation(fig, frame, frames=animation_frames(model), blit=False,
