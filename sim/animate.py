@@ -8,8 +8,9 @@ as months are added. Nothing here uses pyplot: figures are :class:`matplotlib.fi
 the Agg canvas, and the GIF is written with :class:`matplotlib.animation.PillowWriter`
 (Pillow's GIF encoder), one frame per simulated month.
 
-The network layout is computed once per model (:func:`layout_of`, the deterministic ring layout
-of :func:`sim.plots.network_layout`) and reused for every frame.
+The network panel is :func:`sim.plots.draw_network`, the same drawing as the static
+``network_worst_month.png`` (same layout, node colours, markers and sizes); its layout and funding
+arrows are computed once per model and reused for every frame.
 """
 
 from __future__ import annotations
@@ -19,27 +20,19 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
-from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from sim.metrics import T0_MONTH, T0_YEAR
-from sim.plots import (
-    FUNDING_COLOUR,
-    KIND_MARKERS,
-    LOAN_GREY,
+from sim.plots import (  # draw_network is the app's network panel too
+    FAILED_LENDER,
     MONTH_LABEL,
+    NODE_COLOURS,
     dollars,
-    marker_areas,
-    network_layout,
+    draw_network,
     new_figure,
 )
 
-# node states: healthy, distressed (borrower) / deleveraging (lender), defaulted, failed lender
-NODE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728", "#2b2b2b")
-NODE_LABELS = ("healthy", "distressed / deleveraging", "defaulted borrower", "failed lender")
 GEN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -50,15 +43,6 @@ def month_label(t: int) -> str:
     return f"{MONTHS[k % 12]} {T0_YEAR + k // 12}"
 
 
-def layout_of(model) -> np.ndarray:
-    """Node positions (panel-agent order), computed on first use and kept on the model."""
-    pos = getattr(model, "_liqsim_layout", None)
-    if pos is None:
-        pos = network_layout(model)
-        model._liqsim_layout = pos
-    return pos
-
-
 def _span(ax, model, t: int) -> np.ndarray:
     """Months 0..t, with the x axis fixed to the whole horizon."""
     ax.set_xlim(0, max(model.cfg.months, 1))
@@ -66,68 +50,6 @@ def _span(ax, model, t: int) -> np.ndarray:
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
     return np.arange(t + 1)
-
-
-def node_categories(model, t: int) -> np.ndarray:
-    """Colour index of every panel agent at month ``t`` (see :data:`NODE_LABELS`)."""
-    state = np.asarray(model.panel["state"][t], dtype=np.int64).copy()
-    nl = model.lenders.n
-    lenders = state[:nl]
-    state[:nl] = np.where(lenders == 2, 3, lenders)  # a failed lender has its own colour
-    return np.clip(state, 0, 3)
-
-
-def draw_network(ax, model, t: int) -> None:
-    """The lending (grey) and funding (blue) network at month ``t``, nodes coloured by state.
-
-    Lenders are squares on the inner circle, miners triangles and neo-clouds circles on the outer
-    ring, secondary buyers diamonds on the right; marker area grows with the square root of the
-    balance sheet (``model.panel['size']``), scaled within each kind.
-    """
-    pos = layout_of(model)
-    nl, nb, nk = model.lenders.n, model.borrowers.n, model.buyers.n
-    cat = node_categories(model, t)
-    size = np.asarray(model.panel["size"][t], dtype=float)
-    loans = model.loans
-    term = ~np.asarray(loans.revolver, bool)
-    lend, borr = loans.lender[term], loans.borrower[term]
-    segs = np.stack([pos[lend], pos[nl + borr]], axis=1)
-    dead = cat[nl + borr] == 2
-    ax.add_collection(LineCollection(segs[~dead], colors=LOAN_GREY, linewidths=0.4, alpha=0.5))
-    ax.add_collection(LineCollection(segs[dead], colors="#d62728", linewidths=0.4, alpha=0.35,
-                                     linestyles=":"))
-    debtor, creditor = np.nonzero(model.interbank0 > 0)
-    ax.add_collection(LineCollection(np.stack([pos[creditor], pos[debtor]], axis=1),
-                                     colors=FUNDING_COLOUR, linewidths=0.8, alpha=0.6))
-    colours = np.array(NODE_COLOURS)[cat]
-    kinds = np.asarray(model.borrowers.kind)
-    groups = (("lender", np.arange(nl), 60, 260),
-              ("miner", nl + np.flatnonzero(kinds == 0), 14, 70),
-              ("neocloud", nl + np.flatnonzero(kinds == 1), 14, 70),
-              ("buyer", nl + nb + np.arange(nk), 15, 90))
-    for kind, idx, smin, smax in groups:
-        if len(idx):
-            ax.scatter(pos[idx, 0], pos[idx, 1], s=marker_areas(size[idx], smin, smax),
-                       c=colours[idx], marker=KIND_MARKERS[kind], edgecolors="black",
-                       linewidths=0.4, zorder=3)
-    ax.set_xlim(-2.6, 3.9)
-    ax.set_ylim(-2.6, 2.6)
-    ax.set_aspect("equal")
-    ax.set_axis_off()
-    b, lend_cat = cat[nl: nl + nb], cat[:nl]
-    ax.set_title(f"month {t}: borrowers {np.sum(b == 1)} distressed, {np.sum(b == 2)} "
-                 f"defaulted | lenders {np.sum(lend_cat == 1)} deleveraging, "
-                 f"{np.sum(lend_cat == 3)} failed", fontsize=8)
-    handles = [Patch(facecolor=c, edgecolor="black", label=lab)
-               for c, lab in zip(NODE_COLOURS, NODE_LABELS, strict=True)]
-    handles += [Line2D([], [], ls="none", marker=KIND_MARKERS[k], mfc="white", mec="black",
-                       label=lab) for k, lab in (("lender", "lender"), ("miner", "miner"),
-                                                 ("neocloud", "neo-cloud"),
-                                                 ("buyer", "secondary buyer"))]
-    handles += [Line2D([], [], color=LOAN_GREY, label="loan"),
-                Line2D([], [], color=FUNDING_COLOUR, label="funding")]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=6,
-              frameon=False, ncols=4)
 
 
 def draw_prices(ax, model, t: int) -> None:
@@ -162,7 +84,7 @@ def draw_defaults(ax, model, t: int) -> None:
     ax.step(m, miner, where="post", color="#e377c2", lw=1.8, label=f"miners ({miner[-1]})")
     ax.step(m, neo, where="post", color="#17becf", lw=1.8, label=f"neo-clouds ({neo[-1]})")
     failed = rec["lender_failures"][: t + 1]
-    ax.step(m, failed, where="post", color="#2b2b2b", lw=1.5, ls="--",
+    ax.step(m, failed, where="post", color=NODE_COLOURS[FAILED_LENDER], lw=1.5, ls="--",
             label=f"lenders failed ({failed[-1]})")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0, top=max(5, miner[-1], neo[-1], failed[-1]) * 1.15)
@@ -226,8 +148,20 @@ def _frame_figure(model) -> tuple[Figure, object, object]:
     """Network (left) and price paths (right); fixed margins, cheaper than a layout engine."""
     fig = new_figure(11.0, 5.2, dpi=80, layout=None)
     net, prices = fig.subplots(1, 2, width_ratios=(1.25, 1.0))
-    fig.subplots_adjust(left=0.01, right=0.98, bottom=0.11, top=0.88, wspace=0.12)
+    fig.subplots_adjust(left=0.01, right=0.98, bottom=0.13, top=0.88, wspace=0.12)
     return fig, net, prices
+
+
+def draw_frame(fig, net, prices, model, t: int) -> None:
+    """Frame ``t`` of the GIF on the Axes of :func:`_frame_figure`: the network of
+    :func:`sim.plots.draw_network` (the same drawing as ``network_worst_month.png``) and the
+    price paths."""
+    net.clear()
+    prices.clear()
+    draw_network(net, model, t)
+    draw_prices(prices, model, t)
+    fig.suptitle(f"{model.cfg.name}: month {t} of {model.cfg.months} ({month_label(t)})",
+                 fontsize=12)
 
 
 def animation_frames(model) -> range:
@@ -259,12 +193,7 @@ def write_gif(model, out: str | Path, fps: int = 3) -> Path:
     fig, net, prices = _frame_figure(model)
 
     def frame(t: int) -> list:
-        net.clear()
-        prices.clear()
-        draw_network(net, model, t)
-        draw_prices(prices, model, t)
-        fig.suptitle(f"{model.cfg.name}: month {t} of {model.cfg.months} ({month_label(t)})",
-                     fontsize=12)
+        draw_frame(fig, net, prices, model, t)
         return []
 
     anim = FuncAnimation(fig, frame, frames=animation_frames(model), blit=False,

@@ -16,16 +16,19 @@ Builders (one code path per figure; :func:`write_figures` saves them all as PNG)
   discount to fundamental value in months with forced sales;
 * :func:`network_figure` -- ``network_worst_month.png``: the lending and funding network at
   the month of the largest new credit loss (:func:`worst_month`), nodes coloured by state.
+  It is drawn by :func:`draw_network`, which also draws every frame of the animation and the
+  app's network panel (:mod:`sim.animate`), so all three show the same layout and colours.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -34,14 +37,19 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 __all__ = [
     "FIGURES",
     "KIND_MARKERS",
+    "NODE_COLOURS",
+    "NODE_LABELS",
     "dollars",
+    "draw_network",
     "marker_areas",
+    "node_states",
     "new_figure",
     "defaults_figure",
     "fire_sales_figure",
     "losses_figure",
     "network_figure",
     "network_layout",
+    "points_per_unit",
     "price_figure",
     "worst_month",
     "write_figures",
@@ -49,10 +57,20 @@ __all__ = [
 
 DPI = 110
 MONTH_LABEL = "month (0 = Dec 2025)"
-STATE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728")  # healthy, distressed, failed/defaulted
-STATE_LABELS = ("healthy", "distressed (borrower) /\ndeleveraging (lender)",
-                "defaulted (borrower) /\nfailed (lender)")
+# node colours of the network drawing, indexed by node_states(): healthy, distressed borrower /
+# deleveraging lender, defaulted borrower, failed lender
+NODE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728", "#2b2b2b")
+NODE_LABELS = ("healthy", "distressed (borrower) /\ndeleveraging (lender)",
+               "defaulted (borrower)", "failed (lender)")
+FAILED_LENDER = 3
 KIND_MARKERS = {"lender": "s", "miner": "^", "neocloud": "o", "buyer": "D"}
+# marker area bounds (pt^2) at REF_POINTS_PER_UNIT and marker edge width (pt), per kind
+NODE_SIZES = {"lender": (170.0, 560.0, 1.4), "miner": (18.0, 90.0, 0.4),
+              "neocloud": (18.0, 90.0, 0.4), "buyer": (25.0, 160.0, 0.6)}
+REF_POINTS_PER_UNIT = 90.0  # about the scale of network_figure's 12.5 x 8.4 in drawing
+NAMES_MIN_SCALE = 0.6  # lender names only on squares at least ~0.77 of their reference side
+NETWORK_XLIM, NETWORK_YLIM = (-2.75, 4.45), (-2.75, 2.75)  # layout units; buyers at x = 3.5
+ARROW_RAD, ARROW_GAP, ARROW_HEAD = 0.2, 0.13, (0.09, 0.035)  # funding arrows, layout units
 LOAN_GREY = "#9a9a9a"
 FUNDING_COLOUR = "#1f3b73"
 
@@ -165,7 +183,7 @@ def defaults_figure(model) -> Figure:
             label=f"miners, cumulative ({miner.sum()})")
     tw.plot(t, np.cumsum(neo), color="#0e7c8a", lw=1.8,
             label=f"neo-clouds, cumulative ({neo.sum()})")
-    tw.step(t, rec["lender_failures"], where="post", color="#d62728", lw=2.0,
+    tw.step(t, rec["lender_failures"], where="post", color=NODE_COLOURS[FAILED_LENDER], lw=2.0,
             label=f"lenders failed, cumulative ({rec['lender_failures'][-1]})")
     tw.step(t, rec["lenders_deleveraging"], where="post", color="#ff7f0e", lw=1.4, ls="--",
             label="lenders deleveraging (current)")
@@ -306,96 +324,209 @@ def marker_areas(size: np.ndarray, smin: float, smax: float) -> np.ndarray:
     return smin + (smax - smin) * (root / top if top > 0 else root)
 
 
-def network_figure(model, month: int | None = None) -> Figure:
-    """The lending and funding network at ``month`` (default: :func:`worst_month`).
+def node_states(model, t: int) -> np.ndarray:
+    """Index into :data:`NODE_COLOURS` of every panel agent at month ``t``.
 
-    Node colour: state at that month from ``model.panel["state"]``; marker: agent kind; marker
-    area ~ sqrt(``model.panel["size"]``), scaled within each kind. Loan edges are the facility
-    shares of the loan book (lender -> borrower; a loan written off stays drawn, faded); funding
-    edges are the lender -> lender funding network at t0 (its shape never changes).
+    ``model.panel["state"][t]`` (0 healthy, 1 distressed borrower / deleveraging lender,
+    2 defaulted borrower / failed lender), except that a failed lender gets its own
+    category, :data:`FAILED_LENDER` (3), so it never looks like a defaulted borrower.
     """
-    t = worst_month(model) if month is None else int(month)
+    state = np.clip(np.asarray(model.panel["state"][t], dtype=np.int64), 0, 2)
+    nl = model.lenders.n
+    state[:nl][state[:nl] == 2] = FAILED_LENDER
+    return state
+
+
+def _funding_arrows(pos: np.ndarray, creditor: np.ndarray, debtor: np.ndarray,
+                    samples: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Curved funding arrows creditor -> debtor in layout units: (polylines, arrowheads).
+
+    Each edge is the quadratic Bezier curve of matplotlib's ``arc3,rad=0.2`` connection (control
+    point at the chord's midpoint moved by 0.2 x the chord, to the right of the travel
+    direction), so the two directions of a mutual funding pair do not overlap. The curve is cut
+    :data:`ARROW_GAP` short of both centres so the arrow starts and ends outside the squares;
+    the head is a triangle at the cut end. Computed once per model (the funding network is the
+    t0 one); drawing it is then one LineCollection and one PolyCollection per frame.
+    """
+    n = len(creditor)
+    if n == 0:
+        return np.zeros((0, samples, 2)), np.zeros((0, 3, 2))
+    p0, p2 = pos[creditor], pos[debtor]
+    d = p2 - p0
+    p1 = (p0 + p2) / 2 + ARROW_RAD * np.c_[d[:, 1], -d[:, 0]]
+
+    def bezier(u: np.ndarray) -> np.ndarray:  # u: (n, k) -> (n, k, 2)
+        u = u[..., None]
+        return ((1 - u) ** 2 * p0[:, None] + 2 * u * (1 - u) * p1[:, None]
+                + u ** 2 * p2[:, None])
+
+    u = np.broadcast_to(np.linspace(0.0, 1.0, 4 * samples), (n, 4 * samples))
+    pts = bezier(u)
+    from_start = np.linalg.norm(pts - p0[:, None], axis=2)
+    from_end = np.linalg.norm(pts - p2[:, None], axis=2)
+    first = np.argmax(from_start >= ARROW_GAP, axis=1)  # first sample outside the creditor
+    last = pts.shape[1] - 1 - np.argmax((from_end >= ARROW_GAP)[:, ::-1], axis=1)
+    u0, u1 = u[0, first], u[0, np.maximum(last, first)]
+    curves = bezier(u0[:, None] + (u1 - u0)[:, None] * np.linspace(0.0, 1.0, samples))
+    tip = curves[:, -1]
+    back = tip - curves[:, -2]
+    unit = back / np.maximum(np.linalg.norm(back, axis=1, keepdims=True), 1e-12)
+    normal = np.c_[-unit[:, 1], unit[:, 0]]
+    base = tip - ARROW_HEAD[0] * unit
+    heads = np.stack([tip, base + ARROW_HEAD[1] * normal, base - ARROW_HEAD[1] * normal], 1)
+    return curves, heads
+
+
+def _network_geometry(model) -> SimpleNamespace:
+    """What does not change from month to month, computed on first use and kept on the model:
+    node positions (:func:`network_layout`), the distinct lender -> borrower term-loan pairs and
+    the funding arrows (:func:`_funding_arrows`)."""
+    geo = getattr(model, "_liqsim_network", None)
+    if geo is None:
+        pos = network_layout(model)
+        nl = model.lenders.n
+        L = model.loans
+        term = ~np.asarray(L.revolver, bool)
+        pairs = np.unique(np.c_[L.lender[term], L.borrower[term]].reshape(-1, 2), axis=0)
+        debtor, creditor = np.nonzero(model.interbank0 > 0)
+        curves, heads = _funding_arrows(pos, creditor, debtor)
+        geo = SimpleNamespace(pos=pos, pairs=pairs,
+                              loan_segments=np.stack([pos[pairs[:, 0]], pos[nl + pairs[:, 1]]],
+                                                     axis=1),
+                              funding_curves=curves, funding_heads=heads)
+        model._liqsim_network = geo
+    return geo
+
+
+def points_per_unit(ax) -> float:
+    """Typographic points per layout unit once ``ax`` shows :data:`NETWORK_XLIM` x
+    :data:`NETWORK_YLIM` at equal aspect (from the Axes' position and the figure's size)."""
+    box = ax.get_position(original=True)
+    w, h = ax.figure.get_size_inches()
+    return 72.0 * min(box.width * w / (NETWORK_XLIM[1] - NETWORK_XLIM[0]),
+                      box.height * h / (NETWORK_YLIM[1] - NETWORK_YLIM[0]))
+
+
+def _network_legends(model) -> list[tuple[str, list]]:
+    """(title, handles) of the network's three legends: node state, agent kind, edges."""
+    nl, nk = model.lenders.n, model.buyers.n
+    states = [Patch(facecolor=c, edgecolor="black", label=lab)
+              for c, lab in zip(NODE_COLOURS, NODE_LABELS, strict=True)]
+    kinds = [Line2D([], [], ls="none", marker=KIND_MARKERS[k], ms=ms, mfc="white",
+                    mec="black", label=lab)
+             for k, ms, lab in (("lender", 9, f"lender ({nl}, inner circle)"),
+                                ("miner", 7, "miner (outer ring)"),
+                                ("neocloud", 7, "neo-cloud (outer ring)"),
+                                ("buyer", 7, f"secondary buyer ({nk})"))]
+    edges = [Line2D([], [], color=LOAN_GREY, lw=1.2, label="loan (lender -> borrower)"),
+             Line2D([], [], color=NODE_COLOURS[2], lw=1.2, ls=":", alpha=0.6,
+                    label="loan to a defaulted borrower"),
+             Line2D([], [], color=FUNDING_COLOUR, lw=1.2, marker=">", ms=5,
+                    label="funding (funder -> funded)")]
+    return [("state at this month", states),
+            ("kind (marker area ~ sqrt size,\nscaled per kind)", kinds), ("edges", edges)]
+
+
+def draw_network(ax, model, t: int, *, legend_ax=None, legend: bool = True) -> None:
+    """The lending and funding network at month ``t`` on ``ax``: the one drawing of it, used by
+    :func:`network_figure`, the animation's frames and the app's panel.
+
+    Layout: :func:`network_layout` (computed once per model with the funding arrows, see
+    :func:`_network_geometry`). Node colour: :func:`node_states` (:data:`NODE_COLOURS`: green
+    healthy, orange distressed borrower or deleveraging lender, red defaulted borrower,
+    near-black failed lender); marker: :data:`KIND_MARKERS` (lender square, miner triangle,
+    neo-cloud circle, buyer diamond); marker area ~ sqrt(``model.panel["size"][t]``), scaled
+    within each kind between the bounds of :data:`NODE_SIZES`. Those bounds are for
+    :data:`REF_POINTS_PER_UNIT`; on a smaller or larger Axes every area is multiplied by
+    ``(points_per_unit(ax) / REF_POINTS_PER_UNIT) ** 2``, so the picture keeps its proportions.
+    Lender names are written on the squares when that factor is at least
+    :data:`NAMES_MIN_SCALE` (smaller squares could not hold them).
+
+    Edges: term-loan facilities lender -> borrower in grey (dotted red once the borrower has
+    defaulted; the exposure stays drawn), t0 funding lender -> lender as curved blue arrows from
+    funder to funded lender (the funding network's shape never changes).
+
+    Legend: with ``legend_ax``, three titled legends stacked in that (axis-less) Axes; otherwise,
+    if ``legend``, one compact legend with the same entries below ``ax``.
+    """
+    geo = _network_geometry(model)
+    pos = geo.pos
     nl, nb, nk = model.lenders.n, model.borrowers.n, model.buyers.n
-    pos = network_layout(model)
-    state = np.asarray(model.panel["state"][t], dtype=int)
+    state = node_states(model, t)
     size = np.asarray(model.panel["size"][t], dtype=float)
-    fig = new_figure(12.5, 8.4)
-    ax, lax = fig.subplots(1, 2, width_ratios=(5.0, 1.4))
-    lax.set_axis_off()  # the legends' column
+    scale = (points_per_unit(ax) / REF_POINTS_PER_UNIT) ** 2
+    ax.set_xlim(*NETWORK_XLIM)
+    ax.set_ylim(*NETWORK_YLIM)
     ax.set_aspect("equal")
     ax.set_axis_off()
 
-    L = model.loans
-    term = ~np.asarray(L.revolver, bool)
-    pairs = np.unique(np.c_[L.lender[term], L.borrower[term]], axis=0)
-    if len(pairs):
-        b_state = state[nl + pairs[:, 1]]
-        segs = np.stack([pos[pairs[:, 0]], pos[nl + pairs[:, 1]]], axis=1)
-        live = b_state != 2
-        ax.add_collection(LineCollection(segs[live], colors=LOAN_GREY, linewidths=0.45,
-                                         alpha=0.45, zorder=1))
-        ax.add_collection(LineCollection(segs[~live], colors="#d62728", linewidths=0.45,
-                                         alpha=0.25, linestyles=":", zorder=1))
-    debtor, creditor = np.nonzero(model.interbank0 > 0)
-    for i, j in zip(debtor.tolist(), creditor.tolist(), strict=True):
-        ax.annotate("", xy=pos[i], xytext=pos[j], zorder=2,
-                    arrowprops={"arrowstyle": "-|>", "color": FUNDING_COLOUR, "lw": 0.9,
-                                "alpha": 0.75, "mutation_scale": 9, "shrinkA": 7,
-                                "shrinkB": 9, "connectionstyle": "arc3,rad=0.2"})
+    dead = state[nl + geo.pairs[:, 1]] == 2
+    ax.add_collection(LineCollection(geo.loan_segments[~dead], colors=LOAN_GREY,
+                                     linewidths=0.45, alpha=0.45, zorder=1, gid="loans"))
+    ax.add_collection(LineCollection(geo.loan_segments[dead], colors=NODE_COLOURS[2],
+                                     linewidths=0.45, alpha=0.25, linestyles=":", zorder=1,
+                                     gid="loans_defaulted"))
+    ax.add_collection(LineCollection(geo.funding_curves, colors=FUNDING_COLOUR, linewidths=0.9,
+                                     alpha=0.75, zorder=2, gid="funding"))
+    ax.add_collection(PolyCollection(geo.funding_heads, facecolors=FUNDING_COLOUR,
+                                     edgecolors="none", alpha=0.75, zorder=2,
+                                     gid="funding_heads"))
 
-    colours = np.array(STATE_COLOURS)[np.clip(state, 0, 2)]
-    groups = [("lender", np.arange(nl), 170, 560, 1.4)]
+    colours = np.array(NODE_COLOURS)[state]
     kinds = np.asarray(model.borrowers.kind)
-    for code, name in enumerate(("miner", "neocloud")):
-        groups.append((name, nl + np.flatnonzero(kinds == code), 18, 90, 0.4))
-    groups.append(("buyer", nl + nb + np.arange(nk), 25, 160, 0.6))
-    for kind, idx, smin, smax, lw in groups:
+    groups = (("lender", np.arange(nl)), ("miner", nl + np.flatnonzero(kinds == 0)),
+              ("neocloud", nl + np.flatnonzero(kinds == 1)), ("buyer", nl + nb + np.arange(nk)))
+    for kind, idx in groups:
         if len(idx) == 0:
             continue
-        ax.scatter(pos[idx, 0], pos[idx, 1], s=marker_areas(size[idx], smin, smax),
+        smin, smax, lw = NODE_SIZES[kind]
+        ax.scatter(pos[idx, 0], pos[idx, 1], s=scale * marker_areas(size[idx], smin, smax),
                    c=colours[idx], marker=KIND_MARKERS[kind], edgecolors="black",
-                   linewidths=lw, zorder=3, gid=kind)
-    for i in range(nl):
-        ax.text(pos[i, 0], pos[i, 1], model.lender_agents[i].name, ha="center", va="center",
-                fontsize=6.5, fontweight="bold", color="white" if state[i] != 1 else "black",
-                zorder=4)
+                   linewidths=lw * min(1.0, np.sqrt(scale)), zorder=3, gid=kind)
+    if scale >= NAMES_MIN_SCALE:
+        for i in range(nl):
+            ax.text(pos[i, 0], pos[i, 1], model.lender_agents[i].name, ha="center",
+                    va="center", fontsize=6.5, fontweight="bold",
+                    color="black" if state[i] == 1 else "white", zorder=4)
     buyer_types = np.asarray(model.buyers.type)
     for name in dict.fromkeys(buyer_types.tolist()):
         idx = nl + nb + np.flatnonzero(buyer_types == name)
         ax.text(pos[idx, 0].max() + 0.22, pos[idx, 1].mean(), f"{name}\n({len(idx)})",
-                ha="left", va="center", fontsize=8, color="0.2")
-    ax.set_xlim(-2.75, 4.45)
-    ax.set_ylim(-2.75, 2.75)
+                ha="left", va="center", fontsize=7, color="0.2")
 
-    state_handles = [Patch(facecolor=c, edgecolor="black", label=lab)
-                     for c, lab in zip(STATE_COLOURS, STATE_LABELS, strict=True)]
-    kind_handles = [Line2D([], [], ls="none", marker=KIND_MARKERS[k], ms=ms, mfc="white",
-                           mec="black", label=lab)
-                    for k, ms, lab in (("lender", 10, f"lender ({nl}, inner circle)"),
-                                       ("miner", 7, "miner (outer ring)"),
-                                       ("neocloud", 7, "neo-cloud (outer ring)"),
-                                       ("buyer", 7, f"secondary buyer ({nk})"))]
-    edge_handles = [Line2D([], [], color=LOAN_GREY, lw=1.2, label="loan (lender -> borrower)"),
-                    Line2D([], [], color="#d62728", lw=1.2, ls=":", alpha=0.6,
-                           label="loan to a defaulted borrower"),
-                    Line2D([], [], color=FUNDING_COLOUR, lw=1.2, marker=">", ms=5,
-                           label="funding (lender -> lender)")]
-    side = {"loc": "upper left", "fontsize": 9, "title_fontsize": 10, "frameon": False,
-            "alignment": "left", "borderaxespad": 0.0}
-    for handles, title, y in ((state_handles, "state at this month", 1.0),
-                              (kind_handles, "kind (marker area ~ sqrt size,\nscaled per kind)",
-                               0.68),
-                              (edge_handles, "edges", 0.33)):
-        lax.add_artist(lax.legend(handles=handles, title=title, bbox_to_anchor=(0.0, y),
-                                  **side))
     bs, ls_ = state[nl: nl + nb], state[:nl]
+    ax.set_title(f"month {t}: borrowers {np.sum(bs == 1)} distressed, {np.sum(bs == 2)} "
+                 f"defaulted | lenders {np.sum(ls_ == 1)} deleveraging, "
+                 f"{np.sum(ls_ == FAILED_LENDER)} failed",
+                 fontsize=float(np.clip(10.0 * np.sqrt(scale), 8.0, 10.0)))
+    legends = _network_legends(model)
+    if legend_ax is not None:
+        side = {"loc": "upper left", "fontsize": 9, "title_fontsize": 10, "frameon": False,
+                "alignment": "left", "borderaxespad": 0.0}
+        for (title, handles), y in zip(legends, (1.0, 0.64, 0.30), strict=True):
+            legend_ax.add_artist(legend_ax.legend(handles=handles, title=title,
+                                                  bbox_to_anchor=(0.0, y), **side))
+    elif legend:
+        handles = [h for _title, hs in legends for h in hs]
+        for h in handles:  # one line per entry; the three columns are the three legends
+            h.set_label(h.get_label().replace(" /\n", " / "))
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=6,
+                  frameon=False, ncols=len(legends))
+
+
+def network_figure(model, month: int | None = None) -> Figure:
+    """The lending and funding network at ``month`` (default: :func:`worst_month`), drawn by
+    :func:`draw_network` with its legends in a column on the right."""
+    t = worst_month(model) if month is None else int(month)
+    fig = new_figure(12.5, 8.4, layout=None)  # fixed margins: draw_network reads the Axes' size
+    ax, lax = fig.subplots(1, 2, width_ratios=(5.0, 1.4))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.9, wspace=0.04)
+    lax.set_axis_off()  # the legends' column
+    draw_network(ax, model, t, legend_ax=lax)
     new_loss = (model.rec["credit_losses"][t]
                 - (model.rec["credit_losses"][t - 1] if t > 0 else 0.0)) / 1e6
     fig.suptitle(f"{model.cfg.name}: lending and funding network at month {t} "
                  f"(new credit loss ${new_loss:,.1f}M)", fontsize=13)
-    ax.set_title(f"borrowers: {np.sum(bs == 0)} healthy, {np.sum(bs == 1)} distressed, "
-                 f"{np.sum(bs == 2)} defaulted   |   lenders: {np.sum(ls_ == 0)} healthy, "
-                 f"{np.sum(ls_ == 1)} deleveraging, {np.sum(ls_ == 2)} failed", fontsize=10)
     return fig
 
 

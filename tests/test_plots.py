@@ -9,16 +9,26 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from sim.config import Scenario
+import sim.animate
+import sim.plots
+from agents.borrower import DEFAULTED
+from agents.lender import DELEVERAGING, FAILED
+from sim.config import Scenario, load_scenario
 from sim.model import LiquidationModel
 from sim.plots import (
+    ARROW_GAP,
+    FAILED_LENDER,
     FIGURES,
-    STATE_COLOURS,
+    NODE_COLOURS,
     defaults_figure,
+    draw_network,
     fire_sales_figure,
     losses_figure,
     network_figure,
     network_layout,
+    new_figure,
+    node_states,
+    points_per_unit,
     price_figure,
     worst_month,
     write_figures,
@@ -45,6 +55,12 @@ def baseline():
 @pytest.fixture(scope="module")
 def winter():
     return LiquidationModel(_crypto_winter()).run()
+
+
+@pytest.fixture(scope="module")
+def cw():
+    """The shipped crypto_winter, 12 months: 6 lenders have failed by month 12."""
+    return LiquidationModel(load_scenario("crypto_winter", [], months=12)).run()
 
 
 @pytest.fixture(params=["baseline", "winter"])
@@ -188,26 +204,133 @@ def test_network_layout_is_deterministic_and_bipartite(baseline):
     assert len(np.unique(pos.round(9), axis=0)) == len(pos)  # no two nodes on one spot
 
 
-def test_network_colours_follow_the_panel_state(winter):
-    m = winter
-    t = worst_month(m)
-    fig = network_figure(m)
+def _nodes(ax) -> dict:
+    """The network's node scatters on ``ax`` by kind (their gid)."""
+    return {c.get_gid(): c for c in ax.collections
+            if c.get_gid() in ("lender", "miner", "neocloud", "buyer")}
+
+
+def _kind_index(m) -> dict:
+    nl, nb, nk = m.lenders.n, m.borrowers.n, m.buyers.n
+    return {"lender": np.arange(nl), "miner": nl + np.flatnonzero(m.borrowers.kind == 0),
+            "neocloud": nl + np.flatnonzero(m.borrowers.kind == 1),
+            "buyer": nl + nb + np.arange(nk)}
+
+
+def test_node_states_follow_the_agents_status(cw):
+    m, t = cw, cw.cfg.months
+    nl = m.lenders.n
+    st = node_states(m, t)
+    status = np.asarray(m.lenders.status)
+    assert (status == FAILED).sum() == m.rec["lender_failures"][t] == 6
+    # a failed lender is category 3, a deleveraging one 1, the rest 0
+    np.testing.assert_array_equal(st[:nl], np.select([status == FAILED, status == DELEVERAGING],
+                                                     [FAILED_LENDER, 1], 0))
+    b = st[nl: nl + m.borrowers.n]
+    np.testing.assert_array_equal(b == 2, np.asarray(m.borrowers.status) == DEFAULTED)
+    assert not (b == FAILED_LENDER).any() and not (st[nl + m.borrowers.n:]).any()
+
+
+def test_network_colours_follow_the_states_with_failed_lenders(cw):
+    m, t = cw, cw.cfg.months
+    fig = network_figure(m, t)
     assert f"network at month {t} " in fig.get_suptitle()
-    nl, nb = m.lenders.n, m.borrowers.n
-    state = m.panel["state"][t]
     ax = fig.axes[0]
-    by_gid = {c.get_gid(): c for c in ax.collections if c.get_gid()}
-    lenders = by_gid["lender"]
-    np.testing.assert_allclose(lenders.get_offsets(), network_layout(m)[:nl])
-    want = np.array([to_rgba(STATE_COLOURS[s]) for s in state[:nl]])
-    np.testing.assert_allclose(lenders.get_facecolors(), want)
-    miners = np.flatnonzero(m.borrowers.kind == 0)
-    want = np.array([to_rgba(STATE_COLOURS[s]) for s in state[nl + miners]])
-    np.testing.assert_allclose(by_gid["miner"].get_facecolors(), want)
-    assert (state[nl: nl + nb] == 2).any()  # the crypto winter defaults show up in red
-    sizes = by_gid["lender"].get_sizes()
-    big = np.argmax(m.panel["size"][t, :nl])
-    assert sizes[big] == sizes.max()
+    nodes, idx = _nodes(ax), _kind_index(m)
+    assert sorted(nodes) == sorted(idx)
+    pos, st = network_layout(m), node_states(m, t)
+    for kind, i in idx.items():
+        np.testing.assert_allclose(nodes[kind].get_offsets(), pos[i])
+        want = np.array([to_rgba(NODE_COLOURS[s]) for s in st[i]])
+        np.testing.assert_allclose(nodes[kind].get_facecolors(), want)
+    failed = np.asarray(m.lenders.status) == FAILED
+    lender_fc = nodes["lender"].get_facecolors()
+    np.testing.assert_allclose(lender_fc[failed], [to_rgba("#2b2b2b")] * failed.sum())
+    assert not np.isclose(lender_fc[failed], to_rgba(NODE_COLOURS[2])).all(axis=1).any()
+    defaulted = np.asarray(m.borrowers.status) == DEFAULTED
+    miner_fc = nodes["miner"].get_facecolors()
+    np.testing.assert_allclose(miner_fc[defaulted[m.borrowers.kind == 0]],
+                               [to_rgba("#d62728")] * defaulted[m.borrowers.kind == 0].sum())
+    assert "lenders 2 deleveraging, 6 failed" in ax.get_title()
+    sizes = nodes["lender"].get_sizes()
+    assert np.argmax(sizes) == np.argmax(m.panel["size"][t, : m.lenders.n])
+    # the legend names all four states
+    labels = [tx.get_text() for lg in fig.axes[1].artists for tx in lg.get_texts()]
+    assert "failed (lender)" in labels and "defaulted (borrower)" in labels
+
+
+def test_network_edges(cw):
+    m = cw
+    t = m.cfg.months
+    ax = network_figure(m, t).axes[0]
+    by_gid = {c.get_gid(): c for c in ax.collections}
+    term = ~np.asarray(m.loans.revolver, bool)
+    pairs = np.unique(np.c_[m.loans.lender[term], m.loans.borrower[term]], axis=0)
+    dead = np.asarray(m.borrowers.status)[pairs[:, 1]] == DEFAULTED
+    assert len(by_gid["loans"].get_paths()) == (~dead).sum() > 0
+    assert len(by_gid["loans_defaulted"].get_paths()) == dead.sum() > 0
+    n_funding = int((m.interbank0 > 0).sum())
+    assert len(by_gid["funding"].get_paths()) == len(by_gid["funding_heads"].get_paths()) \
+        == n_funding > 0
+    # each funding arrow ends ARROW_GAP (within one sample) short of the funded lender
+    pos = network_layout(m)
+    debtor, creditor = np.nonzero(m.interbank0 > 0)
+    tips = np.array([p.vertices[-1] for p in by_gid["funding"].get_paths()])
+    gap = np.hypot(*(tips - pos[debtor]).T)
+    assert (gap >= ARROW_GAP).all() and (gap < ARROW_GAP + 0.03).all()
+
+
+def test_funding_arrow_geometry_by_hand():
+    # lender 0 at (0, 0) funds lender 1 at (1, 0): control point (0.5, -0.2), so the curve's
+    # midpoint is 0.25 p0 + 0.5 p1 + 0.25 p2 = (0.5, -0.1); the head points along +x at the tip
+    pos = np.array([[0.0, 0.0], [1.0, 0.0]])
+    curves, heads = sim.plots._funding_arrows(pos, np.array([0]), np.array([1]))
+    c = curves[0]
+    assert np.hypot(*c[0]) == pytest.approx(ARROW_GAP, abs=0.012)
+    assert np.hypot(*(c[-1] - pos[1])) == pytest.approx(ARROW_GAP, abs=0.012)
+    assert c[:, 1].min() == pytest.approx(-0.1, abs=0.002)
+    tip, left, right = heads[0]
+    np.testing.assert_allclose(tip, c[-1])
+    assert left[0] < tip[0] and right[0] < tip[0]  # the head's base is behind the tip
+    assert np.hypot(*(left - right)) == pytest.approx(2 * sim.plots.ARROW_HEAD[1])
+    empty, no_heads = sim.plots._funding_arrows(pos, np.array([], int), np.array([], int))
+    assert empty.shape[0] == no_heads.shape[0] == 0
+
+
+def test_figure_and_animation_frame_draw_the_same_network(cw):
+    """The GIF's frame and the static figure: same positions and colours per node, marker areas
+    in one ratio (the Axes' scale squared); the app's panel is the same function."""
+    assert sim.animate.draw_network is draw_network
+    m, t = cw, 11
+    fig_ax = network_figure(m, t).axes[0]
+    frame, net, prices = sim.animate._frame_figure(m)
+    sim.animate.draw_frame(frame, net, prices, m, t)
+    a, b = _nodes(fig_ax), _nodes(net)
+    assert sorted(a) == sorted(b) == ["buyer", "lender", "miner", "neocloud"]
+    ratio = (points_per_unit(net) / points_per_unit(fig_ax)) ** 2
+    assert 0.2 < ratio < 0.5  # the frame is smaller: smaller markers, same proportions
+    for kind in a:
+        np.testing.assert_array_equal(a[kind].get_offsets(), b[kind].get_offsets())
+        np.testing.assert_array_equal(a[kind].get_facecolors(), b[kind].get_facecolors())
+        np.testing.assert_allclose(b[kind].get_sizes(), ratio * a[kind].get_sizes())
+    assert (node_states(m, t)[: m.lenders.n] == FAILED_LENDER).sum() == 3  # month 11: 3 failed
+    assert fig_ax.get_title() == net.get_title()
+    names = {tx.get_text() for tx in fig_ax.texts}
+    assert "L0" in names and "L0" not in {tx.get_text() for tx in net.texts}  # too small there
+    assert f"month {t} of 12" in frame.get_suptitle()
+
+
+def test_layout_is_computed_once_per_model(monkeypatch):
+    m = LiquidationModel(Scenario(months=2)).run()
+    calls = []
+    real = sim.plots.network_layout
+    monkeypatch.setattr(sim.plots, "network_layout", lambda mm: calls.append(1) or real(mm))
+    fig = new_figure(6, 5, layout=None)
+    ax = fig.add_subplot()
+    for t in range(3):
+        ax.clear()
+        draw_network(ax, m, t)
+    assert calls == [1]
 
 
 def test_network_month_argument(baseline):
