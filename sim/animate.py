@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from sim.metrics import T0_MONTH, T0_YEAR
-from sim.plots import (  # draw_network is the app's network panel too
+from sim.plots import (
     FAILED_LENDER,
     MONTH_LABEL,
     NODE_COLOURS,

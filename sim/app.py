@@ -7,7 +7,8 @@ Three parts, kept apart:
   :func:`app_scenario` turns the controls into a validated :class:`sim.config.Scenario`;
 * **the components** -- small named functions, one per panel (:func:`MonthCounter`,
   :func:`NetworkPanel`, :func:`PricePanel`, ...), each drawing one matplotlib figure with the
-  ``draw_*`` functions of :mod:`sim.animate`;
+  ``draw_*`` functions of :mod:`sim.animate` (the network with :func:`sim.plots.draw_network`,
+  the same drawing as the static figure and the GIF);
 * **the page** -- :func:`Page`, which builds one model per browser session (two tabs never
   share a model) and hands it to Mesa's ``SolaraViz`` (Reset, Step and Play come from Mesa).
 
@@ -33,13 +34,12 @@ from sim.animate import (
     draw_defaults,
     draw_inventory,
     draw_losses,
-    draw_network,
     draw_prices,
     month_label,
 )
 from sim.config import ConfigError, Scenario, build, list_scenarios, load_scenario
 from sim.model import LiquidationModel
-from sim.plots import new_figure
+from sim.plots import draw_network, new_figure
 
 SCENARIO_ENV = "LIQSIM_APP_SCENARIO"  # the scenario the picker starts on (set by `liqsim app`)
 BTC_SHOCK_MONTH = 3  # the month of crypto_winter's shocks, so the two can be compared

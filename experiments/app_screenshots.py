@@ -1,0 +1,105 @@
+"""Regenerate the tutorial's app screenshots (docs/img/app_crypto_winter*_month12.png).
+
+Usage: python experiments/app_screenshots.py [--chromium /usr/bin/chromium]
+
+Starts ``liqsim app crypto_winter`` on a free localhost port (the command line of
+:func:`sim.app.server_command`), opens it in headless Chromium through Playwright, steps the
+model to month 12 and takes a full-page screenshot; then ticks "Repo desk on", presses Reset,
+steps to month 12 again and takes the second. The server is always stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from sim.app import server_command, stop_server
+
+OUT = Path("docs/img")
+MONTH = 12
+WAIT_MS = 60_000
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"app server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"app server did not answer {url} within {timeout:.0f} s")
+
+
+def _step_to(page, month: int) -> None:
+    """Press Step until the counter reads ``month``, then let every figure be re-sent."""
+    for m in range(1, month + 1):
+        page.get_by_role("button", name="Step").click()
+        page.get_by_text(f"Month {m} of 60").wait_for(timeout=WAIT_MS)
+    page.wait_for_timeout(3000)
+
+
+def shoot(url: str, chromium: str) -> list[Path]:
+    OUT.mkdir(parents=True, exist_ok=True)
+    plain, repo = OUT / "app_crypto_winter_month12.png", OUT / "app_crypto_winter_repo_month12.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.goto(url)
+            page.get_by_text(re.compile(r"Month 0 of 60")).wait_for(timeout=WAIT_MS)
+            page.wait_for_function("document.querySelectorAll('img').length >= 6",
+                                   timeout=WAIT_MS)
+            _step_to(page, MONTH)
+            page.screenshot(path=plain, full_page=True)
+            page.get_by_text("Repo desk on", exact=True).click()
+            page.wait_for_function(
+                "document.querySelector('input[aria-checked=\"true\"]') !== null",
+                timeout=WAIT_MS)
+            page.get_by_role("button", name="Reset").click()
+            page.get_by_text(re.compile(r"· repo desk on")).wait_for(timeout=WAIT_MS)
+            _step_to(page, MONTH)
+            page.screenshot(path=repo, full_page=True)
+        finally:
+            browser.close()
+    return [plain, repo]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    port = _free_port()
+    argv, env = server_command("127.0.0.1", port, "crypto_winter")
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            _wait_until_up(url, proc)
+            for path in shoot(url, args.chromium):
+                print(f"written {path}")
+        finally:
+            stop_server(proc)
+
+
+if __name__ == "__main__":
+    main()
