@@ -10,8 +10,8 @@ Reads the sweep's ledger (``DIR/ledger.sqlite`` through :mod:`sim.ledger`) and w
   :data:`MAX_LEVELS` distinct values (Latin hypercube, Sobol) are cut into :data:`N_BINS`
   equal-width bins, labelled by their centre.
 * ``points.csv``: every design point, mean and interval across its replicates.
-* ``paired.csv`` (grid or Latin-hypercube designs with a two-level axis, e.g. the repo desk
-  off/on; a hypercube gives both levels the same draws): per seed, the
+* ``paired.csv`` (grid or Latin-hypercube designs with two or more replicates and a two-level
+  axis, e.g. the repo desk off/on; a hypercube gives both levels the same draws): per seed, the
   difference level B minus level A of each metric, along each other axis, with its mean and
   bootstrap interval. Both levels run on the same seed, so the difference is a paired one.
 * ``phase__<a>__<b>__<metric>.csv`` (grid designs with two or more axes): the two-parameter
@@ -22,7 +22,8 @@ Reads the sweep's ledger (``DIR/ledger.sqlite`` through :mod:`sim.ledger`) and w
   ``calc_second_order=False`` on the metric averaged over replicates in design order
   (Sobol' 2001; Saltelli et al. 2010, *Comput. Phys. Commun.* 181:259-270).
 * PNG figures of all of the above and ``report.html``: a single self-contained file (figures
-  embedded as base64 PNG, tables inline, no external scripts, styles or links).
+  embedded as base64 PNG, tables inline, no external scripts, styles or links). Tables and
+  figures of an earlier analysis in the same directory that this one does not make are removed.
 
 The bootstrap is the percentile bootstrap of the mean (Efron & Tibshirani 1993, *An
 Introduction to the Bootstrap*, ch. 13) with :data:`N_BOOT` resamples from a fixed seed, so the
@@ -182,7 +183,9 @@ def load(out_dir: str | Path) -> Sweep:
         runs, meta = read_runs(d), read_meta(d)
     except ConfigError:
         raise
-    except (sqlite3.Error, ValueError, KeyError, TypeError) as e:
+    except (sqlite3.Error, ValueError, KeyError, TypeError, AttributeError) as e:
+        # a SQLite file with the ledger's tables but other contents (meta or a run's params
+        # that are not JSON tables)
         raise ConfigError(f"{d / LEDGER}: cannot read the ledger: {e}") from None
     if runs.empty:
         raise ConfigError(f"{d / LEDGER}: the ledger holds no runs yet")
@@ -509,8 +512,18 @@ def _add_sobol(sw: Sweep, out: Output) -> None:
             out.captions[name] = f"Sobol first- and total-order indices of {metric}."
 
 
+# the names of the files :func:`write` makes (besides report.html)
+OWN_FILES = re.compile(r"(by_axis|points|paired|sobol)\.csv"
+                       r"|(axis|paired|phase|sobol)__.+\.(csv|png)")
+
+
 def write(sw: Sweep, out: Output, dest: Path) -> list[Path]:
-    """Write every table (CSV), figure (PNG) and ``report.html`` atomically; return the paths."""
+    """Write every table (CSV), figure (PNG) and ``report.html`` atomically; return the paths.
+
+    Tables and figures an earlier analysis left in ``dest`` that this one does not make (a
+    ``sobol.csv`` whose indices are now skipped, say) are removed, so that the directory holds
+    what the report describes; other files are left alone.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, table in out.tables.items():
@@ -524,6 +537,9 @@ def write(sw: Sweep, out: Output, dest: Path) -> list[Path]:
     path = dest / "report.html"
     atomic_write_bytes(path, report_html(sw, out).encode("utf-8"))
     paths.append(path)
+    for stale in sorted(set(dest.iterdir()) - set(paths)):
+        if OWN_FILES.fullmatch(stale.name) and stale.is_file():
+            stale.unlink()
     return paths
 
 
