@@ -183,9 +183,7 @@ def load(out_dir: str | Path) -> Sweep:
         runs, meta = read_runs(d), read_meta(d)
     except ConfigError:
         raise
-    except (sqlite3.Error, ValueError, KeyError, TypeError, AttributeError) as e:
-        # a SQLite file with the ledger's tables but other contents (meta or a run's params
-        # that are not JSON tables)
+    except (sqlite3.Error, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{d / LEDGER}: cannot read the ledger: {e}") from None
     if runs.empty:
         raise ConfigError(f"{d / LEDGER}: the ledger holds no runs yet")

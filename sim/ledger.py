@@ -48,6 +48,27 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+# the meta values that must be JSON tables (objects) or lists for the ledger to be a sweep's
+META_SHAPES = {"spec": dict, "base": dict, "axes": list, "points": list, "seeds": list}
+
+
+def decode_json(text: str | None, where: str, shape: type | None = None) -> Any:
+    """One stored JSON value; ConfigError (one line) if it is not JSON or not of ``shape``."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where} is not JSON ({e}): not a liqsim sweep ledger, or a "
+                          "damaged one") from None
+    if shape is not None and not isinstance(value, shape):
+        kind = "a table" if shape is dict else "a list"
+        raise ConfigError(f"{where} is not {kind}: not a liqsim sweep ledger, or a damaged one")
+    return value
+
+
+def _decode_meta(rows, path: Path) -> dict:
+    return {k: decode_json(v, f"{path}: meta '{k}'", META_SHAPES.get(k)) for k, v in rows}
+
+
 class Ledger:
     """Write access to ``DIR/ledger.sqlite``; use only from the sweep's coordinating process."""
 
@@ -87,7 +108,7 @@ class Ledger:
         return {(h, int(s)) for h, s in rows}
 
     def get_meta(self) -> dict:
-        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+        return _decode_meta(self.conn.execute("SELECT key, value FROM meta"), self.path)
 
     def set_meta(self, meta: dict) -> None:
         self._transaction([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -117,7 +138,7 @@ def _fetch(out_dir: str | Path, sql: str) -> list[tuple]:
 
 def read_meta(out_dir: str | Path) -> dict:
     """The sweep's metadata: spec, design, axes, points (design order), problem, seeds."""
-    return {k: json.loads(v) for k, v in _fetch(out_dir, "SELECT key, value FROM meta")}
+    return _decode_meta(_fetch(out_dir, "SELECT key, value FROM meta"), Path(out_dir) / LEDGER)
 
 
 def read_ok_runs(out_dir: str | Path) -> list[tuple[str, int, int, int, str, str]]:
@@ -139,8 +160,10 @@ def read_runs(out_dir: str | Path) -> pd.DataFrame:
     rows = _fetch(out_dir, "SELECT param_hash, seed, point, replicate, status, error, duration,"
                            " params, metrics FROM runs ORDER BY point, replicate")
     records = []
+    where = Path(out_dir) / LEDGER
     for h, seed, point, rep, status, error, duration, params, mets in rows:
-        p, m = json.loads(params), json.loads(mets) if mets else {}
+        p = decode_json(params, f"{where}: the params of run ({h}, {seed})", dict)
+        m = decode_json(mets, f"{where}: the metrics of run ({h}, {seed})", dict) if mets else {}
         rec = {"param_hash": h, "seed": int(seed), "point": int(point), "replicate": int(rep),
                "status": status, "error": error, "duration": duration}
         rec.update({k: p.get(k) for k in axes})

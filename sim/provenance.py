@@ -433,17 +433,23 @@ def _series_diff(path: Path, fresh: bytes | None) -> str | None:
 
 def _check_run(d: Path, row: tuple, data: dict) -> FileCheck:
     """Re-run one ok run of the ledger in-process and compare it exactly."""
+    from sim.ledger import decode_json
     from sim.sweep import RunTask, run_task
 
     h, seed, point, rep, params, mets = row
     spec = data["spec"]
-    task = RunTask(h, seed, point, rep, json.loads(params), data["config"],
+    label, where = f"run {h}_{seed}", f"point {point}, replicate {rep}"
+    try:  # a damaged row is a finding, not a crash
+        params = decode_json(params, "its stored params", dict)
+        mets = decode_json(mets, "its stored metrics", dict)
+    except ConfigError as e:
+        return FileCheck(label, "differs", f"{where}: {e}")
+    task = RunTask(h, seed, point, rep, params, data["config"],
                    tuple(spec["metrics"]), tuple(spec.get("series", [])))
     res = run_task(task)
-    label, where = f"run {h}_{seed}", f"point {point}, replicate {rep}"
     if res.status != "ok":
         return FileCheck(label, "differs", f"{where}: the re-run failed: {res.error}")
-    diff = (_metrics_diff(json.loads(mets), res.metrics)
+    diff = (_metrics_diff(mets, res.metrics)
             or _series_diff(d / "series" / f"{h}_{seed}.parquet", res.series))
     if diff:
         return FileCheck(label, "differs", f"{where}: {diff}")

@@ -271,23 +271,44 @@ def _sqlite(d: Path, *statements: str) -> Path:
 
 
 ONE_RUN = "INSERT INTO runs VALUES ('h', 7, 0, 0, '{}', 'ok', NULL, '{}', 0.0, 'v', 't')"
+DAMAGED = "not a liqsim sweep ledger, or a damaged one"
 
 
 @pytest.mark.parametrize(("statements", "message"), [
     (["CREATE TABLE other (x)"], "{d}: unreadable ledger: no such table: meta"),
     ([SCHEMA, "INSERT INTO meta VALUES ('axes', 'not json')"],
-     "{d}/ledger.sqlite: cannot read the ledger: Expecting value: line 1 column 1 (char 0)"),
+     "{d}/ledger.sqlite: meta 'axes' is not JSON (Expecting value: line 1 column 1 (char 0)): "
+     + DAMAGED),
     ([SCHEMA, "INSERT INTO meta VALUES ('spec', '[1, 2]')", ONE_RUN],
-     "{d}/ledger.sqlite: cannot read the ledger: 'list' object has no attribute 'get'"),
+     "{d}/ledger.sqlite: meta 'spec' is not a table: " + DAMAGED),
     ([SCHEMA, "INSERT INTO meta VALUES ('axes', '[\"a\"]')",
       ONE_RUN.replace("'{}', 'ok'", "'\"text\"', 'ok'")],
-     "{d}/ledger.sqlite: cannot read the ledger: 'str' object has no attribute 'get'"),
+     "{d}/ledger.sqlite: the params of run (h, 7) is not a table: " + DAMAGED),
 ], ids=["not-a-ledger", "meta-not-json", "spec-not-a-table", "params-not-a-table"])
 def test_sqlite_that_is_not_a_sweep_ledger_is_one_line(tmp_path, capsys, statements, message):
     d = _sqlite(tmp_path / "x", *statements)
     assert main(["analyze", str(d)]) == 2
     assert one_error_line(capsys) == message.format(d=d)
     assert not (d / "analysis").exists()
+
+
+def test_resuming_or_verifying_a_damaged_ledger_is_one_line_or_a_finding(tmp_path, capsys):
+    """A sweep re-run on a ledger whose meta was damaged stops with one line (it was an
+    AttributeError traceback); ``liqsim verify`` reports a run whose stored metrics are not a
+    table as differing (it was a traceback too) and exits 1."""
+    spec = write_spec(tmp_path, values_axis("buyers.capacity_scale", [0.5, 1.0]), replicates=1)
+    out = tmp_path / "out"
+    run_sweep(spec, out=out, workers=1, progress=False)  # the real model: verify re-runs it
+    first = n_rows(out)
+    _edit(out, "UPDATE meta SET value = '[1, 2]' WHERE key = 'spec'")
+    assert main(["sweep", str(spec), "--out", str(out), "--workers", "1"]) == 2
+    assert one_error_line(capsys) == f"{out}/ledger.sqlite: meta 'spec' is not a table: {DAMAGED}"
+    assert n_rows(out) == first == 2  # nothing written, nothing lost
+    _edit(out, "UPDATE runs SET metrics = '7' WHERE point = 0")
+    assert main(["verify", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert f"differs (point 0, replicate 0: its stored metrics is not a table: {DAMAGED})" in text
+    assert "NOT reproduced" in text
 
 
 # --------------------------------------------------------------------------- analysis output
