@@ -13,11 +13,22 @@ Money is in US dollars, GPUs in integer units, time in months (t0 = 2025-12).
 
 from __future__ import annotations
 
+import re
 import tomllib
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
 
@@ -26,12 +37,73 @@ Pos = Annotated[float, Field(gt=0.0)]
 NonNeg = Annotated[float, Field(ge=0.0)]
 
 
+# Upper bounds on money, prices and physical sizes. A finite value near the float limit (1e305)
+# passes "finite" but overflows to inf once multiplied by fleet sizes, rates and horizons, and
+# the clearing then refuses the non-finite liabilities with a traceback. Each bound is at least
+# 1,000 times the largest calibrated or shipped value, so it never binds a plausible world, and
+# products of bounded values (at most ~1e30) stay far inside the float range.
+MAX_PRICE = 1e9  # $ per unit: a GPU's list price, a BTC, a buyer's integration cost per GPU
+MAX_BUDGET = 1e15  # $ held by one agent (buyer capital, repo capacity): ~30 x US GDP
+MAX_RUNNING_COST = 1e6  # $ per GPU-month (opex, holding) or per PH/day, $/MWh, $/GPU-hour
+MAX_SPREAD = 1.0  # annual rate over SOFR (10,000 bp)
+
+# A scenario's name is a results folder, so it must be one safe path component.
+NAME_RULE = "letters, digits, '_', '-' and '.', not starting with '.', at most 200 characters"
+_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
+
+
 class ConfigError(ValueError):
     """A scenario, override or flag that cannot be used; the message is one line for the user."""
 
 
+def safe_name(value: Any, what: str = "name") -> str:
+    """Return ``value`` if it can name a folder (one path component, see ``NAME_RULE``).
+
+    ``..``, ``.`` and hidden names would write outside or beside the results folder, so they
+    are refused; raises :class:`ConfigError` (a ``ValueError``, so it also works inside a
+    pydantic validator) naming ``what``.
+    """
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ConfigError(f"{what} = {_one_line(repr(value), 120)}: not a usable name; the "
+                          f"pattern is {NAME_RULE}")
+    return value
+
+
+def _is_number_type(tp: Any) -> bool:
+    """``int``, ``float`` or an optional one (``Annotated`` metadata already stripped)."""
+    if get_origin(tp) in (Union, types.UnionType):
+        return any(_is_number_type(a) for a in get_args(tp) if a is not type(None))
+    return tp in (int, float)
+
+
+def _bool_for_number(tp: Any, value: Any, where: str = "") -> tuple[str, bool] | None:
+    """The first bool standing in ``value`` for a number of type ``tp``: where it is (``""``
+    or ``".<index>"`` in a list) and the bool, or None."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if isinstance(value, bool):
+        return (where, value) if _is_number_type(tp) else None
+    if get_origin(tp) is list and isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _bool_for_number(get_args(tp)[0], item, f"{where}.{i}")
+            if found is not None:
+                return found
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse ``true``/``false`` where a number is expected (pydantic's lax mode reads them
+        as 1 and 0, so ``months = true`` would run one month); ints still become floats."""
+        found = _bool_for_number(cls.model_fields[info.field_name].annotation, value)
+        if found is not None:
+            raise PydanticCustomError("bool_as_number", "expected a number, got {got}",
+                                      {"got": str(found[1]).lower(), "where": found[0]})
+        return value
 
 
 # --------------------------------------------------------------------------- environment
@@ -248,7 +320,8 @@ class Shock(_Strict):
 
 
 class Scenario(_Strict):
-    name: str = Field("baseline", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # the results folder (results/<name>/); a scenario file without one takes its file stem
+    name: str = "baseline"
     description: str = ""
     months: int = Field(60, ge=1, le=600)
     seed: int = Field(20251201, ge=0, le=2**63 - 1)
@@ -261,6 +334,11 @@ class Scenario(_Strict):
     policy: Policy = Field(default_factory=Policy)
     contagion: Contagion = Field(default_factory=Contagion)
     shocks: list[Shock] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return safe_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -324,6 +402,8 @@ def _fmt_error(err: ValidationError) -> str:
         return f"missing key '{loc}' (required)"
     if first["type"] == "value_error":
         return msg
+    if first["type"] == "bool_as_number":
+        return f"{loc}{first['ctx']['where']}: {msg}"
     return f"{loc} = {_one_line(repr(first.get('input')), 120)}: {msg}"
 
 
@@ -378,18 +458,24 @@ def set_path(data: dict, key: str, value: Any) -> None:
             node = node[part]
 
 
-def read_toml(path: str | Path) -> dict:
+def locate(path: str | Path) -> Path:
+    """The TOML file ``path`` names: a file, or the name of a shipped scenario."""
     if not str(path).strip():
         raise ConfigError(f"scenario '{path}': empty name {_choices()}")
     p = Path(path)
     if not p.is_file():
         candidate = SCENARIO_DIR / f"{path}.toml"
         if candidate.is_file():
-            p = candidate
-        elif p.is_dir():
+            return candidate
+        if p.is_dir():
             raise ConfigError(f"scenario '{path}' is a directory, not a TOML file")
-        else:
-            raise ConfigError(f"scenario '{path}' not found {_choices()}")
+        raise ConfigError(f"scenario '{path}' not found {_choices()}")
+    return p
+
+
+def read_toml(path: str | Path) -> dict:
+    """The table of the TOML file ``path`` (see :func:`locate`); any problem is a ConfigError."""
+    p = locate(path)
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -418,13 +504,41 @@ def build(data: dict) -> Scenario:
         raise ConfigError(_fmt_error(e)) from None
 
 
+def _absolute_edgelist(data: dict, base: Path) -> None:
+    """Make a relative ``network.edgelist`` path absolute, resolved against ``base``.
+
+    The resolved config (config.json, the manifest) then names the file wherever
+    ``liqsim verify`` runs from.
+    """
+    net = data.get("network")
+    path = net.get("edgelist") if isinstance(net, dict) else None
+    if isinstance(path, str) and path.strip():
+        net["edgelist"] = str((base / Path(path).expanduser()).resolve())
+
+
 def load_scenario(source: str | Path | None = None, overrides: list[str] | tuple = (),
                   seed: int | None = None, months: int | None = None) -> Scenario:
-    """Read a scenario (a path, a shipped name, or None for the baseline) and apply overrides."""
-    data = _deep_merge(Scenario().model_dump(),
-                       read_toml(source) if source is not None else read_toml("baseline"))
+    """Read a scenario (a path, a shipped name, or None for the baseline) and apply overrides.
+
+    A file without ``name`` takes its file stem (``runs/deep_crash.toml`` -> ``deep_crash``),
+    so it never writes into another scenario's results folder. A relative ``network.edgelist``
+    in the file is resolved against the file's folder, one set by ``--set`` against the
+    current directory; the config keeps the absolute path.
+    """
+    path = locate("baseline" if source is None else source)
+    top = read_toml(path)
+    if "name" not in top:
+        try:
+            top["name"] = safe_name(path.stem)
+        except ConfigError:
+            raise ConfigError(f"{path}: the file has no 'name' and its file name "
+                              f"'{path.stem}' cannot be one ({NAME_RULE}); add a line "
+                              "name = \"...\"") from None
+    _absolute_edgelist(top, path.parent)
+    data = _deep_merge(Scenario().model_dump(), top)
     for o in overrides:
         apply_override(data, o)
+    _absolute_edgelist(data, Path.cwd())
     if seed is not None:
         data["seed"] = seed
     if months is not None:
