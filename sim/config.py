@@ -33,7 +33,6 @@ from pydantic_core import PydanticCustomError
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
 
 Frac = Annotated[float, Field(ge=0.0, le=1.0)]
-Pos = Annotated[float, Field(gt=0.0)]
 NonNeg = Annotated[float, Field(ge=0.0)]
 
 
@@ -112,9 +111,11 @@ class Generation(_Strict):
 
     name: str = Field(min_length=1)
     launch_month: int = Field(ge=-240, le=600)
-    list_price: Pos
-    kw_per_gpu: Pos  # incl. rack overhead (network, CPU, cooling fans), before PUE
-    rent0: Pos  # $/GPU-hour at t0 (or at launch, for a future generation)
+    list_price: float = Field(gt=0.0, le=MAX_PRICE)
+    # incl. rack overhead (network, CPU, cooling fans), before PUE; <= 1 MW a GPU
+    kw_per_gpu: float = Field(gt=0.0, le=1000.0)
+    # $/GPU-hour at t0 (or at launch, for a future generation)
+    rent0: float = Field(gt=0.0, le=MAX_RUNNING_COST)
     # "compute": the AI rent process; "hashprice": rent0 x hashprice / hashprice0 (mining rigs
     # as collateral, e.g. the asic_2022 validation scenario)
     rent_index: Literal["compute", "hashprice"] = "compute"
@@ -133,27 +134,29 @@ def _default_generations() -> list[Generation]:
 class Environment(_Strict):
     generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
     rent_deflation: float = Field(0.30, ge=0.0, le=0.99)  # d: rents fall by d a year
-    rent_vol: NonNeg = 0.04  # monthly sigma of the common rent shock
+    # monthly sigma of the common rent shock; <= 1 keeps exp(sigma z) and its -sigma^2/2 drift
+    # over 600 months inside the float range
+    rent_vol: float = Field(0.04, ge=0.0, le=1.0)
     # phi: rent step for every older generation at a launch; 0.15 gives a VALUE step of 20.7 %,
     # in the sourced 20-30 % band, value being the PV of rent net of power (docs/calibration.md)
     step_down: Frac = 0.15
     utilisation: Frac = 0.85  # spot fleet utilisation
-    btc_price0: Pos = 90_000.0
+    btc_price0: float = Field(90_000.0, gt=0.0, le=MAX_PRICE)
     btc_drift: float = Field(0.0, ge=-1.0, le=1.0)  # annual log drift
-    btc_vol_calm: NonNeg = 0.50  # annual
-    btc_vol_stress: NonNeg = 0.75
+    btc_vol_calm: float = Field(0.50, ge=0.0, le=5.0)  # annual; <= 5 as rent_vol (monthly 1.4)
+    btc_vol_stress: float = Field(0.75, ge=0.0, le=5.0)
     # false: BTC moves only by `btc` shocks (a historical episode's path, e.g. asic_2022); the
     # volatilities above still set the risk buyers price into hashprice-linked revenue
     btc_random_walk: bool = True
     rho_calm: float = Field(0.3, ge=-1.0, le=1.0)  # BTC-rent shock correlation, calm
     rho_stress: float = Field(0.8, ge=-1.0, le=1.0)  # ... once the stress indicator fires
     stress_drawdown: Frac = 0.30  # BTC drawdown from its running peak that flags stress
-    hashprice0: NonNeg = 36.0  # $/PH/day
+    hashprice0: float = Field(36.0, ge=0.0, le=MAX_RUNNING_COST)  # $/PH/day
     difficulty_growth: float = Field(0.25, ge=0.0, le=5.0)  # a year; erodes hashprice
     # miners' all-in cost, $/PH/day: buyers expect hashprice to revert to it (free entry and
     # exit of hashrate, Prat & Walter 2021); "median cost 44.8", TheMinerMag (B); 0 = off
-    hashprice_cost: NonNeg = 44.8
-    power_price: NonNeg = 50.0  # $/MWh
+    hashprice_cost: float = Field(44.8, ge=0.0, le=MAX_RUNNING_COST)
+    power_price: float = Field(50.0, ge=0.0, le=MAX_RUNNING_COST)  # $/MWh
     pue: float = Field(1.25, ge=1.0, le=3.0)
     sofr: float = Field(0.043, ge=0.0, le=0.5)
 
@@ -163,10 +166,11 @@ class BorrowerType(_Strict):
     count: int = Field(ge=0, le=1_000_000)
     fleet_mean: float = Field(gt=0.0, le=1e6)  # GPUs per borrower (lognormal mean)
     fleet_sigma: float = Field(0.6, ge=0.0, le=3.0)  # lognormal sigma
-    fleet_mix: list[NonNeg]  # weights by generation (existing generations only)
+    # weights by generation (existing generations only); <= 1e6 so their sum stays finite
+    fleet_mix: list[Annotated[float, Field(ge=0.0, le=1e6)]]
     ltv: float = Field(0.75, gt=0.0, le=1.0)  # loan-to-cost at origination
     capex_multiple: float = Field(1.3, ge=1.0, le=5.0)  # all-in cost per GPU / list price
-    spread: NonNeg  # over SOFR
+    spread: float = Field(ge=0.0, le=MAX_SPREAD)  # over SOFR
     term_months: int = Field(36, ge=1, le=240)
     amortisation: Frac = 0.20  # of original principal a year
     contracted_share: Frac
@@ -174,13 +178,16 @@ class BorrowerType(_Strict):
     contract_months_max: int = Field(48, ge=1, le=240)
     guarantee_prob: Frac
     guarantee_cover: Frac = 0.5  # share of contracted rent the guarantor keeps paying
-    cash_months: NonNeg = 3.0  # opening cash, in months of opex + debt service
-    payout_months: NonNeg = 6.0  # cash above this many months is paid out (capex, dividends)
+    # opening cash, in months of opex + debt service (<= 100 years)
+    cash_months: float = Field(3.0, ge=0.0, le=1200.0)
+    # cash above this many months is paid out (capex, dividends)
+    payout_months: float = Field(6.0, ge=0.0, le=1200.0)
     revolver_share: Frac = 0.10  # revolver limit, share of the term facility
-    fixed_opex_per_gpu: NonNeg = 300.0  # $/GPU-month besides power
+    fixed_opex_per_gpu: float = Field(300.0, ge=0.0, le=MAX_RUNNING_COST)  # $/GPU-month
     # miners only
     hashrate_mean: float = Field(0.0, ge=0.0, le=1e7)  # PH/s
-    mining_cost: NonNeg = 32.0  # cash cost $/PH/day; mining is curtailed below it
+    # cash cost $/PH/day; mining is curtailed below it
+    mining_cost: float = Field(32.0, ge=0.0, le=MAX_RUNNING_COST)
     btc_treasury_mean: float = Field(0.0, ge=0.0, le=2.1e7)  # BTC held
     btc_pledge: Frac = 0.0  # share of the treasury pledged to the GPU lenders
 
@@ -230,25 +237,27 @@ class Lenders(_Strict):
     types: dict[str, LenderType] = Field(default_factory=_lender_types, min_length=1)
     ltv_max: float = Field(0.85, gt=0.0, le=2.0)  # LTV covenant: a breach starts a margin call
     ltv_cure: float = Field(0.75, gt=0.0, le=2.0)  # the call is cured at or below this LTV
-    dscr_min: NonNeg = 1.0  # debt-service cover covenant
+    dscr_min: float = Field(1.0, ge=0.0, le=100.0)  # debt-service cover covenant
     cure_months: int = Field(3, ge=0, le=60)
     cash_sweep: Frac = 0.5  # share of spare cash swept to prepay after a DSCR breach
     grace_months: int = Field(1, ge=0, le=60)  # arrears tolerated before payment default
     refi_ltv: float = Field(0.80, gt=0.0, le=2.0)  # a maturing loan rolls only at or below
     capital_floor: Frac = 0.5  # deleverage below this share of the t0 capital ratio
     run_rate: Frac = 0.10  # monthly share of funding withdrawn from a distressed lender
-    holding_cost: NonNeg = 60.0  # $/GPU-month for warehoused repossessed GPUs
+    # $/GPU-month for warehoused repossessed GPUs
+    holding_cost: float = Field(60.0, ge=0.0, le=MAX_RUNNING_COST)
     max_hold_months: int = Field(6, ge=0, le=120)
     appraisal_lag: int = Field(3, ge=1, le=24)
-    funding_rate_spread: NonNeg = 0.01  # lenders' funding cost over SOFR
+    # lenders' funding cost over SOFR
+    funding_rate_spread: float = Field(0.01, ge=0.0, le=MAX_SPREAD)
 
 
 class BuyerType(_Strict):
     count: int = Field(ge=0, le=100_000)
     hurdle: float = Field(ge=0.0, le=2.0)  # annual discount rate
-    integration_cost: NonNeg  # $/GPU
-    capital: NonNeg  # $ available for secondary purchases, each
-    spare_mw: NonNeg  # MW of powered, cooled space, each
+    integration_cost: float = Field(ge=0.0, le=MAX_PRICE)  # $/GPU
+    capital: float = Field(ge=0.0, le=MAX_BUDGET)  # $ available for secondary purchases, each
+    spare_mw: float = Field(ge=0.0, le=1e6)  # MW of powered, cooled space, each (<= 1 TW)
     life_months: int = Field(ge=1, le=240)  # economic life from launch they plan on
     # mean days to find a sale, diligence, contract and power a fleet: the buyer bids in a
     # D-day sale with probability 1 - exp(-D / close_days); 0 = bids in every auction
@@ -277,13 +286,14 @@ class Buyers(_Strict):
     mw_regrowth: Frac = 0.01  # monthly MW added, share of initial spare MW
     adapt: Frac = 0.2  # adaptive-expectations gain on observed price changes
     salvage_floor: Frac = 0.08  # salvage buys anything at this share of list price
-    spot_opex_per_gpu: NonNeg = 150.0  # $/GPU-month buyers expect besides power
+    # $/GPU-month buyers expect besides power
+    spot_opex_per_gpu: float = Field(150.0, ge=0.0, le=MAX_RUNNING_COST)
 
 
 class Market(_Strict):
     mode: Literal["auction", "parametric"] = "auction"
     k: Frac = 0.5  # k-double auction price rule
-    alpha: NonNeg = 1.0536  # parametric mode: p = p0 exp(-alpha q / stock)
+    alpha: float = Field(1.0536, ge=0.0, le=100.0)  # parametric mode: p = p0 exp(-alpha q / stock)
     unsold_to_salvage: bool = True  # the salvage buyer bids without limit at the floor
 
 
@@ -298,9 +308,10 @@ class NetworkCfg(_Strict):
 class Repo(_Strict):
     enabled: bool = False
     h0: Frac = 0.20  # base haircut
-    kappa: NonNeg = 0.5  # haircut rise per unit fall of price below the reference
-    capacity: NonNeg = 2.0e9  # $ of repo loans plus purchases at cost
-    penalty_spread: NonNeg = 0.03  # over SOFR (Bagehot: lend freely at a penalty rate)
+    kappa: float = Field(0.5, ge=0.0, le=100.0)  # haircut rise per unit price shortfall
+    capacity: float = Field(2.0e9, ge=0.0, le=MAX_BUDGET)  # $ of repo loans + purchases at cost
+    # over SOFR (Bagehot: lend freely at a penalty rate)
+    penalty_spread: float = Field(0.03, ge=0.0, le=MAX_SPREAD)
     buy_floor: bool = True  # also bid at (1 - h) * reference value in the auction
 
 
