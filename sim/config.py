@@ -3,6 +3,8 @@
 Every default below is a figure from ``shared/CALIBRATION.md`` or a stated modelling assumption;
 ``docs/calibration.md`` gives the source of each one. Unknown keys and out-of-range values are
 rejected with :class:`ConfigError`, whose message names the key, the value and what is allowed.
+So are ``true``/``false`` where a number is expected, values above the upper bounds below
+(``MAX_PRICE`` and friends) and names that are not one safe folder name (:func:`safe_name`).
 
 A scenario file is laid over the defaults: tables merge key by key (so a
 ``[lenders.types.hedge_fund]`` table adds a lender type next to the default ones), lists
@@ -38,13 +40,14 @@ NonNeg = Annotated[float, Field(ge=0.0)]
 
 # Upper bounds on money, prices and physical sizes. A finite value near the float limit (1e305)
 # passes "finite" but overflows to inf once multiplied by fleet sizes, rates and horizons, and
-# the clearing then refuses the non-finite liabilities with a traceback. Each bound is at least
-# 1,000 times the largest calibrated or shipped value, so it never binds a plausible world, and
-# products of bounded values (at most ~1e30) stay far inside the float range.
+# the clearing then refuses the non-finite liabilities with a traceback. The money bounds are
+# at least 1,000 times the largest calibrated or shipped value, the rate, volatility and ratio
+# bounds in the fields below far above any plausible one, so no bound binds a plausible world,
+# and products of bounded values (at most ~1e30) stay far inside the float range.
 MAX_PRICE = 1e9  # $ per unit: a GPU's list price, a BTC, a buyer's integration cost per GPU
 MAX_BUDGET = 1e15  # $ held by one agent (buyer capital, repo capacity): ~30 x US GDP
 MAX_RUNNING_COST = 1e6  # $ per GPU-month (opex, holding) or per PH/day, $/MWh, $/GPU-hour
-MAX_SPREAD = 1.0  # annual rate over SOFR (10,000 bp)
+MAX_SPREAD = 1.0  # annual rate over SOFR (10,000 bp; the largest shipped spread is 0.08)
 
 # A scenario's name is a results folder, so it must be one safe path component.
 NAME_RULE = "letters, digits, '_', '-' and '.', not starting with '.', at most 200 characters"
