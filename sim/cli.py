@@ -271,7 +271,8 @@ def validate(
         _fail(str(e))
     result = val.run_all(quick=quick, progress=lambda m: err_console.print(
         f"validate: {m}", markup=False, highlight=False))
-    path = val.write_report(result, out)
+    with _writing(out):
+        path = val.write_report(result, out)
     t = Table(title=f"liqsim validate ({'quick' if quick else 'full'})")
     for col in ("check", "measured", "result"):
         t.add_column(col)
@@ -302,9 +303,10 @@ def bench(
         _check_writable(out)
     except ConfigError as e:
         _fail(str(e))
-    res = run_bench(out, quick=quick, sweeps=sweeps, repeats=repeats,
-                    max_borrowers=max_borrowers,
-                    log=lambda m: err_console.print(f"bench: {m}", markup=False))
+    with _writing(out):
+        res = run_bench(out, quick=quick, sweeps=sweeps, repeats=repeats,
+                        max_borrowers=max_borrowers,
+                        log=lambda m: err_console.print(f"bench: {m}", markup=False))
     b, s = res["baseline"], res["scaling"]
     t = Table(title="liqsim bench (medians after warm-up)", show_header=False)
     t.add_column("measure")

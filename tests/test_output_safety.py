@@ -252,3 +252,19 @@ def test_an_ipv6_host_is_probed_over_ipv6_and_printed_bracketed(monkeypatch, cap
         busy.listen()
         with pytest.raises(ConfigError, match="cannot listen there"):
             sim.app.check_port("::1", port)
+
+
+@pytest.mark.parametrize("cmd", ["validate", "bench"])
+def test_validate_and_bench_write_errors_are_one_line(tmp_path, monkeypatch, capsys, cmd):
+    import sim.bench
+    import sim.validate
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sim.validate, "run_all", lambda **kwargs: {"checks": []})
+    monkeypatch.setattr(sim.validate, "write_report", full)
+    monkeypatch.setattr(sim.bench, "run_bench", full)
+    assert main([cmd, "--out", str(tmp_path / "o")]) == 2
+    assert _one_error_line(capsys) == (f"liqsim: error: cannot write {tmp_path / 'o'}: "
+                                       "No space left on device")
