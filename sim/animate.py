@@ -16,6 +16,7 @@ arrows are computed once per model and reused for every frame.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,11 +182,24 @@ def check_gif_path(out: str | Path) -> Path:
     return path
 
 
+class GifWriter(PillowWriter):
+    """Matplotlib's Pillow GIF writer, but :meth:`finish` encodes only after every frame.
+
+    ``FuncAnimation.save`` calls ``finish`` on its way out even when drawing a frame raised
+    (Ctrl-C); ``PillowWriter.finish`` would then encode a truncated GIF, or, before the first
+    frame, raise ``IndexError`` on its empty frame list and hide the ``KeyboardInterrupt``.
+    """
+
+    def finish(self) -> None:
+        if sys.exc_info()[1] is None:  # not unwinding from an exception
+            super().finish()
+
+
 def write_gif(model, out: str | Path, fps: int = 3) -> Path:
     """Write the cascade of a finished run as a GIF (network + price paths), one frame a month.
 
     The file appears atomically: it is encoded under a temporary name in the same directory and
-    renamed into place.
+    renamed into place; an error or Ctrl-C while drawing leaves no file (:class:`GifWriter`).
     """
     from sim.store import atomic_write_with
 
@@ -202,7 +216,7 @@ def write_gif(model, out: str | Path, fps: int = 3) -> Path:
     def encode(tmp: str) -> None:
         gif = f"{tmp}.gif"  # Pillow picks the format from the extension
         try:
-            anim.save(gif, writer=PillowWriter(fps=fps))
+            anim.save(gif, writer=GifWriter(fps=fps))
             os.replace(gif, tmp)
         finally:
             Path(gif).unlink(missing_ok=True)

@@ -284,13 +284,30 @@ def server_command(host: str = "127.0.0.1", port: int = 8765,
 
 
 def check_port(host: str, port: int) -> None:
-    """Raise :class:`ConfigError` unless ``host:port`` can be listened on."""
+    """Raise :class:`ConfigError` unless ``host:port`` can be listened on.
+
+    ``host`` is a name or an IPv4 or IPv6 address (``::1``, without brackets); it is resolved
+    first, and the probe listens with the address family it resolves to.
+    """
+    if not host.strip():
+        raise ConfigError("--host must not be empty (use 0.0.0.0 to listen on every "
+                          "interface)")
     try:
-        with socket.create_server((host, port)):
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError):
+        raise ConfigError(f"--host {host}: cannot resolve host {host}") from None
+    try:
+        with socket.create_server(addr[:2], family=family):
             pass
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else str(e)
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({why})") from None
+
+
+def url(host: str, port: int) -> str:
+    """The app's address, ``http://HOST:PORT/``, with an IPv6 literal in brackets (RFC 3986)."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def _on_sigterm(_signum, _frame):

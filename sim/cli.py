@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +45,36 @@ def _int_flag(lo: int | None = None, hi: int | None = None):
                                      f"..{hi if hi is not None else ''}")
         return n
     return parse
+
+
+def _out_path(value) -> Path:
+    """A parser for an ``--out`` path: refuses an empty path (it would silently mean the
+    current directory) and one that is not valid UTF-8 (Parquet and the console need it)."""
+    if isinstance(value, Path):  # a default
+        return value
+    text = str(value)
+    shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+    if not text.strip():
+        raise typer.BadParameter("must not be empty (use . for the current directory)")
+    if shown != text:
+        raise typer.BadParameter(f"{shown} is not a valid UTF-8 path")
+    return Path(text)
+
+
+@contextmanager
+def _writing(target: Path):
+    """Turn an ``OSError`` (disk full, file too large, permissions) in the block into one line
+    naming ``target``."""
+    try:
+        yield
+    except OSError as e:
+        _fail(f"cannot write {target}: {e.strerror or e}")
+
+
+def _interrupted(msg: str) -> None:
+    err_console.print(f"liqsim: interrupted; {msg}", markup=False, highlight=False,
+                      soft_wrap=True)
+    raise typer.Exit(130)
 
 
 def _progress() -> Progress:
@@ -93,7 +125,8 @@ def run(
                                              help="Random seed")] = None,
     months: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
                                                help="Months to simulate")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output directory "
+    out: Annotated[Path | None, typer.Option(parser=_out_path, metavar="DIR",
+                                             help="Output directory, replaced whole "
                                                   "(default: results/<name>)")] = None,
     figures: Annotated[bool, typer.Option(help="Write PNG figures")] = True,
 ) -> None:
@@ -105,18 +138,18 @@ def run(
         cfg = load_scenario(scenario, set_ or [], seed=seed, months=months)
         outdir = out if out is not None else Path("results") / cfg.name
         _check_writable(outdir)
+        store.run_dir(outdir)  # refuse a directory the run may not replace before running
     except ConfigError as e:
         _fail(str(e))
     try:  # the model reads some inputs (a network edge list) only when it is built
-        with _progress() as prog:
+        with _progress() as prog, _writing(outdir):
             task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
             model = run_scenario(cfg, on_month=lambda m: prog.update(task, completed=m))
+            summary = store.write_run(model, outdir, figures=figures)
     except ConfigError as e:
         _fail(str(e))
-    summary = store.write_run(model, outdir)
-    if figures:
-        from sim.plots import write_figures
-        store.write_manifest(outdir, model.cfg, extra=write_figures(model, outdir))
+    except KeyboardInterrupt:
+        _interrupted(f"{outdir} left as it was")
     out_console.print(_summary_table(summary))
     out_console.print(f"results written to {outdir}/")
 
@@ -129,7 +162,6 @@ def _check_writable(outdir: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise ConfigError(f"--out {outdir}: {probe} is not a directory")
-    import os
     if not os.access(probe, os.W_OK):
         raise ConfigError(f"--out {outdir}: directory is not writable")
 
@@ -205,7 +237,8 @@ def verify(
 @app.command()
 def analyze(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep output directory")],
-    out: Annotated[Path | None, typer.Option(help="Where to write (default: DIR/analysis)")
+    out: Annotated[Path | None, typer.Option(parser=_out_path, metavar="PATH",
+                                             help="Where to write (default: DIR/analysis)")
                    ] = None,
 ) -> None:
     """Tables (CSV), figures (PNG) and a self-contained report.html of a finished sweep."""
@@ -214,7 +247,8 @@ def analyze(
     try:
         if out is not None:
             _check_writable(out)
-        paths = run_analysis(directory, out)
+        with _writing(out if out is not None else directory / "analysis"):
+            paths = run_analysis(directory, out)
     except ConfigError as e:
         _fail(str(e))
     out_console.print(f"{len(paths)} files written to {paths[-1].parent}/ "
@@ -223,7 +257,8 @@ def analyze(
 
 @app.command()
 def validate(
-    out: Annotated[Path, typer.Option(help="Output directory")] = Path("results/validation"),
+    out: Annotated[Path, typer.Option(parser=_out_path, metavar="DIR", help="Output directory")
+                   ] = Path("results/validation"),
     quick: Annotated[bool, typer.Option(help="Reduced Gai-Kapadia experiment (N = 200, "
                                              "fewer degrees and draws)")] = False,
 ) -> None:
@@ -236,7 +271,8 @@ def validate(
         _fail(str(e))
     result = val.run_all(quick=quick, progress=lambda m: err_console.print(
         f"validate: {m}", markup=False, highlight=False))
-    path = val.write_report(result, out)
+    with _writing(out):
+        path = val.write_report(result, out)
     t = Table(title=f"liqsim validate ({'quick' if quick else 'full'})")
     for col in ("check", "measured", "result"):
         t.add_column(col)
@@ -257,7 +293,8 @@ def bench(
     max_borrowers: Annotated[int, typer.Option(parser=_int_flag(100, 100_000), metavar="N",
                                                help="Largest scaling size (100..100000)")
                              ] = 100_000,
-    out: Annotated[Path, typer.Option(help="Output directory")] = Path("results/bench"),
+    out: Annotated[Path, typer.Option(parser=_out_path, metavar="DIR", help="Output directory")
+                   ] = Path("results/bench"),
 ) -> None:
     """Time liqsim against Mesa's BoltzmannWealth, its scaling, and check golden outputs."""
     from sim.bench import run_bench
@@ -266,9 +303,10 @@ def bench(
         _check_writable(out)
     except ConfigError as e:
         _fail(str(e))
-    res = run_bench(out, quick=quick, sweeps=sweeps, repeats=repeats,
-                    max_borrowers=max_borrowers,
-                    log=lambda m: err_console.print(f"bench: {m}", markup=False))
+    with _writing(out):
+        res = run_bench(out, quick=quick, sweeps=sweeps, repeats=repeats,
+                        max_borrowers=max_borrowers,
+                        log=lambda m: err_console.print(f"bench: {m}", markup=False))
     b, s = res["baseline"], res["scaling"]
     t = Table(title="liqsim bench (medians after warm-up)", show_header=False)
     t.add_column("measure")
@@ -295,20 +333,21 @@ def app_(
                                                         "(default: baseline)")] = None,
     port: Annotated[int, typer.Option(parser=_int_flag(1, 65535), metavar="N",
                                       help="Port (1..65535)")] = 8765,
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to listen on: a name or an IPv4 or "
+                                           "IPv6 address")] = "127.0.0.1",
 ) -> None:
     """Serve the interactive fire-sale app (Mesa SolaraViz) at http://HOST:PORT, offline."""
     try:
         load_scenario(scenario)
     except ConfigError as e:
         _fail(str(e))
-    from sim.app import check_port, serve
+    from sim.app import check_port, serve, url
 
     try:
         check_port(host, port)
     except ConfigError as e:
         _fail(str(e))
-    err_console.print(f"liqsim app: http://{host}:{port}/  (Ctrl-C to stop)", markup=False)
+    err_console.print(f"liqsim app: {url(host, port)}  (Ctrl-C to stop)", markup=False)
     raise typer.Exit(serve(host, port, scenario))
 
 
@@ -316,7 +355,8 @@ def app_(
 def animate(
     scenario: Annotated[str | None, typer.Argument(help="Scenario TOML file or shipped name "
                                                         "(default: baseline)")] = None,
-    out: Annotated[Path | None, typer.Option(help="GIF to write (default: "
+    out: Annotated[Path | None, typer.Option(parser=_out_path, metavar="PATH",
+                                             help="GIF to write (default: "
                                                   "results/<name>/cascade.gif)")] = None,
     seed: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
                                              help="Random seed")] = None,
@@ -336,11 +376,13 @@ def animate(
         path = check_gif_path(out if out is not None else Path("results") / cfg.name
                               / "cascade.gif")
         _check_writable(path.parent)
-        with _progress() as prog:
+        with _progress() as prog, _writing(path):
             task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
             run_animate(cfg, path, fps=fps, on_month=lambda m: prog.update(task, completed=m))
     except ConfigError as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        _interrupted(f"no GIF written to {path}")
     out_console.print(f"{cfg.months} frames (one per month) written to {path}")
 
 
@@ -355,7 +397,8 @@ def sweep(
     dask_local: Annotated[int | None, typer.Option(parser=_int_flag(1, 256), metavar="N",
                                                    help="Start a local Dask cluster of N "
                                                         "workers")] = None,
-    out: Annotated[Path | None, typer.Option(help="Sweep directory "
+    out: Annotated[Path | None, typer.Option(parser=_out_path, metavar="DIR",
+                                             help="Sweep directory "
                                                   "(default: results/sweeps/<name>)")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Re-run the runs the ledger records as "
                                                     "failed")] = False,
@@ -369,10 +412,7 @@ def sweep(
     except ConfigError as e:
         _fail(str(e))
     except KeyboardInterrupt:
-        err_console.print("liqsim: interrupted; every finished run is in the ledger, re-run "
-                          "the same command to resume", markup=False, highlight=False,
-                          soft_wrap=True)
-        raise typer.Exit(130) from None
+        _interrupted("every finished run is in the ledger, re-run the same command to resume")
     out_console.print(res.describe(), markup=False, highlight=False, soft_wrap=True)
 
 

@@ -1,14 +1,20 @@
 """Writing a run's outputs: ``results/<name>/``.
 
-Every file is written under a temporary name and renamed into place (``os.replace`` is atomic
-on POSIX), so a crash never leaves a half-written file behind.
+A run's directory is written whole into a fresh temporary sibling and swapped into place
+(:func:`replace_dir`), so a failure or a crash never leaves a half-written or mixed directory
+behind. Single files are written under a temporary name and renamed into place
+(``os.replace`` is atomic on POSIX).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import networkx as nx
@@ -59,11 +65,97 @@ def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def write_run(model: LiquidationModel, outdir: str | Path) -> dict:
-    """Write config, summary, series, panel, events, network and (last) the manifest."""
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # never vouch for a half-rewritten run
+RUN_FILES = ("config.json", "series.parquet", "panel.parquet", "events.parquet",
+             "network.graphml", "summary.json")
+
+
+def run_dir(outdir: str | Path) -> Path:
+    """The absolute directory a run writes to, after checking that it may be replaced.
+
+    A symbolic link to a directory names that directory (the link is kept). Raises
+    :class:`ConfigError` for a dangling link, a path that is not a directory, or a directory
+    holding anything but a run's outputs (:data:`RUN_FILES`, the manifest, the figures of
+    :data:`sim.plots.FIGURES`, ``liqsim animate``'s default ``cascade.gif``), which
+    :func:`write_run` would delete when it swaps the new run in.
+    """
+    from sim.config import ConfigError
+    from sim.plots import FIGURES
+    from sim.provenance import MANIFEST
+
+    given = Path(outdir)
+    if given.is_symlink() and not given.exists():
+        raise ConfigError(f"--out {given}: is a symbolic link to a missing "
+                          f"{os.readlink(given)}")
+    out = Path(os.path.realpath(given))
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {given}: exists and is not a directory")
+    if out.is_dir():
+        known = {*RUN_FILES, MANIFEST, *FIGURES, "cascade.gif"}
+        foreign = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(out)
+                         if not (e.is_file(follow_symlinks=False) and (
+                             e.name in known
+                             or (e.name.startswith(".") and e.name.endswith(".tmp")))))
+        if foreign:
+            name, is_dir = foreign[0]
+            raise ConfigError(f"--out {given}: holds {name!r}{' (a directory)' if is_dir else ''}"
+                              ", which is not a run's output; a run replaces its whole "
+                              "directory, choose another")
+    return out
+
+
+def replace_dir[T](outdir: Path, fill: Callable[[Path], T]) -> T:
+    """Call ``fill(tmp)`` on a fresh sibling directory of ``outdir``, then swap it into place.
+
+    All or nothing: if ``fill`` or the swap fails, ``outdir`` is left as it was and the
+    temporary directory is removed. An existing ``outdir`` is renamed aside, the new one
+    renamed in, then the old one deleted; concurrent writers each swap in a complete
+    directory, so the last to finish wins and the contents are never mixed.
+    """
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}.", suffix=".tmp"))
+    try:
+        result = fill(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())
+        _swap_in(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def _swap_in(new: Path, out: Path, attempts: int = 50) -> None:
+    """Rename directory ``new`` to ``out``, moving an existing ``out`` aside first."""
+    for _ in range(attempts):
+        try:
+            os.rename(new, out)  # replaces a missing or empty ``out``
+            return
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        old = tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old")
+        try:
+            os.rename(out, old)
+        except FileNotFoundError:  # another writer moved it aside first: try again
+            os.rmdir(old)
+            continue
+        except BaseException:
+            os.rmdir(old)
+            raise
+        try:
+            os.rename(new, out)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):  # another writer's is in: replace it
+                shutil.rmtree(old, ignore_errors=True)
+                continue
+            with contextlib.suppress(OSError):
+                os.rename(old, out)  # put the old directory back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(out))
+
+
+def _write_outputs(model: LiquidationModel, out: Path, figures: bool) -> dict:
     summary = metrics.summary(model)
     write_json(out / "config.json", model.cfg.model_dump(mode="json"))
     for name, frame in (("series", metrics.series(model)), ("panel", metrics.panel(model)),
@@ -73,21 +165,32 @@ def write_run(model: LiquidationModel, outdir: str | Path) -> dict:
     graph = build_graph(model)
     atomic_write_with(out / "network.graphml", lambda tmp: nx.write_graphml(graph, tmp))
     write_json(out / "summary.json", summary)
-    write_manifest(out, model.cfg)
+    extra = []
+    if figures:
+        from sim.plots import write_figures
+
+        extra = write_figures(model, out)
+    write_manifest(out, model.cfg, extra)
     return summary
 
 
-RUN_FILES = ("config.json", "series.parquet", "panel.parquet", "events.parquet",
-             "network.graphml", "summary.json")
+def write_run(model: LiquidationModel, outdir: str | Path, figures: bool = False) -> dict:
+    """Write config, summary, series, panel, events, network, the figures if ``figures``, and
+    (last) the manifest to ``outdir``; return the summary.
+
+    The directory is replaced all or nothing (:func:`replace_dir`): a failure leaves the
+    previous run's directory untouched, and no file of an earlier run (a figure a
+    ``figures=False`` run does not draw) survives. Raises :class:`ConfigError` if ``outdir``
+    may not be replaced (:func:`run_dir`), ``OSError`` if it cannot be written.
+    """
+    return replace_dir(run_dir(outdir), lambda tmp: _write_outputs(model, tmp, figures))
 
 
 def write_manifest(outdir: str | Path, cfg, extra: tuple | list = ()) -> None:
     """(Re)write ``manifest.json`` (sim/provenance.py): hashes of :data:`RUN_FILES` + ``extra``.
 
-    Called last by :func:`write_run`; call it again with the figure paths after writing
-    figures so that they are hashed too. :func:`write_run` first removes any older manifest,
-    so a crash mid-write leaves no manifest and ``liqsim verify`` refuses the directory
-    instead of vouching for a mix of old and new outputs.
+    Called last by :func:`write_run`, with the figure paths when it draws them; call it again
+    with the paths of files added to a run directory afterwards so that they are hashed too.
     """
     from sim.provenance import MANIFEST, manifest
 
