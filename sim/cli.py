@@ -19,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="liqsim: the liquidation market for repossessed AI GPUs.")
 out_console = Console()
 err_console = Console(stderr=True)
+GIF_NAME = "cascade.gif"  # liqsim animate's default file, inside the run directory
 
 
 def _error_line(msg: str) -> str:
@@ -132,20 +133,22 @@ def run(
 ) -> None:
     """Run one scenario and write results/<name>/."""
     from sim import store
+    from sim.plots import FIGURES, write_figures
     from sim.runner import run_scenario
 
+    also = (*FIGURES, GIF_NAME)  # a run directory may also hold its figures and its GIF
     try:
         cfg = load_scenario(scenario, set_ or [], seed=seed, months=months)
         outdir = out if out is not None else Path("results") / cfg.name
         _check_writable(outdir)
-        store.run_dir(outdir)  # refuse a directory the run may not replace before running
+        store.run_dir(outdir, also)  # refuse a directory the run may not replace, before running
     except ConfigError as e:
         _fail(str(e))
     try:  # the model reads some inputs (a network edge list) only when it is built
         with _progress() as prog, _writing(outdir):
             task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
             model = run_scenario(cfg, on_month=lambda m: prog.update(task, completed=m))
-            summary = store.write_run(model, outdir, figures=figures)
+            summary = store.write_run(model, outdir, write_figures if figures else None, also)
     except ConfigError as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -374,7 +377,7 @@ def animate(
     try:
         cfg = load_scenario(scenario, set_ or [], seed=seed, months=months)
         path = check_gif_path(out if out is not None else Path("results") / cfg.name
-                              / "cascade.gif")
+                              / GIF_NAME)
         _check_writable(path.parent)
         with _progress() as prog, _writing(path):
             task = prog.add_task(f"{cfg.name}: months", total=cfg.months)

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import networkx as nx
@@ -69,17 +69,16 @@ RUN_FILES = ("config.json", "series.parquet", "panel.parquet", "events.parquet",
              "network.graphml", "summary.json")
 
 
-def run_dir(outdir: str | Path) -> Path:
+def run_dir(outdir: str | Path, also: Iterable[str] = ()) -> Path:
     """The absolute directory a run writes to, after checking that it may be replaced.
 
     A symbolic link to a directory names that directory (the link is kept). Raises
     :class:`ConfigError` for a dangling link, a path that is not a directory, or a directory
-    holding anything but a run's outputs (:data:`RUN_FILES`, the manifest, the figures of
-    :data:`sim.plots.FIGURES`, ``liqsim animate``'s default ``cascade.gif``), which
+    holding anything but a run's outputs (:data:`RUN_FILES`, the manifest, and the file names
+    in ``also``: the CLI passes its figures and ``liqsim animate``'s default GIF), which
     :func:`write_run` would delete when it swaps the new run in.
     """
     from sim.config import ConfigError
-    from sim.plots import FIGURES
     from sim.provenance import MANIFEST
 
     given = Path(outdir)
@@ -90,7 +89,7 @@ def run_dir(outdir: str | Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {given}: exists and is not a directory")
     if out.is_dir():
-        known = {*RUN_FILES, MANIFEST, *FIGURES, "cascade.gif"}
+        known = {*RUN_FILES, MANIFEST, *also}
         foreign = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(out)
                          if not (e.is_file(follow_symlinks=False) and (
                              e.name in known
@@ -155,7 +154,8 @@ def _swap_in(new: Path, out: Path, attempts: int = 50) -> None:
     raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(out))
 
 
-def _write_outputs(model: LiquidationModel, out: Path, figures: bool) -> dict:
+def _write_outputs(model: LiquidationModel, out: Path,
+                   extras: Callable[[LiquidationModel, Path], list] | None) -> dict:
     summary = metrics.summary(model)
     write_json(out / "config.json", model.cfg.model_dump(mode="json"))
     for name, frame in (("series", metrics.series(model)), ("panel", metrics.panel(model)),
@@ -165,25 +165,24 @@ def _write_outputs(model: LiquidationModel, out: Path, figures: bool) -> dict:
     graph = build_graph(model)
     atomic_write_with(out / "network.graphml", lambda tmp: nx.write_graphml(graph, tmp))
     write_json(out / "summary.json", summary)
-    extra = []
-    if figures:
-        from sim.plots import write_figures
-
-        extra = write_figures(model, out)
+    extra = extras(model, out) if extras is not None else []
     write_manifest(out, model.cfg, extra)
     return summary
 
 
-def write_run(model: LiquidationModel, outdir: str | Path, figures: bool = False) -> dict:
-    """Write config, summary, series, panel, events, network, the figures if ``figures``, and
-    (last) the manifest to ``outdir``; return the summary.
+def write_run(model: LiquidationModel, outdir: str | Path,
+              extras: Callable[[LiquidationModel, Path], list] | None = None,
+              also: Iterable[str] = ()) -> dict:
+    """Write config, summary, series, panel, events, network, the files ``extras(model, dir)``
+    writes (it returns their paths: the CLI passes :func:`sim.plots.write_figures`, so the
+    core never imports plots), and (last) the manifest to ``outdir``; return the summary.
 
     The directory is replaced all or nothing (:func:`replace_dir`): a failure leaves the
-    previous run's directory untouched, and no file of an earlier run (a figure a
-    ``figures=False`` run does not draw) survives. Raises :class:`ConfigError` if ``outdir``
-    may not be replaced (:func:`run_dir`), ``OSError`` if it cannot be written.
+    previous run's directory untouched, and no file of an earlier run (a figure a run
+    without ``extras`` does not draw) survives. Raises :class:`ConfigError` if ``outdir``
+    may not be replaced (:func:`run_dir` with ``also``), ``OSError`` if it cannot be written.
     """
-    return replace_dir(run_dir(outdir), lambda tmp: _write_outputs(model, tmp, figures))
+    return replace_dir(run_dir(outdir, also), lambda tmp: _write_outputs(model, tmp, extras))
 
 
 def write_manifest(outdir: str | Path, cfg, extra: tuple | list = ()) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -268,3 +270,19 @@ def test_validate_and_bench_write_errors_are_one_line(tmp_path, monkeypatch, cap
     assert main([cmd, "--out", str(tmp_path / "o")]) == 2
     assert _one_error_line(capsys) == (f"liqsim: error: cannot write {tmp_path / 'o'}: "
                                        "No space left on device")
+
+
+def test_the_core_writes_a_run_without_importing_plots_app_or_cli(tmp_path):
+    """README layout: the core (store included) never imports plots, animate, app or cli; the
+    CLI hands its figure writer to store.write_run."""
+    code = ("import sys\n"
+            "from sim import config, contagion, environment, finance, market, metrics, model, "
+            "network, provenance, runner, store\n"
+            "m = runner.run_scenario(config.load_scenario('baseline', months=2))\n"
+            f"store.write_run(m, {str(tmp_path / 'r')!r})\n"
+            "print(sorted(n for n in ('sim.plots', 'sim.animate', 'sim.app', 'sim.cli') "
+            "if n in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+    assert (tmp_path / "r" / "manifest.json").is_file()
