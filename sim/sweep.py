@@ -281,7 +281,7 @@ def _check_axis(base: dict, axis: Axis) -> str:
             for v in axis.range:
                 _resolved(base, axis.key, _cast(v, kind))
         else:
-            _check_values(base, axis.key, _explicit(axis, kind))
+            _check_values(base, axis.key, axis.values)
     except ConfigError as e:
         raise ConfigError(f"axis '{axis.key}': {e}") from None
     return kind
@@ -299,7 +299,7 @@ def _json_kind(v: Any) -> str:
     if isinstance(v, list):
         return "a list of " + (", ".join(sorted({_json_kind(x)[2:] + "s" for x in v}))
                                or "nothing")
-    return {bool: "a boolean", str: "a string"}.get(type(v), "a number")
+    return {bool: "a boolean", str: "a string", type(None): "null"}.get(type(v), "a number")
 
 
 def _no_negative_zero(v: Any) -> Any:
@@ -313,10 +313,10 @@ def _no_negative_zero(v: Any) -> Any:
 
 
 def _check_values(base: dict, key: str, values: list) -> None:
-    """Every explicit value must validate, have the type the scenario holds at ``key`` (no
-    string "0.2" for a number: the scenario would coerce it, the ledger would keep a string),
-    be of one type with the others, and give a scenario no other value gives (0.0 and -0.0,
-    or 1 and 1.0, would run the same model twice under two parameter hashes)."""
+    """Every explicit value must validate and have the type the scenario holds at ``key`` (no
+    string "0.2" for a number: the scenario would coerce it, the ledger would keep a string;
+    so an axis never mixes types), and give a scenario no other value gives (0.0 and -0.0
+    would run the same model twice under two parameter hashes)."""
     seen: dict[str, int] = {}
     for i, v in enumerate(values):
         config = _resolved(base, key, v)
@@ -324,10 +324,6 @@ def _check_values(base: dict, key: str, values: list) -> None:
         if _json_kind(v) != _json_kind(held):
             raise ConfigError(f"value {_one_line(repr(v), 60)} is {_json_kind(v)}, but the key "
                               f"holds {_json_kind(held)} (write {_one_line(json.dumps(held), 60)})")
-        if _json_kind(v) != _json_kind(values[0]):
-            raise ConfigError(f"values mix types: {_one_line(repr(values[0]), 60)} is "
-                              f"{_json_kind(values[0])}, {_one_line(repr(v), 60)} is "
-                              f"{_json_kind(v)}")
         first = seen.setdefault(canonical_json(_no_negative_zero(config)), i)
         if first != i:
             raise ConfigError(f"values {_one_line(repr(values[first]), 60)} and "
@@ -354,9 +350,12 @@ def _design_size(spec: SweepSpec) -> int:
 
 
 def _explicit(axis: Axis, kind: str) -> list:
-    """An axis's explicit values; an integer given for a float key becomes a float, so that
-    ``1`` and ``1.0`` are one point (one parameter hash)."""
-    return [float(v) if kind == "float" and type(v) is int else v for v in axis.values]
+    """An axis's explicit values; an integer given for a float key becomes a float (and a
+    whole float for an integer key an integer), so that ``1`` and ``1.0`` are one point (one
+    parameter hash) of one type."""
+    return [float(v) if kind == "float" and type(v) is int else
+            int(v) if kind == "int" and type(v) is float and v.is_integer() else v
+            for v in axis.values]
 
 
 def _grid_values(axis: Axis, kind: str) -> list:
