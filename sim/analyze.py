@@ -8,7 +8,8 @@ Reads the sweep's ledger (``DIR/ledger.sqlite`` through :mod:`sim.ledger`) and w
   is first averaged over the other axes, so the interval reflects seed-to-seed variation of
   the paired design. With a single replicate the unit is the design point. Axes with more than
   :data:`MAX_LEVELS` distinct values (Latin hypercube, Sobol) are cut into :data:`N_BINS`
-  equal-width bins, labelled by their centre.
+  equal-width bins, labelled by their centre. The values of a list-valued axis (or of an axis
+  that mixes types in an older ledger) are labelled by their JSON text.
 * ``points.csv``: every design point, mean and interval across its replicates.
 * ``paired.csv`` (grid or Latin-hypercube designs with two or more replicates and a two-level
   axis, e.g. the repo desk off/on; a hypercube gives both levels the same draws): per seed, the
@@ -19,8 +20,9 @@ Reads the sweep's ledger (``DIR/ledger.sqlite`` through :mod:`sim.ledger`) and w
   ``a``, one column per value of ``b`` (other axes averaged out).
 * ``sobol.csv`` (Saltelli designs): Sobol first-order (S1) and total-order (ST) indices with
   95 % bootstrap confidence half-widths, from ``SALib.analyze.sobol`` with
-  ``calc_second_order=False`` on the metric averaged over replicates in design order
-  (Sobol' 2001; Saltelli et al. 2010, *Comput. Phys. Commun.* 181:259-270).
+  ``calc_second_order=False`` on the metric averaged over replicates in design order, design
+  points that coincide (an integer axis) sharing their runs (Sobol' 2001; Saltelli et al.
+  2010, *Comput. Phys. Commun.* 181:259-270).
 * PNG figures of all of the above and ``report.html``: a single self-contained file (figures
   embedded as base64 PNG, tables inline, no external scripts, styles or links). Tables and
   figures of an earlier analysis in the same directory that this one does not make are removed.
