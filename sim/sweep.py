@@ -299,7 +299,7 @@ def _json_kind(v: Any) -> str:
     if isinstance(v, list):
         return "a list of " + (", ".join(sorted({_json_kind(x)[2:] + "s" for x in v}))
                                or "nothing")
-    return {bool: "a boolean", str: "a string", type(None): "null"}.get(type(v), "a number")
+    return {bool: "a boolean", str: "a string", type(None): "a null"}.get(type(v), "a number")
 
 
 def _no_negative_zero(v: Any) -> Any:
