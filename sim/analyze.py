@@ -8,7 +8,8 @@ Reads the sweep's ledger (``DIR/ledger.sqlite`` through :mod:`sim.ledger`) and w
   is first averaged over the other axes, so the interval reflects seed-to-seed variation of
   the paired design. With a single replicate the unit is the design point. Axes with more than
   :data:`MAX_LEVELS` distinct values (Latin hypercube, Sobol) are cut into :data:`N_BINS`
-  equal-width bins, labelled by their centre.
+  equal-width bins, labelled by their centre. The values of a list-valued axis (or of an axis
+  that mixes types in an older ledger) are labelled by their JSON text.
 * ``points.csv``: every design point, mean and interval across its replicates.
 * ``paired.csv`` (grid or Latin-hypercube designs with two or more replicates and a two-level
   axis, e.g. the repo desk off/on; a hypercube gives both levels the same draws): per seed, the
@@ -19,8 +20,9 @@ Reads the sweep's ledger (``DIR/ledger.sqlite`` through :mod:`sim.ledger`) and w
   ``a``, one column per value of ``b`` (other axes averaged out).
 * ``sobol.csv`` (Saltelli designs): Sobol first-order (S1) and total-order (ST) indices with
   95 % bootstrap confidence half-widths, from ``SALib.analyze.sobol`` with
-  ``calc_second_order=False`` on the metric averaged over replicates in design order
-  (Sobol' 2001; Saltelli et al. 2010, *Comput. Phys. Commun.* 181:259-270).
+  ``calc_second_order=False`` on the metric averaged over replicates in design order, design
+  points that coincide (an integer axis) sharing their runs (Sobol' 2001; Saltelli et al.
+  2010, *Comput. Phys. Commun.* 181:259-270).
 * PNG figures of all of the above and ``report.html``: a single self-contained file (figures
   embedded as base64 PNG, tables inline, no external scripts, styles or links). Tables and
   figures of an earlier analysis in the same directory that this one does not make are removed.
@@ -51,7 +53,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from sim.config import ConfigError
-from sim.ledger import LEDGER, RUN_COLUMNS, read_meta, read_runs
+from sim.ledger import LEDGER, RUN_COLUMNS, canonical_json, read_meta, read_runs
 from sim.plots import dollars, new_figure
 from sim.store import atomic_write_bytes
 
@@ -192,6 +194,8 @@ def load(out_dir: str | Path) -> Sweep:
         raise ConfigError(f"{d / LEDGER}: all {len(runs)} runs failed "
                           "(see their error column); nothing to analyse")
     axes = [a for a in _axis_keys(meta) if a in ok]
+    for a in axes:
+        ok[a] = _axis_labels(ok[a])
     skip = set(RUN_COLUMNS) | set(axes)
     metrics = [c for c in ok if c not in skip and pd.api.types.is_numeric_dtype(ok[c])
                and not pd.api.types.is_bool_dtype(ok[c])]
@@ -204,6 +208,23 @@ def load(out_dir: str | Path) -> Sweep:
                  design=str(meta.get("design", spec.get("design", "grid"))),
                  name=str(spec.get("name", d.name)), n_failed=len(runs) - len(ok), meta=meta,
                  unit=unit)
+
+
+def _value_kind(v) -> str:
+    if isinstance(v, bool | np.bool_):
+        return "bool"
+    return "number" if isinstance(v, int | float | np.integer | np.floating) else type(v).__name__
+
+
+def _axis_labels(values: pd.Series) -> pd.Series:
+    """An axis's values as analysed: unchanged if they are all numbers, all booleans or all
+    strings; otherwise (a list-valued key such as ``borrowers.miner.fleet_mix``, or a ledger
+    that mixes ``0.2`` and ``"0.2"``, which specs now refuse) each value is labelled by its
+    JSON text (``[0.5,0.5]``, ``"0.2"``), so that it can be grouped, sorted and plotted."""
+    kinds = {_value_kind(v) for v in values}
+    if len(kinds) == 1 and kinds <= {"bool", "number", "str"}:
+        return values
+    return values.map(canonical_json)
 
 
 def _levels(values: pd.Series) -> pd.Series:
@@ -310,13 +331,17 @@ def sobol_table(sw: Sweep) -> pd.DataFrame:
     if not problem:
         sw.notes.append("Sobol indices skipped: the ledger has no SALib problem.")
         return pd.DataFrame()
-    n_points = len(sw.meta.get("points") or []) or int(sw.runs["point"].max()) + 1
+    rows = _design_rows(sw)
     frames = []
     for metric in sw.metrics:
-        y = sw.runs.groupby("point")[metric].mean().reindex(range(n_points)).to_numpy(float)
+        means = sw.runs.groupby("point")[metric].mean()
+        y = means.reindex(rows).to_numpy(float)
         if not np.all(np.isfinite(y)):
-            sw.notes.append(f"Sobol indices of {metric} skipped: {int((~np.isfinite(y)).sum())}"
-                            " design points have no successful run.")
+            missing = sum(r not in means.index for r in rows)
+            why = (f"{missing} design points have no successful run" if missing else
+                   f"the metric is undefined (NaN) at {int((~np.isfinite(y)).sum())} design "
+                   "points")
+            sw.notes.append(f"Sobol indices of {metric} skipped: {why}.")
             continue
         if np.ptp(y) == 0:
             sw.notes.append(f"Sobol indices of {metric} skipped: the metric is constant.")
@@ -326,6 +351,23 @@ def sobol_table(sw: Sweep) -> pd.DataFrame:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
     return df[["metric", "parameter", "S1", "S1_conf", "ST", "ST_conf"]]
+
+
+def _design_rows(sw: Sweep) -> list[int]:
+    """For each design point, the ledger ``point`` whose runs are its runs.
+
+    Points that coincide (an integer axis rounds two Saltelli samples to the same count, or a
+    radial row equals its base row) share a parameter hash, so the sweep runs them once,
+    under the index of the first one (``sim.sweep.build_tasks``); every later copy takes that
+    point's output. The estimator still sees all N*(D+2) evaluations of the model in design
+    order: with an integer key the model is a step function of the sampled input, and
+    Saltelli et al. (2010) only need its values at the sample points.
+    """
+    points = sw.meta.get("points") or []
+    if not points:
+        return list(range(int(sw.runs["point"].max()) + 1))
+    first: dict[str, int] = {}
+    return [first.setdefault(canonical_json(p), i) for i, p in enumerate(points)]
 
 
 # --------------------------------------------------------------------------- figures

@@ -21,9 +21,11 @@ import fcntl
 import hashlib
 import io
 import itertools
+import json
 import math
 import multiprocessing as mp
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -46,6 +48,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -69,6 +72,33 @@ MAX_DEATHS = 2  # a run that kills its worker this many times is recorded as fai
 SEED_EXCLUDED = ("seed",)  # keys an axis may not set (seeds come from root_seed)
 
 Scalar = StrictBool | StrictInt | StrictFloat | str
+# a sweep name is one path component (it names results/sweeps/<name>/): no '/', no '..'
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_safe_name(name: str, what: str = "name") -> str:
+    """``name`` if it is one safe path component (letters, digits, ``_``, ``-``, ``.``, not
+    starting with ``.``, so never ``.`` or ``..``); else ValueError, one line."""
+    if not SAFE_NAME.fullmatch(name):
+        raise ValueError(f"{what} = {_one_line(repr(name), 60)}: use letters, digits, '_', '-' "
+                         "and '.' only, not starting with '.' (it names a directory)")
+    return name
+
+
+def _value_problem(v: Any, in_list: bool = False) -> str | None:
+    """Why ``v`` cannot be an axis value (None if it can): numbers must be finite; a value is
+    a number, boolean, string, or a list of those."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"{_one_line(repr(v))} is not a finite number"
+    if isinstance(v, bool | int | float | str):
+        return None
+    if isinstance(v, list) and not in_list:
+        return next((p for p in (_value_problem(x, True) for x in v) if p), None)
+    what = ("a table" if isinstance(v, dict) else "a list inside a list" if isinstance(v, list)
+            else f"a TOML {type(v).__name__}")
+    shown = repr(v) if isinstance(v, dict | list) else str(v)
+    return (f"{_one_line(shown, 60)} is {what}; values are numbers, booleans, strings or "
+            "lists of them")
 
 
 # --------------------------------------------------------------------------- spec
@@ -83,6 +113,19 @@ class Axis(_Strict):
     values: list[Scalar | list[Scalar]] | None = Field(None, min_length=1, max_length=100_000)
     range: tuple[float, float] | None = None
     steps: int | None = Field(None, ge=2, le=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_values(cls, data: Any) -> Any:
+        """A non-finite number, a table or a date as a value: one line naming the axis (not
+        pydantic's error for every member of the value union)."""
+        values = data.get("values") if isinstance(data, dict) else None
+        if isinstance(values, list):
+            for v in values:
+                problem = _value_problem(v)
+                if problem:
+                    raise ValueError(f"axis '{data.get('key')}': value {problem}")
+        return data
 
     @model_validator(mode="after")
     def _one_kind(self) -> Axis:
@@ -99,7 +142,7 @@ class Axis(_Strict):
 class SweepSpec(_Strict):
     """A validated sweep spec; :func:`load_spec` also resolves the base and the design."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=200)
     description: str = ""
     base: str = Field(min_length=1)
     months: int | None = Field(None, ge=1, le=600)
@@ -116,6 +159,11 @@ class SweepSpec(_Strict):
     _base: dict = PrivateAttr(default_factory=dict)
     _points: list[dict] = PrivateAttr(default_factory=list)
     _problem: dict | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_safe_name(name)
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
@@ -229,13 +277,58 @@ def _check_axis(base: dict, axis: Axis) -> str:
             set_path(copy.deepcopy(base), axis.key, 0)  # names a bad step of the path
             raise ConfigError(f"unknown key '{axis.key}'")
         kind = _axis_kind(base, axis)
-        for v in axis.values if axis.values is not None else axis.range:
-            probe = copy.deepcopy(base)
-            set_path(probe, axis.key, v if axis.values is not None else _cast(v, kind))
-            build(probe)
+        if axis.values is None:
+            for v in axis.range:
+                _resolved(base, axis.key, _cast(v, kind))
+        else:
+            _check_values(base, axis.key, axis.values)
     except ConfigError as e:
         raise ConfigError(f"axis '{axis.key}': {e}") from None
     return kind
+
+
+def _resolved(base: dict, key: str, value: Any) -> dict:
+    """The base with ``key`` set to ``value``, validated as a scenario, as a JSON-able dict."""
+    probe = copy.deepcopy(base)
+    set_path(probe, key, value)
+    return build(probe).model_dump(mode="json")
+
+
+def _json_kind(v: Any) -> str:
+    """'a boolean', 'a number', 'a string' or 'a list of <kinds>' (int and float alike)."""
+    if isinstance(v, list):
+        return "a list of " + (", ".join(sorted({_json_kind(x)[2:] + "s" for x in v}))
+                               or "nothing")
+    return {bool: "a boolean", str: "a string", type(None): "a null"}.get(type(v), "a number")
+
+
+def _no_negative_zero(v: Any) -> Any:
+    if isinstance(v, float):
+        return v + 0.0  # -0.0 + 0.0 == +0.0: the same value, the same JSON
+    if isinstance(v, dict):
+        return {k: _no_negative_zero(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_no_negative_zero(x) for x in v]
+    return v
+
+
+def _check_values(base: dict, key: str, values: list) -> None:
+    """Every explicit value must validate and have the type the scenario holds at ``key`` (no
+    string "0.2" for a number: the scenario would coerce it, the ledger would keep a string;
+    so an axis never mixes types), and give a scenario no other value gives (0.0 and -0.0
+    would run the same model twice under two parameter hashes)."""
+    seen: dict[str, int] = {}
+    for i, v in enumerate(values):
+        config = _resolved(base, key, v)
+        held = _get_path(config, key)
+        if _json_kind(v) != _json_kind(held):
+            raise ConfigError(f"value {_one_line(repr(v), 60)} is {_json_kind(v)}, but the key "
+                              f"holds {_json_kind(held)} (write {_one_line(json.dumps(held), 60)})")
+        first = seen.setdefault(canonical_json(_no_negative_zero(config)), i)
+        if first != i:
+            raise ConfigError(f"values {_one_line(repr(values[first]), 60)} and "
+                              f"{_one_line(repr(v), 60)}"
+                              " give the same scenario; list each value once")
 
 
 def _has_path(data: Any, key: str) -> bool:
@@ -257,9 +350,12 @@ def _design_size(spec: SweepSpec) -> int:
 
 
 def _explicit(axis: Axis, kind: str) -> list:
-    """An axis's explicit values; an integer given for a float key becomes a float, so that
-    ``1`` and ``1.0`` are one point (one parameter hash)."""
-    return [float(v) if kind == "float" and type(v) is int else v for v in axis.values]
+    """An axis's explicit values; an integer given for a float key becomes a float (and a
+    whole float for an integer key an integer), so that ``1`` and ``1.0`` are one point (one
+    parameter hash) of one type."""
+    return [float(v) if kind == "float" and type(v) is int else
+            int(v) if kind == "int" and type(v) is float and v.is_integer() else v
+            for v in axis.values]
 
 
 def _grid_values(axis: Axis, kind: str) -> list:
@@ -835,13 +931,25 @@ class _Writer:
     """Commits each result as it arrives: series file first (atomic), then the ledger row."""
 
     def __init__(self, out_dir: Path, ledger: Ledger, tasks: list[RunTask], result: SweepResult,
-                 advance: Callable[[], None]) -> None:
+                 advance: Callable[[], None], adopt: Callable[[], None]) -> None:
         self.out_dir, self.ledger, self.result, self.advance = out_dir, ledger, result, advance
         self.tasks = {t.key: t for t in tasks}
+        self.adopt: Callable[[], None] | None = adopt
+
+    def first(self) -> None:
+        """Once, before the first commit: the directory becomes this spec's (_open_ledger)."""
+        if self.adopt is not None:
+            try:
+                self.adopt()
+            except (OSError, sqlite3.Error) as e:
+                raise ConfigError(f"{self.out_dir}: cannot write the ledger: "
+                                  f"{_error_text(e)}") from None
+            self.adopt = None
 
     def __call__(self, res: RunResult) -> None:
         from sim.store import atomic_write_bytes
 
+        self.first()
         t = self.tasks[res.key]
         row = {"param_hash": t.param_hash, "seed": t.seed, "point": t.point,
                "replicate": t.replicate, "params": t.params, "status": res.status,
@@ -920,26 +1028,34 @@ def _write_manifest(spec: SweepSpec, out_dir: Path) -> None:
                           "run is in the ledger: re-run to write it") from None
 
 
-def _open_ledger(spec: SweepSpec, out_dir: Path) -> Ledger:
+def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], None]]:
+    """The ledger, checked to hold this sweep (or none), and the function that makes the
+    directory this spec's: it removes manifest.json (which vouches only for a finished
+    sweep), stores the metadata and copies the spec. The caller runs it just before the first
+    new run is committed, or at once if nothing is left to run, so that a sweep failing before
+    it adds a run (an unreachable --scheduler, say) leaves the directory as it was."""
     from sim.provenance import MANIFEST, SPEC_COPY
     from sim.store import atomic_write_bytes
 
+    meta = sweep_meta(spec)
     try:
         ledger = Ledger(out_dir)
-        meta = sweep_meta(spec)
         _check_same_sweep(out_dir, ledger.get_meta(), meta)
-        (out_dir / MANIFEST).unlink(missing_ok=True)  # vouch only for a finished sweep
-        ledger.set_meta(meta)
-        atomic_write_bytes(out_dir / SPEC_COPY, spec._text.encode())
     except (OSError, sqlite3.Error) as e:
         raise ConfigError(f"{out_dir}: cannot write the ledger: {_error_text(e)}") from None
-    return ledger
+
+    def adopt() -> None:
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+        ledger.set_meta(meta)
+        atomic_write_bytes(out_dir / SPEC_COPY, spec._text.encode())
+
+    return ledger, adopt
 
 
 def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, workers: int | None,
                 scheduler: str | None, dask_local: int | None, progress: bool,
                 retry_failed: bool, runner: Callable) -> SweepResult:
-    ledger = _open_ledger(spec, out_dir)
+    ledger, adopt = _open_ledger(spec, out_dir)
     try:
         all_tasks = build_tasks(spec)
         skip = ledger.keys("ok") | (set() if retry_failed else ledger.keys("failed"))
@@ -957,9 +1073,9 @@ def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, workers: int | Non
             def advance() -> None:
                 bar.update(task_id, advance=1, failed=result.failed)
 
-            sink = _Writer(out_dir, ledger, tasks, result, advance)
+            sink = _Writer(out_dir, ledger, tasks, result, advance, adopt)
             if not tasks:  # everything is in the ledger already
-                pass
+                sink.first()
             elif backend != "pool":
                 run_dask(tasks, sink, scheduler=scheduler, n_local=dask_local, runner=runner)
             elif n_workers == 1:
