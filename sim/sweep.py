@@ -25,7 +25,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import re
 import signal
 import sqlite3
 import threading
@@ -60,6 +59,7 @@ from sim.config import (
     build,
     load_scenario,
     read_toml,
+    safe_name,
     set_path,
 )
 from sim.ledger import LEDGER, Ledger, canonical_json
@@ -72,19 +72,6 @@ MAX_DEATHS = 2  # a run that kills its worker this many times is recorded as fai
 SEED_EXCLUDED = ("seed",)  # keys an axis may not set (seeds come from root_seed)
 
 Scalar = StrictBool | StrictInt | StrictFloat | str
-# a sweep name is one path component (it names results/sweeps/<name>/): no '/', no '..'
-SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-
-
-def check_safe_name(name: str, what: str = "name") -> str:
-    """``name`` if it is one safe path component (letters, digits, ``_``, ``-``, ``.``, not
-    starting with ``.``, so never ``.`` or ``..``); else ValueError, one line."""
-    if not SAFE_NAME.fullmatch(name):
-        raise ValueError(f"{what} = {_one_line(repr(name), 60)}: use letters, digits, '_', '-' "
-                         "and '.' only, not starting with '.' (it names a directory)")
-    return name
-
-
 def _value_problem(v: Any, in_list: bool = False) -> str | None:
     """Why ``v`` cannot be an axis value (None if it can): numbers must be finite; a value is
     a number, boolean, string, or a list of those."""
@@ -163,7 +150,7 @@ class SweepSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str) -> str:
-        return check_safe_name(name)
+        return safe_name(name)  # it names results/sweeps/<name>/: one safe path component
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:

@@ -39,7 +39,7 @@ from test_sweep_failure_paths import (
 import sim.sweep
 from sim.analyze import sobol_indices
 from sim.cli import main
-from sim.config import ConfigError
+from sim.config import NAME_RULE, ConfigError
 from sim.ledger import read_meta, read_runs
 from sim.sweep import RunResult, RunTask, load_spec, run_sweep
 
@@ -104,9 +104,8 @@ def test_unsafe_sweep_names_are_refused(name, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default --out is results/sweeps/<name>/ under here
     spec = _named(tmp_path, name)
     assert main(["sweep", str(spec), "--workers", "1"]) == 2
-    assert one_error_line(capsys) == (f"{spec}: name = {name!r}: use letters, digits, '_', '-' "
-                                      "and '.' only, not starting with '.' (it names a "
-                                      "directory)")
+    assert one_error_line(capsys) == (f"{spec}: name = {name!r}: not a usable name; the "
+                                      f"pattern is {NAME_RULE}")  # config.safe_name's rule
     assert not (tmp_path / "results").exists()
 
 
