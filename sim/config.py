@@ -101,6 +101,8 @@ class _Strict(BaseModel):
     def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
         """Refuse ``true``/``false`` where a number is expected (pydantic's lax mode reads them
         as 1 and 0, so ``months = true`` would run one month); ints still become floats."""
+        if not isinstance(value, bool | list):  # the common case: nothing to look up
+            return value
         found = _bool_for_number(cls.model_fields[info.field_name].annotation, value)
         if found is not None:
             raise PydanticCustomError("bool_as_number", "expected a number, got {got}",
