@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -152,7 +153,7 @@ class Environment(_Strict):
     btc_vol_stress: float = Field(0.75, ge=0.0, le=5.0)
     # false: BTC moves only by `btc` shocks (a historical episode's path, e.g. asic_2022); the
     # volatilities above still set the risk buyers price into hashprice-linked revenue
-    btc_random_walk: bool = True
+    btc_random_walk: StrictBool = True
     rho_calm: float = Field(0.3, ge=-1.0, le=1.0)  # BTC-rent shock correlation, calm
     rho_stress: float = Field(0.8, ge=-1.0, le=1.0)  # ... once the stress indicator fires
     stress_drawdown: Frac = 0.30  # BTC drawdown from its running peak that flags stress
@@ -286,7 +287,7 @@ def _buyer_types() -> dict[str, BuyerType]:
 class Buyers(_Strict):
     types: dict[str, BuyerType] = Field(default_factory=_buyer_types)
     capacity_scale: float = Field(1.0, ge=0.0, le=1e6)  # multiplies capital and spare MW
-    unlimited: bool = False  # buyers with no capital or power limit (a frictionless market)
+    unlimited: StrictBool = False  # buyers with no capital or power limit (a frictionless market)
     capital_regrowth: Frac = 0.05  # monthly share of the gap to initial capital refilled
     mw_regrowth: Frac = 0.01  # monthly MW added, share of initial spare MW
     adapt: Frac = 0.2  # adaptive-expectations gain on observed price changes
@@ -299,7 +300,7 @@ class Market(_Strict):
     mode: Literal["auction", "parametric"] = "auction"
     k: Frac = 0.5  # k-double auction price rule
     alpha: float = Field(1.0536, ge=0.0, le=100.0)  # parametric mode: p = p0 exp(-alpha q / stock)
-    unsold_to_salvage: bool = True  # the salvage buyer bids without limit at the floor
+    unsold_to_salvage: StrictBool = True  # the salvage buyer bids without limit at the floor
 
 
 class NetworkCfg(_Strict):
@@ -311,13 +312,13 @@ class NetworkCfg(_Strict):
 
 
 class Repo(_Strict):
-    enabled: bool = False
+    enabled: StrictBool = False
     h0: Frac = 0.20  # base haircut
     kappa: float = Field(0.5, ge=0.0, le=100.0)  # haircut rise per unit price shortfall
     capacity: float = Field(2.0e9, ge=0.0, le=MAX_BUDGET)  # $ of repo loans + purchases at cost
     # over SOFR (Bagehot: lend freely at a penalty rate)
     penalty_spread: float = Field(0.03, ge=0.0, le=MAX_SPREAD)
-    buy_floor: bool = True  # also bid at (1 - h) * reference value in the auction
+    buy_floor: StrictBool = True  # also bid at (1 - h) * reference value in the auction
 
 
 class Policy(_Strict):

@@ -71,6 +71,11 @@ CASES = [
      "borrowers.miner.fleet_mix.1: expected a number, got false"),
     ("set-generation-price-true", _set("environment.generations.2.list_price=true"),
      "environment.generations.2.list_price: expected a number, got true"),
+    # ... and numbers for booleans (pydantic's lax mode read 1 as true)
+    ("set-repo-enabled-1", _set("policy.repo.enabled=1"),
+     "policy.repo.enabled = 1: Input should be a valid boolean"),
+    ("toml-unlimited-0", _toml("[buyers]\nunlimited = 0\n"),
+     "buyers.unlimited = 0: Input should be a valid boolean"),
     # 3 names that are not one safe path component
     ("name-dotdot", _set("name=.."), f"name = '..': {NAME_ERR}"),
     ("name-dot", _set("name=."), f"name = '.': {NAME_ERR}"),
