@@ -457,12 +457,30 @@ def _check_run(d: Path, row: tuple, data: dict) -> FileCheck:
     return FileCheck(label, "reproduced", f"{where}: {len(res.metrics)} {what} identical")
 
 
+def _meta_check(d: Path, data: dict) -> FileCheck:
+    """The ledger's meta table (what a resume and ``liqsim analyze`` read: the spec, the seeds
+    and the base config) against the manifest's copies; the digest covers only the runs."""
+    from sim.ledger import read_meta
+
+    label = f"{LEDGER} meta"
+    try:
+        meta = read_meta(d)
+    except ConfigError as e:
+        return FileCheck(label, "modified", str(e))
+    if (meta.get("spec"), meta.get("seeds"), meta.get("base")) != (
+            data["spec"], data["seeds"], data["config"]):
+        return FileCheck(label, "modified", "its spec, seeds or base config differ from the "
+                                            "manifest's")
+    return FileCheck(label, "skipped", "the spec, seeds and base config match the manifest")
+
+
 def _sweep_file_checks(d: Path, data: dict, rows: list) -> tuple[list[FileCheck], str]:
     """The ledger digest and the file hashes: one line for the ledger and the spec copy, one
     per series file only when it is missing or modified."""
     checks = [FileCheck(LEDGER, "modified", "its ok runs no longer match the manifest's digest")
               if ok_runs_digest(rows) != data["ledger"]["ok_sha256"] else
-              FileCheck(LEDGER, "skipped", f"{len(rows)} ok runs match the manifest's digest")]
+              FileCheck(LEDGER, "skipped", f"{len(rows)} ok runs match the manifest's digest"),
+              _meta_check(d, data)]
     n_series = 0
     for name, entry in sorted(data["files"].items()):
         check = _check_file(name, entry, d / name, d / name)

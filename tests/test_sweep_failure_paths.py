@@ -308,7 +308,24 @@ def test_resuming_or_verifying_a_damaged_ledger_is_one_line_or_a_finding(tmp_pat
     assert main(["verify", str(out)]) == 1
     text = capsys.readouterr().out
     assert f"differs (point 0, replicate 0: its stored metrics is not a table: {DAMAGED})" in text
+    assert (f"ledger.sqlite meta: modified ({out}/ledger.sqlite: meta 'spec' is not a table: "
+            f"{DAMAGED})") in text
     assert "NOT reproduced" in text
+
+
+def test_verify_compares_the_ledger_meta_with_the_manifest(tmp_path, capsys):
+    """The manifest's digest covers the ok runs only; the meta a resume and analyze read (spec,
+    seeds, base config) is checked against the manifest's copies."""
+    spec = write_spec(tmp_path, values_axis("buyers.capacity_scale", [0.5, 1.0]), replicates=1)
+    out = tmp_path / "out"
+    run_sweep(spec, out=out, workers=1, progress=False)
+    assert main(["verify", str(out)]) == 0
+    assert ("ledger.sqlite meta: skipped (the spec, seeds and base config match the manifest)"
+            in capsys.readouterr().out)
+    _edit(out, "UPDATE meta SET value = '[1, 2]' WHERE key = 'seeds'")
+    assert main(["verify", str(out)]) == 1
+    assert ("ledger.sqlite meta: modified (its spec, seeds or base config differ from the "
+            "manifest's)") in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- analysis output
