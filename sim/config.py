@@ -147,7 +147,8 @@ class Environment(_Strict):
     # in the sourced 20-30 % band, value being the PV of rent net of power (docs/calibration.md)
     step_down: Frac = 0.15
     utilisation: Frac = 0.85  # spot fleet utilisation
-    btc_price0: float = Field(90_000.0, gt=0.0, le=MAX_PRICE)
+    # >= 1 $: the BTC path is floored at 1e-9 $ (sim/environment.py), far below any start
+    btc_price0: float = Field(90_000.0, ge=1.0, le=MAX_PRICE)
     btc_drift: float = Field(0.0, ge=-1.0, le=1.0)  # annual log drift
     btc_vol_calm: float = Field(0.50, ge=0.0, le=5.0)  # annual; <= 5 as rent_vol (monthly 1.4)
     btc_vol_stress: float = Field(0.75, ge=0.0, le=5.0)
@@ -331,7 +332,7 @@ class Contagion(_Strict):
 
 
 class Shock(_Strict):
-    month: int = Field(ge=0, le=600)
+    month: int = Field(ge=1, le=600)  # month 1 is the first simulated month (t0 is month 0)
     kind: Literal["btc", "rent", "buyer_capital", "guarantor_exit", "funding"]
     size: float = Field(ge=0.0, le=1.0)  # fall as a share (0.5 = halves)
 
@@ -363,6 +364,9 @@ class Scenario(_Strict):
         names = [g.name for g in self.environment.generations]
         if len(set(names)) != n_gen:
             raise ValueError(f"environment.generations: duplicate names {names}")
+        if min(g.launch_month for g in self.environment.generations) > 0:
+            raise ValueError("environment.generations: at least one generation must have "
+                             "launch_month <= 0 (borrowers' fleets are GPUs shipping at t0)")
         for kind in ("miner", "neocloud"):
             mix = getattr(self.borrowers, kind).fleet_mix
             if len(mix) > n_gen or sum(mix) <= 0:

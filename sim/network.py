@@ -26,6 +26,10 @@ from sim.config import ConfigError, NetworkCfg
 MAX_EDGELIST_ROWS = 1_000_000
 SYNDICATE_BLOCK = 4096  # borrowers per block of syndicate draws (memory: block x n_lenders)
 MAX_EDGELIST_BYTES = 128 * 2**20  # 1M rows of 'creditor debtor weight' with room for comments
+# Weights are relative (each lender's row is normalised to its interbank funding), but the model
+# multiplies them by dollar amounts first: 1e300 overflowed to inf. 1e15 covers weights given
+# as dollar exposures up to a quadrillion, and 1e15 x 1e6 rows x 1e15 $ stays finite.
+MAX_EDGELIST_WEIGHT = 1e15
 
 
 def _top_k(keys: np.ndarray, k: int) -> np.ndarray:
@@ -95,13 +99,13 @@ def _preferential(k: np.ndarray, n_lenders: int, rng: np.random.Generator) -> np
 def read_edgelist(path: str | Path, n_lenders: int) -> np.ndarray:
     """Read ``creditor debtor [weight]`` rows into an (n, n) weight matrix W[debtor, creditor].
 
-    Refuses: a missing or unreadable file, malformed rows, unknown nodes, self-loops, negative
-    or non-finite weights, and more than ``MAX_EDGELIST_ROWS`` rows or ``MAX_EDGELIST_BYTES``
-    bytes (checked before parsing, so a huge file is refused at once). A self-loop (a lender
-    owed money by itself) is refused, not ignored: a claim on oneself nets to zero on one
-    balance sheet, and Eisenberg-Noe / Rogers-Veraart clearing take a liabilities matrix with a
-    zero diagonal, so such a row is almost surely a mistake in the file. Cycles between two or
-    more lenders are legal.
+    Refuses: a missing or unreadable file, malformed rows, unknown nodes, self-loops, negative,
+    non-finite or over-``MAX_EDGELIST_WEIGHT`` weights, and more than ``MAX_EDGELIST_ROWS`` rows
+    or ``MAX_EDGELIST_BYTES`` bytes (checked before parsing, so a huge file is refused at once).
+    A self-loop (a lender owed money by itself) is refused, not ignored: a claim on oneself nets
+    to zero on one balance sheet, and Eisenberg-Noe / Rogers-Veraart clearing take a liabilities
+    matrix with a zero diagonal, so such a row is almost surely a mistake in the file. Cycles
+    between two or more lenders are legal.
     """
     p = Path(path)
     if not p.is_file():
@@ -128,9 +132,9 @@ def read_edgelist(path: str | Path, n_lenders: int) -> np.ndarray:
                                   f"0..{n_lenders - 1})")
             if c == d:
                 raise ConfigError(f"network.edgelist line {lineno}: self-loop on lender {c}")
-            if not np.isfinite(wt) or wt < 0:
+            if not np.isfinite(wt) or not 0 <= wt <= MAX_EDGELIST_WEIGHT:
                 raise ConfigError(f"network.edgelist line {lineno}: weight {wt} must be a "
-                                  "finite number >= 0")
+                                  f"number in [0, {MAX_EDGELIST_WEIGHT:g}] (weights are relative)")
             w[d, c] += wt
     return w
 

@@ -102,6 +102,16 @@ CASES = [
     ("fleet-mix-weight-1e308", _set("borrowers.neocloud.fleet_mix=[1e308, 1e308]"),
      "borrowers.neocloud.fleet_mix.0 = 1e+308: Input should be less than or equal to "
      "1000000"),
+    # 5 valid-looking worlds the model could not run (found by fuzzing the model)
+    ("no-generation-ships-at-t0", _set(
+        "environment.generations=[{name='G', launch_month=1, list_price=3e4, kw_per_gpu=1.0, "
+        "rent0=2.0}]", "borrowers.miner.fleet_mix=[1.0]", "borrowers.neocloud.fleet_mix=[1.0]"),
+     "environment.generations: at least one generation must have launch_month <= 0 "
+     "(borrowers' fleets are GPUs shipping at t0)"),
+    ("btc-price-below-the-floor", _set("environment.btc_price0=1e-20"),
+     "environment.btc_price0 = 1e-20: Input should be greater than or equal to 1"),
+    ("shock-in-month-0", _set("shocks=[{month=0, kind='btc', size=0.5}]"),
+     "shocks.0.month = 0: Input should be greater than or equal to 1"),
 ]
 
 
