@@ -854,6 +854,13 @@ def _check_same_sweep(out_dir: Path, old: dict, new: dict) -> None:
     if changed:
         raise ConfigError(f"{out_dir} holds a different sweep (changed: {', '.join(changed)}); "
                           "only replicates may change between runs: use another --out")
+    held = old.get("spec", {}).get("replicates", 0)
+    if new["spec"]["replicates"] < held:
+        # the ledger may hold runs of the higher replicates: the manifest, analyze and verify
+        # would then describe a design the ledger does not match
+        raise ConfigError(f"{out_dir} holds this sweep with {held} replicates; a re-run may keep "
+                          f"or raise replicates, not lower them to {new['spec']['replicates']}: "
+                          "use another --out")
 
 
 # --------------------------------------------------------------------------- driver
@@ -1015,6 +1022,16 @@ def _write_manifest(spec: SweepSpec, out_dir: Path) -> None:
                           "run is in the ledger: re-run to write it") from None
 
 
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete the temporary files (``.<name>.*.tmp``, sim.store's atomic writes) that a killed
+    sweep left between writing and renaming; the caller holds the directory's lock, so no live
+    sweep is writing them."""
+    for d in (out_dir, out_dir / "series"):
+        for f in d.glob(".*.tmp"):
+            if f.is_file() and not f.is_symlink():
+                f.unlink(missing_ok=True)
+
+
 def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], None]]:
     """The ledger, checked to hold this sweep (or none), and the function that makes the
     directory this spec's: it removes manifest.json (which vouches only for a finished
@@ -1028,6 +1045,7 @@ def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], N
     try:
         ledger = Ledger(out_dir)
         _check_same_sweep(out_dir, ledger.get_meta(), meta)
+        _remove_stale_temporaries(out_dir)
     except (OSError, sqlite3.Error) as e:
         raise ConfigError(f"{out_dir}: cannot write the ledger: {_error_text(e)}") from None
 

@@ -240,3 +240,38 @@ def test_a_sweep_stopped_after_adding_a_run_has_no_manifest(tmp_path):
         run_sweep(spec, out=out, workers=1, progress=False, runner=one_then_crash)
     assert n_rows(out) == 5 and not (out / "manifest.json").exists()
     assert len(read_meta(out)["seeds"]) == 3  # the metadata describes the runs it holds
+
+
+def test_replicates_may_be_raised_but_not_lowered(tmp_path, capsys):
+    """Found by interrupting sweeps: a re-run with fewer replicates was accepted and certified,
+    though the ledger held runs of the higher replicates (an unbalanced design for analyze)."""
+    axes = values_axis("buyers.capacity_scale", [0.5, 1.0])
+    out = tmp_path / "out"
+    run_sweep(write_spec(tmp_path, axes, replicates=3), out=out, workers=1, progress=False,
+              runner=quick)
+    assert n_rows(out) == 6
+    spec = write_spec(tmp_path, axes, replicates=2)
+    assert main(["sweep", str(spec), "--out", str(out), "--workers", "1"]) == 2
+    assert one_error_line(capsys) == (f"{out} holds this sweep with 3 replicates; a re-run may "
+                                      "keep or raise replicates, not lower them to 2: use "
+                                      "another --out")
+    res = run_sweep(write_spec(tmp_path, axes, replicates=4), out=out, workers=1,
+                    progress=False, runner=quick)
+    assert (res.done, res.skipped, n_rows(out)) == (2, 6, 8)
+
+
+def test_a_resume_removes_temporary_files_a_killed_sweep_left(tmp_path):
+    """A SIGKILL between writing a temporary file and renaming it left it for good; a resume
+    (which holds the directory's lock) deletes them and nothing else."""
+    axes = values_axis("buyers.capacity_scale", [0.5, 1.0])
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path, axes, replicates=1)
+    run_sweep(spec, out=out, workers=1, progress=False, runner=quick)
+    stale = [out / ".manifest.json.ab12.tmp", out / "series" / ".h_1.parquet.cd34.tmp"]
+    for f in stale:
+        f.write_bytes(b"half")
+    keep = out / "series" / "notes.tmp"  # not a hidden temporary of liqsim's
+    keep.write_text("mine")
+    run_sweep(spec, out=out, workers=1, progress=False, runner=quick)
+    assert not any(f.exists() for f in stale)
+    assert keep.read_text() == "mine"
