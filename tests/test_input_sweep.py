@@ -68,7 +68,7 @@ BAD_VALUES = [
     ("string-for-number", _axis("buyers.capacity_scale", '[0.5, "0.5"]'),
      AX + "value '0.5' is a string, but the key holds a number (write 0.5)"),
     ("number-for-boolean", _axis("policy.repo.enabled", "[false, 1]"),
-     "axis 'policy.repo.enabled': value 1 is a number, but the key holds a boolean (write true)"),
+     "axis 'policy.repo.enabled': policy.repo.enabled = 1: Input should be a valid boolean"),
     ("string-in-list", _axis("borrowers.miner.fleet_mix", '[[1, "0"]]'),
      MIX + "value [1, '0'] is a list of numbers, strings, but the key holds a list of numbers "
            "(write [1.0, 0.0])"),
