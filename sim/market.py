@@ -115,17 +115,15 @@ def _as_units(x: object, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _check_units(a_tot: int, b_tot: int, bid_qty) -> None:
+def _check_units(ask_qty: list, bid_qty: list) -> None:
     """Raise unless a book's unit arithmetic is exact in int64 (see ``_MAX_UNITS``): at most
     ``_MAX_UNITS`` ask units, and bids of at most ``_MAX_UNITS`` units each totalling less
-    than 2**63. Called only when a total is out of the fast range (never in the model's
-    runs, whose books have at most a few hundred thousand units a side); ``bid_qty`` is the
-    bid quantities (any iterable of non-negative ints), summed again here in Python ints, so
-    a wrapped int64 total is caught."""
-    if a_tot > _MAX_UNITS:
+    than 2**63. Called only when a total or an order is out of the fast range (never in the
+    model's runs, whose books have at most a few hundred thousand units a side), with the
+    quantities as Python ints, summed here exactly (an int64 total may have wrapped)."""
+    if sum(ask_qty) > _MAX_UNITS:
         raise ValueError(f"at most {_MAX_UNITS} units on the ask side are supported")
-    bids = [int(q) for q in bid_qty]
-    if max(bids, default=0) > _MAX_UNITS or sum(bids) >= _INT64_TOTAL:
+    if max(bid_qty, default=0) > _MAX_UNITS or sum(bid_qty) >= _INT64_TOTAL:
         raise ValueError(f"at most {_MAX_UNITS} units per bid, and fewer than 2**63 units of "
                          "bids in all, are supported")
 
@@ -283,8 +281,10 @@ def _clear_arrays(aq: np.ndarray, ap: np.ndarray, bq: np.ndarray, bp: np.ndarray
     b_cum = np.add.accumulate(b_q, out=b_cum0[1:])
     a_tot = int(a_cum[-1]) if a_cum.size else 0
     b_tot = int(b_cum0[-1])
-    if a_tot > _MAX_UNITS or not 0 <= b_tot <= _MAX_UNITS:  # (b_tot < 0: int64 wrapped)
-        _check_units(a_tot, b_tot, b_q.tolist())
+    # an order above the limit can wrap an int64 total into range (4 x 2**62 sums to 0)
+    if (a_tot > _MAX_UNITS or not 0 <= b_tot <= _MAX_UNITS
+            or max(a_q.max(initial=0), b_q.max(initial=0)) > _MAX_UNITS):
+        _check_units(a_q.tolist(), b_q.tolist())
 
     # Maximal volume.  With D(p) the bid units priced >= p and S(p) the ask units priced
     # <= p, unit n trades iff some p has D(p) >= n and S(p) >= n, so V = max_p min(D, S).
@@ -362,7 +362,7 @@ def _clear_small(aq: list, ap: list, bq: list, bp: list, k: float) -> tuple:
     a_tot = a_cum[-1] if na else 0
     b_tot = b_cum[-1] if nb else 0
     if a_tot > _MAX_UNITS or b_tot > _MAX_UNITS:
-        _check_units(a_tot, b_tot, b_q)
+        _check_units(a_q, b_q)  # Python ints: the totals are exact
 
     # V = max over the sorted asks of min(D, S) at the ask's price.  S rises and D falls
     # along the sorted asks, so min(D, S) is S until the first ask with D <= S, and at most
