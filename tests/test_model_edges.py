@@ -73,9 +73,13 @@ def test_largest_remainder_splits_a_group_without_weight_equally():
 
 
 def test_largest_remainder_ignores_negative_dust():
+    # a facility repaid down to dust: weights (3e-10, -1e-10, 0) summed to 2e-10 gave quotas
+    # 15, -5, 0 (a lender with -5 units); counted as (3e-10, 0, 0) the first row takes all 10
+    got = largest_remainder(np.array([10]), np.array([3e-10, -1e-10, 0.0]), np.zeros(3, int))
+    assert got.tolist() == [10, 0, 0]
     # weights (-1e-10, 3, 1) count as (0, 3, 1): quotas 0, 7.5, 2.5 -> 0, 7, 2 and the one
-    # unit left to the tie 0.5 / 0.5 at the lower row: 0, 8, 2 (never a negative share)
-    got = largest_remainder(np.array([10]), np.array([-1e-10, 3.0, 1.0]), np.array([0, 0, 0]))
+    # unit left to the tie 0.5 / 0.5 at the lower row: 0, 8, 2
+    got = largest_remainder(np.array([10]), np.array([-1e-10, 3.0, 1.0]), np.zeros(3, int))
     assert got.tolist() == [0, 8, 2]
 
 
