@@ -41,6 +41,7 @@ from sim.finance import discount_factors, lognormal_call
 
 SALVAGE = "salvage"
 BIG = np.int64(10**12)  # "unlimited" units
+_BIG_F = float(BIG)  # the most units any buyer's capacity counts (exact as a double)
 MONTH_DAYS = 30.0  # the sale window of the model's monthly auction, days
 
 
@@ -206,11 +207,21 @@ class BuyerBook:
         if self.unlimited:
             return np.full(self.n, BIG)
         units = np.divide(self.capital, price, out=np.zeros(self.n), where=price > 0)
+        return self._whole_units(units, kw)
+
+    def _whole_units(self, units: np.ndarray, kw: float) -> np.ndarray:
+        """floor(min(units, MW x 1000 / kW, BIG)) as int64, ``units`` (the capital's reach,
+        overwritten) and the power bound each nudged up by 1e-9 against rounding. Capped at
+        ``BIG``, the capacity of an unlimited buyer: capital / a reservation near 0 (e.g. a
+        GPU whose rent index is ~1e-6) can exceed int64, whose cast would give -2**63, a
+        negative bid. The cap never binds in the shipped scenarios (at most 12,000 units a
+        buyer), and the model caps every bid at the units offered anyway."""
         units += 1e-9
         by_mw = self.mw * 1000.0 / kw
         by_mw += 1e-9
         # floor is monotone, so floor(min(a, b)) = min(floor(a), floor(b)): one floor, not two
         np.minimum(units, by_mw, out=units)
+        np.minimum(units, _BIG_F, out=units)
         return np.floor(units, out=units).astype(np.int64)
 
     def capacity_total(self, price: float, kw: float) -> float:
@@ -219,12 +230,7 @@ class BuyerBook:
         integer sum), without building the price row and its mask."""
         if self.unlimited or not price > 0.0:  # (NaN included) the general path
             return float(self.capacity(np.full(self.n, price), kw).sum())
-        units = self.capital / price
-        units += 1e-9
-        by_mw = self.mw * 1000.0 / kw
-        by_mw += 1e-9
-        np.minimum(units, by_mw, out=units)
-        return float(np.add.reduce(np.floor(units, out=units).astype(np.int64)))
+        return float(np.add.reduce(self._whole_units(self.capital / price, kw)))
 
     def participating(self, rng: np.random.Generator, days: float) -> np.ndarray:
         """Which buyers are able to bid in a sale window of ``days`` days, (K,) bool.

@@ -19,12 +19,26 @@ def largest_remainder(totals: np.ndarray, weights: np.ndarray, group: np.ndarray
     Hamilton's largest-remainder method (the apportionment rule of Hamilton 1792; Balinski &
     Young, *Fair Representation*, 1982): each member gets the floor of its exact quota, and the
     units left over go one each to the largest remainders (ties to the lower row index).
-    ``totals`` is indexed by group id; returns one integer per member, summing to the totals.
+    ``totals`` is indexed by group id; returns one non-negative integer per member, summing to
+    the totals of every group that has a member.
+
+    Two degenerate cases the model's runs do not produce (its weights are loan exposures,
+    positive on every defaulted facility): a negative weight (rounding dust such as a
+    principal of -1e-10) counts as 0, and a group whose weights are all 0 is split in equal
+    parts (weight 1 each), so no unit is lost or becomes negative. Neither branch is taken
+    when every weight is >= 0 and every group with units has a positive weight sum, which
+    leaves the result of such calls as it was.
     """
     weights = np.asarray(weights, dtype=float)
     group = np.asarray(group, dtype=np.int64)
     totals = np.asarray(totals, dtype=np.int64)
+    if weights.size and not weights.min() >= 0.0:  # negative dust (or NaN): no claim
+        weights = np.where(weights > 0.0, weights, 0.0)
     wsum = np.bincount(group, weights=weights, minlength=len(totals))
+    empty = (wsum <= 0.0) & (totals > 0)
+    if empty.any():  # units but no weight: equal shares, not at most one unit a member
+        weights = np.where(empty[group], 1.0, weights)
+        wsum = np.bincount(group, weights=weights, minlength=len(totals))
     safe = np.where(wsum > 0, wsum, 1.0)
     quota = np.where(wsum[group] > 0, totals[group] * weights / safe[group], 0.0)
     base = np.floor(quota + 1e-9).astype(np.int64)

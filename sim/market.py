@@ -47,9 +47,14 @@ from sim.contagion import exponential_impact
 
 __all__ = ["AuctionResult", "call_auction", "clear_book", "exponential_bids", "parametric_price"]
 
-# Largest total number of units allowed on one side of the book.  Keeps the integer
-# pro-rata arithmetic (quantity * remaining units) exact in int64.
+# Largest number of units allowed on the ask side of the book and in any one bid.  The
+# integer arithmetic of a clearing is then exact in int64: the pro-rata products
+# quantity * remaining units of :func:`_fill_sorted` are at most (2**31 - 1) * volume, and the
+# volume is at most the ask units, so below 2**62; the bid side's cumulative sums need only
+# a total below 2**63 (checked exactly), so demand from many bidders, each capped at the
+# supply as the model does, is never refused.
 _MAX_UNITS = 2**31 - 1
+_INT64_TOTAL = 2**63
 # Smallest positive float: searchsorted(..., _TINY) counts the prices equal to 0.
 _TINY = math.ulp(0.0)
 # Books with at most this many orders (asks and bids together) are cleared on Python lists
@@ -108,6 +113,19 @@ def _as_units(x: object, name: str) -> np.ndarray:
     if not ((arr >= 0.0) & (arr < np.inf) & (arr == np.floor(arr))).all():
         raise ValueError(f"{name} must contain finite, non-negative, integer unit quantities")
     return arr.astype(np.int64)
+
+
+def _check_units(ask_qty: list, bid_qty: list) -> None:
+    """Raise unless a book's unit arithmetic is exact in int64 (see ``_MAX_UNITS``): at most
+    ``_MAX_UNITS`` ask units, and bids of at most ``_MAX_UNITS`` units each totalling less
+    than 2**63. Called only when a total or an order is out of the fast range (never in the
+    model's runs, whose books have at most a few hundred thousand units a side), with the
+    quantities as Python ints, summed here exactly (an int64 total may have wrapped)."""
+    if sum(ask_qty) > _MAX_UNITS:
+        raise ValueError(f"at most {_MAX_UNITS} units on the ask side are supported")
+    if max(bid_qty, default=0) > _MAX_UNITS or sum(bid_qty) >= _INT64_TOTAL:
+        raise ValueError(f"at most {_MAX_UNITS} units per bid, and fewer than 2**63 units of "
+                         "bids in all, are supported")
 
 
 def _fill_sorted(qty: np.ndarray, cum: np.ndarray, start: int, stop: int, volume: int):
@@ -224,8 +242,10 @@ def call_auction(
     ------
     ValueError
         On mismatched lengths, negative / non-finite / non-integer quantities, negative or
-        non-finite prices, ``k`` outside ``[0, 1]``, or more than ``2**31 - 1`` units on one
-        side.
+        non-finite prices, ``k`` outside ``[0, 1]``, more than ``2**31 - 1`` units on the
+        ask side or in one bid, or ``2**63`` or more bid units in all (the integer
+        arithmetic stays exact in int64 below these; demand from many bids, each at most the
+        supply, is accepted).
     """
     if not 0.0 <= k <= 1.0:  # also rejects nan
         raise ValueError(f"k must be in [0, 1], got {k!r}")
@@ -261,8 +281,10 @@ def _clear_arrays(aq: np.ndarray, ap: np.ndarray, bq: np.ndarray, bp: np.ndarray
     b_cum = np.add.accumulate(b_q, out=b_cum0[1:])
     a_tot = int(a_cum[-1]) if a_cum.size else 0
     b_tot = int(b_cum0[-1])
-    if a_tot > _MAX_UNITS or b_tot > _MAX_UNITS:
-        raise ValueError(f"at most {_MAX_UNITS} units per side are supported")
+    # an order above the limit can wrap an int64 total into range (4 x 2**62 sums to 0)
+    if (a_tot > _MAX_UNITS or not 0 <= b_tot <= _MAX_UNITS
+            or max(a_q.max(initial=0), b_q.max(initial=0)) > _MAX_UNITS):
+        _check_units(a_q.tolist(), b_q.tolist())
 
     # Maximal volume.  With D(p) the bid units priced >= p and S(p) the ask units priced
     # <= p, unit n trades iff some p has D(p) >= n and S(p) >= n, so V = max_p min(D, S).
@@ -340,7 +362,7 @@ def _clear_small(aq: list, ap: list, bq: list, bp: list, k: float) -> tuple:
     a_tot = a_cum[-1] if na else 0
     b_tot = b_cum[-1] if nb else 0
     if a_tot > _MAX_UNITS or b_tot > _MAX_UNITS:
-        raise ValueError(f"at most {_MAX_UNITS} units per side are supported")
+        _check_units(a_q, b_q)  # Python ints: the totals are exact
 
     # V = max over the sorted asks of min(D, S) at the ask's price.  S rises and D falls
     # along the sorted asks, so min(D, S) is S until the first ask with D <= S, and at most

@@ -522,12 +522,29 @@ class LiquidationModel(mesa.Model):
         if len(dead) == 0:
             return
         payment = late  # read only at ``dead``, which are all alive: the payment defaults
-        debt, coll = self._month_debt_coll(marks)
-        pos = np.full(b.n, -1)
-        pos[dead] = np.arange(len(dead))
         rows = (L.active & trig[L.borrower]).nonzero()[0]
         ead = L.exposure[rows]
+        pos = np.full(b.n, -1)
+        pos[dead] = np.arange(len(dead))
         group = pos[L.borrower[rows]]
+        ead_b = np.bincount(group, weights=ead, minlength=len(dead))
+        if not (ead_b > 0.0).all():
+            # a facility that owes nothing (repaid in full, e.g. by this month's cash sweep
+            # after its call was counted uncured) has no claim to enforce: its LTV is 0, so
+            # the call is cured and the borrower is not defaulted. Never in the golden runs:
+            # every facility they default on has a positive exposure.
+            void = dead[ead_b <= 0.0]
+            b.call_months[void] = -1
+            trig[void] = False
+            dead = dead[ead_b > 0.0]
+            if len(dead) == 0:
+                return
+            rows = (L.active & trig[L.borrower]).nonzero()[0]
+            ead = L.exposure[rows]
+            pos[dead] = np.arange(len(dead))
+            group = pos[L.borrower[rows]]
+            ead_b = ead_b[ead_b > 0.0]
+        debt, coll = self._month_debt_coll(marks)
         # repossession: GPUs split over the facility's lenders in proportion to exposure, all
         # generations at once: one apportionment group per (facility, generation), its members
         # in row order as when the generations were split one by one
@@ -547,7 +564,6 @@ class LiquidationModel(mesa.Model):
         b.cash[dead] += btc_cash
         b.btc[dead] = 0.0
         b.btc_pledged[dead] = 0.0
-        ead_b = np.bincount(group, weights=ead, minlength=len(dead))
         seized = np.minimum(np.maximum(b.cash[dead], 0.0), ead_b)
         b.cash[dead] -= seized
         # unpaid power and running bills (negative cash) are lost by the suppliers
