@@ -22,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
-from sim.config import BorrowerType, Scenario
+from sim.config import BorrowerType, ConfigError, Scenario
 from sim.environment import DAYS_PER_MONTH, HOURS_PER_MONTH, Environment
+from sim.market import MAX_UNITS
 
 MINER, NEOCLOUD = 0, 1
 KIND_NAMES = ("miner", "neocloud")
@@ -61,6 +62,13 @@ class BorrowerBook:
         self.n = int(sum(n for _, n in params))
         self.kind = np.concatenate(kinds) if kinds else np.zeros(0, dtype=np.int8)
         self.fleet = (np.vstack(fleets) if fleets else np.zeros((0, n_gen))).astype(np.int64)
+        units = self.fleet.sum(axis=0)
+        if units.size and units.max() > MAX_UNITS:
+            # the call auction's unit arithmetic is exact in int64 up to 2**31 - 1 ask units
+            # (sim/market.py), and every GPU of a generation may be offered in one month
+            raise ConfigError(f"the drawn fleets hold {int(units.max()):,} GPUs of one "
+                              f"generation; at most {MAX_UNITS:,} can be traded: lower "
+                              "borrowers' count or fleet_mean")
         self._ones = np.ones(n_gen, dtype=np.int64)
 
         def per(attr):

@@ -53,7 +53,7 @@ __all__ = ["AuctionResult", "call_auction", "clear_book", "exponential_bids", "p
 # volume is at most the ask units, so below 2**62; the bid side's cumulative sums need only
 # a total below 2**63 (checked exactly), so demand from many bidders, each capped at the
 # supply as the model does, is never refused.
-_MAX_UNITS = 2**31 - 1
+MAX_UNITS = 2**31 - 1
 _INT64_TOTAL = 2**63
 # Smallest positive float: searchsorted(..., _TINY) counts the prices equal to 0.
 _TINY = math.ulp(0.0)
@@ -116,15 +116,15 @@ def _as_units(x: object, name: str) -> np.ndarray:
 
 
 def _check_units(ask_qty: list, bid_qty: list) -> None:
-    """Raise unless a book's unit arithmetic is exact in int64 (see ``_MAX_UNITS``): at most
-    ``_MAX_UNITS`` ask units, and bids of at most ``_MAX_UNITS`` units each totalling less
+    """Raise unless a book's unit arithmetic is exact in int64 (see ``MAX_UNITS``): at most
+    ``MAX_UNITS`` ask units, and bids of at most ``MAX_UNITS`` units each totalling less
     than 2**63. Called only when a total or an order is out of the fast range (never in the
     model's runs, whose books have at most a few hundred thousand units a side), with the
     quantities as Python ints, summed here exactly (an int64 total may have wrapped)."""
-    if sum(ask_qty) > _MAX_UNITS:
-        raise ValueError(f"at most {_MAX_UNITS} units on the ask side are supported")
-    if max(bid_qty, default=0) > _MAX_UNITS or sum(bid_qty) >= _INT64_TOTAL:
-        raise ValueError(f"at most {_MAX_UNITS} units per bid, and fewer than 2**63 units of "
+    if sum(ask_qty) > MAX_UNITS:
+        raise ValueError(f"at most {MAX_UNITS} units on the ask side are supported")
+    if max(bid_qty, default=0) > MAX_UNITS or sum(bid_qty) >= _INT64_TOTAL:
+        raise ValueError(f"at most {MAX_UNITS} units per bid, and fewer than 2**63 units of "
                          "bids in all, are supported")
 
 
@@ -282,8 +282,8 @@ def _clear_arrays(aq: np.ndarray, ap: np.ndarray, bq: np.ndarray, bp: np.ndarray
     a_tot = int(a_cum[-1]) if a_cum.size else 0
     b_tot = int(b_cum0[-1])
     # an order above the limit can wrap an int64 total into range (4 x 2**62 sums to 0)
-    if (a_tot > _MAX_UNITS or not 0 <= b_tot <= _MAX_UNITS
-            or max(a_q.max(initial=0), b_q.max(initial=0)) > _MAX_UNITS):
+    if (a_tot > MAX_UNITS or not 0 <= b_tot <= MAX_UNITS
+            or max(a_q.max(initial=0), b_q.max(initial=0)) > MAX_UNITS):
         _check_units(a_q.tolist(), b_q.tolist())
 
     # Maximal volume.  With D(p) the bid units priced >= p and S(p) the ask units priced
@@ -361,7 +361,7 @@ def _clear_small(aq: list, ap: list, bq: list, bp: list, k: float) -> tuple:
     b_cum = list(accumulate(b_q))
     a_tot = a_cum[-1] if na else 0
     b_tot = b_cum[-1] if nb else 0
-    if a_tot > _MAX_UNITS or b_tot > _MAX_UNITS:
+    if a_tot > MAX_UNITS or b_tot > MAX_UNITS:
         _check_units(a_q, b_q)  # Python ints: the totals are exact
 
     # V = max over the sorted asks of min(D, S) at the ask's price.  S rises and D falls

@@ -9,7 +9,7 @@ import pytest
 from agents.buyer import BIG
 from sim.config import load_scenario
 from sim.finance import largest_remainder
-from sim.market import _MAX_UNITS, call_auction
+from sim.market import MAX_UNITS, call_auction
 from sim.model import LiquidationModel
 
 GEN = ("environment.generations=[{name='G0',launch_month=-1,list_price=30000.0,"
@@ -95,7 +95,7 @@ def test_auction_accepts_bids_totalling_more_than_the_ask_limit(n_pad):
     # units in all): the best bid takes all 1,000; the next bid unit (1,001st) is still the
     # first bid's, at 5, so lo = max(0, 5) = hi = min(5, inf) = 5. Zero-quantity padding
     # rows change nothing.
-    big = _MAX_UNITS
+    big = MAX_UNITS
     pad = [0] * n_pad
     res = call_auction([1000] + pad, [0.0] + [1.0] * n_pad, [big, big, big],
                        [5.0, 4.0, 3.0])
@@ -109,9 +109,9 @@ def test_auction_accepts_bids_totalling_more_than_the_ask_limit(n_pad):
 def test_auction_refuses_books_its_int64_arithmetic_cannot_clear(n_pad):
     pad_q, pad_p = [0] * n_pad, [1.0] * n_pad
     with pytest.raises(ValueError, match="units on the ask side"):
-        call_auction([_MAX_UNITS, 1] + pad_q, [0.0, 0.0] + pad_p, [5], [1.0])
+        call_auction([MAX_UNITS, 1] + pad_q, [0.0, 0.0] + pad_p, [5], [1.0])
     with pytest.raises(ValueError, match="units per bid"):
-        call_auction([5] + pad_q, [0.0] + pad_p, [_MAX_UNITS + 1], [1.0])
+        call_auction([5] + pad_q, [0.0] + pad_p, [MAX_UNITS + 1], [1.0])
     with pytest.raises(ValueError, match="units per bid"):  # int64 would wrap: 4 x 2**62
         call_auction([5] + pad_q, [0.0] + pad_p, [2**62] * 4, [1.0] * 4)
 
@@ -128,3 +128,21 @@ def test_buyer_capacity_is_capped_at_big():
     assert buyers.capacity_total(1e-290, 1e-290) == float(n * int(BIG))
     # a price of 0 is no capacity from capital (as before)
     assert buyers.capacity(np.zeros(n), 1.0).tolist() == [0] * n
+
+
+def test_fleets_beyond_what_one_auction_trades_are_one_line(tmp_path, capsys):
+    """5,000 neo-clouds of 1e6 H100s each draw ~5e9 GPUs of one generation, more than the
+    call auction's exact unit range (MAX_UNITS = 2**31 - 1 ask units): refused when the model
+    is built, one line and exit 2, instead of a ValueError from the market months later."""
+    from sim.cli import main
+
+    argv = ["run", "--months", "1", "--no-figures", "--out", str(tmp_path / "o"),
+            "--set", "borrowers.miner.count=0", "--set", "borrowers.neocloud.count=5000",
+            "--set", "borrowers.neocloud.fleet_mean=1e6",
+            "--set", "borrowers.neocloud.fleet_mix=[0, 1]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("liqsim: error: the drawn fleets hold 4,99")
+    assert err.endswith(f"GPUs of one generation; at most {MAX_UNITS:,} can be traded: lower "
+                        "borrowers' count or fleet_mean")
+    assert not (tmp_path / "o").exists()
