@@ -94,14 +94,26 @@ def _image_sources(page) -> list[str]:
     return page.eval_on_selector_all("img", "els => els.map(e => e.src)")
 
 
+def _images(page, n: int = 6) -> list[str]:
+    """The panels' image sources once ``n`` images are on the page: a panel that re-renders
+    replaces its ``img`` for a moment (CI once read 5 of the 6 right after the page loaded)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    srcs = _image_sources(page)
+    while len(srcs) < n and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        srcs = _image_sources(page)
+    return srcs
+
+
 def _settled_images(page, before: list[str]) -> list[str]:
     """The images once every figure has been re-sent (each panel changes with the month)."""
     deadline = time.monotonic() + WAIT_MS / 1000
-    now = _image_sources(page)
-    while time.monotonic() < deadline and sum(a != b for a, b in zip(before, now,
-                                                                      strict=False)) < 5:
+    now = _images(page, len(before))
+    while time.monotonic() < deadline and (
+            len(now) != len(before)
+            or sum(a != b for a, b in zip(before, now, strict=True)) < 5):
         page.wait_for_timeout(200)
-        now = _image_sources(page)
+        now = _images(page, len(before))
     return now
 
 
@@ -112,7 +124,7 @@ def test_step_play_repo_and_reset_in_chromium(server, browser, tmp_path):
     page.screenshot(path=tmp_path / "month0.png", full_page=True)
     assert _month(page) == 0
     assert "crypto_winter" in page.content()
-    before = _image_sources(page)
+    before = _images(page)
     assert len(before) >= 6
 
     for month in (1, 2, 3):
