@@ -12,41 +12,18 @@ from __future__ import annotations
 
 import argparse
 import re
-import socket
 import subprocess
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from sim.app import server_command, stop_server
+from sim.app import free_port, server_command, stop_server, wait_until_up
 
 OUT = Path("docs/img")
 MONTH = 12
 WAIT_MS = 60_000
 VIEWPORT = {"width": 1400, "height": 1000}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"app server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"app server did not answer {url} within {timeout:.0f} s")
 
 
 def _step_to(page, month: int) -> None:
@@ -88,13 +65,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
-    port = _free_port()
+    port = free_port()
     argv, env = server_command("127.0.0.1", port, "crypto_winter")
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}/"
-            _wait_until_up(url, proc)
+            wait_until_up(proc, url)
             for path in shoot(url, args.chromium):
                 print(f"written {path}")
         finally:

@@ -341,3 +341,34 @@ def stop_server(proc: subprocess.Popen, grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now (for tests and scripts)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(proc: subprocess.Popen, url: str, timeout: float = 90.0, log=None) -> None:
+    """Wait until the server ``proc`` answers ``url`` with HTTP 200; RuntimeError if it exits
+    first (with the tail of ``log``, an open text file it writes to, if given) or does not
+    answer within ``timeout`` seconds (imports are slow on a busy machine)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = ""
+            if log is not None:
+                log.seek(0)
+                tail = f": {log.read()[-2000:]}"
+            raise RuntimeError(f"app server exited with {proc.returncode}{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"app server did not answer {url} within {timeout:.0f} s")

@@ -279,3 +279,26 @@ def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
     assert err.startswith("liqsim: error:") and message in err
     assert err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wait_until_up_names_a_server_that_exits_or_never_answers(tmp_path):
+    """The helper the browser test and experiments/app_screenshots.py start the app with."""
+    import subprocess
+    import sys
+
+    from sim.app import free_port, wait_until_up
+
+    url = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    with (tmp_path / "log").open("w+") as log:
+        proc = subprocess.Popen([sys.executable, "-c", "print('boom'); raise SystemExit(3)"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        proc.wait()
+        with pytest.raises(RuntimeError, match=r"^app server exited with 3: boom"):
+            wait_until_up(proc, url, timeout=5, log=log)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(RuntimeError, match=r"did not answer .* within 1 s$"):
+            wait_until_up(proc, url, timeout=1)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -8,53 +8,30 @@ the browser makes goes to the local server.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import time
-import urllib.request
 from urllib.parse import urlparse
 
 import pytest
 from playwright.sync_api import sync_playwright
 
-from sim.app import server_command, stop_server
+from sim.app import free_port, server_command, stop_server, wait_until_up
 
 START_TIMEOUT = 90.0  # seconds for the server to answer (imports are slow on a busy machine)
 WAIT_MS = 60_000  # for anything on the page
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_up(proc: subprocess.Popen, url: str, log) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"app server exited with {proc.returncode}: {log.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"app server did not answer {url} within {START_TIMEOUT:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``liqsim app crypto_winter`` on a free port; yields its URL; the process is always killed."""
-    port = _free_port()
+    port = free_port()
     argv, env = server_command("127.0.0.1", port, "crypto_winter")
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}/"
-        _wait_until_up(proc, url, log)
+        wait_until_up(proc, url, START_TIMEOUT, log)
         yield url
     finally:
         stop_server(proc)
