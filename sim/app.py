@@ -24,6 +24,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import solara
 from matplotlib.figure import Figure
@@ -354,9 +356,6 @@ def wait_until_up(proc: subprocess.Popen, url: str, timeout: float = 90.0, log=N
     """Wait until the server ``proc`` answers ``url`` with HTTP 200; RuntimeError if it exits
     first (with the tail of ``log``, an open text file it writes to, if given) or does not
     answer within ``timeout`` seconds (imports are slow on a busy machine)."""
-    import time
-    import urllib.request
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
