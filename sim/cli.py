@@ -140,14 +140,15 @@ def run(
     try:
         cfg = load_scenario(scenario, set_ or [], seed=seed, months=months)
         outdir = out if out is not None else Path("results") / cfg.name
-        _check_writable(outdir)
+        _check_writable(outdir, replaced=True)
         store.run_dir(outdir, also)  # refuse a directory the run may not replace, before running
     except ConfigError as e:
         _fail(str(e))
     try:  # the model reads some inputs (a network edge list) only when it is built
-        with _progress() as prog, _writing(outdir):
+        with _progress() as prog:
             task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
             model = run_scenario(cfg, on_month=lambda m: prog.update(task, completed=m))
+        with _writing(outdir):
             summary = store.write_run(model, outdir, write_figures if figures else None, also)
     except ConfigError as e:
         _fail(str(e))
@@ -157,10 +158,13 @@ def run(
     out_console.print(f"results written to {outdir}/")
 
 
-def _check_writable(outdir: Path) -> None:
+def _check_writable(outdir: Path, replaced: bool = False) -> None:
+    """Refuse an ``outdir`` that cannot be written, before anything runs. A ``replaced``
+    directory (a run's, swapped in whole by ``store.replace_dir``) is written in its parent:
+    the new one is built beside it and renamed, so the parent must be writable."""
     if outdir.exists() and not outdir.is_dir():
         raise ConfigError(f"--out {outdir}: exists and is not a directory")
-    probe = outdir
+    probe = Path(os.path.realpath(outdir)).parent if replaced else outdir
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():

@@ -110,7 +110,14 @@ def read_edgelist(path: str | Path, n_lenders: int) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"network.edgelist: file '{path}' not found")
-    _check_size(p)
+    try:
+        _check_size(p)
+        return _parse_edgelist(p, n_lenders)
+    except OSError as e:  # unreadable (permissions, I/O error): bad input, not a write error
+        raise ConfigError(f"network.edgelist: cannot read '{path}': {e.strerror or e}") from None
+
+
+def _parse_edgelist(p: Path, n_lenders: int) -> np.ndarray:
     w = np.zeros((n_lenders, n_lenders))
     with p.open(encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):

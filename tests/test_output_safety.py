@@ -286,3 +286,38 @@ def test_the_core_writes_a_run_without_importing_plots_app_or_cli(tmp_path):
                          check=True).stdout
     assert out.strip() == "[]"
     assert (tmp_path / "r" / "manifest.json").is_file()
+
+
+def test_an_unreadable_edge_list_is_a_read_error_not_a_write_error(tmp_path, monkeypatch,
+                                                                   capsys):
+    """The model reads the edge list while it is built: an OSError there names the edge list,
+    not the output directory (the run's write-error handler covers only the writing)."""
+    edges = tmp_path / "edges.txt"
+    edges.write_text("0 1\n")
+    real_open = Path.open
+
+    def failing_open(self, *args, **kwargs):
+        if self == edges:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", failing_open)
+    assert _run(tmp_path / "out", "--set", "network.kind=edgelist",
+                "--set", f"network.edgelist={edges}") == 2
+    assert _one_error_line(capsys) == (f"liqsim: error: network.edgelist: cannot read "
+                                       f"'{edges}': Permission denied")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_checks_that_the_parent_of_its_directory_is_writable(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A run's directory is built beside it and renamed in, so the parent must be writable
+    (root ignores permissions here, so os.access is made to say no for the parent only)."""
+    parent = tmp_path / "p"
+    (parent / "out").mkdir(parents=True)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != parent
+                        and real_access(path, mode))
+    assert _run(parent / "out") == 2
+    assert _one_error_line(capsys) == (f"liqsim: error: --out {parent / 'out'}: directory is "
+                                       "not writable")
