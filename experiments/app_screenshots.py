@@ -18,7 +18,14 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from sim.app import free_port, server_command, stop_server, wait_until_up
+from sim.app import (
+    HEADLESS_CHROMIUM_ARGS,
+    free_port,
+    server_command,
+    stop_server,
+    url,
+    wait_until_up,
+)
 
 OUT = Path("docs/img")
 MONTH = 12
@@ -38,8 +45,8 @@ def shoot(url: str, chromium: str) -> list[Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     plain, repo = OUT / "app_crypto_winter_month12.png", OUT / "app_crypto_winter_repo_month12.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=list(HEADLESS_CHROMIUM_ARGS))
         try:
             page = browser.new_context(viewport=VIEWPORT).new_page()
             page.goto(url)
@@ -70,9 +77,9 @@ def main() -> None:
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            url = f"http://127.0.0.1:{port}/"
-            wait_until_up(proc, url)
-            for path in shoot(url, args.chromium):
+            address = url("127.0.0.1", port)
+            wait_until_up(proc, address, log=log)
+            for path in shoot(address, args.chromium):
                 print(f"written {path}")
         finally:
             stop_server(proc)

@@ -307,6 +307,12 @@ def check_port(host: str, port: int) -> None:
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({why})") from None
 
 
+# Debian's headless Chromium, offline (the browser test and experiments/app_screenshots.py)
+HEADLESS_CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                          "--no-first-run", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync")
+
+
 def url(host: str, port: int) -> str:
     """The app's address, ``http://HOST:PORT/``, with an IPv6 literal in brackets (RFC 3986)."""
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"

@@ -36,7 +36,6 @@ from pydantic_core import PydanticCustomError
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
 
 Frac = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNeg = Annotated[float, Field(ge=0.0)]
 
 
 # Upper bounds on money, prices and physical sizes. A finite value near the float limit (1e305)
@@ -150,7 +149,7 @@ class Environment(_Strict):
     # >= 1 $: the BTC path is floored at 1e-9 $ (sim/environment.py), far below any start
     btc_price0: float = Field(90_000.0, ge=1.0, le=MAX_PRICE)
     btc_drift: float = Field(0.0, ge=-1.0, le=1.0)  # annual log drift
-    btc_vol_calm: float = Field(0.50, ge=0.0, le=5.0)  # annual; <= 5 as rent_vol (monthly 1.4)
+    btc_vol_calm: float = Field(0.50, ge=0.0, le=5.0)  # annual; <= 5 (1.44 a month)
     btc_vol_stress: float = Field(0.75, ge=0.0, le=5.0)
     # false: BTC moves only by `btc` shocks (a historical episode's path, e.g. asic_2022); the
     # volatilities above still set the risk buyers price into hashprice-linked revenue

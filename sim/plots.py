@@ -427,7 +427,7 @@ def _network_legends(model) -> list[tuple[str, list]]:
             ("kind (marker area ~ sqrt size,\nscaled per kind)", kinds), ("edges", edges)]
 
 
-def draw_network(ax, model, t: int, *, legend_ax=None, legend: bool = True) -> None:
+def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
     """The lending and funding network at month ``t`` on ``ax``: the one drawing of it, used by
     :func:`network_figure`, the animation's frames and the app's panel.
 
@@ -446,8 +446,8 @@ def draw_network(ax, model, t: int, *, legend_ax=None, legend: bool = True) -> N
     defaulted; the exposure stays drawn), t0 funding lender -> lender as curved blue arrows from
     funder to funded lender (the funding network's shape never changes).
 
-    Legend: with ``legend_ax``, three titled legends stacked in that (axis-less) Axes; otherwise,
-    if ``legend``, one compact legend with the same entries below ``ax``.
+    Legend: with ``legend_ax``, three titled legends stacked in that (axis-less) Axes; otherwise
+    one compact legend with the same entries below ``ax``.
     """
     geo = _network_geometry(model)
     pos = geo.pos
@@ -506,7 +506,7 @@ def draw_network(ax, model, t: int, *, legend_ax=None, legend: bool = True) -> N
         for (title, handles), y in zip(legends, (1.0, 0.64, 0.30), strict=True):
             legend_ax.add_artist(legend_ax.legend(handles=handles, title=title,
                                                   bbox_to_anchor=(0.0, y), **side))
-    elif legend:
+    else:
         handles = [h for _title, hs in legends for h in hs]
         for h in handles:  # one line per entry; the three columns are the three legends
             h.set_label(h.get_label().replace(" /\n", " / "))

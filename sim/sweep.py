@@ -129,7 +129,7 @@ class Axis(_Strict):
 class SweepSpec(_Strict):
     """A validated sweep spec; :func:`load_spec` also resolves the base and the design."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str  # checked by safe_name (one path component, at most 200 characters)
     description: str = ""
     base: str = Field(min_length=1)
     months: int | None = Field(None, ge=1, le=600)

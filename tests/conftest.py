@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from sim.app import HEADLESS_CHROMIUM_ARGS
+
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = list(HEADLESS_CHROMIUM_ARGS)
 APT_TIMEOUT = 900  # seconds, for apt-get update + install together
 
 
