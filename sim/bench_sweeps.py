@@ -50,8 +50,8 @@ REPORTED = ("credit_losses", "defaults", "lender_failures")
 # One sample reads /proc/<pid>/smaps of every process in the tree: about 18 ms of CPU for a
 # parent and two workers on this 2-core machine. At 0.02 s the sampler took about 40 % of a
 # core from the engines it measured and cut liqsim's 2-worker speed-up from 1.89x (measured
-# with no sampler) to 1.65x; at 0.5 s it takes under 4 %. The runs last 10-30 s, so 20-60
-# samples still see memory grow or stay flat.
+# with no sampler) to 1.65x; at 0.5 s it takes about 4 % (0.3-0.6 s of an 11-25 s run). The
+# runs last 10-30 s, so 20-60 samples still see memory grow or stay flat.
 SAMPLE_S = 0.5
 ENGINES = ("mesa_batch_run", "liqsim_sweep")
 
