@@ -596,7 +596,7 @@ class LiquidationModel(mesa.Model):
     def _phase_orders(self, marks: np.ndarray) -> dict:
         env, lb, desk, lc = self.env, self.lenders, self.desk, self.cfg.lenders
         t = env.t
-        floor = self.cfg.buyers.salvage_floor * env.list_price
+        floor = self._salvage_price  # read only: shared with phase 7
         # the repo desk is offered first: it finances forced inventory (each GPU once) so that
         # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
         if np.count_nonzero(lb.repo_units):  # else zeroing integer zeros changes nothing
@@ -1063,7 +1063,8 @@ class LiquidationModel(mesa.Model):
         self._reset_month()
         # the generation whose buyer capacity is recorded (H100, else the first)
         self._h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
-        # the salvage price per generation (phase 7's quote floor): list prices never change
+        # the salvage price per generation (the floor of phase 5's asks and phase 7's quotes;
+        # read only): list prices never change
         self._salvage_price = self.cfg.buyers.salvage_floor * self.env.list_price
         self._ones_gen = np.ones(self.n_gen)  # copied where phase 7 needs a fresh row of ones
         g = self.n_gen
