@@ -453,7 +453,7 @@ class LiquidationModel(mesa.Model):
         rows of borrowers alive until then; phase 5 reads only rows of living borrowers.
         Anything else (a new month, other marks, a phase run on its own) evaluates afresh.
         """
-        c = getattr(self, "_ltv_month", None)  # set by phase 3
+        c = self._ltv_month  # set by phase 3
         if c is None or c[0] != self.env.t or c[1] is not marks:
             debt, coll, _ = self._facility_ltv(marks)
             return debt, coll
@@ -695,10 +695,7 @@ class LiquidationModel(mesa.Model):
         if not any(offered):
             return
         # newest generation first (launch months are fixed at build: the order is cached)
-        newest_first = self.__dict__.get("_newest_first")
-        if newest_first is None:
-            newest_first = self._newest_first = (-env.launch).argsort(kind="stable").tolist()
-        gens = [g for g in newest_first if offered[g]]
+        gens = [g for g in self._newest_first if offered[g]]
         ask_prices = np.empty(asks.shape)
         ask_prices[:n_l] = books["floor"]
         ask_prices[n_l: 2 * n_l] = books["patient_price"]
@@ -898,7 +895,7 @@ class LiquidationModel(mesa.Model):
         # no trade: the best bid of a buyer who could take a unit; with no such buyer there is
         # no new information, and the last price moves with the value in best use
         carried = old_price * np.divide(self.fundamental, old_value,
-                                        out=self._ones_gen.copy(), where=old_value > 0)
+                                        out=np.ones(self.n_gen), where=old_value > 0)
         quote = np.maximum(np.where(best > 0, best, carried), floor)
         new = np.where(self.traded, self.clearing, quote)
         self.price = np.where(shipping, new, self.fundamental)
@@ -1066,7 +1063,10 @@ class LiquidationModel(mesa.Model):
         # the salvage price per generation (the floor of phase 5's asks and phase 7's quotes;
         # read only): list prices never change
         self._salvage_price = self.cfg.buyers.salvage_floor * self.env.list_price
-        self._ones_gen = np.ones(self.n_gen)  # copied where phase 7 needs a fresh row of ones
+        # generations newest first, the order phase 6 settles them in (launch months are fixed)
+        self._newest_first = (-self.env.launch).argsort(kind="stable").tolist()
+        # phase 3's evaluation of the month, [month, marks, debt, collateral] (_month_debt_coll)
+        self._ltv_month: list | None = None
         g = self.n_gen
         self.rec = {
             "btc": np.zeros(n), "hashprice": np.zeros(n), "stress": np.zeros(n, bool),
