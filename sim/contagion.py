@@ -150,10 +150,10 @@ def clearing_equity(
     return e + pi.T @ p - lbar
 
 
-def _greatest_clearing_vector(
+def _clearing_rounds(
     L: np.ndarray, e: np.ndarray, alpha: float, beta: float, tol: float, max_iter: int
-) -> np.ndarray:
-    """Defaulting-set iteration shared by Eisenberg-Noe (alpha=beta=1) and Rogers-Veraart.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Defaulting-set iteration of Rogers-Veraart (Eisenberg-Noe: alpha=beta=1).
 
     Start with every node solvent (``p = Lbar``).  In each round compute the set ``D`` of
     nodes whose assets ``e_i + (Pi^T p)_i`` fall short of ``Lbar_i``; given ``D`` the
@@ -167,17 +167,9 @@ def _greatest_clearing_vector(
     radius of ``beta Pi_DD^T`` is < 1; for ``beta = 1`` a singular block would require a
     closed group of nodes (owing only to each other) to enter ``D`` together, which
     non-negative external assets rule out.
-    """
-    return _clearing_rounds(L, e, alpha, beta, tol, max_iter)[0]
 
-
-def _clearing_rounds(
-    L: np.ndarray, e: np.ndarray, alpha: float, beta: float, tol: float, max_iter: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """The iteration of :func:`_greatest_clearing_vector`; returns ``(p, lbar, pi_t, assets)``.
-
-    ``assets = e + pi_t @ lbar`` when no node defaults (then ``D`` is empty after the first
-    round and ``p = Lbar``), else ``None``.
+    Returns ``(p, lbar, pi_t, assets)``: ``assets = e + pi_t @ lbar`` when no node defaults
+    (then ``D`` is empty after the first round and ``p = Lbar``), else ``None``.
     """
     n = L.shape[0]
     lbar = np.add.reduce(L, axis=1)  # L.sum(axis=1), without the method's wrapper
@@ -211,27 +203,33 @@ def _clearing_rounds(
     return np.clip(p, 0.0, lbar), lbar, pi_t, None
 
 
+# the default relative slack of the solvency test and bound on the rounds of the clearing
+_TOL, _MAX_ITER = 1e-12, 10_000
+
+
 def _rogers_veraart_state(
     liabilities: np.ndarray,
     external_assets: np.ndarray,
     alpha: float,
     beta: float,
+    tol: float = _TOL,
+    max_iter: int = _MAX_ITER,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """:func:`rogers_veraart` and :func:`clearing_equity` at its vector, in one pass.
 
     Returns ``(p, Lbar, equity, solvent)``: the greatest clearing vector, total obligations,
     ``equity = e + Pi^T p - Lbar`` (Eisenberg & Noe 2001, section 2) and whether no node
-    defaults (then ``p = Lbar``).  The same validation and the same floating-point operations
-    on the same values as ``p = rogers_veraart(L, e, alpha, beta)`` (default ``tol`` and
-    ``max_iter``) followed by ``clearing_equity(L, e, p)``, so the same bits: ``Pi`` is built
-    once instead of three times, and when no node defaults ``e + Pi^T Lbar`` is the assets
-    vector of the first round, already computed.
+    defaults (then ``p = Lbar``).  :func:`rogers_veraart` returns its ``p``; ``equity`` has
+    the same floating-point operations on the same values as ``clearing_equity(L, e, p)``,
+    so the same bits: ``Pi`` is built once instead of twice, and when no node defaults
+    ``e + Pi^T Lbar`` is the assets vector of the first round, already computed.
     """
     L = _square_matrix(liabilities, "liabilities")
     e = _vector(external_assets, "external_assets", L.shape[0])
     a = _unit_interval(alpha, "alpha")
     b = _unit_interval(beta, "beta")
-    p, lbar, pi_t, assets = _clearing_rounds(L, e, a, b, 1e-12, 10_000)
+    _check_iter_args(tol, max_iter)
+    p, lbar, pi_t, assets = _clearing_rounds(L, e, a, b, tol, max_iter)
     if assets is not None:
         return p, lbar, assets - lbar, True
     return p, lbar, e + pi_t @ p - lbar, False
@@ -240,8 +238,8 @@ def _rogers_veraart_state(
 def eisenberg_noe(
     liabilities: np.ndarray,
     external_assets: np.ndarray,
-    tol: float = 1e-12,
-    max_iter: int = 10_000,
+    tol: float = _TOL,
+    max_iter: int = _MAX_ITER,
 ) -> np.ndarray:
     """Greatest clearing payment vector of Eisenberg & Noe (2001).
 
@@ -267,10 +265,7 @@ def eisenberg_noe(
     Eisenberg, L. and Noe, T. H. (2001). Systemic Risk in Financial Systems.
     Management Science 47(2):236-249. doi:10.1287/mnsc.47.2.236.9835
     """
-    L = _square_matrix(liabilities, "liabilities")
-    e = _vector(external_assets, "external_assets", L.shape[0])
-    _check_iter_args(tol, max_iter)
-    return _greatest_clearing_vector(L, e, 1.0, 1.0, tol, max_iter)
+    return rogers_veraart(liabilities, external_assets, 1.0, 1.0, tol, max_iter)
 
 
 def rogers_veraart(
@@ -278,8 +273,8 @@ def rogers_veraart(
     external_assets: np.ndarray,
     alpha: float,
     beta: float,
-    tol: float = 1e-12,
-    max_iter: int = 10_000,
+    tol: float = _TOL,
+    max_iter: int = _MAX_ITER,
 ) -> np.ndarray:
     """Greatest clearing vector with default costs of Rogers & Veraart (2013).
 
@@ -301,12 +296,7 @@ def rogers_veraart(
     Rogers, L. C. G. and Veraart, L. A. M. (2013). Failure and Rescue in an Interbank
     Network. Management Science 59(4):882-898. doi:10.1287/mnsc.1120.1569
     """
-    L = _square_matrix(liabilities, "liabilities")
-    e = _vector(external_assets, "external_assets", L.shape[0])
-    a = _unit_interval(alpha, "alpha")
-    b = _unit_interval(beta, "beta")
-    _check_iter_args(tol, max_iter)
-    return _greatest_clearing_vector(L, e, a, b, tol, max_iter)
+    return _rogers_veraart_state(liabilities, external_assets, alpha, beta, tol, max_iter)[0]
 
 
 # ----------------------------------------------------------------------------------------
