@@ -71,8 +71,9 @@ class BuyerBook:
         self._mw_step = None  # mw_regrowth x mw0, built on first use (``regrow``)
         self.unlimited = b.unlimited
         self.extrap = np.zeros((self.n, env.n_gen))
-        self._deflation = env.cfg.rent_deflation
-        self._x_cap = -np.log1p(-self._deflation)  # ``adapt``'s upper bound on x
+        # ln(1 - d) of the book's environment, the expected log rent drift before extrapolation
+        # (``_pv``); its negative is ``adapt``'s upper bound on x
+        self._log_decay = np.log1p(-env.cfg.rent_deflation)
         self.holdings = np.zeros((self.n, env.n_gen), dtype=np.int64)
         self._mmax = int(self.life.max()) if self.n else 1
         self._disc_rows = None  # per-buyer discount factors, built on first use (``_disc``)
@@ -101,14 +102,11 @@ class BuyerBook:
     def _static(self, env: Environment) -> None:
         """Inputs of the valuation that depend on the configuration only, computed once per
         environment (they were recomputed in every valuation): the months ahead m = 1..M and
-        sqrt(m), ln(1 - d), the running cost c_g per GPU-month, whether any generation is
-        hashprice-linked, and the log-sd sigma_g sqrt(m) per BTC regime (``_logvol``)."""
-        e = env.cfg
+        sqrt(m), the running cost c_g per GPU-month and the log-sd sigma_g sqrt(m) per BTC
+        regime (``_logvol``)."""
         self._m = np.arange(1, self._mmax + 1, dtype=float)
         self._sqrt_m = np.sqrt(self._m)
-        self._log_decay = np.log1p(-e.rent_deflation)
         self._cost = (env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu)[:, None]  # (G, 1)
-        self._hash_any = bool(env.hash_linked.any())
         self._logvols = {}
         self._static_env = env
 
@@ -134,7 +132,7 @@ class BuyerBook:
         e, m = env.cfg, self._m
         mu = self._log_decay + extrap  # (..., G)
         growth = np.exp(mu[..., None] * m / 12.0)  # (..., G, M)
-        hash_growth = env.hash_log_growth(m) if self._hash_any else None
+        hash_growth = env.hash_log_growth(m) if env._any_hash else None
         if hash_growth is not None:
             # mining rigs: hashprice reverts to miners' cost (free entry and exit of hashrate)
             # instead of eroding at the rent drift; the extrapolation term x stays
@@ -274,7 +272,7 @@ class BuyerBook:
         upd = (1 - lam) * self.extrap + lam * surprise[None, :]
         # nobody expects GPU rents to rise (cost per FLOP falls 21-28 %/yr, Epoch AI 2022):
         # the expected drift ln(1 - d) + x stays <= 0
-        upd = np.minimum(upd, self._x_cap)
+        upd = np.minimum(upd, -self._log_decay)
         self.extrap = np.where(traded[None, :], upd, self.extrap)
 
     def regrow(self) -> None:
