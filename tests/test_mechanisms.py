@@ -415,3 +415,44 @@ def test_sound_lender_repays_outside_funding_with_excess_cash():
     assert outside0 - lb.outside[0] == pytest.approx(cash_before - target)
     assert outside0 - lb.outside[0] > 0.4 * outside0
     assert m.invariants() == []
+
+
+def test_month_debt_coll_cache_equals_a_fresh_evaluation_in_a_stressed_run():
+    """Phases 4 and 5 read the month's (debt, collateral) from phase 3's evaluation
+    (``_month_debt_coll``) instead of recomputing it. In crypto_winter's first 12 months
+    (defaults in months 4 and 6-9, cash sweeps from month 6) the cached values must equal, to
+    the bit, a fresh ``_facility_ltv(marks)`` for every borrower alive when they are read
+    (phase 4 reads the defaulting borrowers before taking their GPUs)."""
+    m = LiquidationModel(load_scenario("crypto_winter", months=12))
+    cached = m._month_debt_coll
+    phase = [None]
+    seen = []
+
+    def wrap(name):
+        run = getattr(m, name)
+
+        def wrapped(*args):
+            phase[0] = name
+            return run(*args)
+        return wrapped
+
+    def checked(marks):
+        c = m._ltv_month
+        assert c is not None and c[0] == m.env.t and c[1] is marks  # served from the cache
+        swept = c[2] is None  # debt moved by this month's sweep: recomputed once, then kept
+        alive = m.borrowers.alive.copy()
+        debt, coll = cached(marks)
+        fresh_debt, fresh_coll = m._facility_ltv(marks)[:2]
+        assert debt[alive].tobytes() == fresh_debt[alive].tobytes()
+        assert coll[alive].tobytes() == fresh_coll[alive].tobytes()
+        seen.append((phase[0], swept))
+        return debt, coll
+
+    m._phase_defaults, m._phase_orders = wrap("_phase_defaults"), wrap("_phase_orders")
+    m._month_debt_coll = checked
+    for _ in range(12):
+        m.step()
+    assert m.rec["defaults_miner"].sum() + m.rec["defaults_neocloud"].sum() == 91  # of 180
+    # both phases read it, with the debt as phase 3 left it and after a sweep moved it
+    assert {("_phase_defaults", False), ("_phase_defaults", True),
+            ("_phase_orders", False), ("_phase_orders", True)} <= set(seen)
