@@ -53,7 +53,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from sim.config import ConfigError
-from sim.ledger import LEDGER, RUN_COLUMNS, canonical_json, read_meta, read_runs
+from sim.ledger import LEDGER, RUN_COLUMNS, canonical_json, json_kind, read_meta, read_runs
 from sim.plots import dollars, new_figure
 from sim.store import atomic_write_bytes
 
@@ -210,19 +210,13 @@ def load(out_dir: str | Path) -> Sweep:
                  unit=unit)
 
 
-def _value_kind(v) -> str:
-    if isinstance(v, bool | np.bool_):
-        return "bool"
-    return "number" if isinstance(v, int | float | np.integer | np.floating) else type(v).__name__
-
-
 def _axis_labels(values: pd.Series) -> pd.Series:
     """An axis's values as analysed: unchanged if they are all numbers, all booleans or all
     strings; otherwise (a list-valued key such as ``borrowers.miner.fleet_mix``, or a ledger
     that mixes ``0.2`` and ``"0.2"``, which specs now refuse) each value is labelled by its
     JSON text (``[0.5,0.5]``, ``"0.2"``), so that it can be grouped, sorted and plotted."""
-    kinds = {_value_kind(v) for v in values}
-    if len(kinds) == 1 and kinds <= {"bool", "number", "str"}:
+    kinds = {json_kind(v) for v in values}
+    if len(kinds) == 1 and kinds <= {"boolean", "number", "string"}:
         return values
     return values.map(canonical_json)
 

@@ -62,7 +62,7 @@ from sim.config import (
     safe_name,
     set_path,
 )
-from sim.ledger import LEDGER, Ledger, canonical_json
+from sim.ledger import LEDGER, Ledger, canonical_json, json_kind
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
 MAX_POINTS = 200_000
@@ -281,14 +281,6 @@ def _resolved(base: dict, key: str, value: Any) -> dict:
     return build(probe).model_dump(mode="json")
 
 
-def _json_kind(v: Any) -> str:
-    """'a boolean', 'a number', 'a string' or 'a list of <kinds>' (int and float alike)."""
-    if isinstance(v, list):
-        return "a list of " + (", ".join(sorted({_json_kind(x)[2:] + "s" for x in v}))
-                               or "nothing")
-    return {bool: "a boolean", str: "a string", type(None): "a null"}.get(type(v), "a number")
-
-
 def _no_negative_zero(v: Any) -> Any:
     if isinstance(v, float):
         return v + 0.0  # -0.0 + 0.0 == +0.0: the same value, the same JSON
@@ -308,9 +300,10 @@ def _check_values(base: dict, key: str, values: list) -> None:
     for i, v in enumerate(values):
         config = _resolved(base, key, v)
         held = _get_path(config, key)
-        if _json_kind(v) != _json_kind(held):
-            raise ConfigError(f"value {_one_line(repr(v), 60)} is {_json_kind(v)}, but the key "
-                              f"holds {_json_kind(held)} (write {_one_line(json.dumps(held), 60)})")
+        if json_kind(v) != json_kind(held):
+            raise ConfigError(f"value {_one_line(repr(v), 60)} is a {json_kind(v)}, but the key "
+                              f"holds a {json_kind(held)} "
+                              f"(write {_one_line(json.dumps(held), 60)})")
         first = seen.setdefault(canonical_json(_no_negative_zero(config)), i)
         if first != i:
             raise ConfigError(f"values {_one_line(repr(values[first]), 60)} and "
