@@ -424,11 +424,14 @@ def asic_episode() -> dict:
 def _recovery_paths(m, index: np.ndarray) -> dict:
     """Where the lenders' recovery went, from the run's event log.
 
-    ``collateral_at_index`` is the repossessed units times the rig price index (value in best
-    use) in the month each was repossessed, over the exposure at default: what the lenders
-    would have recovered had they realised the index when they took the rigs (seized cash
-    aside). ``lender_sales`` lists, per month, the units lenders sold, the clearing price and
-    how many of them the salvage sink took; ``unsold_units`` stayed in lenders' inventory.
+    ``collateral_at_index`` is the repossessed units times ``index``, the value in best use
+    (analogue of the Luxor rig index), in the month each was repossessed, over the exposure at
+    default: what the lenders would have recovered had they realised the index when they took
+    the rigs (seized cash aside). ``lender_sales`` lists each month in which lenders sold: the
+    units they sold; ``price``, the clearing price of the month's first sale or salvage
+    purchase event (the auction clears one price a month per generation, and the scenario has
+    one generation); and ``to_salvage``, every unit the salvage sink bought that month, whoever
+    sold it, not only lenders' units. ``unsold_units`` stayed in lenders' inventory.
     """
     repossessed = np.zeros(len(index))
     sales: dict[int, list] = {}
@@ -453,24 +456,26 @@ def check_asic() -> tuple[list[Check], dict]:
     ctx = (f"BTC -{_pct(a['btc_fall'])}, hashprice -{_pct(a['hashprice_fall'])}, "
            f"{a['defaults']} defaults")
     rows = [Check(
-        "5a", "asic_2022: rig price index fall (value in best use), peak to trough", _band(b),
+        "5a", "asic_2022: value in best use (analogue of the Luxor rig index) fall, peak to "
+        "trough", _band(b),
         f"issue 5 (observed 47-87 %); {CAL}: ASIC miner prices -87 % in 19 months (Luxor "
         "Hashrate Index, B, 2021-22)",
         f"{_pct(a['price_fall'])} ({ctx}; auction clearing price -{_pct(a['auction_price_fall'])})",
         _within(a["price_fall"], b) and not a["invariants"])]
-    b = BANDS["asic_distressed"]
-    disc = a["distressed_discount"] if a["distressed_discount"] is not None else float("nan")
-    rows.append(Check(
-        "5c", "asic_2022: forced sales' discount to the rig price index", _band(b),
-        f"{CAL}: crypto-rig distressed auctions 44-63 % below index (CoinDesk, B, 2022)",
-        _pct(disc), _within(disc, b)))
     b = BANDS["asic_recovery"]
     rec = a["recovery"] if a["recovery"] is not None else float("nan")
-    rows.insert(1, Check(
+    rows.append(Check(
         "5b", "asic_2022: lender recovery on defaulted loans (1 - realised LGD)", _band(b),
         f"{CAL}: lender recovery on repossessed rigs ~30-65 % of balance (court filings, A/B, "
         "2022-23)", f"{_pct(rec)} ({a['lender_failures']} of {a['lenders']} lenders failed; "
         f"{_recovery_text(a)})", _within(rec, b)))
+    b = BANDS["asic_distressed"]
+    disc = a["distressed_discount"] if a["distressed_discount"] is not None else float("nan")
+    rows.append(Check(
+        "5c", "asic_2022: forced sales' discount to the value in best use (analogue of the "
+        "Luxor rig index)", _band(b),
+        f"{CAL}: crypto-rig distressed auctions 44-63 % below index (CoinDesk, B, 2022)",
+        _pct(disc), _within(disc, b)))
     return rows, a
 
 
