@@ -34,6 +34,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from sim.metrics import calendar_month
+
 __all__ = [
     "FIGURES",
     "KIND_MARKERS",
@@ -42,6 +44,7 @@ __all__ = [
     "dollars",
     "draw_network",
     "marker_areas",
+    "month_label",
     "node_states",
     "new_figure",
     "defaults_figure",
@@ -56,7 +59,16 @@ __all__ = [
 ]
 
 DPI = 110
-MONTH_LABEL = "month (0 = Dec 2025)"
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def month_label(t: int) -> str:
+    """Calendar month of model month ``t`` for figures: ``month_label(3) == 'Mar 2026'``."""
+    y, m = calendar_month(t)
+    return f"{MONTHS[m - 1]} {y}"
+
+
+MONTH_LABEL = f"month (0 = {month_label(0)})"
 # node colours of the network drawing, indexed by node_states(): healthy, distressed borrower /
 # deleveraging lender, defaulted borrower, failed lender
 NODE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728", "#2b2b2b")

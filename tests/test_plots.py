@@ -91,6 +91,19 @@ def test_figures_table_matches_files():
     assert tuple(FIGURES) == FILES
 
 
+def test_figure_and_series_month_labels_share_one_calendar():
+    from sim import metrics
+
+    assert sim.plots.MONTH_LABEL == "month (0 = Dec 2025)"
+    months = (0, 1, 13, 25)
+    assert [metrics.calendar_month(t) for t in months] == [(2025, 12), (2026, 1), (2027, 1),
+                                                          (2028, 1)]
+    assert [metrics.month_label(t) for t in months] == ["2025-12", "2026-01", "2027-01",
+                                                        "2028-01"]
+    assert [sim.animate.month_label(t) for t in months] == ["Dec 2025", "Jan 2026", "Jan 2027",
+                                                           "Jan 2028"]
+
+
 def test_no_pyplot_and_core_does_not_import_plots():
     code = ("import sys, sim.model, sim.network\n"
             "assert 'sim.plots' not in sys.modules\n"
