@@ -22,6 +22,7 @@ Builders (one code path per figure; :func:`write_figures` saves them all as PNG)
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,6 +54,7 @@ __all__ = [
     "network_figure",
     "network_layout",
     "points_per_unit",
+    "png_bytes",
     "price_figure",
     "worst_month",
     "write_figures",
@@ -115,6 +117,15 @@ def new_figure(width: float, height: float, dpi: int = DPI,
     fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
+
+
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes, then cleared. No 'Software' metadata (the matplotlib version),
+    so the same figure gives the same bytes under any matplotlib version."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    fig.clear()
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- 1. prices

@@ -23,7 +23,6 @@ figures (matplotlib ``Figure`` + Agg canvas, no pyplot) with atomic writes.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable
@@ -614,14 +613,8 @@ def run_all(quick: bool = False, progress: Callable[[str], None] | None = None) 
             "gk": asdict(GK_QUICK if quick else GK_FULL)}
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
 def _fig_gk(gk: dict) -> bytes:
-    from sim.plots import new_figure
+    from sim.plots import new_figure, png_bytes
 
     fig = new_figure(7.5, 4.2, layout=None)
     ax = fig.add_subplot(1, 1, 1)
@@ -636,11 +629,11 @@ def _fig_gk(gk: dict) -> bytes:
     ax.set_title("Gai & Kapadia (2010) contagion window")
     ax.set_ylim(-0.02, 1.05)
     ax.legend(fontsize=7, loc="center right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _fig_nesting(cur: dict) -> bytes:
-    from sim.plots import new_figure
+    from sim.plots import new_figure, png_bytes
 
     fig = new_figure(6.5, 4.0, layout=None)
     ax = fig.add_subplot(1, 1, 1)
@@ -652,11 +645,11 @@ def _fig_nesting(cur: dict) -> bytes:
     ax.set_ylabel("price / value")
     ax.set_title(f"Nesting: alpha = {cur['alpha']}")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _fig_sale(ts: dict) -> bytes:
-    from sim.plots import new_figure
+    from sim.plots import new_figure, png_bytes
 
     fig = new_figure(6.5, 4.0, layout=None)
     ax = fig.add_subplot(1, 1, 1)
@@ -672,7 +665,7 @@ def _fig_sale(ts: dict) -> bytes:
     ax.set_title("Repossessed H100 fleet: proceeds vs time to sell")
     ax.set_ylim(0, 1.1)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 FIGURES = {"gk_window.png": ("gai_kapadia", _fig_gk),

@@ -104,6 +104,20 @@ def test_figure_and_series_month_labels_share_one_calendar():
                                                            "Jan 2028"]
 
 
+def test_png_bytes_are_reproducible_and_carry_no_software_tag():
+    def draw():
+        fig = sim.plots.new_figure(2, 1, dpi=50)
+        fig.add_subplot().plot([0, 1], [1, 0])
+        return fig
+
+    fig = draw()
+    png = sim.plots.png_bytes(fig, dpi=50)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and not fig.axes  # the figure is cleared
+    assert struct.unpack(">II", png[16:24]) == (100, 50)  # 2 x 1 inches at 50 dpi
+    assert b"Software" not in png and b"matplotlib" not in png
+    assert sim.plots.png_bytes(draw(), dpi=50) == png
+
+
 def test_no_pyplot_and_core_does_not_import_plots():
     code = ("import sys, sim.model, sim.network\n"
             "assert 'sim.plots' not in sys.modules\n"
