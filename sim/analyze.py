@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -49,12 +48,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from sim.config import ConfigError
-from sim.ledger import LEDGER, RUN_COLUMNS, canonical_json, read_meta, read_runs
-from sim.plots import dollars, new_figure
+from sim.ledger import LEDGER, RUN_COLUMNS, canonical_json, json_kind, read_meta, read_runs
+from sim.plots import dollars, new_figure, png_bytes
 from sim.store import atomic_write_bytes
 
 N_BOOT = 2000
@@ -210,19 +208,13 @@ def load(out_dir: str | Path) -> Sweep:
                  unit=unit)
 
 
-def _value_kind(v) -> str:
-    if isinstance(v, bool | np.bool_):
-        return "bool"
-    return "number" if isinstance(v, int | float | np.integer | np.floating) else type(v).__name__
-
-
 def _axis_labels(values: pd.Series) -> pd.Series:
     """An axis's values as analysed: unchanged if they are all numbers, all booleans or all
     strings; otherwise (a list-valued key such as ``borrowers.miner.fleet_mix``, or a ledger
     that mixes ``0.2`` and ``"0.2"``, which specs now refuse) each value is labelled by its
     JSON text (``[0.5,0.5]``, ``"0.2"``), so that it can be grouped, sorted and plotted."""
-    kinds = {_value_kind(v) for v in values}
-    if len(kinds) == 1 and kinds <= {"bool", "number", "str"}:
+    kinds = {json_kind(v) for v in values}
+    if len(kinds) == 1 and kinds <= {"boolean", "number", "string"}:
         return values
     return values.map(canonical_json)
 
@@ -371,13 +363,6 @@ def _design_rows(sw: Sweep) -> list[int]:
 
 
 # --------------------------------------------------------------------------- figures
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    fig.clear()
-    return buf.getvalue()
-
-
 def _panels(n: int, width: float = 4.0, height: float = 3.0, ncols: int = 3):
     ncols = min(ncols, max(n, 1))
     nrows = -(-max(n, 1) // ncols)
@@ -425,7 +410,7 @@ def axis_figure(sw: Sweep, table: pd.DataFrame, axis: str) -> bytes:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{sw.name}: metrics along {axis} (mean, {CONF:.0%} bootstrap interval "
                  f"across {_unit_label(sw)})", fontsize=11)
-    return _png(fig)
+    return png_bytes(fig, DPI)
 
 
 def _unit_label(sw: Sweep) -> str:
@@ -452,7 +437,7 @@ def paired_figure(sw: Sweep, table: pd.DataFrame, axis: str, other: str | None,
     fig.suptitle(f"{sw.name}: {axis} = {b} minus {a}, paired on the same seeds\n"
                  f"(mean difference and {CONF:.0%} bootstrap interval across seeds)",
                  fontsize=11)
-    return _png(fig)
+    return png_bytes(fig, DPI)
 
 
 def phase_figure(sw: Sweep, tables: dict, a: str, b: str) -> bytes:
@@ -472,7 +457,7 @@ def phase_figure(sw: Sweep, tables: dict, a: str, b: str) -> bytes:
         fig.colorbar(im, ax=ax, shrink=0.9,
                      format=FuncFormatter(dollars) if key[2] in MONEY else None)
     fig.suptitle(f"{sw.name}: phase diagram {a} x {b} (mean over seeds)", fontsize=11)
-    return _png(fig)
+    return png_bytes(fig, DPI)
 
 
 def sobol_figure(sw: Sweep, table: pd.DataFrame, metric: str) -> bytes:
@@ -491,7 +476,7 @@ def sobol_figure(sw: Sweep, table: pd.DataFrame, metric: str) -> bytes:
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(f"{sw.name}: Sobol indices of {LABELS.get(metric, metric)} "
                  f"({CONF:.0%} bootstrap intervals)", fontsize=11)
-    return _png(fig)
+    return png_bytes(fig, DPI)
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -24,24 +24,17 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from sim.metrics import T0_MONTH, T0_YEAR
 from sim.plots import (
     FAILED_LENDER,
     MONTH_LABEL,
     NODE_COLOURS,
     dollars,
     draw_network,
+    month_label,
     new_figure,
 )
 
 GEN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def month_label(t: int) -> str:
-    """Calendar month of model month ``t`` (0 = Dec 2025): ``month_label(3) == 'Mar 2026'``."""
-    k = T0_MONTH - 1 + int(t)
-    return f"{MONTHS[k % 12]} {T0_YEAR + k // 12}"
 
 
 def _span(ax, model, t: int) -> np.ndarray:

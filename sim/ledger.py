@@ -48,6 +48,23 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+def json_kind(v: Any) -> str:
+    """A value's JSON kind: 'boolean', 'number' (int and float alike, numpy scalars too),
+    'string', 'null', 'list of <kinds>' (``[1, "0"]`` is a 'list of numbers, strings'; an
+    empty list a 'list of nothing'), or the Python type's name for anything else."""
+    if isinstance(v, bool | np.bool_):
+        return "boolean"
+    if isinstance(v, int | float | np.integer | np.floating):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if v is None:
+        return "null"
+    if isinstance(v, list):
+        return "list of " + (", ".join(sorted({json_kind(x) + "s" for x in v})) or "nothing")
+    return type(v).__name__
+
+
 # the meta values that must be JSON tables (objects) or lists for the ledger to be a sweep's
 META_SHAPES = {"spec": dict, "base": dict, "axes": list, "points": list, "seeds": list}
 

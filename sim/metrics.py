@@ -27,9 +27,16 @@ def liqsim_version() -> str:
         return "0+unknown"
 
 
+def calendar_month(t: int) -> tuple[int, int]:
+    """(year, month 1-12) of model month ``t`` (0 = T0): ``calendar_month(1) == (2026, 1)``."""
+    y, m = divmod(T0_MONTH - 1 + int(t), 12)
+    return T0_YEAR + y, m + 1
+
+
 def month_label(t: int) -> str:
-    y, m = divmod(T0_MONTH - 1 + t, 12)
-    return f"{T0_YEAR + y}-{m + 1:02d}"
+    """``2026-01`` for model month 1 (the series' ``date`` column)."""
+    y, m = calendar_month(t)
+    return f"{y}-{m:02d}"
 
 
 def series(model: LiquidationModel) -> pd.DataFrame:

@@ -22,6 +22,7 @@ Builders (one code path per figure; :func:`write_figures` saves them all as PNG)
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +35,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from sim.metrics import calendar_month
+
 __all__ = [
     "FIGURES",
     "KIND_MARKERS",
@@ -42,6 +45,7 @@ __all__ = [
     "dollars",
     "draw_network",
     "marker_areas",
+    "month_label",
     "node_states",
     "new_figure",
     "defaults_figure",
@@ -50,13 +54,23 @@ __all__ = [
     "network_figure",
     "network_layout",
     "points_per_unit",
+    "png_bytes",
     "price_figure",
     "worst_month",
     "write_figures",
 ]
 
 DPI = 110
-MONTH_LABEL = "month (0 = Dec 2025)"
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def month_label(t: int) -> str:
+    """Calendar month of model month ``t`` for figures: ``month_label(3) == 'Mar 2026'``."""
+    y, m = calendar_month(t)
+    return f"{MONTHS[m - 1]} {y}"
+
+
+MONTH_LABEL = f"month (0 = {month_label(0)})"
 # node colours of the network drawing, indexed by node_states(): healthy, distressed borrower /
 # deleveraging lender, defaulted borrower, failed lender
 NODE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728", "#2b2b2b")
@@ -103,6 +117,15 @@ def new_figure(width: float, height: float, dpi: int = DPI,
     fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
+
+
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes, then cleared. No 'Software' metadata (the matplotlib version),
+    so the same figure gives the same bytes under any matplotlib version."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    fig.clear()
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- 1. prices

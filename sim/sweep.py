@@ -62,7 +62,7 @@ from sim.config import (
     safe_name,
     set_path,
 )
-from sim.ledger import LEDGER, Ledger, canonical_json
+from sim.ledger import LEDGER, Ledger, canonical_json, json_kind
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
 MAX_POINTS = 200_000
@@ -281,14 +281,6 @@ def _resolved(base: dict, key: str, value: Any) -> dict:
     return build(probe).model_dump(mode="json")
 
 
-def _json_kind(v: Any) -> str:
-    """'a boolean', 'a number', 'a string' or 'a list of <kinds>' (int and float alike)."""
-    if isinstance(v, list):
-        return "a list of " + (", ".join(sorted({_json_kind(x)[2:] + "s" for x in v}))
-                               or "nothing")
-    return {bool: "a boolean", str: "a string", type(None): "a null"}.get(type(v), "a number")
-
-
 def _no_negative_zero(v: Any) -> Any:
     if isinstance(v, float):
         return v + 0.0  # -0.0 + 0.0 == +0.0: the same value, the same JSON
@@ -308,9 +300,10 @@ def _check_values(base: dict, key: str, values: list) -> None:
     for i, v in enumerate(values):
         config = _resolved(base, key, v)
         held = _get_path(config, key)
-        if _json_kind(v) != _json_kind(held):
-            raise ConfigError(f"value {_one_line(repr(v), 60)} is {_json_kind(v)}, but the key "
-                              f"holds {_json_kind(held)} (write {_one_line(json.dumps(held), 60)})")
+        if json_kind(v) != json_kind(held):
+            raise ConfigError(f"value {_one_line(repr(v), 60)} is a {json_kind(v)}, but the key "
+                              f"holds a {json_kind(held)} "
+                              f"(write {_one_line(json.dumps(held), 60)})")
         first = seen.setdefault(canonical_json(_no_negative_zero(config)), i)
         if first != i:
             raise ConfigError(f"values {_one_line(repr(values[first]), 60)} and "
@@ -992,7 +985,9 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, workers: int
     tests; the default is :func:`run_task`.
     """
     backend = _backend(workers, scheduler, dask_local)
-    if backend == "pool" and (workers or os.cpu_count() or 1) > 1:
+    n_workers = workers or os.cpu_count() or 1
+    # before load_spec, whose first call (imports) takes about 0.6 s that the preload overlaps
+    if backend == "pool" and n_workers > 1:
         _warm_forkserver()
     spec = load_spec(spec_path)
     out_dir = Path(out) if out is not None else Path("results") / "sweeps" / spec.name
@@ -1003,7 +998,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, workers: int
         raise ConfigError(f"--out {out_dir}: cannot create sweep.lock: "
                           f"{e.strerror or _one_line(e)}") from None
     try:
-        result = _run_locked(spec, out_dir, backend, workers, scheduler, dask_local, progress,
+        result = _run_locked(spec, out_dir, backend, n_workers, scheduler, dask_local, progress,
                              retry_failed, runner)
         _write_manifest(spec, out_dir)
         return result
@@ -1057,7 +1052,7 @@ def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], N
     return ledger, adopt
 
 
-def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, workers: int | None,
+def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, n_workers: int,
                 scheduler: str | None, dask_local: int | None, progress: bool,
                 retry_failed: bool, runner: Callable) -> SweepResult:
     ledger, adopt = _open_ledger(spec, out_dir)
@@ -1065,7 +1060,6 @@ def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, workers: int | Non
         all_tasks = build_tasks(spec)
         skip = ledger.keys("ok") | (set() if retry_failed else ledger.keys("failed"))
         tasks = [t for t in all_tasks if t.key not in skip]
-        n_workers = workers or os.cpu_count() or 1
         label = {"pool": f"process pool x{n_workers}" if n_workers > 1 else "in-process",
                  "dask": f"dask {scheduler}", "dask-local": f"dask LocalCluster x{dask_local}"}
         result = SweepResult(out_dir, len(all_tasks), skipped=len(all_tasks) - len(tasks),

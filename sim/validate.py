@@ -23,7 +23,6 @@ figures (matplotlib ``Figure`` + Agg canvas, no pyplot) with atomic writes.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable
@@ -424,11 +423,14 @@ def asic_episode() -> dict:
 def _recovery_paths(m, index: np.ndarray) -> dict:
     """Where the lenders' recovery went, from the run's event log.
 
-    ``collateral_at_index`` is the repossessed units times the rig price index (value in best
-    use) in the month each was repossessed, over the exposure at default: what the lenders
-    would have recovered had they realised the index when they took the rigs (seized cash
-    aside). ``lender_sales`` lists, per month, the units lenders sold, the clearing price and
-    how many of them the salvage sink took; ``unsold_units`` stayed in lenders' inventory.
+    ``collateral_at_index`` is the repossessed units times ``index``, the value in best use
+    (analogue of the Luxor rig index), in the month each was repossessed, over the exposure at
+    default: what the lenders would have recovered had they realised the index when they took
+    the rigs (seized cash aside). ``lender_sales`` lists each month in which lenders sold: the
+    units they sold; ``price``, the clearing price of the month's first sale or salvage
+    purchase event (the auction clears one price a month per generation, and the scenario has
+    one generation); and ``to_salvage``, every unit the salvage sink bought that month, whoever
+    sold it, not only lenders' units. ``unsold_units`` stayed in lenders' inventory.
     """
     repossessed = np.zeros(len(index))
     sales: dict[int, list] = {}
@@ -453,24 +455,26 @@ def check_asic() -> tuple[list[Check], dict]:
     ctx = (f"BTC -{_pct(a['btc_fall'])}, hashprice -{_pct(a['hashprice_fall'])}, "
            f"{a['defaults']} defaults")
     rows = [Check(
-        "5a", "asic_2022: rig price index fall (value in best use), peak to trough", _band(b),
+        "5a", "asic_2022: value in best use (analogue of the Luxor rig index) fall, peak to "
+        "trough", _band(b),
         f"issue 5 (observed 47-87 %); {CAL}: ASIC miner prices -87 % in 19 months (Luxor "
         "Hashrate Index, B, 2021-22)",
         f"{_pct(a['price_fall'])} ({ctx}; auction clearing price -{_pct(a['auction_price_fall'])})",
         _within(a["price_fall"], b) and not a["invariants"])]
-    b = BANDS["asic_distressed"]
-    disc = a["distressed_discount"] if a["distressed_discount"] is not None else float("nan")
-    rows.append(Check(
-        "5c", "asic_2022: forced sales' discount to the rig price index", _band(b),
-        f"{CAL}: crypto-rig distressed auctions 44-63 % below index (CoinDesk, B, 2022)",
-        _pct(disc), _within(disc, b)))
     b = BANDS["asic_recovery"]
     rec = a["recovery"] if a["recovery"] is not None else float("nan")
-    rows.insert(1, Check(
+    rows.append(Check(
         "5b", "asic_2022: lender recovery on defaulted loans (1 - realised LGD)", _band(b),
         f"{CAL}: lender recovery on repossessed rigs ~30-65 % of balance (court filings, A/B, "
         "2022-23)", f"{_pct(rec)} ({a['lender_failures']} of {a['lenders']} lenders failed; "
         f"{_recovery_text(a)})", _within(rec, b)))
+    b = BANDS["asic_distressed"]
+    disc = a["distressed_discount"] if a["distressed_discount"] is not None else float("nan")
+    rows.append(Check(
+        "5c", "asic_2022: forced sales' discount to the value in best use (analogue of the "
+        "Luxor rig index)", _band(b),
+        f"{CAL}: crypto-rig distressed auctions 44-63 % below index (CoinDesk, B, 2022)",
+        _pct(disc), _within(disc, b)))
     return rows, a
 
 
@@ -609,14 +613,8 @@ def run_all(quick: bool = False, progress: Callable[[str], None] | None = None) 
             "gk": asdict(GK_QUICK if quick else GK_FULL)}
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
 def _fig_gk(gk: dict) -> bytes:
-    from sim.plots import new_figure
+    from sim.plots import new_figure, png_bytes
 
     fig = new_figure(7.5, 4.2, layout=None)
     ax = fig.add_subplot(1, 1, 1)
@@ -631,11 +629,11 @@ def _fig_gk(gk: dict) -> bytes:
     ax.set_title("Gai & Kapadia (2010) contagion window")
     ax.set_ylim(-0.02, 1.05)
     ax.legend(fontsize=7, loc="center right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _fig_nesting(cur: dict) -> bytes:
-    from sim.plots import new_figure
+    from sim.plots import new_figure, png_bytes
 
     fig = new_figure(6.5, 4.0, layout=None)
     ax = fig.add_subplot(1, 1, 1)
@@ -647,11 +645,11 @@ def _fig_nesting(cur: dict) -> bytes:
     ax.set_ylabel("price / value")
     ax.set_title(f"Nesting: alpha = {cur['alpha']}")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _fig_sale(ts: dict) -> bytes:
-    from sim.plots import new_figure
+    from sim.plots import new_figure, png_bytes
 
     fig = new_figure(6.5, 4.0, layout=None)
     ax = fig.add_subplot(1, 1, 1)
@@ -667,7 +665,7 @@ def _fig_sale(ts: dict) -> bytes:
     ax.set_title("Repossessed H100 fleet: proceeds vs time to sell")
     ax.set_ylim(0, 1.1)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 FIGURES = {"gk_window.png": ("gai_kapadia", _fig_gk),

@@ -28,7 +28,7 @@ import pytest
 
 from sim.analyze import boot_ci, sobol_indices
 from sim.cli import main
-from sim.ledger import Ledger, read_meta, read_runs
+from sim.ledger import Ledger, json_kind, read_meta, read_runs
 from sim.sweep import RunResult, run_sweep
 
 GRID_SPEC = """
@@ -98,6 +98,16 @@ def grid(tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- bootstrap
+def test_json_kind_names_the_kind_sweep_and_analyze_compare():
+    # int and float (numpy scalars too) are one kind; a bool is not a number
+    assert {json_kind(v) for v in (3, 0.5, np.int64(2), np.float64(1.5))} == {"number"}
+    assert [json_kind(v) for v in (True, np.bool_(False), "0.5", None)] == \
+        ["boolean", "boolean", "string", "null"]
+    assert json_kind([1, "0", 2.5]) == "list of numbers, strings"
+    assert json_kind([]) == "list of nothing"
+    assert json_kind({"a": 1}) == "dict"
+
+
 def test_bootstrap_constant_sample_has_zero_width():
     assert boot_ci([3.5] * 12) == (3.5, 3.5, 3.5)
 

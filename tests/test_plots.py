@@ -91,6 +91,33 @@ def test_figures_table_matches_files():
     assert tuple(FIGURES) == FILES
 
 
+def test_figure_and_series_month_labels_share_one_calendar():
+    from sim import metrics
+
+    assert sim.plots.MONTH_LABEL == "month (0 = Dec 2025)"
+    months = (0, 1, 13, 25)
+    assert [metrics.calendar_month(t) for t in months] == [(2025, 12), (2026, 1), (2027, 1),
+                                                          (2028, 1)]
+    assert [metrics.month_label(t) for t in months] == ["2025-12", "2026-01", "2027-01",
+                                                        "2028-01"]
+    assert [sim.animate.month_label(t) for t in months] == ["Dec 2025", "Jan 2026", "Jan 2027",
+                                                           "Jan 2028"]
+
+
+def test_png_bytes_are_reproducible_and_carry_no_software_tag():
+    def draw():
+        fig = sim.plots.new_figure(2, 1, dpi=50)
+        fig.add_subplot().plot([0, 1], [1, 0])
+        return fig
+
+    fig = draw()
+    png = sim.plots.png_bytes(fig, dpi=50)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and not fig.axes  # the figure is cleared
+    assert struct.unpack(">II", png[16:24]) == (100, 50)  # 2 x 1 inches at 50 dpi
+    assert b"Software" not in png and b"matplotlib" not in png
+    assert sim.plots.png_bytes(draw(), dpi=50) == png
+
+
 def test_no_pyplot_and_core_does_not_import_plots():
     code = ("import sys, sim.model, sim.network\n"
             "assert 'sim.plots' not in sys.modules\n"

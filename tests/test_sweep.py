@@ -466,3 +466,10 @@ def test_guided_chunks_cover_every_run_once_in_order_and_shrink_towards_the_end(
         assert n <= max(1, (200 - done) // 8)
         done += n
     assert [len(c) for c in _chunks(list(range(20)), 8, 1)] == [8, 8, 4]
+
+
+def test_runner_and_worker_preload_do_not_import_scipy_stats():
+    # scipy.stats costs ~0.6 s a process: only compare() imports it, when it is called
+    code = ("import sys, sim.runner, sim.sweep, sim.metrics\n"
+            "assert 'scipy.stats' not in sys.modules, 'scipy.stats imported at import time'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

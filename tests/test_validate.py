@@ -196,6 +196,13 @@ def test_validate_quick_writes_report_and_exit_code_matches(tmp_path, capsys):
     assert "| check | expected | source | measured | result |" in report
     for cid in ("1a", "1e", "2a", "2f", "3a", "3b", "4a", "4b", "5a", "5b", "5c", "6a", "6c"):
         assert f"| {cid} " in report
+    # 5b's measured cell carries the recovery's decomposition (_recovery_text)
+    (row5b,) = [line for line in report.splitlines() if line.startswith("| 5b ")]
+    for part in ("lenders failed", "rigs repossessed", "of the exposure at the index when taken",
+                 "lender sales: ", "unsold at the end"):
+        assert part in row5b, part
+    ids = [c["id"] for c in res["checks"]]
+    assert ids[ids.index("5a"):ids.index("5a") + 3] == ["5a", "5b", "5c"]
     for fig in ("gk_window.png", "nesting.png", "fire_sale_time.png"):
         assert (out / fig).stat().st_size > 1000
         assert f"]({fig})" in report
