@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
+from sim import numerics as nm
 from sim.config import BorrowerType, ConfigError, Scenario
 from sim.environment import DAYS_PER_MONTH, HOURS_PER_MONTH, Environment
 from sim.market import MAX_UNITS
@@ -49,7 +50,8 @@ class BorrowerBook:
             n = bt.count
             if n == 0:
                 continue
-            size = bt.fleet_mean * rng.lognormal(-0.5 * bt.fleet_sigma**2, bt.fleet_sigma, n)
+            sig = bt.fleet_sigma
+            size = bt.fleet_mean * nm.lognormal(rng, -0.5 * (sig * sig), sig, n)
             size = np.maximum(np.rint(size), 1).astype(np.int64)
             mix = np.zeros(n_gen)
             mix[: len(bt.fleet_mix)] = bt.fleet_mix
@@ -69,7 +71,6 @@ class BorrowerBook:
             raise ConfigError(f"the drawn fleets hold {int(units.max()):,} GPUs of one "
                               f"generation; at most {MAX_UNITS:,} can be traded: lower "
                               "borrowers' count or fleet_mean")
-        self._ones = np.ones(n_gen, dtype=np.int64)
 
         def per(attr):
             return np.concatenate([np.full(n, float(getattr(bt, attr))) for bt, n in params]) \
@@ -77,7 +78,7 @@ class BorrowerBook:
 
         def draw_lognormal(attr):
             return np.concatenate([
-                getattr(bt, attr) * rng.lognormal(-0.18, 0.6, n) for bt, n in params]) \
+                getattr(bt, attr) * nm.lognormal(rng, -0.18, 0.6, n) for bt, n in params]) \
                 if params else np.zeros(0)
 
         self.ltv0 = per("ltv")
@@ -123,7 +124,7 @@ class BorrowerBook:
     def cost_basis(self, env: Environment) -> np.ndarray:
         """All-in purchase cost of each fleet: list prices x capex multiple (servers, network,
         fit-out); facilities are sized on it (loan-to-cost)."""
-        return (self.fleet @ env.list_price) * self.capex_multiple
+        return nm.matvec(self.fleet, env.list_price) * self.capex_multiple
 
     def operating(self, env: Environment) -> tuple[np.ndarray, np.ndarray]:
         """Revenue and opex of the month (DESIGN.md 3.2), one entry per borrower."""
@@ -137,11 +138,11 @@ class BorrowerBook:
         u = env.cfg.utilisation
         gpu_rev = HOURS_PER_MONTH * (
             locked_share * np.add.reduce(self.fleet * self.contract_rent, axis=1)
-            + spot_share * u * (self.fleet @ env.rent))
+            + spot_share * u * nm.matvec(self.fleet, env.rent))
         mining = self.hashrate * np.maximum(env.hashprice - self.mining_cost, 0.0) * DAYS_PER_MONTH
-        # GPUs per borrower as an integer matrix-vector product: exact like the row sum
-        # (integers), in one call instead of ndarray.sum's strided reduction
-        opex = self.fleet @ env.power_cost_per_gpu() + (self.fleet @ self._ones) * self.fixed_opex
+        # GPUs per borrower: an integer row sum (exact)
+        opex = (nm.matvec(self.fleet, env.power_cost_per_gpu())
+                + np.add.reduce(self.fleet, axis=1) * self.fixed_opex)
         alive = self.alive
         self.revenue = np.where(alive, gpu_rev + mining, 0.0)
         self.opex = np.where(alive, opex, 0.0)
@@ -205,14 +206,14 @@ class Borrower(FixedAgent):
     def size(self) -> float:
         """Fleet at the price index plus BTC ($)."""
         b, m = self.book, self.model
-        return float(b.fleet[self.idx] @ m.price + b.btc[self.idx] * m.env.btc)
+        return float(nm.dot(b.fleet[self.idx], m.price) + b.btc[self.idx] * m.env.btc)
 
     @property
     def net_worth(self) -> float:
         """Cash + BTC + fleet at the price index - debt (a market-value balance sheet)."""
         b, m = self.book, self.model
         return float(b.cash[self.idx] + b.btc[self.idx] * m.env.btc
-                     + b.fleet[self.idx] @ m.price - self.debt)
+                     + nm.dot(b.fleet[self.idx], m.price) - self.debt)
 
 
 class Miner(Borrower):

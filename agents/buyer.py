@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
+from sim import numerics as nm
 from sim.config import Scenario
 from sim.environment import HOURS_PER_MONTH, Environment
 from sim.finance import discount_factors, lognormal_call
@@ -73,7 +74,7 @@ class BuyerBook:
         self.extrap = np.zeros((self.n, env.n_gen))
         # ln(1 - d) of the book's environment, the expected log rent drift before extrapolation
         # (``_pv``); its negative is ``adapt``'s upper bound on x
-        self._log_decay = np.log1p(-env.cfg.rent_deflation)
+        self._log_decay = nm.log1p(-env.cfg.rent_deflation)
         self.holdings = np.zeros((self.n, env.n_gen), dtype=np.int64)
         self._mmax = int(self.life.max()) if self.n else 1
         self._disc_rows = None  # per-buyer discount factors, built on first use (``_disc``)
@@ -131,13 +132,13 @@ class BuyerBook:
             self._static(env)
         e, m = env.cfg, self._m
         mu = self._log_decay + extrap  # (..., G)
-        growth = np.exp(mu[..., None] * m / 12.0)  # (..., G, M)
+        growth = nm.exp(mu[..., None] * m / 12.0)  # (..., G, M)
         hash_growth = env.hash_log_growth(m) if env._any_hash else None
         if hash_growth is not None:
             # mining rigs: hashprice reverts to miners' cost (free entry and exit of hashrate)
             # instead of eroding at the rent drift; the extrapolation term x stays
             lg = hash_growth + extrap[..., None] * m / 12.0
-            growth = np.where(env.hash_linked[:, None], np.exp(lg), growth)
+            growth = np.where(env.hash_linked[:, None], nm.exp(lg), growth)
         revenue = (e.utilisation * env.rent * HOURS_PER_MONTH)[:, None] * growth
         # each month: the option to run only when revenue covers the running cost
         net = lognormal_call(revenue, self._cost, self._logvol(env))  # (..., G, M)
@@ -249,7 +250,7 @@ class BuyerBook:
             else:
                 rate = np.divide(days, self.close_days, out=np.full(self.n, np.inf),
                                  where=self.close_days > 0)
-                self._close_prob = -np.expm1(-rate)
+                self._close_prob = -nm.expm1(-rate)
         if self._close_prob is None:
             return np.ones(self.n, dtype=bool)
         return rng.random(self.n) < self._close_prob
@@ -320,7 +321,7 @@ class SecondaryBuyer(FixedAgent):
     def size(self) -> float:
         """Capital plus GPUs bought, at the price index ($)."""
         m = self.model
-        return float(m.buyers.capital[self.idx] + m.buyers.holdings[self.idx] @ m.price)
+        return float(m.buyers.capital[self.idx] + nm.dot(m.buyers.holdings[self.idx], m.price))
 
 
 class SalvageBuyer(FixedAgent):
@@ -334,7 +335,7 @@ class SalvageBuyer(FixedAgent):
 
     @property
     def size(self) -> float:
-        return float(self.model.salvage_units @ self.model.price)
+        return nm.dot(self.model.salvage_units, self.model.price)
 
     @property
     def holdings(self) -> dict[str, int]:

@@ -28,6 +28,8 @@ import math
 import numpy as np
 from scipy import sparse as sp
 
+from sim import numerics as nm
+
 __all__ = [
     "alpha_for_impact",
     "clearing_equity",
@@ -147,7 +149,8 @@ def clearing_equity(
     n = lbar.shape[0]
     e = _vector(external_assets, "external_assets", n)
     p = _vector(payments, "payments", n)
-    return e + pi.T @ p - lbar
+    # (Pi^T p) as the clearing computes it: the rows of a contiguous Pi^T, summed pairwise
+    return e + nm.matvec(np.ascontiguousarray(pi.T), p) - lbar
 
 
 def _clearing_rounds(
@@ -174,12 +177,14 @@ def _clearing_rounds(
     n = L.shape[0]
     lbar = np.add.reduce(L, axis=1)  # L.sum(axis=1), without the method's wrapper
     safe = np.where(lbar > 0, lbar, 1.0)
-    pi_t = (L / safe[:, None]).T  # pi_t[i, j] = Pi_ji, share of j's payments that go to i
+    # pi_t[i, j] = Pi_ji, the share of j's payments that go to i (contiguous: its rows are
+    # summed by numerics.matvec)
+    pi_t = np.ascontiguousarray((L / safe[:, None]).T)
     scale = max(1.0, float(np.maximum.reduce(lbar)), float(np.maximum.reduce(e)))
     slack = tol * scale
 
     p = lbar.copy()
-    assets = e + pi_t @ p
+    assets = e + nm.matvec(pi_t, p)
     short = assets < lbar - slack
     if not short.any():  # nobody defaults: the rounds below would stop at the first test
         return p, lbar, pi_t, assets
@@ -194,9 +199,9 @@ def _clearing_rounds(
         p = lbar.copy()
         if d.any():
             a = np.eye(int(d.sum())) - beta * pi_t[np.ix_(d, d)]
-            b = alpha * e[d] + beta * (pi_t[np.ix_(d, s)] @ lbar[s])
-            p[d] = np.linalg.solve(a, b)
-        short = e + pi_t @ p < lbar - slack
+            b = alpha * e[d] + beta * nm.matvec(pi_t[np.ix_(d, s)], lbar[s])
+            p[d] = nm.solve(a, b)
+        short = e + nm.matvec(pi_t, p) < lbar - slack
     else:  # only reachable when max_iter <= n: the set iteration needs at most n + 1 rounds
         raise RuntimeError(f"clearing did not converge in {max_iter} rounds")
     # Guard against rounding pushing a payment out of [0, Lbar].
@@ -232,7 +237,7 @@ def _rogers_veraart_state(
     p, lbar, pi_t, assets = _clearing_rounds(L, e, a, b, tol, max_iter)
     if assets is not None:
         return p, lbar, assets - lbar, True
-    return p, lbar, e + pi_t @ p - lbar, False
+    return p, lbar, e + nm.matvec(pi_t, p) - lbar, False
 
 
 def eisenberg_noe(
@@ -255,7 +260,7 @@ def eisenberg_noe(
     computed exactly with the fictitious-default algorithm of Eisenberg & Noe (2001,
     section 3.1): iterate the set of defaulting nodes, solving the linear system
     ``(I - Pi_DD^T) p_D = e_D + Pi_SD^T Lbar_S`` for the defaulting block with
-    :func:`numpy.linalg.solve`; at most ``n`` rounds are needed.
+    :func:`sim.numerics.solve`; at most ``n`` rounds are needed.
 
     ``tol`` is the relative slack in the solvency test ``e_i + (Pi^T p)_i >= Lbar_i``
     (rounding never turns a node that exactly meets its obligations into a defaulter);
@@ -372,7 +377,7 @@ def _debtrank_propagate(W: np.ndarray, h: np.ndarray) -> np.ndarray:
     for _ in range(n + 1):  # each node is distressed in at most one round
         if not distressed.any():
             break
-        h_new = np.minimum(1.0, h + W[:, distressed] @ h[distressed])
+        h_new = np.minimum(1.0, h + nm.matvec(W[:, distressed], h[distressed]))
         inactive = inactive | distressed
         distressed = (h_new > 0) & ~inactive
         h = h_new
@@ -395,7 +400,7 @@ def debtrank_impact(h: np.ndarray, initial_stress: np.ndarray, sizes: np.ndarray
     hv = _vector(hv, "h", n)
     h0 = _vector(initial_stress, "initial_stress", n)
     v = _relative_sizes(sizes, n)
-    return float(hv @ v - h0 @ v)
+    return nm.dot(hv, v) - nm.dot(h0, v)
 
 
 def debtrank_single_node(
@@ -426,7 +431,7 @@ def debtrank_single_node(
     for k, i in enumerate(idx.tolist()):
         h0 = np.zeros(n)
         h0[i] = 1.0
-        out[k] = _debtrank_propagate(W, h0) @ v - h0 @ v
+        out[k] = nm.dot(_debtrank_propagate(W, h0), v) - nm.dot(h0, v)
     return out
 
 
@@ -494,9 +499,10 @@ def threshold_cascade(
 
     failed = failed0.copy()
     for _ in range(n + 1):  # at least one new failure per round, so at most n rounds
-        loss = (1.0 - phi) * (X @ failed.astype(float))
+        hit = failed.astype(float)  # sparse X: scipy's CSR product sums each row in order
+        loss = (1.0 - phi) * (X.dot(hit) if sp.issparse(X) else nm.matvec(X, hit))
         if fire_sale_alpha is not None:
-            q = np.exp(-fire_alpha * a_m[failed].sum() / total_m)
+            q = nm.exp(-fire_alpha * a_m[failed].sum() / total_m)
             loss = loss + (1.0 - q) * a_m
         new = ~failed & (loss > k + slack)
         if not new.any():
@@ -629,8 +635,8 @@ def exponential_impact(sold_fraction: float | np.ndarray, alpha: float) -> float
     a = np.asarray(alpha, dtype=float)
     if not np.all(np.isfinite(a)) or np.any(a < 0):
         raise ValueError(f"alpha must be finite and non-negative, got {alpha!r}")
-    q = np.exp(-a * x)
-    return float(q) if q.ndim == 0 else q
+    q = nm.exp(-a * x)
+    return float(q) if np.ndim(q) == 0 else q
 
 
 def alpha_for_impact(price_fall: float, sold_fraction: float) -> float:
@@ -652,4 +658,4 @@ def alpha_for_impact(price_fall: float, sold_fraction: float) -> float:
         raise ValueError(f"price_fall must lie in [0, 1), got {price_fall!r}")
     if not np.isfinite(x) or x <= 0:
         raise ValueError(f"sold_fraction must be positive, got {sold_fraction!r}")
-    return float(-np.log1p(-f) / x)
+    return float(-nm.log1p(-f) / x)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim import numerics as nm
 from sim.config import Scenario
 
 HOURS_PER_MONTH = 730.0
@@ -83,7 +84,7 @@ class Environment:
         # invariants of the monthly step, computed once (the same operations on the same values)
         self._ai_rent = ~self.hash_linked
         self._any_hash = bool(self.hash_linked.any())
-        self._rent_drift = np.log1p(-e.rent_deflation) / 12.0 - 0.5 * e.rent_vol**2
+        self._rent_drift = nm.log1p(-e.rent_deflation) / 12.0 - 0.5 * (e.rent_vol * e.rent_vol)
         self._sqrt12 = np.sqrt(12.0)
         self._launches = frozenset(self.launch.tolist())  # months in which a generation ships
         # the arrays below are read many times a month and change at most once a month: they
@@ -141,15 +142,15 @@ class Environment:
         e = self.cfg
         if e.hashprice_cost <= 0 or e.hashprice0 <= 0:
             return None
-        gap = np.log(e.hashprice_cost / max(self.hashprice, 1e-12))
-        kappa = np.log1p(e.difficulty_growth)
-        return gap * -np.expm1(-kappa * np.asarray(m, dtype=float) / 12.0)
+        gap = nm.log(e.hashprice_cost / max(self.hashprice, 1e-12))
+        kappa = nm.log1p(e.difficulty_growth)
+        return gap * -nm.expm1(-kappa * np.asarray(m, dtype=float) / 12.0)
 
     def step(self) -> None:
         """Advance one month: rent shock and deflation, launches, BTC, hashprice, shocks."""
         e = self.cfg
         self.t += 1
-        eps_r, eta = self.rng.standard_normal(2)
+        eps_r, eta = nm.standard_normal(self.rng, 2).tolist()
         rho = e.rho_stress if self.stress else e.rho_calm
         vol = e.btc_vol_stress if self.stress else e.btc_vol_calm
         eps_b = rho * eps_r + np.sqrt(1.0 - rho * rho) * eta
@@ -158,14 +159,15 @@ class Environment:
         live = (self.launch < self.t) & self._ai_rent
         # rent[live] *= f as one masked in-place multiply (the same products, others untouched)
         rent = self.rent
-        np.multiply(rent, np.exp(self._rent_drift + e.rent_vol * eps_r), out=rent, where=live)
+        np.multiply(rent, nm.exp(self._rent_drift + e.rent_vol * eps_r), out=rent, where=live)
         if self.t in self._launches:
             # the newest generation launching this month launches at t, so the older AI-rent
             # generations (launch < newest = t) are exactly ``live``
             np.multiply(rent, 1.0 - e.step_down, out=rent, where=live)
 
         if e.btc_random_walk:  # else BTC moves by shocks only (the draws are made all the same)
-            self.btc *= np.exp((e.btc_drift - 0.5 * vol**2) / 12.0 + vol / self._sqrt12 * eps_b)
+            drift = (e.btc_drift - 0.5 * (vol * vol)) / 12.0
+            self.btc *= nm.exp(drift + vol / self._sqrt12 * eps_b)
         for s in self._shocks:
             if s.month == self.t:
                 if s.kind == "btc":
@@ -176,7 +178,7 @@ class Environment:
         self.btc_peak = max(self.btc_peak, self.btc)
         self.stress = 1.0 - self.btc / self.btc_peak >= e.stress_drawdown
         self.hashprice = (e.hashprice0 * self.btc / e.btc_price0
-                          * (1.0 + e.difficulty_growth) ** (-self.t / 12.0))
+                          * nm.power(1.0 + e.difficulty_growth, -self.t / 12.0))
         if self._any_hash and e.hashprice0 > 0:
             hl = self.hash_linked
             self.rent[hl] = self.rent0[hl] * self.hashprice / e.hashprice0

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import ndtr
+
+from sim import numerics as nm
 
 
 def largest_remainder(totals: np.ndarray, weights: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -66,9 +67,9 @@ def scheduled_payment(principal: np.ndarray, orig_amort: np.ndarray,
 
 
 def discount_factors(annual_rate: np.ndarray, months: int) -> np.ndarray:
-    """(1 + r)^(-m/12) for m = 1..months, one row per rate."""
+    """(1 + r)^(-m/12) for m = 1..months, one row per rate (:func:`sim.numerics.power`)."""
     m = np.arange(1, months + 1, dtype=float) / 12.0
-    return (1.0 + np.asarray(annual_rate, dtype=float))[..., None] ** (-m)
+    return nm.power((1.0 + np.asarray(annual_rate, dtype=float))[..., None], -m)
 
 
 def lognormal_call(mean: np.ndarray, strike: np.ndarray, logvol: np.ndarray) -> np.ndarray:
@@ -90,13 +91,13 @@ def lognormal_call(mean: np.ndarray, strike: np.ndarray, logvol: np.ndarray) -> 
             and low(k, axis=None) > 0.0 and low(f, axis=None) > 0.0):
         # every entry is live (the valuations' usual case): Black's formula without the masks
         # and copies below, the same operations on the same numbers
-        d1 = (np.log(f / k) + 0.5 * s * s) / s
-        return np.maximum(f * ndtr(d1) - k * ndtr(d1 - s), 0.0)
+        d1 = (nm.log(f / k) + 0.5 * s * s) / s
+        return np.maximum(f * nm.ndtr(d1) - k * nm.ndtr(d1 - s), 0.0)
     f, k, s = np.broadcast_arrays(f, k, s)
     live = (s > 0.0) & (k > 0.0) & (f > 0.0)
     s1 = np.where(live, s, 1.0)
-    d1 = (np.log(np.where(live, f, 1.0) / np.where(live, k, 1.0)) + 0.5 * s1 * s1) / s1
-    call = np.maximum(f * ndtr(d1) - k * ndtr(d1 - s1), 0.0)
+    d1 = (nm.log(np.where(live, f, 1.0) / np.where(live, k, 1.0)) + 0.5 * s1 * s1) / s1
+    call = np.maximum(f * nm.ndtr(d1) - k * nm.ndtr(d1 - s1), 0.0)
     return np.where(live, call, np.maximum(f - k, 0.0))
 
 

@@ -43,6 +43,7 @@ from itertools import accumulate
 
 import numpy as np
 
+from sim import numerics as nm
 from sim.contagion import exponential_impact
 
 __all__ = ["AuctionResult", "call_auction", "clear_book", "exponential_bids", "parametric_price"]
@@ -480,5 +481,5 @@ def exponential_bids(
     n = min(int(n_buyers), stock)
     bounds = (np.arange(n + 1, dtype=np.int64) * stock) // n
     qty = np.diff(bounds)
-    price = p0 * np.exp(-alpha * bounds[1:] / stock)
+    price = p0 * nm.exp(-alpha * bounds[1:] / stock)
     return qty, price

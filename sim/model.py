@@ -37,6 +37,7 @@ from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, N
 from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
+from sim import numerics as nm
 from sim.config import Scenario
 from sim.contagion import _rogers_veraart_state
 from sim.environment import Environment
@@ -484,7 +485,9 @@ class LiquidationModel(mesa.Model):
                 spare = np.maximum(b.cash - b.opex, 0.0) * open_call  # coins sold: cash moved
             self._prepay(np.minimum(spare, need))
             debt, coll, ltv = self._facility_ltv(marks, coll)
-            cured = open_call & (ltv <= lc.ltv_cure)
+            # paying exactly what was asked (need) cures the call: the debt it leaves can
+            # round 1 ulp above ltv_cure x collateral, which must not keep the call open
+            cured = open_call & (ltv <= lc.ltv_cure * (1.0 + 1e-12))
             b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
         b.dscr_breach = np.where(alive & (b.dscr < lc.dscr_min), b.dscr_breach + 1, 0)
         # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
@@ -666,7 +669,7 @@ class LiquidationModel(mesa.Model):
         vol_price = np.maximum(self.fundamental * (1.0 - self.cfg.borrowers.voluntary_discount),
                                floor)
         if np.count_nonzero(need):
-            fleet_value = b.fleet @ vol_price
+            fleet_value = nm.matvec(b.fleet, vol_price)
             frac = np.divide(need, fleet_value, out=np.zeros(b.n), where=fleet_value > 0)
             b_units = np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * b.fleet),
                                  b.fleet).astype(np.int64)
@@ -903,8 +906,8 @@ class LiquidationModel(mesa.Model):
         moved = self.traded & shipping & (old_price > 0)
         if moved.any():  # else adapt would leave every expectation as it is
             with np.errstate(divide="ignore", invalid="ignore"):
-                dlp = np.log(np.maximum(self.price, 1e-9) / np.maximum(old_price, 1e-9))
-                dlv = np.log(np.maximum(self.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
+                dlp = nm.log(np.maximum(self.price, 1e-9) / np.maximum(old_price, 1e-9))
+                dlv = nm.log(np.maximum(self.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
             buyers.adapt(dlp, dlv, moved)
         if buyers.unlimited:  # unlimited buyers' capital is off the books
             buyers.regrow()
@@ -1131,8 +1134,9 @@ class LiquidationModel(mesa.Model):
         nl, nb = lb.n, b.n
         p, buyers = self.panel, self.buyers
         np.concatenate((lb.cash, b.cash, buyers.capital), out=p["cash"][t])
-        np.concatenate((lb.assets, b.fleet @ self.price + b.btc * env.btc,
-                        buyers.capital + buyers.holdings @ self.price), out=p["size"][t])
+        np.concatenate((lb.assets, nm.matvec(b.fleet, self.price) + b.btc * env.btc,
+                        buyers.capital + nm.matvec(buyers.holdings, self.price)),
+                       out=p["size"][t])
         # borrowers under a margin call or in arrears show as distressed (1); buyers stay 0
         # (set in the panel row itself after copying the statuses: no temporary copy)
         row = p["state"][t]

@@ -21,6 +21,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from sim import numerics as nm
 from sim.config import ConfigError, NetworkCfg
 
 MAX_EDGELIST_ROWS = 1_000_000
@@ -65,8 +66,8 @@ def syndicates(n_borrowers: int, n_lenders: int, cfg: NetworkCfg,
             w[:n_core] = 4.0 * max(n_lenders - n_core, 1) / n_core
         # weighted sampling without replacement by Gumbel top-k (Vieira 2014; Efraimidis &
         # Spirakis 2006): the k largest log w + Gumbel keys
-        logw = np.log(w)[None, :]
-        chosen = np.concatenate([_top_k(logw + rng.gumbel(size=(hi - lo, n_lenders)), kmax)
+        logw = nm.log(w)[None, :]
+        chosen = np.concatenate([_top_k(logw + nm.gumbel(rng, (hi - lo, n_lenders)), kmax)
                                  for lo, hi in blocks])
     mask = np.arange(kmax)[None, :] < k[:, None]
     rows_b = np.repeat(np.arange(n_borrowers), k)
@@ -78,7 +79,7 @@ def syndicates(n_borrowers: int, n_lenders: int, cfg: NetworkCfg,
     width = n_lenders if n_lenders <= 129 or kmax > 65 else 65
     raw = np.zeros((n_borrowers, width))
     for lo, hi in blocks:
-        raw[lo:hi, :kmax] = rng.exponential(size=(hi - lo, n_lenders))[:, :kmax]
+        raw[lo:hi, :kmax] = nm.exponential(rng, (hi - lo, n_lenders))[:, :kmax]
     raw[:, :kmax] = -np.sort(-np.where(mask, raw[:, :kmax], 0.0), axis=1)
     shares = (raw[:, :kmax] / raw.sum(axis=1, keepdims=True))[mask]
     return rows_b.astype(np.int64), rows_l.astype(np.int64), shares

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from sim import contagion as cg
+from sim import numerics as nm
 from sim.market import call_auction, exponential_bids, parametric_price
 
 ROOT_SEED = 20101  # every random draw of the suite derives from this root (SeedSequence)
@@ -269,7 +270,7 @@ def nesting_curves(alpha: float = 1.0536, stock: int = 100_000, n_buyers: int = 
         res = call_auction(np.array([sold]), np.array([0.0]), bq, bp, k=0.5)
         auc.append(res.price)
     return {"x": x.tolist(), "parametric": par.tolist(), "auction": auc,
-            "exact": np.exp(-alpha * x).tolist(), "alpha": alpha, "stock": stock,
+            "exact": nm.exp(-alpha * x).tolist(), "alpha": alpha, "stock": stock,
             "n_buyers": n_buyers}
 
 
@@ -277,7 +278,7 @@ def check_nesting(alpha: float = 1.0536) -> tuple[list[Check], dict]:
     """Check 3: the parametric market nests exp(-alpha x); the auction reproduces it."""
     cur = nesting_curves(alpha)
     x, par, auc = np.array(cur["x"]), np.array(cur["parametric"]), np.array(cur["auction"])
-    exact = np.exp(-alpha * x)
+    exact = nm.exp(-alpha * x)
     err_par = float(np.max(np.abs(par - exact)))
     p10 = float(parametric_price(1.0, 10, 100, alpha))
     tol = BANDS["nest_parametric"]["tol"]
@@ -329,7 +330,7 @@ def calibration_facts(n_seeds: int = 10) -> dict:
     year3 = int(launch[h]) + 36  # month at which the first H100s are 36 months old
     dl_trend, dl_launch, v_step, h100 = [], [], [], []
     for m in models:
-        lr = np.log(m.rec["rent"][: cfg.months + 1])
+        lr = nm.log(m.rec["rent"][: cfg.months + 1])
         d = np.diff(lr, axis=0)  # d[t-1] = change into month t
         months = np.arange(1, cfg.months + 1)
         for g in range(len(names)):
@@ -344,8 +345,8 @@ def calibration_facts(n_seeds: int = 10) -> dict:
         trend_v = price[newest - 2, ok] / price[newest - 3, ok]
         v_step.extend(1 - price[newest, ok] / price[newest - 1, ok] / trend_v)
         h100.append(price[year3, h] / env0.list_price[h])
-    return {"rent_decline": float(1 - math.exp(12 * np.mean(dl_trend))),
-            "step_down_rent": float(1 - math.exp(np.mean(dl_launch))),
+    return {"rent_decline": float(1 - nm.exp(12 * float(np.mean(dl_trend)))),
+            "step_down_rent": float(1 - nm.exp(float(np.mean(dl_launch)))),
             "step_down_value": float(np.mean(v_step)),
             "h100_year3": float(np.mean(h100)), "h100_year3_month": year3,
             "n_seeds": n_seeds, "launch_month": newest}
@@ -441,7 +442,7 @@ def _recovery_paths(m, index: np.ndarray) -> dict:
             sales.setdefault(t, [0, price, 0])[0] += units
         elif name == "purchase" and agent == "salvage":
             sales.setdefault(t, [0, price, 0])[2] += units
-    at_index = float(repossessed @ index) / m.ead_total if m.ead_total > 0 else float("nan")
+    at_index = nm.dot(repossessed, index) / m.ead_total if m.ead_total > 0 else float("nan")
     return {"repossessed_units": int(repossessed.sum()), "collateral_at_index": at_index,
             "lender_sales": [{"month": t, "units": u, "price": float(p), "to_salvage": v}
                              for t, (u, p, v) in sorted(sales.items()) if u],

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 
+from sim import numerics as nm
 from sim.bench import GOLDEN_CASES, GOLDEN_PATH, fingerprint, golden_mismatches
 from sim.config import load_scenario
 from sim.runner import run_scenario
@@ -58,10 +59,10 @@ def _reference_syndicates(n_borrowers, n_lenders, cfg, rng):
         w = np.ones(n_lenders)
         if cfg.kind == "core_periphery":
             w[:n_core] = 4.0 * max(n_lenders - n_core, 1) / n_core
-        keys = np.log(w)[None, :] + rng.gumbel(size=(n_borrowers, n_lenders))
+        keys = nm.log(w)[None, :] + nm.gumbel(rng, (n_borrowers, n_lenders))
         chosen = np.argsort(-keys, axis=1, kind="stable")
     mask = np.arange(n_lenders)[None, :] < k[:, None]
-    raw = np.where(mask, rng.exponential(size=(n_borrowers, n_lenders)), 0.0)
+    raw = np.where(mask, nm.exponential(rng, (n_borrowers, n_lenders)), 0.0)
     raw = -np.sort(-raw, axis=1)
     shares = (raw / raw.sum(axis=1, keepdims=True))[mask]
     return np.repeat(np.arange(n_borrowers), k), chosen[mask], shares
