@@ -1,7 +1,9 @@
 """The sweep ledger: one SQLite database (WAL journal) per sweep directory.
 
 ``runs`` holds one row per (parameter hash, seed): parameters, seed, metrics, status, error
-text, duration and package version. Every finished run is committed in its own transaction, so
+text, duration, package version and the numeric platform it ran on (an id into
+``platforms``, which holds each distinct :func:`sim.numerics.platform_info` once). Every
+finished run is committed in its own transaction, so
 a crash (even SIGKILL) loses at most the runs that were still computing, and a re-run skips
 what is already there. ``meta`` holds the validated spec, the design points and the seeds.
 
@@ -23,7 +25,7 @@ from sim.config import ConfigError
 
 LEDGER = "ledger.sqlite"
 RUN_COLUMNS = ("param_hash", "seed", "point", "replicate", "params", "status", "error",
-               "metrics", "duration", "version", "finished_at")
+               "metrics", "duration", "version", "finished_at", "platform")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     param_hash TEXT NOT NULL,
@@ -37,10 +39,19 @@ CREATE TABLE IF NOT EXISTS runs (
     duration REAL,
     version TEXT,
     finished_at TEXT,
+    platform TEXT,
     PRIMARY KEY (param_hash, seed)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS platforms (id TEXT PRIMARY KEY, info TEXT NOT NULL);
 """
+
+
+def platform_id(info: dict) -> str:
+    """A short, stable id of one platform record (the ledger stores each record once)."""
+    import hashlib
+
+    return hashlib.sha256(canonical_json(info).encode()).hexdigest()[:16]
 
 
 def canonical_json(obj: Any) -> str:
@@ -95,6 +106,9 @@ class Ledger:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")  # a committed run survives a power cut
         self.conn.executescript(SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+        if "platform" not in columns:  # a ledger written before runs recorded their platform
+            self.conn.execute("ALTER TABLE runs ADD COLUMN platform TEXT")
 
     def close(self) -> None:
         self.conn.close()
@@ -112,13 +126,18 @@ class Ledger:
                 cur.execute("ROLLBACK")
             raise
 
-    def record(self, row: dict) -> None:
-        """Commit one finished run (replacing a failed attempt at the same key)."""
-        values = tuple(canonical_json(row[c]) if c in ("params", "metrics") else row[c]
+    def record(self, row: dict, platform: dict | None = None) -> None:
+        """Commit one finished run (replacing a failed attempt at the same key), and the
+        platform record its ``platform`` id names if given (stored once per id)."""
+        values = tuple(canonical_json(row[c]) if c in ("params", "metrics") else row.get(c)
                        for c in RUN_COLUMNS)
         sql = (f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})")
-        self._transaction([(sql, values)])
+        statements = [(sql, values)]
+        if platform is not None:
+            statements.insert(0, ("INSERT OR IGNORE INTO platforms (id, info) VALUES (?, ?)",
+                                  (row["platform"], canonical_json(platform))))
+        self._transaction(statements)
 
     def keys(self, status: str) -> set[tuple[str, int]]:
         rows = self.conn.execute("SELECT param_hash, seed FROM runs WHERE status = ?", (status,))
@@ -156,6 +175,26 @@ def _fetch(out_dir: str | Path, sql: str) -> list[tuple]:
 def read_meta(out_dir: str | Path) -> dict:
     """The sweep's metadata: spec, design, axes, points (design order), problem, seeds."""
     return _decode_meta(_fetch(out_dir, "SELECT key, value FROM meta"), Path(out_dir) / LEDGER)
+
+
+def read_platforms(out_dir: str | Path) -> dict[str, tuple[dict, int]]:
+    """The numeric platforms a sweep's runs ran on: id -> (platform record, number of runs);
+    runs of a ledger written before platforms were recorded count under id ``None``."""
+    conn = _connect_ro(out_dir)
+    try:
+        has = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        if "platform" not in has:
+            (n,) = conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+            return {None: ({}, int(n))} if n else {}
+        counts = conn.execute("SELECT platform, COUNT(*) FROM runs GROUP BY platform").fetchall()
+        info = dict(conn.execute("SELECT id, info FROM platforms").fetchall())
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"{out_dir}: unreadable ledger: {e}") from None
+    finally:
+        conn.close()
+    where = Path(out_dir) / LEDGER
+    return {pid: (decode_json(info[pid], f"{where}: platform {pid}", dict)
+                  if pid in info else {}, int(n)) for pid, n in counts}
 
 
 def read_ok_runs(out_dir: str | Path) -> list[tuple[str, int, int, int, str, str]]:

@@ -40,12 +40,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sim import numerics
 from sim.config import ConfigError, Scenario, build
 from sim.ledger import LEDGER
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-PACKAGES = ("numpy", "pandas", "pyarrow", "networkx", "mesa", "scipy", "pydantic")
+PACKAGES = ("numpy", "pandas", "pyarrow", "networkx", "mesa", "scipy", "pydantic", "numba",
+            "llvmlite")
 FRAMES = ("series.parquet", "panel.parquet", "events.parquet")
 JSONS = ("config.json", "summary.json")
 BYTES = ("network.graphml",)
@@ -69,10 +71,13 @@ def _package_version(name: str) -> str | None:
 
 
 def environment() -> dict:
-    """Where a run happened: platform, Python and the numeric libraries' versions."""
+    """Where a run happened: platform, Python and the numeric libraries' versions, and the
+    numeric platform (:func:`sim.numerics.platform_info`: CPU, SIMD targets, BLAS, C library)
+    that decides whether another machine is guaranteed to reproduce the run."""
     return {"platform": platform.platform(), "machine": platform.machine(),
             "python": sys.version.split()[0], "implementation": platform.python_implementation(),
-            "packages": {p: _package_version(p) for p in PACKAGES}}
+            "packages": {p: _package_version(p) for p in PACKAGES},
+            "numeric_platform": numerics.platform_info()}
 
 
 def _output_files(outdir: Path, names) -> dict[str, dict]:
@@ -284,6 +289,7 @@ class Report:
     checks: list[FileCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unit: str = "file"  # what a check is about, in the summary line
+    outside: list[str] = field(default_factory=list)  # why exact reproduction is not promised
 
     @property
     def ok(self) -> bool:
@@ -295,8 +301,17 @@ class Report:
         out = [f"{c.name}: {c.status} ({c.detail})" for c in self.checks]
         out += [f"note: {n}" for n in self.notes]
         n_bad = sum(c.status not in OK_STATUSES for c in self.checks)
-        out.append(f"{self.directory}: " + ("reproduced exactly" if self.ok else
-                                            f"NOT reproduced ({n_bad} {self.unit}(s) differ)"))
+        if self.ok:
+            last = "reproduced exactly"
+        else:
+            last = f"NOT reproduced ({n_bad} {self.unit}(s) differ)"
+            if self.outside:
+                last += (": made outside the reproducibility guarantee ("
+                         + "; ".join(self.outside) + "; see docs/numerics.md)")
+            else:
+                last += (": the platform is inside the reproducibility guarantee (same "
+                         "liqsim and numeric libraries), so it does not explain the difference")
+        out.append(f"{self.directory}: {last}")
         return out
 
 
@@ -316,6 +331,17 @@ def _environment_notes(data: dict) -> list[str]:
     if then.get("python") not in (None, now["python"]):
         notes.append(f"python {then['python']} at the run, {now['python']} now")
     return notes
+
+
+def _outside(data: dict) -> list[str]:
+    """Why the manifest's run is not guaranteed to reproduce here (empty if it is)."""
+    from sim.metrics import liqsim_version
+
+    then = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+    out = numerics.outside_guarantee(then.get("numeric_platform"))
+    if data.get("liqsim_version") != liqsim_version():
+        out.insert(0, f"liqsim {data.get('liqsim_version')} at the run, {liqsim_version()} here")
+    return out
 
 
 def _input_notes(data: dict) -> list[str]:
@@ -345,7 +371,8 @@ def verify(directory: str | Path, sample: int | None = None,
     if sample is not None:
         raise ConfigError(f"--sample applies to sweep directories; '{d}' holds a single run")
     cfg = scenario_of(data, d / MANIFEST)
-    report = Report(d, cfg.name, cfg.seed, notes=_environment_notes(data) + _input_notes(data))
+    report = Report(d, cfg.name, cfg.seed, notes=_environment_notes(data) + _input_notes(data),
+                    outside=_outside(data))
     with tempfile.TemporaryDirectory(prefix="liqsim-verify-") as tmp:
         write_run(run_scenario(cfg), tmp)
         for name, entry in sorted(data["files"].items()):
@@ -504,7 +531,8 @@ def verify_sweep(d: Path, data: dict, sample: int | None = None,
     chosen = spaced(rows, sample)
     notes = [*_environment_notes(data), note,
              f"re-ran {len(chosen)} of the ledger's {len(rows)} ok runs"]
-    report = Report(d, str(data.get("sweep")), data["seed"], checks, notes, unit="check")
+    report = Report(d, str(data.get("sweep")), data["seed"], checks, notes, unit="check",
+                    outside=_outside(data))
     for i, row in enumerate(chosen, 1):
         report.checks.append(_check_run(d, row, data))
         if on_run is not None:

@@ -27,12 +27,13 @@ import multiprocessing as mp
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,7 @@ from pydantic import (
     model_validator,
 )
 
+from sim import numerics
 from sim.config import (
     ConfigError,
     Scenario,
@@ -62,7 +64,7 @@ from sim.config import (
     safe_name,
     set_path,
 )
-from sim.ledger import LEDGER, Ledger, canonical_json, json_kind
+from sim.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
 MAX_POINTS = 200_000
@@ -540,6 +542,7 @@ class RunResult:
     duration: float
     version: str
     series: bytes | None = None
+    platform: dict | None = None  # sim.numerics.platform_info() of the process that ran it
 
 
 def _error_text(e: BaseException) -> str:
@@ -565,7 +568,7 @@ def run_task(task: RunTask) -> RunResult:
     except Exception as e:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
         values, status, error = {}, "failed", _error_text(e)
     return RunResult(task.key, status, error, values, time.perf_counter() - t0,
-                     metrics.liqsim_version(), series)
+                     metrics.liqsim_version(), series, numerics.platform_info())
 
 
 _STARTED = None  # in a pool worker: the queue on which it announces each chunk it starts
@@ -760,6 +763,7 @@ def run_dask(tasks: list[RunTask], sink: Sink, scheduler: str | None = None,
         raise ConfigError(f"{where}: cannot start or reach the Dask cluster: "
                           f"{_one_line(e, 200)}") from None
     try:
+        _check_workers(client)
         _dask_loop(client, tasks, sink, runner)
     except (OSError, TimeoutError) as e:  # the scheduler went away
         raise ConfigError(f"lost the Dask cluster: {_error_text(e)}; re-run to resume "
@@ -768,6 +772,21 @@ def run_dask(tasks: list[RunTask], sink: Sink, scheduler: str | None = None,
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _check_workers(client) -> None:
+    """Every worker of the cluster can import liqsim's sweep module, or ConfigError (one line
+    naming the worker and the missing module) before any run is submitted: a worker that
+    cannot unpickle a task would otherwise fail it over and over while the coordinator waits.
+    The probe is ``exec`` (a builtin, so it reaches a worker without liqsim)."""
+    answers = client.run(exec, "import sim.sweep, sim.runner", on_error="return")
+    for worker, answer in sorted(answers.items()):
+        if isinstance(answer, BaseException):
+            missing = getattr(answer, "name", None)
+            what = f"no module named '{missing}' there" if missing else _error_text(answer)
+            raise ConfigError(f"Dask worker {worker} cannot import liqsim: {what}; install "
+                              "liqsim on every worker (pip install -e .), or start the worker "
+                              "from the repository")
 
 
 def _dask_loop(client, tasks: list[RunTask], sink: Sink, runner: Callable) -> None:
@@ -867,6 +886,7 @@ class SweepResult:
     seconds: float = 0.0
     first_error: str | None = None
     backend: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         rate = self.done / self.seconds if self.seconds > 0 else 0.0
@@ -922,6 +942,8 @@ class _Writer:
         self.out_dir, self.ledger, self.result, self.advance = out_dir, ledger, result, advance
         self.tasks = {t.key: t for t in tasks}
         self.adopt: Callable[[], None] | None = adopt
+        self.platforms: dict[str, dict] = {}  # ids of the platform records already seen
+        self.warned = False
 
     def first(self) -> None:
         """Once, before the first commit: the directory becomes this spec's (_open_ledger)."""
@@ -933,6 +955,14 @@ class _Writer:
                                   f"{_error_text(e)}") from None
             self.adopt = None
 
+    def _check_platform(self, info: dict) -> None:
+        """Warn once per sweep if a run comes from a platform outside the guarantee."""
+        line = None if self.warned else _platform_warning(info)
+        if line is not None:
+            self.warned = True
+            self.result.warnings.append(line)
+            print(line, file=sys.stderr, flush=True)
+
     def __call__(self, res: RunResult) -> None:
         from sim.store import atomic_write_bytes
 
@@ -941,12 +971,19 @@ class _Writer:
         row = {"param_hash": t.param_hash, "seed": t.seed, "point": t.point,
                "replicate": t.replicate, "params": t.params, "status": res.status,
                "error": res.error, "metrics": res.metrics, "duration": res.duration,
-               "version": res.version, "finished_at": datetime.now(UTC).isoformat()}
+               "version": res.version, "finished_at": datetime.now(UTC).isoformat(),
+               "platform": None}
+        new_platform = None
+        if res.platform is not None:
+            row["platform"] = pid = platform_id(res.platform)
+            if pid not in self.platforms:
+                self.platforms[pid] = new_platform = res.platform
+                self._check_platform(res.platform)
         try:
             if res.series is not None:
                 atomic_write_bytes(self.out_dir / "series" / f"{t.param_hash}_{t.seed}.parquet",
                                    res.series)
-            self.ledger.record(row)
+            self.ledger.record(row, new_platform)
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"{self.out_dir}: cannot write results ({_error_text(e)}); every "
                               "run committed so far is kept: fix the disk or permissions and "
@@ -958,6 +995,18 @@ class _Writer:
             self.result.failed += 1
             self.result.first_error = self.result.first_error or res.error
         self.advance()
+
+
+def _platform_warning(info: dict) -> str | None:
+    """One line if runs made on platform ``info`` are not guaranteed to match this process's
+    (a mixed cluster: results then depend on which worker ran a run)."""
+    why = numerics.outside_guarantee(info)
+    if not why:
+        return None
+    return ("warning: a worker runs outside the reproducibility guarantee of this process ("
+            + "; ".join(why).replace("at the run", "on the worker")
+            + "): its runs may differ in the last digits from the same runs elsewhere; each "
+              "ledger row records its platform (docs/numerics.md)")
 
 
 def _backend(workers: int | None, scheduler: str | None, dask_local: int | None) -> str:

@@ -234,6 +234,9 @@ def test_a_dask_cluster_that_goes_away_is_one_line(monkeypatch):
         def scheduler_info(self) -> dict:
             raise OSError("Timed out trying to connect to tcp://10.0.0.9:8786 after 10 s")
 
+        def run(self, *args, **kwargs):  # the workers' import check reaches out first
+            raise OSError("Timed out trying to connect to tcp://10.0.0.9:8786 after 10 s")
+
         def close(self) -> None:
             Gone.closed = True
 
@@ -270,7 +273,7 @@ def _sqlite(d: Path, *statements: str) -> Path:
     return d
 
 
-ONE_RUN = "INSERT INTO runs VALUES ('h', 7, 0, 0, '{}', 'ok', NULL, '{}', 0.0, 'v', 't')"
+ONE_RUN = "INSERT INTO runs VALUES ('h', 7, 0, 0, '{}', 'ok', NULL, '{}', 0.0, 'v', 't', NULL)"
 DAMAGED = "not a liqsim sweep ledger, or a damaged one"
 
 
