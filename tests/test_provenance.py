@@ -394,3 +394,63 @@ def test_sample_is_refused_for_a_single_run(tmp_path, capsys):
     d = _run(tmp_path)
     assert main(["verify", str(d), "--sample", "2"]) == 2
     assert "--sample applies to sweep directories" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the numeric platform
+def test_the_manifest_records_the_numeric_platform(tmp_path):
+    env = _manifest(_run(tmp_path))["environment"]
+    plat = env["numeric_platform"]
+    assert plat["system"] == platform.system() and plat["machine"] == platform.machine()
+    assert plat["packages"]["numpy"] == np.__version__
+    assert set(plat["packages"]) == {"numpy", "networkx", "numba", "llvmlite"}
+    assert isinstance(plat["simd"], list) and "blas" in plat and "cpu" in plat
+    assert env["packages"]["numba"] == plat["packages"]["numba"]
+
+
+def _shift_summary(d: Path) -> None:
+    summary = json.loads((d / "summary.json").read_text())
+    summary["credit_losses"] = np.nextafter(summary["credit_losses"], np.inf)
+    (d / "summary.json").write_text(json.dumps(summary))
+    _rehash(d, "summary.json")
+
+
+def test_verify_names_a_platform_outside_the_guarantee_in_one_line(tmp_path, capsys):
+    """A directory made with another numpy on another OS that does not reproduce: the last
+    line says why exactly reproduction was not promised, not a bare 'differs'."""
+    d = _run(tmp_path)
+    _shift_summary(d)
+    m = _manifest(d)
+    plat = m["environment"]["numeric_platform"]
+    plat["packages"]["numpy"], plat["system"], plat["machine"] = "2.4.1", "Darwin", "arm64"
+    (d / "manifest.json").write_text(json.dumps(m))
+    code, _, out = _verify(d, capsys)
+    last = out.strip().splitlines()[-1]
+    assert code == 1
+    assert last == (f"{d}: NOT reproduced (1 file(s) differ): made outside the "
+                    "reproducibility guarantee (Darwin arm64 at the run (the guarantee covers "
+                    f"x86-64 Linux); numpy 2.4.1 at the run, {np.__version__} here; see "
+                    "docs/numerics.md)")
+
+
+def test_verify_inside_the_guarantee_says_the_platform_does_not_explain_it(tmp_path, capsys):
+    d = _run(tmp_path)
+    _shift_summary(d)
+    m = _manifest(d)  # another CPU: inside the guarantee
+    m["environment"]["numeric_platform"]["simd"] = []
+    m["environment"]["numeric_platform"]["cpu"] = "an old Xeon"
+    (d / "manifest.json").write_text(json.dumps(m))
+    code, _, out = _verify(d, capsys)
+    assert code == 1
+    assert out.strip().splitlines()[-1].endswith(
+        "NOT reproduced (1 file(s) differ): the platform is inside the reproducibility "
+        "guarantee (same liqsim and numeric libraries), so it does not explain the difference")
+
+
+def test_a_manifest_without_a_platform_record_is_reported_as_unknown(tmp_path, capsys):
+    d = _run(tmp_path)
+    _shift_summary(d)
+    m = _manifest(d)
+    del m["environment"]["numeric_platform"]  # written before platforms were recorded
+    (d / "manifest.json").write_text(json.dumps(m))
+    _, _, out = _verify(d, capsys)
+    assert "(the run's numeric platform is not recorded; see docs/numerics.md)" in out

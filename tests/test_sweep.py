@@ -473,3 +473,31 @@ def test_runner_and_worker_preload_do_not_import_scipy_stats():
     code = ("import sys, sim.runner, sim.sweep, sim.metrics\n"
             "assert 'scipy.stats' not in sys.modules, 'scipy.stats imported at import time'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_ledger_from_before_platforms_gains_the_column_and_keeps_its_runs(tmp_path):
+    """A ledger written before runs recorded their platform is resumed: the column is added,
+    the old row keeps a NULL platform, and new rows name theirs."""
+    import sqlite3
+
+    from sim.ledger import Ledger, platform_id, read_platforms
+    from sim.numerics import platform_info
+
+    con = sqlite3.connect(tmp_path / "ledger.sqlite")
+    con.executescript("""CREATE TABLE runs (param_hash TEXT NOT NULL, seed INTEGER NOT NULL,
+        point INTEGER NOT NULL, replicate INTEGER NOT NULL, params TEXT NOT NULL,
+        status TEXT NOT NULL, error TEXT, metrics TEXT, duration REAL, version TEXT,
+        finished_at TEXT, PRIMARY KEY (param_hash, seed));
+        INSERT INTO runs VALUES ('old', 1, 0, 0, '{}', 'ok', NULL, '{}', 0.1, 'v', 't');""")
+    con.commit()
+    con.close()
+    ledger = Ledger(tmp_path)
+    info = platform_info()
+    row = {"param_hash": "new", "seed": 2, "point": 1, "replicate": 0, "params": {},
+           "status": "ok", "error": None, "metrics": {}, "duration": 0.1, "version": "v",
+           "finished_at": "t", "platform": platform_id(info)}
+    ledger.record(row, info)
+    ledger.record({**row, "seed": 3}, None)  # the record is stored once
+    ledger.close()
+    got = read_platforms(tmp_path)
+    assert got == {None: ({}, 1), platform_id(info): (info, 2)}
