@@ -330,6 +330,13 @@ def _environment_notes(data: dict) -> list[str]:
             notes.append(f"{pkg} {old} at the run, {v} now")
     if then.get("python") not in (None, now["python"]):
         notes.append(f"python {then['python']} at the run, {now['python']} now")
+    a, b = then.get("numeric_platform"), now["numeric_platform"]
+    if isinstance(a, dict):
+        moved = [f"{k} {a.get(k)!r} at the run, {b.get(k)!r} now"
+                 for k in ("cpu", "simd", "blas", "env") if a.get(k) != b.get(k)]
+        if moved:
+            notes.append("another CPU setting (" + "; ".join(moved) + "): the results do not "
+                         "depend on it (docs/numerics.md)")
     return notes
 
 

@@ -106,3 +106,25 @@ def test_the_settings_change_what_they_claim_to_change():
     if "FMA3" in _run("from numpy._core._multiarray_umath import __cpu_features__ as f; "
                       "print(' '.join(k for k, v in f.items() if v))", _env({}), 60).stdout:
         assert nofma.returncode == 0 and nofma.stdout.split()[1] != native[1]
+
+
+def test_verify_reproduces_a_run_made_under_another_cpu_setting(tmp_path, capsys):
+    """A results directory written by a process imitating an old CPU (SSE4.2 dispatch,
+    Prescott BLAS, libm without FMA) is reproduced exactly here, and the report notes the
+    other setting as one the results do not depend on."""
+    from sim.cli import main
+
+    old = dict(SETTINGS)["old-cpu: sse4+prescott+libm-without-fma+numba-generic"]
+    env = _env(old)
+    if _run(PROBE, env, 120).returncode != 0:
+        pytest.skip("this machine cannot imitate the old CPU")
+    out = tmp_path / "made_elsewhere"
+    made = subprocess.run([sys.executable, "-m", "sim.cli", "run", "crypto_winter", "--months",
+                           "18", "--no-figures", "--out", str(out)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.strip().endswith(f"{out}: reproduced exactly")
+    assert "note: another CPU setting (" in text and "'NUMBA_CPU_NAME': 'generic'" in text
