@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
+from collections import Counter
 
 import ipyvuetify as v
 import ipywidgets
@@ -12,11 +14,13 @@ import pytest
 import solara
 from PIL import Image
 
-from sim import app
+from agents.borrower import DEFAULTED
+from sim import app, metrics
 from sim.animate import month_label
 from sim.cli import main
 from sim.config import ConfigError, load_scenario
 from sim.model import LiquidationModel
+from sim.runner import run_scenario
 
 
 @solara.component
@@ -153,52 +157,267 @@ def test_month_label():
     assert month_label(13) == "Jan 2027"
 
 
+@functools.cache
 def _month12(**controls) -> dict:
-    """What the app shows at month 12 of crypto_winter (the tutorial's runs)."""
+    """What the app shows in months 0 to 12 of crypto_winter (the tutorial's runs), month by
+    month, with the events behind it. Cached: the tutorial's tests share the runs."""
     m = app.AppModel(scenario_name="crypto_winter", **controls)
+    desk_cost, desk_holdings = [0.0], [m.desk.holdings.copy()]
     for _ in range(12):
         m.step()
-    r, h100 = m.rec, m.env.names.index("H100")
-    new_defaults = r["defaults_miner"][:13] + r["defaults_neocloud"][:13]
-    forced = r["forced_volume"][:13].sum(axis=1)
-    return {"losses": r["credit_losses"][12], "inventory": r["inventory_units"][12],
-            "peak_inventory": r["inventory_units"][:13].max(),
-            "failed": r["lender_failures"][12], "desk": r["repo_units"][12],
-            "defaults": new_defaults.sum(),
-            "last_default": np.flatnonzero(new_defaults).max(initial=-1),
-            "forced": forced.sum(), "first_forced": np.flatnonzero(forced).min(initial=99),
-            "h100": r["price"][12, h100], "h100_value": r["fundamental"][12, h100],
-            "h100_floor": m.cfg.buyers.salvage_floor * m.cfg.environment.generations[
-                h100].list_price,
-            "capacity": r["buyer_capacity_h100"][12]}
+        desk_cost.append(float(m.desk.cost_basis.sum()))
+        desk_holdings.append(m.desk.holdings.copy())
+    r = {k: v[:13] for k, v in m.rec.items()}
+    nl, nb, kind = m.lenders.n, m.borrowers.n, m.borrowers.kind
+    orange = m.panel["state"][:13, nl:nl + nb] == 1  # borrowers under a call or in arrears
+    units, amount = Counter(), Counter()  # by (month, event, agent, generation)
+    for t, name, agent, _i, gen, n, value, _p in m.events:
+        units[t, name, agent, gen] += n
+        amount[t, name, agent, gen] += value
+    new_defaults = r["defaults_miner"] + r["defaults_neocloud"]
+    forced = r["forced_volume"].sum(axis=1)
+    return {"g": {name: i for i, name in enumerate(m.env.names)},
+            "floor": m.cfg.buyers.salvage_floor * np.array(
+                [g.list_price for g in m.cfg.environment.generations]),
+            "launch": m.env.launch, "step_down": m.cfg.environment.step_down,
+            "close_days": {k: b.close_days for k, b in m.cfg.buyers.types.items()},
+            "miners": r["defaults_miner"], "neoclouds": r["defaults_neocloud"],
+            "defaults": int(new_defaults.sum()),
+            "defaulted": frozenset(np.flatnonzero(m.borrowers.status == DEFAULTED).tolist()),
+            "last_default": int(np.flatnonzero(new_defaults).max(initial=-1)),
+            "payment_defaults": sum(1 for e in m.events if e[1] == "default_payment"),
+            "repo_loans": [(e[0], e[3], e[6]) for e in m.events if e[1] == "repo_loan"],
+            "orange": orange.sum(axis=1), "orange_miners": (orange & (kind == 0)).sum(axis=1),
+            "orange_neoclouds": (orange & (kind == 1)).sum(axis=1),
+            "losses": r["credit_losses"], "recoveries": r["recoveries"],
+            "inventory": r["inventory_units"], "failed": r["lender_failures"],
+            "deleveraging": r["lenders_deleveraging"], "capacity": r["buyer_capacity_h100"],
+            "forced": forced, "first_forced": int(np.flatnonzero(forced).min(initial=99)),
+            "forced_by_gen": r["forced_volume"], "volume": r["volume"], "salvage": r["salvage"],
+            "price": r["price"], "value": r["fundamental"],
+            "desk": r["repo_units"], "desk_lent": r["repo_lent"], "desk_cost": desk_cost,
+            "desk_holdings": np.array(desk_holdings), "units": units, "amount": amount}
+
+
+def _about(x: float, step: float, value: float) -> bool:
+    """The text's "about ``value``": ``x`` rounds to it at ``step`` (e.g. $1,135M, 49,700)."""
+    return round(x / step) * step == value
+
+
+def _first_below(run: dict, gen: str) -> int | None:
+    """The first month the price index of ``gen`` is below its value in best use."""
+    g = run["g"][gen]
+    below = np.flatnonzero(run["price"][:, g] < run["value"][:, g] * (1 - 1e-9))
+    return int(below[0]) if len(below) else None
+
+
+def _sold(run: dict, month: int, gen: str, *sellers: str) -> int:
+    return sum(run["units"][month, "sale", s, run["g"][gen]] for s in sellers)
 
 
 def test_the_tutorials_experiments_show_what_it_says():
-    """docs/tutorial.md, month 12 of crypto_winter: the directions it describes hold."""
+    """docs/tutorial.md, experiment 1: crypto_winter at its own seed, month by month."""
+    off = _month12()
+    g, price, value, floor = off["g"], off["price"], off["value"], off["floor"]
+    a100, h100, h200, b200, rubin = (g[n] for n in ("A100", "H100", "H200", "B200", "Rubin"))
+    # orange borrowers (margin calls), miners and neo-clouds alike
+    assert off["orange"][3] == 1 and off["orange"][4] == 25 and off["orange"][6] == 69
+    assert off["orange_miners"][4] > 0 and off["orange_neoclouds"][4] > 0
+    # red: 1 miner in month 6, then 13 + 8, 12 + 2, 19 + 3; covenant defaults only
+    assert off["miners"].tolist() == [0] * 6 + [1, 13, 12, 19, 0, 0, 0]
+    assert off["neoclouds"].tolist() == [0] * 7 + [8, 2, 3, 0, 0, 0]
+    assert off["defaults"] == 58 and off["payment_defaults"] == 0
+    # the overhang
+    inv = off["inventory"]
+    assert _about(inv[6], 10, 340) and _about(inv[7], 100, 49_700)
+    assert inv[9] == inv[10] == inv.max() and _about(inv.max(), 100, 111_500)
+    assert _about(inv[12], 100, 98_300)
+    # prices below value, the newest generation on the market first: B200 from month 3 (sold
+    # by borrowers; no lender holds GPUs yet), below also in months without a B200 sale
+    assert _first_below(off, "B200") == 3 and (price[3:, b200] < value[3:, b200]).all()
+    assert off["volume"][3, b200] == _sold(off, 3, "B200", "miner", "neocloud") > 0
+    assert inv[3] == 0 and off["volume"][4, b200] == 0
+    assert _about(price[3, b200], 1000, 35_000) and _about(value[3, b200], 1000, 41_000)
+    assert _about(price[6, b200], 100, 19_700) and _about(value[6, b200], 100, 33_900)
+    assert off["close_days"]["hyperscaler"] == off["close_days"]["tier2"] == 240
+    assert round(1 - np.exp(-30 / 240), 2) == 0.12
+    # the H200 from month 7, sold by lenders and borrowers
+    assert _first_below(off, "H200") == 7 and _about(off["volume"][7, h200], 100, 11_500)
+    assert _sold(off, 7, "H200", "lender") > 0 < _sold(off, 7, "H200", "miner", "neocloud")
+    assert _about(price[7, h200], 100, 11_300) and _about(value[7, h200], 100, 12_500)
+    # the H100 follows its value: no H100 trades before month 12
+    assert _first_below(off, "H100") is None and off["volume"][:12, h100].sum() == 0
+    assert price[:, h100] == pytest.approx(value[:, h100])
+    # the A100 on its salvage floor from month 1
+    assert floor[a100] == 1200 and value[0, a100] > floor[a100]
+    assert (price[1:, a100] == floor[a100]).all() and (value[1:, a100] == floor[a100]).all()
+    # month 10: Rubin ships, older rents step down 15 %, values fall by a third to a half
+    assert off["launch"][rubin] == 10 and off["step_down"] == 0.15
+    assert price[9, rubin] == 0 < price[10, rubin]
+    for gen in (h100, h200, b200):
+        assert 0.30 <= 1 - value[10, gen] / value[9, gen] <= 0.52
+    assert _about(value[9, h100], 100, 5_600) and _about(value[10, h100], 100, 2_700)
+    assert _about(value[9, b200], 100, 29_200) and _about(value[10, b200], 100, 20_100)
+    # month 12: the first forced sales, 9,759 GPUs; the H100 at the floor, which is its value
+    assert off["first_forced"] == 12 and off["forced"][12] == 9_759
+    assert floor[h100] == 2_200 and price[12, h100] == value[12, h100] == floor[h100]
+    vol, salvage = off["volume"][12], off["salvage"][12]
+    assert salvage[h100] == vol[h100] > 0 and salvage[a100] == vol[a100]
+    assert salvage.sum() == salvage[h100] + salvage[a100]
+    assert 0.62 <= salvage.sum() / vol.sum() <= 0.70  # about two thirds
+    assert off["forced_by_gen"][12, b200] == vol[b200] > 0
+    assert off["forced_by_gen"][12, h200] == vol[h200] > 0
+    assert _about(price[12, b200], 100, 7_800) and _about(value[12, b200], 100, 17_900)
+    assert _about(price[12, h200], 100, 2_500) and _about(value[12, h200], 100, 5_000)
+    # buyers' remaining capacity: about 87,000 to month 6, 75,000 in month 7, 68,000 at 12
+    cap = off["capacity"]
+    assert all(_about(c, 1000, 87_000) for c in cap[:7])
+    assert _about(cap[7], 1000, 75_000) and _about(cap[12], 1000, 68_000) and cap.min() > 0
+    # month 12: 58 defaults (45 + 13), $1,135M, no lender failed or deleveraging
+    assert off["miners"].sum() == 45 and off["neoclouds"].sum() == 13
+    assert _about(off["losses"][12], 1e6, 1_135e6)
+    assert not off["failed"].any() and not off["deleveraging"].any()
+    losses = off["losses"]
+    assert losses[9] == losses[10] == losses.max() and _about(losses.max(), 1e6, 1_183e6)
+    assert losses[12] < losses[11] < losses[10] and off["recoveries"][12] > off["recoveries"][10]
+
+
+def test_the_tutorials_other_realisation_and_60_months():
+    """docs/tutorial.md: "Another realisation" (seed 5) and the 60-month LGDs."""
+    s5 = _month12(seed="5")
+    h100 = s5["g"]["H100"]
+    assert s5["miners"].sum() == 78 and s5["neoclouds"].sum() == 24
+    assert _about(s5["losses"][12], 1e6, 1_867e6)
+    assert s5["failed"].tolist() == [0] * 7 + [1, 2, 7, 7, 7, 7]
+    for t in (8, 9):
+        assert s5["price"][t, h100] == s5["floor"][h100] and s5["salvage"][t, h100] > 0
+        assert 4_400 <= round(s5["value"][t, h100], -2) <= 4_500
+    s = metrics.summary(run_scenario(load_scenario("crypto_winter")))
+    assert s["months"] == 60 and s["seed"] == 20251201
+    assert round(s["realised_lgd"], 2) == 0.49 and round(s["paper_lgd"], 2) == 0.05
+
+
+def test_the_tutorials_repo_desk_experiment():
+    """docs/tutorial.md, experiment 2: the repo desk on, at the scenario's seed and at seed 5."""
     off, on = _month12(), _month12(repo=True)
-    # experiment 1: every default comes before the first forced sale; the H100 then sells at
-    # the salvage floor, below its value, while buyers still have capacity; lenders fail
-    assert off["last_default"] < off["first_forced"] <= 12
-    assert off["h100"] == pytest.approx(off["h100_floor"]) and off["h100"] < off["h100_value"]
-    assert off["capacity"] > 0 and off["failed"] > 0
-    # experiment 2: the desk buys and holds GPUs, no forced sale, lower overhang and losses,
-    # no failed lender, H100 above the floor, about as many defaults
-    assert on["desk"] > 0 == off["desk"] and on["forced"] == 0 < off["forced"]
-    assert on["peak_inventory"] < off["peak_inventory"] and on["inventory"] < off["inventory"]
-    assert on["losses"] < off["losses"] and on["failed"] == 0
-    assert on["h100"] > off["h100"]
-    assert 0.9 * off["defaults"] <= on["defaults"] <= off["defaults"]
-    # experiment 3: buyers change losses and failures, not defaults; x3 keeps the discount
+    g, units, price, value = on["g"], on["units"], on["price"], on["value"]
+    h100, h200, b200 = g["H100"], g["H200"], g["B200"]
+
+    def bought(t, gen):
+        return units[t, "purchase", "repo_desk", g[gen]]
+
+    # the floor bid: 43 B200s in month 6, about 8,200 in month 7, and in month 9 about
+    # 23,300 H100s, 11,500 H200s and 10,400 B200s; about 57,300 GPUs held, cost about $608M
+    assert on["desk"][:6].sum() == 0 and on["desk"][6] == 43 == on["desk_holdings"][6, b200]
+    assert bought(6, "B200") == 43 and _about(bought(7, "B200"), 100, 8_200)
+    assert _about(bought(9, "H100"), 100, 23_300) and _about(bought(9, "H200"), 100, 11_500)
+    assert _about(bought(9, "B200"), 100, 10_400)
+    assert _about(on["desk"][9], 100, 57_300) and _about(on["desk_cost"][9], 1e6, 608e6)
+    lenders_sold = sum(n for k, n in units.items() if k[1:3] == ("sale", "lender") and k[0] <= 9)
+    desk_bought = sum(n for k, n in units.items() if k[1:3] == ("purchase", "repo_desk")
+                      and k[0] <= 9)
+    assert desk_bought > 0.5 * lenders_sold  # much of what the lenders sell
+    # its repo lending: about $7.7M to three lenders in month 12, repaid within the month,
+    # against the 2,869 GPUs of the first lots, which are then sold as patient sales
+    loans = on["repo_loans"]
+    assert {t for t, _i, _a in loans} == {12} and len({i for _t, i, _a in loans}) == 3
+    assert _about(sum(a for _t, _i, a in loans), 1e5, 7.7e6)
+    assert on["desk_lent"].max() == 0 and on["forced"].sum() == 0
+    assert sum(n for k, n in units.items() if k[:3] == (12, "sale", "lender")) == 2_869
+    # the overhang: peak about 53,100 in months 9 to 11, about 50,200 at month 12
+    inv = on["inventory"]
+    assert inv[9] == inv[10] == inv[11] == inv.max() and _about(inv.max(), 100, 53_100)
+    assert _about(inv[12], 100, 50_200)
+    # losses about $469M, 56 defaults, recoveries about $1,136M vs $472M, no failure
+    assert _about(on["losses"][12], 1e6, 469e6) and on["defaults"] == 56
+    assert on["defaulted"] < off["defaulted"]
+    assert _about(on["recoveries"][12], 1e6, 1_136e6)
+    assert _about(off["recoveries"][12], 1e6, 472e6)
+    assert not on["failed"].any()
+    # month 12: B200 about $13,700, H200 about $3,900; the H100 on the floor, where the desk
+    # sells its 23,260 H100s of month 9 (bought at about $3,550) to the salvage buyer
+    assert _about(price[12, b200], 100, 13_700) and _about(price[12, h200], 100, 3_900)
+    assert value[12, b200] == off["value"][12, b200]
+    assert price[12, h100] == value[12, h100] == on["floor"][h100]
+    assert bought(9, "H100") == units[12, "sale", "repo_desk", h100] == 23_260
+    assert on["desk_holdings"][9:12, h100].tolist() == [23_260] * 3
+    assert on["desk_holdings"][12, h100] == 0
+    assert on["salvage"][12, h100] >= 23_260
+    paid = on["amount"][9, "purchase", "repo_desk", h100] / bought(9, "H100")
+    assert _about(paid, 10, 3_550)
+    held = on["desk_holdings"][12]
+    assert _about(held.sum(), 1000, 35_000) and held.sum() == held[h200] + held[b200]
+    # months 7 to 9: a few hundred H100s sold by borrowers in month 7, then below value
+    assert 100 <= on["volume"][7, h100] == _sold(on, 7, "H100", "miner", "neocloud") < 1000
+    assert _about(price[7, h100], 100, 6_000) and _about(value[7, h100], 100, 7_100)
+    assert on["volume"][8, h100] == 0
+    assert _about(price[8, h100], 100, 3_700) and _about(value[8, h100], 100, 6_300)
+    assert _about(price[9, h100], 10, 3_550) and _about(value[9, h100], 100, 5_600)
+    # think about it: seed 5, two failed lenders instead of seven, the first two in months
+    # 7 and 8 either way; losses about $878M instead of about $1,867M
+    s5, s5_on = _month12(seed="5"), _month12(seed="5", repo=True)
+    assert s5_on["failed"][12] == 2 and s5["failed"][12] == 7
+    assert s5_on["failed"][:9].tolist() == s5["failed"][:9].tolist() == [0] * 7 + [1, 2]
+    assert _about(s5_on["losses"][12], 1e6, 878e6)
+
+
+def test_the_tutorials_buyer_experiment_and_try_next():
+    """docs/tutorial.md, experiment 3 (buyer capacity x0.5, x1, x3) and "Try next"."""
+    off = _month12()
     thin, thick = _month12(buyer_capacity=0.5), _month12(buyer_capacity=3.0)
-    assert thin["defaults"] == off["defaults"] == thick["defaults"]
-    assert thin["losses"] > off["losses"] > thick["losses"]
-    assert thin["failed"] > off["failed"] > thick["failed"]
-    assert thick["h100"] == pytest.approx(thick["h100_floor"])
-    assert thick["h100"] < thick["h100_value"] and thick["capacity"] > 0
-    # try next: a lower loan-to-value means fewer defaults, lower losses, no failed lender
+    g, floor = off["g"], off["floor"]
+    h100, b200 = g["H100"], g["B200"]
+    # the same 58 borrowers default, all before the first forced sale in month 12
+    for run in (thin, off, thick):
+        assert run["defaults"] == 58 and run["defaulted"] == off["defaulted"]
+        assert run["last_default"] == 9 and run["first_forced"] == 12
+        assert not run["failed"].any()
+        # the H100 at $2,200, its value, in every row
+        assert run["price"][12, h100] == run["value"][12, h100] == floor[h100] == 2_200
+    assert _about(thin["losses"][12], 1e6, 1_196e6) and _about(thick["losses"][12], 1e6, 908e6)
+    assert round(thin["losses"][12] / off["losses"][12] - 1, 2) == 0.05
+    assert round(1 - thick["losses"][12] / off["losses"][12], 1) == 0.2
+    # two lenders deleveraging from month 12 with half the buyers, none otherwise
+    assert thin["deleveraging"].tolist() == [0] * 12 + [2]
+    assert not off["deleveraging"].any() and not thick["deleveraging"].any()
+    # the B200 at month 12: its floor with x0.5, $7,768 with x1 and x3, value $17,878; for
+    # the B200 tripling the buyers changes nothing of its price path
+    assert thin["price"][12, b200] == floor[b200] == 2_800
+    assert round(off["price"][12, b200]) == round(thick["price"][12, b200]) == 7_768
+    for run in (thin, off, thick):
+        assert round(run["value"][12, b200]) == 17_878
+    assert thick["forced_by_gen"][12, b200] == thick["volume"][12, b200] > 0
+    assert np.array_equal(thick["price"][:, b200], off["price"][:, b200])
+    assert _about(thick["capacity"][12], 1000, 224_000)
+    # x3, months 10 and 11: the H100 on the floor below its value; 8,400 H100s salvaged in 11
+    assert (thick["price"][10:12, h100] == floor[h100]).all()
+    assert _about(thick["value"][10, h100], 100, 2_700)
+    assert _about(thick["value"][11, h100], 100, 2_600)
+    assert _about(thick["salvage"][11, h100], 100, 8_400)
+    # try next: LTV 0.60
     low = _month12(ltv=0.6)
-    assert low["defaults"] < off["defaults"] and low["losses"] < off["losses"]
-    assert low["failed"] == 0
+    assert low["miners"].sum() == 27 and low["neoclouds"].sum() == 6
+    assert _about(low["losses"][12], 1e6, 478e6) and not low["failed"].any()
+    # no search friction for hyperscalers and tier-2 clouds (the command line of the text)
+    cfg = load_scenario("crypto_winter", ["buyers.types.hyperscaler.close_days=0",
+                                          "buyers.types.tier2.close_days=0"], months=12)
+    fast = metrics.summary(run_scenario(cfg))
+    assert fast["defaults"] == 45 and fast["lender_failures"] == 0
+    assert _about(fast["credit_losses"], 1e6, 344e6)
+    assert off["losses"][12] - fast["credit_losses"] > 2 * (off["losses"][12]
+                                                            - thick["losses"][12])
+    # rent deflation 0.6: values reach the floor, the older generations first; 17 defaults
+    steep = _month12(rent_deflation=0.6)
+    at_floor = {name: np.flatnonzero(steep["value"][:, i] == floor[i]).min(initial=99)
+                for name, i in g.items()}
+    assert at_floor == {"A100": 0, "H100": 3, "H200": 6, "B200": 10, "Rubin": 99}
+    assert steep["defaults"] == 17
+    # ... because the GPUs are worth less at month 0 and the loans start smaller
+    newer = [g["H100"], g["H200"], g["B200"]]
+    assert (steep["value"][0, newer] < off["value"][0, newer]).all()
+    debt0 = [app.AppModel("crypto_winter", rent_deflation=d).loans.principal.sum()
+             for d in (0.6, None)]
+    assert debt0[0] < debt0[1]
 
 
 # --------------------------------------------------------------------------- the page
