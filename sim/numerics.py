@@ -78,6 +78,8 @@ _P5 = 4.13813679705723846039e-08
 _EXP_OVER = 7.09782712893383973096e+02  # above: exp overflows
 _EXP_UNDER = -7.45133219101941108420e+02  # below: exp underflows to 0
 _MAGIC = 6755399441055744.0  # 1.5 x 2^52: (x + _MAGIC) - _MAGIC rounds x to an integer
+_POW2 = np.ldexp(1.0, np.arange(-1074, 1024))  # 2^k for every k with 2^k representable
+_POW2.flags.writeable = False
 
 # fdlibm e_log.c: log(x) = k ln2 + log(1 + f), sqrt(2)/2 <= 1 + f < sqrt(2); with
 # s = f / (2 + f), log(1 + f) = f - (f^2/2 - s (f^2/2 + R(s^2))), R a Remez fit in s^2
@@ -98,6 +100,18 @@ def _rint(x):
     return (x + _MAGIC) - _MAGIC
 
 
+def _scale2(y, k):
+    """y 2^k for an integral float k in [-1075, 1024] and 0.7 < y < 1.5: a product with the
+    power of two from :data:`_POW2` (exact, or one rounding into the subnormal range, as
+    ``ldexp``), without a call out of compiled code."""
+    i = int(k)
+    if i > 1023:
+        return (y * 2.0) * float(_POW2[2097])
+    if i < -1074:
+        return (y * 0.5) * float(_POW2[0])
+    return y * float(_POW2[i + 1074])
+
+
 def _exp1(x):
     if not x <= _EXP_OVER:
         return x if x != x else math.inf  # NaN stays NaN
@@ -109,7 +123,7 @@ def _exp1(x):
     r = hi - lo
     t = r * r
     c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
-    return math.ldexp(1.0 - ((lo - (r * c) / (2.0 - c)) - hi), int(k))
+    return _scale2(1.0 - ((lo - (r * c) / (2.0 - c)) - hi), k)
 
 
 def _log1(x):
@@ -179,6 +193,9 @@ _Q = (1.28426009614491121e00, 4.68238212480865118e-1, 6.59881378689285515e-2,
 _SQRPI = 3.9894228040143267794e-1  # 1 / sqrt(2 pi)
 _THRSH = 0.66291
 _ROOT32 = 5.656854248
+# exp(-(j/16)^2 / 2) for j = 0..640 (ndtr's arguments up to |x| = 40), by _exp1 itself
+_GAUSS16 = np.array([_exp1(-(j / 16.0) * (j / 16.0) * 0.5) for j in range(641)])
+_GAUSS16.flags.writeable = False
 
 
 def _ndtr1(x):
@@ -211,9 +228,11 @@ def _ndtr1(x):
             xden = (xden + _Q[i]) * xsq
         tail = (_SQRPI - xsq * (xnum + _P[4]) / (xden + _Q[4])) / y
     # exp(-y^2/2) as exp(-ysq^2/2) exp(-del/2), y^2 = ysq^2 + del with ysq = trunc(16 y) / 16:
-    # ysq^2 is exact, so neither factor carries the rounding of y^2 times y^2/2
-    ysq = float(math.trunc(y * 16.0)) / 16.0
-    cum = _exp1(-ysq * ysq * 0.5) * _exp1(-((y - ysq) * (y + ysq)) * 0.5) * tail
+    # ysq^2 is exact, so neither factor carries the rounding of y^2 times y^2/2; the first
+    # factor is read from _GAUSS16 (the same _exp1 of the same argument, computed once)
+    j = math.trunc(y * 16.0)
+    ysq = float(j) / 16.0
+    cum = float(_GAUSS16[j]) * _exp1(-((y - ysq) * (y + ysq)) * 0.5) * tail
     return 1.0 - cum if x > 0.0 else cum
 
 
@@ -313,7 +332,7 @@ def _kernel():
                 import numba  # here, not at import: numba costs ~0.3 s a process
                 from numba.extending import register_jitable
 
-                for f in (_rint, _poly7, *_SCALAR):
+                for f in (_rint, _scale2, _poly7, *_SCALAR):
                     register_jitable(f)  # callable from compiled code, unchanged in Python
                 _compiled = numba.njit(cache=True, nogil=True)(_apply)
     return _compiled
