@@ -82,23 +82,7 @@ def lognormal_call(mean: np.ndarray, strike: np.ndarray, logvol: np.ndarray) -> 
     Schwartz 1985, J. Business 58(2); Dixit & Pindyck 1994, *Investment under Uncertainty*,
     ch. 6). With s = 0 it is max(F - K, 0); with K <= 0 it is F - K. Arguments broadcast.
     """
-    f = np.asarray(mean, dtype=float)
-    k = np.asarray(strike, dtype=float)
-    s = np.asarray(logvol, dtype=float)
-    # min(a) > 0 is (a > 0).all() (a NaN minimum fails both), one reduction not two calls
-    low = np.minimum.reduce
-    if (f.ndim and f.size and s.size and k.size and low(s, axis=None) > 0.0
-            and low(k, axis=None) > 0.0 and low(f, axis=None) > 0.0):
-        # every entry is live (the valuations' usual case): Black's formula without the masks
-        # and copies below, the same operations on the same numbers
-        d1 = (nm.log(f / k) + 0.5 * s * s) / s
-        return np.maximum(f * nm.ndtr(d1) - k * nm.ndtr(d1 - s), 0.0)
-    f, k, s = np.broadcast_arrays(f, k, s)
-    live = (s > 0.0) & (k > 0.0) & (f > 0.0)
-    s1 = np.where(live, s, 1.0)
-    d1 = (nm.log(np.where(live, f, 1.0) / np.where(live, k, 1.0)) + 0.5 * s1 * s1) / s1
-    call = np.maximum(f * nm.ndtr(d1) - k * nm.ndtr(d1 - s1), 0.0)
-    return np.where(live, call, np.maximum(f - k, 0.0))
+    return nm.black_call(mean, strike, logvol)
 
 
 @dataclass

@@ -60,8 +60,8 @@ from numbers import Real
 
 import numpy as np
 
-__all__ = ["dot", "exp", "expm1", "exponential", "gumbel", "log", "log1p", "lognormal",
-           "matvec", "ndtr", "ndtri", "power", "solve", "standard_normal", "vecmat"]
+__all__ = ["black_call", "dot", "exp", "expm1", "exponential", "gumbel", "log", "log1p",
+           "lognormal", "matvec", "ndtr", "ndtri", "power", "solve", "standard_normal", "vecmat"]
 
 # ------------------------------------------------------------------------------------ exp
 # fdlibm e_exp.c: exp(x) = 2^k exp(r), x = k ln2 + r, |r| <= ln2 / 2, with ln2 split in a
@@ -286,14 +286,28 @@ def _ndtri1(p):
     return -z if q < 0.0 else z
 
 
+# ---------------------------------------------------------------------- Black's call
+def _black1(f, k, s):
+    """Black's (1976) undiscounted call on the forward: F Phi(d1) - K Phi(d1 - s),
+    d1 = (ln(F/K) + s^2/2) / s, floored at 0, when F, K, s > 0; else max(F - K, 0). Each
+    ``max(c, 0)`` is numpy's ``maximum(c, 0.0)``: c when c > 0 or c is NaN, else +0.0."""
+    if s > 0.0 and k > 0.0 and f > 0.0:
+        d1 = (_log1(f / k) + 0.5 * s * s) / s
+        c = f * _ndtr1(d1) - k * _ndtr1(d1 - s)
+    else:
+        c = f - k
+    return c if (c > 0.0 or c != c) else 0.0
+
+
 # --------------------------------------------------- the same code compiled for arrays
-_EXP, _LOG, _LOG1P, _EXPM1, _POW, _NDTR, _NDTRI = range(7)
-_SCALAR = (_exp1, _log1, _log1p1, _expm11, _pow1, _ndtr1, _ndtri1)  # the jitted callees
+_EXP, _LOG, _LOG1P, _EXPM1, _POW, _NDTR, _NDTRI, _BLACK = range(8)
+_SCALAR = (_exp1, _log1, _log1p1, _expm11, _pow1, _ndtr1, _ndtri1, _black1)  # jitted callees
 
 
-def _apply(op, x, y, out):
-    """out[i] = f(x[i]) (or pow(x[i], y[i])) for the function ``op`` names, over 1-D
-    contiguous float64 arrays: the body numba compiles (:func:`_kernel`)."""
+def _apply(op, x, y, z, out):
+    """out[i] = f(x[i]) (pow(x[i], y[i]); Black's call of x[i], y[i], z[i]) for the function
+    ``op`` names, over 1-D contiguous float64 arrays: the body numba compiles
+    (:func:`_kernel`)."""
     n = x.shape[0]
     if op == _EXP:
         for i in range(n):
@@ -313,9 +327,12 @@ def _apply(op, x, y, out):
     elif op == _NDTR:
         for i in range(n):
             out[i] = _ndtr1(x[i])
-    else:
+    elif op == _NDTRI:
         for i in range(n):
             out[i] = _ndtri1(x[i])
+    else:
+        for i in range(n):
+            out[i] = _black1(x[i], y[i], z[i])
 
 
 _compiled = None
@@ -338,15 +355,15 @@ def _kernel():
     return _compiled
 
 
-def _map(op: int, x, y=None) -> np.ndarray:
-    """The compiled kernel over an array of any shape (y broadcast against x for pow)."""
+def _map(op: int, x, *more) -> np.ndarray:
+    """The compiled kernel over arrays of any shape (further arguments broadcast with x)."""
     x = np.asarray(x, dtype=float)
-    if y is not None:
-        x, y = np.broadcast_arrays(x, np.asarray(y, dtype=float))
+    if more:
+        x, *more = np.broadcast_arrays(x, *(np.asarray(a, dtype=float) for a in more))
     flat = np.ascontiguousarray(x).reshape(-1)
-    yf = flat if y is None else np.ascontiguousarray(y).reshape(-1)
+    args = [np.ascontiguousarray(a).reshape(-1) for a in more] + [flat] * (2 - len(more))
     out = np.empty(flat.shape[0])
-    _kernel()(op, flat, yf, out)
+    _kernel()(op, flat, args[0], args[1], out)
     return out.reshape(x.shape)
 
 
@@ -392,6 +409,16 @@ def ndtr(x):
     """The standard normal distribution function Phi(x) (Cody's ANORM; module docstring),
     within a few ulp, relative also in the lower tail (down to Phi(-37.5) ~ 1e-308)."""
     return _ndtr1(float(x)) if _is_scalar(x) else _map(_NDTR, x)
+
+
+def black_call(forward, strike, logvol):
+    """E[max(X - K, 0)] for a lognormal X with mean ``forward`` and log standard deviation
+    ``logvol``: Black's (1976, J. Financ. Econ. 3) formula F Phi(d1) - K Phi(d1 - s),
+    d1 = (ln(F/K) + s^2/2) / s, undiscounted; max(F - K, 0) where F, K or s is not positive.
+    Arguments broadcast; one compiled pass (:func:`sim.finance.lognormal_call` uses it)."""
+    if _is_scalar(forward) and _is_scalar(strike) and _is_scalar(logvol):
+        return _black1(float(forward), float(strike), float(logvol))
+    return _map(_BLACK, forward, strike, logvol)
 
 
 def ndtri(p):

@@ -234,3 +234,25 @@ def test_the_guard_sees_each_kind_of_violation(tmp_path):
     assert [f.split(": ", 1)[1] for f in found] == [
         "@ (BLAS)", "** (libm pow / numpy power)", "np.exp", "linalg.solve", "math.log",
         "rng.lognormal (numpy's sampler calls libm)"]
+
+
+def test_black_call_hand_value_branches_and_the_composed_formula():
+    # at the money, s = 0.2: F (2 Phi(0.1) - 1) = 7.965567455405804 for F = K = 100
+    assert nm.black_call(100.0, 100.0, 0.2) == pytest.approx(7.965567455405804, rel=1e-14)
+    # not live: max(F - K, 0) (s = 0, K <= 0, F <= 0), and numpy's maximum on NaN
+    assert nm.black_call(5.0, 3.0, 0.0) == 2.0 and nm.black_call(3.0, 5.0, 0.0) == 0.0
+    assert nm.black_call(5.0, -1.0, 0.3) == 6.0 and nm.black_call(0.0, 1.0, 0.3) == 0.0
+    assert np.isnan(nm.black_call(np.nan, 1.0, 0.0))
+    # the one compiled pass equals the formula composed from the helpers, bit for bit
+    f, k = RNG.uniform(0.0, 200.0, 20_000), RNG.uniform(-10.0, 200.0, 20_000)
+    s = np.where(RNG.random(20_000) < 0.1, 0.0, RNG.uniform(0.0, 2.0, 20_000))
+    live = (s > 0) & (k > 0) & (f > 0)
+    fs, ks, ss = np.where(live, f, 1.0), np.where(live, k, 1.0), np.where(live, s, 1.0)
+    d1 = (nm.log(fs / ks) + 0.5 * ss * ss) / ss
+    composed = np.where(live, np.maximum(fs * nm.ndtr(d1) - ks * nm.ndtr(d1 - ss), 0.0),
+                        np.maximum(f - k, 0.0))
+    got = nm.black_call(f, k, s)
+    assert got.tobytes() == composed.tobytes()
+    assert got.tobytes() == np.array([nm.black_call(*map(float, v)) for v in zip(f, k, s,
+                                                                              strict=True)]
+                                     ).tobytes()
