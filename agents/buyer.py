@@ -107,7 +107,10 @@ class BuyerBook:
         regime (``_logvol``)."""
         self._m = np.arange(1, self._mmax + 1, dtype=float)
         self._sqrt_m = np.sqrt(self._m)
-        self._cost = (env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu)[:, None]  # (G, 1)
+        cost = env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu
+        # (G, M), contiguous: numerics.black_call repeats it over the expectation rows
+        self._cost = np.ascontiguousarray(np.broadcast_to(cost[:, None], (len(cost),
+                                                                          self._mmax)))
         self._logvols = {}
         self._static_env = env
 

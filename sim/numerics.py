@@ -61,7 +61,7 @@ from numbers import Real
 import numpy as np
 
 __all__ = ["black_call", "dot", "exp", "expm1", "exponential", "gumbel", "log", "log1p",
-           "lognormal", "matvec", "ndtr", "ndtri", "power", "solve", "standard_normal", "vecmat"]
+           "lognormal", "matvec", "ndtr", "ndtri", "power", "solve", "standard_normal"]
 
 # ------------------------------------------------------------------------------------ exp
 # fdlibm e_exp.c: exp(x) = 2^k exp(r), x = k ln2 + r, |r| <= ln2 / 2, with ln2 split in a
@@ -305,10 +305,11 @@ _SCALAR = (_exp1, _log1, _log1p1, _expm11, _pow1, _ndtr1, _ndtri1, _black1)  # j
 
 
 def _apply(op, x, y, z, out):
-    """out[i] = f(x[i]) (pow(x[i], y[i]); Black's call of x[i], y[i], z[i]) for the function
-    ``op`` names, over 1-D contiguous float64 arrays: the body numba compiles
-    (:func:`_kernel`)."""
-    n = x.shape[0]
+    """out[i] = f(x[i]) (pow(x[i], y[j]); Black's call of x[i], y[j], z[l]) for the function
+    ``op`` names, over 1-D contiguous float64 arrays, j = i mod len(y) and l = i mod len(z)
+    (an argument that is a trailing block of x's shape repeats over the leading axes): the
+    body numba compiles (:func:`_kernel`)."""
+    n, ny, nz = x.shape[0], y.shape[0], z.shape[0]
     if op == _EXP:
         for i in range(n):
             out[i] = _exp1(x[i])
@@ -323,7 +324,7 @@ def _apply(op, x, y, z, out):
             out[i] = _expm11(x[i])
     elif op == _POW:
         for i in range(n):
-            out[i] = _pow1(x[i], y[i])
+            out[i] = _pow1(x[i], y[i % ny])
     elif op == _NDTR:
         for i in range(n):
             out[i] = _ndtr1(x[i])
@@ -332,16 +333,29 @@ def _apply(op, x, y, z, out):
             out[i] = _ndtri1(x[i])
     else:
         for i in range(n):
-            out[i] = _black1(x[i], y[i], z[i])
+            out[i] = _black1(x[i], y[i % ny], z[i % nz])
+
+
+def _matvec_loop(a, x, out):
+    """out[i] = sum_j a[i, j] x[j], summed in order j = 0, 1, ... starting from 0.0: numpy's
+    pairwise sum of a row of fewer than 8 terms (:func:`matvec`); a may hold integers, each
+    converted exactly as ``@`` would."""
+    n, k = a.shape
+    for i in range(n):
+        acc = 0.0
+        for j in range(k):
+            acc += a[i, j] * x[j]
+        out[i] = acc
 
 
 _compiled = None
 _compile_lock = threading.Lock()
 
 
-def _kernel():
-    """:func:`_apply` compiled by numba (nopython, no fast-math, cached on disk beside this
-    file, or in numba's user cache where that is read-only), built at the first call."""
+def _kernels():
+    """(:func:`_apply`, :func:`_matvec_loop`) compiled by numba (nopython, no fast-math,
+    cached on disk beside this file, or in numba's user cache where that is read-only),
+    built at the first call."""
     global _compiled
     if _compiled is None:
         with _compile_lock:
@@ -351,17 +365,33 @@ def _kernel():
 
                 for f in (_rint, _scale2, _poly7, *_SCALAR):
                     register_jitable(f)  # callable from compiled code, unchanged in Python
-                _compiled = numba.njit(cache=True, nogil=True)(_apply)
+                jit = numba.njit(cache=True, nogil=True)
+                _compiled = (jit(_apply), jit(_matvec_loop))
     return _compiled
 
 
+def _kernel():
+    """The compiled :func:`_apply`."""
+    return _kernels()[0]
+
+
 def _map(op: int, x, *more) -> np.ndarray:
-    """The compiled kernel over arrays of any shape (further arguments broadcast with x)."""
+    """The compiled kernel over arrays of any shape (further arguments broadcast with x; one
+    whose shape, leading 1s aside, is a trailing block of the result's is passed as it is,
+    without a broadcast copy)."""
     x = np.asarray(x, dtype=float)
+    args = []
     if more:
-        x, *more = np.broadcast_arrays(x, *(np.asarray(a, dtype=float) for a in more))
+        more = [np.asarray(a, dtype=float) for a in more]
+        shape = np.broadcast_shapes(x.shape, *(a.shape for a in more))
+        x = np.broadcast_to(x, shape)
+        for a in more:
+            core = a.shape[next((i for i, d in enumerate(a.shape) if d != 1), a.ndim):]
+            if not (core and shape[len(shape) - len(core):] == core):
+                a = np.broadcast_to(a, shape)
+            args.append(np.ascontiguousarray(a).reshape(-1))
     flat = np.ascontiguousarray(x).reshape(-1)
-    args = [np.ascontiguousarray(a).reshape(-1) for a in more] + [flat] * (2 - len(more))
+    args += [flat] * (2 - len(args))
     out = np.empty(flat.shape[0])
     _kernel()(op, flat, args[0], args[1], out)
     return out.reshape(x.shape)
@@ -465,20 +495,32 @@ def gumbel(rng: np.random.Generator, size=None):
 
 
 # ------------------------------------------------------------------------ linear algebra
-def dot(a: np.ndarray, b: np.ndarray) -> float:
-    """sum_i a_i b_i: element-wise products, then numpy's pairwise sum (a fixed order)."""
-    return float(np.add.reduce(np.multiply(a, b), axis=None))
-
-
 def matvec(a: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """A x for A (..., n, k) and x (k,): each row's products summed pairwise (fixed order).
-    An integer A (a fleet of GPUs) is multiplied as float64, as ``@`` would."""
-    return np.add.reduce(np.multiply(a, x), axis=-1)
+    """A x for A (..., k) and x (k,): each row's products a_ij x_j added by pairwise
+    summation in numpy's order (``np.add.reduce`` of the row: a fixed tree of blocks of 8
+    partial sums, fixed by k alone; Higham 1993, SIAM J. Sci. Comput. 14(4)), which for
+    k < 8 is the plain sum j = 0, 1, ... from 0.0. Rows of fewer than 8 terms (fleets over
+    generations) run in one compiled pass (:func:`_matvec_loop`), longer ones (the funding
+    network's rows) through numpy's element-wise product and reduction: the same order, so
+    the same bits either way. An integer A (a fleet of GPUs) is multiplied as float64, as
+    ``@`` would."""
+    a = np.asarray(a)
+    x = np.ascontiguousarray(x, dtype=float)
+    if a.shape[-1:] != x.shape or x.ndim != 1:
+        raise ValueError(f"matvec needs A (..., k) and x (k,), got {a.shape} and {x.shape}")
+    if x.shape[0] >= 8:
+        return np.add.reduce(np.multiply(a, x), axis=-1)
+    if a.dtype.kind not in "iu":
+        a = a.astype(float, copy=False)
+    rows = np.ascontiguousarray(a).reshape(-1, x.shape[0])
+    out = np.empty(rows.shape[0])
+    _kernels()[1](rows, x, out)
+    return out.reshape(a.shape[:-1])
 
 
-def vecmat(x: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """x A for x (n,) and A (n, k): rows scaled by x, summed down the columns in row order."""
-    return np.add.reduce(np.multiply(np.asarray(x)[:, None], a), axis=0)
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """sum_i a_i b_i, added as :func:`matvec` adds a row."""
+    return float(matvec(np.asarray(a)[None, :], b)[0])
 
 
 def solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
