@@ -406,11 +406,20 @@ def axis_figure(sw: Sweep, table: pd.DataFrame, axis: str) -> bytes:
         t = table[(table["axis"] == axis) & (table["metric"] == metric)]
         _band(ax, t["value"], t["mean"], t["ci_low"], t["ci_high"])
         _label(ax, metric)
-        ax.set_xlabel(axis)
+        ax.set_xlabel(_human(sw, axis))
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{sw.name}: metrics along {axis} (mean, {CONF:.0%} bootstrap interval "
+    fig.suptitle(f"{sw.name}: metrics along {_human(sw, axis)} (mean, {CONF:.0%} bootstrap "
+                 "interval "
                  f"across {_unit_label(sw)})", fontsize=11)
     return png_bytes(fig, DPI)
+
+
+def _human(sw: Sweep, key: str) -> str:
+    """The axis' human name (``shocks.0.size`` -> ``BTC shock in month 3``), key after it."""
+    from sim.keys import human_key
+
+    label = human_key(key, sw.meta.get("base") if isinstance(sw.meta, dict) else None)
+    return key if label == key else f"{label} [{key}]"
 
 
 def _unit_label(sw: Sweep) -> str:
@@ -427,14 +436,14 @@ def paired_figure(sw: Sweep, table: pd.DataFrame, axis: str, other: str | None,
     a, b = sel["level_a"].iloc[0], sel["level_b"].iloc[0]
     for ax, metric in zip(axes, metrics, strict=True):
         t = sel[sel["metric"] == metric]
-        x = t["by_value"] if other else [f"{axis}: {b} - {a}"]
+        x = t["by_value"] if other else [f"{_human(sw, axis)}: {b} - {a}"]
         _band(ax, x, t["mean"], t["ci_low"], t["ci_high"], colour="#d62728")
         ax.axhline(0.0, color="0.3", lw=0.8)
         _label(ax, metric)
         ax.set_ylabel(f"difference ({b} - {a})", fontsize=9)
-        ax.set_xlabel(other or "")
+        ax.set_xlabel(_human(sw, other) if other else "")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{sw.name}: {axis} = {b} minus {a}, paired on the same seeds\n"
+    fig.suptitle(f"{sw.name}: {_human(sw, axis)} = {b} minus {a}, paired on the same seeds\n"
                  f"(mean difference and {CONF:.0%} bootstrap interval across seeds)",
                  fontsize=11)
     return png_bytes(fig, DPI)
@@ -451,12 +460,13 @@ def phase_figure(sw: Sweep, tables: dict, a: str, b: str) -> bytes:
                                           for v in t.columns], rotation=45, fontsize=8)
         ax.set_yticks(range(t.shape[0]), [f"{v:g}" if _is_numeric([v]) else str(v)
                                           for v in t.index], fontsize=8)
-        ax.set_xlabel(b)
-        ax.set_ylabel(a)
+        ax.set_xlabel(_human(sw, b))
+        ax.set_ylabel(_human(sw, a))
         ax.set_title(LABELS.get(key[2], key[2]), fontsize=10)
         fig.colorbar(im, ax=ax, shrink=0.9,
                      format=FuncFormatter(dollars) if key[2] in MONEY else None)
-    fig.suptitle(f"{sw.name}: phase diagram {a} x {b} (mean over seeds)", fontsize=11)
+    fig.suptitle(f"{sw.name}: phase diagram {_human(sw, a)} x {_human(sw, b)} (mean over "
+                 "seeds)", fontsize=11)
     return png_bytes(fig, DPI)
 
 

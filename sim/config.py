@@ -639,6 +639,42 @@ def _finish(data: dict, overrides, seed: int | None, months: int | None) -> Scen
     return build(data)
 
 
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_leaves(v, f"{prefix}{k}."))
+        return out
+    if isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
+        out = {}
+        for i, v in enumerate(node):
+            out.update(_leaves(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def changed_keys(cfg: Scenario) -> dict[str, Any]:
+    """The config keys in which ``cfg`` differs from the scenario it is named after (a
+    shipped scenario of that name, else the built-in defaults), leaving out name, description,
+    seed and months: the overrides of a run. A key of a list that grew or shrank is the list.
+    """
+    try:
+        ref = load_scenario(cfg.name) if cfg.name in list_scenarios() else Scenario()
+    except ConfigError:
+        ref = Scenario()
+    a, b = cfg.model_dump(mode="json"), ref.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key in a:
+        if key in ("name", "description", "seed", "months") or a[key] == b.get(key):
+            continue
+        if isinstance(a[key], list) and len(a[key]) != len(b.get(key) or []):
+            out[key] = a[key]
+            continue
+        mine, theirs = _leaves(a[key], f"{key}."), _leaves(b.get(key), f"{key}.")
+        out.update({k: v for k, v in mine.items() if theirs.get(k, object()) != v})
+    return out
+
+
 def resolve(scenario: Scenario | str | Path | None = None,
             overrides: Mapping[str, Any] | Iterable[str] | str | None = None,
             seed: int | None = None, months: int | None = None) -> Scenario:

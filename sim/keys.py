@@ -256,3 +256,63 @@ def describe_keys(prefix: str | None = None) -> list[KeyRow]:
     if prefix:
         rows = [r for r in rows if r.key.startswith(prefix.strip())]
     return rows
+
+
+SHOCK_NAMES = {"btc": "BTC", "rent": "rent", "buyer_capital": "buyer capital",
+               "guarantor_exit": "guarantor exit", "funding": "funding"}
+
+
+def _meaning(key: str) -> tuple[str, str] | None:
+    """(unit, meaning) of a dotted key with real indices and names
+    (``lenders.types.bank.share``, ``shocks.0.size``), or None."""
+    parts = key.split(".")
+    cls: type[BaseModel] = Scenario
+    i = 0
+    while i < len(parts):
+        f = cls.model_fields.get(parts[i])
+        if f is None:
+            return None
+        nested = _model_of(f.annotation)
+        if nested is None:
+            return DOCS.get(cls.__name__, {}).get(parts[i]) if i == len(parts) - 1 else None
+        kind, cls = nested
+        i += 2 if kind else 1  # a list index or a table's name follows a list or a table
+    return None
+
+
+def human_key(key: str, base: dict | None = None) -> str:
+    """A figure label for a config key: ``shocks.0.size`` -> ``BTC shock in month 3`` (the
+    base scenario's shock 0), ``policy.repo.enabled`` -> ``switch the repo desk ... on``;
+    the meaning of ``liqsim keys``, with its unit. Unknown keys are returned as they are."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "shocks" and parts[1].isdigit():
+        shocks = (base or {}).get("shocks") or []
+        i = int(parts[1])
+        if i < len(shocks) and isinstance(shocks[i], dict):
+            s = shocks[i]
+            kind = SHOCK_NAMES.get(s.get("kind"), s.get("kind"))
+            name = f"{kind} shock in month {s.get('month')}"
+            return name if parts[2] == "size" else f"{name}: {parts[2]}"
+    if len(parts) == 4 and parts[:2] == ["environment", "generations"] and parts[2].isdigit():
+        gens = ((base or {}).get("environment") or {}).get("generations") or []
+        i = int(parts[2])
+        found = _meaning(key)
+        if i < len(gens) and found:
+            return f"{gens[i].get('name')} {found[1]}" + (f" ({found[0]})" if found[0] else "")
+    if key in SHORT:
+        return SHORT[key]
+    found = _meaning(key)
+    if found is None:
+        return key
+    unit, meaning = found
+    who = next((p for p in parts[1:-1] if p in ("miner", "neocloud")), None)
+    if len(parts) == 4 and parts[1] == "types":
+        who = parts[2]
+    return (f"{who}: " if who else "") + meaning + (f" ({unit})" if unit else "")
+
+
+# shorter labels for the keys sweeps vary most
+SHORT = {"policy.repo.enabled": "repo desk on", "buyers.capacity_scale":
+         "buyer capacity (x scenario)", "environment.rent_deflation": "rent deflation (1/year)",
+         "environment.rho_stress": "BTC-rent correlation under stress",
+         "environment.rho_calm": "BTC-rent correlation, calm"}

@@ -2,7 +2,8 @@
 
 Without a TTY (CI logs, ``nohup``, a pipe), a rich bar is switched off, and a 37 s sweep used
 to print nothing until its end. :class:`LineProgress` prints one line at most every
-:func:`interval` seconds (``LIQSIM_PROGRESS_SECONDS``, default 10), plus one at the end::
+:func:`interval` seconds (``LIQSIM_PROGRESS_SECONDS``, default 10), and a last one at the end
+if any was printed::
 
     liqsim: tiny: 12/40 runs (30 %), 9.8 s
 """
@@ -50,8 +51,9 @@ class LineProgress:
             self._line(now)
 
     def done(self) -> None:
-        """A last line, unless the last one already said the same."""
-        if self.printed != self.completed and self.completed:
+        """A last line if earlier ones were printed (a short command stays quiet) and the
+        last one did not already say the same."""
+        if self.printed is not None and self.printed != self.completed:
             self._line(time.monotonic())
 
     def _line(self, now: float) -> None:

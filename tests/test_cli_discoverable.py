@@ -140,6 +140,8 @@ def test_progress_lines_without_a_tty(tmp_path):
     lines = r.stderr.splitlines()
     assert lines[-1].startswith("liqsim: baseline: 4/4 months (100 %), ")
     assert "liqsim: baseline: 1/4 months (25 %), " in r.stderr
+    quiet = _cli(["run", "baseline", "--months", "2", "--no-figures", "--out", "q"], tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""  # shorter than 10 s: no line at all
     spec = REPO / "experiments" / "sweeps" / "tiny.toml"
     r = _cli(["sweep", str(spec), "--workers", "1", "--out", "sw"], tmp_path,
              LIQSIM_PROGRESS_SECONDS="0")
