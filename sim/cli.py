@@ -492,7 +492,7 @@ def app_(
     host: Annotated[str, typer.Option(help="Interface to listen on: a name or an IPv4 or "
                                            "IPv6 address")] = "127.0.0.1",
 ) -> None:
-    """Serve the interactive fire-sale app (Mesa SolaraViz) at http://HOST:PORT, offline."""
+    """Serve the fire-sale app (Solara, on the Mesa model) at http://HOST:PORT, offline."""
     try:
         load_scenario(scenario)
     except ConfigError as e:
