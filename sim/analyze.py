@@ -547,6 +547,26 @@ def _add_sobol(sw: Sweep, out: Output) -> None:
             out.captions[name] = f"Sobol first- and total-order indices of {metric}."
 
 
+def metric_unit(metric: str) -> str:
+    """The unit a metric is in, in the CSVs, the report and the figures alike: ``$`` (the
+    figures' $12k / $1.5M ticks), ``fraction`` (0.25 = 25 %), ``GPUs`` or ``count``."""
+    if metric in MONEY:
+        return "$"
+    if any(k in metric for k in ("fall", "share", "discount", "lgd", "debtrank", "S1", "ST")):
+        return "fraction"
+    return "GPUs" if "units" in metric else "count"
+
+
+def _with_units(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``unit`` column after its ``metric`` column (if it has one)."""
+    if "metric" not in table.columns or "unit" in table.columns:
+        return table
+    out = table.copy()
+    out.insert(list(out.columns).index("metric") + 1, "unit",
+               [metric_unit(str(m)) for m in out["metric"]])
+    return out
+
+
 # the names of the files :func:`write` makes (besides report.html)
 OWN_FILES = re.compile(r"(by_axis|points|paired|sobol)\.csv"
                        r"|(axis|paired|phase|sobol)__.+\.(csv|png)")
@@ -563,7 +583,7 @@ def write(sw: Sweep, out: Output, dest: Path) -> list[Path]:
     paths = []
     for name, table in out.tables.items():
         path = dest / f"{name}.csv"
-        atomic_write_bytes(path, table.to_csv(index=False).encode())
+        atomic_write_bytes(path, _with_units(table).to_csv(index=False).encode())
         paths.append(path)
     for name, png in out.figures.items():
         path = dest / f"{name}.png"
@@ -596,12 +616,29 @@ img{max-width:100%}.note{color:#555;font-size:0.9em}"""
 INLINE_ROWS = 200
 
 
+STAT_COLUMNS = {"mean", "ci_low", "ci_high", "mean_a", "mean_b", "diff", "std"}
+
+
 def _html_table(df: pd.DataFrame) -> str:
+    """The table as HTML; money in the figures' form ($680M, not 6.804e+08)."""
     if len(df) > INLINE_ROWS:
         return (f"<p class='note'>{len(df)} rows: too long to show here; the CSV next to this "
                 "report has them all.</p>")
-    return df.to_html(index=False, border=0, float_format=lambda x: f"{x:.4g}", na_rep="",
-                      escape=True)
+    df = _with_units(df)
+    if "unit" in df.columns and (df["unit"] == "$").any():
+        df = df.astype(object)
+        money = (df["unit"] == "$").to_numpy()
+        for col in STAT_COLUMNS & set(df.columns):  # the statistics, not the axis values
+            df.loc[money, col] = [dollars(x) if pd.notna(x) else "" for x in df.loc[money, col]]
+    return df.to_html(index=False, border=0, na_rep="", escape=True,
+                      float_format=lambda x: f"{x:.4g}",
+                      formatters={c: _fmt_cell for c in df.columns if df[c].dtype == object})
+
+
+def _fmt_cell(x) -> str:
+    if isinstance(x, float | np.floating) and not isinstance(x, bool):
+        return "" if np.isnan(x) else f"{x:.4g}"
+    return str(x)
 
 
 def _overview(sw: Sweep) -> str:
