@@ -552,14 +552,16 @@ def metric_unit(metric: str) -> str:
     figures' $12k / $1.5M ticks), ``fraction`` (0.25 = 25 %), ``GPUs`` or ``count``."""
     if metric in MONEY:
         return "$"
-    if any(k in metric for k in ("fall", "share", "discount", "lgd", "debtrank", "S1", "ST")):
+    if any(k in metric for k in ("fall", "share", "discount", "lgd", "debtrank")):
         return "fraction"
     return "GPUs" if "units" in metric else "count"
 
 
 def _with_units(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with a ``unit`` column after its ``metric`` column (if it has one)."""
-    if "metric" not in table.columns or "unit" in table.columns:
+    """``table`` with a ``unit`` column after its ``metric`` column, if it holds the metric's
+    values (not the dimensionless Sobol indices of ``sobol.csv``)."""
+    if ("metric" not in table.columns or "unit" in table.columns
+            or not STAT_COLUMNS & set(table.columns)):
         return table
     out = table.copy()
     out.insert(list(out.columns).index("metric") + 1, "unit",
