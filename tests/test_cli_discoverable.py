@@ -172,7 +172,7 @@ def _start_sweep(tmp_path: Path) -> subprocess.Popen:
                             env={**os.environ, "LIQSIM_PROGRESS_SECONDS": "0"})
 
 
-@pytest.mark.parametrize("delay", [0.5, 1.0, "first-run"])
+@pytest.mark.parametrize("delay", [0.7, 1.2, "first-run"])
 def test_ctrl_c_of_a_sweep_exits_cleanly(tmp_path, delay):
     """SIGINT to the whole process group (what `timeout -s INT` and a terminal send), while
     the command loads, while the fork server loads, and once runs are finishing. (The first
