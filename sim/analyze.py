@@ -42,6 +42,7 @@ import base64
 import html
 import re
 import sqlite3
+import textwrap
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -419,7 +420,8 @@ def _human(sw: Sweep, key: str) -> str:
     from sim.keys import human_key
 
     label = human_key(key, sw.meta.get("base") if isinstance(sw.meta, dict) else None)
-    return key if label == key else f"{label} [{key}]"
+    # wrapped: a long meaning under a small panel would squeeze the axes to nothing
+    return key if label == key else textwrap.fill(f"{label} [{key}]", 48)
 
 
 def _unit_label(sw: Sweep) -> str:
