@@ -7,9 +7,12 @@ PY := $(shell for p in python3 python3.13 python3.12 python; do \
 .PHONY: run test lint bench
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PY)" || { echo "liqsim needs Python >= 3.12 (none found on PATH)"; exit 2; }
+	@echo "make: creating $(VENV) with $(PY) and installing liqsim and its dependencies into it"
+	@echo "make: (first time only; pip lists each package as it goes)"
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -e '.[test]'
 	@touch $@
+	@echo "make: $(VENV) is ready"
 
 run: $(VENV)/.installed
 	$(VENV)/bin/liqsim run

@@ -1,11 +1,12 @@
-"""Regenerate the tutorial's app screenshots (docs/img/app_crypto_winter*_month12.png).
+"""Regenerate the app screenshots in docs/img/ (app_crypto_winter*_month12, app_asic_2022_month6).
 
 Usage: python experiments/app_screenshots.py [--chromium /usr/bin/chromium]
 
 Starts ``liqsim app crypto_winter`` on a free localhost port (the command line of
 :func:`sim.app.server_command`), opens it in headless Chromium through Playwright, steps the
-model to month 12 and takes a full-page screenshot; then ticks "Repo desk on", presses Reset,
-steps to month 12 again and takes the second. The server is always stopped at the end.
+model to month 12 and takes a full-page screenshot; then ticks "Repo desk on" (the run restarts),
+steps to month 12 again and takes the second; then picks asic_2022 (every control takes its
+values) and steps to month 6 for the third. The server is always stopped at the end.
 """
 
 from __future__ import annotations
@@ -30,20 +31,21 @@ from sim.app import (
 OUT = Path("docs/img")
 MONTH = 12
 WAIT_MS = 60_000
-VIEWPORT = {"width": 1400, "height": 1000}
+VIEWPORT = {"width": 1400, "height": 2250}  # tall: the page scrolls inside, not the window
 
 
-def _step_to(page, month: int) -> None:
+def _step_to(page, month: int, of: int = 60) -> None:
     """Press Step until the counter reads ``month``, then let every figure be re-sent."""
     for m in range(1, month + 1):
         page.get_by_role("button", name="Step").click()
-        page.get_by_text(f"Month {m} of 60").wait_for(timeout=WAIT_MS)
+        page.get_by_text(f"Month {m} of {of}").wait_for(timeout=WAIT_MS)
     page.wait_for_timeout(3000)
 
 
 def shoot(url: str, chromium: str) -> list[Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     plain, repo = OUT / "app_crypto_winter_month12.png", OUT / "app_crypto_winter_repo_month12.png"
+    asic = OUT / "app_asic_2022_month6.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True,
                                     args=list(HEADLESS_CHROMIUM_ARGS))
@@ -55,17 +57,18 @@ def shoot(url: str, chromium: str) -> list[Path]:
                                    timeout=WAIT_MS)
             _step_to(page, MONTH)
             page.screenshot(path=plain, full_page=True)
-            page.get_by_text("Repo desk on", exact=True).click()
-            page.wait_for_function(
-                "document.querySelector('input[aria-checked=\"true\"]') !== null",
-                timeout=WAIT_MS)
-            page.get_by_role("button", name="Reset").click()
+            page.get_by_text("Repo desk on", exact=True).click()  # restarts at month 0
             page.get_by_text(re.compile(r"· repo desk on")).wait_for(timeout=WAIT_MS)
             _step_to(page, MONTH)
             page.screenshot(path=repo, full_page=True)
+            page.locator(".v-select").first.click()  # the scenario picker
+            page.get_by_role("option", name="asic_2022").click()
+            page.get_by_text(re.compile(r"asic_2022 · seed")).wait_for(timeout=WAIT_MS)
+            _step_to(page, 6, of=12)
+            page.screenshot(path=asic, full_page=True)
         finally:
             browser.close()
-    return [plain, repo]
+    return [plain, repo, asic]
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ import base64
 import html
 import re
 import sqlite3
+import textwrap
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -406,11 +407,21 @@ def axis_figure(sw: Sweep, table: pd.DataFrame, axis: str) -> bytes:
         t = table[(table["axis"] == axis) & (table["metric"] == metric)]
         _band(ax, t["value"], t["mean"], t["ci_low"], t["ci_high"])
         _label(ax, metric)
-        ax.set_xlabel(axis)
+        ax.set_xlabel(_human(sw, axis))
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{sw.name}: metrics along {axis} (mean, {CONF:.0%} bootstrap interval "
+    fig.suptitle(f"{sw.name}: metrics along {_human(sw, axis)} (mean, {CONF:.0%} bootstrap "
+                 "interval "
                  f"across {_unit_label(sw)})", fontsize=11)
     return png_bytes(fig, DPI)
+
+
+def _human(sw: Sweep, key: str) -> str:
+    """The axis' human name (``shocks.0.size`` -> ``BTC shock in month 3``), key after it."""
+    from sim.keys import human_key
+
+    label = human_key(key, sw.meta.get("base") if isinstance(sw.meta, dict) else None)
+    # wrapped: a long meaning under a small panel would squeeze the axes to nothing
+    return key if label == key else textwrap.fill(f"{label} [{key}]", 48)
 
 
 def _unit_label(sw: Sweep) -> str:
@@ -427,14 +438,14 @@ def paired_figure(sw: Sweep, table: pd.DataFrame, axis: str, other: str | None,
     a, b = sel["level_a"].iloc[0], sel["level_b"].iloc[0]
     for ax, metric in zip(axes, metrics, strict=True):
         t = sel[sel["metric"] == metric]
-        x = t["by_value"] if other else [f"{axis}: {b} - {a}"]
+        x = t["by_value"] if other else [f"{_human(sw, axis)}: {b} - {a}"]
         _band(ax, x, t["mean"], t["ci_low"], t["ci_high"], colour="#d62728")
         ax.axhline(0.0, color="0.3", lw=0.8)
         _label(ax, metric)
         ax.set_ylabel(f"difference ({b} - {a})", fontsize=9)
-        ax.set_xlabel(other or "")
+        ax.set_xlabel(_human(sw, other) if other else "")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{sw.name}: {axis} = {b} minus {a}, paired on the same seeds\n"
+    fig.suptitle(f"{sw.name}: {_human(sw, axis)} = {b} minus {a}, paired on the same seeds\n"
                  f"(mean difference and {CONF:.0%} bootstrap interval across seeds)",
                  fontsize=11)
     return png_bytes(fig, DPI)
@@ -451,12 +462,13 @@ def phase_figure(sw: Sweep, tables: dict, a: str, b: str) -> bytes:
                                           for v in t.columns], rotation=45, fontsize=8)
         ax.set_yticks(range(t.shape[0]), [f"{v:g}" if _is_numeric([v]) else str(v)
                                           for v in t.index], fontsize=8)
-        ax.set_xlabel(b)
-        ax.set_ylabel(a)
+        ax.set_xlabel(_human(sw, b))
+        ax.set_ylabel(_human(sw, a))
         ax.set_title(LABELS.get(key[2], key[2]), fontsize=10)
         fig.colorbar(im, ax=ax, shrink=0.9,
                      format=FuncFormatter(dollars) if key[2] in MONEY else None)
-    fig.suptitle(f"{sw.name}: phase diagram {a} x {b} (mean over seeds)", fontsize=11)
+    fig.suptitle(f"{sw.name}: phase diagram {_human(sw, a)} x {_human(sw, b)} (mean over "
+                 "seeds)", fontsize=11)
     return png_bytes(fig, DPI)
 
 
@@ -537,6 +549,28 @@ def _add_sobol(sw: Sweep, out: Output) -> None:
             out.captions[name] = f"Sobol first- and total-order indices of {metric}."
 
 
+def metric_unit(metric: str) -> str:
+    """The unit a metric is in, in the CSVs, the report and the figures alike: ``$`` (the
+    figures' $12k / $1.5M ticks), ``fraction`` (0.25 = 25 %), ``GPUs`` or ``count``."""
+    if metric in MONEY:
+        return "$"
+    if any(k in metric for k in ("fall", "share", "discount", "lgd", "debtrank")):
+        return "fraction"
+    return "GPUs" if "units" in metric else "count"
+
+
+def _with_units(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``unit`` column after its ``metric`` column, if it holds the metric's
+    values (not the dimensionless Sobol indices of ``sobol.csv``)."""
+    if ("metric" not in table.columns or "unit" in table.columns
+            or not STAT_COLUMNS & set(table.columns)):
+        return table
+    out = table.copy()
+    out.insert(list(out.columns).index("metric") + 1, "unit",
+               [metric_unit(str(m)) for m in out["metric"]])
+    return out
+
+
 # the names of the files :func:`write` makes (besides report.html)
 OWN_FILES = re.compile(r"(by_axis|points|paired|sobol)\.csv"
                        r"|(axis|paired|phase|sobol)__.+\.(csv|png)")
@@ -553,7 +587,7 @@ def write(sw: Sweep, out: Output, dest: Path) -> list[Path]:
     paths = []
     for name, table in out.tables.items():
         path = dest / f"{name}.csv"
-        atomic_write_bytes(path, table.to_csv(index=False).encode())
+        atomic_write_bytes(path, _with_units(table).to_csv(index=False).encode())
         paths.append(path)
     for name, png in out.figures.items():
         path = dest / f"{name}.png"
@@ -586,12 +620,29 @@ img{max-width:100%}.note{color:#555;font-size:0.9em}"""
 INLINE_ROWS = 200
 
 
+STAT_COLUMNS = {"mean", "ci_low", "ci_high", "mean_a", "mean_b", "diff", "std"}
+
+
 def _html_table(df: pd.DataFrame) -> str:
+    """The table as HTML; money in the figures' form ($680M, not 6.804e+08)."""
     if len(df) > INLINE_ROWS:
         return (f"<p class='note'>{len(df)} rows: too long to show here; the CSV next to this "
                 "report has them all.</p>")
-    return df.to_html(index=False, border=0, float_format=lambda x: f"{x:.4g}", na_rep="",
-                      escape=True)
+    df = _with_units(df)
+    if "unit" in df.columns and (df["unit"] == "$").any():
+        df = df.astype(object)
+        money = (df["unit"] == "$").to_numpy()
+        for col in STAT_COLUMNS & set(df.columns):  # the statistics, not the axis values
+            df.loc[money, col] = [dollars(x) if pd.notna(x) else "" for x in df.loc[money, col]]
+    return df.to_html(index=False, border=0, na_rep="", escape=True,
+                      float_format=lambda x: f"{x:.4g}",
+                      formatters={c: _fmt_cell for c in df.columns if df[c].dtype == object})
+
+
+def _fmt_cell(x) -> str:
+    if isinstance(x, float | np.floating) and not isinstance(x, bool):
+        return "" if np.isnan(x) else f"{x:.4g}"
+    return str(x)
 
 
 def _overview(sw: Sweep) -> str:

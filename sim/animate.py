@@ -120,8 +120,16 @@ def draw_inventory(ax, model, t: int) -> None:
     ax.legend(fontsize=7, loc="upper left")
 
 
+def capacity_generation(model) -> str:
+    """The generation whose buyer capacity the model records (``buyer_capacity_h100``): H100,
+    or the first generation of a scenario without one (asic_2022's S19 rigs)."""
+    names = model.env.names
+    return "H100" if "H100" in names else names[0]
+
+
 def draw_capacity(ax, model, t: int) -> None:
-    """H100 units the secondary buyers could still absorb at today's price (capital and MW)."""
+    """Units of :func:`capacity_generation` (H100) the secondary buyers could still absorb at
+    today's price (capital and MW)."""
     m = _span(ax, model, t)
     ax.set_title("Secondary buyers' remaining capacity", fontsize=9)
     if model.buyers.unlimited:
@@ -129,7 +137,8 @@ def draw_capacity(ax, model, t: int) -> None:
                 va="center", transform=ax.transAxes)
         return
     cap = model.rec["buyer_capacity_h100"][: t + 1]
-    ax.plot(m, cap, color="#17becf", lw=1.8, label=f"H100 units buyers can still take "
+    gen = capacity_generation(model)
+    ax.plot(m, cap, color="#17becf", lw=1.8, label=f"{gen} units buyers can still take "
                                                    f"({cap[-1]:,.0f})")
     ax.set_ylim(bottom=0, top=max(10.0, float(cap.max())) * 1.15)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _p: f"{x:,.0f}"))

@@ -1,16 +1,21 @@
-"""The students' browser app: a Mesa SolaraViz page on which a GPU fire sale unfolds month by month.
+"""The students' browser app: a Solara page on which a GPU fire sale unfolds month by month.
 
-Three parts, kept apart:
+Four parts, kept apart:
 
 * **the model** -- :class:`AppModel`, a :class:`sim.model.LiquidationModel` built from the
-  page's controls. SolaraViz creates the model from keyword arguments (``model_params``), so
-  :func:`app_scenario` turns the controls into a validated :class:`sim.config.Scenario`;
-* **the components** -- small named functions, one per panel (:func:`MonthCounter`,
-  :func:`NetworkPanel`, :func:`PricePanel`, ...), each drawing one matplotlib figure with the
-  ``draw_*`` functions of :mod:`sim.animate` (the network with :func:`sim.plots.draw_network`,
-  the same drawing as the static figure and the GIF);
-* **the page** -- :func:`Page`, which builds one model per browser session (two tabs never
-  share a model) and hands it to Mesa's ``SolaraViz`` (Reset, Step and Play come from Mesa).
+  page's controls (keyword arguments), which :func:`app_scenario` turns into a validated
+  :class:`sim.config.Scenario`;
+* **the story** -- :func:`month_story`, what happened this month in plain words, and
+  :data:`PANEL_CAPTIONS`, what each panel shows;
+* **the components** -- :func:`MonthCounter`, :func:`StoryPanel`, :func:`PanelImage` (one
+  per panel of :mod:`sim.app_panels`, drawn with the ``draw_*`` functions of
+  :mod:`sim.animate` and :func:`sim.plots.draw_network`, the same drawings as the GIF, and
+  redrawn by blitting so that a Step takes milliseconds) and :func:`Controls`;
+* **the page** -- :func:`Page`: one model per browser session (two tabs never share one),
+  Reset / Play / Step, controls whose values are always shown; any change restarts the run at
+  month 0, and choosing a scenario first sets every control to that scenario's values. It is
+  a plain Solara page built on the Mesa model (not Mesa's SolaraViz, whose page tabs, thread
+  and render-interval controls and "Time: 12.0" read as noise to students).
 
 ``liqsim app`` serves this module with Solara's own server (:func:`serve`), offline: the
 front-end comes from the ``solara-assets`` package through Solara's local asset proxy and
@@ -19,7 +24,9 @@ telemetry is switched off.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,20 +35,12 @@ import time
 import urllib.request
 
 import solara
-from matplotlib.figure import Figure
-from mesa.visualization import SolaraViz
+import solara.lab
 
-from sim.animate import (
-    draw_capacity,
-    draw_defaults,
-    draw_inventory,
-    draw_losses,
-    draw_prices,
-    month_label,
-)
+from sim.animate import month_label
+from sim.app_panels import make_panels, panel_values
 from sim.config import ConfigError, Scenario, build, list_scenarios, load_scenario
 from sim.model import LiquidationModel
-from sim.plots import draw_network, new_figure
 
 SCENARIO_ENV = "LIQSIM_APP_SCENARIO"  # the scenario the picker starts on (set by `liqsim app`)
 BTC_SHOCK_MONTH = 3  # the month of crypto_winter's shocks, so the two can be compared
@@ -103,7 +102,7 @@ def default_scenario() -> str:
 
 
 class AppModel(LiquidationModel):
-    """A :class:`LiquidationModel` built from the page's controls (SolaraViz passes kwargs).
+    """A :class:`LiquidationModel` built from the page's controls (the page passes kwargs).
 
     A seed that is not an integer falls back to the scenario's seed, and
     :attr:`notice` says so on the page.
@@ -141,9 +140,10 @@ def picker_scenarios() -> list[str]:
     return [n for n in list_scenarios() if fits(n)]
 
 
-def model_params(scenario: str | None = None) -> dict:
-    """The controls, in SolaraViz's ``model_params`` format."""
-    names = picker_scenarios()
+def model_params(scenario: str | None = None, names: list[str] | None = None) -> dict:
+    """The controls (type, label, value, bounds), their values those of ``scenario``;
+    ``names``: the picker's scenarios (default :func:`picker_scenarios`)."""
+    names = list(names) if names is not None else picker_scenarios()
     first = scenario or default_scenario()
     if first not in names:
         names.append(first)  # a TOML file given to `liqsim app`
@@ -164,7 +164,7 @@ def model_params(scenario: str | None = None) -> dict:
                                  0.0, 0.7, 0.05),
         "btc_shock": slider(f"Extra BTC crash in month {BTC_SHOCK_MONTH}", 0.0, 0.0, 0.9, 0.05),
         "buyer_capacity": slider("Buyer capacity (x scenario)", 1.0, 0.1, 5.0, 0.1),
-        "correlation_shift": slider("Crypto-rent correlation (+/- scenario)", 0.0, -0.5, 0.5,
+        "correlation_shift": slider("Correlation shift", 0.0, -0.5, 0.5,
                                     0.05),
         "repo": {"type": "Checkbox", "label": "Repo desk on", "value": False},
     }
@@ -175,26 +175,108 @@ def initial_kwargs(params: dict) -> dict:
     return {k: v["value"] for k, v in params.items()}
 
 
+# =========================================================================== the story
+def _money(x: float) -> str:
+    a = abs(x)
+    text = f"${a / 1e9:,.2f} bn" if a >= 1e9 else f"${a / 1e6:,.1f} M" if a >= 1e5 else \
+        f"${a:,.0f}"
+    return ("\u2212" if x < 0 and a >= 0.5 else "") + text
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def month_story(model, t: int | None = None) -> list[str]:
+    """What happened in month ``t`` (default: the model's month), in plain words: who
+    defaulted, what was sold at what discount to its value in best use, who failed."""
+    t = model.month if t is None else t
+    if t == 0:
+        return ["Month 0 is the starting point (December 2025): every borrower is current on "
+                "its loans. Press **Step** to simulate one month, **Play** to run on."]
+    ev = [e for e in model.events if e[0] == t]
+    lines = []
+    defaults = [e for e in ev if e[1].startswith("default_")]
+    if defaults:
+        miners = sum(e[2] == "miner" for e in defaults)
+        missed = sum(e[1] == "default_payment" for e in defaults)
+        lines.append(f"**{_plural(len(defaults), 'borrower')} defaulted** ("
+                     f"{_plural(miners, 'miner')}, {_plural(len(defaults) - miners, 'neo-cloud')})"
+                     f": {missed} could not pay, {len(defaults) - missed} broke a loan covenant "
+                     "and could not cure it. Their lenders repossess the GPUs.")
+    calls = sum(e[1] == "margin_call" for e in ev)
+    if calls:
+        lines.append(f"{_plural(calls, 'borrower')} got a **margin call**: the GPUs behind the "
+                     "loan are worth too little for it.")
+    names, price, value = model.env.names, model.rec["price"][t], model.rec["fundamental"][t]
+    for g, name in enumerate(names):
+        forced = [e for e in ev if e[1] == "sale" and e[2] == "lender" and e[4] == g]
+        units = sum(e[5] for e in forced)
+        if not units:
+            continue
+        p, v = price[g], value[g]
+        gap = (f", {1 - p / v:.0%} below its value in best use ({_money(v)})" if v > 0 and p < v
+               else f" (value in best use {_money(v)})")
+        salvage = int(model.rec["salvage"][t, g])
+        to_salvage = (f"; {salvage:,} went to the salvage buyer at the floor price"
+                      if salvage else "")
+        lines.append(f"Lenders **sold {units:,} repossessed {name}** at {_money(p)} each{gap}"
+                     f"{to_salvage}.")
+    repo = [e for e in ev if e[1] == "repo_loan"]
+    if repo:
+        lines.append(f"The **repo desk lent {_money(sum(e[6] for e in repo))}** to "
+                     f"{_plural(len(repo), 'lender')} against their repossessed GPUs, so they "
+                     "need not sell them now.")
+    failed = [e for e in ev if e[1] == "lender_failure"]
+    if failed:
+        who = ", ".join(model.lender_agents[e[3]].name for e in failed)
+        lines.append(f"**{_plural(len(failed), 'lender')} failed** ({who}): losses used up "
+                     "its capital; its own creditors lose part of what it owed them.")
+    weak = sum(e[1] == "deleveraging" for e in ev)
+    if weak:
+        lines.append(f"{_plural(weak, 'lender')} started **deleveraging** (capital too thin): "
+                     "it sells and lends less.")
+    if not lines:
+        lines.append("A quiet month: no default, no forced sale, no failure.")
+    return lines
+
+
+# what each panel shows, in plain words (shown under it)
+PANEL_CAPTIONS = {
+    "network": "Who lends to whom. Squares are lenders, triangles miners, circles neo-clouds, "
+               "diamonds secondary buyers; colour is the state this month (green healthy, "
+               "orange in trouble, red defaulted, black failed). Blue arrows: lenders funding "
+               "other lenders, the path by which one failure hurts others.",
+    "prices": "What a used GPU sells for (solid) against what it is worth to the buyer who "
+              "can use it best (dashed). A solid line below its dashed one is a fire sale.",
+    "defaults": "Borrowers that have defaulted so far, and lenders that have failed.",
+    "losses": "Lenders' losses so far: loans written off, what they got back by selling GPUs "
+              "and seizing cash, and the difference, the credit loss.",
+    "inventory": "Repossessed GPUs lenders still hold (waiting to be sold), and those the repo "
+                 "desk holds.",
+    "capacity": "How many more GPUs the secondary buyers could take, limited by their money "
+                "and their spare powered data-centre space. When it runs out, prices fall.",
+}
+PANEL_TITLES = {"network": "The lending network", "prices": "Prices", "defaults": "Defaults",
+                "losses": "Credit losses", "inventory": "Repossessed GPUs",
+                "capacity": "Buyers' room"}
+
+
 # =========================================================================== the components
-CHART_MARGINS = {"left": 0.12, "right": 0.97, "bottom": 0.14, "top": 0.9}
-NETWORK_MARGINS = {"left": 0.01, "right": 0.99, "bottom": 0.12, "top": 0.95}
+def _html(lines: list[str], bullets: bool = False) -> str:
+    """Our few Markdown-like lines as HTML (``## `` heading, ``**bold**``), escaped first.
 
-
-def _panel(model, draw, width: float, height: float, margins: dict = CHART_MARGINS):
-    """One figure drawn by ``draw(ax, model, month)``, re-encoded only when the month changes.
-
-    Fixed margins instead of constrained layout: it halves the time to draw a frame.
+    Solara's Markdown component loads KaTeX for formulas from a CDN path that the offline
+    asset package does not hold (404s in the browser console); these lines need no formulas.
     """
-    t = model.month
-
-    def make() -> Figure:
-        fig = new_figure(width, height, dpi=90, layout=None)
-        fig.subplots_adjust(**margins)
-        draw(fig.add_subplot(), model, t)
-        return fig
-
-    fig = solara.use_memo(make, [model, t])
-    return solara.FigureMatplotlib(fig, format="png", dependencies=[model, t])
+    out = []
+    for line in lines:
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line, quote=False))
+        if text.startswith("## "):
+            out.append(f"<h2 style='margin: 0.2em 0'>{text[3:]}</h2>")
+        else:
+            out.append(f"<li>{text}</li>" if bullets else f"<p style='margin: 0.3em 0'>{text}</p>")
+    return f"<ul>{''.join(out)}</ul>" if bullets else "".join(out)
 
 
 def _shock_sizes(cfg: Scenario, kind: str) -> str:
@@ -202,69 +284,180 @@ def _shock_sizes(cfg: Scenario, kind: str) -> str:
     return ", ".join(sizes) or "none"
 
 
-def MonthCounter(model):
-    """Month, calendar date and headline numbers."""
-    rec, t = model.rec, model.month
+@solara.component
+def MonthCounter(model, t: int):
+    """Month, calendar date, headline numbers and the settings of the run."""
+    rec = model.rec
     defaults = int(rec["defaults_miner"][: t + 1].sum() + rec["defaults_neocloud"][: t + 1].sum())
-    lines = [f"## Month {t} of {model.cfg.months} ({month_label(t)})",
-             f"**{model.cfg.name}** · seed {model.cfg.seed} · repo desk "
-             f"{'on' if model.cfg.policy.repo.enabled else 'off'}",
+    c = model.cfg
+    lines = [f"## Month {t} of {c.months} ({month_label(t)})",
+             f"**{c.name}** · seed {c.seed} · repo desk "
+             f"{'on' if c.policy.repo.enabled else 'off'}",
              f"borrower defaults **{defaults}** · credit losses "
              f"**${rec['credit_losses'][t] / 1e6:,.0f}M** · lenders failed "
-             f"**{int(rec['lender_failures'][t])}**"]
-    c = model.cfg
-    lines.append(f"LTV at origination {c.borrowers.miner.ltv:.2f} · rent deflation "
-                 f"{c.environment.rent_deflation:.0%}/yr · BTC shocks "
-                 f"{_shock_sizes(c, 'btc')} · buyer capacity x{c.buyers.capacity_scale:.2g} · "
-                 f"correlation {c.environment.rho_calm:.2f} calm / "
-                 f"{c.environment.rho_stress:.2f} stress")
+             f"**{int(rec['lender_failures'][t])}**",
+             f"LTV at origination {c.borrowers.miner.ltv:.2f} · rent deflation "
+             f"{c.environment.rent_deflation:.0%}/yr · BTC shocks "
+             f"{_shock_sizes(c, 'btc')} · buyer capacity x{c.buyers.capacity_scale:.2g} · "
+             f"correlation {c.environment.rho_calm:.2f} calm / "
+             f"{c.environment.rho_stress:.2f} stress"]
     if model.notice:
         lines.append(f"⚠ {model.notice}")
-    return solara.Markdown("\n\n".join(lines))
+    return solara.HTML(unsafe_innerHTML=_html(lines), classes=["liqsim-counter"])
 
 
-def NetworkPanel(model):
-    """The lending and funding network, nodes coloured by state."""
-    return _panel(model, draw_network, 6.4, 5.4, NETWORK_MARGINS)
+@solara.component
+def StoryPanel(model, t: int):
+    """This month in plain words."""
+    with solara.Card(f"What happened in {month_label(t)}"):
+        solara.HTML(unsafe_innerHTML=_html(month_story(model, t), bullets=True),
+                    classes=["liqsim-story"])
 
 
-def PricePanel(model):
-    """GPU price index per generation against its value in best use."""
-    return _panel(model, draw_prices, 6.0, 3.8)
+@solara.component
+def PanelImage(name: str, panels: dict, model, t: int):
+    """One panel's picture (sim.app_panels: redrawn by blitting), its title and caption."""
+    data = solara.use_memo(lambda: panels[name].image(model, t), [model, t])
+    with solara.Card(PANEL_TITLES[name], style={"max-width": "700px"}):
+        solara.Image(data, format="jpeg")
+        values = panel_values(name, model, t)
+        lines = ([f"**{month_label(t)}: {values}**"] if values else []) + [PANEL_CAPTIONS[name]]
+        solara.HTML(unsafe_innerHTML=_html(lines), classes=["liqsim-caption"],
+                    style="font-size: 0.9em; color: #333")
 
 
-def DefaultsPanel(model):
-    """Cumulative defaults by agent type."""
-    return _panel(model, draw_defaults, 6.0, 3.4)
+# =========================================================================== the controls
+def _label(label: str, value, fmt: str) -> str:
+    """A control's label with its value, so it is visible without touching the slider."""
+    return f"{label}: {format(value, fmt)}"
 
 
-def LossesPanel(model):
-    """Cumulative credit losses."""
-    return _panel(model, draw_losses, 6.0, 3.4)
+SLIDER_FORMATS = {"ltv": ".2f", "rent_deflation": ".0%", "btc_shock": ".0%",
+                  "buyer_capacity": ".1f", "correlation_shift": "+.2f"}
 
 
-def InventoryPanel(model):
-    """Lenders' repossessed inventory (the overhang)."""
-    return _panel(model, draw_inventory, 6.0, 3.4)
+@solara.component
+def Controls(params: dict, values: dict, on_change):
+    """The scenario picker and the controls; each change restarts the run at month 0."""
+    desc = solara.use_memo(lambda: _descriptions(params["scenario_name"]["values"]),
+                           [tuple(params["scenario_name"]["values"])])
+    for key, spec in params.items():
+        def set_value(value, key=key, spec=spec):
+            if spec["type"] == "SliderFloat" and _snapped_echo(spec, values[key], value):
+                return  # the slider moved the scenario's value onto its grid, not the user
+            on_change(key, value)
+
+        kind, label = spec["type"], spec["label"]
+        if kind == "Select":
+            solara.Select(label, value=values[key], values=spec["values"], on_value=set_value)
+            solara.Text(desc.get(values[key], ""), style={"font-size": "0.85em"})
+        elif kind == "InputText":
+            solara.InputText(label, value=values[key], on_value=set_value)
+        elif kind == "Checkbox":
+            solara.Checkbox(label=label, value=values[key], on_value=set_value)
+        else:
+            solara.SliderFloat(_label(label, values[key], SLIDER_FORMATS.get(key, ".2f")),
+                               value=values[key], min=spec["min"], max=spec["max"],
+                               step=spec["step"], on_value=set_value, thumb_label=False)
 
 
-def CapacityPanel(model):
-    """Secondary buyers' remaining capacity."""
-    return _panel(model, draw_capacity, 6.0, 3.4)
+def _snapped_echo(spec: dict, current: float, value: float) -> bool:
+    """True if ``value`` is only ``current`` snapped to the slider's step: the browser's
+    slider does that to a scenario value off its grid (asic_2022's rent deflation 0.2857 with
+    a step of 0.05 became 0.30) and reports it as a change."""
+    step, lo = spec["step"], spec["min"]
+    snapped = lo + round((float(current) - lo) / step) * step
+    return abs(float(value) - snapped) < 1e-9 and abs(float(current) - snapped) > 1e-9
 
 
-COMPONENTS = [MonthCounter, NetworkPanel, PricePanel, DefaultsPanel, LossesPanel,
-              InventoryPanel, CapacityPanel]
+def _descriptions(names) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = load_scenario(n).description
+        except ConfigError:
+            out[n] = ""
+    return out
+
+
+PLAY_SECONDS = 0.3  # between two months while playing
 
 
 # =========================================================================== the page
 @solara.component
 def Page():
-    """One SolaraViz page; the model is created per browser session (per kernel)."""
-    params = solara.use_memo(model_params, [])
-    model = solara.use_memo(lambda: AppModel(**initial_kwargs(params)), [])
-    return SolaraViz(model, components=COMPONENTS, model_params=params,
-                     name="liqsim: the GPU fire-sale market", play_interval=300)
+    """The app: controls and Reset / Play / Step in the sidebar; the month's story and six
+    panels in the main area. One model per browser session (two tabs never share one); any
+    change of a control restarts the run at month 0 with the new settings, and choosing a
+    scenario first sets every control to that scenario's values."""
+    first = solara.use_memo(default_scenario, [])
+    params = solara.use_reactive(solara.use_memo(lambda: model_params(first), []))
+    values = solara.use_reactive(solara.use_memo(lambda: initial_kwargs(params.value), []))
+    model = solara.use_reactive(solara.use_memo(lambda: AppModel(**values.value), []))
+    month = solara.use_reactive(0)
+    playing = solara.use_reactive(False)
+    panels = solara.use_memo(make_panels, [])
+
+    def restart(new_values: dict) -> None:
+        playing.set(False)
+        values.set(new_values)
+        model.set(AppModel(**new_values))
+        month.set(0)
+
+    def on_change(key: str, value) -> None:
+        if key == "scenario_name" and value != values.value["scenario_name"]:
+            fresh = model_params(value, names=params.value["scenario_name"]["values"])
+            params.set(fresh)
+            restart(initial_kwargs(fresh))  # every control to the new scenario's values
+        else:
+            restart({**values.value, key: value})
+
+    def step() -> None:
+        m = model.value
+        if m.running:
+            m.step()
+            month.set(m.month)
+        if not m.running:
+            playing.set(False)
+
+    def play_loop() -> None:
+        while playing.value and model.value.running:
+            time.sleep(PLAY_SECONDS)
+            if playing.value:
+                step()
+
+    solara.lab.use_task(play_loop, dependencies=[playing.value], prefer_threaded=True)
+
+    m = model.value  # the month is read by the components that show it: a Step re-renders them
+    with solara.AppBar():
+        solara.AppBarTitle("liqsim: the GPU fire-sale market")
+    with solara.Sidebar(), solara.Column():
+        with solara.Card("Run"), solara.Row(justify="space-between"):
+            solara.Button("Reset", color="primary", on_click=lambda: restart(values.value))
+            solara.Button("Pause" if playing.value else "Play", color="primary",
+                          on_click=lambda: playing.set(not playing.value),
+                          disabled=not m.running)
+            solara.Button("Step", color="primary", on_click=step,
+                          disabled=playing.value or not m.running)
+        with solara.Card("Scenario and settings"):
+            Controls(params.value, values.value, on_change)
+    MainArea(m, month, panels)
+
+
+PANEL_NAMES = tuple(PANEL_CAPTIONS)
+
+
+@solara.component
+def MainArea(model, month, panels: dict):
+    """The counter, the story and the panels: the one component that reads the month, so a
+    Step re-renders only this part of the page (not the sidebar and its controls)."""
+    t = month.value
+    with solara.Column():
+        MonthCounter(model, t)
+        StoryPanel(model, t)
+        with solara.ColumnsResponsive(12, large=6):
+            for name in PANEL_NAMES:
+                PanelImage(name, panels, model, t)
 
 
 # =========================================================================== the server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,13 +14,38 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sim.config import ConfigError, list_scenarios, load_scenario
+from sim.config import ConfigError, Scenario, list_scenarios, load_scenario
+from sim.progress import LineProgress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="liqsim: the liquidation market for repossessed AI GPUs.")
 out_console = Console()
 err_console = Console(stderr=True)
 GIF_NAME = "cascade.gif"  # liqsim animate's default file, inside the run directory
+
+
+def _version(value: bool) -> None:
+    if value:
+        from sim.metrics import liqsim_version
+
+        out_console.print(f"liqsim {liqsim_version()}", markup=False, highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print the liqsim version and exit")] = False) -> None:
+    """liqsim: the liquidation market for repossessed AI GPUs."""
+
+
+_DEFAULTS = Scenario.model_fields
+SEED_HELP = (f"Random seed (default: the scenario's; {_DEFAULTS['seed'].default} in the shipped "
+             "ones)")
+MONTHS_HELP = (f"Months to simulate (default: the scenario's; {_DEFAULTS['months'].default} in "
+               "the shipped ones)")
+SET_HELP = ("Override, key.path=value (repeatable); key.path+=value appends to a list, e.g. "
+            "shocks+='{month=3, kind=\"btc\", size=0.5}'; `liqsim keys` lists the keys")
 
 
 def _error_line(msg: str) -> str:
@@ -72,20 +98,75 @@ def _writing(target: Path):
         _fail(f"cannot write {target}: {e.strerror or e}")
 
 
-def _interrupted(msg: str) -> None:
-    err_console.print(f"liqsim: interrupted; {msg}", markup=False, highlight=False,
-                      soft_wrap=True)
-    raise typer.Exit(130)
+_REPORTED: list[str] = []  # the interruption messages printed (main prints one if none was)
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
-                    "/{task.total}"), TimeRemainingColumn(), console=err_console, transient=True,
-                    disable=not err_console.is_terminal)
+def _interrupted(msg: str, code: int = 130) -> None:
+    _REPORTED.append(msg)
+    err_console.print(f"liqsim: {'stopped' if code == 143 else 'interrupted'}; {msg}",
+                      markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (the work in progress is stopped and cleaned up)."""
+
+
+def _on_sigterm(_signum, _frame) -> None:
+    raise _Terminated
+
+
+class _Progress:
+    """A rich bar on a terminal; without one, a plain line every few seconds
+    (:class:`sim.progress.LineProgress`), so that long commands are never silent in a log."""
+
+    def __init__(self, unit: str):
+        self.unit = unit
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                            console=err_console, transient=True) \
+            if err_console.is_terminal else None
+        self.lines: dict[int, LineProgress] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        elif exc[0] is None:
+            for line in self.lines.values():
+                line.done()
+
+    def add_task(self, description: str, total: int | None = None) -> int:
+        if self.bar is not None:
+            return self.bar.add_task(description, total=total)
+        self.lines[len(self.lines)] = LineProgress(description, total, self.unit)
+        return len(self.lines) - 1
+
+    def update(self, task: int, completed: int | None = None, total: int | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(task, completed=completed, total=total)
+        else:
+            self.lines[task].update(completed, total)
+
+    def advance(self, task: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(task)
+        else:
+            self.lines[task].update(advance=1)
+
+
+def _progress(unit: str = "months") -> _Progress:
+    return _Progress(unit)
 
 
 def _fmt_money(x: float) -> str:
-    return f"${x / 1e6:,.1f} M"
+    """``$17.4 M``; a negative amount ``−$17.4 M`` (a minus sign before the dollar)."""
+    text = f"${abs(x) / 1e6:,.1f} M"
+    return f"\u2212{text}" if x < 0 and text != "$0.0 M" else text
 
 
 def _pct(x) -> str:
@@ -120,12 +201,11 @@ def _summary_table(s: dict) -> Table:
 def run(
     scenario: Annotated[str | None, typer.Argument(help="Scenario TOML file or shipped name "
                                                         "(default: baseline)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, key.path=value "
-                                                                 "(repeatable)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     seed: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
-                                             help="Random seed")] = None,
+                                             help=SEED_HELP)] = None,
     months: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
-                                               help="Months to simulate")] = None,
+                                               help=MONTHS_HELP)] = None,
     out: Annotated[Path | None, typer.Option(parser=_out_path, metavar="DIR",
                                              help="Output directory, replaced whole "
                                                   "(default: results/<name>)")] = None,
@@ -146,7 +226,7 @@ def run(
         _fail(str(e))
     try:  # the model reads some inputs (a network edge list) only when it is built
         with _progress() as prog:
-            task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
+            task = prog.add_task(cfg.name, total=cfg.months)
             model = run_scenario(cfg, on_month=lambda m: prog.update(task, completed=m))
         with _writing(outdir):
             summary = store.write_run(model, outdir, write_figures if figures else None, also)
@@ -180,19 +260,28 @@ def compare(
     seeds: Annotated[int, typer.Option(parser=_int_flag(2, 100_000), metavar="N",
                                        help="Paired seeds (2..100000)")] = 20,
     months: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
-                                               help="Months to simulate")] = None,
+                                               help=MONTHS_HELP)] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override applied to both A and B, key.path=value (repeatable)")] = None,
+    csv: Annotated[Path | None, typer.Option(parser=_out_path, metavar="FILE",
+                                             help="Also write the table to this CSV file")
+                   ] = None,
 ) -> None:
     """Run A and B on the same seeds and print paired differences (B - A) with 95 % CIs."""
     from sim.runner import compare as run_compare
 
     try:
-        ca = load_scenario(a, months=months)
-        cb = load_scenario(b, months=months)
+        ca = load_scenario(a, set_ or [], months=months)
+        cb = load_scenario(b, set_ or [], months=months)
+        if csv is not None:
+            if csv.is_dir():
+                raise ConfigError(f"--csv {csv}: is a directory, expected a file name")
+            _check_writable(csv.parent if str(csv.parent) else Path("."))
     except ConfigError as e:
         _fail(str(e))
     try:  # the models read some inputs (a network edge list) only when they are built
-        with _progress() as prog:
-            task = prog.add_task("paired runs", total=2 * seeds)
+        with _progress("runs") as prog:
+            task = prog.add_task("compare", total=2 * seeds)
             res = run_compare(ca, cb, seeds, on_run=lambda: prog.advance(task))
     except ConfigError as e:
         _fail(str(e))
@@ -207,13 +296,73 @@ def compare(
         t.add_row(key.replace("_", " "), f(m["mean_a"]), f(m["mean_b"]), f(m["diff"]),
                   f"[{f(m['ci_low'])}, {f(m['ci_high'])}]")
     out_console.print(t)
+    if csv is not None:
+        with _writing(csv):
+            _write_compare_csv(csv, res)
+        out_console.print(f"table written to {csv}", markup=False, highlight=False)
+
+
+COMPARE_UNITS = {"credit_losses": "USD", "defaults": "borrowers",
+                 "lender_failures": "lenders", "max_peak_price_fall": "fraction"}
+
+
+def _write_compare_csv(path: Path, res: dict) -> None:
+    """One row per metric: A, B, their paired difference B - A and its 95 % t interval, in
+    the metric's own unit (dollars, counts, fractions: the unit column says which)."""
+    import csv as csv_module
+    import io
+
+    from sim.store import atomic_write_bytes
+
+    buf = io.StringIO()
+    w = csv_module.writer(buf, lineterminator="\n")
+    w.writerow(["metric", "unit", "a", "b", "seeds", "mean_a", "mean_b", "diff_b_minus_a",
+                "ci95_low", "ci95_high"])
+    for key, m in res["metrics"].items():
+        w.writerow([key, COMPARE_UNITS.get(key, ""), res["a"], res["b"], len(res["seeds"]),
+                    repr(m["mean_a"]), repr(m["mean_b"]), repr(m["diff"]), repr(m["ci_low"]),
+                    repr(m["ci_high"])])
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 @app.command()
 def scenarios() -> None:
-    """List the shipped scenarios."""
+    """List the shipped scenarios with their descriptions."""
+    from sim.config import SCENARIO_DIR, read_toml
+
+    t = Table(title=f"shipped scenarios ({SCENARIO_DIR})", show_lines=False)
+    t.add_column("name", no_wrap=True)
+    t.add_column("description")
     for name in list_scenarios():
-        out_console.print(name)
+        try:
+            text = str(read_toml(name).get("description", ""))
+        except ConfigError as e:
+            text = f"(cannot be read: {e})"
+        t.add_row(name, text)
+    out_console.print(t)
+    out_console.print("run one with: liqsim run NAME", markup=False, highlight=False)
+
+
+@app.command()
+def keys(
+    prefix: Annotated[str | None, typer.Argument(help="Only keys starting with this, e.g. "
+                                                      "'policy.repo' or 'lenders'")] = None,
+) -> None:
+    """List every config key with its default, bounds, unit and meaning."""
+    from sim.keys import describe_keys
+
+    rows = describe_keys(prefix)
+    if not rows:
+        from sim.config import _did_you_mean
+
+        hint = _did_you_mean(prefix, {r.key: 0 for r in describe_keys()})
+        _fail(f"no config key starts with '{prefix}'{hint}")
+    t = Table(title="config keys (set with --set key=value or in a scenario TOML)")
+    for col in ("key", "default", "allowed", "unit", "meaning"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r.key, r.default, r.bounds, r.unit, r.meaning)
+    out_console.print(t)
 
 
 @app.command()
@@ -229,8 +378,8 @@ def verify(
     from sim.provenance import verify as run_verify
 
     try:
-        with _progress() as prog:
-            task = prog.add_task("re-running", total=None)
+        with _progress("runs") as prog:
+            task = prog.add_task("verify", total=None)
             report = run_verify(directory, sample=sample, on_run=lambda i, n: prog.update(
                 task, completed=i, total=n))
     except ConfigError as e:
@@ -343,7 +492,7 @@ def app_(
     host: Annotated[str, typer.Option(help="Interface to listen on: a name or an IPv4 or "
                                            "IPv6 address")] = "127.0.0.1",
 ) -> None:
-    """Serve the interactive fire-sale app (Mesa SolaraViz) at http://HOST:PORT, offline."""
+    """Serve the fire-sale app (Solara, on the Mesa model) at http://HOST:PORT, offline."""
     try:
         load_scenario(scenario)
     except ConfigError as e:
@@ -366,11 +515,10 @@ def animate(
                                              help="GIF to write (default: "
                                                   "results/<name>/cascade.gif)")] = None,
     seed: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
-                                             help="Random seed")] = None,
+                                             help=SEED_HELP)] = None,
     months: Annotated[int | None, typer.Option(parser=_int_flag(), metavar="N",
-                                               help="Months to simulate (one frame each)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, key.path=value "
-                                                                 "(repeatable)")] = None,
+                                               help=MONTHS_HELP + " (one frame each)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     fps: Annotated[int, typer.Option(parser=_int_flag(1, 30), metavar="N",
                                      help="Frames (months) per second (1..30)")] = 3,
 ) -> None:
@@ -384,7 +532,7 @@ def animate(
                               / GIF_NAME)
         _check_writable(path.parent)
         with _progress() as prog, _writing(path):
-            task = prog.add_task(f"{cfg.name}: months", total=cfg.months)
+            task = prog.add_task(cfg.name, total=cfg.months)
             run_animate(cfg, path, fps=fps, on_month=lambda m: prog.update(task, completed=m))
     except ConfigError as e:
         _fail(str(e))
@@ -413,13 +561,19 @@ def sweep(
     """Run (or resume) a parameter sweep into a SQLite ledger; see docs/sweeps.md."""
     from sim.sweep import run_sweep
 
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)  # stop the pool, release the lock
     try:
         res = run_sweep(spec, out=out, workers=workers, scheduler=scheduler,
                         dask_local=dask_local, retry_failed=retry_failed)
     except ConfigError as e:
         _fail(str(e))
+    except _Terminated:
+        _interrupted("terminated; every finished run is in the ledger, re-run the same command "
+                     "to resume", code=143)
     except KeyboardInterrupt:
         _interrupted("every finished run is in the ledger, re-run the same command to resume")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     out_console.print(res.describe(), markup=False, highlight=False, soft_wrap=True)
 
 
@@ -436,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
-        err_console.print("liqsim: aborted", markup=False)
+        err_console.print("liqsim: interrupted", markup=False)
         return 130
     except Exception as e:  # noqa: BLE001 - classified below, re-raised if not a usage error
         if type(e).__name__ == "NoArgsIsHelpError":
@@ -445,9 +599,13 @@ def main(argv: list[str] | None = None) -> int:
             err_console.print(_error_line(e.format_message()), markup=False,
                               highlight=False, soft_wrap=True)
             return 2
-        if type(e).__name__ == "Abort":
+        if type(e).__name__ == "Abort":  # Ctrl-C while a command loads (Click's Abort)
+            err_console.print("liqsim: interrupted", markup=False)
             return 130
         raise
+    if rv == 130 and not _REPORTED:
+        # Typer's own answer to a Ctrl-C that no command handled (e.g. while one loads)
+        err_console.print("liqsim: interrupted", markup=False)
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 

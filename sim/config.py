@@ -15,9 +15,11 @@ Money is in US dollars, GPUs in integer units, time in months (t0 = 2025-12).
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 import types
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -417,7 +419,8 @@ def _fmt_error(err: ValidationError) -> str:
     loc = ".".join(str(p) for p in first["loc"]) or "scenario"
     msg = _one_line(first["msg"].removeprefix("Value error, "))
     if first["type"] == "extra_forbidden":
-        return f"unknown key '{loc}'"
+        *parent, last = first["loc"]
+        return f"unknown key '{loc}'{_did_you_mean(last, _known(parent), parent)}"
     if first["type"] == "missing":
         return f"missing key '{loc}' (required)"
     if first["type"] == "value_error":
@@ -427,8 +430,27 @@ def _fmt_error(err: ValidationError) -> str:
     return f"{loc} = {_one_line(repr(first.get('input')), 120)}: {msg}"
 
 
+def _known(loc: tuple) -> Any:
+    """The default scenario's table at ``loc`` (a list's first item, a named table's first
+    entry where the name is the user's, e.g. a new lender type), for "did you mean"."""
+    node: Any = Scenario().model_dump()
+    for part in loc:
+        if isinstance(node, list):
+            node = node[0] if node else None
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and node and all(isinstance(v, dict) for v in node.values()):
+            node = next(iter(node.values()))
+        else:
+            return None
+    return node
+
+
 def parse_value(text: str) -> Any:
-    """Read an override's value as a TOML literal (numbers, booleans, strings, lists, inf)."""
+    """Read an override's value as a TOML literal (numbers, booleans, strings, lists, inline
+    tables, inf); Python's ``True`` and ``False`` are read as booleans too."""
+    if text in ("True", "False"):
+        return text == "True"
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except (tomllib.TOMLDecodeError, RecursionError):
@@ -444,22 +466,65 @@ def _deep_merge(base: dict, top: dict) -> dict:
 
 
 def apply_override(data: dict, assignment: str) -> None:
-    """Apply one ``key.path=value`` override (list items by index) to the resolved dict."""
+    """Apply one ``key.path=value`` override (list items by index) to the resolved dict;
+    ``key.path+=value`` appends to a list (``shocks+={month=3, kind="btc", size=0.5}``)."""
     key, eq, raw = assignment.partition("=")
-    if not eq or not all(key.strip().split(".")):
+    if not eq or not all(key.strip().removesuffix("+").split(".")):
         raise ConfigError(f"--set '{assignment}': expected key=value, e.g. lenders.count=30")
     set_path(data, key, parse_value(raw.strip()))
+
+
+def apply_overrides(data: dict, overrides: Mapping[str, Any] | Iterable[str] | str) -> None:
+    """Apply overrides to the resolved dict: ``key=value`` strings (values read as TOML, as
+    ``--set`` reads them) or a mapping of keys to typed values (``{"policy.repo.enabled":
+    True}``; ``__`` may stand for ``.``, and a key ending in ``+`` appends to a list)."""
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            if not isinstance(key, str) or not all(
+                    _key_parts(key.removesuffix("+"))):
+                raise ConfigError(f"override {key!r}: expected a key such as lenders.count")
+            set_path(data, ".".join(_key_parts(key.removesuffix("+")))
+                     + ("+" if key.endswith("+") else ""), value)
+        return
+    for o in overrides:
+        if not isinstance(o, str):
+            raise ConfigError(f"override {o!r}: expected 'key=value' text or a mapping "
+                              "{key: value}")
+        apply_override(data, o)
+
+
+def _key_parts(key: str) -> list[str]:
+    return key.strip().replace("__", ".").split(".")
+
+
+def _did_you_mean(part: str, node: Any, parent: list | tuple = ()) -> str:
+    """`` (did you mean 'parent.key'?)`` for the key of ``node`` closest to ``part``, or ''."""
+    if not isinstance(node, dict):
+        return ""
+    close = difflib.get_close_matches(str(part), [str(k) for k in node], n=1, cutoff=0.6)
+    return f" (did you mean '{'.'.join([*map(str, parent), close[0]])}'?)" if close else ""
 
 
 def set_path(data: dict, key: str, value: Any) -> None:
     """Set ``data[key.path] = value`` (list items by index); an unknown path is a ConfigError.
 
     The last part may name a new table key: validating the result rejects an unknown one.
+    A key ending in ``+`` appends ``value`` to the list it names.
     """
-    parts = key.strip().split(".")
+    append = key.strip().endswith("+")
+    parts = key.strip().removesuffix("+").split(".")
     node: Any = data
     for i, part in enumerate(parts):
         here = ".".join(parts[: i + 1])
+        if append and i == len(parts) - 1:
+            target = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(target, list):
+                hint = "" if part in (node or {}) else _did_you_mean(part, node, parts[:i])
+                raise ConfigError(f"'{here}+': only a list can be appended to{hint}")
+            target.append(value)
+            return
         if isinstance(node, list):
             if not node:
                 raise ConfigError(f"unknown key '{here}': the list is empty")
@@ -471,7 +536,7 @@ def set_path(data: dict, key: str, value: Any) -> None:
             part = int(part)
         elif not isinstance(node, dict) or not part or (
                 part not in node and i < len(parts) - 1):
-            raise ConfigError(f"unknown key '{here}'")
+            raise ConfigError(f"unknown key '{here}'{_did_you_mean(part, node, parts[:i])}")
         if i == len(parts) - 1:
             node[part] = value
         else:
@@ -536,9 +601,14 @@ def _absolute_edgelist(data: dict, base: Path) -> None:
         net["edgelist"] = str((base / Path(path).expanduser()).resolve())
 
 
-def load_scenario(source: str | Path | None = None, overrides: list[str] | tuple = (),
+def load_scenario(source: str | Path | None = None,
+                  overrides: Mapping[str, Any] | Iterable[str] | str = (),
                   seed: int | None = None, months: int | None = None) -> Scenario:
-    """Read a scenario (a path, a shipped name, or None for the baseline) and apply overrides.
+    """Read a scenario (a path, a shipped name, or None for the baseline) and apply overrides:
+    ``key=value`` strings read as TOML (``["lenders.count=40", "policy.repo.enabled=true"]``,
+    as ``liqsim run --set`` does) or a mapping of keys to typed Python values
+    (``{"lenders.count": 40, "policy.repo.enabled": True}``); ``seed`` and ``months`` last.
+    Raises :class:`ConfigError` with a one-line message for anything that cannot be used.
 
     A file without ``name`` takes its file stem (``runs/deep_crash.toml`` -> ``deep_crash``),
     so it never writes into another scenario's results folder. A relative ``network.edgelist``
@@ -556,11 +626,69 @@ def load_scenario(source: str | Path | None = None, overrides: list[str] | tuple
                               "name = \"...\"") from None
     _absolute_edgelist(top, path.parent)
     data = _deep_merge(Scenario().model_dump(), top)
-    for o in overrides:
-        apply_override(data, o)
+    return _finish(data, overrides, seed, months)
+
+
+def _finish(data: dict, overrides, seed: int | None, months: int | None) -> Scenario:
+    apply_overrides(data, overrides)
     _absolute_edgelist(data, Path.cwd())
     if seed is not None:
         data["seed"] = seed
     if months is not None:
         data["months"] = months
     return build(data)
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_leaves(v, f"{prefix}{k}."))
+        return out
+    if isinstance(node, list) and node and all(isinstance(v, dict) for v in node):
+        out = {}
+        for i, v in enumerate(node):
+            out.update(_leaves(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def changed_keys(cfg: Scenario) -> dict[str, Any]:
+    """The config keys in which ``cfg`` differs from the scenario it is named after (a
+    shipped scenario of that name, else the built-in defaults), leaving out name, description,
+    seed and months: the overrides of a run. A key of a list that grew or shrank is the list.
+    """
+    try:
+        ref = load_scenario(cfg.name) if cfg.name in list_scenarios() else Scenario()
+    except ConfigError:
+        ref = Scenario()
+    a, b = cfg.model_dump(mode="json"), ref.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key in a:
+        if key in ("name", "description", "seed", "months") or a[key] == b.get(key):
+            continue
+        if isinstance(a[key], list) and len(a[key]) != len(b.get(key) or []):
+            out[key] = a[key]
+            continue
+        mine, theirs = _leaves(a[key], f"{key}."), _leaves(b.get(key), f"{key}.")
+        out.update({k: v for k, v in mine.items() if theirs.get(k, object()) != v})
+    return out
+
+
+def resolve(scenario: Scenario | str | Path | None = None,
+            overrides: Mapping[str, Any] | Iterable[str] | str | None = None,
+            seed: int | None = None, months: int | None = None) -> Scenario:
+    """A validated :class:`Scenario` from a :class:`Scenario`, a shipped name or a TOML path
+    (None: the baseline), with overrides (``key=value`` strings or a mapping of keys to typed
+    values, see :func:`apply_overrides`), ``seed`` and ``months`` applied.
+
+    A :class:`Scenario` with nothing to change is returned as it is.
+    """
+    if isinstance(scenario, Scenario):
+        if not overrides and seed is None and months is None:
+            return scenario
+        return _finish(scenario.model_dump(), overrides or (), seed, months)
+    if scenario is not None and not isinstance(scenario, str | Path):
+        raise ConfigError(f"scenario {_one_line(repr(scenario), 80)}: expected a shipped "
+                          "name, a TOML path or a Scenario")
+    return load_scenario(scenario, overrides or (), seed=seed, months=months)

@@ -39,38 +39,93 @@ def month_label(t: int) -> str:
     return f"{y}-{m:02d}"
 
 
+# per-generation records that mean nothing before the generation's launch (NaN there)
+BEFORE_LAUNCH_NAN = ("rent", "price", "fundamental")
+
+
 def series(model: LiquidationModel) -> pd.DataFrame:
-    """Model time series, one row per month (0 = t0), per-generation columns suffixed _<gen>."""
+    """Model time series, one row per month (0 = t0), per-generation columns suffixed _<gen>;
+    ``date`` is the first day of the month; rents, prices and values are NaN before a
+    generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.datadict.SERIES``."""
     r, n = model.rec, model.env.t + 1
-    cols: dict[str, np.ndarray] = {"month": np.arange(n),
-                                   "date": [month_label(t) for t in range(n)]}
+    dates = pd.to_datetime([f"{month_label(t)}-01" for t in range(n)]).as_unit("s")
+    cols: dict[str, np.ndarray] = {"month": np.arange(n), "date": dates}
+    before = np.arange(n)[:, None] < model.env.launch[None, :]
     for key, arr in r.items():
         if arr.ndim == 1:
             cols[key] = arr[:n]
         else:
+            arr = arr[:n]
+            if key in BEFORE_LAUNCH_NAN and before.any():
+                arr = np.where(before, np.nan, arr)
             for g, name in enumerate(model.env.names):
-                cols[f"{key}_{name}"] = arr[:n, g]
+                cols[f"{key}_{name}"] = arr[:, g]
     return pd.DataFrame(cols)
 
 
+LENDER_STATES = ("normal", "deleveraging", "failed")  # agents.lender NORMAL, DELEVERAGING, FAILED
+BORROWER_STATES = ("healthy", "distressed", "defaulted")  # model._record's panel codes 0, 1, 2
+STATES = (*LENDER_STATES, *BORROWER_STATES, "active")
+
+
 def panel(model: LiquidationModel) -> pd.DataFrame:
-    """Agent panel in long form: month, agent (node id), name, kind, state code, cash, size."""
+    """Agent panel in long form: month, agent (node id), name, kind, state, cash, size;
+    ``kind`` and ``state`` are categorical (state names: :data:`STATES`)."""
     n = model.env.t + 1
     agents = model.panel_agents
-    k = len(agents)
+    k, nl, nb = len(agents), model.lenders.n, model.borrowers.n
+    # the code's name per agent: lenders' codes index LENDER_STATES, borrowers' the next three
+    offset = np.r_[np.zeros(nl, np.int8), np.full(nb, 3, np.int8), np.full(k - nl - nb, 6,
+                                                                          np.int8)]
+    codes = (model.panel["state"][:n] + offset[None, :]).ravel()
+    kinds = [a.kind for a in agents]
     return pd.DataFrame({
         "month": np.repeat(np.arange(n), k),
         "agent": np.tile([a.node for a in agents], n),
         "name": np.tile([a.name for a in agents], n),
-        "kind": np.tile([a.kind for a in agents], n),
-        "state": model.panel["state"][:n].ravel(),
+        "kind": pd.Categorical(np.tile(kinds, n), categories=list(dict.fromkeys(kinds))),
+        "state": pd.Categorical.from_codes(codes, categories=list(STATES)),
         "cash": model.panel["cash"][:n].ravel(),
         "size": model.panel["size"][:n].ravel(),
     })
 
 
 def events(model: LiquidationModel) -> pd.DataFrame:
-    return pd.DataFrame(model.events, columns=list(EVENT_COLUMNS))
+    """The event log, one meaning per column (``sim.datadict.EVENTS``): the model's records
+    carry an LTV (margin calls) or a collateral value (defaults) in their ``price`` field and
+    the debt, loan or equity in ``amount``; here each has its own column, NaN where it does not
+    apply, and ``generation`` is the generation's name."""
+    raw = pd.DataFrame(model.events, columns=list(EVENT_COLUMNS))
+    if raw.empty:  # typed columns for an empty log too
+        raw = raw.astype({"month": np.int64, "event": str, "agent": str, "index": np.int64,
+                          "generation": np.int64, "units": np.int64, "amount": float,
+                          "price": float})
+    ev = raw["event"].astype(str)
+    trade = ev.isin(["sale", "purchase"])
+    default = ev.str.startswith("default_")
+    names = np.array([*model.env.names, None], dtype=object)
+    gen = raw["generation"].to_numpy(dtype=np.int64)
+    nan = np.nan
+
+    def where(mask, col):
+        return raw[col].where(mask, nan).astype(float)
+
+    return pd.DataFrame({
+        "month": raw["month"].astype(np.int64),
+        "event": pd.Categorical(ev),
+        "agent": pd.Categorical(raw["agent"]),
+        "index": raw["index"].astype(np.int64),
+        "generation": pd.Categorical(names[np.where(gen >= 0, gen, len(names) - 1)],
+                                     categories=list(model.env.names)),
+        "units": raw["units"].astype(np.int64),
+        "price": where(trade, "price"),
+        "value": where(trade, "amount"),
+        "debt": where(default | ev.isin(["margin_call", "refinancing_refused"]), "amount"),
+        "collateral": where(default, "price"),
+        "ltv": where(ev == "margin_call", "price"),
+        "loan": where(ev == "repo_loan", "amount"),
+        "equity": where(ev.isin(["deleveraging", "lender_failure"]), "amount"),
+    })
 
 
 def peak_price_fall(model: LiquidationModel, adjusted: bool = True) -> dict[str, float]:

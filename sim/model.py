@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import mesa
 import networkx as nx
@@ -38,7 +41,7 @@ from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
 from sim import numerics as nm
-from sim.config import Scenario
+from sim.config import ConfigError, Scenario, resolve
 from sim.contagion import _rogers_veraart_state
 from sim.environment import Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
@@ -61,6 +64,26 @@ def lead_of(rows_b: np.ndarray, rows_l: np.ndarray, n_borrowers: int) -> np.ndar
     return lead
 
 
+def _resolve_args(scenario, rng, seed, months, overrides, params) -> Scenario:
+    """The validated scenario of :class:`LiquidationModel`'s arguments; ``rng`` and ``seed``
+    are one integer seed (both given and different is an error)."""
+    for name, value in (("rng", rng), ("seed", seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, int | np.integer)):
+            raise ConfigError(f"{name} = {value!r}: expected an integer seed (liqsim records "
+                              "the seed it runs), or None for the scenario's")
+    if rng is not None and seed is not None and int(rng) != int(seed):
+        raise ConfigError(f"rng = {rng} and seed = {seed}: pass one seed")
+    chosen = rng if rng is not None else seed
+    if params:
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise ConfigError("overrides: give them as a mapping {key: value} when keyword "
+                              "overrides are also given")
+        overrides = {**(overrides or {}), **params}
+    return resolve(Scenario() if scenario is None else scenario, overrides,
+                   None if chosen is None else int(chosen), months)
+
+
 def _column(x, kind: type, n: int) -> list:
     """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies."""
     if isinstance(x, np.ndarray):
@@ -71,14 +94,31 @@ def _column(x, kind: type, n: int) -> list:
 
 
 class LiquidationModel(mesa.Model):
-    """The GPU liquidation market. ``LiquidationModel(scenario, rng=seed)``.
+    """The GPU liquidation market, one month per ``step()``.
 
-    ``rng`` defaults to ``scenario.seed``; the same scenario and seed give identical results.
+    ``LiquidationModel(scenario=None, rng=None, *, seed=None, months=None, overrides=None,
+    **params)``:
+
+    * ``scenario``: a :class:`~sim.config.Scenario`, a shipped scenario's name
+      (``"crypto_winter"``) or a TOML path; None is the baseline;
+    * ``rng`` (or its alias ``seed``, the name ``mesa.batch_run`` passes): an integer seed;
+      None keeps the scenario's seed. The seed used is the one recorded (``model.cfg.seed``,
+      ``summary()["seed"]``): the same scenario and seed give identical results;
+    * ``months``: the horizon, overriding the scenario's;
+    * ``overrides`` and ``**params``: config keys with typed values, ``{"policy.repo.enabled":
+      True}`` (in ``params`` a dotted key needs ``**{...}``; ``policy__repo__enabled=True``
+      works as a plain keyword), so ``mesa.batch_run(LiquidationModel, parameters={"scenario":
+      "crypto_winter", "policy.repo.enabled": [False, True]}, rng=[1, 2])`` sweeps them.
+
+    Bad input raises :class:`~sim.config.ConfigError` with a one-line message.
+    ``model.datacollector`` reads the model's own records (nothing is collected per step).
     """
 
-    def __init__(self, scenario: Scenario | None = None, rng: int | None = None):
-        cfg = scenario if scenario is not None else Scenario()
-        super().__init__(rng=cfg.seed if rng is None else rng)
+    def __init__(self, scenario: Scenario | str | Path | None = None, rng: int | None = None,
+                 *, seed: int | None = None, months: int | None = None,
+                 overrides: Mapping[str, Any] | Iterable[str] | None = None, **params: Any):
+        cfg = _resolve_args(scenario, rng, seed, months, overrides, params)
+        super().__init__(rng=cfg.seed)
         self.cfg = cfg
         self.env = Environment(cfg, self.rng)
         self.borrowers = BorrowerBook(cfg, self.env, self.rng)
@@ -246,6 +286,22 @@ class LiquidationModel(mesa.Model):
     @property
     def month(self) -> int:
         return self.env.t
+
+    @property
+    def datacollector(self):
+        """Mesa's ``DataCollector`` interface over the model's records (:mod:`sim.collect`):
+        built when read, it costs nothing while the model runs. A subclass may assign its own
+        (a Mesa ``DataCollector``), which then replaces it."""
+        own = self.__dict__.get("_own_datacollector")
+        if own is not None:
+            return own
+        from sim.collect import RecordsCollector
+
+        return RecordsCollector(self)
+
+    @datacollector.setter
+    def datacollector(self, value) -> None:
+        self._own_datacollector = value
 
     # ================================================================ the month
     def step(self) -> None:

@@ -71,6 +71,9 @@ def month_label(t: int) -> str:
 
 
 MONTH_LABEL = f"month (0 = {month_label(0)})"
+# a legend under its axes (constrained layout makes room): it can never cover a curve
+LEGEND_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.13), "fontsize": 9,
+                "frameon": False}
 # node colours of the network drawing, indexed by node_states(): healthy, distressed borrower /
 # deleveraging lender, defaulted borrower, failed lender
 NODE_COLOURS = ("#2ca02c", "#ff9f1c", "#d62728", "#2b2b2b")
@@ -94,13 +97,45 @@ def _months(model) -> np.ndarray:
 
 
 def dollars(x: float, _pos=None) -> str:
-    """Tick label for a dollar amount: $950, $12k, $1.5M."""
-    a = abs(x)
-    if a >= 1e6:
-        return f"${x / 1e6:.3g}M"
-    if a >= 1e3:
-        return f"${x / 1e3:.3g}k"
-    return f"${x:.0f}"
+    """Tick label for a dollar amount: $950, $12k, $1.5M, $1.2B, −$3M; never in e-notation."""
+    a, sign = abs(float(x)), "\u2212" if x < 0 else ""
+    if not np.isfinite(a):
+        return ""
+    if round(a) < 1000:
+        return f"{sign}${a:.0f}" if round(a) else "$0"
+    for scale, suffix in ((1e3, "k"), (1e6, "M"), (1e9, "B"), (1e12, "T")):
+        v = float(f"{a / scale:.3g}")  # 3 significant digits, rounded first
+        if v < 1000 or suffix == "T":
+            text = f"{v:,.0f}" if v >= 100 else f"{v:g}"
+            return f"{sign}${text}{suffix}"
+    raise AssertionError("unreachable")
+
+
+def run_label(model, limit: int = 4) -> str:
+    """The run a figure shows: ``crypto_winter · seed 7 · 24 months · policy.repo.enabled =
+    true`` (the keys that differ from the scenario it is named after, at most ``limit``)."""
+    from sim.config import changed_keys
+
+    cfg = model.cfg
+    parts = [cfg.name, f"seed {cfg.seed}", f"{cfg.months} months"]
+    changed = changed_keys(cfg)
+    shown = [f"{k} = {_short(v)}" for k, v in list(changed.items())[:limit]]
+    if len(changed) > limit:
+        shown.append(f"+{len(changed) - limit} more overrides")
+    return " · ".join(parts + shown)
+
+
+def _millions(x: float) -> str:
+    """``$12.3M``, ``−$4.0M``: millions with one decimal, the sign before the dollar."""
+    text = f"${abs(x) / 1e6:,.1f}M"
+    return f"\u2212{text}" if x < 0 and text != "$0.0M" else text
+
+
+def _short(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    text = str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -179,8 +214,8 @@ def price_figure(model) -> Figure:
         axes[len(gens)].legend(handles=handles, loc="center", frameon=False, fontsize=10)
     else:
         fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9)
-    fig.suptitle(f"{model.cfg.name}: GPU price index vs value in best use, by generation",
-                 fontsize=13)
+    fig.suptitle(f"GPU price index vs value in best use, by generation\n{run_label(model)}",
+                 fontsize=12)
     return fig
 
 
@@ -217,10 +252,10 @@ def defaults_figure(model) -> Figure:
     tw.set_ylim(-0.02 * top, 1.15 * top)  # same zero as the bars; zero lines stay visible
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = tw.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=9, framealpha=0.9)
+    ax.legend(h1 + h2, l1 + l2, **LEGEND_BELOW, ncols=2)  # outside: never over a curve
     n_b, n_l = model.borrowers.n, model.lenders.n
-    ax.set_title(f"{model.cfg.name}: borrower defaults and lender failures "
-                 f"({n_b} borrowers, {n_l} lenders)", fontsize=12)
+    ax.set_title(f"Borrower defaults and lender failures ({n_b} borrowers, {n_l} lenders)\n"
+                 f"{run_label(model)}", fontsize=11)
     return fig
 
 
@@ -236,16 +271,16 @@ def losses_figure(model) -> Figure:
               ("credit_losses", "credit losses (write-offs - recoveries)", "#d62728", "-"))
     for key, label, colour, ls in series:
         y = rec[key] / 1e6
-        ax.plot(t, y, color=colour, lw=2.0, ls=ls, label=f"{label}: ${y[-1]:,.1f}M")
+        ax.plot(t, y, color=colour, lw=2.0, ls=ls, label=f"{label}: {_millions(y[-1] * 1e6)}")
     ax.fill_between(t, 0, rec["credit_losses"] / 1e6, color="#d62728", alpha=0.12, lw=0)
     ax.set_xlabel(MONTH_LABEL)
     ax.set_ylabel("cumulative, $ millions")
     ax.set_xlim(t[0], t[-1])
     ax.set_ylim(bottom=min(0.0, float(rec["credit_losses"].min()) / 1e6))
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9, framealpha=0.9)
-    ax.set_title(f"{model.cfg.name}: lenders' cumulative write-offs, recoveries and credit "
-                 "losses", fontsize=12)
+    ax.legend(**LEGEND_BELOW, ncols=1)  # outside: never over a curve
+    ax.set_title(f"Lenders' cumulative write-offs, recoveries and credit losses\n"
+                 f"{run_label(model)}", fontsize=11)
     return fig
 
 
@@ -301,7 +336,7 @@ def fire_sales_figure(model) -> Figure:
                  transform=bot.transAxes, ha="center", va="center", fontsize=10, color="0.3")
         bot.set_ylim(-1, 1)
     bot.set_title("Fire-sale discount in months with forced sales, by generation", fontsize=11)
-    fig.suptitle(f"{model.cfg.name}: fire sales", fontsize=13)
+    fig.suptitle(f"Fire sales\n{run_label(model)}", fontsize=12)
     return fig
 
 
@@ -548,8 +583,8 @@ def network_figure(model, month: int | None = None) -> Figure:
     draw_network(ax, model, t, legend_ax=lax)
     new_loss = (model.rec["credit_losses"][t]
                 - (model.rec["credit_losses"][t - 1] if t > 0 else 0.0)) / 1e6
-    fig.suptitle(f"{model.cfg.name}: lending and funding network at month {t} "
-                 f"(new credit loss ${new_loss:,.1f}M)", fontsize=13)
+    fig.suptitle(f"Lending and funding network at month {t} (new credit loss "
+                 f"{_millions(new_loss * 1e6)})\n{run_label(model)}", fontsize=12)
     return fig
 
 

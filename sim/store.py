@@ -20,6 +20,7 @@ from pathlib import Path
 import networkx as nx
 
 from sim import metrics
+from sim.datadict import to_parquet
 from sim.model import LiquidationModel
 from sim.network import build_graph
 
@@ -158,10 +159,12 @@ def _write_outputs(model: LiquidationModel, out: Path,
                    extras: Callable[[LiquidationModel, Path], list] | None) -> dict:
     summary = metrics.summary(model)
     write_json(out / "config.json", model.cfg.model_dump(mode="json"))
+    gens = model.env.names
     for name, frame in (("series", metrics.series(model)), ("panel", metrics.panel(model)),
                         ("events", metrics.events(model))):
+        # with each field's unit and description (sim/datadict.py, docs/data_dictionary.md)
         atomic_write_with(out / f"{name}.parquet",
-                          lambda tmp, f=frame: f.to_parquet(tmp, engine="pyarrow", index=False))
+                          lambda tmp, f=frame, n=name: to_parquet(f, n, tmp, gens))
     graph = build_graph(model)
     atomic_write_with(out / "network.graphml", lambda tmp: nx.write_graphml(graph, tmp))
     write_json(out / "summary.json", summary)

@@ -65,6 +65,7 @@ from sim.config import (
     set_path,
 )
 from sim.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
+from sim.progress import LineProgress
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
 MAX_POINTS = 200_000
@@ -656,7 +657,17 @@ def _warm_forkserver() -> None:
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        # started with Ctrl-C ignored (inherited through exec): a Ctrl-C or `timeout -s INT`
+        # reaches the whole process group, and the fork server, which ignores SIGINT only
+        # after its ~1 s of imports, printed a KeyboardInterrupt traceback; the coordinator
+        # handles the interruption and stops the pool
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            forkserver.ensure_running()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
 
 
 def _stop(pool: ProcessPoolExecutor, hard: bool) -> None:
@@ -671,6 +682,7 @@ def _stop(pool: ProcessPoolExecutor, hard: bool) -> None:
 def _pool_pass(batch: list[RunTask], workers: int, size: int, sink: Sink, runner: Callable
                ) -> tuple[set, list[RunTask]]:
     """Run ``batch`` on a fresh pool: (keys finished, runs in flight when a worker died)."""
+    _warm_forkserver()  # already running after run_sweep's call: then a no-op
     ctx = _mp_context()
     started = ctx.SimpleQueue()
     chunks = _chunks(batch, size, workers)
@@ -838,6 +850,11 @@ class SweepLock:
 def _prepare_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: exists and is not a directory")
+    single = [n for n in ("summary.json", "series.parquet", "config.json")
+              if (out_dir / n).is_file()]
+    if single:
+        raise ConfigError(f"--out {out_dir}: holds a single run's outputs ({single[0]}, "
+                          "written by liqsim run); a sweep needs a directory of its own")
     try:
         (out_dir / "series").mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -1117,9 +1134,14 @@ def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, n_workers: int,
         with _progress_bar(progress) as bar:
             task_id = bar.add_task(spec.name, total=len(all_tasks), completed=result.skipped,
                                    failed=0)
+            # without a terminal the bar is off: plain lines every few seconds instead
+            lines = LineProgress(f"sweep {spec.name}", len(all_tasks), "runs") if (
+                progress and bar.disable) else None
 
             def advance() -> None:
                 bar.update(task_id, advance=1, failed=result.failed)
+                if lines is not None:
+                    lines.update(result.skipped + result.done + result.failed)
 
             sink = _Writer(out_dir, ledger, tasks, result, advance, adopt)
             if not tasks:  # everything is in the ledger already
@@ -1130,6 +1152,8 @@ def _run_locked(spec: SweepSpec, out_dir: Path, backend: str, n_workers: int,
                 run_serial(tasks, sink, runner)
             else:
                 run_pool(tasks, n_workers, sink, runner)
+            if lines is not None:
+                lines.done()
         result.seconds = time.perf_counter() - t0
         return result
     finally:

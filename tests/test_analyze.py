@@ -341,3 +341,21 @@ def test_batch_run_model_equals_a_sweep_run():
         cfg = load_scenario("crypto_winter", [f"shocks.0.size={r['shocks.0.size']}"], seed=11,
                             months=4)
         assert r["final"]["credit_losses"] == summary(run_scenario(cfg))["credit_losses"]
+
+
+def test_tables_and_report_say_the_units_of_the_figures(grid):
+    """Each metric row carries its unit; the report writes money as the figures' ticks do
+    ($432M), not 4.324e+08."""
+    from sim.analyze import metric_unit
+    from sim.plots import dollars
+
+    table = pd.read_csv(grid / "analysis" / "by_axis.csv")
+    assert list(table.columns[:4]) == ["axis", "value", "metric", "unit"]
+    units = dict(zip(table["metric"], table["unit"], strict=False))
+    assert units["credit_losses"] == "$" and units["default_share"] == "fraction"
+    assert units["max_peak_price_fall"] == "fraction" and units["defaults"] == "count"
+    assert metric_unit("salvage_units") == "GPUs"
+    report = (grid / "analysis" / "report.html").read_text(encoding="utf-8")
+    row = table[table["metric"] == "credit_losses"].iloc[0]
+    assert f"<td>{dollars(row['mean'])}</td>" in report
+    assert f"{row['mean']:.4g}" not in report

@@ -48,9 +48,14 @@ def browser(chromium_launch):
             b.close()
 
 
-def _open(context, url: str, requests: list[str]):
+def _open(context, url: str, requests: list[str], problems: list | None = None):
     page = context.new_page()
     page.on("request", lambda r: requests.append(r.url))
+    if problems is not None:  # failed requests (404s) and console errors
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
+                if r.status >= 400 else None)
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                if m.type == "error" else None)
     page.goto(url)
     page.get_by_text(re.compile(r"Month 0 of 60")).wait_for(timeout=WAIT_MS)
     page.wait_for_function("document.querySelectorAll('img').length >= 6", timeout=WAIT_MS)
@@ -65,6 +70,21 @@ def _month(page) -> int:
 def _step(page, to_month: int) -> None:
     page.get_by_role("button", name="Step").click()
     page.get_by_text(f"Month {to_month} of 60").wait_for(timeout=WAIT_MS)
+
+
+STEP_DONE = """([k, old]) => document.body.innerText.includes(`Month ${k} of`) && (() => {
+    const now = [...document.querySelectorAll('img')].map(e => e.src);
+    return now.length === old.length && now.filter((s, i) => s !== old[i]).length >= 5; })()"""
+
+
+def timed_step(page, to_month: int) -> float:
+    """Seconds from the click on Step until the counter reads ``to_month`` and at least five
+    of the six panels show a new picture (what a student waits for)."""
+    old = _image_sources(page)
+    t0 = time.perf_counter()
+    page.get_by_role("button", name="Step").click()
+    page.wait_for_function(STEP_DONE, arg=[to_month, old], timeout=WAIT_MS, polling=5)
+    return time.perf_counter() - t0
 
 
 def _image_sources(page) -> list[str]:
@@ -96,11 +116,20 @@ def _settled_images(page, before: list[str]) -> list[str]:
 
 def test_step_play_repo_and_reset_in_chromium(server, browser, tmp_path):
     requests: list[str] = []
+    problems: list[str] = []
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = _open(context, server, requests)
+    page = _open(context, server, requests, problems)
     page.screenshot(path=tmp_path / "month0.png", full_page=True)
     assert _month(page) == 0
     assert "crypto_winter" in page.content()
+    text = page.inner_text("body")
+    # slider values are on the page without touching the sliders
+    assert "Loan-to-value at origination: 0.75" in text
+    assert "Rent deflation (a year): 30%" in text
+    # no Mesa chrome; a plain-language account of the month instead
+    for noise in ("PAGE 0", "Use Threads", "Render Interval", "Time:"):
+        assert noise not in text
+    assert "What happened in Dec 2025" in text and "Month 0 is the starting point" in text
     before = _images(page)
     assert len(before) >= 6
 
@@ -117,22 +146,60 @@ def test_step_play_repo_and_reset_in_chromium(server, browser, tmp_path):
     assert _month(other) == 1 and _month(page) == 3
     other.close()
 
+    assert "What happened in Mar 2026" in page.inner_text("body")
     page.get_by_text("Repo desk on", exact=True).click()  # Vuetify's ripple covers the box
     page.wait_for_function("document.querySelector('input[aria-checked=\"true\"]') !== null",
                            timeout=WAIT_MS)
     assert page.get_by_label("Repo desk on").is_checked()
-    page.get_by_role("button", name="Reset").click()
     page.get_by_text(re.compile(r"· repo desk on")).wait_for(timeout=WAIT_MS)  # case matters
+    assert _month(page) == 0  # a changed control restarts the run with it
+    page.get_by_role("button", name="Reset").click()
     assert _month(page) == 0
     _step(page, 1)
     page.screenshot(path=tmp_path / "repo_on.png", full_page=True)
+
+    # switching scenario sets every control to the new scenario's values
+    page.locator(".v-select").first.click()  # the scenario picker (the only select)
+    page.get_by_role("option", name="asic_2022").click()
+    page.get_by_text(re.compile(r"asic_2022 · seed")).wait_for(timeout=WAIT_MS)
+    page.get_by_text(re.compile(r"· repo desk off")).wait_for(timeout=WAIT_MS)
+    assert not page.get_by_label("Repo desk on").is_checked()
+    page.wait_for_timeout(1500)  # the slider's own snapping to its grid has been answered
+    text = page.inner_text("body")
+    assert "Rent deflation (a year): 29%" in text  # asic_2022's 0.2857, not snapped to 0.30
+    assert "rent deflation 29%/yr" in text
+    assert "2022 crypto-miner episode" in text  # its description
+    page.screenshot(path=tmp_path / "asic_2022.png", full_page=True)
     context.close()
+    assert problems == []  # no 404 (KaTeX assets), no console error
 
     hosts = {urlparse(u).hostname for u in requests if urlparse(u).scheme in ("http", "https",
                                                                               "ws", "wss")}
     assert hosts <= LOCAL_HOSTS, f"requests left the machine: {hosts - LOCAL_HOSTS}"
-    for name in ("month0.png", "month3.png", "repo_on.png"):
+    for name in ("month0.png", "month3.png", "repo_on.png", "asic_2022.png"):
         assert (tmp_path / name).stat().st_size > 20_000
+
+
+# The server's share of a Step is held under 0.2 s of CPU by tests/test_app.py; click to
+# picture in a browser on a shared, often busy machine is held to this looser bound (measured
+# here: 0.23-0.29 s median through Playwright's click under load 5-7, 0.15 s timed inside the
+# page; the old page took 1.2-2.4 s), so that a busy CI machine does not fail it by chance.
+STEP_SECONDS = 1.0
+
+
+def test_a_step_is_quick_in_chromium(server, browser):
+    """Click to picture: the median of 12 Steps, with the month counter and the panels
+    updated, measured in the browser. The app's panels are redrawn by blitting
+    (sim.app_panels); before that, a Step took 0.5-0.9 s on a quiet machine."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = _open(context, server, [])
+    page.wait_for_timeout(500)
+    times = [timed_step(page, k) for k in range(1, 13)]
+    context.close()
+    median = sorted(times)[len(times) // 2]
+    print(f"Step, click to picture: median {median:.3f} s, "
+          f"all {' '.join(f'{x:.3f}' for x in times)}")
+    assert median < STEP_SECONDS, times
 
 
 @pytest.fixture

@@ -1,0 +1,166 @@
+"""The data dictionary of a run's tables: unit and meaning of every column.
+
+One source for three things, so they cannot drift apart:
+
+* the field metadata of ``series.parquet``, ``panel.parquet`` and ``events.parquet``
+  (:func:`to_parquet` writes ``unit`` and ``description`` on every field, and dates as dates);
+* ``docs/data_dictionary.md`` (:func:`markdown`; ``python -m sim.datadict`` rewrites it and a
+  test checks the committed page is what it generates);
+* the test that every column :mod:`sim.metrics` produces is described here.
+
+Per-generation series columns are named ``<key>_<generation>`` (``price_H100``); they are
+described once, as ``<key>_<gen>``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+GEN = "<gen>"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "data_dictionary.md"
+
+SERIES: dict[str, tuple[str, str]] = {
+    "month": ("month", "model month, 0 = t0 (December 2025)"),
+    "date": ("date", "first day of the calendar month of `month`"),
+    "btc": ("$/BTC", "BTC price"),
+    "hashprice": ("$/PH/day", "mining revenue per unit of hashrate"),
+    "stress": ("true/false", "the stress indicator (BTC drawdown from its peak past "
+                             "`environment.stress_drawdown`)"),
+    f"rent_{GEN}": ("$/GPU-hour", "spot rent of the generation; empty before its launch"),
+    f"price_{GEN}": ("$/GPU", "price index: the month's auction clearing price, or the best bid "
+                              "when nothing traded; empty before the generation's launch"),
+    f"fundamental_{GEN}": ("$/GPU", "value in best use: what the best secondary buyer would pay "
+                                    "(discounted net rent less integration cost); empty before "
+                                    "launch"),
+    f"volume_{GEN}": ("GPUs", "units traded in the month's auction"),
+    f"forced_volume_{GEN}": ("GPUs", "units sold in forced sales (lenders' repossessed GPUs)"),
+    f"overhang_{GEN}": ("GPUs", "forced units offered but left unsold after the auction; 0 "
+                                "whenever `market.unsold_to_salvage` is true (the default: the "
+                                "salvage sink takes every unsold unit at the floor)"),
+    f"salvage_{GEN}": ("GPUs", "units bought by the salvage sink"),
+    "defaults_miner": ("borrowers", "new miner defaults in the month"),
+    "defaults_neocloud": ("borrowers", "new neo-cloud defaults in the month"),
+    "credit_losses": ("$", "cumulative credit losses: write-offs less recoveries"),
+    "writeoffs": ("$", "cumulative exposure at default written off"),
+    "recoveries": ("$", "cumulative recoveries (seized cash and BTC, GPU sale proceeds)"),
+    "lender_failures": ("lenders", "lenders failed so far"),
+    "lenders_deleveraging": ("lenders", "lenders deleveraging in the month"),
+    "lender_equity": ("$", "lenders' total equity"),
+    "inventory_units": ("GPUs", "repossessed GPUs lenders hold, not yet sold"),
+    "repo_lent": ("$", "repo loans the desk has outstanding"),
+    "repo_units": ("GPUs", "GPUs the repo desk holds"),
+    "buyer_capacity_h100": ("GPUs", "units of H100 (the first generation where there is no "
+                                    "H100) secondary buyers could still absorb at the month's "
+                                    "price, by capital and spare power; capped at 1e15"),
+    "forced_value": ("$", "cumulative proceeds of forced sales"),
+    "forced_fundamental": ("$", "cumulative value in best use of the units sold in forced "
+                                "sales (1 - forced_value / this = the fire-sale discount)"),
+    "max_fill_above_reservation": ("$/GPU", "largest fill above a buyer's reservation price in "
+                                            "the month (an accounting check: always 0)"),
+}
+
+PANEL: dict[str, tuple[str, str]] = {
+    "month": ("month", "model month, 0 = t0"),
+    "agent": ("", "the agent's node in network.graphml"),
+    "name": ("", "agent name: L<i> lender, M<i> miner, N<i> neo-cloud, S<i> secondary buyer"),
+    "kind": ("", "lender type (bank, private_credit, abl, ...), miner, neocloud, or buyer type "
+                 "(hyperscaler, tier2, broker, ...)"),
+    "state": ("", "lenders: normal, deleveraging, failed; borrowers: healthy, distressed (in "
+                  "arrears or under a margin call), defaulted; buyers: active"),
+    "cash": ("$", "cash held (buyers: capital left for purchases)"),
+    "size": ("$", "balance-sheet size: lenders' assets; borrowers' fleet at the price index "
+                  "plus BTC; buyers' capital plus holdings at the price index"),
+}
+
+EVENTS: dict[str, tuple[str, str]] = {
+    "month": ("month", "model month of the event"),
+    "event": ("", "sale, purchase, margin_call, default_payment, default_covenant, "
+                  "repossession, refinancing_refused, repo_loan, deleveraging, lender_failure, "
+                  "guarantee_withdrawn"),
+    "agent": ("", "who: lender, miner, neocloud, buyer, salvage, repo_desk, borrower"),
+    "index": ("", "the agent's index within its kind (lender i is L<i> in the panel)"),
+    "generation": ("", "GPU generation of a sale, purchase or repossession; empty otherwise"),
+    "units": ("GPUs", "GPUs sold, bought or repossessed; 0 for other events"),
+    "price": ("$/GPU", "auction clearing price of a sale or purchase; empty otherwise"),
+    "value": ("$", "units x price of a sale or purchase; empty otherwise"),
+    "debt": ("$", "debt outstanding: of the borrower (margin_call, default_*) or the loan "
+                  "principal refused (refinancing_refused); empty otherwise"),
+    "collateral": ("$", "collateral value at the lender's mark when the borrower defaulted "
+                        "(default_*); empty otherwise"),
+    "ltv": ("ratio", "loan-to-value that triggered the margin call (margin_call); empty "
+                     "otherwise"),
+    "loan": ("$", "repo loan granted (repo_loan); empty otherwise"),
+    "equity": ("$", "the lender's equity (deleveraging, lender_failure); empty otherwise"),
+}
+
+TABLES = {"series": SERIES, "panel": PANEL, "events": EVENTS}
+
+
+def describe(table: str, column: str, generations: list[str] | tuple = ()) -> tuple[str, str]:
+    """(unit, description) of ``column`` of ``table``; KeyError if it is not described."""
+    docs = TABLES[table]
+    if column in docs:
+        return docs[column]
+    for g in sorted(generations, key=len, reverse=True):
+        if column.endswith(f"_{g}"):
+            key = column[: -len(g)] + GEN
+            if key in docs:
+                unit, text = docs[key]
+                return unit, f"{g}: {text}"
+    raise KeyError(f"{table}.{column} is not in the data dictionary (sim/datadict.py)")
+
+
+def to_table(frame: pd.DataFrame, table: str, generations: list[str] | tuple = ()) -> pa.Table:
+    """``frame`` as an Arrow table whose every field carries ``unit`` and ``description``;
+    a ``date`` column is stored as a date (date32)."""
+    t = pa.Table.from_pandas(frame, preserve_index=False)
+    fields = []
+    for f in t.schema:
+        unit, text = describe(table, f.name, generations)
+        kind = pa.date32() if f.name == "date" else f.type
+        fields.append(pa.field(f.name, kind, f.nullable,
+                               metadata={"unit": unit, "description": text}))
+    schema = pa.schema(fields, metadata={"table": table,
+                                         "dictionary": "docs/data_dictionary.md"})
+    return t.cast(schema)
+
+
+def to_parquet(frame: pd.DataFrame, table: str, path, generations: list[str] | tuple = ()
+               ) -> None:
+    pq.write_table(to_table(frame, table, generations), path)
+
+
+def markdown() -> str:
+    """The data dictionary page (docs/data_dictionary.md)."""
+    lines = ["# Data dictionary", "",
+             "<!-- generated by `python -m sim.datadict` from sim/datadict.py; do not edit -->",
+             "",
+             "The columns of a run's tables (`liqsim run` writes them as Parquet into "
+             "`results/<name>/`; `sim.run()` returns them as DataFrames). Each Parquet field "
+             "carries the same `unit` and `description` as metadata:",
+             "",
+             "```python",
+             "import pyarrow.parquet as pq",
+             "pq.read_schema(\"results/baseline/series.parquet\").field(\"price_H100\").metadata",
+             "```", "",
+             f"Columns named `<key>_{GEN}` exist once per GPU generation of the scenario "
+             "(`price_H100`, `price_Rubin`, ...). Empty means null (NaN): not applicable, "
+             "never zero.", ""]
+    files = {"series": "series.parquet: one row per month",
+             "panel": "panel.parquet: one row per agent per month",
+             "events": "events.parquet: one row per event"}
+    for name, docs in TABLES.items():
+        lines += [f"## {files[name]}", "", "| column | unit | meaning |", "|---|---|---|"]
+        lines += [f"| `{c}` | {u} | {d} |" for c, (u, d) in docs.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    PAGE.write_text(markdown(), encoding="utf-8")
+    sys.stdout.write(f"wrote {PAGE}\n")
