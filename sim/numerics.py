@@ -508,7 +508,7 @@ def matvec(a: np.ndarray, x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=float)
     if a.shape[-1:] != x.shape or x.ndim != 1:
         raise ValueError(f"matvec needs A (..., k) and x (k,), got {a.shape} and {x.shape}")
-    if x.shape[0] >= 8:
+    if x.shape[0] >= 8 or x.shape[0] == 0:  # (an empty row sums to 0.0, as numpy's)
         return np.add.reduce(np.multiply(a, x), axis=-1)
     if a.dtype.kind not in "iu":
         a = a.astype(float, copy=False)

@@ -163,6 +163,8 @@ def test_products_equal_blas_to_rounding_and_integers_exactly():
         if k < 8:
             assert want.tobytes() == np.array([sum_in_order(r * y) for r in b]).tobytes()
     assert nm.matvec(a.reshape(5, 10, 7), x).shape == (5, 10)
+    assert nm.matvec(np.zeros((3, 0)), np.zeros(0)).tolist() == [0.0, 0.0, 0.0]
+    assert nm.matvec(np.zeros((0, 4)), np.ones(4)).shape == (0,)
     assert nm.dot(x, x) == pytest.approx(float(x @ x), rel=1e-14)
     fleet = RNG.integers(0, 10_000, (30, 5))
     np.testing.assert_array_equal(nm.matvec(fleet, np.ones(5)), fleet.sum(axis=1))
