@@ -150,7 +150,8 @@ class Environment:
         """Advance one month: rent shock and deflation, launches, BTC, hashprice, shocks."""
         e = self.cfg
         self.t += 1
-        eps_r, eta = nm.standard_normal(self.rng, 2).tolist()
+        # two scalar draws (about 1 us each): the same raw draws and bits as one draw of two
+        eps_r, eta = nm.standard_normal(self.rng), nm.standard_normal(self.rng)
         rho = e.rho_stress if self.stress else e.rho_calm
         vol = e.btc_vol_stress if self.stress else e.btc_vol_calm
         eps_b = rho * eps_r + np.sqrt(1.0 - rho * rho) * eta

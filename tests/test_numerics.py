@@ -184,6 +184,11 @@ def test_samplers_have_the_right_moments_and_never_draw_the_ends():
     assert abs(g.mean() - 0.5772156649) < 0.01  # Euler-Mascheroni
     ln = nm.lognormal(rng, -0.5 * 0.36, 0.6, 200_000)  # mean exp(mu + s^2/2) = 1
     assert abs(ln.mean() - 1.0) < 0.01
+    # k is numpy's rng.integers(0, 2**52) of the same draws, and leaves the same state
+    r1, r2 = np.random.default_rng(9), np.random.default_rng(9)
+    ks = r1.integers(0, 2**52, size=1000, dtype=np.int64)
+    np.testing.assert_array_equal(nm._open_uniform(r2, 1000), (ks * 2.0 + 1.0) * 2.0**-53)
+    assert r1.random() == r2.random()
     # a scalar draw is the same as the first of an array draw from the same state
     assert nm.standard_normal(np.random.default_rng(5)) == \
         nm.standard_normal(np.random.default_rng(5), 3)[0]
