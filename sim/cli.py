@@ -17,8 +17,10 @@ from sim.config import ConfigError, list_scenarios, load_scenario
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="liqsim: the liquidation market for repossessed AI GPUs.")
-out_console = Console()
-err_console = Console(stderr=True)
+# Messages carry user text (paths, scenario names, file excerpts): never read as rich markup
+# (`[/]` in an --out path raised MarkupError) or emoji codes (`:x:` became an emoji)
+out_console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 GIF_NAME = "cascade.gif"  # liqsim animate's default file, inside the run directory
 
 
@@ -155,7 +157,7 @@ def run(
     except KeyboardInterrupt:
         _interrupted(f"{outdir} left as it was")
     out_console.print(_summary_table(summary))
-    out_console.print(f"results written to {outdir}/")
+    out_console.print(f"results written to {outdir}/", soft_wrap=True)
 
 
 def _check_writable(outdir: Path, replaced: bool = False) -> None:
@@ -259,7 +261,7 @@ def analyze(
     except ConfigError as e:
         _fail(str(e))
     out_console.print(f"{len(paths)} files written to {paths[-1].parent}/ "
-                      f"(open {paths[-1].name})")
+                      f"(open {paths[-1].name})", soft_wrap=True)
 
 
 @app.command()
@@ -286,7 +288,7 @@ def validate(
     for c in result["checks"]:
         t.add_row(f"{c.id} {c.name}", c.measured, "PASS" if c.passed else "FAIL")
     out_console.print(t)
-    out_console.print(f"report written to {path}", markup=False, highlight=False)
+    out_console.print(f"report written to {path}", highlight=False, soft_wrap=True)
     if not all(c.passed for c in result["checks"]):
         raise typer.Exit(1)
 
@@ -331,7 +333,7 @@ def bench(
     if "sweeps" in res:
         t.add_row("sweeps", "skipped" if "skipped" in res["sweeps"] else "measured")
     out_console.print(t)
-    out_console.print(f"results written to {out}/")
+    out_console.print(f"results written to {out}/", soft_wrap=True)
 
 
 @app.command(name="app")
@@ -390,7 +392,7 @@ def animate(
         _fail(str(e))
     except KeyboardInterrupt:
         _interrupted(f"no GIF written to {path}")
-    out_console.print(f"{cfg.months} frames (one per month) written to {path}")
+    out_console.print(f"{cfg.months} frames (one per month) written to {path}", soft_wrap=True)
 
 
 @app.command()
