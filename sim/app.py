@@ -19,17 +19,25 @@ telemetry is switched off.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import traceback
+import types
 import urllib.request
+from pathlib import Path
 
+import mesa.visualization.solara_viz as mesa_viz
 import solara
 from matplotlib.figure import Figure
 from mesa.visualization import SolaraViz
+from solara.alias import rv
 
 from sim.animate import (
     draw_capacity,
@@ -39,14 +47,26 @@ from sim.animate import (
     draw_prices,
     month_label,
 )
-from sim.config import ConfigError, Scenario, build, list_scenarios, load_scenario
+from sim.config import (
+    ConfigError,
+    Scenario,
+    _one_line,
+    build,
+    list_scenarios,
+    load_scenario,
+    short_repr,
+)
 from sim.model import LiquidationModel
 from sim.plots import draw_network, new_figure
 
-SCENARIO_ENV = "LIQSIM_APP_SCENARIO"  # the scenario the picker starts on (set by `liqsim app`)
+# Set by `liqsim app` for its server only (server_command drops inherited values): the scenario
+# the picker starts on, and the directory whose TOML files the page may also load
+SCENARIO_ENV = "LIQSIM_APP_SCENARIO"
+SCENARIO_DIR_ENV = "LIQSIM_APP_SCENARIO_DIR"
 BTC_SHOCK_MONTH = 3  # the month of crypto_winter's shocks, so the two can be compared
 SEED_MAX = 2**63 - 1
 PICKER_MAX_BORROWERS = 5_000  # drawing every node each month stays well under a second
+MAX_DIR_SCENARIOS = 200  # TOML files offered from --scenario-dir (sorted by name)
 
 
 # =========================================================================== the model
@@ -87,13 +107,14 @@ def app_scenario(scenario_name: str = "baseline", seed: int | None = None,
 def parse_seed(text) -> int | None:
     """The seed typed in the page: an integer 0..2^63-1, or None (blank: the scenario's seed).
 
-    Raises :class:`ConfigError` for anything else.
+    Raises :class:`ConfigError` for anything else (digits only, ASCII: ``int`` refuses some
+    Unicode digits such as '²' that ``isdigit`` accepts).
     """
     s = str(text).strip().replace("_", "")
     if not s:
         return None
-    if not s.isdigit() or int(s) > SEED_MAX:
-        raise ConfigError(f"seed {text!r} is not an integer 0..{SEED_MAX}")
+    if len(s) > 19 or not (s.isascii() and s.isdigit()) or int(s) > SEED_MAX:
+        raise ConfigError(f"seed {short_repr(text, 40)} is not an integer 0..{SEED_MAX}")
     return int(s)
 
 
@@ -102,26 +123,54 @@ def default_scenario() -> str:
     return os.environ.get(SCENARIO_ENV) or "baseline"
 
 
-class AppModel(LiquidationModel):
-    """A :class:`LiquidationModel` built from the page's controls (SolaraViz passes kwargs).
+def scenario_dir() -> Path | None:
+    """The directory named by ``liqsim app --scenario-dir`` (``$LIQSIM_APP_SCENARIO_DIR``)."""
+    d = os.environ.get(SCENARIO_DIR_ENV)
+    return Path(d) if d else None
 
-    A seed that is not an integer falls back to the scenario's seed, and
-    :attr:`notice` says so on the page.
-    """
 
-    def __init__(self, scenario_name: str = "baseline", seed: str = "",
-                 ltv: float | None = None, rent_deflation: float | None = None,
-                 btc_shock: float = 0.0,
-                 buyer_capacity: float = 1.0, correlation_shift: float = 0.0,
-                 repo: bool = False):
-        self.notice = ""
+def _fits(source: str) -> bool:
+    """A scenario that loads and is small enough to step and draw interactively."""
+    try:
+        b = load_scenario(source).borrowers
+    except ConfigError:
+        return False
+    return b.miner.count + b.neocloud.count <= PICKER_MAX_BORROWERS
+
+
+@functools.cache
+def _shipped_choices(limit: int) -> tuple[str, ...]:
+    """The shipped scenarios that fit (``_fits`` reads PICKER_MAX_BORROWERS = ``limit``, the
+    cache key: shipped files do not change while the server runs)."""
+    return tuple(n for n in list_scenarios() if _fits(n))
+
+
+@functools.lru_cache(maxsize=4 * MAX_DIR_SCENARIOS)
+def _file_fits(path: str, _mtime_ns: int, _size: int) -> bool:
+    return _fits(path)  # cached by the file's mtime and size: re-read only when it changes
+
+
+def dir_scenarios(directory: Path) -> list[str]:
+    """The TOML files directly in ``directory`` that the page may load, as path strings: regular
+    files (a symbolic link only if its target is inside the directory too), at most
+    :data:`MAX_DIR_SCENARIOS` of them by name, each small enough to draw (as the shipped ones)."""
+    try:
+        real = directory.resolve(strict=True)
+        names = sorted(e.name for e in os.scandir(directory) if e.name.endswith(".toml"))
+    except (OSError, RuntimeError):
+        return []
+    out = []
+    for name in names[:MAX_DIR_SCENARIOS]:
+        path = directory / name
         try:
-            chosen = parse_seed(seed)
-        except ConfigError as e:
-            chosen, self.notice = None, f"{e}; using the scenario's seed"
-        cfg = app_scenario(scenario_name, chosen, ltv, rent_deflation, btc_shock,
-                           buyer_capacity, correlation_shift, repo)
-        super().__init__(cfg)
+            target = path.resolve(strict=True)
+            st = target.stat()
+        except (OSError, RuntimeError):
+            continue
+        if (target.parent == real and stat.S_ISREG(st.st_mode)
+                and _file_fits(str(path), st.st_mtime_ns, st.st_size)):
+            out.append(str(path))
+    return out
 
 
 def picker_scenarios() -> list[str]:
@@ -131,19 +180,117 @@ def picker_scenarios() -> list[str]:
     are left out of the picker, and so are scenarios that do not load; ``liqsim app NAME``
     still opens one explicitly.
     """
-    def fits(name: str) -> bool:
-        try:
-            b = load_scenario(name).borrowers
-        except ConfigError:
-            return False
-        return b.miner.count + b.neocloud.count <= PICKER_MAX_BORROWERS
+    return list(_shipped_choices(PICKER_MAX_BORROWERS))
 
-    return [n for n in list_scenarios() if fits(n)]
+
+def page_scenarios() -> list[str]:
+    """Every scenario the page may load, in the picker's order: the small shipped ones, the
+    TOML files of ``--scenario-dir`` (:func:`dir_scenarios`) and the scenario ``liqsim app``
+    started on (whatever its size: the person who started the app chose it)."""
+    names = picker_scenarios()
+    d = scenario_dir()
+    if d is not None:
+        names += dir_scenarios(d)
+    first = default_scenario()
+    if first not in names:
+        names.append(first)
+    return names
+
+
+def allowed_scenario(value) -> str | None:
+    """``value`` if the page may load it (one of :func:`page_scenarios`, compared as the exact
+    string), else None. The browser can send any value for the picker, not only the ones it
+    lists: a path, ``large``, a table; none of them is loaded."""
+    if not isinstance(value, str) or len(value) > 4096:
+        return None
+    return value if value in page_scenarios() else None
+
+
+# The controls' labels, for notices
+CONTROL_LABELS = {"ltv": "Loan-to-value", "rent_deflation": "Rent deflation",
+                  "btc_shock": "Extra BTC crash", "buyer_capacity": "Buyer capacity",
+                  "correlation_shift": "Crypto-rent correlation"}
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool): what a slider sends, if the browser is honest."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+class AppModel(LiquidationModel):
+    """A :class:`LiquidationModel` built from the page's controls (SolaraViz passes kwargs).
+
+    The values come from the browser and are not trusted: a scenario the page does not offer
+    (:func:`allowed_scenario`) gives the starting scenario, a seed that is not an integer the
+    scenario's seed, a control that is not a finite number or that the scenario refuses its
+    default; :attr:`notice` says so on the page, in one line. The constructor never raises for
+    what the page sends, so the page never shows a traceback.
+    """
+
+    def __init__(self, scenario_name: str = "baseline", seed: str = "",
+                 ltv: float | None = None, rent_deflation: float | None = None,
+                 btc_shock: float = 0.0,
+                 buyer_capacity: float = 1.0, correlation_shift: float = 0.0,
+                 repo: bool = False):
+        notices = []
+        name = allowed_scenario(scenario_name)
+        if name is None:
+            name = default_scenario()
+            notices.append(f"scenario {short_repr(scenario_name, 60)} is not one this app "
+                           f"offers; showing {short_repr(name, 60)}")
+        try:
+            chosen = parse_seed(seed)
+        except ConfigError as e:
+            chosen = None
+            notices.append(f"{e}; using the scenario's seed")
+        controls = {"ltv": ltv, "rent_deflation": rent_deflation, "btc_shock": btc_shock,
+                    "buyer_capacity": buyer_capacity, "correlation_shift": correlation_shift}
+        defaults = {"ltv": None, "rent_deflation": None, "btc_shock": 0.0,
+                    "buyer_capacity": 1.0, "correlation_shift": 0.0}
+        for key, value in controls.items():
+            if value is not None and not _is_number(value):
+                controls[key] = defaults[key]
+                notices.append(f"{CONTROL_LABELS[key]} {short_repr(value, 40)} is not a "
+                               "number; using the scenario's value")
+        if not isinstance(repo, bool):
+            notices.append(f"Repo desk {short_repr(repo, 40)} is not on or off; off")
+            repo = False
+        try:
+            cfg = app_scenario(name, chosen, repo=repo, **controls)
+        except ConfigError as e:
+            notices.append(f"{e}; using the scenario's own values")
+            cfg = self._fallback(name, chosen, notices)
+        self.notice = _one_line("; ".join(notices), 600)
+        super().__init__(cfg)
+
+    @staticmethod
+    def _fallback(name: str, seed: int | None, notices: list[str]) -> Scenario:
+        """The scenario as it is; if it no longer loads (a --scenario-dir file edited since it
+        was listed), the starting scenario, then the baseline."""
+        for source in dict.fromkeys((name, default_scenario(), "baseline")):
+            try:
+                return app_scenario(source, seed)
+            except ConfigError as e:
+                notices.append(str(e))
+        raise ConfigError("no scenario loads")  # the shipped baseline always does
+
+    def step(self) -> None:
+        """One month; an error stops the model with a one-line notice on the page (the full
+        traceback goes to the server's log), instead of a traceback in the page."""
+        month = self.month + 1
+        try:
+            super().step()
+        except Exception as e:  # noqa: BLE001 - shown as one line, logged in full
+            self.running = False
+            self.notice = _one_line(f"the model stopped in month {month}: "
+                                    f"{type(e).__name__}: {e}", 300)
+            traceback.print_exc()
 
 
 def model_params(scenario: str | None = None) -> dict:
     """The controls, in SolaraViz's ``model_params`` format."""
-    names = picker_scenarios()
+    names = page_scenarios()
     first = scenario or default_scenario()
     if first not in names:
         names.append(first)  # a TOML file given to `liqsim app`
@@ -218,9 +365,11 @@ def MonthCounter(model):
                  f"{_shock_sizes(c, 'btc')} · buyer capacity x{c.buyers.capacity_scale:.2g} · "
                  f"correlation {c.environment.rho_calm:.2f} calm / "
                  f"{c.environment.rho_stress:.2f} stress")
-    if model.notice:
-        lines.append(f"⚠ {model.notice}")
-    return solara.Markdown("\n\n".join(lines))
+    with solara.Column() as column:
+        solara.Markdown("\n\n".join(lines))
+        if model.notice:  # plain text (it may quote what the browser sent), never Markdown
+            solara.Warning(model.notice, dense=True)
+    return column
 
 
 def NetworkPanel(model):
@@ -267,14 +416,106 @@ def Page():
                      name="liqsim: the GPU fire-sale market", play_interval=300)
 
 
+@solara.component
+def Layout(children=()):
+    """Solara's page layout (Solara wraps a module's ``Page`` in its ``Layout``): the app
+    layout around :func:`ErrorBoundary` around the page."""
+    return solara.AppLayout(children=[ErrorBoundary(children=list(children))])
+
+
+@solara.component
+def ErrorBoundary(children=()):
+    """An exception in a component or event handler of the page is shown as one line with a
+    button to dismiss it, instead of Solara's traceback replacing the page; the traceback
+    goes to the server's log. While the line is shown the part below is not drawn (drawing a
+    failing part again would fail again); Dismiss draws it afresh.
+
+    It sits inside the app layout (an error boundary around Solara's AppLayout itself loops).
+    The sidebar (Reset, Step, the controls) is drawn by the app layout, outside it: what the
+    page sends there cannot raise (:class:`AppModel` never does for page input, its ``step``
+    turns an error into a notice, and the sliders ignore values that are not numbers).
+    """
+    error, clear = solara.use_exception()
+    solara.use_effect(lambda: _log_error(error), [error])
+    if error is None:
+        return solara.Column(children=list(children), gap="0px")
+    with solara.Row(style={"align-items": "center"}) as row:
+        solara.Error(error_line(error), dense=True)
+        solara.Button("Dismiss", on_click=clear, text=True)
+    return row
+
+
+def _slider(cast: type):
+    """A slider like Solara's ``SliderInt``/``SliderFloat`` whose handler ignores a value that
+    is not a finite number and clamps one outside [min, max]: Solara's cast (``int(value)``)
+    raises on what only a crafted page sends (``'abc'``), and the exception of a widget's
+    handler cannot be caught by a component above it (reacton keeps re-raising it)."""
+
+    @solara.component
+    def Slider(label: str, value=0, min=0, max=10, step=1, on_value=None,
+               thumb_label=True, disabled: bool = False):
+        reactive_value = solara.use_reactive(value, on_value)
+        lo, hi = min, max
+
+        def set_value(new) -> None:
+            if _is_number(new):
+                reactive_value.set(cast(lo if new < lo else hi if new > hi else new))
+
+        return rv.Slider(v_model=reactive_value.value, on_v_model=set_value, label=label,
+                         min=lo, max=hi, step=step, thumb_label=thumb_label, dense=False,
+                         hide_details=True, disabled=disabled)
+
+    Slider.__name__ = Slider.__qualname__ = f"Slider{cast.__name__.title()}"
+    return Slider
+
+
+SliderInt, SliderFloat = _slider(int), _slider(float)
+
+
+class _SolaraForMesa(types.ModuleType):
+    """``solara`` as Mesa's SolaraViz module sees it: the same, but with the sliders above
+    (its Play Interval, Render Interval and parameter sliders)."""
+
+    SliderInt = SliderInt
+    SliderFloat = SliderFloat
+
+    def __getattr__(self, name: str):
+        return getattr(solara, name)
+
+
+def _install_sliders() -> None:
+    """Point Mesa's SolaraViz module at :class:`_SolaraForMesa` (only that module: the name
+    ``solara`` in its globals, looked up when its components render)."""
+    if not isinstance(mesa_viz.solara, _SolaraForMesa):
+        mesa_viz.solara = _SolaraForMesa("solara")
+
+
+_install_sliders()
+
+
+def error_line(error: BaseException) -> str:
+    """An exception as the page shows it: one line, its type and at most 200 characters."""
+    return _one_line(f"error: {type(error).__name__}: {error}", 240)
+
+
+def _log_error(error: BaseException | None) -> None:
+    if error is not None:
+        traceback.print_exception(error, file=sys.stderr)
+
+
 # =========================================================================== the server
-def server_command(host: str = "127.0.0.1", port: int = 8765,
-                   scenario: str | None = None) -> tuple[list[str], dict]:
-    """The argv and environment that serve :func:`Page` with Solara's server, offline."""
+def server_command(host: str = "127.0.0.1", port: int = 8765, scenario: str | None = None,
+                   scenario_dir: str | Path | None = None) -> tuple[list[str], dict]:
+    """The argv and environment that serve :func:`Page` with Solara's server, offline.
+
+    The page may load only what these name (:func:`page_scenarios`): the variables are set
+    from the arguments alone, never inherited from the caller's environment.
+    """
     argv = [sys.executable, "-m", "solara", "run", "sim.app:Page", "--host", host,
             "--port", str(port), "--production", "--no-open", "--no-check-version",
             "--theme-variant", "light", "--log-level", "warning"]
-    env = {**os.environ,
+    inherited = {k: v for k, v in os.environ.items() if k not in (SCENARIO_ENV, SCENARIO_DIR_ENV)}
+    env = {**inherited,
            "SOLARA_ASSETS_PROXY": "True",  # serve the front-end from solara-assets, locally
            "SOLARA_TELEMETRY_MIXPANEL_ENABLE": "False",  # no calls home
            "MPLBACKEND": "Agg",
@@ -282,6 +523,8 @@ def server_command(host: str = "127.0.0.1", port: int = 8765,
            "PYTHONWARNINGS": "ignore::UserWarning:solara.server.starlette"}
     if scenario is not None:
         env[SCENARIO_ENV] = scenario
+    if scenario_dir is not None:
+        env[SCENARIO_DIR_ENV] = str(Path(scenario_dir).resolve())
     return argv, env
 
 
@@ -322,13 +565,14 @@ def _on_sigterm(_signum, _frame):
     raise KeyboardInterrupt
 
 
-def serve(host: str, port: int, scenario: str | None = None) -> int:
+def serve(host: str, port: int, scenario: str | None = None,
+          scenario_dir: str | Path | None = None) -> int:
     """Run the app server until it exits, Ctrl-C or SIGTERM; return its exit code.
 
     The server process never outlives this one: on Ctrl-C or SIGTERM it is terminated (killed
     after 10 s).
     """
-    argv, env = server_command(host, port, scenario)
+    argv, env = server_command(host, port, scenario, scenario_dir)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     proc = subprocess.Popen(argv, env=env)
     try:
