@@ -19,8 +19,10 @@ from sim.progress import LineProgress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="liqsim: the liquidation market for repossessed AI GPUs.")
-out_console = Console()
-err_console = Console(stderr=True)
+# Messages carry user text (paths, scenario names, file excerpts): never read as rich markup
+# (`[/]` in an --out path raised MarkupError) or emoji codes (`:x:` became an emoji)
+out_console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 GIF_NAME = "cascade.gif"  # liqsim animate's default file, inside the run directory
 
 
@@ -235,7 +237,7 @@ def run(
     except KeyboardInterrupt:
         _interrupted(f"{outdir} left as it was")
     out_console.print(_summary_table(summary))
-    out_console.print(f"results written to {outdir}/")
+    out_console.print(f"results written to {outdir}/", soft_wrap=True)
 
 
 def _check_writable(outdir: Path, replaced: bool = False) -> None:
@@ -408,7 +410,7 @@ def analyze(
     except ConfigError as e:
         _fail(str(e))
     out_console.print(f"{len(paths)} files written to {paths[-1].parent}/ "
-                      f"(open {paths[-1].name})")
+                      f"(open {paths[-1].name})", soft_wrap=True)
 
 
 @app.command()
@@ -435,7 +437,7 @@ def validate(
     for c in result["checks"]:
         t.add_row(f"{c.id} {c.name}", c.measured, "PASS" if c.passed else "FAIL")
     out_console.print(t)
-    out_console.print(f"report written to {path}", markup=False, highlight=False)
+    out_console.print(f"report written to {path}", highlight=False, soft_wrap=True)
     if not all(c.passed for c in result["checks"]):
         raise typer.Exit(1)
 
@@ -480,7 +482,7 @@ def bench(
     if "sweeps" in res:
         t.add_row("sweeps", "skipped" if "skipped" in res["sweeps"] else "measured")
     out_console.print(t)
-    out_console.print(f"results written to {out}/")
+    out_console.print(f"results written to {out}/", soft_wrap=True)
 
 
 @app.command(name="app")
@@ -491,10 +493,16 @@ def app_(
                                       help="Port (1..65535)")] = 8765,
     host: Annotated[str, typer.Option(help="Interface to listen on: a name or an IPv4 or "
                                            "IPv6 address")] = "127.0.0.1",
+    scenario_dir: Annotated[Path | None, typer.Option(
+        parser=_out_path, metavar="DIR",
+        help="Also offer the TOML files in DIR (the page loads nothing else but the shipped "
+             "scenarios and SCENARIO)")] = None,
 ) -> None:
     """Serve the fire-sale app (Solara, on the Mesa model) at http://HOST:PORT, offline."""
     try:
         load_scenario(scenario)
+        if scenario_dir is not None:
+            _check_scenario_dir(scenario_dir)
     except ConfigError as e:
         _fail(str(e))
     from sim.app import check_port, serve, url
@@ -504,7 +512,16 @@ def app_(
     except ConfigError as e:
         _fail(str(e))
     err_console.print(f"liqsim app: {url(host, port)}  (Ctrl-C to stop)", markup=False)
-    raise typer.Exit(serve(host, port, scenario))
+    raise typer.Exit(serve(host, port, scenario, scenario_dir))
+
+
+def _check_scenario_dir(d: Path) -> None:
+    if not d.exists():
+        raise ConfigError(f"--scenario-dir {d}: not found")
+    if not d.is_dir():
+        raise ConfigError(f"--scenario-dir {d}: not a directory")
+    if not os.access(d, os.R_OK | os.X_OK):
+        raise ConfigError(f"--scenario-dir {d}: cannot be read")
 
 
 @app.command()
@@ -538,7 +555,7 @@ def animate(
         _fail(str(e))
     except KeyboardInterrupt:
         _interrupted(f"no GIF written to {path}")
-    out_console.print(f"{cfg.months} frames (one per month) written to {path}")
+    out_console.print(f"{cfg.months} frames (one per month) written to {path}", soft_wrap=True)
 
 
 @app.command()

@@ -16,7 +16,10 @@ Money is in US dollars, GPUs in integer units, time in months (t0 = 2025-12).
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import re
+import stat
 import tomllib
 import types
 from collections.abc import Iterable, Mapping
@@ -68,7 +71,7 @@ def safe_name(value: Any, what: str = "name") -> str:
     pydantic validator) naming ``what``.
     """
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise ConfigError(f"{what} = {_one_line(repr(value), 120)}: not a usable name; the "
+        raise ConfigError(f"{what} = {short_repr(value)}: not a usable name; the "
                           f"pattern is {NAME_RULE}")
     return value
 
@@ -413,6 +416,18 @@ def _one_line(text: str, limit: int | None = None) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
+def short_repr(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters. An integer of more than 4,300
+    digits has no repr (Python refuses the conversion: ValueError), so it is described by its
+    size instead (a TOML file may hold one: ``months = 0xfff...``)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = (f"<an integer of {value.bit_length():,} bits>" if isinstance(value, int)
+                else f"<a {type(value).__name__} too large to show>")
+    return _one_line(text, limit)
+
+
 def _fmt_error(err: ValidationError) -> str:
     """The first validation error as one line: ``key = value: what is allowed``."""
     first = err.errors()[0]
@@ -427,7 +442,7 @@ def _fmt_error(err: ValidationError) -> str:
         return msg
     if first["type"] == "bool_as_number":
         return f"{loc}{first['ctx']['where']}: {msg}"
-    return f"{loc} = {_one_line(repr(first.get('input')), 120)}: {msg}"
+    return f"{loc} = {short_repr(first.get('input'))}: {msg}"
 
 
 def _known(loc: tuple) -> Any:
@@ -543,35 +558,135 @@ def set_path(data: dict, key: str, value: Any) -> None:
             node = node[part]
 
 
+# Size limits of the TOML files liqsim reads, checked before a byte is parsed (docs/sweeps.md,
+# README). The largest shipped scenario is 5 KB and the largest shipped spec 2 KB; 1 MiB holds a
+# spec with an explicit axis of 100,000 short values. tomllib takes about 1 s a MiB, and time
+# quadratic in the parts of one dotted key (40,000 parts took 33 s), so keys are limited too.
+MAX_TOML_BYTES = 2**20
+MAX_KEY_PARTS = 32  # parts of one dotted key or table header (a scenario's deepest key has 4)
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: 'a directory', 'a FIFO (named pipe)', ..."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def _stat_problem(e: OSError) -> str:
+    if e.errno == errno.ENOENT:
+        return "not found"
+    if e.errno == errno.ELOOP:
+        return "is a symbolic link loop"
+    return f"cannot read: {e.strerror or _one_line(e)}"
+
+
+def read_regular(path: str | Path, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path``; ConfigError (one line, starting ``what``) if it
+    is missing, a symbolic link loop, unreadable, not a regular file (a directory, FIFO,
+    device or socket: refused from its ``stat``, without opening it, so a FIFO never blocks
+    and /dev/zero is never read) or larger than ``limit`` bytes (checked before reading, and
+    again while reading, since /proc files report a size of 0)."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} is {file_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise ConfigError(f"{what} is {_size(st.st_size)}; the limit is {_size(limit)}")
+        # O_NONBLOCK: if the path became a FIFO since the stat, open does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{what} is {file_kind(os.fstat(fd).st_mode)}, not a regular "
+                                  "file")
+            data = fh.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"{what} {_stat_problem(e)}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{what} is larger than {_size(limit)} (the limit)")
+    return data
+
+
+def _size(n: int) -> str:
+    """A size for messages: whole MiB as such, large sizes in MiB, others in bytes (so that a
+    file just over a limit does not read as equal to it)."""
+    if n % 2**20 == 0 or n >= 100 * 2**20:
+        return f"{n / 2**20:,.0f} MiB"
+    return f"{n:,} bytes"
+
+
+# A dotted key is a run of bare or quoted parts joined by dots. Strings and comments are first
+# replaced by one bare character (linear: each alternative consumes its token whole, closed or
+# not, so the scan never restarts inside one); the runs of bare parts are then found by a regex
+# that only starts at the beginning of a word (linear too).
+_STRINGS = re.compile(r'"""[\s\S]*?(?:"""|\Z)|\'\'\'[\s\S]*?(?:\'\'\'|\Z)'
+                      r'|"(?:[^"\\\n]|\\.)*"?|\'[^\'\n]*\'?|#[^\n]*')
+_LONG_KEY = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]+(?:[ \t]*\.[ \t]*[A-Za-z0-9_-]+)"
+                       f"{{{MAX_KEY_PARTS}}}")
+
+
+def _check_key_parts(text: str, where: Path) -> None:
+    """Refuse a dotted key (or table header) of more than MAX_KEY_PARTS parts before tomllib
+    sees it (its time grows with the square of the parts)."""
+    plain = _STRINGS.sub(lambda m: "" if m.group().startswith("#") else "s", text)
+    m = _LONG_KEY.search(plain)
+    if m:
+        line = plain.count("\n", 0, m.start()) + 1
+        raise ConfigError(f"{where}: line {line}: a dotted key of more than {MAX_KEY_PARTS} "
+                          "parts (the limit)")
+
+
 def locate(path: str | Path) -> Path:
-    """The TOML file ``path`` names: a file, or the name of a shipped scenario."""
+    """The TOML file ``path`` names: a regular file, or the name of a shipped scenario.
+
+    A name is a shipped scenario only if it is one exactly (``list_scenarios``), so a name
+    never reaches outside ``SCENARIO_DIR``. Anything that exists but is not a regular file
+    (a directory, a FIFO, a device) is refused without being opened.
+    """
     if not str(path).strip():
         raise ConfigError(f"scenario '{path}': empty name {_choices()}")
     p = Path(path)
-    if not p.is_file():
-        candidate = SCENARIO_DIR / f"{path}.toml"
-        if candidate.is_file():
-            return candidate
-        if p.is_dir():
-            raise ConfigError(f"scenario '{path}' is a directory, not a TOML file")
-        raise ConfigError(f"scenario '{path}' not found {_choices()}")
-    return p
-
-
-def read_toml(path: str | Path) -> dict:
-    """The table of the TOML file ``path`` (see :func:`locate`); any problem is a ConfigError."""
-    p = locate(path)
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: malformed TOML: {_one_line(e)}") from None
+        mode = os.stat(p).st_mode
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        mode, problem = None, e
+    if mode is not None and stat.S_ISREG(mode):
+        return p
+    if str(path) in list_scenarios():
+        return SCENARIO_DIR / f"{path}.toml"
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ConfigError(f"scenario '{path}' is a directory, not a TOML file")
+    if mode is not None:
+        raise ConfigError(f"scenario '{path}' is {file_kind(mode)}, not a regular file")
+    if isinstance(problem, OSError) and problem.errno not in (errno.ENOENT, errno.ENOTDIR):
+        raise ConfigError(f"scenario '{path}' {_stat_problem(problem)}")
+    raise ConfigError(f"scenario '{path}' not found {_choices()}")
+
+
+def parse_toml(data: bytes, p: Path) -> dict:
+    """The table of TOML ``data`` read from ``p`` (for messages); any problem is a ConfigError."""
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
                           f"{e.start})") from None
+    _check_key_parts(text, p)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: malformed TOML: {_one_line(e)}") from None
     except RecursionError:
         raise ConfigError(f"{p}: malformed TOML: nested too deeply") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror or _one_line(e)}") from None
+    except ValueError as e:  # an integer of more than 4,300 digits
+        raise ConfigError(f"{p}: unreadable TOML value: {_one_line(e, 120)}") from None
+
+
+def read_toml(path: str | Path) -> dict:
+    """The table of the TOML file ``path`` (see :func:`locate`), at most ``MAX_TOML_BYTES``;
+    any problem is a ConfigError."""
+    p = locate(path)
+    return parse_toml(read_regular(p, MAX_TOML_BYTES, str(p)), p)
 
 
 def _choices() -> str:
@@ -598,7 +713,22 @@ def _absolute_edgelist(data: dict, base: Path) -> None:
     net = data.get("network")
     path = net.get("edgelist") if isinstance(net, dict) else None
     if isinstance(path, str) and path.strip():
-        net["edgelist"] = str((base / Path(path).expanduser()).resolve())
+        net["edgelist"] = _absolute(base, path)
+
+
+def _absolute(base: Path, path: str) -> str:
+    """``path`` resolved against ``base`` (symbolic links resolved), or only made absolute
+    where resolving fails or names nothing that exists: a symbolic link loop (RuntimeError in
+    Python 3.12), ~ without a home directory, a NUL byte, or /dev/stdin on a pipe (whose
+    target, ``pipe:[N]``, is no path). Reading the file then says what it is."""
+    try:
+        target = base / Path(path).expanduser()
+        resolved = target.resolve()
+        if resolved.exists() or not target.exists():
+            return str(resolved)
+    except (OSError, RuntimeError, ValueError):
+        pass
+    return os.path.abspath(base / path)
 
 
 def load_scenario(source: str | Path | None = None,

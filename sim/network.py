@@ -16,13 +16,18 @@ All draws come from the model's Generator; networkx generators get an integer se
 
 from __future__ import annotations
 
+import errno
+import io
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import networkx as nx
 import numpy as np
 
 from sim import numerics as nm
-from sim.config import ConfigError, NetworkCfg
+from sim.config import ConfigError, NetworkCfg, file_kind
 
 MAX_EDGELIST_ROWS = 1_000_000
 SYNDICATE_BLOCK = 4096  # borrowers per block of syndicate draws (memory: block x n_lenders)
@@ -100,71 +105,113 @@ def _preferential(k: np.ndarray, n_lenders: int, rng: np.random.Generator) -> np
 def read_edgelist(path: str | Path, n_lenders: int) -> np.ndarray:
     """Read ``creditor debtor [weight]`` rows into an (n, n) weight matrix W[debtor, creditor].
 
-    Refuses: a missing or unreadable file, malformed rows, unknown nodes, self-loops, negative,
-    non-finite or over-``MAX_EDGELIST_WEIGHT`` weights, and more than ``MAX_EDGELIST_ROWS`` rows
-    or ``MAX_EDGELIST_BYTES`` bytes (checked before parsing, so a huge file is refused at once).
+    Refuses: a missing or unreadable file, a symbolic link loop, anything but a regular file (a
+    directory, FIFO, device or socket, refused from its ``stat`` without being opened), malformed
+    rows, unknown nodes, self-loops, negative, non-finite or over-``MAX_EDGELIST_WEIGHT``
+    weights, and more than ``MAX_EDGELIST_ROWS`` rows or ``MAX_EDGELIST_BYTES`` bytes (checked
+    before parsing, so a huge file is refused at once). A message quotes a bad row only once
+    the file has looked like an edge list (an earlier row was valid), and then at most
+    ``EXCERPT_CHARS`` printable characters of it: a file that is not an edge list
+    (/etc/passwd, /proc/self/environ) is never echoed.
     A self-loop (a lender owed money by itself) is refused, not ignored: a claim on oneself nets
     to zero on one balance sheet, and Eisenberg-Noe / Rogers-Veraart clearing take a liabilities
     matrix with a zero diagonal, so such a row is almost surely a mistake in the file. Cycles
     between two or more lenders are legal.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"network.edgelist: file '{path}' not found")
     try:
-        _check_size(p)
-        return _parse_edgelist(p, n_lenders)
+        fh = _open_regular(path)
+        with io.TextIOWrapper(fh, encoding="utf-8", errors="replace") as text:  # closes fh
+            _check_size(fh, Path(path))
+            fh.seek(0)
+            return _parse_edgelist(text, n_lenders)
     except OSError as e:  # unreadable (permissions, I/O error): bad input, not a write error
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ConfigError(f"network.edgelist: file '{path}' not found") from None
+        if e.errno == errno.ELOOP:
+            raise ConfigError(f"network.edgelist: '{path}' is a symbolic link loop") from None
         raise ConfigError(f"network.edgelist: cannot read '{path}': {e.strerror or e}") from None
 
 
-def _parse_edgelist(p: Path, n_lenders: int) -> np.ndarray:
+def _open_regular(path: str | Path) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file (checked by ``stat`` first, so a
+    FIFO is never opened and /dev/zero never read; and by ``fstat`` after a non-blocking
+    open, in case it changed in between); ConfigError otherwise, OSError if it cannot be."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+        mode = os.fstat(fh.fileno()).st_mode
+        if stat.S_ISREG(mode):
+            return fh
+        fh.close()
+    raise ConfigError(f"network.edgelist: '{path}' is {file_kind(mode)}, not a regular file")
+
+
+EXCERPT_CHARS = 40
+
+
+def _excerpt(line: str) -> str:
+    """At most EXCERPT_CHARS characters of a row, non-printable ones shown as '?', quoted."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in line.strip()[: EXCERPT_CHARS + 1])
+    return repr(text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 3] + "...")
+
+
+def _node(text: str) -> str:
+    return text if len(text) <= 20 else f"{text[:17]}..."
+
+
+def _parse_edgelist(fh, n_lenders: int) -> np.ndarray:
     w = np.zeros((n_lenders, n_lenders))
-    with p.open(encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.split("#", 1)[0].replace(",", " ").split()
-            if not text:
-                continue
-            if len(text) not in (2, 3):
-                raise ConfigError(f"network.edgelist line {lineno}: expected 'creditor debtor "
-                                  f"[weight]', got {line.strip()!r}")
-            try:
-                c, d = int(text[0]), int(text[1])
-                wt = float(text[2]) if len(text) == 3 else 1.0
-            except ValueError:
-                raise ConfigError(f"network.edgelist line {lineno}: not numbers: "
-                                  f"{line.strip()!r}") from None
-            if not (0 <= c < n_lenders and 0 <= d < n_lenders):
-                raise ConfigError(f"network.edgelist line {lineno}: unknown node "
-                                  f"{c if not 0 <= c < n_lenders else d} (lenders are "
-                                  f"0..{n_lenders - 1})")
-            if c == d:
-                raise ConfigError(f"network.edgelist line {lineno}: self-loop on lender {c}")
-            if not np.isfinite(wt) or not 0 <= wt <= MAX_EDGELIST_WEIGHT:
-                raise ConfigError(f"network.edgelist line {lineno}: weight {wt} must be a "
-                                  f"number in [0, {MAX_EDGELIST_WEIGHT:g}] (weights are relative)")
-            w[d, c] += wt
+    rows = 0  # valid rows so far: only then does the file look like an edge list
+    for lineno, line in enumerate(fh, 1):
+        text = line.split("#", 1)[0].replace(",", " ").split()
+        if not text:
+            continue
+        got = f", got {_excerpt(line)}" if rows else ""
+        if len(text) not in (2, 3):
+            raise ConfigError(f"network.edgelist line {lineno}: expected 'creditor debtor "
+                              f"[weight]'{got}")
+        try:
+            c, d = int(text[0]), int(text[1])
+            wt = float(text[2]) if len(text) == 3 else 1.0
+        except ValueError:
+            raise ConfigError(f"network.edgelist line {lineno}: not numbers (expected "
+                              f"'creditor debtor [weight]'){got}") from None
+        if not (0 <= c < n_lenders and 0 <= d < n_lenders):
+            raise ConfigError(f"network.edgelist line {lineno}: unknown node "
+                              f"{_node(str(c if not 0 <= c < n_lenders else d))} (lenders are "
+                              f"0..{n_lenders - 1})")
+        if c == d:
+            raise ConfigError(f"network.edgelist line {lineno}: self-loop on lender {c}")
+        if not np.isfinite(wt) or not 0 <= wt <= MAX_EDGELIST_WEIGHT:
+            raise ConfigError(f"network.edgelist line {lineno}: weight {wt} must be a "
+                              f"number in [0, {MAX_EDGELIST_WEIGHT:g}] (weights are relative)")
+        w[d, c] += wt
+        rows += 1
     return w
 
 
-def _check_size(p: Path) -> None:
+def _check_size(fh: BinaryIO, p: Path) -> None:
     """Refuse an oversized edge list before parsing it: bytes first, then rows.
 
     Rows are counted in 1 MiB binary chunks and counting stops at the limit, so a file of
-    10 million rows is refused after reading about a tenth of it.
+    10 million rows is refused after reading about a tenth of it; a file reporting no size
+    (/proc) is cut at the byte limit too.
     """
     limit = f"(the limit is {MAX_EDGELIST_ROWS:,} rows, {MAX_EDGELIST_BYTES // 2**20} MiB)"
-    if p.stat().st_size > MAX_EDGELIST_BYTES:
-        raise ConfigError(f"network.edgelist: '{p}' is {p.stat().st_size / 2**20:,.0f} MiB "
-                          f"{limit}")
-    rows, last = 0, b"\n"
-    with p.open("rb") as fh:
-        while chunk := fh.read(2**20):
-            rows += chunk.count(b"\n")
-            last = chunk[-1:]
-            if rows + (last != b"\n") > MAX_EDGELIST_ROWS:
-                raise ConfigError(f"network.edgelist: more than {MAX_EDGELIST_ROWS:,} rows in "
-                                  f"'{p}' {limit}")
+    size = os.fstat(fh.fileno()).st_size
+    if size > MAX_EDGELIST_BYTES:
+        raise ConfigError(f"network.edgelist: '{p}' is {size / 2**20:,.0f} MiB {limit}")
+    rows, last, read = 0, b"\n", 0
+    while chunk := fh.read(2**20):
+        read += len(chunk)
+        if read > MAX_EDGELIST_BYTES:
+            raise ConfigError(f"network.edgelist: '{p}' is larger than "
+                              f"{MAX_EDGELIST_BYTES // 2**20} MiB {limit}")
+        rows += chunk.count(b"\n")
+        last = chunk[-1:]
+        if rows + (last != b"\n") > MAX_EDGELIST_ROWS:
+            raise ConfigError(f"network.edgelist: more than {MAX_EDGELIST_ROWS:,} rows in "
+                              f"'{p}' {limit}")
 
 
 def funding_weights(n: int, cfg: NetworkCfg, rng: np.random.Generator) -> np.ndarray:

@@ -352,11 +352,23 @@ def _outside(data: dict) -> list[str]:
 
 
 def _input_notes(data: dict) -> list[str]:
+    """A note if the funding edge list the manifest names changed since the run. One larger
+    than a run may read (``sim.network.MAX_EDGELIST_BYTES``) is refused (ConfigError) before
+    it is hashed: the re-run would refuse it anyway, after seconds of hashing."""
+    from sim.network import MAX_EDGELIST_BYTES
+
     entry = (data.get("inputs") or {}).get("network.edgelist")
-    if not isinstance(entry, dict) or not entry.get("path"):
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
         return []
     p = Path(entry["path"])
-    if p.is_file() and entry.get("sha256") not in (None, sha256_file(p)):
+    if not entry["path"] or not p.is_file():
+        return []
+    size = p.stat().st_size
+    if size > MAX_EDGELIST_BYTES:
+        raise ConfigError(f"network.edgelist: '{p}' (named in the manifest) is "
+                          f"{size / 2**20:,.0f} MiB; the limit is "
+                          f"{MAX_EDGELIST_BYTES // 2**20} MiB, as for a run")
+    if entry.get("sha256") not in (None, sha256_file(p)):
         return [f"the funding edge list {p} changed since the run"]
     return []
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -110,17 +112,89 @@ def replace_dir[T](outdir: Path, fill: Callable[[Path], T]) -> T:
     temporary directory is removed. An existing ``outdir`` is renamed aside, the new one
     renamed in, then the old one deleted; concurrent writers each swap in a complete
     directory, so the last to finish wins and the contents are never mixed.
+
+    A writer killed outright (SIGKILL, out of memory) cannot remove its temporary directory,
+    so each writer holds an exclusive ``flock`` on its own while it fills it, and, before
+    making one, removes the ``.<name>.*.tmp`` directories nobody holds (and ``.<name>.*.old``
+    ones, which only a killed swap leaves), with the parent directory locked: the
+    kernel releases a dead writer's lock, so only a live writer's directory is kept.
     """
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}.", suffix=".tmp"))
+    with _locked(outdir.parent) as locked:
+        if locked:
+            remove_stale_temporaries(outdir)
+        tmp = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}.",
+                                    suffix=".tmp"))
+        held = _hold(tmp)  # before the parent is unlocked: a cleaner never sees it free
     try:
         result = fill(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
-        _swap_in(tmp, outdir)
+        with _locked(outdir.parent):
+            _swap_in(tmp, outdir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if held is not None:
+            os.close(held)
     return result
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """Hold an exclusive ``flock`` on ``directory`` itself (no lock file is left behind);
+    yields False, and locks nothing, if the directory cannot be opened for it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _hold(directory: Path) -> int | None:
+    """An open descriptor holding an exclusive ``flock`` on ``directory`` (None if it cannot
+    be opened: the directory is then unprotected, as before these locks)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fresh: nobody else can hold it
+    return fd
+
+
+def remove_stale_temporaries(outdir: Path) -> list[str]:
+    """Delete the temporary siblings of ``outdir`` (``.<name>.XXXXXXXX.tmp`` and ``.old``
+    directories, made by :func:`replace_dir` and :func:`_swap_in`) that no live writer holds;
+    return their names. Call it with the parent directory locked (:func:`_locked`)."""
+    pattern = re.compile(re.escape(f".{outdir.name}.") + r"[a-z0-9_]{8}\.(tmp|old)")
+    removed = []
+    for entry in os.scandir(outdir.parent):
+        if not (pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+            continue
+        path = Path(entry.path)
+        if entry.name.endswith(".tmp"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live writer is filling it
+                os.close(fd)
+                continue
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                os.close(fd)
+        else:  # .old: made and removed within a swap, which holds the parent's lock
+            shutil.rmtree(path, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
 
 
 def _swap_in(new: Path, out: Path, attempts: int = 50) -> None:

@@ -54,15 +54,18 @@ from pydantic import (
 
 from sim import numerics
 from sim.config import (
+    MAX_TOML_BYTES,
     ConfigError,
     Scenario,
     _fmt_error,
     _one_line,
     build,
     load_scenario,
-    read_toml,
+    parse_toml,
+    read_regular,
     safe_name,
     set_path,
+    short_repr,
 )
 from sim.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
 from sim.progress import LineProgress
@@ -79,15 +82,15 @@ def _value_problem(v: Any, in_list: bool = False) -> str | None:
     """Why ``v`` cannot be an axis value (None if it can): numbers must be finite; a value is
     a number, boolean, string, or a list of those."""
     if isinstance(v, float) and not math.isfinite(v):
-        return f"{_one_line(repr(v))} is not a finite number"
+        return f"{short_repr(v)} is not a finite number"
     if isinstance(v, bool | int | float | str):
         return None
     if isinstance(v, list) and not in_list:
         return next((p for p in (_value_problem(x, True) for x in v) if p), None)
     what = ("a table" if isinstance(v, dict) else "a list inside a list" if isinstance(v, list)
             else f"a TOML {type(v).__name__}")
-    shown = repr(v) if isinstance(v, dict | list) else str(v)
-    return (f"{_one_line(shown, 60)} is {what}; values are numbers, booleans, strings or "
+    shown = short_repr(v, 60) if isinstance(v, dict | list) else _one_line(v, 60)
+    return (f"{shown} is {what}; values are numbers, booleans, strings or "
             "lists of them")
 
 
@@ -247,7 +250,7 @@ def _axis_kind(base: dict, axis: Axis) -> str:
     if isinstance(current, bool) or not isinstance(current, int | float):
         if axis.range is not None:
             raise ConfigError(f"range needs a numeric key (it holds "
-                              f"{_one_line(repr(current), 60)}); use values = [...]")
+                              f"{short_repr(current, 60)}); use values = [...]")
         return "other"
     return "int" if isinstance(current, int) else "float"
 
@@ -304,13 +307,13 @@ def _check_values(base: dict, key: str, values: list) -> None:
         config = _resolved(base, key, v)
         held = _get_path(config, key)
         if json_kind(v) != json_kind(held):
-            raise ConfigError(f"value {_one_line(repr(v), 60)} is a {json_kind(v)}, but the key "
+            raise ConfigError(f"value {short_repr(v, 60)} is a {json_kind(v)}, but the key "
                               f"holds a {json_kind(held)} "
                               f"(write {_one_line(json.dumps(held), 60)})")
         first = seen.setdefault(canonical_json(_no_negative_zero(config)), i)
         if first != i:
-            raise ConfigError(f"values {_one_line(repr(values[first]), 60)} and "
-                              f"{_one_line(repr(v), 60)}"
+            raise ConfigError(f"values {short_repr(values[first], 60)} and "
+                              f"{short_repr(v, 60)}"
                               " give the same scenario; list each value once")
 
 
@@ -450,12 +453,11 @@ def _check_names(kind: str, asked: list[str], offered: list[str]) -> None:
 
 # --------------------------------------------------------------------------- loading
 def _read_spec(path: Path) -> tuple[dict, str]:
-    """The spec's data and its text (copied into the sweep directory)."""
-    if not path.is_file():
-        what = "is a directory, not a TOML file" if path.is_dir() else "not found"
-        raise ConfigError(f"sweep spec '{path}' {what}")
-    data = read_toml(path)  # one-line errors for malformed TOML, bad encoding, unreadable
-    return data, path.read_text(encoding="utf-8")
+    """The spec's data and its text (copied into the sweep directory), read once: a regular
+    file of at most ``MAX_TOML_BYTES``, checked before parsing (sim.config.read_regular)."""
+    raw = read_regular(path, MAX_TOML_BYTES, f"sweep spec '{path}'")
+    data = parse_toml(raw, path)  # one-line errors for malformed TOML, bad encoding
+    return data, raw.decode("utf-8")
 
 
 def load_spec(path: str | Path) -> SweepSpec:

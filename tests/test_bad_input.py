@@ -13,6 +13,7 @@ missing directory, a missing or corrupt manifest. Sweep-spec input is tested wit
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -64,6 +65,35 @@ def _sparse_edgelist(t):
     with path.open("wb") as fh:
         fh.truncate(129 * 2**20)
     return _edgelist_argv(t, path)
+
+
+def _sparse(t, name: str, size: int) -> str:
+    """A sparse file of ``size`` bytes (no time spent writing it)."""
+    path = t / name
+    with path.open("wb") as fh:
+        fh.truncate(size)
+    return str(path)
+
+
+def _fifo(t, name: str) -> str:
+    os.mkfifo(t / name)
+    return str(t / name)
+
+
+def _loop(t, name: str) -> str:
+    """A symbolic link to itself (stat: ELOOP)."""
+    os.symlink(name, t / name)
+    return str(t / name)
+
+
+def _dotted_key(parts: int) -> str:
+    return ".".join(["a"] * parts) + " = 1\n"
+
+
+def _verify_big_input(t):
+    """A manifest naming a 2 GiB funding edge list (a sparse file) as the run's input."""
+    edges = _sparse(t, "edges.txt", 2 * 2**30)
+    return _results(t, _manifest(inputs={"network.edgelist": {"path": edges, "sha256": "0"}}))
 
 
 def _results(t, manifest: str | None):
@@ -203,6 +233,40 @@ CASES = [
      ["network.edgelist", "more than 1,000,000 rows", "huge.txt"]),
     ("edgelist-over-byte-limit", _sparse_edgelist,
      ["network.edgelist", "sparse.txt", "129 MiB", "limit"]),
+    ("edgelist-symlink-loop", lambda t: _edgelist_argv(t, _loop(t, "loop.txt")),
+     ["network.edgelist: '", "loop.txt' is a symbolic link loop"]),
+    ("edgelist-fifo", lambda t: _edgelist_argv(t, _fifo(t, "fifo.txt")),
+     ["network.edgelist: '", "fifo.txt' is a FIFO (named pipe), not a regular file"]),
+    ("edgelist-dev-zero", lambda t: _edgelist_argv(t, "/dev/zero"),
+     ["network.edgelist: '/dev/zero' is a character device, not a regular file"]),
+    ("edgelist-not-an-edge-list", _edges("root:x:0:0:root:/root:/bin/bash\n"),
+     ["network.edgelist line 1: expected 'creditor debtor [weight]'"]),
+    # ---- scenario files: size and complexity limits, checked before parsing; not regular
+    ("scenario-over-size-limit", lambda t: ["run", _sparse(t, "big.toml", 2 * 2**30)],
+     ["big.toml is 2,048 MiB; the limit is 1 MiB"]),
+    ("scenario-just-over-size-limit",
+     _run_toml("desc.toml", 'description = "' + "x" * 2**20 + '"\n'),
+     ["desc.toml is 1,048,593 bytes; the limit is 1 MiB"]),
+    ("scenario-dotted-key-200000-parts", _run_toml("dotted.toml", _dotted_key(200_000)),
+     ["dotted.toml: line 1: a dotted key of more than 32 parts (the limit)"]),
+    ("scenario-quoted-dotted-key-33-parts",
+     _run_toml("quoted.toml", "\n" + ".".join(['"a"'] * 33) + " = 1\n"),
+     ["quoted.toml: line 2: a dotted key of more than 32 parts"]),
+    ("scenario-table-header-33-parts",
+     _run_toml("header.toml", "[" + ".".join(["t"] * 33) + "]\n"),
+     ["header.toml: line 1: a dotted key of more than 32 parts"]),
+    ("scenario-5000-digit-integer", _run_toml("digits.toml", "months = " + "1" * 5000 + "\n"),
+     ["digits.toml: unreadable TOML value", "4300 digits"]),
+    ("scenario-80000-bit-integer", _run_toml("hex.toml", "months = 0x" + "f" * 20_000 + "\n"),
+     ["months = <an integer of 80,000 bits>", "less than or equal to 600"]),
+    ("scenario-fifo", lambda t: ["run", _fifo(t, "fifo.toml")],
+     ["scenario '", "fifo.toml' is a FIFO (named pipe), not a regular file"]),
+    ("scenario-symlink-loop", lambda t: ["run", _loop(t, "loop.toml")],
+     ["scenario '", "loop.toml' is a symbolic link loop"]),
+    ("scenario-dev-zero", lambda t: ["run", "/dev/zero"],
+     ["scenario '/dev/zero' is a character device, not a regular file"]),
+    ("scenario-name-outside-the-shipped-folder", lambda t: ["run", "../scenarios/baseline"],
+     ["scenario '../scenarios/baseline' not found"]),
     # ---- worlds too large to hold in memory
     ("too-many-lenders", _set("lenders.count=100000"),
      ["lenders.count = 100000", "too large", "5,000"]),
@@ -237,6 +301,9 @@ CASES = [
      lambda t: _results(t, _manifest(files={"../x": {"sha256": "0"}})),
      ["manifest.json", "bad entry for file '../x'"]),
     ("verify-missing-argument", lambda t: ["verify"], ["Missing argument"]),
+    ("verify-edgelist-over-size-limit", _verify_big_input,
+     ["network.edgelist: '", "edges.txt' (named in the manifest) is 2,048 MiB",
+      "the limit is 128 MiB"]),
 ]
 
 

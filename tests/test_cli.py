@@ -180,7 +180,7 @@ CASES = [
     ("edgelist-is-a-directory",
      lambda t: ["run", "--no-figures", "--out", str(t / "out"), "--set", "network.kind=edgelist",
                 "--set", f"network.edgelist={t}"],
-     ["network.edgelist", "not found"]),
+     ["network.edgelist", "is a directory, not a regular file"]),
     ("scenario-is-a-directory", lambda t: ["run", str(t)], ["is a directory"]),
     ("non-utf8-file", lambda t: ["run", _write(t, "latin1.toml", b"description = '\xe9t\xe9'\n")],
      ["latin1.toml", "UTF-8"]),

@@ -4,10 +4,12 @@ nothing half-written, odd ``--out`` paths and ``app --host`` values are one line
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -247,7 +249,7 @@ def test_an_ipv6_host_is_probed_over_ipv6_and_printed_bracketed(monkeypatch, cap
     served = []
     monkeypatch.setattr(sim.app, "serve", lambda *args: served.append(args) or 0)
     assert main(["app", "--host", "::1", "--port", str(port)]) == 0
-    assert served == [("::1", port, None)]
+    assert served == [("::1", port, None, None)]  # no scenario, no --scenario-dir
     assert f"liqsim app: http://[::1]:{port}/" in capsys.readouterr().err
     with socket.socket(socket.AF_INET6) as busy:  # and a taken IPv6 port is reported as such
         busy.bind(("::1", port))
@@ -294,14 +296,14 @@ def test_an_unreadable_edge_list_is_a_read_error_not_a_write_error(tmp_path, mon
     not the output directory (the run's write-error handler covers only the writing)."""
     edges = tmp_path / "edges.txt"
     edges.write_text("0 1\n")
-    real_open = Path.open
+    real_open = os.open
 
-    def failing_open(self, *args, **kwargs):
-        if self == edges:
+    def failing_open(path, *args, **kwargs):  # root may read a chmod 000 file: fake it
+        if Path(path) == edges:
             raise PermissionError(errno.EACCES, "Permission denied")
-        return real_open(self, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", failing_open)
+    monkeypatch.setattr(os, "open", failing_open)
     assert _run(tmp_path / "out", "--set", "network.kind=edgelist",
                 "--set", f"network.edgelist={edges}") == 2
     assert _one_error_line(capsys) == (f"liqsim: error: network.edgelist: cannot read "
@@ -321,3 +323,53 @@ def test_a_run_checks_that_the_parent_of_its_directory_is_writable(tmp_path, mon
     assert _run(parent / "out") == 2
     assert _one_error_line(capsys) == (f"liqsim: error: --out {parent / 'out'}: directory is "
                                        "not writable")
+
+
+# --------------------------------------------------------------------------- killed runs
+def _liqsim() -> list[str]:
+    script = Path(sys.executable).with_name("liqsim")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sim.cli"]
+
+
+def _kill_while_writing(out: Path, cwd: Path) -> list[str]:
+    """Start a real `liqsim run`, SIGKILL it while it fills its temporary directory, and
+    return the temporary directories it left."""
+    proc = subprocess.Popen([*_liqsim(), "run", "--out", str(out)], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(out.parent.glob(f".{out.name}.*.tmp")):
+                proc.kill()
+                break
+            time.sleep(0.002)
+    finally:
+        proc.kill()
+        proc.wait()
+    return sorted(p.name for p in out.parent.glob(f".{out.name}.*.tmp"))
+
+
+def test_a_killed_run_leaves_a_temporary_directory_the_next_run_removes(tmp_path, capsys):
+    """A SIGKILLed `liqsim run` cannot remove its temporary directory; the next run to the
+    same directory removes every one nobody holds (a killed writer's lock died with it), and
+    keeps a live writer's, another name's, and anything not made by a run."""
+    out = tmp_path / "res" / "out"
+    out.parent.mkdir()
+    left = _kill_while_writing(out, tmp_path)
+    assert len(left) == 1, "the run finished before it could be killed"
+    assert not out.exists()
+    live = out.parent / ".out.abcdefgh.tmp"  # a writer still filling its directory
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    (out.parent / ".out.zyxwvut_.old").mkdir()  # a swap killed between its two renames
+    (out.parent / ".other.abcdefgh.tmp").mkdir()  # another run's
+    (out.parent / ".out.notours.tmp").mkdir()  # not a name replace_dir makes
+    try:
+        assert _run(out) == 0
+    finally:
+        os.close(fd)
+    capsys.readouterr()
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        ".other.abcdefgh.tmp", ".out.abcdefgh.tmp", ".out.notours.tmp", "out"]
+    assert (out / "manifest.json").is_file()

@@ -327,6 +327,17 @@ def test_a_changed_spec_in_the_same_directory_is_refused(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+def _sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as fh:
+        fh.truncate(size)
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
 def _spec_case(body: str):
     return lambda t: write_spec(t, body, "bad.toml")
 
@@ -338,6 +349,12 @@ RANGE_AXIS = '[[axes]]\nkey = "shocks.0.size"\nrange = [0.2, 0.6]\n'
 BAD_SPECS = [
     ("missing-file", lambda t: t / "nope.toml", ["nope.toml", "not found"]),
     ("directory", lambda t: t, ["is a directory"]),
+    ("over-size-limit", lambda t: _sparse(t / "big.toml", 2 * 2**30),
+     ["sweep spec '", "big.toml' is 2,048 MiB; the limit is 1 MiB"]),
+    ("fifo", lambda t: _fifo(t / "fifo.toml"),
+     ["sweep spec '", "fifo.toml' is a FIFO (named pipe), not a regular file"]),
+    ("dotted-key-200000-parts", _spec_case(".".join(["a"] * 200_000) + " = 1\n"),
+     ["bad.toml: line 1: a dotted key of more than 32 parts (the limit)"]),
     ("malformed-toml", _spec_case("name = \n[["), ["malformed TOML"]),
     ("unknown-top-key", _spec_case(BASE + "bogus = 1\n" + VAL_AXIS), ["unknown key 'bogus'"]),
     ("missing-replicates", _spec_case('name = "b"\nbase = "baseline"\n' + VAL_AXIS),
