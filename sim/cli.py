@@ -491,10 +491,16 @@ def app_(
                                       help="Port (1..65535)")] = 8765,
     host: Annotated[str, typer.Option(help="Interface to listen on: a name or an IPv4 or "
                                            "IPv6 address")] = "127.0.0.1",
+    scenario_dir: Annotated[Path | None, typer.Option(
+        parser=_out_path, metavar="DIR",
+        help="Also offer the TOML files in DIR (the page loads nothing else but the shipped "
+             "scenarios and SCENARIO)")] = None,
 ) -> None:
     """Serve the fire-sale app (Solara, on the Mesa model) at http://HOST:PORT, offline."""
     try:
         load_scenario(scenario)
+        if scenario_dir is not None:
+            _check_scenario_dir(scenario_dir)
     except ConfigError as e:
         _fail(str(e))
     from sim.app import check_port, serve, url
@@ -504,7 +510,16 @@ def app_(
     except ConfigError as e:
         _fail(str(e))
     err_console.print(f"liqsim app: {url(host, port)}  (Ctrl-C to stop)", markup=False)
-    raise typer.Exit(serve(host, port, scenario))
+    raise typer.Exit(serve(host, port, scenario, scenario_dir))
+
+
+def _check_scenario_dir(d: Path) -> None:
+    if not d.exists():
+        raise ConfigError(f"--scenario-dir {d}: not found")
+    if not d.is_dir():
+        raise ConfigError(f"--scenario-dir {d}: not a directory")
+    if not os.access(d, os.R_OK | os.X_OK):
+        raise ConfigError(f"--scenario-dir {d}: cannot be read")
 
 
 @app.command()

@@ -247,7 +247,7 @@ def test_an_ipv6_host_is_probed_over_ipv6_and_printed_bracketed(monkeypatch, cap
     served = []
     monkeypatch.setattr(sim.app, "serve", lambda *args: served.append(args) or 0)
     assert main(["app", "--host", "::1", "--port", str(port)]) == 0
-    assert served == [("::1", port, None)]
+    assert served == [("::1", port, None, None)]  # no scenario, no --scenario-dir
     assert f"liqsim app: http://[::1]:{port}/" in capsys.readouterr().err
     with socket.socket(socket.AF_INET6) as busy:  # and a taken IPv6 port is reported as such
         busy.bind(("::1", port))
