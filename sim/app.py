@@ -24,28 +24,56 @@ telemetry is switched off.
 
 from __future__ import annotations
 
+import functools
 import html
+import math
 import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import traceback
 import urllib.request
+from pathlib import Path
 
 import solara
 import solara.lab
+from solara.alias import rv
 
 from sim.animate import month_label
 from sim.app_panels import make_panels, panel_values
-from sim.config import ConfigError, Scenario, build, list_scenarios, load_scenario
+from sim.config import (
+    ConfigError,
+    Scenario,
+    _one_line,
+    build,
+    list_scenarios,
+    load_scenario,
+)
 from sim.model import LiquidationModel
 
-SCENARIO_ENV = "LIQSIM_APP_SCENARIO"  # the scenario the picker starts on (set by `liqsim app`)
+# Set by `liqsim app` for its server only (server_command drops inherited values): the scenario
+# the picker starts on, and the directory whose TOML files the page may also load
+SCENARIO_ENV = "LIQSIM_APP_SCENARIO"
+SCENARIO_DIR_ENV = "LIQSIM_APP_SCENARIO_DIR"
 BTC_SHOCK_MONTH = 3  # the month of crypto_winter's shocks, so the two can be compared
 SEED_MAX = 2**63 - 1
 PICKER_MAX_BORROWERS = 5_000  # drawing every node each month stays well under a second
+MAX_DIR_SCENARIOS = 200  # TOML files offered from --scenario-dir (sorted by name)
+
+
+def short_repr(value, limit: int = 120) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters (for notices quoting what the
+    browser sent; an integer too long for ``repr`` is described by its size)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = (f"<an integer of {value.bit_length():,} bits>" if isinstance(value, int)
+                else f"<a {type(value).__name__} too large to show>")
+    return _one_line(text, limit)
 
 
 # =========================================================================== the model
@@ -86,13 +114,17 @@ def app_scenario(scenario_name: str = "baseline", seed: int | None = None,
 def parse_seed(text) -> int | None:
     """The seed typed in the page: an integer 0..2^63-1, or None (blank: the scenario's seed).
 
-    Raises :class:`ConfigError` for anything else.
+    Raises :class:`ConfigError` for anything else (digits only, ASCII: ``int`` refuses some
+    Unicode digits such as '²' that ``isdigit`` accepts; a value that is not a string, as only
+    a crafted page sends, too).
     """
-    s = str(text).strip().replace("_", "")
+    if not isinstance(text, str | int) or isinstance(text, bool):
+        raise ConfigError(f"seed {short_repr(text, 40)} is not an integer 0..{SEED_MAX}")
+    s = str(text).strip().replace("_", "") if isinstance(text, str) else str(text)
     if not s:
         return None
-    if not s.isdigit() or int(s) > SEED_MAX:
-        raise ConfigError(f"seed {text!r} is not an integer 0..{SEED_MAX}")
+    if len(s) > 19 or not (s.isascii() and s.isdigit()) or int(s) > SEED_MAX:
+        raise ConfigError(f"seed {short_repr(text, 40)} is not an integer 0..{SEED_MAX}")
     return int(s)
 
 
@@ -101,26 +133,54 @@ def default_scenario() -> str:
     return os.environ.get(SCENARIO_ENV) or "baseline"
 
 
-class AppModel(LiquidationModel):
-    """A :class:`LiquidationModel` built from the page's controls (the page passes kwargs).
+def scenario_dir() -> Path | None:
+    """The directory named by ``liqsim app --scenario-dir`` (``$LIQSIM_APP_SCENARIO_DIR``)."""
+    d = os.environ.get(SCENARIO_DIR_ENV)
+    return Path(d) if d else None
 
-    A seed that is not an integer falls back to the scenario's seed, and
-    :attr:`notice` says so on the page.
-    """
 
-    def __init__(self, scenario_name: str = "baseline", seed: str = "",
-                 ltv: float | None = None, rent_deflation: float | None = None,
-                 btc_shock: float = 0.0,
-                 buyer_capacity: float = 1.0, correlation_shift: float = 0.0,
-                 repo: bool = False):
-        self.notice = ""
+def _fits(source: str) -> bool:
+    """A scenario that loads and is small enough to step and draw interactively."""
+    try:
+        b = load_scenario(source).borrowers
+    except ConfigError:
+        return False
+    return b.miner.count + b.neocloud.count <= PICKER_MAX_BORROWERS
+
+
+@functools.cache
+def _shipped_choices(limit: int) -> tuple[str, ...]:
+    """The shipped scenarios that fit (``_fits`` reads PICKER_MAX_BORROWERS = ``limit``, the
+    cache key: shipped files do not change while the server runs)."""
+    return tuple(n for n in list_scenarios() if _fits(n))
+
+
+@functools.lru_cache(maxsize=4 * MAX_DIR_SCENARIOS)
+def _file_fits(path: str, _mtime_ns: int, _size: int, _limit: int) -> bool:
+    return _fits(path)  # cached by the file's mtime and size: re-read only when it changes
+
+
+def dir_scenarios(directory: Path) -> list[str]:
+    """The TOML files directly in ``directory`` that the page may load, as path strings: regular
+    files (a symbolic link only if its target is inside the directory too), at most
+    :data:`MAX_DIR_SCENARIOS` of them by name, each small enough to draw (as the shipped ones)."""
+    try:
+        real = directory.resolve(strict=True)
+        names = sorted(e.name for e in os.scandir(directory) if e.name.endswith(".toml"))
+    except (OSError, RuntimeError):
+        return []
+    out = []
+    for name in names[:MAX_DIR_SCENARIOS]:
+        path = directory / name
         try:
-            chosen = parse_seed(seed)
-        except ConfigError as e:
-            chosen, self.notice = None, f"{e}; using the scenario's seed"
-        cfg = app_scenario(scenario_name, chosen, ltv, rent_deflation, btc_shock,
-                           buyer_capacity, correlation_shift, repo)
-        super().__init__(cfg)
+            target = path.resolve(strict=True)
+            st = target.stat()
+        except (OSError, RuntimeError):
+            continue
+        if (target.parent == real and stat.S_ISREG(st.st_mode)
+                and _file_fits(str(path), st.st_mtime_ns, st.st_size, PICKER_MAX_BORROWERS)):
+            out.append(str(path))
+    return out
 
 
 def picker_scenarios() -> list[str]:
@@ -130,20 +190,120 @@ def picker_scenarios() -> list[str]:
     are left out of the picker, and so are scenarios that do not load; ``liqsim app NAME``
     still opens one explicitly.
     """
-    def fits(name: str) -> bool:
-        try:
-            b = load_scenario(name).borrowers
-        except ConfigError:
-            return False
-        return b.miner.count + b.neocloud.count <= PICKER_MAX_BORROWERS
+    return list(_shipped_choices(PICKER_MAX_BORROWERS))
 
-    return [n for n in list_scenarios() if fits(n)]
+
+def page_scenarios() -> list[str]:
+    """Every scenario the page may load, in the picker's order: the small shipped ones, the
+    TOML files of ``--scenario-dir`` (:func:`dir_scenarios`) and the scenario ``liqsim app``
+    started on (whatever its size: the person who started the app chose it)."""
+    names = picker_scenarios()
+    d = scenario_dir()
+    if d is not None:
+        names += dir_scenarios(d)
+    first = default_scenario()
+    if first not in names:
+        names.append(first)
+    return names
+
+
+def allowed_scenario(value) -> str | None:
+    """``value`` if the page may load it (one of :func:`page_scenarios`, compared as the exact
+    string), else None. The browser can send any value for the picker, not only the ones it
+    lists: a path, ``large``, a table; none of them is read."""
+    if not isinstance(value, str) or len(value) > 4096:
+        return None
+    return value if value in page_scenarios() else None
+
+
+# The controls' labels, for notices
+CONTROL_LABELS = {"ltv": "Loan-to-value", "rent_deflation": "Rent deflation",
+                  "btc_shock": "Extra BTC crash", "buyer_capacity": "Buyer capacity",
+                  "correlation_shift": "Correlation shift"}
+CONTROL_DEFAULTS = {"ltv": None, "rent_deflation": None, "btc_shock": 0.0,
+                    "buyer_capacity": 1.0, "correlation_shift": 0.0}
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool): what a slider sends, if the browser is honest."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+class AppModel(LiquidationModel):
+    """A :class:`LiquidationModel` built from the page's controls (the page passes kwargs).
+
+    The values come from the browser and are not trusted: a scenario the page does not offer
+    (:func:`allowed_scenario`) gives the starting scenario, a seed that is not an integer the
+    scenario's seed, a control that is not a finite number or that the scenario refuses its
+    default; :attr:`notice` says so on the page, in one line. The constructor never raises for
+    what the page sends, so the page never shows a traceback.
+    """
+
+    def __init__(self, scenario_name: str = "baseline", seed: str = "",
+                 ltv: float | None = None, rent_deflation: float | None = None,
+                 btc_shock: float = 0.0,
+                 buyer_capacity: float = 1.0, correlation_shift: float = 0.0,
+                 repo: bool = False):
+        notices = []
+        name = allowed_scenario(scenario_name)
+        if name is None:
+            name = default_scenario()
+            notices.append(f"scenario {short_repr(scenario_name, 60)} is not one this app "
+                           f"offers; showing {short_repr(name, 60)}")
+        try:
+            chosen = parse_seed(seed)
+        except ConfigError as e:
+            chosen = None
+            notices.append(f"{e}; using the scenario's seed")
+        controls = {"ltv": ltv, "rent_deflation": rent_deflation, "btc_shock": btc_shock,
+                    "buyer_capacity": buyer_capacity, "correlation_shift": correlation_shift}
+        for key, value in controls.items():
+            if _is_number(value) or (value is None and CONTROL_DEFAULTS[key] is None):
+                continue
+            controls[key] = CONTROL_DEFAULTS[key]
+            notices.append(f"{CONTROL_LABELS[key]} {short_repr(value, 40)} is not a "
+                           "number; using the scenario's value")
+        if not isinstance(repo, bool):
+            notices.append(f"Repo desk {short_repr(repo, 40)} is not on or off; off")
+            repo = False
+        try:
+            cfg = app_scenario(name, chosen, repo=repo, **controls)
+        except (ConfigError, ArithmeticError, ValueError) as e:
+            notices.append(f"{e}; using the scenario's own values")
+            cfg = self._fallback(name, chosen, notices)
+        self.notice = _one_line("; ".join(notices), 600)
+        super().__init__(cfg)
+
+    @staticmethod
+    def _fallback(name: str, seed: int | None, notices: list[str]) -> Scenario:
+        """The scenario as it is; if it no longer loads (a --scenario-dir file edited since it
+        was listed), the starting scenario, then the baseline."""
+        for source in dict.fromkeys((name, default_scenario(), "baseline")):
+            try:
+                return app_scenario(source, seed)
+            except ConfigError as e:
+                notices.append(str(e))
+        raise ConfigError("no scenario loads")  # the shipped baseline always does
+
+    def step(self) -> None:
+        """One month; an error stops the model with a one-line notice on the page (the full
+        traceback goes to the server's log), instead of a traceback in the page."""
+        month = self.month + 1
+        try:
+            super().step()
+        except Exception as e:  # noqa: BLE001 - shown as one line, logged in full
+            self.running = False
+            self.notice = _one_line(f"the model stopped in month {month}: "
+                                    f"{type(e).__name__}: {e}", 300)
+            traceback.print_exc()
 
 
 def model_params(scenario: str | None = None, names: list[str] | None = None) -> dict:
     """The controls (type, label, value, bounds), their values those of ``scenario``;
-    ``names``: the picker's scenarios (default :func:`picker_scenarios`)."""
-    names = list(names) if names is not None else picker_scenarios()
+    ``names``: the picker's scenarios (default :func:`page_scenarios`, what the page may
+    load). ``scenario`` is read: the page passes only names :func:`allowed_scenario` allows."""
+    names = list(names) if names is not None else page_scenarios()
     first = scenario or default_scenario()
     if first not in names:
         names.append(first)  # a TOML file given to `liqsim app`
@@ -301,9 +461,11 @@ def MonthCounter(model, t: int):
              f"{_shock_sizes(c, 'btc')} · buyer capacity x{c.buyers.capacity_scale:.2g} · "
              f"correlation {c.environment.rho_calm:.2f} calm / "
              f"{c.environment.rho_stress:.2f} stress"]
-    if model.notice:
-        lines.append(f"⚠ {model.notice}")
-    return solara.HTML(unsafe_innerHTML=_html(lines), classes=["liqsim-counter"])
+    with solara.Column(gap="0px") as column:
+        solara.HTML(unsafe_innerHTML=_html(lines), classes=["liqsim-counter"])
+        if model.notice:  # plain text (it may quote what the browser sent), never HTML
+            solara.Warning(model.notice, dense=True)
+    return column
 
 
 @solara.component
@@ -338,27 +500,59 @@ SLIDER_FORMATS = {"ltv": ".2f", "rent_deflation": ".0%", "btc_shock": ".0%",
 
 @solara.component
 def Controls(params: dict, values: dict, on_change):
-    """The scenario picker and the controls; each change restarts the run at month 0."""
+    """The scenario picker and the controls; each change restarts the run at month 0.
+
+    What the browser sends is not trusted (a crafted page can send any JSON value for any
+    control): a slider ignores a value that is not a finite number and clamps one outside its
+    range (a widget handler that raises cannot be caught by a component above it, and a string
+    in ``values`` would break the label's format); the picker, seed and checkbox pass theirs on
+    to :func:`Page`, which loads only what :func:`allowed_scenario` allows, and to
+    :class:`AppModel`, which turns the rest into one-line notices.
+    """
     desc = solara.use_memo(lambda: _descriptions(params["scenario_name"]["values"]),
                            [tuple(params["scenario_name"]["values"])])
     for key, spec in params.items():
         def set_value(value, key=key, spec=spec):
-            if spec["type"] == "SliderFloat" and _snapped_echo(spec, values[key], value):
-                return  # the slider moved the scenario's value onto its grid, not the user
+            if spec["type"] == "SliderFloat":
+                if not _is_number(value):
+                    return  # only a crafted page sends it
+                value = min(spec["max"], max(spec["min"], value))
+                if _snapped_echo(spec, values[key], value):
+                    return  # the slider moved the scenario's value onto its grid, not the user
             on_change(key, value)
 
-        kind, label = spec["type"], spec["label"]
+        kind, label, value = spec["type"], spec["label"], values[key]
         if kind == "Select":
-            solara.Select(label, value=values[key], values=spec["values"], on_value=set_value)
-            solara.Text(desc.get(values[key], ""), style={"font-size": "0.85em"})
+            solara.Select(label, value=value, values=spec["values"], on_value=set_value)
+            solara.Text(desc.get(value, "") if isinstance(value, str) else "",
+                        style={"font-size": "0.85em"})
         elif kind == "InputText":
-            solara.InputText(label, value=values[key], on_value=set_value)
+            solara.InputText(label, value=value if isinstance(value, str) else short_repr(
+                value, 40), on_value=set_value)
         elif kind == "Checkbox":
-            solara.Checkbox(label=label, value=values[key], on_value=set_value)
+            solara.Checkbox(label=label, value=value is True, on_value=set_value)
         else:
-            solara.SliderFloat(_label(label, values[key], SLIDER_FORMATS.get(key, ".2f")),
-                               value=values[key], min=spec["min"], max=spec["max"],
-                               step=spec["step"], on_value=set_value, thumb_label=False)
+            SliderFloat(_label(label, value, SLIDER_FORMATS.get(key, ".2f")),
+                        value=value, min=spec["min"], max=spec["max"],
+                        step=spec["step"], on_value=set_value, thumb_label=False)
+
+
+@solara.component
+def SliderFloat(label: str, value: float = 0.0, min: float = 0.0, max: float = 1.0,
+                step: float = 0.1, on_value=None, thumb_label=True, disabled: bool = False):
+    """Solara's ``SliderFloat``, whose handler ignores a value that is not a finite number and
+    clamps one outside [min, max]: Solara's ``float(value)`` raised on ``'abc'``, which only a
+    crafted page sends, and the exception of a widget's handler cannot be caught by a
+    component above it (the page became a traceback)."""
+    reactive_value = solara.use_reactive(value, on_value)
+
+    def set_value(new) -> None:
+        if _is_number(new):
+            reactive_value.set(float(min if new < min else max if new > max else new))
+
+    return rv.Slider(v_model=reactive_value.value, on_v_model=set_value, label=label,
+                     min=min, max=max, step=step, thumb_label=thumb_label, dense=False,
+                     hide_details=True, disabled=disabled)
 
 
 def _snapped_echo(spec: dict, current: float, value: float) -> bool:
@@ -398,17 +592,24 @@ def Page():
     playing = solara.use_reactive(False)
     panels = solara.use_memo(make_panels, [])
 
-    def restart(new_values: dict) -> None:
+    def restart(new_values: dict, sent: dict | None = None) -> None:
+        """Run ``new_values`` from month 0; ``sent``: what the browser sent instead, for the
+        model to refuse with a notice (a scenario the page does not offer)."""
         playing.set(False)
         values.set(new_values)
-        model.set(AppModel(**new_values))
+        model.set(AppModel(**{**new_values, **(sent or {})}))
         month.set(0)
 
     def on_change(key: str, value) -> None:
         if key == "scenario_name" and value != values.value["scenario_name"]:
-            fresh = model_params(value, names=params.value["scenario_name"]["values"])
+            # only what the server offers is read; anything else (a path, `large`, a table)
+            # shows the starting scenario, with a one-line notice from AppModel
+            allowed = allowed_scenario(value)
+            fresh = model_params(allowed or first,
+                                 names=params.value["scenario_name"]["values"])
             params.set(fresh)
-            restart(initial_kwargs(fresh))  # every control to the new scenario's values
+            restart(initial_kwargs(fresh),  # every control to the new scenario's values
+                    None if allowed else {"scenario_name": value})
         else:
             restart({**values.value, key: value})
 
@@ -460,14 +661,58 @@ def MainArea(model, month, panels: dict):
                 PanelImage(name, panels, model, t)
 
 
+@solara.component
+def Layout(children=()):
+    """Solara's page layout (``solara run sim.app:Page`` wraps the module's ``Page`` in its
+    ``Layout``): the app layout around :func:`ErrorBoundary` around the page."""
+    return solara.AppLayout(children=[ErrorBoundary(children=list(children))])
+
+
+@solara.component
+def ErrorBoundary(children=()):
+    """An exception in a component of the page is shown as one line with a button to dismiss
+    it, instead of Solara's traceback replacing the page; the traceback goes to the server's
+    log. While the line is shown the part below is not drawn (drawing a failing part again
+    would fail again); Dismiss draws it afresh (a new model at month 0).
+
+    It sits inside the app layout (an error boundary around Solara's AppLayout itself loops).
+    What the page's controls send cannot raise in their handlers (:func:`Controls`,
+    :class:`AppModel` never raises for page input and its ``step`` turns an error into a
+    notice), where a component above could not catch it.
+    """
+    error, clear = solara.use_exception()
+    solara.use_effect(lambda: _log_error(error), [error])
+    if error is None:
+        return solara.Column(children=list(children), gap="0px")
+    with solara.Row(style={"align-items": "center"}) as row:
+        solara.Error(error_line(error), dense=True)
+        solara.Button("Dismiss", on_click=clear, text=True)
+    return row
+
+
+def error_line(error: BaseException) -> str:
+    """An exception as the page shows it: one line, its type and at most 200 characters."""
+    return _one_line(f"error: {type(error).__name__}: {error}", 240)
+
+
+def _log_error(error: BaseException | None) -> None:
+    if error is not None:
+        traceback.print_exception(error, file=sys.stderr)
+
+
 # =========================================================================== the server
-def server_command(host: str = "127.0.0.1", port: int = 8765,
-                   scenario: str | None = None) -> tuple[list[str], dict]:
-    """The argv and environment that serve :func:`Page` with Solara's server, offline."""
+def server_command(host: str = "127.0.0.1", port: int = 8765, scenario: str | None = None,
+                   scenario_dir: str | Path | None = None) -> tuple[list[str], dict]:
+    """The argv and environment that serve :func:`Page` with Solara's server, offline.
+
+    The page may load only what these name (:func:`page_scenarios`): the variables are set
+    from the arguments alone, never inherited from the caller's environment.
+    """
     argv = [sys.executable, "-m", "solara", "run", "sim.app:Page", "--host", host,
             "--port", str(port), "--production", "--no-open", "--no-check-version",
             "--theme-variant", "light", "--log-level", "warning"]
-    env = {**os.environ,
+    inherited = {k: v for k, v in os.environ.items() if k not in (SCENARIO_ENV, SCENARIO_DIR_ENV)}
+    env = {**inherited,
            "SOLARA_ASSETS_PROXY": "True",  # serve the front-end from solara-assets, locally
            "SOLARA_TELEMETRY_MIXPANEL_ENABLE": "False",  # no calls home
            "MPLBACKEND": "Agg",
@@ -475,6 +720,8 @@ def server_command(host: str = "127.0.0.1", port: int = 8765,
            "PYTHONWARNINGS": "ignore::UserWarning:solara.server.starlette"}
     if scenario is not None:
         env[SCENARIO_ENV] = scenario
+    if scenario_dir is not None:
+        env[SCENARIO_DIR_ENV] = str(Path(scenario_dir).resolve())
     return argv, env
 
 
@@ -515,13 +762,14 @@ def _on_sigterm(_signum, _frame):
     raise KeyboardInterrupt
 
 
-def serve(host: str, port: int, scenario: str | None = None) -> int:
+def serve(host: str, port: int, scenario: str | None = None,
+          scenario_dir: str | Path | None = None) -> int:
     """Run the app server until it exits, Ctrl-C or SIGTERM; return its exit code.
 
     The server process never outlives this one: on Ctrl-C or SIGTERM it is terminated (killed
     after 10 s).
     """
-    argv, env = server_command(host, port, scenario)
+    argv, env = server_command(host, port, scenario, scenario_dir)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     proc = subprocess.Popen(argv, env=env)
     try:

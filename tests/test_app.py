@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import re
+import time
 from collections import Counter
 
 import ipyvuetify as v
@@ -18,16 +20,16 @@ from agents.borrower import DEFAULTED
 from sim import app, metrics
 from sim.animate import month_label
 from sim.cli import main
-from sim.config import ConfigError, load_scenario
+from sim.config import ConfigError, list_scenarios, load_scenario
 from sim.model import LiquidationModel
 from sim.runner import run_scenario
 
 
 @solara.component
 def _InLayout():
-    """The page inside Solara's AppLayout, as the server shows it (the sidebar needs it)."""
-    with solara.AppLayout():
-        app.Page()
+    """The page as the server shows it: Solara wraps a module's Page in the module's Layout
+    (app.Layout: the AppLayout, which the sidebar needs, and the error boundary)."""
+    return app.Layout(children=[app.Page()])
 
 
 @pytest.fixture
@@ -659,6 +661,8 @@ def test_animate_writes_one_frame_per_month(tmp_path, capsys):
     (["animate", "--fps", "0"], "0 is not in the range 1..30"),
     (["app", "--port", "70000"], "70000 is not in the range 1..65535"),
     (["app", "nope"], "scenario 'nope' not found"),
+    (["app", "--scenario-dir", "nope"], "--scenario-dir nope: not found"),
+    (["app", "--scenario-dir", "/etc/hostname"], "--scenario-dir /etc/hostname: not a directory"),
 ])
 def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -690,3 +694,228 @@ def test_wait_until_up_names_a_server_that_exits_or_never_answers(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+# --------------------------------------------------------------------------- hostile values
+# The browser can send any JSON value for any control, not only what the page lists (issue 20;
+# tests/test_browser.py sends them from a real page); these call the server side directly.
+@pytest.fixture
+def scenario_dir(tmp_path, monkeypatch):
+    """A --scenario-dir holding one usable scenario and several that must not be offered."""
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    (d / "mine.toml").write_text('name = "mine"\nmonths = 6\n', encoding="utf-8")
+    (d / "huge.toml").write_text("[borrowers.miner]\ncount = 20000\n", encoding="utf-8")
+    (d / "broken.toml").write_text("months = \n", encoding="utf-8")
+    (d / "passwd.toml").symlink_to("/etc/passwd")  # a link out of the directory
+    (d / "notes.txt").write_text('name = "notes"\n', encoding="utf-8")
+    os.mkfifo(d / "fifo.toml")
+    (d / "sub").mkdir()
+    (d / "sub" / "deep.toml").write_text('name = "deep"\n', encoding="utf-8")
+    (tmp_path / "outside.toml").write_text('name = "outside"\n', encoding="utf-8")
+    monkeypatch.setenv(app.SCENARIO_DIR_ENV, str(d))
+    monkeypatch.setenv(app.SCENARIO_ENV, "crypto_winter")
+    return d
+
+
+def test_the_page_offers_shipped_small_scenarios_the_dirs_files_and_the_start(scenario_dir):
+    offered = app.page_scenarios()
+    assert offered == [*app.picker_scenarios(), str(scenario_dir / "mine.toml")]
+    assert "crypto_winter" in offered and "large" not in offered
+    assert app.model_params()["scenario_name"]["values"] == offered
+
+
+HOSTILE = ["/etc/passwd", "/proc/self/environ", "large", "..", "../scenarios/large",
+           "experiments/scenarios/large.toml", "baseline\x00", " baseline", "BASELINE",
+           "passwd.toml", "{dir}/passwd.toml", "{dir}/huge.toml", "{dir}/broken.toml",
+           "{dir}/fifo.toml", "{dir}/notes.txt", "{dir}/sub/deep.toml", "{dir}/../outside.toml",
+           "{dir}/./mine.toml", "{dir}/", {"a": 1}, ["baseline"], None, 5, True,
+           "x" * 100_000, "/etc/passwd" + "/" * 100_000]
+
+
+def _recording_loads(monkeypatch) -> list:
+    loaded = []
+    real = app.load_scenario
+    monkeypatch.setattr(app, "load_scenario", lambda s, *a, **k: loaded.append(s) or real(
+        s, *a, **k))
+    return loaded
+
+
+def _only_offered_read(loaded, scenario_dir) -> bool:
+    """Read: shipped scenarios and the directory's own regular TOML files (to list them)."""
+    mine = {str(scenario_dir / n) for n in ("mine.toml", "huge.toml", "broken.toml")}
+    return set(loaded) <= set(list_scenarios()) | mine
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=[f"v{i}" for i in range(len(HOSTILE))])
+def test_a_scenario_the_page_does_not_offer_is_never_loaded(value, scenario_dir, monkeypatch):
+    if isinstance(value, str):
+        value = value.replace("{dir}", str(scenario_dir))
+    loaded = _recording_loads(monkeypatch)
+    start = time.perf_counter()
+    m = app.AppModel(scenario_name=value)
+    assert time.perf_counter() - start < 5.0
+    assert m.cfg.name == "crypto_winter"  # the scenario the app started on
+    assert _only_offered_read(loaded, scenario_dir), loaded
+    assert "is not one this app offers; showing 'crypto_winter'" in m.notice
+    assert "\n" not in m.notice and len(m.notice) < 200
+    assert app.allowed_scenario(value) is None
+
+
+@pytest.mark.parametrize("value", ["/etc/passwd", "/proc/self/environ", "large", "..",
+                                   {"a": 1}, "x" * 100_000])
+def test_the_pages_picker_refuses_a_crafted_value_with_one_line(value, scenario_dir,
+                                                                monkeypatch):
+    """Through the page (Solara's test renderer), as the browser would send it: nothing is
+    read, the starting scenario is shown with every control reset, and one line says why."""
+    _b, page = solara.render(_InLayout(), handle_error=False)
+    _control(page, v.Slider, "Loan-to-value at origination").v_model = 0.5
+    loaded = _recording_loads(monkeypatch)
+    _control(page, v.Select, "Scenario").v_model = value
+    assert _only_offered_read(loaded, scenario_dir), loaded
+    text = _text(page)
+    assert "crypto_winter" in text and _month(page) == 0
+    assert "LTV at origination 0.75" in text  # the controls are the start scenario's again
+    notices = [w.children[0] for w in page.find(v.Alert).widgets]
+    assert len(notices) == 1 and "is not one this app offers" in notices[0]
+    assert "\n" not in notices[0] and len(notices[0]) < 200
+    assert "root:" not in text and "PATH=" not in text and "Traceback" not in text
+    _click(page, "Step")
+    assert _month(page) == 1
+    _control(page, v.Select, "Scenario").v_model = str(scenario_dir / "mine.toml")  # offered
+    assert "mine" in _text(page) and page.find(v.Alert).widgets == []
+
+
+def test_an_offered_file_loads_and_a_shipped_name_too(scenario_dir):
+    assert app.AppModel(scenario_name=str(scenario_dir / "mine.toml")).cfg.name == "mine"
+    m = app.AppModel(scenario_name="baseline")
+    assert m.cfg.name == "baseline" and m.notice == ""
+
+
+def test_without_a_scenario_dir_no_file_is_offered(scenario_dir, monkeypatch):
+    monkeypatch.delenv(app.SCENARIO_DIR_ENV)
+    m = app.AppModel(scenario_name=str(scenario_dir / "mine.toml"))
+    assert m.cfg.name == "crypto_winter" and "is not one this app offers" in m.notice
+
+
+def test_the_scenario_the_app_started_on_is_offered_whatever_its_size(monkeypatch):
+    monkeypatch.setenv(app.SCENARIO_ENV, "large")  # `liqsim app large`: its starter chose it
+    assert "large" in app.page_scenarios() and app.allowed_scenario("large") == "large"
+    monkeypatch.delenv(app.SCENARIO_ENV)
+    assert app.allowed_scenario("large") is None
+
+
+@pytest.mark.parametrize(("controls", "notice"), [
+    ({"ltv": "abc"}, "Loan-to-value 'abc' is not a number; using the scenario's value"),
+    ({"ltv": [0.5]}, "Loan-to-value [0.5] is not a number"),
+    ({"ltv": float("nan")}, "Loan-to-value nan is not a number"),
+    ({"buyer_capacity": float("inf")}, "Buyer capacity inf is not a number"),
+    ({"btc_shock": True}, "Extra BTC crash True is not a number"),
+    ({"btc_shock": None}, "Extra BTC crash None is not a number"),
+    ({"correlation_shift": {"a": 1}}, "Correlation shift {'a': 1} is not a number"),
+    ({"ltv": 1.5}, "using the scenario's own values"),
+    ({"buyer_capacity": 1e300}, "using the scenario's own values"),
+    ({"seed": "\u00b2"}, "seed '\u00b2' is not an integer"),  # isdigit() but not int()
+    ({"seed": "1" * 5000}, "is not an integer 0..9223372036854775807; using the scenario's"),
+    ({"seed": ["7"]}, "seed ['7'] is not an integer"),
+    ({"seed": {"a": "b"}}, "seed {'a': 'b'} is not an integer"),
+    ({"repo": "yes"}, "Repo desk 'yes' is not on or off; off"),
+])
+def test_hostile_control_values_fall_back_with_one_line(controls, notice):
+    m = app.AppModel(**controls)
+    assert notice in m.notice, m.notice
+    assert "\n" not in m.notice and len(m.notice) < 400
+    assert m.cfg.name == "baseline"
+
+
+def test_a_model_error_stops_the_model_with_one_line(monkeypatch, capsys):
+    m = app.AppModel()
+    m.step()
+
+    def boom(*_args):
+        raise ZeroDivisionError("x\ny")
+
+    monkeypatch.setattr(LiquidationModel, "_phase_market", boom)
+    m.step()
+    assert not m.running
+    assert m.notice == "the model stopped in month 2: ZeroDivisionError: x y"
+    assert "Traceback" in capsys.readouterr().err  # the server's log has it whole
+
+
+def test_the_server_gets_only_the_scenario_variables_it_is_given(monkeypatch, tmp_path):
+    monkeypatch.setenv(app.SCENARIO_ENV, "large")
+    monkeypatch.setenv(app.SCENARIO_DIR_ENV, "/")
+    _argv, env = app.server_command()
+    assert app.SCENARIO_ENV not in env and app.SCENARIO_DIR_ENV not in env
+    _argv, env = app.server_command(scenario="baseline", scenario_dir=tmp_path)
+    assert env[app.SCENARIO_ENV] == "baseline"
+    assert env[app.SCENARIO_DIR_ENV] == str(tmp_path.resolve())
+
+
+def test_liqsim_app_passes_its_scenario_dir_to_the_server(monkeypatch, tmp_path):
+    served = []
+    monkeypatch.setattr(app, "check_port", lambda *_a: None)
+    monkeypatch.setattr(app, "serve", lambda *args: served.append(args) or 0)
+    assert main(["app", "crypto_winter", "--scenario-dir", str(tmp_path)]) == 0
+    assert served == [("127.0.0.1", 8765, "crypto_winter", tmp_path)]
+
+
+def test_sliders_ignore_values_that_are_not_numbers(page):
+    """A crafted page can send a slider 'abc', a list or None: ignored (a string in the
+    values broke the label's format and the page became a traceback); a number is clamped to
+    the slider's range."""
+    for label, value in (("Loan-to-value at origination", "abc"), ("Rent deflation", [1]),
+                         ("Buyer capacity (x scenario)", None),
+                         ("Correlation shift", float("nan"))):
+        _control(page, v.Slider, label).v_model = value
+    assert page.find(v.Alert).widgets == []
+    _control(page, v.Slider, "Loan-to-value at origination").v_model = 5.0
+    assert "LTV at origination 0.95" in _text(page)  # clamped to the slider's maximum
+    _control(page, v.Slider, "Buyer capacity").v_model = -1e300
+    assert "buyer capacity x0.1" in _text(page)
+    assert page.find(v.Alert).widgets == []
+    _click(page, "Step")
+    assert _month(page) == 1
+
+
+def test_hostile_seed_and_checkbox_are_one_line_notices(page):
+    seed = _control(page, v.TextField, "Seed")
+    seed.v_model = ["7"]
+    seed.fire_event("focusout", None)  # the seed is sent on blur or Enter
+    notices = [w.children[0] for w in page.find(v.Alert).widgets]
+    assert len(notices) == 1 and "seed \"['7']\" is not an integer" in notices[0], notices
+    seed.v_model = "\u00b2"
+    seed.fire_event("focusout", None)
+    assert "seed '\u00b2' is not an integer" in page.find(v.Alert).widget.children[0]
+    _control(page, v.Checkbox, "Repo desk on").v_model = "yes"
+    notices = [w.children[0] for w in page.find(v.Alert).widgets]
+    assert "Repo desk 'yes' is not on or off; off" in notices[0] and "\n" not in notices[0]
+    assert "repo desk off" in _text(page)
+
+
+def test_a_notice_is_plain_text_not_html(monkeypatch):
+    monkeypatch.setenv(app.SCENARIO_ENV, "baseline")
+    _b, page = solara.render(_InLayout(), handle_error=False)
+    _control(page, v.Select, "Scenario").v_model = "<img src=x onerror=alert(1)> **b**"
+    assert "<img" not in _text(page)
+    assert "'<img src=x onerror=alert(1)> **b**'" in page.find(v.Alert).widget.children[0]
+
+
+def test_an_error_on_the_page_is_one_line_with_a_dismiss_button(monkeypatch, capsys):
+    """The error boundary (app.Layout): a failing part is replaced by one line, no trace."""
+    calls = []
+
+    def Broken(model, t):
+        calls.append(t)
+        raise RuntimeError("first line\nsecond line " + "x" * 500)
+
+    monkeypatch.setattr(app, "StoryPanel", Broken)
+    _box, rc = solara.render(_InLayout(), handle_error=False)
+    alert = rc.find(v.Alert).widget
+    text = alert.children[0]
+    assert text.startswith("error: RuntimeError: first line second line xxx") and "\n" not in text
+    assert len(text) <= 240
+    n = len(calls)
+    rc.find(v.Btn, children=["Dismiss"]).widget.click()  # drawn again: fails again, once
+    assert len(calls) == n + 1 and rc.find(v.Alert).widget.children[0] == text
+    assert "Traceback" in capsys.readouterr().err  # the server's log has it whole
