@@ -52,6 +52,7 @@ from sim.config import (
     build,
     list_scenarios,
     load_scenario,
+    short_repr,
 )
 from sim.model import LiquidationModel
 
@@ -63,17 +64,6 @@ BTC_SHOCK_MONTH = 3  # the month of crypto_winter's shocks, so the two can be co
 SEED_MAX = 2**63 - 1
 PICKER_MAX_BORROWERS = 5_000  # drawing every node each month stays well under a second
 MAX_DIR_SCENARIOS = 200  # TOML files offered from --scenario-dir (sorted by name)
-
-
-def short_repr(value, limit: int = 120) -> str:
-    """``repr(value)`` on one line, cut to ``limit`` characters (for notices quoting what the
-    browser sent; an integer too long for ``repr`` is described by its size)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        text = (f"<an integer of {value.bit_length():,} bits>" if isinstance(value, int)
-                else f"<a {type(value).__name__} too large to show>")
-    return _one_line(text, limit)
 
 
 # =========================================================================== the model
