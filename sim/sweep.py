@@ -74,6 +74,7 @@ SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
 MAX_POINTS = 200_000
 MAX_RUNS = 1_000_000
 MAX_CHUNK = 8  # runs per task sent to a worker
+IN_FLIGHT_PER_WORKER = 4  # chunks submitted to the local pool at a time, per worker
 MAX_DEATHS = 2  # a run that kills its worker this many times is recorded as failed
 SEED_EXCLUDED = ("seed",)  # keys an axis may not set (seeds come from root_seed)
 
@@ -511,7 +512,9 @@ def param_hash(params: dict, base: dict) -> str:
 
 
 # --------------------------------------------------------------------------- runs
-@dataclass(frozen=True)
+# slots: pickling an instance that has a __dict__ turns its inline attributes into a lasting
+# dict object (64 bytes a task in Python 3.12), and every task lives until the sweep ends
+@dataclass(frozen=True, slots=True)
 class RunTask:
     param_hash: str
     seed: int
@@ -682,48 +685,66 @@ def _stop(pool: ProcessPoolExecutor, hard: bool) -> None:
 
 
 def _pool_pass(batch: list[RunTask], workers: int, size: int, sink: Sink, runner: Callable
-               ) -> tuple[set, list[RunTask]]:
-    """Run ``batch`` on a fresh pool: (keys finished, runs in flight when a worker died)."""
+               ) -> tuple[list[RunTask], list[RunTask]]:
+    """Run ``batch`` on a fresh pool: (the runs not finished, and of those the runs in flight
+    when a worker died); both empty when the pass completes.
+
+    The coordinator's memory stays flat however many runs the pass has: at most
+    ``IN_FLIGHT_PER_WORKER`` chunks a worker are submitted at a time (submitting all of them
+    at once kept a future per chunk, and, when committing fell behind the workers, their
+    finished results, series bytes included, until the pass ended), a chunk's future is
+    dropped as soon as its results are committed, and which chunks were started and finished
+    is kept in two bytearrays (one byte a chunk), not in sets of run keys.
+    """
     _warm_forkserver()  # already running after run_sweep's call: then a no-op
     ctx = _mp_context()
     started = ctx.SimpleQueue()
     chunks = _chunks(batch, size, workers)
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
+    n_workers = min(workers, len(chunks))
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
                                initializer=_worker_init, initargs=(started, os.getpid()))
-    futures: dict = {}
-    finished: set = set()
-    handled: set[int] = set()
-    ids: set[int] = set()  # chunks a worker has started
+    futures: dict = {}  # future -> chunk index: submitted, results not yet committed
+    handled = bytearray(len(chunks))  # 1: the chunk's results are committed
+    begun = bytearray(len(chunks))  # 1: a worker has started the chunk
+    submitted = 0
+
+    def submit() -> None:  # keep each worker's queue full, and no more
+        nonlocal submitted
+        while submitted < len(chunks) and len(futures) < IN_FLIGHT_PER_WORKER * n_workers:
+            futures[pool.submit(_run_chunk, submitted, chunks[submitted], runner)] = submitted
+            submitted += 1
 
     def drain() -> None:  # keep the pipe from filling up, and learn what is in flight
         while not started.empty():
-            ids.add(started.get())
+            begun[started.get()] = 1
 
     def take(fut) -> None:
+        i = futures.pop(fut)
         for res in fut.result():
             sink(res)
-            finished.add(res.key)
-        handled.add(futures[fut])
+        handled[i] = 1
 
     hard = True
     try:
-        for i, c in enumerate(chunks):
-            futures[pool.submit(_run_chunk, i, c, runner)] = i
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        submit()
+        while futures:
+            done, _ = wait(set(futures), return_when=FIRST_COMPLETED)
             drain()
             for fut in done:
                 take(fut)
+            del done
+            submit()
         hard = False
-        return finished, []
+        return [], []
     except BrokenProcessPool:
         hard = False
-        for fut, i in futures.items():  # keep what finished before the break
-            if i not in handled and fut.done() and fut.exception() is None:
+        for fut in list(futures):  # keep what finished before the break
+            if fut.done() and fut.exception() is None:
                 take(fut)
         drain()
-        return finished, [t for i in sorted(ids - handled) for t in chunks[i]]
+        left = [i for i in range(len(chunks)) if not handled[i]]
+        return ([t for i in left for t in chunks[i]],
+                [t for i in left if begun[i] for t in chunks[i]])
     finally:
         _stop(pool, hard)
 
@@ -741,18 +762,23 @@ def run_pool(tasks: list[RunTask], workers: int, sink: Sink, runner: Callable = 
             batch, n, size = suspects[:1], 1, 1
         else:
             batch, n, size = todo, workers, MAX_CHUNK
-        finished, in_flight = _pool_pass(batch, n, size, sink, runner)
+        unfinished, in_flight = _pool_pass(batch, n, size, sink, runner)
+        failed = set()
         for t in in_flight:
             deaths[t.key] = deaths.get(t.key, 0) + 1
             if deaths[t.key] >= MAX_DEATHS:
                 sink(_died(t, deaths[t.key]))
-                finished.add(t.key)
-        broke = len(finished) < len(batch)
-        idle_breaks = idle_breaks + 1 if broke and not finished and not in_flight else 0
+                failed.add(t.key)
+        left = [t for t in unfinished if t.key not in failed]
+        n_finished = len(batch) - len(left)
+        idle_breaks = idle_breaks + 1 if left and not n_finished and not in_flight else 0
         if idle_breaks >= 3:
             raise ConfigError("worker processes keep dying before they start a run; "
                               "re-run to resume (finished runs are kept)")
-        todo = [t for t in todo if t.key not in finished]
+        if batch is todo:
+            todo = left
+        elif not left:  # the suspect finished (or was failed): the others stay in order
+            todo = [t for t in todo if t is not batch[0]]
 
 
 def run_dask(tasks: list[RunTask], sink: Sink, scheduler: str | None = None,
@@ -812,7 +838,7 @@ def _dask_loop(client, tasks: list[RunTask], sink: Sink, runner: Callable) -> No
                for i, c in enumerate(chunks)}
     ac = as_completed(list(futures))
     for fut in ac:
-        chunk = futures[fut]
+        chunk = futures.pop(fut)  # dropped once taken: the coordinator's memory stays flat
         try:
             results = fut.result()
         except Exception as e:  # noqa: BLE001 - KilledWorker and friends
@@ -959,6 +985,7 @@ class _Writer:
     def __init__(self, out_dir: Path, ledger: Ledger, tasks: list[RunTask], result: SweepResult,
                  advance: Callable[[], None], adopt: Callable[[], None]) -> None:
         self.out_dir, self.ledger, self.result, self.advance = out_dir, ledger, result, advance
+        self.series_dir = os.fspath(out_dir / "series")
         self.tasks = {t.key: t for t in tasks}
         self.adopt: Callable[[], None] | None = adopt
         self.platforms: dict[str, dict] = {}  # ids of the platform records already seen
@@ -999,9 +1026,10 @@ class _Writer:
                 self.platforms[pid] = new_platform = res.platform
                 self._check_platform(res.platform)
         try:
-            if res.series is not None:
-                atomic_write_bytes(self.out_dir / "series" / f"{t.param_hash}_{t.seed}.parquet",
-                                   res.series)
+            if res.series is not None:  # a str path: pathlib interns every part it parses,
+                # and Python 3.12 keeps interned strings forever (~110 bytes a run)
+                atomic_write_bytes(os.path.join(self.series_dir,
+                                                f"{t.param_hash}_{t.seed}.parquet"), res.series)
             self.ledger.record(row, new_platform)
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"{self.out_dir}: cannot write results ({_error_text(e)}); every "
