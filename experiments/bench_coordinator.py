@@ -72,9 +72,9 @@ class Sampler(threading.Thread):
         self.proc = psutil.Process()
 
     def committed(self) -> int:
-        # one connection for the whole sweep: a new one every sample left memory behind in
-        # this thread's allocator arena (about 19 KB a sample), which read as the
-        # coordinator growing
+        # one connection for the whole sweep: with a new one every sample, the same code read
+        # +0.85 MB per 1,000 runs instead of +0.15 (this thread's allocations are the
+        # coordinator's RSS too)
         if self.db is None:
             if not self.ledger.exists():
                 return 0
