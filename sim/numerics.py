@@ -44,8 +44,8 @@ Algorithms (each cited where it is implemented):
 
 Each function is written once, for one float, in the subset of Python that numba compiles.
 A Python float argument runs that code in pure Python (a few microseconds: the model's
-per-month scalars); an array goes through one numba kernel compiled from the same code
-(:func:`_kernel`: numba is imported and the kernel loaded from its on-disk cache at the first
+per-month scalars); an array goes through a numba kernel compiled from the same code
+(:func:`_kernels`: numba is imported and the kernels loaded from its on-disk cache at the first
 array call, about 0.4 s a process, so importing the model costs nothing). numba compiles
 without fast-math, so LLVM may neither fuse a multiply and an add nor reorder operations, and
 both paths give the same bits; ``tests/test_numerics.py`` checks that on hundreds of
@@ -310,7 +310,7 @@ def _apply(op, x, y, z, out):
     """out[i] = f(x[i]) (pow(x[i], y[j]); Black's call of x[i], y[j], z[l]) for the function
     ``op`` names, over 1-D contiguous float64 arrays, j = i mod len(y) and l = i mod len(z)
     (an argument that is a trailing block of x's shape repeats over the leading axes): the
-    body numba compiles (:func:`_kernel`)."""
+    body numba compiles (:func:`_kernels`)."""
     n, ny, nz = x.shape[0], y.shape[0], z.shape[0]
     if op == _EXP:
         for i in range(n):
@@ -372,11 +372,6 @@ def _kernels():
     return _compiled
 
 
-def _kernel():
-    """The compiled :func:`_apply`."""
-    return _kernels()[0]
-
-
 def _core(shape: tuple) -> tuple:
     """A shape without its leading 1s."""
     i = 0
@@ -405,7 +400,7 @@ def _map(op: int, x, *more) -> np.ndarray:
     flat = np.ascontiguousarray(x).reshape(-1)
     args += [flat] * (2 - len(args))
     out = np.empty(flat.shape[0])
-    _kernel()(op, flat, args[0], args[1], out)
+    _kernels()[0](op, flat, args[0], args[1], out)
     return out.reshape(x.shape)
 
 
