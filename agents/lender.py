@@ -73,7 +73,8 @@ class LenderBook:
         self.inv_since = np.full((n, n_gen), -1, dtype=np.int64)
         self.claim_pool = np.zeros(n)  # written-off exposure not yet recovered
         self.writeoffs = np.zeros(n)
-        self.recoveries = np.zeros(n)
+        self.recoveries = np.zeros(n)  # all recoveries: seized at default + later sales
+        self.later_recoveries = np.zeros(n)  # recoveries after the write-off (sales)
         self.equity = np.zeros(n)
         self.assets = np.zeros(n)
         self._book_key: tuple | None = None  # (environment, month) of the cached book marks
@@ -87,6 +88,12 @@ class LenderBook:
     def credit_losses(self) -> np.ndarray:
         """Write-offs minus recoveries, per lender."""
         return self.writeoffs - self.recoveries
+
+    @property
+    def losses_at_writeoff(self) -> np.ndarray:
+        """Write-offs net of the cash seized at the write-off only, per lender: it never
+        falls (recoveries by later sales are ``later_recoveries``)."""
+        return self.writeoffs - (self.recoveries - self.later_recoveries)
 
     def other_loans_month(self, stress: bool) -> tuple[np.ndarray, np.ndarray]:
         """One month of the other-loan book: interest y/12 x B on the opening balance B, and a
@@ -135,6 +142,7 @@ class LenderBook:
         rec = np.minimum(proceeds, self.claim_pool)
         self.claim_pool -= rec
         self.recoveries += rec
+        self.later_recoveries += rec
         return rec, proceeds - rec
 
 

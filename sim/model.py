@@ -1209,6 +1209,9 @@ class LiquidationModel(mesa.Model):
         self.new_defaults = np.zeros(2, dtype=np.int64)
         r["writeoffs"][t], r["recoveries"][t] = add(lb.writeoffs), add(lb.recoveries)
         r["credit_losses"][t] = add(lb.credit_losses)
+        if self.cfg.metrics.losses_at_writeoff:  # monotone losses; later recoveries apart
+            r["credit_losses"][t] = add(lb.losses_at_writeoff)
+            r["recoveries"][t] = add(lb.later_recoveries)
         r["lender_failures"][t] = np.count_nonzero(lb.status == FAILED)
         r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == DELEVERAGING)
         r["lender_equity"][t] = add(lb.equity)

@@ -189,3 +189,85 @@ def test_an_unguaranteed_borrower_keeps_its_terms():
     plain = world()
     np.testing.assert_array_equal(g.loans.rate, plain.loans.rate)
     np.testing.assert_array_equal(g.loans.principal, plain.loans.principal)
+
+
+# ------------------------------------------------------------------ 4. long debt
+def test_long_debt_scenario_runs_long_loans():
+    cfg = load_scenario("long_debt")
+    assert cfg.borrowers.neocloud.term_months == 84 and cfg.borrowers.miner.term_months == 60
+    m = LiquidationModel(cfg, months=3)
+    term = m.loans.term & m.loans.active
+    # loans are 0-24 months old at t0: 36-84 (neo-clouds) or 36-60 (miners) months remain
+    assert m.loans.maturity[term].min() >= 36 and m.loans.maturity[term].max() <= 84
+
+
+# ------------------------------------------------------------------ 5. metrics
+TWO = {"borrowers.miner.count": 1, "borrowers.miner.fleet_mean": 2000,
+       "borrowers.miner.fleet_sigma": 0.0, "borrowers.miner.fleet_mix": [0, 1],
+       "borrowers.miner.fixed_opex_per_gpu": 5000.0, "borrowers.miner.cash_months": 0.0,
+       "borrowers.miner.revolver_share": 0.0, "borrowers.miner.term_months": 120,
+       "borrowers.neocloud.cash_months": 1.0, "borrowers.neocloud.payout_months": 1.0,
+       "lenders.types.pc.mark": "market", "lenders.max_hold_months": 0,
+       "buyers.capacity_scale": 0.001, "market.unsold_to_salvage": False, "months": 10,
+       "metrics.cascade_counterfactual": True}
+
+
+def test_cascade_counts_the_contagious_default_of_a_two_borrower_world():
+    """Borrower 0 (a miner: 5,000 $/GPU-month of opex, no cash, no revolver) misses its first
+    payment and defaults in month 2 (arrears > 1 month of grace) whatever the market does.
+    Its 2,000 H100s are dumped at once into buyers with 0.1 % of their capacity and no
+    salvage bid: the H100 price falls to the few bids left, the lender (marking at market)
+    calls borrower 1's margin in month 3, and borrower 1, with one month of cash, cannot cure
+    it: it defaults in month 3 + 3 = 6. In the counterfactual (unlimited buyers: the price
+    follows value) borrower 1 is never called: its default is the one contagious default."""
+    from sim import metrics
+
+    m = world(**TWO).run()
+    ev = [(e[0], e[1], e[3]) for e in m.events if e[1].startswith("default")]
+    assert ev == [(2, "default_payment", 0), (6, "default_covenant", 1)]
+    s = metrics.summary(m)
+    assert s["defaults"] == 2
+    assert s["defaults_counterfactual"] == 1  # the miner only
+    assert s["cascade_size"] == 1
+    cf = LiquidationModel(metrics.counterfactual_scenario(m.cfg), months=10).run()
+    assert cf.borrowers.status.tolist() == [DEFAULTED, 0]
+
+
+def test_no_price_channel_no_cascade_though_defaults_come_in_two_waves():
+    """With unlimited buyers already, borrower 1 defaults by itself (opex 1,300 $/GPU-month
+    leaves it no NOI) in a later month: the first-wave count calls that a cascade of 1; the
+    counterfactual metric gives 0."""
+    from sim import metrics
+
+    m = world(**{**TWO, "buyers.unlimited": True, "months": 12,
+                 "borrowers.neocloud.fixed_opex_per_gpu": 1300.0}).run()
+    months = sorted({e[0] for e in m.events if e[1].startswith("default")})
+    assert len(months) == 2  # two waves
+    s = metrics.summary(m)
+    assert s["defaults"] == 2 and s["cascade_size"] == 0 and s["defaults_counterfactual"] == 2
+
+
+def test_cascade_switch_off_keeps_the_first_wave_count():
+    from sim import metrics
+
+    m = world(**{**TWO, "metrics.cascade_counterfactual": False}).run()
+    s = metrics.summary(m)
+    assert "defaults_counterfactual" not in s and s["cascade_size"] == 1  # 2 - first wave 1
+
+
+def test_credit_losses_at_writeoff_never_fall_and_later_recoveries_are_apart():
+    from sim import metrics
+
+    m = LiquidationModel("crypto_winter", overrides={"metrics.losses_at_writeoff": True}).run()
+    plain = LiquidationModel("crypto_winter").run()
+    r, p = m.rec, plain.rec
+    assert (np.diff(r["credit_losses"]) >= 0).all() and (np.diff(r["recoveries"]) >= 0).all()
+    assert (np.diff(p["credit_losses"]) < 0).any()  # the old, net series does fall
+    # net = at write-off - later recoveries = write-offs - all recoveries (the old series)
+    np.testing.assert_allclose(r["credit_losses"] - r["recoveries"], p["credit_losses"],
+                               rtol=1e-9, atol=1e-3)
+    s = metrics.summary(m)
+    np.testing.assert_allclose(s["net_credit_losses"], s["credit_losses"] - s["recoveries"],
+                               rtol=1e-12)
+    np.testing.assert_allclose(s["net_credit_losses"], metrics.summary(plain)["credit_losses"],
+                               rtol=1e-12)
