@@ -8,7 +8,8 @@ One month, in order (DESIGN.md section 4):
 3. lenders mark collateral, test LTV and DSCR covenants, collect on margin calls and decide
    which loans maturing next month roll over (only those that still qualify);
 4. defaults (arrears past the grace period, margin calls uncured past the cure period; a DSCR
-   breach past the cure period triggers a cash sweep, not a default): GPUs are repossessed into
+   breach past the cure period triggers a cash sweep, and a default once it is still open
+   ``dscr_default_months`` after the sweep started, if that key is > 0): GPUs are repossessed into
    lender inventory, cash and BTC seized, exposure written off;
 5. sell orders: the repo desk (if enabled) first offers repo against inventory, then lenders
    (forced or patient), distressed borrowers (voluntary) and the desk post asks;
@@ -401,7 +402,8 @@ class LiquidationModel(mesa.Model):
         # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
         sched = L.by_borrower(np.where(L.active & before_maturity, interest +
                                        np.minimum(L.orig_amort, outstanding), 0.0), b.n)
-        ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
+        with np.errstate(over="ignore"):  # a near-repaid loan: NOI / tiny -> inf, clipped
+            ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
         clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
         b.dscr = np.where(alive, 0.5 * b.dscr + 0.5 * clipped, b.dscr)
         self._repay_revolvers()
