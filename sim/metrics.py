@@ -198,8 +198,10 @@ def cascade(model: LiquidationModel) -> dict:
     cached = model.__dict__.get("_cascade")
     if cached is not None and cached[0] == model.env.t:
         return cached[1]
-    cf = LiquidationModel(counterfactual_scenario(model.cfg), months=model.env.t).run()
     dead = model.borrowers.status == DEFAULTED
+    if model.env.t == 0:  # nothing has run: no default either way
+        return {"contagion": 0, "counterfactual": 0, "avoided": 0}
+    cf = LiquidationModel(counterfactual_scenario(model.cfg), months=model.env.t).run()
     dead_cf = cf.borrowers.status == DEFAULTED
     out = {"contagion": int((dead & ~dead_cf).sum()), "counterfactual": int(dead_cf.sum()),
            "avoided": int((dead_cf & ~dead).sum())}

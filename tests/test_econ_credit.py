@@ -247,6 +247,13 @@ def test_no_price_channel_no_cascade_though_defaults_come_in_two_waves():
     assert s["defaults"] == 2 and s["cascade_size"] == 0 and s["defaults_counterfactual"] == 2
 
 
+def test_cascade_of_a_model_that_has_not_run_is_zero():
+    from sim import metrics
+
+    s = metrics.summary(world(**TWO))
+    assert s["cascade_size"] == 0 and s["defaults_counterfactual"] == 0
+
+
 def test_cascade_switch_off_keeps_the_first_wave_count():
     from sim import metrics
 
