@@ -8,7 +8,8 @@ One month, in order (DESIGN.md section 4):
 3. lenders mark collateral, test LTV and DSCR covenants, collect on margin calls and decide
    which loans maturing next month roll over (only those that still qualify);
 4. defaults (arrears past the grace period, margin calls uncured past the cure period; a DSCR
-   breach past the cure period triggers a cash sweep, not a default): GPUs are repossessed into
+   breach past the cure period triggers a cash sweep, and a default once it is still open
+   ``dscr_default_months`` after the sweep started, if that key is > 0): GPUs are repossessed into
    lender inventory, cash and BTC seized, exposure written off;
 5. sell orders: the repo desk (if enabled) first offers repo against inventory, then lenders
    (forced or patient), distressed borrowers (voluntary) and the desk post asks;
@@ -52,7 +53,7 @@ NEVER = 10**9
 EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
 OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_surplus",
                  "unpaid_suppliers",
-                 "buyer_capital", "funding_outside", "holding_costs")
+                 "buyer_capital", "funding_outside", "holding_costs", "other_loans")
 
 
 def lead_of(rows_b: np.ndarray, rows_l: np.ndarray, n_borrowers: int) -> np.ndarray:
@@ -171,7 +172,7 @@ class LiquidationModel(mesa.Model):
         t0_marks = lb.marks(env, self.buyers_value0[None, :], 0, 1)
         coll0 = (b.fleet * t0_marks[np.maximum(lead_of(rows_b, rows_l, b.n), 0)]).sum(axis=1) \
             + pledged
-        outstanding = np.minimum(outstanding, cfg.lenders.ltv_cure * coll0)
+        outstanding = np.minimum(outstanding, self._covenant(cfg.lenders.ltv_cure) * coll0)
         instalment = facility * b.amort_rate / 12.0
         rate = cfg.environment.sofr + b.spread
         lead = lead_of(rows_b, rows_l, b.n)
@@ -192,6 +193,9 @@ class LiquidationModel(mesa.Model):
         b.cash = b.cash_months * (opex + ds)
         # lenders: loans + cash are external assets; funding network on top
         loans_l = self.loans.by_lender(self.loans.exposure, lb.n)
+        if lb.has_other:  # other loans: GPU loans are gpu_share of the loan book
+            lb.other_loans = loans_l * (1.0 - lb.gpu_share) / lb.gpu_share
+            loans_l = loans_l + lb.other_loans
         lb.cash = lb.cash_share / np.maximum(1.0 - lb.cash_share, 1e-9) * loans_l
         ext = loans_l + lb.cash
         w = funding_weights(lb.n, cfg.network, self.rng)
@@ -345,6 +349,8 @@ class LiquidationModel(mesa.Model):
             elif s.kind == "guarantor_exit":
                 hit = self.borrowers.guaranteed & (self.rng.random(self.borrowers.n) < s.size)
                 self.borrowers.guaranteed &= ~hit
+                # loans that roll over from now on are priced without the guarantee
+                self.borrowers.spread[hit] = self.borrowers.spread_base[hit]
                 self.borrowers.tenant_gone |= hit
                 for i in hit.nonzero()[0]:
                     self._event("guarantee_withdrawn", "borrower", i)
@@ -396,7 +402,8 @@ class LiquidationModel(mesa.Model):
         # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
         sched = L.by_borrower(np.where(L.active & before_maturity, interest +
                                        np.minimum(L.orig_amort, outstanding), 0.0), b.n)
-        ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
+        with np.errstate(over="ignore"):  # a near-repaid loan: NOI / tiny -> inf, clipped
+            ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
         clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
         b.dscr = np.where(alive, 0.5 * b.dscr + 0.5 * clipped, b.dscr)
         self._repay_revolvers()
@@ -518,6 +525,12 @@ class LiquidationModel(mesa.Model):
             c[2] = self.loans.by_borrower(self.loans.exposure, self.borrowers.n)
         return c[2], c[3]
 
+    def _covenant(self, level: float) -> float | np.ndarray:
+        """An LTV threshold (covenant, cure, t0 cap) per borrower: ``level`` x cov_scale for
+        guaranteed borrowers with a raised advance rate (guarantee_ltv / ltv), else ``level``."""
+        scale = self.borrowers.cov_scale
+        return level if scale is None else level * scale
+
     def _phase_lenders(self) -> np.ndarray:
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
         t = env.t
@@ -527,7 +540,7 @@ class LiquidationModel(mesa.Model):
         coll = self._collateral(marks)
         debt, coll, ltv = self._facility_ltv(marks, coll)
         alive = b.alive
-        new_call = alive & (b.call_months < 0) & (ltv > lc.ltv_max)
+        new_call = alive & (b.call_months < 0) & (ltv > self._covenant(lc.ltv_max))
         called = new_call.nonzero()[0]
         if len(called):
             self._events("margin_call", self._kind_names(called), called, amount=debt[called],
@@ -535,7 +548,8 @@ class LiquidationModel(mesa.Model):
             b.call_months[new_call] = 0
         open_call = alive & (b.call_months >= 0)
         if np.count_nonzero(open_call):
-            need = np.where(open_call, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+            need = np.where(open_call, np.maximum(
+                debt - self._covenant(lc.ltv_cure) * coll, 0.0), 0.0)
             spare = np.maximum(b.cash - b.opex, 0.0) * open_call
             if self._sell_free_btc(np.maximum(need - spare, 0.0)):
                 spare = np.maximum(b.cash - b.opex, 0.0) * open_call  # coins sold: cash moved
@@ -543,7 +557,7 @@ class LiquidationModel(mesa.Model):
             debt, coll, ltv = self._facility_ltv(marks, coll)
             # paying exactly what was asked (need) cures the call: the debt it leaves can
             # round 1 ulp above ltv_cure x collateral, which must not keep the call open
-            cured = open_call & (ltv <= lc.ltv_cure * (1.0 + 1e-12))
+            cured = open_call & (ltv <= self._covenant(lc.ltv_cure) * (1.0 + 1e-12))
             b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
         b.dscr_breach = np.where(alive & (b.dscr < lc.dscr_min), b.dscr_breach + 1, 0)
         # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
@@ -559,7 +573,8 @@ class LiquidationModel(mesa.Model):
         due = L.active & L.term & (L.maturity == t + 1)
         if np.count_nonzero(due):
             bi = L.borrower[due]
-            ok = ((ltv[bi] <= lc.refi_ltv) & (b.dscr[bi] >= lc.dscr_min)
+            refi = lc.refi_ltv if b.cov_scale is None else lc.refi_ltv * b.cov_scale[bi]
+            ok = ((ltv[bi] <= refi) & (b.dscr[bi] >= lc.dscr_min)
                   & (b.arrears_months[bi] == 0) & (lb.status[L.lender[due]] == NORMAL))
             rows = due.nonzero()[0]
             roll = rows[ok]
@@ -577,6 +592,14 @@ class LiquidationModel(mesa.Model):
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
         late = b.arrears_months > lc.grace_months
         trig = b.alive & (late | (b.call_months > lc.cure_months))
+        # a DSCR breach still open dscr_default_months after its cash sweep started (the sweep
+        # runs from breach month cure_months + 1): breach months > cure + dscr_default_months
+        dscr_default = None
+        if lc.dscr_default_months:
+            # the DSCR cause: neither in arrears nor under a margin call past its cure
+            dscr_default = (b.alive & (b.dscr_breach > lc.cure_months + lc.dscr_default_months)
+                            & ~trig)
+            trig = trig | dscr_default
         dead = trig.nonzero()[0]
         if len(dead) == 0:
             return
@@ -646,7 +669,10 @@ class LiquidationModel(mesa.Model):
         b.fleet[dead] = 0
         b.status[dead] = DEFAULTED
         b.call_months[dead] = -1
-        reasons = np.where(payment[dead], "default_payment", "default_covenant").tolist()
+        reasons = np.where(payment[dead], "default_payment", "default_covenant")
+        if dscr_default is not None:
+            reasons = np.where(dscr_default[dead], "default_dscr", reasons)
+        reasons = reasons.tolist()
         self._events(reasons, self._kind_names(dead), dead, units=0, amount=debt[dead],
                      price=coll[dead])
         self.new_defaults = np.bincount(b.kind[dead], minlength=2)
@@ -718,7 +744,8 @@ class LiquidationModel(mesa.Model):
         calls = alive & (b.call_months >= 0)
         if np.count_nonzero(calls):  # else need + 0.0 == need (a bincount of floats is never -0.0)
             debt, coll = self._month_debt_coll(marks)
-            need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+            need = need + np.where(calls, np.maximum(
+                debt - self._covenant(lc.ltv_cure) * coll, 0.0), 0.0)
         self._ltv_month = None  # phase 6 moves fleets: the month's evaluation is spent
         need = np.where(alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
         # a borrower values its GPUs at their use value: it asks the fundamental less a discount
@@ -1053,6 +1080,8 @@ class LiquidationModel(mesa.Model):
         marks = lb.marks(self.env, self.price_hist, self.env.t, self.cfg.lenders.appraisal_lag)
         loans = self.loans.by_lender(self.loans.exposure, lb.n)
         ext = lb.cash + loans + np.add.reduce(lb.inventory * marks, axis=1)
+        if lb.has_other:
+            ext = ext + lb.other_loans
         n = lb.n
         liab = self._liab  # row and column n (outside creditors) stay as set in __init__
         liab[:n, :n] = self.interbank
@@ -1086,6 +1115,10 @@ class LiquidationModel(mesa.Model):
 
     def _phase_funding(self) -> None:
         lb, lc = self.lenders, self.cfg.lenders
+        if lb.has_other:  # other loans pay interest (from outside) and lose at their rate
+            income, _ = lb.other_loans_month(bool(self.env.stress))
+            lb.cash += income
+            self._outside("other_loans", np.add.reduce(income))
         self._pay_lender_costs()
         self._repay_outside()
         self._run_on(lb.status != NORMAL, lc.run_rate)
@@ -1178,6 +1211,9 @@ class LiquidationModel(mesa.Model):
         self.new_defaults = np.zeros(2, dtype=np.int64)
         r["writeoffs"][t], r["recoveries"][t] = add(lb.writeoffs), add(lb.recoveries)
         r["credit_losses"][t] = add(lb.credit_losses)
+        if self.cfg.metrics.losses_at_writeoff:  # monotone losses; later recoveries apart
+            r["credit_losses"][t] = add(lb.losses_at_writeoff)
+            r["recoveries"][t] = add(lb.later_recoveries)
         r["lender_failures"][t] = np.count_nonzero(lb.status == FAILED)
         r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == DELEVERAGING)
         r["lender_equity"][t] = add(lb.equity)
