@@ -181,7 +181,7 @@ def summary(model: LiquidationModel) -> dict:
     ead = model.ead_total
     forced_fund = r["forced_fundamental"][t]
     inventory_value = float((lb.inventory * model.price[None, :]).sum())
-    return {
+    out = {
         "scenario": model.cfg.name,
         "seed": int(model.cfg.seed),
         "months": int(t),
@@ -208,3 +208,13 @@ def summary(model: LiquidationModel) -> dict:
         "repo_peak_lent": float(r["repo_lent"][: t + 1].max()),
         "debtrank": debtrank_metrics(model),
     }
+    if model.cfg.buyers.outside_demand.enabled:
+        # with the outside demand the fire-sale discount is measured against the value in
+        # best use at repossession; the old measure (value at the sale) is kept beside it
+        rep = r["forced_repossession_value"][t]
+        out["fire_sale_discount_at_sale"] = out["fire_sale_discount"]
+        out["fire_sale_discount"] = (float(1.0 - r["forced_value"][t] / rep) if rep > 0
+                                     else None)
+        out["outside_units"] = out["salvage_units"]
+        out["outside_pinned_months"] = int(r["outside_pinned"][: t + 1].any(axis=1).sum())
+    return out
