@@ -501,12 +501,14 @@ def outside_bids(top: float, scrap: float, depth: float, supply: int,
         p(q) = scrap + (top - scrap) * exp(-q / depth),
 
     discretised into at most ``OUTSIDE_STEPS_PER_DEPTH * OUTSIDE_DEPTHS`` = 32 blocks with
-    integer right ends ``c_m = min(floor(m * depth / 8), supply)``, ``m = 1..32`` (blocks of
-    no unit are dropped); block ``m`` bids for the ``c_m - c_{m-1}`` units at the curve's
-    price at its right end, ``p(c_m)``, so the step curve never lies above ``p`` (as
-    :func:`exponential_bids`). With ``scrap_block`` the units left up to ``supply``, plus
-    one, are bid at ``scrap`` (parts and metal buyers take any quantity at the scrap value:
-    every offered unit finds a bid, and the k-rule's lower end never falls below ``scrap``).
+    integer right ends ``c_m = min(floor(m * depth / 8), supply + 1)``, ``m = 1..32`` (blocks
+    of no unit are dropped; the ladder reaches one unit beyond the supply, so the first
+    unfilled bid, the k-rule's lower end, is the curve's next step); block ``m`` bids for
+    the ``c_m - c_{m-1}`` units at the curve's price at its right end, ``p(c_m)``, so the
+    step curve never lies above ``p`` (as :func:`exponential_bids`). With ``scrap_block``
+    the units left up to ``supply + 1`` are bid at ``scrap`` (parts and metal buyers take
+    any quantity at the scrap value: every offered unit finds a bid, and the k-rule's lower
+    end never falls below ``scrap``).
     A bigger dump therefore clears lower, and a seller who spreads a sale over months (the
     schedule is fresh every month: outside buyers absorb a flow) gets more.
     The functional form is the exponential inverse demand of Cifuentes, Shin & Ferrucci
@@ -515,15 +517,17 @@ def outside_bids(top: float, scrap: float, depth: float, supply: int,
     ``top >= scrap >= 0`` and ``depth > 0`` (a ``top`` below ``scrap`` is raised to it);
     ``supply`` is the units offered. Returns ``(qty, price)`` as Python lists, prices
     non-increasing, quantities positive and summing to ``supply + 1`` with the scrap block,
-    at most ``supply`` without it.
+    at most ``supply + 1`` without it.
     """
     supply = int(supply)
     if supply <= 0:
         return [], []
     top = max(top, scrap)
     n = OUTSIDE_STEPS_PER_DEPTH * OUTSIDE_DEPTHS
+    # one unit beyond the supply: the first unfilled bid (the k-rule's lower end) is then the
+    # curve's next step, not an artefact of where the ladder was cut
     ends = np.minimum(np.floor(np.arange(1, n + 1) * (depth / OUTSIDE_STEPS_PER_DEPTH)),
-                      supply).astype(np.int64)
+                      supply + 1).astype(np.int64)
     prices = scrap + (top - scrap) * nm.exp(-ends / depth)
     qty, price, prev = [], [], 0
     for c, p in zip(ends.tolist(), prices.tolist(), strict=True):
@@ -531,9 +535,9 @@ def outside_bids(top: float, scrap: float, depth: float, supply: int,
             qty.append(c - prev)
             price.append(p)
             prev = c
-    if scrap_block:
-        # scrap demand is perfectly elastic: one unit more than is offered, so that the
-        # next unfilled bid (the k-rule's lower end) is the scrap value, never 0
+    if scrap_block and prev <= supply:
+        # scrap demand is perfectly elastic: up to one unit more than is offered, so that
+        # the next unfilled bid (the k-rule's lower end) is the scrap value, never 0
         qty.append(supply + 1 - prev)
         price.append(float(scrap))
     return qty, price

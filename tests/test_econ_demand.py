@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -30,21 +31,20 @@ def _p(top, scrap, depth, q):
 
 # ------------------------------------------------------------------ the bid ladder
 def test_outside_ladder_by_hand():
-    # depth 16, 8 steps per depth: right ends floor(2 m) = 2, 4, ..., capped at the supply 10
+    # depth 16, 8 steps per depth: right ends floor(2 m) = 2, 4, ..., capped at supply + 1
     qty, price = outside_bids(100.0, 2.0, 16.0, 10)
-    assert qty == [2, 2, 2, 2, 2, 1]  # five blocks of 2 units, then the scrap bid for 10 + 1 - 10
-    assert price[:5] == pytest.approx([2 + 98 * math.exp(-c / 16) for c in (2, 4, 6, 8, 10)],
-                                      rel=1e-12)
+    assert qty == [2, 2, 2, 2, 2, 1]  # five blocks of 2 units, one to unit 11; no scrap left
+    assert price == pytest.approx([2 + 98 * math.exp(-c / 16) for c in (2, 4, 6, 8, 10, 11)],
+                                  rel=1e-12)
     assert price[:5] == pytest.approx([88.48467, 78.32247, 69.35437, 61.44000, 54.45564],
                                       abs=1e-4)
-    assert price[5] == 2.0
-    # without the scrap block the ladder stops at the supply
-    assert outside_bids(100.0, 2.0, 16.0, 10, scrap_block=False)[0] == [2, 2, 2, 2, 2]
+    assert outside_bids(100.0, 2.0, 16.0, 10, scrap_block=False) == (qty, price)
     # a large supply: 32 blocks (4 depths), then scrap bids for the rest plus one unit
     qty, price = outside_bids(100.0, 2.0, 16.0, 100)
     assert len(qty) == 33 and sum(qty[:32]) == 64 and qty[32] == 100 + 1 - 64
     assert price[31] == pytest.approx(_p(100, 2, 16, 64)) and price[32] == 2.0
     assert all(a >= b for a, b in zip(price, price[1:], strict=False))
+    assert outside_bids(100.0, 2.0, 16.0, 100, scrap_block=False)[0] == qty[:32]
     assert outside_bids(100.0, 2.0, 16.0, 0) == ([], [])
     # a top below the scrap value is raised to it: a flat ladder at scrap
     assert set(outside_bids(1.0, 2.0, 16.0, 10)[1]) == {2.0}
@@ -58,7 +58,7 @@ def test_hand_computed_auction_with_outside_demand():
     so the clearing interval is [69.3544, 78.3225] and k = 0.5 gives 73.8384. The secondary
     buyer is filled in full, the first two outside blocks too."""
     o_qty, o_price = outside_bids(100.0, 2.0, 16.0, 6)
-    assert o_qty == [2, 2, 2, 1]
+    assert o_qty == [2, 2, 2, 1]  # right ends 2, 4, 6, 7 (one unit beyond the supply)
     price, volume, fills, bid_fills, overhang, best = clear_book(
         [6], [0.0], [2, *o_qty], [120.0, *o_price], 0.5)
     lo, hi = _p(100, 2, 16, 6), _p(100, 2, 16, 4)
@@ -66,6 +66,7 @@ def test_hand_computed_auction_with_outside_demand():
     assert price == pytest.approx(0.5 * (lo + hi), rel=1e-12)
     assert price == pytest.approx(73.8384, abs=1e-4)
     assert bid_fills == [2, 2, 2, 0, 0]
+    assert o_price[3] == pytest.approx(_p(100, 2, 16, 7))
     # twice the dump (12 units): the marginal bid is the 5th block p(10) = 54.4556, the
     # first unfilled the 6th, p(12) = 48.2919: the price is 51.3738, lower
     o_qty, o_price = outside_bids(100.0, 2.0, 16.0, 12)
@@ -251,3 +252,20 @@ def test_switch_off_adds_no_keys():
 def test_bad_outside_demand_input_is_a_config_error(bad):
     with pytest.raises(ConfigError):
         load_scenario("baseline", [bad])
+
+
+def test_spreading_a_sale_over_months_gets_more():
+    """The outside schedule is fresh every month (outside buyers absorb a flow): 3,000 units
+    sold in one auction clear between p(3,000) and p(3,001) (the marginal and the first
+    unfilled step); sold 1,000 a month over three months, each month clears between p(1,000)
+    and p(1,001), higher (top 1,000, scrap 20, depth 1,000: p(q) = 20 + 980 e^(-q/1000))."""
+    def auction(q):
+        o_qty, o_price = outside_bids(1000.0, 20.0, 1000.0, q)
+        return clear_book([q], [0.0], o_qty, o_price, 0.5)[0]
+
+    once, spread = auction(3000), auction(1000)
+    p = partial(_p, 1000, 20, 1000)
+    assert once == pytest.approx(0.5 * (p(3000) + p(3001)), rel=1e-12)  # 68.76
+    assert spread == pytest.approx(0.5 * (p(1000) + p(1001)), rel=1e-12)  # 380.34
+    assert once == pytest.approx(68.76, abs=0.01) and spread == pytest.approx(380.34, abs=0.01)
+    assert 3 * 1000 * spread > 3000 * once  # more proceeds for the same units
