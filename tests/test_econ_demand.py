@@ -269,3 +269,28 @@ def test_spreading_a_sale_over_months_gets_more():
     assert spread == pytest.approx(0.5 * (p(1000) + p(1001)), rel=1e-12)  # 380.34
     assert once == pytest.approx(68.76, abs=0.01) and spread == pytest.approx(380.34, abs=0.01)
     assert 3 * 1000 * spread > 3000 * once  # more proceeds for the same units
+
+
+VARIANTS = [("baseline", []), ("next_gen_launch", []), ("asic_2022", []),
+            ("crypto_winter", ["policy.repo.enabled=true"]),
+            ("crypto_winter", ["market.mode='parametric'"]),
+            ("crypto_winter", ["market.unsold_to_salvage=false"]),
+            ("crypto_winter", ["buyers.unlimited=true"])]
+
+
+@pytest.mark.parametrize(("scenario", "overrides"), VARIANTS,
+                         ids=[f"{s}{'+' + ','.join(o) if o else ''}" for s, o in VARIANTS])
+def test_accounting_with_outside_demand(scenario, overrides):
+    model = LiquidationModel(load_scenario(scenario, [*overrides,
+                                                      "buyers.outside_demand.enabled=true"]))
+    while model.running:
+        model.step()
+        assert model.invariants() == [], f"month {model.month}"
+    if "buyers.unlimited=true" in overrides:
+        # unlimited buyers: every auction cleared at the value in best use, the secondary
+        # buyers' where they value a unit above scrap (news), else the scrap value (pinned)
+        r = model.rec
+        traded = r["volume"] > 0
+        assert (traded & ~r["outside_pinned"]).any() and (traded & r["outside_pinned"]).any()
+        np.testing.assert_allclose(r["price"][traded], r["fundamental"][traded], rtol=1e-12)
+        assert metrics.summary(model)["fire_sale_discount"] in (None, pytest.approx(0.0))
