@@ -18,7 +18,10 @@ Marks (the "collateral illusion": paper LTV versus realised recovery):
 
 Decisions: sell repossessed GPUs patiently (limit orders at mark x (1 - sale_discount)) while the
 lender is sound and the GPUs are recent; sell at any price above salvage (forced) when it is
-deleveraging or failed or the GPUs have been held ``max_hold_months``. Below ``capital_floor`` x
+deleveraging or failed or the GPUs have been held ``max_hold_months``. With
+``buyers.outside_demand.enabled`` forced sellers take the clearing price (market orders
+against the outside demand, which bids down to scrap) and patient asks are capped at the
+value in best use (``sim.model`` phase 5; docs/model.md "Outside demand"). Below ``capital_floor`` x
 its initial capital ratio a lender deleverages: no rollovers, no revolver draws, forced sales.
 Negative clearing equity means failure (``sim.model`` runs Rogers-Veraart clearing).
 """

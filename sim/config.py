@@ -299,6 +299,16 @@ def _buyer_types() -> dict[str, BuyerType]:
     }
 
 
+class OutsideDemand(_Strict):
+    """Downward-sloping outside demand (out-of-sector and overseas buyers) that replaces the
+    salvage sink when enabled: bids p(q) = s R + (top min(R, V) - s R) exp(-q / (depth N))
+    per generation and month (docs/model.md, "Outside demand")."""
+    enabled: StrictBool = False  # off: the salvage sink at salvage_floor (today's market)
+    top: Frac = 0.65  # first outside bid, share of min(replacement cost, value in best use)
+    depth: float = Field(0.05, gt=0.0, le=1e6)  # e-folding units per month, share of stock
+    scrap: Frac = 0.02  # scrap value, share of replacement cost (the schedule's floor)
+
+
 class Buyers(_Strict):
     types: dict[str, BuyerType] = Field(default_factory=_buyer_types)
     capacity_scale: float = Field(1.0, ge=0.0, le=1e6)  # multiplies capital and spare MW
@@ -309,6 +319,7 @@ class Buyers(_Strict):
     salvage_floor: Frac = 0.08  # salvage buys anything at this share of list price
     # $/GPU-month buyers expect besides power
     spot_opex_per_gpu: float = Field(150.0, ge=0.0, le=MAX_RUNNING_COST)
+    outside_demand: OutsideDemand = Field(default_factory=OutsideDemand)
 
 
 class Market(_Strict):

@@ -143,6 +143,13 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "salvage_floor": (FRAC, "salvage buys anything at this share of list price"),
         "spot_opex_per_gpu": ("$/GPU-month", "running cost buyers expect besides power"),
     },
+    "OutsideDemand": {
+        "enabled": ("", "outside demand (out-of-sector buyers) replaces the salvage sink"),
+        "top": (FRAC, "first outside bid, share of min(replacement cost, value in best use)"),
+        "depth": (FRAC, "units per month over which outside bids fall by 1/e, share of the "
+                        "generation's units"),
+        "scrap": (FRAC, "scrap value, share of replacement cost: the outside demand's floor"),
+    },
     "Market": {
         "mode": ("", "auction (agent-based call auction) or parametric (price formula)"),
         "k": ("", "k-double auction price rule (0 = bid side, 1 = ask side)"),

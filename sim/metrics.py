@@ -272,4 +272,13 @@ def summary(model: LiquidationModel) -> dict:
         out["defaults_by_cause"] = defaults_by_cause(model)
     if lb.has_other:
         out["other_loan_losses"] = float(lb.other_losses.sum())
+    if model.cfg.buyers.outside_demand.enabled:
+        # with the outside demand the fire-sale discount is measured against the value in
+        # best use at repossession; the old measure (value at the sale) is kept beside it
+        rep = r["forced_repossession_value"][t]
+        out["fire_sale_discount_at_sale"] = out["fire_sale_discount"]
+        out["fire_sale_discount"] = (float(1.0 - r["forced_value"][t] / rep) if rep > 0
+                                     else None)
+        out["outside_units"] = out["salvage_units"]
+        out["outside_pinned_months"] = int(r["outside_pinned"][: t + 1].any(axis=1).sum())
     return out

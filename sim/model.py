@@ -38,7 +38,7 @@ import numpy as np
 from mesa.discrete_space import Network
 
 from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, NeoCloud
-from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer
+from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer, replacement_cost
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
 from sim import numerics as nm
@@ -46,7 +46,7 @@ from sim.config import ConfigError, Scenario, resolve
 from sim.contagion import _rogers_veraart_state
 from sim.environment import Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
-from sim.market import clear_book, parametric_price
+from sim.market import clear_book, outside_bids, parametric_price
 from sim.network import funding_weights, syndicates
 
 NEVER = 10**9
@@ -637,7 +637,10 @@ class LiquidationModel(mesa.Model):
         holder = L.lender[rows]
         per_lender = np.bincount((holder[:, None] * n_gen + gens).ravel(),
                                  weights=units.ravel(), minlength=lb.n * n_gen)
-        lb.add_inventory(per_lender.astype(np.int64).reshape(lb.n, n_gen), env.t)
+        new_units = per_lender.astype(np.int64).reshape(lb.n, n_gen)
+        lb.add_inventory(new_units, env.t)
+        if self._outside_on:
+            self._note_repossession(new_units)
         got_g, got_r = units.T.nonzero()  # events by generation, then by row
         self._events("repossession", "lender", holder[got_r], got_g, units[got_r, got_g])
         # seize cash and BTC (sold at once) up to the exposure
@@ -677,16 +680,33 @@ class LiquidationModel(mesa.Model):
                      price=coll[dead])
         self.new_defaults = np.bincount(b.kind[dead], minlength=2)
 
+    def _note_repossession(self, new_units: np.ndarray) -> None:
+        """Value in best use at repossession of each lender's line, units-weighted (the
+        reference of the fire-sale discount with the outside demand): with ``u`` units just
+        added to an inventory now ``I`` and this month's value in best use ``V``,
+        ``v <- (v (I - u) + u V) / I``; a sale leaves ``v`` as it is."""
+        inv = self.lenders.inventory
+        self.rep_value = np.divide(self.rep_value * (inv - new_units)
+                                   + new_units * self.fundamental[None, :], inv,
+                                   out=self.rep_value.copy(), where=new_units > 0)
+
     # ---------------------------------------------------------------- 5. orders
     def _phase_orders(self, marks: np.ndarray) -> dict:
         env, lb, desk, lc = self.env, self.lenders, self.desk, self.cfg.lenders
         t = env.t
+        if self._outside_on:  # the scrap value of the outside demand (replacement cost moves)
+            self._salvage_price = self._od.scrap * replacement_cost(env)
         floor = self._salvage_price  # read only: shared with phase 7
         # the repo desk is offered first: it finances forced inventory (each GPU once) so that
         # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
         if np.count_nonzero(lb.repo_units):  # else zeroing integer zeros changes nothing
             lb.repo_units[lb.repo_debt <= 0] = 0
         patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
+        if self._outside_on:
+            # a patient lender never asks more than the value in best use (no buyer pays more:
+            # an ask above it only waits while the GPU ages); never below the scrap value
+            patient_price = np.maximum(np.minimum(patient_price, self.fundamental[None, :]),
+                                       floor[None, :])
         if not np.count_nonzero(lb.inventory):
             # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
             # nothing is financed, moved to the desk or repriced, and both books hold 0 units
@@ -783,7 +803,9 @@ class LiquidationModel(mesa.Model):
         # newest generation first (launch months are fixed at build: the order is cached)
         gens = [g for g in self._newest_first if offered[g]]
         ask_prices = np.empty(asks.shape)
-        ask_prices[:n_l] = books["floor"]
+        # forced sellers ask the salvage floor; with the outside demand they take the clearing
+        # price (market orders): the outside schedule bids for every offered unit down to scrap
+        ask_prices[:n_l] = 0.0 if self._outside_on else books["floor"]
         ask_prices[n_l: 2 * n_l] = books["patient_price"]
         ask_prices[2 * n_l: -1] = books["b_price"]
         ask_prices[-1] = self.fundamental
@@ -804,6 +826,11 @@ class LiquidationModel(mesa.Model):
             res_by_gen = reservation.T.tolist()
             desk_prices = floor_bid.tolist()
             salvage_prices = books["floor"].tolist()
+            if self._outside_on:
+                od, ref = self._od, replacement_cost(env)
+                # top of the schedule: a share of min(replacement cost, value in best use)
+                out_top = (od.top * np.minimum(ref, self.fundamental)).tolist()
+                out_depth = (od.depth * np.maximum(self._units0, 1)).tolist()
         for g in gens:
             lo, hi = bisect_left(nz_g, g), bisect_right(nz_g, g)
             a_rows, ask_qty = nz_r[lo:hi], all_qty[lo:hi]
@@ -836,12 +863,21 @@ class LiquidationModel(mesa.Model):
                     b_rows.append(n_k)
                     bid_qty.append(q)
                     bid_price.append(desk_price)
-                if unsold_to_salvage and supply:  # salvage takes every offered unit
+                if self._outside_on:  # the outside demand's steps, rows n_k + 1, ...
+                    o_qty, o_price = outside_bids(out_top[g], salvage_prices[g], out_depth[g],
+                                                  supply, unsold_to_salvage)
+                    b_rows.extend(range(n_k + 1, n_k + 1 + len(o_qty)))
+                    bid_qty.extend(o_qty)
+                    bid_price.extend(o_price)
+                elif unsold_to_salvage and supply:  # salvage takes every offered unit
                     b_rows.append(n_k + 1)
                     bid_qty.append(supply)
                     bid_price.append(salvage_prices[g])
                 price, volume, fills, bid_fills, _, _ = clear_book(
                     ask_qty, all_price[lo:hi], bid_qty, bid_price, k)
+                if self._outside_on and volume:
+                    self.month_pinned[g] = self._pinned(b_rows, bid_qty, bid_price, bid_fills,
+                                                        n_k, k)
                 if volume == 0:
                     self.month_overhang[g] = forced_total
                     continue
@@ -856,7 +892,11 @@ class LiquidationModel(mesa.Model):
                 # the difference is monotone, so the largest difference is the same double
                 self.month_above_reservation = max(self.month_above_reservation,
                                                    price - lowest)
-                if buys[-1] == n_k + 1:
+                if self._outside_on:
+                    while buys and buys[-1] > n_k:  # the outside demand's steps come last
+                        buys.pop()
+                        salvage_fill += bought.pop()
+                elif buys[-1] == n_k + 1:
                     buys.pop()
                     salvage_fill = bought.pop()
                 if buys and buys[-1] == n_k:
@@ -884,12 +924,41 @@ class LiquidationModel(mesa.Model):
             self.month_overhang[g] = forced_total - forced_sold
             self.forced_value += forced_sold * price
             self.forced_fundamental += forced_sold * self.fundamental[g]
+            if self._outside_on and forced_sold:  # forced rows are lender rows r < n_l
+                rv = self.rep_value[:, g].tolist()
+                self.forced_rep_value += sum(u * rv[r] for r, u in
+                                             zip(a_rows[:n_forced], fills[:n_forced],
+                                                 strict=True))
             if buys:
                 self._fill_events("purchase", "buyer", buys, g, bought, price)
             if salvage_fill:
                 self._event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
             if desk_fill:
                 self._event("purchase", "repo_desk", 0, g, desk_fill, desk_fill * price, price)
+
+    @staticmethod
+    def _pinned(b_rows: list, bid_qty: list, bid_price: list, bid_fills: list, n_k: int,
+                k: float) -> bool:
+        """Whether the outside demand set the month's clearing price (rows ``> n_k`` are its
+        steps): the marginal bid, the lowest-priced bid with a fill (the upper end of the
+        k-rule's interval), is an outside step's, or, with ``k < 1``, the best unfilled bid
+        (its lower end) is. A month where outside buyers took units above a secondary
+        buyer's marginal bid is priced by that buyer: news."""
+        inf = math.inf
+        fill_in = fill_out = inf  # the lowest filled bid: secondary buyers (and desk) / outside
+        open_in = open_out = -inf  # the best bid with units left
+        for r, q, p, u in zip(b_rows, bid_qty, bid_price, bid_fills, strict=True):
+            if r > n_k:
+                if u and p < fill_out:
+                    fill_out = p
+                if u < q and p > open_out:
+                    open_out = p
+            else:
+                if u and p < fill_in:
+                    fill_in = p
+                if u < q and p > open_in:
+                    open_in = p
+        return fill_out < fill_in or (k < 1.0 and open_out > open_in)
 
     def _sweep_sale_proceeds(self) -> None:
         """Secured lenders sweep borrowers' sale proceeds: arrears first, then principal."""
@@ -982,12 +1051,17 @@ class LiquidationModel(mesa.Model):
         # no new information, and the last price moves with the value in best use
         carried = old_price * np.divide(self.fundamental, old_value,
                                         out=np.ones(self.n_gen), where=old_value > 0)
+        if self._outside_on:  # the outside demand's first bid is a bid too
+            top = self._od.top * np.minimum(replacement_cost(env), self.fundamental)
+            floor = np.maximum(floor, top)
         quote = np.maximum(np.where(best > 0, best, carried), floor)
         new = np.where(self.traded, self.clearing, quote)
         self.price = np.where(shipping, new, self.fundamental)
         self.price_hist[env.t] = self.price
         moved = self.traded & shipping & (old_price > 0)
-        if moved.any():  # else adapt would leave every expectation as it is
+        if self._outside_on:
+            self._adapt_on_news(moved)
+        elif moved.any():  # else adapt would leave every expectation as it is
             with np.errstate(divide="ignore", invalid="ignore"):
                 dlp = nm.log(np.maximum(self.price, 1e-9) / np.maximum(old_price, 1e-9))
                 dlv = nm.log(np.maximum(self.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
@@ -998,6 +1072,34 @@ class LiquidationModel(mesa.Model):
         before = np.add.reduce(buyers.capital)  # (ndarray.sum without its wrapper)
         buyers.regrow()
         self._outside("buyer_capital", np.add.reduce(buyers.capital) - before)
+
+    def _adapt_on_news(self, moved: np.ndarray) -> None:
+        """Phase 7's expectations update with the outside demand: only prices set by the
+        secondary buyers are news about the value in best use. A month whose price the
+        outside demand set (``month_pinned``) is skipped; the surprise of a news month is
+        measured from the last news month s, per month elapsed,
+
+            x <- (1 - lambda) x + lambda clip(12 [ln(p_t / p_s) - ln(V_t / V_s)] / (t - s), -1, 1).
+        """
+        # a generation's first price (at launch) is its first reference, not news
+        fresh = (self._news_price <= 0) & (self.price > 0) & self.env.shipping
+        if fresh.any():
+            self._news_price = np.where(fresh, self.price, self._news_price)
+            self._news_value = np.where(fresh, self.fundamental, self._news_value)
+            self._news_t = np.where(fresh, float(self.env.t), self._news_t)
+        news = moved & ~self.month_pinned & ~fresh & (self._news_price > 0)
+        if not news.any():
+            return
+        t = self.env.t
+        gap = np.maximum(t - self._news_t, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dlp = nm.log(np.maximum(self.price, 1e-9) / np.maximum(self._news_price, 1e-9))
+            dlv = nm.log(np.maximum(self.fundamental, 1e-9)
+                         / np.maximum(self._news_value, 1e-9))
+        self.buyers.adapt(dlp / gap, dlv / gap, news)
+        self._news_price = np.where(news, self.price, self._news_price)
+        self._news_value = np.where(news, self.fundamental, self._news_value)
+        self._news_t = np.where(news, float(t), self._news_t)
 
     # ---------------------------------------------------------------- 8. funding
     def _pay_lender_costs(self) -> None:
@@ -1143,6 +1245,9 @@ class LiquidationModel(mesa.Model):
     # ================================================================ records
     def _init_records(self) -> None:
         n = self.cfg.months + 1
+        # the outside demand (docs/model.md "Outside demand"), replacing the salvage sink
+        self._od = self.cfg.buyers.outside_demand
+        self._outside_on = bool(self._od.enabled)
         self.ead_total = 0.0
         self.recovered_total = 0.0
         self.paper_recovery = 0.0
@@ -1155,6 +1260,15 @@ class LiquidationModel(mesa.Model):
         # the salvage price per generation (the floor of phase 5's asks and phase 7's quotes;
         # read only): list prices never change
         self._salvage_price = self.cfg.buyers.salvage_floor * self.env.list_price
+        if self._outside_on:
+            self._salvage_price = self._od.scrap * replacement_cost(self.env)
+            # value in best use at repossession of each lender's inventory, units-weighted
+            self.rep_value = np.zeros((self.lenders.n, self.n_gen))
+            self.forced_rep_value = 0.0
+            # the last price that was news (set by secondary buyers), its value and month
+            self._news_price = self.price.copy()
+            self._news_value = self.fundamental.copy()
+            self._news_t = np.zeros(self.n_gen)
         # generations newest first, the order phase 6 settles them in (launch months are fixed)
         self._newest_first = (-self.env.launch).argsort(kind="stable").tolist()
         # phase 3's evaluation of the month, [month, marks, debt, collateral] (_month_debt_coll)
@@ -1173,6 +1287,9 @@ class LiquidationModel(mesa.Model):
             "buyer_capacity_h100": np.zeros(n), "forced_value": np.zeros(n),
             "forced_fundamental": np.zeros(n), "max_fill_above_reservation": np.zeros(n),
         }
+        if self._outside_on:  # new records only with the switch (the golden record is unchanged)
+            self.rec["forced_repossession_value"] = np.zeros(n)
+            self.rec["outside_pinned"] = np.zeros((n, g), bool)
         agents = self.lender_agents + self.borrower_agents + self.buyer_agents
         self.panel_agents = agents
         self.panel = {"cash": np.zeros((n, len(agents))), "size": np.zeros((n, len(agents))),
@@ -1187,6 +1304,8 @@ class LiquidationModel(mesa.Model):
         self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
         self.month_salvage = np.zeros(self.n_gen, dtype=np.int64)
         self.month_above_reservation = 0.0
+        if self._outside_on:
+            self.month_pinned = np.zeros(self.n_gen, dtype=bool)
 
     def buyer_capacity_units(self, g: int) -> float:
         """Units of generation g buyers could still absorb at today's prices."""
@@ -1223,6 +1342,9 @@ class LiquidationModel(mesa.Model):
         r["forced_value"][t], r["forced_fundamental"][t] = (self.forced_value,
                                                             self.forced_fundamental)
         r["max_fill_above_reservation"][t] = self.month_above_reservation
+        if self._outside_on:
+            r["forced_repossession_value"][t] = self.forced_rep_value
+            r["outside_pinned"][t] = self.month_pinned
         nl, nb = lb.n, b.n
         p, buyers = self.panel, self.buyers
         np.concatenate((lb.cash, b.cash, buyers.capital), out=p["cash"][t])
