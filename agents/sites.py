@@ -38,9 +38,12 @@ lenders (in this order):
 * energy arbitrage (miners alive): a mining MW earns r_mine = max(0, hashprice - mining
   cost) x days / mining_mw_per_ph a month, an MW let to AI tenants r_ai = host_share x
   max over air-cooled generations of max(0, u R_g 730 - power_g - spot opex) x 1000 / kW_g.
-  A miner moves dx = min(switch_rate x mine_mw, MW left to move, cash / switch_cost) MW
-  to AI hosting when (r_ai - r_mine) x switch_payback_months > switch_cost_per_mw, back to
-  mining in the opposite case, paying |dx| x switch_cost_per_mw.
+  The switch (conversion of the hall, c = switch_cost_per_mw) is financed outside the GPU
+  facility (project debt or equity, as TeraWulf and Cipher financed theirs) and paid off at
+  c / T a month per MW let, T = switch_payback_months; so an MW let to AI earns
+  r_ai - c / T. A miner moves dx = min(switch_rate x mine_mw, MW left to move) MW to AI
+  hosting when (r_ai - r_mine) x T > c, and back to mining (the charge stops) when
+  (r_ai - r_mine) x T < c.
 
 MW ledger (checked by ``LiquidationModel.invariants``): MW of sites held by borrowers
 (data halls and mining halls) + by lenders + buyers' MW (spare air and liquid, in use by the
@@ -241,29 +244,23 @@ class SiteBook:
             / s.mining_mw_per_ph
         r_ai = s.host_share * ai_rent_per_mw(env, m.buyers.cfg.spot_opex_per_gpu,
                                              self.liquid_gen)
-        dx = switch_mw(r_mine, r_ai, self.mine_mw, self.host_mw, b.cash, live, s)
+        dx = switch_mw(r_mine, r_ai, self.mine_mw, self.host_mw, live, s)
         if dx.any():
-            cost = np.abs(dx) * s.switch_cost_per_mw
-            b.cash -= cost
-            m._outside("opex", -float(cost.sum()))
             self.host_mw = self.host_mw + dx
         share = np.divide(self.mine_mw - self.host_mw, self.mine_mw, out=np.ones(b.n),
                           where=self.mine_mw > 0)
         b.mining_share = share
-        b.site_income = self.host_mw * r_ai
+        b.site_income = self.host_mw * (r_ai - s.switch_cost_per_mw / s.switch_payback_months)
 
 
 def switch_mw(r_mine: np.ndarray, r_ai: float, mine_mw: np.ndarray, host_mw: np.ndarray,
-              cash: np.ndarray, live: np.ndarray, s) -> np.ndarray:
+              live: np.ndarray, s) -> np.ndarray:
     """MW each miner moves to AI hosting (> 0) or back to mining (< 0) this month:
-    dx = +min(switch_rate x mine_mw, mine_mw - host_mw, cash / c) if (r_ai - r_mine) x T > c,
-    dx = -min(switch_rate x mine_mw, host_mw, cash / c) if (r_mine - r_ai) x T > c, else 0,
-    with c = switch_cost_per_mw and T = switch_payback_months."""
+    dx = +min(switch_rate x mine_mw, mine_mw - host_mw) if (r_ai - r_mine) x T > c,
+    dx = -min(switch_rate x mine_mw, host_mw) if (r_ai - r_mine) x T < c, else 0,
+    with c = switch_cost_per_mw and T = switch_payback_months ($/MW-month revenues)."""
     c, T = s.switch_cost_per_mw, s.switch_payback_months
-    reach = np.divide(np.maximum(cash, 0.0), c, out=np.full(len(cash), np.inf), where=c > 0)
     step = s.switch_rate * mine_mw
-    up = live & ((r_ai - r_mine) * T > c)
-    down = live & ((r_mine - r_ai) * T > c)
-    dx = np.where(up, np.minimum(np.minimum(step, mine_mw - host_mw), reach), 0.0)
-    dx = np.where(down, -np.minimum(np.minimum(step, host_mw), reach), dx)
-    return dx
+    gain = (r_ai - r_mine) * T
+    dx = np.where(live & (gain > c), np.minimum(step, mine_mw - host_mw), 0.0)
+    return np.where(live & (gain < c), -np.minimum(step, host_mw), dx)
