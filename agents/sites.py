@@ -38,12 +38,16 @@ lenders (in this order):
 * energy arbitrage (miners alive): a mining MW earns r_mine = max(0, hashprice - mining
   cost) x days / mining_mw_per_ph a month, an MW let to AI tenants r_ai = host_share x
   max over air-cooled generations of max(0, u R_g 730 - power_g - spot opex) x 1000 / kW_g.
-  The switch (conversion of the hall, c = switch_cost_per_mw) is financed outside the GPU
-  facility (project debt or equity, as TeraWulf and Cipher financed theirs) and paid off at
-  c / T a month per MW let, T = switch_payback_months; so an MW let to AI earns
-  r_ai - c / T. A miner moves dx = min(switch_rate x mine_mw, MW left to move) MW to AI
-  hosting when (r_ai - r_mine) x T > c, and back to mining (the charge stops) when
-  (r_ai - r_mine) x T < c.
+  An MW let to AI is let on a long lease (the 10-year leases of Cipher's and TeraWulf's
+  sites, 8-K 2025) at the r_ai of the month it was let: the miner's hosting rent H_i is locked.
+  With c = switch_cost_per_mw and T = switch_payback_months, a miner moves
+  dx = min(switch_rate x mine_mw, MW still mining) MW to AI hosting when
+  (r_ai - r_mine) x T > c (all miners together at most host_demand_mw MW a month, pro rata:
+  tenants' demand for hosted MW is finite), and dx = -min(switch_rate x mine_mw, MW let)
+  back to mining when (r_mine - H_i / MW let) x T > c (its average locked rent). Every
+  switch, either way, costs c per MW, financed outside the GPU facility (project debt or
+  equity, as the miners financed their conversions) and repaid at c / T a month per MW
+  switched until repaid; the miner's site income is H_i less that payment.
 
 MW ledger (checked by ``LiquidationModel.invariants``): MW of sites held by borrowers
 (data halls and mining halls) + by lenders + buyers' MW (spare air and liquid, in use by the
@@ -100,6 +104,9 @@ class SiteBook:
         self.mine_mw = np.where(borrowers.kind == MINER, borrowers.hashrate * s.mining_mw_per_ph,
                                 0.0)
         self.host_mw = np.zeros(n)  # mining MW let to AI tenants (arbitrage)
+        self.host_rent = np.zeros(n)  # their locked rent, $/month
+        self.switch_debt = np.zeros(n)  # switching cost still to repay, $
+        self.switch_pay = np.zeros(n)  # its monthly payment, $/month
         self.holder = np.zeros(n, dtype=np.int8)
         self.lender = np.full(n, -1, dtype=np.int64)
         self.buyer = np.full(n, -1, dtype=np.int64)
@@ -244,23 +251,36 @@ class SiteBook:
             / s.mining_mw_per_ph
         r_ai = s.host_share * ai_rent_per_mw(env, m.buyers.cfg.spot_opex_per_gpu,
                                              self.liquid_gen)
-        dx = switch_mw(r_mine, r_ai, self.mine_mw, self.host_mw, live, s)
+        avg = np.divide(self.host_rent, self.host_mw, out=np.zeros(b.n), where=self.host_mw > 0)
+        dx = switch_mw(r_mine, r_ai, avg, self.mine_mw, self.host_mw, live, s)
         if dx.any():
+            self.host_rent = self.host_rent + np.where(dx > 0, dx * r_ai, dx * avg)
             self.host_mw = self.host_mw + dx
+            cost = np.abs(dx) * s.switch_cost_per_mw
+            self.switch_debt = self.switch_debt + cost
+            self.switch_pay = self.switch_pay + cost / s.switch_payback_months
+        pay = np.minimum(self.switch_pay, self.switch_debt)
+        self.switch_debt = self.switch_debt - pay
+        self.switch_pay = np.where(self.switch_debt > 0.0, self.switch_pay, 0.0)
         share = np.divide(self.mine_mw - self.host_mw, self.mine_mw, out=np.ones(b.n),
                           where=self.mine_mw > 0)
         b.mining_share = share
-        b.site_income = self.host_mw * (r_ai - s.switch_cost_per_mw / s.switch_payback_months)
+        b.site_income = self.host_rent - pay
 
 
-def switch_mw(r_mine: np.ndarray, r_ai: float, mine_mw: np.ndarray, host_mw: np.ndarray,
-              live: np.ndarray, s) -> np.ndarray:
+def switch_mw(r_mine: np.ndarray, r_ai: float, r_let: np.ndarray, mine_mw: np.ndarray,
+              host_mw: np.ndarray, live: np.ndarray, s) -> np.ndarray:
     """MW each miner moves to AI hosting (> 0) or back to mining (< 0) this month:
-    dx = +min(switch_rate x mine_mw, mine_mw - host_mw) if (r_ai - r_mine) x T > c,
-    dx = -min(switch_rate x mine_mw, host_mw) if (r_ai - r_mine) x T < c, else 0,
-    with c = switch_cost_per_mw and T = switch_payback_months ($/MW-month revenues)."""
+    dx = +min(switch_rate x mine_mw, mine_mw - host_mw) if (r_ai - r_mine) x T > c (all
+    such moves scaled down pro rata to at most host_demand_mw MW in total, tenants' demand),
+    dx = -min(switch_rate x mine_mw, host_mw) if (r_mine - r_let) x T > c, else 0,
+    with c = switch_cost_per_mw, T = switch_payback_months, r_let the locked rent of the MW
+    already let ($/MW-month revenues)."""
     c, T = s.switch_cost_per_mw, s.switch_payback_months
     step = s.switch_rate * mine_mw
-    gain = (r_ai - r_mine) * T
-    dx = np.where(live & (gain > c), np.minimum(step, mine_mw - host_mw), 0.0)
-    return np.where(live & (gain < c), -np.minimum(step, host_mw), dx)
+    dx = np.where(live & ((r_ai - r_mine) * T > c), np.minimum(step, mine_mw - host_mw), 0.0)
+    total = float(dx.sum())
+    if total > s.host_demand_mw:  # tenants take at most host_demand_mw a month: pro rata
+        dx = dx * (s.host_demand_mw / total)
+    back = live & (host_mw > 0) & ((r_mine - r_let) * T > c)
+    return np.where(back, -np.minimum(step, host_mw), dx)

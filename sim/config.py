@@ -377,13 +377,15 @@ class Sites(_Strict):
     # energy arbitrage: a miner switches mining MW to AI hosting (and back)
     arbitrage: StrictBool = True
     # share of a GPU's net rent per MW a miner earns by hosting tenants' GPUs on its MW
-    host_share: Frac = 0.2
+    host_share: Frac = 0.18
     # $ per MW switched between mining and AI hosting (either way)
     switch_cost_per_mw: float = Field(9.5e6, ge=0.0, le=MAX_BUDGET)
     # months over which a switch must pay back its cost
-    switch_payback_months: int = Field(60, ge=1, le=600)
+    switch_payback_months: int = Field(120, ge=1, le=600)
     # monthly share of a miner's mining hall it can switch
-    switch_rate: Frac = 0.1
+    switch_rate: Frac = 0.01
+    # MW of mining halls all miners together can newly let to AI tenants a month (demand)
+    host_demand_mw: float = Field(10.0, ge=0.0, le=1e6)
 
     @model_validator(mode="after")
     def _ordered(self) -> Sites:

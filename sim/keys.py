@@ -155,6 +155,7 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "switch_cost_per_mw": ("$/MW", "cost of switching one MW between mining and AI"),
         "switch_payback_months": (M, "months over which a switch must pay back its cost"),
         "switch_rate": ("1/month", "share of a mining hall that can be switched a month"),
+        "host_demand_mw": ("MW/month", "mining MW all miners together can newly let to AI"),
     },
     "Market": {
         "mode": ("", "auction (agent-based call auction) or parametric (price formula)"),

@@ -202,20 +202,26 @@ def test_conversion_rule_hand_checked():
 def test_switch_rule_hand_checked():
     class S:
         switch_cost_per_mw, switch_payback_months, switch_rate = 9.5e6, 60, 0.1
+        host_demand_mw = 1e6
 
-    r_mine = np.array([6_000.0, 200_000.0, 6_000.0, 6_000.0])
+    r_mine = np.array([6_000.0, 400_000.0, 6_000.0, 6_000.0])
+    r_let = np.array([0.0, 165_000.0, 165_000.0, 0.0])  # locked rent of MW already let
     mine = np.full(4, 100.0)
     host = np.array([0.0, 50.0, 95.0, 0.0])
     live = np.array([True, True, True, False])
-    # r_ai = 165,000 $/MW-month. Miner 0: (165,000 - 6,000) x 60 = 9.54e6 > 9.5e6: moves
-    # min(0.1 x 100, 100) = 10 MW to AI; miner 1: (165,000 - 200,000) x 60 < 9.5e6: moves
-    # min(10, 50) = 10 MW back to mining; miner 2 has only 100 - 95 = 5 MW left to move;
-    # miner 3 is dead
-    dx = switch_mw(r_mine, 165_000.0, mine, host, live, S)
+    # r_ai = 165,000 $/MW-month. Miner 0: (165,000 - 6,000) x 60 = 9.54e6 > 9.5e6: lets
+    # min(0.1 x 100, 100) = 10 MW to AI; miner 1: hashprice pays 400,000: (400,000 - 165,000)
+    # x 60 = 14.1e6 > 9.5e6: takes min(10, 50) = 10 MW back to mining; miner 2 has only
+    # 100 - 95 = 5 MW left to let; miner 3 is dead
+    dx = switch_mw(r_mine, 165_000.0, r_let, mine, host, live, S)
     assert dx.tolist() == [10.0, -10.0, 5.0, 0.0]
-    # r_ai = 164,000: (164,000 - 6,000) x 60 = 9.48e6 < 9.5e6: nobody moves to AI
-    dx = switch_mw(r_mine, 164_000.0, mine, np.zeros(4), live, S)
+    # r_ai = 164,000: (164,000 - 6,000) x 60 = 9.48e6 < 9.5e6: nobody lets MW to AI
+    dx = switch_mw(r_mine, 164_000.0, np.zeros(4), mine, np.zeros(4), live, S)
     assert dx.tolist() == [0.0, 0.0, 0.0, 0.0]
+    # tenants take 6 MW a month: miners 0 and 2 wanted 10 + 5 = 15 MW, they get 6 / 15 of it
+    S.host_demand_mw = 6.0
+    dx = switch_mw(r_mine, 165_000.0, r_let, mine, host, live, S)
+    assert dx.tolist() == [4.0, -10.0, 2.0, 0.0]
 
 
 def test_ai_rent_per_mw_counts_air_generations_only():
@@ -231,15 +237,22 @@ def test_miners_switch_and_earn_hosting_income_when_it_pays():
     # a cheap switch (0.5 M$/MW): AI hosting (~0.2 x 800 k$/MW-month) beats mining at once
     cfg = _liquid(load_scenario("baseline", months=3))
     cfg.sites.switch_cost_per_mw = 0.5e6
+    cfg.sites.host_demand_mw = 1e6
     m = LiquidationModel(cfg)
     m.step()
     s, b = m.sites, m.borrowers
     live = b.alive & (s.mine_mw > 0)
-    # month 1: every living miner lets 10 % of its mining hall to AI tenants
-    assert np.allclose(s.host_mw[live], 0.1 * s.mine_mw[live], rtol=1e-12)
-    assert np.allclose(b.mining_share[live], 0.9, rtol=1e-12)
-    r_ai = 0.2 * ai_rent_per_mw(m.env, cfg.buyers.spot_opex_per_gpu, s.liquid_gen)
-    assert np.allclose(b.site_income, s.host_mw * (r_ai - 0.5e6 / 60), rtol=1e-12)
+    # month 1: every living miner lets switch_rate of its mining hall to AI tenants
+    rate = cfg.sites.switch_rate
+    assert np.allclose(s.host_mw[live], rate * s.mine_mw[live], rtol=1e-12)
+    assert np.allclose(b.mining_share[live], 1.0 - rate, rtol=1e-12)
+    # the rent is locked at host_share x the month's AI rent per MW; the switch (0.5 M$/MW)
+    # is repaid at 0.5e6 / T a month per MW switched
+    sc = cfg.sites
+    r_ai = sc.host_share * ai_rent_per_mw(m.env, cfg.buyers.spot_opex_per_gpu, s.liquid_gen)
+    T = sc.switch_payback_months
+    assert np.allclose(b.site_income[live], s.host_mw[live] * (r_ai - 0.5e6 / T), rtol=1e-12)
+    assert np.allclose(s.switch_debt[live], s.host_mw[live] * 0.5e6 * (T - 1) / T, rtol=1e-12)
     m.run()
     assert m.invariants() == []
     assert (s.host_mw <= s.mine_mw + 1e-9).all()
