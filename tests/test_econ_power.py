@@ -271,3 +271,13 @@ def test_bad_site_keys_are_config_errors():
         load_scenario("baseline", {"sites.headroom_min": 1.6, "sites.headroom_max": 1.2})
     with pytest.raises(ConfigError, match="cooling"):
         load_scenario("baseline", {"environment.generations.3.cooling": "water"})
+
+
+def test_site_series_columns_are_described():
+    from sim import datadict, metrics
+
+    m = LiquidationModel(_liquid(load_scenario("crypto_winter", months=12))).run()
+    cols = metrics.series(m).columns
+    assert set(SITE_RECORDS) <= set(cols)
+    for c in cols:
+        datadict.describe("series", c, m.env.names)  # KeyError if a column is not described
