@@ -393,7 +393,9 @@ class SecondaryBuyer(FixedAgent):
 
     @property
     def spare_mw(self) -> float:
-        return float(self.model.buyers.mw[self.idx])
+        """Spare MW, air- and liquid-cooled (with sites on, ``mw`` is the air-cooled part)."""
+        b = self.model.buyers
+        return float(b.mw[self.idx] + b.mw_liq[self.idx]) if b.sites else float(b.mw[self.idx])
 
     @property
     def holdings(self) -> dict[str, int]:
