@@ -26,9 +26,10 @@ lenders (in this order):
   reservation price), capped at the AI-ready build cost (no buyer pays more than building
   new); the lender sells at p = min(v_kc, build_cost_per_mw) per MW, the buyer pays p x MW
   from its capital and the site's MW join its spare MW of that cooling type. The proceeds are
-  recoveries (written-off exposure first, any surplus to the borrower's estate). The fleet is
-  not part of the sale: the lender sells the GPUs in the auction, where the buyer's new MW
-  lets it bid for them;
+  recoveries (written-off exposure first, any surplus to the borrower's estate). Without
+  ``sell_with_fleet`` the fleet is not part of the sale: the lender sells the GPUs in the
+  auction, where the buyer's new MW lets it bid for them; with it, the buyer also buys the
+  lender's repossessed units that fit the site at the price index (``SiteBook._sell_fleet``);
 * a site unsold after ``max_hold_months`` is given up (MW retired);
 * while it holds a site, a lender runs its repossessed GPUs in place at a host (Greenidge for
   NYDIG, 2022): lender l hosts a share s_l = min(1, MW held by l / IT load of l's inventory)
@@ -118,6 +119,7 @@ class SiteBook:
         self.sale_proceeds = 0.0
         self.hosting_income = 0.0
         self.converted_mw = 0.0
+        self.fleet_units_sold = 0  # units sold with their sites (sell_with_fleet)
         self.hosted_units = np.zeros(cfg.lenders.count)
         buyers.enable_sites(s.buyer_liquid_share, s.conversion_months)
         self.mw0 = self.ledger(buyers)
@@ -165,7 +167,7 @@ class SiteBook:
                 if x.any():
                     self.converted_mw += float(x.sum())
                     m._outside("buyer_capital", -float(x.sum()) * s.conversion_cost_per_mw)
-            self._sell(m, v_liq, v_air)
+            self._sell(m, v_liq, v_air, res)
         held = self.holder == LENDER
         old = held & (env.t - self.since >= s.max_hold_months)
         if old.any():
@@ -176,7 +178,8 @@ class SiteBook:
         if s.arbitrage:
             self._arbitrage(m)
 
-    def _sell(self, m, v_liq: np.ndarray, v_air: np.ndarray) -> None:
+    def _sell(self, m, v_liq: np.ndarray, v_air: np.ndarray,
+              reservation: np.ndarray | None = None) -> None:
         s, buyers, lb, t = self.cfg, m.buyers, m.lenders, m.env.t
         ready = ((self.holder == LENDER) & (t - self.since >= s.sale_months)).nonzero()[0]
         cap = s.build_cost_per_mw
@@ -211,6 +214,61 @@ class SiteBook:
             self.sold_mw += mw
             self.sale_proceeds += amount
             m._event("site_sale", "lender", l_, units=0, amount=amount, price=float(p[k]))
+            if s.sell_with_fleet and reservation is not None:
+                self._sell_fleet(m, i, k, l_, reservation[k])
+
+    def _sell_fleet(self, m, i: int, k: int, l_: int, res_k: np.ndarray) -> None:
+        """The site is sold with the fleet (``sell_with_fleet``): buyer k also buys the selling
+        lender's repossessed units, newest generation first, that fit the site's cooling and
+        MW, at the price index p_g, where p_g <= its reservation price P_kg and as far as its
+        capital reaches:
+
+            n_g = min(inventory_lg, floor(MW left x 1000 / kW_g), floor(capital_k / p_g)).
+
+        The units are installed in the site's MW (MW in use); the proceeds are recoveries
+        (repaying the lender's repo first, as an auction sale's do)."""
+        env, lb, buyers, desk = m.env, m.lenders, m.buyers, m.desk
+        room = float(self.gpu_mw[i])
+        liquid_site = bool(self.liquid[i])
+        for g in m._newest_first:
+            units = int(lb.inventory[l_, g])
+            price = float(m.price[g])
+            if (not units or not env.shipping[g] or price <= 0.0 or res_k[g] < price
+                    or (self.liquid_gen[g] and not liquid_site)):
+                continue
+            kw = float(env.kw[g])
+            n = min(units, int(room * 1000.0 / kw + 1e-9))
+            if not buyers.unlimited:
+                n = min(n, int(buyers.capital[k] / price + 1e-9))
+            if n <= 0:
+                continue
+            pay = n * price
+            if buyers.unlimited:
+                m._outside("buyer_capital", pay)
+            else:
+                buyers.capital[k] = max(buyers.capital[k] - pay, 0.0)
+            buyers.holdings[k, g] += n
+            mw = n * kw / 1000.0
+            room -= mw
+            pool = buyers.mw_liq if liquid_site else buyers.mw
+            used = min(mw, float(pool[k]))
+            pool[k] -= used
+            buyers.mw_used[k] += used
+            sold = np.zeros(lb.inventory.shape, dtype=np.int64)
+            sold[l_, g] = n
+            lb.remove_inventory(sold)
+            proceeds = np.zeros(lb.n)
+            proceeds[l_] = pay
+            rec, surplus = lb.apply_recovery(proceeds)
+            m.recovered_total += float(rec.sum())
+            repay = np.minimum(lb.repo_debt, rec)
+            lb.repo_debt -= repay
+            desk.lent -= float(repay.sum())
+            desk.cash += float(repay.sum())
+            lb.cash += rec - repay
+            m._outside("estate_surplus", -float(surplus.sum()))
+            self.fleet_units_sold += n
+            m._event("site_fleet_sale", "lender", l_, g, n, pay, price)
 
     def _host(self, m) -> None:
         """Repossessed GPUs run in place at a host while their lender holds a site."""

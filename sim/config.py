@@ -368,6 +368,8 @@ class Sites(_Strict):
     conversion_rate: Frac = 0.1
     # months a lender markets a repossessed site before it can close a sale
     sale_months: int = Field(3, ge=0, le=120)
+    # a site is sold with the lender's repossessed units that fit it (at the price index)
+    sell_with_fleet: StrictBool = False
     # months after which a lender gives an unsold site up (its MW retired)
     max_hold_months: int = Field(24, ge=1, le=600)
     # run repossessed GPUs in place at a host while the site is held

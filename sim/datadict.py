@@ -95,7 +95,8 @@ EVENTS: dict[str, tuple[str, str]] = {
     "month": ("month", "model month of the event"),
     "event": ("", "sale, purchase, margin_call, default_payment, default_covenant, "
                   "repossession, refinancing_refused, repo_loan, deleveraging, lender_failure, "
-                  "guarantee_withdrawn; with sites on also site_sale and site_retired"),
+                  "guarantee_withdrawn; with sites on also site_sale, site_fleet_sale and "
+                  "site_retired"),
     "agent": ("", "who: lender, miner, neocloud, buyer, salvage, repo_desk, borrower"),
     "index": ("", "the agent's index within its kind (lender i is L<i> in the panel)"),
     "generation": ("", "GPU generation of a sale, purchase or repossession; empty otherwise"),

@@ -147,6 +147,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "conversion_months": (M, "months from paying for a conversion to liquid MW"),
         "conversion_rate": ("1/month", "share of air spare MW a buyer converts when it pays"),
         "sale_months": (M, "months a lender markets a repossessed site before a sale"),
+        "sell_with_fleet": ("", "a site is sold with the lender's units that fit it, at "
+                                "the price index"),
         "max_hold_months": (M, "an unsold site is given up (MW retired) after this"),
         "host_in_place": ("", "repossessed GPUs run in place at a host while the site is held"),
         "hosting_per_kw_month": ("$/kW-month", "host's charge for running a GPU in place"),

@@ -161,6 +161,7 @@ SCENARIOS = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_mw_conserved_every_month_with_sites_on(name):
     cfg = _liquid(load_scenario(name))
+    cfg.sites.sell_with_fleet = True  # the recommended value; units move with sites too
     m = LiquidationModel(cfg)
     assert m.sites.imbalance(m.buyers) == 0.0
     while m.running and m.env.t < cfg.months:
@@ -281,3 +282,35 @@ def test_site_series_columns_are_described():
     assert set(SITE_RECORDS) <= set(cols)
     for c in cols:
         datadict.describe("series", c, m.env.names)  # KeyError if a column is not described
+
+
+def test_a_site_sold_with_its_fleet_installs_the_units_that_fit():
+    """Hand-built: lender 0 holds 1,000 H100 and 500 B200; borrower 0's air-cooled 1 MW site
+    is sold to buyer 1 with the fleet at the price index (H100 10,000 $, B200 20,000 $).
+    B200 needs liquid MW: none goes. 1 MW holds floor(1,000 / 1.25) = 800 H100."""
+    cfg = _liquid(load_scenario("baseline", months=1))
+    cfg.sites.sell_with_fleet = True
+    m = LiquidationModel(cfg)
+    s, buyers, lb, env = m.sites, m.buyers, m.lenders, m.env
+    h100, b200 = env.names.index("H100"), env.names.index("B200")
+    lb.inventory[0] = 0
+    lb.inventory[0, h100], lb.inventory[0, b200] = 1000, 500
+    m.price = m.price.copy()
+    m.price[h100], m.price[b200] = 10_000.0, 20_000.0
+    s.gpu_mw[0], s.liquid[0] = 1.0, False
+    s.repossess(np.array([0]), np.array([0]), t=-3)
+    v_air = np.zeros(buyers.n)
+    v_air[1] = 2e6
+    buyers.capital[1] = 100e6
+    res = np.zeros((buyers.n, env.n_gen))
+    res[1, h100], res[1, b200] = 12_000.0, 30_000.0
+    lb.claim_pool[0] = 1e9
+    rec0, held0, mw0 = lb.recoveries[0], buyers.holdings[1].copy(), buyers.mw[1]
+    s._sell(m, np.zeros(buyers.n), v_air, res)
+    # the site: 2e6 x 1 MW; the fleet: 800 H100 x 10,000 = 8e6
+    assert buyers.holdings[1, h100] - held0[h100] == 800 and buyers.holdings[1, b200] == 0
+    assert lb.inventory[0, h100] == 200 and lb.inventory[0, b200] == 500
+    assert lb.recoveries[0] - rec0 == 2e6 + 8e6
+    assert buyers.capital[1] == 100e6 - 10e6
+    assert buyers.mw[1] == pytest.approx(mw0 + 1.0 - 1.0, abs=1e-12)  # the site's MW in use
+    assert s.fleet_units_sold == 800
