@@ -379,7 +379,7 @@ class Sites(_Strict):
     # energy arbitrage: a miner switches mining MW to AI hosting (and back)
     arbitrage: StrictBool = True
     # share of a GPU's net rent per MW a miner earns by hosting tenants' GPUs on its MW
-    host_share: Frac = 0.18
+    host_share: Frac = 0.14
     # $ per MW switched between mining and AI hosting (either way)
     switch_cost_per_mw: float = Field(9.5e6, ge=0.0, le=MAX_BUDGET)
     # months over which a switch must pay back its cost
