@@ -101,8 +101,10 @@ EVENTS: dict[str, tuple[str, str]] = {
     "index": ("", "the agent's index within its kind (lender i is L<i> in the panel)"),
     "generation": ("", "GPU generation of a sale, purchase or repossession; empty otherwise"),
     "units": ("GPUs", "GPUs sold, bought or repossessed; 0 for other events"),
-    "price": ("$/GPU", "auction clearing price of a sale or purchase; empty otherwise"),
-    "value": ("$", "units x price of a sale or purchase; empty otherwise"),
+    "price": ("$/GPU", "auction clearing price of a sale or purchase (the price index for a "
+                       "site_fleet_sale); empty otherwise"),
+    "value": ("$", "units x price of a sale or purchase (site_fleet_sale too), or the price "
+                   "paid for a site (site_sale); empty otherwise"),
     "debt": ("$", "debt outstanding: of the borrower (margin_call, default_*) or the loan "
                   "principal refused (refinancing_refused); empty otherwise"),
     "collateral": ("$", "collateral value at the lender's mark when the borrower defaulted "

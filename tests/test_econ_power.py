@@ -314,3 +314,13 @@ def test_a_site_sold_with_its_fleet_installs_the_units_that_fit():
     assert buyers.capital[1] == 100e6 - 10e6
     assert buyers.mw[1] == pytest.approx(mw0 + 1.0 - 1.0, abs=1e-12)  # the site's MW in use
     assert s.fleet_units_sold == 800
+
+
+def test_site_sales_carry_their_value_in_the_event_table():
+    from sim import metrics
+
+    m = LiquidationModel(_liquid(load_scenario("crypto_winter", months=24))).run()
+    ev = metrics.events(m)
+    sales = ev[ev["event"] == "site_sale"]
+    assert len(sales) and sales["value"].sum() == pytest.approx(m.sites.sale_proceeds,
+                                                               rel=1e-12)
