@@ -62,7 +62,7 @@ SERIES: dict[str, tuple[str, str]] = {
                                 "sales (1 - forced_value / this = the fire-sale discount)"),
     "max_fill_above_reservation": ("$/GPU", "largest fill above a buyer's reservation price in "
                                             "the month (an accounting check: always 0)"),
-    # power and cooling (only with sites.enabled; docs/model.md section 9); IT MW
+    # power and cooling (only with sites.enabled; docs/model.md, "Power and cooling"); IT MW
     "site_mw_borrowers": ("MW", "data and mining halls of living borrowers' sites"),
     "site_mw_lenders": ("MW", "repossessed sites lenders hold, not yet sold"),
     "site_mw_repossessed": ("MW", "cumulative MW of sites lenders took at default"),
