@@ -126,6 +126,10 @@ class BorrowerBook:
         self.dscr = np.full(self.n, 2.0)
         self.revenue = np.zeros(self.n)
         self.opex = np.zeros(self.n)
+        # energy arbitrage (sites.arbitrage, agents/sites.py): the share of each mining hall
+        # still mining and the AI hosting income of the rest; None without sites
+        self.mining_share: np.ndarray | None = None
+        self.site_income: np.ndarray | None = None
 
     @property
     def pledged_btc(self) -> np.ndarray:
@@ -154,6 +158,8 @@ class BorrowerBook:
             locked_share * np.add.reduce(self.fleet * self.contract_rent, axis=1)
             + spot_share * u * nm.matvec(self.fleet, env.rent))
         mining = self.hashrate * np.maximum(env.hashprice - self.mining_cost, 0.0) * DAYS_PER_MONTH
+        if self.mining_share is not None:  # part of the mining hall is let to AI tenants
+            mining = mining * self.mining_share + self.site_income
         # GPUs per borrower: an integer row sum (exact)
         opex = (nm.matvec(self.fleet, env.power_cost_per_gpu())
                 + np.add.reduce(self.fleet, axis=1) * self.fixed_opex)

@@ -100,6 +100,35 @@ class BuyerBook:
         self._static_env = None  # the environment whose constant inputs ``_static`` holds
         self._by_type_cache = None  # (env, state key, value at x = 0, value at common x)
         self._close_key, self._close_prob = None, None  # ``participating``'s probabilities
+        self.sites = False  # spare MW split by cooling type (``enable_sites``)
+
+    def enable_sites(self, liquid_share: float, n_lag: int) -> None:
+        """Split every buyer's spare MW into air-cooled (``mw``) and liquid-cooled
+        (``mw_liq``) MW, ``liquid_share`` of it liquid (docs/model.md, "Power and cooling").
+        ``mw_used`` is the MW the GPUs bought draw, ``mw_conv[:, j]`` the MW being converted
+        to liquid that arrives in j + 1 months (``n_lag`` columns), ``mw_built`` the MW
+        added by regrowth (new power): the buyers' side of the MW ledger."""
+        self.sites = True
+        self.mw_liq = self.mw * liquid_share
+        self.mw = self.mw - self.mw_liq
+        self.mw0_liq = self.mw0 * liquid_share
+        self.mw0 = self.mw0 - self.mw0_liq
+        self._mw_step = None
+        self.mw_used = np.zeros(self.n)
+        self.mw_conv = np.zeros((self.n, max(n_lag, 1)))
+        self.mw_built = 0.0
+
+    def spare(self, liquid: bool) -> np.ndarray:
+        """Spare MW a unit can be installed in: liquid-cooled MW only for a liquid-cooled
+        generation; air-cooled generations use air or liquid MW (``mw`` without sites)."""
+        if not self.sites:
+            return self.mw
+        return self.mw_liq if liquid else self.mw + self.mw_liq
+
+    def mw_held(self) -> float:
+        """All MW the buyers hold: spare (air and liquid), in use and being converted."""
+        return float(self.mw.sum() + self.mw_liq.sum() + self.mw_used.sum()
+                     + self.mw_conv.sum())
 
     @property
     def _disc(self) -> np.ndarray:
@@ -219,14 +248,15 @@ class BuyerBook:
         # so no outer mask is needed; np.maximum.reduce is what ndarray.max calls
         return np.maximum(np.maximum.reduce(best, axis=0), salvage)
 
-    def capacity(self, price: np.ndarray, kw: float) -> np.ndarray:
-        """Units each buyer can take at the given prices: min(capital / p, MW x 1000 / kW)."""
+    def capacity(self, price: np.ndarray, kw: float, liquid: bool = False) -> np.ndarray:
+        """Units each buyer can take at the given prices: min(capital / p, MW x 1000 / kW),
+        MW being the spare MW the generation fits (``spare``)."""
         if self.unlimited:
             return np.full(self.n, BIG)
         units = np.divide(self.capital, price, out=np.zeros(self.n), where=price > 0)
-        return self._whole_units(units, kw)
+        return self._whole_units(units, kw, liquid)
 
-    def _whole_units(self, units: np.ndarray, kw: float) -> np.ndarray:
+    def _whole_units(self, units: np.ndarray, kw: float, liquid: bool = False) -> np.ndarray:
         """floor(min(units, MW x 1000 / kW, BIG)) as int64, ``units`` (the capital's reach,
         overwritten) and the power bound each nudged up by 1e-9 against rounding. Capped at
         ``BIG``, the capacity of an unlimited buyer: capital / a reservation near 0 (e.g. a
@@ -234,20 +264,20 @@ class BuyerBook:
         negative bid. The cap never binds in the shipped scenarios (at most 12,000 units a
         buyer), and the model caps every bid at the units offered anyway."""
         units += 1e-9
-        by_mw = self.mw * 1000.0 / kw
+        by_mw = (self.spare(liquid) if self.sites else self.mw) * 1000.0 / kw
         by_mw += 1e-9
         # floor is monotone, so floor(min(a, b)) = min(floor(a), floor(b)): one floor, not two
         np.minimum(units, by_mw, out=units)
         np.minimum(units, _BIG_F, out=units)
         return np.floor(units, out=units).astype(np.int64)
 
-    def capacity_total(self, price: float, kw: float) -> float:
+    def capacity_total(self, price: float, kw: float, liquid: bool = False) -> float:
         """Total units all buyers could take at one price ``price`` > 0 for every buyer: the
         sum of :meth:`capacity` at ``np.full(n, price)`` (the same divisions, floors and
         integer sum), without building the price row and its mask."""
         if self.unlimited or not price > 0.0:  # (NaN included) the general path
-            return float(self.capacity(np.full(self.n, price), kw).sum())
-        return float(np.add.reduce(self._whole_units(self.capital / price, kw)))
+            return float(self.capacity(np.full(self.n, price), kw, liquid).sum())
+        return float(np.add.reduce(self._whole_units(self.capital / price, kw, liquid)))
 
     def participating(self, rng: np.random.Generator, days: float) -> np.ndarray:
         """Which buyers are able to bid in a sale window of ``days`` days, (K,) bool.
@@ -274,13 +304,27 @@ class BuyerBook:
         return rng.random(self.n) < self._close_prob
 
     # ----------------------------------------------------------------- dynamics
-    def settle(self, fills: np.ndarray, price: float, gen: int, kw: float) -> np.ndarray:
-        """Take delivery of ``fills`` units at ``price``; return the cash each buyer pays."""
+    def settle(self, fills: np.ndarray, price: float, gen: int, kw: float,
+               liquid: bool = False) -> np.ndarray:
+        """Take delivery of ``fills`` units at ``price``; return the cash each buyer pays.
+
+        With sites, a unit of an air-cooled generation draws its kW from air-cooled MW first
+        and then from liquid-cooled MW (liquid MW, scarcer, is kept for the units that need
+        it); a liquid-cooled generation's only from liquid MW; the MW drawn moves to
+        ``mw_used``."""
         pay = fills * price
         self.holdings[:, gen] += fills
         if not self.unlimited:
             self.capital = np.maximum(self.capital - pay, 0.0)
-            self.mw = np.maximum(self.mw - fills * kw / 1000.0, 0.0)
+            if not self.sites:
+                self.mw = np.maximum(self.mw - fills * kw / 1000.0, 0.0)
+                return pay
+            need = fills * kw / 1000.0
+            air = np.zeros(self.n) if liquid else np.minimum(need, self.mw)
+            liq = np.minimum(need - air, self.mw_liq)
+            self.mw = self.mw - air
+            self.mw_liq = self.mw_liq - liq
+            self.mw_used = self.mw_used + air + liq
         return pay
 
     def adapt(self, dlog_price: np.ndarray, dlog_value: np.ndarray, traded: np.ndarray) -> None:
@@ -300,7 +344,47 @@ class BuyerBook:
         self.capital += c.capital_regrowth * np.maximum(self.capital0 - self.capital, 0.0)
         if self._mw_step is None:  # mw0 never changes: its monthly share is computed once
             self._mw_step = c.mw_regrowth * self.mw0
+        if self.sites:
+            self._regrow_sites()
+            return
         self.mw = np.minimum(self.mw + self._mw_step, self.mw0)
+
+    def _regrow_sites(self) -> None:
+        """Air and liquid spare MW each regrow by mw_regrowth x its initial level, up to that
+        level; MW above it (a bought site) is kept, never cut back:
+        mw <- max(mw, min(mw + step, mw0)). The MW added is ``mw_built``; conversions in
+        progress advance a month and those finished join the liquid MW."""
+        before = self.mw.sum() + self.mw_liq.sum()
+        self.mw = np.maximum(self.mw, np.minimum(self.mw + self._mw_step, self.mw0))
+        step_liq = self.cfg.mw_regrowth * self.mw0_liq
+        self.mw_liq = np.maximum(self.mw_liq, np.minimum(self.mw_liq + step_liq, self.mw0_liq))
+        self.mw_built += float(self.mw.sum() + self.mw_liq.sum() - before)
+        done = self.mw_conv[:, 0].copy()
+        self.mw_conv[:, :-1] = self.mw_conv[:, 1:]
+        self.mw_conv[:, -1] = 0.0
+        self.mw_liq = self.mw_liq + done
+
+    def convert(self, gain: np.ndarray, cost: float, rate: float, months: int) -> np.ndarray:
+        """Air-to-liquid conversion (docs/model.md, "Power and cooling"): buyer k converts
+
+            x_k = min(rate x air spare MW_k, capital_k / cost)   if gain_k > cost, else 0
+
+        MW, ``gain_k`` being the value to k of one liquid-cooled MW over one air-cooled MW
+        ($/MW) and ``cost`` the conversion capital per MW. It pays x_k x cost from its capital
+        at once; the MW leave the air spare MW and arrive as liquid MW after ``months``
+        months (at once if 0). Returns x (MW)."""
+        go = (gain > cost) & (self.mw > 0)
+        if not go.any():
+            return np.zeros(self.n)
+        reach = np.divide(self.capital, cost, out=np.full(self.n, np.inf), where=cost > 0)
+        x = np.where(go, np.minimum(rate * self.mw, reach), 0.0)
+        self.mw = self.mw - x
+        self.capital = np.maximum(self.capital - x * cost, 0.0)
+        if months == 0:
+            self.mw_liq = self.mw_liq + x
+        else:
+            self.mw_conv[:, months - 1] += x
+        return x
 
     def shock_capital(self, size: float) -> None:
         self.capital *= 1.0 - size
@@ -324,7 +408,9 @@ class SecondaryBuyer(FixedAgent):
 
     @property
     def spare_mw(self) -> float:
-        return float(self.model.buyers.mw[self.idx])
+        """Spare MW, air- and liquid-cooled (with sites on, ``mw`` is the air-cooled part)."""
+        b = self.model.buyers
+        return float(b.mw[self.idx] + b.mw_liq[self.idx]) if b.sites else float(b.mw[self.idx])
 
     @property
     def holdings(self) -> dict[str, int]:

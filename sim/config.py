@@ -129,6 +129,10 @@ class Generation(_Strict):
     # "compute": the AI rent process; "hashprice": rent0 x hashprice / hashprice0 (mining rigs
     # as collateral, e.g. the asic_2022 validation scenario)
     rent_index: Literal["compute", "hashprice"] = "compute"
+    # cooling the generation's racks need (sites.enabled only): "liquid" units (GB200 NVL72,
+    # ~120 kW racks) can only be installed in liquid-cooled MW; "air" units (H100, ~40 kW
+    # racks) in either
+    cooling: Literal["air", "liquid"] = "air"
 
 
 def _default_generations() -> list[Generation]:
@@ -370,6 +374,58 @@ class Shock(_Strict):
     size: float = Field(ge=0.0, le=1.0)  # fall as a share (0.5 = halves)
 
 
+class Sites(_Strict):
+    """Power and cooling as assets and constraints (docs/model.md, "Power and cooling");
+    ``enabled = false`` is the model without sites (a defaulted borrower's site vanishes)."""
+
+    enabled: StrictBool = False
+    # a borrower's site, in IT MW, is its fleet's IT load x U(headroom_min, headroom_max)
+    headroom_min: float = Field(1.1, ge=1.0, le=10.0)
+    headroom_max: float = Field(1.5, ge=1.0, le=10.0)
+    # probability a site whose fleet needs no liquid cooling is liquid-cooled anyway
+    liquid_prob: Frac = 0.3
+    # MW of a miner's mining hall per PH/s of hashrate (20 J/TH: 0.02 MW per PH/s)
+    mining_mw_per_ph: float = Field(0.02, ge=0.0, le=1.0)
+    # share of each buyer's spare MW that is liquid-cooled
+    buyer_liquid_share: Frac = 0.3
+    # replacement cost of AI-ready (liquid-cooled) MW, the most a buyer pays for a site's MW
+    build_cost_per_mw: float = Field(9.5e6, ge=0.0, le=MAX_BUDGET)
+    # capital to convert one air-cooled MW to liquid, and the months it takes
+    conversion_cost_per_mw: float = Field(9.5e6, ge=0.0, le=MAX_BUDGET)
+    conversion_months: int = Field(6, ge=0, le=120)
+    # monthly share of its air spare MW a buyer converts when conversion pays
+    conversion_rate: Frac = 0.1
+    # months a lender markets a repossessed site before it can close a sale
+    sale_months: int = Field(3, ge=0, le=120)
+    # a site is sold with the lender's repossessed units that fit it (at the price index)
+    sell_with_fleet: StrictBool = False
+    # months after which a lender gives an unsold site up (its MW retired)
+    max_hold_months: int = Field(24, ge=1, le=600)
+    # run repossessed GPUs in place at a host while the site is held
+    host_in_place: StrictBool = True
+    # $/kW-month a host charges for running a repossessed GPU in place (colocation)
+    hosting_per_kw_month: float = Field(150.0, ge=0.0, le=MAX_RUNNING_COST)
+    # energy arbitrage: a miner switches mining MW to AI hosting (and back)
+    arbitrage: StrictBool = True
+    # share of a GPU's net rent per MW a miner earns by hosting tenants' GPUs on its MW
+    host_share: Frac = 0.14
+    # $ per MW switched between mining and AI hosting (either way)
+    switch_cost_per_mw: float = Field(9.5e6, ge=0.0, le=MAX_BUDGET)
+    # months over which a switch must pay back its cost
+    switch_payback_months: int = Field(120, ge=1, le=600)
+    # monthly share of a miner's mining hall it can switch
+    switch_rate: Frac = 0.01
+    # MW of mining halls all miners together can newly let to AI tenants a month (demand)
+    host_demand_mw: float = Field(10.0, ge=0.0, le=1e6)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Sites:
+        if self.headroom_max < self.headroom_min:
+            raise ValueError(f"sites.headroom_max = {self.headroom_max} must be >= "
+                             f"sites.headroom_min = {self.headroom_min}")
+        return self
+
+
 class Scenario(_Strict):
     # the results folder (results/<name>/); a scenario file without one takes its file stem
     name: str = "baseline"
@@ -386,6 +442,7 @@ class Scenario(_Strict):
     contagion: Contagion = Field(default_factory=Contagion)
     metrics: Metrics = Field(default_factory=Metrics)
     shocks: list[Shock] = Field(default_factory=list)
+    sites: Sites = Field(default_factory=Sites)
 
     @field_validator("name")
     @classmethod

@@ -70,6 +70,20 @@ SERIES: dict[str, tuple[str, str]] = {
                                             "demand (not news to buyers' expectations)"),
     "max_fill_above_reservation": ("$/GPU", "largest fill above a buyer's reservation price in "
                                             "the month (an accounting check: always 0)"),
+    # power and cooling (only with sites.enabled; docs/model.md, "Power and cooling"); IT MW
+    "site_mw_borrowers": ("MW", "data and mining halls of living borrowers' sites"),
+    "site_mw_lenders": ("MW", "repossessed sites lenders hold, not yet sold"),
+    "site_mw_repossessed": ("MW", "cumulative MW of sites lenders took at default"),
+    "site_mw_sold": ("MW", "cumulative MW of repossessed sites sold to secondary buyers"),
+    "site_mw_retired": ("MW", "cumulative MW of repossessed sites given up unsold"),
+    "site_sale_proceeds": ("$", "cumulative proceeds of site sales"),
+    "hosting_income": ("$", "cumulative net income lenders earned running repossessed GPUs "
+                            "in place at a host"),
+    "buyer_spare_mw_air": ("MW", "secondary buyers' spare air-cooled MW"),
+    "buyer_spare_mw_liquid": ("MW", "secondary buyers' spare liquid-cooled MW"),
+    "buyer_mw_converting": ("MW", "buyers' MW being converted from air to liquid cooling"),
+    "buyer_mw_converted": ("MW", "cumulative MW whose air-to-liquid conversion started"),
+    "miner_mw_hosting": ("MW", "mining MW living miners let to AI tenants"),
 }
 
 PANEL: dict[str, tuple[str, str]] = {
@@ -89,13 +103,16 @@ EVENTS: dict[str, tuple[str, str]] = {
     "month": ("month", "model month of the event"),
     "event": ("", "sale, purchase, margin_call, default_payment, default_covenant, "
                   "default_dscr, repossession, refinancing_refused, repo_loan, deleveraging, "
-                  "lender_failure, guarantee_withdrawn"),
+                  "lender_failure, guarantee_withdrawn; with sites on also site_sale, "
+                  "site_fleet_sale and site_retired"),
     "agent": ("", "who: lender, miner, neocloud, buyer, salvage, repo_desk, borrower"),
     "index": ("", "the agent's index within its kind (lender i is L<i> in the panel)"),
     "generation": ("", "GPU generation of a sale, purchase or repossession; empty otherwise"),
     "units": ("GPUs", "GPUs sold, bought or repossessed; 0 for other events"),
-    "price": ("$/GPU", "auction clearing price of a sale or purchase; empty otherwise"),
-    "value": ("$", "units x price of a sale or purchase; empty otherwise"),
+    "price": ("$/GPU", "auction clearing price of a sale or purchase (the price index for a "
+                       "site_fleet_sale); empty otherwise"),
+    "value": ("$", "units x price of a sale or purchase (site_fleet_sale too), or the price "
+                   "paid for a site (site_sale); empty otherwise"),
     "debt": ("$", "debt outstanding: of the borrower (margin_call, default_*) or the loan "
                   "principal refused (refinancing_refused); empty otherwise"),
     "collateral": ("$", "collateral value at the lender's mark when the borrower defaulted "

@@ -40,6 +40,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "rent0": ("$/GPU-hour", "rent at t0 (or at launch, for a future generation)"),
         "rent_index": ("", "compute: the AI rent process; hashprice: rent follows hashprice "
                            "(mining rigs)"),
+        "cooling": ("", "air or liquid: the cooled MW a unit needs (sites.enabled only; "
+                        "liquid units fit only liquid-cooled MW)"),
     },
     "Environment": {
         "rent_deflation": ("1/year", "yearly fall of GPU rents"),
@@ -149,6 +151,30 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "depth": (FRAC, "units per month over which outside bids fall by 1/e, share of the "
                         "generation's units"),
         "scrap": (FRAC, "scrap value, share of replacement cost: the outside demand's floor"),
+    },
+    "Sites": {
+        "enabled": ("", "borrowers' sites (MW, cooling) are assets: repossessed, hosted, sold"),
+        "headroom_min": ("x", "site IT MW / fleet IT load, lower end of the uniform draw"),
+        "headroom_max": ("x", "site IT MW / fleet IT load, upper end of the uniform draw"),
+        "liquid_prob": (FRAC, "probability a site without liquid-only GPUs is liquid-cooled"),
+        "mining_mw_per_ph": ("MW per PH/s", "power of a miner's mining hall per unit hashrate"),
+        "buyer_liquid_share": (FRAC, "share of each buyer's spare MW that is liquid-cooled"),
+        "build_cost_per_mw": ("$/MW", "AI-ready build cost: the most a buyer pays for site MW"),
+        "conversion_cost_per_mw": ("$/MW", "capital to convert air-cooled MW to liquid"),
+        "conversion_months": (M, "months from paying for a conversion to liquid MW"),
+        "conversion_rate": ("1/month", "share of air spare MW a buyer converts when it pays"),
+        "sale_months": (M, "months a lender markets a repossessed site before a sale"),
+        "sell_with_fleet": ("", "a site is sold with the lender's units that fit it, at "
+                                "the price index"),
+        "max_hold_months": (M, "an unsold site is given up (MW retired) after this"),
+        "host_in_place": ("", "repossessed GPUs run in place at a host while the site is held"),
+        "hosting_per_kw_month": ("$/kW-month", "host's charge for running a GPU in place"),
+        "arbitrage": ("", "miners switch mining MW to AI hosting when it pays more"),
+        "host_share": (FRAC, "share of a GPU's net rent per MW a hosting miner earns"),
+        "switch_cost_per_mw": ("$/MW", "cost of switching one MW between mining and AI"),
+        "switch_payback_months": (M, "months over which a switch must pay back its cost"),
+        "switch_rate": ("1/month", "share of a mining hall that can be switched a month"),
+        "host_demand_mw": ("MW/month", "mining MW all miners together can newly let to AI"),
     },
     "Market": {
         "mode": ("", "auction (agent-based call auction) or parametric (price formula)"),

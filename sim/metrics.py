@@ -101,7 +101,7 @@ def events(model: LiquidationModel) -> pd.DataFrame:
                           "generation": np.int64, "units": np.int64, "amount": float,
                           "price": float})
     ev = raw["event"].astype(str)
-    trade = ev.isin(["sale", "purchase"])
+    trade = ev.isin(["sale", "purchase", "site_fleet_sale"])  # (the last with sites on)
     default = ev.str.startswith("default_")
     names = np.array([*model.env.names, None], dtype=object)
     gen = raw["generation"].to_numpy(dtype=np.int64)
@@ -119,7 +119,7 @@ def events(model: LiquidationModel) -> pd.DataFrame:
                                      categories=list(model.env.names)),
         "units": raw["units"].astype(np.int64),
         "price": where(trade, "price"),
-        "value": where(trade, "amount"),
+        "value": where(trade | (ev == "site_sale"), "amount"),
         "debt": where(default | ev.isin(["margin_call", "refinancing_refused"]), "amount"),
         "collateral": where(default, "price"),
         "ltv": where(ev == "margin_call", "price"),

@@ -41,6 +41,7 @@ from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, N
 from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer, replacement_cost
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
+from agents.sites import SiteBook
 from sim import numerics as nm
 from sim.config import ConfigError, Scenario, resolve
 from sim.contagion import _rogers_veraart_state
@@ -50,6 +51,11 @@ from sim.market import clear_book, outside_bids, parametric_price
 from sim.network import funding_weights, syndicates
 
 NEVER = 10**9
+# records written only with sites.enabled (MW, $; docs/model.md, "Power and cooling")
+SITE_RECORDS = ("site_mw_borrowers", "site_mw_lenders", "site_mw_repossessed", "site_mw_sold",
+                "site_mw_retired", "site_sale_proceeds", "hosting_income",
+                "buyer_spare_mw_air", "buyer_spare_mw_liquid", "buyer_mw_converting",
+                "buyer_mw_converted", "miner_mw_hosting")
 EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
 OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_surplus",
                  "unpaid_suppliers",
@@ -140,6 +146,13 @@ class LiquidationModel(mesa.Model):
         # participation draws get their own child stream (spawning draws nothing), so switching
         # the search friction on or off leaves the rent, BTC and default paths of a seed alone
         self.search_rng = self.rng.spawn(1)[0]
+        # borrowers' sites (sites.enabled): drawn from a child stream spawned after the search
+        # stream, so neither the search draws nor the main stream move
+        self.sites = (SiteBook(cfg, self.env, self.borrowers, self.buyers, self.rng.spawn(1)[0])
+                      if cfg.sites.enabled else None)
+        # the cooling each generation needs, as phase 6 passes it to the buyers
+        self._liquid = ([bool(x) for x in self.sites.liquid_gen] if self.sites is not None
+                        else [False] * self.n_gen)
         self.price_hist = np.zeros((cfg.months + 1, self.n_gen))
         self.price_hist[0] = self.price
         self.desk = RepoDesk(self, cfg.policy.repo, self.n_gen)
@@ -317,6 +330,8 @@ class LiquidationModel(mesa.Model):
         self._phase_borrowers()
         marks = self._phase_lenders()
         self._phase_defaults(marks)
+        if self.sites is not None:  # site sales, hosting in place, conversion, arbitrage
+            self.sites.month(self)
         books = self._phase_orders(marks)
         self._phase_market(books)
         self._sweep_sale_proceeds()
@@ -670,6 +685,8 @@ class LiquidationModel(mesa.Model):
         L.overdue[rows] = 0.0
         L.active[rows] = False
         b.fleet[dead] = 0
+        if self.sites is not None:  # the lead lender takes the site with the GPUs
+            self.sites.repossess(dead, self.lead[dead], env.t)
         b.status[dead] = DEFAULTED
         b.call_months[dead] = -1
         reasons = np.where(payment[dead], "default_payment", "default_covenant")
@@ -852,7 +869,8 @@ class LiquidationModel(mesa.Model):
                 # no bid needs more units than are offered
                 b_rows, bid_qty, bid_price = [], [], []
                 if any_bidder[g]:  # else no buyer's capacity enters the book
-                    cap = buyers.capacity(reservation[:, g], env.kw[g]).tolist()
+                    cap = buyers.capacity(reservation[:, g], env.kw[g],
+                                          self._liquid[g]).tolist()
                     res_g = res_by_gen[g]
                     for i, flag in enumerate(bidders_by_gen[g]):
                         if flag and (q := cap[i] if cap[i] < supply else supply):  # min
@@ -905,7 +923,7 @@ class LiquidationModel(mesa.Model):
                 if buys:  # settling no fill at all would change no buyer's state
                     bid_fills = np.zeros(n_k, dtype=np.int64)
                     bid_fills[buys] = bought
-                    pay = buyers.settle(bid_fills, price, g, env.kw[g])
+                    pay = buyers.settle(bid_fills, price, g, env.kw[g], self._liquid[g])
                     if buyers.unlimited:
                         self._outside("buyer_capital", pay.sum())
                 if desk_fill:
@@ -1043,8 +1061,13 @@ class LiquidationModel(mesa.Model):
         if buyers.unlimited:
             bids = self.reservation
         else:
+            if buyers.sites:  # spare MW of the cooling each generation needs
+                spare = np.where(self.sites.liquid_gen[None, :], buyers.mw_liq[:, None],
+                                 (buyers.mw + buyers.mw_liq)[:, None])
+            else:
+                spare = buyers.mw[:, None]
             has_cap = ((buyers.capital[:, None] >= np.maximum(self.reservation, 1.0))
-                       & (buyers.mw[:, None] * 1000.0 >= env.kw[None, :]))
+                       & (spare * 1000.0 >= env.kw[None, :]))
             bids = np.where(has_cap, self.reservation, 0.0)
         best = np.maximum.reduce(bids, axis=0, initial=0.0)
         # no trade: the best bid of a buyer who could take a unit; with no such buyer there is
@@ -1113,6 +1136,9 @@ class LiquidationModel(mesa.Model):
         out_int = lb.outside * r_f
         repo_int = lb.repo_debt * desk.rate(e.sofr) / 12.0
         hold = add(lb.inventory, axis=1) * lc.holding_cost
+        if self.sites is not None:  # GPUs run in place at a host pay no warehouse cost
+            hold = np.maximum(add(lb.inventory, axis=1) - self.sites.hosted_units, 0.0) \
+                * lc.holding_cost
         due = add(ib_int, axis=1) + out_int + repo_int + hold
         f = np.divide(np.maximum(lb.cash, 0.0), due, out=np.ones(lb.n), where=due > 0)
         f = np.minimum(f, 1.0)
@@ -1290,6 +1316,9 @@ class LiquidationModel(mesa.Model):
         if self._outside_on:  # new records only with the switch (the golden record is unchanged)
             self.rec["forced_repossession_value"] = np.zeros(n)
             self.rec["outside_pinned"] = np.zeros((n, g), bool)
+        if self.sites is not None:  # records of the sites (their keys only with sites on)
+            for key in SITE_RECORDS:
+                self.rec[key] = np.zeros(n)
         agents = self.lender_agents + self.borrower_agents + self.buyer_agents
         self.panel_agents = agents
         self.panel = {"cash": np.zeros((n, len(agents))), "size": np.zeros((n, len(agents))),
@@ -1312,7 +1341,7 @@ class LiquidationModel(mesa.Model):
         if self.buyers.unlimited:
             return float("inf")
         price = max(float(self.price[g]), 1.0)  # the same double as np.maximum
-        return self.buyers.capacity_total(price, self.env.kw[g])
+        return self.buyers.capacity_total(price, self.env.kw[g], self._liquid[g])
 
     def _record(self) -> None:
         """Write month t into the preallocated records and the agent panel.
@@ -1345,6 +1374,8 @@ class LiquidationModel(mesa.Model):
         if self._outside_on:
             r["forced_repossession_value"][t] = self.forced_rep_value
             r["outside_pinned"][t] = self.month_pinned
+        if self.sites is not None:
+            self._record_sites(t)
         nl, nb = lb.n, b.n
         p, buyers = self.panel, self.buyers
         np.concatenate((lb.cash, b.cash, buyers.capital), out=p["cash"][t])
@@ -1356,6 +1387,23 @@ class LiquidationModel(mesa.Model):
         row = p["state"][t]
         np.concatenate((lb.status, b.status), out=row[: nl + nb])
         row[nl: nl + nb][(b.status == 0) & ((b.call_months >= 0) | (b.arrears_months > 0))] = 1
+
+    def _record_sites(self, t: int) -> None:
+        """MW by holder and cooling (docs/model.md, "Power and cooling")."""
+        s, r, buyers = self.sites, self.rec, self.buyers
+        held = s.by_holder(buyers)
+        r["site_mw_borrowers"][t] = held["borrowers"]
+        r["site_mw_lenders"][t] = held["lenders"]
+        r["site_mw_repossessed"][t] = s.repossessed_mw
+        r["site_mw_sold"][t] = s.sold_mw
+        r["site_mw_retired"][t] = s.retired_mw
+        r["site_sale_proceeds"][t] = s.sale_proceeds
+        r["hosting_income"][t] = s.hosting_income
+        r["buyer_spare_mw_air"][t] = float(buyers.mw.sum())
+        r["buyer_spare_mw_liquid"][t] = float(buyers.mw_liq.sum())
+        r["buyer_mw_converting"][t] = float(buyers.mw_conv.sum())
+        r["buyer_mw_converted"][t] = s.converted_mw
+        r["miner_mw_hosting"][t] = float(s.host_mw[self.borrowers.alive].sum())
 
     # ================================================================ checks
     def invariants(self, tol: float = 1e-6) -> list[str]:
@@ -1388,6 +1436,10 @@ class LiquidationModel(mesa.Model):
             bad.append("negative GPU holdings")
         if self.month_above_reservation > 1e-9:
             bad.append(f"fill above reservation by {self.month_above_reservation:.6g}")
+        if self.sites is not None:
+            gap = self.sites.imbalance(self.buyers)
+            if abs(gap) > tol * max(1.0, self.sites.mw0):
+                bad.append(f"MW not conserved across holders: residual {gap:.6g} MW")
         dead = self.borrowers.status == DEFAULTED
         if (lb.cash.min() < -tol * scale or self.desk.cash < -tol * scale
                 or (self.borrowers.cash[dead] < 0).any()):

@@ -522,21 +522,29 @@ def sell_fleet(fleet: int, days: int, gen: str = "H100", draws: int = SALE_DRAWS
     window = min(float(days), MONTH_DAYS)
     res_p = buyers.reservation(env)[:, g]
     start = (buyers.capital.copy(), buyers.mw.copy(), buyers.holdings.copy())
+    # with sites on (sites.enabled): the liquid-cooled MW and the rest of the MW ledger too
+    liquid = m.sites is not None and bool(m.sites.liquid_gen[g])
+    start_mw = ((buyers.mw_liq.copy(), buyers.mw_used.copy(), buyers.mw_conv.copy(),
+                 buyers.mw_built) if buyers.sites else None)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 6, fleet, days]))
     share = np.empty(draws)
     for i in range(draws):
         buyers.capital, buyers.mw, buyers.holdings = (a.copy() for a in start)
+        if start_mw is not None:
+            buyers.mw_liq, buyers.mw_used, buyers.mw_conv = (a.copy() for a in start_mw[:3])
+            buyers.mw_built = start_mw[3]
         left, revenue = fleet, 0.0
         for month in range(months):
             ask = floor if month == months - 1 else value
             bids = buyers.participating(rng, window) & (res_p > 0)
-            cap = np.where(bids, buyers.capacity(res_p, env.kw[g]), 0)
+            cap = np.where(bids, buyers.capacity(res_p, env.kw[g], liquid), 0)
             bq = np.minimum(np.r_[cap, left], left)  # the salvage sink bids for every unit
             res = call_auction(np.array([left]), np.array([ask]), bq, np.r_[res_p, floor],
                                k=cfg.market.k)
             revenue += res.volume * res.price if res.volume else 0.0
             left -= res.volume
-            buyers.settle(res.bid_fills[:-1], res.price if res.volume else 0.0, g, env.kw[g])
+            buyers.settle(res.bid_fills[:-1], res.price if res.volume else 0.0, g, env.kw[g],
+                          liquid)
             if not left:
                 break
             buyers.regrow()
