@@ -10,8 +10,8 @@ generation, the new-unit (installed) price, the value in best use at t0 (or at l
 generation launching later) and its ratio to the new-unit price, the value 12, 24 and 36 months
 later, the months the value sits on the salvage floor (shipping months only) and the largest
 value / new-unit price over the run. ``recommended`` sets Rubin's launch rent to the
-zero-profit rent (:func:`zero_profit_rent`): the rent at which the best buyer's value of a new
-Rubin at launch equals its installed price.
+zero-profit rent (:func:`zero_profit_rent`): the rent at which the marginal buyer's (tier-2,
+15 %/yr hurdle) value of a new Rubin at launch equals its installed price.
 """
 
 from __future__ import annotations
@@ -38,12 +38,17 @@ RECOMMENDED: dict[str, object] = {
     "buyers.value_cap": True,
 }
 HORIZONS = (12, 24, 36)
+# the marginal buyer of new units whose hurdle prices entry: tier-2 clouds (15 %/yr)
+MARGINAL = "tier2"
 
 
-def zero_profit_rent(overrides: dict, gen: int, scenario: str = "baseline") -> float:
-    """Launch rent ($/GPU-hour) of generation ``gen`` at which the value in best use of a new
-    unit at launch (no cap) equals its new-unit price: zero-profit entry at the best buyer's
-    hurdle. Bisection on rent0 (the value is increasing in it) to 1e-6 $/h."""
+def zero_profit_rent(overrides: dict, gen: int, scenario: str = "baseline",
+                     marginal: str = MARGINAL) -> float:
+    """Launch rent ($/GPU-hour) of generation ``gen`` at which the marginal buyer type's value
+    of a new unit at launch (no cap, expectations on fundamentals) equals its new-unit price:
+    zero-profit entry at the marginal buyer's hurdle. Buyers with a lower hurdle (the
+    hyperscalers) value it above the price and are capped at it. Bisection on rent0 (the value
+    is increasing in it) to 1e-6 $/h."""
 
     def gap(rent0: float) -> float:
         over = dict(overrides, **{f"environment.generations.{gen}.rent0": rent0,
@@ -51,7 +56,9 @@ def zero_profit_rent(overrides: dict, gen: int, scenario: str = "baseline") -> f
         cfg = load_scenario(scenario, overrides=over)
         env = Environment(cfg, np.random.default_rng(0))  # no draw: rents wait for the launch
         env.t = max(int(env.launch[gen]), 0)
-        value = BuyerBook(cfg, env).fundamental(env)[gen]
+        book = BuyerBook(cfg, env)
+        by_type = book._by_type(env, np.zeros(env.n_gen))[0]
+        value = by_type[book.type_names.index(marginal), gen]
         return float(value - env.new_unit_price[gen])
 
     lo, hi = 0.01, 100.0
