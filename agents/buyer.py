@@ -21,6 +21,15 @@ x <- (1 - lambda) x + lambda * clip(12 (dln p - dln V), -1, 1): after a fire sal
 further falls and bid less, which deepens the buying vacuum (extrapolative expectations,
 Greenwood & Shleifer 2014, RFS 27(3)).
 
+Installed units and economic retirement (issue 14 part A; defaults keep the model above):
+c_g adds the facility charge kW_g x ``facility_cost`` to power and spot opex; with
+``value_cap`` every reservation and the value in best use are capped at the new-unit price,
+P_kg <= P_new_g = ``Environment.new_unit_price`` (a buyer never pays more for a used unit than
+for a new one: replacement cost bounds the value of a reproducible asset); with
+``retirement = "economic"`` every type's horizon is M_g = ``physical_life_months`` - age_g,
+and within it a unit earns only in months whose rent covers c_g (the shut-down option above),
+so it retires when rent stops covering its running cost rather than at a fixed life.
+
 Capacity (units) = min(capital / reservation, spare MW x 1000 / kW per GPU): a buyer can only
 use GPUs it can power and cool. Capital and MW regrow slowly (new substations take 5-7 years,
 TeraWulf). The salvage buyer takes anything at a floor share of list price.

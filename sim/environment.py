@@ -41,6 +41,17 @@ agents. The processes (monthly steps, month index t with t0 = 2025-12):
   reversion off: buyers then expect the rent drift ``rent_deflation``, as for GPUs.
 
 Scenario shocks of kind ``btc`` and ``rent`` are applied here (a one-off fall by ``size``).
+
+Installed units (issue 14 part A; the defaults keep the model above):
+
+* ``new_unit_price`` ($ per installed new unit, by generation): ``system_cost`` (chip, server
+  share, networking), or ``installed_multiple`` x ``list_price`` where it is 0; the
+  replacement price that caps values (``buyers.value_cap``) and that other parts read.
+* ``facility_cost_per_gpu()``: kW x ``facility_cost`` ($/kW-month of IT load; CBRE North
+  America Data Center Trends H2 2024: 184.06 $/kW-month), added to the running cost.
+* ``launch_rate`` lambda > 0: d is the per-chip decline with the launch steps in it, and the
+  trend between launches is ln(1 - d) - lambda ln(1 - phi), so that at lambda launches a year
+  rents fall by d a year and are not also stepped down (no double count).
 """
 
 from __future__ import annotations
