@@ -207,6 +207,7 @@ def test_no_value_above_the_new_unit_price_any_month(scenario):
         m.step()
         assert (m.fundamental <= cap).all(), (scenario, m.env.t)
         assert (m.buyers.reservation(m.env) <= cap).all(), (scenario, m.env.t)
+        assert (m.price <= cap).all(), (scenario, m.env.t)  # the price index too
         seen += 1
     assert seen == cfg.months
     # and the check can fail: without the cap some value is above the price in a month
