@@ -175,7 +175,7 @@ class Environment(_Strict):
     sofr: float = Field(0.043, ge=0.0, le=0.5)
     # installed-unit values (issue 14 part A; defaults keep the earlier model)
     # new-unit price / list price of a generation without its own system_cost (1 = the chip)
-    installed_multiple: float = Field(1.0, ge=1.0, le=5.0)
+    installed_multiple: float = Field(1.0, gt=0.0, le=5.0)
     # facility (colocation) charge, $ per kW of IT load a month, on top of power x PUE
     facility_cost: float = Field(0.0, ge=0.0, le=MAX_RUNNING_COST)
     # launches a year that rent_deflation already contains: the trend between launches is

@@ -253,7 +253,7 @@ def test_recommended_keys_are_config_keys():
 
 
 @pytest.mark.parametrize("key,value", [
-    ("buyers.retirement", '"clock"'), ("environment.installed_multiple", "0.5"),
+    ("buyers.retirement", '"clock"'), ("environment.installed_multiple", "0"),
     ("environment.facility_cost", "-1"), ("environment.launch_rate", "13"),
     ("buyers.physical_life_months", "0"), ("environment.generations.0.system_cost", "-5"),
     ("buyers.value_cap", '"yes"')])
