@@ -103,6 +103,20 @@ class BorrowerBook:
         self.contract_end = rng.integers(1, np.maximum(cmax, 1) + 1)
         self.contract_months = cmax
         self.guaranteed = rng.random(self.n) < per("guarantee_prob")
+        # a guaranteed borrower (investment-grade offtaker) borrows at a lower spread and a
+        # higher advance rate (docs/model.md, "Lenders with other assets ..."); its LTV
+        # covenants scale with its advance rate: cov_scale = guarantee_ltv / ltv (None: off)
+        self.spread_base = self.spread.copy()  # the spread without a guarantee
+        self.cov_scale = None
+        cut = per("guarantee_spread_cut")
+        if np.count_nonzero(cut):
+            self.spread = np.where(self.guaranteed, np.maximum(self.spread - cut, 0.0),
+                                   self.spread)
+        g_ltv = per("guarantee_ltv")
+        if np.count_nonzero(g_ltv):
+            raised = self.guaranteed & (g_ltv > 0.0)
+            self.cov_scale = np.where(raised, g_ltv / self.ltv0, 1.0)
+            self.ltv0 = np.where(raised, g_ltv, self.ltv0)
         self.tenant_gone = np.zeros(self.n, dtype=bool)
         self.cash = np.zeros(self.n)
         self.status = np.zeros(self.n, dtype=np.int8)

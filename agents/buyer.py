@@ -32,7 +32,10 @@ so it retires when rent stops covering its running cost rather than at a fixed l
 
 Capacity (units) = min(capital / reservation, spare MW x 1000 / kW per GPU): a buyer can only
 use GPUs it can power and cool. Capital and MW regrow slowly (new substations take 5-7 years,
-TeraWulf). The salvage buyer takes anything at a floor share of list price.
+TeraWulf). The salvage buyer takes anything at a floor share of list price; with
+``buyers.outside_demand.enabled`` it is replaced by a downward-sloping outside demand of
+out-of-sector and overseas buyers (:func:`sim.market.outside_bids`, docs/model.md
+"Outside demand"), whose reference is :func:`replacement_cost`.
 
 Participation: a buyer bids in a sale only if it can close within the sale window, with
 probability 1 - exp(-days / close_days) (search friction, Duffie, Garleanu & Pedersen 2005;
@@ -53,6 +56,15 @@ SALVAGE = "salvage"
 BIG = np.int64(10**12)  # "unlimited" units
 _BIG_F = float(BIG)  # the most units any buyer's capacity counts (exact as a double)
 MONTH_DAYS = 30.0  # the sale window of the model's monthly auction, days
+
+
+def replacement_cost(env: Environment) -> np.ndarray:
+    """Replacement cost of one unit of each generation ($/GPU), the reference of the outside
+    demand (out-of-sector buyers pay a share of it, Ramey & Shapiro 2001, JPE 109(5)): the
+    installed new-unit price ``env.new_unit_price`` (``system_cost``, or
+    ``installed_multiple`` x list price; the list price itself with the defaults, bit for
+    bit: 1.0 x p = p)."""
+    return env.new_unit_price
 
 
 class BuyerBook:
@@ -214,7 +226,11 @@ class BuyerBook:
         price over buyer types with expectations anchored on fundamentals (x = 0), per generation,
         and never below the salvage value. The fire-sale discount is measured against it. Only
         types with at least one buyer count: a type with ``count = 0`` is no user."""
-        salvage = np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
+        od = self.cfg.outside_demand
+        if od.enabled:  # the outside demand's scrap value replaces the salvage floor
+            salvage = np.where(env.shipping, od.scrap * replacement_cost(env), 0.0)
+        else:
+            salvage = np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
         if not self._any_present:  # no buyer at all: the best use is scrap
             value = salvage
         else:

@@ -2,7 +2,8 @@
 
 Balance sheet of lender i (all in :class:`LenderBook`):
 
-    assets      = cash + loans (exposure of its loan rows) + repossessed GPUs at its mark
+    assets      = cash + loans (exposure of its loan rows) + other (non-GPU) loans
+                  + repossessed GPUs at its mark
                   + claims on other lenders (valued by the month's clearing vector)
     liabilities = funding from other lenders (the funding network) + outside funding + repo
     equity      = assets - liabilities   (set by the month's clearing, ``equity``)
@@ -17,7 +18,10 @@ Marks (the "collateral illusion": paper LTV versus realised recovery):
 
 Decisions: sell repossessed GPUs patiently (limit orders at mark x (1 - sale_discount)) while the
 lender is sound and the GPUs are recent; sell at any price above salvage (forced) when it is
-deleveraging or failed or the GPUs have been held ``max_hold_months``. Below ``capital_floor`` x
+deleveraging or failed or the GPUs have been held ``max_hold_months``. With
+``buyers.outside_demand.enabled`` forced sellers take the clearing price (market orders
+against the outside demand, which bids down to scrap) and patient asks are capped at the
+value in best use (``sim.model`` phase 5; docs/model.md "Outside demand"). Below ``capital_floor`` x
 its initial capital ratio a lender deleverages: no rollovers, no revolver draws, forced sales.
 Negative clearing equity means failure (``sim.model`` runs Rogers-Veraart clearing).
 """
@@ -55,6 +59,14 @@ class LenderBook:
                          for t in types])[self.type_idx]
         self.capital_ratio0, self.interbank_share, self.cash_share, self.sale_discount = pick.T
         self.mark_rule = np.array([MARKS.index(t.mark) for t in types])[self.type_idx]
+        # the book of other (non-GPU) loans: sized at t0 so that GPU loans are gpu_share of
+        # the loan book, other = gpu_loans x (1 - gpu_share) / gpu_share (``sim.model``)
+        other = np.array([[t.gpu_share, t.other_yield, t.other_loss_calm, t.other_loss_stress]
+                          for t in types])[self.type_idx]
+        self.gpu_share, self.other_yield, self.other_loss_calm, self.other_loss_stress = other.T
+        self.has_other = bool((self.gpu_share < 1.0).any())
+        self.other_loans = np.zeros(n)
+        self.other_losses = np.zeros(n)  # cumulative write-offs of other loans
         self.status = np.zeros(n, dtype=np.int8)
         self.cash = np.zeros(n)
         self.outside = np.zeros(n)  # outside funding (deposits, notes, LP leverage)
@@ -64,7 +76,8 @@ class LenderBook:
         self.inv_since = np.full((n, n_gen), -1, dtype=np.int64)
         self.claim_pool = np.zeros(n)  # written-off exposure not yet recovered
         self.writeoffs = np.zeros(n)
-        self.recoveries = np.zeros(n)
+        self.recoveries = np.zeros(n)  # all recoveries: seized at default + later sales
+        self.later_recoveries = np.zeros(n)  # recoveries after the write-off (sales)
         self.equity = np.zeros(n)
         self.assets = np.zeros(n)
         self._book_key: tuple | None = None  # (environment, month) of the cached book marks
@@ -78,6 +91,24 @@ class LenderBook:
     def credit_losses(self) -> np.ndarray:
         """Write-offs minus recoveries, per lender."""
         return self.writeoffs - self.recoveries
+
+    @property
+    def losses_at_writeoff(self) -> np.ndarray:
+        """Write-offs net of the cash seized at the write-off only, per lender: it never
+        falls (recoveries by later sales are ``later_recoveries``)."""
+        return self.writeoffs - (self.recoveries - self.later_recoveries)
+
+    def other_loans_month(self, stress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """One month of the other-loan book: interest y/12 x B on the opening balance B, and a
+        write-off l/12 x B with l the calm or stress annual loss rate (charge-off rates:
+        docs/calibration.md); maturing loans are re-lent (the book is constant but for
+        losses). Returns (interest, loss) per lender; the caller pays the interest in cash."""
+        rate = self.other_loss_stress if stress else self.other_loss_calm
+        income = self.other_loans * self.other_yield / 12.0
+        loss = self.other_loans * rate / 12.0
+        self.other_loans -= loss
+        self.other_losses += loss
+        return income, loss
 
     def marks(self, env, price_hist: np.ndarray, t: int, lag: int) -> np.ndarray:
         """Per-lender, per-generation value of one GPU under the lender's marking rule.
@@ -114,6 +145,7 @@ class LenderBook:
         rec = np.minimum(proceeds, self.claim_pool)
         self.claim_pool -= rec
         self.recoveries += rec
+        self.later_recoveries += rec
         return rec, proceeds - rec
 
 

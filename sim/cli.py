@@ -183,8 +183,20 @@ def _summary_table(s: dict) -> Table:
     d = s["defaults_by_type"]
     t.add_row("defaults (miners / neo-clouds)",
               f"{s['defaults']} of {s['borrowers']} ({d['miner']} / {d['neocloud']})")
-    t.add_row("cascade beyond the first wave", str(s["cascade_size"]))
+    if "defaults_by_cause" in s:
+        c = s["defaults_by_cause"]
+        t.add_row("defaults by cause (payment / LTV / DSCR)",
+                  f"{c['payment']} / {c['ltv']} / {c['dscr']}")
+    if "defaults_counterfactual" in s:  # metrics.cascade_counterfactual (docs/model.md D.5)
+        t.add_row("cascade beyond the no-contagion counterfactual",
+                  f"{s['cascade_size']} ({s['defaults_counterfactual']} defaults without "
+                  "price and funding channels)")
+    else:
+        t.add_row("cascade beyond the first wave", str(s["cascade_size"]))
     t.add_row("credit losses", _fmt_money(s["credit_losses"]))
+    if "net_credit_losses" in s:  # metrics.losses_at_writeoff (docs/model.md D.6)
+        t.add_row("recoveries after write-off / net credit losses",
+                  f"{_fmt_money(s['recoveries'])} / {_fmt_money(s['net_credit_losses'])}")
     t.add_row("realised LGD vs paper LGD", f"{_pct(s['realised_lgd'])} vs {_pct(s['paper_lgd'])}")
     for key, label in (("peak_price_fall", "peak-to-trough fall of price / value"),
                        ("peak_price_fall_raw", "peak-to-trough fall of the raw price")):

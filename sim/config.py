@@ -212,6 +212,9 @@ class BorrowerType(_Strict):
     mining_cost: float = Field(32.0, ge=0.0, le=MAX_RUNNING_COST)
     btc_treasury_mean: float = Field(0.0, ge=0.0, le=2.1e7)  # BTC held
     btc_pledge: Frac = 0.0  # share of the treasury pledged to the GPU lenders
+    # guaranteed borrowers (an investment-grade offtaker): spread cut and advance rate
+    guarantee_spread_cut: float = Field(0.0, ge=0.0, le=MAX_SPREAD)  # 0 = same spread
+    guarantee_ltv: Frac = 0.0  # loan-to-cost of a guaranteed borrower; 0 = same as ltv
 
 
 def _miners() -> BorrowerType:
@@ -241,6 +244,11 @@ class LenderType(_Strict):
     cash_share: Frac = 0.05  # share of assets held as cash
     mark: Literal["book", "appraisal", "market"]
     sale_discount: Frac  # patience: a normal lender asks mark * (1 - sale_discount)
+    # other (non-GPU) assets: GPU loans are gpu_share of the loan book (1 = GPU loans only)
+    gpu_share: float = Field(1.0, gt=0.0, le=1.0)
+    other_yield: float = Field(0.0, ge=0.0, le=MAX_SPREAD)  # a year, on other loans
+    other_loss_calm: Frac = 0.0  # share of other loans written off a year, calm months
+    other_loss_stress: Frac = 0.0  # ... under stress (env.stress)
 
 
 def _lender_types() -> dict[str, LenderType]:
@@ -262,6 +270,8 @@ class Lenders(_Strict):
     dscr_min: float = Field(1.0, ge=0.0, le=100.0)  # debt-service cover covenant
     cure_months: int = Field(3, ge=0, le=60)
     cash_sweep: Frac = 0.5  # share of spare cash swept to prepay after a DSCR breach
+    # a DSCR breach still open this many months after the sweep started is a default (0 = never)
+    dscr_default_months: int = Field(0, ge=0, le=120)
     grace_months: int = Field(1, ge=0, le=60)  # arrears tolerated before payment default
     refi_ltv: float = Field(0.80, gt=0.0, le=2.0)  # a maturing loan rolls only at or below
     capital_floor: Frac = 0.5  # deleverage below this share of the t0 capital ratio
@@ -300,6 +310,16 @@ def _buyer_types() -> dict[str, BuyerType]:
     }
 
 
+class OutsideDemand(_Strict):
+    """Downward-sloping outside demand (out-of-sector and overseas buyers) that replaces the
+    salvage sink when enabled: bids p(q) = s R + (top min(R, V) - s R) exp(-q / (depth N))
+    per generation and month (docs/model.md, "Outside demand")."""
+    enabled: StrictBool = False  # off: the salvage sink at salvage_floor (today's market)
+    top: Frac = 0.65  # first outside bid, share of min(replacement cost, value in best use)
+    depth: float = Field(0.05, gt=0.0, le=1e6)  # e-folding units per month, share of stock
+    scrap: Frac = 0.02  # scrap value, share of replacement cost (the schedule's floor)
+
+
 class Buyers(_Strict):
     types: dict[str, BuyerType] = Field(default_factory=_buyer_types)
     capacity_scale: float = Field(1.0, ge=0.0, le=1e6)  # multiplies capital and spare MW
@@ -310,6 +330,7 @@ class Buyers(_Strict):
     salvage_floor: Frac = 0.08  # salvage buys anything at this share of list price
     # $/GPU-month buyers expect besides power
     spot_opex_per_gpu: float = Field(150.0, ge=0.0, le=MAX_RUNNING_COST)
+    outside_demand: OutsideDemand = Field(default_factory=OutsideDemand)
     # installed-unit values (issue 14 part A; defaults keep the earlier model)
     # true: no value or reservation above the new-unit price (environment new_unit_price)
     value_cap: StrictBool = False
@@ -353,6 +374,14 @@ class Contagion(_Strict):
     beta: Frac = 1.0  # ... and of interbank claims
 
 
+class Metrics(_Strict):
+    # cascade = defaults beyond a same-seed run without the price and funding channels
+    cascade_counterfactual: StrictBool = False
+    # credit_losses = write-offs net of recoveries at write-off (never falls); later
+    # recoveries reported separately (summary and records)
+    losses_at_writeoff: StrictBool = False
+
+
 class Shock(_Strict):
     month: int = Field(ge=1, le=600)  # month 1 is the first simulated month (t0 is month 0)
     kind: Literal["btc", "rent", "buyer_capital", "guarantor_exit", "funding"]
@@ -373,6 +402,7 @@ class Scenario(_Strict):
     network: NetworkCfg = Field(default_factory=NetworkCfg)
     policy: Policy = Field(default_factory=Policy)
     contagion: Contagion = Field(default_factory=Contagion)
+    metrics: Metrics = Field(default_factory=Metrics)
     shocks: list[Shock] = Field(default_factory=list)
 
     @field_validator("name")

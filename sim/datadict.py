@@ -42,7 +42,8 @@ SERIES: dict[str, tuple[str, str]] = {
     f"overhang_{GEN}": ("GPUs", "forced units offered but left unsold after the auction; 0 "
                                 "whenever `market.unsold_to_salvage` is true (the default: the "
                                 "salvage sink takes every unsold unit at the floor)"),
-    f"salvage_{GEN}": ("GPUs", "units bought by the salvage sink"),
+    f"salvage_{GEN}": ("GPUs", "units bought by the salvage sink (with "
+                               "`buyers.outside_demand.enabled`: by the outside demand)"),
     "defaults_miner": ("borrowers", "new miner defaults in the month"),
     "defaults_neocloud": ("borrowers", "new neo-cloud defaults in the month"),
     "credit_losses": ("$", "cumulative credit losses: write-offs less recoveries"),
@@ -60,6 +61,13 @@ SERIES: dict[str, tuple[str, str]] = {
     "forced_value": ("$", "cumulative proceeds of forced sales"),
     "forced_fundamental": ("$", "cumulative value in best use of the units sold in forced "
                                 "sales (1 - forced_value / this = the fire-sale discount)"),
+    "forced_repossession_value": ("$", "only with `buyers.outside_demand.enabled`: cumulative "
+                                       "value in best use at repossession of the units sold in "
+                                       "forced sales (1 - forced_value / this = the fire-sale "
+                                       "discount)"),
+    f"outside_pinned_{GEN}": ("true/false", "only with `buyers.outside_demand.enabled`: the "
+                                            "month's clearing price was set by the outside "
+                                            "demand (not news to buyers' expectations)"),
     "max_fill_above_reservation": ("$/GPU", "largest fill above a buyer's reservation price in "
                                             "the month (an accounting check: always 0)"),
 }
@@ -80,8 +88,8 @@ PANEL: dict[str, tuple[str, str]] = {
 EVENTS: dict[str, tuple[str, str]] = {
     "month": ("month", "model month of the event"),
     "event": ("", "sale, purchase, margin_call, default_payment, default_covenant, "
-                  "repossession, refinancing_refused, repo_loan, deleveraging, lender_failure, "
-                  "guarantee_withdrawn"),
+                  "default_dscr, repossession, refinancing_refused, repo_loan, deleveraging, "
+                  "lender_failure, guarantee_withdrawn"),
     "agent": ("", "who: lender, miner, neocloud, buyer, salvage, repo_desk, borrower"),
     "index": ("", "the agent's index within its kind (lender i is L<i> in the panel)"),
     "generation": ("", "GPU generation of a sale, purchase or repossession; empty otherwise"),

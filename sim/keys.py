@@ -91,6 +91,9 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "mining_cost": ("$/PH/day", "cash cost of mining; curtailed below it"),
         "btc_treasury_mean": ("BTC", "mean BTC treasury per miner"),
         "btc_pledge": (FRAC, "share of the treasury pledged to the GPU lenders"),
+        "guarantee_spread_cut": ("1/year", "spread cut for a guaranteed borrower (IG "
+                                 "offtaker); 0 = same spread"),
+        "guarantee_ltv": (FRAC, "loan-to-cost of a guaranteed borrower; 0 = same as ltv"),
     },
     "Borrowers": {
         "tenant_default_calm": ("1/month", "probability a contracted tenant walks away, calm"),
@@ -105,6 +108,11 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "cash_share": (FRAC, "share of assets held as cash"),
         "mark": ("", "how collateral is marked: book, appraisal or market"),
         "sale_discount": (FRAC, "patience: a normal lender asks mark x (1 - this)"),
+        "gpu_share": (FRAC, "GPU loans / all loans at t0 (1 = GPU loans only; the rest is a "
+                            "book of other loans)"),
+        "other_yield": ("1/year", "interest earned on other (non-GPU) loans"),
+        "other_loss_calm": ("1/year", "share of other loans written off a year, calm"),
+        "other_loss_stress": ("1/year", "the same under stress"),
     },
     "Lenders": {
         "count": ("lenders", "number of lenders"),
@@ -113,6 +121,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "dscr_min": ("", "debt-service cover covenant"),
         "cure_months": (M, "months to cure a breach before default"),
         "cash_sweep": (FRAC, "spare cash swept to prepay after a DSCR breach"),
+        "dscr_default_months": (M, "a DSCR breach still open this many months after the "
+                                   "cash sweep started is a default (0 = never)"),
         "grace_months": (M, "arrears tolerated before payment default"),
         "refi_ltv": ("", "a maturing loan rolls over only at or below this LTV"),
         "capital_floor": (FRAC, "deleverage below this share of the t0 capital ratio"),
@@ -144,6 +154,13 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
                            "rent covers running cost, up to physical_life_months"),
         "physical_life_months": (M, "physical life from launch (retirement = economic)"),
     },
+    "OutsideDemand": {
+        "enabled": ("", "outside demand (out-of-sector buyers) replaces the salvage sink"),
+        "top": (FRAC, "first outside bid, share of min(replacement cost, value in best use)"),
+        "depth": (FRAC, "units per month over which outside bids fall by 1/e, share of the "
+                        "generation's units"),
+        "scrap": (FRAC, "scrap value, share of replacement cost: the outside demand's floor"),
+    },
     "Market": {
         "mode": ("", "auction (agent-based call auction) or parametric (price formula)"),
         "k": ("", "k-double auction price rule (0 = bid side, 1 = ask side)"),
@@ -168,6 +185,12 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
     "Contagion": {
         "alpha": (FRAC, "Rogers-Veraart: share of external assets realised in default"),
         "beta": (FRAC, "Rogers-Veraart: share of interbank claims realised in default"),
+    },
+    "Metrics": {
+        "cascade_counterfactual": ("", "cascade = defaults beyond a same-seed run without the "
+                                       "price and funding channels (runs it: ~2x run time)"),
+        "losses_at_writeoff": ("", "credit_losses = write-offs net of recoveries at write-off "
+                                   "(never falls); later recoveries reported apart"),
     },
     "Shock": {
         "month": ("month", "month it lands (1 = the first simulated month)"),

@@ -5,7 +5,8 @@ Two price-formation rules are provided, both as pure numpy functions:
 * :func:`call_auction` -- a uniform-price sealed-bid call market (the *k*-double auction of
   Satterthwaite & Williams 1989 generalised to many traders and multi-unit orders, as in
   Rustichini, Satterthwaite & Williams 1994).  Sellers submit asks (price 0 is a market
-  order; liqsim's forced sellers ask the salvage floor, see ``sim.model``), buyers submit
+  order; liqsim's forced sellers ask the salvage floor, or post market orders against the
+  outside demand of :func:`outside_bids`, see ``sim.model``), buyers submit
   limit bids at their reservation prices, and the price is set by the marginal units.  Thin
   demand therefore produces fire-sale prices endogenously.
 * :func:`parametric_price` -- the exponential inverse-demand curve of Cifuentes, Shin &
@@ -46,7 +47,8 @@ import numpy as np
 from sim import numerics as nm
 from sim.contagion import exponential_impact
 
-__all__ = ["AuctionResult", "call_auction", "clear_book", "exponential_bids", "parametric_price"]
+__all__ = ["AuctionResult", "call_auction", "clear_book", "exponential_bids", "outside_bids",
+           "parametric_price"]
 
 # Largest number of units allowed on the ask side of the book and in any one bid.  The
 # integer arithmetic of a clearing is then exact in int64: the pro-rata products
@@ -482,4 +484,61 @@ def exponential_bids(
     bounds = (np.arange(n + 1, dtype=np.int64) * stock) // n
     qty = np.diff(bounds)
     price = p0 * nm.exp(-alpha * bounds[1:] / stock)
+    return qty, price
+
+
+# The outside-demand ladder of :func:`outside_bids`: bid steps per depth, and depths covered
+# before the rest of the supply is bid at the scrap value (e^-4 = 1.8 % of the span is left).
+OUTSIDE_STEPS_PER_DEPTH = 8
+OUTSIDE_DEPTHS = 4
+
+
+def outside_bids(top: float, scrap: float, depth: float, supply: int,
+                 scrap_block: bool = True) -> tuple[list, list]:
+    """Bid steps of the outside demand (out-of-sector and overseas buyers) for one month.
+
+    Continuous inverse demand for the ``q``-th unit bought by outside buyers,
+
+        p(q) = scrap + (top - scrap) * exp(-q / depth),
+
+    discretised into at most ``OUTSIDE_STEPS_PER_DEPTH * OUTSIDE_DEPTHS`` = 32 blocks with
+    integer right ends ``c_m = min(floor(m * depth / 8), supply + 1)``, ``m = 1..32`` (blocks
+    of no unit are dropped; the ladder reaches one unit beyond the supply, so the first
+    unfilled bid, the k-rule's lower end, is the curve's next step); block ``m`` bids for
+    the ``c_m - c_{m-1}`` units at the curve's price at its right end, ``p(c_m)``, so the
+    step curve never lies above ``p`` (as :func:`exponential_bids`). With ``scrap_block``
+    the units left up to ``supply + 1`` are bid at ``scrap`` (parts and metal buyers take
+    any quantity at the scrap value: every offered unit finds a bid, and the k-rule's lower
+    end never falls below ``scrap``).
+    A bigger dump therefore clears lower, and a seller who spreads a sale over months (the
+    schedule is fresh every month: outside buyers absorb a flow) gets more.
+    The functional form is the exponential inverse demand of Cifuentes, Shin & Ferrucci
+    (2005); its level and depth are calibrated in docs/calibration.md ("Outside demand").
+
+    ``top >= scrap >= 0`` and ``depth > 0`` (a ``top`` below ``scrap`` is raised to it);
+    ``supply`` is the units offered. Returns ``(qty, price)`` as Python lists, prices
+    non-increasing, quantities positive and summing to ``supply + 1`` with the scrap block,
+    at most ``supply + 1`` without it.
+    """
+    supply = int(supply)
+    if supply <= 0:
+        return [], []
+    top = max(top, scrap)
+    n = OUTSIDE_STEPS_PER_DEPTH * OUTSIDE_DEPTHS
+    # one unit beyond the supply: the first unfilled bid (the k-rule's lower end) is then the
+    # curve's next step, not an artefact of where the ladder was cut
+    ends = np.minimum(np.floor(np.arange(1, n + 1) * (depth / OUTSIDE_STEPS_PER_DEPTH)),
+                      supply + 1).astype(np.int64)
+    prices = scrap + (top - scrap) * nm.exp(-ends / depth)
+    qty, price, prev = [], [], 0
+    for c, p in zip(ends.tolist(), prices.tolist(), strict=True):
+        if c > prev:
+            qty.append(c - prev)
+            price.append(p)
+            prev = c
+    if scrap_block and prev <= supply:
+        # scrap demand is perfectly elastic: up to one unit more than is offered, so that
+        # the next unfilled bid (the k-rule's lower end) is the scrap value, never 0
+        qty.append(supply + 1 - prev)
+        price.append(float(scrap))
     return qty, price

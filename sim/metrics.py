@@ -170,6 +170,56 @@ def debtrank_metrics(model: LiquidationModel) -> dict[str, float]:
     return {"max_single": float(best), "realised": float(realised)}
 
 
+def counterfactual_scenario(cfg):
+    """The same scenario without the price and funding channels (docs/model.md, "Lenders with
+    other assets ..."): unlimited buyers (no fire-sale discount: prices follow value), no
+    interbank funding (every lender type's interbank_share = 0), no runs (run_rate = 0, funding
+    shocks dropped) and no deleveraging (capital_floor = 0). Same seed: the borrowers, fleets,
+    loans and the environment's draws are the same."""
+    from sim.config import Scenario
+
+    data = cfg.model_dump()
+    data["buyers"]["unlimited"] = True
+    for t in data["lenders"]["types"].values():
+        t["interbank_share"] = 0.0
+    data["lenders"]["run_rate"] = 0.0
+    data["lenders"]["capital_floor"] = 0.0
+    data["shocks"] = [s for s in data["shocks"] if s["kind"] != "funding"]
+    data["metrics"]["cascade_counterfactual"] = False
+    return Scenario.model_validate(data)
+
+
+def cascade(model: LiquidationModel) -> dict:
+    """Contagion: the borrowers that defaulted in the run but not in the same-seed
+    counterfactual (:func:`counterfactual_scenario`) run over the same months. Runs the
+    counterfactual once per model (cached): about the cost of the run itself."""
+    from agents.borrower import DEFAULTED
+
+    cached = model.__dict__.get("_cascade")
+    if cached is not None and cached[0] == model.env.t:
+        return cached[1]
+    dead = model.borrowers.status == DEFAULTED
+    if model.env.t == 0:  # nothing has run: no default either way
+        return {"contagion": 0, "counterfactual": 0, "avoided": 0}
+    cf = LiquidationModel(counterfactual_scenario(model.cfg), months=model.env.t).run()
+    dead_cf = cf.borrowers.status == DEFAULTED
+    out = {"contagion": int((dead & ~dead_cf).sum()), "counterfactual": int(dead_cf.sum()),
+           "avoided": int((dead_cf & ~dead).sum())}
+    model._cascade = (model.env.t, out)
+    return out
+
+
+def defaults_by_cause(model: LiquidationModel) -> dict[str, int]:
+    """Borrower defaults by cause: payment (arrears past grace), ltv (margin call uncured past
+    its cure period), dscr (a DSCR breach open past the cash sweep)."""
+    names = {"default_payment": "payment", "default_covenant": "ltv", "default_dscr": "dscr"}
+    out = dict.fromkeys(names.values(), 0)
+    for e in model.events:
+        if e[1] in names:
+            out[names[e[1]]] += 1
+    return out
+
+
 def summary(model: LiquidationModel) -> dict:
     """Headline metrics of one run."""
     r, lb, t = model.rec, model.lenders, model.env.t
@@ -181,7 +231,7 @@ def summary(model: LiquidationModel) -> dict:
     ead = model.ead_total
     forced_fund = r["forced_fundamental"][t]
     inventory_value = float((lb.inventory * model.price[None, :]).sum())
-    return {
+    out = {
         "scenario": model.cfg.name,
         "seed": int(model.cfg.seed),
         "months": int(t),
@@ -208,3 +258,27 @@ def summary(model: LiquidationModel) -> dict:
         "repo_peak_lent": float(r["repo_lent"][: t + 1].max()),
         "debtrank": debtrank_metrics(model),
     }
+    # issue 14 part D: new or redefined keys, each behind its switch (the golden record)
+    mc = model.cfg.metrics
+    if mc.losses_at_writeoff:
+        out["credit_losses"] = float(lb.losses_at_writeoff.sum())
+        out["recoveries"] = float(lb.later_recoveries.sum())
+        out["net_credit_losses"] = float(lb.credit_losses.sum())
+    if mc.cascade_counterfactual:
+        c = cascade(model)
+        out["cascade_size"] = c["contagion"]
+        out["defaults_counterfactual"] = c["counterfactual"]
+    if model.cfg.lenders.dscr_default_months:
+        out["defaults_by_cause"] = defaults_by_cause(model)
+    if lb.has_other:
+        out["other_loan_losses"] = float(lb.other_losses.sum())
+    if model.cfg.buyers.outside_demand.enabled:
+        # with the outside demand the fire-sale discount is measured against the value in
+        # best use at repossession; the old measure (value at the sale) is kept beside it
+        rep = r["forced_repossession_value"][t]
+        out["fire_sale_discount_at_sale"] = out["fire_sale_discount"]
+        out["fire_sale_discount"] = (float(1.0 - r["forced_value"][t] / rep) if rep > 0
+                                     else None)
+        out["outside_units"] = out["salvage_units"]
+        out["outside_pinned_months"] = int(r["outside_pinned"][: t + 1].any(axis=1).sum())
+    return out

@@ -8,7 +8,8 @@ One month, in order (DESIGN.md section 4):
 3. lenders mark collateral, test LTV and DSCR covenants, collect on margin calls and decide
    which loans maturing next month roll over (only those that still qualify);
 4. defaults (arrears past the grace period, margin calls uncured past the cure period; a DSCR
-   breach past the cure period triggers a cash sweep, not a default): GPUs are repossessed into
+   breach past the cure period triggers a cash sweep, and a default once it is still open
+   ``dscr_default_months`` after the sweep started, if that key is > 0): GPUs are repossessed into
    lender inventory, cash and BTC seized, exposure written off;
 5. sell orders: the repo desk (if enabled) first offers repo against inventory, then lenders
    (forced or patient), distressed borrowers (voluntary) and the desk post asks;
@@ -37,7 +38,7 @@ import numpy as np
 from mesa.discrete_space import Network
 
 from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, NeoCloud
-from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer
+from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer, replacement_cost
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
 from sim import numerics as nm
@@ -45,14 +46,14 @@ from sim.config import ConfigError, Scenario, resolve
 from sim.contagion import _rogers_veraart_state
 from sim.environment import Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
-from sim.market import clear_book, parametric_price
+from sim.market import clear_book, outside_bids, parametric_price
 from sim.network import funding_weights, syndicates
 
 NEVER = 10**9
 EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
 OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_surplus",
                  "unpaid_suppliers",
-                 "buyer_capital", "funding_outside", "holding_costs")
+                 "buyer_capital", "funding_outside", "holding_costs", "other_loans")
 
 
 def lead_of(rows_b: np.ndarray, rows_l: np.ndarray, n_borrowers: int) -> np.ndarray:
@@ -171,7 +172,7 @@ class LiquidationModel(mesa.Model):
         t0_marks = lb.marks(env, self.buyers_value0[None, :], 0, 1)
         coll0 = (b.fleet * t0_marks[np.maximum(lead_of(rows_b, rows_l, b.n), 0)]).sum(axis=1) \
             + pledged
-        outstanding = np.minimum(outstanding, cfg.lenders.ltv_cure * coll0)
+        outstanding = np.minimum(outstanding, self._covenant(cfg.lenders.ltv_cure) * coll0)
         instalment = facility * b.amort_rate / 12.0
         rate = cfg.environment.sofr + b.spread
         lead = lead_of(rows_b, rows_l, b.n)
@@ -192,6 +193,9 @@ class LiquidationModel(mesa.Model):
         b.cash = b.cash_months * (opex + ds)
         # lenders: loans + cash are external assets; funding network on top
         loans_l = self.loans.by_lender(self.loans.exposure, lb.n)
+        if lb.has_other:  # other loans: GPU loans are gpu_share of the loan book
+            lb.other_loans = loans_l * (1.0 - lb.gpu_share) / lb.gpu_share
+            loans_l = loans_l + lb.other_loans
         lb.cash = lb.cash_share / np.maximum(1.0 - lb.cash_share, 1e-9) * loans_l
         ext = loans_l + lb.cash
         w = funding_weights(lb.n, cfg.network, self.rng)
@@ -345,6 +349,8 @@ class LiquidationModel(mesa.Model):
             elif s.kind == "guarantor_exit":
                 hit = self.borrowers.guaranteed & (self.rng.random(self.borrowers.n) < s.size)
                 self.borrowers.guaranteed &= ~hit
+                # loans that roll over from now on are priced without the guarantee
+                self.borrowers.spread[hit] = self.borrowers.spread_base[hit]
                 self.borrowers.tenant_gone |= hit
                 for i in hit.nonzero()[0]:
                     self._event("guarantee_withdrawn", "borrower", i)
@@ -396,7 +402,8 @@ class LiquidationModel(mesa.Model):
         # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
         sched = L.by_borrower(np.where(L.active & before_maturity, interest +
                                        np.minimum(L.orig_amort, outstanding), 0.0), b.n)
-        ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
+        with np.errstate(over="ignore"):  # a near-repaid loan: NOI / tiny -> inf, clipped
+            ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
         clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
         b.dscr = np.where(alive, 0.5 * b.dscr + 0.5 * clipped, b.dscr)
         self._repay_revolvers()
@@ -518,6 +525,12 @@ class LiquidationModel(mesa.Model):
             c[2] = self.loans.by_borrower(self.loans.exposure, self.borrowers.n)
         return c[2], c[3]
 
+    def _covenant(self, level: float) -> float | np.ndarray:
+        """An LTV threshold (covenant, cure, t0 cap) per borrower: ``level`` x cov_scale for
+        guaranteed borrowers with a raised advance rate (guarantee_ltv / ltv), else ``level``."""
+        scale = self.borrowers.cov_scale
+        return level if scale is None else level * scale
+
     def _phase_lenders(self) -> np.ndarray:
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
         t = env.t
@@ -527,7 +540,7 @@ class LiquidationModel(mesa.Model):
         coll = self._collateral(marks)
         debt, coll, ltv = self._facility_ltv(marks, coll)
         alive = b.alive
-        new_call = alive & (b.call_months < 0) & (ltv > lc.ltv_max)
+        new_call = alive & (b.call_months < 0) & (ltv > self._covenant(lc.ltv_max))
         called = new_call.nonzero()[0]
         if len(called):
             self._events("margin_call", self._kind_names(called), called, amount=debt[called],
@@ -535,7 +548,8 @@ class LiquidationModel(mesa.Model):
             b.call_months[new_call] = 0
         open_call = alive & (b.call_months >= 0)
         if np.count_nonzero(open_call):
-            need = np.where(open_call, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+            need = np.where(open_call, np.maximum(
+                debt - self._covenant(lc.ltv_cure) * coll, 0.0), 0.0)
             spare = np.maximum(b.cash - b.opex, 0.0) * open_call
             if self._sell_free_btc(np.maximum(need - spare, 0.0)):
                 spare = np.maximum(b.cash - b.opex, 0.0) * open_call  # coins sold: cash moved
@@ -543,7 +557,7 @@ class LiquidationModel(mesa.Model):
             debt, coll, ltv = self._facility_ltv(marks, coll)
             # paying exactly what was asked (need) cures the call: the debt it leaves can
             # round 1 ulp above ltv_cure x collateral, which must not keep the call open
-            cured = open_call & (ltv <= lc.ltv_cure * (1.0 + 1e-12))
+            cured = open_call & (ltv <= self._covenant(lc.ltv_cure) * (1.0 + 1e-12))
             b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
         b.dscr_breach = np.where(alive & (b.dscr < lc.dscr_min), b.dscr_breach + 1, 0)
         # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
@@ -559,7 +573,8 @@ class LiquidationModel(mesa.Model):
         due = L.active & L.term & (L.maturity == t + 1)
         if np.count_nonzero(due):
             bi = L.borrower[due]
-            ok = ((ltv[bi] <= lc.refi_ltv) & (b.dscr[bi] >= lc.dscr_min)
+            refi = lc.refi_ltv if b.cov_scale is None else lc.refi_ltv * b.cov_scale[bi]
+            ok = ((ltv[bi] <= refi) & (b.dscr[bi] >= lc.dscr_min)
                   & (b.arrears_months[bi] == 0) & (lb.status[L.lender[due]] == NORMAL))
             rows = due.nonzero()[0]
             roll = rows[ok]
@@ -577,6 +592,14 @@ class LiquidationModel(mesa.Model):
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
         late = b.arrears_months > lc.grace_months
         trig = b.alive & (late | (b.call_months > lc.cure_months))
+        # a DSCR breach still open dscr_default_months after its cash sweep started (the sweep
+        # runs from breach month cure_months + 1): breach months > cure + dscr_default_months
+        dscr_default = None
+        if lc.dscr_default_months:
+            # the DSCR cause: neither in arrears nor under a margin call past its cure
+            dscr_default = (b.alive & (b.dscr_breach > lc.cure_months + lc.dscr_default_months)
+                            & ~trig)
+            trig = trig | dscr_default
         dead = trig.nonzero()[0]
         if len(dead) == 0:
             return
@@ -614,7 +637,10 @@ class LiquidationModel(mesa.Model):
         holder = L.lender[rows]
         per_lender = np.bincount((holder[:, None] * n_gen + gens).ravel(),
                                  weights=units.ravel(), minlength=lb.n * n_gen)
-        lb.add_inventory(per_lender.astype(np.int64).reshape(lb.n, n_gen), env.t)
+        new_units = per_lender.astype(np.int64).reshape(lb.n, n_gen)
+        lb.add_inventory(new_units, env.t)
+        if self._outside_on:
+            self._note_repossession(new_units)
         got_g, got_r = units.T.nonzero()  # events by generation, then by row
         self._events("repossession", "lender", holder[got_r], got_g, units[got_r, got_g])
         # seize cash and BTC (sold at once) up to the exposure
@@ -646,21 +672,41 @@ class LiquidationModel(mesa.Model):
         b.fleet[dead] = 0
         b.status[dead] = DEFAULTED
         b.call_months[dead] = -1
-        reasons = np.where(payment[dead], "default_payment", "default_covenant").tolist()
+        reasons = np.where(payment[dead], "default_payment", "default_covenant")
+        if dscr_default is not None:
+            reasons = np.where(dscr_default[dead], "default_dscr", reasons)
+        reasons = reasons.tolist()
         self._events(reasons, self._kind_names(dead), dead, units=0, amount=debt[dead],
                      price=coll[dead])
         self.new_defaults = np.bincount(b.kind[dead], minlength=2)
+
+    def _note_repossession(self, new_units: np.ndarray) -> None:
+        """Value in best use at repossession of each lender's line, units-weighted (the
+        reference of the fire-sale discount with the outside demand): with ``u`` units just
+        added to an inventory now ``I`` and this month's value in best use ``V``,
+        ``v <- (v (I - u) + u V) / I``; a sale leaves ``v`` as it is."""
+        inv = self.lenders.inventory
+        self.rep_value = np.divide(self.rep_value * (inv - new_units)
+                                   + new_units * self.fundamental[None, :], inv,
+                                   out=self.rep_value.copy(), where=new_units > 0)
 
     # ---------------------------------------------------------------- 5. orders
     def _phase_orders(self, marks: np.ndarray) -> dict:
         env, lb, desk, lc = self.env, self.lenders, self.desk, self.cfg.lenders
         t = env.t
+        if self._outside_on:  # the scrap value of the outside demand (replacement cost moves)
+            self._salvage_price = self._od.scrap * replacement_cost(env)
         floor = self._salvage_price  # read only: shared with phase 7
         # the repo desk is offered first: it finances forced inventory (each GPU once) so that
         # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
         if np.count_nonzero(lb.repo_units):  # else zeroing integer zeros changes nothing
             lb.repo_units[lb.repo_debt <= 0] = 0
         patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
+        if self._outside_on:
+            # a patient lender never asks more than the value in best use (no buyer pays more:
+            # an ask above it only waits while the GPU ages); never below the scrap value
+            patient_price = np.maximum(np.minimum(patient_price, self.fundamental[None, :]),
+                                       floor[None, :])
         if not np.count_nonzero(lb.inventory):
             # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
             # nothing is financed, moved to the desk or repriced, and both books hold 0 units
@@ -718,7 +764,8 @@ class LiquidationModel(mesa.Model):
         calls = alive & (b.call_months >= 0)
         if np.count_nonzero(calls):  # else need + 0.0 == need (a bincount of floats is never -0.0)
             debt, coll = self._month_debt_coll(marks)
-            need = need + np.where(calls, np.maximum(debt - lc.ltv_cure * coll, 0.0), 0.0)
+            need = need + np.where(calls, np.maximum(
+                debt - self._covenant(lc.ltv_cure) * coll, 0.0), 0.0)
         self._ltv_month = None  # phase 6 moves fleets: the month's evaluation is spent
         need = np.where(alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
         # a borrower values its GPUs at their use value: it asks the fundamental less a discount
@@ -756,7 +803,9 @@ class LiquidationModel(mesa.Model):
         # newest generation first (launch months are fixed at build: the order is cached)
         gens = [g for g in self._newest_first if offered[g]]
         ask_prices = np.empty(asks.shape)
-        ask_prices[:n_l] = books["floor"]
+        # forced sellers ask the salvage floor; with the outside demand they take the clearing
+        # price (market orders): the outside schedule bids for every offered unit down to scrap
+        ask_prices[:n_l] = 0.0 if self._outside_on else books["floor"]
         ask_prices[n_l: 2 * n_l] = books["patient_price"]
         ask_prices[2 * n_l: -1] = books["b_price"]
         ask_prices[-1] = self.fundamental
@@ -777,6 +826,11 @@ class LiquidationModel(mesa.Model):
             res_by_gen = reservation.T.tolist()
             desk_prices = floor_bid.tolist()
             salvage_prices = books["floor"].tolist()
+            if self._outside_on:
+                od, ref = self._od, replacement_cost(env)
+                # top of the schedule: a share of min(replacement cost, value in best use)
+                out_top = (od.top * np.minimum(ref, self.fundamental)).tolist()
+                out_depth = (od.depth * np.maximum(self._units0, 1)).tolist()
         for g in gens:
             lo, hi = bisect_left(nz_g, g), bisect_right(nz_g, g)
             a_rows, ask_qty = nz_r[lo:hi], all_qty[lo:hi]
@@ -809,12 +863,21 @@ class LiquidationModel(mesa.Model):
                     b_rows.append(n_k)
                     bid_qty.append(q)
                     bid_price.append(desk_price)
-                if unsold_to_salvage and supply:  # salvage takes every offered unit
+                if self._outside_on:  # the outside demand's steps, rows n_k + 1, ...
+                    o_qty, o_price = outside_bids(out_top[g], salvage_prices[g], out_depth[g],
+                                                  supply, unsold_to_salvage)
+                    b_rows.extend(range(n_k + 1, n_k + 1 + len(o_qty)))
+                    bid_qty.extend(o_qty)
+                    bid_price.extend(o_price)
+                elif unsold_to_salvage and supply:  # salvage takes every offered unit
                     b_rows.append(n_k + 1)
                     bid_qty.append(supply)
                     bid_price.append(salvage_prices[g])
                 price, volume, fills, bid_fills, _, _ = clear_book(
                     ask_qty, all_price[lo:hi], bid_qty, bid_price, k)
+                if self._outside_on and volume:
+                    self.month_pinned[g] = self._pinned(b_rows, bid_qty, bid_price, bid_fills,
+                                                        n_k, k)
                 if volume == 0:
                     self.month_overhang[g] = forced_total
                     continue
@@ -829,7 +892,11 @@ class LiquidationModel(mesa.Model):
                 # the difference is monotone, so the largest difference is the same double
                 self.month_above_reservation = max(self.month_above_reservation,
                                                    price - lowest)
-                if buys[-1] == n_k + 1:
+                if self._outside_on:
+                    while buys and buys[-1] > n_k:  # the outside demand's steps come last
+                        buys.pop()
+                        salvage_fill += bought.pop()
+                elif buys[-1] == n_k + 1:
                     buys.pop()
                     salvage_fill = bought.pop()
                 if buys and buys[-1] == n_k:
@@ -857,12 +924,41 @@ class LiquidationModel(mesa.Model):
             self.month_overhang[g] = forced_total - forced_sold
             self.forced_value += forced_sold * price
             self.forced_fundamental += forced_sold * self.fundamental[g]
+            if self._outside_on and forced_sold:  # forced rows are lender rows r < n_l
+                rv = self.rep_value[:, g].tolist()
+                self.forced_rep_value += sum(u * rv[r] for r, u in
+                                             zip(a_rows[:n_forced], fills[:n_forced],
+                                                 strict=True))
             if buys:
                 self._fill_events("purchase", "buyer", buys, g, bought, price)
             if salvage_fill:
                 self._event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
             if desk_fill:
                 self._event("purchase", "repo_desk", 0, g, desk_fill, desk_fill * price, price)
+
+    @staticmethod
+    def _pinned(b_rows: list, bid_qty: list, bid_price: list, bid_fills: list, n_k: int,
+                k: float) -> bool:
+        """Whether the outside demand set the month's clearing price (rows ``> n_k`` are its
+        steps): the marginal bid, the lowest-priced bid with a fill (the upper end of the
+        k-rule's interval), is an outside step's, or, with ``k < 1``, the best unfilled bid
+        (its lower end) is. A month where outside buyers took units above a secondary
+        buyer's marginal bid is priced by that buyer: news."""
+        inf = math.inf
+        fill_in = fill_out = inf  # the lowest filled bid: secondary buyers (and desk) / outside
+        open_in = open_out = -inf  # the best bid with units left
+        for r, q, p, u in zip(b_rows, bid_qty, bid_price, bid_fills, strict=True):
+            if r > n_k:
+                if u and p < fill_out:
+                    fill_out = p
+                if u < q and p > open_out:
+                    open_out = p
+            else:
+                if u and p < fill_in:
+                    fill_in = p
+                if u < q and p > open_in:
+                    open_in = p
+        return fill_out < fill_in or (k < 1.0 and open_out > open_in)
 
     def _sweep_sale_proceeds(self) -> None:
         """Secured lenders sweep borrowers' sale proceeds: arrears first, then principal."""
@@ -955,12 +1051,17 @@ class LiquidationModel(mesa.Model):
         # no new information, and the last price moves with the value in best use
         carried = old_price * np.divide(self.fundamental, old_value,
                                         out=np.ones(self.n_gen), where=old_value > 0)
+        if self._outside_on:  # the outside demand's first bid is a bid too
+            top = self._od.top * np.minimum(replacement_cost(env), self.fundamental)
+            floor = np.maximum(floor, top)
         quote = np.maximum(np.where(best > 0, best, carried), floor)
         new = np.where(self.traded, self.clearing, quote)
         self.price = np.where(shipping, new, self.fundamental)
         self.price_hist[env.t] = self.price
         moved = self.traded & shipping & (old_price > 0)
-        if moved.any():  # else adapt would leave every expectation as it is
+        if self._outside_on:
+            self._adapt_on_news(moved)
+        elif moved.any():  # else adapt would leave every expectation as it is
             with np.errstate(divide="ignore", invalid="ignore"):
                 dlp = nm.log(np.maximum(self.price, 1e-9) / np.maximum(old_price, 1e-9))
                 dlv = nm.log(np.maximum(self.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
@@ -971,6 +1072,34 @@ class LiquidationModel(mesa.Model):
         before = np.add.reduce(buyers.capital)  # (ndarray.sum without its wrapper)
         buyers.regrow()
         self._outside("buyer_capital", np.add.reduce(buyers.capital) - before)
+
+    def _adapt_on_news(self, moved: np.ndarray) -> None:
+        """Phase 7's expectations update with the outside demand: only prices set by the
+        secondary buyers are news about the value in best use. A month whose price the
+        outside demand set (``month_pinned``) is skipped; the surprise of a news month is
+        measured from the last news month s, per month elapsed,
+
+            x <- (1 - lambda) x + lambda clip(12 [ln(p_t / p_s) - ln(V_t / V_s)] / (t - s), -1, 1).
+        """
+        # a generation's first price (at launch) is its first reference, not news
+        fresh = (self._news_price <= 0) & (self.price > 0) & self.env.shipping
+        if fresh.any():
+            self._news_price = np.where(fresh, self.price, self._news_price)
+            self._news_value = np.where(fresh, self.fundamental, self._news_value)
+            self._news_t = np.where(fresh, float(self.env.t), self._news_t)
+        news = moved & ~self.month_pinned & ~fresh & (self._news_price > 0)
+        if not news.any():
+            return
+        t = self.env.t
+        gap = np.maximum(t - self._news_t, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dlp = nm.log(np.maximum(self.price, 1e-9) / np.maximum(self._news_price, 1e-9))
+            dlv = nm.log(np.maximum(self.fundamental, 1e-9)
+                         / np.maximum(self._news_value, 1e-9))
+        self.buyers.adapt(dlp / gap, dlv / gap, news)
+        self._news_price = np.where(news, self.price, self._news_price)
+        self._news_value = np.where(news, self.fundamental, self._news_value)
+        self._news_t = np.where(news, float(t), self._news_t)
 
     # ---------------------------------------------------------------- 8. funding
     def _pay_lender_costs(self) -> None:
@@ -1053,6 +1182,8 @@ class LiquidationModel(mesa.Model):
         marks = lb.marks(self.env, self.price_hist, self.env.t, self.cfg.lenders.appraisal_lag)
         loans = self.loans.by_lender(self.loans.exposure, lb.n)
         ext = lb.cash + loans + np.add.reduce(lb.inventory * marks, axis=1)
+        if lb.has_other:
+            ext = ext + lb.other_loans
         n = lb.n
         liab = self._liab  # row and column n (outside creditors) stay as set in __init__
         liab[:n, :n] = self.interbank
@@ -1086,6 +1217,10 @@ class LiquidationModel(mesa.Model):
 
     def _phase_funding(self) -> None:
         lb, lc = self.lenders, self.cfg.lenders
+        if lb.has_other:  # other loans pay interest (from outside) and lose at their rate
+            income, _ = lb.other_loans_month(bool(self.env.stress))
+            lb.cash += income
+            self._outside("other_loans", np.add.reduce(income))
         self._pay_lender_costs()
         self._repay_outside()
         self._run_on(lb.status != NORMAL, lc.run_rate)
@@ -1110,6 +1245,9 @@ class LiquidationModel(mesa.Model):
     # ================================================================ records
     def _init_records(self) -> None:
         n = self.cfg.months + 1
+        # the outside demand (docs/model.md "Outside demand"), replacing the salvage sink
+        self._od = self.cfg.buyers.outside_demand
+        self._outside_on = bool(self._od.enabled)
         self.ead_total = 0.0
         self.recovered_total = 0.0
         self.paper_recovery = 0.0
@@ -1122,6 +1260,15 @@ class LiquidationModel(mesa.Model):
         # the salvage price per generation (the floor of phase 5's asks and phase 7's quotes;
         # read only): list prices never change
         self._salvage_price = self.cfg.buyers.salvage_floor * self.env.list_price
+        if self._outside_on:
+            self._salvage_price = self._od.scrap * replacement_cost(self.env)
+            # value in best use at repossession of each lender's inventory, units-weighted
+            self.rep_value = np.zeros((self.lenders.n, self.n_gen))
+            self.forced_rep_value = 0.0
+            # the last price that was news (set by secondary buyers), its value and month
+            self._news_price = self.price.copy()
+            self._news_value = self.fundamental.copy()
+            self._news_t = np.zeros(self.n_gen)
         # generations newest first, the order phase 6 settles them in (launch months are fixed)
         self._newest_first = (-self.env.launch).argsort(kind="stable").tolist()
         # phase 3's evaluation of the month, [month, marks, debt, collateral] (_month_debt_coll)
@@ -1140,6 +1287,9 @@ class LiquidationModel(mesa.Model):
             "buyer_capacity_h100": np.zeros(n), "forced_value": np.zeros(n),
             "forced_fundamental": np.zeros(n), "max_fill_above_reservation": np.zeros(n),
         }
+        if self._outside_on:  # new records only with the switch (the golden record is unchanged)
+            self.rec["forced_repossession_value"] = np.zeros(n)
+            self.rec["outside_pinned"] = np.zeros((n, g), bool)
         agents = self.lender_agents + self.borrower_agents + self.buyer_agents
         self.panel_agents = agents
         self.panel = {"cash": np.zeros((n, len(agents))), "size": np.zeros((n, len(agents))),
@@ -1154,6 +1304,8 @@ class LiquidationModel(mesa.Model):
         self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
         self.month_salvage = np.zeros(self.n_gen, dtype=np.int64)
         self.month_above_reservation = 0.0
+        if self._outside_on:
+            self.month_pinned = np.zeros(self.n_gen, dtype=bool)
 
     def buyer_capacity_units(self, g: int) -> float:
         """Units of generation g buyers could still absorb at today's prices."""
@@ -1178,6 +1330,9 @@ class LiquidationModel(mesa.Model):
         self.new_defaults = np.zeros(2, dtype=np.int64)
         r["writeoffs"][t], r["recoveries"][t] = add(lb.writeoffs), add(lb.recoveries)
         r["credit_losses"][t] = add(lb.credit_losses)
+        if self.cfg.metrics.losses_at_writeoff:  # monotone losses; later recoveries apart
+            r["credit_losses"][t] = add(lb.losses_at_writeoff)
+            r["recoveries"][t] = add(lb.later_recoveries)
         r["lender_failures"][t] = np.count_nonzero(lb.status == FAILED)
         r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == DELEVERAGING)
         r["lender_equity"][t] = add(lb.equity)
@@ -1187,6 +1342,9 @@ class LiquidationModel(mesa.Model):
         r["forced_value"][t], r["forced_fundamental"][t] = (self.forced_value,
                                                             self.forced_fundamental)
         r["max_fill_above_reservation"][t] = self.month_above_reservation
+        if self._outside_on:
+            r["forced_repossession_value"][t] = self.forced_rep_value
+            r["outside_pinned"][t] = self.month_pinned
         nl, nb = lb.n, b.n
         p, buyers = self.panel, self.buyers
         np.concatenate((lb.cash, b.cash, buyers.capital), out=p["cash"][t])

@@ -2,14 +2,14 @@
 
 Every check returns :class:`Check` rows: what was expected (a value or a band, fixed here in
 :data:`BANDS` before measuring), its source, what the model measured and pass/fail. Bands come
-from ``shared/CALIBRATION.md`` (quoted with their tags) or from the paper a classic result is
-taken from; where a source gives a point and we add a tolerance, the row says so. A band is
-never widened to make a check pass: a failing check is reported as FAIL.
+from the sourced figures of ``docs/calibration.md`` (quoted with their tags) or from the paper
+a classic result is taken from; where a source gives a point and we add a tolerance, the row
+says so. A band is never widened to make a check pass: a failing check is reported as FAIL.
 
 Checks (issue 5):
 
 1. the published three-bank examples of Eisenberg & Noe (2001), Rogers & Veraart (2013) and
-   DebtRank (Battiston et al. 2012), the fixed numbers of CALIBRATION.md;
+   DebtRank (Battiston et al. 2012), the fixed numbers of the sourced figures;
 2. the Gai & Kapadia (2010) contagion window, with and without the fire-sale price;
 3. nesting: the parametric market is exp(-alpha x) (Cifuentes, Shin & Ferrucci 2005), and the
    call auction against buyers laid out on that curve reproduces it within 2 %;
@@ -36,7 +36,7 @@ from sim import numerics as nm
 from sim.market import call_auction, exponential_bids, parametric_price
 
 ROOT_SEED = 20101  # every random draw of the suite derives from this root (SeedSequence)
-CAL = "shared/CALIBRATION.md"
+CAL = "docs/calibration.md, sourced figures"
 
 
 @dataclass
@@ -112,7 +112,7 @@ def _vec_row(cid: str, name: str, key: str, got: np.ndarray, source: str) -> Che
 
 
 def check_classic() -> list[Check]:
-    """Check 1: the three-bank examples of CALIBRATION.md ("Classic results the model must
+    """Check 1: the three-bank examples of the sourced figures ("Classic results the model must
     nest"), the same numbers as tests/test_contagion.py."""
     en_src = f"Eisenberg & Noe (2001), Mgmt Sci 47(2); {CAL}"
     rv_src = f"Rogers & Veraart (2013), Mgmt Sci 59(4); {CAL}"
@@ -389,7 +389,7 @@ def asic_episode() -> dict:
 
     Two rig prices are measured. The Luxor ASIC price index is a market price of rigs, and
     distressed auctions cleared 44-63 % *below* it (CoinDesk, B, 2022; both in
-    shared/CALIBRATION.md), so the index is not an auction price: its analogue in the model is
+    docs/calibration.md), so the index is not an auction price: its analogue in the model is
     the value in best use (``fundamental``, what a buyer with the best use pays with no forced
     seller in the market). The model's auction clearing price (``price``), which is the
     forced-sale price in months with forced sales, is the analogue of those auctions: its

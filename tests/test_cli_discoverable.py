@@ -57,8 +57,8 @@ def test_keys_lists_default_bounds_unit_and_meaning(capsys, monkeypatch):
 def test_every_config_key_is_documented():
     rows = describe_keys()
     keys = [r.key for r in rows]
-    # 130 + 7 of issue 14 part A (installed-unit values, tests/test_econ_value.py)
-    assert len(keys) == len(set(keys)) == 137
+    # 130 + 11 (issue 14 part D) + 4 (part B) + 7 (part A, tests/test_econ_value.py)
+    assert len(keys) == len(set(keys)) == 152
     assert all(r.meaning for r in rows)
     assert "environment.generations.N.list_price" in keys and "shocks.N.size" in keys
     row = next(r for r in rows if r.key == "lenders.types.TYPE.share")
