@@ -21,6 +21,15 @@ x <- (1 - lambda) x + lambda * clip(12 (dln p - dln V), -1, 1): after a fire sal
 further falls and bid less, which deepens the buying vacuum (extrapolative expectations,
 Greenwood & Shleifer 2014, RFS 27(3)).
 
+Installed units and economic retirement (issue 14 part A; defaults keep the model above):
+c_g adds the facility charge kW_g x ``facility_cost`` to power and spot opex; with
+``value_cap`` every reservation and the value in best use are capped at the new-unit price,
+P_kg <= P_new_g = ``Environment.new_unit_price`` (a buyer never pays more for a used unit than
+for a new one: replacement cost bounds the value of a reproducible asset); with
+``retirement = "economic"`` every type's horizon is M_g = ``physical_life_months`` - age_g,
+and within it a unit earns only in months whose rent covers c_g (the shut-down option above),
+so it retires when rent stops covering its running cost rather than at a fixed life.
+
 Capacity (units) = min(capital / reservation, spare MW x 1000 / kW per GPU): a buyer can only
 use GPUs it can power and cool. Capital and MW regrow slowly (new substations take 5-7 years,
 TeraWulf). The salvage buyer takes anything at a floor share of list price; with
@@ -51,10 +60,11 @@ MONTH_DAYS = 30.0  # the sale window of the model's monthly auction, days
 
 def replacement_cost(env: Environment) -> np.ndarray:
     """Replacement cost of one unit of each generation ($/GPU), the reference of the outside
-    demand (out-of-sector buyers pay a share of it, Ramey & Shapiro 2001, JPE 109(5)): today
-    the list price of a new unit, ``env.list_price``. (One place to rewire it to the
-    installed new-unit price.)"""
-    return env.list_price
+    demand (out-of-sector buyers pay a share of it, Ramey & Shapiro 2001, JPE 109(5)): the
+    installed new-unit price ``env.new_unit_price`` (``system_cost``, or
+    ``installed_multiple`` x list price; the list price itself with the defaults, bit for
+    bit: 1.0 x p = p)."""
+    return env.new_unit_price
 
 
 class BuyerBook:
@@ -74,6 +84,9 @@ class BuyerBook:
         self.hurdle = np.array([r.hurdle for r in rows], dtype=float)
         self.integration = np.array([r.integration_cost for r in rows], dtype=float)
         self.life = np.array([r.life_months for r in rows], dtype=np.int64)
+        self._economic = b.retirement == "economic"
+        if self._economic:  # every type plans on the physical life; the option retires units
+            self.life = np.full(self.n, b.physical_life_months, dtype=np.int64)
         self.close_days = np.array([r.close_days for r in rows], dtype=float)
         scale = b.capacity_scale
         self.capital0 = np.array([r.capital for r in rows], dtype=float) * scale
@@ -93,6 +106,10 @@ class BuyerBook:
         self._t_hurdle = np.array([t.hurdle for t in types])
         self._t_integration = np.array([t.integration_cost for t in types])
         self._t_life = np.array([t.life_months for t in types], dtype=np.int64)
+        if self._economic:
+            self._t_life = np.full(len(types), b.physical_life_months, dtype=np.int64)
+        # value_cap: no value above the price of a new installed unit (None = no cap)
+        self._cap = env.new_unit_price if b.value_cap else None
         self._t_disc = discount_factors(self._t_hurdle, self._mmax) if types else None
         # types with at least one buyer (the value in best use counts only these)
         self._present = np.bincount(self.type_idx, minlength=len(self.type_names)) > 0
@@ -148,6 +165,8 @@ class BuyerBook:
         self._m = np.arange(1, self._mmax + 1, dtype=float)
         self._sqrt_m = np.sqrt(self._m)
         cost = env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu
+        if env.cfg.facility_cost > 0:  # colocation charge per kW of IT load
+            cost = cost + env.facility_cost_per_gpu()
         # (G, M), contiguous: numerics.black_call repeats it over the expectation rows
         self._cost = np.ascontiguousarray(np.broadcast_to(cost[:, None], (len(cost),
                                                                           self._mmax)))
@@ -192,6 +211,9 @@ class BuyerBook:
         # for a non-finite net) where not alive, bit for bit
         pv = np.add.reduce(net * (alive * disc[:, None, :]), axis=-1)
         value = pv - integration[:, None]
+        if self._cap is not None:
+            # nobody pays more for a used unit than for a new installed one (value_cap)
+            value = np.minimum(value, self._cap)
         return np.where(env.shipping, np.maximum(value, 0.0), 0.0)
 
     def _by_type(self, env: Environment, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,14 +261,18 @@ class BuyerBook:
         else:
             salvage = np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
         if not self._any_present:  # no buyer at all: the best use is scrap
-            return salvage
-        best = self._by_type(env, self.extrap[0])[0]  # x = 0 for every type
-        if not self._all_present:
-            best = best[self._present]
-        # max(best over types, salvage), 0 where not shipping: ``_pv`` and ``salvage`` are
-        # both +0.0 there already (np.where(shipping, ..., 0.0)), and max(+0.0, +0.0) = +0.0,
-        # so no outer mask is needed; np.maximum.reduce is what ndarray.max calls
-        return np.maximum(np.maximum.reduce(best, axis=0), salvage)
+            value = salvage
+        else:
+            best = self._by_type(env, self.extrap[0])[0]  # x = 0 for every type
+            if not self._all_present:
+                best = best[self._present]
+            # max(best over types, salvage), 0 where not shipping: ``_pv`` and ``salvage``
+            # are both +0.0 there already (np.where(shipping, ..., 0.0)), and max(+0.0, +0.0)
+            # = +0.0, so no outer mask is needed; np.maximum.reduce is what ndarray.max calls
+            value = np.maximum(np.maximum.reduce(best, axis=0), salvage)
+        if self._cap is not None:  # a salvage floor above a (small) system cost is capped too
+            value = np.minimum(value, np.where(env.shipping, self._cap, 0.0))
+        return value
 
     def capacity(self, price: np.ndarray, kw: float, liquid: bool = False) -> np.ndarray:
         """Units each buyer can take at the given prices: min(capital / p, MW x 1000 / kW),

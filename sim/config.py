@@ -133,6 +133,9 @@ class Generation(_Strict):
     # ~120 kW racks) can only be installed in liquid-cooled MW; "air" units (H100, ~40 kW
     # racks) in either
     cooling: Literal["air", "liquid"] = "air"
+    # installed (system) cost of one new GPU: chip + server share + networking, $/GPU; the
+    # new-unit (replacement) price. 0 = environment.installed_multiple x list_price
+    system_cost: float = Field(0.0, ge=0.0, le=MAX_PRICE)
 
 
 def _default_generations() -> list[Generation]:
@@ -174,6 +177,14 @@ class Environment(_Strict):
     power_price: float = Field(50.0, ge=0.0, le=MAX_RUNNING_COST)  # $/MWh
     pue: float = Field(1.25, ge=1.0, le=3.0)
     sofr: float = Field(0.043, ge=0.0, le=0.5)
+    # installed-unit values (issue 14 part A; defaults keep the earlier model)
+    # new-unit price / list price of a generation without its own system_cost (1 = the chip)
+    installed_multiple: float = Field(1.0, gt=0.0, le=5.0)
+    # facility (colocation) charge, $ per kW of IT load a month, on top of power x PUE
+    facility_cost: float = Field(0.0, ge=0.0, le=MAX_RUNNING_COST)
+    # launches a year that rent_deflation already contains: the trend between launches is
+    # ln(1 - d) - launch_rate ln(1 - step_down), so steps are not counted twice (0 = off)
+    launch_rate: float = Field(0.0, ge=0.0, le=12.0)
 
 
 # --------------------------------------------------------------------------- agents
@@ -324,6 +335,13 @@ class Buyers(_Strict):
     # $/GPU-month buyers expect besides power
     spot_opex_per_gpu: float = Field(150.0, ge=0.0, le=MAX_RUNNING_COST)
     outside_demand: OutsideDemand = Field(default_factory=OutsideDemand)
+    # installed-unit values (issue 14 part A; defaults keep the earlier model)
+    # true: no value or reservation above the new-unit price (environment new_unit_price)
+    value_cap: StrictBool = False
+    # "life": each type's life_months from launch; "economic": a unit earns while rent covers
+    # its running cost (the shut-down option) up to physical_life_months from launch
+    retirement: Literal["life", "economic"] = "life"
+    physical_life_months: int = Field(96, ge=1, le=240)
 
 
 class Market(_Strict):

@@ -41,6 +41,17 @@ agents. The processes (monthly steps, month index t with t0 = 2025-12):
   reversion off: buyers then expect the rent drift ``rent_deflation``, as for GPUs.
 
 Scenario shocks of kind ``btc`` and ``rent`` are applied here (a one-off fall by ``size``).
+
+Installed units (issue 14 part A; the defaults keep the model above):
+
+* ``new_unit_price`` ($ per installed new unit, by generation): ``system_cost`` (chip, server
+  share, networking), or ``installed_multiple`` x ``list_price`` where it is 0; the
+  replacement price that caps values (``buyers.value_cap``) and that other parts read.
+* ``facility_cost_per_gpu()``: kW x ``facility_cost`` ($/kW-month of IT load; CBRE North
+  America Data Center Trends H2 2024: 184.06 $/kW-month), added to the running cost.
+* ``launch_rate`` lambda > 0: d is the per-chip decline with the launch steps in it, and the
+  trend between launches is ln(1 - d) - lambda ln(1 - phi), so that at lambda launches a year
+  rents fall by d a year and are not also stepped down (no double count).
 """
 
 from __future__ import annotations
@@ -85,12 +96,21 @@ class Environment:
         self._ai_rent = ~self.hash_linked
         self._any_hash = bool(self.hash_linked.any())
         self._rent_drift = nm.log1p(-e.rent_deflation) / 12.0 - 0.5 * (e.rent_vol * e.rent_vol)
+        if e.launch_rate > 0:
+            # d is the per-chip decline a year with the launch steps in it: the trend between
+            # launches is ln(1 - d) - launch_rate ln(1 - phi) (no double count)
+            self._rent_drift -= e.launch_rate * nm.log1p(-e.step_down) / 12.0
+        # $ per installed new unit (chip, server share, networking): the replacement price
+        self.new_unit_price = _frozen(np.array(
+            [g.system_cost if g.system_cost > 0 else e.installed_multiple * g.list_price
+             for g in gens], dtype=float))
         self._sqrt12 = np.sqrt(12.0)
         self._launches = frozenset(self.launch.tolist())  # months in which a generation ships
         # the arrays below are read many times a month and change at most once a month: they
         # are computed when first read in a month (or regime) and handed out read-only
         self._power_cost = _frozen(self.kw * e.pue * HOURS_PER_MONTH * e.power_price / 1000.0)
         self._vol: dict[bool, np.ndarray] = {}
+        self._facility = None  # facility_cost_per_gpu, built on first use
         self._month = None  # the month of the cached shipping and age arrays
 
     def _set_month(self) -> None:
@@ -122,6 +142,14 @@ class Environment:
     def power_cost_per_gpu(self) -> np.ndarray:
         """Monthly power bill per GPU: kW x PUE x hours x $/MWh / 1000 (read-only)."""
         return self._power_cost
+
+    def facility_cost_per_gpu(self) -> np.ndarray:
+        """Monthly facility (colocation) charge per GPU: kW x ``facility_cost`` ($/kW-month of
+        IT load; CBRE North America Data Center Trends H2 2024: 184.06 $/kW-month asked for a
+        250-500 kW requirement, power billed on top), read-only."""
+        if self._facility is None:
+            self._facility = _frozen(self.kw * self.cfg.facility_cost)
+        return self._facility
 
     def revenue_vol(self) -> np.ndarray:
         """Monthly log-volatility of each generation's rent, (G,): ``rent_vol`` for the AI rent

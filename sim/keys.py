@@ -42,6 +42,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
                            "(mining rigs)"),
         "cooling": ("", "air or liquid: the cooled MW a unit needs (sites.enabled only; "
                         "liquid units fit only liquid-cooled MW)"),
+        "system_cost": ("$/GPU", "installed cost of a new GPU (chip, server share, network); "
+                                 "0 = installed_multiple x list_price"),
     },
     "Environment": {
         "rent_deflation": ("1/year", "yearly fall of GPU rents"),
@@ -60,6 +62,11 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "difficulty_growth": ("1/year", "network difficulty growth, eroding hashprice"),
         "hashprice_cost": ("$/PH/day", "miners' all-in cost hashprice reverts to (0 = off)"),
         "power_price": ("$/MWh", "price of power"),
+        "installed_multiple": ("x", "new-unit price / list price of a generation without "
+                                    "its own system_cost"),
+        "facility_cost": ("$/kW-month", "facility (colocation) charge per kW of IT load"),
+        "launch_rate": ("1/year", "launches a year rent_deflation already contains (trend "
+                                  "net of step-downs; 0 = off)"),
         "pue": ("", "power usage effectiveness (facility / IT power)"),
         "sofr": ("1/year", "risk-free rate (SOFR)"),
     },
@@ -144,6 +151,10 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "adapt": (FRAC, "adaptive-expectations gain on observed price changes"),
         "salvage_floor": (FRAC, "salvage buys anything at this share of list price"),
         "spot_opex_per_gpu": ("$/GPU-month", "running cost buyers expect besides power"),
+        "value_cap": ("", "no value or reservation above the new-unit price"),
+        "retirement": ("", "life: each type's life_months from launch; economic: earn while "
+                           "rent covers running cost, up to physical_life_months"),
+        "physical_life_months": (M, "physical life from launch (retirement = economic)"),
     },
     "OutsideDemand": {
         "enabled": ("", "outside demand (out-of-sector buyers) replaces the salvage sink"),
