@@ -140,9 +140,11 @@ class BorrowerBook:
         return self.status != DEFAULTED
 
     def cost_basis(self, env: Environment) -> np.ndarray:
-        """All-in purchase cost of each fleet: list prices x capex multiple (servers, network,
-        fit-out); facilities are sized on it (loan-to-cost)."""
-        return nm.matvec(self.fleet, env.list_price) * self.capex_multiple
+        """All-in purchase cost of each fleet: new-unit (installed) prices x capex multiple
+        (any fit-out beyond the installed unit); facilities are sized on it (loan-to-cost).
+        ``env.new_unit_price`` already holds the server share and networking
+        (``installed_multiple``), so ``capex_multiple`` is 1 when that is set."""
+        return nm.matvec(self.fleet, env.new_unit_price) * self.capex_multiple
 
     def operating(self, env: Environment) -> tuple[np.ndarray, np.ndarray]:
         """Revenue and opex of the month (DESIGN.md 3.2), one entry per borrower."""

@@ -10,8 +10,8 @@ Balance sheet of lender i (all in :class:`LenderBook`):
 
 Marks (the "collateral illusion": paper LTV versus realised recovery):
 
-* ``book``: straight-line depreciation of the list price over a 6-year accounting life (the
-  lives used by CoreWeave, Microsoft and Alphabet, filings 2025);
+* ``book``: straight-line depreciation of the new-unit (installed) price over a 6-year
+  accounting life (the lives used by CoreWeave, Microsoft and Alphabet, filings 2025);
 * ``appraisal``: the mean of the traded price index over the last ``appraisal_lag`` months, i.e.
   a lagged, smoothed appraisal (Geltner 1993, J. Real Estate Research 8(3), on appraisal lag);
 * ``market``: the last price index.
@@ -119,7 +119,7 @@ class LenderBook:
         # three rows would hold); the result is a fresh array (fancy indexing copies)
         table = self._table
         if self._book_key != (env, env.t):  # book values depend on the month only: once a month
-            table[0] = env.list_price * np.clip(
+            table[0] = env.new_unit_price * np.clip(
                 1.0 - np.maximum(env.age, 0) / ACCOUNTING_LIFE_MONTHS, 0.0, 1.0)
             self._book_key = (env, env.t)
         window = price_hist[max(0, t - lag + 1): t + 1]
