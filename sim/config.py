@@ -143,20 +143,26 @@ def _default_generations() -> list[Generation]:
         Generation(name="A100", launch_month=-66, list_price=15_000, kw_per_gpu=0.55, rent0=1.20),
         Generation(name="H100", launch_month=-30, list_price=27_500, kw_per_gpu=1.25, rent0=2.00),
         Generation(name="H200", launch_month=-12, list_price=30_000, kw_per_gpu=1.30, rent0=2.60),
-        Generation(name="B200", launch_month=-6, list_price=35_000, kw_per_gpu=1.67, rent0=5.00),
-        Generation(name="Rubin", launch_month=10, list_price=45_000, kw_per_gpu=2.00, rent0=8.00),
+        Generation(name="B200", launch_month=-6, list_price=35_000, kw_per_gpu=1.67, rent0=5.00,
+                   cooling="liquid"),
+        # Rubin's launch rent: the zero-profit rent at which the marginal (tier-2) buyer values
+        # a new installed unit at its price (experiments/value_paths.py zero_profit_rent)
+        Generation(name="Rubin", launch_month=10, list_price=45_000, kw_per_gpu=2.00, rent0=4.32,
+                   cooling="liquid"),
     ]
 
 
 class Environment(_Strict):
     generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
-    rent_deflation: float = Field(0.30, ge=0.0, le=0.99)  # d: rents fall by d a year
+    # d: one chip's rent falls by d a year, launch steps included (fitted to used H100/A100
+    # prices, docs/calibration.md "Installed-unit values")
+    rent_deflation: float = Field(0.15, ge=0.0, le=0.99)
     # monthly sigma of the common rent shock; <= 1 keeps exp(sigma z) and its -sigma^2/2 drift
     # over 600 months inside the float range
     rent_vol: float = Field(0.04, ge=0.0, le=1.0)
-    # phi: rent step for every older generation at a launch; 0.15 gives a VALUE step of 20.7 %,
-    # in the sourced 20-30 % band, value being the PV of rent net of power (docs/calibration.md)
-    step_down: Frac = 0.15
+    # phi: rent step for every older generation at a launch; 0 by default because d already
+    # contains the generational steps (a scenario that keeps one nets it with launch_rate)
+    step_down: Frac = 0.0
     utilisation: Frac = 0.85  # spot fleet utilisation
     # >= 1 $: the BTC path is floored at 1e-9 $ (sim/environment.py), far below any start
     btc_price0: float = Field(90_000.0, ge=1.0, le=MAX_PRICE)
@@ -177,11 +183,12 @@ class Environment(_Strict):
     power_price: float = Field(50.0, ge=0.0, le=MAX_RUNNING_COST)  # $/MWh
     pue: float = Field(1.25, ge=1.0, le=3.0)
     sofr: float = Field(0.043, ge=0.0, le=0.5)
-    # installed-unit values (issue 14 part A; defaults keep the earlier model)
-    # new-unit price / list price of a generation without its own system_cost (1 = the chip)
-    installed_multiple: float = Field(1.0, gt=0.0, le=5.0)
+    # installed-unit values: new-unit price / list price of a generation without its own
+    # system_cost (server share, networking; 1 = the bare chip)
+    installed_multiple: float = Field(1.3, gt=0.0, le=5.0)
     # facility (colocation) charge, $ per kW of IT load a month, on top of power x PUE
-    facility_cost: float = Field(0.0, ge=0.0, le=MAX_RUNNING_COST)
+    # (CBRE North America Data Center Trends H2 2024: 184.06 $/kW-month, 250-500 kW)
+    facility_cost: float = Field(184.0, ge=0.0, le=MAX_RUNNING_COST)
     # launches a year that rent_deflation already contains: the trend between launches is
     # ln(1 - d) - launch_rate ln(1 - step_down), so steps are not counted twice (0 = off)
     launch_rate: float = Field(0.0, ge=0.0, le=12.0)
@@ -195,7 +202,8 @@ class BorrowerType(_Strict):
     # weights by generation (existing generations only); <= 1e6 so their sum stays finite
     fleet_mix: list[Annotated[float, Field(ge=0.0, le=1e6)]]
     ltv: float = Field(0.75, gt=0.0, le=1.0)  # loan-to-cost at origination
-    capex_multiple: float = Field(1.3, ge=1.0, le=5.0)  # all-in cost per GPU / list price
+    # all-in cost per GPU / new-unit (installed) price: fit-out beyond the installed unit
+    capex_multiple: float = Field(1.0, ge=1.0, le=5.0)
     spread: float = Field(ge=0.0, le=MAX_SPREAD)  # over SOFR
     term_months: int = Field(36, ge=1, le=240)
     amortisation: Frac = 0.20  # of original principal a year
@@ -222,14 +230,18 @@ class BorrowerType(_Strict):
 
 
 def _miners() -> BorrowerType:
+    # guaranteed: Cipher's 7.125 % all-in (8-K 2025) = SOFR + 2.8 %, 0.4 % under 3.2 %
     return BorrowerType(count=120, fleet_mean=1_500, fleet_mix=[0.10, 0.50, 0.25, 0.15],
                         spread=0.032, contracted_share=0.5, guarantee_prob=0.2,
-                        hashrate_mean=8_000, btc_treasury_mean=600, btc_pledge=0.5)
+                        hashrate_mean=8_000, btc_treasury_mean=600, btc_pledge=0.5,
+                        guarantee_spread_cut=0.004, guarantee_ltv=0.85)
 
 
 def _neoclouds() -> BorrowerType:
+    # guaranteed: SOFR + 2.25 % with an investment-grade offtaker vs + 4.5 % (CoreWeave)
     return BorrowerType(count=60, fleet_mean=6_000, fleet_mix=[0.05, 0.40, 0.20, 0.35],
-                        spread=0.045, contracted_share=0.9, guarantee_prob=0.3)
+                        spread=0.045, contracted_share=0.9, guarantee_prob=0.3,
+                        guarantee_spread_cut=0.0225, guarantee_ltv=0.85)
 
 
 class Borrowers(_Strict):
@@ -257,12 +269,17 @@ class LenderType(_Strict):
 
 def _lender_types() -> dict[str, LenderType]:
     return {
+        # other loans: sources in docs/calibration.md ("Lenders with other assets")
         "bank": LenderType(share=0.3, capital_ratio=0.10, interbank_share=0.10, mark="appraisal",
-                           sale_discount=0.20),
+                           sale_discount=0.20, gpu_share=0.03, other_yield=0.065,
+                           other_loss_calm=0.005, other_loss_stress=0.03),
         "private_credit": LenderType(share=0.5, capital_ratio=0.30, interbank_share=0.45,
-                                     mark="book", sale_discount=0.35),
+                                     mark="book", sale_discount=0.35, gpu_share=0.15,
+                                     other_yield=0.10, other_loss_calm=0.011,
+                                     other_loss_stress=0.03),
         "abl": LenderType(share=0.2, capital_ratio=0.15, interbank_share=0.30, mark="market",
-                          sale_discount=0.10),
+                          sale_discount=0.10, gpu_share=0.30, other_yield=0.09,
+                          other_loss_calm=0.008, other_loss_stress=0.025),
     }
 
 
@@ -275,7 +292,9 @@ class Lenders(_Strict):
     cure_months: int = Field(3, ge=0, le=60)
     cash_sweep: Frac = 0.5  # share of spare cash swept to prepay after a DSCR breach
     # a DSCR breach still open this many months after the sweep started is a default (0 = never)
-    dscr_default_months: int = Field(0, ge=0, le=120)
+    # (6: 3 + 6 = 9 months of breach, near the 8 months from loan to default of the Iris Energy
+    # SPVs, SEC 6-K)
+    dscr_default_months: int = Field(6, ge=0, le=120)
     grace_months: int = Field(1, ge=0, le=60)  # arrears tolerated before payment default
     refi_ltv: float = Field(0.80, gt=0.0, le=2.0)  # a maturing loan rolls only at or below
     capital_floor: Frac = 0.5  # deleverage below this share of the t0 capital ratio
@@ -318,7 +337,7 @@ class OutsideDemand(_Strict):
     """Downward-sloping outside demand (out-of-sector and overseas buyers) that replaces the
     salvage sink when enabled: bids p(q) = s R + (top min(R, V) - s R) exp(-q / (depth N))
     per generation and month (docs/model.md, "Outside demand")."""
-    enabled: StrictBool = False  # off: the salvage sink at salvage_floor (today's market)
+    enabled: StrictBool = True  # off: the salvage sink at salvage_floor (the earlier market)
     top: Frac = 0.65  # first outside bid, share of min(replacement cost, value in best use)
     depth: float = Field(0.05, gt=0.0, le=1e6)  # e-folding units per month, share of stock
     scrap: Frac = 0.02  # scrap value, share of replacement cost (the schedule's floor)
@@ -335,12 +354,11 @@ class Buyers(_Strict):
     # $/GPU-month buyers expect besides power
     spot_opex_per_gpu: float = Field(150.0, ge=0.0, le=MAX_RUNNING_COST)
     outside_demand: OutsideDemand = Field(default_factory=OutsideDemand)
-    # installed-unit values (issue 14 part A; defaults keep the earlier model)
     # true: no value or reservation above the new-unit price (environment new_unit_price)
-    value_cap: StrictBool = False
+    value_cap: StrictBool = True
     # "life": each type's life_months from launch; "economic": a unit earns while rent covers
     # its running cost (the shut-down option) up to physical_life_months from launch
-    retirement: Literal["life", "economic"] = "life"
+    retirement: Literal["life", "economic"] = "economic"
     physical_life_months: int = Field(96, ge=1, le=240)
 
 
@@ -380,10 +398,10 @@ class Contagion(_Strict):
 
 class Metrics(_Strict):
     # cascade = defaults beyond a same-seed run without the price and funding channels
-    cascade_counterfactual: StrictBool = False
+    cascade_counterfactual: StrictBool = True
     # credit_losses = write-offs net of recoveries at write-off (never falls); later
     # recoveries reported separately (summary and records)
-    losses_at_writeoff: StrictBool = False
+    losses_at_writeoff: StrictBool = True
 
 
 class Shock(_Strict):
@@ -396,7 +414,7 @@ class Sites(_Strict):
     """Power and cooling as assets and constraints (docs/model.md, "Power and cooling");
     ``enabled = false`` is the model without sites (a defaulted borrower's site vanishes)."""
 
-    enabled: StrictBool = False
+    enabled: StrictBool = True
     # a borrower's site, in IT MW, is its fleet's IT load x U(headroom_min, headroom_max)
     headroom_min: float = Field(1.1, ge=1.0, le=10.0)
     headroom_max: float = Field(1.5, ge=1.0, le=10.0)
@@ -416,7 +434,7 @@ class Sites(_Strict):
     # months a lender markets a repossessed site before it can close a sale
     sale_months: int = Field(3, ge=0, le=120)
     # a site is sold with the lender's repossessed units that fit it (at the price index)
-    sell_with_fleet: StrictBool = False
+    sell_with_fleet: StrictBool = True
     # months after which a lender gives an unsold site up (its MW retired)
     max_hold_months: int = Field(24, ge=1, le=600)
     # run repossessed GPUs in place at a host while the site is held

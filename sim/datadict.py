@@ -102,9 +102,10 @@ PANEL: dict[str, tuple[str, str]] = {
 EVENTS: dict[str, tuple[str, str]] = {
     "month": ("month", "model month of the event"),
     "event": ("", "sale, purchase, margin_call, default_payment, default_covenant, "
-                  "default_dscr, repossession, refinancing_refused, repo_loan, deleveraging, "
-                  "lender_failure, guarantee_withdrawn; with sites on also site_sale, "
-                  "site_fleet_sale and site_retired"),
+                  "default_dscr, loan_accelerated_repaid (a called facility paid off in full), "
+                  "repossession, refinancing_refused, repo_loan, deleveraging, lender_failure, "
+                  "guarantee_withdrawn; with sites on also site_sale, site_fleet_sale and "
+                  "site_retired"),
     "agent": ("", "who: lender, miner, neocloud, buyer, salvage, repo_desk, borrower"),
     "index": ("", "the agent's index within its kind (lender i is L<i> in the panel)"),
     "generation": ("", "GPU generation of a sale, purchase or repossession; empty otherwise"),

@@ -603,6 +603,35 @@ class LiquidationModel(mesa.Model):
         return marks
 
     # ---------------------------------------------------------------- 4. defaults
+    def _accelerate(self, dscr_default: np.ndarray) -> None:
+        """The lender calls (accelerates) the facility of each borrower in ``dscr_default``
+        (a DSCR breach past its sweep); a borrower whose cash and coins cover all it owes pays
+        it off (selling coins for what cash lacks),
+        which ends the breach and is not a default (no loss, no repossession: the event
+        ``loan_accelerated_repaid``), and is dropped from ``dscr_default`` in place. Only the
+        others default: an event of default becomes a loss only when the borrower cannot pay
+        the accelerated debt (Moody's and S&P count a default by missed payment or distressed
+        exchange, not by a covenant breach that is repaid)."""
+        b, L, btc = self.borrowers, self.loans, self.env.btc
+        debt = L.by_borrower(L.exposure, b.n)
+        pays = dscr_default & (np.maximum(b.cash, 0.0) + b.btc * btc >= debt)
+        if not np.count_nonzero(pays):
+            return
+        idx = pays.nonzero()[0]
+        # coins (pledged ones too: the pledge ends with the loan) are sold for what cash lacks
+        sell = np.where(pays, np.minimum(b.btc, np.maximum(debt - b.cash, 0.0) / btc), 0.0)
+        if np.count_nonzero(sell):
+            b.btc -= sell
+            b.btc_pledged = np.minimum(b.btc_pledged, b.btc)
+            b.cash += sell * btc
+            self._outside("btc_sales", np.add.reduce(sell * btc))
+        self._prepay(np.where(pays, np.minimum(debt, b.cash), 0.0))
+        if self._ltv_month is not None:
+            self._ltv_month[2] = None  # debt moved: phases 4 and 5 recompute it
+        b.dscr_breach[pays] = 0
+        self._events("loan_accelerated_repaid", self._kind_names(idx), idx, amount=debt[idx])
+        dscr_default &= ~pays
+
     def _phase_defaults(self, marks: np.ndarray) -> None:
         env, b, lb, L, lc = self.env, self.borrowers, self.lenders, self.loans, self.cfg.lenders
         late = b.arrears_months > lc.grace_months
@@ -614,6 +643,8 @@ class LiquidationModel(mesa.Model):
             # the DSCR cause: neither in arrears nor under a margin call past its cure
             dscr_default = (b.alive & (b.dscr_breach > lc.cure_months + lc.dscr_default_months)
                             & ~trig)
+            if np.count_nonzero(dscr_default):
+                self._accelerate(dscr_default)
             trig = trig | dscr_default
         dead = trig.nonzero()[0]
         if len(dead) == 0:
