@@ -7,7 +7,7 @@ browser app can embed the same figures. The core never imports this module.
 Builders (one code path per figure; :func:`write_figures` saves them all as PNG):
 
 * :func:`price_figure` -- ``price_vs_fundamental.png``: price index against value in best use
-  per GPU generation, salvage floor dotted, months with forced sales shaded;
+  per GPU generation, scrap value (or salvage floor) dotted, months with forced sales shaded;
 * :func:`defaults_figure` -- ``defaults_by_type.png``: new borrower defaults per month by type
   (stacked bars), cumulative defaults and lender failures on a twin axis;
 * :func:`losses_figure` -- ``cumulative_losses.png``: cumulative write-offs, recoveries and
@@ -176,7 +176,7 @@ def price_figure(model) -> Figure:
     nrows = max(1, -(-len(gens) // ncols))
     fig = new_figure(4.3 * ncols, 3.2 * nrows + 0.6)
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
-    floor_share = model.cfg.buyers.salvage_floor
+    floor_share, floor_ref, floor_name = _floor(model)
     for ax, g in zip(axes, gens, strict=False):
         live = t >= env.launch[g]
         price = np.where(live, rec["price"][:, g], np.nan)
@@ -188,12 +188,12 @@ def price_figure(model) -> Figure:
         ax.plot(t, price, color="#1f77b4", lw=1.8, label="price index", gid="price")
         ax.plot(t, fund, color="#2ca02c", lw=1.4, ls="--", label="value in best use",
                 gid="fundamental")
-        ax.axhline(floor_share * env.list_price[g], color="0.3", lw=1.2, ls=":",
-                   label=f"salvage floor ({floor_share:.0%} of list)")
+        ax.axhline(floor_share * floor_ref[g], color="0.3", lw=1.2, ls=":",
+                   label=floor_name)
         ax.set_title(f"{env.names[g]}  (list {dollars(env.list_price[g])}, "
                      f"{forced.sum():,} units forced)", fontsize=10)
         ax.yaxis.set_major_formatter(FuncFormatter(dollars))
-        top = np.nanmax(np.r_[price, fund, floor_share * env.list_price[g], 1.0])
+        top = np.nanmax(np.r_[price, fund, floor_share * floor_ref[g], 1.0])
         ax.set_ylim(-0.03 * top, 1.06 * top)  # a value of 0 stays visible above the axis
         ax.set_xlim(t[0], t[-1])
         ax.grid(alpha=0.3)
@@ -207,8 +207,7 @@ def price_figure(model) -> Figure:
                       "or best bid)"),
                Line2D([], [], color="#2ca02c", lw=1.4, ls="--",
                       label="value in best use (fundamental)"),
-               Line2D([], [], color="0.3", lw=1.2, ls=":",
-                      label=f"salvage floor ({floor_share:.0%} of list price)"),
+               Line2D([], [], color="0.3", lw=1.2, ls=":", label=floor_name),
                Patch(color="#d62728", alpha=0.15, label="months with forced sales")]
     if len(gens) < len(axes):  # a spare panel holds the legend
         axes[len(gens)].legend(handles=handles, loc="center", frameon=False, fontsize=10)
@@ -285,15 +284,28 @@ def losses_figure(model) -> Figure:
 
 
 # --------------------------------------------------------------------------- 4. fire sales
+def _floor(model) -> tuple[float, np.ndarray, str]:
+    """(share, reference prices, legend) of the price level below which no GPU sells: the
+    outside demand's scrap value (a share of the new-unit price) when it is on, else the
+    salvage floor (a share of the list price)."""
+    od = model.cfg.buyers.outside_demand
+    if od.enabled:
+        return od.scrap, model.env.new_unit_price, f"scrap value ({od.scrap:.0%} of new price)"
+    share = model.cfg.buyers.salvage_floor
+    return share, model.env.list_price, f"salvage floor ({share:.0%} of list price)"
+
+
 def fire_sales_figure(model) -> Figure:
     """Units sold per month (top) and the fire-sale discount to value in best use (bottom)."""
     rec, names = model.rec, model.env.names
     t = _months(model)
     fig = new_figure(12.5, 7.5)
     top, bot = fig.subplots(2, 1, sharex=True, height_ratios=(1.15, 1))
+    outside = model.cfg.buyers.outside_demand.enabled
     series = (("volume", "all units sold", "#1f77b4", "-", 2.0),
               ("forced_volume", "forced sales by lenders", "#d62728", "-", 1.6),
-              ("salvage", "bought by the salvage sink", "#8c564b", "--", 1.4),
+              ("salvage", "bought by out-of-sector buyers" if outside
+               else "bought by the salvage sink", "#8c564b", "--", 1.4),
               ("overhang", "overhang (forced units left unsold)", "#9467bd", ":", 1.6))
     for key, label, colour, ls, lw in series:
         y = rec[key].sum(axis=1)

@@ -155,8 +155,10 @@ def test_price_panels_show_the_records(model):
             np.testing.assert_array_equal(y[live], rec[key][live, g])
             assert np.isnan(y[~live]).all()  # no market before launch: blank, not zero
         floors = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
-        assert floors[0].get_ydata()[0] == pytest.approx(
-            model.cfg.buyers.salvage_floor * env.list_price[g])
+        od = model.cfg.buyers.outside_demand  # the scrap value, or the salvage floor when off
+        floor = (od.scrap * env.new_unit_price[g] if od.enabled
+                 else model.cfg.buyers.salvage_floor * env.list_price[g])
+        assert floors[0].get_ydata()[0] == pytest.approx(floor)
     # generations that never had a price get no panel
     for g in set(range(model.n_gen)) - set(gens):
         assert not [ax for ax in fig.axes if ax.get_title().startswith(env.names[g] + " ")]
