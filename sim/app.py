@@ -368,8 +368,13 @@ def month_story(model, t: int | None = None) -> list[str]:
         gap = (f", {1 - p / v:.0%} below its value in best use ({_money(v)})" if v > 0 and p < v
                else f" (value in best use {_money(v)})")
         salvage = int(model.rec["salvage"][t, g])
-        to_salvage = (f"; {salvage:,} went to the salvage buyer at the floor price"
-                      if salvage else "")
+        # who takes the units no secondary buyer or desk takes: the outside demand (other
+        # sectors, overseas; docs/model.md "Outside demand") at the month's one clearing
+        # price, or without it the salvage sink at its floor (§7.13)
+        outside = model.cfg.buyers.outside_demand.enabled
+        to_salvage = ("" if not salvage else
+                      f"; {salvage:,} went to outside buyers (other sectors, overseas)"
+                      if outside else f"; {salvage:,} went to the salvage buyer at the floor price")
         lines.append(f"Lenders **sold {units:,} repossessed {name}** at {_money(p)} each{gap}"
                      f"{to_salvage}.")
     repo = [e for e in ev if e[1] == "repo_loan"]
@@ -400,13 +405,27 @@ PANEL_CAPTIONS = {
     "prices": "What a used GPU sells for (solid) against what it is worth to the buyer who "
               "can use it best (dashed). A solid line below its dashed one is a fire sale.",
     "defaults": "Borrowers that have defaulted so far, and lenders that have failed.",
-    "losses": "Lenders' losses so far: loans written off, what they got back by selling GPUs "
-              "and seizing cash, and the difference, the credit loss.",
+    "losses": "Lenders' losses so far: loans written off, the credit loss (what was written "
+              "off less the cash seized at the default; it never falls) and what they got back "
+              "later by selling the repossessed GPUs.",
     "inventory": "Repossessed GPUs lenders still hold (waiting to be sold), and those the repo "
                  "desk holds.",
     "capacity": "How many more GPUs the secondary buyers could take, limited by their money "
                 "and their spare powered data-centre space. When it runs out, prices fall.",
 }
+# the losses panel without metrics.losses_at_writeoff: credit losses are write-offs less all
+# recoveries, seized cash included (docs/model.md D.6), and fall when a later sale recovers
+LOSSES_NET_CAPTION = ("Lenders' losses so far: loans written off, what they got back by selling "
+                      "GPUs and seizing cash, and the difference, the credit loss.")
+
+
+def panel_caption(name: str, model) -> str:
+    """What the panel ``name`` shows, for this model's definition of credit losses."""
+    if name == "losses" and not model.cfg.metrics.losses_at_writeoff:
+        return LOSSES_NET_CAPTION
+    return PANEL_CAPTIONS[name]
+
+
 PANEL_TITLES = {"network": "The lending network", "prices": "Prices", "defaults": "Defaults",
                 "losses": "Credit losses", "inventory": "Repossessed GPUs",
                 "capacity": "Buyers' room"}
@@ -473,7 +492,8 @@ def PanelImage(name: str, panels: dict, model, t: int):
     with solara.Card(PANEL_TITLES[name], style={"max-width": "700px"}):
         solara.Image(data, format="jpeg")
         values = panel_values(name, model, t)
-        lines = ([f"**{month_label(t)}: {values}**"] if values else []) + [PANEL_CAPTIONS[name]]
+        lines = ([f"**{month_label(t)}: {values}**"] if values else []) + [
+            panel_caption(name, model)]
         solara.HTML(unsafe_innerHTML=_html(lines), classes=["liqsim-caption"],
                     style="font-size: 0.9em; color: #333")
 

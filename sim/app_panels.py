@@ -190,7 +190,9 @@ def _prices_after(p: Panel, model, t: int) -> list:
     p.state["gens"] = _live_gens(model, t)
     if p.ax.lines:
         lo, hi = p.ax.get_ylim()
-        floor = model.cfg.buyers.salvage_floor * model.env.list_price
+        # the lowest price the market can reach: the salvage floor, or with the outside
+        # demand its scrap value (the model's floor of asks and quotes, read only)
+        floor = model._salvage_price
         low = min(lo, 0.7 * float(floor[p.state["gens"]].min())) if p.state["gens"] else lo
         p.ax.set_ylim(max(low, 1e-3), hi * 1.2)
     return list(p.ax.lines) + _legend_texts(p.ax)
