@@ -9,10 +9,11 @@ agents. The processes (monthly steps, month index t with t0 = 2025-12):
       ln R_g(t+1) = ln R_g(t) + ln(1 - d)/12 - sigma_r^2/2 + sigma_r * eps_r(t)
 
   plus a step-down ``R_g <- (1 - phi) R_g`` for every older generation in the month a newer
-  generation ships in volume (non-linear obsolescence). d = 30 %/yr (A100 rent 4.10 -> 1.20 $/h,
-  AWS list and marketplace data; inference price -20..40 %/yr, SemiAnalysis/Epoch AI),
-  phi = 15 % by default, a rent step that gives the 20-30 % next-generation VALUE step-down of
-  shared/CALIBRATION.md (20.7 % measured; docs/calibration.md section 2.2).
+  generation ships in volume (non-linear obsolescence). d = 15 %/yr by default: one chip's
+  rent decline with the generational steps inside it, fitted to used H100 and A100 prices
+  (Silicon Data via WSJ; docs/calibration.md, "Installed-unit values"), so phi = 0 by default;
+  a scenario that keeps a step (next_gen_launch, phi = 0.175) nets it from the trend between
+  launches with ``launch_rate`` (below).
 * Bitcoin: ln S(t+1) = ln S(t) + (mu - sigma^2/2)/12 + sigma/sqrt(12) * eps_b(t), with
   eps_b = rho * eps_r + sqrt(1 - rho^2) * eta. In calm months (sigma, rho) = (50 %, 0.3); once the
   drawdown from the running peak reaches ``stress_drawdown`` the regime switches to
