@@ -526,7 +526,9 @@ class LiquidationModel(mesa.Model):
 
         Valid for every borrower alive when phase 3 ended: from phase 3 to phase 5 fleets,
         pledged BTC, the BTC price, the lead lenders and ``marks`` do not change except for
-        the borrowers defaulting in phase 4 (their GPUs and coins are taken), and a borrower's
+        the borrowers defaulting in phase 4 (their GPUs and coins are taken) and the borrowers
+        paying off a called facility with pledged coins (``_accelerate``, which re-evaluates
+        the cached collateral), and a borrower's
         debt is a bincount over its own rows only, which change only by ``_prepay`` (after
         which phase 3 leaves the debt to be recomputed) or at its own default. Phase 4 reads
         rows of borrowers alive until then; phase 5 reads only rows of living borrowers.
@@ -620,14 +622,22 @@ class LiquidationModel(mesa.Model):
         idx = pays.nonzero()[0]
         # coins (pledged ones too: the pledge ends with the loan) are sold for what cash lacks
         sell = np.where(pays, np.minimum(b.btc, np.maximum(debt - b.cash, 0.0) / btc), 0.0)
+        pledged_sold = False
         if np.count_nonzero(sell):
             b.btc -= sell
+            # pledged coins are sold only where the free ones ran out (b.btc < b.btc_pledged)
+            pledged_sold = bool(np.count_nonzero(b.btc < b.btc_pledged))
             b.btc_pledged = np.minimum(b.btc_pledged, b.btc)
             b.cash += sell * btc
             self._outside("btc_sales", np.add.reduce(sell * btc))
         self._prepay(np.where(pays, np.minimum(debt, b.cash), 0.0))
-        if self._ltv_month is not None:
-            self._ltv_month[2] = None  # debt moved: phases 4 and 5 recompute it
+        c = self._ltv_month
+        if c is not None:
+            c[2] = None  # debt moved: phases 4 and 5 recompute it
+            if pledged_sold:
+                # pledged coins are collateral (fleet x lead mark + pledged BTC x BTC price):
+                # phase 3's cached value is stale for the payers; re-evaluate it as phase 3 did
+                c[3] = self._collateral(c[1])
         b.dscr_breach[pays] = 0
         self._events("loan_accelerated_repaid", self._kind_names(idx), idx, amount=debt[idx])
         dscr_default &= ~pays

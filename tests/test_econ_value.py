@@ -53,7 +53,8 @@ def _world(rent0: float, **extra) -> dict:
         "buyers.types": {"only": {"count": 1, "hurdle": HURDLE, "integration_cost": INTEGRATION,
                                   "capital": 1e9, "spare_mw": 100.0, "life_months": 24}},
         "buyers.retirement": "economic", "buyers.physical_life_months": LIFE,
-        "buyers.salvage_floor": 0.0,
+        # no floor under a value: neither the salvage sink's nor the outside demand's scrap
+        "buyers.salvage_floor": 0.0, "buyers.outside_demand.scrap": 0.0,
         "borrowers.miner.fleet_mix": [1.0, 0.0], "borrowers.neocloud.fleet_mix": [1.0, 0.0],
     }
     over.update(extra)
@@ -107,10 +108,38 @@ def test_hand_value_retires_the_unit_when_rent_stops_covering_cost():
     assert _hand_value(3.0, LIFE) == _hand_value(3.0, 77) > _hand_value(3.0, 76)
 
 
-def test_defaults_keep_the_chip_price_and_the_old_valuation():
-    env, book = _env_book({})
+# the keys of part A at the values that reproduce the earlier model (the defaults before the
+# flip): the bare chip, no facility charge, no cap, the type's life clock
+OLD_KEYS = {"environment.installed_multiple": 1.0, "environment.facility_cost": 0.0,
+            "buyers.value_cap": False, "buyers.retirement": "life"}
+
+
+def test_old_keys_keep_the_chip_price_and_the_old_valuation():
+    env, book = _env_book(OLD_KEYS)
     np.testing.assert_array_equal(env.new_unit_price, env.list_price)
     assert book._cap is None and not book._economic
+    np.testing.assert_array_equal(book._t_life, [t.life_months for t in
+                                                 book.cfg.types.values()])
+    book._static(env)
+    np.testing.assert_array_equal(book._cost[:, 0], env.power_cost_per_gpu()
+                                  + book.cfg.spot_opex_per_gpu)
+    assert env.new_unit_price.flags.writeable is False
+
+
+def test_defaults_are_the_installed_unit_the_cap_and_economic_retirement():
+    """The defaults: a unit is the chip, its server share and networking, 1.3 x list price
+    (15,000 / 27,500 / 30,000 / 35,000 / 45,000 $ -> 19,500 / 35,750 / 39,000 / 45,500 /
+    58,500 $); no value above it; every buyer type plans on the 96-month physical life;
+    the running cost adds 184 $ per kW a month."""
+    env, book = _env_book({})
+    np.testing.assert_allclose(env.new_unit_price, [19_500, 35_750, 39_000, 45_500, 58_500],
+                               rtol=1e-15)
+    assert book._cap is env.new_unit_price and book._economic
+    np.testing.assert_array_equal(book._t_life, 96)
+    np.testing.assert_array_equal(book.life, 96)
+    book._static(env)
+    np.testing.assert_allclose(book._cost[:, 0], env.power_cost_per_gpu()
+                               + book.cfg.spot_opex_per_gpu + 184.0 * env.kw, rtol=1e-15)
     assert env.new_unit_price.flags.writeable is False
 
 
@@ -140,7 +169,7 @@ def test_installed_unit_at_launch_is_worth_its_price_at_the_zero_profit_rent():
     value = book.fundamental(env)[0]
     assert value == pytest.approx(hand, rel=1e-9)
     # a rent 10 % higher: the uncapped value is above the price, the cap holds it there
-    env, book = _env_book(_world(1.1 * rent))
+    env, book = _env_book(_world(1.1 * rent, **{"buyers.value_cap": False}))
     assert _hand_value(1.1 * rent, LIFE) > 1.05 * PRICE
     assert book.fundamental(env)[0] == pytest.approx(_hand_value(1.1 * rent, LIFE), rel=1e-9)
     env, book = _env_book(_world(1.1 * rent, **{"buyers.value_cap": True}))

@@ -4,14 +4,18 @@ Every world runs its full horizon with ``model.invariants()`` empty after every 
 conserved, cash nets to zero, losses consistent, no NaN or infinity, no negative price) and is
 then checked against what that world must do, by construction or by hand:
 
-* no buyers at all: every unit sold goes to the salvage sink at exactly the salvage floor
-  (``salvage_floor x list_price``), which is then also the value in best use; without the
-  salvage sink nothing trades and repossessed GPUs stay in lender inventory;
-* unlimited buyers: every trade is at the value in best use (p = V exactly), the salvage sink
-  buys only generations whose value in best use has sunk to the salvage floor;
+* no buyers at all: every unit sold goes to the scrap buyers at exactly the scrap value, which
+  is then also the value in best use: with the outside demand (the default) its scrap value
+  ``outside_demand.scrap x new_unit_price`` (its top bid, a share of min(replacement cost,
+  value in best use = scrap), is below scrap and so raised to it), with the salvage sink
+  (``outside_demand.enabled = false``) the salvage floor ``salvage_floor x list_price``;
+  without the salvage sink nothing trades and repossessed GPUs stay in lender inventory;
+* unlimited buyers: every trade is at the value in best use (p = V exactly), the scrap buyers
+  buy only generations whose value in best use has sunk to the scrap value;
 * rents falling 90 % a year (no rent noise, no launch): 12 months later each shipping rent is
   exactly 10 % of its t0 level (1 % after 24), buyers price that in at t0 and within six months
-  every generation is worth only its salvage floor; defaults and losses exceed the 30 % world;
+  every generation is worth only its scrap value; defaults and losses exceed the default
+  world's;
 * BTC going to zero (a 100 % BTC shock): the price stays finite at its floor, hashprice ~ 0,
   the stress regime is on, and miners default more than in the baseline on the same seed;
 * every borrower defaulting in month one: no cash, no revolver, no contracts, rents and BTC
@@ -53,10 +57,25 @@ def _traded(model: LiquidationModel) -> np.ndarray:
     return model.rec["volume"] > 0
 
 
+def _scrap(model: LiquidationModel) -> np.ndarray:
+    """Scrap value per unit by generation: the outside demand's scrap share of the new-unit
+    price when it is on, else the salvage sink's floor, a share of the list price."""
+    b = model.cfg.buyers
+    if b.outside_demand.enabled:
+        return b.outside_demand.scrap * model.env.new_unit_price
+    return b.salvage_floor * model.env.list_price
+
+
+SALVAGE_SINK = ["buyers.outside_demand.enabled=false"]  # the earlier market's scrap buyer
+
+
 # --------------------------------------------------------------------------- buyers
-def test_no_buyers_at_all_everything_goes_to_salvage_at_the_floor():
-    m = _run("crypto_winter", NO_BUYERS)
-    floor = m.cfg.buyers.salvage_floor * m.env.list_price
+@pytest.mark.parametrize("sink", [[], SALVAGE_SINK], ids=["outside_demand", "salvage_sink"])
+def test_no_buyers_at_all_everything_goes_to_salvage_at_the_floor(sink):
+    m = _run("crypto_winter", [*NO_BUYERS, *sink])
+    floor = _scrap(m)
+    if not sink:  # 2 % of 1.3 x list: 390, 715, 780, 910, 1,170 $
+        np.testing.assert_allclose(floor, [390, 715, 780, 910, 1_170], rtol=1e-12)
     traded = _traded(m)
     assert traded.any() and m.buyers.n == 0
     assert m.rec["volume"].sum() == m.rec["salvage"].sum() == m.salvage_units.sum() > 0
@@ -68,7 +87,10 @@ def test_no_buyers_at_all_everything_goes_to_salvage_at_the_floor():
 
 
 def test_no_buyers_and_no_salvage_nothing_trades_inventory_stays():
-    m = _run("crypto_winter", [*NO_BUYERS, "market.unsold_to_salvage=false"])
+    """The salvage sink switched off (``unsold_to_salvage = false``) with no buyers: nobody
+    bids. (The outside demand, the default, is a bidder of its own whatever this switch
+    says, so the world is the one with the salvage sink.)"""
+    m = _run("crypto_winter", [*NO_BUYERS, *SALVAGE_SINK, "market.unsold_to_salvage=false"])
     s = metrics.summary(m)
     assert s["defaults"] > 0
     assert m.rec["volume"].sum() == 0 and m.salvage_units.sum() == 0
@@ -77,16 +99,29 @@ def test_no_buyers_and_no_salvage_nothing_trades_inventory_stays():
     assert m.lenders.inventory.sum() == repossessed  # every repossessed GPU is still held
 
 
-def test_unlimited_buyers_trade_at_the_value_in_best_use():
-    m = _run("crypto_winter", ["buyers.unlimited=true"])
+# every repossessed GPU is a forced sale in its repossession month: with unlimited buyers a
+# patient lender's ask (with the outside demand at most the value in best use) clears the
+# month it is posted, so without this a lender is forced only by its own capital (none is
+# in crypto_winter) and the fire-sale discount, a measure of forced sales, is undefined
+ALL_FORCED = ["lenders.max_hold_months=0"]
+
+
+@pytest.mark.parametrize("sink", [[], SALVAGE_SINK], ids=["outside_demand", "salvage_sink"])
+def test_unlimited_buyers_trade_at_the_value_in_best_use(sink):
+    m = _run("crypto_winter", ["buyers.unlimited=true", *ALL_FORCED, *sink])
     traded = _traded(m)
     assert traded.sum() > 10
     np.testing.assert_allclose(m.rec["price"][traded], m.rec["fundamental"][traded],
                                rtol=1e-12)
-    assert metrics.summary(m)["fire_sale_discount"] == pytest.approx(0.0, abs=1e-12)
-    # salvage only buys what nobody values above scrap
-    floor = np.broadcast_to(m.cfg.buyers.salvage_floor * m.env.list_price, traded.shape)
+    s = metrics.summary(m)
+    assert m.rec["forced_volume"].sum() > 0
+    assert s["fire_sale_discount"] == pytest.approx(0.0, abs=1e-12)
+    if not sink:  # measured at repossession, and at the sale: the same month here
+        assert s["fire_sale_discount_at_sale"] == pytest.approx(0.0, abs=1e-12)
+    # the scrap buyers only buy what nobody values above scrap
+    floor = np.broadcast_to(_scrap(m), traded.shape)
     salvaged = m.rec["salvage"] > 0
+    assert salvaged.any()
     np.testing.assert_allclose(m.rec["fundamental"][salvaged], floor[salvaged], rtol=1e-12)
 
 
@@ -109,7 +144,7 @@ def test_rents_falling_90_percent_a_year():
     # months every generation is worth no more than scrap (the salvage floor)
     v, v_base = m.rec["fundamental"], base.rec["fundamental"]
     assert (v[0, shipping] <= v_base[0, shipping]).all() and v[0, 1] < v_base[0, 1]
-    floor = m.cfg.buyers.salvage_floor * m.env.list_price[shipping]
+    floor = _scrap(m)[shipping]
     np.testing.assert_array_equal(v[6:, shipping], np.broadcast_to(floor, v[6:, shipping].shape))
 
 

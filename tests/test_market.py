@@ -460,22 +460,42 @@ def test_no_friction_means_everyone_bids_and_no_draw_is_made():
     assert rng.bit_generator.state == state
 
 
-def test_buyers_who_cannot_close_this_month_buy_nothing():
+@pytest.mark.parametrize("sites", [True, False], ids=["sites", "no_sites"])
+def test_buyers_who_cannot_close_this_month_buy_nothing(sites):
     """In every month of crypto_winter (forced sales from month 3 on), a buyer drawn out of the
-    month's auction (``model.bidding`` False) takes delivery of no GPU that month."""
+    month's auction (``model.bidding`` False) buys no GPU in it. The only other way a buyer
+    takes delivery of GPUs is a repossessed site sold with its fleet (``sites.sell_with_fleet``,
+    the default): a negotiated sale after ``sale_months`` of marketing, not the monthly
+    auction (docs/model.md, "Power and cooling", site sales), so each buyer's new units are
+    its auction purchases plus, in all, the month's ``site_fleet_sale`` units. Without sites
+    a non-bidder's holdings do not move at all."""
     from sim.config import load_scenario
     from sim.model import LiquidationModel
 
-    m = LiquidationModel(load_scenario("crypto_winter", months=24))
-    out = bought = 0
+    m = LiquidationModel(load_scenario("crypto_winter", [f"sites.enabled={str(sites).lower()}"],
+                                       months=24))
+    out = bought = by_site = 0
     while m.running:
         before = m.buyers.holdings.copy()
+        seen = len(m.events)
         m.step()
         got = (m.buyers.holdings - before).sum(axis=1)
-        assert not got[~m.bidding].any()
+        auction = np.zeros(m.buyers.n, dtype=np.int64)
+        site_units = 0
+        for e in m.events[seen:]:
+            if e[1] == "purchase" and e[2] == "buyer":
+                auction[e[3]] += e[5]
+            elif e[1] == "site_fleet_sale":
+                site_units += e[5]
+        assert not auction[~m.bidding].any()
+        assert (got >= auction).all() and (got - auction).sum() == site_units
+        if not sites:
+            assert site_units == 0 and not got[~m.bidding].any()
         out += int((~m.bidding).sum())
-        bought += int(got.sum())
+        bought += int(auction.sum())
+        by_site += site_units
     assert out > 0 and bought > 0  # the friction bit, and the market still traded
+    assert (by_site > 0) == sites  # with sites, fleets were sold with their sites
     assert not m.invariants()
 
 

@@ -87,20 +87,24 @@ def test_largest_remainder_apportionment():
 def _one_gen_book(launch: int, deflation: float, power: float, rent_vol: float,
                   buyers: int = 1):
     """One generation X (1 kW, PUE 1, rent 2 $/h, full use) and one buyer type (10 %/yr,
-    life 72 months, integration 500; ``buyers`` of them): revenue 1,460 $/month, power cost
-    0.73 x power $/MWh."""
+    integration 500; ``buyers`` of them): revenue 1,460 $/month, power cost 0.73 x power
+    $/MWh and no other running cost (no facility charge: it has its own worked example in
+    tests/test_econ_value.py). Units are retired by economics (the default) at a physical
+    life of 72 months from launch; the installed price 1.3 x 30,000 = 39,000 $ caps every
+    value (never binding here)."""
     cfg = Scenario.model_validate({
         "environment": {"generations": [{"name": "X", "launch_month": launch,
                                          "list_price": 30000, "kw_per_gpu": 1.0, "rent0": 2.0}],
                         "rent_deflation": deflation, "utilisation": 1.0, "pue": 1.0,
-                        "power_price": power, "rent_vol": rent_vol},
+                        "power_price": power, "rent_vol": rent_vol, "facility_cost": 0.0},
         "borrowers": {"miner": {"count": 1, "fleet_mean": 10, "fleet_mix": [1], "spread": 0.03,
                                 "contracted_share": 0, "guarantee_prob": 0},
                       "neocloud": {"count": 1, "fleet_mean": 10, "fleet_mix": [1],
                                    "spread": 0.03, "contracted_share": 0, "guarantee_prob": 0}},
-        "buyers": {"spot_opex_per_gpu": 0.0, "types": {"t": {
+        "buyers": {"spot_opex_per_gpu": 0.0, "physical_life_months": 72, "types": {"t": {
             "count": buyers, "hurdle": 0.10, "integration_cost": 500, "capital": 1e6,
             "spare_mw": 1.0, "life_months": 72}}}})
+    assert cfg.buyers.retirement == "economic" and cfg.buyers.value_cap
     env = Environment(cfg, np.random.default_rng(0))
     return BuyerBook(cfg, env), env
 
@@ -171,23 +175,72 @@ def test_one_month_of_running_is_an_at_the_money_call():
     assert book.reservation(env)[0, 0] == 0.0
 
 
+def _h100_value_by_hand(cfg: Scenario, vol: float) -> float:
+    """The baseline H100's value in best use at t0, computed here: for each buyer type k
+    (all present), V_k = sum_{m=1}^{96-30} C_m (1 + r_k)^(-m/12) - I_k, with the month's
+    running option C_m = F N(d1) - c N(d1 - s) (Black 1976), d1 = (ln(F/c) + s^2/2) / s,
+    s = vol sqrt(m) (max(F - c, 0) at s = 0), F = u R0 730 (1 - d)^(m/12) and
+    c = kW PUE 730 p / 1000 + spot opex + kW x facility charge; the unit runs up to its
+    96-month physical life (launched 30 months before t0); V = min(max_k V_k, 1.3 x list)."""
+    e, b = cfg.environment, cfg.buyers
+    g = next(x for x in e.generations if x.name == "H100")
+    cost = (g.kw_per_gpu * e.pue * 730.0 * e.power_price / 1000.0 + b.spot_opex_per_gpu
+            + g.kw_per_gpu * e.facility_cost)
+    best = -math.inf
+    for t in b.types.values():
+        pv = 0.0
+        for m in range(1, b.physical_life_months + g.launch_month + 1):
+            f = e.utilisation * g.rent0 * 730.0 * (1.0 - e.rent_deflation) ** (m / 12)
+            sd = vol * math.sqrt(m)
+            if sd == 0.0:
+                call = max(f - cost, 0.0)
+            else:
+                d1 = (math.log(f / cost) + sd * sd / 2.0) / sd
+                call = (f * (1.0 + math.erf(d1 / math.sqrt(2.0))) / 2.0
+                        - cost * (1.0 + math.erf((d1 - sd) / math.sqrt(2.0))) / 2.0)
+            pv += call * (1.0 + t.hurdle) ** (-m / 12)
+        best = max(best, pv - t.integration_cost)
+    return min(best, e.installed_multiple * g.list_price)
+
+
 def test_option_value_never_below_zero_volatility_value_and_tiny_for_h100():
-    """Jensen: E[max(R - c, 0)] >= max(E[R] - c, 0), so risk never lowers a value. For the
-    baseline's GPUs, whose rent is far above power cost, the change is tiny (< 1 %)."""
-    vals = {}
+    """Jensen: E[max(R - c, 0)] >= max(E[R] - c, 0), so risk never lowers a value. The
+    baseline H100 earns 0.85 x 2 $/h x 730 = 1,241 $ a month at t0 against a running cost
+    of 437 $ (power 57, spot opex 150, facility 230): the option to switch off matters only
+    in its last years, where the 15 %/yr decline brings its revenue near that cost, and
+    risk adds 1.15 % to its value (both values computed here, independently of the model).
+    With the earlier model's 72-month clock and no facility charge (``buyers.retirement =
+    "life"``, ``facility_cost = 0``) the unit is retired while still deep in the money, and
+    risk adds less than 1 %."""
+    vals, hand = {}, {}
     for vol in (0.0, 0.04):
         cfg = load_scenario("baseline", overrides=[f"environment.rent_vol={vol}"])
         env = Environment(cfg, np.random.default_rng(0))
         vals[vol] = BuyerBook(cfg, env).fundamental(env)
+        hand[vol] = _h100_value_by_hand(cfg, vol)
     assert (vals[0.04] >= vals[0.0] - 1e-9).all()
     h100 = [g.name for g in cfg.environment.generations].index("H100")
-    assert vals[0.04][h100] / vals[0.0][h100] - 1 < 0.01
+    for vol in (0.0, 0.04):
+        assert vals[vol][h100] == pytest.approx(hand[vol], rel=1e-9)
+    assert hand[0.04] / hand[0.0] - 1 == pytest.approx(0.0115, abs=1e-4)
+    old = {}
+    for vol in (0.0, 0.04):
+        cfg = load_scenario("baseline", overrides=[f"environment.rent_vol={vol}",
+                                                   "buyers.retirement='life'",
+                                                   "environment.facility_cost=0"])
+        env = Environment(cfg, np.random.default_rng(0))
+        old[vol] = BuyerBook(cfg, env).fundamental(env)
+    assert (old[0.04] >= old[0.0] - 1e-9).all()
+    assert old[0.04][h100] / old[0.0][h100] - 1 < 0.01
 
 
 def test_value_in_best_use_ignores_buyer_types_with_no_buyers():
-    """asic_2022 keeps the default hyperscaler type with count 0 (8 %/yr, 72 months): it would
-    value a rig above the miners and brokers who exist, but nobody can pay that price."""
-    cfg = load_scenario("asic_2022")
+    """asic_2022 keeps the default hyperscaler type with count 0 (8 %/yr): it would value a
+    rig above the miners and brokers who exist, but nobody can pay that price. At the 2021
+    hashprice every type values a rig above its new price (10,000 $, the rig its own installed
+    unit), so the default cap (``buyers.value_cap``) makes all three values 10,000 $ and hides
+    the ordering: it is checked without the cap, then with it."""
+    cfg = load_scenario("asic_2022", ["buyers.value_cap=false"])
     env = Environment(cfg, np.random.default_rng(0))
     book = BuyerBook(cfg, env)
     by_type = book._pv(env, book._t_disc, book._t_life, book._t_integration,
@@ -195,9 +248,17 @@ def test_value_in_best_use_ignores_buyer_types_with_no_buyers():
     names = book.type_names
     assert by_type[names.index("hyperscaler")] > by_type.max(initial=0, where=[
         n != "hyperscaler" for n in names])
-    assert book.fundamental(env)[0] == pytest.approx(max(by_type[names.index("tier2")],
-                                                         by_type[names.index("broker")]))
+    present = max(by_type[names.index("tier2")], by_type[names.index("broker")])
+    assert book.fundamental(env)[0] == pytest.approx(present)
     assert book.fundamental(env)[0] == pytest.approx(book.reservation(env).max(axis=0)[0])
+    # the default: every value capped at the new-unit price, which the present types exceed
+    capped = load_scenario("asic_2022")
+    assert capped.buyers.value_cap
+    env = Environment(capped, np.random.default_rng(0))
+    book = BuyerBook(capped, env)
+    assert env.new_unit_price[0] == 10_000.0 < present
+    assert book.fundamental(env)[0] == 10_000.0
+    assert book.reservation(env).max(axis=0)[0] == 10_000.0
 
 
 def test_hashprice_revenue_vol_follows_the_btc_regime_while_the_path_is_fixed():
@@ -325,11 +386,25 @@ def test_guaranteed_capacity_is_relet_at_spot_and_the_guarantor_pays_its_cover()
 
 
 def test_no_loan_is_in_breach_at_t0():
+    """No facility is above its own cure threshold at t0. A guaranteed borrower with a raised
+    advance rate (``guarantee_ltv`` 0.85 against ``ltv`` 0.75) has its LTV covenants scaled
+    by 0.85 / 0.75, so its cure threshold is 0.75 x 0.85 / 0.75 = 0.85; everyone else's is
+    ``ltv_cure`` = 0.75."""
     for name in ("baseline", "crypto_winter"):
         m = LiquidationModel(load_scenario(name))
         marks = m.lenders.marks(m.env, m.price_hist, 0, m.cfg.lenders.appraisal_lag)
         _, _, ltv = m._facility_ltv(marks)
-        assert ltv.max() <= m.cfg.lenders.ltv_cure + 1e-9
+        bt = m.cfg.borrowers
+        b = m.borrowers
+        cure = np.full(b.n, m.cfg.lenders.ltv_cure)
+        for code, t in ((0, bt.miner), (1, bt.neocloud)):
+            raised = b.guaranteed & (b.kind == code)
+            if t.guarantee_ltv > 0:
+                cure[raised] = m.cfg.lenders.ltv_cure * t.guarantee_ltv / t.ltv
+        assert (ltv <= cure + 1e-9).all()
+        # the raised threshold is used: guaranteed facilities above 0.75 exist at t0
+        assert (ltv[~b.guaranteed] <= m.cfg.lenders.ltv_cure + 1e-9).all()
+        assert ltv[b.guaranteed].max() > m.cfg.lenders.ltv_cure + 0.05
 
 
 def test_repo_desk_finances_each_repossessed_gpu_once():
@@ -419,15 +494,25 @@ def test_sound_lender_repays_outside_funding_with_excess_cash():
 
 def test_month_debt_coll_cache_equals_a_fresh_evaluation_in_a_stressed_run():
     """Phases 4 and 5 read the month's (debt, collateral) from phase 3's evaluation
-    (``_month_debt_coll``) instead of recomputing it. In crypto_winter's first 12 months at
-    seed 8 (63 defaults; both phases read the cache in months with and without a cash sweep)
-    the cached values must equal, to the bit, a fresh ``_facility_ltv(marks)`` for every
-    borrower alive when they are read (phase 4 reads the defaulting borrowers before taking
-    their GPUs)."""
-    m = LiquidationModel(load_scenario("crypto_winter", ["seed=8"], months=12))
+    (``_month_debt_coll``) instead of recomputing it. In crypto_winter's first 24 months at
+    seed 12 (both phases read the cache in months with and without a cash sweep, and called
+    facilities are paid off with pledged coins, ``_accelerate``, in months where the cache is
+    read afterwards) the cached values must equal, to the bit, a fresh
+    ``_facility_ltv(marks)`` for every borrower alive when they are read (phase 4 reads the
+    defaulting borrowers before taking their GPUs)."""
+    m = LiquidationModel(load_scenario("crypto_winter", ["seed=12"], months=24))
     cached = m._month_debt_coll
     phase = [None]
     seen = []
+    pledged_sold = []  # months a called facility was paid off with pledged coins
+    accelerate = m._accelerate
+
+    def accelerated(dscr_default):
+        b = m.borrowers
+        before, pledged = dscr_default.copy(), b.btc_pledged.copy()
+        accelerate(dscr_default)
+        if (b.btc_pledged < pledged)[before & ~dscr_default].any():
+            pledged_sold.append(m.env.t)
 
     def wrap(name):
         run = getattr(m, name)
@@ -440,20 +525,26 @@ def test_month_debt_coll_cache_equals_a_fresh_evaluation_in_a_stressed_run():
     def checked(marks):
         c = m._ltv_month
         assert c is not None and c[0] == m.env.t and c[1] is marks  # served from the cache
-        swept = c[2] is None  # debt moved by this month's sweep: recomputed once, then kept
+        swept = c[2] is None  # debt moved by a sweep or payoff: recomputed once, then kept
         alive = m.borrowers.alive.copy()
         debt, coll = cached(marks)
         fresh_debt, fresh_coll = m._facility_ltv(marks)[:2]
         assert debt[alive].tobytes() == fresh_debt[alive].tobytes()
         assert coll[alive].tobytes() == fresh_coll[alive].tobytes()
         seen.append((phase[0], swept))
+        read_in.append(m.env.t)
         return debt, coll
 
+    read_in = []
     m._phase_defaults, m._phase_orders = wrap("_phase_defaults"), wrap("_phase_orders")
     m._month_debt_coll = checked
-    for _ in range(12):
+    m._accelerate = accelerated
+    for _ in range(24):
         m.step()
-    assert m.rec["defaults_miner"].sum() + m.rec["defaults_neocloud"].sum() == 63  # of 180
+    defaults = m.rec["defaults_miner"].sum() + m.rec["defaults_neocloud"].sum()
+    assert defaults > 0 and defaults == sum(1 for e in m.events if e[1].startswith("default_"))
+    # the cache was read after a payoff with pledged coins moved the collateral
+    assert set(pledged_sold) & set(read_in)
     # both phases read it, with the debt as phase 3 left it and after a sweep moved it
     assert {("_phase_defaults", False), ("_phase_defaults", True),
             ("_phase_orders", False), ("_phase_orders", True)} <= set(seen)
