@@ -142,7 +142,8 @@ def _dump(world, units: int, **buyers):
 
 
 def test_a_dump_of_twice_the_units_clears_lower(chip_world):
-    """H100 in month 1 of the baseline on the chip-price valuation (CHIP): V = 15,742 $, outside top 0.65 V = 10,232 $, depth
+    """H100 in month 1 of the baseline on the chip-price valuation (CHIP): V = 15,742 $,
+    outside top 0.65 V = 10,232 $, depth
     0.05 x 230,515 = 11,526 units. The brokers who can close this month bid 9,057 $ for
     7,200 units in all (their power limit), so a dump of 2,000 to 8,000 units clears at their
     reservation (a flat step of the demand curve: news, not pinned), and larger dumps go down
