@@ -114,14 +114,17 @@ EVENTS: dict[str, tuple[str, str]] = {
                        "site_fleet_sale); empty otherwise"),
     "value": ("$", "units x price of a sale or purchase (site_fleet_sale too), or the price "
                    "paid for a site (site_sale); empty otherwise"),
-    "debt": ("$", "debt outstanding: of the borrower (margin_call, default_*) or the loan "
-                  "principal refused (refinancing_refused); empty otherwise"),
+    "debt": ("$", "debt outstanding: of the borrower (margin_call, default_*), paid off "
+                  "by the borrower when its facility was called (loan_accelerated_repaid), "
+                  "or the loan principal refused (refinancing_refused); empty otherwise"),
     "collateral": ("$", "collateral value at the lender's mark when the borrower defaulted "
                         "(default_*); empty otherwise"),
     "ltv": ("ratio", "loan-to-value that triggered the margin call (margin_call); empty "
                      "otherwise"),
     "loan": ("$", "repo loan granted (repo_loan); empty otherwise"),
     "equity": ("$", "the lender's equity (deleveraging, lender_failure); empty otherwise"),
+    "mw": ("MW", "IT load of a site the lender gave up unsold (site_retired); empty "
+                 "otherwise"),
 }
 
 TABLES = {"series": SERIES, "panel": PANEL, "events": EVENTS}

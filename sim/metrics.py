@@ -93,8 +93,10 @@ def panel(model: LiquidationModel) -> pd.DataFrame:
 def events(model: LiquidationModel) -> pd.DataFrame:
     """The event log, one meaning per column (``sim.datadict.EVENTS``): the model's records
     carry an LTV (margin calls) or a collateral value (defaults) in their ``price`` field and
-    the debt, loan or equity in ``amount``; here each has its own column, NaN where it does not
-    apply, and ``generation`` is the generation's name."""
+    the debt, loan, equity or a retired site's MW in ``amount``; here each has its own column,
+    NaN where it does not apply, and ``generation`` is the generation's name. Trades (a
+    ``price`` per GPU, ``value`` = units x price) are sales, purchases and site_fleet_sale (a
+    lender's units sold with its site at the price index)."""
     raw = pd.DataFrame(model.events, columns=list(EVENT_COLUMNS))
     if raw.empty:  # typed columns for an empty log too
         raw = raw.astype({"month": np.int64, "event": str, "agent": str, "index": np.int64,
@@ -120,11 +122,13 @@ def events(model: LiquidationModel) -> pd.DataFrame:
         "units": raw["units"].astype(np.int64),
         "price": where(trade, "price"),
         "value": where(trade | (ev == "site_sale"), "amount"),
-        "debt": where(default | ev.isin(["margin_call", "refinancing_refused"]), "amount"),
+        "debt": where(default | ev.isin(["margin_call", "refinancing_refused",
+                                         "loan_accelerated_repaid"]), "amount"),
         "collateral": where(default, "price"),
         "ltv": where(ev == "margin_call", "price"),
         "loan": where(ev == "repo_loan", "amount"),
         "equity": where(ev.isin(["deleveraging", "lender_failure"]), "amount"),
+        "mw": where(ev == "site_retired", "amount"),
     })
 
 

@@ -65,7 +65,10 @@ def test_other_loans_keep_the_accounts_and_lower_gpu_losses_share_of_assets():
             for k, v in (("gpu_share", 0.2), ("other_yield", 0.07),
                          ("other_loss_calm", 0.01), ("other_loss_stress", 0.03))}
     m = LiquidationModel("crypto_winter", months=24, overrides=over)
-    plain = LiquidationModel("crypto_winter", months=24)
+    # the GPU-only book (gpu_share 1: no other loans), not the default lenders' mixed books
+    plain = LiquidationModel("crypto_winter", months=24, overrides={
+        f"lenders.types.{t}.gpu_share": 1.0 for t in ("bank", "private_credit", "abl")})
+    assert plain.lenders.other_loans.sum() == 0.0
     for _ in range(24):
         m.step()
         plain.step()
@@ -124,12 +127,13 @@ def test_gpu_share_must_be_positive():
 
 
 # ------------------------------------------------------------------ 2. DSCR default
-def _dscr_world(months_after_sweep: int) -> LiquidationModel:
+def _dscr_world(months_after_sweep: int, cash_months: float = 6.0) -> LiquidationModel:
     """Fixed opex of 1,300 $/GPU-month puts the neo-cloud's NOI below zero every month, while
-    12 months of opening cash keep it current on its debt (no arrears) and book marks keep its
-    LTV low (no margin call)."""
+    ``cash_months`` of opening cash keep it current on its debt (no arrears) and book marks
+    keep its LTV low (no margin call). Six months of cash last past month 9 but never cover
+    the debt (so a called facility defaults); twelve cover it (so it is paid off)."""
     return world(**{"borrowers.neocloud.fixed_opex_per_gpu": 1300.0,
-                    "borrowers.neocloud.cash_months": 12.0,
+                    "borrowers.neocloud.cash_months": cash_months,
                     "borrowers.neocloud.payout_months": 100.0,
                     "lenders.dscr_default_months": months_after_sweep,
                     "lenders.cash_sweep": 0.1})
@@ -142,16 +146,55 @@ def test_a_dscr_breach_past_the_sweep_defaults_in_the_month_computed_by_hand(aft
     t. The sweep runs from breach month cure_months + 1 = 4; the default comes when the breach
     count exceeds cure_months + dscr_default_months: month 3 + 2 + 1 = 6 (or 3 + 5 + 1 = 9)."""
     m = _dscr_world(after)
-    b = m.borrowers
+    b, L = m.borrowers, m.loans
     for t in range(1, month + 1):
         m.step()
         if t < month:
             assert b.revenue[0] < b.opex[0]  # NOI < 0, the premise of the hand count
             assert b.dscr_breach[0] == t and b.status[0] != DEFAULTED
             assert b.arrears_months[0] == 0 and b.call_months[0] == -1
+            # the premise of a default: cash and coins cannot pay the facility off when called
+            assert 0.0 < b.cash[0] + b.btc[0] * m.env.btc < L.by_borrower(L.exposure, b.n)[0]
     assert b.status[0] == DEFAULTED
     ev = [e for e in m.events if e[1].startswith("default")]
     assert ev == [(month, "default_dscr", "neocloud", 0, -1, 0, ev[0][6], ev[0][7])]
+    assert not [e for e in m.events if e[1] == "loan_accelerated_repaid"]
+
+
+@pytest.mark.parametrize(("after", "month"), [(2, 6), (5, 9)])
+def test_a_called_facility_the_borrower_can_pay_off_is_repaid_not_defaulted(after, month):
+    """The same breach with twelve months of opening cash: in the month of the hand count the
+    lender calls the facility, the borrower's cash exceeds all it owes, so it pays the debt off
+    (event loan_accelerated_repaid, amount = the debt repaid): no default, no repossession, no
+    loss; the breach ends (count 0) and the borrower keeps its 1,000 H100s and runs on. The
+    amount is what a twin without the DSCR default (dscr_default_months 0: the same month's
+    payments and sweep, no call) still owes at the month's end, and the borrower's cash is
+    that much below the twin's."""
+    m = _dscr_world(after, cash_months=12.0)
+    twin = _dscr_world(0, cash_months=12.0)
+    b, L, lb = m.borrowers, m.loans, m.lenders
+    for t in range(1, month):
+        m.step()
+        twin.step()
+        assert b.dscr_breach[0] == t and b.arrears_months[0] == 0
+    debt = L.by_borrower(L.exposure, b.n)[0]
+    cash = b.cash[0]
+    assert cash > debt > 0.0  # the premise: it can pay
+    m.step()
+    twin.step()
+    assert b.status[0] != DEFAULTED and b.dscr_breach[0] == 0
+    assert L.by_borrower(L.exposure, b.n)[0] == 0.0
+    assert b.fleet[0].sum() == 1000 and lb.inventory.sum() == 0
+    ev = [e for e in m.events if e[1] in ("loan_accelerated_repaid", "repossession")
+          or e[1].startswith("default")]
+    assert len(ev) == 1 and ev[0][:6] == (month, "loan_accelerated_repaid", "neocloud", 0, -1, 0)
+    owed = twin.loans.by_borrower(twin.loans.exposure, b.n)[0]
+    assert 0.0 < owed < debt  # this month's payments and sweep come first
+    assert ev[0][6] == pytest.approx(owed, rel=1e-12)
+    assert twin.borrowers.cash[0] - b.cash[0] == pytest.approx(owed, rel=1e-9)
+    assert m.rec["credit_losses"][month] == 0.0 and m.invariants() == []
+    m.step()  # it runs on, out of breach
+    assert b.status[0] != DEFAULTED and b.dscr_breach[0] <= 1
 
 
 def test_without_dscr_default_months_the_breach_only_sweeps():
@@ -266,7 +309,8 @@ def test_credit_losses_at_writeoff_never_fall_and_later_recoveries_are_apart():
     from sim import metrics
 
     m = LiquidationModel("crypto_winter", overrides={"metrics.losses_at_writeoff": True}).run()
-    plain = LiquidationModel("crypto_winter").run()
+    plain = LiquidationModel("crypto_winter",
+                             overrides={"metrics.losses_at_writeoff": False}).run()
     r, p = m.rec, plain.rec
     assert (np.diff(r["credit_losses"]) >= 0).all() and (np.diff(r["recoveries"]) >= 0).all()
     assert (np.diff(p["credit_losses"]) < 0).any()  # the old, net series does fall

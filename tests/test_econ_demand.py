@@ -101,6 +101,22 @@ def world():
     return m
 
 
+# the chip-price valuation the dump's hand numbers were worked out on (the defaults before
+# issue 14 flipped them): chip list prices, no facility charge, rents -30 %/yr with a 15 %
+# launch step, no value cap, the life clock, no sites
+CHIP = {"environment.installed_multiple": 1.0, "environment.facility_cost": 0.0,
+        "environment.rent_deflation": 0.30, "environment.step_down": 0.15,
+        "buyers.value_cap": False, "buyers.retirement": "life", "sites.enabled": False}
+
+
+@pytest.fixture(scope="module")
+def chip_world():
+    """``world`` on the chip-price valuation (CHIP)."""
+    m = LiquidationModel("baseline", months=6, overrides={**ON, **CHIP})
+    m.step()
+    return m
+
+
 def _dump(world, units: int, **buyers):
     """Lender 0 deleverages with ``units`` H100 repossessed this month (nothing else held):
     its forced market orders meet this month's buyers and the outside demand. Returns the
@@ -125,13 +141,15 @@ def _dump(world, units: int, **buyers):
     return m, g
 
 
-def test_a_dump_of_twice_the_units_clears_lower(world):
-    """H100 in month 1 of the baseline: V = 15,742 $, outside top 0.65 V = 10,232 $, depth
+def test_a_dump_of_twice_the_units_clears_lower(chip_world):
+    """H100 in month 1 of the baseline on the chip-price valuation (CHIP): V = 15,742 $,
+    outside top 0.65 V = 10,232 $, depth
     0.05 x 230,515 = 11,526 units. The brokers who can close this month bid 9,057 $ for
     7,200 units in all (their power limit), so a dump of 2,000 to 8,000 units clears at their
     reservation (a flat step of the demand curve: news, not pinned), and larger dumps go down
     the outside ladder: the price never rises with the dump, and it falls to 7,205 $ at
     16,000 units and 2,233 $ at 32,000."""
+    world = chip_world
     prices, values = {}, {}
     for q in (1_000, 2_000, 4_000, 8_000, 16_000, 32_000):
         m, g = _dump(world, q)
@@ -150,6 +168,28 @@ def test_a_dump_of_twice_the_units_clears_lower(world):
     assert prices[32_000] < prices[16_000] < prices[8_000] < prices[1_000]
     assert prices[1_000] < values[1_000]  # thin buyers: below the value in best use
     assert min(p) >= world._salvage_price[1]  # never below scrap
+
+
+def test_a_dump_clears_lower_under_the_default_valuation_too(world):
+    """The same dumps on the default (installed-unit) valuation: the brokers who can close
+    this month bid more, for more units, so small dumps all clear at their bid (one flat step,
+    no outside units); past that step each doubling goes down the outside ladder. Never a
+    higher price for a bigger dump, never above the value in best use or below scrap."""
+    prices = {}
+    for q in (1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000):
+        m, g = _dump(world, q)
+        assert m.traded[g] and m.month_forced[g] == q
+        prices[q] = m.clearing[g]
+        assert m.clearing[g] < m.fundamental[g]  # thin buyers
+        assert m.clearing[g] >= world._salvage_price[g] * (1 - 1e-12)
+        if m.month_salvage[g] == 0:
+            assert m.clearing[g] == prices[1_000]  # all inside the brokers' step
+    p = [prices[q] for q in sorted(prices)]
+    assert p == sorted(p, reverse=True)
+    beyond = [q for q in sorted(prices) if prices[q] < prices[1_000]]
+    assert beyond and beyond[-1] == 64_000 and len(beyond) >= 2
+    for q in beyond[:-1]:  # every doubling past the brokers' step clears strictly lower
+        assert prices[2 * q] < prices[q]
 
 
 def test_unlimited_buyers_pay_the_value_in_best_use(world):
@@ -239,10 +279,13 @@ def test_crypto_winter_accounts_every_month_with_outside_demand():
 
 
 def test_switch_off_adds_no_keys():
-    m = LiquidationModel("baseline", months=2).run()
+    off = {"buyers.outside_demand.enabled": False}  # the salvage sink (the earlier market)
+    m = LiquidationModel("baseline", months=2, overrides=off).run()
     s = metrics.summary(m)
     assert "outside_units" not in s and "fire_sale_discount_at_sale" not in s
     assert "forced_repossession_value" not in m.rec and "outside_pinned" not in m.rec
+    on = LiquidationModel("baseline", months=2).run()  # on by default: the keys are there
+    assert "outside_units" in metrics.summary(on) and "outside_pinned" in on.rec
 
 
 @pytest.mark.parametrize("bad", ["buyers.outside_demand.depth=0",

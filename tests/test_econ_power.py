@@ -97,13 +97,20 @@ def test_sites_are_drawn_at_least_as_big_as_the_fleet_and_liquid_where_needed():
 
 
 def test_sites_off_keeps_the_model_and_its_records_as_they_were():
-    a = LiquidationModel("baseline", months=3).run()
-    b = LiquidationModel("baseline", months=3, overrides={"sites.enabled": False}).run()
+    """Sites are on by default; switched off, the model has no site book and no site records,
+    and the same run again gives the same records (the switch adds nothing random)."""
+    off = {"sites.enabled": False}
+    a = LiquidationModel("baseline", months=3, overrides=off).run()
+    b = LiquidationModel("baseline", months=3, overrides=off).run()
     assert a.sites is None and not set(SITE_RECORDS) & set(a.rec)
+    assert set(a.rec) == set(b.rec)
     assert all(np.array_equal(a.rec[k], b.rec[k]) for k in a.rec)
-    # sites on: the main random stream is untouched (sites draw from a child stream), so the
-    # environment's path is the same
-    c = LiquidationModel("baseline", months=3, overrides={"sites.enabled": True}).run()
+    # sites on (the default): the site records are added to the same others, and the main
+    # random stream is untouched (sites draw from a child stream), so the environment's path
+    # is the same
+    c = LiquidationModel("baseline", months=3).run()
+    assert c.sites is not None and set(SITE_RECORDS) <= set(c.rec)
+    assert set(c.rec) - set(SITE_RECORDS) == set(a.rec)
     assert np.array_equal(a.rec["btc"], c.rec["btc"]) and np.array_equal(a.rec["rent"],
                                                                           c.rec["rent"])
 

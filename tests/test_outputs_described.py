@@ -86,12 +86,27 @@ def test_events_have_one_meaning_per_column(run):
     assert calls.any()
     np.testing.assert_array_equal(e["ltv"][calls], raw["price"][calls])
     assert e["price"][calls].isna().all() and e["collateral"][calls].isna().all()
-    trades = e["event"].isin(["sale", "purchase"]).to_numpy()
+    # trades: auction sales and purchases, and a lender's units sold with its site (sites on)
+    trades = e["event"].isin(["sale", "purchase", "site_fleet_sale"]).to_numpy()
+    assert (e["event"] == "site_fleet_sale").any()  # the new defaults sell sites with fleets
     np.testing.assert_allclose(e["value"][trades], e["units"][trades] * e["price"][trades])
     assert (e["price"][trades] > 0).all() and e["ltv"][trades].isna().all()
-    assert e["price"][~trades].isna().all()  # no LTV or collateral value in `price`
+    assert e["price"][~trades].isna().all()  # no LTV, collateral or $/MW value in `price`
     defaults = e["event"].astype(str).str.startswith("default_").to_numpy()
     np.testing.assert_array_equal(e["collateral"][defaults], raw["price"][defaults])
+    # a called facility paid off: the debt it repaid, nothing else
+    repaid = (e["event"] == "loan_accelerated_repaid").to_numpy()
+    assert repaid.any()
+    np.testing.assert_array_equal(e["debt"][repaid], raw["amount"][repaid])
+    assert (e["debt"][repaid] > 0).all()
+    assert e.loc[repaid, ["price", "value", "collateral", "ltv", "loan", "equity",
+                          "mw"]].isna().all().all()
+    # a site sold: its price in `value` only; a site retired: its MW in `mw` only
+    site = (e["event"] == "site_sale").to_numpy()
+    np.testing.assert_array_equal(e["value"][site], raw["amount"][site])
+    retired = (e["event"] == "site_retired").to_numpy()
+    np.testing.assert_array_equal(e["mw"][retired], raw["amount"][retired])
+    assert e["mw"][~retired].isna().all()
     assert set(e["generation"].dropna()) <= set(model.env.names)
     assert e["generation"][~(trades | (e["event"] == "repossession").to_numpy())].isna().all()
 

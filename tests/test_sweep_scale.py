@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim.sweep
-from sim.config import load_scenario
+from sim.config import ConfigError, load_scenario
 from sim.ledger import canonical_json
 from sim.sweep import param_hash, param_hashes, run_sweep
 
@@ -101,11 +101,26 @@ def _float_keys(n: int) -> list[tuple[str, float]]:
     return keys[:n]
 
 
+def _valid(key: str, value: float) -> bool:
+    try:
+        load_scenario("baseline", [f"{key}={value!r}"])
+    except ConfigError:
+        return False
+    return True
+
+
 def _axes64() -> str:
-    """A sobol design over 64 float keys of the baseline, each -10 % .. +10 % (at most 1)."""
-    axes = "".join(f'[[axes]]\nkey = "{k}"\nrange = [{v * 0.9!r}, '
-                   f"{(min(v * 1.1, 1.0) if v <= 1.0 else v * 1.1)!r}]\n"
-                   for k, v in _float_keys(64))
+    """A sobol design over 64 float keys of the baseline, each -10 % .. +10 % (at most 1);
+    a key at its lower bound ranges up from it by 10 % (e.g. a multiple at its minimum of 1:
+    1 .. 1.1), an upper end the key's bounds refuse is the baseline value."""
+    axes = ""
+    for k, v in _float_keys(64):
+        lo, hi = v * 0.9, (min(v * 1.1, 1.0) if v <= 1.0 else v * 1.1)
+        if not _valid(k, lo):  # at its lower bound: up from it
+            lo, hi = v, v * 1.1
+        hi = hi if _valid(k, hi) else v
+        assert lo < hi, k
+        axes += f'[[axes]]\nkey = "{k}"\nrange = [{lo!r}, {hi!r}]\n'
     return ('name = "axes64"\nbase = "baseline"\nmonths = 2\nreplicates = 1\n'
             'design = "sobol"\nsamples = 256\n' + axes)
 
