@@ -238,8 +238,9 @@ def test_value_in_best_use_ignores_buyer_types_with_no_buyers():
     """asic_2022 keeps the default hyperscaler type with count 0 (8 %/yr): it would value a
     rig above the miners and brokers who exist, but nobody can pay that price. At the 2021
     hashprice every type values a rig above its new price (10,000 $, the rig its own installed
-    unit), so the default cap (``buyers.value_cap``) makes all three values 10,000 $ and hides
-    the ordering: it is checked without the cap, then with it."""
+    unit), so the cap (``buyers.value_cap``, on by default; the asic_2022 file keeps the 2022
+    market and switches it off) makes all three values 10,000 $ and hides the ordering: it is
+    checked without the cap, then with it."""
     cfg = load_scenario("asic_2022", ["buyers.value_cap=false"])
     env = Environment(cfg, np.random.default_rng(0))
     book = BuyerBook(cfg, env)
@@ -251,9 +252,8 @@ def test_value_in_best_use_ignores_buyer_types_with_no_buyers():
     present = max(by_type[names.index("tier2")], by_type[names.index("broker")])
     assert book.fundamental(env)[0] == pytest.approx(present)
     assert book.fundamental(env)[0] == pytest.approx(book.reservation(env).max(axis=0)[0])
-    # the default: every value capped at the new-unit price, which the present types exceed
-    capped = load_scenario("asic_2022")
-    assert capped.buyers.value_cap
+    # with the cap: every value capped at the new-unit price, which the present types exceed
+    capped = load_scenario("asic_2022", ["buyers.value_cap=true"])
     env = Environment(capped, np.random.default_rng(0))
     book = BuyerBook(capped, env)
     assert env.new_unit_price[0] == 10_000.0 < present
