@@ -339,12 +339,16 @@ def calibration_facts(n_seeds: int = 10) -> dict:
                 dl_launch.append(d[newest - 1, g] - np.mean(d[live & (months != newest), g]))
             dl_trend.extend(d[live & (months != newest), g])
         price = m.rec["price"]
-        floor = m.cfg.buyers.salvage_floor * env0.list_price
-        # generations pinned at the salvage floor cannot step down: they are left out
+        od = m.cfg.buyers.outside_demand  # the price level no GPU sells below: the outside
+        # demand's scrap value (share of the new-unit price), or the salvage floor when off
+        floor = (od.scrap * env0.new_unit_price if od.enabled
+                 else m.cfg.buyers.salvage_floor * env0.list_price)
+        # generations pinned at the scrap value or salvage floor cannot step down: left out
         ok = (launch < newest) & (price[newest - 1] > 1.001 * floor)
         trend_v = price[newest - 2, ok] / price[newest - 3, ok]
         v_step.extend(1 - price[newest, ok] / price[newest - 1, ok] / trend_v)
-        h100.append(price[year3, h] / env0.list_price[h])
+        # "new" is a new unit of what trades: the installed unit (chip, server share, network)
+        h100.append(price[year3, h] / env0.new_unit_price[h])
     return {"rent_decline": float(1 - nm.exp(12 * float(np.mean(dl_trend)))),
             "step_down_rent": float(1 - nm.exp(float(np.mean(dl_launch)))),
             "step_down_value": float(np.mean(v_step)),
