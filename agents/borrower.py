@@ -3,7 +3,7 @@
 State lives in :class:`BorrowerBook` (one array per balance-sheet line, one entry per borrower);
 the Mesa agents :class:`Miner` and :class:`NeoCloud` are views on one row of it.
 
-Monthly behaviour (DESIGN.md 3.2), all vectorised over borrowers:
+Monthly behaviour (docs/model.md 7.2-7.5), all vectorised over borrowers:
 
 * revenue = contracted GPUs x locked rent x 730 h (take-or-pay) + spot GPUs x spot rent x 730 h x
   utilisation (+ for miners: hashrate x max(0, hashprice - cash cost) x days, i.e. rigs are
@@ -147,7 +147,7 @@ class BorrowerBook:
         return nm.matvec(self.fleet, env.new_unit_price) * self.capex_multiple
 
     def operating(self, env: Environment) -> tuple[np.ndarray, np.ndarray]:
-        """Revenue and opex of the month (DESIGN.md 3.2), one entry per borrower."""
+        """Revenue and opex of the month (docs/model.md 7.2), one entry per borrower."""
         in_term = env.t < self.contract_end
         contracted = in_term & ~self.tenant_gone
         cover = np.where(self.tenant_gone & self.guaranteed & in_term, self.guarantee_cover, 0.0)

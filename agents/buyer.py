@@ -1,6 +1,6 @@
 """Secondary buyers of used GPUs: hyperscalers, tier-2 clouds, brokers, and the salvage sink.
 
-Reservation price of buyer k for one GPU of generation g (DESIGN.md 3.2): the present value at
+Reservation price of buyer k for one GPU of generation g (docs/model.md 7.11): the present value at
 its hurdle rate r_k of the net rent it expects over the GPU's remaining economic life, minus the
 cost of integrating it,
 

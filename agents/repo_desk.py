@@ -1,6 +1,6 @@
 """The repo desk: the policy switch for a working repo market in GPUs.
 
-When ``policy.repo.enabled`` it (DESIGN.md 3.2):
+When ``policy.repo.enabled`` it (docs/model.md 7.17):
 
 1. lends cash to lenders against their repossessed GPUs, at the haircut
 

@@ -1,6 +1,6 @@
 """Scenario configuration: pydantic models read from TOML.
 
-Every default below is a figure from ``shared/CALIBRATION.md`` or a stated modelling assumption;
+Every default below is a sourced figure (docs/calibration.md) or a stated modelling assumption;
 ``docs/calibration.md`` gives the source of each one. Unknown keys and out-of-range values are
 rejected with :class:`ConfigError`, whose message names the key, the value and what is allowed.
 So are ``true``/``false`` where a number is expected, values above the upper bounds below

@@ -36,7 +36,7 @@ agents. The processes (monthly steps, month index t with t0 = 2025-12):
   Bitcoin mining", J. Political Economy 129(8)), in which the network hashrate adjusts until
   the revenue per unit of hash equals its cost. Entry erodes a margin at the pace at which
   difficulty grows (kappa = ln(1 + g)), and exit restores it at the same pace.
-  c_H = 44.8 $/PH/day is the "median cost" of shared/CALIBRATION.md (TheMinerMag (B),
+  c_H = 44.8 $/PH/day is the "median cost" of the sourced figures (TheMinerMag (B),
   Nov 2025). The realised path above stays the scenario's (an episode's history, or the
   constant-growth trend); only expectations revert. ``hashprice_cost = 0`` switches the
   reversion off: buyers then expect the rent drift ``rent_deflation``, as for GPUs.

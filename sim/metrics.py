@@ -1,4 +1,4 @@
-"""Headline metrics (DESIGN.md section 5) and the tables of a finished run.
+"""Headline metrics (docs/model.md section 4) and the tables of a finished run.
 
 The per-month records are numpy arrays filled during the run; here they become DataFrames once.
 """

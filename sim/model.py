@@ -1,6 +1,6 @@
-"""LiquidationModel: the world of DESIGN.md, one month per ``step()``.
+"""LiquidationModel: the world of docs/model.md, one month per ``step()``.
 
-One month, in order (DESIGN.md section 4):
+One month, in order (docs/model.md section 3):
 
 1. the environment advances (rents, BTC, launches) and scenario shocks land;
 2. borrowers earn, pay opex and debt service through the cash waterfall
@@ -322,7 +322,7 @@ class LiquidationModel(mesa.Model):
 
     # ================================================================ the month
     def step(self) -> None:
-        """One month in the nine phases of DESIGN.md section 4."""
+        """One month in the nine phases of docs/model.md section 3."""
         if self.env.t >= self.cfg.months:
             self.running = False
             return
@@ -1448,7 +1448,7 @@ class LiquidationModel(mesa.Model):
 
     # ================================================================ checks
     def invariants(self, tol: float = 1e-6) -> list[str]:
-        """The accounting identities of DESIGN.md section 6; returns the violations."""
+        """The accounting identities of docs/model.md section 7.22; returns the violations."""
         bad = []
         units = self.gpu_units()
         if not np.array_equal(units, self._units0):
