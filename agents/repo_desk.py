@@ -24,6 +24,10 @@ from mesa.discrete_space import FixedAgent
 
 from sim.config import Repo
 
+# the desk's cash flows by kind (+ in, - out): repo loans made (-), repaid (+), interest
+# received (+), GPUs bought (-), GPUs sold (+)
+DESK_FLOWS = ("lent", "repaid", "interest", "purchases", "sales")
+
 
 def haircut(price: np.ndarray, ref: np.ndarray, h0: float, kappa: float) -> np.ndarray:
     """h = h0 + kappa * max(0, 1 - p / p_ref), clipped to [0, 1]."""
@@ -44,6 +48,16 @@ class RepoDesk(FixedAgent):
         self.holdings = np.zeros(n_gen, dtype=np.int64)
         self.cost_basis = np.zeros(n_gen)
         self.lent = 0.0  # repo loans outstanding (the lenders' repo_debt adds up to this)
+        self.cash0 = self.cash
+        # cumulative cash flows ($, + into the desk): cash - cash0 = their sum (desk_pnl)
+        self.flows = dict.fromkeys(DESK_FLOWS, 0.0)
+        # repo interest unpaid and added to the loans (not cash: part of ``lent``)
+        self.interest_capitalised = 0.0
+
+    def pnl(self, price: np.ndarray) -> float:
+        """Profit and loss marked to market ($): cash flows + repo loans outstanding at face +
+        holdings at the price index."""
+        return (self.cash - self.cash0) + self.lent + float(np.dot(self.holdings, price))
 
     @property
     def used(self) -> float:

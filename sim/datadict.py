@@ -24,6 +24,9 @@ import pyarrow.parquet as pq
 GEN = "<gen>"
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "data_dictionary.md"
 
+# the losses' records (issue 15, sim.losses)
+SL = "only with `metrics.system_loss`: cumulative from t0, positive = a loss; "
+
 SERIES: dict[str, tuple[str, str]] = {
     "month": ("month", "model month, 0 = t0 (December 2025)"),
     "date": ("date", "first day of the calendar month of `month`"),
@@ -84,6 +87,28 @@ SERIES: dict[str, tuple[str, str]] = {
     "buyer_mw_converting": ("MW", "buyers' MW being converted from air to liquid cooling"),
     "buyer_mw_converted": ("MW", "cumulative MW whose air-to-liquid conversion started"),
     "miner_mw_hosting": ("MW", "mining MW living miners let to AI tenants"),
+    # issue 15, "Losses counted for everyone" (sim.losses; docs/model.md)
+    "loss_lenders_credit": ("$", SL + "lenders' credit losses at write-off (net credit losses "
+                                 "without `metrics.losses_at_writeoff`)"),
+    "loss_lenders_recoveries": ("$", SL + "lenders' recoveries after the write-off (0 without "
+                                     "`metrics.losses_at_writeoff`)"),
+    "loss_lenders_net": ("$", SL + "lenders' net credit losses (write-offs less all recoveries)"),
+    "loss_lenders_other": ("$", SL + "lenders' losses on their other (non-GPU) loans"),
+    "loss_desk": ("$", SL + "minus the repo desk's P&L = -(desk_cash_flows + desk_mark)"),
+    "loss_buyers": ("$", SL + "secondary buyers: what they paid for their GPUs less their "
+                         "holdings at the price index"),
+    "loss_borrowers": ("$", SL + "equity wiped out: the t0 equity at value in best use (cash + "
+                            "fleet x value in best use + BTC - debt, floored at 0) of the "
+                            "borrowers that have defaulted"),
+    "loss_outside": ("$", SL + "out-of-sector buyers (salvage and outside demand): what they paid "
+                          "less their units at the price index; plus suppliers' unpaid bills"),
+    "system_loss": ("$", SL + "sum of loss_lenders_net, loss_desk, loss_buyers, loss_borrowers "
+                         "and loss_outside (trades between parties cancel)"),
+    "system_loss_with_other": ("$", SL + "system_loss + loss_lenders_other"),
+    "desk_cash_flows": ("$", SL + "the repo desk's net cash flows: repo loans made (-), repaid "
+                             "(+), interest received (+), GPUs bought (-) and sold (+)"),
+    "desk_mark": ("$", SL + "the repo desk's repo loans outstanding at face plus its GPUs at the "
+                       "price index"),
 }
 
 PANEL: dict[str, tuple[str, str]] = {

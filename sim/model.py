@@ -42,6 +42,7 @@ from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer, re
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import RepoDesk
 from agents.sites import SiteBook
+from sim import losses
 from sim import numerics as nm
 from sim.config import ConfigError, Scenario, resolve
 from sim.contagion import _rogers_veraart_state
@@ -136,6 +137,7 @@ class LiquidationModel(mesa.Model):
         self.salvage_units = np.zeros(self.n_gen, dtype=np.int64)
         self.external_units = np.zeros(self.n_gen, dtype=np.int64)  # parametric-mode buyers
         self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
+        self.buyers_paid = 0.0  # secondary buyers' purchases at cost ($, cumulative)
         self.events: list[tuple] = []
         self._originate()
         # value in best use depends on the environment and the buyer types only, and neither
@@ -795,6 +797,7 @@ class LiquidationModel(mesa.Model):
                 lb.cash += loan
                 desk.lent += loan.sum()
                 desk.cash -= loan.sum()
+                desk.flows["lent"] -= loan.sum()
                 patient_units = patient_units + moved
                 lent = loan.nonzero()[0]
                 self._events("repo_loan", "lender", lent, amount=loan[lent])
@@ -965,12 +968,14 @@ class LiquidationModel(mesa.Model):
                     bid_fills = np.zeros(n_k, dtype=np.int64)
                     bid_fills[buys] = bought
                     pay = buyers.settle(bid_fills, price, g, env.kw[g], self._liquid[g])
+                    self.buyers_paid += pay.sum()
                     if buyers.unlimited:
                         self._outside("buyer_capital", pay.sum())
                 if desk_fill:
                     desk.holdings[g] += desk_fill
                     desk.cost_basis[g] += desk_fill * price
                     desk.cash -= desk_fill * price
+                    desk.flows["purchases"] -= desk_fill * price
                 self.salvage_units[g] += salvage_fill
                 self._outside("salvage", salvage_fill * price)
                 self.month_salvage[g] = salvage_fill
@@ -1058,6 +1063,7 @@ class LiquidationModel(mesa.Model):
             repaid = repay.sum()
             desk.lent -= repaid
             desk.cash += repaid
+            desk.flows["repaid"] += repaid
             lb.cash += rec - repay
             self._outside("estate_surplus", -surplus.sum())
             sellers = [i for i, u in enumerate(units) if u]
@@ -1087,6 +1093,7 @@ class LiquidationModel(mesa.Model):
             desk.holdings[g] -= d
             desk.cost_basis[g] -= basis
             desk.cash += d * price
+            desk.flows["sales"] += d * price
             self._event("sale", "repo_desk", 0, g, d, d * price, price)
 
     # ---------------------------------------------------------------- 7. prices
@@ -1191,12 +1198,14 @@ class LiquidationModel(mesa.Model):
             lb.cash -= due
             lb.cash += add(ib_int, axis=0)
             desk.cash += add(repo_int)
+            desk.flows["interest"] += add(repo_int)
             self._outside("funding_outside", -add(out_int))
             self._outside("holding_costs", -add(hold))
             return
         lb.cash -= f * due
         lb.cash += add(ib_int * f[:, None], axis=0)
         desk.cash += add(repo_int * f)
+        desk.flows["interest"] += add(repo_int * f)
         self._outside("funding_outside", -add(out_int * f))
         self._outside("holding_costs", -add(hold * f))
         self.interbank += ib_int * (1.0 - f)[:, None]
@@ -1204,6 +1213,7 @@ class LiquidationModel(mesa.Model):
         unpaid_repo = repo_int * (1.0 - f)
         lb.repo_debt += unpaid_repo
         desk.lent += add(unpaid_repo)
+        desk.interest_capitalised += add(unpaid_repo)
 
     def _run_on(self, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
         """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
@@ -1239,6 +1249,7 @@ class LiquidationModel(mesa.Model):
         lb.repo_debt -= repo
         desk.lent -= repo.sum()
         desk.cash += repo.sum()
+        desk.flows["repaid"] += repo.sum()
         self._outside("funding_outside", -out.sum())
 
     def _clear_funding(self) -> np.ndarray:
@@ -1417,6 +1428,8 @@ class LiquidationModel(mesa.Model):
             r["outside_pinned"][t] = self.month_pinned
         if self.sites is not None:
             self._record_sites(t)
+        if self.cfg.metrics.system_loss:
+            losses.record(self, t)
         nl, nb = lb.n, b.n
         p, buyers = self.panel, self.buyers
         np.concatenate((lb.cash, b.cash, buyers.capital), out=p["cash"][t])
