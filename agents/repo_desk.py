@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
+from sim import numerics as nm
 from sim.config import Repo
 
 # the desk's cash flows by kind (+ in, - out): repo loans made (-), repaid (+), interest
@@ -57,7 +58,7 @@ class RepoDesk(FixedAgent):
     def pnl(self, price: np.ndarray) -> float:
         """Profit and loss marked to market ($): cash flows + repo loans outstanding at face +
         holdings at the price index."""
-        return (self.cash - self.cash0) + self.lent + float(np.dot(self.holdings, price))
+        return (self.cash - self.cash0) + self.lent + float(nm.dot(self.holdings, price))
 
     @property
     def used(self) -> float:

@@ -67,10 +67,13 @@ HEATMAPS = ("default_share", "credit_losses", "max_peak_price_fall")
 HEATMAP_FALLBACK = {"default_share": "defaults"}
 MAX_FIGURE_METRICS = 9
 # the losses counted for everyone (metrics.system_loss on; sim.losses): summary "losses"
-LOSS_PARTS = ("system_loss", "lenders_net", "desk", "buyers", "borrowers", "outside",
-              "lenders_credit", "lenders_recoveries", "lenders_other", "system_loss_with_other",
-              "desk_cash_flows", "desk_mark", "desk_pnl")
-LOSS_METRICS = tuple(f"losses.{k}" for k in LOSS_PARTS)
+# (sim.losses.SUMMARY_KEYS; named here so that the analysis imports no model code)
+LOSS_METRICS = tuple(f"losses.{k}" for k in (
+    "lenders", "desk", "buyers", "borrowers", "outside", "outside_buyers", "outside_suppliers",
+    "outside_funders", "outside_other_borrowers", "system_loss", "lenders_credit",
+    "lenders_recoveries", "lenders_net", "lenders_other", "borrowers_wiped_out",
+    "desk_cash_flows", "desk_mark", "value_destroyed", "btc_value_fall", "operating_income",
+    "discount", "holding_costs", "discount_outside", "desk_pnl"))
 MONEY = ("credit_losses", "writeoffs", "recoveries", "unsold_inventory_value", "repo_peak_lent",
          *LOSS_METRICS)
 LABELS = {"credit_losses": "credit losses ($)", "default_share": "default share",

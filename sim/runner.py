@@ -29,8 +29,13 @@ def paired_seeds(root: int, n: int) -> list[int]:
 
 COMPARE_METRICS = ("credit_losses", "defaults", "lender_failures", "max_peak_price_fall")
 # with metrics.system_loss on (both sides): the system loss and each party's loss (sim.losses)
-LOSS_METRICS = ("system_loss", "lenders_net", "desk", "buyers", "borrowers", "outside",
-                "lenders_credit", "lenders_recoveries", "lenders_other", "system_loss_with_other")
+# (compare's keys: loss_<part>, and sl_<term> for the identity's terms)
+LOSS_METRICS = ("system_loss", "lenders", "desk", "buyers", "borrowers", "outside",
+                "outside_buyers", "outside_suppliers", "outside_funders",
+                "outside_other_borrowers", "lenders_credit", "lenders_recoveries",
+                "lenders_net", "lenders_other", "borrowers_wiped_out")
+IDENTITY_TERMS = ("value_destroyed", "btc_value_fall", "operating_income", "discount",
+                  "discount_outside", "holding_costs")
 
 
 def _headline(model: LiquidationModel) -> dict[str, float]:
@@ -41,6 +46,7 @@ def _headline(model: LiquidationModel) -> dict[str, float]:
            "max_peak_price_fall": max(falls) if falls else 0.0}
     if "losses" in s:
         out.update({f"loss_{k}": s["losses"][k] for k in LOSS_METRICS})
+        out.update({f"sl_{k}": s["losses"][k] for k in IDENTITY_TERMS})
     return out
 
 
@@ -59,7 +65,7 @@ def compare(a: Scenario, b: Scenario, n_seeds: int, root_seed: int | None = None
                 on_run()
     out = {"seeds": seeds, "a": a.name, "b": b.name, "metrics": {}}
     # the losses only when both sides count them (metrics.system_loss on in A and B)
-    keys = [*COMPARE_METRICS, *(k for k in rows_a[0] if k.startswith("loss_")
+    keys = [*COMPARE_METRICS, *(k for k in rows_a[0] if k.startswith(("loss_", "sl_"))
                                 and k in rows_b[0])]
     for key in keys:
         xa = np.array([r[key] for r in rows_a], dtype=float)
