@@ -138,8 +138,9 @@ class RepoDesk(FixedAgent):
 class LastResortBuyer:
     """Buyer of last resort (``policy.lolr.enabled``): bids ``floor_share`` x the value in
     best use for what its capacity ($ at cost) and its powered space (own MW plus hosting MW)
-    hold; runs what it holds (earns spot rent at the fleet utilisation, pays power and, on
-    the kW beyond its own MW, hosting per kW-month); offers a generation held
+    hold; runs what it holds (earns spot rent at the fleet utilisation, pays power and spot
+    opex per GPU, the facility charge per kW on its own MW and, on the kW beyond its own MW,
+    hosting per kW-month); offers a generation held
     ``hold_months`` (units-weighted since purchase) at the price index, never below the
     salvage floor, until sold. Not a Mesa agent (it joins no network)."""
 
@@ -185,13 +186,16 @@ class LastResortBuyer:
     def for_sale(self, t: int) -> np.ndarray:
         return np.where(t - self.since >= self.cfg.hold_months, self.holdings, 0)
 
-    def operate(self, t: int, rent_month: np.ndarray, power: np.ndarray, kw: np.ndarray) -> \
-            tuple[float, float]:
-        """Rent earned and costs paid this month on what it holds (all of it runs)."""
+    def operate(self, t: int, rent_month: np.ndarray, run_cost: np.ndarray, kw: np.ndarray,
+                own_per_kw: float) -> tuple[float, float]:
+        """Rent earned and costs paid this month on what it holds (all of it runs): power and
+        spot opex per GPU (``run_cost``), ``own_per_kw`` $ per kW-month on the kW in its own
+        MW (the facility charge buyers' valuations use) and the hosting fee beyond it."""
         rent = float((self.holdings * rent_month).sum())
         used = float((self.holdings * kw).sum())
-        cost = float((self.holdings * power).sum()) \
-            + max(used - self.cfg.mw * 1000.0, 0.0) * self.cfg.hosting_per_kw_month
+        own = self.cfg.mw * 1000.0
+        cost = float((self.holdings * run_cost).sum()) + min(used, own) * own_per_kw \
+            + max(used - own, 0.0) * self.cfg.hosting_per_kw_month
         self.cash += rent - cost
         self.rent[t], self.costs[t], self.kw_used[t] = rent, cost, used
         return rent, cost

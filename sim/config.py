@@ -405,7 +405,7 @@ class Lolr(_Strict):
     capacity: float = Field(2.0e9, ge=0.0, le=MAX_BUDGET)  # $ of purchases at cost
     mw: float = Field(50.0, ge=0.0, le=1.0e5)  # its own powered IT MW
     hosting_mw: float = Field(0.0, ge=0.0, le=1.0e5)  # further IT MW under a hosting contract
-    hosting_per_kw_month: float = Field(150.0, ge=0.0, le=1.0e4)  # $ per kW-month hosted
+    hosting_per_kw_month: float = Field(184.0, ge=0.0, le=1.0e4)  # $ per kW-month hosted
     hold_months: int = Field(12, ge=1, le=600)  # sells (patiently) after this many months
 
 

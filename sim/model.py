@@ -1002,10 +1002,12 @@ class LiquidationModel(mesa.Model):
 
     def _lolr_operate(self) -> None:
         """The buyer of last resort runs what it holds: spot rent at the fleet utilisation
-        (tenants) less power and hosting (opex)."""
+        (tenants) less power, spot opex, the facility charge on its own MW and hosting beyond
+        it (opex), the running costs buyers' valuations use."""
         env, lo = self.env, self.lolr
         rent_month = HOURS_PER_MONTH * self.cfg.environment.utilisation * env.rent
-        rent, cost = lo.operate(env.t, rent_month, env.power_cost_per_gpu(), env.kw)
+        run_cost = env.power_cost_per_gpu() + self.cfg.buyers.spot_opex_per_gpu
+        rent, cost = lo.operate(env.t, rent_month, run_cost, env.kw, env.cfg.facility_cost)
         self._outside("tenants", rent)
         self._outside("opex", -cost)
 

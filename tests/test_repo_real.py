@@ -191,18 +191,23 @@ def test_lolr_floor_space_and_holding_limit(monkeypatch):
     o = {"policy.lolr.enabled": True, "policy.lolr.mw": 2.0, "policy.lolr.hosting_mw": 1.0,
          "policy.lolr.hosting_per_kw_month": 100.0, "policy.lolr.hold_months": 4,
          "policy.lolr.floor_share": 0.6}
-    seen = []
+    seen, hosted = [], []
 
     def check(m):
         lo, t = m.lolr, m.env.t
         # never more kW than its own MW plus the hosted MW
         assert lo.kw_used[t] <= 3_000.0 + 1e-9
         assert float((lo.holdings * m.env.kw).sum()) <= 3_000.0 + 1e-9
-        # costs: power on all it runs, hosting on the kW beyond its own 2 MW (by hand)
+        # costs: power and spot opex on all it runs, the facility charge (184 $/kW-month) on
+        # its own 2 MW, hosting (100 $/kW-month) on the kW beyond (by hand)
         if lo.kw_used[t] > 0:
-            power = float((lo.holdings_at_operate * m.env.power_cost_per_gpu()).sum())
-            assert lo.costs[t] == pytest.approx(power + max(lo.kw_used[t] - 2_000.0, 0.0)
-                                                * 100.0)
+            run = m.env.power_cost_per_gpu() + m.cfg.buyers.spot_opex_per_gpu
+            per_gpu = float((lo.holdings_at_operate * run).sum())
+            kw = lo.kw_used[t]
+            assert m.env.cfg.facility_cost == 184.0
+            assert lo.costs[t] == pytest.approx(per_gpu + min(kw, 2_000.0) * 184.0
+                                                + max(kw - 2_000.0, 0.0) * 100.0)
+            hosted.append(kw > 2_000.0)
         seen.append(lo.holdings.copy())
 
     op = LiquidationModel._lolr_operate
@@ -227,7 +232,7 @@ def test_lolr_floor_space_and_holding_limit(monkeypatch):
     # space binds: at some month it holds within one unit's kW of its 3 MW
     kw_max = max(float((h * m.env.kw).sum()) for h in seen)
     assert kw_max > 3_000.0 - m.env.kw.max()
-    assert m.lolr.rent.sum() > 0.0
+    assert m.lolr.rent.sum() > 0.0 and any(hosted)  # the hosting contract was used
 
 
 def test_bad_input():
