@@ -15,6 +15,12 @@ When ``policy.repo.enabled`` it (docs/model.md 7.17):
 
 Repo loans plus purchases at cost never exceed ``capacity``, nor the desk's cash. When
 disabled it does nothing: that is the missing repo market.
+
+With ``policy.repo.design = "secured"`` (docs/model.md, "A secured repo and a buyer of last
+resort") it is a secured term lender instead: haircut z sigma sqrt(liq_months) + liq_addon,
+variation margin every month, repaid or rolled at term, the pledged units taken and sold on a
+repo default, and no bids in the auction. :class:`LastResortBuyer` is the separate
+``policy.lolr`` switch.
 """
 
 from __future__ import annotations
