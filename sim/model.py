@@ -941,6 +941,8 @@ class LiquidationModel(mesa.Model):
             desk.default_loss[t] += lost
             desk.defaults[t] += np.count_nonzero(dead)
             desk.lent -= lost
+            idx = dead.nonzero()[0]
+            self._events("repo_default", "borrower", idx, amount=debt_b[idx])
             debt_b[dead] = 0.0
         fac = self.loans.by_borrower(self.loans.exposure, b.n)
         room_b = np.where(alive, np.maximum(nm.matvec(b.fleet, lend_price) - fac, 0.0), 0.0)

@@ -142,6 +142,21 @@ def test_invariants_every_month(overrides):
     assert np.array_equal(units, m._units0)
 
 
+def test_repo_defaults_in_a_run_keep_the_books():
+    """A thin haircut (z x 0.02 x 1 + 0) and a 95 % BTC shock: borrowers default on their repo
+    loans; units and cash are conserved, the desk's books hold every month and every default
+    is logged."""
+    o = {**SECURED, "policy.repo.sigma": 0.02, "policy.repo.liq_addon": 0.0,
+         "shocks.0.size": 0.95}
+    m = _run(o, seed=6, check=_desk_books)
+    d = m.desk
+    ev = [e for e in m.events if e[1] == "repo_default"]
+    assert d.defaults.sum() == len(ev) > 0
+    assert d.default_loss.sum() > 0.0
+    # the desk sold what it took: the loss is realised, nothing is left at cost but unsold units
+    assert d.holdings_cost[-1] == pytest.approx(float(d.cost_basis.sum()))
+
+
 def test_same_month_rule_and_no_bids_when_secured():
     sec = _run(SECURED)
     ev = sec.events
