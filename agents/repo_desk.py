@@ -15,6 +15,12 @@ When ``policy.repo.enabled`` it (docs/model.md 7.17):
 
 Repo loans plus purchases at cost never exceed ``capacity``, nor the desk's cash. When
 disabled it does nothing: that is the missing repo market.
+
+With ``policy.repo.design = "secured"`` (docs/model.md, "A secured repo and a buyer of last
+resort") it is a secured term lender instead: haircut z sigma sqrt(liq_months) + liq_addon,
+variation margin every month, repaid or rolled at term, the pledged units taken and sold on a
+repo default, and no bids in the auction. :class:`LastResortBuyer` is the separate
+``policy.lolr`` switch.
 """
 
 from __future__ import annotations
@@ -41,24 +47,45 @@ class RepoDesk(FixedAgent):
 
     kind = "repo_desk"
 
-    def __init__(self, model, cfg: Repo, n_gen: int):
+    def __init__(self, model, cfg: Repo, n_gen: int, months: int = 0, n_borrowers: int = 0):
         super().__init__(model)
         self.cfg = cfg
         self.enabled = cfg.enabled
+        self.secured = cfg.enabled and cfg.design == "secured"
         self.cash = cfg.capacity if cfg.enabled else 0.0
         self.holdings = np.zeros(n_gen, dtype=np.int64)
         self.cost_basis = np.zeros(n_gen)
         self.lent = 0.0  # repo loans outstanding (the lenders' repo_debt adds up to this)
-        self.cash0 = self.cash
-        # cumulative cash flows ($, + into the desk): cash - cash0 = their sum (desk_pnl)
-        self.flows = dict.fromkeys(DESK_FLOWS, 0.0)
+        # secured design: borrowers' repo loans against their fleets' equity, and every
+        # loan's maturity month (lenders' loans in ``maturity_l``)
+        self.b_debt = np.zeros(n_borrowers)
+        self.b_maturity = np.zeros(n_borrowers, dtype=np.int64)
+        self.maturity_l = None  # set by the model (one entry per lender)
+        n = months + 1
+        #: The desk's P&L pieces, one entry per month (month 0 is t0), in $ (flows within the
+        #: month, stocks at its end); read by the system-loss accounting:
+        #: ``cash_lent``: new repo loans paid out; ``cash_repaid``: repo principal repaid
+        #: (sales, term repayments and margin posted in cash);
+        self.cash_lent, self.cash_repaid = np.zeros(n), np.zeros(n)
+        #: ``cash_bought`` / ``cash_sold``: GPUs bought / sold in the auction (price x units);
+        self.cash_bought, self.cash_sold = np.zeros(n), np.zeros(n)
+        #: ``interest``: repo interest received in cash (capitalised interest is not cash);
+        self.interest = np.zeros(n)
+        #: ``margin_received``: variation margin posted in cash by repo borrowers (it pays
+        #: the loan down, so it is also in ``cash_repaid``);
+        self.margin_received = np.zeros(n)
+        #: ``default_loss``: losses on repo defaults (loan outstanding less what the seized
+        #: collateral sold for, at its sale; a borrower's unsecured remainder at its default);
+        self.default_loss = np.zeros(n)
+        #: ``defaults``: repo defaults (owners that neither posted margin nor repaid);
+        self.defaults = np.zeros(n, dtype=np.int64)
+        #: ``holdings_cost``: GPUs held at cost; ``mark``: held GPUs x the price index;
+        #: ``loans``: repo loans outstanding; ``cash_balance``: the desk's cash (all at month end).
+        self.holdings_cost, self.mark = np.zeros(n), np.zeros(n)
+        self.loans, self.cash_balance = np.zeros(n), np.zeros(n)
+        self.cash0 = self.cash  # opening cash: cash - cash0 = the sum of ``flows``
         # repo interest unpaid and added to the loans (not cash: part of ``lent``)
         self.interest_capitalised = 0.0
-
-    def pnl(self, price: np.ndarray) -> float:
-        """Profit and loss marked to market ($): cash flows + repo loans outstanding at face +
-        holdings at the price index."""
-        return (self.cash - self.cash0) + self.lent + float(nm.dot(self.holdings, price))
 
     @property
     def used(self) -> float:
@@ -86,7 +113,120 @@ class RepoDesk(FixedAgent):
         return sofr + self.cfg.penalty_spread
 
     def floor_bid(self, price: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        """Bid price per generation: (1 - h) x p_ref (0 when disabled or not buying)."""
-        if not (self.enabled and self.cfg.buy_floor):
+        """Bid price per generation: (1 - h) x p_ref (0 when disabled, not buying, or
+        secured: a secured repo desk never buys in the auction)."""
+        if not (self.enabled and self.cfg.buy_floor) or self.secured:
             return np.zeros_like(ref)
         return (1.0 - self.haircuts(price, ref)) * ref
+
+    def secured_haircuts(self, price_hist: np.ndarray, t: int) -> np.ndarray:
+        """Secured design: h_g = min(1, z sigma_g sqrt(liq_months) + liq_addon), with
+        sigma_g = max(sigma, the standard deviation of the simple monthly returns of the price
+        index over the last ``vol_window`` months): the margin-period-of-risk haircut of
+        CCPs and Basel's supervisory haircuts scaled by sqrt(holding period)."""
+        c = self.cfg
+        lo = max(t - c.vol_window, 0)
+        hist = price_hist[lo: t + 1]
+        sig = np.full(hist.shape[1], c.sigma)
+        if len(hist) >= 3:
+            prev = hist[:-1]
+            ret = np.divide(hist[1:], prev, out=np.ones_like(prev), where=prev > 0) - 1.0
+            sig = np.maximum(sig, ret.std(axis=0, ddof=1))
+        return np.minimum(c.z * sig * np.sqrt(c.liq_months) + c.liq_addon, 1.0)
+
+    def record(self, t: int, price: np.ndarray) -> None:
+        """The month-end stocks of the P&L arrays."""
+        self.holdings_cost[t] = float(self.cost_basis.sum())
+        self.mark[t] = float((self.holdings * price).sum())
+        self.loans[t] = self.lent
+        self.cash_balance[t] = self.cash
+
+    @property
+    def flows(self) -> dict[str, float]:
+        """The desk's cumulative cash flows by kind ($, + into the desk; :data:`DESK_FLOWS`),
+        summed from the monthly P&L arrays (the one ledger): ``cash - cash0`` is their sum.
+        Margin posted in cash is in ``repaid``; repo-default sales are in ``sales``."""
+        return {"lent": -float(self.cash_lent.sum()), "repaid": float(self.cash_repaid.sum()),
+                "interest": float(self.interest.sum()),
+                "purchases": -float(self.cash_bought.sum()),
+                "sales": float(self.cash_sold.sum())}
+
+    def pnl(self, price: np.ndarray | None = None):
+        """Profit and loss marked to market ($): cash less opening cash (the cash flows), plus
+        repo loans outstanding at face, plus holdings at the price index (interest received,
+        sales and margin are in the cash; defaults' losses show as collateral sold below the
+        loan). With ``price``: now, at that price (a float); without: at each month end (the
+        recorded array)."""
+        if price is not None:
+            return (self.cash - self.cash0) + self.lent + float(nm.dot(self.holdings, price))
+        return self.cash_balance - self.cash0 + self.loans + self.mark
+
+
+class LastResortBuyer:
+    """Buyer of last resort (``policy.lolr.enabled``): bids ``floor_share`` x the value in
+    best use for what its capacity ($ at cost) and its powered space (own MW plus hosting MW)
+    hold; runs what it holds (earns spot rent at the fleet utilisation, pays power and spot
+    opex per GPU, the facility charge per kW on its own MW and, on the kW beyond its own MW,
+    hosting per kW-month); offers a generation held
+    ``hold_months`` (units-weighted since purchase) at the price index, never below the
+    salvage floor, until sold. Not a Mesa agent (it joins no network)."""
+
+    kind = "lolr"
+
+    def __init__(self, cfg, n_gen: int, months: int):
+        self.cfg = cfg
+        self.cash = cfg.capacity
+        self.holdings = np.zeros(n_gen, dtype=np.int64)
+        self.cost_basis = np.zeros(n_gen)
+        self.since = np.zeros(n_gen)  # units-weighted purchase month per generation
+        n = months + 1
+        #: per month ($): purchases, sales, rent earned, power + hosting paid; month-end
+        #: holdings at cost and at the price index, kW in use
+        self.cash_bought, self.cash_sold = np.zeros(n), np.zeros(n)
+        self.rent, self.costs = np.zeros(n), np.zeros(n)
+        self.holdings_cost, self.mark, self.kw_used = np.zeros(n), np.zeros(n), np.zeros(n)
+
+    def kw_room(self, kw: np.ndarray) -> float:
+        used = float((self.holdings * kw).sum())
+        return max((self.cfg.mw + self.cfg.hosting_mw) * 1000.0 - used, 0.0)
+
+    def room(self) -> float:
+        return max(min(self.cfg.capacity - float(self.cost_basis.sum()), self.cash), 0.0)
+
+    def bid(self, ref: np.ndarray) -> np.ndarray:
+        return self.cfg.floor_share * ref
+
+    def buy(self, g: int, units: int, price: float, t: int) -> None:
+        h = self.holdings[g]
+        self.since[g] = (self.since[g] * h + t * units) / (h + units)
+        self.holdings[g] += units
+        self.cost_basis[g] += units * price
+        self.cash -= units * price
+        self.cash_bought[t] += units * price
+
+    def sell(self, g: int, units: int, price: float, t: int) -> None:
+        self.cost_basis[g] -= self.cost_basis[g] * units / self.holdings[g]
+        self.holdings[g] -= units
+        self.cash += units * price
+        self.cash_sold[t] += units * price
+
+    def for_sale(self, t: int) -> np.ndarray:
+        return np.where(t - self.since >= self.cfg.hold_months, self.holdings, 0)
+
+    def operate(self, t: int, rent_month: np.ndarray, run_cost: np.ndarray, kw: np.ndarray,
+                own_per_kw: float) -> tuple[float, float]:
+        """Rent earned and costs paid this month on what it holds (all of it runs): power and
+        spot opex per GPU (``run_cost``), ``own_per_kw`` $ per kW-month on the kW in its own
+        MW (the facility charge buyers' valuations use) and the hosting fee beyond it."""
+        rent = float((self.holdings * rent_month).sum())
+        used = float((self.holdings * kw).sum())
+        own = self.cfg.mw * 1000.0
+        cost = float((self.holdings * run_cost).sum()) + min(used, own) * own_per_kw \
+            + max(used - own, 0.0) * self.cfg.hosting_per_kw_month
+        self.cash += rent - cost
+        self.rent[t], self.costs[t], self.kw_used[t] = rent, cost, used
+        return rent, cost
+
+    def record(self, t: int, price: np.ndarray) -> None:
+        self.holdings_cost[t] = float(self.cost_basis.sum())
+        self.mark[t] = float((self.holdings * price).sum())

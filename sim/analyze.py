@@ -69,11 +69,11 @@ MAX_FIGURE_METRICS = 9
 # the losses counted for everyone (metrics.system_loss on; sim.losses): summary "losses"
 # (sim.losses.SUMMARY_KEYS; named here so that the analysis imports no model code)
 LOSS_METRICS = tuple(f"losses.{k}" for k in (
-    "lenders", "desk", "buyers", "borrowers", "outside", "outside_buyers", "outside_suppliers",
-    "outside_funders", "outside_other_borrowers", "system_loss", "lenders_credit",
-    "lenders_recoveries", "lenders_net", "lenders_other", "borrowers_wiped_out",
-    "desk_cash_flows", "desk_mark", "value_destroyed", "btc_value_fall", "operating_income",
-    "discount", "holding_costs", "discount_outside", "desk_pnl"))
+    "lenders", "desk", "lolr", "buyers", "borrowers", "outside", "outside_buyers",
+    "outside_suppliers", "outside_funders", "outside_other_borrowers", "system_loss",
+    "lenders_credit", "lenders_recoveries", "lenders_net", "lenders_other",
+    "borrowers_wiped_out", "desk_cash_flows", "desk_mark", "value_destroyed", "btc_value_fall",
+    "operating_income", "discount", "holding_costs", "discount_outside", "desk_pnl"))
 MONEY = ("credit_losses", "writeoffs", "recoveries", "unsold_inventory_value", "repo_peak_lent",
          *LOSS_METRICS)
 LABELS = {"credit_losses": "credit losses ($)", "default_share": "default share",

@@ -193,7 +193,8 @@ def _summary_table(s: dict) -> Table:
                   "price and funding channels)")
     else:
         t.add_row("cascade beyond the first wave", str(s["cascade_size"]))
-    t.add_row("credit losses", _fmt_money(s["credit_losses"]))
+    t.add_row("credit losses at write-off" if "net_credit_losses" in s else "credit losses",
+              _fmt_money(s["credit_losses"]))
     if "net_credit_losses" in s:  # metrics.losses_at_writeoff (docs/model.md D.6)
         t.add_row("recoveries after write-off / net credit losses",
                   f"{_fmt_money(s['recoveries'])} / {_fmt_money(s['net_credit_losses'])}")
@@ -202,8 +203,13 @@ def _summary_table(s: dict) -> Table:
                        ("peak_price_fall_raw", "peak-to-trough fall of the raw price")):
         falls = ", ".join(f"{k} {100 * v:.0f} %" for k, v in s[key].items())
         t.add_row(label, falls or "n/a")
-    t.add_row("fire-sale discount to fundamental", _pct(s["fire_sale_discount"]))
-    t.add_row("salvaged GPUs", f"{s['salvage_units']:,}")
+    if "outside_units" in s:  # buyers.outside_demand (docs/model.md, "Outside demand")
+        t.add_row("fire-sale discount to the value at repossession",
+                  _pct(s["fire_sale_discount"]))
+        t.add_row("GPUs sold to out-of-sector buyers", f"{s['outside_units']:,}")
+    else:
+        t.add_row("fire-sale discount to fundamental", _pct(s["fire_sale_discount"]))
+        t.add_row("salvaged GPUs", f"{s['salvage_units']:,}")
     t.add_row("lender failures", str(s["lender_failures"]))
     t.add_row("DebtRank (max single / realised)",
               f"{s['debtrank']['max_single']:.3f} / {s['debtrank']['realised']:.3f}")

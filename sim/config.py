@@ -385,10 +385,33 @@ class Repo(_Strict):
     # over SOFR (Bagehot: lend freely at a penalty rate)
     penalty_spread: float = Field(0.03, ge=0.0, le=MAX_SPREAD)
     buy_floor: StrictBool = True  # also bid at (1 - h) * reference value in the auction
+    # "legacy": the desk above (h0/kappa haircut, buys at its floor); "secured": a secured
+    # term loan with variation margin, haircut h = z sigma sqrt(liq_months) + liq_addon
+    design: Literal["legacy", "secured"] = "legacy"
+    z: float = Field(2.33, ge=0.0, le=10.0)  # one-sided 99 % quantile of the price move
+    sigma: float = Field(0.10, ge=0.0, le=5.0)  # floor on the monthly price volatility
+    vol_window: int = Field(12, ge=2, le=120)  # months of the realised-volatility estimate
+    liq_months: float = Field(1.0, ge=0.0, le=24.0)  # liquidation horizon (margin period)
+    liq_addon: Frac = 0.05  # liquidity add-on to the haircut
+    term_months: int = Field(3, ge=1, le=120)  # term of a secured repo loan
+    borrowers: StrictBool = True  # solvent borrowers may borrow against their fleet's equity
+
+
+class Lolr(_Strict):
+    """Buyer of last resort: outright purchases at a floor (docs/model.md, issue 15)."""
+
+    enabled: StrictBool = False
+    floor_share: Frac = 0.5  # bids this share of the value in best use
+    capacity: float = Field(2.0e9, ge=0.0, le=MAX_BUDGET)  # $ of purchases at cost
+    mw: float = Field(50.0, ge=0.0, le=1.0e5)  # its own powered IT MW
+    hosting_mw: float = Field(0.0, ge=0.0, le=1.0e5)  # further IT MW under a hosting contract
+    hosting_per_kw_month: float = Field(184.0, ge=0.0, le=1.0e4)  # $ per kW-month hosted
+    hold_months: int = Field(12, ge=1, le=600)  # sells (patiently) after this many months
 
 
 class Policy(_Strict):
     repo: Repo = Field(default_factory=Repo)
+    lolr: Lolr = Field(default_factory=Lolr)
 
 
 class Contagion(_Strict):

@@ -92,6 +92,8 @@ SERIES: dict[str, tuple[str, str]] = {
     "loss_lenders": ("$", SL + "lenders: cash + GPU loans + repossessed GPUs + other loans - "
                               "outside funding - repo debt"),
     "loss_desk": ("$", SL + "minus the repo desk's P&L = -(desk_cash_flows + desk_mark)"),
+    "loss_lolr": ("$", SL + "the buyer of last resort (policy.lolr; 0 when off): cash + GPUs "
+                           "at the price index"),
     "loss_buyers": ("$", SL + "secondary buyers: capital + GPUs, less the capital their owners "
                              "put in"),
     "loss_borrowers": ("$", SL + "borrowers: cash + fleet + BTC - debt, plus payouts and "
@@ -105,10 +107,11 @@ SERIES: dict[str, tuple[str, str]] = {
                                       "claims + what they were paid)"),
     "loss_outside_other_borrowers": ("$", SL + "borrowers of the lenders' other loans: the "
                                               "interest they paid less their debt written off"),
-    "system_loss": ("$", SL + "sum of loss_lenders, loss_desk, loss_buyers, loss_borrowers and "
-                             "loss_outside (payments between parties cancel; negative = a "
-                             "net gain) = sl_value_destroyed + sl_btc_value_fall - "
-                             "sl_operating_income + sl_discount + sl_holding_costs"),
+    "system_loss": ("$", SL + "sum of loss_lenders, loss_desk, loss_lolr, loss_buyers, "
+                             "loss_borrowers and loss_outside (payments between parties "
+                             "cancel; negative = a net gain) = sl_value_destroyed + "
+                             "sl_btc_value_fall - sl_operating_income + sl_discount + "
+                             "sl_holding_costs"),
     "loss_lenders_credit": ("$", SL + "lenders' credit losses at write-off (net credit losses "
                                      "without `metrics.losses_at_writeoff`)"),
     "loss_lenders_recoveries": ("$", SL + "lenders' recoveries after the write-off (0 without "

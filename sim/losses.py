@@ -9,10 +9,15 @@ taken off). A party's loss at month t is W(0) - W(t) ($, cumulative, positive = 
 * lenders: cash + GPU loans + repossessed GPUs + other loans - outside funding - repo debt;
   reported beside it: credit losses at write-off, later recoveries, net credit losses and the
   other loans' losses;
-* the desk: cash + repo loans at face + its GPUs (its P&L, ``RepoDesk.pnl``);
+* the desk: cash + repo loans at face (lenders' and, in the secured design, borrowers') + its
+  GPUs (its P&L, ``RepoDesk.pnl``; every cash move of both designs is in its monthly P&L
+  arrays, summed in ``RepoDesk.flows``);
+* the buyer of last resort (``policy.lolr``; 0 when off): cash + its GPUs (rent earned and
+  running costs paid are operating income and costs, like any holder's);
 * secondary buyers: capital + GPUs, less the capital their owners put in (``buyer_capital``);
-* borrowers: cash + fleet + BTC - debt, plus what their owners received (payouts, estate
-  surpluses); reported beside it, the t0 equity at value in best use of those that defaulted;
+* borrowers: cash + fleet + BTC - debt (facility and secured repo), plus what their owners
+  received (payouts, estate surpluses); reported beside it, the t0 equity at value in best
+  use of those that defaulted;
 * the outside sector: out-of-sector buyers (their GPUs less what they paid), suppliers (their
   unpaid bills), the lenders' outside funders (their claims plus what they were paid) and the
   borrowers of the lenders' other loans (minus their debt and the interest they paid).
@@ -37,7 +42,7 @@ from agents.borrower import DEFAULTED
 from sim import numerics as nm
 
 # the parties, in the order of the records and the summary
-PARTS = ("lenders", "desk", "buyers", "borrowers", "outside")
+PARTS = ("lenders", "desk", "lolr", "buyers", "borrowers", "outside")
 # the outside sector's members: out-of-sector buyers, suppliers, the lenders' outside funders
 # and the borrowers of the lenders' other loans
 OUTSIDE = ("outside_buyers", "outside_suppliers", "outside_funders", "outside_other_borrowers")
@@ -60,12 +65,15 @@ def wealth(model) -> np.ndarray:
                - add(lb.outside) - add(lb.repo_debt))
     capital = 0.0 if buyers.unlimited else add(buyers.capital)
     buy = capital - f["buyer_capital"] + nm.dot(buyers.holdings.sum(axis=0), p)
+    repo_b = add(desk.b_debt) if desk.secured else 0.0  # secured repo loans to borrowers
     borrowers = (add(b.cash) + nm.dot(b.fleet.sum(axis=0), p) + add(b.btc) * model.env.btc
-                 - debt - f["payouts"] - f["estate_surplus"])
+                 - debt - repo_b - f["payouts"] - f["estate_surplus"])
+    lo = model.lolr
+    lolr = 0.0 if lo is None else lo.cash + nm.dot(lo.holdings, p)
     out = np.array([nm.dot(model.salvage_units + model.external_units, p) - f["salvage"],
                     -f["unpaid_suppliers"], add(lb.outside) - f["funding_outside"],
                     -other - f["other_loans"]])
-    return np.array([lenders, desk.pnl(p) + desk.cash0, buy, borrowers, out.sum(), *out])
+    return np.array([lenders, desk.pnl(p) + desk.cash0, lolr, buy, borrowers, out.sum(), *out])
 
 
 def _stock(model) -> np.ndarray:

@@ -40,13 +40,13 @@ from mesa.discrete_space import Network
 from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, NeoCloud
 from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer, replacement_cost
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
-from agents.repo_desk import RepoDesk
+from agents.repo_desk import LastResortBuyer, RepoDesk
 from agents.sites import SiteBook
 from sim import losses
 from sim import numerics as nm
 from sim.config import ConfigError, Scenario, resolve
 from sim.contagion import _rogers_veraart_state
-from sim.environment import Environment
+from sim.environment import HOURS_PER_MONTH, Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
 from sim.market import clear_book, outside_bids, parametric_price
 from sim.network import funding_weights, syndicates
@@ -157,7 +157,11 @@ class LiquidationModel(mesa.Model):
                         else [False] * self.n_gen)
         self.price_hist = np.zeros((cfg.months + 1, self.n_gen))
         self.price_hist[0] = self.price
-        self.desk = RepoDesk(self, cfg.policy.repo, self.n_gen)
+        self.desk = RepoDesk(self, cfg.policy.repo, self.n_gen, cfg.months, self.borrowers.n)
+        self.desk.maturity_l = np.zeros(self.lenders.n, dtype=np.int64)
+        # the buyer of last resort (policy.lolr.enabled), None when off
+        self.lolr = (LastResortBuyer(cfg.policy.lolr, self.n_gen, cfg.months)
+                     if cfg.policy.lolr.enabled else None)
         self._make_agents()
         self._units0 = self.gpu_units()
         self._cash0 = self.total_cash()
@@ -257,13 +261,14 @@ class LiquidationModel(mesa.Model):
         """GPU units per generation held anywhere, salvage sink included (conserved)."""
         return (self.borrowers.fleet.sum(axis=0) + self.lenders.inventory.sum(axis=0)
                 + self.buyers.holdings.sum(axis=0) + self.desk.holdings + self.salvage_units
-                + self.external_units)
+                + self.external_units + (0 if self.lolr is None else self.lolr.holdings))
 
     def total_cash(self) -> float:
         """Cash of every agent (buyers' capital counts when buyers are finite)."""
         buyers = 0.0 if self.buyers.unlimited else float(self.buyers.capital.sum())
-        return float(self.borrowers.cash.sum() + self.lenders.cash.sum() + self.desk.cash
+        cash = float(self.borrowers.cash.sum() + self.lenders.cash.sum() + self.desk.cash
                      + buyers)
+        return cash if self.lolr is None else cash + self.lolr.cash
 
     def _outside(self, key: str, amount: float) -> None:
         self.flows[key] += float(amount)
@@ -330,6 +335,8 @@ class LiquidationModel(mesa.Model):
             return
         self._phase_environment()
         self._phase_borrowers()
+        if self.lolr is not None:
+            self._lolr_operate()
         marks = self._phase_lenders()
         self._phase_defaults(marks)
         if self.sites is not None:  # site sales, hosting in place, conversion, arbitrage
@@ -761,6 +768,8 @@ class LiquidationModel(mesa.Model):
         # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
         if np.count_nonzero(lb.repo_units):  # else zeroing integer zeros changes nothing
             lb.repo_units[lb.repo_debt <= 0] = 0
+        if desk.secured:
+            return self._secured_orders(marks, floor)
         patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
         if self._outside_on:
             # a patient lender never asks more than the value in best use (no buyer pays more:
@@ -797,7 +806,7 @@ class LiquidationModel(mesa.Model):
                 lb.cash += loan
                 desk.lent += loan.sum()
                 desk.cash -= loan.sum()
-                desk.flows["lent"] -= loan.sum()
+                desk.cash_lent[t] += loan.sum()
                 patient_units = patient_units + moved
                 lent = loan.nonzero()[0]
                 self._events("repo_loan", "lender", lent, amount=loan[lent])
@@ -815,6 +824,198 @@ class LiquidationModel(mesa.Model):
             "forced": forced_units, "patient": patient_units, "patient_price": patient_price,
             "floor": floor})
 
+    # ................................................................ secured repo (issue 15)
+    def _secured_orders(self, marks: np.ndarray, floor: np.ndarray) -> dict:
+        """Phase 5 under ``policy.repo.design = "secured"`` (docs/model.md, "A secured repo"):
+        margin, term and defaults on the desk's loans, then new loans against forced
+        inventory; financed units stay in the lender's inventory and are sold patiently (at
+        its patient price) while the loan runs."""
+        env, lb, desk = self.env, self.lenders, self.desk
+        t = env.t
+        patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
+        if self._outside_on:
+            patient_price = np.maximum(np.minimum(patient_price, self.fundamental[None, :]),
+                                       floor[None, :])
+        # haircuts from the price history up to last month (this month's price is not known)
+        self._desk_h = desk.secured_haircuts(self.price_hist, t - 1)
+        lend_price = (1.0 - self._desk_h) * self.price
+        forced = self._secured_lenders(lend_price)
+        financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
+        patient_units = np.where(forced, 0, lb.inventory) + financed
+        return self._borrower_orders(marks, {
+            "forced": lb.inventory - patient_units, "patient": patient_units,
+            "patient_price": patient_price, "floor": floor})
+
+    def _forced_lines(self) -> np.ndarray:
+        lb, lc, t = self.lenders, self.cfg.lenders, self.env.t
+        held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
+        return ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
+            & (lb.inventory > 0)
+
+    def _secured_lenders(self, lend_price: np.ndarray) -> np.ndarray:
+        """Lenders' secured repo loans: variation margin (loan <= sum of pledged units x
+        (1 - h) x price), repayment or roll at term, default (the desk takes the pledged
+        units), then new loans on forced lines' unpledged units. Returns the forced lines."""
+        lb, desk, t = self.lenders, self.desk, self.env.t
+        term = desk.cfg.term_months
+        has = lb.repo_debt > 0
+        bad = np.zeros(lb.n, dtype=bool)
+        if np.count_nonzero(has):
+            units = np.minimum(lb.repo_units, lb.inventory)
+            allowed = (units * lend_price[None, :]).sum(axis=1)
+            debt = lb.repo_debt.copy()
+            call = np.where(has, np.maximum(debt - allowed, 0.0), 0.0)
+            matured = has & (desk.maturity_l <= t)
+            cash = np.maximum(lb.cash, 0.0)
+            # at term a lender with no forced line left repays if it can; otherwise it rolls
+            repay = matured & ~self._forced_lines().any(axis=1) & (cash >= debt)
+            pay = np.where(repay, debt, call)
+            ok = cash >= pay
+            paid = np.where(ok, pay, 0.0)
+            lb.cash -= paid
+            lb.repo_debt -= paid
+            lb.repo_debt[repay] = 0.0
+            lb.repo_units[repay] = 0
+            desk.cash += paid.sum()
+            desk.lent -= paid.sum()
+            desk.cash_repaid[t] += paid.sum()
+            desk.margin_received[t] += np.where(ok & ~repay, call, 0.0).sum()
+            desk.maturity_l[matured & ok & ~repay] = t + term
+            bad = has & ~ok
+            if np.count_nonzero(bad):
+                d = np.where(bad, lb.repo_debt, 0.0)
+                seized = np.where(bad[:, None], units, 0)
+                lb.remove_inventory(seized)
+                # the debt discharged is what the lender got for the GPUs: its recovery
+                rec, _ = lb.apply_recovery(d)
+                self.recovered_total += rec.sum()
+                lb.repo_debt[bad] = 0.0
+                lb.repo_units[bad] = 0
+                desk.lent -= d.sum()
+                self._desk_take(seized, d)
+                idx = bad.nonzero()[0]
+                self._events("repo_default", "lender", idx, amount=d[idx])
+        forced = self._forced_lines()
+        if desk.room > 0 and np.count_nonzero(forced):
+            fresh = np.where(forced & ~bad[:, None],
+                             lb.inventory - np.minimum(lb.repo_units, lb.inventory), 0)
+            want = (fresh * lend_price[None, :]).sum(axis=1)
+            total = want.sum()
+            if total > 0:
+                frac = min(1.0, desk.room / total)
+                moved = np.floor(fresh * frac + 1e-9).astype(np.int64)
+                loan = (moved * lend_price[None, :]).sum(axis=1)
+                desk.maturity_l[(loan > 0) & (lb.repo_debt <= 0)] = t + term
+                lb.repo_debt += loan
+                lb.repo_units += moved
+                lb.cash += loan
+                desk.lent += loan.sum()
+                desk.cash -= loan.sum()
+                desk.cash_lent[t] += loan.sum()
+                lent = loan.nonzero()[0]
+                self._events("repo_loan", "lender", lent, amount=loan[lent])
+        return forced
+
+    def _desk_take(self, seized: np.ndarray, debt: np.ndarray) -> None:
+        """The desk takes ``seized`` units (owner x generation) for the ``debt`` of each owner:
+        its cost basis is the debt, spread over the owner's units by value; a debt with no
+        collateral left is lost at once."""
+        desk, t = self.desk, self.env.t
+        val = nm.matvec(seized, self.price)
+        w = np.divide(debt, val, out=np.zeros_like(debt), where=val > 0)
+        desk.holdings += seized.sum(axis=0)
+        desk.cost_basis += (seized * w[:, None]).sum(axis=0) * self.price
+        desk.default_loss[t] += np.where(val > 0, 0.0, debt).sum()
+        desk.defaults[t] += np.count_nonzero(debt > 0)
+
+    def _secured_borrowers(self, gross: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """Borrowers' secured repo loans against their fleets' equity (docs/model.md, "A
+        secured repo"): interest, margin, term and default as for lenders, then new loans to
+        borrowers short of cash (in arrears or under a margin call: ``gross`` > cash), at most
+        (1 - h) x fleet at the price index less the facility debt. The fleet keeps running.
+        Returns the need left (``gross`` less cash) for voluntary sales."""
+        b, desk, t = self.borrowers, self.desk, self.env.t
+        lend_price = (1.0 - self._desk_h) * self.price
+        debt_b = desk.b_debt
+        dead = (debt_b > 0) & ~alive  # a defaulted facility took the fleet: the claim is lost
+        if np.count_nonzero(dead):
+            lost = debt_b[dead].sum()
+            desk.default_loss[t] += lost
+            desk.defaults[t] += np.count_nonzero(dead)
+            desk.lent -= lost
+            idx = dead.nonzero()[0]
+            self._events("repo_default", "borrower", idx, amount=debt_b[idx])
+            debt_b[dead] = 0.0
+        fac = self.loans.by_borrower(self.loans.exposure, b.n)
+        room_b = np.where(alive, np.maximum(nm.matvec(b.fleet, lend_price) - fac, 0.0), 0.0)
+        has = debt_b > 0
+        bad = np.zeros(b.n, dtype=bool)
+        if np.count_nonzero(has):
+            intr = debt_b * desk.rate(self.cfg.environment.sofr) / 12.0
+            paid_i = np.minimum(intr, np.maximum(b.cash, 0.0))
+            b.cash -= paid_i
+            desk.cash += paid_i.sum()
+            desk.interest[t] += paid_i.sum()
+            debt_b += intr - paid_i  # unpaid interest capitalises
+            desk.lent += (intr - paid_i).sum()
+            desk.interest_capitalised += (intr - paid_i).sum()
+            call = np.where(has, np.maximum(debt_b - room_b, 0.0), 0.0)
+            matured = has & (desk.b_maturity <= t)
+            cash = np.maximum(b.cash, 0.0)
+            repay = matured & (gross <= cash - debt_b)
+            pay = np.where(repay, debt_b, call)
+            ok = cash >= pay
+            paid = np.where(ok, pay, 0.0)
+            b.cash -= paid
+            debt_b -= paid
+            debt_b[repay] = 0.0
+            desk.cash += paid.sum()
+            desk.lent -= paid.sum()
+            desk.cash_repaid[t] += paid.sum()
+            desk.margin_received[t] += np.where(ok & ~repay, call, 0.0).sum()
+            desk.b_maturity[matured & ok & ~repay] = t + desk.cfg.term_months
+            bad = has & ~ok
+            if np.count_nonzero(bad):
+                d = np.where(bad, debt_b, 0.0)
+                value = nm.matvec(b.fleet, self.price)
+                frac = np.minimum(np.divide(d, value, out=np.ones(b.n), where=value > 0), 1.0)
+                seized = np.where(bad[:, None],
+                                  np.minimum(np.ceil(frac[:, None] * b.fleet), b.fleet), 0
+                                  ).astype(np.int64)
+                b.fleet -= seized
+                debt_b[bad] = 0.0
+                desk.lent -= d.sum()
+                self._desk_take(seized, d)
+                idx = bad.nonzero()[0]
+                self._events("repo_default", "borrower", idx, amount=d[idx])
+        need = np.where(alive, np.maximum(gross - np.maximum(b.cash, 0.0), 0.0), 0.0)
+        if desk.room > 0 and np.count_nonzero(need):
+            want = np.where(bad, 0.0, np.minimum(need, np.maximum(room_b - debt_b, 0.0)))
+            total = want.sum()
+            if total > 0:
+                loan = want * min(1.0, desk.room / total)
+                desk.b_maturity[(loan > 0) & (debt_b <= 0)] = t + desk.cfg.term_months
+                debt_b += loan
+                b.cash += loan
+                desk.lent += loan.sum()
+                desk.cash -= loan.sum()
+                desk.cash_lent[t] += loan.sum()
+                need = need - loan
+                lent = loan.nonzero()[0]
+                self._events("repo_loan", "borrower", lent, amount=loan[lent])
+        return np.maximum(need, 0.0)
+
+    def _lolr_operate(self) -> None:
+        """The buyer of last resort runs what it holds: spot rent at the fleet utilisation
+        (tenants) less power, spot opex, the facility charge on its own MW and hosting beyond
+        it (opex), the running costs buyers' valuations use."""
+        env, lo = self.env, self.lolr
+        rent_month = HOURS_PER_MONTH * self.cfg.environment.utilisation * env.rent
+        run_cost = env.power_cost_per_gpu() + self.cfg.buyers.spot_opex_per_gpu
+        rent, cost = lo.operate(env.t, rent_month, run_cost, env.kw, env.cfg.facility_cost)
+        self._outside("tenants", rent)
+        self._outside("opex", -cost)
+
     def _borrower_orders(self, marks: np.ndarray, books: dict) -> dict:
         """Phase 5, borrowers' side: ``books`` (the lenders' orders) plus ``b_units`` and
         ``b_price``, the voluntary sales of distressed borrowers."""
@@ -828,7 +1029,10 @@ class LiquidationModel(mesa.Model):
             need = need + np.where(calls, np.maximum(
                 debt - self._covenant(lc.ltv_cure) * coll, 0.0), 0.0)
         self._ltv_month = None  # phase 6 moves fleets: the month's evaluation is spent
-        need = np.where(alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
+        if self.desk.secured and self.desk.cfg.borrowers:
+            need = self._secured_borrowers(need, alive)
+        else:
+            need = np.where(alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
         # a borrower values its GPUs at their use value: it asks the fundamental less a discount
         vol_price = np.maximum(self.fundamental * (1.0 - self.cfg.borrowers.voluntary_discount),
                                floor)
@@ -856,8 +1060,11 @@ class LiquidationModel(mesa.Model):
         self.sale_proceeds = np.zeros(b.n)
         # every generation's book of asks at once, one row per order (forced lenders, patient
         # lenders, borrowers, the desk): settling one generation never moves another's asks
+        lolr = self.lolr
         asks = np.concatenate((books["forced"], books["patient"], books["b_units"],
-                               desk.holdings[None, :]))
+                               desk.holdings[None, :]) + (
+                                   () if lolr is None else (lolr.for_sale(env.t)[None, :],)))
+        d_row = 2 * n_l + b.n  # the desk's row (the buyer of last resort's is the next)
         offered = (asks.any(axis=0) & env.shipping).tolist()
         if not any(offered):
             return
@@ -868,8 +1075,12 @@ class LiquidationModel(mesa.Model):
         # price (market orders): the outside schedule bids for every offered unit down to scrap
         ask_prices[:n_l] = 0.0 if self._outside_on else books["floor"]
         ask_prices[n_l: 2 * n_l] = books["patient_price"]
-        ask_prices[2 * n_l: -1] = books["b_price"]
-        ask_prices[-1] = self.fundamental
+        ask_prices[2 * n_l: d_row] = books["b_price"]
+        # the legacy desk sells back at the value in best use; a secured desk sells collateral
+        # it took (a repo default) as a forced seller, within the liquidation horizon
+        ask_prices[d_row] = ask_prices[0] if desk.secured else self.fundamental
+        if lolr is not None:  # patient: the price index, never below the salvage floor
+            ask_prices[d_row + 1] = np.maximum(self.price, books["floor"])
         # the orders for some units, of all generations at once, as Python lists: generation
         # by generation (asks.T is generation-major), rows in row order within each; orders
         # for no units are left out of each book (the outcome is the same)
@@ -886,6 +1097,9 @@ class LiquidationModel(mesa.Model):
             # bid prices of every generation: the buyers, then the desk, then salvage
             res_by_gen = reservation.T.tolist()
             desk_prices = floor_bid.tolist()
+            if lolr is not None:
+                lolr_prices = lolr.bid(self.fundamental).tolist()
+            s0 = n_k + 1 + (lolr is not None)  # the first salvage / outside row
             salvage_prices = books["floor"].tolist()
             if self._outside_on:
                 od, ref = self._od, replacement_cost(env)
@@ -925,21 +1139,28 @@ class LiquidationModel(mesa.Model):
                     b_rows.append(n_k)
                     bid_qty.append(q)
                     bid_price.append(desk_price)
-                if self._outside_on:  # the outside demand's steps, rows n_k + 1, ...
+                if lolr is not None and lolr_prices[g] > 0:  # capacity and powered space
+                    q = min(int(lolr.room() // lolr_prices[g]),
+                            int(lolr.kw_room(env.kw) // env.kw[g]), supply)
+                    if q > 0:
+                        b_rows.append(n_k + 1)
+                        bid_qty.append(q)
+                        bid_price.append(lolr_prices[g])
+                if self._outside_on:  # the outside demand's steps, rows s0, ...
                     o_qty, o_price = outside_bids(out_top[g], salvage_prices[g], out_depth[g],
                                                   supply, unsold_to_salvage)
-                    b_rows.extend(range(n_k + 1, n_k + 1 + len(o_qty)))
+                    b_rows.extend(range(s0, s0 + len(o_qty)))
                     bid_qty.extend(o_qty)
                     bid_price.extend(o_price)
                 elif unsold_to_salvage and supply:  # salvage takes every offered unit
-                    b_rows.append(n_k + 1)
+                    b_rows.append(s0)
                     bid_qty.append(supply)
                     bid_price.append(salvage_prices[g])
                 price, volume, fills, bid_fills, _, _ = clear_book(
                     ask_qty, all_price[lo:hi], bid_qty, bid_price, k)
                 if self._outside_on and volume:
                     self.month_pinned[g] = self._pinned(b_rows, bid_qty, bid_price, bid_fills,
-                                                        n_k, k)
+                                                        s0 - 1, k)
                 if volume == 0:
                     self.month_overhang[g] = forced_total
                     continue
@@ -955,12 +1176,18 @@ class LiquidationModel(mesa.Model):
                 self.month_above_reservation = max(self.month_above_reservation,
                                                    price - lowest)
                 if self._outside_on:
-                    while buys and buys[-1] > n_k:  # the outside demand's steps come last
+                    while buys and buys[-1] >= s0:  # the outside demand's steps come last
                         buys.pop()
                         salvage_fill += bought.pop()
-                elif buys[-1] == n_k + 1:
+                elif buys[-1] == s0:
                     buys.pop()
                     salvage_fill = bought.pop()
+                lolr_fill = 0
+                if lolr is not None and buys and buys[-1] == n_k + 1:
+                    buys.pop()
+                    lolr_fill = bought.pop()
+                    lolr.buy(g, lolr_fill, price, env.t)
+                    self._event("purchase", "lolr", 0, g, lolr_fill, lolr_fill * price, price)
                 if buys and buys[-1] == n_k:
                     buys.pop()
                     desk_fill = bought.pop()
@@ -975,7 +1202,7 @@ class LiquidationModel(mesa.Model):
                     desk.holdings[g] += desk_fill
                     desk.cost_basis[g] += desk_fill * price
                     desk.cash -= desk_fill * price
-                    desk.flows["purchases"] -= desk_fill * price
+                    desk.cash_bought[env.t] += desk_fill * price
                 self.salvage_units[g] += salvage_fill
                 self._outside("salvage", salvage_fill * price)
                 self.month_salvage[g] = salvage_fill
@@ -1063,7 +1290,7 @@ class LiquidationModel(mesa.Model):
             repaid = repay.sum()
             desk.lent -= repaid
             desk.cash += repaid
-            desk.flows["repaid"] += repaid
+            desk.cash_repaid[self.env.t] += repaid
             lb.cash += rec - repay
             self._outside("estate_surplus", -surplus.sum())
             sellers = [i for i, u in enumerate(units) if u]
@@ -1087,14 +1314,24 @@ class LiquidationModel(mesa.Model):
             order = sorted(range(len(kinds)), key=kinds.__getitem__)
             self._fill_events("sale", [KIND_NAMES[kinds[j]] for j in order],
                               [sellers[j] for j in order], g, [units[j] for j in order], price)
-        d = fills[-1] if rows and rows[-1] == 2 * n_l + n_b else 0  # the desk's row is last
+        d = lo = 0  # the desk's row, then the buyer of last resort's, come last
+        for r, u in zip(rows[n_sell:], fills[n_sell:], strict=True):
+            if r == 2 * n_l + n_b:
+                d = u
+            else:
+                lo = u
         if d:
             basis = desk.cost_basis[g] * d / desk.holdings[g]
             desk.holdings[g] -= d
             desk.cost_basis[g] -= basis
             desk.cash += d * price
-            desk.flows["sales"] += d * price
+            desk.cash_sold[self.env.t] += d * price
+            if desk.secured:  # collateral taken in a repo default: the loss is realised
+                desk.default_loss[self.env.t] += basis - d * price
             self._event("sale", "repo_desk", 0, g, d, d * price, price)
+        if lo:
+            self.lolr.sell(g, lo, price, self.env.t)
+            self._event("sale", "lolr", 0, g, lo, lo * price, price)
 
     # ---------------------------------------------------------------- 7. prices
     def _phase_prices(self) -> None:
@@ -1198,14 +1435,14 @@ class LiquidationModel(mesa.Model):
             lb.cash -= due
             lb.cash += add(ib_int, axis=0)
             desk.cash += add(repo_int)
-            desk.flows["interest"] += add(repo_int)
+            desk.interest[self.env.t] += add(repo_int)
             self._outside("funding_outside", -add(out_int))
             self._outside("holding_costs", -add(hold))
             return
         lb.cash -= f * due
         lb.cash += add(ib_int * f[:, None], axis=0)
         desk.cash += add(repo_int * f)
-        desk.flows["interest"] += add(repo_int * f)
+        desk.interest[self.env.t] += add(repo_int * f)
         self._outside("funding_outside", -add(out_int * f))
         self._outside("holding_costs", -add(hold * f))
         self.interbank += ib_int * (1.0 - f)[:, None]
@@ -1249,7 +1486,7 @@ class LiquidationModel(mesa.Model):
         lb.repo_debt -= repo
         desk.lent -= repo.sum()
         desk.cash += repo.sum()
-        desk.flows["repaid"] += repo.sum()
+        desk.cash_repaid[self.env.t] += repo.sum()
         self._outside("funding_outside", -out.sum())
 
     def _clear_funding(self) -> np.ndarray:
@@ -1419,6 +1656,9 @@ class LiquidationModel(mesa.Model):
         r["lender_equity"][t] = add(lb.equity)
         r["inventory_units"][t] = add(lb.inventory, axis=None)
         r["repo_lent"][t], r["repo_units"][t] = self.desk.lent, add(self.desk.holdings)
+        self.desk.record(t, self.price)
+        if self.lolr is not None:
+            self.lolr.record(t, self.price)
         r["buyer_capacity_h100"][t] = min(self.buyer_capacity_units(self._h100), 1e15)
         r["forced_value"][t], r["forced_fundamental"][t] = (self.forced_value,
                                                             self.forced_fundamental)

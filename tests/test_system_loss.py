@@ -55,7 +55,10 @@ def test_desk_pnl_by_hand():
     desk = RepoDesk(model, Repo(enabled=True, capacity=100.0), 1)
     desk.lent, desk.cash = 30.0, 100.0 - 30.0 - 20.0 + 1.5
     desk.holdings[0] = 2
-    desk.flows.update(lent=-30.0, purchases=-20.0, interest=1.5)
+    # the desk's one ledger: its monthly P&L arrays (``flows`` sums them by kind)
+    desk.cash_lent[0], desk.cash_bought[0], desk.interest[0] = 30.0, 20.0, 1.5
+    assert desk.flows == {"lent": -30.0, "repaid": 0.0, "interest": 1.5, "purchases": -20.0,
+                          "sales": 0.0}
     assert desk.pnl(np.array([7.0])) == pytest.approx(-4.5, abs=1e-12)
     assert sum(desk.flows.values()) == pytest.approx(desk.cash - desk.cash0, abs=1e-12)
 
@@ -98,6 +101,53 @@ def test_identity_holds_every_month_on_fuzzed_worlds(scenario, seed, repo):
     np.testing.assert_allclose(r["loss_outside"][:n], out, rtol=0, atol=tol)
     assert r["system_loss"][0] == 0.0 or abs(r["system_loss"][0]) < tol  # t0: nothing lost
     assert m.invariants() == []
+
+
+# the secured repo and the buyer of last resort (issue 15 part A): every cash move of the desk
+# (loans, repayments, interest, margin, default sales and losses) and of the buyer of last
+# resort is counted, so the identity holds with either switch on
+SECURED = {"policy.repo.enabled": True, "policy.repo.design": "secured"}
+LOLR = {"policy.lolr.enabled": True}
+POLICIES = [(s, seed, name, over)
+            for s, seed in [("crypto_winter", 212), ("crypto_winter", 919),
+                            ("repo_backstop", 515), ("guarantor_exit", 313)]
+            for name, over in [("secured", SECURED), ("lolr", LOLR),
+                               ("both", {**SECURED, **LOLR})]]
+
+
+@pytest.mark.parametrize(("scenario", "seed", "name", "over"), POLICIES)
+def test_identity_holds_every_month_with_secured_repo_and_lolr(scenario, seed, name, over):
+    shock = {"shocks.0.size": 0.8} if scenario == "crypto_winter" else {}  # a BTC shock of 80 %
+    m = _model(scenario, seed=seed, months=36, **shock, **over).run()
+    r, n = m.rec, m.env.t + 1
+    parts = sum(r[f"loss_{p}"][:n] for p in losses.PARTS)
+    tol = 1e-9 * _scale(m)
+    np.testing.assert_allclose(r["system_loss"][:n], parts, rtol=0, atol=tol)
+    np.testing.assert_allclose(r["system_loss"][:n], _rhs(r, slice(0, n)), rtol=0, atol=tol)
+    assert m.invariants() == []
+    d = m.desk
+    # the desk's P&L is its cash flows plus its mark, and its flows are its cash
+    assert r["desk_cash_flows"][n - 1] == pytest.approx(d.cash - d.cash0, abs=1e-6)
+    np.testing.assert_allclose(-r["loss_desk"][:n], r["desk_cash_flows"][:n]
+                               + r["desk_mark"][:n], rtol=0, atol=1e-6)
+    if "policy.lolr.enabled" in over:
+        lo = m.lolr
+        assert r["loss_lolr"][n - 1] == pytest.approx(
+            lo.cfg.capacity - lo.cash - float(np.dot(lo.holdings, m.price)), abs=1e-6)
+    else:
+        assert not r["loss_lolr"].any()
+
+
+def test_secured_repo_and_lolr_act_on_crypto_winter():
+    """The identity tests above prove something: on crypto_winter at a BTC shock of 0.8 the
+    secured desk lends and the buyer of last resort buys (and runs what it holds)."""
+    m = _model(seed=212, months=36, **{"shocks.0.size": 0.8}, **SECURED, **LOLR).run()
+    d, lo = m.desk, m.lolr
+    assert d.cash_lent.sum() > 0 and d.cash_repaid.sum() + d.interest.sum() > 0
+    assert lo.cash_bought.sum() > 0 and lo.rent.sum() > 0
+    r, n = m.rec, m.env.t + 1
+    np.testing.assert_allclose(r["system_loss"][:n], _rhs(r, slice(0, n)), rtol=0,
+                               atol=1e-9 * _scale(m))
 
 
 def test_identity_sees_money_that_vanishes():
