@@ -55,7 +55,7 @@ class RepoDesk(FixedAgent):
         self.cash = cfg.capacity if cfg.enabled else 0.0
         self.holdings = np.zeros(n_gen, dtype=np.int64)
         self.cost_basis = np.zeros(n_gen)
-        self.lent = 0.0  # repo loans outstanding (the lenders' repo_debt adds up to this)
+        self.lent = 0.0  # repo loans outstanding (lenders' repo_debt, plus b_debt when secured)
         # secured design: borrowers' repo loans against their fleets' equity, and every
         # loan's maturity month (lenders' loans in ``maturity_l``)
         self.b_debt = np.zeros(n_borrowers)
