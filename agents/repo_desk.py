@@ -28,7 +28,12 @@ from __future__ import annotations
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
+from sim import numerics as nm
 from sim.config import Repo
+
+# the desk's cash flows by kind (+ in, - out): repo loans made (-), repaid (+), interest
+# received (+), GPUs bought (-), GPUs sold (+)
+DESK_FLOWS = ("lent", "repaid", "interest", "purchases", "sales")
 
 
 def haircut(price: np.ndarray, ref: np.ndarray, h0: float, kappa: float) -> np.ndarray:
@@ -50,7 +55,7 @@ class RepoDesk(FixedAgent):
         self.cash = cfg.capacity if cfg.enabled else 0.0
         self.holdings = np.zeros(n_gen, dtype=np.int64)
         self.cost_basis = np.zeros(n_gen)
-        self.lent = 0.0  # repo loans outstanding (the lenders' repo_debt adds up to this)
+        self.lent = 0.0  # repo loans outstanding (lenders' repo_debt, plus b_debt when secured)
         # secured design: borrowers' repo loans against their fleets' equity, and every
         # loan's maturity month (lenders' loans in ``maturity_l``)
         self.b_debt = np.zeros(n_borrowers)
@@ -78,6 +83,9 @@ class RepoDesk(FixedAgent):
         #: ``loans``: repo loans outstanding; ``cash_balance``: the desk's cash (all at month end).
         self.holdings_cost, self.mark = np.zeros(n), np.zeros(n)
         self.loans, self.cash_balance = np.zeros(n), np.zeros(n)
+        self.cash0 = self.cash  # opening cash: cash - cash0 = the sum of ``flows``
+        # repo interest unpaid and added to the loans (not cash: part of ``lent``)
+        self.interest_capitalised = 0.0
 
     @property
     def used(self) -> float:
@@ -133,12 +141,25 @@ class RepoDesk(FixedAgent):
         self.loans[t] = self.lent
         self.cash_balance[t] = self.cash
 
-    def pnl(self) -> np.ndarray:
-        """Cumulative P&L marked to market at each month end ($): cash less opening cash,
-        plus loans outstanding, plus holdings at the price index (interest received, sales
-        and margin are in the cash; defaults' losses show as collateral sold below the loan)."""
-        cap = self.cfg.capacity if self.enabled else 0.0
-        return self.cash_balance - cap + self.loans + self.mark
+    @property
+    def flows(self) -> dict[str, float]:
+        """The desk's cumulative cash flows by kind ($, + into the desk; :data:`DESK_FLOWS`),
+        summed from the monthly P&L arrays (the one ledger): ``cash - cash0`` is their sum.
+        Margin posted in cash is in ``repaid``; repo-default sales are in ``sales``."""
+        return {"lent": -float(self.cash_lent.sum()), "repaid": float(self.cash_repaid.sum()),
+                "interest": float(self.interest.sum()),
+                "purchases": -float(self.cash_bought.sum()),
+                "sales": float(self.cash_sold.sum())}
+
+    def pnl(self, price: np.ndarray | None = None):
+        """Profit and loss marked to market ($): cash less opening cash (the cash flows), plus
+        repo loans outstanding at face, plus holdings at the price index (interest received,
+        sales and margin are in the cash; defaults' losses show as collateral sold below the
+        loan). With ``price``: now, at that price (a float); without: at each month end (the
+        recorded array)."""
+        if price is not None:
+            return (self.cash - self.cash0) + self.lent + float(nm.dot(self.holdings, price))
+        return self.cash_balance - self.cash0 + self.loans + self.mark
 
 
 class LastResortBuyer:

@@ -66,7 +66,16 @@ DPI = 85
 HEATMAPS = ("default_share", "credit_losses", "max_peak_price_fall")
 HEATMAP_FALLBACK = {"default_share": "defaults"}
 MAX_FIGURE_METRICS = 9
-MONEY = ("credit_losses", "writeoffs", "recoveries", "unsold_inventory_value", "repo_peak_lent")
+# the losses counted for everyone (metrics.system_loss on; sim.losses): summary "losses"
+# (sim.losses.SUMMARY_KEYS; named here so that the analysis imports no model code)
+LOSS_METRICS = tuple(f"losses.{k}" for k in (
+    "lenders", "desk", "lolr", "buyers", "borrowers", "outside", "outside_buyers",
+    "outside_suppliers", "outside_funders", "outside_other_borrowers", "system_loss",
+    "lenders_credit", "lenders_recoveries", "lenders_net", "lenders_other",
+    "borrowers_wiped_out", "desk_cash_flows", "desk_mark", "value_destroyed", "btc_value_fall",
+    "operating_income", "discount", "holding_costs", "discount_outside", "desk_pnl"))
+MONEY = ("credit_losses", "writeoffs", "recoveries", "unsold_inventory_value", "repo_peak_lent",
+         *LOSS_METRICS)
 LABELS = {"credit_losses": "credit losses ($)", "default_share": "default share",
           "defaults": "borrower defaults", "lender_failures": "lender failures",
           "max_peak_price_fall": "peak price fall (max over generations)"}
@@ -517,6 +526,18 @@ def build(sw: Sweep) -> Output:
 def _add_paired(sw: Sweep, out: Output) -> None:
     table = paired_table(sw)
     out.tables["paired"] = table
+    # the paired differences of the system loss and of each party's loss, when the ledger
+    # has them (a sweep run with metrics.system_loss; older ledgers have none)
+    parts = [m for m in LOSS_METRICS if m in sw.metrics]
+    if parts and len(table):
+        order = {m: i for i, m in enumerate(parts)}
+        losses = table[table["metric"].isin(parts)].copy()
+        losses["_order"] = losses["metric"].map(order)
+        out.tables["paired_losses"] = (losses.sort_values(["axis", "_order"], kind="stable")
+                                       .drop(columns="_order").reset_index(drop=True))
+        out.captions["paired_losses"] = (
+            "Paired difference (second level minus first) of the system loss and of each "
+            "party's loss (positive = a loss; sim.losses), with 95 % bootstrap intervals.")
     for axis in two_level_axes(sw):
         for other in [x for x in sw.axes if x != axis] or [None]:
             name = f"paired__{_safe(axis)}__by__{_safe(other or 'none')}"
@@ -572,7 +593,7 @@ def _with_units(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # the names of the files :func:`write` makes (besides report.html)
-OWN_FILES = re.compile(r"(by_axis|points|paired|sobol)\.csv"
+OWN_FILES = re.compile(r"(by_axis|points|paired|paired_losses|sobol)\.csv"
                        r"|(axis|paired|phase|sobol)__.+\.(csv|png)")
 
 

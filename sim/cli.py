@@ -311,7 +311,7 @@ def compare(
     for col in ("mean A", "mean B", "B - A", "95 % CI"):
         t.add_column(col, justify="right")
     for key, m in res["metrics"].items():
-        money = key == "credit_losses"
+        money = key == "credit_losses" or key.startswith(("loss_", "sl_"))
         f = (lambda x: _fmt_money(x)) if money else (lambda x: f"{x:.3f}")
         t.add_row(key.replace("_", " "), f(m["mean_a"]), f(m["mean_b"]), f(m["diff"]),
                   f"[{f(m['ci_low'])}, {f(m['ci_high'])}]")
@@ -339,7 +339,8 @@ def _write_compare_csv(path: Path, res: dict) -> None:
     w.writerow(["metric", "unit", "a", "b", "seeds", "mean_a", "mean_b", "diff_b_minus_a",
                 "ci95_low", "ci95_high"])
     for key, m in res["metrics"].items():
-        w.writerow([key, COMPARE_UNITS.get(key, ""), res["a"], res["b"], len(res["seeds"]),
+        unit = "USD" if key.startswith(("loss_", "sl_")) else COMPARE_UNITS.get(key, "")
+        w.writerow([key, unit, res["a"], res["b"], len(res["seeds"]),
                     repr(m["mean_a"]), repr(m["mean_b"]), repr(m["diff"]), repr(m["ci_low"]),
                     repr(m["ci_high"])])
     atomic_write_bytes(path, buf.getvalue().encode())

@@ -425,6 +425,9 @@ class Metrics(_Strict):
     # credit_losses = write-offs net of recoveries at write-off (never falls); later
     # recoveries reported separately (summary and records)
     losses_at_writeoff: StrictBool = True
+    # every party's loss marked to market and the system loss (docs/model.md, "Losses counted
+    # for everyone"): records system_loss* and the summary's "losses" (off: today's outputs)
+    system_loss: StrictBool = False
 
 
 class Shock(_Strict):

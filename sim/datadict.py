@@ -24,6 +24,9 @@ import pyarrow.parquet as pq
 GEN = "<gen>"
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "data_dictionary.md"
 
+# the losses' records (issue 15, sim.losses)
+SL = "only with `metrics.system_loss`: cumulative from t0, positive = a loss; "
+
 SERIES: dict[str, tuple[str, str]] = {
     "month": ("month", "model month, 0 = t0 (December 2025)"),
     "date": ("date", "first day of the calendar month of `month`"),
@@ -84,6 +87,55 @@ SERIES: dict[str, tuple[str, str]] = {
     "buyer_mw_converting": ("MW", "buyers' MW being converted from air to liquid cooling"),
     "buyer_mw_converted": ("MW", "cumulative MW whose air-to-liquid conversion started"),
     "miner_mw_hosting": ("MW", "mining MW living miners let to AI tenants"),
+    # issue 15, "Losses counted for everyone" (sim.losses; docs/model.md): W = wealth marked
+    # to market (GPUs at the price index), loss = W(t0) - W(t)
+    "loss_lenders": ("$", SL + "lenders: cash + GPU loans + repossessed GPUs + other loans - "
+                              "outside funding - repo debt"),
+    "loss_desk": ("$", SL + "minus the repo desk's P&L = -(desk_cash_flows + desk_mark)"),
+    "loss_lolr": ("$", SL + "the buyer of last resort (policy.lolr; 0 when off): cash + GPUs "
+                           "at the price index"),
+    "loss_buyers": ("$", SL + "secondary buyers: capital + GPUs, less the capital their owners "
+                             "put in"),
+    "loss_borrowers": ("$", SL + "borrowers: cash + fleet + BTC - debt, plus payouts and "
+                                "estate surpluses their owners received"),
+    "loss_outside": ("$", SL + "the outside sector: the sum of the four loss_outside_* "
+                              "columns"),
+    "loss_outside_buyers": ("$", SL + "out-of-sector buyers (salvage, outside demand): what "
+                                     "they paid less their units at the price index"),
+    "loss_outside_suppliers": ("$", SL + "suppliers' unpaid bills of defaulted borrowers"),
+    "loss_outside_funders": ("$", SL + "lenders' outside funders: minus (the change in their "
+                                      "claims + what they were paid)"),
+    "loss_outside_other_borrowers": ("$", SL + "borrowers of the lenders' other loans: the "
+                                              "interest they paid less their debt written off"),
+    "system_loss": ("$", SL + "sum of loss_lenders, loss_desk, loss_lolr, loss_buyers, "
+                             "loss_borrowers and loss_outside (payments between parties "
+                             "cancel; negative = a net gain) = sl_value_destroyed + "
+                             "sl_btc_value_fall - sl_operating_income + sl_discount + "
+                             "sl_holding_costs"),
+    "loss_lenders_credit": ("$", SL + "lenders' credit losses at write-off (net credit losses "
+                                     "without `metrics.losses_at_writeoff`)"),
+    "loss_lenders_recoveries": ("$", SL + "lenders' recoveries after the write-off (0 without "
+                                         "`metrics.losses_at_writeoff`)"),
+    "loss_lenders_net": ("$", SL + "lenders' net credit losses (write-offs less all "
+                                  "recoveries)"),
+    "loss_lenders_other": ("$", SL + "lenders' losses on their other (non-GPU) loans"),
+    "loss_borrowers_wiped_out": ("$", SL + "t0 equity at value in best use (cash + fleet x "
+                                          "value in best use + BTC - debt, floored at 0) of the "
+                                          "borrowers that have defaulted"),
+    "desk_cash_flows": ("$", SL + "the repo desk's net cash flows: repo loans made (-), repaid "
+                                 "(+), interest received (+), GPUs bought (-) and sold (+)"),
+    "desk_mark": ("$", SL + "the repo desk's repo loans outstanding at face plus its GPUs at "
+                           "the price index"),
+    "sl_value_destroyed": ("$", SL + "fall of the GPU stock's value in best use, U.V(t0) - "
+                                    "U.V(t), all holders (exogenous)"),
+    "sl_btc_value_fall": ("$", SL + "fall of the borrowers' BTC value, net of the BTC sold"),
+    "sl_operating_income": ("$", SL + "rents less operating costs earned on the GPUs (a gain: "
+                                     "enters the system loss with a minus sign)"),
+    "sl_discount": ("$", SL + "change of the stock's discount below its value in best use, "
+                             "U.(V - p)(t) - U.(V - p)(t0)"),
+    "sl_holding_costs": ("$", SL + "lenders' holding costs of repossessed GPUs paid"),
+    "sl_discount_outside": ("$", SL + "the part of sl_discount on units held out of the "
+                                     "sector"),
 }
 
 PANEL: dict[str, tuple[str, str]] = {

@@ -235,6 +235,9 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
                                        "price and funding channels (runs it: ~2x run time)"),
         "losses_at_writeoff": ("", "credit_losses = write-offs net of recoveries at write-off "
                                    "(never falls); later recoveries reported apart"),
+        "system_loss": ("", "every party's loss marked to market and the system loss, their "
+                            "sum (records loss_*, system_loss*; summary losses); off: today's "
+                            "outputs"),
     },
     "Shock": {
         "month": ("month", "month it lands (1 = the first simulated month)"),

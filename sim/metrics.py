@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from agents.lender import FAILED
+from sim import losses
 from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
 from sim.model import EVENT_COLUMNS, LiquidationModel
 
@@ -274,6 +275,8 @@ def summary(model: LiquidationModel) -> dict:
         out["defaults_counterfactual"] = c["counterfactual"]
     if model.cfg.lenders.dscr_default_months:
         out["defaults_by_cause"] = defaults_by_cause(model)
+    if mc.system_loss:  # issue 15: every party's loss marked to market (sim.losses)
+        out["losses"] = losses.summary(model)
     if lb.has_other:
         out["other_loan_losses"] = float(lb.other_losses.sum())
     if model.cfg.buyers.outside_demand.enabled:

@@ -42,6 +42,7 @@ from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer, re
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import LastResortBuyer, RepoDesk
 from agents.sites import SiteBook
+from sim import losses
 from sim import numerics as nm
 from sim.config import ConfigError, Scenario, resolve
 from sim.contagion import _rogers_veraart_state
@@ -136,6 +137,7 @@ class LiquidationModel(mesa.Model):
         self.salvage_units = np.zeros(self.n_gen, dtype=np.int64)
         self.external_units = np.zeros(self.n_gen, dtype=np.int64)  # parametric-mode buyers
         self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
+        self.buyers_paid = 0.0  # secondary buyers' purchases at cost ($, cumulative)
         self.events: list[tuple] = []
         self._originate()
         # value in best use depends on the environment and the buyer types only, and neither
@@ -956,6 +958,7 @@ class LiquidationModel(mesa.Model):
             desk.interest[t] += paid_i.sum()
             debt_b += intr - paid_i  # unpaid interest capitalises
             desk.lent += (intr - paid_i).sum()
+            desk.interest_capitalised += (intr - paid_i).sum()
             call = np.where(has, np.maximum(debt_b - room_b, 0.0), 0.0)
             matured = has & (desk.b_maturity <= t)
             cash = np.maximum(b.cash, 0.0)
@@ -1192,6 +1195,7 @@ class LiquidationModel(mesa.Model):
                     bid_fills = np.zeros(n_k, dtype=np.int64)
                     bid_fills[buys] = bought
                     pay = buyers.settle(bid_fills, price, g, env.kw[g], self._liquid[g])
+                    self.buyers_paid += pay.sum()
                     if buyers.unlimited:
                         self._outside("buyer_capital", pay.sum())
                 if desk_fill:
@@ -1446,6 +1450,7 @@ class LiquidationModel(mesa.Model):
         unpaid_repo = repo_int * (1.0 - f)
         lb.repo_debt += unpaid_repo
         desk.lent += add(unpaid_repo)
+        desk.interest_capitalised += add(unpaid_repo)
 
     def _run_on(self, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
         """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
@@ -1663,6 +1668,8 @@ class LiquidationModel(mesa.Model):
             r["outside_pinned"][t] = self.month_pinned
         if self.sites is not None:
             self._record_sites(t)
+        if self.cfg.metrics.system_loss:
+            losses.record(self, t)
         nl, nb = lb.n, b.n
         p, buyers = self.panel, self.buyers
         np.concatenate((lb.cash, b.cash, buyers.capital), out=p["cash"][t])

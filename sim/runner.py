@@ -28,14 +28,26 @@ def paired_seeds(root: int, n: int) -> list[int]:
 
 
 COMPARE_METRICS = ("credit_losses", "defaults", "lender_failures", "max_peak_price_fall")
+# with metrics.system_loss on (both sides): the system loss and each party's loss (sim.losses)
+# (compare's keys: loss_<part>, and sl_<term> for the identity's terms)
+LOSS_METRICS = ("system_loss", "lenders", "desk", "lolr", "buyers", "borrowers", "outside",
+                "outside_buyers", "outside_suppliers", "outside_funders",
+                "outside_other_borrowers", "lenders_credit", "lenders_recoveries",
+                "lenders_net", "lenders_other", "borrowers_wiped_out")
+IDENTITY_TERMS = ("value_destroyed", "btc_value_fall", "operating_income", "discount",
+                  "discount_outside", "holding_costs")
 
 
 def _headline(model: LiquidationModel) -> dict[str, float]:
     s = metrics.summary(model)
     falls = s["peak_price_fall"].values()
-    return {"credit_losses": s["credit_losses"], "defaults": s["defaults"],
-            "lender_failures": s["lender_failures"],
-            "max_peak_price_fall": max(falls) if falls else 0.0}
+    out = {"credit_losses": s["credit_losses"], "defaults": s["defaults"],
+           "lender_failures": s["lender_failures"],
+           "max_peak_price_fall": max(falls) if falls else 0.0}
+    if "losses" in s:
+        out.update({f"loss_{k}": s["losses"][k] for k in LOSS_METRICS})
+        out.update({f"sl_{k}": s["losses"][k] for k in IDENTITY_TERMS})
+    return out
 
 
 def compare(a: Scenario, b: Scenario, n_seeds: int, root_seed: int | None = None,
@@ -52,7 +64,10 @@ def compare(a: Scenario, b: Scenario, n_seeds: int, root_seed: int | None = None
             if on_run is not None:
                 on_run()
     out = {"seeds": seeds, "a": a.name, "b": b.name, "metrics": {}}
-    for key in COMPARE_METRICS:
+    # the losses only when both sides count them (metrics.system_loss on in A and B)
+    keys = [*COMPARE_METRICS, *(k for k in rows_a[0] if k.startswith(("loss_", "sl_"))
+                                and k in rows_b[0])]
+    for key in keys:
         xa = np.array([r[key] for r in rows_a], dtype=float)
         xb = np.array([r[key] for r in rows_b], dtype=float)
         d = xb - xa
