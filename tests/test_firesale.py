@@ -75,3 +75,25 @@ def test_bad_shapes_are_refused():
         fs.glt_closed_form(np.ones((2, 2)), np.ones(3), np.ones(2), np.ones(2), np.ones(2))
     with pytest.raises(ValueError, match="non-negative"):
         fs.glt_closed_form(np.ones((1, 1)), [1.0], [-1.0], [1.0], [1.0])
+
+
+def test_validate_rows_for_the_lender_network():
+    from sim import validate as val
+
+    rows, data = val.check_fire_sale_closed_form(draws=3)
+    by_id = {r.id: r for r in rows}
+    assert by_id["7a"].passed and not by_id["7a"].info and data["max_gap"] <= 1e-9
+    for cid in ("7b", "7c"):  # information rows: no sourced band, never a fail
+        assert by_id[cid].info and by_id[cid].passed
+        assert by_id[cid].expected == "information (no sourced band)"
+    for key in ("gpu_shock", "loan_shock"):
+        r = data[key]
+        assert r["AV"] < 0.0 and r["direct"] < 0.0
+        assert sum(v["systemicness"] for v in r["by_type"].values()) == pytest.approx(
+            r["AV"], rel=1e-12)
+    assert data["assets_gap"] < 1.0  # the four classes are the lenders' assets
+    assert data["ell"][0] > data["ell"][1] > 0.0 == data["ell"][2] == data["ell"][3]
+    report = val.render_report({"checks": rows, "data": {}, "quick": True, "root_seed": 1,
+                                "seconds": 0.0, "gk": {"n": 1, "draws": 1}})
+    assert "**1 of 1 checks pass** (2 information rows)." in report
+    assert report.count("| INFO |") == 2
