@@ -454,7 +454,8 @@ def validate(
     for col in ("check", "measured", "result"):
         t.add_column(col)
     for c in result["checks"]:
-        t.add_row(f"{c.id} {c.name}", c.measured, "PASS" if c.passed else "FAIL")
+        t.add_row(f"{c.id} {c.name}", c.measured,
+                  "INFO" if c.info else ("PASS" if c.passed else "FAIL"))
     out_console.print(t)
     out_console.print(f"report written to {path}", highlight=False, soft_wrap=True)
     if not all(c.passed for c in result["checks"]):

@@ -15,7 +15,10 @@ Checks (issue 5):
    call auction against buyers laid out on that curve reproduces it within 2 %;
 4. calibration facts of the baseline with no shock (rent decline, used-H100 value, step-down);
 5. the 2022 crypto-miner episode (``experiments/scenarios/asic_2022.toml``);
-6. fire-sale discount against time to sell for a repossessed fleet.
+6. fire-sale discount against time to sell for a repossessed fleet;
+7. the Greenwood, Landier & Thesmar (2015) first-round fire-sale closed form, reproduced by the
+   reduced mode of ``sim.firesale`` (issue 16), and the aggregate vulnerability of Duarte &
+   Eisenbach (2021) of the baseline's lender network at t0 (information rows: no sourced band).
 
 :func:`run_all` runs them; :func:`write_report` writes ``report.md``, ``results.json`` and the
 figures (matplotlib ``Figure`` + Agg canvas, no pyplot) with atomic writes.
@@ -50,6 +53,7 @@ class Check:
     measured: str
     passed: bool
     details: dict = field(default_factory=dict)
+    info: bool = False  # an information row: no sourced band, reported, never a pass or fail
 
 
 # Expected values and bands. Tests may monkeypatch an entry to force a failure.
@@ -77,6 +81,7 @@ BANDS: dict[str, dict] = {
     "sale_180": {"max": 0.05},
     "sale_30": {"lo": 0.27, "hi": 0.44},
     "sale_7": {"lo": 0.44, "hi": 0.63},
+    "glt_exact": {"tol": 1e-9},  # issue 16: the reduced mode reproduces GLT's closed form
 }
 
 
@@ -596,6 +601,129 @@ def check_time_to_sell() -> tuple[list[Check], dict]:
                   "discount_se": se, "draws": SALE_DRAWS, "sweep": sweep}
 
 
+# ======================================================================== 7. GLT / DE
+FS_CLASSES = ("GPU loans", "other loans", "cash", "interbank claims")
+GLT_ELL_OTHER = 1e-13  # per dollar: GLT's 10 bp per 10 bn $ (their calibration), other loans
+FS_SHOCK = 0.01  # a 1 % fall; AV is linear in the shock
+GLT_SRC = ("Greenwood, Landier & Thesmar (2015), JFE 115(3), eqs. 5-8; docs/validation.md, "
+           "\"Classic fire-sale closed form\"")
+DE_SRC = ("Duarte & Eisenbach (2021), JF 76(6) (AV, systemicness); no sourced band for GPU "
+          "lenders: information; docs/validation.md, \"Classic fire-sale closed form\"")
+
+
+def gpu_price_impact(m) -> dict:
+    """Price impact per dollar of GPU collateral sold, from the outside demand at t0.
+
+    Assumption (docs/validation.md, "Classic fire-sale closed form"): a forced seller's
+    marginal buyer is the outside demand (docs/model.md, "Outside demand"), whose inverse
+    demand p_g(q) = s_g + (a_g - s_g) exp(-q / D_g) falls by (a_g - s_g) / D_g per unit at
+    q = 0. Selling x dollars of generation g (x / V_g units, V_g the value in best use, the
+    t0 price) moves its price by ell_g x with ell_g = (a_g - s_g) / (D_g V_g^2) (a return per
+    dollar). A dollar of GPU collateral sold is spread over the generations by their value
+    shares w_g = N_g V_g / sum N V, so the return of the GPU book is sum_g w_g ell_g (w_g x):
+    ell_GPU = sum_g w_g^2 ell_g. A dollar of GPU loans sold is taken to be a dollar of GPU
+    collateral sold, and GPU loans are marked one for one with the collateral."""
+    from agents.buyer import replacement_cost
+
+    od, env = m.cfg.buyers.outside_demand, m.env
+    ref, val = replacement_cost(env), np.asarray(m.fundamental, dtype=float)
+    units = np.asarray(m._units0, dtype=float)
+    scrap = od.scrap * ref
+    top = np.maximum(od.top * np.minimum(ref, val), scrap)
+    depth = od.depth * np.maximum(units, 1.0)
+    live = (units > 0) & (val > 0)
+    ell = np.where(live, (top - scrap) / (depth * np.where(live, val * val, 1.0)), 0.0)
+    w = np.where(live, units * val, 0.0)
+    w = w / w.sum()
+    return {"ell_gpu": float((w * w * ell).sum()),
+            "by_generation": {n: {"ell": float(ell[g]), "value_share": float(w[g])}
+                              for g, n in enumerate(env.names)}}
+
+
+def lender_fire_sale_inputs(m=None) -> dict:
+    """The baseline's lenders at t0 (after ``LiquidationModel.__init__``) as GLT/DE inputs:
+    holdings by class (GPU loans, other loans, cash, interbank claims), leverage = debt over
+    equity with equity the t0 clearing equity, price impacts per dollar (GPU loans:
+    :func:`gpu_price_impact`; other loans: ``GLT_ELL_OTHER``; cash and interbank claims: 0,
+    they are not sold into a market)."""
+    from sim.config import load_scenario
+    from sim.model import LiquidationModel
+
+    if m is None:
+        m = LiquidationModel(load_scenario("baseline"))
+    lb = m.lenders
+    gpu = m.loans.by_lender(m.loans.exposure, lb.n)
+    other = lb.other_loans if lb.has_other else np.zeros(lb.n)
+    hold = np.column_stack([gpu, other, lb.cash, np.add.reduce(m.interbank, axis=0)])
+    a = hold.sum(axis=1)
+    e = np.asarray(lb.equity, dtype=float)
+    imp = gpu_price_impact(m)
+    return {"M": hold / a[:, None], "a": a, "b": (a - e) / e,
+            "ell": np.array([imp["ell_gpu"], GLT_ELL_OTHER, 0.0, 0.0]),
+            "kind": [str(k) for k in lb.kind], "types": list(lb.type_names),
+            "assets_gap": float(np.abs(a - lb.assets).max()), "impact": imp,
+            "holdings": hold.sum(axis=0)}
+
+
+def _av_summary(inp: dict, F: np.ndarray) -> dict:
+    from sim import firesale as fs
+
+    cf = fs.glt_closed_form(inp["M"], inp["a"], inp["b"], inp["ell"], F)
+    sim = fs.glt_simulate(inp["M"], inp["a"], inp["b"], inp["ell"], F)
+    kind = np.array(inp["kind"], dtype=object)
+    by_type = {t: {"systemicness": float(cf["S"][kind == t].sum()),
+                   "mean_IV": float(cf["IV"][kind == t].mean()),
+                   "lenders": int((kind == t).sum())} for t in inp["types"]}
+    return {"AV": cf["AV"], "AV_simulated": sim["AV"], "direct": float(cf["direct"].sum())
+            / cf["E"], "price_move": cf["price_move"].tolist(), "by_type": by_type,
+            "gap": abs(cf["AV"] - sim["AV"]), "E": cf["E"]}
+
+
+def check_fire_sale_closed_form(draws: int = 8) -> tuple[list[Check], dict]:
+    """Check 7: the reduced mode reproduces GLT's closed form (lender network and random
+    balance sheets); DE's aggregate vulnerability of the baseline's lenders (information)."""
+    from sim import firesale as fs
+
+    inp = lender_fire_sale_inputs()
+    gpu = _av_summary(inp, np.array([-FS_SHOCK, 0.0, 0.0, 0.0]))
+    loans = _av_summary(inp, np.array([-FS_SHOCK, -FS_SHOCK, 0.0, 0.0]))
+    rng = np.random.default_rng(np.random.SeedSequence([ROOT_SEED, 7]))
+    gaps = [gpu["gap"] / max(1.0, abs(gpu["AV"])), loans["gap"] / max(1.0, abs(loans["AV"]))]
+    for _ in range(draws):
+        n, k = int(rng.integers(2, 40)), int(rng.integers(1, 10))
+        M = rng.dirichlet(np.ones(k), n)
+        a, b = rng.uniform(1.0, 100.0, n), rng.uniform(1.0, 20.0, n)
+        ell, F = rng.uniform(0.0, 1e-3, k), rng.uniform(-0.05, 0.01, k)
+        cf, sim = fs.glt_closed_form(M, a, b, ell, F), fs.glt_simulate(M, a, b, ell, F)
+        gaps.append(abs(cf["AV"] - sim["AV"]) / max(1.0, abs(cf["AV"])))
+    tol = BANDS["glt_exact"]["tol"]
+    gap = float(max(gaps))
+
+    def types(r: dict) -> str:
+        return "; ".join(f"{t} ({v['lenders']}): S = {_pct(v['systemicness'])}, mean IV = "
+                         f"{_pct(v['mean_IV'])}" for t, v in r["by_type"].items())
+
+    rows = [
+        Check("7a", "GLT first-round fire-sale loss: reduced-mode simulation vs closed form "
+              f"(lender network at t0, two shocks, and {draws} random balance sheets)",
+              f"|AV_sim - AV_closed| <= {tol:g} (relative, issue 16)", GLT_SRC,
+              f"max gap {gap:.1e}", bool(gap <= tol)),
+        Check("7b", "DE aggregate vulnerability AV of the baseline's lenders at t0, GPU loans "
+              f"-{FS_SHOCK:.0%}", "information (no sourced band)", DE_SRC,
+              f"AV = {_pct(gpu['AV'])} of lender equity (direct loss {_pct(gpu['direct'])}; "
+              f"GPU price move {_pct(gpu['price_move'][0])}); {types(gpu)}", True, info=True),
+        Check("7c", f"DE aggregate vulnerability AV, all loans -{FS_SHOCK:.0%} (GPU and other)",
+              "information (no sourced band)", DE_SRC,
+              f"AV = {_pct(loans['AV'])} of lender equity (direct loss "
+              f"{_pct(loans['direct'])}); {types(loans)}", True, info=True),
+    ]
+    data = {"gpu_shock": gpu, "loan_shock": loans, "max_gap": gap,
+            "ell": inp["ell"].tolist(), "classes": list(FS_CLASSES),
+            "holdings": inp["holdings"].tolist(), "assets_gap": inp["assets_gap"],
+            "impact": inp["impact"], "leverage_mean": float(inp["b"].mean())}
+    return rows, data
+
+
 # ======================================================================== suite and report
 # (label, function(quick) -> (rows, data or None), key in the results); tests may shorten it
 STEPS: list[tuple[str, Callable[[bool], tuple], str]] = [
@@ -606,6 +734,7 @@ STEPS: list[tuple[str, Callable[[bool], tuple], str]] = [
     ("calibration facts", lambda q: check_calibration(), "calibration"),
     ("asic_2022 episode", lambda q: check_asic(), "asic_2022"),
     ("time to sell", lambda q: check_time_to_sell(), "time_to_sell"),
+    ("fire-sale closed form", lambda q: check_fire_sale_closed_form(), "fire_sale"),
 ]
 
 
@@ -690,23 +819,29 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _result(c: Check) -> str:
+    return "INFO" if c.info else ("PASS" if c.passed else "**FAIL**")
+
+
 def render_report(result: dict) -> str:
     """The Markdown report: one table row per check, then the figures."""
     rows = result["checks"]
     n_fail = sum(not c.passed for c in rows)
+    n_info = sum(c.info for c in rows)
     mode = "quick (reduced Gai-Kapadia)" if result["quick"] else "full"
     gk = result["gk"]
     lines = [
         "# liqsim validation report", "",
         f"Mode: {mode}. Gai-Kapadia: N = {gk['n']}, {gk['draws']} draws per z. Root seed "
         f"{result['root_seed']}. Wall time {result['seconds']:.1f} s. "
-        f"**{len(rows) - n_fail} of {len(rows)} checks pass.**", "",
+        f"**{len(rows) - n_info - n_fail} of {len(rows) - n_info} checks pass**"
+        + (f" ({n_info} information rows)." if n_info else "."), "",
         "| check | expected | source | measured | result |",
         "|---|---|---|---|---|",
     ]
     for c in rows:
         lines.append(f"| {c.id} {_cell(c.name)} | {_cell(c.expected)} | {_cell(c.source)} | "
-                     f"{_cell(c.measured)} | {'PASS' if c.passed else '**FAIL**'} |")
+                     f"{_cell(c.measured)} | {_result(c)} |")
     lines += ["", "## Figures", ""]
     for name, (key, _fn) in FIGURES.items():
         if key in result["data"]:
