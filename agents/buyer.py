@@ -67,6 +67,18 @@ def replacement_cost(env: Environment) -> np.ndarray:
     return env.new_unit_price
 
 
+def floor_price(cfg, env: Environment) -> np.ndarray:
+    """The lowest price a GPU of each generation sells at ($/GPU; ``cfg`` is the scenario's
+    ``buyers`` section): with the outside demand its scrap value, ``scrap`` x replacement
+    cost; without it the salvage sink's floor, ``salvage_floor`` x list price. The floor of
+    the model's asks and quotes (phases 5 and 7), of the value in best use, and of the
+    figures."""
+    od = cfg.outside_demand
+    if od.enabled:
+        return od.scrap * replacement_cost(env)
+    return cfg.salvage_floor * env.list_price
+
+
 class BuyerBook:
     """State of all secondary buyers (struct of arrays); the salvage sink is not a row here."""
 
@@ -255,11 +267,7 @@ class BuyerBook:
         price over buyer types with expectations anchored on fundamentals (x = 0), per generation,
         and never below the salvage value. The fire-sale discount is measured against it. Only
         types with at least one buyer count: a type with ``count = 0`` is no user."""
-        od = self.cfg.outside_demand
-        if od.enabled:  # the outside demand's scrap value replaces the salvage floor
-            salvage = np.where(env.shipping, od.scrap * replacement_cost(env), 0.0)
-        else:
-            salvage = np.where(env.shipping, self.cfg.salvage_floor * env.list_price, 0.0)
+        salvage = np.where(env.shipping, floor_price(self.cfg, env), 0.0)
         if not self._any_present:  # no buyer at all: the best use is scrap
             value = salvage
         else:

@@ -60,9 +60,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.borrower import DAYS_PER_MONTH, MINER
+from agents.borrower import MINER
 from sim import numerics as nm
-from sim.environment import HOURS_PER_MONTH
+from sim.environment import DAYS_PER_MONTH, HOURS_PER_MONTH
 
 BORROWER, LENDER, SOLD, RETIRED = 0, 1, 2, 3
 HOLDER_NAMES = ("borrower", "lender", "sold", "retired")

@@ -30,6 +30,7 @@ from matplotlib.path import Path
 from matplotlib.transforms import IdentityTransform, TransformedPath
 from PIL import Image
 
+from agents.buyer import floor_price
 from sim.animate import (
     capacity_generation,
     draw_capacity,
@@ -192,7 +193,7 @@ def _prices_after(p: Panel, model, t: int) -> list:
         lo, hi = p.ax.get_ylim()
         # the lowest price the market can reach: the salvage floor, or with the outside
         # demand its scrap value (the model's floor of asks and quotes, read only)
-        floor = model._salvage_price
+        floor = floor_price(model.cfg.buyers, model.env)
         low = min(lo, 0.7 * float(floor[p.state["gens"]].min())) if p.state["gens"] else lo
         p.ax.set_ylim(max(low, 1e-3), hi * 1.2)
     return list(p.ax.lines) + _legend_texts(p.ax)

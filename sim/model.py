@@ -38,7 +38,14 @@ import numpy as np
 from mesa.discrete_space import Network
 
 from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, NeoCloud
-from agents.buyer import MONTH_DAYS, BuyerBook, SalvageBuyer, SecondaryBuyer, replacement_cost
+from agents.buyer import (
+    MONTH_DAYS,
+    BuyerBook,
+    SalvageBuyer,
+    SecondaryBuyer,
+    floor_price,
+    replacement_cost,
+)
 from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
 from agents.repo_desk import LastResortBuyer, RepoDesk
 from agents.sites import SiteBook
@@ -762,7 +769,7 @@ class LiquidationModel(mesa.Model):
         env, lb, desk, lc = self.env, self.lenders, self.desk, self.cfg.lenders
         t = env.t
         if self._outside_on:  # the scrap value of the outside demand (replacement cost moves)
-            self._salvage_price = self._od.scrap * replacement_cost(env)
+            self._salvage_price = floor_price(self.cfg.buyers, env)
         floor = self._salvage_price  # read only: shared with phase 7
         # the repo desk is offered first: it finances forced inventory (each GPU once) so that
         # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
@@ -795,21 +802,9 @@ class LiquidationModel(mesa.Model):
             h = desk.haircuts(self.price, self.fundamental)
             lendable = self.price * (1.0 - h)
             fresh = np.where(forced, lb.inventory - financed, 0)
-            want = (fresh * lendable[None, :]).sum(axis=1)
-            total = want.sum()
-            if total > 0:
-                frac = min(1.0, desk.room / total)
-                moved = np.floor(fresh * frac + 1e-9).astype(np.int64)
-                loan = (moved * lendable[None, :]).sum(axis=1)
-                lb.repo_debt += loan
-                lb.repo_units += moved
-                lb.cash += loan
-                desk.lent += loan.sum()
-                desk.cash -= loan.sum()
-                desk.cash_lent[t] += loan.sum()
+            moved = self._lend_on(fresh, lendable)
+            if moved is not None:
                 patient_units = patient_units + moved
-                lent = loan.nonzero()[0]
-                self._events("repo_loan", "lender", lent, amount=loan[lent])
         forced_units = lb.inventory - patient_units
         # a line financed by repo is sold as soon as a buyer pays what the desk's haircut
         # leaves, (1 - h) x value in best use: no dumping, but no waiting on a book mark either
@@ -899,22 +894,36 @@ class LiquidationModel(mesa.Model):
         if desk.room > 0 and np.count_nonzero(forced):
             fresh = np.where(forced & ~bad[:, None],
                              lb.inventory - np.minimum(lb.repo_units, lb.inventory), 0)
-            want = (fresh * lend_price[None, :]).sum(axis=1)
-            total = want.sum()
-            if total > 0:
-                frac = min(1.0, desk.room / total)
-                moved = np.floor(fresh * frac + 1e-9).astype(np.int64)
-                loan = (moved * lend_price[None, :]).sum(axis=1)
-                desk.maturity_l[(loan > 0) & (lb.repo_debt <= 0)] = t + term
-                lb.repo_debt += loan
-                lb.repo_units += moved
-                lb.cash += loan
-                desk.lent += loan.sum()
-                desk.cash -= loan.sum()
-                desk.cash_lent[t] += loan.sum()
-                lent = loan.nonzero()[0]
-                self._events("repo_loan", "lender", lent, amount=loan[lent])
+            self._lend_on(fresh, lend_price, maturity=t + term)
         return forced
+
+    def _lend_on(self, fresh: np.ndarray, lend_price: np.ndarray,
+                 maturity: int | None = None) -> np.ndarray | None:
+        """The desk lends against the lenders' ``fresh`` units (lender x generation) at
+        ``lend_price`` per unit, pro rata when its room is short: each line pledges
+        floor(units x min(1, room / wanted) + 1e-9) units. Books the loans (lenders' repo debt,
+        units and cash; the desk's loans, cash and monthly ``cash_lent``) and logs
+        ``repo_loan``; with ``maturity``, a lender's first loan gets that term (the secured
+        design). Returns the units pledged, or None when nothing is wanted."""
+        lb, desk, t = self.lenders, self.desk, self.env.t
+        want = (fresh * lend_price[None, :]).sum(axis=1)
+        total = want.sum()
+        if not total > 0:
+            return None
+        frac = min(1.0, desk.room / total)
+        moved = np.floor(fresh * frac + 1e-9).astype(np.int64)
+        loan = (moved * lend_price[None, :]).sum(axis=1)
+        if maturity is not None:
+            desk.maturity_l[(loan > 0) & (lb.repo_debt <= 0)] = maturity
+        lb.repo_debt += loan
+        lb.repo_units += moved
+        lb.cash += loan
+        desk.lent += loan.sum()
+        desk.cash -= loan.sum()
+        desk.cash_lent[t] += loan.sum()
+        lent = loan.nonzero()[0]
+        self._events("repo_loan", "lender", lent, amount=loan[lent])
+        return moved
 
     def _desk_take(self, seized: np.ndarray, debt: np.ndarray) -> None:
         """The desk takes ``seized`` units (owner x generation) for the ``debt`` of each owner:
@@ -1574,9 +1583,8 @@ class LiquidationModel(mesa.Model):
         self._h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
         # the salvage price per generation (the floor of phase 5's asks and phase 7's quotes;
         # read only): list prices never change
-        self._salvage_price = self.cfg.buyers.salvage_floor * self.env.list_price
+        self._salvage_price = floor_price(self.cfg.buyers, self.env)
         if self._outside_on:
-            self._salvage_price = self._od.scrap * replacement_cost(self.env)
             # value in best use at repossession of each lender's inventory, units-weighted
             self.rep_value = np.zeros((self.lenders.n, self.n_gen))
             self.forced_rep_value = 0.0

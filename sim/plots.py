@@ -35,6 +35,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from agents.buyer import floor_price
 from sim.metrics import calendar_month
 
 __all__ = [
@@ -176,7 +177,7 @@ def price_figure(model) -> Figure:
     nrows = max(1, -(-len(gens) // ncols))
     fig = new_figure(4.3 * ncols, 3.2 * nrows + 0.6)
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
-    floor_share, floor_ref, floor_name = _floor(model)
+    floor, floor_name = _floor(model)
     for ax, g in zip(axes, gens, strict=False):
         live = t >= env.launch[g]
         price = np.where(live, rec["price"][:, g], np.nan)
@@ -188,12 +189,12 @@ def price_figure(model) -> Figure:
         ax.plot(t, price, color="#1f77b4", lw=1.8, label="price index", gid="price")
         ax.plot(t, fund, color="#2ca02c", lw=1.4, ls="--", label="value in best use",
                 gid="fundamental")
-        ax.axhline(floor_share * floor_ref[g], color="0.3", lw=1.2, ls=":",
+        ax.axhline(floor[g], color="0.3", lw=1.2, ls=":",
                    label=floor_name)
         ax.set_title(f"{env.names[g]}  (list {dollars(env.list_price[g])}, "
                      f"{forced.sum():,} units forced)", fontsize=10)
         ax.yaxis.set_major_formatter(FuncFormatter(dollars))
-        top = np.nanmax(np.r_[price, fund, floor_share * floor_ref[g], 1.0])
+        top = np.nanmax(np.r_[price, fund, floor[g], 1.0])
         ax.set_ylim(-0.03 * top, 1.06 * top)  # a value of 0 stays visible above the axis
         ax.set_xlim(t[0], t[-1])
         ax.grid(alpha=0.3)
@@ -284,15 +285,15 @@ def losses_figure(model) -> Figure:
 
 
 # --------------------------------------------------------------------------- 4. fire sales
-def _floor(model) -> tuple[float, np.ndarray, str]:
-    """(share, reference prices, legend) of the price level below which no GPU sells: the
-    outside demand's scrap value (a share of the new-unit price) when it is on, else the
+def _floor(model) -> tuple[np.ndarray, str]:
+    """(prices, legend) of the level below which no GPU sells (``agents.buyer.floor_price``):
+    the outside demand's scrap value (a share of the new-unit price) when it is on, else the
     salvage floor (a share of the list price)."""
     od = model.cfg.buyers.outside_demand
+    floor = floor_price(model.cfg.buyers, model.env)
     if od.enabled:
-        return od.scrap, model.env.new_unit_price, f"scrap value ({od.scrap:.0%} of new price)"
-    share = model.cfg.buyers.salvage_floor
-    return share, model.env.list_price, f"salvage floor ({share:.0%} of list price)"
+        return floor, f"scrap value ({od.scrap:.0%} of new price)"
+    return floor, f"salvage floor ({model.cfg.buyers.salvage_floor:.0%} of list price)"
 
 
 def fire_sales_figure(model) -> Figure:

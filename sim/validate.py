@@ -325,6 +325,8 @@ def calibration_facts(n_seeds: int = 10) -> dict:
     """Rent decline per year, H100 value at age 36 months, next-generation step-down.
 
     Baseline with shocks removed, ``CAL_MONTHS`` months, ``n_seeds`` seeds from the root."""
+    from agents.buyer import floor_price
+
     cfg = _baseline(months=CAL_MONTHS)
     models = _runs(cfg, n_seeds, ROOT_SEED + 4)
     env0 = models[0].env
@@ -344,10 +346,7 @@ def calibration_facts(n_seeds: int = 10) -> dict:
                 dl_launch.append(d[newest - 1, g] - np.mean(d[live & (months != newest), g]))
             dl_trend.extend(d[live & (months != newest), g])
         price = m.rec["price"]
-        od = m.cfg.buyers.outside_demand  # the price level no GPU sells below: the outside
-        # demand's scrap value (share of the new-unit price), or the salvage floor when off
-        floor = (od.scrap * env0.new_unit_price if od.enabled
-                 else m.cfg.buyers.salvage_floor * env0.list_price)
+        floor = floor_price(m.cfg.buyers, env0)  # the price level no GPU sells below
         # generations pinned at the scrap value or salvage floor cannot step down: left out
         ok = (launch < newest) & (price[newest - 1] > 1.001 * floor)
         trend_v = price[newest - 2, ok] / price[newest - 3, ok]
