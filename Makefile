@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/python experiments/bench_run.py
 
-# The four flagship sweeps (experiments/sweeps/flagship_*.toml), analysed; small outputs are
+# The six flagship sweeps (experiments/sweeps/flagship_*.toml), analysed; small outputs are
 # copied to results/flagship/ (raw ledgers stay in results/sweeps/). About 10 min on 2 cores (quiet).
 .PHONY: flagship
 flagship: $(VENV)/.installed

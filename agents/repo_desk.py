@@ -32,8 +32,18 @@ from sim import numerics as nm
 from sim.config import Repo
 
 # the desk's cash flows by kind (+ in, - out): repo loans made (-), repaid (+), interest
-# received (+), GPUs bought (-), GPUs sold (+)
-DESK_FLOWS = ("lent", "repaid", "interest", "purchases", "sales")
+# received (+), GPUs bought (-), GPUs sold (+), its cost of capital paid to its funders (-)
+DESK_FLOWS = ("lent", "repaid", "interest", "purchases", "sales", "funding")
+
+
+def cost_of_capital(deployed: float, sofr: float, spread: float) -> float:
+    """A month's cost of the capital a policy has deployed ($): deployed x (SOFR + spread) / 12.
+
+    Public money lent or spent on GPUs is not free: it is raised at (at least) the risk-free
+    rate, so the policy's P&L carries that rate on what it has deployed, paid to its funders
+    (the outside sector), a transfer that leaves the system loss unchanged (docs/model.md,
+    "Losses counted for everyone")."""
+    return max(deployed, 0.0) * (sofr + spread) / 12.0
 
 
 def haircut(price: np.ndarray, ref: np.ndarray, h0: float, kappa: float) -> np.ndarray:
@@ -71,6 +81,9 @@ class RepoDesk(FixedAgent):
         self.cash_bought, self.cash_sold = np.zeros(n), np.zeros(n)
         #: ``interest``: repo interest received in cash (capitalised interest is not cash);
         self.interest = np.zeros(n)
+        #: ``funding``: its cost of capital paid (:func:`cost_of_capital` on loans + GPUs at
+        #: cost at the month's start);
+        self.funding = np.zeros(n)
         #: ``margin_received``: variation margin posted in cash by repo borrowers (it pays
         #: the loan down, so it is also in ``cash_repaid``);
         self.margin_received = np.zeros(n)
@@ -112,6 +125,15 @@ class RepoDesk(FixedAgent):
     def rate(self, sofr: float) -> float:
         return sofr + self.cfg.penalty_spread
 
+    def pay_funding(self, t: int, sofr: float) -> float:
+        """Pay this month's cost of capital on what is deployed (0 when disabled)."""
+        if not self.enabled:
+            return 0.0
+        cost = cost_of_capital(self.used, sofr, self.cfg.funding_spread)
+        self.cash -= cost
+        self.funding[t] += cost
+        return cost
+
     def floor_bid(self, price: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """Bid price per generation: (1 - h) x p_ref (0 when disabled, not buying, or
         secured: a secured repo desk never buys in the auction)."""
@@ -149,7 +171,8 @@ class RepoDesk(FixedAgent):
         return {"lent": -float(self.cash_lent.sum()), "repaid": float(self.cash_repaid.sum()),
                 "interest": float(self.interest.sum()),
                 "purchases": -float(self.cash_bought.sum()),
-                "sales": float(self.cash_sold.sum())}
+                "sales": float(self.cash_sold.sum()),
+                "funding": -float(self.funding.sum())}
 
     def pnl(self, price: np.ndarray | None = None):
         """Profit and loss marked to market ($): cash less opening cash (the cash flows), plus
@@ -184,6 +207,7 @@ class LastResortBuyer:
         #: holdings at cost and at the price index, kW in use
         self.cash_bought, self.cash_sold = np.zeros(n), np.zeros(n)
         self.rent, self.costs = np.zeros(n), np.zeros(n)
+        self.funding = np.zeros(n)  # its cost of capital paid (cost_of_capital on holdings)
         self.holdings_cost, self.mark, self.kw_used = np.zeros(n), np.zeros(n), np.zeros(n)
 
     def kw_room(self, kw: np.ndarray) -> float:
@@ -226,6 +250,13 @@ class LastResortBuyer:
         self.cash += rent - cost
         self.rent[t], self.costs[t], self.kw_used[t] = rent, cost, used
         return rent, cost
+
+    def pay_funding(self, t: int, sofr: float) -> float:
+        """Pay this month's cost of capital on the GPUs held at cost."""
+        cost = cost_of_capital(float(self.cost_basis.sum()), sofr, self.cfg.funding_spread)
+        self.cash -= cost
+        self.funding[t] += cost
+        return cost
 
     def record(self, t: int, price: np.ndarray) -> None:
         self.holdings_cost[t] = float(self.cost_basis.sum())

@@ -2,12 +2,14 @@
 
 Usage: python experiments/flagship.py [NAME ...] [--workers N] [--raw DIR] [--results DIR]
 
-NAME is a short name (repo, ltv_capacity, correlation_leverage, sobol) or a full spec name;
-none means all four. Each sweep runs (or resumes) into ``--raw/<spec name>/`` (the ledger and
-time series: raw data, not committed), then ``liqsim analyze`` writes its analysis there, and
-the small outputs (CSV tables and PNG figures under 1 MB, report.html under 2 MB; see
-:data:`COPIED`) are copied to ``--results/<spec name>/``, plus ``key_figure.png`` for the
-repo experiment (the README's figure). Wall times go to ``--results/timings.json``.
+NAME is a short name (repo, lolr, repo_legacy, ltv_capacity, correlation_leverage, sobol) or
+a full spec name; none means all six. Each sweep runs (or resumes) into ``--raw/<spec name>/``
+(the ledger and time series: raw data, not committed), then ``liqsim analyze`` writes its
+analysis there, and the small outputs (CSV tables and PNG figures under 1 MB, report.html
+under 2 MB; see :data:`COPIED`) are copied to ``--results/<spec name>/``. Once the three policy
+sweeps (:data:`POLICIES`) are in ``--raw``, the README's key figure and its table are drawn
+from them into ``--results/policies/`` (:func:`policy_results`). Wall times go to
+``--results/timings.json``.
 """
 
 from __future__ import annotations
@@ -20,17 +22,33 @@ import sys
 import time
 from pathlib import Path
 
-from sim.analyze import analyze, load, paired_figure, paired_table
+import pandas as pd
+
+from sim.analyze import analyze, load, paired_table
 from sim.config import ConfigError
+from sim.ledger import LEDGER
+from sim.plots import new_figure, png_bytes
 from sim.store import atomic_write_bytes, write_json
 from sim.sweep import SWEEP_DIR, run_sweep
 
-FLAGSHIPS = ("repo", "ltv_capacity", "correlation_leverage", "sobol")
+FLAGSHIPS = ("repo", "lolr", "repo_legacy", "ltv_capacity", "correlation_leverage", "sobol")
 COPIED = {"*.csv": 1_000_000, "*.png": 1_000_000, "report.html": 2_000_000}  # name: max bytes
-# The README's key figure: repo desk on minus off, paired on the same seeds, vs BTC shock size.
-KEY_FIGURE = {"flagship_repo": ("policy.repo.enabled", "shocks.0.size",
-                                ["credit_losses", "defaults", "lender_failures",
-                                 "max_peak_price_fall"])}
+# The README's key figure: each policy on minus none, paired on the same seeds (the three
+# sweeps share root_seed and replicates), vs the BTC shock's size. spec: (switch, label, the
+# metric that is the policy's own loss)
+POLICIES = {"flagship_repo": ("policy.repo.enabled", "secured repo", "losses.desk"),
+            "flagship_lolr": ("policy.lolr.enabled", "buyer of last resort", "losses.lolr"),
+            "flagship_repo_legacy": ("policy.repo.enabled", "legacy desk", "losses.desk")}
+SHOCK = "shocks.0.size"
+# the parties of the decomposition (sim.losses.PARTS; the policy's own row is added per policy)
+PARTIES = {"losses.lenders": "lenders", "losses.buyers": "secondary buyers",
+           "losses.borrowers": "borrowers", "losses.outside": "outside sector"}
+EXTRA = {"net_credit_losses": "lenders' net credit losses", "defaults": "borrower defaults",
+         "losses.operating_income": "operating income (identity term)",
+         "losses.discount": "stock discount (identity term)",
+         "losses.holding_costs": "holding costs (identity term)"}
+COLOURS = {"secured repo": "#1f77b4", "buyer of last resort": "#2ca02c",
+           "legacy desk": "#d62728"}
 
 
 def spec_path(name: str) -> Path:
@@ -64,17 +82,86 @@ def run_one(name: str, workers: int, raw: Path, results: Path) -> dict:
     analyze(out, out / "analysis")
     t_total = time.perf_counter() - t0
     kept = keep_small(out / "analysis", results / spec.stem)
-    if spec.stem in KEY_FIGURE:
-        axis, other, metrics = KEY_FIGURE[spec.stem]
-        sw = load(out)
-        atomic_write_bytes(results / spec.stem / "key_figure.png",
-                           paired_figure(sw, paired_table(sw), axis, other, metrics))
-        kept.append("key_figure.png")
     print(f"{spec.stem}: {res.describe()}; analysis {t_total - t_sweep:.1f} s; "
           f"{len(kept)} files in {results / spec.stem}/", file=sys.stderr)
     return {"runs": res.total, "ran_now": res.done, "failed": res.failed,
             "resumed_from_ledger": res.skipped, "sweep_seconds": round(t_sweep, 1),
             "analysis_seconds": round(t_total - t_sweep, 1), "files": kept}
+
+
+def policy_table(raw: Path) -> pd.DataFrame:
+    """Paired differences (policy on - none, per seed; mean and 95 % bootstrap interval) of the
+    system loss, each party's loss and the extra rows, by policy and BTC shock size, from the
+    three policy sweeps' ledgers in ``raw`` (``policy``, ``shock``, ``metric``, ``party``,
+    ``mean``, ``ci_low``, ``ci_high``, ``mean_none``, ``mean_policy``; $ or counts)."""
+    frames = []
+    for stem, (axis, label, own) in POLICIES.items():
+        t = paired_table(load(raw / stem))
+        t = t[(t["axis"] == axis) & (t["by"] == SHOCK)]
+        names = {"losses.system_loss": "system loss", **PARTIES, own: "the policy itself",
+                 **EXTRA}
+        t = t[t["metric"].isin(names)].copy()
+        t["policy"], t["party"] = label, t["metric"].map(names)
+        frames.append(t.rename(columns={"by_value": "shock", "mean_a": "mean_none",
+                                        "mean_b": "mean_policy"}))
+    cols = ["policy", "shock", "metric", "party", "mean", "ci_low", "ci_high", "mean_none",
+            "mean_policy"]
+    out = pd.concat(frames, ignore_index=True)[cols]
+    return out.astype({"shock": float})
+
+
+def policy_figure(table: pd.DataFrame) -> bytes:
+    """The README's key figure: (a) the system loss, policy on - none, for the three policies
+    with their 95 % intervals; (b-d) who gains and who pays under each (mean differences)."""
+    fig = new_figure(11.0, 8.2)
+    axes = fig.subplots(2, 2).ravel()
+    m = 1e6
+    ax = axes[0]
+    for label, colour in COLOURS.items():
+        t = table[(table["policy"] == label) & (table["party"] == "system loss")]
+        ax.plot(t["shock"], t["mean"] / m, "o-", color=colour, lw=1.8, ms=3.5, label=label)
+        ax.fill_between(t["shock"], t["ci_low"] / m, t["ci_high"] / m, color=colour,
+                        alpha=0.18, lw=0)
+    ax.set_title("(a) system loss: policy minus none", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    parties = ["lenders", "the policy itself", "secondary buyers", "borrowers",
+               "outside sector"]
+    styles = dict(zip(parties, ["#1f77b4", "#d62728", "#9467bd", "#ff7f0e", "#7f7f7f"],
+                      strict=True))
+    for ax, (letter, label) in zip(axes[1:], zip("bcd", COLOURS, strict=True), strict=True):
+        sel = table[table["policy"] == label]
+        for party in parties:
+            t = sel[sel["party"] == party]
+            ax.plot(t["shock"], t["mean"] / m, "o-", color=styles[party], lw=1.3, ms=3,
+                    label=party)
+        t = sel[sel["party"] == "system loss"]
+        ax.plot(t["shock"], t["mean"] / m, "k--", lw=2.0, label="system loss (sum)")
+        ax.set_title(f"({letter}) {label}: who gains (< 0) and who pays (> 0)", fontsize=10)
+        if letter == "b":
+            ax.legend(frameon=False, fontsize=7.5, ncol=2)
+    for ax in axes:
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("BTC shock in month 3 (share of the price lost)", fontsize=9)
+        ax.set_ylabel("loss difference, M$ (> 0: more loss)", fontsize=9)
+    fig.suptitle("crypto_winter, 20 paired seeds: each policy on minus none, losses marked to "
+                 "market at month 60\n(positive = the policy adds to that party's loss; "
+                 "negative = a saving)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return png_bytes(fig)
+
+
+def policy_results(raw: Path, results: Path) -> list[str]:
+    """Write the policy table and the key figure to ``results/policies/`` when all three
+    policy sweeps are in ``raw``; return the file names written (none when one is missing)."""
+    if not all((raw / stem / LEDGER).is_file() for stem in POLICIES):
+        return []
+    table = policy_table(raw)
+    dest = results / "policies"
+    dest.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dest / "paired_policy_losses.csv", table.to_csv(index=False).encode())
+    atomic_write_bytes(dest / "key_figure.png", policy_figure(table))
+    return ["paired_policy_losses.csv", "key_figure.png"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                              load_avg_after=[round(x, 2) for x in os.getloadavg()])
             timings[stem] = entry
             write_json(timings_path, timings)
+        kept = policy_results(args.raw, args.results)
+        if kept:
+            print(f"policies: {', '.join(kept)} in {args.results / 'policies'}/",
+                  file=sys.stderr)
     except ConfigError as e:
         print(f"flagship: error: {e}", file=sys.stderr)
         return 2

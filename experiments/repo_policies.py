@@ -1,4 +1,4 @@
-"""Issue 15 (branch repo-real): crypto_winter at a BTC shock (argv[1], default 0.8) under the
+"""Issue 15: crypto_winter at a BTC shock (argv[1], default 0.8) under the
 legacy desk, the secured repo, the buyer of last resort and none, paired over seeds 1-10:
 lenders' credit losses (at write-off and net of later recoveries), the policy's own P&L
 marked to market, defaults. ``.venv/bin/python experiments/repo_policies.py 0.8`` (5 s)."""
@@ -11,7 +11,7 @@ import numpy as np
 
 from sim.model import LiquidationModel
 
-POLICIES = {"none": {}, "legacy": {"policy.repo.enabled": True},
+POLICIES = {"none": {}, "legacy": {"policy.repo.enabled": True, "policy.repo.design": "legacy"},
             "secured": {"policy.repo.enabled": True, "policy.repo.design": "secured"},
             "lolr": {"policy.lolr.enabled": True}}
 NAMES = ("loss at write-off", "loss net", "policy P&L", "defaults", "repo defaults",

@@ -377,11 +377,20 @@ def month_story(model, t: int | None = None) -> list[str]:
                       if outside else f"; {salvage:,} went to the salvage buyer at the floor price")
         lines.append(f"Lenders **sold {units:,} repossessed {name}** at {_money(p)} each{gap}"
                      f"{to_salvage}.")
-    repo = [e for e in ev if e[1] == "repo_loan"]
+    repo = [e for e in ev if e[1] == "repo_loan" and e[2] == "lender"]
     if repo:
         lines.append(f"The **repo desk lent {_money(sum(e[6] for e in repo))}** to "
                      f"{_plural(len(repo), 'lender')} against their repossessed GPUs, so they "
                      "need not sell them now.")
+    repo_b = [e for e in ev if e[1] == "repo_loan" and e[2] == "borrower"]
+    if repo_b:
+        lines.append(f"The **repo desk lent {_money(sum(e[6] for e in repo_b))}** to "
+                     f"{_plural(len(repo_b), 'borrower')} against their fleets, to meet what "
+                     "they owe this month.")
+    calls = [e for e in ev if e[1] == "repo_default"]
+    if calls:
+        lines.append(f"**{_plural(len(calls), 'repo borrower')} could not meet a margin call** "
+                     "or repay; the desk took and sold the pledged GPUs.")
     failed = [e for e in ev if e[1] == "lender_failure"]
     if failed:
         who = ", ".join(model.lender_agents[e[3]].name for e in failed)

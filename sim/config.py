@@ -387,7 +387,7 @@ class Repo(_Strict):
     buy_floor: StrictBool = True  # also bid at (1 - h) * reference value in the auction
     # "legacy": the desk above (h0/kappa haircut, buys at its floor); "secured": a secured
     # term loan with variation margin, haircut h = z sigma sqrt(liq_months) + liq_addon
-    design: Literal["legacy", "secured"] = "legacy"
+    design: Literal["legacy", "secured"] = "secured"
     z: float = Field(2.33, ge=0.0, le=10.0)  # one-sided 99 % quantile of the price move
     sigma: float = Field(0.10, ge=0.0, le=5.0)  # floor on the monthly price volatility
     vol_window: int = Field(12, ge=2, le=120)  # months of the realised-volatility estimate
@@ -395,6 +395,9 @@ class Repo(_Strict):
     liq_addon: Frac = 0.05  # liquidity add-on to the haircut
     term_months: int = Field(3, ge=1, le=120)  # term of a secured repo loan
     borrowers: StrictBool = True  # solvent borrowers may borrow against their fleet's equity
+    # the desk's cost of capital, over SOFR, on what it has deployed (loans + GPUs at cost),
+    # paid to its funders (the public): its P&L carries it
+    funding_spread: float = Field(0.0, ge=0.0, le=MAX_SPREAD)
 
 
 class Lolr(_Strict):
@@ -407,6 +410,8 @@ class Lolr(_Strict):
     hosting_mw: float = Field(0.0, ge=0.0, le=1.0e5)  # further IT MW under a hosting contract
     hosting_per_kw_month: float = Field(184.0, ge=0.0, le=1.0e4)  # $ per kW-month hosted
     hold_months: int = Field(12, ge=1, le=600)  # sells (patiently) after this many months
+    # its cost of capital, over SOFR, on the GPUs it holds at cost, paid to its funders
+    funding_spread: float = Field(0.0, ge=0.0, le=MAX_SPREAD)
 
 
 class Policy(_Strict):
@@ -427,7 +432,7 @@ class Metrics(_Strict):
     losses_at_writeoff: StrictBool = True
     # every party's loss marked to market and the system loss (docs/model.md, "Losses counted
     # for everyone"): records system_loss* and the summary's "losses" (off: today's outputs)
-    system_loss: StrictBool = False
+    system_loss: StrictBool = True
 
 
 class Shock(_Strict):

@@ -216,6 +216,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "liq_addon": (FRAC, "secured: liquidity add-on to the haircut"),
         "term_months": ("months", "secured: term of a repo loan (then repaid or rolled)"),
         "borrowers": ("", "secured: solvent borrowers may borrow against their fleet's equity"),
+        "funding_spread": ("1/year", "the desk's cost of capital over SOFR on what it has "
+                                     "deployed (loans + GPUs at cost), paid to its funders"),
     },
     "Lolr": {
         "enabled": ("", "switch the buyer of last resort on (outright purchases at a floor)"),
@@ -225,6 +227,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "hosting_mw": ("MW", "further IT MW under a hosting contract"),
         "hosting_per_kw_month": ("$/kW-month", "hosting fee on the kW it uses beyond its own MW"),
         "hold_months": ("months", "it sells, patiently, units held this long"),
+        "funding_spread": ("1/year", "its cost of capital over SOFR on the GPUs it holds at "
+                                     "cost, paid to its funders"),
     },
     "Contagion": {
         "alpha": (FRAC, "Rogers-Veraart: share of external assets realised in default"),
@@ -236,8 +240,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "losses_at_writeoff": ("", "credit_losses = write-offs net of recoveries at write-off "
                                    "(never falls); later recoveries reported apart"),
         "system_loss": ("", "every party's loss marked to market and the system loss, their "
-                            "sum (records loss_*, system_loss*; summary losses); off: today's "
-                            "outputs"),
+                            "sum (records loss_*, system_loss*; summary losses); off: the "
+                            "records and summary leave them out"),
     },
     "Shock": {
         "month": ("month", "month it lands (1 = the first simulated month)"),

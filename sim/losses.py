@@ -19,7 +19,8 @@ taken off). A party's loss at month t is W(0) - W(t) ($, cumulative, positive = 
   received (payouts, estate surpluses); reported beside it, the t0 equity at value in best
   use of those that defaulted;
 * the outside sector: out-of-sector buyers (their GPUs less what they paid), suppliers (their
-  unpaid bills), the lenders' outside funders (their claims plus what they were paid) and the
+  unpaid bills), the outside funders (the lenders': their claims plus what they were paid; the
+  policies': the cost of capital the desk and the buyer of last resort paid them) and the
   borrowers of the lenders' other loans (minus their debt and the interest they paid).
 
 Every payment between two parties is one's gain and the other's loss, so the sum of the parts,
@@ -43,8 +44,8 @@ from sim import numerics as nm
 
 # the parties, in the order of the records and the summary
 PARTS = ("lenders", "desk", "lolr", "buyers", "borrowers", "outside")
-# the outside sector's members: out-of-sector buyers, suppliers, the lenders' outside funders
-# and the borrowers of the lenders' other loans
+# the outside sector's members: out-of-sector buyers, suppliers, the outside funders (the
+# lenders' and the policies') and the borrowers of the lenders' other loans
 OUTSIDE = ("outside_buyers", "outside_suppliers", "outside_funders", "outside_other_borrowers")
 # the right-hand side of the identity
 TERMS = ("value_destroyed", "btc_value_fall", "operating_income", "discount", "holding_costs")
@@ -71,7 +72,8 @@ def wealth(model) -> np.ndarray:
     lo = model.lolr
     lolr = 0.0 if lo is None else lo.cash + nm.dot(lo.holdings, p)
     out = np.array([nm.dot(model.salvage_units + model.external_units, p) - f["salvage"],
-                    -f["unpaid_suppliers"], add(lb.outside) - f["funding_outside"],
+                    -f["unpaid_suppliers"],
+                    add(lb.outside) - f["funding_outside"] - f["policy_funding"],
                     -other - f["other_loans"]])
     return np.array([lenders, desk.pnl(p) + desk.cash0, lolr, buy, borrowers, out.sum(), *out])
 

@@ -67,7 +67,8 @@ SITE_RECORDS = ("site_mw_borrowers", "site_mw_lenders", "site_mw_repossessed", "
 EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
 OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_surplus",
                  "unpaid_suppliers",
-                 "buyer_capital", "funding_outside", "holding_costs", "other_loans")
+                 "buyer_capital", "funding_outside", "holding_costs", "other_loans",
+                 "policy_funding")
 
 
 def lead_of(rows_b: np.ndarray, rows_l: np.ndarray, n_borrowers: int) -> np.ndarray:
@@ -353,6 +354,7 @@ class LiquidationModel(mesa.Model):
         self._sweep_sale_proceeds()
         self._phase_prices()
         self._phase_funding()
+        self._policy_funding()
         self._record()
         if self.env.t >= self.cfg.months:
             self.running = False
@@ -1013,6 +1015,17 @@ class LiquidationModel(mesa.Model):
                 lent = loan.nonzero()[0]
                 self._events("repo_loan", "borrower", lent, amount=loan[lent])
         return np.maximum(need, 0.0)
+
+    def _policy_funding(self) -> None:
+        """The repo desk's and the buyer of last resort's cost of capital this month
+        (:func:`agents.repo_desk.cost_of_capital`: SOFR + ``funding_spread`` on what each has
+        deployed), paid to their funders (the outside flow ``policy_funding``)."""
+        sofr, t = self.cfg.environment.sofr, self.env.t
+        paid = self.desk.pay_funding(t, sofr)
+        if self.lolr is not None:
+            paid += self.lolr.pay_funding(t, sofr)
+        if paid:
+            self._outside("policy_funding", -paid)
 
     def _lolr_operate(self) -> None:
         """The buyer of last resort runs what it holds: spot rent at the fleet utilisation

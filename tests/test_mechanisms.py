@@ -408,7 +408,8 @@ def test_no_loan_is_in_breach_at_t0():
 
 
 def test_repo_desk_finances_each_repossessed_gpu_once():
-    m = tiny(**{"policy.repo.enabled": True})
+    """The legacy desk (docs/model.md 7.17): one repo loan per repossessed GPU."""
+    m = tiny(**{"policy.repo.enabled": True, "policy.repo.design": "legacy"})
     lb = m.lenders
     lb.inventory[0, 1] = 100
     lb.inv_since[0, 1] = 0

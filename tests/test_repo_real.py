@@ -12,6 +12,7 @@ from sim.config import ConfigError, Scenario
 from sim.model import LiquidationModel
 
 SECURED = {"policy.repo.enabled": True, "policy.repo.design": "secured"}
+LEGACY = {"policy.repo.enabled": True, "policy.repo.design": "legacy"}
 WINTER = {"shocks.0.size": 0.8}  # crypto_winter with an 80 % BTC shock
 
 
@@ -123,8 +124,17 @@ def _desk_books(m: LiquidationModel) -> None:
     d, t = m.desk, m.env.t
     assert d.lent == pytest.approx(m.lenders.repo_debt.sum() + d.b_debt.sum(), rel=1e-9,
                                    abs=1e-3)
-    flows = np.cumsum(d.cash_repaid + d.interest + d.cash_sold - d.cash_lent - d.cash_bought)
+    flows = np.cumsum(d.cash_repaid + d.interest + d.cash_sold - d.cash_lent - d.cash_bought
+                      - d.funding)
     cap = d.cfg.capacity if d.enabled else 0.0
+    # its cost of capital: (SOFR + 0 spread) / 12 on loans + GPUs at cost, paid at month end
+    # (nothing is lent or bought between that payment and the record)
+    rate = m.cfg.environment.sofr / 12.0
+    assert d.funding[t] == pytest.approx((d.loans[t] + d.holdings_cost[t]) * rate, rel=1e-12,
+                                         abs=1e-9)
+    if m.lolr is not None:
+        lo = m.lolr
+        assert lo.funding[t] == pytest.approx(lo.holdings_cost[t] * rate, rel=1e-12, abs=1e-9)
     assert d.cash_balance[t] - cap == pytest.approx(flows[t], rel=1e-9, abs=1e-3)
     assert d.pnl()[t] == pytest.approx(flows[t] + d.loans[t] + d.mark[t], rel=1e-9, abs=1e-3)
     assert d.mark[t] == pytest.approx(float((d.holdings * m.price).sum()))
@@ -132,7 +142,7 @@ def _desk_books(m: LiquidationModel) -> None:
 
 
 @pytest.mark.parametrize("overrides", [
-    {}, {"policy.repo.enabled": True}, SECURED, {"policy.lolr.enabled": True},
+    {}, LEGACY, SECURED, {"policy.lolr.enabled": True},
     {**SECURED, "policy.lolr.enabled": True},
     {**SECURED, "policy.repo.borrowers": False}], ids=["none", "legacy", "secured", "lolr",
                                                       "secured+lolr", "secured-lenders-only"])
@@ -165,7 +175,7 @@ def test_same_month_rule_and_no_bids_when_secured():
     assert not [e for e in ev if e[1] == "purchase" and e[2] == "repo_desk"]
     assert sec.desk.cash_bought.sum() == 0.0
     # the legacy desk does buy its own collateral the month it lends (what the rule forbids)
-    leg = _run({"policy.repo.enabled": True})
+    leg = _run(LEGACY)
     lent = {e[0] for e in leg.events if e[1] == "repo_loan"}
     bought = {e[0] for e in leg.events if e[1] == "purchase" and e[2] == "repo_desk"}
     assert lent & bought
@@ -250,6 +260,12 @@ def test_lolr_floor_space_and_holding_limit(monkeypatch):
     assert m.lolr.rent.sum() > 0.0 and any(hosted)  # the hosting contract was used
 
 
+def test_secured_is_the_default_design():
+    """policy.repo.enabled switches on the secured repo; the legacy desk is asked for by name."""
+    assert LiquidationModel(overrides={"policy.repo.enabled": True}).desk.secured
+    assert not LiquidationModel(overrides=LEGACY).desk.secured
+
+
 def test_bad_input():
     with pytest.raises(ConfigError):
         LiquidationModel(overrides={"policy.repo.design": "public"})
@@ -257,4 +273,5 @@ def test_bad_input():
         LiquidationModel(overrides={"policy.lolr.floor_share": 1.5})
     with pytest.raises(ConfigError):
         LiquidationModel(overrides={"policy.repo.term_months": 0})
-    assert Scenario().policy.repo.design == "legacy" and not Scenario().policy.lolr.enabled
+    assert Scenario().policy.repo.design == "secured" and not Scenario().policy.repo.enabled
+    assert not Scenario().policy.lolr.enabled

@@ -35,9 +35,12 @@ def _scale(m) -> float:
 
 
 # ----------------------------------------------------------------------- off by default
-def test_off_by_default_adds_no_record_and_no_summary_key():
-    m = LiquidationModel("crypto_winter", seed=3, months=4).run()
-    assert not m.cfg.metrics.system_loss
+def test_on_by_default_and_off_adds_no_record_and_no_summary_key():
+    on = LiquidationModel("crypto_winter", seed=3, months=4).run()
+    assert on.cfg.metrics.system_loss and "system_loss" in on.rec
+    assert "losses" in metrics.summary(on)
+    m = LiquidationModel("crypto_winter", seed=3, months=4,
+                         overrides={"metrics.system_loss": False}).run()
     assert not any(k.startswith(("loss_", "sl_")) or k == "system_loss" for k in m.rec)
     assert "losses" not in metrics.summary(m)
 
@@ -58,8 +61,15 @@ def test_desk_pnl_by_hand():
     # the desk's one ledger: its monthly P&L arrays (``flows`` sums them by kind)
     desk.cash_lent[0], desk.cash_bought[0], desk.interest[0] = 30.0, 20.0, 1.5
     assert desk.flows == {"lent": -30.0, "repaid": 0.0, "interest": 1.5, "purchases": -20.0,
-                          "sales": 0.0}
+                          "sales": 0.0, "funding": 0.0}
     assert desk.pnl(np.array([7.0])) == pytest.approx(-4.5, abs=1e-12)
+    assert sum(desk.flows.values()) == pytest.approx(desk.cash - desk.cash0, abs=1e-12)
+    # its cost of capital at SOFR 4.8 % on the 50 deployed (30 lent + 20 of GPUs at cost):
+    # 50 x 0.048 / 12 = 0.2, so P&L = -4.5 - 0.2 = -4.7
+    desk.cost_basis[0] = 20.0
+    assert desk.pay_funding(0, 0.048) == pytest.approx(0.2, abs=1e-15)
+    assert desk.flows["funding"] == pytest.approx(-0.2, abs=1e-15)
+    assert desk.pnl(np.array([7.0])) == pytest.approx(-4.7, abs=1e-12)
     assert sum(desk.flows.values()) == pytest.approx(desk.cash - desk.cash0, abs=1e-12)
 
 
@@ -67,11 +77,13 @@ def test_desk_pnl_by_hand():
 def test_desk_pnl_is_its_cash_flows_plus_its_mark_every_month(scenario):
     m = _model(scenario, seed=11, months=24, repo=True).run()
     r, d = m.rec, m.desk
-    assert r["desk_cash_flows"][-1] == pytest.approx(d.cash - d.cash0, abs=1e-6)
+    assert r["desk_cash_flows"][-1] == pytest.approx(d.cash - d.cash0, abs=1e-3)
     # the desk did something (else the test proves nothing)
     assert d.flows["purchases"] < 0 or d.flows["lent"] < 0
     pnl = r["desk_cash_flows"] + r["desk_mark"]
-    np.testing.assert_allclose(-r["loss_desk"], pnl, rtol=0, atol=1e-6)
+    # to a tenth of a cent: the two sides sum the same flows of a 2 B$ cash balance in a
+    # different order (float64 spacing at 2e9 is 2.4e-7)
+    np.testing.assert_allclose(-r["loss_desk"], pnl, rtol=0, atol=1e-3)
     assert r["desk_mark"][-1] == pytest.approx(
         d.lent + float(np.dot(d.holdings, m.price)), abs=1e-6)
     s = metrics.summary(m)["losses"]
@@ -107,11 +119,12 @@ def test_identity_holds_every_month_on_fuzzed_worlds(scenario, seed, repo):
 # (loans, repayments, interest, margin, default sales and losses) and of the buyer of last
 # resort is counted, so the identity holds with either switch on
 SECURED = {"policy.repo.enabled": True, "policy.repo.design": "secured"}
+LEGACY = {"policy.repo.enabled": True, "policy.repo.design": "legacy"}
 LOLR = {"policy.lolr.enabled": True}
 POLICIES = [(s, seed, name, over)
             for s, seed in [("crypto_winter", 212), ("crypto_winter", 919),
                             ("repo_backstop", 515), ("guarantor_exit", 313)]
-            for name, over in [("secured", SECURED), ("lolr", LOLR),
+            for name, over in [("secured", SECURED), ("legacy", LEGACY), ("lolr", LOLR),
                                ("both", {**SECURED, **LOLR})]]
 
 
@@ -127,13 +140,13 @@ def test_identity_holds_every_month_with_secured_repo_and_lolr(scenario, seed, n
     assert m.invariants() == []
     d = m.desk
     # the desk's P&L is its cash flows plus its mark, and its flows are its cash
-    assert r["desk_cash_flows"][n - 1] == pytest.approx(d.cash - d.cash0, abs=1e-6)
+    assert r["desk_cash_flows"][n - 1] == pytest.approx(d.cash - d.cash0, abs=1e-3)
     np.testing.assert_allclose(-r["loss_desk"][:n], r["desk_cash_flows"][:n]
-                               + r["desk_mark"][:n], rtol=0, atol=1e-6)
+                               + r["desk_mark"][:n], rtol=0, atol=1e-3)
     if "policy.lolr.enabled" in over:
         lo = m.lolr
         assert r["loss_lolr"][n - 1] == pytest.approx(
-            lo.cfg.capacity - lo.cash - float(np.dot(lo.holdings, m.price)), abs=1e-6)
+            lo.cfg.capacity - lo.cash - float(np.dot(lo.holdings, m.price)), abs=1e-3)
     else:
         assert not r["loss_lolr"].any()
 
@@ -238,7 +251,7 @@ def test_compare_reports_the_paired_losses_only_when_both_count_them():
         xs.append(sb["losses"]["system_loss"] - sa["losses"]["system_loss"])
     assert m["loss_system_loss"]["diff"] == pytest.approx(np.mean(xs), rel=1e-9, abs=1e-6)
     assert m["loss_system_loss"]["ci_low"] <= m["loss_system_loss"]["diff"]
-    off = compare(load_scenario("crypto_winter", months=8), b, 2)
+    off = compare(load_scenario("crypto_winter", {"metrics.system_loss": False}, months=8), b, 2)
     assert not any(k.startswith("loss_") for k in off["metrics"])
 
 
