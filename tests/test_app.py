@@ -183,13 +183,24 @@ def _month12(**controls) -> dict:
     """What the app shows in months 0 to 12 of crypto_winter (the tutorial's runs), month by
     month, with the events behind it. Cached: the tutorial's tests share the runs."""
     m = app.AppModel(scenario_name="crypto_winter", **controls)
+    nl, nb, kind = m.lenders.n, m.borrowers.n, m.borrowers.kind
     desk_cost, desk_holdings = [0.0], [m.desk.holdings.copy()]
+    haircut, equity = [np.full(m.n_gen, np.nan)], [np.nan]
     for _ in range(12):
         m.step()
+        t = m.env.t
         desk_cost.append(float(m.desk.cost_basis.sum()))
         desk_holdings.append(m.desk.holdings.copy())
+        # the secured repo's haircut this month, and the most it could lend a borrower under
+        # a call or in arrears at the month's end: (1 - h) x fleet at the price index less
+        # the facility debt (negative: nothing to lend on)
+        h = m.desk.secured_haircuts(m.rec["price"], t - 1)
+        haircut.append(h)
+        short = m.panel["state"][t, nl:nl + nb] == 1
+        room = (m.borrowers.fleet @ ((1 - h) * m.price)
+                - m.loans.by_borrower(m.loans.exposure, nb))
+        equity.append(float(room[short].max()) if short.any() else np.nan)
     r = {k: v[:13] for k, v in m.rec.items()}
-    nl, nb, kind = m.lenders.n, m.borrowers.n, m.borrowers.kind
     orange = m.panel["state"][:13, nl:nl + nb] == 1  # borrowers under a call or in arrears
     units, amount = Counter(), Counter()  # by (month, event, agent, generation)
     for t, name, agent, _i, gen, n, value, _p in m.events:
@@ -219,7 +230,13 @@ def _month12(**controls) -> dict:
             "forced_by_gen": r["forced_volume"], "volume": r["volume"], "salvage": r["salvage"],
             "price": r["price"], "value": r["fundamental"],
             "desk": r["repo_units"], "desk_lent": r["repo_lent"], "desk_cost": desk_cost,
-            "desk_holdings": np.array(desk_holdings), "units": units, "amount": amount}
+            "desk_holdings": np.array(desk_holdings), "units": units, "amount": amount,
+            "repo_lenders": {e[3] for e in m.events if e[1] == "repo_loan" and e[2] == "lender"},
+            "repo_borrowers": sum(e[1] == "repo_loan" and e[2] == "borrower" for e in m.events),
+            "repo_defaults": int(m.desk.defaults[:13].sum()),
+            "margin": float(m.desk.margin_received[:13].sum()),
+            "haircut": np.array(haircut), "short_equity": np.array(equity),
+            "n_lenders": nl}
 
 
 def _about(x: float, step: float, value: float) -> bool:
@@ -344,49 +361,124 @@ def test_the_tutorials_other_realisation_and_60_months():
     assert s["realised_lgd"] > 2 * s["paper_lgd"]
 
 
+def _legacy(seed: int | None = None) -> LiquidationModel:
+    """``liqsim run crypto_winter --months 12 --set policy.repo.enabled=true --set
+    policy.repo.design=legacy`` (the tutorial's command line), stepped to month 12."""
+    cfg = load_scenario("crypto_winter", ["policy.repo.enabled=true",
+                                          "policy.repo.design=legacy"], seed=seed, months=12)
+    m = LiquidationModel(cfg)
+    for _ in range(12):
+        m.step()
+    return m
+
+
 def test_the_tutorials_repo_desk_experiment():
-    """docs/tutorial.md, experiment 2: the repo desk on, at the scenario's seed and at seed 5."""
+    """docs/tutorial.md, experiment 2: the secured repo on, at the scenario's seed (12 and 24
+    months) and at seed 5, and the legacy desk of the command line."""
     off, on = _month12(), _month12(repo=True)
-    g, units, price, value = on["g"], on["units"], on["price"], on["value"]
+    g, price, value = on["g"], on["price"], on["value"]
     a100, h100, h200, b200 = g["A100"], g["H100"], g["H200"], g["B200"]
-
-    def bought(t, gen):
-        return units[t, "purchase", "repo_desk", g[gen]]
-
-    # the floor bid: 18 A100s in month 6, about 2,500 B200s in month 7 and 3,400 in month 9;
-    # about 10,300 GPUs held at month 12, cost about $202M
-    assert on["desk"][:6].sum() == 0 and on["desk"][6] == 18 == on["desk_holdings"][6, a100]
-    assert bought(6, "A100") == 18 and _about(bought(7, "B200"), 100, 2_500)
-    assert _about(bought(9, "B200"), 100, 3_400)
-    assert _about(on["desk"][12], 100, 10_300) and _about(on["desk_cost"][12], 1e6, 202e6)
-    # what no secondary buyer takes goes to the desk: the outside buyers buy no H100, H200, B200
-    assert on["salvage"][:, [h100, h200, b200]].sum() == 0
-    assert off["salvage"][:, b200].sum() > 0
-    # its repo lending: about $1.7M to three lenders in month 12, repaid within the month; no
-    # forced sale in the first year
-    loans = on["repo_loans"]
-    assert {t for t, _i, _a in loans} == {12} and len({i for _t, i, _a in loans}) == 3
-    assert _about(sum(a for _t, _i, a in loans), 1e5, 1.7e6)
-    assert on["desk_lent"].max() == 0 and on["forced"].sum() == 0
-    # the overhang: peak about 30,000 in months 9 and 10 (34,800 without), 15,900 at month 12
-    inv = on["inventory"]
-    assert inv[9] == inv[10] == inv.max() and _about(inv.max(), 100, 30_000)
-    assert _about(inv[12], 100, 15_900) and _about(off["inventory"][12], 100, 23_800)
-    # losses about $509M against $591M, 36 defaults among the 39; no failure
-    assert _about(on["losses"][12], 1e6, 509e6) and _about(off["losses"][12], 1e6, 591e6)
-    assert on["defaults"] == 36 and on["defaulted"] < off["defaulted"]
-    assert not on["failed"].any() and not off["failed"].any()
-    # month 12: the B200 about $24,200 (about $21,400 without) against its value, $37,200
-    assert _about(price[12, b200], 100, 24_200) and _about(off["price"][12, b200], 100, 21_400)
-    assert value[12, b200] == off["value"][12, b200] and _about(value[12, b200], 100, 37_200)
-    # the earlier model's salvage buyer paid 8 % of list for a B200: $2,800
-    assert on["floor"][b200] == 2_800 and _about(off["price"][9, b200], 100, 20_900)
-    # think about it: seed 5, 88 defaults instead of 90, about $1,973M instead of $2,041M;
-    # nearly all defaults are the margin calls of months 6 to 9
+    # the secured repo (the default design): a 3-month loan at SOFR + 3 %, haircut 2.33 x
+    # volatility (at least 10 %) + 5 %, bids nothing
+    c = app.AppModel(scenario_name="crypto_winter", repo=True).cfg.policy.repo
+    assert c.enabled and c.design == "secured" and c.term_months == 3
+    assert (c.z, c.sigma, c.liq_months, c.liq_addon, c.penalty_spread) == (2.33, 0.10, 1.0,
+                                                                          0.05, 0.03)
+    assert not any(k[1:3] == ("purchase", "repo_desk") for k in on["units"])
+    # the haircut: 28 % in calm months, 84 % (A100) and 77 % (H100) in month 4
+    h = on["haircut"]
+    assert (np.round(h[1:3], 2) == 0.28).all()
+    assert round(h[4, a100], 2) == 0.84 and round(h[4, h100], 2) == 0.77
+    # months 1 to 11 as with the desk off: nothing to lend against yet
+    for key in ("price", "inventory", "losses", "miners", "neoclouds", "orange"):
+        assert (on[key][:12] == off[key][:12]).all(), key
+    assert on["repo_loans"] and {t for t, _i, _a in on["repo_loans"]} == {12}
+    # no borrower gets a repo loan: those under a call or in arrears owe their facility more
+    # than (1 - h) x their GPUs at the price index, months 3 to 11
+    assert on["repo_borrowers"] == 0
+    assert (on["short_equity"][3:12] < 0).all() and off["orange"][3] == 2
+    # month 12: about $1.5M to five lenders against the lots that would be forced; no forced
+    # sale (1,274 without); the overhang about 25,100 instead of 23,800
+    assert len(on["repo_lenders"]) == 5 and len(on["repo_loans"]) == 5
+    assert _about(sum(a for _t, _i, a in on["repo_loans"]), 1e5, 1.5e6)
+    assert _about(on["desk_lent"][12], 1e5, 1.5e6)
+    assert on["forced"].sum() == 0 and off["forced"][12] == 1_274
+    assert on["inventory"][12] - off["inventory"][12] == 1_274
+    assert _about(on["inventory"][12], 100, 25_100) and _about(off["inventory"][12], 100, 23_800)
+    # no margin posted, no repo default by month 12
+    assert on["margin"] == 0 and on["repo_defaults"] == 0
+    # the H100 about $2,300 instead of $2,100 (value about $3,600); the B200 unchanged
+    assert _about(price[12, h100], 100, 2_300) and _about(off["price"][12, h100], 100, 2_100)
+    assert _about(value[12, h100], 100, 3_600) and value[12, h100] == off["value"][12, h100]
+    assert price[12, b200] == off["price"][12, b200] and round(price[12, b200]) == 21_446
+    # the same 39 defaults (the same borrowers), $591M, no failure; recoveries $407M vs $409M
+    assert on["defaults"] == off["defaults"] == 39 and on["defaulted"] == off["defaulted"]
+    assert _about(on["losses"][12], 1e6, 591e6) and on["losses"][12] == off["losses"][12]
+    assert not on["failed"].any() and not on["deleveraging"].any()
+    assert _about(on["recoveries"][12], 1e6, 407e6) and _about(off["recoveries"][12], 1e6,
+                                                               409e6)
+    # step on to month 24: no forced sale with the desk (1,274, about 6,400 and 15,100 in
+    # months 12 to 14 without); loans outstanding peak at about $53M in month 15; margin
+    # posted from month 13 (by the lenders: the one borrower loan is made in month 13), no
+    # repo default; 53 defaults and about $655M either way
+    runs = {}
+    for repo in (False, True):
+        m = app.AppModel(scenario_name="crypto_winter", repo=repo)
+        for _ in range(24):
+            m.step()
+        runs[repo] = m
+    r0, r1, desk = runs[False].rec, runs[True].rec, runs[True].desk
+    assert r1["forced_volume"][:25].sum() == 0
+    story = app.month_story(runs[True], 12)  # What happened, month 12
+    assert any("repo desk lent $1.5 M** to 5 lenders" in line for line in story)
+    f0 = r0["forced_volume"].sum(axis=1)
+    assert f0[12] == 1_274 and _about(f0[13], 100, 6_400) and _about(f0[14], 100, 15_100)
+    assert int(np.argmax(desk.loans[:25])) == 15 and _about(desk.loans[:25].max(), 1e6, 53e6)
+    assert desk.margin_received[13] > 0 and desk.defaults[:25].sum() == 0
+    assert [e[0] for e in runs[True].events
+            if e[1] == "repo_loan" and e[2] == "borrower"] == [13]
+    for r in (r0, r1):
+        assert int((r["defaults_miner"] + r["defaults_neocloud"])[:25].sum()) == 53
+        assert _about(r["credit_losses"][24], 1e6, 655e6)
+    # seed 5: about $380M to all 20 lenders in month 12 against the 127,200 GPUs otherwise
+    # forced; the overhang about 130,000 instead of 4,700; the B200 about $12,900 instead of
+    # $3,100 (value $26,500); the same 90 defaults and about $2,041M
     s5, s5_on = _month12(seed="5"), _month12(seed="5", repo=True)
-    assert s5_on["defaults"] == 88 and s5["defaults"] == 90
-    assert _about(s5_on["losses"][12], 1e6, 1_973e6) and _about(s5["losses"][12], 1e6, 2_041e6)
+    assert len(s5_on["repo_lenders"]) == s5_on["n_lenders"] == 20
+    assert {t for t, _i, _a in s5_on["repo_loans"]} == {12} and s5_on["repo_borrowers"] == 0
+    assert _about(sum(a for _t, _i, a in s5_on["repo_loans"]), 1e7, 380e6)
+    assert _about(s5["forced"][12], 100, 127_200) and s5_on["forced"].sum() == 0
+    assert _about(s5_on["inventory"][12], 1000, 130_000)
+    assert _about(s5["inventory"][12], 100, 4_700)
+    assert _about(s5_on["price"][12, b200], 100, 12_900)
+    assert _about(s5["price"][12, b200], 100, 3_100)
+    assert _about(s5_on["value"][12, b200], 100, 26_500)
+    assert s5_on["defaults"] == s5["defaults"] == 90 and s5_on["defaulted"] == s5["defaulted"]
+    assert _about(s5_on["losses"][12], 1e6, 2_041e6) and s5_on["losses"][12] == s5["losses"][12]
+    # ... made at the defaults of months 6 to 9 (88 of the 90), before month 12's loans
     assert (s5["miners"] + s5["neoclouds"])[6:10].sum() == 88
+    assert s5["losses"][9] > 0.99 * s5["losses"][12]
+    # the legacy desk on the command line: it buys what no secondary buyer takes; about
+    # 10,300 GPUs for about $202M, 36 defaults (among the 39), about $509M, the B200 about
+    # $24,200; marked at month-12 prices, after its cost of capital, about $31M down. Seed 5:
+    # 88 defaults, about $1,973M, about 119,900 GPUs for about $1,229M, about $354M down
+    leg = _legacy()
+    rec, d = leg.rec, leg.desk
+    assert _about(d.holdings.sum(), 100, 10_300) and _about(d.cost_basis.sum(), 1e6, 202e6)
+    assert _about(d.cash_bought.sum(), 1e6, 202e6) and d.cash_sold.sum() == 0
+    assert int((rec["defaults_miner"] + rec["defaults_neocloud"]).sum()) == 36
+    assert frozenset(np.flatnonzero(leg.borrowers.status == DEFAULTED).tolist()) < off["defaulted"]
+    assert _about(rec["credit_losses"][12], 1e6, 509e6)
+    assert _about(rec["price"][12, b200], 100, 24_200)
+    assert _about(d.pnl()[12], 1e6, -31e6)
+    assert rec["salvage"][:, [h100, h200, b200]].sum() == 0 < off["salvage"][:, b200].sum()
+    leg5 = _legacy(seed=5)
+    rec, d = leg5.rec, leg5.desk
+    assert int((rec["defaults_miner"] + rec["defaults_neocloud"]).sum()) == 88
+    assert _about(rec["credit_losses"][12], 1e6, 1_973e6)
+    assert _about(d.holdings.sum(), 100, 119_900) and _about(d.cash_bought.sum(), 1e6, 1_229e6)
+    assert _about(d.pnl()[12], 1e6, -354e6)
+    assert _about(s5["losses"][12] - rec["credit_losses"][12], 1e6, 68e6)
 
 
 def test_the_tutorials_buyer_experiment_and_try_next():
