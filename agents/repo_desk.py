@@ -1,26 +1,27 @@
-"""The repo desk: the policy switch for a working repo market in GPUs.
+"""The repo desk and the buyer of last resort: the policy switches of docs/model.md, "A secured
+repo and a buyer of last resort".
 
-When ``policy.repo.enabled`` it (docs/model.md 7.17):
+When ``policy.repo.enabled`` the desk is, by default (``policy.repo.design = "secured"``), a
+secured term lender: it lends to lenders against their repossessed GPUs and to solvent
+borrowers against their fleet's equity, at the haircut
 
-1. lends cash to lenders against their repossessed GPUs, at the haircut
+    h_g = min(1, z sigma_g sqrt(liq_months) + liq_addon)
 
-       h_g = min(1, h0 + kappa * max(0, 1 - p_g / p_ref_g))
+(the margin-period-of-risk haircut of CCPs and Basel's supervisory haircuts; sigma_g the
+realised volatility of the price index, floored at ``sigma``), at SOFR + ``penalty_spread``,
+for ``term_months``, with variation margin every month; an owner that can meet neither a call
+nor a repayment defaults and the desk takes and sells the pledged units. It bids nothing in
+the auction. When disabled it does nothing: that is the missing repo market.
 
-   on the price index p_g, with p_ref_g the value in best use, and at SOFR + a penalty spread
-   (Bagehot 1873, *Lombard Street*: lend freely, against good collateral, at a penalty rate).
-   A lender so financed is not forced to dump: it asks the lower of its patient price (its mark
-   less its sale discount) and (1 - h_g) x p_ref_g, never below the salvage floor;
-2. if ``buy_floor``, bids in every auction at (1 - h_g) x p_ref_g for as many units as its
-   remaining capacity buys, and sells what it bought back at p_ref_g (a standing buyer).
+``design = "legacy"`` keeps the first issues' desk (docs/model.md 7.17): it lends to lenders
+against repossessed GPUs at h_g = h0 + kappa * max(0, 1 - p_g / p_ref_g) (Bagehot 1873,
+*Lombard Street*: lend freely, against good collateral, at a penalty rate), and, if
+``buy_floor``, bids (1 - h_g) x p_ref_g in every auction and re-offers what it bought at
+p_ref_g (a standing buyer that holds GPUs unpowered).
 
-Repo loans plus purchases at cost never exceed ``capacity``, nor the desk's cash. When
-disabled it does nothing: that is the missing repo market.
-
-With ``policy.repo.design = "secured"`` (docs/model.md, "A secured repo and a buyer of last
-resort") it is a secured term lender instead: haircut z sigma sqrt(liq_months) + liq_addon,
-variation margin every month, repaid or rolled at term, the pledged units taken and sold on a
-repo default, and no bids in the auction. :class:`LastResortBuyer` is the separate
-``policy.lolr`` switch.
+Repo loans plus purchases at cost never exceed ``capacity``, nor the desk's cash. Both designs
+and :class:`LastResortBuyer` (the separate ``policy.lolr`` switch) pay their cost of capital
+(:func:`cost_of_capital`) to their funders.
 """
 
 from __future__ import annotations

@@ -98,8 +98,9 @@ def policy_table(raw: Path) -> pd.DataFrame:
     for stem, (axis, label, own) in POLICIES.items():
         t = paired_table(load(raw / stem))
         t = t[(t["axis"] == axis) & (t["by"] == SHOCK)]
-        names = {"losses.system_loss": "system loss", **PARTIES, own: "the policy itself",
-                 **EXTRA}
+        names = {"losses.system_loss": "system loss",
+                 "losses.system_loss_at_value": "system loss at value in best use",
+                 **PARTIES, own: "the policy itself", **EXTRA}
         t = t[t["metric"].isin(names)].copy()
         t["policy"], t["party"] = label, t["metric"].map(names)
         frames.append(t.rename(columns={"by_value": "shock", "mean_a": "mean_none",
@@ -122,7 +123,12 @@ def policy_figure(table: pd.DataFrame) -> bytes:
         ax.plot(t["shock"], t["mean"] / m, "o-", color=colour, lw=1.8, ms=3.5, label=label)
         ax.fill_between(t["shock"], t["ci_low"] / m, t["ci_high"] / m, color=colour,
                         alpha=0.18, lw=0)
-    ax.set_title("(a) system loss: policy minus none", fontsize=10)
+        t = table[(table["policy"] == label)
+                  & (table["party"] == "system loss at value in best use")]
+        ax.plot(t["shock"], t["mean"] / m, ":", color=colour, lw=1.6)
+    ax.plot([], [], "k:", lw=1.6, label="(dotted: GPUs marked at value in best use)")
+    ax.set_title("(a) system loss (GPUs marked at the price index): policy minus none",
+                 fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     parties = ["lenders", "the policy itself", "secondary buyers", "borrowers",
                "outside sector"]
@@ -147,7 +153,6 @@ def policy_figure(table: pd.DataFrame) -> bytes:
     fig.suptitle("crypto_winter, 20 paired seeds: each policy on minus none, losses marked to "
                  "market at month 60\n(positive = the policy adds to that party's loss; "
                  "negative = a saving)", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return png_bytes(fig)
 
 

@@ -1,7 +1,14 @@
-"""Issue 15: crypto_winter at a BTC shock (argv[1], default 0.8) under the
-legacy desk, the secured repo, the buyer of last resort and none, paired over seeds 1-10:
-lenders' credit losses (at write-off and net of later recoveries), the policy's own P&L
-marked to market, defaults. ``.venv/bin/python experiments/repo_policies.py 0.8`` (5 s)."""
+"""The three policies of issue 15 on crypto_winter at a BTC shock (default 0.8), paired over
+seeds 1-10 against none (both off): lenders' credit losses, the policy's own P&L marked to
+market, every party's loss and the system loss (``sim.losses``); and, with ``--sensitivity``,
+how much the system-loss difference moves when one assumption of a policy is set low or high.
+
+    .venv/bin/python experiments/repo_policies.py [SHOCK] [--sensitivity]   (10 s; 2 min)
+
+The sensitivity table is the one in docs/calibration.md ("A secured repo and a buyer of last
+resort"); the flagship sweeps (experiments/sweeps/flagship_repo*.toml, flagship_lolr.toml)
+give the same comparison at every shock size with 20 seeds.
+"""
 
 from __future__ import annotations
 
@@ -9,55 +16,92 @@ import sys
 
 import numpy as np
 
+from sim.losses import PARTS
 from sim.model import LiquidationModel
 
-POLICIES = {"none": {}, "legacy": {"policy.repo.enabled": True, "policy.repo.design": "legacy"},
-            "secured": {"policy.repo.enabled": True, "policy.repo.design": "secured"},
-            "lolr": {"policy.lolr.enabled": True}}
-NAMES = ("loss at write-off", "loss net", "policy P&L", "defaults", "repo defaults",
-         "repo default loss", "lent", "margin", "interest", "bought")
+SECURED = {"policy.repo.enabled": True, "policy.repo.design": "secured"}
+LEGACY = {"policy.repo.enabled": True, "policy.repo.design": "legacy"}
+LOLR = {"policy.lolr.enabled": True}
+POLICIES = {"none": {}, "secured": SECURED, "lolr": LOLR, "legacy": LEGACY}
+# (policy, key, low, high): the policy assumptions without a sourced value
+SENSITIVITY = (
+    ("secured", "policy.repo.sigma", 0.05, 0.20),
+    ("secured", "policy.repo.liq_addon", 0.0, 0.15),
+    ("secured", "policy.repo.term_months", 1, 6),
+    ("secured", "policy.repo.capacity", 1.0e9, 4.0e9),
+    ("secured", "policy.repo.penalty_spread", 0.01, 0.06),
+    ("secured", "policy.repo.borrowers", False, True),
+    ("lolr", "policy.lolr.floor_share", 0.3, 0.7),
+    ("lolr", "policy.lolr.mw", 25.0, 100.0),
+    ("lolr", "policy.lolr.hold_months", 6, 24),
+    ("lolr", "policy.lolr.capacity", 1.0e9, 4.0e9),
+    ("lolr", "policy.lolr.funding_spread", 0.0, 0.03),
+)
+COLUMNS = ("credit losses at write-off", "net credit losses", "policy P&L", "defaults",
+           "system loss", *(f"loss {p}" for p in PARTS), "operating income", "discount")
 
 
-def one(seed: int, shock: float, overrides: dict) -> tuple:
+def one(seed: int, shock: float, overrides: dict) -> np.ndarray:
     m = LiquidationModel("crypto_winter", rng=seed,
                          overrides={"shocks.0.size": shock, **overrides}).run()
     assert not m.invariants()
-    r, d = m.rec, m.desk
-    at_wo = r["credit_losses"][-1]
-    pnl = d.pnl()[-1]
-    bought = d.cash_bought.sum()
-    if m.lolr is not None:
-        lo = m.lolr
-        pnl = lo.cash - lo.cfg.capacity + lo.mark[-1]
-        bought += lo.cash_bought.sum()
-    return (at_wo, at_wo - r["recoveries"][-1], pnl,
-            r["defaults_miner"].sum() + r["defaults_neocloud"].sum(), d.defaults.sum(),
-            d.default_loss.sum(), d.cash_lent.sum(), d.margin_received.sum(), d.interest.sum(),
-            bought)
+    r = m.rec
+    pnl = -(r["loss_desk"][-1] + r["loss_lolr"][-1])
+    return np.array([r["credit_losses"][-1], r["credit_losses"][-1] - r["recoveries"][-1], pnl,
+                     r["defaults_miner"].sum() + r["defaults_neocloud"].sum(),
+                     r["system_loss"][-1], *(r[f"loss_{p}"][-1] for p in PARTS),
+                     r["sl_operating_income"][-1], r["sl_discount"][-1]])
 
 
-def ci(x) -> str:
+def ci(x) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval (t(0.975, n - 1) for n = 10: 2.262)."""
     x = np.asarray(x, float)
     mu, se = x.mean(), x.std(ddof=1) / np.sqrt(len(x))
-    return f"{mu / 1e6:8.1f} [{(mu - 2.262 * se) / 1e6:7.1f}, {(mu + 2.262 * se) / 1e6:7.1f}]"
+    return mu, mu - 2.262 * se, mu + 2.262 * se
 
 
-def main(shock: float = 0.8, seeds=range(1, 11)) -> None:
-    res = {k: np.array([one(s, shock, o) for s in seeds], float) for k, o in POLICIES.items()}
-    print(f"crypto_winter, BTC shock {shock}, seeds {seeds[0]}-{seeds[-1]}; means, M$")
-    for k, a in res.items():
-        cells = [f"{n}={a[:, i].mean() / (1 if i in (3, 4) else 1e6):.1f}"
-                 for i, n in enumerate(NAMES)]
-        print(k.ljust(8), " ".join(cells))
-    print("paired differences vs none, mean [95 % t-interval], M$ (saving = -d(loss net) + P&L)")
+def fmt(x, scale=1e6) -> str:
+    mu, lo, hi = ci(np.asarray(x) / scale)
+    return f"{mu:8.1f} [{lo:7.1f}, {hi:7.1f}]"
+
+
+def table(shock: float, seeds=range(1, 11)) -> dict[str, np.ndarray]:
+    res = {k: np.array([one(s, shock, o) for s in seeds]) for k, o in POLICIES.items()}
+    print(f"crypto_winter, BTC shock {shock}, seeds {seeds[0]}-{seeds[-1]}: paired differences "
+          "policy - none, mean [95 % t-interval], M$ (defaults: count); negative = less loss")
     base = res["none"]
-    for k in ("legacy", "secured", "lolr"):
-        a = res[k]
-        print(k.ljust(8), "loss at write-off", ci(a[:, 0] - base[:, 0]),
-              " loss net", ci(a[:, 1] - base[:, 1]), " policy P&L", ci(a[:, 2]),
-              " system saving", ci(base[:, 1] - a[:, 1] + a[:, 2]),
-              f" defaults {(a[:, 3] - base[:, 3]).mean():+.1f}")
+    for k in ("secured", "lolr", "legacy"):
+        d = res[k] - base
+        print(f"  {k}: " + "; ".join(
+            f"{name} {fmt(d[:, i], 1.0 if name == 'defaults' else 1e6)}"
+            for i, name in enumerate(COLUMNS) if name != "policy P&L")
+            + f"; policy P&L {fmt(res[k][:, 2])}")
+    return res
+
+
+def sensitivity(shock: float, seeds=range(1, 11)) -> None:
+    base = np.array([one(s, shock, {})[4] for s in seeds])
+    print(f"\nsensitivity of the system-loss difference (policy - none), BTC shock {shock}, "
+          f"seeds {seeds[0]}-{seeds[-1]}, M$ (mean [95 % t-interval]); flag: moves > 20 %")
+    default = {}
+    for policy in ("secured", "lolr"):
+        d = np.array([one(s, shock, POLICIES[policy])[4] for s in seeds]) - base
+        default[policy] = d.mean()
+        print(f"  {policy} at its defaults: {fmt(d)}")
+    for policy, key, low, high in SENSITIVITY:
+        cells = []
+        moved = False
+        for v in (low, high):
+            d = np.array([one(s, shock, {**POLICIES[policy], key: v})[4] for s in seeds]) - base
+            rel = d.mean() / default[policy] - 1.0 if default[policy] else float("nan")
+            moved |= abs(rel) > 0.2
+            cells.append(f"{v}: {fmt(d)} ({rel:+.0%})")
+        print(f"  {policy} {key}: " + "; ".join(cells) + ("  yes" if moved else "  no"))
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]) if len(sys.argv) > 1 else 0.8)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    s = float(args[0]) if args else 0.8
+    table(s)
+    if "--sensitivity" in sys.argv:
+        sensitivity(s)

@@ -71,6 +71,7 @@ MAX_FIGURE_METRICS = 9
 LOSS_METRICS = tuple(f"losses.{k}" for k in (
     "lenders", "desk", "lolr", "buyers", "borrowers", "outside", "outside_buyers",
     "outside_suppliers", "outside_funders", "outside_other_borrowers", "system_loss",
+    "system_loss_at_value",
     "lenders_credit", "lenders_recoveries", "lenders_net", "lenders_other",
     "borrowers_wiped_out", "desk_cash_flows", "desk_mark", "value_destroyed", "btc_value_fall",
     "operating_income", "discount", "holding_costs", "discount_outside", "desk_pnl"))

@@ -95,13 +95,15 @@ SERIES: dict[str, tuple[str, str]] = {
     "loss_lolr": ("$", SL + "the buyer of last resort (policy.lolr; 0 when off): cash + GPUs "
                            "at the price index"),
     "loss_buyers": ("$", SL + "secondary buyers: capital + GPUs, less the capital their owners "
-                             "put in"),
+                             "put in, plus the net operating income imputed on the GPUs they "
+                             "hold (sim.losses.holder_margin)"),
     "loss_borrowers": ("$", SL + "borrowers: cash + fleet + BTC - debt, plus payouts and "
                                 "estate surpluses their owners received"),
     "loss_outside": ("$", SL + "the outside sector: the sum of the four loss_outside_* "
                               "columns"),
-    "loss_outside_buyers": ("$", SL + "out-of-sector buyers (salvage, outside demand): what "
-                                     "they paid less their units at the price index"),
+    "loss_outside_buyers": ("$", SL + "out-of-sector buyers (salvage, outside demand): 0, a GPU "
+                                     "sold out of the sector leaves the accounts at its sale "
+                                     "price"),
     "loss_outside_suppliers": ("$", SL + "suppliers' unpaid bills of defaulted borrowers"),
     "loss_outside_funders": ("$", SL + "lenders' outside funders: minus (the change in their "
                                       "claims + what they were paid)"),
@@ -112,6 +114,9 @@ SERIES: dict[str, tuple[str, str]] = {
                              "cancel; negative = a net gain) = sl_value_destroyed + "
                              "sl_btc_value_fall - sl_operating_income + sl_discount + "
                              "sl_holding_costs"),
+    "system_loss_at_value": ("$", SL + "the system loss with every GPU in the sector marked at "
+                                      "its value in best use instead of the price index: "
+                                      "system_loss - (sl_discount - sl_discount_outside)"),
     "loss_lenders_credit": ("$", SL + "lenders' credit losses at write-off (net credit losses "
                                      "without `metrics.losses_at_writeoff`)"),
     "loss_lenders_recoveries": ("$", SL + "lenders' recoveries after the write-off (0 without "
@@ -127,15 +132,17 @@ SERIES: dict[str, tuple[str, str]] = {
     "desk_mark": ("$", SL + "the repo desk's repo loans outstanding at face plus its GPUs at "
                            "the price index"),
     "sl_value_destroyed": ("$", SL + "fall of the GPU stock's value in best use, U.V(t0) - "
-                                    "U.V(t), all holders (exogenous)"),
+                                    "U.V(t) - E: U the units in the sector, E the value in best "
+                                    "use of the units sold out of it, each at its month's V"),
     "sl_btc_value_fall": ("$", SL + "fall of the borrowers' BTC value, net of the BTC sold"),
-    "sl_operating_income": ("$", SL + "rents less operating costs earned on the GPUs (a gain: "
-                                     "enters the system loss with a minus sign)"),
+    "sl_operating_income": ("$", SL + "rents less operating costs earned on the GPUs, "
+                                     "secondary buyers' imputed (a gain: enters the system loss "
+                                     "with a minus sign)"),
     "sl_discount": ("$", SL + "change of the stock's discount below its value in best use, "
-                             "U.(V - p)(t) - U.(V - p)(t0)"),
+                             "U.(V - p)(t) - U.(V - p)(t0), plus sl_discount_outside"),
     "sl_holding_costs": ("$", SL + "lenders' holding costs of repossessed GPUs paid"),
-    "sl_discount_outside": ("$", SL + "the part of sl_discount on units held out of the "
-                                     "sector"),
+    "sl_discount_outside": ("$", SL + "the part of sl_discount on the units sold out of the "
+                                     "sector: E less what their buyers paid"),
 }
 
 PANEL: dict[str, tuple[str, str]] = {

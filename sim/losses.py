@@ -14,25 +14,39 @@ taken off). A party's loss at month t is W(0) - W(t) ($, cumulative, positive = 
   arrays, summed in ``RepoDesk.flows``);
 * the buyer of last resort (``policy.lolr``; 0 when off): cash + its GPUs (rent earned and
   running costs paid are operating income and costs, like any holder's);
-* secondary buyers: capital + GPUs, less the capital their owners put in (``buyer_capital``);
+* secondary buyers: capital + GPUs, less the capital their owners put in (``buyer_capital``),
+  plus the net operating income of the GPUs they hold (:func:`holder_margin`, imputed: the
+  model's buyers run what they buy in their spare MW but their capital does not book the rent);
 * borrowers: cash + fleet + BTC - debt (facility and secured repo), plus what their owners
   received (payouts, estate surpluses); reported beside it, the t0 equity at value in best
   use of those that defaulted;
-* the outside sector: out-of-sector buyers (their GPUs less what they paid), suppliers (their
+* the outside sector: out-of-sector buyers (0: a GPU sold out of the sector leaves the
+  accounts at its sale price, see below), suppliers (their
   unpaid bills), the outside funders (the lenders': their claims plus what they were paid; the
   policies': the cost of capital the desk and the buyer of last resort paid them) and the
   borrowers of the lenders' other loans (minus their debt and the interest they paid).
 
 Every payment between two parties is one's gain and the other's loss, so the sum of the parts,
-the system loss S, equals (the identity; U: units per generation, all holders, conserved)
+the system loss S, equals (the identity; U: units per generation held in the sector, by
+anyone but out-of-sector buyers; E: the value in best use of the units sold out of the sector,
+each at its month's V; P: what out-of-sector buyers paid)
 
-    S = [U.V(0) - U.V(t)]                     GPU value destroyed (value in best use V)
+    S = [U.V(0) - U.V(t) - E]                 GPU value destroyed (value in best use V)
       + [BTC value at t0 - at t - BTC sold]   BTC value destroyed
-      - [rents - operating costs]             net operating income of the stock (a gain)
-      + [U.(V - p)(t) - U.(V - p)(0)]         discount of the stock below its value in best use
+      - [rents - operating costs]             net operating income of the stock (a gain;
+                                              secondary buyers' imputed, see above)
+      + [U.(V - p)(t) - U.(V - p)(0) + E - P] discount of the stock below its value in best
+                                              use, and of the units sold out at their sale
       + holding costs paid
 
 up to rounding: :func:`identity` returns both sides.
+
+Two conventions make the parts comparable across policies (a policy that keeps GPUs running
+in the sector must not look better only because other holders' use goes uncounted): every
+operator is credited the net operating income of the GPUs it runs (borrowers, lenders hosting
+in place and the buyer of last resort in cash, secondary buyers imputed), and a GPU sold out
+of the sector is valued at what it fetched (its buyer's later use is outside the system, as a
+scrap sale is). Lenders' idle inventory and the legacy desk's unpowered holdings earn nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ import numpy as np
 
 from agents.borrower import DEFAULTED
 from sim import numerics as nm
+from sim.environment import HOURS_PER_MONTH
 
 # the parties, in the order of the records and the summary
 PARTS = ("lenders", "desk", "lolr", "buyers", "borrowers", "outside")
@@ -49,10 +64,29 @@ PARTS = ("lenders", "desk", "lolr", "buyers", "borrowers", "outside")
 OUTSIDE = ("outside_buyers", "outside_suppliers", "outside_funders", "outside_other_borrowers")
 # the right-hand side of the identity
 TERMS = ("value_destroyed", "btc_value_fall", "operating_income", "discount", "holding_costs")
-RECORDS = (*(f"loss_{p}" for p in (*PARTS, *OUTSIDE)), "system_loss",
+RECORDS = (*(f"loss_{p}" for p in (*PARTS, *OUTSIDE)), "system_loss", "system_loss_at_value",
            "loss_lenders_credit", "loss_lenders_recoveries", "loss_lenders_net",
            "loss_lenders_other", "loss_borrowers_wiped_out", "desk_cash_flows", "desk_mark",
            *(f"sl_{t}" for t in TERMS), "sl_discount_outside")
+
+
+def holder_margin(model) -> np.ndarray:
+    """Net operating income of one running GPU a month, per generation ($/GPU-month):
+
+        m_g = max(0, 730 u r_g - (power_g + spot opex + facility_g))
+
+    the rent at the fleet utilisation u less the running costs secondary buyers' valuations
+    use (``agents.buyer``), with the shut-down option (a unit whose rent does not cover its
+    running cost is switched off and earns 0)."""
+    env = model.env
+    cost = env.power_cost_per_gpu() + model.cfg.buyers.spot_opex_per_gpu
+    if env.cfg.facility_cost > 0:
+        cost = cost + env.facility_cost_per_gpu()
+    return np.maximum(HOURS_PER_MONTH * env.cfg.utilisation * env.rent - cost, 0.0)
+
+
+def _outside_units(model) -> np.ndarray:
+    return model.salvage_units + model.external_units
 
 
 def wealth(model) -> np.ndarray:
@@ -65,27 +99,30 @@ def wealth(model) -> np.ndarray:
     lenders = (add(lb.cash) + debt + nm.dot(lb.inventory.sum(axis=0), p) + other
                - add(lb.outside) - add(lb.repo_debt))
     capital = 0.0 if buyers.unlimited else add(buyers.capital)
-    buy = capital - f["buyer_capital"] + nm.dot(buyers.holdings.sum(axis=0), p)
+    buy = (capital - f["buyer_capital"] + nm.dot(buyers.holdings.sum(axis=0), p)
+           + model.losses_state["buyers_income"])
     repo_b = add(desk.b_debt) if desk.secured else 0.0  # secured repo loans to borrowers
     borrowers = (add(b.cash) + nm.dot(b.fleet.sum(axis=0), p) + add(b.btc) * model.env.btc
                  - debt - repo_b - f["payouts"] - f["estate_surplus"])
     lo = model.lolr
     lolr = 0.0 if lo is None else lo.cash + nm.dot(lo.holdings, p)
-    out = np.array([nm.dot(model.salvage_units + model.external_units, p) - f["salvage"],
-                    -f["unpaid_suppliers"],
+    out = np.array([0.0, -f["unpaid_suppliers"],
                     add(lb.outside) - f["funding_outside"] - f["policy_funding"],
                     -other - f["other_loans"]])
     return np.array([lenders, desk.pnl(p) + desk.cash0, lolr, buy, borrowers, out.sum(), *out])
 
 
 def _stock(model) -> np.ndarray:
-    """[U.V, U.(V - p), BTC value, outside units' discount, and the flows of the identity]."""
-    f, units = model.flows, model.gpu_units()
+    """[U.V + E, U.(V - p) + E - P, BTC value, E - P (the discount of the units sold out of
+    the sector), and the flows of the identity]; U the units held in the sector."""
+    f, st = model.flows, model.losses_state
+    units = model.gpu_units() - _outside_units(model)
     gap = model.fundamental - model.price
-    out = model.salvage_units + model.external_units
-    return np.array([nm.dot(units, model.fundamental), nm.dot(units, gap),
-                     np.add.reduce(model.borrowers.btc) * model.env.btc, nm.dot(out, gap),
-                     f["btc_sales"], f["tenants"] + f["opex"], f["holding_costs"]])
+    e, out_disc = st["exported_value"], st["exported_value"] - f["salvage"]
+    return np.array([nm.dot(units, model.fundamental) + e, nm.dot(units, gap) + out_disc,
+                     np.add.reduce(model.borrowers.btc) * model.env.btc, out_disc,
+                     f["btc_sales"], f["tenants"] + f["opex"] + st["buyers_income"],
+                     f["holding_costs"]])
 
 
 def identity(model) -> dict[str, float]:
@@ -108,6 +145,8 @@ def init(model) -> None:
     for key in RECORDS:
         model.rec[key] = np.zeros(n)
     b, env = model.borrowers, model.env
+    model.losses_state = {"buyers_income": 0.0, "exported_value": 0.0,
+                          "out_units": _outside_units(model).copy()}
     debt = model.loans.by_borrower(model.loans.exposure, b.n)
     equity = b.cash + nm.matvec(b.fleet, model.fundamental) + b.btc * env.btc - debt
     model.losses0 = {"wealth": wealth(model), "stock": _stock(model),
@@ -119,11 +158,21 @@ def record(model, t: int) -> None:
     r, lb, desk = model.rec, model.lenders, model.desk
     if "system_loss" not in r:
         init(model)
+    else:  # the month's imputed income of secondary buyers and the units sold out of the sector
+        st = model.losses_state
+        st["buyers_income"] += nm.dot(model.buyers.holdings.sum(axis=0), holder_margin(model))
+        out = _outside_units(model)
+        st["exported_value"] += nm.dot(out - st["out_units"], model.fundamental)
+        st["out_units"] = out.copy()
     add = np.add.reduce
     ident = identity(model)
     for key, x in zip((*PARTS, *OUTSIDE), ident["parts"], strict=True):
         r[f"loss_{key}"][t] = x
     r["system_loss"][t] = ident["system_loss"]
+    # the same with the GPUs in the sector marked at their value in best use (the price index
+    # of a fire sale is not what a GPU that keeps running is worth to its holder)
+    r["system_loss_at_value"][t] = ident["system_loss"] - (ident["discount"]
+                                                            - ident["discount_outside"])
     for key in (*TERMS, "discount_outside"):
         r[f"sl_{key}"][t] = ident[key]
     if model.cfg.metrics.losses_at_writeoff:

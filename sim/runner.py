@@ -30,8 +30,8 @@ def paired_seeds(root: int, n: int) -> list[int]:
 COMPARE_METRICS = ("credit_losses", "defaults", "lender_failures", "max_peak_price_fall")
 # with metrics.system_loss on (both sides): the system loss and each party's loss (sim.losses)
 # (compare's keys: loss_<part>, and sl_<term> for the identity's terms)
-LOSS_METRICS = ("system_loss", "lenders", "desk", "lolr", "buyers", "borrowers", "outside",
-                "outside_buyers", "outside_suppliers", "outside_funders",
+LOSS_METRICS = ("system_loss", "system_loss_at_value", "lenders", "desk", "lolr", "buyers",
+                "borrowers", "outside", "outside_buyers", "outside_suppliers", "outside_funders",
                 "outside_other_borrowers", "lenders_credit", "lenders_recoveries",
                 "lenders_net", "lenders_other", "borrowers_wiped_out")
 IDENTITY_TERMS = ("value_destroyed", "btc_value_fall", "operating_income", "discount",
