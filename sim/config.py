@@ -432,8 +432,12 @@ class Metrics(_Strict):
 
 class Shock(_Strict):
     month: int = Field(ge=1, le=600)  # month 1 is the first simulated month (t0 is month 0)
-    kind: Literal["btc", "rent", "buyer_capital", "guarantor_exit", "funding"]
+    kind: Literal["btc", "rent", "buyer_capital", "guarantor_exit", "funding", "other_loans"]
     size: float = Field(ge=0.0, le=1.0)  # fall as a share (0.5 = halves)
+    # kind "other_loans": the lender type whose other (non-GPU) loans lose ``size`` of their
+    # value that month ("" = every type); a loss outside the GPU book (asic_2022: BlockFi's
+    # and Celsius's FTX and Three Arrows losses). Unused by the other kinds.
+    lender_type: str = ""
 
 
 class Sites(_Strict):
@@ -531,6 +535,10 @@ class Scenario(_Strict):
                              f"lenders.ltv_max = {self.lenders.ltv_max}")
         if sum(t.share for t in self.lenders.types.values()) <= 0:
             raise ValueError("lenders.types: the shares must have a positive sum")
+        for i, s in enumerate(self.shocks):
+            if s.lender_type and s.lender_type not in self.lenders.types:
+                raise ValueError(f"shocks.{i}.lender_type = {s.lender_type!r}: not a lender "
+                                 f"type; expected one of {sorted(self.lenders.types)} or ''")
         if self.network.kind == "edgelist" and not self.network.edgelist:
             raise ValueError("network.edgelist: a path is required when network.kind = 'edgelist'")
         _check_world_size(self)

@@ -608,9 +608,10 @@ def rig_book_test(overrides: tuple = (), shares: tuple = RIG_SHARES) -> dict:
     """Check 5d: do rig-book losses alone fail a lender that was solvent at t0?
 
     The isolating counterfactual is the same episode, seed and lenders with every lender
-    type's other-loan losses set to zero (``other_loss_calm = other_loss_stress = 0``): the
-    rig book is then the only loss any lender takes (directly, or through another lender's
-    rig book in the funding network). ``alone`` counts the lenders solvent at t0 that fail in
+    type's other-loan losses set to zero (``other_loss_calm = other_loss_stress = 0``, and no
+    ``other_loans`` shock: BlockFi's and Celsius's FTX and Three Arrows losses): the rig book
+    is then the only loss any lender takes (directly, or through another lender's rig book in
+    the funding network). ``alone`` counts the lenders solvent at t0 that fail in
     it; ``episode`` is the run as specified (other-loan losses too). ``sensitivity`` repeats
     the counterfactual with every type's ``gpu_share`` (the rig book's share of its loans) at
     each value in ``shares``."""
@@ -620,11 +621,16 @@ def rig_book_test(overrides: tuple = (), shares: tuple = RIG_SHARES) -> dict:
     types = list(load_scenario("asic_2022", overrides=over).lenders.types)
     iso = [f"lenders.types.{t}.{k}=0.0" for t in types
            for k in ("other_loss_calm", "other_loss_stress")]
+
+    def alone(extra: list):
+        cfg = load_scenario("asic_2022", overrides=over + iso + extra)
+        return cfg.model_copy(update={"shocks": [s for s in cfg.shocks
+                                                 if s.kind != "other_loans"]})
+
     sens = {}
     for s in shares:
-        share = [f"lenders.types.{t}.gpu_share={s}" for t in types]
-        sens[str(s)] = lender_run(load_scenario("asic_2022", overrides=over + iso + share))
-    return {"alone": lender_run(load_scenario("asic_2022", overrides=over + iso)),
+        sens[str(s)] = lender_run(alone([f"lenders.types.{t}.gpu_share={s}" for t in types]))
+    return {"alone": lender_run(alone([])),
             "episode": lender_run(load_scenario("asic_2022", overrides=over)),
             "gpu_share": {t: float(v.gpu_share) for t, v in
                           load_scenario("asic_2022", overrides=over).lenders.types.items()},

@@ -11,7 +11,8 @@ import pytest
 
 from sim import validate as val
 
-RIG_ONLY = tuple(f"lenders.types.{t}.gpu_share=1.0" for t in ("bank", "private_credit", "abl"))
+TYPES = ("bank", "private_credit", "abl", "crypto_lender")
+RIG_ONLY = tuple(f"lenders.types.{t}.gpu_share=1.0" for t in TYPES)
 
 
 def _episode(**over) -> dict:
@@ -111,23 +112,18 @@ def test_rig_book_counterfactual_flags_rig_only_lenders():
     assert rows[1].info and "first failure at gpu_share 1.0" in rows[1].measured
 
 
-def test_counterfactual_isolates_the_rig_book_from_other_losses():
-    """With rig loans 30 % of every book, one lender fails in the episode (rig losses plus
-    other-loan losses at the stress rate), none with the rig book as the only loss: 5d does
-    not count a failure the rig book alone would not cause."""
-    share = tuple(f"lenders.types.{t}.gpu_share=0.3" for t in ("bank", "private_credit", "abl"))
-    rb = val.rig_book_test(share, shares=())
-    assert rb["episode"]["failed"] >= 1
-    assert rb["alone"]["failed_solvent"] == 0
-    assert val._rig_book_rows(rb)[0].passed
-
-
 def test_shipped_episode_no_lender_fails_from_its_rig_book():
+    """asic_2022 as shipped: the two crypto lenders (BlockFi, Celsius) fail in the episode
+    through the other_loans shock (FTX, Three Arrows), and no lender fails in the isolating
+    counterfactual (no other-loan loss, no such shock): 5d does not count failures the rig
+    book alone would not cause, and passes."""
     rb = val.rig_book_test(shares=(0.09,))
-    assert rb["gpu_share"] == {"bank": 0.09, "private_credit": 0.09, "abl": 0.09}
-    assert rb["alone"]["failed_solvent"] == 0 and rb["episode"]["failed"] == 0
+    assert rb["gpu_share"] == {t: 0.09 for t in TYPES}
+    assert rb["episode"]["failed"] == 2
+    assert rb["alone"]["failed_solvent"] == 0
     assert rb["sensitivity"]["0.09"] == rb["alone"]
     assert 0.0 < rb["alone"]["max_loss_over_e0"] < 1.0
+    assert val._rig_book_rows(rb)[0].passed
 
 
 def test_no_default_no_rig_book_loss():
@@ -136,3 +132,36 @@ def test_no_default_no_rig_book_loss():
 
     got = val.lender_run(load_scenario("asic_2022", months=1))
     assert got == {"solvent0": 20, "failed": 0, "failed_solvent": 0, "max_loss_over_e0": 0.0}
+
+
+# ---------------------------------------------------------------- the other_loans shock
+def test_other_loans_shock_by_hand():
+    """A shock of size 0.57 on the crypto lenders in month 8: their other loans are 43 % of
+    what they were the month before less one month's write-off at the stress rate (3 %/yr),
+    B8 = B7 x (1 - 0.57) x (1 - 0.03 / 12); other types lose only the monthly rate."""
+    from sim.config import load_scenario
+    from sim.model import LiquidationModel
+
+    m = LiquidationModel(load_scenario("asic_2022", months=8))
+    lb = m.lenders
+    crypto = lb.kind == "crypto_lender"
+    assert crypto.sum() == 2
+    for _ in range(7):
+        m.step()
+    b7, rate = lb.other_loans.copy(), np.where(lb.other_loss_stress > 0,
+                                               lb.other_loss_stress, 0.0)
+    assert m.env.stress  # BTC is more than 30 % off its peak
+    m.step()
+    want = np.where(crypto, b7 * 0.43, b7) * (1 - rate / 12)
+    np.testing.assert_allclose(lb.other_loans, want, rtol=1e-12)
+    assert m.invariants() == []
+
+
+def test_other_loans_shock_names_a_lender_type():
+    from sim.config import ConfigError, load_scenario
+
+    with pytest.raises(ConfigError, match="lender_type"):
+        load_scenario("baseline", ["shocks+={month=2, kind='other_loans', size=0.5, "
+                                   "lender_type='hedge_fund'}"])
+    cfg = load_scenario("baseline", ["shocks+={month=2, kind='other_loans', size=0.5}"])
+    assert cfg.shocks[-1].lender_type == ""  # every type
