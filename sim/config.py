@@ -34,6 +34,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -438,6 +439,15 @@ class Shock(_Strict):
     # value that month ("" = every type); a loss outside the GPU book (asic_2022: BlockFi's
     # and Celsius's FTX and Three Arrows losses). Unused by the other kinds.
     lender_type: str = ""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """Leave ``lender_type`` out of dumps while it is unset, so that saved configs (and
+        their hashes) of scenarios without an ``other_loans`` shock are as before."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.lender_type:
+            data.pop("lender_type", None)
+        return data
 
 
 class Sites(_Strict):
