@@ -14,7 +14,11 @@ Checks (issue 5):
 3. nesting: the parametric market is exp(-alpha x) (Cifuentes, Shin & Ferrucci 2005), and the
    call auction against buyers laid out on that curve reproduces it within 2 %;
 4. calibration facts of the baseline with no shock (rent decline, used-H100 value, step-down);
-5. the 2022 crypto-miner episode (``experiments/scenarios/asic_2022.toml``);
+5. the 2022 crypto-miner episode (``experiments/scenarios/asic_2022.toml``): each rig class's
+   price fall (5a), the repossessed collateral's market value at hand-over over the exposure
+   at default (5b), the forced-sale discount (5c), no lender failed by its rig book alone (5d,
+   an isolating counterfactual), with realised proceeds and the four 2022 settlements as
+   information rows;
 6. fire-sale discount against time to sell for a repossessed fleet;
 7. the Greenwood, Landier & Thesmar (2015) first-round fire-sale closed form, reproduced by the
    reduced mode of ``sim.firesale`` (issue 16), and the aggregate vulnerability of Duarte &
