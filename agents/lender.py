@@ -110,6 +110,17 @@ class LenderBook:
         self.other_losses += loss
         return income, loss
 
+    def shock_other_loans(self, size: float, lender_type: str = "") -> np.ndarray:
+        """An ``other_loans`` shock: lenders of ``lender_type`` ("" = all) write off ``size``
+        of their other loans at once, loss_i = size x B_i (B_i the balance), booked like the
+        monthly write-offs of :meth:`other_loans_month`. Returns the loss per lender."""
+        hit = (np.ones(self.n, dtype=bool) if not lender_type
+               else self.type_idx == self.type_names.index(lender_type))
+        loss = np.where(hit, self.other_loans * size, 0.0)
+        self.other_loans -= loss
+        self.other_losses += loss
+        return loss
+
     def marks(self, env, price_hist: np.ndarray, t: int, lag: int) -> np.ndarray:
         """Per-lender, per-generation value of one GPU under the lender's marking rule.
 

@@ -34,6 +34,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -437,8 +438,21 @@ class Metrics(_Strict):
 
 class Shock(_Strict):
     month: int = Field(ge=1, le=600)  # month 1 is the first simulated month (t0 is month 0)
-    kind: Literal["btc", "rent", "buyer_capital", "guarantor_exit", "funding"]
+    kind: Literal["btc", "rent", "buyer_capital", "guarantor_exit", "funding", "other_loans"]
     size: float = Field(ge=0.0, le=1.0)  # fall as a share (0.5 = halves)
+    # kind "other_loans": the lender type whose other (non-GPU) loans lose ``size`` of their
+    # value that month ("" = every type); a loss outside the GPU book (asic_2022: BlockFi's
+    # and Celsius's FTX and Three Arrows losses). Unused by the other kinds.
+    lender_type: str = ""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """Leave ``lender_type`` out of dumps while it is unset, so that saved configs (and
+        their hashes) of scenarios without an ``other_loans`` shock are as before."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.lender_type:
+            data.pop("lender_type", None)
+        return data
 
 
 class Sites(_Strict):
@@ -536,6 +550,10 @@ class Scenario(_Strict):
                              f"lenders.ltv_max = {self.lenders.ltv_max}")
         if sum(t.share for t in self.lenders.types.values()) <= 0:
             raise ValueError("lenders.types: the shares must have a positive sum")
+        for i, s in enumerate(self.shocks):
+            if s.lender_type and s.lender_type not in self.lenders.types:
+                raise ValueError(f"shocks.{i}.lender_type = {s.lender_type!r}: not a lender "
+                                 f"type; expected one of {sorted(self.lenders.types)} or ''")
         if self.network.kind == "edgelist" and not self.network.edgelist:
             raise ValueError("network.edgelist: a path is required when network.kind = 'edgelist'")
         _check_world_size(self)

@@ -245,8 +245,10 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "Shock": {
         "month": ("month", "month it lands (1 = the first simulated month)"),
-        "kind": ("", "btc, rent, buyer_capital, guarantor_exit or funding"),
+        "kind": ("", "btc, rent, buyer_capital, guarantor_exit, funding or other_loans"),
         "size": (FRAC, "fall as a share (0.5 = halves)"),
+        "lender_type": ("", "other_loans shocks: the lender type whose other (non-GPU) loans "
+                            "lose size of their value ('' = every type)"),
     },
 }
 
@@ -344,7 +346,8 @@ def describe_keys(prefix: str | None = None) -> list[KeyRow]:
 
 
 SHOCK_NAMES = {"btc": "BTC", "rent": "rent", "buyer_capital": "buyer capital",
-               "guarantor_exit": "guarantor exit", "funding": "funding"}
+               "guarantor_exit": "guarantor exit", "funding": "funding",
+               "other_loans": "other-loan loss"}
 
 
 def _meaning(key: str) -> tuple[str, str] | None:

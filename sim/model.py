@@ -389,6 +389,8 @@ class LiquidationModel(mesa.Model):
                     self._event("guarantee_withdrawn", "borrower", i)
             elif s.kind == "funding":
                 self._run_on(np.ones(self.lenders.n, bool), s.size, outside_only=True)
+            elif s.kind == "other_loans":
+                self.lenders.shock_other_loans(s.size, s.lender_type)
 
     # ---------------------------------------------------------------- 2. borrowers
     # (phases 2 to 5 test arrays with ``np.count_nonzero(x)``: ``x.any()`` as a count of the

@@ -172,7 +172,10 @@ def test_reversion_raises_a_rig_below_cost_and_lowers_one_above():
 
 
 def test_asic_episode_measures_index_and_auction_prices_separately():
-    a = val.asic_episode()
+    # lenders with rig loans only (gpu_share 1, asic_2022 before the 2022 lenders got their
+    # other assets): failed and deleveraging lenders sell rigs, so every path is exercised
+    a = val.asic_episode(tuple(f"lenders.types.{t}.gpu_share=1.0"
+                               for t in ("bank", "private_credit", "abl")))
     assert a["index"][0] == pytest.approx(a["price"][0])  # no forced seller at t0
     assert a["auction_price_fall"] >= a["price_fall"]  # forced sales clear below the index
     assert 0.0 < a["distressed_discount"] < 1.0
