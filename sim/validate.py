@@ -893,8 +893,9 @@ def check_backtest() -> tuple[list[Check], dict]:
               f"value {v[0] / 1e3:.1f} k$ (month 0) -> {v.min() / 1e3:.1f} k$ (min, month "
               f"{int(v.argmin())}) -> {v[-1] / 1e3:.1f} k$ (month {len(v) - 1}); same on every "
               f"seed (spread {bt['value_seed_spread']:.0f} $); price index mean of "
-              f"{bt['n_seeds']} seeds; compute price "
-              f"-{_pct(bt['compute_decline'])} a year", True, info=True),
+              f"{bt['n_seeds']} seeds; the frontier price of compute falls "
+              f"{_pct(bt['compute_decline'])} a year (mostly inputs: the H100 path, the "
+              "launches)", True, info=True),
     ]
     return rows, {**bt, "peak_2023": peak, "range_2026": [lo26, hi26], "year3_ratio": ratio,
                   "year3_months": third}
