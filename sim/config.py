@@ -152,6 +152,11 @@ def _default_generations() -> list[Generation]:
     ]
 
 
+def _path_error(text: str) -> PydanticCustomError:
+    """A rent-path error reported as ``key = value: text`` (``_fmt_error``)."""
+    return PydanticCustomError("rent_path", "{text}", {"text": text})
+
+
 class RentPath(_Strict):
     """An observed rent path of one generation (docs/model.md, "GPU backtest"): dated points
     [month, $/GPU-hour], months counted from t0, strictly increasing integers; the rent is
@@ -165,15 +170,15 @@ class RentPath(_Strict):
     def _points(cls, pts: list[list[float]]) -> list[list[float]]:
         for i, p in enumerate(pts):
             if len(p) != 2:
-                raise ValueError(f"point {i} = {p}: expected [month, rent $/GPU-hour]")
+                raise _path_error(f"point {i} = {p}: expected [month, rent $/GPU-hour]")
             month, rent = p
             if month != int(month) or not 0 <= month <= 600:
-                raise ValueError(f"point {i} = {p}: the month must be a whole number 0-600")
+                raise _path_error(f"point {i} = {p}: the month must be a whole number 0-600")
             if not 0.0 < rent <= MAX_RUNNING_COST:
-                raise ValueError(f"point {i} = {p}: the rent must be > 0 and <= "
+                raise _path_error(f"point {i} = {p}: the rent must be > 0 and <= "
                                  f"{MAX_RUNNING_COST:g} $/GPU-hour")
             if i and month <= pts[i - 1][0]:
-                raise ValueError(f"point {i} = {p}: months must increase strictly")
+                raise _path_error(f"point {i} = {p}: months must increase strictly")
         return pts
 
 
