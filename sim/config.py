@@ -153,6 +153,36 @@ def _default_generations() -> list[Generation]:
     ]
 
 
+def _path_error(text: str) -> PydanticCustomError:
+    """A rent-path error reported as ``key = value: text`` (``_fmt_error``)."""
+    return PydanticCustomError("rent_path", "{text}", {"text": text})
+
+
+class RentPath(_Strict):
+    """An observed rent path of one generation (docs/model.md, "GPU backtest"): dated points
+    [month, $/GPU-hour], months counted from t0, strictly increasing integers; the rent is
+    linear in $/h between points and the model's own process after the last one."""
+
+    generation: str = Field(min_length=1)  # the name of a "compute" generation
+    points: list[list[float]] = Field(min_length=1, max_length=601)
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, pts: list[list[float]]) -> list[list[float]]:
+        for i, p in enumerate(pts):
+            if len(p) != 2:
+                raise _path_error(f"point {i} = {p}: expected [month, rent $/GPU-hour]")
+            month, rent = p
+            if month != int(month) or not 0 <= month <= 600:
+                raise _path_error(f"point {i} = {p}: the month must be a whole number 0-600")
+            if not 0.0 < rent <= MAX_RUNNING_COST:
+                raise _path_error(f"point {i} = {p}: the rent must be > 0 and <= "
+                                 f"{MAX_RUNNING_COST:g} $/GPU-hour")
+            if i and month <= pts[i - 1][0]:
+                raise _path_error(f"point {i} = {p}: months must increase strictly")
+        return pts
+
+
 class Environment(_Strict):
     generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
     # d: one chip's rent falls by d a year, launch steps included (fitted to used H100/A100
@@ -193,6 +223,9 @@ class Environment(_Strict):
     # launches a year that rent_deflation already contains: the trend between launches is
     # ln(1 - d) - launch_rate ln(1 - step_down), so steps are not counted twice (0 = off)
     launch_rate: float = Field(0.0, ge=0.0, le=12.0)
+    # observed rent paths (a backtest): the named generation's rent follows the dated points
+    # from its first to its last month, whatever the rent process would do (empty = off)
+    rent_path: list[RentPath] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- agents
@@ -545,6 +578,7 @@ class Scenario(_Strict):
                 raise ValueError(
                     f"borrowers.{kind}.fleet_mix: {mix} must have at most {n_gen} weights "
                     "(one per generation) with a positive sum")
+        _check_rent_paths(self.environment)
         if self.lenders.ltv_cure > self.lenders.ltv_max:
             raise ValueError(f"lenders.ltv_cure = {self.lenders.ltv_cure} must be <= "
                              f"lenders.ltv_max = {self.lenders.ltv_max}")
@@ -558,6 +592,31 @@ class Scenario(_Strict):
             raise ValueError("network.edgelist: a path is required when network.kind = 'edgelist'")
         _check_world_size(self)
         return self
+
+
+def _check_rent_paths(e: Environment) -> None:
+    """Every observed rent path names one "compute" generation, at most one path each, and
+    starts no later than the month the generation first trades (max(launch_month, 0))."""
+    gens = {g.name: g for g in e.generations}
+    seen = set()
+    for i, p in enumerate(e.rent_path):
+        where = f"environment.rent_path.{i}"
+        g = gens.get(p.generation)
+        if g is None:
+            raise ValueError(f"{where}.generation = {p.generation!r}: no such generation "
+                             f"(known: {', '.join(gens)})")
+        if g.rent_index != "compute":
+            raise ValueError(f"{where}.generation = {p.generation!r}: a hashprice-linked "
+                             "generation's rent follows hashprice, it cannot take a rent path")
+        if p.generation in seen:
+            raise ValueError(f"{where}.generation = {p.generation!r}: a second path for the "
+                             "same generation")
+        seen.add(p.generation)
+        start = max(g.launch_month, 0)
+        if p.points[0][0] > start:
+            raise ValueError(f"{where}.points: the first point is month "
+                             f"{p.points[0][0]:g}, after month {start} in which "
+                             f"{p.generation} first trades")
 
 
 # Memory limits of one run (all state is dense numpy): the funding matrices are n_L x n_L,

@@ -50,6 +50,11 @@ Installed units (issue 14 part A; the defaults keep the model above):
   replacement price that caps values (``buyers.value_cap``) and that other parts read.
 * ``facility_cost_per_gpu()``: kW x ``facility_cost`` ($/kW-month of IT load; CBRE North
   America Data Center Trends H2 2024: 184.06 $/kW-month), added to the running cost.
+* ``rent_path`` (a backtest, empty by default): a generation's observed rent, dated points
+  [month, $/GPU-hour] linear between points (:func:`path_rents`), replaces its rent from the
+  first to the last point; the rent process above carries on from the last value. Buyers
+  still value a unit on the observed rent and the expected drift ln(1 - d) (they do not know
+  the path ahead).
 * ``launch_rate`` lambda > 0: d is the per-chip decline with the launch steps in it, and the
   trend between launches is ln(1 - d) - lambda ln(1 - phi), so that at lambda launches a year
   rents fall by d a year and are not also stepped down (no double count).
@@ -113,6 +118,21 @@ class Environment:
         self._vol: dict[bool, np.ndarray] = {}
         self._facility = None  # facility_cost_per_gpu, built on first use
         self._month = None  # the month of the cached shipping and age arrays
+        # observed rent paths (environment.rent_path; empty = off): (generation, first month,
+        # rents month by month from the first to the last point)
+        self._paths = [(self.names.index(p.generation), int(p.points[0][0]),
+                        path_rents(p.points)) for p in e.rent_path]
+        if self._paths:
+            self._apply_paths()
+
+    def _apply_paths(self) -> None:
+        """Set each path generation's rent to its observed path in the months the path covers
+        (``rent_path``): the path overrides the trend, the noise, launch steps and rent
+        shocks; after its last point the rent process carries on from the last value."""
+        for g, first, rents in self._paths:
+            k = self.t - first
+            if 0 <= k < len(rents):
+                self.rent[g] = rents[k]
 
     def _set_month(self) -> None:
         # (``_frozen`` inlined: this runs every month)
@@ -212,3 +232,15 @@ class Environment:
         if self._any_hash and e.hashprice0 > 0:
             hl = self.hash_linked
             self.rent[hl] = self.rent0[hl] * self.hashprice / e.hashprice0
+        if self._paths:
+            self._apply_paths()
+
+
+def path_rents(points) -> np.ndarray:
+    """Rents month by month from the first to the last point of an observed rent path
+    ``points`` = [[month, $/h], ...] (strictly increasing whole months): linear in $/h between
+    neighbouring points, R(t) = R_i + (R_{i+1} - R_i) (t - t_i) / (t_{i+1} - t_i) for
+    t_i <= t <= t_{i+1} (``np.interp``). E.g. [[0, 10], [4, 2]] gives 10, 8, 6, 4, 2."""
+    months = np.array([p[0] for p in points], dtype=float)
+    rents = np.array([p[1] for p in points], dtype=float)
+    return np.interp(np.arange(months[0], months[-1] + 1.0), months, rents)

@@ -68,7 +68,14 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "launch_rate": ("1/year", "launches a year rent_deflation already contains (trend "
                                   "net of step-downs; 0 = off)"),
         "pue": ("", "power usage effectiveness (facility / IT power)"),
+        "rent_path": ("", "observed rent paths, one per named generation (empty = the rent "
+                          "process only)"),
         "sofr": ("1/year", "risk-free rate (SOFR)"),
+    },
+    "RentPath": {
+        "generation": ("", "the generation whose rent follows the path (a compute generation)"),
+        "points": ("[month, $/GPU-hour]", "dated rents, months from t0 strictly increasing; "
+                   "linear between points, the rent process after the last"),
     },
     "BorrowerType": {
         "count": ("borrowers", "number of borrowers of this type"),

@@ -13,7 +13,9 @@ Checks (issue 5):
 2. the Gai & Kapadia (2010) contagion window, with and without the fire-sale price;
 3. nesting: the parametric market is exp(-alpha x) (Cifuentes, Shin & Ferrucci 2005), and the
    call auction against buyers laid out on that curve reproduces it within 2 %;
-4. calibration facts of the baseline with no shock (rent decline, used-H100 value, step-down);
+4. calibration facts of the baseline with no shock: the frontier price of compute per year
+   (4a), used-H100 value at 36 months (4b), the value at a launch (4d, information), and the
+   A100 rent over 2023-26 on the GPU backtest (4e);
 5. the 2022 crypto-miner episode (``experiments/scenarios/asic_2022.toml``): each rig class's
    price fall (5a), the repossessed collateral's market value at hand-over over the exposure
    at default (5b), the forced-sale discount (5c), no lender failed by its rig book alone (5d,
@@ -23,6 +25,9 @@ Checks (issue 5):
 7. the Greenwood, Landier & Thesmar (2015) first-round fire-sale closed form, reproduced by the
    reduced mode of ``sim.firesale`` (issue 16), and the aggregate vulnerability of Duarte &
    Eisenbach (2021) of the baseline's lender network at t0 (information rows: no sourced band).
+8. the GPU backtest 2023-03 -> 2026-03 (``experiments/scenarios/gpu_backtest_2023.toml``, the
+   H100 rent on its observed path): the used-H100 value path against the sourced used prices
+   (issue 16; docs/validation.md, "Rent declines and the GPU backtest").
 
 :func:`run_all` runs them; :func:`write_report` writes ``report.md``, ``results.json`` and the
 figures (matplotlib ``Figure`` + Agg canvas, no pyplot) with atomic writes.
@@ -30,6 +35,7 @@ figures (matplotlib ``Figure`` + Agg canvas, no pyplot) with atomic writes.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -90,6 +96,10 @@ BANDS: dict[str, dict] = {
     "sale_30": {"lo": 0.27, "hi": 0.44},
     "sale_7": {"lo": 0.44, "hi": 0.63},
     "glt_exact": {"tol": 1e-9},  # issue 16: the reduced mode reproduces GLT's closed form
+    # GPU backtest 2023-03 -> 2026-03 (check 8): used-H100 value in best use, $ per GPU
+    "bt_peak_2023": {"min": 40_000.0},  # "spot peak 40 k$+" (B, 2023): a lower bound
+    "bt_2026": {"lo": 15_000.0, "hi": 28_000.0},  # used H100 15-28 k$ (B/C, 2025-26)
+    "bt_year3": {"lo": 0.40, "hi": 0.50},  # ~45 % of new in the 3rd year; +-5 pp is ours
 }
 
 
@@ -310,11 +320,11 @@ def check_nesting(alpha: float = 1.0536) -> tuple[list[Check], dict]:
 
 
 # ======================================================================== 4. calibration
-def _baseline(months: int = 60, **over):
+def _baseline(months: int = 60, scenario: str = "baseline", **over):
     from sim.config import load_scenario
 
     extra = [f"{k}={v}" for k, v in over.items()]
-    cfg = load_scenario("baseline", overrides=extra, months=months)
+    cfg = load_scenario(scenario, overrides=extra, months=months)
     return cfg.model_copy(update={"shocks": []})
 
 
@@ -328,14 +338,46 @@ def _runs(cfg, n_seeds: int, root: int):
 
 CAL_MONTHS = 60  # the baseline horizon: 60 monthly rent changes per seed
 
+# Dense BF16 tensor TFLOPS per GPU, the unit of compute of check 4a (docs/calibration.md,
+# "Sourced figures": NVIDIA datasheets, C; Rubin: NVIDIA GTC 2025, 1.2 EF FP8 training for
+# the 72-GPU Vera Rubin NVL144, BF16 taken as half of FP8 (derived))
+TFLOPS_BF16: dict[str, float] = {"A100": 312.0, "H100": 989.0, "H200": 989.0,
+                                 "B200": 2250.0, "Rubin": 8333.0}
 
-def calibration_facts(n_seeds: int = 10) -> dict:
-    """Rent decline per year, H100 value at age 36 months, next-generation step-down.
 
-    Baseline with shocks removed, ``CAL_MONTHS`` months, ``n_seeds`` seeds from the root."""
+def compute_price_path(rent: np.ndarray, launch: np.ndarray, tflops: np.ndarray) -> np.ndarray:
+    """Price of a unit of compute at the frontier, $ per PFLOP-hour, month by month (T,):
+
+        c(t) = min over generations g shipping at t (launch_g <= t) with tflops_g > 0 of
+               1000 R_g(t) / tflops_g,
+
+    ``rent`` (T, G) the rent paths ($/GPU-hour), month t = row t. A new generation lowers c
+    the month it ships if it rents for less per FLOP: the decline of c is the decline of the
+    price of compute across generations (the quantity of "inference price falls 20-40 %/yr
+    per unit of compute", SemiAnalysis/Epoch AI), not one chip's rent."""
+    rent, tflops = np.asarray(rent, dtype=float), np.asarray(tflops, dtype=float)
+    t = np.arange(rent.shape[0])[:, None]
+    ok = (np.asarray(launch)[None, :] <= t) & (np.asarray(tflops)[None, :] > 0)
+    per = np.where(ok, 1000.0 * rent / np.where(tflops > 0, tflops, 1.0)[None, :], np.inf)
+    return per.min(axis=1)
+
+
+def annual_decline(path: np.ndarray, first: int = 0, last: int | None = None) -> float:
+    """1 - (p[last] / p[first])^(12 / (last - first)): the constant yearly fall that takes
+    ``path`` from month ``first`` to month ``last`` (default: its last month)."""
+    last = len(path) - 1 if last is None else last
+    return float(-nm.expm1(12.0 * nm.log(path[last] / path[first]) / (last - first)))
+
+
+def calibration_facts(n_seeds: int = 10, scenario: str = "baseline") -> dict:
+    """Compute-price decline per year, H100 value at age 36 months, value change of older
+    generations at and after the next launch.
+
+    ``scenario`` (the baseline) with shocks removed, ``CAL_MONTHS`` months, ``n_seeds`` seeds
+    from the root."""
     from agents.buyer import floor_price
 
-    cfg = _baseline(months=CAL_MONTHS)
+    cfg = _baseline(months=CAL_MONTHS, scenario=scenario)
     models = _runs(cfg, n_seeds, ROOT_SEED + 4)
     env0 = models[0].env
     names = env0.names
@@ -343,7 +385,8 @@ def calibration_facts(n_seeds: int = 10) -> dict:
     newest = int(launch.max())
     h = names.index("H100")
     year3 = int(launch[h]) + 36  # month at which the first H100s are 36 months old
-    dl_trend, dl_launch, v_step, h100 = [], [], [], []
+    tflops = np.array([TFLOPS_BF16.get(n, 0.0) for n in names])
+    dl_trend, dl_launch, v_step, v_year, h100, lc = [], [], [], [], [], []
     for m in models:
         lr = nm.log(m.rec["rent"][: cfg.months + 1])
         d = np.diff(lr, axis=0)  # d[t-1] = change into month t
@@ -353,31 +396,52 @@ def calibration_facts(n_seeds: int = 10) -> dict:
             if g != int(np.argmax(launch)):
                 dl_launch.append(d[newest - 1, g] - np.mean(d[live & (months != newest), g]))
             dl_trend.extend(d[live & (months != newest), g])
+        # the frontier's price of compute, month 0 to the last (log change, so seeds average)
+        c = compute_price_path(m.rec["rent"][: cfg.months + 1], launch, tflops)
+        lc.append(float(nm.log(c[-1] / c[0])))
         price = m.rec["price"]
         floor = floor_price(m.cfg.buyers, env0)  # the price level no GPU sells below
         # generations pinned at the scrap value or salvage floor cannot step down: left out
         ok = (launch < newest) & (price[newest - 1] > 1.001 * floor)
         trend_v = price[newest - 2, ok] / price[newest - 3, ok]
         v_step.extend(1 - price[newest, ok] / price[newest - 1, ok] / trend_v)
+        # the older generations' value over the year from the month before the launch
+        end = min(newest + 11, cfg.months)
+        old = launch < newest
+        v_year.extend(1 - price[end, old] / price[newest - 1, old])
         # "new" is a new unit of what trades: the installed unit (chip, server share, network)
         h100.append(price[year3, h] / env0.new_unit_price[h])
+    span = cfg.months
     return {"rent_decline": float(1 - nm.exp(12 * float(np.mean(dl_trend)))),
+            "compute_decline": float(-nm.expm1(12.0 * float(np.mean(lc)) / span)),
+            "compute_decline_seeds": [float(-nm.expm1(12.0 * x / span)) for x in lc],
+            "tflops": dict(zip(names, tflops.tolist(), strict=True)),
             "step_down_rent": float(1 - nm.exp(float(np.mean(dl_launch)))),
             "step_down_value": float(np.mean(v_step)),
+            "launch_year_value_drop": float(np.mean(v_year)),
             "h100_year3": float(np.mean(h100)), "h100_year3_month": year3,
             "n_seeds": n_seeds, "launch_month": newest}
 
 
 def check_calibration(n_seeds: int = 10) -> tuple[list[Check], dict]:
-    """Check 4: the baseline with no shock against the sourced calibration facts."""
+    """Check 4: the baseline with no shock against the sourced calibration facts (4a, 4b, 4d;
+    4e, the A100 rent, is measured on the backtest, :func:`check_backtest`)."""
     f = calibration_facts(n_seeds)
+    step = calibration_facts(n_seeds, "next_gen_launch")  # a scenario that keeps a step
+    f["next_gen_launch"] = {k: step[k] for k in ("step_down_value", "step_down_rent",
+                                                 "launch_year_value_drop", "launch_month")}
     b = BANDS["rent_decline"]
+    seeds = f["compute_decline_seeds"]
     rows = [Check(
-        "4a", "Rent decline per year (baseline, no shock, launch month excluded)",
+        "4a", "Price of compute per year at the frontier ($ per PFLOP-hour of the generation "
+        "cheapest per FLOP, launches included; baseline, no shock, months 0-60)",
         _band(b) + " a year",
-        f"{CAL}: inference price falls 20-40 %/yr per unit of compute (SemiAnalysis/Epoch AI, "
-        "B, 2025); A100 rent ~-30 %/yr (AWS list (A); marketplace (C))",
-        _pct(f["rent_decline"]) + f" ({n_seeds} seeds)", _within(f["rent_decline"], b))]
+        f"{CAL} and section \"Validation of rent declines and the GPU backtest\": inference "
+        "price falls 20-40 %/yr per unit of compute (SemiAnalysis/Epoch AI, B, 2025); "
+        "unit of compute: dense BF16 TFLOPS (NVIDIA datasheets, C)",
+        f"{_pct(f['compute_decline'])} ({n_seeds} seeds, {_pct(min(seeds))} to "
+        f"{_pct(max(seeds))}; one chip's rent: {_pct(f['rent_decline'])} a year, information)",
+        _within(f["compute_decline"], b))]
     b = BANDS["h100_year3"]
     rows.append(Check(
         "4b", f"Used H100 value at age 36 months (month {f['h100_year3_month']}) / new price",
@@ -385,16 +449,33 @@ def check_calibration(n_seeds: int = 10) -> tuple[list[Check], dict]:
         f"{CAL}: used H100, 3rd-year resale ~45 % of new (Silicon Data via WSJ, B/C, 2025-26)",
         _pct(f["h100_year3"]), _within(f["h100_year3"], b)))
     b = BANDS["step_down"]
-    src = (f"{CAL}: GPU value decay, next-gen step-down 20-30 % (derived; weakly sourced "
-           "step, no tag)")
-    # no 4c: the rent step (environment.step_down) is the input that produces the value step,
-    # not a sourced figure, so it is reported with 4d and not held to the value band
+    src = (f"{CAL}: GPU value decay, next-gen step-down 20-30 % (derived from the rows above; "
+           "weakly sourced step, no tag): information, see section \"Validation of rent "
+           "declines and the GPU backtest\"")
+    # 4d is an information row: its figure is derived (no source of its own, no tag), and the
+    # baseline has no launch step by construction (step_down = 0: rent_deflation contains it)
     rows.append(Check(
-        "4d", f"Next-gen step-down of older GPUs' value at the launch (month "
-        f"{f['launch_month']}; price index net of its trend; generations at the salvage floor "
-        "left out)", _band(b), src,
-        f"{_pct(f['step_down_value'])} (from a rent step of {_pct(f['step_down_rent'])}, "
-        "information)", _within(f["step_down_value"], b)))
+        "4d", f"Older generations' value at the next launch (month {f['launch_month']}): "
+        "step net of trend, and the fall over the year from the month before",
+        f"information (the derived step {_band(b)} is not held as a band)", src,
+        f"step {_pct(f['step_down_value'])} (rent step {_pct(f['step_down_rent'])}; "
+        "no step by construction, step_down = 0); fall over the launch year "
+        f"{_pct(f['launch_year_value_drop'])}; next_gen_launch (rent step 17.5 %, launch "
+        f"in month {step['launch_month']}): step {_pct(step['step_down_value'])}, fall over "
+        f"the launch year {_pct(step['launch_year_value_drop'])}", True, info=True))
+    bt = backtest_facts()
+    b = BANDS["rent_decline"]
+    a100 = bt["a100_decline"]
+    rows.append(Check(
+        "4e", f"A100 rent decline per year over the years the source covers (GPU backtest, "
+        f"2023-03 to 2026-03, {bt['n_seeds']} seeds)", _band(b) + " a year",
+        f"{CAL}: A100 rent 4.10 -> ~1.20 $/h, ~-30 %/yr (AWS list (A); marketplace (C)); "
+        "section \"Validation of rent declines and the GPU backtest\"",
+        f"{_pct(a100)} ({_pct(min(bt['a100_decline_seeds']))} to "
+        f"{_pct(max(bt['a100_decline_seeds']))}; A100 rent "
+        f"{bt['a100_rent'][0]:.2f} -> {bt['a100_rent'][-1]:.2f} $/h, mean)",
+        _within(a100, b)))
+    f["a100_decline"] = a100
     return rows, f
 
 
@@ -892,6 +973,103 @@ def check_fire_sale_closed_form(draws: int = 8) -> tuple[list[Check], dict]:
     return rows, data
 
 
+# ======================================================================== 8. GPU backtest
+BACKTEST = "gpu_backtest_2023"
+BACKTEST_START = (2023, 3)  # calendar month of the backtest's month 0
+BACKTEST_SEEDS = 10
+BT_SRC = "docs/calibration.md, \"Validation of rent declines and the GPU backtest\""
+
+
+def _calendar(month: int, start: tuple[int, int] = BACKTEST_START) -> str:
+    """'YYYY-MM' of month ``month`` counted from ``start``."""
+    k = start[0] * 12 + start[1] - 1 + month
+    return f"{k // 12}-{k % 12 + 1:02d}"
+
+
+@functools.cache
+def backtest_facts(n_seeds: int = BACKTEST_SEEDS) -> dict:
+    """Run the GPU backtest (``experiments/scenarios/gpu_backtest_2023.toml``: 2023-03 to
+    2026-03, the H100 rent on its observed path, no shock) on ``n_seeds`` seeds from the root.
+
+    The H100's value in best use depends on its rent only (the path), not on the draws: the
+    seeds move the other generations' rents, BTC and the agents, and so the auction price
+    index (reported as a mean) and the A100 rent (check 4e). Cached: checks 4e and 8 read
+    the same runs."""
+    from sim.config import load_scenario
+
+    cfg = load_scenario(BACKTEST)
+    models = _runs(cfg, n_seeds, ROOT_SEED + 8)
+    env = models[0].env
+    n = cfg.months + 1
+    h, a = env.names.index("H100"), env.names.index("A100")
+    values = np.array([m.rec["fundamental"][:n, h] for m in models])
+    price = np.array([m.rec["price"][:n, h] for m in models])
+    a100 = np.array([m.rec["rent"][:n, a] for m in models])
+    tflops = np.array([TFLOPS_BF16.get(x, 0.0) for x in env.names])
+    compute = [compute_price_path(m.rec["rent"][:n], env.launch, tflops) for m in models]
+    lc = [float(nm.log(c[-1] / c[0])) for c in compute]
+    la = [float(nm.log(r[-1] / r[0])) for r in a100]
+    span = cfg.months
+    return {"months": list(range(n)), "dates": [_calendar(t) for t in range(n)],
+            "rent": models[0].rec["rent"][:n, h].tolist(), "value": values[0].tolist(),
+            "value_seed_spread": float(np.ptp(values, axis=0).max()),
+            "price_index": price.mean(axis=0).tolist(),
+            "new_unit_price": float(env.new_unit_price[h]), "launch": int(env.launch[h]),
+            "a100_rent": a100.mean(axis=0).tolist(),
+            "a100_decline": float(-nm.expm1(12.0 * float(np.mean(la)) / span)),
+            "a100_decline_seeds": [float(-nm.expm1(12.0 * x / span)) for x in la],
+            "compute_decline": float(-nm.expm1(12.0 * float(np.mean(lc)) / span)),
+            "n_seeds": n_seeds}
+
+
+def check_backtest() -> tuple[list[Check], dict]:
+    """Check 8: the used-H100 value path of the GPU backtest against the sourced used prices:
+    the 2023 peak, every month of 2026, and the mean over the third year of life over the
+    new-unit price. The value measured is the value in best use (``fundamental``)."""
+    bt = backtest_facts()
+    v = np.array(bt["value"])
+    dates = bt["dates"]
+    new = bt["new_unit_price"]
+    y23 = [t for t, d in enumerate(dates) if d.startswith("2023")]
+    y26 = [t for t, d in enumerate(dates) if d.startswith("2026")]
+    third = [t for t in bt["months"] if 24 <= t - bt["launch"] <= 35]
+    peak = float(v[y23].max())
+    lo26, hi26 = float(v[y26].min()), float(v[y26].max())
+    ratio = float(np.mean(v[third] / new))
+    b_pk, b26, b3 = BANDS["bt_peak_2023"], BANDS["bt_2026"], BANDS["bt_year3"]
+    setup = (f"{BACKTEST}, H100 rent {bt['rent'][0]:.2f} -> {min(bt['rent']):.2f} -> "
+             f"{bt['rent'][-1]:.2f} $/h")
+    rows = [
+        Check("8a", f"GPU backtest: peak used-H100 value in best use in 2023 ({setup})",
+              f">= {b_pk['min'] / 1e3:.0f} k$ (\"spot peak 40 k$+\")",
+              f"{CAL}: H100 new price 25-30 k$, spot peak 40 k$+ (Raymond James via "
+              f"Barron's; FT, B, 2023); {BT_SRC}",
+              f"{peak / 1e3:.2f} k$ (the new-unit price {new / 1e3:.2f} k$ caps it: "
+              "buyers.value_cap)", bool(peak >= b_pk["min"])),
+        Check("8b", f"GPU backtest: used-H100 value in best use in 2026 ({dates[y26[0]]} to "
+              f"{dates[y26[-1]]})",
+              f"{b26['lo'] / 1e3:.0f}-{b26['hi'] / 1e3:.0f} k$ every month",
+              f"{CAL}: used H100 15-28 k$ (Silicon Data via WSJ, B/C, 2025-26); {BT_SRC}",
+              f"{lo26 / 1e3:.1f} to {hi26 / 1e3:.1f} k$",
+              bool(b26["lo"] <= lo26 and hi26 <= b26["hi"])),
+        Check("8c", "GPU backtest: used-H100 value in best use / new-unit price, mean over its "
+              f"third year of life (months {third[0]}-{third[-1]}, {dates[third[0]]} to "
+              f"{dates[third[-1]]})", _band(b3) + " (the source's ~45 %; +-5 pp is ours)",
+              f"{CAL}: used H100, 3rd-year resale ~45 % of new (Silicon Data via WSJ, B/C, "
+              f"2025-26); {BT_SRC}", _pct(ratio), _within(ratio, b3)),
+        Check("8d", "GPU backtest: value path month by month (section below), price of compute "
+              "at the frontier", "information", BT_SRC,
+              f"value {v[0] / 1e3:.1f} k$ (month 0) -> {v.min() / 1e3:.1f} k$ (min, month "
+              f"{int(v.argmin())}) -> {v[-1] / 1e3:.1f} k$ (month {len(v) - 1}); same on every "
+              f"seed (spread {bt['value_seed_spread']:.0f} $); price index mean of "
+              f"{bt['n_seeds']} seeds; the frontier price of compute falls "
+              f"{_pct(bt['compute_decline'])} a year (mostly inputs: the H100 path, the "
+              "launches)", True, info=True),
+    ]
+    return rows, {**bt, "peak_2023": peak, "range_2026": [lo26, hi26], "year3_ratio": ratio,
+                  "year3_months": third}
+
+
 # ======================================================================== suite and report
 # (label, function(quick) -> (rows, data or None), key in the results); tests may shorten it
 STEPS: list[tuple[str, Callable[[bool], tuple], str]] = [
@@ -903,6 +1081,7 @@ STEPS: list[tuple[str, Callable[[bool], tuple], str]] = [
     ("asic_2022 episode", lambda q: check_asic(), "asic_2022"),
     ("time to sell", lambda q: check_time_to_sell(), "time_to_sell"),
     ("fire-sale closed form", lambda q: check_fire_sale_closed_form(), "fire_sale"),
+    ("GPU backtest", lambda q: check_backtest(), "backtest"),
 ]
 
 
@@ -991,6 +1170,24 @@ def _result(c: Check) -> str:
     return "INFO" if c.info else ("PASS" if c.passed else "**FAIL**")
 
 
+def _backtest_table(bt: dict | None) -> list[str]:
+    """The GPU backtest's month-by-month path (check 8), as report lines."""
+    if not bt:
+        return []
+    lines = ["", "## GPU backtest, month by month", "",
+             f"`{BACKTEST}`: the H100's observed rent (straight lines between the dated "
+             "points), its value in best use (the same on every seed), the auction price index "
+             f"(mean of {bt['n_seeds']} seeds) and the value over the new-unit price "
+             f"({bt['new_unit_price']:,.0f} $). Checks 8a-8c above.", "",
+             "| date | month | H100 rent $/h | value in best use $ | price index $ | "
+             "value / new |", "|---|---|---|---|---|---|"]
+    for t, date in enumerate(bt["dates"]):
+        v = bt["value"][t]
+        lines.append(f"| {date} | {t} | {bt['rent'][t]:.2f} | {v:,.0f} | "
+                     f"{bt['price_index'][t]:,.0f} | {v / bt['new_unit_price']:.2f} |")
+    return lines
+
+
 def render_report(result: dict) -> str:
     """The Markdown report: one table row per check, then the figures."""
     rows = result["checks"]
@@ -1010,6 +1207,7 @@ def render_report(result: dict) -> str:
     for c in rows:
         lines.append(f"| {c.id} {_cell(c.name)} | {_cell(c.expected)} | {_cell(c.source)} | "
                      f"{_cell(c.measured)} | {_result(c)} |")
+    lines += _backtest_table(result["data"].get("backtest"))
     lines += ["", "## Figures", ""]
     for name, (key, _fn) in FIGURES.items():
         if key in result["data"]:

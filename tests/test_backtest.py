@@ -1,0 +1,148 @@
+"""The GPU backtest and the re-specified rent checks (issue 16): observed rent paths
+(``environment.rent_path``), the frontier price of compute (check 4a), the A100 rent (4e) and
+the backtest's used-H100 value path (check 8). Every number is worked by hand in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import validate as val
+from sim.config import ConfigError, load_scenario
+from sim.environment import Environment, path_rents
+
+BT = "gpu_backtest_2023"
+PATH = "environment.rent_path"
+
+
+# ---------------------------------------------------------------- the rent path
+def test_path_rents_is_straight_lines_between_points():
+    # 10 -> 2 over 4 months: 2 $/h a month
+    assert path_rents([[0, 10.0], [4, 2.0]]).tolist() == [10.0, 8.0, 6.0, 4.0, 2.0]
+    # a flat stretch, then a fall: months 2..5
+    got = path_rents([[2, 3.0], [3, 3.0], [5, 4.0]])
+    assert got.tolist() == pytest.approx([3.0, 3.0, 3.5, 4.0])
+
+
+def test_backtest_h100_rent_at_given_months():
+    """The scenario's points [[0, 10], [9, 10], [19, 2], [31, 1.70], [36, 2.35]]: month 10 is
+    10 - 8/10 = 9.2; month 25 is 2 - 0.30 x 6/12 = 1.85; month 33 is 1.70 + 0.65 x 2/5 = 1.96
+    (Dec 2025: the calibration's straight-line figure)."""
+    cfg = load_scenario(BT)
+    env = Environment(cfg, np.random.default_rng(0))
+    h = env.names.index("H100")
+    rents = {0: env.rent[h]}
+    for _ in range(cfg.months):
+        env.step()
+        rents[env.t] = env.rent[h]
+    want = {0: 10.0, 9: 10.0, 10: 9.2, 19: 2.0, 25: 1.85, 31: 1.70, 33: 1.96, 36: 2.35}
+    for t, r in want.items():
+        assert rents[t] == pytest.approx(r, abs=1e-12), t
+
+
+def test_after_the_last_point_the_rent_process_carries_on():
+    """No noise (rent_vol = 0): one month after the last point the rent is the last value
+    times (1 - d)^(1/12) = 2.35 x 0.85^(1/12)."""
+    cfg = load_scenario(BT, overrides={"environment.rent_vol": 0.0}, months=37)
+    env = Environment(cfg, np.random.default_rng(1))
+    for _ in range(37):
+        env.step()
+    assert env.rent[env.names.index("H100")] == pytest.approx(2.35 * 0.85 ** (1 / 12), rel=1e-12)
+
+
+def test_a_path_changes_its_generation_only():
+    """The path replaces one generation's rent; the draws and every other rent are as
+    without it (same seed)."""
+    over = {PATH: []}
+    a = Environment(load_scenario(BT), np.random.default_rng(7))
+    b = Environment(load_scenario(BT, overrides=over), np.random.default_rng(7))
+    h = a.names.index("H100")
+    for _ in range(19):  # to month 19, the point 2.0
+        a.step()
+        b.step()
+    others = np.arange(a.n_gen) != h
+    assert np.array_equal(a.rent[others], b.rent[others]) and a.btc == b.btc
+    assert a.rent[h] == 2.0 != b.rent[h]
+
+
+@pytest.mark.parametrize("points, generation, message", [
+    ([[0, 10.0], [0, 5.0]], "H100", "months must increase strictly"),
+    ([[0, 10.0, 3.0]], "H100", "expected [month, rent"),
+    ([[0.5, 10.0]], "H100", "whole number"),
+    ([[0, 0.0]], "H100", "must be > 0"),
+    ([[0, 10.0]], "V100", "no such generation"),
+    ([[5, 10.0]], "H100", "after month 0"),
+    ([[0, True]], "H100", "expected a number"),
+])
+def test_bad_rent_paths_are_config_errors(points, generation, message):
+    with pytest.raises(ConfigError) as e:
+        load_scenario(BT, overrides={PATH: [{"generation": generation, "points": points}]})
+    text = str(e.value)
+    assert message in text and "environment.rent_path.0" in text and "\n" not in text
+
+
+def test_a_second_path_for_one_generation_and_a_hashprice_path_are_refused():
+    two = [{"generation": "H100", "points": [[0, 1.0]]}] * 2
+    with pytest.raises(ConfigError, match="second path"):
+        load_scenario(BT, overrides={PATH: two})
+    with pytest.raises(ConfigError, match="hashprice"):
+        load_scenario("asic_2022", overrides={PATH: [{"generation": "S19",
+                                                      "points": [[0, 1.0]]}]})
+
+
+# ---------------------------------------------------------------- price of compute (4a)
+def test_frontier_price_of_compute_two_generations():
+    """Old: 2 $/h for 1,000 TFLOPS = 2 $/PFLOP-h. New, from month 12: 3 $/h for 6,000 TFLOPS
+    = 0.5 $/PFLOP-h, dearer per hour but cheaper per FLOP. No trend: the frontier falls from
+    2 to 0.5 in 12 months, 75 % in the year; over 24 months 50 % a year (1 - 0.25^(1/2))."""
+    rent = np.tile([2.0, 3.0], (25, 1))
+    c = val.compute_price_path(rent, np.array([-5, 12]), np.array([1000.0, 6000.0]))
+    assert c[:12].tolist() == [2.0] * 12 and c[12:].tolist() == [0.5] * 13
+    assert val.annual_decline(c, 0, 12) == pytest.approx(0.75, abs=1e-12)
+    assert val.annual_decline(c) == pytest.approx(0.5, abs=1e-12)
+    # a generation without a compute figure (0) is left out, whatever its rent
+    c0 = val.compute_price_path(rent, np.array([-5, 0]), np.array([1000.0, 0.0]))
+    assert c0.tolist() == [2.0] * 25
+
+
+def test_annual_decline_of_a_constant_rate():
+    path = 100.0 * 0.9 ** (np.arange(25) / 12.0)  # 10 % a year
+    assert val.annual_decline(path) == pytest.approx(0.10, abs=1e-12)
+
+
+# ---------------------------------------------------------------- the backtest (8, 4e)
+def test_backtest_value_path_and_rows():
+    rows, d = val.check_backtest()
+    ids = [r.id for r in rows]
+    assert ids == ["8a", "8b", "8c", "8d"] and rows[3].info
+    v = np.array(d["value"])
+    # 2023: the rent (10 $/h) puts the present value far above the new-unit price, so the
+    # value is the cap 1.3 x 27,500 = 35,750 $ (buyers.value_cap)
+    assert d["new_unit_price"] == 35_750.0 and d["peak_2023"] == 35_750.0
+    assert not rows[0].passed  # below the sourced "40 k$+": no scarcity premium (docs)
+    # the value follows the rent: it falls to the trough month (31, 1.70 $/h) and recovers
+    assert int(v.argmin()) == 31 and v[36] > v[31]
+    assert d["value_seed_spread"] == 0.0  # the H100's value depends on its rent path only
+    # 8c: the mean of value / new-unit price over months 24..35, recomputed here
+    assert d["year3_months"] == list(range(24, 36))
+    assert d["year3_ratio"] == pytest.approx(v[24:36].mean() / 35_750.0, rel=1e-12)
+    assert rows[2].passed == (0.40 <= d["year3_ratio"] <= 0.50)
+    assert d["range_2026"] == [v[34:37].min(), v[34:37].max()]
+    assert d["dates"][0] == "2023-03" and d["dates"][34] == "2026-01"
+
+
+def test_a100_decline_is_the_log_mean_over_seeds():
+    d = val.backtest_facts()
+    logs = [np.log(1.0 - x) for x in d["a100_decline_seeds"]]
+    assert d["a100_decline"] == pytest.approx(1.0 - np.exp(np.mean(logs)), rel=1e-12)
+    assert len(d["a100_decline_seeds"]) == d["n_seeds"] == val.BACKTEST_SEEDS
+
+
+def test_report_has_the_month_by_month_backtest_table():
+    rows, d = val.check_backtest()
+    result = {"checks": rows, "data": {"backtest": d}, "quick": True, "root_seed": 1,
+              "seconds": 0.0, "gk": {"n": 1, "draws": 1}}
+    text = val.render_report(result)
+    assert "## GPU backtest, month by month" in text
+    assert "| 2023-03 | 0 | 10.00 | 35,750 |" in text
+    assert "| 2026-03 | 36 | 2.35 |" in text
