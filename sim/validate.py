@@ -322,7 +322,7 @@ def model_lenders(seeds: int = GK_MODEL_SEEDS) -> dict:
         share.append(lb.interbank_share)
         cap.append(lb.capital_ratio0)
     return {"external": np.concatenate(ext), "share": np.concatenate(share),
-            "capital": np.concatenate(cap), "cfg": m.cfg}
+            "capital": np.concatenate(cap), "cfg": m.cfg, "seeds": seeds}
 
 
 def gk_model_window(lenders: dict, z_grid=GK_MODEL_Z, draws: int = GK_MODEL_DRAWS,
@@ -405,18 +405,24 @@ def model_sheet_facts(lenders: dict) -> dict:
             "funding_degree": float(cfg.network.funding_degree)}
 
 
-def check_gk_model() -> tuple[list[Check], dict]:
+def check_gk_model(seeds: int | None = None, z_grid: tuple | None = None,
+                   draws: int | None = None, ref_draws: int | None = None
+                   ) -> tuple[list[Check], dict]:
     """Checks 2g-2i: Gai & Kapadia on the model's own funding network (builder, balance
-    sheets, clearing), against the standalone cascade of checks 2a-2d at the same N."""
-    lenders = model_lenders()
-    res = gk_model_window(lenders)
+    sheets, clearing), next to the standalone cascade of checks 2a-2d at the same N.
+    Arguments left None take ``GK_MODEL_SEEDS``, ``GK_MODEL_Z``, ``GK_MODEL_DRAWS`` and
+    ``GK_REF_DRAWS``."""
+    lenders = model_lenders(GK_MODEL_SEEDS if seeds is None else seeds)
+    res = gk_model_window(lenders, GK_MODEL_Z if z_grid is None else z_grid,
+                          GK_MODEL_DRAWS if draws is None else draws)
     n, z = res["n"], np.array(res["z"])
-    ref = gk_window(GKConfig(n=n, z=tuple(res["z"]), draws=GK_REF_DRAWS), False,
+    ref_draws = GK_REF_DRAWS if ref_draws is None else ref_draws
+    ref = gk_window(GKConfig(n=n, z=tuple(res["z"]), draws=ref_draws), False,
                     seed=ROOT_SEED + 1)
     facts = model_sheet_facts(lenders)
     gk = res["modes"]["gk"]
     p, se, ext = np.array(gk["prob"]), np.array(gk["prob_se"]), np.array(gk["extent"])
-    setup = (f"N = {n} lenders (the t0 lenders of {GK_MODEL_SEEDS} baseline seeds), "
+    setup = (f"N = {n} lenders (the t0 lenders of {lenders['seeds']} baseline seeds), "
              f"{res['draws']} networks per z")
     b_top, b_ext = BANDS["gk_model_peak"], BANDS["gk_extent_high_z"]
     inside = (z >= 1) & (z <= 8)
@@ -444,7 +450,7 @@ def check_gk_model() -> tuple[list[Check], dict]:
         "information: the builders differ (the model splits a lender's borrowing evenly over "
         "its funders, GK split a bank's lending evenly over its debtors), so no agreement is "
         "claimed", GK_MODEL_SRC,
-        f"standalone P = {' / '.join(f'{x:.2f}' for x in rp)} ({GK_REF_DRAWS} draws); "
+        f"standalone P = {' / '.join(f'{x:.2f}' for x in rp)} ({ref_draws} draws); "
         f"largest gap {float(gap.max()):.1f} combined SE at z = {float(z[np.argmax(gap)]):g}",
         True, info=True))
     mo, mz = res["modes"]["model"], res["modes"]["model_zero_recovery"]
@@ -987,6 +993,29 @@ def _fig_gk(gk: dict) -> bytes:
     return png_bytes(fig)
 
 
+def _fig_gk_model(d: dict) -> bytes:
+    from sim.plots import new_figure, png_bytes
+
+    res, ref = d["model_network"], d["standalone"]
+    fig = new_figure(7.5, 4.2, layout=None)
+    ax = fig.add_subplot(1, 1, 1)
+    for key, label, c in (("gk", "GK's sheets, zero recovery (2g)", "C0"),
+                          ("model_gk_capital", "model's sheets, 4 % capital, zero recovery",
+                           "C2"),
+                          ("model", "model's sheets and clearing (2i)", "C3")):
+        o = res["modes"][key]
+        ax.errorbar(res["z"], o["prob"], yerr=o["prob_se"], color=c, marker="o", ms=3,
+                    label=label)
+    ax.plot(ref["z"], ref["prob"], color="k", ls=":", marker="x", ms=4,
+            label=f"standalone GK cascade, N = {res['n']} (2h)")
+    ax.set_xlabel("mean funding degree z (funders per lender)")
+    ax.set_ylabel("P(contagion: >= 5 % of lenders fail)")
+    ax.set_title(f"Gai & Kapadia on the model's funding network, N = {res['n']}")
+    ax.set_ylim(-0.02, 1.05)
+    ax.legend(fontsize=7, loc="upper right")
+    return png_bytes(fig)
+
+
 def _fig_nesting(cur: dict) -> bytes:
     from sim.plots import new_figure, png_bytes
 
@@ -1024,6 +1053,7 @@ def _fig_sale(ts: dict) -> bytes:
 
 
 FIGURES = {"gk_window.png": ("gai_kapadia", _fig_gk),
+           "gk_model_network.png": ("gk_model", _fig_gk_model),
            "nesting.png": ("nesting", _fig_nesting),
            "fire_sale_time.png": ("time_to_sell", _fig_sale)}
 
