@@ -10,7 +10,10 @@ Checks (issue 5):
 
 1. the published three-bank examples of Eisenberg & Noe (2001), Rogers & Veraart (2013) and
    DebtRank (Battiston et al. 2012), the fixed numbers of the sourced figures;
-2. the Gai & Kapadia (2010) contagion window, with and without the fire-sale price;
+2. the Gai & Kapadia (2010) contagion window, with and without the fire-sale price (2a-2f,
+   the standalone cascade of ``sim.contagion``), and on the model's own funding network, its
+   builder, funding book and clearing at t0 (2g-2i, docs/validation.md "Gai-Kapadia on the
+   model's funding network");
 3. nesting: the parametric market is exp(-alpha x) (Cifuentes, Shin & Ferrucci 2005), and the
    call auction against buyers laid out on that curve reproduces it within 2 %;
 4. calibration facts of the baseline with no shock (rent decline, used-H100 value, step-down);
