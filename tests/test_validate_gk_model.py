@@ -123,3 +123,18 @@ def test_figure_renders(tmp_path):
     rows, data = val.check_gk_model(seeds=1, z_grid=(1.0, 3.0), draws=5, ref_draws=5)
     png = val._fig_gk_model(data)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_likely_bid_floor_30_days_by_hand():
+    """Check 6b's mechanism: the 8 brokers (close_days 18, 3 MW, 2,400 H100 each at their
+    reservation price) come within 30 days with probability 1 - exp(-30/18) = 0.811 each;
+    hyperscalers and tier-2 clouds (close_days 240: 0.118) do not count. Expected capacity
+    8 x 0.811 x 2400 = 15,574 units, well above a 5,512-GPU fleet."""
+    import math
+
+    f = val.likely_bid_floor(5512)
+    assert f["buyers"] == 8
+    assert f["capacity"] == pytest.approx(8 * 2400 * (1 - math.exp(-30 / 18)), rel=1e-9)
+    assert 0.70 < f["min_bid"] < 0.80  # the broker's reservation over V (0.742 today)
+    # over 7 days only 1 - exp(-7/18) = 0.32 each: no buyer type is likely, nothing bounds
+    assert val.likely_bid_floor(5512, days=7.0)["buyers"] == 0
