@@ -197,7 +197,9 @@ def _clearing_rounds(
         d = defaulting
         s = ~defaulting
         p = lbar.copy()
-        if d.any():
+        if d.any() and beta == 0.0:  # no recovery on claims: I p_D = alpha e_D, no system
+            p[d] = alpha * e[d]
+        elif d.any():
             a = np.eye(int(d.sum())) - beta * pi_t[np.ix_(d, d)]
             b = alpha * e[d] + beta * nm.matvec(pi_t[np.ix_(d, s)], lbar[s])
             p[d] = nm.solve(a, b)

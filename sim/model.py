@@ -56,7 +56,7 @@ from sim.contagion import _rogers_veraart_state
 from sim.environment import HOURS_PER_MONTH, Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
 from sim.market import clear_book, outside_bids, parametric_price
-from sim.network import funding_weights, syndicates
+from sim.network import funding_book, funding_weights, syndicates
 
 NEVER = 10**9
 # records written only with sites.enabled (MW, $; docs/model.md, "Power and cooling")
@@ -226,12 +226,7 @@ class LiquidationModel(mesa.Model):
         lb.cash = lb.cash_share / np.maximum(1.0 - lb.cash_share, 1e-9) * loans_l
         ext = loans_l + lb.cash
         w = funding_weights(lb.n, cfg.network, self.rng)
-        wsum = w.sum(axis=1)
-        ib = np.where(wsum > 0, lb.interbank_share * ext, 0.0)
-        self.interbank = np.divide(w * ib[:, None], wsum[:, None], out=np.zeros_like(w),
-                                   where=wsum[:, None] > 0)
-        total = ext + self.interbank.sum(axis=0)
-        lb.outside = np.maximum(total * (1.0 - lb.capital_ratio0) - ib, 0.0)
+        self.interbank, lb.outside = funding_book(ext, lb.interbank_share, lb.capital_ratio0, w)
 
     def _make_agents(self) -> None:
         """Mesa agents as views on the arrays, placed on a Mesa Network of the whole graph."""

@@ -238,6 +238,32 @@ def funding_weights(n: int, cfg: NetworkCfg, rng: np.random.Generator) -> np.nda
     return w.T.copy() if cfg.kind in ("erdos_renyi", "scale_free") else w
 
 
+def funding_book(external: np.ndarray, interbank_share: np.ndarray, capital_ratio: np.ndarray,
+                 w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lenders' funding at t0 from their external assets and the funding weights.
+
+    Lender i borrows ``ib_i = s_i e_i`` from other lenders (``s_i`` its type's
+    ``interbank_share``, ``e_i`` its external assets: loans + cash), split over its funders in
+    proportion to ``W[i, j]`` (``W`` from :func:`funding_weights`; an unfunded lender borrows
+    nothing from lenders):
+
+        L[i, j] = ib_i W[i, j] / sum_k W[i, k],     a_i = e_i + sum_k L[k, i],
+        outside_i = max(a_i (1 - c_i) - ib_i, 0),
+
+    so that equity, a_i - ib_i - outside_i, is ``c_i a_i`` (``c_i`` the type's
+    ``capital_ratio``). Returns ``(L, outside)``: ``L[i, j]`` is what i owes j (the liabilities
+    convention of Eisenberg & Noe 2001). ``LiquidationModel._originate`` builds the model's
+    network with it; the validation's Gai-Kapadia reduced mode (``sim.validate``, check 2g-2i)
+    reuses it on redrawn networks."""
+    wsum = w.sum(axis=1)
+    ib = np.where(wsum > 0, interbank_share * external, 0.0)
+    interbank = np.divide(w * ib[:, None], wsum[:, None], out=np.zeros_like(w),
+                          where=wsum[:, None] > 0)
+    total = external + interbank.sum(axis=0)
+    outside = np.maximum(total * (1.0 - capital_ratio) - ib, 0.0)
+    return interbank, outside
+
+
 def build_graph(model) -> nx.MultiDiGraph:
     """The whole network as a networkx MultiDiGraph with integer node ids.
 
