@@ -25,7 +25,7 @@ GEN = "<gen>"
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "data_dictionary.md"
 
 # the losses' records (issue 15, sim.losses)
-SL = "only with `metrics.system_loss`: cumulative from t0, positive = a loss; "
+SL = "with `metrics.system_loss` (on by default): cumulative from t0, positive = a loss; "
 
 SERIES: dict[str, tuple[str, str]] = {
     "month": ("month", "model month, 0 = t0 (December 2025)"),
@@ -93,7 +93,8 @@ SERIES: dict[str, tuple[str, str]] = {
                               "outside funding - repo debt"),
     "loss_desk": ("$", SL + "minus the repo desk's P&L = -(desk_cash_flows + desk_mark)"),
     "loss_lolr": ("$", SL + "the buyer of last resort (policy.lolr; 0 when off): cash + GPUs "
-                           "at the price index"),
+                           "at the price index (its rent, running costs and cost of capital "
+                           "are in its cash)"),
     "loss_buyers": ("$", SL + "secondary buyers: capital + GPUs, less the capital their owners "
                              "put in, plus the net operating income imputed on the GPUs they "
                              "hold (sim.losses.holder_margin)"),
@@ -105,8 +106,9 @@ SERIES: dict[str, tuple[str, str]] = {
                                      "sold out of the sector leaves the accounts at its sale "
                                      "price"),
     "loss_outside_suppliers": ("$", SL + "suppliers' unpaid bills of defaulted borrowers"),
-    "loss_outside_funders": ("$", SL + "lenders' outside funders: minus (the change in their "
-                                      "claims + what they were paid)"),
+    "loss_outside_funders": ("$", SL + "outside funders: minus (the change in the lenders' "
+                                      "outside funding + what the lenders paid them + the "
+                                      "policies' cost of capital paid to them)"),
     "loss_outside_other_borrowers": ("$", SL + "borrowers of the lenders' other loans: the "
                                               "interest they paid less their debt written off"),
     "system_loss": ("$", SL + "sum of loss_lenders, loss_desk, loss_lolr, loss_buyers, "
@@ -128,7 +130,8 @@ SERIES: dict[str, tuple[str, str]] = {
                                           "value in best use + BTC - debt, floored at 0) of the "
                                           "borrowers that have defaulted"),
     "desk_cash_flows": ("$", SL + "the repo desk's net cash flows: repo loans made (-), repaid "
-                                 "(+), interest received (+), GPUs bought (-) and sold (+)"),
+                                 "(+), interest received (+), GPUs bought (-) and sold (+), "
+                                 "its cost of capital paid (-)"),
     "desk_mark": ("$", SL + "the repo desk's repo loans outstanding at face plus its GPUs at "
                            "the price index"),
     "sl_value_destroyed": ("$", SL + "fall of the GPU stock's value in best use, U.V(t0) - "

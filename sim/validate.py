@@ -262,7 +262,9 @@ def check_gai_kapadia(gk: GKConfig = GK_FULL, progress=None) -> tuple[list[Check
     b = BANDS["gk_se"]
     se = float(max(base["prob_se"] + fire["prob_se"]))
     rows.append(Check("2e", "GK: standard error of P(contagion)",
-                      f"<= {b['max']:g} at every z", "issue 5", f"max SE = {se:.4f}",
+                      f"<= {b['max']:g} at every z",
+                      "a precision requirement of ours (the window's edges must be resolved); "
+                      "docs/validation.md, check 2", f"max SE = {se:.4f}",
                       bool(se <= b["max"])))
     fp, fext = np.array(fire["prob"]), np.array(fire["extent"])
     fse, bse = np.array(fire["prob_se"]), np.array(base["prob_se"])
@@ -1209,7 +1211,7 @@ def check_fire_sale_closed_form(draws: int = 8) -> tuple[list[Check], dict]:
     rows = [
         Check("7a", "GLT first-round fire-sale loss: reduced-mode simulation vs closed form "
               f"(lender network at t0, two shocks, and {draws} random balance sheets)",
-              f"|AV_sim - AV_closed| <= {tol:g} (relative, issue 16)", GLT_SRC,
+              f"|AV_sim - AV_closed| <= {tol:g} (relative)", GLT_SRC,
               f"max gap {gap:.1e}", bool(gap <= tol)),
         Check("7b", "DE aggregate vulnerability AV of the baseline's lenders at t0, GPU loans "
               f"-{FS_SHOCK:.0%}", "information (no sourced band)", DE_SRC,
