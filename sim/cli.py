@@ -214,6 +214,19 @@ def _summary_table(s: dict) -> Table:
     t.add_row("DebtRank (max single / realised)",
               f"{s['debtrank']['max_single']:.3f} / {s['debtrank']['realised']:.3f}")
     t.add_row("repo desk", "on" if s["repo_enabled"] else "off")
+    if "losses" in s:  # metrics.system_loss (docs/model.md, "Losses counted for everyone")
+        L = s["losses"]
+        t.add_row("losses marked to market (\u2212 = a gain): lenders / borrowers / "
+                  "secondary buyers / outside",
+                  " / ".join(_fmt_money(L[k]) for k in ("lenders", "borrowers", "buyers",
+                                                         "outside")))
+        if s["repo_enabled"] or L["desk"]:
+            t.add_row("repo desk's P&L (after its cost of capital)", _fmt_money(-L["desk"]))
+        if L["lolr"]:
+            t.add_row("buyer of last resort's P&L (after its cost of capital)",
+                      _fmt_money(-L["lolr"]))
+        t.add_row("system loss, all parties (GPUs at price / at value in best use)",
+                  f"{_fmt_money(L['system_loss'])} / {_fmt_money(L['system_loss_at_value'])}")
     return t
 
 

@@ -292,6 +292,33 @@ def test_compare_prints_paired_differences(capsys):
         assert key in out
 
 
+def test_run_prints_every_partys_loss_and_the_policys_pnl(tmp_path):
+    """The summary table shows the losses counted for everyone, read from summary.json."""
+    from sim.cli import _summary_table
+
+    out = tmp_path / "r"
+    assert main(["run", "crypto_winter", "--months", "12", "--set", "policy.lolr.enabled=true",
+                 "--set", "policy.repo.enabled=true", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    rows = dict(zip(*(c._cells for c in _summary_table(s).columns), strict=True))
+    L = s["losses"]
+    assert rows["system loss, all parties (GPUs at price / at value in best use)"] == (
+        f"{_money(L['system_loss'])} / {_money(L['system_loss_at_value'])}")
+    assert rows["repo desk's P&L (after its cost of capital)"] == _money(-L["desk"])
+    assert rows["buyer of last resort's P&L (after its cost of capital)"] == _money(-L["lolr"])
+    assert L["lolr"] != 0.0  # the buyer of last resort did something
+    off = dict(zip(*(c._cells for c in _summary_table(
+        {**s, "repo_enabled": False, "losses": {**L, "desk": 0.0, "lolr": 0.0}}).columns),
+        strict=True))
+    assert not any("P&L" in k for k in off)  # no policy, no P&L row
+
+
+def _money(x: float) -> str:
+    """$ millions as the table prints them, a minus sign for a negative amount (by hand)."""
+    text = f"${abs(x) / 1e6:,.1f} M"
+    return f"\u2212{text}" if x < 0 and text != "$0.0 M" else text
+
+
 def test_run_writes_every_output_readable_by_others(tmp_path):
     out = tmp_path / "r"
     assert main(["run", "--months", "4", "--out", str(out)]) == 0
