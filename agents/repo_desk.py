@@ -37,6 +37,18 @@ from sim.config import Repo
 DESK_FLOWS = ("lent", "repaid", "interest", "purchases", "sales", "funding")
 
 
+def pay_capital_cost(holder, t: int, cost: float) -> float:
+    """Pay this month's cost of capital, and any left unpaid before, out of the holder's cash
+    (never below 0); what its cash cannot pay accrues in ``funding_due``, a debt to its funders
+    carried in its P&L. Returns the cash paid."""
+    owed = cost + holder.funding_due
+    paid = min(owed, max(holder.cash, 0.0))
+    holder.cash -= paid
+    holder.funding_due = owed - paid
+    holder.funding[t] += paid
+    return paid
+
+
 def cost_of_capital(deployed: float, sofr: float, spread: float) -> float:
     """A month's cost of the capital a policy has deployed ($): deployed x (SOFR + spread) / 12.
 
@@ -82,9 +94,11 @@ class RepoDesk(FixedAgent):
         self.cash_bought, self.cash_sold = np.zeros(n), np.zeros(n)
         #: ``interest``: repo interest received in cash (capitalised interest is not cash);
         self.interest = np.zeros(n)
-        #: ``funding``: its cost of capital paid (:func:`cost_of_capital` on loans + GPUs at
-        #: cost at the month's start);
+        #: ``funding``: its cost of capital paid in cash (:func:`cost_of_capital` on loans + GPUs
+        #: at cost at the month's end, after phase 8: docs/model.md, "The policies' cost of
+        #: capital"); ``funding_due``: what its cash could not pay yet, a debt to its funders;
         self.funding = np.zeros(n)
+        self.funding_due = 0.0
         #: ``margin_received``: variation margin posted in cash by repo borrowers (it pays
         #: the loan down, so it is also in ``cash_repaid``);
         self.margin_received = np.zeros(n)
@@ -97,6 +111,8 @@ class RepoDesk(FixedAgent):
         #: ``loans``: repo loans outstanding; ``cash_balance``: the desk's cash (all at month end).
         self.holdings_cost, self.mark = np.zeros(n), np.zeros(n)
         self.loans, self.cash_balance = np.zeros(n), np.zeros(n)
+        #: ``due``: its cost of capital unpaid at month end (``funding_due``).
+        self.due = np.zeros(n)
         self.cash0 = self.cash  # opening cash: cash - cash0 = the sum of ``flows``
         # repo interest unpaid and added to the loans (not cash: part of ``lent``)
         self.interest_capitalised = 0.0
@@ -127,13 +143,12 @@ class RepoDesk(FixedAgent):
         return sofr + self.cfg.penalty_spread
 
     def pay_funding(self, t: int, sofr: float) -> float:
-        """Pay this month's cost of capital on what is deployed (0 when disabled)."""
+        """Pay this month's cost of capital on what is deployed (0 when disabled); returns the
+        cash paid (:func:`pay_capital_cost`)."""
         if not self.enabled:
             return 0.0
-        cost = cost_of_capital(self.used, sofr, self.cfg.funding_spread)
-        self.cash -= cost
-        self.funding[t] += cost
-        return cost
+        return pay_capital_cost(self, t, cost_of_capital(self.used, sofr,
+                                                         self.cfg.funding_spread))
 
     def floor_bid(self, price: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """Bid price per generation: (1 - h) x p_ref (0 when disabled, not buying, or
@@ -163,6 +178,7 @@ class RepoDesk(FixedAgent):
         self.mark[t] = float((self.holdings * price).sum())
         self.loans[t] = self.lent
         self.cash_balance[t] = self.cash
+        self.due[t] = self.funding_due
 
     @property
     def flows(self) -> dict[str, float]:
@@ -182,8 +198,9 @@ class RepoDesk(FixedAgent):
         loan). With ``price``: now, at that price (a float); without: at each month end (the
         recorded array)."""
         if price is not None:
-            return (self.cash - self.cash0) + self.lent + float(nm.dot(self.holdings, price))
-        return self.cash_balance - self.cash0 + self.loans + self.mark
+            return ((self.cash - self.cash0) + self.lent + float(nm.dot(self.holdings, price))
+                    - self.funding_due)
+        return self.cash_balance - self.cash0 + self.loans + self.mark - self.due
 
 
 class LastResortBuyer:
@@ -208,7 +225,8 @@ class LastResortBuyer:
         #: holdings at cost and at the price index, kW in use
         self.cash_bought, self.cash_sold = np.zeros(n), np.zeros(n)
         self.rent, self.costs = np.zeros(n), np.zeros(n)
-        self.funding = np.zeros(n)  # its cost of capital paid (cost_of_capital on holdings)
+        self.funding = np.zeros(n)  # its cost of capital paid in cash (cost_of_capital)
+        self.funding_due = 0.0  # its cost of capital its cash could not pay yet (a debt)
         self.holdings_cost, self.mark, self.kw_used = np.zeros(n), np.zeros(n), np.zeros(n)
 
     def kw_room(self, kw: np.ndarray) -> float:
@@ -253,11 +271,10 @@ class LastResortBuyer:
         return rent, cost
 
     def pay_funding(self, t: int, sofr: float) -> float:
-        """Pay this month's cost of capital on the GPUs held at cost."""
-        cost = cost_of_capital(float(self.cost_basis.sum()), sofr, self.cfg.funding_spread)
-        self.cash -= cost
-        self.funding[t] += cost
-        return cost
+        """Pay this month's cost of capital on the GPUs held at cost; returns the cash paid
+        (:func:`pay_capital_cost`)."""
+        return pay_capital_cost(self, t, cost_of_capital(float(self.cost_basis.sum()), sofr,
+                                                         self.cfg.funding_spread))
 
     def record(self, t: int, price: np.ndarray) -> None:
         self.holdings_cost[t] = float(self.cost_basis.sum())

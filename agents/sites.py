@@ -265,6 +265,7 @@ class SiteBook:
             lb.repo_debt -= repay
             desk.lent -= float(repay.sum())
             desk.cash += float(repay.sum())
+            desk.cash_repaid[m.env.t] += float(repay.sum())  # the desk's one ledger
             lb.cash += rec - repay
             m._outside("estate_surplus", -float(surplus.sum()))
             self.fleet_units_sold += n

@@ -192,8 +192,9 @@ class Environment(_Strict):
     # over 600 months inside the float range
     rent_vol: float = Field(0.04, ge=0.0, le=1.0)
     # phi: rent step for every older generation at a launch; 0 by default because d already
-    # contains the generational steps (a scenario that keeps one nets it with launch_rate)
-    step_down: Frac = 0.0
+    # contains the generational steps (a scenario that keeps one nets it with launch_rate);
+    # < 1: a step of 100 % would make the netted trend ln(1 - phi) infinite
+    step_down: float = Field(0.0, ge=0.0, le=0.99)
     utilisation: Frac = 0.85  # spot fleet utilisation
     # >= 1 $: the BTC path is floored at 1e-9 $ (sim/environment.py), far below any start
     btc_price0: float = Field(90_000.0, ge=1.0, le=MAX_PRICE)

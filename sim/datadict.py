@@ -133,7 +133,7 @@ SERIES: dict[str, tuple[str, str]] = {
                                  "(+), interest received (+), GPUs bought (-) and sold (+), "
                                  "its cost of capital paid (-)"),
     "desk_mark": ("$", SL + "the repo desk's repo loans outstanding at face plus its GPUs at "
-                           "the price index"),
+                           "the price index, less its cost of capital not yet paid"),
     "sl_value_destroyed": ("$", SL + "fall of the GPU stock's value in best use, U.V(t0) - "
                                     "U.V(t) - E: U the units in the sector, E the value in best "
                                     "use of the units sold out of it, each at its month's V"),

@@ -105,9 +105,11 @@ def wealth(model) -> np.ndarray:
     borrowers = (add(b.cash) + nm.dot(b.fleet.sum(axis=0), p) + add(b.btc) * model.env.btc
                  - debt - repo_b - f["payouts"] - f["estate_surplus"])
     lo = model.lolr
-    lolr = 0.0 if lo is None else lo.cash + nm.dot(lo.holdings, p)
+    lolr = 0.0 if lo is None else lo.cash + nm.dot(lo.holdings, p) - lo.funding_due
+    # the policies' cost of capital their cash could not pay yet: owed to their funders
+    due = desk.funding_due + (0.0 if lo is None else lo.funding_due)
     out = np.array([0.0, -f["unpaid_suppliers"],
-                    add(lb.outside) - f["funding_outside"] - f["policy_funding"],
+                    add(lb.outside) - f["funding_outside"] - f["policy_funding"] + due,
                     -other - f["other_loans"]])
     return np.array([lenders, desk.pnl(p) + desk.cash0, lolr, buy, borrowers, out.sum(), *out])
 
@@ -185,7 +187,8 @@ def record(model, t: int) -> None:
     r["loss_borrowers_wiped_out"][t] = add(
         model.losses0["equity"][model.borrowers.status == DEFAULTED])
     r["desk_cash_flows"][t] = sum(desk.flows.values())
-    r["desk_mark"][t] = desk.lent + float(nm.dot(desk.holdings, model.price))
+    r["desk_mark"][t] = (desk.lent + float(nm.dot(desk.holdings, model.price))
+                         - desk.funding_due)
 
 
 # the summary's "losses" keys: the records without their prefix, and the desk's P&L
