@@ -48,7 +48,7 @@ values = [false, true]
 key = "shocks.0.size"
 values = [0.3, 0.6, 0.9]
 """
-ISHIGAMI_KEYS = ("environment.utilisation", "environment.step_down",
+ISHIGAMI_KEYS = ("environment.utilisation", "contagion.alpha",
                  "environment.stress_drawdown")
 SOBOL_SPEC = """
 name = "analyze_sobol"
