@@ -28,7 +28,7 @@ GIF_NAME = "cascade.gif"  # liqsim animate's default file, inside the run direct
 
 def _version(value: bool) -> None:
     if value:
-        from sim.metrics import liqsim_version
+        from sim.version import liqsim_version  # lazy: only for --version
 
         out_console.print(f"liqsim {liqsim_version()}", markup=False, highlight=False)
         raise typer.Exit(0)

@@ -5,9 +5,6 @@ The per-month records are numpy arrays filled during the run; here they become D
 
 from __future__ import annotations
 
-from functools import cache
-from importlib.metadata import PackageNotFoundError, version
-
 import numpy as np
 import pandas as pd
 
@@ -15,17 +12,10 @@ from agents.lender import FAILED
 from sim import losses
 from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
 from sim.model import EVENT_COLUMNS, LiquidationModel
+from sim.version import liqsim_version
 
 T0_YEAR, T0_MONTH = 2025, 12
 MAX_DEBTRANK_SEEDS = 50
-
-
-@cache  # reading the installed metadata costs ~1 ms; the version is fixed for the process
-def liqsim_version() -> str:
-    try:
-        return version("liqsim")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
 
 
 def calendar_month(t: int) -> tuple[int, int]:

@@ -70,6 +70,7 @@ from sim.config import (
 )
 from sim.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
 from sim.progress import LineProgress
+from sim.version import liqsim_version
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
 MAX_POINTS = 200_000
@@ -643,7 +644,7 @@ def run_task(task: RunTask) -> RunResult:
     except Exception as e:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
         values, status, error = {}, "failed", _error_text(e)
     return RunResult(task.key, status, error, values, time.perf_counter() - t0,
-                     metrics.liqsim_version(), series, numerics.platform_info())
+                     liqsim_version(), series, numerics.platform_info())
 
 
 _STARTED = None  # in a pool worker: the queue on which it announces each chunk it starts
@@ -698,12 +699,7 @@ def _chunks(tasks: list, size: int, workers: int = 1) -> list[list]:
 def _died(task: RunTask, times: int) -> RunResult:
     return RunResult(task.key, "failed", "WorkerDied: the worker process running this run died "
                      f"{times} times (killed, out of memory, or a crash in native code)",
-                     {}, 0.0, _version())
-
-
-def _version() -> str:
-    from sim.metrics import liqsim_version
-    return liqsim_version()
+                     {}, 0.0, liqsim_version())
 
 
 Sink = Callable[[RunResult], None]
@@ -918,7 +914,7 @@ def _dask_loop(client, tasks: list[RunTask], sink: Sink, runner: Callable) -> No
                     ac.add(single)
                 continue
             results = [RunResult(chunk[0].key, "failed", _error_text(e), {}, 0.0,
-                                 _version())]
+                                 liqsim_version())]
         for res in results:
             sink(res)
 
