@@ -30,6 +30,7 @@ from matplotlib.path import Path
 from matplotlib.transforms import IdentityTransform, TransformedPath
 from PIL import Image
 
+from agents.borrower import BorrowerStatus
 from agents.buyer import floor_price
 from sim.animate import (
     capacity_generation,
@@ -319,7 +320,8 @@ def _network_after(p: Panel, model, t: int) -> list:
     from sim.plots import _network_geometry
 
     geo = _network_geometry(model)
-    p.state["dead"] = node_states(model, t)[model.lenders.n + geo.pairs[:, 1]] == 2
+    p.state["dead"] = node_states(model, t)[model.lenders.n + geo.pairs[:, 1]] \
+        == BorrowerStatus.DEFAULTED
     return [c for c in p.ax.collections if c.get_gid() != "loans_defaulted"] + p.state["texts"]
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from agents.lender import FAILED
+from agents.borrower import BorrowerStatus
+from agents.lender import LenderStatus
 from sim import losses
 from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
 from sim.model import EVENT_COLUMNS, LiquidationModel
@@ -54,8 +55,8 @@ def series(model: LiquidationModel) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-LENDER_STATES = ("normal", "deleveraging", "failed")  # agents.lender NORMAL, DELEVERAGING, FAILED
-BORROWER_STATES = ("healthy", "distressed", "defaulted")  # model._record's panel codes 0, 1, 2
+LENDER_STATES = tuple(s.label for s in LenderStatus)  # normal, deleveraging, failed
+BORROWER_STATES = tuple(s.label for s in BorrowerStatus)  # healthy, distressed, defaulted
 STATES = (*LENDER_STATES, *BORROWER_STATES, "active")
 
 
@@ -188,16 +189,14 @@ def cascade(model: LiquidationModel) -> dict:
     """Contagion: the borrowers that defaulted in the run but not in the same-seed
     counterfactual (:func:`counterfactual_scenario`) run over the same months. Runs the
     counterfactual once per model (cached): about the cost of the run itself."""
-    from agents.borrower import DEFAULTED
-
     cached = model.__dict__.get("_cascade")
     if cached is not None and cached[0] == model.env.t:
         return cached[1]
-    dead = model.borrowers.status == DEFAULTED
+    dead = model.borrowers.status == BorrowerStatus.DEFAULTED
     if model.env.t == 0:  # nothing has run: no default either way
         return {"contagion": 0, "counterfactual": 0, "avoided": 0}
     cf = LiquidationModel(counterfactual_scenario(model.cfg), months=model.env.t).run()
-    dead_cf = cf.borrowers.status == DEFAULTED
+    dead_cf = cf.borrowers.status == BorrowerStatus.DEFAULTED
     out = {"contagion": int((dead & ~dead_cf).sum()), "counterfactual": int(dead_cf.sum()),
            "avoided": int((dead_cf & ~dead).sum())}
     model._cascade = (model.env.t, out)
@@ -239,7 +238,7 @@ def summary(model: LiquidationModel) -> dict:
         "defaults": dm + dn,
         "borrowers": int(model.borrowers.n),
         "cascade_size": dm + dn - first_wave,
-        "lender_failures": int((lb.status == FAILED).sum()),
+        "lender_failures": int((lb.status == LenderStatus.FAILED).sum()),
         "peak_price_fall": peak_price_fall(model),
         "peak_price_fall_raw": peak_price_fall(model, adjusted=False),
         "fire_sale_discount": (float(1.0 - r["forced_value"][t] / forced_fund)

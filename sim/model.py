@@ -37,7 +37,7 @@ import networkx as nx
 import numpy as np
 from mesa.discrete_space import Network
 
-from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, NeoCloud
+from agents.borrower import KIND_NAMES, MINER, BorrowerBook, BorrowerStatus, Miner, NeoCloud
 from agents.buyer import (
     MONTH_DAYS,
     BuyerBook,
@@ -46,7 +46,7 @@ from agents.buyer import (
     floor_price,
     replacement_cost,
 )
-from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
+from agents.lender import Lender, LenderBook, LenderStatus
 from agents.repo_desk import LastResortBuyer, RepoDesk
 from agents.sites import SiteBook
 from sim import losses
@@ -479,7 +479,7 @@ class LiquidationModel(mesa.Model):
             drawn = np.zeros(b.n)
             drawn[rows_b] = L.principal[rows]
         room = np.maximum(self.revolver_limit - drawn, 0.0)
-        req = np.minimum(short, room) * (lb.status[self.lead] == NORMAL) * b.alive
+        req = np.minimum(short, room) * (lb.status[self.lead] == LenderStatus.NORMAL) * b.alive
         if not np.count_nonzero(req):
             return
         req_l = np.bincount(self.lead, weights=req, minlength=lb.n)
@@ -607,7 +607,8 @@ class LiquidationModel(mesa.Model):
             bi = L.borrower[due]
             refi = lc.refi_ltv if b.cov_scale is None else lc.refi_ltv * b.cov_scale[bi]
             ok = ((ltv[bi] <= refi) & (b.dscr[bi] >= lc.dscr_min)
-                  & (b.arrears_months[bi] == 0) & (lb.status[L.lender[due]] == NORMAL))
+                  & (b.arrears_months[bi] == 0)
+                  & (lb.status[L.lender[due]] == LenderStatus.NORMAL))
             rows = due.nonzero()[0]
             roll = rows[ok]
             L.maturity[roll] += b.term[L.borrower[roll]]
@@ -743,7 +744,7 @@ class LiquidationModel(mesa.Model):
         b.fleet[dead] = 0
         if self.sites is not None:  # the lead lender takes the site with the GPUs
             self.sites.repossess(dead, self.lead[dead], env.t)
-        b.status[dead] = DEFAULTED
+        b.status[dead] = BorrowerStatus.DEFAULTED
         b.call_months[dead] = -1
         reasons = np.where(payment[dead], "default_payment", "default_covenant")
         if dscr_default is not None:
@@ -790,7 +791,7 @@ class LiquidationModel(mesa.Model):
                 "forced": zero, "patient": zero.copy(), "patient_price": patient_price,
                 "floor": floor})
         held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
-        forced = ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
+        forced = ((lb.status != LenderStatus.NORMAL)[:, None] | (held >= lc.max_hold_months)) \
             & (lb.inventory > 0)
         patient_units = np.where(forced, 0, lb.inventory)
         financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
@@ -843,7 +844,7 @@ class LiquidationModel(mesa.Model):
     def _forced_lines(self) -> np.ndarray:
         lb, lc, t = self.lenders, self.cfg.lenders, self.env.t
         held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
-        return ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
+        return ((lb.status != LenderStatus.NORMAL)[:, None] | (held >= lc.max_hold_months)) \
             & (lb.inventory > 0)
 
     def _secured_lenders(self, lend_price: np.ndarray) -> np.ndarray:
@@ -1490,7 +1491,7 @@ class LiquidationModel(mesa.Model):
     def _estates_pay_out(self) -> None:
         """Failed lenders' estates pass all their cash to creditors, pro rata."""
         lb, desk = self.lenders, self.desk
-        failed = (lb.status == FAILED) & (lb.cash > 0)
+        failed = (lb.status == LenderStatus.FAILED) & (lb.cash > 0)
         if not np.count_nonzero(failed):
             return
         owed = self.interbank.sum(axis=1) + lb.outside + lb.repo_debt
@@ -1544,7 +1545,7 @@ class LiquidationModel(mesa.Model):
         # np.clip(x, 0, hi) is minimum(maximum(x, 0), hi) (without clip's Python wrapper), and
         # zeroing the rows of lenders not NORMAL in place gives what np.where gave
         rep = np.minimum(np.maximum(lb.cash - target, 0.0), lb.outside)
-        rep[lb.status != NORMAL] = 0.0
+        rep[lb.status != LenderStatus.NORMAL] = 0.0
         lb.cash -= rep
         lb.outside -= rep
         self._outside("funding_outside", -np.add.reduce(rep))
@@ -1557,24 +1558,24 @@ class LiquidationModel(mesa.Model):
             self._outside("other_loans", np.add.reduce(income))
         self._pay_lender_costs()
         self._repay_outside()
-        self._run_on(lb.status != NORMAL, lc.run_rate)
+        self._run_on(lb.status != LenderStatus.NORMAL, lc.run_rate)
         self._estates_pay_out()
         in_default = self._clear_funding()
         if np.count_nonzero(in_default):  # (else no failure: nothing to log or switch)
-            new_fail = in_default & (lb.status != FAILED)
+            new_fail = in_default & (lb.status != LenderStatus.FAILED)
             failed = new_fail.nonzero()[0]
             self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
-            lb.status[new_fail] = FAILED
+            lb.status[new_fail] = LenderStatus.FAILED
         ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
         floor = lc.capital_floor * lb.capital_ratio0
-        stress = (lb.status == NORMAL) & (ratio < floor)
+        stress = (lb.status == LenderStatus.NORMAL) & (ratio < floor)
         if np.count_nonzero(stress):
             weak = stress.nonzero()[0]
             self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
-            lb.status[stress] = DELEVERAGING
-        deleveraging = lb.status == DELEVERAGING
+            lb.status[stress] = LenderStatus.DELEVERAGING
+        deleveraging = lb.status == LenderStatus.DELEVERAGING
         if np.count_nonzero(deleveraging):  # a lender heals back to normal above 1.2 x its floor
-            lb.status[deleveraging & (ratio >= 1.2 * floor)] = NORMAL
+            lb.status[deleveraging & (ratio >= 1.2 * floor)] = LenderStatus.NORMAL
 
     # ================================================================ records
     def _init_records(self) -> None:
@@ -1669,8 +1670,8 @@ class LiquidationModel(mesa.Model):
         if self.cfg.metrics.losses_at_writeoff:  # monotone losses; later recoveries apart
             r["credit_losses"][t] = add(lb.losses_at_writeoff)
             r["recoveries"][t] = add(lb.later_recoveries)
-        r["lender_failures"][t] = np.count_nonzero(lb.status == FAILED)
-        r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == DELEVERAGING)
+        r["lender_failures"][t] = np.count_nonzero(lb.status == LenderStatus.FAILED)
+        r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == LenderStatus.DELEVERAGING)
         r["lender_equity"][t] = add(lb.equity)
         r["inventory_units"][t] = add(lb.inventory, axis=None)
         r["repo_lent"][t], r["repo_units"][t] = self.desk.lent, add(self.desk.holdings)
@@ -1694,11 +1695,13 @@ class LiquidationModel(mesa.Model):
         np.concatenate((lb.assets, nm.matvec(b.fleet, self.price) + b.btc * env.btc,
                         buyers.capital + nm.matvec(buyers.holdings, self.price)),
                        out=p["size"][t])
-        # borrowers under a margin call or in arrears show as distressed (1); buyers stay 0
+        # borrowers under a margin call or in arrears show as DISTRESSED; buyers stay 0
         # (set in the panel row itself after copying the statuses: no temporary copy)
         row = p["state"][t]
         np.concatenate((lb.status, b.status), out=row[: nl + nb])
-        row[nl: nl + nb][(b.status == 0) & ((b.call_months >= 0) | (b.arrears_months > 0))] = 1
+        row[nl: nl + nb][(b.status == BorrowerStatus.HEALTHY)
+                          & ((b.call_months >= 0) | (b.arrears_months > 0))] = \
+            BorrowerStatus.DISTRESSED
 
     def _record_sites(self, t: int) -> None:
         """MW by holder and cooling (docs/model.md, "Power and cooling")."""
@@ -1752,7 +1755,7 @@ class LiquidationModel(mesa.Model):
             gap = self.sites.imbalance(self.buyers)
             if abs(gap) > tol * max(1.0, self.sites.mw0):
                 bad.append(f"MW not conserved across holders: residual {gap:.6g} MW")
-        dead = self.borrowers.status == DEFAULTED
+        dead = self.borrowers.status == BorrowerStatus.DEFAULTED
         if (lb.cash.min() < -tol * scale or self.desk.cash < -tol * scale
                 or (self.borrowers.cash[dead] < 0).any()):
             bad.append("negative cash (lenders, repo desk or defaulted borrowers)")

@@ -36,6 +36,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from agents.buyer import floor_price
+from agents.lender import LenderStatus
 from sim.metrics import calendar_month
 
 __all__ = [
@@ -398,13 +399,14 @@ def marker_areas(size: np.ndarray, smin: float, smax: float) -> np.ndarray:
 def node_states(model, t: int) -> np.ndarray:
     """Index into :data:`NODE_COLOURS` of every panel agent at month ``t``.
 
-    ``model.panel["state"][t]`` (0 healthy, 1 distressed borrower / deleveraging lender,
-    2 defaulted borrower / failed lender), except that a failed lender gets its own
-    category, :data:`FAILED_LENDER` (3), so it never looks like a defaulted borrower.
+    ``model.panel["state"][t]`` (the codes of ``BorrowerStatus`` and ``LenderStatus``: 0 healthy,
+    1 distressed borrower / deleveraging lender, 2 defaulted borrower / failed lender), except
+    that a failed lender gets its own category, :data:`FAILED_LENDER` (3), so it never looks like
+    a defaulted borrower.
     """
     state = np.clip(np.asarray(model.panel["state"][t], dtype=np.int64), 0, 2)
     nl = model.lenders.n
-    state[:nl][state[:nl] == 2] = FAILED_LENDER
+    state[:nl][state[:nl] == LenderStatus.FAILED] = FAILED_LENDER
     return state
 
 

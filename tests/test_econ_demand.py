@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from agents.lender import DELEVERAGING
+from agents.lender import LenderStatus
 from sim import metrics
 from sim.config import ConfigError, load_scenario
 from sim.market import clear_book, outside_bids
@@ -135,7 +135,7 @@ def _dump(world, units: int, **buyers):
     lb.add_inventory(new, m.env.t)
     m.rep_value[:] = 0.0
     m._note_repossession(new)
-    lb.status[0] = DELEVERAGING
+    lb.status[0] = LenderStatus.DELEVERAGING
     marks = lb.marks(m.env, m.price_hist, m.env.t - 1, m.cfg.lenders.appraisal_lag)
     m._phase_market(m._phase_orders(marks))
     return m, g

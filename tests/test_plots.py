@@ -11,8 +11,8 @@ from matplotlib.colors import to_rgba
 
 import sim.animate
 import sim.plots
-from agents.borrower import DEFAULTED
-from agents.lender import DELEVERAGING, FAILED
+from agents.borrower import BorrowerStatus
+from agents.lender import LenderStatus
 from sim.config import Scenario, load_scenario
 from sim.model import LiquidationModel
 from sim.plots import (
@@ -260,12 +260,13 @@ def test_node_states_follow_the_agents_status(cw):
     nl = m.lenders.n
     st = node_states(m, t)
     status = np.asarray(m.lenders.status)
-    assert (status == FAILED).sum() == m.rec["lender_failures"][t] == _failures_by(m, t) > 0
+    failed, delev = status == LenderStatus.FAILED, status == LenderStatus.DELEVERAGING
+    assert failed.sum() == m.rec["lender_failures"][t] == _failures_by(m, t) > 0
     # a failed lender is category 3, a deleveraging one 1, the rest 0
-    np.testing.assert_array_equal(st[:nl], np.select([status == FAILED, status == DELEVERAGING],
-                                                     [FAILED_LENDER, 1], 0))
+    np.testing.assert_array_equal(st[:nl], np.select([failed, delev], [FAILED_LENDER, 1], 0))
     b = st[nl: nl + m.borrowers.n]
-    np.testing.assert_array_equal(b == 2, np.asarray(m.borrowers.status) == DEFAULTED)
+    np.testing.assert_array_equal(b == 2,
+                                  np.asarray(m.borrowers.status) == BorrowerStatus.DEFAULTED)
     assert not (b == FAILED_LENDER).any() and not (st[nl + m.borrowers.n:]).any()
 
 
@@ -281,16 +282,16 @@ def test_network_colours_follow_the_states_with_failed_lenders(cw):
         np.testing.assert_allclose(nodes[kind].get_offsets(), pos[i])
         want = np.array([to_rgba(NODE_COLOURS[s]) for s in st[i]])
         np.testing.assert_allclose(nodes[kind].get_facecolors(), want)
-    failed = np.asarray(m.lenders.status) == FAILED
+    failed = np.asarray(m.lenders.status) == LenderStatus.FAILED
     lender_fc = nodes["lender"].get_facecolors()
     np.testing.assert_allclose(lender_fc[failed], [to_rgba("#2b2b2b")] * failed.sum())
     assert not np.isclose(lender_fc[failed], to_rgba(NODE_COLOURS[2])).all(axis=1).any()
-    defaulted = np.asarray(m.borrowers.status) == DEFAULTED
+    defaulted = np.asarray(m.borrowers.status) == BorrowerStatus.DEFAULTED
     miner_fc = nodes["miner"].get_facecolors()
     np.testing.assert_allclose(miner_fc[defaulted[m.borrowers.kind == 0]],
                                [to_rgba("#d62728")] * defaulted[m.borrowers.kind == 0].sum())
     assert failed.sum() == _failures_by(m, t) > 0
-    n_delev = (np.asarray(m.lenders.status) == DELEVERAGING).sum()
+    n_delev = (np.asarray(m.lenders.status) == LenderStatus.DELEVERAGING).sum()
     assert f"lenders {n_delev} deleveraging, {failed.sum()} failed" in ax.get_title()
     sizes = nodes["lender"].get_sizes()
     assert np.argmax(sizes) == np.argmax(m.panel["size"][t, : m.lenders.n])
@@ -306,7 +307,7 @@ def test_network_edges(cw):
     by_gid = {c.get_gid(): c for c in ax.collections}
     term = ~np.asarray(m.loans.revolver, bool)
     pairs = np.unique(np.c_[m.loans.lender[term], m.loans.borrower[term]], axis=0)
-    dead = np.asarray(m.borrowers.status)[pairs[:, 1]] == DEFAULTED
+    dead = np.asarray(m.borrowers.status)[pairs[:, 1]] == BorrowerStatus.DEFAULTED
     assert len(by_gid["loans"].get_paths()) == (~dead).sum() > 0
     assert len(by_gid["loans_defaulted"].get_paths()) == dead.sum() > 0
     n_funding = int((m.interbank0 > 0).sum())
