@@ -43,7 +43,6 @@ import solara
 import solara.lab
 from solara.alias import rv
 
-from sim.animate import month_label
 from sim.app_panels import make_panels, panel_values
 from sim.config import (
     ConfigError,
@@ -54,6 +53,7 @@ from sim.config import (
     load_scenario,
     short_repr,
 )
+from sim.environment import month_label
 from sim.model import LiquidationModel
 
 # Set by `liqsim app` for its server only (server_command drops inherited values): the scenario

@@ -12,23 +12,11 @@ from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim import losses
 from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
+from sim.environment import calendar_month
 from sim.model import EVENT_COLUMNS, LiquidationModel
 from sim.version import liqsim_version
 
-T0_YEAR, T0_MONTH = 2025, 12
 MAX_DEBTRANK_SEEDS = 50
-
-
-def calendar_month(t: int) -> tuple[int, int]:
-    """(year, month 1-12) of model month ``t`` (0 = T0): ``calendar_month(1) == (2026, 1)``."""
-    y, m = divmod(T0_MONTH - 1 + int(t), 12)
-    return T0_YEAR + y, m + 1
-
-
-def month_label(t: int) -> str:
-    """``2026-01`` for model month 1 (the series' ``date`` column)."""
-    y, m = calendar_month(t)
-    return f"{y}-{m:02d}"
 
 
 # per-generation records that mean nothing before the generation's launch (NaN there)
@@ -40,7 +28,8 @@ def series(model: LiquidationModel) -> pd.DataFrame:
     ``date`` is the first day of the month; rents, prices and values are NaN before a
     generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.datadict.SERIES``."""
     r, n = model.rec, model.env.t + 1
-    dates = pd.to_datetime([f"{month_label(t)}-01" for t in range(n)]).as_unit("s")
+    dates = pd.to_datetime([f"{y}-{m:02d}-01" for y, m in map(calendar_month, range(n))]
+                           ).as_unit("s")
     cols: dict[str, np.ndarray] = {"month": np.arange(n), "date": dates}
     before = np.arange(n)[:, None] < model.env.launch[None, :]
     for key, arr in r.items():

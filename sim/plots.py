@@ -37,7 +37,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from agents.buyer import floor_price
 from agents.lender import LenderStatus
-from sim.metrics import calendar_month
+from sim.environment import month_label
 
 __all__ = [
     "FIGURES",
@@ -47,7 +47,6 @@ __all__ = [
     "dollars",
     "draw_network",
     "marker_areas",
-    "month_label",
     "node_states",
     "new_figure",
     "defaults_figure",
@@ -63,15 +62,6 @@ __all__ = [
 ]
 
 DPI = 110
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def month_label(t: int) -> str:
-    """Calendar month of model month ``t`` for figures: ``month_label(3) == 'Mar 2026'``."""
-    y, m = calendar_month(t)
-    return f"{MONTHS[m - 1]} {y}"
-
-
 MONTH_LABEL = f"month (0 = {month_label(0)})"
 # a legend under its axes (constrained layout makes room): it can never cover a curve
 LEGEND_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.13), "fontsize": 9,

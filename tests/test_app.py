@@ -18,9 +18,9 @@ from PIL import Image
 
 from agents.borrower import BorrowerStatus
 from sim import app, metrics
-from sim.animate import month_label
 from sim.cli import main
 from sim.config import ConfigError, list_scenarios, load_scenario
+from sim.environment import month_label
 from sim.model import LiquidationModel
 from sim.runner import run_scenario
 

@@ -102,15 +102,14 @@ def test_figures_table_matches_files():
 
 def test_figure_and_series_month_labels_share_one_calendar():
     from sim import metrics
+    from sim.environment import calendar_month, month_label
 
     assert sim.plots.MONTH_LABEL == "month (0 = Dec 2025)"
     months = (0, 1, 13, 25)
-    assert [metrics.calendar_month(t) for t in months] == [(2025, 12), (2026, 1), (2027, 1),
-                                                          (2028, 1)]
-    assert [metrics.month_label(t) for t in months] == ["2025-12", "2026-01", "2027-01",
-                                                        "2028-01"]
-    assert [sim.animate.month_label(t) for t in months] == ["Dec 2025", "Jan 2026", "Jan 2027",
-                                                           "Jan 2028"]
+    assert [calendar_month(t) for t in months] == [(2025, 12), (2026, 1), (2027, 1), (2028, 1)]
+    assert [month_label(t) for t in months] == ["Dec 2025", "Jan 2026", "Jan 2027", "Jan 2028"]
+    dates = metrics.series(LiquidationModel(seed=1, months=25).run())["date"]
+    assert [dates[t].strftime("%b %Y") for t in months] == [month_label(t) for t in months]
 
 
 def test_png_bytes_are_reproducible_and_carry_no_software_tag():
