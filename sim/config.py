@@ -183,7 +183,10 @@ class RentPath(_Strict):
         return pts
 
 
-class Environment(_Strict):
+class EnvironmentCfg(_Strict):
+    """The ``[environment]`` table: the exogenous world's parameters (the runtime world they
+    drive is :class:`sim.environment.Environment`)."""
+
     generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
     # d: one chip's rent falls by d a year, launch steps included (fitted to used H100/A100
     # prices, docs/calibration.md "Installed-unit values")
@@ -546,7 +549,7 @@ class Scenario(_Strict):
     description: str = ""
     months: int = Field(60, ge=1, le=600)
     seed: int = Field(20251201, ge=0, le=2**63 - 1)
-    environment: Environment = Field(default_factory=Environment)
+    environment: EnvironmentCfg = Field(default_factory=EnvironmentCfg)
     borrowers: Borrowers = Field(default_factory=Borrowers)
     lenders: Lenders = Field(default_factory=Lenders)
     buyers: Buyers = Field(default_factory=Buyers)
@@ -594,7 +597,7 @@ class Scenario(_Strict):
         return self
 
 
-def _check_rent_paths(e: Environment) -> None:
+def _check_rent_paths(e: EnvironmentCfg) -> None:
     """Every observed rent path names one "compute" generation, at most one path each, and
     starts no later than the month the generation first trades (max(launch_month, 0))."""
     gens = {g.name: g for g in e.generations}
