@@ -46,6 +46,7 @@ from sim.plots import (
     REF_POINTS_PER_UNIT,
     draw_network,
     marker_areas,
+    network_geometry,
     new_figure,
     node_states,
     points_per_unit,
@@ -317,9 +318,7 @@ def _network_after(p: Panel, model, t: int) -> list:
     # loans to defaulted borrowers (dotted: 10 ms to draw, more than all the rest) stay in the
     # background; a borrower never comes back from default, so the update adds the new ones
     # to the background once, and draws only the other loans every month
-    from sim.plots import _network_geometry
-
-    geo = _network_geometry(model)
+    geo = network_geometry(model)
     p.state["dead"] = node_states(model, t)[model.lenders.n + geo.pairs[:, 1]] \
         == BorrowerStatus.DEFAULTED
     return [c for c in p.ax.collections if c.get_gid() != "loans_defaulted"] + p.state["texts"]
@@ -329,9 +328,7 @@ def _network_update(p: Panel, model, t: int) -> bool:
     """Node colours and sizes, defaulted loans and lender-name colours: what
     :func:`draw_network` draws differently from one month to the next (its title, the
     month's counts, is left out in the app)."""
-    from sim.plots import _network_geometry
-
-    geo = _network_geometry(model)
+    geo = network_geometry(model)
     nl, nb = model.lenders.n, model.borrowers.n
     state = node_states(model, t)
     size = np.asarray(model.panel["size"][t], dtype=float)

@@ -116,7 +116,7 @@ class Environment:
         self._shocks = [s for s in cfg.shocks if s.kind in ("btc", "rent")]
         # invariants of the monthly step, computed once (the same operations on the same values)
         self._ai_rent = ~self.hash_linked
-        self._any_hash = bool(self.hash_linked.any())
+        self.any_hash = bool(self.hash_linked.any())
         self._rent_drift = nm.log1p(-e.rent_deflation) / 12.0 - 0.5 * (e.rent_vol * e.rent_vol)
         if e.launch_rate > 0:
             # d is the per-chip decline a year with the launch steps in it: the trend between
@@ -245,7 +245,7 @@ class Environment:
         self.stress = 1.0 - self.btc / self.btc_peak >= e.stress_drawdown
         self.hashprice = (e.hashprice0 * self.btc / e.btc_price0
                           * nm.power(1.0 + e.difficulty_growth, -self.t / 12.0))
-        if self._any_hash and e.hashprice0 > 0:
+        if self.any_hash and e.hashprice0 > 0:
             hl = self.hash_linked
             self.rent[hl] = self.rent0[hl] * self.hashprice / e.hashprice0
         if self._paths:

@@ -53,6 +53,7 @@ __all__ = [
     "fire_sales_figure",
     "losses_figure",
     "network_figure",
+    "network_geometry",
     "network_layout",
     "points_per_unit",
     "png_bytes",
@@ -440,7 +441,7 @@ def _funding_arrows(pos: np.ndarray, creditor: np.ndarray, debtor: np.ndarray,
     return curves, heads
 
 
-def _network_geometry(model) -> SimpleNamespace:
+def network_geometry(model) -> SimpleNamespace:
     """What does not change from month to month, computed on first use and kept on the model:
     node positions (:func:`network_layout`), the distinct lender -> borrower term-loan pairs and
     the funding arrows (:func:`_funding_arrows`)."""
@@ -495,7 +496,7 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
     :func:`network_figure`, the animation's frames and the app's panel.
 
     Layout: :func:`network_layout` (computed once per model with the funding arrows, see
-    :func:`_network_geometry`). Node colour: :func:`node_states` (:data:`NODE_COLOURS`: green
+    :func:`network_geometry`). Node colour: :func:`node_states` (:data:`NODE_COLOURS`: green
     healthy, orange distressed borrower or deleveraging lender, red defaulted borrower,
     near-black failed lender); marker: :data:`KIND_MARKERS` (lender square, miner triangle,
     neo-cloud circle, buyer diamond); marker area ~ sqrt(``model.panel["size"][t]``), scaled
@@ -512,7 +513,7 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
     Legend: with ``legend_ax``, three titled legends stacked in that (axis-less) Axes; otherwise
     one compact legend with the same entries below ``ax``.
     """
-    geo = _network_geometry(model)
+    geo = network_geometry(model)
     pos = geo.pos
     nl, nb, nk = model.lenders.n, model.borrowers.n, model.buyers.n
     state = node_states(model, t)

@@ -58,10 +58,10 @@ from sim.config import (
     MAX_TOML_BYTES,
     ConfigError,
     Scenario,
-    _fmt_error,
-    _one_line,
     build,
+    format_error,
     load_scenario,
+    one_line,
     parse_toml,
     read_regular,
     safe_name,
@@ -92,7 +92,7 @@ def _value_problem(v: Any, in_list: bool = False) -> str | None:
         return next((p for p in (_value_problem(x, True) for x in v) if p), None)
     what = ("a table" if isinstance(v, dict) else "a list inside a list" if isinstance(v, list)
             else f"a TOML {type(v).__name__}")
-    shown = short_repr(v, 60) if isinstance(v, dict | list) else _one_line(v, 60)
+    shown = short_repr(v, 60) if isinstance(v, dict | list) else one_line(v, 60)
     return (f"{shown} is {what}; values are numbers, booleans, strings or "
             "lists of them")
 
@@ -315,7 +315,7 @@ def _check_values(base: dict, key: str, values: list, tick: _Ticker | None = Non
         if json_kind(v) != json_kind(held):
             raise ConfigError(f"value {short_repr(v, 60)} is a {json_kind(v)}, but the key "
                               f"holds a {json_kind(held)} "
-                              f"(write {_one_line(json.dumps(held), 60)})")
+                              f"(write {one_line(json.dumps(held), 60)})")
         first = seen.setdefault(canonical_json(_no_negative_zero(config)), i)
         if first != i:
             raise ConfigError(f"values {short_repr(values[first], 60)} and "
@@ -454,7 +454,7 @@ def _probe(base: dict) -> tuple[list[str], list[str]]:
         model = run_scenario(cfg)
     except Exception as e:  # noqa: BLE001 - any failure to build the base is a bad spec
         raise ConfigError(f"base: the model cannot run it: {type(e).__name__}: "
-                          f"{_one_line(e, 200)}") from None
+                          f"{one_line(e, 200)}") from None
     names = [k for k in flat_metrics(metrics.summary(model)) if k not in SEED_EXCLUDED]
     for g in (g["name"] for g in base["environment"]["generations"]):
         for key in (f"peak_price_fall.{g}", f"peak_price_fall_raw.{g}"):
@@ -520,7 +520,7 @@ def load_spec(path: str | Path, report: Report = _no_report) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{p}: {_fmt_error(e)}") from None
+        raise ConfigError(f"{p}: {format_error(e)}") from None
     spec._path, spec._text = p, text
     try:
         _resolve(spec, report)
@@ -622,7 +622,7 @@ class RunResult:
 
 
 def _error_text(e: BaseException) -> str:
-    return f"{type(e).__name__}: {_one_line(e, 500)}"
+    return f"{type(e).__name__}: {one_line(e, 500)}"
 
 
 def run_task(task: RunTask) -> RunResult:
@@ -866,7 +866,7 @@ def run_dask(tasks: list[RunTask], sink: Sink, scheduler: str | None = None,
             cluster.close()
         where = f"--scheduler {scheduler}" if scheduler else "--dask-local"
         raise ConfigError(f"{where}: cannot start or reach the Dask cluster: "
-                          f"{_one_line(e, 200)}") from None
+                          f"{one_line(e, 200)}") from None
     try:
         _check_workers(client)
         _dask_loop(client, tasks, sink, runner)
@@ -952,7 +952,7 @@ def _prepare_dir(out_dir: Path) -> None:
         (out_dir / "series").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out {out_dir}: cannot create the directory: "
-                          f"{e.strerror or _one_line(e)}") from None
+                          f"{e.strerror or one_line(e)}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out_dir}: directory is not writable")
 
@@ -1201,7 +1201,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, workers: int
         lock = SweepLock(out_dir)
     except OSError as e:
         raise ConfigError(f"--out {out_dir}: cannot create sweep.lock: "
-                          f"{e.strerror or _one_line(e)}") from None
+                          f"{e.strerror or one_line(e)}") from None
     try:
         result = _run_locked(spec, out_dir, backend, n_workers, scheduler, dask_local, progress,
                              retry_failed, runner)

@@ -316,7 +316,7 @@ def funding_cascade(external: np.ndarray, share: np.ndarray, capital: np.ndarray
     e = np.zeros(n + 1)
     e[:n] = external
     e[shocked] = 0.0
-    p, lbar, _eq, _solvent = cg._rogers_veraart_state(liab, e, alpha, beta)
+    p, lbar, _eq, _solvent = cg.rogers_veraart_state(liab, e, alpha, beta)
     return p[:n] < lbar[:n] * (1.0 - 1e-9)
 
 
@@ -1132,7 +1132,7 @@ def gpu_price_impact(m) -> dict:
 
     od, env = m.cfg.buyers.outside_demand, m.env
     ref, val = replacement_cost(env), np.asarray(m.fundamental, dtype=float)
-    units = np.asarray(m._units0, dtype=float)
+    units = np.asarray(m.units0, dtype=float)
     scrap = od.scrap * ref
     top = np.maximum(od.top * np.minimum(ref, val), scrap)
     depth = od.depth * np.maximum(units, 1.0)
