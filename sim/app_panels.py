@@ -32,6 +32,7 @@ from PIL import Image
 
 from agents.borrower import BorrowerStatus
 from agents.buyer import floor_price
+from agents.lender import LenderStatus
 from sim.animate import (
     capacity_generation,
     draw_capacity,
@@ -333,7 +334,7 @@ def _network_update(p: Panel, model, t: int) -> bool:
     state = node_states(model, t)
     size = np.asarray(model.panel["size"][t], dtype=float)
     scale = (points_per_unit(p.ax) / REF_POINTS_PER_UNIT) ** 2
-    dead = state[nl + geo.pairs[:, 1]] == 2
+    dead = state[nl + geo.pairs[:, 1]] == BorrowerStatus.DEFAULTED
     by_gid = {c.get_gid(): c for c in p.ax.collections}
     new = dead & ~p.state["dead"]
     if (p.state["dead"] & ~dead).any():
@@ -363,7 +364,7 @@ def _network_update(p: Panel, model, t: int) -> bool:
         by_gid[kind].set_facecolors(colours[idx])
         by_gid[kind].set_sizes(scale * marker_areas(size[idx], smin, smax))
     for i, text in enumerate(p.state["texts"]):
-        text.set_color("black" if state[i] == 1 else "white")
+        text.set_color("black" if state[i] == LenderStatus.DELEVERAGING else "white")
     return True
 
 

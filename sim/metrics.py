@@ -56,8 +56,9 @@ def panel(model: LiquidationModel) -> pd.DataFrame:
     agents = model.panel_agents
     k, nl, nb = len(agents), model.lenders.n, model.borrowers.n
     # the code's name per agent: lenders' codes index LENDER_STATES, borrowers' the next three
-    offset = np.r_[np.zeros(nl, np.int8), np.full(nb, 3, np.int8), np.full(k - nl - nb, 6,
-                                                                          np.int8)]
+    nls, nbs = len(LENDER_STATES), len(BORROWER_STATES)
+    offset = np.r_[np.zeros(nl, np.int8), np.full(nb, nls, np.int8),
+                   np.full(k - nl - nb, nls + nbs, np.int8)]
     codes = (model.panel["state"][:n] + offset[None, :]).ravel()
     kinds = [a.kind for a in agents]
     return pd.DataFrame({

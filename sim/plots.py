@@ -35,6 +35,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from agents.borrower import BorrowerStatus
 from agents.buyer import floor_price
 from agents.lender import LenderStatus
 from sim.environment import month_label
@@ -483,7 +484,7 @@ def _network_legends(model) -> list[tuple[str, list]]:
                                 ("neocloud", 7, "neo-cloud (outer ring)"),
                                 ("buyer", 7, f"secondary buyer ({nk})"))]
     edges = [Line2D([], [], color=LOAN_GREY, lw=1.2, label="loan (lender -> borrower)"),
-             Line2D([], [], color=NODE_COLOURS[2], lw=1.2, ls=":", alpha=0.6,
+             Line2D([], [], color=NODE_COLOURS[BorrowerStatus.DEFAULTED], lw=1.2, ls=":", alpha=0.6,
                     label="loan to a defaulted borrower"),
              Line2D([], [], color=FUNDING_COLOUR, lw=1.2, marker=">", ms=5,
                     label="funding (funder -> funded)")]
@@ -524,10 +525,11 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
     ax.set_aspect("equal")
     ax.set_axis_off()
 
-    dead = state[nl + geo.pairs[:, 1]] == 2
+    dead = state[nl + geo.pairs[:, 1]] == BorrowerStatus.DEFAULTED
     ax.add_collection(LineCollection(geo.loan_segments[~dead], colors=LOAN_GREY,
                                      linewidths=0.45, alpha=0.45, zorder=1, gid="loans"))
-    ax.add_collection(LineCollection(geo.loan_segments[dead], colors=NODE_COLOURS[2],
+    ax.add_collection(LineCollection(geo.loan_segments[dead],
+                                     colors=NODE_COLOURS[BorrowerStatus.DEFAULTED],
                                      linewidths=0.45, alpha=0.25, linestyles=":", zorder=1,
                                      gid="loans_defaulted"))
     ax.add_collection(LineCollection(geo.funding_curves, colors=FUNDING_COLOUR, linewidths=0.9,
@@ -551,7 +553,8 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
         for i in range(nl):
             ax.text(pos[i, 0], pos[i, 1], model.lender_agents[i].name, ha="center",
                     va="center", fontsize=6.5, fontweight="bold",
-                    color="black" if state[i] == 1 else "white", zorder=4)
+                    color="black" if state[i] == LenderStatus.DELEVERAGING else "white",
+                    zorder=4)
     buyer_types = np.asarray(model.buyers.type)
     for name in dict.fromkeys(buyer_types.tolist()):
         idx = nl + nb + np.flatnonzero(buyer_types == name)
@@ -559,8 +562,9 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
                 ha="left", va="center", fontsize=7, color="0.2")
 
     bs, ls_ = state[nl: nl + nb], state[:nl]
-    ax.set_title(f"month {t}: borrowers {np.sum(bs == 1)} distressed, {np.sum(bs == 2)} "
-                 f"defaulted | lenders {np.sum(ls_ == 1)} deleveraging, "
+    ax.set_title(f"month {t}: borrowers {np.sum(bs == BorrowerStatus.DISTRESSED)} distressed, "
+                 f"{np.sum(bs == BorrowerStatus.DEFAULTED)} defaulted | lenders "
+                 f"{np.sum(ls_ == LenderStatus.DELEVERAGING)} deleveraging, "
                  f"{np.sum(ls_ == FAILED_LENDER)} failed",
                  fontsize=float(np.clip(10.0 * np.sqrt(scale), 8.0, 10.0)))
     legends = _network_legends(model)
