@@ -262,9 +262,11 @@ def test_node_states_follow_the_agents_status(cw):
     failed, delev = status == LenderStatus.FAILED, status == LenderStatus.DELEVERAGING
     assert failed.sum() == m.rec["lender_failures"][t] == _failures_by(m, t) > 0
     # a failed lender is category 3, a deleveraging one 1, the rest 0
-    np.testing.assert_array_equal(st[:nl], np.select([failed, delev], [FAILED_LENDER, 1], 0))
+    np.testing.assert_array_equal(st[:nl], np.select([failed, delev],
+                                                     [FAILED_LENDER, LenderStatus.DELEVERAGING],
+                                                     LenderStatus.NORMAL))
     b = st[nl: nl + m.borrowers.n]
-    np.testing.assert_array_equal(b == 2,
+    np.testing.assert_array_equal(b == BorrowerStatus.DEFAULTED,
                                   np.asarray(m.borrowers.status) == BorrowerStatus.DEFAULTED)
     assert not (b == FAILED_LENDER).any() and not (st[nl + m.borrowers.n:]).any()
 
