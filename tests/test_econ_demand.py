@@ -15,6 +15,7 @@ from functools import partial
 import numpy as np
 import pytest
 
+from agents.buyer import floor_price
 from agents.lender import LenderStatus
 from sim import metrics
 from sim.config import ConfigError, load_scenario
@@ -167,7 +168,7 @@ def test_a_dump_of_twice_the_units_clears_lower(chip_world):
     assert p == sorted(p, reverse=True)  # monotone
     assert prices[32_000] < prices[16_000] < prices[8_000] < prices[1_000]
     assert prices[1_000] < values[1_000]  # thin buyers: below the value in best use
-    assert min(p) >= world._salvage_price[1]  # never below scrap
+    assert min(p) >= floor_price(world.cfg.buyers, world.env)[1]  # never below scrap
 
 
 def test_a_dump_clears_lower_under_the_default_valuation_too(world):
@@ -181,7 +182,7 @@ def test_a_dump_clears_lower_under_the_default_valuation_too(world):
         assert m.traded[g] and m.month_forced[g] == q
         prices[q] = m.clearing[g]
         assert m.clearing[g] < m.fundamental[g]  # thin buyers
-        assert m.clearing[g] >= world._salvage_price[g] * (1 - 1e-12)
+        assert m.clearing[g] >= floor_price(world.cfg.buyers, world.env)[g] * (1 - 1e-12)
         if m.month_salvage[g] == 0:
             assert m.clearing[g] == prices[1_000]  # all inside the brokers' step
     p = [prices[q] for q in sorted(prices)]
@@ -265,7 +266,7 @@ def test_crypto_winter_accounts_every_month_with_outside_demand():
         model.step()
         assert model.invariants() == [], f"month {model.month}"
         np.testing.assert_array_equal(model.gpu_units(), units0)
-        floor = model._salvage_price
+        floor = floor_price(model.cfg.buyers, model.env)
         ship = model.env.shipping & model.traded
         assert (model.clearing[ship] >= floor[ship] * (1 - 1e-12)).all()
     s = metrics.summary(model)
