@@ -19,6 +19,8 @@ Monthly behaviour (docs/model.md 7.2-7.5), all vectorised over borrowers:
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
@@ -29,8 +31,22 @@ from sim.market import MAX_UNITS
 
 MINER, NEOCLOUD = 0, 1
 KIND_NAMES = ("miner", "neocloud")
-OK, DISTRESSED, DEFAULTED = 0, 1, 2
-STATUS_NAMES = ("healthy", "distressed", "defaulted")
+
+
+class BorrowerStatus(IntEnum):
+    """A borrower's status code: ``BorrowerBook.status`` (an int8 array) and the borrowers'
+    columns of ``model.panel["state"]`` (where a borrower under a margin call or in arrears shows
+    as DISTRESSED; the book itself holds HEALTHY or DEFAULTED)."""
+
+    HEALTHY = 0
+    DISTRESSED = 1
+    DEFAULTED = 2
+
+    @property
+    def label(self) -> str:
+        """The state's name in the outputs (``panel.parquet``) and the Mesa view."""
+        return self.name.lower()
+
 
 
 class BorrowerBook:
@@ -119,7 +135,7 @@ class BorrowerBook:
             self.ltv0 = np.where(raised, g_ltv, self.ltv0)
         self.tenant_gone = np.zeros(self.n, dtype=bool)
         self.cash = np.zeros(self.n)
-        self.status = np.zeros(self.n, dtype=np.int8)
+        self.status = np.full(self.n, BorrowerStatus.HEALTHY, dtype=np.int8)
         self.arrears_months = np.zeros(self.n, dtype=np.int64)
         self.call_months = np.full(self.n, -1, dtype=np.int64)  # -1: no margin call open
         self.dscr_breach = np.zeros(self.n, dtype=np.int64)
@@ -137,7 +153,7 @@ class BorrowerBook:
 
     @property
     def alive(self) -> np.ndarray:
-        return self.status != DEFAULTED
+        return self.status != BorrowerStatus.DEFAULTED
 
     def cost_basis(self, env: Environment) -> np.ndarray:
         """All-in purchase cost of each fleet: new-unit (installed) prices x capex multiple
@@ -218,7 +234,7 @@ class Borrower(FixedAgent):
 
     @property
     def state(self) -> str:
-        return STATUS_NAMES[self.book.status[self.idx]]
+        return BorrowerStatus(self.book.status[self.idx]).label
 
     @property
     def guaranteed(self) -> bool:

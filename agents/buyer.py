@@ -207,7 +207,7 @@ class BuyerBook:
         e, m = env.cfg, self._m
         mu = self._log_decay + extrap  # (..., G)
         growth = nm.exp(mu[..., None] * m / 12.0)  # (..., G, M)
-        hash_growth = env.hash_log_growth(m) if env._any_hash else None
+        hash_growth = env.hash_log_growth(m) if env.any_hash else None
         if hash_growth is not None:
             # mining rigs: hashprice reverts to miners' cost (free entry and exit of hashrate)
             # instead of eroding at the rent drift; the extrapolation term x stays
@@ -228,7 +228,7 @@ class BuyerBook:
             value = np.minimum(value, self._cap)
         return np.where(env.shipping, np.maximum(value, 0.0), 0.0)
 
-    def _by_type(self, env: Environment, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def values_by_type(self, env: Environment, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Values by buyer type, (T, G): at x = 0 (for the value in best use) and at the
         expectation row ``x0`` common to all buyers (for reservation prices).
 
@@ -259,7 +259,7 @@ class BuyerBook:
         if (x == x[0]).all():
             # expectations are common to all buyers (``adapt`` moves every row alike), so the
             # value depends on the buyer's type only: one row per type, not one per buyer
-            return self._by_type(env, x[0])[1][self.type_idx]
+            return self.values_by_type(env, x[0])[1][self.type_idx]
         return self._pv(env, self._disc, self.life, self.integration, x)
 
     def fundamental(self, env: Environment) -> np.ndarray:
@@ -271,7 +271,7 @@ class BuyerBook:
         if not self._any_present:  # no buyer at all: the best use is scrap
             value = salvage
         else:
-            best = self._by_type(env, self.extrap[0])[0]  # x = 0 for every type
+            best = self.values_by_type(env, self.extrap[0])[0]  # x = 0 for every type
             if not self._all_present:
                 best = best[self._present]
             # max(best over types, salvage), 0 where not shipping: ``_pv`` and ``salvage``

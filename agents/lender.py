@@ -28,13 +28,28 @@ Negative clearing equity means failure (``sim.model`` runs Rogers-Veraart cleari
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
 from sim.config import Scenario
 
-NORMAL, DELEVERAGING, FAILED = 0, 1, 2
-STATUS_NAMES = ("healthy", "distressed", "failed")
+
+class LenderStatus(IntEnum):
+    """A lender's status code: ``LenderBook.status`` (an int8 array) and the lenders' columns of
+    ``model.panel["state"]``."""
+
+    NORMAL = 0
+    DELEVERAGING = 1  # below capital_floor x its initial capital ratio
+    FAILED = 2  # negative clearing equity
+
+    @property
+    def label(self) -> str:
+        """The state's name in the outputs (``panel.parquet``) and the Mesa view."""
+        return self.name.lower()
+
+
 MARKS = ("book", "appraisal", "market")
 ACCOUNTING_LIFE_MONTHS = 72
 
@@ -67,7 +82,7 @@ class LenderBook:
         self.has_other = bool((self.gpu_share < 1.0).any())
         self.other_loans = np.zeros(n)
         self.other_losses = np.zeros(n)  # cumulative write-offs of other loans
-        self.status = np.zeros(n, dtype=np.int8)
+        self.status = np.full(n, LenderStatus.NORMAL, dtype=np.int8)
         self.cash = np.zeros(n)
         self.outside = np.zeros(n)  # outside funding (deposits, notes, LP leverage)
         self.repo_debt = np.zeros(n)
@@ -203,4 +218,4 @@ class Lender(FixedAgent):
 
     @property
     def state(self) -> str:
-        return STATUS_NAMES[self.book.status[self.idx]]
+        return LenderStatus(self.book.status[self.idx]).label

@@ -166,14 +166,14 @@ class SiteBook:
                                    s.conversion_months)
                 if x.any():
                     self.converted_mw += float(x.sum())
-                    m._outside("buyer_capital", -float(x.sum()) * s.conversion_cost_per_mw)
+                    m.add_outside_flow("buyer_capital", -float(x.sum()) * s.conversion_cost_per_mw)
             self._sell(m, v_liq, v_air, res)
         held = self.holder == LENDER
         old = held & (env.t - self.since >= s.max_hold_months)
         if old.any():
             self.retired_mw += float(self.gpu_mw[old].sum())
             self.holder[old] = RETIRED
-            m._events("site_retired", "lender", self.lender[old], amount=self.gpu_mw[old])
+            m.log_events("site_retired", "lender", self.lender[old], amount=self.gpu_mw[old])
         self._host(m)
         if s.arbitrage:
             self._arbitrage(m)
@@ -195,7 +195,7 @@ class SiteBook:
             k = int(np.argmax(np.where(ok, p, -1.0)))
             amount = float(p[k]) * mw
             if buyers.unlimited:
-                m._outside("buyer_capital", amount)
+                m.add_outside_flow("buyer_capital", amount)
             else:
                 buyers.capital[k] = max(buyers.capital[k] - amount, 0.0)
             if self.liquid[i]:
@@ -208,12 +208,12 @@ class SiteBook:
             rec, surplus = lb.apply_recovery(proceeds)
             lb.cash += rec
             m.recovered_total += float(rec.sum())
-            m._outside("estate_surplus", -float(surplus.sum()))
+            m.add_outside_flow("estate_surplus", -float(surplus.sum()))
             self.holder[i] = SOLD
             self.buyer[i] = k
             self.sold_mw += mw
             self.sale_proceeds += amount
-            m._event("site_sale", "lender", l_, units=0, amount=amount, price=float(p[k]))
+            m.log_event("site_sale", "lender", l_, units=0, amount=amount, price=float(p[k]))
             if s.sell_with_fleet and reservation is not None:
                 self._sell_fleet(m, i, k, l_, reservation[k])
 
@@ -230,7 +230,7 @@ class SiteBook:
         env, lb, buyers, desk = m.env, m.lenders, m.buyers, m.desk
         room = float(self.gpu_mw[i])
         liquid_site = bool(self.liquid[i])
-        for g in m._newest_first:
+        for g in m.newest_first:
             units = int(lb.inventory[l_, g])
             price = float(m.price[g])
             if (not units or not env.shipping[g] or price <= 0.0 or res_k[g] < price
@@ -244,7 +244,7 @@ class SiteBook:
                 continue
             pay = n * price
             if buyers.unlimited:
-                m._outside("buyer_capital", pay)
+                m.add_outside_flow("buyer_capital", pay)
             else:
                 buyers.capital[k] = max(buyers.capital[k] - pay, 0.0)
             buyers.holdings[k, g] += n
@@ -267,9 +267,9 @@ class SiteBook:
             desk.cash += float(repay.sum())
             desk.cash_repaid[m.env.t] += float(repay.sum())  # the desk's one ledger
             lb.cash += rec - repay
-            m._outside("estate_surplus", -float(surplus.sum()))
+            m.add_outside_flow("estate_surplus", -float(surplus.sum()))
             self.fleet_units_sold += n
-            m._event("site_fleet_sale", "lender", l_, g, n, pay, price)
+            m.log_event("site_fleet_sale", "lender", l_, g, n, pay, price)
 
     def _host(self, m) -> None:
         """Repossessed GPUs run in place at a host while their lender holds a site."""
@@ -292,8 +292,8 @@ class SiteBook:
             return
         income = nm.matvec(units, revenue - fee)
         lb.cash += income
-        m._outside("tenants", float(nm.matvec(units, revenue).sum()))
-        m._outside("opex", -float(nm.matvec(units, fee).sum()))
+        m.add_outside_flow("tenants", float(nm.matvec(units, revenue).sum()))
+        m.add_outside_flow("opex", -float(nm.matvec(units, fee).sum()))
         self.hosted_units = units.sum(axis=1)
         self.hosting_income += float(income.sum())
 

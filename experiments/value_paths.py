@@ -57,7 +57,7 @@ def zero_profit_rent(overrides: dict, gen: int, scenario: str = "baseline",
         env = Environment(cfg, np.random.default_rng(0))  # no draw: rents wait for the launch
         env.t = max(int(env.launch[gen]), 0)
         book = BuyerBook(cfg, env)
-        by_type = book._by_type(env, np.zeros(env.n_gen))[0]
+        by_type = book.values_by_type(env, np.zeros(env.n_gen))[0]
         value = by_type[book.type_names.index(marginal), gen]
         return float(value - env.new_unit_price[gen])
 

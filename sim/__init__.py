@@ -20,7 +20,7 @@ The public Python API (everything else is internal and may change)::
 * :func:`run` -- build, run and tabulate one model (:class:`RunResult`);
 * :func:`summary` -- the headline metrics of a model (what ``summary.json`` holds);
 * :class:`ConfigError` -- raised for any bad scenario, override or value (one-line message);
-* ``__version__`` -- the installed liqsim version.
+* ``__version__`` -- the liqsim version, named from the git state (:mod:`sim.version`).
 
 The names are loaded on first use, so ``import sim`` (and every ``liqsim`` command) stays fast.
 
@@ -103,13 +103,10 @@ _bind_agents()
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+    if name == "__version__":  # not cached here: sim.version caches it
+        from sim.version import liqsim_version
 
-        try:
-            return version("liqsim")
-        except PackageNotFoundError:  # a source tree that was never installed
-            return "0+unknown"
+        return liqsim_version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'sim' has no attribute {name!r}")

@@ -24,13 +24,13 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from sim.environment import month_label
 from sim.plots import (
     FAILED_LENDER,
     MONTH_LABEL,
     NODE_COLOURS,
     dollars,
     draw_network,
-    month_label,
     new_figure,
 )
 

@@ -43,17 +43,17 @@ import solara
 import solara.lab
 from solara.alias import rv
 
-from sim.animate import month_label
 from sim.app_panels import make_panels, panel_values
 from sim.config import (
     ConfigError,
     Scenario,
-    _one_line,
     build,
     list_scenarios,
     load_scenario,
+    one_line,
     short_repr,
 )
+from sim.environment import month_label
 from sim.model import LiquidationModel
 
 # Set by `liqsim app` for its server only (server_command drops inherited values): the scenario
@@ -262,7 +262,7 @@ class AppModel(LiquidationModel):
         except (ConfigError, ArithmeticError, ValueError) as e:
             notices.append(f"{e}; using the scenario's own values")
             cfg = self._fallback(name, chosen, notices)
-        self.notice = _one_line("; ".join(notices), 600)
+        self.notice = one_line("; ".join(notices), 600)
         super().__init__(cfg)
 
     @staticmethod
@@ -284,7 +284,7 @@ class AppModel(LiquidationModel):
             super().step()
         except Exception as e:  # noqa: BLE001 - shown as one line, logged in full
             self.running = False
-            self.notice = _one_line(f"the model stopped in month {month}: "
+            self.notice = one_line(f"the model stopped in month {month}: "
                                     f"{type(e).__name__}: {e}", 300)
             traceback.print_exc()
 
@@ -711,7 +711,7 @@ def ErrorBoundary(children=()):
 
 def error_line(error: BaseException) -> str:
     """An exception as the page shows it: one line, its type and at most 200 characters."""
-    return _one_line(f"error: {type(error).__name__}: {error}", 240)
+    return one_line(f"error: {type(error).__name__}: {error}", 240)
 
 
 def _log_error(error: BaseException | None) -> None:

@@ -30,7 +30,9 @@ from matplotlib.path import Path
 from matplotlib.transforms import IdentityTransform, TransformedPath
 from PIL import Image
 
+from agents.borrower import BorrowerStatus
 from agents.buyer import floor_price
+from agents.lender import LenderStatus
 from sim.animate import (
     capacity_generation,
     draw_capacity,
@@ -45,6 +47,7 @@ from sim.plots import (
     REF_POINTS_PER_UNIT,
     draw_network,
     marker_areas,
+    network_geometry,
     new_figure,
     node_states,
     points_per_unit,
@@ -316,10 +319,9 @@ def _network_after(p: Panel, model, t: int) -> list:
     # loans to defaulted borrowers (dotted: 10 ms to draw, more than all the rest) stay in the
     # background; a borrower never comes back from default, so the update adds the new ones
     # to the background once, and draws only the other loans every month
-    from sim.plots import _network_geometry
-
-    geo = _network_geometry(model)
-    p.state["dead"] = node_states(model, t)[model.lenders.n + geo.pairs[:, 1]] == 2
+    geo = network_geometry(model)
+    p.state["dead"] = node_states(model, t)[model.lenders.n + geo.pairs[:, 1]] \
+        == BorrowerStatus.DEFAULTED
     return [c for c in p.ax.collections if c.get_gid() != "loans_defaulted"] + p.state["texts"]
 
 
@@ -327,14 +329,12 @@ def _network_update(p: Panel, model, t: int) -> bool:
     """Node colours and sizes, defaulted loans and lender-name colours: what
     :func:`draw_network` draws differently from one month to the next (its title, the
     month's counts, is left out in the app)."""
-    from sim.plots import _network_geometry
-
-    geo = _network_geometry(model)
+    geo = network_geometry(model)
     nl, nb = model.lenders.n, model.borrowers.n
     state = node_states(model, t)
     size = np.asarray(model.panel["size"][t], dtype=float)
     scale = (points_per_unit(p.ax) / REF_POINTS_PER_UNIT) ** 2
-    dead = state[nl + geo.pairs[:, 1]] == 2
+    dead = state[nl + geo.pairs[:, 1]] == BorrowerStatus.DEFAULTED
     by_gid = {c.get_gid(): c for c in p.ax.collections}
     new = dead & ~p.state["dead"]
     if (p.state["dead"] & ~dead).any():
@@ -364,7 +364,7 @@ def _network_update(p: Panel, model, t: int) -> bool:
         by_gid[kind].set_facecolors(colours[idx])
         by_gid[kind].set_sizes(scale * marker_areas(size[idx], smin, smax))
     for i, text in enumerate(p.state["texts"]):
-        text.set_color("black" if state[i] == 1 else "white")
+        text.set_color("black" if state[i] == LenderStatus.DELEVERAGING else "white")
     return True
 
 

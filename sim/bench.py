@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.version import liqsim_version
+
 GOLDEN_PATH = Path(__file__).resolve().parent.parent / "tests" / "data" / "golden.json"
 # (label, scenario, overrides): the shipped scenarios whose code paths the optimisations touch
 GOLDEN_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -346,7 +348,6 @@ def run_bench(out_dir: Path = Path("results/bench"), quick: bool = False, sweeps
               repeats: int = 20, max_borrowers: int = LARGE_SIZE,
               log: Callable[[str], None] = lambda _: None) -> dict:
     """Run the whole benchmark, write ``bench.json`` and ``scaling.png``; return the results."""
-    from sim.metrics import liqsim_version
     from sim.store import write_json
 
     res: dict = {"liqsim_version": liqsim_version(), "quick": quick, "targets": TARGETS,

@@ -14,7 +14,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sim.config import ConfigError, Scenario, list_scenarios, load_scenario
+from sim.config import (
+    SCENARIO_DIR,
+    ConfigError,
+    Scenario,
+    did_you_mean,
+    list_scenarios,
+    load_scenario,
+    read_toml,
+)
 from sim.progress import LineProgress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,7 +36,7 @@ GIF_NAME = "cascade.gif"  # liqsim animate's default file, inside the run direct
 
 def _version(value: bool) -> None:
     if value:
-        from sim.metrics import liqsim_version
+        from sim.version import liqsim_version  # lazy: only for --version
 
         out_console.print(f"liqsim {liqsim_version()}", markup=False, highlight=False)
         raise typer.Exit(0)
@@ -362,8 +370,6 @@ def _write_compare_csv(path: Path, res: dict) -> None:
 @app.command()
 def scenarios() -> None:
     """List the shipped scenarios with their descriptions."""
-    from sim.config import SCENARIO_DIR, read_toml
-
     t = Table(title=f"shipped scenarios ({SCENARIO_DIR})", show_lines=False)
     t.add_column("name", no_wrap=True)
     t.add_column("description")
@@ -387,9 +393,7 @@ def keys(
 
     rows = describe_keys(prefix)
     if not rows:
-        from sim.config import _did_you_mean
-
-        hint = _did_you_mean(prefix, {r.key: 0 for r in describe_keys()})
+        hint = did_you_mean(prefix, {r.key: 0 for r in describe_keys()})
         _fail(f"no config key starts with '{prefix}'{hint}")
     t = Table(title="config keys (set with --set key=value or in a scenario TOML)")
     for col in ("key", "default", "allowed", "unit", "meaning"):

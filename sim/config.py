@@ -154,7 +154,7 @@ def _default_generations() -> list[Generation]:
 
 
 def _path_error(text: str) -> PydanticCustomError:
-    """A rent-path error reported as ``key = value: text`` (``_fmt_error``)."""
+    """A rent-path error reported as ``key = value: text`` (``format_error``)."""
     return PydanticCustomError("rent_path", "{text}", {"text": text})
 
 
@@ -183,7 +183,10 @@ class RentPath(_Strict):
         return pts
 
 
-class Environment(_Strict):
+class EnvironmentCfg(_Strict):
+    """The ``[environment]`` table: the exogenous world's parameters (the runtime world they
+    drive is :class:`sim.environment.Environment`)."""
+
     generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
     # d: one chip's rent falls by d a year, launch steps included (fitted to used H100/A100
     # prices, docs/calibration.md "Installed-unit values")
@@ -547,7 +550,7 @@ class Scenario(_Strict):
     description: str = ""
     months: int = Field(60, ge=1, le=600)
     seed: int = Field(20251201, ge=0, le=2**63 - 1)
-    environment: Environment = Field(default_factory=Environment)
+    environment: EnvironmentCfg = Field(default_factory=EnvironmentCfg)
     borrowers: Borrowers = Field(default_factory=Borrowers)
     lenders: Lenders = Field(default_factory=Lenders)
     buyers: Buyers = Field(default_factory=Buyers)
@@ -595,7 +598,7 @@ class Scenario(_Strict):
         return self
 
 
-def _check_rent_paths(e: Environment) -> None:
+def _check_rent_paths(e: EnvironmentCfg) -> None:
     """Every observed rent path names one "compute" generation, at most one path each, and
     starts no later than the month the generation first trades (max(launch_month, 0))."""
     gens = {g.name: g for g in e.generations}
@@ -642,7 +645,7 @@ def _check_world_size(s: Scenario) -> None:
 
 
 # --------------------------------------------------------------------------- loading
-def _one_line(text: str, limit: int | None = None) -> str:
+def one_line(text: str, limit: int | None = None) -> str:
     """Collapse whitespace (newlines included) and cut to ``limit`` characters."""
     text = " ".join(str(text).split())
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
@@ -657,17 +660,17 @@ def short_repr(value: Any, limit: int = 120) -> str:
     except ValueError:
         text = (f"<an integer of {value.bit_length():,} bits>" if isinstance(value, int)
                 else f"<a {type(value).__name__} too large to show>")
-    return _one_line(text, limit)
+    return one_line(text, limit)
 
 
-def _fmt_error(err: ValidationError) -> str:
+def format_error(err: ValidationError) -> str:
     """The first validation error as one line: ``key = value: what is allowed``."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "scenario"
-    msg = _one_line(first["msg"].removeprefix("Value error, "))
+    msg = one_line(first["msg"].removeprefix("Value error, "))
     if first["type"] == "extra_forbidden":
         *parent, last = first["loc"]
-        return f"unknown key '{loc}'{_did_you_mean(last, _known(parent), parent)}"
+        return f"unknown key '{loc}'{did_you_mean(last, _known(parent), parent)}"
     if first["type"] == "missing":
         return f"missing key '{loc}' (required)"
     if first["type"] == "value_error":
@@ -746,7 +749,7 @@ def _key_parts(key: str) -> list[str]:
     return key.strip().replace("__", ".").split(".")
 
 
-def _did_you_mean(part: str, node: Any, parent: list | tuple = ()) -> str:
+def did_you_mean(part: str, node: Any, parent: list | tuple = ()) -> str:
     """`` (did you mean 'parent.key'?)`` for the key of ``node`` closest to ``part``, or ''."""
     if not isinstance(node, dict):
         return ""
@@ -768,7 +771,7 @@ def set_path(data: dict, key: str, value: Any) -> None:
         if append and i == len(parts) - 1:
             target = node.get(part) if isinstance(node, dict) else None
             if not isinstance(target, list):
-                hint = "" if part in (node or {}) else _did_you_mean(part, node, parts[:i])
+                hint = "" if part in (node or {}) else did_you_mean(part, node, parts[:i])
                 raise ConfigError(f"'{here}+': only a list can be appended to{hint}")
             target.append(value)
             return
@@ -783,7 +786,7 @@ def set_path(data: dict, key: str, value: Any) -> None:
             part = int(part)
         elif not isinstance(node, dict) or not part or (
                 part not in node and i < len(parts) - 1):
-            raise ConfigError(f"unknown key '{here}'{_did_you_mean(part, node, parts[:i])}")
+            raise ConfigError(f"unknown key '{here}'{did_you_mean(part, node, parts[:i])}")
         if i == len(parts) - 1:
             node[part] = value
         else:
@@ -811,7 +814,7 @@ def _stat_problem(e: OSError) -> str:
         return "not found"
     if e.errno == errno.ELOOP:
         return "is a symbolic link loop"
-    return f"cannot read: {e.strerror or _one_line(e)}"
+    return f"cannot read: {e.strerror or one_line(e)}"
 
 
 def read_regular(path: str | Path, limit: int, what: str) -> bytes:
@@ -907,11 +910,11 @@ def parse_toml(data: bytes, p: Path) -> dict:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: malformed TOML: {_one_line(e)}") from None
+        raise ConfigError(f"{p}: malformed TOML: {one_line(e)}") from None
     except RecursionError:
         raise ConfigError(f"{p}: malformed TOML: nested too deeply") from None
     except ValueError as e:  # an integer of more than 4,300 digits
-        raise ConfigError(f"{p}: unreadable TOML value: {_one_line(e, 120)}") from None
+        raise ConfigError(f"{p}: unreadable TOML value: {one_line(e, 120)}") from None
 
 
 def read_toml(path: str | Path) -> dict:
@@ -933,7 +936,7 @@ def build(data: dict) -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_fmt_error(e)) from None
+        raise ConfigError(format_error(e)) from None
 
 
 def _absolute_edgelist(data: dict, base: Path) -> None:
@@ -1051,6 +1054,6 @@ def resolve(scenario: Scenario | str | Path | None = None,
             return scenario
         return _finish(scenario.model_dump(), overrides or (), seed, months)
     if scenario is not None and not isinstance(scenario, str | Path):
-        raise ConfigError(f"scenario {_one_line(repr(scenario), 80)}: expected a shipped "
+        raise ConfigError(f"scenario {one_line(repr(scenario), 80)}: expected a shipped "
                           "name, a TOML path or a Scenario")
     return load_scenario(scenario, overrides or (), seed=seed, months=months)

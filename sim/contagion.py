@@ -3,7 +3,9 @@
 Every function here is a direct implementation of one published model:
 
 * :func:`eisenberg_noe` -- clearing payments of Eisenberg & Noe (2001).
-* :func:`rogers_veraart` -- clearing payments with default costs, Rogers & Veraart (2013).
+* :func:`rogers_veraart` -- clearing payments with default costs, Rogers & Veraart (2013);
+  :func:`rogers_veraart_state` also returns the obligations, equity and solvency in one pass
+  (the model's monthly clearing).
 * :func:`debtrank` / :func:`debtrank_impact` -- DebtRank, Battiston et al. (2012).
 * :func:`threshold_cascade`, :func:`gai_kapadia_network`, :func:`gai_kapadia_trial` --
   the default cascade on random interbank networks of Gai & Kapadia (2010).
@@ -42,6 +44,7 @@ __all__ = [
     "gai_kapadia_trial",
     "relative_liabilities",
     "rogers_veraart",
+    "rogers_veraart_state",
     "threshold_cascade",
 ]
 
@@ -214,7 +217,7 @@ def _clearing_rounds(
 _TOL, _MAX_ITER = 1e-12, 10_000
 
 
-def _rogers_veraart_state(
+def rogers_veraart_state(
     liabilities: np.ndarray,
     external_assets: np.ndarray,
     alpha: float,
@@ -303,7 +306,7 @@ def rogers_veraart(
     Rogers, L. C. G. and Veraart, L. A. M. (2013). Failure and Rescue in an Interbank
     Network. Management Science 59(4):882-898. doi:10.1287/mnsc.1120.1569
     """
-    return _rogers_veraart_state(liabilities, external_assets, alpha, beta, tol, max_iter)[0]
+    return rogers_veraart_state(liabilities, external_assets, alpha, beta, tol, max_iter)[0]
 
 
 # ----------------------------------------------------------------------------------------

@@ -69,6 +69,22 @@ from sim.config import Scenario
 
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = 365.0 / 12.0
+T0_YEAR, T0_MONTH = 2025, 12  # model month 0 (t0) is December 2025
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+               "Dec")
+
+
+def calendar_month(t: int) -> tuple[int, int]:
+    """(year, month 1-12) of model month ``t`` (0 = t0): ``calendar_month(1) == (2026, 1)``.
+    The one calendar of the outputs: the series' ``date`` column and the figures' labels."""
+    y, m = divmod(T0_MONTH - 1 + int(t), 12)
+    return T0_YEAR + y, m + 1
+
+
+def month_label(t: int) -> str:
+    """Calendar month of model month ``t`` in words: ``month_label(3) == 'Mar 2026'``."""
+    y, m = calendar_month(t)
+    return f"{MONTH_NAMES[m - 1]} {y}"
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -100,7 +116,7 @@ class Environment:
         self._shocks = [s for s in cfg.shocks if s.kind in ("btc", "rent")]
         # invariants of the monthly step, computed once (the same operations on the same values)
         self._ai_rent = ~self.hash_linked
-        self._any_hash = bool(self.hash_linked.any())
+        self.any_hash = bool(self.hash_linked.any())
         self._rent_drift = nm.log1p(-e.rent_deflation) / 12.0 - 0.5 * (e.rent_vol * e.rent_vol)
         if e.launch_rate > 0:
             # d is the per-chip decline a year with the launch steps in it: the trend between
@@ -229,7 +245,7 @@ class Environment:
         self.stress = 1.0 - self.btc / self.btc_peak >= e.stress_drawdown
         self.hashprice = (e.hashprice0 * self.btc / e.btc_price0
                           * nm.power(1.0 + e.difficulty_growth, -self.t / 12.0))
-        if self._any_hash and e.hashprice0 > 0:
+        if self.any_hash and e.hashprice0 > 0:
             hl = self.hash_linked
             self.rent[hl] = self.rent0[hl] * self.hashprice / e.hashprice0
         if self._paths:

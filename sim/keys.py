@@ -45,7 +45,7 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "system_cost": ("$/GPU", "installed cost of a new GPU (chip, server share, network); "
                                  "0 = installed_multiple x list_price"),
     },
-    "Environment": {
+    "EnvironmentCfg": {
         "rent_deflation": ("1/year", "yearly fall of GPU rents"),
         "rent_vol": ("1/sqrt(month)", "monthly volatility of the common rent shock"),
         "step_down": (FRAC, "rent step of every older generation when a new one launches"),

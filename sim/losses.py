@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.borrower import DEFAULTED
+from agents.borrower import BorrowerStatus
 from sim import numerics as nm
 from sim.environment import HOURS_PER_MONTH
 
@@ -185,7 +185,7 @@ def record(model, t: int) -> None:
     r["loss_lenders_net"][t] = add(lb.credit_losses)
     r["loss_lenders_other"][t] = add(lb.other_losses) if lb.has_other else 0.0
     r["loss_borrowers_wiped_out"][t] = add(
-        model.losses0["equity"][model.borrowers.status == DEFAULTED])
+        model.losses0["equity"][model.borrowers.status == BorrowerStatus.DEFAULTED])
     r["desk_cash_flows"][t] = sum(desk.flows.values())
     r["desk_mark"][t] = (desk.lent + float(nm.dot(desk.holdings, model.price))
                          - desk.funding_due)

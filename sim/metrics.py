@@ -5,39 +5,18 @@ The per-month records are numpy arrays filled during the run; here they become D
 
 from __future__ import annotations
 
-from functools import cache
-from importlib.metadata import PackageNotFoundError, version
-
 import numpy as np
 import pandas as pd
 
-from agents.lender import FAILED
+from agents.borrower import BorrowerStatus
+from agents.lender import LenderStatus
 from sim import losses
 from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
+from sim.environment import calendar_month
 from sim.model import EVENT_COLUMNS, LiquidationModel
+from sim.version import liqsim_version
 
-T0_YEAR, T0_MONTH = 2025, 12
 MAX_DEBTRANK_SEEDS = 50
-
-
-@cache  # reading the installed metadata costs ~1 ms; the version is fixed for the process
-def liqsim_version() -> str:
-    try:
-        return version("liqsim")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
-
-
-def calendar_month(t: int) -> tuple[int, int]:
-    """(year, month 1-12) of model month ``t`` (0 = T0): ``calendar_month(1) == (2026, 1)``."""
-    y, m = divmod(T0_MONTH - 1 + int(t), 12)
-    return T0_YEAR + y, m + 1
-
-
-def month_label(t: int) -> str:
-    """``2026-01`` for model month 1 (the series' ``date`` column)."""
-    y, m = calendar_month(t)
-    return f"{y}-{m:02d}"
 
 
 # per-generation records that mean nothing before the generation's launch (NaN there)
@@ -49,7 +28,8 @@ def series(model: LiquidationModel) -> pd.DataFrame:
     ``date`` is the first day of the month; rents, prices and values are NaN before a
     generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.datadict.SERIES``."""
     r, n = model.rec, model.env.t + 1
-    dates = pd.to_datetime([f"{month_label(t)}-01" for t in range(n)]).as_unit("s")
+    dates = pd.to_datetime([f"{y}-{m:02d}-01" for y, m in map(calendar_month, range(n))]
+                           ).as_unit("s")
     cols: dict[str, np.ndarray] = {"month": np.arange(n), "date": dates}
     before = np.arange(n)[:, None] < model.env.launch[None, :]
     for key, arr in r.items():
@@ -64,8 +44,8 @@ def series(model: LiquidationModel) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-LENDER_STATES = ("normal", "deleveraging", "failed")  # agents.lender NORMAL, DELEVERAGING, FAILED
-BORROWER_STATES = ("healthy", "distressed", "defaulted")  # model._record's panel codes 0, 1, 2
+LENDER_STATES = tuple(s.label for s in LenderStatus)  # normal, deleveraging, failed
+BORROWER_STATES = tuple(s.label for s in BorrowerStatus)  # healthy, distressed, defaulted
 STATES = (*LENDER_STATES, *BORROWER_STATES, "active")
 
 
@@ -76,8 +56,9 @@ def panel(model: LiquidationModel) -> pd.DataFrame:
     agents = model.panel_agents
     k, nl, nb = len(agents), model.lenders.n, model.borrowers.n
     # the code's name per agent: lenders' codes index LENDER_STATES, borrowers' the next three
-    offset = np.r_[np.zeros(nl, np.int8), np.full(nb, 3, np.int8), np.full(k - nl - nb, 6,
-                                                                          np.int8)]
+    nls, nbs = len(LENDER_STATES), len(BORROWER_STATES)
+    offset = np.r_[np.zeros(nl, np.int8), np.full(nb, nls, np.int8),
+                   np.full(k - nl - nb, nls + nbs, np.int8)]
     codes = (model.panel["state"][:n] + offset[None, :]).ravel()
     kinds = [a.kind for a in agents]
     return pd.DataFrame({
@@ -198,16 +179,14 @@ def cascade(model: LiquidationModel) -> dict:
     """Contagion: the borrowers that defaulted in the run but not in the same-seed
     counterfactual (:func:`counterfactual_scenario`) run over the same months. Runs the
     counterfactual once per model (cached): about the cost of the run itself."""
-    from agents.borrower import DEFAULTED
-
     cached = model.__dict__.get("_cascade")
     if cached is not None and cached[0] == model.env.t:
         return cached[1]
-    dead = model.borrowers.status == DEFAULTED
+    dead = model.borrowers.status == BorrowerStatus.DEFAULTED
     if model.env.t == 0:  # nothing has run: no default either way
         return {"contagion": 0, "counterfactual": 0, "avoided": 0}
     cf = LiquidationModel(counterfactual_scenario(model.cfg), months=model.env.t).run()
-    dead_cf = cf.borrowers.status == DEFAULTED
+    dead_cf = cf.borrowers.status == BorrowerStatus.DEFAULTED
     out = {"contagion": int((dead & ~dead_cf).sum()), "counterfactual": int(dead_cf.sum()),
            "avoided": int((dead_cf & ~dead).sum())}
     model._cascade = (model.env.t, out)
@@ -249,7 +228,7 @@ def summary(model: LiquidationModel) -> dict:
         "defaults": dm + dn,
         "borrowers": int(model.borrowers.n),
         "cascade_size": dm + dn - first_wave,
-        "lender_failures": int((lb.status == FAILED).sum()),
+        "lender_failures": int((lb.status == LenderStatus.FAILED).sum()),
         "peak_price_fall": peak_price_fall(model),
         "peak_price_fall_raw": peak_price_fall(model, adjusted=False),
         "fire_sale_discount": (float(1.0 - r["forced_value"][t] / forced_fund)

@@ -37,7 +37,7 @@ import networkx as nx
 import numpy as np
 from mesa.discrete_space import Network
 
-from agents.borrower import DEFAULTED, KIND_NAMES, MINER, BorrowerBook, Miner, NeoCloud
+from agents.borrower import KIND_NAMES, MINER, BorrowerBook, BorrowerStatus, Miner, NeoCloud
 from agents.buyer import (
     MONTH_DAYS,
     BuyerBook,
@@ -46,13 +46,13 @@ from agents.buyer import (
     floor_price,
     replacement_cost,
 )
-from agents.lender import DELEVERAGING, FAILED, NORMAL, Lender, LenderBook
+from agents.lender import Lender, LenderBook, LenderStatus
 from agents.repo_desk import LastResortBuyer, RepoDesk
 from agents.sites import SiteBook
 from sim import losses
 from sim import numerics as nm
 from sim.config import ConfigError, Scenario, resolve
-from sim.contagion import _rogers_veraart_state
+from sim.contagion import rogers_veraart_state
 from sim.environment import HOURS_PER_MONTH, Environment
 from sim.finance import LoanBook, largest_remainder, scheduled_payment
 from sim.market import clear_book, outside_bids, parametric_price
@@ -171,7 +171,7 @@ class LiquidationModel(mesa.Model):
         self.lolr = (LastResortBuyer(cfg.policy.lolr, self.n_gen, cfg.months)
                      if cfg.policy.lolr.enabled else None)
         self._make_agents()
-        self._units0 = self.gpu_units()
+        self.units0 = self.gpu_units()
         self._cash0 = self.total_cash()
         self._init_records()
         # the clearing's liabilities and external assets, with outside creditors as
@@ -273,16 +273,19 @@ class LiquidationModel(mesa.Model):
                      + buyers)
         return cash if self.lolr is None else cash + self.lolr.cash
 
-    def _outside(self, key: str, amount: float) -> None:
+    def add_outside_flow(self, key: str, amount: float) -> None:
+        """Count ``amount`` of cash into (+) or out of (-) the model from outside under ``key``
+        (``self.flows``: what the monthly cash identity allows besides transfers)."""
         self.flows[key] += float(amount)
 
-    def _event(self, name: str, agent: str, idx, gen=-1, units=0, amount=0.0, price=0.0):
+    def log_event(self, name: str, agent: str, idx, gen=-1, units=0, amount=0.0, price=0.0):
+        """Log one event of this month (a row of ``events.parquet``)."""
         self.events.append((self.env.t, name, agent, int(idx), int(gen), int(units),
                             float(amount), float(price)))
 
-    def _events(self, name, agent, idx: np.ndarray, gen=-1, units=0, amount=0.0,
+    def log_events(self, name, agent, idx: np.ndarray, gen=-1, units=0, amount=0.0,
                 price=0.0) -> None:
-        """Log one event per entry of ``idx`` at once (a vectorised :meth:`_event`): each other
+        """Log one event per entry of ``idx`` at once (a vectorised :meth:`log_event`): each other
         field is one value for all, or an array (a list for ``name``, ``agent``) along ``idx``."""
         n = len(idx)
         if n:
@@ -373,7 +376,7 @@ class LiquidationModel(mesa.Model):
                 before = self.buyers.capital.sum()
                 self.buyers.shock_capital(s.size)
                 if not self.buyers.unlimited:  # unlimited buyers' capital is off the books
-                    self._outside("buyer_capital", self.buyers.capital.sum() - before)
+                    self.add_outside_flow("buyer_capital", self.buyers.capital.sum() - before)
             elif s.kind == "guarantor_exit":
                 hit = self.borrowers.guaranteed & (self.rng.random(self.borrowers.n) < s.size)
                 self.borrowers.guaranteed &= ~hit
@@ -381,7 +384,7 @@ class LiquidationModel(mesa.Model):
                 self.borrowers.spread[hit] = self.borrowers.spread_base[hit]
                 self.borrowers.tenant_gone |= hit
                 for i in hit.nonzero()[0]:
-                    self._event("guarantee_withdrawn", "borrower", i)
+                    self.log_event("guarantee_withdrawn", "borrower", i)
             elif s.kind == "funding":
                 self._run_on(np.ones(self.lenders.n, bool), s.size, outside_only=True)
             elif s.kind == "other_loans":
@@ -399,8 +402,8 @@ class LiquidationModel(mesa.Model):
         alive = b.alive
         noi = rev - opex
         b.cash += noi
-        self._outside("tenants", np.add.reduce(rev))  # ndarray.sum's own reduction
-        self._outside("opex", -np.add.reduce(opex))
+        self.add_outside_flow("tenants", np.add.reduce(rev))  # ndarray.sum's own reduction
+        self.add_outside_flow("opex", -np.add.reduce(opex))
 
         t = env.t
         outstanding = L.principal - L.overdue
@@ -441,7 +444,7 @@ class LiquidationModel(mesa.Model):
         keep = b.payout_months * (b.opex + due)
         out = np.where(alive & (b.call_months < 0), np.maximum(b.cash - keep, 0.0), 0.0)
         b.cash -= out
-        self._outside("payouts", -np.add.reduce(out))
+        self.add_outside_flow("payouts", -np.add.reduce(out))
 
     def _sell_free_btc(self, need: np.ndarray) -> bool:
         """Miners sell unpledged BTC (outside market) to raise up to ``need`` dollars each."""
@@ -452,7 +455,7 @@ class LiquidationModel(mesa.Model):
         b.btc -= sell
         proceeds = sell * btc
         b.cash += proceeds
-        self._outside("btc_sales", np.add.reduce(proceeds))
+        self.add_outside_flow("btc_sales", np.add.reduce(proceeds))
         return True
 
     def _prepay(self, amount: np.ndarray) -> None:
@@ -479,7 +482,7 @@ class LiquidationModel(mesa.Model):
             drawn = np.zeros(b.n)
             drawn[rows_b] = L.principal[rows]
         room = np.maximum(self.revolver_limit - drawn, 0.0)
-        req = np.minimum(short, room) * (lb.status[self.lead] == NORMAL) * b.alive
+        req = np.minimum(short, room) * (lb.status[self.lead] == LenderStatus.NORMAL) * b.alive
         if not np.count_nonzero(req):
             return
         req_l = np.bincount(self.lead, weights=req, minlength=lb.n)
@@ -575,7 +578,7 @@ class LiquidationModel(mesa.Model):
         new_call = alive & (b.call_months < 0) & (ltv > self._covenant(lc.ltv_max))
         called = new_call.nonzero()[0]
         if len(called):
-            self._events("margin_call", self._kind_names(called), called, amount=debt[called],
+            self.log_events("margin_call", self._kind_names(called), called, amount=debt[called],
                          price=ltv[called])
             b.call_months[new_call] = 0
         open_call = alive & (b.call_months >= 0)
@@ -607,7 +610,8 @@ class LiquidationModel(mesa.Model):
             bi = L.borrower[due]
             refi = lc.refi_ltv if b.cov_scale is None else lc.refi_ltv * b.cov_scale[bi]
             ok = ((ltv[bi] <= refi) & (b.dscr[bi] >= lc.dscr_min)
-                  & (b.arrears_months[bi] == 0) & (lb.status[L.lender[due]] == NORMAL))
+                  & (b.arrears_months[bi] == 0)
+                  & (lb.status[L.lender[due]] == LenderStatus.NORMAL))
             rows = due.nonzero()[0]
             roll = rows[ok]
             L.maturity[roll] += b.term[L.borrower[roll]]
@@ -615,7 +619,7 @@ class LiquidationModel(mesa.Model):
             L.rate[roll] = self.cfg.environment.sofr + b.spread[L.borrower[roll]]
             refused = rows[~ok]
             if len(refused):
-                self._events("refinancing_refused", "lender", L.lender[refused],
+                self.log_events("refinancing_refused", "lender", L.lender[refused],
                              amount=L.principal[refused])
         return marks
 
@@ -644,7 +648,7 @@ class LiquidationModel(mesa.Model):
             pledged_sold = bool(np.count_nonzero(b.btc < b.btc_pledged))
             b.btc_pledged = np.minimum(b.btc_pledged, b.btc)
             b.cash += sell * btc
-            self._outside("btc_sales", np.add.reduce(sell * btc))
+            self.add_outside_flow("btc_sales", np.add.reduce(sell * btc))
         self._prepay(np.where(pays, np.minimum(debt, b.cash), 0.0))
         c = self._ltv_month
         if c is not None:
@@ -654,7 +658,7 @@ class LiquidationModel(mesa.Model):
                 # phase 3's cached value is stale for the payers; re-evaluate it as phase 3 did
                 c[3] = self._collateral(c[1])
         b.dscr_breach[pays] = 0
-        self._events("loan_accelerated_repaid", self._kind_names(idx), idx, amount=debt[idx])
+        self.log_events("loan_accelerated_repaid", self._kind_names(idx), idx, amount=debt[idx])
         dscr_default &= ~pays
 
     def _phase_defaults(self, marks: np.ndarray) -> None:
@@ -713,10 +717,10 @@ class LiquidationModel(mesa.Model):
         if self._outside_on:
             self._note_repossession(new_units)
         got_g, got_r = units.T.nonzero()  # events by generation, then by row
-        self._events("repossession", "lender", holder[got_r], got_g, units[got_r, got_g])
+        self.log_events("repossession", "lender", holder[got_r], got_g, units[got_r, got_g])
         # seize cash and BTC (sold at once) up to the exposure
         btc_cash = b.btc[dead] * env.btc
-        self._outside("btc_sales", btc_cash.sum())
+        self.add_outside_flow("btc_sales", btc_cash.sum())
         b.cash[dead] += btc_cash
         b.btc[dead] = 0.0
         b.btc_pledged[dead] = 0.0
@@ -725,7 +729,7 @@ class LiquidationModel(mesa.Model):
         # unpaid power and running bills (negative cash) are lost by the suppliers
         unpaid = np.minimum(b.cash[dead], 0.0)
         b.cash[dead] -= unpaid
-        self._outside("unpaid_suppliers", -unpaid.sum())
+        self.add_outside_flow("unpaid_suppliers", -unpaid.sum())
         rec = seized[group] * np.divide(ead, ead_b[group], out=np.zeros_like(ead),
                                         where=ead_b[group] > 0)
         rec_l = np.bincount(holder, weights=rec, minlength=lb.n)  # holder = L.lender[rows]
@@ -743,13 +747,13 @@ class LiquidationModel(mesa.Model):
         b.fleet[dead] = 0
         if self.sites is not None:  # the lead lender takes the site with the GPUs
             self.sites.repossess(dead, self.lead[dead], env.t)
-        b.status[dead] = DEFAULTED
+        b.status[dead] = BorrowerStatus.DEFAULTED
         b.call_months[dead] = -1
         reasons = np.where(payment[dead], "default_payment", "default_covenant")
         if dscr_default is not None:
             reasons = np.where(dscr_default[dead], "default_dscr", reasons)
         reasons = reasons.tolist()
-        self._events(reasons, self._kind_names(dead), dead, units=0, amount=debt[dead],
+        self.log_events(reasons, self._kind_names(dead), dead, units=0, amount=debt[dead],
                      price=coll[dead])
         self.new_defaults = np.bincount(b.kind[dead], minlength=2)
 
@@ -790,7 +794,7 @@ class LiquidationModel(mesa.Model):
                 "forced": zero, "patient": zero.copy(), "patient_price": patient_price,
                 "floor": floor})
         held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
-        forced = ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
+        forced = ((lb.status != LenderStatus.NORMAL)[:, None] | (held >= lc.max_hold_months)) \
             & (lb.inventory > 0)
         patient_units = np.where(forced, 0, lb.inventory)
         financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
@@ -843,7 +847,7 @@ class LiquidationModel(mesa.Model):
     def _forced_lines(self) -> np.ndarray:
         lb, lc, t = self.lenders, self.cfg.lenders, self.env.t
         held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
-        return ((lb.status != NORMAL)[:, None] | (held >= lc.max_hold_months)) \
+        return ((lb.status != LenderStatus.NORMAL)[:, None] | (held >= lc.max_hold_months)) \
             & (lb.inventory > 0)
 
     def _secured_lenders(self, lend_price: np.ndarray) -> np.ndarray:
@@ -888,7 +892,7 @@ class LiquidationModel(mesa.Model):
                 desk.lent -= d.sum()
                 self._desk_take(seized, d)
                 idx = bad.nonzero()[0]
-                self._events("repo_default", "lender", idx, amount=d[idx])
+                self.log_events("repo_default", "lender", idx, amount=d[idx])
         forced = self._forced_lines()
         if desk.room > 0 and np.count_nonzero(forced):
             fresh = np.where(forced & ~bad[:, None],
@@ -921,7 +925,7 @@ class LiquidationModel(mesa.Model):
         desk.cash -= loan.sum()
         desk.cash_lent[t] += loan.sum()
         lent = loan.nonzero()[0]
-        self._events("repo_loan", "lender", lent, amount=loan[lent])
+        self.log_events("repo_loan", "lender", lent, amount=loan[lent])
         return moved
 
     def _desk_take(self, seized: np.ndarray, debt: np.ndarray) -> None:
@@ -952,7 +956,7 @@ class LiquidationModel(mesa.Model):
             desk.defaults[t] += np.count_nonzero(dead)
             desk.lent -= lost
             idx = dead.nonzero()[0]
-            self._events("repo_default", "borrower", idx, amount=debt_b[idx])
+            self.log_events("repo_default", "borrower", idx, amount=debt_b[idx])
             debt_b[dead] = 0.0
         fac = self.loans.by_borrower(self.loans.exposure, b.n)
         room_b = np.where(alive, np.maximum(nm.matvec(b.fleet, lend_price) - fac, 0.0), 0.0)
@@ -995,7 +999,7 @@ class LiquidationModel(mesa.Model):
                 desk.lent -= d.sum()
                 self._desk_take(seized, d)
                 idx = bad.nonzero()[0]
-                self._events("repo_default", "borrower", idx, amount=d[idx])
+                self.log_events("repo_default", "borrower", idx, amount=d[idx])
         need = np.where(alive, np.maximum(gross - np.maximum(b.cash, 0.0), 0.0), 0.0)
         if desk.room > 0 and np.count_nonzero(need):
             want = np.where(bad, 0.0, np.minimum(need, np.maximum(room_b - debt_b, 0.0)))
@@ -1010,7 +1014,7 @@ class LiquidationModel(mesa.Model):
                 desk.cash_lent[t] += loan.sum()
                 need = need - loan
                 lent = loan.nonzero()[0]
-                self._events("repo_loan", "borrower", lent, amount=loan[lent])
+                self.log_events("repo_loan", "borrower", lent, amount=loan[lent])
         return np.maximum(need, 0.0)
 
     def _policy_funding(self) -> None:
@@ -1022,7 +1026,7 @@ class LiquidationModel(mesa.Model):
         if self.lolr is not None:
             paid += self.lolr.pay_funding(t, sofr)
         if paid:
-            self._outside("policy_funding", -paid)
+            self.add_outside_flow("policy_funding", -paid)
 
     def _lolr_operate(self) -> None:
         """The buyer of last resort runs what it holds: spot rent at the fleet utilisation
@@ -1032,8 +1036,8 @@ class LiquidationModel(mesa.Model):
         rent_month = HOURS_PER_MONTH * self.cfg.environment.utilisation * env.rent
         run_cost = env.power_cost_per_gpu() + self.cfg.buyers.spot_opex_per_gpu
         rent, cost = lo.operate(env.t, rent_month, run_cost, env.kw, env.cfg.facility_cost)
-        self._outside("tenants", rent)
-        self._outside("opex", -cost)
+        self.add_outside_flow("tenants", rent)
+        self.add_outside_flow("opex", -cost)
 
     def _borrower_orders(self, marks: np.ndarray, books: dict) -> dict:
         """Phase 5, borrowers' side: ``books`` (the lenders' orders) plus ``b_units`` and
@@ -1088,7 +1092,7 @@ class LiquidationModel(mesa.Model):
         if not any(offered):
             return
         # newest generation first (launch months are fixed at build: the order is cached)
-        gens = [g for g in self._newest_first if offered[g]]
+        gens = [g for g in self.newest_first if offered[g]]
         ask_prices = np.empty(asks.shape)
         # forced sellers ask the salvage floor; with the outside demand they take the clearing
         # price (market orders): the outside schedule bids for every offered unit down to scrap
@@ -1124,7 +1128,7 @@ class LiquidationModel(mesa.Model):
                 od, ref = self._od, replacement_cost(env)
                 # top of the schedule: a share of min(replacement cost, value in best use)
                 out_top = (od.top * np.minimum(ref, self.fundamental)).tolist()
-                out_depth = (od.depth * np.maximum(self._units0, 1)).tolist()
+                out_depth = (od.depth * np.maximum(self.units0, 1)).tolist()
         for g in gens:
             lo, hi = bisect_left(nz_g, g), bisect_right(nz_g, g)
             a_rows, ask_qty = nz_r[lo:hi], all_qty[lo:hi]
@@ -1138,7 +1142,7 @@ class LiquidationModel(mesa.Model):
                 price, bfill_ext = self._parametric(g, ask_qty)
                 volume = bfill_ext
                 self.external_units[g] += bfill_ext
-                self._outside("salvage", bfill_ext * price)
+                self.add_outside_flow("salvage", bfill_ext * price)
             else:
                 desk_price = desk_prices[g]
                 desk_qty = int(desk.room // desk_price) if desk_price > 0 else 0
@@ -1206,7 +1210,7 @@ class LiquidationModel(mesa.Model):
                     buys.pop()
                     lolr_fill = bought.pop()
                     lolr.buy(g, lolr_fill, price, env.t)
-                    self._event("purchase", "lolr", 0, g, lolr_fill, lolr_fill * price, price)
+                    self.log_event("purchase", "lolr", 0, g, lolr_fill, lolr_fill * price, price)
                 if buys and buys[-1] == n_k:
                     buys.pop()
                     desk_fill = bought.pop()
@@ -1216,14 +1220,14 @@ class LiquidationModel(mesa.Model):
                     pay = buyers.settle(bid_fills, price, g, env.kw[g], self._liquid[g])
                     self.buyers_paid += pay.sum()
                     if buyers.unlimited:
-                        self._outside("buyer_capital", pay.sum())
+                        self.add_outside_flow("buyer_capital", pay.sum())
                 if desk_fill:
                     desk.holdings[g] += desk_fill
                     desk.cost_basis[g] += desk_fill * price
                     desk.cash -= desk_fill * price
                     desk.cash_bought[env.t] += desk_fill * price
                 self.salvage_units[g] += salvage_fill
-                self._outside("salvage", salvage_fill * price)
+                self.add_outside_flow("salvage", salvage_fill * price)
                 self.month_salvage[g] = salvage_fill
             self._settle_orders(g, a_rows, fills, price)
             self.traded[g] = True
@@ -1242,9 +1246,10 @@ class LiquidationModel(mesa.Model):
             if buys:
                 self._fill_events("purchase", "buyer", buys, g, bought, price)
             if salvage_fill:
-                self._event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
+                self.log_event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price,
+                               price)
             if desk_fill:
-                self._event("purchase", "repo_desk", 0, g, desk_fill, desk_fill * price, price)
+                self.log_event("purchase", "repo_desk", 0, g, desk_fill, desk_fill * price, price)
 
     @staticmethod
     def _pinned(b_rows: list, bid_qty: list, bid_price: list, bid_fills: list, n_k: int,
@@ -1278,7 +1283,7 @@ class LiquidationModel(mesa.Model):
     def _parametric(self, g: int, ask_qty: list) -> tuple[float, int]:
         """Parametric inverse demand: every offered unit (``ask_qty``, the units of each
         order) sells at p0 exp(-alpha q / stock). Returns (price, q)."""
-        stock = max(int(self._units0[g]), 1)
+        stock = max(int(self.units0[g]), 1)
         q = sum(ask_qty)
         price = float(parametric_price(self.fundamental[g], q, stock, self.cfg.market.alpha))
         return price, q
@@ -1311,7 +1316,7 @@ class LiquidationModel(mesa.Model):
             desk.cash += repaid
             desk.cash_repaid[self.env.t] += repaid
             lb.cash += rec - repay
-            self._outside("estate_surplus", -surplus.sum())
+            self.add_outside_flow("estate_surplus", -surplus.sum())
             sellers = [i for i, u in enumerate(units) if u]
             self._fill_events("sale", "lender", sellers, g, [units[i] for i in sellers], price)
         # the borrowers with a fill (in row order) and their units
@@ -1347,10 +1352,10 @@ class LiquidationModel(mesa.Model):
             desk.cash_sold[self.env.t] += d * price
             if desk.secured:  # collateral taken in a repo default: the loss is realised
                 desk.default_loss[self.env.t] += basis - d * price
-            self._event("sale", "repo_desk", 0, g, d, d * price, price)
+            self.log_event("sale", "repo_desk", 0, g, d, d * price, price)
         if lo:
             self.lolr.sell(g, lo, price, self.env.t)
-            self._event("sale", "lolr", 0, g, lo, lo * price, price)
+            self.log_event("sale", "lolr", 0, g, lo, lo * price, price)
 
     # ---------------------------------------------------------------- 7. prices
     def _phase_prices(self) -> None:
@@ -1398,7 +1403,7 @@ class LiquidationModel(mesa.Model):
             return
         before = np.add.reduce(buyers.capital)  # (ndarray.sum without its wrapper)
         buyers.regrow()
-        self._outside("buyer_capital", np.add.reduce(buyers.capital) - before)
+        self.add_outside_flow("buyer_capital", np.add.reduce(buyers.capital) - before)
 
     def _adapt_on_news(self, moved: np.ndarray) -> None:
         """Phase 7's expectations update with the outside demand: only prices set by the
@@ -1455,15 +1460,15 @@ class LiquidationModel(mesa.Model):
             lb.cash += add(ib_int, axis=0)
             desk.cash += add(repo_int)
             desk.interest[self.env.t] += add(repo_int)
-            self._outside("funding_outside", -add(out_int))
-            self._outside("holding_costs", -add(hold))
+            self.add_outside_flow("funding_outside", -add(out_int))
+            self.add_outside_flow("holding_costs", -add(hold))
             return
         lb.cash -= f * due
         lb.cash += add(ib_int * f[:, None], axis=0)
         desk.cash += add(repo_int * f)
         desk.interest[self.env.t] += add(repo_int * f)
-        self._outside("funding_outside", -add(out_int * f))
-        self._outside("holding_costs", -add(hold * f))
+        self.add_outside_flow("funding_outside", -add(out_int * f))
+        self.add_outside_flow("holding_costs", -add(hold * f))
         self.interbank += ib_int * (1.0 - f)[:, None]
         lb.outside += (out_int + hold) * (1.0 - f)
         unpaid_repo = repo_int * (1.0 - f)
@@ -1485,12 +1490,12 @@ class LiquidationModel(mesa.Model):
         lb.cash += (ib * f[:, None]).sum(axis=0)
         self.interbank -= ib * f[:, None]
         lb.outside -= out * f
-        self._outside("funding_outside", -(out * f).sum())
+        self.add_outside_flow("funding_outside", -(out * f).sum())
 
     def _estates_pay_out(self) -> None:
         """Failed lenders' estates pass all their cash to creditors, pro rata."""
         lb, desk = self.lenders, self.desk
-        failed = (lb.status == FAILED) & (lb.cash > 0)
+        failed = (lb.status == LenderStatus.FAILED) & (lb.cash > 0)
         if not np.count_nonzero(failed):
             return
         owed = self.interbank.sum(axis=1) + lb.outside + lb.repo_debt
@@ -1506,7 +1511,7 @@ class LiquidationModel(mesa.Model):
         desk.lent -= repo.sum()
         desk.cash += repo.sum()
         desk.cash_repaid[self.env.t] += repo.sum()
-        self._outside("funding_outside", -out.sum())
+        self.add_outside_flow("funding_outside", -out.sum())
 
     def _clear_funding(self) -> np.ndarray:
         """Rogers-Veraart clearing of the funding network; sets equity and assets.
@@ -1525,7 +1530,7 @@ class LiquidationModel(mesa.Model):
         e = self._ext
         np.maximum(ext, 0.0, out=e[:n])  # e[n] = 0: outside creditors hold no assets here
         c = self.cfg.contagion
-        p, lbar, equity, solvent = _rogers_veraart_state(liab, e, c.alpha, c.beta)
+        p, lbar, equity, solvent = rogers_veraart_state(liab, e, c.alpha, c.beta)
         lb.equity = equity[:n] + (ext - e[:n])
         if solvent:
             # p = Lbar: every claim is worth its face (p / Lbar = 1 exactly, and x * 1.0 = x)
@@ -1544,37 +1549,37 @@ class LiquidationModel(mesa.Model):
         # np.clip(x, 0, hi) is minimum(maximum(x, 0), hi) (without clip's Python wrapper), and
         # zeroing the rows of lenders not NORMAL in place gives what np.where gave
         rep = np.minimum(np.maximum(lb.cash - target, 0.0), lb.outside)
-        rep[lb.status != NORMAL] = 0.0
+        rep[lb.status != LenderStatus.NORMAL] = 0.0
         lb.cash -= rep
         lb.outside -= rep
-        self._outside("funding_outside", -np.add.reduce(rep))
+        self.add_outside_flow("funding_outside", -np.add.reduce(rep))
 
     def _phase_funding(self) -> None:
         lb, lc = self.lenders, self.cfg.lenders
         if lb.has_other:  # other loans pay interest (from outside) and lose at their rate
             income, _ = lb.other_loans_month(bool(self.env.stress))
             lb.cash += income
-            self._outside("other_loans", np.add.reduce(income))
+            self.add_outside_flow("other_loans", np.add.reduce(income))
         self._pay_lender_costs()
         self._repay_outside()
-        self._run_on(lb.status != NORMAL, lc.run_rate)
+        self._run_on(lb.status != LenderStatus.NORMAL, lc.run_rate)
         self._estates_pay_out()
         in_default = self._clear_funding()
         if np.count_nonzero(in_default):  # (else no failure: nothing to log or switch)
-            new_fail = in_default & (lb.status != FAILED)
+            new_fail = in_default & (lb.status != LenderStatus.FAILED)
             failed = new_fail.nonzero()[0]
-            self._events("lender_failure", "lender", failed, amount=lb.equity[failed])
-            lb.status[new_fail] = FAILED
+            self.log_events("lender_failure", "lender", failed, amount=lb.equity[failed])
+            lb.status[new_fail] = LenderStatus.FAILED
         ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
         floor = lc.capital_floor * lb.capital_ratio0
-        stress = (lb.status == NORMAL) & (ratio < floor)
+        stress = (lb.status == LenderStatus.NORMAL) & (ratio < floor)
         if np.count_nonzero(stress):
             weak = stress.nonzero()[0]
-            self._events("deleveraging", "lender", weak, amount=lb.equity[weak])
-            lb.status[stress] = DELEVERAGING
-        deleveraging = lb.status == DELEVERAGING
+            self.log_events("deleveraging", "lender", weak, amount=lb.equity[weak])
+            lb.status[stress] = LenderStatus.DELEVERAGING
+        deleveraging = lb.status == LenderStatus.DELEVERAGING
         if np.count_nonzero(deleveraging):  # a lender heals back to normal above 1.2 x its floor
-            lb.status[deleveraging & (ratio >= 1.2 * floor)] = NORMAL
+            lb.status[deleveraging & (ratio >= 1.2 * floor)] = LenderStatus.NORMAL
 
     # ================================================================ records
     def _init_records(self) -> None:
@@ -1603,7 +1608,7 @@ class LiquidationModel(mesa.Model):
             self._news_value = self.fundamental.copy()
             self._news_t = np.zeros(self.n_gen)
         # generations newest first, the order phase 6 settles them in (launch months are fixed)
-        self._newest_first = (-self.env.launch).argsort(kind="stable").tolist()
+        self.newest_first = (-self.env.launch).argsort(kind="stable").tolist()
         # phase 3's evaluation of the month, [month, marks, debt, collateral] (_month_debt_coll)
         self._ltv_month: list | None = None
         g = self.n_gen
@@ -1669,8 +1674,8 @@ class LiquidationModel(mesa.Model):
         if self.cfg.metrics.losses_at_writeoff:  # monotone losses; later recoveries apart
             r["credit_losses"][t] = add(lb.losses_at_writeoff)
             r["recoveries"][t] = add(lb.later_recoveries)
-        r["lender_failures"][t] = np.count_nonzero(lb.status == FAILED)
-        r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == DELEVERAGING)
+        r["lender_failures"][t] = np.count_nonzero(lb.status == LenderStatus.FAILED)
+        r["lenders_deleveraging"][t] = np.count_nonzero(lb.status == LenderStatus.DELEVERAGING)
         r["lender_equity"][t] = add(lb.equity)
         r["inventory_units"][t] = add(lb.inventory, axis=None)
         r["repo_lent"][t], r["repo_units"][t] = self.desk.lent, add(self.desk.holdings)
@@ -1694,11 +1699,13 @@ class LiquidationModel(mesa.Model):
         np.concatenate((lb.assets, nm.matvec(b.fleet, self.price) + b.btc * env.btc,
                         buyers.capital + nm.matvec(buyers.holdings, self.price)),
                        out=p["size"][t])
-        # borrowers under a margin call or in arrears show as distressed (1); buyers stay 0
+        # borrowers under a margin call or in arrears show as DISTRESSED; buyers stay 0
         # (set in the panel row itself after copying the statuses: no temporary copy)
         row = p["state"][t]
         np.concatenate((lb.status, b.status), out=row[: nl + nb])
-        row[nl: nl + nb][(b.status == 0) & ((b.call_months >= 0) | (b.arrears_months > 0))] = 1
+        row[nl: nl + nb][(b.status == BorrowerStatus.HEALTHY)
+                          & ((b.call_months >= 0) | (b.arrears_months > 0))] = \
+            BorrowerStatus.DISTRESSED
 
     def _record_sites(self, t: int) -> None:
         """MW by holder and cooling (docs/model.md, "Power and cooling")."""
@@ -1722,8 +1729,8 @@ class LiquidationModel(mesa.Model):
         """The accounting identities of docs/model.md section 7.22; returns the violations."""
         bad = []
         units = self.gpu_units()
-        if not np.array_equal(units, self._units0):
-            bad.append(f"GPU units not conserved: {units.tolist()} vs {self._units0.tolist()}")
+        if not np.array_equal(units, self.units0):
+            bad.append(f"GPU units not conserved: {units.tolist()} vs {self.units0.tolist()}")
         drift = self.total_cash() - self._cash0 - sum(self.flows.values())
         # plus a rounding allowance on the money that moved (1e-12 of the outside flows, about
         # 1e4 double roundings): with no opening cash, 1.4e-6 $ of rounding on 1e10 $ of flows
@@ -1752,7 +1759,7 @@ class LiquidationModel(mesa.Model):
             gap = self.sites.imbalance(self.buyers)
             if abs(gap) > tol * max(1.0, self.sites.mw0):
                 bad.append(f"MW not conserved across holders: residual {gap:.6g} MW")
-        dead = self.borrowers.status == DEFAULTED
+        dead = self.borrowers.status == BorrowerStatus.DEFAULTED
         if (lb.cash.min() < -tol * scale or self.desk.cash < -tol * scale
                 or (self.borrowers.cash[dead] < 0).any()):
             bad.append("negative cash (lenders, repo desk or defaulted borrowers)")

@@ -35,8 +35,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from agents.borrower import BorrowerStatus
 from agents.buyer import floor_price
-from sim.metrics import calendar_month
+from agents.lender import LenderStatus
+from sim.environment import month_label
 
 __all__ = [
     "FIGURES",
@@ -46,13 +48,13 @@ __all__ = [
     "dollars",
     "draw_network",
     "marker_areas",
-    "month_label",
     "node_states",
     "new_figure",
     "defaults_figure",
     "fire_sales_figure",
     "losses_figure",
     "network_figure",
+    "network_geometry",
     "network_layout",
     "points_per_unit",
     "png_bytes",
@@ -62,15 +64,6 @@ __all__ = [
 ]
 
 DPI = 110
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def month_label(t: int) -> str:
-    """Calendar month of model month ``t`` for figures: ``month_label(3) == 'Mar 2026'``."""
-    y, m = calendar_month(t)
-    return f"{MONTHS[m - 1]} {y}"
-
-
 MONTH_LABEL = f"month (0 = {month_label(0)})"
 # a legend under its axes (constrained layout makes room): it can never cover a curve
 LEGEND_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.13), "fontsize": 9,
@@ -398,13 +391,14 @@ def marker_areas(size: np.ndarray, smin: float, smax: float) -> np.ndarray:
 def node_states(model, t: int) -> np.ndarray:
     """Index into :data:`NODE_COLOURS` of every panel agent at month ``t``.
 
-    ``model.panel["state"][t]`` (0 healthy, 1 distressed borrower / deleveraging lender,
-    2 defaulted borrower / failed lender), except that a failed lender gets its own
-    category, :data:`FAILED_LENDER` (3), so it never looks like a defaulted borrower.
+    ``model.panel["state"][t]`` (the codes of ``BorrowerStatus`` and ``LenderStatus``: 0 healthy,
+    1 distressed borrower / deleveraging lender, 2 defaulted borrower / failed lender), except
+    that a failed lender gets its own category, :data:`FAILED_LENDER` (3), so it never looks like
+    a defaulted borrower.
     """
     state = np.clip(np.asarray(model.panel["state"][t], dtype=np.int64), 0, 2)
     nl = model.lenders.n
-    state[:nl][state[:nl] == 2] = FAILED_LENDER
+    state[:nl][state[:nl] == LenderStatus.FAILED] = FAILED_LENDER
     return state
 
 
@@ -448,7 +442,7 @@ def _funding_arrows(pos: np.ndarray, creditor: np.ndarray, debtor: np.ndarray,
     return curves, heads
 
 
-def _network_geometry(model) -> SimpleNamespace:
+def network_geometry(model) -> SimpleNamespace:
     """What does not change from month to month, computed on first use and kept on the model:
     node positions (:func:`network_layout`), the distinct lender -> borrower term-loan pairs and
     the funding arrows (:func:`_funding_arrows`)."""
@@ -490,7 +484,7 @@ def _network_legends(model) -> list[tuple[str, list]]:
                                 ("neocloud", 7, "neo-cloud (outer ring)"),
                                 ("buyer", 7, f"secondary buyer ({nk})"))]
     edges = [Line2D([], [], color=LOAN_GREY, lw=1.2, label="loan (lender -> borrower)"),
-             Line2D([], [], color=NODE_COLOURS[2], lw=1.2, ls=":", alpha=0.6,
+             Line2D([], [], color=NODE_COLOURS[BorrowerStatus.DEFAULTED], lw=1.2, ls=":", alpha=0.6,
                     label="loan to a defaulted borrower"),
              Line2D([], [], color=FUNDING_COLOUR, lw=1.2, marker=">", ms=5,
                     label="funding (funder -> funded)")]
@@ -503,7 +497,7 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
     :func:`network_figure`, the animation's frames and the app's panel.
 
     Layout: :func:`network_layout` (computed once per model with the funding arrows, see
-    :func:`_network_geometry`). Node colour: :func:`node_states` (:data:`NODE_COLOURS`: green
+    :func:`network_geometry`). Node colour: :func:`node_states` (:data:`NODE_COLOURS`: green
     healthy, orange distressed borrower or deleveraging lender, red defaulted borrower,
     near-black failed lender); marker: :data:`KIND_MARKERS` (lender square, miner triangle,
     neo-cloud circle, buyer diamond); marker area ~ sqrt(``model.panel["size"][t]``), scaled
@@ -520,7 +514,7 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
     Legend: with ``legend_ax``, three titled legends stacked in that (axis-less) Axes; otherwise
     one compact legend with the same entries below ``ax``.
     """
-    geo = _network_geometry(model)
+    geo = network_geometry(model)
     pos = geo.pos
     nl, nb, nk = model.lenders.n, model.borrowers.n, model.buyers.n
     state = node_states(model, t)
@@ -531,10 +525,11 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
     ax.set_aspect("equal")
     ax.set_axis_off()
 
-    dead = state[nl + geo.pairs[:, 1]] == 2
+    dead = state[nl + geo.pairs[:, 1]] == BorrowerStatus.DEFAULTED
     ax.add_collection(LineCollection(geo.loan_segments[~dead], colors=LOAN_GREY,
                                      linewidths=0.45, alpha=0.45, zorder=1, gid="loans"))
-    ax.add_collection(LineCollection(geo.loan_segments[dead], colors=NODE_COLOURS[2],
+    ax.add_collection(LineCollection(geo.loan_segments[dead],
+                                     colors=NODE_COLOURS[BorrowerStatus.DEFAULTED],
                                      linewidths=0.45, alpha=0.25, linestyles=":", zorder=1,
                                      gid="loans_defaulted"))
     ax.add_collection(LineCollection(geo.funding_curves, colors=FUNDING_COLOUR, linewidths=0.9,
@@ -558,7 +553,8 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
         for i in range(nl):
             ax.text(pos[i, 0], pos[i, 1], model.lender_agents[i].name, ha="center",
                     va="center", fontsize=6.5, fontweight="bold",
-                    color="black" if state[i] == 1 else "white", zorder=4)
+                    color="black" if state[i] == LenderStatus.DELEVERAGING else "white",
+                    zorder=4)
     buyer_types = np.asarray(model.buyers.type)
     for name in dict.fromkeys(buyer_types.tolist()):
         idx = nl + nb + np.flatnonzero(buyer_types == name)
@@ -566,8 +562,9 @@ def draw_network(ax, model, t: int, *, legend_ax=None) -> None:
                 ha="left", va="center", fontsize=7, color="0.2")
 
     bs, ls_ = state[nl: nl + nb], state[:nl]
-    ax.set_title(f"month {t}: borrowers {np.sum(bs == 1)} distressed, {np.sum(bs == 2)} "
-                 f"defaulted | lenders {np.sum(ls_ == 1)} deleveraging, "
+    ax.set_title(f"month {t}: borrowers {np.sum(bs == BorrowerStatus.DISTRESSED)} distressed, "
+                 f"{np.sum(bs == BorrowerStatus.DEFAULTED)} defaulted | lenders "
+                 f"{np.sum(ls_ == LenderStatus.DELEVERAGING)} deleveraging, "
                  f"{np.sum(ls_ == FAILED_LENDER)} failed",
                  fontsize=float(np.clip(10.0 * np.sqrt(scale), 8.0, 10.0)))
     legends = _network_legends(model)

@@ -43,6 +43,7 @@ import pandas as pd
 from sim import numerics
 from sim.config import ConfigError, Scenario, build
 from sim.ledger import LEDGER
+from sim.version import liqsim_version
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -99,8 +100,6 @@ def _inputs(cfg: Scenario) -> dict:
 
 
 def _header(kind: str) -> dict:
-    from sim.metrics import liqsim_version
-
     return {"manifest_version": MANIFEST_VERSION, "kind": kind, "liqsim_version": liqsim_version(),
             "created": datetime.now(UTC).isoformat(timespec="seconds")}
 
@@ -316,8 +315,6 @@ class Report:
 
 
 def _environment_notes(data: dict) -> list[str]:
-    from sim.metrics import liqsim_version
-
     notes = []
     if data.get("liqsim_version") != liqsim_version():
         notes.append(f"written by liqsim {data.get('liqsim_version')}, re-run with "
@@ -342,8 +339,6 @@ def _environment_notes(data: dict) -> list[str]:
 
 def _outside(data: dict) -> list[str]:
     """Why the manifest's run is not guaranteed to reproduce here (empty if it is)."""
-    from sim.metrics import liqsim_version
-
     then = data.get("environment") if isinstance(data.get("environment"), dict) else {}
     out = numerics.outside_guarantee(then.get("numeric_platform"))
     if data.get("liqsim_version") != liqsim_version():

@@ -58,10 +58,10 @@ from sim.config import (
     MAX_TOML_BYTES,
     ConfigError,
     Scenario,
-    _fmt_error,
-    _one_line,
     build,
+    format_error,
     load_scenario,
+    one_line,
     parse_toml,
     read_regular,
     safe_name,
@@ -70,6 +70,7 @@ from sim.config import (
 )
 from sim.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
 from sim.progress import LineProgress
+from sim.version import liqsim_version
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
 MAX_POINTS = 200_000
@@ -91,7 +92,7 @@ def _value_problem(v: Any, in_list: bool = False) -> str | None:
         return next((p for p in (_value_problem(x, True) for x in v) if p), None)
     what = ("a table" if isinstance(v, dict) else "a list inside a list" if isinstance(v, list)
             else f"a TOML {type(v).__name__}")
-    shown = short_repr(v, 60) if isinstance(v, dict | list) else _one_line(v, 60)
+    shown = short_repr(v, 60) if isinstance(v, dict | list) else one_line(v, 60)
     return (f"{shown} is {what}; values are numbers, booleans, strings or "
             "lists of them")
 
@@ -314,7 +315,7 @@ def _check_values(base: dict, key: str, values: list, tick: _Ticker | None = Non
         if json_kind(v) != json_kind(held):
             raise ConfigError(f"value {short_repr(v, 60)} is a {json_kind(v)}, but the key "
                               f"holds a {json_kind(held)} "
-                              f"(write {_one_line(json.dumps(held), 60)})")
+                              f"(write {one_line(json.dumps(held), 60)})")
         first = seen.setdefault(canonical_json(_no_negative_zero(config)), i)
         if first != i:
             raise ConfigError(f"values {short_repr(values[first], 60)} and "
@@ -453,7 +454,7 @@ def _probe(base: dict) -> tuple[list[str], list[str]]:
         model = run_scenario(cfg)
     except Exception as e:  # noqa: BLE001 - any failure to build the base is a bad spec
         raise ConfigError(f"base: the model cannot run it: {type(e).__name__}: "
-                          f"{_one_line(e, 200)}") from None
+                          f"{one_line(e, 200)}") from None
     names = [k for k in flat_metrics(metrics.summary(model)) if k not in SEED_EXCLUDED]
     for g in (g["name"] for g in base["environment"]["generations"]):
         for key in (f"peak_price_fall.{g}", f"peak_price_fall_raw.{g}"):
@@ -519,7 +520,7 @@ def load_spec(path: str | Path, report: Report = _no_report) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{p}: {_fmt_error(e)}") from None
+        raise ConfigError(f"{p}: {format_error(e)}") from None
     spec._path, spec._text = p, text
     try:
         _resolve(spec, report)
@@ -621,7 +622,7 @@ class RunResult:
 
 
 def _error_text(e: BaseException) -> str:
-    return f"{type(e).__name__}: {_one_line(e, 500)}"
+    return f"{type(e).__name__}: {one_line(e, 500)}"
 
 
 def run_task(task: RunTask) -> RunResult:
@@ -643,7 +644,7 @@ def run_task(task: RunTask) -> RunResult:
     except Exception as e:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
         values, status, error = {}, "failed", _error_text(e)
     return RunResult(task.key, status, error, values, time.perf_counter() - t0,
-                     metrics.liqsim_version(), series, numerics.platform_info())
+                     liqsim_version(), series, numerics.platform_info())
 
 
 _STARTED = None  # in a pool worker: the queue on which it announces each chunk it starts
@@ -698,12 +699,7 @@ def _chunks(tasks: list, size: int, workers: int = 1) -> list[list]:
 def _died(task: RunTask, times: int) -> RunResult:
     return RunResult(task.key, "failed", "WorkerDied: the worker process running this run died "
                      f"{times} times (killed, out of memory, or a crash in native code)",
-                     {}, 0.0, _version())
-
-
-def _version() -> str:
-    from sim.metrics import liqsim_version
-    return liqsim_version()
+                     {}, 0.0, liqsim_version())
 
 
 Sink = Callable[[RunResult], None]
@@ -870,7 +866,7 @@ def run_dask(tasks: list[RunTask], sink: Sink, scheduler: str | None = None,
             cluster.close()
         where = f"--scheduler {scheduler}" if scheduler else "--dask-local"
         raise ConfigError(f"{where}: cannot start or reach the Dask cluster: "
-                          f"{_one_line(e, 200)}") from None
+                          f"{one_line(e, 200)}") from None
     try:
         _check_workers(client)
         _dask_loop(client, tasks, sink, runner)
@@ -918,7 +914,7 @@ def _dask_loop(client, tasks: list[RunTask], sink: Sink, runner: Callable) -> No
                     ac.add(single)
                 continue
             results = [RunResult(chunk[0].key, "failed", _error_text(e), {}, 0.0,
-                                 _version())]
+                                 liqsim_version())]
         for res in results:
             sink(res)
 
@@ -956,7 +952,7 @@ def _prepare_dir(out_dir: Path) -> None:
         (out_dir / "series").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out {out_dir}: cannot create the directory: "
-                          f"{e.strerror or _one_line(e)}") from None
+                          f"{e.strerror or one_line(e)}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out_dir}: directory is not writable")
 
@@ -1205,7 +1201,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, workers: int
         lock = SweepLock(out_dir)
     except OSError as e:
         raise ConfigError(f"--out {out_dir}: cannot create sweep.lock: "
-                          f"{e.strerror or _one_line(e)}") from None
+                          f"{e.strerror or one_line(e)}") from None
     try:
         result = _run_locked(spec, out_dir, backend, n_workers, scheduler, dask_local, progress,
                              retry_failed, runner)

@@ -316,7 +316,7 @@ def funding_cascade(external: np.ndarray, share: np.ndarray, capital: np.ndarray
     e = np.zeros(n + 1)
     e[:n] = external
     e[shocked] = 0.0
-    p, lbar, _eq, _solvent = cg._rogers_veraart_state(liab, e, alpha, beta)
+    p, lbar, _eq, _solvent = cg.rogers_veraart_state(liab, e, alpha, beta)
     return p[:n] < lbar[:n] * (1.0 - 1e-9)
 
 
@@ -896,7 +896,7 @@ def lender_run(cfg) -> dict:
     its write-offs on defaulted rig loans net of all recoveries (seized cash, sale proceeds)
     and of the repossessed rigs it still holds at its own mark, L_i = W_i - R_i - sum_g
     inv_ig mark_ig, over E_i(0)."""
-    from agents.lender import FAILED
+    from agents.lender import LenderStatus
     from sim.model import LiquidationModel
 
     m = LiquidationModel(cfg)
@@ -906,7 +906,7 @@ def lender_run(cfg) -> dict:
     marks = lb.marks(m.env, m.price_hist, m.env.t, cfg.lenders.appraisal_lag)
     loss = lb.writeoffs - lb.recoveries - np.add.reduce(lb.inventory * marks, axis=1)
     solvent = e0 > 0
-    failed = lb.status == FAILED
+    failed = lb.status == LenderStatus.FAILED
     ratio = np.divide(loss, e0, out=np.zeros(lb.n), where=solvent)
     return {"solvent0": int(solvent.sum()), "failed": int(failed.sum()),
             "failed_solvent": int((failed & solvent).sum()),
@@ -1132,7 +1132,7 @@ def gpu_price_impact(m) -> dict:
 
     od, env = m.cfg.buyers.outside_demand, m.env
     ref, val = replacement_cost(env), np.asarray(m.fundamental, dtype=float)
-    units = np.asarray(m._units0, dtype=float)
+    units = np.asarray(m.units0, dtype=float)
     scrap = od.scrap * ref
     top = np.maximum(od.top * np.minimum(ref, val), scrap)
     depth = od.depth * np.maximum(units, 1.0)

@@ -18,6 +18,7 @@ from sim import metrics
 from sim.config import ConfigError, Scenario, load_scenario
 from sim.model import LiquidationModel
 from sim.runner import run_scenario
+from sim.version import liqsim_version
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +40,7 @@ def test_import_sim_gives_the_public_api_lazily(tmp_path):
     assert names == ["ConfigError", "LiquidationModel", "RunResult", "Scenario", "__version__",
                      "load_scenario", "run", "summary"]
     assert model_loaded is False  # `import sim` alone loads neither mesa nor the model
-    assert version == metrics.liqsim_version()
+    assert version == liqsim_version()
     assert (mod, run_mod) == ("sim.model", "sim.api")
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         sim.nope  # noqa: B018

@@ -16,11 +16,11 @@ import pytest
 import solara
 from PIL import Image
 
-from agents.borrower import DEFAULTED
+from agents.borrower import BorrowerStatus
 from sim import app, metrics
-from sim.animate import month_label
 from sim.cli import main
 from sim.config import ConfigError, list_scenarios, load_scenario
+from sim.environment import month_label
 from sim.model import LiquidationModel
 from sim.runner import run_scenario
 
@@ -217,7 +217,8 @@ def _month12(**controls) -> dict:
             "close_days": {k: b.close_days for k, b in m.cfg.buyers.types.items()},
             "miners": r["defaults_miner"], "neoclouds": r["defaults_neocloud"],
             "defaults": int(new_defaults.sum()),
-            "defaulted": frozenset(np.flatnonzero(m.borrowers.status == DEFAULTED).tolist()),
+            "defaulted": frozenset(
+                np.flatnonzero(m.borrowers.status == BorrowerStatus.DEFAULTED).tolist()),
             "last_default": int(np.flatnonzero(new_defaults).max(initial=-1)),
             "payment_defaults": sum(1 for e in m.events if e[1] == "default_payment"),
             "repo_loans": [(e[0], e[3], e[6]) for e in m.events if e[1] == "repo_loan"],
@@ -467,7 +468,8 @@ def test_the_tutorials_repo_desk_experiment():
     assert _about(d.holdings.sum(), 100, 10_300) and _about(d.cost_basis.sum(), 1e6, 202e6)
     assert _about(d.cash_bought.sum(), 1e6, 202e6) and d.cash_sold.sum() == 0
     assert int((rec["defaults_miner"] + rec["defaults_neocloud"]).sum()) == 36
-    assert frozenset(np.flatnonzero(leg.borrowers.status == DEFAULTED).tolist()) < off["defaulted"]
+    dead = np.flatnonzero(leg.borrowers.status == BorrowerStatus.DEFAULTED)
+    assert frozenset(dead.tolist()) < off["defaulted"]
     assert _about(rec["credit_losses"][12], 1e6, 509e6)
     assert _about(rec["price"][12, b200], 100, 24_200)
     assert _about(d.pnl()[12], 1e6, -31e6)

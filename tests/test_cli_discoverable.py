@@ -18,7 +18,7 @@ import pytest
 from sim.cli import _fmt_money, main
 from sim.config import ConfigError, Scenario, load_scenario
 from sim.keys import DOCS, describe_keys
-from sim.metrics import liqsim_version
+from sim.version import liqsim_version
 
 REPO = Path(__file__).resolve().parent.parent
 LIQSIM = str(Path(sys.executable).parent / "liqsim")

@@ -415,9 +415,9 @@ def test_invalid_inputs_raise_value_error(call, match):
 
 
 def test_the_models_one_pass_clearing_equals_rogers_veraart_then_clearing_equity():
-    """``_rogers_veraart_state`` (used by the model every month) must give, to the bit, the
+    """``rogers_veraart_state`` (used by the model every month) must give, to the bit, the
     public ``rogers_veraart`` vector and ``clearing_equity`` at it, with and without defaults."""
-    from sim.contagion import _rogers_veraart_state, clearing_equity, rogers_veraart
+    from sim.contagion import clearing_equity, rogers_veraart, rogers_veraart_state
 
     rng = np.random.default_rng(5)
     defaults_seen = set()
@@ -427,7 +427,7 @@ def test_the_models_one_pass_clearing_equals_rogers_veraart_then_clearing_equity
         np.fill_diagonal(L, 0.0)
         e = rng.uniform(0, 15, n) * (rng.random(n) < 0.8)
         alpha, beta = float(rng.choice([1.0, 0.5, 0.0])), float(rng.choice([1.0, 0.7]))
-        p, lbar, eq, solvent = _rogers_veraart_state(L, e, alpha, beta)
+        p, lbar, eq, solvent = rogers_veraart_state(L, e, alpha, beta)
         ref = rogers_veraart(L, e, alpha, beta)
         assert p.tobytes() == ref.tobytes()
         assert eq.tobytes() == clearing_equity(L, e, ref).tobytes()

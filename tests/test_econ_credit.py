@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.borrower import DEFAULTED
-from agents.lender import FAILED, NORMAL
+from agents.borrower import BorrowerStatus
+from agents.lender import LenderStatus
 from sim.config import ConfigError, Scenario, load_scenario
 from sim.model import LiquidationModel
 
@@ -96,7 +96,7 @@ def _two_lender_crisis(links: bool) -> LiquidationModel:
         lb.outside[:] = [45.0, 140.0]  # B's claim on A is funded from outside
     else:
         lb.outside[:] = [95.0, 90.0]
-    lb.status[:] = NORMAL
+    lb.status[:] = LenderStatus.NORMAL
     m.env.stress = True
     return m
 
@@ -116,9 +116,9 @@ def test_interbank_links_pass_a_failing_lenders_loss_to_its_creditor():
         if links:
             np.testing.assert_allclose(m.lenders.equity[1], 10 - 100 / 12 - 50 * (1 - (
                 100 - 100 / 12) / 95), atol=1e-9)
-    assert out[True].tolist() == [FAILED, FAILED]
-    assert out[False][0] == FAILED and out[False][1] != FAILED
-    assert (out[True] == FAILED).sum() >= (out[False] == FAILED).sum()
+    assert out[True].tolist() == [LenderStatus.FAILED, LenderStatus.FAILED]
+    assert out[False][0] == LenderStatus.FAILED and out[False][1] != LenderStatus.FAILED
+    assert (out[True] == LenderStatus.FAILED).sum() >= (out[False] == LenderStatus.FAILED).sum()
 
 
 def test_gpu_share_must_be_positive():
@@ -151,11 +151,11 @@ def test_a_dscr_breach_past_the_sweep_defaults_in_the_month_computed_by_hand(aft
         m.step()
         if t < month:
             assert b.revenue[0] < b.opex[0]  # NOI < 0, the premise of the hand count
-            assert b.dscr_breach[0] == t and b.status[0] != DEFAULTED
+            assert b.dscr_breach[0] == t and b.status[0] != BorrowerStatus.DEFAULTED
             assert b.arrears_months[0] == 0 and b.call_months[0] == -1
             # the premise of a default: cash and coins cannot pay the facility off when called
             assert 0.0 < b.cash[0] + b.btc[0] * m.env.btc < L.by_borrower(L.exposure, b.n)[0]
-    assert b.status[0] == DEFAULTED
+    assert b.status[0] == BorrowerStatus.DEFAULTED
     ev = [e for e in m.events if e[1].startswith("default")]
     assert ev == [(month, "default_dscr", "neocloud", 0, -1, 0, ev[0][6], ev[0][7])]
     assert not [e for e in m.events if e[1] == "loan_accelerated_repaid"]
@@ -182,7 +182,7 @@ def test_a_called_facility_the_borrower_can_pay_off_is_repaid_not_defaulted(afte
     assert cash > debt > 0.0  # the premise: it can pay
     m.step()
     twin.step()
-    assert b.status[0] != DEFAULTED and b.dscr_breach[0] == 0
+    assert b.status[0] != BorrowerStatus.DEFAULTED and b.dscr_breach[0] == 0
     assert L.by_borrower(L.exposure, b.n)[0] == 0.0
     assert b.fleet[0].sum() == 1000 and lb.inventory.sum() == 0
     ev = [e for e in m.events if e[1] in ("loan_accelerated_repaid", "repossession")
@@ -194,14 +194,14 @@ def test_a_called_facility_the_borrower_can_pay_off_is_repaid_not_defaulted(afte
     assert twin.borrowers.cash[0] - b.cash[0] == pytest.approx(owed, rel=1e-9)
     assert m.rec["credit_losses"][month] == 0.0 and m.invariants() == []
     m.step()  # it runs on, out of breach
-    assert b.status[0] != DEFAULTED and b.dscr_breach[0] <= 1
+    assert b.status[0] != BorrowerStatus.DEFAULTED and b.dscr_breach[0] <= 1
 
 
 def test_without_dscr_default_months_the_breach_only_sweeps():
     m = _dscr_world(0)
     for _ in range(9):
         m.step()
-    assert m.borrowers.status[0] != DEFAULTED
+    assert m.borrowers.status[0] != BorrowerStatus.DEFAULTED
     assert m.borrowers.dscr_breach[0] == 9
     assert not [e for e in m.events if e[1].startswith("default")]
 
@@ -273,7 +273,7 @@ def test_cascade_counts_the_contagious_default_of_a_two_borrower_world():
     assert s["defaults_counterfactual"] == 1  # the miner only
     assert s["cascade_size"] == 1
     cf = LiquidationModel(metrics.counterfactual_scenario(m.cfg), months=10).run()
-    assert cf.borrowers.status.tolist() == [DEFAULTED, 0]
+    assert cf.borrowers.status.tolist() == [BorrowerStatus.DEFAULTED, BorrowerStatus.HEALTHY]
 
 
 def test_no_price_channel_no_cascade_though_defaults_come_in_two_waves():

@@ -15,7 +15,8 @@ from functools import partial
 import numpy as np
 import pytest
 
-from agents.lender import DELEVERAGING
+from agents.buyer import floor_price
+from agents.lender import LenderStatus
 from sim import metrics
 from sim.config import ConfigError, load_scenario
 from sim.market import clear_book, outside_bids
@@ -135,7 +136,7 @@ def _dump(world, units: int, **buyers):
     lb.add_inventory(new, m.env.t)
     m.rep_value[:] = 0.0
     m._note_repossession(new)
-    lb.status[0] = DELEVERAGING
+    lb.status[0] = LenderStatus.DELEVERAGING
     marks = lb.marks(m.env, m.price_hist, m.env.t - 1, m.cfg.lenders.appraisal_lag)
     m._phase_market(m._phase_orders(marks))
     return m, g
@@ -167,7 +168,7 @@ def test_a_dump_of_twice_the_units_clears_lower(chip_world):
     assert p == sorted(p, reverse=True)  # monotone
     assert prices[32_000] < prices[16_000] < prices[8_000] < prices[1_000]
     assert prices[1_000] < values[1_000]  # thin buyers: below the value in best use
-    assert min(p) >= world._salvage_price[1]  # never below scrap
+    assert min(p) >= floor_price(world.cfg.buyers, world.env)[1]  # never below scrap
 
 
 def test_a_dump_clears_lower_under_the_default_valuation_too(world):
@@ -181,7 +182,7 @@ def test_a_dump_clears_lower_under_the_default_valuation_too(world):
         assert m.traded[g] and m.month_forced[g] == q
         prices[q] = m.clearing[g]
         assert m.clearing[g] < m.fundamental[g]  # thin buyers
-        assert m.clearing[g] >= world._salvage_price[g] * (1 - 1e-12)
+        assert m.clearing[g] >= floor_price(world.cfg.buyers, world.env)[g] * (1 - 1e-12)
         if m.month_salvage[g] == 0:
             assert m.clearing[g] == prices[1_000]  # all inside the brokers' step
     p = [prices[q] for q in sorted(prices)]
@@ -265,7 +266,7 @@ def test_crypto_winter_accounts_every_month_with_outside_demand():
         model.step()
         assert model.invariants() == [], f"month {model.month}"
         np.testing.assert_array_equal(model.gpu_units(), units0)
-        floor = model._salvage_price
+        floor = floor_price(model.cfg.buyers, model.env)
         ship = model.env.shipping & model.traded
         assert (model.clearing[ship] >= floor[ship] * (1 - 1e-12)).all()
     s = metrics.summary(model)

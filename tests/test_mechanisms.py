@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from agents.borrower import DEFAULTED
+from agents.borrower import BorrowerStatus
 from agents.buyer import BuyerBook
+from agents.lender import LenderStatus
 from sim.config import Scenario, load_scenario
 from sim.environment import HOURS_PER_MONTH, Environment
 from sim.finance import LoanBook, largest_remainder, lognormal_call, scheduled_payment
@@ -317,7 +318,7 @@ def test_margin_call_cured_by_cash_or_ending_in_default():
         m._phase_lenders()
     assert b.call_months[0] > m.cfg.lenders.cure_months
     m._phase_defaults(m.lenders.marks(m.env, m.price_hist, 0, 3))
-    assert b.status[0] == DEFAULTED
+    assert b.status[0] == BorrowerStatus.DEFAULTED
 
 
 def test_repossession_splits_units_and_books_losses():
@@ -332,7 +333,7 @@ def test_repossession_splits_units_and_books_losses():
     b.arrears_months[:] = m.cfg.lenders.grace_months + 1
     marks = lb.marks(m.env, m.price_hist, 0, 3)
     m._phase_defaults(marks)
-    assert b.status[0] == DEFAULTED and b.fleet.sum() == 0
+    assert b.status[0] == BorrowerStatus.DEFAULTED and b.fleet.sum() == 0
     per_lender = np.bincount(loans.lender, weights=ead, minlength=2)
     got = lb.inventory[:, 1]
     assert got.sum() == units
@@ -413,7 +414,7 @@ def test_repo_desk_finances_each_repossessed_gpu_once():
     lb = m.lenders
     lb.inventory[0, 1] = 100
     lb.inv_since[0, 1] = 0
-    lb.status[0] = 1  # deleveraging: its inventory is forced
+    lb.status[0] = LenderStatus.DELEVERAGING  # its inventory is forced
     marks = lb.marks(m.env, m.price_hist, 0, 3)
     m.env.t = 1
     books = m._phase_orders(marks)

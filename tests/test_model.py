@@ -104,7 +104,7 @@ def test_parametric_mode_prices_follow_the_exponential_curve():
         model.step()
         for g in np.flatnonzero(model.traded):
             q = model.month_volume[g]
-            expected = model.fundamental[g] * np.exp(-1.0536 * q / model._units0[g])
+            expected = model.fundamental[g] * np.exp(-1.0536 * q / model.units0[g])
             assert model.price[g] == pytest.approx(expected, rel=1e-12)
             checked += 1
     assert checked > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agents.borrower import BorrowerStatus
 from agents.buyer import BIG
 from sim.config import load_scenario
 from sim.finance import largest_remainder
@@ -59,7 +60,7 @@ def test_a_facility_that_owes_nothing_is_not_defaulted():
     model = _run(*EDGES["repaid_facility"])
     b = model.borrowers
     assert model.new_defaults.tolist() == [0, 0]
-    assert (b.status == 0).all()
+    assert (b.status == BorrowerStatus.HEALTHY).all()
     assert (b.call_months == -1).all()  # LTV 0: the call is cured
     assert b.fleet.sum() > 0  # the borrowers keep their GPUs
 

@@ -11,8 +11,8 @@ from matplotlib.colors import to_rgba
 
 import sim.animate
 import sim.plots
-from agents.borrower import DEFAULTED
-from agents.lender import DELEVERAGING, FAILED
+from agents.borrower import BorrowerStatus
+from agents.lender import LenderStatus
 from sim.config import Scenario, load_scenario
 from sim.model import LiquidationModel
 from sim.plots import (
@@ -102,15 +102,14 @@ def test_figures_table_matches_files():
 
 def test_figure_and_series_month_labels_share_one_calendar():
     from sim import metrics
+    from sim.environment import calendar_month, month_label
 
     assert sim.plots.MONTH_LABEL == "month (0 = Dec 2025)"
     months = (0, 1, 13, 25)
-    assert [metrics.calendar_month(t) for t in months] == [(2025, 12), (2026, 1), (2027, 1),
-                                                          (2028, 1)]
-    assert [metrics.month_label(t) for t in months] == ["2025-12", "2026-01", "2027-01",
-                                                        "2028-01"]
-    assert [sim.animate.month_label(t) for t in months] == ["Dec 2025", "Jan 2026", "Jan 2027",
-                                                           "Jan 2028"]
+    assert [calendar_month(t) for t in months] == [(2025, 12), (2026, 1), (2027, 1), (2028, 1)]
+    assert [month_label(t) for t in months] == ["Dec 2025", "Jan 2026", "Jan 2027", "Jan 2028"]
+    dates = metrics.series(LiquidationModel(seed=1, months=25).run())["date"]
+    assert [dates[t].strftime("%b %Y") for t in months] == [month_label(t) for t in months]
 
 
 def test_png_bytes_are_reproducible_and_carry_no_software_tag():
@@ -260,12 +259,15 @@ def test_node_states_follow_the_agents_status(cw):
     nl = m.lenders.n
     st = node_states(m, t)
     status = np.asarray(m.lenders.status)
-    assert (status == FAILED).sum() == m.rec["lender_failures"][t] == _failures_by(m, t) > 0
+    failed, delev = status == LenderStatus.FAILED, status == LenderStatus.DELEVERAGING
+    assert failed.sum() == m.rec["lender_failures"][t] == _failures_by(m, t) > 0
     # a failed lender is category 3, a deleveraging one 1, the rest 0
-    np.testing.assert_array_equal(st[:nl], np.select([status == FAILED, status == DELEVERAGING],
-                                                     [FAILED_LENDER, 1], 0))
+    np.testing.assert_array_equal(st[:nl], np.select([failed, delev],
+                                                     [FAILED_LENDER, LenderStatus.DELEVERAGING],
+                                                     LenderStatus.NORMAL))
     b = st[nl: nl + m.borrowers.n]
-    np.testing.assert_array_equal(b == 2, np.asarray(m.borrowers.status) == DEFAULTED)
+    np.testing.assert_array_equal(b == BorrowerStatus.DEFAULTED,
+                                  np.asarray(m.borrowers.status) == BorrowerStatus.DEFAULTED)
     assert not (b == FAILED_LENDER).any() and not (st[nl + m.borrowers.n:]).any()
 
 
@@ -281,16 +283,16 @@ def test_network_colours_follow_the_states_with_failed_lenders(cw):
         np.testing.assert_allclose(nodes[kind].get_offsets(), pos[i])
         want = np.array([to_rgba(NODE_COLOURS[s]) for s in st[i]])
         np.testing.assert_allclose(nodes[kind].get_facecolors(), want)
-    failed = np.asarray(m.lenders.status) == FAILED
+    failed = np.asarray(m.lenders.status) == LenderStatus.FAILED
     lender_fc = nodes["lender"].get_facecolors()
     np.testing.assert_allclose(lender_fc[failed], [to_rgba("#2b2b2b")] * failed.sum())
     assert not np.isclose(lender_fc[failed], to_rgba(NODE_COLOURS[2])).all(axis=1).any()
-    defaulted = np.asarray(m.borrowers.status) == DEFAULTED
+    defaulted = np.asarray(m.borrowers.status) == BorrowerStatus.DEFAULTED
     miner_fc = nodes["miner"].get_facecolors()
     np.testing.assert_allclose(miner_fc[defaulted[m.borrowers.kind == 0]],
                                [to_rgba("#d62728")] * defaulted[m.borrowers.kind == 0].sum())
     assert failed.sum() == _failures_by(m, t) > 0
-    n_delev = (np.asarray(m.lenders.status) == DELEVERAGING).sum()
+    n_delev = (np.asarray(m.lenders.status) == LenderStatus.DELEVERAGING).sum()
     assert f"lenders {n_delev} deleveraging, {failed.sum()} failed" in ax.get_title()
     sizes = nodes["lender"].get_sizes()
     assert np.argmax(sizes) == np.argmax(m.panel["size"][t, : m.lenders.n])
@@ -306,7 +308,7 @@ def test_network_edges(cw):
     by_gid = {c.get_gid(): c for c in ax.collections}
     term = ~np.asarray(m.loans.revolver, bool)
     pairs = np.unique(np.c_[m.loans.lender[term], m.loans.borrower[term]], axis=0)
-    dead = np.asarray(m.borrowers.status)[pairs[:, 1]] == DEFAULTED
+    dead = np.asarray(m.borrowers.status)[pairs[:, 1]] == BorrowerStatus.DEFAULTED
     assert len(by_gid["loans"].get_paths()) == (~dead).sum() > 0
     assert len(by_gid["loans_defaulted"].get_paths()) == dead.sum() > 0
     n_funding = int((m.interbank0 > 0).sum())

@@ -149,7 +149,7 @@ def _desk_books(m: LiquidationModel) -> None:
 def test_invariants_every_month(overrides):
     m = _run(overrides, check=_desk_books)
     units = m.gpu_units()
-    assert np.array_equal(units, m._units0)
+    assert np.array_equal(units, m.units0)
 
 
 def test_repo_defaults_in_a_run_keep_the_books():

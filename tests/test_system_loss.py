@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agents.borrower import BorrowerStatus
 from agents.repo_desk import RepoDesk
 from sim import losses, metrics
 from sim.analyze import LOSS_METRICS, Output, Sweep, _add_paired
@@ -280,7 +281,7 @@ def test_a_trade_at_any_price_is_a_transfer():
 def test_borrowers_wiped_out_is_t0_equity_of_the_defaulted():
     m = _model(seed=9, months=30).run()
     b = m.borrowers
-    dead = b.status == 2
+    dead = b.status == BorrowerStatus.DEFAULTED
     assert dead.any()
     r = m.rec
     assert r["loss_borrowers_wiped_out"][-1] == pytest.approx(
