@@ -1,0 +1,142 @@
+"""docs/architecture.md stays true: every path, dotted name and model attribute it cites exists,
+its layer table lists every module of sim/ and agents/ once, and the imports point down the
+layers but for the two lazy exceptions it names."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from sim.model import LiquidationModel
+
+REPO = Path(__file__).resolve().parent.parent
+PAGE = REPO / "docs" / "architecture.md"
+TEXT = PAGE.read_text(encoding="utf-8")
+TICKED = re.findall(r"`([^`\n]+)`", TEXT)
+# the upward imports the page lists under its diagram (each inside a function)
+UPWARD = {("sim.model", "sim.collect"), ("sim.provenance", "sim.sweep")}
+
+
+def _strip_call(name: str) -> str:
+    """``step()`` or ``_phase_defaults(marks)`` -> the name without its call."""
+    return name.split("(", 1)[0]
+
+
+def test_cited_paths_exist():
+    paths = [t for t in TICKED if re.fullmatch(r"(sim|agents|tests|docs|experiments)/[\w./-]*", t)]
+    assert len(paths) > 30
+    assert [p for p in paths if not (REPO / p).exists()] == []
+    links = re.findall(r"\]\(([^)#:]+)\)", TEXT)
+    assert links and [x for x in links if not (PAGE.parent / x).exists()] == []
+
+
+def _resolve(dotted: str):
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def test_cited_dotted_names_resolve():
+    names = {_strip_call(t) for t in TICKED
+             if re.fullmatch(r"(sim|agents)(\.\w+)+(\(.*\))?", t)}
+    assert len(names) > 30
+    bad = []
+    for name in sorted(names):
+        try:
+            _resolve(name)
+        except (ImportError, AttributeError) as e:
+            bad.append(f"{name}: {e}")
+    assert bad == []
+
+
+def test_cited_model_methods_exist():
+    names = {_strip_call(t) for t in TICKED if t.startswith("LiquidationModel.")}
+    assert len(names) > 15
+    assert [n for n in sorted(names) if not hasattr(LiquidationModel, n.split(".", 1)[1])] == []
+
+
+def test_cited_model_attributes_exist():
+    """``model.x.y`` names resolve on a model with every optional book switched on, after a
+    month (some attributes are first set by a phase)."""
+    model = LiquidationModel("crypto_winter", months=2, **{
+        "sites.enabled": True, "policy.lolr.enabled": True,
+        "buyers.outside_demand.enabled": True})
+    model.step()
+    names = {t for t in TICKED if re.fullmatch(r"model(\.\w+)+", t) and t != "model.md"}
+    assert len(names) > 30
+    bad = []
+    for name in sorted(names):
+        obj = model
+        for attr in name.split(".")[1:]:
+            if not hasattr(obj, attr):
+                bad.append(name)
+                break
+            obj = getattr(obj, attr)
+    assert bad == []
+
+
+def _layers() -> dict[str, int]:
+    """{module: layer} from the page's layer table."""
+    out: dict[str, int] = {}
+    for line in TEXT.splitlines():
+        m = re.match(r"\| (\d+) [^|]+ \| ([^|]+) \|", line)
+        if not m:
+            continue
+        for path in re.findall(r"`((?:sim|agents)/\w+\.py)`", m.group(2)):
+            mod = path.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+            assert mod not in out, f"{mod} is listed twice"
+            out[mod] = int(m.group(1))
+    return out
+
+
+def _project_imports(path: Path, module: str) -> set[str]:
+    """The project modules ``path`` imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for n in names:
+            parts = n.split(".")
+            if parts[0] in ("sim", "agents") and len(parts) > 1 \
+                    and (REPO / parts[0] / f"{parts[1]}.py").exists():
+                found.add(f"{parts[0]}.{parts[1]}")
+    return found - {module}
+
+
+def test_layer_table_lists_every_module_once():
+    listed = set(_layers())
+    on_disk = {f"{p.parent.name}.{p.stem}".removesuffix(".__init__")
+               for d in ("sim", "agents") for p in (REPO / d).glob("*.py")}
+    assert listed == on_disk
+
+
+@pytest.mark.parametrize("pair", sorted(UPWARD))
+def test_upward_exceptions_are_named_on_the_page(pair):
+    assert all(f"`{m}`" in TEXT for m in pair)
+
+
+def test_imports_point_down_the_layers():
+    layer = _layers()
+    upward = set()
+    for mod, lay in layer.items():
+        pkg, _, name = mod.partition(".")
+        path = REPO / pkg / f"{name or '__init__'}.py"
+        for target in _project_imports(path, mod):
+            if layer[target] > lay:
+                upward.add((mod, target))
+    assert upward == UPWARD
