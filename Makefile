@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(shell for p in python3 python3.13 python3.12 python; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench test-fast
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PY)" || { echo "liqsim needs Python >= 3.12 (none found on PATH)"; exit 2; }
 	@echo "make: creating $(VENV) with $(PY) and installing liqsim and its dependencies into it"
@@ -20,6 +20,11 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
+
+# The tests not marked slow or browser (pyproject.toml): under 30 s, for every edit. CI runs `make test`.
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -m "not slow and not browser"
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python experiments/bench_run.py

@@ -5,6 +5,12 @@ Debian's ``chromium`` package at ``/usr/bin/chromium``. If it is missing, the se
 installs it once with ``apt-get`` (the test machine runs as root). Under CI (``CI=true``) a
 browser that is missing and cannot be installed fails the run; elsewhere the browser tests are
 skipped with the reason.
+
+A test that asks for Chromium (:func:`chromium_path`, :func:`chromium_launch`) is marked
+``browser`` here, so ``make test-fast`` (``-m "not slow and not browser"``) leaves it out even if
+its module forgets the mark. The golden cases are marked ``slow`` here too, all but ``baseline``
+(which ``make test-fast`` keeps as its bit-for-bit check), so that ``tests/test_golden.py``
+itself stays as it was recorded with.
 """
 
 from __future__ import annotations
@@ -61,6 +67,19 @@ def require_chromium() -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return str(CHROMIUM)
+
+
+GOLDEN_TEST = "test_golden.py::test_outputs_identical_to_golden["
+GOLDEN_FAST = "baseline"  # the golden case test-fast keeps
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if {"chromium_path", "chromium_launch"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
+        if GOLDEN_TEST in item.nodeid and not item.nodeid.endswith(f"[{GOLDEN_FAST}]"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

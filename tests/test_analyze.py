@@ -131,6 +131,7 @@ def test_bootstrap_matches_normal_theory_on_a_large_sample():
 
 
 # --------------------------------------------------------------------------- grid sweep
+@pytest.mark.slow
 def test_analysis_writes_tables_figures_and_report(grid):
     a = grid / "analysis"
     for name in ("by_axis.csv", "points.csv", "paired.csv", "report.html",
@@ -144,6 +145,7 @@ def test_analysis_writes_tables_figures_and_report(grid):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_axis_table_means_equal_hand_computed_means(grid):
     runs = read_runs(grid)
     table = pd.read_csv(grid / "analysis" / "by_axis.csv")
@@ -160,6 +162,7 @@ def test_axis_table_means_equal_hand_computed_means(grid):
     np.testing.assert_allclose(share["mean"].to_numpy(), defaults["mean"].to_numpy() / 180)
 
 
+@pytest.mark.slow
 def test_paired_differences_are_per_seed_differences(grid):
     runs = read_runs(grid)
     table = pd.read_csv(grid / "analysis" / "paired.csv")
@@ -173,6 +176,7 @@ def test_paired_differences_are_per_seed_differences(grid):
     assert row["ci_low"] <= row["mean"] <= row["ci_high"]
 
 
+@pytest.mark.slow
 def test_phase_table_has_the_grid_shape_and_cell_means(grid):
     runs = read_runs(grid)
     t = pd.read_csv(grid / "analysis" / "phase__policy.repo.enabled__shocks.0.size__"
@@ -184,6 +188,7 @@ def test_phase_table_has_the_grid_shape_and_cell_means(grid):
     assert cell == pytest.approx(hand, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_analysis_is_deterministic(grid, tmp_path):
     assert main(["analyze", str(grid), "--out", str(tmp_path / "again")]) == 0
     for name in ("by_axis.csv", "paired.csv", "points.csv"):
@@ -201,6 +206,7 @@ class _Refs(HTMLParser):
         self.refs += [(tag, k, v or "") for k, v in attrs if k in ("src", "href", "srcset")]
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(grid):
     text = (grid / "analysis" / "report.html").read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text
@@ -214,6 +220,8 @@ def test_report_is_self_contained(grid):
     assert [r for r in parser.refs if r[0] != "img"] == []
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_report_opens_without_network(grid, chromium_launch):
     """Headless Chromium, every non-local request aborted: all figures still render."""
     from playwright.sync_api import sync_playwright
@@ -243,6 +251,7 @@ def test_report_opens_without_network(grid, chromium_launch):
 
 
 # --------------------------------------------------------------------------- Sobol
+@pytest.mark.slow
 def test_sobol_indices_of_ishigami_match_the_analytic_values():
     from SALib.sample import sobol
 
@@ -254,6 +263,7 @@ def test_sobol_indices_of_ishigami_match_the_analytic_values():
     assert (t["S1_conf"] > 0).all() and (t["ST_conf"] < 0.15).all()
 
 
+@pytest.mark.slow
 def test_sobol_sweep_goes_through_ledger_and_design_order(tmp_path):
     out = _sweep(tmp_path, SOBOL_SPEC.format(n=128), runner=ishigami_runner)
     assert main(["analyze", str(out)]) == 0
@@ -313,6 +323,7 @@ def test_bad_dir_is_one_line_and_exit_2(tmp_path, capsys, make, fragments):
         assert f in err
 
 
+@pytest.mark.slow
 def test_out_that_is_a_file_is_refused(grid, tmp_path, capsys):
     target = _file(tmp_path)
     assert main(["analyze", str(grid), "--out", str(target)]) == 2
@@ -343,6 +354,7 @@ def test_batch_run_model_equals_a_sweep_run():
         assert r["final"]["credit_losses"] == summary(run_scenario(cfg))["credit_losses"]
 
 
+@pytest.mark.slow
 def test_tables_and_report_say_the_units_of_the_figures(grid):
     """Each metric row carries its unit; the report writes money as the figures' ticks do
     ($432M), not 4.324e+08."""

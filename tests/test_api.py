@@ -31,6 +31,7 @@ def _py(code: str, cwd: Path, pythonpath: str | None = None) -> subprocess.Compl
                           text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_import_sim_gives_the_public_api_lazily(tmp_path):
     code = ("import sys, sim; print(json.dumps([sorted(sim.__all__), 'sim.model' in sys.modules,"
             " sim.__version__, sim.LiquidationModel.__module__, sim.run.__module__]))")
@@ -46,6 +47,7 @@ def test_import_sim_gives_the_public_api_lazily(tmp_path):
         sim.nope  # noqa: B018
 
 
+@pytest.mark.slow
 def test_run_returns_summary_series_and_events():
     res = sim.run("crypto_winter", seed=7, overrides={"policy.repo.enabled": True}, months=24)
     ref = run_scenario(load_scenario("crypto_winter", ["policy.repo.enabled=true"], seed=7,
@@ -164,6 +166,7 @@ def test_mesa_batch_run():
     assert len(df) == 4 * n_agents  # one row per agent at the last month
 
 
+@pytest.mark.slow
 def test_import_sim_binds_liqsims_agents_before_another_package(tmp_path):
     """Another package named ``agents`` earlier on the path (openai-agents installs one) does
     not take liqsim's imports; one already imported is refused with a clear message."""

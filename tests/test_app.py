@@ -333,6 +333,7 @@ def test_the_tutorials_experiments_show_what_it_says():
     assert (np.diff(losses) >= 0).all() and _about(off["recoveries"][12], 1e6, 409e6)
 
 
+@pytest.mark.slow
 def test_the_tutorials_other_realisation_and_60_months():
     """docs/tutorial.md: "Another realisation" (seed 5), its lenders with GPU loans only, and
     the 60-month LGDs."""
@@ -373,6 +374,7 @@ def _legacy(seed: int | None = None) -> LiquidationModel:
     return m
 
 
+@pytest.mark.slow
 def test_the_tutorials_repo_desk_experiment():
     """docs/tutorial.md, experiment 2: the secured repo on, at the scenario's seed (12 and 24
     months) and at seed 5, and the legacy desk of the command line."""
@@ -483,6 +485,7 @@ def test_the_tutorials_repo_desk_experiment():
     assert _about(s5["losses"][12] - rec["credit_losses"][12], 1e6, 68e6)
 
 
+@pytest.mark.slow
 def test_the_tutorials_buyer_experiment_and_try_next():
     """docs/tutorial.md, experiment 3 (buyer capacity x0.5, x1, x3) and "Try next"."""
     off = _month12()
@@ -541,6 +544,7 @@ def test_the_tutorials_buyer_experiment_and_try_next():
 
 
 # --------------------------------------------------------------------------- the page
+@pytest.mark.slow
 def test_page_renders_controls_and_panels(page):
     buttons = [b.children[0] for b in page.find(v.Btn).widgets]
     assert {"Reset", "Play", "Step"} <= set(buttons)
@@ -562,6 +566,7 @@ def test_page_renders_controls_and_panels(page):
     assert "Month 0 is the starting point" in _html(page, "liqsim-story")
 
 
+@pytest.mark.slow
 def test_no_mesa_chrome(page):
     """No SolaraViz page tabs, thread or interval controls, or 'Time: 12.0'."""
     texts = " ".join(str(getattr(w, "label", "")) + str(getattr(w, "children", ""))
@@ -571,6 +576,7 @@ def test_no_mesa_chrome(page):
         assert noise not in texts
 
 
+@pytest.mark.slow
 def test_step_advances_the_model_and_redraws(page):
     before = _images(page)
     _click(page, "Step")
@@ -580,6 +586,7 @@ def test_step_advances_the_model_and_redraws(page):
     assert sum(a != b for a, b in zip(before, after, strict=True)) >= 3
 
 
+@pytest.mark.slow
 def test_a_control_restarts_the_run_with_its_value(page):
     _click(page, "Step")
     assert _month(page) == 1
@@ -594,6 +601,7 @@ def test_a_control_restarts_the_run_with_its_value(page):
     assert _month(page) == 0 and "LTV at origination 0.50" in _text(page)
 
 
+@pytest.mark.slow
 def test_switching_scenario_resets_every_control(page):
     _control(page, v.Checkbox, "Repo desk on").v_model = True
     _control(page, v.Slider, "Loan-to-value at origination").v_model = 0.5
@@ -613,6 +621,7 @@ def test_switching_scenario_resets_every_control(page):
         str(w.children) for w in page.find(v.Html).widgets)  # the scenario's description
 
 
+@pytest.mark.slow
 def test_a_slider_snapping_the_scenarios_value_changes_nothing(page):
     """The browser snaps asic_2022's rent deflation 0.2857 to the slider's 0.05 grid (0.30)
     and reports it; that is not the user's change and must not alter the scenario."""
@@ -626,6 +635,7 @@ def test_a_slider_snapping_the_scenarios_value_changes_nothing(page):
     assert "rent deflation 35%/yr" in _text(page)
 
 
+@pytest.mark.slow
 def test_step_costs_under_0_2_s_of_cpu(page):
     """A Step (model month + the page's update, all six panels redrawn) in Solara's test
     renderer: the server's share of what a student waits for."""
@@ -641,6 +651,7 @@ def test_step_costs_under_0_2_s_of_cpu(page):
     assert float(np.median(costs)) < 0.2, costs
 
 
+@pytest.mark.slow
 def test_two_sessions_do_not_share_a_model():
     _b1, one = solara.render(_InLayout(), handle_error=False)
     _b2, two = solara.render(_InLayout(), handle_error=False)
@@ -699,6 +710,7 @@ def test_month_story_in_plain_words():
     assert any("margin call" in x or "quiet month" in x for x in app.month_story(quiet, 1))
 
 
+@pytest.mark.slow
 def test_panels_by_blitting_show_what_a_full_draw_shows():
     """Every month of a run, each panel's lines and legend after an update equal those a
     fresh draw_* call gives (only the axes' headroom may differ)."""
@@ -776,6 +788,7 @@ def test_capacity_panel_names_the_scenarios_generation():
 
 
 # --------------------------------------------------------------------------- the GIF
+@pytest.mark.slow
 def test_animate_writes_one_frame_per_month(tmp_path, capsys):
     out = tmp_path / "cascade.gif"
     assert main(["animate", "crypto_winter", "--months", "4", "--seed", "3",
@@ -809,6 +822,7 @@ def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_wait_until_up_names_a_server_that_exits_or_never_answers(tmp_path):
     """The helper the browser test and experiments/app_screenshots.py start the app with."""
     import subprocess
@@ -883,6 +897,7 @@ def _only_offered_read(loaded, scenario_dir) -> bool:
     return set(loaded) <= set(list_scenarios()) | mine
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", HOSTILE, ids=[f"v{i}" for i in range(len(HOSTILE))])
 def test_a_scenario_the_page_does_not_offer_is_never_loaded(value, scenario_dir, monkeypatch):
     if isinstance(value, str):
@@ -898,6 +913,7 @@ def test_a_scenario_the_page_does_not_offer_is_never_loaded(value, scenario_dir,
     assert app.allowed_scenario(value) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["/etc/passwd", "/proc/self/environ", "large", "..",
                                    {"a": 1}, "x" * 100_000])
 def test_the_pages_picker_refuses_a_crafted_value_with_one_line(value, scenario_dir,
@@ -996,6 +1012,7 @@ def test_liqsim_app_passes_its_scenario_dir_to_the_server(monkeypatch, tmp_path)
     assert served == [("127.0.0.1", 8765, "crypto_winter", tmp_path)]
 
 
+@pytest.mark.slow
 def test_sliders_ignore_values_that_are_not_numbers(page):
     """A crafted page can send a slider 'abc', a list or None: ignored (a string in the
     values broke the label's format and the page became a traceback); a number is clamped to
@@ -1014,6 +1031,7 @@ def test_sliders_ignore_values_that_are_not_numbers(page):
     assert _month(page) == 1
 
 
+@pytest.mark.slow
 def test_hostile_seed_and_checkbox_are_one_line_notices(page):
     seed = _control(page, v.TextField, "Seed")
     seed.v_model = ["7"]
@@ -1029,6 +1047,7 @@ def test_hostile_seed_and_checkbox_are_one_line_notices(page):
     assert "repo desk off" in _text(page)
 
 
+@pytest.mark.slow
 def test_a_notice_is_plain_text_not_html(monkeypatch):
     monkeypatch.setenv(app.SCENARIO_ENV, "baseline")
     _b, page = solara.render(_InLayout(), handle_error=False)
@@ -1037,6 +1056,7 @@ def test_a_notice_is_plain_text_not_html(monkeypatch):
     assert "'<img src=x onerror=alert(1)> **b**'" in page.find(v.Alert).widget.children[0]
 
 
+@pytest.mark.slow
 def test_an_error_on_the_page_is_one_line_with_a_dismiss_button(monkeypatch, capsys):
     """The error boundary (app.Layout): a failing part is replaced by one line, no trace."""
     calls = []

@@ -111,6 +111,7 @@ def test_annual_decline_of_a_constant_rate():
 
 
 # ---------------------------------------------------------------- the backtest (8, 4e)
+@pytest.mark.slow
 def test_backtest_value_path_and_rows():
     rows, d = val.check_backtest()
     ids = [r.id for r in rows]
@@ -131,6 +132,7 @@ def test_backtest_value_path_and_rows():
     assert d["dates"][0] == "2023-03" and d["dates"][34] == "2026-01"
 
 
+@pytest.mark.slow
 def test_a100_decline_is_the_log_mean_over_seeds():
     d = val.backtest_facts()
     logs = [np.log(1.0 - x) for x in d["a100_decline_seeds"]]

@@ -307,6 +307,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("build_argv", "fragments"),
                          [pytest.param(b, f, id=i) for i, b, f in CASES])
 def test_bad_input_is_one_line_and_exit_2(build_argv, fragments, tmp_path, capsys,
@@ -315,6 +316,7 @@ def test_bad_input_is_one_line_and_exit_2(build_argv, fragments, tmp_path, capsy
                                                    monkeypatch)
 
 
+@pytest.mark.slow
 def test_ten_million_row_edge_list_is_refused_fast(tmp_path, capsys):
     """The limit is checked before parsing: 10 M rows are refused in well under a second."""
     argv = _ten_million_rows(tmp_path)

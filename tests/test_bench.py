@@ -44,6 +44,7 @@ def test_fit_exponent_recovers_a_power_law():
     assert bench.fit_exponent([1_000], [1.0]) is None
 
 
+@pytest.mark.slow
 def test_bench_command_writes_json_and_figure(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "QUICK_SIZES", (100, 300))
     rc = main(["bench", "--quick", "--repeats", "1", "--max-borrowers", "100",

@@ -17,6 +17,9 @@ from playwright.sync_api import sync_playwright
 
 from sim.app import free_port, server_command, short_repr, stop_server, wait_until_up
 
+# the app's server and Chromium (the set-up tests below check how a missing browser is handled)
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 START_TIMEOUT = 90.0  # seconds for the server to answer (imports are slow on a busy machine)
 WAIT_MS = 60_000  # for anything on the page
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}

@@ -187,6 +187,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("build_argv", "fragments"), [pytest.param(b, f, id=i)
                                                        for i, b, f in CASES])
 def test_bad_input_is_one_line_and_exit_2(build_argv, fragments, tmp_path, capsys,
@@ -217,6 +218,7 @@ def _liqsim(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_console_bad_input_exit_2_no_traceback(tmp_path):
     for args in (["run", "--set", "borrowers.miner.ltv=1.5"], ["run", "--bogus"]):
         res = _liqsim(*args, cwd=tmp_path)
@@ -236,6 +238,7 @@ SUMMARY_KEYS = {"credit_losses", "defaults_by_type", "lender_failures", "peak_pr
                 "seed", "liqsim_version"}
 
 
+@pytest.mark.slow
 def test_console_short_run_writes_summary(tmp_path):
     out = tmp_path / "run"
     res = _liqsim("run", "--months", "3", "--no-figures", "--out", str(out), cwd=tmp_path)
@@ -292,6 +295,7 @@ def test_compare_prints_paired_differences(capsys):
         assert key in out
 
 
+@pytest.mark.slow
 def test_run_prints_every_partys_loss_and_the_policys_pnl(tmp_path):
     """The summary table shows the losses counted for everyone, read from summary.json."""
     from sim.cli import _summary_table
@@ -319,6 +323,7 @@ def _money(x: float) -> str:
     return f"\u2212{text}" if x < 0 and text != "$0.0 M" else text
 
 
+@pytest.mark.slow
 def test_run_writes_every_output_readable_by_others(tmp_path):
     out = tmp_path / "r"
     assert main(["run", "--months", "4", "--out", str(out)]) == 0

@@ -122,6 +122,7 @@ def test_compare_takes_set_and_writes_csv(tmp_path, capsys, monkeypatch):
     assert float(cl["diff_b_minus_a"]) == ref["metrics"]["credit_losses"]["diff"]
 
 
+@pytest.mark.slow
 def test_seed_and_months_show_their_defaults():
     r = _cli(["run", "--help"], REPO)
     text = " ".join(r.stdout.split())
@@ -136,6 +137,7 @@ def test_negative_money_has_the_sign_before_the_dollar():
     assert _fmt_money(-1.0) == "$0.0 M"  # no minus on a rounded zero
 
 
+@pytest.mark.slow
 def test_progress_lines_without_a_tty(tmp_path):
     r = _cli(["run", "baseline", "--months", "4", "--no-figures", "--out", "o"], tmp_path,
              LIQSIM_PROGRESS_SECONDS="0")
@@ -175,6 +177,7 @@ def _start_sweep(tmp_path: Path) -> subprocess.Popen:
                             env={**os.environ, "LIQSIM_PROGRESS_SECONDS": "0"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.7, 1.2, "first-run"])
 def test_ctrl_c_of_a_sweep_exits_cleanly(tmp_path, delay):
     """SIGINT to the whole process group (what `timeout -s INT` and a terminal send), while
@@ -194,6 +197,7 @@ def test_ctrl_c_of_a_sweep_exits_cleanly(tmp_path, delay):
         .startswith("liqsim: interrupted")
 
 
+@pytest.mark.slow
 def test_sigterm_of_a_sweep_releases_the_lock(tmp_path):
     from sim.sweep import SweepLock
 

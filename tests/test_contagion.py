@@ -309,6 +309,7 @@ def test_gai_kapadia_network_uses_only_given_rng():
     np.testing.assert_array_equal(np.random.get_state()[1], state)  # noqa: NPY002
 
 
+@pytest.mark.slow
 def test_gai_kapadia_contagion_window():
     # Reduced version of Gai & Kapadia (2010), Fig. 3 (capital 4 %, interbank 20 %, phi = 0):
     # contagion (>= 5 % of banks failing) is absent at z = 0.5, common at z = 3 and gone at

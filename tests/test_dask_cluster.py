@@ -19,6 +19,8 @@ from sim.cli import main
 from sim.ledger import read_platforms
 from sim.sweep import run_sweep
 
+pytestmark = pytest.mark.slow  # every test here takes over a second or so
+
 ROOT = Path(__file__).resolve().parent.parent
 DASK = str(Path(sys.executable).parent / "dask")
 SPEC = """name = "mixed"

@@ -305,6 +305,7 @@ def test_cascade_switch_off_keeps_the_first_wave_count():
     assert "defaults_counterfactual" not in s and s["cascade_size"] == 1  # 2 - first wave 1
 
 
+@pytest.mark.slow
 def test_credit_losses_at_writeoff_never_fall_and_later_recoveries_are_apart():
     from sim import metrics
 

@@ -171,6 +171,7 @@ def test_a_dump_of_twice_the_units_clears_lower(chip_world):
     assert min(p) >= floor_price(world.cfg.buyers, world.env)[1]  # never below scrap
 
 
+@pytest.mark.slow
 def test_a_dump_clears_lower_under_the_default_valuation_too(world):
     """The same dumps on the default (installed-unit) valuation: the brokers who can close
     this month bid more, for more units, so small dumps all clear at their bid (one flat step,
@@ -258,6 +259,7 @@ def test_pinned_rule():
 
 
 # ------------------------------------------------------------------ the whole model
+@pytest.mark.slow
 def test_crypto_winter_accounts_every_month_with_outside_demand():
     model = LiquidationModel(load_scenario("crypto_winter"), overrides=ON)
     units0 = model.gpu_units().copy()
@@ -322,6 +324,7 @@ VARIANTS = [("baseline", []), ("next_gen_launch", []), ("asic_2022", []),
             ("crypto_winter", ["buyers.unlimited=true"])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("scenario", "overrides"), VARIANTS,
                          ids=[f"{s}{'+' + ','.join(o) if o else ''}" for s, o in VARIANTS])
 def test_accounting_with_outside_demand(scenario, overrides):

@@ -165,6 +165,7 @@ def test_sites_are_sold_in_crypto_winter_and_their_mw_reach_buyers():
 SCENARIOS = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_mw_conserved_every_month_with_sites_on(name):
     cfg = _liquid(load_scenario(name))

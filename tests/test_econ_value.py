@@ -225,6 +225,7 @@ def test_economic_retirement_replaces_the_clock():
     assert book.fundamental(env)[0] == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_value_above_the_new_unit_price_any_month(scenario):
     cfg = load_scenario(scenario, overrides=NEW_KEYS)
@@ -245,6 +246,7 @@ def test_no_value_above_the_new_unit_price_any_month(scenario):
         assert (LiquidationModel(cfg).fundamental > cap).any()
 
 
+@pytest.mark.slow
 def test_value_paths_with_the_recommended_values_match_the_sourced_used_prices():
     over = recommended()
     # zero-profit entry at the tier-2 hurdle (15 %/yr): Rubin launches at 4.32 $/h

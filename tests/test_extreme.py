@@ -70,6 +70,7 @@ SALVAGE_SINK = ["buyers.outside_demand.enabled=false"]  # the earlier market's s
 
 
 # --------------------------------------------------------------------------- buyers
+@pytest.mark.slow
 @pytest.mark.parametrize("sink", [[], SALVAGE_SINK], ids=["outside_demand", "salvage_sink"])
 def test_no_buyers_at_all_everything_goes_to_salvage_at_the_floor(sink):
     m = _run("crypto_winter", [*NO_BUYERS, *sink])
@@ -106,6 +107,7 @@ def test_no_buyers_and_no_salvage_nothing_trades_inventory_stays():
 ALL_FORCED = ["lenders.max_hold_months=0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sink", [[], SALVAGE_SINK], ids=["outside_demand", "salvage_sink"])
 def test_unlimited_buyers_trade_at_the_value_in_best_use(sink):
     m = _run("crypto_winter", ["buyers.unlimited=true", *ALL_FORCED, *sink])
@@ -129,6 +131,7 @@ def test_unlimited_buyers_trade_at_the_value_in_best_use(sink):
 NO_NOISE = ["environment.rent_vol=0", "environment.generations.4.launch_month=100"]
 
 
+@pytest.mark.slow
 def test_rents_falling_90_percent_a_year():
     m = _run(None, [*NO_NOISE, "environment.rent_deflation=0.9"])
     base = _run(None, NO_NOISE)
@@ -148,6 +151,7 @@ def test_rents_falling_90_percent_a_year():
     np.testing.assert_array_equal(v[6:, shipping], np.broadcast_to(floor, v[6:, shipping].shape))
 
 
+@pytest.mark.slow
 def test_btc_going_to_zero():
     m = _run(None, ["shocks=[{month=1, kind='btc', size=1.0}]"])
     base = _run(None, [])
@@ -195,6 +199,7 @@ def test_a_two_lender_funding_cycle_is_legal(tmp_path):
     assert np.diag(m.interbank0).sum() == 0 and m.interbank0[2].sum() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["funding_degree_zero", "edgelist_of_comments"])
 def test_an_empty_funding_network(how, tmp_path):
     overrides = (["network.funding_degree=0"] if how == "funding_degree_zero"

@@ -71,6 +71,7 @@ def test_a_huge_node_number_is_not_quoted_whole(tmp_path, capsys):
     assert "unknown node 99999999999999999..." in line and len(line) < 200, line
 
 
+@pytest.mark.slow
 def test_messages_are_printed_without_markup_or_emoji(tmp_path, capsys):
     """`:x:` was printed as an emoji and `[/]` in --out raised rich's MarkupError after the run
     had been written (a traceback, exit 1)."""
@@ -82,6 +83,7 @@ def test_messages_are_printed_without_markup_or_emoji(tmp_path, capsys):
     assert stdout.splitlines()[-1] == f"results written to {out}/", stdout
 
 
+@pytest.mark.slow
 def test_dev_stdin_on_a_pipe_is_a_fifo_and_never_waited_on(tmp_path):
     """/dev/stdin resolves to ``pipe:[N]``, which is no path: the message names /dev/stdin."""
     script = Path(sys.executable).with_name("liqsim")
@@ -104,6 +106,7 @@ def test_a_fifo_edge_list_is_refused_without_opening_it(tmp_path):
     assert time.perf_counter() - start < 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("text", "refused"), [
     (".".join(["a"] * 200_000) + " = 1\n", True),
     ("x = 1\n" + ".".join(["a"] * (MAX_KEY_PARTS + 1)) + " = 1\n", True),

@@ -163,6 +163,7 @@ def test_safe_name_is_the_shared_rule():
             safe_name(bad, "spec name")
 
 
+@pytest.mark.slow
 def test_nameless_file_takes_its_stem_not_baseline(tmp_path, monkeypatch, capsys):
     _write(tmp_path / "w.toml", "[lenders]\ncount = 3\n")
     monkeypatch.chdir(tmp_path)
@@ -182,6 +183,7 @@ def test_explicit_name_wins_over_the_stem(tmp_path):
     assert load_scenario(path, ["name=over.ride"]).name == "over.ride"
 
 
+@pytest.mark.slow
 def test_edgelist_beside_the_file_runs_from_anywhere(tmp_path, monkeypatch, capsys):
     _write(tmp_path / "el" / "edges.txt", "0 1 2.0\n1 2 1.0\n")
     _write(tmp_path / "el" / "s.toml",
@@ -211,6 +213,7 @@ def test_set_edgelist_is_stored_absolute(tmp_path, monkeypatch):
     assert cfg.network.edgelist == str(tmp_path / "edges.txt")
 
 
+@pytest.mark.slow
 def test_every_shipped_scenario_and_sweep_spec_still_loads():
     from sim.sweep import SWEEP_DIR, load_spec
 

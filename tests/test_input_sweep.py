@@ -127,6 +127,7 @@ def _analyse(out: Path) -> Path:
     return out / "analysis"
 
 
+@pytest.mark.slow
 def test_a_list_valued_axis_is_analysed_by_its_json_text(tmp_path):
     out = tmp_path / "out"
     run_sweep(write_spec(tmp_path, _axis("borrowers.miner.fleet_mix", "[[1, 0], [0, 1]]")),
@@ -146,6 +147,7 @@ def test_a_list_valued_axis_is_analysed_by_its_json_text(tmp_path):
     assert (dest / "axis__borrowers.miner.fleet_mix.png").is_file()
 
 
+@pytest.mark.slow
 def test_an_old_ledger_mixing_a_number_and_its_string_is_analysed(tmp_path):
     """Specs now refuse ``[0.5, "0.5"]``; a ledger written before keeps two points, told
     apart by their JSON text (``0.5`` and ``"0.5"``) instead of crashing the sort."""
@@ -168,6 +170,7 @@ def counts(task: RunTask) -> RunResult:
                      0.0, "test")
 
 
+@pytest.mark.slow
 def test_sobol_with_an_integer_axis_gives_indices_for_every_design_point(tmp_path):
     axes = range_axis("lenders.count", 3, 6) + range_axis("buyers.capacity_scale", 0.5, 2.0)
     spec_path = write_spec(tmp_path, axes, replicates=1, design="sobol", samples=16)

@@ -528,6 +528,7 @@ def test_friction_draws_leave_the_environment_paths_of_a_seed_alone():
     assert not np.array_equal(runs[0].rec["price"], runs[1].rec["price"])
 
 
+@pytest.mark.slow
 def test_small_books_cleared_on_lists_as_on_arrays():
     """Books of at most ``_SMALL_BOOK`` orders are cleared on Python lists: on random books
     (empty orders, ties at the margin, market orders, uneven pro-rata remainders, any k) the

@@ -142,6 +142,7 @@ def test_buyers_with_different_expectations_are_valued_each_on_their_own():
         assert book.reservation(env)[i, 0] == pytest.approx(mixed[i], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_lognormal_call_is_black_scholes_by_hand():
     """F = 100, K = 80, s = 0.25: d1 = (ln 1.25 + 0.03125) / 0.25 = 1.017574, d2 = 0.767574,
     N(d1) = 0.845560, N(d2) = 0.778630, call = 84.5560 - 62.2904 = 22.2656. With s = 0 it is

@@ -18,10 +18,12 @@ CASES = [(name, []) for name in list_scenarios()] + [
     ("crypto_winter", ["network.kind='scale_free'", "contagion.alpha=0.5"]),
     ("guarantor_exit", ["network.kind='core_periphery'"]),
 ]
+# the 100,000-borrower world (experiments/scenarios/large.toml) takes seconds: marked slow
+PARAMS = [pytest.param(s, o, id=f"{s}{'+' + ','.join(o) if o else ''}",
+                       marks=pytest.mark.slow if s == "large" else ()) for s, o in CASES]
 
 
-@pytest.mark.parametrize(("scenario", "overrides"), CASES,
-                         ids=[f"{s}{'+' + ','.join(o) if o else ''}" for s, o in CASES])
+@pytest.mark.parametrize(("scenario", "overrides"), PARAMS)
 def test_accounting_identities_hold_every_month(scenario, overrides):
     model = LiquidationModel(load_scenario(scenario, overrides))
     units0 = model.gpu_units().copy()
@@ -38,6 +40,7 @@ def test_accounting_identities_hold_every_month(scenario, overrides):
     assert model.lenders.writeoffs.sum() == pytest.approx(model.ead_total, rel=1e-9, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_crypto_winter_produces_defaults_fire_sales_and_losses():
     s = metrics.summary(run_scenario(load_scenario("crypto_winter")))
     base = metrics.summary(run_scenario(load_scenario("baseline")))
@@ -48,6 +51,7 @@ def test_crypto_winter_produces_defaults_fire_sales_and_losses():
     assert s["realised_lgd"] > s["paper_lgd"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_outputs_different_seed_different():
     cfg = load_scenario("crypto_winter", months=36)
     a, b = run_scenario(cfg), run_scenario(cfg)
@@ -58,6 +62,7 @@ def test_same_seed_same_outputs_different_seed_different():
     assert not metrics.series(a).equals(metrics.series(c))
 
 
+@pytest.mark.slow
 def test_legacy_repo_desk_reduces_losses_and_price_collapse_over_20_paired_seeds():
     """The legacy desk (it buys at its floor, docs/model.md 7.17) props the price index, so
     lenders' credit losses fall; the secured repo's effects are in tests/test_repo_real.py."""
@@ -79,6 +84,7 @@ def test_legacy_repo_desk_reduces_losses_and_price_collapse_over_20_paired_seeds
     assert np.mean(fall_diff) > 0, fall_diff
 
 
+@pytest.mark.slow
 def test_unlimited_buyers_remove_the_fire_sale_discount():
     """Both worlds sell every repossessed GPU as a forced sale in its repossession month
     (``max_hold_months = 0``): with unlimited buyers a patient lender's ask, at most the value
@@ -97,6 +103,7 @@ def test_unlimited_buyers_remove_the_fire_sale_discount():
         "fire_sale_discount"] > 0.2
 
 
+@pytest.mark.slow
 def test_parametric_mode_prices_follow_the_exponential_curve():
     model = LiquidationModel(load_scenario("crypto_winter", ["market.mode='parametric'"]))
     checked = 0

@@ -14,6 +14,7 @@ def test_there_is_a_notebook():
     assert [p.name for p in NOTEBOOKS] == ["repo_switch.ipynb"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws the PNG

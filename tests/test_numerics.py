@@ -235,6 +235,7 @@ def _violations(path: Path) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_the_model_calls_no_cpu_dependent_operation():
     """Every transcendental function, product and linear solve of a run goes through
     sim.numerics: no ``@``, no non-integer ``**``, no np.exp/np.log/np.linalg/math.log and no

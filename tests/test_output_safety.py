@@ -40,6 +40,7 @@ def _one_error_line(capsys) -> str:
 
 
 # --------------------------------------------------------------------------- run: all or nothing
+@pytest.mark.slow
 @pytest.mark.parametrize("exc, code", [(OSError(errno.EFBIG, "File too large"), 2),
                                        (KeyboardInterrupt(), 130)])
 def test_a_failed_rewrite_leaves_the_old_run_untouched_and_no_temp_dir(tmp_path, monkeypatch,
@@ -62,6 +63,7 @@ def test_a_failed_rewrite_leaves_the_old_run_untouched_and_no_temp_dir(tmp_path,
     assert os.listdir(tmp_path) == ["d"]  # no .d.*.tmp / .d.*.old sibling left
 
 
+@pytest.mark.slow
 def test_a_no_figures_rerun_leaves_no_stale_figure(tmp_path):
     d = tmp_path / "d"
     assert _run(d) == 0
@@ -72,6 +74,7 @@ def test_a_no_figures_rerun_leaves_no_stale_figure(tmp_path):
     assert os.listdir(tmp_path) == ["d"]
 
 
+@pytest.mark.slow
 def test_a_symlink_to_a_run_directory_is_kept_and_its_target_replaced(tmp_path):
     target, link = tmp_path / "target", tmp_path / "link"
     assert _run(target) == 0
@@ -129,6 +132,7 @@ def test_a_dangling_symlink_is_refused(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["dl"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry, shown", [("summary.json", "'summary.json' (a directory)"),
                                           ("notes.txt", "'notes.txt'")])
 def test_a_directory_holding_anything_but_a_run_is_not_replaced(tmp_path, capsys, entry, shown):
@@ -201,6 +205,7 @@ def test_ctrl_c_during_animate_is_exit_130_and_leaves_no_gif(tmp_path, monkeypat
     assert os.listdir(gif.parent) == []
 
 
+@pytest.mark.slow
 def test_an_animate_write_error_is_one_line_and_leaves_no_gif(tmp_path, monkeypatch, capsys):
     def full(self):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -274,6 +279,7 @@ def test_validate_and_bench_write_errors_are_one_line(tmp_path, monkeypatch, cap
                                        "No space left on device")
 
 
+@pytest.mark.slow
 def test_the_core_writes_a_run_without_importing_plots_app_or_cli(tmp_path):
     """README layout: the core (store included) never imports plots, animate, app or cli; the
     CLI hands its figure writer to store.write_run."""
@@ -349,6 +355,7 @@ def _kill_while_writing(out: Path, cwd: Path) -> list[str]:
     return sorted(p.name for p in out.parent.glob(f".{out.name}.*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_a_temporary_directory_the_next_run_removes(tmp_path, capsys):
     """A SIGKILLed `liqsim run` cannot remove its temporary directory; the next run to the
     same directory removes every one nobody holds (a killed writer's lock died with it), and

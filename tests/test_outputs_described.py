@@ -163,6 +163,7 @@ def test_money_tick_values():
         "$950", "$12.3k", "$1.5M", "$1.2B", "\u2212$3M"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [plots.defaults_figure, plots.losses_figure])
 def test_legends_are_outside_the_axes(run, build):
     model, _ = run

@@ -85,6 +85,7 @@ def _png_size(path) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- files
+@pytest.mark.slow
 def test_write_figures_writes_five_valid_pngs(model, tmp_path):
     out = tmp_path / "figs"
     paths = write_figures(model, out)
@@ -126,6 +127,7 @@ def test_png_bytes_are_reproducible_and_carry_no_software_tag():
     assert sim.plots.png_bytes(draw(), dpi=50) == png
 
 
+@pytest.mark.slow
 def test_no_pyplot_and_core_does_not_import_plots():
     code = ("import sys, sim.model, sim.network\n"
             "assert 'sim.plots' not in sys.modules\n"
@@ -339,6 +341,7 @@ def test_funding_arrow_geometry_by_hand():
     assert empty.shape[0] == no_heads.shape[0] == 0
 
 
+@pytest.mark.slow
 def test_figure_and_animation_frame_draw_the_same_network(cw):
     """The GIF's frame and the static figure: same positions and colours per node, marker areas
     in one ratio (the Axes' scale squared); the app's panel is the same function."""

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here takes over a second or so
+
 ROOT = Path(__file__).resolve().parent.parent
 NPY = {"native": None, "avx2": "AVX512_ICL X86_V4", "sse4": "AVX512_ICL X86_V4 X86_V3"}
 BLAS = ("Haswell", "SkylakeX", "Prescott")

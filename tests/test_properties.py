@@ -19,6 +19,7 @@ import copy
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,6 +128,7 @@ def _same(a: LiquidationModel, b: LiquidationModel) -> None:
     assert a.events == b.events
 
 
+@pytest.mark.slow
 @BOUNDED
 @given(cfg=scenarios())
 def test_random_worlds_keep_the_books_and_are_reproducible(cfg):

@@ -57,6 +57,7 @@ def _verify(d: Path, capsys, *flags: str) -> tuple[int, dict[str, str], str]:
 
 
 # --------------------------------------------------------------------------- the manifest
+@pytest.mark.slow
 def test_run_writes_a_complete_manifest_last(tmp_path):
     d = _run(tmp_path, "--seed", "11")
     m = _manifest(d)
@@ -79,6 +80,7 @@ def test_run_writes_a_complete_manifest_last(tmp_path):
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_every_results_directory_carries_a_manifest(tmp_path):
     """Every directory `liqsim run` writes (with or without figures, any scenario) has one."""
     dirs = [_run(tmp_path, name="plain")]
@@ -92,6 +94,7 @@ def test_every_results_directory_carries_a_manifest(tmp_path):
             assert provenance.sha256_file(d / name) == entry["sha256"], (d, name)
 
 
+@pytest.mark.slow
 def test_a_crash_while_writing_leaves_the_previous_run_verifiable(tmp_path, monkeypatch, capsys):
     """A run directory is replaced all or nothing: a crash mid-write leaves the old run, its
     manifest included, byte for byte, so ``verify`` still reproduces it."""
@@ -110,6 +113,7 @@ def test_a_crash_while_writing_leaves_the_previous_run_verifiable(tmp_path, monk
     assert _verify(d, capsys)[0] == 0
 
 
+@pytest.mark.slow
 def test_edge_list_input_is_hashed_in_the_manifest(tmp_path, capsys):
     edges = tmp_path / "edges.txt"
     edges.write_text("0 1 2\n1 2\n2 0 0.5\n")
@@ -126,6 +130,7 @@ def test_edge_list_input_is_hashed_in_the_manifest(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- verify
+@pytest.mark.slow
 def test_verify_reproduces_a_run_exactly(tmp_path, capsys):
     d = _run(tmp_path, "--set", "policy.repo.enabled=true", "--seed", "3")
     code, status, out = _verify(d, capsys)
@@ -134,6 +139,7 @@ def test_verify_reproduces_a_run_exactly(tmp_path, capsys):
     assert out.rstrip().endswith("reproduced exactly")
 
 
+@pytest.mark.slow
 def test_verify_ignores_the_manifest_timestamp(tmp_path, capsys):
     d = _run(tmp_path)
     m = _manifest(d)
@@ -142,6 +148,7 @@ def test_verify_ignores_the_manifest_timestamp(tmp_path, capsys):
     assert _verify(d, capsys)[0] == 0
 
 
+@pytest.mark.slow
 def test_verify_catches_one_ulp_in_a_parquet_table(tmp_path, capsys):
     d = _run(tmp_path)
     series = pd.read_parquet(d / "series.parquet")
@@ -157,6 +164,7 @@ def test_verify_catches_one_ulp_in_a_parquet_table(tmp_path, capsys):
     assert "NOT reproduced (1 file(s) differ)" in out
 
 
+@pytest.mark.slow
 def test_verify_catches_a_changed_summary_number(tmp_path, capsys):
     d = _run(tmp_path)
     summary = json.loads((d / "summary.json").read_text())
@@ -168,6 +176,7 @@ def test_verify_catches_a_changed_summary_number(tmp_path, capsys):
     assert status["summary.json"].startswith("differs (credit_losses:")
 
 
+@pytest.mark.slow
 def test_verify_reports_modified_and_missing_files(tmp_path, capsys):
     d = _run(tmp_path)
     with (d / "events.parquet").open("ab") as fh:
@@ -180,6 +189,7 @@ def test_verify_reports_modified_and_missing_files(tmp_path, capsys):
     assert status["series.parquet"] == "reproduced (identical)"
 
 
+@pytest.mark.slow
 def test_verify_reruns_the_manifest_config(tmp_path, capsys):
     """The manifest is the recipe: outputs of another config (here 1 month shorter) differ."""
     d = _run(tmp_path)
@@ -193,6 +203,7 @@ def test_verify_reruns_the_manifest_config(tmp_path, capsys):
     assert status["config.json"].startswith("differs (months: 6 stored vs 5 re-run)")
 
 
+@pytest.mark.slow
 def test_verify_through_the_console_script(tmp_path):
     from test_cli import _liqsim
 
@@ -217,6 +228,7 @@ def test_frame_diff_is_exact_and_nan_aware():
     assert provenance.frame_diff(a, a.iloc[:2]) == "3 rows stored vs 2 re-run"
 
 
+@pytest.mark.slow
 def test_figures_hashed_by_write_manifest_are_checked_not_recomputed(tmp_path, capsys):
     """``store.write_manifest(dir, cfg, extra=figures)`` adds figures; verify checks their hash."""
     from sim.plots import write_figures
@@ -284,6 +296,7 @@ def _ok_rows(d: Path) -> list[tuple]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_finished_sweep_carries_a_manifest(sweep_dir):
     from sim.ledger import read_meta
     from sim.sweep import replicate_seed
@@ -313,6 +326,7 @@ def test_a_finished_sweep_carries_a_manifest(sweep_dir):
     assert (sweep_dir / "manifest.json").stat().st_mtime_ns >= newest
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_rewrites_its_manifest(sweep_dir, tmp_path):
     """More replicates in the same directory: the manifest names all 6 runs and their seeds."""
     d = _copy(sweep_dir, tmp_path)
@@ -322,6 +336,7 @@ def test_a_resumed_sweep_rewrites_its_manifest(sweep_dir, tmp_path):
     assert m["ledger"]["ok_runs"] == 6 and len(m["files"]) == 1 + 6
 
 
+@pytest.mark.slow
 def test_verify_reproduces_a_sweep_exactly(sweep_dir, tmp_path, capsys):
     d = _copy(sweep_dir, tmp_path)
     code, status, out = _verify(d, capsys)
@@ -339,6 +354,7 @@ def test_verify_reproduces_a_sweep_exactly(sweep_dir, tmp_path, capsys):
     assert "re-ran 1 of the ledger's 4 ok runs" in out
 
 
+@pytest.mark.slow
 def test_verify_names_the_run_and_metric_changed_in_the_ledger(sweep_dir, tmp_path, capsys):
     import sqlite3
 
@@ -361,6 +377,7 @@ def test_verify_names_the_run_and_metric_changed_in_the_ledger(sweep_dir, tmp_pa
     assert "NOT reproduced (2 check(s) differ)" in out
 
 
+@pytest.mark.slow
 def test_verify_catches_one_ulp_in_a_sweep_series(sweep_dir, tmp_path, capsys):
     d = _copy(sweep_dir, tmp_path)
     h, s = _ok_rows(d)[1][:2]
@@ -397,6 +414,7 @@ def test_sample_is_refused_for_a_single_run(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ the numeric platform
+@pytest.mark.slow
 def test_the_manifest_records_the_numeric_platform(tmp_path):
     env = _manifest(_run(tmp_path))["environment"]
     plat = env["numeric_platform"]
@@ -414,6 +432,7 @@ def _shift_summary(d: Path) -> None:
     _rehash(d, "summary.json")
 
 
+@pytest.mark.slow
 def test_verify_names_a_platform_outside_the_guarantee_in_one_line(tmp_path, capsys):
     """A directory made with another numpy on another OS that does not reproduce: the last
     line says why exactly reproduction was not promised, not a bare 'differs'."""
@@ -432,6 +451,7 @@ def test_verify_names_a_platform_outside_the_guarantee_in_one_line(tmp_path, cap
                     "docs/numerics.md)")
 
 
+@pytest.mark.slow
 def test_verify_inside_the_guarantee_says_the_platform_does_not_explain_it(tmp_path, capsys):
     d = _run(tmp_path)
     _shift_summary(d)
@@ -446,6 +466,7 @@ def test_verify_inside_the_guarantee_says_the_platform_does_not_explain_it(tmp_p
         "guarantee (same liqsim and numeric libraries), so it does not explain the difference")
 
 
+@pytest.mark.slow
 def test_a_manifest_without_a_platform_record_is_reported_as_unknown(tmp_path, capsys):
     d = _run(tmp_path)
     _shift_summary(d)

@@ -141,6 +141,7 @@ def _desk_books(m: LiquidationModel) -> None:
     assert (d.holdings >= 0).all() and d.lent >= -1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     {}, LEGACY, SECURED, {"policy.lolr.enabled": True},
     {**SECURED, "policy.lolr.enabled": True},
@@ -167,6 +168,7 @@ def test_repo_defaults_in_a_run_keep_the_books():
     assert d.holdings_cost[-1] == pytest.approx(float(d.cost_basis.sum()))
 
 
+@pytest.mark.slow
 def test_same_month_rule_and_no_bids_when_secured():
     sec = _run(SECURED)
     ev = sec.events
@@ -212,6 +214,7 @@ def test_financed_fleet_keeps_earning():
     assert b.cash[i] == pytest.approx(500.0 - 1_000.0 * rate / 12.0)
 
 
+@pytest.mark.slow
 def test_lolr_floor_space_and_holding_limit(monkeypatch):
     o = {"policy.lolr.enabled": True, "policy.lolr.mw": 2.0, "policy.lolr.hosting_mw": 1.0,
          "policy.lolr.hosting_per_kw_month": 100.0, "policy.lolr.hold_months": 4,

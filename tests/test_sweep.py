@@ -94,6 +94,7 @@ def test_replicate_seeds_are_seedsequence_children():
     assert len({replicate_seed(1, r) for r in range(100)}) == 100
 
 
+@pytest.mark.slow
 def test_adding_replicates_keeps_existing_seeds_and_results(serial, tmp_path):
     spec3 = write_spec(tmp_path, spec_text(replicates=3, extra='series = ["credit_losses", '
                                            '"price_H100"]'))
@@ -106,6 +107,7 @@ def test_adding_replicates_keeps_existing_seeds_and_results(serial, tmp_path):
     assert read_meta(out)["seeds"][:2] == read_meta(ref_out)["seeds"]
 
 
+@pytest.mark.slow
 def test_more_replicates_in_the_same_directory_runs_only_the_new_ones(tmp_path):
     out = tmp_path / "out"
     axes = '[[axes]]\nkey = "policy.repo.enabled"\nvalues = [false, true]\n'
@@ -183,6 +185,7 @@ def test_param_hash_depends_on_params_and_base(tmp_path):
 
 
 # --------------------------------------------------------------------------- backends
+@pytest.mark.slow
 def test_ledger_reads_back_and_series_are_written(serial):
     _, out = serial
     df = read_runs(out)
@@ -216,6 +219,7 @@ def test_ledger_reads_back_and_series_are_written(serial):
     assert s.credit_losses.iloc[-1] == pytest.approx(model.rec["credit_losses"][6])
 
 
+@pytest.mark.slow
 def test_process_pool_equals_serial_bit_for_bit(serial, tmp_path):
     spec, ref = serial
     res = run_sweep(spec, out=tmp_path / "pool", workers=2, progress=False)
@@ -223,6 +227,7 @@ def test_process_pool_equals_serial_bit_for_bit(serial, tmp_path):
     assert ledger_rows(tmp_path / "pool") == ledger_rows(ref)
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_equals_serial(serial, tmp_path):
     spec, ref = serial
     res = run_sweep(spec, out=tmp_path / "dask", dask_local=2, progress=False)
@@ -231,6 +236,7 @@ def test_dask_local_cluster_equals_serial(serial, tmp_path):
 
 
 # --------------------------------------------------------------------------- failures
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     # each value is valid against the base, but ltv_cure 0.82 > ltv_max 0.80 is not
     axes = ('[[axes]]\nkey = "lenders.ltv_max"\nvalues = [0.85, 0.80]\n'
@@ -253,6 +259,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert len(ledger_rows(out)) == 8
 
 
+@pytest.mark.slow
 def test_an_exception_inside_a_run_is_recorded(tmp_path, monkeypatch):
     import sim.runner
 
@@ -270,6 +277,7 @@ def test_an_exception_inside_a_run_is_recorded(tmp_path, monkeypatch):
     assert res.first_error == "FloatingPointError: boom second line"
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_uninterrupted_ledger(tmp_path):
     # 24-month runs, so that the sweep is still running when it is killed
     spec = write_spec(tmp_path, spec_text(months=24, replicates=3))
@@ -306,6 +314,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_ledger(tmp_path):
 
 
 # --------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_sweep_runs_and_resumes(tmp_path, capsys):
     spec = write_spec(tmp_path, spec_text(replicates=1))
     argv = ["sweep", str(spec), "--out", str(tmp_path / "o"), "--workers", "1"]
@@ -315,6 +324,7 @@ def test_cli_sweep_runs_and_resumes(tmp_path, capsys):
     assert "4 runs: 0 done, 4 already in the ledger" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_changed_spec_in_the_same_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["sweep", str(write_spec(tmp_path, spec_text(replicates=1))), "--out", str(out),
@@ -413,6 +423,7 @@ BAD_SPECS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("argv_for", "fragments"), [c[1:] for c in BAD_SPECS],
                          ids=[c[0] for c in BAD_SPECS])
 def test_bad_specs_exit_2_with_one_line(argv_for, fragments, tmp_path, capsys):
@@ -485,6 +496,7 @@ def test_guided_chunks_cover_every_run_once_in_order_and_shrink_towards_the_end(
     assert [len(c) for c in _chunks(list(range(20)), 8, 1)] == [8, 8, 4]
 
 
+@pytest.mark.slow
 def test_runner_and_worker_preload_do_not_import_scipy_stats():
     # scipy.stats costs ~0.6 s a process: only compare() imports it, when it is called
     code = ("import sys, sim.runner, sim.sweep, sim.metrics\n"

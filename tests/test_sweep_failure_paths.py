@@ -97,6 +97,7 @@ def one_error_line(capsys) -> str:
 
 
 # --------------------------------------------------------------------------- local pool
+@pytest.mark.slow
 def test_workers_that_die_before_any_run_stop_the_sweep_after_three_passes(
         tmp_path, monkeypatch, capsys):
     spec, out = write_spec(tmp_path, SCALE4), tmp_path / "out"
@@ -119,6 +120,7 @@ def test_workers_that_die_before_any_run_stop_the_sweep_after_three_passes(
     assert (res.done, res.failed, res.skipped) == (8, 0, 0)
 
 
+@pytest.mark.slow
 def test_a_run_that_always_kills_its_worker_is_failed_and_retry_failed_reruns_it(tmp_path):
     spec, out = write_spec(tmp_path, SCALE4), tmp_path / "out"
     res = run_sweep(spec, out=out, workers=2, progress=False, runner=kills_point_1_replicate_0)
@@ -249,6 +251,7 @@ def test_a_dask_cluster_that_goes_away_is_one_line(monkeypatch):
     assert Gone.closed
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path, capsys):
     """Waits for the client's 10 s connection timeout (about 10.5 s in all)."""
     with socket.socket() as s:  # a port nothing listens on once the socket is closed
@@ -295,6 +298,7 @@ def test_sqlite_that_is_not_a_sweep_ledger_is_one_line(tmp_path, capsys, stateme
     assert not (d / "analysis").exists()
 
 
+@pytest.mark.slow
 def test_resuming_or_verifying_a_damaged_ledger_is_one_line_or_a_finding(tmp_path, capsys):
     """A sweep re-run on a ledger whose meta was damaged stops with one line (it was an
     AttributeError traceback); ``liqsim verify`` reports a run whose stored metrics are not a
@@ -316,6 +320,7 @@ def test_resuming_or_verifying_a_damaged_ledger_is_one_line_or_a_finding(tmp_pat
     assert "NOT reproduced" in text
 
 
+@pytest.mark.slow
 def test_verify_compares_the_ledger_meta_with_the_manifest(tmp_path, capsys):
     """The manifest's digest covers the ok runs only; the meta a resume and analyze read (spec,
     seeds, base config) is checked against the manifest's copies."""
@@ -346,6 +351,7 @@ def _edit(out: Path, sql: str, *args) -> None:
     conn.close()
 
 
+@pytest.mark.slow
 def test_one_axis_without_two_levels_gives_no_paired_or_phase_and_counts_swept_borrowers(
         tmp_path):
     out, files = _analysed(tmp_path, values_axis("borrowers.miner.count", [40, 80, 120]))
@@ -359,6 +365,7 @@ def test_one_axis_without_two_levels_gives_no_paired_or_phase_and_counts_swept_b
     np.testing.assert_allclose(share.loc[[40, 80, 120]], [0.015, 1.5 / 140, 1.5 / 180])
 
 
+@pytest.mark.slow
 def test_one_replicate_gives_no_paired_table_and_unknown_borrowers_no_default_share(tmp_path):
     axes = values_axis("policy.repo.enabled", [False, True]) + SCALE4
     out, files = _analysed(tmp_path, axes, replicates=1)
@@ -381,6 +388,7 @@ def test_one_replicate_gives_no_paired_table_and_unknown_borrowers_no_default_sh
     assert cells.drop(columns="policy.repo.enabled").to_numpy().tolist() == [[1.0] * 4] * 2
 
 
+@pytest.mark.slow
 def test_a_latin_hypercube_gets_paired_differences_but_no_phase_diagram(tmp_path):
     axes = values_axis("policy.repo.enabled", [False, True]) + range_axis(
         "buyers.capacity_scale", 0.5, 2.0)
@@ -394,6 +402,7 @@ def test_a_latin_hypercube_gets_paired_differences_but_no_phase_diagram(tmp_path
     assert len(cl) == 3 and np.allclose(cl["mean"], 3000.0) and (cl["n"] == 2).all()
 
 
+@pytest.mark.slow
 def test_sobol_indices_are_skipped_with_a_note_when_they_cannot_be_computed(tmp_path):
     axes = range_axis("buyers.capacity_scale", 0.5, 2.0) + range_axis(
         "environment.utilisation", 0.5, 0.9)

@@ -90,6 +90,7 @@ def _one_error_line(capsys) -> str:
 
 
 # --------------------------------------------------------------------------- worker deaths
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_is_replaced_and_the_run_retried(reference):
     tmp, ref = reference
     out = tmp / "killed_once"
@@ -100,6 +101,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_retried(reference):
     assert rows(out) == ref
 
 
+@pytest.mark.slow
 def test_a_run_that_kills_its_worker_twice_is_failed_and_the_sweep_finishes(reference):
     tmp, ref = reference
     out = tmp / "poison"
@@ -127,6 +129,7 @@ def _group_members(pgid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_coordinator_sigkill_leaves_no_orphans_and_resumes(tmp_path):
     # 24-month runs, so that the sweep is still running when it is killed
@@ -167,6 +170,7 @@ def test_coordinator_sigkill_leaves_no_orphans_and_resumes(tmp_path):
 
 
 # --------------------------------------------------------------------------- the directory
+@pytest.mark.slow
 def test_a_second_sweep_on_the_same_directory_is_refused(reference, capsys):
     tmp, _ = reference
     out = tmp / "locked"
@@ -181,6 +185,7 @@ def test_a_second_sweep_on_the_same_directory_is_refused(reference, capsys):
     assert not (out / "ledger.sqlite").exists()  # refused before touching anything
 
 
+@pytest.mark.slow
 def test_the_lock_dies_with_its_holder(reference):
     tmp, ref = reference
     out = tmp / "holder_died"
@@ -226,6 +231,7 @@ def test_a_read_only_directory_is_a_clear_error(tmp_path, capsys):
         ro.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_a_full_database_stops_cleanly_and_resumes(reference, monkeypatch, capsys):
     """SQLite's own "database or disk is full" (SQLITE_FULL), provoked by capping the file's
     size with PRAGMA max_page_count once the metadata is written."""
@@ -251,6 +257,7 @@ def test_a_full_database_stops_cleanly_and_resumes(reference, monkeypatch, capsy
     assert [r for r in rows(out) if r[3] < 2] == ref
 
 
+@pytest.mark.slow
 def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeypatch, capsys):
     import sim.store
 
@@ -279,6 +286,7 @@ def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeyp
 
 
 # --------------------------------------------------------------------------- dask
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_run_is_replaced_and_the_ledger_matches(reference):
     """The victim run SIGKILLs its Dask worker once; the nanny restarts the worker, the
     scheduler reschedules the lost task, and the ledger equals the serial one."""

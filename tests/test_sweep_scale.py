@@ -75,6 +75,7 @@ steps = 500
 """
 
 
+@pytest.mark.slow
 def test_a_200000_point_spec_reports_every_stage_as_it_goes(tmp_path, reports):
     spec = tmp_path / "grid200k.toml"
     spec.write_text(GRID_200K, encoding="utf-8")
@@ -125,6 +126,7 @@ def _axes64() -> str:
             'design = "sobol"\nsamples = 256\n' + axes)
 
 
+@pytest.mark.slow
 def test_a_64_axis_spec_reports_every_stage_as_it_goes(tmp_path, reports):
     spec = tmp_path / "axes64.toml"
     spec.write_text(_axes64(), encoding="utf-8")
@@ -164,6 +166,7 @@ _scalars = (st.booleans() | st.integers(-2**63, 2**63) | st.text(max_size=8)
 _values = _scalars | st.lists(_scalars, max_size=3)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.dictionaries(st.text(min_size=1, max_size=12), _values, max_size=4),
                 min_size=1, max_size=5))
@@ -174,6 +177,7 @@ def test_bulk_hashes_equal_the_hash_of_the_whole_body(points):
     assert [param_hash(p, base) for p in points] == expected
 
 
+@pytest.mark.slow
 def test_hashing_200000_points_takes_seconds_not_minutes():
     base = load_scenario("baseline").model_dump(mode="json")
     points = [{"buyers.capacity_scale": 0.5 + i * 1e-5, "environment.rent_deflation": 0.3}

@@ -129,6 +129,7 @@ POLICIES = [(s, seed, name, over)
                                ("both", {**SECURED, **LOLR})]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("scenario", "seed", "name", "over"), POLICIES)
 def test_identity_holds_every_month_with_secured_repo_and_lolr(scenario, seed, name, over):
     shock = {"shocks.0.size": 0.8} if scenario == "crypto_winter" else {}  # a BTC shock of 80 %
@@ -304,6 +305,7 @@ def test_summary_has_every_part_and_the_lenders_split():
 
 
 # ----------------------------------------------------------------------- compare / analyze
+@pytest.mark.slow
 def test_compare_reports_the_paired_losses_only_when_both_count_them():
     a = load_scenario("crypto_winter", {**ON}, months=8)
     b = load_scenario("crypto_winter", {**ON, "policy.repo.enabled": True}, months=8)
@@ -337,6 +339,7 @@ def _sweep(with_losses: bool) -> Sweep:
                  name="t", n_failed=0, meta={})
 
 
+@pytest.mark.slow
 def test_analyze_paired_losses_table_and_older_ledgers():
     out = Output()
     _add_paired(_sweep(True), out)

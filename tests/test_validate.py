@@ -57,6 +57,7 @@ def test_nesting_fails_with_too_few_buyers():
 
 
 # ---------------------------------------------------------------- check 2: reduced Gai-Kapadia
+@pytest.mark.slow
 def test_reduced_gai_kapadia_window():
     rows, data = val.check_gai_kapadia(val.GK_QUICK)
     assert all(r.passed for r in rows), [(r.id, r.measured) for r in rows if not r.passed]
@@ -191,6 +192,7 @@ def test_asic_episode_measures_index_and_auction_prices_separately():
 
 
 # ---------------------------------------------------------------- the command
+@pytest.mark.slow
 def test_validate_quick_writes_report_and_exit_code_matches(tmp_path, capsys):
     out = tmp_path / "v"
     code = main(["validate", "--quick", "--out", str(out)])
@@ -215,6 +217,7 @@ def test_validate_quick_writes_report_and_exit_code_matches(tmp_path, capsys):
     assert "report written to" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_validate_exit_zero_when_all_pass_and_one_when_a_band_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(val, "STEPS", FAST_STEPS)
     assert main(["validate", "--quick", "--out", str(tmp_path / "ok")]) == 0

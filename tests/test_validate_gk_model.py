@@ -110,6 +110,7 @@ def test_check_rows_small_run_and_band_failure(monkeypatch):
     assert not rows[0].passed
 
 
+@pytest.mark.slow
 def test_model_calibration_has_no_window_and_gk_sheets_do():
     """The measured finding of 2g/2i on a reduced grid (N = 100, 40 networks per z)."""
     lenders = val.model_lenders(5)

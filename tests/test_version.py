@@ -33,6 +33,7 @@ def test_without_git_the_metadata_then_unknown(tmp_path, monkeypatch):
         v.liqsim_version.cache_clear()
 
 
+@pytest.mark.slow
 def test_reading_the_version_loads_no_model():
     code = ("import sys, sim.version; sim.version.liqsim_version(); "
             "print('sim.model' in sys.modules)")
