@@ -17,13 +17,17 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/liqsim run
 
+# lint-imports checks the import contracts of pyproject.toml ([tool.importlinter]): no cycles,
+# the core below the tools and views, agents/ on the core only; a broken one names the imports
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/pytest -q
 
 # The tests not marked slow or browser (pyproject.toml): under 30 s, for every edit. CI runs `make test`.
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/pytest -q -m "not slow and not browser"
 
 bench: $(VENV)/.installed

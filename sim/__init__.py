@@ -104,7 +104,7 @@ _bind_agents()
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # not cached here: sim.version caches it
-        from sim.version import liqsim_version
+        from sim.version import liqsim_version  # lazy, as the names of _LAZY
 
         return liqsim_version()
     module = _LAZY.get(name)

@@ -18,7 +18,7 @@ def _interrupted_while_loading(_signum, _frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGINT, _interrupted_while_loading)
     try:
-        from sim.cli import main as cli_main
+        from sim.cli import main as cli_main  # lazy: loaded while Ctrl-C exits quietly
     finally:
         signal.signal(signal.SIGINT, previous)
     return cli_main(argv)

@@ -52,6 +52,7 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from sim.config import ConfigError
+from sim.keys import human_key
 from sim.ledger import LEDGER, RUN_COLUMNS, canonical_json, json_kind, read_meta, read_runs
 from sim.plots import dollars, new_figure, png_bytes
 from sim.store import atomic_write_bytes
@@ -427,8 +428,6 @@ def axis_figure(sw: Sweep, table: pd.DataFrame, axis: str) -> bytes:
 
 def _human(sw: Sweep, key: str) -> str:
     """The axis' human name (``shocks.0.size`` -> ``BTC shock in month 3``), key after it."""
-    from sim.keys import human_key
-
     label = human_key(key, sw.meta.get("base") if isinstance(sw.meta, dict) else None)
     # wrapped: a long meaning under a small panel would squeeze the axes to nothing
     return key if label == key else textwrap.fill(f"{label} [{key}]", 48)

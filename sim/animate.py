@@ -24,6 +24,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from sim.config import ConfigError
 from sim.environment import month_label
 from sim.plots import (
     FAILED_LENDER,
@@ -33,6 +34,8 @@ from sim.plots import (
     draw_network,
     new_figure,
 )
+from sim.runner import run_scenario
+from sim.store import atomic_write_with
 
 GEN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -174,8 +177,6 @@ def animation_frames(model) -> range:
 
 def check_gif_path(out: str | Path) -> Path:
     """``out`` as a Path if it names a GIF file, else :class:`ConfigError`."""
-    from sim.config import ConfigError
-
     path = Path(out)
     if path.suffix.lower() != ".gif":
         raise ConfigError(f"--out {out}: must end in .gif")
@@ -203,8 +204,6 @@ def write_gif(model, out: str | Path, fps: int = 3) -> Path:
     The file appears atomically: it is encoded under a temporary name in the same directory and
     renamed into place; an error or Ctrl-C while drawing leaves no file (:class:`GifWriter`).
     """
-    from sim.store import atomic_write_with
-
     out = Path(out)
     fig, net, prices = _frame_figure(model)
 
@@ -230,7 +229,5 @@ def write_gif(model, out: str | Path, fps: int = 3) -> Path:
 
 def animate(cfg, out: str | Path, fps: int = 3, on_month=None) -> Path:
     """Run scenario ``cfg`` to the end, then write its GIF to ``out``."""
-    from sim.runner import run_scenario
-
     model = run_scenario(cfg, on_month=on_month)
     return write_gif(model, out, fps=fps)

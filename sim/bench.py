@@ -40,6 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sim import metrics
+from sim.config import load_scenario
+from sim.model import LiquidationModel
+from sim.runner import run_scenario
+from sim.store import atomic_write_with, write_json
 from sim.version import liqsim_version
 
 GOLDEN_PATH = Path(__file__).resolve().parent.parent / "tests" / "data" / "golden.json"
@@ -79,8 +84,6 @@ def _flat_numbers(d: dict, prefix: str = "") -> dict[str, float | int | bool | N
 
 def fingerprint(model) -> dict:
     """sha256 of every record array (sorted keys), of the panel and events, and the summary."""
-    from sim import metrics
-
     rec = {k: _sha(model.rec[k]) for k in sorted(model.rec)}
     panel = {k: _sha(model.panel[k]) for k in sorted(model.panel)}
     events = hashlib.sha256(repr(model.events).encode()).hexdigest()
@@ -90,9 +93,6 @@ def fingerprint(model) -> dict:
 
 def golden_fingerprints(cases=GOLDEN_CASES) -> dict[str, dict]:
     """Run every golden case at its default seed and return its fingerprint."""
-    from sim.config import load_scenario
-    from sim.runner import run_scenario
-
     return {label: fingerprint(run_scenario(load_scenario(name, list(over))))
             for label, name, over in cases}
 
@@ -115,8 +115,6 @@ def golden_mismatches(expected: dict[str, dict], actual: dict[str, dict]) -> lis
 
 def write_golden(path: Path = GOLDEN_PATH) -> None:
     """Record the golden fingerprints of the current code (only with a reason to)."""
-    from sim.store import write_json
-
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, golden_fingerprints())
 
@@ -158,9 +156,6 @@ def n_agents(cfg) -> int:
 
 def bench_baseline(repeats: int, warmup: int = 3) -> dict:
     """Median wall time of one baseline run and its agent-steps per second."""
-    from sim.config import load_scenario
-    from sim.runner import run_scenario
-
     cfg = load_scenario("baseline")
     out = _stats(_timed(lambda: run_scenario(cfg), repeats, warmup))
     out.update(agents=n_agents(cfg), months=cfg.months,
@@ -197,8 +192,6 @@ def scaled_overrides(n_borrowers: int) -> list[str]:
     Miners and neo-clouds keep the baseline's mix, buyers of each type grow in proportion to
     the borrowers (at least one each), lenders are one per 100 borrowers (at least two).
     """
-    from sim.config import load_scenario
-
     base = load_scenario("baseline")
     b = base.borrowers
     f = n_borrowers / (b.miner.count + b.neocloud.count)
@@ -212,8 +205,6 @@ def scaled_overrides(n_borrowers: int) -> list[str]:
 
 def scaled_scenario(n_borrowers: int, months: int | None = None):
     """The scaled baseline; at 100,000 borrowers the shipped ``large`` scenario itself."""
-    from sim.config import load_scenario
-
     if n_borrowers == LARGE_SIZE:
         return load_scenario("large", months=months)
     return load_scenario("baseline", scaled_overrides(n_borrowers), months=months)
@@ -221,8 +212,6 @@ def scaled_scenario(n_borrowers: int, months: int | None = None):
 
 def _child(n_borrowers: int, months: int, repeats: int) -> dict:
     """One scaling point, run inside a fresh process (see :func:`bench_scaling`)."""
-    from sim.model import LiquidationModel
-
     cfg = scaled_scenario(n_borrowers, months)
     builds, runs = [], []
     for _ in range(repeats):
@@ -281,6 +270,7 @@ def bench_scaling(sizes, months: int, log: Callable[[str], None] = lambda _: Non
 
 def bench_sweeps(n_runs: int) -> dict:
     """Sweep runs/s against Mesa's batch_run (:func:`sim.bench_sweeps.measure`)."""
+    # lazy: only --sweeps needs sim.sweep and psutil, and the scaling children import this module
     from sim import bench_sweeps
 
     return bench_sweeps.measure(n_runs=n_runs, workers=(1, 2))
@@ -348,8 +338,6 @@ def run_bench(out_dir: Path = Path("results/bench"), quick: bool = False, sweeps
               repeats: int = 20, max_borrowers: int = LARGE_SIZE,
               log: Callable[[str], None] = lambda _: None) -> dict:
     """Run the whole benchmark, write ``bench.json`` and ``scaling.png``; return the results."""
-    from sim.store import write_json
-
     res: dict = {"liqsim_version": liqsim_version(), "quick": quick, "targets": TARGETS,
                  "machine": _machine()}
     log("baseline scenario")
@@ -382,8 +370,6 @@ def run_bench(out_dir: Path = Path("results/bench"), quick: bool = False, sweeps
 def write_figure(res: dict, out_dir: Path) -> None:
     """``scaling.png`` from the results of :func:`run_bench` (also from a saved bench.json)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from sim.store import atomic_write_with
 
     fig = scaling_figure(res["scaling"])
     FigureCanvasAgg(fig)

@@ -40,7 +40,9 @@ from mesa.datacollection import DataCollector
 
 from sim import metrics
 from sim.config import load_scenario
+from sim.ledger import read_runs
 from sim.model import LiquidationModel
+from sim.sweep import replicate_seed, run_sweep
 
 BASE = "crypto_winter"
 GRID: dict[str, list] = {"policy.repo.enabled": [False, True],
@@ -83,8 +85,6 @@ class BatchRunModel(LiquidationModel):
 def _run_batch(workers: int, replicates: int, months: int | None) -> list[dict]:
     from mesa.batchrunner import batch_run
 
-    from sim.sweep import replicate_seed
-
     params = {**GRID, "base": BASE, "months": months}
     seeds = [replicate_seed(ROOT_SEED, r) for r in range(replicates)]  # the sweep's seeds
     rows = batch_run(BatchRunModel, params, number_processes=workers, rng=seeds,
@@ -106,9 +106,6 @@ def _spec_text(replicates: int, months: int | None) -> str:
 
 
 def _run_sweep(workers: int, replicates: int, months: int | None) -> list[dict]:
-    from sim.ledger import read_runs
-    from sim.sweep import run_sweep
-
     with tempfile.TemporaryDirectory(prefix="liqsim-bench-") as tmp:
         spec = Path(tmp) / "grid.toml"
         spec.write_text(_spec_text(replicates, months), encoding="utf-8")

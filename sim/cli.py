@@ -23,7 +23,9 @@ from sim.config import (
     load_scenario,
     read_toml,
 )
+from sim.keys import describe_keys
 from sim.progress import LineProgress
+from sim.version import liqsim_version
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="liqsim: the liquidation market for repossessed AI GPUs.")
@@ -36,8 +38,6 @@ GIF_NAME = "cascade.gif"  # liqsim animate's default file, inside the run direct
 
 def _version(value: bool) -> None:
     if value:
-        from sim.version import liqsim_version  # lazy: only for --version
-
         out_console.print(f"liqsim {liqsim_version()}", markup=False, highlight=False)
         raise typer.Exit(0)
 
@@ -253,6 +253,8 @@ def run(
     figures: Annotated[bool, typer.Option(help="Write PNG figures")] = True,
 ) -> None:
     """Run one scenario and write results/<name>/."""
+    # lazy (here and in the other commands): the model, matplotlib, Solara and dask load only
+    # for the command that needs them, so `liqsim --help` and a bad argument answer at once
     from sim import store
     from sim.plots import FIGURES, write_figures
     from sim.runner import run_scenario
@@ -309,7 +311,7 @@ def compare(
                    ] = None,
 ) -> None:
     """Run A and B on the same seeds and print paired differences (B - A) with 95 % CIs."""
-    from sim.runner import compare as run_compare
+    from sim.runner import compare as run_compare  # lazy: loads the model
 
     try:
         ca = load_scenario(a, set_ or [], months=months)
@@ -353,7 +355,7 @@ def _write_compare_csv(path: Path, res: dict) -> None:
     import csv as csv_module
     import io
 
-    from sim.store import atomic_write_bytes
+    from sim.store import atomic_write_bytes  # lazy: sim.store loads the model
 
     buf = io.StringIO()
     w = csv_module.writer(buf, lineterminator="\n")
@@ -389,8 +391,6 @@ def keys(
                                                       "'policy.repo' or 'lenders'")] = None,
 ) -> None:
     """List every config key with its default, bounds, unit and meaning."""
-    from sim.keys import describe_keys
-
     rows = describe_keys(prefix)
     if not rows:
         hint = did_you_mean(prefix, {r.key: 0 for r in describe_keys()})
@@ -413,7 +413,7 @@ def verify(
 ) -> None:
     """Re-run a results or sweep directory from its manifest: exit 0 if reproduced exactly,
     1 if not."""
-    from sim.provenance import verify as run_verify
+    from sim.provenance import verify as run_verify  # lazy: loads the model and sim.sweep
 
     try:
         with _progress("runs") as prog:
@@ -436,7 +436,7 @@ def analyze(
                    ] = None,
 ) -> None:
     """Tables (CSV), figures (PNG) and a self-contained report.html of a finished sweep."""
-    from sim.analyze import analyze as run_analysis
+    from sim.analyze import analyze as run_analysis  # lazy: matplotlib, SALib, the model
 
     try:
         if out is not None:
@@ -457,7 +457,7 @@ def validate(
                                              "fewer degrees and draws)")] = False,
 ) -> None:
     """Validation suite: classic models and observed episodes; exit 1 if any check fails."""
-    from sim import validate as val
+    from sim import validate as val  # lazy: loads the model and matplotlib
 
     try:
         _check_writable(out)
@@ -492,7 +492,7 @@ def bench(
                    ] = Path("results/bench"),
 ) -> None:
     """Time liqsim against Mesa's BoltzmannWealth, its scaling, and check golden outputs."""
-    from sim.bench import run_bench
+    from sim.bench import run_bench  # lazy: loads the model
 
     try:
         _check_writable(out)
@@ -542,7 +542,7 @@ def app_(
             _check_scenario_dir(scenario_dir)
     except ConfigError as e:
         _fail(str(e))
-    from sim.app import check_port, serve, url
+    from sim.app import check_port, serve, url  # lazy: Solara, after the arguments are checked
 
     try:
         check_port(host, port)
@@ -577,6 +577,7 @@ def animate(
                                      help="Frames (months) per second (1..30)")] = 3,
 ) -> None:
     """Write a GIF of the cascade: network and price paths, one frame per month."""
+    # lazy: matplotlib and the model
     from sim.animate import animate as run_animate
     from sim.animate import check_gif_path
 
@@ -613,7 +614,7 @@ def sweep(
                                                     "failed")] = False,
 ) -> None:
     """Run (or resume) a parameter sweep into a SQLite ledger; see docs/sweeps.md."""
-    from sim.sweep import run_sweep
+    from sim.sweep import run_sweep  # lazy: loads the model
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)  # stop the pool, release the lock
     try:

@@ -1,4 +1,9 @@
-"""``model.datacollector``: Mesa's ``DataCollector`` interface over the model's own records.
+"""The tables of a run and ``model.datacollector``, Mesa's ``DataCollector`` interface over them.
+
+:func:`series`, :func:`panel` and :func:`events` turn a model's records into the DataFrames of
+``series.parquet``, ``panel.parquet`` and ``events.parquet`` (also reachable, and documented,
+as ``sim.metrics.series`` etc.). This module sits below :mod:`sim.model`, which imports it for
+its ``datacollector`` property, so it imports nothing from the model at run time.
 
 A :class:`sim.model.LiquidationModel` writes every month into preallocated numpy arrays
 (``model.rec``, ``model.panel``) and an event list; it collects nothing else per step. This
@@ -19,10 +24,21 @@ what Mesa's tools call on a ``DataCollector``:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
+from agents.borrower import BorrowerStatus
+from agents.lender import LenderStatus
+from sim.environment import calendar_month
+
+if TYPE_CHECKING:  # annotations only: sim.model imports this module
+    from sim.model import LiquidationModel
+
 AGENT_VARS = ("state", "cash", "size")
+# the fields of a record in ``model.events`` (the model appends tuples in this order)
+EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
 
 
 class _AgentRecords(Mapping):
@@ -83,8 +99,6 @@ class RecordsCollector:
         return {"events": self.get_table_dataframe("events")}
 
     def _series(self) -> pd.DataFrame:
-        from sim.metrics import series
-
         return series(self._model)
 
     def get_model_vars_dataframe(self) -> pd.DataFrame:
@@ -94,8 +108,6 @@ class RecordsCollector:
     def get_agent_vars_dataframe(self) -> pd.DataFrame:
         """``state``, ``cash``, ``size`` indexed by (``Step``, ``AgentID``), as Mesa's; plus
         the agent's ``name`` and ``kind``."""
-        from sim.metrics import panel
-
         df = panel(self._model).rename(columns={"month": "Step", "agent": "AgentID"})
         return df.set_index(["Step", "AgentID"])[[*AGENT_VARS, "name", "kind"]]
 
@@ -103,6 +115,100 @@ class RecordsCollector:
         """``events``: the event log (as ``events.parquet``)."""
         if table_name != "events":
             raise ValueError(f"table {table_name!r} does not exist; the only table is 'events'")
-        from sim.metrics import events
-
         return events(self._model)
+
+
+# --------------------------------------------------------------------------- the tables
+# per-generation records that mean nothing before the generation's launch (NaN there)
+BEFORE_LAUNCH_NAN = ("rent", "price", "fundamental")
+
+
+def series(model: LiquidationModel) -> pd.DataFrame:
+    """Model time series, one row per month (0 = t0), per-generation columns suffixed _<gen>;
+    ``date`` is the first day of the month; rents, prices and values are NaN before a
+    generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.datadict.SERIES``."""
+    r, n = model.rec, model.env.t + 1
+    dates = pd.to_datetime([f"{y}-{m:02d}-01" for y, m in map(calendar_month, range(n))]
+                           ).as_unit("s")
+    cols: dict[str, np.ndarray] = {"month": np.arange(n), "date": dates}
+    before = np.arange(n)[:, None] < model.env.launch[None, :]
+    for key, arr in r.items():
+        if arr.ndim == 1:
+            cols[key] = arr[:n]
+        else:
+            arr = arr[:n]
+            if key in BEFORE_LAUNCH_NAN and before.any():
+                arr = np.where(before, np.nan, arr)
+            for g, name in enumerate(model.env.names):
+                cols[f"{key}_{name}"] = arr[:, g]
+    return pd.DataFrame(cols)
+
+
+LENDER_STATES = tuple(s.label for s in LenderStatus)  # normal, deleveraging, failed
+BORROWER_STATES = tuple(s.label for s in BorrowerStatus)  # healthy, distressed, defaulted
+STATES = (*LENDER_STATES, *BORROWER_STATES, "active")
+
+
+def panel(model: LiquidationModel) -> pd.DataFrame:
+    """Agent panel in long form: month, agent (node id), name, kind, state, cash, size;
+    ``kind`` and ``state`` are categorical (state names: :data:`STATES`)."""
+    n = model.env.t + 1
+    agents = model.panel_agents
+    k, nl, nb = len(agents), model.lenders.n, model.borrowers.n
+    # the code's name per agent: lenders' codes index LENDER_STATES, borrowers' the next three
+    nls, nbs = len(LENDER_STATES), len(BORROWER_STATES)
+    offset = np.r_[np.zeros(nl, np.int8), np.full(nb, nls, np.int8),
+                   np.full(k - nl - nb, nls + nbs, np.int8)]
+    codes = (model.panel["state"][:n] + offset[None, :]).ravel()
+    kinds = [a.kind for a in agents]
+    return pd.DataFrame({
+        "month": np.repeat(np.arange(n), k),
+        "agent": np.tile([a.node for a in agents], n),
+        "name": np.tile([a.name for a in agents], n),
+        "kind": pd.Categorical(np.tile(kinds, n), categories=list(dict.fromkeys(kinds))),
+        "state": pd.Categorical.from_codes(codes, categories=list(STATES)),
+        "cash": model.panel["cash"][:n].ravel(),
+        "size": model.panel["size"][:n].ravel(),
+    })
+
+
+def events(model: LiquidationModel) -> pd.DataFrame:
+    """The event log, one meaning per column (``sim.datadict.EVENTS``): the model's records
+    carry an LTV (margin calls) or a collateral value (defaults) in their ``price`` field and
+    the debt, loan, equity or a retired site's MW in ``amount``; here each has its own column,
+    NaN where it does not apply, and ``generation`` is the generation's name. Trades (a
+    ``price`` per GPU, ``value`` = units x price) are sales, purchases and site_fleet_sale (a
+    lender's units sold with its site at the price index)."""
+    raw = pd.DataFrame(model.events, columns=list(EVENT_COLUMNS))
+    if raw.empty:  # typed columns for an empty log too
+        raw = raw.astype({"month": np.int64, "event": str, "agent": str, "index": np.int64,
+                          "generation": np.int64, "units": np.int64, "amount": float,
+                          "price": float})
+    ev = raw["event"].astype(str)
+    trade = ev.isin(["sale", "purchase", "site_fleet_sale"])  # (the last with sites on)
+    default = ev.str.startswith("default_")
+    names = np.array([*model.env.names, None], dtype=object)
+    gen = raw["generation"].to_numpy(dtype=np.int64)
+    nan = np.nan
+
+    def where(mask, col):
+        return raw[col].where(mask, nan).astype(float)
+
+    return pd.DataFrame({
+        "month": raw["month"].astype(np.int64),
+        "event": pd.Categorical(ev),
+        "agent": pd.Categorical(raw["agent"]),
+        "index": raw["index"].astype(np.int64),
+        "generation": pd.Categorical(names[np.where(gen >= 0, gen, len(names) - 1)],
+                                     categories=list(model.env.names)),
+        "units": raw["units"].astype(np.int64),
+        "price": where(trade, "price"),
+        "value": where(trade | (ev == "site_sale"), "amount"),
+        "debt": where(default | ev.isin(["margin_call", "refinancing_refused",
+                                         "loan_accelerated_repaid"]), "amount"),
+        "collateral": where(default, "price"),
+        "ltv": where(ev == "margin_call", "price"),
+        "loan": where(ev == "repo_loan", "amount"),
+        "equity": where(ev.isin(["deleveraging", "lender_failure"]), "amount"),
+        "mw": where(ev == "site_retired", "amount"),
+    })

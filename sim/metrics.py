@@ -1,117 +1,32 @@
 """Headline metrics (docs/model.md section 4) and the tables of a finished run.
 
-The per-month records are numpy arrays filled during the run; here they become DataFrames once.
+The per-month records are numpy arrays filled during the run; :mod:`sim.collect` turns them
+into DataFrames once (``series``, ``panel``, ``events``, re-exported here under their
+documented names ``sim.metrics.series`` etc.). They live there, below :mod:`sim.model`, because
+the model's ``datacollector`` reads them, while :func:`cascade` here runs a model.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim import losses
+from sim.collect import (  # noqa: F401 - re-exported (see the module's docstring)
+    BORROWER_STATES,
+    LENDER_STATES,
+    STATES,
+    events,
+    panel,
+    series,
+)
+from sim.config import Scenario
 from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
-from sim.environment import calendar_month
-from sim.model import EVENT_COLUMNS, LiquidationModel
+from sim.model import LiquidationModel
 from sim.version import liqsim_version
 
 MAX_DEBTRANK_SEEDS = 50
-
-
-# per-generation records that mean nothing before the generation's launch (NaN there)
-BEFORE_LAUNCH_NAN = ("rent", "price", "fundamental")
-
-
-def series(model: LiquidationModel) -> pd.DataFrame:
-    """Model time series, one row per month (0 = t0), per-generation columns suffixed _<gen>;
-    ``date`` is the first day of the month; rents, prices and values are NaN before a
-    generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.datadict.SERIES``."""
-    r, n = model.rec, model.env.t + 1
-    dates = pd.to_datetime([f"{y}-{m:02d}-01" for y, m in map(calendar_month, range(n))]
-                           ).as_unit("s")
-    cols: dict[str, np.ndarray] = {"month": np.arange(n), "date": dates}
-    before = np.arange(n)[:, None] < model.env.launch[None, :]
-    for key, arr in r.items():
-        if arr.ndim == 1:
-            cols[key] = arr[:n]
-        else:
-            arr = arr[:n]
-            if key in BEFORE_LAUNCH_NAN and before.any():
-                arr = np.where(before, np.nan, arr)
-            for g, name in enumerate(model.env.names):
-                cols[f"{key}_{name}"] = arr[:, g]
-    return pd.DataFrame(cols)
-
-
-LENDER_STATES = tuple(s.label for s in LenderStatus)  # normal, deleveraging, failed
-BORROWER_STATES = tuple(s.label for s in BorrowerStatus)  # healthy, distressed, defaulted
-STATES = (*LENDER_STATES, *BORROWER_STATES, "active")
-
-
-def panel(model: LiquidationModel) -> pd.DataFrame:
-    """Agent panel in long form: month, agent (node id), name, kind, state, cash, size;
-    ``kind`` and ``state`` are categorical (state names: :data:`STATES`)."""
-    n = model.env.t + 1
-    agents = model.panel_agents
-    k, nl, nb = len(agents), model.lenders.n, model.borrowers.n
-    # the code's name per agent: lenders' codes index LENDER_STATES, borrowers' the next three
-    nls, nbs = len(LENDER_STATES), len(BORROWER_STATES)
-    offset = np.r_[np.zeros(nl, np.int8), np.full(nb, nls, np.int8),
-                   np.full(k - nl - nb, nls + nbs, np.int8)]
-    codes = (model.panel["state"][:n] + offset[None, :]).ravel()
-    kinds = [a.kind for a in agents]
-    return pd.DataFrame({
-        "month": np.repeat(np.arange(n), k),
-        "agent": np.tile([a.node for a in agents], n),
-        "name": np.tile([a.name for a in agents], n),
-        "kind": pd.Categorical(np.tile(kinds, n), categories=list(dict.fromkeys(kinds))),
-        "state": pd.Categorical.from_codes(codes, categories=list(STATES)),
-        "cash": model.panel["cash"][:n].ravel(),
-        "size": model.panel["size"][:n].ravel(),
-    })
-
-
-def events(model: LiquidationModel) -> pd.DataFrame:
-    """The event log, one meaning per column (``sim.datadict.EVENTS``): the model's records
-    carry an LTV (margin calls) or a collateral value (defaults) in their ``price`` field and
-    the debt, loan, equity or a retired site's MW in ``amount``; here each has its own column,
-    NaN where it does not apply, and ``generation`` is the generation's name. Trades (a
-    ``price`` per GPU, ``value`` = units x price) are sales, purchases and site_fleet_sale (a
-    lender's units sold with its site at the price index)."""
-    raw = pd.DataFrame(model.events, columns=list(EVENT_COLUMNS))
-    if raw.empty:  # typed columns for an empty log too
-        raw = raw.astype({"month": np.int64, "event": str, "agent": str, "index": np.int64,
-                          "generation": np.int64, "units": np.int64, "amount": float,
-                          "price": float})
-    ev = raw["event"].astype(str)
-    trade = ev.isin(["sale", "purchase", "site_fleet_sale"])  # (the last with sites on)
-    default = ev.str.startswith("default_")
-    names = np.array([*model.env.names, None], dtype=object)
-    gen = raw["generation"].to_numpy(dtype=np.int64)
-    nan = np.nan
-
-    def where(mask, col):
-        return raw[col].where(mask, nan).astype(float)
-
-    return pd.DataFrame({
-        "month": raw["month"].astype(np.int64),
-        "event": pd.Categorical(ev),
-        "agent": pd.Categorical(raw["agent"]),
-        "index": raw["index"].astype(np.int64),
-        "generation": pd.Categorical(names[np.where(gen >= 0, gen, len(names) - 1)],
-                                     categories=list(model.env.names)),
-        "units": raw["units"].astype(np.int64),
-        "price": where(trade, "price"),
-        "value": where(trade | (ev == "site_sale"), "amount"),
-        "debt": where(default | ev.isin(["margin_call", "refinancing_refused",
-                                         "loan_accelerated_repaid"]), "amount"),
-        "collateral": where(default, "price"),
-        "ltv": where(ev == "margin_call", "price"),
-        "loan": where(ev == "repo_loan", "amount"),
-        "equity": where(ev.isin(["deleveraging", "lender_failure"]), "amount"),
-        "mw": where(ev == "site_retired", "amount"),
-    })
 
 
 def peak_price_fall(model: LiquidationModel, adjusted: bool = True) -> dict[str, float]:
@@ -162,8 +77,6 @@ def counterfactual_scenario(cfg):
     interbank funding (every lender type's interbank_share = 0), no runs (run_rate = 0, funding
     shocks dropped) and no deleveraging (capital_floor = 0). Same seed: the borrowers, fleets,
     loans and the environment's draws are the same."""
-    from sim.config import Scenario
-
     data = cfg.model_dump()
     data["buyers"]["unlimited"] = True
     for t in data["lenders"]["types"].values():

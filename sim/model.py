@@ -51,6 +51,7 @@ from agents.repo_desk import LastResortBuyer, RepoDesk
 from agents.sites import SiteBook
 from sim import losses
 from sim import numerics as nm
+from sim.collect import RecordsCollector
 from sim.config import ConfigError, Scenario, resolve
 from sim.contagion import rogers_veraart_state
 from sim.environment import HOURS_PER_MONTH, Environment
@@ -64,7 +65,6 @@ SITE_RECORDS = ("site_mw_borrowers", "site_mw_lenders", "site_mw_repossessed", "
                 "site_mw_retired", "site_sale_proceeds", "hosting_income",
                 "buyer_spare_mw_air", "buyer_spare_mw_liquid", "buyer_mw_converting",
                 "buyer_mw_converted", "miner_mw_hosting")
-EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
 OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_surplus",
                  "unpaid_suppliers",
                  "buyer_capital", "funding_outside", "holding_costs", "other_loans",
@@ -325,8 +325,6 @@ class LiquidationModel(mesa.Model):
         own = self.__dict__.get("_own_datacollector")
         if own is not None:
             return own
-        from sim.collect import RecordsCollector
-
         return RecordsCollector(self)
 
     @datacollector.setter

@@ -38,6 +38,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from agents.borrower import BorrowerStatus
 from agents.buyer import floor_price
 from agents.lender import LenderStatus
+from sim.config import changed_keys
 from sim.environment import month_label
 
 __all__ = [
@@ -108,8 +109,6 @@ def dollars(x: float, _pos=None) -> str:
 def run_label(model, limit: int = 4) -> str:
     """The run a figure shows: ``crypto_winter · seed 7 · 24 months · policy.repo.enabled =
     true`` (the keys that differ from the scenario it is named after, at most ``limit``)."""
-    from sim.config import changed_keys
-
     cfg = model.cfg
     parts = [cfg.name, f"seed {cfg.seed}", f"{cfg.months} months"]
     changed = changed_keys(cfg)

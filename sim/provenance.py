@@ -3,7 +3,9 @@
 Every directory written by :func:`sim.store.write_run` carries a ``manifest.json``, written last
 (atomically), with the liqsim version, the resolved scenario, its seed, the platform and the
 versions of Python and the numeric libraries, the SHA-256 of every output file and, when the run
-read a funding edge list, that file's path and SHA-256.
+read a funding edge list, that file's path and SHA-256. The manifests are written by
+:mod:`sim.store` (:func:`sim.store.manifest`, :func:`sim.store.write_sweep_manifest`), beside the
+outputs; this module reads and verifies them.
 
 :func:`verify` re-runs the manifest's resolved scenario with its seed into a temporary
 directory and compares the numeric outputs exactly (bit for bit, NaN equal to NaN): the
@@ -15,8 +17,8 @@ compared. Each file is reported as reproduced, differs, missing, modified (its b
 match the manifest's hash) or skipped (a figure).
 
 A sweep directory (:mod:`sim.sweep`) gets a manifest of kind ``"sweep"`` when the sweep
-finishes (:func:`write_sweep_manifest`): the validated spec, the resolved base config, the root
-seed and the run seeds, the environment, the SHA-256 of ``spec.toml`` and of every
+finishes (:func:`sim.store.write_sweep_manifest`): the validated spec, the resolved base
+config, the root seed and the run seeds, the environment, the SHA-256 of ``spec.toml`` and of every
 ``series/*.parquet`` file, and a SHA-256 digest of the ledger's ok runs (sorted
 ``(param_hash, seed, metrics JSON)``; not of ``ledger.sqlite`` itself, whose bytes change with
 WAL checkpoints). :func:`verify` on a sweep directory re-runs the ledger's ok runs (all, or an
@@ -26,15 +28,10 @@ the ledger and its series to the stored Parquet table, exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -42,79 +39,27 @@ import pandas as pd
 
 from sim import numerics
 from sim.config import ConfigError, Scenario, build
-from sim.ledger import LEDGER
+from sim.ledger import LEDGER, decode_json, read_meta, read_ok_runs
+from sim.network import MAX_EDGELIST_BYTES
+from sim.runner import run_scenario
+from sim.store import (
+    MANIFEST,
+    MANIFEST_VERSION,
+    SPEC_COPY,
+    SWEEP,
+    environment,
+    ok_runs_digest,
+    sha256_file,
+    write_run,
+)
+from sim.sweep import RunTask, run_task
 from sim.version import liqsim_version
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
-PACKAGES = ("numpy", "pandas", "pyarrow", "networkx", "mesa", "scipy", "pydantic", "numba",
-            "llvmlite")
 FRAMES = ("series.parquet", "panel.parquet", "events.parquet")
 JSONS = ("config.json", "summary.json")
 BYTES = ("network.graphml",)
 IGNORED_SUMMARY_KEYS = ("liqsim_version",)
 OK_STATUSES = ("reproduced", "skipped")
-SWEEP = "sweep"  # the manifest "kind" of a sweep directory
-SPEC_COPY = "spec.toml"
-
-
-# --------------------------------------------------------------------------- writing
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def environment() -> dict:
-    """Where a run happened: platform, Python and the numeric libraries' versions, and the
-    numeric platform (:func:`sim.numerics.platform_info`: CPU, SIMD targets, BLAS, C library)
-    that decides whether another machine is guaranteed to reproduce the run."""
-    return {"platform": platform.platform(), "machine": platform.machine(),
-            "python": sys.version.split()[0], "implementation": platform.python_implementation(),
-            "packages": {p: _package_version(p) for p in PACKAGES},
-            "numeric_platform": numerics.platform_info()}
-
-
-def _output_files(outdir: Path, names) -> dict[str, dict]:
-    """SHA-256 and size of each named output file that exists."""
-    files = {}
-    for name in sorted(set(names)):
-        p = outdir / name
-        if p.is_file():
-            files[name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-    return files
-
-
-def _inputs(cfg: Scenario) -> dict:
-    if cfg.network.kind != "edgelist" or not cfg.network.edgelist:
-        return {}
-    p = Path(cfg.network.edgelist)
-    return {"network.edgelist": {"path": str(p.resolve()),
-                                 "sha256": sha256_file(p) if p.is_file() else None}}
-
-
-def _header(kind: str) -> dict:
-    return {"manifest_version": MANIFEST_VERSION, "kind": kind, "liqsim_version": liqsim_version(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds")}
-
-
-def manifest(outdir: str | Path, cfg: Scenario, names) -> dict:
-    """The manifest of a results directory whose output files ``names`` are all written."""
-    return {
-        **_header("run"),
-        "scenario": cfg.name,
-        "seed": int(cfg.seed),
-        "config": cfg.model_dump(mode="json"),
-        "environment": environment(),
-        "inputs": _inputs(cfg),
-        "files": _output_files(Path(outdir), names),
-    }
 
 
 # --------------------------------------------------------------------------- reading
@@ -350,7 +295,6 @@ def _input_notes(data: dict) -> list[str]:
     """A note if the funding edge list the manifest names changed since the run. One larger
     than a run may read (``sim.network.MAX_EDGELIST_BYTES``) is refused (ConfigError) before
     it is hashed: the re-run would refuse it anyway, after seconds of hashing."""
-    from sim.network import MAX_EDGELIST_BYTES
 
     entry = (data.get("inputs") or {}).get("network.edgelist")
     if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
@@ -375,8 +319,6 @@ def verify(directory: str | Path, sample: int | None = None,
     ``sample`` and ``on_run`` apply to sweeps only (see :func:`verify_sweep`). Raises
     :class:`ConfigError` when the directory or its manifest cannot be used.
     """
-    from sim.runner import run_scenario
-    from sim.store import write_run
 
     d = Path(directory)
     data = read_manifest(d)
@@ -404,40 +346,6 @@ def _check_file(name: str, entry: dict, stored: Path, fresh: Path) -> FileCheck:
     status, detail = _compare(name, stored, fresh)
     return FileCheck(name, status, detail)
 
-
-# --------------------------------------------------------------------------- sweeps
-def ok_runs_digest(rows) -> str:
-    """SHA-256 of a ledger's ok runs (:func:`sim.ledger.read_ok_runs`) as sorted
-    ``[param_hash, seed, metrics JSON]`` triples: the ledger's numbers, not its bytes."""
-    triples = sorted([h, seed, mets] for h, seed, _point, _rep, _params, mets in rows)
-    return hashlib.sha256(json.dumps(triples, separators=(",", ":")).encode()).hexdigest()
-
-
-def sweep_manifest(out_dir: str | Path, spec) -> dict:
-    """The manifest of a finished sweep directory (``spec`` a resolved ``sim.sweep.SweepSpec``)."""
-    from sim.ledger import read_ok_runs
-
-    d = Path(out_dir)
-    rows = read_ok_runs(d)
-    names = [SPEC_COPY, *(f"series/{p.name}" for p in (d / "series").glob("*.parquet"))]
-    return {
-        **_header(SWEEP),
-        "sweep": spec.name,
-        "seed": int(spec.root_seed),
-        "seeds": spec.seeds,
-        "spec": spec.model_dump(mode="json"),
-        "config": spec.base_config,
-        "environment": environment(),
-        "ledger": {"ok_runs": len(rows), "ok_sha256": ok_runs_digest(rows)},
-        "files": _output_files(d, names),
-    }
-
-
-def write_sweep_manifest(out_dir: str | Path, spec) -> None:
-    """Write ``DIR/manifest.json`` of a finished sweep, atomically (called last)."""
-    from sim.store import write_json
-
-    write_json(Path(out_dir) / MANIFEST, sweep_manifest(out_dir, spec))
 
 
 def spaced(items: list, n: int | None) -> list:
@@ -474,8 +382,6 @@ def _series_diff(path: Path, fresh: bytes | None) -> str | None:
 
 def _check_run(d: Path, row: tuple, data: dict) -> FileCheck:
     """Re-run one ok run of the ledger in-process and compare it exactly."""
-    from sim.ledger import decode_json
-    from sim.sweep import RunTask, run_task
 
     h, seed, point, rep, params, mets = row
     spec = data["spec"]
@@ -501,7 +407,6 @@ def _check_run(d: Path, row: tuple, data: dict) -> FileCheck:
 def _meta_check(d: Path, data: dict) -> FileCheck:
     """The ledger's meta table (what a resume and ``liqsim analyze`` read: the spec, the seeds
     and the base config) against the manifest's copies; the digest covers only the runs."""
-    from sim.ledger import read_meta
 
     label = f"{LEDGER} meta"
     try:
@@ -538,7 +443,6 @@ def verify_sweep(d: Path, data: dict, sample: int | None = None,
 
     ``on_run(done, total)`` is called after each re-run (a progress bar).
     """
-    from sim.ledger import read_ok_runs
 
     rows = read_ok_runs(d)
     checks, note = _sweep_file_checks(d, data, rows)

@@ -1,9 +1,14 @@
-"""Writing a run's outputs: ``results/<name>/``.
+"""Writing a run's outputs: ``results/<name>/``, and the ``manifest.json`` of a run or a sweep.
 
 A run's directory is written whole into a fresh temporary sibling and swapped into place
 (:func:`replace_dir`), so a failure or a crash never leaves a half-written or mixed directory
 behind. Single files are written under a temporary name and renamed into place
 (``os.replace`` is atomic on POSIX).
+
+The manifest (:func:`manifest`, :func:`write_manifest`, :func:`write_sweep_manifest`) is
+written here, with the outputs; :mod:`sim.provenance` reads and verifies it (it re-runs a run
+through :mod:`sim.runner` and this module, or a sweep's runs through :mod:`sim.sweep`), so the
+writing side imports neither.
 """
 
 from __future__ import annotations
@@ -11,20 +16,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
+import platform
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import networkx as nx
 
-from sim import metrics
+from sim import metrics, numerics
+from sim.config import ConfigError, Scenario
 from sim.datadict import to_parquet
+from sim.ledger import read_ok_runs
 from sim.model import LiquidationModel
 from sim.network import build_graph
+from sim.version import liqsim_version
 
 
 def _umask() -> int:
@@ -90,9 +103,6 @@ def run_dir(outdir: str | Path, also: Iterable[str] = ()) -> Path:
     in ``also``: the CLI passes its figures and ``liqsim animate``'s default GIF), which
     :func:`write_run` would delete when it swaps the new run in.
     """
-    from sim.config import ConfigError
-    from sim.provenance import MANIFEST
-
     given = Path(outdir)
     if given.is_symlink() and not given.exists():
         raise ConfigError(f"--out {given}: is a symbolic link to a missing "
@@ -272,12 +282,107 @@ def write_run(model: LiquidationModel, outdir: str | Path,
 
 
 def write_manifest(outdir: str | Path, cfg, extra: tuple | list = ()) -> None:
-    """(Re)write ``manifest.json`` (sim/provenance.py): hashes of :data:`RUN_FILES` + ``extra``.
+    """(Re)write ``manifest.json`` (:func:`manifest`): hashes of :data:`RUN_FILES` + ``extra``.
 
     Called last by :func:`write_run`, with the figure paths when it draws them; call it again
     with the paths of files added to a run directory afterwards so that they are hashed too.
     """
-    from sim.provenance import MANIFEST, manifest
-
     names = [*RUN_FILES, *(Path(p).name for p in extra)]
     write_json(Path(outdir) / MANIFEST, manifest(outdir, cfg, names))
+
+
+# --------------------------------------------------------------------------- manifests
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+PACKAGES = ("numpy", "pandas", "pyarrow", "networkx", "mesa", "scipy", "pydantic", "numba",
+            "llvmlite")
+SWEEP = "sweep"  # the manifest "kind" of a sweep directory
+SPEC_COPY = "spec.toml"
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    """Where a run happened: platform, Python and the numeric libraries' versions, and the
+    numeric platform (:func:`sim.numerics.platform_info`: CPU, SIMD targets, BLAS, C library)
+    that decides whether another machine is guaranteed to reproduce the run."""
+    return {"platform": platform.platform(), "machine": platform.machine(),
+            "python": sys.version.split()[0], "implementation": platform.python_implementation(),
+            "packages": {p: _package_version(p) for p in PACKAGES},
+            "numeric_platform": numerics.platform_info()}
+
+
+def _output_files(outdir: Path, names) -> dict[str, dict]:
+    """SHA-256 and size of each named output file that exists."""
+    files = {}
+    for name in sorted(set(names)):
+        p = outdir / name
+        if p.is_file():
+            files[name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return files
+
+
+def _inputs(cfg: Scenario) -> dict:
+    if cfg.network.kind != "edgelist" or not cfg.network.edgelist:
+        return {}
+    p = Path(cfg.network.edgelist)
+    return {"network.edgelist": {"path": str(p.resolve()),
+                                 "sha256": sha256_file(p) if p.is_file() else None}}
+
+
+def _header(kind: str) -> dict:
+    return {"manifest_version": MANIFEST_VERSION, "kind": kind, "liqsim_version": liqsim_version(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def manifest(outdir: str | Path, cfg: Scenario, names) -> dict:
+    """The manifest of a results directory whose output files ``names`` are all written."""
+    return {
+        **_header("run"),
+        "scenario": cfg.name,
+        "seed": int(cfg.seed),
+        "config": cfg.model_dump(mode="json"),
+        "environment": environment(),
+        "inputs": _inputs(cfg),
+        "files": _output_files(Path(outdir), names),
+    }
+
+
+def ok_runs_digest(rows) -> str:
+    """SHA-256 of a ledger's ok runs (:func:`sim.ledger.read_ok_runs`) as sorted
+    ``[param_hash, seed, metrics JSON]`` triples: the ledger's numbers, not its bytes."""
+    triples = sorted([h, seed, mets] for h, seed, _point, _rep, _params, mets in rows)
+    return hashlib.sha256(json.dumps(triples, separators=(",", ":")).encode()).hexdigest()
+
+
+def sweep_manifest(out_dir: str | Path, spec) -> dict:
+    """The manifest of a finished sweep directory (``spec`` a resolved ``sim.sweep.SweepSpec``)."""
+    d = Path(out_dir)
+    rows = read_ok_runs(d)
+    names = [SPEC_COPY, *(f"series/{p.name}" for p in (d / "series").glob("*.parquet"))]
+    return {
+        **_header(SWEEP),
+        "sweep": spec.name,
+        "seed": int(spec.root_seed),
+        "seeds": spec.seeds,
+        "spec": spec.model_dump(mode="json"),
+        "config": spec.base_config,
+        "environment": environment(),
+        "ledger": {"ok_runs": len(rows), "ok_sha256": ok_runs_digest(rows)},
+        "files": _output_files(d, names),
+    }
+
+
+def write_sweep_manifest(out_dir: str | Path, spec) -> None:
+    """Write ``DIR/manifest.json`` of a finished sweep, atomically (called last)."""
+    write_json(Path(out_dir) / MANIFEST, sweep_manifest(out_dir, spec))

@@ -53,7 +53,8 @@ from pydantic import (
     model_validator,
 )
 
-from sim import numerics
+import sim.runner  # called as sim.runner.run_scenario: `runner` names the task runners here
+from sim import metrics, numerics, store
 from sim.config import (
     MAX_TOML_BYTES,
     ConfigError,
@@ -70,6 +71,7 @@ from sim.config import (
 )
 from sim.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
 from sim.progress import LineProgress
+from sim.store import MANIFEST, SPEC_COPY, write_sweep_manifest
 from sim.version import liqsim_version
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
@@ -446,12 +448,9 @@ def flat_metrics(summary: dict) -> dict[str, float]:
 
 def _probe(base: dict) -> tuple[list[str], list[str]]:
     """The metric names and series columns a run of the base scenario offers."""
-    from sim import metrics
-    from sim.runner import run_scenario
-
     cfg = build({**base, "months": min(2, base["months"])})
     try:
-        model = run_scenario(cfg)
+        model = sim.runner.run_scenario(cfg)
     except Exception as e:  # noqa: BLE001 - any failure to build the base is a bad spec
         raise ConfigError(f"base: the model cannot run it: {type(e).__name__}: "
                           f"{one_line(e, 200)}") from None
@@ -627,13 +626,10 @@ def _error_text(e: BaseException) -> str:
 
 def run_task(task: RunTask) -> RunResult:
     """Build and run one model; any exception becomes a failed result with its error text."""
-    from sim import metrics
-    from sim.runner import run_scenario
-
     t0 = time.perf_counter()
     series = None
     try:
-        model = run_scenario(build(task.config))
+        model = sim.runner.run_scenario(build(task.config))
         flat = flat_metrics(metrics.summary(model))
         values = {k: flat.get(k, float("nan")) for k in task.metrics}
         if task.series:
@@ -1118,8 +1114,6 @@ class _Writer:
             print(line, file=sys.stderr, flush=True)
 
     def __call__(self, res: RunResult) -> None:
-        from sim.store import atomic_write_bytes
-
         self.first()
         t = self.tasks[res.key]
         row = {"param_hash": t.param_hash, "seed": t.seed, "point": t.point,
@@ -1136,8 +1130,8 @@ class _Writer:
         try:
             if res.series is not None:  # a str path: pathlib interns every part it parses,
                 # and Python 3.12 keeps interned strings forever (~110 bytes a run)
-                atomic_write_bytes(os.path.join(self.series_dir,
-                                                f"{t.param_hash}_{t.seed}.parquet"), res.series)
+                store.atomic_write_bytes(os.path.join(self.series_dir,
+                                             f"{t.param_hash}_{t.seed}.parquet"), res.series)
             self.ledger.record(row, new_platform)
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"{self.out_dir}: cannot write results ({_error_text(e)}); every "
@@ -1212,9 +1206,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, workers: int
 
 
 def _write_manifest(spec: SweepSpec, out_dir: Path) -> None:
-    """Last, once every run is in the ledger: DIR/manifest.json (sim/provenance.py)."""
-    from sim.provenance import write_sweep_manifest
-
+    """Last, once every run is in the ledger: DIR/manifest.json (sim/store.py)."""
     try:
         write_sweep_manifest(out_dir, spec)
     except OSError as e:
@@ -1238,9 +1230,6 @@ def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], N
     sweep), stores the metadata and copies the spec. The caller runs it just before the first
     new run is committed, or at once if nothing is left to run, so that a sweep failing before
     it adds a run (an unreachable --scheduler, say) leaves the directory as it was."""
-    from sim.provenance import MANIFEST, SPEC_COPY
-    from sim.store import atomic_write_bytes
-
     meta = sweep_meta(spec)
     try:
         ledger = Ledger(out_dir)
@@ -1252,7 +1241,7 @@ def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], N
     def adopt() -> None:
         (out_dir / MANIFEST).unlink(missing_ok=True)
         ledger.set_meta(meta)
-        atomic_write_bytes(out_dir / SPEC_COPY, spec._text.encode())
+        store.atomic_write_bytes(out_dir / SPEC_COPY, spec._text.encode())
 
     return ledger, adopt
 

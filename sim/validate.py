@@ -47,10 +47,19 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.buyer import MONTH_DAYS, floor_price, replacement_cost
+from agents.lender import LenderStatus
 from sim import contagion as cg
+from sim import firesale as fs
 from sim import numerics as nm
+from sim.config import load_scenario
 from sim.market import call_auction, exponential_bids, parametric_price
+from sim.metrics import summary
+from sim.model import LiquidationModel
 from sim.network import funding_book, funding_weights
+from sim.plots import new_figure, png_bytes
+from sim.runner import paired_seeds
+from sim.store import atomic_write_bytes, write_json
 
 ROOT_SEED = 20101  # every random draw of the suite derives from this root (SeedSequence)
 CAL = "docs/calibration.md, sourced figures"
@@ -334,8 +343,6 @@ def model_lenders(seeds: int = GK_MODEL_SEEDS) -> dict:
     """The t0 lenders of ``seeds`` baseline runs (seeds ROOT_SEED, ROOT_SEED + 1, ...), pooled:
     external assets (GPU loans + other loans + cash, as ``LiquidationModel._originate`` sums
     them), interbank share and capital ratio of each lender's type, and the scenario."""
-    from sim.model import LiquidationModel
-
     ext, share, cap = [], [], []
     for s in range(seeds):
         m = LiquidationModel(_baseline(months=1).model_copy(update={"seed": ROOT_SEED + s}))
@@ -545,17 +552,12 @@ def check_nesting(alpha: float = 1.0536) -> tuple[list[Check], dict]:
 
 # ======================================================================== 4. calibration
 def _baseline(months: int = 60, scenario: str = "baseline", **over):
-    from sim.config import load_scenario
-
     extra = [f"{k}={v}" for k, v in over.items()]
     cfg = load_scenario(scenario, overrides=extra, months=months)
     return cfg.model_copy(update={"shocks": []})
 
 
 def _runs(cfg, n_seeds: int, root: int):
-    from sim.model import LiquidationModel
-    from sim.runner import paired_seeds
-
     return [LiquidationModel(cfg.model_copy(update={"seed": s})).run()
             for s in paired_seeds(root, n_seeds)]
 
@@ -599,8 +601,6 @@ def calibration_facts(n_seeds: int = 10, scenario: str = "baseline") -> dict:
 
     ``scenario`` (the baseline) with shocks removed, ``CAL_MONTHS`` months, ``n_seeds`` seeds
     from the root."""
-    from agents.buyer import floor_price
-
     cfg = _baseline(months=CAL_MONTHS, scenario=scenario)
     models = _runs(cfg, n_seeds, ROOT_SEED + 4)
     env0 = models[0].env
@@ -741,10 +741,6 @@ def asic_episode(overrides: tuple = ()) -> dict:
     over their value in best use, all months). ``falls`` is each generation's index fall, peak
     (t0) to trough, 1 - min_t V_g(t) / V_g(0).
     """
-    from sim.config import load_scenario
-    from sim.metrics import summary
-    from sim.model import LiquidationModel
-
     cfg = load_scenario("asic_2022", overrides=list(overrides))
     m = LiquidationModel(cfg).run()
     s = summary(m)
@@ -896,9 +892,6 @@ def lender_run(cfg) -> dict:
     its write-offs on defaulted rig loans net of all recoveries (seized cash, sale proceeds)
     and of the repossessed rigs it still holds at its own mark, L_i = W_i - R_i - sum_g
     inv_ig mark_ig, over E_i(0)."""
-    from agents.lender import LenderStatus
-    from sim.model import LiquidationModel
-
     m = LiquidationModel(cfg)
     lb = m.lenders
     e0 = np.asarray(lb.equity, dtype=float).copy()
@@ -924,8 +917,6 @@ def rig_book_test(overrides: tuple = (), shares: tuple = RIG_SHARES) -> dict:
     it; ``episode`` is the run as specified (other-loan losses too). ``sensitivity`` repeats
     the counterfactual with every type's ``gpu_share`` (the rig book's share of its loans) at
     each value in ``shares``."""
-    from sim.config import load_scenario
-
     over = list(overrides)
     types = list(load_scenario("asic_2022", overrides=over).lenders.types)
     iso = [f"lenders.types.{t}.{k}=0.0" for t in types
@@ -992,9 +983,6 @@ def sell_fleet(fleet: int, days: int, gen: str = "H100", draws: int = SALE_DRAWS
     regrow between months (``BuyerBook.regrow``); in the last month the rest is sold forced at
     the floor.
     """
-    from agents.buyer import MONTH_DAYS
-    from sim.model import LiquidationModel
-
     m = LiquidationModel(_baseline(months=12))
     env, buyers, cfg = m.env, m.buyers, m.cfg
     g = env.names.index(gen)
@@ -1036,8 +1024,6 @@ def sell_fleet(fleet: int, days: int, gen: str = "H100", draws: int = SALE_DRAWS
 
 def fleet_size(gen: str = "H100") -> int:
     """The largest ``gen`` fleet of one borrower in the baseline population at t0."""
-    from sim.model import LiquidationModel
-
     m = LiquidationModel(_baseline(months=1))
     return int(m.borrowers.fleet[:, m.env.names.index(gen)].max())
 
@@ -1051,8 +1037,6 @@ def likely_bid_floor(fleet: int, days: float = 30.0, gen: str = "H100") -> dict:
     ``BuyerBook.capacity``) and their lowest reservation price over the value in best use V.
     When that capacity exceeds the fleet, the uniform clearing price is rarely below that
     lowest reservation price, so the discount is at most about ``1 - min r_k / V``."""
-    from sim.model import LiquidationModel
-
     m = LiquidationModel(_baseline(months=1))
     env, b = m.env, m.buyers
     g = env.names.index(gen)
@@ -1128,8 +1112,6 @@ def gpu_price_impact(m) -> dict:
     shares w_g = N_g V_g / sum N V, so the return of the GPU book is sum_g w_g ell_g (w_g x):
     ell_GPU = sum_g w_g^2 ell_g. A dollar of GPU loans sold is taken to be a dollar of GPU
     collateral sold, and GPU loans are marked one for one with the collateral."""
-    from agents.buyer import replacement_cost
-
     od, env = m.cfg.buyers.outside_demand, m.env
     ref, val = replacement_cost(env), np.asarray(m.fundamental, dtype=float)
     units = np.asarray(m.units0, dtype=float)
@@ -1151,9 +1133,6 @@ def lender_fire_sale_inputs(m=None) -> dict:
     equity with equity the t0 clearing equity, price impacts per dollar (GPU loans:
     :func:`gpu_price_impact`; other loans: ``GLT_ELL_OTHER``; cash and interbank claims: 0,
     they are not sold into a market)."""
-    from sim.config import load_scenario
-    from sim.model import LiquidationModel
-
     if m is None:
         m = LiquidationModel(load_scenario("baseline"))
     lb = m.lenders
@@ -1171,8 +1150,6 @@ def lender_fire_sale_inputs(m=None) -> dict:
 
 
 def _av_summary(inp: dict, F: np.ndarray) -> dict:
-    from sim import firesale as fs
-
     cf = fs.glt_closed_form(inp["M"], inp["a"], inp["b"], inp["ell"], F)
     sim = fs.glt_simulate(inp["M"], inp["a"], inp["b"], inp["ell"], F)
     kind = np.array(inp["kind"], dtype=object)
@@ -1187,8 +1164,6 @@ def _av_summary(inp: dict, F: np.ndarray) -> dict:
 def check_fire_sale_closed_form(draws: int = 8) -> tuple[list[Check], dict]:
     """Check 7: the reduced mode reproduces GLT's closed form (lender network and random
     balance sheets); DE's aggregate vulnerability of the baseline's lenders (information)."""
-    from sim import firesale as fs
-
     inp = lender_fire_sale_inputs()
     gpu = _av_summary(inp, np.array([-FS_SHOCK, 0.0, 0.0, 0.0]))
     loans = _av_summary(inp, np.array([-FS_SHOCK, -FS_SHOCK, 0.0, 0.0]))
@@ -1251,8 +1226,6 @@ def backtest_facts(n_seeds: int = BACKTEST_SEEDS) -> dict:
     seeds move the other generations' rents, BTC and the agents, and so the auction price
     index (reported as a mean) and the A100 rent (check 4e). Cached: checks 4e and 8 read
     the same runs."""
-    from sim.config import load_scenario
-
     cfg = load_scenario(BACKTEST)
     models = _runs(cfg, n_seeds, ROOT_SEED + 8)
     env = models[0].env
@@ -1360,8 +1333,6 @@ def run_all(quick: bool = False, progress: Callable[[str], None] | None = None) 
 
 
 def _fig_gk(gk: dict) -> bytes:
-    from sim.plots import new_figure, png_bytes
-
     fig = new_figure(7.5, 4.2, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     for key, label, c in (("base", "no fire sale", "C0"), ("fire_sale", "fire sale", "C3")):
@@ -1379,8 +1350,6 @@ def _fig_gk(gk: dict) -> bytes:
 
 
 def _fig_gk_model(d: dict) -> bytes:
-    from sim.plots import new_figure, png_bytes
-
     res, ref = d["model_network"], d["standalone"]
     fig = new_figure(7.5, 4.2, layout=None)
     ax = fig.add_subplot(1, 1, 1)
@@ -1402,8 +1371,6 @@ def _fig_gk_model(d: dict) -> bytes:
 
 
 def _fig_nesting(cur: dict) -> bytes:
-    from sim.plots import new_figure, png_bytes
-
     fig = new_figure(6.5, 4.0, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(cur["x"], cur["exact"], color="k", lw=1, label="exp(-alpha x)")
@@ -1418,8 +1385,6 @@ def _fig_nesting(cur: dict) -> bytes:
 
 
 def _fig_sale(ts: dict) -> bytes:
-    from sim.plots import new_figure, png_bytes
-
     fig = new_figure(6.5, 4.0, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     days = list(SALE_DAYS)
@@ -1514,8 +1479,6 @@ def _finite(obj):
 
 def write_report(result: dict, outdir: str | Path) -> Path:
     """Write report.md, results.json and the figures into ``outdir`` (atomic writes)."""
-    from sim.store import atomic_write_bytes, write_json
-
     out = Path(outdir)
     for name, (key, fn) in FIGURES.items():
         if key in result["data"]:
