@@ -89,10 +89,12 @@ def _outside_units(model) -> np.ndarray:
     return model.salvage_units + model.external_units
 
 
-def wealth(model) -> np.ndarray:
+def wealth(model, price: np.ndarray | None = None) -> np.ndarray:
     """Each party's wealth marked to market ($), in the order of :data:`PARTS` then the
-    outside sector's four members (:data:`OUTSIDE`; ``outside`` is their sum)."""
-    add, p, f = np.add.reduce, model.price, model.flows
+    outside sector's four members (:data:`OUTSIDE`; ``outside`` is their sum); GPUs at the
+    price index, or at ``price`` per generation when given (e.g. the value in best use)."""
+    add, f = np.add.reduce, model.flows
+    p = model.price if price is None else price
     lb, b, desk, buyers = model.lenders, model.borrowers, model.desk, model.buyers
     debt = add(model.loans.exposure)  # the lenders' claim and the borrowers' debt
     other = add(lb.other_loans) if lb.has_other else 0.0

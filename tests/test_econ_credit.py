@@ -29,13 +29,7 @@ def world(**over) -> LiquidationModel:
                                                  "sale_discount": 0.1}}},
         "network": {"syndicate": 2.0},
     }
-    for k, v in over.items():
-        node = data
-        *path, last = k.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
-    return LiquidationModel(Scenario.model_validate(data))
+    return LiquidationModel(Scenario.model_validate(data), overrides=over)
 
 
 # ------------------------------------------------------------------ 1. other assets

@@ -108,13 +108,8 @@ def test_losses_claims_hold_on_untested_switches(scenario, seed, months, over):
     capital on what it holds at cost."""
     m = LiquidationModel(scenario, seed=seed, months=months, overrides=over)
 
-    def at_value() -> float:
-        p = m.price
-        m.price = m.fundamental.copy()
-        try:
-            return float(losses.wealth(m)[: len(losses.PARTS)].sum())
-        finally:
-            m.price = p
+    def at_value() -> float:  # every party's wealth with its GPUs at the value in best use
+        return float(losses.wealth(m, m.fundamental)[: len(losses.PARTS)].sum())
 
     w0, income, lo, d = at_value(), 0.0, m.lolr, m.desk
     sofr = m.cfg.environment.sofr

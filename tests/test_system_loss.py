@@ -212,13 +212,8 @@ def test_system_loss_at_value_is_every_part_marked_at_value_in_best_use(over):
     at t) gives the record system_loss_at_value, every month."""
     m = _model("crypto_winter", seed=5, months=20, **{"shocks.0.size": 0.8}, **over)
 
-    def at_value() -> float:
-        p = m.price
-        m.price = m.fundamental.copy()
-        try:
-            return float(losses.wealth(m)[: len(losses.PARTS)].sum())
-        finally:
-            m.price = p
+    def at_value() -> float:  # every party's wealth with its GPUs at the value in best use
+        return float(losses.wealth(m, m.fundamental)[: len(losses.PARTS)].sum())
 
     w0 = at_value()
     while m.running and m.env.t < 20:
