@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+from scipy import stats
 
 from sim.losses import PARTS
 from sim.model import LiquidationModel
@@ -54,10 +55,10 @@ def one(seed: int, shock: float, overrides: dict) -> np.ndarray:
 
 
 def ci(x) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval (t(0.975, n - 1) for n = 10: 2.262)."""
+    """Mean and 95 % t-interval, as ``liqsim compare`` (sim.runner.compare) reports them."""
     x = np.asarray(x, float)
-    mu, se = x.mean(), x.std(ddof=1) / np.sqrt(len(x))
-    return mu, mu - 2.262 * se, mu + 2.262 * se
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return x.mean(), x.mean() - half, x.mean() + half
 
 
 def fmt(x, scale=1e6) -> str:
