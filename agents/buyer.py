@@ -67,6 +67,17 @@ def replacement_cost(env: Environment) -> np.ndarray:
     return env.new_unit_price
 
 
+def running_cost(cfg, env: Environment) -> np.ndarray:
+    """Running cost of one installed GPU a month, per generation ($/GPU-month): power, spot
+    opex (``cfg`` = the ``buyers`` config) and, when ``environment.facility_cost`` > 0, the
+    colocation charge per kW of IT load. What buyers' valuations net from the rent, and what
+    ``sim.losses.holder_margin`` credits holders with."""
+    cost = env.power_cost_per_gpu() + cfg.spot_opex_per_gpu
+    if env.cfg.facility_cost > 0:  # colocation charge per kW of IT load
+        cost = cost + env.facility_cost_per_gpu()
+    return cost
+
+
 def floor_price(cfg, env: Environment) -> np.ndarray:
     """The lowest price a GPU of each generation sells at ($/GPU; ``cfg`` is the scenario's
     ``buyers`` section): with the outside demand its scrap value, ``scrap`` x replacement
@@ -176,9 +187,7 @@ class BuyerBook:
         regime (``_logvol``)."""
         self._m = np.arange(1, self._mmax + 1, dtype=float)
         self._sqrt_m = np.sqrt(self._m)
-        cost = env.power_cost_per_gpu() + self.cfg.spot_opex_per_gpu
-        if env.cfg.facility_cost > 0:  # colocation charge per kW of IT load
-            cost = cost + env.facility_cost_per_gpu()
+        cost = running_cost(self.cfg, env)
         # (G, M), contiguous: numerics.black_call repeats it over the expectation rows
         self._cost = np.ascontiguousarray(np.broadcast_to(cost[:, None], (len(cost),
                                                                           self._mmax)))

@@ -32,10 +32,6 @@ from mesa.discrete_space import FixedAgent
 from sim import numerics as nm
 from sim.config import Repo
 
-# the desk's cash flows by kind (+ in, - out): repo loans made (-), repaid (+), interest
-# received (+), GPUs bought (-), GPUs sold (+), its cost of capital paid to its funders (-)
-DESK_FLOWS = ("lent", "repaid", "interest", "purchases", "sales", "funding")
-
 
 def pay_capital_cost(holder, t: int, cost: float) -> float:
     """Pay this month's cost of capital, and any left unpaid before, out of the holder's cash
@@ -55,7 +51,7 @@ def cost_of_capital(deployed: float, sofr: float, spread: float) -> float:
     Public money lent or spent on GPUs is not free: it is raised at (at least) the risk-free
     rate, so the policy's P&L carries that rate on what it has deployed, paid to its funders
     (the outside sector), a transfer that leaves the system loss unchanged (docs/model.md,
-    "Losses counted for everyone")."""
+    "The policies' cost of capital")."""
     return max(deployed, 0.0) * (sofr + spread) / 12.0
 
 
@@ -182,7 +178,9 @@ class RepoDesk(FixedAgent):
 
     @property
     def flows(self) -> dict[str, float]:
-        """The desk's cumulative cash flows by kind ($, + into the desk; :data:`DESK_FLOWS`),
+        """The desk's cumulative cash flows by kind ($, + into the desk: repo loans made (-),
+        repaid (+), interest received (+), GPUs bought (-), GPUs sold (+), its cost of capital
+        paid to its funders (-)),
         summed from the monthly P&L arrays (the one ledger): ``cash - cash0`` is their sum.
         Margin posted in cash is in ``repaid``; repo-default sales are in ``sales``."""
         return {"lent": -float(self.cash_lent.sum()), "repaid": float(self.cash_repaid.sum()),

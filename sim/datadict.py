@@ -94,7 +94,7 @@ SERIES: dict[str, tuple[str, str]] = {
     "loss_desk": ("$", SL + "minus the repo desk's P&L = -(desk_cash_flows + desk_mark)"),
     "loss_lolr": ("$", SL + "the buyer of last resort (policy.lolr; 0 when off): cash + GPUs "
                            "at the price index (its rent, running costs and cost of capital "
-                           "are in its cash)"),
+                           "are in its cash), less its cost of capital not yet paid"),
     "loss_buyers": ("$", SL + "secondary buyers: capital + GPUs, less the capital their owners "
                              "put in, plus the net operating income imputed on the GPUs they "
                              "hold (sim.losses.holder_margin)"),
@@ -108,7 +108,7 @@ SERIES: dict[str, tuple[str, str]] = {
     "loss_outside_suppliers": ("$", SL + "suppliers' unpaid bills of defaulted borrowers"),
     "loss_outside_funders": ("$", SL + "outside funders: minus (the change in the lenders' "
                                       "outside funding + what the lenders paid them + the "
-                                      "policies' cost of capital paid to them)"),
+                                      "policies' cost of capital paid or owed to them)"),
     "loss_outside_other_borrowers": ("$", SL + "borrowers of the lenders' other loans: the "
                                               "interest they paid less their debt written off"),
     "system_loss": ("$", SL + "sum of loss_lenders, loss_desk, loss_lolr, loss_buyers, "

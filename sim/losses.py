@@ -10,10 +10,11 @@ taken off). A party's loss at month t is W(0) - W(t) ($, cumulative, positive = 
   reported beside it: credit losses at write-off, later recoveries, net credit losses and the
   other loans' losses;
 * the desk: cash + repo loans at face (lenders' and, in the secured design, borrowers') + its
-  GPUs (its P&L, ``RepoDesk.pnl``; every cash move of both designs is in its monthly P&L
-  arrays, summed in ``RepoDesk.flows``);
-* the buyer of last resort (``policy.lolr``; 0 when off): cash + its GPUs (rent earned and
-  running costs paid are operating income and costs, like any holder's);
+  GPUs - its cost of capital not yet paid (``funding_due``) (its P&L, ``RepoDesk.pnl``; every
+  cash move of both designs is in its monthly P&L arrays, summed in ``RepoDesk.flows``);
+* the buyer of last resort (``policy.lolr``; 0 when off): cash + its GPUs - its cost of
+  capital not yet paid (rent earned and running costs paid are operating income and costs,
+  like any holder's);
 * secondary buyers: capital + GPUs, less the capital their owners put in (``buyer_capital``),
   plus the net operating income of the GPUs they hold (:func:`holder_margin`, imputed: the
   model's buyers run what they buy in their spare MW but their capital does not book the rent);
@@ -23,7 +24,8 @@ taken off). A party's loss at month t is W(0) - W(t) ($, cumulative, positive = 
 * the outside sector: out-of-sector buyers (0: a GPU sold out of the sector leaves the
   accounts at its sale price, see below), suppliers (their
   unpaid bills), the outside funders (the lenders': their claims plus what they were paid; the
-  policies': the cost of capital the desk and the buyer of last resort paid them) and the
+  policies': the cost of capital the desk and the buyer of last resort paid them or owe them)
+  and the
   borrowers of the lenders' other loans (minus their debt and the interest they paid).
 
 Every payment between two parties is one's gain and the other's loss, so the sum of the parts,
@@ -54,6 +56,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.borrower import BorrowerStatus
+from agents.buyer import running_cost
 from sim import numerics as nm
 from sim.environment import HOURS_PER_MONTH
 
@@ -79,9 +82,7 @@ def holder_margin(model) -> np.ndarray:
     use (``agents.buyer``), with the shut-down option (a unit whose rent does not cover its
     running cost is switched off and earns 0)."""
     env = model.env
-    cost = env.power_cost_per_gpu() + model.cfg.buyers.spot_opex_per_gpu
-    if env.cfg.facility_cost > 0:
-        cost = cost + env.facility_cost_per_gpu()
+    cost = running_cost(model.cfg.buyers, env)
     return np.maximum(HOURS_PER_MONTH * env.cfg.utilisation * env.rent - cost, 0.0)
 
 
@@ -179,11 +180,12 @@ def record(model, t: int) -> None:
                                                             - ident["discount_outside"])
     for key in (*TERMS, "discount_outside"):
         r[f"sl_{key}"][t] = ident[key]
+    # the model's own records (LiquidationModel._record, written just before): credit losses
+    # at write-off and later recoveries with metrics.losses_at_writeoff, else net (and no
+    # later recoveries)
+    r["loss_lenders_credit"][t] = r["credit_losses"][t]
     if model.cfg.metrics.losses_at_writeoff:
-        r["loss_lenders_credit"][t] = add(lb.losses_at_writeoff)
-        r["loss_lenders_recoveries"][t] = add(lb.later_recoveries)
-    else:
-        r["loss_lenders_credit"][t] = add(lb.credit_losses)
+        r["loss_lenders_recoveries"][t] = r["recoveries"][t]
     r["loss_lenders_net"][t] = add(lb.credit_losses)
     r["loss_lenders_other"][t] = add(lb.other_losses) if lb.has_other else 0.0
     r["loss_borrowers_wiped_out"][t] = add(

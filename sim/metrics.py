@@ -14,8 +14,6 @@ from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim import losses
 from sim.collect import (  # noqa: F401 - re-exported (see the module's docstring)
-    BORROWER_STATES,
-    LENDER_STATES,
     STATES,
     events,
     panel,

@@ -348,3 +348,9 @@ def test_analyze_paired_losses_table_and_older_ledgers():
     old = Output()
     _add_paired(_sweep(False), old)
     assert "paired_losses" not in old.tables and "paired" in old.tables
+
+
+def test_analyze_names_every_summary_loss_key():
+    """sim.analyze lists the summary's loss keys itself (it imports no model code): the list
+    must be sim.losses.SUMMARY_KEYS, in order, or a new record drops out of paired_losses."""
+    assert LOSS_METRICS == tuple(f"losses.{k}" for k in losses.SUMMARY_KEYS)
