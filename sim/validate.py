@@ -363,7 +363,7 @@ def gk_model_window(lenders: dict, z_grid=GK_MODEL_Z, draws: int = GK_MODEL_DRAW
     For each mean funding degree z: ``draws`` times, draw the funding weights with the model's
     builder (:func:`sim.network.funding_weights`, the scenario's ``network`` with
     ``funding_degree = z``), draw the failed lender uniformly, and run :func:`funding_cascade`
-    on the same network and shock in four modes:
+    on the same network and shock in five modes:
 
     * ``model``: the model's balance sheets and its clearing (``contagion.alpha``, ``.beta``);
     * ``model_zero_recovery``: the model's balance sheets, alpha = beta = 0;
@@ -678,13 +678,16 @@ def check_calibration(n_seeds: int = 10) -> tuple[list[Check], dict]:
            "declines and the GPU backtest\"")
     # 4d is an information row: its figure is derived (no source of its own, no tag), and the
     # baseline has no launch step by construction (step_down = 0: rent_deflation contains it)
+    base_step, ngl_step = (load_scenario(name).environment.step_down
+                           for name in ("baseline", "next_gen_launch"))
     rows.append(Check(
         "4d", f"Older generations' value at the next launch (month {f['launch_month']}): "
         "step net of trend, and the fall over the year from the month before",
         f"information (the derived step {_band(b)} is not held as a band)", src,
         f"step {_pct(f['step_down_value'])} (rent step {_pct(f['step_down_rent'])}; "
-        "no step by construction, step_down = 0); fall over the launch year "
-        f"{_pct(f['launch_year_value_drop'])}; next_gen_launch (rent step 17.5 %, launch "
+        f"no step by construction, step_down = {_pct(base_step)}); fall over the launch year "
+        f"{_pct(f['launch_year_value_drop'])}; next_gen_launch (rent step {_pct(ngl_step)}, "
+        "launch "
         f"in month {step['launch_month']}): step {_pct(step['step_down_value'])}, fall over "
         f"the launch year {_pct(step['launch_year_value_drop'])}", True, info=True))
     bt = backtest_facts()
@@ -1186,7 +1189,7 @@ def check_fire_sale_closed_form(draws: int = 8) -> tuple[list[Check], dict]:
     rows = [
         Check("7a", "GLT first-round fire-sale loss: reduced-mode simulation vs closed form "
               f"(lender network at t0, two shocks, and {draws} random balance sheets)",
-              f"|AV_sim - AV_closed| <= {tol:g} (relative)", GLT_SRC,
+              f"|AV_sim - AV_closed| <= {tol:g} (AV is a share of equity)", GLT_SRC,
               f"max gap {gap:.1e}", bool(gap <= tol)),
         Check("7b", "DE aggregate vulnerability AV of the baseline's lenders at t0, GPU loans "
               f"-{FS_SHOCK:.0%}", "information (no sourced band)", DE_SRC,

@@ -165,3 +165,8 @@ def test_other_loans_shock_names_a_lender_type():
                                    "lender_type='hedge_fund'}"])
     cfg = load_scenario("baseline", ["shocks+={month=2, kind='other_loans', size=0.5}"])
     assert cfg.shocks[-1].lender_type == ""  # every type
+    # an unset lender_type is left out of saved configs, so their hashes stay what they were
+    dumped = cfg.model_dump()["shocks"]
+    assert all("lender_type" not in sh for sh in dumped)
+    named = load_scenario("asic_2022").model_dump()["shocks"]
+    assert [sh["lender_type"] for sh in named if "lender_type" in sh] == ["crypto_lender"]
