@@ -35,10 +35,12 @@ FLAGSHIPS = ("repo", "lolr", "repo_legacy", "ltv_capacity", "correlation_leverag
 COPIED = {"*.csv": 1_000_000, "*.png": 1_000_000, "report.html": 2_000_000}  # name: max bytes
 # The README's key figure: each policy on minus none, paired on the same seeds (the three
 # sweeps share root_seed and replicates), vs the BTC shock's size. spec: (switch, label, the
-# metric that is the policy's own loss)
-POLICIES = {"flagship_repo": ("policy.repo.enabled", "secured repo", "losses.desk"),
-            "flagship_lolr": ("policy.lolr.enabled", "buyer of last resort", "losses.lolr"),
-            "flagship_repo_legacy": ("policy.repo.enabled", "legacy desk", "losses.desk")}
+# metric that is the policy's own loss, its colour in the figure)
+POLICIES = {"flagship_repo": ("policy.repo.enabled", "secured repo", "losses.desk", "#1f77b4"),
+            "flagship_lolr": ("policy.lolr.enabled", "buyer of last resort", "losses.lolr",
+                              "#2ca02c"),
+            "flagship_repo_legacy": ("policy.repo.enabled", "legacy desk", "losses.desk",
+                                     "#d62728")}
 SHOCK = "shocks.0.size"
 # the parties of the decomposition (sim.losses.PARTS; the policy's own row is added per policy)
 PARTIES = {"losses.lenders": "lenders", "losses.buyers": "secondary buyers",
@@ -47,8 +49,6 @@ EXTRA = {"net_credit_losses": "lenders' net credit losses", "defaults": "borrowe
          "losses.operating_income": "operating income (identity term)",
          "losses.discount": "stock discount (identity term)",
          "losses.holding_costs": "holding costs (identity term)"}
-COLOURS = {"secured repo": "#1f77b4", "buyer of last resort": "#2ca02c",
-           "legacy desk": "#d62728"}
 
 
 def spec_path(name: str) -> Path:
@@ -93,9 +93,10 @@ def policy_table(raw: Path) -> pd.DataFrame:
     """Paired differences (policy on - none, per seed; mean and 95 % bootstrap interval) of the
     system loss, each party's loss and the extra rows, by policy and BTC shock size, from the
     three policy sweeps' ledgers in ``raw`` (``policy``, ``shock``, ``metric``, ``party``,
-    ``mean``, ``ci_low``, ``ci_high``, ``mean_none``, ``mean_policy``; $ or counts)."""
+    ``n`` paired seeds, ``mean``, ``ci_low``, ``ci_high``, ``mean_none``, ``mean_policy``;
+    $ or counts)."""
     frames = []
-    for stem, (axis, label, own) in POLICIES.items():
+    for stem, (axis, label, own, _colour) in POLICIES.items():
         t = paired_table(load(raw / stem))
         t = t[(t["axis"] == axis) & (t["by"] == SHOCK)]
         names = {"losses.system_loss": "system loss",
@@ -105,8 +106,8 @@ def policy_table(raw: Path) -> pd.DataFrame:
         t["policy"], t["party"] = label, t["metric"].map(names)
         frames.append(t.rename(columns={"by_value": "shock", "mean_a": "mean_none",
                                         "mean_b": "mean_policy"}))
-    cols = ["policy", "shock", "metric", "party", "mean", "ci_low", "ci_high", "mean_none",
-            "mean_policy"]
+    cols = ["policy", "shock", "metric", "party", "n", "mean", "ci_low", "ci_high",
+            "mean_none", "mean_policy"]
     out = pd.concat(frames, ignore_index=True)[cols]
     return out.astype({"shock": float})
 
@@ -118,7 +119,8 @@ def policy_figure(table: pd.DataFrame) -> bytes:
     axes = fig.subplots(2, 2).ravel()
     m = 1e6
     ax = axes[0]
-    for label, colour in COLOURS.items():
+    colours = {label: colour for _axis, label, _own, colour in POLICIES.values()}
+    for label, colour in colours.items():
         t = table[(table["policy"] == label) & (table["party"] == "system loss")]
         ax.plot(t["shock"], t["mean"] / m, "o-", color=colour, lw=1.8, ms=3.5, label=label)
         ax.fill_between(t["shock"], t["ci_low"] / m, t["ci_high"] / m, color=colour,
@@ -134,7 +136,7 @@ def policy_figure(table: pd.DataFrame) -> bytes:
                "outside sector"]
     styles = dict(zip(parties, ["#1f77b4", "#d62728", "#9467bd", "#ff7f0e", "#7f7f7f"],
                       strict=True))
-    for ax, (letter, label) in zip(axes[1:], zip("bcd", COLOURS, strict=True), strict=True):
+    for ax, (letter, label) in zip(axes[1:], zip("bcd", colours, strict=True), strict=True):
         sel = table[table["policy"] == label]
         for party in parties:
             t = sel[sel["party"] == party]
@@ -150,9 +152,10 @@ def policy_figure(table: pd.DataFrame) -> bytes:
         ax.grid(alpha=0.3)
         ax.set_xlabel("BTC shock in month 3 (share of the price lost)", fontsize=9)
         ax.set_ylabel("loss difference, M$ (> 0: more loss)", fontsize=9)
-    fig.suptitle("crypto_winter, 20 paired seeds: each policy on minus none, losses marked to "
-                 "market at month 60\n(positive = the policy adds to that party's loss; "
-                 "negative = a saving)", fontsize=11)
+    n = int(table["n"].max())
+    fig.suptitle(f"crypto_winter, {n} paired seeds: each policy on minus none, losses marked "
+                 "to market at the end of the run\n(positive = the policy adds to that party's "
+                 "loss; negative = a saving)", fontsize=11)
     return png_bytes(fig)
 
 
