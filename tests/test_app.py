@@ -660,6 +660,24 @@ def test_two_sessions_do_not_share_a_model():
     assert _month(two) == 0
 
 
+@pytest.mark.slow
+def test_month_story_tells_the_secured_repo():
+    """crypto_winter with the secured repo, month 13: its one loan to a borrower against its
+    fleet (from the event log); a repo default is told as a margin call not met."""
+    m = LiquidationModel("crypto_winter", months=14, overrides={"policy.repo.enabled": True})
+    for _ in range(13):
+        m.step()
+    ev = [e for e in m.events if e[0] == 13 and e[1] == "repo_loan" and e[2] == "borrower"]
+    assert len(ev) == 1  # the tutorial's single borrower loan (docs/tutorial.md, experiment 2)
+    story = " ".join(app.month_story(m, 13))
+    assert (f"The **repo desk lent ${ev[0][6] / 1e6:,.1f} M** to 1 borrower against their "
+            "fleets") in story
+    assert "could not meet a margin call" not in story
+    m.events.append((13, "repo_default", "borrower", 0, -1, 0, 1.0, 0.0))
+    assert ("**1 repo borrower could not meet a margin call** or repay; the desk took and sold "
+            "the pledged GPUs.") in " ".join(app.month_story(m, 13))
+
+
 def test_month_story_in_plain_words():
     """crypto_winter at seed 5, month 7: defaults, margin calls, fire sales below value to the
     outside buyers and a lender failure, each told from the month's events. With the default

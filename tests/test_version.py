@@ -16,9 +16,17 @@ def test_version_names_the_commit_checked_out():
     if shutil.which("git") is None or not (v.SOURCE_ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     pytest.importorskip("setuptools_scm")
-    head = subprocess.run(["git", "-C", str(v.SOURCE_ROOT), "rev-parse", "--short=7", "HEAD"],
+    git = ["git", "-C", str(v.SOURCE_ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    assert f"+g{head}" in v.liqsim_version() or f".g{head}" in v.liqsim_version()
+    tag = subprocess.run([*git, "describe", "--exact-match", "--tags", "HEAD"],
+                         capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if tag.returncode == 0 and not dirty:  # a clean release checkout is named by its tag
+        assert v.liqsim_version() == tag.stdout.strip().removeprefix("v")
+    else:
+        assert f"+g{head}" in v.liqsim_version() or f".g{head}" in v.liqsim_version()
     assert sim.__version__ == v.liqsim_version()
 
 
