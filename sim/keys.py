@@ -70,12 +70,19 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "pue": ("", "power usage effectiveness (facility / IT power)"),
         "rent_path": ("", "observed rent paths, one per named generation (empty = the rent "
                           "process only)"),
+        "lead_time_path": ("", "delivery lead times of new units, one path per named "
+                               "generation (empty = none: the plain new-unit price cap)"),
         "sofr": ("1/year", "risk-free rate (SOFR)"),
     },
     "RentPath": {
         "generation": ("", "the generation whose rent follows the path (a compute generation)"),
         "points": ("[month, $/GPU-hour]", "dated rents, months from t0 strictly increasing; "
                    "linear between points, the rent process after the last"),
+    },
+    "LeadTimePath": {
+        "generation": ("", "the generation whose new units have the lead time"),
+        "points": ("[month, months]", "dated lead times of a new unit, months from t0 "
+                   "strictly increasing; linear between points, 0 outside them"),
     },
     "BorrowerType": {
         "count": ("borrowers", "number of borrowers of this type"),
