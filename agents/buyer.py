@@ -25,7 +25,9 @@ Installed units and economic retirement (issue 14 part A; defaults keep the mode
 c_g adds the facility charge kW_g x ``facility_cost`` to power and spot opex; with
 ``value_cap`` every reservation and the value in best use are capped at the new-unit price,
 P_kg <= P_new_g = ``Environment.new_unit_price`` (a buyer never pays more for a used unit than
-for a new one: replacement cost bounds the value of a reproducible asset); with
+for a new one: replacement cost bounds the value of a reproducible asset; with a delivery lead
+time of new units, ``environment.lead_time_path``, the bound is the new price paid at delivery
+plus the net earnings forgone while waiting, :meth:`BuyerBook.lead_cap`); with
 ``retirement = "economic"`` every type's horizon is M_g = ``physical_life_months`` - age_g,
 and within it a unit earns only in months whose rent covers c_g (the shut-down option above),
 so it retires when rent stops covering its running cost rather than at a fixed life.

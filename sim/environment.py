@@ -55,6 +55,11 @@ Installed units (issue 14 part A; the defaults keep the model above):
   first to the last point; the rent process above carries on from the last value. Buyers
   still value a unit on the observed rent and the expected drift ln(1 - d) (they do not know
   the path ahead).
+* ``lead_time_path`` (empty by default): a generation's delivery lead time of new units,
+  dated points [month, months] linear between points and 0 outside them
+  (:meth:`Environment.lead_time`); the buyers' value cap becomes the new-unit price paid at
+  delivery plus the net earnings forgone while waiting (time to build, Kydland & Prescott
+  1982; :meth:`agents.buyer.BuyerBook.lead_cap`).
 * ``launch_rate`` lambda > 0: d is the per-chip decline with the launch steps in it, and the
   trend between launches is ln(1 - d) - lambda ln(1 - phi), so that at lambda launches a year
   rents fall by d a year and are not also stepped down (no double count).

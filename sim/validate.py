@@ -30,7 +30,9 @@ Checks (issue 5):
    Eisenbach (2021) of the baseline's lender network at t0 (information rows: no sourced band).
 8. the GPU backtest 2023-03 -> 2026-03 (``experiments/scenarios/gpu_backtest_2023.toml``, the
    H100 rent on its observed path): the used-H100 value path against the sourced used prices
-   (issue 16; docs/validation.md, "Rent declines and the GPU backtest").
+   (issue 16; docs/validation.md, "Rent declines and the GPU backtest"); 8a with the H100's
+   delivery lead time (the cap that binds), 8e the peak against the installed equivalent of
+   the sourced spot price (docs/validation.md, "Lead time of new units").
 
 :func:`run_all` runs them; :func:`write_report` writes ``report.md``, ``results.json`` and the
 figures (matplotlib ``Figure`` + Agg canvas, no pyplot) with atomic writes.
