@@ -49,12 +49,13 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.buyer import MONTH_DAYS, floor_price, replacement_cost
+from agents.buyer import MONTH_DAYS, BuyerBook, floor_price, replacement_cost
 from agents.lender import LenderStatus
 from sim import contagion as cg
 from sim import firesale as fs
 from sim import numerics as nm
 from sim.config import load_scenario
+from sim.environment import Environment
 from sim.market import call_auction, exponential_bids, parametric_price
 from sim.metrics import summary
 from sim.model import LiquidationModel
@@ -1238,9 +1239,6 @@ def backtest_cap_path(cfg, gen: str = "H100") -> dict:
     A fresh environment and buyer book stepped through the months: the H100's value depends
     on its rent path and the lead time only, not on the draws (the other generations' rents
     and BTC do not enter it), so this is the value the runs record."""
-    from agents.buyer import BuyerBook
-    from sim.environment import Environment
-
     env = Environment(cfg, np.random.default_rng(ROOT_SEED))
     book = BuyerBook(cfg, env)
     g = env.names.index(gen)
