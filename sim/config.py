@@ -161,10 +161,16 @@ def _path_error(text: str) -> PydanticCustomError:
 class RentPath(_Strict):
     """An observed rent path of one generation (docs/model.md, "GPU backtest"): dated points
     [month, $/GPU-hour], months counted from t0, strictly increasing integers; the rent is
-    linear in $/h between points and the model's own process after the last one."""
+    linear in $/h between points and the model's own process after the last one.
+
+    ``scope = "market"`` (the default) reads the path as the market's common rent factor, as
+    the rent process has one common shock and trend for every AI generation: over the path's
+    months every other compute generation's rent moves in proportion to it. ``"generation"``
+    moves the named generation only; the others keep their own trend and noise."""
 
     generation: str = Field(min_length=1)  # the name of a "compute" generation
     points: list[list[float]] = Field(min_length=1, max_length=601)
+    scope: Literal["market", "generation"] = "market"
 
     @field_validator("points")
     @classmethod
@@ -616,6 +622,10 @@ def _check_rent_paths(e: EnvironmentCfg) -> None:
             raise ValueError(f"{where}.generation = {p.generation!r}: a second path for the "
                              "same generation")
         seen.add(p.generation)
+        if p.scope == "market" and any(q.scope == "market" for q in e.rent_path[:i]):
+            raise ValueError(f"{where}.scope = 'market': a second market path (the market "
+                             "has one common rent factor; give the others scope = "
+                             "'generation')")
         start = max(g.launch_month, 0)
         if p.points[0][0] > start:
             raise ValueError(f"{where}.points: the first point is month "

@@ -76,6 +76,9 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "generation": ("", "the generation whose rent follows the path (a compute generation)"),
         "points": ("[month, $/GPU-hour]", "dated rents, months from t0 strictly increasing; "
                    "linear between points, the rent process after the last"),
+        "scope": ("", "market: the path is the common rent factor and moves every other AI "
+                      "generation's rent in proportion over its months; generation: this "
+                      "generation only"),
     },
     "BorrowerType": {
         "count": ("borrowers", "number of borrowers of this type"),

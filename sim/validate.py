@@ -700,7 +700,8 @@ def check_calibration(n_seeds: int = 10) -> tuple[list[Check], dict]:
         "section \"Validation of rent declines and the GPU backtest\"",
         f"{_pct(a100)} ({_pct(min(bt['a100_decline_seeds']))} to "
         f"{_pct(max(bt['a100_decline_seeds']))}; A100 rent "
-        f"{bt['a100_rent'][0]:.2f} -> {bt['a100_rent'][-1]:.2f} $/h, mean)",
+        f"{bt['a100_rent'][0]:.2f} -> {bt['a100_rent'][-1]:.2f} $/h, mean; the source's end "
+        f"~1.20 $/h; the H100 path is the market's rent factor)",
         _within(a100, b)))
     f["a100_decline"] = a100
     return rows, f
