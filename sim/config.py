@@ -556,6 +556,8 @@ class Scenario(_Strict):
     description: str = ""
     months: int = Field(60, ge=1, le=600)
     seed: int = Field(20251201, ge=0, le=2**63 - 1)
+    # calendar month of model month 0 (t0), "YYYY-MM": labels the outputs only
+    start: str = "2025-12"
     environment: EnvironmentCfg = Field(default_factory=EnvironmentCfg)
     borrowers: Borrowers = Field(default_factory=Borrowers)
     lenders: Lenders = Field(default_factory=Lenders)
@@ -572,6 +574,15 @@ class Scenario(_Strict):
     @classmethod
     def _safe_name(cls, value: str) -> str:
         return safe_name(value)
+
+    @field_validator("start")
+    @classmethod
+    def _start_month(cls, value: str) -> str:
+        m = re.fullmatch(r"(\d{4})-(\d{2})", value)
+        if not m or not 1 <= int(m.group(2)) <= 12 or not 1900 <= int(m.group(1)) <= 2200:
+            raise PydanticCustomError("start", "expected a calendar month 'YYYY-MM' (years "
+                                      "1900-2200), e.g. '2025-12'")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:

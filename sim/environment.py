@@ -73,21 +73,24 @@ from sim.config import Scenario
 
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = 365.0 / 12.0
-T0_YEAR, T0_MONTH = 2025, 12  # model month 0 (t0) is December 2025
+START = "2025-12"  # the calendar month of model month 0 (t0) unless a scenario says (``start``)
 MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
                "Dec")
 
 
-def calendar_month(t: int) -> tuple[int, int]:
-    """(year, month 1-12) of model month ``t`` (0 = t0): ``calendar_month(1) == (2026, 1)``.
-    The one calendar of the outputs: the series' ``date`` column and the figures' labels."""
-    y, m = divmod(T0_MONTH - 1 + int(t), 12)
-    return T0_YEAR + y, m + 1
+def calendar_month(t: int, start: str = START) -> tuple[int, int]:
+    """(year, month 1-12) of model month ``t`` when month 0 is ``start`` ('YYYY-MM', the
+    scenario's ``start``): ``calendar_month(1) == (2026, 1)``,
+    ``calendar_month(10, "2023-03") == (2024, 1)``. The one calendar of the outputs: the
+    series' ``date`` column, the figures' labels and the validation's dates."""
+    y0, m0 = int(start[:4]), int(start[5:7])
+    y, m = divmod(m0 - 1 + int(t), 12)
+    return y0 + y, m + 1
 
 
-def month_label(t: int) -> str:
+def month_label(t: int, start: str = START) -> str:
     """Calendar month of model month ``t`` in words: ``month_label(3) == 'Mar 2026'``."""
-    y, m = calendar_month(t)
+    y, m = calendar_month(t, start)
     return f"{MONTH_NAMES[m - 1]} {y}"
 
 

@@ -29,8 +29,10 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
     "Scenario": {
         "name": ("", "scenario name; also the results folder results/<name>/"),
         "description": ("", "one line saying what the scenario is (liqsim scenarios)"),
-        "months": (M, "months simulated after t0 = 2025-12"),
+        "months": (M, "months simulated after t0 (start, 2025-12 by default)"),
         "seed": ("", "random seed; the same scenario and seed give identical results"),
+        "start": ("YYYY-MM", "calendar month of model month 0 (t0); labels the outputs' dates "
+                             "only"),
     },
     "Generation": {
         "name": ("", "GPU generation name (A100, H100, ...)"),

@@ -53,6 +53,7 @@ from sim import contagion as cg
 from sim import firesale as fs
 from sim import numerics as nm
 from sim.config import load_scenario
+from sim.environment import calendar_month
 from sim.market import call_auction, exponential_bids, parametric_price
 from sim.metrics import summary
 from sim.model import LiquidationModel
@@ -1210,15 +1211,14 @@ def check_fire_sale_closed_form(draws: int = 8) -> tuple[list[Check], dict]:
 
 # ======================================================================== 8. GPU backtest
 BACKTEST = "gpu_backtest_2023"
-BACKTEST_START = (2023, 3)  # calendar month of the backtest's month 0
 BACKTEST_SEEDS = 10
 BT_SRC = "docs/calibration.md, \"Validation of rent declines and the GPU backtest\""
 
 
-def _calendar(month: int, start: tuple[int, int] = BACKTEST_START) -> str:
-    """'YYYY-MM' of month ``month`` counted from ``start``."""
-    k = start[0] * 12 + start[1] - 1 + month
-    return f"{k // 12}-{k % 12 + 1:02d}"
+def _calendar(month: int, start: str) -> str:
+    """'YYYY-MM' of month ``month`` when month 0 is ``start`` (the scenario's ``start``)."""
+    y, m = calendar_month(month, start)
+    return f"{y}-{m:02d}"
 
 
 @functools.cache
@@ -1243,7 +1243,7 @@ def backtest_facts(n_seeds: int = BACKTEST_SEEDS) -> dict:
     lc = [float(nm.log(c[-1] / c[0])) for c in compute]
     la = [float(nm.log(r[-1] / r[0])) for r in a100]
     span = cfg.months
-    return {"months": list(range(n)), "dates": [_calendar(t) for t in range(n)],
+    return {"months": list(range(n)), "dates": [_calendar(t, cfg.start) for t in range(n)],
             "rent": models[0].rec["rent"][:n, h].tolist(), "value": values[0].tolist(),
             "value_seed_spread": float(np.ptp(values, axis=0).max()),
             "price_index": price.mean(axis=0).tolist(),
