@@ -28,10 +28,10 @@ from sim.config import ConfigError
 from sim.environment import month_label
 from sim.plots import (
     FAILED_LENDER,
-    MONTH_LABEL,
     NODE_COLOURS,
     dollars,
     draw_network,
+    month_axis,
     new_figure,
 )
 from sim.runner import run_scenario
@@ -43,7 +43,7 @@ GEN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
 def _span(ax, model, t: int) -> np.ndarray:
     """Months 0..t, with the x axis fixed to the whole horizon."""
     ax.set_xlim(0, max(model.cfg.months, 1))
-    ax.set_xlabel(MONTH_LABEL, fontsize=8)
+    ax.set_xlabel(month_axis(model.cfg), fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
     return np.arange(t + 1)
@@ -166,8 +166,8 @@ def draw_frame(fig, net, prices, model, t: int) -> None:
     prices.clear()
     draw_network(net, model, t)
     draw_prices(prices, model, t)
-    fig.suptitle(f"{model.cfg.name}: month {t} of {model.cfg.months} ({month_label(t)})",
-                 fontsize=12)
+    c = model.cfg
+    fig.suptitle(f"{c.name}: month {t} of {c.months} ({month_label(t, c.start)})", fontsize=12)
 
 
 def animation_frames(model) -> range:

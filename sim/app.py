@@ -342,8 +342,9 @@ def month_story(model, t: int | None = None) -> list[str]:
     defaulted, what was sold at what discount to its value in best use, who failed."""
     t = model.month if t is None else t
     if t == 0:
-        return ["Month 0 is the starting point (December 2025): every borrower is current on "
-                "its loans. Press **Step** to simulate one month, **Play** to run on."]
+        return [f"Month 0 is the starting point ({month_label(0, model.cfg.start)}): every "
+                "borrower is current on its loans. Press **Step** to simulate one month, "
+                "**Play** to run on."]
     ev = [e for e in model.events if e[0] == t]
     lines = []
     defaults = [e for e in ev if e[1].startswith("default_")]
@@ -468,7 +469,7 @@ def MonthCounter(model, t: int):
     rec = model.rec
     defaults = int(rec["defaults_miner"][: t + 1].sum() + rec["defaults_neocloud"][: t + 1].sum())
     c = model.cfg
-    lines = [f"## Month {t} of {c.months} ({month_label(t)})",
+    lines = [f"## Month {t} of {c.months} ({month_label(t, c.start)})",
              f"**{c.name}** · seed {c.seed} · repo desk "
              f"{'on' if c.policy.repo.enabled else 'off'}",
              f"borrower defaults **{defaults}** · credit losses "
@@ -489,7 +490,7 @@ def MonthCounter(model, t: int):
 @solara.component
 def StoryPanel(model, t: int):
     """This month in plain words."""
-    with solara.Card(f"What happened in {month_label(t)}"):
+    with solara.Card(f"What happened in {month_label(t, model.cfg.start)}"):
         solara.HTML(unsafe_innerHTML=_html(month_story(model, t), bullets=True),
                     classes=["liqsim-story"])
 
@@ -501,7 +502,7 @@ def PanelImage(name: str, panels: dict, model, t: int):
     with solara.Card(PANEL_TITLES[name], style={"max-width": "700px"}):
         solara.Image(data, format="jpeg")
         values = panel_values(name, model, t)
-        lines = ([f"**{month_label(t)}: {values}**"] if values else []) + [
+        lines = ([f"**{month_label(t, model.cfg.start)}: {values}**"] if values else []) + [
             panel_caption(name, model)]
         solara.HTML(unsafe_innerHTML=_html(lines), classes=["liqsim-caption"],
                     style="font-size: 0.9em; color: #333")

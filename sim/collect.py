@@ -128,7 +128,8 @@ def series(model: LiquidationModel) -> pd.DataFrame:
     ``date`` is the first day of the month; rents, prices and values are NaN before a
     generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.datadict.SERIES``."""
     r, n = model.rec, model.env.t + 1
-    dates = pd.to_datetime([f"{y}-{m:02d}-01" for y, m in map(calendar_month, range(n))]
+    dates = pd.to_datetime([f"{y}-{m:02d}-01" for y, m in
+                            (calendar_month(t, model.cfg.start) for t in range(n))]
                            ).as_unit("s")
     cols: dict[str, np.ndarray] = {"month": np.arange(n), "date": dates}
     before = np.arange(n)[:, None] < model.env.launch[None, :]

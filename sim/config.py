@@ -161,10 +161,16 @@ def _path_error(text: str) -> PydanticCustomError:
 class RentPath(_Strict):
     """An observed rent path of one generation (docs/model.md, "GPU backtest"): dated points
     [month, $/GPU-hour], months counted from t0, strictly increasing integers; the rent is
-    linear in $/h between points and the model's own process after the last one."""
+    linear in $/h between points and the model's own process after the last one.
+
+    ``scope = "market"`` (the default) reads the path as the market's common rent factor, as
+    the rent process has one common shock and trend for every AI generation: over the path's
+    months every other compute generation's rent moves in proportion to it. ``"generation"``
+    moves the named generation only; the others keep their own trend and noise."""
 
     generation: str = Field(min_length=1)  # the name of a "compute" generation
     points: list[list[float]] = Field(min_length=1, max_length=601)
+    scope: Literal["market", "generation"] = "market"
 
     @field_validator("points")
     @classmethod
@@ -587,6 +593,8 @@ class Scenario(_Strict):
     description: str = ""
     months: int = Field(60, ge=1, le=600)
     seed: int = Field(20251201, ge=0, le=2**63 - 1)
+    # calendar month of model month 0 (t0), "YYYY-MM": labels the outputs only
+    start: str = "2025-12"
     environment: EnvironmentCfg = Field(default_factory=EnvironmentCfg)
     borrowers: Borrowers = Field(default_factory=Borrowers)
     lenders: Lenders = Field(default_factory=Lenders)
@@ -603,6 +611,15 @@ class Scenario(_Strict):
     @classmethod
     def _safe_name(cls, value: str) -> str:
         return safe_name(value)
+
+    @field_validator("start")
+    @classmethod
+    def _start_month(cls, value: str) -> str:
+        m = re.fullmatch(r"(\d{4})-(\d{2})", value)
+        if not m or not 1 <= int(m.group(2)) <= 12 or not 1900 <= int(m.group(1)) <= 2200:
+            raise PydanticCustomError("start", "expected a calendar month 'YYYY-MM' (years "
+                                      "1900-2200), e.g. '2025-12'")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -654,6 +671,10 @@ def _check_rent_paths(e: EnvironmentCfg) -> None:
             raise ValueError(f"{where}.generation = {p.generation!r}: a second path for the "
                              "same generation")
         seen.add(p.generation)
+        if p.scope == "market" and any(q.scope == "market" for q in e.rent_path[:i]):
+            raise ValueError(f"{where}.scope = 'market': a second market path (the market "
+                             "has one common rent factor; give the others scope = "
+                             "'generation')")
         start = max(g.launch_month, 0)
         if p.points[0][0] > start:
             raise ValueError(f"{where}.points: the first point is month "

@@ -54,7 +54,11 @@ Installed units (issue 14 part A; the defaults keep the model above):
   [month, $/GPU-hour] linear between points (:func:`path_rents`), replaces its rent from the
   first to the last point; the rent process above carries on from the last value. Buyers
   still value a unit on the observed rent and the expected drift ln(1 - d) (they do not know
-  the path ahead).
+  the path ahead). A market path (``scope = "market"``, the default) is the common rent
+  factor: the other AI generations' rents move by its month-on-month ratio over its months,
+  as they all move by the common shock and trend in the process above; hedonic pricing of
+  substitutes, one price per unit of quality (Griliches 1961; Triplett 2006, OECD Handbook on
+  Hedonic Indexes and Quality Adjustments in Price Indexes).
 * ``lead_time_path`` (empty by default): a generation's delivery lead time of new units,
   dated points [month, months] linear between points and 0 outside them
   (:meth:`Environment.lead_time`); the buyers' value cap becomes the new-unit price paid at
@@ -74,21 +78,24 @@ from sim.config import Scenario
 
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = 365.0 / 12.0
-T0_YEAR, T0_MONTH = 2025, 12  # model month 0 (t0) is December 2025
+START = "2025-12"  # the calendar month of model month 0 (t0) unless a scenario says (``start``)
 MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
                "Dec")
 
 
-def calendar_month(t: int) -> tuple[int, int]:
-    """(year, month 1-12) of model month ``t`` (0 = t0): ``calendar_month(1) == (2026, 1)``.
-    The one calendar of the outputs: the series' ``date`` column and the figures' labels."""
-    y, m = divmod(T0_MONTH - 1 + int(t), 12)
-    return T0_YEAR + y, m + 1
+def calendar_month(t: int, start: str = START) -> tuple[int, int]:
+    """(year, month 1-12) of model month ``t`` when month 0 is ``start`` ('YYYY-MM', the
+    scenario's ``start``): ``calendar_month(1) == (2026, 1)``,
+    ``calendar_month(10, "2023-03") == (2024, 1)``. The one calendar of the outputs: the
+    series' ``date`` column, the figures' labels and the validation's dates."""
+    y0, m0 = int(start[:4]), int(start[5:7])
+    y, m = divmod(m0 - 1 + int(t), 12)
+    return y0 + y, m + 1
 
 
-def month_label(t: int) -> str:
+def month_label(t: int, start: str = START) -> str:
     """Calendar month of model month ``t`` in words: ``month_label(3) == 'Mar 2026'``."""
-    y, m = calendar_month(t)
+    y, m = calendar_month(t, start)
     return f"{MONTH_NAMES[m - 1]} {y}"
 
 
@@ -142,20 +149,33 @@ class Environment:
         # observed rent paths (environment.rent_path; empty = off): (generation, first month,
         # rents month by month from the first to the last point)
         self._paths = [(self.names.index(p.generation), int(p.points[0][0]),
-                        path_rents(p.points)) for p in e.rent_path]
+                        path_rents(p.points), p.scope == "market") for p in e.rent_path]
+        # the generations a market path moves: AI rents without a path of their own
+        self._factor_gens = self._ai_rent.copy()
+        for g, *_ in self._paths:
+            self._factor_gens[g] = False
         if self._paths:
-            self._apply_paths()
+            self._apply_paths(None)
         # delivery lead times of new units (environment.lead_time_path; empty = none)
         self._init_lead_times()
 
-    def _apply_paths(self) -> None:
+    def _apply_paths(self, before: np.ndarray | None) -> None:
         """Set each path generation's rent to its observed path in the months the path covers
         (``rent_path``): the path overrides the trend, the noise, launch steps and rent
-        shocks; after its last point the rent process carries on from the last value."""
-        for g, first, rents in self._paths:
+        shocks; after its last point the rent process carries on from the last value.
+
+        A market path (``scope = "market"``) is the common rent factor R(t): in its months
+        every other AI generation g shipping before t (and without a path of its own) has
+        r_g(t) = r_g(t-1) R(t) / R(t-1), in place of its trend, noise, steps and shocks; the
+        baseline's rent process moves every AI generation by the same factor each month, so
+        an observed factor moves them all (``before`` = the rents of month t - 1)."""
+        for g, first, rents, market in self._paths:
             k = self.t - first
             if 0 <= k < len(rents):
                 self.rent[g] = rents[k]
+                if market and k > 0 and before is not None:
+                    live = self._factor_gens & (self.launch < self.t)
+                    self.rent[live] = before[live] * (rents[k] / rents[k - 1])
 
     def _init_lead_times(self) -> None:
         """The lead-time paths (``environment.lead_time_path``) as (generation, first month,
@@ -247,6 +267,7 @@ class Environment:
         """Advance one month: rent shock and deflation, launches, BTC, hashprice, shocks."""
         e = self.cfg
         self.t += 1
+        before = self.rent.copy() if self._paths else None  # last month's rents (paths)
         # two scalar draws (about 1 us each): the same raw draws and bits as one draw of two
         eps_r, eta = nm.standard_normal(self.rng), nm.standard_normal(self.rng)
         rho = e.rho_stress if self.stress else e.rho_calm
@@ -281,7 +302,7 @@ class Environment:
             hl = self.hash_linked
             self.rent[hl] = self.rent0[hl] * self.hashprice / e.hashprice0
         if self._paths:
-            self._apply_paths()
+            self._apply_paths(before)
 
 
 def path_rents(points) -> np.ndarray:

@@ -29,8 +29,10 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
     "Scenario": {
         "name": ("", "scenario name; also the results folder results/<name>/"),
         "description": ("", "one line saying what the scenario is (liqsim scenarios)"),
-        "months": (M, "months simulated after t0 = 2025-12"),
+        "months": (M, "months simulated after t0 (start, 2025-12 by default)"),
         "seed": ("", "random seed; the same scenario and seed give identical results"),
+        "start": ("YYYY-MM", "calendar month of model month 0 (t0); labels the outputs' dates "
+                             "only"),
     },
     "Generation": {
         "name": ("", "GPU generation name (A100, H100, ...)"),
@@ -78,6 +80,9 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "generation": ("", "the generation whose rent follows the path (a compute generation)"),
         "points": ("[month, $/GPU-hour]", "dated rents, months from t0 strictly increasing; "
                    "linear between points, the rent process after the last"),
+        "scope": ("", "market: the path is the common rent factor and moves every other AI "
+                      "generation's rent in proportion over its months; generation: this "
+                      "generation only"),
     },
     "LeadTimePath": {
         "generation": ("", "the generation whose new units have the lead time"),

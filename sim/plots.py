@@ -65,7 +65,9 @@ __all__ = [
 ]
 
 DPI = 110
-MONTH_LABEL = f"month (0 = {month_label(0)})"
+def month_axis(cfg) -> str:
+    """The x-axis label of a month axis: ``'month (0 = Dec 2025)'`` (the scenario's start)."""
+    return f"month (0 = {month_label(0, cfg.start)})"
 # a legend under its axes (constrained layout makes room): it can never cover a curve
 LEGEND_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.13), "fontsize": 9,
                 "frameon": False}
@@ -194,7 +196,7 @@ def price_figure(model) -> Figure:
     for ax in axes[len(gens):]:
         ax.set_axis_off()
     for ax in axes[max(len(gens) - ncols, 0): len(gens)]:
-        ax.set_xlabel(MONTH_LABEL)
+        ax.set_xlabel(month_axis(model.cfg))
         ax.xaxis.set_tick_params(labelbottom=True)
     handles = [Line2D([], [], color="#1f77b4", lw=1.8, label="price index (clearing price "
                       "or best bid)"),
@@ -221,7 +223,7 @@ def defaults_figure(model) -> Figure:
     ax = fig.add_subplot()
     ax.bar(t, miner, width=0.8, color="#e377c2", label="miners (new defaults)")
     ax.bar(t, neo, width=0.8, bottom=miner, color="#17becf", label="neo-clouds (new defaults)")
-    ax.set_xlabel(MONTH_LABEL)
+    ax.set_xlabel(month_axis(model.cfg))
     ax.set_ylabel("new borrower defaults per month (count)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     top = max(1, int((miner + neo).max()))
@@ -265,7 +267,7 @@ def losses_figure(model) -> Figure:
         y = rec[key] / 1e6
         ax.plot(t, y, color=colour, lw=2.0, ls=ls, label=f"{label}: {_millions(y[-1] * 1e6)}")
     ax.fill_between(t, 0, rec["credit_losses"] / 1e6, color="#d62728", alpha=0.12, lw=0)
-    ax.set_xlabel(MONTH_LABEL)
+    ax.set_xlabel(month_axis(model.cfg))
     ax.set_ylabel("cumulative, $ millions")
     ax.set_xlim(t[0], t[-1])
     ax.set_ylim(bottom=min(0.0, float(rec["credit_losses"].min()) / 1e6))
@@ -326,7 +328,7 @@ def fire_sales_figure(model) -> Figure:
     bot.axhline(0.0, color="0.3", lw=1.0)
     bot.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     bot.set_ylabel("discount 1 - price / value in best use")
-    bot.set_xlabel(MONTH_LABEL)
+    bot.set_xlabel(month_axis(model.cfg))
     bot.set_xlim(t[0] - 0.6, t[-1] + 0.6)
     bot.grid(alpha=0.3)
     note = "below 0 %: forced sales cleared\nabove value in best use"

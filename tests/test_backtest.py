@@ -50,11 +50,35 @@ def test_after_the_last_point_the_rent_process_carries_on():
     assert env.rent[env.names.index("H100")] == pytest.approx(2.35 * 0.85 ** (1 / 12), rel=1e-12)
 
 
-def test_a_path_changes_its_generation_only():
-    """The path replaces one generation's rent; the draws and every other rent are as
-    without it (same seed)."""
+def test_a_market_path_moves_every_ai_generation_by_its_ratio():
+    """The shipped path is the market factor: A100 (4.10 $/h at t0) moves with the H100,
+    month 10: 4.10 x 9.2 / 10 = 3.772; month 36: 4.10 x 2.35 / 10 = 0.9635 (38.3 % a year:
+    1 - 0.235^(1/3)). H200 launches in month 21 at 2.59 and is moved from month 22 on:
+    month 33 is 2.59 x 1.96 / 1.95. The noise and trend are gone for them over the path."""
+    cfg = load_scenario(BT)
+    env = Environment(cfg, np.random.default_rng(3))
+    a, h2 = env.names.index("A100"), env.names.index("H200")
+    got = {}
+    for _ in range(cfg.months):
+        env.step()
+        got[env.t] = env.rent.copy()
+    assert got[10][a] == pytest.approx(3.772, rel=1e-12)
+    assert got[36][a] == pytest.approx(0.9635, rel=1e-12)
+    assert got[21][h2] == 2.59 and got[33][h2] == pytest.approx(2.59 * 1.96 / 1.95, rel=1e-12)
+    other = Environment(cfg, np.random.default_rng(4))  # another seed: the same rents
+    for _ in range(cfg.months):
+        other.step()
+    assert np.allclose(other.rent, got[36], rtol=1e-12, atol=0)
+
+
+def test_a_generation_path_changes_its_generation_only():
+    """With scope = "generation" the path replaces one generation's rent; the draws and every
+    other rent are as without it (same seed)."""
+    cfg = load_scenario(BT)
+    own = [{"generation": "H100", "points": cfg.environment.rent_path[0].points,
+            "scope": "generation"}]
     over = {PATH: []}
-    a = Environment(load_scenario(BT), np.random.default_rng(7))
+    a = Environment(load_scenario(BT, overrides={PATH: own}), np.random.default_rng(7))
     b = Environment(load_scenario(BT, overrides=over), np.random.default_rng(7))
     h = a.names.index("H100")
     for _ in range(19):  # to month 19, the point 2.0
@@ -85,6 +109,13 @@ def test_a_second_path_for_one_generation_and_a_hashprice_path_are_refused():
     two = [{"generation": "H100", "points": [[0, 1.0]]}] * 2
     with pytest.raises(ConfigError, match="second path"):
         load_scenario(BT, overrides={PATH: two})
+    markets = [{"generation": "H100", "points": [[0, 1.0]]},
+               {"generation": "A100", "points": [[0, 1.0]]}]
+    with pytest.raises(ConfigError, match="second market path"):
+        load_scenario(BT, overrides={PATH: markets})
+    with pytest.raises(ConfigError, match="scope"):
+        load_scenario(BT, overrides={PATH: [{"generation": "H100", "points": [[0, 1.0]],
+                                             "scope": "world"}]})
     with pytest.raises(ConfigError, match="hashprice"):
         load_scenario("asic_2022", overrides={PATH: [{"generation": "S19",
                                                       "points": [[0, 1.0]]}]})

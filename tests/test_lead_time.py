@@ -169,7 +169,8 @@ def test_backtest_lead_time_path_is_the_sources_in_months():
     assert [round(w * 12 / 52, 2) for w in weeks] == [9.23, 10.15, 9.0]
     assert round(10 * 12 / 52, 2) == 2.31
     assert p.points == [[0, 9.23], [8, 10.15], [9, 9.0], [11, 3.5], [13, 2.31], [17, 0.0]]
-    assert [val._calendar(m) for m in (8, 9, 11, 13, 17)] == [
+    assert cfg.start == "2023-03"
+    assert [val._calendar(m, cfg.start) for m in (8, 9, 11, 13, 17)] == [
         "2023-11", "2023-12", "2024-02", "2024-04", "2024-08"]
 
 

@@ -105,12 +105,34 @@ def test_figure_and_series_month_labels_share_one_calendar():
     from sim import metrics
     from sim.environment import calendar_month, month_label
 
-    assert sim.plots.MONTH_LABEL == "month (0 = Dec 2025)"
+    assert sim.plots.month_axis(Scenario()) == "month (0 = Dec 2025)"
     months = (0, 1, 13, 25)
     assert [calendar_month(t) for t in months] == [(2025, 12), (2026, 1), (2027, 1), (2028, 1)]
     assert [month_label(t) for t in months] == ["Dec 2025", "Jan 2026", "Jan 2027", "Jan 2028"]
     dates = metrics.series(LiquidationModel(seed=1, months=25).run())["date"]
     assert [dates[t].strftime("%b %Y") for t in months] == [month_label(t) for t in months]
+
+
+def test_a_scenario_start_moves_every_date_and_label():
+    """``start = "2023-03"`` (the GPU backtest): month 10 is Jan 2024, by hand 3 + 10 = 13."""
+    from sim import metrics
+    from sim.environment import calendar_month, month_label
+
+    assert calendar_month(10, "2023-03") == (2024, 1) and month_label(0, "2023-03") == "Mar 2023"
+    m = LiquidationModel(Scenario(start="2023-03", months=10, seed=1)).run()
+    dates = metrics.series(m)["date"]
+    assert dates[0].strftime("%Y-%m") == "2023-03" and dates[10].strftime("%Y-%m") == "2024-01"
+    assert sim.plots.month_axis(m.cfg) == "month (0 = Mar 2023)"
+    fig = sim.plots.price_figure(m)
+    assert "month (0 = Mar 2023)" in [ax.get_xlabel() for ax in fig.axes]
+
+
+@pytest.mark.parametrize("bad", ["2023-13", "2023-3", "23-03", "march", "1899-12"])
+def test_a_bad_start_is_a_config_error(bad):
+    from sim.config import ConfigError
+
+    with pytest.raises(ConfigError, match="start.*YYYY-MM"):
+        load_scenario("baseline", overrides={"start": bad})
 
 
 def test_png_bytes_are_reproducible_and_carry_no_software_tag():
