@@ -25,7 +25,9 @@ Installed units and economic retirement (issue 14 part A; defaults keep the mode
 c_g adds the facility charge kW_g x ``facility_cost`` to power and spot opex; with
 ``value_cap`` every reservation and the value in best use are capped at the new-unit price,
 P_kg <= P_new_g = ``Environment.new_unit_price`` (a buyer never pays more for a used unit than
-for a new one: replacement cost bounds the value of a reproducible asset); with
+for a new one: replacement cost bounds the value of a reproducible asset; with a delivery lead
+time of new units, ``environment.lead_time_path``, the bound is the new price paid at delivery
+plus the net earnings forgone while waiting, :meth:`BuyerBook.lead_cap`); with
 ``retirement = "economic"`` every type's horizon is M_g = ``physical_life_months`` - age_g,
 and within it a unit earns only in months whose rent covers c_g (the shut-down option above),
 so it retires when rent stops covering its running cost rather than at a fixed life.
@@ -133,6 +135,8 @@ class BuyerBook:
             self._t_life = np.full(len(types), b.physical_life_months, dtype=np.int64)
         # value_cap: no value above the price of a new installed unit (None = no cap)
         self._cap = env.new_unit_price if b.value_cap else None
+        # with delivery lead times (environment.lead_time_path) the cap is lead_cap's
+        self._lead_on = self._cap is not None and env.has_lead_time
         self._t_disc = discount_factors(self._t_hurdle, self._mmax) if types else None
         # types with at least one buyer (the value in best use counts only these)
         self._present = np.bincount(self.type_idx, minlength=len(self.type_names)) > 0
@@ -211,6 +215,22 @@ class BuyerBook:
         rows values every row under each of them at once and gives (X, R, G): every entry is
         computed by the same operations on the same numbers as in a separate call, and each
         present value is the sum of the same M terms in the same order."""
+        terms = self._terms(env, disc, life, extrap)
+        pv = np.add.reduce(terms, axis=-1)
+        value = pv - integration[:, None]
+        if self._cap is not None:
+            # nobody pays more for a used unit than for a new installed one (value_cap), or,
+            # with a delivery lead time, than the new one paid at delivery plus the net
+            # earnings forgone while waiting for it (lead_cap)
+            cap = self._cap if not self._lead_on else self.lead_cap(env, terms, disc)
+            value = np.minimum(value, cap)
+        return np.where(env.shipping, np.maximum(value, 0.0), 0.0)
+
+    def _terms(self, env: Environment, disc: np.ndarray, life: np.ndarray,
+               extrap: np.ndarray) -> np.ndarray:
+        """The discounted terms e_m d_m of :meth:`_pv`'s sum, (..., R, G, M): month m's
+        expected net earnings (the option to run, zero past the unit's remaining life) times
+        the row's discount factor."""
         if self._static_env is not env:
             self._static(env)
         e, m = env.cfg, self._m
@@ -230,12 +250,47 @@ class BuyerBook:
         # (net * alive) * disc as net * (alive * disc), on the smaller (R, G, M) array: with
         # alive in {0, 1} and disc > 0 finite both give net * disc, or net * 0 (+-0, or NaN
         # for a non-finite net) where not alive, bit for bit
-        pv = np.add.reduce(net * (alive * disc[:, None, :]), axis=-1)
-        value = pv - integration[:, None]
-        if self._cap is not None:
-            # nobody pays more for a used unit than for a new installed one (value_cap)
-            value = np.minimum(value, self._cap)
-        return np.where(env.shipping, np.maximum(value, 0.0), 0.0)
+        return net * (alive * disc[:, None, :])
+
+    def lead_cap(self, env: Environment, terms: np.ndarray, disc: np.ndarray,
+                 parts: bool = False):
+        """The value cap with a delivery lead time of L_g months for a new unit
+        (``environment.lead_time_path``; Kydland & Prescott 1982, Econometrica 50(6): new
+        capital takes time to build). Replacement cost bounds a reproducible asset's value
+        only for delivery at the same date; a unit available now is worth at most the new
+        unit's price paid at delivery plus the net earnings forgone while waiting:
+
+            cap_kg = sum_{m=1}^{M} w_gm e_kgm d_km + P_new_g d_k(L_g),
+            w_gm = min(1, max(0, L_g - m + 1)),  d_k(L) = (1 + r_k)^(-L/12) = d_k1^L,
+
+        e_kgm d_km being the present value of month m's expected net earnings as buyer (row)
+        k values them, the terms of its reservation price (``terms``, (..., R, G, M), with
+        ``disc`` (R, M) its discount factors), so for a whole L the first L terms; a
+        fractional last month counts pro rata. With L_g = 0 every w is 0 and d(0) = 1: the
+        cap is P_new_g exactly. Returns the cap (..., R, G), or with ``parts`` the pair
+        (forgone earnings, P_new d(L))."""
+        lead = env.lead_time()
+        w = np.minimum(np.maximum(lead[:, None] - (self._m - 1.0), 0.0), 1.0)  # (G, M)
+        earn = np.add.reduce(terms * w, axis=-1)
+        new = env.new_unit_price * nm.power(disc[:, :1], lead[None, :])  # (R, G)
+        return (earn, new) if parts else earn + new
+
+    def cap_by_type(self, env: Environment, x0: np.ndarray | None = None,
+                    parts: bool = False):
+        """The value cap of each buyer type, (T, G), at the expectation row ``x0`` (0 by
+        default, the value in best use's): P_new (``env.new_unit_price``) without a lead
+        time, else :meth:`lead_cap` (with ``parts`` the pair (forgone earnings, P_new d(L))).
+        ``None`` when ``buyers.value_cap`` is off. The bound the sanity tests check: no
+        value in best use above the highest type's cap, no reservation above its buyer's."""
+        if self._cap is None:
+            return None
+        n_t = len(self.type_names)
+        if not self._lead_on:
+            cap = np.broadcast_to(self._cap, (n_t, env.n_gen))
+            return (np.zeros((n_t, env.n_gen)), cap) if parts else cap
+        x = np.zeros((1, env.n_gen)) if x0 is None else np.asarray(x0, dtype=float)[None, :]
+        terms = self._terms(env, self._t_disc, self._t_life, x)
+        return self.lead_cap(env, terms, self._t_disc, parts)
 
     def values_by_type(self, env: Environment, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Values by buyer type, (T, G): at x = 0 (for the value in best use) and at the
@@ -288,7 +343,10 @@ class BuyerBook:
             # = +0.0, so no outer mask is needed; np.maximum.reduce is what ndarray.max calls
             value = np.maximum(np.maximum.reduce(best, axis=0), salvage)
         if self._cap is not None:  # a salvage floor above a (small) system cost is capped too
-            value = np.minimum(value, np.where(env.shipping, self._cap, 0.0))
+            cap = self._cap
+            if self._lead_on:  # the best use's cap: the highest cap of the types present
+                cap = np.maximum.reduce(self.cap_by_type(env)[self._present], axis=0)
+            value = np.minimum(value, np.where(env.shipping, cap, 0.0))
         return value
 
     def capacity(self, price: np.ndarray, kw: float, liquid: bool = False) -> np.ndarray:

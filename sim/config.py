@@ -189,6 +189,40 @@ class RentPath(_Strict):
         return pts
 
 
+MAX_LEAD_MONTHS = 60.0  # five years: longer than any quoted wait for a GPU server
+
+
+class LeadTimePath(_Strict):
+    """Delivery lead time of new units of one generation (docs/model.md, "Lead time of new
+    units"): dated points [month, months of lead time], months counted from t0, strictly
+    increasing whole numbers; linear between points, 0 before the first and after the last
+    point (a new unit then ships at once)."""
+
+    generation: str = Field(min_length=1)  # the name of a generation
+    points: list[list[float]] = Field(min_length=1, max_length=601)
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, pts: list[list[float]]) -> list[list[float]]:
+        for i, p in enumerate(pts):
+            if len(p) != 2:
+                raise _lead_error(f"point {i} = {p}: expected [month, months of lead time]")
+            month, lead = p
+            if month != int(month) or not 0 <= month <= 600:
+                raise _lead_error(f"point {i} = {p}: the month must be a whole number 0-600")
+            if not 0.0 <= lead <= MAX_LEAD_MONTHS:
+                raise _lead_error(f"point {i} = {p}: the lead time must be >= 0 and <= "
+                                  f"{MAX_LEAD_MONTHS:g} months")
+            if i and month <= pts[i - 1][0]:
+                raise _lead_error(f"point {i} = {p}: months must increase strictly")
+        return pts
+
+
+def _lead_error(text: str) -> PydanticCustomError:
+    """A lead-time-path error reported as ``key = value: text`` (``format_error``)."""
+    return PydanticCustomError("lead_time_path", "{text}", {"text": text})
+
+
 class EnvironmentCfg(_Strict):
     """The ``[environment]`` table: the exogenous world's parameters (the runtime world they
     drive is :class:`sim.environment.Environment`)."""
@@ -236,6 +270,9 @@ class EnvironmentCfg(_Strict):
     # observed rent paths (a backtest): the named generation's rent follows the dated points
     # from its first to its last month, whatever the rent process would do (empty = off)
     rent_path: list[RentPath] = Field(default_factory=list)
+    # delivery lead times of new units (time to build): the value cap becomes the new price
+    # paid at delivery plus the net earnings forgone while waiting (empty = no lead time)
+    lead_time_path: list[LeadTimePath] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- agents
@@ -600,6 +637,7 @@ class Scenario(_Strict):
                     f"borrowers.{kind}.fleet_mix: {mix} must have at most {n_gen} weights "
                     "(one per generation) with a positive sum")
         _check_rent_paths(self.environment)
+        _check_lead_time_paths(self.environment)
         if self.lenders.ltv_cure > self.lenders.ltv_max:
             raise ValueError(f"lenders.ltv_cure = {self.lenders.ltv_cure} must be <= "
                              f"lenders.ltv_max = {self.lenders.ltv_max}")
@@ -642,6 +680,19 @@ def _check_rent_paths(e: EnvironmentCfg) -> None:
             raise ValueError(f"{where}.points: the first point is month "
                              f"{p.points[0][0]:g}, after month {start} in which "
                              f"{p.generation} first trades")
+
+
+def _check_lead_time_paths(e: EnvironmentCfg) -> None:
+    """Every lead-time path names a generation of the scenario, at most one path each."""
+    names = [g.name for g in e.generations]
+    seen = set()
+    for i, p in enumerate(e.lead_time_path):
+        where = f"environment.lead_time_path.{i}.generation = {p.generation!r}"
+        if p.generation not in names:
+            raise ValueError(f"{where}: no such generation (known: {', '.join(names)})")
+        if p.generation in seen:
+            raise ValueError(f"{where}: a second path for the same generation")
+        seen.add(p.generation)
 
 
 # Memory limits of one run (all state is dense numpy): the funding matrices are n_L x n_L,

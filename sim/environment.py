@@ -59,6 +59,11 @@ Installed units (issue 14 part A; the defaults keep the model above):
   as they all move by the common shock and trend in the process above; hedonic pricing of
   substitutes, one price per unit of quality (Griliches 1961; Triplett 2006, OECD Handbook on
   Hedonic Indexes and Quality Adjustments in Price Indexes).
+* ``lead_time_path`` (empty by default): a generation's delivery lead time of new units,
+  dated points [month, months] linear between points and 0 outside them
+  (:meth:`Environment.lead_time`); the buyers' value cap becomes the new-unit price paid at
+  delivery plus the net earnings forgone while waiting (time to build, Kydland & Prescott
+  1982; :meth:`agents.buyer.BuyerBook.lead_cap`).
 * ``launch_rate`` lambda > 0: d is the per-chip decline with the launch steps in it, and the
   trend between launches is ln(1 - d) - lambda ln(1 - phi), so that at lambda launches a year
   rents fall by d a year and are not also stepped down (no double count).
@@ -151,6 +156,8 @@ class Environment:
             self._factor_gens[g] = False
         if self._paths:
             self._apply_paths(None)
+        # delivery lead times of new units (environment.lead_time_path; empty = none)
+        self._init_lead_times()
 
     def _apply_paths(self, before: np.ndarray | None) -> None:
         """Set each path generation's rent to its observed path in the months the path covers
@@ -169,6 +176,31 @@ class Environment:
                 if market and k > 0 and before is not None:
                     live = self._factor_gens & (self.launch < self.t)
                     self.rent[live] = before[live] * (rents[k] / rents[k - 1])
+
+    def _init_lead_times(self) -> None:
+        """The lead-time paths (``environment.lead_time_path``) as (generation, first month,
+        months of lead time month by month from the first to the last point);
+        ``has_lead_time`` is False without one (the value cap is then the plain new-unit
+        price, bit for bit)."""
+        self._lead_paths = [(self.names.index(p.generation), int(p.points[0][0]),
+                             path_lead_times(p.points)) for p in self.cfg.lead_time_path]
+        self.has_lead_time = bool(self._lead_paths)
+        self._lead_month, self._lead = None, None
+
+    def lead_time(self) -> np.ndarray:
+        """Months of delivery lead time of a new unit ordered now, per generation, (G,),
+        read-only: each path's value at this month (straight lines between its points,
+        :func:`path_lead_times`), 0 before its first and after its last point and for a
+        generation without a path. Kydland & Prescott (1982, Econometrica 50(6)): new
+        capital takes time to build; docs/model.md, "Lead time of new units"."""
+        if self._lead_month != self.t:
+            lead = np.zeros(self.n_gen)
+            for g, first, months in self._lead_paths:
+                k = self.t - first
+                if 0 <= k < len(months):
+                    lead[g] = months[k]
+            self._lead, self._lead_month = _frozen(lead), self.t
+        return self._lead
 
     def _set_month(self) -> None:
         # (``_frozen`` inlined: this runs every month)
@@ -281,3 +313,12 @@ def path_rents(points) -> np.ndarray:
     months = np.array([p[0] for p in points], dtype=float)
     rents = np.array([p[1] for p in points], dtype=float)
     return np.interp(np.arange(months[0], months[-1] + 1.0), months, rents)
+
+
+def path_lead_times(points) -> np.ndarray:
+    """Months of lead time month by month from the first to the last point of a lead-time
+    path ``points`` = [[month, months of lead time], ...] (strictly increasing whole months),
+    straight lines between neighbouring points as :func:`path_rents`:
+    L(t) = L_i + (L_{i+1} - L_i) (t - t_i) / (t_{i+1} - t_i). E.g. [[0, 9], [3, 0]] gives
+    9, 6, 3, 0."""
+    return path_rents(points)

@@ -72,6 +72,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "pue": ("", "power usage effectiveness (facility / IT power)"),
         "rent_path": ("", "observed rent paths, one per named generation (empty = the rent "
                           "process only)"),
+        "lead_time_path": ("", "delivery lead times of new units, one path per named "
+                               "generation (empty = none: the plain new-unit price cap)"),
         "sofr": ("1/year", "risk-free rate (SOFR)"),
     },
     "RentPath": {
@@ -81,6 +83,11 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "scope": ("", "market: the path is the common rent factor and moves every other AI "
                       "generation's rent in proportion over its months; generation: this "
                       "generation only"),
+    },
+    "LeadTimePath": {
+        "generation": ("", "the generation whose new units have the lead time"),
+        "points": ("[month, months]", "dated lead times of a new unit, months from t0 "
+                   "strictly increasing; linear between points, 0 outside them"),
     },
     "BorrowerType": {
         "count": ("borrowers", "number of borrowers of this type"),

@@ -146,12 +146,15 @@ def test_annual_decline_of_a_constant_rate():
 def test_backtest_value_path_and_rows():
     rows, d = val.check_backtest()
     ids = [r.id for r in rows]
-    assert ids == ["8a", "8b", "8c", "8d"] and rows[3].info
+    assert ids == ["8a", "8b", "8c", "8d", "8e"] and rows[3].info and rows[4].info
     v = np.array(d["value"])
     # 2023: the rent (10 $/h) puts the present value far above the new-unit price, so the
-    # value is the cap 1.3 x 27,500 = 35,750 $ (buyers.value_cap)
-    assert d["new_unit_price"] == 35_750.0 and d["peak_2023"] == 35_750.0
-    assert not rows[0].passed  # below the sourced "40 k$+": no scarcity premium (docs)
+    # value is the cap: with the H100's lead time (environment.lead_time_path) the new-unit
+    # price 1.3 x 27,500 = 35,750 $ paid at delivery plus the earnings forgone while waiting
+    # (tests/test_lead_time.py works the cap by hand)
+    assert d["new_unit_price"] == 35_750.0
+    assert d["peak_2023"] == pytest.approx(d["cap"]["cap"][d["peak_month"]], rel=1e-12)
+    assert d["peak_2023"] > 35_750.0 and rows[0].passed == (d["peak_2023"] >= 40_000.0)
     # the value follows the rent: it falls to the trough month (31, 1.70 $/h) and recovers
     assert int(v.argmin()) == 31 and v[36] > v[31]
     assert d["value_seed_spread"] == 0.0  # the H100's value depends on its rent path only
@@ -177,5 +180,7 @@ def test_report_has_the_month_by_month_backtest_table():
               "seconds": 0.0, "gk": {"n": 1, "draws": 1}}
     text = val.render_report(result)
     assert "## GPU backtest, month by month" in text
-    assert "| 2023-03 | 0 | 10.00 | 35,750 |" in text
+    # month 0: 9.23 months of lead time; the value is its cap (tests/test_lead_time.py)
+    assert "| 2023-03 | 0 | 10.00 | 9.23 | 81,569 | 81,569 |" in text
+    assert "| 2024-09 | 18 | 2.80 | 0.00 | 35,750 | 35,750 |" in text
     assert "| 2026-03 | 36 | 2.35 |" in text

@@ -228,18 +228,37 @@ def test_economic_retirement_replaces_the_clock():
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_value_above_the_new_unit_price_any_month(scenario):
+    """No used unit is worth more than a new one, the new one's delivery lead time counted
+    (``environment.lead_time_path``): the bound is the new-unit price paid at delivery plus
+    the net earnings forgone while waiting (``BuyerBook.cap_by_type``), the new-unit price
+    itself where the lead time is 0 (every month of every scenario without a path)."""
     cfg = load_scenario(scenario, overrides=NEW_KEYS)
     m = LiquidationModel(cfg)
-    cap = m.env.new_unit_price
-    assert (m.fundamental <= cap).all()
+    tol = 1.0 + 1e-12  # the caps recomputed here against those inside the valuation
+
+    def bounded():
+        env, b = m.env, m.buyers
+        cap = np.maximum.reduce(b.cap_by_type(env), axis=0)  # the best use's cap
+        res_cap = b.cap_by_type(env, b.extrap[0])[b.type_idx]  # (common expectations)
+        assert (b.extrap == b.extrap[0]).all()
+        assert (m.fundamental <= cap * tol).all(), (scenario, env.t)
+        assert (b.reservation(env) <= res_cap * tol).all(), (scenario, env.t)
+        # the price index too
+        assert (m.price <= np.maximum(cap, res_cap.max(axis=0)) * tol).all(), (scenario, env.t)
+        plain = env.lead_time() == 0.0  # no lead time: the plain bound, exactly
+        new = env.new_unit_price
+        assert (m.fundamental[plain] <= new[plain]).all(), (scenario, env.t)
+        assert (b.reservation(env)[:, plain] <= new[plain]).all(), (scenario, env.t)
+        assert (m.price[plain] <= new[plain]).all(), (scenario, env.t)
+
+    bounded()
     seen = 0
     while m.running and m.env.t < cfg.months:
         m.step()
-        assert (m.fundamental <= cap).all(), (scenario, m.env.t)
-        assert (m.buyers.reservation(m.env) <= cap).all(), (scenario, m.env.t)
-        assert (m.price <= cap).all(), (scenario, m.env.t)  # the price index too
+        bounded()
         seen += 1
     assert seen == cfg.months
+    cap = m.env.new_unit_price
     # and the check can fail: without the cap some value is above the price in a month
     if scenario == "baseline":
         cfg = load_scenario(scenario, overrides=dict(NEW_KEYS, **{"buyers.value_cap": False}))
