@@ -134,8 +134,15 @@ class BuyerBook:
         # value_cap: no value above the price of a new installed unit (None = no cap)
         self._cap = env.new_unit_price if b.value_cap else None
         self._t_disc = discount_factors(self._t_hurdle, self._mmax) if types else None
-        # types with at least one buyer (the value in best use counts only these)
-        self._present = np.bincount(self.type_idx, minlength=len(self.type_names)) > 0
+        # role: dealers value a unit by its resale to the user types (``dealer_values``)
+        self._t_dealer = np.array([t.role == "dealer" for t in types], dtype=bool)
+        self._t_count = np.bincount(self.type_idx, minlength=len(self.type_names))
+        self._t_close = np.array([t.close_days for t in types], dtype=float)
+        self._dealer_carry = cfg.lenders.holding_cost  # $/GPU-month, idle GPUs warehoused
+        self._dealer_static = None  # ``_dealer_setup``'s constants, built on first use
+        # types with at least one buyer (the value in best use counts only these), end users
+        # only: a dealer is an intermediary, not a use
+        self._present = (self._t_count > 0) & ~self._t_dealer
         self._any_present, self._all_present = bool(self._present.any()), bool(self._present.all())
         self._static_env = None  # the environment whose constant inputs ``_static`` holds
         self._by_type_cache = None  # (env, state key, value at x = 0, value at common x)
@@ -257,6 +264,10 @@ class BuyerBook:
             rows = np.zeros((2, 1, env.n_gen))  # the stack (0, x0) as (2, 1, G)
             rows[1, 0] = x0
             v0, vx = self._pv(*args, rows)
+        if self._t_dealer.any():  # dealers' rows: their resale value (``dealer_values``)
+            same = v0 is vx
+            v0 = self._with_dealers(env, v0, np.zeros(env.n_gen))
+            vx = v0 if same else self._with_dealers(env, vx, x0)
         self._by_type_cache = (env, key, v0, vx)
         return v0, vx
 
@@ -269,7 +280,101 @@ class BuyerBook:
             # expectations are common to all buyers (``adapt`` moves every row alike), so the
             # value depends on the buyer's type only: one row per type, not one per buyer
             return self.values_by_type(env, x[0])[1][self.type_idx]
-        return self._pv(env, self._disc, self.life, self.integration, x)
+        res = self._pv(env, self._disc, self.life, self.integration, x)
+        if self._t_dealer.any():  # each dealer under its own expectations
+            rank = np.cumsum(self._t_dealer) - 1  # a dealer type's row in ``dealer_values``
+            for k in np.flatnonzero(self._t_dealer[self.type_idx]).tolist():
+                res[k] = self.dealer_values(env, x[k])[rank[self.type_idx[k]]]
+        return res
+
+    # ----------------------------------------------------------------- dealers
+    def _dealer_setup(self) -> tuple:
+        """The constants of :meth:`dealer_values` (configuration only), built once.
+
+        The user types j present (``role = "user"``, count N_j > 0) bid in a month's auction
+        by exponential search times with mean ``close_days`` c_j (``participating``), so the
+        first end user arrives at rate lambda = sum_j N_j / c_j a day, and it is of type j with
+        probability pi_j = (N_j / c_j) / lambda (competing exponentials; types with
+        c_j = 0 are there at once: pi_j proportional to N_j among them). A dealer who buys
+        in month t can resell from the next monthly auction on: it finds an end user in a
+        month with probability p = 1 - exp(-30 lambda) (1 with ``unlimited`` or a c_j = 0), so
+        the months tau until the resale are geometric, P(tau = n) = p (1 - p)^(n - 1),
+        E[tau] = 1 / p. Returns the user types, pi, the shifted discount rows of the user
+        types' values n months ahead (``dealer_values``), and per dealer type d the weights
+        P(tau = n) (1 + r_d)^(-n/12) and the carry's present value per $/GPU-month,
+        sum_n P(tau >= n) (1 + r_d)^(-n/12)."""
+        users = np.flatnonzero(self._present)  # user types with a buyer
+        n_u, close = self._t_count[users].astype(float), self._t_close[users]
+        now = close == 0.0
+        if now.any():  # end users who are always there: the resale is in the next auction
+            pi, p = np.where(now, n_u, 0.0), 1.0
+        else:
+            pi = n_u / close  # arrival rates, per day
+            rate = pi.sum()
+            p = 1.0 if self.unlimited else float(-nm.expm1(-MONTH_DAYS * rate))
+        pi = pi / pi.sum()
+        m = self._mmax
+        # the user types' discount rows shifted by n = 1..M months: row (j, n) is
+        # (1 + r_j)^(-(k - n)/12) at month k > n from now, 0 for k <= n
+        shifted = np.zeros((len(users), m, m))
+        disc_u = self._t_disc[users]
+        for n in range(1, m):
+            shifted[:, n - 1, n:] = disc_u[:, : m - n]
+        still = np.cumprod(np.r_[1.0, np.full(m - 1, 1.0 - p)])  # P(tau >= n), n = 1..M
+        disc_d = self._t_disc[self._t_dealer]  # (D, M): (1 + r_d)^(-n/12)
+        weights = p * still[None, :] * disc_d  # P(tau = n) (1 + r_d)^(-n/12)
+        carry_pv = (still[None, :] * disc_d).sum(axis=1)
+        self._dealer_static = (users, pi, shifted.reshape(len(users) * m, m),
+                               np.repeat(self._t_life[users], m),
+                               np.repeat(self._t_integration[users], m), weights, carry_pv, p)
+        return self._dealer_static
+
+    def dealer_values(self, env: Environment, x: np.ndarray) -> np.ndarray:
+        """A dealer's bid for one GPU of each generation, one row per dealer type, (D, G).
+
+        A dealer (``role = "dealer"``) buys to resell to an end user (Rust & Hall 2003, JPE
+        111(2), "Middlemen versus market makers"; Gavazza 2016, Econometrica 84(5), dealers in
+        used business aircraft; the dealers of Duffie, Garleanu & Pedersen 2005). It does not
+        run the unit: it holds it idle until the first end user arrives, tau months later
+        (geometric, :meth:`_dealer_setup`), and sells it to that end user at the end user's
+        reservation price (the market maker's posted ask of Rust & Hall: the dealer keeps
+        the end user's surplus, so this is the highest bid a dealer can justify):
+
+            b_dg = sum_{n=1}^{M} P(tau = n) (1 + r_d)^(-n/12) sum_j pi_j E_t[P_jg(t + n)]
+                   - h sum_{n=1}^{M} P(tau >= n) (1 + r_d)^(-n/12) - I_d
+
+        with r_d the dealer's ``hurdle`` (its cost of capital), I_d its ``integration_cost``
+        (handling: de-installation, test, shipping) and h = ``lenders.holding_cost``, the
+        model's cost of warehousing an idle GPU a month (paid at the end of each month
+        held). E_t[P_jg(t + n)] is user type j's reservation price n months ahead on the
+        model's expected path, the buyers' expected rent drift at the expectation row ``x``:
+        by the tower property it is today's formula (module docstring) over the months
+        k = n + 1 .. M_jg, each discounted to t + n,
+
+            E_t[P_jg(t + n)] = sum_{k=n+1}^{M_jg} E_t[max(0, R~_gk - c_g)] (1 + r_j)^(-(k-n)/12)
+                               - I_j,
+
+        floored at 0 and capped at the new-unit price with ``value_cap`` (as every value).
+        The sum over n stops at the longest horizon M, past which no unit has a value (the
+        carry beyond it, weight (1 - p)^M, is left out). The bid is floored at 0 and capped
+        like a value."""
+        users, pi, shifted, life, integ, weights, carry_pv, _p = (
+            self._dealer_static or self._dealer_setup())
+        m = self._mmax
+        ahead = self._pv(env, shifted, life, integ, x[None, :])  # (U M, G)
+        resale = (pi[:, None, None] * ahead.reshape(len(users), m, env.n_gen)).sum(axis=0)
+        bid = ((weights[:, :, None] * resale[None, :, :]).sum(axis=1)
+               - (self._dealer_carry * carry_pv + self._t_integration[self._t_dealer])[:, None])
+        if self._cap is not None:
+            bid = np.minimum(bid, self._cap)
+        return np.where(env.shipping, np.maximum(bid, 0.0), 0.0)
+
+    def _with_dealers(self, env: Environment, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``values`` by type, (T, G), with the dealer types' rows replaced by their bids
+        (:meth:`dealer_values` at the expectation row ``x``)."""
+        out = values.copy()
+        out[self._t_dealer] = self.dealer_values(env, x)
+        return out
 
     def fundamental(self, env: Environment) -> np.ndarray:
         """Value in best use (Shleifer & Vishny 1992, J. Finance 47(4)): the highest reservation

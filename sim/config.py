@@ -355,6 +355,10 @@ class BuyerType(_Strict):
     # mean days to find a sale, diligence, contract and power a fleet: the buyer bids in a
     # D-day sale with probability 1 - exp(-D / close_days); 0 = bids in every auction
     close_days: float = Field(0.0, ge=0.0, le=3650.0)
+    # "user": values a GPU by the rent it earns running it; "dealer": by the expected resale
+    # to the end users ("user" types), net of waiting, carry and integration_cost
+    # (agents.buyer.BuyerBook.dealer_values; Rust & Hall 2003, Gavazza 2016)
+    role: Literal["user", "dealer"] = "user"
 
 
 def _buyer_types() -> dict[str, BuyerType]:
@@ -398,6 +402,14 @@ class Buyers(_Strict):
     # its running cost (the shut-down option) up to physical_life_months from launch
     retirement: Literal["life", "economic"] = "economic"
     physical_life_months: int = Field(96, ge=1, le=240)
+
+    @model_validator(mode="after")
+    def _dealers_resell(self) -> Buyers:
+        dealers = [n for n, t in self.types.items() if t.role == "dealer" and t.count > 0]
+        if dealers and not any(t.role == "user" and t.count > 0 for t in self.types.values()):
+            raise ValueError(f"buyers.types: {dealers} have role = 'dealer' but no type with "
+                             "role = 'user' and count > 0 is there to resell to")
+        return self
 
 
 class Market(_Strict):

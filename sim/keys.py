@@ -149,6 +149,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "spare_mw": ("MW", "powered, cooled space, each"),
         "life_months": (M, "economic life from launch they plan on"),
         "close_days": ("days", "mean days to close a purchase (0 = bids in every auction)"),
+        "role": ("", "user: values a GPU by its rent; dealer: by its expected resale to the "
+                     "user types (docs/model.md, \"Dealers\")"),
     },
     "Buyers": {
         "capacity_scale": ("x", "multiplies every buyer's capital and spare MW"),

@@ -972,7 +972,7 @@ SALE_DRAWS = 1000  # participation draws per sale: the mean's standard error is 
 
 
 def sell_fleet(fleet: int, days: int, gen: str = "H100", draws: int = SALE_DRAWS,
-               seed: int = ROOT_SEED) -> tuple[float, float]:
+               seed: int = ROOT_SEED, overrides: tuple = ()) -> tuple[float, float]:
     """Mean proceeds / value in best use of a repossessed fleet sold within ``days``, and its
     standard error over ``draws`` independent draws of which buyers participate.
 
@@ -984,9 +984,11 @@ def sell_fleet(fleet: int, days: int, gen: str = "H100", draws: int = SALE_DRAWS
     as in the model: in every month but the last the seller is orderly and asks the value in
     best use, unsold units are offered again the next month and buyers' capital and power
     regrow between months (``BuyerBook.regrow``); in the last month the rest is sold forced at
-    the floor.
+    the floor. ``overrides`` (``key=value`` strings) change the baseline, e.g.
+    ``("buyers.types.broker.role='dealer'",)`` (docs/validation.md, "Dealers and the 30-day
+    sale").
     """
-    m = LiquidationModel(_baseline(months=12))
+    m = LiquidationModel(_baseline(months=12, **dict(o.split("=", 1) for o in overrides)))
     env, buyers, cfg = m.env, m.buyers, m.cfg
     g = env.names.index(gen)
     value = float(m.fundamental[g])
