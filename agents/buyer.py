@@ -140,6 +140,7 @@ class BuyerBook:
         self._t_close = np.array([t.close_days for t in types], dtype=float)
         self._dealer_carry = cfg.lenders.holding_cost  # $/GPU-month, idle GPUs warehoused
         self._dealer_static = None  # ``_dealer_setup``'s constants, built on first use
+        self._dealer_k = cfg.market.k  # the seller's share of the surplus in the auction
         # types with at least one buyer (the value in best use counts only these), end users
         # only: a dealer is an intermediary, not a use
         self._present = (self._t_count > 0) & ~self._t_dealer
@@ -357,14 +358,38 @@ class BuyerBook:
         floored at 0 and capped at the new-unit price with ``value_cap`` (as every value).
         The sum over n stops at the longest horizon M, past which no unit has a value (the
         carry beyond it, weight (1 - p)^M, is left out). The bid is floored at 0 and capped
-        like a value."""
-        users, pi, shifted, life, integ, weights, carry_pv, _p = (
+        like a value.
+
+        With ``buyers.dealer_resale = "auction"`` the end user does not pay its full
+        reservation price: the dealer resells in the model's k-double auction with its ask at
+        its continuation value W, so the price is W + k (P_j - W) when P_j > W (``market.k``,
+        the sellers' share of the surplus; the Nash bargaining of Duffie, Garleanu &
+        Pedersen 2005 and Gavazza 2016 with the dealer's share k). W_n, the value at t + n of
+        a unit still held, follows backwards from W_M = 0:
+
+            W_{n-1} = (1 + r_d)^(-1/12) [p sum_j pi_j (W_n + k max(0, E_t[P_jg(t + n)] - W_n))
+                                         + (1 - p) W_n - h],
+
+        and b = W_0 - I_d. With k = 1 it is the formula above."""
+        users, pi, shifted, life, integ, weights, carry_pv, p = (
             self._dealer_static or self._dealer_setup())
         m = self._mmax
         ahead = self._pv(env, shifted, life, integ, x[None, :])  # (U M, G)
-        resale = (pi[:, None, None] * ahead.reshape(len(users), m, env.n_gen)).sum(axis=0)
-        bid = ((weights[:, :, None] * resale[None, :, :]).sum(axis=1)
-               - (self._dealer_carry * carry_pv + self._t_integration[self._t_dealer])[:, None])
+        ahead = ahead.reshape(len(users), m, env.n_gen)
+        integration = self._t_integration[self._t_dealer][:, None]
+        if self.cfg.dealer_resale == "auction":
+            k, h = self._dealer_k, self._dealer_carry
+            beta = self._t_disc[self._t_dealer][:, :1]  # (D, 1): (1 + r_d)^(-1/12)
+            hold = np.zeros((len(beta), env.n_gen))  # W_M = 0
+            for n in range(m - 1, -1, -1):  # month n + 1's auction, backwards
+                gain = k * np.maximum(ahead[None, :, n, :] - hold[:, None, :], 0.0)  # (D, U, G)
+                sale = hold + (pi[None, :, None] * gain).sum(axis=1)
+                hold = beta * (p * sale + (1.0 - p) * hold - h)
+            bid = hold - integration
+        else:
+            resale = (pi[:, None, None] * ahead).sum(axis=0)  # (M, G)
+            bid = ((weights[:, :, None] * resale[None, :, :]).sum(axis=1)
+                   - self._dealer_carry * carry_pv[:, None] - integration)
         if self._cap is not None:
             bid = np.minimum(bid, self._cap)
         return np.where(env.shipping, np.maximum(bid, 0.0), 0.0)

@@ -402,6 +402,10 @@ class Buyers(_Strict):
     # its running cost (the shut-down option) up to physical_life_months from launch
     retirement: Literal["life", "economic"] = "economic"
     physical_life_months: int = Field(96, ge=1, le=240)
+    # what a dealer (a type with role = "dealer") expects to resell at: "ask", the end user's
+    # reservation price; "auction", the k-double price between it and the dealer's
+    # continuation value (market.k the dealer's share of the surplus)
+    dealer_resale: Literal["ask", "auction"] = "ask"
 
     @model_validator(mode="after")
     def _dealers_resell(self) -> Buyers:

@@ -160,6 +160,9 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "adapt": (FRAC, "adaptive-expectations gain on observed price changes"),
         "salvage_floor": (FRAC, "salvage buys anything at this share of list price"),
         "spot_opex_per_gpu": ("$/GPU-month", "running cost buyers expect besides power"),
+        "dealer_resale": ("", "a dealer's expected resale price: ask = the end user's "
+                              "reservation price; auction = the k-double price between it "
+                              "and the dealer's continuation value"),
         "value_cap": ("", "no value or reservation above the new-unit price"),
         "retirement": ("", "life: each type's life_months from launch; economic: earn while "
                            "rent covers running cost, up to physical_life_months"),

@@ -1056,6 +1056,31 @@ def likely_bid_floor(fleet: int, days: float = 30.0, gen: str = "H100") -> dict:
             "buyers": int(likely.sum())}
 
 
+DEALER_ROLE = ("buyers.types.broker.role='dealer'",)  # brokers as dealers (docs/model.md)
+
+
+def dealer_sale_row(fleet: int, gen: str = "H100") -> tuple[Check, dict]:
+    """Check 6d (information): the time-to-sell discounts with the brokers as dealers who bid
+    the expected resale to the end users (``buyers.types.broker.role = "dealer"``,
+    :meth:`agents.buyer.BuyerBook.dealer_values`), everything else at its default, and the
+    brokers' bid over the value in best use V as users and as dealers."""
+    disc = {d: 1.0 - sell_fleet(fleet, d, gen, overrides=DEALER_ROLE)[0] for d in (180, 30, 7)}
+    bids = {}
+    for role, over in (("user", {}), ("dealer", dict(o.split("=", 1) for o in DEALER_ROLE))):
+        m = LiquidationModel(_baseline(months=1, **over))
+        g = m.env.names.index(gen)
+        bids[role] = float(m.buyers.reservation(m.env)[m.buyers.type == "broker"][0, g]
+                           / m.fundamental[g])
+    row = Check("6d", "brokers as dealers (role = \"dealer\"): 180-, 30- and 7-day discounts "
+                "(information)", "no band: 6a-6c's bands apply if the default is flipped",
+                "docs/validation.md, \"Dealers and the 30-day sale\"; Rust & Hall (2003), JPE "
+                "111(2); Gavazza (2016), Econometrica 84(5)",
+                f"{_pct(disc[180])} / {_pct(disc[30])} / {_pct(disc[7])} ({SALE_DRAWS} draws); "
+                f"brokers bid {_pct(bids['dealer'])} of V as dealers, {_pct(bids['user'])} as "
+                "users", True, info=True)
+    return row, {"discount": {str(k): v for k, v in disc.items()}, "broker_bid_over_v": bids}
+
+
 def check_time_to_sell() -> tuple[list[Check], dict]:
     """Check 6: a 30-day and a 7-day sale fetch less than a 180-day sale, in range."""
     fleet = fleet_size()
@@ -1090,8 +1115,10 @@ def check_time_to_sell() -> tuple[list[Check], dict]:
               f"{CAL}: crypto-rig distressed auctions 44-63 % below index (CoinDesk, B, 2022); "
               "vendor 0.45 (C)", got[7], _within(disc[7], b7) and disc[7] > disc[30]),
     ]
+    dealer_row, dealers = dealer_sale_row(fleet)
+    rows.append(dealer_row)
     return rows, {"fleet": fleet, "discount": {str(k): v for k, v in disc.items()},
-                  "likely_bid_floor_30": floor30,
+                  "likely_bid_floor_30": floor30, "dealers": dealers,
                   "discount_se": se, "draws": SALE_DRAWS, "sweep": sweep}
 
 

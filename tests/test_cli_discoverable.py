@@ -57,10 +57,11 @@ def test_keys_lists_default_bounds_unit_and_meaning(capsys, monkeypatch):
 def test_every_config_key_is_documented():
     rows = describe_keys()
     keys = [r.key for r in rows]
-    assert len(keys) == len(set(keys)) == 195  # 130 + 11 (issue 14 D) + 4 (B) + 22 (C) + 7 (A)
+    assert len(keys) == len(set(keys)) == 197  # 130 + 11 (issue 14 D) + 4 (B) + 22 (C) + 7 (A)
     # + 15 (issue 15 A, secured repo and buyer of last resort) + 1 (15 B, metrics.system_loss)
     # + 2 (issue 15: the policies' funding_spread) + 1 (issue 16, val2022: shocks.N.lender_type)
     # + 2 (issue 16, backtest: environment.rent_path.N.generation and .points)
+    # + 2 (issue 16, dealer: buyers.types.TYPE.role, buyers.dealer_resale)
     assert all(r.meaning for r in rows)
     assert "environment.generations.N.list_price" in keys and "shocks.N.size" in keys
     row = next(r for r in rows if r.key == "lenders.types.TYPE.share")

@@ -166,3 +166,54 @@ def test_dealer_bid_below_user_bid_when_value_falls_fast():
     d_user = 1.0 - sell_fleet(5512, 30, gen="A100", draws=100)[0]
     d_dealer = 1.0 - sell_fleet(5512, 30, gen="A100", draws=100, overrides=(DEALER,))[0]
     assert d_dealer > d_user + 0.05
+
+
+def test_validate_reports_the_dealer_sale_as_information():
+    """Check 6d: an information row (never a pass or fail) whose source is a place in the
+    repository, with the brokers' bid as users (0.742 V) and as dealers (above it: the end
+    users arrive within 1.2 months on average, so the resale is near their value)."""
+    from sim.validate import dealer_sale_row
+    row, data = dealer_sale_row(5512)
+    assert row.id == "6d" and row.info and row.passed
+    assert row.source.startswith("docs/validation.md, \"Dealers and the 30-day sale\"")
+    bids = data["broker_bid_over_v"]
+    assert bids["user"] == pytest.approx(0.7415, abs=1e-4)
+    assert bids["dealer"] > bids["user"]
+    assert data["discount"]["7"] > data["discount"]["30"] > data["discount"]["180"]
+
+
+def test_auction_resale_by_hand_one_end_user_always_there():
+    """``dealer_resale = "auction"``, p = 1: each month the dealer can sell to a tier-2 cloud
+    at W + k (P(t + n) - W); with W_M = 0 and k = 0.5, by hand backwards,
+    W_{n-1} = beta_d (W_n + k max(0, P(t + n) - W_n) - h), b = W_0 - I_d."""
+    m = _model(*FLAT, DEALER, "buyers.types.hyperscaler.count=0",
+               "buyers.types.tier2.close_days=0", "buyers.dealer_resale='auction'")
+    g, c, left = _flat_inputs(m)
+    t2, br = m.cfg.buyers.types["tier2"], m.cfg.buyers.types["broker"]
+    beta, h, k = 1.30 ** (-1.0 / 12.0), m.cfg.lenders.holding_cost, m.cfg.market.k
+    assert k == 0.5
+    w = 0.0
+    for n in range(m.buyers._mmax, 0, -1):
+        value = _flat_user_value(c, t2.hurdle, left - n, t2.integration_cost)
+        w = beta * (w + k * max(0.0, value - w) - h)
+    got = m.buyers.dealer_values(m.env, np.zeros(m.env.n_gen))[0, g]
+    assert got == pytest.approx(w - br.integration_cost, rel=1e-12)
+    # the end user keeps half the surplus: the dealer bids less than at the end user's ask
+    ask = _model(*FLAT, DEALER, "buyers.types.hyperscaler.count=0",
+                 "buyers.types.tier2.close_days=0").buyers
+    assert got < ask.dealer_values(m.env, np.zeros(m.env.n_gen))[0, g]
+
+
+def test_auction_resale_with_k_one_is_the_ask():
+    """k = 1 gives the dealer the whole surplus: the backward recursion is the closed form."""
+    ask = _model(DEALER, "market.k=1")
+    auction = _model(DEALER, "market.k=1", "buyers.dealer_resale='auction'")
+    x = np.zeros(ask.env.n_gen)
+    a = ask.buyers.dealer_values(ask.env, x)
+    b = auction.buyers.dealer_values(auction.env, x)
+    assert np.allclose(a, b, rtol=1e-12, atol=1e-9) and a.max() > 10_000
+
+
+def test_bad_dealer_resale_is_a_config_error():
+    with pytest.raises(ConfigError, match="dealer_resale"):
+        load_scenario("baseline", ["buyers.dealer_resale='haggle'"])
