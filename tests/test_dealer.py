@@ -217,3 +217,20 @@ def test_auction_resale_with_k_one_is_the_ask():
 def test_bad_dealer_resale_is_a_config_error():
     with pytest.raises(ConfigError, match="dealer_resale"):
         load_scenario("baseline", ["buyers.dealer_resale='haggle'"])
+
+
+def test_each_dealer_bids_under_its_own_expectations():
+    """When buyers' expectation rows differ, every dealer's row is ``dealer_values`` at its
+    own row x_k; users' rows are their own valuations as before."""
+    d, u = _model(DEALER), _model()
+    b, env = d.buyers, d.env
+    x = np.zeros_like(b.extrap)
+    x[b.type == "broker"] = np.linspace(-0.4, 0.0, 8)[:, None]
+    b.extrap = x
+    u.buyers.extrap = x.copy()
+    res = b.reservation(env)
+    for k in np.flatnonzero(b.type == "broker"):
+        assert np.array_equal(res[k], b.dealer_values(env, x[k])[0])
+    users = b.type != "broker"
+    assert np.array_equal(res[users], u.buyers.reservation(u.env)[users])
+    assert res[b.type == "broker"][0, 1] < res[b.type == "broker"][-1, 1]  # gloomier, lower
