@@ -234,3 +234,16 @@ def test_each_dealer_bids_under_its_own_expectations():
     users = b.type != "broker"
     assert np.array_equal(res[users], u.buyers.reservation(u.env)[users])
     assert res[b.type == "broker"][0, 1] < res[b.type == "broker"][-1, 1]  # gloomier, lower
+
+
+def test_a_world_without_buyers_is_scrap_with_a_dealer_type():
+    """All counts 0 (allowed): a dealer type with no buyer needs no end user; with no end
+    user its resale is worth 0 (an empty sum, not 0 / 0), and the value in best use is the
+    scrap floor, as without the role."""
+    zero = ["buyers.types.hyperscaler.count=0", "buyers.types.tier2.count=0",
+            "buyers.types.broker.count=0"]
+    a, b = _model(*zero), _model(*zero, DEALER)
+    assert np.array_equal(a.fundamental, b.fundamental)
+    assert b.buyers.reservation(b.env).shape == (0, b.env.n_gen)
+    v0, vx = b.buyers.values_by_type(b.env, np.zeros(b.env.n_gen))
+    assert np.isfinite(v0).all() and np.isfinite(vx).all()  # no resale rate 0 / 0
