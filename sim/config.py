@@ -195,8 +195,8 @@ MAX_LEAD_MONTHS = 60.0  # five years: longer than any quoted wait for a GPU serv
 class LeadTimePath(_Strict):
     """Delivery lead time of new units of one generation (docs/model.md, "Lead time of new
     units"): dated points [month, months of lead time], months counted from t0, strictly
-    increasing whole numbers; linear between points, 0 before the first and after the last
-    point (a new unit then ships at once)."""
+    increasing whole numbers; linear between points, 0 before the first point (a new unit
+    then ships at once) and the last value after the last one."""
 
     generation: str = Field(min_length=1)  # the name of a generation
     points: list[list[float]] = Field(min_length=1, max_length=601)
@@ -435,7 +435,8 @@ class Buyers(_Strict):
     # $/GPU-month buyers expect besides power
     spot_opex_per_gpu: float = Field(150.0, ge=0.0, le=MAX_RUNNING_COST)
     outside_demand: OutsideDemand = Field(default_factory=OutsideDemand)
-    # true: no value or reservation above the new-unit price (environment new_unit_price)
+    # true: no value or reservation above the new-unit price (environment new_unit_price;
+    # with a lead time, above it paid at delivery plus the earnings forgone while waiting)
     value_cap: StrictBool = True
     # "life": each type's life_months from launch; "economic": a unit earns while rent covers
     # its running cost (the shut-down option) up to physical_life_months from launch
@@ -636,7 +637,7 @@ class Scenario(_Strict):
                 raise ValueError(
                     f"borrowers.{kind}.fleet_mix: {mix} must have at most {n_gen} weights "
                     "(one per generation) with a positive sum")
-        _check_rent_paths(self.environment)
+        _check_rent_paths(self.environment, self.shocks)
         _check_lead_time_paths(self.environment)
         if self.lenders.ltv_cure > self.lenders.ltv_max:
             raise ValueError(f"lenders.ltv_cure = {self.lenders.ltv_cure} must be <= "
@@ -653,9 +654,11 @@ class Scenario(_Strict):
         return self
 
 
-def _check_rent_paths(e: EnvironmentCfg) -> None:
+def _check_rent_paths(e: EnvironmentCfg, shocks: list[Shock] = ()) -> None:
     """Every observed rent path names one "compute" generation, at most one path each, and
-    starts no later than the month the generation first trades (max(launch_month, 0))."""
+    starts no later than the month the generation first trades (max(launch_month, 0)); at
+    most one market path, and no ``rent`` shock inside its months (it would be cancelled
+    silently: the market path sets every AI generation's rent then)."""
     gens = {g.name: g for g in e.generations}
     seen = set()
     for i, p in enumerate(e.rent_path):
@@ -671,6 +674,15 @@ def _check_rent_paths(e: EnvironmentCfg) -> None:
             raise ValueError(f"{where}.generation = {p.generation!r}: a second path for the "
                              "same generation")
         seen.add(p.generation)
+        if p.scope == "market" and shocks:
+            first, last = p.points[0][0], p.points[-1][0]
+            for j, s in enumerate(shocks):
+                if s.kind == "rent" and first < s.month <= last:
+                    raise ValueError(
+                        f"shocks.{j}: a rent shock in month {s.month}, inside the market rent "
+                        f"path {where} (months {first:g}-{last:g}): the observed path already "
+                        "contains what moved rents then; move the shock after month "
+                        f"{last:g} or give the path scope = 'generation'")
         if p.scope == "market" and any(q.scope == "market" for q in e.rent_path[:i]):
             raise ValueError(f"{where}.scope = 'market': a second market path (the market "
                              "has one common rent factor; give the others scope = "

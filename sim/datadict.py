@@ -28,7 +28,7 @@ PAGE = Path(__file__).resolve().parent.parent / "docs" / "data_dictionary.md"
 SL = "with `metrics.system_loss` (on by default): cumulative from t0, positive = a loss; "
 
 SERIES: dict[str, tuple[str, str]] = {
-    "month": ("month", "model month, 0 = t0 (December 2025)"),
+    "month": ("month", "model month, 0 = t0 (the scenario's start, December 2025 by default)"),
     "date": ("date", "first day of the calendar month of `month`"),
     "btc": ("$/BTC", "BTC price"),
     "hashprice": ("$/PH/day", "mining revenue per unit of hashrate"),

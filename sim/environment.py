@@ -190,15 +190,17 @@ class Environment:
     def lead_time(self) -> np.ndarray:
         """Months of delivery lead time of a new unit ordered now, per generation, (G,),
         read-only: each path's value at this month (straight lines between its points,
-        :func:`path_lead_times`), 0 before its first and after its last point and for a
-        generation without a path. Kydland & Prescott (1982, Econometrica 50(6)): new
-        capital takes time to build; docs/model.md, "Lead time of new units"."""
+        :func:`path_lead_times`), 0 before its first point and for a generation without a
+        path, its last value after its last point (as a rent path's process carries on from
+        its last value: a path ends in 0 once new units ship without a wait). Kydland &
+        Prescott (1982, Econometrica 50(6)): new capital takes time to build; docs/model.md,
+        "Lead time of new units"."""
         if self._lead_month != self.t:
             lead = np.zeros(self.n_gen)
             for g, first, months in self._lead_paths:
                 k = self.t - first
-                if 0 <= k < len(months):
-                    lead[g] = months[k]
+                if k >= 0:
+                    lead[g] = months[min(k, len(months) - 1)]
             self._lead, self._lead_month = _frozen(lead), self.t
         return self._lead
 

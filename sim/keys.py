@@ -87,7 +87,8 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
     "LeadTimePath": {
         "generation": ("", "the generation whose new units have the lead time"),
         "points": ("[month, months]", "dated lead times of a new unit, months from t0 "
-                   "strictly increasing; linear between points, 0 outside them"),
+                   "strictly increasing; linear between points, 0 before the first, the last "
+                   "value after the last"),
     },
     "BorrowerType": {
         "count": ("borrowers", "number of borrowers of this type"),
@@ -170,7 +171,9 @@ DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "adapt": (FRAC, "adaptive-expectations gain on observed price changes"),
         "salvage_floor": (FRAC, "salvage buys anything at this share of list price"),
         "spot_opex_per_gpu": ("$/GPU-month", "running cost buyers expect besides power"),
-        "value_cap": ("", "no value or reservation above the new-unit price"),
+        "value_cap": ("", "no value or reservation above the new-unit price (with a lead "
+                               "time: above it paid at delivery plus the earnings forgone "
+                               "while waiting)"),
         "retirement": ("", "life: each type's life_months from launch; economic: earn while "
                            "rent covers running cost, up to physical_life_months"),
         "physical_life_months": (M, "physical life from launch (retirement = economic)"),

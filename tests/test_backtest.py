@@ -105,6 +105,20 @@ def test_bad_rent_paths_are_config_errors(points, generation, message):
     assert message in text and "environment.rent_path.0" in text and "\n" not in text
 
 
+def test_a_rent_shock_inside_a_market_path_is_refused():
+    """The market path sets every AI rent over months 0-36, so a rent shock in month 5 would
+    be cancelled silently: a config error. After the path, or with scope = "generation",
+    the shock is allowed (and moves rents)."""
+    shock = {"month": 5, "kind": "rent", "size": 0.5}
+    with pytest.raises(ConfigError, match="shocks.0: a rent shock in month 5, inside"):
+        load_scenario(BT, overrides={"shocks": [shock]})
+    load_scenario(BT, months=40, overrides={"shocks": [dict(shock, month=38)]})
+    cfg = load_scenario(BT)
+    own = [{"generation": "H100", "points": cfg.environment.rent_path[0].points,
+            "scope": "generation"}]
+    load_scenario(BT, overrides={"shocks": [shock], PATH: own})
+
+
 def test_a_second_path_for_one_generation_and_a_hashprice_path_are_refused():
     two = [{"generation": "H100", "points": [[0, 1.0]]}] * 2
     with pytest.raises(ConfigError, match="second path"):
@@ -167,11 +181,54 @@ def test_backtest_value_path_and_rows():
 
 
 @pytest.mark.slow
-def test_a100_decline_is_the_log_mean_over_seeds():
+def test_4e_is_information_and_the_a100_moves_with_the_h100_path():
+    """Under the market factor the A100's decline is the H100 path's, 1 - (2.35 / 10)^(1/3)
+    = 38.28 % a year on every seed, and it ends at 4.10 x 0.235 = 0.9635 $/h: an input, so
+    4e is an information row, never a pass."""
     d = val.backtest_facts()
-    logs = [np.log(1.0 - x) for x in d["a100_decline_seeds"]]
-    assert d["a100_decline"] == pytest.approx(1.0 - np.exp(np.mean(logs)), rel=1e-12)
-    assert len(d["a100_decline_seeds"]) == d["n_seeds"] == val.BACKTEST_SEEDS
+    assert d["a100_decline"] == pytest.approx(1.0 - 0.235 ** (1.0 / 3.0), rel=1e-9)
+    assert d["a100_decline_seeds"] == [d["a100_decline_seeds"][0]] * val.BACKTEST_SEEDS
+    assert d["a100_rent"][-1] == pytest.approx(0.9635, rel=1e-12)
+    rows, _f = val.check_calibration(n_seeds=2)
+    row = next(r for r in rows if r.id == "4e")
+    assert row.info and row.expected.startswith("information")
+    assert "38.3 %" in row.measured and "-20 %" in row.measured
+
+
+def test_the_2023_peak_is_the_lead_time_cap_worked_independently():
+    """Month 8 (Nov 2023) of the backtest, the hyperscaler (hurdle 8 %): lead time 44 weeks
+    = 10.15 months (Omdia), rent 10 $/h, utilisation 0.85, expected drift ln(0.85) a year,
+    sigma 0.04 a month, running cost c. The cap is sum_{m=1}^{11} w_m C_m 1.08^(-m/12) +
+    35,750 x 1.08^(-10.15/12), w_m = min(1, max(0, 10.15 - m + 1)) and C_m the Black call
+    F N(d1) - c N(d1 - s), F = 0.85 x 10 x 730 x 0.85^(m/12), s = 0.04 sqrt(m), written out
+    here with math.erf (not the model's code): 52,157.80 + 33,496.94 = 85,654.74 $."""
+    from math import erf, log, sqrt
+
+    from agents.buyer import running_cost
+
+    cfg = load_scenario(BT)
+    env = Environment(cfg, np.random.default_rng(0))
+    for _ in range(8):
+        env.step()
+    h = env.names.index("H100")
+    assert env.lead_time()[h] == pytest.approx(10.15, abs=1e-12) and env.rent[h] == 10.0
+    c = float(running_cost(cfg.buyers, env)[h])
+
+    def ncdf(x):
+        return 0.5 * (1.0 + erf(x / sqrt(2.0)))
+
+    earn = 0.0
+    for m in range(1, 12):
+        w = min(1.0, max(0.0, 10.15 - m + 1))
+        f = 0.85 * 10.0 * 730.0 * 0.85 ** (m / 12.0)
+        sd = 0.04 * sqrt(m)
+        d1 = (log(f / c) + 0.5 * sd * sd) / sd
+        earn += w * (f * ncdf(d1) - c * ncdf(d1 - sd)) * 1.08 ** (-m / 12.0)
+    new = 35_750.0 * 1.08 ** (-10.15 / 12.0)
+    assert new == pytest.approx(33_496.94, abs=0.01)
+    assert earn == pytest.approx(52_157.80, abs=0.01)
+    _rows, d = val.check_backtest()
+    assert d["peak_month"] == 8 and d["peak_2023"] == pytest.approx(earn + new, rel=1e-9)
 
 
 def test_report_has_the_month_by_month_backtest_table():

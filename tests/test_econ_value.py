@@ -227,7 +227,7 @@ def test_economic_retirement_replaces_the_clock():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_no_value_above_the_new_unit_price_any_month(scenario):
+def test_no_value_above_the_cap_any_month(scenario):
     """No used unit is worth more than a new one, the new one's delivery lead time counted
     (``environment.lead_time_path``): the bound is the new-unit price paid at delivery plus
     the net earnings forgone while waiting (``BuyerBook.cap_by_type``), the new-unit price

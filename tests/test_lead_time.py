@@ -120,7 +120,7 @@ def test_path_lead_times_is_straight_lines_between_points():
     assert path_lead_times([[0, 9.0], [3, 0.0]]).tolist() == [9.0, 6.0, 3.0, 0.0]
 
 
-def test_lead_time_is_zero_outside_the_path_and_for_other_generations():
+def test_lead_time_is_zero_before_the_path_and_holds_its_last_value_after():
     over = {PATH: [{"generation": "H100", "points": [[2, 4.0], [4, 2.0]]}]}
     env = Environment(load_scenario("baseline", overrides=over), np.random.default_rng(0))
     h = env.names.index("H100")
@@ -129,7 +129,9 @@ def test_lead_time_is_zero_outside_the_path_and_for_other_generations():
         seen.append(env.lead_time()[h])
         assert (np.delete(env.lead_time(), h) == 0.0).all()
         env.step()
-    assert seen == [0.0, 0.0, 4.0, 3.0, 2.0, 0.0]
+    # 0 before month 2; 4 -> 2 on the path; after month 4 the last value holds (a path that
+    # should end in no wait ends with a 0 point, as the backtest's does)
+    assert seen == [0.0, 0.0, 4.0, 3.0, 2.0, 2.0]
 
 
 # ---------------------------------------------------------------- bad input
