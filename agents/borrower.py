@@ -14,7 +14,7 @@ Monthly behaviour (docs/model.md 7.2-7.5), all vectorised over borrowers:
   of ~half a lease's value, 8-K 2025); expired contracts renew at the spot rent;
 * if cash falls short of debt service the pecking order is: cash, BTC treasury (miners; unpledged
   coins), the revolver, voluntary GPU sales (limit orders in the month's auction), and only then
-  arrears; arrears older than the grace period are a payment default (see ``sim.model``).
+  arrears; arrears older than the grace period are a payment default (see ``sim.world.model``).
 """
 
 from __future__ import annotations

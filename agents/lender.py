@@ -21,9 +21,10 @@ lender is sound and the GPUs are recent; sell at any price above salvage (forced
 deleveraging or failed or the GPUs have been held ``max_hold_months``. With
 ``buyers.outside_demand.enabled`` forced sellers take the clearing price (market orders
 against the outside demand, which bids down to scrap) and patient asks are capped at the
-value in best use (``sim.model`` phase 5; docs/model.md "Outside demand"). Below ``capital_floor`` x
-its initial capital ratio a lender deleverages: no rollovers, no revolver draws, forced sales.
-Negative clearing equity means failure (``sim.model`` runs Rogers-Veraart clearing).
+value in best use (``sim.world.phases.orders``, phase 5; docs/model.md "Outside demand").
+Below ``capital_floor`` x its initial capital ratio a lender deleverages: no rollovers, no
+revolver draws, forced sales. Negative clearing equity means failure
+(``sim.world.phases.funding`` runs Rogers-Veraart clearing).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class LenderBook:
         self.capital_ratio0, self.interbank_share, self.cash_share, self.sale_discount = pick.T
         self.mark_rule = np.array([MARKS.index(t.mark) for t in types])[self.type_idx]
         # the book of other (non-GPU) loans: sized at t0 so that GPU loans are gpu_share of
-        # the loan book, other = gpu_loans x (1 - gpu_share) / gpu_share (``sim.model``)
+        # the loan book, other = gpu_loans x (1 - gpu_share) / gpu_share (``sim.world.model``)
         other = np.array([[t.gpu_share, t.other_yield, t.other_loss_calm, t.other_loss_stress]
                           for t in types])[self.type_idx]
         self.gpu_share, self.other_yield, self.other_loss_calm, self.other_loss_stress = other.T
