@@ -40,23 +40,20 @@ def pay_lender_costs(m: LiquidationModel) -> None:
         # is ever -0.0: sums and differences only make -0.0 from -0.0)
         lb.cash -= due
         lb.cash += add(ib_int, axis=0)
-        desk.cash += add(repo_int)
-        desk.interest[m.env.t] += add(repo_int)
+        desk.receive_interest(add(repo_int), m.env.t)
         m.add_outside_flow("funding_outside", -add(out_int))
         m.add_outside_flow("holding_costs", -add(hold))
         return
     lb.cash -= f * due
     lb.cash += add(ib_int * f[:, None], axis=0)
-    desk.cash += add(repo_int * f)
-    desk.interest[m.env.t] += add(repo_int * f)
+    desk.receive_interest(add(repo_int * f), m.env.t)
     m.add_outside_flow("funding_outside", -add(out_int * f))
     m.add_outside_flow("holding_costs", -add(hold * f))
     m.interbank += ib_int * (1.0 - f)[:, None]
     lb.outside += (out_int + hold) * (1.0 - f)
     unpaid_repo = repo_int * (1.0 - f)
     lb.repo_debt += unpaid_repo
-    desk.lent += add(unpaid_repo)
-    desk.interest_capitalised += add(unpaid_repo)
+    desk.capitalise(add(unpaid_repo))
 
 
 def run_on(m: LiquidationModel, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
@@ -92,9 +89,7 @@ def estates_pay_out(m: LiquidationModel) -> None:
     m.interbank -= ib
     lb.outside -= out
     lb.repo_debt -= repo
-    desk.lent -= repo.sum()
-    desk.cash += repo.sum()
-    desk.cash_repaid[m.env.t] += repo.sum()
+    desk.receive_repayment(repo.sum(), m.env.t)
     m.add_outside_flow("funding_outside", -out.sum())
 
 

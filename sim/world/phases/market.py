@@ -196,10 +196,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
                 if buyers.unlimited:
                     m.add_outside_flow("buyer_capital", pay.sum())
             if desk_fill:
-                desk.holdings[g] += desk_fill
-                desk.cost_basis[g] += desk_fill * price
-                desk.cash -= desk_fill * price
-                desk.cash_bought[env.t] += desk_fill * price
+                desk.buy(g, desk_fill, price, env.t)
             m.salvage_units[g] += salvage_fill
             m.add_outside_flow("salvage", salvage_fill * price)
             m.month_salvage[g] = salvage_fill
@@ -289,9 +286,7 @@ def settle_orders(m: LiquidationModel, g: int, rows: list, fills: list, price: f
         repay = np.minimum(lb.repo_debt, rec)  # the repo is repaid out of the recovery
         lb.repo_debt -= repay
         repaid = repay.sum()
-        desk.lent -= repaid
-        desk.cash += repaid
-        desk.cash_repaid[m.env.t] += repaid
+        desk.receive_repayment(repaid, m.env.t)
         lb.cash += rec - repay
         m.add_outside_flow("estate_surplus", -surplus.sum())
         sellers = [i for i, u in enumerate(units) if u]
@@ -322,13 +317,7 @@ def settle_orders(m: LiquidationModel, g: int, rows: list, fills: list, price: f
         else:
             lo = u
     if d:
-        basis = desk.cost_basis[g] * d / desk.holdings[g]
-        desk.holdings[g] -= d
-        desk.cost_basis[g] -= basis
-        desk.cash += d * price
-        desk.cash_sold[m.env.t] += d * price
-        if desk.secured:  # collateral taken in a repo default: the loss is realised
-            desk.default_loss[m.env.t] += basis - d * price
+        desk.sell(g, d, price, m.env.t)
         m.log_event("sale", "repo_desk", 0, g, d, d * price, price)
     if lo:
         m.lolr.sell(g, lo, price, m.env.t)

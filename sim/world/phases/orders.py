@@ -11,6 +11,7 @@ import numpy as np
 
 from agents.buyer import floor_price
 from agents.lender import LenderStatus
+from agents.repo_desk import margin_and_term, units_to_seize
 from sim import numerics as nm
 from sim.world.phases import lenders
 from sim.world.state import MonthState, SellOrders
@@ -130,22 +131,17 @@ def secured_lenders(m: LiquidationModel, lend_price: np.ndarray) -> np.ndarray:
         units = np.minimum(lb.repo_units, lb.inventory)
         allowed = (units * lend_price[None, :]).sum(axis=1)
         debt = lb.repo_debt.copy()
-        call = np.where(has, np.maximum(debt - allowed, 0.0), 0.0)
         matured = has & (desk.maturity_l <= t)
         cash = np.maximum(lb.cash, 0.0)
         # at term a lender with no forced line left repays if it can; otherwise it rolls
         repay = matured & ~forced_lines(m).any(axis=1) & (cash >= debt)
-        pay = np.where(repay, debt, call)
-        ok = cash >= pay
+        call, pay, ok = margin_and_term(has, debt, allowed, repay, cash)
         paid = np.where(ok, pay, 0.0)
         lb.cash -= paid
         lb.repo_debt -= paid
         lb.repo_debt[repay] = 0.0
         lb.repo_units[repay] = 0
-        desk.cash += paid.sum()
-        desk.lent -= paid.sum()
-        desk.cash_repaid[t] += paid.sum()
-        desk.margin_received[t] += np.where(ok & ~repay, call, 0.0).sum()
+        desk.receive_repayment(paid.sum(), t, margin=np.where(ok & ~repay, call, 0.0).sum())
         desk.maturity_l[matured & ok & ~repay] = t + term
         bad = has & ~ok
         if np.count_nonzero(bad):
@@ -157,8 +153,7 @@ def secured_lenders(m: LiquidationModel, lend_price: np.ndarray) -> np.ndarray:
             m.recovered_total += rec.sum()
             lb.repo_debt[bad] = 0.0
             lb.repo_units[bad] = 0
-            desk.lent -= d.sum()
-            desk_take(m, seized, d)
+            desk.foreclose(seized, d, m.price, t)
             idx = bad.nonzero()[0]
             m.log_events("repo_default", "lender", idx, amount=d[idx])
     forced = forced_lines(m)
@@ -178,37 +173,19 @@ def lend_on(m: LiquidationModel, fresh: np.ndarray, lend_price: np.ndarray,
     ``repo_loan``; with ``maturity``, a lender's first loan gets that term (the secured
     design). Returns the units pledged, or None when nothing is wanted."""
     lb, desk, t = m.lenders, m.desk, m.env.t
-    want = (fresh * lend_price[None, :]).sum(axis=1)
-    total = want.sum()
-    if not total > 0:
+    moved = desk.pledge(fresh, lend_price)
+    if moved is None:
         return None
-    frac = min(1.0, desk.room / total)
-    moved = np.floor(fresh * frac + 1e-9).astype(np.int64)
     loan = (moved * lend_price[None, :]).sum(axis=1)
     if maturity is not None:
         desk.maturity_l[(loan > 0) & (lb.repo_debt <= 0)] = maturity
     lb.repo_debt += loan
     lb.repo_units += moved
     lb.cash += loan
-    desk.lent += loan.sum()
-    desk.cash -= loan.sum()
-    desk.cash_lent[t] += loan.sum()
+    desk.lend(loan.sum(), t)
     lent = loan.nonzero()[0]
     m.log_events("repo_loan", "lender", lent, amount=loan[lent])
     return moved
-
-
-def desk_take(m: LiquidationModel, seized: np.ndarray, debt: np.ndarray) -> None:
-    """The desk takes ``seized`` units (owner x generation) for the ``debt`` of each owner:
-    its cost basis is the debt, spread over the owner's units by value; a debt with no
-    collateral left is lost at once."""
-    desk, t = m.desk, m.env.t
-    val = nm.matvec(seized, m.price)
-    w = np.divide(debt, val, out=np.zeros_like(debt), where=val > 0)
-    desk.holdings += seized.sum(axis=0)
-    desk.cost_basis += (seized * w[:, None]).sum(axis=0) * m.price
-    desk.default_loss[t] += np.where(val > 0, 0.0, debt).sum()
-    desk.defaults[t] += np.count_nonzero(debt > 0)
 
 
 def secured_borrowers(m: LiquidationModel, gross: np.ndarray, alive: np.ndarray,
@@ -224,10 +201,7 @@ def secured_borrowers(m: LiquidationModel, gross: np.ndarray, alive: np.ndarray,
     debt_b = desk.b_debt
     dead = (debt_b > 0) & ~alive  # a defaulted facility took the fleet: the claim is lost
     if np.count_nonzero(dead):
-        lost = debt_b[dead].sum()
-        desk.default_loss[t] += lost
-        desk.defaults[t] += np.count_nonzero(dead)
-        desk.lent -= lost
+        desk.write_off(debt_b[dead].sum(), np.count_nonzero(dead), t)
         idx = dead.nonzero()[0]
         m.log_events("repo_default", "borrower", idx, amount=debt_b[idx])
         debt_b[dead] = 0.0
@@ -239,52 +213,38 @@ def secured_borrowers(m: LiquidationModel, gross: np.ndarray, alive: np.ndarray,
         intr = debt_b * desk.rate(m.cfg.environment.sofr) / 12.0
         paid_i = np.minimum(intr, np.maximum(b.cash, 0.0))
         b.cash -= paid_i
-        desk.cash += paid_i.sum()
-        desk.interest[t] += paid_i.sum()
+        desk.receive_interest(paid_i.sum(), t)
         debt_b += intr - paid_i  # unpaid interest capitalises
-        desk.lent += (intr - paid_i).sum()
-        desk.interest_capitalised += (intr - paid_i).sum()
-        call = np.where(has, np.maximum(debt_b - room_b, 0.0), 0.0)
+        desk.capitalise((intr - paid_i).sum())
         matured = has & (desk.b_maturity <= t)
         cash = np.maximum(b.cash, 0.0)
+        # at term a borrower repays if its cash covers the loan and its other needs
         repay = matured & (gross <= cash - debt_b)
-        pay = np.where(repay, debt_b, call)
-        ok = cash >= pay
+        call, pay, ok = margin_and_term(has, debt_b, room_b, repay, cash)
         paid = np.where(ok, pay, 0.0)
         b.cash -= paid
         debt_b -= paid
         debt_b[repay] = 0.0
-        desk.cash += paid.sum()
-        desk.lent -= paid.sum()
-        desk.cash_repaid[t] += paid.sum()
-        desk.margin_received[t] += np.where(ok & ~repay, call, 0.0).sum()
+        desk.receive_repayment(paid.sum(), t, margin=np.where(ok & ~repay, call, 0.0).sum())
         desk.b_maturity[matured & ok & ~repay] = t + desk.cfg.term_months
         bad = has & ~ok
         if np.count_nonzero(bad):
             d = np.where(bad, debt_b, 0.0)
-            value = nm.matvec(b.fleet, m.price)
-            frac = np.minimum(np.divide(d, value, out=np.ones(b.n), where=value > 0), 1.0)
-            seized = np.where(bad[:, None],
-                              np.minimum(np.ceil(frac[:, None] * b.fleet), b.fleet), 0
-                              ).astype(np.int64)
+            seized = units_to_seize(b.fleet, d, m.price, bad)
             b.fleet -= seized
             debt_b[bad] = 0.0
-            desk.lent -= d.sum()
-            desk_take(m, seized, d)
+            desk.foreclose(seized, d, m.price, t)
             idx = bad.nonzero()[0]
             m.log_events("repo_default", "borrower", idx, amount=d[idx])
     need = np.where(alive, np.maximum(gross - np.maximum(b.cash, 0.0), 0.0), 0.0)
     if desk.room > 0 and np.count_nonzero(need):
         want = np.where(bad, 0.0, np.minimum(need, np.maximum(room_b - debt_b, 0.0)))
-        total = want.sum()
-        if total > 0:
-            loan = want * min(1.0, desk.room / total)
+        loan = desk.ration(want)
+        if loan is not None:
             desk.b_maturity[(loan > 0) & (debt_b <= 0)] = t + desk.cfg.term_months
             debt_b += loan
             b.cash += loan
-            desk.lent += loan.sum()
-            desk.cash -= loan.sum()
-            desk.cash_lent[t] += loan.sum()
+            desk.lend(loan.sum(), t)
             need = need - loan
             lent = loan.nonzero()[0]
             m.log_events("repo_loan", "borrower", lent, amount=loan[lent])
