@@ -199,6 +199,40 @@ class BorrowerBook:
             self.contract_end[rows] = env.t + self.contract_months[rows]
             self.tenant_gone[rows] = False
 
+    # ---------------------------------------------------------------- decision rules
+    # Vectorised over borrowers; each reads the book (and market signals) and returns an
+    # intent or a flag; the phases of sim/world/phases/ move the cash and units.
+    def new_margin_calls(self, ltv: np.ndarray, ltv_max: float | np.ndarray) -> np.ndarray:
+        """Margin calls opened this month: alive, no call open, LTV > ltv_max (the covenant,
+        scaled for a guaranteed borrower with a raised advance rate)."""
+        return self.alive & (self.call_months < 0) & (ltv > ltv_max)
+
+    def call_months_after(self, open_call: np.ndarray, ltv: np.ndarray,
+                          ltv_cure: float | np.ndarray) -> np.ndarray:
+        """Months each margin call has been open after this month's payments: -1 where the
+        call is cured (LTV <= ltv_cure, with 1e-12 of slack: paying exactly what was asked can
+        leave the debt 1 ulp above ltv_cure x collateral) or none is open, else one more."""
+        cured = open_call & (ltv <= ltv_cure * (1.0 + 1e-12))
+        return np.where(cured, -1, np.where(open_call, self.call_months + 1, -1))
+
+    def dscr_breach_after(self, dscr_min: float) -> np.ndarray:
+        """Months of DSCR breach after this month: one more while a living borrower's smoothed
+        DSCR is below ``dscr_min``, else 0."""
+        return np.where(self.alive & (self.dscr < dscr_min), self.dscr_breach + 1, 0)
+
+    def voluntary_sales(self, need: np.ndarray, ask: np.ndarray) -> np.ndarray:
+        """Units each borrower offers (borrower x generation) to raise ``need`` $ at ``ask``
+        per GPU: ceil(min(need / (fleet . ask), 1) x fleet), never more than its fleet; none
+        when no borrower needs anything."""
+        fleet = self.fleet
+        if np.count_nonzero(need):
+            fleet_value = nm.matvec(fleet, ask)
+            frac = np.divide(need, fleet_value, out=np.zeros(self.n), where=fleet_value > 0)
+            return np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * fleet),
+                              fleet).astype(np.int64)
+        # frac = 0 everywhere: ceil(0 x units) = 0 units offered by every borrower
+        return np.zeros(fleet.shape, dtype=np.int64)
+
 
 class Borrower(FixedAgent):
     """A GPU owner with secured debt: a view on row ``idx`` of the model's BorrowerBook."""

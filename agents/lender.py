@@ -175,6 +175,32 @@ class LenderBook:
         self.later_recoveries += rec
         return rec, proceeds - rec
 
+    # ---------------------------------------------------------------- decision rules
+    def forced_lines(self, t: int, max_hold_months: int) -> np.ndarray:
+        """Inventory lines (lender x generation) sold at any price: held by a lender that is
+        not NORMAL (deleveraging or failed), or held ``max_hold_months`` or longer."""
+        held = np.where(self.inv_since >= 0, t - self.inv_since, 0)
+        return ((self.status != LenderStatus.NORMAL)[:, None] | (held >= max_hold_months)) \
+            & (self.inventory > 0)
+
+    def patient_asks(self, marks: np.ndarray, floor: np.ndarray,
+                     cap: np.ndarray | None = None) -> np.ndarray:
+        """A patient lender's ask (lender x generation): max(mark x (1 - sale_discount),
+        floor); with ``cap`` (the value in best use, under the outside demand) never above it
+        (no buyer pays more: an ask above it only waits while the GPU ages) nor below floor."""
+        ask = np.maximum(marks * (1.0 - self.sale_discount)[:, None], floor[None, :])
+        if cap is not None:
+            ask = np.maximum(np.minimum(ask, cap[None, :]), floor[None, :])
+        return ask
+
+    def rolls_over(self, lender: np.ndarray, ltv: np.ndarray, refi_ltv: float | np.ndarray,
+                   dscr: np.ndarray, dscr_min: float, arrears_months: np.ndarray) -> np.ndarray:
+        """Whether each loan maturing next month (its ``lender`` and its borrower's ``ltv``,
+        ``dscr``, ``arrears_months``) rolls over: only if it still qualifies, LTV <= refi_ltv,
+        DSCR >= dscr_min, no arrears, and its lender is sound (NORMAL)."""
+        return ((ltv <= refi_ltv) & (dscr >= dscr_min) & (arrears_months == 0)
+                & (self.status[lender] == LenderStatus.NORMAL))
+
 
 class Lender(FixedAgent):
     """A bank, private-credit fund or ABL: a view on row ``idx`` of the model's LenderBook."""

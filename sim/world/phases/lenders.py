@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agents.lender import LenderStatus
 from sim.world.phases import borrowers
 from sim.world.state import MonthState
 
@@ -82,7 +81,7 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     coll = collateral(m, marks)
     debt, coll, ltv = facility_ltv(m, marks, coll)
     alive = b.alive
-    new_call = alive & (b.call_months < 0) & (ltv > covenant(m, lc.ltv_max))
+    new_call = b.new_margin_calls(ltv, covenant(m, lc.ltv_max))
     called = new_call.nonzero()[0]
     if len(called):
         m.log_events("margin_call", m.kind_names(called), called, amount=debt[called],
@@ -99,9 +98,8 @@ def run(m: LiquidationModel, month: MonthState) -> None:
         debt, coll, ltv = facility_ltv(m, marks, coll)
         # paying exactly what was asked (need) cures the call: the debt it leaves can
         # round 1 ulp above ltv_cure x collateral, which must not keep the call open
-        cured = open_call & (ltv <= covenant(m, lc.ltv_cure) * (1.0 + 1e-12))
-        b.call_months = np.where(cured, -1, np.where(open_call, b.call_months + 1, -1))
-    b.dscr_breach = np.where(alive & (b.dscr < lc.dscr_min), b.dscr_breach + 1, 0)
+        b.call_months = b.call_months_after(open_call, ltv, covenant(m, lc.ltv_cure))
+    b.dscr_breach = b.dscr_breach_after(lc.dscr_min)
     # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
     # prepays principal), as in GPU facilities with sweeps of up to 50 % (Blockspace 2025)
     sweep = alive & (b.dscr_breach > lc.cure_months)
@@ -116,9 +114,8 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     if np.count_nonzero(due):
         bi = L.borrower[due]
         refi = lc.refi_ltv if b.cov_scale is None else lc.refi_ltv * b.cov_scale[bi]
-        ok = ((ltv[bi] <= refi) & (b.dscr[bi] >= lc.dscr_min)
-              & (b.arrears_months[bi] == 0)
-              & (lb.status[L.lender[due]] == LenderStatus.NORMAL))
+        ok = lb.rolls_over(L.lender[due], ltv[bi], refi, b.dscr[bi], lc.dscr_min,
+                           b.arrears_months[bi])
         rows = due.nonzero()[0]
         roll = rows[ok]
         L.maturity[roll] += b.term[L.borrower[roll]]

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.buyer import floor_price
-from agents.lender import LenderStatus
 from agents.repo_desk import margin_and_term, units_to_seize
 from sim import numerics as nm
 from sim.world.phases import lenders
@@ -50,21 +49,15 @@ def lender_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
     units are sold patiently at min(patient ask, max((1 - h) V, floor)). A patient lender
     asks max(mark x (1 - sale_discount), floor) (capped at V with the outside demand).
     Returns (forced units, patient units, patient asks), lender x generation."""
-    lb, desk, lc, t = m.lenders, m.desk, m.cfg.lenders, m.env.t
-    patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
-    if m._outside_on:
-        # a patient lender never asks more than the value in best use (no buyer pays more:
-        # an ask above it only waits while the GPU ages); never below the scrap value
-        patient_price = np.maximum(np.minimum(patient_price, m.fundamental[None, :]),
-                                   floor[None, :])
+    lb, desk = m.lenders, m.desk
+    # with the outside demand a patient lender never asks more than the value in best use
+    patient_price = lb.patient_asks(marks, floor, m.fundamental if m._outside_on else None)
     if not np.count_nonzero(lb.inventory):
         # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
         # nothing is financed, moved to the desk or repriced, and both books hold 0 units
         zero = np.zeros(lb.inventory.shape, dtype=np.int64)
         return zero, zero.copy(), patient_price
-    held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
-    forced = ((lb.status != LenderStatus.NORMAL)[:, None] | (held >= lc.max_hold_months)) \
-        & (lb.inventory > 0)
+    forced = forced_lines(m)
     patient_units = np.where(forced, 0, lb.inventory)
     financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
     patient_units = patient_units + financed
@@ -99,10 +92,7 @@ def secured_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
     asks, the desk's haircut per generation)."""
     env, lb, desk = m.env, m.lenders, m.desk
     t = env.t
-    patient_price = np.maximum(marks * (1.0 - lb.sale_discount)[:, None], floor[None, :])
-    if m._outside_on:
-        patient_price = np.maximum(np.minimum(patient_price, m.fundamental[None, :]),
-                                   floor[None, :])
+    patient_price = lb.patient_asks(marks, floor, m.fundamental if m._outside_on else None)
     # haircuts from the price history up to last month (this month's price is not known)
     h = desk.secured_haircuts(m.price_hist, t - 1)
     lend_price = (1.0 - h) * m.price
@@ -113,10 +103,8 @@ def secured_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
 
 
 def forced_lines(m: LiquidationModel) -> np.ndarray:
-    lb, lc, t = m.lenders, m.cfg.lenders, m.env.t
-    held = np.where(lb.inv_since >= 0, t - lb.inv_since, 0)
-    return ((lb.status != LenderStatus.NORMAL)[:, None] | (held >= lc.max_hold_months)) \
-        & (lb.inventory > 0)
+    """The lines sold at any price this month (:meth:`agents.lender.LenderBook.forced_lines`)."""
+    return m.lenders.forced_lines(m.env.t, m.cfg.lenders.max_hold_months)
 
 
 def secured_lenders(m: LiquidationModel, lend_price: np.ndarray) -> np.ndarray:
@@ -276,11 +264,4 @@ def borrower_orders(m: LiquidationModel, month: MonthState, floor: np.ndarray,
     # a borrower values its GPUs at their use value: it asks the fundamental less a discount
     vol_price = np.maximum(m.fundamental * (1.0 - m.cfg.borrowers.voluntary_discount),
                            floor)
-    if np.count_nonzero(need):
-        fleet_value = nm.matvec(b.fleet, vol_price)
-        frac = np.divide(need, fleet_value, out=np.zeros(b.n), where=fleet_value > 0)
-        b_units = np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * b.fleet),
-                             b.fleet).astype(np.int64)
-    else:  # frac = 0 everywhere: ceil(0 x units) = 0 units offered by every borrower
-        b_units = np.zeros(b.fleet.shape, dtype=np.int64)
-    return b_units, vol_price
+    return b.voluntary_sales(need, vol_price), vol_price
