@@ -220,6 +220,29 @@ class BorrowerBook:
         DSCR is below ``dscr_min``, else 0."""
         return np.where(self.alive & (self.dscr < dscr_min), self.dscr_breach + 1, 0)
 
+    def default_triggers(self, grace_months: int, cure_months: int,
+                         dscr_default_months: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(late, triggered, dscr_default): ``late`` = arrears older than ``grace_months``
+        (a payment default); ``triggered`` = a living borrower that is late or under a margin
+        call open longer than ``cure_months``; ``dscr_default`` (None unless
+        ``dscr_default_months`` > 0) = a living borrower neither, whose DSCR breach is still
+        open ``dscr_default_months`` after its cash sweep started (breach months > cure_months
+        + dscr_default_months): its facility is called."""
+        late = self.arrears_months > grace_months
+        trig = self.alive & (late | (self.call_months > cure_months))
+        dscr_default = None
+        if dscr_default_months:
+            dscr_default = (self.alive
+                            & (self.dscr_breach > cure_months + dscr_default_months) & ~trig)
+        return late, trig, dscr_default
+
+    def payouts(self, alive: np.ndarray, due: np.ndarray) -> np.ndarray:
+        """Cash leaving each firm (growth capex, dividends, buybacks): what a living borrower
+        under no margin call holds above payout_months x (opex + debt service ``due``)."""
+        keep = self.payout_months * (self.opex + due)
+        return np.where(alive & (self.call_months < 0), np.maximum(self.cash - keep, 0.0), 0.0)
+
     def voluntary_sales(self, need: np.ndarray, ask: np.ndarray) -> np.ndarray:
         """Units each borrower offers (borrower x generation) to raise ``need`` $ at ``ask``
         per GPU: ceil(min(need / (fleet . ask), 1) x fleet), never more than its fleet; none

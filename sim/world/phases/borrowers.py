@@ -67,8 +67,7 @@ def run(m: LiquidationModel) -> None:
     b.dscr = np.where(alive, 0.5 * b.dscr + 0.5 * clipped, b.dscr)
     repay_revolvers(m)
     # cash above the target buffer leaves the firm (growth capex, dividends, buybacks)
-    keep = b.payout_months * (b.opex + due)
-    out = np.where(alive & (b.call_months < 0), np.maximum(b.cash - keep, 0.0), 0.0)
+    out = b.payouts(alive, due)
     b.cash -= out
     m.add_outside_flow("payouts", -np.add.reduce(out))
 

@@ -63,15 +63,11 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     BTC are seized up to the exposure at default EAD; each lender writes off its EAD and
     books recovery = seized x EAD / EAD_facility."""
     env, b, lb, L, lc = m.env, m.borrowers, m.lenders, m.loans, m.cfg.lenders
-    late = b.arrears_months > lc.grace_months
-    trig = b.alive & (late | (b.call_months > lc.cure_months))
-    # a DSCR breach still open dscr_default_months after its cash sweep started (the sweep
-    # runs from breach month cure_months + 1): breach months > cure + dscr_default_months
-    dscr_default = None
-    if lc.dscr_default_months:
-        # the DSCR cause: neither in arrears nor under a margin call past its cure
-        dscr_default = (b.alive & (b.dscr_breach > lc.cure_months + lc.dscr_default_months)
-                        & ~trig)
+    late, trig, dscr_default = b.default_triggers(lc.grace_months, lc.cure_months,
+                                                  lc.dscr_default_months)
+    if dscr_default is not None:
+        # a DSCR breach still open dscr_default_months after its cash sweep: the facility is
+        # called, and only a borrower that cannot pay it off defaults
         if np.count_nonzero(dscr_default):
             accelerate(m, month, dscr_default)
         trig = trig | dscr_default
