@@ -230,20 +230,20 @@ def test_outside_set_prices_are_not_news(world):
     m = copy.deepcopy(world)
     m.buyers.extrap[:] = 0.0
     n = m.n_gen
-    m._news_price, m._news_value = np.full(n, 100.0), np.full(n, 1000.0)
-    m._news_t = np.full(n, m.env.t - 2.0)
+    m.news_price, m.news_value = np.full(n, 100.0), np.full(n, 1000.0)
+    m.news_t = np.full(n, m.env.t - 2.0)
     m.price, m.fundamental = np.full(n, 90.0), np.full(n, 1000.0)
     moved = np.ones(n, dtype=bool)
     m.month_pinned = np.ones(n, dtype=bool)  # every price set by the outside demand
     phases.prices.adapt_on_news(m, moved)
-    assert (m.buyers.extrap == 0.0).all() and (m._news_price == 100.0).all()
+    assert (m.buyers.extrap == 0.0).all() and (m.news_price == 100.0).all()
     m.month_pinned[:] = False  # set by secondary buyers: news, over the 2 months since
     phases.prices.adapt_on_news(m, moved)
     lam = m.cfg.buyers.adapt  # 0.2
     x = lam * max(12.0 * math.log(0.9) / 2.0, -1.0)  # 0.2 x -0.6322 = -0.12644
     assert m.buyers.extrap == pytest.approx(np.full_like(m.buyers.extrap, x), rel=1e-12)
     assert x == pytest.approx(-0.12644, abs=1e-5)
-    assert (m._news_price == 90.0).all() and (m._news_t == m.env.t).all()
+    assert (m.news_price == 90.0).all() and (m.news_t == m.env.t).all()
 
 
 def test_pinned_rule():

@@ -149,7 +149,7 @@ class LiquidationModel(mesa.Model):
         self.sites = (SiteBook(cfg, self.env, self.borrowers, self.buyers, self.rng.spawn(1)[0])
                       if cfg.sites.enabled else None)
         # the cooling each generation needs, as phase 6 passes it to the buyers
-        self._liquid = ([bool(x) for x in self.sites.liquid_gen] if self.sites is not None
+        self.liquid = ([bool(x) for x in self.sites.liquid_gen] if self.sites is not None
                         else [False] * self.n_gen)
         self.price_hist = np.zeros((cfg.months + 1, self.n_gen))
         self.price_hist[0] = self.price
@@ -164,8 +164,8 @@ class LiquidationModel(mesa.Model):
         self._init_records()
         # the clearing's liabilities and external assets, with outside creditors as
         # node n (they owe nothing and hold nothing here): refilled every month
-        self._liab = np.zeros((self.lenders.n + 1, self.lenders.n + 1))
-        self._ext = np.zeros(self.lenders.n + 1)
+        self.clearing_liab = np.zeros((self.lenders.n + 1, self.lenders.n + 1))
+        self.clearing_ext = np.zeros(self.lenders.n + 1)
         phases.funding.clear_funding(self)
         self.equity0 = self.lenders.equity.copy()
         self.assets0 = self.lenders.assets.copy()
@@ -342,8 +342,8 @@ class LiquidationModel(mesa.Model):
     def _init_records(self) -> None:
         n = self.cfg.months + 1
         # the outside demand (docs/model.md "Outside demand"), replacing the salvage sink
-        self._od = self.cfg.buyers.outside_demand
-        self._outside_on = bool(self._od.enabled)
+        self.outside_demand = self.cfg.buyers.outside_demand
+        self.outside_on = bool(self.outside_demand.enabled)
         self.ead_total = 0.0
         self.recovered_total = 0.0
         self.paper_recovery = 0.0
@@ -352,18 +352,18 @@ class LiquidationModel(mesa.Model):
         self.new_defaults = np.zeros(2, dtype=np.int64)
         self.reset_month()
         # the generation whose buyer capacity is recorded (H100, else the first)
-        self._h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
+        self.h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
         # the salvage price per generation (the floor of phase 5's asks and phase 7's quotes;
         # read only): list prices never change
-        self._salvage_price = floor_price(self.cfg.buyers, self.env)
-        if self._outside_on:
+        self.salvage_price = floor_price(self.cfg.buyers, self.env)
+        if self.outside_on:
             # value in best use at repossession of each lender's inventory, units-weighted
             self.rep_value = np.zeros((self.lenders.n, self.n_gen))
             self.forced_rep_value = 0.0
             # the last price that was news (set by secondary buyers), its value and month
-            self._news_price = self.price.copy()
-            self._news_value = self.fundamental.copy()
-            self._news_t = np.zeros(self.n_gen)
+            self.news_price = self.price.copy()
+            self.news_value = self.fundamental.copy()
+            self.news_t = np.zeros(self.n_gen)
         # generations newest first, the order phase 6 settles them in (launch months are fixed)
         self.newest_first = (-self.env.launch).argsort(kind="stable").tolist()
         g = self.n_gen
@@ -380,7 +380,7 @@ class LiquidationModel(mesa.Model):
             "buyer_capacity_h100": np.zeros(n), "forced_value": np.zeros(n),
             "forced_fundamental": np.zeros(n), "max_fill_above_reservation": np.zeros(n),
         }
-        if self._outside_on:  # new records only with the switch (the golden record is unchanged)
+        if self.outside_on:  # new records only with the switch (the golden record is unchanged)
             self.rec["forced_repossession_value"] = np.zeros(n)
             self.rec["outside_pinned"] = np.zeros((n, g), bool)
         if self.sites is not None:  # records of the sites (their keys only with sites on)
@@ -400,7 +400,7 @@ class LiquidationModel(mesa.Model):
         self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
         self.month_salvage = np.zeros(self.n_gen, dtype=np.int64)
         self.month_above_reservation = 0.0
-        if self._outside_on:
+        if self.outside_on:
             self.month_pinned = np.zeros(self.n_gen, dtype=bool)
 
     def buyer_capacity_units(self, g: int) -> float:
@@ -408,7 +408,7 @@ class LiquidationModel(mesa.Model):
         if self.buyers.unlimited:
             return float("inf")
         price = max(float(self.price[g]), 1.0)  # the same double as np.maximum
-        return self.buyers.capacity_total(price, self.env.kw[g], self._liquid[g])
+        return self.buyers.capacity_total(price, self.env.kw[g], self.liquid[g])
 
 
 

@@ -110,7 +110,7 @@ def run(m: LiquidationModel, month: MonthState) -> None:
                              weights=units.ravel(), minlength=lb.n * n_gen)
     new_units = per_lender.astype(np.int64).reshape(lb.n, n_gen)
     lb.add_inventory(new_units, env.t)
-    if m._outside_on:
+    if m.outside_on:
         note_repossession(m, new_units)
     got_g, got_r = units.T.nonzero()  # events by generation, then by row
     m.log_events("repossession", "lender", holder[got_r], got_g, units[got_r, got_g])

@@ -104,10 +104,10 @@ def clear_funding(m: LiquidationModel) -> np.ndarray:
     if lb.has_other:
         ext = ext + lb.other_loans
     n = lb.n
-    liab = m._liab  # row and column n (outside creditors) stay as set in __init__
+    liab = m.clearing_liab  # row and column n (outside creditors) stay as set in __init__
     liab[:n, :n] = m.interbank
     liab[:n, n] = lb.outside + lb.repo_debt
-    e = m._ext
+    e = m.clearing_ext
     np.maximum(ext, 0.0, out=e[:n])  # e[n] = 0: outside creditors hold no assets here
     c = m.cfg.contagion
     p, lbar, equity, solvent = rogers_veraart_state(liab, e, c.alpha, c.beta)

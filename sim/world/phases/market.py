@@ -70,7 +70,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
     ask_prices = np.empty(asks.shape)
     # forced sellers ask the salvage floor; with the outside demand they take the clearing
     # price (market orders): the outside schedule bids for every offered unit down to scrap
-    ask_prices[:n_l] = 0.0 if m._outside_on else orders.floor
+    ask_prices[:n_l] = 0.0 if m.outside_on else orders.floor
     ask_prices[n_l: 2 * n_l] = orders.patient_price
     ask_prices[2 * n_l: d_row] = orders.b_price
     # the legacy desk sells back at the value in best use; a secured desk sells collateral
@@ -98,8 +98,8 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
             lolr_prices = lolr.bid(m.fundamental).tolist()
         s0 = n_k + 1 + (lolr is not None)  # the first salvage / outside row
         salvage_prices = orders.floor.tolist()
-        if m._outside_on:
-            od, ref = m._od, replacement_cost(env)
+        if m.outside_on:
+            od, ref = m.outside_demand, replacement_cost(env)
             # top of the schedule: a share of min(replacement cost, value in best use)
             out_top = (od.top * np.minimum(ref, m.fundamental)).tolist()
             out_depth = (od.depth * np.maximum(m.units0, 1)).tolist()
@@ -125,7 +125,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
             b_rows, bid_qty, bid_price = [], [], []
             if any_bidder[g]:  # else no buyer's capacity enters the book
                 cap = buyers.capacity(reservation[:, g], env.kw[g],
-                                      m._liquid[g]).tolist()
+                                      m.liquid[g]).tolist()
                 res_g = res_by_gen[g]
                 for i, flag in enumerate(bidders_by_gen[g]):
                     if flag and (q := cap[i] if cap[i] < supply else supply):  # min
@@ -143,7 +143,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
                     b_rows.append(n_k + 1)
                     bid_qty.append(q)
                     bid_price.append(lolr_prices[g])
-            if m._outside_on:  # the outside demand's steps, rows s0, ...
+            if m.outside_on:  # the outside demand's steps, rows s0, ...
                 o_qty, o_price = outside_bids(out_top[g], salvage_prices[g], out_depth[g],
                                               supply, unsold_to_salvage)
                 b_rows.extend(range(s0, s0 + len(o_qty)))
@@ -155,7 +155,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
                 bid_price.append(salvage_prices[g])
             price, volume, fills, bid_fills, _, _ = clear_book(
                 ask_qty, all_price[lo:hi], bid_qty, bid_price, k)
-            if m._outside_on and volume:
+            if m.outside_on and volume:
                 m.month_pinned[g] = pinned(b_rows, bid_qty, bid_price, bid_fills,
                                                     s0 - 1, k)
             if volume == 0:
@@ -172,7 +172,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
             # the difference is monotone, so the largest difference is the same double
             m.month_above_reservation = max(m.month_above_reservation,
                                                price - lowest)
-            if m._outside_on:
+            if m.outside_on:
                 while buys and buys[-1] >= s0:  # the outside demand's steps come last
                     buys.pop()
                     salvage_fill += bought.pop()
@@ -191,7 +191,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
             if buys:  # settling no fill at all would change no buyer's state
                 bid_fills = np.zeros(n_k, dtype=np.int64)
                 bid_fills[buys] = bought
-                pay = buyers.settle(bid_fills, price, g, env.kw[g], m._liquid[g])
+                pay = buyers.settle(bid_fills, price, g, env.kw[g], m.liquid[g])
                 m.buyers_paid += pay.sum()
                 if buyers.unlimited:
                     m.add_outside_flow("buyer_capital", pay.sum())
@@ -209,7 +209,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
         m.month_overhang[g] = forced_total - forced_sold
         m.forced_value += forced_sold * price
         m.forced_fundamental += forced_sold * m.fundamental[g]
-        if m._outside_on and forced_sold:  # forced rows are lender rows r < n_l
+        if m.outside_on and forced_sold:  # forced rows are lender rows r < n_l
             rv = m.rep_value[:, g].tolist()
             m.forced_rep_value += sum(u * rv[r] for r, u in
                                          zip(a_rows[:n_forced], fills[:n_forced],

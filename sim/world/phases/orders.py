@@ -24,9 +24,9 @@ def run(m: LiquidationModel, month: MonthState) -> SellOrders:
     the secured repo), then the distressed borrowers' (:func:`borrower_orders`), at the
     month's salvage floor (:func:`agents.buyer.floor_price`)."""
     lb, desk = m.lenders, m.desk
-    if m._outside_on:  # the scrap value of the outside demand (replacement cost moves)
-        m._salvage_price = floor_price(m.cfg.buyers, m.env)
-    floor = m._salvage_price  # read only: shared with phase 7
+    if m.outside_on:  # the scrap value of the outside demand (replacement cost moves)
+        m.salvage_price = floor_price(m.cfg.buyers, m.env)
+    floor = m.salvage_price  # read only: shared with phase 7
     # the repo desk is offered first: it finances forced inventory (each GPU once) so that
     # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
     if np.count_nonzero(lb.repo_units):  # else zeroing integer zeros changes nothing
@@ -51,7 +51,7 @@ def lender_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
     Returns (forced units, patient units, patient asks), lender x generation."""
     lb, desk = m.lenders, m.desk
     # with the outside demand a patient lender never asks more than the value in best use
-    patient_price = lb.patient_asks(marks, floor, m.fundamental if m._outside_on else None)
+    patient_price = lb.patient_asks(marks, floor, m.fundamental if m.outside_on else None)
     if not np.count_nonzero(lb.inventory):
         # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
         # nothing is financed, moved to the desk or repriced, and both books hold 0 units
@@ -92,7 +92,7 @@ def secured_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
     asks, the desk's haircut per generation)."""
     env, lb, desk = m.env, m.lenders, m.desk
     t = env.t
-    patient_price = lb.patient_asks(marks, floor, m.fundamental if m._outside_on else None)
+    patient_price = lb.patient_asks(marks, floor, m.fundamental if m.outside_on else None)
     # haircuts from the price history up to last month (this month's price is not known)
     h = desk.secured_haircuts(m.price_hist, t - 1)
     lend_price = (1.0 - h) * m.price

@@ -27,7 +27,7 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     # m.price is replaced below, never written in place: no copy needed
     old_price, old_value = m.price, month.prev_fundamental
     shipping = env.shipping
-    floor = m._salvage_price
+    floor = m.salvage_price
     # the best bid of a buyer with room for at least one unit at its own reservation
     # price (np.maximum.reduce is what ndarray.max calls); unlimited buyers all have room,
     # and np.where(True, r, 0.0) is r
@@ -47,15 +47,15 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     # no new information, and the last price moves with the value in best use
     carried = old_price * np.divide(m.fundamental, old_value,
                                     out=np.ones(m.n_gen), where=old_value > 0)
-    if m._outside_on:  # the outside demand's first bid is a bid too
-        top = m._od.top * np.minimum(replacement_cost(env), m.fundamental)
+    if m.outside_on:  # the outside demand's first bid is a bid too
+        top = m.outside_demand.top * np.minimum(replacement_cost(env), m.fundamental)
         floor = np.maximum(floor, top)
     quote = np.maximum(np.where(best > 0, best, carried), floor)
     new = np.where(m.traded, m.clearing, quote)
     m.price = np.where(shipping, new, m.fundamental)
     m.price_hist[env.t] = m.price
     moved = m.traded & shipping & (old_price > 0)
-    if m._outside_on:
+    if m.outside_on:
         adapt_on_news(m, moved)
     elif moved.any():  # else adapt would leave every expectation as it is
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -79,21 +79,21 @@ def adapt_on_news(m: LiquidationModel, moved: np.ndarray) -> None:
         x <- (1 - lambda) x + lambda clip(12 [ln(p_t / p_s) - ln(V_t / V_s)] / (t - s), -1, 1).
     """
     # a generation's first price (at launch) is its first reference, not news
-    fresh = (m._news_price <= 0) & (m.price > 0) & m.env.shipping
+    fresh = (m.news_price <= 0) & (m.price > 0) & m.env.shipping
     if fresh.any():
-        m._news_price = np.where(fresh, m.price, m._news_price)
-        m._news_value = np.where(fresh, m.fundamental, m._news_value)
-        m._news_t = np.where(fresh, float(m.env.t), m._news_t)
-    news = moved & ~m.month_pinned & ~fresh & (m._news_price > 0)
+        m.news_price = np.where(fresh, m.price, m.news_price)
+        m.news_value = np.where(fresh, m.fundamental, m.news_value)
+        m.news_t = np.where(fresh, float(m.env.t), m.news_t)
+    news = moved & ~m.month_pinned & ~fresh & (m.news_price > 0)
     if not news.any():
         return
     t = m.env.t
-    gap = np.maximum(t - m._news_t, 1.0)
+    gap = np.maximum(t - m.news_t, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        dlp = nm.log(np.maximum(m.price, 1e-9) / np.maximum(m._news_price, 1e-9))
+        dlp = nm.log(np.maximum(m.price, 1e-9) / np.maximum(m.news_price, 1e-9))
         dlv = nm.log(np.maximum(m.fundamental, 1e-9)
-                     / np.maximum(m._news_value, 1e-9))
+                     / np.maximum(m.news_value, 1e-9))
     m.buyers.adapt(dlp / gap, dlv / gap, news)
-    m._news_price = np.where(news, m.price, m._news_price)
-    m._news_value = np.where(news, m.fundamental, m._news_value)
-    m._news_t = np.where(news, float(t), m._news_t)
+    m.news_price = np.where(news, m.price, m.news_price)
+    m.news_value = np.where(news, m.fundamental, m.news_value)
+    m.news_t = np.where(news, float(t), m.news_t)

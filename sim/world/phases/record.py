@@ -43,11 +43,11 @@ def run(m: LiquidationModel) -> None:
     m.desk.record(t, m.price)
     if m.lolr is not None:
         m.lolr.record(t, m.price)
-    r["buyer_capacity_h100"][t] = min(m.buyer_capacity_units(m._h100), 1e15)
+    r["buyer_capacity_h100"][t] = min(m.buyer_capacity_units(m.h100), 1e15)
     r["forced_value"][t], r["forced_fundamental"][t] = (m.forced_value,
                                                         m.forced_fundamental)
     r["max_fill_above_reservation"][t] = m.month_above_reservation
-    if m._outside_on:
+    if m.outside_on:
         r["forced_repossession_value"][t] = m.forced_rep_value
         r["outside_pinned"][t] = m.month_pinned
     if m.sites is not None:
