@@ -58,11 +58,32 @@ def accelerate(m: LiquidationModel, month: MonthState, dscr_default: np.ndarray)
 def run(m: LiquidationModel, month: MonthState) -> None:
     """Phase 4. A borrower defaults on arrears older than grace_months, a margin call open
     longer than cure_months or (dscr_default_months > 0) a DSCR breach open longer than
-    cure_months + dscr_default_months that it cannot pay off (:func:`accelerate`). Its GPUs
-    go to the facility's lenders in proportion to exposure (largest remainder), its cash and
-    BTC are seized up to the exposure at default EAD; each lender writes off its EAD and
-    books recovery = seized x EAD / EAD_facility."""
-    env, b, lb, L, lc = m.env, m.borrowers, m.lenders, m.loans, m.cfg.lenders
+    cure_months + dscr_default_months that it cannot pay off (:func:`accelerate`)
+    (:func:`defaulting`). Its GPUs go to the facility's lenders in proportion to exposure
+    (:func:`repossess`), its cash and BTC are seized up to the exposure at default EAD and
+    each lender writes off its EAD and books recovery = seized x EAD / EAD_facility
+    (:func:`seize`); its loans close (:func:`close_out`)."""
+    claims = defaulting(m, month)
+    if claims is None:
+        return
+    dead, rows, ead, group, ead_b, reasons = claims
+    debt, coll = lenders.month_debt_coll(m, month)
+    holder = repossess(m, dead, rows, ead, group)
+    seize(m, dead, ead, group, ead_b, holder)
+    m.paper_recovery += np.minimum(coll[dead], debt[dead]).sum()
+    close_out(m, dead, rows)
+    m.log_events(reasons, m.kind_names(dead), dead, units=0, amount=debt[dead],
+                 price=coll[dead])
+    m.new_defaults = np.bincount(m.borrowers.kind[dead], minlength=2)
+
+
+def defaulting(m: LiquidationModel, month: MonthState) -> tuple | None:
+    """The borrowers defaulting this month (:meth:`agents.borrower.BorrowerBook.
+    default_triggers`, after the accelerated facilities that are paid off), with their
+    facilities' active rows, each row's exposure (EAD), the borrower's group index of each
+    row, each borrower's EAD and the event of each (``default_payment``,
+    ``default_covenant``, ``default_dscr``); None when nobody defaults."""
+    b, L, lc = m.borrowers, m.loans, m.cfg.lenders
     late, trig, dscr_default = b.default_triggers(lc.grace_months, lc.cure_months,
                                                   lc.dscr_default_months)
     if dscr_default is not None:
@@ -73,7 +94,7 @@ def run(m: LiquidationModel, month: MonthState) -> None:
         trig = trig | dscr_default
     dead = trig.nonzero()[0]
     if len(dead) == 0:
-        return
+        return None
     payment = late  # read only at ``dead``, which are all alive: the payment defaults
     rows = (L.active & trig[L.borrower]).nonzero()[0]
     ead = L.exposure[rows]
@@ -91,16 +112,25 @@ def run(m: LiquidationModel, month: MonthState) -> None:
         trig[void] = False
         dead = dead[ead_b > 0.0]
         if len(dead) == 0:
-            return
+            return None
         rows = (L.active & trig[L.borrower]).nonzero()[0]
         ead = L.exposure[rows]
         pos[dead] = np.arange(len(dead))
         group = pos[L.borrower[rows]]
         ead_b = ead_b[ead_b > 0.0]
-    debt, coll = lenders.month_debt_coll(m, month)
-    # repossession: GPUs split over the facility's lenders in proportion to exposure, all
-    # generations at once: one apportionment group per (facility, generation), its members
-    # in row order as when the generations were split one by one
+    reasons = np.where(payment[dead], "default_payment", "default_covenant")
+    if dscr_default is not None:
+        reasons = np.where(dscr_default[dead], "default_dscr", reasons)
+    return dead, rows, ead, group, ead_b, reasons.tolist()
+
+
+def repossess(m: LiquidationModel, dead: np.ndarray, rows: np.ndarray, ead: np.ndarray,
+              group: np.ndarray) -> np.ndarray:
+    """The defaulted borrowers' GPUs go to their facilities' lenders in proportion to
+    exposure (largest remainder, :func:`sim.finance.largest_remainder`), all generations at
+    once: one apportionment group per (facility, generation), its members in row order as
+    when the generations were split one by one. Returns each row's lender."""
+    env, b, lb, L = m.env, m.borrowers, m.lenders, m.loans
     n_gen = m.n_gen
     gens = np.arange(n_gen)
     units = largest_remainder(b.fleet[dead].ravel(), np.repeat(ead, n_gen),
@@ -114,7 +144,15 @@ def run(m: LiquidationModel, month: MonthState) -> None:
         note_repossession(m, new_units)
     got_g, got_r = units.T.nonzero()  # events by generation, then by row
     m.log_events("repossession", "lender", holder[got_r], got_g, units[got_r, got_g])
-    # seize cash and BTC (sold at once) up to the exposure
+    return holder
+
+
+def seize(m: LiquidationModel, dead: np.ndarray, ead: np.ndarray, group: np.ndarray,
+          ead_b: np.ndarray, holder: np.ndarray) -> None:
+    """Seize the defaulted borrowers' cash and BTC (sold at once) up to their EAD; their
+    unpaid bills (negative cash) are lost by the suppliers. Each row's lender writes off its
+    EAD and recovers seized x EAD / EAD_facility; the rest joins its claim pool."""
+    env, b, lb = m.env, m.borrowers, m.lenders
     btc_cash = b.btc[dead] * env.btc
     m.add_outside_flow("btc_sales", btc_cash.sum())
     b.cash[dead] += btc_cash
@@ -135,23 +173,21 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     lb.claim_pool += np.bincount(holder, weights=ead - rec, minlength=lb.n)
     m.ead_total += ead.sum()
     m.recovered_total += rec.sum()
-    m.paper_recovery += np.minimum(coll[dead], debt[dead]).sum()
+
+
+def close_out(m: LiquidationModel, dead: np.ndarray, rows: np.ndarray) -> None:
+    """Close the defaulted facilities' loans, empty the borrowers' fleets (the lead lender
+    takes the site with the GPUs) and mark them DEFAULTED."""
+    b, L = m.borrowers, m.loans
     L.principal[rows] = 0.0
     L.accrued[rows] = 0.0
     L.overdue[rows] = 0.0
     L.active[rows] = False
     b.fleet[dead] = 0
     if m.sites is not None:  # the lead lender takes the site with the GPUs
-        m.sites.repossess(dead, m.lead[dead], env.t)
+        m.sites.repossess(dead, m.lead[dead], m.env.t)
     b.status[dead] = BorrowerStatus.DEFAULTED
     b.call_months[dead] = -1
-    reasons = np.where(payment[dead], "default_payment", "default_covenant")
-    if dscr_default is not None:
-        reasons = np.where(dscr_default[dead], "default_dscr", reasons)
-    reasons = reasons.tolist()
-    m.log_events(reasons, m.kind_names(dead), dead, units=0, amount=debt[dead],
-                 price=coll[dead])
-    m.new_defaults = np.bincount(b.kind[dead], minlength=2)
 
 
 def note_repossession(m: LiquidationModel, new_units: np.ndarray) -> None:
