@@ -202,6 +202,12 @@ class BorrowerBook:
     # ---------------------------------------------------------------- decision rules
     # Vectorised over borrowers; each reads the book (and market signals) and returns an
     # intent or a flag; the phases of sim/world/phases/ move the cash and units.
+    def free_btc_sale(self, need: np.ndarray, btc_price: float) -> np.ndarray:
+        """Coins each miner sells (outside market) to raise up to ``need`` $: min(unpledged
+        coins, need / BTC price) (the treasury comes before the revolver in the pecking
+        order)."""
+        return np.minimum(self.btc - self.pledged_btc, need / btc_price)
+
     def new_margin_calls(self, ltv: np.ndarray, ltv_max: float | np.ndarray) -> np.ndarray:
         """Margin calls opened this month: alive, no call open, LTV > ltv_max (the covenant,
         scaled for a guaranteed borrower with a raised advance rate)."""

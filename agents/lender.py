@@ -193,6 +193,30 @@ class LenderBook:
             ask = np.maximum(np.minimum(ask, cap[None, :]), floor[None, :])
         return ask
 
+    def outside_repayment(self) -> np.ndarray:
+        """Outside funding each sound (NORMAL) lender repays from cash above its liquidity
+        target cash_share x assets: min(max(cash - target, 0), outside funding); 0 for the
+        others."""
+        target = self.cash_share * np.maximum(self.assets, 0.0)
+        # np.clip(x, 0, hi) is minimum(maximum(x, 0), hi) (without clip's Python wrapper), and
+        # zeroing the rows of lenders not NORMAL in place gives what np.where gave
+        rep = np.minimum(np.maximum(self.cash - target, 0.0), self.outside)
+        rep[self.status != LenderStatus.NORMAL] = 0.0
+        return rep
+
+    def capital_ratio(self) -> np.ndarray:
+        """Equity over assets after the clearing (0 where assets are 0)."""
+        return np.divide(self.equity, self.assets, out=np.zeros(self.n), where=self.assets > 0)
+
+    def starts_deleveraging(self, ratio: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Sound lenders whose capital ratio fell below ``floor`` (capital_floor x their
+        initial ratio): they deleverage (no rollovers, no revolver draws, forced sales)."""
+        return (self.status == LenderStatus.NORMAL) & (ratio < floor)
+
+    def heals(self, ratio: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Deleveraging lenders back above 1.2 x their floor (hysteresis): NORMAL again."""
+        return (self.status == LenderStatus.DELEVERAGING) & (ratio >= 1.2 * floor)
+
     def rolls_over(self, lender: np.ndarray, ltv: np.ndarray, refi_ltv: float | np.ndarray,
                    dscr: np.ndarray, dscr_min: float, arrears_months: np.ndarray) -> np.ndarray:
         """Whether each loan maturing next month (its ``lender`` and its borrower's ``ltv``,

@@ -288,3 +288,36 @@ def test_lender_forced_lines_patient_asks_and_rollover_by_hand():
     ok = lb.rolls_over(np.array([0, 0, 0, 1]), np.array([0.8, 0.81, 0.5, 0.5]), 0.8,
                        np.array([1.0, 1.0, 0.9, 1.5]), 1.0, np.array([0, 0, 0, 0]))
     assert ok.tolist() == [True, False, False, False]  # lender 1 is deleveraging
+
+
+def test_lender_funding_rules_by_hand():
+    """cash_share x assets is the liquidity target: a sound lender with 150 $ of cash against
+    a 100 $ target repays min(50, outside) of outside funding, a deleveraging one nothing.
+    Equity 5 on assets 100 (ratio 0.05) under a floor of 0.08 starts deleveraging; a
+    deleveraging lender at 0.10 >= 1.2 x 0.08 heals, at 0.09 it does not."""
+    lb = tiny().lenders
+    lb.status[:] = LenderStatus.NORMAL
+    lb.cash_share[:], lb.assets[:] = 0.1, 1000.0
+    lb.cash[:], lb.outside[:] = 150.0, [80.0, 20.0]
+    assert lb.outside_repayment().tolist() == [50.0, 20.0]
+    lb.status[1] = LenderStatus.DELEVERAGING
+    assert lb.outside_repayment().tolist() == [50.0, 0.0]
+    lb.assets[:] = 100.0
+    lb.equity[:] = [5.0, 10.0]
+    ratio, floor = lb.capital_ratio(), np.array([0.08, 0.08])
+    assert ratio.tolist() == [0.05, 0.1]
+    assert lb.starts_deleveraging(ratio, floor).tolist() == [True, False]
+    assert lb.heals(ratio, floor).tolist() == [False, True]
+    assert not lb.heals(np.array([0.05, 0.09]), floor).any()
+
+
+def test_free_btc_sale_by_hand():
+    """10 BTC, half pledged, at 50,000 $: a 100,000 $ need sells 2 coins; a 1 M$ need sells
+    only the 5 free ones."""
+    b = tiny(**{"borrowers.miner.count": 1, "borrowers.neocloud.count": 0,
+                "borrowers.miner.fleet_mean": 1000, "borrowers.miner.fleet_sigma": 0.0,
+                "borrowers.miner.fleet_mix": [0, 1], "borrowers.miner.btc_treasury_mean": 10,
+                "borrowers.miner.btc_pledge": 0.5}).borrowers
+    b.btc[:], b.btc_pledged[:] = 10.0, 5.0
+    assert b.free_btc_sale(np.array([100_000.0]), 50_000.0).tolist() == [2.0]
+    assert b.free_btc_sale(np.array([1e6]), 50_000.0).tolist() == [5.0]

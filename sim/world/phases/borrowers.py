@@ -75,7 +75,7 @@ def run(m: LiquidationModel) -> None:
 def sell_free_btc(m: LiquidationModel, need: np.ndarray) -> bool:
     """Miners sell unpledged BTC (outside market) to raise up to ``need`` dollars each."""
     b, btc = m.borrowers, m.env.btc
-    sell = np.minimum(b.btc - b.pledged_btc, need / btc)
+    sell = b.free_btc_sale(need, btc)
     if not np.count_nonzero(sell):
         return False
     b.btc -= sell

@@ -126,17 +126,19 @@ def clear_funding(m: LiquidationModel) -> np.ndarray:
 def repay_outside(m: LiquidationModel) -> None:
     """Sound lenders use cash above their liquidity target to repay outside funding."""
     lb = m.lenders
-    target = lb.cash_share * np.maximum(lb.assets, 0.0)
-    # np.clip(x, 0, hi) is minimum(maximum(x, 0), hi) (without clip's Python wrapper), and
-    # zeroing the rows of lenders not NORMAL in place gives what np.where gave
-    rep = np.minimum(np.maximum(lb.cash - target, 0.0), lb.outside)
-    rep[lb.status != LenderStatus.NORMAL] = 0.0
+    rep = lb.outside_repayment()
     lb.cash -= rep
     lb.outside -= rep
     m.add_outside_flow("funding_outside", -np.add.reduce(rep))
 
 
 def run(m: LiquidationModel) -> None:
+    """Phase 8: other loans' income and losses, funding, repo and warehouse costs
+    (:func:`pay_lender_costs`), repayment of outside funding (:func:`repay_outside`), a run of
+    run_rate on lenders not NORMAL (:func:`run_on`), failed lenders' estates
+    (:func:`estates_pay_out`), then the Rogers-Veraart clearing (:func:`clear_funding`): a
+    lender paying less than it owes fails; a sound lender whose equity / assets falls below
+    capital_floor x its initial ratio deleverages, and heals above 1.2 x that floor."""
     lb, lc = m.lenders, m.cfg.lenders
     if lb.has_other:  # other loans pay interest (from outside) and lose at their rate
         income, _ = lb.other_loans_month(bool(m.env.stress))
@@ -152,13 +154,13 @@ def run(m: LiquidationModel) -> None:
         failed = new_fail.nonzero()[0]
         m.log_events("lender_failure", "lender", failed, amount=lb.equity[failed])
         lb.status[new_fail] = LenderStatus.FAILED
-    ratio = np.divide(lb.equity, lb.assets, out=np.zeros(lb.n), where=lb.assets > 0)
+    ratio = lb.capital_ratio()
     floor = lc.capital_floor * lb.capital_ratio0
-    stress = (lb.status == LenderStatus.NORMAL) & (ratio < floor)
+    stress = lb.starts_deleveraging(ratio, floor)
     if np.count_nonzero(stress):
         weak = stress.nonzero()[0]
         m.log_events("deleveraging", "lender", weak, amount=lb.equity[weak])
         lb.status[stress] = LenderStatus.DELEVERAGING
-    deleveraging = lb.status == LenderStatus.DELEVERAGING
-    if np.count_nonzero(deleveraging):  # a lender heals back to normal above 1.2 x its floor
-        lb.status[deleveraging & (ratio >= 1.2 * floor)] = LenderStatus.NORMAL
+    heal = lb.heals(ratio, floor)  # a lender heals back to normal above 1.2 x its floor
+    if np.count_nonzero(heal):
+        lb.status[heal] = LenderStatus.NORMAL
