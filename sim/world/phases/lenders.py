@@ -71,15 +71,29 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     month of opex (then free BTC) up to debt - ltv_cure x C; a call paid down to ltv_cure is
     cured. DSCR breach months count up while DSCR < dscr_min; past cure_months a cash sweep
     prepays cash_sweep x (cash - opex). Loans maturing next month roll over only if LTV <=
-    refi_ltv, DSCR >= dscr_min, no arrears and the lender is sound. Sets ``month.marks``,
-    ``month.debt`` (None if a sweep moved it) and ``month.coll``."""
-    env, b, lb, L, lc = m.env, m.borrowers, m.lenders, m.loans, m.cfg.lenders
-    t = env.t
-    marks = lb.marks(env, m.price_hist, t - 1, lc.appraisal_lag)
+    refi_ltv, DSCR >= dscr_min, no arrears and the lender is sound (:func:`margin_calls`,
+    :func:`cash_sweeps`, :func:`rollovers`). Sets ``month.marks``, ``month.debt`` (None if a
+    sweep moved it) and ``month.coll``."""
+    env, lb, lc = m.env, m.lenders, m.cfg.lenders
+    marks = lb.marks(env, m.price_hist, env.t - 1, lc.appraisal_lag)
     # the collateral is valued once a month: selling free BTC and prepaying move neither
     # fleets nor pledged coins (see month_debt_coll)
     coll = collateral(m, marks)
     debt, coll, ltv = facility_ltv(m, marks, coll)
+    debt, coll, ltv = margin_calls(m, marks, debt, coll, ltv)
+    swept = cash_sweeps(m)
+    # marks, debt (None: moved by the sweep) and collateral for phases 4 and 5
+    month.marks, month.debt, month.coll = marks, None if swept else debt, coll
+    rollovers(m, ltv)
+
+
+def margin_calls(m: LiquidationModel, marks: np.ndarray, debt: np.ndarray, coll: np.ndarray,
+                 ltv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open margin calls where LTV > ltv_max (:meth:`agents.borrower.BorrowerBook.
+    new_margin_calls`); each open call is met from cash above a month of opex, then free BTC,
+    up to debt - ltv_cure x C, and is cured at LTV <= ltv_cure or counts a month more.
+    Returns (debt, collateral, LTV) after the payments."""
+    b, lc = m.borrowers, m.cfg.lenders
     alive = b.alive
     new_call = b.new_margin_calls(ltv, covenant(m, lc.ltv_max))
     called = new_call.nonzero()[0]
@@ -99,17 +113,27 @@ def run(m: LiquidationModel, month: MonthState) -> None:
         # paying exactly what was asked (need) cures the call: the debt it leaves can
         # round 1 ulp above ltv_cure x collateral, which must not keep the call open
         b.call_months = b.call_months_after(open_call, ltv, covenant(m, lc.ltv_cure))
+    return debt, coll, ltv
+
+
+def cash_sweeps(m: LiquidationModel) -> bool:
+    """Count DSCR breach months; past cure_months a breach triggers a cash sweep: cash_sweep
+    x the cash above a month of opex prepays principal, as in GPU facilities with sweeps of
+    up to 50 % (Blockspace 2025). Returns whether any borrower was swept (its debt moved)."""
+    b, lc = m.borrowers, m.cfg.lenders
     b.dscr_breach = b.dscr_breach_after(lc.dscr_min)
-    # DSCR breach past the cure period: a cash sweep (share of cash above a month of opex
-    # prepays principal), as in GPU facilities with sweeps of up to 50 % (Blockspace 2025)
-    sweep = alive & (b.dscr_breach > lc.cure_months)
+    sweep = b.alive & (b.dscr_breach > lc.cure_months)
     swept = np.count_nonzero(sweep) > 0
     if swept:
         borrowers.prepay(m, np.where(sweep, lc.cash_sweep * np.maximum(b.cash - b.opex, 0.0), 0.0))
-    # marks, debt (None: moved by the sweep) and collateral for phases 4 and 5
-    month.marks, month.debt, month.coll = marks, None if swept else debt, coll
+    return swept
 
-    # maturities next month: roll over only loans that still qualify
+
+def rollovers(m: LiquidationModel, ltv: np.ndarray) -> None:
+    """Loans maturing next month roll over for another term at today's spread only if they
+    still qualify (:meth:`agents.lender.LenderBook.rolls_over`); the others are refused
+    (event ``refinancing_refused``) and come due as a balloon."""
+    b, lb, L, lc, t = m.borrowers, m.lenders, m.loans, m.cfg.lenders, m.env.t
     due = L.active & L.term & (L.maturity == t + 1)
     if np.count_nonzero(due):
         bi = L.borrower[due]
