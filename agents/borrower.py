@@ -208,6 +208,20 @@ class BorrowerBook:
         order)."""
         return np.minimum(self.btc - self.pledged_btc, need / btc_price)
 
+    def count_arrears(self, arrears: np.ndarray) -> None:
+        """Months in arrears: one more for a living borrower owing more than 1 $ of arrears
+        after this month's payments, else 0 (a payment default after grace_months)."""
+        late = (arrears > 1.0) & self.alive
+        self.arrears_months = np.where(late, self.arrears_months + 1, 0)
+
+    def update_dscr(self, noi: np.ndarray, scheduled: np.ndarray) -> None:
+        """The smoothed debt-service cover of each living borrower: DSCR <- 0.5 DSCR + 0.5
+        clip(NOI / scheduled debt service, -10, 10) (10 when nothing is scheduled)."""
+        with np.errstate(over="ignore"):  # a near-repaid loan: NOI / tiny -> inf, clipped
+            ratio = np.divide(noi, scheduled, out=np.full(self.n, 10.0), where=scheduled > 0)
+        clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
+        self.dscr = np.where(self.alive, 0.5 * self.dscr + 0.5 * clipped, self.dscr)
+
     def new_margin_calls(self, ltv: np.ndarray, ltv_max: float | np.ndarray) -> np.ndarray:
         """Margin calls opened this month: alive, no call open, LTV > ltv_max (the covenant,
         scaled for a guaranteed borrower with a raised advance rate)."""

@@ -321,3 +321,20 @@ def test_free_btc_sale_by_hand():
     b.btc[:], b.btc_pledged[:] = 10.0, 5.0
     assert b.free_btc_sale(np.array([100_000.0]), 50_000.0).tolist() == [2.0]
     assert b.free_btc_sale(np.array([1e6]), 50_000.0).tolist() == [5.0]
+
+
+def test_arrears_months_and_smoothed_dscr_by_hand():
+    """Arrears of 1.50 $ count a month (> 1 $), 0.50 $ reset the count; a DSCR of 2.0 with NOI
+    30,000 over 20,000 of scheduled debt service becomes 0.5 x 2.0 + 0.5 x 1.5 = 1.75, and a
+    ratio of 50 is clipped to 10 (1.75 -> 5.875)."""
+    b = tiny().borrowers
+    b.arrears_months[:] = 2
+    b.count_arrears(np.array([1.5]))
+    assert b.arrears_months.tolist() == [3]
+    b.count_arrears(np.array([0.5]))
+    assert b.arrears_months.tolist() == [0]
+    b.dscr[:] = 2.0
+    b.update_dscr(np.array([30_000.0]), np.array([20_000.0]))
+    assert b.dscr.tolist() == [1.75]
+    b.update_dscr(np.array([1e6]), np.array([20_000.0]))
+    assert b.dscr.tolist() == [5.875]

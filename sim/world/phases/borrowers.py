@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 
 
 def run(m: LiquidationModel) -> None:
+    """Phase 2, the cash waterfall: tenants may walk and contracts renew; cash += revenue -
+    opex (:meth:`agents.borrower.BorrowerBook.operating`); debt service due = accrued interest
+    + r/12 x principal + overdue + the instalment (the balloon at maturity,
+    :func:`sim.finance.scheduled_payment`); a shortfall is met by selling free BTC, then by the
+    revolver; what cash pays is paid pro rata (interest first, :meth:`sim.finance.LoanBook.pay`),
+    the rest is arrears. Then the arrears months and the smoothed DSCR, revolver repayment
+    from cash above three months of opex, and payouts above the buffer."""
     env, b, L = m.env, m.borrowers, m.loans
     c = m.cfg.borrowers
     b.update_contracts(env, m.rng,
@@ -56,15 +63,11 @@ def run(m: LiquidationModel) -> None:
     # and at closed rows due_int = due_prin = 0.0 above, so paid = frac x 0.0 = +0.0 and
     # both are +0.0 there, as the mask would make them
     arrears = L.by_borrower(L.accrued + L.overdue, b.n)
-    late = (arrears > 1.0) & alive
-    b.arrears_months = np.where(late, b.arrears_months + 1, 0)
+    b.count_arrears(arrears)
     # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
     sched = L.by_borrower(np.where(L.active & before_maturity, interest +
                                    np.minimum(L.orig_amort, outstanding), 0.0), b.n)
-    with np.errstate(over="ignore"):  # a near-repaid loan: NOI / tiny -> inf, clipped
-        ratio = np.divide(noi, sched, out=np.full(b.n, 10.0), where=sched > 0)
-    clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
-    b.dscr = np.where(alive, 0.5 * b.dscr + 0.5 * clipped, b.dscr)
+    b.update_dscr(noi, sched)
     repay_revolvers(m)
     # cash above the target buffer leaves the firm (growth capex, dividends, buybacks)
     out = b.payouts(alive, due)
