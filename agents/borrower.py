@@ -14,7 +14,7 @@ Monthly behaviour (docs/model.md 7.2-7.5), all vectorised over borrowers:
   of ~half a lease's value, 8-K 2025); expired contracts renew at the spot rent;
 * if cash falls short of debt service the pecking order is: cash, BTC treasury (miners; unpledged
   coins), the revolver, voluntary GPU sales (limit orders in the month's auction), and only then
-  arrears; arrears older than the grace period are a payment default (see ``sim.model``).
+  arrears; arrears older than the grace period are a payment default (see ``sim.world.model``).
 """
 
 from __future__ import annotations
@@ -198,6 +198,83 @@ class BorrowerBook:
             self.contract_rent[rows] = env.rent[None, :]
             self.contract_end[rows] = env.t + self.contract_months[rows]
             self.tenant_gone[rows] = False
+
+    # ---------------------------------------------------------------- decision rules
+    # Vectorised over borrowers; each reads the book (and market signals) and returns an
+    # intent or a flag; the phases of sim/world/phases/ move the cash and units.
+    def free_btc_sale(self, need: np.ndarray, btc_price: float) -> np.ndarray:
+        """Coins each miner sells (outside market) to raise up to ``need`` $: min(unpledged
+        coins, need / BTC price) (the treasury comes before the revolver in the pecking
+        order)."""
+        return np.minimum(self.btc - self.pledged_btc, need / btc_price)
+
+    def count_arrears(self, arrears: np.ndarray) -> None:
+        """Months in arrears: one more for a living borrower owing more than 1 $ of arrears
+        after this month's payments, else 0 (a payment default after grace_months)."""
+        late = (arrears > 1.0) & self.alive
+        self.arrears_months = np.where(late, self.arrears_months + 1, 0)
+
+    def update_dscr(self, noi: np.ndarray, scheduled: np.ndarray) -> None:
+        """The smoothed debt-service cover of each living borrower: DSCR <- 0.5 DSCR + 0.5
+        clip(NOI / scheduled debt service, -10, 10) (10 when nothing is scheduled)."""
+        with np.errstate(over="ignore"):  # a near-repaid loan: NOI / tiny -> inf, clipped
+            ratio = np.divide(noi, scheduled, out=np.full(self.n, 10.0), where=scheduled > 0)
+        clipped = np.minimum(np.maximum(ratio, -10.0), 10.0)
+        self.dscr = np.where(self.alive, 0.5 * self.dscr + 0.5 * clipped, self.dscr)
+
+    def new_margin_calls(self, ltv: np.ndarray, ltv_max: float | np.ndarray) -> np.ndarray:
+        """Margin calls opened this month: alive, no call open, LTV > ltv_max (the covenant,
+        scaled for a guaranteed borrower with a raised advance rate)."""
+        return self.alive & (self.call_months < 0) & (ltv > ltv_max)
+
+    def call_months_after(self, open_call: np.ndarray, ltv: np.ndarray,
+                          ltv_cure: float | np.ndarray) -> np.ndarray:
+        """Months each margin call has been open after this month's payments: -1 where the
+        call is cured (LTV <= ltv_cure, with 1e-12 of slack: paying exactly what was asked can
+        leave the debt 1 ulp above ltv_cure x collateral) or none is open, else one more."""
+        cured = open_call & (ltv <= ltv_cure * (1.0 + 1e-12))
+        return np.where(cured, -1, np.where(open_call, self.call_months + 1, -1))
+
+    def dscr_breach_after(self, dscr_min: float) -> np.ndarray:
+        """Months of DSCR breach after this month: one more while a living borrower's smoothed
+        DSCR is below ``dscr_min``, else 0."""
+        return np.where(self.alive & (self.dscr < dscr_min), self.dscr_breach + 1, 0)
+
+    def default_triggers(self, grace_months: int, cure_months: int,
+                         dscr_default_months: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(late, triggered, dscr_default): ``late`` = arrears older than ``grace_months``
+        (a payment default); ``triggered`` = a living borrower that is late or under a margin
+        call open longer than ``cure_months``; ``dscr_default`` (None unless
+        ``dscr_default_months`` > 0) = a living borrower neither, whose DSCR breach is still
+        open ``dscr_default_months`` after its cash sweep started (breach months > cure_months
+        + dscr_default_months): its facility is called."""
+        late = self.arrears_months > grace_months
+        trig = self.alive & (late | (self.call_months > cure_months))
+        dscr_default = None
+        if dscr_default_months:
+            dscr_default = (self.alive
+                            & (self.dscr_breach > cure_months + dscr_default_months) & ~trig)
+        return late, trig, dscr_default
+
+    def payouts(self, alive: np.ndarray, due: np.ndarray) -> np.ndarray:
+        """Cash leaving each firm (growth capex, dividends, buybacks): what a living borrower
+        under no margin call holds above payout_months x (opex + debt service ``due``)."""
+        keep = self.payout_months * (self.opex + due)
+        return np.where(alive & (self.call_months < 0), np.maximum(self.cash - keep, 0.0), 0.0)
+
+    def voluntary_sales(self, need: np.ndarray, ask: np.ndarray) -> np.ndarray:
+        """Units each borrower offers (borrower x generation) to raise ``need`` $ at ``ask``
+        per GPU: ceil(min(need / (fleet . ask), 1) x fleet), never more than its fleet; none
+        when no borrower needs anything."""
+        fleet = self.fleet
+        if np.count_nonzero(need):
+            fleet_value = nm.matvec(fleet, ask)
+            frac = np.divide(need, fleet_value, out=np.zeros(self.n), where=fleet_value > 0)
+            return np.minimum(np.ceil(np.minimum(frac, 1.0)[:, None] * fleet),
+                              fleet).astype(np.int64)
+        # frac = 0 everywhere: ceil(0 x units) = 0 units offered by every borrower
+        return np.zeros(fleet.shape, dtype=np.int64)
 
 
 class Borrower(FixedAgent):

@@ -21,9 +21,10 @@ lender is sound and the GPUs are recent; sell at any price above salvage (forced
 deleveraging or failed or the GPUs have been held ``max_hold_months``. With
 ``buyers.outside_demand.enabled`` forced sellers take the clearing price (market orders
 against the outside demand, which bids down to scrap) and patient asks are capped at the
-value in best use (``sim.model`` phase 5; docs/model.md "Outside demand"). Below ``capital_floor`` x
-its initial capital ratio a lender deleverages: no rollovers, no revolver draws, forced sales.
-Negative clearing equity means failure (``sim.model`` runs Rogers-Veraart clearing).
+value in best use (``sim.world.phases.orders``, phase 5; docs/model.md "Outside demand").
+Below ``capital_floor`` x its initial capital ratio a lender deleverages: no rollovers, no
+revolver draws, forced sales. Negative clearing equity means failure
+(``sim.world.phases.funding`` runs Rogers-Veraart clearing).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class LenderBook:
         self.capital_ratio0, self.interbank_share, self.cash_share, self.sale_discount = pick.T
         self.mark_rule = np.array([MARKS.index(t.mark) for t in types])[self.type_idx]
         # the book of other (non-GPU) loans: sized at t0 so that GPU loans are gpu_share of
-        # the loan book, other = gpu_loans x (1 - gpu_share) / gpu_share (``sim.model``)
+        # the loan book, other = gpu_loans x (1 - gpu_share) / gpu_share (``sim.world.model``)
         other = np.array([[t.gpu_share, t.other_yield, t.other_loss_calm, t.other_loss_stress]
                           for t in types])[self.type_idx]
         self.gpu_share, self.other_yield, self.other_loss_calm, self.other_loss_stress = other.T
@@ -173,6 +174,56 @@ class LenderBook:
         self.recoveries += rec
         self.later_recoveries += rec
         return rec, proceeds - rec
+
+    # ---------------------------------------------------------------- decision rules
+    def forced_lines(self, t: int, max_hold_months: int) -> np.ndarray:
+        """Inventory lines (lender x generation) sold at any price: held by a lender that is
+        not NORMAL (deleveraging or failed), or held ``max_hold_months`` or longer."""
+        held = np.where(self.inv_since >= 0, t - self.inv_since, 0)
+        return ((self.status != LenderStatus.NORMAL)[:, None] | (held >= max_hold_months)) \
+            & (self.inventory > 0)
+
+    def patient_asks(self, marks: np.ndarray, floor: np.ndarray,
+                     cap: np.ndarray | None = None) -> np.ndarray:
+        """A patient lender's ask (lender x generation): max(mark x (1 - sale_discount),
+        floor); with ``cap`` (the value in best use, under the outside demand) never above it
+        (no buyer pays more: an ask above it only waits while the GPU ages) nor below floor."""
+        ask = np.maximum(marks * (1.0 - self.sale_discount)[:, None], floor[None, :])
+        if cap is not None:
+            ask = np.maximum(np.minimum(ask, cap[None, :]), floor[None, :])
+        return ask
+
+    def outside_repayment(self) -> np.ndarray:
+        """Outside funding each sound (NORMAL) lender repays from cash above its liquidity
+        target cash_share x assets: min(max(cash - target, 0), outside funding); 0 for the
+        others."""
+        target = self.cash_share * np.maximum(self.assets, 0.0)
+        # np.clip(x, 0, hi) is minimum(maximum(x, 0), hi) (without clip's Python wrapper), and
+        # zeroing the rows of lenders not NORMAL in place gives what np.where gave
+        rep = np.minimum(np.maximum(self.cash - target, 0.0), self.outside)
+        rep[self.status != LenderStatus.NORMAL] = 0.0
+        return rep
+
+    def capital_ratio(self) -> np.ndarray:
+        """Equity over assets after the clearing (0 where assets are 0)."""
+        return np.divide(self.equity, self.assets, out=np.zeros(self.n), where=self.assets > 0)
+
+    def starts_deleveraging(self, ratio: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Sound lenders whose capital ratio fell below ``floor`` (capital_floor x their
+        initial ratio): they deleverage (no rollovers, no revolver draws, forced sales)."""
+        return (self.status == LenderStatus.NORMAL) & (ratio < floor)
+
+    def heals(self, ratio: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Deleveraging lenders back above 1.2 x their floor (hysteresis): NORMAL again."""
+        return (self.status == LenderStatus.DELEVERAGING) & (ratio >= 1.2 * floor)
+
+    def rolls_over(self, lender: np.ndarray, ltv: np.ndarray, refi_ltv: float | np.ndarray,
+                   dscr: np.ndarray, dscr_min: float, arrears_months: np.ndarray) -> np.ndarray:
+        """Whether each loan maturing next month (its ``lender`` and its borrower's ``ltv``,
+        ``dscr``, ``arrears_months``) rolls over: only if it still qualifies, LTV <= refi_ltv,
+        DSCR >= dscr_min, no arrears, and its lender is sound (NORMAL)."""
+        return ((ltv <= refi_ltv) & (dscr >= dscr_min) & (arrears_months == 0)
+                & (self.status[lender] == LenderStatus.NORMAL))
 
 
 class Lender(FixedAgent):

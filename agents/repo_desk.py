@@ -61,6 +61,31 @@ def haircut(price: np.ndarray, ref: np.ndarray, h0: float, kappa: float) -> np.n
     return np.clip(h0 + kappa * np.maximum(0.0, 1.0 - ratio), 0.0, 1.0)
 
 
+def margin_and_term(has: np.ndarray, debt: np.ndarray, allowed: np.ndarray,
+                    repay: np.ndarray, cash: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The secured repo's monthly terms for each owner with a loan (``has``): the variation
+    margin call = max(debt - allowed, 0) (``allowed``: what the pledged collateral supports
+    after the haircut), and what is due, pay = debt where the owner repays at term (``repay``)
+    else the call; an owner is in good standing (``ok``) when its cash (>= 0) covers pay.
+    Returns (call, pay, ok); an owner not ``ok`` defaults (docs/model.md, "A secured repo")."""
+    call = np.where(has, np.maximum(debt - allowed, 0.0), 0.0)
+    pay = np.where(repay, debt, call)
+    ok = cash >= pay
+    return call, pay, ok
+
+
+def units_to_seize(fleet: np.ndarray, debt: np.ndarray, price: np.ndarray,
+                   bad: np.ndarray) -> np.ndarray:
+    """A defaulting borrower's pledged units (borrower x generation): the share of its fleet
+    the debt is worth at ``price``, ceil(min(debt / (fleet . price), 1) x fleet) (all of it
+    when the fleet is worth nothing), for each borrower in ``bad``; 0 elsewhere."""
+    value = nm.matvec(fleet, price)
+    frac = np.minimum(np.divide(debt, value, out=np.ones(len(debt)), where=value > 0), 1.0)
+    return np.where(bad[:, None], np.minimum(np.ceil(frac[:, None] * fleet), fleet), 0
+                    ).astype(np.int64)
+
+
 class RepoDesk(FixedAgent):
     """A standing lender and buyer against GPU collateral (a single agent)."""
 
@@ -167,6 +192,95 @@ class RepoDesk(FixedAgent):
             ret = np.divide(hist[1:], prev, out=np.ones_like(prev), where=prev > 0) - 1.0
             sig = np.maximum(sig, ret.std(axis=0, ddof=1))
         return np.minimum(c.z * sig * np.sqrt(c.liq_months) + c.liq_addon, 1.0)
+
+    # ---------------------------------------------------------------- its decisions
+    def pledge(self, fresh: np.ndarray, lend_price: np.ndarray) -> np.ndarray | None:
+        """The units the desk lends against out of the lenders' ``fresh`` units (lender x
+        generation) at ``lend_price`` per unit, pro rata when its room is short: each line
+        pledges floor(units x min(1, room / wanted) + 1e-9). None when nothing is wanted."""
+        want = (fresh * lend_price[None, :]).sum(axis=1)
+        total = want.sum()
+        if not total > 0:
+            return None
+        frac = min(1.0, self.room / total)
+        return np.floor(fresh * frac + 1e-9).astype(np.int64)
+
+    def ration(self, want: np.ndarray) -> np.ndarray | None:
+        """New loans for the amounts ``want`` ($ per borrower), scaled pro rata by
+        min(1, room / total wanted); None when nothing is wanted."""
+        total = want.sum()
+        if not total > 0:
+            return None
+        return want * min(1.0, self.room / total)
+
+    # ---------------------------------------------------------------- the desk's ledger
+    # Every move of the desk's cash, loans and GPUs goes through these methods, so that its
+    # cash, ``lent`` and the monthly P&L arrays (one ledger: ``flows``) move together.
+    def lend(self, amount: float, t: int) -> None:
+        """Pay out new repo loans of ``amount`` $ in month ``t``: lent += amount, cash -= amount."""
+        self.lent += amount
+        self.cash -= amount
+        self.cash_lent[t] += amount
+
+    def receive_repayment(self, amount: float, t: int, margin: float | None = None) -> None:
+        """Repo principal repaid in cash (sales, term repayments, margin, estates): lent -=
+        amount, cash += amount; ``margin``, the part of it posted as variation margin (the
+        secured design), is also counted in ``margin_received``."""
+        self.lent -= amount
+        self.cash += amount
+        self.cash_repaid[t] += amount
+        if margin is not None:
+            self.margin_received[t] += margin
+
+    def receive_interest(self, amount: float, t: int) -> None:
+        """Repo interest paid in cash."""
+        self.cash += amount
+        self.interest[t] += amount
+
+    def capitalise(self, amount: float) -> None:
+        """Repo interest left unpaid: added to the loans (``lent``), not cash."""
+        self.lent += amount
+        self.interest_capitalised += amount
+
+    def write_off(self, amount: float, n: int, t: int) -> None:
+        """``n`` repo loans of ``amount`` $ in all lost with no collateral to take (a borrower
+        whose fleet a defaulted facility took)."""
+        self.default_loss[t] += amount
+        self.defaults[t] += n
+        self.lent -= amount
+
+    def foreclose(self, seized: np.ndarray, debt: np.ndarray, price: np.ndarray,
+                  t: int) -> None:
+        """A repo default: the loans ``debt`` (one per owner) are discharged and the desk takes
+        ``seized`` units (owner x generation). Its cost basis is the debt, spread over each
+        owner's units by value at ``price``, basis_g += sum_i seized_ig x price_g x debt_i /
+        value_i; a debt with no collateral left (value_i = 0) is lost at once."""
+        self.lent -= debt.sum()
+        val = nm.matvec(seized, price)
+        w = np.divide(debt, val, out=np.zeros_like(debt), where=val > 0)
+        self.holdings += seized.sum(axis=0)
+        self.cost_basis += (seized * w[:, None]).sum(axis=0) * price
+        self.default_loss[t] += np.where(val > 0, 0.0, debt).sum()
+        self.defaults[t] += np.count_nonzero(debt > 0)
+
+    def buy(self, g: int, units: int, price: float, t: int) -> None:
+        """The legacy desk's floor bid filled: ``units`` of generation ``g`` at ``price``."""
+        self.holdings[g] += units
+        self.cost_basis[g] += units * price
+        self.cash -= units * price
+        self.cash_bought[t] += units * price
+
+    def sell(self, g: int, units: int, price: float, t: int) -> None:
+        """``units`` of generation ``g`` sold at ``price``; the cost basis leaves pro rata. A
+        secured desk sells collateral it took in a repo default: the loss (basis - proceeds)
+        is realised then."""
+        basis = self.cost_basis[g] * units / self.holdings[g]
+        self.holdings[g] -= units
+        self.cost_basis[g] -= basis
+        self.cash += units * price
+        self.cash_sold[t] += units * price
+        if self.secured:
+            self.default_loss[t] += basis - units * price
 
     def record(self, t: int, price: np.ndarray) -> None:
         """The month-end stocks of the P&L arrays."""

@@ -38,8 +38,8 @@ for _ in range({runs}):
     run_scenario(cfg)
     wall.append(time.perf_counter() - t0)
     cpu.append(time.process_time() - c0)
-import sim.model
-assert sim.model.__file__.startswith({tree!r}), sim.model.__file__
+import sim
+assert sim.__file__.startswith({tree!r}), sim.__file__
 print(json.dumps({{"wall": wall, "cpu": cpu}}))
 """
 

@@ -42,7 +42,8 @@ POLICIES = {"flagship_repo": ("policy.repo.enabled", "secured repo", "losses.des
             "flagship_repo_legacy": ("policy.repo.enabled", "legacy desk", "losses.desk",
                                      "#d62728")}
 SHOCK = "shocks.0.size"
-# the parties of the decomposition (sim.losses.PARTS; the policy's own row is added per policy)
+# the parties of the decomposition (sim.world.losses.PARTS; the policy's own row is added per
+# policy)
 PARTIES = {"losses.lenders": "lenders", "losses.buyers": "secondary buyers",
            "losses.borrowers": "borrowers", "losses.outside": "outside sector"}
 EXTRA = {"net_credit_losses": "lenders' net credit losses", "defaults": "borrower defaults",

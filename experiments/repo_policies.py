@@ -1,6 +1,6 @@
 """The three policies of issue 15 on crypto_winter at a BTC shock (default 0.8), paired over
 seeds 1-10 against none (both off): lenders' credit losses, the policy's own P&L marked to
-market, every party's loss and the system loss (``sim.losses``); and, with ``--sensitivity``,
+market, every party's loss and the system loss (``sim.world.losses``); and, with ``--sensitivity``,
 how much the system-loss difference moves when one assumption of a policy is set low or high.
 
     .venv/bin/python experiments/repo_policies.py [SHOCK] [--sensitivity]   (10 s; 2 min)
@@ -17,8 +17,8 @@ import sys
 import numpy as np
 from scipy import stats
 
-from sim.losses import PARTS
-from sim.model import LiquidationModel
+from sim.world.losses import PARTS
+from sim.world.model import LiquidationModel
 
 SECURED = {"policy.repo.enabled": True, "policy.repo.design": "secured"}
 LEGACY = {"policy.repo.enabled": True, "policy.repo.design": "legacy"}

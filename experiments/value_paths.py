@@ -84,8 +84,8 @@ def value_table(scenario: str, overrides: dict, seed: int | None = None,
     """Run ``scenario`` with ``overrides``; one row per generation (see module doc). With
     ``n_seeds`` > 1 the runs use ``paired_seeds(seed, n_seeds)`` and the value path is their
     mean (floor months: the mean count)."""
-    from sim.model import LiquidationModel
     from sim.runner import paired_seeds
+    from sim.world.model import LiquidationModel
 
     cfg = load_scenario(scenario, overrides=overrides, seed=seed)
     seeds = [cfg.seed] if n_seeds <= 1 else paired_seeds(cfg.seed, n_seeds)

@@ -43,12 +43,12 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editor
     from sim.api import RunResult, run
     from sim.config import ConfigError, Scenario, load_scenario
     from sim.metrics import summary
-    from sim.model import LiquidationModel
+    from sim.world.model import LiquidationModel
 
 __all__ = ["ConfigError", "LiquidationModel", "RunResult", "Scenario", "__version__",
            "load_scenario", "run", "summary"]
 
-_LAZY = {"LiquidationModel": "sim.model", "load_scenario": "sim.config",
+_LAZY = {"LiquidationModel": "sim.world.model", "load_scenario": "sim.config",
          "Scenario": "sim.config", "ConfigError": "sim.config", "run": "sim.api",
          "RunResult": "sim.api", "summary": "sim.metrics"}
 
@@ -69,7 +69,7 @@ def _bind_agents() -> None:
     Nothing to do when ``agents`` already resolves to it (a source checkout, or the editable
     install with no other ``agents`` on the path). When another package of that name would be
     found first (e.g. ``openai-agents`` installed in the same environment), liqsim's package is
-    loaded from its folder and registered as ``agents``, so ``sim.model``'s
+    loaded from its folder and registered as ``agents``, so ``sim.world.model``'s
     ``from agents.borrower import ...`` gets liqsim's code. If another ``agents`` is *already
     imported*, it cannot be replaced without breaking its users: :class:`AgentsNameClash`.
     """

@@ -67,8 +67,8 @@ DPI = 85
 HEATMAPS = ("default_share", "credit_losses", "max_peak_price_fall")
 HEATMAP_FALLBACK = {"default_share": "defaults"}
 MAX_FIGURE_METRICS = 9
-# the losses counted for everyone (metrics.system_loss on; sim.losses): summary "losses"
-# (sim.losses.SUMMARY_KEYS; named here so that the analysis imports no model code)
+# the losses counted for everyone (metrics.system_loss on; sim.world.losses): summary "losses"
+# (sim.world.losses.SUMMARY_KEYS; named here so that the analysis imports no model code)
 LOSS_METRICS = tuple(f"losses.{k}" for k in (
     "lenders", "desk", "lolr", "buyers", "borrowers", "outside", "outside_buyers",
     "outside_suppliers", "outside_funders", "outside_other_borrowers", "system_loss",
@@ -537,7 +537,7 @@ def _add_paired(sw: Sweep, out: Output) -> None:
                                        .drop(columns="_order").reset_index(drop=True))
         out.captions["paired_losses"] = (
             "Paired difference (second level minus first) of the system loss and of each "
-            "party's loss (positive = a loss; sim.losses), with 95 % bootstrap intervals.")
+            "party's loss (positive = a loss; sim.world.losses), with 95 % bootstrap intervals.")
     for axis in two_level_axes(sw):
         for other in [x for x in sw.axes if x != axis] or [None]:
             name = f"paired__{_safe(axis)}__by__{_safe(other or 'none')}"

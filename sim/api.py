@@ -11,7 +11,7 @@ import pandas as pd
 
 from sim import metrics
 from sim.config import Scenario, resolve
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class RunResult:
     * ``events``: the event log (``events.parquet``);
     * ``panel``: one row per agent per month (``panel.parquet``);
     * ``config``: the resolved :class:`~sim.config.Scenario` (``config.json``);
-    * ``model``: the finished :class:`~sim.model.LiquidationModel`.
+    * ``model``: the finished :class:`~sim.world.model.LiquidationModel`.
     """
 
     summary: dict

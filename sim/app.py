@@ -2,7 +2,7 @@
 
 Four parts, kept apart:
 
-* **the model** -- :class:`AppModel`, a :class:`sim.model.LiquidationModel` built from the
+* **the model** -- :class:`AppModel`, a :class:`sim.world.model.LiquidationModel` built from the
   page's controls (keyword arguments), which :func:`app_scenario` turns into a validated
   :class:`sim.config.Scenario`;
 * **the story** -- :func:`month_story`, what happened this month in plain words, and
@@ -54,7 +54,7 @@ from sim.config import (
     short_repr,
 )
 from sim.environment import month_label
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 # Set by `liqsim app` for its server only (server_command drops inherited values): the scenario
 # the picker starts on, and the directory whose TOML files the page may also load

@@ -42,10 +42,10 @@ import numpy as np
 
 from sim import metrics
 from sim.config import load_scenario
-from sim.model import LiquidationModel
 from sim.runner import run_scenario
 from sim.store import atomic_write_with, write_json
 from sim.version import liqsim_version
+from sim.world.model import LiquidationModel
 
 GOLDEN_PATH = Path(__file__).resolve().parent.parent / "tests" / "data" / "golden.json"
 # (label, scenario, overrides): the shipped scenarios whose code paths the optimisations touch

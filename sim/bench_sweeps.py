@@ -5,7 +5,7 @@ seeds from one root seed) through both engines, at each number of workers, each 
 Python process so that neither inherits the other's imports, caches or memory:
 
 * ``mesa_batch_run``: ``mesa.batchrunner.batch_run(BatchRunModel, GRID, rng=seeds,
-  number_processes=w)``. :class:`BatchRunModel` is :class:`sim.model.LiquidationModel` built
+  number_processes=w)``. :class:`BatchRunModel` is :class:`sim.world.model.LiquidationModel` built
   from keyword parameters (dotted scenario keys) with a Mesa ``DataCollector`` that records
   the headline metrics when the run ends, which is what ``batch_run`` requires.
 * ``liqsim_sweep``: :func:`sim.sweep.run_sweep` on a spec with the same base, grid, months and
@@ -41,8 +41,8 @@ from mesa.datacollection import DataCollector
 from sim import metrics
 from sim.config import load_scenario
 from sim.ledger import read_runs
-from sim.model import LiquidationModel
 from sim.sweep import replicate_seed, run_sweep
+from sim.world.model import LiquidationModel
 
 BASE = "crypto_winter"
 GRID: dict[str, list] = {"policy.repo.enabled": [False, True],

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 GEN = "<gen>"
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "data_dictionary.md"
 
-# the losses' records (issue 15, sim.losses)
+# the losses' records (issue 15, sim.world.losses)
 SL = "with `metrics.system_loss` (on by default): cumulative from t0, positive = a loss; "
 
 SERIES: dict[str, tuple[str, str]] = {
@@ -87,7 +87,7 @@ SERIES: dict[str, tuple[str, str]] = {
     "buyer_mw_converting": ("MW", "buyers' MW being converted from air to liquid cooling"),
     "buyer_mw_converted": ("MW", "cumulative MW whose air-to-liquid conversion started"),
     "miner_mw_hosting": ("MW", "mining MW living miners let to AI tenants"),
-    # issue 15, "Losses counted for everyone" (sim.losses; docs/model.md): W = wealth marked
+    # issue 15, "Losses counted for everyone" (sim.world.losses; docs/model.md): W = wealth marked
     # to market (GPUs at the price index), loss = W(t0) - W(t)
     "loss_lenders": ("$", SL + "lenders: cash + GPU loans + repossessed GPUs + other loans - "
                               "outside funding - repo debt"),
@@ -97,7 +97,7 @@ SERIES: dict[str, tuple[str, str]] = {
                            "are in its cash), less its cost of capital not yet paid"),
     "loss_buyers": ("$", SL + "secondary buyers: capital + GPUs, less the capital their owners "
                              "put in, plus the net operating income imputed on the GPUs they "
-                             "hold (sim.losses.holder_margin)"),
+                             "hold (sim.world.losses.holder_margin)"),
     "loss_borrowers": ("$", SL + "borrowers: cash + fleet + BTC - debt, plus payouts and "
                                 "estate surpluses their owners received"),
     "loss_outside": ("$", SL + "the outside sector: the sum of the four loss_outside_* "

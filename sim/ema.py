@@ -25,7 +25,7 @@ from typing import Any
 
 from sim.config import resolve
 from sim.metrics import summary
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 # the outcomes model() returns: summary.json's headline numbers (None becomes NaN)
 OUTCOMES = ("credit_losses", "defaults", "lender_failures", "cascade_size",

@@ -6,7 +6,7 @@ Two price-formation rules are provided, both as pure numpy functions:
   Satterthwaite & Williams 1989 generalised to many traders and multi-unit orders, as in
   Rustichini, Satterthwaite & Williams 1994).  Sellers submit asks (price 0 is a market
   order; liqsim's forced sellers ask the salvage floor, or post market orders against the
-  outside demand of :func:`outside_bids`, see ``sim.model``), buyers submit
+  outside demand of :func:`outside_bids`, see ``sim.world.model``), buyers submit
   limit bids at their reservation prices, and the price is set by the marginal units.  Thin
   demand therefore produces fire-sale prices endogenously.
 * :func:`parametric_price` -- the exponential inverse-demand curve of Cifuentes, Shin &

@@ -1,8 +1,9 @@
 """Headline metrics (docs/model.md section 4) and the tables of a finished run.
 
-The per-month records are numpy arrays filled during the run; :mod:`sim.collect` turns them
+The per-month records are numpy arrays filled during the run; :mod:`sim.world.collect` turns them
 into DataFrames once (``series``, ``panel``, ``events``, re-exported here under their
-documented names ``sim.metrics.series`` etc.). They live there, below :mod:`sim.model`, because
+documented names ``sim.metrics.series`` etc.). They live there, below
+:mod:`sim.world.model`, because
 the model's ``datacollector`` reads them, while :func:`cascade` here runs a model.
 """
 
@@ -12,17 +13,17 @@ import numpy as np
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from sim import losses
-from sim.collect import (  # noqa: F401 - re-exported (see the module's docstring)
+from sim.config import Scenario
+from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
+from sim.version import liqsim_version
+from sim.world import losses
+from sim.world.collect import (  # noqa: F401 - re-exported (see the module's docstring)
     STATES,
     events,
     panel,
     series,
 )
-from sim.config import Scenario
-from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
-from sim.model import LiquidationModel
-from sim.version import liqsim_version
+from sim.world.model import LiquidationModel
 
 MAX_DEBTRANK_SEEDS = 50
 
@@ -165,7 +166,7 @@ def summary(model: LiquidationModel) -> dict:
         out["defaults_counterfactual"] = c["counterfactual"]
     if model.cfg.lenders.dscr_default_months:
         out["defaults_by_cause"] = defaults_by_cause(model)
-    if mc.system_loss:  # issue 15: every party's loss marked to market (sim.losses)
+    if mc.system_loss:  # issue 15: every party's loss marked to market (sim.world.losses)
         out["losses"] = losses.summary(model)
     if lb.has_other:
         out["other_loan_losses"] = float(lb.other_losses.sum())

@@ -8,7 +8,7 @@ import numpy as np
 
 from sim import metrics
 from sim.config import Scenario
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 
 def run_scenario(cfg: Scenario, on_month: Callable[[int], None] | None = None
@@ -28,7 +28,7 @@ def paired_seeds(root: int, n: int) -> list[int]:
 
 
 COMPARE_METRICS = ("credit_losses", "defaults", "lender_failures", "max_peak_price_fall")
-# with metrics.system_loss on (both sides): the system loss and each party's loss (sim.losses)
+# with metrics.system_loss on (both sides): the system loss and each party's loss (sim.world.losses)
 # (compare's keys: loss_<part>, and sl_<term> for the identity's terms)
 LOSS_METRICS = ("system_loss", "system_loss_at_value", "lenders", "desk", "lolr", "buyers",
                 "borrowers", "outside", "outside_buyers", "outside_suppliers", "outside_funders",

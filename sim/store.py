@@ -35,9 +35,9 @@ from sim import metrics, numerics
 from sim.config import ConfigError, Scenario
 from sim.datadict import to_parquet
 from sim.ledger import read_ok_runs
-from sim.model import LiquidationModel
 from sim.network import build_graph
 from sim.version import liqsim_version
+from sim.world.model import LiquidationModel
 
 
 def _umask() -> int:

@@ -58,11 +58,11 @@ from sim.config import load_scenario
 from sim.environment import Environment, calendar_month
 from sim.market import call_auction, exponential_bids, parametric_price
 from sim.metrics import summary
-from sim.model import LiquidationModel
 from sim.network import funding_book, funding_weights
 from sim.plots import new_figure, png_bytes
 from sim.runner import paired_seeds
 from sim.store import atomic_write_bytes, write_json
+from sim.world.model import LiquidationModel
 
 ROOT_SEED = 20101  # every random draw of the suite derives from this root (SeedSequence)
 CAL = "docs/calibration.md, sourced figures"

@@ -16,9 +16,9 @@ import pytest
 import sim
 from sim import metrics
 from sim.config import ConfigError, Scenario, load_scenario
-from sim.model import LiquidationModel
 from sim.runner import run_scenario
 from sim.version import liqsim_version
+from sim.world.model import LiquidationModel
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,8 @@ def _py(code: str, cwd: Path, pythonpath: str | None = None) -> subprocess.Compl
 
 @pytest.mark.slow
 def test_import_sim_gives_the_public_api_lazily(tmp_path):
-    code = ("import sys, sim; print(json.dumps([sorted(sim.__all__), 'sim.model' in sys.modules,"
+    code = ("import sys, sim; print(json.dumps([sorted(sim.__all__), "
+            "'sim.world.model' in sys.modules,"
             " sim.__version__, sim.LiquidationModel.__module__, sim.run.__module__]))")
     r = _py("import json; " + code, tmp_path)
     assert r.returncode == 0, r.stderr
@@ -42,7 +43,7 @@ def test_import_sim_gives_the_public_api_lazily(tmp_path):
                      "load_scenario", "run", "summary"]
     assert model_loaded is False  # `import sim` alone loads neither mesa nor the model
     assert version == liqsim_version()
-    assert (mod, run_mod) == ("sim.model", "sim.api")
+    assert (mod, run_mod) == ("sim.world.model", "sim.api")
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         sim.nope  # noqa: B018
 
@@ -139,7 +140,7 @@ def test_datacollector_reads_the_records():
 
 def test_datacollector_costs_nothing_per_step(monkeypatch):
     """Nothing builds the collector while the model runs: it is made only when read."""
-    from sim import collect
+    from sim.world import collect
 
     def refuse(self, model):
         raise AssertionError("datacollector built during the run")

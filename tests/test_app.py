@@ -21,8 +21,9 @@ from sim import app, metrics
 from sim.cli import main
 from sim.config import ConfigError, list_scenarios, load_scenario
 from sim.environment import month_label
-from sim.model import LiquidationModel
 from sim.runner import run_scenario
+from sim.world import phases
+from sim.world.model import LiquidationModel
 
 
 @solara.component
@@ -1005,7 +1006,7 @@ def test_a_model_error_stops_the_model_with_one_line(monkeypatch, capsys):
     def boom(*_args):
         raise ZeroDivisionError("x\ny")
 
-    monkeypatch.setattr(LiquidationModel, "_phase_market", boom)
+    monkeypatch.setattr(phases.market, "run", boom)
     m.step()
     assert not m.running
     assert m.notice == "the model stopped in month 2: ZeroDivisionError: x y"

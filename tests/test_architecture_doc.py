@@ -9,7 +9,7 @@ import importlib
 import re
 from pathlib import Path
 
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "architecture.md"
@@ -58,8 +58,18 @@ def test_cited_dotted_names_resolve():
 
 def test_cited_model_methods_exist():
     names = {_strip_call(t) for t in TICKED if t.startswith("LiquidationModel.")}
-    assert len(names) > 15
+    assert len(names) > 5
     assert [n for n in sorted(names) if not hasattr(LiquidationModel, n.split(".", 1)[1])] == []
+
+
+def test_every_phase_module_is_in_the_month_table():
+    """The month's data-flow table names the ``run`` of every phase module of sim/world/phases/
+    (the phases are functions of their modules, not methods of the model)."""
+    phases = sorted(p.stem for p in (REPO / "sim" / "world" / "phases").glob("*.py")
+                    if p.stem not in ("__init__", "policies"))
+    assert len(phases) == 9
+    cited = {_strip_call(t) for t in TICKED}
+    assert [p for p in phases if f"sim.world.phases.{p}.run" not in cited] == []
 
 
 def test_cited_model_attributes_exist():
@@ -89,7 +99,7 @@ def _layers() -> dict[str, int]:
         m = re.match(r"\| (\d+) [^|]+ \| ([^|]+) \|", line)
         if not m:
             continue
-        for path in re.findall(r"`((?:sim|agents)/\w+\.py)`", m.group(2)):
+        for path in re.findall(r"`((?:sim|agents)(?:/\w+)*/\w+\.py)`", m.group(2)):
             mod = path.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
             assert mod not in out, f"{mod} is listed twice"
             out[mod] = int(m.group(1))
@@ -98,6 +108,22 @@ def _layers() -> dict[str, int]:
 
 def _type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _module_of(dotted: str) -> str | None:
+    """The longest prefix of ``dotted`` that is a project module or package (``sim.world.phases``
+    for ``sim.world.phases.market.run``'s package import ``from sim.world import phases``)."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 1, -1):
+        base = REPO.joinpath(*parts[:i])
+        if base.with_suffix(".py").exists() or (base / "__init__.py").exists():
+            return ".".join(parts[:i])
+    return None
+
+
+def _path_of(module: str) -> Path:
+    base = REPO.joinpath(*module.split("."))
+    return base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
 
 
 def _project_imports(path: Path, module: str) -> set[str]:
@@ -117,17 +143,15 @@ def _project_imports(path: Path, module: str) -> set[str]:
         else:
             continue
         for n in names:
-            parts = n.split(".")
-            if parts[0] in ("sim", "agents") and len(parts) > 1 \
-                    and (REPO / parts[0] / f"{parts[1]}.py").exists():
-                found.add(f"{parts[0]}.{parts[1]}")
+            if n.split(".")[0] in ("sim", "agents") and (mod := _module_of(n)):
+                found.add(mod)
     return found - {module}
 
 
 def test_layer_table_lists_every_module_once():
     listed = set(_layers())
-    on_disk = {f"{p.parent.name}.{p.stem}".removesuffix(".__init__")
-               for d in ("sim", "agents") for p in (REPO / d).glob("*.py")}
+    on_disk = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+               for d in ("sim", "agents") for p in (REPO / d).rglob("*.py")}
     assert listed == on_disk
 
 
@@ -135,8 +159,7 @@ def test_imports_point_down_the_layers():
     layer = _layers()
     upward = []
     for mod, lay in layer.items():
-        pkg, _, name = mod.partition(".")
-        path = REPO / pkg / f"{name or '__init__'}.py"
+        path = _path_of(mod)
         upward += [f"{mod} (layer {lay}) -> {target} (layer {layer[target]})"
                    for target in sorted(_project_imports(path, mod)) if layer[target] > lay]
     assert upward == []

@@ -339,7 +339,7 @@ def test_run_writes_every_output_readable_by_others(tmp_path):
 
 def test_edgelist_defines_the_funding_network(tmp_path):
     """Lender 0 funds lender 1 (weight 2) and lender 2 (weight 1); lender 1 funds lender 0."""
-    from sim.model import LiquidationModel
+    from sim.world.model import LiquidationModel
 
     path = _write(tmp_path, "el.txt", "# creditor debtor weight\n0 1 2\n0 2 1\n1 0\n")
     cfg = load_scenario(None, ["lenders.count=3", "network.kind='edgelist'",

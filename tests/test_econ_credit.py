@@ -9,7 +9,8 @@ import pytest
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim.config import ConfigError, Scenario, load_scenario
-from sim.model import LiquidationModel
+from sim.world import phases
+from sim.world.model import LiquidationModel
 
 
 def world(**over) -> LiquidationModel:
@@ -105,7 +106,7 @@ def test_interbank_links_pass_a_failing_lenders_loss_to_its_creditor():
     out = {}
     for links in (True, False):
         m = _two_lender_crisis(links)
-        m._phase_funding()
+        phases.funding.run(m)
         out[links] = m.lenders.status.copy()
         if links:
             np.testing.assert_allclose(m.lenders.equity[1], 10 - 100 / 12 - 50 * (1 - (

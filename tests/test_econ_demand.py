@@ -20,7 +20,9 @@ from agents.lender import LenderStatus
 from sim import metrics
 from sim.config import ConfigError, load_scenario
 from sim.market import clear_book, outside_bids
-from sim.model import LiquidationModel
+from sim.world import phases
+from sim.world.model import LiquidationModel
+from sim.world.state import MonthState
 
 ON = {"buyers.outside_demand.enabled": True}
 
@@ -135,10 +137,10 @@ def _dump(world, units: int, **buyers):
     new[0, g] = units
     lb.add_inventory(new, m.env.t)
     m.rep_value[:] = 0.0
-    m._note_repossession(new)
+    phases.defaults.note_repossession(m, new)
     lb.status[0] = LenderStatus.DELEVERAGING
     marks = lb.marks(m.env, m.price_hist, m.env.t - 1, m.cfg.lenders.appraisal_lag)
-    m._phase_market(m._phase_orders(marks))
+    phases.market.run(m, phases.orders.run(m, MonthState(m.env.t, m.fundamental, marks)))
     return m, g
 
 
@@ -214,12 +216,12 @@ def test_value_at_repossession_is_units_weighted(world):
     new[2, g] = 10
     m.fundamental = np.full(m.n_gen, 100.0)
     lb.add_inventory(new, m.env.t)
-    m._note_repossession(new)
+    phases.defaults.note_repossession(m, new)
     assert m.rep_value[2, g] == 100.0 and m.rep_value[0, g] == 0.0
     new[2, g] = 30
     m.fundamental = np.full(m.n_gen, 40.0)
     lb.add_inventory(new, m.env.t)
-    m._note_repossession(new)
+    phases.defaults.note_repossession(m, new)
     assert m.rep_value[2, g] == pytest.approx((10 * 100 + 30 * 40) / 40)  # 55
 
 
@@ -228,24 +230,24 @@ def test_outside_set_prices_are_not_news(world):
     m = copy.deepcopy(world)
     m.buyers.extrap[:] = 0.0
     n = m.n_gen
-    m._news_price, m._news_value = np.full(n, 100.0), np.full(n, 1000.0)
-    m._news_t = np.full(n, m.env.t - 2.0)
+    m.news_price, m.news_value = np.full(n, 100.0), np.full(n, 1000.0)
+    m.news_t = np.full(n, m.env.t - 2.0)
     m.price, m.fundamental = np.full(n, 90.0), np.full(n, 1000.0)
     moved = np.ones(n, dtype=bool)
     m.month_pinned = np.ones(n, dtype=bool)  # every price set by the outside demand
-    m._adapt_on_news(moved)
-    assert (m.buyers.extrap == 0.0).all() and (m._news_price == 100.0).all()
+    phases.prices.adapt_on_news(m, moved)
+    assert (m.buyers.extrap == 0.0).all() and (m.news_price == 100.0).all()
     m.month_pinned[:] = False  # set by secondary buyers: news, over the 2 months since
-    m._adapt_on_news(moved)
+    phases.prices.adapt_on_news(m, moved)
     lam = m.cfg.buyers.adapt  # 0.2
     x = lam * max(12.0 * math.log(0.9) / 2.0, -1.0)  # 0.2 x -0.6322 = -0.12644
     assert m.buyers.extrap == pytest.approx(np.full_like(m.buyers.extrap, x), rel=1e-12)
     assert x == pytest.approx(-0.12644, abs=1e-5)
-    assert (m._news_price == 90.0).all() and (m._news_t == m.env.t).all()
+    assert (m.news_price == 90.0).all() and (m.news_t == m.env.t).all()
 
 
 def test_pinned_rule():
-    pinned = LiquidationModel._pinned
+    pinned = phases.market.pinned
     # the marginal (lowest filled) bid is an outside step (row > n_k = 2): pinned
     assert pinned([0, 3, 4], [5, 2, 3], [9.0, 5.0, 4.0], [5, 1, 0], 2, 0.5)
     # outside took units at 9.5 above a secondary buyer's marginal bid at 9 with room left:

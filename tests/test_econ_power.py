@@ -12,7 +12,7 @@ from agents.buyer import BuyerBook
 from agents.sites import LENDER, SOLD, ai_rent_per_mw, mw_values, switch_mw
 from sim.config import SCENARIO_DIR, BuyerType, ConfigError, Scenario, load_scenario
 from sim.environment import Environment
-from sim.model import SITE_RECORDS, LiquidationModel
+from sim.world.model import SITE_RECORDS, LiquidationModel
 
 LIQUID = ("B200", "Rubin")  # the recommended liquid-cooled generations (GB200 NVL72, ~120 kW)
 

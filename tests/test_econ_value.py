@@ -18,7 +18,7 @@ import pytest
 from agents.buyer import BuyerBook
 from sim.config import ConfigError, load_scenario
 from sim.environment import Environment
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

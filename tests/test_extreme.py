@@ -36,7 +36,7 @@ import pytest
 
 from sim import metrics
 from sim.config import ConfigError, load_scenario
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 NO_BUYERS = ["buyers.types.hyperscaler.count=0", "buyers.types.tier2.count=0",
              "buyers.types.broker.count=0"]

@@ -1,4 +1,4 @@
-"""Adversarial checks of issue 15's "losses counted for everyone" (sim.losses) on worlds the
+"""Adversarial checks of issue 15's "losses counted for everyone" (sim.world.losses) on worlds the
 tests of tests/test_system_loss.py and tests/test_repo_real.py did not choose: each test here
 was a failure found by fuzzing (scenarios x switches x shocks x seeds), reduced to a minimal
 reproduction."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import losses
-from sim.model import LiquidationModel
+from sim.world import losses
+from sim.world.model import LiquidationModel
 
 
 def _scale(m) -> float:

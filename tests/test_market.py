@@ -470,7 +470,7 @@ def test_buyers_who_cannot_close_this_month_buy_nothing(sites):
     its auction purchases plus, in all, the month's ``site_fleet_sale`` units. Without sites
     a non-bidder's holdings do not move at all."""
     from sim.config import load_scenario
-    from sim.model import LiquidationModel
+    from sim.world.model import LiquidationModel
 
     m = LiquidationModel(load_scenario("crypto_winter", [f"sites.enabled={str(sites).lower()}"],
                                        months=24))
@@ -518,7 +518,7 @@ def test_friction_draws_leave_the_environment_paths_of_a_seed_alone():
     gives the same BTC, hashprice and rent paths with the friction on (default close_days) or
     off (every close_days 0), while the market itself differs."""
     from sim.config import load_scenario
-    from sim.model import LiquidationModel
+    from sim.world.model import LiquidationModel
 
     off = [f"buyers.types.{t}.close_days=0" for t in ("hyperscaler", "tier2", "broker")]
     runs = [LiquidationModel(load_scenario("crypto_winter", o, months=24)).run()

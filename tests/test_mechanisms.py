@@ -13,7 +13,9 @@ from agents.lender import LenderStatus
 from sim.config import Scenario, load_scenario
 from sim.environment import HOURS_PER_MONTH, Environment
 from sim.finance import LoanBook, largest_remainder, lognormal_call, scheduled_payment
-from sim.model import LiquidationModel
+from sim.world import phases
+from sim.world.model import LiquidationModel
+from sim.world.state import MonthState
 
 
 def tiny(**over) -> LiquidationModel:
@@ -281,7 +283,7 @@ def test_waterfall_uses_btc_then_revolver_before_arrears():
     btc0 = b.btc[0]
     rv = m.loans.revolver
     m.env.step()
-    m._phase_borrowers()
+    phases.borrowers.run(m)
     assert b.btc[0] == pytest.approx(btc0 * 0.5)  # free coins sold, pledged ones kept
     assert m.loans.principal[rv][0] > 0  # then the revolver
     assert b.cash[0] == pytest.approx(0.0, abs=1e-6)
@@ -295,13 +297,14 @@ def test_margin_call_cured_by_cash_or_ending_in_default():
     m.price_hist[0, 1] = debt / 0.95 / b.fleet[0, 1]
     b.cash[:] = 0.0
     m.env.t = 1
-    m._phase_lenders()
+    month = MonthState(m.env.t, m.fundamental)
+    phases.lenders.run(m, month)
     assert b.call_months[0] == 1
     assert any(e[1] == "margin_call" for e in m.events)
     # with enough cash the borrower pays down to LTV 0.75 and the call is cured
     b.cash[:] = debt
     cash_before, lender_cash = b.cash[0], lb.cash.sum()
-    m._phase_lenders()
+    phases.lenders.run(m, month)
     coll = b.fleet[0, 1] * m.price_hist[0, 1]
     assert m.loans.exposure.sum() == pytest.approx(0.75 * coll, rel=1e-9)
     assert b.call_months[0] == -1
@@ -310,9 +313,10 @@ def test_margin_call_cured_by_cash_or_ending_in_default():
     m.price_hist[0, 1] *= 0.5
     b.cash[:] = 0.0
     for _ in range(4):
-        m._phase_lenders()
+        phases.lenders.run(m, month)
     assert b.call_months[0] > m.cfg.lenders.cure_months
-    m._phase_defaults(m.lenders.marks(m.env, m.price_hist, 0, 3))
+    phases.defaults.run(m, MonthState(m.env.t, m.fundamental,
+                                      m.lenders.marks(m.env, m.price_hist, 0, 3)))
     assert b.status[0] == BorrowerStatus.DEFAULTED
 
 
@@ -327,7 +331,7 @@ def test_repossession_splits_units_and_books_losses():
     b.cash[:] = 1000.0
     b.arrears_months[:] = m.cfg.lenders.grace_months + 1
     marks = lb.marks(m.env, m.price_hist, 0, 3)
-    m._phase_defaults(marks)
+    phases.defaults.run(m, MonthState(m.env.t, m.fundamental, marks))
     assert b.status[0] == BorrowerStatus.DEFAULTED and b.fleet.sum() == 0
     per_lender = np.bincount(loans.lender, weights=ead, minlength=2)
     got = lb.inventory[:, 1]
@@ -340,7 +344,7 @@ def test_repossession_splits_units_and_books_losses():
     # selling 10 units at 5,000 recovers 50,000 of the claim
     seller = int(np.argmax(got))  # its forced-order row: lenders' forced rows come first
     rec0 = lb.recoveries.sum()
-    m._settle_orders(1, [seller], [10], 5000.0)
+    phases.market.settle_orders(m, 1, [seller], [10], 5000.0)
     assert lb.recoveries.sum() - rec0 == pytest.approx(50_000.0)
     assert lb.inventory[:, 1].sum() == units - 10
 
@@ -357,7 +361,7 @@ def test_free_btc_is_sold_once_and_pledged_coins_stay_with_the_lenders():
     rv = m.loans.revolver
     for _ in range(2):
         m.env.step()
-        m._phase_borrowers()
+        phases.borrowers.run(m)
     assert b.btc[0] == pytest.approx(pledged)
     assert b.btc_pledged[0] == pytest.approx(pledged)
     assert m.loans.principal[rv][0] > 0
@@ -389,7 +393,7 @@ def test_no_loan_is_in_breach_at_t0():
     for name in ("baseline", "crypto_winter"):
         m = LiquidationModel(load_scenario(name))
         marks = m.lenders.marks(m.env, m.price_hist, 0, m.cfg.lenders.appraisal_lag)
-        _, _, ltv = m._facility_ltv(marks)
+        _, _, ltv = phases.lenders.facility_ltv(m, marks)
         bt = m.cfg.borrowers
         b = m.borrowers
         cure = np.full(b.n, m.cfg.lenders.ltv_cure)
@@ -412,17 +416,18 @@ def test_repo_desk_finances_each_repossessed_gpu_once():
     lb.status[0] = LenderStatus.DELEVERAGING  # its inventory is forced
     marks = lb.marks(m.env, m.price_hist, 0, 3)
     m.env.t = 1
-    books = m._phase_orders(marks)
+    books = phases.orders.run(m, MonthState(m.env.t, m.fundamental, marks))
     debt = lb.repo_debt[0]
     h = m.desk.haircuts(m.price, m.fundamental)[1]
     assert debt == pytest.approx(100 * m.price[1] * (1 - h))
-    assert books["forced"][0, 1] == 0 and books["patient"][0, 1] == 100
+    assert books.forced[0, 1] == 0 and books.patient[0, 1] == 100
     # a financed line asks what the haircut leaves of value, not its (higher) mark
-    assert books["patient_price"][0, 1] <= max((1 - h) * m.fundamental[1],
-                                               books["floor"][1]) + 1e-9
-    books = m._phase_orders(marks)  # next month: the same GPUs are not financed again
+    assert books.patient_price[0, 1] <= max((1 - h) * m.fundamental[1],
+                                               books.floor[1]) + 1e-9
+    # next month: the same GPUs are not financed again
+    books = phases.orders.run(m, MonthState(m.env.t, m.fundamental, marks))
     assert lb.repo_debt[0] == pytest.approx(debt)
-    assert books["patient"][0, 1] == 100
+    assert books.patient[0, 1] == 100
 
 
 def test_price_without_any_possible_bidder_moves_with_value_not_to_salvage():
@@ -446,10 +451,11 @@ def test_borrower_sale_proceeds_pay_arrears_then_principal():
     L.overdue[rows] = 200.0 * L.principal[rows] / L.principal[rows].sum()
     principal0, lender_cash0 = L.principal.sum(), lb.cash.sum()
     b.cash[:] = 0.0
-    m._reset_month()
+    m.reset_month()
     m.sale_proceeds = np.zeros(b.n)
-    m._settle_orders(1, [2 * lb.n], [10], 2000.0)  # borrower 0's row follows the lenders'
-    m._sweep_sale_proceeds()
+    # borrower 0's row follows the lenders'
+    phases.market.settle_orders(m, 1, [2 * lb.n], [10], 2000.0)
+    phases.market.sweep_sale_proceeds(m)
     assert L.arrears.sum() == pytest.approx(0.0, abs=1e-9)
     assert principal0 - L.principal.sum() == pytest.approx(200.0 + 19_500.0)
     assert lb.cash.sum() - lender_cash0 == pytest.approx(20_000.0)
@@ -463,7 +469,7 @@ def test_cash_above_the_buffer_is_paid_out():
     b.cash[:] = 1e9
     lender_cash0 = lb.cash.sum()
     m.env.step()
-    m._phase_borrowers()
+    phases.borrowers.run(m)
     debt_service = lb.cash.sum() - lender_cash0
     assert b.cash[0] == pytest.approx(6.0 * (b.opex[0] + debt_service))
     assert m.flows["payouts"] < -5e8
@@ -479,9 +485,9 @@ def test_sound_lender_repays_outside_funding_with_excess_cash():
     m._cash0 += extra
     outside0 = lb.outside[0]
     m.env.step()
-    m._pay_lender_costs()
+    phases.funding.pay_lender_costs(m)
     cash_before = lb.cash[0]
-    m._repay_outside()
+    phases.funding.repay_outside(m)
     target = lb.cash_share[0] * lb.assets[0]
     assert lb.cash[0] == pytest.approx(target)
     assert outside0 - lb.outside[0] == pytest.approx(cash_before - target)
@@ -489,53 +495,54 @@ def test_sound_lender_repays_outside_funding_with_excess_cash():
     assert m.invariants() == []
 
 
-def test_month_debt_coll_cache_equals_a_fresh_evaluation_in_a_stressed_run():
-    """Phases 4 and 5 read the month's (debt, collateral) from phase 3's evaluation
-    (``_month_debt_coll``) instead of recomputing it. In crypto_winter's first 24 months at
-    seed 12 (both phases read the cache in months with and without a cash sweep, and called
-    facilities are paid off with pledged coins, ``_accelerate``, in months where the cache is
-    read afterwards) the cached values must equal, to the bit, a fresh
-    ``_facility_ltv(marks)`` for every borrower alive when they are read (phase 4 reads the
-    defaulting borrowers before taking their GPUs)."""
+def test_month_debt_coll_cache_equals_a_fresh_evaluation_in_a_stressed_run(monkeypatch):
+    """Phases 4 and 5 read the month's (debt, collateral) from phase 3's evaluation in the
+    month's ``MonthState`` (``phases.lenders.month_debt_coll``) instead of recomputing it. In
+    crypto_winter's first 24 months at seed 12 (both phases read the cache in months with and
+    without a cash sweep, and called facilities are paid off with pledged coins,
+    ``phases.defaults.accelerate``, in months where the cache is read afterwards) the cached
+    values must equal, to the bit, a fresh ``phases.lenders.facility_ltv(m, marks)`` for every
+    borrower alive when they are read (phase 4 reads the defaulting borrowers before taking
+    their GPUs)."""
     m = LiquidationModel(load_scenario("crypto_winter", ["seed=12"], months=24))
-    cached = m._month_debt_coll
+    cached = phases.lenders.month_debt_coll
     phase = [None]
     seen = []
     pledged_sold = []  # months a called facility was paid off with pledged coins
-    accelerate = m._accelerate
+    accelerate = phases.defaults.accelerate
 
-    def accelerated(dscr_default):
-        b = m.borrowers
+    def accelerated(model, month, dscr_default):
+        b = model.borrowers
         before, pledged = dscr_default.copy(), b.btc_pledged.copy()
-        accelerate(dscr_default)
+        accelerate(model, month, dscr_default)
         if (b.btc_pledged < pledged)[before & ~dscr_default].any():
-            pledged_sold.append(m.env.t)
+            pledged_sold.append(model.env.t)
 
-    def wrap(name):
-        run = getattr(m, name)
+    def wrap(module):
+        run = module.run
 
         def wrapped(*args):
-            phase[0] = name
+            phase[0] = module.__name__.rsplit(".", 1)[1]
             return run(*args)
         return wrapped
 
-    def checked(marks):
-        c = m._ltv_month
-        assert c is not None and c[0] == m.env.t and c[1] is marks  # served from the cache
-        swept = c[2] is None  # debt moved by a sweep or payoff: recomputed once, then kept
-        alive = m.borrowers.alive.copy()
-        debt, coll = cached(marks)
-        fresh_debt, fresh_coll = m._facility_ltv(marks)[:2]
+    def checked(model, month):
+        assert month.coll is not None and month.t == model.env.t  # served from the cache
+        swept = month.debt is None  # debt moved by a sweep or payoff: recomputed once, then kept
+        alive = model.borrowers.alive.copy()
+        debt, coll = cached(model, month)
+        fresh_debt, fresh_coll = phases.lenders.facility_ltv(model, month.marks)[:2]
         assert debt[alive].tobytes() == fresh_debt[alive].tobytes()
         assert coll[alive].tobytes() == fresh_coll[alive].tobytes()
         seen.append((phase[0], swept))
-        read_in.append(m.env.t)
+        read_in.append(model.env.t)
         return debt, coll
 
     read_in = []
-    m._phase_defaults, m._phase_orders = wrap("_phase_defaults"), wrap("_phase_orders")
-    m._month_debt_coll = checked
-    m._accelerate = accelerated
+    monkeypatch.setattr(phases.defaults, "run", wrap(phases.defaults))
+    monkeypatch.setattr(phases.orders, "run", wrap(phases.orders))
+    monkeypatch.setattr(phases.lenders, "month_debt_coll", checked)
+    monkeypatch.setattr(phases.defaults, "accelerate", accelerated)
     for _ in range(24):
         m.step()
     defaults = m.rec["defaults_miner"].sum() + m.rec["defaults_neocloud"].sum()
@@ -543,5 +550,5 @@ def test_month_debt_coll_cache_equals_a_fresh_evaluation_in_a_stressed_run():
     # the cache was read after a payoff with pledged coins moved the collateral
     assert set(pledged_sold) & set(read_in)
     # both phases read it, with the debt as phase 3 left it and after a sweep moved it
-    assert {("_phase_defaults", False), ("_phase_defaults", True),
-            ("_phase_orders", False), ("_phase_orders", True)} <= set(seen)
+    assert {("defaults", False), ("defaults", True),
+            ("orders", False), ("orders", True)} <= set(seen)

@@ -8,8 +8,8 @@ import pytest
 
 from sim import metrics
 from sim.config import list_scenarios, load_scenario
-from sim.model import LiquidationModel
 from sim.runner import paired_seeds, run_scenario
+from sim.world.model import LiquidationModel
 
 CASES = [(name, []) for name in list_scenarios()] + [
     ("crypto_winter", ["policy.repo.enabled=true"]),

@@ -11,7 +11,7 @@ from agents.buyer import BIG
 from sim.config import load_scenario
 from sim.finance import largest_remainder
 from sim.market import MAX_UNITS, call_auction
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 GEN = ("environment.generations=[{name='G0',launch_month=-1,list_price=30000.0,"
        "kw_per_gpu=1e-06,rent0=1e-06,rent_index='hashprice'},{name='G1',launch_month=600,"

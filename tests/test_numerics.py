@@ -196,8 +196,9 @@ def test_samplers_have_the_right_moments_and_never_draw_the_ends():
 
 # ---------------------------------------------------- guard: nothing CPU-dependent creeps in
 CORE = sorted([*(ROOT / "agents").glob("*.py"),
+               *(ROOT / "sim" / "world").rglob("*.py"),  # the model, its phases, records, losses
                *(ROOT / "sim" / name for name in (
-                   "model.py", "finance.py", "environment.py", "market.py", "contagion.py",
+                   "finance.py", "environment.py", "market.py", "contagion.py",
                    "network.py", "metrics.py", "runner.py", "config.py", "validate.py",
                    "firesale.py"))])
 _NP_BANNED = {"exp", "log", "log1p", "expm1", "log2", "log10", "exp2", "power", "float_power",

@@ -283,8 +283,8 @@ def test_validate_and_bench_write_errors_are_one_line(tmp_path, monkeypatch, cap
 def test_the_core_writes_a_run_without_importing_plots_app_or_cli(tmp_path):
     """README layout: the core (store included) never imports plots, animate, app or cli; the
     CLI hands its figure writer to store.write_run."""
-    code = ("import sys\n"
-            "from sim import config, contagion, environment, finance, market, metrics, model, "
+    code = ("import sys\nimport sim.world.model\n"
+            "from sim import config, contagion, environment, finance, market, metrics, "
             "network, provenance, runner, store\n"
             "m = runner.run_scenario(config.load_scenario('baseline', months=2))\n"
             f"store.write_run(m, {str(tmp_path / 'r')!r})\n"

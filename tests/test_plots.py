@@ -14,7 +14,6 @@ import sim.plots
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim.config import Scenario, load_scenario
-from sim.model import LiquidationModel
 from sim.plots import (
     ARROW_GAP,
     FAILED_LENDER,
@@ -33,6 +32,7 @@ from sim.plots import (
     worst_month,
     write_figures,
 )
+from sim.world.model import LiquidationModel
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FILES = ("price_vs_fundamental.png", "defaults_by_type.png", "cumulative_losses.png",
@@ -151,7 +151,7 @@ def test_png_bytes_are_reproducible_and_carry_no_software_tag():
 
 @pytest.mark.slow
 def test_no_pyplot_and_core_does_not_import_plots():
-    code = ("import sys, sim.model, sim.network\n"
+    code = ("import sys, sim.world.model, sim.network\n"
             "assert 'sim.plots' not in sys.modules\n"
             "assert 'matplotlib' not in sys.modules\n"
             "import sim.plots\n"

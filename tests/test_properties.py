@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.config import Scenario, build
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 MONTHS = 24
 EXAMPLES = int(os.environ.get("LIQSIM_HYPOTHESIS_EXAMPLES", "50"))

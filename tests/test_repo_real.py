@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sim.config import ConfigError, Scenario
-from sim.model import LiquidationModel
+from sim.world import phases
+from sim.world.model import LiquidationModel
 
 SECURED = {"policy.repo.enabled": True, "policy.repo.design": "secured"}
 LEGACY = {"policy.repo.enabled": True, "policy.repo.design": "legacy"}
@@ -51,7 +52,7 @@ def test_margin_call_posted_by_hand():
     cash0 = m.desk.cash
     # the price falls from 10,000 to 8,000 $: the loan may be at most 100 x 0.75 x 8,000 =
     # 600,000 $, so the call is 750,000 - 600,000 = 150,000 $, posted from 1,000,000 $
-    m._secured_lenders(_lend_price(m, 8_000.0))
+    phases.orders.secured_lenders(m, _lend_price(m, 8_000.0))
     lb, desk = m.lenders, m.desk
     assert lb.cash[0] == pytest.approx(850_000.0)
     assert lb.repo_debt[0] == pytest.approx(600_000.0)
@@ -63,7 +64,7 @@ def test_margin_call_posted_by_hand():
     assert lb.inventory[0, 0] == 100 and lb.repo_units[0, 0] == 100
     assert desk.holdings.sum() == 0 and desk.defaults[0] == 0
     # a price that does not fall asks for nothing more
-    m._secured_lenders(_lend_price(m, 8_000.0))
+    phases.orders.secured_lenders(m, _lend_price(m, 8_000.0))
     assert lb.cash[0] == pytest.approx(850_000.0)
 
 
@@ -73,7 +74,7 @@ def test_repo_default_desk_sells_loss_by_hand():
     lb, desk = m.lenders, m.desk
     lb.claim_pool[0] = 1_000_000.0  # written-off exposure the GPUs may still recover
     rec0, recovered0 = lb.recoveries[0], m.recovered_total
-    m._secured_lenders(_lend_price(m, 8_000.0))
+    phases.orders.secured_lenders(m, _lend_price(m, 8_000.0))
     # the desk takes the 100 units for the 750,000 $ debt: that is their cost to it, and the
     # lender's recovery; the lender's cash is untouched (it had the loan's cash already)
     assert lb.inventory[0, 0] == 0 and lb.repo_debt[0] == 0.0 and lb.repo_units[0, 0] == 0
@@ -86,7 +87,7 @@ def test_repo_default_desk_sells_loss_by_hand():
     # the desk sells the 100 units at 7,000 $: 700,000 $ in, a loss of 50,000 $
     cash0 = desk.cash
     row = 2 * m.lenders.n + m.borrowers.n  # the desk's row in the book of asks
-    m._settle_orders(0, [row], [100], 7_000.0)
+    phases.market.settle_orders(m, 0, [row], [100], 7_000.0)
     assert desk.cash - cash0 == pytest.approx(700_000.0)
     assert desk.default_loss[0] == pytest.approx(50_000.0)
     assert desk.holdings[0] == 0 and desk.cost_basis[0] == pytest.approx(0.0)
@@ -98,14 +99,15 @@ def test_term_repaid_or_rolled():
     _pledge(m)
     m.env.t = 5  # the loan's term ends; the line is not forced (status normal, just held)
     m.lenders.inv_since[0, 0] = 5
-    m._secured_lenders(_lend_price(m, 10_000.0))  # no call: 100 x 7,500 = 750,000 $ allowed
+    # no call: 100 x 7,500 = 750,000 $ allowed
+    phases.orders.secured_lenders(m, _lend_price(m, 10_000.0))
     assert m.lenders.repo_debt[0] == 0.0 and m.lenders.cash[0] == pytest.approx(250_000.0)
     assert m.desk.cash_repaid[5] == pytest.approx(750_000.0)
     m2 = _secured_model()
     _pledge(m2, cash=10_000.0)  # cannot repay: it rolls for another term (3 months)
     m2.env.t = 5
     m2.lenders.inv_since[0, 0] = 5
-    m2._secured_lenders(_lend_price(m2, 10_000.0))
+    phases.orders.secured_lenders(m2, _lend_price(m2, 10_000.0))
     assert m2.lenders.repo_debt[0] == 750_000.0 and m2.desk.maturity_l[0] == 8
 
 
@@ -185,7 +187,7 @@ def test_same_month_rule_and_no_bids_when_secured():
 
 def test_financed_fleet_keeps_earning():
     m = _secured_model()
-    m._desk_h = np.full(m.n_gen, 0.25)
+    h = np.full(m.n_gen, 0.25)  # the desk's haircut
     b = m.borrowers
     alive = b.alive
     fac = m.loans.by_borrower(m.loans.exposure, b.n)
@@ -197,7 +199,7 @@ def test_financed_fleet_keeps_earning():
     b.cash[i] = 0.0
     gross = np.zeros(b.n)
     gross[i] = 1_000.0  # short 1,000 $ of arrears with no cash: it borrows 1,000 $
-    need = m._secured_borrowers(gross, alive)
+    need = phases.orders.secured_borrowers(m, gross, alive, h)
     assert need[i] == pytest.approx(0.0)
     assert m.desk.b_debt[i] == pytest.approx(1_000.0) and b.cash[i] == pytest.approx(1_000.0)
     assert m.desk.b_maturity[i] == 3
@@ -208,7 +210,7 @@ def test_financed_fleet_keeps_earning():
     # a month later the interest (SOFR + 3 %) / 12 is paid from its cash
     m.env.t = 1
     b.cash[i] = 500.0
-    m._secured_borrowers(np.zeros(b.n), alive)
+    phases.orders.secured_borrowers(m, np.zeros(b.n), alive, h)
     rate = m.cfg.environment.sofr + 0.03
     assert m.desk.interest[1] == pytest.approx(1_000.0 * rate / 12.0)
     assert b.cash[i] == pytest.approx(500.0 - 1_000.0 * rate / 12.0)
@@ -238,13 +240,13 @@ def test_lolr_floor_space_and_holding_limit(monkeypatch):
             hosted.append(kw > 2_000.0)
         seen.append(lo.holdings.copy())
 
-    op = LiquidationModel._lolr_operate
+    op = phases.policies.lolr_operate
 
-    def spy(self):  # the holdings the month's rent and costs are paid on
-        self.lolr.holdings_at_operate = self.lolr.holdings.copy()
-        return op(self)
+    def spy(model):  # the holdings the month's rent and costs are paid on
+        model.lolr.holdings_at_operate = model.lolr.holdings.copy()
+        return op(model)
 
-    monkeypatch.setattr(LiquidationModel, "_lolr_operate", spy)
+    monkeypatch.setattr(phases.policies, "lolr_operate", spy)
     m = _run(o, check=check)
     buys = [e for e in m.events if e[1] == "purchase" and e[2] == "lolr"]
     sales = [e for e in m.events if e[1] == "sale" and e[2] == "lolr"]

@@ -1,4 +1,4 @@
-"""Issue 15, "Losses counted for everyone" (sim.losses, ``metrics.system_loss``): each party's
+"""Issue 15, "Losses counted for everyone" (sim.world.losses, ``metrics.system_loss``): each party's
 loss marked to market, the system loss, its identity, the desk's P&L and the paired
 comparisons of ``liqsim compare`` and ``liqsim analyze``."""
 
@@ -10,11 +10,12 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from agents.repo_desk import RepoDesk
-from sim import losses, metrics
+from sim import metrics
 from sim.analyze import LOSS_METRICS, Output, Sweep, _add_paired
 from sim.config import ConfigError, Repo, load_scenario
-from sim.model import LiquidationModel
 from sim.runner import compare
+from sim.world import losses
+from sim.world.model import LiquidationModel
 
 ON = {"metrics.system_loss": True}
 
@@ -352,5 +353,5 @@ def test_analyze_paired_losses_table_and_older_ledgers():
 
 def test_analyze_names_every_summary_loss_key():
     """sim.analyze lists the summary's loss keys itself (it imports no model code): the list
-    must be sim.losses.SUMMARY_KEYS, in order, or a new record drops out of paired_losses."""
+    must be sim.world.losses.SUMMARY_KEYS, in order, or a new record drops out of paired_losses."""
     assert LOSS_METRICS == tuple(f"losses.{k}" for k in losses.SUMMARY_KEYS)

@@ -14,7 +14,7 @@ from sim.cli import main
 from sim.config import load_scenario
 from sim.contagion import gai_kapadia_network, threshold_cascade
 from sim.market import parametric_price
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 FAST_STEPS = [s for s in val.STEPS if s[2] in ("classic", "nesting")]
 

@@ -140,7 +140,7 @@ def test_other_loans_shock_by_hand():
     what they were the month before less one month's write-off at the stress rate (3 %/yr),
     B8 = B7 x (1 - 0.57) x (1 - 0.03 / 12); other types lose only the monthly rate."""
     from sim.config import load_scenario
-    from sim.model import LiquidationModel
+    from sim.world.model import LiquidationModel
 
     m = LiquidationModel(load_scenario("asic_2022", months=8))
     lb = m.lenders

@@ -76,7 +76,7 @@ def test_rogers_veraart_without_claim_recovery_by_hand():
 
 
 def test_model_t0_equity_is_capital_ratio_times_assets():
-    from sim.model import LiquidationModel
+    from sim.world.model import LiquidationModel
 
     m = LiquidationModel(val._baseline(months=1))
     lb = m.lenders

@@ -44,7 +44,7 @@ def test_without_git_the_metadata_then_unknown(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_reading_the_version_loads_no_model():
     code = ("import sys, sim.version; sim.version.liqsim_version(); "
-            "print('sim.model' in sys.modules)")
+            "print('sim.world.model' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
 

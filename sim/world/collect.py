@@ -2,10 +2,10 @@
 
 :func:`series`, :func:`panel` and :func:`events` turn a model's records into the DataFrames of
 ``series.parquet``, ``panel.parquet`` and ``events.parquet`` (also reachable, and documented,
-as ``sim.metrics.series`` etc.). This module sits below :mod:`sim.model`, which imports it for
+as ``sim.metrics.series`` etc.). This module sits below :mod:`sim.world.model`, which imports it for
 its ``datacollector`` property, so it imports nothing from the model at run time.
 
-A :class:`sim.model.LiquidationModel` writes every month into preallocated numpy arrays
+A :class:`sim.world.model.LiquidationModel` writes every month into preallocated numpy arrays
 (``model.rec``, ``model.panel``) and an event list; it collects nothing else per step. This
 view reads those arrays only when asked, so it costs nothing while the model runs, and offers
 what Mesa's tools call on a ``DataCollector``:
@@ -33,8 +33,8 @@ from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim.environment import calendar_month
 
-if TYPE_CHECKING:  # annotations only: sim.model imports this module
-    from sim.model import LiquidationModel
+if TYPE_CHECKING:  # annotations only: sim.world.model imports this module
+    from sim.world.model import LiquidationModel
 
 AGENT_VARS = ("state", "cash", "size")
 # the fields of a record in ``model.events`` (the model appends tuples in this order)

@@ -1,0 +1,155 @@
+"""Phase 2, the borrowers' cash waterfall (docs/model.md section 3): revenue less opex, then
+debt service from cash, free BTC and the revolver (what is left unpaid is arrears), the DSCR,
+revolver repayment and payouts; also the borrowers' extra payments (:func:`prepay`) that
+phases 3, 4 and 6 use.
+
+(Phases 2 to 5 test arrays with ``np.count_nonzero(x)``: ``x.any()`` as a count of the nonzero
+entries, NaN included, without ndarray.any's wrapper and cast to bool.)"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents.lender import LenderStatus
+from sim.finance import scheduled_payment
+
+if TYPE_CHECKING:
+    from sim.world.model import LiquidationModel
+
+
+def run(m: LiquidationModel) -> None:
+    """Phase 2, the cash waterfall: tenants may walk and contracts renew; cash += revenue -
+    opex (:meth:`agents.borrower.BorrowerBook.operating`); debt service due = accrued interest
+    + r/12 x principal + overdue + the instalment (the balloon at maturity,
+    :func:`sim.finance.scheduled_payment`); a shortfall is met by selling free BTC, then by the
+    revolver; what cash pays is paid pro rata (interest first, :meth:`sim.finance.LoanBook.pay`),
+    the rest is arrears. Then the arrears months and the smoothed DSCR, revolver repayment
+    from cash above three months of opex, and payouts above the buffer."""
+    env, b, L = m.env, m.borrowers, m.loans
+    c = m.cfg.borrowers
+    b.update_contracts(env, m.rng,
+                       c.tenant_default_stress if env.stress else c.tenant_default_calm)
+    rev, opex = b.operating(env)
+    alive = b.alive
+    noi = rev - opex
+    b.cash += noi
+    m.add_outside_flow("tenants", np.add.reduce(rev))  # ndarray.sum's own reduction
+    m.add_outside_flow("opex", -np.add.reduce(opex))
+
+    t = env.t
+    outstanding = L.principal - L.overdue
+    interest, amort = scheduled_payment(L.principal, L.orig_amort, L.rate)
+    before_maturity = t < L.maturity  # else the balloon: all that is outstanding is due
+    amort = np.where(before_maturity, np.minimum(amort, outstanding), outstanding)
+    due_int = np.where(L.active, L.accrued + interest, 0.0)
+    due_prin = np.where(L.active, L.overdue + amort, 0.0)
+    owed = due_int + due_prin
+    due = L.by_borrower(owed, b.n)
+    short = np.maximum(due - b.cash, 0.0) * alive
+
+    # pecking order: BTC treasury (unpledged coins), then the revolver
+    if sell_free_btc(m, short):
+        short = np.maximum(due - b.cash, 0.0) * alive
+    draw_revolvers(m, short)
+
+    pay = np.minimum(np.maximum(b.cash, 0.0), due)
+    paid = L.pay(pay, due_int, due_prin, owed=owed, owed_b=due)  # the sums pay() would form
+    b.cash -= pay
+    m.lenders.cash += L.by_lender(paid, m.lenders.n)
+
+    # L.arrears without its mask: pay() has just set accrued and overdue to due - paid,
+    # and at closed rows due_int = due_prin = 0.0 above, so paid = frac x 0.0 = +0.0 and
+    # both are +0.0 there, as the mask would make them
+    arrears = L.by_borrower(L.accrued + L.overdue, b.n)
+    b.count_arrears(arrears)
+    # debt-service cover: NOI over scheduled (non-balloon) debt service, smoothed
+    sched = L.by_borrower(np.where(L.active & before_maturity, interest +
+                                   np.minimum(L.orig_amort, outstanding), 0.0), b.n)
+    b.update_dscr(noi, sched)
+    repay_revolvers(m)
+    # cash above the target buffer leaves the firm (growth capex, dividends, buybacks)
+    out = b.payouts(alive, due)
+    b.cash -= out
+    m.add_outside_flow("payouts", -np.add.reduce(out))
+
+
+def sell_free_btc(m: LiquidationModel, need: np.ndarray) -> bool:
+    """Miners sell unpledged BTC (outside market) to raise up to ``need`` dollars each."""
+    b, btc = m.borrowers, m.env.btc
+    sell = b.free_btc_sale(need, btc)
+    if not np.count_nonzero(sell):
+        return False
+    b.btc -= sell
+    proceeds = sell * btc
+    b.cash += proceeds
+    m.add_outside_flow("btc_sales", np.add.reduce(proceeds))
+    return True
+
+
+def prepay(m: LiquidationModel, amount: np.ndarray) -> None:
+    """An extra payment by each borrower: arrears first, then principal, cash to lenders."""
+    b, L, lb = m.borrowers, m.loans, m.lenders
+    # pay() reads these arrays and rebinds the book's own (never writes into them): no copies
+    paid = L.pay(amount, L.accrued, L.overdue, prepay=L.principal)
+    b.cash -= np.bincount(L.borrower, weights=paid, minlength=b.n)  # L.by_borrower
+    lb.cash += np.bincount(L.lender, weights=paid, minlength=lb.n)  # L.by_lender
+
+
+def draw_revolvers(m: LiquidationModel, short: np.ndarray) -> None:
+    """Draw the revolver from the lead lender, if it is sound and has the cash."""
+    # nobody short: req below is min(0, room >= 0) x ... = 0 everywhere, nothing is drawn
+    if not np.count_nonzero(short):
+        return
+    b, lb, L = m.borrowers, m.lenders, m.loans
+    rows, rows_b = L.revolver_rows, L.revolver_borrower
+    dense = L.revolver_dense and len(rows_b) == b.n  # revolver k is borrower k's
+    if dense:  # the scatter below would write every entry, in order
+        if L.revolver_block is not None:  # ... and they are one block: views
+            rows = L.revolver_block
+        drawn = L.principal[rows]  # only read
+    else:
+        drawn = np.zeros(b.n)
+        drawn[rows_b] = L.principal[rows]
+    room = np.maximum(m.revolver_limit - drawn, 0.0)
+    req = np.minimum(short, room) * (lb.status[m.lead] == LenderStatus.NORMAL) * b.alive
+    if not np.count_nonzero(req):
+        return
+    req_l = np.bincount(m.lead, weights=req, minlength=lb.n)
+    scale = np.divide(np.maximum(lb.cash, 0.0), req_l, out=np.ones(lb.n), where=req_l > 0)
+    draw = req * np.minimum(scale, 1.0)[m.lead]
+    L.principal[rows] += draw if dense else draw[rows_b]
+    b.cash += draw
+    lb.cash -= np.bincount(m.lead, weights=draw, minlength=lb.n)
+
+
+def repay_revolvers(m: LiquidationModel) -> None:
+    """Cash above three months of opex repays the revolver."""
+    b, L = m.borrowers, m.loans
+    blk = L.revolver_block
+    if blk is not None and blk.stop - blk.start == b.n:
+        # revolver k is borrower k's, in one block of rows: the same repayment computed on
+        # views over all revolvers, with rep = +0.0 where the rows below would not be
+        # selected (x - 0.0 = x; a +0.0 weight leaves every bincount sum as it is)
+        principal = L.principal[blk]
+        sel = L.active[blk] & (principal > 0)
+        if not np.count_nonzero(sel):
+            return
+        spare = np.maximum(b.cash - 3.0 * b.opex, 0.0)
+        rep = np.minimum(spare, principal - L.overdue[blk])
+        rep = np.where(sel, np.maximum(rep, 0.0), 0.0)
+        principal -= rep
+        b.cash -= rep
+        m.lenders.cash += np.bincount(L.lender[blk], weights=rep, minlength=m.lenders.n)
+        return
+    rows = (L.revolver & L.active & (L.principal > 0)).nonzero()[0]
+    if len(rows) == 0:
+        return
+    bi = L.borrower[rows]
+    spare = np.maximum(b.cash[bi] - 3.0 * b.opex[bi], 0.0)
+    rep = np.minimum(spare, L.principal[rows] - L.overdue[rows])
+    rep = np.maximum(rep, 0.0)
+    L.principal[rows] -= rep
+    b.cash[bi] -= rep
+    m.lenders.cash += np.bincount(L.lender[rows], weights=rep, minlength=m.lenders.n)

@@ -1,0 +1,201 @@
+"""Phase 4, defaults (docs/model.md section 3): arrears past the grace period, margin calls
+uncured past the cure period and (``dscr_default_months`` > 0) DSCR breaches still open after
+their sweep; GPUs are repossessed into the lenders' inventory, cash and BTC seized, exposure
+written off."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents.borrower import BorrowerStatus
+from sim.finance import largest_remainder
+from sim.world.phases import borrowers, lenders
+from sim.world.state import MonthState
+
+if TYPE_CHECKING:
+    from sim.world.model import LiquidationModel
+
+
+def accelerate(m: LiquidationModel, month: MonthState, dscr_default: np.ndarray) -> None:
+    """The lender calls (accelerates) the facility of each borrower in ``dscr_default``
+    (a DSCR breach past its sweep); a borrower whose cash and coins cover all it owes pays
+    it off (selling coins for what cash lacks),
+    which ends the breach and is not a default (no loss, no repossession: the event
+    ``loan_accelerated_repaid``), and is dropped from ``dscr_default`` in place. Only the
+    others default: an event of default becomes a loss only when the borrower cannot pay
+    the accelerated debt (Moody's and S&P count a default by missed payment or distressed
+    exchange, not by a covenant breach that is repaid)."""
+    b, L, btc = m.borrowers, m.loans, m.env.btc
+    debt = L.by_borrower(L.exposure, b.n)
+    pays = dscr_default & (np.maximum(b.cash, 0.0) + b.btc * btc >= debt)
+    if not np.count_nonzero(pays):
+        return
+    idx = pays.nonzero()[0]
+    # coins (pledged ones too: the pledge ends with the loan) are sold for what cash lacks
+    sell = np.where(pays, np.minimum(b.btc, np.maximum(debt - b.cash, 0.0) / btc), 0.0)
+    pledged_sold = False
+    if np.count_nonzero(sell):
+        b.btc -= sell
+        # pledged coins are sold only where the free ones ran out (b.btc < b.btc_pledged)
+        pledged_sold = bool(np.count_nonzero(b.btc < b.btc_pledged))
+        b.btc_pledged = np.minimum(b.btc_pledged, b.btc)
+        b.cash += sell * btc
+        m.add_outside_flow("btc_sales", np.add.reduce(sell * btc))
+    borrowers.prepay(m, np.where(pays, np.minimum(debt, b.cash), 0.0))
+    if month.coll is not None:  # phase 3's evaluation of the month
+        month.debt = None  # debt moved: phases 4 and 5 recompute it
+        if pledged_sold:
+            # pledged coins are collateral (fleet x lead mark + pledged BTC x BTC price):
+            # phase 3's cached value is stale for the payers; re-evaluate it as phase 3 did
+            month.coll = lenders.collateral(m, month.marks)
+    b.dscr_breach[pays] = 0
+    m.log_events("loan_accelerated_repaid", m.kind_names(idx), idx, amount=debt[idx])
+    dscr_default &= ~pays
+
+
+def run(m: LiquidationModel, month: MonthState) -> None:
+    """Phase 4. A borrower defaults on arrears older than grace_months, a margin call open
+    longer than cure_months or (dscr_default_months > 0) a DSCR breach open longer than
+    cure_months + dscr_default_months that it cannot pay off (:func:`accelerate`)
+    (:func:`defaulting`). Its GPUs go to the facility's lenders in proportion to exposure
+    (:func:`repossess`), its cash and BTC are seized up to the exposure at default EAD and
+    each lender writes off its EAD and books recovery = seized x EAD / EAD_facility
+    (:func:`seize`); its loans close (:func:`close_out`)."""
+    claims = defaulting(m, month)
+    if claims is None:
+        return
+    dead, rows, ead, group, ead_b, reasons = claims
+    debt, coll = lenders.month_debt_coll(m, month)
+    holder = repossess(m, dead, rows, ead, group)
+    seize(m, dead, ead, group, ead_b, holder)
+    m.paper_recovery += np.minimum(coll[dead], debt[dead]).sum()
+    close_out(m, dead, rows)
+    m.log_events(reasons, m.kind_names(dead), dead, units=0, amount=debt[dead],
+                 price=coll[dead])
+    m.new_defaults = np.bincount(m.borrowers.kind[dead], minlength=2)
+
+
+def defaulting(m: LiquidationModel, month: MonthState) -> tuple | None:
+    """The borrowers defaulting this month (:meth:`agents.borrower.BorrowerBook.
+    default_triggers`, after the accelerated facilities that are paid off), with their
+    facilities' active rows, each row's exposure (EAD), the borrower's group index of each
+    row, each borrower's EAD and the event of each (``default_payment``,
+    ``default_covenant``, ``default_dscr``); None when nobody defaults."""
+    b, L, lc = m.borrowers, m.loans, m.cfg.lenders
+    late, trig, dscr_default = b.default_triggers(lc.grace_months, lc.cure_months,
+                                                  lc.dscr_default_months)
+    if dscr_default is not None:
+        # a DSCR breach still open dscr_default_months after its cash sweep: the facility is
+        # called, and only a borrower that cannot pay it off defaults
+        if np.count_nonzero(dscr_default):
+            accelerate(m, month, dscr_default)
+        trig = trig | dscr_default
+    dead = trig.nonzero()[0]
+    if len(dead) == 0:
+        return None
+    payment = late  # read only at ``dead``, which are all alive: the payment defaults
+    rows = (L.active & trig[L.borrower]).nonzero()[0]
+    ead = L.exposure[rows]
+    pos = np.full(b.n, -1)
+    pos[dead] = np.arange(len(dead))
+    group = pos[L.borrower[rows]]
+    ead_b = np.bincount(group, weights=ead, minlength=len(dead))
+    if not (ead_b > 0.0).all():
+        # a facility that owes nothing (repaid in full, e.g. by this month's cash sweep
+        # after its call was counted uncured) has no claim to enforce: its LTV is 0, so
+        # the call is cured and the borrower is not defaulted. Never in the golden runs:
+        # every facility they default on has a positive exposure.
+        void = dead[ead_b <= 0.0]
+        b.call_months[void] = -1
+        trig[void] = False
+        dead = dead[ead_b > 0.0]
+        if len(dead) == 0:
+            return None
+        rows = (L.active & trig[L.borrower]).nonzero()[0]
+        ead = L.exposure[rows]
+        pos[dead] = np.arange(len(dead))
+        group = pos[L.borrower[rows]]
+        ead_b = ead_b[ead_b > 0.0]
+    reasons = np.where(payment[dead], "default_payment", "default_covenant")
+    if dscr_default is not None:
+        reasons = np.where(dscr_default[dead], "default_dscr", reasons)
+    return dead, rows, ead, group, ead_b, reasons.tolist()
+
+
+def repossess(m: LiquidationModel, dead: np.ndarray, rows: np.ndarray, ead: np.ndarray,
+              group: np.ndarray) -> np.ndarray:
+    """The defaulted borrowers' GPUs go to their facilities' lenders in proportion to
+    exposure (largest remainder, :func:`sim.finance.largest_remainder`), all generations at
+    once: one apportionment group per (facility, generation), its members in row order as
+    when the generations were split one by one. Returns each row's lender."""
+    env, b, lb, L = m.env, m.borrowers, m.lenders, m.loans
+    n_gen = m.n_gen
+    gens = np.arange(n_gen)
+    units = largest_remainder(b.fleet[dead].ravel(), np.repeat(ead, n_gen),
+                              (group[:, None] * n_gen + gens).ravel()).reshape(-1, n_gen)
+    holder = L.lender[rows]
+    per_lender = np.bincount((holder[:, None] * n_gen + gens).ravel(),
+                             weights=units.ravel(), minlength=lb.n * n_gen)
+    new_units = per_lender.astype(np.int64).reshape(lb.n, n_gen)
+    lb.add_inventory(new_units, env.t)
+    if m.outside_on:
+        note_repossession(m, new_units)
+    got_g, got_r = units.T.nonzero()  # events by generation, then by row
+    m.log_events("repossession", "lender", holder[got_r], got_g, units[got_r, got_g])
+    return holder
+
+
+def seize(m: LiquidationModel, dead: np.ndarray, ead: np.ndarray, group: np.ndarray,
+          ead_b: np.ndarray, holder: np.ndarray) -> None:
+    """Seize the defaulted borrowers' cash and BTC (sold at once) up to their EAD; their
+    unpaid bills (negative cash) are lost by the suppliers. Each row's lender writes off its
+    EAD and recovers seized x EAD / EAD_facility; the rest joins its claim pool."""
+    env, b, lb = m.env, m.borrowers, m.lenders
+    btc_cash = b.btc[dead] * env.btc
+    m.add_outside_flow("btc_sales", btc_cash.sum())
+    b.cash[dead] += btc_cash
+    b.btc[dead] = 0.0
+    b.btc_pledged[dead] = 0.0
+    seized = np.minimum(np.maximum(b.cash[dead], 0.0), ead_b)
+    b.cash[dead] -= seized
+    # unpaid power and running bills (negative cash) are lost by the suppliers
+    unpaid = np.minimum(b.cash[dead], 0.0)
+    b.cash[dead] -= unpaid
+    m.add_outside_flow("unpaid_suppliers", -unpaid.sum())
+    rec = seized[group] * np.divide(ead, ead_b[group], out=np.zeros_like(ead),
+                                    where=ead_b[group] > 0)
+    rec_l = np.bincount(holder, weights=rec, minlength=lb.n)  # holder = L.lender[rows]
+    lb.cash += rec_l
+    lb.writeoffs += np.bincount(holder, weights=ead, minlength=lb.n)
+    lb.recoveries += rec_l
+    lb.claim_pool += np.bincount(holder, weights=ead - rec, minlength=lb.n)
+    m.ead_total += ead.sum()
+    m.recovered_total += rec.sum()
+
+
+def close_out(m: LiquidationModel, dead: np.ndarray, rows: np.ndarray) -> None:
+    """Close the defaulted facilities' loans, empty the borrowers' fleets (the lead lender
+    takes the site with the GPUs) and mark them DEFAULTED."""
+    b, L = m.borrowers, m.loans
+    L.principal[rows] = 0.0
+    L.accrued[rows] = 0.0
+    L.overdue[rows] = 0.0
+    L.active[rows] = False
+    b.fleet[dead] = 0
+    if m.sites is not None:  # the lead lender takes the site with the GPUs
+        m.sites.repossess(dead, m.lead[dead], m.env.t)
+    b.status[dead] = BorrowerStatus.DEFAULTED
+    b.call_months[dead] = -1
+
+
+def note_repossession(m: LiquidationModel, new_units: np.ndarray) -> None:
+    """Value in best use at repossession of each lender's line, units-weighted (the
+    reference of the fire-sale discount with the outside demand): with ``u`` units just
+    added to an inventory now ``I`` and this month's value in best use ``V``,
+    ``v <- (v (I - u) + u V) / I``; a sale leaves ``v`` as it is."""
+    inv = m.lenders.inventory
+    m.rep_value = np.divide(m.rep_value * (inv - new_units)
+                               + new_units * m.fundamental[None, :], inv,
+                               out=m.rep_value.copy(), where=new_units > 0)

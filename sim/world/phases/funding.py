@@ -1,0 +1,166 @@
+"""Phase 8, funding (docs/model.md section 3): lenders' other loans, funding, repo and
+warehouse costs, repayment of outside funding, runs on distressed lenders, failed lenders'
+estates, and the Rogers-Veraart clearing of the funding network (Eisenberg-Noe when alpha =
+beta = 1) that sets equity and switches failures and deleveraging on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents.lender import LenderStatus
+from sim.contagion import rogers_veraart_state
+
+if TYPE_CHECKING:
+    from sim.world.model import LiquidationModel
+
+
+def pay_lender_costs(m: LiquidationModel) -> None:
+    """Funding interest, repo interest and warehouse costs; unpaid amounts capitalise.
+
+    (Sums are ``np.add.reduce``, what ``ndarray.sum`` calls, without its wrapper.)"""
+    lb, desk, e, lc = m.lenders, m.desk, m.cfg.environment, m.cfg.lenders
+    add = np.add.reduce
+    r_f = (e.sofr + lc.funding_rate_spread) / 12.0
+    ib_int = m.interbank * r_f  # i pays j
+    out_int = lb.outside * r_f
+    repo_int = lb.repo_debt * desk.rate(e.sofr) / 12.0
+    hold = add(lb.inventory, axis=1) * lc.holding_cost
+    if m.sites is not None:  # GPUs run in place at a host pay no warehouse cost
+        hold = np.maximum(add(lb.inventory, axis=1) - m.sites.hosted_units, 0.0) \
+            * lc.holding_cost
+    due = add(ib_int, axis=1) + out_int + repo_int + hold
+    f = np.divide(np.maximum(lb.cash, 0.0), due, out=np.ones(lb.n), where=due > 0)
+    f = np.minimum(f, 1.0)
+    if np.minimum.reduce(f) == 1.0:
+        # every lender pays in full (f = 1: 1.0 * x = x), nothing is left unpaid and the
+        # capitalisation below would add x * 0.0 = +-0 to each balance; with rates and
+        # holding costs >= 0 (config) that leaves every balance as it is (no balance here
+        # is ever -0.0: sums and differences only make -0.0 from -0.0)
+        lb.cash -= due
+        lb.cash += add(ib_int, axis=0)
+        desk.receive_interest(add(repo_int), m.env.t)
+        m.add_outside_flow("funding_outside", -add(out_int))
+        m.add_outside_flow("holding_costs", -add(hold))
+        return
+    lb.cash -= f * due
+    lb.cash += add(ib_int * f[:, None], axis=0)
+    desk.receive_interest(add(repo_int * f), m.env.t)
+    m.add_outside_flow("funding_outside", -add(out_int * f))
+    m.add_outside_flow("holding_costs", -add(hold * f))
+    m.interbank += ib_int * (1.0 - f)[:, None]
+    lb.outside += (out_int + hold) * (1.0 - f)
+    unpaid_repo = repo_int * (1.0 - f)
+    lb.repo_debt += unpaid_repo
+    desk.capitalise(add(unpaid_repo))
+
+
+def run_on(m: LiquidationModel, who: np.ndarray, rate: float, outside_only: bool = False) -> None:
+    """Creditors withdraw ``rate`` of their funding to lenders ``who``, paid from cash."""
+    if not np.count_nonzero(who):  # nobody is run on: every amount below would be zero
+        return
+    lb = m.lenders
+    ib = m.interbank * who[:, None] * (0.0 if outside_only else rate)
+    out = lb.outside * who * rate
+    due = ib.sum(axis=1) + out
+    f = np.minimum(np.divide(np.maximum(lb.cash, 0.0), due, out=np.ones(lb.n),
+                             where=due > 0), 1.0)
+    lb.cash -= f * due
+    lb.cash += (ib * f[:, None]).sum(axis=0)
+    m.interbank -= ib * f[:, None]
+    lb.outside -= out * f
+    m.add_outside_flow("funding_outside", -(out * f).sum())
+
+
+def estates_pay_out(m: LiquidationModel) -> None:
+    """Failed lenders' estates pass all their cash to creditors, pro rata."""
+    lb, desk = m.lenders, m.desk
+    failed = (lb.status == LenderStatus.FAILED) & (lb.cash > 0)
+    if not np.count_nonzero(failed):
+        return
+    owed = m.interbank.sum(axis=1) + lb.outside + lb.repo_debt
+    f = np.where(failed, np.minimum(np.divide(lb.cash, owed, out=np.zeros(lb.n),
+                                              where=owed > 0), 1.0), 0.0)
+    ib = m.interbank * f[:, None]
+    out, repo = lb.outside * f, lb.repo_debt * f
+    lb.cash -= ib.sum(axis=1) + out + repo
+    lb.cash += ib.sum(axis=0)
+    m.interbank -= ib
+    lb.outside -= out
+    lb.repo_debt -= repo
+    desk.receive_repayment(repo.sum(), m.env.t)
+    m.add_outside_flow("funding_outside", -out.sum())
+
+
+def clear_funding(m: LiquidationModel) -> np.ndarray:
+    """Rogers-Veraart clearing of the funding network; sets equity and assets.
+
+    Returns which lenders default in the clearing (pay less than their obligations)."""
+    lb = m.lenders
+    marks = lb.marks(m.env, m.price_hist, m.env.t, m.cfg.lenders.appraisal_lag)
+    loans = m.loans.by_lender(m.loans.exposure, lb.n)
+    ext = lb.cash + loans + np.add.reduce(lb.inventory * marks, axis=1)
+    if lb.has_other:
+        ext = ext + lb.other_loans
+    n = lb.n
+    liab = m.clearing_liab  # row and column n (outside creditors) stay as set in __init__
+    liab[:n, :n] = m.interbank
+    liab[:n, n] = lb.outside + lb.repo_debt
+    e = m.clearing_ext
+    np.maximum(ext, 0.0, out=e[:n])  # e[n] = 0: outside creditors hold no assets here
+    c = m.cfg.contagion
+    p, lbar, equity, solvent = rogers_veraart_state(liab, e, c.alpha, c.beta)
+    lb.equity = equity[:n] + (ext - e[:n])
+    if solvent:
+        # p = Lbar: every claim is worth its face (p / Lbar = 1 exactly, and x * 1.0 = x)
+        # and nobody pays less than it owes
+        lb.assets = ext + np.add.reduce(m.interbank, axis=0)
+        return np.zeros(n, dtype=bool)
+    ratio = np.divide(p, lbar, out=np.ones(n + 1), where=lbar > 0)
+    ib_assets = (m.interbank * ratio[:n, None]).sum(axis=0)
+    lb.assets = ext + ib_assets
+    return p[:n] < lbar[:n] * (1.0 - 1e-9)
+
+
+def repay_outside(m: LiquidationModel) -> None:
+    """Sound lenders use cash above their liquidity target to repay outside funding."""
+    lb = m.lenders
+    rep = lb.outside_repayment()
+    lb.cash -= rep
+    lb.outside -= rep
+    m.add_outside_flow("funding_outside", -np.add.reduce(rep))
+
+
+def run(m: LiquidationModel) -> None:
+    """Phase 8: other loans' income and losses, funding, repo and warehouse costs
+    (:func:`pay_lender_costs`), repayment of outside funding (:func:`repay_outside`), a run of
+    run_rate on lenders not NORMAL (:func:`run_on`), failed lenders' estates
+    (:func:`estates_pay_out`), then the Rogers-Veraart clearing (:func:`clear_funding`): a
+    lender paying less than it owes fails; a sound lender whose equity / assets falls below
+    capital_floor x its initial ratio deleverages, and heals above 1.2 x that floor."""
+    lb, lc = m.lenders, m.cfg.lenders
+    if lb.has_other:  # other loans pay interest (from outside) and lose at their rate
+        income, _ = lb.other_loans_month(bool(m.env.stress))
+        lb.cash += income
+        m.add_outside_flow("other_loans", np.add.reduce(income))
+    pay_lender_costs(m)
+    repay_outside(m)
+    run_on(m, lb.status != LenderStatus.NORMAL, lc.run_rate)
+    estates_pay_out(m)
+    in_default = clear_funding(m)
+    if np.count_nonzero(in_default):  # (else no failure: nothing to log or switch)
+        new_fail = in_default & (lb.status != LenderStatus.FAILED)
+        failed = new_fail.nonzero()[0]
+        m.log_events("lender_failure", "lender", failed, amount=lb.equity[failed])
+        lb.status[new_fail] = LenderStatus.FAILED
+    ratio = lb.capital_ratio()
+    floor = lc.capital_floor * lb.capital_ratio0
+    stress = lb.starts_deleveraging(ratio, floor)
+    if np.count_nonzero(stress):
+        weak = stress.nonzero()[0]
+        m.log_events("deleveraging", "lender", weak, amount=lb.equity[weak])
+        lb.status[stress] = LenderStatus.DELEVERAGING
+    heal = lb.heals(ratio, floor)  # a lender heals back to normal above 1.2 x its floor
+    if np.count_nonzero(heal):
+        lb.status[heal] = LenderStatus.NORMAL

@@ -1,0 +1,376 @@
+"""Phase 6, the market (docs/model.md section 3 and 7.12): one uniform-price call auction per
+generation, newest first (:func:`sim.market.clear_book`), or the parametric inverse demand;
+trades settle GPUs and cash between sellers and buyers. After it, secured lenders sweep the
+borrowers' sale proceeds (:func:`sweep_sale_proceeds`)."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents.borrower import KIND_NAMES
+from agents.buyer import MONTH_DAYS, replacement_cost
+from sim.market import clear_book, outside_bids, parametric_price
+from sim.world.phases import borrowers
+from sim.world.state import SellOrders
+
+if TYPE_CHECKING:
+    from sim.world.model import LiquidationModel
+
+
+def fill_events(m: LiquidationModel, name: str, agent, idx: list, gen: int, units: list,
+                 price: float) -> None:
+    """Log the fills ``units`` (Python ints) of the participants ``idx`` at ``price``;
+    ``agent`` is one name for all or a list along ``idx``. The amount ``u * price`` of
+    a Python int and float is the double that the int64 x float64 product of numpy
+    gives (units are far below 2**53, so converting them to float is exact)."""
+    t, gen, price = m.env.t, int(gen), float(price)
+    if isinstance(agent, str):
+        m.events.extend([(t, name, agent, i, gen, u, u * price, price)
+                            for i, u in zip(idx, units, strict=True)])
+    else:
+        m.events.extend([(t, name, a, i, gen, u, u * price, price)
+                            for a, i, u in zip(agent, idx, units, strict=True)])
+
+
+def run(m: LiquidationModel, orders: SellOrders) -> None:
+    """Phase 6: one uniform-price call auction per generation, newest first
+    (:func:`sim.market.clear_book`; docs/model.md 7.12): asks are the forced lenders' (at the
+    salvage floor, or market orders with the outside demand), the patient lenders', the
+    borrowers', the desk's and the buyer of last resort's (:func:`ask_book`); bids are the
+    participating buyers' reservation prices up to their capacity, the desk's floor bid, the
+    buyer of last resort's and the salvage (or outside-demand) schedule (:class:`BidBook`).
+    In parametric mode every offered unit sells at p0 exp(-alpha q / stock)
+    (:func:`parametric`). Trades settle units and cash (:func:`settle_bids`,
+    :func:`settle_orders`) and are counted and logged (:func:`record_trade`,
+    :func:`log_purchases`)."""
+    env, buyers = m.env, m.buyers
+    m.reset_month()
+    reservation = buyers.reservation(env)
+    m.reservation = reservation
+    # search friction (docs/model.md 7.12): only buyers able to close within the month bid
+    auction = m.cfg.market.mode == "auction"
+    m.bidding = (buyers.participating(m.search_rng, MONTH_DAYS)
+                 if auction else np.ones(buyers.n, dtype=bool))
+    m.sale_proceeds = np.zeros(m.borrowers.n)
+    book = ask_book(m, orders)
+    if book is None:
+        return
+    gens, nz_g, nz_r, all_qty, all_price = book
+    bids = BidBook(m, orders.floor) if auction else None
+    n_l = m.lenders.n
+    for g in gens:
+        lo, hi = bisect_left(nz_g, g), bisect_right(nz_g, g)
+        a_rows, ask_qty = nz_r[lo:hi], all_qty[lo:hi]
+        n_forced = bisect_left(a_rows, n_l)  # the forced lenders' rows come first
+        forced_total = sum(ask_qty[:n_forced])  # integer sums: exact in any order
+        if bids is None:
+            fills = ask_qty  # every offered unit sells
+            price, volume = parametric(m, g, ask_qty)
+            m.external_units[g] += volume
+            m.add_outside_flow("salvage", volume * price)
+            buys, bought, desk_fill, salvage_fill = [], [], 0, 0
+        else:
+            b_rows, bid_qty, bid_price = bids.bids(g, sum(ask_qty))
+            price, volume, fills, bid_fills, _, _ = clear_book(
+                ask_qty, all_price[lo:hi], bid_qty, bid_price, bids.k)
+            if m.outside_on and volume:
+                m.month_pinned[g] = pinned(b_rows, bid_qty, bid_price, bid_fills,
+                                           bids.s0 - 1, bids.k)
+            if volume == 0:
+                m.month_overhang[g] = forced_total
+                continue
+            buys, bought, desk_fill, salvage_fill = settle_bids(
+                m, g, price, b_rows, bid_fills, bid_price, bids.s0)
+        settle_orders(m, g, a_rows, fills, price)
+        record_trade(m, g, price, volume, a_rows, fills, n_forced, forced_total)
+        log_purchases(m, g, price, buys, bought, salvage_fill, desk_fill)
+
+
+def ask_book(m: LiquidationModel, orders: SellOrders
+             ) -> tuple[list, list, list, list, list] | None:
+    """Every generation's book of asks at once, one row per order (forced lenders, patient
+    lenders, borrowers, the desk, the buyer of last resort): settling one generation never
+    moves another's asks. Returns the shipping generations offered, newest first, and the
+    orders for some units as Python lists, generation by generation (rows in row order within
+    each): (generations, generation of each order, its row, its units, its ask); None when
+    nothing is offered. Orders for no units are left out (the outcome is the same)."""
+    env, desk, lolr, n_l = m.env, m.desk, m.lolr, m.lenders.n
+    asks = np.concatenate((orders.forced, orders.patient, orders.b_units,
+                           desk.holdings[None, :]) + (
+                               () if lolr is None else (lolr.for_sale(env.t)[None, :],)))
+    d_row = 2 * n_l + m.borrowers.n  # the desk's row (the buyer of last resort's is the next)
+    offered = (asks.any(axis=0) & env.shipping).tolist()
+    if not any(offered):
+        return None
+    # newest generation first (launch months are fixed at build: the order is cached)
+    gens = [g for g in m.newest_first if offered[g]]
+    ask_prices = np.empty(asks.shape)
+    # forced sellers ask the salvage floor; with the outside demand they take the clearing
+    # price (market orders): the outside schedule bids for every offered unit down to scrap
+    ask_prices[:n_l] = 0.0 if m.outside_on else orders.floor
+    ask_prices[n_l: 2 * n_l] = orders.patient_price
+    ask_prices[2 * n_l: d_row] = orders.b_price
+    # the legacy desk sells back at the value in best use; a secured desk sells collateral
+    # it took (a repo default) as a forced seller, within the liquidation horizon
+    ask_prices[d_row] = ask_prices[0] if desk.secured else m.fundamental
+    if lolr is not None:  # patient: the price index, never below the salvage floor
+        ask_prices[d_row + 1] = np.maximum(m.price, orders.floor)
+    # (asks.T is generation-major)
+    nz_g, nz_r = asks.T.nonzero()
+    all_qty = asks[nz_r, nz_g].tolist()
+    all_price = ask_prices[nz_r, nz_g].tolist()
+    return gens, nz_g.tolist(), nz_r.tolist(), all_qty, all_price
+
+
+class BidBook:
+    """The month's bids, generation by generation: rows ``< n_k`` are the buyers (their
+    reservation prices, up to their capacity), row ``n_k`` the legacy desk's floor bid, row
+    ``n_k + 1`` the buyer of last resort's (if any), then from row ``s0`` the salvage sink or
+    the outside demand's steps. Prices that do not move within the month are read once, as
+    Python lists; capacities and rooms are read when a generation is auctioned (earlier
+    generations' trades move them)."""
+
+    def __init__(self, m: LiquidationModel, floor: np.ndarray):
+        env, desk, lolr = m.env, m.desk, m.lolr
+        self.m, self.n_k = m, m.buyers.n
+        self.k, self.unsold_to_salvage = m.cfg.market.k, m.cfg.market.unsold_to_salvage
+        reservation = m.reservation
+        bidders = (reservation > 0) & m.bidding[:, None]  # (K, G)
+        self.any_bidder = bidders.any(axis=0).tolist()
+        self.bidders_by_gen = bidders.T.tolist()
+        # bid prices of every generation: the buyers, then the desk, then salvage
+        self.res_by_gen = reservation.T.tolist()
+        self.desk_prices = desk.floor_bid(m.price, m.fundamental).tolist()
+        if lolr is not None:
+            self.lolr_prices = lolr.bid(m.fundamental).tolist()
+        self.s0 = self.n_k + 1 + (lolr is not None)  # the first salvage / outside row
+        self.salvage_prices = floor.tolist()
+        if m.outside_on:
+            od, ref = m.outside_demand, replacement_cost(env)
+            # top of the schedule: a share of min(replacement cost, value in best use)
+            self.out_top = (od.top * np.minimum(ref, m.fundamental)).tolist()
+            self.out_depth = (od.depth * np.maximum(m.units0, 1)).tolist()
+
+    def bids(self, g: int, supply: int) -> tuple[list, list, list]:
+        """Generation ``g``'s bids for some units, in row order (rows, units, prices); no bid
+        asks for more than the ``supply`` offered."""
+        m, n_k = self.m, self.n_k
+        env, desk, lolr = m.env, m.desk, m.lolr
+        desk_price = self.desk_prices[g]
+        desk_qty = int(desk.room // desk_price) if desk_price > 0 else 0
+        b_rows, bid_qty, bid_price = [], [], []
+        if self.any_bidder[g]:  # else no buyer's capacity enters the book
+            cap = m.buyers.capacity(m.reservation[:, g], env.kw[g], m.liquid[g]).tolist()
+            res_g = self.res_by_gen[g]
+            for i, flag in enumerate(self.bidders_by_gen[g]):
+                if flag and (q := cap[i] if cap[i] < supply else supply):  # min
+                    b_rows.append(i)
+                    bid_qty.append(q)
+                    bid_price.append(res_g[i])
+        if q := min(desk_qty, supply):
+            b_rows.append(n_k)
+            bid_qty.append(q)
+            bid_price.append(desk_price)
+        if lolr is not None and self.lolr_prices[g] > 0:  # capacity and powered space
+            q = min(int(lolr.room() // self.lolr_prices[g]),
+                    int(lolr.kw_room(env.kw) // env.kw[g]), supply)
+            if q > 0:
+                b_rows.append(n_k + 1)
+                bid_qty.append(q)
+                bid_price.append(self.lolr_prices[g])
+        s0 = self.s0
+        if m.outside_on:  # the outside demand's steps, rows s0, ...
+            o_qty, o_price = outside_bids(self.out_top[g], self.salvage_prices[g],
+                                          self.out_depth[g], supply, self.unsold_to_salvage)
+            b_rows.extend(range(s0, s0 + len(o_qty)))
+            bid_qty.extend(o_qty)
+            bid_price.extend(o_price)
+        elif self.unsold_to_salvage and supply:  # salvage takes every offered unit
+            b_rows.append(s0)
+            bid_qty.append(supply)
+            bid_price.append(self.salvage_prices[g])
+        return b_rows, bid_qty, bid_price
+
+
+def settle_bids(m: LiquidationModel, g: int, price: float, b_rows: list, bid_fills: list,
+                bid_price: list, s0: int) -> tuple[list, list, int, int]:
+    """Settle the buyers' side of generation ``g``'s trades at ``price``: the salvage sink or
+    outside demand (rows >= ``s0``), the buyer of last resort, the desk and the buyers
+    (:meth:`agents.buyer.BuyerBook.settle`); records the largest fill above a bid's
+    reservation. Returns (buyer rows, their units, the desk's units, salvage units)."""
+    env, buyers, lolr, n_k = m.env, m.buyers, m.lolr, m.buyers.n
+    buys, bought = [], []  # rows and units of the buyers with a fill
+    desk_fill = salvage_fill = 0
+    lowest = math.inf  # the lowest price of a filled bid
+    for r, u, bp in zip(b_rows, bid_fills, bid_price, strict=True):
+        if u:
+            buys.append(r)
+            bought.append(u)
+            if bp < lowest:  # min(lowest, bp): prices are finite
+                lowest = bp
+    # max over the filled bids of (price - bid) is price - (lowest bid): rounding
+    # the difference is monotone, so the largest difference is the same double
+    m.month_above_reservation = max(m.month_above_reservation, price - lowest)
+    if m.outside_on:
+        while buys and buys[-1] >= s0:  # the outside demand's steps come last
+            buys.pop()
+            salvage_fill += bought.pop()
+    elif buys[-1] == s0:
+        buys.pop()
+        salvage_fill = bought.pop()
+    if lolr is not None and buys and buys[-1] == n_k + 1:
+        buys.pop()
+        lolr_fill = bought.pop()
+        lolr.buy(g, lolr_fill, price, env.t)
+        m.log_event("purchase", "lolr", 0, g, lolr_fill, lolr_fill * price, price)
+    if buys and buys[-1] == n_k:
+        buys.pop()
+        desk_fill = bought.pop()
+    if buys:  # settling no fill at all would change no buyer's state
+        fills = np.zeros(n_k, dtype=np.int64)
+        fills[buys] = bought
+        pay = buyers.settle(fills, price, g, env.kw[g], m.liquid[g])
+        m.buyers_paid += pay.sum()
+        if buyers.unlimited:
+            m.add_outside_flow("buyer_capital", pay.sum())
+    if desk_fill:
+        m.desk.buy(g, desk_fill, price, env.t)
+    m.salvage_units[g] += salvage_fill
+    m.add_outside_flow("salvage", salvage_fill * price)
+    m.month_salvage[g] = salvage_fill
+    return buys, bought, desk_fill, salvage_fill
+
+
+def record_trade(m: LiquidationModel, g: int, price: float, volume: int, a_rows: list,
+                 fills: list, n_forced: int, forced_total: int) -> None:
+    """The month's counters of generation ``g``'s trade: clearing price, volume, forced units
+    sold and left over, and the forced sales' value at the price and in best use (and at
+    repossession, with the outside demand)."""
+    m.traded[g] = True
+    m.clearing[g] = price
+    m.month_volume[g] = volume  # the ask fills add up to the volume
+    forced_sold = sum(fills[:n_forced])  # int x float: the same double as in numpy
+    m.month_forced[g] = forced_sold
+    m.month_overhang[g] = forced_total - forced_sold
+    m.forced_value += forced_sold * price
+    m.forced_fundamental += forced_sold * m.fundamental[g]
+    if m.outside_on and forced_sold:  # forced rows are lender rows r < n_l
+        rv = m.rep_value[:, g].tolist()
+        m.forced_rep_value += sum(u * rv[r] for r, u in
+                                  zip(a_rows[:n_forced], fills[:n_forced], strict=True))
+
+
+def log_purchases(m: LiquidationModel, g: int, price: float, buys: list, bought: list,
+                  salvage_fill: int, desk_fill: int) -> None:
+    """The purchase events of generation ``g``: buyers (row order), salvage, the desk."""
+    if buys:
+        fill_events(m, "purchase", "buyer", buys, g, bought, price)
+    if salvage_fill:
+        m.log_event("purchase", "salvage", 0, g, salvage_fill, salvage_fill * price, price)
+    if desk_fill:
+        m.log_event("purchase", "repo_desk", 0, g, desk_fill, desk_fill * price, price)
+
+
+def pinned(b_rows: list, bid_qty: list, bid_price: list, bid_fills: list, n_k: int,
+            k: float) -> bool:
+    """Whether the outside demand set the month's clearing price (rows ``> n_k`` are its
+    steps): the marginal bid, the lowest-priced bid with a fill (the upper end of the
+    k-rule's interval), is an outside step's, or, with ``k < 1``, the best unfilled bid
+    (its lower end) is. A month where outside buyers took units above a secondary
+    buyer's marginal bid is priced by that buyer: news."""
+    inf = math.inf
+    fill_in = fill_out = inf  # the lowest filled bid: secondary buyers (and desk) / outside
+    open_in = open_out = -inf  # the best bid with units left
+    for r, q, p, u in zip(b_rows, bid_qty, bid_price, bid_fills, strict=True):
+        if r > n_k:
+            if u and p < fill_out:
+                fill_out = p
+            if u < q and p > open_out:
+                open_out = p
+        else:
+            if u and p < fill_in:
+                fill_in = p
+            if u < q and p > open_in:
+                open_in = p
+    return fill_out < fill_in or (k < 1.0 and open_out > open_in)
+
+
+def sweep_sale_proceeds(m: LiquidationModel) -> None:
+    """Secured lenders sweep borrowers' sale proceeds: arrears first, then principal."""
+    if m.sale_proceeds.any():
+        borrowers.prepay(m, np.minimum(m.sale_proceeds, np.maximum(m.borrowers.cash, 0.0)))
+
+
+def parametric(m: LiquidationModel, g: int, ask_qty: list) -> tuple[float, int]:
+    """Parametric inverse demand: every offered unit (``ask_qty``, the units of each
+    order) sells at p0 exp(-alpha q / stock). Returns (price, q)."""
+    stock = max(int(m.units0[g]), 1)
+    q = sum(ask_qty)
+    price = float(parametric_price(m.fundamental[g], q, stock, m.cfg.market.alpha))
+    return price, q
+
+
+def settle_orders(m: LiquidationModel, g: int, rows: list, fills: list, price: float) -> None:
+    """Settle the sellers' side of generation ``g``'s trades: ``fills[j]`` units sold by
+    order row ``rows[j]`` of the book of asks (forced lenders, patient lenders, borrowers,
+    the desk; rows ascending, rows left out sold nothing)."""
+    lb, b, desk = m.lenders, m.borrowers, m.desk
+    n_l, n_b = lb.n, b.n
+    n_lend = bisect_left(rows, 2 * n_l)  # the lenders' rows come first
+    n_sell = bisect_left(rows, 2 * n_l + n_b, n_lend)  # then the borrowers'
+    if n_lend:
+        # each lender's forced plus patient units (Python ints: exact, as in int64)
+        units = [0] * n_l
+        for r, u in zip(rows[:n_lend], fills[:n_lend], strict=True):
+            units[r - n_l if r >= n_l else r] += u
+    if n_lend and any(units):
+        lender_units = np.array(units, dtype=np.int64)
+        sold = np.zeros((n_l, m.n_gen), dtype=np.int64)
+        sold[:, g] = lender_units
+        lb.remove_inventory(sold)
+        proceeds = lender_units * price
+        rec, surplus = lb.apply_recovery(proceeds)
+        m.recovered_total += rec.sum()
+        repay = np.minimum(lb.repo_debt, rec)  # the repo is repaid out of the recovery
+        lb.repo_debt -= repay
+        repaid = repay.sum()
+        desk.receive_repayment(repaid, m.env.t)
+        lb.cash += rec - repay
+        m.add_outside_flow("estate_surplus", -surplus.sum())
+        sellers = [i for i, u in enumerate(units) if u]
+        fill_events(m, "sale", "lender", sellers, g, [units[i] for i in sellers], price)
+    # the borrowers with a fill (in row order) and their units
+    sellers, units = [], []
+    for r, u in zip(rows[n_lend:n_sell], fills[n_lend:n_sell], strict=True):
+        if u:
+            sellers.append(r - 2 * n_l)
+            units.append(u)
+    if sellers:
+        s_idx = np.array(sellers)
+        b_units = np.zeros(n_b, dtype=np.int64)
+        b_units[s_idx] = units
+        b.fleet[:, g] -= b_units
+        proceeds = b_units * price
+        b.cash += proceeds
+        m.sale_proceeds += proceeds
+        # logged miners first (a stable sort by kind: sellers are in row order)
+        kinds = b.kind[s_idx].tolist()
+        order = sorted(range(len(kinds)), key=kinds.__getitem__)
+        fill_events(m, "sale", [KIND_NAMES[kinds[j]] for j in order],
+                          [sellers[j] for j in order], g, [units[j] for j in order], price)
+    d = lo = 0  # the desk's row, then the buyer of last resort's, come last
+    for r, u in zip(rows[n_sell:], fills[n_sell:], strict=True):
+        if r == 2 * n_l + n_b:
+            d = u
+        else:
+            lo = u
+    if d:
+        desk.sell(g, d, price, m.env.t)
+        m.log_event("sale", "repo_desk", 0, g, d, d * price, price)
+    if lo:
+        m.lolr.sell(g, lo, price, m.env.t)
+        m.log_event("sale", "lolr", 0, g, lo, lo * price, price)

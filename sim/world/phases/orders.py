@@ -1,0 +1,267 @@
+"""Phase 5, sell orders (docs/model.md section 3): the repo desk (if enabled) first finances
+forced inventory, then forced and patient lenders and distressed borrowers post asks. Returns the
+month's :class:`~sim.world.state.SellOrders`; the secured repo's loans (docs/model.md, "A secured
+repo") are booked here too."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents.buyer import floor_price
+from agents.repo_desk import margin_and_term, units_to_seize
+from sim import numerics as nm
+from sim.world.phases import lenders
+from sim.world.state import MonthState, SellOrders
+
+if TYPE_CHECKING:
+    from sim.world.model import LiquidationModel
+
+
+def run(m: LiquidationModel, month: MonthState) -> SellOrders:
+    """Phase 5: the lenders' orders (:func:`lender_orders`, or :func:`secured_orders` under
+    the secured repo), then the distressed borrowers' (:func:`borrower_orders`), at the
+    month's salvage floor (:func:`agents.buyer.floor_price`)."""
+    lb, desk = m.lenders, m.desk
+    if m.outside_on:  # the scrap value of the outside demand (replacement cost moves)
+        m.salvage_price = floor_price(m.cfg.buyers, m.env)
+    floor = m.salvage_price  # read only: shared with phase 7
+    # the repo desk is offered first: it finances forced inventory (each GPU once) so that
+    # it need not be dumped; financed GPUs are sold patiently and repay the repo when sold
+    if np.count_nonzero(lb.repo_units):  # else zeroing integer zeros changes nothing
+        lb.repo_units[lb.repo_debt <= 0] = 0
+    h = None
+    if desk.secured:
+        forced, patient, patient_price, h = secured_orders(m, month.marks, floor)
+    else:
+        forced, patient, patient_price = lender_orders(m, month.marks, floor)
+    b_units, b_price = borrower_orders(m, month, floor, h)
+    return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
+                      floor=floor, b_units=b_units, b_price=b_price)
+
+
+def lender_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The lenders' side of phase 5 (the legacy desk or none): a line is forced when its
+    lender is not NORMAL or it has been held max_hold_months; the legacy desk lends
+    (1 - h) x price against forced units not yet financed (:func:`lend_on`), and financed
+    units are sold patiently at min(patient ask, max((1 - h) V, floor)). A patient lender
+    asks max(mark x (1 - sale_discount), floor) (capped at V with the outside demand).
+    Returns (forced units, patient units, patient asks), lender x generation."""
+    lb, desk = m.lenders, m.desk
+    # with the outside demand a patient lender never asks more than the value in best use
+    patient_price = lb.patient_asks(marks, floor, m.fundamental if m.outside_on else None)
+    if not np.count_nonzero(lb.inventory):
+        # an empty warehouse: no line is forced (inventory > 0 fails everywhere), so
+        # nothing is financed, moved to the desk or repriced, and both books hold 0 units
+        zero = np.zeros(lb.inventory.shape, dtype=np.int64)
+        return zero, zero.copy(), patient_price
+    forced = forced_lines(m)
+    patient_units = np.where(forced, 0, lb.inventory)
+    financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
+    patient_units = patient_units + financed
+    # the desk's haircuts depend on this month's prices only: computed at most once
+    h = None
+    if desk.enabled and np.count_nonzero(forced) and desk.room > 0:
+        h = desk.haircuts(m.price, m.fundamental)
+        lendable = m.price * (1.0 - h)
+        fresh = np.where(forced, lb.inventory - financed, 0)
+        moved = lend_on(m, fresh, lendable)
+        if moved is not None:
+            patient_units = patient_units + moved
+    forced_units = lb.inventory - patient_units
+    # a line financed by repo is sold as soon as a buyer pays what the desk's haircut
+    # leaves, (1 - h) x value in best use: no dumping, but no waiting on a book mark either
+    if desk.enabled:
+        if h is None:
+            h = desk.haircuts(m.price, m.fundamental)
+        supported = np.maximum((1.0 - h) * m.fundamental, floor)
+        repo_line = (lb.repo_units > 0) & forced
+        patient_price = np.where(repo_line, np.minimum(patient_price, supported[None, :]),
+                                 patient_price)
+    return forced_units, patient_units, patient_price
+
+
+def secured_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Phase 5 under ``policy.repo.design = "secured"`` (docs/model.md, "A secured repo"):
+    margin, term and defaults on the desk's loans, then new loans against forced
+    inventory; financed units stay in the lender's inventory and are sold patiently (at
+    its patient price) while the loan runs. Returns (forced units, patient units, patient
+    asks, the desk's haircut per generation)."""
+    env, lb, desk = m.env, m.lenders, m.desk
+    t = env.t
+    patient_price = lb.patient_asks(marks, floor, m.fundamental if m.outside_on else None)
+    # haircuts from the price history up to last month (this month's price is not known)
+    h = desk.secured_haircuts(m.price_hist, t - 1)
+    lend_price = (1.0 - h) * m.price
+    forced = secured_lenders(m, lend_price)
+    financed = np.where(forced, np.minimum(lb.repo_units, lb.inventory), 0)
+    patient_units = np.where(forced, 0, lb.inventory) + financed
+    return lb.inventory - patient_units, patient_units, patient_price, h
+
+
+def forced_lines(m: LiquidationModel) -> np.ndarray:
+    """The lines sold at any price this month (:meth:`agents.lender.LenderBook.forced_lines`)."""
+    return m.lenders.forced_lines(m.env.t, m.cfg.lenders.max_hold_months)
+
+
+def secured_lenders(m: LiquidationModel, lend_price: np.ndarray) -> np.ndarray:
+    """Lenders' secured repo loans: variation margin (loan <= sum of pledged units x
+    (1 - h) x price), repayment or roll at term, default (the desk takes the pledged
+    units), then new loans on forced lines' unpledged units. Returns the forced lines."""
+    lb, desk, t = m.lenders, m.desk, m.env.t
+    term = desk.cfg.term_months
+    has = lb.repo_debt > 0
+    bad = np.zeros(lb.n, dtype=bool)
+    if np.count_nonzero(has):
+        units = np.minimum(lb.repo_units, lb.inventory)
+        allowed = (units * lend_price[None, :]).sum(axis=1)
+        debt = lb.repo_debt.copy()
+        matured = has & (desk.maturity_l <= t)
+        cash = np.maximum(lb.cash, 0.0)
+        # at term a lender with no forced line left repays if it can; otherwise it rolls
+        repay = matured & ~forced_lines(m).any(axis=1) & (cash >= debt)
+        call, pay, ok = margin_and_term(has, debt, allowed, repay, cash)
+        paid = np.where(ok, pay, 0.0)
+        lb.cash -= paid
+        lb.repo_debt -= paid
+        lb.repo_debt[repay] = 0.0
+        lb.repo_units[repay] = 0
+        desk.receive_repayment(paid.sum(), t, margin=np.where(ok & ~repay, call, 0.0).sum())
+        desk.maturity_l[matured & ok & ~repay] = t + term
+        bad = has & ~ok
+        if np.count_nonzero(bad):
+            d = np.where(bad, lb.repo_debt, 0.0)
+            seized = np.where(bad[:, None], units, 0)
+            lb.remove_inventory(seized)
+            # the debt discharged is what the lender got for the GPUs: its recovery
+            rec, _ = lb.apply_recovery(d)
+            m.recovered_total += rec.sum()
+            lb.repo_debt[bad] = 0.0
+            lb.repo_units[bad] = 0
+            desk.foreclose(seized, d, m.price, t)
+            idx = bad.nonzero()[0]
+            m.log_events("repo_default", "lender", idx, amount=d[idx])
+    forced = forced_lines(m)
+    if desk.room > 0 and np.count_nonzero(forced):
+        fresh = np.where(forced & ~bad[:, None],
+                         lb.inventory - np.minimum(lb.repo_units, lb.inventory), 0)
+        lend_on(m, fresh, lend_price, maturity=t + term)
+    return forced
+
+
+def lend_on(m: LiquidationModel, fresh: np.ndarray, lend_price: np.ndarray,
+             maturity: int | None = None) -> np.ndarray | None:
+    """The desk lends against the lenders' ``fresh`` units (lender x generation) at
+    ``lend_price`` per unit, pro rata when its room is short: each line pledges
+    floor(units x min(1, room / wanted) + 1e-9) units. Books the loans (lenders' repo debt,
+    units and cash; the desk's loans, cash and monthly ``cash_lent``) and logs
+    ``repo_loan``; with ``maturity``, a lender's first loan gets that term (the secured
+    design). Returns the units pledged, or None when nothing is wanted."""
+    lb, desk, t = m.lenders, m.desk, m.env.t
+    moved = desk.pledge(fresh, lend_price)
+    if moved is None:
+        return None
+    loan = (moved * lend_price[None, :]).sum(axis=1)
+    if maturity is not None:
+        desk.maturity_l[(loan > 0) & (lb.repo_debt <= 0)] = maturity
+    lb.repo_debt += loan
+    lb.repo_units += moved
+    lb.cash += loan
+    desk.lend(loan.sum(), t)
+    lent = loan.nonzero()[0]
+    m.log_events("repo_loan", "lender", lent, amount=loan[lent])
+    return moved
+
+
+def secured_borrowers(m: LiquidationModel, gross: np.ndarray, alive: np.ndarray,
+                      h: np.ndarray) -> np.ndarray:
+    """Borrowers' secured repo loans against their fleets' equity (docs/model.md, "A
+    secured repo"): interest, margin, term and default as for lenders, then new loans to
+    borrowers short of cash (in arrears or under a margin call: ``gross`` > cash), at most
+    (1 - h) x fleet at the price index less the facility debt. The fleet keeps running.
+    ``h`` is the desk's haircut per generation (:func:`secured_orders`). Returns the need
+    left (``gross`` less cash) for voluntary sales."""
+    b, desk, t = m.borrowers, m.desk, m.env.t
+    lend_price = (1.0 - h) * m.price
+    debt_b = desk.b_debt
+    dead = (debt_b > 0) & ~alive  # a defaulted facility took the fleet: the claim is lost
+    if np.count_nonzero(dead):
+        desk.write_off(debt_b[dead].sum(), np.count_nonzero(dead), t)
+        idx = dead.nonzero()[0]
+        m.log_events("repo_default", "borrower", idx, amount=debt_b[idx])
+        debt_b[dead] = 0.0
+    fac = m.loans.by_borrower(m.loans.exposure, b.n)
+    room_b = np.where(alive, np.maximum(nm.matvec(b.fleet, lend_price) - fac, 0.0), 0.0)
+    has = debt_b > 0
+    bad = np.zeros(b.n, dtype=bool)
+    if np.count_nonzero(has):
+        intr = debt_b * desk.rate(m.cfg.environment.sofr) / 12.0
+        paid_i = np.minimum(intr, np.maximum(b.cash, 0.0))
+        b.cash -= paid_i
+        desk.receive_interest(paid_i.sum(), t)
+        debt_b += intr - paid_i  # unpaid interest capitalises
+        desk.capitalise((intr - paid_i).sum())
+        matured = has & (desk.b_maturity <= t)
+        cash = np.maximum(b.cash, 0.0)
+        # at term a borrower repays if its cash covers the loan and its other needs
+        repay = matured & (gross <= cash - debt_b)
+        call, pay, ok = margin_and_term(has, debt_b, room_b, repay, cash)
+        paid = np.where(ok, pay, 0.0)
+        b.cash -= paid
+        debt_b -= paid
+        debt_b[repay] = 0.0
+        desk.receive_repayment(paid.sum(), t, margin=np.where(ok & ~repay, call, 0.0).sum())
+        desk.b_maturity[matured & ok & ~repay] = t + desk.cfg.term_months
+        bad = has & ~ok
+        if np.count_nonzero(bad):
+            d = np.where(bad, debt_b, 0.0)
+            seized = units_to_seize(b.fleet, d, m.price, bad)
+            b.fleet -= seized
+            debt_b[bad] = 0.0
+            desk.foreclose(seized, d, m.price, t)
+            idx = bad.nonzero()[0]
+            m.log_events("repo_default", "borrower", idx, amount=d[idx])
+    need = np.where(alive, np.maximum(gross - np.maximum(b.cash, 0.0), 0.0), 0.0)
+    if desk.room > 0 and np.count_nonzero(need):
+        want = np.where(bad, 0.0, np.minimum(need, np.maximum(room_b - debt_b, 0.0)))
+        loan = desk.ration(want)
+        if loan is not None:
+            desk.b_maturity[(loan > 0) & (debt_b <= 0)] = t + desk.cfg.term_months
+            debt_b += loan
+            b.cash += loan
+            desk.lend(loan.sum(), t)
+            need = need - loan
+            lent = loan.nonzero()[0]
+            m.log_events("repo_loan", "borrower", lent, amount=loan[lent])
+    return np.maximum(need, 0.0)
+
+
+def borrower_orders(m: LiquidationModel, month: MonthState, floor: np.ndarray,
+                    h: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Phase 5, borrowers' side: the voluntary sales of distressed borrowers, (units per
+    borrower and generation, ask per generation). A borrower in arrears or under a margin call
+    needs arrears + max(debt - ltv_cure x C, 0) less its cash (after a secured repo loan,
+    :func:`secured_borrowers`, with the desk's haircut ``h``); it offers
+    ceil(min(need / (fleet . ask), 1) x fleet) units at ask = max(V (1 - voluntary_discount),
+    floor). Spends the month's evaluation (``month.coll`` = None: phase 6 moves fleets)."""
+    b, lc = m.borrowers, m.cfg.lenders
+    # distressed borrowers sell some GPUs (voluntary limit orders) to cover arrears and calls
+    need = m.loans.by_borrower(m.loans.arrears, b.n)
+    alive = b.alive
+    calls = alive & (b.call_months >= 0)
+    if np.count_nonzero(calls):  # else need + 0.0 == need (a bincount of floats is never -0.0)
+        debt, coll = lenders.month_debt_coll(m, month)
+        need = need + np.where(calls, np.maximum(
+            debt - lenders.covenant(m, lc.ltv_cure) * coll, 0.0), 0.0)
+    month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
+    if m.desk.secured and m.desk.cfg.borrowers:
+        need = secured_borrowers(m, need, alive, h)
+    else:
+        need = np.where(alive, np.maximum(need - np.maximum(b.cash, 0.0), 0.0), 0.0)
+    # a borrower values its GPUs at their use value: it asks the fundamental less a discount
+    vol_price = np.maximum(m.fundamental * (1.0 - m.cfg.borrowers.voluntary_discount),
+                           floor)
+    return b.voluntary_sales(need, vol_price), vol_price

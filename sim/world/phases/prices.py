@@ -1,0 +1,99 @@
+"""Phase 7, prices (docs/model.md section 3): the price index (the clearing price, or the best
+bid when nothing trades, carried with the value in best use when nobody can bid), buyers'
+expectations (adaptive, or on news only with the outside demand) and their regrown capital."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents.buyer import replacement_cost
+from sim import numerics as nm
+from sim.world.state import MonthState
+
+if TYPE_CHECKING:
+    from sim.world.model import LiquidationModel
+
+
+def run(m: LiquidationModel, month: MonthState) -> None:
+    """Phase 7: p_t = the clearing price where a generation traded; else the best bid of a
+    buyer with room for a unit, or, with no such buyer, p_{t-1} x V_t / V_{t-1}
+    (``month.prev_fundamental``), never below the salvage floor (nor the outside demand's
+    first bid); p_t = V_t before a generation ships. Buyers adapt their expectations to
+    ln(p_t / p_{t-1}) - ln(V_t / V_{t-1}) where a price traded (:func:`adapt_on_news` with the
+    outside demand) and regrow their capital."""
+    env, buyers = m.env, m.buyers
+    # m.price is replaced below, never written in place: no copy needed
+    old_price, old_value = m.price, month.prev_fundamental
+    shipping = env.shipping
+    floor = m.salvage_price
+    # the best bid of a buyer with room for at least one unit at its own reservation
+    # price (np.maximum.reduce is what ndarray.max calls); unlimited buyers all have room,
+    # and np.where(True, r, 0.0) is r
+    if buyers.unlimited:
+        bids = m.reservation
+    else:
+        if buyers.sites:  # spare MW of the cooling each generation needs
+            spare = np.where(m.sites.liquid_gen[None, :], buyers.mw_liq[:, None],
+                             (buyers.mw + buyers.mw_liq)[:, None])
+        else:
+            spare = buyers.mw[:, None]
+        has_cap = ((buyers.capital[:, None] >= np.maximum(m.reservation, 1.0))
+                   & (spare * 1000.0 >= env.kw[None, :]))
+        bids = np.where(has_cap, m.reservation, 0.0)
+    best = np.maximum.reduce(bids, axis=0, initial=0.0)
+    # no trade: the best bid of a buyer who could take a unit; with no such buyer there is
+    # no new information, and the last price moves with the value in best use
+    carried = old_price * np.divide(m.fundamental, old_value,
+                                    out=np.ones(m.n_gen), where=old_value > 0)
+    if m.outside_on:  # the outside demand's first bid is a bid too
+        top = m.outside_demand.top * np.minimum(replacement_cost(env), m.fundamental)
+        floor = np.maximum(floor, top)
+    quote = np.maximum(np.where(best > 0, best, carried), floor)
+    new = np.where(m.traded, m.clearing, quote)
+    m.price = np.where(shipping, new, m.fundamental)
+    m.price_hist[env.t] = m.price
+    moved = m.traded & shipping & (old_price > 0)
+    if m.outside_on:
+        adapt_on_news(m, moved)
+    elif moved.any():  # else adapt would leave every expectation as it is
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dlp = nm.log(np.maximum(m.price, 1e-9) / np.maximum(old_price, 1e-9))
+            dlv = nm.log(np.maximum(m.fundamental, 1e-9) / np.maximum(old_value, 1e-9))
+        buyers.adapt(dlp, dlv, moved)
+    if buyers.unlimited:  # unlimited buyers' capital is off the books
+        buyers.regrow()
+        return
+    before = np.add.reduce(buyers.capital)  # (ndarray.sum without its wrapper)
+    buyers.regrow()
+    m.add_outside_flow("buyer_capital", np.add.reduce(buyers.capital) - before)
+
+
+def adapt_on_news(m: LiquidationModel, moved: np.ndarray) -> None:
+    """Phase 7's expectations update with the outside demand: only prices set by the
+    secondary buyers are news about the value in best use. A month whose price the
+    outside demand set (``month_pinned``) is skipped; the surprise of a news month is
+    measured from the last news month s, per month elapsed,
+
+        x <- (1 - lambda) x + lambda clip(12 [ln(p_t / p_s) - ln(V_t / V_s)] / (t - s), -1, 1).
+    """
+    # a generation's first price (at launch) is its first reference, not news
+    fresh = (m.news_price <= 0) & (m.price > 0) & m.env.shipping
+    if fresh.any():
+        m.news_price = np.where(fresh, m.price, m.news_price)
+        m.news_value = np.where(fresh, m.fundamental, m.news_value)
+        m.news_t = np.where(fresh, float(m.env.t), m.news_t)
+    news = moved & ~m.month_pinned & ~fresh & (m.news_price > 0)
+    if not news.any():
+        return
+    t = m.env.t
+    gap = np.maximum(t - m.news_t, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dlp = nm.log(np.maximum(m.price, 1e-9) / np.maximum(m.news_price, 1e-9))
+        dlv = nm.log(np.maximum(m.fundamental, 1e-9)
+                     / np.maximum(m.news_value, 1e-9))
+    m.buyers.adapt(dlp / gap, dlv / gap, news)
+    m.news_price = np.where(news, m.price, m.news_price)
+    m.news_value = np.where(news, m.fundamental, m.news_value)
+    m.news_t = np.where(news, float(t), m.news_t)
