@@ -73,7 +73,7 @@ def running_cost(cfg, env: Environment) -> np.ndarray:
     """Running cost of one installed GPU a month, per generation ($/GPU-month): power, spot
     opex (``cfg`` = the ``buyers`` config) and, when ``environment.facility_cost`` > 0, the
     colocation charge per kW of IT load. What buyers' valuations net from the rent, and what
-    ``sim.losses.holder_margin`` credits holders with."""
+    ``sim.world.losses.holder_margin`` credits holders with."""
     cost = env.power_cost_per_gpu() + cfg.spot_opex_per_gpu
     if env.cfg.facility_cost > 0:  # colocation charge per kW of IT load
         cost = cost + env.facility_cost_per_gpu()

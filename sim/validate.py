@@ -315,7 +315,7 @@ def funding_cascade(external: np.ndarray, share: np.ndarray, capital: np.ndarray
     t0): lender i owes its funders ``L[i, j] = s_i e_i W[i, j] / sum_k W[i, k]``, outside
     creditors ``max(a_i (1 - c_i) - s_i e_i, 0)`` (node n, which owes and holds nothing), with
     ``a_i = e_i + sum_k L[k, i]``. Then ``e_shocked = 0`` and the clearing of
-    ``LiquidationModel._clear_funding``, Rogers & Veraart (2013) with the given
+    ``sim.world.phases.funding.clear_funding``, Rogers & Veraart (2013) with the given
     ``alpha, beta`` (alpha = beta = 0 is Gai & Kapadia's zero recovery, alpha = beta = 1
     Eisenberg & Noe), gives the greatest clearing vector p; lender i fails, as in the model, when
     it pays less than it owes: ``p_i < Lbar_i (1 - 1e-9)``. Returns the (n,) failed mask (the

@@ -18,7 +18,7 @@ from agents.buyer import BuyerBook
 from sim import validate as val
 from sim.config import ConfigError, load_scenario
 from sim.environment import Environment, path_lead_times
-from sim.model import LiquidationModel
+from sim.world.model import LiquidationModel
 
 PATH = "environment.lead_time_path"
 BT = "gpu_backtest_2023"
