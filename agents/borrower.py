@@ -24,10 +24,10 @@ from enum import IntEnum
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
-from sim import numerics as nm
-from sim.config import BorrowerType, ConfigError, Scenario
-from sim.environment import DAYS_PER_MONTH, HOURS_PER_MONTH, Environment
-from sim.market import MAX_UNITS
+from sim.core import numerics as nm
+from sim.core.config import BorrowerType, ConfigError, Scenario
+from sim.core.environment import DAYS_PER_MONTH, HOURS_PER_MONTH, Environment
+from sim.core.market import MAX_UNITS
 
 MINER, NEOCLOUD = 0, 1
 KIND_NAMES = ("miner", "neocloud")
@@ -83,7 +83,7 @@ class BorrowerBook:
         units = self.fleet.sum(axis=0)
         if units.size and units.max() > MAX_UNITS:
             # the call auction's unit arithmetic is exact in int64 up to 2**31 - 1 ask units
-            # (sim/market.py), and every GPU of a generation may be offered in one month
+            # (sim/core/market.py), and every GPU of a generation may be offered in one month
             raise ConfigError(f"the drawn fleets hold {int(units.max()):,} GPUs of one "
                               f"generation; at most {MAX_UNITS:,} can be traded: lower "
                               "borrowers' count or fleet_mean")

@@ -10,7 +10,7 @@ with M_kg = life_k - age_g, c_g the power and running cost per GPU-month, and R~
 with mean F = u R_g 730 e^{mu_kg m/12} and log-sd sigma_g sqrt(m), expected log rent drift
 mu_kg = ln(1 - d) + x_kg (for a hashprice-linked mining rig the ln(1 - d) m / 12 part is
 the expected reversion of hashprice to miners' cost,
-:meth:`sim.environment.Environment.hash_log_growth`, Prat & Walter 2021). Each month is
+:meth:`sim.core.environment.Environment.hash_log_growth`, Prat & Walter 2021). Each month is
 the option to run only when revenue covers the running cost (McDonald & Siegel 1985;
 Dixit & Pindyck 1994, ch. 6; Brennan & Schwartz 1985), a Black (1976) call
 F N(d1) - c N(d1 - s); sigma_g is ``Environment.revenue_vol`` (rent_vol, or BTC
@@ -36,7 +36,7 @@ Capacity (units) = min(capital / reservation, spare MW x 1000 / kW per GPU): a b
 use GPUs it can power and cool. Capital and MW regrow slowly (new substations take 5-7 years,
 TeraWulf). The salvage buyer takes anything at a floor share of list price; with
 ``buyers.outside_demand.enabled`` it is replaced by a downward-sloping outside demand of
-out-of-sector and overseas buyers (:func:`sim.market.outside_bids`, docs/model.md
+out-of-sector and overseas buyers (:func:`sim.core.market.outside_bids`, docs/model.md
 "Outside demand"), whose reference is :func:`replacement_cost`.
 
 Participation: a buyer bids in a sale only if it can close within the sale window, with
@@ -49,10 +49,10 @@ from __future__ import annotations
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
-from sim import numerics as nm
-from sim.config import Scenario
-from sim.environment import HOURS_PER_MONTH, Environment
-from sim.finance import discount_factors, lognormal_call
+from sim.core import numerics as nm
+from sim.core.config import Scenario
+from sim.core.environment import HOURS_PER_MONTH, Environment
+from sim.core.finance import discount_factors, lognormal_call
 
 SALVAGE = "salvage"
 BIG = np.int64(10**12)  # "unlimited" units

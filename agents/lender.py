@@ -34,7 +34,7 @@ from enum import IntEnum
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
-from sim.config import Scenario
+from sim.core.config import Scenario
 
 
 class LenderStatus(IntEnum):

@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
-from sim import numerics as nm
-from sim.config import Repo
+from sim.core import numerics as nm
+from sim.core.config import Repo
 
 
 def pay_capital_cost(holder, t: int, cost: float) -> float:

@@ -61,8 +61,8 @@ from __future__ import annotations
 import numpy as np
 
 from agents.borrower import MINER
-from sim import numerics as nm
-from sim.environment import DAYS_PER_MONTH, HOURS_PER_MONTH
+from sim.core import numerics as nm
+from sim.core.environment import DAYS_PER_MONTH, HOURS_PER_MONTH
 
 BORROWER, LENDER, SOLD, RETIRED = 0, 1, 2, 3
 HOLDER_NAMES = ("borrower", "lender", "sold", "retired")

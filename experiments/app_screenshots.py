@@ -3,7 +3,7 @@
 Usage: python experiments/app_screenshots.py [--chromium /usr/bin/chromium]
 
 Starts ``liqsim app crypto_winter`` on a free localhost port (the command line of
-:func:`sim.app.server_command`), opens it in headless Chromium through Playwright, steps the
+:func:`sim.views.app.server_command`), opens it in headless Chromium through Playwright, steps the
 model to month 12 and takes a full-page screenshot; then ticks "Repo desk on" (the run restarts),
 steps to month 12 again and takes the second; then picks asic_2022 (every control takes its
 values) and steps to month 6 for the third. The server is always stopped at the end.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from sim.app import (
+from sim.views.app import (
     HEADLESS_CHROMIUM_ARGS,
     free_port,
     server_command,

@@ -1,7 +1,7 @@
 """liqsim's sweep engine vs Mesa's batch_run: runs/s and peak memory at 1 and 2 workers.
 
 Usage: python experiments/batch_run_compare.py [--runs N] [--months M]
-Writes results/bench/batch_run_compare.json (see sim/bench_sweeps.py for what is measured).
+Writes results/bench/batch_run_compare.json (see sim/qa/bench_sweeps.py for what is measured).
 A benchmark, not a test: run it once on a quiet machine.
 """
 
@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from sim.bench_sweeps import measure
-from sim.store import write_json
+from sim.io.store import write_json
+from sim.qa.bench_sweeps import measure
 
 OUT = Path("results/bench/batch_run_compare.json")
 

@@ -27,8 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {tree!r})
-from sim.config import load_scenario
-from sim.runner import run_scenario
+try:
+    from sim.core.config import load_scenario
+    from sim.world.runner import run_scenario
+except ImportError:  # a tree from before the layer sub-packages (issue 18)
+    from sim.config import load_scenario
+    from sim.runner import run_scenario
 cfg = load_scenario({scenario!r})
 for _ in range(2):
     run_scenario(cfg)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from sim.sweep import RunResult, RunTask, run_sweep, run_task
+from sim.batch.sweep import RunResult, RunTask, run_sweep, run_task
 
 AXIS_VALUES = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]
 SERIES = ["credit_losses", "lender_failures", "defaults_miner", "defaults_neocloud"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from sim.bench import bench_baseline
+from sim.qa.bench import bench_baseline
 
 
 def main() -> None:

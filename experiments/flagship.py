@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.analyze import analyze, load, paired_table
-from sim.config import ConfigError
-from sim.ledger import LEDGER
-from sim.plots import new_figure, png_bytes
-from sim.store import atomic_write_bytes, write_json
-from sim.sweep import SWEEP_DIR, run_sweep
+from sim.batch.analyze import analyze, load, paired_table
+from sim.batch.sweep import SWEEP_DIR, run_sweep
+from sim.core.config import ConfigError
+from sim.io.ledger import LEDGER
+from sim.io.store import atomic_write_bytes, write_json
+from sim.views.plots import new_figure, png_bytes
 
 FLAGSHIPS = ("repo", "lolr", "repo_legacy", "ltv_capacity", "correlation_leverage", "sobol")
 COPIED = {"*.csv": 1_000_000, "*.png": 1_000_000, "report.html": 2_000_000}  # name: max bytes

@@ -55,7 +55,7 @@ def one(seed: int, shock: float, overrides: dict) -> np.ndarray:
 
 
 def ci(x) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval, as ``liqsim compare`` (sim.runner.compare) reports them."""
+    """Mean and 95 % t-interval, as ``liqsim compare`` (sim.world.runner.compare) reports them."""
     x = np.asarray(x, float)
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
     return x.mean(), x.mean() - half, x.mean() + half

@@ -4,7 +4,7 @@ Usage: python experiments/sensitivity.py [--scenario crypto_winter] [--seeds 20]
                                           [--out results/sensitivity]
 
 For every assumption in :data:`ASSUMPTIONS` the scenario runs on the same ``--seeds`` paired
-seeds (``sim.runner.paired_seeds`` from the scenario's seed) at the default and at a low and a
+seeds (``sim.world.runner.paired_seeds`` from the scenario's seed) at the default and at a low and a
 high value. Reported per variant: mean credit losses, defaults and lender failures, and the
 relative change of mean credit losses against the default with a 95 % t interval of the paired
 differences. An assumption that moves credit losses by more than 20 % either way is flagged
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.config import ConfigError, load_scenario
-from sim.runner import paired_seeds, run_scenario
+from sim.core.config import ConfigError, load_scenario
+from sim.world.runner import paired_seeds, run_scenario
 
 # (key, low, high, what it is): the assumptions a referee would ask about, each at a low and a
 # high value around its default (about half and double, within its bounds, or the two ends of
@@ -65,7 +65,7 @@ METRICS = ("credit_losses", "net_credit_losses", "defaults", "lender_failures")
 
 
 def _one(args: tuple[str, list[str], int]) -> dict[str, float]:
-    from sim import metrics
+    from sim.world import metrics
 
     scenario, overrides, seed = args
     cfg = load_scenario(scenario, overrides).model_copy(update={"seed": seed})

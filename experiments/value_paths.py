@@ -23,8 +23,8 @@ import sys
 import numpy as np
 
 from agents.buyer import BuyerBook
-from sim.config import load_scenario
-from sim.environment import Environment
+from sim.core.config import load_scenario
+from sim.core.environment import Environment
 
 # the values the lead flips the defaults to (sources: docs/calibration.md, "Installed-unit
 # values and a value path set by economics"); Rubin's rent0 is solved by zero_profit_rent
@@ -84,8 +84,8 @@ def value_table(scenario: str, overrides: dict, seed: int | None = None,
     """Run ``scenario`` with ``overrides``; one row per generation (see module doc). With
     ``n_seeds`` > 1 the runs use ``paired_seeds(seed, n_seeds)`` and the value path is their
     mean (floor months: the mean count)."""
-    from sim.runner import paired_seeds
     from sim.world.model import LiquidationModel
+    from sim.world.runner import paired_seeds
 
     cfg = load_scenario(scenario, overrides=overrides, seed=seed)
     seeds = [cfg.seed] if n_seeds <= 1 else paired_seeds(cfg.seed, n_seeds)

@@ -20,7 +20,7 @@ The public Python API (everything else is internal and may change)::
 * :func:`run` -- build, run and tabulate one model (:class:`RunResult`);
 * :func:`summary` -- the headline metrics of a model (what ``summary.json`` holds);
 * :class:`ConfigError` -- raised for any bad scenario, override or value (one-line message);
-* ``__version__`` -- the liqsim version, named from the git state (:mod:`sim.version`).
+* ``__version__`` -- the liqsim version, named from the git state (:mod:`sim.core.version`).
 
 The names are loaded on first use, so ``import sim`` (and every ``liqsim`` command) stays fast.
 
@@ -41,16 +41,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editors
     from sim.api import RunResult, run
-    from sim.config import ConfigError, Scenario, load_scenario
-    from sim.metrics import summary
+    from sim.core.config import ConfigError, Scenario, load_scenario
+    from sim.world.metrics import summary
     from sim.world.model import LiquidationModel
 
 __all__ = ["ConfigError", "LiquidationModel", "RunResult", "Scenario", "__version__",
            "load_scenario", "run", "summary"]
 
-_LAZY = {"LiquidationModel": "sim.world.model", "load_scenario": "sim.config",
-         "Scenario": "sim.config", "ConfigError": "sim.config", "run": "sim.api",
-         "RunResult": "sim.api", "summary": "sim.metrics"}
+_LAZY = {"LiquidationModel": "sim.world.model", "load_scenario": "sim.core.config",
+         "Scenario": "sim.core.config", "ConfigError": "sim.core.config", "run": "sim.api",
+         "RunResult": "sim.api", "summary": "sim.world.metrics"}
 
 AGENTS_DIR = Path(__file__).resolve().parent.parent / "agents"
 
@@ -103,8 +103,8 @@ _bind_agents()
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":  # not cached here: sim.version caches it
-        from sim.version import liqsim_version  # lazy, as the names of _LAZY
+    if name == "__version__":  # not cached here: sim.core.version caches it
+        from sim.core.version import liqsim_version  # lazy, as the names of _LAZY
 
         return liqsim_version()
     module = _LAZY.get(name)

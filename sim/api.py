@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from sim import metrics
-from sim.config import Scenario, resolve
+from sim.core.config import Scenario, resolve
+from sim.world import metrics
 from sim.world.model import LiquidationModel
 
 
@@ -22,7 +22,7 @@ class RunResult:
     * ``series``: one row per month, 0 = t0 (``series.parquet``);
     * ``events``: the event log (``events.parquet``);
     * ``panel``: one row per agent per month (``panel.parquet``);
-    * ``config``: the resolved :class:`~sim.config.Scenario` (``config.json``);
+    * ``config``: the resolved :class:`~sim.core.config.Scenario` (``config.json``);
     * ``model``: the finished :class:`~sim.world.model.LiquidationModel`.
     """
 
@@ -40,10 +40,10 @@ def run(scenario: Scenario | str | Path | None = None, *, seed: int | None = Non
     """Run one scenario and return its summary, series, events and panel.
 
     ``scenario``: a shipped name (``"crypto_winter"``), a TOML path, a
-    :class:`~sim.config.Scenario`, or None for the baseline; ``seed`` and ``months`` override
+    :class:`~sim.core.config.Scenario`, or None for the baseline; ``seed`` and ``months`` override
     the scenario's; ``overrides`` maps config keys to typed values (``{"policy.repo.enabled":
     True, "lenders.count": 30}``) or is a list of ``"key=value"`` strings read as
-    ``liqsim run --set`` reads them. Raises :class:`~sim.config.ConfigError` (one line) for
+    ``liqsim run --set`` reads them. Raises :class:`~sim.core.config.ConfigError` (one line) for
     bad input. Nothing is written to disk (``liqsim run`` does that).
 
     >>> res = run("crypto_winter", seed=7, months=24, overrides={"policy.repo.enabled": True})

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sim.config import (
+from sim.batch.progress import LineProgress
+from sim.core.config import (
     SCENARIO_DIR,
     ConfigError,
     Scenario,
@@ -23,9 +24,8 @@ from sim.config import (
     load_scenario,
     read_toml,
 )
-from sim.keys import describe_keys
-from sim.progress import LineProgress
-from sim.version import liqsim_version
+from sim.core.keys import describe_keys
+from sim.core.version import liqsim_version
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="liqsim: the liquidation market for repossessed AI GPUs.")
@@ -128,7 +128,7 @@ def _on_sigterm(_signum, _frame) -> None:
 
 class _Progress:
     """A rich bar on a terminal; without one, a plain line every few seconds
-    (:class:`sim.progress.LineProgress`), so that long commands are never silent in a log."""
+    (:class:`sim.batch.progress.LineProgress`), so that long commands are never silent in a log."""
 
     def __init__(self, unit: str):
         self.unit = unit
@@ -255,9 +255,9 @@ def run(
     """Run one scenario and write results/<name>/."""
     # lazy (here and in the other commands): the model, matplotlib, Solara and dask load only
     # for the command that needs them, so `liqsim --help` and a bad argument answer at once
-    from sim import store
-    from sim.plots import FIGURES, write_figures
-    from sim.runner import run_scenario
+    from sim.io import store
+    from sim.views.plots import FIGURES, write_figures
+    from sim.world.runner import run_scenario
 
     also = (*FIGURES, GIF_NAME)  # a run directory may also hold its figures and its GIF
     try:
@@ -311,7 +311,7 @@ def compare(
                    ] = None,
 ) -> None:
     """Run A and B on the same seeds and print paired differences (B - A) with 95 % CIs."""
-    from sim.runner import compare as run_compare  # lazy: loads the model
+    from sim.world.runner import compare as run_compare  # lazy: loads the model
 
     try:
         ca = load_scenario(a, set_ or [], months=months)
@@ -355,7 +355,7 @@ def _write_compare_csv(path: Path, res: dict) -> None:
     import csv as csv_module
     import io
 
-    from sim.store import atomic_write_bytes  # lazy: sim.store loads the model
+    from sim.io.store import atomic_write_bytes  # lazy: sim.io.store loads the model
 
     buf = io.StringIO()
     w = csv_module.writer(buf, lineterminator="\n")
@@ -413,7 +413,7 @@ def verify(
 ) -> None:
     """Re-run a results or sweep directory from its manifest: exit 0 if reproduced exactly,
     1 if not."""
-    from sim.provenance import verify as run_verify  # lazy: loads the model and sim.sweep
+    from sim.qa.provenance import verify as run_verify  # lazy: loads the model and sim.batch.sweep
 
     try:
         with _progress("runs") as prog:
@@ -436,7 +436,7 @@ def analyze(
                    ] = None,
 ) -> None:
     """Tables (CSV), figures (PNG) and a self-contained report.html of a finished sweep."""
-    from sim.analyze import analyze as run_analysis  # lazy: matplotlib, SALib, the model
+    from sim.batch.analyze import analyze as run_analysis  # lazy: matplotlib, SALib, the model
 
     try:
         if out is not None:
@@ -457,7 +457,7 @@ def validate(
                                              "fewer degrees and draws)")] = False,
 ) -> None:
     """Validation suite: classic models and observed episodes; exit 1 if any check fails."""
-    from sim import validate as val  # lazy: loads the model and matplotlib
+    from sim.qa import validate as val  # lazy: loads the model and matplotlib
 
     try:
         _check_writable(out)
@@ -492,7 +492,7 @@ def bench(
                    ] = Path("results/bench"),
 ) -> None:
     """Time liqsim against Mesa's BoltzmannWealth, its scaling, and check golden outputs."""
-    from sim.bench import run_bench  # lazy: loads the model
+    from sim.qa.bench import run_bench  # lazy: loads the model
 
     try:
         _check_writable(out)
@@ -542,7 +542,11 @@ def app_(
             _check_scenario_dir(scenario_dir)
     except ConfigError as e:
         _fail(str(e))
-    from sim.app import check_port, serve, url  # lazy: Solara, after the arguments are checked
+    from sim.views.app import (  # lazy: Solara, after the arguments are checked
+        check_port,
+        serve,
+        url,
+    )
 
     try:
         check_port(host, port)
@@ -578,8 +582,8 @@ def animate(
 ) -> None:
     """Write a GIF of the cascade: network and price paths, one frame per month."""
     # lazy: matplotlib and the model
-    from sim.animate import animate as run_animate
-    from sim.animate import check_gif_path
+    from sim.views.animate import animate as run_animate
+    from sim.views.animate import check_gif_path
 
     try:
         cfg = load_scenario(scenario, set_ or [], seed=seed, months=months)
@@ -614,7 +618,7 @@ def sweep(
                                                     "failed")] = False,
 ) -> None:
     """Run (or resume) a parameter sweep into a SQLite ledger; see docs/sweeps.md."""
-    from sim.sweep import run_sweep  # lazy: loads the model
+    from sim.batch.sweep import run_sweep  # lazy: loads the model
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)  # stop the pool, release the lock
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.app import HEADLESS_CHROMIUM_ARGS
+from sim.views.app import HEADLESS_CHROMIUM_ARGS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = list(HEADLESS_CHROMIUM_ARGS)

@@ -1,4 +1,5 @@
-"""Tests for ``liqsim analyze`` (sim/analyze.py) on real sweeps run by ``sim.sweep.run_sweep``.
+"""Tests for ``liqsim analyze`` (sim/batch/analyze.py) on real sweeps run by
+``sim.batch.sweep.run_sweep``.
 
 * A small grid sweep (repo desk off/on x 3 BTC shock sizes, 3 paired seeds, 6 months) is run
   once; its analysis must hold the tables, figures and a self-contained report, and the
@@ -26,10 +27,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.analyze import boot_ci, sobol_indices
+from sim.batch.analyze import boot_ci, sobol_indices
+from sim.batch.sweep import RunResult, run_sweep
 from sim.cli import main
-from sim.ledger import Ledger, json_kind, read_meta, read_runs
-from sim.sweep import RunResult, run_sweep
+from sim.io.ledger import Ledger, json_kind, read_meta, read_runs
 
 GRID_SPEC = """
 name = "analyze_grid"
@@ -335,10 +336,10 @@ def test_batch_run_model_equals_a_sweep_run():
     """The Mesa batch_run adapter runs the very model a sweep runs (same config and seed)."""
     from mesa.batchrunner import batch_run
 
-    from sim.bench_sweeps import BatchRunModel
-    from sim.config import load_scenario
-    from sim.metrics import summary
-    from sim.runner import run_scenario
+    from sim.core.config import load_scenario
+    from sim.qa.bench_sweeps import BatchRunModel
+    from sim.world.metrics import summary
+    from sim.world.runner import run_scenario
 
     start = mp.get_start_method(allow_none=True)
     try:  # batch_run forces the 'spawn' start method for the whole process
@@ -358,8 +359,8 @@ def test_batch_run_model_equals_a_sweep_run():
 def test_tables_and_report_say_the_units_of_the_figures(grid):
     """Each metric row carries its unit; the report writes money as the figures' ticks do
     ($432M), not 4.324e+08."""
-    from sim.analyze import metric_unit
-    from sim.plots import dollars
+    from sim.batch.analyze import metric_unit
+    from sim.views.plots import dollars
 
     table = pd.read_csv(grid / "analysis" / "by_axis.csv")
     assert list(table.columns[:4]) == ["axis", "value", "metric", "unit"]

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 import sim
-from sim import metrics
-from sim.config import ConfigError, Scenario, load_scenario
-from sim.runner import run_scenario
-from sim.version import liqsim_version
+from sim.core.config import ConfigError, Scenario, load_scenario
+from sim.core.version import liqsim_version
+from sim.world import metrics
 from sim.world.model import LiquidationModel
+from sim.world.runner import run_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 

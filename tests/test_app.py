@@ -17,13 +17,13 @@ import solara
 from PIL import Image
 
 from agents.borrower import BorrowerStatus
-from sim import app, metrics
 from sim.cli import main
-from sim.config import ConfigError, list_scenarios, load_scenario
-from sim.environment import month_label
-from sim.runner import run_scenario
-from sim.world import phases
+from sim.core.config import ConfigError, list_scenarios, load_scenario
+from sim.core.environment import month_label
+from sim.views import app
+from sim.world import metrics, phases
 from sim.world.model import LiquidationModel
+from sim.world.runner import run_scenario
 
 
 @solara.component
@@ -733,8 +733,8 @@ def test_month_story_in_plain_words():
 def test_panels_by_blitting_show_what_a_full_draw_shows():
     """Every month of a run, each panel's lines and legend after an update equal those a
     fresh draw_* call gives (only the axes' headroom may differ)."""
-    from sim.app_panels import DPI, PANELS, STATIC_LEGENDS, make_panels
-    from sim.plots import new_figure
+    from sim.views.app_panels import DPI, PANELS, STATIC_LEGENDS, make_panels
+    from sim.views.plots import new_figure
 
     m = app.AppModel(scenario_name="crypto_winter")
     panels = make_panels()
@@ -778,7 +778,7 @@ def test_panels_by_blitting_show_what_a_full_draw_shows():
 
 
 def test_panel_values_beside_the_static_legends():
-    from sim.app_panels import panel_values
+    from sim.views.app_panels import panel_values
 
     m = app.AppModel(scenario_name="crypto_winter")
     for _ in range(12):
@@ -796,7 +796,7 @@ def test_panel_values_beside_the_static_legends():
 def test_capacity_panel_names_the_scenarios_generation():
     from matplotlib.figure import Figure
 
-    from sim.animate import draw_capacity
+    from sim.views.animate import draw_capacity
 
     for scenario, gen in (("asic_2022", "S19"), ("crypto_winter", "H100")):
         m = app.AppModel(scenario_name=scenario)
@@ -847,7 +847,7 @@ def test_wait_until_up_names_a_server_that_exits_or_never_answers(tmp_path):
     import subprocess
     import sys
 
-    from sim.app import free_port, wait_until_up
+    from sim.views.app import free_port, wait_until_up
 
     url = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
     with (tmp_path / "log").open("w+") as log:

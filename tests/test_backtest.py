@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import validate as val
-from sim.config import ConfigError, load_scenario
-from sim.environment import Environment, path_rents
+from sim.core.config import ConfigError, load_scenario
+from sim.core.environment import Environment, path_rents
+from sim.qa import validate as val
 
 BT = "gpu_backtest_2023"
 PATH = "environment.rent_path"

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from sim import bench
 from sim.cli import main
-from sim.config import load_scenario, read_toml
+from sim.core.config import load_scenario, read_toml
+from sim.qa import bench
 
 
 def test_scaled_overrides_reach_the_large_scenario():

@@ -1,6 +1,6 @@
 """The app in a real headless Chromium (Debian's ``chromium`` driven by Playwright).
 
-The server is ``liqsim app``'s own command line (:func:`sim.app.server_command`), started on a
+The server is ``liqsim app``'s own command line (:func:`sim.views.app.server_command`), started on a
 free localhost port and always stopped at the end. The page must work offline: every request
 the browser makes goes to the local server.
 """
@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import sync_playwright
 
-from sim.app import free_port, server_command, short_repr, stop_server, wait_until_up
+from sim.views.app import free_port, server_command, short_repr, stop_server, wait_until_up
 
 # the app's server and Chromium (the set-up tests below check how a missing browser is handled)
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -194,7 +194,7 @@ STEP_SECONDS = 1.0
 def test_a_step_is_quick_in_chromium(server, browser):
     """Click to picture: the median of 12 Steps, with the month counter and the panels
     updated, measured in the browser. The app's panels are redrawn by blitting
-    (sim.app_panels); before that, a Step took 0.5-0.9 s on a quiet machine."""
+    (sim.views.app_panels); before that, a Step took 0.5-0.9 s on a quiet machine."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = _open(context, server, [])
     page.wait_for_timeout(500)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from sim.cli import main
-from sim.config import SCENARIO_DIR, Scenario, load_scenario
+from sim.core.config import SCENARIO_DIR, Scenario, load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 

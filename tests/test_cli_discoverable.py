@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from sim.cli import _fmt_money, main
-from sim.config import ConfigError, Scenario, load_scenario
-from sim.keys import DOCS, describe_keys
-from sim.version import liqsim_version
+from sim.core.config import ConfigError, Scenario, load_scenario
+from sim.core.keys import DOCS, describe_keys
+from sim.core.version import liqsim_version
 
 REPO = Path(__file__).resolve().parent.parent
 LIQSIM = str(Path(sys.executable).parent / "liqsim")
@@ -69,7 +69,7 @@ def test_every_config_key_is_documented():
     assert row.default == "bank 0.3 · private_credit 0.5 · abl 0.2"
     assert next(r for r in rows if r.key == "seed").default == str(Scenario().seed)
     # no stale entry: every documented field exists
-    import sim.config as c
+    import sim.core.config as c
     for cls, fields in DOCS.items():
         assert set(fields) <= set(getattr(c, cls).model_fields), cls
 
@@ -108,7 +108,7 @@ def test_set_appends_a_shock(tmp_path, capsys, monkeypatch):
 
 
 def test_compare_takes_set_and_writes_csv(tmp_path, capsys, monkeypatch):
-    from sim.runner import compare
+    from sim.world.runner import compare
 
     monkeypatch.chdir(tmp_path)
     assert main(["compare", "baseline", "repo_backstop", "--seeds", "2", "--months", "3",
@@ -201,7 +201,7 @@ def test_ctrl_c_of_a_sweep_exits_cleanly(tmp_path, delay):
 
 @pytest.mark.slow
 def test_sigterm_of_a_sweep_releases_the_lock(tmp_path):
-    from sim.sweep import SweepLock
+    from sim.batch.sweep import SweepLock
 
     p = _start_sweep(tmp_path)
     assert p.stderr.readline().startswith("liqsim: sweep big: ")

@@ -1,4 +1,4 @@
-"""Tests for sim.contagion against hand-computed numbers and independent reference methods."""
+"""Tests for sim.core.contagion against hand-computed numbers and independent reference methods."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.contagion import (
+from sim.core.contagion import (
     alpha_for_impact,
     clearing_equity,
     debtrank,
@@ -418,7 +418,7 @@ def test_invalid_inputs_raise_value_error(call, match):
 def test_the_models_one_pass_clearing_equals_rogers_veraart_then_clearing_equity():
     """``rogers_veraart_state`` (used by the model every month) must give, to the bit, the
     public ``rogers_veraart`` vector and ``clearing_equity`` at it, with and without defaults."""
-    from sim.contagion import clearing_equity, rogers_veraart, rogers_veraart_state
+    from sim.core.contagion import clearing_equity, rogers_veraart, rogers_veraart_state
 
     rng = np.random.default_rng(5)
     defaults_seen = set()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from sim.batch.sweep import run_sweep
 from sim.cli import main
-from sim.ledger import read_platforms
-from sim.sweep import run_sweep
+from sim.io.ledger import read_platforms
 
 pytestmark = pytest.mark.slow  # every test here takes over a second or so
 
@@ -41,7 +41,7 @@ class _NoLiqsim:  # a worker started where liqsim is not installed
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, _NoLiqsim())
 """
-OTHER_NUMPY = """import sim.numerics as nm  # a worker whose numpy is another release
+OTHER_NUMPY = """import sim.core.numerics as nm  # a worker whose numpy is another release
 info = dict(nm.platform_info())
 info["packages"] = dict(info["packages"], numpy="1.0.0")
 nm._platform_cache = info

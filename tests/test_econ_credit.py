@@ -8,7 +8,7 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from sim.config import ConfigError, Scenario, load_scenario
+from sim.core.config import ConfigError, Scenario, load_scenario
 from sim.world import phases
 from sim.world.model import LiquidationModel
 
@@ -258,7 +258,7 @@ def test_cascade_counts_the_contagious_default_of_a_two_borrower_world():
     calls borrower 1's margin in month 3, and borrower 1, with one month of cash, cannot cure
     it: it defaults in month 3 + 3 = 6. In the counterfactual (unlimited buyers: the price
     follows value) borrower 1 is never called: its default is the one contagious default."""
-    from sim import metrics
+    from sim.world import metrics
 
     m = world(**TWO).run()
     ev = [(e[0], e[1], e[3]) for e in m.events if e[1].startswith("default")]
@@ -275,7 +275,7 @@ def test_no_price_channel_no_cascade_though_defaults_come_in_two_waves():
     """With unlimited buyers already, borrower 1 defaults by itself (opex 1,300 $/GPU-month
     leaves it no NOI) in a later month: the first-wave count calls that a cascade of 1; the
     counterfactual metric gives 0."""
-    from sim import metrics
+    from sim.world import metrics
 
     m = world(**{**TWO, "buyers.unlimited": True, "months": 12,
                  "borrowers.neocloud.fixed_opex_per_gpu": 1300.0}).run()
@@ -286,14 +286,14 @@ def test_no_price_channel_no_cascade_though_defaults_come_in_two_waves():
 
 
 def test_cascade_of_a_model_that_has_not_run_is_zero():
-    from sim import metrics
+    from sim.world import metrics
 
     s = metrics.summary(world(**TWO))
     assert s["cascade_size"] == 0 and s["defaults_counterfactual"] == 0
 
 
 def test_cascade_switch_off_keeps_the_first_wave_count():
-    from sim import metrics
+    from sim.world import metrics
 
     m = world(**{**TWO, "metrics.cascade_counterfactual": False}).run()
     s = metrics.summary(m)
@@ -302,7 +302,7 @@ def test_cascade_switch_off_keeps_the_first_wave_count():
 
 @pytest.mark.slow
 def test_credit_losses_at_writeoff_never_fall_and_later_recoveries_are_apart():
-    from sim import metrics
+    from sim.world import metrics
 
     m = LiquidationModel("crypto_winter", overrides={"metrics.losses_at_writeoff": True}).run()
     plain = LiquidationModel("crypto_winter",

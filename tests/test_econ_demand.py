@@ -17,10 +17,9 @@ import pytest
 
 from agents.buyer import floor_price
 from agents.lender import LenderStatus
-from sim import metrics
-from sim.config import ConfigError, load_scenario
-from sim.market import clear_book, outside_bids
-from sim.world import phases
+from sim.core.config import ConfigError, load_scenario
+from sim.core.market import clear_book, outside_bids
+from sim.world import metrics, phases
 from sim.world.model import LiquidationModel
 from sim.world.state import MonthState
 

@@ -10,8 +10,8 @@ import pytest
 
 from agents.buyer import BuyerBook
 from agents.sites import LENDER, SOLD, ai_rent_per_mw, mw_values, switch_mw
-from sim.config import SCENARIO_DIR, BuyerType, ConfigError, Scenario, load_scenario
-from sim.environment import Environment
+from sim.core.config import SCENARIO_DIR, BuyerType, ConfigError, Scenario, load_scenario
+from sim.core.environment import Environment
 from sim.world.model import SITE_RECORDS, LiquidationModel
 
 LIQUID = ("B200", "Rubin")  # the recommended liquid-cooled generations (GB200 NVL72, ~120 kW)
@@ -283,7 +283,8 @@ def test_bad_site_keys_are_config_errors():
 
 
 def test_site_series_columns_are_described():
-    from sim import datadict, metrics
+    from sim.io import datadict
+    from sim.world import metrics
 
     m = LiquidationModel(_liquid(load_scenario("crypto_winter", months=12))).run()
     cols = metrics.series(m).columns
@@ -325,7 +326,7 @@ def test_a_site_sold_with_its_fleet_installs_the_units_that_fit():
 
 
 def test_site_sales_carry_their_value_in_the_event_table():
-    from sim import metrics
+    from sim.world import metrics
 
     m = LiquidationModel(_liquid(load_scenario("crypto_winter", months=24))).run()
     ev = metrics.events(m)

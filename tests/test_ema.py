@@ -1,4 +1,4 @@
-"""sim.ema: the EMA Workbench function model, and a small EMA experiment when ema_workbench is
+"""sim.batch.ema: the EMA Workbench function model, and a small EMA experiment when ema_workbench is
 installed (``pip install -e '.[ema]'``)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import sim
-from sim import ema
-from sim.config import ConfigError
+from sim.batch import ema
+from sim.core.config import ConfigError
 
 
 def test_function_model_returns_the_headline_metrics():

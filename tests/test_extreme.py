@@ -34,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import metrics
-from sim.config import ConfigError, load_scenario
+from sim.core.config import ConfigError, load_scenario
+from sim.world import metrics
 from sim.world.model import LiquidationModel
 
 NO_BUYERS = ["buyers.types.hyperscaler.count=0", "buyers.types.tier2.count=0",
@@ -212,7 +212,7 @@ def test_an_empty_funding_network(how, tmp_path):
 
 
 def _funding_edges(model: LiquidationModel) -> list:
-    from sim.network import build_graph
+    from sim.core.network import build_graph
 
     return [e for e in build_graph(model).edges(data=True) if e[2]["kind"] == "funding"]
 

@@ -1,4 +1,4 @@
-"""sim.firesale: the Greenwood, Landier & Thesmar (2015) closed form against a direct
+"""sim.core.firesale: the Greenwood, Landier & Thesmar (2015) closed form against a direct
 simulation of the same round, a hand-worked example, and the model's AV rows."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import firesale as fs
+from sim.core import firesale as fs
 
 
 def _draw(rng, n, k, full_l=False):
@@ -78,7 +78,7 @@ def test_bad_shapes_are_refused():
 
 
 def test_validate_rows_for_the_lender_network():
-    from sim import validate as val
+    from sim.qa import validate as val
 
     rows, data = val.check_fire_sale_closed_form(draws=3)
     by_id = {r.id: r for r in rows}

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.analyze import load
-from sim.sweep import run_sweep
+from sim.batch.analyze import load
+from sim.batch.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

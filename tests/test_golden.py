@@ -1,11 +1,11 @@
 """The optimised code reproduces the outputs recorded before optimisation, bit for bit.
 
-``tests/data/golden.json`` was written by ``python -m sim.bench --write-golden`` on the code as
+``tests/data/golden.json`` was written by ``python -m sim.qa.bench --write-golden`` on the code as
 it was before the speed work (commit 9bb3a57), and re-recorded once, deliberately, when the
 model itself changed (search friction, the shut-down option in valuations, step_down 0.15; the
 speed work was still bit-for-bit against the first record): a sha256 of every ``model.rec``
 array, of the agent panel and of the event log, plus every number of ``metrics.summary``, for
-the shipped scenarios and variants in ``sim.bench.GOLDEN_CASES`` at their default seeds.
+the shipped scenarios and variants in ``sim.qa.bench.GOLDEN_CASES`` at their default seeds.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import json
 import numpy as np
 import pytest
 
-from sim import numerics as nm
-from sim.bench import GOLDEN_CASES, GOLDEN_PATH, fingerprint, golden_mismatches
-from sim.config import load_scenario
-from sim.runner import run_scenario
+from sim.core import numerics as nm
+from sim.core.config import load_scenario
+from sim.qa.bench import GOLDEN_CASES, GOLDEN_PATH, fingerprint, golden_mismatches
+from sim.world.runner import run_scenario
 
 GOLDEN = json.loads(GOLDEN_PATH.read_text(encoding="utf-8"))
 
@@ -48,8 +48,8 @@ def test_golden_covers_the_required_cases():
 
 
 def _reference_syndicates(n_borrowers, n_lenders, cfg, rng):
-    """sim.network.syndicates as first written (full n_borrowers x n_lenders draws)."""
-    from sim.network import _preferential
+    """sim.core.network.syndicates as first written (full n_borrowers x n_lenders draws)."""
+    from sim.core.network import _preferential
 
     k = np.minimum(1 + rng.poisson(max(cfg.syndicate - 1.0, 0.0), n_borrowers), n_lenders)
     n_core = max(1, int(round(cfg.core_share * n_lenders)))
@@ -74,8 +74,8 @@ def _reference_syndicates(n_borrowers, n_lenders, cfg, rng):
 def test_syndicates_match_the_full_matrix_draw(kind, n_b, n_l, syndicate):
     """Syndicates at any size are the same, to the bit, as the original full-matrix algorithm
     (so a blocked or partial implementation must keep the random stream and the row sums)."""
-    from sim.config import NetworkCfg
-    from sim.network import syndicates
+    from sim.core.config import NetworkCfg
+    from sim.core.network import syndicates
 
     cfg = NetworkCfg(kind=kind, syndicate=syndicate)
     r0, r1 = np.random.default_rng(5), np.random.default_rng(5)
@@ -90,7 +90,7 @@ def test_auction_without_empty_orders_has_the_same_outcome():
     input checks, as ``validate=False`` does here):
     on random books with many empty orders, ties and market orders, the price, volume, fills
     and overhang are the same as on the full book."""
-    from sim.market import call_auction
+    from sim.core.market import call_auction
 
     rng = np.random.default_rng(3)
     for _ in range(300):

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from sim.cli import main
-from sim.config import MAX_KEY_PARTS, ConfigError, read_toml
-from sim.network import EXCERPT_CHARS, read_edgelist
+from sim.core.config import MAX_KEY_PARTS, ConfigError, read_toml
+from sim.core.network import EXCERPT_CHARS, read_edgelist
 
 SECRET = "hunter2-do-not-print"
 

@@ -2,7 +2,7 @@
 
 pyproject.toml's import contracts (``lint-imports``, run by ``make test``) keep the modules of
 each package acyclic and the layers apart; they cannot see a cycle that crosses the two
-packages (``sim.world.model -> agents.lender -> sim.metrics -> sim.world.model``), which this
+packages (``sim.world.model -> agents.lender -> sim.world.metrics -> sim.world.model``), which this
 test does.
 Imports inside functions are edges too (grimp reads every import statement); imports under
 ``if TYPE_CHECKING:`` are not (they never run).

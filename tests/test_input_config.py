@@ -1,4 +1,4 @@
-"""Scenario loading defects found by an adversarial tester (sim/config.py).
+"""Scenario loading defects found by an adversarial tester (sim/core/config.py).
 
 1. ``true``/``false`` where a number is expected ran as 1/0 (``months = true`` ran one month);
 2. a file without ``name`` wrote into ``results/baseline/``;
@@ -20,7 +20,7 @@ import networkx as nx
 import pytest
 
 from sim.cli import main
-from sim.config import (
+from sim.core.config import (
     MAX_BUDGET,
     MAX_PRICE,
     NAME_RULE,
@@ -215,7 +215,7 @@ def test_set_edgelist_is_stored_absolute(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_every_shipped_scenario_and_sweep_spec_still_loads():
-    from sim.sweep import SWEEP_DIR, load_spec
+    from sim.batch.sweep import SWEEP_DIR, load_spec
 
     for stem in list_scenarios():
         cfg = load_scenario(stem)

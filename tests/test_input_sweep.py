@@ -36,12 +36,12 @@ from test_sweep_failure_paths import (
     write_spec,
 )
 
-import sim.sweep
-from sim.analyze import sobol_indices
+import sim.batch.sweep
+from sim.batch.analyze import sobol_indices
+from sim.batch.sweep import RunResult, RunTask, load_spec, run_sweep
 from sim.cli import main
-from sim.config import NAME_RULE, ConfigError
-from sim.ledger import read_meta, read_runs
-from sim.sweep import RunResult, RunTask, load_spec, run_sweep
+from sim.core.config import NAME_RULE, ConfigError
+from sim.io.ledger import read_meta, read_runs
 
 AX = "axis 'buyers.capacity_scale': "
 MIX = "axis 'borrowers.miner.fleet_mix': "
@@ -211,7 +211,7 @@ def test_a_rerun_that_fails_before_adding_a_run_keeps_the_manifest(tmp_path, mon
         raise ConfigError("--scheduler tcp://127.0.0.1:1: cannot start or reach the Dask "
                           "cluster: Timed out")
 
-    monkeypatch.setattr(sim.sweep, "run_dask", unreachable)
+    monkeypatch.setattr(sim.batch.sweep, "run_dask", unreachable)
     argv = ["sweep", str(spec), "--out", str(out), "--scheduler", "tcp://127.0.0.1:1"]
     assert main(argv) == 2
     assert one_error_line(capsys).startswith("--scheduler tcp://127.0.0.1:1: cannot start")

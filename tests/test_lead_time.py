@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from agents.buyer import BuyerBook
-from sim import validate as val
-from sim.config import ConfigError, load_scenario
-from sim.environment import Environment, path_lead_times
+from sim.core.config import ConfigError, load_scenario
+from sim.core.environment import Environment, path_lead_times
+from sim.qa import validate as val
 from sim.world.model import LiquidationModel
 
 PATH = "environment.lead_time_path"

@@ -1,4 +1,4 @@
-"""Tests for sim.market: hand-computed call auctions, invariants, and the parametric curve.
+"""Tests for sim.core.market: hand-computed call auctions, invariants, and the parametric curve.
 
 Notation in the docstrings: bid units are listed in descending price, ask units in
 ascending price; "b(n)" / "a(n)" is the n-th bid / ask unit price, V the volume,
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.market import AuctionResult, call_auction, exponential_bids, parametric_price
+from sim.core.market import AuctionResult, call_auction, exponential_bids, parametric_price
 
 BIDS_Q = [10, 5, 20]
 BIDS_P = [100.0, 80.0, 50.0]
@@ -418,8 +418,8 @@ def test_h_ladder_validation():
 def _book(close: dict[str, float], count: int = 1):
     """A buyer book with one type per entry of ``close`` (name -> close_days), ``count`` each."""
     from agents.buyer import BuyerBook
-    from sim.config import Scenario
-    from sim.environment import Environment
+    from sim.core.config import Scenario
+    from sim.core.environment import Environment
 
     types = {name: {"count": count, "hurdle": 0.1, "integration_cost": 0.0, "capital": 1e6,
                     "spare_mw": 1.0, "life_months": 60, "close_days": days}
@@ -469,7 +469,7 @@ def test_buyers_who_cannot_close_this_month_buy_nothing(sites):
     auction (docs/model.md, "Power and cooling", site sales), so each buyer's new units are
     its auction purchases plus, in all, the month's ``site_fleet_sale`` units. Without sites
     a non-bidder's holdings do not move at all."""
-    from sim.config import load_scenario
+    from sim.core.config import load_scenario
     from sim.world.model import LiquidationModel
 
     m = LiquidationModel(load_scenario("crypto_winter", [f"sites.enabled={str(sites).lower()}"],
@@ -503,7 +503,7 @@ def test_fleet_sells_at_value_without_the_friction(monkeypatch):
     """With close_days = 0 every buyer bids: three hyperscalers with room for 12,000 H100s each
     (15 MW / 1.25 kW) take the 5,469-GPU fleet at the value in best use at every horizon,
     the no-friction result (discount 0)."""
-    import sim.validate as v
+    import sim.qa.validate as v
 
     base = v._baseline
     zero = {f"buyers.types.{t}.close_days": 0 for t in ("hyperscaler", "tier2", "broker")}
@@ -517,7 +517,7 @@ def test_friction_draws_leave_the_environment_paths_of_a_seed_alone():
     """Participation is drawn from its own child stream (``model.search_rng``): the same seed
     gives the same BTC, hashprice and rent paths with the friction on (default close_days) or
     off (every close_days 0), while the market itself differs."""
-    from sim.config import load_scenario
+    from sim.core.config import load_scenario
     from sim.world.model import LiquidationModel
 
     off = [f"buyers.types.{t}.close_days=0" for t in ("hyperscaler", "tier2", "broker")]
@@ -533,7 +533,7 @@ def test_small_books_cleared_on_lists_as_on_arrays():
     """Books of at most ``_SMALL_BOOK`` orders are cleared on Python lists: on random books
     (empty orders, ties at the margin, market orders, uneven pro-rata remainders, any k) the
     price, best bid, volume, fills and overhang equal, to the bit, those of the numpy rule."""
-    from sim.market import _clear_arrays, _clear_lists
+    from sim.core.market import _clear_arrays, _clear_lists
 
     rng = np.random.default_rng(11)
     for _ in range(2000):
@@ -561,7 +561,7 @@ def test_clear_book_equals_call_auction_on_small_and_large_books():
     """The model's ``clear_book`` (lists in, lists out; small books on lists, larger ones on
     arrays) gives, to the bit, what the public, validated ``call_auction`` gives on the same
     orders, on both sides of the small-book threshold."""
-    from sim.market import _SMALL_BOOK, call_auction, clear_book
+    from sim.core.market import _SMALL_BOOK, call_auction, clear_book
 
     rng = np.random.default_rng(12)
     sizes = set()

@@ -10,9 +10,9 @@ import pytest
 from agents.borrower import BorrowerStatus
 from agents.buyer import BuyerBook
 from agents.lender import LenderStatus
-from sim.config import Scenario, load_scenario
-from sim.environment import HOURS_PER_MONTH, Environment
-from sim.finance import LoanBook, largest_remainder, lognormal_call, scheduled_payment
+from sim.core.config import Scenario, load_scenario
+from sim.core.environment import HOURS_PER_MONTH, Environment
+from sim.core.finance import LoanBook, largest_remainder, lognormal_call, scheduled_payment
 from sim.world import phases
 from sim.world.model import LiquidationModel
 from sim.world.state import MonthState

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import metrics
-from sim.config import list_scenarios, load_scenario
-from sim.runner import paired_seeds, run_scenario
+from sim.core.config import list_scenarios, load_scenario
+from sim.world import metrics
 from sim.world.model import LiquidationModel
+from sim.world.runner import paired_seeds, run_scenario
 
 CASES = [(name, []) for name in list_scenarios()] + [
     ("crypto_winter", ["policy.repo.enabled=true"]),

@@ -8,9 +8,9 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from agents.buyer import BIG
-from sim.config import load_scenario
-from sim.finance import largest_remainder
-from sim.market import MAX_UNITS, call_auction
+from sim.core.config import load_scenario
+from sim.core.finance import largest_remainder
+from sim.core.market import MAX_UNITS, call_auction
 from sim.world.model import LiquidationModel
 
 GEN = ("environment.generations=[{name='G0',launch_month=-1,list_price=30000.0,"

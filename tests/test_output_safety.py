@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-import sim.analyze
-import sim.animate
-import sim.app
-from sim import store
+import sim.batch.analyze
+import sim.views.animate
+import sim.views.app
 from sim.cli import main
-from sim.config import ConfigError
-from sim.provenance import MANIFEST
+from sim.core.config import ConfigError
+from sim.io import store
+from sim.qa.provenance import MANIFEST
 
 RUN = {*store.RUN_FILES, MANIFEST}
 
@@ -174,7 +174,7 @@ def test_analyze_write_error_is_one_line(tmp_path, monkeypatch, capsys):
     def denied(directory, out):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(sim.analyze, "analyze", denied)
+    monkeypatch.setattr(sim.batch.analyze, "analyze", denied)
     assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "a")]) == 2
     assert _one_error_line(capsys) == f"liqsim: error: cannot write {tmp_path / 'a'}: " \
                                       "Permission denied"
@@ -189,7 +189,7 @@ def test_ctrl_c_during_animate_is_exit_130_and_leaves_no_gif(tmp_path, monkeypat
     """At the first frame, matplotlib's PillowWriter.finish used to raise IndexError on its
     empty frame list, hiding the KeyboardInterrupt."""
     calls = []
-    real = sim.animate.draw_frame
+    real = sim.views.animate.draw_frame
 
     def draw(*args):
         calls.append(args[-1])
@@ -197,7 +197,7 @@ def test_ctrl_c_during_animate_is_exit_130_and_leaves_no_gif(tmp_path, monkeypat
             raise KeyboardInterrupt
         real(*args)
 
-    monkeypatch.setattr(sim.animate, "draw_frame", draw)
+    monkeypatch.setattr(sim.views.animate, "draw_frame", draw)
     gif = tmp_path / "x" / "a.gif"
     assert main(["animate", "--months", "2", "--out", str(gif)]) == 130
     assert capsys.readouterr().err.strip() == f"liqsim: interrupted; no GIF written to {gif}"
@@ -210,7 +210,7 @@ def test_an_animate_write_error_is_one_line_and_leaves_no_gif(tmp_path, monkeypa
     def full(self):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sim.animate.GifWriter, "finish", full)
+    monkeypatch.setattr(sim.views.animate.GifWriter, "finish", full)
     gif = tmp_path / "a.gif"
     assert main(["animate", "--months", "1", "--out", str(gif)]) == 2
     assert _one_error_line(capsys) == f"liqsim: error: cannot write {gif}: No space left on device"
@@ -228,16 +228,16 @@ def test_an_unresolvable_host_is_named(monkeypatch):
     def gai(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr(sim.app.socket, "getaddrinfo", gai)
+    monkeypatch.setattr(sim.views.app.socket, "getaddrinfo", gai)
     with pytest.raises(ConfigError, match=r"^--host nosuch\.invalid: cannot resolve host "
                                           r"nosuch\.invalid$"):
-        sim.app.check_port("nosuch.invalid", 8799)
+        sim.views.app.check_port("nosuch.invalid", 8799)
 
 
 def test_url_brackets_an_ipv6_literal():
-    assert sim.app.url("::1", 8799) == "http://[::1]:8799/"
-    assert sim.app.url("127.0.0.1", 8765) == "http://127.0.0.1:8765/"
-    assert sim.app.url("localhost", 80) == "http://localhost:80/"
+    assert sim.views.app.url("::1", 8799) == "http://[::1]:8799/"
+    assert sim.views.app.url("127.0.0.1", 8765) == "http://127.0.0.1:8765/"
+    assert sim.views.app.url("localhost", 80) == "http://localhost:80/"
 
 
 def _free_ipv6_port() -> int:
@@ -252,7 +252,7 @@ def _free_ipv6_port() -> int:
 def test_an_ipv6_host_is_probed_over_ipv6_and_printed_bracketed(monkeypatch, capsys):
     port = _free_ipv6_port()
     served = []
-    monkeypatch.setattr(sim.app, "serve", lambda *args: served.append(args) or 0)
+    monkeypatch.setattr(sim.views.app, "serve", lambda *args: served.append(args) or 0)
     assert main(["app", "--host", "::1", "--port", str(port)]) == 0
     assert served == [("::1", port, None, None)]  # no scenario, no --scenario-dir
     assert f"liqsim app: http://[::1]:{port}/" in capsys.readouterr().err
@@ -260,20 +260,20 @@ def test_an_ipv6_host_is_probed_over_ipv6_and_printed_bracketed(monkeypatch, cap
         busy.bind(("::1", port))
         busy.listen()
         with pytest.raises(ConfigError, match="cannot listen there"):
-            sim.app.check_port("::1", port)
+            sim.views.app.check_port("::1", port)
 
 
 @pytest.mark.parametrize("cmd", ["validate", "bench"])
 def test_validate_and_bench_write_errors_are_one_line(tmp_path, monkeypatch, capsys, cmd):
-    import sim.bench
-    import sim.validate
+    import sim.qa.bench
+    import sim.qa.validate
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sim.validate, "run_all", lambda **kwargs: {"checks": []})
-    monkeypatch.setattr(sim.validate, "write_report", full)
-    monkeypatch.setattr(sim.bench, "run_bench", full)
+    monkeypatch.setattr(sim.qa.validate, "run_all", lambda **kwargs: {"checks": []})
+    monkeypatch.setattr(sim.qa.validate, "write_report", full)
+    monkeypatch.setattr(sim.qa.bench, "run_bench", full)
     assert main([cmd, "--out", str(tmp_path / "o")]) == 2
     assert _one_error_line(capsys) == (f"liqsim: error: cannot write {tmp_path / 'o'}: "
                                        "No space left on device")
@@ -284,12 +284,14 @@ def test_the_core_writes_a_run_without_importing_plots_app_or_cli(tmp_path):
     """README layout: the core (store included) never imports plots, animate, app or cli; the
     CLI hands its figure writer to store.write_run."""
     code = ("import sys\nimport sim.world.model\n"
-            "from sim import config, contagion, environment, finance, market, metrics, "
-            "network, provenance, runner, store\n"
+            "from sim.core import config, contagion, environment, finance, market, network\n"
+            "from sim.world import metrics, runner\n"
+            "from sim.io import store\n"
+            "from sim.qa import provenance\n"
             "m = runner.run_scenario(config.load_scenario('baseline', months=2))\n"
             f"store.write_run(m, {str(tmp_path / 'r')!r})\n"
-            "print(sorted(n for n in ('sim.plots', 'sim.animate', 'sim.app', 'sim.cli') "
-            "if n in sys.modules))\n")
+            "print(sorted(n for n in ('sim.views.plots', 'sim.views.animate', 'sim.views.app', "
+            "'sim.cli') if n in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"

@@ -14,11 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sim import datadict, metrics, plots
-from sim.config import load_scenario
-from sim.keys import human_key
-from sim.runner import run_scenario
-from sim.store import write_run
+from sim.core.config import load_scenario
+from sim.core.keys import human_key
+from sim.io import datadict
+from sim.io.store import write_run
+from sim.views import plots
+from sim.world import metrics
+from sim.world.runner import run_scenario
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +187,6 @@ def test_axis_labels_use_human_names():
                                                      "(fraction)"
     assert human_key("environment.generations.1.list_price", base).startswith("H100 list price")
     assert human_key("no.such", base) == "no.such"
-    from sim.analyze import _human
+    from sim.batch.analyze import _human
     sw = SimpleNamespace(meta={"base": base})
     assert _human(sw, "shocks.0.size") == "BTC shock in month 3 [shocks.0.size]"

@@ -12,7 +12,7 @@ import pytest
 
 from agents.lender import LenderStatus
 from agents.repo_desk import margin_and_term, units_to_seize
-from sim.config import Scenario
+from sim.core.config import Scenario
 from sim.world import phases
 from sim.world.model import LiquidationModel
 from sim.world.state import MonthState, SellOrders
@@ -78,11 +78,17 @@ def test_step_calls_the_phases_in_order_and_hands_over_the_state_objects(monkeyp
     assert month.coll is None  # spent by phase 5: phase 6 moves fleets
 
 
-def test_no_second_name_for_the_model():
-    """One name per concept: the model lives at sim.world.model only (no shim at sim.model)."""
-    assert importlib.util.find_spec("sim.model") is None
-    assert importlib.util.find_spec("sim.losses") is None
-    assert importlib.util.find_spec("sim.collect") is None
+FLAT = ("model", "losses", "collect", "config", "numerics", "version", "environment", "finance",
+        "market", "contagion", "network", "firesale", "keys", "metrics", "runner", "store",
+        "ledger", "datadict", "plots", "animate", "app_panels", "app", "sweep", "analyze", "ema",
+        "progress", "provenance", "validate", "bench", "bench_sweeps")
+
+
+@pytest.mark.parametrize("name", FLAT)
+def test_no_second_name_for_a_moved_module(name):
+    """One name per concept: every module lives in its layer's sub-package only (the world at
+    sim.world.model, the core at sim.core.config, ...), with no shim at the flat sim.<name>."""
+    assert importlib.util.find_spec(f"sim.{name}") is None
     import sim
     assert sim.LiquidationModel is LiquidationModel
 

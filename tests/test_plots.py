@@ -1,4 +1,5 @@
-"""Tests for sim.plots: the five PNGs are written and valid, and the figures show the records."""
+"""Tests for sim.views.plots: the five PNGs are written and valid, and the figures show the
+records."""
 
 import struct
 import subprocess
@@ -9,12 +10,12 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-import sim.animate
-import sim.plots
+import sim.views.animate
+import sim.views.plots
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from sim.config import Scenario, load_scenario
-from sim.plots import (
+from sim.core.config import Scenario, load_scenario
+from sim.views.plots import (
     ARROW_GAP,
     FAILED_LENDER,
     FIGURES,
@@ -102,10 +103,10 @@ def test_figures_table_matches_files():
 
 
 def test_figure_and_series_month_labels_share_one_calendar():
-    from sim import metrics
-    from sim.environment import calendar_month, month_label
+    from sim.core.environment import calendar_month, month_label
+    from sim.world import metrics
 
-    assert sim.plots.month_axis(Scenario()) == "month (0 = Dec 2025)"
+    assert sim.views.plots.month_axis(Scenario()) == "month (0 = Dec 2025)"
     months = (0, 1, 13, 25)
     assert [calendar_month(t) for t in months] == [(2025, 12), (2026, 1), (2027, 1), (2028, 1)]
     assert [month_label(t) for t in months] == ["Dec 2025", "Jan 2026", "Jan 2027", "Jan 2028"]
@@ -115,21 +116,21 @@ def test_figure_and_series_month_labels_share_one_calendar():
 
 def test_a_scenario_start_moves_every_date_and_label():
     """``start = "2023-03"`` (the GPU backtest): month 10 is Jan 2024, by hand 3 + 10 = 13."""
-    from sim import metrics
-    from sim.environment import calendar_month, month_label
+    from sim.core.environment import calendar_month, month_label
+    from sim.world import metrics
 
     assert calendar_month(10, "2023-03") == (2024, 1) and month_label(0, "2023-03") == "Mar 2023"
     m = LiquidationModel(Scenario(start="2023-03", months=10, seed=1)).run()
     dates = metrics.series(m)["date"]
     assert dates[0].strftime("%Y-%m") == "2023-03" and dates[10].strftime("%Y-%m") == "2024-01"
-    assert sim.plots.month_axis(m.cfg) == "month (0 = Mar 2023)"
-    fig = sim.plots.price_figure(m)
+    assert sim.views.plots.month_axis(m.cfg) == "month (0 = Mar 2023)"
+    fig = sim.views.plots.price_figure(m)
     assert "month (0 = Mar 2023)" in [ax.get_xlabel() for ax in fig.axes]
 
 
 @pytest.mark.parametrize("bad", ["2023-13", "2023-3", "23-03", "march", "1899-12"])
 def test_a_bad_start_is_a_config_error(bad):
-    from sim.config import ConfigError
+    from sim.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="start.*YYYY-MM"):
         load_scenario("baseline", overrides={"start": bad})
@@ -137,24 +138,24 @@ def test_a_bad_start_is_a_config_error(bad):
 
 def test_png_bytes_are_reproducible_and_carry_no_software_tag():
     def draw():
-        fig = sim.plots.new_figure(2, 1, dpi=50)
+        fig = sim.views.plots.new_figure(2, 1, dpi=50)
         fig.add_subplot().plot([0, 1], [1, 0])
         return fig
 
     fig = draw()
-    png = sim.plots.png_bytes(fig, dpi=50)
+    png = sim.views.plots.png_bytes(fig, dpi=50)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and not fig.axes  # the figure is cleared
     assert struct.unpack(">II", png[16:24]) == (100, 50)  # 2 x 1 inches at 50 dpi
     assert b"Software" not in png and b"matplotlib" not in png
-    assert sim.plots.png_bytes(draw(), dpi=50) == png
+    assert sim.views.plots.png_bytes(draw(), dpi=50) == png
 
 
 @pytest.mark.slow
 def test_no_pyplot_and_core_does_not_import_plots():
-    code = ("import sys, sim.world.model, sim.network\n"
-            "assert 'sim.plots' not in sys.modules\n"
+    code = ("import sys, sim.world.model, sim.core.network\n"
+            "assert 'sim.views.plots' not in sys.modules\n"
             "assert 'matplotlib' not in sys.modules\n"
-            "import sim.plots\n"
+            "import sim.views.plots\n"
             "assert 'matplotlib.pyplot' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -350,7 +351,7 @@ def test_funding_arrow_geometry_by_hand():
     # lender 0 at (0, 0) funds lender 1 at (1, 0): control point (0.5, -0.2), so the curve's
     # midpoint is 0.25 p0 + 0.5 p1 + 0.25 p2 = (0.5, -0.1); the head points along +x at the tip
     pos = np.array([[0.0, 0.0], [1.0, 0.0]])
-    curves, heads = sim.plots._funding_arrows(pos, np.array([0]), np.array([1]))
+    curves, heads = sim.views.plots._funding_arrows(pos, np.array([0]), np.array([1]))
     c = curves[0]
     assert np.hypot(*c[0]) == pytest.approx(ARROW_GAP, abs=0.012)
     assert np.hypot(*(c[-1] - pos[1])) == pytest.approx(ARROW_GAP, abs=0.012)
@@ -358,8 +359,8 @@ def test_funding_arrow_geometry_by_hand():
     tip, left, right = heads[0]
     np.testing.assert_allclose(tip, c[-1])
     assert left[0] < tip[0] and right[0] < tip[0]  # the head's base is behind the tip
-    assert np.hypot(*(left - right)) == pytest.approx(2 * sim.plots.ARROW_HEAD[1])
-    empty, no_heads = sim.plots._funding_arrows(pos, np.array([], int), np.array([], int))
+    assert np.hypot(*(left - right)) == pytest.approx(2 * sim.views.plots.ARROW_HEAD[1])
+    empty, no_heads = sim.views.plots._funding_arrows(pos, np.array([], int), np.array([], int))
     assert empty.shape[0] == no_heads.shape[0] == 0
 
 
@@ -367,11 +368,11 @@ def test_funding_arrow_geometry_by_hand():
 def test_figure_and_animation_frame_draw_the_same_network(cw):
     """The GIF's frame and the static figure: same positions and colours per node, marker areas
     in one ratio (the Axes' scale squared); the app's panel is the same function."""
-    assert sim.animate.draw_network is draw_network
+    assert sim.views.animate.draw_network is draw_network
     m, t = cw, 8
     fig_ax = network_figure(m, t).axes[0]
-    frame, net, prices = sim.animate._frame_figure(m)
-    sim.animate.draw_frame(frame, net, prices, m, t)
+    frame, net, prices = sim.views.animate._frame_figure(m)
+    sim.views.animate.draw_frame(frame, net, prices, m, t)
     a, b = _nodes(fig_ax), _nodes(net)
     assert sorted(a) == sorted(b) == ["buyer", "lender", "miner", "neocloud"]
     ratio = (points_per_unit(net) / points_per_unit(fig_ax)) ** 2
@@ -393,8 +394,8 @@ def test_figure_and_animation_frame_draw_the_same_network(cw):
 def test_layout_is_computed_once_per_model(monkeypatch):
     m = LiquidationModel(Scenario(months=2)).run()
     calls = []
-    real = sim.plots.network_layout
-    monkeypatch.setattr(sim.plots, "network_layout", lambda mm: calls.append(1) or real(mm))
+    real = sim.views.plots.network_layout
+    monkeypatch.setattr(sim.views.plots, "network_layout", lambda mm: calls.append(1) or real(mm))
     fig = new_figure(6, 5, layout=None)
     ax = fig.add_subplot()
     for t in range(3):

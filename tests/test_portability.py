@@ -1,9 +1,9 @@
 """The golden cases give the same bits under every CPU setting this machine can imitate.
 
-Each setting runs every case of ``sim.bench.GOLDEN_CASES`` in a fresh subprocess whose
+Each setting runs every case of ``sim.qa.bench.GOLDEN_CASES`` in a fresh subprocess whose
 environment makes numpy, OpenBLAS, glibc and numba behave as on another x86-64 CPU, and
 compares the fingerprints with ``tests/data/golden.json`` (recorded once under the
-deterministic numerics of ``sim.numerics``):
+deterministic numerics of ``sim.core.numerics``):
 
 * ``NPY_DISABLE_CPU_FEATURES``: numpy's SIMD dispatch level (unset: this CPU's best, e.g.
   AVX-512; ``AVX512_ICL X86_V4``: AVX2; ``AVX512_ICL X86_V4 X86_V3``: SSE4.2 baseline);
@@ -45,8 +45,8 @@ PROBE = ("import math, numpy as np; a = np.ones((64, 64)); assert (a @ a).sum() 
          "math.exp(0.5); "
          "from numpy._core._multiarray_umath import __cpu_dispatch__ as d, "
          "__cpu_features__ as f; print(','.join(t for t in d if f.get(t)))")
-CHILD = ("import json; from sim.bench import GOLDEN_PATH, golden_fingerprints, "
-         "golden_mismatches; from sim.numerics import platform_info; "
+CHILD = ("import json; from sim.qa.bench import GOLDEN_PATH, golden_fingerprints, "
+         "golden_mismatches; from sim.core.numerics import platform_info; "
          "g = json.loads(GOLDEN_PATH.read_text()); "
          "print(json.dumps({'bad': golden_mismatches(g, golden_fingerprints()), "
          "'simd': platform_info()['simd']}))")

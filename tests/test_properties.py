@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import Scenario, build
+from sim.core.config import Scenario, build
 from sim.world.model import LiquidationModel
 
 MONTHS = 24

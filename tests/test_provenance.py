@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import provenance, store
 from sim.cli import main
-from sim.config import load_scenario
-from sim.runner import run_scenario
+from sim.core.config import load_scenario
+from sim.io import store
+from sim.qa import provenance
+from sim.world.runner import run_scenario
 
 MONTHS = "6"
 
@@ -231,7 +232,7 @@ def test_frame_diff_is_exact_and_nan_aware():
 @pytest.mark.slow
 def test_figures_hashed_by_write_manifest_are_checked_not_recomputed(tmp_path, capsys):
     """``store.write_manifest(dir, cfg, extra=figures)`` adds figures; verify checks their hash."""
-    from sim.plots import write_figures
+    from sim.views.plots import write_figures
 
     d = tmp_path / "f"
     model = run_scenario(load_scenario(None, months=3))
@@ -263,7 +264,7 @@ values = [false, true]
 
 
 def _sweep(tmp: Path, out: Path, replicates: int = 2) -> Path:
-    from sim.sweep import run_sweep
+    from sim.batch.sweep import run_sweep
 
     spec = tmp / "prov.toml"
     spec.write_text(SWEEP_SPEC.format(replicates=replicates), encoding="utf-8")
@@ -298,8 +299,8 @@ def _ok_rows(d: Path) -> list[tuple]:
 
 @pytest.mark.slow
 def test_a_finished_sweep_carries_a_manifest(sweep_dir):
-    from sim.ledger import read_meta
-    from sim.sweep import replicate_seed
+    from sim.batch.sweep import replicate_seed
+    from sim.io.ledger import read_meta
 
     m = _manifest(sweep_dir)
     meta = read_meta(sweep_dir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.config import ConfigError, Scenario
+from sim.core.config import ConfigError, Scenario
 from sim.world import phases
 from sim.world.model import LiquidationModel
 

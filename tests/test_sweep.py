@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.cli import main
-from sim.config import ConfigError
-from sim.ledger import read_meta, read_runs
-from sim.sweep import (
+from sim.batch.sweep import (
     flat_metrics,
     load_spec,
     param_hash,
     replicate_seed,
     run_sweep,
 )
+from sim.cli import main
+from sim.core.config import ConfigError
+from sim.io.ledger import read_meta, read_runs
 
 REPO = Path(__file__).resolve().parent.parent
 AXES = """
@@ -207,10 +207,10 @@ def test_ledger_reads_back_and_series_are_written(serial):
     assert list(s.columns) == ["month", "credit_losses", "price_H100"] and len(s) == 7
     assert not list((out / "series").glob(".*.tmp"))
     # the ledger's metrics are the model's: re-run one point by hand
-    from sim import metrics
-    from sim.config import build
-    from sim.runner import run_scenario
-    from sim.sweep import build_tasks
+    from sim.batch.sweep import build_tasks
+    from sim.core.config import build
+    from sim.world import metrics
+    from sim.world.runner import run_scenario
 
     task = build_tasks(load_spec(serial[0]))[0]
     model = run_scenario(build(task.config))
@@ -261,16 +261,16 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_an_exception_inside_a_run_is_recorded(tmp_path, monkeypatch):
-    import sim.runner
+    import sim.world.runner
 
-    real = sim.runner.run_scenario
+    real = sim.world.runner.run_scenario
 
     def flaky(cfg, on_month=None):
         if cfg.policy.repo.enabled and cfg.shocks[0].size > 0.5:
             raise FloatingPointError("boom\nsecond line")
         return real(cfg, on_month)
 
-    monkeypatch.setattr(sim.runner, "run_scenario", flaky)
+    monkeypatch.setattr(sim.world.runner, "run_scenario", flaky)
     res = run_sweep(write_spec(tmp_path, spec_text()), out=tmp_path / "o", workers=1,
                     progress=False)
     assert (res.done, res.failed) == (6, 2)
@@ -478,10 +478,10 @@ def test_an_integer_value_for_a_float_key_is_the_same_point_as_its_float(tmp_pat
 
 
 def test_guided_chunks_cover_every_run_once_in_order_and_shrink_towards_the_end():
-    """Guided self-scheduling (sim.sweep._chunks): 200 runs on 2 workers start with full
+    """Guided self-scheduling (sim.batch.sweep._chunks): 200 runs on 2 workers start with full
     chunks of 8 and end with single runs, so no worker idles while the other runs a last
     full chunk; one worker keeps fixed chunks."""
-    from sim.sweep import MAX_CHUNK, _chunks
+    from sim.batch.sweep import MAX_CHUNK, _chunks
 
     tasks = list(range(200))
     chunks = _chunks(tasks, MAX_CHUNK, 2)
@@ -499,7 +499,7 @@ def test_guided_chunks_cover_every_run_once_in_order_and_shrink_towards_the_end(
 @pytest.mark.slow
 def test_runner_and_worker_preload_do_not_import_scipy_stats():
     # scipy.stats costs ~0.6 s a process: only compare() imports it, when it is called
-    code = ("import sys, sim.runner, sim.sweep, sim.metrics\n"
+    code = ("import sys, sim.world.runner, sim.batch.sweep, sim.world.metrics\n"
             "assert 'scipy.stats' not in sys.modules, 'scipy.stats imported at import time'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -509,8 +509,8 @@ def test_a_ledger_from_before_platforms_gains_the_column_and_keeps_its_runs(tmp_
     the old row keeps a NULL platform, and new rows name theirs."""
     import sqlite3
 
-    from sim.ledger import Ledger, platform_id, read_platforms
-    from sim.numerics import platform_info
+    from sim.core.numerics import platform_info
+    from sim.io.ledger import Ledger, platform_id, read_platforms
 
     con = sqlite3.connect(tmp_path / "ledger.sqlite")
     con.executescript("""CREATE TABLE runs (param_hash TEXT NOT NULL, seed INTEGER NOT NULL,

@@ -7,15 +7,15 @@ replicate`` and ``defaults = replicate + 1``, so every number in a ledger or a t
 checked by hand and a sweep takes well under a second. Pool workers are forked from a fork
 server, so the run functions live in this (importable) module.
 
-* Local pool (``sim.sweep.run_pool``): workers that die before they start any run stop the
+* Local pool (``sim.batch.sweep.run_pool``): workers that die before they start any run stop the
   sweep after three such passes with a one-line error; a run that kills its worker every time
   is failed after MAX_DEATHS = 2 deaths while the others finish, and ``retry_failed`` re-runs
   exactly that run.
-* Dask (``sim.sweep._dask_loop``), on a fake client that runs each submitted chunk at once in
+* Dask (``sim.batch.sweep._dask_loop``), on a fake client that runs each submitted chunk at once in
   this process: a chunk whose future raises KilledWorker is re-submitted run by run, and a run
   that still fails becomes a failed result carrying the error text; a scheduler that cannot
   be reached, or that goes away, is a one-line error.
-* Analysis (``sim.analyze``): ledgers that are SQLite but not a sweep's; what ``build`` writes
+* Analysis (``sim.batch.analyze``): ledgers that are SQLite but not a sweep's; what ``build`` writes
   and leaves out for sweeps without a two-level axis, with one replicate, with a Latin
   hypercube, or with a Sobol design whose indices cannot be computed; the default share when
   the borrower counts are swept or unknown.
@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sim.sweep
+import sim.batch.sweep
+from sim.batch.sweep import RunResult, RunTask, run_dask, run_sweep
 from sim.cli import main
-from sim.config import ConfigError
-from sim.ledger import SCHEMA, read_runs
-from sim.sweep import RunResult, RunTask, run_dask, run_sweep
+from sim.core.config import ConfigError
+from sim.io.ledger import SCHEMA, read_runs
 
 
 def quick(task: RunTask) -> RunResult:
@@ -102,14 +102,14 @@ def test_workers_that_die_before_any_run_stop_the_sweep_after_three_passes(
         tmp_path, monkeypatch, capsys):
     spec, out = write_spec(tmp_path, SCALE4), tmp_path / "out"
     passes = []
-    real_pass = sim.sweep._pool_pass
+    real_pass = sim.batch.sweep._pool_pass
 
     def counting_pass(batch, *args):
         passes.append(len(batch))
         return real_pass(batch, *args)
 
-    monkeypatch.setattr(sim.sweep, "_pool_pass", counting_pass)
-    monkeypatch.setattr(sim.sweep, "_worker_init", dead_on_arrival)
+    monkeypatch.setattr(sim.batch.sweep, "_pool_pass", counting_pass)
+    monkeypatch.setattr(sim.batch.sweep, "_worker_init", dead_on_arrival)
     assert main(["sweep", str(spec), "--out", str(out), "--workers", "2"]) == 2
     assert one_error_line(capsys) == ("worker processes keep dying before they start a run; "
                                       "re-run to resume (finished runs are kept)")
@@ -209,7 +209,7 @@ def test_a_killed_dask_chunk_is_retried_run_by_run_and_a_lethal_run_is_failed(mo
     # it meets; run 5 killed one once (a chunk can die of a neighbour's fault).
     client = FakeClient(workers=1, kills={2: 99, 5: 1})
     got: list[RunResult] = []
-    sim.sweep._dask_loop(client, _tasks(10), got.append, quick)
+    sim.batch.sweep._dask_loop(client, _tasks(10), got.append, quick)
     assert client.submitted == [(0, list(range(8))), (1, [8, 9])] + [(-1, [i]) for i in range(8)]
     assert [r.key[0] for r in got] == ["h08", "h09"] + [f"h{i:02d}" for i in range(8)]
     status = {r.key[0]: r.status for r in got}
@@ -360,7 +360,7 @@ def test_one_axis_without_two_levels_gives_no_paired_or_phase_and_counts_swept_b
     table = pd.read_csv(out / "analysis" / "by_axis.csv")
     share = table[table.metric == "default_share"].set_index("value")["mean"]
     # defaults = replicate + 1, averaged over replicates 0 and 1: 1.5; baseline has 60
-    # neo-clouds (sim/config.py), so over 40 + 60 borrowers 1.5 / 100 = 0.015, then 1.5 / 140
+    # neo-clouds (sim/core/config.py), so over 40 + 60 borrowers 1.5 / 100 = 0.015, then 1.5 / 140
     # and 1.5 / 180
     np.testing.assert_allclose(share.loc[[40, 80, 120]], [0.015, 1.5 / 140, 1.5 / 180])
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from sim.batch.sweep import RunTask, SweepLock, run_sweep, run_task
 from sim.cli import main
-from sim.config import ConfigError
-from sim.ledger import Ledger, read_runs
-from sim.sweep import RunTask, SweepLock, run_sweep, run_task
+from sim.core.config import ConfigError
+from sim.io.ledger import Ledger, read_runs
 
 REPO = Path(__file__).resolve().parent.parent
 VICTIM = {"policy.repo.enabled": True, "shocks.0.size": 0.7}
@@ -191,7 +191,7 @@ def test_the_lock_dies_with_its_holder(reference):
     out = tmp / "holder_died"
     out.mkdir()
     code = (f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; "
-            f"from sim.sweep import SweepLock; SweepLock(Path({str(out)!r})); "
+            f"from sim.batch.sweep import SweepLock; SweepLock(Path({str(out)!r})); "
             "print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -259,11 +259,11 @@ def test_a_full_database_stops_cleanly_and_resumes(reference, monkeypatch, capsy
 
 @pytest.mark.slow
 def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeypatch, capsys):
-    import sim.store
+    import sim.io.store
 
     tmp, ref = reference
     out = tmp / "enospc"
-    real = sim.store.atomic_write_bytes
+    real = sim.io.store.atomic_write_bytes
     calls = []
 
     def full_disk(path, data):
@@ -273,12 +273,12 @@ def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeyp
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(path, data)
 
-    monkeypatch.setattr(sim.store, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(sim.io.store, "atomic_write_bytes", full_disk)
     assert main(["sweep", str(make_spec(tmp)), "--out", str(out), "--workers", "1"]) == 2
     err = _one_error_line(capsys)
     assert "No space left on device" in err
     assert len(rows(out)) == 2  # the third run's row is not committed without its series
-    monkeypatch.setattr(sim.store, "atomic_write_bytes", real)
+    monkeypatch.setattr(sim.io.store, "atomic_write_bytes", real)
     res = run_sweep(make_spec(tmp), out=out, workers=1, progress=False)
     assert (res.skipped, res.done) == (2, 6)
     assert rows(out) == ref

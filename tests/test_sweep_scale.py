@@ -2,7 +2,7 @@
 
 A spec at the limit (200,000 points; or 64 axes) used to stay silent for minutes before its
 first run: hashing the points encoded the whole base scenario again for each of them. The
-stages before the first run now report as they go (``sim.sweep._stages``, a line on a
+stages before the first run now report as they go (``sim.batch.sweep._stages``, a line on a
 terminal), and the hashing encodes the base once. These tests record the reports of a real
 ``run_sweep`` on such specs and stop it at its first run.
 """
@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sim.sweep
-from sim.config import ConfigError, load_scenario
-from sim.ledger import canonical_json
-from sim.sweep import param_hash, param_hashes, run_sweep
+import sim.batch.sweep
+from sim.batch.sweep import param_hash, param_hashes, run_sweep
+from sim.core.config import ConfigError, load_scenario
+from sim.io.ledger import canonical_json
 
 
 class _FirstRun(Exception):
@@ -42,7 +42,7 @@ def reports(monkeypatch):
     def recording(_enabled: bool):
         yield lambda what, done, total: seen.append((time.perf_counter(), what, done, total))
 
-    monkeypatch.setattr(sim.sweep, "_stages", recording)
+    monkeypatch.setattr(sim.batch.sweep, "_stages", recording)
     return seen
 
 
@@ -147,10 +147,10 @@ def test_a_design_over_the_limit_is_refused_before_its_values_are_checked(tmp_pa
     spec.write_text('name = "huge"\nbase = "baseline"\nreplicates = 1\n' + axes,
                     encoding="utf-8")
     checked = []
-    monkeypatch.setattr(sim.sweep, "_check_axis", lambda *a: checked.append(a) or "float")
+    monkeypatch.setattr(sim.batch.sweep, "_check_axis", lambda *a: checked.append(a) or "float")
     start = time.perf_counter()
-    with pytest.raises(sim.sweep.ConfigError, match="the limit is 200,000 points"):
-        sim.sweep.load_spec(spec)
+    with pytest.raises(sim.batch.sweep.ConfigError, match="the limit is 200,000 points"):
+        sim.batch.sweep.load_spec(spec)
     assert checked == [] and time.perf_counter() - start < 5.0
 
 

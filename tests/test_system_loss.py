@@ -10,12 +10,11 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from agents.repo_desk import RepoDesk
-from sim import metrics
-from sim.analyze import LOSS_METRICS, Output, Sweep, _add_paired
-from sim.config import ConfigError, Repo, load_scenario
-from sim.runner import compare
-from sim.world import losses
+from sim.batch.analyze import LOSS_METRICS, Output, Sweep, _add_paired
+from sim.core.config import ConfigError, Repo, load_scenario
+from sim.world import losses, metrics
 from sim.world.model import LiquidationModel
+from sim.world.runner import compare
 
 ON = {"metrics.system_loss": True}
 
@@ -352,6 +351,6 @@ def test_analyze_paired_losses_table_and_older_ledgers():
 
 
 def test_analyze_names_every_summary_loss_key():
-    """sim.analyze lists the summary's loss keys itself (it imports no model code): the list
+    """sim.batch.analyze lists the summary's loss keys itself (it imports no model code): the list
     must be sim.world.losses.SUMMARY_KEYS, in order, or a new record drops out of paired_losses."""
     assert LOSS_METRICS == tuple(f"losses.{k}" for k in losses.SUMMARY_KEYS)

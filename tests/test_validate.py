@@ -1,4 +1,4 @@
-"""Tests for `liqsim validate` (sim/validate.py): the fast checks 1, 3 and a reduced 2, the
+"""Tests for `liqsim validate` (sim/qa/validate.py): the fast checks 1, 3 and a reduced 2, the
 report and the exit codes, and the pieces the suite is built on."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy import sparse as sp
 
-from sim import validate as val
 from sim.cli import main
-from sim.config import load_scenario
-from sim.contagion import gai_kapadia_network, threshold_cascade
-from sim.market import parametric_price
+from sim.core.config import load_scenario
+from sim.core.contagion import gai_kapadia_network, threshold_cascade
+from sim.core.market import parametric_price
+from sim.qa import validate as val
 from sim.world.model import LiquidationModel
 
 FAST_STEPS = [s for s in val.STEPS if s[2] in ("classic", "nesting")]
@@ -139,8 +139,8 @@ def test_expected_hashprice_reverts_to_miners_cost_by_hand():
 def test_rig_at_miners_cost_is_valued_on_flat_revenue_by_hand():
     """With hashprice at miners' cost nobody expects it to move, so each month of the rig is
     Black's call on the same forward u R 730 with log-sd sigma sqrt(m) (buyer.py docstring)."""
-    from sim.environment import HOURS_PER_MONTH
-    from sim.finance import lognormal_call
+    from sim.core.environment import HOURS_PER_MONTH
+    from sim.core.finance import lognormal_call
 
     m = _asic_model()
     env, bb = m.env, m.buyers

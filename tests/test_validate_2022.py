@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sim import validate as val
+from sim.qa import validate as val
 
 TYPES = ("bank", "private_credit", "abl", "crypto_lender")
 RIG_ONLY = tuple(f"lenders.types.{t}.gpu_share=1.0" for t in TYPES)
@@ -128,7 +128,7 @@ def test_shipped_episode_no_lender_fails_from_its_rig_book():
 
 def test_no_default_no_rig_book_loss():
     """One month: no borrower has defaulted, so no write-off, no inventory: loss 0."""
-    from sim.config import load_scenario
+    from sim.core.config import load_scenario
 
     got = val.lender_run(load_scenario("asic_2022", months=1))
     assert got == {"solvent0": 20, "failed": 0, "failed_solvent": 0, "max_loss_over_e0": 0.0}
@@ -139,7 +139,7 @@ def test_other_loans_shock_by_hand():
     """A shock of size 0.57 on the crypto lenders in month 8: their other loans are 43 % of
     what they were the month before less one month's write-off at the stress rate (3 %/yr),
     B8 = B7 x (1 - 0.57) x (1 - 0.03 / 12); other types lose only the monthly rate."""
-    from sim.config import load_scenario
+    from sim.core.config import load_scenario
     from sim.world.model import LiquidationModel
 
     m = LiquidationModel(load_scenario("asic_2022", months=8))
@@ -158,7 +158,7 @@ def test_other_loans_shock_by_hand():
 
 
 def test_other_loans_shock_names_a_lender_type():
-    from sim.config import ConfigError, load_scenario
+    from sim.core.config import ConfigError, load_scenario
 
     with pytest.raises(ConfigError, match="lender_type"):
         load_scenario("baseline", ["shocks+={month=2, kind='other_loans', size=0.5, "

@@ -1,7 +1,7 @@
 """Gai & Kapadia (2010) on the model's own funding network (validate checks 2g-2i).
 
 Worked examples by hand on three lenders with external assets 100 each, interbank share
-0.25 and capital ratio 0.12 (sim.network.funding_book, the model's t0 funding book):
+0.25 and capital ratio 0.12 (sim.core.network.funding_book, the model's t0 funding book):
 
 * chain (each lender has one funder: 0 <- 1 <- 2, mean funding degree 2/3): L[0, 1] =
   L[1, 2] = 25; total assets a = (100, 125, 125); outside = a (1 - 0.12) - borrowing =
@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import contagion as cg
-from sim import validate as val
-from sim.network import funding_book
+from sim.core import contagion as cg
+from sim.core.network import funding_book
+from sim.qa import validate as val
 
 EXT = np.full(3, 100.0)
 SHARE = np.full(3, 0.25)

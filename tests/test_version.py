@@ -1,4 +1,4 @@
-"""sim.__version__ names the code from the git state (sim/version.py)."""
+"""sim.__version__ names the code from the git state (sim/core/version.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import sim
-from sim import version as v
+from sim.core import version as v
 
 
 def test_version_names_the_commit_checked_out():
@@ -43,7 +43,7 @@ def test_without_git_the_metadata_then_unknown(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_reading_the_version_loads_no_model():
-    code = ("import sys, sim.version; sim.version.liqsim_version(); "
+    code = ("import sys, sim.core.version; sim.core.version.liqsim_version(); "
             "print('sim.world.model' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"

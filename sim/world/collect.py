@@ -2,8 +2,8 @@
 
 :func:`series`, :func:`panel` and :func:`events` turn a model's records into the DataFrames of
 ``series.parquet``, ``panel.parquet`` and ``events.parquet`` (also reachable, and documented,
-as ``sim.metrics.series`` etc.). This module sits below :mod:`sim.world.model`, which imports it for
-its ``datacollector`` property, so it imports nothing from the model at run time.
+as ``sim.world.metrics.series`` etc.). This module sits below :mod:`sim.world.model`, which
+imports it for its ``datacollector`` property, so it imports nothing from the model at run time.
 
 A :class:`sim.world.model.LiquidationModel` writes every month into preallocated numpy arrays
 (``model.rec``, ``model.panel``) and an event list; it collects nothing else per step. This
@@ -31,7 +31,7 @@ import pandas as pd
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from sim.environment import calendar_month
+from sim.core.environment import calendar_month
 
 if TYPE_CHECKING:  # annotations only: sim.world.model imports this module
     from sim.world.model import LiquidationModel
@@ -126,7 +126,7 @@ BEFORE_LAUNCH_NAN = ("rent", "price", "fundamental")
 def series(model: LiquidationModel) -> pd.DataFrame:
     """Model time series, one row per month (0 = t0), per-generation columns suffixed _<gen>;
     ``date`` is the first day of the month; rents, prices and values are NaN before a
-    generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.datadict.SERIES``."""
+    generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.io.datadict.SERIES``."""
     r, n = model.rec, model.env.t + 1
     dates = pd.to_datetime([f"{y}-{m:02d}-01" for y, m in
                             (calendar_month(t, model.cfg.start) for t in range(n))]
@@ -174,7 +174,7 @@ def panel(model: LiquidationModel) -> pd.DataFrame:
 
 
 def events(model: LiquidationModel) -> pd.DataFrame:
-    """The event log, one meaning per column (``sim.datadict.EVENTS``): the model's records
+    """The event log, one meaning per column (``sim.io.datadict.EVENTS``): the model's records
     carry an LTV (margin calls) or a collateral value (defaults) in their ``price`` field and
     the debt, loan, equity or a retired site's MW in ``amount``; here each has its own column,
     NaN where it does not apply, and ``generation`` is the generation's name. Trades (a

@@ -57,8 +57,8 @@ import numpy as np
 
 from agents.borrower import BorrowerStatus
 from agents.buyer import running_cost
-from sim import numerics as nm
-from sim.environment import HOURS_PER_MONTH
+from sim.core import numerics as nm
+from sim.core.environment import HOURS_PER_MONTH
 
 # the parties, in the order of the records and the summary
 PARTS = ("lenders", "desk", "lolr", "buyers", "borrowers", "outside")

@@ -40,10 +40,10 @@ from agents.buyer import BuyerBook, SalvageBuyer, SecondaryBuyer, floor_price
 from agents.lender import Lender, LenderBook
 from agents.repo_desk import LastResortBuyer, RepoDesk
 from agents.sites import SiteBook
-from sim.config import ConfigError, Scenario, resolve
-from sim.environment import Environment
-from sim.finance import LoanBook
-from sim.network import funding_book, funding_weights, syndicates
+from sim.core.config import ConfigError, Scenario, resolve
+from sim.core.environment import Environment
+from sim.core.finance import LoanBook
+from sim.core.network import funding_book, funding_weights, syndicates
 from sim.world import phases
 from sim.world.collect import RecordsCollector
 
@@ -103,7 +103,7 @@ class LiquidationModel(mesa.Model):
     ``LiquidationModel(scenario=None, rng=None, *, seed=None, months=None, overrides=None,
     **params)``:
 
-    * ``scenario``: a :class:`~sim.config.Scenario`, a shipped scenario's name
+    * ``scenario``: a :class:`~sim.core.config.Scenario`, a shipped scenario's name
       (``"crypto_winter"``) or a TOML path; None is the baseline;
     * ``rng`` (or its alias ``seed``, the name ``mesa.batch_run`` passes): an integer seed;
       None keeps the scenario's seed. The seed used is the one recorded (``model.cfg.seed``,
@@ -114,7 +114,7 @@ class LiquidationModel(mesa.Model):
       works as a plain keyword), so ``mesa.batch_run(LiquidationModel, parameters={"scenario":
       "crypto_winter", "policy.repo.enabled": [False, True]}, rng=[1, 2])`` sweeps them.
 
-    Bad input raises :class:`~sim.config.ConfigError` with a one-line message.
+    Bad input raises :class:`~sim.core.config.ConfigError` with a one-line message.
     ``model.datacollector`` reads the model's own records (nothing is collected per step).
     """
 

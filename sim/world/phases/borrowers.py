@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.lender import LenderStatus
-from sim.finance import scheduled_payment
+from sim.core.finance import scheduled_payment
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
@@ -23,10 +23,11 @@ def run(m: LiquidationModel) -> None:
     """Phase 2, the cash waterfall: tenants may walk and contracts renew; cash += revenue -
     opex (:meth:`agents.borrower.BorrowerBook.operating`); debt service due = accrued interest
     + r/12 x principal + overdue + the instalment (the balloon at maturity,
-    :func:`sim.finance.scheduled_payment`); a shortfall is met by selling free BTC, then by the
-    revolver; what cash pays is paid pro rata (interest first, :meth:`sim.finance.LoanBook.pay`),
-    the rest is arrears. Then the arrears months and the smoothed DSCR, revolver repayment
-    from cash above three months of opex, and payouts above the buffer."""
+    :func:`sim.core.finance.scheduled_payment`); a shortfall is met by selling free BTC, then
+    by the revolver; what cash pays is paid pro rata (interest first,
+    :meth:`sim.core.finance.LoanBook.pay`), the rest is arrears. Then the arrears months and
+    the smoothed DSCR, revolver repayment from cash above three months of opex, and payouts
+    above the buffer."""
     env, b, L = m.env, m.borrowers, m.loans
     c = m.cfg.borrowers
     b.update_contracts(env, m.rng,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.borrower import BorrowerStatus
-from sim.finance import largest_remainder
+from sim.core.finance import largest_remainder
 from sim.world.phases import borrowers, lenders
 from sim.world.state import MonthState
 
@@ -127,7 +127,7 @@ def defaulting(m: LiquidationModel, month: MonthState) -> tuple | None:
 def repossess(m: LiquidationModel, dead: np.ndarray, rows: np.ndarray, ead: np.ndarray,
               group: np.ndarray) -> np.ndarray:
     """The defaulted borrowers' GPUs go to their facilities' lenders in proportion to
-    exposure (largest remainder, :func:`sim.finance.largest_remainder`), all generations at
+    exposure (largest remainder, :func:`sim.core.finance.largest_remainder`), all generations at
     once: one apportionment group per (facility, generation), its members in row order as
     when the generations were split one by one. Returns each row's lender."""
     env, b, lb, L = m.env, m.borrowers, m.lenders, m.loans

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.lender import LenderStatus
-from sim.contagion import rogers_veraart_state
+from sim.core.contagion import rogers_veraart_state
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel

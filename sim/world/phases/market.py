@@ -1,5 +1,5 @@
 """Phase 6, the market (docs/model.md section 3 and 7.12): one uniform-price call auction per
-generation, newest first (:func:`sim.market.clear_book`), or the parametric inverse demand;
+generation, newest first (:func:`sim.core.market.clear_book`), or the parametric inverse demand;
 trades settle GPUs and cash between sellers and buyers. After it, secured lenders sweep the
 borrowers' sale proceeds (:func:`sweep_sale_proceeds`)."""
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from agents.borrower import KIND_NAMES
 from agents.buyer import MONTH_DAYS, replacement_cost
-from sim.market import clear_book, outside_bids, parametric_price
+from sim.core.market import clear_book, outside_bids, parametric_price
 from sim.world.phases import borrowers
 from sim.world.state import SellOrders
 
@@ -38,7 +38,7 @@ def fill_events(m: LiquidationModel, name: str, agent, idx: list, gen: int, unit
 
 def run(m: LiquidationModel, orders: SellOrders) -> None:
     """Phase 6: one uniform-price call auction per generation, newest first
-    (:func:`sim.market.clear_book`; docs/model.md 7.12): asks are the forced lenders' (at the
+    (:func:`sim.core.market.clear_book`; docs/model.md 7.12): asks are the forced lenders' (at the
     salvage floor, or market orders with the outside demand), the patient lenders', the
     borrowers', the desk's and the buyer of last resort's (:func:`ask_book`); bids are the
     participating buyers' reservation prices up to their capacity, the desk's floor bid, the

@@ -11,7 +11,7 @@ import numpy as np
 
 from agents.buyer import floor_price
 from agents.repo_desk import margin_and_term, units_to_seize
-from sim import numerics as nm
+from sim.core import numerics as nm
 from sim.world.phases import lenders
 from sim.world.state import MonthState, SellOrders
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sim.environment import HOURS_PER_MONTH
+from sim.core.environment import HOURS_PER_MONTH
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel

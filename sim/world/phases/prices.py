@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.buyer import replacement_cost
-from sim import numerics as nm
+from sim.core import numerics as nm
 from sim.world.state import MonthState
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import numpy as np
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from sim import numerics as nm
+from sim.core import numerics as nm
 from sim.world import losses
 
 if TYPE_CHECKING:

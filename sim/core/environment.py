@@ -73,8 +73,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim import numerics as nm
-from sim.config import Scenario
+from sim.core import numerics as nm
+from sim.core.config import Scenario
 
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = 365.0 / 12.0

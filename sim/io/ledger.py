@@ -2,7 +2,7 @@
 
 ``runs`` holds one row per (parameter hash, seed): parameters, seed, metrics, status, error
 text, duration, package version and the numeric platform it ran on (an id into
-``platforms``, which holds each distinct :func:`sim.numerics.platform_info` once). Every
+``platforms``, which holds each distinct :func:`sim.core.numerics.platform_info` once). Every
 finished run is committed in its own transaction, so
 a crash (even SIGKILL) loses at most the runs that were still computing, and a re-run skips
 what is already there. ``meta`` holds the validated spec, the design points and the seeds.
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.config import ConfigError
+from sim.core.config import ConfigError
 
 LEDGER = "ledger.sqlite"
 RUN_COLUMNS = ("param_hash", "seed", "point", "replicate", "params", "status", "error",

@@ -44,8 +44,8 @@ from itertools import accumulate
 
 import numpy as np
 
-from sim import numerics as nm
-from sim.contagion import exponential_impact
+from sim.core import numerics as nm
+from sim.core.contagion import exponential_impact
 
 __all__ = ["AuctionResult", "call_auction", "clear_book", "exponential_bids", "outside_bids",
            "parametric_price"]
@@ -431,7 +431,7 @@ def parametric_price(p0, sold, stock, alpha):
     """Exponential inverse demand: ``p0 * exp(-alpha * sold / stock)``.
 
     The price-impact function of Cifuentes, Shin & Ferrucci (2005), evaluated by
-    :func:`sim.contagion.exponential_impact` on the fraction of the stock sold.
+    :func:`sim.core.contagion.exponential_impact` on the fraction of the stock sold.
     ``alpha = -ln(0.9) = 1.0536`` means that selling 10 % of the stock takes 10 % off the
     price. Where ``stock <= 0`` the price is ``p0`` (nothing to sell against). All arguments
     broadcast; scalar arguments give a Python float.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim import numerics as nm
+from sim.core import numerics as nm
 
 
 def largest_remainder(totals: np.ndarray, weights: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -67,7 +67,7 @@ def scheduled_payment(principal: np.ndarray, orig_amort: np.ndarray,
 
 
 def discount_factors(annual_rate: np.ndarray, months: int) -> np.ndarray:
-    """(1 + r)^(-m/12) for m = 1..months, one row per rate (:func:`sim.numerics.power`)."""
+    """(1 + r)^(-m/12) for m = 1..months, one row per rate (:func:`sim.core.numerics.power`)."""
     m = np.arange(1, months + 1, dtype=float) / 12.0
     return nm.power((1.0 + np.asarray(annual_rate, dtype=float))[..., None], -m)
 

@@ -26,8 +26,8 @@ from typing import BinaryIO
 import networkx as nx
 import numpy as np
 
-from sim import numerics as nm
-from sim.config import ConfigError, NetworkCfg, file_kind
+from sim.core import numerics as nm
+from sim.core.config import ConfigError, NetworkCfg, file_kind
 
 MAX_EDGELIST_ROWS = 1_000_000
 SYNDICATE_BLOCK = 4096  # borrowers per block of syndicate draws (memory: block x n_lenders)
@@ -253,7 +253,7 @@ def funding_book(external: np.ndarray, interbank_share: np.ndarray, capital_rati
     so that equity, a_i - ib_i - outside_i, is ``c_i a_i`` (``c_i`` the type's
     ``capital_ratio``). Returns ``(L, outside)``: ``L[i, j]`` is what i owes j (the liabilities
     convention of Eisenberg & Noe 2001). ``LiquidationModel._originate`` builds the model's
-    network with it; the validation's Gai-Kapadia reduced mode (``sim.validate``, check 2g-2i)
+    network with it; the validation's Gai-Kapadia reduced mode (``sim.qa.validate``, check 2g-2i)
     reuses it on redrawn networks."""
     wsum = w.sum(axis=1)
     ib = np.where(wsum > 0, interbank_share * external, 0.0)

@@ -11,7 +11,7 @@ Checks (issue 5):
 1. the published three-bank examples of Eisenberg & Noe (2001), Rogers & Veraart (2013) and
    DebtRank (Battiston et al. 2012), the fixed numbers of the sourced figures;
 2. the Gai & Kapadia (2010) contagion window, with and without the fire-sale price (2a-2f,
-   the standalone cascade of ``sim.contagion``), and on the model's own funding network, its
+   the standalone cascade of ``sim.core.contagion``), and on the model's own funding network, its
    builder, funding book and clearing at t0 (2g-2i, docs/validation.md "Gai-Kapadia on the
    model's funding network");
 3. nesting: the parametric market is exp(-alpha x) (Cifuentes, Shin & Ferrucci 2005), and the
@@ -26,7 +26,7 @@ Checks (issue 5):
    information rows;
 6. fire-sale discount against time to sell for a repossessed fleet;
 7. the Greenwood, Landier & Thesmar (2015) first-round fire-sale closed form, reproduced by the
-   reduced mode of ``sim.firesale`` (issue 16), and the aggregate vulnerability of Duarte &
+   reduced mode of ``sim.core.firesale`` (issue 16), and the aggregate vulnerability of Duarte &
    Eisenbach (2021) of the baseline's lender network at t0 (information rows: no sourced band).
 8. the GPU backtest 2023-03 -> 2026-03 (``experiments/scenarios/gpu_backtest_2023.toml``, the
    H100 rent on its observed path): the used-H100 value path against the sourced used prices
@@ -51,18 +51,18 @@ import numpy as np
 
 from agents.buyer import MONTH_DAYS, BuyerBook, floor_price, replacement_cost
 from agents.lender import LenderStatus
-from sim import contagion as cg
-from sim import firesale as fs
-from sim import numerics as nm
-from sim.config import load_scenario
-from sim.environment import Environment, calendar_month
-from sim.market import call_auction, exponential_bids, parametric_price
-from sim.metrics import summary
-from sim.network import funding_book, funding_weights
-from sim.plots import new_figure, png_bytes
-from sim.runner import paired_seeds
-from sim.store import atomic_write_bytes, write_json
+from sim.core import contagion as cg
+from sim.core import firesale as fs
+from sim.core import numerics as nm
+from sim.core.config import load_scenario
+from sim.core.environment import Environment, calendar_month
+from sim.core.market import call_auction, exponential_bids, parametric_price
+from sim.core.network import funding_book, funding_weights
+from sim.io.store import atomic_write_bytes, write_json
+from sim.views.plots import new_figure, png_bytes
+from sim.world.metrics import summary
 from sim.world.model import LiquidationModel
+from sim.world.runner import paired_seeds
 
 ROOT_SEED = 20101  # every random draw of the suite derives from this root (SeedSequence)
 CAL = "docs/calibration.md, sourced figures"
@@ -204,7 +204,7 @@ def gk_window(gk: GKConfig, fire_sale: bool, seed: int = ROOT_SEED,
               progress: Callable[[], None] | None = None) -> dict:
     """Probability of contagion (>= 5 % of banks failing) and conditional extent per z.
 
-    One :func:`sim.contagion.gai_kapadia_trial` per draw on a sparse directed Erdos-Renyi
+    One :func:`sim.core.contagion.gai_kapadia_trial` per draw on a sparse directed Erdos-Renyi
     network (interbank 20 % of assets, capital 4 %, zero recovery), seeded per z from ``seed``.
     """
     alpha = gk.fire_sale_alpha if fire_sale else None
@@ -311,8 +311,8 @@ def funding_cascade(external: np.ndarray, share: np.ndarray, capital: np.ndarray
     """Which lenders fail when lender ``shocked`` loses all its external assets (GK's
     idiosyncratic shock), on the model's own funding book and clearing.
 
-    The book is :func:`sim.network.funding_book` (what ``LiquidationModel._originate`` builds at
-    t0): lender i owes its funders ``L[i, j] = s_i e_i W[i, j] / sum_k W[i, k]``, outside
+    The book is :func:`sim.core.network.funding_book` (what ``LiquidationModel._originate``
+    builds at t0): lender i owes its funders ``L[i, j] = s_i e_i W[i, j] / sum_k W[i, k]``, outside
     creditors ``max(a_i (1 - c_i) - s_i e_i, 0)`` (node n, which owes and holds nothing), with
     ``a_i = e_i + sum_k L[k, i]``. Then ``e_shocked = 0`` and the clearing of
     ``sim.world.phases.funding.clear_funding``, Rogers & Veraart (2013) with the given
@@ -364,7 +364,7 @@ def gk_model_window(lenders: dict, z_grid=GK_MODEL_Z, draws: int = GK_MODEL_DRAW
     docs/validation.md, "Gai-Kapadia on the model's funding network").
 
     For each mean funding degree z: ``draws`` times, draw the funding weights with the model's
-    builder (:func:`sim.network.funding_weights`, the scenario's ``network`` with
+    builder (:func:`sim.core.network.funding_weights`, the scenario's ``network`` with
     ``funding_degree = z``), draw the failed lender uniformly, and run :func:`funding_cascade`
     on the same network and shock in five modes:
 
@@ -479,7 +479,7 @@ def check_gk_model(seeds: int | None = None, z_grid: tuple | None = None,
     gap = np.abs(p - rp) / np.hypot(se, rse)
     rows.append(Check(
         "2h", "GK: the model's builder and clearing at GK's sheets (2g) next to the standalone "
-        f"GK cascade (sim.contagion, checks 2a-2d) at the same N = {n}",
+        f"GK cascade (sim.core.contagion, checks 2a-2d) at the same N = {n}",
         "information: the builders differ (the model splits a lender's borrowing evenly over "
         "its funders, GK split a bank's lending evenly over its debtors), so no agreement is "
         "claimed", GK_MODEL_SRC,
@@ -514,9 +514,9 @@ def nesting_curves(alpha: float = 1.0536, stock: int = 100_000, n_buyers: int = 
     """Parametric price and call-auction price against the fraction sold.
 
     The auction sells ``x * stock`` units as market orders (ask price 0, as a forced seller)
-    into the bids of :func:`sim.market.exponential_bids` (``n_buyers`` buyers laid out on the
+    into the bids of :func:`sim.core.market.exponential_bids` (``n_buyers`` buyers laid out on the
     curve) with the model's k-double rule (k = 0.5); the parametric price is
-    :func:`sim.market.parametric_price`, the function the model's parametric mode calls.
+    :func:`sim.core.market.parametric_price`, the function the model's parametric mode calls.
     """
     x = np.round(np.arange(0.02, 0.961, 0.02), 4) if x is None else np.asarray(x)
     par = np.asarray(parametric_price(1.0, x * stock, stock, alpha), dtype=float)
@@ -1547,7 +1547,7 @@ def render_report(result: dict) -> str:
         if key in result["data"]:
             lines.append(f"![{name}]({name})")
             lines.append("")
-    lines += ["Raw numbers: [results.json](results.json). Bands and checks: `sim/validate.py`; "
+    lines += ["Raw numbers: [results.json](results.json). Bands and checks: `sim/qa/validate.py`; "
               "method and sources: `docs/validation.md`.", ""]
     return "\n".join(lines)
 

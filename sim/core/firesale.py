@@ -48,14 +48,14 @@ marked on the pre-shock positions a_n m_nk; it then agrees with the closed form 
 post-shock holdings and mark the move on what they still hold after the sale: the closed form
 drops these second-order terms (order F x L x sales), and the two differ by them.
 
-Products go through :mod:`sim.numerics` (fixed-order sums, no BLAS), as in the model's core.
+Products go through :mod:`sim.core.numerics` (fixed-order sums, no BLAS), as in the model's core.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sim import numerics as nm
+from sim.core import numerics as nm
 
 
 def _impact(L: np.ndarray, phi: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ warm-up runs):
    time and peak resident memory; the exponent of time against size is the least-squares slope
    of log time on log size over 1,000..100,000 borrowers; the 100,000 point is ``large.toml``;
 4. sweeps (``--sweeps``): runs/s of a parameter grid with 1 and 2 workers against Mesa's
-   ``batch_run``, measured by ``sim.bench_sweeps.measure``;
+   ``batch_run``, measured by ``sim.qa.bench_sweeps.measure``;
 5. outputs identical: the golden fingerprints below are recomputed and compared.
 
 Results go to ``results/bench/bench.json`` and ``results/bench/scaling.png``.
@@ -40,14 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sim import metrics
-from sim.config import load_scenario
-from sim.runner import run_scenario
-from sim.store import atomic_write_with, write_json
-from sim.version import liqsim_version
+from sim.core.config import load_scenario
+from sim.core.version import liqsim_version
+from sim.io.store import atomic_write_with, write_json
+from sim.world import metrics
 from sim.world.model import LiquidationModel
+from sim.world.runner import run_scenario
 
-GOLDEN_PATH = Path(__file__).resolve().parent.parent / "tests" / "data" / "golden.json"
+GOLDEN_PATH = Path(__file__).resolve().parents[2] / "tests" / "data" / "golden.json"
 # (label, scenario, overrides): the shipped scenarios whose code paths the optimisations touch
 GOLDEN_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("baseline", "baseline", ()),
@@ -236,10 +236,10 @@ def run_point(n_borrowers: int, months: int, repeats: int = 1) -> dict:
     A point whose run fails (e.g. a world the configuration refuses) is reported as
     ``{"borrowers": n, "error": "<last line of its stderr>"}``.
     """
-    cmd = [sys.executable, "-m", "sim.bench", "--child", str(n_borrowers), str(months),
+    cmd = [sys.executable, "-m", "sim.qa.bench", "--child", str(n_borrowers), str(months),
            str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          cwd=Path(__file__).resolve().parent.parent)
+                          cwd=Path(__file__).resolve().parents[2])
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"borrowers": n_borrowers, "error": tail}
@@ -269,9 +269,10 @@ def bench_scaling(sizes, months: int, log: Callable[[str], None] = lambda _: Non
 
 
 def bench_sweeps(n_runs: int) -> dict:
-    """Sweep runs/s against Mesa's batch_run (:func:`sim.bench_sweeps.measure`)."""
-    # lazy: only --sweeps needs sim.sweep and psutil, and the scaling children import this module
-    from sim import bench_sweeps
+    """Sweep runs/s against Mesa's batch_run (:func:`sim.qa.bench_sweeps.measure`)."""
+    # lazy: only --sweeps needs sim.batch.sweep and psutil, and the scaling children import
+    # this module
+    from sim.qa import bench_sweeps
 
     return bench_sweeps.measure(n_runs=n_runs, workers=(1, 2))
 

@@ -30,7 +30,7 @@ import math
 import numpy as np
 from scipy import sparse as sp
 
-from sim import numerics as nm
+from sim.core import numerics as nm
 
 __all__ = [
     "alpha_for_impact",
@@ -265,7 +265,7 @@ def eisenberg_noe(
     computed exactly with the fictitious-default algorithm of Eisenberg & Noe (2001,
     section 3.1): iterate the set of defaulting nodes, solving the linear system
     ``(I - Pi_DD^T) p_D = e_D + Pi_SD^T Lbar_S`` for the defaulting block with
-    :func:`sim.numerics.solve`; at most ``n`` rounds are needed.
+    :func:`sim.core.numerics.solve`; at most ``n`` rounds are needed.
 
     ``tol`` is the relative slack in the solvency test ``e_i + (Pi^T p)_i >= Lbar_i``
     (rounding never turns a node that exactly meets its obligations into a defaulter);

@@ -8,7 +8,7 @@ Python process so that neither inherits the other's imports, caches or memory:
   number_processes=w)``. :class:`BatchRunModel` is :class:`sim.world.model.LiquidationModel` built
   from keyword parameters (dotted scenario keys) with a Mesa ``DataCollector`` that records
   the headline metrics when the run ends, which is what ``batch_run`` requires.
-* ``liqsim_sweep``: :func:`sim.sweep.run_sweep` on a spec with the same base, grid, months and
+* ``liqsim_sweep``: :func:`sim.batch.sweep.run_sweep` on a spec with the same base, grid, months and
   replicates, writing its SQLite ledger as usual.
 
 Reported for each: runs per second (runs / wall time of the call, interpreter start and
@@ -38,10 +38,10 @@ from pathlib import Path
 import psutil
 from mesa.datacollection import DataCollector
 
-from sim import metrics
-from sim.config import load_scenario
-from sim.ledger import read_runs
-from sim.sweep import replicate_seed, run_sweep
+from sim.batch.sweep import replicate_seed, run_sweep
+from sim.core.config import load_scenario
+from sim.io.ledger import read_runs
+from sim.world import metrics
 from sim.world.model import LiquidationModel
 
 BASE = "crypto_winter"
@@ -150,7 +150,7 @@ def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
 
 def _measured(engine: str, workers: int, replicates: int, months: int | None) -> dict:
     """One engine in a fresh interpreter: wall time, runs/s and the sampled peak tree RSS."""
-    cmd = [sys.executable, "-m", "sim.bench_sweeps", engine, str(workers), str(replicates),
+    cmd = [sys.executable, "-m", "sim.qa.bench_sweeps", engine, str(workers), str(replicates),
            "none" if months is None else str(months)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sim import metrics
-from sim.config import Scenario
+from sim.core.config import Scenario
+from sim.world import metrics
 from sim.world.model import LiquidationModel
 
 

@@ -1,11 +1,12 @@
 """Provenance of a results directory: ``manifest.json`` and ``liqsim verify``.
 
-Every directory written by :func:`sim.store.write_run` carries a ``manifest.json``, written last
+Every directory written by :func:`sim.io.store.write_run` carries a ``manifest.json``, written last
 (atomically), with the liqsim version, the resolved scenario, its seed, the platform and the
 versions of Python and the numeric libraries, the SHA-256 of every output file and, when the run
 read a funding edge list, that file's path and SHA-256. The manifests are written by
-:mod:`sim.store` (:func:`sim.store.manifest`, :func:`sim.store.write_sweep_manifest`), beside the
-outputs; this module reads and verifies them.
+:mod:`sim.io.store` (:func:`sim.io.store.manifest`,
+:func:`sim.io.store.write_sweep_manifest`), beside the outputs; this module reads and
+verifies them.
 
 :func:`verify` re-runs the manifest's resolved scenario with its seed into a temporary
 directory and compares the numeric outputs exactly (bit for bit, NaN equal to NaN): the
@@ -16,13 +17,13 @@ version. Figures are only checked against their recorded hash. The manifest's ti
 compared. Each file is reported as reproduced, differs, missing, modified (its bytes no longer
 match the manifest's hash) or skipped (a figure).
 
-A sweep directory (:mod:`sim.sweep`) gets a manifest of kind ``"sweep"`` when the sweep
-finishes (:func:`sim.store.write_sweep_manifest`): the validated spec, the resolved base
+A sweep directory (:mod:`sim.batch.sweep`) gets a manifest of kind ``"sweep"`` when the sweep
+finishes (:func:`sim.io.store.write_sweep_manifest`): the validated spec, the resolved base
 config, the root seed and the run seeds, the environment, the SHA-256 of ``spec.toml`` and of every
 ``series/*.parquet`` file, and a SHA-256 digest of the ledger's ok runs (sorted
 ``(param_hash, seed, metrics JSON)``; not of ``ledger.sqlite`` itself, whose bytes change with
 WAL checkpoints). :func:`verify` on a sweep directory re-runs the ledger's ok runs (all, or an
-evenly spaced sample) through :func:`sim.sweep.run_task` and compares each run's metrics to
+evenly spaced sample) through :func:`sim.batch.sweep.run_task` and compares each run's metrics to
 the ledger and its series to the stored Parquet table, exactly.
 """
 
@@ -37,12 +38,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim import numerics
-from sim.config import ConfigError, Scenario, build
-from sim.ledger import LEDGER, decode_json, read_meta, read_ok_runs
-from sim.network import MAX_EDGELIST_BYTES
-from sim.runner import run_scenario
-from sim.store import (
+from sim.batch.sweep import RunTask, run_task
+from sim.core import numerics
+from sim.core.config import ConfigError, Scenario, build
+from sim.core.network import MAX_EDGELIST_BYTES
+from sim.core.version import liqsim_version
+from sim.io.ledger import LEDGER, decode_json, read_meta, read_ok_runs
+from sim.io.store import (
     MANIFEST,
     MANIFEST_VERSION,
     SPEC_COPY,
@@ -52,8 +54,7 @@ from sim.store import (
     sha256_file,
     write_run,
 )
-from sim.sweep import RunTask, run_task
-from sim.version import liqsim_version
+from sim.world.runner import run_scenario
 
 FRAMES = ("series.parquet", "panel.parquet", "events.parquet")
 JSONS = ("config.json", "summary.json")
@@ -293,7 +294,7 @@ def _outside(data: dict) -> list[str]:
 
 def _input_notes(data: dict) -> list[str]:
     """A note if the funding edge list the manifest names changed since the run. One larger
-    than a run may read (``sim.network.MAX_EDGELIST_BYTES``) is refused (ConfigError) before
+    than a run may read (``sim.core.network.MAX_EDGELIST_BYTES``) is refused (ConfigError) before
     it is hashed: the re-run would refuse it anyway, after seconds of hashing."""
 
     entry = (data.get("inputs") or {}).get("network.edgelist")
@@ -439,7 +440,7 @@ def _sweep_file_checks(d: Path, data: dict, rows: list) -> tuple[list[FileCheck]
 def verify_sweep(d: Path, data: dict, sample: int | None = None,
                  on_run: Callable[[int, int], None] | None = None) -> Report:
     """Re-run a sweep's ok runs (all, or ``sample`` of them evenly spaced in point/replicate
-    order) through :func:`sim.sweep.run_task` and compare metrics and series exactly.
+    order) through :func:`sim.batch.sweep.run_task` and compare metrics and series exactly.
 
     ``on_run(done, total)`` is called after each re-run (a progress bar).
     """

@@ -8,9 +8,9 @@ config keys with ``__`` for ``.`` (EMA Workbench 3 wants Python identifiers:
 
     from ema_workbench import (BooleanParameter, RealParameter, SequentialEvaluator,
                                perform_experiments)
-    import sim.ema
+    import sim.batch.ema
 
-    m = sim.ema.ema_model(scenario="crypto_winter", months=24,
+    m = sim.batch.ema.ema_model(scenario="crypto_winter", months=24,
                           uncertainties=[RealParameter("shocks__0__size", 0.0, 0.8)],
                           levers=[BooleanParameter("policy__repo__enabled")])
     experiments, outcomes = perform_experiments(m, scenarios=50, policies=2)
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim.config import resolve
-from sim.metrics import summary
+from sim.core.config import resolve
+from sim.world.metrics import summary
 from sim.world.model import LiquidationModel
 
 # the outcomes model() returns: summary.json's headline numbers (None becomes NaN)
@@ -43,7 +43,7 @@ def model(scenario: str = "baseline", seed: int | None = None, months: int | Non
     """Run ``scenario`` with ``params`` (config keys -> values) and return :data:`OUTCOMES`.
 
     ``seed`` and ``months`` default to the scenario's. Raises
-    :class:`~sim.config.ConfigError` (one line) for a bad key or value.
+    :class:`~sim.core.config.ConfigError` (one line) for a bad key or value.
     """
     cfg = resolve(scenario, {k: _plain(v) for k, v in params.items()},
                   None if seed is None else int(_plain(seed)),

@@ -4,13 +4,13 @@ Four parts, kept apart:
 
 * **the model** -- :class:`AppModel`, a :class:`sim.world.model.LiquidationModel` built from the
   page's controls (keyword arguments), which :func:`app_scenario` turns into a validated
-  :class:`sim.config.Scenario`;
+  :class:`sim.core.config.Scenario`;
 * **the story** -- :func:`month_story`, what happened this month in plain words, and
   :data:`PANEL_CAPTIONS`, what each panel shows;
 * **the components** -- :func:`MonthCounter`, :func:`StoryPanel`, :func:`PanelImage` (one
-  per panel of :mod:`sim.app_panels`, drawn with the ``draw_*`` functions of
-  :mod:`sim.animate` and :func:`sim.plots.draw_network`, the same drawings as the GIF, and
-  redrawn by blitting so that a Step takes milliseconds) and :func:`Controls`;
+  per panel of :mod:`sim.views.app_panels`, drawn with the ``draw_*`` functions of
+  :mod:`sim.views.animate` and :func:`sim.views.plots.draw_network`, the same drawings as the
+  GIF, and redrawn by blitting so that a Step takes milliseconds) and :func:`Controls`;
 * **the page** -- :func:`Page`: one model per browser session (two tabs never share one),
   Reset / Play / Step, controls whose values are always shown; any change restarts the run at
   month 0, and choosing a scenario first sets every control to that scenario's values. It is
@@ -43,8 +43,7 @@ import solara
 import solara.lab
 from solara.alias import rv
 
-from sim.app_panels import make_panels, panel_values
-from sim.config import (
+from sim.core.config import (
     ConfigError,
     Scenario,
     build,
@@ -53,7 +52,8 @@ from sim.config import (
     one_line,
     short_repr,
 )
-from sim.environment import month_label
+from sim.core.environment import month_label
+from sim.views.app_panels import make_panels, panel_values
 from sim.world.model import LiquidationModel
 
 # Set by `liqsim app` for its server only (server_command drops inherited values): the scenario
@@ -497,7 +497,7 @@ def StoryPanel(model, t: int):
 
 @solara.component
 def PanelImage(name: str, panels: dict, model, t: int):
-    """One panel's picture (sim.app_panels: redrawn by blitting), its title and caption."""
+    """One panel's picture (sim.views.app_panels: redrawn by blitting), its title and caption."""
     data = solara.use_memo(lambda: panels[name].image(model, t), [model, t])
     with solara.Card(PANEL_TITLES[name], style={"max-width": "700px"}):
         solara.Image(data, format="jpeg")
@@ -683,7 +683,7 @@ def MainArea(model, month, panels: dict):
 
 @solara.component
 def Layout(children=()):
-    """Solara's page layout (``solara run sim.app:Page`` wraps the module's ``Page`` in its
+    """Solara's page layout (``solara run sim.views.app:Page`` wraps the module's ``Page`` in its
     ``Layout``): the app layout around :func:`ErrorBoundary` around the page."""
     return solara.AppLayout(children=[ErrorBoundary(children=list(children))])
 
@@ -728,7 +728,7 @@ def server_command(host: str = "127.0.0.1", port: int = 8765, scenario: str | No
     The page may load only what these name (:func:`page_scenarios`): the variables are set
     from the arguments alone, never inherited from the caller's environment.
     """
-    argv = [sys.executable, "-m", "solara", "run", "sim.app:Page", "--host", host,
+    argv = [sys.executable, "-m", "solara", "run", "sim.views.app:Page", "--host", host,
             "--port", str(port), "--production", "--no-open", "--no-check-version",
             "--theme-variant", "light", "--log-level", "warning"]
     inherited = {k: v for k, v in os.environ.items() if k not in (SCENARIO_ENV, SCENARIO_DIR_ENV)}

@@ -24,7 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 UNKNOWN = "0+unknown"
-SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout's top (holds .git) if any
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout's top (holds .git) if any
 
 
 def _from_git(root: Path) -> str | None:

@@ -17,7 +17,7 @@ Builders (one code path per figure; :func:`write_figures` saves them all as PNG)
 * :func:`network_figure` -- ``network_worst_month.png``: the lending and funding network at
   the month of the largest new credit loss (:func:`worst_month`), nodes coloured by state.
   It is drawn by :func:`draw_network`, which also draws every frame of the animation and the
-  app's network panel (:mod:`sim.animate`), so all three show the same layout and colours.
+  app's network panel (:mod:`sim.views.animate`), so all three show the same layout and colours.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from agents.borrower import BorrowerStatus
 from agents.buyer import floor_price
 from agents.lender import LenderStatus
-from sim.config import changed_keys
-from sim.environment import month_label
+from sim.core.config import changed_keys
+from sim.core.environment import month_label
 
 __all__ = [
     "FIGURES",

@@ -1,6 +1,6 @@
 """Analysis of a finished sweep: ``liqsim analyze DIR`` (tables, figures, one HTML report).
 
-Reads the sweep's ledger (``DIR/ledger.sqlite`` through :mod:`sim.ledger`) and writes to
+Reads the sweep's ledger (``DIR/ledger.sqlite`` through :mod:`sim.io.ledger`) and writes to
 ``DIR/analysis/`` (or ``--out``):
 
 * ``by_axis.csv``: for every metric along every axis, the mean and a 95 % bootstrap interval
@@ -51,11 +51,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from sim.config import ConfigError
-from sim.keys import human_key
-from sim.ledger import LEDGER, RUN_COLUMNS, canonical_json, json_kind, read_meta, read_runs
-from sim.plots import dollars, new_figure, png_bytes
-from sim.store import atomic_write_bytes
+from sim.core.config import ConfigError
+from sim.core.keys import human_key
+from sim.io.ledger import LEDGER, RUN_COLUMNS, canonical_json, json_kind, read_meta, read_runs
+from sim.io.store import atomic_write_bytes
+from sim.views.plots import dollars, new_figure, png_bytes
 
 N_BOOT = 2000
 BOOT_SEED = 20251201
@@ -362,7 +362,7 @@ def _design_rows(sw: Sweep) -> list[int]:
 
     Points that coincide (an integer axis rounds two Saltelli samples to the same count, or a
     radial row equals its base row) share a parameter hash, so the sweep runs them once,
-    under the index of the first one (``sim.sweep.build_tasks``); every later copy takes that
+    under the index of the first one (``sim.batch.sweep.build_tasks``); every later copy takes that
     point's output. The estimator still sees all N*(D+2) evaluations of the model in design
     order: with an integer key the model is a step function of the sampled input, and
     Saltelli et al. (2010) only need its values at the sample points.

@@ -10,7 +10,7 @@ replicates never changes the existing seeds.
 
 Runs execute serially, on a local process pool, or on a Dask distributed cluster; each run
 depends only on its config and seed, so the results are identical bit for bit whatever the
-backend. Only this (the coordinating) process writes the ledger (:mod:`sim.ledger`), one
+backend. Only this (the coordinating) process writes the ledger (:mod:`sim.io.ledger`), one
 transaction per finished run; time series go to Parquet files written atomically.
 """
 
@@ -53,9 +53,11 @@ from pydantic import (
     model_validator,
 )
 
-import sim.runner  # called as sim.runner.run_scenario: `runner` names the task runners here
-from sim import metrics, numerics, store
-from sim.config import (
+# called as sim.world.runner.run_scenario: `runner` names the task runners here
+import sim.world.runner
+from sim.batch.progress import LineProgress
+from sim.core import numerics
+from sim.core.config import (
     MAX_TOML_BYTES,
     ConfigError,
     Scenario,
@@ -69,12 +71,13 @@ from sim.config import (
     set_path,
     short_repr,
 )
-from sim.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
-from sim.progress import LineProgress
-from sim.store import MANIFEST, SPEC_COPY, write_sweep_manifest
-from sim.version import liqsim_version
+from sim.core.version import liqsim_version
+from sim.io import store
+from sim.io.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
+from sim.io.store import MANIFEST, SPEC_COPY, write_sweep_manifest
+from sim.world import metrics
 
-SWEEP_DIR = Path(__file__).resolve().parent.parent / "experiments" / "sweeps"
+SWEEP_DIR = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
 MAX_POINTS = 200_000
 MAX_RUNS = 1_000_000
 MAX_CHUNK = 8  # runs per task sent to a worker
@@ -422,7 +425,7 @@ def sobol_points(spec: SweepSpec, kinds: dict) -> tuple[list[dict], dict]:
 
 # --------------------------------------------------------------------------- metrics
 def flat_metrics(summary: dict) -> dict[str, float]:
-    """Flatten :func:`sim.metrics.summary` to ``{"a.b": float}`` and add max_peak_price_fall.
+    """Flatten :func:`sim.world.metrics.summary` to ``{"a.b": float}`` and add max_peak_price_fall.
 
     Nested dicts become dotted keys (``peak_price_fall.H100``, ``debtrank.max_single``);
     strings and booleans are dropped; None (a ratio with a zero denominator) becomes NaN.
@@ -450,7 +453,7 @@ def _probe(base: dict) -> tuple[list[str], list[str]]:
     """The metric names and series columns a run of the base scenario offers."""
     cfg = build({**base, "months": min(2, base["months"])})
     try:
-        model = sim.runner.run_scenario(cfg)
+        model = sim.world.runner.run_scenario(cfg)
     except Exception as e:  # noqa: BLE001 - any failure to build the base is a bad spec
         raise ConfigError(f"base: the model cannot run it: {type(e).__name__}: "
                           f"{one_line(e, 200)}") from None
@@ -475,7 +478,7 @@ def _check_names(kind: str, asked: list[str], offered: list[str]) -> None:
 # --------------------------------------------------------------------------- loading
 def _read_spec(path: Path) -> tuple[dict, str]:
     """The spec's data and its text (copied into the sweep directory), read once: a regular
-    file of at most ``MAX_TOML_BYTES``, checked before parsing (sim.config.read_regular)."""
+    file of at most ``MAX_TOML_BYTES``, checked before parsing (sim.core.config.read_regular)."""
     raw = read_regular(path, MAX_TOML_BYTES, f"sweep spec '{path}'")
     data = parse_toml(raw, path)  # one-line errors for malformed TOML, bad encoding
     return data, raw.decode("utf-8")
@@ -617,7 +620,7 @@ class RunResult:
     duration: float
     version: str
     series: bytes | None = None
-    platform: dict | None = None  # sim.numerics.platform_info() of the process that ran it
+    platform: dict | None = None  # sim.core.numerics.platform_info() of the process that ran it
 
 
 def _error_text(e: BaseException) -> str:
@@ -629,7 +632,7 @@ def run_task(task: RunTask) -> RunResult:
     t0 = time.perf_counter()
     series = None
     try:
-        model = sim.runner.run_scenario(build(task.config))
+        model = sim.world.runner.run_scenario(build(task.config))
         flat = flat_metrics(metrics.summary(model))
         values = {k: flat.get(k, float("nan")) for k in task.metrics}
         if task.series:
@@ -711,7 +714,7 @@ def _mp_context():
         ctx = mp.get_context("forkserver")
     except ValueError:  # no forkserver on this platform
         return mp.get_context("spawn")
-    ctx.set_forkserver_preload(["sim.sweep", "sim.runner", "sim.metrics"])
+    ctx.set_forkserver_preload(["sim.batch.sweep", "sim.world.runner", "sim.world.metrics"])
     return ctx
 
 
@@ -880,7 +883,7 @@ def _check_workers(client) -> None:
     naming the worker and the missing module) before any run is submitted: a worker that
     cannot unpickle a task would otherwise fail it over and over while the coordinator waits.
     The probe is ``exec`` (a builtin, so it reaches a worker without liqsim)."""
-    answers = client.run(exec, "import sim.sweep, sim.runner", on_error="return")
+    answers = client.run(exec, "import sim.batch.sweep, sim.world.runner", on_error="return")
     for worker, answer in sorted(answers.items()):
         if isinstance(answer, BaseException):
             missing = getattr(answer, "name", None)
@@ -1206,7 +1209,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, workers: int
 
 
 def _write_manifest(spec: SweepSpec, out_dir: Path) -> None:
-    """Last, once every run is in the ledger: DIR/manifest.json (sim/store.py)."""
+    """Last, once every run is in the ledger: DIR/manifest.json (sim/io/store.py)."""
     try:
         write_sweep_manifest(out_dir, spec)
     except OSError as e:
@@ -1215,7 +1218,7 @@ def _write_manifest(spec: SweepSpec, out_dir: Path) -> None:
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
-    """Delete the temporary files (``.<name>.*.tmp``, sim.store's atomic writes) that a killed
+    """Delete the temporary files (``.<name>.*.tmp``, sim.io.store's atomic writes) that a killed
     sweep left between writing and renaming; the caller holds the directory's lock, so no live
     sweep is writing them."""
     for d in (out_dir, out_dir / "series"):

@@ -1,6 +1,6 @@
 """Every config key with its default, bounds, unit and meaning (``liqsim keys``).
 
-Defaults and bounds are read from the pydantic models in :mod:`sim.config`, so they cannot
+Defaults and bounds are read from the pydantic models in :mod:`sim.core.config`, so they cannot
 drift; units and meanings are in :data:`DOCS`, one entry per field of each config class, and a
 test checks that every field has one. Keys inside lists and named tables are shown with a
 placeholder: ``environment.generations.N.list_price`` (N = 0, 1, ...),
@@ -18,7 +18,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from sim.config import Scenario
+from sim.core.config import Scenario
 
 FRAC = "fraction"
 M = "months"

@@ -2,7 +2,7 @@
 
 The per-month records are numpy arrays filled during the run; :mod:`sim.world.collect` turns them
 into DataFrames once (``series``, ``panel``, ``events``, re-exported here under their
-documented names ``sim.metrics.series`` etc.). They live there, below
+documented names ``sim.world.metrics.series`` etc.). They live there, below
 :mod:`sim.world.model`, because
 the model's ``datacollector`` reads them, while :func:`cascade` here runs a model.
 """
@@ -13,9 +13,9 @@ import numpy as np
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from sim.config import Scenario
-from sim.contagion import debtrank, debtrank_impact, debtrank_single_node
-from sim.version import liqsim_version
+from sim.core.config import Scenario
+from sim.core.contagion import debtrank, debtrank_impact, debtrank_single_node
+from sim.core.version import liqsim_version
 from sim.world import losses
 from sim.world.collect import (  # noqa: F401 - re-exported (see the module's docstring)
     STATES,

@@ -8,7 +8,7 @@ as months are added. Nothing here uses pyplot: figures are :class:`matplotlib.fi
 the Agg canvas, and the GIF is written with :class:`matplotlib.animation.PillowWriter`
 (Pillow's GIF encoder), one frame per simulated month.
 
-The network panel is :func:`sim.plots.draw_network`, the same drawing as the static
+The network panel is :func:`sim.views.plots.draw_network`, the same drawing as the static
 ``network_worst_month.png`` (same layout, node colours, markers and sizes); its layout and funding
 arrows are computed once per model and reused for every frame.
 """
@@ -24,9 +24,10 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from sim.config import ConfigError
-from sim.environment import month_label
-from sim.plots import (
+from sim.core.config import ConfigError
+from sim.core.environment import month_label
+from sim.io.store import atomic_write_with
+from sim.views.plots import (
     FAILED_LENDER,
     NODE_COLOURS,
     dollars,
@@ -34,8 +35,7 @@ from sim.plots import (
     month_axis,
     new_figure,
 )
-from sim.runner import run_scenario
-from sim.store import atomic_write_with
+from sim.world.runner import run_scenario
 
 GEN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -160,7 +160,7 @@ def _frame_figure(model) -> tuple[Figure, object, object]:
 
 def draw_frame(fig, net, prices, model, t: int) -> None:
     """Frame ``t`` of the GIF on the Axes of :func:`_frame_figure`: the network of
-    :func:`sim.plots.draw_network` (the same drawing as ``network_worst_month.png``) and the
+    :func:`sim.views.plots.draw_network` (the same drawing as ``network_worst_month.png``) and the
     price paths."""
     net.clear()
     prices.clear()

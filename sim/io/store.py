@@ -6,9 +6,9 @@ behind. Single files are written under a temporary name and renamed into place
 (``os.replace`` is atomic on POSIX).
 
 The manifest (:func:`manifest`, :func:`write_manifest`, :func:`write_sweep_manifest`) is
-written here, with the outputs; :mod:`sim.provenance` reads and verifies it (it re-runs a run
-through :mod:`sim.runner` and this module, or a sweep's runs through :mod:`sim.sweep`), so the
-writing side imports neither.
+written here, with the outputs; :mod:`sim.qa.provenance` reads and verifies it (it re-runs a
+run through :mod:`sim.world.runner` and this module, or a sweep's runs through
+:mod:`sim.batch.sweep`), so the writing side imports neither.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from pathlib import Path
 
 import networkx as nx
 
-from sim import metrics, numerics
-from sim.config import ConfigError, Scenario
-from sim.datadict import to_parquet
-from sim.ledger import read_ok_runs
-from sim.network import build_graph
-from sim.version import liqsim_version
+from sim.core import numerics
+from sim.core.config import ConfigError, Scenario
+from sim.core.network import build_graph
+from sim.core.version import liqsim_version
+from sim.io.datadict import to_parquet
+from sim.io.ledger import read_ok_runs
+from sim.world import metrics
 from sim.world.model import LiquidationModel
 
 
@@ -255,7 +256,7 @@ def _write_outputs(model: LiquidationModel, out: Path,
     gens = model.env.names
     for name, frame in (("series", metrics.series(model)), ("panel", metrics.panel(model)),
                         ("events", metrics.events(model))):
-        # with each field's unit and description (sim/datadict.py, docs/data_dictionary.md)
+        # with each field's unit and description (sim/io/datadict.py, docs/data_dictionary.md)
         atomic_write_with(out / f"{name}.parquet",
                           lambda tmp, f=frame, n=name: to_parquet(f, n, tmp, gens))
     graph = build_graph(model)
@@ -270,7 +271,7 @@ def write_run(model: LiquidationModel, outdir: str | Path,
               extras: Callable[[LiquidationModel, Path], list] | None = None,
               also: Iterable[str] = ()) -> dict:
     """Write config, summary, series, panel, events, network, the files ``extras(model, dir)``
-    writes (it returns their paths: the CLI passes :func:`sim.plots.write_figures`, so the
+    writes (it returns their paths: the CLI passes :func:`sim.views.plots.write_figures`, so the
     core never imports plots), and (last) the manifest to ``outdir``; return the summary.
 
     The directory is replaced all or nothing (:func:`replace_dir`): a failure leaves the
@@ -314,7 +315,7 @@ def _package_version(name: str) -> str | None:
 
 def environment() -> dict:
     """Where a run happened: platform, Python and the numeric libraries' versions, and the
-    numeric platform (:func:`sim.numerics.platform_info`: CPU, SIMD targets, BLAS, C library)
+    numeric platform (:func:`sim.core.numerics.platform_info`: CPU, SIMD targets, BLAS, C library)
     that decides whether another machine is guaranteed to reproduce the run."""
     return {"platform": platform.platform(), "machine": platform.machine(),
             "python": sys.version.split()[0], "implementation": platform.python_implementation(),
@@ -359,14 +360,15 @@ def manifest(outdir: str | Path, cfg: Scenario, names) -> dict:
 
 
 def ok_runs_digest(rows) -> str:
-    """SHA-256 of a ledger's ok runs (:func:`sim.ledger.read_ok_runs`) as sorted
+    """SHA-256 of a ledger's ok runs (:func:`sim.io.ledger.read_ok_runs`) as sorted
     ``[param_hash, seed, metrics JSON]`` triples: the ledger's numbers, not its bytes."""
     triples = sorted([h, seed, mets] for h, seed, _point, _rep, _params, mets in rows)
     return hashlib.sha256(json.dumps(triples, separators=(",", ":")).encode()).hexdigest()
 
 
 def sweep_manifest(out_dir: str | Path, spec) -> dict:
-    """The manifest of a finished sweep directory (``spec`` a resolved ``sim.sweep.SweepSpec``)."""
+    """The manifest of a finished sweep directory (``spec``: a resolved
+    ``sim.batch.sweep.SweepSpec``)."""
     d = Path(out_dir)
     rows = read_ok_runs(d)
     names = [SPEC_COPY, *(f"series/{p.name}" for p in (d / "series").glob("*.parquet"))]

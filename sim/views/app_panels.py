@@ -1,9 +1,10 @@
 """The app's panels as images, redrawn by blitting so that a Step costs milliseconds, not a second.
 
 Each panel is drawn in full by the same ``draw_*`` function as ``liqsim animate``'s frames
-(:mod:`sim.animate`, :func:`sim.plots.draw_network`), so the pictures are the same. Drawing a
-matplotlib figure from scratch costs 50-100 ms of CPU (mostly laying out text: ticks, titles,
-legends), six panels 0.3-0.6 s a month. Here each browser session keeps one figure per panel:
+(:mod:`sim.views.animate`, :func:`sim.views.plots.draw_network`), so the pictures are the same.
+Drawing a matplotlib figure from scratch costs 50-100 ms of CPU (mostly laying out text: ticks,
+titles, legends), six panels 0.3-0.6 s a month. Here each browser session keeps one figure per
+panel:
 
 * a **full draw** (the ``draw_*`` function on a cleared Axes) happens at month 0 and when the
   panel's structure changes (a generation launches); when the month's data leave the axes'
@@ -33,7 +34,7 @@ from PIL import Image
 from agents.borrower import BorrowerStatus
 from agents.buyer import floor_price
 from agents.lender import LenderStatus
-from sim.animate import (
+from sim.views.animate import (
     capacity_generation,
     draw_capacity,
     draw_defaults,
@@ -41,7 +42,7 @@ from sim.animate import (
     draw_losses,
     draw_prices,
 )
-from sim.plots import (
+from sim.views.plots import (
     NODE_COLOURS,
     NODE_SIZES,
     REF_POINTS_PER_UNIT,

@@ -39,7 +39,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "experiments" / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "experiments" / "scenarios"
 
 Frac = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -225,7 +225,7 @@ def _lead_error(text: str) -> PydanticCustomError:
 
 class EnvironmentCfg(_Strict):
     """The ``[environment]`` table: the exogenous world's parameters (the runtime world they
-    drive is :class:`sim.environment.Environment`)."""
+    drive is :class:`sim.core.environment.Environment`)."""
 
     generations: list[Generation] = Field(default_factory=_default_generations, min_length=1)
     # d: one chip's rent falls by d a year, launch steps included (fitted to used H100/A100
@@ -239,7 +239,7 @@ class EnvironmentCfg(_Strict):
     # < 1: a step of 100 % would make the netted trend ln(1 - phi) infinite
     step_down: float = Field(0.0, ge=0.0, le=0.99)
     utilisation: Frac = 0.85  # spot fleet utilisation
-    # >= 1 $: the BTC path is floored at 1e-9 $ (sim/environment.py), far below any start
+    # >= 1 $: the BTC path is floored at 1e-9 $ (sim/core/environment.py), far below any start
     btc_price0: float = Field(90_000.0, ge=1.0, le=MAX_PRICE)
     btc_drift: float = Field(0.0, ge=-1.0, le=1.0)  # annual log drift
     btc_vol_calm: float = Field(0.50, ge=0.0, le=5.0)  # annual; <= 5 (1.44 a month)

@@ -452,7 +452,7 @@ def black_call(forward, strike, logvol):
     """E[max(X - K, 0)] for a lognormal X with mean ``forward`` and log standard deviation
     ``logvol``: Black's (1976, J. Financ. Econ. 3) formula F Phi(d1) - K Phi(d1 - s),
     d1 = (ln(F/K) + s^2/2) / s, undiscounted; max(F - K, 0) where F, K or s is not positive.
-    Arguments broadcast; one compiled pass (:func:`sim.finance.lognormal_call` uses it)."""
+    Arguments broadcast; one compiled pass (:func:`sim.core.finance.lognormal_call` uses it)."""
     if _is_scalar(forward) and _is_scalar(strike) and _is_scalar(logvol):
         return _black1(float(forward), float(strike), float(logvol))
     return _map(_BLACK, forward, strike, logvol)

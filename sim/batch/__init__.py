@@ -1,0 +1,1 @@
+"""Many runs: sweeps (designs, workers, Dask), their analysis, EMA Workbench, progress lines."""

@@ -1,0 +1,1 @@
+"""Figures of a run, the month-by-month animation, the Solara app."""
