@@ -9,7 +9,7 @@ skipped with the reason.
 A test that asks for Chromium (:func:`chromium_path`, :func:`chromium_launch`) is marked
 ``browser`` here, so ``make test-fast`` (``-m "not slow and not browser"``) leaves it out even if
 its module forgets the mark. The golden cases are marked ``slow`` here too, all but ``baseline``
-(which ``make test-fast`` keeps as its bit-for-bit check), so that ``tests/test_golden.py``
+(which ``make test-fast`` keeps as its bit-for-bit check), so that ``tests/qa/test_golden.py``
 itself stays as it was recorded with.
 """
 

@@ -44,7 +44,7 @@ explicit steps bank by bank and asset by asset (the "reduced mode" of the model'
 no auction, no clearing, a linear price, one round). With ``linear=True`` (default) the
 simulation uses GLT's accounting: sales pro rata to the pre-shock weights M and the price move
 marked on the pre-shock positions a_n m_nk; it then agrees with the closed form to rounding
-(tests/test_firesale.py, to 1e-9). With ``linear=False`` banks sell pro rata to their
+(tests/core/test_firesale.py, to 1e-9). With ``linear=False`` banks sell pro rata to their
 post-shock holdings and mark the move on what they still hold after the sale: the closed form
 drops these second-order terms (order F x L x sales), and the two differ by them.
 

@@ -21,7 +21,7 @@ The model calls these once per generation per month, so everything is vectorised
 books are tiny (a few asks, one to two dozen bids), where numpy's per-call overhead is most of
 the cost: books of at most ``_SMALL_BOOK`` orders are cleared by the same rule on Python lists
 (sorted / accumulate / bisect, exact integer and the same float arithmetic), which gives the
-same result (``tests/test_market.py`` checks both against each other on random books).
+same result (``tests/core/test_market.py`` checks both against each other on random books).
 The model builds its books as Python lists and calls :func:`clear_book`, which takes and
 returns lists (no conversion to arrays and back for the small books).
 

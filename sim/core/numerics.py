@@ -48,7 +48,7 @@ per-month scalars); an array goes through a numba kernel compiled from the same 
 (:func:`_kernels`: numba is imported and the kernels loaded from its on-disk cache at the first
 array call, about 0.4 s a process, so importing the model costs nothing). numba compiles
 without fast-math, so LLVM may neither fuse a multiply and an add nor reorder operations, and
-both paths give the same bits; ``tests/test_numerics.py`` checks that on hundreds of
+both paths give the same bits; ``tests/core/test_numerics.py`` checks that on hundreds of
 thousands of inputs, and the accuracy against glibc's and scipy's functions.
 """
 

@@ -20,7 +20,7 @@ Results go to ``results/bench/bench.json`` and ``results/bench/scaling.png``.
 
 A fingerprint of a finished run is the sha256 of every array in ``model.rec``, the agent panel
 and the event log, plus the flat numbers of ``metrics.summary``. ``tests/data/golden.json``
-holds the fingerprints of the code before it was optimised, so ``tests/test_golden.py`` and
+holds the fingerprints of the code before it was optimised, so ``tests/qa/test_golden.py`` and
 the benchmark check that the optimised code gives the same results bit for bit.
 """
 

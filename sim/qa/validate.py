@@ -156,7 +156,7 @@ def _vec_row(cid: str, name: str, key: str, got: np.ndarray, source: str) -> Che
 
 def check_classic() -> list[Check]:
     """Check 1: the three-bank examples of the sourced figures ("Classic results the model must
-    nest"), the same numbers as tests/test_contagion.py."""
+    nest"), the same numbers as tests/core/test_contagion.py."""
     en_src = f"Eisenberg & Noe (2001), Mgmt Sci 47(2); {CAL}"
     rv_src = f"Rogers & Veraart (2013), Mgmt Sci 59(4); {CAL}"
     p = cg.eisenberg_noe(EN_L, EN_E)

@@ -16,7 +16,7 @@ panel:
   about 10 ms and 180 kB, which the browser then also took longer to decode).
 
 The result of an update is the picture a full draw would give, except for the headroom of the
-limits; ``tests/test_app.py`` compares both.
+limits; ``tests/views/test_app.py`` compares both.
 """
 
 from __future__ import annotations

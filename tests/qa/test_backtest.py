@@ -165,7 +165,7 @@ def test_backtest_value_path_and_rows():
     # 2023: the rent (10 $/h) puts the present value far above the new-unit price, so the
     # value is the cap: with the H100's lead time (environment.lead_time_path) the new-unit
     # price 1.3 x 27,500 = 35,750 $ paid at delivery plus the earnings forgone while waiting
-    # (tests/test_lead_time.py works the cap by hand)
+    # (tests/world/test_lead_time.py works the cap by hand)
     assert d["new_unit_price"] == 35_750.0
     assert d["peak_2023"] == pytest.approx(d["cap"]["cap"][d["peak_month"]], rel=1e-12)
     assert d["peak_2023"] > 35_750.0 and rows[0].passed == (d["peak_2023"] >= 40_000.0)
@@ -237,7 +237,7 @@ def test_report_has_the_month_by_month_backtest_table():
               "seconds": 0.0, "gk": {"n": 1, "draws": 1}}
     text = val.render_report(result)
     assert "## GPU backtest, month by month" in text
-    # month 0: 9.23 months of lead time; the value is its cap (tests/test_lead_time.py)
+    # month 0: 9.23 months of lead time; the value is its cap (tests/world/test_lead_time.py)
     assert "| 2023-03 | 0 | 10.00 | 9.23 | 81,569 | 81,569 |" in text
     assert "| 2024-09 | 18 | 2.80 | 0.00 | 35,750 | 35,750 |" in text
     assert "| 2026-03 | 36 | 2.35 |" in text

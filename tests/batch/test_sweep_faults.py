@@ -25,7 +25,7 @@ from sim.cli import main
 from sim.core.config import ConfigError
 from sim.io.ledger import Ledger, read_runs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VICTIM = {"policy.repo.enabled": True, "shocks.0.size": 0.7}
 
 

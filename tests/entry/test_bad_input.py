@@ -1,6 +1,6 @@
 """Bad input, table-driven (issue 7): exit code 2 and one line naming the problem, never a trace.
 
-This table extends the one in ``tests/test_cli.py`` (whose cases are not repeated here) and is
+This table extends the one in ``tests/entry/test_cli.py`` (whose cases are not repeated here) and is
 checked by the same function: exit code 2, exactly one stderr line starting ``liqsim: error:``
 that contains every listed fragment, no traceback, no results written. Between them the two
 tables cover every category the issue names: malformed TOML, unknown keys, wrong types,

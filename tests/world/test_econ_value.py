@@ -20,7 +20,7 @@ from sim.core.config import ConfigError, load_scenario
 from sim.core.environment import Environment
 from sim.world.model import LiquidationModel
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from value_paths import RECOMMENDED, recommended  # noqa: E402
 

@@ -86,7 +86,7 @@ def _one_gen_book(launch: int, deflation: float, power: float, rent_vol: float,
     """One generation X (1 kW, PUE 1, rent 2 $/h, full use) and one buyer type (10 %/yr,
     integration 500; ``buyers`` of them): revenue 1,460 $/month, power cost 0.73 x power
     $/MWh and no other running cost (no facility charge: it has its own worked example in
-    tests/test_econ_value.py). Units are retired by economics (the default) at a physical
+    tests/world/test_econ_value.py). Units are retired by economics (the default) at a physical
     life of 72 months from launch; the installed price 1.3 x 30,000 = 39,000 $ caps every
     value (never binding here)."""
     cfg = Scenario.model_validate({

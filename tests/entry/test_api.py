@@ -20,7 +20,7 @@ from sim.world import metrics
 from sim.world.model import LiquidationModel
 from sim.world.runner import run_scenario
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _py(code: str, cwd: Path, pythonpath: str | None = None) -> subprocess.CompletedProcess:

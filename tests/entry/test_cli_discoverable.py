@@ -20,7 +20,7 @@ from sim.core.config import ConfigError, Scenario, load_scenario
 from sim.core.keys import DOCS, describe_keys
 from sim.core.version import liqsim_version
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LIQSIM = str(Path(sys.executable).parent / "liqsim")
 
 

@@ -184,7 +184,7 @@ def test_step_play_repo_and_reset_in_chromium(server, browser, tmp_path):
         assert (tmp_path / name).stat().st_size > 20_000
 
 
-# The server's share of a Step is held under 0.2 s of CPU by tests/test_app.py; click to
+# The server's share of a Step is held under 0.2 s of CPU by tests/views/test_app.py; click to
 # picture in a browser on a shared, often busy machine is held to this looser bound (measured
 # here: 0.23-0.29 s median through Playwright's click under load 5-7, 0.15 s timed inside the
 # page; the old page took 1.2-2.4 s), so that a busy CI machine does not fail it by chance.

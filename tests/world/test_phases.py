@@ -20,7 +20,7 @@ from sim.world.state import MonthState, SellOrders
 
 def tiny(**over) -> LiquidationModel:
     """One neo-cloud with 1,000 GPUs of generation 1, two lenders marking at market (sale
-    discount 10 %), a flat calm world (as in tests/test_mechanisms.py)."""
+    discount 10 %), a flat calm world (as in tests/world/test_mechanisms.py)."""
     data = {
         "months": 24,
         "environment": {"rent_vol": 0.0, "btc_vol_calm": 0.0, "btc_vol_stress": 0.0},

@@ -65,7 +65,7 @@ def test_same_seed_same_outputs_different_seed_different():
 @pytest.mark.slow
 def test_legacy_repo_desk_reduces_losses_and_price_collapse_over_20_paired_seeds():
     """The legacy desk (it buys at its floor, docs/model.md 7.17) props the price index, so
-    lenders' credit losses fall; the secured repo's effects are in tests/test_repo_real.py."""
+    lenders' credit losses fall; the secured repo's effects are in tests/world/test_repo_real.py."""
     off = load_scenario("crypto_winter")
     on = load_scenario("crypto_winter", ["policy.repo.enabled=true",
                                          "policy.repo.design='legacy'"])

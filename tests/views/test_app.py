@@ -867,7 +867,7 @@ def test_wait_until_up_names_a_server_that_exits_or_never_answers(tmp_path):
 
 # --------------------------------------------------------------------------- hostile values
 # The browser can send any JSON value for any control, not only what the page lists (issue 20;
-# tests/test_browser.py sends them from a real page); these call the server side directly.
+# tests/views/test_browser.py sends them from a real page); these call the server side directly.
 @pytest.fixture
 def scenario_dir(tmp_path, monkeypatch):
     """A --scenario-dir holding one usable scenario and several that must not be offered."""

@@ -1,7 +1,7 @@
-"""Adversarial checks of issue 15's "losses counted for everyone" (sim.world.losses) on worlds the
-tests of tests/test_system_loss.py and tests/test_repo_real.py did not choose: each test here
-was a failure found by fuzzing (scenarios x switches x shocks x seeds), reduced to a minimal
-reproduction."""
+"""Adversarial checks of issue 15's "losses counted for everyone" (sim.world.losses) on worlds
+the tests of tests/world/test_system_loss.py and tests/world/test_repo_real.py did not choose:
+each test here was a failure found by fuzzing (scenarios x switches x shocks x seeds), reduced
+to a minimal reproduction."""
 
 from __future__ import annotations
 

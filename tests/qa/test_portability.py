@@ -28,7 +28,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # every test here takes over a second or so
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NPY = {"native": None, "avx2": "AVX512_ICL X86_V4", "sse4": "AVX512_ICL X86_V4 X86_V3"}
 BLAS = ("Haswell", "SkylakeX", "Prescott")
 SETTINGS = [(f"numpy-{n}+blas-{b}", {"NPY_DISABLE_CPU_FEATURES": v, "OPENBLAS_CORETYPE": b})

@@ -14,7 +14,7 @@ import pytest
 from sim.batch.analyze import load
 from sim.batch.sweep import run_sweep
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 import flagship  # noqa: E402
 

@@ -4,7 +4,7 @@ The manifest must name the liqsim version, the resolved config, the seed, the pl
 library versions, and hold the SHA-256 of every output file; it is written last, so a crash
 leaves none. ``liqsim verify DIR`` exits 0 when a re-run reproduces every number exactly and 1
 with a per-file report when it does not (a number changed by one ulp is caught); unusable
-directories exit 2 (tested in tests/test_bad_input.py).
+directories exit 2 (tested in tests/entry/test_bad_input.py).
 """
 
 from __future__ import annotations

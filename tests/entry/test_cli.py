@@ -20,7 +20,7 @@ import pytest
 from sim.cli import main
 from sim.core.config import SCENARIO_DIR, Scenario, load_scenario
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 GEN = """
 [[environment.generations]]

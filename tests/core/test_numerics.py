@@ -14,7 +14,7 @@ from scipy.special import ndtr as scipy_ndtr
 
 from sim.core import numerics as nm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(20251201)
 
 

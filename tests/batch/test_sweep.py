@@ -28,7 +28,7 @@ from sim.cli import main
 from sim.core.config import ConfigError
 from sim.io.ledger import read_meta, read_runs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 AXES = """
 [[axes]]
 key = "policy.repo.enabled"

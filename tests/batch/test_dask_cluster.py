@@ -21,7 +21,7 @@ from sim.io.ledger import read_platforms
 
 pytestmark = pytest.mark.slow  # every test here takes over a second or so
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).parent / "dask")
 SPEC = """name = "mixed"
 base = "baseline"
