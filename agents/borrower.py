@@ -208,6 +208,23 @@ class BorrowerBook:
         order)."""
         return np.minimum(self.btc - self.pledged_btc, need / btc_price)
 
+    def revolver_request(self, short: np.ndarray, room: np.ndarray,
+                         lead_normal: np.ndarray) -> np.ndarray:
+        """What each borrower asks of its revolver: min(short, undrawn room), if its lead
+        lender is sound (``lead_normal``, the lead's status NORMAL) and it is alive, else 0
+        (the revolver comes after the BTC treasury in the pecking order; the lender may ration
+        the draw to its cash)."""
+        return np.minimum(short, room) * lead_normal * self.alive
+
+    def revolver_repayment(self, principal: np.ndarray, overdue: np.ndarray,
+                           rows: np.ndarray | None = None) -> np.ndarray:
+        """Revolver principal repaid from cash above three months of opex:
+        max(0, min(max(cash - 3 opex, 0), principal - overdue)), for every borrower or, with
+        ``rows``, for the borrowers of those revolver rows."""
+        cash, opex = (self.cash, self.opex) if rows is None else (self.cash[rows], self.opex[rows])
+        spare = np.maximum(cash - 3.0 * opex, 0.0)
+        return np.maximum(np.minimum(spare, principal - overdue), 0.0)
+
     def count_arrears(self, arrears: np.ndarray) -> None:
         """Months in arrears: one more for a living borrower owing more than 1 $ of arrears
         after this month's payments, else 0 (a payment default after grace_months)."""

@@ -267,6 +267,25 @@ def test_payouts_and_voluntary_sales_by_hand():
     assert not b.voluntary_sales(np.zeros(1), ask).any()
 
 
+def test_revolver_request_and_repayment_by_hand():
+    """Short 300 with 200 of room asks 200 (if the lead lender is NORMAL; 0 if not). Cash
+    100,000 and opex 10,000 leave 70,000 above three months of opex: a revolver of 50,000
+    principal with 5,000 overdue is repaid 45,000; one of 100,000 is repaid 70,000; cash
+    below three months of opex repays nothing."""
+    b = tiny().borrowers
+    assert b.revolver_request(np.array([300.0]), np.array([200.0]),
+                              np.array([True])).tolist() == [200.0]
+    assert b.revolver_request(np.array([300.0]), np.array([200.0]),
+                              np.array([False])).tolist() == [0.0]
+    b.cash[:], b.opex[:] = 100_000.0, 10_000.0
+    assert b.revolver_repayment(np.array([50_000.0]), np.array([5_000.0])).tolist() == [45_000.0]
+    rows = np.array([0, 0])
+    got = b.revolver_repayment(np.array([100_000.0, 50_000.0]), np.zeros(2), rows)
+    assert got.tolist() == [70_000.0, 50_000.0]
+    b.cash[:] = 20_000.0
+    assert b.revolver_repayment(np.array([50_000.0]), np.zeros(1)).tolist() == [0.0]
+
+
 def test_lender_forced_lines_patient_asks_and_rollover_by_hand():
     """max_hold_months 6 (the default): a line held 6 months is forced, one held 5 is not; a
     deleveraging lender's every line is forced; an empty line never. A patient ask is

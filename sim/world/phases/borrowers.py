@@ -114,7 +114,7 @@ def draw_revolvers(m: LiquidationModel, short: np.ndarray) -> None:
         drawn = np.zeros(b.n)
         drawn[rows_b] = L.principal[rows]
     room = np.maximum(m.revolver_limit - drawn, 0.0)
-    req = np.minimum(short, room) * (lb.status[m.lead] == LenderStatus.NORMAL) * b.alive
+    req = b.revolver_request(short, room, lb.status[m.lead] == LenderStatus.NORMAL)
     if not np.count_nonzero(req):
         return
     req_l = np.bincount(m.lead, weights=req, minlength=lb.n)
@@ -137,9 +137,7 @@ def repay_revolvers(m: LiquidationModel) -> None:
         sel = L.active[blk] & (principal > 0)
         if not np.count_nonzero(sel):
             return
-        spare = np.maximum(b.cash - 3.0 * b.opex, 0.0)
-        rep = np.minimum(spare, principal - L.overdue[blk])
-        rep = np.where(sel, np.maximum(rep, 0.0), 0.0)
+        rep = np.where(sel, b.revolver_repayment(principal, L.overdue[blk]), 0.0)
         principal -= rep
         b.cash -= rep
         m.lenders.cash += np.bincount(L.lender[blk], weights=rep, minlength=m.lenders.n)
@@ -148,9 +146,7 @@ def repay_revolvers(m: LiquidationModel) -> None:
     if len(rows) == 0:
         return
     bi = L.borrower[rows]
-    spare = np.maximum(b.cash[bi] - 3.0 * b.opex[bi], 0.0)
-    rep = np.minimum(spare, L.principal[rows] - L.overdue[rows])
-    rep = np.maximum(rep, 0.0)
+    rep = b.revolver_repayment(L.principal[rows], L.overdue[rows], bi)
     L.principal[rows] -= rep
     b.cash[bi] -= rep
     m.lenders.cash += np.bincount(L.lender[rows], weights=rep, minlength=m.lenders.n)
