@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sim.io.store import write_json
+from sim.io.atomic import write_json
 from sim.qa.bench_sweeps import measure
 
 OUT = Path("results/bench/batch_run_compare.json")

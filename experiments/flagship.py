@@ -27,8 +27,8 @@ import pandas as pd
 from sim.batch.analyze import analyze, load, paired_table
 from sim.batch.sweep import SWEEP_DIR, run_sweep
 from sim.core.config import ConfigError
+from sim.io.atomic import atomic_write_bytes, write_json
 from sim.io.ledger import LEDGER
-from sim.io.store import atomic_write_bytes, write_json
 from sim.views.plots import new_figure, png_bytes
 
 FLAGSHIPS = ("repo", "lolr", "repo_legacy", "ltv_capacity", "correlation_leverage", "sobol")

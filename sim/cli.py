@@ -355,7 +355,7 @@ def _write_compare_csv(path: Path, res: dict) -> None:
     import csv as csv_module
     import io
 
-    from sim.io.store import atomic_write_bytes  # lazy: sim.io.store loads the model
+    from sim.io.atomic import atomic_write_bytes  # lazy: only compare --csv writes a file
 
     buf = io.StringIO()
     w = csv_module.writer(buf, lineterminator="\n")

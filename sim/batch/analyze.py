@@ -53,8 +53,8 @@ from matplotlib.ticker import FuncFormatter
 
 from sim.core.config import ConfigError
 from sim.core.keys import human_key
+from sim.io.atomic import atomic_write_bytes
 from sim.io.ledger import LEDGER, RUN_COLUMNS, canonical_json, json_kind, read_meta, read_runs
-from sim.io.store import atomic_write_bytes
 from sim.views.plots import dollars, new_figure, png_bytes
 
 N_BOOT = 2000

@@ -72,7 +72,7 @@ from sim.core.config import (
     short_repr,
 )
 from sim.core.version import liqsim_version
-from sim.io import store
+from sim.io import atomic
 from sim.io.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
 from sim.io.store import MANIFEST, SPEC_COPY, write_sweep_manifest
 from sim.world import metrics
@@ -1133,7 +1133,7 @@ class _Writer:
         try:
             if res.series is not None:  # a str path: pathlib interns every part it parses,
                 # and Python 3.12 keeps interned strings forever (~110 bytes a run)
-                store.atomic_write_bytes(os.path.join(self.series_dir,
+                atomic.atomic_write_bytes(os.path.join(self.series_dir,
                                              f"{t.param_hash}_{t.seed}.parquet"), res.series)
             self.ledger.record(row, new_platform)
         except (OSError, sqlite3.Error) as e:
@@ -1218,7 +1218,7 @@ def _write_manifest(spec: SweepSpec, out_dir: Path) -> None:
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
-    """Delete the temporary files (``.<name>.*.tmp``, sim.io.store's atomic writes) that a killed
+    """Delete the temporary files (``.<name>.*.tmp``, sim.io.atomic's writes) that a killed
     sweep left between writing and renaming; the caller holds the directory's lock, so no live
     sweep is writing them."""
     for d in (out_dir, out_dir / "series"):
@@ -1244,7 +1244,7 @@ def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], N
     def adopt() -> None:
         (out_dir / MANIFEST).unlink(missing_ok=True)
         ledger.set_meta(meta)
-        store.atomic_write_bytes(out_dir / SPEC_COPY, spec._text.encode())
+        atomic.atomic_write_bytes(out_dir / SPEC_COPY, spec._text.encode())
 
     return ledger, adopt
 

@@ -35,61 +35,11 @@ from sim.core import numerics
 from sim.core.config import ConfigError, Scenario
 from sim.core.network import build_graph
 from sim.core.version import liqsim_version
+from sim.io.atomic import atomic_write_with, umask, write_json
 from sim.io.datadict import to_parquet
 from sim.io.ledger import read_ok_runs
 from sim.world import metrics
 from sim.world.model import LiquidationModel
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _publish(tmp: str, path: str | os.PathLike) -> None:
-    """Give the temporary file ordinary permissions, then rename it into place."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` under a temporary name, then rename it into place.
-
-    Works on strings (``os.path``), so a caller writing a file per sweep run can pass a str
-    and build no ``Path``: pathlib interns every part it parses, and Python 3.12 keeps
-    interned strings for the life of the process.
-    """
-    path = os.fspath(path)
-    parent = os.path.dirname(path) or "."
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        _publish(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_with(path: Path, writer) -> None:
-    """Call ``writer(tmp_path)`` then rename the result to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(tmp)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
 
 RUN_FILES = ("config.json", "series.parquet", "panel.parquet", "events.parquet",
              "network.graphml", "summary.json")
@@ -148,7 +98,7 @@ def replace_dir[T](outdir: Path, fill: Callable[[Path], T]) -> T:
         held = _hold(tmp)  # before the parent is unlocked: a cleaner never sees it free
     try:
         result = fill(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
         with _locked(outdir.parent):
             _swap_in(tmp, outdir)
     except BaseException:

@@ -42,7 +42,7 @@ import numpy as np
 
 from sim.core.config import load_scenario
 from sim.core.version import liqsim_version
-from sim.io.store import atomic_write_with, write_json
+from sim.io.atomic import atomic_write_with, write_json
 from sim.world import metrics
 from sim.world.model import LiquidationModel
 from sim.world.runner import run_scenario

@@ -58,7 +58,7 @@ from sim.core.config import load_scenario
 from sim.core.environment import Environment, calendar_month
 from sim.core.market import call_auction, exponential_bids, parametric_price
 from sim.core.network import funding_book, funding_weights
-from sim.io.store import atomic_write_bytes, write_json
+from sim.io.atomic import atomic_write_bytes, write_json
 from sim.views.plots import new_figure, png_bytes
 from sim.world.metrics import summary
 from sim.world.model import LiquidationModel

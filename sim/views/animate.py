@@ -26,7 +26,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from sim.core.config import ConfigError
 from sim.core.environment import month_label
-from sim.io.store import atomic_write_with
+from sim.io.atomic import atomic_write_with
 from sim.views.plots import (
     FAILED_LENDER,
     NODE_COLOURS,

@@ -259,11 +259,11 @@ def test_a_full_database_stops_cleanly_and_resumes(reference, monkeypatch, capsy
 
 @pytest.mark.slow
 def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeypatch, capsys):
-    import sim.io.store
+    import sim.io.atomic
 
     tmp, ref = reference
     out = tmp / "enospc"
-    real = sim.io.store.atomic_write_bytes
+    real = sim.io.atomic.atomic_write_bytes
     calls = []
 
     def full_disk(path, data):
@@ -273,12 +273,12 @@ def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeyp
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(path, data)
 
-    monkeypatch.setattr(sim.io.store, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(sim.io.atomic, "atomic_write_bytes", full_disk)
     assert main(["sweep", str(make_spec(tmp)), "--out", str(out), "--workers", "1"]) == 2
     err = _one_error_line(capsys)
     assert "No space left on device" in err
     assert len(rows(out)) == 2  # the third run's row is not committed without its series
-    monkeypatch.setattr(sim.io.store, "atomic_write_bytes", real)
+    monkeypatch.setattr(sim.io.atomic, "atomic_write_bytes", real)
     res = run_sweep(make_spec(tmp), out=out, workers=1, progress=False)
     assert (res.skipped, res.done) == (2, 6)
     assert rows(out) == ref
