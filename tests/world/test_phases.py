@@ -9,32 +9,13 @@ import importlib.util
 
 import numpy as np
 import pytest
+from test_mechanisms import tiny  # one neo-cloud, two lenders marking at market, calm
 
 from agents.lender import LenderStatus
 from agents.repo_desk import margin_and_term, units_to_seize
-from sim.core.config import Scenario
 from sim.world import phases
 from sim.world.model import LiquidationModel
 from sim.world.state import MonthState, SellOrders
-
-
-def tiny(**over) -> LiquidationModel:
-    """One neo-cloud with 1,000 GPUs of generation 1, two lenders marking at market (sale
-    discount 10 %), a flat calm world (as in tests/world/test_mechanisms.py)."""
-    data = {
-        "months": 24,
-        "environment": {"rent_vol": 0.0, "btc_vol_calm": 0.0, "btc_vol_stress": 0.0},
-        "borrowers": {"miner": {"count": 0, "fleet_mean": 1, "fleet_mix": [1], "spread": 0.03,
-                                "contracted_share": 0, "guarantee_prob": 0},
-                      "neocloud": {"count": 1, "fleet_mean": 1000, "fleet_sigma": 0.0,
-                                   "fleet_mix": [0, 1], "spread": 0.04,
-                                   "contracted_share": 0.0, "guarantee_prob": 0.0}},
-        "lenders": {"count": 2, "types": {"abl": {"share": 1, "capital_ratio": 0.2,
-                                                  "interbank_share": 0.0, "mark": "market",
-                                                  "sale_discount": 0.1}}},
-        "network": {"syndicate": 2.0},
-    }
-    return LiquidationModel(Scenario.model_validate(data), overrides=over)
 
 
 # ------------------------------------------------------------------ the month's schedule
