@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -206,10 +207,11 @@ def test_verify_reruns_the_manifest_config(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_verify_through_the_console_script(tmp_path):
-    from test_cli import _liqsim
-
+    script = Path(sys.executable).with_name("liqsim")  # the installed console script
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "sim.cli"]
     d = _run(tmp_path)
-    res = _liqsim("verify", str(d), cwd=tmp_path)
+    res = subprocess.run([*cmd, "verify", str(d)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "reproduced exactly" in res.stdout and "Traceback" not in res.stderr
 
