@@ -1,5 +1,5 @@
-"""Tests for `liqsim validate` (sim/qa/validate.py): the fast checks 1, 3 and a reduced 2, the
-report and the exit codes, and the pieces the suite is built on."""
+"""Tests for `liqsim validate` (sim/qa/validate.py, sim/qa/checks/): the fast checks 1, 3 and a
+reduced 2, the report and the exit codes, and the pieces the suite is built on."""
 
 from __future__ import annotations
 
