@@ -253,8 +253,8 @@ def funding_book(external: np.ndarray, interbank_share: np.ndarray, capital_rati
     so that equity, a_i - ib_i - outside_i, is ``c_i a_i`` (``c_i`` the type's
     ``capital_ratio``). Returns ``(L, outside)``: ``L[i, j]`` is what i owes j (the liabilities
     convention of Eisenberg & Noe 2001). ``LiquidationModel._originate`` builds the model's
-    network with it; the validation's Gai-Kapadia reduced mode (``sim.qa.validate``, check 2g-2i)
-    reuses it on redrawn networks."""
+    network with it; the validation's Gai-Kapadia reduced mode (``sim.qa.checks.gk_network``,
+    check 2g-2i) reuses it on redrawn networks."""
     wsum = w.sum(axis=1)
     ib = np.where(wsum > 0, interbank_share * external, 0.0)
     interbank = np.divide(w * ib[:, None], wsum[:, None], out=np.zeros_like(w),

@@ -503,13 +503,14 @@ def test_fleet_sells_at_value_without_the_friction(monkeypatch):
     """With close_days = 0 every buyer bids: three hyperscalers with room for 12,000 H100s each
     (15 MW / 1.25 kW) take the 5,469-GPU fleet at the value in best use at every horizon,
     the no-friction result (discount 0)."""
-    import sim.qa.validate as v
+    from sim.qa.checks import time_to_sell
 
-    base = v._baseline
+    base = time_to_sell.baseline
     zero = {f"buyers.types.{t}.close_days": 0 for t in ("hyperscaler", "tier2", "broker")}
-    monkeypatch.setattr(v, "_baseline", lambda months=60, **o: base(months, **{**o, **zero}))
+    monkeypatch.setattr(time_to_sell, "baseline",
+                        lambda months=60, **o: base(months, **{**o, **zero}))
     for days in (180, 30, 7):
-        mean, se = v.sell_fleet(5469, days, draws=3)
+        mean, se = time_to_sell.sell_fleet(5469, days, draws=3)
         assert mean == pytest.approx(1.0, abs=1e-12) and se == pytest.approx(0.0, abs=1e-12)
 
 

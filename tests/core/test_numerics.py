@@ -201,7 +201,8 @@ def test_samplers_have_the_right_moments_and_never_draw_the_ends():
 CORE = sorted([*(ROOT / "agents").glob("*.py"),
                *(ROOT / "sim" / "world").rglob("*.py"),
                *(p for p in (ROOT / "sim" / "core").glob("*.py") if p.name != "numerics.py"),
-               ROOT / "sim" / "qa" / "validate.py"])
+               ROOT / "sim" / "qa" / "validate.py",
+               *(ROOT / "sim" / "qa" / "checks").glob("*.py")])
 _NP_BANNED = {"exp", "log", "log1p", "expm1", "log2", "log10", "exp2", "power", "float_power",
               "sin", "cos", "tan", "tanh", "arctan", "arcsin", "arccos", "sinh", "cosh",
               "dot", "matmul", "inner", "vdot", "tensordot", "einsum", "polyval", "cbrt"}

@@ -10,6 +10,7 @@ import pytest
 from sim.core.config import ConfigError, load_scenario
 from sim.core.environment import Environment, path_rents
 from sim.qa import validate as val
+from sim.qa.checks import backtest, calibration, compute
 
 BT = "gpu_backtest_2023"
 PATH = "environment.rent_path"
@@ -141,24 +142,24 @@ def test_frontier_price_of_compute_two_generations():
     = 0.5 $/PFLOP-h, dearer per hour but cheaper per FLOP. No trend: the frontier falls from
     2 to 0.5 in 12 months, 75 % in the year; over 24 months 50 % a year (1 - 0.25^(1/2))."""
     rent = np.tile([2.0, 3.0], (25, 1))
-    c = val.compute_price_path(rent, np.array([-5, 12]), np.array([1000.0, 6000.0]))
+    c = compute.compute_price_path(rent, np.array([-5, 12]), np.array([1000.0, 6000.0]))
     assert c[:12].tolist() == [2.0] * 12 and c[12:].tolist() == [0.5] * 13
-    assert val.annual_decline(c, 0, 12) == pytest.approx(0.75, abs=1e-12)
-    assert val.annual_decline(c) == pytest.approx(0.5, abs=1e-12)
+    assert compute.annual_decline(c, 0, 12) == pytest.approx(0.75, abs=1e-12)
+    assert compute.annual_decline(c) == pytest.approx(0.5, abs=1e-12)
     # a generation without a compute figure (0) is left out, whatever its rent
-    c0 = val.compute_price_path(rent, np.array([-5, 0]), np.array([1000.0, 0.0]))
+    c0 = compute.compute_price_path(rent, np.array([-5, 0]), np.array([1000.0, 0.0]))
     assert c0.tolist() == [2.0] * 25
 
 
 def test_annual_decline_of_a_constant_rate():
     path = 100.0 * 0.9 ** (np.arange(25) / 12.0)  # 10 % a year
-    assert val.annual_decline(path) == pytest.approx(0.10, abs=1e-12)
+    assert compute.annual_decline(path) == pytest.approx(0.10, abs=1e-12)
 
 
 # ---------------------------------------------------------------- the backtest (8, 4e)
 @pytest.mark.slow
 def test_backtest_value_path_and_rows():
-    rows, d = val.check_backtest()
+    rows, d = backtest.check_backtest()
     ids = [r.id for r in rows]
     assert ids == ["8a", "8b", "8c", "8d", "8e"] and rows[3].info and rows[4].info
     v = np.array(d["value"])
@@ -185,11 +186,11 @@ def test_4e_is_information_and_the_a100_moves_with_the_h100_path():
     """Under the market factor the A100's decline is the H100 path's, 1 - (2.35 / 10)^(1/3)
     = 38.28 % a year on every seed, and it ends at 4.10 x 0.235 = 0.9635 $/h: an input, so
     4e is an information row, never a pass."""
-    d = val.backtest_facts()
+    d = backtest.backtest_facts()
     assert d["a100_decline"] == pytest.approx(1.0 - 0.235 ** (1.0 / 3.0), rel=1e-9)
-    assert d["a100_decline_seeds"] == [d["a100_decline_seeds"][0]] * val.BACKTEST_SEEDS
+    assert d["a100_decline_seeds"] == [d["a100_decline_seeds"][0]] * backtest.BACKTEST_SEEDS
     assert d["a100_rent"][-1] == pytest.approx(0.9635, rel=1e-12)
-    rows, _f = val.check_calibration(n_seeds=2)
+    rows, _f = calibration.check_calibration(n_seeds=2)
     row = next(r for r in rows if r.id == "4e")
     assert row.info and row.expected.startswith("information")
     assert "38.3 %" in row.measured and "-20 %" in row.measured
@@ -227,12 +228,12 @@ def test_the_2023_peak_is_the_lead_time_cap_worked_independently():
     new = 35_750.0 * 1.08 ** (-10.15 / 12.0)
     assert new == pytest.approx(33_496.94, abs=0.01)
     assert earn == pytest.approx(52_157.80, abs=0.01)
-    _rows, d = val.check_backtest()
+    _rows, d = backtest.check_backtest()
     assert d["peak_month"] == 8 and d["peak_2023"] == pytest.approx(earn + new, rel=1e-9)
 
 
 def test_report_has_the_month_by_month_backtest_table():
-    rows, d = val.check_backtest()
+    rows, d = backtest.check_backtest()
     result = {"checks": rows, "data": {"backtest": d}, "quick": True, "root_seed": 1,
               "seconds": 0.0, "gk": {"n": 1, "draws": 1}}
     text = val.render_report(result)

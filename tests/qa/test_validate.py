@@ -1,5 +1,5 @@
-"""Tests for `liqsim validate` (sim/qa/validate.py): the fast checks 1, 3 and a reduced 2, the
-report and the exit codes, and the pieces the suite is built on."""
+"""Tests for `liqsim validate` (sim/qa/validate.py, sim/qa/checks/): the fast checks 1, 3 and a
+reduced 2, the report and the exit codes, and the pieces the suite is built on."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sim.core.config import load_scenario
 from sim.core.contagion import gai_kapadia_network, threshold_cascade
 from sim.core.market import parametric_price
 from sim.qa import validate as val
+from sim.qa.checks import asic_2022, classic, common, gai_kapadia, nesting
 from sim.world.model import LiquidationModel
 
 FAST_STEPS = [s for s in val.STEPS if s[2] in ("classic", "nesting")]
@@ -21,7 +22,7 @@ FAST_STEPS = [s for s in val.STEPS if s[2] in ("classic", "nesting")]
 
 # ---------------------------------------------------------------- check 1: three-bank examples
 def test_classic_examples_pass_with_the_published_numbers():
-    rows = val.check_classic()
+    rows = classic.check_classic()
     assert [r.id for r in rows] == ["1a", "1b", "1c", "1d", "1e"]
     assert all(r.passed for r in rows)
     np.testing.assert_allclose(rows[0].details["measured"], [270 / 11, 290 / 11, 10], atol=1e-9)
@@ -30,15 +31,15 @@ def test_classic_examples_pass_with_the_published_numbers():
 
 
 def test_classic_check_fails_against_a_wrong_expectation(monkeypatch):
-    monkeypatch.setitem(val.BANDS, "rv_cost", {"value": [18.0, 21.0, 10.0], "tol": 1e-4})
-    rows = {r.id: r for r in val.check_classic()}
+    monkeypatch.setitem(common.BANDS, "rv_cost", {"value": [18.0, 21.0, 10.0], "tol": 1e-4})
+    rows = {r.id: r for r in classic.check_classic()}
     assert not rows["1d"].passed
     assert rows["1c"].passed
 
 
 # ---------------------------------------------------------------- check 3: nesting
 def test_nesting_parametric_is_the_exponential_and_auction_within_two_percent():
-    rows, cur = val.check_nesting()
+    rows, cur = nesting.check_nesting()
     assert all(r.passed for r in rows)
     x = np.array(cur["x"])
     np.testing.assert_allclose(cur["parametric"], np.exp(-1.0536 * x), rtol=0, atol=1e-12)
@@ -51,7 +52,7 @@ def test_nesting_parametric_is_the_exponential_and_auction_within_two_percent():
 
 def test_nesting_fails_with_too_few_buyers():
     # 5 buyers: blocks of 20 % of the stock, so the auction misses the curve by up to ~19 %
-    cur = val.nesting_curves(n_buyers=5)
+    cur = nesting.nesting_curves(n_buyers=5)
     rel = np.abs(np.array(cur["auction"]) / np.array(cur["exact"]) - 1)
     assert rel.max() > 0.02
 
@@ -59,20 +60,20 @@ def test_nesting_fails_with_too_few_buyers():
 # ---------------------------------------------------------------- check 2: reduced Gai-Kapadia
 @pytest.mark.slow
 def test_reduced_gai_kapadia_window():
-    rows, data = val.check_gai_kapadia(val.GK_QUICK)
+    rows, data = gai_kapadia.check_gai_kapadia(gai_kapadia.GK_QUICK)
     assert all(r.passed for r in rows), [(r.id, r.measured) for r in rows if not r.passed]
     base = data["base"]
     p = dict(zip(base["z"], base["prob"], strict=True))
     assert p[0.5] == 0.0 and p[10.0] == 0.0 and p[3.0] > 0.5
     # standard error sqrt(p (1 - p) / n) <= 0.04 needs n >= 157 draws at p = 0.5
-    assert val.GK_QUICK.draws >= 157
+    assert gai_kapadia.GK_QUICK.draws >= 157
     assert max(base["prob_se"]) <= 0.04
 
 
 def test_gai_kapadia_window_is_reproducible():
-    gk = val.GKConfig(n=100, z=(2.0, 4.0), draws=20)
-    assert val.gk_window(gk, False) == val.gk_window(gk, False)
-    assert val.gk_window(gk, False, seed=1) != val.gk_window(gk, False, seed=2)
+    gk = gai_kapadia.GKConfig(n=100, z=(2.0, 4.0), draws=20)
+    assert gai_kapadia.gk_window(gk, False) == gai_kapadia.gk_window(gk, False)
+    assert gai_kapadia.gk_window(gk, False, seed=1) != gai_kapadia.gk_window(gk, False, seed=2)
 
 
 def test_sparse_network_has_the_gai_kapadia_balance_sheets():
@@ -175,7 +176,7 @@ def test_reversion_raises_a_rig_below_cost_and_lowers_one_above():
 def test_asic_episode_measures_index_and_auction_prices_separately():
     # lenders with rig loans only (gpu_share 1, asic_2022 before the 2022 lenders got their
     # other assets): failed and deleveraging lenders sell rigs, so every path is exercised
-    a = val.asic_episode(tuple(f"lenders.types.{t}.gpu_share=1.0"
+    a = asic_2022.asic_episode(tuple(f"lenders.types.{t}.gpu_share=1.0"
                                for t in ("bank", "private_credit", "abl")))
     assert a["index"][0] == pytest.approx(a["price"][0])  # no forced seller at t0
     assert a["auction_price_fall"] >= a["price_fall"]  # forced sales clear below the index
@@ -221,7 +222,7 @@ def test_validate_quick_writes_report_and_exit_code_matches(tmp_path, capsys):
 def test_validate_exit_zero_when_all_pass_and_one_when_a_band_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(val, "STEPS", FAST_STEPS)
     assert main(["validate", "--quick", "--out", str(tmp_path / "ok")]) == 0
-    monkeypatch.setitem(val.BANDS, "nest_auction", {"tol": 1e-6})
+    monkeypatch.setitem(common.BANDS, "nest_auction", {"tol": 1e-6})
     assert main(["validate", "--quick", "--out", str(tmp_path / "bad")]) == 1
     res = json.loads((tmp_path / "bad" / "results.json").read_text())
     assert [c["id"] for c in res["checks"] if not c["passed"]] == ["3b"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sim.qa import validate as val
+from sim.qa.checks import asic_2022, common
 
 TYPES = ("bank", "private_credit", "abl", "crypto_lender")
 RIG_ONLY = tuple(f"lenders.types.{t}.gpu_share=1.0" for t in TYPES)
@@ -41,28 +42,28 @@ def test_collateral_at_repossession_by_hand():
               (3, "purchase", "salvage", -1, 0, 1, 55.0, 55.0)]
     m = SimpleNamespace(events=events, ead_total=2000.0,
                         lenders=SimpleNamespace(inventory=np.array([[6], [5]])))
-    got = val._recovery_paths(m, np.array([100.0, 90.0, 80.0, 60.0]))
+    got = asic_2022._recovery_paths(m, np.array([100.0, 90.0, 80.0, 60.0]))
     assert got["collateral_at_index"] == pytest.approx(0.55, abs=1e-15)
     assert got["repossessed_units"] == 15 and got["unsold_units"] == 11
     assert got["lender_sales"] == [{"month": 3, "units": 4, "price": 55.0, "to_salvage": 1}]
 
 
 def test_5b_checks_value_at_repossession_and_reports_proceeds_as_information():
-    rows = val.asic_rows(_episode(collateral_at_index=0.55, recovery=0.10))
+    rows = asic_2022.asic_rows(_episode(collateral_at_index=0.55, recovery=0.10))
     assert _row(rows, "5b").passed and _row(rows, "5b").measured.startswith("55.0 %")
     info = _row(rows, "5b.i")
     assert info.info and info.measured == "10.0 %"
     # high realised proceeds do not rescue a low value at repossession
-    rows = val.asic_rows(_episode(collateral_at_index=0.25, recovery=0.50))
+    rows = asic_2022.asic_rows(_episode(collateral_at_index=0.25, recovery=0.50))
     assert not _row(rows, "5b").passed
-    rows = val.asic_rows(_episode(collateral_at_index=0.66))
+    rows = asic_2022.asic_rows(_episode(collateral_at_index=0.66))
     assert not _row(rows, "5b").passed  # above 65 %
 
 
 def test_the_four_2022_cases_by_hand():
     """Core: 25 / 38.6 = 64.8 %; Greenidge: 57 / 74 = 77.0 % to 68 / 74 = 91.9 %; Bitfarms:
     5 / 21 = 23.8 %; Stronghold: no reported value. Information rows, never a FAIL."""
-    rows = {r.id: r for r in val.asic_rows(_episode())}
+    rows = {r.id: r for r in asic_2022.asic_rows(_episode())}
     assert rows["5b.1"].measured.startswith("64.8 %:")
     assert rows["5b.2"].measured.startswith("n/a:")
     assert rows["5b.3"].measured.startswith("77.0 %-91.9 %:")
@@ -80,21 +81,21 @@ def test_rig_class_bands_by_hand():
     """efficient -86.8 % +- 3 pp = 83.8-89.8 %; mid-tier 86-92 %; old 88-94 %."""
     for cls, lo, hi in (("efficient", 0.838, 0.898), ("mid_tier", 0.86, 0.92),
                         ("old", 0.88, 0.94)):
-        b = val.rig_class_band(cls)
+        b = asic_2022.rig_class_band(cls)
         assert (b["lo"], b["hi"]) == (pytest.approx(lo), pytest.approx(hi))
-    assert val.RIG_CLASS["S19"] == "efficient"  # 3.25 kW / 100 TH/s = 32.5 J/TH < 38
+    assert asic_2022.RIG_CLASS["S19"] == "efficient"  # 3.25 kW / 100 TH/s = 32.5 J/TH < 38
     # Luxor's "about 85 % in a year" sits inside the efficient band
-    assert val.rig_class_band("efficient")["lo"] < val.BANDS["asic_price_fall"]["year"]
+    assert asic_2022.rig_class_band("efficient")["lo"] < common.BANDS["asic_price_fall"]["year"]
 
 
 @pytest.mark.parametrize(("falls", "ok"), [({"S19": 0.87}, True), ({"S19": 0.837}, False),
                                            ({"S19": 0.899}, False), ({"S9": 0.91}, False)])
 def test_5a_compares_each_class_with_its_figure(falls, ok):
-    assert _row(val.asic_rows(_episode(falls=falls)), "5a").passed is ok
+    assert _row(asic_2022.asic_rows(_episode(falls=falls)), "5a").passed is ok
 
 
 def test_5c_without_forced_sales_fails_and_says_so():
-    r = _row(val.asic_rows(_episode(distressed_discount=None)), "5c")
+    r = _row(asic_2022.asic_rows(_episode(distressed_discount=None)), "5c")
     assert not r.passed and r.measured == "no forced sale in the 12 months"
 
 
@@ -102,12 +103,12 @@ def test_5c_without_forced_sales_fails_and_says_so():
 def test_rig_book_counterfactual_flags_rig_only_lenders():
     """Lenders whose whole loan book is rig loans (gpu_share 1): the rig book's losses alone
     exceed the equity of several lenders solvent at t0, and 5d fails."""
-    rb = val.rig_book_test(RIG_ONLY, shares=(1.0,))
+    rb = asic_2022.rig_book_test(RIG_ONLY, shares=(1.0,))
     al = rb["alone"]
     assert al["solvent0"] == 20 and al["failed_solvent"] >= 5
     assert al["max_loss_over_e0"] > 1.0  # a rig-book loss larger than the t0 equity
     assert rb["sensitivity"]["1.0"] == al  # the same counterfactual run
-    rows = val._rig_book_rows(rb)
+    rows = asic_2022._rig_book_rows(rb)
     assert not rows[0].passed and rows[0].id == "5d"
     assert rows[1].info and "first failure at gpu_share 1.0" in rows[1].measured
 
@@ -117,20 +118,20 @@ def test_shipped_episode_no_lender_fails_from_its_rig_book():
     through the other_loans shock (FTX, Three Arrows), and no lender fails in the isolating
     counterfactual (no other-loan loss, no such shock): 5d does not count failures the rig
     book alone would not cause, and passes."""
-    rb = val.rig_book_test(shares=(0.09,))
+    rb = asic_2022.rig_book_test(shares=(0.09,))
     assert rb["gpu_share"] == {t: 0.09 for t in TYPES}
     assert rb["episode"]["failed"] == 2
     assert rb["alone"]["failed_solvent"] == 0
     assert rb["sensitivity"]["0.09"] == rb["alone"]
     assert 0.0 < rb["alone"]["max_loss_over_e0"] < 1.0
-    assert val._rig_book_rows(rb)[0].passed
+    assert asic_2022._rig_book_rows(rb)[0].passed
 
 
 def test_no_default_no_rig_book_loss():
     """One month: no borrower has defaulted, so no write-off, no inventory: loss 0."""
     from sim.core.config import load_scenario
 
-    got = val.lender_run(load_scenario("asic_2022", months=1))
+    got = asic_2022.lender_run(load_scenario("asic_2022", months=1))
     assert got == {"solvent0": 20, "failed": 0, "failed_solvent": 0, "max_loss_over_e0": 0.0}
 
 

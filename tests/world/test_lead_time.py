@@ -17,7 +17,7 @@ import pytest
 from agents.buyer import BuyerBook
 from sim.core.config import ConfigError, load_scenario
 from sim.core.environment import Environment, path_lead_times
-from sim.qa import validate as val
+from sim.qa.checks import backtest
 from sim.world.model import LiquidationModel
 
 PATH = "environment.lead_time_path"
@@ -172,7 +172,7 @@ def test_backtest_lead_time_path_is_the_sources_in_months():
     assert round(10 * 12 / 52, 2) == 2.31
     assert p.points == [[0, 9.23], [8, 10.15], [9, 9.0], [11, 3.5], [13, 2.31], [17, 0.0]]
     assert cfg.start == "2023-03"
-    assert [val._calendar(m, cfg.start) for m in (8, 9, 11, 13, 17)] == [
+    assert [backtest._calendar(m, cfg.start) for m in (8, 9, 11, 13, 17)] == [
         "2023-11", "2023-12", "2024-02", "2024-04", "2024-08"]
 
 
@@ -180,9 +180,9 @@ def test_check_8a_reads_the_scenarios_lead_time(monkeypatch):
     """The 8a row reports the cap the scenario's path gives; with the path removed (the
     scenario read through a patched loader) the same check reports the plain cap, 35.75 k$,
     and fails (one seed each: the H100's value does not depend on the draws)."""
-    facts = val.backtest_facts.__wrapped__
-    monkeypatch.setattr(val, "backtest_facts", lambda: facts(1))
-    rows, d = val.check_backtest()
+    facts = backtest.backtest_facts.__wrapped__
+    monkeypatch.setattr(backtest, "backtest_facts", lambda: facts(1))
+    rows, d = backtest.check_backtest()
     cap = d["cap"]
     t = d["peak_month"]
     assert t == 8 and cap["lead"][t] == pytest.approx(10.15, abs=1e-12)
@@ -194,10 +194,10 @@ def test_check_8a_reads_the_scenarios_lead_time(monkeypatch):
     assert d["spot_installed"] == pytest.approx(48_250.0, abs=1e-6)
     assert f"{d['peak_2023'] / 48_250.0 - 1.0:+.1%}" in rows[4].measured
 
-    real = val.load_scenario
-    monkeypatch.setattr(val, "load_scenario",
+    real = backtest.load_scenario
+    monkeypatch.setattr(backtest, "load_scenario",
                         lambda name, **kw: real(name, overrides={PATH: []}, **kw))
-    rows, d = val.check_backtest()
+    rows, d = backtest.check_backtest()
     assert d["peak_2023"] == 35_750.0 and max(d["cap"]["lead"]) == 0.0
     assert "no lead time" in rows[0].measured and not rows[0].passed
 
