@@ -175,18 +175,27 @@ class RentPath(_Strict):
     @field_validator("points")
     @classmethod
     def _points(cls, pts: list[list[float]]) -> list[list[float]]:
-        for i, p in enumerate(pts):
-            if len(p) != 2:
-                raise _path_error(f"point {i} = {p}: expected [month, rent $/GPU-hour]")
-            month, rent = p
-            if month != int(month) or not 0 <= month <= 600:
-                raise _path_error(f"point {i} = {p}: the month must be a whole number 0-600")
-            if not 0.0 < rent <= MAX_RUNNING_COST:
-                raise _path_error(f"point {i} = {p}: the rent must be > 0 and <= "
-                                 f"{MAX_RUNNING_COST:g} $/GPU-hour")
-            if i and month <= pts[i - 1][0]:
-                raise _path_error(f"point {i} = {p}: months must increase strictly")
-        return pts
+        return _dated_points(pts, _path_error, "rent $/GPU-hour",
+                             lambda rent: 0.0 < rent <= MAX_RUNNING_COST,
+                             f"the rent must be > 0 and <= {MAX_RUNNING_COST:g} $/GPU-hour")
+
+
+def _dated_points(pts: list[list[float]], error, value: str, ok,
+                  bound: str) -> list[list[float]]:
+    """Check a dated path [[month, value], ...] (rent paths, lead-time paths): pairs, whole
+    months 0-600 strictly increasing, each value ``ok``; else ``error(text)`` naming the
+    point (``value`` says what the second number is, ``bound`` what it must be)."""
+    for i, p in enumerate(pts):
+        if len(p) != 2:
+            raise error(f"point {i} = {p}: expected [month, {value}]")
+        month, v = p
+        if month != int(month) or not 0 <= month <= 600:
+            raise error(f"point {i} = {p}: the month must be a whole number 0-600")
+        if not ok(v):
+            raise error(f"point {i} = {p}: {bound}")
+        if i and month <= pts[i - 1][0]:
+            raise error(f"point {i} = {p}: months must increase strictly")
+    return pts
 
 
 MAX_LEAD_MONTHS = 60.0  # five years: longer than any quoted wait for a GPU server
@@ -204,18 +213,9 @@ class LeadTimePath(_Strict):
     @field_validator("points")
     @classmethod
     def _points(cls, pts: list[list[float]]) -> list[list[float]]:
-        for i, p in enumerate(pts):
-            if len(p) != 2:
-                raise _lead_error(f"point {i} = {p}: expected [month, months of lead time]")
-            month, lead = p
-            if month != int(month) or not 0 <= month <= 600:
-                raise _lead_error(f"point {i} = {p}: the month must be a whole number 0-600")
-            if not 0.0 <= lead <= MAX_LEAD_MONTHS:
-                raise _lead_error(f"point {i} = {p}: the lead time must be >= 0 and <= "
-                                  f"{MAX_LEAD_MONTHS:g} months")
-            if i and month <= pts[i - 1][0]:
-                raise _lead_error(f"point {i} = {p}: months must increase strictly")
-        return pts
+        return _dated_points(pts, _lead_error, "months of lead time",
+                             lambda lead: 0.0 <= lead <= MAX_LEAD_MONTHS,
+                             f"the lead time must be >= 0 and <= {MAX_LEAD_MONTHS:g} months")
 
 
 def _lead_error(text: str) -> PydanticCustomError:
@@ -638,7 +638,8 @@ class Scenario(_Strict):
                     f"borrowers.{kind}.fleet_mix: {mix} must have at most {n_gen} weights "
                     "(one per generation) with a positive sum")
         _check_rent_paths(self.environment, self.shocks)
-        _check_lead_time_paths(self.environment)
+        _one_path_per_generation(self.environment.lead_time_path, "lead_time_path",
+                                 {g.name: g for g in self.environment.generations})
         if self.lenders.ltv_cure > self.lenders.ltv_max:
             raise ValueError(f"lenders.ltv_cure = {self.lenders.ltv_cure} must be <= "
                              f"lenders.ltv_max = {self.lenders.ltv_max}")
@@ -660,20 +661,13 @@ def _check_rent_paths(e: EnvironmentCfg, shocks: list[Shock] = ()) -> None:
     most one market path, and no ``rent`` shock inside its months (it would be cancelled
     silently: the market path sets every AI generation's rent then)."""
     gens = {g.name: g for g in e.generations}
-    seen = set()
+    _one_path_per_generation(e.rent_path, "rent_path", gens)
     for i, p in enumerate(e.rent_path):
         where = f"environment.rent_path.{i}"
-        g = gens.get(p.generation)
-        if g is None:
-            raise ValueError(f"{where}.generation = {p.generation!r}: no such generation "
-                             f"(known: {', '.join(gens)})")
+        g = gens[p.generation]
         if g.rent_index != "compute":
             raise ValueError(f"{where}.generation = {p.generation!r}: a hashprice-linked "
                              "generation's rent follows hashprice, it cannot take a rent path")
-        if p.generation in seen:
-            raise ValueError(f"{where}.generation = {p.generation!r}: a second path for the "
-                             "same generation")
-        seen.add(p.generation)
         if p.scope == "market" and shocks:
             first, last = p.points[0][0], p.points[-1][0]
             for j, s in enumerate(shocks):
@@ -694,14 +688,14 @@ def _check_rent_paths(e: EnvironmentCfg, shocks: list[Shock] = ()) -> None:
                              f"{p.generation} first trades")
 
 
-def _check_lead_time_paths(e: EnvironmentCfg) -> None:
-    """Every lead-time path names a generation of the scenario, at most one path each."""
-    names = [g.name for g in e.generations]
+def _one_path_per_generation(paths: list, key: str, gens: dict) -> None:
+    """Every path of ``environment.<key>`` names a generation of ``gens``, at most one path
+    each (rent paths, lead-time paths)."""
     seen = set()
-    for i, p in enumerate(e.lead_time_path):
-        where = f"environment.lead_time_path.{i}.generation = {p.generation!r}"
-        if p.generation not in names:
-            raise ValueError(f"{where}: no such generation (known: {', '.join(names)})")
+    for i, p in enumerate(paths):
+        where = f"environment.{key}.{i}.generation = {p.generation!r}"
+        if p.generation not in gens:
+            raise ValueError(f"{where}: no such generation (known: {', '.join(gens)})")
         if p.generation in seen:
             raise ValueError(f"{where}: a second path for the same generation")
         seen.add(p.generation)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_econ_value import _env_book  # the baseline environment and buyers for overrides
 
-from agents.buyer import BuyerBook
 from sim.core.config import ConfigError, load_scenario
 from sim.core.environment import Environment, path_lead_times
 from sim.qa.checks import backtest
@@ -47,12 +47,6 @@ def _world(lead_points: list | None, **extra) -> dict:
         over[PATH] = [{"generation": "G", "points": lead_points}]
     over.update(extra)
     return over
-
-
-def _env_book(over: dict) -> tuple[Environment, BuyerBook]:
-    cfg = load_scenario("baseline", overrides=over)
-    env = Environment(cfg, np.random.default_rng(1))
-    return env, BuyerBook(cfg, env)
 
 
 # ---------------------------------------------------------------- the cap, worked by hand
