@@ -382,3 +382,18 @@ def test_a_killed_run_leaves_a_temporary_directory_the_next_run_removes(tmp_path
     assert sorted(p.name for p in out.parent.iterdir()) == [
         ".other.abcdefgh.tmp", ".out.abcdefgh.tmp", ".out.notours.tmp", "out"]
     assert (out / "manifest.json").is_file()
+
+
+def test_atomic_writes_load_neither_the_model_nor_numpy(tmp_path):
+    """sim.io.atomic is standard library only: a figure or report writer that imports it does
+    not load the model (sim.io.store does), and a file it writes is complete and alone."""
+    code = ("import sys, pathlib, sim.io.atomic as a\n"
+            f"p = pathlib.Path({str(tmp_path / 'x' / 'f.json')!r})\n"
+            "a.write_json(p, {'k': 1})\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('sim', 'agents', 'numpy'))))\n"
+            "import json\n"
+            "print(json.loads(p.read_text()), sorted(q.name for q in p.parent.iterdir()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "['sim', 'sim.io', 'sim.io.atomic']"
+    assert out[1] == "{'k': 1} ['f.json']"  # no temporary file left beside it
