@@ -372,6 +372,13 @@ def _kernels():
     return _compiled
 
 
+def register_compiled() -> None:
+    """Make the scalar functions (``_exp1``, ``_ndtr1``, ``_black1``, ...) callable from
+    other compiled code (the phase kernels of :mod:`sim.core.jit`); compiles this module's
+    kernels if they are not yet."""
+    _kernels()
+
+
 def _core(shape: tuple) -> tuple:
     """A shape without its leading 1s."""
     i = 0

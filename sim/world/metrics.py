@@ -97,7 +97,8 @@ def cascade(model: LiquidationModel) -> dict:
     dead = model.borrowers.status == BorrowerStatus.DEFAULTED
     if model.env.t == 0:  # nothing has run: no default either way
         return {"contagion": 0, "counterfactual": 0, "avoided": 0}
-    cf = LiquidationModel(counterfactual_scenario(model.cfg), months=model.env.t).run()
+    cf = LiquidationModel(counterfactual_scenario(model.cfg), months=model.env.t,
+                          engine=model.engine).run()
     dead_cf = cf.borrowers.status == BorrowerStatus.DEFAULTED
     out = {"contagion": int((dead & ~dead_cf).sum()), "counterfactual": int(dead_cf.sum()),
            "avoided": int((dead_cf & ~dead).sum())}

@@ -26,6 +26,7 @@ All state is in numpy arrays (``model.borrowers``, ``model.lenders``, ``model.bu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from sim.world import phases
 from sim.world.collect import RecordsCollector
 
 NEVER = 10**9
+ENGINES = ("compiled", "numpy")  # the phases' kernels (sim.world.kernels), or numpy alone
 # records written only with sites.enabled (MW, $; docs/model.md, "Power and cooling")
 SITE_RECORDS = ("site_mw_borrowers", "site_mw_lenders", "site_mw_repossessed", "site_mw_sold",
                 "site_mw_retired", "site_sale_proceeds", "hosting_income",
@@ -88,6 +90,17 @@ def _resolve_args(scenario, rng, seed, months, overrides, params) -> Scenario:
                    None if chosen is None else int(chosen), months)
 
 
+def _engine(engine: str | None) -> str:
+    """The engine a model runs its phases on: ``engine``, else the environment variable
+    ``LIQSIM_ENGINE``, else ``"compiled"``. Both give the same bits (the numpy phases are the
+    oracle of the compiled kernels, ``tests/world/test_engines.py``)."""
+    chosen = os.environ.get("LIQSIM_ENGINE", "compiled") if engine is None else engine
+    if chosen not in ENGINES:
+        where = "engine" if engine is not None else "LIQSIM_ENGINE"
+        raise ConfigError(f"{where} = {chosen!r}: expected one of {', '.join(ENGINES)}")
+    return chosen
+
+
 def _column(x, kind: type, n: int) -> list:
     """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies."""
     if isinstance(x, np.ndarray):
@@ -109,6 +122,9 @@ class LiquidationModel(mesa.Model):
       None keeps the scenario's seed. The seed used is the one recorded (``model.cfg.seed``,
       ``summary()["seed"]``): the same scenario and seed give identical results;
     * ``months``: the horizon, overriding the scenario's;
+    * ``engine``: ``"compiled"`` (the phases' numba kernels where a phase has one for the
+      scenario's switches) or ``"numpy"`` (the numpy phases alone, the kernels' oracle); None
+      reads ``LIQSIM_ENGINE``, else ``"compiled"``. Both give the same bits;
     * ``overrides`` and ``**params``: config keys with typed values, ``{"policy.repo.enabled":
       True}`` (in ``params`` a dotted key needs ``**{...}``; ``policy__repo__enabled=True``
       works as a plain keyword), so ``mesa.batch_run(LiquidationModel, parameters={"scenario":
@@ -120,9 +136,12 @@ class LiquidationModel(mesa.Model):
 
     def __init__(self, scenario: Scenario | str | Path | None = None, rng: int | None = None,
                  *, seed: int | None = None, months: int | None = None,
-                 overrides: Mapping[str, Any] | Iterable[str] | None = None, **params: Any):
+                 overrides: Mapping[str, Any] | Iterable[str] | None = None,
+                 engine: str | None = None, **params: Any):
         cfg = _resolve_args(scenario, rng, seed, months, overrides, params)
+        chosen = _engine(engine)
         super().__init__(rng=cfg.seed)
+        self.engine = chosen
         self.cfg = cfg
         self.env = Environment(cfg, self.rng)
         self.borrowers = BorrowerBook(cfg, self.env, self.rng)

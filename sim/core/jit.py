@@ -1,0 +1,179 @@
+"""Compiled kernels for the model's phases, and the reductions they share with numpy.
+
+A phase kernel is a plain Python function over arrays, written in the subset of Python that
+numba compiles (nopython, no fast-math: LLVM may neither fuse a multiply and an add nor
+reorder operations), decorated with :func:`kernel`. Nothing is compiled, and numba is not even
+imported, until the first call: importing the model stays cheap, and numba (about 0.4 s a
+process) is paid only by a process that runs a month. Compiled code is cached on disk beside
+the source (``cache=True``), so a fresh machine compiles each kernel once.
+
+The compiled engine must give the numpy engine's bits (the numpy phases are its oracle), so a
+kernel adds numbers in the order numpy does. :func:`psum` is numpy's pairwise summation,
+which ``np.add.reduce`` (``ndarray.sum``) uses over a contiguous 1-D float64 array; a
+``bincount`` with weights, a sum over axis 0 of a C-ordered array and a scatter-add ``out[i]
++= w`` add one term at a time in index order, which a plain loop does too.
+``tests/core/test_jit.py`` checks :func:`psum` against numpy to the bit at every length up to
+a few thousand, and the kernel machinery with and without compilation.
+
+Helpers that kernels call are marked :func:`jitable`; the scalar functions of
+:mod:`sim.core.numerics` (exp, log, the normal CDF, Black's call) are callable too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+_JITABLE: list[Callable] = []
+_lock = threading.Lock()
+_registered = False
+
+# numpy's unroll factor and block size in its pairwise summation (numpy/_core/src/umath/
+# loops_utils.h.src, ``pairwise_sum``): below 8 terms a plain sum, up to 128 eight
+# accumulators, above that the halves (cut at a multiple of 8) summed recursively
+_UNROLL = 8
+_BLOCK = 128
+
+
+def jitable(f: Callable) -> Callable:
+    """Mark ``f`` (numba-compatible Python) as callable from compiled kernels; it stays an
+    ordinary Python function."""
+    _JITABLE.append(f)
+    return f
+
+
+def _register() -> None:
+    """Make every :func:`jitable` helper and :mod:`sim.core.numerics`' scalar functions
+    callable from compiled code (once a process)."""
+    global _registered
+    if _registered:
+        return
+    from numba.extending import register_jitable  # lazy: numba costs ~0.3 s a process
+
+    from sim.core import numerics
+    numerics.register_compiled()
+    for f in _JITABLE:
+        register_jitable(f)
+    _registered = True
+
+
+class Kernel:
+    """A function compiled by numba at its first call (:func:`kernel`). ``kernel.py`` is the
+    uncompiled function, which runs the same code in Python (slowly: tests, debugging)."""
+
+    def __init__(self, f: Callable) -> None:
+        self.py = f
+        self.__name__ = f.__name__
+        self.__doc__ = f.__doc__
+        self.__wrapped__ = f
+        self._compiled: Callable | None = None
+
+    def compiled(self) -> Callable:
+        """The numba dispatcher (compiled for each new set of argument types at first use)."""
+        if self._compiled is None:
+            with _lock:
+                if self._compiled is None:
+                    import numba  # lazy: numba costs ~0.3 s a process
+
+                    _register()
+                    self._compiled = numba.njit(cache=True, nogil=True)(self.py)
+        return self._compiled
+
+    def __call__(self, *args: Any) -> Any:
+        f = self._compiled
+        if f is None:
+            f = self.compiled()
+        return f(*args)
+
+
+def kernel(f: Callable) -> Kernel:
+    """Decorate a phase kernel: compiled by numba (nopython, no fast-math, cached on disk) at
+    its first call."""
+    return Kernel(f)
+
+
+@jitable
+def _psum_block(a, lo, hi):
+    """numpy's pairwise sum of at most 128 terms: a plain sum below 8, else 8 accumulators
+    over rows of 8, combined as a tree, then the remainder one by one."""
+    n = hi - lo
+    if n < _UNROLL:
+        res = 0.0
+        for i in range(lo, hi):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = lo + 8
+    stop = hi - n % 8
+    while i < stop:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < hi:
+        res += a[i]
+        i += 1
+    return res
+
+
+@jitable
+def psum(a, lo, hi):
+    """sum(a[lo:hi]) in numpy's pairwise order: the bits of ``np.add.reduce(a[lo:hi])`` for a
+    contiguous float64 array (Higham 1993, "The accuracy of floating point summation", SIAM
+    J. Sci. Comput. 14(4), the pairwise method; numpy's variant unrolled by 8). Above 128
+    terms numpy sums the two halves (the first cut down to a multiple of 8) recursively and
+    adds them; here the same tree is walked with an explicit stack (numba compiles no
+    recursion through a registered helper), depth at most 64."""
+    if hi - lo <= _BLOCK:
+        return _psum_block(a, lo, hi)
+    los = np.empty(64, np.int64)
+    his = np.empty(64, np.int64)
+    stage = np.zeros(64, np.int64)  # 0: expand the left half, 1: the right, 2: add them
+    vals = np.empty(64)
+    sp, vp = 0, 0
+    los[0], his[0] = lo, hi
+    while sp >= 0:
+        left, h = los[sp], his[sp]
+        if h - left <= _BLOCK:
+            vals[vp] = _psum_block(a, left, h)
+            vp += 1
+            sp -= 1
+            continue
+        half = (h - left) // 2
+        half -= half % _UNROLL
+        if stage[sp] == 0:
+            stage[sp] = 1
+            sp += 1
+            los[sp], his[sp], stage[sp] = left, left + half, 0
+        elif stage[sp] == 1:
+            stage[sp] = 2
+            sp += 1
+            los[sp], his[sp], stage[sp] = left + half, h, 0
+        else:
+            vals[vp - 2] = vals[vp - 2] + vals[vp - 1]
+            vp -= 1
+            sp -= 1
+    return vals[0]
+
+
+@jitable
+def maximum(a, b):
+    """``np.maximum(a, b)`` of two floats, bit for bit: NaN if either is NaN, and ``b`` when
+    they compare equal (``np.maximum(0.0, -0.0)`` is -0.0, ``np.maximum(-0.0, 0.0)`` 0.0)."""
+    return a if (a > b or a != a) else b
+
+
+@jitable
+def minimum(a, b):
+    """``np.minimum(a, b)`` of two floats, bit for bit (NaN if either is; ``b`` when equal)."""
+    return a if (a < b or a != a) else b
