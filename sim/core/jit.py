@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from sim.core import numerics
+
 _JITABLE: list[Callable] = []
 _lock = threading.Lock()
 _registered = False
@@ -53,7 +55,6 @@ def _register() -> None:
         return
     from numba.extending import register_jitable  # lazy: numba costs ~0.3 s a process
 
-    from sim.core import numerics
     numerics.register_compiled()
     for f in _JITABLE:
         register_jitable(f)

@@ -49,6 +49,10 @@ from sim.world import phases
 from sim.world.collect import RecordsCollector
 
 NEVER = 10**9
+# the Mesa views built at first use (LiquidationModel.__getattr__)
+AGENT_VIEWS = frozenset({"lender_agents", "borrower_agents", "buyer_agents", "salvage",
+                         "network_agents", "lender_node", "borrower_node", "guarantor_node",
+                         "grid", "panel_agents"})
 ENGINES = ("compiled", "numpy")  # the phases' kernels (sim.world.kernels), or numpy alone
 # records written only with sites.enabled (MW, $; docs/model.md, "Power and cooling")
 SITE_RECORDS = ("site_mw_borrowers", "site_mw_lenders", "site_mw_repossessed", "site_mw_sold",
@@ -177,7 +181,6 @@ class LiquidationModel(mesa.Model):
         # the buyer of last resort (policy.lolr.enabled), None when off
         self.lolr = (LastResortBuyer(cfg.policy.lolr, self.n_gen, cfg.months)
                      if cfg.policy.lolr.enabled else None)
-        self._make_agents()
         self.units0 = self.gpu_units()
         self._cash0 = self.total_cash()
         self._init_records()
@@ -236,8 +239,40 @@ class LiquidationModel(mesa.Model):
         w = funding_weights(lb.n, cfg.network, self.rng)
         self.interbank, lb.outside = funding_book(ext, lb.interbank_share, lb.capital_ratio0, w)
 
+    def __getattr__(self, name: str):
+        """The Mesa agents and their network (:data:`AGENT_VIEWS`) are built at their first
+        use (:meth:`_make_agents`): a run reads and writes the arrays only, and building the
+        views was half the cost of building a model, paid twice a run in a sweep (the run and
+        its cascade counterfactual). Called only for attributes not found otherwise."""
+        if name in AGENT_VIEWS and "_views_made" not in self.__dict__:
+            self._make_agents()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def agents(self):
+        """Mesa's set of all agents (the views are built first, :meth:`__getattr__`)."""
+        self._make_agents()
+        return super().agents
+
+    @property
+    def agents_by_type(self):
+        self._make_agents()
+        return super().agents_by_type
+
+    @property
+    def agent_types(self) -> list[type]:
+        self._make_agents()
+        return super().agent_types
+
     def _make_agents(self) -> None:
-        """Mesa agents as views on the arrays, placed on a Mesa Network of the whole graph."""
+        """Mesa agents as views on the arrays, placed on a Mesa Network of the whole graph
+        (once; the repo desk, a Mesa agent that holds state, is made with the model). The
+        views draw nothing from the model's random streams, so when they are built does not
+        change a run."""
+        if "_views_made" in self.__dict__:
+            return
+        self._views_made = True
         b, lb = self.borrowers, self.lenders
         self.lender_agents = [Lender(self, i) for i in range(lb.n)]
         cls = {MINER: Miner}
@@ -266,6 +301,7 @@ class LiquidationModel(mesa.Model):
         self.grid = Network(g, layout=None, random=self.random)
         for a in self.network_agents:
             a.cell = self.grid[a.node]
+        self.panel_agents = self.lender_agents + self.borrower_agents + self.buyer_agents
 
     # ================================================================ accounting views
     def gpu_units(self) -> np.ndarray:
@@ -405,10 +441,9 @@ class LiquidationModel(mesa.Model):
         if self.sites is not None:  # records of the sites (their keys only with sites on)
             for key in SITE_RECORDS:
                 self.rec[key] = np.zeros(n)
-        agents = self.lender_agents + self.borrower_agents + self.buyer_agents
-        self.panel_agents = agents
-        self.panel = {"cash": np.zeros((n, len(agents))), "size": np.zeros((n, len(agents))),
-                      "state": np.zeros((n, len(agents)), np.int8)}
+        n_agents = self.lenders.n + self.borrowers.n + self.buyers.n  # panel_agents' order
+        self.panel = {"cash": np.zeros((n, n_agents)), "size": np.zeros((n, n_agents)),
+                      "state": np.zeros((n, n_agents), np.int8)}
 
     def reset_month(self) -> None:
         """Zero the market counters that phase 6 fills and phase 9 records."""
