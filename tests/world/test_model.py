@@ -129,3 +129,23 @@ def test_mesa_face_agents_network_and_sets():
     model.run()
     total = sum(a.gpus for a in model.borrower_agents)
     assert total == model.borrowers.fleet.sum()
+
+
+def test_agent_views_built_at_first_use_change_nothing():
+    """The Mesa views are not built with the model; reading them (or model.agents) builds
+    them once; a run with the views built first gives the same bits as one without."""
+    from sim.qa.bench import fingerprint
+
+    lazy = LiquidationModel("crypto_winter", months=12)
+    assert "_views_made" not in lazy.__dict__
+    lazy.run()
+    assert "_views_made" not in lazy.__dict__
+    eager = LiquidationModel("crypto_winter", months=12)
+    n = len(eager.agents)  # builds the views
+    assert n == eager.lenders.n + eager.borrowers.n + eager.buyers.n + 2  # + salvage + desk
+    assert eager.lender_agents[0] is eager.network_agents[0]
+    eager.run()
+    assert fingerprint(lazy) == fingerprint(eager)
+    assert len(lazy.panel_agents) == lazy.panel["cash"].shape[1]
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        _ = lazy.nonsense
