@@ -11,8 +11,9 @@ over the samples from 5 % of the runs to the last commit); ``--json PATH`` also 
 sample. A benchmark, not a test: run it by hand, on a quiet machine.
 
 The runs are real model runs (crypto_winter, 3 months, 4 series columns), or with
-``--synthetic`` a stand-in that returns at once with 3 KB of random "series" bytes, which
-makes the coordinator the bottleneck and measures it alone (100,000 runs in minutes).
+``--synthetic`` a stand-in that returns at once with a random series of 4 columns x 96
+months (3 KB of doubles), which makes the coordinator the bottleneck and measures it alone
+(100,000 runs in minutes).
 
 Usage: python experiments/bench_coordinator.py [--runs N] [--workers N] [--synthetic]
        [--every S] [--json PATH]
@@ -42,10 +43,11 @@ SERIES = ["credit_losses", "lender_failures", "defaults_miner", "defaults_neoclo
 
 
 def synthetic(task: RunTask) -> RunResult:
-    """A run that returns at once: its metrics, and 3 KB of bytes as its series file."""
+    """A run that returns at once: its metrics, and a random series (4 x 96 doubles)."""
     rng = np.random.default_rng(task.seed)
+    series = {"month": np.arange(96), **{c: rng.random(96) for c in task.series}}
     return RunResult(task.key, "ok", None, {m: float(rng.random()) for m in task.metrics},
-                     0.0, "bench", rng.bytes(3000))
+                     0.0, "bench", series)
 
 
 def write_spec(d: Path, runs: int) -> Path:

@@ -10,8 +10,10 @@ replicates never changes the existing seeds.
 
 Runs execute serially, on a local process pool, or on a Dask distributed cluster; each run
 depends only on its config and seed, so the results are identical bit for bit whatever the
-backend. Only this (the coordinating) process writes the ledger (:mod:`sim.io.ledger`), one
-transaction per finished run; time series go to Parquet files written atomically.
+backend. Only this (the coordinating) process writes the ledger (:mod:`sim.io.ledger`): the
+runs of one batch (a chunk a worker ran) go in one transaction, after their monthly series
+went to one Parquet file per batch, written atomically (``series/b_<hash>_<seed>_<n>.parquet``,
+read back with :func:`sim.io.ledger.read_series`).
 """
 
 from __future__ import annotations
@@ -619,7 +621,9 @@ class RunResult:
     metrics: dict
     duration: float
     version: str
-    series: bytes | None = None
+    # the monthly series the spec keeps: column name -> values (``month`` first); the
+    # coordinator writes a batch's series into one Parquet file
+    series: dict[str, np.ndarray] | None = None
     platform: dict | None = None  # sim.core.numerics.platform_info() of the process that ran it
 
 
@@ -627,18 +631,33 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {one_line(e, 500)}"
 
 
+_POINT: tuple[str, Scenario] | None = None  # this process's last validated point
+
+
+def task_scenario(task: RunTask) -> Scenario:
+    """The run's validated scenario. A point's runs differ only in their seed, and a chunk
+    holds a point's replicates one after the other, so each process validates a point once
+    (the ``param_hash`` names the base and the point's values) and gives each replicate a copy
+    with its seed, a value the seed field accepts (:func:`replicate_seed` gives 32-bit words);
+    pydantic's ``model_copy`` does not validate again."""
+    global _POINT
+    if _POINT is None or _POINT[0] != task.param_hash:
+        _POINT = None
+        _POINT = (task.param_hash, build(task.config))
+    return _POINT[1].model_copy(update={"seed": task.seed})
+
+
 def run_task(task: RunTask) -> RunResult:
     """Build and run one model; any exception becomes a failed result with its error text."""
     t0 = time.perf_counter()
     series = None
     try:
-        model = sim.world.runner.run_scenario(build(task.config))
+        model = sim.world.runner.run_scenario(task_scenario(task))
         flat = flat_metrics(metrics.summary(model))
         values = {k: flat.get(k, float("nan")) for k in task.metrics}
         if task.series:
-            buf = io.BytesIO()
-            metrics.series(model)[["month", *task.series]].to_parquet(buf, index=False)
-            series = buf.getvalue()
+            frame = metrics.series(model)
+            series = {c: frame[c].to_numpy() for c in ("month", *task.series)}
         status, error = "ok", None
     except Exception as e:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
         values, status, error = {}, "failed", _error_text(e)
@@ -701,12 +720,22 @@ def _died(task: RunTask, times: int) -> RunResult:
                      {}, 0.0, liqsim_version())
 
 
-Sink = Callable[[RunResult], None]
+Sink = Callable[[list[RunResult]], None]  # commits one batch of results
 
 
 def run_serial(tasks: list[RunTask], sink: Sink, runner: Callable = run_task) -> None:
-    for t in tasks:
-        sink(runner(t))
+    """In this process, committed batch by batch (:data:`MAX_CHUNK` runs); if anything stops
+    it (Ctrl-C, an error outside a run), the finished runs of the batch are committed first."""
+    for chunk in _chunks(tasks, MAX_CHUNK):
+        done: list[RunResult] = []
+        try:
+            for t in chunk:
+                done.append(runner(t))
+        except BaseException:
+            if done:
+                sink(done)
+            raise
+        sink(done)
 
 
 def _mp_context():
@@ -784,8 +813,7 @@ def _pool_pass(batch: list[RunTask], workers: int, size: int, sink: Sink, runner
 
     def take(fut) -> None:
         i = futures.pop(fut)
-        for res in fut.result():
-            sink(res)
+        sink(fut.result())
         handled[i] = 1
 
     hard = True
@@ -831,7 +859,7 @@ def run_pool(tasks: list[RunTask], workers: int, sink: Sink, runner: Callable = 
         for t in in_flight:
             deaths[t.key] = deaths.get(t.key, 0) + 1
             if deaths[t.key] >= MAX_DEATHS:
-                sink(_died(t, deaths[t.key]))
+                sink([_died(t, deaths[t.key])])
                 failed.add(t.key)
         left = [t for t in unfinished if t.key not in failed]
         n_finished = len(batch) - len(left)
@@ -914,8 +942,7 @@ def _dask_loop(client, tasks: list[RunTask], sink: Sink, runner: Callable) -> No
                 continue
             results = [RunResult(chunk[0].key, "failed", _error_text(e), {}, 0.0,
                                  liqsim_version())]
-        for res in results:
-            sink(res)
+        sink(results)
 
 
 # --------------------------------------------------------------------------- directory
@@ -1087,7 +1114,8 @@ def _progress_bar(enabled: bool):
 
 
 class _Writer:
-    """Commits each result as it arrives: series file first (atomic), then the ledger row."""
+    """Commits each batch of results as it arrives: its series file first (atomic), then its
+    ledger rows in one transaction."""
 
     def __init__(self, out_dir: Path, ledger: Ledger, tasks: list[RunTask], result: SweepResult,
                  advance: Callable[[], None], adopt: Callable[[], None]) -> None:
@@ -1116,37 +1144,70 @@ class _Writer:
             self.result.warnings.append(line)
             print(line, file=sys.stderr, flush=True)
 
-    def __call__(self, res: RunResult) -> None:
+    def __call__(self, results: list[RunResult]) -> None:
+        if not results:
+            return
         self.first()
-        t = self.tasks[res.key]
-        row = {"param_hash": t.param_hash, "seed": t.seed, "point": t.point,
-               "replicate": t.replicate, "params": t.params, "status": res.status,
-               "error": res.error, "metrics": res.metrics, "duration": res.duration,
-               "version": res.version, "finished_at": datetime.now(UTC).isoformat(),
-               "platform": None}
-        new_platform = None
-        if res.platform is not None:
-            row["platform"] = pid = platform_id(res.platform)
-            if pid not in self.platforms:
-                self.platforms[pid] = new_platform = res.platform
-                self._check_platform(res.platform)
+        finished_at = datetime.now(UTC).isoformat()
+        rows, new_platforms, kept = [], {}, []
+        for res in results:
+            t = self.tasks[res.key]
+            row = {"param_hash": t.param_hash, "seed": t.seed, "point": t.point,
+                   "replicate": t.replicate, "params": t.params, "status": res.status,
+                   "error": res.error, "metrics": res.metrics, "duration": res.duration,
+                   "version": res.version, "finished_at": finished_at, "platform": None,
+                   "series_file": None}
+            if res.platform is not None:
+                row["platform"] = pid = platform_id(res.platform)
+                if pid not in self.platforms:
+                    self.platforms[pid] = new_platforms[pid] = res.platform
+                    self._check_platform(res.platform)
+            if res.series is not None:
+                kept.append((row, res.series))
+            rows.append(row)
         try:
-            if res.series is not None:  # a str path: pathlib interns every part it parses,
-                # and Python 3.12 keeps interned strings forever (~110 bytes a run)
-                atomic.atomic_write_bytes(os.path.join(self.series_dir,
-                                             f"{t.param_hash}_{t.seed}.parquet"), res.series)
-            self.ledger.record(row, new_platform)
+            if kept:
+                # a str path: pathlib interns every part it parses, and Python 3.12 keeps
+                # interned strings forever (~110 bytes a batch)
+                first = kept[0][0]
+                name = f"b_{first['param_hash']}_{first['seed']}_{len(kept)}.parquet"
+                atomic.atomic_write_bytes(os.path.join(self.series_dir, name),
+                                          series_table(kept))
+                for row, _ in kept:
+                    row["series_file"] = name
+            self.ledger.record_batch(rows, new_platforms)
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"{self.out_dir}: cannot write results ({_error_text(e)}); every "
                               "run committed so far is kept: fix the disk or permissions and "
                               "re-run to resume") from None
-        ok = res.status == "ok"
-        if ok:
-            self.result.done += 1
-        else:
-            self.result.failed += 1
-            self.result.first_error = self.result.first_error or res.error
-        self.advance()
+        for res in results:
+            if res.status == "ok":
+                self.result.done += 1
+            else:
+                self.result.failed += 1
+                self.result.first_error = self.result.first_error or res.error
+            self.advance()
+
+
+def series_table(kept: list[tuple[dict, dict[str, np.ndarray]]]) -> bytes:
+    """One Parquet file (bytes) of the series of a batch's runs: ``param_hash`` and ``seed``
+    columns, then each run's columns, the runs one after the other. A run's name in the file
+    is its ledger key, so a file left by a batch that never reached the ledger (the process
+    was killed between the two writes) is never read: the ledger names only committed files,
+    and the re-run writes the batch again (a file of the same name is replaced)."""
+    import pyarrow as pa  # lazy: only sweeps that keep series write Parquet
+    import pyarrow.parquet as pq
+
+    lengths = [len(next(iter(series.values()))) for _, series in kept]
+    columns = {"param_hash": pa.array(np.repeat([row["param_hash"] for row, _ in kept],
+                                                lengths)),
+               "seed": pa.array(np.repeat(np.array([row["seed"] for row, _ in kept],
+                                                   dtype=np.int64), lengths))}
+    for name in kept[0][1]:
+        columns[name] = pa.array(np.concatenate([series[name] for _, series in kept]))
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
 
 
 def _platform_warning(info: dict) -> str | None:
@@ -1227,6 +1288,16 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
                 f.unlink(missing_ok=True)
 
 
+def _remove_orphan_series(out_dir: Path, ledger: Ledger) -> None:
+    """Delete the batch series files (``series/b_*.parquet``) that no ledger row names: a
+    killed sweep wrote them and died before committing their batch, whose runs will be run
+    and written again. The caller holds the directory's lock."""
+    named = ledger.series_files()
+    for f in (out_dir / "series").glob("b_*.parquet"):
+        if f.name not in named and f.is_file() and not f.is_symlink():
+            f.unlink(missing_ok=True)
+
+
 def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], None]]:
     """The ledger, checked to hold this sweep (or none), and the function that makes the
     directory this spec's: it removes manifest.json (which vouches only for a finished
@@ -1238,6 +1309,7 @@ def _open_ledger(spec: SweepSpec, out_dir: Path) -> tuple[Ledger, Callable[[], N
         ledger = Ledger(out_dir)
         _check_same_sweep(out_dir, ledger.get_meta(), meta)
         _remove_stale_temporaries(out_dir)
+        _remove_orphan_series(out_dir, ledger)
     except (OSError, sqlite3.Error) as e:
         raise ConfigError(f"{out_dir}: cannot write the ledger: {_error_text(e)}") from None
 

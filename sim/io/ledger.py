@@ -1,11 +1,13 @@
 """The sweep ledger: one SQLite database (WAL journal) per sweep directory.
 
 ``runs`` holds one row per (parameter hash, seed): parameters, seed, metrics, status, error
-text, duration, package version and the numeric platform it ran on (an id into
-``platforms``, which holds each distinct :func:`sim.core.numerics.platform_info` once). Every
-finished run is committed in its own transaction, so
-a crash (even SIGKILL) loses at most the runs that were still computing, and a re-run skips
-what is already there. ``meta`` holds the validated spec, the design points and the seeds.
+text, duration, package version, the numeric platform it ran on (an id into
+``platforms``, which holds each distinct :func:`sim.core.numerics.platform_info` once) and
+the file under ``series/`` that holds its monthly series, if the sweep keeps any. The runs of
+one batch (the chunk a worker ran) are committed in one transaction, after their series file
+is on disk, so a crash (even SIGKILL) loses at most the batches that were still computing or
+committing, and a re-run skips what is already there. ``meta`` holds the validated spec, the
+design points and the seeds.
 
 Only the sweep's coordinating process writes; readers (``liqsim analyze``) may read at any
 time thanks to WAL (https://www.sqlite.org/wal.html).
@@ -25,7 +27,7 @@ from sim.core.config import ConfigError
 
 LEDGER = "ledger.sqlite"
 RUN_COLUMNS = ("param_hash", "seed", "point", "replicate", "params", "status", "error",
-               "metrics", "duration", "version", "finished_at", "platform")
+               "metrics", "duration", "version", "finished_at", "platform", "series_file")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     param_hash TEXT NOT NULL,
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     version TEXT,
     finished_at TEXT,
     platform TEXT,
+    series_file TEXT,
     PRIMARY KEY (param_hash, seed)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -109,6 +112,8 @@ class Ledger:
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
         if "platform" not in columns:  # a ledger written before runs recorded their platform
             self.conn.execute("ALTER TABLE runs ADD COLUMN platform TEXT")
+        if "series_file" not in columns:  # written when each run had its own series file
+            self.conn.execute("ALTER TABLE runs ADD COLUMN series_file TEXT")
 
     def close(self) -> None:
         self.conn.close()
@@ -129,19 +134,29 @@ class Ledger:
     def record(self, row: dict, platform: dict | None = None) -> None:
         """Commit one finished run (replacing a failed attempt at the same key), and the
         platform record its ``platform`` id names if given (stored once per id)."""
-        values = tuple(canonical_json(row[c]) if c in ("params", "metrics") else row.get(c)
-                       for c in RUN_COLUMNS)
+        self.record_batch([row], {} if platform is None else {row["platform"]: platform})
+
+    def record_batch(self, rows: list[dict], platforms: dict[str, dict]) -> None:
+        """Commit finished runs in one transaction (all or none; each replaces a failed
+        attempt at its key) with the platform records ``platforms`` (id -> record) they
+        name that are not stored yet."""
         sql = (f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})")
-        statements = [(sql, values)]
-        if platform is not None:
-            statements.insert(0, ("INSERT OR IGNORE INTO platforms (id, info) VALUES (?, ?)",
-                                  (row["platform"], canonical_json(platform))))
+        statements = [("INSERT OR IGNORE INTO platforms (id, info) VALUES (?, ?)",
+                       (pid, canonical_json(info))) for pid, info in platforms.items()]
+        statements += [(sql, tuple(canonical_json(row[c]) if c in ("params", "metrics")
+                                   else row.get(c) for c in RUN_COLUMNS)) for row in rows]
         self._transaction(statements)
 
     def keys(self, status: str) -> set[tuple[str, int]]:
         rows = self.conn.execute("SELECT param_hash, seed FROM runs WHERE status = ?", (status,))
         return {(h, int(s)) for h, s in rows}
+
+    def series_files(self) -> set[str]:
+        """The series files the committed runs name."""
+        rows = self.conn.execute("SELECT DISTINCT series_file FROM runs "
+                                 "WHERE series_file IS NOT NULL")
+        return {name for (name,) in rows}
 
     def get_meta(self) -> dict:
         return _decode_meta(self.conn.execute("SELECT key, value FROM meta"), self.path)
@@ -228,3 +243,41 @@ def read_runs(out_dir: str | Path) -> pd.DataFrame:
     columns = ["param_hash", "seed", "point", "replicate", "status", "error", "duration",
                *axes, *metric_names]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def read_series(out_dir: str | Path, param_hash: str, seed: int) -> pd.DataFrame | None:
+    """The monthly series one run of a sweep stored (columns ``month`` and the spec's
+    series, one row per month), or None if the sweep kept none for it. A run's rows are in
+    the batch file its ledger row names (``series/<file>``, with ``param_hash`` and ``seed``
+    columns); for a ledger row that names none (written before batch files), the run's own
+    file ``series/<param_hash>_<seed>.parquet`` if it exists. ConfigError (one line) if a
+    named file is missing or unreadable."""
+    conn = _connect_ro(out_dir)
+    try:
+        has = any(row[1] == "series_file" for row in conn.execute("PRAGMA table_info(runs)"))
+        found = conn.execute("SELECT series_file FROM runs WHERE param_hash = ? AND seed = ?",
+                             (param_hash, int(seed))).fetchone() if has else None
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"{out_dir}: unreadable ledger: {e}") from None
+    finally:
+        conn.close()
+    name = found[0] if found else None
+    series = Path(out_dir) / "series"
+    path = series / name if name else series / f"{param_hash}_{int(seed)}.parquet"
+    if not path.is_file():
+        if name:
+            raise ConfigError(f"{path}: the series file of run ({param_hash}, {seed}) is "
+                              "missing")
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds; one line for all
+        raise ConfigError(f"{path}: unreadable series file: {type(e).__name__}: "
+                          f"{' '.join(str(e).split())}") from None
+    if name:
+        if not {"param_hash", "seed"} <= set(frame.columns):
+            raise ConfigError(f"{path}: not a batch series file (no param_hash and seed "
+                              "columns)")
+        frame = frame[(frame["param_hash"] == param_hash) & (frame["seed"] == int(seed))]
+        frame = frame.drop(columns=["param_hash", "seed"])
+    return frame.reset_index(drop=True)

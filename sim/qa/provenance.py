@@ -43,7 +43,7 @@ from sim.core import numerics
 from sim.core.config import ConfigError, Scenario, build
 from sim.core.network import MAX_EDGELIST_BYTES
 from sim.core.version import liqsim_version
-from sim.io.ledger import LEDGER, decode_json, read_meta, read_ok_runs
+from sim.io.ledger import LEDGER, decode_json, read_meta, read_ok_runs, read_series
 from sim.io.store import (
     MANIFEST,
     MANIFEST_VERSION,
@@ -367,18 +367,20 @@ def _metrics_diff(stored: dict, fresh: dict) -> str | None:
     return None
 
 
-def _series_diff(path: Path, fresh: bytes | None) -> str | None:
+def _series_diff(d: Path, h: str, seed: int, fresh: dict | None) -> str | None:
+    """The first difference between a run's stored series (:func:`read_series`) and the
+    re-run's, or None."""
     if fresh is None:
         return None
-    if not path.is_file():
-        return f"series {path.name} is missing"
-    import io
-
+    label = f"series of run {h}_{seed}"
     try:
-        diff = frame_diff(pd.read_parquet(path), pd.read_parquet(io.BytesIO(fresh)))
-    except Exception as e:  # noqa: BLE001 - an unreadable stored file is a finding, not a crash
-        return f"series {path.name} unreadable: {type(e).__name__}: {' '.join(str(e).split())}"
-    return f"series {path.name}: {diff}" if diff else None
+        stored = read_series(d, h, seed)
+    except ConfigError as e:  # a missing or unreadable stored file is a finding, not a crash
+        return f"{label}: {e}"
+    if stored is None:
+        return f"{label} is missing"
+    diff = frame_diff(stored, pd.DataFrame(fresh))
+    return f"{label}: {diff}" if diff else None
 
 
 def _check_run(d: Path, row: tuple, data: dict) -> FileCheck:
@@ -398,7 +400,7 @@ def _check_run(d: Path, row: tuple, data: dict) -> FileCheck:
     if res.status != "ok":
         return FileCheck(label, "differs", f"{where}: the re-run failed: {res.error}")
     diff = (_metrics_diff(mets, res.metrics)
-            or _series_diff(d / "series" / f"{h}_{seed}.parquet", res.series))
+            or _series_diff(d, h, seed, res.series))
     if diff:
         return FileCheck(label, "differs", f"{where}: {diff}")
     what = "metrics and series" if res.series is not None else "metrics"

@@ -202,9 +202,17 @@ def test_ledger_reads_back_and_series_are_written(serial):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     import pandas as pd
+
+    from sim.io.ledger import read_series
     row = df.iloc[0]
-    s = pd.read_parquet(out / "series" / f"{row.param_hash}_{row.seed}.parquet")
+    s = read_series(out, row.param_hash, row.seed)
     assert list(s.columns) == ["month", "credit_losses", "price_H100"] and len(s) == 7
+    assert s["month"].tolist() == list(range(7))
+    # one Parquet file per batch (8 runs, MAX_CHUNK = 8 in process): every run's rows in it
+    files = sorted((out / "series").glob("*.parquet"))
+    assert len(files) == 1 and files[0].name.startswith("b_")
+    batch = pd.read_parquet(files[0])
+    assert len(batch) == 8 * 7 and batch.groupby(["param_hash", "seed"]).size().eq(7).all()
     assert not list((out / "series").glob(".*.tmp"))
     # the ledger's metrics are the model's: re-run one point by hand
     from sim.batch.sweep import build_tasks
@@ -530,3 +538,30 @@ def test_a_ledger_from_before_platforms_gains_the_column_and_keeps_its_runs(tmp_
     ledger.close()
     got = read_platforms(tmp_path)
     assert got == {None: ({}, 1), platform_id(info): (info, 2)}
+
+
+def test_a_point_is_validated_once_and_its_replicates_get_their_seeds(monkeypatch):
+    """run_task builds (validates) a point's scenario once per process; each replicate runs on
+    a copy with its own seed and gives exactly what a fresh build of its config gives."""
+    import sim.batch.sweep as sw
+    from sim.batch.sweep import RunTask, run_task, task_scenario
+    from sim.core.config import build, load_scenario
+    from sim.world import metrics
+    from sim.world.runner import run_scenario
+
+    base = load_scenario("baseline", months=4).model_dump()
+    calls = []
+    real = sw.build
+    monkeypatch.setattr(sw, "build", lambda c: calls.append(1) or real(c))
+    monkeypatch.setattr(sw, "_POINT", None)
+    tasks = [RunTask("p1", s, 0, r, {"buyers.capacity_scale": 0.5}, base,
+                     ("credit_losses", "defaults"), ()) for r, s in enumerate([11, 12, 13])]
+    results = [run_task(t) for t in tasks]
+    assert len(calls) == 1 and all(r.status == "ok" for r in results)
+    for t, r in zip(tasks, results, strict=True):
+        assert task_scenario(t).seed == t.seed
+        s = metrics.summary(run_scenario(build(t.config)))
+        assert r.metrics == {"credit_losses": s["credit_losses"], "defaults": s["defaults"]}
+    other = RunTask("p2", 11, 1, 0, {"buyers.capacity_scale": 0.7}, base, ("defaults",), ())
+    run_task(other)
+    assert len(calls) == 2  # a new point is validated

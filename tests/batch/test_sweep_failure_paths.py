@@ -209,7 +209,7 @@ def test_a_killed_dask_chunk_is_retried_run_by_run_and_a_lethal_run_is_failed(mo
     # it meets; run 5 killed one once (a chunk can die of a neighbour's fault).
     client = FakeClient(workers=1, kills={2: 99, 5: 1})
     got: list[RunResult] = []
-    sim.batch.sweep._dask_loop(client, _tasks(10), got.append, quick)
+    sim.batch.sweep._dask_loop(client, _tasks(10), got.extend, quick)  # a batch at a time
     assert client.submitted == [(0, list(range(8))), (1, [8, 9])] + [(-1, [i]) for i in range(8)]
     assert [r.key[0] for r in got] == ["h08", "h09"] + [f"h{i:02d}" for i in range(8)]
     status = {r.key[0]: r.status for r in got}
@@ -276,7 +276,8 @@ def _sqlite(d: Path, *statements: str) -> Path:
     return d
 
 
-ONE_RUN = "INSERT INTO runs VALUES ('h', 7, 0, 0, '{}', 'ok', NULL, '{}', 0.0, 'v', 't', NULL)"
+ONE_RUN = ("INSERT INTO runs VALUES ('h', 7, 0, 0, '{}', 'ok', NULL, '{}', 0.0, 'v', 't', NULL, "
+           "NULL)")
 DAMAGED = "not a liqsim sweep ledger, or a damaged one"
 
 

@@ -259,6 +259,7 @@ def test_a_full_database_stops_cleanly_and_resumes(reference, monkeypatch, capsy
 
 @pytest.mark.slow
 def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeypatch, capsys):
+    import sim.batch.sweep
     import sim.io.atomic
 
     tmp, ref = reference
@@ -274,15 +275,53 @@ def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeyp
         real(path, data)
 
     monkeypatch.setattr(sim.io.atomic, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(sim.batch.sweep, "MAX_CHUNK", 2)  # 4 batches of 2 runs
     assert main(["sweep", str(make_spec(tmp)), "--out", str(out), "--workers", "1"]) == 2
     err = _one_error_line(capsys)
     assert "No space left on device" in err
-    assert len(rows(out)) == 2  # the third run's row is not committed without its series
+    # the third batch's rows are not committed without its series file; the first two are
+    assert len(rows(out)) == 4 and len(list((out / "series").glob("b_*.parquet"))) == 2
     monkeypatch.setattr(sim.io.atomic, "atomic_write_bytes", real)
     res = run_sweep(make_spec(tmp), out=out, workers=1, progress=False)
-    assert (res.skipped, res.done) == (2, 6)
+    assert (res.skipped, res.done) == (4, 4)
     assert rows(out) == ref
-    assert len(list((out / "series").glob("*.parquet"))) == 8
+    assert len(list((out / "series").glob("*.parquet"))) == 4
+
+
+@pytest.mark.slow
+def test_a_batch_file_whose_rows_never_committed_is_removed_and_rerun(reference, monkeypatch,
+                                                                      capsys):
+    """The coordinator dies between a batch's series file and its ledger transaction (here:
+    the transaction fails): the file is on disk, no row names it. The next run deletes it,
+    runs the batch again and writes it again; the ledger matches the reference."""
+    import sim.batch.sweep
+    from sim.io.ledger import Ledger, read_series
+
+    tmp, ref = reference
+    out = tmp / "orphan"
+    real = Ledger.record_batch
+    calls = []
+
+    def fail_second(self, rows_, platforms):
+        calls.append(len(rows_))
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(self, rows_, platforms)
+
+    monkeypatch.setattr(Ledger, "record_batch", fail_second)
+    monkeypatch.setattr(sim.batch.sweep, "MAX_CHUNK", 4)  # 2 batches of 4 runs
+    assert main(["sweep", str(make_spec(tmp)), "--out", str(out), "--workers", "1"]) == 2
+    assert "disk I/O error" in _one_error_line(capsys)
+    files = sorted(p.name for p in (out / "series").glob("b_*.parquet"))
+    assert len(files) == 2 and len(rows(out)) == 4  # the second file is an orphan
+    monkeypatch.setattr(Ledger, "record_batch", real)
+    res = run_sweep(make_spec(tmp), out=out, workers=1, progress=False)
+    assert (res.skipped, res.done) == (4, 4)
+    assert rows(out) == ref
+    now = sorted(p.name for p in (out / "series").glob("*.parquet"))
+    assert len(now) == 2 and now[0] == files[0]  # the orphan was removed, its batch rewritten
+    for h, seed, *_ in rows(out):
+        assert len(read_series(out, h, seed)) > 0
 
 
 # --------------------------------------------------------------------------- dask
