@@ -653,7 +653,9 @@ def run_task(task: RunTask) -> RunResult:
     series = None
     try:
         model = sim.world.runner.run_scenario(task_scenario(task))
-        flat = flat_metrics(metrics.summary(model))
+        # the counterfactual run (about a run's cost) only if a kept metric needs it
+        need = any(k in metrics.CASCADE_KEYS for k in task.metrics)
+        flat = flat_metrics(metrics.summary(model, counterfactual=need))
         values = {k: flat.get(k, float("nan")) for k in task.metrics}
         if task.series:
             frame = metrics.series(model)

@@ -76,7 +76,8 @@ class BatchRunModel(LiquidationModel):
     def step(self) -> None:
         super().step()
         if not self.running:  # the run is over: record the headline metrics once
-            s = metrics.summary(self)
+            # as a sweep does: no cascade counterfactual, which no REPORTED metric needs
+            s = metrics.summary(self, counterfactual=False)
             self.final = {k: s[k] for k in REPORTED}
             self.datacollector.collect(self)
 

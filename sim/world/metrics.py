@@ -117,8 +117,16 @@ def defaults_by_cause(model: LiquidationModel) -> dict[str, int]:
     return out
 
 
-def summary(model: LiquidationModel) -> dict:
-    """Headline metrics of one run."""
+# the keys that need the cascade counterfactual run (with metrics.cascade_counterfactual on)
+CASCADE_KEYS = ("cascade_size", "defaults_counterfactual")
+
+
+def summary(model: LiquidationModel, counterfactual: bool = True) -> dict:
+    """Headline metrics of one run. With ``metrics.cascade_counterfactual`` on, the cascade is
+    measured against a same-seed counterfactual run (:func:`cascade`), which costs about a
+    run; ``counterfactual=False`` skips it and leaves out the keys it defines
+    (:data:`CASCADE_KEYS`), for a caller that does not read them (a sweep that keeps neither
+    metric)."""
     r, lb, t = model.rec, model.lenders, model.env.t
     dm, dn = int(r["defaults_miner"][: t + 1].sum()), int(r["defaults_neocloud"][: t + 1].sum())
     first = np.flatnonzero(r["defaults_miner"][: t + 1] + r["defaults_neocloud"][: t + 1])
@@ -161,10 +169,12 @@ def summary(model: LiquidationModel) -> dict:
         out["credit_losses"] = float(lb.losses_at_writeoff.sum())
         out["recoveries"] = float(lb.later_recoveries.sum())
         out["net_credit_losses"] = float(lb.credit_losses.sum())
-    if mc.cascade_counterfactual:
+    if mc.cascade_counterfactual and counterfactual:
         c = cascade(model)
         out["cascade_size"] = c["contagion"]
         out["defaults_counterfactual"] = c["counterfactual"]
+    elif mc.cascade_counterfactual:  # not measured: no first-wave count under its name
+        del out["cascade_size"]
     if model.cfg.lenders.dscr_default_months:
         out["defaults_by_cause"] = defaults_by_cause(model)
     if mc.system_loss:  # issue 15: every party's loss marked to market (sim.world.losses)

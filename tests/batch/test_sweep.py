@@ -565,3 +565,28 @@ def test_a_point_is_validated_once_and_its_replicates_get_their_seeds(monkeypatc
     other = RunTask("p2", 11, 1, 0, {"buyers.capacity_scale": 0.7}, base, ("defaults",), ())
     run_task(other)
     assert len(calls) == 2  # a new point is validated
+
+
+def test_the_counterfactual_runs_only_for_a_metric_that_needs_it(monkeypatch):
+    """crypto_winter measures its cascade against a same-seed counterfactual run (as costly as
+    the run). A sweep keeping neither cascade metric skips it, and its other metrics are the
+    ones the full summary gives; one keeping cascade_size runs it."""
+    import sim.world.metrics as wm
+    from sim.batch.sweep import RunTask, run_task
+    from sim.core.config import load_scenario
+    from sim.world.model import LiquidationModel
+
+    base = load_scenario("crypto_winter", months=6).model_dump()
+    assert base["metrics"]["cascade_counterfactual"]
+    ran = []
+    real = wm.cascade
+    monkeypatch.setattr(wm, "cascade", lambda m: ran.append(1) or real(m))
+    keep = ("credit_losses", "defaults", "lender_failures", "max_peak_price_fall")
+    lean = run_task(RunTask("p", 5, 0, 0, {}, base, keep, ()))
+    assert lean.status == "ok" and ran == []
+    full = run_task(RunTask("p", 5, 0, 0, {}, base, (*keep, "cascade_size"), ()))
+    assert full.status == "ok" and ran == [1]
+    assert {k: full.metrics[k] for k in keep} == lean.metrics
+    s = wm.summary(LiquidationModel(load_scenario("crypto_winter", months=6)).run(),
+                   counterfactual=False)
+    assert "cascade_size" not in s and "defaults_counterfactual" not in s

@@ -314,9 +314,10 @@ def test_a_finished_sweep_carries_a_manifest(sweep_dir):
     assert m["config"] == meta["base"] and m["config"]["months"] == 6
     assert m["environment"]["python"] == platform.python_version()
     assert m["environment"]["packages"]["numpy"] == np.__version__
-    # hashes: the spec copy and the 4 series tables, never the ledger's bytes
+    # hashes: the spec copy and the series table (one batch: the 4 runs), never the ledger's
     series = sorted((sweep_dir / "series").glob("*.parquet"))
-    assert len(series) == 4
+    assert len(series) == 1 and len(pd.read_parquet(series[0]).groupby(["param_hash",
+                                                                        "seed"])) == 4
     assert set(m["files"]) == {"spec.toml", *(f"series/{p.name}" for p in series)}
     for name, entry in m["files"].items():
         data = (sweep_dir / name).read_bytes()
@@ -336,7 +337,8 @@ def test_a_resumed_sweep_rewrites_its_manifest(sweep_dir, tmp_path):
     _sweep(tmp_path, d, replicates=3)
     m = _manifest(d)
     assert len(m["seeds"]) == 3 and m["seeds"][:2] == _manifest(sweep_dir)["seeds"]
-    assert m["ledger"]["ok_runs"] == 6 and len(m["files"]) == 1 + 6
+    # the spec copy, the first batch's series file (4 runs) and the new batch's (2 runs)
+    assert m["ledger"]["ok_runs"] == 6 and len(m["files"]) == 1 + 2
 
 
 @pytest.mark.slow
@@ -384,10 +386,12 @@ def test_verify_names_the_run_and_metric_changed_in_the_ledger(sweep_dir, tmp_pa
 def test_verify_catches_one_ulp_in_a_sweep_series(sweep_dir, tmp_path, capsys):
     d = _copy(sweep_dir, tmp_path)
     h, s = _ok_rows(d)[1][:2]
-    name = f"series/{h}_{s}.parquet"
-    frame = pd.read_parquet(d / name)
-    frame.loc[3, "price_H100"] = np.nextafter(frame.loc[3, "price_H100"], -np.inf)
-    frame.to_parquet(d / name, index=False)
+    (path,) = (d / "series").glob("b_*.parquet")  # the batch file holding the 4 runs
+    name = f"series/{path.name}"
+    frame = pd.read_parquet(path)
+    row = frame.index[(frame.param_hash == h) & (frame.seed == s)][3]  # the run's month 3
+    frame.loc[row, "price_H100"] = np.nextafter(frame.loc[row, "price_H100"], -np.inf)
+    frame.to_parquet(path, index=False)
     code, status, _ = _verify(d, capsys)
     assert code == 1 and status[name].startswith("modified")  # the hash check
     _rehash(d, name)  # a tampering the hash check cannot see: the re-run still catches it
