@@ -653,9 +653,9 @@ def run_task(task: RunTask) -> RunResult:
     series = None
     try:
         model = sim.world.runner.run_scenario(task_scenario(task))
-        # the counterfactual run (about a run's cost) only if a kept metric needs it
-        need = any(k in metrics.CASCADE_KEYS for k in task.metrics)
-        flat = flat_metrics(metrics.summary(model, counterfactual=need))
+        # the costly parts of the summary (the cascade counterfactual, about a run's cost;
+        # DebtRank) only if a kept metric needs them
+        flat = flat_metrics(metrics.summary(model, keys=task.metrics))
         values = {k: flat.get(k, float("nan")) for k in task.metrics}
         if task.series:
             frame = metrics.series(model)

@@ -76,8 +76,9 @@ class BatchRunModel(LiquidationModel):
     def step(self) -> None:
         super().step()
         if not self.running:  # the run is over: record the headline metrics once
-            # as a sweep does: no cascade counterfactual, which no REPORTED metric needs
-            s = metrics.summary(self, counterfactual=False)
+            # as a sweep does: only what the REPORTED metrics need (no cascade
+            # counterfactual, no DebtRank)
+            s = metrics.summary(self, keys=REPORTED)
             self.final = {k: s[k] for k in REPORTED}
             self.datacollector.collect(self)
 

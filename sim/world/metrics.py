@@ -9,6 +9,8 @@ the model's ``datacollector`` reads them, while :func:`cascade` here runs a mode
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from agents.borrower import BorrowerStatus
@@ -121,12 +123,21 @@ def defaults_by_cause(model: LiquidationModel) -> dict[str, int]:
 CASCADE_KEYS = ("cascade_size", "defaults_counterfactual")
 
 
-def summary(model: LiquidationModel, counterfactual: bool = True) -> dict:
-    """Headline metrics of one run. With ``metrics.cascade_counterfactual`` on, the cascade is
-    measured against a same-seed counterfactual run (:func:`cascade`), which costs about a
-    run; ``counterfactual=False`` skips it and leaves out the keys it defines
-    (:data:`CASCADE_KEYS`), for a caller that does not read them (a sweep that keeps neither
-    metric)."""
+def wanted(keys: Collection[str] | None, *names: str) -> bool:
+    """Whether a caller reading the flat keys ``keys`` (None: all) reads one of ``names`` or a
+    key under it (``debtrank`` covers ``debtrank.max_single``)."""
+    return keys is None or any(k == n or k.startswith(n + ".") for k in keys for n in names)
+
+
+def summary(model: LiquidationModel, keys: Collection[str] | None = None) -> dict:
+    """Headline metrics of one run.
+
+    ``keys``: the flat keys the caller will read (:func:`sim.batch.sweep.flat_metrics`'s
+    names, e.g. a sweep's metrics); None reads all. The two costly parts are computed only if
+    one of their keys is read, and their keys are left out otherwise: the cascade against a
+    same-seed counterfactual run (``metrics.cascade_counterfactual``, :func:`cascade`; about a
+    run's cost; :data:`CASCADE_KEYS`) and DebtRank (``debtrank.*``, one propagation per large
+    lender, :func:`debtrank_metrics`). Every other number is computed as always."""
     r, lb, t = model.rec, model.lenders, model.env.t
     dm, dn = int(r["defaults_miner"][: t + 1].sum()), int(r["defaults_neocloud"][: t + 1].sum())
     first = np.flatnonzero(r["defaults_miner"][: t + 1] + r["defaults_neocloud"][: t + 1])
@@ -161,15 +172,16 @@ def summary(model: LiquidationModel, counterfactual: bool = True) -> dict:
         "salvage_units": int(model.salvage_units.sum()),
         "margin_calls": int(sum(1 for e in model.events if e[1] == "margin_call")),
         "repo_peak_lent": float(r["repo_lent"][: t + 1].max()),
-        "debtrank": debtrank_metrics(model),
     }
+    if wanted(keys, "debtrank"):
+        out["debtrank"] = debtrank_metrics(model)
     # issue 14 part D: new or redefined keys, each behind its switch (the golden record)
     mc = model.cfg.metrics
     if mc.losses_at_writeoff:
         out["credit_losses"] = float(lb.losses_at_writeoff.sum())
         out["recoveries"] = float(lb.later_recoveries.sum())
         out["net_credit_losses"] = float(lb.credit_losses.sum())
-    if mc.cascade_counterfactual and counterfactual:
+    if mc.cascade_counterfactual and wanted(keys, *CASCADE_KEYS):
         c = cascade(model)
         out["cascade_size"] = c["contagion"]
         out["defaults_counterfactual"] = c["counterfactual"]

@@ -569,8 +569,9 @@ def test_a_point_is_validated_once_and_its_replicates_get_their_seeds(monkeypatc
 
 def test_the_counterfactual_runs_only_for_a_metric_that_needs_it(monkeypatch):
     """crypto_winter measures its cascade against a same-seed counterfactual run (as costly as
-    the run). A sweep keeping neither cascade metric skips it, and its other metrics are the
-    ones the full summary gives; one keeping cascade_size runs it."""
+    the run). A sweep keeping neither cascade metric skips it (and DebtRank, if it keeps no
+    debtrank metric), and its other metrics are the ones the full summary gives; one keeping
+    cascade_size runs it."""
     import sim.world.metrics as wm
     from sim.batch.sweep import RunTask, run_task
     from sim.core.config import load_scenario
@@ -587,6 +588,11 @@ def test_the_counterfactual_runs_only_for_a_metric_that_needs_it(monkeypatch):
     full = run_task(RunTask("p", 5, 0, 0, {}, base, (*keep, "cascade_size"), ()))
     assert full.status == "ok" and ran == [1]
     assert {k: full.metrics[k] for k in keep} == lean.metrics
-    s = wm.summary(LiquidationModel(load_scenario("crypto_winter", months=6)).run(),
-                   counterfactual=False)
+    m = LiquidationModel(load_scenario("crypto_winter", months=6)).run()
+    s = wm.summary(m, keys=keep)
     assert "cascade_size" not in s and "defaults_counterfactual" not in s
+    assert "debtrank" not in s and ran == [1]  # neither part was computed
+    every = wm.summary(m)
+    assert set(every) - set(s) == {"cascade_size", "defaults_counterfactual", "debtrank"}
+    assert all(s[k] == every[k] for k in s if k != "liqsim_version")
+    assert wm.summary(m, keys=["debtrank.max_single"])["debtrank"] == every["debtrank"]
