@@ -5,8 +5,9 @@ parameter axes and a number of replicate seeds. The design is a full grid, a Lat
 (McKay, Beckman & Conover 1979; ``scipy.stats.qmc.LatinHypercube``) or Saltelli's extension of
 the Sobol' sequence (Saltelli 2002; Saltelli et al. 2010; ``SALib.sample.sobol``, first and
 total order only). Replicate ``r`` of every point gets the same seed, the ``r``-th child of
-``numpy.random.SeedSequence(root_seed)``, so designs are paired across points and adding
-replicates never changes the existing seeds.
+``numpy.random.SeedSequence(root_seed)`` (:func:`sim.core.seeds.replicate_seed`, the seeds
+``liqsim compare`` uses too), so designs are paired across points and adding replicates never
+changes the existing seeds.
 
 Runs execute serially, on a local process pool, or on a Dask distributed cluster; each run
 depends only on its config and seed, so the results are identical bit for bit whatever the
@@ -71,6 +72,7 @@ from sim.core.config import (
     set_path,
     short_repr,
 )
+from sim.core.seeds import replicate_seeds
 from sim.core.version import liqsim_version
 from sim.io import atomic
 from sim.io.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
@@ -224,17 +226,8 @@ class SweepSpec(_Strict):
 
     @property
     def seeds(self) -> list[int]:
-        return [replicate_seed(self.root_seed, r) for r in range(self.replicates)]
-
-
-def replicate_seed(root_seed: int, r: int) -> int:
-    """Seed of replicate ``r``: the r-th child of ``SeedSequence(root_seed)``.
-
-    Equal to ``SeedSequence(root_seed).spawn(r + 1)[r].generate_state(1)[0]`` (numpy's
-    spawn gives child ``i`` the spawn key ``(i,)``), so it does not depend on how many
-    replicates there are.
-    """
-    return int(np.random.SeedSequence(root_seed, spawn_key=(r,)).generate_state(1)[0])
+        """Replicate seeds, :func:`sim.core.seeds.replicate_seeds` of ``root_seed``."""
+        return replicate_seeds(self.root_seed, self.replicates)
 
 
 def _resolve_base(spec: SweepSpec) -> Scenario:

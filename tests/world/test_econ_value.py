@@ -18,6 +18,7 @@ import pytest
 from agents.buyer import BuyerBook
 from sim.core.config import ConfigError, load_scenario
 from sim.core.environment import Environment
+from sim.core.seeds import replicate_seeds
 from sim.world.model import LiquidationModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,10 +272,8 @@ def test_value_paths_with_the_recommended_values_match_the_sourced_used_prices()
     # zero-profit entry at the tier-2 hurdle (15 %/yr): Rubin launches at 4.32 $/h
     assert over["environment.generations.4.rent0"] == pytest.approx(4.32, abs=0.01)
     cfg = load_scenario("baseline", overrides=over)
-    from sim.world.runner import paired_seeds
-
     paths = []
-    for s in paired_seeds(cfg.seed, 10):
+    for s in replicate_seeds(cfg.seed, 10):
         m = LiquidationModel(cfg.model_copy(update={"seed": s}))
         m.run()
         paths.append(m.rec["fundamental"])
