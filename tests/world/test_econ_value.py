@@ -283,7 +283,7 @@ def test_value_paths_with_the_recommended_values_match_the_sourced_used_prices()
     h, a, b, r = (names.index(n) for n in ("H100", "A100", "B200", "Rubin"))
     # used H100 15-28 k$ in 2025-26 (Silicon Data via WSJ): months 0..9 of the mean path
     assert (15_000 <= v[:10, h]).all() and (v[:10, h] <= 28_000).all()
-    # 3rd-year resale ~45 % of new: at age 36 (month 6), 0.40-0.55 (0.53 measured)
+    # 3rd-year resale ~45 % of new: at age 36 (month 6), 0.40-0.55 (0.48 measured)
     assert 0.40 <= v[6, h] / price[h] <= 0.55
     # used A100 4-9 k$ at ~5.5 years (t0: 66 months after launch)
     assert 4_000 <= v[0, a] <= 9_000
