@@ -138,9 +138,10 @@ class BuyerBook:
         # with delivery lead times (environment.lead_time_path) the cap is lead_cap's
         self._lead_on = self._cap is not None and env.has_lead_time
         self._t_disc = discount_factors(self._t_hurdle, self._mmax) if types else None
-        # types with at least one buyer (the value in best use counts only these)
-        self._present = np.bincount(self.type_idx, minlength=len(self.type_names)) > 0
-        self._any_present, self._all_present = bool(self._present.any()), bool(self._present.all())
+        # types with at least one buyer (the value in best use counts only these; public: the
+        # validation's backtest reads it too)
+        self.present = np.bincount(self.type_idx, minlength=len(self.type_names)) > 0
+        self._any_present, self._all_present = bool(self.present.any()), bool(self.present.all())
         self._static_env = None  # the environment whose constant inputs ``_static`` holds
         self._by_type_cache = None  # (env, state key, value at x = 0, value at common x)
         self._close_key, self._close_prob = None, None  # ``participating``'s probabilities
@@ -337,7 +338,7 @@ class BuyerBook:
         else:
             best = self.values_by_type(env, self.extrap[0])[0]  # x = 0 for every type
             if not self._all_present:
-                best = best[self._present]
+                best = best[self.present]
             # max(best over types, salvage), 0 where not shipping: ``_pv`` and ``salvage``
             # are both +0.0 there already (np.where(shipping, ..., 0.0)), and max(+0.0, +0.0)
             # = +0.0, so no outer mask is needed; np.maximum.reduce is what ndarray.max calls
@@ -345,7 +346,7 @@ class BuyerBook:
         if self._cap is not None:  # a salvage floor above a (small) system cost is capped too
             cap = self._cap
             if self._lead_on:  # the best use's cap: the highest cap of the types present
-                cap = np.maximum.reduce(self.cap_by_type(env)[self._present], axis=0)
+                cap = np.maximum.reduce(self.cap_by_type(env)[self.present], axis=0)
             value = np.minimum(value, np.where(env.shipping, cap, 0.0))
         return value
 

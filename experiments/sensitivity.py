@@ -4,7 +4,7 @@ Usage: python experiments/sensitivity.py [--scenario crypto_winter] [--seeds 20]
                                           [--out results/sensitivity]
 
 For every assumption in :data:`ASSUMPTIONS` the scenario runs on the same ``--seeds`` paired
-seeds (``sim.world.runner.paired_seeds`` from the scenario's seed) at the default and at a low and a
+seeds (``sim.core.seeds.replicate_seeds`` of the scenario's seed) at the default and at a low and a
 high value. Reported per variant: mean credit losses, defaults and lender failures, and the
 relative change of mean credit losses against the default with a 95 % t interval of the paired
 differences. An assumption that moves credit losses by more than 20 % either way is flagged
@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from sim.core.config import ConfigError, load_scenario
-from sim.world.runner import paired_seeds, run_scenario
+from sim.core.seeds import replicate_seeds
+from sim.world.runner import run_scenario
 
 # (key, low, high, what it is): the assumptions a referee would ask about, each at a low and a
 # high value around its default (about half and double, within its bounds, or the two ends of
@@ -82,7 +83,7 @@ def run(scenario: str, n_seeds: int, workers: int, assumptions=ASSUMPTIONS) -> d
     from scipy import stats
 
     base_cfg = load_scenario(scenario)
-    seeds = paired_seeds(base_cfg.seed, n_seeds)
+    seeds = replicate_seeds(base_cfg.seed, n_seeds)
     variants = [("default", [])]
     for key, low, high, _ in assumptions:
         for value in (low, high):

@@ -25,6 +25,7 @@ import numpy as np
 from agents.buyer import BuyerBook
 from sim.core.config import load_scenario
 from sim.core.environment import Environment
+from sim.core.seeds import replicate_seeds
 
 # the values the lead flips the defaults to (sources: docs/calibration.md, "Installed-unit
 # values and a value path set by economics"); Rubin's rent0 is solved by zero_profit_rent
@@ -82,13 +83,12 @@ def recommended(scenario: str = "baseline") -> dict:
 def value_table(scenario: str, overrides: dict, seed: int | None = None,
                 n_seeds: int = 1) -> list[dict]:
     """Run ``scenario`` with ``overrides``; one row per generation (see module doc). With
-    ``n_seeds`` > 1 the runs use ``paired_seeds(seed, n_seeds)`` and the value path is their
+    ``n_seeds`` > 1 the runs use ``replicate_seeds(seed, n_seeds)`` and the value path is their
     mean (floor months: the mean count)."""
     from sim.world.model import LiquidationModel
-    from sim.world.runner import paired_seeds
 
     cfg = load_scenario(scenario, overrides=overrides, seed=seed)
-    seeds = [cfg.seed] if n_seeds <= 1 else paired_seeds(cfg.seed, n_seeds)
+    seeds = [cfg.seed] if n_seeds <= 1 else replicate_seeds(cfg.seed, n_seeds)
     paths = []
     for s in seeds:
         m = LiquidationModel(cfg.model_copy(update={"seed": s}))

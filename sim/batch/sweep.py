@@ -5,8 +5,9 @@ parameter axes and a number of replicate seeds. The design is a full grid, a Lat
 (McKay, Beckman & Conover 1979; ``scipy.stats.qmc.LatinHypercube``) or Saltelli's extension of
 the Sobol' sequence (Saltelli 2002; Saltelli et al. 2010; ``SALib.sample.sobol``, first and
 total order only). Replicate ``r`` of every point gets the same seed, the ``r``-th child of
-``numpy.random.SeedSequence(root_seed)``, so designs are paired across points and adding
-replicates never changes the existing seeds.
+``numpy.random.SeedSequence(root_seed)`` (:func:`sim.core.seeds.replicate_seed`, the seeds
+``liqsim compare`` uses too), so designs are paired across points and adding replicates never
+changes the existing seeds.
 
 Runs execute serially, on a local process pool, or on a Dask distributed cluster; each run
 depends only on its config and seed, so the results are identical bit for bit whatever the
@@ -73,6 +74,7 @@ from sim.core.config import (
     set_path,
     short_repr,
 )
+from sim.core.seeds import replicate_seeds
 from sim.core.version import liqsim_version
 from sim.io import atomic
 from sim.io.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
@@ -226,17 +228,8 @@ class SweepSpec(_Strict):
 
     @property
     def seeds(self) -> list[int]:
-        return [replicate_seed(self.root_seed, r) for r in range(self.replicates)]
-
-
-def replicate_seed(root_seed: int, r: int) -> int:
-    """Seed of replicate ``r``: the r-th child of ``SeedSequence(root_seed)``.
-
-    Equal to ``SeedSequence(root_seed).spawn(r + 1)[r].generate_state(1)[0]`` (numpy's
-    spawn gives child ``i`` the spawn key ``(i,)``), so it does not depend on how many
-    replicates there are.
-    """
-    return int(np.random.SeedSequence(root_seed, spawn_key=(r,)).generate_state(1)[0])
+        """Replicate seeds, :func:`sim.core.seeds.replicate_seeds` of ``root_seed``."""
+        return replicate_seeds(self.root_seed, self.replicates)
 
 
 def _resolve_base(spec: SweepSpec) -> Scenario:
@@ -638,8 +631,8 @@ def task_scenario(task: RunTask) -> Scenario:
     """The run's validated scenario. A point's runs differ only in their seed, and a chunk
     holds a point's replicates one after the other, so each process validates a point once
     (the ``param_hash`` names the base and the point's values) and gives each replicate a copy
-    with its seed, a value the seed field accepts (:func:`replicate_seed` gives 32-bit words);
-    pydantic's ``model_copy`` does not validate again."""
+    with its seed, a value the seed field accepts (:func:`sim.core.seeds.replicate_seed` gives
+    32-bit words); pydantic's ``model_copy`` does not validate again."""
     global _POINT
     if _POINT is None or _POINT[0] != task.param_hash:
         _POINT = None

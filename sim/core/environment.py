@@ -93,6 +93,13 @@ def calendar_month(t: int, start: str = START) -> tuple[int, int]:
     return y0 + y, m + 1
 
 
+def year_month(t: int, start: str = START) -> str:
+    """Calendar month of model month ``t`` as 'YYYY-MM': ``year_month(10, "2023-03") ==
+    '2024-01'`` (the validation's dates; the series' ``date`` column is its first day)."""
+    y, m = calendar_month(t, start)
+    return f"{y}-{m:02d}"
+
+
 def month_label(t: int, start: str = START) -> str:
     """Calendar month of model month ``t`` in words: ``month_label(3) == 'Mar 2026'``."""
     y, m = calendar_month(t, start)

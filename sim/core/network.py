@@ -64,7 +64,7 @@ def syndicates(n_borrowers: int, n_lenders: int, cfg: NetworkCfg,
     blocks = [(lo, min(lo + SYNDICATE_BLOCK, n_borrowers))
               for lo in range(0, n_borrowers, SYNDICATE_BLOCK)]
     if cfg.kind == "scale_free":
-        chosen = _preferential(k, n_lenders, rng)[:, :kmax]
+        chosen = preferential_attachment(k, n_lenders, rng)[:, :kmax]
     else:
         w = np.ones(n_lenders)
         if cfg.kind == "core_periphery":
@@ -90,8 +90,12 @@ def syndicates(n_borrowers: int, n_lenders: int, cfg: NetworkCfg,
     return rows_b.astype(np.int64), rows_l.astype(np.int64), shares
 
 
-def _preferential(k: np.ndarray, n_lenders: int, rng: np.random.Generator) -> np.ndarray:
-    """Lenders chosen in proportion to 1 + degree so far (sequential by construction)."""
+def preferential_attachment(k: np.ndarray, n_lenders: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """Borrower b's ``k[b]`` lenders, drawn without replacement in proportion to 1 + each
+    lender's degree so far (preferential attachment, Barabasi & Albert 1999; sequential by
+    construction): row b's first ``k[b]`` cells. The reference syndicates of
+    tests/qa/test_golden.py draw with it too."""
     degree = np.zeros(n_lenders)
     out = np.zeros((len(k), n_lenders), dtype=np.int64)
     for b, kb in enumerate(k):

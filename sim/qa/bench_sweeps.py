@@ -38,8 +38,9 @@ from pathlib import Path
 import psutil
 from mesa.datacollection import DataCollector
 
-from sim.batch.sweep import replicate_seed, run_sweep
+from sim.batch.sweep import run_sweep
 from sim.core.config import load_scenario
+from sim.core.seeds import replicate_seeds
 from sim.io.ledger import read_runs
 from sim.world import metrics
 from sim.world.model import LiquidationModel
@@ -88,7 +89,7 @@ def _run_batch(workers: int, replicates: int, months: int | None) -> list[dict]:
     from mesa.batchrunner import batch_run
 
     params = {**GRID, "base": BASE, "months": months}
-    seeds = [replicate_seed(ROOT_SEED, r) for r in range(replicates)]  # the sweep's seeds
+    seeds = replicate_seeds(ROOT_SEED, replicates)  # the sweep's seeds
     rows = batch_run(BatchRunModel, params, number_processes=workers, rng=seeds,
                      display_progress=False)
     keys = list(GRID)

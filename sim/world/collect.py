@@ -31,7 +31,7 @@ import pandas as pd
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from sim.core.environment import calendar_month
+from sim.core.environment import year_month
 
 if TYPE_CHECKING:  # annotations only: sim.world.model imports this module
     from sim.world.model import LiquidationModel
@@ -128,8 +128,7 @@ def series(model: LiquidationModel) -> pd.DataFrame:
     ``date`` is the first day of the month; rents, prices and values are NaN before a
     generation's launch (``model.rec`` keeps its zeros). Columns: ``sim.io.datadict.SERIES``."""
     r, n = model.rec, model.env.t + 1
-    dates = pd.to_datetime([f"{y}-{m:02d}-01" for y, m in
-                            (calendar_month(t, model.cfg.start) for t in range(n))]
+    dates = pd.to_datetime([f"{year_month(t, model.cfg.start)}-01" for t in range(n)]
                            ).as_unit("s")
     cols: dict[str, np.ndarray] = {"month": np.arange(n), "date": dates}
     before = np.arange(n)[:, None] < model.env.launch[None, :]

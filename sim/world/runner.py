@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from sim.core.config import Scenario
+from sim.core.seeds import replicate_seeds
 from sim.world import metrics
 from sim.world.model import LiquidationModel
 
@@ -20,11 +21,6 @@ def run_scenario(cfg: Scenario, on_month: Callable[[int], None] | None = None
         if on_month is not None:
             on_month(model.month)
     return model
-
-
-def paired_seeds(root: int, n: int) -> list[int]:
-    """n run seeds derived from one root seed with numpy's SeedSequence."""
-    return [int(s) for s in np.random.SeedSequence(root).generate_state(n, dtype=np.uint32)]
 
 
 COMPARE_METRICS = ("credit_losses", "defaults", "lender_failures", "max_peak_price_fall")
@@ -52,11 +48,13 @@ def _headline(model: LiquidationModel) -> dict[str, float]:
 
 def compare(a: Scenario, b: Scenario, n_seeds: int, root_seed: int | None = None,
             on_run: Callable[[], None] | None = None) -> dict:
-    """Run A and B on the same seeds; paired differences (B - A) with 95 % t intervals."""
+    """Run A and B on the same seeds, the replicate seeds of ``root_seed`` (A's seed if None;
+    :func:`sim.core.seeds.replicate_seeds`, the seeds a sweep with that ``root_seed`` uses);
+    paired differences (B - A) with 95 % t intervals."""
     from scipy import stats  # here, not at import: scipy.stats adds ~0.6 s to every process
     # that imports the runner (each sweep worker, each CLI call)
 
-    seeds = paired_seeds(a.seed if root_seed is None else root_seed, n_seeds)
+    seeds = replicate_seeds(a.seed if root_seed is None else root_seed, n_seeds)
     rows_a, rows_b = [], []
     for s in seeds:
         for cfg, rows in ((a, rows_a), (b, rows_b)):

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_sweep_failure_paths import (
-    _edit,
+    edit_ledger,
     n_rows,
     one_error_line,
     quick,
@@ -154,7 +154,7 @@ def test_an_old_ledger_mixing_a_number_and_its_string_is_analysed(tmp_path):
     out = tmp_path / "out"
     run_sweep(write_spec(tmp_path, values_axis("buyers.capacity_scale", [0.5, 1.0])), out=out,
               workers=1, progress=False, runner=quick)
-    _edit(out, "UPDATE runs SET params = ? WHERE point = 1",
+    edit_ledger(out, "UPDATE runs SET params = ? WHERE point = 1",
           json.dumps({"buyers.capacity_scale": "0.5"}))
     t = pd.read_csv(_analyse(out) / "by_axis.csv")
     cl = t[t.metric == "credit_losses"].set_index("value")["mean"]

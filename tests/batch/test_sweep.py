@@ -21,11 +21,11 @@ from sim.batch.sweep import (
     flat_metrics,
     load_spec,
     param_hash,
-    replicate_seed,
     run_sweep,
 )
 from sim.cli import main
 from sim.core.config import ConfigError
+from sim.core.seeds import replicate_seeds
 from sim.io.ledger import read_meta, read_runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,13 +85,6 @@ def test_flat_metrics_flattens_and_adds_the_max_fall():
                     "defaults_by_type.neocloud": 1.0, "peak_price_fall.H100": 0.25,
                     "peak_price_fall.B200": 0.5, "debtrank.max_single": 0.1,
                     "max_peak_price_fall": 0.5}
-
-
-def test_replicate_seeds_are_seedsequence_children():
-    for r in range(5):
-        child = np.random.SeedSequence(20251201).spawn(r + 1)[r]
-        assert replicate_seed(20251201, r) == int(child.generate_state(1)[0])
-    assert len({replicate_seed(1, r) for r in range(100)}) == 100
 
 
 @pytest.mark.slow
@@ -194,7 +187,7 @@ def test_ledger_reads_back_and_series_are_written(serial):
                                 "credit_losses", "defaults", "max_peak_price_fall",
                                 "realised_lgd"]
     assert len(df) == 8 and (df.status == "ok").all()
-    assert sorted(set(df.seed)) == sorted(replicate_seed(7, r) for r in range(2))
+    assert sorted(set(df.seed)) == sorted(replicate_seeds(7, 2))
     meta = read_meta(out)
     assert meta["axes"] == ["policy.repo.enabled", "shocks.0.size"] and meta["problem"] is None
     assert (out / "spec.toml").is_file()

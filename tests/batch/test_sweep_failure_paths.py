@@ -308,11 +308,11 @@ def test_resuming_or_verifying_a_damaged_ledger_is_one_line_or_a_finding(tmp_pat
     out = tmp_path / "out"
     run_sweep(spec, out=out, workers=1, progress=False)  # the real model: verify re-runs it
     first = n_rows(out)
-    _edit(out, "UPDATE meta SET value = '[1, 2]' WHERE key = 'spec'")
+    edit_ledger(out, "UPDATE meta SET value = '[1, 2]' WHERE key = 'spec'")
     assert main(["sweep", str(spec), "--out", str(out), "--workers", "1"]) == 2
     assert one_error_line(capsys) == f"{out}/ledger.sqlite: meta 'spec' is not a table: {DAMAGED}"
     assert n_rows(out) == first == 2  # nothing written, nothing lost
-    _edit(out, "UPDATE runs SET metrics = '7' WHERE point = 0")
+    edit_ledger(out, "UPDATE runs SET metrics = '7' WHERE point = 0")
     assert main(["verify", str(out)]) == 1
     text = capsys.readouterr().out
     assert f"differs (point 0, replicate 0: its stored metrics is not a table: {DAMAGED})" in text
@@ -331,7 +331,7 @@ def test_verify_compares_the_ledger_meta_with_the_manifest(tmp_path, capsys):
     assert main(["verify", str(out)]) == 0
     assert ("ledger.sqlite meta: skipped (the spec, seeds and base config match the manifest)"
             in capsys.readouterr().out)
-    _edit(out, "UPDATE meta SET value = '[1, 2]' WHERE key = 'seeds'")
+    edit_ledger(out, "UPDATE meta SET value = '[1, 2]' WHERE key = 'seeds'")
     assert main(["verify", str(out)]) == 1
     assert ("ledger.sqlite meta: modified (its spec, seeds or base config differ from the "
             "manifest's)") in capsys.readouterr().out
@@ -345,7 +345,7 @@ def _analysed(tmp: Path, axes: str, dest: str = "analysis", **kw) -> tuple[Path,
     return out, {p.name for p in (out / dest).iterdir()}
 
 
-def _edit(out: Path, sql: str, *args) -> None:
+def edit_ledger(out: Path, sql: str, *args) -> None:
     conn = sqlite3.connect(out / "ledger.sqlite")
     conn.execute(sql, args)
     conn.commit()
@@ -380,7 +380,7 @@ def test_one_replicate_gives_no_paired_table_and_unknown_borrowers_no_default_sh
 
     # a ledger whose meta has no resolved base: the borrower counts are unknown, so there is
     # no default share and the phase diagram falls back to the raw default count
-    _edit(out, "DELETE FROM meta WHERE key = 'base'")
+    edit_ledger(out, "DELETE FROM meta WHERE key = 'base'")
     assert main(["analyze", str(out), "--out", str(out / "nobase")]) == 0
     nobase = {p.name for p in (out / "nobase").iterdir()}
     assert nobase == files - {f"{phase}__default_share.csv"} | {f"{phase}__defaults.csv"}
@@ -422,7 +422,7 @@ def test_sobol_indices_are_skipped_with_a_note_when_they_cannot_be_computed(tmp_
     # the indices were skipped
     holed = tmp_path / "holed"
     shutil.copytree(out, holed)
-    _edit(holed, "UPDATE runs SET status = 'failed', metrics = NULL WHERE point = 5")
+    edit_ledger(holed, "UPDATE runs SET status = 'failed', metrics = NULL WHERE point = 5")
     (holed / "analysis" / "mine.csv").write_text("a user's file\n")
     assert main(["analyze", str(holed)]) == 0
     report = (holed / "analysis" / "report.html").read_text(encoding="utf-8")
@@ -433,7 +433,7 @@ def test_sobol_indices_are_skipped_with_a_note_when_they_cannot_be_computed(tmp_
         "by_axis.csv", "points.csv", "report.html", "mine.csv",
         "axis__buyers.capacity_scale.png", "axis__environment.utilisation.png"}
 
-    _edit(out, "DELETE FROM meta WHERE key = 'problem'")
+    edit_ledger(out, "DELETE FROM meta WHERE key = 'problem'")
     assert main(["analyze", str(out), "--out", str(out / "noproblem")]) == 0
     report = (out / "noproblem" / "report.html").read_text(encoding="utf-8")
     assert "Sobol indices skipped: the ledger has no SALib problem." in report

@@ -18,7 +18,7 @@ import time
 
 import pytest
 import test_cli
-from test_cli import GEN, _write
+from test_cli import GEN, write_file
 
 from sim.cli import main
 
@@ -26,7 +26,7 @@ TEN_MILLION = 10_000_000
 
 
 def _run_toml(name: str, text: str | bytes):
-    return lambda t: ["run", "--no-figures", "--out", str(t / "out"), _write(t, name, text)]
+    return lambda t: ["run", "--no-figures", "--out", str(t / "out"), write_file(t, name, text)]
 
 
 def _set(*assignments: str):
@@ -281,7 +281,7 @@ CASES = [
     # ---- liqsim verify: the directory or its manifest cannot be used
     ("verify-missing-dir", lambda t: ["verify", str(t / "nope")],
      ["results directory", "nope", "not found"]),
-    ("verify-not-a-dir", lambda t: ["verify", _write(t, "file.txt", "x")],
+    ("verify-not-a-dir", lambda t: ["verify", write_file(t, "file.txt", "x")],
      ["file.txt", "is not a directory"]),
     ("verify-no-manifest", lambda t: _results(t, None), ["manifest.json", "no manifest"]),
     ("verify-manifest-not-json", lambda t: _results(t, '{"seed": 1,'),

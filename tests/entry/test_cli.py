@@ -32,7 +32,7 @@ rent0 = 2.6
 """
 
 
-def _write(tmp: Path, name: str, text: str | bytes) -> str:
+def write_file(tmp: Path, name: str, text: str | bytes) -> str:
     p = tmp / name
     if isinstance(text, bytes):
         p.write_bytes(text)
@@ -43,7 +43,7 @@ def _write(tmp: Path, name: str, text: str | bytes) -> str:
 
 def _edgelist(tmp: Path, text: str) -> list[str]:
     return ["run", "--no-figures", "--out", str(tmp / "out"), "--set", "network.kind=edgelist",
-            "--set", f"network.edgelist={_write(tmp, 'edges.txt', text)}"]
+            "--set", f"network.edgelist={write_file(tmp, 'edges.txt', text)}"]
 
 
 # Each case: (id, argv builder taking tmp_path, fragments the one error line must contain).
@@ -51,12 +51,12 @@ CASES = [
     ("unknown-scenario-name", lambda t: ["run", "no_such_scenario"],
      ["scenario 'no_such_scenario' not found", "baseline"]),
     ("missing-file", lambda t: ["run", str(t / "missing.toml")], ["missing.toml", "not found"]),
-    ("malformed-toml", lambda t: ["run", _write(t, "bad.toml", "months = \n[x\n")],
+    ("malformed-toml", lambda t: ["run", write_file(t, "bad.toml", "months = \n[x\n")],
      ["bad.toml", "malformed TOML", "line 1"]),
     ("malformed-toml-multiline-string",
-     lambda t: ["run", _write(t, "bad2.toml", 'description = """never closed\nmore\n')],
+     lambda t: ["run", write_file(t, "bad2.toml", 'description = """never closed\nmore\n')],
      ["bad2.toml", "malformed TOML"]),
-    ("unknown-top-level-key-toml", lambda t: ["run", _write(t, "extra.toml", "bogus = 1\n")],
+    ("unknown-top-level-key-toml", lambda t: ["run", write_file(t, "extra.toml", "bogus = 1\n")],
      ["unknown key 'bogus'"]),
     ("unknown-top-level-key-set", lambda t: ["run", "--set", "bogus=1"], ["unknown key 'bogus'"]),
     ("unknown-nested-key", lambda t: ["run", "--set", "lenders.bogus=1"],
@@ -110,7 +110,8 @@ CASES = [
     ("ltv-cure-above-ltv-max", lambda t: ["run", "--set", "lenders.ltv_cure=0.9"],
      ["lenders.ltv_cure = 0.9", "lenders.ltv_max = 0.85"]),
     ("duplicate-generation-names",
-     lambda t: ["run", _write(t, "dup.toml", GEN.format(name="H100") + GEN.format(name="H100"))],
+     lambda t: ["run", write_file(t, "dup.toml",
+                                  GEN.format(name="H100") + GEN.format(name="H100"))],
      ["environment.generations", "duplicate names"]),
     ("fleet-mix-too-many-weights",
      lambda t: ["run", "--set", "borrowers.miner.fleet_mix=[1, 1, 1, 1, 1, 1]"],
@@ -120,7 +121,7 @@ CASES = [
     ("empty-generations", lambda t: ["run", "--set", "environment.generations=[]"],
      ["environment.generations = []", "at least 1 item"]),
     ("bad-shock-kind",
-     lambda t: ["run", _write(t, "shock.toml", "[[shocks]]\nmonth = 3\nkind = 'meteor'\n"
+     lambda t: ["run", write_file(t, "shock.toml", "[[shocks]]\nmonth = 3\nkind = 'meteor'\n"
                                                "size = 0.5\n")],
      ["shocks.0.kind = 'meteor'", "'btc'"]),
     ("bad-scenario-name", lambda t: ["run", "--set", "name='a b'"], ["name = 'a b'", "pattern"]),
@@ -145,10 +146,10 @@ CASES = [
     ("negative-seed", lambda t: ["run", "--seed", "-1"],
      ["seed = -1", "greater than or equal to 0"]),
     ("out-is-a-file",
-     lambda t: ["run", "--no-figures", "--out", _write(t, "occupied", "x")],
+     lambda t: ["run", "--no-figures", "--out", write_file(t, "occupied", "x")],
      ["--out", "occupied", "not a directory"]),
     ("out-below-a-file",
-     lambda t: ["run", "--no-figures", "--out", _write(t, "occupied2", "x") + "/sub"],
+     lambda t: ["run", "--no-figures", "--out", write_file(t, "occupied2", "x") + "/sub"],
      ["--out", "occupied2", "not a directory"]),
     ("compare-one-seed", lambda t: ["compare", "baseline", "repo_backstop", "--seeds", "1"],
      ["--seeds", "1 is not in the range 2..100000"]),
@@ -158,16 +159,16 @@ CASES = [
      ["months = 0"]),
     ("compare-edgelist-missing",
      lambda t: ["compare", "baseline",
-                _write(t, "el.toml",
+                write_file(t, "el.toml",
                        f"[network]\nkind = 'edgelist'\nedgelist = '{t / 'no.txt'}'\n"),
                 "--seeds", "2", "--months", "1"],
      ["network.edgelist", "no.txt", "not found"]),
     ("empty-scenario-name", lambda t: ["run", ""], ["scenario ''", "empty name"]),
     ("missing-required-key",
-     lambda t: ["run", _write(t, "fund.toml", "[lenders.types.fund]\nshare = 0.1\n")],
+     lambda t: ["run", write_file(t, "fund.toml", "[lenders.types.fund]\nshare = 0.1\n")],
      ["missing key 'lenders.types.fund.capital_ratio'"]),
     ("toml-nested-too-deeply",
-     lambda t: ["run", _write(t, "deep.toml", "x = " + "[" * 3000 + "]" * 3000 + "\n")],
+     lambda t: ["run", write_file(t, "deep.toml", "x = " + "[" * 3000 + "]" * 3000 + "\n")],
      ["deep.toml", "malformed TOML"]),
     ("non-integer-months", lambda t: ["run", "--months", "1.5"],
      ["--months", "'1.5' is not an integer"]),
@@ -182,7 +183,8 @@ CASES = [
                 "--set", f"network.edgelist={t}"],
      ["network.edgelist", "is a directory, not a regular file"]),
     ("scenario-is-a-directory", lambda t: ["run", str(t)], ["is a directory"]),
-    ("non-utf8-file", lambda t: ["run", _write(t, "latin1.toml", b"description = '\xe9t\xe9'\n")],
+    ("non-utf8-file",
+     lambda t: ["run", write_file(t, "latin1.toml", b"description = '\xe9t\xe9'\n")],
      ["latin1.toml", "UTF-8"]),
 ]
 
@@ -341,7 +343,7 @@ def test_edgelist_defines_the_funding_network(tmp_path):
     """Lender 0 funds lender 1 (weight 2) and lender 2 (weight 1); lender 1 funds lender 0."""
     from sim.world.model import LiquidationModel
 
-    path = _write(tmp_path, "el.txt", "# creditor debtor weight\n0 1 2\n0 2 1\n1 0\n")
+    path = write_file(tmp_path, "el.txt", "# creditor debtor weight\n0 1 2\n0 2 1\n1 0\n")
     cfg = load_scenario(None, ["lenders.count=3", "network.kind='edgelist'",
                                f"network.edgelist='{path}'"], months=1)
     m = LiquidationModel(cfg)

@@ -49,12 +49,12 @@ def test_golden_covers_the_required_cases():
 
 def _reference_syndicates(n_borrowers, n_lenders, cfg, rng):
     """sim.core.network.syndicates as first written (full n_borrowers x n_lenders draws)."""
-    from sim.core.network import _preferential
+    from sim.core.network import preferential_attachment
 
     k = np.minimum(1 + rng.poisson(max(cfg.syndicate - 1.0, 0.0), n_borrowers), n_lenders)
     n_core = max(1, int(round(cfg.core_share * n_lenders)))
     if cfg.kind == "scale_free":
-        chosen = _preferential(k, n_lenders, rng)
+        chosen = preferential_attachment(k, n_lenders, rng)
     else:
         w = np.ones(n_lenders)
         if cfg.kind == "core_periphery":

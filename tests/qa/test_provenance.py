@@ -22,6 +22,7 @@ import pytest
 
 from sim.cli import main
 from sim.core.config import load_scenario
+from sim.core.seeds import replicate_seeds
 from sim.io import store
 from sim.qa import provenance
 from sim.world.runner import run_scenario
@@ -301,13 +302,12 @@ def _ok_rows(d: Path) -> list[tuple]:
 
 @pytest.mark.slow
 def test_a_finished_sweep_carries_a_manifest(sweep_dir):
-    from sim.batch.sweep import replicate_seed
     from sim.io.ledger import read_meta
 
     m = _manifest(sweep_dir)
     meta = read_meta(sweep_dir)
     assert m["manifest_version"] == 1 and m["kind"] == "sweep" and m["sweep"] == "prov"
-    assert m["seed"] == 7 and m["seeds"] == [replicate_seed(7, 0), replicate_seed(7, 1)]
+    assert m["seed"] == 7 and m["seeds"] == replicate_seeds(7, 2)
     assert m["seeds"] == meta["seeds"] and m["spec"] == meta["spec"]
     assert m["spec"]["metrics"] == ["credit_losses", "defaults", "max_peak_price_fall",
                                     "realised_lgd"]

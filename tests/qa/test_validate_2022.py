@@ -42,7 +42,7 @@ def test_collateral_at_repossession_by_hand():
               (3, "purchase", "salvage", -1, 0, 1, 55.0, 55.0)]
     m = SimpleNamespace(events=events, ead_total=2000.0,
                         lenders=SimpleNamespace(inventory=np.array([[6], [5]])))
-    got = asic_2022._recovery_paths(m, np.array([100.0, 90.0, 80.0, 60.0]))
+    got = asic_2022.recovery_paths(m, np.array([100.0, 90.0, 80.0, 60.0]))
     assert got["collateral_at_index"] == pytest.approx(0.55, abs=1e-15)
     assert got["repossessed_units"] == 15 and got["unsold_units"] == 11
     assert got["lender_sales"] == [{"month": 3, "units": 4, "price": 55.0, "to_salvage": 1}]
@@ -108,7 +108,7 @@ def test_rig_book_counterfactual_flags_rig_only_lenders():
     assert al["solvent0"] == 20 and al["failed_solvent"] >= 5
     assert al["max_loss_over_e0"] > 1.0  # a rig-book loss larger than the t0 equity
     assert rb["sensitivity"]["1.0"] == al  # the same counterfactual run
-    rows = asic_2022._rig_book_rows(rb)
+    rows = asic_2022.rig_book_rows(rb)
     assert not rows[0].passed and rows[0].id == "5d"
     assert rows[1].info and "first failure at gpu_share 1.0" in rows[1].measured
 
@@ -124,7 +124,7 @@ def test_shipped_episode_no_lender_fails_from_its_rig_book():
     assert rb["alone"]["failed_solvent"] == 0
     assert rb["sensitivity"]["0.09"] == rb["alone"]
     assert 0.0 < rb["alone"]["max_loss_over_e0"] < 1.0
-    assert asic_2022._rig_book_rows(rb)[0].passed
+    assert asic_2022.rig_book_rows(rb)[0].passed
 
 
 def test_no_default_no_rig_book_loss():

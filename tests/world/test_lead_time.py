@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_econ_value import _env_book  # the baseline environment and buyers for overrides
+from test_econ_value import env_book  # the baseline environment and buyers for overrides
 
 from sim.core.config import ConfigError, load_scenario
-from sim.core.environment import Environment, path_lead_times
+from sim.core.environment import Environment, path_lead_times, year_month
 from sim.qa.checks import backtest
 from sim.world.model import LiquidationModel
 
@@ -55,7 +55,7 @@ def test_cap_with_a_two_month_lead_time_worked_by_hand():
     = 990.09901 + 980.29605 + 29,408.88148 = 31,379.27654 $. The present value of 96 months
     at 1,000 $ is far above it (about 61.5 k$), so the cap binds for the value in best use
     and the reservation price alike."""
-    env, book = _env_book(_world([[0, 2.0], [2, 0.0]]))
+    env, book = env_book(_world([[0, 2.0], [2, 0.0]]))
     assert env.lead_time().tolist() == [2.0]
     hand = 990.09901 + 980.29605 + 29_408.88148
     assert hand == pytest.approx(31_379.27654, abs=1e-5)
@@ -80,21 +80,21 @@ def test_a_fractional_month_of_waiting_counts_pro_rata():
     2.5 months (1.01^2.5 = 1.0201 x 1.0049876 = 1.0251877): 990.09901 + 980.29605
     + 0.5 x 970.59015 + 30,000 / 1.0251877 = 1,970.39506 + 485.29507 + 29,262.93080
     = 31,718.62093 $."""
-    env, book = _env_book(_world([[0, 2.5]]))
+    env, book = env_book(_world([[0, 2.5]]))
     assert 30_000.0 / 1.01 ** 2.5 == pytest.approx(29_262.93080, abs=1e-5)
     assert book.fundamental(env)[0] == pytest.approx(31_718.62093, abs=1e-4)
 
 
 def test_without_a_lead_time_the_cap_is_the_new_unit_price_bit_for_bit():
-    env, book = _env_book(_world(None))
+    env, book = env_book(_world(None))
     assert not env.has_lead_time and not book._lead_on and book._cap is env.new_unit_price
     assert env.lead_time().tolist() == [0.0]
     assert book.fundamental(env)[0] == P_NEW
     # the cap can fail: without it the value is the uncapped present value (~61.5 k$)
-    env, book = _env_book(_world(None, **{"buyers.value_cap": False}))
+    env, book = env_book(_world(None, **{"buyers.value_cap": False}))
     assert book.fundamental(env)[0] > 2.0 * P_NEW
     # and a lead time does nothing when the cap is off
-    env2, book2 = _env_book(_world([[0, 2.0]], **{"buyers.value_cap": False}))
+    env2, book2 = env_book(_world([[0, 2.0]], **{"buyers.value_cap": False}))
     assert book2.fundamental(env2)[0] == book.fundamental(env)[0]
     assert book2.cap_by_type(env2) is None
 
@@ -166,7 +166,7 @@ def test_backtest_lead_time_path_is_the_sources_in_months():
     assert round(10 * 12 / 52, 2) == 2.31
     assert p.points == [[0, 9.23], [8, 10.15], [9, 9.0], [11, 3.5], [13, 2.31], [17, 0.0]]
     assert cfg.start == "2023-03"
-    assert [backtest._calendar(m, cfg.start) for m in (8, 9, 11, 13, 17)] == [
+    assert [year_month(m, cfg.start) for m in (8, 9, 11, 13, 17)] == [
         "2023-11", "2023-12", "2024-02", "2024-04", "2024-08"]
 
 

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from sim.core.config import list_scenarios, load_scenario
+from sim.core.seeds import replicate_seeds
 from sim.world import metrics
 from sim.world.model import LiquidationModel
-from sim.world.runner import paired_seeds, run_scenario
+from sim.world.runner import run_scenario
 
 CASES = [(name, []) for name in list_scenarios()] + [
     ("crypto_winter", ["policy.repo.enabled=true"]),
@@ -70,7 +71,7 @@ def test_legacy_repo_desk_reduces_losses_and_price_collapse_over_20_paired_seeds
     on = load_scenario("crypto_winter", ["policy.repo.enabled=true",
                                          "policy.repo.design='legacy'"])
     loss_diff, fall_diff = [], []
-    for seed in paired_seeds(7, 20):
+    for seed in replicate_seeds(7, 20):
         a = metrics.summary(run_scenario(off.model_copy(update={"seed": seed})))
         b = metrics.summary(run_scenario(on.model_copy(update={"seed": seed})))
         loss_diff.append(a["credit_losses"] - b["credit_losses"])

@@ -62,7 +62,7 @@ def asic_episode(overrides: tuple = ()) -> dict:
     btc = m.rec["btc"][:n]
     hp = m.rec["hashprice"][:n]
     lgd = s["realised_lgd"]
-    return {**_recovery_paths(m, index),
+    return {**recovery_paths(m, index),
             "price_fall": float(1 - index.min() / index[0]),
             "falls": {g: float(1 - fund[:, i].min() / fund[0, i])
                       for i, g in enumerate(m.env.names)},
@@ -76,7 +76,7 @@ def asic_episode(overrides: tuple = ()) -> dict:
             "index": index.tolist(), "price": price.tolist(), "hashprice": hp.tolist()}
 
 
-def _recovery_paths(m, index: np.ndarray) -> dict:
+def recovery_paths(m, index: np.ndarray) -> dict:
     """Where the lenders' recovery went, from the run's event log.
 
     ``collateral_at_index`` is check 5b's measure: the repossessed collateral's market value
@@ -164,7 +164,7 @@ def asic_rows(a: dict) -> list[Check]:
         disc is not None and within(disc, b)))
     rb = a.get("rig_book")
     if rb is not None:
-        rows += _rig_book_rows(rb)
+        rows += rig_book_rows(rb)
     proceeds = a["recovery"] if a["recovery"] is not None else float("nan")
     rows.append(Check(
         "5b.i", "asic_2022: realised recovery within the 12 months (sale proceeds and seized "
@@ -186,7 +186,7 @@ def check_asic() -> tuple[list[Check], dict]:
 
 
 def _recovery_text(a: dict) -> str:
-    """The recovery's decomposition for the report row (see :func:`_recovery_paths`)."""
+    """The recovery's decomposition for the report row (see :func:`recovery_paths`)."""
     sold = "; ".join(
         f"month {x['month']}: {x['units']:,} sold at {x['price']:,.0f} $"
         + (f" ({x['to_salvage']:,} to salvage)" if x["to_salvage"] else "")
@@ -248,7 +248,7 @@ def rig_book_test(overrides: tuple = (), shares: tuple = RIG_SHARES) -> dict:
             "sensitivity": sens}
 
 
-def _rig_book_rows(rb: dict) -> list[Check]:
+def rig_book_rows(rb: dict) -> list[Check]:
     b = BANDS["rig_book_failures"]
     al, ep = rb["alone"], rb["episode"]
     shares = ", ".join(f"{t} {v:g}" for t, v in rb["gpu_share"].items())

@@ -13,19 +13,13 @@ import numpy as np
 from agents.buyer import BuyerBook
 from sim.core import numerics as nm
 from sim.core.config import load_scenario
-from sim.core.environment import Environment, calendar_month
+from sim.core.environment import Environment, year_month
 from sim.qa.checks.common import BANDS, CAL, ROOT_SEED, Check, band_text, pct, runs, within
 from sim.qa.checks.compute import TFLOPS_BF16, compute_price_path, decline_per_year
 
 BACKTEST = "gpu_backtest_2023"
 BACKTEST_SEEDS = 10
 BT_SRC = "docs/calibration.md, \"Validation of rent declines and the GPU backtest\""
-
-
-def _calendar(month: int, start: str) -> str:
-    """'YYYY-MM' of month ``month`` when month 0 is ``start`` (the scenario's ``start``)."""
-    y, m = calendar_month(month, start)
-    return f"{y}-{m:02d}"
 
 
 LT_SRC = ("docs/calibration.md, \"Lead time of new units\": H100 servers 36-52 weeks (Omdia "
@@ -49,7 +43,7 @@ def backtest_cap_path(cfg, gen: str = "H100") -> dict:
     g = env.names.index(gen)
     zero = np.zeros(env.n_gen)
     out: dict[str, list] = {k: [] for k in ("lead", "earn", "new_term", "cap", "value", "type")}
-    present = [k for k, n in enumerate(book.type_names) if book._present[k]]
+    present = [k for k, n in enumerate(book.type_names) if book.present[k]]
     for t in range(cfg.months + 1):
         if t:
             env.step()
@@ -88,7 +82,7 @@ def backtest_facts(n_seeds: int = BACKTEST_SEEDS) -> dict:
     lc = [float(nm.log(c[-1] / c[0])) for c in compute]
     la = [float(nm.log(r[-1] / r[0])) for r in a100]
     span = cfg.months
-    return {"months": list(range(n)), "dates": [_calendar(t, cfg.start) for t in range(n)],
+    return {"months": list(range(n)), "dates": [year_month(t, cfg.start) for t in range(n)],
             "rent": models[0].rec["rent"][:n, h].tolist(), "value": values[0].tolist(),
             "value_seed_spread": float(np.ptp(values, axis=0).max()),
             "price_index": price.mean(axis=0).tolist(),

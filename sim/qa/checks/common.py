@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.core.config import load_scenario
+from sim.core.seeds import replicate_seeds
 from sim.world.model import LiquidationModel
-from sim.world.runner import paired_seeds
 
 ROOT_SEED = 20101  # every random draw of the suite derives from this root (SeedSequence)
 CAL = "docs/calibration.md, sourced figures"
@@ -95,6 +95,6 @@ def baseline(months: int = 60, scenario: str = "baseline", **over):
 
 def runs(cfg, n_seeds: int, root: int):
     """``cfg`` run to the end on ``n_seeds`` paired seeds from ``root``
-    (:func:`sim.world.runner.paired_seeds`)."""
+    (:func:`sim.core.seeds.replicate_seeds`)."""
     return [LiquidationModel(cfg.model_copy(update={"seed": s})).run()
-            for s in paired_seeds(root, n_seeds)]
+            for s in replicate_seeds(root, n_seeds)]
