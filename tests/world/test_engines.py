@@ -10,9 +10,13 @@ from sim.qa.oracle import ORACLE_CASES, mismatches, run_both
 from sim.world.model import LiquidationModel
 
 IDS = [c[0] for c in ORACLE_CASES]
+# in `make test-fast` (under 30 s): the two most common worlds; `make test` runs every case
+FAST = ("baseline", "crypto_winter")
+CASES = [pytest.param(*c, id=c[0], marks=() if c[0] in FAST else pytest.mark.slow)
+         for c in ORACLE_CASES]
 
 
-@pytest.mark.parametrize(("label", "scenario", "overrides"), ORACLE_CASES, ids=IDS)
+@pytest.mark.parametrize(("label", "scenario", "overrides"), CASES)
 def test_compiled_is_numpy_bit_for_bit(label, scenario, overrides):
     assert mismatches(*run_both(scenario, overrides)) == []
 
