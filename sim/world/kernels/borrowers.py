@@ -243,3 +243,85 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
         out[i] = maximum(cash[i] - keep, 0.0) if (alive[i] and call_months[i] < 0) else 0.0
         cash[i] -= out[i]
     return rev_sum, opex_sum, any_sell, btc_sum, add_reduce(out, 0, n)
+
+
+@jitable
+def prepay_rows(amount, borrower, lender, principal, accrued, overdue, cash, lb_cash,
+                accrued_new, overdue_new, principal_new):
+    """:func:`sim.world.phases.borrowers.prepay` over the books' arrays: ``LoanBook.pay``
+    with ``due_int`` = ``accrued``, ``due_prin`` = ``overdue`` and ``prepay`` = ``principal``
+    (arrears first, pro rata over a borrower's rows, interest before principal; then up to
+    ``principal - overdue`` of each row prepaid pro rata), its skip of the first stage when no
+    borrower that pays owes anything (every ``frac`` 0, NaN counting as nonzero), then
+    ``cash -= paid`` per borrower and ``lb_cash += paid`` per lender (bincounts, in row order
+    from 0.0).
+
+    Fills ``principal_new`` always and ``accrued_new``, ``overdue_new`` when the first stage
+    runs; returns whether it ran (the numpy code rebinds ``accrued`` and ``overdue`` only
+    then; ``principal`` always). ``amount`` is per borrower."""
+    nb = amount.shape[0]
+    nrow = borrower.shape[0]
+    owed = np.empty(nrow)
+    owed_b = np.zeros(nb)
+    for r in range(nrow):
+        owed[r] = accrued[r] + overdue[r]
+        owed_b[borrower[r]] += owed[r]
+    frac = np.empty(nb)
+    first = False
+    for i in range(nb):
+        frac[i] = amount[i] / owed_b[i] if owed_b[i] > 0 else 0.0
+        if frac[i] != 0.0:
+            first = True
+    paid = np.zeros(nrow)
+    spare = np.empty(nb)
+    if first:
+        for i in range(nb):
+            frac[i] = minimum(frac[i], 1.0)
+        paid_b = np.zeros(nb)
+        for r in range(nrow):
+            p = frac[borrower[r]] * owed[r]
+            int_paid = minimum(p, accrued[r])
+            prin_paid = p - int_paid
+            accrued_new[r] = accrued[r] - int_paid
+            overdue_new[r] = overdue[r] - prin_paid
+            principal_new[r] = principal[r] - prin_paid
+            paid[r] = p
+            paid_b[borrower[r]] += p
+        for i in range(nb):
+            spare[i] = maximum(amount[i] - paid_b[i], 0.0)
+        ovd = overdue_new
+    else:
+        for i in range(nb):
+            spare[i] = maximum(amount[i], 0.0)
+        for r in range(nrow):
+            principal_new[r] = principal[r]
+        ovd = overdue
+    cap = np.empty(nrow)
+    cap_b = np.zeros(nb)
+    for r in range(nrow):
+        cap[r] = maximum(minimum(principal[r], principal_new[r] - ovd[r]), 0.0)
+        cap_b[borrower[r]] += cap[r]
+    for i in range(nb):
+        pf = spare[i] / cap_b[i] if cap_b[i] > 0 else 0.0
+        spare[i] = minimum(pf, 1.0)
+    cash_b = np.zeros(nb)
+    cash_l = np.zeros(lb_cash.shape[0])
+    for r in range(nrow):
+        extra = spare[borrower[r]] * cap[r]
+        principal_new[r] = principal_new[r] - extra
+        got = paid[r] + extra if first else extra
+        cash_b[borrower[r]] += got
+        cash_l[lender[r]] += got
+    for i in range(nb):
+        cash[i] -= cash_b[i]
+    for k in range(lb_cash.shape[0]):
+        lb_cash[k] += cash_l[k]
+    return first
+
+
+@kernel
+def prepay(amount, borrower, lender, principal, accrued, overdue, cash, lb_cash,
+           accrued_new, overdue_new, principal_new):
+    """:func:`prepay_rows` as a kernel (phases 3, 4 and 6 call the phase's ``prepay``)."""
+    return prepay_rows(amount, borrower, lender, principal, accrued, overdue, cash, lb_cash,
+                       accrued_new, overdue_new, principal_new)

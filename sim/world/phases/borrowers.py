@@ -140,8 +140,19 @@ def sell_free_btc(m: LiquidationModel, need: np.ndarray) -> bool:
 
 
 def prepay(m: LiquidationModel, amount: np.ndarray) -> None:
-    """An extra payment by each borrower: arrears first, then principal, cash to lenders."""
+    """An extra payment by each borrower: arrears first, then principal, cash to lenders.
+
+    On the compiled engine one kernel call (:func:`sim.world.kernels.borrowers.prepay`, the
+    same operations in the same order) for a float64 ``amount``; else the numpy code below."""
     b, L, lb = m.borrowers, m.loans, m.lenders
+    if m.engine == "compiled" and amount.dtype == np.float64 and amount.ndim == 1:
+        n = len(L)
+        accrued, overdue, principal = np.empty(n), np.empty(n), np.empty(n)
+        if kernels.prepay(amount, L.borrower, L.lender, L.principal, L.accrued, L.overdue,
+                          b.cash, lb.cash, accrued, overdue, principal):
+            L.accrued, L.overdue = accrued, overdue  # rebound as pay() rebinds them
+        L.principal = principal
+        return
     # pay() reads these arrays and rebinds the book's own (never writes into them): no copies
     paid = L.pay(amount, L.accrued, L.overdue, prepay=L.principal)
     b.cash -= np.bincount(L.borrower, weights=paid, minlength=b.n)  # L.by_borrower
