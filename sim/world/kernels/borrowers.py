@@ -1,5 +1,6 @@
 """Phase 2 compiled: the borrowers' cash waterfall (:func:`sim.world.phases.borrowers.run`) as
-one kernel call a month, :func:`waterfall`.
+one kernel call a month, :func:`waterfall`; and the borrowers' extra payments that phases 3, 4
+and 6 make (:func:`sim.world.phases.borrowers.prepay`) as one call each, :func:`prepay`.
 
 It replays, borrower by borrower and row by row, the numpy code of the phase and of the book
 methods it calls: the contract renewals of ``BorrowerBook.update_contracts`` (whose uniform
@@ -19,7 +20,9 @@ Switches covered: all of them (the phase reads no policy switch); with sites
 ``operating`` mixes it. The one layout not covered is a loan book whose revolvers are not one
 block of rows in borrower order, one per borrower (``LoanBook.revolver_block`` spanning all
 borrowers), which the model's origination always makes when it has borrowers: a book without
-borrowers or another layout (hand-built books in tests) runs the numpy code.
+borrowers or another layout (hand-built books in tests) runs the numpy code, and so does a BTC
+price of 0 (which the environment never sets: it floors the price at 1e-9), where the kernel
+could not divide as numpy does. :func:`prepay` covers every call with a 1-D float64 amount.
 """
 
 from __future__ import annotations
