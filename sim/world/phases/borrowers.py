@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim.core.finance import scheduled_payment
+from sim.world.kernels import borrowers as kernels
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
@@ -27,8 +29,18 @@ def run(m: LiquidationModel) -> None:
     by the revolver; what cash pays is paid pro rata (interest first,
     :meth:`sim.core.finance.LoanBook.pay`), the rest is arrears. Then the arrears months and
     the smoothed DSCR, revolver repayment from cash above three months of opex, and payouts
-    above the buffer."""
+    above the buffer.
+
+    On the compiled engine the whole phase is one kernel call
+    (:func:`sim.world.kernels.borrowers.waterfall`) when the loan book's revolvers are one
+    block of rows, one per borrower in order (as the model originates them) and the BTC price
+    is not 0; else, and on the numpy engine, the numpy code below (the kernel's oracle)."""
     env, b, L = m.env, m.borrowers, m.loans
+    blk = L.revolver_block
+    if (m.engine == "compiled" and blk is not None and blk.stop - blk.start == b.n
+            and env.btc != 0.0):
+        _run_compiled(m, blk.start)
+        return
     c = m.cfg.borrowers
     b.update_contracts(env, m.rng,
                        c.tenant_default_stress if env.stress else c.tenant_default_calm)
@@ -76,6 +88,44 @@ def run(m: LiquidationModel) -> None:
     m.add_outside_flow("payouts", -np.add.reduce(out))
 
 
+_NO_SITES = np.zeros(0)  # mining_share and site_income without sites (not read)
+
+
+def _run_compiled(m: LiquidationModel, rv0: int) -> None:
+    """:func:`run` as one kernel call: the tenants' walk draws here (the same draws as
+    ``BorrowerBook.update_contracts``), the waterfall in the kernel, then the books rebound to
+    the arrays the numpy code would have made new and the outside flows added in its order."""
+    env, b, L, lb = m.env, m.borrowers, m.loans, m.lenders
+    c = m.cfg.borrowers
+    u_walk = m.rng.random(b.n)
+    sites = b.mining_share is not None
+    n, nrow = b.n, len(L)
+    rev, opex, dscr = np.empty(n), np.empty(n), np.empty(n)
+    arrears_months = np.empty(n, dtype=np.int64)
+    accrued, overdue, principal = np.empty(nrow), np.empty(nrow), np.empty(nrow)
+    rev_sum, opex_sum, sold, btc_sum, out_sum = kernels.waterfall(
+        env.t, u_walk, float(c.tenant_default_stress if env.stress else c.tenant_default_calm),
+        env.rent, float(env.hashprice), env.power_cost_per_gpu(), float(env.cfg.utilisation),
+        float(env.btc),
+        b.status, int(BorrowerStatus.DEFAULTED), b.fleet, b.contract_rent, b.contract_end,
+        b.contract_months, b.tenant_gone, b.guaranteed, b.guarantee_cover, b.contracted_share,
+        b.hashrate, b.mining_cost, b.fixed_opex, sites,
+        b.mining_share if sites else _NO_SITES, b.site_income if sites else _NO_SITES,
+        b.cash, b.btc, b.btc_pledged, b.call_months, b.payout_months, b.arrears_months, b.dscr,
+        L.borrower, L.lender, L.principal, L.orig_amort, L.rate, L.maturity, L.active,
+        L.accrued, L.overdue, rv0, m.lead, m.revolver_limit, lb.status,
+        int(LenderStatus.NORMAL), lb.cash,
+        rev, opex, accrued, overdue, principal, arrears_months, dscr)
+    b.revenue, b.opex = rev, opex
+    L.accrued, L.overdue, L.principal = accrued, overdue, principal
+    b.arrears_months, b.dscr = arrears_months, dscr
+    m.add_outside_flow("tenants", rev_sum)
+    m.add_outside_flow("opex", -opex_sum)
+    if sold:
+        m.add_outside_flow("btc_sales", btc_sum)
+    m.add_outside_flow("payouts", -out_sum)
+
+
 def sell_free_btc(m: LiquidationModel, need: np.ndarray) -> bool:
     """Miners sell unpledged BTC (outside market) to raise up to ``need`` dollars each."""
     b, btc = m.borrowers, m.env.btc
@@ -90,8 +140,19 @@ def sell_free_btc(m: LiquidationModel, need: np.ndarray) -> bool:
 
 
 def prepay(m: LiquidationModel, amount: np.ndarray) -> None:
-    """An extra payment by each borrower: arrears first, then principal, cash to lenders."""
+    """An extra payment by each borrower: arrears first, then principal, cash to lenders.
+
+    On the compiled engine one kernel call (:func:`sim.world.kernels.borrowers.prepay`, the
+    same operations in the same order) for a float64 ``amount``; else the numpy code below."""
     b, L, lb = m.borrowers, m.loans, m.lenders
+    if m.engine == "compiled" and amount.dtype == np.float64 and amount.ndim == 1:
+        n = len(L)
+        accrued, overdue, principal = np.empty(n), np.empty(n), np.empty(n)
+        if kernels.prepay(amount, L.borrower, L.lender, L.principal, L.accrued, L.overdue,
+                          b.cash, lb.cash, accrued, overdue, principal):
+            L.accrued, L.overdue = accrued, overdue  # rebound as pay() rebinds them
+        L.principal = principal
+        return
     # pay() reads these arrays and rebinds the book's own (never writes into them): no copies
     paid = L.pay(amount, L.accrued, L.overdue, prepay=L.principal)
     b.cash -= np.bincount(L.borrower, weights=paid, minlength=b.n)  # L.by_borrower
