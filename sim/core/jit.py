@@ -134,9 +134,11 @@ def psum(a, lo, hi):
     J. Sci. Comput. 14(4), the pairwise method; numpy's variant unrolled by 8). Above 128
     terms numpy sums the two halves (the first cut down to a multiple of 8) recursively and
     adds them; here the same tree is walked with an explicit stack (numba compiles no
-    recursion through a registered helper), depth at most 64."""
+    recursion through a registered helper), depth at most 64. numpy's reduction starts from
+    the identity +0.0 and adds the pairwise sum to it: 0.0 + x is x except for x = -0.0 (a
+    slice of -0.0s only gives +0.0), so the result is 0.0 + the tree's sum."""
     if hi - lo <= _BLOCK:
-        return _psum_block(a, lo, hi)
+        return 0.0 + _psum_block(a, lo, hi)
     los = np.empty(64, np.int64)
     his = np.empty(64, np.int64)
     stage = np.zeros(64, np.int64)  # 0: expand the left half, 1: the right, 2: add them
@@ -164,7 +166,7 @@ def psum(a, lo, hi):
             vals[vp - 2] = vals[vp - 2] + vals[vp - 1]
             vp -= 1
             sp -= 1
-    return vals[0]
+    return 0.0 + vals[0]
 
 
 @jitable

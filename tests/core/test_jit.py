@@ -38,6 +38,18 @@ def test_psum_is_numpys_sum_at_every_length():
             assert _total.py(a) == want, n  # the same code, uncompiled
 
 
+def test_psum_of_negative_zeros_is_numpys_positive_zero():
+    """numpy's reduction adds the pairwise sum to +0.0: a slice of -0.0s sums to +0.0 at
+    every length (eight accumulators of -0.0 alone would give -0.0); signed zeros mixed with
+    numbers too."""
+    rng = np.random.default_rng(9)
+    for n in range(0, 400):
+        a = np.full(n, -0.0)
+        assert _total(a).hex() == np.add.reduce(a).hex() == (0.0).hex(), n
+        b = np.where(rng.random(n) < 0.5, -0.0, rng.standard_normal(n))
+        assert _total(b).hex() == np.add.reduce(b).hex(), n
+
+
 def test_psum_window_is_the_slice_sum():
     rng = np.random.default_rng(8)
     a = rng.standard_normal(1000) * 10.0 ** rng.uniform(-8, 8, 1000)

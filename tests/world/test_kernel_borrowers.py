@@ -11,7 +11,6 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from sim.core.jit import psum
 from sim.world import phases
 from sim.world.kernels import borrowers as kb
 from sim.world.model import LiquidationModel
@@ -179,21 +178,6 @@ def test_other_revolver_layout_runs_numpy(worlds, monkeypatch):
     a, b, calls = _phase2_both(worlds[8], unblock, monkeypatch)
     assert calls == 0
     assert _diff(a, b) == []
-
-
-def test_add_reduce_is_numpy_sum_with_signed_zeros():
-    """Eight -0.0s: numpy's sum is +0.0 (its reduction starts from +0.0), psum's -0.0 (its
-    accumulators start from the terms); add_reduce gives numpy's +0.0. Then every length up
-    to 399, all -0.0 and random values with signed zeros, against np.add.reduce."""
-    z = np.full(8, -0.0)
-    assert math.copysign(1, np.add.reduce(z)) == 1.0
-    assert math.copysign(1, psum(z, 0, 8)) == -1.0
-    assert math.copysign(1, kb.add_reduce(z, 0, 8)) == 1.0
-    rng = np.random.default_rng(3)
-    for n in range(400):
-        for a in (np.full(n, -0.0),
-                  np.where(rng.random(n) < 0.5, -0.0, rng.standard_normal(n))):
-            assert _bits(np.float64(kb.add_reduce(a, 0, n))) == _bits(np.add.reduce(a))
 
 
 def _prepay_both(m: LiquidationModel, amount: np.ndarray, monkeypatch):

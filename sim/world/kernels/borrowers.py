@@ -10,7 +10,7 @@ draws the phase makes before the call, as the numpy code does), ``operating``,
 ``LoanBook.pay`` (without a prepayment), ``count_arrears``, ``update_dscr``,
 ``repay_revolvers`` (``revolver_repayment``) and ``payouts``, with every operation in the
 numpy code's order: sums over a row or a whole 1-D array (``np.add.reduce``, ``matvec``) are
-:func:`add_reduce`, bincounts and scatters a loop in row order from 0.0, minimum and
+:func:`sim.core.jit.psum`, bincounts and scatters a loop in row order from 0.0, minimum and
 maximum numpy's (NaN and signed zeros), and each early return of the numpy code (nobody sells
 coins, nobody is short, nobody asks the revolver, no revolver to repay) is taken where the
 numpy code takes it, since adding +0.0 is not a no-op on -0.0.
@@ -33,17 +33,6 @@ from sim.core.jit import jitable, kernel, maximum, minimum, psum
 
 HOURS = 730.0  # sim.core.environment.HOURS_PER_MONTH
 DAYS = 365.0 / 12.0  # sim.core.environment.DAYS_PER_MONTH
-
-
-@jitable
-def add_reduce(a, lo, hi):
-    """``np.add.reduce(a[lo:hi])`` to the bit, signed zeros included: :func:`sim.core.jit.psum`
-    gives numpy's bits except on a slice of -0.0s only, from 8 terms on, where numpy's sum is
-    +0.0 and psum's -0.0 (its eight accumulators start from the first terms, numpy's reduction
-    from +0.0); 0.0 + x is x for every other x. Checked against numpy 2.5 at every length up
-    to 399, on all -0.0 and on random values with signed zeros (tests/world/
-    test_kernel_borrowers.py). A generic helper: it belongs in sim.core.jit."""
-    return 0.0 + psum(a, lo, hi)
 
 
 @kernel
@@ -94,17 +83,17 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
         spot_share = 1.0 - contracted_share[i] * (1.0 if contracted else 0.0)
         for j in range(g):
             tmp[j] = fleet[i, j] * contract_rent[i, j]
-        locked = add_reduce(tmp, 0, g)
+        locked = psum(tmp, 0, g)
         for j in range(g):
             tmp[j] = fleet[i, j] * rent[j]
-        spot = add_reduce(tmp, 0, g)
+        spot = psum(tmp, 0, g)
         gpu_rev = HOURS * (locked_share * locked + spot_share * util * spot)
         mining = hashrate[i] * maximum(hashprice - mining_cost[i], 0.0) * DAYS
         if has_sites:
             mining = mining * mining_share[i] + site_income[i]
         for j in range(g):
             tmp[j] = fleet[i, j] * power_cost[j]
-        power = add_reduce(tmp, 0, g)
+        power = psum(tmp, 0, g)
         units = 0
         for j in range(g):
             units += fleet[i, j]
@@ -113,8 +102,8 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
         opex[i] = op if alive[i] else 0.0
         noi[i] = revenue[i] - opex[i]
         cash[i] += noi[i]
-    rev_sum = add_reduce(revenue, 0, n)
-    opex_sum = add_reduce(opex, 0, n)
+    rev_sum = psum(revenue, 0, n)
+    opex_sum = psum(opex, 0, n)
 
     # ---- debt service due (scheduled_payment, the balloon at maturity), its sums per
     # borrower, and the scheduled (non-balloon) service of the DSCR, from the book as it
@@ -154,7 +143,7 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
             btc[i] -= sell[i]
             sell[i] = sell[i] * btc_price  # the proceeds
             cash[i] += sell[i]
-        btc_sum = add_reduce(sell, 0, n)
+        btc_sum = psum(sell, 0, n)
         for i in range(n):
             short[i] = maximum(due[i] - cash[i], 0.0) * (1.0 if alive[i] else 0.0)
 
@@ -245,7 +234,7 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
         keep = payout_months[i] * (opex[i] + due[i])
         out[i] = maximum(cash[i] - keep, 0.0) if (alive[i] and call_months[i] < 0) else 0.0
         cash[i] -= out[i]
-    return rev_sum, opex_sum, any_sell, btc_sum, add_reduce(out, 0, n)
+    return rev_sum, opex_sum, any_sell, btc_sum, psum(out, 0, n)
 
 
 @jitable
