@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sim.world.kernels import lenders as kernels
 from sim.world.phases import borrowers
 from sim.world.state import MonthState
 
@@ -73,9 +74,15 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     prepays cash_sweep x (cash - opex). Loans maturing next month roll over only if LTV <=
     refi_ltv, DSCR >= dscr_min, no arrears and the lender is sound (:func:`margin_calls`,
     :func:`cash_sweeps`, :func:`rollovers`). Sets ``month.marks``, ``month.debt`` (None if a
-    sweep moved it) and ``month.coll``."""
+    sweep moved it) and ``month.coll``.
+
+    On the compiled engine everything after the marks is one kernel
+    (:func:`sim.world.kernels.lenders.lenders_month`, every switch), see :func:`_run_compiled`."""
     env, lb, lc = m.env, m.lenders, m.cfg.lenders
     marks = lb.marks(env, m.price_hist, env.t - 1, lc.appraisal_lag)
+    if m.engine == "compiled":
+        _run_compiled(m, month, marks)
+        return
     # the collateral is valued once a month: selling free BTC and prepaying move neither
     # fleets nor pledged coins (see month_debt_coll)
     coll = collateral(m, marks)
@@ -85,6 +92,41 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     # marks, debt (None: moved by the sweep) and collateral for phases 4 and 5
     month.marks, month.debt, month.coll = marks, None if swept else debt, coll
     rollovers(m, ltv)
+
+
+def _run_compiled(m: LiquidationModel, month: MonthState, marks: np.ndarray) -> None:
+    """Phase 3 after the marks as one kernel call: the same book updates, ``MonthState``,
+    events (``margin_call``, then ``refinancing_refused``) and ``btc_sales`` flow as the numpy
+    code above, which is its oracle; the arrays numpy rebinds are rebound here when it would."""
+    b, lb, L, lc = m.borrowers, m.lenders, m.loans, m.cfg.lenders
+    # no covenant scaling: a scale of ones (level x 1.0 is level, to the bit)
+    scale = np.ones(b.n) if b.cov_scale is None else b.cov_scale
+    (coll, debt, ltv, principal, accrued, overdue, call_months, dscr_breach, called,
+     called_debt, called_ltv, refused, calls_open, principal_moved, arrears_moved, btc_sold,
+     btc_sales, swept) = kernels.lenders_month(
+        marks, m.lead, b.fleet, b.pledged_btc, m.env.btc,
+        L.borrower, L.lender, L.active, L.term, L.maturity, L.principal, L.accrued, L.overdue,
+        L.orig_amort, L.rate,
+        b.status, b.call_months, b.cash, b.opex, b.btc, b.dscr, b.dscr_breach,
+        b.arrears_months, b.term, b.amort_rate, b.spread, scale, lb.status, lb.cash,
+        lc.ltv_max, lc.ltv_cure, lc.dscr_min, lc.cure_months, lc.cash_sweep, lc.refi_ltv,
+        m.cfg.environment.sofr, m.env.t)
+    if len(called):
+        m.log_events("margin_call", m.kind_names(called), called, amount=called_debt,
+                     price=called_ltv)
+    if btc_sold:
+        m.add_outside_flow("btc_sales", btc_sales)
+    if principal_moved:
+        L.principal = principal
+    if arrears_moved:
+        L.accrued, L.overdue = accrued, overdue
+    if calls_open:
+        b.call_months = call_months
+    b.dscr_breach = dscr_breach
+    month.marks, month.debt, month.coll = marks, None if swept else debt, coll
+    if len(refused):
+        m.log_events("refinancing_refused", "lender", L.lender[refused],
+                     amount=L.principal[refused])
 
 
 def margin_calls(m: LiquidationModel, marks: np.ndarray, debt: np.ndarray, coll: np.ndarray,
