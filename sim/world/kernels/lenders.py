@@ -29,8 +29,6 @@ rate) are updated in place here too.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from agents.borrower import BorrowerStatus
@@ -41,18 +39,6 @@ _DEFAULTED = int(BorrowerStatus.DEFAULTED)
 _NORMAL = int(LenderStatus.NORMAL)
 # call_months_after's slack on the cure (agents.borrower.BorrowerBook.call_months_after)
 _CURE_SLACK = 1.0 + 1e-12
-
-
-@jitable
-def npdiv(a, b):
-    """``a / b`` of two floats as numpy divides them: +-inf or NaN for ``b`` = +-0.0 (numba's
-    float division raises ZeroDivisionError there), else the IEEE quotient. (Generic: a
-    candidate for :mod:`sim.core.jit`.)"""
-    if b == 0.0:
-        if a != a or a == 0.0:
-            return np.nan
-        return -np.inf if (a < 0.0) != (math.copysign(1.0, b) < 0.0) else np.inf
-    return a / b
 
 
 @jitable
@@ -212,8 +198,10 @@ def lenders_month(marks, lead, fleet, pledged, btc_price,
             need[i] = maximum(debt[i] - ltv_cure * cov_scale[i] * coll[i], 0.0) \
                 if is_open else 0.0
             spare[i] = maximum(cash[i] - opex[i], 0.0) * (1.0 if is_open else 0.0)
+            # np.divide, not /: numba's float / raises at a zero price, and its np.divide
+            # on two floats is numpy's to the bit (+-inf, and 0 / 0 numpy's NaN, sign bit set)
             sell[i] = minimum(btc[i] - pledged[i],
-                              npdiv(maximum(need[i] - spare[i], 0.0), btc_price))
+                              np.divide(maximum(need[i] - spare[i], 0.0), btc_price))
             if sell[i] != 0.0:
                 any_sale = True
         if any_sale:  # borrowers.sell_free_btc, then the spare cash again
