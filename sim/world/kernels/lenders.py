@@ -1,17 +1,20 @@
-"""Phase 3, the lenders, as one compiled kernel (:func:`lenders_month`): collateral, LTV,
-margin calls and their payments, DSCR breaches and cash sweeps, rollovers.
+"""Phase 3, the lenders, as one compiled kernel (:func:`lenders_month`): collateral marks,
+collateral, LTV, margin calls and their payments, DSCR breaches and cash sweeps, rollovers.
 
-It is :func:`sim.world.phases.lenders.run` after the marks (which stay in Python:
-:meth:`agents.lender.LenderBook.marks` keeps its own cached table), with the borrower and loan
-rules it calls inlined: :meth:`~agents.borrower.BorrowerBook.new_margin_calls`,
+It is :func:`sim.world.phases.lenders.run` with the lender, borrower and loan rules it calls
+inlined: :meth:`agents.lender.LenderBook.marks` (filling the lender book's own table in place
+as it does, :meth:`~agents.lender.LenderBook.marks_table`),
+:meth:`~agents.borrower.BorrowerBook.new_margin_calls`,
 :meth:`~agents.borrower.BorrowerBook.free_btc_sale` (:func:`sim.world.phases.borrowers.
 sell_free_btc`), :func:`sim.world.phases.borrowers.prepay` (:meth:`sim.core.finance.LoanBook.
 pay` with a prepayment, both of its branches), :meth:`~agents.borrower.BorrowerBook.
 call_months_after`, :meth:`~agents.borrower.BorrowerBook.dscr_breach_after` and
 :meth:`agents.lender.LenderBook.rolls_over`. Each step gives the numpy code's bits: the same
 operations in the same order per element, ``np.add.reduce`` along a fleet row as :func:`sim.core.
-jit.psum`, every ``np.bincount`` as a loop over the rows from 0.0, ``np.maximum`` / ``np.minimum``
-as :func:`sim.core.jit.maximum` / :func:`~sim.core.jit.minimum`.
+jit.psum`, along the months of the price history and every ``np.bincount`` as a loop in index
+order (from the first row, from 0.0), ``np.maximum`` / ``np.minimum`` as :func:`sim.core.jit.
+maximum` / :func:`~sim.core.jit.minimum`, the division by the BTC price as numba's
+``np.divide`` (numpy's +-inf and NaN at a zero price).
 
 Switches covered: all that phase 3 reads. Without covenant scaling (``borrowers.cov_scale`` is
 None) the phase passes a scale of ones: ``level * 1.0`` is ``level`` to the bit, so the
@@ -32,13 +35,42 @@ from __future__ import annotations
 import numpy as np
 
 from agents.borrower import BorrowerStatus
-from agents.lender import LenderStatus
+from agents.lender import ACCOUNTING_LIFE_MONTHS, LenderStatus
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
 
 _DEFAULTED = int(BorrowerStatus.DEFAULTED)
 _NORMAL = int(LenderStatus.NORMAL)
 # call_months_after's slack on the cure (agents.borrower.BorrowerBook.call_months_after)
 _CURE_SLACK = 1.0 + 1e-12
+
+
+@jitable
+def _marks(table, stale, new_unit_price, age, price_hist, t, lag, mark_rule):
+    """:meth:`agents.lender.LenderBook.marks` at month ``t`` >= 0: the book row of ``table``
+    (if ``stale``) = new-unit price x clip(1 - max(age, 0) / 72, 0, 1); the appraisal row = the
+    mean of price_hist over the last ``lag`` months (np.add.reduce along axis 0: row by row
+    from the window's first row, then divided by its length); the market row = price_hist[t].
+    Returns table[mark_rule] (a new lender x generation array)."""
+    g = table.shape[1]
+    if stale:
+        for k in range(g):
+            a = age[k] if age[k] > 0 else 0
+            # np.clip(x, 0, 1) = min(max(x, 0), 1) here: x is never NaN (ages are integers)
+            table[0, k] = new_unit_price[k] * minimum(
+                maximum(1.0 - a / ACCOUNTING_LIFE_MONTHS, 0.0), 1.0)
+    lo = max(0, t - lag + 1)
+    for k in range(g):
+        s = price_hist[lo, k]
+        for r in range(lo + 1, t + 1):
+            s += price_hist[r, k]
+        table[1, k] = s / (t + 1 - lo)
+        table[2, k] = price_hist[t, k]
+    n_l = mark_rule.shape[0]
+    marks = np.empty((n_l, g))
+    for i in range(n_l):
+        for k in range(g):
+            marks[i, k] = table[mark_rule[i], k]
+    return marks
 
 
 @jitable
@@ -132,17 +164,21 @@ def _prepay(amount, borrower, lender, principal, accrued, overdue, cash, l_cash)
 
 
 @kernel
-def lenders_month(marks, lead, fleet, pledged, btc_price,
+def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule,
+                  lead, fleet, pledged, btc_price,
                   borrower, lender, active, term, maturity, principal, accrued, overdue,
                   orig_amort, rate,
                   status, call_months, cash, opex, btc, dscr, dscr_breach, arrears_months,
                   b_term, amort_rate, spread, cov_scale, l_status, l_cash,
                   ltv_max, ltv_cure, dscr_min, cure_months, cash_sweep, refi_ltv, sofr, t):
-    """Phase 3 after the marks, one month (:func:`sim.world.phases.lenders.run`).
+    """Phase 3, one month (:func:`sim.world.phases.lenders.run`).
 
-    Reads the marks (lender x generation), the borrower, loan and lender arrays and the
-    scenario's scalars; ``cov_scale`` is the covenant scale per borrower (ones when off).
-    Updates in place what the numpy code updates in place. Returns ``(coll, debt, ltv,
+    Reads the marks' inputs (the lender book's table and whether its book row is stale, the
+    new-unit prices, the ages (read only if stale), the price history, the month ``t_mark`` >=
+    0 the marks are for, the appraisal lag and each lender's marking rule), the borrower, loan
+    and lender arrays and the scenario's scalars; ``cov_scale`` is the covenant scale per
+    borrower (ones when off). Updates in place what the numpy code updates in place (the
+    marks' table included). Returns ``(marks, coll, debt, ltv,
     principal, accrued, overdue, call_months, dscr_breach, called, called_debt, called_ltv,
     refused, calls_open, principal_moved, arrears_moved, btc_sold, btc_sales, swept)``: the
     collateral, the debt and LTV after the margin-call payments (for ``MonthState`` and the
@@ -153,6 +189,7 @@ def lenders_month(marks, lead, fleet, pledged, btc_price,
     free BTC was sold and its proceeds (the ``btc_sales`` outside flow), and whether a cash
     sweep moved the debt.
     """
+    marks = _marks(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule)
     nb = status.shape[0]
     coll = np.empty(nb)
     debt = np.empty(nb)
@@ -269,7 +306,7 @@ def lenders_month(marks, lead, fleet, pledged, btc_price,
                 refused[n_refused] = r
                 n_refused += 1
 
-    return (coll, debt, ltv, p_work, a_work, o_work, cm_new, breach_new,
+    return (marks, coll, debt, ltv, p_work, a_work, o_work, cm_new, breach_new,
             called[:n_called], called_debt[:n_called], called_ltv[:n_called],
             refused[:n_refused], n_open > 0, principal_moved, arrears_moved, btc_sold,
             btc_sales, swept)

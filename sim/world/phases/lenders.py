@@ -15,6 +15,11 @@ from sim.world.state import MonthState
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
 
+# the ages the compiled marks do not read (book row not stale): read-only like env.age, so that
+# the kernel has one signature (env.age is read only when stale, as LenderBook.marks reads it)
+_NO_AGE = np.zeros(0, dtype=np.int64)
+_NO_AGE.flags.writeable = False
+
 
 def collateral(m: LiquidationModel, marks: np.ndarray) -> np.ndarray:
     """Collateral value per borrower: its GPUs at the lead lender's mark plus pledged BTC."""
@@ -76,13 +81,12 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     :func:`cash_sweeps`, :func:`rollovers`). Sets ``month.marks``, ``month.debt`` (None if a
     sweep moved it) and ``month.coll``.
 
-    On the compiled engine everything after the marks is one kernel
-    (:func:`sim.world.kernels.lenders.lenders_month`, every switch), see :func:`_run_compiled`."""
+    On the compiled engine the phase is one kernel call (:func:`_run_compiled`, every switch)."""
     env, lb, lc = m.env, m.lenders, m.cfg.lenders
-    marks = lb.marks(env, m.price_hist, env.t - 1, lc.appraisal_lag)
-    if m.engine == "compiled":
-        _run_compiled(m, month, marks)
+    if m.engine == "compiled" and env.t >= 1:  # (month 0 has no last month to mark at)
+        _run_compiled(m, month)
         return
+    marks = lb.marks(env, m.price_hist, env.t - 1, lc.appraisal_lag)
     # the collateral is valued once a month: selling free BTC and prepaying move neither
     # fleets nor pledged coins (see month_debt_coll)
     coll = collateral(m, marks)
@@ -94,23 +98,28 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     rollovers(m, ltv)
 
 
-def _run_compiled(m: LiquidationModel, month: MonthState, marks: np.ndarray) -> None:
-    """Phase 3 after the marks as one kernel call: the same book updates, ``MonthState``,
-    events (``margin_call``, then ``refinancing_refused``) and ``btc_sales`` flow as the numpy
-    code above, which is its oracle; the arrays numpy rebinds are rebound here when it would."""
-    b, lb, L, lc = m.borrowers, m.lenders, m.loans, m.cfg.lenders
+def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
+    """Phase 3 as one kernel call (:func:`sim.world.kernels.lenders.lenders_month`): the same
+    book updates (the lender book's marks table included), ``MonthState``, events
+    (``margin_call``, then ``refinancing_refused``) and ``btc_sales`` flow as the numpy code
+    of :func:`run`, which is its oracle; the arrays numpy rebinds are rebound here when it
+    would."""
+    env, b, lb, L, lc = m.env, m.borrowers, m.lenders, m.loans, m.cfg.lenders
+    table, stale = lb.marks_table(env)
     # no covenant scaling: a scale of ones (level x 1.0 is level, to the bit)
     scale = np.ones(b.n) if b.cov_scale is None else b.cov_scale
-    (coll, debt, ltv, principal, accrued, overdue, call_months, dscr_breach, called,
+    (marks, coll, debt, ltv, principal, accrued, overdue, call_months, dscr_breach, called,
      called_debt, called_ltv, refused, calls_open, principal_moved, arrears_moved, btc_sold,
      btc_sales, swept) = kernels.lenders_month(
-        marks, m.lead, b.fleet, b.pledged_btc, m.env.btc,
+        table, stale, env.new_unit_price, env.age if stale else _NO_AGE, m.price_hist,
+        env.t - 1, lc.appraisal_lag, lb.mark_rule,
+        m.lead, b.fleet, b.pledged_btc, env.btc,
         L.borrower, L.lender, L.active, L.term, L.maturity, L.principal, L.accrued, L.overdue,
         L.orig_amort, L.rate,
         b.status, b.call_months, b.cash, b.opex, b.btc, b.dscr, b.dscr_breach,
         b.arrears_months, b.term, b.amort_rate, b.spread, scale, lb.status, lb.cash,
         lc.ltv_max, lc.ltv_cure, lc.dscr_min, lc.cure_months, lc.cash_sweep, lc.refi_ltv,
-        m.cfg.environment.sofr, m.env.t)
+        m.cfg.environment.sofr, env.t)
     if len(called):
         m.log_events("margin_call", m.kind_names(called), called, amount=called_debt,
                      price=called_ltv)
