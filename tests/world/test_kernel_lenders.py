@@ -25,10 +25,10 @@ _WATCHED = (("loans", "principal"), ("loans", "accrued"), ("loans", "overdue"),
 NO_SCALING = ("borrowers.miner.guarantee_ltv=0", "borrowers.neocloud.guarantee_ltv=0")
 
 
-def _snapshot(m, month, ids_before):
+def _snapshot(m, month, before):
     """What phase 3 leaves: copies of the state, the rebinding, the month, events, flows."""
     state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in _state(m).items()}
-    kept = tuple(id(getattr(getattr(m, o), a)) == ids_before[(o, a)] for o, a in _WATCHED)
+    kept = tuple(getattr(getattr(m, o), a) is before[(o, a)] for o, a in _WATCHED)
     hand = tuple(None if getattr(month, f) is None else getattr(month, f).copy()
                  for f in ("marks", "debt", "coll"))
     return state, kept, hand, [repr(e) for e in m.events], repr(m.flows)
@@ -65,18 +65,19 @@ def twins(monkeypatch):
     def run(m, month):
         if current["perturb"] is not None:
             current["perturb"](m)
-        ids = {(o, a): id(getattr(getattr(m, o), a)) for o, a in _WATCHED}
+        # the objects themselves, not their ids: a freed array's id can be reused
+        before = {(o, a): getattr(getattr(m, o), a) for o, a in _WATCHED}
         with np.errstate(all="ignore"):  # the edge cases divide by zero on numpy
             real_run(m, month)
-        snaps[m.engine] = _snapshot(m, month, ids)
+        snaps[m.engine] = _snapshot(m, month, before)
         m.engine = "numpy"  # phases 4 to 9 on numpy in both twins
         if current["perturb"] is not None:
             raise _Stop
 
     def kernel(*args):
         out = real_kernel(*args)
-        flags.append(dict(calls=len(out[9]), refused=len(out[12]), arrears=out[15],
-                          btc=out[16], swept=out[18]))
+        flags.append(dict(calls=out[3], refused=out[4], arrears=out[7], btc=out[8],
+                          swept=out[10]))
         return out
 
     monkeypatch.setattr(phases.lenders, "run", run)

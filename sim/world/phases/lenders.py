@@ -108,9 +108,14 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     table, stale = lb.marks_table(env)
     # no covenant scaling: a scale of ones (level x 1.0 is level, to the bit)
     scale = np.ones(b.n) if b.cov_scale is None else b.cov_scale
-    (marks, coll, debt, ltv, principal, accrued, overdue, call_months, dscr_breach, called,
-     called_debt, called_ltv, refused, calls_open, principal_moved, arrears_moved, btc_sold,
-     btc_sales, swept) = kernels.lenders_month(
+    nb, n_rows = b.n, len(L.borrower)
+    marks = np.empty((lb.n, table.shape[1]))
+    coll, debt = np.empty(nb), np.empty(nb)
+    call_months, dscr_breach = np.empty(nb, np.int64), np.empty(nb, np.int64)
+    called, called_at = np.empty(nb, np.int64), np.empty((2, nb))
+    refused = np.empty(n_rows, np.int64)
+    (principal, accrued, overdue, n_called, n_refused, calls_open, principal_moved,
+     arrears_moved, btc_sold, btc_sales, swept) = kernels.lenders_month(
         table, stale, env.new_unit_price, env.age if stale else _NO_AGE, m.price_hist,
         env.t - 1, lc.appraisal_lag, lb.mark_rule,
         m.lead, b.fleet, b.pledged_btc, env.btc,
@@ -119,10 +124,12 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         b.status, b.call_months, b.cash, b.opex, b.btc, b.dscr, b.dscr_breach,
         b.arrears_months, b.term, b.amort_rate, b.spread, scale, lb.status, lb.cash,
         lc.ltv_max, lc.ltv_cure, lc.dscr_min, lc.cure_months, lc.cash_sweep, lc.refi_ltv,
-        m.cfg.environment.sofr, env.t)
-    if len(called):
-        m.log_events("margin_call", m.kind_names(called), called, amount=called_debt,
-                     price=called_ltv)
+        m.cfg.environment.sofr, env.t,
+        marks, coll, debt, call_months, dscr_breach, called, called_at, refused)
+    if n_called:
+        called = called[:n_called]
+        m.log_events("margin_call", m.kind_names(called), called,
+                     amount=called_at[0, :n_called], price=called_at[1, :n_called])
     if btc_sold:
         m.add_outside_flow("btc_sales", btc_sales)
     if principal_moved:
@@ -133,7 +140,8 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         b.call_months = call_months
     b.dscr_breach = dscr_breach
     month.marks, month.debt, month.coll = marks, None if swept else debt, coll
-    if len(refused):
+    if n_refused:
+        refused = refused[:n_refused]
         m.log_events("refinancing_refused", "lender", L.lender[refused],
                      amount=L.principal[refused])
 
