@@ -24,10 +24,11 @@ them falls back to numpy.
 
 Arrays the numpy code rebinds (``loans.principal`` at every prepayment, ``loans.accrued`` and
 ``loans.overdue`` at a prepayment that first pays arrears, ``borrowers.call_months`` when a
-call is open, ``borrowers.dscr_breach`` every month) are returned as new arrays with flags that
-say whether to rebind them; arrays it updates in place (borrower and lender cash, borrower BTC,
-the zeros written into ``call_months`` for new calls, the rolled rows' maturity, instalment and
-rate) are updated in place here too.
+call is open, ``borrowers.dscr_breach`` every month) end in new arrays (the loan arrays copied
+at the first prepayment and returned, the others the caller's), with flags that say whether
+to rebind them; arrays it updates in place (borrower and lender cash, borrower BTC, the zeros
+written into ``call_months`` for new calls, the rolled rows' maturity, instalment and rate, the
+lender book's marks table) are updated in place here too.
 """
 
 from __future__ import annotations
