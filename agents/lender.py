@@ -155,6 +155,16 @@ class LenderBook:
         table[2] = price_hist[t]
         return table[self.mark_rule]
 
+    def marks_table(self, env) -> tuple[np.ndarray, bool]:
+        """For a caller that computes :meth:`marks` itself (the compiled phase 3,
+        :func:`sim.world.kernels.lenders.lenders_month`): the (3, G) table :meth:`marks` fills
+        in place, and whether its book row is stale for ``env``'s month. The caller fills the
+        table as :meth:`marks` does (the book row only if stale); from this call on the book
+        row counts as filled for the month."""
+        stale = self._book_key != (env, env.t)
+        self._book_key = (env, env.t)
+        return self._table, stale
+
     def add_inventory(self, units: np.ndarray, t: int) -> None:
         """Repossessed GPUs join the warehouse; the clock starts for a line that was empty."""
         fresh = (self.inventory == 0) & (units > 0)

@@ -8,11 +8,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sim.world.kernels import lenders as kernels
 from sim.world.phases import borrowers
 from sim.world.state import MonthState
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
+
+# the ages the compiled marks do not read (book row not stale): read-only like env.age, so that
+# the kernel has one signature (env.age is read only when stale, as LenderBook.marks reads it)
+_NO_AGE = np.zeros(0, dtype=np.int64)
+_NO_AGE.flags.writeable = False
 
 
 def collateral(m: LiquidationModel, marks: np.ndarray) -> np.ndarray:
@@ -73,8 +79,13 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     prepays cash_sweep x (cash - opex). Loans maturing next month roll over only if LTV <=
     refi_ltv, DSCR >= dscr_min, no arrears and the lender is sound (:func:`margin_calls`,
     :func:`cash_sweeps`, :func:`rollovers`). Sets ``month.marks``, ``month.debt`` (None if a
-    sweep moved it) and ``month.coll``."""
+    sweep moved it) and ``month.coll``.
+
+    On the compiled engine the phase is one kernel call (:func:`_run_compiled`, every switch)."""
     env, lb, lc = m.env, m.lenders, m.cfg.lenders
+    if m.engine == "compiled" and env.t >= 1:  # (month 0 has no last month to mark at)
+        _run_compiled(m, month)
+        return
     marks = lb.marks(env, m.price_hist, env.t - 1, lc.appraisal_lag)
     # the collateral is valued once a month: selling free BTC and prepaying move neither
     # fleets nor pledged coins (see month_debt_coll)
@@ -85,6 +96,54 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     # marks, debt (None: moved by the sweep) and collateral for phases 4 and 5
     month.marks, month.debt, month.coll = marks, None if swept else debt, coll
     rollovers(m, ltv)
+
+
+def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
+    """Phase 3 as one kernel call (:func:`sim.world.kernels.lenders.lenders_month`): the same
+    book updates (the lender book's marks table included), ``MonthState``, events
+    (``margin_call``, then ``refinancing_refused``) and ``btc_sales`` flow as the numpy code
+    of :func:`run`, which is its oracle; the arrays numpy rebinds are rebound here when it
+    would."""
+    env, b, lb, L, lc = m.env, m.borrowers, m.lenders, m.loans, m.cfg.lenders
+    table, stale = lb.marks_table(env)
+    # no covenant scaling: a scale of ones (level x 1.0 is level, to the bit)
+    scale = np.ones(b.n) if b.cov_scale is None else b.cov_scale
+    nb, n_rows = b.n, len(L.borrower)
+    marks = np.empty((lb.n, table.shape[1]))
+    coll, debt = np.empty(nb), np.empty(nb)
+    call_months, dscr_breach = np.empty(nb, np.int64), np.empty(nb, np.int64)
+    called, called_at = np.empty(nb, np.int64), np.empty((2, nb))
+    refused = np.empty(n_rows, np.int64)
+    (principal, accrued, overdue, n_called, n_refused, calls_open, principal_moved,
+     arrears_moved, btc_sold, btc_sales, swept) = kernels.lenders_month(
+        table, stale, env.new_unit_price, env.age if stale else _NO_AGE, m.price_hist,
+        env.t - 1, lc.appraisal_lag, lb.mark_rule,
+        m.lead, b.fleet, b.pledged_btc, env.btc,
+        L.borrower, L.lender, L.active, L.term, L.maturity, L.principal, L.accrued, L.overdue,
+        L.orig_amort, L.rate,
+        b.status, b.call_months, b.cash, b.opex, b.btc, b.dscr, b.dscr_breach,
+        b.arrears_months, b.term, b.amort_rate, b.spread, scale, lb.status, lb.cash,
+        lc.ltv_max, lc.ltv_cure, lc.dscr_min, lc.cure_months, lc.cash_sweep, lc.refi_ltv,
+        m.cfg.environment.sofr, env.t,
+        marks, coll, debt, call_months, dscr_breach, called, called_at, refused)
+    if n_called:
+        called = called[:n_called]
+        m.log_events("margin_call", m.kind_names(called), called,
+                     amount=called_at[0, :n_called], price=called_at[1, :n_called])
+    if btc_sold:
+        m.add_outside_flow("btc_sales", btc_sales)
+    if principal_moved:
+        L.principal = principal
+    if arrears_moved:
+        L.accrued, L.overdue = accrued, overdue
+    if calls_open:
+        b.call_months = call_months
+    b.dscr_breach = dscr_breach
+    month.marks, month.debt, month.coll = marks, None if swept else debt, coll
+    if n_refused:
+        refused = refused[:n_refused]
+        m.log_events("refinancing_refused", "lender", L.lender[refused],
+                     amount=L.principal[refused])
 
 
 def margin_calls(m: LiquidationModel, marks: np.ndarray, debt: np.ndarray, coll: np.ndarray,

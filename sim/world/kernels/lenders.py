@@ -1,0 +1,304 @@
+"""Phase 3, the lenders, as one compiled kernel (:func:`lenders_month`): collateral marks,
+collateral, LTV, margin calls and their payments, DSCR breaches and cash sweeps, rollovers.
+
+It is :func:`sim.world.phases.lenders.run` with the lender, borrower and loan rules it calls
+inlined: :meth:`agents.lender.LenderBook.marks` (filling the lender book's own table in place
+as it does, :meth:`~agents.lender.LenderBook.marks_table`),
+:meth:`~agents.borrower.BorrowerBook.new_margin_calls`,
+:meth:`~agents.borrower.BorrowerBook.free_btc_sale` (:func:`sim.world.phases.borrowers.
+sell_free_btc`), :func:`sim.world.phases.borrowers.prepay` (:meth:`sim.core.finance.LoanBook.
+pay` with a prepayment, both of its branches), :meth:`~agents.borrower.BorrowerBook.
+call_months_after`, :meth:`~agents.borrower.BorrowerBook.dscr_breach_after` and
+:meth:`agents.lender.LenderBook.rolls_over`. Each step gives the numpy code's bits: the same
+operations in the same order per element, ``np.add.reduce`` along a fleet row as :func:`sim.core.
+jit.psum`, along the months of the price history and every ``np.bincount`` as a loop in index
+order (from the first row, from 0.0), ``np.maximum`` / ``np.minimum`` as :func:`sim.core.jit.
+maximum` / :func:`~sim.core.jit.minimum`, the division by the BTC price as numba's
+``np.divide`` (numpy's +-inf and NaN at a zero price).
+
+Switches covered: all that phase 3 reads. Without covenant scaling (``borrowers.cov_scale`` is
+None) the phase passes a scale of ones: ``level * 1.0`` is ``level`` to the bit, so the
+covenants, cures and refinancing limits are the unscaled ones. The phase touches neither the
+repo desk, the buyer of last resort, sites, the outside demand nor the market mode, so none of
+them falls back to numpy.
+
+Arrays the numpy code rebinds (``loans.principal`` at every prepayment, ``loans.accrued`` and
+``loans.overdue`` at a prepayment that first pays arrears, ``borrowers.call_months`` when a
+call is open, ``borrowers.dscr_breach`` every month) end in new arrays (the loan arrays copied
+at the first prepayment and returned, the others the caller's), with flags that say whether
+to rebind them; arrays it updates in place (borrower and lender cash, borrower BTC, the zeros
+written into ``call_months`` for new calls, the rolled rows' maturity, instalment and rate, the
+lender book's marks table) are updated in place here too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.borrower import BorrowerStatus
+from agents.lender import ACCOUNTING_LIFE_MONTHS, LenderStatus
+from sim.core.jit import jitable, kernel, maximum, minimum, psum
+
+_DEFAULTED = int(BorrowerStatus.DEFAULTED)
+_NORMAL = int(LenderStatus.NORMAL)
+# call_months_after's slack on the cure (agents.borrower.BorrowerBook.call_months_after)
+_CURE_SLACK = 1.0 + 1e-12
+
+
+@jitable
+def _marks(table, stale, new_unit_price, age, price_hist, t, lag, mark_rule, marks):
+    """:meth:`agents.lender.LenderBook.marks` at month ``t`` >= 0: the book row of ``table``
+    (if ``stale``) = new-unit price x clip(1 - max(age, 0) / 72, 0, 1); the appraisal row = the
+    mean of price_hist over the last ``lag`` months (np.add.reduce along axis 0: row by row
+    from the window's first row, then divided by its length); the market row = price_hist[t].
+    Writes table[mark_rule] into ``marks`` (lender x generation)."""
+    g = table.shape[1]
+    if stale:
+        for k in range(g):
+            a = age[k] if age[k] > 0 else 0
+            # np.clip(x, 0, 1) = min(max(x, 0), 1) here: x is never NaN (ages are integers)
+            table[0, k] = new_unit_price[k] * minimum(
+                maximum(1.0 - a / ACCOUNTING_LIFE_MONTHS, 0.0), 1.0)
+    lo = max(0, t - lag + 1)
+    for k in range(g):
+        s = price_hist[lo, k]
+        for r in range(lo + 1, t + 1):
+            s += price_hist[r, k]
+        table[1, k] = s / (t + 1 - lo)
+        table[2, k] = price_hist[t, k]
+    for i in range(mark_rule.shape[0]):
+        for k in range(g):
+            marks[i, k] = table[mark_rule[i], k]
+
+
+@jitable
+def _collateral(marks, lead, fleet, pledged, btc_price, coll):
+    """:func:`sim.world.phases.lenders.collateral`: fleet . marks[max(lead, 0)] (numpy's
+    pairwise sum along each row) + pledged BTC x price, into ``coll``."""
+    nb, g = fleet.shape
+    row = np.empty(g)
+    for i in range(nb):
+        li = lead[i] if lead[i] > 0 else 0
+        for k in range(g):
+            row[k] = fleet[i, k] * marks[li, k]
+        coll[i] = psum(row, 0, g) + pledged[i] * btc_price
+
+
+@jitable
+def _debt_ltv(borrower, active, principal, accrued, coll, debt, ltv):
+    """:func:`sim.world.phases.lenders.facility_ltv` at a given collateral: debt = bincount
+    of the exposure (principal + accrued on active rows, else 0.0) from 0.0 in row order; LTV =
+    debt / collateral where the collateral is positive, else inf (debt > 0) or 0.0."""
+    debt[:] = 0.0
+    for r in range(borrower.shape[0]):
+        debt[borrower[r]] += (principal[r] + accrued[r]) if active[r] else 0.0
+    for i in range(debt.shape[0]):
+        c, d = coll[i], debt[i]
+        if c > 0.0:
+            ltv[i] = d / c
+        else:
+            ltv[i] = np.inf if d > 0.0 else 0.0
+
+
+@jitable
+def _prepay(amount, borrower, lender, principal, accrued, overdue, cash, l_cash):
+    """:func:`sim.world.phases.borrowers.prepay` (``LoanBook.pay(amount, accrued, overdue,
+    prepay=principal)``, then the cash moves), on the loan arrays in place. Returns whether
+    pay() took its two-stage branch (where numpy rebinds ``accrued`` and ``overdue``)."""
+    nb, nl, n = amount.shape[0], l_cash.shape[0], borrower.shape[0]
+    owed_b = np.zeros(nb)
+    for r in range(n):
+        owed_b[borrower[r]] += accrued[r] + overdue[r]
+    frac = np.zeros(nb)
+    two_stage = False
+    for i in range(nb):
+        if owed_b[i] > 0.0:
+            frac[i] = amount[i] / owed_b[i]
+            if frac[i] != 0.0:  # np.count_nonzero: NaN counts
+                two_stage = True
+    cap = np.empty(n)
+    paid = np.zeros(n)
+    spare = np.empty(nb)
+    if two_stage:
+        paid_b = np.zeros(nb)
+        for r in range(n):
+            p = minimum(frac[borrower[r]], 1.0) * (accrued[r] + overdue[r])
+            int_paid = minimum(p, accrued[r])
+            prin_paid = p - int_paid
+            accrued[r] = accrued[r] - int_paid
+            overdue[r] = overdue[r] - prin_paid
+            before = principal[r]  # pay()'s ``prepay`` argument: the principal it was given
+            principal[r] = before - prin_paid
+            cap[r] = maximum(minimum(before, principal[r] - overdue[r]), 0.0)
+            paid[r] = p
+            paid_b[borrower[r]] += p
+        for i in range(nb):
+            spare[i] = maximum(amount[i] - paid_b[i], 0.0)
+    else:
+        for i in range(nb):
+            spare[i] = maximum(amount[i], 0.0)
+        for r in range(n):
+            cap[r] = maximum(minimum(principal[r], principal[r] - overdue[r]), 0.0)
+    cap_b = np.zeros(nb)
+    for r in range(n):
+        cap_b[borrower[r]] += cap[r]
+    pf = np.zeros(nb)
+    for i in range(nb):
+        if cap_b[i] > 0.0:  # else 0.0 (np.divide's out), and min(0.0, 1.0) is 0.0
+            pf[i] = minimum(spare[i] / cap_b[i], 1.0)
+    out_b = np.zeros(nb)
+    out_l = np.zeros(nl)
+    for r in range(n):
+        extra = pf[borrower[r]] * cap[r]
+        principal[r] = principal[r] - extra
+        total = paid[r] + extra if two_stage else extra
+        out_b[borrower[r]] += total
+        out_l[lender[r]] += total
+    for i in range(nb):
+        cash[i] -= out_b[i]
+    for j in range(nl):
+        l_cash[j] += out_l[j]
+    return two_stage
+
+
+@kernel
+def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule,
+                  lead, fleet, pledged, btc_price,
+                  borrower, lender, active, term, maturity, principal, accrued, overdue,
+                  orig_amort, rate,
+                  status, call_months, cash, opex, btc, dscr, dscr_breach, arrears_months,
+                  b_term, amort_rate, spread, cov_scale, l_status, l_cash,
+                  ltv_max, ltv_cure, dscr_min, cure_months, cash_sweep, refi_ltv, sofr, t,
+                  marks, coll, debt, cm_new, breach_new, called, called_at, refused):
+    """Phase 3, one month (:func:`sim.world.phases.lenders.run`).
+
+    Reads the marks' inputs (the lender book's table and whether its book row is stale, the
+    new-unit prices, the ages (read only if stale), the price history, the month ``t_mark`` >=
+    0 the marks are for, the appraisal lag and each lender's marking rule), the borrower, loan
+    and lender arrays and the scenario's scalars; ``cov_scale`` is the covenant scale per
+    borrower (ones when off). Updates in place what the numpy code updates in place (the
+    marks' table included).
+
+    Fills the outputs (fresh arrays from the caller, returned through arguments: a returned
+    array costs numba about 0.45 us to box, a passed one a tenth of that): ``marks`` (lender x
+    generation), ``coll`` and ``debt`` (the debt after the margin-call payments) for
+    ``MonthState``; ``cm_new``, the margin-call months to rebind if ``calls_open``;
+    ``breach_new``, the DSCR breach months to rebind; ``called[:n_called]``, the borrowers with
+    a new margin call, with their debt and LTV then in ``called_at[0]`` and ``called_at[1]``
+    (the ``margin_call`` events); ``refused[:n_refused]``, the loan rows refused a rollover
+    (``refinancing_refused``). Returns ``(principal, accrued, overdue, n_called, n_refused,
+    calls_open, principal_moved, arrears_moved, btc_sold, btc_sales, swept)``: the loan arrays
+    to rebind if ``principal_moved`` (``accrued`` and ``overdue`` if ``arrears_moved``), whether
+    free BTC was sold and its proceeds (the ``btc_sales`` outside flow), and whether a cash
+    sweep moved the debt.
+    """
+    _marks(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule, marks)
+    nb = status.shape[0]
+    ltv = np.empty(nb)
+    _collateral(marks, lead, fleet, pledged, btc_price, coll)
+    _debt_ltv(borrower, active, principal, accrued, coll, debt, ltv)
+
+    # margin calls: new ones (BorrowerBook.new_margin_calls), logged at the debt and LTV now
+    n_called = 0
+    n_open = 0
+    for i in range(nb):
+        if status[i] != _DEFAULTED:
+            if call_months[i] < 0 and ltv[i] > ltv_max * cov_scale[i]:
+                called[n_called] = i
+                called_at[0, n_called] = debt[i]
+                called_at[1, n_called] = ltv[i]
+                n_called += 1
+                call_months[i] = 0
+            if call_months[i] >= 0:
+                n_open += 1
+
+    principal_moved = False
+    arrears_moved = False
+    btc_sold = False
+    btc_sales = 0.0
+    p_work = principal
+    a_work = accrued
+    o_work = overdue
+    if n_open:
+        p_work = principal.copy()
+        a_work = accrued.copy()
+        o_work = overdue.copy()
+        need = np.empty(nb)
+        spare = np.empty(nb)
+        sell = np.empty(nb)
+        any_sale = False
+        for i in range(nb):
+            is_open = status[i] != _DEFAULTED and call_months[i] >= 0
+            need[i] = maximum(debt[i] - ltv_cure * cov_scale[i] * coll[i], 0.0) \
+                if is_open else 0.0
+            spare[i] = maximum(cash[i] - opex[i], 0.0) * (1.0 if is_open else 0.0)
+            # np.divide, not /: numba's float / raises at a zero price, and its np.divide
+            # on two floats is numpy's to the bit (+-inf, and 0 / 0 numpy's NaN, sign bit set)
+            sell[i] = minimum(btc[i] - pledged[i],
+                              np.divide(maximum(need[i] - spare[i], 0.0), btc_price))
+            if sell[i] != 0.0:
+                any_sale = True
+        if any_sale:  # borrowers.sell_free_btc, then the spare cash again
+            proceeds = np.empty(nb)
+            for i in range(nb):
+                btc[i] -= sell[i]
+                proceeds[i] = sell[i] * btc_price
+                cash[i] += proceeds[i]
+            btc_sold = True
+            btc_sales = psum(proceeds, 0, nb)
+            for i in range(nb):
+                is_open = status[i] != _DEFAULTED and call_months[i] >= 0
+                spare[i] = maximum(cash[i] - opex[i], 0.0) * (1.0 if is_open else 0.0)
+        amount = np.empty(nb)
+        for i in range(nb):
+            amount[i] = minimum(spare[i], need[i])
+        arrears_moved = _prepay(amount, borrower, lender, p_work, a_work, o_work, cash, l_cash)
+        principal_moved = True
+        _debt_ltv(borrower, active, p_work, a_work, coll, debt, ltv)
+        for i in range(nb):  # BorrowerBook.call_months_after
+            is_open = status[i] != _DEFAULTED and call_months[i] >= 0
+            if is_open and ltv[i] <= ltv_cure * cov_scale[i] * _CURE_SLACK:
+                cm_new[i] = -1
+            elif is_open:
+                cm_new[i] = call_months[i] + 1
+            else:
+                cm_new[i] = -1
+
+    # DSCR breaches (BorrowerBook.dscr_breach_after) and cash sweeps
+    swept = False
+    for i in range(nb):
+        alive = status[i] != _DEFAULTED
+        breach_new[i] = dscr_breach[i] + 1 if (alive and dscr[i] < dscr_min) else 0
+        if alive and breach_new[i] > cure_months:
+            swept = True
+    if swept:
+        if not principal_moved:
+            p_work = principal.copy()
+            a_work = accrued.copy()
+            o_work = overdue.copy()
+        amount = np.empty(nb)
+        for i in range(nb):
+            sweep = status[i] != _DEFAULTED and breach_new[i] > cure_months
+            amount[i] = cash_sweep * maximum(cash[i] - opex[i], 0.0) if sweep else 0.0
+        if _prepay(amount, borrower, lender, p_work, a_work, o_work, cash, l_cash):
+            arrears_moved = True
+        principal_moved = True
+
+    # rollovers of the term loans maturing next month (LenderBook.rolls_over), at the LTV
+    # after the margin-call payments and the principal after the sweeps
+    n = borrower.shape[0]
+    n_refused = 0
+    for r in range(n):
+        if active[r] and term[r] and maturity[r] == t + 1:
+            bi = borrower[r]
+            if (ltv[bi] <= refi_ltv * cov_scale[bi] and dscr[bi] >= dscr_min
+                    and arrears_months[bi] == 0 and l_status[lender[r]] == _NORMAL):
+                maturity[r] += b_term[bi]
+                orig_amort[r] = p_work[r] * amort_rate[bi] / 12.0
+                rate[r] = sofr + spread[bi]
+            else:
+                refused[n_refused] = r
+                n_refused += 1
+
+    return (p_work, a_work, o_work, n_called, n_refused, n_open > 0, principal_moved,
+            arrears_moved, btc_sold, btc_sales, swept)
