@@ -11,6 +11,7 @@ from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim.core import numerics as nm
 from sim.world import losses
+from sim.world.kernels import record as kernels
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
@@ -21,7 +22,11 @@ def run(m: LiquidationModel) -> None:
 
     Sums are ``np.add.reduce`` (what ``ndarray.sum`` calls, without its wrapper), counts
     ``np.count_nonzero``, and each panel row is filled by one ``np.concatenate`` into it:
-    the same values as summing and assigning slice by slice."""
+    the same values as summing and assigning slice by slice. On the compiled engine the
+    lenders' sums and the panel are one kernel call (:func:`run_compiled`)."""
+    if m.engine == "compiled":
+        run_compiled(m)
+        return
     t, r, env, lb, b = m.env.t, m.rec, m.env, m.lenders, m.borrowers
     add = np.add.reduce
     r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
@@ -67,6 +72,129 @@ def run(m: LiquidationModel) -> None:
     row[nl: nl + nb][(b.status == BorrowerStatus.HEALTHY)
                       & ((b.call_months >= 0) | (b.arrears_months > 0))] = \
         BorrowerStatus.DISTRESSED
+
+
+def run_compiled(m: LiquidationModel) -> None:
+    """:func:`run` with the lenders' sums, the sites' sums and the panel rows from one call of
+    :func:`sim.world.kernels.record.record_month`, and the losses from one call of
+    :func:`~sim.world.kernels.record.losses_month` (:func:`losses_compiled`); the rest (the
+    environment's and the market's numbers, the desk's and the buyer of last resort's own
+    records, the buyers' capacity) as :func:`run` writes them."""
+    t, r, env, lb, b = m.env.t, m.rec, m.env, m.lenders, m.borrowers
+    p, buyers, s = m.panel, m.buyers, m.sites
+    sites = s is not None
+    (r["writeoffs"][t], r["recoveries"][t], r["credit_losses"][t], r["lender_equity"][t],
+     r["lender_failures"][t], r["lenders_deleveraging"][t], r["inventory_units"][t],
+     r["repo_units"][t], site_sums) = kernels.record_month(
+        lb.writeoffs, lb.recoveries, lb.later_recoveries, m.cfg.metrics.losses_at_writeoff,
+        lb.status, lb.equity, lb.inventory, m.desk.holdings, lb.cash, b.cash, buyers.capital,
+        lb.assets, b.fleet, m.price, b.btc, env.btc, buyers.holdings, b.status, b.call_months,
+        b.arrears_months, p["cash"][t], p["size"][t], p["state"][t], sites,
+        s.holder if sites else _NO_INT8, s.gpu_mw if sites else _NO_FLOAT,
+        s.mine_mw if sites else _NO_FLOAT, s.host_mw if sites else _NO_FLOAT,
+        buyers.mw if sites else _NO_FLOAT, buyers.mw_liq if sites else _NO_FLOAT,
+        buyers.mw_conv if sites else _NO_FLOAT2)
+    r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
+    r["rent"][t], r["price"][t], r["fundamental"][t] = env.rent, m.price, m.fundamental
+    r["volume"][t], r["forced_volume"][t] = m.month_volume, m.month_forced
+    r["overhang"][t], r["salvage"][t] = m.month_overhang, m.month_salvage
+    r["defaults_miner"][t], r["defaults_neocloud"][t] = m.new_defaults
+    m.new_defaults = np.zeros(2, dtype=np.int64)
+    r["repo_lent"][t] = m.desk.lent
+    m.desk.record(t, m.price)
+    if m.lolr is not None:
+        m.lolr.record(t, m.price)
+    r["buyer_capacity_h100"][t] = min(m.buyer_capacity_units(m.h100), 1e15)
+    r["forced_value"][t], r["forced_fundamental"][t] = (m.forced_value,
+                                                        m.forced_fundamental)
+    r["max_fill_above_reservation"][t] = m.month_above_reservation
+    if m.outside_on:
+        r["forced_repossession_value"][t] = m.forced_rep_value
+        r["outside_pinned"][t] = m.month_pinned
+    if sites:  # record_sites with the kernel's sums
+        (r["site_mw_borrowers"][t], r["site_mw_lenders"][t], r["buyer_spare_mw_air"][t],
+         r["buyer_spare_mw_liquid"][t], r["buyer_mw_converting"][t],
+         r["miner_mw_hosting"][t]) = site_sums
+        r["site_mw_repossessed"][t] = s.repossessed_mw
+        r["site_mw_sold"][t] = s.sold_mw
+        r["site_mw_retired"][t] = s.retired_mw
+        r["site_sale_proceeds"][t] = s.sale_proceeds
+        r["hosting_income"][t] = s.hosting_income
+        r["buyer_mw_converted"][t] = s.converted_mw
+    if m.cfg.metrics.system_loss:
+        losses_compiled(m, t)
+
+
+# stand-ins for the arrays of a switch that is off (not read by the kernels)
+_NO_FLOAT, _NO_INT8, _NO_INT = np.zeros(0), np.zeros(0, np.int8), np.zeros(0, np.int64)
+_NO_FLOAT2 = np.zeros((0, 0))
+
+
+def losses_compiled(m: LiquidationModel, t: int) -> None:
+    """:func:`sim.world.losses.record` after t0 with its sums from one call of
+    :func:`sim.world.kernels.record.losses_month`, combined as ``losses.wealth``,
+    ``losses._stock`` and ``losses.identity`` combine them (the same operations in the same
+    order); t0 (which allocates the records) runs the numpy code."""
+    r = m.rec
+    if "system_loss" not in r:
+        losses.record(m, t)
+        return
+    lb, b, desk, buyers, lo, loans = m.lenders, m.borrowers, m.desk, m.buyers, m.lolr, m.loans
+    st, f, env = m.losses_state, m.flows, m.env
+    sums, out = kernels.losses_month(
+        m.price, m.fundamental, losses.holder_margin(m), b.fleet, lb.inventory,
+        buyers.holdings, desk.holdings, _NO_INT if lo is None else lo.holdings,
+        m.salvage_units, m.external_units, st["out_units"], b.btc, b.cash, lb.cash,
+        lb.outside, lb.repo_debt, lb.other_loans, buyers.capital, desk.b_debt, loans.active,
+        loans.principal, loans.accrued, lb.writeoffs, lb.recoveries, lb.other_losses,
+        m.losses0["equity"], b.status, desk.cash_lent, desk.cash_repaid, desk.interest,
+        desk.cash_bought, desk.cash_sold, desk.funding)
+    (income, exported, uv, ugap, btc, debt, lcash, inv_p, outside, repo, other_loans, capital,
+     held_p, b_debt, bcash, fleet_p, lolr_p, desk_p, net, other_losses, wiped, lent, repaid,
+     interest, bought, sold, funding) = sums.tolist()
+    st["buyers_income"] += income
+    st["exported_value"] += exported
+    st["out_units"] = out
+    # losses._stock
+    e, out_disc = st["exported_value"], st["exported_value"] - f["salvage"]
+    stock = np.array([uv + e, ugap + out_disc, btc * env.btc, out_disc, f["btc_sales"],
+                      f["tenants"] + f["opex"] + st["buyers_income"], f["holding_costs"]])
+    # losses.wealth
+    other = other_loans if lb.has_other else 0.0
+    lenders = lcash + debt + inv_p + other - outside - repo
+    cap = 0.0 if buyers.unlimited else capital
+    buy = cap - f["buyer_capital"] + held_p + st["buyers_income"]
+    repo_b = b_debt if desk.secured else 0.0
+    borrowers = (bcash + fleet_p + btc * env.btc - debt - repo_b - f["payouts"]
+                 - f["estate_surplus"])
+    lolr = 0.0 if lo is None else lo.cash + lolr_p - lo.funding_due
+    due = desk.funding_due + (0.0 if lo is None else lo.funding_due)
+    outs = np.array([0.0, -f["unpaid_suppliers"],
+                     outside - f["funding_outside"] - f["policy_funding"] + due,
+                     -other - f["other_loans"]])
+    pnl = (desk.cash - desk.cash0) + desk.lent + desk_p - desk.funding_due  # desk.pnl(price)
+    wealth = np.array([lenders, pnl + desk.cash0, lolr, buy, borrowers, outs.sum(), *outs])
+    # losses.identity and losses.record
+    d = stock - m.losses0["stock"]
+    terms = {"value_destroyed": -d[0], "btc_value_fall": -d[2] - d[4],
+             "operating_income": d[5], "discount": d[1], "holding_costs": -d[6],
+             "discount_outside": d[3]}
+    parts = m.losses0["wealth"] - wealth
+    system_loss = float(parts[: len(losses.PARTS)].sum())
+    for key, x in zip((*losses.PARTS, *losses.OUTSIDE), parts, strict=True):
+        r[f"loss_{key}"][t] = x
+    r["system_loss"][t] = system_loss
+    r["system_loss_at_value"][t] = system_loss - (terms["discount"] - terms["discount_outside"])
+    for key, x in terms.items():
+        r[f"sl_{key}"][t] = x
+    r["loss_lenders_credit"][t] = r["credit_losses"][t]
+    if m.cfg.metrics.losses_at_writeoff:
+        r["loss_lenders_recoveries"][t] = r["recoveries"][t]
+    r["loss_lenders_net"][t] = net
+    r["loss_lenders_other"][t] = other_losses if lb.has_other else 0.0
+    r["loss_borrowers_wiped_out"][t] = wiped
+    r["desk_cash_flows"][t] = sum((-lent, repaid, interest, -bought, sold, -funding))
+    r["desk_mark"][t] = desk.lent + desk_p - desk.funding_due
 
 
 def record_sites(m: LiquidationModel, t: int) -> None:

@@ -1,0 +1,222 @@
+"""Phase 9 (:mod:`sim.world.phases.record`) compiled: the lenders' sums of the month's records
+and the three rows of the agent panel in one kernel call, :func:`record_month`.
+
+It covers every switch: what the switches add to the record (the repo desk's and the buyer of
+last resort's own records, the outside demand's, the sites' and the losses counted for
+everyone, :mod:`sim.world.losses`) is written by the phase in Python around the call, as the
+numpy code writes it. Sums are added in numpy's order (:func:`sim.core.jit.psum` for
+``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec`` as it adds one: pairwise, which
+below 8 terms is the plain sum from 0.0); integer sums in any order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.core.jit import jitable, kernel, psum
+
+# LenderStatus and BorrowerStatus codes (agents.lender, agents.borrower)
+L_DELEVERAGING, L_FAILED = 1, 2
+B_HEALTHY, B_DISTRESSED, B_DEFAULTED = 0, 1, 2
+# agents.sites holder codes
+SITE_BORROWER, SITE_LENDER = 0, 1
+
+
+@kernel
+def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, equity,
+                 inventory, desk_holdings, lcash, bcash, capital, lassets, fleet, price, btc,
+                 env_btc, holdings, bstatus, call_months, arrears_months, cash_row, size_row,
+                 state_row, has_sites, holder, gpu_mw, mine_mw, host_mw, mw, mw_liq, mw_conv):
+    """The lenders' sums of :func:`sim.world.phases.record.run` and the month's panel rows.
+
+    Fills ``cash_row``, ``size_row`` and ``state_row`` (the month's rows of the panel:
+    lenders, borrowers, buyers) as the numpy code's ``np.concatenate`` does (a borrower
+    HEALTHY in its book but under a margin call or in arrears shows as DISTRESSED) and
+    returns (writeoffs, recoveries, credit losses, lender equity, failures, lenders
+    deleveraging, inventory units, repo units): with ``at_writeoff`` (metrics.
+    losses_at_writeoff) the recoveries are the later recoveries and the credit losses net of
+    recoveries at write-off only; and, with ``has_sites``, the sums of
+    :func:`sim.world.phases.record.record_sites`: [MW held by borrowers (data halls and mining
+    halls), by lenders, buyers' spare air-cooled, liquid-cooled and converting MW, and miners'
+    MW let to AI tenants]."""
+    nl, nb, nu = lcash.shape[0], bcash.shape[0], capital.shape[0]
+    g = price.shape[0]
+    tmp = np.empty(max(nl, g))
+    w_sum = psum(writeoffs, 0, nl)
+    if at_writeoff:
+        for i in range(nl):
+            tmp[i] = writeoffs[i] - (recoveries[i] - later_recoveries[i])
+        loss_sum = psum(tmp, 0, nl)
+        rec_sum = psum(later_recoveries, 0, nl)
+    else:
+        for i in range(nl):
+            tmp[i] = writeoffs[i] - recoveries[i]
+        loss_sum = psum(tmp, 0, nl)
+        rec_sum = psum(recoveries, 0, nl)
+    eq_sum = psum(equity, 0, nl)
+    n_failed = 0
+    n_delev = 0
+    for i in range(nl):
+        if lstatus[i] == L_FAILED:
+            n_failed += 1
+        elif lstatus[i] == L_DELEVERAGING:
+            n_delev += 1
+    units = 0
+    for i in range(nl):
+        for k in range(inventory.shape[1]):
+            units += inventory[i, k]
+    repo_units = 0
+    for k in range(desk_holdings.shape[0]):
+        repo_units += desk_holdings[k]
+    # the panel: lenders, borrowers, buyers
+    for i in range(nl):
+        cash_row[i] = lcash[i]
+        size_row[i] = lassets[i]
+        state_row[i] = lstatus[i]
+    for i in range(nb):
+        cash_row[nl + i] = bcash[i]
+        for k in range(g):
+            tmp[k] = fleet[i, k] * price[k]
+        size_row[nl + i] = psum(tmp, 0, g) + btc[i] * env_btc
+        s = bstatus[i]
+        if s == B_HEALTHY and (call_months[i] >= 0 or arrears_months[i] > 0):
+            s = B_DISTRESSED
+        state_row[nl + i] = s
+    for i in range(nu):
+        cash_row[nl + nb + i] = capital[i]
+        for k in range(g):
+            tmp[k] = holdings[i, k] * price[k]
+        size_row[nl + nb + i] = capital[i] + psum(tmp, 0, g)
+    sites = np.zeros(6)
+    if has_sites:
+        ns = holder.shape[0]
+        sel = np.empty(max(ns, nb))
+        k = 0
+        for i in range(ns):
+            if holder[i] == SITE_BORROWER:
+                sel[k] = gpu_mw[i]
+                k += 1
+        sites[0] = psum(sel, 0, k)
+        k = 0
+        for i in range(ns):
+            if holder[i] == SITE_BORROWER:
+                sel[k] = mine_mw[i]
+                k += 1
+        sites[0] = sites[0] + psum(sel, 0, k)
+        k = 0
+        for i in range(ns):
+            if holder[i] == SITE_LENDER:
+                sel[k] = gpu_mw[i]
+                k += 1
+        sites[1] = psum(sel, 0, k)
+        sites[2] = psum(mw, 0, mw.shape[0])
+        sites[3] = psum(mw_liq, 0, mw_liq.shape[0])
+        sites[4] = psum(mw_conv.reshape(mw_conv.size), 0, mw_conv.size)  # all axes: one run
+        k = 0
+        for i in range(nb):
+            if bstatus[i] != B_DEFAULTED:
+                sel[k] = host_mw[i]
+                k += 1
+        sites[5] = psum(sel, 0, k)
+    return w_sum, rec_sum, loss_sum, eq_sum, n_failed, n_delev, units, repo_units, sites
+
+
+@jitable
+def _dot(a, x, tmp):
+    """``numerics.dot(a, x)``: the products a_k x_k (an integer a converted exactly) added
+    as ``numerics.matvec`` adds a row."""
+    k = x.shape[0]
+    for j in range(k):
+        tmp[j] = a[j] * x[j]
+    return psum(tmp, 0, k)
+
+
+@jitable
+def _colsum_int(a, out):
+    """``a.sum(axis=0)`` of an integer (n, k) array (integer sums: any order)."""
+    for j in range(out.shape[0]):
+        out[j] = 0
+    for i in range(a.shape[0]):
+        for j in range(out.shape[0]):
+            out[j] += a[i, j]
+
+
+@kernel
+def losses_month(price, fundamental, margin, fleet, inventory, holdings, desk_holdings,
+                 lolr_holdings, salvage_units, external_units, out_units, btc, bcash, lcash,
+                 outside, repo_debt, other_loans, capital, b_debt, active, principal, accrued,
+                 writeoffs, recoveries, other_losses, equity0, bstatus, cash_lent, cash_repaid,
+                 interest, cash_bought, cash_sold, funding):
+    """The array reductions of :func:`sim.world.losses.record` at a month after t0, in one
+    call: returns (sums, out) with ``out`` the units sold out of the sector
+    (``losses._outside_units``) and ``sums`` = [buyers' imputed income this month, value of
+    the units newly sold out, U.V, U.(V - p), BTC held, the GPU loans' exposure, lenders'
+    cash, lenders' inventory at p, outside funding, repo debt, other loans, buyers' capital,
+    buyers' holdings at p, borrowers' secured repo debt, borrowers' cash, fleets at p, the
+    buyer of last resort's holdings at p, the desk's holdings at p, net credit losses, other
+    loans' losses, t0 equity of the defaulted, and the desk's six cash-flow sums (lent,
+    repaid, interest, purchases, sales, funding)]: each added as numpy adds it there."""
+    g = price.shape[0]
+    nb = bcash.shape[0]
+    sums = np.zeros(27)
+    tmp = np.empty(max(g, lcash.shape[0]))
+    units = np.empty(g, np.int64)
+    held = np.empty(g, np.int64)
+    _colsum_int(holdings, held)
+    sums[0] = _dot(held, margin, tmp)
+    out = np.empty(g, np.int64)
+    for k in range(g):
+        out[k] = salvage_units[k] + external_units[k]
+        units[k] = out[k] - out_units[k]
+    sums[1] = _dot(units, fundamental, tmp)
+    fl = np.empty(g, np.int64)
+    inv = np.empty(g, np.int64)
+    _colsum_int(fleet, fl)
+    _colsum_int(inventory, inv)
+    gap = np.empty(g)
+    for k in range(g):  # model.gpu_units() less the units sold out of the sector
+        u = fl[k] + inv[k] + held[k] + desk_holdings[k] + salvage_units[k] + external_units[k]
+        if lolr_holdings.shape[0]:
+            u += lolr_holdings[k]
+        units[k] = u - out[k]
+        gap[k] = fundamental[k] - price[k]
+    sums[2] = _dot(units, fundamental, tmp)
+    sums[3] = _dot(units, gap, tmp)
+    sums[4] = psum(btc, 0, nb)
+    nr = active.shape[0]
+    exposure = np.empty(nr)
+    for r in range(nr):
+        exposure[r] = (principal[r] + accrued[r]) if active[r] else 0.0
+    sums[5] = psum(exposure, 0, nr)
+    nl = lcash.shape[0]
+    sums[6] = psum(lcash, 0, nl)
+    sums[7] = _dot(inv, price, tmp)
+    sums[8] = psum(outside, 0, nl)
+    sums[9] = psum(repo_debt, 0, nl)
+    sums[10] = psum(other_loans, 0, nl)
+    sums[11] = psum(capital, 0, capital.shape[0])
+    sums[12] = _dot(held, price, tmp)
+    sums[13] = psum(b_debt, 0, b_debt.shape[0])
+    sums[14] = psum(bcash, 0, nb)
+    sums[15] = _dot(fl, price, tmp)
+    if lolr_holdings.shape[0]:
+        sums[16] = _dot(lolr_holdings, price, tmp)
+    sums[17] = _dot(desk_holdings, price, tmp)
+    for i in range(nl):
+        tmp[i] = writeoffs[i] - recoveries[i]
+    sums[18] = psum(tmp, 0, nl)
+    sums[19] = psum(other_losses, 0, nl)
+    n_dead = 0
+    dead = np.empty(nb)
+    for i in range(nb):
+        if bstatus[i] == B_DEFAULTED:
+            dead[n_dead] = equity0[i]
+            n_dead += 1
+    sums[20] = psum(dead, 0, n_dead)
+    sums[21] = psum(cash_lent, 0, cash_lent.shape[0])
+    sums[22] = psum(cash_repaid, 0, cash_repaid.shape[0])
+    sums[23] = psum(interest, 0, interest.shape[0])
+    sums[24] = psum(cash_bought, 0, cash_bought.shape[0])
+    sums[25] = psum(cash_sold, 0, cash_sold.shape[0])
+    sums[26] = psum(funding, 0, funding.shape[0])
+    return sums, out
