@@ -92,6 +92,16 @@ def test_funding_month_as_numpy(months):
     assert bad == []
 
 
+def test_marks_computed_first_when_the_book_row_is_stale():
+    """The lenders' cached book marks from another month: the phase fills the table with
+    LenderBook.marks before the kernel, the same bits (the table included)."""
+    m = _model(6)
+    m.lenders._book_key = None
+    m.lenders._table[:] = -1.0
+    bad, b = _step_both(m)
+    assert bad == [] and (b.lenders._table >= 0.0).all()
+
+
 def test_unpaid_costs_runs_estates_and_failures():
     """Lenders out of cash (costs partly unpaid, capitalised), one failed with cash (its
     estate pays out), two deleveraging (run on), a -0.0 cash: the same bits."""

@@ -212,8 +212,9 @@ def _pay_share(cash, due, n):
 def funding_month(interbank, cash, outside, repo_debt, inventory, status, assets0,
                   has_other, stress, other_loans, other_losses, other_yield, loss_calm,
                   loss_stress, hosted, has_sites, r_f, repo_rate, holding_cost, cash_share,
-                  run_rate, active, principal, accrued, loan_lender, marks, liab, e_full,
-                  alpha, beta, tol, max_iter, capital_floor, capital_ratio0):
+                  run_rate, active, principal, accrued, loan_lender, table, mark_rule,
+                  price_hist, t, lag, refresh, liab, e_full, alpha, beta, tol, max_iter,
+                  capital_floor, capital_ratio0):
     """Phase 8 of one month (:func:`sim.world.phases.funding.run` after the marks): other
     loans, :func:`~sim.world.phases.funding.pay_lender_costs`, ``repay_outside``, ``run_on``
     the lenders not NORMAL, ``estates_pay_out``, ``clear_funding`` and the status changes.
@@ -221,6 +222,7 @@ def funding_month(interbank, cash, outside, repo_debt, inventory, status, assets
     Updates in place what the numpy code updates in place (``interbank``, ``cash``,
     ``outside``, ``repo_debt``, ``other_loans``, ``other_losses``, ``status``, ``liab``,
     ``e_full``) and returns the rest: (code, equity, assets, failed, weak, flows) with
+    ``table`` the lenders' cached marks (book, appraisal, market rows; ``LenderBook._table``),
     ``failed`` the lenders newly failed (-1 in ``flows[12]``: no lender defaulted in the
     clearing), ``weak`` those that start deleveraging, and ``flows`` = [other loans' income,
     repo interest paid, outside funding interest paid, holding costs paid, unpaid repo
@@ -386,6 +388,17 @@ def funding_month(interbank, cash, outside, repo_debt, inventory, status, assets
             repo_debt[i] -= repo[i]
         flows[10] = psum(repo, 0, n)
         flows[11] = psum(out, 0, n)
+    # the marks (LenderBook.marks): with ``refresh`` the appraisal row (the mean of the price
+    # index over the last ``lag`` months, its rows summed from the first) and the market row
+    # of the book's table, whose book row is this month's; each lender's row by its rule
+    if refresh:
+        lo = max(0, t - lag + 1)
+        for k in range(g):
+            acc = price_hist[lo, k]
+            for s in range(lo + 1, t + 1):
+                acc += price_hist[s, k]
+            table[1, k] = acc / (t + 1 - lo)
+            table[2, k] = price_hist[t, k]
     # the clearing: external assets (cash, GPU loans by bincount, inventory at its marks,
     # other loans), the network with the outside creditors as node n
     loans = np.zeros(n)
@@ -395,7 +408,7 @@ def funding_month(interbank, cash, outside, repo_debt, inventory, status, assets
     row = np.empty(g)
     for i in range(n):
         for k in range(g):
-            row[k] = inventory[i, k] * marks[i, k]
+            row[k] = inventory[i, k] * table[mark_rule[i], k]
         ext[i] = cash[i] + loans[i] + psum(row, 0, g)
         if has_other:
             ext[i] = ext[i] + other_loans[i]

@@ -177,12 +177,16 @@ _NO_SITES = np.zeros(0)  # hosted units without sites (not read by the kernel)
 
 def run_compiled(m: LiquidationModel) -> None:
     """:func:`run` as one call of :func:`sim.world.kernels.funding.funding_month` (every
-    switch: other loans, sites, the repo desk, clearing with defaults); the month's marks are
-    taken first, and the outside flows, the desk's payments and the events are booked after
-    it in the numpy code's order and with its amounts."""
+    switch: other loans, sites, the repo desk, clearing with defaults), which also takes the
+    month's marks (:meth:`~agents.lender.LenderBook.marks`, whose table of book, appraisal
+    and market marks the kernel brings up to date when its book row is this month's; else
+    the method fills it first); the outside flows, the desk's payments and the events are
+    booked after it in the numpy code's order and with its amounts."""
     lb, lc, desk, env, loans = m.lenders, m.cfg.lenders, m.desk, m.cfg.environment, m.loans
     t, c = m.env.t, m.cfg.contagion
-    marks = lb.marks(m.env, m.price_hist, t, lc.appraisal_lag)
+    refresh = lb._book_key == (m.env, t)  # the book marks are this month's (the usual case)
+    if not refresh:
+        lb.marks(m.env, m.price_hist, t, lc.appraisal_lag)
     hosted = m.sites.hosted_units if m.sites is not None else _NO_SITES
     code, equity, assets, failed, weak, fl = kernels.funding_month(
         m.interbank, lb.cash, lb.outside, lb.repo_debt, lb.inventory, lb.status, lb.assets,
@@ -190,8 +194,8 @@ def run_compiled(m: LiquidationModel) -> None:
         lb.other_loss_calm, lb.other_loss_stress, hosted, m.sites is not None,
         (env.sofr + lc.funding_rate_spread) / 12.0, desk.rate(env.sofr), lc.holding_cost,
         lb.cash_share, lc.run_rate, loans.active, loans.principal, loans.accrued, loans.lender,
-        marks, m.clearing_liab, m.clearing_ext, c.alpha, c.beta, _TOL, _MAX_ITER,
-        lc.capital_floor, lb.capital_ratio0)
+        lb._table, lb.mark_rule, m.price_hist, t, lc.appraisal_lag, refresh, m.clearing_liab,
+        m.clearing_ext, c.alpha, c.beta, _TOL, _MAX_ITER, lc.capital_floor, lb.capital_ratio0)
     if lb.has_other:
         m.add_outside_flow("other_loans", fl[0])
     desk.receive_interest(fl[1], t)
