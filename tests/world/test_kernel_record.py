@@ -50,7 +50,8 @@ def test_record_month_as_numpy(months):
 def test_record_edges_and_panel_by_hand():
     """-0.0 cash, a healthy borrower in arrears and one under a margin call (DISTRESSED in the
     panel), a defaulted one (its t0 equity counts as wiped out), a lender failed and one
-    deleveraging: the same bits; borrower 0's size is its fleet at the price plus its BTC."""
+    deleveraging, the recorded generation taken as liquid-cooled: the same bits; borrower 0's
+    size is its fleet at the price plus its BTC."""
     def mutate(m):
         b, lb = m.borrowers, m.lenders
         lb.cash[0] = -0.0
@@ -61,6 +62,8 @@ def test_record_edges_and_panel_by_hand():
         b.status[4] = BorrowerStatus.DEFAULTED
         lb.status[:2] = [2, 1]
         b.fleet[0] = [1, 2, 0, 0, 3][: b.fleet.shape[1]]
+        m.liquid = [*m.liquid]
+        m.liquid[m.h100] = True  # the recorded capacity in liquid-cooled MW only
     bad, m = _record_both(_model(4), mutate)
     assert bad == []
     t, nl = m.env.t, m.lenders.n

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.core.jit import jitable, kernel, psum
+from agents.buyer import BIG
+from sim.core.jit import jitable, kernel, minimum, psum
 
 # LenderStatus and BorrowerStatus codes (agents.lender, agents.borrower)
 L_DELEVERAGING, L_FAILED = 1, 2
 B_HEALTHY, B_DISTRESSED, B_DEFAULTED = 0, 1, 2
 # agents.sites holder codes
 SITE_BORROWER, SITE_LENDER = 0, 1
+_BIG_F = float(BIG)  # the most units a buyer's capacity counts (agents.buyer)
 
 
 @kernel
 def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, equity,
                  inventory, desk_holdings, lcash, bcash, capital, lassets, fleet, price, btc,
                  env_btc, holdings, bstatus, call_months, arrears_months, cash_row, size_row,
-                 state_row, has_sites, holder, gpu_mw, mine_mw, host_mw, mw, mw_liq, mw_conv):
+                 state_row, has_sites, holder, gpu_mw, mine_mw, host_mw, mw, mw_liq, mw_conv,
+                 cap_on, cap_price, cap_kw, cap_liquid, buyer_sites):
     """The lenders' sums of :func:`sim.world.phases.record.run` and the month's panel rows.
 
     Fills ``cash_row``, ``size_row`` and ``state_row`` (the month's rows of the panel:
@@ -38,7 +41,10 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
     recoveries at write-off only; and, with ``has_sites``, the sums of
     :func:`sim.world.phases.record.record_sites`: [MW held by borrowers (data halls and mining
     halls), by lenders, buyers' spare air-cooled, liquid-cooled and converting MW, and miners'
-    MW let to AI tenants]."""
+    MW let to AI tenants]; and, with ``cap_on``, the units the buyers could take of the
+    recorded generation at ``cap_price`` (``BuyerBook.capacity_total``: each buyer's capital
+    over the price and its spare MW over the generation's ``cap_kw``, each nudged up by 1e-9,
+    the smaller, capped, floored), else 0."""
     nl, nb, nu = lcash.shape[0], bcash.shape[0], capital.shape[0]
     g = price.shape[0]
     tmp = np.empty(max(nl, g))
@@ -118,7 +124,22 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
                 sel[k] = host_mw[i]
                 k += 1
         sites[5] = psum(sel, 0, k)
-    return w_sum, rec_sum, loss_sum, eq_sum, n_failed, n_delev, units, repo_units, sites
+    capacity = 0
+    if cap_on:
+        for k in range(nu):
+            u = capital[k] / cap_price
+            u += 1e-9
+            if not buyer_sites:
+                spare = mw[k]
+            elif cap_liquid:
+                spare = mw_liq[k]
+            else:
+                spare = mw[k] + mw_liq[k]
+            by_mw = spare * 1000.0 / cap_kw
+            by_mw += 1e-9
+            capacity += np.int64(np.floor(minimum(minimum(u, by_mw), _BIG_F)))
+    return (w_sum, rec_sum, loss_sum, eq_sum, n_failed, n_delev, units, repo_units, sites,
+            float(capacity))
 
 
 @jitable

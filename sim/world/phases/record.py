@@ -83,17 +83,23 @@ def run_compiled(m: LiquidationModel) -> None:
     t, r, env, lb, b = m.env.t, m.rec, m.env, m.lenders, m.borrowers
     p, buyers, s = m.panel, m.buyers, m.sites
     sites = s is not None
+    # the buyers' capacity for the recorded generation (model.buyer_capacity_units) in the
+    # kernel, at a price > 0 and a positive kW; else (unlimited buyers: inf) in Python
+    h = m.h100
+    cap_price, cap_kw = max(float(m.price[h]), 1.0), env.kw[h]
+    cap_on = not buyers.unlimited and cap_price > 0.0 and cap_kw > 0.0
     (r["writeoffs"][t], r["recoveries"][t], r["credit_losses"][t], r["lender_equity"][t],
      r["lender_failures"][t], r["lenders_deleveraging"][t], r["inventory_units"][t],
-     r["repo_units"][t], site_sums) = kernels.record_month(
+     r["repo_units"][t], site_sums, capacity) = kernels.record_month(
         lb.writeoffs, lb.recoveries, lb.later_recoveries, m.cfg.metrics.losses_at_writeoff,
         lb.status, lb.equity, lb.inventory, m.desk.holdings, lb.cash, b.cash, buyers.capital,
         lb.assets, b.fleet, m.price, b.btc, env.btc, buyers.holdings, b.status, b.call_months,
         b.arrears_months, p["cash"][t], p["size"][t], p["state"][t], sites,
         s.holder if sites else _NO_INT8, s.gpu_mw if sites else _NO_FLOAT,
         s.mine_mw if sites else _NO_FLOAT, s.host_mw if sites else _NO_FLOAT,
-        buyers.mw if sites else _NO_FLOAT, buyers.mw_liq if sites else _NO_FLOAT,
-        buyers.mw_conv if sites else _NO_FLOAT2)
+        buyers.mw, buyers.mw_liq if buyers.sites else _NO_FLOAT,
+        buyers.mw_conv if sites else _NO_FLOAT2, cap_on, cap_price, cap_kw, m.liquid[h],
+        buyers.sites)
     r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
     r["rent"][t], r["price"][t], r["fundamental"][t] = env.rent, m.price, m.fundamental
     r["volume"][t], r["forced_volume"][t] = m.month_volume, m.month_forced
@@ -104,7 +110,8 @@ def run_compiled(m: LiquidationModel) -> None:
     m.desk.record(t, m.price)
     if m.lolr is not None:
         m.lolr.record(t, m.price)
-    r["buyer_capacity_h100"][t] = min(m.buyer_capacity_units(m.h100), 1e15)
+    r["buyer_capacity_h100"][t] = min(capacity if cap_on else m.buyer_capacity_units(h),
+                                      1e15)
     r["forced_value"][t], r["forced_fundamental"][t] = (m.forced_value,
                                                         m.forced_fundamental)
     r["max_fill_above_reservation"][t] = m.month_above_reservation
