@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.buyer import BIG
-from sim.core.jit import jitable, kernel, minimum, psum
+from sim.core.jit import jitable, kernel, maximum, minimum, psum
 
 # LenderStatus and BorrowerStatus codes (agents.lender, agents.borrower)
 L_DELEVERAGING, L_FAILED = 1, 2
@@ -163,20 +163,25 @@ def _colsum_int(a, out):
 
 
 @kernel
-def losses_month(price, fundamental, margin, fleet, inventory, holdings, desk_holdings,
+def losses_month(price, fundamental, rent_hours, rent, power_cost, spot_opex, facility,
+                 has_facility, fleet, inventory, holdings, desk_holdings,
                  lolr_holdings, salvage_units, external_units, out_units, btc, bcash, lcash,
                  outside, repo_debt, other_loans, capital, b_debt, active, principal, accrued,
                  writeoffs, recoveries, other_losses, equity0, bstatus, cash_lent, cash_repaid,
                  interest, cash_bought, cash_sold, funding):
     """The array reductions of :func:`sim.world.losses.record` at a month after t0, in one
-    call: returns (sums, out) with ``out`` the units sold out of the sector
-    (``losses._outside_units``) and ``sums`` = [buyers' imputed income this month, value of
-    the units newly sold out, U.V, U.(V - p), BTC held, the GPU loans' exposure, lenders'
-    cash, lenders' inventory at p, outside funding, repo debt, other loans, buyers' capital,
-    buyers' holdings at p, borrowers' secured repo debt, borrowers' cash, fleets at p, the
-    buyer of last resort's holdings at p, the desk's holdings at p, net credit losses, other
-    loans' losses, t0 equity of the defaulted, and the desk's six cash-flow sums (lent,
-    repaid, interest, purchases, sales, funding)]: each added as numpy adds it there."""
+    call, with ``losses.holder_margin``: max(rent_hours x rent - cost, 0), cost = power +
+    spot opex (+ the facility charge with ``has_facility``; ``agents.buyer.running_cost``),
+    rent_hours = 730 x the utilisation.
+
+    Returns (sums, out): ``out`` the units sold out of the sector
+    (``losses._outside_units``), ``sums`` = [buyers' imputed income this month, value of the
+    units newly sold out, U.V, U.(V - p), BTC held, the GPU loans' exposure, lenders' cash,
+    lenders' inventory at p, outside funding, repo debt, other loans, buyers' capital, buyers'
+    holdings at p, borrowers' secured repo debt, borrowers' cash, fleets at p, the buyer of
+    last resort's holdings at p, the desk's holdings at p, net credit losses, other loans'
+    losses, t0 equity of the defaulted, and the desk's six cash-flow sums (lent, repaid,
+    interest, purchases, sales, funding)]: each added as numpy adds it there."""
     g = price.shape[0]
     nb = bcash.shape[0]
     sums = np.zeros(27)
@@ -184,6 +189,12 @@ def losses_month(price, fundamental, margin, fleet, inventory, holdings, desk_ho
     units = np.empty(g, np.int64)
     held = np.empty(g, np.int64)
     _colsum_int(holdings, held)
+    margin = np.empty(g)
+    for k in range(g):
+        cost = power_cost[k] + spot_opex
+        if has_facility:
+            cost = cost + facility[k]
+        margin[k] = maximum(rent_hours * rent[k] - cost, 0.0)
     sums[0] = _dot(held, margin, tmp)
     out = np.empty(g, np.int64)
     for k in range(g):

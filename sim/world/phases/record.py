@@ -10,6 +10,7 @@ import numpy as np
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
 from sim.core import numerics as nm
+from sim.core.environment import HOURS_PER_MONTH
 from sim.world import losses
 from sim.world.kernels import record as kernels
 
@@ -148,8 +149,11 @@ def losses_compiled(m: LiquidationModel, t: int) -> None:
         return
     lb, b, desk, buyers, lo, loans = m.lenders, m.borrowers, m.desk, m.buyers, m.lolr, m.loans
     st, f, env = m.losses_state, m.flows, m.env
+    facility = env.cfg.facility_cost > 0  # agents.buyer.running_cost's colocation charge
     sums, out = kernels.losses_month(
-        m.price, m.fundamental, losses.holder_margin(m), b.fleet, lb.inventory,
+        m.price, m.fundamental, HOURS_PER_MONTH * env.cfg.utilisation, env.rent,
+        env.power_cost_per_gpu(), m.cfg.buyers.spot_opex_per_gpu,
+        env.facility_cost_per_gpu() if facility else _NO_FLOAT, facility, b.fleet, lb.inventory,
         buyers.holdings, desk.holdings, _NO_INT if lo is None else lo.holdings,
         m.salvage_units, m.external_units, st["out_units"], b.btc, b.cash, lb.cash,
         lb.outside, lb.repo_debt, lb.other_loans, buyers.capital, desk.b_debt, loans.active,
