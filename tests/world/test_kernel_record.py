@@ -2,7 +2,7 @@
 stepped both ways from the same states (including -0.0, NaN-free edge values and a borrower
 under a margin call), a panel row checked by hand, and whole short runs with the switches
 the golden cases leave at their defaults (no sites, no other loans, net credit losses, no
-system loss, a secured repo desk with a buyer of last resort, a colocation charge)."""
+system loss, a secured repo desk with a buyer of last resort, no colocation charge)."""
 
 import copy
 
@@ -86,7 +86,7 @@ def test_record_edges_and_panel_by_hand():
     ("lenders.types.bank.gpu_share=1.0", "lenders.types.private_credit.gpu_share=1.0",
      "lenders.types.abl.gpu_share=1.0"),
     ("policy.repo.enabled=true", "policy.lolr.enabled=true"),
-    ("environment.facility_cost=184.06",),
-], ids=["no_sites", "net_losses", "no_system_loss", "no_other_loans", "repo+lolr", "facility"])
+    ("environment.facility_cost=0.0",),
+], ids=["no_sites", "net_losses", "no_system_loss", "no_other_loans", "repo+lolr", "no_facility"])
 def test_switches_as_numpy(overrides):
     assert engine_mismatches("crypto_winter", overrides, months=14) == []
