@@ -1,12 +1,18 @@
-"""Phase 9 (:mod:`sim.world.phases.record`) compiled: the lenders' sums of the month's records
-and the three rows of the agent panel in one kernel call, :func:`record_month`.
+"""Phase 9 (:mod:`sim.world.phases.record`) compiled: every sum of the month's records (the
+lenders', the sites', the buyers' capacity and the losses counted for everyone,
+:mod:`sim.world.losses`) and the three rows of the agent panel in one kernel call,
+:func:`record_month`.
 
-It covers every switch: what the switches add to the record (the repo desk's and the buyer of
-last resort's own records, the outside demand's, the sites' and the losses counted for
-everyone, :mod:`sim.world.losses`) is written by the phase in Python around the call, as the
-numpy code writes it. Sums are added in numpy's order (:func:`sim.core.jit.psum` for
-``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec`` as it adds one: pairwise, which
-below 8 terms is the plain sum from 0.0); integer sums in any order.
+It covers every switch (sites on or off, other loans, the repo desk, the buyer of last resort,
+unlimited buyers, the outside demand, ``metrics.losses_at_writeoff`` and
+``metrics.system_loss``). The phase copies the plain numbers into the records in Python, as
+the numpy code does, and leaves in Python: the desk's and the buyer of last resort's own
+records (their methods), the buyers' capacity when buyers are unlimited (inf), the losses at
+t0 (which allocate their records) and the scalar arithmetic that combines the losses' sums
+(``losses.wealth``, ``_stock``, ``identity``). Sums are added in numpy's order
+(:func:`sim.core.jit.psum` for ``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec``
+as it adds one: pairwise, which below 8 terms is the plain sum from 0.0); integer sums in any
+order.
 """
 
 from __future__ import annotations
@@ -29,8 +35,14 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
                  inventory, desk_holdings, lcash, bcash, capital, lassets, fleet, price, btc,
                  env_btc, holdings, bstatus, call_months, arrears_months, cash_row, size_row,
                  state_row, has_sites, holder, gpu_mw, mine_mw, host_mw, mw, mw_liq, mw_conv,
-                 cap_on, cap_price, cap_kw, cap_liquid, buyer_sites):
-    """The lenders' sums of :func:`sim.world.phases.record.run` and the month's panel rows.
+                 cap_on, cap_price, cap_kw, cap_liquid, buyer_sites, losses_on, fundamental,
+                 rent_hours, rent, power_cost, spot_opex, facility, has_facility,
+                 lolr_holdings, salvage_units, external_units, out_units, outside, repo_debt,
+                 other_loans, b_debt, active, principal, accrued, other_losses, equity0,
+                 cash_lent, cash_repaid, interest, cash_bought, cash_sold, funding):
+    """The whole month of :func:`sim.world.phases.record.run` that is not a copy of a
+    number: the lenders' sums, the month's panel rows, the sites' sums, the buyers' capacity
+    and (``losses_on``) the sums of the losses counted for everyone (:func:`_losses_sums`).
 
     Fills ``cash_row``, ``size_row`` and ``state_row`` (the month's rows of the panel:
     lenders, borrowers, buyers) as the numpy code's ``np.concatenate`` does (a borrower
@@ -44,7 +56,8 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
     MW let to AI tenants]; and, with ``cap_on``, the units the buyers could take of the
     recorded generation at ``cap_price`` (``BuyerBook.capacity_total``: each buyer's capital
     over the price and its spare MW over the generation's ``cap_kw``, each nudged up by 1e-9,
-    the smaller, capped, floored), else 0."""
+    the smaller, capped, floored), else 0; then, with ``losses_on``, the sums of
+    :func:`_losses_sums` and the units sold out of the sector (else two empty arrays)."""
     nl, nb, nu = lcash.shape[0], bcash.shape[0], capital.shape[0]
     g = price.shape[0]
     tmp = np.empty(max(nl, g))
@@ -138,8 +151,18 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
             by_mw = spare * 1000.0 / cap_kw
             by_mw += 1e-9
             capacity += np.int64(np.floor(minimum(minimum(u, by_mw), _BIG_F)))
+    if losses_on:
+        loss_sums, out = _losses_sums(
+            price, fundamental, rent_hours, rent, power_cost, spot_opex, facility,
+            has_facility, fleet, inventory, holdings, desk_holdings, lolr_holdings,
+            salvage_units, external_units, out_units, btc, bcash, lcash, outside, repo_debt,
+            other_loans, capital, b_debt, active, principal, accrued, writeoffs, recoveries,
+            other_losses, equity0, bstatus, cash_lent, cash_repaid, interest, cash_bought,
+            cash_sold, funding)
+    else:
+        loss_sums, out = np.zeros(0), np.zeros(0, np.int64)
     return (w_sum, rec_sum, loss_sum, eq_sum, n_failed, n_delev, units, repo_units, sites,
-            float(capacity))
+            float(capacity), loss_sums, out)
 
 
 @jitable
@@ -162,8 +185,8 @@ def _colsum_int(a, out):
             out[j] += a[i, j]
 
 
-@kernel
-def losses_month(price, fundamental, rent_hours, rent, power_cost, spot_opex, facility,
+@jitable
+def _losses_sums(price, fundamental, rent_hours, rent, power_cost, spot_opex, facility,
                  has_facility, fleet, inventory, holdings, desk_holdings,
                  lolr_holdings, salvage_units, external_units, out_units, btc, bcash, lcash,
                  outside, repo_debt, other_loans, capital, b_debt, active, principal, accrued,

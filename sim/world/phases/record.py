@@ -76,31 +76,41 @@ def run(m: LiquidationModel) -> None:
 
 
 def run_compiled(m: LiquidationModel) -> None:
-    """:func:`run` with the lenders' sums, the sites' sums and the panel rows from one call of
-    :func:`sim.world.kernels.record.record_month`, and the losses from one call of
-    :func:`~sim.world.kernels.record.losses_month` (:func:`losses_compiled`); the rest (the
-    environment's and the market's numbers, the desk's and the buyer of last resort's own
-    records, the buyers' capacity) as :func:`run` writes them."""
+    """:func:`run` with every sum (the lenders', the sites', the buyers' capacity and, after
+    t0, the losses') and the panel rows from one call of
+    :func:`sim.world.kernels.record.record_month`; the plain numbers, the desk's and the buyer
+    of last resort's own records and the losses' arithmetic (:func:`losses_compiled`) as
+    :func:`run` writes them."""
     t, r, env, lb, b = m.env.t, m.rec, m.env, m.lenders, m.borrowers
-    p, buyers, s = m.panel, m.buyers, m.sites
+    p, buyers, s, desk, lo, loans = m.panel, m.buyers, m.sites, m.desk, m.lolr, m.loans
     sites = s is not None
     # the buyers' capacity for the recorded generation (model.buyer_capacity_units) in the
     # kernel, at a price > 0 and a positive kW; else (unlimited buyers: inf) in Python
     h = m.h100
     cap_price, cap_kw = max(float(m.price[h]), 1.0), env.kw[h]
     cap_on = not buyers.unlimited and cap_price > 0.0 and cap_kw > 0.0
+    # the losses after t0 (t0 allocates their records: losses.record)
+    losses_on = m.cfg.metrics.system_loss and "system_loss" in r
+    facility = env.cfg.facility_cost > 0  # agents.buyer.running_cost's colocation charge
     (r["writeoffs"][t], r["recoveries"][t], r["credit_losses"][t], r["lender_equity"][t],
      r["lender_failures"][t], r["lenders_deleveraging"][t], r["inventory_units"][t],
-     r["repo_units"][t], site_sums, capacity) = kernels.record_month(
+     r["repo_units"][t], site_sums, capacity, loss_sums, out) = kernels.record_month(
         lb.writeoffs, lb.recoveries, lb.later_recoveries, m.cfg.metrics.losses_at_writeoff,
-        lb.status, lb.equity, lb.inventory, m.desk.holdings, lb.cash, b.cash, buyers.capital,
+        lb.status, lb.equity, lb.inventory, desk.holdings, lb.cash, b.cash, buyers.capital,
         lb.assets, b.fleet, m.price, b.btc, env.btc, buyers.holdings, b.status, b.call_months,
         b.arrears_months, p["cash"][t], p["size"][t], p["state"][t], sites,
         s.holder if sites else _NO_INT8, s.gpu_mw if sites else _NO_FLOAT,
         s.mine_mw if sites else _NO_FLOAT, s.host_mw if sites else _NO_FLOAT,
         buyers.mw, buyers.mw_liq if buyers.sites else _NO_FLOAT,
         buyers.mw_conv if sites else _NO_FLOAT2, cap_on, cap_price, cap_kw, m.liquid[h],
-        buyers.sites)
+        buyers.sites, losses_on, m.fundamental, HOURS_PER_MONTH * env.cfg.utilisation,
+        env.rent, env.power_cost_per_gpu(), m.cfg.buyers.spot_opex_per_gpu,
+        env.facility_cost_per_gpu() if facility else _NO_FLOAT, facility,
+        _NO_INT if lo is None else lo.holdings, m.salvage_units, m.external_units,
+        m.losses_state["out_units"] if losses_on else _NO_INT, lb.outside, lb.repo_debt,
+        lb.other_loans, desk.b_debt, loans.active, loans.principal, loans.accrued,
+        lb.other_losses, m.losses0["equity"] if losses_on else _NO_FLOAT, desk.cash_lent,
+        desk.cash_repaid, desk.interest, desk.cash_bought, desk.cash_sold, desk.funding)
     r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
     r["rent"][t], r["price"][t], r["fundamental"][t] = env.rent, m.price, m.fundamental
     r["volume"][t], r["forced_volume"][t] = m.month_volume, m.month_forced
@@ -129,8 +139,10 @@ def run_compiled(m: LiquidationModel) -> None:
         r["site_sale_proceeds"][t] = s.sale_proceeds
         r["hosting_income"][t] = s.hosting_income
         r["buyer_mw_converted"][t] = s.converted_mw
-    if m.cfg.metrics.system_loss:
-        losses_compiled(m, t)
+    if losses_on:
+        losses_compiled(m, t, loss_sums, out)
+    elif m.cfg.metrics.system_loss:  # t0
+        losses.record(m, t)
 
 
 # stand-ins for the arrays of a switch that is off (not read by the kernels)
@@ -138,28 +150,13 @@ _NO_FLOAT, _NO_INT8, _NO_INT = np.zeros(0), np.zeros(0, np.int8), np.zeros(0, np
 _NO_FLOAT2 = np.zeros((0, 0))
 
 
-def losses_compiled(m: LiquidationModel, t: int) -> None:
-    """:func:`sim.world.losses.record` after t0 with its sums from one call of
-    :func:`sim.world.kernels.record.losses_month`, combined as ``losses.wealth``,
-    ``losses._stock`` and ``losses.identity`` combine them (the same operations in the same
-    order); t0 (which allocates the records) runs the numpy code."""
-    r = m.rec
-    if "system_loss" not in r:
-        losses.record(m, t)
-        return
-    lb, b, desk, buyers, lo, loans = m.lenders, m.borrowers, m.desk, m.buyers, m.lolr, m.loans
+def losses_compiled(m: LiquidationModel, t: int, sums: np.ndarray, out: np.ndarray) -> None:
+    """:func:`sim.world.losses.record` after t0 from the kernel's ``sums`` and ``out``
+    (:func:`sim.world.kernels.record._losses_sums`), combined as ``losses.wealth``,
+    ``losses._stock`` and ``losses.identity`` combine them: the same operations in the same
+    order."""
+    r, lb, desk, buyers, lo = m.rec, m.lenders, m.desk, m.buyers, m.lolr
     st, f, env = m.losses_state, m.flows, m.env
-    facility = env.cfg.facility_cost > 0  # agents.buyer.running_cost's colocation charge
-    sums, out = kernels.losses_month(
-        m.price, m.fundamental, HOURS_PER_MONTH * env.cfg.utilisation, env.rent,
-        env.power_cost_per_gpu(), m.cfg.buyers.spot_opex_per_gpu,
-        env.facility_cost_per_gpu() if facility else _NO_FLOAT, facility, b.fleet, lb.inventory,
-        buyers.holdings, desk.holdings, _NO_INT if lo is None else lo.holdings,
-        m.salvage_units, m.external_units, st["out_units"], b.btc, b.cash, lb.cash,
-        lb.outside, lb.repo_debt, lb.other_loans, buyers.capital, desk.b_debt, loans.active,
-        loans.principal, loans.accrued, lb.writeoffs, lb.recoveries, lb.other_losses,
-        m.losses0["equity"], b.status, desk.cash_lent, desk.cash_repaid, desk.interest,
-        desk.cash_bought, desk.cash_sold, desk.funding)
     (income, exported, uv, ugap, btc, debt, lcash, inv_p, outside, repo, other_loans, capital,
      held_p, b_debt, bcash, fleet_p, lolr_p, desk_p, net, other_losses, wiped, lent, repaid,
      interest, bought, sold, funding) = sums.tolist()
