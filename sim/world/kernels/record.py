@@ -30,6 +30,22 @@ SITE_BORROWER, SITE_LENDER = 0, 1
 _BIG_F = float(BIG)  # the most units a buyer's capacity counts (agents.buyer)
 
 
+@jitable
+def _row_dot(a, i, x, tmp):
+    """``numerics.matvec(a, x)[i]``: the products a_ik x_k (an integer a converted exactly)
+    added pairwise (:func:`~sim.core.jit.psum`, via ``tmp``), which below 8 terms is the plain
+    sum from 0.0, done here without psum's call."""
+    k = x.shape[0]
+    if k < 8:
+        acc = 0.0
+        for j in range(k):
+            acc += a[i, j] * x[j]
+        return acc
+    for j in range(k):
+        tmp[j] = a[i, j] * x[j]
+    return psum(tmp, 0, k)
+
+
 @kernel
 def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, equity,
                  inventory, desk_holdings, lcash, bcash, capital, lassets, fleet, price, btc,
@@ -94,18 +110,26 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
         state_row[i] = lstatus[i]
     for i in range(nb):
         cash_row[nl + i] = bcash[i]
-        for k in range(g):
-            tmp[k] = fleet[i, k] * price[k]
-        size_row[nl + i] = psum(tmp, 0, g) + btc[i] * env_btc
+        if g < 8:  # _row_dot written out: a call per row costs more than the row's sum
+            acc = 0.0
+            for k in range(g):
+                acc += fleet[i, k] * price[k]
+        else:
+            acc = _row_dot(fleet, i, price, tmp)
+        size_row[nl + i] = acc + btc[i] * env_btc
         s = bstatus[i]
         if s == B_HEALTHY and (call_months[i] >= 0 or arrears_months[i] > 0):
             s = B_DISTRESSED
         state_row[nl + i] = s
     for i in range(nu):
         cash_row[nl + nb + i] = capital[i]
-        for k in range(g):
-            tmp[k] = holdings[i, k] * price[k]
-        size_row[nl + nb + i] = capital[i] + psum(tmp, 0, g)
+        if g < 8:
+            acc = 0.0
+            for k in range(g):
+                acc += holdings[i, k] * price[k]
+        else:
+            acc = _row_dot(holdings, i, price, tmp)
+        size_row[nl + nb + i] = capital[i] + acc
     sites = np.zeros(6)
     if has_sites:
         ns = holder.shape[0]
@@ -170,6 +194,11 @@ def _dot(a, x, tmp):
     """``numerics.dot(a, x)``: the products a_k x_k (an integer a converted exactly) added
     as ``numerics.matvec`` adds a row."""
     k = x.shape[0]
+    if k < 8:  # psum's plain sum from 0.0, without the call
+        acc = 0.0
+        for j in range(k):
+            acc += a[j] * x[j]
+        return acc
     for j in range(k):
         tmp[j] = a[j] * x[j]
     return psum(tmp, 0, k)
