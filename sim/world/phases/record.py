@@ -145,6 +145,9 @@ def run_compiled(m: LiquidationModel) -> None:
         losses.record(m, t)
 
 
+# the losses' record keys: the parties' and the identity's terms (sim.world.losses)
+_LOSS_KEYS = tuple(f"loss_{k}" for k in (*losses.PARTS, *losses.OUTSIDE))
+_SL_KEYS = tuple(f"sl_{k}" for k in (*losses.TERMS, "discount_outside"))
 # stand-ins for the arrays of a switch that is off (not read by the kernels)
 _NO_FLOAT, _NO_INT8, _NO_INT = np.zeros(0), np.zeros(0, np.int8), np.zeros(0, np.int64)
 _NO_FLOAT2 = np.zeros((0, 0))
@@ -163,10 +166,10 @@ def losses_compiled(m: LiquidationModel, t: int, sums: np.ndarray, out: np.ndarr
     st["buyers_income"] += income
     st["exported_value"] += exported
     st["out_units"] = out
-    # losses._stock
+    # losses._stock (its array's entries, as Python floats: the same doubles)
     e, out_disc = st["exported_value"], st["exported_value"] - f["salvage"]
-    stock = np.array([uv + e, ugap + out_disc, btc * env.btc, out_disc, f["btc_sales"],
-                      f["tenants"] + f["opex"] + st["buyers_income"], f["holding_costs"]])
+    stock = (uv + e, ugap + out_disc, btc * env.btc, out_disc, f["btc_sales"],
+             f["tenants"] + f["opex"] + st["buyers_income"], f["holding_costs"])
     # losses.wealth
     other = other_loans if lb.has_other else 0.0
     lenders = lcash + debt + inv_p + other - outside - repo
@@ -177,24 +180,27 @@ def losses_compiled(m: LiquidationModel, t: int, sums: np.ndarray, out: np.ndarr
                  - f["estate_surplus"])
     lolr = 0.0 if lo is None else lo.cash + lolr_p - lo.funding_due
     due = desk.funding_due + (0.0 if lo is None else lo.funding_due)
-    outs = np.array([0.0, -f["unpaid_suppliers"],
-                     outside - f["funding_outside"] - f["policy_funding"] + due,
-                     -other - f["other_loans"]])
+    outs = (0.0, -f["unpaid_suppliers"],
+            outside - f["funding_outside"] - f["policy_funding"] + due,
+            -other - f["other_loans"])
+    outs_sum = 0.0  # np.add.reduce of 4 terms: the plain sum from 0.0 (sim.core.jit.psum)
+    for x in outs:
+        outs_sum += x
     pnl = (desk.cash - desk.cash0) + desk.lent + desk_p - desk.funding_due  # desk.pnl(price)
-    wealth = np.array([lenders, pnl + desk.cash0, lolr, buy, borrowers, outs.sum(), *outs])
-    # losses.identity and losses.record
-    d = stock - m.losses0["stock"]
-    terms = {"value_destroyed": -d[0], "btc_value_fall": -d[2] - d[4],
-             "operating_income": d[5], "discount": d[1], "holding_costs": -d[6],
-             "discount_outside": d[3]}
-    parts = m.losses0["wealth"] - wealth
-    system_loss = float(parts[: len(losses.PARTS)].sum())
-    for key, x in zip((*losses.PARTS, *losses.OUTSIDE), parts, strict=True):
-        r[f"loss_{key}"][t] = x
+    wealth = (lenders, pnl + desk.cash0, lolr, buy, borrowers, outs_sum, *outs)
+    # losses.identity and losses.record: stock - stock0 and wealth0 - wealth term by term
+    d = [a - b for a, b in zip(stock, m.losses0["stock"].tolist(), strict=True)]
+    terms = (-d[0], -d[2] - d[4], d[5], d[1], -d[6], d[3])  # _SL_KEYS' order
+    parts = [a - b for a, b in zip(m.losses0["wealth"].tolist(), wealth, strict=True)]
+    system_loss = 0.0  # np.add.reduce of the 6 parties: the plain sum from 0.0
+    for x in parts[: len(losses.PARTS)]:
+        system_loss += x
+    for key, x in zip(_LOSS_KEYS, parts, strict=True):
+        r[key][t] = x
     r["system_loss"][t] = system_loss
-    r["system_loss_at_value"][t] = system_loss - (terms["discount"] - terms["discount_outside"])
-    for key, x in terms.items():
-        r[f"sl_{key}"][t] = x
+    r["system_loss_at_value"][t] = system_loss - (terms[3] - terms[5])
+    for key, x in zip(_SL_KEYS, terms, strict=True):
+        r[key][t] = x
     r["loss_lenders_credit"][t] = r["credit_losses"][t]
     if m.cfg.metrics.losses_at_writeoff:
         r["loss_lenders_recoveries"][t] = r["recoveries"][t]
