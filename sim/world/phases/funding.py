@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.linalg import LinAlgError  # what numerics.solve raises (the class only: no BLAS)
 
 from agents.lender import LenderStatus
 from sim.core.contagion import _MAX_ITER, _TOL, rogers_veraart_state
@@ -213,7 +214,7 @@ def run_compiled(m: LiquidationModel) -> None:
         rogers_veraart_state(m.clearing_liab, m.clearing_ext, c.alpha, c.beta)
         raise AssertionError("the compiled clearing rejected inputs the numpy one accepts")
     if code == kernels.SINGULAR:
-        raise np.linalg.LinAlgError("Singular matrix")
+        raise LinAlgError("Singular matrix")
     if code == kernels.NO_CONVERGENCE:
         raise RuntimeError(f"clearing did not converge in {_MAX_ITER} rounds")
     lb.equity, lb.assets = equity, assets
