@@ -5,9 +5,10 @@ It covers every switch the phase reads: the other loans (``has_other``), hosting
 (``sites``: the hosted units passed in, else none), the repo desk (its rate, and the interest,
 capitalisation and estate repayments it is paid, returned for the phase to book), and the
 Rogers-Veraart clearing (:func:`sim.core.contagion.rogers_veraart_state`) with or without
-defaulting lenders, its linear systems solved as :func:`sim.core.numerics.solve` does. Only
-the month's marks (:meth:`agents.lender.LenderBook.marks`, which keeps its own cache) are
-computed in Python before the call. Invalid clearing inputs (a NaN, an infinity or a negative
+defaulting lenders, its linear systems solved as :func:`sim.core.numerics.solve` does, and
+the month's marks (the appraisal and market rows of :meth:`agents.lender.LenderBook.marks`'
+table; when the table's cached book row is not this month's, the phase calls the method
+first). Invalid clearing inputs (a NaN, an infinity or a negative
 amount in the network or the external assets), a singular system and a clearing that does not
 converge are reported back by a code; the phase then raises what the numpy code raises.
 
