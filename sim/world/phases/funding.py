@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.linalg import LinAlgError  # what numerics.solve raises (the class only: no BLAS)
 
 from agents.lender import LenderStatus
-from sim.core.contagion import rogers_veraart_state
+from sim.core.contagion import _MAX_ITER, _TOL, rogers_veraart_state
+from sim.world.kernels import funding as kernels
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
@@ -138,7 +140,12 @@ def run(m: LiquidationModel) -> None:
     run_rate on lenders not NORMAL (:func:`run_on`), failed lenders' estates
     (:func:`estates_pay_out`), then the Rogers-Veraart clearing (:func:`clear_funding`): a
     lender paying less than it owes fails; a sound lender whose equity / assets falls below
-    capital_floor x its initial ratio deleverages, and heals above 1.2 x that floor."""
+    capital_floor x its initial ratio deleverages, and heals above 1.2 x that floor.
+
+    On the compiled engine the whole phase is one kernel call (:func:`run_compiled`)."""
+    if m.engine == "compiled":
+        run_compiled(m)
+        return
     lb, lc = m.lenders, m.cfg.lenders
     if lb.has_other:  # other loans pay interest (from outside) and lose at their rate
         income, _ = lb.other_loans_month(bool(m.env.stress))
@@ -164,3 +171,54 @@ def run(m: LiquidationModel) -> None:
     heal = lb.heals(ratio, floor)  # a lender heals back to normal above 1.2 x its floor
     if np.count_nonzero(heal):
         lb.status[heal] = LenderStatus.NORMAL
+
+
+_NO_SITES = np.zeros(0)  # hosted units without sites (not read by the kernel)
+
+
+def run_compiled(m: LiquidationModel) -> None:
+    """:func:`run` as one call of :func:`sim.world.kernels.funding.funding_month` (every
+    switch: other loans, sites, the repo desk, clearing with defaults), which also takes the
+    month's marks (:meth:`~agents.lender.LenderBook.marks`, whose table of book, appraisal
+    and market marks the kernel brings up to date when its book row is this month's; else
+    the method fills it first); the outside flows, the desk's payments and the events are
+    booked after it in the numpy code's order and with its amounts."""
+    lb, lc, desk, env, loans = m.lenders, m.cfg.lenders, m.desk, m.cfg.environment, m.loans
+    t, c = m.env.t, m.cfg.contagion
+    refresh = lb._book_key == (m.env, t)  # the book marks are this month's (the usual case)
+    if not refresh:
+        lb.marks(m.env, m.price_hist, t, lc.appraisal_lag)
+    hosted = m.sites.hosted_units if m.sites is not None else _NO_SITES
+    code, equity, assets, failed, weak, fl = kernels.funding_month(
+        m.interbank, lb.cash, lb.outside, lb.repo_debt, lb.inventory, lb.status, lb.assets,
+        lb.has_other, bool(m.env.stress), lb.other_loans, lb.other_losses, lb.other_yield,
+        lb.other_loss_calm, lb.other_loss_stress, hosted, m.sites is not None,
+        (env.sofr + lc.funding_rate_spread) / 12.0, desk.rate(env.sofr), lc.holding_cost,
+        lb.cash_share, lc.run_rate, loans.active, loans.principal, loans.accrued, loans.lender,
+        lb._table, lb.mark_rule, m.price_hist, t, lc.appraisal_lag, refresh, m.clearing_liab,
+        m.clearing_ext, c.alpha, c.beta, _TOL, _MAX_ITER, lc.capital_floor, lb.capital_ratio0)
+    if lb.has_other:
+        m.add_outside_flow("other_loans", fl[0])
+    desk.receive_interest(fl[1], t)
+    m.add_outside_flow("funding_outside", fl[2])
+    m.add_outside_flow("holding_costs", fl[3])
+    if not fl[5]:  # some lender could not pay in full: the unpaid repo interest capitalises
+        desk.capitalise(fl[4])
+    m.add_outside_flow("funding_outside", -fl[6])
+    if fl[7]:  # a run on the lenders not NORMAL
+        m.add_outside_flow("funding_outside", -fl[8])
+    if fl[9]:  # failed lenders' estates paid out
+        desk.receive_repayment(fl[10], t)
+        m.add_outside_flow("funding_outside", -fl[11])
+    if code == kernels.BAD_INPUT:  # raises the numpy clearing's ValueError
+        rogers_veraart_state(m.clearing_liab, m.clearing_ext, c.alpha, c.beta)
+        raise AssertionError("the compiled clearing rejected inputs the numpy one accepts")
+    if code == kernels.SINGULAR:
+        raise LinAlgError("Singular matrix")
+    if code == kernels.NO_CONVERGENCE:
+        raise RuntimeError(f"clearing did not converge in {_MAX_ITER} rounds")
+    lb.equity, lb.assets = equity, assets
+    if len(failed):
+        m.log_events("lender_failure", "lender", failed, amount=lb.equity[failed])
+    if len(weak):
+        m.log_events("deleveraging", "lender", weak, amount=lb.equity[weak])

@@ -1,0 +1,306 @@
+"""Phase 9 (:mod:`sim.world.phases.record`) compiled: every sum of the month's records (the
+lenders', the sites', the buyers' capacity and the losses counted for everyone,
+:mod:`sim.world.losses`) and the three rows of the agent panel in one kernel call,
+:func:`record_month`.
+
+It covers every switch (sites on or off, other loans, the repo desk, the buyer of last resort,
+unlimited buyers, the outside demand, ``metrics.losses_at_writeoff`` and
+``metrics.system_loss``). The phase copies the plain numbers into the records in Python, as
+the numpy code does, and leaves in Python: the desk's and the buyer of last resort's own
+records (their methods), the buyers' capacity when buyers are unlimited (inf), the losses at
+t0 (which allocate their records) and the scalar arithmetic that combines the losses' sums
+(``losses.wealth``, ``_stock``, ``identity``). Sums are added in numpy's order
+(:func:`sim.core.jit.psum` for ``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec``
+as it adds one: pairwise, which below 8 terms is the plain sum from 0.0); integer sums in any
+order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.buyer import BIG
+from sim.core.jit import jitable, kernel, maximum, minimum, psum
+
+# LenderStatus and BorrowerStatus codes (agents.lender, agents.borrower)
+L_DELEVERAGING, L_FAILED = 1, 2
+B_HEALTHY, B_DISTRESSED, B_DEFAULTED = 0, 1, 2
+# agents.sites holder codes
+SITE_BORROWER, SITE_LENDER = 0, 1
+_BIG_F = float(BIG)  # the most units a buyer's capacity counts (agents.buyer)
+
+
+@jitable
+def _row_dot(a, i, x, tmp):
+    """``numerics.matvec(a, x)[i]``: the products a_ik x_k (an integer a converted exactly)
+    added pairwise (:func:`~sim.core.jit.psum`, via ``tmp``), which below 8 terms is the plain
+    sum from 0.0, done here without psum's call."""
+    k = x.shape[0]
+    if k < 8:
+        acc = 0.0
+        for j in range(k):
+            acc += a[i, j] * x[j]
+        return acc
+    for j in range(k):
+        tmp[j] = a[i, j] * x[j]
+    return psum(tmp, 0, k)
+
+
+@kernel
+def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, equity,
+                 inventory, desk_holdings, lcash, bcash, capital, lassets, fleet, price, btc,
+                 env_btc, holdings, bstatus, call_months, arrears_months, cash_row, size_row,
+                 state_row, has_sites, holder, gpu_mw, mine_mw, host_mw, mw, mw_liq, mw_conv,
+                 cap_on, cap_price, cap_kw, cap_liquid, buyer_sites, losses_on, fundamental,
+                 rent_hours, rent, power_cost, spot_opex, facility, has_facility,
+                 lolr_holdings, salvage_units, external_units, out_units, outside, repo_debt,
+                 other_loans, b_debt, active, principal, accrued, other_losses, equity0,
+                 cash_lent, cash_repaid, interest, cash_bought, cash_sold, funding):
+    """The whole month of :func:`sim.world.phases.record.run` that is not a copy of a
+    number: the lenders' sums, the month's panel rows, the sites' sums, the buyers' capacity
+    and (``losses_on``) the sums of the losses counted for everyone (:func:`_losses_sums`).
+
+    Fills ``cash_row``, ``size_row`` and ``state_row`` (the month's rows of the panel:
+    lenders, borrowers, buyers) as the numpy code's ``np.concatenate`` does (a borrower
+    HEALTHY in its book but under a margin call or in arrears shows as DISTRESSED) and
+    returns (writeoffs, recoveries, credit losses, lender equity, failures, lenders
+    deleveraging, inventory units, repo units): with ``at_writeoff`` (metrics.
+    losses_at_writeoff) the recoveries are the later recoveries and the credit losses net of
+    recoveries at write-off only; and, with ``has_sites``, the sums of
+    :func:`sim.world.phases.record.record_sites`: [MW held by borrowers (data halls and mining
+    halls), by lenders, buyers' spare air-cooled, liquid-cooled and converting MW, and miners'
+    MW let to AI tenants]; and, with ``cap_on``, the units the buyers could take of the
+    recorded generation at ``cap_price`` (``BuyerBook.capacity_total``: each buyer's capital
+    over the price and its spare MW over the generation's ``cap_kw``, each nudged up by 1e-9,
+    the smaller, capped, floored), else 0; then, with ``losses_on``, the sums of
+    :func:`_losses_sums` and the units sold out of the sector (else two empty arrays)."""
+    nl, nb, nu = lcash.shape[0], bcash.shape[0], capital.shape[0]
+    g = price.shape[0]
+    tmp = np.empty(max(nl, g))
+    w_sum = psum(writeoffs, 0, nl)
+    if at_writeoff:
+        for i in range(nl):
+            tmp[i] = writeoffs[i] - (recoveries[i] - later_recoveries[i])
+        loss_sum = psum(tmp, 0, nl)
+        rec_sum = psum(later_recoveries, 0, nl)
+    else:
+        for i in range(nl):
+            tmp[i] = writeoffs[i] - recoveries[i]
+        loss_sum = psum(tmp, 0, nl)
+        rec_sum = psum(recoveries, 0, nl)
+    eq_sum = psum(equity, 0, nl)
+    n_failed = 0
+    n_delev = 0
+    for i in range(nl):
+        if lstatus[i] == L_FAILED:
+            n_failed += 1
+        elif lstatus[i] == L_DELEVERAGING:
+            n_delev += 1
+    units = 0
+    for i in range(nl):
+        for k in range(inventory.shape[1]):
+            units += inventory[i, k]
+    repo_units = 0
+    for k in range(desk_holdings.shape[0]):
+        repo_units += desk_holdings[k]
+    # the panel: lenders, borrowers, buyers
+    for i in range(nl):
+        cash_row[i] = lcash[i]
+        size_row[i] = lassets[i]
+        state_row[i] = lstatus[i]
+    for i in range(nb):
+        cash_row[nl + i] = bcash[i]
+        if g < 8:  # _row_dot written out: a call per row costs more than the row's sum
+            acc = 0.0
+            for k in range(g):
+                acc += fleet[i, k] * price[k]
+        else:
+            acc = _row_dot(fleet, i, price, tmp)
+        size_row[nl + i] = acc + btc[i] * env_btc
+        s = bstatus[i]
+        if s == B_HEALTHY and (call_months[i] >= 0 or arrears_months[i] > 0):
+            s = B_DISTRESSED
+        state_row[nl + i] = s
+    for i in range(nu):
+        cash_row[nl + nb + i] = capital[i]
+        if g < 8:
+            acc = 0.0
+            for k in range(g):
+                acc += holdings[i, k] * price[k]
+        else:
+            acc = _row_dot(holdings, i, price, tmp)
+        size_row[nl + nb + i] = capital[i] + acc
+    sites = np.zeros(6)
+    if has_sites:
+        ns = holder.shape[0]
+        sel = np.empty(max(ns, nb))
+        k = 0
+        for i in range(ns):
+            if holder[i] == SITE_BORROWER:
+                sel[k] = gpu_mw[i]
+                k += 1
+        sites[0] = psum(sel, 0, k)
+        k = 0
+        for i in range(ns):
+            if holder[i] == SITE_BORROWER:
+                sel[k] = mine_mw[i]
+                k += 1
+        sites[0] = sites[0] + psum(sel, 0, k)
+        k = 0
+        for i in range(ns):
+            if holder[i] == SITE_LENDER:
+                sel[k] = gpu_mw[i]
+                k += 1
+        sites[1] = psum(sel, 0, k)
+        sites[2] = psum(mw, 0, mw.shape[0])
+        sites[3] = psum(mw_liq, 0, mw_liq.shape[0])
+        sites[4] = psum(mw_conv.reshape(mw_conv.size), 0, mw_conv.size)  # all axes: one run
+        k = 0
+        for i in range(nb):
+            if bstatus[i] != B_DEFAULTED:
+                sel[k] = host_mw[i]
+                k += 1
+        sites[5] = psum(sel, 0, k)
+    capacity = 0
+    if cap_on:
+        for k in range(nu):
+            u = capital[k] / cap_price
+            u += 1e-9
+            if not buyer_sites:
+                spare = mw[k]
+            elif cap_liquid:
+                spare = mw_liq[k]
+            else:
+                spare = mw[k] + mw_liq[k]
+            by_mw = spare * 1000.0 / cap_kw
+            by_mw += 1e-9
+            capacity += np.int64(np.floor(minimum(minimum(u, by_mw), _BIG_F)))
+    if losses_on:
+        loss_sums, out = _losses_sums(
+            price, fundamental, rent_hours, rent, power_cost, spot_opex, facility,
+            has_facility, fleet, inventory, holdings, desk_holdings, lolr_holdings,
+            salvage_units, external_units, out_units, btc, bcash, lcash, outside, repo_debt,
+            other_loans, capital, b_debt, active, principal, accrued, writeoffs, recoveries,
+            other_losses, equity0, bstatus, cash_lent, cash_repaid, interest, cash_bought,
+            cash_sold, funding)
+    else:
+        loss_sums, out = np.zeros(0), np.zeros(0, np.int64)
+    return (w_sum, rec_sum, loss_sum, eq_sum, n_failed, n_delev, units, repo_units, sites,
+            float(capacity), loss_sums, out)
+
+
+@jitable
+def _dot(a, x, tmp):
+    """``numerics.dot(a, x)``: the products a_k x_k (an integer a converted exactly) added
+    as ``numerics.matvec`` adds a row."""
+    k = x.shape[0]
+    if k < 8:  # psum's plain sum from 0.0, without the call
+        acc = 0.0
+        for j in range(k):
+            acc += a[j] * x[j]
+        return acc
+    for j in range(k):
+        tmp[j] = a[j] * x[j]
+    return psum(tmp, 0, k)
+
+
+@jitable
+def _colsum_int(a, out):
+    """``a.sum(axis=0)`` of an integer (n, k) array (integer sums: any order)."""
+    for j in range(out.shape[0]):
+        out[j] = 0
+    for i in range(a.shape[0]):
+        for j in range(out.shape[0]):
+            out[j] += a[i, j]
+
+
+@jitable
+def _losses_sums(price, fundamental, rent_hours, rent, power_cost, spot_opex, facility,
+                 has_facility, fleet, inventory, holdings, desk_holdings,
+                 lolr_holdings, salvage_units, external_units, out_units, btc, bcash, lcash,
+                 outside, repo_debt, other_loans, capital, b_debt, active, principal, accrued,
+                 writeoffs, recoveries, other_losses, equity0, bstatus, cash_lent, cash_repaid,
+                 interest, cash_bought, cash_sold, funding):
+    """The array reductions of :func:`sim.world.losses.record` at a month after t0, in one
+    call, with ``losses.holder_margin``: max(rent_hours x rent - cost, 0), cost = power +
+    spot opex (+ the facility charge with ``has_facility``; ``agents.buyer.running_cost``),
+    rent_hours = 730 x the utilisation.
+
+    Returns (sums, out): ``out`` the units sold out of the sector
+    (``losses._outside_units``), ``sums`` = [buyers' imputed income this month, value of the
+    units newly sold out, U.V, U.(V - p), BTC held, the GPU loans' exposure, lenders' cash,
+    lenders' inventory at p, outside funding, repo debt, other loans, buyers' capital, buyers'
+    holdings at p, borrowers' secured repo debt, borrowers' cash, fleets at p, the buyer of
+    last resort's holdings at p, the desk's holdings at p, net credit losses, other loans'
+    losses, t0 equity of the defaulted, and the desk's six cash-flow sums (lent, repaid,
+    interest, purchases, sales, funding)]: each added as numpy adds it there."""
+    g = price.shape[0]
+    nb = bcash.shape[0]
+    sums = np.zeros(27)
+    tmp = np.empty(max(g, lcash.shape[0]))
+    units = np.empty(g, np.int64)
+    held = np.empty(g, np.int64)
+    _colsum_int(holdings, held)
+    margin = np.empty(g)
+    for k in range(g):
+        cost = power_cost[k] + spot_opex
+        if has_facility:
+            cost = cost + facility[k]
+        margin[k] = maximum(rent_hours * rent[k] - cost, 0.0)
+    sums[0] = _dot(held, margin, tmp)
+    out = np.empty(g, np.int64)
+    for k in range(g):
+        out[k] = salvage_units[k] + external_units[k]
+        units[k] = out[k] - out_units[k]
+    sums[1] = _dot(units, fundamental, tmp)
+    fl = np.empty(g, np.int64)
+    inv = np.empty(g, np.int64)
+    _colsum_int(fleet, fl)
+    _colsum_int(inventory, inv)
+    gap = np.empty(g)
+    for k in range(g):  # model.gpu_units() less the units sold out of the sector
+        u = fl[k] + inv[k] + held[k] + desk_holdings[k] + salvage_units[k] + external_units[k]
+        if lolr_holdings.shape[0]:
+            u += lolr_holdings[k]
+        units[k] = u - out[k]
+        gap[k] = fundamental[k] - price[k]
+    sums[2] = _dot(units, fundamental, tmp)
+    sums[3] = _dot(units, gap, tmp)
+    sums[4] = psum(btc, 0, nb)
+    nr = active.shape[0]
+    exposure = np.empty(nr)
+    for r in range(nr):
+        exposure[r] = (principal[r] + accrued[r]) if active[r] else 0.0
+    sums[5] = psum(exposure, 0, nr)
+    nl = lcash.shape[0]
+    sums[6] = psum(lcash, 0, nl)
+    sums[7] = _dot(inv, price, tmp)
+    sums[8] = psum(outside, 0, nl)
+    sums[9] = psum(repo_debt, 0, nl)
+    sums[10] = psum(other_loans, 0, nl)
+    sums[11] = psum(capital, 0, capital.shape[0])
+    sums[12] = _dot(held, price, tmp)
+    sums[13] = psum(b_debt, 0, b_debt.shape[0])
+    sums[14] = psum(bcash, 0, nb)
+    sums[15] = _dot(fl, price, tmp)
+    if lolr_holdings.shape[0]:
+        sums[16] = _dot(lolr_holdings, price, tmp)
+    sums[17] = _dot(desk_holdings, price, tmp)
+    for i in range(nl):
+        tmp[i] = writeoffs[i] - recoveries[i]
+    sums[18] = psum(tmp, 0, nl)
+    sums[19] = psum(other_losses, 0, nl)
+    n_dead = 0
+    dead = np.empty(nb)
+    for i in range(nb):
+        if bstatus[i] == B_DEFAULTED:
+            dead[n_dead] = equity0[i]
+            n_dead += 1
+    sums[20] = psum(dead, 0, n_dead)
+    sums[21] = psum(cash_lent, 0, cash_lent.shape[0])
+    sums[22] = psum(cash_repaid, 0, cash_repaid.shape[0])
+    sums[23] = psum(interest, 0, interest.shape[0])
+    sums[24] = psum(cash_bought, 0, cash_bought.shape[0])
+    sums[25] = psum(cash_sold, 0, cash_sold.shape[0])
+    sums[26] = psum(funding, 0, funding.shape[0])
+    return sums, out
