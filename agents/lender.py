@@ -155,6 +155,16 @@ class LenderBook:
         table[2] = price_hist[t]
         return table[self.mark_rule]
 
+    @property
+    def mark_table(self) -> np.ndarray:
+        """The (3, G) table of book, appraisal and market marks :meth:`marks` fills in place
+        (for the compiled phases, which fill it as :meth:`marks` does)."""
+        return self._table
+
+    def book_marks_current(self, env) -> bool:
+        """Whether the table's book row is already ``env``'s month's."""
+        return self._book_key == (env, env.t)
+
     def marks_table(self, env) -> tuple[np.ndarray, bool]:
         """For a caller that computes :meth:`marks` itself (the compiled phase 3,
         :func:`sim.world.kernels.lenders.lenders_month`): the (3, G) table :meth:`marks` fills

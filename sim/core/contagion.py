@@ -214,7 +214,7 @@ def _clearing_rounds(
 
 
 # the default relative slack of the solvency test and bound on the rounds of the clearing
-_TOL, _MAX_ITER = 1e-12, 10_000
+CLEARING_TOL, CLEARING_MAX_ITER = 1e-12, 10_000
 
 
 def rogers_veraart_state(
@@ -222,8 +222,8 @@ def rogers_veraart_state(
     external_assets: np.ndarray,
     alpha: float,
     beta: float,
-    tol: float = _TOL,
-    max_iter: int = _MAX_ITER,
+    tol: float = CLEARING_TOL,
+    max_iter: int = CLEARING_MAX_ITER,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """:func:`rogers_veraart` and :func:`clearing_equity` at its vector, in one pass.
 
@@ -248,8 +248,8 @@ def rogers_veraart_state(
 def eisenberg_noe(
     liabilities: np.ndarray,
     external_assets: np.ndarray,
-    tol: float = _TOL,
-    max_iter: int = _MAX_ITER,
+    tol: float = CLEARING_TOL,
+    max_iter: int = CLEARING_MAX_ITER,
 ) -> np.ndarray:
     """Greatest clearing payment vector of Eisenberg & Noe (2001).
 
@@ -283,8 +283,8 @@ def rogers_veraart(
     external_assets: np.ndarray,
     alpha: float,
     beta: float,
-    tol: float = _TOL,
-    max_iter: int = _MAX_ITER,
+    tol: float = CLEARING_TOL,
+    max_iter: int = CLEARING_MAX_ITER,
 ) -> np.ndarray:
     """Greatest clearing vector with default costs of Rogers & Veraart (2013).
 

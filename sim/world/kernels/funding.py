@@ -223,7 +223,7 @@ def funding_month(interbank, cash, outside, repo_debt, inventory, status, assets
     Updates in place what the numpy code updates in place (``interbank``, ``cash``,
     ``outside``, ``repo_debt``, ``other_loans``, ``other_losses``, ``status``, ``liab``,
     ``e_full``) and returns the rest: (code, equity, assets, failed, weak, flows) with
-    ``table`` the lenders' cached marks (book, appraisal, market rows; ``LenderBook._table``),
+    ``table`` the lenders' cached marks (book, appraisal, market rows; ``LenderBook.mark_table``),
     ``failed`` the lenders newly failed (-1 in ``flows[12]``: no lender defaulted in the
     clearing), ``weak`` those that start deleveraging, and ``flows`` = [other loans' income,
     repo interest paid, outside funding interest paid, holding costs paid, unpaid repo

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.linalg import LinAlgError  # what numerics.solve raises (the class only: no BLAS)
 
 from agents.lender import LenderStatus
-from sim.core.contagion import _MAX_ITER, _TOL, rogers_veraart_state
+from sim.core.contagion import CLEARING_MAX_ITER, CLEARING_TOL, rogers_veraart_state
 from sim.world.kernels import funding as kernels
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def run_compiled(m: LiquidationModel) -> None:
     booked after it in the numpy code's order and with its amounts."""
     lb, lc, desk, env, loans = m.lenders, m.cfg.lenders, m.desk, m.cfg.environment, m.loans
     t, c = m.env.t, m.cfg.contagion
-    refresh = lb._book_key == (m.env, t)  # the book marks are this month's (the usual case)
+    refresh = lb.book_marks_current(m.env)  # the book marks are this month's (the usual case)
     if not refresh:
         lb.marks(m.env, m.price_hist, t, lc.appraisal_lag)
     hosted = m.sites.hosted_units if m.sites is not None else _NO_SITES
@@ -195,8 +195,9 @@ def run_compiled(m: LiquidationModel) -> None:
         lb.other_loss_calm, lb.other_loss_stress, hosted, m.sites is not None,
         (env.sofr + lc.funding_rate_spread) / 12.0, desk.rate(env.sofr), lc.holding_cost,
         lb.cash_share, lc.run_rate, loans.active, loans.principal, loans.accrued, loans.lender,
-        lb._table, lb.mark_rule, m.price_hist, t, lc.appraisal_lag, refresh, m.clearing_liab,
-        m.clearing_ext, c.alpha, c.beta, _TOL, _MAX_ITER, lc.capital_floor, lb.capital_ratio0)
+        lb.mark_table, lb.mark_rule, m.price_hist, t, lc.appraisal_lag, refresh, m.clearing_liab,
+        m.clearing_ext, c.alpha, c.beta, CLEARING_TOL, CLEARING_MAX_ITER, lc.capital_floor,
+        lb.capital_ratio0)
     if lb.has_other:
         m.add_outside_flow("other_loans", fl[0])
     desk.receive_interest(fl[1], t)
@@ -216,7 +217,7 @@ def run_compiled(m: LiquidationModel) -> None:
     if code == kernels.SINGULAR:
         raise LinAlgError("Singular matrix")
     if code == kernels.NO_CONVERGENCE:
-        raise RuntimeError(f"clearing did not converge in {_MAX_ITER} rounds")
+        raise RuntimeError(f"clearing did not converge in {CLEARING_MAX_ITER} rounds")
     lb.equity, lb.assets = equity, assets
     if len(failed):
         m.log_events("lender_failure", "lender", failed, amount=lb.equity[failed])
