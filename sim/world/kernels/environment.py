@@ -37,6 +37,12 @@ from sim.core.numerics import _black1, _exp1, _expm11, _log1, _log1p1, _pow1
 
 
 @jitable
+def _same_bits(a, b):
+    """Whether two floats have the same bits (NaN aside: never the same here)."""
+    return a == b and (a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b))
+
+
+@jitable
 def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m, cost,
                    rvol, disc, life, integration, cap_on, cap):
     """:meth:`agents.buyer.BuyerBook.values_by_type` without a lead time: the value of a unit
@@ -49,7 +55,9 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
     results' bits are numpy's: a generation not yet shipping is 0 without being valued
     (``np.where(shipping, ..., 0.0)``), and a month no type lives to see is not valued when
     its revenue is finite (its terms are net x 0.0 = +0.0 for a finite net >= 0, which
-    Black's call is for a finite revenue: ``_black1`` returns c > 0, NaN or +0.0)."""
+    Black's call is for a finite revenue: ``_black1`` returns c > 0, NaN or +0.0); a
+    generation whose expectation x0[g] leaves mu = ln(1 - d) + x with row 0's bits (x0[g] =
+    +-0, an AI generation) takes row 0's values, computed from the same numbers."""
     n_g, n_m, n_t = rent.shape[0], m.shape[0], disc.shape[0]
     n_x = 1
     for g in range(n_g):
@@ -76,12 +84,17 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
                 continue
             ex = 0.0 if x == 0 else x0[g]
             mu = log_decay + ex
+            hashed = hash_on and hash_linked[g]
+            if x == 1 and not hashed and _same_bits(mu, log_decay + 0.0):
+                # the same inputs as row 0 (x0[g] is +-0 and mu keeps its bits): its values
+                for k in range(n_t):
+                    out[1, k, g] = out[0, k, g]
+                continue
             base = (util * rent[g]) * hours
             vol = rvol[g]
             last = 0  # the last month any type lives to see (remaining = life - age)
             for k in range(n_t):
                 last = max(last, life[k] - age)
-            hashed = hash_on and hash_linked[g]
             for j in range(n_m):
                 if hashed:
                     growth = _exp1(hg[j] + ex * m[j] / 12.0)

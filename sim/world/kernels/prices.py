@@ -11,9 +11,9 @@ numpy's pairwise order (:func:`sim.core.jit.psum`) for the outside flow.
 
 Switches covered (:func:`sim.world.phases.prices.covers`): limited or unlimited buyers, the
 outside demand on or off (news-only expectations, :func:`adapt_on_news`, or adaptive on every
-traded price). Not covered (the phase runs its numpy code): buyers' sites (``sites.enabled``:
-spare MW split by cooling, :meth:`agents.buyer.BuyerBook._regrow_sites`). Nothing here draws
-random numbers or logs events.
+traded price), buyers' sites on or off (``sites.enabled``: spare MW split by cooling,
+:meth:`agents.buyer.BuyerBook._regrow_sites`). It covers every switch; the numpy code stays
+the oracle (``LIQSIM_ENGINE=numpy``). Nothing here draws random numbers or logs events.
 """
 
 from __future__ import annotations
@@ -46,11 +46,16 @@ def adapt(extrap, dlp, dlv, traded, lam, log_decay):
 def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited, capital,
                  mw, kw, floor, outside_on, od_top, repl, traded, clearing, price_hist,
                  news_price, news_value, news_t, pinned, extrap, lam, log_decay, capital0,
-                 capital_regrowth, mw_step, mw0):
-    """Phase 7 (no sites): returns (price, news_price, news_value, news_t, extrap, mw,
+                 capital_regrowth, mw_step, mw0, sites, liquid_gen, mw_liq, mw0_liq, mw_regrowth,
+                 mw_conv):
+    """Phase 7: returns (price, news_price, news_value, news_t, extrap, mw, mw_liq, MW built,
     capital sum before regrowth, after), each array new where the numpy code makes a new one
-    and the argument itself where it keeps it; writes ``price_hist[t]`` and regrows
-    ``capital`` in place, as the numpy code does."""
+    and the argument itself where it keeps it; writes ``price_hist[t]``, regrows
+    ``capital`` and moves the conversions ``mw_conv`` a month on in place, as the numpy code
+    does. With ``sites`` the spare MW of a liquid-cooled generation (``liquid_gen``) is the
+    liquid MW ``mw_liq``, of an air-cooled one ``mw + mw_liq``, and both regrow as
+    :meth:`agents.buyer.BuyerBook._regrow_sites` (the MW built is returned); without, the
+    ``mw_liq`` arguments are not read."""
     n_k, n_g = reservation.shape
     price = np.empty(n_g)
     for g in range(n_g):
@@ -58,7 +63,13 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
         for k in range(n_k):
             r = reservation[k, g]
             if not unlimited:
-                room = (capital[k] >= maximum(r, 1.0)) and (mw[k] * 1000.0 >= kw[g])
+                if not sites:
+                    spare = mw[k]
+                elif liquid_gen[g]:
+                    spare = mw_liq[k]
+                else:
+                    spare = mw[k] + mw_liq[k]
+                room = (capital[k] >= maximum(r, 1.0)) and (spare * 1000.0 >= kw[g])
                 r = r if room else 0.0
             best = maximum(best, r)
         carried = old_price[g] * (fund[g] / old_value[g] if old_value[g] > 0 else 1.0)
@@ -113,12 +124,32 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
             dlp[g] = _log1(maximum(price[g], 1e-9) / maximum(old_price[g], 1e-9))
             dlv[g] = _log1(maximum(fund[g], 1e-9) / maximum(old_value[g], 1e-9))
         extrap = adapt(extrap, dlp, dlv, moved, lam, log_decay)
-    # BuyerBook.regrow (no sites)
-    before = psum(capital, 0, capital.shape[0])
-    for k in range(capital.shape[0]):
+    # BuyerBook.regrow
+    n_b = capital.shape[0]
+    before = psum(capital, 0, n_b)
+    for k in range(n_b):
         capital[k] += capital_regrowth * maximum(capital0[k] - capital[k], 0.0)
-    new_mw = np.empty(mw.shape[0])
-    for k in range(mw.shape[0]):
-        new_mw[k] = minimum(mw[k] + mw_step[k], mw0[k])
-    after = psum(capital, 0, capital.shape[0])
-    return price, news_price, news_value, news_t, extrap, new_mw, before, after
+    new_mw = np.empty(n_b)
+    new_liq = mw_liq
+    built = 0.0
+    if not sites:
+        for k in range(n_b):
+            new_mw[k] = minimum(mw[k] + mw_step[k], mw0[k])
+    else:  # BuyerBook._regrow_sites
+        held = psum(mw, 0, n_b) + psum(mw_liq, 0, n_b)
+        new_liq = np.empty(n_b)
+        for k in range(n_b):
+            new_mw[k] = maximum(mw[k], minimum(mw[k] + mw_step[k], mw0[k]))
+            step_liq = mw_regrowth * mw0_liq[k]
+            new_liq[k] = maximum(mw_liq[k], minimum(mw_liq[k] + step_liq, mw0_liq[k]))
+        built = psum(new_mw, 0, n_b) + psum(new_liq, 0, n_b) - held
+        n_lag = mw_conv.shape[1]
+        for k in range(n_b):
+            done = mw_conv[k, 0]
+            for j in range(n_lag - 1):
+                mw_conv[k, j] = mw_conv[k, j + 1]
+            mw_conv[k, n_lag - 1] = 0.0
+            new_liq[k] = new_liq[k] + done
+    after = psum(capital, 0, n_b)
+    return (price, news_price, news_value, news_t, extrap, new_mw, new_liq, built, before,
+            after)

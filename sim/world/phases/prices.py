@@ -76,13 +76,14 @@ def run(m: LiquidationModel, month: MonthState) -> None:
 
 
 def covers(m: LiquidationModel) -> bool:
-    """Whether phase 7's kernel covers the scenario: every case but buyers' sites (docstring
-    of :mod:`sim.world.kernels.prices`)."""
-    return not m.buyers.sites
+    """Whether phase 7's kernel covers the scenario: every switch does (docstring of
+    :mod:`sim.world.kernels.prices`); kept as the one place to say otherwise."""
+    return True
 
 
 _NONE = np.zeros(0)  # the news arrays' stand-in without the outside demand (never read)
 _NO_PINS = np.zeros(0, dtype=bool)
+_NO_CONV = np.zeros((0, 1))  # the conversions' stand-in without sites (never read)
 
 
 def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
@@ -94,19 +95,27 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         buyers._mw_step = c.mw_regrowth * buyers.mw0
     on = m.outside_on
     extrap = buyers.extrap
-    price, news_price, news_value, news_t, new_extrap, mw, before, after = kp.prices_month(
+    sites = buyers.sites
+    (price, news_price, news_value, news_t, new_extrap, mw, mw_liq, built, before,
+     after) = kp.prices_month(
         env.t, env.shipping, m.price, month.prev_fundamental, m.fundamental, m.reservation,
         buyers.unlimited, buyers.capital, buyers.mw, env.kw, m.salvage_price, on,
         m.outside_demand.top, replacement_cost(env), m.traded, m.clearing, m.price_hist,
         m.news_price if on else _NONE, m.news_value if on else _NONE,
         m.news_t if on else _NONE, m.month_pinned if on else _NO_PINS, extrap, c.adapt,
-        buyers._log_decay, buyers.capital0, c.capital_regrowth, buyers._mw_step, buyers.mw0)
+        buyers._log_decay, buyers.capital0, c.capital_regrowth, buyers._mw_step, buyers.mw0,
+        sites, m.sites.liquid_gen if sites else _NO_PINS, buyers.mw_liq if sites else _NONE,
+        buyers.mw0_liq if sites else _NONE, c.mw_regrowth,
+        buyers.mw_conv if sites else _NO_CONV)
     m.price = price
     if on:
         m.news_price, m.news_value, m.news_t = news_price, news_value, news_t
     if new_extrap is not extrap:
         buyers.extrap = new_extrap
     buyers.mw = mw
+    if sites:
+        buyers.mw_liq = mw_liq
+        buyers.mw_built += built
     if not buyers.unlimited:  # unlimited buyers' capital is off the books
         m.add_outside_flow("buyer_capital", after - before)
 
