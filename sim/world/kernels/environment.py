@@ -12,13 +12,14 @@ its order: the exp, log, power and Black call of :mod:`sim.core.numerics` (``_ex
 :func:`sim.core.jit.minimum`.
 
 Switches covered (the phase checks them, :func:`covers`): everything the environment's step
-does except observed rent paths (``environment.rent_path``); BTC random walk on or off,
-hashprice-linked generations and the hashprice reversion, launch steps, ``btc`` and ``rent``
-shocks; buyers with ``value_cap`` on or off, ``retirement`` "life" or "economic", types with
-no buyer. Not covered (the phase runs its numpy code): a rent path, a delivery lead time
-(``environment.lead_time_path`` with ``value_cap``: :meth:`agents.buyer.BuyerBook.lead_cap`),
-and a book without any buyer. The shocks of phase 1 itself (buyer capital, guarantor exit,
-funding, other loans) stay in the phase, in Python, after the kernel.
+does (BTC random walk on or off, hashprice-linked generations and the hashprice reversion,
+launch steps, ``btc`` and ``rent`` shocks, observed rent paths of either scope); buyers with
+``value_cap`` on or off, with or without delivery lead times (``environment.lead_time_path``,
+:meth:`agents.buyer.BuyerBook.lead_cap`), ``retirement`` "life" or "economic", types with no
+buyer. Not covered (the phase runs its numpy code): a book without any buyer (the value in
+best use is then the salvage value, nothing to compute). The shocks of phase 1 itself (buyer
+capital, guarantor exit, funding, other loans) stay in the phase, in Python, after the
+kernel.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _same_bits(a, b):
 
 @jitable
 def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m, cost,
-                   rvol, disc, life, integration, cap_on, cap):
+                   rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0):
     """:meth:`agents.buyer.BuyerBook.values_by_type` without a lead time: the value of a unit
     of each generation to each buyer type, (X, T, G), row 0 at x = 0 and row X - 1 at the
     expectation row ``x0`` (X = 1 when ``x0`` is 0 everywhere, as the numpy code evaluates
@@ -57,7 +58,13 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
     its revenue is finite (its terms are net x 0.0 = +0.0 for a finite net >= 0, which
     Black's call is for a finite revenue: ``_black1`` returns c > 0, NaN or +0.0); a
     generation whose expectation x0[g] leaves mu = ln(1 - d) + x with row 0's bits (x0[g] =
-    +-0, an AI generation) takes row 0's values, computed from the same numbers."""
+    +-0, an AI generation) takes row 0's values, computed from the same numbers.
+
+    With ``lead_on`` (a delivery lead time ``lead`` in months per generation, value cap on)
+    each value is capped at :meth:`agents.buyer.BuyerBook.lead_cap` of its own terms, the
+    forgone earnings sum(terms_m w_m), w_m = min(max(L - (m - 1), 0), 1), plus
+    P_new (``cap``) x d_1^L; row 0's caps of shipping generations are written to ``cap0``
+    (T, G), those :meth:`agents.buyer.BuyerBook.cap_by_type` gives the value in best use."""
     n_g, n_m, n_t = rent.shape[0], m.shape[0], disc.shape[0]
     n_x = 1
     for g in range(n_g):
@@ -65,6 +72,7 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
             n_x = 2
             break
     out = np.empty((n_x, n_t, n_g))
+    w = np.empty(n_m)
     log_decay = p[P_LOG_DECAY]
     util, hours = p[P_UTIL], p[P_HOURS]
     hg = np.empty(n_m)
@@ -87,6 +95,7 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
             hashed = hash_on and hash_linked[g]
             if x == 1 and not hashed and _same_bits(mu, log_decay + 0.0):
                 # the same inputs as row 0 (x0[g] is +-0 and mu keeps its bits): its values
+                # (and, with a lead time, its caps)
                 for k in range(n_t):
                     out[1, k, g] = out[0, k, g]
                 continue
@@ -111,18 +120,26 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
                     alive = 1.0 if m[j] <= remaining else 0.0
                     terms[j] = net[j] * (alive * disc[k, j])
                 value = psum(terms, 0, n_m) - integration[k]
-                if cap_on:
+                if lead_on:  # BuyerBook.lead_cap: forgone earnings + P_new d(L)
+                    for j in range(n_m):
+                        wj = minimum(maximum(lead[g] - (m[j] - 1.0), 0.0), 1.0)
+                        w[j] = terms[j] * wj
+                    c = psum(w, 0, n_m) + cap[g] * _pow1(disc[k, 0], lead[g])
+                    if x == 0:
+                        cap0[k, g] = c
+                    value = minimum(value, c)
+                elif cap_on:
                     value = minimum(value, cap[g])
                 out[x, k, g] = maximum(value, 0.0)
     return out
 
 
 @jitable
-def best_use(t, launch, v0, present, all_present, salvage, cap_on, cap):
-    """:meth:`agents.buyer.BuyerBook.fundamental` (some type present, no lead time): the
-    highest value over the types present (np.maximum.reduce over axis 0, row by row from the
-    first), floored at the salvage value, capped at the new-unit price; 0 where not
-    shipping."""
+def best_use(t, launch, v0, present, all_present, salvage, cap_on, cap, lead_on, cap0):
+    """:meth:`agents.buyer.BuyerBook.fundamental` (some type present): the highest value over
+    the types present (np.maximum.reduce over axis 0, row by row from the first), floored at
+    the salvage value, capped at the new-unit price (with a lead time at the highest of the
+    present types' caps ``cap0``, reduced as the values); 0 where not shipping."""
     n_t, n_g = v0.shape
     out = np.empty(n_g)
     for g in range(n_g):
@@ -138,7 +155,14 @@ def best_use(t, launch, v0, present, all_present, salvage, cap_on, cap):
                     best = maximum(best, v0[k, g])
         value = maximum(best, salvage[g] if shipping else 0.0)
         if cap_on:
-            value = minimum(value, cap[g] if shipping else 0.0)
+            c = cap[g]
+            if lead_on and shipping:
+                first = True
+                for k in range(n_t):
+                    if all_present or present[k]:
+                        c = cap0[k, g] if first else maximum(c, cap0[k, g])
+                        first = False
+            value = minimum(value, c if shipping else 0.0)
         out[g] = value
     return out
 
@@ -147,17 +171,23 @@ def best_use(t, launch, v0, present, all_present, salvage, cap_on, cap):
 def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
               launch, ai_rent, hash_linked, rent0, shock_month, shock_kind, shock_size, p,
               hash_on, x0, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
-              present, all_present, cap_on, cap, salvage):
+              present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
+              path_rents, path_len, factor_gens, lead_on, lead):
     """Phase 1's month after the draws ``eps_r``, ``eta``: the environment's step (rents in
     place in ``rent``; BTC, its peak, the stress flag and hashprice returned), then the
     values by type (:func:`values_by_type`) and the value in best use (:func:`best_use`).
     Returns (btc, btc_peak, stress, hashprice, values (X, T, G), value in best use (G,)).
     ``shock_*`` are the environment's ``btc`` (kind 0) and ``rent`` (kind 1) shocks in the
-    scenario's order; ``p`` the scalar parameters (``P_*``)."""
+    scenario's order; ``p`` the scalar parameters (``P_*``). ``path_*`` are the observed rent
+    paths (:meth:`Environment._apply_paths`: generation, first month, market scope, rents
+    month by month padded to the longest, their number), ``factor_gens`` the generations a
+    market path moves; ``lead`` the month's lead times with ``lead_on``
+    (:func:`values_by_type`)."""
+    n_g = rent.shape[0]
+    before = rent.copy()  # last month's rents (a market path's factor)
     rho = p[P_RHO_STRESS] if stress else p[P_RHO_CALM]
     vol = p[P_VOL_STRESS] if stress else p[P_VOL_CALM]
     eps_b = rho * eps_r + math.sqrt(1.0 - rho * rho) * eta
-    n_g = rent.shape[0]
     live = np.empty(n_g, np.bool_)
     for g in range(n_g):
         live[g] = launch[g] < t and ai_rent[g]
@@ -191,8 +221,18 @@ def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_ha
         for g in range(n_g):
             if hash_linked[g]:
                 rent[g] = rent0[g] * hashprice / p[P_HASH0]
+    for q in range(path_gen.shape[0]):  # Environment._apply_paths
+        k = t - path_first[q]
+        if 0 <= k < path_len[q]:
+            rent[path_gen[q]] = path_rents[q, k]
+            if path_market[q] and k > 0:
+                ratio = path_rents[q, k] / path_rents[q, k - 1]
+                for g in range(n_g):
+                    if factor_gens[g] and launch[g] < t:
+                        rent[g] = before[g] * ratio
     rvol = rvol_stress if stress else rvol_calm
+    cap0 = np.empty((disc.shape[0], n_g))
     v = values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m,
-                       cost, rvol, disc, life, integration, cap_on, cap)
-    fund = best_use(t, launch, v[0], present, all_present, salvage, cap_on, cap)
+                       cost, rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0)
+    fund = best_use(t, launch, v[0], present, all_present, salvage, cap_on, cap, lead_on, cap0)
     return btc, btc_peak, stress, hashprice, v, fund

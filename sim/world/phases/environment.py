@@ -63,18 +63,17 @@ def _shocks(m: LiquidationModel, t: int) -> None:
 
 
 def covers(m: LiquidationModel) -> bool:
-    """Whether phase 1's kernel covers the scenario: no observed rent path, no delivery lead
-    time in the value cap, and at least one buyer (docstring of
-    :mod:`sim.world.kernels.environment`)."""
-    b = m.buyers
-    return not m.env._paths and not b._lead_on and b._any_present
+    """Whether phase 1's kernel covers the scenario: every switch does, given at least one
+    buyer (docstring of :mod:`sim.world.kernels.environment`)."""
+    return m.buyers._any_present
 
 
 def _static(m: LiquidationModel) -> tuple:
     """The kernel's arguments that never change in a run, built at the first compiled month:
     the scalar parameters (``P_*``, the numbers :meth:`Environment.step` and the valuation
-    read), the environment's shocks and the revenue volatilities of both BTC regimes
-    (:meth:`Environment.revenue_vol`, by its expression)."""
+    read), the environment's shocks, the revenue volatilities of both BTC regimes
+    (:meth:`Environment.revenue_vol`, by its expression) and the observed rent paths as
+    arrays."""
     env, b = m.env, m.buyers
     e = env.cfg
     p = np.zeros(ke.N_PARAMS)
@@ -91,10 +90,22 @@ def _static(m: LiquidationModel) -> tuple:
             for v in (e.btc_vol_calm, e.btc_vol_stress)]
     hash_on = env.any_hash and e.hashprice_cost > 0 and e.hashprice0 > 0
     cap_on = b._cap is not None
+    paths = env._paths
+    longest = max([len(r) for _, _, r, _ in paths], default=1)
+    path_rents = np.zeros((len(paths), longest))
+    for q, (_, _, rents, _) in enumerate(paths):
+        path_rents[q, :len(rents)] = rents
     return (p, np.array([s.month for s in shocks], dtype=np.int64),
             np.array([0 if s.kind == "btc" else 1 for s in shocks], dtype=np.int64),
             np.array([s.size for s in shocks], dtype=float), rvol[0], rvol[1], hash_on,
-            cap_on, b._cap if cap_on else np.zeros(env.n_gen))
+            cap_on, b._cap if cap_on else np.zeros(env.n_gen),
+            np.array([g for g, _, _, _ in paths], dtype=np.int64),
+            np.array([first for _, first, _, _ in paths], dtype=np.int64),
+            np.array([market for _, _, _, market in paths], dtype=bool), path_rents,
+            np.array([len(r) for _, _, r, _ in paths], dtype=np.int64))
+
+
+_NO_LEAD = np.zeros(0)  # the lead times' stand-in without them (never read)
 
 
 def _run_compiled(m: LiquidationModel) -> MonthState:
@@ -106,7 +117,8 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     st = getattr(m, "_env_kernel", None)
     if st is None:
         st = m._env_kernel = _static(m)
-    p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap = st
+    (p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
+     path_first, path_market, path_rents, path_len) = st
     env.t += 1
     t = env.t
     eps_r, eta = nm.standard_normal(env.rng), nm.standard_normal(env.rng)
@@ -114,12 +126,15 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     if b._static_env is not env:
         b._static(env)
     x0 = b.extrap[0]
+    # the month's lead times (env.lead_time caches them, as the numpy valuation reads them)
+    lead = env.lead_time() if b._lead_on else _NO_LEAD
     btc, peak, stress, hashprice, v, fund = ke.env_month(
         t, t in env._launches, eps_r, eta, env.btc, env.btc_peak, env.stress,
         env.cfg.btc_random_walk, env.any_hash, env.rent, env.launch, env._ai_rent,
         env.hash_linked, env.rent0, s_month, s_kind, s_size, p, hash_on, x0, b._m,
         b._sqrt_m, b._cost, rvol_calm, rvol_stress, b._t_disc, b._t_life, b._t_integration,
-        b._present, b._all_present, cap_on, cap, m.salvage_price)
+        b._present, b._all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
+        path_market, path_rents, path_len, env._factor_gens, b._lead_on, lead)
     env.btc, env.btc_peak, env.stress, env.hashprice = btc, peak, stress, hashprice
     key = (t, bool(stress), hashprice, env.rent.tobytes(), x0.tobytes())
     b._by_type_cache = (env, key, v[0], v[v.shape[0] - 1])
