@@ -11,15 +11,15 @@ its order: the exp, log, power and Black call of :mod:`sim.core.numerics` (``_ex
 (:func:`sim.core.jit.psum`), np.maximum / np.minimum as :func:`sim.core.jit.maximum` /
 :func:`sim.core.jit.minimum`.
 
-Switches covered (the phase checks them, :func:`covers`): everything the environment's step
-does (BTC random walk on or off, hashprice-linked generations and the hashprice reversion,
-launch steps, ``btc`` and ``rent`` shocks, observed rent paths of either scope); buyers with
-``value_cap`` on or off, with or without delivery lead times (``environment.lead_time_path``,
-:meth:`agents.buyer.BuyerBook.lead_cap`), ``retirement`` "life" or "economic", types with no
-buyer. Not covered (the phase runs its numpy code): a book without any buyer (the value in
-best use is then the salvage value, nothing to compute). The shocks of phase 1 itself (buyer
-capital, guarantor exit, funding, other loans) stay in the phase, in Python, after the
-kernel.
+Switches covered (the phase checks them, :func:`sim.world.phases.environment.covers`):
+everything the environment's step does (BTC random walk on or off, hashprice-linked
+generations and the hashprice reversion, launch steps, ``btc`` and ``rent`` shocks, observed
+rent paths of either scope); buyers with ``value_cap`` on or off, with or without delivery
+lead times (``environment.lead_time_path``, :meth:`agents.buyer.BuyerBook.lead_cap`),
+``retirement`` "life" or "economic", types with no buyer. Not covered (the phase runs its
+numpy code): a book without any buyer (the value in best use is then the salvage value,
+nothing to compute). The shocks of phase 1 itself (buyer capital, guarantor exit, funding,
+other loans) stay in the phase, in Python, after the kernel.
 """
 
 from __future__ import annotations

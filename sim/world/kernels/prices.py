@@ -10,8 +10,9 @@ order: the logs of :mod:`sim.core.numerics` (``_log1``), np.maximum / np.minimum
 numpy's pairwise order (:func:`sim.core.jit.psum`) for the outside flow.
 
 Switches covered (:func:`sim.world.phases.prices.covers`): limited or unlimited buyers, the
-outside demand on or off (news-only expectations, :func:`adapt_on_news`, or adaptive on every
-traded price), buyers' sites on or off (``sites.enabled``: spare MW split by cooling,
+outside demand on or off (news-only expectations,
+:func:`~sim.world.phases.prices.adapt_on_news`, or adaptive on every traded price), buyers'
+sites on or off (``sites.enabled``: spare MW split by cooling,
 :meth:`agents.buyer.BuyerBook._regrow_sites`). It covers every switch; the numpy code stays
 the oracle (``LIQSIM_ENGINE=numpy``). Nothing here draws random numbers or logs events.
 """
