@@ -68,6 +68,15 @@ def covers(m: LiquidationModel) -> bool:
     return m.buyers._any_present
 
 
+# stand-ins for the value cap and the lead times without them (never read), read-only as
+# the real ones are (Environment.new_unit_price, Environment.lead_time): one compiled
+# signature of the kernel for both
+_NO_LEAD = np.zeros(0)
+_NO_LEAD.flags.writeable = False
+_NO_CAP = np.zeros(0)
+_NO_CAP.flags.writeable = False
+
+
 def _static(m: LiquidationModel) -> tuple:
     """The kernel's arguments that never change in a run, built at the first compiled month:
     the scalar parameters (``P_*``, the numbers :meth:`Environment.step` and the valuation
@@ -98,14 +107,11 @@ def _static(m: LiquidationModel) -> tuple:
     return (p, np.array([s.month for s in shocks], dtype=np.int64),
             np.array([0 if s.kind == "btc" else 1 for s in shocks], dtype=np.int64),
             np.array([s.size for s in shocks], dtype=float), rvol[0], rvol[1], hash_on,
-            cap_on, b._cap if cap_on else np.zeros(env.n_gen),
+            cap_on, b._cap if cap_on else _NO_CAP,
             np.array([g for g, _, _, _ in paths], dtype=np.int64),
             np.array([first for _, first, _, _ in paths], dtype=np.int64),
             np.array([market for _, _, _, market in paths], dtype=bool), path_rents,
             np.array([len(r) for _, _, r, _ in paths], dtype=np.int64))
-
-
-_NO_LEAD = np.zeros(0)  # the lead times' stand-in without them (never read)
 
 
 def _run_compiled(m: LiquidationModel) -> MonthState:
