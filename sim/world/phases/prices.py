@@ -10,6 +10,7 @@ import numpy as np
 
 from agents.buyer import replacement_cost
 from sim.core import numerics as nm
+from sim.world.kernels import prices as kp
 from sim.world.state import MonthState
 
 if TYPE_CHECKING:
@@ -22,7 +23,11 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     (``month.prev_fundamental``), never below the salvage floor (nor the outside demand's
     first bid); p_t = V_t before a generation ships. Buyers adapt their expectations to
     ln(p_t / p_{t-1}) - ln(V_t / V_{t-1}) where a price traded (:func:`adapt_on_news` with the
-    outside demand) and regrow their capital."""
+    outside demand) and regrow their capital. On the compiled engine, where :func:`covers`
+    the scenario, one kernel call (:func:`sim.world.kernels.prices.prices_month`)."""
+    if m.engine == "compiled" and covers(m):
+        _run_compiled(m, month)
+        return
     env, buyers = m.env, m.buyers
     # m.price is replaced below, never written in place: no copy needed
     old_price, old_value = m.price, month.prev_fundamental
@@ -68,6 +73,51 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     before = np.add.reduce(buyers.capital)  # (ndarray.sum without its wrapper)
     buyers.regrow()
     m.add_outside_flow("buyer_capital", np.add.reduce(buyers.capital) - before)
+
+
+def covers(m: LiquidationModel) -> bool:
+    """Whether phase 7's kernel covers the scenario: every switch does (docstring of
+    :mod:`sim.world.kernels.prices`); kept as the one place to say otherwise."""
+    return True
+
+
+_NONE = np.zeros(0)  # the news arrays' stand-in without the outside demand (never read)
+_NO_PINS = np.zeros(0, dtype=bool)
+_NO_CONV = np.zeros((0, 1))  # the conversions' stand-in without sites (never read)
+
+
+def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
+    """Phase 7 by :func:`kp.prices_month`: the same new arrays bound to the model and the
+    buyers as the numpy code binds, the capital regrown in place, the same outside flow."""
+    env, buyers = m.env, m.buyers
+    c = buyers.cfg
+    if buyers._mw_step is None:  # (as BuyerBook.regrow builds it)
+        buyers._mw_step = c.mw_regrowth * buyers.mw0
+    on = m.outside_on
+    extrap = buyers.extrap
+    sites = buyers.sites
+    (price, news_price, news_value, news_t, new_extrap, mw, mw_liq, built, before,
+     after) = kp.prices_month(
+        env.t, env.shipping, m.price, month.prev_fundamental, m.fundamental, m.reservation,
+        buyers.unlimited, buyers.capital, buyers.mw, env.kw, m.salvage_price, on,
+        m.outside_demand.top, replacement_cost(env), m.traded, m.clearing, m.price_hist,
+        m.news_price if on else _NONE, m.news_value if on else _NONE,
+        m.news_t if on else _NONE, m.month_pinned if on else _NO_PINS, extrap, c.adapt,
+        buyers._log_decay, buyers.capital0, c.capital_regrowth, buyers._mw_step, buyers.mw0,
+        sites, m.sites.liquid_gen if sites else _NO_PINS, buyers.mw_liq if sites else _NONE,
+        buyers.mw0_liq if sites else _NONE, c.mw_regrowth,
+        buyers.mw_conv if sites else _NO_CONV)
+    m.price = price
+    if on:
+        m.news_price, m.news_value, m.news_t = news_price, news_value, news_t
+    if new_extrap is not extrap:
+        buyers.extrap = new_extrap
+    buyers.mw = mw
+    if sites:
+        buyers.mw_liq = mw_liq
+        buyers.mw_built += built
+    if not buyers.unlimited:  # unlimited buyers' capital is off the books
+        m.add_outside_flow("buyer_capital", after - before)
 
 
 def adapt_on_news(m: LiquidationModel, moved: np.ndarray) -> None:
