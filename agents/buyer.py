@@ -46,6 +46,8 @@ see :meth:`BuyerBook.participating`). The model's monthly auction is a 30-day wi
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from mesa.discrete_space import FixedAgent
 
@@ -90,6 +92,25 @@ def floor_price(cfg, env: Environment) -> np.ndarray:
     if od.enabled:
         return od.scrap * replacement_cost(env)
     return cfg.salvage_floor * env.list_price
+
+
+class ValuationInputs(NamedTuple):
+    """:meth:`BuyerBook.valuation_inputs`: months ahead m and sqrt(m), the running cost per
+    GPU-month (G, M), each type's discount, life and integration terms, which types have
+    buyers (and whether any / all do), the value cap (None without it), whether the delivery
+    lead time applies, and log(1 - rent deflation)."""
+    m: np.ndarray
+    sqrt_m: np.ndarray
+    cost: np.ndarray
+    t_disc: np.ndarray
+    t_life: np.ndarray
+    t_integration: np.ndarray
+    present: np.ndarray
+    any_present: bool
+    all_present: bool
+    cap: np.ndarray | None
+    lead_on: bool
+    log_decay: float
 
 
 class BuyerBook:
@@ -185,6 +206,23 @@ class BuyerBook:
         return self._disc_rows
 
     # ----------------------------------------------------------------- valuation
+    def valuation_inputs(self, env: Environment) -> ValuationInputs:
+        """What :meth:`values_by_type` reads besides the state, for the compiled phases 1 and 7
+        (:mod:`sim.world.kernels.environment`, :mod:`sim.world.kernels.prices`), which value
+        and regrow as this class does."""
+        if self._static_env is not env:
+            self._static(env)
+        return ValuationInputs(self._m, self._sqrt_m, self._cost, self._t_disc, self._t_life,
+                               self._t_integration, self.present, self._any_present,
+                               self._all_present, self._cap, self._lead_on, self._log_decay)
+
+    def store_values_by_type(self, env: Environment, key: tuple, v0: np.ndarray,
+                             vx: np.ndarray) -> None:
+        """Record values by type computed elsewhere (the compiled phase 1) for the state
+        ``key`` that :meth:`values_by_type` builds, so that its next call for that state (phase
+        6's reservation prices) reads them instead of valuing again."""
+        self._by_type_cache = (env, key, v0, vx)
+
     def _static(self, env: Environment) -> None:
         """Inputs of the valuation that depend on the configuration only, computed once per
         environment (they were recomputed in every valuation): the months ahead m = 1..M and
@@ -440,12 +478,18 @@ class BuyerBook:
         upd = np.minimum(upd, -self._log_decay)
         self.extrap = np.where(traded[None, :], upd, self.extrap)
 
+    def mw_step(self) -> np.ndarray:
+        """The spare MW that regrowth adds a month, mw_regrowth x mw0 (mw0 never changes once
+        the months run: computed at the first call)."""
+        if self._mw_step is None:
+            self._mw_step = self.cfg.mw_regrowth * self.mw0
+        return self._mw_step
+
     def regrow(self) -> None:
         """Capital refills towards its initial level; spare MW grows slowly (new power)."""
         c = self.cfg
         self.capital += c.capital_regrowth * np.maximum(self.capital0 - self.capital, 0.0)
-        if self._mw_step is None:  # mw0 never changes: its monthly share is computed once
-            self._mw_step = c.mw_regrowth * self.mw0
+        self.mw_step()
         if self.sites:
             self._regrow_sites()
             return

@@ -71,6 +71,8 @@ Installed units (issue 14 part A; the defaults keep the model above):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from sim.core import numerics as nm
@@ -110,6 +112,20 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     """``a``, made read-only (it is cached and shared by every reader)."""
     a.flags.writeable = False
     return a
+
+
+class StepInputs(NamedTuple):
+    """:meth:`Environment.step_inputs`: the monthly rent drift, sqrt(12), the environment's
+    own shocks (``btc``, ``rent``), the observed rent paths ``(generation, first month,
+    rents, market scope)``, the launch months, which generations have AI rents, and which of
+    those move with a market path's common factor."""
+    rent_drift: float
+    sqrt12: float
+    shocks: list
+    paths: list
+    launches: frozenset
+    ai_rent: np.ndarray
+    factor_gens: np.ndarray
 
 
 class Environment:
@@ -271,6 +287,12 @@ class Environment:
         gap = nm.log(e.hashprice_cost / max(self.hashprice, 1e-12))
         kappa = nm.log1p(e.difficulty_growth)
         return gap * -nm.expm1(-kappa * np.asarray(m, dtype=float) / 12.0)
+
+    def step_inputs(self) -> StepInputs:
+        """What :meth:`step` reads besides the state, fixed for the run: for the compiled
+        phase 1 (:mod:`sim.world.kernels.environment`), which steps as this class does."""
+        return StepInputs(self._rent_drift, self._sqrt12, self._shocks, self._paths,
+                          self._launches, self._ai_rent, self._factor_gens)
 
     def step(self) -> None:
         """Advance one month: rent shock and deflation, launches, BTC, hashprice, shocks."""

@@ -35,7 +35,7 @@ ORACLE_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (*GOLDEN_CASES,
 _BOOKS = ("borrowers", "lenders", "buyers", "loans", "desk", "env", "sites", "lolr")
 
 
-def _state(model: LiquidationModel) -> dict[str, object]:
+def model_state(model: LiquidationModel) -> dict[str, object]:
     """Every numpy array and Python number of the model and its books, by dotted name."""
     out: dict[str, object] = {}
     for owner, obj in (("model", model), *((b, getattr(model, b, None)) for b in _BOOKS)):
@@ -48,7 +48,7 @@ def _state(model: LiquidationModel) -> dict[str, object]:
     return out
 
 
-def _same(a: object, b: object) -> bool:
+def same_bits(a: object, b: object) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
         return (a.dtype == b.dtype and a.shape == b.shape
@@ -76,8 +76,8 @@ def mismatches(a: LiquidationModel, b: LiquidationModel) -> list[str]:
     """What differs between two finished runs (:func:`engine_mismatches`)."""
     bad = [f"fingerprint: {x.split(': ', 1)[1]}" for x in
            golden_mismatches({"run": fingerprint(a)}, {"run": fingerprint(b)})]
-    sa, sb = _state(a), _state(b)
+    sa, sb = model_state(a), model_state(b)
     for k in sorted(set(sa) | set(sb)):
-        if k not in sa or k not in sb or not _same(sa[k], sb[k]):
+        if k not in sa or k not in sb or not same_bits(sa[k], sb[k]):
             bad.append(f"state: {k}")
     return bad

@@ -158,6 +158,8 @@ class LiquidationModel(mesa.Model):
         self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
         self.buyers_paid = 0.0  # secondary buyers' purchases at cost ($, cumulative)
         self.events: list[tuple] = []
+        # inputs the compiled phases build once per run (sim.world.phases.*, by phase name)
+        self.kernel_inputs: dict[str, object] = {}
         self._originate()
         # value in best use depends on the environment and the buyer types only, and neither
         # has moved since buyers_value0 (the origination draws loans, not the environment)

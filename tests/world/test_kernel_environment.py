@@ -15,7 +15,7 @@ from test_lead_time import _world  # one generation, one buyer, a binding cap
 
 from sim.core.config import load_scenario
 from sim.core.jit import kernel
-from sim.qa.oracle import _same, _state, mismatches
+from sim.qa.oracle import mismatches, model_state, same_bits
 from sim.world import phases
 from sim.world.kernels import environment as ke
 from sim.world.model import LiquidationModel
@@ -40,16 +40,16 @@ def _one_month_each_way(m: LiquidationModel, prepare=None):
 
 
 def _assert_same(a, ma, b, mb) -> None:
-    sa, sb = _state(a), _state(b)
+    sa, sb = model_state(a), model_state(b)
     assert sorted(sa) == sorted(sb)
-    bad = [k for k in sa if not _same(sa[k], sb[k])]
+    bad = [k for k in sa if not same_bits(sa[k], sb[k])]
     assert bad == []
-    assert ma.t == mb.t and _same(ma.prev_fundamental, mb.prev_fundamental)
+    assert ma.t == mb.t and same_bits(ma.prev_fundamental, mb.prev_fundamental)
     # the valuation cache phase 6's reservation prices read: the same key and values
     ca, cb = a.buyers._by_type_cache, b.buyers._by_type_cache
     assert ca[1] == cb[1]
-    assert _same(ca[2], cb[2]) and _same(ca[3], cb[3])
-    assert _same(a.buyers.reservation(a.env), b.buyers.reservation(b.env))
+    assert same_bits(ca[2], cb[2]) and same_bits(ca[3], cb[3])
+    assert same_bits(a.buyers.reservation(a.env), b.buyers.reservation(b.env))
     assert type(a.env.btc) is type(b.env.btc) and type(a.env.stress) is type(b.env.stress)
 
 
@@ -194,5 +194,5 @@ def test_uncompiled_kernel_is_the_compiled_one():
         _, _, d, _ = _one_month_each_way(m)
     finally:
         ke.env_month = real
-    sb, sd = _state(b), _state(d)
-    assert [k for k in sb if not _same(sb[k], sd[k])] == []
+    sb, sd = model_state(b), model_state(d)
+    assert [k for k in sb if not same_bits(sb[k], sd[k])] == []

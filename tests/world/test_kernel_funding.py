@@ -12,7 +12,7 @@ from agents.lender import LenderStatus
 from sim.core.config import load_scenario
 from sim.core.contagion import rogers_veraart_state
 from sim.core.jit import kernel
-from sim.qa.oracle import _same, _state
+from sim.qa.oracle import model_state, same_bits
 from sim.world.kernels.funding import _clearing
 from sim.world.model import LiquidationModel
 from sim.world.phases import funding
@@ -77,12 +77,12 @@ def _step_both(m, mutate=None):
     a.engine, b.engine = "numpy", "compiled"
     funding.run(a)
     funding.run(b)
-    sa, sb = _state(a), _state(b)
-    bad = [k for k in sa if not _same(sa[k], sb[k])]
+    sa, sb = model_state(a), model_state(b)
+    bad = [k for k in sa if not same_bits(sa[k], sb[k])]
     bad += ["flows"] * (a.flows != b.flows)  # the same floats, added in the same order
     bad += ["events"] * (repr(a.events) != repr(b.events))
     bad += [f"desk.{k}" for k in vars(a.desk) if isinstance(getattr(a.desk, k), np.ndarray)
-            and not _same(getattr(a.desk, k), getattr(b.desk, k))]
+            and not same_bits(getattr(a.desk, k), getattr(b.desk, k))]
     return bad, b
 
 

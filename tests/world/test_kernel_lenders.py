@@ -11,7 +11,7 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from sim.core.config import load_scenario
-from sim.qa.oracle import _same, _state, mismatches, run_both
+from sim.qa.oracle import mismatches, model_state, run_both, same_bits
 from sim.world import phases
 from sim.world.kernels import lenders as klenders
 from sim.world.model import LiquidationModel
@@ -27,7 +27,7 @@ NO_SCALING = ("borrowers.miner.guarantee_ltv=0", "borrowers.neocloud.guarantee_l
 
 def _snapshot(m, month, before):
     """What phase 3 leaves: copies of the state, the rebinding, the month, events, flows."""
-    state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in _state(m).items()}
+    state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in model_state(m).items()}
     kept = tuple(getattr(getattr(m, o), a) is before[(o, a)] for o, a in _WATCHED)
     hand = tuple(None if getattr(month, f) is None else getattr(month, f).copy()
                  for f in ("marks", "debt", "coll"))
@@ -37,11 +37,11 @@ def _snapshot(m, month, before):
 def _differences(x, y):
     (sa, ka, ha, ea, fa), (sb, kb, hb, eb, fb) = x, y
     bad = [f"state: {k}" for k in sorted(set(sa) | set(sb))
-           if k not in sa or k not in sb or not _same(sa[k], sb[k])]
+           if k not in sa or k not in sb or not same_bits(sa[k], sb[k])]
     bad += [f"rebinding: {'.'.join(w)}" for w, p, q in zip(_WATCHED, ka, kb, strict=True)
             if p != q]
     bad += [f"month: {f}" for f, p, q in zip(("marks", "debt", "coll"), ha, hb, strict=True)
-            if (p is None) != (q is None) or (p is not None and not _same(p, q))]
+            if (p is None) != (q is None) or (p is not None and not same_bits(p, q))]
     bad += ["events"] * (ea != eb) + ["flows"] * (fa != fb)
     return bad
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sim.core.jit import kernel
-from sim.qa.oracle import _same, _state
+from sim.qa.oracle import model_state, same_bits
 from sim.world import phases
 from sim.world.kernels import prices as kp
 from sim.world.model import LiquidationModel
@@ -50,9 +50,9 @@ def _each_way(state, prepare=None):
 
 
 def _assert_same(a, b) -> None:
-    sa, sb = _state(a), _state(b)
+    sa, sb = model_state(a), model_state(b)
     assert sorted(sa) == sorted(sb)
-    assert [k for k in sa if not _same(sa[k], sb[k])] == []
+    assert [k for k in sa if not same_bits(sa[k], sb[k])] == []
     assert a.flows == b.flows
     assert [type(v) for v in a.flows.values()] == [type(v) for v in b.flows.values()]
 

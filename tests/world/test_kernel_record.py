@@ -11,7 +11,7 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from sim.core.config import load_scenario
-from sim.qa.oracle import _same, _state, engine_mismatches
+from sim.qa.oracle import engine_mismatches, model_state, same_bits
 from sim.world.model import LiquidationModel
 from sim.world.phases import record
 
@@ -32,12 +32,12 @@ def _record_both(m, mutate=None):
     a.engine, b.engine = "numpy", "compiled"
     record.run(a)
     record.run(b)
-    sa, sb = _state(a), _state(b)
-    bad = [k for k in sa if not _same(sa[k], sb[k])]
-    bad += [f"rec.{k}" for k in a.rec if not _same(a.rec[k], b.rec[k])]
-    bad += [f"panel.{k}" for k in a.panel if not _same(a.panel[k], b.panel[k])]
+    sa, sb = model_state(a), model_state(b)
+    bad = [k for k in sa if not same_bits(sa[k], sb[k])]
+    bad += [f"rec.{k}" for k in a.rec if not same_bits(a.rec[k], b.rec[k])]
+    bad += [f"panel.{k}" for k in a.panel if not same_bits(a.panel[k], b.panel[k])]
     bad += [f"losses_state.{k}" for k in a.losses_state
-            if not _same(a.losses_state[k], b.losses_state[k])]
+            if not same_bits(a.losses_state[k], b.losses_state[k])]
     return bad, b
 
 

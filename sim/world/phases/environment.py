@@ -65,7 +65,7 @@ def _shocks(m: LiquidationModel, t: int) -> None:
 def covers(m: LiquidationModel) -> bool:
     """Whether phase 1's kernel covers the scenario: every switch does, given at least one
     buyer (docstring of :mod:`sim.world.kernels.environment`)."""
-    return m.buyers._any_present
+    return m.buyers.valuation_inputs(m.env).any_present
 
 
 # stand-ins for the value cap and the lead times without them (never read), read-only as
@@ -83,23 +83,24 @@ def _static(m: LiquidationModel) -> tuple:
     read), the environment's shocks, the revenue volatilities of both BTC regimes
     (:meth:`Environment.revenue_vol`, by its expression) and the observed rent paths as
     arrays."""
-    env, b = m.env, m.buyers
+    env, vi = m.env, m.buyers.valuation_inputs(m.env)
+    si = env.step_inputs()
     e = env.cfg
     p = np.zeros(ke.N_PARAMS)
     p[ke.P_RHO_CALM], p[ke.P_RHO_STRESS] = e.rho_calm, e.rho_stress
     p[ke.P_VOL_CALM], p[ke.P_VOL_STRESS] = e.btc_vol_calm, e.btc_vol_stress
-    p[ke.P_RENT_DRIFT], p[ke.P_RENT_VOL] = env._rent_drift, e.rent_vol
+    p[ke.P_RENT_DRIFT], p[ke.P_RENT_VOL] = si.rent_drift, e.rent_vol
     p[ke.P_STEP_DOWN], p[ke.P_BTC_DRIFT] = e.step_down, e.btc_drift
-    p[ke.P_SQRT12], p[ke.P_STRESS_DD] = env._sqrt12, e.stress_drawdown
+    p[ke.P_SQRT12], p[ke.P_STRESS_DD] = si.sqrt12, e.stress_drawdown
     p[ke.P_HASH0], p[ke.P_BTC0] = e.hashprice0, e.btc_price0
     p[ke.P_DIFF_GROWTH], p[ke.P_HASH_COST] = e.difficulty_growth, e.hashprice_cost
-    p[ke.P_LOG_DECAY], p[ke.P_UTIL], p[ke.P_HOURS] = b._log_decay, e.utilisation, HOURS_PER_MONTH
-    shocks = env._shocks
-    rvol = [np.where(env.hash_linked, v / env._sqrt12, e.rent_vol)
+    p[ke.P_LOG_DECAY], p[ke.P_UTIL], p[ke.P_HOURS] = vi.log_decay, e.utilisation, HOURS_PER_MONTH
+    shocks = si.shocks
+    rvol = [np.where(env.hash_linked, v / si.sqrt12, e.rent_vol)
             for v in (e.btc_vol_calm, e.btc_vol_stress)]
     hash_on = env.any_hash and e.hashprice_cost > 0 and e.hashprice0 > 0
-    cap_on = b._cap is not None
-    paths = env._paths
+    cap_on = vi.cap is not None
+    paths = si.paths
     longest = max([len(r) for _, _, r, _ in paths], default=1)
     path_rents = np.zeros((len(paths), longest))
     for q, (_, _, rents, _) in enumerate(paths):
@@ -107,7 +108,7 @@ def _static(m: LiquidationModel) -> tuple:
     return (p, np.array([s.month for s in shocks], dtype=np.int64),
             np.array([0 if s.kind == "btc" else 1 for s in shocks], dtype=np.int64),
             np.array([s.size for s in shocks], dtype=float), rvol[0], rvol[1], hash_on,
-            cap_on, b._cap if cap_on else _NO_CAP,
+            cap_on, vi.cap if cap_on else _NO_CAP,
             np.array([g for g, _, _, _ in paths], dtype=np.int64),
             np.array([first for _, first, _, _ in paths], dtype=np.int64),
             np.array([market for _, _, _, market in paths], dtype=bool), path_rents,
@@ -120,30 +121,29 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     environment, the buyers' valuation cache (phase 6's reservation prices read it) and
     ``m.fundamental`` as the numpy code does."""
     env, b = m.env, m.buyers
-    st = getattr(m, "_env_kernel", None)
+    st = m.kernel_inputs.get("environment")
     if st is None:
-        st = m._env_kernel = _static(m)
-    (p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
-     path_first, path_market, path_rents, path_len) = st
+        st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs())
+    ((p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
+      path_first, path_market, path_rents, path_len), si) = st
     env.t += 1
     t = env.t
     eps_r, eta = nm.standard_normal(env.rng), nm.standard_normal(env.rng)
     env.shipping  # noqa: B018 (the month's shipping and age arrays, as the numpy code reads them)
-    if b._static_env is not env:
-        b._static(env)
+    vi = b.valuation_inputs(env)
     x0 = b.extrap[0]
     # the month's lead times (env.lead_time caches them, as the numpy valuation reads them)
-    lead = env.lead_time() if b._lead_on else _NO_LEAD
+    lead = env.lead_time() if vi.lead_on else _NO_LEAD
     btc, peak, stress, hashprice, v, fund = ke.env_month(
-        t, t in env._launches, eps_r, eta, env.btc, env.btc_peak, env.stress,
-        env.cfg.btc_random_walk, env.any_hash, env.rent, env.launch, env._ai_rent,
-        env.hash_linked, env.rent0, s_month, s_kind, s_size, p, hash_on, x0, b._m,
-        b._sqrt_m, b._cost, rvol_calm, rvol_stress, b._t_disc, b._t_life, b._t_integration,
-        b._present, b._all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
-        path_market, path_rents, path_len, env._factor_gens, b._lead_on, lead)
+        t, t in si.launches, eps_r, eta, env.btc, env.btc_peak, env.stress,
+        env.cfg.btc_random_walk, env.any_hash, env.rent, env.launch, si.ai_rent,
+        env.hash_linked, env.rent0, s_month, s_kind, s_size, p, hash_on, x0, vi.m,
+        vi.sqrt_m, vi.cost, rvol_calm, rvol_stress, vi.t_disc, vi.t_life, vi.t_integration,
+        vi.present, vi.all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
+        path_market, path_rents, path_len, si.factor_gens, vi.lead_on, lead)
     env.btc, env.btc_peak, env.stress, env.hashprice = btc, peak, stress, hashprice
     key = (t, bool(stress), hashprice, env.rent.tobytes(), x0.tobytes())
-    b._by_type_cache = (env, key, v[0], v[v.shape[0] - 1])
+    b.store_values_by_type(env, key, v[0], v[v.shape[0] - 1])
     month = MonthState(t, m.fundamental)
     m.fundamental = fund
     return month

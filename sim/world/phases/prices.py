@@ -91,8 +91,8 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     buyers as the numpy code binds, the capital regrown in place, the same outside flow."""
     env, buyers = m.env, m.buyers
     c = buyers.cfg
-    if buyers._mw_step is None:  # (as BuyerBook.regrow builds it)
-        buyers._mw_step = c.mw_regrowth * buyers.mw0
+    vi = buyers.valuation_inputs(env)
+    mw_step = buyers.mw_step()  # (built at the first call, as BuyerBook.regrow builds it)
     on = m.outside_on
     extrap = buyers.extrap
     sites = buyers.sites
@@ -103,7 +103,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         m.outside_demand.top, replacement_cost(env), m.traded, m.clearing, m.price_hist,
         m.news_price if on else _NONE, m.news_value if on else _NONE,
         m.news_t if on else _NONE, m.month_pinned if on else _NO_PINS, extrap, c.adapt,
-        buyers._log_decay, buyers.capital0, c.capital_regrowth, buyers._mw_step, buyers.mw0,
+        vi.log_decay, buyers.capital0, c.capital_regrowth, mw_step, buyers.mw0,
         sites, m.sites.liquid_gen if sites else _NO_PINS, buyers.mw_liq if sites else _NONE,
         buyers.mw0_liq if sites else _NONE, c.mw_regrowth,
         buyers.mw_conv if sites else _NO_CONV)
