@@ -42,7 +42,9 @@ Algorithms (each cited where it is implemented):
 * samplers: inversion of the uniform draws of a ``numpy.random.Generator`` (whose bit streams
   and ``random``/``integers`` are integer arithmetic, identical everywhere).
 
-Each function is written once, for one float, in the subset of Python that numba compiles.
+Each function is written once, for one float, in the subset of Python that numba compiles
+(the scalar versions, ``exp1``, ``log1``, ``ndtr1``, ``black1``, ..., are public: the compiled
+phase kernels of :mod:`sim.world.kernels` call them).
 A Python float argument runs that code in pure Python (a few microseconds: the model's
 per-month scalars); an array goes through a numba kernel compiled from the same code
 (:func:`_kernels`: numba is imported and the kernels loaded from its on-disk cache at the first
@@ -60,8 +62,9 @@ from numbers import Real
 
 import numpy as np
 
-__all__ = ["black_call", "dot", "exp", "expm1", "exponential", "gumbel", "log", "log1p",
-           "lognormal", "matvec", "ndtr", "ndtri", "power", "solve", "standard_normal"]
+__all__ = ["black1", "black_call", "dot", "exp", "exp1", "expm1", "expm11", "exponential",
+           "gumbel", "log", "log1", "log1p", "log1p1", "lognormal", "matvec", "ndtr", "ndtr1",
+           "ndtri", "ndtri1", "pow1", "power", "solve", "standard_normal"]
 
 # ------------------------------------------------------------------------------------ exp
 # fdlibm e_exp.c: exp(x) = 2^k exp(r), x = k ln2 + r, |r| <= ln2 / 2, with ln2 split in a
@@ -112,7 +115,7 @@ def _scale2(y, k):
     return y * float(_POW2[i + 1074])
 
 
-def _exp1(x):
+def exp1(x):
     if not x <= _EXP_OVER:
         return x if x != x else math.inf  # NaN stays NaN
     if x < _EXP_UNDER:
@@ -126,7 +129,7 @@ def _exp1(x):
     return _scale2(1.0 - ((lo - (r * c) / (2.0 - c)) - hi), k)
 
 
-def _log1(x):
+def log1(x):
     if not x > 0.0:
         return -math.inf if x == 0.0 else math.nan
     if x == math.inf:
@@ -146,31 +149,31 @@ def _log1(x):
     return k * _LN2_HI - ((hfsq - (s * (hfsq + (t2 + t1)) + k * _LN2_LO)) - f)
 
 
-def _log1p1(x):
+def log1p1(x):
     u = 1.0 + x
     if u == 1.0 or x != x or x == math.inf:
         return x
     if not u > 0.0:
-        return _log1(u)  # -inf at x = -1, NaN below
-    return _log1(u) * (x / (u - 1.0))
+        return log1(u)  # -inf at x = -1, NaN below
+    return log1(u) * (x / (u - 1.0))
 
 
-def _expm11(x):
-    u = _exp1(x)
+def expm11(x):
+    u = exp1(x)
     if u == 1.0 or x != x:
         return x
     d = u - 1.0
     if d == -1.0 or u == math.inf:
         return d
-    return d * x / _log1(u)
+    return d * x / log1(u)
 
 
-def _pow1(x, y):
+def pow1(x, y):
     if x == 0.0:
         if y > 0.0:
             return 0.0
         return 1.0 if y == 0.0 else math.inf
-    return _exp1(y * _log1(x))
+    return exp1(y * log1(x))
 
 
 # ----------------------------------------------------------------------------------- ndtr
@@ -193,12 +196,12 @@ _Q = (1.28426009614491121e00, 4.68238212480865118e-1, 6.59881378689285515e-2,
 _SQRPI = 3.9894228040143267794e-1  # 1 / sqrt(2 pi)
 _THRSH = 0.66291
 _ROOT32 = 5.656854248
-# exp(-(j/16)^2 / 2) for j = 0..640 (ndtr's arguments up to |x| = 40), by _exp1 itself
-_GAUSS16 = np.array([_exp1(-(j / 16.0) * (j / 16.0) * 0.5) for j in range(641)])
+# exp(-(j/16)^2 / 2) for j = 0..640 (ndtr's arguments up to |x| = 40), by exp1 itself
+_GAUSS16 = np.array([exp1(-(j / 16.0) * (j / 16.0) * 0.5) for j in range(641)])
 _GAUSS16.flags.writeable = False
 
 
-def _ndtr1(x):
+def ndtr1(x):
     y = abs(x)
     if y <= _THRSH:
         xsq = x * x
@@ -231,10 +234,10 @@ def _ndtr1(x):
         tail = (_SQRPI - xsq * (xnum + _P[4]) / (xden + _Q[4])) / y
     # exp(-y^2/2) as exp(-ysq^2/2) exp(-del/2), y^2 = ysq^2 + del with ysq = trunc(16 y) / 16:
     # ysq^2 is exact, so neither factor carries the rounding of y^2 times y^2/2; the first
-    # factor is read from _GAUSS16 (the same _exp1 of the same argument, computed once)
+    # factor is read from _GAUSS16 (the same exp1 of the same argument, computed once)
     j = math.trunc(y * 16.0)
     ysq = float(j) / 16.0
-    cum = float(_GAUSS16[j]) * _exp1(-((y - ysq) * (y + ysq)) * 0.5) * tail
+    cum = float(_GAUSS16[j]) * exp1(-((y - ysq) * (y + ysq)) * 0.5) * tail
     return 1.0 - cum if x > 0.0 else cum
 
 
@@ -269,7 +272,7 @@ def _poly7(c, r):
     return acc + c[0]
 
 
-def _ndtri1(p):
+def ndtri1(p):
     q = p - 0.5
     if abs(q) <= 0.425:
         r = 0.180625 - q * q
@@ -278,7 +281,7 @@ def _ndtri1(p):
         if p == 0.0:
             return -math.inf
         return math.inf if p == 1.0 else math.nan
-    r = math.sqrt(0.0 - _log1(p if q < 0.0 else 1.0 - p))
+    r = math.sqrt(0.0 - log1(p if q < 0.0 else 1.0 - p))
     if r <= 5.0:
         r = r - 1.6
         z = _poly7(_AS_C, r) / _poly7(_AS_D, r)
@@ -289,13 +292,13 @@ def _ndtri1(p):
 
 
 # ---------------------------------------------------------------------- Black's call
-def _black1(f, k, s):
+def black1(f, k, s):
     """Black's (1976) undiscounted call on the forward: F Phi(d1) - K Phi(d1 - s),
     d1 = (ln(F/K) + s^2/2) / s, floored at 0, when F, K, s > 0; else max(F - K, 0). Each
     ``max(c, 0)`` is numpy's ``maximum(c, 0.0)``: c when c > 0 or c is NaN, else +0.0."""
     if s > 0.0 and k > 0.0 and f > 0.0:
-        d1 = (_log1(f / k) + 0.5 * s * s) / s
-        c = f * _ndtr1(d1) - k * _ndtr1(d1 - s)
+        d1 = (log1(f / k) + 0.5 * s * s) / s
+        c = f * ndtr1(d1) - k * ndtr1(d1 - s)
     else:
         c = f - k
     return c if (c > 0.0 or c != c) else 0.0
@@ -303,7 +306,7 @@ def _black1(f, k, s):
 
 # --------------------------------------------------- the same code compiled for arrays
 _EXP, _LOG, _LOG1P, _EXPM1, _POW, _NDTR, _NDTRI, _BLACK = range(8)
-_SCALAR = (_exp1, _log1, _log1p1, _expm11, _pow1, _ndtr1, _ndtri1, _black1)  # jitted callees
+_SCALAR = (exp1, log1, log1p1, expm11, pow1, ndtr1, ndtri1, black1)  # jitted callees
 
 
 def _apply(op, x, y, z, out):
@@ -314,28 +317,28 @@ def _apply(op, x, y, z, out):
     n, ny, nz = x.shape[0], y.shape[0], z.shape[0]
     if op == _EXP:
         for i in range(n):
-            out[i] = _exp1(x[i])
+            out[i] = exp1(x[i])
     elif op == _LOG:
         for i in range(n):
-            out[i] = _log1(x[i])
+            out[i] = log1(x[i])
     elif op == _LOG1P:
         for i in range(n):
-            out[i] = _log1p1(x[i])
+            out[i] = log1p1(x[i])
     elif op == _EXPM1:
         for i in range(n):
-            out[i] = _expm11(x[i])
+            out[i] = expm11(x[i])
     elif op == _POW:
         for i in range(n):
-            out[i] = _pow1(x[i], y[i % ny])
+            out[i] = pow1(x[i], y[i % ny])
     elif op == _NDTR:
         for i in range(n):
-            out[i] = _ndtr1(x[i])
+            out[i] = ndtr1(x[i])
     elif op == _NDTRI:
         for i in range(n):
-            out[i] = _ndtri1(x[i])
+            out[i] = ndtri1(x[i])
     else:
         for i in range(n):
-            out[i] = _black1(x[i], y[i % ny], z[i % nz])
+            out[i] = black1(x[i], y[i % ny], z[i % nz])
 
 
 def _matvec_loop(a, x, out):
@@ -373,7 +376,7 @@ def _kernels():
 
 
 def register_compiled() -> None:
-    """Make the scalar functions (``_exp1``, ``_ndtr1``, ``_black1``, ...) callable from
+    """Make the scalar functions (``exp1``, ``ndtr1``, ``black1``, ...) callable from
     other compiled code (the phase kernels of :mod:`sim.core.jit`); compiles this module's
     kernels if they are not yet."""
     _kernels()
@@ -418,25 +421,25 @@ def _is_scalar(x) -> bool:
 def exp(x):
     """e^x, error below 1 ulp (fdlibm's algorithm; module docstring); inf above 709.78, 0
     below -745.13."""
-    return _exp1(float(x)) if _is_scalar(x) else _map(_EXP, x)
+    return exp1(float(x)) if _is_scalar(x) else _map(_EXP, x)
 
 
 def log(x):
     """Natural logarithm, error below 1 ulp (fdlibm's algorithm); log(0) = -inf, NaN for
     x < 0."""
-    return _log1(float(x)) if _is_scalar(x) else _map(_LOG, x)
+    return log1(float(x)) if _is_scalar(x) else _map(_LOG, x)
 
 
 def log1p(x):
     """log(1 + x), accurate for small x: with u = 1 + x rounded, log(u) x / (u - 1), or x
     when u == 1 (Kahan; Goldberg 1991, theorem 4); within a few ulp."""
-    return _log1p1(float(x)) if _is_scalar(x) else _map(_LOG1P, x)
+    return log1p1(float(x)) if _is_scalar(x) else _map(_LOG1P, x)
 
 
 def expm1(x):
     """e^x - 1, accurate for small x: with u = exp(x), (u - 1) x / log(u), x when u == 1
     and -1 when u - 1 == -1 (Kahan; Higham 2002, 1.14.1); within a few ulp."""
-    return _expm11(float(x)) if _is_scalar(x) else _map(_EXPM1, x)
+    return expm11(float(x)) if _is_scalar(x) else _map(_EXPM1, x)
 
 
 def power(x, y):
@@ -445,14 +448,14 @@ def power(x, y):
     The error grows with |y log x|: 2-3 ulp for the model's discount factors (1 + r)^(-m/12)
     and difficulty growth, where |y log x| < 2."""
     if _is_scalar(x) and _is_scalar(y):
-        return _pow1(float(x), float(y))
+        return pow1(float(x), float(y))
     return _map(_POW, x, y)
 
 
 def ndtr(x):
     """The standard normal distribution function Phi(x) (Cody's ANORM; module docstring),
     within a few ulp, relative also in the lower tail (down to Phi(-37.5) ~ 1e-308)."""
-    return _ndtr1(float(x)) if _is_scalar(x) else _map(_NDTR, x)
+    return ndtr1(float(x)) if _is_scalar(x) else _map(_NDTR, x)
 
 
 def black_call(forward, strike, logvol):
@@ -461,14 +464,14 @@ def black_call(forward, strike, logvol):
     d1 = (ln(F/K) + s^2/2) / s, undiscounted; max(F - K, 0) where F, K or s is not positive.
     Arguments broadcast; one compiled pass (:func:`sim.core.finance.lognormal_call` uses it)."""
     if _is_scalar(forward) and _is_scalar(strike) and _is_scalar(logvol):
-        return _black1(float(forward), float(strike), float(logvol))
+        return black1(float(forward), float(strike), float(logvol))
     return _map(_BLACK, forward, strike, logvol)
 
 
 def ndtri(p):
     """Phi^{-1}(p) for 0 < p < 1 (Wichura's AS 241, relative error about 1e-16); -inf and
     +inf at 0 and 1, NaN outside."""
-    return _ndtri1(float(p)) if _is_scalar(p) else _map(_NDTRI, p)
+    return ndtri1(float(p)) if _is_scalar(p) else _map(_NDTRI, p)
 
 
 # ------------------------------------------------------------------------------- samplers

@@ -6,8 +6,8 @@ standard normal draws (which stay in the phase, numpy's Generator, in the same o
 the buyers' values by type (:meth:`agents.buyer.BuyerBook.values_by_type`: the value at x = 0
 and at the buyers' common expectation row) and the value in best use
 (:meth:`agents.buyer.BuyerBook.fundamental`), each number by the numpy code's operations in
-its order: the exp, log, power and Black call of :mod:`sim.core.numerics` (``_exp1``,
-``_pow1``, ``_black1``, ...), the present values summed in numpy's pairwise order
+its order: the exp, log, power and Black call of :mod:`sim.core.numerics` (``exp1``,
+``pow1``, ``black1``, ...), the present values summed in numpy's pairwise order
 (:func:`sim.core.jit.psum`), np.maximum / np.minimum as :func:`sim.core.jit.maximum` /
 :func:`sim.core.jit.minimum`.
 
@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
-from sim.core.numerics import _black1, _exp1, _expm11, _log1, _log1p1, _pow1
+from sim.core.numerics import black1, exp1, expm11, log1, log1p1, pow1
 
 # indices of the scalar parameters packed in one float64 array (:func:`env_month`'s ``p``)
 (P_RHO_CALM, P_RHO_STRESS, P_VOL_CALM, P_VOL_STRESS, P_RENT_DRIFT, P_RENT_VOL, P_STEP_DOWN,
@@ -56,7 +56,7 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
     results' bits are numpy's: a generation not yet shipping is 0 without being valued
     (``np.where(shipping, ..., 0.0)``), and a month no type lives to see is not valued when
     its revenue is finite (its terms are net x 0.0 = +0.0 for a finite net >= 0, which
-    Black's call is for a finite revenue: ``_black1`` returns c > 0, NaN or +0.0); a
+    Black's call is for a finite revenue: ``black1`` returns c > 0, NaN or +0.0); a
     generation whose expectation x0[g] leaves mu = ln(1 - d) + x with row 0's bits (x0[g] =
     +-0, an AI generation) takes row 0's values, computed from the same numbers.
 
@@ -77,10 +77,10 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
     util, hours = p[P_UTIL], p[P_HOURS]
     hg = np.empty(n_m)
     if hash_on:  # Environment.hash_log_growth: gap (1 - exp(-kappa m / 12))
-        gap = _log1(p[P_HASH_COST] / (hashprice if not 1e-12 > hashprice else 1e-12))
-        kappa = _log1p1(p[P_DIFF_GROWTH])
+        gap = log1(p[P_HASH_COST] / (hashprice if not 1e-12 > hashprice else 1e-12))
+        kappa = log1p1(p[P_DIFF_GROWTH])
         for j in range(n_m):
-            hg[j] = gap * -_expm11(-kappa * m[j] / 12.0)
+            hg[j] = gap * -expm11(-kappa * m[j] / 12.0)
     net = np.empty(n_m)
     terms = np.empty(n_m)
     for x in range(n_x):
@@ -106,12 +106,12 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
                 last = max(last, life[k] - age)
             for j in range(n_m):
                 if hashed:
-                    growth = _exp1(hg[j] + ex * m[j] / 12.0)
+                    growth = exp1(hg[j] + ex * m[j] / 12.0)
                 else:
-                    growth = _exp1(mu * m[j] / 12.0)
+                    growth = exp1(mu * m[j] / 12.0)
                 rev = base * growth
                 if m[j] <= last or not math.isfinite(rev):
-                    net[j] = _black1(rev, cost[g, j], vol * sqrt_m[j])
+                    net[j] = black1(rev, cost[g, j], vol * sqrt_m[j])
                 else:
                     net[j] = 0.0  # (net x 0.0 below is +0.0 for every type)
             for k in range(n_t):
@@ -124,7 +124,7 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
                     for j in range(n_m):
                         wj = minimum(maximum(lead[g] - (m[j] - 1.0), 0.0), 1.0)
                         w[j] = terms[j] * wj
-                    c = psum(w, 0, n_m) + cap[g] * _pow1(disc[k, 0], lead[g])
+                    c = psum(w, 0, n_m) + cap[g] * pow1(disc[k, 0], lead[g])
                     if x == 0:
                         cap0[k, g] = c
                     value = minimum(value, c)
@@ -191,7 +191,7 @@ def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_ha
     live = np.empty(n_g, np.bool_)
     for g in range(n_g):
         live[g] = launch[g] < t and ai_rent[g]
-    f = _exp1(p[P_RENT_DRIFT] + p[P_RENT_VOL] * eps_r)
+    f = exp1(p[P_RENT_DRIFT] + p[P_RENT_VOL] * eps_r)
     for g in range(n_g):
         if live[g]:
             rent[g] = rent[g] * f
@@ -202,7 +202,7 @@ def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_ha
                 rent[g] = rent[g] * step
     if btc_walk:
         drift = (p[P_BTC_DRIFT] - 0.5 * (vol * vol)) / 12.0
-        btc = btc * _exp1(drift + vol / p[P_SQRT12] * eps_b)
+        btc = btc * exp1(drift + vol / p[P_SQRT12] * eps_b)
     for s in range(shock_month.shape[0]):
         if shock_month[s] == t:
             cut = 1.0 - shock_size[s]
@@ -216,7 +216,7 @@ def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_ha
     btc_peak = btc_peak if not btc > btc_peak else btc
     stress = 1.0 - btc / btc_peak >= p[P_STRESS_DD]
     hashprice = (p[P_HASH0] * btc / p[P_BTC0]
-                 * _pow1(1.0 + p[P_DIFF_GROWTH], -t / 12.0))
+                 * pow1(1.0 + p[P_DIFF_GROWTH], -t / 12.0))
     if any_hash and p[P_HASH0] > 0:
         for g in range(n_g):
             if hash_linked[g]:

@@ -4,7 +4,7 @@ expectations and their regrown capital in one call.
 :func:`prices_month` computes what :func:`sim.world.phases.prices.run` computes (with
 :func:`~sim.world.phases.prices.adapt_on_news`, :meth:`agents.buyer.BuyerBook.adapt` and
 :meth:`agents.buyer.BuyerBook.regrow`), each number by the numpy code's operations in its
-order: the logs of :mod:`sim.core.numerics` (``_log1``), np.maximum / np.minimum as
+order: the logs of :mod:`sim.core.numerics` (``log1``), np.maximum / np.minimum as
 :func:`sim.core.jit.maximum` / :func:`sim.core.jit.minimum`, the best bid as
 ``np.maximum.reduce(..., initial=0.0)`` row by row from 0.0, and the buyers' capital summed in
 numpy's pairwise order (:func:`sim.core.jit.psum`) for the outside flow.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
-from sim.core.numerics import _log1
+from sim.core.numerics import log1
 
 
 @jitable
@@ -109,8 +109,8 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
         if any_news:
             for g in range(n_g):
                 gap = maximum(t - news_t[g], 1.0)
-                lp = _log1(maximum(price[g], 1e-9) / maximum(news_price[g], 1e-9))
-                lv = _log1(maximum(fund[g], 1e-9) / maximum(news_value[g], 1e-9))
+                lp = log1(maximum(price[g], 1e-9) / maximum(news_price[g], 1e-9))
+                lv = log1(maximum(fund[g], 1e-9) / maximum(news_value[g], 1e-9))
                 dlp[g] = lp / gap
                 dlv[g] = lv / gap
             extrap = adapt(extrap, dlp, dlv, news, lam, log_decay)
@@ -122,8 +122,8 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
             news_t = nt
     elif any_moved:
         for g in range(n_g):
-            dlp[g] = _log1(maximum(price[g], 1e-9) / maximum(old_price[g], 1e-9))
-            dlv[g] = _log1(maximum(fund[g], 1e-9) / maximum(old_value[g], 1e-9))
+            dlp[g] = log1(maximum(price[g], 1e-9) / maximum(old_price[g], 1e-9))
+            dlv[g] = log1(maximum(fund[g], 1e-9) / maximum(old_value[g], 1e-9))
         extrap = adapt(extrap, dlp, dlv, moved, lam, log_decay)
     # BuyerBook.regrow
     n_b = capital.shape[0]
