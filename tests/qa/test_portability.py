@@ -10,7 +10,10 @@ deterministic numerics of ``sim.core.numerics``):
 * ``OPENBLAS_CORETYPE``: OpenBLAS's kernel (Haswell, SkylakeX, Prescott);
 * ``GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2,-FMA``: glibc's libm without its FMA variants
   (whose ``exp``/``log1p``/``pow`` differ in the last bit from the FMA ones);
-* ``NUMBA_CPU_NAME=generic``: numba's kernels compiled for a generic x86-64 (no AVX).
+* ``NUMBA_CPU_NAME=generic``: numba's kernels compiled for a generic x86-64 (no AVX);
+  ``NUMBA_CPU_NAME=haswell``: for AVX2 with FMA instructions available, which LLVM may not
+  use to fuse a multiply and an add without fast-math (the compiled phase kernels of
+  ``sim.world.kernels`` run in every golden case, the model's default engine).
 
 A setting the machine cannot run (numpy refuses to disable a feature it lacks, OpenBLAS has
 no such kernel for it, or the process dies) is skipped with the reason in the test output.
@@ -35,6 +38,8 @@ SETTINGS = [(f"numpy-{n}+blas-{b}", {"NPY_DISABLE_CPU_FEATURES": v, "OPENBLAS_CO
             for n, v in NPY.items() for b in BLAS]
 SETTINGS += [
     ("libm-without-fma", {"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA"}),
+    ("avx2-cpu: numpy-avx2+numba-haswell",
+     {"NPY_DISABLE_CPU_FEATURES": NPY["avx2"], "NUMBA_CPU_NAME": "haswell"}),
     ("old-cpu: sse4+prescott+libm-without-fma+numba-generic",
      {"NPY_DISABLE_CPU_FEATURES": NPY["sse4"], "OPENBLAS_CORETYPE": "Prescott",
       "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA", "NUMBA_CPU_NAME": "generic"}),
