@@ -6,6 +6,7 @@ borrowers' sale proceeds (:func:`sweep_sale_proceeds`)."""
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ import numpy as np
 from agents.borrower import KIND_NAMES
 from agents.buyer import MONTH_DAYS, replacement_cost
 from sim.core.market import clear_book, outside_bids, parametric_price
+from sim.world.kernels import market as kmarket
 from sim.world.phases import borrowers
 from sim.world.state import SellOrders
 
@@ -56,6 +58,9 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
     m.bidding = (buyers.participating(m.search_rng, MONTH_DAYS)
                  if auction else np.ones(buyers.n, dtype=bool))
     m.sale_proceeds = np.zeros(m.borrowers.n)
+    if m.engine == "compiled" and auction and m.lolr is None and m.lenders.n \
+            and run_compiled(m, orders):
+        return
     book = ask_book(m, orders)
     if book is None:
         return
@@ -88,6 +93,90 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
         settle_orders(m, g, a_rows, fills, price)
         record_trade(m, g, price, volume, a_rows, fills, n_forced, forced_total)
         log_purchases(m, g, price, buys, bought, salvage_fill, desk_fill)
+
+
+# (name, agent) of each event code of the compiled phase (sim.world.kernels.market.EV_*)
+_EVENT_NAMES = (("sale", "lender"), ("sale", "repo_desk"), ("purchase", "buyer"),
+                ("purchase", "salvage"), ("purchase", "repo_desk"),
+                *(("sale", kind) for kind in KIND_NAMES))
+_NO_FLOATS, _NO_FLAGS = np.zeros(0), np.zeros(0, dtype=bool)
+_NO_MATRIX = np.zeros((0, 0))
+# Python's sum() of floats is compensated (Neumaier) from 3.12 on: record_trade's sum of
+# the forced sales' values at repossession, which the kernel repeats
+_NEUMAIER_SUM = sys.version_info >= (3, 12)
+
+
+def _scalar_like(old, new: np.float64, numpy_op: bool):
+    """``new`` as the type the numpy phase leaves: a numpy float once a numpy scalar was
+    added (``numpy_op``) or if it was one, else a Python float."""
+    return new if numpy_op or isinstance(old, np.floating) else float(new)
+
+
+def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
+    """Phase 6 from :func:`ask_book` on, in one kernel call
+    (:func:`sim.world.kernels.market.market_month`; the auction mode without the buyer of
+    last resort): the same trades, arrays, counters, outside flows and events as the numpy
+    code below. False, with nothing changed, when the kernel leaves the month to numpy (a
+    book that could reach ``MAX_UNITS`` units)."""
+    env, desk, buyers, lb, b = m.env, m.desk, m.buyers, m.lenders, m.borrowers
+    outside, sites, unlimited = m.outside_on, buyers.sites, buyers.unlimited
+    od, flows = m.outside_demand, m.flows
+    ip = np.array((env.t, outside, m.cfg.market.unsold_to_salvage, unlimited, sites,
+                   desk.enabled, desk.secured, _NEUMAIER_SUM), dtype=np.int64)
+    fp = np.array((m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
+                   m.month_above_reservation, m.forced_value, m.forced_fundamental,
+                   m.forced_rep_value if outside else 0.0, m.buyers_paid, m.recovered_total,
+                   flows["salvage"], flows["estate_surplus"], flows["buyer_capital"]),
+                  dtype=np.float64)
+    # the arrays the numpy phase rebinds are written into copies, rebound below
+    capital, mw = buyers.capital.copy(), buyers.mw.copy()
+    mw_liq = buyers.mw_liq.copy() if sites else _NO_FLOATS
+    mw_used = buyers.mw_used.copy() if sites else _NO_FLOATS
+    repo_units = lb.repo_units.copy()
+    status, n_ev, codes, rows, gens, units, prices, flags = kmarket.market_month(
+        ip, fp, np.array(m.newest_first, dtype=np.int64), env.shipping, env.kw,
+        np.array(m.liquid, dtype=bool), replacement_cost(env), m.units0, m.fundamental,
+        orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
+        orders.b_price, desk.holdings, desk.cost_basis, desk.cash_bought, desk.cash_sold,
+        desk.cash_repaid, desk.default_loss, desk.floor_bid(m.price, m.fundamental),
+        m.reservation, m.bidding, capital, mw, mw_liq, mw_used, buyers.holdings,
+        lb.inventory, lb.inv_since, repo_units, lb.claim_pool, lb.recoveries,
+        lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind, m.sale_proceeds,
+        m.traded, m.clearing, m.month_volume, m.month_forced, m.month_overhang,
+        m.month_salvage, m.month_pinned if outside else _NO_FLAGS, m.salvage_units,
+        m.rep_value if outside else _NO_MATRIX)
+    if status:
+        return False
+    trades, lender_settles, buyer_settles = flags.tolist()
+    K = kmarket
+    if buyer_settles and not unlimited:
+        buyers.capital = capital
+        if sites:
+            buyers.mw, buyers.mw_liq, buyers.mw_used = mw, mw_liq, mw_used
+        else:
+            buyers.mw = mw
+    if lender_settles:
+        lb.repo_units = repo_units
+    desk.cash = _scalar_like(desk.cash, fp[K.FP_DESK_CASH], lender_settles > 0)
+    desk.lent = _scalar_like(desk.lent, fp[K.FP_DESK_LENT], lender_settles > 0)
+    m.month_above_reservation = float(fp[K.FP_ABOVE])
+    m.forced_value = float(fp[K.FP_FORCED_VALUE])
+    m.forced_fundamental = _scalar_like(m.forced_fundamental, fp[K.FP_FORCED_FUNDAMENTAL],
+                                        trades > 0)
+    if outside:
+        m.forced_rep_value = float(fp[K.FP_FORCED_REP])
+    m.buyers_paid = _scalar_like(m.buyers_paid, fp[K.FP_BUYERS_PAID], buyer_settles > 0)
+    m.recovered_total = _scalar_like(m.recovered_total, fp[K.FP_RECOVERED],
+                                     lender_settles > 0)
+    flows["salvage"] = float(fp[K.FP_FLOW_SALVAGE])
+    flows["estate_surplus"] = float(fp[K.FP_FLOW_ESTATE])
+    flows["buyer_capital"] = float(fp[K.FP_FLOW_BUYER_CAPITAL])
+    if n_ev:  # the tuples fill_events and log_event make, in the numpy phase's order
+        t, names = env.t, _EVENT_NAMES
+        m.events.extend([(t, *names[c], i, g, u, u * p, p) for c, i, g, u, p in zip(
+            codes[:n_ev].tolist(), rows[:n_ev].tolist(), gens[:n_ev].tolist(),
+            units[:n_ev].tolist(), prices[:n_ev].tolist(), strict=True)])
+    return True
 
 
 def ask_book(m: LiquidationModel, orders: SellOrders
