@@ -1,16 +1,16 @@
 """Compiled phase 6, the market (:mod:`sim.world.phases.market`): every generation's call
 auction, newest first, and its settlement, in one kernel call a month (:func:`market_month`).
 
-What it covers: the auction mode (``market.mode = "auction"``) without the buyer of last resort
-(``policy.lolr.enabled = false``), with or without the outside demand
-(``buyers.outside_demand.enabled``), the salvage sink (``market.unsold_to_salvage``), unlimited
-buyers (``buyers.unlimited``), sites (``sites.enabled``: the buyers' spare MW by cooling type)
-and the repo desk (off, ``legacy`` or ``secured``). The parametric mode and the buyer of last
-resort run the numpy phase, as does a book whose units would reach
-:data:`sim.core.market.MAX_UNITS` (where :func:`sim.core.market.clear_book` checks its units;
-the kernel refuses such a month before it changes anything). The month's reservation prices and
-participation draws (``buyers.reservation``, ``buyers.participating``) stay in Python, before the
-kernel, as in the numpy phase.
+What it covers: the auction mode (``market.mode = "auction"``) with every other switch of the
+phase: the outside demand (``buyers.outside_demand.enabled``) or the salvage sink
+(``market.unsold_to_salvage``), unlimited buyers (``buyers.unlimited``), sites
+(``sites.enabled``: the buyers' spare MW by cooling type), the repo desk (off, ``legacy`` with
+its floor bid, or ``secured``) and the buyer of last resort (``policy.lolr.enabled``). The
+parametric mode runs the numpy phase, as does a month in which a generation's book could reach
+:data:`sim.core.market.MAX_UNITS` units (where :func:`sim.core.market.clear_book` checks its
+units; the kernel refuses such a month before it changes anything) and a world without lenders.
+The month's reservation prices and participation draws (``buyers.reservation``,
+``buyers.participating``) stay in Python, before the kernel, as in the numpy phase.
 
 The kernel is the numpy phase step for step: :func:`_clear` is the rule of
 :func:`sim.core.market.call_auction` as :func:`sim.core.market._clear_small` computes it (stable
@@ -34,14 +34,15 @@ from sim.core.market import MAX_UNITS, OUTSIDE_DEPTHS, OUTSIDE_STEPS_PER_DEPTH
 from sim.core.numerics import _exp1
 
 # event codes (the phase maps them to (name, agent)); a borrower's sale is EV_BORROWER + kind
-EV_LENDER, EV_DESK_SALE, EV_BUYER, EV_SALVAGE, EV_DESK_BUY, EV_BORROWER = 0, 1, 2, 3, 4, 5
+(EV_LENDER, EV_DESK_SALE, EV_BUYER, EV_SALVAGE, EV_DESK_BUY, EV_LOLR_BUY, EV_LOLR_SALE,
+ EV_BORROWER) = range(8)
 # the integer and float parameters of :func:`market_month`, by position
 (IP_T, IP_OUTSIDE, IP_TO_SALVAGE, IP_UNLIMITED, IP_SITES, IP_DESK_ON, IP_DESK_SECURED,
- IP_NEUMAIER) = range(8)
+ IP_NEUMAIER, IP_LOLR, IP_LOLR_HOLD) = range(10)
 (FP_K, FP_TOP, FP_DEPTH, FP_DESK_CAPACITY, FP_DESK_CASH, FP_DESK_LENT, FP_ABOVE,
  FP_FORCED_VALUE, FP_FORCED_FUNDAMENTAL, FP_FORCED_REP, FP_BUYERS_PAID, FP_RECOVERED,
- FP_FLOW_SALVAGE, FP_FLOW_ESTATE, FP_FLOW_BUYER_CAPITAL) = range(15)
-N_FP = 15
+ FP_FLOW_SALVAGE, FP_FLOW_ESTATE, FP_FLOW_BUYER_CAPITAL, FP_LOLR_CAPACITY, FP_LOLR_CASH,
+ FP_LOLR_KW) = range(18)
 # what :func:`market_month` did (its ``flags`` output): generations traded, lender
 # settlements (numpy scalars reach recovered_total and the desk's cash and loans), buyer
 # settlements (buyers_paid), buyers' arrays rebound (capital and MW), lenders' repo_units rebound
@@ -317,22 +318,24 @@ def _desk_room(on, capacity, lent, cost_basis, cash):
 def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundamental,
                  forced, patient, patient_price, floor, b_units, b_price,
                  d_holdings, d_cost_basis, d_cash_bought, d_cash_sold, d_cash_repaid,
-                 d_default_loss, d_prices,
-                 reservation, bidding, capital, mw, mw_liq, mw_used, k_holdings,
+                 d_default_loss, d_prices, price_index, lo_prices, lo_holdings, lo_cost_basis,
+                 lo_since, lo_cash_bought, lo_cash_sold, reservation, bidding, capital, mw,
+                 mw_liq, mw_used, k_holdings,
                  inventory, inv_since, repo_units, claim_pool, recoveries, later_recoveries,
                  repo_debt, l_cash, fleet, b_cash, kind, sale_proceeds,
                  traded, clearing, month_volume, month_forced, month_overhang, month_salvage,
                  month_pinned, salvage_units, rep_value):
-    """Phase 6 in the auction mode without the buyer of last resort
-    (:func:`sim.world.phases.market.run` from ``ask_book`` on): every shipping generation with
-    units offered, newest first (``newest_first``), is auctioned against its bids
-    (``BidBook.bids``, :func:`_clear`) and settled (``settle_bids``, ``settle_orders``,
-    ``record_trade``), writing the books' arrays in place. ``ip``: the integer switches
-    (``IP_*``); ``fp`` (``FP_*``): k, the outside demand's top and depth, the desk's capacity,
-    then the scalars the phase updates, read and written back (the desk's cash and loans, the
-    month's largest fill above a reservation, the forced sales' values, the buyers' purchases,
-    the recoveries and the three outside flows). ``capital``, ``mw``, ``mw_liq``,
-    ``mw_used`` and ``repo_units`` are copies the phase rebinds (the numpy phase rebinds them).
+    """Phase 6 in the auction mode (:func:`sim.world.phases.market.run` from ``ask_book``
+    on): every shipping generation with units offered, newest first (``newest_first``), is
+    auctioned against its bids (``BidBook.bids``, :func:`_clear`) and settled
+    (``settle_bids``, ``settle_orders``, ``record_trade``), writing the books' arrays in
+    place. ``ip``: the integer switches (``IP_*``); ``fp`` (``FP_*``): k, the outside
+    demand's top and depth, the desk's capacity, then the scalars the phase updates, read and
+    written back (the desk's cash and loans, the month's largest fill above a reservation,
+    the forced sales' values, the buyers' purchases, the recoveries, the three outside flows,
+    then the buyer of last resort's capacity, cash and powered kW). ``capital``, ``mw``,
+    ``mw_liq``, ``mw_used`` and ``repo_units`` are copies the phase rebinds (the numpy phase
+    rebinds them).
 
     Returns (status, number of events, the events' codes, rows, generations, units and
     prices, flags): status 1 when a generation's book could reach ``MAX_UNITS`` units, and
@@ -341,32 +344,43 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
     outside_on, to_salvage = ip[IP_OUTSIDE] != 0, ip[IP_TO_SALVAGE] != 0
     unlimited, sites = ip[IP_UNLIMITED] != 0, ip[IP_SITES] != 0
     desk_on, secured = ip[IP_DESK_ON] != 0, ip[IP_DESK_SECURED] != 0
+    lolr_on = ip[IP_LOLR] != 0
     k = fp[FP_K]
     n_l, n_gen = forced.shape
     n_b, n_k = b_units.shape[0], reservation.shape[0]
     d_row = 2 * n_l + n_b
-    s0 = n_k + 1  # the first salvage / outside row (no buyer of last resort)
+    l_row = d_row + 1  # the buyer of last resort's ask
+    s0 = n_k + 1 + (1 if lolr_on else 0)  # the first salvage / outside row
     flags = np.zeros(3, np.int64)
-    # the ask book: every generation's units offered (the desk's holdings as at the start)
+    # the ask book: every generation's units offered (the desk's and the buyer of last
+    # resort's holdings as at the start: LastResortBuyer.for_sale)
     supply = np.zeros(n_gen, np.int64)
     desk_asks = d_holdings.copy()
+    lo_asks = np.zeros(n_gen, np.int64)
+    if lolr_on:
+        for g in range(n_gen):
+            if t - lo_since[g] >= ip[IP_LOLR_HOLD]:
+                lo_asks[g] = lo_holdings[g]
+    lo_kw = np.zeros(n_gen)
     for g in range(n_gen):
-        s = desk_asks[g]
+        s = desk_asks[g] + lo_asks[g]
         for r in range(n_l):
             s += forced[r, g] + patient[r, g]
         for r in range(n_b):
             s += b_units[r, g]
         supply[g] = s
     n_gens = 0
+    offered = np.zeros(n_gen, np.bool_)
     for g in newest_first:
-        if shipping[g] and (supply[g] != 0 or _any_ask(forced, patient, b_units, desk_asks, g)):
+        if shipping[g] and _any_ask(forced, patient, b_units, desk_asks, lo_asks, g):
+            offered[g] = True
             n_gens += 1
-            # every bid is capped at the supply: (buyers + desk) x supply + supply + 1 bid
+            # every bid is capped at the supply: (buyers, desk, lolr) x supply + supply + 1 bid
             # units at most, and the ask units: below MAX_UNITS, clear_book checks nothing
-            if supply[g] > MAX_UNITS or (n_k + 2) * supply[g] + 1 > MAX_UNITS:
+            if supply[g] > MAX_UNITS or (n_k + 3) * supply[g] + 1 > MAX_UNITS:
                 return (1, 0, np.zeros(0, np.int64), np.zeros(0, np.int64),
                         np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), flags)
-    n_ev_max = n_gens * (n_l + n_b + n_k + 3)
+    n_ev_max = n_gens * (n_l + n_b + n_k + 5)
     ev_code = np.empty(n_ev_max, np.int64)
     ev_idx = np.empty(n_ev_max, np.int64)
     ev_gen = np.empty(n_ev_max, np.int64)
@@ -374,12 +388,12 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
     ev_price = np.empty(n_ev_max)
     n_ev = 0
     # the book of one generation: asks (rows in row order) and bids
-    n_ask_max = d_row + 1
+    n_ask_max = d_row + 2
     a_rows = np.empty(n_ask_max, np.int64)
     aq = np.empty(n_ask_max, np.int64)
     ap = np.empty(n_ask_max)
     a_fill = np.empty(n_ask_max, np.int64)
-    n_bid_max = n_k + 2 + _N_STEPS + 1
+    n_bid_max = n_k + 3 + _N_STEPS + 1
     b_rows = np.empty(n_bid_max, np.int64)
     bq = np.empty(n_bid_max, np.int64)
     bp = np.empty(n_bid_max)
@@ -396,8 +410,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
     s_ord = np.empty(n_b, np.int64)
     b_sold = np.zeros(n_b, np.int64)
     for g in newest_first:
-        if not (shipping[g] and (supply[g] != 0
-                                 or _any_ask(forced, patient, b_units, desk_asks, g))):
+        if not offered[g]:
             continue
         # ---- asks (ask_book): forced lenders, patient lenders, borrowers, the desk
         forced_price = 0.0 if outside_on else floor[g]
@@ -420,6 +433,10 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
         if desk_asks[g] != 0:
             a_rows[na], aq[na] = d_row, desk_asks[g]
             ap[na] = forced_price if secured else fundamental[g]
+            na += 1
+        if lo_asks[g] != 0:  # patient: the price index, never below the salvage floor
+            a_rows[na], aq[na] = l_row, lo_asks[g]
+            ap[na] = maximum(price_index[g], floor[g])
             na += 1
         sup = supply[g]
         # ---- bids (BidBook.bids): buyers, the desk's floor bid, salvage or outside steps
@@ -450,6 +467,18 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             if q != 0:
                 b_rows[nb], bq[nb], bp[nb] = n_k, q, desk_price
                 nb += 1
+        if lolr_on and lo_prices[g] > 0:  # its capacity and its powered space
+            lo_p = lo_prices[g]
+            room = _pymax(_pymin(fp[FP_LOLR_CAPACITY] - psum(lo_cost_basis, 0, n_gen),
+                                 fp[FP_LOLR_CASH]), 0.0)
+            for gg in range(n_gen):
+                lo_kw[gg] = float(lo_holdings[gg]) * kw[gg]
+            kw_room = _pymax(fp[FP_LOLR_KW] - psum(lo_kw, 0, n_gen), 0.0)
+            qf = _pymin(_floordiv(room, lo_p), _floordiv(kw_room, kw[g]))
+            q = sup if qf >= sup else int(qf)
+            if q > 0:
+                b_rows[nb], bq[nb], bp[nb] = n_k + 1, q, lo_p
+                nb += 1
         if outside_on:
             top = fp[FP_TOP] * minimum(ref[g], fundamental[g])
             depth = fp[FP_DEPTH] * float(max(units0[g], 1))
@@ -462,7 +491,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             nb += 1
         price, volume = _clear(aq, ap, na, bq, bp, nb, k, a_fill, b_fill)
         if outside_on and volume:
-            month_pinned[g] = _pinned(b_rows, bq, bp, b_fill, nb, n_k, k)
+            month_pinned[g] = _pinned(b_rows, bq, bp, b_fill, nb, s0 - 1, k)
         if volume == 0:
             month_overhang[g] = forced_total
             continue
@@ -491,6 +520,21 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
                 j -= 1
                 while j >= 0 and b_fill[j] == 0:
                     j -= 1
+        if lolr_on and j >= 0 and b_rows[j] == n_k + 1:  # LastResortBuyer.buy
+            lo_fill = b_fill[j]
+            j -= 1
+            while j >= 0 and b_fill[j] == 0:
+                j -= 1
+            h = lo_holdings[g]
+            lo_since[g] = (lo_since[g] * float(h) + float(t * lo_fill)) / float(h + lo_fill)
+            amount = float(lo_fill) * price
+            lo_holdings[g] += lo_fill
+            lo_cost_basis[g] += amount
+            fp[FP_LOLR_CASH] -= amount
+            lo_cash_bought[t] += amount
+            ev_code[n_ev], ev_idx[n_ev], ev_units[n_ev] = EV_LOLR_BUY, 0, lo_fill
+            ev_gen[n_ev], ev_price[n_ev] = g, price
+            n_ev += 1
         if j >= 0 and b_rows[j] == n_k:
             desk_fill = b_fill[j]
             j -= 1
@@ -583,6 +627,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
                     n_ev += 1
         n_sell = 0
         d_fill = 0
+        lo_sold = 0
         for j in range(n_lend, na):
             r = a_rows[j]
             if r < d_row:
@@ -591,8 +636,10 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
                     s_units[n_sell] = a_fill[j]
                     s_kind[n_sell] = kind[r - 2 * n_l]
                     n_sell += 1
-            else:
+            elif r == d_row:
                 d_fill = a_fill[j]
+            else:
+                lo_sold = a_fill[j]
         if n_sell:
             for i in range(n_b):
                 b_sold[i] = 0
@@ -622,6 +669,15 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             if secured:
                 d_default_loss[t] += basis - amount
             ev_code[n_ev], ev_idx[n_ev], ev_units[n_ev] = EV_DESK_SALE, 0, d_fill
+            ev_gen[n_ev], ev_price[n_ev] = g, price
+            n_ev += 1
+        if lo_sold:  # LastResortBuyer.sell
+            lo_cost_basis[g] -= lo_cost_basis[g] * float(lo_sold) / float(lo_holdings[g])
+            amount = float(lo_sold) * price
+            lo_holdings[g] -= lo_sold
+            fp[FP_LOLR_CASH] += amount
+            lo_cash_sold[t] += amount
+            ev_code[n_ev], ev_idx[n_ev], ev_units[n_ev] = EV_LOLR_SALE, 0, lo_sold
             ev_gen[n_ev], ev_price[n_ev] = g, price
             n_ev += 1
         # ---- record_trade
@@ -656,10 +712,10 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
 
 
 @jitable
-def _any_ask(forced, patient, b_units, desk_asks, g):
+def _any_ask(forced, patient, b_units, desk_asks, lo_asks, g):
     """Whether any order offers a nonzero number of units of generation ``g`` (``asks.any``:
     a nonzero entry, whatever the sign)."""
-    if desk_asks[g] != 0:
+    if desk_asks[g] != 0 or lo_asks[g] != 0:
         return True
     for r in range(forced.shape[0]):
         if forced[r, g] != 0 or patient[r, g] != 0:

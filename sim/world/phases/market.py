@@ -58,8 +58,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
     m.bidding = (buyers.participating(m.search_rng, MONTH_DAYS)
                  if auction else np.ones(buyers.n, dtype=bool))
     m.sale_proceeds = np.zeros(m.borrowers.n)
-    if m.engine == "compiled" and auction and m.lolr is None and m.lenders.n \
-            and run_compiled(m, orders):
+    if m.engine == "compiled" and auction and m.lenders.n and run_compiled(m, orders):
         return
     book = ask_book(m, orders)
     if book is None:
@@ -97,9 +96,10 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
 
 # (name, agent) of each event code of the compiled phase (sim.world.kernels.market.EV_*)
 _EVENT_NAMES = (("sale", "lender"), ("sale", "repo_desk"), ("purchase", "buyer"),
-                ("purchase", "salvage"), ("purchase", "repo_desk"),
-                *(("sale", kind) for kind in KIND_NAMES))
+                ("purchase", "salvage"), ("purchase", "repo_desk"), ("purchase", "lolr"),
+                ("sale", "lolr"), *(("sale", kind) for kind in KIND_NAMES))
 _NO_FLOATS, _NO_FLAGS = np.zeros(0), np.zeros(0, dtype=bool)
+_NO_UNITS = np.zeros(0, dtype=np.int64)
 _NO_MATRIX = np.zeros((0, 0))
 # Python's sum() of floats is compensated (Neumaier) from 3.12 on: record_trade's sum of
 # the forced sales' values at repossession, which the kernel repeats
@@ -114,32 +114,39 @@ def _scalar_like(old, new: np.float64, numpy_op: bool):
 
 def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     """Phase 6 from :func:`ask_book` on, in one kernel call
-    (:func:`sim.world.kernels.market.market_month`; the auction mode without the buyer of
-    last resort): the same trades, arrays, counters, outside flows and events as the numpy
-    code below. False, with nothing changed, when the kernel leaves the month to numpy (a
-    book that could reach ``MAX_UNITS`` units)."""
-    env, desk, buyers, lb, b = m.env, m.desk, m.buyers, m.lenders, m.borrowers
+    (:func:`sim.world.kernels.market.market_month`; the auction mode): the same trades,
+    arrays, counters, outside flows and events as the numpy code below. False, with nothing
+    changed, when the kernel leaves the month to numpy (a book that could reach
+    ``MAX_UNITS`` units)."""
+    env, desk, buyers, lb, b, lolr = m.env, m.desk, m.buyers, m.lenders, m.borrowers, m.lolr
     outside, sites, unlimited = m.outside_on, buyers.sites, buyers.unlimited
-    od, flows = m.outside_demand, m.flows
+    od, flows, lo_cfg = m.outside_demand, m.flows, m.cfg.policy.lolr
     ip = np.array((env.t, outside, m.cfg.market.unsold_to_salvage, unlimited, sites,
-                   desk.enabled, desk.secured, _NEUMAIER_SUM), dtype=np.int64)
+                   desk.enabled, desk.secured, _NEUMAIER_SUM, lolr is not None,
+                   lo_cfg.hold_months), dtype=np.int64)
     fp = np.array((m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
                    m.month_above_reservation, m.forced_value, m.forced_fundamental,
                    m.forced_rep_value if outside else 0.0, m.buyers_paid, m.recovered_total,
-                   flows["salvage"], flows["estate_surplus"], flows["buyer_capital"]),
-                  dtype=np.float64)
+                   flows["salvage"], flows["estate_surplus"], flows["buyer_capital"],
+                   lo_cfg.capacity, 0.0 if lolr is None else lolr.cash,
+                   (lo_cfg.mw + lo_cfg.hosting_mw) * 1000.0), dtype=np.float64)
     # the arrays the numpy phase rebinds are written into copies, rebound below
     capital, mw = buyers.capital.copy(), buyers.mw.copy()
     mw_liq = buyers.mw_liq.copy() if sites else _NO_FLOATS
     mw_used = buyers.mw_used.copy() if sites else _NO_FLOATS
     repo_units = lb.repo_units.copy()
+    if lolr is None:
+        lo_arrays = (_NO_FLOATS, _NO_UNITS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS)
+    else:
+        lo_arrays = (lolr.bid(m.fundamental), lolr.holdings, lolr.cost_basis, lolr.since,
+                     lolr.cash_bought, lolr.cash_sold)
     status, n_ev, codes, rows, gens, units, prices, flags = kmarket.market_month(
         ip, fp, np.array(m.newest_first, dtype=np.int64), env.shipping, env.kw,
         np.array(m.liquid, dtype=bool), replacement_cost(env), m.units0, m.fundamental,
         orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
         orders.b_price, desk.holdings, desk.cost_basis, desk.cash_bought, desk.cash_sold,
-        desk.cash_repaid, desk.default_loss, desk.floor_bid(m.price, m.fundamental),
-        m.reservation, m.bidding, capital, mw, mw_liq, mw_used, buyers.holdings,
+        desk.cash_repaid, desk.default_loss, desk.floor_bid(m.price, m.fundamental), m.price,
+        *lo_arrays, m.reservation, m.bidding, capital, mw, mw_liq, mw_used, buyers.holdings,
         lb.inventory, lb.inv_since, repo_units, lb.claim_pool, lb.recoveries,
         lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind, m.sale_proceeds,
         m.traded, m.clearing, m.month_volume, m.month_forced, m.month_overhang,
@@ -159,6 +166,8 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         lb.repo_units = repo_units
     desk.cash = _scalar_like(desk.cash, fp[K.FP_DESK_CASH], lender_settles > 0)
     desk.lent = _scalar_like(desk.lent, fp[K.FP_DESK_LENT], lender_settles > 0)
+    if lolr is not None:
+        lolr.cash = _scalar_like(lolr.cash, fp[K.FP_LOLR_CASH], False)
     m.month_above_reservation = float(fp[K.FP_ABOVE])
     m.forced_value = float(fp[K.FP_FORCED_VALUE])
     m.forced_fundamental = _scalar_like(m.forced_fundamental, fp[K.FP_FORCED_FUNDAMENTAL],
