@@ -197,6 +197,10 @@ SWITCHES = [
       "policy.repo.design='legacy'"), {"lolr", "repo_desk", "neocloud"}),
     (("shocks.0.size=0.95", "shocks.1.size=0.6", "borrowers.miner.cash_months=0.1",
       "borrowers.neocloud.cash_months=0.1"), {"lender", "miner"}),
+    (("market.mode='parametric'",), {"lender", "miner", "neocloud"}),
+    (("market.mode='parametric'", "market.alpha=3.0", "buyers.outside_demand.enabled=false",
+      "policy.repo.enabled=true", "policy.repo.design='legacy'", "policy.lolr.enabled=true"),
+     {"lender", "miner", "neocloud"}),
 ]
 
 

@@ -1,22 +1,23 @@
 """Compiled phase 6, the market (:mod:`sim.world.phases.market`): every generation's call
 auction, newest first, and its settlement, in one kernel call a month (:func:`market_month`).
 
-What it covers: the auction mode (``market.mode = "auction"``) with every other switch of the
-phase: the outside demand (``buyers.outside_demand.enabled``) or the salvage sink
-(``market.unsold_to_salvage``), unlimited buyers (``buyers.unlimited``), sites
-(``sites.enabled``: the buyers' spare MW by cooling type), the repo desk (off, ``legacy`` with
-its floor bid, or ``secured``) and the buyer of last resort (``policy.lolr.enabled``). The
-parametric mode runs the numpy phase, as does a month in which a generation's book could reach
-:data:`sim.core.market.MAX_UNITS` units (where :func:`sim.core.market.clear_book` checks its
-units; the kernel refuses such a month before it changes anything) and a world without lenders.
-The month's reservation prices and participation draws (``buyers.reservation``,
+What it covers: every switch of the phase. Both market modes (``market.mode``: the call
+auction, or the parametric inverse demand in which every offered unit sells), the outside demand
+(``buyers.outside_demand.enabled``) or the salvage sink (``market.unsold_to_salvage``), unlimited
+buyers (``buyers.unlimited``), sites (``sites.enabled``: the buyers' spare MW by cooling type),
+the repo desk (off, ``legacy`` with its floor bid, or ``secured``) and the buyer of last resort
+(``policy.lolr.enabled``). The numpy phase runs a month in which a generation's book could
+reach :data:`sim.core.market.MAX_UNITS` units (where :func:`sim.core.market.clear_book` checks
+its units; the kernel refuses such a month before it changes anything), and a world without
+lenders. The month's reservation prices and participation draws (``buyers.reservation``,
 ``buyers.participating``) stay in Python, before the kernel, as in the numpy phase.
 
 The kernel is the numpy phase step for step: :func:`_clear` is the rule of
 :func:`sim.core.market.call_auction` as :func:`sim.core.market._clear_small` computes it (stable
 sorts, bisections, exact integer fills by the largest-remainder method, the price from the same
 float operations, Python's ``min`` / ``max`` on floats as :func:`_pymin` / :func:`_pymax`);
-:func:`_outside_bids` is :func:`sim.core.market.outside_bids` (the exponential through
+:func:`_outside_bids` is :func:`sim.core.market.outside_bids` and the parametric price that
+of :func:`sim.core.market.parametric_price` (the exponential through
 :func:`sim.core.numerics._exp1`, as ``numerics.exp`` computes it); sums numpy takes with
 ``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are returned as arrays (a code for the
 name and agent, the row, generation, units and price) in the numpy phase's order, and the phase
@@ -38,11 +39,11 @@ from sim.core.numerics import _exp1
  EV_BORROWER) = range(8)
 # the integer and float parameters of :func:`market_month`, by position
 (IP_T, IP_OUTSIDE, IP_TO_SALVAGE, IP_UNLIMITED, IP_SITES, IP_DESK_ON, IP_DESK_SECURED,
- IP_NEUMAIER, IP_LOLR, IP_LOLR_HOLD) = range(10)
+ IP_NEUMAIER, IP_LOLR, IP_LOLR_HOLD, IP_PARAMETRIC) = range(11)
 (FP_K, FP_TOP, FP_DEPTH, FP_DESK_CAPACITY, FP_DESK_CASH, FP_DESK_LENT, FP_ABOVE,
  FP_FORCED_VALUE, FP_FORCED_FUNDAMENTAL, FP_FORCED_REP, FP_BUYERS_PAID, FP_RECOVERED,
  FP_FLOW_SALVAGE, FP_FLOW_ESTATE, FP_FLOW_BUYER_CAPITAL, FP_LOLR_CAPACITY, FP_LOLR_CASH,
- FP_LOLR_KW) = range(18)
+ FP_LOLR_KW, FP_ALPHA) = range(19)
 # what :func:`market_month` did (its ``flags`` output): generations traded, lender
 # settlements (numpy scalars reach recovered_total and the desk's cash and loans), buyer
 # settlements (buyers_paid), buyers' arrays rebound (capital and MW), lenders' repo_units rebound
@@ -324,18 +325,19 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
                  inventory, inv_since, repo_units, claim_pool, recoveries, later_recoveries,
                  repo_debt, l_cash, fleet, b_cash, kind, sale_proceeds,
                  traded, clearing, month_volume, month_forced, month_overhang, month_salvage,
-                 month_pinned, salvage_units, rep_value):
-    """Phase 6 in the auction mode (:func:`sim.world.phases.market.run` from ``ask_book``
-    on): every shipping generation with units offered, newest first (``newest_first``), is
-    auctioned against its bids (``BidBook.bids``, :func:`_clear`) and settled
-    (``settle_bids``, ``settle_orders``, ``record_trade``), writing the books' arrays in
-    place. ``ip``: the integer switches (``IP_*``); ``fp`` (``FP_*``): k, the outside
-    demand's top and depth, the desk's capacity, then the scalars the phase updates, read and
-    written back (the desk's cash and loans, the month's largest fill above a reservation,
-    the forced sales' values, the buyers' purchases, the recoveries, the three outside flows,
-    then the buyer of last resort's capacity, cash and powered kW). ``capital``, ``mw``,
-    ``mw_liq``, ``mw_used`` and ``repo_units`` are copies the phase rebinds (the numpy phase
-    rebinds them).
+                 month_pinned, salvage_units, external_units, rep_value):
+    """Phase 6 (:func:`sim.world.phases.market.run` from ``ask_book`` on): every shipping
+    generation with units offered, newest first (``newest_first``), is auctioned against its
+    bids (``BidBook.bids``, :func:`_clear`; in the parametric mode every offered unit sells at
+    p0 exp(-alpha q / stock), ``parametric``) and settled (``settle_bids``,
+    ``settle_orders``, ``record_trade``), writing the books' arrays in place. ``ip``: the
+    integer switches (``IP_*``); ``fp`` (``FP_*``): k, the outside demand's top and depth,
+    the desk's capacity, then the scalars the phase updates, read and written back (the
+    desk's cash and loans, the month's largest fill above a reservation, the forced sales'
+    values, the buyers' purchases, the recoveries, the three outside flows), then the buyer
+    of last resort's capacity, cash (read and written back) and powered kW, and the
+    parametric alpha. ``capital``, ``mw``, ``mw_liq``, ``mw_used`` and ``repo_units`` are
+    copies the phase rebinds (the numpy phase rebinds them).
 
     Returns (status, number of events, the events' codes, rows, generations, units and
     prices, flags): status 1 when a generation's book could reach ``MAX_UNITS`` units, and
@@ -344,7 +346,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
     outside_on, to_salvage = ip[IP_OUTSIDE] != 0, ip[IP_TO_SALVAGE] != 0
     unlimited, sites = ip[IP_UNLIMITED] != 0, ip[IP_SITES] != 0
     desk_on, secured = ip[IP_DESK_ON] != 0, ip[IP_DESK_SECURED] != 0
-    lolr_on = ip[IP_LOLR] != 0
+    lolr_on, parametric = ip[IP_LOLR] != 0, ip[IP_PARAMETRIC] != 0
     k = fp[FP_K]
     n_l, n_gen = forced.shape
     n_b, n_k = b_units.shape[0], reservation.shape[0]
@@ -439,146 +441,158 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             ap[na] = maximum(price_index[g], floor[g])
             na += 1
         sup = supply[g]
-        # ---- bids (BidBook.bids): buyers, the desk's floor bid, salvage or outside steps
-        nb = 0
-        for i in range(n_k):
-            res = reservation[i, g]
-            if res > 0 and bidding[i]:
-                if unlimited:
-                    cap = _BIG_UNITS
-                else:
-                    units = capital[i] / res + 1e-9
-                    if sites:
-                        spare = mw_liq[i] if liquid[g] else mw[i] + mw_liq[i]
-                    else:
-                        spare = mw[i]
-                    by_mw = spare * 1000.0 / kw[g] + 1e-9
-                    cap = int(np.floor(minimum(minimum(units, by_mw), _BIG_F)))
-                q = cap if cap < sup else sup
-                if q != 0:
-                    b_rows[nb], bq[nb], bp[nb] = i, q, res
-                    nb += 1
-        desk_price = d_prices[g]
-        if desk_price > 0:
-            room = _desk_room(desk_on, fp[FP_DESK_CAPACITY], fp[FP_DESK_LENT], d_cost_basis,
-                              fp[FP_DESK_CASH])
-            dq = _floordiv(room, desk_price)
-            q = sup if dq >= sup else int(dq)
-            if q != 0:
-                b_rows[nb], bq[nb], bp[nb] = n_k, q, desk_price
-                nb += 1
-        if lolr_on and lo_prices[g] > 0:  # its capacity and its powered space
-            lo_p = lo_prices[g]
-            room = _pymax(_pymin(fp[FP_LOLR_CAPACITY] - psum(lo_cost_basis, 0, n_gen),
-                                 fp[FP_LOLR_CASH]), 0.0)
-            for gg in range(n_gen):
-                lo_kw[gg] = float(lo_holdings[gg]) * kw[gg]
-            kw_room = _pymax(fp[FP_LOLR_KW] - psum(lo_kw, 0, n_gen), 0.0)
-            qf = _pymin(_floordiv(room, lo_p), _floordiv(kw_room, kw[g]))
-            q = sup if qf >= sup else int(qf)
-            if q > 0:
-                b_rows[nb], bq[nb], bp[nb] = n_k + 1, q, lo_p
-                nb += 1
-        if outside_on:
-            top = fp[FP_TOP] * minimum(ref[g], fundamental[g])
-            depth = fp[FP_DEPTH] * float(max(units0[g], 1))
-            end = _outside_bids(top, floor[g], depth, sup, to_salvage, bq, bp, nb)
-            for j in range(nb, end):
-                b_rows[j] = s0 + j - nb
-            nb = end
-        elif to_salvage and sup:
-            b_rows[nb], bq[nb], bp[nb] = s0, sup, floor[g]
-            nb += 1
-        price, volume = _clear(aq, ap, na, bq, bp, nb, k, a_fill, b_fill)
-        if outside_on and volume:
-            month_pinned[g] = _pinned(b_rows, bq, bp, b_fill, nb, s0 - 1, k)
-        if volume == 0:
-            month_overhang[g] = forced_total
-            continue
-        flags[FL_TRADES] += 1
-        # ---- settle_bids: the buyers with a fill (row order), the desk, salvage / outside
-        lowest = math.inf
-        n_buys = 0
-        last = -1
-        for j in range(nb):
-            if b_fill[j]:
-                n_buys = j + 1
-                if bp[j] < lowest:
-                    lowest = bp[j]
-        fp[FP_ABOVE] = _pymax(fp[FP_ABOVE], price - lowest)
-        salvage_fill = 0
-        desk_fill = 0
-        # the filled rows from the end: outside steps / salvage, then the desk
-        j = n_buys - 1
-        if outside_on:
-            while j >= 0 and (b_fill[j] == 0 or b_rows[j] >= s0):
-                salvage_fill += b_fill[j]
-                j -= 1
+        if parametric:  # every offered unit sells at p0 exp(-alpha q / stock) (parametric)
+            volume = sup
+            stock = float(max(units0[g], 1))
+            price = fundamental[g] * _exp1(-fp[FP_ALPHA] * (float(volume) / stock))
+            for j in range(na):
+                a_fill[j] = aq[j]
+            external_units[g] += volume
+            fp[FP_FLOW_SALVAGE] += float(volume) * price
+            flags[FL_TRADES] += 1
+            salvage_fill = desk_fill = 0
+            last = -1
         else:
-            if b_rows[j] == s0:
-                salvage_fill = b_fill[j]
+            # ---- bids (BidBook.bids): buyers, the desk's floor bid, salvage or outside steps
+            nb = 0
+            for i in range(n_k):
+                res = reservation[i, g]
+                if res > 0 and bidding[i]:
+                    if unlimited:
+                        cap = _BIG_UNITS
+                    else:
+                        units = capital[i] / res + 1e-9
+                        if sites:
+                            spare = mw_liq[i] if liquid[g] else mw[i] + mw_liq[i]
+                        else:
+                            spare = mw[i]
+                        by_mw = spare * 1000.0 / kw[g] + 1e-9
+                        cap = int(np.floor(minimum(minimum(units, by_mw), _BIG_F)))
+                    q = cap if cap < sup else sup
+                    if q != 0:
+                        b_rows[nb], bq[nb], bp[nb] = i, q, res
+                        nb += 1
+            desk_price = d_prices[g]
+            if desk_price > 0:
+                room = _desk_room(desk_on, fp[FP_DESK_CAPACITY], fp[FP_DESK_LENT], d_cost_basis,
+                                  fp[FP_DESK_CASH])
+                dq = _floordiv(room, desk_price)
+                q = sup if dq >= sup else int(dq)
+                if q != 0:
+                    b_rows[nb], bq[nb], bp[nb] = n_k, q, desk_price
+                    nb += 1
+            if lolr_on and lo_prices[g] > 0:  # its capacity and its powered space
+                lo_p = lo_prices[g]
+                room = _pymax(_pymin(fp[FP_LOLR_CAPACITY] - psum(lo_cost_basis, 0, n_gen),
+                                     fp[FP_LOLR_CASH]), 0.0)
+                for gg in range(n_gen):
+                    lo_kw[gg] = float(lo_holdings[gg]) * kw[gg]
+                kw_room = _pymax(fp[FP_LOLR_KW] - psum(lo_kw, 0, n_gen), 0.0)
+                qf = _pymin(_floordiv(room, lo_p), _floordiv(kw_room, kw[g]))
+                q = sup if qf >= sup else int(qf)
+                if q > 0:
+                    b_rows[nb], bq[nb], bp[nb] = n_k + 1, q, lo_p
+                    nb += 1
+            if outside_on:
+                top = fp[FP_TOP] * minimum(ref[g], fundamental[g])
+                depth = fp[FP_DEPTH] * float(max(units0[g], 1))
+                end = _outside_bids(top, floor[g], depth, sup, to_salvage, bq, bp, nb)
+                for j in range(nb, end):
+                    b_rows[j] = s0 + j - nb
+                nb = end
+            elif to_salvage and sup:
+                b_rows[nb], bq[nb], bp[nb] = s0, sup, floor[g]
+                nb += 1
+            price, volume = _clear(aq, ap, na, bq, bp, nb, k, a_fill, b_fill)
+            if outside_on and volume:
+                month_pinned[g] = _pinned(b_rows, bq, bp, b_fill, nb, s0 - 1, k)
+            if volume == 0:
+                month_overhang[g] = forced_total
+                continue
+            flags[FL_TRADES] += 1
+            # ---- settle_bids: the buyers with a fill (row order), the desk, salvage / outside
+            lowest = math.inf
+            n_buys = 0
+            last = -1
+            for j in range(nb):
+                if b_fill[j]:
+                    n_buys = j + 1
+                    if bp[j] < lowest:
+                        lowest = bp[j]
+            fp[FP_ABOVE] = _pymax(fp[FP_ABOVE], price - lowest)
+            salvage_fill = 0
+            desk_fill = 0
+            # the filled rows from the end: outside steps / salvage, then the desk
+            j = n_buys - 1
+            if outside_on:
+                while j >= 0 and (b_fill[j] == 0 or b_rows[j] >= s0):
+                    salvage_fill += b_fill[j]
+                    j -= 1
+            else:
+                if b_rows[j] == s0:
+                    salvage_fill = b_fill[j]
+                    j -= 1
+                    while j >= 0 and b_fill[j] == 0:
+                        j -= 1
+            if lolr_on and j >= 0 and b_rows[j] == n_k + 1:  # LastResortBuyer.buy
+                lo_fill = b_fill[j]
                 j -= 1
                 while j >= 0 and b_fill[j] == 0:
                     j -= 1
-        if lolr_on and j >= 0 and b_rows[j] == n_k + 1:  # LastResortBuyer.buy
-            lo_fill = b_fill[j]
-            j -= 1
-            while j >= 0 and b_fill[j] == 0:
+                h = lo_holdings[g]
+                lo_since[g] = (lo_since[g] * float(h) + float(t * lo_fill)) / float(h + lo_fill)
+                amount = float(lo_fill) * price
+                lo_holdings[g] += lo_fill
+                lo_cost_basis[g] += amount
+                fp[FP_LOLR_CASH] -= amount
+                lo_cash_bought[t] += amount
+                ev_code[n_ev], ev_idx[n_ev], ev_units[n_ev] = EV_LOLR_BUY, 0, lo_fill
+                ev_gen[n_ev], ev_price[n_ev] = g, price
+                n_ev += 1
+            if j >= 0 and b_rows[j] == n_k:
+                desk_fill = b_fill[j]
                 j -= 1
-            h = lo_holdings[g]
-            lo_since[g] = (lo_since[g] * float(h) + float(t * lo_fill)) / float(h + lo_fill)
-            amount = float(lo_fill) * price
-            lo_holdings[g] += lo_fill
-            lo_cost_basis[g] += amount
-            fp[FP_LOLR_CASH] -= amount
-            lo_cash_bought[t] += amount
-            ev_code[n_ev], ev_idx[n_ev], ev_units[n_ev] = EV_LOLR_BUY, 0, lo_fill
-            ev_gen[n_ev], ev_price[n_ev] = g, price
-            n_ev += 1
-        if j >= 0 and b_rows[j] == n_k:
-            desk_fill = b_fill[j]
-            j -= 1
-        last = j  # bid rows 0..last (those with a fill) are the buyers'
-        any_buyer = False
-        for jj in range(last + 1):
-            if b_fill[jj]:
-                any_buyer = True
-        if any_buyer:
-            flags[FL_BUYER_SETTLES] += 1
-            for i in range(n_k):
-                fills[i] = 0
+            last = j  # bid rows 0..last (those with a fill) are the buyers'
+            any_buyer = False
             for jj in range(last + 1):
                 if b_fill[jj]:
-                    fills[b_rows[jj]] = b_fill[jj]
-            kwg = kw[g]
-            for i in range(n_k):
-                pay[i] = float(fills[i]) * price
-                k_holdings[i, g] += fills[i]
-            if not unlimited:
+                    any_buyer = True
+            if any_buyer:
+                flags[FL_BUYER_SETTLES] += 1
                 for i in range(n_k):
-                    capital[i] = maximum(capital[i] - pay[i], 0.0)
-                    need = float(fills[i]) * kwg / 1000.0
-                    if not sites:
-                        mw[i] = maximum(mw[i] - need, 0.0)
-                    else:
-                        air = 0.0 if liquid[g] else minimum(need, mw[i])
-                        liq = minimum(need - air, mw_liq[i])
-                        mw[i] = mw[i] - air
-                        mw_liq[i] = mw_liq[i] - liq
-                        mw_used[i] = mw_used[i] + air + liq
-            total_pay = psum(pay, 0, n_k)
-            fp[FP_BUYERS_PAID] += total_pay
-            if unlimited:
-                fp[FP_FLOW_BUYER_CAPITAL] += total_pay
-        if desk_fill:  # RepoDesk.buy
-            amount = float(desk_fill) * price
-            d_holdings[g] += desk_fill
-            d_cost_basis[g] += amount
-            fp[FP_DESK_CASH] -= amount
-            d_cash_bought[t] += amount
-        salvage_units[g] += salvage_fill
-        fp[FP_FLOW_SALVAGE] += float(salvage_fill) * price
-        month_salvage[g] = salvage_fill
+                    fills[i] = 0
+                for jj in range(last + 1):
+                    if b_fill[jj]:
+                        fills[b_rows[jj]] = b_fill[jj]
+                kwg = kw[g]
+                for i in range(n_k):
+                    pay[i] = float(fills[i]) * price
+                    k_holdings[i, g] += fills[i]
+                if not unlimited:
+                    for i in range(n_k):
+                        capital[i] = maximum(capital[i] - pay[i], 0.0)
+                        need = float(fills[i]) * kwg / 1000.0
+                        if not sites:
+                            mw[i] = maximum(mw[i] - need, 0.0)
+                        else:
+                            air = 0.0 if liquid[g] else minimum(need, mw[i])
+                            liq = minimum(need - air, mw_liq[i])
+                            mw[i] = mw[i] - air
+                            mw_liq[i] = mw_liq[i] - liq
+                            mw_used[i] = mw_used[i] + air + liq
+                total_pay = psum(pay, 0, n_k)
+                fp[FP_BUYERS_PAID] += total_pay
+                if unlimited:
+                    fp[FP_FLOW_BUYER_CAPITAL] += total_pay
+            if desk_fill:  # RepoDesk.buy
+                amount = float(desk_fill) * price
+                d_holdings[g] += desk_fill
+                d_cost_basis[g] += amount
+                fp[FP_DESK_CASH] -= amount
+                d_cash_bought[t] += amount
+            salvage_units[g] += salvage_fill
+            fp[FP_FLOW_SALVAGE] += float(salvage_fill) * price
+            month_salvage[g] = salvage_fill
         # ---- settle_orders: lenders (forced + patient units), borrowers, the desk
         n_lend = 0
         any_lender = False

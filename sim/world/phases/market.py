@@ -58,7 +58,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
     m.bidding = (buyers.participating(m.search_rng, MONTH_DAYS)
                  if auction else np.ones(buyers.n, dtype=bool))
     m.sale_proceeds = np.zeros(m.borrowers.n)
-    if m.engine == "compiled" and auction and m.lenders.n and run_compiled(m, orders):
+    if m.engine == "compiled" and m.lenders.n and run_compiled(m, orders):
         return
     book = ask_book(m, orders)
     if book is None:
@@ -114,7 +114,7 @@ def _scalar_like(old, new: np.float64, numpy_op: bool):
 
 def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     """Phase 6 from :func:`ask_book` on, in one kernel call
-    (:func:`sim.world.kernels.market.market_month`; the auction mode): the same trades,
+    (:func:`sim.world.kernels.market.market_month`, both market modes): the same trades,
     arrays, counters, outside flows and events as the numpy code below. False, with nothing
     changed, when the kernel leaves the month to numpy (a book that could reach
     ``MAX_UNITS`` units)."""
@@ -123,13 +123,14 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     od, flows, lo_cfg = m.outside_demand, m.flows, m.cfg.policy.lolr
     ip = np.array((env.t, outside, m.cfg.market.unsold_to_salvage, unlimited, sites,
                    desk.enabled, desk.secured, _NEUMAIER_SUM, lolr is not None,
-                   lo_cfg.hold_months), dtype=np.int64)
+                   lo_cfg.hold_months, m.cfg.market.mode == "parametric"), dtype=np.int64)
     fp = np.array((m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
                    m.month_above_reservation, m.forced_value, m.forced_fundamental,
                    m.forced_rep_value if outside else 0.0, m.buyers_paid, m.recovered_total,
                    flows["salvage"], flows["estate_surplus"], flows["buyer_capital"],
                    lo_cfg.capacity, 0.0 if lolr is None else lolr.cash,
-                   (lo_cfg.mw + lo_cfg.hosting_mw) * 1000.0), dtype=np.float64)
+                   (lo_cfg.mw + lo_cfg.hosting_mw) * 1000.0, m.cfg.market.alpha),
+                  dtype=np.float64)
     # the arrays the numpy phase rebinds are written into copies, rebound below
     capital, mw = buyers.capital.copy(), buyers.mw.copy()
     mw_liq = buyers.mw_liq.copy() if sites else _NO_FLOATS
@@ -151,7 +152,7 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind, m.sale_proceeds,
         m.traded, m.clearing, m.month_volume, m.month_forced, m.month_overhang,
         m.month_salvage, m.month_pinned if outside else _NO_FLAGS, m.salvage_units,
-        m.rep_value if outside else _NO_MATRIX)
+        m.external_units, m.rep_value if outside else _NO_MATRIX)
     if status:
         return False
     trades, lender_settles, buyer_settles = flags.tolist()
