@@ -106,10 +106,10 @@ _NO_MATRIX = np.zeros((0, 0))
 _NEUMAIER_SUM = sys.version_info >= (3, 12)
 
 
-def _scalar_like(old, new: np.float64, numpy_op: bool):
+def _scalar_like(old, new: float, numpy_op: bool):
     """``new`` as the type the numpy phase leaves: a numpy float once a numpy scalar was
     added (``numpy_op``) or if it was one, else a Python float."""
-    return new if numpy_op or isinstance(old, np.floating) else float(new)
+    return np.float64(new) if numpy_op or isinstance(old, np.floating) else new
 
 
 def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
@@ -136,6 +136,9 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     mw_liq = buyers.mw_liq.copy() if sites else _NO_FLOATS
     mw_used = buyers.mw_used.copy() if sites else _NO_FLOATS
     repo_units = lb.repo_units.copy()
+    # the legacy desk's floor bid (RepoDesk.floor_bid is 0 for every other desk)
+    d_bid = (desk.floor_bid(m.price, m.fundamental)
+             if desk.enabled and desk.cfg.buy_floor and not desk.secured else np.zeros(m.n_gen))
     if lolr is None:
         lo_arrays = (_NO_FLOATS, _NO_UNITS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS)
     else:
@@ -146,7 +149,7 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         np.array(m.liquid, dtype=bool), replacement_cost(env), m.units0, m.fundamental,
         orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
         orders.b_price, desk.holdings, desk.cost_basis, desk.cash_bought, desk.cash_sold,
-        desk.cash_repaid, desk.default_loss, desk.floor_bid(m.price, m.fundamental), m.price,
+        desk.cash_repaid, desk.default_loss, d_bid, m.price,
         *lo_arrays, m.reservation, m.bidding, capital, mw, mw_liq, mw_used, buyers.holdings,
         lb.inventory, lb.inv_since, repo_units, lb.claim_pool, lb.recoveries,
         lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind, m.sale_proceeds,
@@ -156,7 +159,9 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     if status:
         return False
     trades, lender_settles, buyer_settles = flags.tolist()
-    K = kmarket
+    if not trades:  # no generation traded: no array was rebound, no number moved
+        return True
+    K, v = kmarket, fp.tolist()
     if buyer_settles and not unlimited:
         buyers.capital = capital
         if sites:
@@ -165,22 +170,20 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
             buyers.mw = mw
     if lender_settles:
         lb.repo_units = repo_units
-    desk.cash = _scalar_like(desk.cash, fp[K.FP_DESK_CASH], lender_settles > 0)
-    desk.lent = _scalar_like(desk.lent, fp[K.FP_DESK_LENT], lender_settles > 0)
+    desk.cash = _scalar_like(desk.cash, v[K.FP_DESK_CASH], lender_settles > 0)
+    desk.lent = _scalar_like(desk.lent, v[K.FP_DESK_LENT], lender_settles > 0)
     if lolr is not None:
-        lolr.cash = _scalar_like(lolr.cash, fp[K.FP_LOLR_CASH], False)
-    m.month_above_reservation = float(fp[K.FP_ABOVE])
-    m.forced_value = float(fp[K.FP_FORCED_VALUE])
-    m.forced_fundamental = _scalar_like(m.forced_fundamental, fp[K.FP_FORCED_FUNDAMENTAL],
-                                        trades > 0)
+        lolr.cash = _scalar_like(lolr.cash, v[K.FP_LOLR_CASH], False)
+    m.month_above_reservation = v[K.FP_ABOVE]
+    m.forced_value = v[K.FP_FORCED_VALUE]
+    m.forced_fundamental = _scalar_like(m.forced_fundamental, v[K.FP_FORCED_FUNDAMENTAL], True)
     if outside:
-        m.forced_rep_value = float(fp[K.FP_FORCED_REP])
-    m.buyers_paid = _scalar_like(m.buyers_paid, fp[K.FP_BUYERS_PAID], buyer_settles > 0)
-    m.recovered_total = _scalar_like(m.recovered_total, fp[K.FP_RECOVERED],
-                                     lender_settles > 0)
-    flows["salvage"] = float(fp[K.FP_FLOW_SALVAGE])
-    flows["estate_surplus"] = float(fp[K.FP_FLOW_ESTATE])
-    flows["buyer_capital"] = float(fp[K.FP_FLOW_BUYER_CAPITAL])
+        m.forced_rep_value = v[K.FP_FORCED_REP]
+    m.buyers_paid = _scalar_like(m.buyers_paid, v[K.FP_BUYERS_PAID], buyer_settles > 0)
+    m.recovered_total = _scalar_like(m.recovered_total, v[K.FP_RECOVERED], lender_settles > 0)
+    flows["salvage"] = v[K.FP_FLOW_SALVAGE]
+    flows["estate_surplus"] = v[K.FP_FLOW_ESTATE]
+    flows["buyer_capital"] = v[K.FP_FLOW_BUYER_CAPITAL]
     if n_ev:  # the tuples fill_events and log_event make, in the numpy phase's order
         t, names = env.t, _EVENT_NAMES
         m.events.extend([(t, *names[c], i, g, u, u * p, p) for c, i, g, u, p in zip(
