@@ -119,6 +119,10 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     changed, when the kernel leaves the month to numpy (a book that could reach
     ``MAX_UNITS`` units)."""
     env, desk, buyers, lb, b, lolr = m.env, m.desk, m.buyers, m.lenders, m.borrowers, m.lolr
+    nz = np.count_nonzero
+    if not (nz(orders.forced) or nz(orders.patient) or nz(orders.b_units) or nz(desk.holdings)
+            or (lolr is not None and nz(lolr.holdings))):
+        return True  # no order at all (most months): ask_book's None, where numpy stops too
     outside, sites, unlimited = m.outside_on, buyers.sites, buyers.unlimited
     od, flows, lo_cfg = m.outside_demand, m.flows, m.cfg.policy.lolr
     ip = np.array((env.t, outside, m.cfg.market.unsold_to_salvage, unlimited, sites,
