@@ -44,9 +44,10 @@ from sim.core.numerics import _exp1
  FP_FORCED_VALUE, FP_FORCED_FUNDAMENTAL, FP_FORCED_REP, FP_BUYERS_PAID, FP_RECOVERED,
  FP_FLOW_SALVAGE, FP_FLOW_ESTATE, FP_FLOW_BUYER_CAPITAL, FP_LOLR_CAPACITY, FP_LOLR_CASH,
  FP_LOLR_KW, FP_ALPHA) = range(19)
-# what :func:`market_month` did (its ``flags`` output): generations traded, lender
-# settlements (numpy scalars reach recovered_total and the desk's cash and loans), buyer
-# settlements (buyers_paid), buyers' arrays rebound (capital and MW), lenders' repo_units rebound
+# what :func:`market_month` did (its ``flags`` output), which decides what the phase rebinds
+# and which numbers become numpy floats as in the numpy phase: generations traded
+# (forced_fundamental), lender settlements (repo_units; recovered_total, the desk's cash and
+# loans), buyer settlements (the buyers' capital and MW; buyers_paid)
 FL_TRADES, FL_LENDER_SETTLES, FL_BUYER_SETTLES = 0, 1, 2
 _BIG_UNITS = 10**12  # agents.buyer.BIG, an unlimited buyer's capacity
 _BIG_F = float(_BIG_UNITS)
