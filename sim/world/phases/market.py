@@ -6,6 +6,7 @@ borrowers' sale proceeds (:func:`sweep_sale_proceeds`)."""
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ import numpy as np
 from agents.borrower import KIND_NAMES
 from agents.buyer import MONTH_DAYS, replacement_cost
 from sim.core.market import clear_book, outside_bids, parametric_price
+from sim.world.kernels import market as kmarket
 from sim.world.phases import borrowers
 from sim.world.state import SellOrders
 
@@ -56,6 +58,8 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
     m.bidding = (buyers.participating(m.search_rng, MONTH_DAYS)
                  if auction else np.ones(buyers.n, dtype=bool))
     m.sale_proceeds = np.zeros(m.borrowers.n)
+    if m.engine == "compiled" and m.lenders.n and run_compiled(m, orders):
+        return
     book = ask_book(m, orders)
     if book is None:
         return
@@ -88,6 +92,108 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
         settle_orders(m, g, a_rows, fills, price)
         record_trade(m, g, price, volume, a_rows, fills, n_forced, forced_total)
         log_purchases(m, g, price, buys, bought, salvage_fill, desk_fill)
+
+
+# (name, agent) of each event code of the compiled phase (sim.world.kernels.market.EV_*)
+_EVENT_NAMES = (("sale", "lender"), ("sale", "repo_desk"), ("purchase", "buyer"),
+                ("purchase", "salvage"), ("purchase", "repo_desk"), ("purchase", "lolr"),
+                ("sale", "lolr"), *(("sale", kind) for kind in KIND_NAMES))
+_NO_FLOATS, _NO_FLAGS = np.zeros(0), np.zeros(0, dtype=bool)
+_NO_UNITS = np.zeros(0, dtype=np.int64)
+_NO_MATRIX = np.zeros((0, 0))
+# Python's sum() of floats is compensated (Neumaier) from 3.12 on: record_trade's sum of
+# the forced sales' values at repossession, which the kernel repeats
+_NEUMAIER_SUM = sys.version_info >= (3, 12)
+
+
+def _scalar_like(old, new: float, numpy_op: bool):
+    """``new`` as the type the numpy phase leaves: a numpy float once a numpy scalar was
+    added (``numpy_op``) or if it was one, else a Python float."""
+    return np.float64(new) if numpy_op or isinstance(old, np.floating) else new
+
+
+def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
+    """Phase 6 from :func:`ask_book` on, in one kernel call
+    (:func:`sim.world.kernels.market.market_month`, both market modes): the same trades,
+    arrays, counters, outside flows and events as the numpy code below. False, with nothing
+    changed, when the kernel leaves the month to numpy (a book that could reach
+    ``MAX_UNITS`` units)."""
+    env, desk, buyers, lb, b, lolr = m.env, m.desk, m.buyers, m.lenders, m.borrowers, m.lolr
+    nz = np.count_nonzero
+    if not (nz(orders.forced) or nz(orders.patient) or nz(orders.b_units) or nz(desk.holdings)
+            or (lolr is not None and nz(lolr.holdings))):
+        return True  # no order at all (most months): ask_book's None, where numpy stops too
+    outside, sites, unlimited = m.outside_on, buyers.sites, buyers.unlimited
+    od, flows, lo_cfg = m.outside_demand, m.flows, m.cfg.policy.lolr
+    ip = np.array((env.t, outside, m.cfg.market.unsold_to_salvage, unlimited, sites,
+                   desk.enabled, desk.secured, _NEUMAIER_SUM, lolr is not None,
+                   lo_cfg.hold_months, m.cfg.market.mode == "parametric"), dtype=np.int64)
+    fp = np.array((m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
+                   m.month_above_reservation, m.forced_value, m.forced_fundamental,
+                   m.forced_rep_value if outside else 0.0, m.buyers_paid, m.recovered_total,
+                   flows["salvage"], flows["estate_surplus"], flows["buyer_capital"],
+                   lo_cfg.capacity, 0.0 if lolr is None else lolr.cash,
+                   (lo_cfg.mw + lo_cfg.hosting_mw) * 1000.0, m.cfg.market.alpha),
+                  dtype=np.float64)
+    # the arrays the numpy phase rebinds are written into copies, rebound below
+    capital, mw = buyers.capital.copy(), buyers.mw.copy()
+    mw_liq = buyers.mw_liq.copy() if sites else _NO_FLOATS
+    mw_used = buyers.mw_used.copy() if sites else _NO_FLOATS
+    repo_units = lb.repo_units.copy()
+    # the legacy desk's floor bid (RepoDesk.floor_bid is 0 for every other desk)
+    d_bid = (desk.floor_bid(m.price, m.fundamental)
+             if desk.enabled and desk.cfg.buy_floor and not desk.secured else np.zeros(m.n_gen))
+    if lolr is None:
+        lo_arrays = (_NO_FLOATS, _NO_UNITS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS)
+    else:
+        lo_arrays = (lolr.bid(m.fundamental), lolr.holdings, lolr.cost_basis, lolr.since,
+                     lolr.cash_bought, lolr.cash_sold)
+    status, n_ev, codes, rows, gens, units, prices, flags = kmarket.market_month(
+        ip, fp, np.array(m.newest_first, dtype=np.int64), env.shipping, env.kw,
+        np.array(m.liquid, dtype=bool), replacement_cost(env), m.units0, m.fundamental,
+        orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
+        orders.b_price, desk.holdings, desk.cost_basis, desk.cash_bought, desk.cash_sold,
+        desk.cash_repaid, desk.default_loss, d_bid, m.price,
+        *lo_arrays, m.reservation, m.bidding, capital, mw, mw_liq, mw_used, buyers.holdings,
+        lb.inventory, lb.inv_since, repo_units, lb.claim_pool, lb.recoveries,
+        lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind, m.sale_proceeds,
+        m.traded, m.clearing, m.month_volume, m.month_forced, m.month_overhang,
+        m.month_salvage, m.month_pinned if outside else _NO_FLAGS, m.salvage_units,
+        m.external_units, m.rep_value if outside else _NO_MATRIX)
+    if status:
+        return False
+    trades, lender_settles, buyer_settles = flags.tolist()
+    if not trades:  # no generation traded: no array was rebound, no number moved
+        return True
+    K, v = kmarket, fp.tolist()
+    if buyer_settles and not unlimited:
+        buyers.capital = capital
+        if sites:
+            buyers.mw, buyers.mw_liq, buyers.mw_used = mw, mw_liq, mw_used
+        else:
+            buyers.mw = mw
+    if lender_settles:
+        lb.repo_units = repo_units
+    desk.cash = _scalar_like(desk.cash, v[K.FP_DESK_CASH], lender_settles > 0)
+    desk.lent = _scalar_like(desk.lent, v[K.FP_DESK_LENT], lender_settles > 0)
+    if lolr is not None:
+        lolr.cash = _scalar_like(lolr.cash, v[K.FP_LOLR_CASH], False)
+    m.month_above_reservation = v[K.FP_ABOVE]
+    m.forced_value = v[K.FP_FORCED_VALUE]
+    m.forced_fundamental = _scalar_like(m.forced_fundamental, v[K.FP_FORCED_FUNDAMENTAL], True)
+    if outside:
+        m.forced_rep_value = v[K.FP_FORCED_REP]
+    m.buyers_paid = _scalar_like(m.buyers_paid, v[K.FP_BUYERS_PAID], buyer_settles > 0)
+    m.recovered_total = _scalar_like(m.recovered_total, v[K.FP_RECOVERED], lender_settles > 0)
+    flows["salvage"] = v[K.FP_FLOW_SALVAGE]
+    flows["estate_surplus"] = v[K.FP_FLOW_ESTATE]
+    flows["buyer_capital"] = v[K.FP_FLOW_BUYER_CAPITAL]
+    if n_ev:  # the tuples fill_events and log_event make, in the numpy phase's order
+        t, names = env.t, _EVENT_NAMES
+        m.events.extend([(t, *names[c], i, g, u, u * p, p) for c, i, g, u, p in zip(
+            codes[:n_ev].tolist(), rows[:n_ev].tolist(), gens[:n_ev].tolist(),
+            units[:n_ev].tolist(), prices[:n_ev].tolist(), strict=True)])
+    return True
 
 
 def ask_book(m: LiquidationModel, orders: SellOrders

@@ -1,0 +1,263 @@
+"""The compiled phase 6 (sim.world.kernels.market) against the numpy phase, its oracle: the same
+month stepped both ways from copies of one state, across the switches the kernel covers; its
+helpers against the functions they repeat (clear_book, outside_bids, Python's // and sum())
+on random inputs and on cases worked by hand; signed zeros; the month it hands back to numpy."""
+
+import copy
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from sim.core.config import load_scenario
+from sim.core.jit import kernel
+from sim.core.market import MAX_UNITS, clear_book, outside_bids
+from sim.qa.oracle import _same, _state
+from sim.world import phases
+from sim.world.kernels import market as km
+from sim.world.model import LiquidationModel
+
+
+@kernel
+def _clear_k(aq, ap, bq, bp, k):
+    a_fill = np.zeros(len(aq), np.int64)
+    b_fill = np.zeros(len(bq), np.int64)
+    price, volume = km._clear(aq, ap, len(aq), bq, bp, len(bq), k, a_fill, b_fill)
+    return price, volume, a_fill, b_fill
+
+
+@kernel
+def _outside_k(top, scrap, depth, supply, scrap_block):
+    qty = np.zeros(40, np.int64)
+    price = np.zeros(40)
+    n = km._outside_bids(top, scrap, depth, supply, scrap_block, qty, price, 0)
+    return qty[:n], price[:n]
+
+
+@kernel
+def _floordiv_k(a, b):
+    return km._floordiv(a, b)
+
+
+@kernel
+def _pysum_k(fill, value, neumaier):
+    rows = np.arange(len(fill))
+    return km._pysum_terms(fill, rows, value, 0, len(fill), neumaier)
+
+
+def _bits(x: float) -> tuple:
+    return (math.copysign(1.0, x), x) if x == x else ("nan",)
+
+
+# ------------------------------------------------------------------ the helpers
+
+
+def test_clear_by_hand():
+    # 10 units of market orders against bids of 4 @ 5, 4 @ 3, 4 @ 1: all 10 trade; the
+    # marginal (10th) and the next (11th) bid unit are both the 1.0 bid, so the price is 1.0
+    price, volume, af, bf = _clear_k(np.array([10]), np.array([0.0]), np.array([4, 4, 4]),
+                                     np.array([5.0, 3.0, 1.0]), 0.5)
+    assert (price, volume, af.tolist(), bf.tolist()) == (1.0, 10, [10], [4, 4, 2])
+    # three equal bids of 1 unit for 2 units: largest remainder, ties to the lower rows
+    price, volume, af, bf = _clear_k(np.array([2]), np.array([1.0]), np.array([1, 1, 1]),
+                                     np.array([2.0, 2.0, 2.0]), 0.5)
+    # interval [max(1, next bid 2), min(2, no next ask)] = [2, 2]
+    assert (price, volume, bf.tolist()) == (2.0, 2, [1, 1, 0])
+    # no bid reaches the ask: no trade, NaN, no fills
+    price, volume, af, bf = _clear_k(np.array([5]), np.array([3.0]), np.array([5]),
+                                     np.array([2.0]), 0.5)
+    assert math.isnan(price) and volume == 0 and af.tolist() == [0] and bf.tolist() == [0]
+
+
+@pytest.mark.parametrize("n_orders", [(3, 5), (8, 30), (40, 25)])  # small and numpy books
+def test_clear_is_clear_book(n_orders):
+    rng = np.random.default_rng(sum(n_orders))
+    na, nb = n_orders
+    for trial in range(300):
+        levels = rng.choice([0.0, 0.5, 1.0, 1.5, 2.0, 3.0], size=na + nb)  # many ties
+        aq = rng.integers(0, 20, na)
+        bq = rng.integers(0, 20, nb)
+        ap = np.where(rng.random(na) < 0.3, 0.0, levels[:na] * rng.choice([1.0, 1.1], na))
+        bp = levels[na:] * rng.choice([1.0, 0.9], nb)
+        k = (0.0, 0.5, 1.0, 0.3)[trial % 4]
+        want = clear_book(aq.tolist(), ap.tolist(), bq.tolist(), bp.tolist(), k)
+        price, volume, af, bf = _clear_k(aq, ap, bq, bp, k)
+        assert _bits(price) == _bits(want[0]) and volume == want[1]
+        assert af.tolist() == want[2] and bf.tolist() == want[3]
+
+
+def test_outside_bids_is_outside_bids():
+    rng = np.random.default_rng(3)
+    cases = [(900.0, 50.0, 0.4, 7, True), (900.0, 950.0, 3.0, 2, True),  # top < scrap
+             (1e4, 200.0, 250.0, 40, False), (1e4, 200.0, 25.0, 0, True)]
+    cases += [(float(rng.uniform(0, 2e4)), float(rng.uniform(0, 500)),
+               float(rng.uniform(0.05, 400)), int(rng.integers(1, 500)), bool(rng.random() < 0.5))
+              for _ in range(300)]
+    for top, scrap, depth, supply, block in cases:
+        qty, price = _outside_k(top, scrap, depth, supply, block)
+        want_q, want_p = outside_bids(top, scrap, depth, supply, block)
+        assert qty.tolist() == want_q and price.tolist() == want_p
+
+
+def test_floordiv_is_pythons():
+    # 1.0 / 0.1 rounds to 10.0, but 0.1 is a little above 1/10: Python's 1.0 // 0.1 is 9.0
+    assert _floordiv_k(1.0, 0.1) == 1.0 // 0.1 == 9.0
+    rng = np.random.default_rng(4)
+    for a, b in zip(rng.uniform(0, 1e9, 2000), rng.uniform(1e-3, 1e5, 2000), strict=True):
+        assert _floordiv_k(float(a), float(b)) == float(a) // float(b)
+    assert _bits(_floordiv_k(0.0, 3.0)) == _bits(0.0 // 3.0)
+
+
+def test_pysum_is_pythons_sum():
+    # 1e16 + 1 rounds back to 1e16, and - 1e16 gives 0 in a plain sum; Python 3.12's sum()
+    # carries the lost 1 in its compensation and returns 1.0
+    fill, value = np.array([1, 1, 1]), np.array([[1e16], [1.0], [-1e16]])
+    neumaier = sys.version_info >= (3, 12)
+    assert _pysum_k(fill, value, neumaier) == sum(float(v) for v in value[:, 0])
+    assert _pysum_k(fill, value, False) == 0.0
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 30))
+        f = rng.integers(0, 50, n)
+        v = (rng.standard_normal((n, 1)) * 10.0 ** rng.integers(-3, 12, (n, 1)))
+        want = sum(u * x for u, x in zip(f.tolist(), v[:, 0].tolist(), strict=True))
+        assert _bits(_pysum_k(f, v, neumaier)) == _bits(want)
+    # the int start 0 plus -0.0 is +0.0
+    assert _bits(_pysum_k(np.array([1]), np.array([[-0.0]]), neumaier)) == (1.0, 0.0)
+
+
+# ------------------------------------------------------------------ the phase
+
+
+def _captured(monkeypatch, scenario, overrides, months, seed=None):
+    """(model, orders) copied just before every month's phase 6, on the numpy engine."""
+    got = []
+    real = phases.market.run
+
+    def spy(m, orders):
+        got.append(copy.deepcopy((m, orders)))
+        real(m, orders)
+
+    monkeypatch.setattr(phases.market, "run", spy)
+    LiquidationModel(load_scenario(scenario, list(overrides), seed=seed, months=months),
+                     engine="numpy").run()
+    monkeypatch.setattr(phases.market, "run", real)
+    return got
+
+
+def _both(m0, orders0):
+    """Phase 6 from copies of one state on each engine; the models and the kernel's calls."""
+    out, calls = [], []
+    for engine in ("numpy", "compiled"):
+        m, orders = copy.deepcopy((m0, orders0))
+        m.engine = engine
+        n = len(calls)
+        real = km.market_month
+
+        def count(*args, _real=real):
+            calls.append(1)
+            return _real(*args)
+
+        km.market_month = count
+        try:
+            phases.market.run(m, orders)
+        finally:
+            km.market_month = real
+        out.append((m, len(calls) - n))
+    (a, na), (b, nb) = out
+    assert na == 0
+    return a, b, nb
+
+
+def _differences(a, b) -> list[str]:
+    sa, sb = _state(a), _state(b)
+    bad = [k for k in sorted(set(sa) | set(sb)) if k not in sa or k not in sb
+           or not _same(sa[k], sb[k]) or type(sa[k]) is not type(sb[k])]
+    if a.events != b.events:
+        bad.append("events")
+    if a.flows != b.flows:
+        bad.append("flows")
+    return bad
+
+
+# (overrides of crypto_winter, events that must occur in the 24 months at seed 5)
+SWITCHES = [
+    ((), {"buyer", "lender", "miner", "neocloud"}),
+    (("buyers.outside_demand.enabled=false",), {"buyer", "salvage", "lender"}),
+    (("sites.enabled=false", "market.k=1.0"), {"buyer", "lender"}),
+    (("buyers.outside_demand.enabled=false", "policy.repo.enabled=true",
+      "policy.repo.design='legacy'"), {"repo_desk", "salvage"}),
+    (("policy.repo.enabled=true",), {"buyer", "lender"}),
+    (("buyers.unlimited=true", "market.k=0.0"), {"buyer"}),
+    (("buyers.outside_demand.enabled=false", "market.unsold_to_salvage=false"), {"buyer"}),
+    (("policy.lolr.enabled=true", "policy.lolr.hold_months=2"), {"lolr", "salvage"}),
+    (("policy.lolr.enabled=true", "policy.lolr.hold_months=3", "sites.enabled=false",
+      "buyers.outside_demand.enabled=false", "policy.repo.enabled=true",
+      "policy.repo.design='legacy'"), {"lolr", "repo_desk", "neocloud"}),
+    (("shocks.0.size=0.95", "shocks.1.size=0.6", "borrowers.miner.cash_months=0.1",
+      "borrowers.neocloud.cash_months=0.1"), {"lender", "miner"}),
+    (("market.mode='parametric'",), {"lender", "miner", "neocloud"}),
+    (("market.mode='parametric'", "market.alpha=3.0", "buyers.outside_demand.enabled=false",
+      "policy.repo.enabled=true", "policy.repo.design='legacy'", "policy.lolr.enabled=true"),
+     {"lender", "miner", "neocloud"}),
+]
+
+
+@pytest.mark.parametrize(("overrides", "agents"), SWITCHES,
+                         ids=["+".join(o) or "crypto_winter" for o, _ in SWITCHES])
+def test_month_by_month(monkeypatch, overrides, agents):
+    """Every month of a run: phase 6 on the compiled engine leaves what numpy leaves (every
+    array and number of the model and its books, their types, the events and the flows)."""
+    states = _captured(monkeypatch, "crypto_winter", overrides, months=24, seed=5)
+    seen, kernel_months = set(), 0
+    for m0, orders0 in states:
+        a, b, calls = _both(m0, orders0)
+        # the kernel runs when some order offers units (else nothing is offered: numpy's
+        # ask_book gives None and the phase stops before it, on both engines)
+        offered = any(x.any() for x in (orders0.forced, orders0.patient, orders0.b_units,
+                                        m0.desk.holdings))
+        offered |= m0.lolr is not None and m0.lolr.holdings.any()
+        assert calls == offered
+        kernel_months += calls
+        assert _differences(a, b) == [], f"month {a.env.t}"
+        seen |= {e[2] for e in a.events[len(m0.events):]}
+    assert agents <= seen and kernel_months > 0
+
+
+def test_signed_zeros(monkeypatch):
+    """-0.0 in the books before a month with sales: numpy's x + 0.0 turns it to +0.0 for
+    the borrowers and lenders that sold nothing, and the kernel must too."""
+    states = _captured(monkeypatch, "crypto_winter", (), months=12, seed=11)
+    checked = 0
+    for m0, orders0 in states:
+        if not orders0.b_units.any():
+            continue
+        m0.borrowers.cash[orders0.b_units.sum(axis=1) == 0] = -0.0
+        m0.lenders.cash[:] = np.where(m0.lenders.cash == 0.0, -0.0, m0.lenders.cash)
+        m0.buyers.capital[0] = -0.0
+        a, b, calls = _both(m0, orders0)
+        assert calls == 1 and _differences(a, b) == []
+        if a.sale_proceeds.any():  # a borrower sold: every borrower's cash got + proceeds
+            zeros = a.borrowers.cash[orders0.b_units.sum(axis=1) == 0]
+            assert not np.signbit(zeros[zeros == 0.0]).any()  # -0.0 + 0.0 = +0.0
+            checked += 1
+    assert checked > 0
+
+
+def test_book_too_large_goes_to_numpy(monkeypatch):
+    """A generation whose bids could reach MAX_UNITS units ((buyers + desk) x supply + supply
+    + 1 > MAX_UNITS): the kernel changes nothing and the phase runs numpy, with numpy's
+    result (here clear_book needs no check: the buyers' bids are far below the supply)."""
+    states = _captured(monkeypatch, "crypto_winter", (), months=3, seed=11)
+    m0, orders0 = states[-1]
+    g = int(np.flatnonzero(m0.env.shipping)[0])
+    orders0.patient[0, g] += MAX_UNITS // (m0.buyers.n + 2) + 1
+    m, orders = copy.deepcopy((m0, orders0))
+    m.engine = "compiled"
+    before = copy.deepcopy(m)
+    assert phases.market.run_compiled(m, orders) is False
+    assert _differences(before, m) == []
+    a, b, calls = _both(m0, orders0)
+    assert calls == 1 and _differences(a, b) == []
+    assert a.month_volume[g] > 0
