@@ -13,7 +13,7 @@ import pytest
 from sim.core.config import load_scenario
 from sim.core.jit import kernel
 from sim.core.market import MAX_UNITS, clear_book, outside_bids
-from sim.qa.oracle import _same, _state
+from sim.qa.oracle import model_state, same_bits
 from sim.world import phases
 from sim.world.kernels import market as km
 from sim.world.model import LiquidationModel
@@ -171,9 +171,9 @@ def _both(m0, orders0):
 
 
 def _differences(a, b) -> list[str]:
-    sa, sb = _state(a), _state(b)
+    sa, sb = model_state(a), model_state(b)
     bad = [k for k in sorted(set(sa) | set(sb)) if k not in sa or k not in sb
-           or not _same(sa[k], sb[k]) or type(sa[k]) is not type(sb[k])]
+           or not same_bits(sa[k], sb[k]) or type(sa[k]) is not type(sb[k])]
     if a.events != b.events:
         bad.append("events")
     if a.flows != b.flows:

@@ -18,7 +18,7 @@ sorts, bisections, exact integer fills by the largest-remainder method, the pric
 float operations, Python's ``min`` / ``max`` on floats as :func:`_pymin` / :func:`_pymax`);
 :func:`_outside_bids` is :func:`sim.core.market.outside_bids` and the parametric price that
 of :func:`sim.core.market.parametric_price` (the exponential through
-:func:`sim.core.numerics._exp1`, as ``numerics.exp`` computes it); sums numpy takes with
+:func:`sim.core.numerics.exp1`, as ``numerics.exp`` computes it); sums numpy takes with
 ``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are returned as arrays (a code for the
 name and agent, the row, generation, units and price) in the numpy phase's order, and the phase
 logs the same tuples from them.
@@ -32,7 +32,7 @@ import numpy as np
 
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
 from sim.core.market import MAX_UNITS, OUTSIDE_DEPTHS, OUTSIDE_STEPS_PER_DEPTH
-from sim.core.numerics import _exp1
+from sim.core.numerics import exp1
 
 # event codes (the phase maps them to (name, agent)); a borrower's sale is EV_BORROWER + kind
 (EV_LENDER, EV_DESK_SALE, EV_BUYER, EV_SALVAGE, EV_DESK_BUY, EV_LOLR_BUY, EV_LOLR_SALE,
@@ -249,7 +249,7 @@ def _outside_bids(top, scrap, depth, supply, scrap_block, qty, price, pos):
         if c > prev:
             qty[pos] = c - prev
             # -ends / depth: the int64 -c converted to float (+0.0 for c = 0)
-            price[pos] = scrap + (top - scrap) * _exp1(float(-c) / depth)
+            price[pos] = scrap + (top - scrap) * exp1(float(-c) / depth)
             pos += 1
             prev = c
     if scrap_block and prev <= supply:
@@ -445,7 +445,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
         if parametric:  # every offered unit sells at p0 exp(-alpha q / stock) (parametric)
             volume = sup
             stock = float(max(units0[g], 1))
-            price = fundamental[g] * _exp1(-fp[FP_ALPHA] * (float(volume) / stock))
+            price = fundamental[g] * exp1(-fp[FP_ALPHA] * (float(volume) / stock))
             for j in range(na):
                 a_fill[j] = aq[j]
             external_units[g] += volume
