@@ -4,8 +4,10 @@ A phase kernel is a plain Python function over arrays, written in the subset of 
 numba compiles (nopython, no fast-math: LLVM may neither fuse a multiply and an add nor
 reorder operations), decorated with :func:`kernel`. Nothing is compiled, and numba is not even
 imported, until the first call: importing the model stays cheap, and numba (about 0.4 s a
-process) is paid only by a process that runs a month. Compiled code is cached on disk beside
-the source (``cache=True``), so a fresh machine compiles each kernel once.
+process) is paid only by a process that runs a month. Compiled code is cached on disk
+(``cache=True``) in a directory per version of the sources (:mod:`sim.core.numba_cache`: numba
+alone would not see an edited helper in another file), so a fresh machine, or a changed
+source, compiles each kernel once (about 40 s of CPU for all of them).
 
 The compiled engine must give the numpy engine's bits (the numpy phases are its oracle), so a
 kernel adds numbers in the order numpy does. :func:`psum` is numpy's pairwise summation,
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.core import numerics
+from sim.core import numba_cache, numerics
 
 _JITABLE: list[Callable] = []
 _lock = threading.Lock()
@@ -77,6 +79,7 @@ class Kernel:
         if self._compiled is None:
             with _lock:
                 if self._compiled is None:
+                    numba_cache.prepare()  # before numba's import (sim.core.numba_cache)
                     import numba  # lazy: numba costs ~0.3 s a process
 
                     _register()

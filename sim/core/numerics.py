@@ -62,6 +62,8 @@ from numbers import Real
 
 import numpy as np
 
+from sim.core import numba_cache
+
 __all__ = ["black1", "black_call", "dot", "exp", "exp1", "expm1", "expm11", "exponential",
            "gumbel", "log", "log1", "log1p", "log1p1", "lognormal", "matvec", "ndtr", "ndtr1",
            "ndtri", "ndtri1", "pow1", "power", "solve", "standard_normal"]
@@ -359,12 +361,13 @@ _compile_lock = threading.Lock()
 
 def _kernels():
     """(:func:`_apply`, :func:`_matvec_loop`) compiled by numba (nopython, no fast-math,
-    cached on disk beside this file, or in numba's user cache where that is read-only),
+    cached on disk in a directory per version of the sources, :mod:`sim.core.numba_cache`),
     built at the first call."""
     global _compiled
     if _compiled is None:
         with _compile_lock:
             if _compiled is None:
+                numba_cache.prepare()  # before numba's import: a cache per source version
                 import numba  # here, not at import: numba costs ~0.3 s a process
                 from numba.extending import register_jitable
 
