@@ -112,11 +112,12 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     order, its events (``loan_accelerated_repaid``, ``repossession``, the defaults), outside
     flows (``btc_sales`` of the payoffs, of the seizures, ``unpaid_suppliers``), totals,
     rebinds, the outside demand's repossession value and the sites' repossession."""
-    b, L, lb, env, lc = m.borrowers, m.loans, m.lenders, m.env, m.cfg.lenders
+    b, lc = m.borrowers, m.cfg.lenders
     grace, cure, dm = lc.grace_months, lc.cure_months, lc.dscr_default_months
     if not kernels.any_trigger(grace, cure, dm, b.status, b.arrears_months, b.call_months,
                                b.dscr_breach):
-        return
+        return  # the common month: nothing more is looked up
+    L, lb, env = m.loans, m.lenders, m.env
     (dead, reason, ev_amt, ev_price, acc_idx, acc_amt, principal_new, accrued_new,
      overdue_new, pledged_new, coll_new, debt_out, rep_l, rep_g, rep_u, new_units,
      new_defaults) = _scratch(m)
