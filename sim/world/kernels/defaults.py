@@ -28,6 +28,10 @@ writes)). The one case left to numpy is a month whose phase 3 did not evaluate t
 (``month.coll`` None: a phase run on its own), where ``month_debt_coll`` would value it
 afresh.
 
+One difference from the numpy code, at a state the books never reach: a facility whose
+exposure sums to NaN is dropped here as a void one (its call cured); the numpy code drops it
+from the defaults but keeps it triggered, and then indexes its rows with a stale position.
+
 Arrays the numpy code rebinds (``loans.principal`` at an accelerated payoff, ``loans.accrued``
 and ``loans.overdue`` when that payoff first pays arrears, ``borrowers.btc_pledged`` when
 coins are sold for it, ``month.debt``, ``month.coll``, ``model.new_defaults``) are filled into
