@@ -503,8 +503,10 @@ def test_month_debt_coll_cache_equals_a_fresh_evaluation_in_a_stressed_run(monke
     ``phases.defaults.accelerate``, in months where the cache is read afterwards) the cached
     values must equal, to the bit, a fresh ``phases.lenders.facility_ltv(m, marks)`` for every
     borrower alive when they are read (phase 4 reads the defaulting borrowers before taking
-    their GPUs)."""
-    m = LiquidationModel(load_scenario("crypto_winter", ["seed=12"], months=24))
+    their GPUs). On the numpy engine, whose phases call ``month_debt_coll`` and ``accelerate``
+    (the compiled phases 4 and 5 replay both inside their kernels and are checked against
+    these numpy phases bit for bit: tests/world/test_kernel_defaults.py, test_kernel_orders.py)."""
+    m = LiquidationModel(load_scenario("crypto_winter", ["seed=12"], months=24), engine="numpy")
     cached = phases.lenders.month_debt_coll
     phase = [None]
     seen = []

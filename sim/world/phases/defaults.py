@@ -11,6 +11,7 @@ import numpy as np
 
 from agents.borrower import BorrowerStatus
 from sim.core.finance import largest_remainder
+from sim.world.kernels import defaults as kernels
 from sim.world.phases import borrowers, lenders
 from sim.world.state import MonthState
 
@@ -62,7 +63,14 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     (:func:`defaulting`). Its GPUs go to the facility's lenders in proportion to exposure
     (:func:`repossess`), its cash and BTC are seized up to the exposure at default EAD and
     each lender writes off its EAD and books recovery = seized x EAD / EAD_facility
-    (:func:`seize`); its loans close (:func:`close_out`)."""
+    (:func:`seize`); its loans close (:func:`close_out`).
+
+    On the compiled engine, when phase 3 has valued the month's collateral (``month.coll``),
+    the phase is :func:`_run_compiled`: one kernel call in a month nobody is triggered, two
+    otherwise; else, and on the numpy engine, the numpy code below (the kernels' oracle)."""
+    if m.engine == "compiled" and month.coll is not None:
+        _run_compiled(m, month)
+        return
     claims = defaulting(m, month)
     if claims is None:
         return
@@ -75,6 +83,85 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     m.log_events(reasons, m.kind_names(dead), dead, units=0, amount=debt[dead],
                  price=coll[dead])
     m.new_defaults = np.bincount(m.borrowers.kind[dead], minlength=2)
+
+
+_REASONS = ("default_payment", "default_covenant", "default_dscr")  # the kernel's codes
+
+
+def _scratch(m: LiquidationModel) -> tuple:
+    """The compiled phase's scratch arrays, kept per run (``m.kernel_inputs``) and remade if
+    a book's size changed; arrays numpy would rebind are rebound to copies of them."""
+    b, L, lb = m.borrowers, m.loans, m.lenders
+    nb, nrow, nl, g = b.n, len(L.borrower), lb.n, m.n_gen
+    st = m.kernel_inputs.get("defaults")
+    if st is None or st[0] != (nb, nrow, nl, g):
+        st = m.kernel_inputs["defaults"] = ((nb, nrow, nl, g), (
+            np.empty(nb, np.int64), np.empty(nb, np.int64), np.empty(nb), np.empty(nb),
+            np.empty(nb, np.int64), np.empty(nb),
+            np.empty(nrow), np.empty(nrow), np.empty(nrow), np.empty(nb), np.empty(nb),
+            np.empty(nb),
+            np.empty(nrow * g, np.int64), np.empty(nrow * g, np.int64),
+            np.empty(nrow * g, np.int64), np.empty((nl, g), np.int64),
+            np.empty(2, np.int64)))
+    return st[1]
+
+
+def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
+    """Phase 4 as :func:`sim.world.kernels.defaults.any_trigger` and, when some borrower is
+    triggered, :func:`sim.world.kernels.defaults.defaults_month`; then, in the numpy code's
+    order, its events (``loan_accelerated_repaid``, ``repossession``, the defaults), outside
+    flows (``btc_sales`` of the payoffs, of the seizures, ``unpaid_suppliers``), totals,
+    rebinds, the outside demand's repossession value and the sites' repossession."""
+    b, lc = m.borrowers, m.cfg.lenders
+    grace, cure, dm = lc.grace_months, lc.cure_months, lc.dscr_default_months
+    if not kernels.any_trigger(grace, cure, dm, b.status, b.arrears_months, b.call_months,
+                               b.dscr_breach):
+        return  # the common month: nothing more is looked up
+    L, lb, env = m.loans, m.lenders, m.env
+    (dead, reason, ev_amt, ev_price, acc_idx, acc_amt, principal_new, accrued_new,
+     overdue_new, pledged_new, coll_new, debt_out, rep_l, rep_g, rep_u, new_units,
+     new_defaults) = _scratch(m)
+    have_debt = month.debt is not None
+    (n_acc, acc_sold, acc_btc, _prepaid, arrears_moved, pledged_sold, n_dead, debt_computed,
+     n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum) = kernels.defaults_month(
+        grace, cure, dm, b.status, b.arrears_months, b.call_months, b.dscr_breach, b.kind,
+        b.cash, b.btc, b.btc_pledged, b.fleet, env.btc, m.lead, month.marks,
+        L.borrower, L.lender, L.principal, L.accrued, L.overdue, L.active,
+        lb.inventory, lb.inv_since, lb.cash, lb.writeoffs, lb.recoveries, lb.claim_pool, env.t,
+        month.debt if have_debt else debt_out, have_debt, month.coll,
+        dead, reason, ev_amt, ev_price, acc_idx, acc_amt,
+        principal_new, accrued_new, overdue_new, pledged_new, coll_new, debt_out,
+        rep_l, rep_g, rep_u, new_units, new_defaults)
+    if n_acc:
+        if acc_sold:
+            b.btc_pledged = pledged_new.copy()
+            m.add_outside_flow("btc_sales", acc_btc)
+        L.principal = principal_new.copy()
+        if arrears_moved:
+            L.accrued, L.overdue = accrued_new.copy(), overdue_new.copy()
+        month.debt = None
+        if pledged_sold:
+            month.coll = coll_new.copy()
+        idx = acc_idx[:n_acc]
+        m.log_events("loan_accelerated_repaid", m.kind_names(idx), idx, amount=acc_amt[:n_acc])
+    if not n_dead:
+        return
+    if debt_computed:
+        month.debt = debt_out.copy()
+    dead = dead[:n_dead]
+    if m.outside_on:
+        note_repossession(m, new_units.copy())
+    m.log_events("repossession", "lender", rep_l[:n_rep], rep_g[:n_rep], rep_u[:n_rep])
+    m.add_outside_flow("btc_sales", btc_sales)
+    m.add_outside_flow("unpaid_suppliers", -unpaid_sum)
+    m.ead_total += ead_sum
+    m.recovered_total += rec_sum
+    m.paper_recovery += paper_sum
+    if m.sites is not None:  # the lead lender takes the site with the GPUs
+        m.sites.repossess(dead, m.lead[dead], env.t)
+    m.log_events([_REASONS[c] for c in reason[:n_dead].tolist()], m.kind_names(dead), dead,
+                 units=0, amount=ev_amt[:n_dead], price=ev_price[:n_dead])
+    m.new_defaults = new_defaults.copy()
 
 
 def defaulting(m: LiquidationModel, month: MonthState) -> tuple | None:

@@ -12,6 +12,7 @@ import numpy as np
 from agents.buyer import floor_price
 from agents.repo_desk import margin_and_term, units_to_seize
 from sim.core import numerics as nm
+from sim.world.kernels import orders as kernels
 from sim.world.phases import lenders
 from sim.world.state import MonthState, SellOrders
 
@@ -22,8 +23,14 @@ if TYPE_CHECKING:
 def run(m: LiquidationModel, month: MonthState) -> SellOrders:
     """Phase 5: the lenders' orders (:func:`lender_orders`, or :func:`secured_orders` under
     the secured repo), then the distressed borrowers' (:func:`borrower_orders`), at the
-    month's salvage floor (:func:`agents.buyer.floor_price`)."""
+    month's salvage floor (:func:`agents.buyer.floor_price`).
+
+    On the compiled engine, without the repo desk and when phase 3 has valued the month's
+    collateral, the phase is one kernel call (:func:`_run_compiled`); else, and on the numpy
+    engine, the numpy code below (the kernel's oracle)."""
     lb, desk = m.lenders, m.desk
+    if m.engine == "compiled" and not desk.enabled and month.coll is not None:
+        return _run_compiled(m, month)
     if m.outside_on:  # the scrap value of the outside demand (replacement cost moves)
         m.salvage_price = floor_price(m.cfg.buyers, m.env)
     floor = m.salvage_price  # read only: shared with phase 7
@@ -37,6 +44,37 @@ def run(m: LiquidationModel, month: MonthState) -> SellOrders:
     else:
         forced, patient, patient_price = lender_orders(m, month.marks, floor)
     b_units, b_price = borrower_orders(m, month, floor, h)
+    return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
+                      floor=floor, b_units=b_units, b_price=b_price)
+
+
+def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
+    """Phase 5 as one kernel call (:func:`sim.world.kernels.orders.orders_month`): the same
+    orders (new arrays each month, as numpy makes them), salvage floor, repo units and
+    ``MonthState`` (the month's debt when recomputed; the evaluation spent) as :func:`run`."""
+    b, lb, L, env, c = m.borrowers, m.lenders, m.loans, m.env, m.cfg
+    nb, nl, g = b.n, lb.n, m.n_gen
+    outside_on = m.outside_on
+    floor = np.empty(g) if outside_on else m.salvage_price  # (read only without it)
+    patient_price = np.empty((nl, g))
+    forced, patient = np.empty((nl, g), np.int64), np.empty((nl, g), np.int64)
+    b_units, b_price = np.empty((nb, g), np.int64), np.empty(g)
+    debt_out = np.empty(nb)
+    have_debt = month.debt is not None
+    scale = b.cov_scale
+    if kernels.orders_month(
+            outside_on, c.buyers.outside_demand.scrap, env.new_unit_price, floor, month.marks,
+            lb.sale_discount, m.fundamental, lb.inventory, lb.inv_since, lb.repo_units,
+            lb.repo_debt, lb.status, env.t, c.lenders.max_hold_months,
+            L.borrower, L.active, L.accrued, L.overdue, L.principal,
+            b.status, b.call_months, b.cash, b.fleet, month.debt if have_debt else debt_out,
+            have_debt, month.coll, c.lenders.ltv_cure,
+            np.ones(nb) if scale is None else scale, c.borrowers.voluntary_discount,
+            patient_price, forced, patient, b_units, b_price, debt_out):
+        month.debt = debt_out
+    month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
+    if outside_on:
+        m.salvage_price = floor
     return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
                       floor=floor, b_units=b_units, b_price=b_price)
 

@@ -1,0 +1,382 @@
+"""Phase 4 compiled: the defaults (:func:`sim.world.phases.defaults.run`) as at most two kernel
+calls a month: :func:`any_trigger` (the common month, nobody triggered, ends there) and
+:func:`defaults_month` (the month some borrower is late, past its cure or in a DSCR breach
+past its sweep).
+
+:func:`defaults_month` replays the numpy code of the phase and of what it calls, borrower by
+borrower and row by row: :meth:`agents.borrower.BorrowerBook.default_triggers`, the phase's
+``accelerate`` (``LoanBook.exposure`` and ``by_borrower``, the coins sold for what cash lacks,
+:func:`sim.world.phases.borrowers.prepay` through :func:`sim.world.kernels.borrowers.
+prepay_rows`, and :func:`sim.world.phases.lenders.collateral` when pledged coins were sold),
+``defaulting`` (its void facilities included), :func:`sim.world.phases.lenders.
+month_debt_coll` (phase 3's cached debt and collateral, the debt recomputed when it moved),
+``repossess`` (:func:`sim.core.finance.largest_remainder` per (facility, generation) and
+:meth:`agents.lender.LenderBook.add_inventory`), ``seize`` and ``close_out``. Every operation
+is the numpy code's, in its order: whole-array sums (``ndarray.sum``, ``np.add.reduce``) over
+the defaulted borrowers or their rows, and along a fleet row, are :func:`sim.core.jit.psum` of
+a temporary holding the same terms; bincounts and fancy-index scatters are loops in index
+order from 0.0; ``np.maximum`` / ``np.minimum`` are :func:`sim.core.jit.maximum` /
+:func:`~sim.core.jit.minimum`; the division by the BTC price is numba's ``np.divide``
+(numpy's bits at a zero price). The largest-remainder ranking (numpy's ``lexsort`` by group,
+then remainder descending, then row) is a count of the members ranked ahead in each group.
+
+Switches covered: every switch phase 4 reads (``lenders.grace_months``, ``cure_months``,
+``dscr_default_months`` including 0, the outside demand's repossession value
+(``note_repossession``, numpy after the kernel from the units the kernel returns) and sites
+(``SiteBook.repossess``, called after the kernel, as it reads none of what the kernel
+writes)). The one case left to numpy is a month whose phase 3 did not evaluate the collateral
+(``month.coll`` None: a phase run on its own), where ``month_debt_coll`` would value it
+afresh.
+
+One difference from the numpy code, at a state the books never reach: a facility whose
+exposure sums to NaN is dropped here as a void one (its call cured); the numpy code drops it
+from the defaults but keeps it triggered, and then indexes its rows with a stale position.
+
+Arrays the numpy code rebinds (``loans.principal`` at an accelerated payoff, ``loans.accrued``
+and ``loans.overdue`` when that payoff first pays arrears, ``borrowers.btc_pledged`` when
+coins are sold for it, ``month.debt``, ``month.coll``, ``model.new_defaults``) are filled into
+scratch arrays and the phase rebinds copies of them; the rest is updated in place as numpy
+updates it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.borrower import BorrowerStatus
+from sim.core.jit import jitable, kernel, maximum, minimum, psum
+from sim.world.kernels.borrowers import prepay_rows
+
+DEFAULTED = int(BorrowerStatus.DEFAULTED)
+# reason codes of the default events (index into the phase's names)
+PAYMENT, COVENANT, DSCR = 0, 1, 2
+
+
+@kernel
+def any_trigger(grace, cure, dm, status, arrears_months, call_months, dscr_breach):
+    """Whether any living borrower is late past ``grace``, under a call open past ``cure``
+    or (``dm`` > 0) in a DSCR breach open past ``cure + dm``: else phase 4 does nothing."""
+    for i in range(status.shape[0]):
+        if status[i] == DEFAULTED:
+            continue
+        if arrears_months[i] > grace or call_months[i] > cure:
+            return True
+        if dm and dscr_breach[i] > cure + dm:
+            return True
+    return False
+
+
+@jitable
+def collateral_into(marks, lead, fleet, pledged, btc_price, coll):
+    """:func:`sim.world.phases.lenders.collateral` into ``coll``: each fleet row times the
+    lead lender's marks (row ``max(lead, 0)``), summed as numpy sums along the last axis
+    (pairwise), plus pledged BTC x price."""
+    nb, g = fleet.shape
+    row = np.empty(g)
+    for i in range(nb):
+        li = lead[i] if lead[i] > 0 else 0
+        for k in range(g):
+            row[k] = fleet[i, k] * marks[li, k]
+        coll[i] = psum(row, 0, g) + pledged[i] * btc_price
+
+
+@jitable
+def exposure_by_borrower(borrower, principal, accrued, active, out):
+    """``LoanBook.by_borrower(LoanBook.exposure)`` into ``out`` (a bincount: row order from
+    0.0)."""
+    for i in range(out.shape[0]):
+        out[i] = 0.0
+    for r in range(borrower.shape[0]):
+        out[borrower[r]] += principal[r] + accrued[r] if active[r] else 0.0
+
+
+@kernel
+def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_breach, kind,
+                   cash, btc, btc_pledged, fleet, btc_price, lead, marks,
+                   borrower, lender, principal, accrued, overdue, active,
+                   inventory, inv_since, lb_cash, writeoffs, recoveries, claim_pool, t,
+                   month_debt, have_debt, month_coll,
+                   dead, reason, ev_amt, ev_price, acc_idx, acc_amt,
+                   principal_new, accrued_new, overdue_new, pledged_new, coll_new, debt_out,
+                   rep_l, rep_g, rep_u, new_units, new_defaults):
+    """One month of phase 4 over the books' arrays (module docstring).
+
+    Fills, for the caller's events: ``acc_idx``/``acc_amt`` (``loan_accelerated_repaid``),
+    ``rep_l``/``rep_g``/``rep_u`` (``repossession``: lender, generation, units, by generation
+    then row), ``dead``/``reason``/``ev_amt``/``ev_price`` (the default events); and
+    ``new_units`` (lender x generation repossessed), ``new_defaults`` (by kind).
+
+    Returns (n_acc, acc_sold, acc_btc_sales, prepaid, arrears_moved, pledged_sold, n_dead,
+    debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum): the payoffs,
+    whether they sold coins and the proceeds' sum, whether they prepaid (rebind
+    ``principal_new``) and moved arrears (rebind ``accrued_new``, ``overdue_new``), whether
+    pledged coins were sold (rebind ``pledged_new`` and ``month.coll`` = ``coll_new``), the
+    defaults, whether the month's debt was recomputed (``month.debt`` = ``debt_out``), the
+    repossession events and the sums the numpy code adds to the outside flows and the model's
+    totals (the unpaid bills' sum before its negation)."""
+    nb = status.shape[0]
+    nrow = borrower.shape[0]
+    nl = lb_cash.shape[0]
+    g = fleet.shape[1]
+
+    # ---- default_triggers
+    trig = np.empty(nb, np.bool_)
+    dd = np.zeros(nb, np.bool_)
+    any_dd = False
+    for i in range(nb):
+        alive = status[i] != DEFAULTED
+        trig[i] = alive and (arrears_months[i] > grace or call_months[i] > cure)
+        if dm:
+            dd[i] = alive and dscr_breach[i] > cure + dm and not trig[i]
+            any_dd = any_dd or dd[i]
+
+    # ---- accelerate: the called facilities that cash and coins pay off
+    prn, acr, ovd, bpl = principal, accrued, overdue, btc_pledged
+    n_acc = 0
+    acc_sold = False
+    acc_btc = 0.0
+    prepaid = False
+    arrears_moved = False
+    pledged_sold = False
+    coll = month_coll
+    if any_dd:
+        debt_a = np.empty(nb)
+        exposure_by_borrower(borrower, prn, acr, active, debt_a)
+        pays = np.empty(nb, np.bool_)
+        for i in range(nb):
+            pays[i] = dd[i] and (maximum(cash[i], 0.0) + btc[i] * btc_price >= debt_a[i])
+            if pays[i]:
+                acc_idx[n_acc] = i
+                acc_amt[n_acc] = debt_a[i]
+                n_acc += 1
+        if n_acc:
+            sell = np.empty(nb)
+            for i in range(nb):
+                sell[i] = minimum(btc[i], np.divide(maximum(debt_a[i] - cash[i], 0.0),
+                                                    btc_price)) if pays[i] else 0.0
+                if sell[i] != 0.0:
+                    acc_sold = True
+            if acc_sold:
+                for i in range(nb):
+                    btc[i] -= sell[i]
+                for i in range(nb):
+                    if btc[i] < bpl[i]:
+                        pledged_sold = True
+                    pledged_new[i] = minimum(bpl[i], btc[i])
+                bpl = pledged_new
+                for i in range(nb):
+                    sell[i] = sell[i] * btc_price
+                    cash[i] += sell[i]
+                acc_btc = psum(sell, 0, nb)
+            amount = np.empty(nb)
+            for i in range(nb):
+                amount[i] = minimum(debt_a[i], cash[i]) if pays[i] else 0.0
+            arrears_moved = prepay_rows(amount, borrower, lender, prn, acr, ovd, cash, lb_cash,
+                                        accrued_new, overdue_new, principal_new)
+            prepaid = True
+            prn = principal_new
+            if arrears_moved:
+                acr, ovd = accrued_new, overdue_new
+            have_debt = False  # month.debt = None: the debt moved
+            if pledged_sold:
+                collateral_into(marks, lead, fleet, bpl, btc_price, coll_new)
+                coll = coll_new
+            for i in range(nb):
+                if pays[i]:
+                    dscr_breach[i] = 0
+                    dd[i] = False
+        for i in range(nb):
+            trig[i] = trig[i] or dd[i]
+
+    # ---- defaulting: the dead, their facilities' rows and EADs; void facilities dropped
+    pos = np.full(nb, -1, np.int64)
+    n_dead = 0
+    for i in range(nb):
+        if trig[i]:
+            pos[i] = n_dead
+            n_dead += 1
+    if n_dead == 0:
+        return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, 0, False, 0,
+                0.0, 0.0, 0.0, 0.0, 0.0)
+    ead_b = np.zeros(n_dead)
+    for r in range(nrow):
+        if active[r] and trig[borrower[r]]:
+            ead_b[pos[borrower[r]]] += prn[r] + acr[r] if active[r] else 0.0
+    void = False
+    for i in range(nb):
+        if trig[i] and not ead_b[pos[i]] > 0.0:
+            call_months[i] = -1
+            trig[i] = False
+            void = True
+    if void:
+        n_dead = 0
+        for i in range(nb):
+            pos[i] = -1
+            if trig[i]:
+                pos[i] = n_dead
+                n_dead += 1
+        if n_dead == 0:
+            return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, 0, False,
+                    0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        ead_b = np.zeros(n_dead)
+        for r in range(nrow):
+            if active[r] and trig[borrower[r]]:
+                ead_b[pos[borrower[r]]] += prn[r] + acr[r]
+    for i in range(nb):
+        if trig[i]:
+            d = pos[i]
+            dead[d] = i
+            reason[d] = DSCR if dd[i] else (PAYMENT if arrears_months[i] > grace
+                                            else COVENANT)
+    nr = 0
+    for r in range(nrow):
+        if active[r] and trig[borrower[r]]:
+            nr += 1
+    rows = np.empty(nr, np.int64)
+    ead = np.empty(nr)
+    group = np.empty(nr, np.int64)
+    j = 0
+    for r in range(nrow):
+        if active[r] and trig[borrower[r]]:
+            rows[j] = r
+            ead[j] = prn[r] + acr[r]
+            group[j] = pos[borrower[r]]
+            j += 1
+
+    # ---- month_debt_coll: phase 3's debt unless it moved (then recomputed, and cached)
+    debt_computed = False
+    debt = month_debt
+    if not have_debt:
+        exposure_by_borrower(borrower, prn, acr, active, debt_out)
+        debt = debt_out
+        debt_computed = True
+
+    # ---- repossess: largest remainder per (facility, generation), members in row order
+    neg = False
+    for jj in range(nr):
+        if not ead[jj] >= 0.0:
+            neg = True
+    w = np.empty(nr)
+    for jj in range(nr):
+        w[jj] = (ead[jj] if ead[jj] > 0.0 else 0.0) if neg else ead[jj]
+    wsum = np.zeros(n_dead)
+    for jj in range(nr):
+        wsum[group[jj]] += w[jj]
+    # every facility left has ead_b > 0, so a positive row and wsum > 0: largest_remainder's
+    # branch for a group without weight is never taken here
+    cnt = np.zeros(n_dead + 1, np.int64)
+    for jj in range(nr):
+        cnt[group[jj] + 1] += 1
+    for d in range(n_dead):
+        cnt[d + 1] += cnt[d]
+    members = np.empty(nr, np.int64)
+    fill = cnt[:n_dead].copy()
+    for jj in range(nr):
+        members[fill[group[jj]]] = jj
+        fill[group[jj]] += 1
+    units = np.zeros((nr, g), np.int64)
+    quota = np.empty(nr)
+    rem = np.empty(nr)
+    base = np.empty(nr, np.int64)
+    for d in range(n_dead):
+        lo, hi = cnt[d], cnt[d + 1]
+        for k in range(g):
+            total = fleet[dead[d], k]
+            left = total
+            for q in range(lo, hi):
+                jj = members[q]
+                quota[jj] = (total * w[jj]) / wsum[d] if wsum[d] > 0 else 0.0
+                base[jj] = np.int64(np.floor(quota[jj] + 1e-9))
+                left -= base[jj]
+                rem[jj] = quota[jj] - base[jj]
+            for q in range(lo, hi):
+                jj = members[q]
+                rank = 0
+                for q2 in range(lo, hi):
+                    j2 = members[q2]
+                    if rem[j2] > rem[jj] or (rem[j2] == rem[jj] and j2 < jj):
+                        rank += 1
+                units[jj, k] = base[jj] + (1 if rank < left else 0)
+    holder = np.empty(nr, np.int64)
+    for jj in range(nr):
+        holder[jj] = lender[rows[jj]]
+    for li in range(nl):
+        for k in range(g):
+            new_units[li, k] = 0
+    for jj in range(nr):
+        for k in range(g):
+            new_units[holder[jj], k] += units[jj, k]
+    for li in range(nl):
+        for k in range(g):
+            if inventory[li, k] == 0 and new_units[li, k] > 0:
+                inv_since[li, k] = t
+            inventory[li, k] += new_units[li, k]
+    n_rep = 0
+    for k in range(g):
+        for jj in range(nr):
+            if units[jj, k] != 0:
+                rep_l[n_rep] = holder[jj]
+                rep_g[n_rep] = k
+                rep_u[n_rep] = units[jj, k]
+                n_rep += 1
+
+    # ---- seize: coins sold, cash up to the EAD, unpaid bills lost; write-offs, recoveries
+    tmp = np.empty(n_dead)
+    for d in range(n_dead):
+        tmp[d] = btc[dead[d]] * btc_price
+    btc_sales = psum(tmp, 0, n_dead)
+    seized = np.empty(n_dead)
+    for d in range(n_dead):
+        i = dead[d]
+        cash[i] += tmp[d]
+        btc[i] = 0.0
+        bpl[i] = 0.0
+        seized[d] = minimum(maximum(cash[i], 0.0), ead_b[d])
+        cash[i] -= seized[d]
+        tmp[d] = minimum(cash[i], 0.0)  # unpaid
+        cash[i] -= tmp[d]
+    unpaid_sum = psum(tmp, 0, n_dead)
+    rec = np.empty(nr)
+    rec_l = np.zeros(nl)
+    wo_l = np.zeros(nl)
+    pool_l = np.zeros(nl)
+    for jj in range(nr):
+        eb = ead_b[group[jj]]
+        rec[jj] = seized[group[jj]] * (ead[jj] / eb if eb > 0 else 0.0)
+        rec_l[holder[jj]] += rec[jj]
+    for jj in range(nr):
+        wo_l[holder[jj]] += ead[jj]
+    for jj in range(nr):
+        pool_l[holder[jj]] += ead[jj] - rec[jj]
+    for li in range(nl):
+        lb_cash[li] += rec_l[li]
+        writeoffs[li] += wo_l[li]
+        recoveries[li] += rec_l[li]
+        claim_pool[li] += pool_l[li]
+    ead_sum = psum(ead, 0, nr)
+    rec_sum = psum(rec, 0, nr)
+    for d in range(n_dead):
+        i = dead[d]
+        ev_amt[d] = debt[i]
+        ev_price[d] = coll[i]
+        tmp[d] = minimum(coll[i], debt[i])
+    paper_sum = psum(tmp, 0, n_dead)
+
+    # ---- close_out
+    for jj in range(nr):
+        r = rows[jj]
+        prn[r] = 0.0
+        acr[r] = 0.0
+        ovd[r] = 0.0
+        active[r] = False
+    new_defaults[0] = 0
+    new_defaults[1] = 0
+    for d in range(n_dead):
+        i = dead[d]
+        for k in range(g):
+            fleet[i, k] = 0
+        status[i] = DEFAULTED
+        call_months[i] = -1
+        new_defaults[kind[i]] += 1
+    return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, n_dead,
+            debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum)
