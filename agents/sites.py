@@ -178,11 +178,6 @@ class SiteBook:
         if s.arbitrage:
             self._arbitrage(m)
 
-    def sell(self, m, v_liq: np.ndarray, v_air: np.ndarray, reservation: np.ndarray) -> None:
-        """The month's site sales (``_sell``) given the buyers' MW values and reservation
-        prices: the compiled sites' month (:mod:`sim.world.phases.sites`) sells through it."""
-        self._sell(m, v_liq, v_air, reservation)
-
     def _sell(self, m, v_liq: np.ndarray, v_air: np.ndarray,
               reservation: np.ndarray | None = None) -> None:
         s, buyers, lb, t = self.cfg, m.buyers, m.lenders, m.env.t

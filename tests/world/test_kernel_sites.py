@@ -114,6 +114,37 @@ def test_kernel_sites_on_random_states(scenario, month, over, seed):
     _assert_same(*_each_way(state, prepare))
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("over", [{}, {"buyers.unlimited": True},
+                                  {"sites.sell_with_fleet": False},
+                                  {"sites.conversion_months": 0}])
+def test_kernel_sites_on_months_of_many_sales(over, seed):
+    """Sites ready for sale at many lenders, small inventories (fleet sales that empty a
+    line), prices below the buyers' reservation prices and rich buyers: dozens of site and
+    fleet sales a month, each moving capital, MW, recoveries, the desk's repo and the flows."""
+    state = _before_sites("crypto_winter", 14, **over)
+    if not over:  # the desk's repo debt that the fleet sales repay first
+        state.lenders.repo_debt = np.random.default_rng(seed).uniform(0.0, 2e6, state.lenders.n)
+
+    def prepare(m):
+        rng = np.random.default_rng(seed)
+        sb, lb, t, n = m.sites, m.lenders, m.env.t, m.borrowers.n
+        take = rng.random(n) < 0.3
+        sb.holder = np.where(take, np.int8(LENDER), sb.holder).astype(np.int8)
+        sb.lender = np.where(take, rng.integers(0, lb.n, n), sb.lender)
+        sb.since = np.where(take, t - sb.cfg.sale_months, sb.since)
+        lb.inventory = rng.integers(0, 4, lb.inventory.shape)
+        lb.inv_since = np.where(lb.inventory > 0, t - 1, -1)
+        lb.claim_pool = np.where(rng.random(lb.n) < 0.5, 0.0, lb.claim_pool + 1e7)
+        m.buyers.capital = m.buyers.capital * rng.uniform(0.0, 20.0, m.buyers.n)
+        m.price = m.price * rng.uniform(0.2, 0.9, m.n_gen)
+    runs = _each_way(state, prepare)
+    kinds = [e[1] for e in runs[0][1]]
+    assert kinds.count("site_sale") > 10
+    assert (kinds.count("site_fleet_sale") > 10) == state.sites.cfg.sell_with_fleet
+    _assert_same(*runs)
+
+
 def test_retired_sites_are_logged_and_their_mw_counted():
     """A site held as long as the limit allows is retired: holder RETIRED, its MW in
     ``retired_mw`` (here 2.5 + 4.0 = 6.5 MW over what was retired before), one

@@ -1,29 +1,35 @@
 """The borrowers' sites compiled (:meth:`agents.sites.SiteBook.month`, run by
-:func:`sim.world.phases.sites.run`): the buyers' MW values and conversion, the count of sites
-ready for sale, retirement, hosting in place and the miners' energy arbitrage, as one kernel
-call a month, :func:`sites_month` (two in a month where a site is ready for sale: the sales
-themselves, ``SiteBook._sell`` and ``_sell_fleet``, run on numpy between the two calls).
+:func:`sim.world.phases.sites.run`): the buyers' MW values and conversion, the site sales (with
+the fleet, ``sell_with_fleet``), retirement, hosting in place and the miners' energy
+arbitrage, as one kernel call a month, :func:`sites_month`.
 
 It replays the numpy code of ``SiteBook.month`` and of what it calls (:func:`agents.sites.
-mw_values`, ``BuyerBook.convert``, ``SiteBook._host``, ``SiteBook._arbitrage``,
-:func:`agents.sites.ai_rent_per_mw`, :func:`agents.sites.switch_mw`) element by element in the
-numpy code's order: ``np.add.reduce`` / ``ndarray.sum`` of a 1-D float array, a row of
-``numerics.matvec`` and ``units.sum(axis=1)`` are :func:`sim.core.jit.psum` (over a gathered
-copy for a masked selection such as ``gpu_mw[old].sum()``), the ``bincount`` a loop in index
-order from 0.0, ``np.maximum`` / ``np.minimum`` numpy's (:func:`sim.core.jit.maximum`,
-``minimum``), ``np.divide(..., where=)`` an if, and every early return of the numpy code
-(no buyer converts, no site held, no unit hosted, no live miner, no MW switched) is taken
-where the numpy code takes it, the arrays it would rebind left to the caller to rebind only
-then. ``np.maximum.reduce(..., initial=0.0)`` (the MW values, the AI rent) is a loop from
-0.0: the same value, but where every candidate is a zero its sign may differ from numpy's
-(vectorised) reduction; no result depends on it (the MW values are only compared and
-multiplied by MW > 0 after a test p > 0; the AI rent is compared, or multiplied into a rent
-added to a locked rent that is never -0.0).
+mw_values`, ``BuyerBook.convert``, ``SiteBook._sell`` and ``_sell_fleet`` with
+``LenderBook.apply_recovery`` and ``remove_inventory``, ``SiteBook._host``,
+``SiteBook._arbitrage``, :func:`agents.sites.ai_rent_per_mw`, :func:`agents.sites.switch_mw`)
+element by element in the numpy code's order: ``np.add.reduce`` / ``ndarray.sum`` of a 1-D
+float array, a row of ``numerics.matvec`` and ``units.sum(axis=1)`` are
+:func:`sim.core.jit.psum` (over a gathered copy for a masked selection such as
+``gpu_mw[old].sum()``), the ``bincount`` a loop in index order from 0.0, ``np.maximum`` /
+``np.minimum`` numpy's (:func:`sim.core.jit.maximum`, ``minimum``), ``np.divide(..., where=)``
+an if, and every early return of the numpy code (no buyer converts, no site held, no unit
+hosted, no live miner, no MW switched) is taken where the numpy code takes it, the arrays it
+would rebind left to the caller to rebind only then. ``np.maximum.reduce(..., initial=0.0)``
+(the MW values, the AI rent) is a loop from 0.0: the same value, but where every candidate is a
+zero its sign may differ from numpy's (vectorised) reduction; no result depends on it (the MW
+values are only compared and multiplied by MW > 0 after a test p > 0; the AI rent is compared,
+or multiplied into a rent added to a locked rent that is never -0.0).
+
+The sales' events and outside flows are written to a record (``sales``, one row per event)
+that the phase logs and adds in order after the call; the running totals the numpy code adds
+to sale by sale (``recovered_total``, the sold MW and proceeds, the desk's ``lent`` and
+``cash``) are carried through ``totals`` with the same additions. Python's ``max(x, 0.0)``
+and ``min(a, b)`` of the sales are ``_pymax`` / ``_pymin`` (:mod:`sim.world.kernels.market`),
+``int(x + 1e-9)`` a truncation toward zero.
 
 Switches covered: all of them (``sites.arbitrage``, ``sites.host_in_place``,
-``buyers.unlimited``, any ``conversion_rate``, ``conversion_months``,
-``sell_with_fleet``); the one part not compiled is the sale of sites (rare: a month with a
-site held ``sale_months`` or longer and at least one buyer), which stays on numpy.
+``sites.sell_with_fleet``, ``buyers.unlimited``, any ``conversion_rate`` and
+``conversion_months``, ``mining_mw_per_ph`` = 0, buyers or none); nothing falls back.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from __future__ import annotations
 import numpy as np
 
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
+from sim.world.kernels.market import _pymax, _pymin
+
+# the columns of the sales' record (``sales``): one row per event, in the numpy code's order
+EV_KIND, EV_LENDER, EV_GEN, EV_UNITS, EV_AMOUNT, EV_PRICE, EV_BUYER_CAPITAL, EV_SURPLUS = range(8)
+N_EV = 8
 
 
 @jitable
@@ -82,6 +93,145 @@ def _stage_a(t, res, price, kw, liquid_gen, shipping, do_convert, conv_cost, con
         if holder[i] == lender_code and t - since[i] >= sale_months:
             ready += 1
     return converted, xany, xsum, ready
+
+
+@jitable
+def _recover(l_, amount, claim_pool, recoveries, later_recoveries, rec, surplus):
+    """``LenderBook.apply_recovery`` of proceeds ``amount`` at lender ``l_`` (0 elsewhere)."""
+    for j in range(claim_pool.shape[0]):
+        proceeds = amount if j == l_ else 0.0
+        r = minimum(proceeds, claim_pool[j])
+        claim_pool[j] = claim_pool[j] - r
+        recoveries[j] = recoveries[j] + r
+        later_recoveries[j] = later_recoveries[j] + r
+        rec[j] = r
+        surplus[j] = proceeds - r
+
+
+@jitable
+def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buyer,
+                lender_code, sold_code, build_cap, v_liq, v_air, res, unlimited, capital, b_mw,
+                b_mw_liq, mw_used, holdings, with_fleet, newest_first, price, shipping,
+                liquid_gen, kw, claim_pool, recoveries, later_recoveries, lb_cash, inventory,
+                inv_since, repo_units, repo_new, repo_debt, cash_repaid, sales, totals):
+    """``SiteBook._sell`` (and ``_sell_fleet``) in place; the events and outside flows into
+    ``sales`` (columns EV_*); ``totals`` in: (recovered_total, sold_mw, sale_proceeds,
+    desk.lent, desk.cash), out: their values after the sales. Returns (rows of ``sales``,
+    units sold with sites, whether ``repo_new`` holds the repo units to rebind to)."""
+    nk = v_liq.shape[0]
+    nl = claim_pool.shape[0]
+    p_liq = np.empty(nk)
+    p_air = np.empty(nk)
+    for k in range(nk):
+        p_liq[k] = minimum(v_liq[k], build_cap)
+        p_air[k] = minimum(v_air[k], build_cap)
+    rec = np.empty(nl)
+    surplus = np.empty(nl)
+    repay = np.empty(nl)
+    recovered, sold_mw, proceeds_sum, lent, desk_cash = (totals[0], totals[1], totals[2],
+                                                         totals[3], totals[4])
+    rows = 0
+    fleet_units = 0
+    fleet_sold = False
+    for i in range(holder.shape[0]):
+        if not (holder[i] == lender_code and t - since[i] >= sale_months):
+            continue
+        mw = gpu_mw[i]
+        p = p_liq if liquid[i] else p_air
+        k = -1
+        best = 0.0
+        for kk in range(nk):  # argmax(where(ok, p, -1.0)), the first of the highest
+            ok = p[kk] > 0.0 and (unlimited or capital[kk] >= p[kk] * mw)
+            val = p[kk] if ok else -1.0
+            if ok and (k < 0 or val > best):
+                k, best = kk, val
+        if mw <= 0.0 or k < 0:
+            continue
+        amount = p[k] * mw
+        ev = sales[rows]
+        ev[EV_BUYER_CAPITAL] = np.nan
+        if unlimited:
+            ev[EV_BUYER_CAPITAL] = amount
+        else:
+            capital[k] = _pymax(capital[k] - amount, 0.0)
+        if liquid[i]:
+            b_mw_liq[k] += mw
+        else:
+            b_mw[k] += mw
+        l_ = lender[i]
+        _recover(l_, amount, claim_pool, recoveries, later_recoveries, rec, surplus)
+        for j in range(nl):
+            lb_cash[j] += rec[j]
+        recovered = recovered + psum(rec, 0, nl)
+        ev[EV_SURPLUS] = -psum(surplus, 0, nl)
+        holder[i] = sold_code
+        site_buyer[i] = k
+        sold_mw = sold_mw + mw
+        proceeds_sum = proceeds_sum + amount
+        ev[EV_KIND], ev[EV_LENDER], ev[EV_GEN], ev[EV_UNITS] = 0.0, l_, -1.0, 0.0
+        ev[EV_AMOUNT], ev[EV_PRICE] = amount, p[k]
+        rows += 1
+        if not with_fleet:
+            continue
+        # ---- _sell_fleet
+        room = gpu_mw[i]
+        liquid_site = liquid[i]
+        for g in newest_first:
+            units = inventory[l_, g]
+            pr = price[g]
+            if (units == 0 or not shipping[g] or pr <= 0.0 or res[k, g] < pr
+                    or (liquid_gen[g] and not liquid_site)):
+                continue
+            kwg = kw[g]
+            n = min(units, np.int64(room * 1000.0 / kwg + 1e-9))
+            if not unlimited:
+                n = min(n, np.int64(capital[k] / pr + 1e-9))
+            if n <= 0:
+                continue
+            pay = n * pr
+            ev = sales[rows]
+            ev[EV_BUYER_CAPITAL] = np.nan
+            if unlimited:
+                ev[EV_BUYER_CAPITAL] = pay
+            else:
+                capital[k] = _pymax(capital[k] - pay, 0.0)
+            holdings[k, g] += n
+            mw_g = n * kwg / 1000.0
+            room -= mw_g
+            pool = b_mw_liq if liquid_site else b_mw
+            used = _pymin(mw_g, pool[k])
+            pool[k] -= used
+            mw_used[k] += used
+            inventory[l_, g] -= n  # LenderBook.remove_inventory
+            for a in range(nl):
+                for b in range(inventory.shape[1]):
+                    if inventory[a, b] == 0:
+                        inv_since[a, b] = -1
+            fleet_sold = True
+            _recover(l_, pay, claim_pool, recoveries, later_recoveries, rec, surplus)
+            recovered = recovered + psum(rec, 0, nl)
+            for j in range(nl):
+                repay[j] = minimum(repo_debt[j], rec[j])
+                repo_debt[j] = repo_debt[j] - repay[j]
+            paid = psum(repay, 0, nl)
+            lent = lent - paid
+            desk_cash = desk_cash + paid
+            cash_repaid[t] += paid
+            for j in range(nl):
+                lb_cash[j] += rec[j] - repay[j]
+            ev[EV_SURPLUS] = -psum(surplus, 0, nl)
+            fleet_units += n
+            ev[EV_KIND], ev[EV_LENDER], ev[EV_GEN], ev[EV_UNITS] = 1.0, l_, g, n
+            ev[EV_AMOUNT], ev[EV_PRICE] = pay, pr
+            rows += 1
+    if fleet_sold:  # repo_units = np.minimum(repo_units, inventory) after every fleet sale;
+        # inventory only falls, so after the last one it is the minimum with the last inventory
+        for a in range(nl):
+            for b in range(inventory.shape[1]):
+                repo_new[a, b] = min(repo_units[a, b], inventory[a, b])
+    totals[0], totals[1], totals[2], totals[3], totals[4] = (recovered, sold_mw, proceeds_sum,
+                                                             lent, desk_cash)
+    return rows, fleet_units, fleet_sold
 
 
 @jitable
@@ -221,31 +371,41 @@ def _stage_b(t, holder, since, lender, gpu_mw, lender_code, retired_code, max_ho
 
 
 @kernel
-def sites_month(from_b, t, has_buyers, res, price, kw, liquid_gen, shipping, do_convert,
-                conv_cost, conv_rate, conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv,
-                holder, since, lender, gpu_mw, lender_code, retired_code, sale_months,
-                max_hold, v_liq, v_air, x, mw_new, cap_new, liq_new, old_idx, tmp_n,
-                host_in_place, inventory, rent, power, util, hours, hosting_fee, lb_cash,
-                hosted, arbitrage, mining_mw_per_ph, status, defaulted, mine_mw, hashprice,
-                mining_cost, days, host_share, spot_opex, switch_cost, payback, switch_rate,
-                host_demand, host_rent, host_mw, switch_debt, switch_pay, rent_new, hmw_new,
-                debt_new, pay_new, share_new, income_new):
-    """One month of ``SiteBook.month`` (module docstring). With ``from_b`` false it values
-    MW and converts (``has_buyers``) and, where a site is ready for sale, returns there
-    (``ready`` > 0: the caller sells on numpy and calls again with ``from_b``); else, and with
-    ``from_b``, it goes on with retirement, hosting in place and arbitrage, writing in place
-    what the numpy code writes in place (``b_mw_conv``, ``holder``, ``lb_cash``) and into the
-    ``*_new`` arrays, ``hosted``, ``old_idx`` what it rebinds or logs. Returns (converted,
-    x.any(), x.sum(), ready, retired count, their MW, hosted any, tenants' rent, hosting
-    fees, hosting income, arbitrage stage)."""
-    converted, xany, xsum, ready = False, False, 0.0, 0
-    if not from_b and has_buyers:
+def sites_month(t, has_buyers, res, price, kw, liquid_gen, shipping, do_convert, conv_cost,
+                conv_rate, conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder, since,
+                lender, gpu_mw, lender_code, retired_code, sold_code, sale_months, max_hold,
+                v_liq, v_air, x, mw_new, cap_new, liq_new, liquid, site_buyer, build_cap,
+                unlimited, mw_used, holdings, with_fleet, newest_first, claim_pool, recoveries,
+                later_recoveries, inventory, inv_since, repo_units, repo_new, repo_debt,
+                cash_repaid, sales, totals, old_idx, tmp_n, host_in_place, rent, power, util,
+                hours, hosting_fee, lb_cash, hosted, arbitrage, mining_mw_per_ph, status,
+                defaulted, mine_mw, hashprice, mining_cost, days, host_share, spot_opex,
+                switch_cost, payback, switch_rate, host_demand, host_rent, host_mw, switch_debt,
+                switch_pay, rent_new, hmw_new, debt_new, pay_new, share_new, income_new):
+    """One month of ``SiteBook.month`` (module docstring): with buyers (``has_buyers``) the
+    MW values, the conversion and the sales (:func:`_stage_sell`), then retirement, hosting
+    in place and arbitrage; writes in place what the numpy code writes in place and into the
+    ``*_new`` arrays, ``hosted``, ``repo_new``, ``sales``, ``totals`` and ``old_idx`` what
+    it rebinds, adds up or logs. Returns (converted, x.any(), x.sum(), rows of ``sales``,
+    units sold with sites, repo units rebound, retired count, their MW, hosted any, tenants'
+    rent, hosting fees, hosting income, arbitrage stage)."""
+    converted, xany, xsum = False, False, 0.0
+    rows, fleet_units, fleet_sold = 0, 0, False
+    if has_buyers:
         converted, xany, xsum, ready = _stage_a(
             t, res, price, kw, liquid_gen, shipping, do_convert, conv_cost, conv_rate,
             conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder, since, lender_code,
             sale_months, v_liq, v_air, x, mw_new, cap_new, liq_new)
         if ready:
-            return converted, xany, xsum, ready, 0, 0.0, False, 0.0, 0.0, 0.0, 0
+            capital = cap_new if converted else b_capital  # the arrays convert rebinds
+            mw_air = mw_new if converted else b_mw
+            mw_liq = liq_new if converted and conv_col < 0 else b_mw_liq
+            rows, fleet_units, fleet_sold = _stage_sell(
+                t, holder, since, sale_months, gpu_mw, liquid, lender, site_buyer,
+                lender_code, sold_code, build_cap, v_liq, v_air, res, unlimited, capital,
+                mw_air, mw_liq, mw_used, holdings, with_fleet, newest_first, price, shipping,
+                liquid_gen, kw, claim_pool, recoveries, later_recoveries, lb_cash, inventory,
+                inv_since, repo_units, repo_new, repo_debt, cash_repaid, sales, totals)
     n_old, retired, hosted_any, tenants, opex, income_sum, arb = _stage_b(
         t, holder, since, lender, gpu_mw, lender_code, retired_code, max_hold, old_idx, tmp_n,
         host_in_place, inventory, kw, rent, power, util, hours, shipping, hosting_fee,
@@ -253,5 +413,5 @@ def sites_month(from_b, t, has_buyers, res, price, kw, liquid_gen, shipping, do_
         mining_cost, days, host_share, spot_opex, liquid_gen, switch_cost, payback,
         switch_rate, host_demand, host_rent, host_mw, switch_debt, switch_pay, rent_new,
         hmw_new, debt_new, pay_new, share_new, income_new)
-    return (converted, xany, xsum, ready, n_old, retired, hosted_any, tenants, opex,
-            income_sum, arb)
+    return (converted, xany, xsum, rows, fleet_units, fleet_sold, n_old, retired, hosted_any,
+            tenants, opex, income_sum, arb)
