@@ -185,7 +185,9 @@ def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buye
             kwg = kw[g]
             n = min(units, np.int64(room * 1000.0 / kwg + 1e-9))
             if not unlimited:
-                n = min(n, np.int64(capital[k] / pr + 1e-9))
+                reach = capital[k] / pr + 1e-9
+                if reach < 9.2e18:  # above int64: Python's int(reach) >= n, no bound
+                    n = min(n, np.int64(reach))
             if n <= 0:
                 continue
             pay = n * pr
