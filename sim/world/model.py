@@ -379,7 +379,7 @@ class LiquidationModel(mesa.Model):
         phases.lenders.run(self, month)  # 3
         phases.defaults.run(self, month)  # 4
         if self.sites is not None:  # site sales, hosting in place, conversion, arbitrage
-            self.sites.month(self)
+            phases.sites.run(self)
         orders = phases.orders.run(self, month)  # 5
         phases.market.run(self, orders)  # 6
         phases.market.sweep_sale_proceeds(self)

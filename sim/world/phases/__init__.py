@@ -4,7 +4,8 @@
 :mod:`~sim.world.phases.defaults` (4), :mod:`~sim.world.phases.orders` (5),
 :mod:`~sim.world.phases.market` (6), :mod:`~sim.world.phases.prices` (7),
 :mod:`~sim.world.phases.funding` (8), :mod:`~sim.world.phases.record` (9), and the policies'
-operations (:mod:`~sim.world.phases.policies`). Each takes the model (its books) and the month's
+operations (:mod:`~sim.world.phases.policies`) and the borrowers' sites' month between 4 and 5
+(:mod:`~sim.world.phases.sites`). Each takes the model (its books) and the month's
 state objects (:mod:`sim.world.state`) and returns what a later phase needs."""
 
 from sim.world.phases import (
@@ -18,7 +19,8 @@ from sim.world.phases import (
     policies,
     prices,
     record,
+    sites,
 )
 
 __all__ = ["borrowers", "defaults", "environment", "funding", "lenders", "market", "orders",
-           "policies", "prices", "record"]
+           "policies", "prices", "record", "sites"]
