@@ -46,6 +46,7 @@ import numpy as np
 from agents.borrower import BorrowerStatus
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
 from sim.world.kernels.borrowers import prepay_rows
+from sim.world.kernels.lenders import collateral_into
 
 DEFAULTED = int(BorrowerStatus.DEFAULTED)
 # reason codes of the default events (index into the phase's names)
@@ -64,20 +65,6 @@ def any_trigger(grace, cure, dm, status, arrears_months, call_months, dscr_breac
         if dm and dscr_breach[i] > cure + dm:
             return True
     return False
-
-
-@jitable
-def collateral_into(marks, lead, fleet, pledged, btc_price, coll):
-    """:func:`sim.world.phases.lenders.collateral` into ``coll``: each fleet row times the
-    lead lender's marks (row ``max(lead, 0)``), summed as numpy sums along the last axis
-    (pairwise), plus pledged BTC x price."""
-    nb, g = fleet.shape
-    row = np.empty(g)
-    for i in range(nb):
-        li = lead[i] if lead[i] > 0 else 0
-        for k in range(g):
-            row[k] = fleet[i, k] * marks[li, k]
-        coll[i] = psum(row, 0, g) + pledged[i] * btc_price
 
 
 @jitable

@@ -72,9 +72,10 @@ def _marks(table, stale, new_unit_price, age, price_hist, t, lag, mark_rule, mar
 
 
 @jitable
-def _collateral(marks, lead, fleet, pledged, btc_price, coll):
-    """:func:`sim.world.phases.lenders.collateral`: fleet . marks[max(lead, 0)] (numpy's
-    pairwise sum along each row) + pledged BTC x price, into ``coll``."""
+def collateral_into(marks, lead, fleet, pledged, btc_price, coll):
+    """:func:`sim.world.phases.lenders.collateral` into ``coll``: each fleet row times the
+    lead lender's marks (row ``max(lead, 0)``), summed as numpy sums along the last axis
+    (pairwise), plus pledged BTC x price (also phase 4's, :mod:`sim.world.kernels.defaults`)."""
     nb, g = fleet.shape
     row = np.empty(g)
     for i in range(nb):
@@ -195,7 +196,7 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
     _marks(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule, marks)
     nb = status.shape[0]
     ltv = np.empty(nb)
-    _collateral(marks, lead, fleet, pledged, btc_price, coll)
+    collateral_into(marks, lead, fleet, pledged, btc_price, coll)
     _debt_ltv(borrower, active, principal, accrued, coll, debt, ltv)
 
     # margin calls: new ones (BorrowerBook.new_margin_calls), logged at the debt and LTV now
