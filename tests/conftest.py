@@ -11,6 +11,11 @@ A test that asks for Chromium (:func:`chromium_path`, :func:`chromium_launch`) i
 its module forgets the mark. The golden cases are marked ``slow`` here too, all but ``baseline``
 (which ``make test-fast`` keeps as its bit-for-bit check), so that ``tests/qa/test_golden.py``
 itself stays as it was recorded with.
+
+Before any test, :func:`compiled_kernels` compiles (or loads from the cache) the compiled
+engine's kernels for every oracle case: a fresh checkout's first compile takes about 40 s of
+CPU with the GIL held, and tests that time a subprocess (a sweep interrupted 0.7 s after it
+starts) must find the kernels in the cache, not compile them.
 """
 
 from __future__ import annotations
@@ -92,3 +97,17 @@ def chromium_path() -> str:
 def chromium_launch(chromium_path) -> dict:
     """Keyword arguments for Playwright's ``chromium.launch`` (Debian's headless Chromium)."""
     return {"executable_path": chromium_path, "args": CHROMIUM_ARGS, "headless": True}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """Run each oracle case (``sim.qa.oracle.ORACLE_CASES``) for 24 months on the compiled
+    engine once per session, so every kernel is compiled for the argument types the tests
+    use and cached on disk before the first test (a no-op cost, about 0.3 s, once cached)."""
+    from sim.core.config import load_scenario
+    from sim.qa.oracle import ORACLE_CASES
+    from sim.world.model import LiquidationModel
+
+    for _, scenario, overrides in ORACLE_CASES:
+        cfg = load_scenario(scenario, list(overrides))
+        LiquidationModel(cfg, months=min(cfg.months, 24), engine="compiled").run()

@@ -23,6 +23,7 @@ Helpers that kernels call are marked :func:`jitable`; the scalar functions of
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -89,8 +90,29 @@ class Kernel:
     def __call__(self, *args: Any) -> Any:
         f = self._compiled
         if f is None:
-            f = self.compiled()
+            return _first_call(self.compiled(), args)
         return f(*args)
+
+
+def _first_call(f: Callable, args: tuple) -> Any:
+    """A kernel's first call in a process, which compiles it (about 5 s of CPU for a phase on a
+    fresh machine) or loads it from the cache. A Ctrl-C during numba's compilation was lost
+    (measured: ``liqsim run`` on an empty cache ran to the end after SIGINT), so in the main
+    thread SIGINT is only noted while it lasts, and delivered to the process's own handler
+    (Python's KeyboardInterrupt, or the sweep's) as soon as it returns."""
+    if threading.current_thread() is not threading.main_thread():
+        return f(*args)
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: noted.append(signum))
+    try:
+        out = f(*args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted and callable(previous):
+        previous(signal.SIGINT, None)
+    elif noted and previous == signal.SIG_DFL:
+        signal.default_int_handler(signal.SIGINT, None)
+    return out
 
 
 def kernel(f: Callable) -> Kernel:

@@ -117,3 +117,29 @@ def test_maximum_minimum_are_numpys_bits(reps):
     assert mx.tobytes() == np.maximum(a, b).tobytes()
     assert mn.tobytes() == np.minimum(a, b).tobytes()
     assert np.signbit(np.maximum(0.0, -0.0)) and not np.signbit(np.maximum(-0.0, 0.0))
+
+
+def test_a_ctrl_c_during_the_first_call_is_delivered_after_it():
+    """numba's compilation swallowed a SIGINT (a fresh machine's first run ignored Ctrl-C):
+    during a kernel's first call SIGINT is noted and delivered when the call returns. Here the
+    'compiler' sends SIGINT to the process and swallows the KeyboardInterrupt, as numba did."""
+    import os
+    import signal
+
+    def swallowing(*_args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+        except KeyboardInterrupt:
+            pass
+        return 7
+
+    k = Kernel(lambda: None)
+    k.compiled = lambda: swallowing  # the first call goes through the guard
+    with pytest.raises(KeyboardInterrupt):
+        k()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    calm = Kernel(lambda: None)
+    calm.compiled = lambda: (lambda: 3)
+    assert calm() == 3
