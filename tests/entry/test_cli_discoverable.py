@@ -173,9 +173,13 @@ values = [false, true]
 
 def _start_sweep(tmp_path: Path) -> subprocess.Popen:
     (tmp_path / "big.toml").write_text(BIG)
+    # SIGINT's default in the child, whatever this process inherited: a shell that starts the
+    # test suite in the background (`make test &`) makes SIGINT ignored, and children inherit
+    # an ignored signal, so Ctrl-C would then never reach the sweep
     return subprocess.Popen([LIQSIM, "sweep", "big.toml", "--workers", "2", "--out", "s"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             env={**os.environ, "LIQSIM_PROGRESS_SECONDS": "0"})
 
 
