@@ -96,9 +96,11 @@ class Kernel:
 
 def _first_call(f: Callable, args: tuple) -> Any:
     """A kernel's first call in a process, which compiles it (about 5 s of CPU for a phase on a
-    fresh machine) or loads it from the cache. A Ctrl-C during numba's compilation was lost
-    (measured: ``liqsim run`` on an empty cache ran to the end after SIGINT), so in the main
-    thread SIGINT is only noted while it lasts, and delivered to the process's own handler
+    fresh machine) or loads it from the cache. A KeyboardInterrupt raised inside llvmlite's
+    ctypes callback during compilation (``ExecutionEngine._raw_object_cache_notify``) is
+    printed as "Exception ignored on calling ctypes callback function" and dropped (a SIGINT
+    1.5 s into a series of compiles was dropped in 1 of 4 tries), so in the main thread
+    SIGINT is only noted while the call lasts, and delivered to the process's own handler
     (Python's KeyboardInterrupt, or the sweep's) as soon as it returns."""
     if threading.current_thread() is not threading.main_thread():
         return f(*args)

@@ -157,10 +157,12 @@ def test_progress_lines_without_a_tty(tmp_path):
     assert "liqsim: sweep tiny: 6/12 runs (50 %), " in r.stderr
 
 
+# 800 runs: long enough (several seconds on 2 workers with the compiled engine, issue 19)
+# that a signal sent 0.7-1.2 s after the start, or after the first run, finds it running
 BIG = """name = "big"
 base = "crypto_winter"
 months = 24
-replicates = 40
+replicates = 400
 root_seed = 1
 design = "grid"
 metrics = ["credit_losses"]
