@@ -232,7 +232,9 @@ def _in_arrears(m: LiquidationModel) -> LiquidationModel:
 @pytest.mark.parametrize("kind", ["zero", "signed_zero", "some", "all_cash", "huge", "odd",
                                   "negative"])
 @pytest.mark.parametrize("arrears", [False, True], ids=["current", "arrears"])
-@pytest.mark.parametrize("t", [0, 20, 40])
+# test-fast: month 0 (months 20 and 40 under make test)
+@pytest.mark.parametrize("t", [0, *(pytest.param(t, marks=pytest.mark.slow)
+                                for t in (20, 40))])
 def test_prepay_as_numpy(worlds, t, arrears, kind, monkeypatch):
     m = _in_arrears(worlds[t]) if arrears else worlds[t]
     a, b = _prepay_both(m, _amounts(m)[kind], monkeypatch)

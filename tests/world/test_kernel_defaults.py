@@ -87,6 +87,7 @@ def test_ordinary_months_match_and_exercise_every_branch(twins):
                                        ("sites.enabled=false",),
                                        ("buyers.outside_demand.enabled=false",)],
                          ids=["no_dscr_default", "no_sites", "no_outside_demand"])
+@pytest.mark.slow  # 1 s a case; test-fast: the ordinary months and the edges
 def test_switches_match(twins, overrides):
     month = twins(overrides=overrides, seed=5)
     for t in range(30):
@@ -162,7 +163,9 @@ def _payoffs(m, month):
 @pytest.mark.parametrize("perturb", [_mass, _void, _void_only, _specials, _ties,
                                      _payoffs],
                          ids=lambda f: f.__name__.strip("_"))
-@pytest.mark.parametrize("months", [1, 8, 20])
+# test-fast: every edge at month 2 (months 9 and 21 under make test)
+@pytest.mark.parametrize("months", [1, *(pytest.param(n, marks=pytest.mark.slow)
+                                     for n in (8, 20))])
 def test_edges_match(twins, perturb, months):
     """An edge state made just before phase 4 of month 2, 9 or 21 (ordinary months before)."""
     month = twins(seed=7)

@@ -137,7 +137,9 @@ def _book_marks_fresh(m, month):
 @pytest.mark.parametrize("perturb", [_crash, _specials, _no_btc_price, _all_defaulted,
                                      _book_marks_fresh],
                          ids=lambda f: f.__name__.strip("_"))
-@pytest.mark.parametrize("months", [0, 5, 14])
+# test-fast: every edge at month 1 (months 6 and 15 under make test)
+@pytest.mark.parametrize("months", [0, *(pytest.param(n, marks=pytest.mark.slow)
+                                     for n in (5, 14))])
 def test_edges_match(twins, perturb, months):
     """An edge state made just before phase 3 of month 1, 6 or 15 (ordinary months before)."""
     month = twins(seed=7)

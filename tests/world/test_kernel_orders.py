@@ -80,6 +80,7 @@ def test_ordinary_months_match_and_exercise_every_branch(twins):
                                         "borrowers.neocloud.guarantee_ltv=0"),
                                        ("market.mode='parametric'",)],
                          ids=["no_outside_demand", "no_covenant_scaling", "parametric"])
+@pytest.mark.slow  # 1 s a case; test-fast: the ordinary months and the edges
 def test_switches_match(twins, overrides):
     month = twins(overrides=overrides, seed=5)
     for t in range(30):
@@ -140,7 +141,9 @@ def _repo_units(m, month):
 
 @pytest.mark.parametrize("perturb", [_calls, _specials, _forced, _empty, _repo_units],
                          ids=lambda f: f.__name__.strip("_"))
-@pytest.mark.parametrize("months", [0, 8, 20])
+# test-fast: every edge at month 1 (months 9 and 21 under make test)
+@pytest.mark.parametrize("months", [0, *(pytest.param(n, marks=pytest.mark.slow)
+                                     for n in (8, 20))])
 def test_edges_match(twins, perturb, months):
     month = twins(seed=7)
     for t in range(months):
