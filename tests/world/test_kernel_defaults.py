@@ -55,7 +55,7 @@ def _observe(run, m, month):
 
 @pytest.fixture
 def twins(twin_runner):
-    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/world/conftest.py's
+    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/conftest.py's
     ``twin_runner`` at phase 4): steps both twins one month and returns the differences right
     after phase 4; ``perturb(m, month)`` changes both alike just before phase 4 and ends the
     month there. ``twins.flags``: per call of the full kernel, (payoffs, coins sold, pledged

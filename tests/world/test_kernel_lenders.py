@@ -57,7 +57,7 @@ def _flags(out):
 
 @pytest.fixture
 def twins(twin_runner):
-    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/world/conftest.py's
+    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/conftest.py's
     ``twin_runner`` at phase 3): steps both twins one month and returns the differences right
     after phase 3. ``perturb(m, month)`` changes both alike just before phase 3 and ends the
     month there. ``twins.flags``: the kernel's flags of each call."""

@@ -40,7 +40,7 @@ def _differences(x, y):
 
 @pytest.fixture
 def twins(twin_runner):
-    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/world/conftest.py's
+    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/conftest.py's
     ``twin_runner`` at phase 5). ``twins.flags``: per compiled phase 5, (engine, units offered
     by borrowers, forced units, patient units); ``twins.calls``: each kernel call's output
     (debt recomputed)."""
