@@ -12,6 +12,12 @@ its module forgets the mark. The golden cases are marked ``slow`` here too, all 
 (which ``make test-fast`` keeps as its bit-for-bit check), so that ``tests/qa/test_golden.py``
 itself stays as it was recorded with.
 
+For the phase kernels' tests (tests/world/test_kernel_<phase>.py): :func:`twin_runner` steps
+twin models with one phase on numpy in the first and compiled in the second (phases 3, 4 and
+5's tests), :func:`numpy_model` a crypto_winter model some months on numpy (phases 8 and 9's).
+They are here, not in a tests/world/conftest.py: a second module named ``conftest`` would
+shadow this one for ``import conftest`` (tests/views/test_browser.py patches its Chromium).
+
 Before any test, :func:`compiled_kernels` compiles (or loads from the cache) the compiled
 engine's kernels for every oracle case: a fresh checkout's first compile takes about 40 s of
 CPU with the GIL held, and tests that time a subprocess (a sweep interrupted 0.7 s after it
@@ -25,9 +31,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from sim.core.config import load_scenario
+from sim.qa.oracle import ORACLE_CASES
 from sim.views.app import HEADLESS_CHROMIUM_ARGS
+from sim.world.model import LiquidationModel
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = list(HEADLESS_CHROMIUM_ARGS)
@@ -103,11 +113,90 @@ def chromium_launch(chromium_path) -> dict:
 def compiled_kernels():
     """Run each oracle case (``sim.qa.oracle.ORACLE_CASES``) for 24 months on the compiled
     engine once per session, so every kernel is compiled for the argument types the tests
-    use and cached on disk before the first test (a no-op cost, about 0.3 s, once cached)."""
-    from sim.core.config import load_scenario
-    from sim.qa.oracle import ORACLE_CASES
-    from sim.world.model import LiquidationModel
-
+    use and cached on disk before the first test (once cached: about 0.8 s of CPU at load 7,
+    loading numba and the kernels included, 0.25 s of it the runs)."""
     for _, scenario, overrides in ORACLE_CASES:
         cfg = load_scenario(scenario, list(overrides))
         LiquidationModel(cfg, months=min(cfg.months, 24), engine="compiled").run()
+
+
+# ------------------------------------------------------------------ the kernel tests' twins
+class _Stop(Exception):
+    """Ends a perturbed month right after the phase under test (the later phases need not
+    survive the edge state)."""
+
+
+@pytest.fixture
+def twin_runner(monkeypatch):
+    """``twin_runner(phase, observe, differences, kernel=None)`` -> ``make``.
+
+    ``phase`` is the phase module whose ``run(m, month)`` is wrapped (for the test's
+    duration). In each twin's month the wrapper calls ``perturb(m, month)`` if a perturbation
+    was given, then ``observe(real_run, m, month)`` under ``np.errstate(all="ignore")`` (the
+    edge states divide by zero on numpy), which runs the phase and returns ``(snapshot,
+    value)``: ``value`` is what the wrapper returns to the month, ``snapshot`` what it keeps
+    for ``differences(numpy_snapshot, compiled_snapshot)``. Afterwards the twin's later
+    phases run on numpy, and a perturbed month ends right there. ``kernel=(module, name,
+    on_call)`` wraps ``module.name`` so that ``on_call(output)`` sees each call's output.
+
+    ``make(scenario="crypto_winter", overrides=(), seed=None)`` builds the twins and returns
+    ``month(perturb=None)``: one month of both twins, the list of differences
+    (``month.models``: the numpy and the compiled twin)."""
+
+    def setup(phase, observe, differences, kernel=None):
+        real_run = phase.run
+        snaps = {}
+        current = {"perturb": None}
+
+        def run(m, month):
+            perturb = current["perturb"]
+            if perturb is not None:
+                perturb(m, month)
+            with np.errstate(all="ignore"):
+                snaps[m.engine], value = observe(real_run, m, month)
+            m.engine = "numpy"  # the later phases on numpy in both twins
+            if perturb is not None:
+                raise _Stop
+            return value
+
+        monkeypatch.setattr(phase, "run", run)
+        if kernel is not None:
+            module, name, on_call = kernel
+            real_kernel = getattr(module, name)
+
+            def wrapped(*args):
+                out = real_kernel(*args)
+                on_call(out)
+                return out
+            monkeypatch.setattr(module, name, wrapped)
+
+        def make(scenario="crypto_winter", overrides=(), seed=None):
+            cfg = load_scenario(scenario, list(overrides), seed=seed)
+            a, b = LiquidationModel(cfg, engine="numpy"), LiquidationModel(cfg, engine="numpy")
+
+            def month(perturb=None):
+                current["perturb"] = perturb
+                for m, engine in ((a, "numpy"), (b, "compiled")):
+                    m.engine = engine
+                    try:
+                        m.step()
+                    except _Stop:
+                        pass
+                return differences(snaps.pop("numpy"), snaps.pop("compiled"))
+            month.models = (a, b)
+            return month
+        return make
+    return setup
+
+
+@pytest.fixture
+def numpy_model():
+    """``numpy_model(months, *overrides)``: a crypto_winter model (with ``overrides``) stepped
+    ``months`` months on the numpy engine."""
+
+    def build(months, *overrides):
+        m = LiquidationModel(load_scenario("crypto_winter", list(overrides)), engine="numpy")
+        for _ in range(months):
+            m.step()
+        return m
+    return build

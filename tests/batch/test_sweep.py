@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 
 from sim.batch.sweep import (
+    MAX_CHUNK,
+    RunResult,
     flat_metrics,
     load_spec,
     param_hash,
+    run_serial,
     run_sweep,
 )
 from sim.cli import main
@@ -589,3 +592,29 @@ def test_the_counterfactual_runs_only_for_a_metric_that_needs_it(monkeypatch):
     assert set(every) - set(s) == {"cascade_size", "defaults_counterfactual", "debtrank"}
     assert all(s[k] == every[k] for k in s if k != "liqsim_version")
     assert wm.summary(m, keys=["debtrank.max_single"])["debtrank"] == every["debtrank"]
+
+
+def test_in_process_runs_are_committed_in_batches_and_a_stop_commits_the_finished_ones():
+    """run_serial hands the sink one batch of MAX_CHUNK (8) results at a time, in order; a
+    Ctrl-C (or any error outside a run) in the middle of a batch first commits the runs of
+    the batch that finished, then goes on up."""
+    assert MAX_CHUNK == 8
+    batches = []
+    run_serial(list(range(19)), batches.append,
+               runner=lambda t: RunResult(t, "ok", None, {}, 0.0, "v"))
+    assert [[r.key for r in b] for b in batches] == [list(range(8)), list(range(8, 16)),
+                                                      [16, 17, 18]]
+
+    def stopped_at_11(t):
+        if t == 11:
+            raise KeyboardInterrupt
+        return RunResult(t, "ok", None, {}, 0.0, "v")
+
+    batches.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_serial(list(range(19)), batches.append, runner=stopped_at_11)
+    assert [[r.key for r in b] for b in batches] == [list(range(8)), [8, 9, 10]]
+    batches.clear()
+    with pytest.raises(KeyboardInterrupt):  # at a batch's first run: nothing more to commit
+        run_serial(list(range(11, 19)), batches.append, runner=stopped_at_11)
+    assert [[r.key for r in b] for b in batches] == []

@@ -292,8 +292,11 @@ def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeyp
 def test_a_batch_file_whose_rows_never_committed_is_removed_and_rerun(reference, monkeypatch,
                                                                       capsys):
     """The coordinator dies between a batch's series file and its ledger transaction (here:
-    the transaction fails): the file is on disk, no row names it. The next run deletes it,
-    runs the batch again and writes it again; the ledger matches the reference."""
+    the transaction fails): the file is on disk, no row names it. The next run deletes it and
+    runs the batch again; the ledger matches the reference, and its ``series_file`` column
+    names every file on disk. The re-run cuts the batch into two of 2 runs, files of other
+    names, so the orphan is gone only if the resume deleted it (a re-run of the same batch
+    would replace it by its name)."""
     import sim.batch.sweep
     from sim.io.ledger import Ledger, read_series
 
@@ -308,20 +311,33 @@ def test_a_batch_file_whose_rows_never_committed_is_removed_and_rerun(reference,
             raise sqlite3.OperationalError("disk I/O error")
         real(self, rows_, platforms)
 
+    def named() -> list[str]:
+        conn = sqlite3.connect(out / "ledger.sqlite")
+        try:
+            return [f for (f,) in conn.execute("SELECT series_file FROM runs")]
+        finally:
+            conn.close()
+
     monkeypatch.setattr(Ledger, "record_batch", fail_second)
     monkeypatch.setattr(sim.batch.sweep, "MAX_CHUNK", 4)  # 2 batches of 4 runs
     assert main(["sweep", str(make_spec(tmp)), "--out", str(out), "--workers", "1"]) == 2
     assert "disk I/O error" in _one_error_line(capsys)
     files = sorted(p.name for p in (out / "series").glob("b_*.parquet"))
-    assert len(files) == 2 and len(rows(out)) == 4  # the second file is an orphan
+    assert len(files) == 2 and len(rows(out)) == 4
+    kept = named()
+    assert len(set(kept)) == 1 and kept[0].endswith("_4.parquet")  # 4 rows, one file
+    orphan = [f for f in files if f != kept[0]]
+    assert len(orphan) == 1 and orphan[0].endswith("_4.parquet")
     monkeypatch.setattr(Ledger, "record_batch", real)
+    monkeypatch.setattr(sim.batch.sweep, "MAX_CHUNK", 2)  # the orphan's runs: 2 batches of 2
     res = run_sweep(make_spec(tmp), out=out, workers=1, progress=False)
     assert (res.skipped, res.done) == (4, 4)
     assert rows(out) == ref
     now = sorted(p.name for p in (out / "series").glob("*.parquet"))
-    assert len(now) == 2 and now[0] == files[0]  # the orphan was removed, its batch rewritten
+    assert orphan[0] not in now and kept[0] in now
+    assert now == sorted(set(named())) and len(now) == 3
     for h, seed, *_ in rows(out):
-        assert len(read_series(out, h, seed)) > 0
+        assert read_series(out, h, seed)["month"].tolist() == list(range(7))  # months = 6
 
 
 # --------------------------------------------------------------------------- dask

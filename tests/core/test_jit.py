@@ -1,11 +1,14 @@
 """sim.core.jit: numpy's pairwise sum to the bit, and kernels compiled at their first call."""
 
+import os
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from sim.core import numerics as nm
 from sim.core.jit import Kernel, kernel, maximum, minimum, psum
 
 
@@ -85,8 +88,6 @@ def test_kernel_is_lazy_and_keeps_the_python_function():
 @pytest.mark.parametrize("n", [5, 50, 500])
 def test_scalar_numerics_callable_from_a_kernel(n):
     """A kernel can call the CPU-independent scalar functions of sim.core.numerics."""
-    from sim.core import numerics as nm
-
     @kernel
     def exps(x, out):
         for i in range(x.shape[0]):
@@ -123,9 +124,6 @@ def test_a_ctrl_c_during_the_first_call_is_delivered_after_it():
     """numba's compilation swallowed a SIGINT (a fresh machine's first run ignored Ctrl-C):
     during a kernel's first call SIGINT is noted and delivered when the call returns. Here the
     'compiler' sends SIGINT to the process and swallows the KeyboardInterrupt, as numba did."""
-    import os
-    import signal
-
     def swallowing(*_args):
         try:
             os.kill(os.getpid(), signal.SIGINT)

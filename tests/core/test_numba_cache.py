@@ -74,3 +74,41 @@ def test_a_run_caches_its_kernels_in_the_hashed_directory(tmp_path):
     assert used.parent == tmp_path and used.name == f"src-{numba_cache.source_hash()}"
     assert list(used.rglob("*.nbi"))
     assert [p.name for p in tmp_path.iterdir()] == [used.name]
+
+
+@pytest.mark.parametrize("folder", ["sim/core", "sim/core/sub", "sim/world/kernels", "agents"])
+def test_a_new_file_in_any_compiled_source_folder_changes_the_hash(monkeypatch, tmp_path,
+                                                                    folder):
+    """Kernels call sim.core's helpers and read constants of agents/ (BorrowerStatus,
+    LenderStatus, BIG): a file added under any of the folders, at any depth, gives another
+    directory."""
+    d = _tree(tmp_path, "def psum(a): return 0.0\n")
+    monkeypatch.setattr(numba_cache, "_PACKAGE", d)
+    before = numba_cache.source_hash()
+    (d / folder).mkdir(parents=True, exist_ok=True)
+    (d / folder / "extra.py").write_text("LIMIT = 2\n")
+    assert numba_cache.source_hash() != before
+
+
+def test_the_default_directory_is_the_checkouts_else_the_users_cache(fresh, monkeypatch):
+    """No NUMBA_CACHE_DIR: ``.numba_cache`` beside ``sim/`` when it can be made; else (here a
+    file of that name is in the way) ``$XDG_CACHE_HOME/liqsim-numba``, or
+    ``~/.cache/liqsim-numba`` without XDG_CACHE_HOME."""
+    pkg = _tree(fresh / "pkg", "def psum(a): return 0.0\n")
+    monkeypatch.setattr(numba_cache, "_PACKAGE", pkg)
+    name = f"src-{numba_cache.source_hash()}"
+    assert numba_cache.prepare() == str(pkg / ".numba_cache" / name)
+    assert os.environ["NUMBA_CACHE_DIR"] == str(pkg / ".numba_cache" / name)
+
+    def again() -> str | None:
+        monkeypatch.setattr(numba_cache, "_prepared", False)
+        monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+        return numba_cache.prepare()
+
+    (pkg / ".numba_cache").rmdir()
+    (pkg / ".numba_cache").write_text("in the way")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fresh / "xdg"))
+    assert again() == str(fresh / "xdg" / "liqsim-numba" / name)
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(fresh / "home"))
+    assert again() == str(fresh / "home" / ".cache" / "liqsim-numba" / name)

@@ -2,11 +2,14 @@
 edge cases (mass defaults, failing lenders, one month), at several seeds; and the engine
 switch itself."""
 
+import inspect
+
 import numpy as np
 import pytest
 
 from sim.core.config import ConfigError
 from sim.qa.oracle import ORACLE_CASES, mismatches, run_both
+from sim.world.kernels import borrowers as kborrowers
 from sim.world.model import LiquidationModel
 
 IDS = [c[0] for c in ORACLE_CASES]
@@ -37,6 +40,28 @@ def test_oracle_sees_one_bit_of_state():
     b.borrowers.cash[5] = a.borrowers.cash[5]
     b.lenders.cash[0] = -0.0 if a.lenders.cash[0] == 0.0 else a.lenders.cash[0] * (1 + 2e-16)
     assert mismatches(a, b) == ["state: lenders.cash"]
+
+
+def test_oracle_sees_one_ulp_from_a_kernel_mid_run(monkeypatch):
+    """The compiled side itself one ulp off: phase 2's kernel leaves one borrower's cash one
+    ulp up in month 2 of 3 (the numpy twin runs its phase untouched). The compiled run is
+    caught differing (in month 2's panel row: by the end the borrower's cash agrees again),
+    and the kernel did run each month (the engine is not numpy in disguise)."""
+    real = kborrowers.waterfall
+    cash = list(inspect.signature(real.py).parameters).index("cash")
+    calls = []
+
+    def one_ulp_off(*args):
+        out = real(*args)
+        calls.append(1)
+        if len(calls) == 2:
+            args[cash][5] = np.nextafter(args[cash][5], np.inf)
+        return out
+
+    monkeypatch.setattr(kborrowers, "waterfall", one_ulp_off)
+    a, b = run_both("baseline", months=3)
+    assert len(calls) == 3
+    assert mismatches(a, b) == ["fingerprint: panel.cash"]
 
 
 def test_engine_switch(monkeypatch):

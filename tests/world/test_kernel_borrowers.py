@@ -55,17 +55,23 @@ def worlds() -> dict[int, LiquidationModel]:
     return out
 
 
+def _counted(monkeypatch, name: str) -> list:
+    """Wraps the kernel ``kb.<name>`` for the test's duration; each call appends 1 to the
+    list returned."""
+    calls = []
+    real = getattr(kb, name)
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+    monkeypatch.setattr(kb, name, counted)
+    return calls
+
+
 def _phase2_both(m: LiquidationModel, edit=None, monkeypatch=None):
     """Phase 1 on numpy, ``edit`` and phase 2 from copies of ``m``: (numpy, compiled, number
     of kernel calls)."""
-    calls = []
-    if monkeypatch is not None:
-        real = kb.waterfall
-
-        def counted(*args):
-            calls.append(1)
-            return real(*args)
-        monkeypatch.setattr(kb, "waterfall", counted)
+    calls = [] if monkeypatch is None else _counted(monkeypatch, "waterfall")
     out = []
     for engine in ("numpy", "compiled"):
         x = copy.deepcopy(m)
@@ -182,13 +188,7 @@ def test_other_revolver_layout_runs_numpy(worlds, monkeypatch):
 
 def _prepay_both(m: LiquidationModel, amount: np.ndarray, monkeypatch):
     """phases.borrowers.prepay of ``amount`` from copies of ``m``, numpy then compiled."""
-    calls = []
-    real = kb.prepay
-
-    def counted(*args):
-        calls.append(1)
-        return real(*args)
-    monkeypatch.setattr(kb, "prepay", counted)
+    calls = _counted(monkeypatch, "prepay")
     out = []
     for engine in ("numpy", "compiled"):
         x = copy.deepcopy(m)
@@ -232,7 +232,9 @@ def _in_arrears(m: LiquidationModel) -> LiquidationModel:
 @pytest.mark.parametrize("kind", ["zero", "signed_zero", "some", "all_cash", "huge", "odd",
                                   "negative"])
 @pytest.mark.parametrize("arrears", [False, True], ids=["current", "arrears"])
-@pytest.mark.parametrize("t", [0, 20, 40])
+# test-fast: month 0 (months 20 and 40 under make test)
+@pytest.mark.parametrize("t", [0, *(pytest.param(t, marks=pytest.mark.slow)
+                                for t in (20, 40))])
 def test_prepay_as_numpy(worlds, t, arrears, kind, monkeypatch):
     m = _in_arrears(worlds[t]) if arrears else worlds[t]
     a, b = _prepay_both(m, _amounts(m)[kind], monkeypatch)

@@ -46,58 +46,25 @@ def _differences(x, y):
     return bad
 
 
-class _Stop(Exception):
-    """Ends a perturbed month right after phase 4."""
+def _observe(run, m, month):
+    before = {(o, a): getattr(getattr(m, o), a) for o, a in _WATCHED}
+    before["new_defaults"] = m.new_defaults
+    run(m, month)
+    return _snapshot(m, month, before), None
 
 
 @pytest.fixture
-def twins(monkeypatch):
-    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)``: steps both twins one
-    month and returns the differences right after phase 4; ``perturb(m)`` changes both alike
-    just before phase 4 and ends the month there. ``twins.flags``: per call of the full
-    kernel, (payoffs, coins sold, pledged coins sold, arrears moved, defaults)."""
-    real_run = phases.defaults.run
-    real_kernel = kdefaults.defaults_month
+def twins(twin_runner):
+    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/conftest.py's
+    ``twin_runner`` at phase 4): steps both twins one month and returns the differences right
+    after phase 4; ``perturb(m, month)`` changes both alike just before phase 4 and ends the
+    month there. ``twins.flags``: per call of the full kernel, (payoffs, coins sold, pledged
+    coins sold, arrears moved, defaults)."""
     flags = []
-    snaps = {}
-    current = {"perturb": None}
-
-    def run(m, month):
-        if current["perturb"] is not None:
-            current["perturb"](m)
-        before = {(o, a): getattr(getattr(m, o), a) for o, a in _WATCHED}
-        before["new_defaults"] = m.new_defaults
-        with np.errstate(all="ignore"):
-            real_run(m, month)
-        snaps[m.engine] = _snapshot(m, month, before)
-        m.engine = "numpy"  # phases 5 to 9 on numpy in both twins
-        if current["perturb"] is not None:
-            raise _Stop
-
-    def kernel(*args):
-        out = real_kernel(*args)
-        flags.append((out[0], out[1], out[5], out[4], out[6]))
-        return out
-
-    monkeypatch.setattr(phases.defaults, "run", run)
-    monkeypatch.setattr(kdefaults, "defaults_month", kernel)
-
-    def make(scenario="crypto_winter", overrides=(), seed=None):
-        cfg = load_scenario(scenario, list(overrides), seed=seed)
-        a, b = LiquidationModel(cfg, engine="numpy"), LiquidationModel(cfg, engine="numpy")
-
-        def month(perturb=None):
-            current["perturb"] = perturb
-            for m, engine in ((a, "numpy"), (b, "compiled")):
-                m.engine = engine
-                try:
-                    m.step()
-                except _Stop:
-                    pass
-            return _differences(snaps.pop("numpy"), snaps.pop("compiled"))
-        month.models = (a, b)
-        return month
-
+    make = twin_runner(phases.defaults, _observe, _differences,
+                       kernel=(kdefaults, "defaults_month",
+                               lambda out: flags.append((out[0], out[1], out[5], out[4],
+                                                         out[6]))))
     make.flags = flags
     return make
 
@@ -120,6 +87,7 @@ def test_ordinary_months_match_and_exercise_every_branch(twins):
                                        ("sites.enabled=false",),
                                        ("buyers.outside_demand.enabled=false",)],
                          ids=["no_dscr_default", "no_sites", "no_outside_demand"])
+@pytest.mark.slow  # 1 s a case; test-fast: the ordinary months and the edges
 def test_switches_match(twins, overrides):
     month = twins(overrides=overrides, seed=5)
     for t in range(30):
@@ -127,12 +95,12 @@ def test_switches_match(twins, overrides):
     assert sum(x[4] for x in twins.flags) > 0  # somebody defaulted
 
 
-def _mass(m):
+def _mass(m, month):
     """Every borrower in arrears past the grace period: all default at once."""
     m.borrowers.arrears_months[:] = 99
 
 
-def _void(m):
+def _void(m, month):
     """Three borrowers past their cure with nothing owed (void: the call is cured), two of them
     the only ones triggered besides two ordinary defaults."""
     b, L = m.borrowers, m.loans
@@ -143,7 +111,7 @@ def _void(m):
         L.accrued[rows] = -0.0
 
 
-def _void_only(m):
+def _void_only(m, month):
     b, L = m.borrowers, m.loans
     b.arrears_months[:] = 0
     b.call_months[:] = -1
@@ -153,7 +121,7 @@ def _void_only(m):
     L.accrued[L.borrower == 4] = 0.0
 
 
-def _specials(m):
+def _specials(m, month):
     """NaN and -0.0 cash on defaulting borrowers, negative exposure dust on a row (the
     largest remainder's weight cleaning), odd fleets."""
     b, L = m.borrowers, m.loans
@@ -168,7 +136,7 @@ def _specials(m):
     b.fleet[8] += 7
 
 
-def _ties(m):
+def _ties(m, month):
     """Facilities whose rows owe the same: every generation's fleet odd, so the last unit of
     each goes by the largest remainder's tie rule (the lower row)."""
     b, L = m.borrowers, m.loans
@@ -181,7 +149,7 @@ def _ties(m):
         b.arrears_months[i] = 99
 
 
-def _payoffs(m):
+def _payoffs(m, month):
     """DSCR breaches past their sweep everywhere: the rich pay off (some with cash, some
     selling coins, pledged ones too), the rest default."""
     b = m.borrowers
@@ -195,7 +163,9 @@ def _payoffs(m):
 @pytest.mark.parametrize("perturb", [_mass, _void, _void_only, _specials, _ties,
                                      _payoffs],
                          ids=lambda f: f.__name__.strip("_"))
-@pytest.mark.parametrize("months", [1, 8, 20])
+# test-fast: every edge at month 2 (months 9 and 21 under make test)
+@pytest.mark.parametrize("months", [1, *(pytest.param(n, marks=pytest.mark.slow)
+                                     for n in (8, 20))])
 def test_edges_match(twins, perturb, months):
     """An edge state made just before phase 4 of month 2, 9 or 21 (ordinary months before)."""
     month = twins(seed=7)
@@ -210,8 +180,8 @@ def test_edges_match(twins, perturb, months):
 def test_payoff_pays_arrears_first(twins):
     """Payoffs by borrowers with unpaid interest: the prepayment's first stage runs and
     the loan book's accrued and overdue are rebound (flag), as on numpy."""
-    def perturb(m):
-        _payoffs(m)
+    def perturb(m, month):
+        _payoffs(m, month)
         m.loans.accrued[m.loans.active] += 1.0
     month = twins(seed=7)
     for _ in range(3):
@@ -223,7 +193,7 @@ def test_payoff_pays_arrears_first(twins):
 def test_ties_go_to_the_lower_row(twins):
     """k rows of equal exposure share k + 1 units: a quota of 1 + 1/k each, one unit left
     over, which goes to the lowest row, by hand: 2 units to the first row, 1 to the others."""
-    def perturb(m):
+    def perturb(m, month):
         b, L = m.borrowers, m.loans
         b.arrears_months[:] = 0
         b.call_months[:] = -1

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 
 from agents.lender import LenderStatus
-from sim.core.config import load_scenario
 from sim.core.contagion import rogers_veraart_state
 from sim.core.jit import kernel
 from sim.qa.oracle import model_state, same_bits
 from sim.world.kernels.funding import _clearing
-from sim.world.model import LiquidationModel
 from sim.world.phases import funding
 
 
@@ -61,13 +59,6 @@ def test_clearing_is_rogers_veraart_to_the_bit(seed):
     assert _same_bits(p, p0) and _same_bits(lbar, lbar0) and _same_bits(eq, eq0)
 
 
-def _model(months, *overrides):
-    m = LiquidationModel(load_scenario("crypto_winter", list(overrides)), engine="numpy")
-    for _ in range(months):
-        m.step()
-    return m
-
-
 def _step_both(m, mutate=None):
     """Funding month on the numpy and the compiled engine from deep copies of m."""
     a, b = copy.deepcopy(m), copy.deepcopy(m)
@@ -87,22 +78,22 @@ def _step_both(m, mutate=None):
 
 
 @pytest.mark.parametrize("months", [1, 4, 9])
-def test_funding_month_as_numpy(months):
-    bad, _ = _step_both(_model(months))
+def test_funding_month_as_numpy(months, numpy_model):
+    bad, _ = _step_both(numpy_model(months))
     assert bad == []
 
 
-def test_marks_computed_first_when_the_book_row_is_stale():
+def test_marks_computed_first_when_the_book_row_is_stale(numpy_model):
     """The lenders' cached book marks from another month: the phase fills the table with
     LenderBook.marks before the kernel, the same bits (the table included)."""
-    m = _model(6)
+    m = numpy_model(6)
     m.lenders._book_key = None
     m.lenders._table[:] = -1.0
     bad, b = _step_both(m)
     assert bad == [] and (b.lenders._table >= 0.0).all()
 
 
-def test_unpaid_costs_runs_estates_and_failures():
+def test_unpaid_costs_runs_estates_and_failures(numpy_model):
     """Lenders out of cash (costs partly unpaid, capitalised), one failed with cash (its
     estate pays out), two deleveraging (run on), a -0.0 cash: the same bits."""
     def mutate(m):
@@ -113,14 +104,14 @@ def test_unpaid_costs_runs_estates_and_failures():
         lb.status[[6, 7]] = LenderStatus.DELEVERAGING
         lb.repo_debt[1] = 3e6
         m.interbank[2] *= 40.0  # lender 2 owes far more than it holds: it fails
-    bad, b = _step_both(_model(5, "lenders.types.bank.capital_ratio=0.01"), mutate)
+    bad, b = _step_both(numpy_model(5, "lenders.types.bank.capital_ratio=0.01"), mutate)
     assert bad == []
     names = [ev[1] for ev in b.events if ev[0] == b.env.t]
     assert "lender_failure" in names  # the clearing's default path did run
 
 
-def test_invalid_clearing_input_raises_as_numpy():
-    m = _model(2)
+def test_invalid_clearing_input_raises_as_numpy(numpy_model):
+    m = numpy_model(2)
     for engine in ("numpy", "compiled"):
         x = copy.deepcopy(m)
         x.engine = engine

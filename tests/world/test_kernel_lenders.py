@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from agents.borrower import BorrowerStatus
-from sim.core.config import load_scenario
 from sim.qa.oracle import mismatches, model_state, run_both, same_bits
 from sim.world import phases
 from sim.world.kernels import lenders as klenders
-from sim.world.model import LiquidationModel
 
 # the arrays phase 3 may rebind or update in place: whether each is still the same object
 # after the phase must agree between the engines too
@@ -46,58 +44,26 @@ def _differences(x, y):
     return bad
 
 
-class _Stop(Exception):
-    """Ends a perturbed month right after phase 3 (later phases need not survive the edge)."""
+def _observe(run, m, month):
+    # the objects themselves, not their ids: a freed array's id can be reused
+    before = {(o, a): getattr(getattr(m, o), a) for o, a in _WATCHED}
+    run(m, month)
+    return _snapshot(m, month, before), None
+
+
+def _flags(out):
+    return dict(calls=out[3], refused=out[4], arrears=out[7], btc=out[8], swept=out[10])
 
 
 @pytest.fixture
-def twins(monkeypatch):
-    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)``: steps both twins one
-    month and returns the differences right after phase 3. ``perturb(m)`` changes both alike
-    just before phase 3 and ends the month there. ``twins.flags``: the kernel's flags of each
-    call."""
-    real_run = phases.lenders.run
-    real_kernel = klenders.lenders_month
+def twins(twin_runner):
+    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/conftest.py's
+    ``twin_runner`` at phase 3): steps both twins one month and returns the differences right
+    after phase 3. ``perturb(m, month)`` changes both alike just before phase 3 and ends the
+    month there. ``twins.flags``: the kernel's flags of each call."""
     flags = []
-    snaps = {}
-    current = {"perturb": None}
-
-    def run(m, month):
-        if current["perturb"] is not None:
-            current["perturb"](m)
-        # the objects themselves, not their ids: a freed array's id can be reused
-        before = {(o, a): getattr(getattr(m, o), a) for o, a in _WATCHED}
-        with np.errstate(all="ignore"):  # the edge cases divide by zero on numpy
-            real_run(m, month)
-        snaps[m.engine] = _snapshot(m, month, before)
-        m.engine = "numpy"  # phases 4 to 9 on numpy in both twins
-        if current["perturb"] is not None:
-            raise _Stop
-
-    def kernel(*args):
-        out = real_kernel(*args)
-        flags.append(dict(calls=out[3], refused=out[4], arrears=out[7], btc=out[8],
-                          swept=out[10]))
-        return out
-
-    monkeypatch.setattr(phases.lenders, "run", run)
-    monkeypatch.setattr(klenders, "lenders_month", kernel)
-
-    def make(scenario="crypto_winter", overrides=(), seed=None):
-        cfg = load_scenario(scenario, list(overrides), seed=seed)
-        a, b = LiquidationModel(cfg, engine="numpy"), LiquidationModel(cfg, engine="numpy")
-
-        def month(perturb=None):
-            current["perturb"] = perturb
-            for m, engine in ((a, "numpy"), (b, "compiled")):
-                m.engine = engine
-                try:
-                    m.step()
-                except _Stop:
-                    pass
-            return _differences(snaps.pop("numpy"), snaps.pop("compiled"))
-        return month
-
+    make = twin_runner(phases.lenders, _observe, _differences,
+                       kernel=(klenders, "lenders_month", lambda out: flags.append(_flags(out))))
     make.flags = flags
     return make
 
@@ -131,12 +97,12 @@ def test_whole_run_without_scaling_matches():
     assert mismatches(a, b) == []
 
 
-def _crash(m):
+def _crash(m, month):
     """Last month's price index at 30 %: marks fall, margin calls open everywhere."""
     m.price_hist[m.env.t - 1] *= 0.3
 
 
-def _specials(m):
+def _specials(m, month):
     """NaN cash, -0.0 arrears and principal, a tiny DSCR, no opex, all on a few borrowers."""
     b, L = m.borrowers, m.loans
     b.cash[[1, 7]] = np.nan
@@ -151,17 +117,17 @@ def _specials(m):
     m.price_hist[m.env.t - 1] *= 0.5
 
 
-def _no_btc_price(m):
+def _no_btc_price(m, month):
     """A BTC price of 0 with margin calls open: need / price is inf (or NaN for 0 / 0)."""
     m.env.btc = 0.0
     m.price_hist[m.env.t - 1] *= 0.4
 
 
-def _all_defaulted(m):
+def _all_defaulted(m, month):
     m.borrowers.status[:] = BorrowerStatus.DEFAULTED
 
 
-def _book_marks_fresh(m):
+def _book_marks_fresh(m, month):
     """The lenders' marks already taken this month (at this month's prices): phase 3 then
     keeps the table's book row (LenderBook.marks' cache; in a run phase 3 always refills it)."""
     m.lenders.marks(m.env, m.price_hist, m.env.t, m.cfg.lenders.appraisal_lag)
@@ -171,7 +137,9 @@ def _book_marks_fresh(m):
 @pytest.mark.parametrize("perturb", [_crash, _specials, _no_btc_price, _all_defaulted,
                                      _book_marks_fresh],
                          ids=lambda f: f.__name__.strip("_"))
-@pytest.mark.parametrize("months", [0, 5, 14])
+# test-fast: every edge at month 1 (months 6 and 15 under make test)
+@pytest.mark.parametrize("months", [0, *(pytest.param(n, marks=pytest.mark.slow)
+                                     for n in (5, 14))])
 def test_edges_match(twins, perturb, months):
     """An edge state made just before phase 3 of month 1, 6 or 15 (ordinary months before)."""
     month = twins(seed=7)

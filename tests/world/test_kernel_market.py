@@ -204,8 +204,10 @@ SWITCHES = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "agents"), SWITCHES,
-                         ids=["+".join(o) or "crypto_winter" for o, _ in SWITCHES])
+# test-fast: crypto_winter's defaults (about 1 s a case); every switch under make test
+@pytest.mark.parametrize(("overrides", "agents"), [
+    pytest.param(o, a, id="+".join(o) or "crypto_winter", marks=() if not o else pytest.mark.slow)
+    for o, a in SWITCHES])
 def test_month_by_month(monkeypatch, overrides, agents):
     """Every month of a run: phase 6 on the compiled engine leaves what numpy leaves (every
     array and number of the model and its books, their types, the events and the flows)."""

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 from agents.lender import LenderStatus
-from sim.core.config import load_scenario
 from sim.qa.oracle import model_state, same_bits
 from sim.world import phases
 from sim.world.kernels import orders as korders
-from sim.world.model import LiquidationModel
 
 _ORDERS = ("forced", "patient", "patient_price", "floor", "b_units", "b_price")
 
@@ -40,61 +38,24 @@ def _differences(x, y):
     return bad
 
 
-class _Stop(Exception):
-    """Ends a perturbed month right after phase 5."""
-
-
 @pytest.fixture
-def twins(monkeypatch):
-    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (as in
-    test_kernel_defaults, at phase 5). ``twins.flags``: per kernel call, (debt recomputed,
-    units offered by borrowers, forced units, patient units)."""
-    real_run = phases.orders.run
-    flags = []
-    snaps = {}
-    current = {"perturb": None}
+def twins(twin_runner):
+    """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/conftest.py's
+    ``twin_runner`` at phase 5). ``twins.flags``: per compiled phase 5, (engine, units offered
+    by borrowers, forced units, patient units); ``twins.calls``: each kernel call's output
+    (debt recomputed)."""
+    flags, calls = [], []
 
-    def run(m, month):
-        if current["perturb"] is not None:
-            current["perturb"](m, month)
+    def observe(run, m, month):
         before = m.lenders.repo_units
-        with np.errstate(all="ignore"):
-            orders = real_run(m, month)
-        snaps[m.engine] = _snapshot(m, month, orders, before)
+        orders = run(m, month)
         if m.engine == "compiled":
             flags.append((m.engine, orders.b_units.sum(), orders.forced.sum(),
                           orders.patient.sum()))
-        m.engine = "numpy"
-        if current["perturb"] is not None:
-            raise _Stop
-        return orders
+        return _snapshot(m, month, orders, before), orders
 
-    calls = []
-    real_kernel = korders.orders_month
-
-    def kernel(*args):
-        out = real_kernel(*args)
-        calls.append(out)
-        return out
-
-    monkeypatch.setattr(phases.orders, "run", run)
-    monkeypatch.setattr(korders, "orders_month", kernel)
-
-    def make(scenario="crypto_winter", overrides=(), seed=None):
-        cfg = load_scenario(scenario, list(overrides), seed=seed)
-        a, b = LiquidationModel(cfg, engine="numpy"), LiquidationModel(cfg, engine="numpy")
-
-        def month(perturb=None):
-            current["perturb"] = perturb
-            for m, engine in ((a, "numpy"), (b, "compiled")):
-                m.engine = engine
-                try:
-                    m.step()
-                except _Stop:
-                    pass
-            return _differences(snaps.pop("numpy"), snaps.pop("compiled"))
-        return month
-
+    make = twin_runner(phases.orders, observe, _differences,
+                       kernel=(korders, "orders_month", calls.append))
     make.flags = flags
     make.calls = calls
     return make
@@ -119,6 +80,7 @@ def test_ordinary_months_match_and_exercise_every_branch(twins):
                                         "borrowers.neocloud.guarantee_ltv=0"),
                                        ("market.mode='parametric'",)],
                          ids=["no_outside_demand", "no_covenant_scaling", "parametric"])
+@pytest.mark.slow  # 1 s a case; test-fast: the ordinary months and the edges
 def test_switches_match(twins, overrides):
     month = twins(overrides=overrides, seed=5)
     for t in range(30):
@@ -179,7 +141,9 @@ def _repo_units(m, month):
 
 @pytest.mark.parametrize("perturb", [_calls, _specials, _forced, _empty, _repo_units],
                          ids=lambda f: f.__name__.strip("_"))
-@pytest.mark.parametrize("months", [0, 8, 20])
+# test-fast: every edge at month 1 (months 9 and 21 under make test)
+@pytest.mark.parametrize("months", [0, *(pytest.param(n, marks=pytest.mark.slow)
+                                     for n in (8, 20))])
 def test_edges_match(twins, perturb, months):
     month = twins(seed=7)
     for t in range(months):

@@ -10,17 +10,8 @@ import numpy as np
 import pytest
 
 from agents.borrower import BorrowerStatus
-from sim.core.config import load_scenario
 from sim.qa.oracle import engine_mismatches, model_state, same_bits
-from sim.world.model import LiquidationModel
 from sim.world.phases import record
-
-
-def _model(months, *overrides):
-    m = LiquidationModel(load_scenario("crypto_winter", list(overrides)), engine="numpy")
-    for _ in range(months):
-        m.step()
-    return m
 
 
 def _record_both(m, mutate=None):
@@ -42,12 +33,12 @@ def _record_both(m, mutate=None):
 
 
 @pytest.mark.parametrize("months", [1, 5, 12])
-def test_record_month_as_numpy(months):
-    bad, _ = _record_both(_model(months))
+def test_record_month_as_numpy(months, numpy_model):
+    bad, _ = _record_both(numpy_model(months))
     assert bad == []
 
 
-def test_record_edges_and_panel_by_hand():
+def test_record_edges_and_panel_by_hand(numpy_model):
     """-0.0 cash, a healthy borrower in arrears and one under a margin call (DISTRESSED in the
     panel), a defaulted one (its t0 equity counts as wiped out), a lender failed and one
     deleveraging, the recorded generation taken as liquid-cooled: the same bits; borrower 0's
@@ -64,7 +55,7 @@ def test_record_edges_and_panel_by_hand():
         b.fleet[0] = [1, 2, 0, 0, 3][: b.fleet.shape[1]]
         m.liquid = [*m.liquid]
         m.liquid[m.h100] = True  # the recorded capacity in liquid-cooled MW only
-    bad, m = _record_both(_model(4), mutate)
+    bad, m = _record_both(numpy_model(4), mutate)
     assert bad == []
     t, nl = m.env.t, m.lenders.n
     state = m.panel["state"][t]
