@@ -1,11 +1,11 @@
 """The compiled phase 6 (sim.world.kernels.market) against the numpy phase, its oracle: the same
 month stepped both ways from copies of one state, across the switches the kernel covers; its
-helpers against the functions they repeat (clear_book, outside_bids, Python's // and sum())
-on random inputs and on cases worked by hand; signed zeros; the month it hands back to numpy."""
+helpers against the functions they repeat (clear_book, outside_bids) on random inputs and on
+cases worked by hand (Python's // and sum(), sim.core.jit's floordiv and pysum_terms, are
+tested in tests/core/test_jit.py); signed zeros; the month it hands back to numpy."""
 
 import copy
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -33,17 +33,6 @@ def _outside_k(top, scrap, depth, supply, scrap_block):
     price = np.zeros(40)
     n = km._outside_bids(top, scrap, depth, supply, scrap_block, qty, price, 0)
     return qty[:n], price[:n]
-
-
-@kernel
-def _floordiv_k(a, b):
-    return km._floordiv(a, b)
-
-
-@kernel
-def _pysum_k(fill, value, neumaier):
-    rows = np.arange(len(fill))
-    return km._pysum_terms(fill, rows, value, 0, len(fill), neumaier)
 
 
 def _bits(x: float) -> tuple:
@@ -98,33 +87,6 @@ def test_outside_bids_is_outside_bids():
         qty, price = _outside_k(top, scrap, depth, supply, block)
         want_q, want_p = outside_bids(top, scrap, depth, supply, block)
         assert qty.tolist() == want_q and price.tolist() == want_p
-
-
-def test_floordiv_is_pythons():
-    # 1.0 / 0.1 rounds to 10.0, but 0.1 is a little above 1/10: Python's 1.0 // 0.1 is 9.0
-    assert _floordiv_k(1.0, 0.1) == 1.0 // 0.1 == 9.0
-    rng = np.random.default_rng(4)
-    for a, b in zip(rng.uniform(0, 1e9, 2000), rng.uniform(1e-3, 1e5, 2000), strict=True):
-        assert _floordiv_k(float(a), float(b)) == float(a) // float(b)
-    assert _bits(_floordiv_k(0.0, 3.0)) == _bits(0.0 // 3.0)
-
-
-def test_pysum_is_pythons_sum():
-    # 1e16 + 1 rounds back to 1e16, and - 1e16 gives 0 in a plain sum; Python 3.12's sum()
-    # carries the lost 1 in its compensation and returns 1.0
-    fill, value = np.array([1, 1, 1]), np.array([[1e16], [1.0], [-1e16]])
-    neumaier = sys.version_info >= (3, 12)
-    assert _pysum_k(fill, value, neumaier) == sum(float(v) for v in value[:, 0])
-    assert _pysum_k(fill, value, False) == 0.0
-    rng = np.random.default_rng(5)
-    for _ in range(200):
-        n = int(rng.integers(1, 30))
-        f = rng.integers(0, 50, n)
-        v = (rng.standard_normal((n, 1)) * 10.0 ** rng.integers(-3, 12, (n, 1)))
-        want = sum(u * x for u, x in zip(f.tolist(), v[:, 0].tolist(), strict=True))
-        assert _bits(_pysum_k(f, v, neumaier)) == _bits(want)
-    # the int start 0 plus -0.0 is +0.0
-    assert _bits(_pysum_k(np.array([1]), np.array([[-0.0]]), neumaier)) == (1.0, 0.0)
 
 
 # ------------------------------------------------------------------ the phase

@@ -15,7 +15,9 @@ lenders. The month's reservation prices and participation draws (``buyers.reserv
 The kernel is the numpy phase step for step: :func:`_clear` is the rule of
 :func:`sim.core.market.call_auction` as :func:`sim.core.market._clear_small` computes it (stable
 sorts, bisections, exact integer fills by the largest-remainder method, the price from the same
-float operations, Python's ``min`` / ``max`` on floats as :func:`_pymin` / :func:`_pymax`);
+float operations, Python's ``min`` / ``max`` on floats as :func:`sim.core.jit.pymin` /
+:func:`~sim.core.jit.pymax`, its ``//`` as :func:`~sim.core.jit.floordiv` and its ``sum()``
+of the forced sales' values at repossession as :func:`~sim.core.jit.pysum_terms`);
 :func:`_outside_bids` is :func:`sim.core.market.outside_bids` and the parametric price that
 of :func:`sim.core.market.parametric_price` (the exponential through
 :func:`sim.core.numerics.exp1`, as ``numerics.exp`` computes it); sums numpy takes with
@@ -30,7 +32,17 @@ import math
 
 import numpy as np
 
-from sim.core.jit import jitable, kernel, maximum, minimum, psum
+from sim.core.jit import (
+    floordiv,
+    jitable,
+    kernel,
+    maximum,
+    minimum,
+    psum,
+    pymax,
+    pymin,
+    pysum_terms,
+)
 from sim.core.market import MAX_UNITS, OUTSIDE_DEPTHS, OUTSIDE_STEPS_PER_DEPTH
 from sim.core.numerics import exp1
 
@@ -55,34 +67,8 @@ _TINY = math.ulp(0.0)
 _N_STEPS = OUTSIDE_STEPS_PER_DEPTH * OUTSIDE_DEPTHS
 
 
-@jitable
-def _pymax(a, b):
-    """Python's ``max(a, b)``: ``b`` only if ``b > a`` (so ``a`` on ties and NaN)."""
-    return b if b > a else a
-
-
-@jitable
-def _pymin(a, b):
-    """Python's ``min(a, b)``: ``b`` only if ``b < a``."""
-    return b if b < a else a
-
-
-@jitable
-def _floordiv(vx, wx):
-    """Python's float ``vx // wx`` (CPython's ``float_floor_div``: fmod, then a floor that
-    corrects for the rounding of the quotient), ``wx`` nonzero."""
-    mod = np.fmod(vx, wx)
-    div = (vx - mod) / wx
-    if mod != 0.0:
-        if (wx < 0.0) != (mod < 0.0):
-            div -= 1.0
-    if div != 0.0:
-        floordiv = np.floor(div)
-        if div - floordiv > 0.5:
-            floordiv += 1.0
-    else:
-        floordiv = math.copysign(0.0, vx / wx)
-    return floordiv
+# kept until sites imports from sim.core.jit (sim.world.kernels.sites imports these names)
+_pymax, _pymin = pymax, pymin
 
 
 @jitable
@@ -215,9 +201,9 @@ def _clear(aq, ap, na, bq, bp, nb, k, a_fill, b_fill):
     marg_ask = a_px[_bisect_left(a_cum, na, volume)]
     next_bid = -nb_px[_bisect_left(b_cum, nb, volume + 1)] if volume < b_tot else 0.0
     next_ask = a_px[_bisect_left(a_cum, na, volume + 1)] if volume < a_tot else math.inf
-    lo = _pymax(marg_ask, next_bid)
-    hi = _pymin(marg_bid, next_ask)
-    price = hi if k == 1.0 else _pymin(_pymax(lo + k * (hi - lo), lo), hi)
+    lo = pymax(marg_ask, next_bid)
+    hi = pymin(marg_bid, next_ask)
+    price = hi if k == 1.0 else pymin(pymax(lo + k * (hi - lo), lo), hi)
     # the marginal levels: bisect_left(x, nextafter(m, inf)) is bisect_right(x, m) for
     # finite prices (no NaN in a book)
     fa = np.empty(na, np.int64)
@@ -239,7 +225,7 @@ def _outside_bids(top, scrap, depth, supply, scrap_block, qty, price, pos):
     returns the new end."""
     if supply <= 0:
         return pos
-    top = _pymax(top, scrap)
+    top = pymax(top, scrap)
     step = depth / OUTSIDE_STEPS_PER_DEPTH
     lim = float(supply + 1)
     prev = 0
@@ -281,39 +267,12 @@ def _pinned(b_rows, bq, bp, b_fill, nb, n_k, k):
 
 
 @jitable
-def _pysum_terms(fill, rows, value, g, n, neumaier):
-    """Python's ``sum(u * value[r, g] for r, u in zip(rows[:n], fill[:n]))`` (``n`` >= 1), as
-    ``record_trade`` computes the forced sales' value at repossession: the int start 0 plus
-    the first term (0.0 + x), then, from CPython 3.12 on (``neumaier``), the builtin's
-    compensated float sum (Neumaier 1974, ZAMM 54(1), "Rundungsfehleranalyse einiger
-    Verfahren zur Summation endlicher Summen"; CPython's ``builtin_sum_impl``, gh-100425): the
-    running compensation c added at the end if nonzero and finite; before 3.12 a plain
-    left-to-right sum."""
-    f = 0.0 + float(fill[0]) * value[rows[0], g]
-    c = 0.0
-    for j in range(1, n):
-        x = float(fill[j]) * value[rows[j], g]
-        if not neumaier:
-            f += x
-            continue
-        t = f + x
-        if abs(f) >= abs(x):
-            c += (f - t) + x
-        else:
-            c += (x - t) + f
-        f = t
-    if c != 0.0 and math.isfinite(c):
-        f += c
-    return f
-
-
-@jitable
 def _desk_room(on, capacity, lent, cost_basis, cash):
     """:attr:`agents.repo_desk.RepoDesk.room`: max(min(capacity - used, cash), 0)."""
     if not on:
         return 0.0
     used = lent + psum(cost_basis, 0, cost_basis.shape[0])
-    return _pymax(_pymin(capacity - used, cash), 0.0)
+    return pymax(pymin(capacity - used, cash), 0.0)
 
 
 @kernel
@@ -477,19 +436,19 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             if desk_price > 0:
                 room = _desk_room(desk_on, fp[FP_DESK_CAPACITY], fp[FP_DESK_LENT], d_cost_basis,
                                   fp[FP_DESK_CASH])
-                dq = _floordiv(room, desk_price)
+                dq = floordiv(room, desk_price)
                 q = sup if dq >= sup else int(dq)
                 if q != 0:
                     b_rows[nb], bq[nb], bp[nb] = n_k, q, desk_price
                     nb += 1
             if lolr_on and lo_prices[g] > 0:  # its capacity and its powered space
                 lo_p = lo_prices[g]
-                room = _pymax(_pymin(fp[FP_LOLR_CAPACITY] - psum(lo_cost_basis, 0, n_gen),
+                room = pymax(pymin(fp[FP_LOLR_CAPACITY] - psum(lo_cost_basis, 0, n_gen),
                                      fp[FP_LOLR_CASH]), 0.0)
                 for gg in range(n_gen):
                     lo_kw[gg] = float(lo_holdings[gg]) * kw[gg]
-                kw_room = _pymax(fp[FP_LOLR_KW] - psum(lo_kw, 0, n_gen), 0.0)
-                qf = _pymin(_floordiv(room, lo_p), _floordiv(kw_room, kw[g]))
+                kw_room = pymax(fp[FP_LOLR_KW] - psum(lo_kw, 0, n_gen), 0.0)
+                qf = pymin(floordiv(room, lo_p), floordiv(kw_room, kw[g]))
                 q = sup if qf >= sup else int(qf)
                 if q > 0:
                     b_rows[nb], bq[nb], bp[nb] = n_k + 1, q, lo_p
@@ -520,7 +479,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
                     n_buys = j + 1
                     if bp[j] < lowest:
                         lowest = bp[j]
-            fp[FP_ABOVE] = _pymax(fp[FP_ABOVE], price - lowest)
+            fp[FP_ABOVE] = pymax(fp[FP_ABOVE], price - lowest)
             salvage_fill = 0
             desk_fill = 0
             # the filled rows from the end: outside steps / salvage, then the desk
@@ -707,7 +666,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
         fp[FP_FORCED_VALUE] += float(forced_sold) * price
         fp[FP_FORCED_FUNDAMENTAL] += float(forced_sold) * fundamental[g]
         if outside_on and forced_sold:
-            fp[FP_FORCED_REP] += _pysum_terms(a_fill, a_rows, rep_value, g, n_forced,
+            fp[FP_FORCED_REP] += pysum_terms(a_fill, a_rows, rep_value, g, n_forced,
                                               ip[IP_NEUMAIER] != 0)
         # ---- log_purchases: buyers (row order), salvage, the desk
         for jj in range(last + 1):
