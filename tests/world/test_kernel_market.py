@@ -223,3 +223,41 @@ def test_book_too_large_goes_to_numpy(monkeypatch):
     a, b, calls = _both(m0, orders0)
     assert calls == 1 and _differences(a, b) == []
     assert a.month_volume[g] > 0
+
+
+def test_per_run_inputs_are_made_once_and_never_written(monkeypatch):
+    """The generations newest first and the floor bid of a desk without one are made once a
+    run (``m.kernel_inputs["market"]``): every month's kernel call gets the same two arrays,
+    and the kernel leaves them as made (the newest-first order, zeros)."""
+    seen = []
+    real = km.market_month
+
+    def spy(*args):
+        seen.append((args[2], args[21]))  # newest_first, the desk's floor bids
+        return real(*args)
+
+    monkeypatch.setattr(km, "market_month", spy)
+    m = LiquidationModel("crypto_winter", months=36)
+    m.run()
+    assert len(seen) > 5
+    newest, no_bid = seen[0]
+    assert all(a is newest and b is no_bid for a, b in seen)
+    assert newest.tolist() == m.newest_first and newest.dtype == np.int64
+    assert no_bid.shape == (m.n_gen,) and not no_bid.any()
+
+
+def test_events_from_the_kernel_arrays(monkeypatch):
+    """The event tuples built from the kernel's two arrays (codes, rows, generations and
+    units in one, prices in the other) are those the numpy phase logs: the same run on each
+    engine logs the same market events, sales by lenders and borrowers and purchases among
+    them (the list is what the run's hash covers)."""
+    logs = []
+    for engine in ("numpy", "compiled"):
+        m = LiquidationModel("crypto_winter", months=36, engine=engine)
+        m.run()
+        logs.append([e for e in m.events if e[1] in ("sale", "purchase")])
+    assert logs[0] == logs[1]
+    assert [repr(e) for e in logs[0]] == [repr(e) for e in logs[1]]  # int / float types too
+    kinds = {(e[1], e[2]) for e in logs[1]}
+    assert {("sale", "lender"), ("purchase", "buyer")} <= kinds, kinds
+    assert kinds & {("sale", "miner"), ("sale", "neocloud")}, kinds

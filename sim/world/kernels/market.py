@@ -21,9 +21,9 @@ of the forced sales' values at repossession as :func:`~sim.core.jit.pysum_terms`
 :func:`_outside_bids` is :func:`sim.core.market.outside_bids` and the parametric price that
 of :func:`sim.core.market.parametric_price` (the exponential through
 :func:`sim.core.numerics.exp1`, as ``numerics.exp`` computes it); sums numpy takes with
-``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are returned as arrays (a code for the
-name and agent, the row, generation, units and price) in the numpy phase's order, and the phase
-logs the same tuples from them.
+``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are returned as two arrays (a code for
+the name and agent, the row, generation and units in one; the price) in the numpy phase's
+order, and the phase logs the same tuples from them.
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ from sim.core.numerics import exp1
  FP_FORCED_VALUE, FP_FORCED_FUNDAMENTAL, FP_FORCED_REP, FP_BUYERS_PAID, FP_RECOVERED,
  FP_FLOW_SALVAGE, FP_FLOW_ESTATE, FP_FLOW_BUYER_CAPITAL, FP_LOLR_CAPACITY, FP_LOLR_CASH,
  FP_LOLR_KW, FP_ALPHA) = range(19)
-# what :func:`market_month` did (its ``flags`` output), which decides what the phase rebinds
-# and which numbers become numpy floats as in the numpy phase: generations traded
+# what :func:`market_month` did (the three flags it returns), which decides what the phase
+# rebinds and which numbers become numpy floats as in the numpy phase: generations traded
 # (forced_fundamental), lender settlements (repo_units; recovered_total, the desk's cash and
 # loans), buyer settlements (the buyers' capital and MW; buyers_paid)
 FL_TRADES, FL_LENDER_SETTLES, FL_BUYER_SETTLES = 0, 1, 2
+EV_INTS = 4  # the rows of the events' integer array: code, row, generation, units
 _BIG_UNITS = 10**12  # agents.buyer.BIG, an unlimited buyer's capacity
 _BIG_F = float(_BIG_UNITS)
 _TINY = math.ulp(0.0)
@@ -299,9 +300,12 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
     parametric alpha. ``capital``, ``mw``, ``mw_liq``, ``mw_used`` and ``repo_units`` are
     copies the phase rebinds (the numpy phase rebinds them).
 
-    Returns (status, number of events, the events' codes, rows, generations, units and
-    prices, flags): status 1 when a generation's book could reach ``MAX_UNITS`` units, and
-    then nothing was changed (the phase runs numpy, whose ``clear_book`` checks them)."""
+    Returns (status, number of events, the three flags ``FL_*``, the events' integers, their
+    prices): status 1 when a generation's book could reach ``MAX_UNITS`` units, and then
+    nothing was changed (the phase runs numpy, whose ``clear_book`` checks them); the
+    integers are one (``EV_INTS``, n) array whose rows are the events' codes, rows,
+    generations and units (one array to hand back rather than four: each array a kernel
+    returns costs a Python object)."""
     t = ip[IP_T]
     outside_on, to_salvage = ip[IP_OUTSIDE] != 0, ip[IP_TO_SALVAGE] != 0
     unlimited, sites = ip[IP_UNLIMITED] != 0, ip[IP_SITES] != 0
@@ -340,13 +344,10 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             # every bid is capped at the supply: (buyers, desk, lolr) x supply + supply + 1 bid
             # units at most, and the ask units: below MAX_UNITS, clear_book checks nothing
             if supply[g] > MAX_UNITS or (n_k + 3) * supply[g] + 1 > MAX_UNITS:
-                return (1, 0, np.zeros(0, np.int64), np.zeros(0, np.int64),
-                        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), flags)
+                return 1, 0, 0, 0, 0, np.zeros((EV_INTS, 0), np.int64), np.zeros(0)
     n_ev_max = n_gens * (n_l + n_b + n_k + 5)
-    ev_code = np.empty(n_ev_max, np.int64)
-    ev_idx = np.empty(n_ev_max, np.int64)
-    ev_gen = np.empty(n_ev_max, np.int64)
-    ev_units = np.empty(n_ev_max, np.int64)
+    ev_int = np.empty((EV_INTS, n_ev_max), np.int64)  # rows: code, agent row, gen, units
+    ev_code, ev_idx, ev_gen, ev_units = ev_int[0], ev_int[1], ev_int[2], ev_int[3]
     ev_price = np.empty(n_ev_max)
     n_ev = 0
     # the book of one generation: asks (rows in row order) and bids
@@ -682,7 +683,8 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             ev_code[n_ev], ev_idx[n_ev], ev_units[n_ev] = EV_DESK_BUY, 0, desk_fill
             ev_gen[n_ev], ev_price[n_ev] = g, price
             n_ev += 1
-    return 0, n_ev, ev_code, ev_idx, ev_gen, ev_units, ev_price, flags
+    return (0, n_ev, flags[FL_TRADES], flags[FL_LENDER_SETTLES], flags[FL_BUYER_SETTLES],
+            ev_int, ev_price)
 
 
 @jitable
