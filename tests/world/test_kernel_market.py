@@ -6,6 +6,7 @@ tested in tests/core/test_jit.py); signed zeros; the month it hands back to nump
 
 import copy
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -226,24 +227,43 @@ def test_book_too_large_goes_to_numpy(monkeypatch):
 
 
 def test_per_run_inputs_are_made_once_and_never_written(monkeypatch):
-    """The generations newest first and the floor bid of a desk without one are made once a
-    run (``m.kernel_inputs["market"]``): every month's kernel call gets the same two arrays,
-    and the kernel leaves them as made (the newest-first order, zeros)."""
+    """The generations newest first, the floor bid of a desk without one, the integer
+    parameters and the liquid-cooled generations are made once a run
+    (``m.kernel_inputs["market"]``): every month's kernel call gets the same arrays, the
+    month written into the parameters, and the kernel leaves them as made; a changed
+    ``m.liquid`` (a new list, or the same list edited) makes them anew."""
     seen = []
     real = km.market_month
 
     def spy(*args):
-        seen.append((args[2], args[21]))  # newest_first, the desk's floor bids
+        # newest_first, the desk's floor bids, the integer parameters (and the month in
+        # them), the liquid-cooled generations
+        seen.append((args[2], args[21], args[0], int(args[0][km.IP_T]), args[5],
+                     args[5].tolist()))
         return real(*args)
 
     monkeypatch.setattr(km, "market_month", spy)
     m = LiquidationModel("crypto_winter", months=36)
-    m.run()
+    for _ in range(24):
+        m.step()
     assert len(seen) > 5
-    newest, no_bid = seen[0]
-    assert all(a is newest and b is no_bid for a, b in seen)
+    newest, no_bid, ip, _, liquid, _ = seen[0]
+    assert all(x[0] is newest and x[1] is no_bid and x[2] is ip and x[4] is liquid
+               for x in seen)
+    months = [x[3] for x in seen]
+    assert months == sorted(set(months)) and months[-1] <= m.env.t  # the month of each call
     assert newest.tolist() == m.newest_first and newest.dtype == np.int64
     assert no_bid.shape == (m.n_gen,) and not no_bid.any()
+    assert ip[1:].tolist() == [m.outside_on, m.cfg.market.unsold_to_salvage, m.buyers.unlimited,
+                               m.buyers.sites, m.desk.enabled, m.desk.secured,
+                               sys.version_info >= (3, 12), m.lolr is not None,
+                               m.cfg.policy.lolr.hold_months, m.cfg.market.mode == "parametric"]
+    assert all(x[5] == m.liquid for x in seen) and liquid.dtype == np.bool_
+    n = len(seen)
+    m.liquid[0] = not m.liquid[0]  # edited in place: seen, and the kernel gets the new flags
+    while len(seen) == n and m.running:
+        m.step()
+    assert len(seen) > n and seen[-1][4] is not liquid and seen[-1][5] == m.liquid
 
 
 def test_events_from_the_kernel_arrays(monkeypatch):

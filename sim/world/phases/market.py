@@ -127,19 +127,23 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         offered = nz(orders.forced) or nz(orders.patient) or nz(orders.b_units)
     if not (offered or nz(desk.holdings) or (lolr is not None and nz(lolr.holdings))):
         return True  # no order at all (most months): ask_book's None, where numpy stops too
-    st = m.kernel_inputs.get("market")
-    if st is None or st[0] is not m.newest_first or st[2].shape[0] != m.n_gen:
-        # per run: the generations newest first (fixed at build) and the floor bid of a
-        # desk without one (the kernel only reads both)
-        st = m.kernel_inputs["market"] = (m.newest_first,
-                                          np.array(m.newest_first, dtype=np.int64),
-                                          np.zeros(m.n_gen))
-    _, newest_first, no_floor_bid = st
     outside, sites, unlimited = m.outside_on, buyers.sites, buyers.unlimited
     od, flows, lo_cfg = m.outside_demand, m.flows, m.cfg.policy.lolr
-    ip = np.array((env.t, outside, m.cfg.market.unsold_to_salvage, unlimited, sites,
-                   desk.enabled, desk.secured, _NEUMAIER_SUM, lolr is not None,
-                   lo_cfg.hold_months, m.cfg.market.mode == "parametric"), dtype=np.int64)
+    switches = (outside, m.cfg.market.unsold_to_salvage, unlimited, sites, desk.enabled,
+                desk.secured, _NEUMAIER_SUM, lolr is not None, lo_cfg.hold_months,
+                m.cfg.market.mode == "parametric")
+    st = m.kernel_inputs.get("market")
+    if (st is None or st[0] is not m.newest_first or st[2].shape[0] != m.n_gen
+            or st[3] != switches or st[5] != m.liquid):
+        # per run (remade if one moves): the generations newest first (fixed at build), the
+        # floor bid of a desk without one, the integer parameters but the month, and the
+        # liquid-cooled generations; the kernel only reads them
+        st = m.kernel_inputs["market"] = (
+            m.newest_first, np.array(m.newest_first, dtype=np.int64), np.zeros(m.n_gen),
+            switches, np.array((0, *switches), dtype=np.int64), list(m.liquid),
+            np.array(m.liquid, dtype=bool))
+    _, newest_first, no_floor_bid, _, ip, _, liquid = st
+    ip[kmarket.IP_T] = env.t
     fp = np.array((m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
                    m.month_above_reservation, m.forced_value, m.forced_fundamental,
                    m.forced_rep_value if outside else 0.0, m.buyers_paid, m.recovered_total,
@@ -162,7 +166,7 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
                      lolr.cash_bought, lolr.cash_sold)
     status, n_ev, trades, lender_settles, buyer_settles, ev_int, ev_price = kmarket.market_month(
         ip, fp, newest_first, env.shipping, env.kw,
-        np.array(m.liquid, dtype=bool), replacement_cost(env), m.units0, m.fundamental,
+        liquid, replacement_cost(env), m.units0, m.fundamental,
         orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
         orders.b_price, desk.holdings, desk.cost_basis, desk.cash_bought, desk.cash_sold,
         desk.cash_repaid, desk.default_loss, d_bid, m.price,
