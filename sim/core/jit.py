@@ -18,11 +18,17 @@ which ``np.add.reduce`` (``ndarray.sum``) uses over a contiguous 1-D float64 arr
 a few thousand, and the kernel machinery with and without compilation.
 
 Helpers that kernels call are marked :func:`jitable`; the scalar functions of
-:mod:`sim.core.numerics` (exp, log, the normal CDF, Black's call) are callable too.
+:mod:`sim.core.numerics` (exp, log, the normal CDF, Black's call) are callable too. Where a
+numpy phase computes with Python floats rather than numpy (``max``/``min`` of two floats, a
+float ``//``, the builtin ``sum`` of floats), a kernel uses :func:`pymax`, :func:`pymin`,
+:func:`floordiv` and :func:`pysum_terms`, which give CPython's bits (numpy's ``maximum``,
+``floor_divide`` and ``add.reduce`` differ from them on NaN, signed zeros, rounding and
+summation order); ``tests/core/test_jit.py`` checks them against Python on hand-picked values.
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from collections.abc import Callable
@@ -207,3 +213,78 @@ def maximum(a, b):
 def minimum(a, b):
     """``np.minimum(a, b)`` of two floats, bit for bit (NaN if either is; ``b`` when equal)."""
     return a if (a < b or a != a) else b
+
+
+@jitable
+def pymax(a, b):
+    """Python's ``max(a, b)`` of two floats, bit for bit: the builtin keeps its first argument
+    and replaces it only by an item that compares greater (``b > a``), so it returns ``a`` on
+    ties and whenever a NaN makes the comparison false: ``max(0.0, -0.0)`` is 0.0 but
+    ``max(-0.0, 0.0)`` is -0.0, ``max(nan, 1.0)`` is NaN but ``max(1.0, nan)`` is 1.0.
+    (:func:`maximum`, numpy's rule, returns NaN if either is NaN and ``b`` on ties.)"""
+    return b if b > a else a
+
+
+@jitable
+def pymin(a, b):
+    """Python's ``min(a, b)`` of two floats, bit for bit: ``b`` only if ``b < a``, else ``a``
+    (ties, signed zeros and NaNs as in :func:`pymax`)."""
+    return b if b < a else a
+
+
+@jitable
+def floordiv(vx, wx):
+    """Python's float ``vx // wx``, bit for bit, for ``wx`` nonzero (Python raises
+    ZeroDivisionError at 0; here the result would be NaN). CPython's ``float_floor_div``
+    (Objects/floatobject.c, ``_float_div_mod``) is not ``floor(vx / wx)``: it takes
+    ``fmod(vx, wx)``, divides ``vx - mod`` (exact) by ``wx``, steps down by one when the
+    remainder's sign differs from the divisor's, then floors and corrects a quotient that
+    rounding left just below an integer; a zero quotient takes the sign of ``vx / wx``. So
+    ``1.0 // 0.1`` is 9.0 (0.1 is a little above 1/10) where ``floor(1.0 / 0.1)`` is 10.0,
+    and ``-0.0 // 3.0`` is -0.0. (numpy's ``floor_divide`` follows the same algorithm but is
+    not what the phases that call this use.)"""
+    mod = np.fmod(vx, wx)
+    div = (vx - mod) / wx
+    if mod != 0.0:
+        if (wx < 0.0) != (mod < 0.0):
+            div -= 1.0
+    if div != 0.0:
+        fd = np.floor(div)
+        if div - fd > 0.5:
+            fd += 1.0
+    else:
+        fd = math.copysign(0.0, vx / wx)
+    return fd
+
+
+@jitable
+def pysum_terms(fill, rows, value, g, n, neumaier):
+    """Python's builtin ``sum(u * value[r, g] for r, u in zip(rows[:n], fill[:n]))`` over
+    Python ints ``u`` and floats ``value[r, g]`` (``n`` >= 1), bit for bit: what a numpy phase
+    computes when it sums products of list items with ``sum()`` (phase 6's forced sales valued
+    at repossession, :func:`sim.world.phases.market.record_trade`). Each term is
+    ``float(u) * value`` (exact conversion: the units are far below 2**53). The builtin
+    starts from the int 0, so the first partial sum is ``0.0 + x`` (-0.0 becomes +0.0);
+    then, from CPython 3.12 on (``neumaier`` true; gh-100425, ``builtin_sum_impl``), it
+    adds floats with Neumaier's compensated summation (Neumaier 1974, ZAMM 54(1),
+    "Rundungsfehleranalyse einiger Verfahren zur Summation endlicher Summen"): a running
+    compensation of each addition's rounding error, added to the total at the end if it is
+    nonzero and finite; before 3.12 (``neumaier`` false) a plain left-to-right sum. Neither
+    is numpy's pairwise :func:`psum`: ``sum([1e16, 1.0, -1e16])`` is 1.0 on 3.12, 0.0 on a
+    plain left-to-right sum."""
+    f = 0.0 + float(fill[0]) * value[rows[0], g]
+    c = 0.0
+    for j in range(1, n):
+        x = float(fill[j]) * value[rows[j], g]
+        if not neumaier:
+            f += x
+            continue
+        t = f + x
+        if abs(f) >= abs(x):
+            c += (f - t) + x
+        else:
+            c += (x - t) + f
+        f = t
+    if c != 0.0 and math.isfinite(c):
+        f += c
+    return f

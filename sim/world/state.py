@@ -48,7 +48,10 @@ class SellOrders:
     * ``patient_price``: the patient lenders' asks;
     * ``floor``: the salvage price per generation (the forced asks without the outside demand);
     * ``b_units``: units distressed borrowers offer (voluntary sales);
-    * ``b_price``: the borrowers' ask per generation.
+    * ``b_price``: the borrowers' ask per generation;
+    * ``offered``: whether ``forced``, ``patient`` or ``b_units`` has a nonzero entry, when
+      the compiled phase 5 has found out (phase 6's test for a month without orders); None
+      when not known.
     """
 
     forced: np.ndarray
@@ -57,3 +60,4 @@ class SellOrders:
     floor: np.ndarray
     b_units: np.ndarray
     b_price: np.ndarray
+    offered: bool | None = None

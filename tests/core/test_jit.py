@@ -1,7 +1,9 @@
 """sim.core.jit: numpy's pairwise sum to the bit, and kernels compiled at their first call."""
 
+import math
 import os
 import signal
+import struct
 import subprocess
 import sys
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from sim.core import numerics as nm
-from sim.core.jit import Kernel, kernel, maximum, minimum, psum
+from sim.core.jit import Kernel, floordiv, kernel, maximum, minimum, psum, pymax, pymin, pysum_terms
 
 
 @kernel
@@ -147,3 +149,154 @@ def test_a_ctrl_c_during_the_first_call_is_delivered_after_it():
     calm = Kernel(lambda: None)
     calm.compiled = lambda: (lambda: 3)
     assert calm() == 3
+
+
+# ------------------------------------------------------------------ Python's float semantics
+
+# hand-picked: signed zeros, infinities, NaN, a value whose decimal is not its double (0.1),
+# negative divisors, tiny and huge magnitudes
+_PICKED = [0.0, -0.0, 1.0, -1.0, 0.1, -0.1, 3.0, -3.0, 2.5, 7.0, 1e-300, 5e-324, 1e300,
+           -1e300, math.inf, -math.inf, math.nan]
+
+
+def _bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+def _pairs():
+    a = np.array([x for x in _PICKED for _ in _PICKED])
+    b = np.array([y for _ in _PICKED for y in _PICKED])
+    return a, b
+
+
+@kernel
+def _py_ops(a, b, mx, mn, fd):
+    for i in range(a.shape[0]):
+        mx[i] = pymax(a[i], b[i])
+        mn[i] = pymin(a[i], b[i])
+        if b[i] != 0.0:
+            fd[i] = floordiv(a[i], b[i])
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_pymax_pymin_are_pythons_bits(compiled):
+    """Every pair of the hand-picked values: the bits of Python's max(a, b) / min(a, b), which
+    differ from numpy's (maximum/minimum) on ties of signed zeros and on NaN."""
+    a, b = _pairs()
+    mx, mn, fd = np.empty_like(a), np.empty_like(a), np.empty_like(a)
+    with np.errstate(all="ignore"):  # uncompiled, the helpers compute on numpy scalars
+        (_py_ops if compiled else _py_ops.py)(a, b, mx, mn, fd)
+    for x, y, got_max, got_min in zip(a.tolist(), b.tolist(), mx.tolist(), mn.tolist(),
+                                      strict=True):
+        assert _bits(got_max) == _bits(max(x, y)), (x, y)
+        assert _bits(got_min) == _bits(min(x, y)), (x, y)
+    # the cases where Python and numpy part: the first argument wins a tie and a NaN second
+    assert _bits(pymax(-0.0, 0.0)) == _bits(-0.0) != _bits(np.maximum(-0.0, 0.0))
+    assert _bits(pymin(0.0, -0.0)) == _bits(0.0) != _bits(np.minimum(0.0, -0.0))
+    assert pymax(1.0, math.nan) == 1.0 and math.isnan(np.maximum(1.0, math.nan))
+    assert math.isnan(pymax(math.nan, 1.0)) and pymin(2.0, math.nan) == 2.0
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_floordiv_is_pythons_bits(compiled):
+    """Every pair of the hand-picked values with a nonzero divisor: the bits of Python's
+    ``a // b`` (a NaN result only as NaN: its sign bit is the C library's), including
+    negative divisors, infinities and signed zero quotients."""
+    a, b = _pairs()
+    mx, mn, fd = np.empty_like(a), np.empty_like(a), np.empty_like(a)
+    with np.errstate(all="ignore"):  # uncompiled, the helpers compute on numpy scalars
+        (_py_ops if compiled else _py_ops.py)(a, b, mx, mn, fd)
+    checked = 0
+    for x, y, got in zip(a.tolist(), b.tolist(), fd.tolist(), strict=True):
+        if y == 0.0:
+            continue
+        want = x // y
+        if math.isnan(want):
+            assert math.isnan(got), (x, y)
+        else:
+            assert _bits(got) == _bits(want), (x, y, got, want)
+        checked += 1
+    assert checked == len(_PICKED) * (len(_PICKED) - 2)
+    # worked by hand: 0.1 is a little above 1/10, so 1.0 // 0.1 is 9.0 (1.0 / 0.1 rounds to
+    # 10.0); a negative remainder against a positive divisor steps down; zeros keep a sign
+    assert floordiv(1.0, 0.1) == 9.0 == 1.0 // 0.1 and math.floor(1.0 / 0.1) == 10
+    assert floordiv(-7.0, 2.0) == -4.0 and floordiv(7.0, -2.0) == -4.0
+    assert floordiv(-7.0, -2.0) == 3.0
+    assert _bits(floordiv(-0.0, 3.0)) == _bits(-0.0) and _bits(floordiv(0.0, -3.0)) == _bits(-0.0)
+    assert floordiv(-1.0, math.inf) == -1.0 and _bits(floordiv(1.0, math.inf)) == _bits(0.0)
+
+
+@kernel
+def _floordiv_k(a, b):
+    return floordiv(a, b)
+
+
+def test_floordiv_on_random_values():
+    rng = np.random.default_rng(4)
+    a = rng.uniform(-1e9, 1e9, 3000) * 10.0 ** rng.integers(-6, 6, 3000)
+    b = rng.uniform(-1e5, 1e5, 3000) * 10.0 ** rng.integers(-6, 6, 3000)
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        assert _bits(_floordiv_k(x, y)) == _bits(x // y), (x, y)
+
+
+@kernel
+def _pysum_k(fill, value, neumaier):
+    rows = np.arange(len(fill))
+    return pysum_terms(fill, rows, value, 0, len(fill), neumaier)
+
+
+def _sum_like_python(fill, value):
+    return sum(u * x for u, x in zip(fill.tolist(), value[:, 0].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_pysum_terms_cancellation_by_hand(compiled):
+    """Cases a plain left-to-right sum gets wrong and Python 3.12's sum() gets right (its
+    compensation carries the units 1e16 + 1 rounds away), and the int start 0."""
+    f = _pysum_k if compiled else _pysum_k.py
+    neumaier = sys.version_info >= (3, 12)
+    cases = [([1, 1, 1], [1e16, 1.0, -1e16]),  # 3.12: 1.0; plain: 0.0
+             ([1, 1, 1, 1], [1.0, 1e100, 1.0, -1e100]),  # 3.12: 2.0; plain: 0.0
+             ([3, 2, 1], [0.1, 0.2, -0.7]),  # rounding in every term
+             ([1, 1], [1e308, 1e308]),  # overflow: inf, the compensation is not finite
+             ([1, 1, 1], [math.inf, 1.0, -1.0]),
+             ([2, 5], [-0.0, -0.0]),  # 0 + -0.0 is +0.0
+             ([1], [-0.0]),
+             ([0, 4], [1.5, -2.25])]
+    for fill, vals in cases:
+        fill_a, value = np.array(fill), np.array(vals)[:, None]
+        with np.errstate(all="ignore"):  # uncompiled, the helper computes on numpy scalars
+            got = f(fill_a, value, neumaier)
+        assert _bits(got) == _bits(_sum_like_python(fill_a, value)), vals
+    one = np.array([1, 1, 1]), np.array([[1e16], [1.0], [-1e16]])
+    assert f(*one, True) == 1.0 and f(*one, False) == 0.0  # the two rules differ here
+    if neumaier:
+        assert sum([1e16, 1.0, -1e16]) == 1.0
+    with np.errstate(all="ignore"):
+        nan = f(np.array([1, 1]), np.array([[math.inf], [-math.inf]]), neumaier)
+    assert math.isnan(nan) and math.isnan(_sum_like_python(np.array([1, 1]),
+                                                           np.array([[math.inf], [-math.inf]])))
+
+
+def test_pysum_terms_is_pythons_sum_on_random_values():
+    neumaier = sys.version_info >= (3, 12)
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        f = rng.integers(0, 50, n)
+        v = rng.standard_normal((n, 1)) * 10.0 ** rng.integers(-3, 16, (n, 1))
+        assert _bits(_pysum_k(f, v, neumaier)) == _bits(_sum_like_python(f, v))
+
+
+@kernel
+def _pysum_rows_k(fill, rows, value, g, n, neumaier):
+    return pysum_terms(fill, rows, value, g, n, neumaier)
+
+
+def test_pysum_terms_reads_rows_column_and_prefix():
+    """``rows`` index the rows of ``value``, ``g`` its column, and only the first ``n`` terms
+    count."""
+    value = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0]])
+    fill, rows = np.array([3, 5, 7]), np.array([2, 0, 1])
+    assert _pysum_rows_k(fill, rows, value, 1, 2, True) == 3 * 40.0 + 5 * 10.0
+    assert _pysum_rows_k(fill, rows, value, 0, 3, False) == 3 * 4.0 + 5 * 1.0 + 7 * 2.0

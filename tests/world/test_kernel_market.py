@@ -1,7 +1,8 @@
 """The compiled phase 6 (sim.world.kernels.market) against the numpy phase, its oracle: the same
 month stepped both ways from copies of one state, across the switches the kernel covers; its
-helpers against the functions they repeat (clear_book, outside_bids, Python's // and sum())
-on random inputs and on cases worked by hand; signed zeros; the month it hands back to numpy."""
+helpers against the functions they repeat (clear_book, outside_bids) on random inputs and on
+cases worked by hand (Python's // and sum(), sim.core.jit's floordiv and pysum_terms, are
+tested in tests/core/test_jit.py); signed zeros; the month it hands back to numpy."""
 
 import copy
 import math
@@ -33,17 +34,6 @@ def _outside_k(top, scrap, depth, supply, scrap_block):
     price = np.zeros(40)
     n = km._outside_bids(top, scrap, depth, supply, scrap_block, qty, price, 0)
     return qty[:n], price[:n]
-
-
-@kernel
-def _floordiv_k(a, b):
-    return km._floordiv(a, b)
-
-
-@kernel
-def _pysum_k(fill, value, neumaier):
-    rows = np.arange(len(fill))
-    return km._pysum_terms(fill, rows, value, 0, len(fill), neumaier)
 
 
 def _bits(x: float) -> tuple:
@@ -98,33 +88,6 @@ def test_outside_bids_is_outside_bids():
         qty, price = _outside_k(top, scrap, depth, supply, block)
         want_q, want_p = outside_bids(top, scrap, depth, supply, block)
         assert qty.tolist() == want_q and price.tolist() == want_p
-
-
-def test_floordiv_is_pythons():
-    # 1.0 / 0.1 rounds to 10.0, but 0.1 is a little above 1/10: Python's 1.0 // 0.1 is 9.0
-    assert _floordiv_k(1.0, 0.1) == 1.0 // 0.1 == 9.0
-    rng = np.random.default_rng(4)
-    for a, b in zip(rng.uniform(0, 1e9, 2000), rng.uniform(1e-3, 1e5, 2000), strict=True):
-        assert _floordiv_k(float(a), float(b)) == float(a) // float(b)
-    assert _bits(_floordiv_k(0.0, 3.0)) == _bits(0.0 // 3.0)
-
-
-def test_pysum_is_pythons_sum():
-    # 1e16 + 1 rounds back to 1e16, and - 1e16 gives 0 in a plain sum; Python 3.12's sum()
-    # carries the lost 1 in its compensation and returns 1.0
-    fill, value = np.array([1, 1, 1]), np.array([[1e16], [1.0], [-1e16]])
-    neumaier = sys.version_info >= (3, 12)
-    assert _pysum_k(fill, value, neumaier) == sum(float(v) for v in value[:, 0])
-    assert _pysum_k(fill, value, False) == 0.0
-    rng = np.random.default_rng(5)
-    for _ in range(200):
-        n = int(rng.integers(1, 30))
-        f = rng.integers(0, 50, n)
-        v = (rng.standard_normal((n, 1)) * 10.0 ** rng.integers(-3, 12, (n, 1)))
-        want = sum(u * x for u, x in zip(f.tolist(), v[:, 0].tolist(), strict=True))
-        assert _bits(_pysum_k(f, v, neumaier)) == _bits(want)
-    # the int start 0 plus -0.0 is +0.0
-    assert _bits(_pysum_k(np.array([1]), np.array([[-0.0]]), neumaier)) == (1.0, 0.0)
 
 
 # ------------------------------------------------------------------ the phase
@@ -263,3 +226,60 @@ def test_book_too_large_goes_to_numpy(monkeypatch):
     a, b, calls = _both(m0, orders0)
     assert calls == 1 and _differences(a, b) == []
     assert a.month_volume[g] > 0
+
+
+def test_per_run_inputs_are_made_once_and_never_written(monkeypatch):
+    """The generations newest first, the floor bid of a desk without one, the integer
+    parameters and the liquid-cooled generations are made once a run
+    (``m.kernel_inputs["market"]``): every month's kernel call gets the same arrays, the
+    month written into the parameters, and the kernel leaves them as made; a changed
+    ``m.liquid`` (a new list, or the same list edited) makes them anew."""
+    seen = []
+    real = km.market_month
+
+    def spy(*args):
+        # newest_first, the desk's floor bids, the integer parameters (and the month in
+        # them), the liquid-cooled generations
+        seen.append((args[2], args[21], args[0], int(args[0][km.IP_T]), args[5],
+                     args[5].tolist()))
+        return real(*args)
+
+    monkeypatch.setattr(km, "market_month", spy)
+    m = LiquidationModel("crypto_winter", months=36)
+    for _ in range(24):
+        m.step()
+    assert len(seen) > 5
+    newest, no_bid, ip, _, liquid, _ = seen[0]
+    assert all(x[0] is newest and x[1] is no_bid and x[2] is ip and x[4] is liquid
+               for x in seen)
+    months = [x[3] for x in seen]
+    assert months == sorted(set(months)) and months[-1] <= m.env.t  # the month of each call
+    assert newest.tolist() == m.newest_first and newest.dtype == np.int64
+    assert no_bid.shape == (m.n_gen,) and not no_bid.any()
+    assert ip[1:].tolist() == [m.outside_on, m.cfg.market.unsold_to_salvage, m.buyers.unlimited,
+                               m.buyers.sites, m.desk.enabled, m.desk.secured,
+                               sys.version_info >= (3, 12), m.lolr is not None,
+                               m.cfg.policy.lolr.hold_months, m.cfg.market.mode == "parametric"]
+    assert all(x[5] == m.liquid for x in seen) and liquid.dtype == np.bool_
+    n = len(seen)
+    m.liquid[0] = not m.liquid[0]  # edited in place: seen, and the kernel gets the new flags
+    while len(seen) == n and m.running:
+        m.step()
+    assert len(seen) > n and seen[-1][4] is not liquid and seen[-1][5] == m.liquid
+
+
+def test_events_from_the_kernel_arrays(monkeypatch):
+    """The event tuples built from the kernel's two arrays (codes, rows, generations and
+    units in one, prices in the other) are those the numpy phase logs: the same run on each
+    engine logs the same market events, sales by lenders and borrowers and purchases among
+    them (the list is what the run's hash covers)."""
+    logs = []
+    for engine in ("numpy", "compiled"):
+        m = LiquidationModel("crypto_winter", months=36, engine=engine)
+        m.run()
+        logs.append([e for e in m.events if e[1] in ("sale", "purchase")])
+    assert logs[0] == logs[1]
+    assert [repr(e) for e in logs[0]] == [repr(e) for e in logs[1]]  # int / float types too
+    kinds = {(e[1], e[2]) for e in logs[1]}
+    assert {("sale", "lender"), ("purchase", "buyer")} <= kinds, kinds
+    assert kinds & {("sale", "miner"), ("sale", "neocloud")}, kinds

@@ -42,16 +42,21 @@ def _differences(x, y):
 def twins(twin_runner):
     """``twins(scenario, overrides, seed)`` -> ``month(perturb=None)`` (tests/conftest.py's
     ``twin_runner`` at phase 5). ``twins.flags``: per compiled phase 5, (engine, units offered
-    by borrowers, forced units, patient units); ``twins.calls``: each kernel call's output
-    (debt recomputed)."""
+    by borrowers, forced units, patient units, ``orders.offered``, whether an order array has
+    a nonzero entry); ``twins.calls``: each kernel call's output (debt recomputed, units
+    offered)."""
     flags, calls = [], []
 
     def observe(run, m, month):
         before = m.lenders.repo_units
         orders = run(m, month)
         if m.engine == "compiled":
+            nz = np.count_nonzero
             flags.append((m.engine, orders.b_units.sum(), orders.forced.sum(),
-                          orders.patient.sum()))
+                          orders.patient.sum(), orders.offered,
+                          bool(nz(orders.forced) or nz(orders.patient) or nz(orders.b_units))))
+        else:
+            assert orders.offered is None  # the numpy phase does not look
         return _snapshot(m, month, orders, before), orders
 
     make = twin_runner(phases.orders, observe, _differences,
@@ -70,9 +75,13 @@ def test_ordinary_months_match_and_exercise_every_branch(twins):
         for t in range(36):
             assert month() == [], t
     assert len(twins.calls) == 72
-    f = np.array([x[1:] for x in twins.flags])
+    f = np.array([x[1:4] for x in twins.flags])
     assert (f > 0).sum(axis=0).min() > 0, (f > 0).sum(axis=0)
-    assert any(twins.calls)  # the month's debt recomputed under a call
+    assert any(debt for debt, _ in twins.calls)  # the month's debt recomputed under a call
+    # the kernel's word on whether the orders offer units (phase 6 skips a month without)
+    said, truth = [x[4] for x in twins.flags], [x[5] for x in twins.flags]
+    assert said == truth and said == [offered for _, offered in twins.calls]
+    assert 0 < sum(truth) < len(truth), sum(truth)  # months with and without orders
 
 
 @pytest.mark.parametrize("overrides", [("buyers.outside_demand.enabled=false",),
@@ -86,6 +95,7 @@ def test_switches_match(twins, overrides):
     for t in range(30):
         assert month() == [], t
     assert len(twins.calls) == 30
+    assert all(x[4] == x[5] for x in twins.flags)  # SellOrders.offered
 
 
 def test_repo_desk_falls_back_to_numpy(twins):
@@ -151,6 +161,7 @@ def test_edges_match(twins, perturb, months):
     n = len(twins.calls)
     assert month(perturb) == []
     assert len(twins.calls) == n + 1
+    assert all(x[4] == x[5] for x in twins.flags)  # SellOrders.offered
 
 
 def test_voluntary_sale_by_hand():
@@ -168,6 +179,6 @@ def test_voluntary_sale_by_hand():
         np.empty((1, g)), np.empty((1, g), np.int64), np.empty((1, g), np.int64),
         b_units, b_price, np.empty(1))
     # fleet value at the ask: 5 x 100 + 3 x 200 = 1100; need 550 (arrears, no cash): half
-    assert out is False
+    assert out == (False, True)  # no debt recomputed; the borrower offers units
     assert b_price.tolist() == [100.0, 200.0]
     assert b_units.tolist() == [[3, 2]]

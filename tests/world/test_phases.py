@@ -74,14 +74,16 @@ def test_no_second_name_for_a_moved_module(name):
     assert sim.LiquidationModel is LiquidationModel
 
 
-def test_sell_orders_has_exactly_six_slots():
-    """The sell orders are six named fields; a misspelt one is an error, not a new key."""
+def test_sell_orders_has_exactly_seven_slots():
+    """The sell orders are six named arrays and whether they offer units (None: not known);
+    a misspelt field is an error, not a new key."""
     z = np.zeros((1, 1))
     orders = SellOrders(z, z, z, z[0], z, z[0])
     assert [f.name for f in dataclasses.fields(SellOrders)] == [
-        "forced", "patient", "patient_price", "floor", "b_units", "b_price"]
+        "forced", "patient", "patient_price", "floor", "b_units", "b_price", "offered"]
+    assert orders.offered is None
     with pytest.raises(AttributeError):
-        orders.patient_prices = z  # slots: no attribute outside the six
+        orders.patient_prices = z  # slots: no attribute outside the seven
 
 
 # ------------------------------------------------------------------ MonthState: phase 3's cache

@@ -15,13 +15,15 @@ lenders. The month's reservation prices and participation draws (``buyers.reserv
 The kernel is the numpy phase step for step: :func:`_clear` is the rule of
 :func:`sim.core.market.call_auction` as :func:`sim.core.market._clear_small` computes it (stable
 sorts, bisections, exact integer fills by the largest-remainder method, the price from the same
-float operations, Python's ``min`` / ``max`` on floats as :func:`_pymin` / :func:`_pymax`);
+float operations, Python's ``min`` / ``max`` on floats as :func:`sim.core.jit.pymin` /
+:func:`~sim.core.jit.pymax`, its ``//`` as :func:`~sim.core.jit.floordiv` and its ``sum()``
+of the forced sales' values at repossession as :func:`~sim.core.jit.pysum_terms`);
 :func:`_outside_bids` is :func:`sim.core.market.outside_bids` and the parametric price that
 of :func:`sim.core.market.parametric_price` (the exponential through
 :func:`sim.core.numerics.exp1`, as ``numerics.exp`` computes it); sums numpy takes with
-``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are returned as arrays (a code for the
-name and agent, the row, generation, units and price) in the numpy phase's order, and the phase
-logs the same tuples from them.
+``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are returned as two arrays (a code for
+the name and agent, the row, generation and units in one; the price) in the numpy phase's
+order, and the phase logs the same tuples from them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ import math
 
 import numpy as np
 
-from sim.core.jit import jitable, kernel, maximum, minimum, psum
+from sim.core.jit import (
+    floordiv,
+    jitable,
+    kernel,
+    maximum,
+    minimum,
+    psum,
+    pymax,
+    pymin,
+    pysum_terms,
+)
 from sim.core.market import MAX_UNITS, OUTSIDE_DEPTHS, OUTSIDE_STEPS_PER_DEPTH
 from sim.core.numerics import exp1
 
@@ -44,45 +56,20 @@ from sim.core.numerics import exp1
  FP_FORCED_VALUE, FP_FORCED_FUNDAMENTAL, FP_FORCED_REP, FP_BUYERS_PAID, FP_RECOVERED,
  FP_FLOW_SALVAGE, FP_FLOW_ESTATE, FP_FLOW_BUYER_CAPITAL, FP_LOLR_CAPACITY, FP_LOLR_CASH,
  FP_LOLR_KW, FP_ALPHA) = range(19)
-# what :func:`market_month` did (its ``flags`` output), which decides what the phase rebinds
-# and which numbers become numpy floats as in the numpy phase: generations traded
+# what :func:`market_month` did (the three flags it returns), which decides what the phase
+# rebinds and which numbers become numpy floats as in the numpy phase: generations traded
 # (forced_fundamental), lender settlements (repo_units; recovered_total, the desk's cash and
 # loans), buyer settlements (the buyers' capital and MW; buyers_paid)
 FL_TRADES, FL_LENDER_SETTLES, FL_BUYER_SETTLES = 0, 1, 2
+EV_INTS = 4  # the rows of the events' integer array: code, row, generation, units
 _BIG_UNITS = 10**12  # agents.buyer.BIG, an unlimited buyer's capacity
 _BIG_F = float(_BIG_UNITS)
 _TINY = math.ulp(0.0)
 _N_STEPS = OUTSIDE_STEPS_PER_DEPTH * OUTSIDE_DEPTHS
 
 
-@jitable
-def _pymax(a, b):
-    """Python's ``max(a, b)``: ``b`` only if ``b > a`` (so ``a`` on ties and NaN)."""
-    return b if b > a else a
-
-
-@jitable
-def _pymin(a, b):
-    """Python's ``min(a, b)``: ``b`` only if ``b < a``."""
-    return b if b < a else a
-
-
-@jitable
-def _floordiv(vx, wx):
-    """Python's float ``vx // wx`` (CPython's ``float_floor_div``: fmod, then a floor that
-    corrects for the rounding of the quotient), ``wx`` nonzero."""
-    mod = np.fmod(vx, wx)
-    div = (vx - mod) / wx
-    if mod != 0.0:
-        if (wx < 0.0) != (mod < 0.0):
-            div -= 1.0
-    if div != 0.0:
-        floordiv = np.floor(div)
-        if div - floordiv > 0.5:
-            floordiv += 1.0
-    else:
-        floordiv = math.copysign(0.0, vx / wx)
-    return floordiv
+# kept until sites imports from sim.core.jit (sim.world.kernels.sites imports these names)
+_pymax, _pymin = pymax, pymin
 
 
 @jitable
@@ -215,9 +202,9 @@ def _clear(aq, ap, na, bq, bp, nb, k, a_fill, b_fill):
     marg_ask = a_px[_bisect_left(a_cum, na, volume)]
     next_bid = -nb_px[_bisect_left(b_cum, nb, volume + 1)] if volume < b_tot else 0.0
     next_ask = a_px[_bisect_left(a_cum, na, volume + 1)] if volume < a_tot else math.inf
-    lo = _pymax(marg_ask, next_bid)
-    hi = _pymin(marg_bid, next_ask)
-    price = hi if k == 1.0 else _pymin(_pymax(lo + k * (hi - lo), lo), hi)
+    lo = pymax(marg_ask, next_bid)
+    hi = pymin(marg_bid, next_ask)
+    price = hi if k == 1.0 else pymin(pymax(lo + k * (hi - lo), lo), hi)
     # the marginal levels: bisect_left(x, nextafter(m, inf)) is bisect_right(x, m) for
     # finite prices (no NaN in a book)
     fa = np.empty(na, np.int64)
@@ -239,7 +226,7 @@ def _outside_bids(top, scrap, depth, supply, scrap_block, qty, price, pos):
     returns the new end."""
     if supply <= 0:
         return pos
-    top = _pymax(top, scrap)
+    top = pymax(top, scrap)
     step = depth / OUTSIDE_STEPS_PER_DEPTH
     lim = float(supply + 1)
     prev = 0
@@ -281,39 +268,12 @@ def _pinned(b_rows, bq, bp, b_fill, nb, n_k, k):
 
 
 @jitable
-def _pysum_terms(fill, rows, value, g, n, neumaier):
-    """Python's ``sum(u * value[r, g] for r, u in zip(rows[:n], fill[:n]))`` (``n`` >= 1), as
-    ``record_trade`` computes the forced sales' value at repossession: the int start 0 plus
-    the first term (0.0 + x), then, from CPython 3.12 on (``neumaier``), the builtin's
-    compensated float sum (Neumaier 1974, ZAMM 54(1), "Rundungsfehleranalyse einiger
-    Verfahren zur Summation endlicher Summen"; CPython's ``builtin_sum_impl``, gh-100425): the
-    running compensation c added at the end if nonzero and finite; before 3.12 a plain
-    left-to-right sum."""
-    f = 0.0 + float(fill[0]) * value[rows[0], g]
-    c = 0.0
-    for j in range(1, n):
-        x = float(fill[j]) * value[rows[j], g]
-        if not neumaier:
-            f += x
-            continue
-        t = f + x
-        if abs(f) >= abs(x):
-            c += (f - t) + x
-        else:
-            c += (x - t) + f
-        f = t
-    if c != 0.0 and math.isfinite(c):
-        f += c
-    return f
-
-
-@jitable
 def _desk_room(on, capacity, lent, cost_basis, cash):
     """:attr:`agents.repo_desk.RepoDesk.room`: max(min(capacity - used, cash), 0)."""
     if not on:
         return 0.0
     used = lent + psum(cost_basis, 0, cost_basis.shape[0])
-    return _pymax(_pymin(capacity - used, cash), 0.0)
+    return pymax(pymin(capacity - used, cash), 0.0)
 
 
 @kernel
@@ -340,9 +300,12 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
     parametric alpha. ``capital``, ``mw``, ``mw_liq``, ``mw_used`` and ``repo_units`` are
     copies the phase rebinds (the numpy phase rebinds them).
 
-    Returns (status, number of events, the events' codes, rows, generations, units and
-    prices, flags): status 1 when a generation's book could reach ``MAX_UNITS`` units, and
-    then nothing was changed (the phase runs numpy, whose ``clear_book`` checks them)."""
+    Returns (status, number of events, the three flags ``FL_*``, the events' integers, their
+    prices): status 1 when a generation's book could reach ``MAX_UNITS`` units, and then
+    nothing was changed (the phase runs numpy, whose ``clear_book`` checks them); the
+    integers are one (``EV_INTS``, n) array whose rows are the events' codes, rows,
+    generations and units (one array to hand back rather than four: each array a kernel
+    returns costs a Python object)."""
     t = ip[IP_T]
     outside_on, to_salvage = ip[IP_OUTSIDE] != 0, ip[IP_TO_SALVAGE] != 0
     unlimited, sites = ip[IP_UNLIMITED] != 0, ip[IP_SITES] != 0
@@ -381,13 +344,10 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             # every bid is capped at the supply: (buyers, desk, lolr) x supply + supply + 1 bid
             # units at most, and the ask units: below MAX_UNITS, clear_book checks nothing
             if supply[g] > MAX_UNITS or (n_k + 3) * supply[g] + 1 > MAX_UNITS:
-                return (1, 0, np.zeros(0, np.int64), np.zeros(0, np.int64),
-                        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), flags)
+                return 1, 0, 0, 0, 0, np.zeros((EV_INTS, 0), np.int64), np.zeros(0)
     n_ev_max = n_gens * (n_l + n_b + n_k + 5)
-    ev_code = np.empty(n_ev_max, np.int64)
-    ev_idx = np.empty(n_ev_max, np.int64)
-    ev_gen = np.empty(n_ev_max, np.int64)
-    ev_units = np.empty(n_ev_max, np.int64)
+    ev_int = np.empty((EV_INTS, n_ev_max), np.int64)  # rows: code, agent row, gen, units
+    ev_code, ev_idx, ev_gen, ev_units = ev_int[0], ev_int[1], ev_int[2], ev_int[3]
     ev_price = np.empty(n_ev_max)
     n_ev = 0
     # the book of one generation: asks (rows in row order) and bids
@@ -477,19 +437,19 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             if desk_price > 0:
                 room = _desk_room(desk_on, fp[FP_DESK_CAPACITY], fp[FP_DESK_LENT], d_cost_basis,
                                   fp[FP_DESK_CASH])
-                dq = _floordiv(room, desk_price)
+                dq = floordiv(room, desk_price)
                 q = sup if dq >= sup else int(dq)
                 if q != 0:
                     b_rows[nb], bq[nb], bp[nb] = n_k, q, desk_price
                     nb += 1
             if lolr_on and lo_prices[g] > 0:  # its capacity and its powered space
                 lo_p = lo_prices[g]
-                room = _pymax(_pymin(fp[FP_LOLR_CAPACITY] - psum(lo_cost_basis, 0, n_gen),
+                room = pymax(pymin(fp[FP_LOLR_CAPACITY] - psum(lo_cost_basis, 0, n_gen),
                                      fp[FP_LOLR_CASH]), 0.0)
                 for gg in range(n_gen):
                     lo_kw[gg] = float(lo_holdings[gg]) * kw[gg]
-                kw_room = _pymax(fp[FP_LOLR_KW] - psum(lo_kw, 0, n_gen), 0.0)
-                qf = _pymin(_floordiv(room, lo_p), _floordiv(kw_room, kw[g]))
+                kw_room = pymax(fp[FP_LOLR_KW] - psum(lo_kw, 0, n_gen), 0.0)
+                qf = pymin(floordiv(room, lo_p), floordiv(kw_room, kw[g]))
                 q = sup if qf >= sup else int(qf)
                 if q > 0:
                     b_rows[nb], bq[nb], bp[nb] = n_k + 1, q, lo_p
@@ -520,7 +480,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
                     n_buys = j + 1
                     if bp[j] < lowest:
                         lowest = bp[j]
-            fp[FP_ABOVE] = _pymax(fp[FP_ABOVE], price - lowest)
+            fp[FP_ABOVE] = pymax(fp[FP_ABOVE], price - lowest)
             salvage_fill = 0
             desk_fill = 0
             # the filled rows from the end: outside steps / salvage, then the desk
@@ -707,7 +667,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
         fp[FP_FORCED_VALUE] += float(forced_sold) * price
         fp[FP_FORCED_FUNDAMENTAL] += float(forced_sold) * fundamental[g]
         if outside_on and forced_sold:
-            fp[FP_FORCED_REP] += _pysum_terms(a_fill, a_rows, rep_value, g, n_forced,
+            fp[FP_FORCED_REP] += pysum_terms(a_fill, a_rows, rep_value, g, n_forced,
                                               ip[IP_NEUMAIER] != 0)
         # ---- log_purchases: buyers (row order), salvage, the desk
         for jj in range(last + 1):
@@ -723,7 +683,8 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             ev_code[n_ev], ev_idx[n_ev], ev_units[n_ev] = EV_DESK_BUY, 0, desk_fill
             ev_gen[n_ev], ev_price[n_ev] = g, price
             n_ev += 1
-    return 0, n_ev, ev_code, ev_idx, ev_gen, ev_units, ev_price, flags
+    return (0, n_ev, flags[FL_TRADES], flags[FL_LENDER_SETTLES], flags[FL_BUYER_SETTLES],
+            ev_int, ev_price)
 
 
 @jitable

@@ -42,7 +42,10 @@ def orders_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount,
     the outside demand; else it is the model's salvage price, only read), ``patient_price``,
     ``forced``, ``patient``, ``b_units``, ``b_price`` (the month's orders) and, when the
     debt had moved and some borrower is under a call, ``debt_out``; updates ``repo_units``
-    in place as numpy does. Returns whether ``debt_out`` was filled (``month.debt``)."""
+    in place as numpy does. Returns whether ``debt_out`` was filled (``month.debt``), and
+    whether any order offers units (a nonzero entry in ``forced``, ``patient`` or ``b_units``:
+    a line's forced and patient units add up to its inventory, so the lenders' offer one
+    when some inventory is nonzero)."""
     nl, g = inventory.shape
     nb = status.shape[0]
     nrow = borrower.shape[0]
@@ -84,6 +87,8 @@ def orders_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount,
             patient[li, k] = pu
             forced[li, k] = inv - pu
 
+    offered = any_inv  # a line's forced and patient units add up to its inventory
+
     # ---- the borrowers: need, voluntary sales
     need = np.zeros(nb)
     for r in range(nrow):
@@ -118,7 +123,7 @@ def orders_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount,
         for i in range(nb):
             for k in range(g):
                 b_units[i, k] = 0
-        return debt_filled
+        return debt_filled, offered
     row = np.empty(g)
     for i in range(nb):
         for k in range(g):
@@ -127,5 +132,8 @@ def orders_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount,
         frac = need[i] / value if value > 0 else 0.0
         frac = minimum(frac, 1.0)
         for k in range(g):
-            b_units[i, k] = np.int64(minimum(np.ceil(frac * fleet[i, k]), float(fleet[i, k])))
-    return debt_filled
+            u = np.int64(minimum(np.ceil(frac * fleet[i, k]), float(fleet[i, k])))
+            b_units[i, k] = u
+            if u != 0:
+                offered = True
+    return debt_filled, offered

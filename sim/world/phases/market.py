@@ -98,6 +98,8 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
 _EVENT_NAMES = (("sale", "lender"), ("sale", "repo_desk"), ("purchase", "buyer"),
                 ("purchase", "salvage"), ("purchase", "repo_desk"), ("purchase", "lolr"),
                 ("sale", "lolr"), *(("sale", kind) for kind in KIND_NAMES))
+_EVENT_NAME = tuple(name for name, _ in _EVENT_NAMES)
+_EVENT_AGENT = tuple(agent for _, agent in _EVENT_NAMES)
 _NO_FLOATS, _NO_FLAGS = np.zeros(0), np.zeros(0, dtype=bool)
 _NO_UNITS = np.zeros(0, dtype=np.int64)
 _NO_MATRIX = np.zeros((0, 0))
@@ -120,14 +122,28 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     ``MAX_UNITS`` units)."""
     env, desk, buyers, lb, b, lolr = m.env, m.desk, m.buyers, m.lenders, m.borrowers, m.lolr
     nz = np.count_nonzero
-    if not (nz(orders.forced) or nz(orders.patient) or nz(orders.b_units) or nz(desk.holdings)
-            or (lolr is not None and nz(lolr.holdings))):
+    offered = orders.offered  # known when phase 5 was compiled
+    if offered is None:
+        offered = nz(orders.forced) or nz(orders.patient) or nz(orders.b_units)
+    if not (offered or nz(desk.holdings) or (lolr is not None and nz(lolr.holdings))):
         return True  # no order at all (most months): ask_book's None, where numpy stops too
     outside, sites, unlimited = m.outside_on, buyers.sites, buyers.unlimited
     od, flows, lo_cfg = m.outside_demand, m.flows, m.cfg.policy.lolr
-    ip = np.array((env.t, outside, m.cfg.market.unsold_to_salvage, unlimited, sites,
-                   desk.enabled, desk.secured, _NEUMAIER_SUM, lolr is not None,
-                   lo_cfg.hold_months, m.cfg.market.mode == "parametric"), dtype=np.int64)
+    switches = (outside, m.cfg.market.unsold_to_salvage, unlimited, sites, desk.enabled,
+                desk.secured, _NEUMAIER_SUM, lolr is not None, lo_cfg.hold_months,
+                m.cfg.market.mode == "parametric")
+    st = m.kernel_inputs.get("market")
+    if (st is None or st[0] is not m.newest_first or st[2].shape[0] != m.n_gen
+            or st[3] != switches or st[5] != m.liquid):
+        # per run (remade if one moves): the generations newest first (fixed at build), the
+        # floor bid of a desk without one, the integer parameters but the month, and the
+        # liquid-cooled generations; the kernel only reads them
+        st = m.kernel_inputs["market"] = (
+            m.newest_first, np.array(m.newest_first, dtype=np.int64), np.zeros(m.n_gen),
+            switches, np.array((0, *switches), dtype=np.int64), list(m.liquid),
+            np.array(m.liquid, dtype=bool))
+    _, newest_first, no_floor_bid, _, ip, _, liquid = st
+    ip[kmarket.IP_T] = env.t
     fp = np.array((m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
                    m.month_above_reservation, m.forced_value, m.forced_fundamental,
                    m.forced_rep_value if outside else 0.0, m.buyers_paid, m.recovered_total,
@@ -142,15 +158,15 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     repo_units = lb.repo_units.copy()
     # the legacy desk's floor bid (RepoDesk.floor_bid is 0 for every other desk)
     d_bid = (desk.floor_bid(m.price, m.fundamental)
-             if desk.enabled and desk.cfg.buy_floor and not desk.secured else np.zeros(m.n_gen))
+             if desk.enabled and desk.cfg.buy_floor and not desk.secured else no_floor_bid)
     if lolr is None:
         lo_arrays = (_NO_FLOATS, _NO_UNITS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS)
     else:
         lo_arrays = (lolr.bid(m.fundamental), lolr.holdings, lolr.cost_basis, lolr.since,
                      lolr.cash_bought, lolr.cash_sold)
-    status, n_ev, codes, rows, gens, units, prices, flags = kmarket.market_month(
-        ip, fp, np.array(m.newest_first, dtype=np.int64), env.shipping, env.kw,
-        np.array(m.liquid, dtype=bool), replacement_cost(env), m.units0, m.fundamental,
+    status, n_ev, trades, lender_settles, buyer_settles, ev_int, ev_price = kmarket.market_month(
+        ip, fp, newest_first, env.shipping, env.kw,
+        liquid, replacement_cost(env), m.units0, m.fundamental,
         orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
         orders.b_price, desk.holdings, desk.cost_basis, desk.cash_bought, desk.cash_sold,
         desk.cash_repaid, desk.default_loss, d_bid, m.price,
@@ -162,7 +178,6 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         m.external_units, m.rep_value if outside else _NO_MATRIX)
     if status:
         return False
-    trades, lender_settles, buyer_settles = flags.tolist()
     if not trades:  # no generation traded: no array was rebound, no number moved
         return True
     K, v = kmarket, fp.tolist()
@@ -189,10 +204,10 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     flows["estate_surplus"] = v[K.FP_FLOW_ESTATE]
     flows["buyer_capital"] = v[K.FP_FLOW_BUYER_CAPITAL]
     if n_ev:  # the tuples fill_events and log_event make, in the numpy phase's order
-        t, names = env.t, _EVENT_NAMES
-        m.events.extend([(t, *names[c], i, g, u, u * p, p) for c, i, g, u, p in zip(
-            codes[:n_ev].tolist(), rows[:n_ev].tolist(), gens[:n_ev].tolist(),
-            units[:n_ev].tolist(), prices[:n_ev].tolist(), strict=True)])
+        t, names, agents = env.t, _EVENT_NAME, _EVENT_AGENT
+        codes, rows, gens, units = ev_int[:, :n_ev].tolist()
+        m.events.extend([(t, names[c], agents[c], i, g, u, u * p, p) for c, i, g, u, p in zip(
+            codes, rows, gens, units, ev_price[:n_ev].tolist(), strict=True)])
     return True
 
 
@@ -407,7 +422,7 @@ def pinned(b_rows: list, bid_qty: list, bid_price: list, bid_fills: list, n_k: i
 
 def sweep_sale_proceeds(m: LiquidationModel) -> None:
     """Secured lenders sweep borrowers' sale proceeds: arrears first, then principal."""
-    if m.sale_proceeds.any():
+    if np.count_nonzero(m.sale_proceeds):  # ndarray.any()'s answer, in a third of its time
         borrowers.prepay(m, np.minimum(m.sale_proceeds, np.maximum(m.borrowers.cash, 0.0)))
 
 

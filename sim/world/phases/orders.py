@@ -51,7 +51,8 @@ def run(m: LiquidationModel, month: MonthState) -> SellOrders:
 def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
     """Phase 5 as one kernel call (:func:`sim.world.kernels.orders.orders_month`): the same
     orders (new arrays each month, as numpy makes them), salvage floor, repo units and
-    ``MonthState`` (the month's debt when recomputed; the evaluation spent) as :func:`run`."""
+    ``MonthState`` (the month's debt when recomputed; the evaluation spent) as :func:`run`,
+    and whether the orders offer any unit (``SellOrders.offered``, which phase 6 reads)."""
     b, lb, L, env, c = m.borrowers, m.lenders, m.loans, m.env, m.cfg
     nb, nl, g = b.n, lb.n, m.n_gen
     outside_on = m.outside_on
@@ -62,21 +63,26 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
     debt_out = np.empty(nb)
     have_debt = month.debt is not None
     scale = b.cov_scale
-    if kernels.orders_month(
+    if scale is None:  # no covenant scaling: a scale of ones, made once per run
+        scale = m.kernel_inputs.get("orders_ones")
+        if scale is None or scale.shape[0] != nb:
+            scale = m.kernel_inputs["orders_ones"] = np.ones(nb)
+    debt_filled, offered = kernels.orders_month(
             outside_on, c.buyers.outside_demand.scrap, env.new_unit_price, floor, month.marks,
             lb.sale_discount, m.fundamental, lb.inventory, lb.inv_since, lb.repo_units,
             lb.repo_debt, lb.status, env.t, c.lenders.max_hold_months,
             L.borrower, L.active, L.accrued, L.overdue, L.principal,
             b.status, b.call_months, b.cash, b.fleet, month.debt if have_debt else debt_out,
             have_debt, month.coll, c.lenders.ltv_cure,
-            np.ones(nb) if scale is None else scale, c.borrowers.voluntary_discount,
-            patient_price, forced, patient, b_units, b_price, debt_out):
+            scale, c.borrowers.voluntary_discount,
+            patient_price, forced, patient, b_units, b_price, debt_out)
+    if debt_filled:
         month.debt = debt_out
     month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
     if outside_on:
         m.salvage_price = floor
     return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
-                      floor=floor, b_units=b_units, b_price=b_price)
+                      floor=floor, b_units=b_units, b_price=b_price, offered=offered)
 
 
 def lender_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
