@@ -100,9 +100,10 @@ def test_kernel_with_a_nan_rent():
 @kernel
 def _values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m, cost,
                     rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0):
+    # row 0's growth exp(mu m / 12) at the tests' mu = ln(1 - d) + 0.0 = 0: 1 in every month
     return ke.values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m,
                              sqrt_m, cost, rvol, disc, life, integration, cap_on, cap, lead_on,
-                             lead, cap0)
+                             lead, cap0, np.ones(m.shape[0]))
 
 
 def test_values_by_type_by_hand():

@@ -45,7 +45,7 @@ def _same_bits(a, b):
 
 @jitable
 def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m, cost,
-                   rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0):
+                   rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0, growth0):
     """:meth:`agents.buyer.BuyerBook.values_by_type` without a lead time: the value of a unit
     of each generation to each buyer type, (X, T, G), row 0 at x = 0 and row X - 1 at the
     expectation row ``x0`` (X = 1 when ``x0`` is 0 everywhere, as the numpy code evaluates
@@ -54,11 +54,14 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
     Per (row, generation) the M monthly options are valued once (numpy broadcasts them over
     the types), each type's discounted terms summed in numpy's pairwise order. Only the
     results' bits are numpy's: a generation not yet shipping is 0 without being valued
-    (``np.where(shipping, ..., 0.0)``), and a month no type lives to see is not valued when
-    its revenue is finite (its terms are net x 0.0 = +0.0 for a finite net >= 0, which
-    Black's call is for a finite revenue: ``black1`` returns c > 0, NaN or +0.0); a
-    generation whose expectation x0[g] leaves mu = ln(1 - d) + x with row 0's bits (x0[g] =
-    +-0, an AI generation) takes row 0's values, computed from the same numbers.
+    (``np.where(shipping, ..., 0.0)``), row 0's growth exp(mu m / 12) where the hashprice
+    reversion does not apply is read from ``growth0`` (mu = ln(1 - d) + 0.0 in every month:
+    the same exp1 of the same arguments, computed once per run by the phase), and a month
+    no type lives to see is not valued when its revenue is finite (its terms are net x 0.0
+    = +0.0 for a finite net >= 0, which Black's call is for a finite revenue: ``black1``
+    returns c > 0, NaN or +0.0); a generation whose expectation x0[g] leaves
+    mu = ln(1 - d) + x with row 0's bits (x0[g] = +-0, an AI generation) takes row 0's
+    values, computed from the same numbers.
 
     With ``lead_on`` (a delivery lead time ``lead`` in months per generation, value cap on)
     each value is capped at :meth:`agents.buyer.BuyerBook.lead_cap` of its own terms, the
@@ -107,6 +110,8 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
             for j in range(n_m):
                 if hashed:
                     growth = exp1(hg[j] + ex * m[j] / 12.0)
+                elif x == 0:  # mu = ln(1 - d) + 0.0 in every month: computed once per run
+                    growth = growth0[j]
                 else:
                     growth = exp1(mu * m[j] / 12.0)
                 rev = base * growth
@@ -170,19 +175,24 @@ def best_use(t, launch, v0, present, all_present, salvage, cap_on, cap, lead_on,
 @kernel
 def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
               launch, ai_rent, hash_linked, rent0, shock_month, shock_kind, shock_size, p,
-              hash_on, x0, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
+              hash_on, extrap, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
               present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
-              path_rents, path_len, factor_gens, lead_on, lead):
+              path_rents, path_len, factor_gens, lead_on, lead, growth0, type_idx):
     """Phase 1's month after the draws ``eps_r``, ``eta``: the environment's step (rents in
     place in ``rent``; BTC, its peak, the stress flag and hashprice returned), then the
     values by type (:func:`values_by_type`) and the value in best use (:func:`best_use`).
-    Returns (btc, btc_peak, stress, hashprice, values (X, T, G), value in best use (G,)).
+    Returns (btc, btc_peak, stress, hashprice, values (X, T, G), value in best use (G,),
+    reservation prices (K, G)): the values are at x = 0 and at the buyers' expectation row
+    ``extrap[0]``; the reservation prices, when every row of ``extrap`` (K, G) equals the
+    first (``extrap == extrap[0]``, NaN never equal), are each buyer's type's value at that
+    row (row X - 1 taken at ``type_idx``), what
+    :meth:`agents.buyer.BuyerBook.reservation` gives, else an empty (0, G) array.
     ``shock_*`` are the environment's ``btc`` (kind 0) and ``rent`` (kind 1) shocks in the
     scenario's order; ``p`` the scalar parameters (``P_*``). ``path_*`` are the observed rent
     paths (:meth:`Environment._apply_paths`: generation, first month, market scope, rents
     month by month padded to the longest, their number), ``factor_gens`` the generations a
-    market path moves; ``lead`` the month's lead times with ``lead_on``
-    (:func:`values_by_type`)."""
+    market path moves; ``lead`` the month's lead times with ``lead_on``, ``growth0`` row
+    0's growth (:func:`values_by_type`)."""
     n_g = rent.shape[0]
     before = rent.copy()  # last month's rents (a market path's factor)
     rho = p[P_RHO_STRESS] if stress else p[P_RHO_CALM]
@@ -232,7 +242,21 @@ def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_ha
                         rent[g] = before[g] * ratio
     rvol = rvol_stress if stress else rvol_calm
     cap0 = np.empty((disc.shape[0], n_g))
+    x0 = extrap[0]
     v = values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m,
-                       cost, rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0)
+                       cost, rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0,
+                       growth0)
     fund = best_use(t, launch, v[0], present, all_present, salvage, cap_on, cap, lead_on, cap0)
-    return btc, btc_peak, stress, hashprice, v, fund
+    n_k = extrap.shape[0]
+    common = True
+    for k in range(n_k):
+        for g in range(n_g):
+            if not extrap[k, g] == x0[g]:
+                common = False
+    res = np.empty((n_k if common else 0, n_g))
+    if common:
+        vx = v[v.shape[0] - 1]
+        for k in range(n_k):
+            for g in range(n_g):
+                res[k, g] = vx[type_idx[k], g]
+    return btc, btc_peak, stress, hashprice, v, fund, res
