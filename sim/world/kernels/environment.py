@@ -1,11 +1,13 @@
 """Phase 1's kernel (:mod:`sim.world.phases.environment`): the environment's month and the
 value in best use it triggers, in one call.
 
-:func:`env_month` does what :meth:`sim.core.environment.Environment.step` does after its two
-standard normal draws (which stay in the phase, numpy's Generator, in the same order), then
-the buyers' values by type (:meth:`agents.buyer.BuyerBook.values_by_type`: the value at x = 0
-and at the buyers' common expectation row) and the value in best use
-(:meth:`agents.buyer.BuyerBook.fundamental`), each number by the numpy code's operations in
+:func:`env_month` does what :meth:`sim.core.environment.Environment.step` does from its two
+standard normal draws (the raw draws and their uniforms stay in the phase, numpy's
+Generator, in the same order; their Phi^-1 is taken here), then the buyers' values by type
+(:meth:`agents.buyer.BuyerBook.values_by_type`: the value at x = 0 and at the buyers' common
+expectation row), the value in best use (:meth:`agents.buyer.BuyerBook.fundamental`) and,
+with expectations common to all buyers, their reservation prices
+(:meth:`agents.buyer.BuyerBook.reservation`), each number by the numpy code's operations in
 its order: the exp, log, power and Black call of :mod:`sim.core.numerics` (``exp1``,
 ``pow1``, ``black1``, ...), the present values summed in numpy's pairwise order
 (:func:`sim.core.jit.psum`), np.maximum / np.minimum as :func:`sim.core.jit.maximum` /
@@ -29,7 +31,7 @@ import math
 import numpy as np
 
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
-from sim.core.numerics import black1, exp1, expm11, log1, log1p1, pow1
+from sim.core.numerics import black1, exp1, expm11, log1, log1p1, ndtri1, pow1
 
 # indices of the scalar parameters packed in one float64 array (:func:`env_month`'s ``p``)
 (P_RHO_CALM, P_RHO_STRESS, P_VOL_CALM, P_VOL_STRESS, P_RENT_DRIFT, P_RENT_VOL, P_STEP_DOWN,
@@ -173,14 +175,17 @@ def best_use(t, launch, v0, present, all_present, salvage, cap_on, cap, lead_on,
 
 
 @kernel
-def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
+def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
               launch, ai_rent, hash_linked, rent0, shock_month, shock_kind, shock_size, p,
               hash_on, extrap, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
               present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
               path_rents, path_len, factor_gens, lead_on, lead, growth0, type_idx):
-    """Phase 1's month after the draws ``eps_r``, ``eta``: the environment's step (rents in
-    place in ``rent``; BTC, its peak, the stress flag and hashprice returned), then the
-    values by type (:func:`values_by_type`) and the value in best use (:func:`best_use`).
+    """Phase 1's month after the draws: the standard normals eps_r and eta of
+    :meth:`sim.core.environment.Environment.step` are Phi^-1 (``ndtri1``) of the uniforms
+    ``u_r`` and ``u_eta`` the phase draws (``nm.standard_normal``'s transform of the same
+    raw draws, compiled: the same bits, sim.core.numerics). Then the environment's step
+    (rents in place in ``rent``; BTC, its peak, the stress flag and hashprice returned),
+    the values by type (:func:`values_by_type`) and the value in best use (:func:`best_use`).
     Returns (btc, btc_peak, stress, hashprice, values (X, T, G), value in best use (G,),
     reservation prices (K, G)): the values are at x = 0 and at the buyers' expectation row
     ``extrap[0]``; the reservation prices, when every row of ``extrap`` (K, G) equals the
@@ -197,6 +202,7 @@ def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_ha
     before = rent.copy()  # last month's rents (a market path's factor)
     rho = p[P_RHO_STRESS] if stress else p[P_RHO_CALM]
     vol = p[P_VOL_STRESS] if stress else p[P_VOL_CALM]
+    eps_r, eta = ndtri1(u_r), ndtri1(u_eta)
     eps_b = rho * eps_r + math.sqrt(1.0 - rho * rho) * eta
     live = np.empty(n_g, np.bool_)
     for g in range(n_g):

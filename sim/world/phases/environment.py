@@ -121,7 +121,8 @@ def _static(m: LiquidationModel) -> tuple:
 
 def _run_compiled(m: LiquidationModel) -> MonthState:
     """The environment's step and the value in best use by :func:`ke.env_month`; the two
-    standard normal draws are made here, as :meth:`Environment.step` makes them. Leaves the
+    standard normal draws are made here, as :meth:`Environment.step` makes them (the raw
+    draws and their uniforms; the kernel takes their Phi^-1). Leaves the
     environment, the buyers' valuation cache (phase 6's reservation prices read it) and
     ``m.fundamental`` as the numpy code does; with expectations common to all buyers it
     also hands the month's reservation prices to the buyers
@@ -136,14 +137,16 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     env.t += 1
     t = env.t
     rng = env.rng
-    eps_r, eta = nm.standard_normal(rng), nm.standard_normal(rng)
+    # Environment.step's two standard normal draws, nm.standard_normal(rng) each: the
+    # uniforms here, in its order, their Phi^-1 in the kernel (ndtri1 compiled, the same bits)
+    u_r, u_eta = nm._open_uniform(rng, None), nm._open_uniform(rng, None)
     env.shipping  # noqa: B018 (the month's shipping and age arrays, as the numpy code reads them)
     extrap = b.extrap
     rent = env.rent
     # the month's lead times (env.lead_time caches them, as the numpy valuation reads them)
     lead = env.lead_time() if vi.lead_on else _NO_LEAD
     btc, peak, stress, hashprice, v, fund, res = ke.env_month(
-        t, t in si.launches, eps_r, eta, env.btc, env.btc_peak, env.stress,
+        t, t in si.launches, u_r, u_eta, env.btc, env.btc_peak, env.stress,
         env.cfg.btc_random_walk, env.any_hash, rent, env.launch, si.ai_rent,
         env.hash_linked, env.rent0, s_month, s_kind, s_size, p, hash_on, extrap, vi.m,
         vi.sqrt_m, vi.cost, rvol_calm, rvol_stress, vi.t_disc, vi.t_life, vi.t_integration,
