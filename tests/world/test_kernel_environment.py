@@ -197,3 +197,46 @@ def test_uncompiled_kernel_is_the_compiled_one():
         ke.env_month = real
     sb, sd = model_state(b), model_state(d)
     assert [k for k in sb if not same_bits(sb[k], sd[k])] == []
+
+
+def test_kernel_with_expectations_that_differ_between_buyers():
+    """Rows of ``extrap`` that differ (never in a run: ``adapt`` moves them alike): the kernel
+    hands no reservation prices over, and BuyerBook.reservation values buyer by buyer."""
+    m = _numpy_model("crypto_winter", 5)
+
+    def prepare(model):
+        model.buyers.extrap[0] = -0.05
+    a, ma, b, mb = _one_month_each_way(m, prepare)
+    assert b.buyers._res_cache is None or b.buyers._res_cache[1][0] != b.env.t
+    _assert_same(a, ma, b, mb)
+
+
+def _fresh_reservation(book, env):
+    """Reservation prices valued anew (no cache of the book's)."""
+    c = copy.deepcopy(book)
+    c._res_cache = c._by_type_cache = None
+    return c.reservation(env)
+
+
+def test_reservation_kept_for_its_state_and_handed_out_as_copies():
+    """The reservation prices the compiled phase 1 hands to the buyers are theirs at that
+    state; each call returns a new array (writing into one leaves the next call's alone), and
+    a change of the expectations or the rents in place is valued anew."""
+    m = LiquidationModel("crypto_winter", months=12)
+    for _ in range(8):
+        m.step()
+    b, env = m.buyers, m.env
+    phases.environment.run(m)
+    assert b._res_cache is not None and b._res_cache[1][0] == env.t
+    first = b.reservation(env)
+    assert same_bits(first, _fresh_reservation(b, env))
+    first[:] = -1.0
+    second = b.reservation(env)
+    assert second is not first and same_bits(second, _fresh_reservation(b, env))
+    assert (second > 0).any()
+    b.extrap[:] = -0.2  # still common to all buyers, another row
+    moved = b.reservation(env)
+    assert same_bits(moved, _fresh_reservation(b, env)) and not same_bits(moved, second)
+    env.rent *= 0.5
+    cheaper = b.reservation(env)
+    assert same_bits(cheaper, _fresh_reservation(b, env)) and not same_bits(cheaper, moved)
