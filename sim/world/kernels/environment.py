@@ -47,7 +47,8 @@ def _same_bits(a, b):
 
 @jitable
 def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m, cost,
-                   rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0, growth0):
+                   rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0, growth0,
+                   growth1, mu1):
     """:meth:`agents.buyer.BuyerBook.values_by_type` without a lead time: the value of a unit
     of each generation to each buyer type, (X, T, G), row 0 at x = 0 and row X - 1 at the
     expectation row ``x0`` (X = 1 when ``x0`` is 0 everywhere, as the numpy code evaluates
@@ -58,7 +59,10 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
     results' bits are numpy's: a generation not yet shipping is 0 without being valued
     (``np.where(shipping, ..., 0.0)``), row 0's growth exp(mu m / 12) where the hashprice
     reversion does not apply is read from ``growth0`` (mu = ln(1 - d) + 0.0 in every month:
-    the same exp1 of the same arguments, computed once per run by the phase), and a month
+    the same exp1 of the same arguments, computed once per run by the phase), row 1's
+    exp(mu_g m / 12), mu_g = ln(1 - d) + x0[g], is kept in ``growth1[g]`` (G, M) with its
+    mu_g in ``mu1[g]`` (per-run buffers; NaN at first) and computed again only when mu_g's
+    bits change (expectations move only in months a generation trades), and a month
     no type lives to see is not valued when its revenue is finite (its terms are net x 0.0
     = +0.0 for a finite net >= 0, which Black's call is for a finite revenue: ``black1``
     returns c > 0, NaN or +0.0); a generation whose expectation x0[g] leaves
@@ -104,6 +108,10 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
                 for k in range(n_t):
                     out[1, k, g] = out[0, k, g]
                 continue
+            if x == 1 and not hashed and not _same_bits(mu, mu1[g]):
+                for j in range(n_m):
+                    growth1[g, j] = exp1(mu * m[j] / 12.0)
+                mu1[g] = mu
             base = (util * rent[g]) * hours
             vol = rvol[g]
             last = 0  # the last month any type lives to see (remaining = life - age)
@@ -114,8 +122,8 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
                     growth = exp1(hg[j] + ex * m[j] / 12.0)
                 elif x == 0:  # mu = ln(1 - d) + 0.0 in every month: computed once per run
                     growth = growth0[j]
-                else:
-                    growth = exp1(mu * m[j] / 12.0)
+                else:  # (computed above, or in an earlier month at the same mu)
+                    growth = growth1[g, j]
                 rev = base * growth
                 if m[j] <= last or not math.isfinite(rev):
                     net[j] = black1(rev, cost[g, j], vol * sqrt_m[j])
@@ -179,7 +187,8 @@ def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_ha
               launch, ai_rent, hash_linked, rent0, shock_month, shock_kind, shock_size, p,
               hash_on, extrap, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
               present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
-              path_rents, path_len, factor_gens, lead_on, lead, growth0, type_idx):
+              path_rents, path_len, factor_gens, lead_on, lead, growth0, growth1, mu1,
+              type_idx):
     """Phase 1's month after the draws: the standard normals eps_r and eta of
     :meth:`sim.core.environment.Environment.step` are Phi^-1 (``ndtri1``) of the uniforms
     ``u_r`` and ``u_eta`` the phase draws (``nm.standard_normal``'s transform of the same
@@ -197,7 +206,8 @@ def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_ha
     paths (:meth:`Environment._apply_paths`: generation, first month, market scope, rents
     month by month padded to the longest, their number), ``factor_gens`` the generations a
     market path moves; ``lead`` the month's lead times with ``lead_on``, ``growth0`` row
-    0's growth (:func:`values_by_type`)."""
+    0's growth, ``growth1`` and ``mu1`` row 1's, kept between months (:func:`values_by_type`:
+    the buffers are written here)."""
     n_g = rent.shape[0]
     before = rent.copy()  # last month's rents (a market path's factor)
     rho = p[P_RHO_STRESS] if stress else p[P_RHO_CALM]
@@ -251,7 +261,7 @@ def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_ha
     x0 = extrap[0]
     v = values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m,
                        cost, rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0,
-                       growth0)
+                       growth0, growth1, mu1)
     fund = best_use(t, launch, v[0], present, all_present, salvage, cap_on, cap, lead_on, cap0)
     n_k = extrap.shape[0]
     common = True

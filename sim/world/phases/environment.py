@@ -130,10 +130,13 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     env, b = m.env, m.buyers
     st = m.kernel_inputs.get("environment")
     if st is None:  # (the valuation's inputs depend on the configuration only)
-        st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs(),
-                                               b.valuation_inputs(env))
+        vi = b.valuation_inputs(env)
+        # row 1's growth and its mu per generation, kept between months by the kernel
+        growth1 = np.empty((env.n_gen, vi.m.shape[0]))
+        st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs(), vi, growth1,
+                                               np.full(env.n_gen, np.nan))
     ((p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
-      path_first, path_market, path_rents, path_len, growth0), si, vi) = st
+      path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1) = st
     env.t += 1
     t = env.t
     rng = env.rng
@@ -152,7 +155,7 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
         vi.sqrt_m, vi.cost, rvol_calm, rvol_stress, vi.t_disc, vi.t_life, vi.t_integration,
         vi.present, vi.all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
         path_market, path_rents, path_len, si.factor_gens, vi.lead_on, lead, growth0,
-        b.type_idx)
+        growth1, mu1, b.type_idx)
     env.btc, env.btc_peak, env.stress, env.hashprice = btc, peak, stress, hashprice
     state = (t, bool(stress), hashprice, rent.tobytes())
     b.store_values_by_type(env, state + (extrap[0].tobytes(),), v[0], v[v.shape[0] - 1])
