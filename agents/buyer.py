@@ -228,8 +228,8 @@ class BuyerBook:
     def store_reservation(self, env: Environment, key: tuple, res: np.ndarray) -> None:
         """Record reservation prices computed elsewhere (the compiled phase 1) for the state
         ``key`` that :meth:`reservation` builds, expectations common to all buyers: its calls
-        in that state (phases 5 and 6) read them instead of indexing the values again. The
-        array is kept, never handed out (each call returns a copy)."""
+        in that state (the sites phase, phase 6) read them instead of indexing the values
+        again. The array is kept, never handed out (each call returns a copy)."""
         self._res_cache = (env, key, res)
 
     def _static(self, env: Environment) -> None:
@@ -369,7 +369,7 @@ class BuyerBook:
         With expectations common to all buyers the prices are kept for the state they depend
         on (month, BTC regime, hashprice, rents, every buyer's expectations: the key of
         :meth:`values_by_type` with the whole ``extrap`` for x0), so the model's calls in one
-        month (phases 5 and 6) index the values once; each call returns a copy."""
+        month (the sites phase and phase 6) index the values once; each call returns a copy."""
         if self.n == 0:
             return np.zeros((0, env.n_gen))
         x = self.extrap

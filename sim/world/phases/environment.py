@@ -122,11 +122,11 @@ def _static(m: LiquidationModel) -> tuple:
 def _run_compiled(m: LiquidationModel) -> MonthState:
     """The environment's step and the value in best use by :func:`ke.env_month`; the two
     standard normal draws are made here, as :meth:`Environment.step` makes them (the raw
-    draws and their uniforms; the kernel takes their Phi^-1). Leaves the
-    environment, the buyers' valuation cache (phase 6's reservation prices read it) and
-    ``m.fundamental`` as the numpy code does; with expectations common to all buyers it
-    also hands the month's reservation prices to the buyers
-    (:meth:`agents.buyer.BuyerBook.store_reservation`), which phases 5 and 6 ask for."""
+    draws and their uniforms; the kernel takes their Phi^-1). Leaves the environment, the
+    buyers' valuation cache (phase 6's reservation prices read it) and ``m.fundamental`` as
+    the numpy code does; with expectations common to all buyers it also hands the month's
+    reservation prices to the buyers (:meth:`agents.buyer.BuyerBook.store_reservation`),
+    which the sites phase and phase 6 ask for."""
     env, b = m.env, m.buyers
     st = m.kernel_inputs.get("environment")
     if st is None:  # (the valuation's inputs depend on the configuration only)
