@@ -165,6 +165,8 @@ class BuyerBook:
         self._any_present, self._all_present = bool(self.present.any()), bool(self.present.all())
         self._static_env = None  # the environment whose constant inputs ``_static`` holds
         self._by_type_cache = None  # (env, state key, value at x = 0, value at common x)
+        # (env, state key, reservation prices) of expectations common to all buyers
+        self._res_cache = None
         self._close_key, self._close_prob = None, None  # ``participating``'s probabilities
         self.sites = False  # spare MW split by cooling type (``enable_sites``)
 
@@ -222,6 +224,13 @@ class BuyerBook:
         ``key`` that :meth:`values_by_type` builds, so that its next call for that state (phase
         6's reservation prices) reads them instead of valuing again."""
         self._by_type_cache = (env, key, v0, vx)
+
+    def store_reservation(self, env: Environment, key: tuple, res: np.ndarray) -> None:
+        """Record reservation prices computed elsewhere (the compiled phase 1) for the state
+        ``key`` that :meth:`reservation` builds, expectations common to all buyers: its calls
+        in that state (the sites phase, phase 6) read them instead of indexing the values
+        again. The array is kept, never handed out (each call returns a copy)."""
+        self._res_cache = (env, key, res)
 
     def _static(self, env: Environment) -> None:
         """Inputs of the valuation that depend on the configuration only, computed once per
@@ -355,14 +364,25 @@ class BuyerBook:
         return v0, vx
 
     def reservation(self, env: Environment) -> np.ndarray:
-        """Reservation price of every buyer for every generation, (K, G)."""
+        """Reservation price of every buyer for every generation, (K, G), a new array.
+
+        With expectations common to all buyers the prices are kept for the state they depend
+        on (month, BTC regime, hashprice, rents, every buyer's expectations: the key of
+        :meth:`values_by_type` with the whole ``extrap`` for x0), so the model's calls in one
+        month (the sites phase and phase 6) index the values once; each call returns a copy."""
         if self.n == 0:
             return np.zeros((0, env.n_gen))
         x = self.extrap
+        key = (env.t, bool(env.stress), env.hashprice, env.rent.tobytes(), x.tobytes())
+        c = self._res_cache
+        if c is not None and c[0] is env and c[1] == key:
+            return c[2].copy()
         if (x == x[0]).all():
             # expectations are common to all buyers (``adapt`` moves every row alike), so the
             # value depends on the buyer's type only: one row per type, not one per buyer
-            return self.values_by_type(env, x[0])[1][self.type_idx]
+            res = self.values_by_type(env, x[0])[1][self.type_idx]
+            self._res_cache = (env, key, res)
+            return res.copy()
         return self._pv(env, self._disc, self.life, self.integration, x)
 
     def fundamental(self, env: Environment) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from test_lead_time import _world  # one generation, one buyer, a binding cap
 
+from sim.core import numerics as nm
 from sim.core.config import load_scenario
 from sim.core.jit import kernel
 from sim.qa.oracle import mismatches, model_state, same_bits
@@ -100,9 +101,11 @@ def test_kernel_with_a_nan_rent():
 @kernel
 def _values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m, cost,
                     rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0):
+    # row 0's growth exp(mu m / 12) at the tests' mu = ln(1 - d) + 0.0 = 0: 1 in every month
     return ke.values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m,
                              sqrt_m, cost, rvol, disc, life, integration, cap_on, cap, lead_on,
-                             lead, cap0)
+                             lead, cap0, np.ones(m.shape[0]),
+                             np.empty((rent.shape[0], m.shape[0])), np.full(rent.shape[0], np.nan))
 
 
 def test_values_by_type_by_hand():
@@ -196,3 +199,69 @@ def test_uncompiled_kernel_is_the_compiled_one():
         ke.env_month = real
     sb, sd = model_state(b), model_state(d)
     assert [k for k in sb if not same_bits(sb[k], sd[k])] == []
+
+
+def test_kernel_with_expectations_that_differ_between_buyers():
+    """Rows of ``extrap`` that differ (never in a run: ``adapt`` moves them alike): the kernel
+    hands no reservation prices over, and BuyerBook.reservation values buyer by buyer."""
+    m = _numpy_model("crypto_winter", 5)
+
+    def prepare(model):
+        model.buyers.extrap[0] = -0.05
+    a, ma, b, mb = _one_month_each_way(m, prepare)
+    assert b.buyers._res_cache is None or b.buyers._res_cache[1][0] != b.env.t
+    _assert_same(a, ma, b, mb)
+
+
+def _fresh_reservation(book, env):
+    """Reservation prices valued anew (no cache of the book's)."""
+    c = copy.deepcopy(book)
+    c._res_cache = c._by_type_cache = None
+    return c.reservation(env)
+
+
+def test_reservation_kept_for_its_state_and_handed_out_as_copies():
+    """The reservation prices the compiled phase 1 hands to the buyers are theirs at that
+    state; each call returns a new array (writing into one leaves the next call's alone), and
+    a change of the expectations or the rents in place is valued anew."""
+    m = LiquidationModel("crypto_winter", months=12)
+    for _ in range(8):
+        m.step()
+    b, env = m.buyers, m.env
+    phases.environment.run(m)
+    assert b._res_cache is not None and b._res_cache[1][0] == env.t
+    first = b.reservation(env)
+    assert same_bits(first, _fresh_reservation(b, env))
+    first[:] = -1.0
+    second = b.reservation(env)
+    assert second is not first and same_bits(second, _fresh_reservation(b, env))
+    assert (second > 0).any()
+    b.extrap[:] = -0.2  # still common to all buyers, another row
+    moved = b.reservation(env)
+    assert same_bits(moved, _fresh_reservation(b, env)) and not same_bits(moved, second)
+    env.rent *= 0.5
+    cheaper = b.reservation(env)
+    assert same_bits(cheaper, _fresh_reservation(b, env)) and not same_bits(cheaper, moved)
+
+
+def test_row_one_growth_kept_between_months_follows_the_expectations():
+    """The kernel keeps row 1's growth exp(mu m / 12) between months and computes it again
+    only when mu's bits change: expectations set in place between months (moved, kept,
+    back to an earlier value, to +0 and -0, which take row 0's values) give numpy's
+    months to the bit, month by month."""
+    cfg = load_scenario("crypto_winter", months=9)
+    a = LiquidationModel(cfg, engine="numpy")
+    b = LiquidationModel(cfg, engine="compiled")
+    shape = np.linspace(1.0, 2.0, a.n_gen)
+    for x in (None, -0.05, None, -0.05, -0.2, 0.0, -0.0, -0.05, None):
+        for model in (a, b):
+            if x is not None:
+                model.buyers.extrap[:] = x * shape
+            model.step()
+        sa, sb = model_state(a), model_state(b)
+        assert [k for k in sa if not same_bits(sa[k], sb[k])] == [], (a.env.t, x)
+        if x is not None and x < 0:  # the mu the kernel kept: this month's
+            ship = b.env.shipping
+            kept = b.kernel_inputs["environment"][4][ship]
+            assert kept.tolist() == (nm.log1p(-cfg.environment.rent_deflation)
+                                     + x * shape[ship]).tolist()

@@ -1,11 +1,13 @@
 """Phase 1's kernel (:mod:`sim.world.phases.environment`): the environment's month and the
 value in best use it triggers, in one call.
 
-:func:`env_month` does what :meth:`sim.core.environment.Environment.step` does after its two
-standard normal draws (which stay in the phase, numpy's Generator, in the same order), then
-the buyers' values by type (:meth:`agents.buyer.BuyerBook.values_by_type`: the value at x = 0
-and at the buyers' common expectation row) and the value in best use
-(:meth:`agents.buyer.BuyerBook.fundamental`), each number by the numpy code's operations in
+:func:`env_month` does what :meth:`sim.core.environment.Environment.step` does from its two
+standard normal draws (the raw draws and their uniforms stay in the phase, numpy's
+Generator, in the same order; their Phi^-1 is taken here), then the buyers' values by type
+(:meth:`agents.buyer.BuyerBook.values_by_type`: the value at x = 0 and at the buyers' common
+expectation row), the value in best use (:meth:`agents.buyer.BuyerBook.fundamental`) and,
+with expectations common to all buyers, their reservation prices
+(:meth:`agents.buyer.BuyerBook.reservation`), each number by the numpy code's operations in
 its order: the exp, log, power and Black call of :mod:`sim.core.numerics` (``exp1``,
 ``pow1``, ``black1``, ...), the present values summed in numpy's pairwise order
 (:func:`sim.core.jit.psum`), np.maximum / np.minimum as :func:`sim.core.jit.maximum` /
@@ -29,7 +31,7 @@ import math
 import numpy as np
 
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
-from sim.core.numerics import black1, exp1, expm11, log1, log1p1, pow1
+from sim.core.numerics import black1, exp1, expm11, log1, log1p1, ndtri1, pow1
 
 # indices of the scalar parameters packed in one float64 array (:func:`env_month`'s ``p``)
 (P_RHO_CALM, P_RHO_STRESS, P_VOL_CALM, P_VOL_STRESS, P_RENT_DRIFT, P_RENT_VOL, P_STEP_DOWN,
@@ -45,7 +47,8 @@ def _same_bits(a, b):
 
 @jitable
 def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m, cost,
-                   rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0):
+                   rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0, growth0,
+                   growth1, mu1):
     """:meth:`agents.buyer.BuyerBook.values_by_type` without a lead time: the value of a unit
     of each generation to each buyer type, (X, T, G), row 0 at x = 0 and row X - 1 at the
     expectation row ``x0`` (X = 1 when ``x0`` is 0 everywhere, as the numpy code evaluates
@@ -54,11 +57,17 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
     Per (row, generation) the M monthly options are valued once (numpy broadcasts them over
     the types), each type's discounted terms summed in numpy's pairwise order. Only the
     results' bits are numpy's: a generation not yet shipping is 0 without being valued
-    (``np.where(shipping, ..., 0.0)``), and a month no type lives to see is not valued when
-    its revenue is finite (its terms are net x 0.0 = +0.0 for a finite net >= 0, which
-    Black's call is for a finite revenue: ``black1`` returns c > 0, NaN or +0.0); a
-    generation whose expectation x0[g] leaves mu = ln(1 - d) + x with row 0's bits (x0[g] =
-    +-0, an AI generation) takes row 0's values, computed from the same numbers.
+    (``np.where(shipping, ..., 0.0)``), row 0's growth exp(mu m / 12) where the hashprice
+    reversion does not apply is read from ``growth0`` (mu = ln(1 - d) + 0.0 in every month:
+    the same exp1 of the same arguments, computed once per run by the phase), row 1's
+    exp(mu_g m / 12), mu_g = ln(1 - d) + x0[g], is kept in ``growth1[g]`` (G, M) with its
+    mu_g in ``mu1[g]`` (per-run buffers; NaN at first) and computed again only when mu_g's
+    bits change (expectations move only in months a generation trades), and a month
+    no type lives to see is not valued when its revenue is finite (its terms are net x 0.0
+    = +0.0 for a finite net >= 0, which Black's call is for a finite revenue: ``black1``
+    returns c > 0, NaN or +0.0); a generation whose expectation x0[g] leaves
+    mu = ln(1 - d) + x with row 0's bits (x0[g] = +-0, an AI generation) takes row 0's
+    values, computed from the same numbers.
 
     With ``lead_on`` (a delivery lead time ``lead`` in months per generation, value cap on)
     each value is capped at :meth:`agents.buyer.BuyerBook.lead_cap` of its own terms, the
@@ -99,6 +108,10 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
                 for k in range(n_t):
                     out[1, k, g] = out[0, k, g]
                 continue
+            if x == 1 and not hashed and not _same_bits(mu, mu1[g]):
+                for j in range(n_m):
+                    growth1[g, j] = exp1(mu * m[j] / 12.0)
+                mu1[g] = mu
             base = (util * rent[g]) * hours
             vol = rvol[g]
             last = 0  # the last month any type lives to see (remaining = life - age)
@@ -107,8 +120,10 @@ def values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, s
             for j in range(n_m):
                 if hashed:
                     growth = exp1(hg[j] + ex * m[j] / 12.0)
-                else:
-                    growth = exp1(mu * m[j] / 12.0)
+                elif x == 0:  # mu = ln(1 - d) + 0.0 in every month: computed once per run
+                    growth = growth0[j]
+                else:  # (computed above, or in an earlier month at the same mu)
+                    growth = growth1[g, j]
                 rev = base * growth
                 if m[j] <= last or not math.isfinite(rev):
                     net[j] = black1(rev, cost[g, j], vol * sqrt_m[j])
@@ -168,25 +183,36 @@ def best_use(t, launch, v0, present, all_present, salvage, cap_on, cap, lead_on,
 
 
 @kernel
-def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
+def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
               launch, ai_rent, hash_linked, rent0, shock_month, shock_kind, shock_size, p,
-              hash_on, x0, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
+              hash_on, extrap, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
               present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
-              path_rents, path_len, factor_gens, lead_on, lead):
-    """Phase 1's month after the draws ``eps_r``, ``eta``: the environment's step (rents in
-    place in ``rent``; BTC, its peak, the stress flag and hashprice returned), then the
-    values by type (:func:`values_by_type`) and the value in best use (:func:`best_use`).
-    Returns (btc, btc_peak, stress, hashprice, values (X, T, G), value in best use (G,)).
+              path_rents, path_len, factor_gens, lead_on, lead, growth0, growth1, mu1,
+              type_idx):
+    """Phase 1's month after the draws: the standard normals eps_r and eta of
+    :meth:`sim.core.environment.Environment.step` are Phi^-1 (``ndtri1``) of the uniforms
+    ``u_r`` and ``u_eta`` the phase draws (``nm.standard_normal``'s transform of the same
+    raw draws, compiled: the same bits, sim.core.numerics). Then the environment's step
+    (rents in place in ``rent``; BTC, its peak, the stress flag and hashprice returned),
+    the values by type (:func:`values_by_type`) and the value in best use (:func:`best_use`).
+    Returns (btc, btc_peak, stress, hashprice, values (X, T, G), value in best use (G,),
+    reservation prices (K, G)): the values are at x = 0 and at the buyers' expectation row
+    ``extrap[0]``; the reservation prices, when every row of ``extrap`` (K, G) equals the
+    first (``extrap == extrap[0]``, NaN never equal), are each buyer's type's value at that
+    row (row X - 1 taken at ``type_idx``), what
+    :meth:`agents.buyer.BuyerBook.reservation` gives, else an empty (0, G) array.
     ``shock_*`` are the environment's ``btc`` (kind 0) and ``rent`` (kind 1) shocks in the
     scenario's order; ``p`` the scalar parameters (``P_*``). ``path_*`` are the observed rent
     paths (:meth:`Environment._apply_paths`: generation, first month, market scope, rents
     month by month padded to the longest, their number), ``factor_gens`` the generations a
-    market path moves; ``lead`` the month's lead times with ``lead_on``
-    (:func:`values_by_type`)."""
+    market path moves; ``lead`` the month's lead times with ``lead_on``, ``growth0`` row
+    0's growth, ``growth1`` and ``mu1`` row 1's, kept between months (:func:`values_by_type`:
+    the buffers are written here)."""
     n_g = rent.shape[0]
     before = rent.copy()  # last month's rents (a market path's factor)
     rho = p[P_RHO_STRESS] if stress else p[P_RHO_CALM]
     vol = p[P_VOL_STRESS] if stress else p[P_VOL_CALM]
+    eps_r, eta = ndtri1(u_r), ndtri1(u_eta)
     eps_b = rho * eps_r + math.sqrt(1.0 - rho * rho) * eta
     live = np.empty(n_g, np.bool_)
     for g in range(n_g):
@@ -232,7 +258,21 @@ def env_month(t, launch_now, eps_r, eta, btc, btc_peak, stress, btc_walk, any_ha
                         rent[g] = before[g] * ratio
     rvol = rvol_stress if stress else rvol_calm
     cap0 = np.empty((disc.shape[0], n_g))
+    x0 = extrap[0]
     v = values_by_type(t, rent, launch, hash_linked, hash_on, hashprice, p, x0, m, sqrt_m,
-                       cost, rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0)
+                       cost, rvol, disc, life, integration, cap_on, cap, lead_on, lead, cap0,
+                       growth0, growth1, mu1)
     fund = best_use(t, launch, v[0], present, all_present, salvage, cap_on, cap, lead_on, cap0)
-    return btc, btc_peak, stress, hashprice, v, fund
+    n_k = extrap.shape[0]
+    common = True
+    for k in range(n_k):
+        for g in range(n_g):
+            if not extrap[k, g] == x0[g]:
+                common = False
+    res = np.empty((n_k if common else 0, n_g))
+    if common:
+        vx = v[v.shape[0] - 1]
+        for k in range(n_k):
+            for g in range(n_g):
+                res[k, g] = vx[type_idx[k], g]
+    return btc, btc_peak, stress, hashprice, v, fund, res

@@ -24,7 +24,9 @@ def run(m: LiquidationModel) -> MonthState:
     returns the month's state with last month's V_{t-1} (phase 7's reference). On the
     compiled engine, where :func:`covers` the scenario, the step and the valuation are one
     kernel call (:func:`sim.world.kernels.environment.env_month`)."""
-    if m.engine == "compiled" and covers(m):
+    # (the kernel's inputs exist once a month ran on it: covered, as the book of buyers
+    # never changes its types)
+    if m.engine == "compiled" and ("environment" in m.kernel_inputs or covers(m)):
         month = _run_compiled(m)
         _shocks(m, month.t)
         return month
@@ -81,8 +83,9 @@ def _static(m: LiquidationModel) -> tuple:
     """The kernel's arguments that never change in a run, built at the first compiled month:
     the scalar parameters (``P_*``, the numbers :meth:`Environment.step` and the valuation
     read), the environment's shocks, the revenue volatilities of both BTC regimes
-    (:meth:`Environment.revenue_vol`, by its expression) and the observed rent paths as
-    arrays."""
+    (:meth:`Environment.revenue_vol`, by its expression), the observed rent paths as
+    arrays and row 0's growth exp(mu m / 12), mu = ln(1 - d) + 0.0 (by ``nm.exp``, as the
+    numpy valuation computes it every month)."""
     env, vi = m.env, m.buyers.valuation_inputs(m.env)
     si = env.step_inputs()
     e = env.cfg
@@ -112,38 +115,52 @@ def _static(m: LiquidationModel) -> tuple:
             np.array([g for g, _, _, _ in paths], dtype=np.int64),
             np.array([first for _, first, _, _ in paths], dtype=np.int64),
             np.array([market for _, _, _, market in paths], dtype=bool), path_rents,
-            np.array([len(r) for _, _, r, _ in paths], dtype=np.int64))
+            np.array([len(r) for _, _, r, _ in paths], dtype=np.int64),
+            nm.exp((vi.log_decay + 0.0) * vi.m / 12.0))
 
 
 def _run_compiled(m: LiquidationModel) -> MonthState:
     """The environment's step and the value in best use by :func:`ke.env_month`; the two
-    standard normal draws are made here, as :meth:`Environment.step` makes them. Leaves the
-    environment, the buyers' valuation cache (phase 6's reservation prices read it) and
-    ``m.fundamental`` as the numpy code does."""
+    standard normal draws are made here, as :meth:`Environment.step` makes them (the raw
+    draws and their uniforms; the kernel takes their Phi^-1). Leaves the environment, the
+    buyers' valuation cache (phase 6's reservation prices read it) and ``m.fundamental`` as
+    the numpy code does; with expectations common to all buyers it also hands the month's
+    reservation prices to the buyers (:meth:`agents.buyer.BuyerBook.store_reservation`),
+    which the sites phase and phase 6 ask for."""
     env, b = m.env, m.buyers
     st = m.kernel_inputs.get("environment")
-    if st is None:
-        st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs())
+    if st is None:  # (the valuation's inputs depend on the configuration only)
+        vi = b.valuation_inputs(env)
+        # row 1's growth and its mu per generation, kept between months by the kernel
+        growth1 = np.empty((env.n_gen, vi.m.shape[0]))
+        st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs(), vi, growth1,
+                                               np.full(env.n_gen, np.nan))
     ((p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
-      path_first, path_market, path_rents, path_len), si) = st
+      path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1) = st
     env.t += 1
     t = env.t
-    eps_r, eta = nm.standard_normal(env.rng), nm.standard_normal(env.rng)
+    rng = env.rng
+    # Environment.step's two standard normal draws, nm.standard_normal(rng) each: the
+    # uniforms here, in its order, their Phi^-1 in the kernel (ndtri1 compiled, the same bits)
+    u_r, u_eta = nm._open_uniform(rng, None), nm._open_uniform(rng, None)
     env.shipping  # noqa: B018 (the month's shipping and age arrays, as the numpy code reads them)
-    vi = b.valuation_inputs(env)
-    x0 = b.extrap[0]
+    extrap = b.extrap
+    rent = env.rent
     # the month's lead times (env.lead_time caches them, as the numpy valuation reads them)
     lead = env.lead_time() if vi.lead_on else _NO_LEAD
-    btc, peak, stress, hashprice, v, fund = ke.env_month(
-        t, t in si.launches, eps_r, eta, env.btc, env.btc_peak, env.stress,
-        env.cfg.btc_random_walk, env.any_hash, env.rent, env.launch, si.ai_rent,
-        env.hash_linked, env.rent0, s_month, s_kind, s_size, p, hash_on, x0, vi.m,
+    btc, peak, stress, hashprice, v, fund, res = ke.env_month(
+        t, t in si.launches, u_r, u_eta, env.btc, env.btc_peak, env.stress,
+        env.cfg.btc_random_walk, env.any_hash, rent, env.launch, si.ai_rent,
+        env.hash_linked, env.rent0, s_month, s_kind, s_size, p, hash_on, extrap, vi.m,
         vi.sqrt_m, vi.cost, rvol_calm, rvol_stress, vi.t_disc, vi.t_life, vi.t_integration,
         vi.present, vi.all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
-        path_market, path_rents, path_len, si.factor_gens, vi.lead_on, lead)
+        path_market, path_rents, path_len, si.factor_gens, vi.lead_on, lead, growth0,
+        growth1, mu1, b.type_idx)
     env.btc, env.btc_peak, env.stress, env.hashprice = btc, peak, stress, hashprice
-    key = (t, bool(stress), hashprice, env.rent.tobytes(), x0.tobytes())
-    b.store_values_by_type(env, key, v[0], v[v.shape[0] - 1])
+    state = (t, bool(stress), hashprice, rent.tobytes())
+    b.store_values_by_type(env, state + (extrap[0].tobytes(),), v[0], v[v.shape[0] - 1])
+    if res.shape[0]:  # (BuyerBook.reservation's key)
+        b.store_reservation(env, state + (extrap.tobytes(),), res)
     month = MonthState(t, m.fundamental)
     m.fundamental = fund
     return month

@@ -86,26 +86,42 @@ _NO_PINS = np.zeros(0, dtype=bool)
 _NO_CONV = np.zeros((0, 1))  # the conversions' stand-in without sites (never read)
 
 
+def _static(m: LiquidationModel) -> tuple:
+    """The kernel's arguments that never change in a run, read at the first compiled month
+    (the books' configuration and arrays bound once: the buyers' initial capital is scaled
+    in place by a capital shock, the same array): limited or not, kW per GPU, the outside
+    demand's switch, top and reference, the adaptation and regrowth rates, ln(1 - d), the
+    spare MW regrown a month (:meth:`agents.buyer.BuyerBook.mw_step`, built here as the
+    first regrowth builds it), the initial MW and the sites' switch and arrays."""
+    env, buyers = m.env, m.buyers
+    c = buyers.cfg
+    sites = buyers.sites
+    return (buyers.unlimited, env.kw, m.outside_on, m.outside_demand.top,
+            replacement_cost(env), c.adapt, buyers.valuation_inputs(env).log_decay,
+            buyers.capital0, c.capital_regrowth, buyers.mw_step(), buyers.mw0, sites,
+            m.sites.liquid_gen if sites else _NO_PINS, buyers.mw0_liq if sites else _NONE,
+            c.mw_regrowth)
+
+
 def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     """Phase 7 by :func:`kp.prices_month`: the same new arrays bound to the model and the
     buyers as the numpy code binds, the capital regrown in place, the same outside flow."""
+    st = m.kernel_inputs.get("prices")
+    if st is None:
+        st = m.kernel_inputs["prices"] = _static(m)
+    (unlimited, kw, on, od_top, repl, lam, log_decay, capital0, capital_regrowth, mw_step,
+     mw0, sites, liquid_gen, mw0_liq, mw_regrowth) = st
     env, buyers = m.env, m.buyers
-    c = buyers.cfg
-    vi = buyers.valuation_inputs(env)
-    mw_step = buyers.mw_step()  # (built at the first call, as BuyerBook.regrow builds it)
-    on = m.outside_on
     extrap = buyers.extrap
-    sites = buyers.sites
     (price, news_price, news_value, news_t, new_extrap, mw, mw_liq, built, before,
      after) = kp.prices_month(
         env.t, env.shipping, m.price, month.prev_fundamental, m.fundamental, m.reservation,
-        buyers.unlimited, buyers.capital, buyers.mw, env.kw, m.salvage_price, on,
-        m.outside_demand.top, replacement_cost(env), m.traded, m.clearing, m.price_hist,
-        m.news_price if on else _NONE, m.news_value if on else _NONE,
-        m.news_t if on else _NONE, m.month_pinned if on else _NO_PINS, extrap, c.adapt,
-        vi.log_decay, buyers.capital0, c.capital_regrowth, mw_step, buyers.mw0,
-        sites, m.sites.liquid_gen if sites else _NO_PINS, buyers.mw_liq if sites else _NONE,
-        buyers.mw0_liq if sites else _NONE, c.mw_regrowth,
+        unlimited, buyers.capital, buyers.mw, kw, m.salvage_price, on, od_top, repl,
+        m.traded, m.clearing, m.price_hist, m.news_price if on else _NONE,
+        m.news_value if on else _NONE, m.news_t if on else _NONE,
+        m.month_pinned if on else _NO_PINS, extrap, lam, log_decay, capital0,
+        capital_regrowth, mw_step, mw0, sites, liquid_gen,
+        buyers.mw_liq if sites else _NONE, mw0_liq, mw_regrowth,
         buyers.mw_conv if sites else _NO_CONV)
     m.price = price
     if on:
@@ -116,7 +132,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     if sites:
         buyers.mw_liq = mw_liq
         buyers.mw_built += built
-    if not buyers.unlimited:  # unlimited buyers' capital is off the books
+    if not unlimited:  # unlimited buyers' capital is off the books
         m.add_outside_flow("buyer_capital", after - before)
 
 
