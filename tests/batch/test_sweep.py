@@ -546,7 +546,7 @@ def test_a_point_is_validated_once_and_its_replicates_get_their_seeds(monkeypatc
     calls = []
     real = sw.build
     monkeypatch.setattr(sw, "build", lambda c: calls.append(1) or real(c))
-    monkeypatch.setattr(sw, "_POINT", None)
+    monkeypatch.setattr(sw, "_POINTS", sw.OrderedDict())
     tasks = [RunTask("p1", s, 0, r, {"buyers.capacity_scale": 0.5}, base,
                      ("credit_losses", "defaults"), ()) for r, s in enumerate([11, 12, 13])]
     results = [run_task(t) for t in tasks]

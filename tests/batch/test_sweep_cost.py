@@ -1,5 +1,7 @@
 """What a sweep costs besides its models (issue 19): the pool's workers start with the compiled
-kernels loaded (the fork server's preload, ``sim.batch.preload``).
+kernels loaded (the fork server's preload, ``sim.batch.preload``), and a process validates a
+design point once however far apart its replicates come (``sim.batch.sweep.task_scenario``),
+without ever serving a kept scenario for another config.
 
 Pool workers are forked from a fork server, so the run functions live in this (importable)
 module.
@@ -7,6 +9,7 @@ module.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import pkgutil
@@ -14,10 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import sim.batch.sweep as sw
 import sim.world.kernels
-from sim.batch.sweep import RunResult, RunTask, run_sweep
+from sim.batch.sweep import RunResult, RunTask, run_sweep, task_scenario
+from sim.core.config import build, load_scenario
 from sim.core.jit import Kernel
 from sim.io.ledger import read_runs
 
@@ -77,3 +83,85 @@ def test_the_preload_warms_every_kernel_in_a_fresh_process():
             "assert 'scipy.stats' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True,
                    env={**os.environ, "LIQSIM_ENGINE": "compiled"})
+
+
+# --------------------------------------------------------------------------- validated points
+BASE = load_scenario("crypto_winter", months=3).model_dump(mode="json")
+SHOCK = {**BASE["shocks"][0], "size": 0.5}
+
+
+def _task(params: dict, seed: int = 11, base: dict = BASE, param_hash: str = "h") -> RunTask:
+    return RunTask(param_hash, seed, 0, 0, params, base, ("credit_losses",), ())
+
+
+@pytest.fixture
+def builds(monkeypatch) -> list[dict]:
+    """An empty cache of validated points; each validation's config is recorded."""
+    calls: list[dict] = []
+    real = sw.build
+    monkeypatch.setattr(sw, "build", lambda c: calls.append(c) or real(c))
+    monkeypatch.setattr(sw, "_POINTS", sw.OrderedDict())
+    monkeypatch.setattr(sw, "_BASE_OF_POINTS", [None])
+    return calls
+
+
+def test_a_point_coming_back_after_other_points_is_not_validated_again(builds):
+    """Tasks are replicate-major: a process meets point 1, point 2, ..., then point 1 again
+    with its next seed. The second meeting reuses the validated scenario, and each run gets
+    exactly a fresh build of its config (its own seed)."""
+    p1, p2 = {"buyers.capacity_scale": 0.5}, {"buyers.capacity_scale": 0.7}
+    tasks = [_task(p1, 11), _task(p2, 11), _task(p1, 12), _task(p2, 12)]
+    got = [task_scenario(t) for t in tasks]
+    assert len(builds) == 2
+    for t, s in zip(tasks, got, strict=True):
+        assert s == build(t.config) and s.seed == t.seed
+
+
+def test_a_kept_point_is_never_served_for_another_config(builds):
+    """The cache is keyed by the exact JSON of the base and of the point's values, not by the
+    parameter hash: the same hash with other values, the same values on another base, a value
+    of another type (12 vs 12.0) or the same keys in another order are validated
+    afresh and give their own config's scenario."""
+    other_base = {**BASE, "months": 4}
+    cases = [
+        _task({"buyers.capacity_scale": 0.5}),
+        _task({"buyers.capacity_scale": 0.6}),  # same hash "h", other value
+        _task({"buyers.capacity_scale": 0.6}, base=other_base),
+        _task({"lenders.count": 12}),
+        _task({"lenders.count": 12.0}),
+        _task({"buyers.capacity_scale": 1}),
+        _task({"buyers.capacity_scale": 1.0}),
+        _task({"shocks.0": SHOCK, "shocks.0.size": 0.3}),
+        _task({"shocks.0.size": 0.3, "shocks.0": SHOCK}),
+    ]
+    for t in cases:
+        assert task_scenario(t) == build(t.config)
+    assert len(builds) == len(cases)  # each validated by task_scenario
+    assert task_scenario(cases[-1]).shocks[0].size == 0.5  # the later key won
+    assert task_scenario(cases[-2]).shocks[0].size == 0.3
+    assert len(builds) == len(cases)  # both found
+
+
+def test_the_cache_keeps_the_last_points_and_another_base_empties_it(builds, monkeypatch):
+    monkeypatch.setattr(sw, "POINT_CACHE", 2)
+    a, b, c = ({"buyers.capacity_scale": x} for x in (0.5, 0.6, 0.7))
+    for p in (a, b, a, c):  # c evicts b, the least recently used
+        task_scenario(_task(p))
+    assert len(builds) == 3 and len(sw._POINTS) == 2
+    task_scenario(_task(a))
+    assert len(builds) == 3
+    task_scenario(_task(b))
+    assert len(builds) == 4
+    task_scenario(_task(a, base={**BASE, "months": 4}))
+    assert len(builds) == 5 and len(sw._POINTS) == 1
+    task_scenario(_task(a, base=copy.deepcopy(BASE)))  # an equal base in another object
+    assert len(builds) == 6 and len(sw._POINTS) == 1  # the other base's points are gone
+    task_scenario(_task(a, base=copy.deepcopy(BASE)))
+    assert len(builds) == 6
+
+
+def test_a_task_that_is_not_json_is_built_every_time(builds):
+    t = _task({"buyers.capacity_scale": np.float32(0.5)})
+    assert task_scenario(t) == build(t.config)
+    task_scenario(t)
+    assert len(builds) == 2 and not sw._POINTS
