@@ -201,7 +201,7 @@ def test_ledger_reads_back_and_series_are_written(serial):
     s = read_series(out, row.param_hash, row.seed)
     assert list(s.columns) == ["month", "credit_losses", "price_H100"] and len(s) == 7
     assert s["month"].tolist() == list(range(7))
-    # one Parquet file per batch (8 runs, MAX_CHUNK = 8 in process): every run's rows in it
+    # one Parquet file per batch (all 8 runs: SERIAL_BATCH = 32 in process): every run's rows in it
     files = sorted((out / "series").glob("*.parquet"))
     assert len(files) == 1 and files[0].name.startswith("b_")
     batch = pd.read_parquet(files[0])

@@ -165,3 +165,30 @@ def test_a_task_that_is_not_json_is_built_every_time(builds):
     assert task_scenario(t) == build(t.config)
     task_scenario(t)
     assert len(builds) == 2 and not sw._POINTS
+
+
+# --------------------------------------------------------------------------- serial batches
+def quick(task: RunTask) -> RunResult:
+    return RunResult(task.key, "ok", None, {"credit_losses": float(task.point),
+                                            "defaults": float(task.replicate)}, 0.0, "test")
+
+
+def test_an_in_process_sweep_commits_32_runs_at_a_time(tmp_path, monkeypatch):
+    """One worker: 40 runs are two commits (32 + 8), every run once, in task order."""
+    from sim.io.ledger import Ledger
+
+    sizes: list[int] = []
+    real = Ledger.record_batch
+    monkeypatch.setattr(Ledger, "record_batch",
+                        lambda self, rows, platforms: sizes.append(len(rows))
+                        or real(self, rows, platforms))
+    spec = tmp_path / "warm.toml"
+    spec.write_text(SPEC.replace("replicates = 3", "replicates = 4")
+                    .replace("values = [0.1, 0.2]", "values = [0.0, 0.05, 0.1, 0.15, 0.2, "
+                                                    "0.25, 0.3, 0.35, 0.4, 0.45]"),
+                    encoding="utf-8")
+    res = run_sweep(spec, out=tmp_path / "out", workers=1, progress=False, runner=quick)
+    assert (res.done, res.failed) == (40, 0) and sw.SERIAL_BATCH == 32
+    assert sizes == [32, 8]
+    df = read_runs(tmp_path / "out")
+    assert sorted(zip(df.point, df.replicate)) == [(p, r) for p in range(10) for r in range(4)]
