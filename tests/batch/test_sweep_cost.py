@@ -191,4 +191,5 @@ def test_an_in_process_sweep_commits_32_runs_at_a_time(tmp_path, monkeypatch):
     assert (res.done, res.failed) == (40, 0) and sw.SERIAL_BATCH == 32
     assert sizes == [32, 8]
     df = read_runs(tmp_path / "out")
-    assert sorted(zip(df.point, df.replicate)) == [(p, r) for p in range(10) for r in range(4)]
+    assert sorted(zip(df.point, df.replicate, strict=True)) == [(p, r) for p in range(10)
+                                                               for r in range(4)]
