@@ -25,6 +25,7 @@ import sim.world.kernels
 from sim.batch.sweep import RunResult, RunTask, run_sweep, task_scenario
 from sim.core.config import build, load_scenario
 from sim.core.jit import Kernel
+from sim.core.version import liqsim_version
 from sim.io.ledger import read_runs
 
 
@@ -38,10 +39,11 @@ def _kernels() -> list[Kernel]:
 
 def loaded_kernels(task: RunTask) -> RunResult:
     """No model: the share of the phase kernels this process has loaded (compiled or read
-    from numba's cache) when the run starts."""
+    from numba's cache) when the run starts, and whether it knows its liqsim version."""
     kernels = _kernels()
     share = sum(k._compiled is not None for k in kernels) / len(kernels)
-    return RunResult(task.key, "ok", None, {"credit_losses": share, "defaults": 0.0}, 0.0,
+    known = float(liqsim_version.cache_info().currsize)
+    return RunResult(task.key, "ok", None, {"credit_losses": share, "defaults": known}, 0.0,
                      "test")
 
 
@@ -60,15 +62,16 @@ values = [0.1, 0.2]
 @pytest.mark.slow
 def test_pool_workers_start_with_every_kernel_loaded(tmp_path, monkeypatch):
     """The fork server ran crypto_winter (sim.batch.preload) before forking the workers:
-    every kernel is loaded in each worker before its first run (without the preload, a
-    worker that has run no model has loaded none)."""
+    every kernel is loaded in each worker before its first run, and the liqsim version is
+    known (without the preload, a worker that has run no model has loaded none)."""
     monkeypatch.delenv("LIQSIM_ENGINE", raising=False)
     spec = tmp_path / "warm.toml"
     spec.write_text(SPEC, encoding="utf-8")
     res = run_sweep(spec, out=tmp_path / "out", workers=2, progress=False,
                     runner=loaded_kernels)
     assert (res.done, res.failed) == (6, 0)
-    assert read_runs(tmp_path / "out").credit_losses.tolist() == [1.0] * 6
+    df = read_runs(tmp_path / "out")
+    assert df.credit_losses.tolist() == [1.0] * 6 and df.defaults.tolist() == [1.0] * 6
 
 
 def test_the_preload_warms_every_kernel_in_a_fresh_process():
