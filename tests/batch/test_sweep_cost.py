@@ -163,6 +163,16 @@ def test_the_cache_keeps_the_last_points_and_another_base_empties_it(builds, mon
     assert len(builds) == 6
 
 
+def test_a_base_edited_in_place_is_seen(builds):
+    """The base's JSON is made for every run: a caller that edits a base object in place
+    (here months 3 -> 4) gets the edited config's scenario, not the kept one."""
+    base = copy.deepcopy(BASE)
+    p = {"buyers.capacity_scale": 0.5}
+    assert task_scenario(_task(p, base=base)).months == 3
+    base["months"] = 4
+    assert task_scenario(_task(p, base=base)).months == 4 and len(builds) == 2
+
+
 def test_a_task_that_is_not_json_is_built_every_time(builds):
     t = _task({"buyers.capacity_scale": np.float32(0.5)})
     assert task_scenario(t) == build(t.config)
