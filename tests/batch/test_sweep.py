@@ -280,8 +280,9 @@ def test_an_exception_inside_a_run_is_recorded(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_uninterrupted_ledger(tmp_path):
-    # 24-month runs, so that the sweep is still running when it is killed
-    spec = write_spec(tmp_path, spec_text(months=24, replicates=3))
+    # 24-month runs, so that the sweep is still running when it is killed: 96 runs, three
+    # in-process batches (SERIAL_BATCH = 32), killed once the first is committed
+    spec = write_spec(tmp_path, spec_text(months=24, replicates=24))
     ref = tmp_path / "ref"
     run_sweep(spec, out=ref, workers=1, progress=False)
     out = tmp_path / "out"
@@ -305,9 +306,9 @@ def test_resume_after_sigkill_gives_the_uninterrupted_ledger(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     partial = ledger_rows(out)
-    assert 3 <= len(partial) < 12
+    assert 3 <= len(partial) < 96
     res = run_sweep(spec, out=out, workers=1, progress=False)
-    assert res.skipped == len(partial) and res.done == 12 - len(partial)
+    assert res.skipped == len(partial) and res.done == 96 - len(partial)
     assert ledger_rows(out) == ledger_rows(ref)  # each key once, metrics as uninterrupted
     conn = sqlite3.connect(out / "ledger.sqlite")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
