@@ -204,7 +204,7 @@ def test_ledger_reads_back_and_series_are_written(serial):
     s = read_series(out, row.param_hash, row.seed)
     assert list(s.columns) == ["month", "credit_losses", "price_H100"] and len(s) == 7
     assert s["month"].tolist() == list(range(7))
-    # one Parquet file per batch (8 runs, MAX_CHUNK = 8 in process): every run's rows in it
+    # one Parquet file per batch (all 8 runs: SERIAL_BATCH = 32 in process): every run's rows in it
     files = sorted((out / "series").glob("*.parquet"))
     assert len(files) == 1 and files[0].name.startswith("b_")
     batch = pd.read_parquet(files[0])
@@ -283,8 +283,9 @@ def test_an_exception_inside_a_run_is_recorded(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_uninterrupted_ledger(tmp_path):
-    # 24-month runs, so that the sweep is still running when it is killed
-    spec = write_spec(tmp_path, spec_text(months=24, replicates=3))
+    # 24-month runs, so that the sweep is still running when it is killed: 96 runs, three
+    # in-process batches (SERIAL_BATCH = 32), killed once the first is committed
+    spec = write_spec(tmp_path, spec_text(months=24, replicates=24))
     ref = tmp_path / "ref"
     run_sweep(spec, out=ref, workers=1, progress=False)
     out = tmp_path / "out"
@@ -308,9 +309,9 @@ def test_resume_after_sigkill_gives_the_uninterrupted_ledger(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     partial = ledger_rows(out)
-    assert 3 <= len(partial) < 12
+    assert 3 <= len(partial) < 96
     res = run_sweep(spec, out=out, workers=1, progress=False)
-    assert res.skipped == len(partial) and res.done == 12 - len(partial)
+    assert res.skipped == len(partial) and res.done == 96 - len(partial)
     assert ledger_rows(out) == ledger_rows(ref)  # each key once, metrics as uninterrupted
     conn = sqlite3.connect(out / "ledger.sqlite")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -549,7 +550,7 @@ def test_a_point_is_validated_once_and_its_replicates_get_their_seeds(monkeypatc
     calls = []
     real = sw.build
     monkeypatch.setattr(sw, "build", lambda c: calls.append(1) or real(c))
-    monkeypatch.setattr(sw, "_POINT", None)
+    monkeypatch.setattr(sw, "_POINTS", sw.OrderedDict())
     tasks = [RunTask("p1", s, 0, r, {"buyers.capacity_scale": 0.5}, base,
                      ("credit_losses", "defaults"), ()) for r, s in enumerate([11, 12, 13])]
     results = [run_task(t) for t in tasks]

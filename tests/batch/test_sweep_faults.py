@@ -246,6 +246,7 @@ def test_a_full_database_stops_cleanly_and_resumes(reference, monkeypatch, capsy
         self.conn.execute(f"PRAGMA max_page_count = {pages}")
 
     monkeypatch.setattr(Ledger, "set_meta", capped)
+    monkeypatch.setattr("sim.batch.sweep.SERIAL_BATCH", 8)  # 4 batches: the disk fills mid-way
     assert main(["sweep", str(spec), "--out", str(out), "--workers", "1"]) == 2
     err = _one_error_line(capsys)
     assert "cannot write results" in err and "full" in err and "re-run to resume" in err
@@ -275,7 +276,7 @@ def test_no_space_for_a_series_file_stops_cleanly_and_resumes(reference, monkeyp
         real(path, data)
 
     monkeypatch.setattr(sim.io.atomic, "atomic_write_bytes", full_disk)
-    monkeypatch.setattr(sim.batch.sweep, "MAX_CHUNK", 2)  # 4 batches of 2 runs
+    monkeypatch.setattr(sim.batch.sweep, "SERIAL_BATCH", 2)  # 4 batches of 2 runs
     assert main(["sweep", str(make_spec(tmp)), "--out", str(out), "--workers", "1"]) == 2
     err = _one_error_line(capsys)
     assert "No space left on device" in err
@@ -319,7 +320,7 @@ def test_a_batch_file_whose_rows_never_committed_is_removed_and_rerun(reference,
             conn.close()
 
     monkeypatch.setattr(Ledger, "record_batch", fail_second)
-    monkeypatch.setattr(sim.batch.sweep, "MAX_CHUNK", 4)  # 2 batches of 4 runs
+    monkeypatch.setattr(sim.batch.sweep, "SERIAL_BATCH", 4)  # 2 batches of 4 runs
     assert main(["sweep", str(make_spec(tmp)), "--out", str(out), "--workers", "1"]) == 2
     assert "disk I/O error" in _one_error_line(capsys)
     files = sorted(p.name for p in (out / "series").glob("b_*.parquet"))
