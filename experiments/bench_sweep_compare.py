@@ -7,7 +7,9 @@ The spec is copied with ``samples`` (a Sobol or LHS design's base sample count) 
 ``replicates`` replaced, so that a round takes a minute or two (the flagship Sobol spec at
 ``--samples 8`` is 8 x 12 points x 4 seeds = 384 runs, each with its cascade counterfactual).
 REV is checked out into a temporary detached worktree. Each round runs the sweep once per
-tree, in alternating order, each in a fresh process into a fresh directory
+tree, in alternating order, each in a fresh process into a fresh directory, after one untimed
+warm-up sweep per tree (numba's cache is tied to a source file's path, so the checkout of REV
+compiles its kernels at its first sweep: about 40 s of CPU that no round should time)
 (``run_sweep(..., progress=False)``; the process's start-up, imports and the pool's start are
 outside the timed call, which is the sweep's own ``seconds``). Prints runs per second per tree
 (median over rounds) and the ratio this / REV, and writes them to
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other),
                         args.rev], check=True, capture_output=True)
         try:
+            for label, tree in (("this", ROOT), ("rev", other)):  # untimed: compile or load
+                _child(tree, spec, tmp_path / f"{label}_warm", args.workers)
             for i in range(args.rounds):
                 order = [("this", ROOT), ("rev", other)]
                 for label, tree in (order if i % 2 == 0 else order[::-1]):
