@@ -22,7 +22,7 @@ then remainder descending, then row) is a count of the members ranked ahead in e
 
 Switches covered: every switch phase 4 reads (``lenders.grace_months``, ``cure_months``,
 ``dscr_default_months`` including 0, the outside demand's repossession value
-(``note_repossession``, numpy after the kernel from the units the kernel returns) and sites
+(``note_repossession``, in the kernel right after the inventory is updated) and sites
 (``SiteBook.repossess``, called after the kernel, as it reads none of what the kernel
 writes)). The one case left to numpy is a month whose phase 3 did not evaluate the collateral
 (``month.coll`` None: a phase run on its own), where ``month_debt_coll`` would value it
@@ -85,13 +85,17 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
                    month_debt, have_debt, month_coll,
                    dead, reason, ev_amt, ev_price, acc_idx, acc_amt,
                    principal_new, accrued_new, overdue_new, pledged_new, coll_new, debt_out,
-                   rep_l, rep_g, rep_u, new_units, new_defaults):
+                   rep_l, rep_g, rep_u, new_units, new_defaults,
+                   outside_on, rep_value, fundamental, rep_value_new):
     """One month of phase 4 over the books' arrays (module docstring).
 
     Fills, for the caller's events: ``acc_idx``/``acc_amt`` (``loan_accelerated_repaid``),
     ``rep_l``/``rep_g``/``rep_u`` (``repossession``: lender, generation, units, by generation
     then row), ``dead``/``reason``/``ev_amt``/``ev_price`` (the default events); and
-    ``new_units`` (lender x generation repossessed), ``new_defaults`` (by kind).
+    ``new_units`` (lender x generation repossessed), ``new_defaults`` (by kind). With
+    ``outside_on``, when some borrower defaults, fills ``rep_value_new`` with
+    ``note_repossession``'s update of ``rep_value`` (the caller rebinds ``model.rep_value``
+    to it, as the numpy code rebinds it to a new array).
 
     Returns (n_acc, acc_sold, acc_btc_sales, prepaid, arrears_moved, pledged_sold, n_dead,
     debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum): the payoffs,
@@ -298,6 +302,16 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
             if inventory[li, k] == 0 and new_units[li, k] > 0:
                 inv_since[li, k] = t
             inventory[li, k] += new_units[li, k]
+    if outside_on:  # note_repossession, at the inventory just updated
+        for li in range(nl):
+            for k in range(g):
+                u = new_units[li, k]
+                if u > 0:
+                    rep_value_new[li, k] = np.divide(
+                        rep_value[li, k] * (inventory[li, k] - u) + u * fundamental[k],
+                        float(inventory[li, k]))
+                else:
+                    rep_value_new[li, k] = rep_value[li, k]
     n_rep = 0
     for k in range(g):
         for jj in range(nr):

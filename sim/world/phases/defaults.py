@@ -86,6 +86,7 @@ def run(m: LiquidationModel, month: MonthState) -> None:
 
 
 _REASONS = ("default_payment", "default_covenant", "default_dscr")  # the kernel's codes
+_NO_MATRIX = np.zeros((0, 0))  # rep_value without the outside demand (not read)
 
 
 def _scratch(m: LiquidationModel) -> tuple:
@@ -111,7 +112,8 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     triggered, :func:`sim.world.kernels.defaults.defaults_month`; then, in the numpy code's
     order, its events (``loan_accelerated_repaid``, ``repossession``, the defaults), outside
     flows (``btc_sales`` of the payoffs, of the seizures, ``unpaid_suppliers``), totals,
-    rebinds, the outside demand's repossession value and the sites' repossession."""
+    rebinds (the outside demand's repossession value, :func:`note_repossession`, computed by
+    the kernel) and the sites' repossession."""
     b, lc = m.borrowers, m.cfg.lenders
     grace, cure, dm = lc.grace_months, lc.cure_months, lc.dscr_default_months
     if not kernels.any_trigger(grace, cure, dm, b.status, b.arrears_months, b.call_months,
@@ -122,6 +124,10 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
      overdue_new, pledged_new, coll_new, debt_out, rep_l, rep_g, rep_u, new_units,
      new_defaults) = _scratch(m)
     have_debt = month.debt is not None
+    outside_on = m.outside_on
+    # note_repossession's new array (numpy rebinds model.rep_value to a new one each time)
+    rep_value = m.rep_value if outside_on else _NO_MATRIX
+    rep_value_new = np.empty_like(rep_value)
     (n_acc, acc_sold, acc_btc, _prepaid, arrears_moved, pledged_sold, n_dead, debt_computed,
      n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum) = kernels.defaults_month(
         grace, cure, dm, b.status, b.arrears_months, b.call_months, b.dscr_breach, b.kind,
@@ -131,7 +137,8 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         month.debt if have_debt else debt_out, have_debt, month.coll,
         dead, reason, ev_amt, ev_price, acc_idx, acc_amt,
         principal_new, accrued_new, overdue_new, pledged_new, coll_new, debt_out,
-        rep_l, rep_g, rep_u, new_units, new_defaults)
+        rep_l, rep_g, rep_u, new_units, new_defaults,
+        outside_on, rep_value, m.fundamental, rep_value_new)
     if n_acc:
         if acc_sold:
             b.btc_pledged = pledged_new.copy()
@@ -149,8 +156,8 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     if debt_computed:
         month.debt = debt_out.copy()
     dead = dead[:n_dead]
-    if m.outside_on:
-        note_repossession(m, new_units.copy())
+    if outside_on:  # note_repossession's update, made by the kernel
+        m.rep_value = rep_value_new
     m.log_events("repossession", "lender", rep_l[:n_rep], rep_g[:n_rep], rep_u[:n_rep])
     m.add_outside_flow("btc_sales", btc_sales)
     m.add_outside_flow("unpaid_suppliers", -unpaid_sum)
