@@ -152,8 +152,24 @@ def _sites(m):
     b.site_income[::6] = -0.0
 
 
+def _many_gens(m):
+    """13 generations (the shipped scenarios have at most 5): fleet rows of 8 or more terms,
+    which numpy sums pairwise with 8 accumulators (the kernel through psum), random rents,
+    power costs and fleets, some -0.0 rents; half the contracts lapse this month."""
+    b, env = m.borrowers, m.env
+    rng = np.random.default_rng(13)
+    g = 13
+    env.rent = rng.random(g) * 2000.0
+    env.rent[3] = -0.0
+    env._power_cost = rng.random(g) * 300.0
+    b.fleet = rng.integers(0, 5000, (b.n, g))
+    b.contract_rent = rng.random((b.n, g)) * 2500.0
+    b.contract_rent[::4, 5] = -0.0
+    b.contract_end[::2] = env.t
+
+
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # _nan: inf x 0 GPUs
-@pytest.mark.parametrize("edit", [_broke, _nan, _dead, _balloons, _rich, _sites],
+@pytest.mark.parametrize("edit", [_broke, _nan, _dead, _balloons, _rich, _sites, _many_gens],
                          ids=lambda f: f.__name__.strip("_"))
 @pytest.mark.parametrize("t", [0, 20])
 def test_edge_states_as_numpy(worlds, t, edit, monkeypatch):

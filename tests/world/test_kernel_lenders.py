@@ -148,3 +148,29 @@ def test_edges_match(twins, perturb, months):
     n = len(twins.flags)
     assert month(perturb) == []
     assert len(twins.flags) == n + 1  # the kernel ran
+
+
+def test_kept_call_months_array_is_never_a_books():
+    """The compiled phase keeps its ``call_months`` output array from month to month
+    (``m.kernel_inputs["lenders"]``) and rebinds the book to it only in a month a call is
+    open, as the numpy code does, then keeps a new one. Over a crypto_winter run: an array
+    the book has let go of (rebound) is never written again, and no array the book holds
+    or held shares memory with the arrays kept for the next month."""
+    real, let_go = phases.lenders.run, []
+
+    def watched(m, month):
+        old = m.borrowers.call_months
+        real(m, month)
+        new = m.borrowers.call_months
+        if new is not old:
+            let_go.append((old, old.copy()))
+        assert all(np.array_equal(a, copy) for a, copy in let_go)
+        kept = m.kernel_inputs.get("lenders", ())
+        assert not any(np.shares_memory(x, buf) for x in (new, *(a for a, _ in let_go))
+                       for buf in kept)
+    phases.lenders.run = watched
+    try:
+        LiquidationModel("crypto_winter").run()
+    finally:
+        phases.lenders.run = real
+    assert len(let_go) > 1  # the handover happened, more than once

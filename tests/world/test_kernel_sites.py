@@ -184,3 +184,47 @@ WHOLE_RUNS = [
 @pytest.mark.parametrize(("scenario", "over"), WHOLE_RUNS)
 def test_whole_runs_same_on_both_engines(scenario, over):
     assert engine_mismatches(scenario, over, months=30) == []
+
+
+# the arrays the sites' month may rebind a book to (the compiled month's kept output arrays)
+_REBOUND = (("buyers", "mw"), ("buyers", "capital"), ("buyers", "mw_liq"),
+            ("lenders", "repo_units"), ("sites", "host_rent"), ("sites", "host_mw"),
+            ("sites", "switch_debt"), ("sites", "switch_pay"), ("borrowers", "mining_share"),
+            ("borrowers", "site_income"), ("sites", "hosted_units"))
+
+
+@pytest.mark.parametrize("over", [{}, {"sites.conversion_months": 0}])
+def test_kernel_sites_never_writes_an_array_a_book_was_given(over):
+    """The compiled month keeps its output arrays from month to month
+    (``phases.sites._scratch``) and hands one to a book only in a month the numpy code
+    rebinds that book: from then on the book (and whoever keeps the array: a record, a test)
+    owns it, and no later month's kernel may write into it. Checked at every sites month of a
+    crypto_winter run: the array each book held before the month is unchanged after it (or
+    still the book's own, updated in place as numpy updates it), and neither it nor the
+    book's array after the month shares memory with an array kept for the next month."""
+    real, rebound = phases.sites.run, set()
+
+    def watched(m):
+        before = {(o, a): getattr(getattr(m, o), a) for o, a in _REBOUND}
+        held = {k: None if v is None else v.copy() for k, v in before.items()}
+        real(m)
+        kept = m.kernel_inputs["sites"]
+        for (o, a), old in before.items():
+            new = getattr(getattr(m, o), a)
+            if new is not old:
+                rebound.add((o, a))
+            if old is None:
+                continue
+            assert new is old or np.array_equal(old, held[(o, a)], equal_nan=True), (o, a)
+            assert not any(np.shares_memory(x, buf) for x in (old, new) for buf in kept), (o, a)
+    phases.sites.run = watched
+    try:
+        LiquidationModel("crypto_winter", **over).run()
+    finally:
+        phases.sites.run = real
+    # every kind of handover happened at least once in the run
+    assert rebound >= {("buyers", "mw"), ("buyers", "capital"), ("lenders", "repo_units"),
+                       ("sites", "switch_debt"), ("borrowers", "mining_share"),
+                       ("sites", "hosted_units")}, rebound
+    if over:
+        assert ("buyers", "mw_liq") in rebound

@@ -10,10 +10,17 @@ draws the phase makes before the call, as the numpy code does), ``operating``,
 ``LoanBook.pay`` (without a prepayment), ``count_arrears``, ``update_dscr``,
 ``repay_revolvers`` (``revolver_repayment``) and ``payouts``, with every operation in the
 numpy code's order: sums over a row or a whole 1-D array (``np.add.reduce``, ``matvec``) are
-:func:`sim.core.jit.psum`, bincounts and scatters a loop in row order from 0.0, minimum and
+:func:`sim.core.jit.psum` (a fleet row of fewer than 8 generations, which psum adds one by one
+from 0.0, is added so in the borrower's loop, without a temporary), bincounts and scatters a
+loop in row order from 0.0, minimum and
 maximum numpy's (NaN and signed zeros), and each early return of the numpy code (nobody sells
 coins, nobody is short, nobody asks the revolver, no revolver to repay) is taken where the
-numpy code takes it, since adding +0.0 is not a no-op on -0.0.
+numpy code takes it, since adding +0.0 is not a no-op on -0.0. Steps the numpy code runs one
+after the other over every borrower are fused into one loop over the borrowers where each
+borrower's step reads only that borrower's results of the step before (the contracts and
+``operating``; the shortfall and the coins sold; ``count_arrears`` and ``update_dscr``; the
+revolver repayment and the payouts): the same operations on the same values, in the same
+order within each sum.
 
 Switches covered: all of them (the phase reads no policy switch); with sites
 (``sites.enabled``: ``mining_share`` and ``site_income`` set) the mining revenue is mixed as
@@ -59,8 +66,16 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
     nl = lb_cash.shape[0]
     g = rent.shape[0]
 
-    # ---- update_contracts: tenants walk, lapsed contracts renew at the spot rent
+    # ---- update_contracts (tenants walk, lapsed contracts renew at the spot rent) and
+    # operating (revenue and opex; cash += NOI), borrower by borrower: each reads only its
+    # own contract. Below 8 generations psum is a plain sum from 0.0 in index order, which
+    # the loop adds directly (no temporary)
     alive = np.empty(n, np.bool_)
+    tmp = np.empty(g)
+    tmp2 = np.empty(g)
+    tmp3 = np.empty(g)
+    noi = np.empty(n)
+    short_sums = g < 8
     for i in range(n):
         alive[i] = status[i] != defaulted
         in_term = t < contract_end[i]
@@ -72,31 +87,39 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
             contract_end[i] = t + contract_months[i]
             tenant_gone[i] = False
 
-    # ---- operating: revenue and opex; cash += NOI
-    tmp = np.empty(g)
-    noi = np.empty(n)
-    for i in range(n):
         in_term = t < contract_end[i]
         contracted = in_term and not tenant_gone[i]
         cover = guarantee_cover[i] if (tenant_gone[i] and guaranteed[i] and in_term) else 0.0
         locked_share = contracted_share[i] * (1.0 if contracted else cover)
         spot_share = 1.0 - contracted_share[i] * (1.0 if contracted else 0.0)
-        for j in range(g):
-            tmp[j] = fleet[i, j] * contract_rent[i, j]
-        locked = psum(tmp, 0, g)
-        for j in range(g):
-            tmp[j] = fleet[i, j] * rent[j]
-        spot = psum(tmp, 0, g)
+        units = 0
+        if short_sums:
+            locked = 0.0
+            spot = 0.0
+            power = 0.0
+            for j in range(g):
+                f = fleet[i, j]
+                locked += f * contract_rent[i, j]
+                spot += f * rent[j]
+                power += f * power_cost[j]
+                units += f
+            locked = 0.0 + locked
+            spot = 0.0 + spot
+            power = 0.0 + power
+        else:
+            for j in range(g):
+                f = fleet[i, j]
+                tmp[j] = f * contract_rent[i, j]
+                tmp2[j] = f * rent[j]
+                tmp3[j] = f * power_cost[j]
+                units += f
+            locked = psum(tmp, 0, g)
+            spot = psum(tmp2, 0, g)
+            power = psum(tmp3, 0, g)
         gpu_rev = HOURS * (locked_share * locked + spot_share * util * spot)
         mining = hashrate[i] * maximum(hashprice - mining_cost[i], 0.0) * DAYS
         if has_sites:
             mining = mining * mining_share[i] + site_income[i]
-        for j in range(g):
-            tmp[j] = fleet[i, j] * power_cost[j]
-        power = psum(tmp, 0, g)
-        units = 0
-        for j in range(g):
-            units += fleet[i, j]
         op = power + units * fixed_opex[i]
         revenue[i] = gpu_rev + mining if alive[i] else 0.0
         opex[i] = op if alive[i] else 0.0
@@ -126,32 +149,31 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
         due[borrower[r]] += owed[r]
         sched[borrower[r]] += (interest + minimum(orig_amort[r], outstanding)
                                if (active[r] and before) else 0.0)
+    # ---- the shortfall, and sell_free_btc: unpledged coins raise up to it
     short = np.empty(n)
-    for i in range(n):
-        short[i] = maximum(due[i] - cash[i], 0.0) * (1.0 if alive[i] else 0.0)
-
-    # ---- sell_free_btc: unpledged coins raise up to the shortfall
     sell = np.empty(n)
     any_sell = False
+    any_short = False
     for i in range(n):
+        short[i] = maximum(due[i] - cash[i], 0.0) * (1.0 if alive[i] else 0.0)
         sell[i] = minimum(btc[i] - btc_pledged[i], short[i] / btc_price)
         if sell[i] != 0.0:
             any_sell = True
+        if short[i] != 0.0:
+            any_short = True
     btc_sum = 0.0
     if any_sell:
+        any_short = False
         for i in range(n):
             btc[i] -= sell[i]
             sell[i] = sell[i] * btc_price  # the proceeds
             cash[i] += sell[i]
-        btc_sum = psum(sell, 0, n)
-        for i in range(n):
             short[i] = maximum(due[i] - cash[i], 0.0) * (1.0 if alive[i] else 0.0)
+            if short[i] != 0.0:
+                any_short = True
+        btc_sum = psum(sell, 0, n)
 
     # ---- draw_revolvers: from the lead lender if sound, rationed to its cash
-    any_short = False
-    for i in range(n):
-        if short[i] != 0.0:
-            any_short = True
     if any_short:
         req = np.empty(n)
         any_req = False
@@ -201,22 +223,23 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
     for k in range(nl):
         lb_cash[k] += paid_l[k]
 
-    # ---- count_arrears and update_dscr
+    # ---- count_arrears and update_dscr; whether any revolver is left to repay
+    any_sel = False
     for i in range(n):
         late = arrears[i] > 1.0 and alive[i]
         arrears_new[i] = arrears_months[i] + 1 if late else 0
         ratio = noi[i] / sched[i] if sched[i] > 0 else 10.0
         clipped = minimum(maximum(ratio, -10.0), 10.0)
         dscr_new[i] = 0.5 * dscr[i] + 0.5 * clipped if alive[i] else dscr[i]
-
-    # ---- repay_revolvers: cash above three months of opex
-    any_sel = False
-    for i in range(n):
         if active[rv0 + i] and principal_new[rv0 + i] > 0:
             any_sel = True
-    if any_sel:
-        rep_l = np.zeros(nl)
-        for i in range(n):
+
+    # ---- repay_revolvers (cash above three months of opex), then payouts above the
+    # buffer, borrower by borrower (each reads only its own cash)
+    rep_l = np.zeros(nl)
+    out = np.empty(n)
+    for i in range(n):
+        if any_sel:
             r = rv0 + i
             rep = 0.0
             if active[r] and principal_new[r] > 0:
@@ -225,15 +248,12 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
             principal_new[r] -= rep
             cash[i] -= rep
             rep_l[lender[r]] += rep
-        for k in range(nl):
-            lb_cash[k] += rep_l[k]
-
-    # ---- payouts above the buffer
-    out = np.empty(n)
-    for i in range(n):
         keep = payout_months[i] * (opex[i] + due[i])
         out[i] = maximum(cash[i] - keep, 0.0) if (alive[i] and call_months[i] < 0) else 0.0
         cash[i] -= out[i]
+    if any_sel:
+        for k in range(nl):
+            lb_cash[k] += rep_l[k]
     return rev_sum, opex_sum, any_sell, btc_sum, psum(out, 0, n)
 
 

@@ -22,9 +22,9 @@ then remainder descending, then row) is a count of the members ranked ahead in e
 
 Switches covered: every switch phase 4 reads (``lenders.grace_months``, ``cure_months``,
 ``dscr_default_months`` including 0, the outside demand's repossession value
-(``note_repossession``, numpy after the kernel from the units the kernel returns) and sites
-(``SiteBook.repossess``, called after the kernel, as it reads none of what the kernel
-writes)). The one case left to numpy is a month whose phase 3 did not evaluate the collateral
+(``note_repossession``, in the kernel right after the inventory is updated) and sites
+(``SiteBook.repossess``, at the end of the kernel: it reads none of what the rest writes)).
+The one case left to numpy is a month whose phase 3 did not evaluate the collateral
 (``month.coll`` None: a phase run on its own), where ``month_debt_coll`` would value it
 afresh.
 
@@ -85,22 +85,33 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
                    month_debt, have_debt, month_coll,
                    dead, reason, ev_amt, ev_price, acc_idx, acc_amt,
                    principal_new, accrued_new, overdue_new, pledged_new, coll_new, debt_out,
-                   rep_l, rep_g, rep_u, new_units, new_defaults):
+                   rep_l, rep_g, rep_u, new_units, new_defaults,
+                   outside_on, rep_value, fundamental, rep_value_new,
+                   has_sites, s_holder, s_lender, s_since, s_gpu_mw, s_mine_mw, s_host_mw,
+                   s_lender_code):
     """One month of phase 4 over the books' arrays (module docstring).
 
     Fills, for the caller's events: ``acc_idx``/``acc_amt`` (``loan_accelerated_repaid``),
     ``rep_l``/``rep_g``/``rep_u`` (``repossession``: lender, generation, units, by generation
     then row), ``dead``/``reason``/``ev_amt``/``ev_price`` (the default events); and
-    ``new_units`` (lender x generation repossessed), ``new_defaults`` (by kind).
+    ``new_units`` (lender x generation repossessed), ``new_defaults`` (by kind). With
+    ``outside_on``, when some borrower defaults, fills ``rep_value_new`` with
+    ``note_repossession``'s update of ``rep_value`` (the caller rebinds ``model.rep_value``
+    to it, as the numpy code rebinds it to a new array). With ``has_sites``, the defaulted
+    borrowers' sites are repossessed as ``SiteBook.repossess`` does (``s_*``: the site
+    book's arrays, updated in place; ``s_lender_code``: ``agents.sites.LENDER``).
 
     Returns (n_acc, acc_sold, acc_btc_sales, prepaid, arrears_moved, pledged_sold, n_dead,
-    debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum): the payoffs,
+    debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum, site_mw,
+    mine_mw): the payoffs,
     whether they sold coins and the proceeds' sum, whether they prepaid (rebind
     ``principal_new``) and moved arrears (rebind ``accrued_new``, ``overdue_new``), whether
     pledged coins were sold (rebind ``pledged_new`` and ``month.coll`` = ``coll_new``), the
     defaults, whether the month's debt was recomputed (``month.debt`` = ``debt_out``), the
-    repossession events and the sums the numpy code adds to the outside flows and the model's
-    totals (the unpaid bills' sum before its negation)."""
+    repossession events, the sums the numpy code adds to the outside flows and the model's
+    totals (the unpaid bills' sum before its negation) and, with sites, the sums of the
+    defaulted borrowers' data-hall and mining-hall MW (``SiteBook.repossess``' additions to
+    ``repossessed_mw`` and ``estate_mw``; 0.0 without sites)."""
     nb = status.shape[0]
     nrow = borrower.shape[0]
     nl = lb_cash.shape[0]
@@ -184,7 +195,7 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
             n_dead += 1
     if n_dead == 0:
         return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, 0, False, 0,
-                0.0, 0.0, 0.0, 0.0, 0.0)
+                0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     ead_b = np.zeros(n_dead)
     for r in range(nrow):
         if active[r] and trig[borrower[r]]:
@@ -204,7 +215,7 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
                 n_dead += 1
         if n_dead == 0:
             return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, 0, False,
-                    0, 0.0, 0.0, 0.0, 0.0, 0.0)
+                    0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         ead_b = np.zeros(n_dead)
         for r in range(nrow):
             if active[r] and trig[borrower[r]]:
@@ -298,6 +309,16 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
             if inventory[li, k] == 0 and new_units[li, k] > 0:
                 inv_since[li, k] = t
             inventory[li, k] += new_units[li, k]
+    if outside_on:  # note_repossession, at the inventory just updated
+        for li in range(nl):
+            for k in range(g):
+                u = new_units[li, k]
+                if u > 0:
+                    rep_value_new[li, k] = np.divide(
+                        rep_value[li, k] * (inventory[li, k] - u) + u * fundamental[k],
+                        float(inventory[li, k]))
+                else:
+                    rep_value_new[li, k] = rep_value[li, k]
     n_rep = 0
     for k in range(g):
         for jj in range(nr):
@@ -365,5 +386,24 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
         status[i] = DEFAULTED
         call_months[i] = -1
         new_defaults[kind[i]] += 1
+
+    # ---- SiteBook.repossess: the lead lender takes the data hall, the estate the mining hall
+    site_mw = 0.0
+    mine_mw = 0.0
+    if has_sites:
+        for d in range(n_dead):
+            i = dead[d]
+            s_holder[i] = s_lender_code
+            s_lender[i] = lead[i]
+            s_since[i] = t
+        for d in range(n_dead):
+            tmp[d] = s_gpu_mw[dead[d]]
+        site_mw = psum(tmp, 0, n_dead)
+        for d in range(n_dead):
+            tmp[d] = s_mine_mw[dead[d]]
+        mine_mw = psum(tmp, 0, n_dead)
+        for d in range(n_dead):
+            s_host_mw[dead[d]] = 0.0
     return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, n_dead,
-            debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum)
+            debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum, site_mw,
+            mine_mw)

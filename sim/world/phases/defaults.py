@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.borrower import BorrowerStatus
+from agents.sites import LENDER
 from sim.core.finance import largest_remainder
 from sim.world.kernels import defaults as kernels
 from sim.world.phases import borrowers, lenders
@@ -86,6 +87,11 @@ def run(m: LiquidationModel, month: MonthState) -> None:
 
 
 _REASONS = ("default_payment", "default_covenant", "default_dscr")  # the kernel's codes
+_NO_MATRIX = np.zeros((0, 0))  # rep_value without the outside demand (not read)
+# the site book's arrays without sites (not read): holder, lender, since, gpu_mw, mine_mw,
+# host_mw
+_NO_SITES = (np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
+             np.zeros(0), np.zeros(0))
 
 
 def _scratch(m: LiquidationModel) -> tuple:
@@ -111,7 +117,9 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     triggered, :func:`sim.world.kernels.defaults.defaults_month`; then, in the numpy code's
     order, its events (``loan_accelerated_repaid``, ``repossession``, the defaults), outside
     flows (``btc_sales`` of the payoffs, of the seizures, ``unpaid_suppliers``), totals,
-    rebinds, the outside demand's repossession value and the sites' repossession."""
+    rebinds (the outside demand's repossession value, :func:`note_repossession`, computed by
+    the kernel) and the sites' repossession's totals (``SiteBook.repossess``, whose arrays
+    the kernel updates)."""
     b, lc = m.borrowers, m.cfg.lenders
     grace, cure, dm = lc.grace_months, lc.cure_months, lc.dscr_default_months
     if not kernels.any_trigger(grace, cure, dm, b.status, b.arrears_months, b.call_months,
@@ -122,8 +130,14 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
      overdue_new, pledged_new, coll_new, debt_out, rep_l, rep_g, rep_u, new_units,
      new_defaults) = _scratch(m)
     have_debt = month.debt is not None
+    sb = m.sites
+    outside_on = m.outside_on
+    # note_repossession's new array (numpy rebinds model.rep_value to a new one each time)
+    rep_value = m.rep_value if outside_on else _NO_MATRIX
+    rep_value_new = np.empty_like(rep_value)
     (n_acc, acc_sold, acc_btc, _prepaid, arrears_moved, pledged_sold, n_dead, debt_computed,
-     n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum) = kernels.defaults_month(
+     n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum, site_mw,
+     mine_mw) = kernels.defaults_month(
         grace, cure, dm, b.status, b.arrears_months, b.call_months, b.dscr_breach, b.kind,
         b.cash, b.btc, b.btc_pledged, b.fleet, env.btc, m.lead, month.marks,
         L.borrower, L.lender, L.principal, L.accrued, L.overdue, L.active,
@@ -131,7 +145,10 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         month.debt if have_debt else debt_out, have_debt, month.coll,
         dead, reason, ev_amt, ev_price, acc_idx, acc_amt,
         principal_new, accrued_new, overdue_new, pledged_new, coll_new, debt_out,
-        rep_l, rep_g, rep_u, new_units, new_defaults)
+        rep_l, rep_g, rep_u, new_units, new_defaults,
+        outside_on, rep_value, m.fundamental, rep_value_new,
+        sb is not None, *(_NO_SITES if sb is None else (
+            sb.holder, sb.lender, sb.since, sb.gpu_mw, sb.mine_mw, sb.host_mw)), LENDER)
     if n_acc:
         if acc_sold:
             b.btc_pledged = pledged_new.copy()
@@ -149,16 +166,17 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     if debt_computed:
         month.debt = debt_out.copy()
     dead = dead[:n_dead]
-    if m.outside_on:
-        note_repossession(m, new_units.copy())
+    if outside_on:  # note_repossession's update, made by the kernel
+        m.rep_value = rep_value_new
     m.log_events("repossession", "lender", rep_l[:n_rep], rep_g[:n_rep], rep_u[:n_rep])
     m.add_outside_flow("btc_sales", btc_sales)
     m.add_outside_flow("unpaid_suppliers", -unpaid_sum)
     m.ead_total += ead_sum
     m.recovered_total += rec_sum
     m.paper_recovery += paper_sum
-    if m.sites is not None:  # the lead lender takes the site with the GPUs
-        m.sites.repossess(dead, m.lead[dead], env.t)
+    if sb is not None:  # SiteBook.repossess' totals (its arrays updated by the kernel)
+        sb.repossessed_mw += float(site_mw)
+        sb.estate_mw += float(mine_mw)
     m.log_events([_REASONS[c] for c in reason[:n_dead].tolist()], m.kind_names(dead), dead,
                  units=0, amount=ev_amt[:n_dead], price=ev_price[:n_dead])
     m.new_defaults = new_defaults.copy()

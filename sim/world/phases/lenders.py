@@ -106,14 +106,20 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     would."""
     env, b, lb, L, lc = m.env, m.borrowers, m.lenders, m.loans, m.cfg.lenders
     table, stale = lb.marks_table(env)
-    # no covenant scaling: a scale of ones (level x 1.0 is level, to the bit)
-    scale = np.ones(b.n) if b.cov_scale is None else b.cov_scale
-    nb, n_rows = b.n, len(L.borrower)
+    nb = b.n
+    st = m.kernel_inputs.get("lenders")
+    if st is None or len(st[0]) != nb or len(st[3]) != len(L.borrower):  # remade if resized
+        # kept for the run: the scale of ones without covenant scaling (level x 1.0 is
+        # level, to the bit; the kernel only reads it), the events' scratch arrays (read
+        # here, in the month that fills them) and the call months' output array (replaced by
+        # a new one in a month the book is rebound to it)
+        st = m.kernel_inputs["lenders"] = [
+            np.ones(nb), np.empty(nb, np.int64), np.empty((2, nb)),
+            np.empty(len(L.borrower), np.int64), np.empty(nb, np.int64)]
+    ones, called, called_at, refused, call_months = st
+    scale = ones if b.cov_scale is None else b.cov_scale
     marks = np.empty((lb.n, table.shape[1]))
-    coll, debt = np.empty(nb), np.empty(nb)
-    call_months, dscr_breach = np.empty(nb, np.int64), np.empty(nb, np.int64)
-    called, called_at = np.empty(nb, np.int64), np.empty((2, nb))
-    refused = np.empty(n_rows, np.int64)
+    coll, debt, dscr_breach = np.empty(nb), np.empty(nb), np.empty(nb, np.int64)
     (principal, accrued, overdue, n_called, n_refused, calls_open, principal_moved,
      arrears_moved, btc_sold, btc_sales, swept) = kernels.lenders_month(
         table, stale, env.new_unit_price, env.age if stale else _NO_AGE, m.price_hist,
@@ -138,6 +144,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         L.accrued, L.overdue = accrued, overdue
     if calls_open:
         b.call_months = call_months
+        st[4] = np.empty(nb, np.int64)
     b.dscr_breach = dscr_breach
     month.marks, month.debt, month.coll = marks, None if swept else debt, coll
     if n_refused:

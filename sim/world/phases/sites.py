@@ -27,30 +27,47 @@ def run(m: LiquidationModel) -> None:
     m.sites.month(m)
 
 
+def _scratch(m: LiquidationModel) -> list:
+    """The compiled month's arrays, made once per run (``m.kernel_inputs["sites"]``): the
+    generations newest first, the sales' record, ``totals`` and the kernel's scratch arrays
+    (``v_liq``, ``v_air``, ``x``, ``old_idx``, ``tmp_n``: only read in the month that fills
+    them), then the output arrays a book may be rebound to (``mw_new``, ``cap_new``,
+    ``liq_new``, ``repo_new``, ``rent_new``, ``hmw_new``, ``debt_new``, ``pay_new``,
+    ``share_new``, ``income_new``, from index :data:`_OUT`): a month that rebinds a book to
+    one of them replaces it in this list with a new array, so that no array a book holds (or
+    held: a record, a test) is ever written again, as with the numpy code's new arrays."""
+    st = m.kernel_inputs.get("sites")
+    if st is None:
+        nk, n, g = m.buyers.n, m.borrowers.n, m.env.n_gen
+        e = np.empty
+        st = m.kernel_inputs["sites"] = [
+            np.array(m.newest_first, dtype=np.int64), e((n * (g + 1), ks.N_EV)), e(5),
+            e(nk), e(nk), e(nk), e(n, dtype=np.int64), e(n),
+            e(nk), e(nk), e(nk), np.empty_like(m.lenders.repo_units),
+            e(n), e(n), e(n), e(n), e(n), e(n)]
+    return st
+
+
+_OUT = 8  # the first output array a book may be rebound to, in _scratch's list
+
+
 def _run_compiled(m: LiquidationModel) -> None:
     """``SiteBook.month`` through the kernel: the reservation prices here (as the numpy code
     asks the buyers for them), then the books rebound to the arrays the numpy code would have
     made new, the outside flows added and the events logged in its order."""
     sb, env, buyers, lb, b, desk = m.sites, m.env, m.buyers, m.lenders, m.borrowers, m.desk
     s = sb.cfg
-    nk, n, nl = buyers.n, b.n, lb.n
-    st = m.kernel_inputs.get("sites")
-    if st is None:  # the generations newest first, the sales' record (reused every month)
-        st = m.kernel_inputs["sites"] = (np.array(m.newest_first, dtype=np.int64),
-                                         np.empty((n * (env.n_gen + 1), ks.N_EV)))
-    newest_first, sales = st
-    has_buyers = nk > 0
+    st = _scratch(m)
+    (newest_first, sales, totals, v_liq, v_air, x, old_idx, tmp_n, mw_new, cap_new, liq_new,
+     repo_new, rent_new, hmw_new, debt_new, pay_new, share_new, income_new) = st
+    has_buyers = buyers.n > 0
     res = buyers.reservation(env) if has_buyers else np.zeros((0, env.n_gen))
     do_convert = has_buyers and not buyers.unlimited and s.conversion_rate > 0
     conv_col = s.conversion_months - 1 if s.conversion_months else -1
-    v_liq, v_air, x = np.empty(nk), np.empty(nk), np.empty(nk)
-    mw_new, cap_new, liq_new = np.empty(nk), np.empty(nk), np.empty(nk)
-    old_idx, tmp_n = np.empty(n, dtype=np.int64), np.empty(n)
-    hosted = np.zeros(nl)
-    repo_new = np.empty_like(lb.repo_units)
-    totals = np.array([m.recovered_total, sb.sold_mw, sb.sale_proceeds, desk.lent, desk.cash])
-    rent_new, hmw_new, debt_new = np.empty(n), np.empty(n), np.empty(n)
-    pay_new, share_new, income_new = np.empty(n), np.empty(n), np.empty(n)
+    hosted = np.zeros(lb.n)
+    # the running totals the kernel adds to (float64, as np.array of them made it)
+    totals[0], totals[1], totals[2] = m.recovered_total, sb.sold_mw, sb.sale_proceeds
+    totals[3], totals[4] = desk.lent, desk.cash
     (converted, xany, xsum, rows, fleet_units, fleet_sold, n_old, retired, hosted_any, tenants,
      opex, income, arb) = ks.sites_month(
         env.t, has_buyers, res, m.price, env.kw, sb.liquid_gen, env.shipping, do_convert,
@@ -71,8 +88,10 @@ def _run_compiled(m: LiquidationModel) -> None:
         pay_new, share_new, income_new)
     if converted:  # BuyerBook.convert's new arrays
         buyers.mw, buyers.capital = mw_new, cap_new
+        st[_OUT], st[_OUT + 1] = np.empty_like(mw_new), np.empty_like(cap_new)
         if conv_col < 0:
             buyers.mw_liq = liq_new
+            st[_OUT + 2] = np.empty_like(liq_new)
     if xany:
         sb.converted_mw += xsum
         m.add_outside_flow("buyer_capital", -xsum * s.conversion_cost_per_mw)
@@ -90,6 +109,7 @@ def _run_compiled(m: LiquidationModel) -> None:
     if fleet_sold:
         desk.lent, desk.cash = type(desk.lent)(totals[3]), type(desk.cash)(totals[4])
         lb.repo_units = repo_new
+        st[_OUT + 3] = np.empty_like(repo_new)
         sb.fleet_units_sold += fleet_units
     if n_old:
         sb.retired_mw += retired
@@ -103,5 +123,8 @@ def _run_compiled(m: LiquidationModel) -> None:
     if arb:
         if arb == 2:
             sb.host_rent, sb.host_mw = rent_new, hmw_new
+            st[_OUT + 4], st[_OUT + 5] = np.empty_like(rent_new), np.empty_like(hmw_new)
         sb.switch_debt, sb.switch_pay = debt_new, pay_new
         b.mining_share, b.site_income = share_new, income_new
+        st[_OUT + 6:] = [np.empty_like(debt_new), np.empty_like(pay_new),
+                         np.empty_like(share_new), np.empty_like(income_new)]
