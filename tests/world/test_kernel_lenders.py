@@ -13,6 +13,7 @@ from agents.borrower import BorrowerStatus
 from sim.qa.oracle import mismatches, model_state, run_both, same_bits
 from sim.world import phases
 from sim.world.kernels import lenders as klenders
+from sim.world.model import LiquidationModel
 
 # the arrays phase 3 may rebind or update in place: whether each is still the same object
 # after the phase must agree between the engines too

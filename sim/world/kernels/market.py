@@ -68,10 +68,6 @@ _TINY = math.ulp(0.0)
 _N_STEPS = OUTSIDE_STEPS_PER_DEPTH * OUTSIDE_DEPTHS
 
 
-# kept until sites imports from sim.core.jit (sim.world.kernels.sites imports these names)
-_pymax, _pymin = pymax, pymin
-
-
 @jitable
 def _bisect_left(a, n, x):
     """``bisect.bisect_left(a[:n], x)``: the first i with not a[i] < x."""

@@ -24,7 +24,7 @@ The sales' events and outside flows are written to a record (``sales``, one row 
 that the phase logs and adds in order after the call; the running totals the numpy code adds
 to sale by sale (``recovered_total``, the sold MW and proceeds, the desk's ``lent`` and
 ``cash``) are carried through ``totals`` with the same additions. Python's ``max(x, 0.0)``
-and ``min(a, b)`` of the sales are ``_pymax`` / ``_pymin`` (:mod:`sim.world.kernels.market`),
+and ``min(a, b)`` of the sales are ``pymax`` / ``pymin`` (:mod:`sim.core.jit`),
 ``int(x + 1e-9)`` a truncation toward zero.
 
 Switches covered: all of them (``sites.arbitrage``, ``sites.host_in_place``,
@@ -36,8 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.core.jit import jitable, kernel, maximum, minimum, psum
-from sim.world.kernels.market import _pymax, _pymin
+from sim.core.jit import jitable, kernel, maximum, minimum, psum, pymax, pymin
 
 # the columns of the sales' record (``sales``): one row per event, in the numpy code's order
 EV_KIND, EV_LENDER, EV_GEN, EV_UNITS, EV_AMOUNT, EV_PRICE, EV_BUYER_CAPITAL, EV_SURPLUS = range(8)
@@ -153,7 +152,7 @@ def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buye
         if unlimited:
             ev[EV_BUYER_CAPITAL] = amount
         else:
-            capital[k] = _pymax(capital[k] - amount, 0.0)
+            capital[k] = pymax(capital[k] - amount, 0.0)
         if liquid[i]:
             b_mw_liq[k] += mw
         else:
@@ -196,12 +195,12 @@ def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buye
             if unlimited:
                 ev[EV_BUYER_CAPITAL] = pay
             else:
-                capital[k] = _pymax(capital[k] - pay, 0.0)
+                capital[k] = pymax(capital[k] - pay, 0.0)
             holdings[k, g] += n
             mw_g = n * kwg / 1000.0
             room -= mw_g
             pool = b_mw_liq if liquid_site else b_mw
-            used = _pymin(mw_g, pool[k])
+            used = pymin(mw_g, pool[k])
             pool[k] -= used
             mw_used[k] += used
             inventory[l_, g] -= n  # LenderBook.remove_inventory
