@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +106,18 @@ def _engine(engine: str | None) -> str:
     return chosen
 
 
-def _column(x, kind: type, n: int) -> list:
-    """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies."""
+# the dtypes of Python's int and float (an array of either lists as Python numbers as is)
+_INT, _FLOAT = np.dtype(int), np.dtype(float)
+
+
+def _column(x, kind: type, n: int) -> Iterable:
+    """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies
+    (``kind(x)`` repeated)."""
     if isinstance(x, np.ndarray):
         return x.astype(kind, copy=False).tolist()
     if isinstance(x, list):
         return x
-    return [kind(x)] * n
+    return repeat(kind(x), n)
 
 
 class LiquidationModel(mesa.Model):
@@ -334,12 +340,28 @@ class LiquidationModel(mesa.Model):
         """Log one event per entry of ``idx`` at once (a vectorised :meth:`log_event`): each other
         field is one value for all, or an array (a list for ``name``, ``agent``) along ``idx``."""
         n = len(idx)
-        if n:
-            self.events.extend(zip([self.env.t] * n, _column(name, str, n),
-                                   _column(agent, str, n), _column(idx, int, n),
-                                   _column(gen, int, n), _column(units, int, n),
-                                   _column(amount, float, n), _column(price, float, n),
-                                   strict=True))
+        if not n:
+            return
+        t = self.env.t
+        if (type(idx) is np.ndarray and type(amount) is np.ndarray and type(name) is str
+                and type(gen) is int and type(units) is int and type(price) is float):
+            # the common shape (one name, an index and an amount per event): the same tuples
+            # with the constant fields bound once (a str, int or float of an exact type is its
+            # own kind(x); ``agent`` a str or a list, as _column takes it)
+            ids = idx.tolist() if idx.dtype is _INT else idx.astype(int).tolist()
+            amounts = amount.tolist() if amount.dtype is _FLOAT else amount.astype(float).tolist()
+            if type(agent) is str:
+                self.events.extend([(t, name, agent, i, gen, units, a, price)
+                                    for i, a in zip(ids, amounts, strict=True)])
+                return
+            if type(agent) is list:
+                self.events.extend([(t, name, ag, i, gen, units, a, price)
+                                    for ag, i, a in zip(agent, ids, amounts, strict=True)])
+                return
+        self.events.extend(zip(repeat(t, n), _column(name, str, n), _column(agent, str, n),
+                               _column(idx, int, n), _column(gen, int, n),
+                               _column(units, int, n), _column(amount, float, n),
+                               _column(price, float, n), strict=True))
 
     def kind_names(self, idx: np.ndarray) -> list[str]:
         """``miner`` / ``neocloud`` for each borrower in ``idx``."""
