@@ -106,13 +106,21 @@ def _engine(engine: str | None) -> str:
     return chosen
 
 
-# the dtypes of Python's int and float (an array of either lists as Python numbers as is)
-_INT, _FLOAT = np.dtype(int), np.dtype(float)
+# the dtypes of Python's int and float: an array of either lists as Python numbers as is
+_DTYPES = {int: np.dtype(int), float: np.dtype(float)}
 
 
 def _column(x, kind: type, n: int) -> Iterable:
     """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies
-    (``kind(x)`` repeated)."""
+    (``kind(x)`` repeated). (The exact types first: an array of ``kind``'s own dtype lists as
+    is, an exact ``kind`` is its own ``kind(x)``.)"""
+    tx = type(x)
+    if tx is np.ndarray:
+        return x.tolist() if x.dtype is _DTYPES.get(kind) else x.astype(kind).tolist()
+    if tx is list:
+        return x
+    if tx is kind:
+        return repeat(x, n)
     if isinstance(x, np.ndarray):
         return x.astype(kind, copy=False).tolist()
     if isinstance(x, list):
@@ -343,21 +351,19 @@ class LiquidationModel(mesa.Model):
         if not n:
             return
         t = self.env.t
-        if (type(idx) is np.ndarray and type(amount) is np.ndarray and type(name) is str
-                and type(gen) is int and type(units) is int and type(price) is float):
-            # the common shape (one name, an index and an amount per event): the same tuples
-            # with the constant fields bound once (a str, int or float of an exact type is its
-            # own kind(x); ``agent`` a str or a list, as _column takes it)
-            ids = idx.tolist() if idx.dtype is _INT else idx.astype(int).tolist()
-            amounts = amount.tolist() if amount.dtype is _FLOAT else amount.astype(float).tolist()
-            if type(agent) is str:
-                self.events.extend([(t, name, agent, i, gen, units, a, price)
-                                    for i, a in zip(ids, amounts, strict=True)])
+        if (type(name) is str and type(idx) is np.ndarray and type(gen) is int
+                and type(units) is int and type(amount) is np.ndarray):
+            # the common shapes (one name, an index and an amount per event, the agent and
+            # the price one for all or one each): the same tuples built in one comprehension,
+            # the constant fields bound once
+            if type(agent) is str and type(price) is float:
+                self.events.extend([(t, name, agent, i, gen, units, a, price) for i, a in zip(
+                    _column(idx, int, n), _column(amount, float, n), strict=True)])
                 return
-            if type(agent) is list:
-                self.events.extend([(t, name, ag, i, gen, units, a, price)
-                                    for ag, i, a in zip(agent, ids, amounts, strict=True)])
-                return
+            self.events.extend([(t, name, ag, i, gen, units, a, p) for ag, i, a, p in zip(
+                _column(agent, str, n), _column(idx, int, n), _column(amount, float, n),
+                _column(price, float, n), strict=True)])
+            return
         self.events.extend(zip(repeat(t, n), _column(name, str, n), _column(agent, str, n),
                                _column(idx, int, n), _column(gen, int, n),
                                _column(units, int, n), _column(amount, float, n),

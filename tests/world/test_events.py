@@ -34,6 +34,10 @@ def test_one_name_and_an_amount_per_event(model):
                   amount=np.array([2.5, 1.0], np.float32))
     assert got == [(t, "margin_call", "miner", 3, -1, 0, 2.5, 0.0),
                    (t, "margin_call", "neocloud", 2, -1, 0, 1.0, 0.0)]
+    got = _logged(model, "fraud", ["miner", "neocloud"], np.array([3, 2]),
+                  amount=np.array([2.5, 1.0]), price=np.array([0.5, 1]))
+    assert got == [(t, "fraud", "miner", 3, -1, 0, 2.5, 0.5),
+                   (t, "fraud", "neocloud", 2, -1, 0, 1.0, 1.0)]
     got = _logged(model, "x", "lender", np.array([0]), gen=2, units=7, amount=np.array([3]),
                   price=0.5)
     assert got == [(t, "x", "lender", 0, 2, 7, 3.0, 0.5)]
