@@ -1,18 +1,19 @@
 """Phase 9 (:mod:`sim.world.phases.record`) compiled: every sum of the month's records (the
 lenders', the sites', the buyers' capacity and the losses counted for everyone,
-:mod:`sim.world.losses`) and the three rows of the agent panel in one kernel call,
-:func:`record_month`.
+:mod:`sim.world.losses`, with the arithmetic that combines them), the desk's month-end
+records and the three rows of the agent panel in one kernel call, :func:`record_month`.
 
 It covers every switch (sites on or off, other loans, the repo desk, the buyer of last resort,
 unlimited buyers, the outside demand, ``metrics.losses_at_writeoff`` and
-``metrics.system_loss``). The phase copies the plain numbers into the records in Python, as
-the numpy code does, and leaves in Python: the desk's and the buyer of last resort's own
-records (their methods), the buyers' capacity when buyers are unlimited (inf), the losses at
-t0 (which allocate their records) and the scalar arithmetic that combines the losses' sums
-(``losses.wealth``, ``_stock``, ``identity``). Sums are added in numpy's order
+``metrics.system_loss``). The phase copies the plain numbers and the kernel's values into the
+records in Python, as the numpy code does, and leaves in Python: the buyer of last resort's
+own records (its method), the buyers' capacity when buyers are unlimited (inf) and the losses
+at t0 (which allocate their records). Sums are added in numpy's order
 (:func:`sim.core.jit.psum` for ``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec``
 as it adds one: pairwise, which below 8 terms is the plain sum from 0.0); integer sums in any
-order.
+order; Python's ``sum`` of floats as CPython adds them (:func:`_py_sum`); the scalar
+arithmetic of ``losses.wealth``, ``_stock`` and ``identity`` in their order
+(:func:`_losses_records`).
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
                  unlimited, has_lolr, lolr_cash, lolr_due, income0, exported0, flows,
                  stock0, wealth0):
     """The whole month of :func:`sim.world.phases.record.run` that is not a copy of a
-    number: the lenders' sums, the month's panel rows, the sites' sums, the buyers' capacity
-    and (``losses_on``) the sums of the losses counted for everyone (:func:`_losses_sums`).
+    number: the lenders' sums, the month's panel rows, the sites' sums, the buyers' capacity,
+    the desk's records and (``losses_on``) the losses counted for everyone
+    (:func:`_losses_sums`, :func:`_losses_records`).
 
     Fills ``cash_row``, ``size_row`` and ``state_row`` (the month's rows of the panel:
     lenders, borrowers, buyers) as the numpy code's ``np.concatenate`` does (a borrower
@@ -91,12 +93,12 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
     lenders' books: with ``at_writeoff`` (metrics.losses_at_writeoff) the recoveries are the
     later recoveries and the credit losses net of recoveries at write-off only; and fills
     ``vals`` (:data:`N_VALS` entries): with ``has_sites``, in ``vals[V_SITES:V_SITES + 6]``,
-    the sums of
-    :func:`sim.world.phases.record.record_sites`: [MW held by borrowers (data halls and mining
-    halls), by lenders, buyers' spare air-cooled, liquid-cooled and converting MW, and miners'
-    MW let to AI tenants]; and, with ``cap_on``, the units the buyers could take of the
-    recorded generation at ``cap_price`` (``BuyerBook.capacity_total``: each buyer's capital
-    over the price and its spare MW over the generation's ``cap_kw``, each nudged up by 1e-9,
+    the sums of :func:`sim.world.phases.record.record_sites`: [MW held by borrowers (data
+    halls and mining halls), by lenders, buyers' spare air-cooled, liquid-cooled and
+    converting MW, and miners' MW let to AI tenants]; and, with ``cap_on``, the units the
+    buyers could take of the recorded generation at ``cap_price``
+    (``BuyerBook.capacity_total``: each buyer's capital over the price and its spare MW over
+    the generation's ``cap_kw``, each nudged up by 1e-9,
     the smaller, capped, floored), else 0, in ``vals[V_CAP]``; with ``losses_on``, the month's
     losses (:func:`_losses_records`: ``vals[V_INCOME]``, ``vals[V_EXPORTED]`` the new
     ``losses_state`` sums, ``vals[V_LOSSES:]`` the records of :data:`LOSS_RECORDS` that
