@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +106,26 @@ def _engine(engine: str | None) -> str:
     return chosen
 
 
-def _column(x, kind: type, n: int) -> list:
-    """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies."""
+# the dtypes of Python's int and float: an array of either lists as Python numbers as is
+_DTYPES = {int: np.dtype(int), float: np.dtype(float)}
+
+
+def _column(x, kind: type, n: int) -> Iterable:
+    """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies
+    (``kind(x)`` repeated). (The exact types first: an array of ``kind``'s own dtype lists as
+    is, an exact ``kind`` is its own ``kind(x)``.)"""
+    tx = type(x)
+    if tx is np.ndarray:
+        return x.tolist() if x.dtype is _DTYPES.get(kind) else x.astype(kind).tolist()
+    if tx is list:
+        return x
+    if tx is kind:
+        return repeat(x, n)
     if isinstance(x, np.ndarray):
         return x.astype(kind, copy=False).tolist()
     if isinstance(x, list):
         return x
-    return [kind(x)] * n
+    return repeat(kind(x), n)
 
 
 class LiquidationModel(mesa.Model):
@@ -334,12 +348,26 @@ class LiquidationModel(mesa.Model):
         """Log one event per entry of ``idx`` at once (a vectorised :meth:`log_event`): each other
         field is one value for all, or an array (a list for ``name``, ``agent``) along ``idx``."""
         n = len(idx)
-        if n:
-            self.events.extend(zip([self.env.t] * n, _column(name, str, n),
-                                   _column(agent, str, n), _column(idx, int, n),
-                                   _column(gen, int, n), _column(units, int, n),
-                                   _column(amount, float, n), _column(price, float, n),
-                                   strict=True))
+        if not n:
+            return
+        t = self.env.t
+        if (type(name) is str and type(idx) is np.ndarray and type(gen) is int
+                and type(units) is int and type(amount) is np.ndarray):
+            # the common shapes (one name, an index and an amount per event, the agent and
+            # the price one for all or one each): the same tuples built in one comprehension,
+            # the constant fields bound once
+            if type(agent) is str and type(price) is float:
+                self.events.extend([(t, name, agent, i, gen, units, a, price) for i, a in zip(
+                    _column(idx, int, n), _column(amount, float, n), strict=True)])
+                return
+            self.events.extend([(t, name, ag, i, gen, units, a, p) for ag, i, a, p in zip(
+                _column(agent, str, n), _column(idx, int, n), _column(amount, float, n),
+                _column(price, float, n), strict=True)])
+            return
+        self.events.extend(zip(repeat(t, n), _column(name, str, n), _column(agent, str, n),
+                               _column(idx, int, n), _column(gen, int, n),
+                               _column(units, int, n), _column(amount, float, n),
+                               _column(price, float, n), strict=True))
 
     def kind_names(self, idx: np.ndarray) -> list[str]:
         """``miner`` / ``neocloud`` for each borrower in ``idx``."""

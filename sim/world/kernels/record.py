@@ -1,18 +1,19 @@
 """Phase 9 (:mod:`sim.world.phases.record`) compiled: every sum of the month's records (the
 lenders', the sites', the buyers' capacity and the losses counted for everyone,
-:mod:`sim.world.losses`) and the three rows of the agent panel in one kernel call,
-:func:`record_month`.
+:mod:`sim.world.losses`, with the arithmetic that combines them), the desk's month-end
+records and the three rows of the agent panel in one kernel call, :func:`record_month`.
 
 It covers every switch (sites on or off, other loans, the repo desk, the buyer of last resort,
 unlimited buyers, the outside demand, ``metrics.losses_at_writeoff`` and
-``metrics.system_loss``). The phase copies the plain numbers into the records in Python, as
-the numpy code does, and leaves in Python: the desk's and the buyer of last resort's own
-records (their methods), the buyers' capacity when buyers are unlimited (inf), the losses at
-t0 (which allocate their records) and the scalar arithmetic that combines the losses' sums
-(``losses.wealth``, ``_stock``, ``identity``). Sums are added in numpy's order
+``metrics.system_loss``). The phase copies the plain numbers and the kernel's values into the
+records in Python, as the numpy code does, and leaves in Python: the buyer of last resort's
+own records (its method), the buyers' capacity when buyers are unlimited (inf) and the losses
+at t0 (which allocate their records). Sums are added in numpy's order
 (:func:`sim.core.jit.psum` for ``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec``
 as it adds one: pairwise, which below 8 terms is the plain sum from 0.0); integer sums in any
-order.
+order; Python's ``sum`` of floats as CPython adds them (:func:`_py_sum`); the scalar
+arithmetic of ``losses.wealth``, ``_stock`` and ``identity`` in their order
+(:func:`_losses_records`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,27 @@ B_HEALTHY, B_DISTRESSED, B_DEFAULTED = 0, 1, 2
 # agents.sites holder codes
 SITE_BORROWER, SITE_LENDER = 0, 1
 _BIG_F = float(BIG)  # the most units a buyer's capacity counts (agents.buyer)
+
+# the layout of record_month's ``vals``: the sites' six sums, the buyers' capacity, the new
+# losses_state sums, then the records of LOSS_RECORDS (sim.world.losses.RECORDS' keys; the
+# last, loss_lenders_recoveries, only written with metrics.losses_at_writeoff)
+V_SITES, V_CAP, V_INCOME, V_EXPORTED, V_LOSSES = 0, 6, 7, 8, 9
+LOSS_RECORDS = ("loss_lenders", "loss_desk", "loss_lolr", "loss_buyers", "loss_borrowers",
+                "loss_outside", "loss_outside_buyers", "loss_outside_suppliers",
+                "loss_outside_funders", "loss_outside_other_borrowers", "system_loss",
+                "system_loss_at_value", "sl_value_destroyed", "sl_btc_value_fall",
+                "sl_operating_income", "sl_discount", "sl_holding_costs", "sl_discount_outside",
+                "loss_lenders_credit", "loss_lenders_net", "loss_lenders_other",
+                "loss_borrowers_wiped_out", "desk_cash_flows", "desk_mark",
+                "loss_lenders_recoveries")
+N_VALS = V_LOSSES + len(LOSS_RECORDS)
+# the model's outside flows the losses read (model.flows), in the order of record_month's
+# ``flows`` argument
+FLOW_KEYS = ("salvage", "btc_sales", "tenants", "opex", "holding_costs", "buyer_capital",
+             "payouts", "estate_surplus", "unpaid_suppliers", "funding_outside",
+             "policy_funding", "other_loans")
+(F_SALVAGE, F_BTC_SALES, F_TENANTS, F_OPEX, F_HOLDING, F_BUYER_CAPITAL, F_PAYOUTS, F_ESTATE,
+ F_UNPAID, F_FUNDING_OUTSIDE, F_POLICY, F_OTHER_LOANS) = range(len(FLOW_KEYS))
 
 
 @jitable
@@ -55,25 +77,39 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
                  rent_hours, rent, power_cost, spot_opex, facility, has_facility,
                  lolr_holdings, salvage_units, external_units, out_units, outside, repo_debt,
                  other_loans, b_debt, active, principal, accrued, other_losses, equity0,
-                 cash_lent, cash_repaid, interest, cash_bought, cash_sold, funding):
+                 cash_lent, cash_repaid, interest, cash_bought, cash_sold, funding, t,
+                 cost_basis, desk_cost, desk_mark, desk_loans, desk_cash_rec, desk_due_rec,
+                 desk_lent, desk_cash, desk_cash0, desk_due, desk_secured, has_other,
+                 unlimited, has_lolr, lolr_cash, lolr_due, income0, exported0, flows,
+                 stock0, wealth0):
     """The whole month of :func:`sim.world.phases.record.run` that is not a copy of a
-    number: the lenders' sums, the month's panel rows, the sites' sums, the buyers' capacity
-    and (``losses_on``) the sums of the losses counted for everyone (:func:`_losses_sums`).
+    number: the lenders' sums, the month's panel rows, the sites' sums, the buyers' capacity,
+    the desk's records and (``losses_on``) the losses counted for everyone
+    (:func:`_losses_sums`, :func:`_losses_records`).
 
     Fills ``cash_row``, ``size_row`` and ``state_row`` (the month's rows of the panel:
     lenders, borrowers, buyers) as the numpy code's ``np.concatenate`` does (a borrower
-    HEALTHY in its book but under a margin call or in arrears shows as DISTRESSED) and
-    returns (writeoffs, recoveries, credit losses, lender equity, failures, lenders
-    deleveraging, inventory units, repo units): with ``at_writeoff`` (metrics.
-    losses_at_writeoff) the recoveries are the later recoveries and the credit losses net of
-    recoveries at write-off only; and, with ``has_sites``, the sums of
-    :func:`sim.world.phases.record.record_sites`: [MW held by borrowers (data halls and mining
-    halls), by lenders, buyers' spare air-cooled, liquid-cooled and converting MW, and miners'
-    MW let to AI tenants]; and, with ``cap_on``, the units the buyers could take of the
-    recorded generation at ``cap_price`` (``BuyerBook.capacity_total``: each buyer's capital
-    over the price and its spare MW over the generation's ``cap_kw``, each nudged up by 1e-9,
-    the smaller, capped, floored), else 0; then, with ``losses_on``, the sums of
-    :func:`_losses_sums` and the units sold out of the sector (else two empty arrays)."""
+    HEALTHY in its book but under a margin call or in arrears shows as DISTRESSED); sums the
+    lenders' books: with ``at_writeoff`` (metrics.losses_at_writeoff) the recoveries are the
+    later recoveries and the credit losses net of recoveries at write-off only; and fills
+    ``vals`` (:data:`N_VALS` entries): with ``has_sites``, in ``vals[V_SITES:V_SITES + 6]``,
+    the sums of :func:`sim.world.phases.record.record_sites`: [MW held by borrowers (data
+    halls and mining halls), by lenders, buyers' spare air-cooled, liquid-cooled and
+    converting MW, and miners' MW let to AI tenants]; and, with ``cap_on``, the units the
+    buyers could take of the recorded generation at ``cap_price``
+    (``BuyerBook.capacity_total``: each buyer's capital over the price and its spare MW over
+    the generation's ``cap_kw``, each nudged up by 1e-9,
+    the smaller, capped, floored), else 0, in ``vals[V_CAP]``; with ``losses_on``, the month's
+    losses (:func:`_losses_records`: ``vals[V_INCOME]``, ``vals[V_EXPORTED]`` the new
+    ``losses_state`` sums, ``vals[V_LOSSES:]`` the records of :data:`LOSS_RECORDS` that
+    ``losses.record`` writes) and the units sold out of the sector (else an empty array).
+
+    It also writes the desk's month-end records (``RepoDesk.record``: ``desk_cost``,
+    ``desk_mark``, ``desk_loans``, ``desk_cash_rec``, ``desk_due_rec`` at ``t``: its holdings
+    at cost and at ``price``, its loans, cash and unpaid cost of capital).
+
+    Returns (writeoffs, recoveries, credit losses, lender equity, failures, lenders
+    deleveraging, inventory units, repo units, vals, out)."""
     nl, nb, nu = lcash.shape[0], bcash.shape[0], capital.shape[0]
     g = price.shape[0]
     tmp = np.empty(max(nl, g))
@@ -130,7 +166,7 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
         else:
             acc = _row_dot(holdings, i, price, tmp)
         size_row[nl + nb + i] = capital[i] + acc
-    sites = np.zeros(6)
+    vals = np.zeros(N_VALS)
     if has_sites:
         ns = holder.shape[0]
         sel = np.empty(max(ns, nb))
@@ -139,28 +175,28 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
             if holder[i] == SITE_BORROWER:
                 sel[k] = gpu_mw[i]
                 k += 1
-        sites[0] = psum(sel, 0, k)
+        s0 = psum(sel, 0, k)
         k = 0
         for i in range(ns):
             if holder[i] == SITE_BORROWER:
                 sel[k] = mine_mw[i]
                 k += 1
-        sites[0] = sites[0] + psum(sel, 0, k)
+        vals[V_SITES] = s0 + psum(sel, 0, k)
         k = 0
         for i in range(ns):
             if holder[i] == SITE_LENDER:
                 sel[k] = gpu_mw[i]
                 k += 1
-        sites[1] = psum(sel, 0, k)
-        sites[2] = psum(mw, 0, mw.shape[0])
-        sites[3] = psum(mw_liq, 0, mw_liq.shape[0])
-        sites[4] = psum(mw_conv.reshape(mw_conv.size), 0, mw_conv.size)  # all axes: one run
+        vals[V_SITES + 1] = psum(sel, 0, k)
+        vals[V_SITES + 2] = psum(mw, 0, mw.shape[0])
+        vals[V_SITES + 3] = psum(mw_liq, 0, mw_liq.shape[0])
+        vals[V_SITES + 4] = psum(mw_conv.reshape(mw_conv.size), 0, mw_conv.size)  # one run
         k = 0
         for i in range(nb):
             if bstatus[i] != B_DEFAULTED:
                 sel[k] = host_mw[i]
                 k += 1
-        sites[5] = psum(sel, 0, k)
+        vals[V_SITES + 5] = psum(sel, 0, k)
     capacity = 0
     if cap_on:
         for k in range(nu):
@@ -175,18 +211,145 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
             by_mw = spare * 1000.0 / cap_kw
             by_mw += 1e-9
             capacity += np.int64(np.floor(minimum(minimum(u, by_mw), _BIG_F)))
+    vals[V_CAP] = float(capacity)
+    # the desk's month-end records (RepoDesk.record: np.add.reduce of its cost basis and of
+    # its holdings x the price, pairwise)
+    ng = cost_basis.shape[0]
+    desk_cost[t] = psum(cost_basis, 0, ng)
+    dtmp = np.empty(ng)
+    for k in range(ng):
+        dtmp[k] = desk_holdings[k] * price[k]
+    desk_mark[t] = psum(dtmp, 0, ng)
+    desk_loans[t] = desk_lent
+    desk_cash_rec[t] = desk_cash
+    desk_due_rec[t] = desk_due
     if losses_on:
-        loss_sums, out = _losses_sums(
+        sums, out = _losses_sums(
             price, fundamental, rent_hours, rent, power_cost, spot_opex, facility,
             has_facility, fleet, inventory, holdings, desk_holdings, lolr_holdings,
             salvage_units, external_units, out_units, btc, bcash, lcash, outside, repo_debt,
             other_loans, capital, b_debt, active, principal, accrued, writeoffs, recoveries,
             other_losses, equity0, bstatus, cash_lent, cash_repaid, interest, cash_bought,
             cash_sold, funding)
+        _losses_records(sums, vals, loss_sum, rec_sum, at_writeoff, env_btc, desk_lent,
+                        desk_cash, desk_cash0, desk_due, desk_secured, has_other, unlimited,
+                        has_lolr, lolr_cash, lolr_due, income0, exported0, flows, stock0,
+                        wealth0)
     else:
-        loss_sums, out = np.zeros(0), np.zeros(0, np.int64)
-    return (w_sum, rec_sum, loss_sum, eq_sum, n_failed, n_delev, units, repo_units, sites,
-            float(capacity), loss_sums, out)
+        out = np.zeros(0, np.int64)
+    return (w_sum, rec_sum, loss_sum, eq_sum, n_failed, n_delev, units, repo_units, vals,
+            out)
+
+
+@jitable
+def _py_sum(x):
+    """Python's ``sum(x)`` of floats (CPython 3.12 ``builtin_sum``, from the int 0): the
+    first term added to 0.0, the rest by Neumaier's compensated summation, the compensation
+    added at the end when it is nonzero and finite."""
+    f = 0.0 + x[0]
+    c = 0.0
+    for k in range(1, x.shape[0]):
+        y = x[k]
+        t = f + y
+        if abs(f) >= abs(y):
+            c += (f - t) + y
+        else:
+            c += (y - t) + f
+        f = t
+    if c != 0.0 and np.isfinite(c):
+        f += c
+    return f
+
+
+@jitable
+def _losses_records(sums, vals, credit, recovered, at_writeoff, env_btc, lent, cash, cash0,
+                    due_desk, secured, has_other, unlimited, has_lolr, lolr_cash, lolr_due,
+                    income0, exported0, flows, stock0, wealth0):
+    """The scalar arithmetic of :func:`sim.world.losses.record` after t0 on the sums of
+    :func:`_losses_sums`, as ``losses.wealth``, ``losses._stock`` and ``losses.identity``
+    combine them (the same float operations in the same order; an ``np.add.reduce`` of fewer
+    than 8 terms is the plain sum from 0.0), into ``vals``: the new ``losses_state`` sums of
+    the buyers' imputed income and of the value exported (``income0``, ``exported0`` before
+    this month) and the records of :data:`LOSS_RECORDS`. ``flows`` holds the model's outside
+    flows of :data:`FLOW_KEYS`; ``stock0``, ``wealth0`` are ``losses0``'s stock and wealth;
+    ``credit`` and ``recovered`` the month's credit-loss and recovery records."""
+    income = income0 + sums[0]
+    exported = exported0 + sums[1]
+    vals[V_INCOME] = income
+    vals[V_EXPORTED] = exported
+    uv = sums[2]
+    ugap = sums[3]
+    btc = sums[4]
+    debt = sums[5]
+    # losses._stock
+    out_disc = exported - flows[F_SALVAGE]
+    stock = np.empty(7)
+    stock[0] = uv + exported
+    stock[1] = ugap + out_disc
+    stock[2] = btc * env_btc
+    stock[3] = out_disc
+    stock[4] = flows[F_BTC_SALES]
+    stock[5] = flows[F_TENANTS] + flows[F_OPEX] + income
+    stock[6] = flows[F_HOLDING]
+    # losses.wealth
+    other = sums[10] if has_other else 0.0
+    lenders = sums[6] + debt + sums[7] + other - sums[8] - sums[9]
+    cap = 0.0 if unlimited else sums[11]
+    buy = cap - flows[F_BUYER_CAPITAL] + sums[12] + income
+    repo_b = sums[13] if secured else 0.0
+    borrowers = (sums[14] + sums[15] + btc * env_btc - debt - repo_b - flows[F_PAYOUTS]
+                 - flows[F_ESTATE])
+    lolr = lolr_cash + sums[16] - lolr_due if has_lolr else 0.0
+    due = due_desk + (lolr_due if has_lolr else 0.0)
+    wealth = np.empty(10)
+    wealth[0] = lenders
+    wealth[1] = (cash - cash0) + lent + sums[17] - due_desk + cash0  # desk.pnl(price) + cash0
+    wealth[2] = lolr
+    wealth[3] = buy
+    wealth[4] = borrowers
+    wealth[6] = 0.0
+    wealth[7] = -flows[F_UNPAID]
+    wealth[8] = sums[8] - flows[F_FUNDING_OUTSIDE] - flows[F_POLICY] + due
+    wealth[9] = -other - flows[F_OTHER_LOANS]
+    acc = 0.0
+    for k in range(6, 10):
+        acc += wealth[k]
+    wealth[5] = acc
+    # losses.identity: stock - stock0, and each party's wealth0 - wealth
+    d = np.empty(7)
+    for k in range(7):
+        d[k] = stock[k] - stock0[k]
+    j = V_LOSSES
+    system_loss = 0.0
+    for k in range(10):
+        x = wealth0[k] - wealth[k]
+        vals[j + k] = x
+        if k < 6:
+            system_loss += x
+    j += 10
+    discount = d[1]
+    vals[j] = system_loss
+    vals[j + 1] = system_loss - (discount - d[3])
+    vals[j + 2] = -d[0]  # the identity's terms (losses.TERMS, then discount_outside)
+    vals[j + 3] = -d[2] - d[4]
+    vals[j + 4] = d[5]
+    vals[j + 5] = discount
+    vals[j + 6] = -d[6]
+    vals[j + 7] = d[3]
+    vals[j + 8] = credit  # loss_lenders_credit
+    vals[j + 9] = sums[18]  # loss_lenders_net
+    vals[j + 10] = sums[19] if has_other else 0.0  # loss_lenders_other
+    vals[j + 11] = sums[20]  # loss_borrowers_wiped_out
+    flows6 = np.empty(6)  # desk_cash_flows: Python's sum of RepoDesk.flows' six values
+    flows6[0] = -sums[21]
+    flows6[1] = sums[22]
+    flows6[2] = sums[23]
+    flows6[3] = -sums[24]
+    flows6[4] = sums[25]
+    flows6[5] = -sums[26]
+    vals[j + 12] = _py_sum(flows6)
+    vals[j + 13] = lent + sums[17] - due_desk  # desk_mark
+    vals[j + 14] = recovered if at_writeoff else 0.0  # loss_lenders_recoveries (if written)
 
 
 @jitable

@@ -182,35 +182,59 @@ def run_compiled(m: LiquidationModel) -> None:
     month's marks (:meth:`~agents.lender.LenderBook.marks`, whose table of book, appraisal
     and market marks the kernel brings up to date when its book row is this month's; else
     the method fills it first); the outside flows, the desk's payments and the events are
-    booked after it in the numpy code's order and with its amounts."""
-    lb, lc, desk, env, loans = m.lenders, m.cfg.lenders, m.desk, m.cfg.environment, m.loans
-    t, c = m.env.t, m.cfg.contagion
-    refresh = lb.book_marks_current(m.env)  # the book marks are this month's (the usual case)
+    booked after it in the numpy code's order and with its amounts (each outside flow added
+    to ``m.flows`` as :meth:`~sim.world.model.LiquidationModel.add_outside_flow` adds it, as
+    a Python float). The rates and the clearing's parameters, fixed in a run, are read once
+    (``m.kernel_inputs["funding"]``)."""
+    lb, desk, loans, env = m.lenders, m.desk, m.loans, m.env
+    t = env.t
+    st = m.kernel_inputs.get("funding")
+    if st is None:
+        lc, e, c = m.cfg.lenders, m.cfg.environment, m.cfg.contagion
+        st = m.kernel_inputs["funding"] = (
+            (e.sofr + lc.funding_rate_spread) / 12.0, desk.rate(e.sofr), lc.holding_cost,
+            lc.run_rate, lc.appraisal_lag, c.alpha, c.beta, lc.capital_floor)
+    r_f, repo_rate, holding_cost, run_rate, lag, alpha, beta, capital_floor = st
+    refresh = lb.book_marks_current(env)  # the book marks are this month's (the usual case)
     if not refresh:
-        lb.marks(m.env, m.price_hist, t, lc.appraisal_lag)
-    hosted = m.sites.hosted_units if m.sites is not None else _NO_SITES
+        lb.marks(env, m.price_hist, t, lag)
+    sites = m.sites
     code, equity, assets, failed, weak, fl = kernels.funding_month(
         m.interbank, lb.cash, lb.outside, lb.repo_debt, lb.inventory, lb.status, lb.assets,
-        lb.has_other, bool(m.env.stress), lb.other_loans, lb.other_losses, lb.other_yield,
-        lb.other_loss_calm, lb.other_loss_stress, hosted, m.sites is not None,
-        (env.sofr + lc.funding_rate_spread) / 12.0, desk.rate(env.sofr), lc.holding_cost,
-        lb.cash_share, lc.run_rate, loans.active, loans.principal, loans.accrued, loans.lender,
-        lb.mark_table, lb.mark_rule, m.price_hist, t, lc.appraisal_lag, refresh, m.clearing_liab,
-        m.clearing_ext, c.alpha, c.beta, CLEARING_TOL, CLEARING_MAX_ITER, lc.capital_floor,
-        lb.capital_ratio0)
+        lb.has_other, bool(env.stress), lb.other_loans, lb.other_losses, lb.other_yield,
+        lb.other_loss_calm, lb.other_loss_stress,
+        _NO_SITES if sites is None else sites.hosted_units, sites is not None, r_f,
+        repo_rate, holding_cost, lb.cash_share, run_rate, loans.active, loans.principal,
+        loans.accrued, loans.lender, lb.mark_table, lb.mark_rule, m.price_hist, t, lag,
+        refresh, m.clearing_liab, m.clearing_ext, alpha, beta, CLEARING_TOL,
+        CLEARING_MAX_ITER, capital_floor, lb.capital_ratio0)
+    f = fl.tolist()  # the outside flows as Python floats (add_outside_flow's float(amount))
+    flows = m.flows
     if lb.has_other:
-        m.add_outside_flow("other_loans", fl[0])
-    desk.receive_interest(fl[1], t)
-    m.add_outside_flow("funding_outside", fl[2])
-    m.add_outside_flow("holding_costs", fl[3])
-    if not fl[5]:  # some lender could not pay in full: the unpaid repo interest capitalises
+        flows["other_loans"] += f[0]
+    desk.receive_interest(fl[1], t)  # (numpy floats, as the numpy code pays the desk)
+    flows["funding_outside"] += f[2]
+    flows["holding_costs"] += f[3]
+    if not f[5]:  # some lender could not pay in full: the unpaid repo interest capitalises
         desk.capitalise(fl[4])
-    m.add_outside_flow("funding_outside", -fl[6])
-    if fl[7]:  # a run on the lenders not NORMAL
-        m.add_outside_flow("funding_outside", -fl[8])
-    if fl[9]:  # failed lenders' estates paid out
+    flows["funding_outside"] += -f[6]
+    if f[7]:  # a run on the lenders not NORMAL
+        flows["funding_outside"] += -f[8]
+    if f[9]:  # failed lenders' estates paid out
         desk.receive_repayment(fl[10], t)
-        m.add_outside_flow("funding_outside", -fl[11])
+        flows["funding_outside"] += -f[11]
+    if code:
+        _raise(m, code)
+    lb.equity, lb.assets = equity, assets
+    if len(failed):
+        m.log_events("lender_failure", "lender", failed, amount=equity[failed])
+    if len(weak):
+        m.log_events("deleveraging", "lender", weak, amount=equity[weak])
+
+
+def _raise(m: LiquidationModel, code: int) -> None:
+    """Raise what the numpy clearing raises for the kernel's error ``code``."""
+    c = m.cfg.contagion
     if code == kernels.BAD_INPUT:  # raises the numpy clearing's ValueError
         rogers_veraart_state(m.clearing_liab, m.clearing_ext, c.alpha, c.beta)
         raise AssertionError("the compiled clearing rejected inputs the numpy one accepts")
@@ -218,8 +242,3 @@ def run_compiled(m: LiquidationModel) -> None:
         raise LinAlgError("Singular matrix")
     if code == kernels.NO_CONVERGENCE:
         raise RuntimeError(f"clearing did not converge in {CLEARING_MAX_ITER} rounds")
-    lb.equity, lb.assets = equity, assets
-    if len(failed):
-        m.log_events("lender_failure", "lender", failed, amount=lb.equity[failed])
-    if len(weak):
-        m.log_events("deleveraging", "lender", weak, amount=lb.equity[weak])
