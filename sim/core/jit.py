@@ -21,9 +21,10 @@ Helpers that kernels call are marked :func:`jitable`; the scalar functions of
 :mod:`sim.core.numerics` (exp, log, the normal CDF, Black's call) are callable too. Where a
 numpy phase computes with Python floats rather than numpy (``max``/``min`` of two floats, a
 float ``//``, the builtin ``sum`` of floats), a kernel uses :func:`pymax`, :func:`pymin`,
-:func:`floordiv` and :func:`pysum_terms`, which give CPython's bits (numpy's ``maximum``,
-``floor_divide`` and ``add.reduce`` differ from them on NaN, signed zeros, rounding and
-summation order); ``tests/core/test_jit.py`` checks them against Python on hand-picked values.
+:func:`floordiv`, :func:`pysum_terms` and :func:`pysum`, which give CPython's bits (numpy's
+``maximum``, ``floor_divide`` and ``add.reduce`` differ from them on NaN, signed zeros,
+rounding and summation order); ``tests/core/test_jit.py`` checks them against Python on
+hand-picked values.
 """
 
 from __future__ import annotations
@@ -279,12 +280,39 @@ def pysum_terms(fill, rows, value, g, n, neumaier):
         if not neumaier:
             f += x
             continue
-        t = f + x
-        if abs(f) >= abs(x):
-            c += (f - t) + x
-        else:
-            c += (x - t) + f
-        f = t
+        f, c = neumaier_add(f, c, x)
+    return neumaier_total(f, c)
+
+
+@jitable
+def pysum(x):
+    """Python's builtin ``sum(x)`` of a 1-D float array with at least one entry, as CPython
+    3.12 adds floats (the first term to the int 0, then Neumaier's compensated summation;
+    see :func:`pysum_terms`), bit for bit: what a numpy phase computes when it sums a dict's
+    or a list's floats with ``sum()`` (phase 9's desk cash flows, ``sim.world.losses``)."""
+    f = 0.0 + x[0]
+    c = 0.0
+    for k in range(1, x.shape[0]):
+        f, c = neumaier_add(f, c, x[k])
+    return neumaier_total(f, c)
+
+
+@jitable
+def neumaier_add(f, c, x):
+    """One addition of CPython 3.12's float ``sum()``: the new total ``f + x`` and the
+    compensation ``c`` plus that addition's rounding error (Neumaier 1974)."""
+    t = f + x
+    if abs(f) >= abs(x):
+        c += (f - t) + x
+    else:
+        c += (x - t) + f
+    return t, c
+
+
+@jitable
+def neumaier_total(f, c):
+    """The end of CPython 3.12's float ``sum()``: the compensation is added to the total only
+    when it is nonzero and finite."""
     if c != 0.0 and math.isfinite(c):
         f += c
     return f

@@ -11,7 +11,18 @@ import numpy as np
 import pytest
 
 from sim.core import numerics as nm
-from sim.core.jit import Kernel, floordiv, kernel, maximum, minimum, psum, pymax, pymin, pysum_terms
+from sim.core.jit import (
+    Kernel,
+    floordiv,
+    kernel,
+    maximum,
+    minimum,
+    psum,
+    pymax,
+    pymin,
+    pysum,
+    pysum_terms,
+)
 
 
 @kernel
@@ -300,3 +311,36 @@ def test_pysum_terms_reads_rows_column_and_prefix():
     fill, rows = np.array([3, 5, 7]), np.array([2, 0, 1])
     assert _pysum_rows_k(fill, rows, value, 1, 2, True) == 3 * 40.0 + 5 * 10.0
     assert _pysum_rows_k(fill, rows, value, 0, 3, False) == 3 * 4.0 + 5 * 1.0 + 7 * 2.0
+
+
+def _pysum_cases():
+    rng = np.random.default_rng(5)
+    yield [1e16, 1.0, -1e16, 1.0, 3.0, -2.0]  # compensation changes the result
+    yield [-0.0, -0.0, -0.0, -0.0, -0.0, -0.0]  # 0 + -0.0 = 0.0
+    yield [0.1, 0.2, 0.3, -0.6, 1e-17, 0.0]
+    yield [1e308, 1e308, -1e308, 1.0, 0.0, 0.0]  # overflow: the compensation is not finite
+    yield [np.inf, 1.0, 2.0, 0.0, 0.0, 0.0]
+    yield [np.nan, 1.0, 2.0, 0.0, 0.0, 0.0]
+    for _ in range(200):
+        yield (rng.standard_normal(6) * 10.0 ** rng.integers(-3, 17, 6)).tolist()
+
+
+def test_pysum_is_pythons_sum():
+    """``pysum`` is Python's ``sum`` of a float array (compensated since 3.12; phase 9's
+    kernel sums the desk's cash flows with it, as ``losses.record`` does with
+    ``sum(desk.flows.values())``), bit for bit, compiled and not."""
+    compiled = kernel(_sum_kernel)
+    cases = [np.array(c) for c in _pysum_cases()]
+    plain = 0.0
+    for x in cases[0].tolist():
+        plain += x
+    assert plain != sum(cases[0].tolist())  # (the case where a plain sum differs)
+    for x in cases:
+        want = sum(x.tolist())
+        with np.errstate(over="ignore", invalid="ignore"):  # (the inf and NaN cases)
+            assert _bits(float(pysum(x))) == _bits(want)
+        assert _bits(float(compiled(x))) == _bits(want)
+
+
+def _sum_kernel(x):
+    return pysum(x)

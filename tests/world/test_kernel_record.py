@@ -11,9 +11,7 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from sim.core.config import load_scenario
-from sim.core.jit import kernel
 from sim.qa.oracle import engine_mismatches, model_state, same_bits
-from sim.world.kernels import record as kr
 from sim.world.model import LiquidationModel
 from sim.world.phases import record
 
@@ -85,38 +83,6 @@ def test_record_edges_and_panel_by_hand(numpy_model):
 ], ids=["no_sites", "net_losses", "no_system_loss", "no_other_loans", "repo+lolr", "no_facility"])
 def test_switches_as_numpy(overrides):
     assert engine_mismatches("crypto_winter", overrides, months=14) == []
-
-
-def _py_sum_cases():
-    rng = np.random.default_rng(5)
-    yield [1e16, 1.0, -1e16, 1.0, 3.0, -2.0]  # compensation changes the result
-    yield [-0.0, -0.0, -0.0, -0.0, -0.0, -0.0]  # 0 + -0.0 = 0.0
-    yield [0.1, 0.2, 0.3, -0.6, 1e-17, 0.0]
-    yield [1e308, 1e308, -1e308, 1.0, 0.0, 0.0]  # overflow: the compensation is not finite
-    yield [np.inf, 1.0, 2.0, 0.0, 0.0, 0.0]
-    yield [np.nan, 1.0, 2.0, 0.0, 0.0, 0.0]
-    for _ in range(200):
-        yield (rng.standard_normal(6) * 10.0 ** rng.integers(-3, 17, 6)).tolist()
-
-
-def test_desk_cash_flows_sum_is_pythons_sum():
-    """losses.record writes ``sum(desk.flows.values())``: Python's sum (compensated since
-    3.12), which the kernel's _py_sum replicates bit for bit, compiled and not."""
-    compiled = kernel(_sum_kernel)
-    cases = [np.array(c) for c in _py_sum_cases()]
-    plain = 0.0
-    for x in cases[0].tolist():
-        plain += x
-    assert plain != sum(cases[0].tolist())  # (the case where a plain sum differs)
-    for x in cases:
-        want = sum(x.tolist())
-        with np.errstate(over="ignore", invalid="ignore"):  # (the inf and NaN cases)
-            assert same_bits(np.float64(kr._py_sum(x)), np.float64(want))
-        assert same_bits(np.float64(compiled(x)), np.float64(want))
-
-
-def _sum_kernel(x):
-    return kr._py_sum(x)
 
 
 def test_record_inputs_kept_per_run_follow_a_copy():

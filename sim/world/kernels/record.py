@@ -11,7 +11,7 @@ own records (its method), the buyers' capacity when buyers are unlimited (inf) a
 at t0 (which allocate their records). Sums are added in numpy's order
 (:func:`sim.core.jit.psum` for ``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec``
 as it adds one: pairwise, which below 8 terms is the plain sum from 0.0); integer sums in any
-order; Python's ``sum`` of floats as CPython adds them (:func:`_py_sum`); the scalar
+order; Python's ``sum`` of floats as CPython adds them (:func:`sim.core.jit.pysum`); the scalar
 arithmetic of ``losses.wealth``, ``_stock`` and ``identity`` in their order
 (:func:`_losses_records`).
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.buyer import BIG
-from sim.core.jit import jitable, kernel, maximum, minimum, psum
+from sim.core.jit import jitable, kernel, maximum, minimum, psum, pysum
 
 # LenderStatus and BorrowerStatus codes (agents.lender, agents.borrower)
 L_DELEVERAGING, L_FAILED = 1, 2
@@ -242,26 +242,6 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
 
 
 @jitable
-def _py_sum(x):
-    """Python's ``sum(x)`` of floats (CPython 3.12 ``builtin_sum``, from the int 0): the
-    first term added to 0.0, the rest by Neumaier's compensated summation, the compensation
-    added at the end when it is nonzero and finite."""
-    f = 0.0 + x[0]
-    c = 0.0
-    for k in range(1, x.shape[0]):
-        y = x[k]
-        t = f + y
-        if abs(f) >= abs(y):
-            c += (f - t) + y
-        else:
-            c += (y - t) + f
-        f = t
-    if c != 0.0 and np.isfinite(c):
-        f += c
-    return f
-
-
-@jitable
 def _losses_records(sums, vals, credit, recovered, at_writeoff, env_btc, lent, cash, cash0,
                     due_desk, secured, has_other, unlimited, has_lolr, lolr_cash, lolr_due,
                     income0, exported0, flows, stock0, wealth0):
@@ -347,7 +327,7 @@ def _losses_records(sums, vals, credit, recovered, at_writeoff, env_btc, lent, c
     flows6[3] = -sums[24]
     flows6[4] = sums[25]
     flows6[5] = -sums[26]
-    vals[j + 12] = _py_sum(flows6)
+    vals[j + 12] = pysum(flows6)
     vals[j + 13] = lent + sums[17] - due_desk  # desk_mark
     vals[j + 14] = recovered if at_writeoff else 0.0  # loss_lenders_recoveries (if written)
 
