@@ -19,6 +19,7 @@ import pytest
 
 from sim.batch.sweep import (
     MAX_CHUNK,
+    SERIAL_BATCH,
     RunResult,
     flat_metrics,
     load_spec,
@@ -486,7 +487,7 @@ def test_guided_chunks_cover_every_run_once_in_order_and_shrink_towards_the_end(
     """Guided self-scheduling (sim.batch.sweep._chunks): 200 runs on 2 workers start with full
     chunks of 8 and end with single runs, so no worker idles while the other runs a last
     full chunk; one worker keeps fixed chunks."""
-    from sim.batch.sweep import MAX_CHUNK, _chunks
+    from sim.batch.sweep import _chunks
 
     tasks = list(range(200))
     chunks = _chunks(tasks, MAX_CHUNK, 2)
@@ -595,11 +596,13 @@ def test_the_counterfactual_runs_only_for_a_metric_that_needs_it(monkeypatch):
     assert wm.summary(m, keys=["debtrank.max_single"])["debtrank"] == every["debtrank"]
 
 
-def test_in_process_runs_are_committed_in_batches_and_a_stop_commits_the_finished_ones():
-    """run_serial hands the sink one batch of MAX_CHUNK (8) results at a time, in order; a
-    Ctrl-C (or any error outside a run) in the middle of a batch first commits the runs of
-    the batch that finished, then goes on up."""
-    assert MAX_CHUNK == 8
+def test_in_process_runs_are_committed_in_batches_and_a_stop_commits_the_finished_ones(
+        monkeypatch):
+    """run_serial hands the sink one batch of SERIAL_BATCH results at a time (8 here; 32 by
+    default), in order; a Ctrl-C (or any error outside a run) in the middle of a batch first
+    commits the runs of the batch that finished, then goes on up."""
+    assert SERIAL_BATCH == 32
+    monkeypatch.setattr("sim.batch.sweep.SERIAL_BATCH", 8)
     batches = []
     run_serial(list(range(19)), batches.append,
                runner=lambda t: RunResult(t, "ok", None, {}, 0.0, "v"))

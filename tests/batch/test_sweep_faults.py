@@ -330,7 +330,7 @@ def test_a_batch_file_whose_rows_never_committed_is_removed_and_rerun(reference,
     orphan = [f for f in files if f != kept[0]]
     assert len(orphan) == 1 and orphan[0].endswith("_4.parquet")
     monkeypatch.setattr(Ledger, "record_batch", real)
-    monkeypatch.setattr(sim.batch.sweep, "MAX_CHUNK", 2)  # the orphan's runs: 2 batches of 2
+    monkeypatch.setattr(sim.batch.sweep, "SERIAL_BATCH", 2)  # the orphan's runs: 2 batches of 2
     res = run_sweep(make_spec(tmp), out=out, workers=1, progress=False)
     assert (res.skipped, res.done) == (4, 4)
     assert rows(out) == ref
