@@ -155,18 +155,25 @@ def _measured(engine: str, workers: int, replicates: int, months: int | None) ->
     """One engine in a fresh interpreter: wall time, runs/s and the sampled peak tree RSS."""
     cmd = [sys.executable, "-m", "sim.qa.bench_sweeps", engine, str(workers), str(replicates),
            "none" if months is None else str(months)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ps, trace = psutil.Process(proc.pid), []
-    cpu0 = time.process_time()
-    while proc.poll() is None:
-        try:
-            trace.append(_tree_memory(ps))
-        except psutil.Error:
-            break
-        time.sleep(SAMPLE_S)
-    sampler_cpu = time.process_time() - cpu0
-    out, err = proc.communicate()
+    # the child's output goes to files, not pipes: this loop reads nothing until the child
+    # ends, and a child writing more than a pipe holds (64 KiB: the results of some 2,000
+    # runs) would wait for it forever
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True)
+        ps, trace = psutil.Process(proc.pid), []
+        cpu0 = time.process_time()
+        while proc.poll() is None:
+            try:
+                trace.append(_tree_memory(ps))
+            except psutil.Error:
+                break
+            time.sleep(SAMPLE_S)
+        sampler_cpu = time.process_time() - cpu0
+        proc.wait()
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} with {workers} workers failed: {err.strip()[-500:]}")
     res = json.loads(out.strip().splitlines()[-1])
