@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import gc
 import hashlib
 import io
 import itertools
@@ -690,11 +691,32 @@ def run_task(task: RunTask) -> RunResult:
 _STARTED = None  # in a pool worker: the queue on which it announces each chunk it starts
 
 
+_FROZEN = False  # whether this process has moved what it held into gc's permanent generation
+
+
+def collect_garbage() -> None:
+    """Free the batch's finished models now. A model is freed only by Python's cyclic garbage
+    collector (its parts refer to each other), whose full collections are rare, so a sweep's
+    memory grew with the runs (316 -> 335 MB over 400 in-process runs; issue 19's "memory
+    flat"). The first call collects and then freezes what is alive (``gc.freeze``: modules,
+    kernels, the coordinator's state) so that later collections skip it: about 2.5 ms each
+    after that (29 ms of CPU over 400 in-process runs, 0.3 % of the sweep), against about
+    90 ms for a full collection in a process that never froze. Called after each batch
+    (:func:`run_serial`) and each chunk a pool or Dask worker runs (:func:`_run_chunk`)."""
+    global _FROZEN
+    gc.collect()
+    if not _FROZEN:
+        gc.freeze()
+        _FROZEN = True
+
+
 def _run_chunk(chunk_id: int, tasks: list[RunTask], runner: Callable = run_task
                ) -> list[RunResult]:
     if _STARTED is not None:
         _STARTED.put(chunk_id)
-    return [runner(t) for t in tasks]
+    results = [runner(t) for t in tasks]
+    collect_garbage()
+    return results
 
 
 def _worker_init(started, coordinator: int) -> None:
@@ -749,7 +771,8 @@ def run_serial(tasks: list[RunTask], sink: Sink, runner: Callable = run_task) ->
     """In this process, committed batch by batch (:data:`SERIAL_BATCH` runs: a commit's wait
     for the disk, ~0.9 ms a run in batches of 8, ~0.3 ms in batches of 32, is not overlapped by
     other workers here); if anything stops it (Ctrl-C, an error outside a run), the finished
-    runs of the batch are committed first."""
+    runs of the batch are committed first. After each batch its models are freed
+    (:func:`collect_garbage`)."""
     for chunk in _chunks(tasks, SERIAL_BATCH):
         done: list[RunResult] = []
         try:
@@ -760,6 +783,7 @@ def run_serial(tasks: list[RunTask], sink: Sink, runner: Callable = run_task) ->
                 sink(done)
             raise
         sink(done)
+        collect_garbage()
 
 
 def _mp_context():

@@ -622,3 +622,39 @@ def test_in_process_runs_are_committed_in_batches_and_a_stop_commits_the_finishe
     with pytest.raises(KeyboardInterrupt):  # at a batch's first run: nothing more to commit
         run_serial(list(range(11, 19)), batches.append, runner=stopped_at_11)
     assert [[r.key for r in b] for b in batches] == []
+
+
+class _Cyclic:
+    """A run's leftover that only the cyclic garbage collector frees (it refers to itself)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_each_batch_frees_its_finished_models(monkeypatch):
+    """A finished model is freed only by the cyclic collector; with automatic collection off,
+    run_serial still frees each batch's leftovers once the batch is committed (without
+    collect_garbage every one of them would still be alive at the end)."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr("sim.batch.sweep.SERIAL_BATCH", 4)
+    refs, alive_at_commit = [], []
+
+    def runner(t):
+        obj = _Cyclic()
+        refs.append(weakref.ref(obj))
+        return RunResult(t, "ok", None, {}, 0.0, "v")
+
+    def sink(batch):  # the previous batches' leftovers are gone when the next one commits
+        alive_at_commit.append(sum(r() is not None for r in refs[:-len(batch)]))
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        run_serial(list(range(12)), sink, runner=runner)
+        assert sum(r() is not None for r in refs) == 0
+    finally:
+        if was:
+            gc.enable()
+    assert len(refs) == 12 and alive_at_commit == [0, 0, 0]
