@@ -172,7 +172,14 @@ class LiquidationModel(mesa.Model):
         self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
         self.buyers_paid = 0.0  # secondary buyers' purchases at cost ($, cumulative)
         self.events: list[tuple] = []
-        # inputs the compiled phases build once per run (sim.world.phases.*, by phase name)
+        # what the compiled phases keep between months (sim.world.phases.*, by phase name, and
+        # "orders_ones"), made at a phase's first compiled month (a few remade when what they
+        # depend on changes: the record dict, the books' sizes, the market's switches): values
+        # read from the configuration, scratch arrays a kernel writes and the phase reads back
+        # in the same month, output arrays a book may be rebound to (the phase then puts a new
+        # one in their place), a cache the environment's kernel keeps between months (a growth
+        # row and its mu, recomputed when the mu changes) and the record arrays the record's
+        # kernel writes to
         self.kernel_inputs: dict[str, object] = {}
         self._originate()
         # value in best use depends on the environment and the buyer types only, and neither
