@@ -7,7 +7,8 @@ imported, until the first call: importing the model stays cheap, and numba (abou
 process) is paid only by a process that runs a month. Compiled code is cached on disk
 (``cache=True``) in a directory per version of the sources (:mod:`sim.core.numba_cache`: numba
 alone would not see an edited helper in another file), so a fresh machine, or a changed
-source, compiles each kernel once (about 40 s of CPU for all of them).
+source, compiles each kernel once (about 40 s of CPU for all of them); the directories of
+versions unused for a few days are deleted.
 
 The compiled engine must give the numpy engine's bits (the numpy phases are its oracle), so a
 kernel adds numbers in the order numpy does. :func:`psum` is numpy's pairwise summation,
