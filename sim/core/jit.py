@@ -7,7 +7,8 @@ imported, until the first call: importing the model stays cheap, and numba (abou
 process) is paid only by a process that runs a month. Compiled code is cached on disk
 (``cache=True``) in a directory per version of the sources (:mod:`sim.core.numba_cache`: numba
 alone would not see an edited helper in another file), so a fresh machine, or a changed
-source, compiles each kernel once (about 40 s of CPU for all of them).
+source, compiles each kernel once (about 40 s of CPU for all of them); the directories of
+versions unused for a few days are deleted.
 
 The compiled engine must give the numpy engine's bits (the numpy phases are its oracle), so a
 kernel adds numbers in the order numpy does. :func:`psum` is numpy's pairwise summation,
@@ -83,7 +84,8 @@ class Kernel:
         self._compiled: Callable | None = None
 
     def compiled(self) -> Callable:
-        """The numba dispatcher (compiled for each new set of argument types at first use)."""
+        """The numba dispatcher, which compiles (or loads from the cache) a version for each
+        new set of argument types at its first use, under :func:`_sigint_deferred`."""
         if self._compiled is None:
             with _lock:
                 if self._compiled is None:
@@ -91,30 +93,45 @@ class Kernel:
                     import numba  # lazy: numba costs ~0.3 s a process
 
                     _register()
-                    self._compiled = numba.njit(cache=True, nogil=True)(self.py)
+                    d = numba.njit(cache=True, nogil=True)(self.py)
+                    # numba's C dispatcher calls the instance's _compile_for_args when no
+                    # compiled version fits the arguments (numba/_dispatcher.cpp,
+                    # compile_and_invoke), and only then: a call that finds one never sees it
+                    d._compile_for_args = _guard_compiles(d._compile_for_args)
+                    self._compiled = d
         return self._compiled
 
     def __call__(self, *args: Any) -> Any:
         f = self._compiled
         if f is None:
-            return _first_call(self.compiled(), args)
+            f = self.compiled()
         return f(*args)
 
 
-def _first_call(f: Callable, args: tuple) -> Any:
-    """A kernel's first call in a process, which compiles it (about 5 s of CPU for a phase on a
-    fresh machine) or loads it from the cache. A KeyboardInterrupt raised inside llvmlite's
-    ctypes callback during compilation (``ExecutionEngine._raw_object_cache_notify``) is
-    printed as "Exception ignored on calling ctypes callback function" and dropped (a SIGINT
-    1.5 s into a series of compiles was dropped in 1 of 4 tries), so in the main thread
-    SIGINT is only noted while the call lasts, and delivered to the process's own handler
-    (Python's KeyboardInterrupt, or the sweep's) as soon as it returns."""
+def _guard_compiles(compile_for_args: Callable) -> Callable:
+    """``compile_for_args`` (a numba dispatcher's ``_compile_for_args``: a compile or a load
+    from the cache for new argument types, about 5 s of CPU for a phase on a fresh machine)
+    run under :func:`_sigint_deferred`."""
+    def guarded(*args: Any, **kws: Any) -> Any:
+        return _sigint_deferred(compile_for_args, args, kws)
+    return guarded
+
+
+def _sigint_deferred(f: Callable, args: tuple, kws: dict) -> Any:
+    """``f(*args, **kws)`` with a Ctrl-C held back until it returns. A KeyboardInterrupt raised
+    inside llvmlite's ctypes callback during compilation (``ExecutionEngine.
+    _raw_object_cache_notify``) is printed as "Exception ignored on calling ctypes callback
+    function" and dropped (a SIGINT 1.5 s into a series of compiles was dropped in 1 of 4
+    tries), so in the main thread SIGINT is only noted while the call lasts, and delivered to
+    the process's own handler (Python's KeyboardInterrupt, or the sweep's) as soon as it
+    returns. (Other threads receive no signals: there ``f`` just runs. Nested calls, as
+    numba's re-entry for literal arguments, pass a noted SIGINT on to the outer one.)"""
     if threading.current_thread() is not threading.main_thread():
-        return f(*args)
+        return f(*args, **kws)
     noted: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, _frame: noted.append(signum))
     try:
-        out = f(*args)
+        out = f(*args, **kws)
     finally:
         signal.signal(signal.SIGINT, previous)
     if noted and callable(previous):

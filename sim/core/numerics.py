@@ -66,7 +66,7 @@ from sim.core import numba_cache
 
 __all__ = ["black1", "black_call", "dot", "exp", "exp1", "expm1", "expm11", "exponential",
            "gumbel", "log", "log1", "log1p", "log1p1", "lognormal", "matvec", "ndtr", "ndtr1",
-           "ndtri", "ndtri1", "pow1", "power", "solve", "standard_normal"]
+           "ndtri", "ndtri1", "open_uniform", "pow1", "power", "solve", "standard_normal"]
 
 # ------------------------------------------------------------------------------------ exp
 # fdlibm e_exp.c: exp(x) = 2^k exp(r), x = k ln2 + r, |r| <= ln2 / 2, with ln2 split in a
@@ -481,11 +481,21 @@ def ndtri(p):
 _GRID = 2.0 ** -53
 
 
-def _open_uniform(rng: np.random.Generator, size):
-    """Uniform on (0, 1), symmetric about 1/2: (2k + 1) 2^-53 for k the top 52 bits of one
-    raw 64-bit draw of ``rng``'s bit generator (exact, since 2k + 1 < 2^53), so neither 0 nor
-    1 is ever drawn. k is what ``rng.integers(0, 2**52)`` returns, from the same draw (numpy's
-    bounded integers keep the top bits: tested), at a fifteenth of its cost."""
+def open_uniform(rng: np.random.Generator, size=None):
+    """Uniform draws on the open interval (0, 1), one raw 64-bit draw of ``rng``'s bit
+    generator each: (2k + 1) 2^-53 for k the draw's top 52 bits, i.e. the midpoint of one of
+    2^52 equal cells of (0, 1). A Python float if ``size`` is None, else an array of float64.
+
+    Why: the samplers invert a distribution function (:func:`standard_normal` takes
+    Phi^{-1}(U)), which is infinite at 0 and 1, and ``rng.random()`` can return 0. Here
+    neither end is ever drawn (the least draw is 2^-53, the greatest 1 - 2^-53), the draws are
+    symmetric about 1/2 (the complement of a draw's bits gives 1 - u, exactly), and every step
+    is exact integer or float arithmetic (2k + 1 < 2^53; the shift, the product by 2 and by a
+    power of two are exact), so the bits are the same on every CPU. Its source is the bit
+    generator's raw stream (``random_raw``, the integers behind every ``Generator`` method):
+    k is the number ``rng.integers(0, 2**52)`` returns from the same draw (numpy's bounded
+    integers keep the top bits: tested), at a fifteenth of its cost, and a draw advances
+    ``rng`` as that call does."""
     raw = rng.bit_generator.random_raw(size)
     if size is None:
         return (float(int(raw) >> 12) * 2.0 + 1.0) * _GRID
@@ -496,7 +506,7 @@ def standard_normal(rng: np.random.Generator, size=None):
     """Standard normal draws by inversion, Phi^{-1}(U) (:func:`ndtri`), one 64-bit draw of
     ``rng`` each. (numpy's own ziggurat returns libm's ``log1p`` in its tail, whose last bit
     depends on the CPU.)"""
-    return ndtri(_open_uniform(rng, size))
+    return ndtri(open_uniform(rng, size))
 
 
 def lognormal(rng: np.random.Generator, mean, sigma, size=None):

@@ -172,7 +172,14 @@ class LiquidationModel(mesa.Model):
         self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
         self.buyers_paid = 0.0  # secondary buyers' purchases at cost ($, cumulative)
         self.events: list[tuple] = []
-        # inputs the compiled phases build once per run (sim.world.phases.*, by phase name)
+        # what the compiled phases keep between months (sim.world.phases.*, by phase name, and
+        # "orders_ones"), made at a phase's first compiled month (a few remade when what they
+        # depend on changes: the record dict, the books' sizes, the market's switches): values
+        # read from the configuration, scratch arrays a kernel writes and the phase reads back
+        # in the same month, output arrays a book may be rebound to (the phase then puts a new
+        # one in their place), a cache the environment's kernel keeps between months (a growth
+        # row and its mu, recomputed when the mu changes) and the record arrays the record's
+        # kernel writes to
         self.kernel_inputs: dict[str, object] = {}
         self._originate()
         # value in best use depends on the environment and the buyer types only, and neither
@@ -285,10 +292,32 @@ class LiquidationModel(mesa.Model):
         """Mesa agents as views on the arrays, placed on a Mesa Network of the whole graph
         (once; the repo desk, a Mesa agent that holds state, is made with the model). The
         views draw nothing from the model's random streams, so when they are built does not
-        change a run."""
+        change a run. If the build raises (an interrupt, say), what it did is undone (the
+        agents it made deregistered, the desk taken off the new grid, the views deleted) and
+        the error propagates: the next use builds the views again."""
         if "_views_made" in self.__dict__:
             return
+        # set first, so that a use of a view inside the build raises AttributeError (as the
+        # build is not done) rather than starting it again
         self._views_made = True
+        first_id = self.agent_id_counter  # Mesa numbers the agents it registers from here
+        desk_placed = self.desk.cell is not None
+        try:
+            self._build_views()
+        except BaseException:
+            for a in list(super().agents):
+                if a.unique_id >= first_id:
+                    self.deregister_agent(a)
+            if not desk_placed and self.desk.cell is not None:
+                self.desk.cell.remove_agent(self.desk)
+                self.desk._mesa_cell = None  # a FixedAgent's cell is set once: as Mesa's remove
+            for name in AGENT_VIEWS:
+                self.__dict__.pop(name, None)
+            del self._views_made
+            raise
+
+    def _build_views(self) -> None:
+        """The body of :meth:`_make_agents`: the views, the network and its grid."""
         b, lb = self.borrowers, self.lenders
         self.lender_agents = [Lender(self, i) for i in range(lb.n)]
         cls = {MINER: Miner}

@@ -6,10 +6,12 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
+from sim.core import jit, numba_cache
 from sim.core import numerics as nm
 from sim.core.jit import (
     Kernel,
@@ -133,33 +135,77 @@ def test_maximum_minimum_are_numpys_bits(reps):
     assert np.signbit(np.maximum(0.0, -0.0)) and not np.signbit(np.maximum(-0.0, 0.0))
 
 
-def test_a_ctrl_c_during_the_first_call_is_delivered_after_it():
-    """numba's compilation swallowed a SIGINT (a fresh machine's first run ignored Ctrl-C):
-    during a kernel's first call SIGINT is noted and delivered when the call returns. Here the
-    'compiler' sends SIGINT to the process and swallows the KeyboardInterrupt, as numba did."""
-    def swallowing(*_args):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):  # the handler runs between bytecodes
-                pass
-        except KeyboardInterrupt:
-            pass
-        return 7
+def _add(a, b):
+    return a + b
 
-    k = Kernel(lambda: None)
-    k.compiled = lambda: swallowing  # the first call goes through the guard
+
+def _swallowing_sigint():
+    """What numba's compiler did to a Ctrl-C: SIGINT sent to the process, and the
+    KeyboardInterrupt it raises swallowed."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def test_every_compile_and_only_a_compile_goes_through_the_guard(monkeypatch):
+    """numba's C dispatcher calls the instance's _compile_for_args on a miss: the first call,
+    and a later call with new argument types, pass through the guard; a call that finds a
+    compiled version does not (the fast path is numba's own)."""
+    guarded = []
+    real = jit._sigint_deferred
+
+    def counting(f, args, kws):
+        guarded.append(tuple(type(a).__name__ for a in args))
+        return real(f, args, kws)
+
+    monkeypatch.setattr(jit, "_sigint_deferred", counting)
+    k = Kernel(_add)
+    assert k(1, 2) == 3 and guarded == [("int", "int")]
+    assert k(1, 2) == 3 and k(5, 6) == 11 and len(guarded) == 1
+    assert k(1.5, 2.0) == 3.5 and guarded == [("int", "int"), ("float", "float")]
+    assert k(2.5, 2.0) == 4.5 and k(1, 2) == 3 and len(guarded) == 2
+    assert len(k.compiled().signatures) == 2
+    # in another thread (no signals there) a compile just runs
+    out = []
+    t = threading.Thread(target=lambda: out.append(k(np.int32(1), np.int32(2))))
+    t.start()
+    t.join()
+    assert out == [3] and len(guarded) == 3
+
+
+def test_a_ctrl_c_during_any_compile_is_delivered_after_it(monkeypatch):
+    """numba's compilation swallowed a SIGINT (a fresh machine's first run ignored Ctrl-C):
+    while a kernel compiles, at its first call or at a later one with new argument types,
+    SIGINT is noted and delivered when the compile returns. Here numba's _compile_for_args
+    first sends SIGINT to the process and swallows the KeyboardInterrupt, as numba did."""
+    numba_cache.prepare()  # before numba's import, as the kernels do
+    from numba.core.dispatcher import Dispatcher  # lazy: after the cache directory is set
+
+    real = Dispatcher._compile_for_args
+
+    def swallowing(self, *args, **kws):
+        _swallowing_sigint()
+        return real(self, *args, **kws)
+
+    monkeypatch.setattr(Dispatcher, "_compile_for_args", swallowing)
     # Python's own handler, whatever the suite inherited (started in the background by a
     # shell, it inherits SIGINT ignored, and then a Ctrl-C rightly goes nowhere)
     inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        k = Kernel(_add)
         with pytest.raises(KeyboardInterrupt):
-            k()
+            k(1, 2)  # the first call
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        assert k(1, 2) == 3  # compiled: no compile, no SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            k(1.5, 2.0)  # new argument types: a compile again
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert k(1.5, 2.0) == 3.5 and k(1, 2) == 3
     finally:
         signal.signal(signal.SIGINT, inherited)
-    calm = Kernel(lambda: None)
-    calm.compiled = lambda: (lambda: 3)
-    assert calm() == 3
 
 
 # ------------------------------------------------------------------ Python's float semantics

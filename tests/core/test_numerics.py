@@ -173,7 +173,7 @@ def test_products_equal_blas_to_rounding_and_integers_exactly():
 # ------------------------------------------------------------------------------ samplers
 def test_samplers_have_the_right_moments_and_never_draw_the_ends():
     rng = np.random.default_rng(1)
-    u = nm._open_uniform(rng, 200_000)
+    u = nm.open_uniform(rng, 200_000)
     assert u.min() > 0.0 and u.max() < 1.0
     z = nm.standard_normal(rng, 200_000)
     assert abs(z.mean()) < 0.01 and abs(z.var() - 1.0) < 0.01
@@ -187,11 +187,45 @@ def test_samplers_have_the_right_moments_and_never_draw_the_ends():
     # k is numpy's rng.integers(0, 2**52) of the same draws, and leaves the same state
     r1, r2 = np.random.default_rng(9), np.random.default_rng(9)
     ks = r1.integers(0, 2**52, size=1000, dtype=np.int64)
-    np.testing.assert_array_equal(nm._open_uniform(r2, 1000), (ks * 2.0 + 1.0) * 2.0**-53)
+    np.testing.assert_array_equal(nm.open_uniform(r2, 1000), (ks * 2.0 + 1.0) * 2.0**-53)
     assert r1.random() == r2.random()
     # a scalar draw is the same as the first of an array draw from the same state
     assert nm.standard_normal(np.random.default_rng(5)) == \
         nm.standard_normal(np.random.default_rng(5), 3)[0]
+
+
+class _RawStream:
+    """A stand-in for a Generator whose bit generator returns the given raw 64-bit draws,
+    as numpy's does: a Python int for size None, else a uint64 array."""
+
+    def __init__(self, raws):
+        self.raws = list(raws)
+        self.bit_generator = self
+
+    def random_raw(self, size=None):
+        if size is None:
+            return self.raws.pop(0)
+        out, self.raws = np.array(self.raws[:size], dtype=np.uint64), self.raws[size:]
+        return out
+
+
+def test_open_uniform_is_the_midpoint_of_the_draws_top_52_bits():
+    # (2k + 1) 2^-53, k = raw >> 12: the ends of the grid, the middle, and the low 12 bits
+    # of a draw ignored; one draw of each by hand
+    raws = [0, 4095, 4096, 2**63, 2**63 - 1, 2**64 - 1, 3 << 12 | 5]
+    want = [2.0**-53, 2.0**-53, 3 * 2.0**-53, 0.5 + 2.0**-53, 0.5 - 2.0**-53, 1.0 - 2.0**-53,
+            7 * 2.0**-53]
+    assert [nm.open_uniform(_RawStream(raws[i:])) for i in range(len(raws))] == want
+    got = nm.open_uniform(_RawStream(raws), len(raws))
+    assert got.dtype == np.float64 and got.tolist() == want
+    # the complement of a draw's bits gives 1 - u, exactly (symmetric about 1/2)
+    raw = np.random.default_rng(3).bit_generator.random_raw(10_000)
+    u, v = nm.open_uniform(_RawStream(raw.tolist()), raw.size), \
+        nm.open_uniform(_RawStream((~raw).tolist()), raw.size)
+    assert (u + v).tolist() == [1.0] * raw.size and 0.0 < u.min() and u.max() < 1.0
+    # a real generator: a scalar draw is the first of an array draw from the same state
+    assert nm.open_uniform(np.random.default_rng(4)) == \
+        nm.open_uniform(np.random.default_rng(4), 3)[0]
 
 
 # ---------------------------------------------------- guard: nothing CPU-dependent creeps in

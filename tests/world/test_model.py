@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from mesa.discrete_space import Network
 
 from sim.core.config import list_scenarios, load_scenario
 from sim.core.seeds import replicate_seeds
 from sim.world import metrics
-from sim.world.model import LiquidationModel
+from sim.world.model import AGENT_VIEWS, LiquidationModel
 from sim.world.runner import run_scenario
 
 CASES = [(name, []) for name in list_scenarios()] + [
@@ -150,3 +151,49 @@ def test_agent_views_built_at_first_use_change_nothing():
     assert len(lazy.panel_agents) == lazy.panel["cash"].shape[1]
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
         _ = lazy.nonsense
+
+
+@pytest.mark.parametrize("where", ["network", "last"])
+def test_a_failed_build_of_the_views_is_undone_and_the_next_use_builds_them(monkeypatch, where):
+    """A build of the views that raises (before the network is made, or at its very end, with
+    every agent made and placed, the desk included) propagates its error, leaves no agent,
+    view or placed desk behind, and the next use builds the views as a first build does."""
+    calls = []
+
+    def fail_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    if where == "network":
+        real = Network
+
+        def network(*args, **kwargs):
+            fail_once()
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr("sim.world.model.Network", network)
+    else:  # the build's last assignment raises once
+
+        def set_panel(self, value):
+            fail_once()
+            self.__dict__["panel_agents"] = value
+
+        monkeypatch.setattr(LiquidationModel, "panel_agents",
+                            property(lambda self: self.__dict__["panel_agents"], set_panel),
+                            raising=False)
+    m = LiquidationModel("baseline", months=6)
+    with pytest.raises(RuntimeError, match="boom"):
+        _ = m.lender_agents
+    assert "_views_made" not in m.__dict__ and not AGENT_VIEWS & m.__dict__.keys()
+    assert len(super(LiquidationModel, m).agents) == 1  # the desk, made with the model
+    assert m.desk.cell is None
+    n = len(m.lender_agents)  # builds them again
+    assert len(calls) == 2 and n == m.lenders.n
+    fresh = LiquidationModel("baseline", months=6)
+    assert len(m.agents) == len(fresh.agents) == (m.lenders.n + m.borrowers.n + m.buyers.n + 2)
+    assert [a.name for a in m.network_agents] == [a.name for a in fresh.network_agents]
+    assert sorted(m.grid.G.edges) == sorted(fresh.grid.G.edges)
+    for a in m.network_agents:
+        assert a.cell is m.grid[a.node] and a in a.cell.agents
+    assert m.desk.cell is m.grid[m.desk.node] and m.panel_agents[0] is m.lender_agents[0]

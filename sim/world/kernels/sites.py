@@ -108,6 +108,19 @@ def _recover(l_, amount, claim_pool, recoveries, later_recoveries, rec, surplus)
 
 
 @jitable
+def _charge_buyer(ev, unlimited, capital, k, amount):
+    """Buyer ``k`` pays ``amount`` (``SiteBook._sell`` and ``_sell_fleet``): with unlimited
+    buyers the payment is an outside flow ("buyer_capital"), written to the event's row ``ev``
+    (column EV_BUYER_CAPITAL, NaN otherwise); else ``capital[k] = max(capital[k] - amount,
+    0.0)`` with Python's ``max`` (:func:`sim.core.jit.pymax`)."""
+    ev[EV_BUYER_CAPITAL] = np.nan
+    if unlimited:
+        ev[EV_BUYER_CAPITAL] = amount
+    else:
+        capital[k] = pymax(capital[k] - amount, 0.0)
+
+
+@jitable
 def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buyer,
                 lender_code, sold_code, build_cap, v_liq, v_air, res, unlimited, capital, b_mw,
                 b_mw_liq, mw_used, holdings, with_fleet, newest_first, price, shipping,
@@ -148,11 +161,7 @@ def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buye
             continue
         amount = p[k] * mw
         ev = sales[rows]
-        ev[EV_BUYER_CAPITAL] = np.nan
-        if unlimited:
-            ev[EV_BUYER_CAPITAL] = amount
-        else:
-            capital[k] = pymax(capital[k] - amount, 0.0)
+        _charge_buyer(ev, unlimited, capital, k, amount)
         if liquid[i]:
             b_mw_liq[k] += mw
         else:
@@ -191,11 +200,7 @@ def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buye
                 continue
             pay = n * pr
             ev = sales[rows]
-            ev[EV_BUYER_CAPITAL] = np.nan
-            if unlimited:
-                ev[EV_BUYER_CAPITAL] = pay
-            else:
-                capital[k] = pymax(capital[k] - pay, 0.0)
+            _charge_buyer(ev, unlimited, capital, k, pay)
             holdings[k, g] += n
             mw_g = n * kwg / 1000.0
             room -= mw_g

@@ -142,7 +142,7 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     rng = env.rng
     # Environment.step's two standard normal draws, nm.standard_normal(rng) each: the
     # uniforms here, in its order, their Phi^-1 in the kernel (ndtri1 compiled, the same bits)
-    u_r, u_eta = nm._open_uniform(rng, None), nm._open_uniform(rng, None)
+    u_r, u_eta = nm.open_uniform(rng, None), nm.open_uniform(rng, None)
     env.shipping  # noqa: B018 (the month's shipping and age arrays, as the numpy code reads them)
     extrap = b.extrap
     rent = env.rent
