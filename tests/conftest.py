@@ -36,11 +36,9 @@ import pytest
 
 from sim.core.config import load_scenario
 from sim.qa.oracle import ORACLE_CASES
-from sim.views.app import HEADLESS_CHROMIUM_ARGS
 from sim.world.model import LiquidationModel
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = list(HEADLESS_CHROMIUM_ARGS)
 APT_TIMEOUT = 900  # seconds, for apt-get update + install together
 
 
@@ -106,7 +104,11 @@ def chromium_path() -> str:
 @pytest.fixture(scope="session")
 def chromium_launch(chromium_path) -> dict:
     """Keyword arguments for Playwright's ``chromium.launch`` (Debian's headless Chromium)."""
-    return {"executable_path": chromium_path, "args": CHROMIUM_ARGS, "headless": True}
+    # lazy: sim.views.app imports solara and matplotlib (about 1 s of CPU), which a run of
+    # tests that never starts a browser (tests/core, tests/world, ...) need not pay
+    from sim.views.app import HEADLESS_CHROMIUM_ARGS
+    return {"executable_path": chromium_path, "args": list(HEADLESS_CHROMIUM_ARGS),
+            "headless": True}
 
 
 @pytest.fixture(scope="session", autouse=True)
