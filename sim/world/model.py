@@ -351,6 +351,15 @@ class LiquidationModel(mesa.Model):
         if not n:
             return
         t = self.env.t
+        if (type(name) is str and type(agent) is str and type(idx) is np.ndarray
+                and type(gen) is np.ndarray and type(units) is np.ndarray
+                and type(amount) is float and type(price) is float):
+            # one name, agent, amount and price for all, a generation and units each (the
+            # defaults' repossessions): the same tuples, the constant fields bound once
+            self.events.extend([(t, name, agent, i, g, u, amount, price) for i, g, u in zip(
+                _column(idx, int, n), _column(gen, int, n), _column(units, int, n),
+                strict=True)])
+            return
         if (type(name) is str and type(idx) is np.ndarray and type(gen) is int
                 and type(units) is int and type(amount) is np.ndarray):
             # the common shapes (one name, an index and an amount per event, the agent and
@@ -435,6 +444,9 @@ class LiquidationModel(mesa.Model):
         self.forced_value = 0.0
         self.forced_fundamental = 0.0
         self.new_defaults = np.zeros(2, dtype=np.int64)
+        # reset_month's NaN row (copied: a copy of an array costs a fifth of np.full's call)
+        self._nan_gen = np.full(self.n_gen, np.nan)
+        self._nan_gen.flags.writeable = False
         self.reset_month()
         # the generation whose buyer capacity is recorded (H100, else the first)
         self.h100 = self.env.names.index("H100") if "H100" in self.env.names else 0
@@ -476,9 +488,10 @@ class LiquidationModel(mesa.Model):
                       "state": np.zeros((n, n_agents), np.int8)}
 
     def reset_month(self) -> None:
-        """Zero the market counters that phase 6 fills and phase 9 records."""
+        """Zero the market counters that phase 6 fills and phase 9 records (new arrays each
+        month; ``clearing`` all NaN)."""
         self.traded = np.zeros(self.n_gen, dtype=bool)
-        self.clearing = np.full(self.n_gen, np.nan)
+        self.clearing = self._nan_gen.copy()  # (a copy is writeable)
         self.month_volume = np.zeros(self.n_gen, dtype=np.int64)
         self.month_forced = np.zeros(self.n_gen, dtype=np.int64)
         self.month_overhang = np.zeros(self.n_gen, dtype=np.int64)
