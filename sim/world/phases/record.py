@@ -3,6 +3,7 @@ agent panel (``model.panel``), the policies' records and the losses (:mod:`sim.w
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -98,7 +99,7 @@ def run_compiled(m: LiquidationModel) -> None:
     cap_on = not buyers.unlimited and cap_price > 0.0 and cap_kw > 0.0
     if losses_on:
         ls, f = m.losses_state, m.flows
-        flows = np.array([f[k] for k in kernels.FLOW_KEYS])
+        flows = np.array(_flows_of(f))
         income0, exported0, out_units = (ls["buyers_income"], ls["exported_value"],
                                           ls["out_units"])
     else:
@@ -164,6 +165,8 @@ def run_compiled(m: LiquidationModel) -> None:
 # the records of record_month's site sums, in ``vals``' order (sim.world.kernels.record)
 _SITE_SUMS = ("site_mw_borrowers", "site_mw_lenders", "buyer_spare_mw_air",
               "buyer_spare_mw_liquid", "buyer_mw_converting", "miner_mw_hosting")
+# the outside flows the kernel reads, as a tuple in its order (kernels.FLOW_KEYS)
+_flows_of = itemgetter(*kernels.FLOW_KEYS)
 # stand-ins for the arrays of a switch that is off (not read by the kernels)
 _NO_FLOAT, _NO_INT8, _NO_INT = np.zeros(0), np.zeros(0, np.int8), np.zeros(0, np.int64)
 _NO_FLOAT2 = np.zeros((0, 0))
