@@ -72,18 +72,18 @@ def _row_dot(a, i, x, tmp):
 def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, equity,
                  inventory, desk_holdings, lcash, bcash, capital, lassets, fleet, price, btc,
                  env_btc, holdings, bstatus, call_months, arrears_months, cash_panel,
-                 size_panel, state_panel, has_sites, holder, gpu_mw, mine_mw, host_mw, mw, mw_liq, mw_conv,
-                 cap_on, cap_price, cap_kw, cap_liquid, buyer_sites, losses_on, fundamental,
-                 rent_hours, rent, power_cost, spot_opex, facility, has_facility,
+                 size_panel, state_panel, has_sites, holder, gpu_mw, mine_mw, host_mw, mw,
+                 mw_liq, mw_conv, cap_on, cap_price, cap_kw, cap_liquid, buyer_sites, losses_on,
+                 fundamental, rent_hours, rent, power_cost, spot_opex, facility, has_facility,
                  lolr_holdings, salvage_units, external_units, out_units, outside, repo_debt,
                  other_loans, b_debt, active, principal, accrued, other_losses, equity0,
                  cash_lent, cash_repaid, interest, cash_bought, cash_sold, funding, t,
                  cost_basis, desk_cost, desk_mark, desk_loans, desk_cash_rec, desk_due_rec,
-                 desk_lent, desk_cash, desk_cash0, desk_due, desk_secured, has_other,
-                 unlimited, has_lolr, lolr_cash, lolr_due, income0, exported0, flows,
-                 stock0, wealth0, rec_rent, rec_price, rec_fundamental, rec_volume, volume,
-                 rec_forced, forced, rec_overhang, overhang, rec_salvage, salvage,
-                 rec_defaults_miner, rec_defaults_neocloud, new_defaults):
+                 desk_lent, desk_cash, desk_cash0, desk_due, desk_secured, has_other, unlimited,
+                 has_lolr, lolr_cash, lolr_due, income0, exported0, flows, stock0, wealth0,
+                 rec_rent, rec_price, rec_fundamental, rec_volume, volume, rec_forced, forced,
+                 rec_overhang, overhang, rec_salvage, salvage, rec_defaults_miner,
+                 rec_defaults_neocloud, new_defaults):
     """The whole month of :func:`sim.world.phases.record.run` that is not a copy of a
     number: the lenders' sums, the month's panel rows, the sites' sums, the buyers' capacity,
     the desk's records and (``losses_on``) the losses counted for everyone
