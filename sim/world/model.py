@@ -351,15 +351,6 @@ class LiquidationModel(mesa.Model):
         if not n:
             return
         t = self.env.t
-        if (type(name) is str and type(agent) is str and type(idx) is np.ndarray
-                and type(gen) is np.ndarray and type(units) is np.ndarray
-                and type(amount) is float and type(price) is float):
-            # one name, agent, amount and price for all, a generation and units each (the
-            # defaults' repossessions): the same tuples, the constant fields bound once
-            self.events.extend([(t, name, agent, i, g, u, amount, price) for i, g, u in zip(
-                _column(idx, int, n), _column(gen, int, n), _column(units, int, n),
-                strict=True)])
-            return
         if (type(name) is str and type(idx) is np.ndarray and type(gen) is int
                 and type(units) is int and type(amount) is np.ndarray):
             # the common shapes (one name, an index and an amount per event, the agent and

@@ -51,20 +51,6 @@ def _scratch(m: LiquidationModel) -> list:
 _OUT = 8  # the first output array a book may be rebound to, in _scratch's list
 
 
-def _static(m: LiquidationModel) -> tuple:
-    """The numbers :func:`_run_compiled` passes that do not change in a run (the sites'
-    and buyers' settings, the power cost per GPU, the utilisation, the DEFAULTED code), in
-    the kernel's order, kept in ``m.kernel_inputs["sites_static"]``."""
-    s, env = m.sites.cfg, m.env
-    return (float(s.conversion_cost_per_mw), float(s.conversion_rate),
-            s.conversion_months - 1 if s.conversion_months else -1, float(s.build_cost_per_mw),
-            env.power_cost_per_gpu(), float(env.cfg.utilisation),
-            float(s.hosting_per_kw_month), float(s.mining_mw_per_ph),
-            int(BorrowerStatus.DEFAULTED), float(s.host_share),
-            float(m.buyers.cfg.spot_opex_per_gpu), float(s.switch_cost_per_mw),
-            float(s.switch_payback_months), float(s.switch_rate), float(s.host_demand_mw))
-
-
 def _run_compiled(m: LiquidationModel) -> None:
     """``SiteBook.month`` through the kernel: the reservation prices here (as the numpy code
     asks the buyers for them), then the books rebound to the arrays the numpy code would have
@@ -72,17 +58,12 @@ def _run_compiled(m: LiquidationModel) -> None:
     sb, env, buyers, lb, b, desk = m.sites, m.env, m.buyers, m.lenders, m.borrowers, m.desk
     s = sb.cfg
     st = _scratch(m)
-    fixed = m.kernel_inputs.get("sites_static")
-    if fixed is None:
-        fixed = m.kernel_inputs["sites_static"] = _static(m)
-    (conv_cost, conv_rate, conv_col, build_cost, power_cost, util, hosting, mining_mw,
-     defaulted, host_share, spot_opex, switch_cost, switch_payback, switch_rate,
-     host_demand) = fixed
     (newest_first, sales, totals, v_liq, v_air, x, old_idx, tmp_n, mw_new, cap_new, liq_new,
      repo_new, rent_new, hmw_new, debt_new, pay_new, share_new, income_new) = st
     has_buyers = buyers.n > 0
     res = buyers.reservation(env) if has_buyers else np.zeros((0, env.n_gen))
-    do_convert = has_buyers and not buyers.unlimited and conv_rate > 0
+    do_convert = has_buyers and not buyers.unlimited and s.conversion_rate > 0
+    conv_col = s.conversion_months - 1 if s.conversion_months else -1
     hosted = np.zeros(lb.n)
     # the running totals the kernel adds to (float64, as np.array of them made it)
     totals[0], totals[1], totals[2] = m.recovered_total, sb.sold_mw, sb.sale_proceeds
@@ -90,16 +71,19 @@ def _run_compiled(m: LiquidationModel) -> None:
     (converted, xany, xsum, rows, fleet_units, fleet_sold, n_old, retired, hosted_any, tenants,
      opex, income, arb) = ks.sites_month(
         env.t, has_buyers, res, m.price, env.kw, sb.liquid_gen, env.shipping, do_convert,
-        conv_cost, conv_rate, conv_col, buyers.mw, buyers.capital, buyers.mw_liq,
-        buyers.mw_conv, sb.holder, sb.since, sb.lender, sb.gpu_mw, LENDER, RETIRED, SOLD,
-        s.sale_months, s.max_hold_months, v_liq, v_air, x, mw_new, cap_new, liq_new,
-        sb.liquid, sb.buyer, build_cost, buyers.unlimited, buyers.mw_used, buyers.holdings,
-        s.sell_with_fleet, newest_first, lb.claim_pool, lb.recoveries, lb.later_recoveries,
-        lb.inventory, lb.inv_since, lb.repo_units, repo_new, lb.repo_debt, desk.cash_repaid,
-        sales, totals, old_idx, tmp_n, s.host_in_place, env.rent, power_cost, util,
-        HOURS_PER_MONTH, hosting, lb.cash, hosted, s.arbitrage, mining_mw, b.status,
-        defaulted, sb.mine_mw, float(env.hashprice), b.mining_cost, DAYS_PER_MONTH,
-        host_share, spot_opex, switch_cost, switch_payback, switch_rate, host_demand,
+        float(s.conversion_cost_per_mw), float(s.conversion_rate), conv_col, buyers.mw,
+        buyers.capital, buyers.mw_liq, buyers.mw_conv, sb.holder, sb.since, sb.lender,
+        sb.gpu_mw, LENDER, RETIRED, SOLD, s.sale_months, s.max_hold_months, v_liq, v_air, x,
+        mw_new, cap_new, liq_new, sb.liquid, sb.buyer, float(s.build_cost_per_mw),
+        buyers.unlimited, buyers.mw_used, buyers.holdings, s.sell_with_fleet, newest_first,
+        lb.claim_pool, lb.recoveries, lb.later_recoveries, lb.inventory, lb.inv_since,
+        lb.repo_units, repo_new, lb.repo_debt, desk.cash_repaid, sales, totals, old_idx, tmp_n,
+        s.host_in_place, env.rent, env.power_cost_per_gpu(), float(env.cfg.utilisation),
+        HOURS_PER_MONTH, float(s.hosting_per_kw_month), lb.cash, hosted, s.arbitrage,
+        float(s.mining_mw_per_ph), b.status, int(BorrowerStatus.DEFAULTED), sb.mine_mw,
+        float(env.hashprice), b.mining_cost, DAYS_PER_MONTH, float(s.host_share),
+        float(buyers.cfg.spot_opex_per_gpu), float(s.switch_cost_per_mw),
+        float(s.switch_payback_months), float(s.switch_rate), float(s.host_demand_mw),
         sb.host_rent, sb.host_mw, sb.switch_debt, sb.switch_pay, rent_new, hmw_new, debt_new,
         pay_new, share_new, income_new)
     if converted:  # BuyerBook.convert's new arrays
