@@ -5,8 +5,9 @@ records and the three rows of the agent panel in one kernel call, :func:`record_
 
 It covers every switch (sites on or off, other loans, the repo desk, the buyer of last resort,
 unlimited buyers, the outside demand, ``metrics.losses_at_writeoff`` and
-``metrics.system_loss``). The phase copies the plain numbers and the kernel's values into the
-records in Python, as the numpy code does, and leaves in Python: the buyer of last resort's
+``metrics.system_loss``). The kernel copies the month's records by generation and new
+defaults; the phase copies the other plain numbers and the kernel's values into the records in
+Python, as the numpy code does, and leaves in Python: the buyer of last resort's
 own records (its method), the buyers' capacity when buyers are unlimited (inf) and the losses
 at t0 (which allocate their records). Sums are added in numpy's order
 (:func:`sim.core.jit.psum` for ``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec``
