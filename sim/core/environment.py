@@ -169,6 +169,7 @@ class Environment:
         self._vol: dict[bool, np.ndarray] = {}
         self._facility = None  # facility_cost_per_gpu, built on first use
         self._month = None  # the month of the cached shipping and age arrays
+        self._months, self._month_tabs = cfg.months, None  # (_set_month's tables)
         # observed rent paths (environment.rent_path; empty = off): (generation, first month,
         # rents month by month from the first to the last point)
         self._paths = [(self.names.index(p.generation), int(p.points[0][0]),
@@ -228,12 +229,22 @@ class Environment:
         return self._lead
 
     def _set_month(self) -> None:
-        # (``_frozen`` inlined: this runs every month)
-        self._shipping = self.launch <= self.t
-        self._shipping.flags.writeable = False
-        self._age = self.t - self.launch
-        self._age.flags.writeable = False
-        self._month = self.t
+        """This month's ``shipping`` and ``age``: rows of two read-only tables over months
+        0 to ``months`` made at the first call (launch months never change, so every row is
+        what ``launch <= t`` and ``t - launch`` give; a row is never written, so an array
+        handed out in an earlier month keeps its values); beyond the tables, new arrays."""
+        t = self.t
+        tabs = self._month_tabs
+        if tabs is None:
+            months = np.arange(self._months + 1)[:, None]
+            tabs = self._month_tabs = (_frozen(self.launch <= months),
+                                       _frozen(months - self.launch))
+        if 0 <= t <= self._months:
+            self._shipping, self._age = tabs[0][t], tabs[1][t]
+        else:
+            self._shipping = _frozen(self.launch <= t)
+            self._age = _frozen(t - self.launch)
+        self._month = t
 
     @property
     def n_gen(self) -> int:

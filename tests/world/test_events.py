@@ -56,3 +56,18 @@ def test_other_shapes(model):
                    amount=np.array([])) == []
     with pytest.raises(ValueError):  # lengths that do not match
         model.log_events("x", "lender", np.array([1, 2]), amount=np.array([1.0]))
+
+
+def test_a_generation_and_units_per_event(model):
+    # the repossessions' shape (one name and agent, arrays for gen and units, float amount and
+    # price): the tuples of the general path, int32 arrays converted, -0.0 kept
+    t = model.env.t
+    got = _logged(model, "repossession", "lender", np.array([3, 0]), np.array([1, 2]),
+                  np.array([40, 7]))
+    assert repr(got) == repr([(t, "repossession", "lender", 3, 1, 40, 0.0, 0.0),
+                              (t, "repossession", "lender", 0, 2, 7, 0.0, 0.0)])
+    got = _logged(model, "y", "buyer", np.array([5], np.int32), np.array([0], np.int32),
+                  np.array([9], np.int32), amount=-0.0, price=2.5)
+    assert repr(got) == repr([(t, "y", "buyer", 5, 0, 9, -0.0, 2.5)])
+    with pytest.raises(ValueError):  # lengths that do not match
+        model.log_events("x", "lender", np.array([1, 2]), np.array([1]), np.array([1, 2]))

@@ -5,8 +5,9 @@ records and the three rows of the agent panel in one kernel call, :func:`record_
 
 It covers every switch (sites on or off, other loans, the repo desk, the buyer of last resort,
 unlimited buyers, the outside demand, ``metrics.losses_at_writeoff`` and
-``metrics.system_loss``). The phase copies the plain numbers and the kernel's values into the
-records in Python, as the numpy code does, and leaves in Python: the buyer of last resort's
+``metrics.system_loss``). The kernel copies the month's records by generation and new
+defaults; the phase copies the other plain numbers and the kernel's values into the records in
+Python, as the numpy code does, and leaves in Python: the buyer of last resort's
 own records (its method), the buyers' capacity when buyers are unlimited (inf) and the losses
 at t0 (which allocate their records). Sums are added in numpy's order
 (:func:`sim.core.jit.psum` for ``np.add.reduce`` of a 1-D array; a row of ``numerics.matvec``
@@ -71,23 +72,31 @@ def _row_dot(a, i, x, tmp):
 @kernel
 def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, equity,
                  inventory, desk_holdings, lcash, bcash, capital, lassets, fleet, price, btc,
-                 env_btc, holdings, bstatus, call_months, arrears_months, cash_row, size_row,
-                 state_row, has_sites, holder, gpu_mw, mine_mw, host_mw, mw, mw_liq, mw_conv,
-                 cap_on, cap_price, cap_kw, cap_liquid, buyer_sites, losses_on, fundamental,
-                 rent_hours, rent, power_cost, spot_opex, facility, has_facility,
+                 env_btc, holdings, bstatus, call_months, arrears_months, cash_panel,
+                 size_panel, state_panel, has_sites, holder, gpu_mw, mine_mw, host_mw, mw,
+                 mw_liq, mw_conv, cap_on, cap_price, cap_kw, cap_liquid, buyer_sites, losses_on,
+                 fundamental, rent_hours, rent, power_cost, spot_opex, facility, has_facility,
                  lolr_holdings, salvage_units, external_units, out_units, outside, repo_debt,
                  other_loans, b_debt, active, principal, accrued, other_losses, equity0,
                  cash_lent, cash_repaid, interest, cash_bought, cash_sold, funding, t,
                  cost_basis, desk_cost, desk_mark, desk_loans, desk_cash_rec, desk_due_rec,
-                 desk_lent, desk_cash, desk_cash0, desk_due, desk_secured, has_other,
-                 unlimited, has_lolr, lolr_cash, lolr_due, income0, exported0, flows,
-                 stock0, wealth0):
+                 desk_lent, desk_cash, desk_cash0, desk_due, desk_secured, has_other, unlimited,
+                 has_lolr, lolr_cash, lolr_due, income0, exported0, flows, stock0, wealth0,
+                 rec_rent, rec_price, rec_fundamental, rec_volume, volume, rec_forced, forced,
+                 rec_overhang, overhang, rec_salvage, salvage, rec_defaults_miner,
+                 rec_defaults_neocloud, new_defaults):
     """The whole month of :func:`sim.world.phases.record.run` that is not a copy of a
     number: the lenders' sums, the month's panel rows, the sites' sums, the buyers' capacity,
     the desk's records and (``losses_on``) the losses counted for everyone
     (:func:`_losses_sums`, :func:`_losses_records`).
 
-    Fills ``cash_row``, ``size_row`` and ``state_row`` (the month's rows of the panel:
+    Copies the month's rows of the records by generation (``rec_rent[t] = rent``,
+    ``rec_price[t] = price``, ``rec_fundamental[t] = fundamental``, and the month's market
+    counters ``volume``, ``forced``, ``overhang``, ``salvage`` into theirs) and the month's
+    new defaults (``new_defaults``: miners, neoclouds) into ``rec_defaults_miner[t]`` and
+    ``rec_defaults_neocloud[t]``, as the numpy code assigns them.
+
+    Fills row ``t`` of ``cash_panel``, ``size_panel`` and ``state_panel`` (the panel:
     lenders, borrowers, buyers) as the numpy code's ``np.concatenate`` does (a borrower
     HEALTHY in its book but under a margin call or in arrears shows as DISTRESSED); sums the
     lenders' books: with ``at_writeoff`` (metrics.losses_at_writeoff) the recoveries are the
@@ -112,6 +121,17 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
     deleveraging, inventory units, repo units, vals, out)."""
     nl, nb, nu = lcash.shape[0], bcash.shape[0], capital.shape[0]
     g = price.shape[0]
+    for k in range(g):
+        rec_rent[t, k] = rent[k]
+        rec_price[t, k] = price[k]
+        rec_fundamental[t, k] = fundamental[k]
+        rec_volume[t, k] = volume[k]
+        rec_forced[t, k] = forced[k]
+        rec_overhang[t, k] = overhang[k]
+        rec_salvage[t, k] = salvage[k]
+    rec_defaults_miner[t] = new_defaults[0]
+    rec_defaults_neocloud[t] = new_defaults[1]
+    cash_row, size_row, state_row = cash_panel[t], size_panel[t], state_panel[t]
     tmp = np.empty(max(nl, g))
     w_sum = psum(writeoffs, 0, nl)
     if at_writeoff:

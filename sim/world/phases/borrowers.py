@@ -91,12 +91,26 @@ def run(m: LiquidationModel) -> None:
 _NO_SITES = np.zeros(0)  # mining_share and site_income without sites (not read)
 
 
+def _static(m: LiquidationModel) -> tuple:
+    """What :func:`_run_compiled` reads that does not change in a run, kept in
+    ``m.kernel_inputs["borrowers"]``: the tenants' walk probabilities (stress, calm), the
+    power cost per GPU, the utilisation and the status codes the kernel tests."""
+    c, env = m.cfg.borrowers, m.env
+    return (float(c.tenant_default_stress), float(c.tenant_default_calm),
+            env.power_cost_per_gpu(), float(env.cfg.utilisation),
+            int(BorrowerStatus.DEFAULTED), int(LenderStatus.NORMAL))
+
+
 def _run_compiled(m: LiquidationModel, rv0: int) -> None:
     """:func:`run` as one kernel call: the tenants' walk draws here (the same draws as
     ``BorrowerBook.update_contracts``), the waterfall in the kernel, then the books rebound to
-    the arrays the numpy code would have made new and the outside flows added in its order."""
+    the arrays the numpy code would have made new and the outside flows added in its order
+    (as :meth:`~sim.world.model.LiquidationModel.add_outside_flow` adds them)."""
     env, b, L, lb = m.env, m.borrowers, m.loans, m.lenders
-    c = m.cfg.borrowers
+    st = m.kernel_inputs.get("borrowers")
+    if st is None:
+        st = m.kernel_inputs["borrowers"] = _static(m)
+    p_stress, p_calm, power_cost, util, defaulted, normal = st
     u_walk = m.rng.random(b.n)
     sites = b.mining_share is not None
     n, nrow = b.n, len(L)
@@ -104,26 +118,24 @@ def _run_compiled(m: LiquidationModel, rv0: int) -> None:
     arrears_months = np.empty(n, dtype=np.int64)
     accrued, overdue, principal = np.empty(nrow), np.empty(nrow), np.empty(nrow)
     rev_sum, opex_sum, sold, btc_sum, out_sum = kernels.waterfall(
-        env.t, u_walk, float(c.tenant_default_stress if env.stress else c.tenant_default_calm),
-        env.rent, float(env.hashprice), env.power_cost_per_gpu(), float(env.cfg.utilisation),
-        float(env.btc),
-        b.status, int(BorrowerStatus.DEFAULTED), b.fleet, b.contract_rent, b.contract_end,
-        b.contract_months, b.tenant_gone, b.guaranteed, b.guarantee_cover, b.contracted_share,
-        b.hashrate, b.mining_cost, b.fixed_opex, sites,
+        env.t, u_walk, p_stress if env.stress else p_calm, env.rent, float(env.hashprice),
+        power_cost, util, float(env.btc), b.status, defaulted, b.fleet, b.contract_rent,
+        b.contract_end, b.contract_months, b.tenant_gone, b.guaranteed, b.guarantee_cover,
+        b.contracted_share, b.hashrate, b.mining_cost, b.fixed_opex, sites,
         b.mining_share if sites else _NO_SITES, b.site_income if sites else _NO_SITES,
         b.cash, b.btc, b.btc_pledged, b.call_months, b.payout_months, b.arrears_months, b.dscr,
         L.borrower, L.lender, L.principal, L.orig_amort, L.rate, L.maturity, L.active,
-        L.accrued, L.overdue, rv0, m.lead, m.revolver_limit, lb.status,
-        int(LenderStatus.NORMAL), lb.cash,
+        L.accrued, L.overdue, rv0, m.lead, m.revolver_limit, lb.status, normal, lb.cash,
         rev, opex, accrued, overdue, principal, arrears_months, dscr)
     b.revenue, b.opex = rev, opex
     L.accrued, L.overdue, L.principal = accrued, overdue, principal
     b.arrears_months, b.dscr = arrears_months, dscr
-    m.add_outside_flow("tenants", rev_sum)
-    m.add_outside_flow("opex", -opex_sum)
+    f = m.flows
+    f["tenants"] += float(rev_sum)
+    f["opex"] += float(-opex_sum)
     if sold:
-        m.add_outside_flow("btc_sales", btc_sum)
-    m.add_outside_flow("payouts", -out_sum)
+        f["btc_sales"] += float(btc_sum)
+    f["payouts"] += float(-out_sum)
 
 
 def sell_free_btc(m: LiquidationModel, need: np.ndarray) -> bool:

@@ -3,6 +3,7 @@ agent panel (``model.panel``), the policies' records and the losses (:mod:`sim.w
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,8 +78,9 @@ def run(m: LiquidationModel) -> None:
 
 def run_compiled(m: LiquidationModel) -> None:
     """:func:`run` with every sum (the lenders', the sites', the buyers' capacity, the
-    desk's records and, after t0, the losses' sums and their arithmetic) and the panel rows
-    from one call of :func:`sim.world.kernels.record.record_month`; the plain numbers, the
+    desk's records and, after t0, the losses' sums and their arithmetic), the panel rows and
+    the rows of the records by generation and of the new defaults from one call of
+    :func:`sim.world.kernels.record.record_month`; the other plain numbers, the
     buyer of last resort's own records and the losses at t0 (:func:`sim.world.losses.record`,
     which allocates their records) as :func:`run` writes them. What does not change in a run
     (the switches, the costs per GPU, the record arrays the kernel's sums go to) is read
@@ -97,7 +99,7 @@ def run_compiled(m: LiquidationModel) -> None:
     cap_on = not buyers.unlimited and cap_price > 0.0 and cap_kw > 0.0
     if losses_on:
         ls, f = m.losses_state, m.flows
-        flows = np.array([f[k] for k in kernels.FLOW_KEYS])
+        flows = np.array(_flows_of(f))
         income0, exported0, out_units = (ls["buyers_income"], ls["exported_value"],
                                           ls["out_units"])
     else:
@@ -108,7 +110,7 @@ def run_compiled(m: LiquidationModel) -> None:
         lb.writeoffs, lb.recoveries, lb.later_recoveries, m.cfg.metrics.losses_at_writeoff,
         lb.status, lb.equity, lb.inventory, desk.holdings, lb.cash, b.cash, buyers.capital,
         lb.assets, b.fleet, m.price, b.btc, env.btc, buyers.holdings, b.status,
-        b.call_months, b.arrears_months, p["cash"][t], p["size"][t], p["state"][t], sites,
+        b.call_months, b.arrears_months, p["cash"], p["size"], p["state"], sites,
         s.holder if sites else _NO_INT8, s.gpu_mw if sites else _NO_FLOAT,
         s.mine_mw if sites else _NO_FLOAT, s.host_mw if sites else _NO_FLOAT,
         buyers.mw, buyers.mw_liq if buyers.sites else _NO_FLOAT,
@@ -122,12 +124,11 @@ def run_compiled(m: LiquidationModel) -> None:
         desk.cash_balance, desk.due, desk.lent, desk.cash, desk.cash0, desk.funding_due,
         desk.secured, lb.has_other, buyers.unlimited, lo is not None,
         0.0 if lo is None else lo.cash, 0.0 if lo is None else lo.funding_due, income0,
-        exported0, flows, losses0[1], losses0[2])
+        exported0, flows, losses0[1], losses0[2], r["rent"], r["price"], r["fundamental"],
+        r["volume"], m.month_volume, r["forced_volume"], m.month_forced, r["overhang"],
+        m.month_overhang, r["salvage"], m.month_salvage, r["defaults_miner"],
+        r["defaults_neocloud"], m.new_defaults)
     r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
-    r["rent"][t], r["price"][t], r["fundamental"][t] = env.rent, m.price, m.fundamental
-    r["volume"][t], r["forced_volume"][t] = m.month_volume, m.month_forced
-    r["overhang"][t], r["salvage"][t] = m.month_overhang, m.month_salvage
-    r["defaults_miner"][t], r["defaults_neocloud"][t] = m.new_defaults
     m.new_defaults = np.zeros(2, dtype=np.int64)
     r["repo_lent"][t] = desk.lent
     if lo is not None:  # (the desk's own records: written by the kernel)
@@ -164,6 +165,8 @@ def run_compiled(m: LiquidationModel) -> None:
 # the records of record_month's site sums, in ``vals``' order (sim.world.kernels.record)
 _SITE_SUMS = ("site_mw_borrowers", "site_mw_lenders", "buyer_spare_mw_air",
               "buyer_spare_mw_liquid", "buyer_mw_converting", "miner_mw_hosting")
+# the outside flows the kernel reads, as a tuple in its order (kernels.FLOW_KEYS)
+_flows_of = itemgetter(*kernels.FLOW_KEYS)
 # stand-ins for the arrays of a switch that is off (not read by the kernels)
 _NO_FLOAT, _NO_INT8, _NO_INT = np.zeros(0), np.zeros(0, np.int8), np.zeros(0, np.int64)
 _NO_FLOAT2 = np.zeros((0, 0))
