@@ -14,13 +14,8 @@ from sim.world.model import LiquidationModel
 
 def run_scenario(cfg: Scenario, on_month: Callable[[int], None] | None = None
                  ) -> LiquidationModel:
-    """Build and run one model for ``cfg.months`` months."""
-    model = LiquidationModel(cfg)
-    while model.running:
-        model.step()
-        if on_month is not None:
-            on_month(model.month)
-    return model
+    """Build and run one model for ``cfg.months`` months (``on_month(month)`` after each)."""
+    return LiquidationModel(cfg).run(on_month)
 
 
 COMPARE_METRICS = ("credit_losses", "defaults", "lender_failures", "max_peak_price_fall")
