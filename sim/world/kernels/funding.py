@@ -3,7 +3,7 @@ one kernel call, :func:`funding_month`.
 
 It covers every switch the phase reads: the other loans (``has_other``), hosting in place
 (``sites``: the hosted units passed in, else none), the repo desk (its rate, and the interest,
-capitalisation and estate repayments it is paid, returned for the phase to book), and the
+capitalisation and estate repayments it is paid, handed back for the phase to book), and the
 Rogers-Veraart clearing (:func:`sim.core.contagion.rogers_veraart_state`) with or without
 defaulting lenders, its linear systems solved as :func:`sim.core.numerics.solve` does, and
 the month's marks (the appraisal and market rows of :meth:`agents.lender.LenderBook.marks`'

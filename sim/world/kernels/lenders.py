@@ -181,8 +181,9 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
     borrower (ones when off). Updates in place what the numpy code updates in place (the
     marks' table included).
 
-    Fills the outputs (fresh arrays from the caller, returned through arguments: a returned
-    array costs numba about 0.45 us to box, a passed one a tenth of that): ``marks`` (lender x
+    Fills the outputs (arrays from the caller, fresh or kept per run by the phase, returned
+    through arguments: a returned array costs numba about 0.45 us to box, a passed one a
+    tenth of that): ``marks`` (lender x
     generation), ``coll`` and ``debt`` (the debt after the margin-call payments) for
     ``MonthState``; ``cm_new``, the margin-call months to rebind if ``calls_open``;
     ``breach_new``, the DSCR breach months to rebind; ``called[:n_called]``, the borrowers with

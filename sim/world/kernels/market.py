@@ -21,9 +21,9 @@ of the forced sales' values at repossession as :func:`~sim.core.jit.pysum_terms`
 :func:`_outside_bids` is :func:`sim.core.market.outside_bids` and the parametric price that
 of :func:`sim.core.market.parametric_price` (the exponential through
 :func:`sim.core.numerics.exp1`, as ``numerics.exp`` computes it); sums numpy takes with
-``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are returned as two arrays (a code for
-the name and agent, the row, generation and units in one; the price) in the numpy phase's
-order, and the phase logs the same tuples from them.
+``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are written into two arrays the
+phase passes in (a code for the name and agent, the row, generation and units in one; the
+price) in the numpy phase's order, and the phase logs the same tuples from them.
 """
 
 from __future__ import annotations
