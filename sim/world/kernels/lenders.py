@@ -24,8 +24,8 @@ them falls back to numpy.
 
 Arrays the numpy code rebinds (``loans.principal`` at every prepayment, ``loans.accrued`` and
 ``loans.overdue`` at a prepayment that first pays arrears, ``borrowers.call_months`` when a
-call is open, ``borrowers.dscr_breach`` every month) end in new arrays (the loan arrays copied
-at the first prepayment and returned, the others the caller's), with flags that say whether
+call is open, ``borrowers.dscr_breach`` every month) end in new arrays (the caller's: the loan
+arrays copied into them at the first prepayment), with flags that say whether
 to rebind them; arrays it updates in place (borrower and lender cash, borrower BTC, the zeros
 written into ``call_months`` for new calls, the rolled rows' maturity, instalment and rate, the
 lender book's marks table) are updated in place here too.
@@ -170,7 +170,8 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
                   status, call_months, cash, opex, btc, dscr, dscr_breach, arrears_months,
                   b_term, amort_rate, spread, cov_scale, l_status, l_cash,
                   ltv_max, ltv_cure, dscr_min, cure_months, cash_sweep, refi_ltv, sofr, t,
-                  marks, coll, debt, cm_new, breach_new, called, called_at, refused):
+                  marks, coll, debt, cm_new, breach_new, called, called_at, refused, p_out,
+                  a_out, o_out):
     """Phase 3, one month (:func:`sim.world.phases.lenders.run`).
 
     Reads the marks' inputs (the lender book's table and whether its book row is stale, the
@@ -180,18 +181,20 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
     borrower (ones when off). Updates in place what the numpy code updates in place (the
     marks' table included).
 
-    Fills the outputs (fresh arrays from the caller, returned through arguments: a returned
-    array costs numba about 0.45 us to box, a passed one a tenth of that): ``marks`` (lender x
+    Fills the outputs (arrays from the caller, fresh or kept per run by the phase, returned
+    through arguments: a returned array costs numba about 0.45 us to box, a passed one a
+    tenth of that): ``marks`` (lender x
     generation), ``coll`` and ``debt`` (the debt after the margin-call payments) for
     ``MonthState``; ``cm_new``, the margin-call months to rebind if ``calls_open``;
     ``breach_new``, the DSCR breach months to rebind; ``called[:n_called]``, the borrowers with
     a new margin call, with their debt and LTV then in ``called_at[0]`` and ``called_at[1]``
     (the ``margin_call`` events); ``refused[:n_refused]``, the loan rows refused a rollover
-    (``refinancing_refused``). Returns ``(principal, accrued, overdue, n_called, n_refused,
-    calls_open, principal_moved, arrears_moved, btc_sold, btc_sales, swept)``: the loan arrays
-    to rebind if ``principal_moved`` (``accrued`` and ``overdue`` if ``arrears_moved``), whether
-    free BTC was sold and its proceeds (the ``btc_sales`` outside flow), and whether a cash
-    sweep moved the debt.
+    (``refinancing_refused``); ``p_out``, ``a_out`` and ``o_out``, the loans' principal, accrued
+    interest and overdue principal after the payments, to rebind if ``principal_moved``
+    (``accrued`` and ``overdue`` if ``arrears_moved``; not written when nothing moved).
+    Returns ``(n_called, n_refused, calls_open, principal_moved, arrears_moved, btc_sold,
+    btc_sales, swept)``: whether free BTC was sold and its proceeds (the ``btc_sales``
+    outside flow), and whether a cash sweep moved the debt.
     """
     _marks(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule, marks)
     nb = status.shape[0]
@@ -221,9 +224,10 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
     a_work = accrued
     o_work = overdue
     if n_open:
-        p_work = principal.copy()
-        a_work = accrued.copy()
-        o_work = overdue.copy()
+        p_work, a_work, o_work = p_out, a_out, o_out
+        p_work[:] = principal
+        a_work[:] = accrued
+        o_work[:] = overdue
         need = np.empty(nb)
         spare = np.empty(nb)
         sell = np.empty(nb)
@@ -274,9 +278,10 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
             swept = True
     if swept:
         if not principal_moved:
-            p_work = principal.copy()
-            a_work = accrued.copy()
-            o_work = overdue.copy()
+            p_work, a_work, o_work = p_out, a_out, o_out
+            p_work[:] = principal
+            a_work[:] = accrued
+            o_work[:] = overdue
         amount = np.empty(nb)
         for i in range(nb):
             sweep = status[i] != _DEFAULTED and breach_new[i] > cure_months
@@ -301,5 +306,5 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
                 refused[n_refused] = r
                 n_refused += 1
 
-    return (p_work, a_work, o_work, n_called, n_refused, n_open > 0, principal_moved,
-            arrears_moved, btc_sold, btc_sales, swept)
+    return (n_called, n_refused, n_open > 0, principal_moved, arrears_moved, btc_sold,
+            btc_sales, swept)

@@ -21,9 +21,9 @@ of the forced sales' values at repossession as :func:`~sim.core.jit.pysum_terms`
 :func:`_outside_bids` is :func:`sim.core.market.outside_bids` and the parametric price that
 of :func:`sim.core.market.parametric_price` (the exponential through
 :func:`sim.core.numerics.exp1`, as ``numerics.exp`` computes it); sums numpy takes with
-``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are returned as two arrays (a code for
-the name and agent, the row, generation and units in one; the price) in the numpy phase's
-order, and the phase logs the same tuples from them.
+``ndarray.sum`` are :func:`sim.core.jit.psum`. The events are written into two arrays the
+phase passes in (a code for the name and agent, the row, generation and units in one; the
+price) in the numpy phase's order, and the phase logs the same tuples from them.
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
                  inventory, inv_since, repo_units, claim_pool, recoveries, later_recoveries,
                  repo_debt, l_cash, fleet, b_cash, kind, sale_proceeds,
                  traded, clearing, month_volume, month_forced, month_overhang, month_salvage,
-                 month_pinned, salvage_units, external_units, rep_value):
+                 month_pinned, salvage_units, external_units, rep_value, ev_int, ev_price):
     """Phase 6 (:func:`sim.world.phases.market.run` from ``ask_book`` on): every shipping
     generation with units offered, newest first (``newest_first``), is auctioned against its
     bids (``BidBook.bids``, :func:`_clear`; in the parametric mode every offered unit sells at
@@ -296,12 +296,13 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
     parametric alpha. ``capital``, ``mw``, ``mw_liq``, ``mw_used`` and ``repo_units`` are
     copies the phase rebinds (the numpy phase rebinds them).
 
-    Returns (status, number of events, the three flags ``FL_*``, the events' integers, their
-    prices): status 1 when a generation's book could reach ``MAX_UNITS`` units, and then
-    nothing was changed (the phase runs numpy, whose ``clear_book`` checks them); the
-    integers are one (``EV_INTS``, n) array whose rows are the events' codes, rows,
-    generations and units (one array to hand back rather than four: each array a kernel
-    returns costs a Python object)."""
+    Returns (status, number of events n, the three flags ``FL_*``): status 1 when a
+    generation's book could reach ``MAX_UNITS`` units, and then nothing was changed (the
+    phase runs numpy, whose ``clear_book`` checks them). The events are written into the
+    caller's arrays (a returned array costs numba's dispatch about 0.3-0.6 us to box, a
+    passed one a tenth of that): ``ev_int[:, :n]`` ((``EV_INTS``, N) int64) their codes,
+    rows, generations and units, ``ev_price[:n]`` their prices; N must be at least
+    G x (lenders + borrowers + buyers + 5), the most events a month can log."""
     t = ip[IP_T]
     outside_on, to_salvage = ip[IP_OUTSIDE] != 0, ip[IP_TO_SALVAGE] != 0
     unlimited, sites = ip[IP_UNLIMITED] != 0, ip[IP_SITES] != 0
@@ -340,11 +341,9 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             # every bid is capped at the supply: (buyers, desk, lolr) x supply + supply + 1 bid
             # units at most, and the ask units: below MAX_UNITS, clear_book checks nothing
             if supply[g] > MAX_UNITS or (n_k + 3) * supply[g] + 1 > MAX_UNITS:
-                return 1, 0, 0, 0, 0, np.zeros((EV_INTS, 0), np.int64), np.zeros(0)
-    n_ev_max = n_gens * (n_l + n_b + n_k + 5)
-    ev_int = np.empty((EV_INTS, n_ev_max), np.int64)  # rows: code, agent row, gen, units
+                return 1, 0, 0, 0, 0
+    # rows of ev_int: code, agent row, gen, units; at most n_gens x (n_l + n_b + n_k + 5)
     ev_code, ev_idx, ev_gen, ev_units = ev_int[0], ev_int[1], ev_int[2], ev_int[3]
-    ev_price = np.empty(n_ev_max)
     n_ev = 0
     # the book of one generation: asks (rows in row order) and bids
     n_ask_max = d_row + 2
@@ -679,8 +678,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
             ev_code[n_ev], ev_idx[n_ev], ev_units[n_ev] = EV_DESK_BUY, 0, desk_fill
             ev_gen[n_ev], ev_price[n_ev] = g, price
             n_ev += 1
-    return (0, n_ev, flags[FL_TRADES], flags[FL_LENDER_SETTLES], flags[FL_BUYER_SETTLES],
-            ev_int, ev_price)
+    return 0, n_ev, flags[FL_TRADES], flags[FL_LENDER_SETTLES], flags[FL_BUYER_SETTLES]
 
 
 @jitable

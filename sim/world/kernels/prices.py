@@ -48,17 +48,23 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
                  mw, kw, floor, outside_on, od_top, repl, traded, clearing, price_hist,
                  news_price, news_value, news_t, pinned, extrap, lam, log_decay, capital0,
                  capital_regrowth, mw_step, mw0, sites, liquid_gen, mw_liq, mw0_liq, mw_regrowth,
-                 mw_conv):
-    """Phase 7: returns (price, news_price, news_value, news_t, extrap, mw, mw_liq, MW built,
-    capital sum before regrowth, after), each array new where the numpy code makes a new one
-    and the argument itself where it keeps it; writes ``price_hist[t]``, regrows
-    ``capital`` and moves the conversions ``mw_conv`` a month on in place, as the numpy code
-    does. With ``sites`` the spare MW of a liquid-cooled generation (``liquid_gen``) is the
-    liquid MW ``mw_liq``, of an air-cooled one ``mw + mw_liq``, and both regrow as
-    :meth:`agents.buyer.BuyerBook._regrow_sites` (the MW built is returned); without, the
-    ``mw_liq`` arguments are not read."""
+                 mw_conv, price, news_price_out, news_value_out, news_t_out, extrap_out, new_mw,
+                 new_liq):
+    """Phase 7: fills the new arrays the numpy code makes, passed in fresh by the caller (a
+    returned array costs numba's dispatch about 0.3-0.6 us to box, a passed one a tenth of
+    that): ``price`` (G,), the news price, value and month in ``news_*_out`` (G,) when they
+    moved (with ``outside_on``; else not written), the new expectations in ``extrap_out``
+    (K, G) when they moved, the regrown MW ``new_mw`` (B,) and with ``sites`` the liquid MW
+    ``new_liq`` (B,; else not written). Returns (news moved, expectations moved, MW built,
+    capital sum before regrowth, after): the phase rebinds the arrays that moved, as the numpy
+    code rebinds them. Writes ``price_hist[t]``, regrows ``capital`` and moves the conversions
+    ``mw_conv`` a month on in place, as the numpy code does. With ``sites`` the spare MW of a
+    liquid-cooled generation (``liquid_gen``) is the liquid MW ``mw_liq``, of an air-cooled
+    one ``mw + mw_liq``, and both regrow as :meth:`agents.buyer.BuyerBook._regrow_sites` (the
+    MW built is returned); without, the ``mw_liq`` arguments are not read."""
     n_k, n_g = reservation.shape
-    price = np.empty(n_g)
+    news_moved = False
+    extrap_moved = False
     for g in range(n_g):
         best = 0.0
         for k in range(n_k):
@@ -95,6 +101,7 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
             fresh[g] = news_price[g] <= 0 and price[g] > 0 and shipping[g]
             any_fresh = any_fresh or fresh[g]
         if any_fresh:
+            news_moved = True
             news_price = np.where(fresh, price, news_price)
             news_value = np.where(fresh, fund, news_value)
             ft = np.empty(n_g)
@@ -107,6 +114,7 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
             news[g] = moved[g] and not pinned[g] and not fresh[g] and news_price[g] > 0
             any_news = any_news or news[g]
         if any_news:
+            news_moved = True
             for g in range(n_g):
                 gap = maximum(t - news_t[g], 1.0)
                 lp = log1(maximum(price[g], 1e-9) / maximum(news_price[g], 1e-9))
@@ -114,6 +122,7 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
                 dlp[g] = lp / gap
                 dlv[g] = lv / gap
             extrap = adapt(extrap, dlp, dlv, news, lam, log_decay)
+            extrap_moved = True
             news_price = np.where(news, price, news_price)
             news_value = np.where(news, fund, news_value)
             nt = np.empty(n_g)
@@ -125,20 +134,18 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
             dlp[g] = log1(maximum(price[g], 1e-9) / maximum(old_price[g], 1e-9))
             dlv[g] = log1(maximum(fund[g], 1e-9) / maximum(old_value[g], 1e-9))
         extrap = adapt(extrap, dlp, dlv, moved, lam, log_decay)
+        extrap_moved = True
     # BuyerBook.regrow
     n_b = capital.shape[0]
     before = psum(capital, 0, n_b)
     for k in range(n_b):
         capital[k] += capital_regrowth * maximum(capital0[k] - capital[k], 0.0)
-    new_mw = np.empty(n_b)
-    new_liq = mw_liq
     built = 0.0
     if not sites:
         for k in range(n_b):
             new_mw[k] = minimum(mw[k] + mw_step[k], mw0[k])
     else:  # BuyerBook._regrow_sites
         held = psum(mw, 0, n_b) + psum(mw_liq, 0, n_b)
-        new_liq = np.empty(n_b)
         for k in range(n_b):
             new_mw[k] = maximum(mw[k], minimum(mw[k] + mw_step[k], mw0[k]))
             step_liq = mw_regrowth * mw0_liq[k]
@@ -152,5 +159,13 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
             mw_conv[k, n_lag - 1] = 0.0
             new_liq[k] = new_liq[k] + done
     after = psum(capital, 0, n_b)
-    return (price, news_price, news_value, news_t, extrap, new_mw, new_liq, built, before,
-            after)
+    if news_moved:
+        for g in range(n_g):
+            news_price_out[g] = news_price[g]
+            news_value_out[g] = news_value[g]
+            news_t_out[g] = news_t[g]
+    if extrap_moved:
+        for k in range(n_k):
+            for g in range(n_g):
+                extrap_out[k, g] = extrap[k, g]
+    return news_moved, extrap_moved, built, before, after

@@ -148,18 +148,22 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     rent = env.rent
     # the month's lead times (env.lead_time caches them, as the numpy valuation reads them)
     lead = env.lead_time() if vi.lead_on else _NO_LEAD
-    btc, peak, stress, hashprice, v, fund, res = ke.env_month(
+    # the kernel's new arrays, passed in (cheaper than returned): the values at rows 0 and
+    # X - 1 (X <= 2), the value in best use, the reservation prices
+    n_g = rent.shape[0]
+    v, fund, res = np.empty((2, vi.t_disc.shape[0], n_g)), np.empty(n_g), np.empty(extrap.shape)
+    btc, peak, stress, hashprice, n_x, common = ke.env_month(
         t, t in si.launches, u_r, u_eta, env.btc, env.btc_peak, env.stress,
         env.cfg.btc_random_walk, env.any_hash, rent, env.launch, si.ai_rent,
         env.hash_linked, env.rent0, s_month, s_kind, s_size, p, hash_on, extrap, vi.m,
         vi.sqrt_m, vi.cost, rvol_calm, rvol_stress, vi.t_disc, vi.t_life, vi.t_integration,
         vi.present, vi.all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
         path_market, path_rents, path_len, si.factor_gens, vi.lead_on, lead, growth0,
-        growth1, mu1, b.type_idx)
+        growth1, mu1, b.type_idx, v, fund, res)
     env.btc, env.btc_peak, env.stress, env.hashprice = btc, peak, stress, hashprice
     state = (t, bool(stress), hashprice, rent.tobytes())
-    b.store_values_by_type(env, state + (extrap[0].tobytes(),), v[0], v[v.shape[0] - 1])
-    if res.shape[0]:  # (BuyerBook.reservation's key)
+    b.store_values_by_type(env, state + (extrap[0].tobytes(),), v[0], v[n_x - 1])
+    if common and res.shape[0]:  # (BuyerBook.reservation's key)
         b.store_reservation(env, state + (extrap.tobytes(),), res)
     month = MonthState(t, m.fundamental)
     m.fundamental = fund

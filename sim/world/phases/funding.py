@@ -185,21 +185,27 @@ def run_compiled(m: LiquidationModel) -> None:
     booked after it in the numpy code's order and with its amounts (each outside flow added
     to ``m.flows`` as :meth:`~sim.world.model.LiquidationModel.add_outside_flow` adds it, as
     a Python float). The rates and the clearing's parameters, fixed in a run, are read once
-    (``m.kernel_inputs["funding"]``)."""
+    (``m.kernel_inputs["funding"]``), with the kernel's scratch arrays (the month's outside
+    flows and the indices of the lenders failing and deleveraging, read here in the month that
+    fills them); the new equity and assets are fresh arrays each month, as numpy makes them."""
     lb, desk, loans, env = m.lenders, m.desk, m.loans, m.env
     t = env.t
     st = m.kernel_inputs.get("funding")
-    if st is None:
+    if st is None or st[9].shape[0] != lb.n:
         lc, e, c = m.cfg.lenders, m.cfg.environment, m.cfg.contagion
         st = m.kernel_inputs["funding"] = (
             (e.sofr + lc.funding_rate_spread) / 12.0, desk.rate(e.sofr), lc.holding_cost,
-            lc.run_rate, lc.appraisal_lag, c.alpha, c.beta, lc.capital_floor)
-    r_f, repo_rate, holding_cost, run_rate, lag, alpha, beta, capital_floor = st
+            lc.run_rate, lc.appraisal_lag, c.alpha, c.beta, lc.capital_floor, np.empty(13),
+            np.empty(lb.n, np.int64), np.empty(lb.n, np.int64))
+    (r_f, repo_rate, holding_cost, run_rate, lag, alpha, beta, capital_floor, fl, failed,
+     weak) = st
+    n = lb.n
+    equity, assets = np.empty(n), np.empty(n)
     refresh = lb.book_marks_current(env)  # the book marks are this month's (the usual case)
     if not refresh:
         lb.marks(env, m.price_hist, t, lag)
     sites = m.sites
-    code, equity, assets, failed, weak, fl = kernels.funding_month(
+    code, n_failed, n_weak = kernels.funding_month(
         m.interbank, lb.cash, lb.outside, lb.repo_debt, lb.inventory, lb.status, lb.assets,
         lb.has_other, bool(env.stress), lb.other_loans, lb.other_losses, lb.other_yield,
         lb.other_loss_calm, lb.other_loss_stress,
@@ -207,7 +213,7 @@ def run_compiled(m: LiquidationModel) -> None:
         repo_rate, holding_cost, lb.cash_share, run_rate, loans.active, loans.principal,
         loans.accrued, loans.lender, lb.mark_table, lb.mark_rule, m.price_hist, t, lag,
         refresh, m.clearing_liab, m.clearing_ext, alpha, beta, CLEARING_TOL,
-        CLEARING_MAX_ITER, capital_floor, lb.capital_ratio0)
+        CLEARING_MAX_ITER, capital_floor, lb.capital_ratio0, equity, assets, fl, failed, weak)
     f = fl.tolist()  # the outside flows as Python floats (add_outside_flow's float(amount))
     flows = m.flows
     if lb.has_other:
@@ -226,9 +232,11 @@ def run_compiled(m: LiquidationModel) -> None:
     if code:
         _raise(m, code)
     lb.equity, lb.assets = equity, assets
-    if len(failed):
+    if n_failed:
+        failed = failed[:n_failed]
         m.log_events("lender_failure", "lender", failed, amount=equity[failed])
-    if len(weak):
+    if n_weak:
+        weak = weak[:n_weak]
         m.log_events("deleveraging", "lender", weak, amount=equity[weak])
 
 

@@ -111,17 +111,20 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     if st is None or len(st[0]) != nb or len(st[3]) != len(L.borrower):  # remade if resized
         # kept for the run: the scale of ones without covenant scaling (level x 1.0 is
         # level, to the bit; the kernel only reads it), the events' scratch arrays (read
-        # here, in the month that fills them) and the call months' output array (replaced by
-        # a new one in a month the book is rebound to it)
+        # here, in the month that fills them) and the output arrays of the call months and
+        # of the loans' principal, accrued and overdue (each replaced by a new one in a month
+        # the book is rebound to it, so that a book array is never written again)
+        nrow = len(L.borrower)
         st = m.kernel_inputs["lenders"] = [
             np.ones(nb), np.empty(nb, np.int64), np.empty((2, nb)),
-            np.empty(len(L.borrower), np.int64), np.empty(nb, np.int64)]
-    ones, called, called_at, refused, call_months = st
+            np.empty(nrow, np.int64), np.empty(nb, np.int64), np.empty(nrow),
+            np.empty(nrow), np.empty(nrow)]
+    ones, called, called_at, refused, call_months, principal, accrued, overdue = st
     scale = ones if b.cov_scale is None else b.cov_scale
     marks = np.empty((lb.n, table.shape[1]))
     coll, debt, dscr_breach = np.empty(nb), np.empty(nb), np.empty(nb, np.int64)
-    (principal, accrued, overdue, n_called, n_refused, calls_open, principal_moved,
-     arrears_moved, btc_sold, btc_sales, swept) = kernels.lenders_month(
+    (n_called, n_refused, calls_open, principal_moved, arrears_moved, btc_sold, btc_sales,
+     swept) = kernels.lenders_month(
         table, stale, env.new_unit_price, env.age if stale else _NO_AGE, m.price_hist,
         env.t - 1, lc.appraisal_lag, lb.mark_rule,
         m.lead, b.fleet, b.pledged_btc, env.btc,
@@ -131,7 +134,8 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         b.arrears_months, b.term, b.amort_rate, b.spread, scale, lb.status, lb.cash,
         lc.ltv_max, lc.ltv_cure, lc.dscr_min, lc.cure_months, lc.cash_sweep, lc.refi_ltv,
         m.cfg.environment.sofr, env.t,
-        marks, coll, debt, call_months, dscr_breach, called, called_at, refused)
+        marks, coll, debt, call_months, dscr_breach, called, called_at, refused, principal,
+        accrued, overdue)
     if n_called:
         called = called[:n_called]
         m.log_events("margin_call", m.kind_names(called), called,
@@ -140,8 +144,10 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         m.add_outside_flow("btc_sales", btc_sales)
     if principal_moved:
         L.principal = principal
+        st[5] = np.empty(len(principal))
     if arrears_moved:
         L.accrued, L.overdue = accrued, overdue
+        st[6], st[7] = np.empty(len(accrued)), np.empty(len(overdue))
     if calls_open:
         b.call_months = call_months
         st[4] = np.empty(nb, np.int64)

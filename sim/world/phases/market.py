@@ -133,16 +133,19 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
                 desk.secured, _NEUMAIER_SUM, lolr is not None, lo_cfg.hold_months,
                 m.cfg.market.mode == "parametric")
     st = m.kernel_inputs.get("market")
+    n_ev_max = m.n_gen * (lb.n + b.n + buyers.n + 5)  # the most events a month logs
     if (st is None or st[0] is not m.newest_first or st[2].shape[0] != m.n_gen
-            or st[3] != switches or st[5] != m.liquid):
+            or st[3] != switches or st[5] != m.liquid or st[8].shape[0] != n_ev_max):
         # per run (remade if one moves): the generations newest first (fixed at build), the
         # floor bid of a desk without one, the integer parameters but the month, and the
-        # liquid-cooled generations; the kernel only reads them
+        # liquid-cooled generations, which the kernel only reads; the events' scratch
+        # arrays, which it writes and the phase reads in the same month
         st = m.kernel_inputs["market"] = (
             m.newest_first, np.array(m.newest_first, dtype=np.int64), np.zeros(m.n_gen),
             switches, np.array((0, *switches), dtype=np.int64), list(m.liquid),
-            np.array(m.liquid, dtype=bool))
-    _, newest_first, no_floor_bid, _, ip, _, liquid = st
+            np.array(m.liquid, dtype=bool), np.empty((kmarket.EV_INTS, n_ev_max), np.int64),
+            np.empty(n_ev_max))
+    _, newest_first, no_floor_bid, _, ip, _, liquid, ev_int, ev_price = st
     ip[kmarket.IP_T] = env.t
     fp = np.array((m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
                    m.month_above_reservation, m.forced_value, m.forced_fundamental,
@@ -164,7 +167,7 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     else:
         lo_arrays = (lolr.bid(m.fundamental), lolr.holdings, lolr.cost_basis, lolr.since,
                      lolr.cash_bought, lolr.cash_sold)
-    status, n_ev, trades, lender_settles, buyer_settles, ev_int, ev_price = kmarket.market_month(
+    status, n_ev, trades, lender_settles, buyer_settles = kmarket.market_month(
         ip, fp, newest_first, env.shipping, env.kw,
         liquid, replacement_cost(env), m.units0, m.fundamental,
         orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
@@ -175,7 +178,7 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind, m.sale_proceeds,
         m.traded, m.clearing, m.month_volume, m.month_forced, m.month_overhang,
         m.month_salvage, m.month_pinned if outside else _NO_FLAGS, m.salvage_units,
-        m.external_units, m.rep_value if outside else _NO_MATRIX)
+        m.external_units, m.rep_value if outside else _NO_MATRIX, ev_int, ev_price)
     if status:
         return False
     if not trades:  # no generation traded: no array was rebound, no number moved

@@ -113,8 +113,15 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
      mw0, sites, liquid_gen, mw0_liq, mw_regrowth) = st
     env, buyers = m.env, m.buyers
     extrap = buyers.extrap
-    (price, news_price, news_value, news_t, new_extrap, mw, mw_liq, built, before,
-     after) = kp.prices_month(
+    n_g, n_b = m.n_gen, capital0.shape[0]
+    # the new arrays the numpy code makes, filled by the kernel (passed in: cheaper than
+    # returned); those that may not move are rebound below only where they did
+    empty = np.empty
+    price, new_mw = empty(n_g), empty(n_b)
+    news = (empty(n_g), empty(n_g), empty(n_g)) if on else (_NONE, _NONE, _NONE)
+    new_extrap = empty(extrap.shape)
+    new_liq = empty(n_b) if sites else _NONE
+    news_moved, extrap_moved, built, before, after = kp.prices_month(
         env.t, env.shipping, m.price, month.prev_fundamental, m.fundamental, m.reservation,
         unlimited, buyers.capital, buyers.mw, kw, m.salvage_price, on, od_top, repl,
         m.traded, m.clearing, m.price_hist, m.news_price if on else _NONE,
@@ -122,15 +129,15 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         m.month_pinned if on else _NO_PINS, extrap, lam, log_decay, capital0,
         capital_regrowth, mw_step, mw0, sites, liquid_gen,
         buyers.mw_liq if sites else _NONE, mw0_liq, mw_regrowth,
-        buyers.mw_conv if sites else _NO_CONV)
+        buyers.mw_conv if sites else _NO_CONV, price, *news, new_extrap, new_mw, new_liq)
     m.price = price
-    if on:
-        m.news_price, m.news_value, m.news_t = news_price, news_value, news_t
-    if new_extrap is not extrap:
+    if news_moved:
+        m.news_price, m.news_value, m.news_t = news
+    if extrap_moved:
         buyers.extrap = new_extrap
-    buyers.mw = mw
+    buyers.mw = new_mw
     if sites:
-        buyers.mw_liq = mw_liq
+        buyers.mw_liq = new_liq
         buyers.mw_built += built
     if not unlimited:  # unlimited buyers' capital is off the books
         m.add_outside_flow("buyer_capital", after - before)
