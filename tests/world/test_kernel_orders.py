@@ -6,7 +6,8 @@ states made just before phase 5 (margin calls everywhere with the debt moved, Na
 cash, forced lines, an empty warehouse, repo units to reset) and the switches it covers; the
 same for the secured repo desk's kernel, with the desk's own edges (margin unmet and lenders'
 and borrowers' defaults on desk loans, repayments and rolls at term, a desk out of room or
-short of it, write-offs), and its haircut against RepoDesk.secured_haircuts."""
+short of it, write-offs), and its haircut against RepoDesk.secured_haircuts; and the legacy
+desk's kernel on ordinary months and the edges."""
 
 import numpy as np
 import pytest
@@ -143,13 +144,48 @@ def _no_call(monkeypatch, name):
     monkeypatch.setattr(korders, name, fail)
 
 
-def test_legacy_repo_desk_falls_back_to_numpy(secured_twins, monkeypatch):
+@pytest.fixture
+def legacy_twins(twin_runner):
+    """``twins`` for the legacy repo desk's kernel (``orders_legacy_month``; its calls' output
+    is (debt recomputed, units offered, the desk lent))."""
+    return _make_twins(twin_runner, "orders_legacy_month")
+
+
+_LEGACY = ("policy.repo.enabled=true", "policy.repo.design='legacy'")
+
+
+def test_legacy_desk_months_match(legacy_twins, monkeypatch):
+    """The legacy desk's kernel over 36 crypto_winter months at two shocks, compared after
+    each phase 5: the desk lends in some months (not vacuous); the other kernels are not
+    called."""
     _no_call(monkeypatch, "orders_month")
-    month = secured_twins(overrides=("policy.repo.enabled=true", "policy.repo.design='legacy'"),
-                          seed=5)
-    for t in range(12):
+    _no_call(monkeypatch, "orders_secured_month")
+    for seed, shock in ((None, 0.4), (5, 0.8)):
+        month = legacy_twins(overrides=(*_LEGACY, f"shocks.0.size={shock}"), seed=seed)
+        for t in range(36):
+            assert month() == [], t
+    assert len(legacy_twins.calls) == 72
+    assert sum(lent for _, _, lent in legacy_twins.calls) > 3
+    said, truth = [x[4] for x in legacy_twins.flags], [x[5] for x in legacy_twins.flags]
+    assert said == truth and said == [c[1] for c in legacy_twins.calls]
+
+
+@pytest.mark.parametrize(("perturb", "lends"), [("_desk_full", False), ("_desk_short", True),
+                                               ("_forced", None), ("_empty", False),
+                                               ("_repo_units", None), ("_specials", None),
+                                               ("_calls", None)],
+                         ids=["desk_full", "desk_short", "forced", "empty", "repo_units",
+                              "specials", "calls"])
+def test_legacy_edges_match(legacy_twins, perturb, lends):
+    """The legacy desk's kernel on the edge states (``lends``: whether the desk must lend,
+    pro rata when short of room; never when out of it or with an empty warehouse)."""
+    month = legacy_twins(overrides=(*_LEGACY, "shocks.0.size=0.4"), seed=7)
+    for t in range(3):
         assert month() == [], t
-    assert secured_twins.calls == []
+    assert month(globals()[perturb]) == []
+    assert len(legacy_twins.calls) == 4
+    if lends is not None:
+        assert legacy_twins.calls[-1][2] == lends
 
 
 _REPO = ("policy.repo.enabled=true",)

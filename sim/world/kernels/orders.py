@@ -1,6 +1,7 @@
 """Phase 5 compiled: the sell orders (:func:`sim.world.phases.orders.run`) as one kernel call a
 month: :func:`orders_month` when the repo desk is off, :func:`orders_secured_month` under the
-secured repo desk (``policy.repo.design = "secured"``, the default design).
+secured repo desk (``policy.repo.design = "secured"``, the default design),
+:func:`orders_legacy_month` under the legacy one.
 
 It replays the numpy code of the phase and of what it calls, line by line: the outside
 demand's floor (:func:`agents.buyer.floor_price`: scrap x the installed new-unit price), the
@@ -26,13 +27,16 @@ desk's room: ``RepoDesk.pledge`` and ``ration``, Python's ``min``/``max`` as
 ``capitalise``), in the numpy phase's order. The desk's numbers (``lent``, ``cash``,
 ``interest_capitalised``) and the model's ``recovered_total`` go in and out through ``fs``;
 the events come back as index and amount arrays that the phase logs in numpy's order.
+Under the legacy desk, :func:`~sim.world.phases.orders.lender_orders` with the desk: its
+haircut (:func:`agents.repo_desk.haircut`, ``np.clip`` as maximum then minimum), its loans
+(:func:`_lend_on`, shared with the secured desk) and the financed lines' asks.
 
 Switches covered: the outside demand on or off, sites, the market mode, the buyer of last
 resort (phase 5 reads none of the last three), covenant scaling or none (a scale of ones:
-``level * 1.0`` is ``level``), the repo desk off or secured (with or without
-``policy.repo.borrowers``; every ``policy.repo`` number). Left to numpy: the legacy desk
-(``policy.repo.design = "legacy"``), and a month whose phase 3 did not value the collateral
-(``month.coll`` None).
+``level * 1.0`` is ``level``), the repo desk off, secured (with or without
+``policy.repo.borrowers``) or legacy (with or without ``buy_floor``, which phase 5 does not
+read), every ``policy.repo`` number. Left to numpy: a month whose phase 3 did not value the
+collateral (``month.coll`` None).
 """
 
 from __future__ import annotations
@@ -306,6 +310,46 @@ def _log(ev_idx, ev_amt, ev_n, row, values, n):
 
 
 @jitable
+def _lend_on(fresh, lend_price, repo_debt, repo_units, lb_cash, maturity_l, with_term,
+             maturity, cost_basis, cash_lent, t, fs, ev_idx, ev_amt, ev_n):
+    """:func:`sim.world.phases.orders.lend_on`: ``RepoDesk.pledge`` of the ``fresh`` units
+    (overwritten with the units pledged), the loans booked (``with_term``: a lender's first
+    loan matures at ``maturity``), ``RepoDesk.lend`` and the ``repo_loan`` events. Returns
+    whether anything was wanted (else nothing moved: ``pledge`` returned None)."""
+    nl, g = fresh.shape
+    row = np.empty(g)
+    want = np.empty(nl)
+    for li in range(nl):
+        for k in range(g):
+            row[k] = fresh[li, k] * lend_price[k]
+        want[li] = psum(row, 0, g)
+    total = psum(want, 0, nl)
+    if not total > 0:
+        return False
+    frac = pymin(1.0, _room(fs, cost_basis) / total)
+    loan = np.empty(nl)
+    for li in range(nl):
+        for k in range(g):
+            moved = np.int64(np.floor(fresh[li, k] * frac + 1e-9))
+            fresh[li, k] = moved
+            row[k] = moved * lend_price[k]
+        loan[li] = psum(row, 0, g)
+    for li in range(nl):
+        if with_term and loan[li] > 0 and repo_debt[li] <= 0:
+            maturity_l[li] = maturity
+        repo_debt[li] = repo_debt[li] + loan[li]
+        for k in range(g):
+            repo_units[li, k] += fresh[li, k]
+        lb_cash[li] = lb_cash[li] + loan[li]
+    amount = psum(loan, 0, nl)
+    fs[FS_LENT] = fs[FS_LENT] + amount
+    fs[FS_CASH] = fs[FS_CASH] - amount
+    cash_lent[t] += amount
+    _log(ev_idx, ev_amt, ev_n, EV_L_LOAN, loan, nl)
+    return True
+
+
+@jitable
 def _secured_lenders(inventory, inv_since, repo_units, repo_new, repo_debt, lb_status, lb_cash,
                      claim_pool, recoveries, later_recoveries, maturity_l, t, max_hold, term,
                      price, lend_price, holdings, cost_basis, cash_lent, cash_repaid,
@@ -424,37 +468,9 @@ def _secured_lenders(inventory, inv_since, repo_units, repo_new, repo_debt, lb_s
                     fresh[li, k] = inv - (ru if ru < inv else inv)
     if not (_room(fs, cost_basis) > 0 and any_forced):
         return rebound, touched
-    # RepoDesk.pledge
-    row = np.empty(g)
-    want = np.empty(nl)
-    for li in range(nl):
-        for k in range(g):
-            row[k] = fresh[li, k] * lend_price[k]
-        want[li] = psum(row, 0, g)
-    total = psum(want, 0, nl)
-    if not total > 0:
-        return rebound, touched
-    frac = pymin(1.0, _room(fs, cost_basis) / total)
-    loan = np.empty(nl)
-    for li in range(nl):
-        for k in range(g):
-            moved = np.int64(np.floor(fresh[li, k] * frac + 1e-9))
-            fresh[li, k] = moved
-            row[k] = moved * lend_price[k]
-        loan[li] = psum(row, 0, g)
-    for li in range(nl):
-        if loan[li] > 0 and repo_debt[li] <= 0:
-            maturity_l[li] = t + term
-        repo_debt[li] = repo_debt[li] + loan[li]
-        for k in range(g):
-            repo_units[li, k] += fresh[li, k]
-        lb_cash[li] = lb_cash[li] + loan[li]
-    amount = psum(loan, 0, nl)
-    fs[FS_LENT] = fs[FS_LENT] + amount
-    fs[FS_CASH] = fs[FS_CASH] - amount
-    cash_lent[t] += amount
-    touched |= TOUCH_LENT | TOUCH_CASH
-    _log(ev_idx, ev_amt, ev_n, EV_L_LOAN, loan, nl)
+    if _lend_on(fresh, lend_price, repo_debt, repo_units, lb_cash, maturity_l, True, t + term,
+                cost_basis, cash_lent, t, fs, ev_idx, ev_amt, ev_n):
+        touched |= TOUCH_LENT | TOUCH_CASH
     return rebound, touched
 
 
@@ -661,3 +677,83 @@ def orders_secured_month(outside_on, scrap, new_unit_price, floor, marks, sale_d
     offered = _voluntary(need, fleet, fundamental, voluntary_discount, floor, b_units, b_price,
                          offered)
     return debt_filled, offered, rebound, touched
+
+
+@kernel
+def orders_legacy_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount,
+                        fundamental, inventory, inv_since, repo_units, repo_debt, lb_status,
+                        lb_cash, t, max_hold, borrower, active, accrued, overdue, principal,
+                        status, call_months, cash, fleet, month_debt, have_debt, month_coll,
+                        ltv_cure, scale, voluntary_discount, price, h0, kappa, cost_basis,
+                        cash_lent, fs, ev_idx, ev_amt, ev_n,
+                        patient_price, forced, patient, b_units, b_price, debt_out):
+    """One month of phase 5 under the legacy repo desk (``policy.repo.design = "legacy"``):
+    the orders of :func:`orders_month` with :func:`sim.world.phases.orders.lender_orders`'
+    desk: its haircut h = clip(h0 + kappa max(0, 1 - price / fundamental), 0, 1)
+    (:func:`agents.repo_desk.haircut`), loans against forced lines' unfinanced units
+    (:func:`_lend_on`, no term) and the patient asks of financed lines capped at
+    max((1 - h) x fundamental, floor). The desk's numbers in ``fs``, the ``repo_loan`` events
+    in row ``EV_L_LOAN`` of ``ev_idx`` / ``ev_amt``. Returns (``month.debt`` filled, any unit
+    offered, whether the desk lent: ``lent`` and ``cash`` moved)."""
+    nl, g = inventory.shape
+    nb = status.shape[0]
+    _asks(outside_on, scrap, new_unit_price, floor, marks, sale_discount, fundamental,
+          inventory, repo_units, repo_debt, patient_price)
+    lent = False
+    any_inv = False
+    for li in range(nl):
+        for k in range(g):
+            if inventory[li, k] != 0:
+                any_inv = True
+    if any_inv:
+        h = np.empty(g)
+        for k in range(g):
+            ratio = price[k] / fundamental[k] if fundamental[k] > 0 else 1.0
+            h[k] = minimum(maximum(h0 + kappa * maximum(0.0, 1.0 - ratio), 0.0), 1.0)
+        fresh = np.zeros((nl, g), np.int64)
+        is_forced = np.zeros((nl, g), np.bool_)
+        n_forced = 0
+        for li in range(nl):
+            sound = lb_status[li] == NORMAL
+            for k in range(g):
+                inv = inventory[li, k]
+                held = t - inv_since[li, k] if inv_since[li, k] >= 0 else 0
+                f = ((not sound) or held >= max_hold) and inv > 0
+                is_forced[li, k] = f
+                if f:
+                    n_forced += 1
+                    ru = repo_units[li, k]
+                    fresh[li, k] = inv - (ru if ru < inv else inv)
+        if n_forced and _room(fs, cost_basis) > 0:
+            lend_price = np.empty(g)
+            for k in range(g):
+                lend_price[k] = price[k] * (1.0 - h[k])
+            lent = _lend_on(fresh, lend_price, repo_debt, repo_units, lb_cash, repo_debt, False,
+                            0, cost_basis, cash_lent, t, fs, ev_idx, ev_amt, ev_n)
+        for li in range(nl):
+            for k in range(g):
+                inv = inventory[li, k]
+                pu = inv
+                if is_forced[li, k]:
+                    ru = repo_units[li, k] - (fresh[li, k] if lent else 0)
+                    pu = (ru if ru < inv else inv) + (fresh[li, k] if lent else 0)
+                patient[li, k] = pu
+                forced[li, k] = inv - pu
+                if is_forced[li, k] and repo_units[li, k] > 0:
+                    supported = maximum((1.0 - h[k]) * fundamental[k], floor[k])
+                    patient_price[li, k] = minimum(patient_price[li, k], supported)
+    else:
+        for li in range(nl):
+            for k in range(g):
+                forced[li, k] = 0
+                patient[li, k] = 0
+    gross = np.empty(nb)
+    debt_filled = _gross_need(borrower, active, accrued, overdue, principal, status,
+                              call_months, month_debt, have_debt, month_coll, ltv_cure, scale,
+                              gross, debt_out)
+    for i in range(nb):
+        gross[i] = (maximum(gross[i] - maximum(cash[i], 0.0), 0.0)
+                    if status[i] != DEFAULTED else 0.0)
+    offered = _voluntary(gross, fleet, fundamental, voluntary_discount, floor, b_units, b_price,
+                         any_inv)
+    return debt_filled, offered, lent

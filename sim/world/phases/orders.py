@@ -25,16 +25,15 @@ def run(m: LiquidationModel, month: MonthState) -> SellOrders:
     the secured repo), then the distressed borrowers' (:func:`borrower_orders`), at the
     month's salvage floor (:func:`agents.buyer.floor_price`).
 
-    On the compiled engine, without the repo desk or with the secured one, and when phase 3
-    has valued the month's collateral, the phase is one kernel call (:func:`_run_compiled`,
-    :func:`_run_secured`); else (the legacy desk, a month phase 3 did not value), and on the
-    numpy engine, the numpy code below (the kernels' oracle)."""
+    On the compiled engine, when phase 3 has valued the month's collateral, the phase is one
+    kernel call (:func:`_run_compiled` without the repo desk, :func:`_run_secured` and
+    :func:`_run_legacy` with it); else (a month phase 3 did not value), and on the numpy
+    engine, the numpy code below (the kernels' oracle)."""
     lb, desk = m.lenders, m.desk
     if m.engine == "compiled" and month.coll is not None:
         if not desk.enabled:
             return _run_compiled(m, month)
-        if desk.secured:
-            return _run_secured(m, month)
+        return (_run_secured if desk.secured else _run_legacy)(m, month)
     if m.outside_on:  # the scrap value of the outside demand (replacement cost moves)
         m.salvage_price = floor_price(m.cfg.buyers, m.env)
     floor = m.salvage_price  # read only: shared with phase 7
@@ -163,6 +162,52 @@ def _run_secured(m: LiquidationModel, month: MonthState) -> SellOrders:
         n = int(ev_n[row])
         if n:
             m.log_events(name, agent, ev_idx[row, :n], amount=ev_amt[row, :n])
+    if debt_filled:
+        month.debt = debt_out
+    month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
+    if outside_on:
+        m.salvage_price = floor
+    return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
+                      floor=floor, b_units=b_units, b_price=b_price, offered=offered)
+
+
+def _run_legacy(m: LiquidationModel, month: MonthState) -> SellOrders:
+    """Phase 5 under the legacy repo desk (``policy.repo.design = "legacy"``) as one kernel
+    call (:func:`sim.world.kernels.orders.orders_legacy_month`): :func:`lender_orders` with
+    the desk (its haircut, loans against forced lines, financed lines' asks capped) and
+    :func:`borrower_orders`, the same orders, book arrays, desk ledger (``lent`` and ``cash``
+    numpy floats once it lent), ``MonthState`` and ``repo_loan`` events as numpy; and
+    ``SellOrders.offered``."""
+    b, lb, L, env, c, desk = m.borrowers, m.lenders, m.loans, m.env, m.cfg, m.desk
+    nb, nl, g = b.n, lb.n, m.n_gen
+    outside_on = m.outside_on
+    floor = np.empty(g) if outside_on else m.salvage_price  # (read only without it)
+    patient_price = np.empty((nl, g))
+    forced, patient = np.empty((nl, g), np.int64), np.empty((nl, g), np.int64)
+    b_units, b_price = np.empty((nb, g), np.int64), np.empty(g)
+    debt_out = np.empty(nb)
+    have_debt = month.debt is not None
+    fs = np.array((desk.lent, desk.cash, 0.0, 0.0, desk.cfg.capacity), dtype=np.float64)
+    ev_idx, ev_amt = np.empty((5, nl), np.int64), np.empty((5, nl))
+    ev_n = np.zeros(5, np.int64)
+    debt_filled, offered, lent = kernels.orders_legacy_month(
+            outside_on, c.buyers.outside_demand.scrap, env.new_unit_price, floor, month.marks,
+            lb.sale_discount, m.fundamental, lb.inventory, lb.inv_since, lb.repo_units,
+            lb.repo_debt, lb.status, lb.cash, env.t, c.lenders.max_hold_months,
+            L.borrower, L.active, L.accrued, L.overdue, L.principal,
+            b.status, b.call_months, b.cash, b.fleet, month.debt if have_debt else debt_out,
+            have_debt, month.coll, c.lenders.ltv_cure, _scale_of(m),
+            c.borrowers.voluntary_discount, m.price, desk.cfg.h0, desk.cfg.kappa,
+            desk.cost_basis, desk.cash_lent, fs, ev_idx, ev_amt, ev_n,
+            patient_price, forced, patient, b_units, b_price, debt_out)
+    if lent:
+        K, v = kernels, fs.tolist()
+        desk.lent = _as_numpy_left(desk.lent, v[K.FS_LENT], True)
+        desk.cash = _as_numpy_left(desk.cash, v[K.FS_CASH], True)
+        n = int(ev_n[K.EV_L_LOAN])
+        if n:
+            m.log_events("repo_loan", "lender", ev_idx[K.EV_L_LOAN, :n],
+                         amount=ev_amt[K.EV_L_LOAN, :n])
     if debt_filled:
         month.debt = debt_out
     month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
