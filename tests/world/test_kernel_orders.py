@@ -14,7 +14,7 @@ import pytest
 
 from agents.borrower import BorrowerStatus
 from agents.lender import LenderStatus
-from agents.repo_desk import RepoDesk
+from agents.repo_desk import RepoDesk, haircut
 from sim.core.config import load_scenario
 from sim.qa.oracle import model_state, same_bits
 from sim.world import phases
@@ -428,6 +428,29 @@ def test_secured_haircuts_in_numpy_order():
             korders._secured_haircuts(hist, t, window, c.sigma, c.z, np.sqrt(c.liq_months),
                                       c.liq_addon, got)
         assert got.tobytes() == want.tobytes(), (trial, got, want)
+
+
+def test_legacy_haircut_in_numpy_order():
+    """The legacy kernel's haircut gives agents.repo_desk.haircut's bits, np.clip's signed
+    zero and NaN included (clip keeps -0.0 where maximum(x, 0.0) would give +0.0)."""
+    rng = np.random.default_rng(5)
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, 1e-300])
+    for trial in range(200):
+        g = 1 + trial % 5
+        price = rng.choice(np.concatenate((special, rng.lognormal(8, 1, 10))), g)
+        ref = rng.choice(np.concatenate((special, rng.lognormal(8, 1, 10))), g)
+        h0 = (-0.0, 0.0, 0.2, 1.0)[trial % 4]
+        kappa = (0.0, 0.5, 3.0, -0.0)[trial // 4 % 4]
+        with np.errstate(all="ignore"):
+            want = haircut(price, ref, h0, kappa)
+            got = np.empty(g)
+            korders._legacy_haircut(price, ref, h0, kappa, got)
+        assert got.tobytes() == want.tobytes(), (trial, price, ref, got, want)
+    # h0 = kappa = -0.0: -0.0 + -0.0 x max(0, 1 - 2) = -0.0, which clip keeps (the case
+    # the random draws reach only by chance)
+    got = np.empty(1)
+    korders._legacy_haircut(np.array([2.0]), np.array([1.0]), -0.0, -0.0, got)
+    assert str(got[0]) == "-0.0"
 
 
 def test_voluntary_sale_by_hand():

@@ -28,7 +28,7 @@ desk's room: ``RepoDesk.pledge`` and ``ration``, Python's ``min``/``max`` as
 ``interest_capitalised``) and the model's ``recovered_total`` go in and out through ``fs``;
 the events come back as index and amount arrays that the phase logs in numpy's order.
 Under the legacy desk, :func:`~sim.world.phases.orders.lender_orders` with the desk: its
-haircut (:func:`agents.repo_desk.haircut`, ``np.clip`` as maximum then minimum), its loans
+haircut (:func:`agents.repo_desk.haircut`, :func:`_legacy_haircut`), its loans
 (:func:`_lend_on`, shared with the secured desk) and the financed lines' asks.
 
 Switches covered: the outside demand on or off, sites, the market mode, the buyer of last
@@ -679,6 +679,17 @@ def orders_secured_month(outside_on, scrap, new_unit_price, floor, marks, sale_d
     return debt_filled, offered, rebound, touched
 
 
+@jitable
+def _legacy_haircut(price, ref, h0, kappa, h):
+    """:func:`agents.repo_desk.haircut` into ``h``: h0 + kappa max(0, 1 - price / ref) (a ratio
+    of 1 where ref <= 0) clipped to [0, 1] as ``np.clip`` clips a float: the bound only when
+    strictly beyond it (so -0.0 stays -0.0 and NaN stays NaN, unlike maximum then minimum)."""
+    for k in range(h.shape[0]):
+        ratio = price[k] / ref[k] if ref[k] > 0 else 1.0
+        v = h0 + kappa * maximum(0.0, 1.0 - ratio)
+        h[k] = 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+
+
 @kernel
 def orders_legacy_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount,
                         fundamental, inventory, inv_since, repo_units, repo_debt, lb_status,
@@ -707,9 +718,7 @@ def orders_legacy_month(outside_on, scrap, new_unit_price, floor, marks, sale_di
                 any_inv = True
     if any_inv:
         h = np.empty(g)
-        for k in range(g):
-            ratio = price[k] / fundamental[k] if fundamental[k] > 0 else 1.0
-            h[k] = minimum(maximum(h0 + kappa * maximum(0.0, 1.0 - ratio), 0.0), 1.0)
+        _legacy_haircut(price, fundamental, h0, kappa, h)
         fresh = np.zeros((nl, g), np.int64)
         is_forced = np.zeros((nl, g), np.bool_)
         n_forced = 0
