@@ -32,10 +32,10 @@ ORACLE_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (*GOLDEN_CASES,
     ("one_month", "crypto_winter", ("months=1",)),
     # the secured repo desk at its edges: thin haircuts and a small desk in a deep fall, so
     # margin goes unmet and lenders and borrowers default on desk loans (units seized), and
-    # loans are rationed by the desk's room
+    # loans are rationed by the desk's room (twice at the default seed)
     ("repo_defaults", "crypto_winter", ("policy.repo.enabled=true", "policy.repo.sigma=0.02",
                                         "policy.repo.liq_addon=0.0", "policy.repo.z=1.0",
-                                        "policy.repo.capacity=3e8", "shocks.0.size=0.95",
+                                        "policy.repo.capacity=1e8", "shocks.0.size=0.95",
                                         "shocks.1.size=0.6")),
 )
 
