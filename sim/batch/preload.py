@@ -11,8 +11,9 @@ kernels read from the cache), some 20 runs' worth, paid again by every worker of
 pass while the sweep's clock runs. The fork server imports this while the coordinator reads the
 spec and probes its base, before any run. A full crypto_winter run calls every kernel (the
 market and defaults kernels run only in months with sales or defaults) with the argument types
-the shipped scenarios share; a kernel a base needs with other types is loaded by the worker
-that first calls it, as before.
+the shipped scenarios share; two months of it with each repo desk (secured and legacy: the
+policy sweeps' other arm) load phase 5's desk kernels. A kernel a base needs with other types
+is loaded by the worker that first calls it, as before.
 
 Nothing is warmed on the numpy engine (``LIQSIM_ENGINE=numpy``: the workers never call a
 kernel), and any failure is ignored: the workers then load the kernels themselves.
@@ -21,19 +22,28 @@ kernel), and any failure is ignored: the workers then load the kernels themselve
 from __future__ import annotations
 
 from sim.core import numerics
+from sim.core.config import load_scenario
 from sim.core.version import liqsim_version
 from sim.world.model import LiquidationModel
 
 WARM_SCENARIO = "crypto_winter"
+# the repo desk's designs, run WARM_DESK_MONTHS months each: phase 5 has a kernel per design
+WARM_DESKS = (("policy.repo.enabled=true",),
+              ("policy.repo.enabled=true", "policy.repo.design='legacy'"))
+WARM_DESK_MONTHS = 2
 
 
 def warm() -> bool:
-    """Run :data:`WARM_SCENARIO` to its end on the compiled engine; True if it ran."""
+    """Run :data:`WARM_SCENARIO` to its end on the compiled engine, then a few months of it
+    with each repo desk (:data:`WARM_DESKS`); True if they ran."""
     try:
         model = LiquidationModel(WARM_SCENARIO)
         if model.engine != "compiled":
             return False
         model.run()
+        for over in WARM_DESKS:
+            LiquidationModel(load_scenario(WARM_SCENARIO, list(over),
+                                           months=WARM_DESK_MONTHS)).run()
     except Exception:  # noqa: BLE001 - a failed warm-up costs the workers time, nothing else
         return False
     return True

@@ -7,7 +7,7 @@ every summary number) and, beyond it, the final state: every array and number he
 model and its books (borrowers, lenders, buyers, loans, the desk, the environment, the sites
 and the buyer of last resort), byte for byte, NaNs and signed zeros included.
 :data:`ORACLE_CASES` adds to the golden cases the runs a kernel must also get right: mass
-defaults, failing lenders, a run that ends after one month.
+defaults, failing lenders, a run that ends after one month, the secured repo desk's defaults.
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ ORACLE_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (*GOLDEN_CASES,
                                        "lenders.types.abl.capital_ratio=0.02",
                                        "contagion.alpha=0.3")),
     ("one_month", "crypto_winter", ("months=1",)),
+    # the secured repo desk at its edges: thin haircuts and a small desk in a deep fall, so
+    # margin goes unmet and lenders and borrowers default on desk loans (units seized), and
+    # loans are rationed by the desk's room (twice at the default seed)
+    ("repo_defaults", "crypto_winter", ("policy.repo.enabled=true", "policy.repo.sigma=0.02",
+                                        "policy.repo.liq_addon=0.0", "policy.repo.z=1.0",
+                                        "policy.repo.capacity=1e8", "shocks.0.size=0.95",
+                                        "shocks.1.size=0.6")),
 )
 
 _BOOKS = ("borrowers", "lenders", "buyers", "loans", "desk", "env", "sites", "lolr")

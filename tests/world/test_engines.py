@@ -1,6 +1,6 @@
 """The compiled engine gives the numpy engine's bits (sim.qa.oracle): every golden case and the
-edge cases (mass defaults, failing lenders, one month), at several seeds; and the engine
-switch itself."""
+edge cases (mass defaults, failing lenders, one month, repo defaults), at several seeds; and
+the engine switch itself."""
 
 import inspect
 
@@ -13,8 +13,9 @@ from sim.world.kernels import borrowers as kborrowers
 from sim.world.model import LiquidationModel
 
 IDS = [c[0] for c in ORACLE_CASES]
-# in `make test-fast` (under 30 s): the two most common worlds; `make test` runs every case
-FAST = ("baseline", "crypto_winter")
+# in `make test-fast` (under 30 s): the two most common worlds and the repo desk at its
+# edges; `make test` runs every case
+FAST = ("baseline", "crypto_winter", "repo_defaults")
 CASES = [pytest.param(*c, id=c[0], marks=() if c[0] in FAST else pytest.mark.slow)
          for c in ORACLE_CASES]
 

@@ -25,12 +25,15 @@ def run(m: LiquidationModel, month: MonthState) -> SellOrders:
     the secured repo), then the distressed borrowers' (:func:`borrower_orders`), at the
     month's salvage floor (:func:`agents.buyer.floor_price`).
 
-    On the compiled engine, without the repo desk and when phase 3 has valued the month's
-    collateral, the phase is one kernel call (:func:`_run_compiled`); else, and on the numpy
-    engine, the numpy code below (the kernel's oracle)."""
+    On the compiled engine, when phase 3 has valued the month's collateral, the phase is one
+    kernel call (:func:`_run_compiled` without the repo desk, :func:`_run_secured` and
+    :func:`_run_legacy` with it); else (a month phase 3 did not value), and on the numpy
+    engine, the numpy code below (the kernels' oracle)."""
     lb, desk = m.lenders, m.desk
-    if m.engine == "compiled" and not desk.enabled and month.coll is not None:
-        return _run_compiled(m, month)
+    if m.engine == "compiled" and month.coll is not None:
+        if not desk.enabled:
+            return _run_compiled(m, month)
+        return (_run_secured if desk.secured else _run_legacy)(m, month)
     if m.outside_on:  # the scrap value of the outside demand (replacement cost moves)
         m.salvage_price = floor_price(m.cfg.buyers, m.env)
     floor = m.salvage_price  # read only: shared with phase 7
@@ -62,11 +65,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
     b_units, b_price = np.empty((nb, g), np.int64), np.empty(g)
     debt_out = np.empty(nb)
     have_debt = month.debt is not None
-    scale = b.cov_scale
-    if scale is None:  # no covenant scaling: a scale of ones, made once per run
-        scale = m.kernel_inputs.get("orders_ones")
-        if scale is None or scale.shape[0] != nb:
-            scale = m.kernel_inputs["orders_ones"] = np.ones(nb)
+    scale = _scale_of(m)
     debt_filled, offered = kernels.orders_month(
             outside_on, c.buyers.outside_demand.scrap, env.new_unit_price, floor, month.marks,
             lb.sale_discount, m.fundamental, lb.inventory, lb.inv_since, lb.repo_units,
@@ -76,6 +75,139 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
             have_debt, month.coll, c.lenders.ltv_cure,
             scale, c.borrowers.voluntary_discount,
             patient_price, forced, patient, b_units, b_price, debt_out)
+    if debt_filled:
+        month.debt = debt_out
+    month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
+    if outside_on:
+        m.salvage_price = floor
+    return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
+                      floor=floor, b_units=b_units, b_price=b_price, offered=offered)
+
+
+def _scale_of(m: LiquidationModel) -> np.ndarray:
+    """The borrowers' covenant scale, or a scale of ones (made once per run) without it."""
+    scale = m.borrowers.cov_scale
+    if scale is None:  # no covenant scaling: a scale of ones, made once per run
+        nb = m.borrowers.n
+        scale = m.kernel_inputs.get("orders_ones")
+        if scale is None or scale.shape[0] != nb:
+            scale = m.kernel_inputs["orders_ones"] = np.ones(nb)
+    return scale
+
+
+def _as_numpy_left(old, new: float, numpy_op: bool):
+    """``new`` as the type the numpy phase leaves: a numpy float once the desk's ledger moved
+    it by a numpy scalar (``numpy_op``) or if it was one, else a Python float."""
+    return np.float64(new) if numpy_op or isinstance(old, np.floating) else new
+
+
+_EVENTS = ((kernels.EV_L_DEFAULT, "repo_default", "lender"),
+           (kernels.EV_L_LOAN, "repo_loan", "lender"),
+           (kernels.EV_B_WRITE_OFF, "repo_default", "borrower"),
+           (kernels.EV_B_DEFAULT, "repo_default", "borrower"),
+           (kernels.EV_B_LOAN, "repo_loan", "borrower"))
+
+
+def _run_secured(m: LiquidationModel, month: MonthState) -> SellOrders:
+    """Phase 5 under the secured repo desk (``policy.repo.design = "secured"``, with or
+    without ``policy.repo.borrowers``) as one kernel call
+    (:func:`sim.world.kernels.orders.orders_secured_month`): :func:`secured_orders` and
+    :func:`borrower_orders` with the desk's haircuts, margin, term, defaults and new loans,
+    the same orders, book arrays (the lenders' repo units rebound when a repo default made
+    ``remove_inventory`` rebind them), desk ledger (its numbers numpy floats where numpy's
+    left them so), ``recovered_total``, ``MonthState`` and ``repo_default`` / ``repo_loan``
+    events, in the numpy phase's order; and ``SellOrders.offered``."""
+    b, lb, L, env, c, desk = m.borrowers, m.lenders, m.loans, m.env, m.cfg, m.desk
+    nb, nl, g = b.n, lb.n, m.n_gen
+    rc = desk.cfg
+    outside_on = m.outside_on
+    floor = np.empty(g) if outside_on else m.salvage_price  # (read only without it)
+    patient_price = np.empty((nl, g))
+    forced, patient = np.empty((nl, g), np.int64), np.empty((nl, g), np.int64)
+    b_units, b_price = np.empty((nb, g), np.int64), np.empty(g)
+    debt_out = np.empty(nb)
+    have_debt = month.debt is not None
+    repo_new = np.empty((nl, g), np.int64)
+    fs = np.array((desk.lent, desk.cash, desk.interest_capitalised, m.recovered_total,
+                   rc.capacity), dtype=np.float64)
+    width = max(nl, nb)
+    ev_idx, ev_amt = np.empty((5, width), np.int64), np.empty((5, width))
+    ev_n = np.zeros(5, np.int64)
+    debt_filled, offered, rebound, touched = kernels.orders_secured_month(
+            outside_on, c.buyers.outside_demand.scrap, env.new_unit_price, floor, month.marks,
+            lb.sale_discount, m.fundamental, lb.inventory, lb.inv_since, lb.repo_units,
+            repo_new, lb.repo_debt, lb.status, lb.cash, lb.claim_pool, lb.recoveries,
+            lb.later_recoveries, env.t, c.lenders.max_hold_months,
+            L.borrower, L.active, L.accrued, L.overdue, L.principal,
+            b.status, b.call_months, b.cash, b.fleet, month.debt if have_debt else debt_out,
+            have_debt, month.coll, c.lenders.ltv_cure, _scale_of(m),
+            c.borrowers.voluntary_discount,
+            m.price, m.price_hist, rc.vol_window, rc.sigma, rc.z, np.sqrt(rc.liq_months),
+            rc.liq_addon, rc.term_months, desk.rate(c.environment.sofr), rc.borrowers,
+            desk.maturity_l, desk.b_debt, desk.b_maturity, desk.holdings, desk.cost_basis,
+            desk.cash_lent, desk.cash_repaid, desk.margin_received, desk.interest,
+            desk.default_loss, desk.defaults, fs, ev_idx, ev_amt, ev_n,
+            patient_price, forced, patient, b_units, b_price, debt_out)
+    K, v = kernels, fs.tolist()
+    desk.lent = _as_numpy_left(desk.lent, v[K.FS_LENT], touched & K.TOUCH_LENT)
+    desk.cash = _as_numpy_left(desk.cash, v[K.FS_CASH], touched & K.TOUCH_CASH)
+    desk.interest_capitalised = _as_numpy_left(desk.interest_capitalised,
+                                               v[K.FS_CAPITALISED],
+                                               touched & K.TOUCH_CAPITALISED)
+    m.recovered_total = _as_numpy_left(m.recovered_total, v[K.FS_RECOVERED],
+                                       touched & K.TOUCH_RECOVERED)
+    if rebound:
+        lb.repo_units = repo_new
+    for row, name, agent in _EVENTS:
+        n = int(ev_n[row])
+        if n:
+            m.log_events(name, agent, ev_idx[row, :n], amount=ev_amt[row, :n])
+    if debt_filled:
+        month.debt = debt_out
+    month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
+    if outside_on:
+        m.salvage_price = floor
+    return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
+                      floor=floor, b_units=b_units, b_price=b_price, offered=offered)
+
+
+def _run_legacy(m: LiquidationModel, month: MonthState) -> SellOrders:
+    """Phase 5 under the legacy repo desk (``policy.repo.design = "legacy"``) as one kernel
+    call (:func:`sim.world.kernels.orders.orders_legacy_month`): :func:`lender_orders` with
+    the desk (its haircut, loans against forced lines, financed lines' asks capped) and
+    :func:`borrower_orders`, the same orders, book arrays, desk ledger (``lent`` and ``cash``
+    numpy floats once it lent), ``MonthState`` and ``repo_loan`` events as numpy; and
+    ``SellOrders.offered``."""
+    b, lb, L, env, c, desk = m.borrowers, m.lenders, m.loans, m.env, m.cfg, m.desk
+    nb, nl, g = b.n, lb.n, m.n_gen
+    outside_on = m.outside_on
+    floor = np.empty(g) if outside_on else m.salvage_price  # (read only without it)
+    patient_price = np.empty((nl, g))
+    forced, patient = np.empty((nl, g), np.int64), np.empty((nl, g), np.int64)
+    b_units, b_price = np.empty((nb, g), np.int64), np.empty(g)
+    debt_out = np.empty(nb)
+    have_debt = month.debt is not None
+    fs = np.array((desk.lent, desk.cash, 0.0, 0.0, desk.cfg.capacity), dtype=np.float64)
+    ev_idx, ev_amt = np.empty((5, nl), np.int64), np.empty((5, nl))
+    ev_n = np.zeros(5, np.int64)
+    debt_filled, offered, lent = kernels.orders_legacy_month(
+            outside_on, c.buyers.outside_demand.scrap, env.new_unit_price, floor, month.marks,
+            lb.sale_discount, m.fundamental, lb.inventory, lb.inv_since, lb.repo_units,
+            lb.repo_debt, lb.status, lb.cash, env.t, c.lenders.max_hold_months,
+            L.borrower, L.active, L.accrued, L.overdue, L.principal,
+            b.status, b.call_months, b.cash, b.fleet, month.debt if have_debt else debt_out,
+            have_debt, month.coll, c.lenders.ltv_cure, _scale_of(m),
+            c.borrowers.voluntary_discount, m.price, desk.cfg.h0, desk.cfg.kappa,
+            desk.cost_basis, desk.cash_lent, fs, ev_idx, ev_amt, ev_n,
+            patient_price, forced, patient, b_units, b_price, debt_out)
+    if lent:
+        K, v = kernels, fs.tolist()
+        desk.lent = _as_numpy_left(desk.lent, v[K.FS_LENT], True)
+        desk.cash = _as_numpy_left(desk.cash, v[K.FS_CASH], True)
+        n = int(ev_n[K.EV_L_LOAN])
+        if n:
+            m.log_events("repo_loan", "lender", ev_idx[K.EV_L_LOAN, :n],
+                         amount=ev_amt[K.EV_L_LOAN, :n])
     if debt_filled:
         month.debt = debt_out
     month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
