@@ -167,6 +167,26 @@ def _voluntary(need, fleet, fundamental, voluntary_discount, floor, b_units, b_p
     return offered
 
 
+@jitable
+def _borrower_asks(borrower, active, accrued, overdue, principal, status, call_months,
+                   month_debt, have_debt, month_coll, ltv_cure, scale, debt_out, cash, fleet,
+                   fundamental, voluntary_discount, floor, b_units, b_price, offered):
+    """The borrowers' side of phase 5 without the secured desk (:func:`orders_month`,
+    :func:`orders_legacy_month`): the gross need (:func:`_gross_need`), less the cash on hand
+    of every borrower not defaulted, and the voluntary sales for it (:func:`_voluntary`);
+    returns (whether the month's debt was filled, ``offered``)."""
+    nb = status.shape[0]
+    need = np.empty(nb)
+    debt_filled = _gross_need(borrower, active, accrued, overdue, principal, status,
+                              call_months, month_debt, have_debt, month_coll, ltv_cure, scale,
+                              need, debt_out)
+    for i in range(nb):
+        need[i] = (maximum(need[i] - maximum(cash[i], 0.0), 0.0)
+                   if status[i] != DEFAULTED else 0.0)
+    return debt_filled, _voluntary(need, fleet, fundamental, voluntary_discount, floor,
+                                   b_units, b_price, offered)
+
+
 @kernel
 def orders_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount, fundamental,
                  inventory, inv_since, repo_units, repo_debt, lb_status, t, max_hold,
@@ -187,17 +207,10 @@ def orders_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount,
     # ---- the lenders: forced lines
     offered = _split(inventory, inv_since, repo_units, lb_status, t, max_hold, forced, patient)
     # ---- the borrowers: need, voluntary sales
-    nb = status.shape[0]
-    need = np.empty(nb)
-    debt_filled = _gross_need(borrower, active, accrued, overdue, principal, status,
-                              call_months, month_debt, have_debt, month_coll, ltv_cure, scale,
-                              need, debt_out)
-    for i in range(nb):
-        need[i] = (maximum(need[i] - maximum(cash[i], 0.0), 0.0)
-                   if status[i] != DEFAULTED else 0.0)
-    offered = _voluntary(need, fleet, fundamental, voluntary_discount, floor, b_units, b_price,
-                         offered)
-    return debt_filled, offered
+    return _borrower_asks(borrower, active, accrued, overdue, principal, status, call_months,
+                          month_debt, have_debt, month_coll, ltv_cure, scale, debt_out, cash,
+                          fleet, fundamental, voluntary_discount, floor, b_units, b_price,
+                          offered)
 
 
 # ---------------------------------------------------------------- the secured repo desk
@@ -707,7 +720,6 @@ def orders_legacy_month(outside_on, scrap, new_unit_price, floor, marks, sale_di
     in row ``EV_L_LOAN`` of ``ev_idx`` / ``ev_amt``. Returns (``month.debt`` filled, any unit
     offered, whether the desk lent: ``lent`` and ``cash`` moved)."""
     nl, g = inventory.shape
-    nb = status.shape[0]
     _asks(outside_on, scrap, new_unit_price, floor, marks, sale_discount, fundamental,
           inventory, repo_units, repo_debt, patient_price)
     lent = False
@@ -756,13 +768,8 @@ def orders_legacy_month(outside_on, scrap, new_unit_price, floor, marks, sale_di
             for k in range(g):
                 forced[li, k] = 0
                 patient[li, k] = 0
-    gross = np.empty(nb)
-    debt_filled = _gross_need(borrower, active, accrued, overdue, principal, status,
-                              call_months, month_debt, have_debt, month_coll, ltv_cure, scale,
-                              gross, debt_out)
-    for i in range(nb):
-        gross[i] = (maximum(gross[i] - maximum(cash[i], 0.0), 0.0)
-                    if status[i] != DEFAULTED else 0.0)
-    offered = _voluntary(gross, fleet, fundamental, voluntary_discount, floor, b_units, b_price,
-                         any_inv)
+    debt_filled, offered = _borrower_asks(
+        borrower, active, accrued, overdue, principal, status, call_months, month_debt,
+        have_debt, month_coll, ltv_cure, scale, debt_out, cash, fleet, fundamental,
+        voluntary_discount, floor, b_units, b_price, any_inv)
     return debt_filled, offered, lent

@@ -51,6 +51,16 @@ def run(m: LiquidationModel, month: MonthState) -> SellOrders:
                       floor=floor, b_units=b_units, b_price=b_price)
 
 
+def _outputs(m: LiquidationModel, nb: int, nl: int, g: int) -> tuple:
+    """The arrays a compiled phase 5 fills, new each month as numpy makes them: the salvage
+    floor (filled with the outside demand on; else the salvage price, read only), the lenders'
+    patient prices, forced and patient units, the borrowers' units and price on offer, and the
+    month's debt per borrower."""
+    floor = np.empty(g) if m.outside_on else m.salvage_price
+    return (floor, np.empty((nl, g)), np.empty((nl, g), np.int64), np.empty((nl, g), np.int64),
+            np.empty((nb, g), np.int64), np.empty(g), np.empty(nb))
+
+
 def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
     """Phase 5 as one kernel call (:func:`sim.world.kernels.orders.orders_month`): the same
     orders (new arrays each month, as numpy makes them), salvage floor, repo units and
@@ -59,11 +69,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
     b, lb, L, env, c = m.borrowers, m.lenders, m.loans, m.env, m.cfg
     nb, nl, g = b.n, lb.n, m.n_gen
     outside_on = m.outside_on
-    floor = np.empty(g) if outside_on else m.salvage_price  # (read only without it)
-    patient_price = np.empty((nl, g))
-    forced, patient = np.empty((nl, g), np.int64), np.empty((nl, g), np.int64)
-    b_units, b_price = np.empty((nb, g), np.int64), np.empty(g)
-    debt_out = np.empty(nb)
+    floor, patient_price, forced, patient, b_units, b_price, debt_out = _outputs(m, nb, nl, g)
     have_debt = month.debt is not None
     scale = _scale_of(m)
     debt_filled, offered = kernels.orders_month(
@@ -121,11 +127,7 @@ def _run_secured(m: LiquidationModel, month: MonthState) -> SellOrders:
     nb, nl, g = b.n, lb.n, m.n_gen
     rc = desk.cfg
     outside_on = m.outside_on
-    floor = np.empty(g) if outside_on else m.salvage_price  # (read only without it)
-    patient_price = np.empty((nl, g))
-    forced, patient = np.empty((nl, g), np.int64), np.empty((nl, g), np.int64)
-    b_units, b_price = np.empty((nb, g), np.int64), np.empty(g)
-    debt_out = np.empty(nb)
+    floor, patient_price, forced, patient, b_units, b_price, debt_out = _outputs(m, nb, nl, g)
     have_debt = month.debt is not None
     repo_new = np.empty((nl, g), np.int64)
     fs = np.array((desk.lent, desk.cash, desk.interest_capitalised, m.recovered_total,
@@ -181,11 +183,7 @@ def _run_legacy(m: LiquidationModel, month: MonthState) -> SellOrders:
     b, lb, L, env, c, desk = m.borrowers, m.lenders, m.loans, m.env, m.cfg, m.desk
     nb, nl, g = b.n, lb.n, m.n_gen
     outside_on = m.outside_on
-    floor = np.empty(g) if outside_on else m.salvage_price  # (read only without it)
-    patient_price = np.empty((nl, g))
-    forced, patient = np.empty((nl, g), np.int64), np.empty((nl, g), np.int64)
-    b_units, b_price = np.empty((nb, g), np.int64), np.empty(g)
-    debt_out = np.empty(nb)
+    floor, patient_price, forced, patient, b_units, b_price, debt_out = _outputs(m, nb, nl, g)
     have_debt = month.debt is not None
     fs = np.array((desk.lent, desk.cash, 0.0, 0.0, desk.cfg.capacity), dtype=np.float64)
     ev_idx, ev_amt = np.empty((5, nl), np.int64), np.empty((5, nl))
