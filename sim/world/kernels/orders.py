@@ -323,6 +323,19 @@ def _log(ev_idx, ev_amt, ev_n, row, values, n):
 
 
 @jitable
+def _log_where(ev_idx, ev_amt, ev_n, row, mask, values, n):
+    """Events in row ``row``: index ``i`` and amount ``values[i]`` for each ``i < n`` where
+    ``mask[i]``, in index order (the desk's defaults on lenders and on borrowers)."""
+    c = 0
+    for i in range(n):
+        if mask[i]:
+            ev_idx[row, c] = i
+            ev_amt[row, c] = values[i]
+            c += 1
+    ev_n[row] = c
+
+
+@jitable
 def _lend_on(fresh, lend_price, repo_debt, repo_units, lb_cash, maturity_l, with_term,
              maturity, cost_basis, cash_lent, t, fs, ev_idx, ev_amt, ev_n):
     """:func:`sim.world.phases.orders.lend_on`: ``RepoDesk.pledge`` of the ``fresh`` units
@@ -459,13 +472,7 @@ def _secured_lenders(inventory, inv_since, repo_units, repo_new, repo_debt, lb_s
                     for k in range(g):
                         repo_units[li, k] = 0
             _foreclose(seized, d, price, t, holdings, cost_basis, default_loss, defaults, fs)
-            c = 0
-            for li in range(nl):
-                if bad[li]:
-                    ev_idx[EV_L_DEFAULT, c] = li
-                    ev_amt[EV_L_DEFAULT, c] = d[li]
-                    c += 1
-            ev_n[EV_L_DEFAULT] = c
+            _log_where(ev_idx, ev_amt, ev_n, EV_L_DEFAULT, bad, d, nl)
     # new loans on the forced lines' units not yet pledged (the lines after any seizure)
     fresh = np.zeros((nl, g), np.int64)
     any_forced = False
@@ -596,13 +603,7 @@ def _secured_borrowers(gross, status, cash, fleet, borrower, active, principal, 
                 if bad[i]:
                     b_debt[i] = 0.0
             _foreclose(seized, d, price, t, holdings, cost_basis, default_loss, defaults, fs)
-            c = 0
-            for i in range(nb):
-                if bad[i]:
-                    ev_idx[EV_B_DEFAULT, c] = i
-                    ev_amt[EV_B_DEFAULT, c] = d[i]
-                    c += 1
-            ev_n[EV_B_DEFAULT] = c
+            _log_where(ev_idx, ev_amt, ev_n, EV_B_DEFAULT, bad, d, nb)
     any_need = False
     for i in range(nb):
         need[i] = (maximum(gross[i] - maximum(cash[i], 0.0), 0.0)

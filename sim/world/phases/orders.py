@@ -61,6 +61,19 @@ def _outputs(m: LiquidationModel, nb: int, nl: int, g: int) -> tuple:
             np.empty((nb, g), np.int64), np.empty(g), np.empty(nb))
 
 
+def _finish(m: LiquidationModel, month: MonthState, debt_filled: bool, debt_out: np.ndarray,
+            orders: SellOrders) -> SellOrders:
+    """The end of a compiled phase 5: the month's debt kept if the kernel recomputed it, the
+    month's evaluation spent (phase 6 moves fleets), the salvage floor kept with the outside
+    demand on; returns ``orders``."""
+    if debt_filled:
+        month.debt = debt_out
+    month.coll = None
+    if m.outside_on:
+        m.salvage_price = orders.floor
+    return orders
+
+
 def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
     """Phase 5 as one kernel call (:func:`sim.world.kernels.orders.orders_month`): the same
     orders (new arrays each month, as numpy makes them), salvage floor, repo units and
@@ -81,13 +94,9 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
             have_debt, month.coll, c.lenders.ltv_cure,
             scale, c.borrowers.voluntary_discount,
             patient_price, forced, patient, b_units, b_price, debt_out)
-    if debt_filled:
-        month.debt = debt_out
-    month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
-    if outside_on:
-        m.salvage_price = floor
-    return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
-                      floor=floor, b_units=b_units, b_price=b_price, offered=offered)
+    return _finish(m, month, debt_filled, debt_out, SellOrders(
+        forced=forced, patient=patient, patient_price=patient_price, floor=floor,
+        b_units=b_units, b_price=b_price, offered=offered))
 
 
 def _scale_of(m: LiquidationModel) -> np.ndarray:
@@ -164,13 +173,9 @@ def _run_secured(m: LiquidationModel, month: MonthState) -> SellOrders:
         n = int(ev_n[row])
         if n:
             m.log_events(name, agent, ev_idx[row, :n], amount=ev_amt[row, :n])
-    if debt_filled:
-        month.debt = debt_out
-    month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
-    if outside_on:
-        m.salvage_price = floor
-    return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
-                      floor=floor, b_units=b_units, b_price=b_price, offered=offered)
+    return _finish(m, month, debt_filled, debt_out, SellOrders(
+        forced=forced, patient=patient, patient_price=patient_price, floor=floor,
+        b_units=b_units, b_price=b_price, offered=offered))
 
 
 def _run_legacy(m: LiquidationModel, month: MonthState) -> SellOrders:
@@ -206,13 +211,9 @@ def _run_legacy(m: LiquidationModel, month: MonthState) -> SellOrders:
         if n:
             m.log_events("repo_loan", "lender", ev_idx[K.EV_L_LOAN, :n],
                          amount=ev_amt[K.EV_L_LOAN, :n])
-    if debt_filled:
-        month.debt = debt_out
-    month.coll = None  # phase 6 moves fleets: the month's evaluation is spent
-    if outside_on:
-        m.salvage_price = floor
-    return SellOrders(forced=forced, patient=patient, patient_price=patient_price,
-                      floor=floor, b_units=b_units, b_price=b_price, offered=offered)
+    return _finish(m, month, debt_filled, debt_out, SellOrders(
+        forced=forced, patient=patient, patient_price=patient_price, floor=floor,
+        b_units=b_units, b_price=b_price, offered=offered))
 
 
 def lender_orders(m: LiquidationModel, marks: np.ndarray, floor: np.ndarray
