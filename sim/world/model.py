@@ -504,20 +504,26 @@ class LiquidationModel(mesa.Model):
         leaves Mesa's state as ``model.step()`` would: the schedule is active, unpaused, every
         1.0 time unit without end or count, it runs Mesa's own ``_do_step`` with this model's
         step unreplaced, no simulator drives time, and its next event, due at ``time + 1``, is
-        the only event on the event list. Else None (Mesa's internals of 3.5 are read with
-        defaults, so a Mesa that changes them falls back to ``model.step()``)."""
-        gen = self.__dict__.get("_default_schedule")
-        events = getattr(getattr(self, "_event_list", None), "_events", None)
-        ev = getattr(gen, "_current_event", None)
-        if (ev is None or events is None or len(events) != 1 or events[0] is not ev
-                or ev.CANCELED or ev.time != self.time + 1.0
-                or getattr(self, "_simulator", None) is not None
-                or self.__dict__.get("step") != self._wrapped_step
-                or type(self)._do_step is not mesa.Model._do_step):
-            return None
-        sched = gen.schedule
-        if (not gen._active or gen._paused or sched.interval != 1.0 or sched.end is not None
-                or sched.count is not None or gen.function() != self._do_step):
+        the only event on the event list. Else None, also when any of Mesa 3.5's internals
+        read here or by :meth:`run` is missing (a changed Mesa falls back to ``model.step()``)."""
+        try:
+            gen = self.__dict__["_default_schedule"]
+            events = self._event_list._events
+            ev = gen._current_event
+            if (ev is None or len(events) != 1 or events[0] is not ev or ev.CANCELED
+                    or ev.time != self.time + 1.0 or self._simulator is not None
+                    or self.__dict__.get("step") != self._wrapped_step
+                    or type(self)._do_step is not mesa.Model._do_step):
+                return None
+            sched = gen.schedule
+            if (not gen._active or gen._paused or sched.interval != 1.0
+                    or sched.end is not None or sched.count is not None
+                    or gen.function() != self._do_step
+                    or not isinstance(gen._execution_count, int)
+                    or not callable(gen._schedule_next)
+                    or not callable(self._event_list.pop_event)):
+                return None
+        except (AttributeError, KeyError, TypeError):
             return None
         return gen
 

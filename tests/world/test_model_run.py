@@ -149,3 +149,22 @@ def test_on_month_is_called_after_each_month():
     m = _model()
     m.run(on_month=seen.append)
     assert seen == list(range(1, MONTHS + 1))
+
+
+@pytest.mark.parametrize("missing", ["_current_event", "_execution_count", "_schedule_next"])
+def test_a_mesa_without_the_internals_read_falls_back_to_model_step(missing):
+    """If a Mesa release renamed what the direct path reads, months go through model.step()
+    (and give the same months) instead of failing."""
+    m = _model()
+    gen = m._default_schedule
+
+    class Renamed:  # the schedule as a Mesa without the attribute would have it
+        def __getattr__(self, name):
+            if name == missing:
+                raise AttributeError(name)
+            return getattr(gen, name)
+
+    m.__dict__["_default_schedule"] = Renamed()
+    assert m._plain_schedule() is None
+    m.run()  # through model.step(): Mesa's event list holds the real schedule's events
+    assert _mesa_state(m) == _mesa_state(_by_step(_model()))
