@@ -454,8 +454,9 @@ class LiquidationModel(mesa.Model):
     def run(self, on_month: Callable[[int], None] | None = None) -> LiquidationModel:
         """Step month by month to the horizon (calling ``on_month(month)`` after each).
 
-        Each month is what ``model.step()`` does. When Mesa's default step schedule is all
-        that is scheduled (:meth:`_plain_schedule`) the months are stepped directly, without
+        Each month is what ``model.step()`` does. Without ``on_month`` (which could schedule
+        Mesa events between months), and when Mesa's default step schedule is all that is
+        scheduled (:meth:`_plain_schedule`), the months are stepped directly, without
         Mesa's event-list round trip (popping the step event, a new Event with its weak
         reference pushed each month, the log line formatted whether or not it is logged:
         about 1.4 ms of a 22 ms crypto_winter run), and Mesa's state is left exactly as
@@ -464,7 +465,7 @@ class LiquidationModel(mesa.Model):
         execution count and its next event, also when a month raises
         (``tests/world/test_model_run.py`` compares both paths). Otherwise each month goes
         through ``model.step()``."""
-        gen = self._plain_schedule()
+        gen = self._plain_schedule() if on_month is None else None
         if gen is None:
             while self.running and self.env.t < self.cfg.months:
                 self.step()
@@ -484,8 +485,6 @@ class LiquidationModel(mesa.Model):
                 user_step()
                 stepping = False
                 done += 1
-                if on_month is not None:
-                    on_month(self.month)
         finally:
             if done or stepping:
                 # the step event due at the first month, popped as Mesa pops each one it runs

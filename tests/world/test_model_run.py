@@ -144,11 +144,24 @@ def test_a_month_that_raises_leaves_mesas_state_as_model_step_does(monkeypatch):
     assert states[0]["events"] == 0
 
 
-def test_on_month_is_called_after_each_month():
-    seen = []
+def test_on_month_is_called_after_each_month_and_may_schedule_events():
+    """With on_month every month goes through model.step(): an event the callback schedules
+    fires when it is due, as it does when stepping by hand."""
+    seen, fired = [], []
     m = _model()
-    m.run(on_month=seen.append)
+
+    def note():
+        fired.append(m.time)
+
+    def on_month(month):
+        seen.append(month)
+        if month == 2:
+            m.schedule_event(note, at=3.5)
+
+    m.run(on_month=on_month)
     assert seen == list(range(1, MONTHS + 1))
+    assert fired == [3.5]
+    assert _mesa_state(m) == _mesa_state(_by_step(_model()))
 
 
 @pytest.mark.parametrize("missing", ["_current_event", "_execution_count", "_schedule_next"])
