@@ -1,0 +1,178 @@
+"""R runs' state in stacked arrays with a leading run axis (issue 19's run axis, its first step).
+
+A batched engine steps R runs of one scenario shape at once: each phase one kernel call over
+the R runs (docs/performance.md, "The run axis"). Its state is stacked: for every array a
+model and its books hold, one array of shape (R, ...) whose row r is run r's array, and each
+run's model holds a view of its row. :class:`RunStack` builds that layout over R models already
+built, so each run's own code (the phases, the metrics, the app) reads and writes the stacked
+rows without knowing it, and a kernel over the batch can take the stacks whole.
+
+That holds only for arrays a month writes in place: a phase that rebinds an attribute to a new
+array (``m.price = price``) leaves the stacked row behind. What the compiled engine's months
+still rebind is listed, and checked both ways, by ``tests/world/test_resident.py``; those
+arrays are left per run here (``exclude``). :meth:`RunStack.stale` lists any stacked array a
+model no longer views, so a batched engine can refuse to read a row that is not the run's.
+
+Layout: runs of one shape may differ in the length of a book (a seed draws a different number
+of syndicated loans), so a stack's shape is the largest of the runs' along each axis, and run r
+views the leading corner ``stack[r, :n0, :n1, ...]`` of its row, contiguous where only the
+first axis differs. An array held under several names (one object) is stacked once and every
+holder gets the same view. Arrays that are views themselves (rows of a per-run table) and 0-d
+arrays stay per run. Read-only arrays stay read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from sim.world.model import LiquidationModel
+
+# the books a model holds (the same names as sim.qa.oracle's state comparison)
+BOOKS = ("borrowers", "lenders", "buyers", "loans", "desk", "env", "sites", "lolr")
+
+Key = tuple[str, str]
+
+
+def holders(model: LiquidationModel) -> dict[str, object]:
+    """The objects whose array attributes are stacked: the model, its books, by name."""
+    out: dict[str, object] = {"model": model}
+    for b in BOOKS:
+        obj = getattr(model, b, None)
+        if obj is not None:
+            out[b] = obj
+    return out
+
+
+def arrays(model: LiquidationModel) -> dict[Key, np.ndarray]:
+    """Every numpy array held by the model and its books, and its records (``("rec", name)``)."""
+    out: dict[Key, np.ndarray] = {}
+    for owner, obj in holders(model).items():
+        for name, v in vars(obj).items():
+            if isinstance(v, np.ndarray):
+                out[(owner, name)] = v
+    for name, v in model.rec.items():
+        if isinstance(v, np.ndarray):
+            out[("rec", name)] = v
+    return out
+
+
+def _bind(model: LiquidationModel, key: Key, value: np.ndarray) -> None:
+    owner, name = key
+    if owner == "rec":
+        model.rec[name] = value
+    else:
+        setattr(holders(model)[owner], name, value)
+
+
+class RunStack:
+    """R built models of one shape, their arrays moved into stacks (see the module docstring).
+
+    ``stacks[key]`` is the (R, ...) array of the attribute ``key`` = (owner, name) (owner a
+    book's name, ``"model"`` or ``"rec"``); ``shapes[key][r]`` run r's own shape. Raises
+    ValueError when the models cannot share a layout: not one engine, not one horizon, or an
+    attribute missing, of another dtype or rank in some run.
+    """
+
+    def __init__(self, models: Sequence[LiquidationModel], exclude: Iterable[Key] = ()) -> None:
+        if not models:
+            raise ValueError("a run stack needs at least one model")
+        self.models = list(models)
+        self.errors: dict[int, Exception] = {}
+        first = self.models[0]
+        for m in self.models[1:]:
+            if m.engine != first.engine or m.cfg.months != first.cfg.months:
+                raise ValueError("the runs of a stack must share the engine and the horizon "
+                                 f"({first.engine}, {first.cfg.months} months; got "
+                                 f"{m.engine}, {m.cfg.months})")
+        skip = set(exclude)
+        per_run = [arrays(m) for m in self.models]
+        keys = [k for k, a in per_run[0].items()
+                if k not in skip and a.base is None and a.ndim > 0]
+        self.stacks: dict[Key, np.ndarray] = {}
+        self.shapes: dict[Key, list[tuple[int, ...]]] = {}
+        self._views: dict[Key, list[np.ndarray]] = {}  # each run's view, bound to its model
+        self.aliases: dict[Key, Key] = {}  # a second name for one array -> the first
+        first_name: dict[tuple[int, ...], Key] = {}  # the runs' array ids -> the first name
+        for key in keys:
+            runs = [arrs.get(key) for arrs in per_run]
+            self._check(key, runs)
+            ids = tuple(id(a) for a in runs)
+            if ids in first_name:
+                self.aliases[key] = first_name[ids]
+                continue
+            first_name[ids] = key
+            self._stack(key, runs)
+        for key, same in self.aliases.items():
+            for r, m in enumerate(self.models):
+                _bind(m, key, self.view(same, r))
+
+    @staticmethod
+    def _check(key: Key, runs: list[np.ndarray | None]) -> None:
+        a0 = runs[0]
+        for r, a in enumerate(runs):
+            if not isinstance(a, np.ndarray) or a.base is not None:
+                raise ValueError(f"{key[0]}.{key[1]}: run {r} holds no array of its own "
+                                 "where run 0 does")
+            if a.dtype != a0.dtype or a.ndim != a0.ndim:
+                raise ValueError(f"{key[0]}.{key[1]}: run {r} holds {a.dtype}[{a.ndim}d], "
+                                 f"run 0 {a0.dtype}[{a0.ndim}d]")
+
+    def _stack(self, key: Key, runs: list[np.ndarray]) -> None:
+        shape = tuple(max(a.shape[i] for a in runs) for i in range(runs[0].ndim))
+        stack = np.zeros((len(runs), *shape), dtype=runs[0].dtype)
+        self.stacks[key] = stack
+        self.shapes[key] = [a.shape for a in runs]
+        self._views[key] = views = []
+        for r, (m, a) in enumerate(zip(self.models, runs, strict=True)):
+            v = stack[(r, *(slice(0, n) for n in a.shape))]
+            v[...] = a
+            if not a.flags.writeable:
+                v.flags.writeable = False
+            views.append(v)
+            _bind(m, key, v)
+
+    @property
+    def n(self) -> int:
+        """R, the number of runs."""
+        return len(self.models)
+
+    def view(self, key: Key, r: int) -> np.ndarray:
+        """Run r's view of the stack of ``key`` (the leading corner of its row): the array its
+        model holds under that name (and under every alias of it)."""
+        return self._views[self.aliases.get(key, key)][r]
+
+    def stale(self) -> list[tuple[int, str]]:
+        """(run, "owner.name") of every stacked array a model no longer views (a phase rebound
+        it): empty while the stacks hold every run's state."""
+        out = []
+        for r, m in enumerate(self.models):
+            now = arrays(m)
+            for key in (*self.stacks, *self.aliases):
+                a = now.get(key)
+                base = self.stacks[self.aliases.get(key, key)]
+                if a is None or a.base is not base:
+                    out.append((r, f"{key[0]}.{key[1]}"))
+        return out
+
+    def step(self) -> None:
+        """One month of every run still running, run by run (the phases' own code; a batched
+        kernel takes a phase's stacks whole instead). A run whose month raises an Exception
+        is stopped and its error kept in ``errors`` (by run); the others go on."""
+        for r, m in enumerate(self.models):
+            if m.running and r not in self.errors:
+                try:
+                    m.step()
+                except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
+                    self.errors[r] = e
+
+    def running(self) -> bool:
+        """Whether some run has months left and has not failed."""
+        return any(m.running and r not in self.errors for r, m in enumerate(self.models))
+
+    def run(self) -> list[LiquidationModel]:
+        """Step every run to its horizon (or its failure); the models, in order."""
+        while self.running():
+            self.step()
+        return self.models

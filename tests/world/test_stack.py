@@ -1,0 +1,118 @@
+"""R runs' state in stacked arrays (sim.world.stack.RunStack): every run of a stack is bit for
+bit the run alone (sim.qa.oracle.mismatches: records, panel, events, summary, every array and
+number of the model and its books), its arrays stay views of the stacks' rows for the whole
+run, and a failing run stops alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_resident import STILL_REBOUND  # tests/world, on the path (pytest prepends it)
+
+from sim.core.config import load_scenario
+from sim.qa.oracle import ORACLE_CASES, mismatches
+from sim.world.model import LiquidationModel
+from sim.world.stack import RunStack, arrays
+
+FAST = ("baseline", "crypto_winter", "repo_defaults")
+CASES = [pytest.param(*c, id=c[0], marks=() if c[0] in FAST else pytest.mark.slow)
+         for c in ORACLE_CASES]
+
+
+def _alone(cfg) -> LiquidationModel:
+    return LiquidationModel(cfg).run()
+
+
+def _stacked(cfgs) -> RunStack:
+    stack = RunStack([LiquidationModel(c) for c in cfgs], exclude=STILL_REBOUND)
+    stack.run()
+    return stack
+
+
+@pytest.mark.parametrize(("label", "scenario", "overrides"), CASES)
+def test_each_run_of_a_stack_is_the_run_alone(label, scenario, overrides):
+    cfgs = [load_scenario(scenario, list(overrides), seed=s) for s in (1, 2, 20251201)]
+    stack = _stacked(cfgs)
+    assert stack.errors == {}
+    assert stack.stale() == []
+    for cfg, m in zip(cfgs, stack.models, strict=True):
+        assert mismatches(_alone(cfg), m) == []
+
+
+def test_points_of_a_sobol_design_share_a_stack():
+    """Runs of one shape at different parameter points (four of the flagship Sobol spec's
+    axes), with loan books of different lengths: padded stacks, each run its own corner."""
+    points = [("shocks.0.size=0.45", "shocks.1.size=0.12", "environment.rent_deflation=0.11",
+               "buyers.adapt=0.05"),
+              ("shocks.0.size=0.78", "shocks.1.size=0.28", "environment.rent_deflation=0.24",
+               "buyers.adapt=0.35"),
+              ("shocks.0.size=0.6", "shocks.1.size=0.2", "environment.rent_deflation=0.17",
+               "buyers.adapt=0.2")]
+    cfgs = [load_scenario("crypto_winter", list(p), seed=s) for p in points for s in (4, 5)]
+    stack = _stacked(cfgs)
+    lengths = {shape[0] for shape in stack.shapes[("loans", "borrower")]}
+    assert len(lengths) > 1  # the seeds draw loan books of different lengths
+    assert stack.stale() == []
+    for cfg, m in zip(cfgs, stack.models, strict=True):
+        assert mismatches(_alone(cfg), m) == []
+
+
+def test_the_stacks_hold_the_runs_state():
+    """Row r of a stack is run r's array, written in place by its months: the corner of the row
+    equals the model's array at the end, the padding is untouched (zeros), and the model's
+    array is a view of the stack, not a copy."""
+    cfgs = [load_scenario("crypto_winter", seed=s, months=12) for s in (1, 2)]
+    stack = _stacked(cfgs)
+    key = ("borrowers", "cash")
+    assert key in stack.stacks
+    for r, m in enumerate(stack.models):
+        a = arrays(m)[key]
+        assert a.base is stack.stacks[key]
+        assert np.array_equal(stack.stacks[key][r, :a.shape[0]], a)
+    loans = stack.stacks[("loans", "borrower")]
+    for r, shape in enumerate(stack.shapes[("loans", "borrower")]):
+        assert not loans[r, shape[0]:].any()
+    # a run that had moved on from its stacked row is seen
+    m = stack.models[1]
+    m.borrowers.cash = m.borrowers.cash.copy()
+    assert stack.stale() == [(1, "borrowers.cash")]
+
+
+def test_one_array_under_two_names_stays_one():
+    """An array held under two names (the buyers' capacity cost and the environment's new-unit
+    price are one object) is stacked once and both names view the same row."""
+    stack = RunStack([LiquidationModel("crypto_winter", seed=s, months=2) for s in (1, 2)],
+                     exclude=STILL_REBOUND)
+    assert stack.aliases == {("env", "new_unit_price"): ("buyers", "_cap")}
+    for m in stack.models:
+        assert m.env.new_unit_price is m.buyers._cap
+
+
+def test_a_failing_run_stops_alone(monkeypatch):
+    """A run whose month raises is stopped with its error; the other runs are unchanged."""
+    cfgs = [load_scenario("crypto_winter", seed=s, months=10) for s in (1, 2, 3)]
+    models = [LiquidationModel(c) for c in cfgs]
+    stack = RunStack(models, exclude=STILL_REBOUND)
+    real = models[1].step
+
+    def fails_in_month_4():
+        if models[1].env.t == 3:
+            raise RuntimeError("boom")
+        real()
+
+    monkeypatch.setattr(models[1], "step", fails_in_month_4)
+    stack.run()
+    assert list(stack.errors) == [1] and str(stack.errors[1]) == "boom"
+    assert models[1].env.t == 3 and models[0].env.t == models[2].env.t == 10
+    for r in (0, 2):
+        assert mismatches(_alone(cfgs[r]), models[r]) == []
+
+
+def test_runs_of_another_shape_are_refused():
+    a = LiquidationModel("crypto_winter", seed=1, months=3)
+    with pytest.raises(ValueError, match="horizon"):
+        RunStack([a, LiquidationModel("crypto_winter", seed=1, months=4)])
+    with pytest.raises(ValueError, match="engine"):
+        RunStack([a, LiquidationModel("crypto_winter", seed=1, months=3, engine="numpy")])
+    with pytest.raises(ValueError, match="at least one"):
+        RunStack([])
