@@ -177,7 +177,8 @@ class LiquidationModel(mesa.Model):
         self.buyers_paid = 0.0  # secondary buyers' purchases at cost ($, cumulative)
         self.events: list[tuple] = []
         # what the compiled phases keep between months (sim.world.phases.*, by phase name, and
-        # "orders_ones"), made at a phase's first compiled month (a few remade when what they
+        # "orders_ones", "orders_out", "market_draws", "market_sweep"), made at a phase's
+        # first compiled month (a few remade when what they
         # depend on changes: the record dict, the books' sizes, the market's switches): values
         # read from the configuration, scratch arrays a kernel writes and the phase reads back
         # in the same month, output arrays a book may be rebound to (the phase then puts a new

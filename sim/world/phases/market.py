@@ -51,7 +51,11 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
     In parametric mode every offered unit sells at p0 exp(-alpha q / stock)
     (:func:`parametric`). Trades settle units and cash (:func:`settle_bids`,
     :func:`settle_orders`) and are counted and logged (:func:`record_trade`,
-    :func:`log_purchases`)."""
+    :func:`log_purchases`).
+
+    On the compiled engine the month starts in place (:func:`start_month`) and runs as one
+    kernel call (:func:`run_compiled`); a month the kernel leaves to numpy runs the numpy code
+    with the arrays it rebinds put back (:func:`_resident`)."""
     env, buyers = m.env, m.buyers
     auction = m.cfg.market.mode == "auction"
     if m.engine == "compiled":
@@ -126,7 +130,7 @@ def start_month(m: LiquidationModel, auction: bool) -> None:
     into ``m.bidding``, every buyer in the parametric mode) and the sale proceeds zeroed."""
     buyers = m.buyers
     m.traded.fill(False)
-    np.copyto(m.clearing, m._nan_gen)
+    m.clearing.fill(np.nan)
     m.month_volume.fill(0)
     m.month_forced.fill(0)
     m.month_overhang.fill(0)
@@ -226,7 +230,7 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
                    (lo_cfg.mw + lo_cfg.hosting_mw) * 1000.0, m.cfg.market.alpha),
                   dtype=np.float64)
     # the buyers' capital and MW and the lenders' repo units, which the numpy phase rebinds,
-    # are written in place (the kernel reads only what it has written before)
+    # are written in place (nothing else holds them: the kernel wrote copies, rebound, before)
     mw_liq = buyers.mw_liq if sites else _NO_FLOATS
     mw_used = buyers.mw_used if sites else _NO_FLOATS
     # the legacy desk's floor bid (RepoDesk.floor_bid is 0 for every other desk)
