@@ -82,6 +82,14 @@ def running_cost(cfg, env: Environment) -> np.ndarray:
     return cost
 
 
+def _copy_out(a: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """A copy of ``a``: a new array, or ``out`` with ``a`` copied into it."""
+    if out is None:
+        return a.copy()
+    np.copyto(out, a)
+    return out
+
+
 def floor_price(cfg, env: Environment) -> np.ndarray:
     """The lowest price a GPU of each generation sells at ($/GPU; ``cfg`` is the scenario's
     ``buyers`` section): with the outside demand its scrap value, ``scrap`` x replacement
@@ -363,27 +371,33 @@ class BuyerBook:
         self._by_type_cache = (env, key, v0, vx)
         return v0, vx
 
-    def reservation(self, env: Environment) -> np.ndarray:
-        """Reservation price of every buyer for every generation, (K, G), a new array.
+    def reservation(self, env: Environment, out: np.ndarray | None = None) -> np.ndarray:
+        """Reservation price of every buyer for every generation, (K, G): a new array, or
+        written into ``out`` (a float64 (K, G) array, returned) when given.
 
         With expectations common to all buyers the prices are kept for the state they depend
         on (month, BTC regime, hashprice, rents, every buyer's expectations: the key of
         :meth:`values_by_type` with the whole ``extrap`` for x0), so the model's calls in one
-        month (the sites phase and phase 6) index the values once; each call returns a copy."""
+        month (the sites phase and phase 6) index the values once; each call returns a copy
+        (or copies them into ``out``: the kept array is never handed out)."""
         if self.n == 0:
-            return np.zeros((0, env.n_gen))
+            return np.zeros((0, env.n_gen)) if out is None else out
         x = self.extrap
         key = (env.t, bool(env.stress), env.hashprice, env.rent.tobytes(), x.tobytes())
         c = self._res_cache
         if c is not None and c[0] is env and c[1] == key:
-            return c[2].copy()
+            return _copy_out(c[2], out)
         if (x == x[0]).all():
             # expectations are common to all buyers (``adapt`` moves every row alike), so the
             # value depends on the buyer's type only: one row per type, not one per buyer
             res = self.values_by_type(env, x[0])[1][self.type_idx]
             self._res_cache = (env, key, res)
-            return res.copy()
-        return self._pv(env, self._disc, self.life, self.integration, x)
+            return _copy_out(res, out)
+        res = self._pv(env, self._disc, self.life, self.integration, x)
+        if out is None:
+            return res
+        np.copyto(out, res)
+        return out
 
     def fundamental(self, env: Environment) -> np.ndarray:
         """Value in best use (Shleifer & Vishny 1992, J. Finance 47(4)): the highest reservation
@@ -439,17 +453,12 @@ class BuyerBook:
             return float(self.capacity(np.full(self.n, price), kw, liquid).sum())
         return float(np.add.reduce(self._whole_units(self.capital / price, kw, liquid)))
 
-    def participating(self, rng: np.random.Generator, days: float) -> np.ndarray:
-        """Which buyers are able to bid in a sale window of ``days`` days, (K,) bool.
-
-        Search and due-diligence friction: buyer k needs an exponential time with mean
-        ``close_days`` to find the sale, inspect the GPUs, sign and provision power, so it can
-        bid with probability 1 - exp(-days / close_days) (the Poisson meeting rate of the OTC
-        search model of Duffie, Garleanu & Pedersen 2005, Econometrica 73(6)). One uniform draw
-        per buyer from ``rng``; ``close_days = 0`` always bids. If no buyer has a friction, or
-        ``buyers.unlimited`` is set (the frictionless benchmark), every buyer bids and nothing
-        is drawn, so the random stream is that of the market without the friction.
-        """
+    def close_probabilities(self, days: float) -> np.ndarray | None:
+        """Each buyer's probability of closing within ``days`` days, 1 - exp(-days /
+        close_days) (1 where ``close_days = 0``), or None when nobody draws (no buyer has a
+        friction, or ``buyers.unlimited``). Kept (``_close_prob``) and made anew only when
+        ``days``, ``unlimited`` or ``close_days`` change: the model makes it at its build, so
+        that no month makes it (:meth:`participating`)."""
         key = (days, self.unlimited, self.close_days.tobytes())
         if self._close_key != key:  # the closing probabilities change with these only
             self._close_key = key
@@ -459,9 +468,35 @@ class BuyerBook:
                 rate = np.divide(days, self.close_days, out=np.full(self.n, np.inf),
                                  where=self.close_days > 0)
                 self._close_prob = -nm.expm1(-rate)
-        if self._close_prob is None:
-            return np.ones(self.n, dtype=bool)
-        return rng.random(self.n) < self._close_prob
+        return self._close_prob
+
+    def participating(self, rng: np.random.Generator, days: float,
+                      out: np.ndarray | None = None, draws: np.ndarray | None = None
+                      ) -> np.ndarray:
+        """Which buyers are able to bid in a sale window of ``days`` days, (K,) bool: a new
+        array, or written into ``out`` (a (K,) bool array, returned) when given, the uniform
+        draws then into ``draws`` (a (K,) float64 scratch array; the same numbers as a new
+        array of them: ``Generator.random`` fills either alike).
+
+        Search and due-diligence friction: buyer k needs an exponential time with mean
+        ``close_days`` to find the sale, inspect the GPUs, sign and provision power, so it can
+        bid with probability 1 - exp(-days / close_days) (the Poisson meeting rate of the OTC
+        search model of Duffie, Garleanu & Pedersen 2005, Econometrica 73(6)). One uniform draw
+        per buyer from ``rng``; ``close_days = 0`` always bids. If no buyer has a friction, or
+        ``buyers.unlimited`` is set (the frictionless benchmark), every buyer bids and nothing
+        is drawn, so the random stream is that of the market without the friction.
+        """
+        prob = self.close_probabilities(days)
+        if out is None:
+            if prob is None:
+                return np.ones(self.n, dtype=bool)
+            return rng.random(self.n) < prob
+        if prob is None:
+            out.fill(True)
+        else:
+            rng.random(out=draws)
+            np.less(draws, prob, out=out)
+        return out
 
     # ----------------------------------------------------------------- dynamics
     def settle(self, fills: np.ndarray, price: float, gen: int, kw: float,

@@ -177,7 +177,8 @@ class LiquidationModel(mesa.Model):
         self.buyers_paid = 0.0  # secondary buyers' purchases at cost ($, cumulative)
         self.events: list[tuple] = []
         # what the compiled phases keep between months (sim.world.phases.*, by phase name, and
-        # "orders_ones"), made at a phase's first compiled month (a few remade when what they
+        # "orders_ones", "orders_out", "market_draws", "market_sweep"), made at a phase's
+        # first compiled month (a few remade when what they
         # depend on changes: the record dict, the books' sizes, the market's switches): values
         # read from the configuration, scratch arrays a kernel writes and the phase reads back
         # in the same month, output arrays a book may be rebound to (the phase then puts a new
@@ -219,6 +220,7 @@ class LiquidationModel(mesa.Model):
         self.equity0 = self.lenders.equity.copy()
         self.assets0 = self.lenders.assets.copy()
         self.interbank0 = self.interbank.copy()
+        phases.market.build(self)  # the arrays phase 6 writes in place
         phases.record.run(self)
 
     # ================================================================ set-up
@@ -583,7 +585,8 @@ class LiquidationModel(mesa.Model):
 
     def reset_month(self) -> None:
         """Zero the market counters that phase 6 fills and phase 9 records (new arrays each
-        month; ``clearing`` all NaN)."""
+        month; ``clearing`` all NaN). The numpy phase 6's; the compiled one zeroes the same
+        arrays in place (:func:`sim.world.phases.market.start_month`)."""
         self.traded = np.zeros(self.n_gen, dtype=bool)
         self.clearing = self._nan_gen.copy()  # (a copy is writeable)
         self.month_volume = np.zeros(self.n_gen, dtype=np.int64)

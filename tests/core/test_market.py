@@ -460,6 +460,49 @@ def test_no_friction_means_everyone_bids_and_no_draw_is_made():
     assert rng.bit_generator.state == state
 
 
+def test_participation_written_in_place_is_the_same_draw():
+    """``participating(..., out=, draws=)`` (the compiled phase 6's, into the model's
+    ``bidding``) gives the mask a new array gets, bit for bit, from the same uniforms: twin
+    generators stay in step month after month, with and without the friction; the closing
+    probabilities are made once (``close_probabilities``) and kept."""
+    book = _book({"a": 30.0, "b": 60.0, "c": 0.0}, count=50)
+    probs = book.close_probabilities(30.0)
+    assert probs is not None and book.close_probabilities(30.0) is probs
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    out, draws = np.zeros(book.n, dtype=bool), np.empty(book.n)
+    for _ in range(12):
+        want = book.participating(a, 30.0)
+        got = book.participating(b, 30.0, out=out, draws=draws)
+        assert got is out and np.array_equal(got, want) and 0 < want.sum() < book.n
+        assert a.bit_generator.state == b.bit_generator.state
+    assert book._close_prob is probs
+    free = _book({"a": 0.0}, count=4)
+    out = np.zeros(free.n, dtype=bool)
+    state = b.bit_generator.state
+    assert free.participating(b, 30.0, out=out, draws=np.empty(4)) is out and out.all()
+    assert b.bit_generator.state == state
+
+
+def test_reservation_written_in_place_is_the_copy():
+    """``reservation(env, out=)`` writes into ``out`` what a call returns as a new array, both
+    from the kept prices (expectations common to all buyers) and from the per-buyer valuation
+    (expectations that differ), and never hands out the kept array."""
+    from sim.core.config import Scenario
+    from sim.core.environment import Environment
+
+    book = _book({"a": 30.0, "b": 60.0}, count=3)
+    env = Environment(Scenario(), np.random.default_rng(0))
+    for spread in (False, True):
+        if spread:
+            book.extrap[::2] = -0.05  # expectations differ by buyer
+        want = book.reservation(env)
+        out = np.full(want.shape, np.nan)
+        assert book.reservation(env, out=out) is out
+        assert out.tobytes() == want.tobytes() and want.any()
+        out[:] = -1.0  # the kept prices are not ``out``
+        assert book.reservation(env).tobytes() == want.tobytes()
+
+
 @pytest.mark.parametrize("sites", [True, False], ids=["sites", "no_sites"])
 def test_buyers_who_cannot_close_this_month_buy_nothing(sites):
     """In every month of crypto_winter (forced sales from month 3 on), a buyer drawn out of the

@@ -283,3 +283,47 @@ def test_events_from_the_kernel_arrays(monkeypatch):
     kinds = {(e[1], e[2]) for e in logs[1]}
     assert {("sale", "lender"), ("purchase", "buyer")} <= kinds, kinds
     assert kinds & {("sale", "miner"), ("sale", "neocloud")}, kinds
+
+
+def _held(m) -> dict[tuple[str, str], np.ndarray]:
+    """The numpy arrays of the model and of the books phase 6 moves, by (owner, name)."""
+    return {(o, k): v for o, obj in (("model", m), ("buyers", m.buyers),
+                                     ("lenders", m.lenders), ("borrowers", m.borrowers),
+                                     ("desk", m.desk), ("loans", m.loans))
+            for k, v in vars(obj).items() if isinstance(v, np.ndarray)}
+
+
+def test_a_month_left_to_numpy_stays_resident(monkeypatch):
+    """The month of ``test_book_too_large_goes_to_numpy`` on the compiled engine: the numpy
+    code runs (numpy's result, checked there), and what it rebinds (the buyers' capital and
+    MW as they settle their fills) is copied back into the model's own arrays, which stay."""
+    states = _captured(monkeypatch, "crypto_winter", (), months=3, seed=11)
+    m, orders = states[-1]
+    g = int(np.flatnonzero(m.env.shipping)[0])
+    orders.patient[0, g] += MAX_UNITS // (m.buyers.n + 2) + 1
+    m.engine = "compiled"
+    before = _held(m)
+    capital = m.buyers.capital.copy()
+    phases.market.run(m, orders)
+    assert not np.array_equal(m.buyers.capital, capital)  # buyers bought: numpy rebound it
+    assert sorted(k for k, v in _held(m).items() if before.get(k) is not v) == []
+
+
+def test_sweep_of_sale_proceeds_in_place(monkeypatch):
+    """The compiled sweep of the borrowers' sale proceeds (arrears first, then principal)
+    leaves the numbers numpy's leaves, in the loan book's own arrays: every month of 12 with
+    a borrower's sale, and among them months whose sweep pays arrears."""
+    states = _captured(monkeypatch, "crypto_winter", (), months=12, seed=11)
+    swept = arrears = 0
+    for m0, orders0 in states:
+        a, b, _ = _both(m0, orders0)
+        if not a.sale_proceeds.any():
+            continue
+        before, owed = _held(b), b.loans.arrears.sum()
+        phases.market.sweep_sale_proceeds(a)
+        phases.market.sweep_sale_proceeds(b)
+        assert _differences(a, b) == [], f"month {a.env.t}"
+        assert sorted(k for k, v in _held(b).items() if before.get(k) is not v) == []
+        swept += 1
+        arrears += b.loans.arrears.sum() < owed
+    assert swept > 0 and arrears > 0

@@ -28,13 +28,13 @@ def _snapshot(m, month, orders, before):
     hand = tuple(None if getattr(month, f) is None else getattr(month, f).copy()
                  for f in ("debt", "coll"))
     out = tuple(getattr(orders, f).copy() for f in _ORDERS)
-    shared = (orders.floor is m.salvage_price, orders.forced is orders.patient,
-              m.lenders.repo_units is before)
-    return state, hand, out, shared, [repr(e) for e in m.events], repr(m.flows)
+    shared = (orders.floor is m.salvage_price, orders.forced is orders.patient)
+    return (state, hand, out, shared, [repr(e) for e in m.events], repr(m.flows),
+            m.lenders.repo_units is before)
 
 
 def _differences(x, y):
-    (sa, ha, oa, ka, ea, fa), (sb, hb, ob, kb, eb, fb) = x, y
+    (sa, ha, oa, ka, ea, fa, _), (sb, hb, ob, kb, eb, fb, resident) = x, y
     bad = [f"state: {k}" for k in sorted(set(sa) | set(sb))
            if k not in sa or k not in sb or not same_bits(sa[k], sb[k])]
     # the desk's numbers left numpy floats by the numpy phase are numpy floats after the kernel
@@ -47,6 +47,9 @@ def _differences(x, y):
     bad += [f"orders: {f}" for f, p, q in zip(_ORDERS, oa, ob, strict=True)
             if not same_bits(p, q)]
     bad += ["sharing"] * (ka != kb) + ["events"] * (ea != eb) + ["flows"] * (fa != fb)
+    # the compiled phase writes the lenders' repo units in place (numpy's remove_inventory
+    # rebinds them after a repo default)
+    bad += ["repo units rebound"] * (not resident)
     return bad
 
 
@@ -99,7 +102,7 @@ def twins(twin_runner):
 @pytest.fixture
 def secured_twins(twin_runner):
     """``twins`` for the secured repo desk's kernel (``orders_secured_month``; its calls'
-    output is (debt recomputed, units offered, repo units rebound, numbers touched)), and
+    output is (debt recomputed, units offered, units seized, numbers touched)), and
     ``desk_flags``: per compiled phase 5, (a loan rolled at term, margin posted, a default on
     a desk loan, a loan repaid)."""
     return _make_twins(twin_runner, "orders_secured_month")
@@ -375,7 +378,7 @@ def test_secured_edges_match(secured_twins, perturb, months):
 
 def test_secured_edges_reach_the_desk(secured_twins):
     """The desk's edge states do what they are for: defaults on desk loans with units seized
-    (the lenders' repo units rebound), rolls and repayments at term, no loan from a desk
+    (the lenders' repo units cut, in place), rolls and repayments at term, no loan from a desk
     out of room, loans pro rata from a short one, write-offs."""
     flags = secured_twins.desk_flags
     cases = {}
@@ -388,9 +391,9 @@ def test_secured_edges_reach_the_desk(secured_twins):
         assert month(perturb) == []
         b = month.models[1]
         cases[perturb.__name__] = (flags[k], secured_twins.calls[-1], b.events)
-    (rolled, margin, default, _), (_, _, rebound, _), ev = cases["_desk_margin_and_defaults"]
+    (rolled, margin, default, _), (_, _, seized, _), ev = cases["_desk_margin_and_defaults"]
     kinds = [e[1:3] for e in ev if e[0] == ev[-1][0]]
-    assert margin and default and rebound
+    assert margin and default and seized
     assert ("repo_default", "lender") in kinds and ("repo_default", "borrower") in kinds
     (rolled, _, _, repaid), _, _ = cases["_desk_term"]
     assert rolled and repaid

@@ -56,10 +56,9 @@ from sim.core.numerics import exp1
  FP_FORCED_VALUE, FP_FORCED_FUNDAMENTAL, FP_FORCED_REP, FP_BUYERS_PAID, FP_RECOVERED,
  FP_FLOW_SALVAGE, FP_FLOW_ESTATE, FP_FLOW_BUYER_CAPITAL, FP_LOLR_CAPACITY, FP_LOLR_CASH,
  FP_LOLR_KW, FP_ALPHA) = range(19)
-# what :func:`market_month` did (the three flags it returns), which decides what the phase
-# rebinds and which numbers become numpy floats as in the numpy phase: generations traded
-# (forced_fundamental), lender settlements (repo_units; recovered_total, the desk's cash and
-# loans), buyer settlements (the buyers' capital and MW; buyers_paid)
+# what :func:`market_month` did (the three flags it returns), which decides which numbers
+# become numpy floats as in the numpy phase: generations traded (forced_fundamental), lender
+# settlements (recovered_total, the desk's cash and loans), buyer settlements (buyers_paid)
 FL_TRADES, FL_LENDER_SETTLES, FL_BUYER_SETTLES = 0, 1, 2
 EV_INTS = 4  # the rows of the events' integer array: code, row, generation, units
 _BIG_UNITS = 10**12  # agents.buyer.BIG, an unlimited buyer's capacity
@@ -294,7 +293,7 @@ def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundam
     values, the buyers' purchases, the recoveries, the three outside flows), then the buyer
     of last resort's capacity, cash (read and written back) and powered kW, and the
     parametric alpha. ``capital``, ``mw``, ``mw_liq``, ``mw_used`` and ``repo_units`` are
-    copies the phase rebinds (the numpy phase rebinds them).
+    the books' own arrays, written in place too (the numpy phase rebinds them).
 
     Returns (status, number of events n, the three flags ``FL_*``): status 1 when a
     generation's book could reach ``MAX_UNITS`` units, and then nothing was changed (the

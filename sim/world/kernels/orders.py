@@ -376,17 +376,16 @@ def _lend_on(fresh, lend_price, repo_debt, repo_units, lb_cash, maturity_l, with
 
 
 @jitable
-def _secured_lenders(inventory, inv_since, repo_units, repo_new, repo_debt, lb_status, lb_cash,
+def _secured_lenders(inventory, inv_since, repo_units, repo_debt, lb_status, lb_cash,
                      claim_pool, recoveries, later_recoveries, maturity_l, t, max_hold, term,
                      price, lend_price, holdings, cost_basis, cash_lent, cash_repaid,
                      margin_received, default_loss, defaults, fs, ev_idx, ev_amt, ev_n):
     """:func:`sim.world.phases.orders.secured_lenders` up to the forced lines: margin, term
     and defaults on the lenders' repo loans, then new loans on the forced lines' unpledged
-    units. Returns (whether ``repo_new`` holds the lenders' repo units: a default made
-    :meth:`~agents.lender.LenderBook.remove_inventory` rebind them; the touched mask)."""
+    units. Returns (whether a default seized pledged units; the touched mask)."""
     nl, g = inventory.shape
     touched = 0
-    rebound = False
+    seizure = False
     bad = np.zeros(nl, np.bool_)
     n_has = 0
     for li in range(nl):
@@ -447,16 +446,16 @@ def _secured_lenders(inventory, inv_since, repo_units, repo_new, repo_debt, lb_s
                 if bad[li]:
                     for k in range(g):
                         seized[li, k] = units[li, k]
-            # LenderBook.remove_inventory: the repo units rebound to min(units, inventory)
+            # LenderBook.remove_inventory: the repo units cut to min(units, inventory), in
+            # place (numpy rebinds them; each entry reads only itself)
             for li in range(nl):
                 for k in range(g):
                     inventory[li, k] -= seized[li, k]
                     if inventory[li, k] == 0:
                         inv_since[li, k] = -1
                     ru, inv = repo_units[li, k], inventory[li, k]
-                    repo_new[li, k] = ru if ru < inv else inv
-            repo_units = repo_new
-            rebound = True
+                    repo_units[li, k] = ru if ru < inv else inv
+            seizure = True
             # LenderBook.apply_recovery: the debt discharged is the lender's recovery
             rec = np.empty(nl)
             for li in range(nl):
@@ -487,11 +486,11 @@ def _secured_lenders(inventory, inv_since, repo_units, repo_new, repo_debt, lb_s
                     ru = repo_units[li, k]
                     fresh[li, k] = inv - (ru if ru < inv else inv)
     if not (_room(fs, cost_basis) > 0 and any_forced):
-        return rebound, touched
+        return seizure, touched
     if _lend_on(fresh, lend_price, repo_debt, repo_units, lb_cash, maturity_l, True, t + term,
                 cost_basis, cash_lent, t, fs, ev_idx, ev_amt, ev_n):
         touched |= TOUCH_LENT | TOUCH_CASH
-    return rebound, touched
+    return seizure, touched
 
 
 @jitable
@@ -639,7 +638,7 @@ def _secured_borrowers(gross, status, cash, fleet, borrower, active, principal, 
 
 @kernel
 def orders_secured_month(outside_on, scrap, new_unit_price, floor, marks, sale_discount,
-                         fundamental, inventory, inv_since, repo_units, repo_new, repo_debt,
+                         fundamental, inventory, inv_since, repo_units, repo_debt,
                          lb_status, lb_cash, claim_pool, recoveries, later_recoveries, t,
                          max_hold, borrower, active, accrued, overdue, principal,
                          status, call_months, cash, fleet, month_debt, have_debt, month_coll,
@@ -655,8 +654,8 @@ def orders_secured_month(outside_on, scrap, new_unit_price, floor, marks, sale_d
     secured_borrowers`. The books' arrays are updated in place, the desk's numbers in ``fs``
     (slots ``FS_*``), the events' indices and amounts in ``ev_idx`` / ``ev_amt`` (rows
     ``EV_*``, ``ev_n`` entries each: the groups the numpy phase did not log are left
-    unread). Returns (``month.debt`` filled, any unit offered, ``repo_new`` now the lenders'
-    repo units, the ``TOUCH_*`` mask of the numbers moved)."""
+    unread). Returns (``month.debt`` filled, any unit offered, whether a repo default seized
+    pledged units, the ``TOUCH_*`` mask of the numbers moved)."""
     g = inventory.shape[1]
     nb = status.shape[0]
     _asks(outside_on, scrap, new_unit_price, floor, marks, sale_discount, fundamental,
@@ -666,13 +665,12 @@ def orders_secured_month(outside_on, scrap, new_unit_price, floor, marks, sale_d
     lend_price = np.empty(g)
     for k in range(g):
         lend_price[k] = (1.0 - h[k]) * price[k]
-    rebound, touched = _secured_lenders(
-        inventory, inv_since, repo_units, repo_new, repo_debt, lb_status, lb_cash, claim_pool,
+    seizure, touched = _secured_lenders(
+        inventory, inv_since, repo_units, repo_debt, lb_status, lb_cash, claim_pool,
         recoveries, later_recoveries, maturity_l, t, max_hold, term, price, lend_price,
         holdings, cost_basis, cash_lent, cash_repaid, margin_received, default_loss, defaults,
         fs, ev_idx, ev_amt, ev_n)
-    units = repo_new if rebound else repo_units
-    offered = _split(inventory, inv_since, units, lb_status, t, max_hold, forced, patient)
+    offered = _split(inventory, inv_since, repo_units, lb_status, t, max_hold, forced, patient)
     gross = np.empty(nb)
     debt_filled = _gross_need(borrower, active, accrued, overdue, principal, status,
                               call_months, month_debt, have_debt, month_coll, ltv_cure, scale,
@@ -690,7 +688,7 @@ def orders_secured_month(outside_on, scrap, new_unit_price, floor, marks, sale_d
                        if status[i] != DEFAULTED else 0.0)
     offered = _voluntary(need, fleet, fundamental, voluntary_discount, floor, b_units, b_price,
                          offered)
-    return debt_filled, offered, rebound, touched
+    return debt_filled, offered, seizure, touched
 
 
 @jitable

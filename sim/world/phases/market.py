@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import sys
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from agents.borrower import KIND_NAMES
 from agents.buyer import MONTH_DAYS, replacement_cost
 from sim.core.market import clear_book, outside_bids, parametric_price
+from sim.world.kernels import borrowers as kborrowers
 from sim.world.kernels import market as kmarket
 from sim.world.phases import borrowers
 from sim.world.state import SellOrders
@@ -48,18 +51,33 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
     In parametric mode every offered unit sells at p0 exp(-alpha q / stock)
     (:func:`parametric`). Trades settle units and cash (:func:`settle_bids`,
     :func:`settle_orders`) and are counted and logged (:func:`record_trade`,
-    :func:`log_purchases`)."""
+    :func:`log_purchases`).
+
+    On the compiled engine the month starts in place (:func:`start_month`) and runs as one
+    kernel call (:func:`run_compiled`); a month the kernel leaves to numpy runs the numpy code
+    with the arrays it rebinds put back (:func:`_resident`)."""
     env, buyers = m.env, m.buyers
+    auction = m.cfg.market.mode == "auction"
+    if m.engine == "compiled":
+        start_month(m, auction)  # the same, written in place
+        if m.lenders.n and run_compiled(m, orders):
+            return
+        # a month the kernel leaves to numpy: the code below, the arrays it rebinds kept
+        with _resident(m):
+            _run_numpy(m, orders, auction)
+        return
     m.reset_month()
     reservation = buyers.reservation(env)
     m.reservation = reservation
     # search friction (docs/model.md 7.12): only buyers able to close within the month bid
-    auction = m.cfg.market.mode == "auction"
     m.bidding = (buyers.participating(m.search_rng, MONTH_DAYS)
                  if auction else np.ones(buyers.n, dtype=bool))
     m.sale_proceeds = np.zeros(m.borrowers.n)
-    if m.engine == "compiled" and m.lenders.n and run_compiled(m, orders):
-        return
+    _run_numpy(m, orders, auction)
+
+
+def _run_numpy(m: LiquidationModel, orders: SellOrders, auction: bool) -> None:
+    """Phase 6 from :func:`ask_book` on, in numpy (the compiled phase's oracle)."""
     book = ask_book(m, orders)
     if book is None:
         return
@@ -92,6 +110,63 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
         settle_orders(m, g, a_rows, fills, price)
         record_trade(m, g, price, volume, a_rows, fills, n_forced, forced_total)
         log_purchases(m, g, price, buys, bought, salvage_fill, desk_fill)
+
+
+def build(m: LiquidationModel) -> None:
+    """The arrays phase 6 writes in place on the compiled engine (:func:`start_month`), made
+    at the model's build, on both engines (the numpy phase rebinds them every month): the
+    reservation prices (zeros until the first month), the borrowers' sale proceeds and the
+    buyers' closing probabilities (:meth:`agents.buyer.BuyerBook.close_probabilities`)."""
+    m.reservation = np.zeros((m.buyers.n, m.n_gen))
+    m.sale_proceeds = np.zeros(m.borrowers.n)
+    m.buyers.close_probabilities(MONTH_DAYS)
+
+
+def start_month(m: LiquidationModel, auction: bool) -> None:
+    """The start of a compiled phase 6, in place: what the numpy phase makes anew each month
+    written into the model's arrays (those of :func:`build` and of ``reset_month``): the
+    market counters zeroed (``clearing`` all NaN), the reservation prices, the buyers able
+    to bid (the same draws from ``search_rng``: :meth:`agents.buyer.BuyerBook.participating`
+    into ``m.bidding``, every buyer in the parametric mode) and the sale proceeds zeroed."""
+    buyers = m.buyers
+    m.traded.fill(False)
+    m.clearing.fill(np.nan)
+    m.month_volume.fill(0)
+    m.month_forced.fill(0)
+    m.month_overhang.fill(0)
+    m.month_salvage.fill(0)
+    m.month_above_reservation = 0.0
+    if m.outside_on:
+        m.month_pinned.fill(False)
+    buyers.reservation(m.env, out=m.reservation)
+    # search friction (docs/model.md 7.12): only buyers able to close within the month bid
+    if auction:
+        draws = m.kernel_inputs.get("market_draws")  # the uniform draws' scratch array
+        if draws is None or draws.shape[0] != buyers.n:
+            draws = m.kernel_inputs["market_draws"] = np.empty(buyers.n)
+        buyers.participating(m.search_rng, MONTH_DAYS, out=m.bidding, draws=draws)
+    else:
+        m.bidding.fill(True)
+    m.sale_proceeds.fill(0.0)
+
+
+@contextmanager
+def _resident(m: LiquidationModel) -> Iterator[None]:
+    """Around numpy code run on the compiled engine (a month the kernel leaves to numpy):
+    every numpy array of the model and of the books phase 6 moves (buyers, lenders,
+    borrowers, the desk, the buyer of last resort) that the code rebinds is copied back into
+    the array it replaced, which is put back (same shape and dtype: else the new one stays),
+    so that the month leaves the model's arrays resident."""
+    owners = [o for o in (m, m.buyers, m.lenders, m.borrowers, m.desk, m.lolr) if o is not None]
+    before = [{k: v for k, v in vars(o).items() if isinstance(v, np.ndarray)} for o in owners]
+    yield
+    for o, arrays in zip(owners, before, strict=True):
+        for k, old in arrays.items():
+            new = getattr(o, k)
+            if (new is not old and isinstance(new, np.ndarray) and new.shape == old.shape
+                    and new.dtype == old.dtype and old.flags.writeable):
+                np.copyto(old, new)
+                setattr(o, k, old)
 
 
 # (name, agent) of each event code of the compiled phase (sim.world.kernels.market.EV_*)
@@ -154,11 +229,10 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
                    lo_cfg.capacity, 0.0 if lolr is None else lolr.cash,
                    (lo_cfg.mw + lo_cfg.hosting_mw) * 1000.0, m.cfg.market.alpha),
                   dtype=np.float64)
-    # the arrays the numpy phase rebinds are written into copies, rebound below
-    capital, mw = buyers.capital.copy(), buyers.mw.copy()
-    mw_liq = buyers.mw_liq.copy() if sites else _NO_FLOATS
-    mw_used = buyers.mw_used.copy() if sites else _NO_FLOATS
-    repo_units = lb.repo_units.copy()
+    # the buyers' capital and MW and the lenders' repo units, which the numpy phase rebinds,
+    # are written in place (nothing else holds them: the kernel wrote copies, rebound, before)
+    mw_liq = buyers.mw_liq if sites else _NO_FLOATS
+    mw_used = buyers.mw_used if sites else _NO_FLOATS
     # the legacy desk's floor bid (RepoDesk.floor_bid is 0 for every other desk)
     d_bid = (desk.floor_bid(m.price, m.fundamental)
              if desk.enabled and desk.cfg.buy_floor and not desk.secured else no_floor_bid)
@@ -173,25 +247,18 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
         orders.b_price, desk.holdings, desk.cost_basis, desk.cash_bought, desk.cash_sold,
         desk.cash_repaid, desk.default_loss, d_bid, m.price,
-        *lo_arrays, m.reservation, m.bidding, capital, mw, mw_liq, mw_used, buyers.holdings,
-        lb.inventory, lb.inv_since, repo_units, lb.claim_pool, lb.recoveries,
-        lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind, m.sale_proceeds,
+        *lo_arrays, m.reservation, m.bidding, buyers.capital, buyers.mw, mw_liq, mw_used,
+        buyers.holdings, lb.inventory, lb.inv_since, lb.repo_units, lb.claim_pool,
+        lb.recoveries, lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind,
+        m.sale_proceeds,
         m.traded, m.clearing, m.month_volume, m.month_forced, m.month_overhang,
         m.month_salvage, m.month_pinned if outside else _NO_FLAGS, m.salvage_units,
         m.external_units, m.rep_value if outside else _NO_MATRIX, ev_int, ev_price)
     if status:
         return False
-    if not trades:  # no generation traded: no array was rebound, no number moved
+    if not trades:  # no generation traded: no number moved
         return True
     K, v = kmarket, fp.tolist()
-    if buyer_settles and not unlimited:
-        buyers.capital = capital
-        if sites:
-            buyers.mw, buyers.mw_liq, buyers.mw_used = mw, mw_liq, mw_used
-        else:
-            buyers.mw = mw
-    if lender_settles:
-        lb.repo_units = repo_units
     desk.cash = _scalar_like(desk.cash, v[K.FP_DESK_CASH], lender_settles > 0)
     desk.lent = _scalar_like(desk.lent, v[K.FP_DESK_LENT], lender_settles > 0)
     if lolr is not None:
@@ -424,9 +491,36 @@ def pinned(b_rows: list, bid_qty: list, bid_price: list, bid_fills: list, n_k: i
 
 
 def sweep_sale_proceeds(m: LiquidationModel) -> None:
-    """Secured lenders sweep borrowers' sale proceeds: arrears first, then principal."""
+    """Secured lenders sweep borrowers' sale proceeds: arrears first, then principal. On the
+    compiled engine in place (:func:`_sweep_in_place`)."""
     if np.count_nonzero(m.sale_proceeds):  # ndarray.any()'s answer, in a third of its time
+        if m.engine == "compiled":
+            _sweep_in_place(m)
+            return
         borrowers.prepay(m, np.minimum(m.sale_proceeds, np.maximum(m.borrowers.cash, 0.0)))
+
+
+def _sweep_in_place(m: LiquidationModel) -> None:
+    """:func:`sweep_sale_proceeds` on the compiled engine: the amount swept (the same
+    ``np.minimum(proceeds, np.maximum(cash, 0.0))``) and the prepayment
+    (:func:`sim.world.kernels.borrowers.prepay`, what :func:`sim.world.phases.borrowers.prepay`
+    calls) into per-run scratch arrays, the loans' new principal (and arrears, when the
+    prepayment paid some) then copied into the loan book's arrays: none is rebound. The
+    kernel reads the old arrays while it fills the new ones, hence the scratch."""
+    b, L, lb = m.borrowers, m.loans, m.lenders
+    n = len(L)
+    st = m.kernel_inputs.get("market_sweep")
+    if st is None or st[0].shape[0] != b.n or st[1].shape[0] != n:
+        st = m.kernel_inputs["market_sweep"] = (np.empty(b.n), np.empty(n), np.empty(n),
+                                                np.empty(n))
+    amount, accrued, overdue, principal = st
+    np.maximum(b.cash, 0.0, out=amount)
+    np.minimum(m.sale_proceeds, amount, out=amount)
+    if kborrowers.prepay(amount, L.borrower, L.lender, L.principal, L.accrued, L.overdue,
+                         b.cash, lb.cash, accrued, overdue, principal):
+        np.copyto(L.accrued, accrued)
+        np.copyto(L.overdue, overdue)
+    np.copyto(L.principal, principal)
 
 
 def parametric(m: LiquidationModel, g: int, ask_qty: list) -> tuple[float, int]:

@@ -52,33 +52,37 @@ def run(m: LiquidationModel, month: MonthState) -> SellOrders:
 
 
 def _outputs(m: LiquidationModel, nb: int, nl: int, g: int) -> tuple:
-    """The arrays a compiled phase 5 fills, new each month as numpy makes them: the salvage
-    floor (filled with the outside demand on; else the salvage price, read only), the lenders'
-    patient prices, forced and patient units, the borrowers' units and price on offer, and the
-    month's debt per borrower."""
-    floor = np.empty(g) if m.outside_on else m.salvage_price
-    return (floor, np.empty((nl, g)), np.empty((nl, g), np.int64), np.empty((nl, g), np.int64),
+    """The arrays a compiled phase 5 fills, the same arrays every month (the kernels write
+    them in place): the salvage floor, which is the model's salvage price (filled with the
+    outside demand on; else only read), and, made at the phase's first compiled month and
+    kept in ``m.kernel_inputs["orders_out"]`` (made anew if a book's size moves), the
+    lenders' patient prices, forced and patient units, the borrowers' units and price on
+    offer (the month's :class:`~sim.world.state.SellOrders`, which phase 6 reads within the
+    month), and the month's debt per borrower when recomputed."""
+    out = m.kernel_inputs.get("orders_out")
+    if out is None or out[0].shape != (nl, g) or out[3].shape != (nb, g):
+        out = m.kernel_inputs["orders_out"] = (
+            np.empty((nl, g)), np.empty((nl, g), np.int64), np.empty((nl, g), np.int64),
             np.empty((nb, g), np.int64), np.empty(g), np.empty(nb))
+    return (m.salvage_price, *out)
 
 
-def _finish(m: LiquidationModel, month: MonthState, debt_filled: bool, debt_out: np.ndarray,
+def _finish(month: MonthState, debt_filled: bool, debt_out: np.ndarray,
             orders: SellOrders) -> SellOrders:
     """The end of a compiled phase 5: the month's debt kept if the kernel recomputed it, the
-    month's evaluation spent (phase 6 moves fleets), the salvage floor kept with the outside
-    demand on; returns ``orders``."""
+    month's evaluation spent (phase 6 moves fleets); returns ``orders``."""
     if debt_filled:
         month.debt = debt_out
     month.coll = None
-    if m.outside_on:
-        m.salvage_price = orders.floor
     return orders
 
 
 def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
     """Phase 5 as one kernel call (:func:`sim.world.kernels.orders.orders_month`): the same
-    orders (new arrays each month, as numpy makes them), salvage floor, repo units and
-    ``MonthState`` (the month's debt when recomputed; the evaluation spent) as :func:`run`,
-    and whether the orders offer any unit (``SellOrders.offered``, which phase 6 reads)."""
+    orders (in the same arrays every month, :func:`_outputs`), salvage floor (the model's,
+    written in place), repo units (in place) and ``MonthState`` (the month's debt when
+    recomputed; the evaluation spent) as :func:`run`, and whether the orders offer any unit
+    (``SellOrders.offered``, which phase 6 reads)."""
     b, lb, L, env, c = m.borrowers, m.lenders, m.loans, m.env, m.cfg
     nb, nl, g = b.n, lb.n, m.n_gen
     outside_on = m.outside_on
@@ -94,7 +98,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> SellOrders:
             have_debt, month.coll, c.lenders.ltv_cure,
             scale, c.borrowers.voluntary_discount,
             patient_price, forced, patient, b_units, b_price, debt_out)
-    return _finish(m, month, debt_filled, debt_out, SellOrders(
+    return _finish(month, debt_filled, debt_out, SellOrders(
         forced=forced, patient=patient, patient_price=patient_price, floor=floor,
         b_units=b_units, b_price=b_price, offered=offered))
 
@@ -128,26 +132,26 @@ def _run_secured(m: LiquidationModel, month: MonthState) -> SellOrders:
     without ``policy.repo.borrowers``) as one kernel call
     (:func:`sim.world.kernels.orders.orders_secured_month`): :func:`secured_orders` and
     :func:`borrower_orders` with the desk's haircuts, margin, term, defaults and new loans,
-    the same orders, book arrays (the lenders' repo units rebound when a repo default made
-    ``remove_inventory`` rebind them), desk ledger (its numbers numpy floats where numpy's
-    left them so), ``recovered_total``, ``MonthState`` and ``repo_default`` / ``repo_loan``
-    events, in the numpy phase's order; and ``SellOrders.offered``."""
+    the same orders (in the arrays of :func:`_outputs`), book arrays (written in place, the
+    lenders' repo units too, which numpy's ``remove_inventory`` rebinds after a repo
+    default), desk ledger (its numbers numpy floats where numpy's left them so),
+    ``recovered_total``, ``MonthState`` and ``repo_default`` / ``repo_loan`` events, in the
+    numpy phase's order; and ``SellOrders.offered``."""
     b, lb, L, env, c, desk = m.borrowers, m.lenders, m.loans, m.env, m.cfg, m.desk
     nb, nl, g = b.n, lb.n, m.n_gen
     rc = desk.cfg
     outside_on = m.outside_on
     floor, patient_price, forced, patient, b_units, b_price, debt_out = _outputs(m, nb, nl, g)
     have_debt = month.debt is not None
-    repo_new = np.empty((nl, g), np.int64)
     fs = np.array((desk.lent, desk.cash, desk.interest_capitalised, m.recovered_total,
                    rc.capacity), dtype=np.float64)
     width = max(nl, nb)
     ev_idx, ev_amt = np.empty((5, width), np.int64), np.empty((5, width))
     ev_n = np.zeros(5, np.int64)
-    debt_filled, offered, rebound, touched = kernels.orders_secured_month(
+    debt_filled, offered, _, touched = kernels.orders_secured_month(
             outside_on, c.buyers.outside_demand.scrap, env.new_unit_price, floor, month.marks,
             lb.sale_discount, m.fundamental, lb.inventory, lb.inv_since, lb.repo_units,
-            repo_new, lb.repo_debt, lb.status, lb.cash, lb.claim_pool, lb.recoveries,
+            lb.repo_debt, lb.status, lb.cash, lb.claim_pool, lb.recoveries,
             lb.later_recoveries, env.t, c.lenders.max_hold_months,
             L.borrower, L.active, L.accrued, L.overdue, L.principal,
             b.status, b.call_months, b.cash, b.fleet, month.debt if have_debt else debt_out,
@@ -167,13 +171,11 @@ def _run_secured(m: LiquidationModel, month: MonthState) -> SellOrders:
                                                touched & K.TOUCH_CAPITALISED)
     m.recovered_total = _as_numpy_left(m.recovered_total, v[K.FS_RECOVERED],
                                        touched & K.TOUCH_RECOVERED)
-    if rebound:
-        lb.repo_units = repo_new
     for row, name, agent in _EVENTS:
         n = int(ev_n[row])
         if n:
             m.log_events(name, agent, ev_idx[row, :n], amount=ev_amt[row, :n])
-    return _finish(m, month, debt_filled, debt_out, SellOrders(
+    return _finish(month, debt_filled, debt_out, SellOrders(
         forced=forced, patient=patient, patient_price=patient_price, floor=floor,
         b_units=b_units, b_price=b_price, offered=offered))
 
@@ -182,7 +184,8 @@ def _run_legacy(m: LiquidationModel, month: MonthState) -> SellOrders:
     """Phase 5 under the legacy repo desk (``policy.repo.design = "legacy"``) as one kernel
     call (:func:`sim.world.kernels.orders.orders_legacy_month`): :func:`lender_orders` with
     the desk (its haircut, loans against forced lines, financed lines' asks capped) and
-    :func:`borrower_orders`, the same orders, book arrays, desk ledger (``lent`` and ``cash``
+    :func:`borrower_orders`, the same orders (in the arrays of :func:`_outputs`), book arrays
+    (in place), desk ledger (``lent`` and ``cash``
     numpy floats once it lent), ``MonthState`` and ``repo_loan`` events as numpy; and
     ``SellOrders.offered``."""
     b, lb, L, env, c, desk = m.borrowers, m.lenders, m.loans, m.env, m.cfg, m.desk
@@ -211,7 +214,7 @@ def _run_legacy(m: LiquidationModel, month: MonthState) -> SellOrders:
         if n:
             m.log_events("repo_loan", "lender", ev_idx[K.EV_L_LOAN, :n],
                          amount=ev_amt[K.EV_L_LOAN, :n])
-    return _finish(m, month, debt_filled, debt_out, SellOrders(
+    return _finish(month, debt_filled, debt_out, SellOrders(
         forced=forced, patient=patient, patient_price=patient_price, floor=floor,
         b_units=b_units, b_price=b_price, offered=offered))
 
