@@ -50,14 +50,6 @@ STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
     ("borrowers", "btc_pledged"),
     ("model", "new_defaults"),
     ("model", "rep_value"),
-    # the sites month
-    ("borrowers", "mining_share"),
-    ("borrowers", "site_income"),
-    ("sites", "host_mw"),
-    ("sites", "host_rent"),
-    ("sites", "hosted_units"),
-    ("sites", "switch_debt"),
-    ("sites", "switch_pay"),
     # phase 5, sell orders (and SellOrders' fields)
     ("model", "salvage_price"),
     ("orders", "b_price"),
