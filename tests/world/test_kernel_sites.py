@@ -4,7 +4,8 @@ state (taken just before it in a numpy run), compared to the bit (every book arr
 the outside flows, the events), on the shipped scenarios, on every switch of ``sites`` and on
 randomised states (sites ready for sale and past their holding limit, MW let and being
 switched back, debts nearly repaid, zero and -0.0 rents, miners without a mining hall); and
-whole runs of both engines under the switches the golden cases leave at their defaults."""
+whole runs of both engines under the switches the golden cases leave at their defaults; and
+that the compiled month writes the books' arrays in place (resident state, issue 19)."""
 
 from __future__ import annotations
 
@@ -242,3 +243,12 @@ def test_mining_share_and_site_income_are_made_at_the_build(engine, over, made):
         assert same_bits(b.site_income, np.zeros(b.n))
     else:
         assert b.mining_share is None and b.site_income is None
+
+
+def test_compiled_month_refuses_a_model_without_the_arbitrage_arrays():
+    """The compiled month writes ``mining_share`` and ``site_income`` in place: a model whose
+    build did not make them (here taken away) is refused, not written past an empty array."""
+    m = LiquidationModel("crypto_winter", months=1, engine="compiled")
+    m.borrowers.mining_share = m.borrowers.site_income = None
+    with pytest.raises(ValueError, match="made at the build"):
+        phases.sites.run(m)
