@@ -75,7 +75,7 @@ def _run_compiled(m: LiquidationModel) -> None:
     do_convert = has_buyers and not buyers.unlimited and s.conversion_rate > 0
     conv_col = s.conversion_months - 1 if s.conversion_months else -1
     arbitrage = s.arbitrage and s.mining_mw_per_ph > 0.0
-    if arbitrage and b.mining_share is None:  # the kernel would write past _NONE's end
+    if arbitrage and b.mining_share is None:  # the kernel needs them to write into
         raise ValueError("sites.arbitrage on: the borrowers' mining_share and site_income "
                          "are made at the build (phases.sites.build)")
     # the running totals the kernel adds to (float64, as np.array of them made it)
