@@ -221,6 +221,7 @@ class LiquidationModel(mesa.Model):
         self.assets0 = self.lenders.assets.copy()
         self.interbank0 = self.interbank.copy()
         phases.market.build(self)  # the arrays phase 6 writes in place
+        phases.sites.build(self)  # arrays the sites' month writes in place (arbitrage)
         phases.record.run(self)
 
     # ================================================================ set-up

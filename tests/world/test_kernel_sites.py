@@ -4,7 +4,8 @@ state (taken just before it in a numpy run), compared to the bit (every book arr
 the outside flows, the events), on the shipped scenarios, on every switch of ``sites`` and on
 randomised states (sites ready for sale and past their holding limit, MW let and being
 switched back, debts nearly repaid, zero and -0.0 rents, miners without a mining hall); and
-whole runs of both engines under the switches the golden cases leave at their defaults."""
+whole runs of both engines under the switches the golden cases leave at their defaults; and
+that the compiled month writes the books' arrays in place (resident state, issue 19)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,16 @@ def _before_sites(scenario: str, month: int, **over):
     return seen[0]
 
 
+# the book arrays the numpy sites' month writes or makes anew
+_RESIDENT = (("buyers", "mw"), ("buyers", "capital"), ("buyers", "mw_liq"),
+             ("lenders", "repo_units"), ("sites", "host_rent"), ("sites", "host_mw"),
+             ("sites", "switch_debt"), ("sites", "switch_pay"), ("borrowers", "mining_share"),
+             ("borrowers", "site_income"), ("sites", "hosted_units"))
+
+
 def _each_way(state, prepare=None):
+    """The sites' month each way from copies of ``state``; the compiled one must leave every
+    book array in place (``_RESIDENT``: the same arrays after the month as before it)."""
     runs = []
     for engine in ("numpy", "compiled"):
         m = copy.deepcopy(state)
@@ -45,7 +55,10 @@ def _each_way(state, prepare=None):
             prepare(m)
         m.engine = engine
         n_events = len(m.events)
+        held = {(o, a): getattr(getattr(m, o), a) for o, a in _RESIDENT}
         phases.sites.run(m)
+        if engine == "compiled":
+            assert [k for k, v in held.items() if getattr(getattr(m, k[0]), k[1]) is not v] == []
         runs.append((m, m.events[n_events:]))
     return runs
 
@@ -186,45 +199,56 @@ def test_whole_runs_same_on_both_engines(scenario, over):
     assert engine_mismatches(scenario, over, months=30) == []
 
 
-# the arrays the sites' month may rebind a book to (the compiled month's kept output arrays)
-_REBOUND = (("buyers", "mw"), ("buyers", "capital"), ("buyers", "mw_liq"),
-            ("lenders", "repo_units"), ("sites", "host_rent"), ("sites", "host_mw"),
-            ("sites", "switch_debt"), ("sites", "switch_pay"), ("borrowers", "mining_share"),
-            ("borrowers", "site_income"), ("sites", "hosted_units"))
-
-
-@pytest.mark.parametrize("over", [{}, {"sites.conversion_months": 0}])
-def test_kernel_sites_never_writes_an_array_a_book_was_given(over):
-    """The compiled month keeps its output arrays from month to month
-    (``phases.sites._scratch``) and hands one to a book only in a month the numpy code
-    rebinds that book: from then on the book (and whoever keeps the array: a record, a test)
-    owns it, and no later month's kernel may write into it. Checked at every sites month of a
-    crypto_winter run: the array each book held before the month is unchanged after it (or
-    still the book's own, updated in place as numpy updates it), and neither it nor the
-    book's array after the month shares memory with an array kept for the next month."""
-    real, rebound = phases.sites.run, set()
+@pytest.mark.parametrize("months", [6, 0])  # conversion months (0: liquid MW at once)
+def test_compiled_sites_month_writes_the_books_arrays_in_place(months):
+    """The compiled sites' month writes every book array the numpy code writes or makes anew
+    into the array the book holds (resident state, issue 19). Checked at every sites month of
+    a crypto_winter run with the repo desk on (fleet sales then cut the repo units): each of
+    them is the same array after the month as before it, none shares memory with the arrays
+    the phase keeps from month to month (``m.kernel_inputs["sites"]``), and each changes value
+    in some month (conversion, sales, fleet sales, hosting and switches all happen), so the
+    check is not empty. (The other tests here check, through ``_each_way``, that it leaves
+    them in place on the shipped scenarios and the randomised states too.)"""
+    real, changed = phases.sites.run, set()
 
     def watched(m):
-        before = {(o, a): getattr(getattr(m, o), a) for o, a in _REBOUND}
-        held = {k: None if v is None else v.copy() for k, v in before.items()}
+        before = {(o, a): getattr(getattr(m, o), a) for o, a in _RESIDENT}
+        held = {k: v.copy() for k, v in before.items()}
         real(m)
-        kept = m.kernel_inputs["sites"]
         for (o, a), old in before.items():
-            new = getattr(getattr(m, o), a)
-            if new is not old:
-                rebound.add((o, a))
-            if old is None:
-                continue
-            assert new is old or np.array_equal(old, held[(o, a)], equal_nan=True), (o, a)
-            assert not any(np.shares_memory(x, buf) for x in (old, new) for buf in kept), (o, a)
+            assert getattr(getattr(m, o), a) is old, (o, a)
+            assert not any(np.shares_memory(old, buf) for buf in m.kernel_inputs["sites"])
+            if not same_bits(old, held[(o, a)]):
+                changed.add((o, a))
     phases.sites.run = watched
     try:
-        LiquidationModel("crypto_winter", **over).run()
+        LiquidationModel("crypto_winter", engine="compiled", overrides={
+            "policy.repo.enabled": True, "sites.conversion_months": months}).run()
     finally:
         phases.sites.run = real
-    # every kind of handover happened at least once in the run
-    assert rebound >= {("buyers", "mw"), ("buyers", "capital"), ("lenders", "repo_units"),
-                       ("sites", "switch_debt"), ("borrowers", "mining_share"),
-                       ("sites", "hosted_units")}, rebound
-    if over:
-        assert ("buyers", "mw_liq") in rebound
+    assert changed == set(_RESIDENT), set(_RESIDENT) - changed
+
+
+@pytest.mark.parametrize(("over", "made"), [
+    ({}, True), ({"sites.arbitrage": False}, False), ({"sites.mining_mw_per_ph": 0.0}, False),
+    ({"sites.enabled": False}, False)])
+@pytest.mark.parametrize("engine", ["numpy", "compiled"])
+def test_mining_share_and_site_income_are_made_at_the_build(engine, over, made):
+    """With the energy arbitrage able to run, the borrowers' ``mining_share`` (1.0 each) and
+    ``site_income`` (0.0 each) exist from the build on, on both engines (the compiled month
+    writes them in place); without it they stay None (phase 2 does not read them)."""
+    b = LiquidationModel("crypto_winter", months=1, engine=engine, **over).borrowers
+    if made:
+        assert same_bits(b.mining_share, np.ones(b.n))
+        assert same_bits(b.site_income, np.zeros(b.n))
+    else:
+        assert b.mining_share is None and b.site_income is None
+
+
+def test_compiled_month_refuses_a_model_without_the_arbitrage_arrays():
+    """The compiled month writes ``mining_share`` and ``site_income`` in place: a model whose
+    build did not make them (here taken away) is refused, not written past an empty array."""
+    m = LiquidationModel("crypto_winter", months=1, engine="compiled")
+    m.borrowers.mining_share = m.borrowers.site_income = None
+    with pytest.raises(ValueError, match="made at the build"):
+        phases.sites.run(m)

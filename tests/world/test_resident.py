@@ -50,17 +50,6 @@ STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
     ("borrowers", "btc_pledged"),
     ("model", "new_defaults"),
     ("model", "rep_value"),
-    # the sites month
-    ("borrowers", "mining_share"),
-    ("borrowers", "site_income"),
-    ("sites", "host_mw"),
-    ("sites", "host_rent"),
-    ("sites", "hosted_units"),
-    ("sites", "switch_debt"),
-    ("sites", "switch_pay"),
-    # the sites month (phases 5 and 6, sell orders and market, no longer rebind these)
-    ("buyers", "capital"),
-    ("lenders", "repo_units"),
     # phase 7, prices
     ("buyers", "_mw_step"),
     ("buyers", "extrap"),

@@ -13,12 +13,17 @@ float array, a row of ``numerics.matvec`` and ``units.sum(axis=1)`` are
 ``gpu_mw[old].sum()``), the ``bincount`` a loop in index order from 0.0, ``np.maximum`` /
 ``np.minimum`` numpy's (:func:`sim.core.jit.maximum`, ``minimum``), ``np.divide(..., where=)``
 an if, and every early return of the numpy code (no buyer converts, no site held, no unit
-hosted, no live miner, no MW switched) is taken where the numpy code takes it, the arrays it
-would rebind left to the caller to rebind only then. ``np.maximum.reduce(..., initial=0.0)``
-(the MW values, the AI rent) is a loop from 0.0: the same value, but where every candidate is a
-zero its sign may differ from numpy's (vectorised) reduction; no result depends on it (the MW
-values are only compared and multiplied by MW > 0 after a test p > 0; the AI rent is compared,
-or multiplied into a rent added to a locked rent that is never -0.0).
+hosted, no live miner, no MW switched) is taken where the numpy code takes it. Where the numpy
+code makes a book array anew (``BuyerBook.convert``'s ``mw``, ``capital`` and ``mw_liq``, the
+repo units after a fleet sale, ``hosted_units``, the arbitrage's ``host_rent``, ``host_mw``,
+``switch_debt``, ``switch_pay`` and the borrowers' ``mining_share`` and ``site_income``), the
+kernel writes the new values into the book's array itself, element by element, each element
+read before it is written (resident state, issue 19: no month rebinds a book array).
+``np.maximum.reduce(..., initial=0.0)`` (the MW values, the AI rent) is a loop from 0.0: the
+same value, but where every candidate is a zero its sign may differ from numpy's (vectorised)
+reduction; no result depends on it (the MW values are only compared and multiplied by MW > 0
+after a test p > 0; the AI rent is compared, or multiplied into a rent added to a locked rent
+that is never -0.0).
 
 The sales' events and outside flows are written to a record (``sales``, one row per event)
 that the phase logs and adds in order after the call; the running totals the numpy code adds
@@ -46,9 +51,10 @@ N_EV = 8
 @jitable
 def _stage_a(t, res, price, kw, liquid_gen, shipping, do_convert, conv_cost, conv_rate,
              conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder, since, lender_code,
-             sale_months, v_liq, v_air, x, mw_new, cap_new, liq_new):
-    """mw_values, then BuyerBook.convert (into the ``*_new`` arrays; ``b_mw_conv`` in place);
-    returns (converted: the numpy code rebinds, x.any(), x.sum(), sites ready for sale)."""
+             sale_months, v_liq, v_air, x):
+    """mw_values, then BuyerBook.convert, written in place into ``b_mw``, ``b_capital`` and
+    ``b_mw_liq`` (or ``b_mw_conv``): buyer k's new values are made from its own old ones only;
+    returns (x.any(), x.sum(), sites ready for sale)."""
     nk, g = res.shape[0], res.shape[1]
     for k in range(nk):
         vl = 0.0
@@ -61,7 +67,6 @@ def _stage_a(t, res, price, kw, liquid_gen, shipping, do_convert, conv_cost, con
             va = maximum(va, 0.0 if liquid_gen[j] else s)
         v_liq[k] = vl
         v_air[k] = va
-    converted = False
     xany = False
     xsum = 0.0
     if do_convert:
@@ -71,16 +76,15 @@ def _stage_a(t, res, price, kw, liquid_gen, shipping, do_convert, conv_cost, con
                 go_any = True
                 break
         if go_any:
-            converted = True
             for k in range(nk):
                 go = (v_liq[k] - v_air[k] > conv_cost) and b_mw[k] > 0
                 reach = b_capital[k] / conv_cost if conv_cost > 0 else np.inf
                 xk = minimum(conv_rate * b_mw[k], reach) if go else 0.0
                 x[k] = xk
-                mw_new[k] = b_mw[k] - xk
-                cap_new[k] = maximum(b_capital[k] - xk * conv_cost, 0.0)
+                b_mw[k] = b_mw[k] - xk
+                b_capital[k] = maximum(b_capital[k] - xk * conv_cost, 0.0)
                 if conv_col < 0:
-                    liq_new[k] = b_mw_liq[k] + xk
+                    b_mw_liq[k] = b_mw_liq[k] + xk
                 else:
                     b_mw_conv[k, conv_col] += xk
                 if xk != 0.0:
@@ -91,7 +95,7 @@ def _stage_a(t, res, price, kw, liquid_gen, shipping, do_convert, conv_cost, con
     for i in range(holder.shape[0]):
         if holder[i] == lender_code and t - since[i] >= sale_months:
             ready += 1
-    return converted, xany, xsum, ready
+    return xany, xsum, ready
 
 
 @jitable
@@ -125,11 +129,12 @@ def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buye
                 lender_code, sold_code, build_cap, v_liq, v_air, res, unlimited, capital, b_mw,
                 b_mw_liq, mw_used, holdings, with_fleet, newest_first, price, shipping,
                 liquid_gen, kw, claim_pool, recoveries, later_recoveries, lb_cash, inventory,
-                inv_since, repo_units, repo_new, repo_debt, cash_repaid, sales, totals):
-    """``SiteBook._sell`` (and ``_sell_fleet``) in place; the events and outside flows into
+                inv_since, repo_units, repo_debt, cash_repaid, sales, totals):
+    """``SiteBook._sell`` (and ``_sell_fleet``) in place, ``repo_units`` included (the numpy
+    code's new ``np.minimum(repo_units, inventory)``); the events and outside flows into
     ``sales`` (columns EV_*); ``totals`` in: (recovered_total, sold_mw, sale_proceeds,
     desk.lent, desk.cash), out: their values after the sales. Returns (rows of ``sales``,
-    units sold with sites, whether ``repo_new`` holds the repo units to rebind to)."""
+    units sold with sites, whether a fleet sale took place)."""
     nk = v_liq.shape[0]
     nl = claim_pool.shape[0]
     p_liq = np.empty(nk)
@@ -234,7 +239,7 @@ def _stage_sell(t, holder, since, sale_months, gpu_mw, liquid, lender, site_buye
         # inventory only falls, so after the last one it is the minimum with the last inventory
         for a in range(nl):
             for b in range(inventory.shape[1]):
-                repo_new[a, b] = min(repo_units[a, b], inventory[a, b])
+                repo_units[a, b] = min(repo_units[a, b], inventory[a, b])
     totals[0], totals[1], totals[2], totals[3], totals[4] = (recovered, sold_mw, proceeds_sum,
                                                              lent, desk_cash)
     return rows, fleet_units, fleet_sold
@@ -246,7 +251,16 @@ def _stage_b(t, holder, since, lender, gpu_mw, lender_code, retired_code, max_ho
              hosting_fee, lb_cash, hosted, arbitrage, mining_mw_per_ph, status, defaulted,
              mine_mw, hashprice, mining_cost, days, host_share, spot_opex, liquid_gen,
              switch_cost, payback, switch_rate, host_demand, host_rent, host_mw, switch_debt,
-             switch_pay, rent_new, hmw_new, debt_new, pay_new, share_new, income_new):
+             switch_pay, mining_share, site_income):
+    """Retirement, hosting in place and the arbitrage (``SiteBook.month`` after the sales):
+    ``holder`` (retired sites) and ``lb_cash`` in place, the retired sites' indices and MW
+    into ``old_idx`` and ``tmp_n``; ``hosted`` (the numpy code's new ``hosted_units``) zeroed
+    and filled in place; the arbitrage's ``host_rent``, ``host_mw``, ``switch_debt``,
+    ``switch_pay``, ``mining_share`` and ``site_income`` written in place in a month it runs
+    (borrower i's new values made from its own old ones, read first; ``host_rent`` and
+    ``host_mw`` keep their values in a month without a switch, as in the numpy code).
+    Returns (retired count, their MW, hosted any, tenants' rent, hosting fees, hosting
+    income)."""
     n = holder.shape[0]
     nl, g = inventory.shape[0], inventory.shape[1]
     # ---- retirement of sites held max_hold months
@@ -261,7 +275,9 @@ def _stage_b(t, holder, since, lender, gpu_mw, lender_code, retired_code, max_ho
         retired = psum(tmp_n, 0, n_old)
         for j in range(n_old):
             holder[old_idx[j]] = retired_code
-    # ---- hosting in place (``hosted`` arrives zeroed)
+    # ---- hosting in place
+    for l_ in range(hosted.shape[0]):
+        hosted[l_] = 0.0
     hosted_any = False
     tenants = 0.0
     opex = 0.0
@@ -316,8 +332,7 @@ def _stage_b(t, holder, since, lender, gpu_mw, lender_code, retired_code, max_ho
                 tenants = psum(rows_rev, 0, nl)
                 opex = psum(rows_fee, 0, nl)
                 income_sum = psum(income, 0, nl)
-    # ---- energy arbitrage: 0 nothing done, 1 done without a switch, 2 with switches
-    arb = 0
+    # ---- energy arbitrage
     if arbitrage and mining_mw_per_ph > 0.0:
         live = np.empty(n, np.bool_)
         any_live = False
@@ -325,7 +340,6 @@ def _stage_b(t, holder, since, lender, gpu_mw, lender_code, retired_code, max_ho
             live[i] = status[i] != defaulted and mine_mw[i] > 0
             any_live = any_live or live[i]
         if any_live:
-            arb = 1
             best = 0.0  # ai_rent_per_mw
             for j in range(g):
                 net = (util * rent[j] * hours - power[j] - spot_opex) * (1000.0 / kw[j])
@@ -365,59 +379,54 @@ def _stage_b(t, holder, since, lender, gpu_mw, lender_code, retired_code, max_ho
                     sp = sp + cost / payback
                 pay = minimum(sp, debt)
                 debt = debt - pay
-                rent_new[i] = hr
-                hmw_new[i] = hm
-                debt_new[i] = debt
-                pay_new[i] = sp if debt > 0.0 else 0.0
-                share_new[i] = (mine_mw[i] - hm) / mine_mw[i] if mine_mw[i] > 0 else 1.0
-                income_new[i] = hr - pay
-            if any_dx:
-                arb = 2
-    return n_old, retired, hosted_any, tenants, opex, income_sum, arb
+                host_rent[i] = hr
+                host_mw[i] = hm
+                switch_debt[i] = debt
+                switch_pay[i] = sp if debt > 0.0 else 0.0
+                mining_share[i] = (mine_mw[i] - hm) / mine_mw[i] if mine_mw[i] > 0 else 1.0
+                site_income[i] = hr - pay
+    return n_old, retired, hosted_any, tenants, opex, income_sum
 
 
 @kernel
 def sites_month(t, has_buyers, res, price, kw, liquid_gen, shipping, do_convert, conv_cost,
                 conv_rate, conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder, since,
                 lender, gpu_mw, lender_code, retired_code, sold_code, sale_months, max_hold,
-                v_liq, v_air, x, mw_new, cap_new, liq_new, liquid, site_buyer, build_cap,
-                unlimited, mw_used, holdings, with_fleet, newest_first, claim_pool, recoveries,
-                later_recoveries, inventory, inv_since, repo_units, repo_new, repo_debt,
-                cash_repaid, sales, totals, old_idx, tmp_n, host_in_place, rent, power, util,
-                hours, hosting_fee, lb_cash, hosted, arbitrage, mining_mw_per_ph, status,
-                defaulted, mine_mw, hashprice, mining_cost, days, host_share, spot_opex,
-                switch_cost, payback, switch_rate, host_demand, host_rent, host_mw, switch_debt,
-                switch_pay, rent_new, hmw_new, debt_new, pay_new, share_new, income_new):
+                v_liq, v_air, x, liquid, site_buyer, build_cap, unlimited, mw_used, holdings,
+                with_fleet, newest_first, claim_pool, recoveries, later_recoveries, inventory,
+                inv_since, repo_units, repo_debt, cash_repaid, sales, totals, old_idx, tmp_n,
+                host_in_place, rent, power, util, hours, hosting_fee, lb_cash, hosted, arbitrage,
+                mining_mw_per_ph, status, defaulted, mine_mw, hashprice, mining_cost, days,
+                host_share, spot_opex, switch_cost, payback, switch_rate, host_demand, host_rent,
+                host_mw, switch_debt, switch_pay, mining_share, site_income):
     """One month of ``SiteBook.month`` (module docstring): with buyers (``has_buyers``) the
     MW values, the conversion and the sales (:func:`_stage_sell`), then retirement, hosting
-    in place and arbitrage; writes in place what the numpy code writes in place and into the
-    ``*_new`` arrays, ``hosted``, ``repo_new``, ``sales``, ``totals`` and ``old_idx`` what
-    it rebinds, adds up or logs. Returns (converted, x.any(), x.sum(), rows of ``sales``,
-    units sold with sites, repo units rebound, retired count, their MW, hosted any, tenants'
-    rent, hosting fees, hosting income, arbitrage stage)."""
-    converted, xany, xsum = False, False, 0.0
+    in place and arbitrage; writes in place every book array the numpy code writes or makes
+    anew (the buyers' ``b_mw``, ``b_capital``, ``b_mw_liq``, ``repo_units``, ``hosted``, the
+    arbitrage's arrays and ``mining_share``, ``site_income``), and into ``sales``, ``totals``
+    and ``old_idx`` what the numpy code adds up or logs. Returns (x.any(), x.sum(), rows of
+    ``sales``, units sold with sites, whether a fleet sale took place, retired count, their
+    MW, hosted any, tenants' rent, hosting fees, hosting income)."""
+    xany, xsum = False, 0.0
     rows, fleet_units, fleet_sold = 0, 0, False
     if has_buyers:
-        converted, xany, xsum, ready = _stage_a(
+        xany, xsum, ready = _stage_a(
             t, res, price, kw, liquid_gen, shipping, do_convert, conv_cost, conv_rate,
             conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder, since, lender_code,
-            sale_months, v_liq, v_air, x, mw_new, cap_new, liq_new)
+            sale_months, v_liq, v_air, x)
         if ready:
-            capital = cap_new if converted else b_capital  # the arrays convert rebinds
-            mw_air = mw_new if converted else b_mw
-            mw_liq = liq_new if converted and conv_col < 0 else b_mw_liq
             rows, fleet_units, fleet_sold = _stage_sell(
                 t, holder, since, sale_months, gpu_mw, liquid, lender, site_buyer,
-                lender_code, sold_code, build_cap, v_liq, v_air, res, unlimited, capital,
-                mw_air, mw_liq, mw_used, holdings, with_fleet, newest_first, price, shipping,
+                lender_code, sold_code, build_cap, v_liq, v_air, res, unlimited, b_capital,
+                b_mw, b_mw_liq, mw_used, holdings, with_fleet, newest_first, price, shipping,
                 liquid_gen, kw, claim_pool, recoveries, later_recoveries, lb_cash, inventory,
-                inv_since, repo_units, repo_new, repo_debt, cash_repaid, sales, totals)
-    n_old, retired, hosted_any, tenants, opex, income_sum, arb = _stage_b(
+                inv_since, repo_units, repo_debt, cash_repaid, sales, totals)
+    n_old, retired, hosted_any, tenants, opex, income_sum = _stage_b(
         t, holder, since, lender, gpu_mw, lender_code, retired_code, max_hold, old_idx, tmp_n,
         host_in_place, inventory, kw, rent, power, util, hours, shipping, hosting_fee,
         lb_cash, hosted, arbitrage, mining_mw_per_ph, status, defaulted, mine_mw, hashprice,
         mining_cost, days, host_share, spot_opex, liquid_gen, switch_cost, payback,
-        switch_rate, host_demand, host_rent, host_mw, switch_debt, switch_pay, rent_new,
-        hmw_new, debt_new, pay_new, share_new, income_new)
-    return (converted, xany, xsum, rows, fleet_units, fleet_sold, n_old, retired, hosted_any,
-            tenants, opex, income_sum, arb)
+        switch_rate, host_demand, host_rent, host_mw, switch_debt, switch_pay, mining_share,
+        site_income)
+    return (xany, xsum, rows, fleet_units, fleet_sold, n_old, retired, hosted_any, tenants,
+            opex, income_sum)
