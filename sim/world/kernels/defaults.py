@@ -36,9 +36,10 @@ Resident state (issue 19): the kernel writes every array in place, those the num
 rebinds included (``loans.principal`` at an accelerated payoff, ``loans.accrued`` and
 ``loans.overdue`` when that payoff first pays arrears, ``borrowers.btc_pledged`` when coins
 are sold for it, the month's debt and collateral, ``model.rep_value`` and
-``model.new_defaults``): each element is computed from its own old value only, so writing it
-in place gives the values of numpy's new array. The rest is updated in place as numpy
-updates it.
+``model.new_defaults``): an element is written only after all that its new value or a later
+one needs of the old values has been read (its own old value, sums taken before the loop that
+writes), so each array ends with the values of numpy's new array. The rest is updated in
+place as numpy updates it.
 """
 
 from __future__ import annotations

@@ -25,8 +25,10 @@ them falls back to numpy.
 Resident state (issue 19): the kernel writes every book array in place, those the numpy code
 rebinds included (``loans.principal`` at every prepayment, ``loans.accrued`` and
 ``loans.overdue`` at a prepayment that first pays arrears, ``borrowers.call_months`` when a
-call is open, ``borrowers.dscr_breach`` every month): each of their elements is computed from
-its own old value only, so writing it in place gives the values numpy's new array holds. It
+call is open, ``borrowers.dscr_breach`` every month): an element is written only after all
+that its new value or a later one needs of the old values has been read (its own old value,
+and sums over a borrower's rows taken before the loop that writes them), so the array ends
+with the values numpy's new array holds. It
 also updates in place what the numpy code updates in place (borrower and lender cash, borrower
 BTC, the rolled rows' maturity, instalment and rate, the lender book's marks table), and fills
 the month's marks, collateral and debt into the caller's arrays (resident too).
@@ -106,7 +108,8 @@ def _debt_ltv(borrower, active, principal, accrued, coll, debt, ltv):
 def prepay_in_place(amount, borrower, lender, principal, accrued, overdue, cash, l_cash):
     """:func:`sim.world.phases.borrowers.prepay` (``LoanBook.pay(amount, accrued, overdue,
     prepay=principal)``, then the cash moves), on the loan arrays in place: a row's new
-    principal, accrued and overdue are computed from its own old values only (also phase 4's,
+    principal, accrued and overdue are computed from its own old values and from sums over
+    the borrower's rows taken before the loop that writes them (also phase 4's,
     :mod:`sim.world.kernels.defaults`). Returns whether pay() took its two-stage branch (where
     numpy rebinds ``accrued`` and ``overdue``)."""
     nb, nl, n = amount.shape[0], l_cash.shape[0], borrower.shape[0]
