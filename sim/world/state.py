@@ -28,7 +28,9 @@ class MonthState:
       has read it (phase 6 moves fleets: the evaluation is spent).
 
     ``debt`` and ``coll`` are valid for every borrower alive when phase 3 ended (see
-    :func:`sim.world.phases.lenders.month_debt_coll`).
+    :func:`sim.world.phases.lenders.month_debt_coll`). On the compiled engine phases 3 and 4
+    hand over ``marks``, ``debt`` and ``coll`` in the same resident arrays every month
+    (:func:`sim.world.phases.lenders.hand_over_arrays`), written in place.
     """
 
     t: int

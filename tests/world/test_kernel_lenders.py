@@ -1,9 +1,10 @@
 """Phase 3's kernel (sim.world.kernels.lenders) against the numpy phase, its oracle: twin models
 (the same scenario and seed) step month by month, phase 3 on numpy in one and compiled in the
 other, everything else on numpy; right after each phase 3 both are compared bit for bit (every
-book array and number, which arrays were rebound, the month's hand-overs, the events and the
-outside flows). Ordinary months, states pushed to the edges (a price crash, NaN, -0.0, a zero
-BTC price, everybody defaulted) and no covenant scaling."""
+book array and number, the month's hand-overs, the events and the outside flows), and the
+compiled phase must have written every watched array in place (resident state, issue 19).
+Ordinary months, states pushed to the edges (a price crash, NaN, -0.0, a zero BTC price,
+everybody defaulted) and no covenant scaling."""
 
 
 import numpy as np
@@ -15,8 +16,9 @@ from sim.world import phases
 from sim.world.kernels import lenders as klenders
 from sim.world.model import LiquidationModel
 
-# the arrays phase 3 may rebind or update in place: whether each is still the same object
-# after the phase must agree between the engines too
+# the arrays phase 3 updates in place or (on numpy only) rebinds: the compiled phase must keep
+# each of them (the same object after the phase); numpy rebinds the loans' principal, accrued
+# and overdue, call_months and dscr_breach as it likes
 _WATCHED = (("loans", "principal"), ("loans", "accrued"), ("loans", "overdue"),
             ("loans", "maturity"), ("loans", "orig_amort"), ("loans", "rate"),
             ("borrowers", "cash"), ("borrowers", "btc"), ("borrowers", "call_months"),
@@ -34,11 +36,10 @@ def _snapshot(m, month, before):
 
 
 def _differences(x, y):
-    (sa, ka, ha, ea, fa), (sb, kb, hb, eb, fb) = x, y
+    (sa, _, ha, ea, fa), (sb, kb, hb, eb, fb) = x, y
     bad = [f"state: {k}" for k in sorted(set(sa) | set(sb))
            if k not in sa or k not in sb or not same_bits(sa[k], sb[k])]
-    bad += [f"rebinding: {'.'.join(w)}" for w, p, q in zip(_WATCHED, ka, kb, strict=True)
-            if p != q]
+    bad += [f"rebinding: {'.'.join(w)}" for w, q in zip(_WATCHED, kb, strict=True) if not q]
     bad += [f"month: {f}" for f, p, q in zip(("marks", "debt", "coll"), ha, hb, strict=True)
             if (p is None) != (q is None) or (p is not None and not same_bits(p, q))]
     bad += ["events"] * (ea != eb) + ["flows"] * (fa != fb)
@@ -53,7 +54,7 @@ def _observe(run, m, month):
 
 
 def _flags(out):
-    return dict(calls=out[0], refused=out[1], arrears=out[4], btc=out[5], swept=out[7])
+    return dict(calls=out[0], refused=out[1], arrears=out[2], btc=out[3], swept=out[5])
 
 
 @pytest.fixture
@@ -151,35 +152,36 @@ def test_edges_match(twins, perturb, months):
     assert len(twins.flags) == n + 1  # the kernel ran
 
 
-_KEPT_OUTPUTS = (("borrowers", "call_months"), ("loans", "principal"), ("loans", "accrued"),
-                 ("loans", "overdue"))
+_RESIDENT = (("borrowers", "call_months"), ("borrowers", "dscr_breach"), ("loans", "principal"),
+             ("loans", "accrued"), ("loans", "overdue"))
 
 
-def test_kept_output_arrays_are_never_a_books():
-    """The compiled phase keeps its output arrays of ``call_months`` and of the loans'
-    principal, accrued and overdue from month to month (``m.kernel_inputs["lenders"]``) and
-    rebinds a book to one only in a month it moves, as the numpy code rebinds it, then keeps a
-    new one. Over a crypto_winter run: an array a book has let go of (rebound) is never
-    written again, and no array a book holds or held shares memory with the arrays kept for
-    the next month."""
-    real, let_go = phases.lenders.run, []
-    rebound = dict.fromkeys(_KEPT_OUTPUTS, 0)
+def test_compiled_phase_writes_in_place():
+    """Resident state (issue 19): over a compiled crypto_winter run, phase 3 never rebinds
+    the arrays numpy rebinds (the loans' principal, accrued and overdue, call_months,
+    dscr_breach), and the month's marks, collateral and debt (when not None) are the same
+    three arrays every month (:func:`sim.world.phases.lenders.hand_over_arrays`), none of
+    them sharing memory with a book array. The run moves each array (not vacuous)."""
+    real, seen, moved = phases.lenders.run, [], dict.fromkeys(_RESIDENT, False)
 
     def watched(m, month):
-        old = {k: getattr(getattr(m, k[0]), k[1]) for k in _KEPT_OUTPUTS}
+        old = {k: getattr(getattr(m, k[0]), k[1]) for k in _RESIDENT}
+        copies = {k: v.copy() for k, v in old.items()}
         real(m, month)
-        new = {k: getattr(getattr(m, k[0]), k[1]) for k in _KEPT_OUTPUTS}
-        for k in _KEPT_OUTPUTS:
-            if new[k] is not old[k]:
-                let_go.append((old[k], old[k].copy()))
-                rebound[k] += 1
-        assert all(np.array_equal(a, copy) for a, copy in let_go)
-        kept = m.kernel_inputs.get("lenders", ())
-        assert not any(np.shares_memory(x, buf)
-                       for x in (*new.values(), *(a for a, _ in let_go)) for buf in kept)
+        for k in _RESIDENT:
+            assert getattr(getattr(m, k[0]), k[1]) is old[k], k
+            moved[k] |= not np.array_equal(old[k], copies[k])
+        seen.append((month.marks, month.coll, month.debt))
     phases.lenders.run = watched
     try:
-        LiquidationModel("crypto_winter").run()
+        m = LiquidationModel("crypto_winter")
+        m.run()
     finally:
         phases.lenders.run = real
-    assert min(rebound.values()) > 1  # each handover happened, more than once
+    marks, coll, debt = phases.lenders.hand_over_arrays(m)
+    assert all(a is marks and c is coll and (d is None or d is debt) for a, c, d in seen)
+    assert any(d is None for _, _, d in seen) and any(d is debt for _, _, d in seen)
+    books = [v for book in (m.borrowers, m.lenders, m.loans) for v in vars(book).values()
+             if isinstance(v, np.ndarray)]
+    assert not any(np.shares_memory(x, y) for x in (marks, coll, debt) for y in books)
+    assert all(moved.values()), moved

@@ -36,20 +36,12 @@ STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
     ("borrowers", "dscr"),
     ("borrowers", "opex"),
     ("borrowers", "revenue"),
-    # phases 2, 3, 4 and the sale-proceeds sweep: the loan book
+    # phase 2 and the sale-proceeds sweep: the loan book (phases 3 and 4 write it in place)
     ("loans", "accrued"),
     ("loans", "overdue"),
     ("loans", "principal"),
-    # phase 3, lenders
-    ("borrowers", "call_months"),
-    ("borrowers", "dscr_breach"),
-    ("month", "coll"),
-    ("month", "debt"),
-    ("month", "marks"),
-    # phase 4, defaults
-    ("borrowers", "btc_pledged"),
+    # phase 9, record (phase 4 writes it in place)
     ("model", "new_defaults"),
-    ("model", "rep_value"),
     # phase 7, prices
     ("buyers", "_mw_step"),
     ("buyers", "extrap"),

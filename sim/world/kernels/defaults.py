@@ -6,8 +6,8 @@ past its sweep).
 :func:`defaults_month` replays the numpy code of the phase and of what it calls, borrower by
 borrower and row by row: :meth:`agents.borrower.BorrowerBook.default_triggers`, the phase's
 ``accelerate`` (``LoanBook.exposure`` and ``by_borrower``, the coins sold for what cash lacks,
-:func:`sim.world.phases.borrowers.prepay` through :func:`sim.world.kernels.borrowers.
-prepay_rows`, and :func:`sim.world.phases.lenders.collateral` when pledged coins were sold),
+:func:`sim.world.phases.borrowers.prepay` through :func:`sim.world.kernels.lenders.
+prepay_in_place`, and :func:`sim.world.phases.lenders.collateral` when pledged coins were sold),
 ``defaulting`` (its void facilities included), :func:`sim.world.phases.lenders.
 month_debt_coll` (phase 3's cached debt and collateral, the debt recomputed when it moved),
 ``repossess`` (:func:`sim.core.finance.largest_remainder` per (facility, generation) and
@@ -32,11 +32,14 @@ One difference from the numpy code, at a state the books never reach: a facility
 exposure sums to NaN is dropped here as a void one (its call cured); the numpy code drops it
 from the defaults but keeps it triggered, and then indexes its rows with a stale position.
 
-Arrays the numpy code rebinds (``loans.principal`` at an accelerated payoff, ``loans.accrued``
-and ``loans.overdue`` when that payoff first pays arrears, ``borrowers.btc_pledged`` when
-coins are sold for it, ``month.debt``, ``month.coll``, ``model.new_defaults``) are filled into
-scratch arrays and the phase rebinds copies of them; the rest is updated in place as numpy
-updates it.
+Resident state (issue 19): the kernel writes every array in place, those the numpy code
+rebinds included (``loans.principal`` at an accelerated payoff, ``loans.accrued`` and
+``loans.overdue`` when that payoff first pays arrears, ``borrowers.btc_pledged`` when coins
+are sold for it, the month's debt and collateral, ``model.rep_value`` and
+``model.new_defaults``): an element is written only after all that its new value or a later
+one needs of the old values has been read (its own old value, sums taken before the loop that
+writes), so each array ends with the values of numpy's new array. The rest is updated in
+place as numpy updates it.
 """
 
 from __future__ import annotations
@@ -45,8 +48,7 @@ import numpy as np
 
 from agents.borrower import BorrowerStatus
 from sim.core.jit import jitable, kernel, maximum, minimum, psum
-from sim.world.kernels.borrowers import prepay_rows
-from sim.world.kernels.lenders import collateral_into
+from sim.world.kernels.lenders import collateral_into, prepay_in_place
 
 DEFAULTED = int(BorrowerStatus.DEFAULTED)
 # reason codes of the default events (index into the phase's names)
@@ -84,34 +86,39 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
                    inventory, inv_since, lb_cash, writeoffs, recoveries, claim_pool, t,
                    month_debt, have_debt, month_coll,
                    dead, reason, ev_amt, ev_price, acc_idx, acc_amt,
-                   principal_new, accrued_new, overdue_new, pledged_new, coll_new, debt_out,
                    rep_l, rep_g, rep_u, new_units, new_defaults,
-                   outside_on, rep_value, fundamental, rep_value_new,
+                   outside_on, rep_value, fundamental,
                    has_sites, s_holder, s_lender, s_since, s_gpu_mw, s_mine_mw, s_host_mw,
                    s_lender_code):
-    """One month of phase 4 over the books' arrays (module docstring).
+    """One month of phase 4 over the books' arrays (module docstring), written in place.
+
+    ``month_debt`` and ``month_coll`` are the month's debt and collateral (the resident
+    arrays of :func:`sim.world.phases.lenders.hand_over_arrays`); ``have_debt``: whether
+    ``month_debt`` holds this month's debt (``month.debt`` is not None). The debt is
+    recomputed into ``month_debt`` when it moved and a default needs it, and the collateral
+    re-evaluated in ``month_coll`` when an accelerated payoff sold pledged coins.
 
     Fills, for the caller's events: ``acc_idx``/``acc_amt`` (``loan_accelerated_repaid``),
     ``rep_l``/``rep_g``/``rep_u`` (``repossession``: lender, generation, units, by generation
     then row), ``dead``/``reason``/``ev_amt``/``ev_price`` (the default events); and
-    ``new_units`` (lender x generation repossessed), ``new_defaults`` (by kind). With
-    ``outside_on``, when some borrower defaults, fills ``rep_value_new`` with
-    ``note_repossession``'s update of ``rep_value`` (the caller rebinds ``model.rep_value``
-    to it, as the numpy code rebinds it to a new array). With ``has_sites``, the defaulted
-    borrowers' sites are repossessed as ``SiteBook.repossess`` does (``s_*``: the site
-    book's arrays, updated in place; ``s_lender_code``: ``agents.sites.LENDER``).
+    ``new_units`` (lender x generation repossessed). When some borrower defaults, writes the
+    defaults by kind into ``new_defaults`` (``model.new_defaults``) and, with
+    ``outside_on``, ``note_repossession``'s update into ``rep_value`` (``model.rep_value``).
+    With ``has_sites``, the defaulted borrowers' sites are repossessed as ``SiteBook.
+    repossess`` does (``s_*``: the site book's arrays, updated in place; ``s_lender_code``:
+    ``agents.sites.LENDER``).
 
-    Returns (n_acc, acc_sold, acc_btc_sales, prepaid, arrears_moved, pledged_sold, n_dead,
+    Returns (n_acc, acc_sold, acc_btc_sales, pledged_sold, arrears_paid, n_dead,
     debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum, site_mw,
-    mine_mw): the payoffs,
-    whether they sold coins and the proceeds' sum, whether they prepaid (rebind
-    ``principal_new``) and moved arrears (rebind ``accrued_new``, ``overdue_new``), whether
-    pledged coins were sold (rebind ``pledged_new`` and ``month.coll`` = ``coll_new``), the
-    defaults, whether the month's debt was recomputed (``month.debt`` = ``debt_out``), the
-    repossession events, the sums the numpy code adds to the outside flows and the model's
-    totals (the unpaid bills' sum before its negation) and, with sites, the sums of the
-    defaulted borrowers' data-hall and mining-hall MW (``SiteBook.repossess``' additions to
-    ``repossessed_mw`` and ``estate_mw``; 0.0 without sites)."""
+    mine_mw): the payoffs, whether they sold coins and the proceeds' sum, whether they sold
+    pledged coins (the collateral re-evaluated) and paid arrears first (pay()'s two-stage
+    branch; these two the phase does not need, its tests count the branches by them), the
+    defaults, whether the month's debt was recomputed into ``month_debt`` (then
+    ``month.debt`` is that array again), the repossession events, the sums the numpy code
+    adds to the outside flows and the model's totals (the unpaid bills' sum before its
+    negation) and, with sites, the sums of the defaulted borrowers' data-hall and
+    mining-hall MW (``SiteBook.repossess``' additions to ``repossessed_mw`` and
+    ``estate_mw``; 0.0 without sites)."""
     nb = status.shape[0]
     nrow = borrower.shape[0]
     nl = lb_cash.shape[0]
@@ -129,17 +136,14 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
             any_dd = any_dd or dd[i]
 
     # ---- accelerate: the called facilities that cash and coins pay off
-    prn, acr, ovd, bpl = principal, accrued, overdue, btc_pledged
     n_acc = 0
     acc_sold = False
     acc_btc = 0.0
-    prepaid = False
-    arrears_moved = False
     pledged_sold = False
-    coll = month_coll
+    arrears_paid = False
     if any_dd:
         debt_a = np.empty(nb)
-        exposure_by_borrower(borrower, prn, acr, active, debt_a)
+        exposure_by_borrower(borrower, principal, accrued, active, debt_a)
         pays = np.empty(nb, np.bool_)
         for i in range(nb):
             pays[i] = dd[i] and (maximum(cash[i], 0.0) + btc[i] * btc_price >= debt_a[i])
@@ -158,10 +162,9 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
                 for i in range(nb):
                     btc[i] -= sell[i]
                 for i in range(nb):
-                    if btc[i] < bpl[i]:
+                    if btc[i] < btc_pledged[i]:
                         pledged_sold = True
-                    pledged_new[i] = minimum(bpl[i], btc[i])
-                bpl = pledged_new
+                    btc_pledged[i] = minimum(btc_pledged[i], btc[i])
                 for i in range(nb):
                     sell[i] = sell[i] * btc_price
                     cash[i] += sell[i]
@@ -169,16 +172,11 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
             amount = np.empty(nb)
             for i in range(nb):
                 amount[i] = minimum(debt_a[i], cash[i]) if pays[i] else 0.0
-            arrears_moved = prepay_rows(amount, borrower, lender, prn, acr, ovd, cash, lb_cash,
-                                        accrued_new, overdue_new, principal_new)
-            prepaid = True
-            prn = principal_new
-            if arrears_moved:
-                acr, ovd = accrued_new, overdue_new
+            arrears_paid = prepay_in_place(amount, borrower, lender, principal, accrued,
+                                           overdue, cash, lb_cash)
             have_debt = False  # month.debt = None: the debt moved
-            if pledged_sold:
-                collateral_into(marks, lead, fleet, bpl, btc_price, coll_new)
-                coll = coll_new
+            if pledged_sold:  # re-evaluated as phase 3 did (it reads no collateral)
+                collateral_into(marks, lead, fleet, btc_pledged, btc_price, month_coll)
             for i in range(nb):
                 if pays[i]:
                     dscr_breach[i] = 0
@@ -194,12 +192,12 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
             pos[i] = n_dead
             n_dead += 1
     if n_dead == 0:
-        return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, 0, False, 0,
-                0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return (n_acc, acc_sold, acc_btc, pledged_sold, arrears_paid, 0, False, 0, 0.0, 0.0,
+                0.0, 0.0, 0.0, 0.0, 0.0)
     ead_b = np.zeros(n_dead)
     for r in range(nrow):
         if active[r] and trig[borrower[r]]:
-            ead_b[pos[borrower[r]]] += prn[r] + acr[r] if active[r] else 0.0
+            ead_b[pos[borrower[r]]] += principal[r] + accrued[r] if active[r] else 0.0
     void = False
     for i in range(nb):
         if trig[i] and not ead_b[pos[i]] > 0.0:
@@ -214,12 +212,12 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
                 pos[i] = n_dead
                 n_dead += 1
         if n_dead == 0:
-            return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, 0, False,
-                    0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            return (n_acc, acc_sold, acc_btc, pledged_sold, arrears_paid, 0, False, 0, 0.0,
+                    0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         ead_b = np.zeros(n_dead)
         for r in range(nrow):
             if active[r] and trig[borrower[r]]:
-                ead_b[pos[borrower[r]]] += prn[r] + acr[r]
+                ead_b[pos[borrower[r]]] += principal[r] + accrued[r]
     for i in range(nb):
         if trig[i]:
             d = pos[i]
@@ -237,16 +235,14 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
     for r in range(nrow):
         if active[r] and trig[borrower[r]]:
             rows[j] = r
-            ead[j] = prn[r] + acr[r]
+            ead[j] = principal[r] + accrued[r]
             group[j] = pos[borrower[r]]
             j += 1
 
     # ---- month_debt_coll: phase 3's debt unless it moved (then recomputed, and cached)
     debt_computed = False
-    debt = month_debt
     if not have_debt:
-        exposure_by_borrower(borrower, prn, acr, active, debt_out)
-        debt = debt_out
+        exposure_by_borrower(borrower, principal, accrued, active, month_debt)
         debt_computed = True
 
     # ---- repossess: largest remainder per (facility, generation), members in row order
@@ -309,16 +305,14 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
             if inventory[li, k] == 0 and new_units[li, k] > 0:
                 inv_since[li, k] = t
             inventory[li, k] += new_units[li, k]
-    if outside_on:  # note_repossession, at the inventory just updated
+    if outside_on:  # note_repossession, at the inventory just updated (in place)
         for li in range(nl):
             for k in range(g):
                 u = new_units[li, k]
                 if u > 0:
-                    rep_value_new[li, k] = np.divide(
+                    rep_value[li, k] = np.divide(
                         rep_value[li, k] * (inventory[li, k] - u) + u * fundamental[k],
                         float(inventory[li, k]))
-                else:
-                    rep_value_new[li, k] = rep_value[li, k]
     n_rep = 0
     for k in range(g):
         for jj in range(nr):
@@ -338,7 +332,7 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
         i = dead[d]
         cash[i] += tmp[d]
         btc[i] = 0.0
-        bpl[i] = 0.0
+        btc_pledged[i] = 0.0
         seized[d] = minimum(maximum(cash[i], 0.0), ead_b[d])
         cash[i] -= seized[d]
         tmp[d] = minimum(cash[i], 0.0)  # unpaid
@@ -365,17 +359,17 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
     rec_sum = psum(rec, 0, nr)
     for d in range(n_dead):
         i = dead[d]
-        ev_amt[d] = debt[i]
-        ev_price[d] = coll[i]
-        tmp[d] = minimum(coll[i], debt[i])
+        ev_amt[d] = month_debt[i]
+        ev_price[d] = month_coll[i]
+        tmp[d] = minimum(month_coll[i], month_debt[i])
     paper_sum = psum(tmp, 0, n_dead)
 
     # ---- close_out
     for jj in range(nr):
         r = rows[jj]
-        prn[r] = 0.0
-        acr[r] = 0.0
-        ovd[r] = 0.0
+        principal[r] = 0.0
+        accrued[r] = 0.0
+        overdue[r] = 0.0
         active[r] = False
     new_defaults[0] = 0
     new_defaults[1] = 0
@@ -404,6 +398,5 @@ def defaults_month(grace, cure, dm, status, arrears_months, call_months, dscr_br
         mine_mw = psum(tmp, 0, n_dead)
         for d in range(n_dead):
             s_host_mw[dead[d]] = 0.0
-    return (n_acc, acc_sold, acc_btc, prepaid, arrears_moved, pledged_sold, n_dead,
-            debt_computed, n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum, site_mw,
-            mine_mw)
+    return (n_acc, acc_sold, acc_btc, pledged_sold, arrears_paid, n_dead, debt_computed, n_rep,
+            btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum, site_mw, mine_mw)

@@ -22,13 +22,16 @@ covenants, cures and refinancing limits are the unscaled ones. The phase touches
 repo desk, the buyer of last resort, sites, the outside demand nor the market mode, so none of
 them falls back to numpy.
 
-Arrays the numpy code rebinds (``loans.principal`` at every prepayment, ``loans.accrued`` and
+Resident state (issue 19): the kernel writes every book array in place, those the numpy code
+rebinds included (``loans.principal`` at every prepayment, ``loans.accrued`` and
 ``loans.overdue`` at a prepayment that first pays arrears, ``borrowers.call_months`` when a
-call is open, ``borrowers.dscr_breach`` every month) end in new arrays (the caller's: the loan
-arrays copied into them at the first prepayment), with flags that say whether
-to rebind them; arrays it updates in place (borrower and lender cash, borrower BTC, the zeros
-written into ``call_months`` for new calls, the rolled rows' maturity, instalment and rate, the
-lender book's marks table) are updated in place here too.
+call is open, ``borrowers.dscr_breach`` every month): an element is written only after all
+that its new value or a later one needs of the old values has been read (its own old value,
+and sums over a borrower's rows taken before the loop that writes them), so the array ends
+with the values numpy's new array holds. It
+also updates in place what the numpy code updates in place (borrower and lender cash, borrower
+BTC, the rolled rows' maturity, instalment and rate, the lender book's marks table), and fills
+the month's marks, collateral and debt into the caller's arrays (resident too).
 """
 
 from __future__ import annotations
@@ -102,10 +105,13 @@ def _debt_ltv(borrower, active, principal, accrued, coll, debt, ltv):
 
 
 @jitable
-def _prepay(amount, borrower, lender, principal, accrued, overdue, cash, l_cash):
+def prepay_in_place(amount, borrower, lender, principal, accrued, overdue, cash, l_cash):
     """:func:`sim.world.phases.borrowers.prepay` (``LoanBook.pay(amount, accrued, overdue,
-    prepay=principal)``, then the cash moves), on the loan arrays in place. Returns whether
-    pay() took its two-stage branch (where numpy rebinds ``accrued`` and ``overdue``)."""
+    prepay=principal)``, then the cash moves), on the loan arrays in place: a row's new
+    principal, accrued and overdue are computed from its own old values and from sums over
+    the borrower's rows taken before the loop that writes them (also phase 4's,
+    :mod:`sim.world.kernels.defaults`). Returns whether pay() took its two-stage branch (where
+    numpy rebinds ``accrued`` and ``overdue``)."""
     nb, nl, n = amount.shape[0], l_cash.shape[0], borrower.shape[0]
     owed_b = np.zeros(nb)
     for r in range(n):
@@ -170,31 +176,29 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
                   status, call_months, cash, opex, btc, dscr, dscr_breach, arrears_months,
                   b_term, amort_rate, spread, cov_scale, l_status, l_cash,
                   ltv_max, ltv_cure, dscr_min, cure_months, cash_sweep, refi_ltv, sofr, t,
-                  marks, coll, debt, cm_new, breach_new, called, called_at, refused, p_out,
-                  a_out, o_out):
+                  marks, coll, debt, called, called_at, refused):
     """Phase 3, one month (:func:`sim.world.phases.lenders.run`).
 
     Reads the marks' inputs (the lender book's table and whether its book row is stale, the
     new-unit prices, the ages (read only if stale), the price history, the month ``t_mark`` >=
     0 the marks are for, the appraisal lag and each lender's marking rule), the borrower, loan
     and lender arrays and the scenario's scalars; ``cov_scale`` is the covenant scale per
-    borrower (ones when off). Updates in place what the numpy code updates in place (the
-    marks' table included).
+    borrower (ones when off). Writes in place what the numpy code updates or rebinds (module
+    docstring): the loans' principal, accrued interest and overdue principal after the
+    payments, the margin-call months, the DSCR breach months, cash, BTC, the rolled rows and
+    the marks' table.
 
-    Fills the outputs (arrays from the caller, fresh or kept per run by the phase, returned
-    through arguments: a returned array costs numba about 0.45 us to box, a passed one a
-    tenth of that): ``marks`` (lender x
-    generation), ``coll`` and ``debt`` (the debt after the margin-call payments) for
-    ``MonthState``; ``cm_new``, the margin-call months to rebind if ``calls_open``;
-    ``breach_new``, the DSCR breach months to rebind; ``called[:n_called]``, the borrowers with
-    a new margin call, with their debt and LTV then in ``called_at[0]`` and ``called_at[1]``
-    (the ``margin_call`` events); ``refused[:n_refused]``, the loan rows refused a rollover
-    (``refinancing_refused``); ``p_out``, ``a_out`` and ``o_out``, the loans' principal, accrued
-    interest and overdue principal after the payments, to rebind if ``principal_moved``
-    (``accrued`` and ``overdue`` if ``arrears_moved``; not written when nothing moved).
-    Returns ``(n_called, n_refused, calls_open, principal_moved, arrears_moved, btc_sold,
-    btc_sales, swept)``: whether free BTC was sold and its proceeds (the ``btc_sales``
-    outside flow), and whether a cash sweep moved the debt.
+    Fills the outputs (arrays from the caller, kept per run by the phase, returned through
+    arguments: a returned array costs numba about 0.45 us to box, a passed one a tenth of
+    that): ``marks`` (lender x generation), ``coll`` and ``debt`` (the debt after the
+    margin-call payments) for ``MonthState``; ``called[:n_called]``, the borrowers with a new
+    margin call, with their debt and LTV then in ``called_at[0]`` and ``called_at[1]`` (the
+    ``margin_call`` events); ``refused[:n_refused]``, the loan rows refused a rollover
+    (``refinancing_refused``). Returns ``(n_called, n_refused, arrears_paid, btc_sold,
+    btc_sales, swept)``: whether a prepayment paid arrears first (pay()'s two-stage branch,
+    where numpy rebinds accrued and overdue; the phase does not need it, its tests count the
+    branch by it), whether free BTC was sold and its proceeds (the ``btc_sales`` outside
+    flow), and whether a cash sweep moved the debt.
     """
     _marks(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule, marks)
     nb = status.shape[0]
@@ -216,18 +220,10 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
             if call_months[i] >= 0:
                 n_open += 1
 
-    principal_moved = False
-    arrears_moved = False
+    arrears_paid = False
     btc_sold = False
     btc_sales = 0.0
-    p_work = principal
-    a_work = accrued
-    o_work = overdue
     if n_open:
-        p_work, a_work, o_work = p_out, a_out, o_out
-        p_work[:] = principal
-        a_work[:] = accrued
-        o_work[:] = overdue
         need = np.empty(nb)
         spare = np.empty(nb)
         sell = np.empty(nb)
@@ -257,38 +253,32 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
         amount = np.empty(nb)
         for i in range(nb):
             amount[i] = minimum(spare[i], need[i])
-        arrears_moved = _prepay(amount, borrower, lender, p_work, a_work, o_work, cash, l_cash)
-        principal_moved = True
-        _debt_ltv(borrower, active, p_work, a_work, coll, debt, ltv)
-        for i in range(nb):  # BorrowerBook.call_months_after
+        arrears_paid = prepay_in_place(amount, borrower, lender, principal, accrued, overdue,
+                                       cash, l_cash)
+        _debt_ltv(borrower, active, principal, accrued, coll, debt, ltv)
+        for i in range(nb):  # BorrowerBook.call_months_after, in place (element by element)
             is_open = status[i] != _DEFAULTED and call_months[i] >= 0
             if is_open and ltv[i] <= ltv_cure * cov_scale[i] * _CURE_SLACK:
-                cm_new[i] = -1
+                call_months[i] = -1
             elif is_open:
-                cm_new[i] = call_months[i] + 1
+                call_months[i] = call_months[i] + 1
             else:
-                cm_new[i] = -1
+                call_months[i] = -1
 
-    # DSCR breaches (BorrowerBook.dscr_breach_after) and cash sweeps
+    # DSCR breaches (BorrowerBook.dscr_breach_after, in place) and cash sweeps
     swept = False
     for i in range(nb):
         alive = status[i] != _DEFAULTED
-        breach_new[i] = dscr_breach[i] + 1 if (alive and dscr[i] < dscr_min) else 0
-        if alive and breach_new[i] > cure_months:
+        dscr_breach[i] = dscr_breach[i] + 1 if (alive and dscr[i] < dscr_min) else 0
+        if alive and dscr_breach[i] > cure_months:
             swept = True
     if swept:
-        if not principal_moved:
-            p_work, a_work, o_work = p_out, a_out, o_out
-            p_work[:] = principal
-            a_work[:] = accrued
-            o_work[:] = overdue
         amount = np.empty(nb)
         for i in range(nb):
-            sweep = status[i] != _DEFAULTED and breach_new[i] > cure_months
+            sweep = status[i] != _DEFAULTED and dscr_breach[i] > cure_months
             amount[i] = cash_sweep * maximum(cash[i] - opex[i], 0.0) if sweep else 0.0
-        if _prepay(amount, borrower, lender, p_work, a_work, o_work, cash, l_cash):
-            arrears_moved = True
-        principal_moved = True
+        if prepay_in_place(amount, borrower, lender, principal, accrued, overdue, cash, l_cash):
+            arrears_paid = True
 
     # rollovers of the term loans maturing next month (LenderBook.rolls_over), at the LTV
     # after the margin-call payments and the principal after the sweeps
@@ -300,11 +290,10 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
             if (ltv[bi] <= refi_ltv * cov_scale[bi] and dscr[bi] >= dscr_min
                     and arrears_months[bi] == 0 and l_status[lender[r]] == _NORMAL):
                 maturity[r] += b_term[bi]
-                orig_amort[r] = p_work[r] * amort_rate[bi] / 12.0
+                orig_amort[r] = principal[r] * amort_rate[bi] / 12.0
                 rate[r] = sofr + spread[bi]
             else:
                 refused[n_refused] = r
                 n_refused += 1
 
-    return (n_called, n_refused, n_open > 0, principal_moved, arrears_moved, btc_sold,
-            btc_sales, swept)
+    return n_called, n_refused, arrears_paid, btc_sold, btc_sales, swept

@@ -95,8 +95,8 @@ _NO_SITES = (np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0, np.int64),
 
 
 def _scratch(m: LiquidationModel) -> tuple:
-    """The compiled phase's scratch arrays, kept per run (``m.kernel_inputs``) and remade if
-    a book's size changed; arrays numpy would rebind are rebound to copies of them."""
+    """The compiled phase's scratch arrays (the events', the repossessed units per lender and
+    generation), kept per run (``m.kernel_inputs``) and remade if a book's size changed."""
     b, L, lb = m.borrowers, m.loans, m.lenders
     nb, nrow, nl, g = b.n, len(L.borrower), lb.n, m.n_gen
     st = m.kernel_inputs.get("defaults")
@@ -104,11 +104,8 @@ def _scratch(m: LiquidationModel) -> tuple:
         st = m.kernel_inputs["defaults"] = ((nb, nrow, nl, g), (
             np.empty(nb, np.int64), np.empty(nb, np.int64), np.empty(nb), np.empty(nb),
             np.empty(nb, np.int64), np.empty(nb),
-            np.empty(nrow), np.empty(nrow), np.empty(nrow), np.empty(nb), np.empty(nb),
-            np.empty(nb),
             np.empty(nrow * g, np.int64), np.empty(nrow * g, np.int64),
-            np.empty(nrow * g, np.int64), np.empty((nl, g), np.int64),
-            np.empty(2, np.int64)))
+            np.empty(nrow * g, np.int64), np.empty((nl, g), np.int64)))
     return st[1]
 
 
@@ -116,58 +113,50 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     """Phase 4 as :func:`sim.world.kernels.defaults.any_trigger` and, when some borrower is
     triggered, :func:`sim.world.kernels.defaults.defaults_month`; then, in the numpy code's
     order, its events (``loan_accelerated_repaid``, ``repossession``, the defaults), outside
-    flows (``btc_sales`` of the payoffs, of the seizures, ``unpaid_suppliers``), totals,
-    rebinds (the outside demand's repossession value, :func:`note_repossession`, computed by
-    the kernel) and the sites' repossession's totals (``SiteBook.repossess``, whose arrays
-    the kernel updates)."""
+    flows (``btc_sales`` of the payoffs, of the seizures, ``unpaid_suppliers``), totals and
+    the sites' repossession's totals (``SiteBook.repossess``, whose arrays the kernel
+    updates). The kernel writes every array in place, those numpy rebinds included (the
+    loans' principal, accrued and overdue, ``borrowers.btc_pledged``, ``model.rep_value``,
+    ``model.new_defaults``, and the month's collateral and debt: ``month.coll`` and, when not
+    None, ``month.debt`` are the resident arrays of :func:`sim.world.phases.lenders.
+    hand_over_arrays`, which a recomputed debt is written into)."""
     b, lc = m.borrowers, m.cfg.lenders
     grace, cure, dm = lc.grace_months, lc.cure_months, lc.dscr_default_months
     if not kernels.any_trigger(grace, cure, dm, b.status, b.arrears_months, b.call_months,
                                b.dscr_breach):
         return  # the common month: nothing more is looked up
     L, lb, env = m.loans, m.lenders, m.env
-    (dead, reason, ev_amt, ev_price, acc_idx, acc_amt, principal_new, accrued_new,
-     overdue_new, pledged_new, coll_new, debt_out, rep_l, rep_g, rep_u, new_units,
-     new_defaults) = _scratch(m)
+    dead, reason, ev_amt, ev_price, acc_idx, acc_amt, rep_l, rep_g, rep_u, new_units = \
+        _scratch(m)
+    # this month's debt, or (month.debt None) the resident array the kernel fills when a
+    # default needs the debt
     have_debt = month.debt is not None
+    debt = month.debt if have_debt else lenders.hand_over_arrays(m)[2]
     sb = m.sites
     outside_on = m.outside_on
-    # note_repossession's new array (numpy rebinds model.rep_value to a new one each time)
-    rep_value = m.rep_value if outside_on else _NO_MATRIX
-    rep_value_new = np.empty_like(rep_value)
-    (n_acc, acc_sold, acc_btc, _prepaid, arrears_moved, pledged_sold, n_dead, debt_computed,
-     n_rep, btc_sales, unpaid_sum, ead_sum, rec_sum, paper_sum, site_mw,
-     mine_mw) = kernels.defaults_month(
+    (n_acc, acc_sold, acc_btc, _, _, n_dead, debt_computed, n_rep, btc_sales, unpaid_sum,
+     ead_sum, rec_sum, paper_sum, site_mw, mine_mw) = kernels.defaults_month(
         grace, cure, dm, b.status, b.arrears_months, b.call_months, b.dscr_breach, b.kind,
         b.cash, b.btc, b.btc_pledged, b.fleet, env.btc, m.lead, month.marks,
         L.borrower, L.lender, L.principal, L.accrued, L.overdue, L.active,
         lb.inventory, lb.inv_since, lb.cash, lb.writeoffs, lb.recoveries, lb.claim_pool, env.t,
-        month.debt if have_debt else debt_out, have_debt, month.coll,
+        debt, have_debt, month.coll,
         dead, reason, ev_amt, ev_price, acc_idx, acc_amt,
-        principal_new, accrued_new, overdue_new, pledged_new, coll_new, debt_out,
-        rep_l, rep_g, rep_u, new_units, new_defaults,
-        outside_on, rep_value, m.fundamental, rep_value_new,
+        rep_l, rep_g, rep_u, new_units, m.new_defaults,
+        outside_on, m.rep_value if outside_on else _NO_MATRIX, m.fundamental,
         sb is not None, *(_NO_SITES if sb is None else (
             sb.holder, sb.lender, sb.since, sb.gpu_mw, sb.mine_mw, sb.host_mw)), LENDER)
     if n_acc:
         if acc_sold:
-            b.btc_pledged = pledged_new.copy()
             m.add_outside_flow("btc_sales", acc_btc)
-        L.principal = principal_new.copy()
-        if arrears_moved:
-            L.accrued, L.overdue = accrued_new.copy(), overdue_new.copy()
-        month.debt = None
-        if pledged_sold:
-            month.coll = coll_new.copy()
+        month.debt = None  # the payoffs moved it (the collateral is re-evaluated in place)
         idx = acc_idx[:n_acc]
         m.log_events("loan_accelerated_repaid", m.kind_names(idx), idx, amount=acc_amt[:n_acc])
     if not n_dead:
         return
     if debt_computed:
-        month.debt = debt_out.copy()
+        month.debt = debt
     dead = dead[:n_dead]
-    if outside_on:  # note_repossession's update, made by the kernel
-        m.rep_value = rep_value_new
     m.log_events("repossession", "lender", rep_l[:n_rep], rep_g[:n_rep], rep_u[:n_rep])
     m.add_outside_flow("btc_sales", btc_sales)
     m.add_outside_flow("unpaid_suppliers", -unpaid_sum)
@@ -179,7 +168,6 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         sb.estate_mw += float(mine_mw)
     m.log_events([_REASONS[c] for c in reason[:n_dead].tolist()], m.kind_names(dead), dead,
                  units=0, amount=ev_amt[:n_dead], price=ev_price[:n_dead])
-    m.new_defaults = new_defaults.copy()
 
 
 def defaulting(m: LiquidationModel, month: MonthState) -> tuple | None:

@@ -98,33 +98,41 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     rollovers(m, ltv)
 
 
+def hand_over_arrays(m: LiquidationModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled engine's resident arrays of the month's marks (lender x generation),
+    collateral and debt per borrower: ``MonthState.marks``, ``coll`` and ``debt`` are these
+    same arrays every month (when not None), written in place by phases 3 and 4 (resident
+    state, issue 19). Kept per run in ``m.kernel_inputs`` and remade if a book was resized."""
+    nb, shape = m.borrowers.n, (m.lenders.n, m.n_gen)
+    st = m.kernel_inputs.get("month_lenders")
+    if st is None or st[0].shape != shape or len(st[1]) != nb:
+        st = m.kernel_inputs["month_lenders"] = (np.empty(shape), np.empty(nb), np.empty(nb))
+    return st
+
+
 def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     """Phase 3 as one kernel call (:func:`sim.world.kernels.lenders.lenders_month`): the same
     book updates (the lender book's marks table included), ``MonthState``, events
     (``margin_call``, then ``refinancing_refused``) and ``btc_sales`` flow as the numpy code
-    of :func:`run`, which is its oracle; the arrays numpy rebinds are rebound here when it
-    would."""
+    of :func:`run`, which is its oracle. Every array is written in place, those numpy rebinds
+    included (the loans' principal, accrued and overdue, ``borrowers.call_months`` and
+    ``dscr_breach``), and ``month.marks``, ``coll`` and ``debt`` are the resident arrays of
+    :func:`hand_over_arrays`, filled by the kernel."""
     env, b, lb, L, lc = m.env, m.borrowers, m.lenders, m.loans, m.cfg.lenders
     table, stale = lb.marks_table(env)
     nb = b.n
     st = m.kernel_inputs.get("lenders")
     if st is None or len(st[0]) != nb or len(st[3]) != len(L.borrower):  # remade if resized
         # kept for the run: the scale of ones without covenant scaling (level x 1.0 is
-        # level, to the bit; the kernel only reads it), the events' scratch arrays (read
-        # here, in the month that fills them) and the output arrays of the call months and
-        # of the loans' principal, accrued and overdue (each replaced by a new one in a month
-        # the book is rebound to it, so that a book array is never written again)
-        nrow = len(L.borrower)
-        st = m.kernel_inputs["lenders"] = [
+        # level, to the bit; the kernel only reads it) and the events' scratch arrays (read
+        # here, in the month that fills them)
+        st = m.kernel_inputs["lenders"] = (
             np.ones(nb), np.empty(nb, np.int64), np.empty((2, nb)),
-            np.empty(nrow, np.int64), np.empty(nb, np.int64), np.empty(nrow),
-            np.empty(nrow), np.empty(nrow)]
-    ones, called, called_at, refused, call_months, principal, accrued, overdue = st
+            np.empty(len(L.borrower), np.int64))
+    ones, called, called_at, refused = st
     scale = ones if b.cov_scale is None else b.cov_scale
-    marks = np.empty((lb.n, table.shape[1]))
-    coll, debt, dscr_breach = np.empty(nb), np.empty(nb), np.empty(nb, np.int64)
-    (n_called, n_refused, calls_open, principal_moved, arrears_moved, btc_sold, btc_sales,
-     swept) = kernels.lenders_month(
+    marks, coll, debt = hand_over_arrays(m)
+    n_called, n_refused, _, btc_sold, btc_sales, swept = kernels.lenders_month(
         table, stale, env.new_unit_price, env.age if stale else _NO_AGE, m.price_hist,
         env.t - 1, lc.appraisal_lag, lb.mark_rule,
         m.lead, b.fleet, b.pledged_btc, env.btc,
@@ -134,24 +142,13 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         b.arrears_months, b.term, b.amort_rate, b.spread, scale, lb.status, lb.cash,
         lc.ltv_max, lc.ltv_cure, lc.dscr_min, lc.cure_months, lc.cash_sweep, lc.refi_ltv,
         m.cfg.environment.sofr, env.t,
-        marks, coll, debt, call_months, dscr_breach, called, called_at, refused, principal,
-        accrued, overdue)
+        marks, coll, debt, called, called_at, refused)
     if n_called:
         called = called[:n_called]
         m.log_events("margin_call", m.kind_names(called), called,
                      amount=called_at[0, :n_called], price=called_at[1, :n_called])
     if btc_sold:
         m.add_outside_flow("btc_sales", btc_sales)
-    if principal_moved:
-        L.principal = principal
-        st[5] = np.empty(len(principal))
-    if arrears_moved:
-        L.accrued, L.overdue = accrued, overdue
-        st[6], st[7] = np.empty(len(accrued)), np.empty(len(overdue))
-    if calls_open:
-        b.call_months = call_months
-        st[4] = np.empty(nb, np.int64)
-    b.dscr_breach = dscr_breach
     month.marks, month.debt, month.coll = marks, None if swept else debt, coll
     if n_refused:
         refused = refused[:n_refused]
