@@ -90,9 +90,6 @@ STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
     ("model", "news_t"),
     ("model", "news_value"),
     ("model", "price"),
-    # phase 8, funding
-    ("lenders", "assets"),
-    ("lenders", "equity"),
 })
 
 
