@@ -219,6 +219,7 @@ class LiquidationModel(mesa.Model):
         self.equity0 = self.lenders.equity.copy()
         self.assets0 = self.lenders.assets.copy()
         self.interbank0 = self.interbank.copy()
+        phases.prices.prepare(self)
         phases.record.run(self)
 
     # ================================================================ set-up

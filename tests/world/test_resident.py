@@ -81,15 +81,9 @@ STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
     ("model", "month_volume"),
     ("model", "reservation"),
     ("model", "sale_proceeds"),
-    # phase 7, prices
-    ("buyers", "_mw_step"),
-    ("buyers", "extrap"),
+    # phase 6 and the sites month (phase 7 writes them in place)
     ("buyers", "mw"),
     ("buyers", "mw_liq"),
-    ("model", "news_price"),
-    ("model", "news_t"),
-    ("model", "news_value"),
-    ("model", "price"),
 })
 
 
