@@ -147,7 +147,9 @@ class BuyerBook:
         self.mw0 = np.array([r.spare_mw for r in rows], dtype=float) * scale
         self.capital = self.capital0.copy()
         self.mw = self.mw0.copy()
-        self._mw_step = None  # mw_regrowth x mw0, built on first use (``regrow``)
+        # mw_regrowth x mw0, built on first use (``mw_step``: the model's build calls it, after
+        # the sites split mw0)
+        self._mw_step = None
         self.unlimited = b.unlimited
         self.extrap = np.zeros((self.n, env.n_gen))
         # ln(1 - d) of the book's environment, the expected log rent drift before extrapolation

@@ -222,6 +222,7 @@ class LiquidationModel(mesa.Model):
         self.interbank0 = self.interbank.copy()
         phases.market.build(self)  # the arrays phase 6 writes in place
         phases.sites.build(self)  # arrays the sites' month writes in place (arbitrage)
+        phases.prices.prepare(self)  # the buyers' MW regrown a month, which phase 7 reads
         phases.record.run(self)
 
     # ================================================================ set-up

@@ -105,18 +105,20 @@ def test_kernel_phase7_on_random_states(scenario, month, over, seed):
 
 @kernel
 def _adapt(extrap, dlp, dlv, traded, lam, log_decay):
-    return kp.adapt(extrap, dlp, dlv, traded, lam, log_decay)
+    kp.adapt(extrap, dlp, dlv, traded, lam, log_decay)
 
 
 def test_adapt_by_hand():
     """x = -0.1, lam = 0.2, dlp - dlv = 0.05: surprise clip(0.6) = 0.6,
     x' = 0.8 x -0.1 + 0.2 x 0.6 = 0.04, then min(x', -ln(1 - d)) with -ln 0.85 = 0.1625:
-    0.04; with d = 0 the bound is 0 (and only the traded generation moves)."""
-    x = np.full((2, 2), -0.1)
+    0.04; with d = 0 the bound is 0 (and only the traded generation moves), in place."""
     dlp, dlv = np.array([0.15, 0.0]), np.array([0.1, 0.0])
     traded = np.array([True, False])
     for f in (_adapt, kp.adapt):  # compiled and in Python
-        out = f(x, dlp, dlv, traded, 0.2, np.log(0.85))
-        assert out[:, 0] == pytest.approx([0.8 * -0.1 + 0.2 * 0.6] * 2, abs=1e-15)
-        assert out[:, 1].tolist() == [-0.1, -0.1]
-        assert f(x, dlp, dlv, traded, 0.2, -0.0)[:, 0].tolist() == [0.0, 0.0]
+        x = np.full((2, 2), -0.1)
+        f(x, dlp, dlv, traded, 0.2, np.log(0.85))
+        assert x[:, 0] == pytest.approx([0.8 * -0.1 + 0.2 * 0.6] * 2, abs=1e-15)
+        assert x[:, 1].tolist() == [-0.1, -0.1]
+        x = np.full((2, 2), -0.1)
+        f(x, dlp, dlv, traded, 0.2, -0.0)
+        assert x[:, 0].tolist() == [0.0, 0.0]

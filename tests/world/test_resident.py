@@ -36,24 +36,10 @@ STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
     ("borrowers", "dscr"),
     ("borrowers", "opex"),
     ("borrowers", "revenue"),
-    # phase 2 and the sale-proceeds sweep: the loan book (phases 3 and 4 write it in place)
+    # phase 2: the loan book (phases 3 and 4 and the sale-proceeds sweep write it in place)
     ("loans", "accrued"),
     ("loans", "overdue"),
     ("loans", "principal"),
-    # phase 9, record (phase 4 writes it in place)
-    ("model", "new_defaults"),
-    # phase 7, prices
-    ("buyers", "_mw_step"),
-    ("buyers", "extrap"),
-    ("buyers", "mw"),
-    ("buyers", "mw_liq"),
-    ("model", "news_price"),
-    ("model", "news_t"),
-    ("model", "news_value"),
-    ("model", "price"),
-    # phase 8, funding
-    ("lenders", "assets"),
-    ("lenders", "equity"),
 })
 
 

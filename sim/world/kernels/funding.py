@@ -224,7 +224,9 @@ def funding_month(interbank, cash, outside, repo_debt, inventory, status, assets
     ``outside``, ``repo_debt``, ``other_loans``, ``other_losses``, ``status``, ``liab``,
     ``e_full``) and writes the rest into the caller's arrays (a returned array costs numba's
     dispatch about 0.3-0.6 us to box, a passed one a tenth of that): ``equity`` and ``assets``
-    (n,), the lenders newly failed in ``failed[:n_failed]`` and those that start deleveraging
+    (n,; ``assets`` may be ``assets0`` itself, the lenders' assets written in place: every read
+    of ``assets0`` comes before the first write of ``assets``, and on an error code neither is
+    written), the lenders newly failed in ``failed[:n_failed]`` and those that start deleveraging
     in ``weak[:n_weak]`` (n,), and ``flows`` (13,); returns (code, n_failed, n_weak), with
     ``table`` the lenders' cached marks (book, appraisal, market rows;
     ``LenderBook.mark_table``), ``flows[12]`` 1 when some lender defaulted in the clearing (else

@@ -27,44 +27,40 @@ from sim.core.numerics import log1
 
 @jitable
 def adapt(extrap, dlp, dlv, traded, lam, log_decay):
-    """:meth:`agents.buyer.BuyerBook.adapt`: a new expectation array, (K, G), with
-    x <- min((1 - lam) x + lam clip(12 (dlp - dlv), -1, 1), -ln(1 - d)) where ``traded``."""
+    """:meth:`agents.buyer.BuyerBook.adapt` in place on ``extrap`` (K, G): x <- min((1 - lam)
+    x + lam clip(12 (dlp - dlv), -1, 1), -ln(1 - d)) where ``traded`` (each x from its own old
+    value only), the other columns left as they are."""
     n_k, n_g = extrap.shape
-    out = np.empty((n_k, n_g))
     keep = 1.0 - lam
     top = -log_decay
     for g in range(n_g):
+        if not traded[g]:
+            continue
         surprise = minimum(maximum(12.0 * (dlp[g] - dlv[g]), -1.0), 1.0)
         for k in range(n_k):
-            if traded[g]:
-                out[k, g] = minimum(keep * extrap[k, g] + lam * surprise, top)
-            else:
-                out[k, g] = extrap[k, g]
-    return out
+            extrap[k, g] = minimum(keep * extrap[k, g] + lam * surprise, top)
 
 
 @kernel
-def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited, capital,
-                 mw, kw, floor, outside_on, od_top, repl, traded, clearing, price_hist,
+def prices_month(t, shipping, price, old_price, old_value, fund, reservation, unlimited,
+                 capital, mw, kw, floor, outside_on, od_top, repl, traded, clearing, price_hist,
                  news_price, news_value, news_t, pinned, extrap, lam, log_decay, capital0,
                  capital_regrowth, mw_step, mw0, sites, liquid_gen, mw_liq, mw0_liq, mw_regrowth,
-                 mw_conv, price, news_price_out, news_value_out, news_t_out, extrap_out, new_mw,
-                 new_liq):
-    """Phase 7: fills the new arrays the numpy code makes, passed in fresh by the caller (a
-    returned array costs numba's dispatch about 0.3-0.6 us to box, a passed one a tenth of
-    that): ``price`` (G,), the news price, value and month in ``news_*_out`` (G,) when they
-    moved (with ``outside_on``; else not written), the new expectations in ``extrap_out``
-    (K, G) when they moved, the regrown MW ``new_mw`` (B,) and with ``sites`` the liquid MW
-    ``new_liq`` (B,; else not written). Returns (news moved, expectations moved, MW built,
-    capital sum before regrowth, after): the phase rebinds the arrays that moved, as the numpy
-    code rebinds them. Writes ``price_hist[t]``, regrows ``capital`` and moves the conversions
-    ``mw_conv`` a month on in place, as the numpy code does. With ``sites`` the spare MW of a
+                 mw_conv):
+    """Phase 7, writing in place every array the numpy code replaces: the price index
+    ``price`` (G,; last month's copied first into the scratch ``old_price``, which the
+    carried price, the moves and the surprises read), ``price_hist[t]``, with ``outside_on``
+    the news price, value and month ``news_*`` (G,) where they move (else not read), the
+    expectations ``extrap`` (K, G) of the generations they adapt on, the capital ``capital``
+    regrown, the spare MW ``mw`` (B,) and with ``sites`` the liquid MW ``mw_liq`` (B,) regrown
+    and the conversions ``mw_conv`` a month on (else neither is read). Each element is written
+    from its own old value (and the scratch), so in place gives the numpy code's numbers.
+    Returns (MW built, capital sum before regrowth, after). With ``sites`` the spare MW of a
     liquid-cooled generation (``liquid_gen``) is the liquid MW ``mw_liq``, of an air-cooled
-    one ``mw + mw_liq``, and both regrow as :meth:`agents.buyer.BuyerBook._regrow_sites` (the
-    MW built is returned); without, the ``mw_liq`` arguments are not read."""
+    one ``mw + mw_liq``, and both regrow as :meth:`agents.buyer.BuyerBook._regrow_sites`."""
     n_k, n_g = reservation.shape
-    news_moved = False
-    extrap_moved = False
+    for g in range(n_g):
+        old_price[g] = price[g]
     for g in range(n_g):
         best = 0.0
         for k in range(n_k):
@@ -96,45 +92,35 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
     dlv = np.empty(n_g)
     if outside_on:  # adapt_on_news
         fresh = np.empty(n_g, np.bool_)
-        any_fresh = False
         for g in range(n_g):
             fresh[g] = news_price[g] <= 0 and price[g] > 0 and shipping[g]
-            any_fresh = any_fresh or fresh[g]
-        if any_fresh:
-            news_moved = True
-            news_price = np.where(fresh, price, news_price)
-            news_value = np.where(fresh, fund, news_value)
-            ft = np.empty(n_g)
-            for g in range(n_g):
-                ft[g] = float(t) if fresh[g] else news_t[g]
-            news_t = ft
+            if fresh[g]:
+                news_price[g] = price[g]
+                news_value[g] = fund[g]
+                news_t[g] = float(t)
         news = np.empty(n_g, np.bool_)
         any_news = False
         for g in range(n_g):
             news[g] = moved[g] and not pinned[g] and not fresh[g] and news_price[g] > 0
             any_news = any_news or news[g]
         if any_news:
-            news_moved = True
             for g in range(n_g):
                 gap = maximum(t - news_t[g], 1.0)
                 lp = log1(maximum(price[g], 1e-9) / maximum(news_price[g], 1e-9))
                 lv = log1(maximum(fund[g], 1e-9) / maximum(news_value[g], 1e-9))
                 dlp[g] = lp / gap
                 dlv[g] = lv / gap
-            extrap = adapt(extrap, dlp, dlv, news, lam, log_decay)
-            extrap_moved = True
-            news_price = np.where(news, price, news_price)
-            news_value = np.where(news, fund, news_value)
-            nt = np.empty(n_g)
+            adapt(extrap, dlp, dlv, news, lam, log_decay)
             for g in range(n_g):
-                nt[g] = float(t) if news[g] else news_t[g]
-            news_t = nt
+                if news[g]:
+                    news_price[g] = price[g]
+                    news_value[g] = fund[g]
+                    news_t[g] = float(t)
     elif any_moved:
         for g in range(n_g):
             dlp[g] = log1(maximum(price[g], 1e-9) / maximum(old_price[g], 1e-9))
             dlv[g] = log1(maximum(fund[g], 1e-9) / maximum(old_value[g], 1e-9))
-        extrap = adapt(extrap, dlp, dlv, moved, lam, log_decay)
-        extrap_moved = True
+        adapt(extrap, dlp, dlv, moved, lam, log_decay)
     # BuyerBook.regrow
     n_b = capital.shape[0]
     before = psum(capital, 0, n_b)
@@ -143,29 +129,20 @@ def prices_month(t, shipping, old_price, old_value, fund, reservation, unlimited
     built = 0.0
     if not sites:
         for k in range(n_b):
-            new_mw[k] = minimum(mw[k] + mw_step[k], mw0[k])
+            mw[k] = minimum(mw[k] + mw_step[k], mw0[k])
     else:  # BuyerBook._regrow_sites
         held = psum(mw, 0, n_b) + psum(mw_liq, 0, n_b)
         for k in range(n_b):
-            new_mw[k] = maximum(mw[k], minimum(mw[k] + mw_step[k], mw0[k]))
+            mw[k] = maximum(mw[k], minimum(mw[k] + mw_step[k], mw0[k]))
             step_liq = mw_regrowth * mw0_liq[k]
-            new_liq[k] = maximum(mw_liq[k], minimum(mw_liq[k] + step_liq, mw0_liq[k]))
-        built = psum(new_mw, 0, n_b) + psum(new_liq, 0, n_b) - held
+            mw_liq[k] = maximum(mw_liq[k], minimum(mw_liq[k] + step_liq, mw0_liq[k]))
+        built = psum(mw, 0, n_b) + psum(mw_liq, 0, n_b) - held
         n_lag = mw_conv.shape[1]
         for k in range(n_b):
             done = mw_conv[k, 0]
             for j in range(n_lag - 1):
                 mw_conv[k, j] = mw_conv[k, j + 1]
             mw_conv[k, n_lag - 1] = 0.0
-            new_liq[k] = new_liq[k] + done
+            mw_liq[k] = mw_liq[k] + done
     after = psum(capital, 0, n_b)
-    if news_moved:
-        for g in range(n_g):
-            news_price_out[g] = news_price[g]
-            news_value_out[g] = news_value[g]
-            news_t_out[g] = news_t[g]
-    if extrap_moved:
-        for k in range(n_k):
-            for g in range(n_g):
-                extrap_out[k, g] = extrap[k, g]
-    return news_moved, extrap_moved, built, before, after
+    return built, before, after

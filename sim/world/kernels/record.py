@@ -94,7 +94,8 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
     ``rec_price[t] = price``, ``rec_fundamental[t] = fundamental``, and the month's market
     counters ``volume``, ``forced``, ``overhang``, ``salvage`` into theirs) and the month's
     new defaults (``new_defaults``: miners, neoclouds) into ``rec_defaults_miner[t]`` and
-    ``rec_defaults_neocloud[t]``, as the numpy code assigns them.
+    ``rec_defaults_neocloud[t]``, as the numpy code assigns them, then zeroes ``new_defaults``
+    in place (the numpy code binds a new zero array).
 
     Fills row ``t`` of ``cash_panel``, ``size_panel`` and ``state_panel`` (the panel:
     lenders, borrowers, buyers) as the numpy code's ``np.concatenate`` does (a borrower
@@ -131,6 +132,8 @@ def record_month(writeoffs, recoveries, later_recoveries, at_writeoff, lstatus, 
         rec_salvage[t, k] = salvage[k]
     rec_defaults_miner[t] = new_defaults[0]
     rec_defaults_neocloud[t] = new_defaults[1]
+    new_defaults[0] = 0
+    new_defaults[1] = 0
     cash_row, size_row, state_row = cash_panel[t], size_panel[t], state_panel[t]
     tmp = np.empty(max(nl, g))
     w_sum = psum(writeoffs, 0, nl)

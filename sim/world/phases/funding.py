@@ -187,7 +187,10 @@ def run_compiled(m: LiquidationModel) -> None:
     a Python float). The rates and the clearing's parameters, fixed in a run, are read once
     (``m.kernel_inputs["funding"]``), with the kernel's scratch arrays (the month's outside
     flows and the indices of the lenders failing and deleveraging, read here in the month that
-    fills them); the new equity and assets are fresh arrays each month, as numpy makes them."""
+    fills them). The kernel writes the lenders' new equity and assets in place, into
+    ``lenders.equity`` and ``lenders.assets`` (it reads last month's assets, for the outside
+    repayments, before it writes them; on an error it writes neither, as the numpy clearing
+    raises before it binds them)."""
     lb, desk, loans, env = m.lenders, m.desk, m.loans, m.env
     t = env.t
     st = m.kernel_inputs.get("funding")
@@ -199,8 +202,7 @@ def run_compiled(m: LiquidationModel) -> None:
             np.empty(lb.n, np.int64), np.empty(lb.n, np.int64))
     (r_f, repo_rate, holding_cost, run_rate, lag, alpha, beta, capital_floor, fl, failed,
      weak) = st
-    n = lb.n
-    equity, assets = np.empty(n), np.empty(n)
+    equity = lb.equity
     refresh = lb.book_marks_current(env)  # the book marks are this month's (the usual case)
     if not refresh:
         lb.marks(env, m.price_hist, t, lag)
@@ -213,7 +215,8 @@ def run_compiled(m: LiquidationModel) -> None:
         repo_rate, holding_cost, lb.cash_share, run_rate, loans.active, loans.principal,
         loans.accrued, loans.lender, lb.mark_table, lb.mark_rule, m.price_hist, t, lag,
         refresh, m.clearing_liab, m.clearing_ext, alpha, beta, CLEARING_TOL,
-        CLEARING_MAX_ITER, capital_floor, lb.capital_ratio0, equity, assets, fl, failed, weak)
+        CLEARING_MAX_ITER, capital_floor, lb.capital_ratio0, equity, lb.assets, fl, failed,
+        weak)
     f = fl.tolist()  # the outside flows as Python floats (add_outside_flow's float(amount))
     flows = m.flows
     if lb.has_other:
@@ -231,7 +234,6 @@ def run_compiled(m: LiquidationModel) -> None:
         flows["funding_outside"] += -f[11]
     if code:
         _raise(m, code)
-    lb.equity, lb.assets = equity, assets
     if n_failed:
         failed = failed[:n_failed]
         m.log_events("lender_failure", "lender", failed, amount=equity[failed])

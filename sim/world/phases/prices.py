@@ -91,8 +91,9 @@ def _static(m: LiquidationModel) -> tuple:
     (the books' configuration and arrays bound once: the buyers' initial capital is scaled
     in place by a capital shock, the same array): limited or not, kW per GPU, the outside
     demand's switch, top and reference, the adaptation and regrowth rates, ln(1 - d), the
-    spare MW regrown a month (:meth:`agents.buyer.BuyerBook.mw_step`, built here as the
-    first regrowth builds it), the initial MW and the sites' switch and arrays."""
+    spare MW regrown a month (:meth:`agents.buyer.BuyerBook.mw_step`, made at the build by
+    :func:`prepare`), the initial MW and the sites' switch and arrays, and the scratch the
+    kernel copies last month's price into (G,)."""
     env, buyers = m.env, m.buyers
     c = buyers.cfg
     sites = buyers.sites
@@ -100,44 +101,36 @@ def _static(m: LiquidationModel) -> tuple:
             replacement_cost(env), c.adapt, buyers.valuation_inputs(env).log_decay,
             buyers.capital0, c.capital_regrowth, buyers.mw_step(), buyers.mw0, sites,
             m.sites.liquid_gen if sites else _NO_PINS, buyers.mw0_liq if sites else _NONE,
-            c.mw_regrowth)
+            c.mw_regrowth, np.empty(m.n_gen))
+
+
+def prepare(m: LiquidationModel) -> None:
+    """At the build, on both engines: the buyers' spare MW regrown a month
+    (:meth:`agents.buyer.BuyerBook.mw_step`, which the numpy code's first regrowth would
+    make), so that no month makes an array the model holds."""
+    m.buyers.mw_step()
 
 
 def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
-    """Phase 7 by :func:`kp.prices_month`: the same new arrays bound to the model and the
-    buyers as the numpy code binds, the capital regrown in place, the same outside flow."""
+    """Phase 7 by :func:`kp.prices_month`, which writes in place the arrays the numpy code
+    replaces (the price, the news arrays, the expectations, the spare MW) with the numbers
+    the numpy code gives them, and regrows the capital in place; the same outside flow."""
     st = m.kernel_inputs.get("prices")
     if st is None:
         st = m.kernel_inputs["prices"] = _static(m)
     (unlimited, kw, on, od_top, repl, lam, log_decay, capital0, capital_regrowth, mw_step,
-     mw0, sites, liquid_gen, mw0_liq, mw_regrowth) = st
+     mw0, sites, liquid_gen, mw0_liq, mw_regrowth, old_price) = st
     env, buyers = m.env, m.buyers
-    extrap = buyers.extrap
-    n_g, n_b = m.n_gen, capital0.shape[0]
-    # the new arrays the numpy code makes, filled by the kernel (passed in: cheaper than
-    # returned); those that may not move are rebound below only where they did
-    empty = np.empty
-    price, new_mw = empty(n_g), empty(n_b)
-    news = (empty(n_g), empty(n_g), empty(n_g)) if on else (_NONE, _NONE, _NONE)
-    new_extrap = empty(extrap.shape)
-    new_liq = empty(n_b) if sites else _NONE
-    news_moved, extrap_moved, built, before, after = kp.prices_month(
-        env.t, env.shipping, m.price, month.prev_fundamental, m.fundamental, m.reservation,
-        unlimited, buyers.capital, buyers.mw, kw, m.salvage_price, on, od_top, repl,
-        m.traded, m.clearing, m.price_hist, m.news_price if on else _NONE,
+    built, before, after = kp.prices_month(
+        env.t, env.shipping, m.price, old_price, month.prev_fundamental, m.fundamental,
+        m.reservation, unlimited, buyers.capital, buyers.mw, kw, m.salvage_price, on, od_top,
+        repl, m.traded, m.clearing, m.price_hist, m.news_price if on else _NONE,
         m.news_value if on else _NONE, m.news_t if on else _NONE,
-        m.month_pinned if on else _NO_PINS, extrap, lam, log_decay, capital0,
+        m.month_pinned if on else _NO_PINS, buyers.extrap, lam, log_decay, capital0,
         capital_regrowth, mw_step, mw0, sites, liquid_gen,
         buyers.mw_liq if sites else _NONE, mw0_liq, mw_regrowth,
-        buyers.mw_conv if sites else _NO_CONV, price, *news, new_extrap, new_mw, new_liq)
-    m.price = price
-    if news_moved:
-        m.news_price, m.news_value, m.news_t = news
-    if extrap_moved:
-        buyers.extrap = new_extrap
-    buyers.mw = new_mw
+        buyers.mw_conv if sites else _NO_CONV)
     if sites:
-        buyers.mw_liq = new_liq
         buyers.mw_built += built
     if not unlimited:  # unlimited buyers' capital is off the books
         m.add_outside_flow("buyer_capital", after - before)

@@ -80,7 +80,8 @@ def run_compiled(m: LiquidationModel) -> None:
     """:func:`run` with every sum (the lenders', the sites', the buyers' capacity, the
     desk's records and, after t0, the losses' sums and their arithmetic), the panel rows and
     the rows of the records by generation and of the new defaults from one call of
-    :func:`sim.world.kernels.record.record_month`; the other plain numbers, the
+    :func:`sim.world.kernels.record.record_month` (which zeroes ``model.new_defaults`` in
+    place, where :func:`run` binds a new zero array); the other plain numbers, the
     buyer of last resort's own records and the losses at t0 (:func:`sim.world.losses.record`,
     which allocates their records) as :func:`run` writes them. What does not change in a run
     (the switches, the costs per GPU, the record arrays the kernel's sums go to) is read
@@ -129,7 +130,6 @@ def run_compiled(m: LiquidationModel) -> None:
         m.month_overhang, r["salvage"], m.month_salvage, r["defaults_miner"],
         r["defaults_neocloud"], m.new_defaults)
     r["btc"][t], r["hashprice"][t], r["stress"][t] = env.btc, env.hashprice, env.stress
-    m.new_defaults = np.zeros(2, dtype=np.int64)
     r["repo_lent"][t] = desk.lent
     if lo is not None:  # (the desk's own records: written by the kernel)
         lo.record(t, m.price)
