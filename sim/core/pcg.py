@@ -37,10 +37,13 @@ Arithmetic. 128-bit numbers are pairs of uint64 halves: a s mod 2^128 is
 lo(s_lo a_lo) + 2^64 (hi(s_lo a_lo) + s_hi a_lo + s_lo a_hi mod 2^64) (numpy's emulated
 ``pcg128_mult``), the full 64 x 64 product of the low halves from 32-bit halves (numpy's
 ``_pcg_mult64``), the addition with a carry from the low to the high word. Every operation is
-written so that it never wraps around (products of 32-bit halves, sums of at most 33 bits, and
-shifts, which discard bits without an overflow): numpy warns on a wrapping uint64 scalar
-operation ("overflow encountered in scalar multiply"), so the same code runs in Python without
-warnings and compiled by numba with the same bits. Every constant is an ``np.uint64``: numba
+written so that it never wraps around: products of 32-bit halves, sums whose true value is
+below 2^64 (the partial sums of a 64 x 64 product, sums of 32-bit halves), and left shifts,
+which discard the bits above 2^64 without an overflow. numpy warns on a wrapping uint64 scalar
+operation ("overflow encountered in scalar multiply", "... scalar add"), so the same code runs
+in Python without warnings and compiled by numba with the same bits. The price, compiled, is
+about 2 ns a draw over wrapping arithmetic (5.5 against 3.5 ns, numpy's own 2.3 ns, measured
+in one process on a loaded 2-core machine). Every constant is an ``np.uint64``: numba
 turns arithmetic that mixes uint64 and int64 (an integer literal) into float64, which would
 lose bits. ``tests/core/test_pcg.py`` checks the draws against numpy, compiled and in Python.
 """
