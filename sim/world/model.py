@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,16 @@ OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_s
                  "unpaid_suppliers",
                  "buyer_capital", "funding_outside", "holding_costs", "other_loans",
                  "policy_funding")
+
+
+def _prices(model, month) -> None:
+    phases.prices.run(model, month)  # looked up at each call, as step() always did
+
+
+# the phases a month hands to its caller (LiquidationModel.month_phases), by name: the
+# function that runs one for one model; a batched driver (sim.world.stack.RunStack) may run
+# one for many runs at once instead
+HANDED_OVER: dict[str, Callable[[Any, Any], None]] = {"prices": _prices}
 
 
 def lead_of(rows_b: np.ndarray, rows_l: np.ndarray, n_borrowers: int) -> np.ndarray:
@@ -431,9 +441,19 @@ class LiquidationModel(mesa.Model):
     # ================================================================ the month
     def step(self) -> None:
         """One month: the nine phases of docs/model.md section 3, each a module of
-        :mod:`sim.world.phases`. Phase 1 returns the month's :class:`~sim.world.state.MonthState`
-        (filled by phase 3, read by phases 4, 5 and 7); phase 5 returns the month's
-        :class:`~sim.world.state.SellOrders` (read by phase 6)."""
+        :mod:`sim.world.phases`, as :meth:`month_phases` lists them; this model runs every
+        phase the month hands over itself (:data:`HANDED_OVER`)."""
+        for name, arg in self.month_phases():
+            HANDED_OVER[name](self, arg)
+
+    def month_phases(self) -> Iterator[tuple[str, Any]]:
+        """One month, as a generator: it runs the phases in order, but hands each phase of
+        :data:`HANDED_OVER` to its caller instead of running it, as ``(name, argument)``; the
+        caller runs it (``HANDED_OVER[name](model, argument)``, as :meth:`step` does, or a
+        batched kernel over this run and others: :class:`sim.world.stack.RunStack`) and
+        resumes the generator. Phase 1 returns the month's
+        :class:`~sim.world.state.MonthState` (filled by phase 3, read by phases 4, 5 and 7);
+        phase 5 returns the month's :class:`~sim.world.state.SellOrders` (read by phase 6)."""
         if self.env.t >= self.cfg.months:
             self.running = False
             return
@@ -448,7 +468,7 @@ class LiquidationModel(mesa.Model):
         orders = phases.orders.run(self, month)  # 5
         phases.market.run(self, orders)  # 6
         phases.market.sweep_sale_proceeds(self)
-        phases.prices.run(self, month)  # 7
+        yield "prices", month  # 7
         phases.funding.run(self)  # 8
         phases.policies.pay_funding(self)
         phases.record.run(self)  # 9
@@ -480,27 +500,38 @@ class LiquidationModel(mesa.Model):
         done, stepping = 0, False
         try:
             while self.running and self.env.t < self.cfg.months:
-                # Mesa's _advance_time and _do_step for the one event due at time + 1
-                self.time = self.time + 1.0
-                self.steps += 1
-                if log:
-                    _MESA_LOG.info(f"Step {self.steps} at time {self.time}")
+                self.direct_month_start(log)
                 stepping = True
                 user_step()
                 stepping = False
                 done += 1
         finally:
-            if done or stepping:
-                # the step event due at the first month, popped as Mesa pops each one it runs
-                self._event_list.pop_event()
-                gen._execution_count += done
-                if not stepping:  # the next month's event, as Mesa schedules it
-                    gen._schedule_next(self.time + 1.0)
-                elif done:  # a month that raised: its event (made by the month before) was
-                    # popped and none made after it
-                    gen._schedule_next(self.time)
-                    self._event_list.pop_event()
+            self.direct_months_end(gen, done, stepping)
         return self
+
+    def direct_month_start(self, log: bool) -> None:
+        """Before a month stepped directly (:meth:`run`; :class:`sim.world.stack.RunStack`):
+        Mesa's ``_advance_time`` and ``_do_step`` for the one event due at time + 1 (time,
+        steps, and the step's log line when ``log``, Mesa's logger enabled for INFO)."""
+        self.time = self.time + 1.0
+        self.steps += 1
+        if log:
+            _MESA_LOG.info(f"Step {self.steps} at time {self.time}")
+
+    def direct_months_end(self, gen, done: int, stepping: bool) -> None:
+        """After ``done`` months stepped directly, the last of them unfinished if
+        ``stepping`` (it raised): Mesa's schedule ``gen`` (:meth:`_plain_schedule`) and event
+        list as ``done`` calls of ``model.step()`` leave them."""
+        if done or stepping:
+            # the step event due at the first month, popped as Mesa pops each one it runs
+            self._event_list.pop_event()
+            gen._execution_count += done
+            if not stepping:  # the next month's event, as Mesa schedules it
+                gen._schedule_next(self.time + 1.0)
+            elif done:  # a month that raised: its event (made by the month before) was
+                # popped and none made after it
+                gen._schedule_next(self.time)
+                self._event_list.pop_event()
 
     def _plain_schedule(self):
         """Mesa's default step schedule (an ``EventGenerator``) when stepping months directly

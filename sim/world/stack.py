@@ -23,11 +23,13 @@ arrays stay per run. Read-only arrays stay read-only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from sim.world.model import LiquidationModel
+from sim.world.model import _MESA_LOG, HANDED_OVER, LiquidationModel
 
 # the books a model holds (the same names as sim.qa.oracle's state comparison)
 BOOKS = ("borrowers", "lenders", "buyers", "loans", "desk", "env", "sites", "lolr")
@@ -75,11 +77,18 @@ class RunStack:
     attribute missing, of another dtype or rank in some run.
     """
 
-    def __init__(self, models: Sequence[LiquidationModel], exclude: Iterable[Key] = ()) -> None:
+    def __init__(self, models: Sequence[LiquidationModel], exclude: Iterable[Key] = (),
+                 batched: bool = True) -> None:
         if not models:
             raise ValueError("a run stack needs at least one model")
         self.models = list(models)
+        self.batched = batched
         self.errors: dict[int, Exception] = {}
+        # Mesa's bookkeeping of the months stepped directly, by run (LiquidationModel.run's)
+        self._sched: dict[int, Any] = {}
+        self._done: dict[int, int] = {}
+        self._stepping: set[int] = set()
+        self._finished: set[int] = set()
         first = self.models[0]
         for m in self.models[1:]:
             if m.engine != first.engine or m.cfg.months != first.cfg.months:
@@ -157,15 +166,75 @@ class RunStack:
         return out
 
     def step(self) -> None:
-        """One month of every run still running, run by run (the phases' own code; a batched
-        kernel takes a phase's stacks whole instead). A run whose month raises an Exception
-        is stopped and its error kept in ``errors`` (by run); the others go on."""
+        """One month of every run still running, in lockstep: each run's month
+        (:meth:`LiquidationModel.month_phases`) runs its phases up to the next phase it hands
+        over; that phase then runs for all the runs waiting on it, by one batched call where
+        :data:`BATCHED` has it and ``batched`` is on, else run by run
+        (:data:`sim.world.model.HANDED_OVER`). A run whose month raises an Exception is
+        stopped, its error kept in ``errors`` (by run) and its Mesa state left as
+        ``model.step()`` leaves it; the others go on. A run whose Mesa schedule is not the
+        plain step schedule (:meth:`LiquidationModel._plain_schedule`) is stepped alone by
+        ``model.step()``."""
+        log = _MESA_LOG.isEnabledFor(logging.INFO)
+        pending: list[tuple[int, LiquidationModel, Iterator]] = []
         for r, m in enumerate(self.models):
-            if m.running and r not in self.errors:
+            if not m.running or r in self.errors:
+                continue
+            if r not in self._sched:
+                self._sched[r] = m._plain_schedule()
+            if self._sched[r] is None:
+                self._alone(r, m)
+                continue
+            if m.env.t >= m.cfg.months:
+                m.running = False
+                continue
+            m.direct_month_start(log)
+            self._stepping.add(r)
+            pending.append((r, m, m.month_phases()))
+        while pending:
+            waiting: dict[str, list[tuple[int, LiquidationModel, Iterator, Any]]] = {}
+            for r, m, month in pending:
                 try:
-                    m.step()
+                    name, arg = next(month)
+                except StopIteration:
+                    self._stepping.discard(r)
+                    self._done[r] = self._done.get(r, 0) + 1
+                    continue
                 except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
                     self.errors[r] = e
+                    continue
+                waiting.setdefault(name, []).append((r, m, month, arg))
+            pending = []
+            for name, group in waiting.items():
+                batch = BATCHED.get(name) if self.batched else None
+                if batch is not None and len(group) > 1:
+                    batch(self, [g[0] for g in group], [g[3] for g in group])
+                else:
+                    for r, m, _month, arg in group:
+                        try:
+                            HANDED_OVER[name](m, arg)
+                        except Exception as e:  # noqa: BLE001 - as above
+                            self.errors[r] = e
+                pending.extend((r, m, month) for r, m, month, _ in group
+                               if r not in self.errors)
+        for r in list(self._stepping):  # runs whose month raised: Mesa's state as step() leaves it
+            if r in self.errors:
+                self._stepping.discard(r)
+                self._finish(r, stepping=True)
+
+    def _alone(self, r: int, m: LiquidationModel) -> None:
+        try:
+            m.step()
+        except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
+            self.errors[r] = e
+
+    def _finish(self, r: int, stepping: bool = False) -> None:
+        """Mesa's schedule and event list of run r as ``model.step()`` would leave them after
+        the months this stack stepped directly (once, at the run's end or failure)."""
+        if r in self._finished or self._sched.get(r) is None:
+            return
+        self._finished.add(r)
+        self.models[r].direct_months_end(self._sched[r], self._done.get(r, 0), stepping)
 
     def running(self) -> bool:
         """Whether some run has months left and has not failed."""
@@ -175,4 +244,12 @@ class RunStack:
         """Step every run to its horizon (or its failure); the models, in order."""
         while self.running():
             self.step()
+        for r in range(self.n):
+            self._finish(r)
         return self.models
+
+
+# phases run for many runs at once by one call, by the name a month hands them over under
+# (LiquidationModel.month_phases): f(stack, runs, arguments), runs the indices of the runs
+# waiting on the phase and arguments what their months handed over
+BATCHED: dict[str, Callable[[RunStack, list[int], list], None]] = {}

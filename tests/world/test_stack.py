@@ -11,6 +11,7 @@ from test_resident import STILL_REBOUND  # tests/world, on the path (pytest prep
 
 from sim.core.config import load_scenario
 from sim.qa.oracle import ORACLE_CASES, mismatches
+from sim.world import phases
 from sim.world.model import LiquidationModel
 from sim.world.stack import RunStack, arrays
 
@@ -88,24 +89,61 @@ def test_one_array_under_two_names_stays_one():
         assert m.env.new_unit_price is m.buyers._cap
 
 
+def _fails_in_month_4(monkeypatch, victim) -> None:
+    """Phase 3 raises in month 4 for the model ``victim`` only."""
+    real = phases.lenders.run
+
+    def lenders(m, month):
+        if m is victim and m.env.t == 4:
+            raise RuntimeError("boom")
+        real(m, month)
+
+    monkeypatch.setattr(phases.lenders, "run", lenders)
+
+
+def _mesa(m: LiquidationModel) -> tuple:
+    gen = m._default_schedule
+    return (m.steps, m.time, gen._execution_count, [e.time for e in m._event_list._events])
+
+
 def test_a_failing_run_stops_alone(monkeypatch):
-    """A run whose month raises is stopped with its error; the other runs are unchanged."""
+    """A run whose month raises (in a phase, mid-month) is stopped with its error and Mesa's
+    state as a lone run's ``model.run()`` leaves it; the other runs are unchanged."""
     cfgs = [load_scenario("crypto_winter", seed=s, months=10) for s in (1, 2, 3)]
     models = [LiquidationModel(c) for c in cfgs]
     stack = RunStack(models, exclude=STILL_REBOUND)
-    real = models[1].step
-
-    def fails_in_month_4():
-        if models[1].env.t == 3:
-            raise RuntimeError("boom")
-        real()
-
-    monkeypatch.setattr(models[1], "step", fails_in_month_4)
+    _fails_in_month_4(monkeypatch, models[1])
     stack.run()
     assert list(stack.errors) == [1] and str(stack.errors[1]) == "boom"
-    assert models[1].env.t == 3 and models[0].env.t == models[2].env.t == 10
+    assert models[1].env.t == 4 and models[0].env.t == models[2].env.t == 10
+    alone = LiquidationModel(cfgs[1])
+    _fails_in_month_4(monkeypatch, alone)
+    with pytest.raises(RuntimeError, match="boom"):
+        alone.run()
+    assert _mesa(models[1]) == _mesa(alone)
+    monkeypatch.undo()
     for r in (0, 2):
         assert mismatches(_alone(cfgs[r]), models[r]) == []
+        assert _mesa(models[r]) == _mesa(_alone(cfgs[r]))
+
+
+def test_a_run_with_its_own_schedule_is_stepped_alone(monkeypatch):
+    """A run whose step is replaced (not Mesa's plain step schedule) goes through
+    ``model.step()``, which the stack does not bypass; a failure there is its error too."""
+    cfgs = [load_scenario("crypto_winter", seed=s, months=6) for s in (1, 2)]
+    models = [LiquidationModel(c) for c in cfgs]
+    stack = RunStack(models, exclude=STILL_REBOUND)
+    calls = []
+    real = models[0].step
+
+    def counted():
+        calls.append(models[0].env.t)
+        real()
+
+    monkeypatch.setattr(models[0], "step", counted)
+    stack.run()
+    assert calls == [0, 1, 2, 3, 4, 5] and stack.errors == {}
+    assert mismatches(_alone(cfgs[1]), models[1]) == []
 
 
 def test_runs_of_another_shape_are_refused():
