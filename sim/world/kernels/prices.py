@@ -47,6 +47,42 @@ def prices_month(t, shipping, price, old_price, old_value, fund, reservation, un
                  news_price, news_value, news_t, pinned, extrap, lam, log_decay, capital0,
                  capital_regrowth, mw_step, mw0, sites, liquid_gen, mw_liq, mw0_liq, mw_regrowth,
                  mw_conv):
+    """Phase 7 of one run: :func:`prices_body`."""
+    return prices_body(t, shipping, price, old_price, old_value, fund, reservation, unlimited,
+                       capital, mw, kw, floor, outside_on, od_top, repl, traded, clearing,
+                       price_hist, news_price, news_value, news_t, pinned, extrap, lam,
+                       log_decay, capital0, capital_regrowth, mw_step, mw0, sites, liquid_gen,
+                       mw_liq, mw0_liq, mw_regrowth, mw_conv)
+
+
+@kernel
+def prices_batch(runs, t, shipping, price, old_price, old_value, fund, reservation, unlimited,
+                 capital, mw, kw, floor, outside_on, od_top, repl, traded, clearing, price_hist,
+                 news_price, news_value, news_t, pinned, extrap, lam, log_decay, capital0,
+                 capital_regrowth, mw_step, mw0, sites, liquid_gen, mw_liq, mw0_liq, mw_regrowth,
+                 mw_conv, built, before, after):
+    """Phase 7 of the runs ``runs`` of a stack at once (the run axis, issue 19): each
+    argument of :func:`prices_body` stacked with a leading run axis (numbers and switches as
+    (R,) arrays), run r's the row r; :func:`prices_body`'s three numbers of run r go to
+    ``built[r]``, ``before[r]``, ``after[r]``. The same operations on each row as
+    :func:`prices_month` on that run's arrays, so each run's bits are its own."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        built[r], before[r], after[r] = prices_body(
+            t[r], shipping[r], price[r], old_price[r], old_value[r], fund[r], reservation[r],
+            unlimited[r], capital[r], mw[r], kw[r], floor[r], outside_on[r], od_top[r],
+            repl[r], traded[r], clearing[r], price_hist[r], news_price[r], news_value[r],
+            news_t[r], pinned[r], extrap[r], lam[r], log_decay[r], capital0[r],
+            capital_regrowth[r], mw_step[r], mw0[r], sites[r], liquid_gen[r], mw_liq[r],
+            mw0_liq[r], mw_regrowth[r], mw_conv[r])
+
+
+@jitable
+def prices_body(t, shipping, price, old_price, old_value, fund, reservation, unlimited,
+                capital, mw, kw, floor, outside_on, od_top, repl, traded, clearing, price_hist,
+                news_price, news_value, news_t, pinned, extrap, lam, log_decay, capital0,
+                capital_regrowth, mw_step, mw0, sites, liquid_gen, mw_liq, mw0_liq, mw_regrowth,
+                mw_conv):
     """Phase 7, writing in place every array the numpy code replaces: the price index
     ``price`` (G,; last month's copied first into the scratch ``old_price``, which the
     carried price, the moves and the surprises read), ``price_hist[t]``, with ``outside_on``
