@@ -168,8 +168,11 @@ class Environment:
         self._power_cost = _frozen(self.kw * e.pue * HOURS_PER_MONTH * e.power_price / 1000.0)
         self._vol: dict[bool, np.ndarray] = {}
         self._facility = None  # facility_cost_per_gpu, built on first use
-        self._month = None  # the month of the cached shipping and age arrays
-        self._months, self._month_tabs = cfg.months, None  # (_set_month's tables)
+        # this month's shipping and age, read-only: each month's _set_month writes them in
+        # place (the same arrays all run, as a stacked row would be)
+        self._month = None  # the month they hold
+        self._shipping = _frozen(np.zeros(self.n_gen, bool))
+        self._age = _frozen(np.zeros(self.n_gen, np.int64))
         # observed rent paths (environment.rent_path; empty = off): (generation, first month,
         # rents month by month from the first to the last point)
         self._paths = [(self.names.index(p.generation), int(p.points[0][0]),
@@ -229,21 +232,17 @@ class Environment:
         return self._lead
 
     def _set_month(self) -> None:
-        """This month's ``shipping`` and ``age``: rows of two read-only tables over months
-        0 to ``months`` made at the first call (launch months never change, so every row is
-        what ``launch <= t`` and ``t - launch`` give; a row is never written, so an array
-        handed out in an earlier month keeps its values); beyond the tables, new arrays."""
+        """This month's ``shipping`` (``launch <= t``) and ``age`` (``t - launch``), written
+        in place into the buffers behind them: the arrays handed out are the same in every
+        month, so a reader holds this month's values only while the month lasts."""
         t = self.t
-        tabs = self._month_tabs
-        if tabs is None:
-            months = np.arange(self._months + 1)[:, None]
-            tabs = self._month_tabs = (_frozen(self.launch <= months),
-                                       _frozen(months - self.launch))
-        if 0 <= t <= self._months:
-            self._shipping, self._age = tabs[0][t], tabs[1][t]
-        else:
-            self._shipping = _frozen(self.launch <= t)
-            self._age = _frozen(t - self.launch)
+        ship, age = self._shipping, self._age
+        # (their own data: writeable again for the write; a copy or an unpickled model's
+        # arrays too, where a read-only view of a writeable buffer would lose its buffer)
+        ship.flags.writeable = age.flags.writeable = True
+        np.less_equal(self.launch, t, out=ship)
+        np.subtract(t, self.launch, out=age)
+        ship.flags.writeable = age.flags.writeable = False
         self._month = t
 
     @property

@@ -1,6 +1,9 @@
 """The Python around the compiled kernels (issue 19): month arrays handed out from per-run
 tables or buffers keep the values and the semantics of the arrays made new each month."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -13,27 +16,34 @@ def cfg():
     return load_scenario("crypto_winter").model_copy(update={"months": 12})
 
 
-def test_shipping_and_age_are_each_months_values_and_stay_put(cfg):
+def test_shipping_and_age_are_each_months_values_in_resident_arrays(cfg):
+    """The same two read-only arrays every month (a batched engine's stacked rows), written
+    in place with the month's values; so too in a copy of the environment (deepcopy,
+    pickle), whose arrays are its own."""
     env = Environment(cfg, np.random.default_rng(1))
-    held = []
+    ship0, age0 = env.shipping, env.age
     for _ in range(cfg.months):
         ship, age = env.shipping, env.age
+        assert ship is ship0 and age is age0
         assert ship.dtype == bool and age.dtype == np.int64
         assert np.array_equal(ship, env.launch <= env.t)
         assert np.array_equal(age, env.t - env.launch)
         assert not ship.flags.writeable and not age.flags.writeable
-        held.append((env.t, ship, age))
+        for c in (copy.deepcopy(env), pickle.loads(pickle.dumps(env))):
+            c.step()  # a copy's month writes its own arrays, not the original's
+            assert c.age is not age0 and c.shipping is not ship0
+            assert np.array_equal(c.age, c.t - c.launch) and c.t == env.t + 1
+            assert np.array_equal(c.shipping, c.launch <= c.t)
+            assert not c.shipping.flags.writeable and not c.age.flags.writeable
+            assert np.array_equal(age0, env.t - env.launch)
         env.step()
-    # an array handed out in an earlier month still holds that month's values
-    for t, ship, age in held:
-        assert np.array_equal(ship, env.launch <= t)
-        assert np.array_equal(age, t - env.launch)
     assert env.t == cfg.months and np.array_equal(env.age, cfg.months - env.launch)
+    assert env.age is age0 and np.array_equal(age0, cfg.months - env.launch)
 
 
 def test_shipping_beyond_the_horizon_is_computed(cfg):
     env = Environment(cfg, np.random.default_rng(1))
-    assert env.shipping.shape == env.launch.shape  # the tables are made
+    assert env.shipping.shape == env.launch.shape
     env.t = cfg.months + 30
     assert np.array_equal(env.shipping, env.launch <= cfg.months + 30)
     assert np.array_equal(env.age, cfg.months + 30 - env.launch)

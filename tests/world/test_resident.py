@@ -26,11 +26,6 @@ from sim.world.model import LiquidationModel
 
 # (owner, attribute): what some month still rebinds (or makes after the build), by phase
 STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
-    # phase 1, environment (and MonthState's fields)
-    ("env", "_age"),
-    ("env", "_shipping"),
-    ("model", "fundamental"),
-    ("month", "prev_fundamental"),
     # phase 2, borrowers
     ("borrowers", "arrears_months"),
     ("borrowers", "dscr"),

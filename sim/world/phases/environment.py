@@ -126,7 +126,12 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     buyers' valuation cache (phase 6's reservation prices read it) and ``m.fundamental`` as
     the numpy code does; with expectations common to all buyers it also hands the month's
     reservation prices to the buyers (:meth:`agents.buyer.BuyerBook.store_reservation`),
-    which the sites phase and phase 6 ask for."""
+    which the sites phase and phase 6 ask for.
+
+    Written in place: ``m.fundamental`` (the kernel writes V_t into it) and the month's
+    ``prev_fundamental``, a buffer of the run (in ``m.kernel_inputs["environment"]``) into
+    which the kernel copies V_{t-1} first; the environment's rents (and its ``shipping`` and
+    ``age``, :meth:`Environment._set_month`)."""
     env, b = m.env, m.buyers
     st = m.kernel_inputs.get("environment")
     if st is None:  # (the valuation's inputs depend on the configuration only)
@@ -134,9 +139,10 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
         # row 1's growth and its mu per generation, kept between months by the kernel
         growth1 = np.empty((env.n_gen, vi.m.shape[0]))
         st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs(), vi, growth1,
-                                               np.full(env.n_gen, np.nan))
+                                               np.full(env.n_gen, np.nan),
+                                               np.empty(env.n_gen))
     ((p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
-      path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1) = st
+      path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1, prev) = st
     env.t += 1
     t = env.t
     rng = env.rng
@@ -149,9 +155,9 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     # the month's lead times (env.lead_time caches them, as the numpy valuation reads them)
     lead = env.lead_time() if vi.lead_on else _NO_LEAD
     # the kernel's new arrays, passed in (cheaper than returned): the values at rows 0 and
-    # X - 1 (X <= 2), the value in best use, the reservation prices
+    # X - 1 (X <= 2), the reservation prices
     n_g = rent.shape[0]
-    v, fund, res = np.empty((2, vi.t_disc.shape[0], n_g)), np.empty(n_g), np.empty(extrap.shape)
+    v, res = np.empty((2, vi.t_disc.shape[0], n_g)), np.empty(extrap.shape)
     btc, peak, stress, hashprice, n_x, common = ke.env_month(
         t, t in si.launches, u_r, u_eta, env.btc, env.btc_peak, env.stress,
         env.cfg.btc_random_walk, env.any_hash, rent, env.launch, si.ai_rent,
@@ -159,12 +165,10 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
         vi.sqrt_m, vi.cost, rvol_calm, rvol_stress, vi.t_disc, vi.t_life, vi.t_integration,
         vi.present, vi.all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
         path_market, path_rents, path_len, si.factor_gens, vi.lead_on, lead, growth0,
-        growth1, mu1, b.type_idx, v, fund, res)
+        growth1, mu1, b.type_idx, v, m.fundamental, prev, res)
     env.btc, env.btc_peak, env.stress, env.hashprice = btc, peak, stress, hashprice
     state = (t, bool(stress), hashprice, rent.tobytes())
     b.store_values_by_type(env, state + (extrap[0].tobytes(),), v[0], v[n_x - 1])
     if common and res.shape[0]:  # (BuyerBook.reservation's key)
         b.store_reservation(env, state + (extrap.tobytes(),), res)
-    month = MonthState(t, m.fundamental)
-    m.fundamental = fund
-    return month
+    return MonthState(t, prev)
