@@ -26,12 +26,7 @@ from sim.world.model import LiquidationModel
 
 # (owner, attribute): what some month still rebinds (or makes after the build), by phase
 STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
-    # phase 2, borrowers
-    ("borrowers", "arrears_months"),
-    ("borrowers", "dscr"),
-    ("borrowers", "opex"),
-    ("borrowers", "revenue"),
-    # phases 2, 3, 4 and the sale-proceeds sweep: the loan book
+    # phases 3 and 4: the loan book
     ("loans", "accrued"),
     ("loans", "overdue"),
     ("loans", "principal"),
