@@ -168,11 +168,13 @@ class Environment:
         self._power_cost = _frozen(self.kw * e.pue * HOURS_PER_MONTH * e.power_price / 1000.0)
         self._vol: dict[bool, np.ndarray] = {}
         self._facility = None  # facility_cost_per_gpu, built on first use
-        # this month's shipping and age, read-only: each month's _set_month writes them in
-        # place (the same arrays all run, as a stacked row would be)
+        # this month's shipping and age: read-only views of two buffers into which each
+        # month's _set_month copies the month's rows of two tables (the same arrays all run,
+        # as a stacked row would be)
         self._month = None  # the month they hold
-        self._shipping = _frozen(np.zeros(self.n_gen, bool))
-        self._age = _frozen(np.zeros(self.n_gen, np.int64))
+        self._months, self._month_tabs = cfg.months, None  # (_set_month's tables)
+        self._month_bufs = (np.zeros(self.n_gen, bool), np.zeros(self.n_gen, np.int64))
+        self._month_views()
         # observed rent paths (environment.rent_path; empty = off): (generation, first month,
         # rents month by month from the first to the last point)
         self._paths = [(self.names.index(p.generation), int(p.points[0][0]),
@@ -231,19 +233,49 @@ class Environment:
             self._lead, self._lead_month = _frozen(lead), self.t
         return self._lead
 
+    def _month_views(self) -> None:
+        """``_shipping`` and ``_age``: read-only views of the buffers ``_month_bufs``."""
+        self._shipping, self._age = (_frozen(b.view()) for b in self._month_bufs)
+
+    def __getstate__(self) -> dict:
+        """A copy (pickle, deepcopy) remakes the views on its own buffers (a view would be
+        copied as an array of its own, which ``_set_month`` would never write)."""
+        state = self.__dict__.copy()
+        del state["_shipping"], state["_age"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._month_views()
+
     def _set_month(self) -> None:
-        """This month's ``shipping`` (``launch <= t``) and ``age`` (``t - launch``), written
-        in place into the buffers behind them: the arrays handed out are the same in every
-        month, so a reader holds this month's values only while the month lasts."""
+        """This month's ``shipping`` and ``age``, written in place: the rows of two read-only
+        tables over months 0 to ``months`` made at the first call (launch months never
+        change, so every row is what ``launch <= t`` and ``t - launch`` give) copied into
+        the buffers behind them; beyond the tables, computed into them. The arrays handed
+        out are the same in every month: a reader holds the month's values while it lasts."""
         t = self.t
-        ship, age = self._shipping, self._age
-        # (their own data: writeable again for the write; a copy or an unpickled model's
-        # arrays too, where a read-only view of a writeable buffer would lose its buffer)
-        ship.flags.writeable = age.flags.writeable = True
-        np.less_equal(self.launch, t, out=ship)
-        np.subtract(t, self.launch, out=age)
-        ship.flags.writeable = age.flags.writeable = False
+        tabs = self._month_tabs
+        if tabs is None:
+            months = np.arange(self._months + 1)[:, None]
+            tabs = self._month_tabs = (_frozen(self.launch <= months),
+                                       _frozen(months - self.launch))
+        ship, age = self._month_bufs
+        if 0 <= t <= self._months:
+            np.copyto(ship, tabs[0][t])
+            np.copyto(age, tabs[1][t])
+        else:
+            np.less_equal(self.launch, t, out=ship)
+            np.subtract(t, self.launch, out=age)
         self._month = t
+
+    def month_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The writeable buffers behind ``shipping`` and ``age``, for a caller that writes
+        this month's values (``launch <= t``, ``t - launch``) into them itself before either
+        is read (the compiled phase 1's kernel, where that costs nothing); from this call the
+        month counts as written."""
+        self._month = self.t
+        return self._month_bufs
 
     @property
     def n_gen(self) -> int:

@@ -130,8 +130,8 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
 
     Written in place: ``m.fundamental`` (the kernel writes V_t into it) and the month's
     ``prev_fundamental``, a buffer of the run (in ``m.kernel_inputs["environment"]``) into
-    which the kernel copies V_{t-1} first; the environment's rents (and its ``shipping`` and
-    ``age``, :meth:`Environment._set_month`)."""
+    which the kernel copies V_{t-1} first; the environment's rents, and its ``shipping`` and
+    ``age`` (:meth:`~sim.core.environment.Environment.month_buffers`)."""
     env, b = m.env, m.buyers
     st = m.kernel_inputs.get("environment")
     if st is None:  # (the valuation's inputs depend on the configuration only)
@@ -149,7 +149,7 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     # Environment.step's two standard normal draws, nm.standard_normal(rng) each: the
     # uniforms here, in its order, their Phi^-1 in the kernel (ndtri1 compiled, the same bits)
     u_r, u_eta = nm.open_uniform(rng, None), nm.open_uniform(rng, None)
-    env.shipping  # noqa: B018 (the month's shipping and age arrays, as the numpy code reads them)
+    ship, age = env.month_buffers()  # (the kernel writes the month's shipping and age)
     extrap = b.extrap
     rent = env.rent
     # the month's lead times (env.lead_time caches them, as the numpy valuation reads them)
@@ -165,7 +165,7 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
         vi.sqrt_m, vi.cost, rvol_calm, rvol_stress, vi.t_disc, vi.t_life, vi.t_integration,
         vi.present, vi.all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
         path_market, path_rents, path_len, si.factor_gens, vi.lead_on, lead, growth0,
-        growth1, mu1, b.type_idx, v, m.fundamental, prev, res)
+        growth1, mu1, b.type_idx, v, m.fundamental, prev, res, ship, age)
     env.btc, env.btc_peak, env.stress, env.hashprice = btc, peak, stress, hashprice
     state = (t, bool(stress), hashprice, rent.tobytes())
     b.store_values_by_type(env, state + (extrap[0].tobytes(),), v[0], v[n_x - 1])
