@@ -214,7 +214,9 @@ class Environment:
         self._lead_paths = [(self.names.index(p.generation), int(p.points[0][0]),
                              path_lead_times(p.points)) for p in self.cfg.lead_time_path]
         self.has_lead_time = bool(self._lead_paths)
-        self._lead_month, self._lead = None, None
+        # the month's lead times: a read-only view of a buffer each month's lead_time writes
+        self._lead_month, self._lead_buf = None, np.zeros(self.n_gen)
+        self._lead = _frozen(self._lead_buf.view())
 
     def lead_time(self) -> np.ndarray:
         """Months of delivery lead time of a new unit ordered now, per generation, (G,),
@@ -223,14 +225,16 @@ class Environment:
         path, its last value after its last point (as a rent path's process carries on from
         its last value: a path ends in 0 once new units ship without a wait). Kydland &
         Prescott (1982, Econometrica 50(6)): new capital takes time to build; docs/model.md,
-        "Lead time of new units"."""
+        "Lead time of new units". The same array in every month, written in place at the
+        month's first call: a reader holds the month's values while it lasts."""
         if self._lead_month != self.t:
-            lead = np.zeros(self.n_gen)
+            lead = self._lead_buf
+            lead.fill(0.0)
             for g, first, months in self._lead_paths:
                 k = self.t - first
                 if k >= 0:
                     lead[g] = months[min(k, len(months) - 1)]
-            self._lead, self._lead_month = _frozen(lead), self.t
+            self._lead_month = self.t
         return self._lead
 
     def _month_views(self) -> None:
@@ -238,15 +242,16 @@ class Environment:
         self._shipping, self._age = (_frozen(b.view()) for b in self._month_bufs)
 
     def __getstate__(self) -> dict:
-        """A copy (pickle, deepcopy) remakes the views on its own buffers (a view would be
-        copied as an array of its own, which ``_set_month`` would never write)."""
+        """A copy (pickle, deepcopy) remakes the read-only views on its own buffers (a view
+        would be copied as an array of its own, which the month would never write)."""
         state = self.__dict__.copy()
-        del state["_shipping"], state["_age"]
+        del state["_shipping"], state["_age"], state["_lead"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._month_views()
+        self._lead = _frozen(self._lead_buf.view())
 
     def _set_month(self) -> None:
         """This month's ``shipping`` and ``age``, written in place: the rows of two read-only

@@ -48,3 +48,25 @@ def test_shipping_beyond_the_horizon_is_computed(cfg):
     assert np.array_equal(env.shipping, env.launch <= cfg.months + 30)
     assert np.array_equal(env.age, cfg.months + 30 - env.launch)
     assert not env.shipping.flags.writeable
+
+
+def test_lead_times_are_each_months_values_in_one_resident_array():
+    """``lead_time()``: the same read-only array every month, written in place with the
+    month's lead times (straight lines between the path's points, 0 before its first, its
+    last value after its last); a copy's its own."""
+    over = {"environment.lead_time_path": [{"generation": "H100",
+                                            "points": [[2, 6.0], [4, 2.0], [6, 1.0]]}]}
+    cfg = load_scenario("baseline", overrides=over, months=8)
+    env = Environment(cfg, np.random.default_rng(1))
+    h = env.names.index("H100")
+    lead0 = env.lead_time()
+    want = [0.0, 0.0, 6.0, 4.0, 2.0, 1.5, 1.0, 1.0, 1.0]
+    for t in range(cfg.months + 1):
+        lead = env.lead_time()
+        assert lead is lead0 and not lead.flags.writeable
+        assert lead[h] == want[t] and np.count_nonzero(lead) == (want[t] != 0.0)
+        c = copy.deepcopy(env)
+        c.step()
+        assert c.lead_time() is not lead0 and c.lead_time()[h] == want[min(t + 1, 8)]
+        assert lead0[h] == want[t]  # the copy's month left the original's array alone
+        env.step()

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 import pytest
 from test_lead_time import _world  # one generation, one buyer, a binding cap
+from test_resident import rebound
 
 from sim.core import numerics as nm
 from sim.core.config import load_scenario
@@ -265,3 +266,13 @@ def test_row_one_growth_kept_between_months_follows_the_expectations():
             kept = b.kernel_inputs["environment"][4][ship]
             assert kept.tolist() == (nm.log1p(-cfg.environment.rent_deflation)
                                      + x * shape[ship]).tolist()
+
+
+def test_whole_backtest_rebinds_none_of_phase_1s_arrays():
+    """On the compiled engine phase 1 writes its arrays in place (issue 19's resident state,
+    tests/world/test_resident.py's check) also with a market rent path and a lead time,
+    which no oracle case has: the environment's arrays (``lead_time``'s too), the value in
+    best use and the month's last-month value."""
+    mine = {("model", "fundamental"), ("month", "prev_fundamental")}
+    r = rebound("gpu_backtest_2023", ("months=24",))
+    assert sorted(k for k in r if k[0] == "env" or k in mine) == []
