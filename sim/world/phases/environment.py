@@ -23,11 +23,15 @@ def run(m: LiquidationModel) -> MonthState:
     fundamental, :meth:`agents.buyer.BuyerBook.fundamental`) and apply this month's shocks;
     returns the month's state with last month's V_{t-1} (phase 7's reference). On the
     compiled engine, where :func:`covers` the scenario, the step and the valuation are one
-    kernel call (:func:`sim.world.kernels.environment.env_month`)."""
+    kernel call (:func:`sim.world.kernels.environment.env_month`), elsewhere the numpy code
+    writing in place (:func:`_run_uncovered`)."""
     # (the kernel's inputs exist once a month ran on it: covered, as the book of buyers
     # never changes its types)
-    if m.engine == "compiled" and ("environment" in m.kernel_inputs or covers(m)):
-        month = _run_compiled(m)
+    if m.engine == "compiled":
+        if "environment" in m.kernel_inputs or covers(m):
+            month = _run_compiled(m)
+        else:
+            month = _run_uncovered(m)
         _shocks(m, month.t)
         return month
     m.env.step()
@@ -37,6 +41,20 @@ def run(m: LiquidationModel) -> MonthState:
     m.fundamental = m.buyers.fundamental(m.env)
     _shocks(m, t)
     return month
+
+
+def _run_uncovered(m: LiquidationModel) -> MonthState:
+    """The numpy code's step and valuation on the compiled engine where the kernel does not
+    cover the scenario (a book without any buyer), writing in place as the kernel does:
+    V_{t-1} copied into the run's buffer of last month's value in best use (kept in
+    ``m.kernel_inputs["prev_fundamental"]``), the month's value into ``m.fundamental``."""
+    prev = m.kernel_inputs.get("prev_fundamental")
+    if prev is None:
+        prev = m.kernel_inputs["prev_fundamental"] = np.empty_like(m.fundamental)
+    m.env.step()
+    np.copyto(prev, m.fundamental)
+    np.copyto(m.fundamental, m.buyers.fundamental(m.env))
+    return MonthState(m.env.t, prev)
 
 
 def _shocks(m: LiquidationModel, t: int) -> None:
