@@ -168,8 +168,13 @@ class Environment:
         self._power_cost = _frozen(self.kw * e.pue * HOURS_PER_MONTH * e.power_price / 1000.0)
         self._vol: dict[bool, np.ndarray] = {}
         self._facility = None  # facility_cost_per_gpu, built on first use
-        self._month = None  # the month of the cached shipping and age arrays
+        # this month's shipping and age: read-only views of two buffers into which each
+        # month's _set_month copies the month's rows of two tables (the same arrays all run,
+        # as a stacked row would be)
+        self._month = None  # the month they hold
         self._months, self._month_tabs = cfg.months, None  # (_set_month's tables)
+        self._month_bufs = (np.zeros(self.n_gen, bool), np.zeros(self.n_gen, np.int64))
+        self._month_views()
         # observed rent paths (environment.rent_path; empty = off): (generation, first month,
         # rents month by month from the first to the last point)
         self._paths = [(self.names.index(p.generation), int(p.points[0][0]),
@@ -209,7 +214,9 @@ class Environment:
         self._lead_paths = [(self.names.index(p.generation), int(p.points[0][0]),
                              path_lead_times(p.points)) for p in self.cfg.lead_time_path]
         self.has_lead_time = bool(self._lead_paths)
-        self._lead_month, self._lead = None, None
+        # the month's lead times: a read-only view of a buffer each month's lead_time writes
+        self._lead_month, self._lead_buf = None, np.zeros(self.n_gen)
+        self._lead = _frozen(self._lead_buf.view())
 
     def lead_time(self) -> np.ndarray:
         """Months of delivery lead time of a new unit ordered now, per generation, (G,),
@@ -218,33 +225,62 @@ class Environment:
         path, its last value after its last point (as a rent path's process carries on from
         its last value: a path ends in 0 once new units ship without a wait). Kydland &
         Prescott (1982, Econometrica 50(6)): new capital takes time to build; docs/model.md,
-        "Lead time of new units"."""
+        "Lead time of new units". The same array in every month, written in place at the
+        month's first call: a reader holds the month's values while it lasts."""
         if self._lead_month != self.t:
-            lead = np.zeros(self.n_gen)
+            lead = self._lead_buf
+            lead.fill(0.0)
             for g, first, months in self._lead_paths:
                 k = self.t - first
                 if k >= 0:
                     lead[g] = months[min(k, len(months) - 1)]
-            self._lead, self._lead_month = _frozen(lead), self.t
+            self._lead_month = self.t
         return self._lead
 
+    def _month_views(self) -> None:
+        """``_shipping`` and ``_age``: read-only views of the buffers ``_month_bufs``."""
+        self._shipping, self._age = (_frozen(b.view()) for b in self._month_bufs)
+
+    def __getstate__(self) -> dict:
+        """A copy (pickle, deepcopy) remakes the read-only views on its own buffers (a view
+        would be copied as an array of its own, which the month would never write)."""
+        state = self.__dict__.copy()
+        del state["_shipping"], state["_age"], state["_lead"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._month_views()
+        self._lead = _frozen(self._lead_buf.view())
+
     def _set_month(self) -> None:
-        """This month's ``shipping`` and ``age``: rows of two read-only tables over months
-        0 to ``months`` made at the first call (launch months never change, so every row is
-        what ``launch <= t`` and ``t - launch`` give; a row is never written, so an array
-        handed out in an earlier month keeps its values); beyond the tables, new arrays."""
+        """This month's ``shipping`` and ``age``, written in place: the rows of two read-only
+        tables over months 0 to ``months`` made at the first call (launch months never
+        change, so every row is what ``launch <= t`` and ``t - launch`` give) copied into
+        the buffers behind them; beyond the tables, computed into them. The arrays handed
+        out are the same in every month: a reader holds the month's values while it lasts."""
         t = self.t
         tabs = self._month_tabs
         if tabs is None:
             months = np.arange(self._months + 1)[:, None]
             tabs = self._month_tabs = (_frozen(self.launch <= months),
                                        _frozen(months - self.launch))
+        ship, age = self._month_bufs
         if 0 <= t <= self._months:
-            self._shipping, self._age = tabs[0][t], tabs[1][t]
+            np.copyto(ship, tabs[0][t])
+            np.copyto(age, tabs[1][t])
         else:
-            self._shipping = _frozen(self.launch <= t)
-            self._age = _frozen(t - self.launch)
+            np.less_equal(self.launch, t, out=ship)
+            np.subtract(t, self.launch, out=age)
         self._month = t
+
+    def month_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The writeable buffers behind ``shipping`` and ``age``, for a caller that writes
+        this month's values (``launch <= t``, ``t - launch``) into them itself before either
+        is read (the compiled phase 1's kernel, where that costs nothing); from this call the
+        month counts as written."""
+        self._month = self.t
+        return self._month_bufs
 
     @property
     def n_gen(self) -> int:

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 import pytest
 from test_lead_time import _world  # one generation, one buyer, a binding cap
+from test_resident import rebound
 
 from sim.core import numerics as nm
 from sim.core.config import load_scenario
@@ -151,6 +152,7 @@ def test_covers_all_but_a_book_without_buyers():
     assert not phases.environment.covers(LiquidationModel("baseline", months=1, **none))
 
 
+NO_BUYERS = {f"buyers.types.{t}.count": 0 for t in ("hyperscaler", "tier2", "broker")}
 LEAD = {"environment.lead_time_path": [
     {"generation": "H100", "points": [[0, 6.0], [4, 2.5], [12, 0.0]]},
     {"generation": "Rubin", "points": [[8, 9.0], [20, 1.0]]}]}
@@ -265,3 +267,36 @@ def test_row_one_growth_kept_between_months_follows_the_expectations():
             kept = b.kernel_inputs["environment"][4][ship]
             assert kept.tolist() == (nm.log1p(-cfg.environment.rent_deflation)
                                      + x * shape[ship]).tolist()
+
+
+def test_without_buyers_the_compiled_month_is_numpys_in_place():
+    """A book without buyers (not covered: the numpy code on the compiled engine, writing in
+    place): the same bits as the numpy engine's month, in the model's own array and a
+    buffer of last month's value that phase 1 keeps month after month."""
+    m = _numpy_model("baseline", 3, **NO_BUYERS)
+    a, ma, b, mb = _one_month_each_way(m)
+    fund, prev = b.fundamental, mb.prev_fundamental
+    assert "environment" not in b.kernel_inputs  # not the kernel
+    assert same_bits(a.fundamental, fund) and same_bits(ma.prev_fundamental, prev)
+    assert same_bits(prev, m.fundamental) and ma.t == mb.t == 4
+    a.step()
+    b.step()
+    mb = phases.environment.run(b)
+    ma = phases.environment.run(a)
+    assert b.fundamental is fund and mb.prev_fundamental is prev
+    assert same_bits(a.fundamental, fund) and same_bits(ma.prev_fundamental, prev)
+
+
+@pytest.mark.parametrize(("scenario", "over"), [
+    ("gpu_backtest_2023", ()),
+    ("baseline", tuple(f"{k}={v}" for k, v in NO_BUYERS.items())),
+])
+def test_runs_beyond_the_oracle_cases_rebind_none_of_phase_1s_arrays(scenario, over):
+    """On the compiled engine phase 1 writes its arrays in place (issue 19's resident state,
+    tests/world/test_resident.py's check) also in runs no oracle case is like: a market rent
+    path and a lead time (the backtest), a book without buyers (the numpy code, not
+    covered): the environment's arrays (``lead_time``'s too), the value in best use and
+    the month's last-month value."""
+    mine = {("model", "fundamental"), ("month", "prev_fundamental")}
+    r = rebound(scenario, (*over, "months=24"))
+    assert sorted(k for k in r if k[0] == "env" or k in mine) == []

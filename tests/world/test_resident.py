@@ -24,23 +24,9 @@ from sim.qa.oracle import _BOOKS, ORACLE_CASES
 from sim.world import phases
 from sim.world.model import LiquidationModel
 
-# (owner, attribute): what some month still rebinds (or makes after the build), by phase
-STILL_REBOUND: frozenset[tuple[str, str]] = frozenset({
-    # phase 1, environment (and MonthState's fields)
-    ("env", "_age"),
-    ("env", "_shipping"),
-    ("model", "fundamental"),
-    ("month", "prev_fundamental"),
-    # phase 2, borrowers
-    ("borrowers", "arrears_months"),
-    ("borrowers", "dscr"),
-    ("borrowers", "opex"),
-    ("borrowers", "revenue"),
-    # phase 2: the loan book (phases 3 and 4 and the sale-proceeds sweep write it in place)
-    ("loans", "accrued"),
-    ("loans", "overdue"),
-    ("loans", "principal"),
-})
+# (owner, attribute): what some month still rebinds (or makes after the build), by phase:
+# nothing since stop 28 (every phase is resident); a phase that must rebind lists it here
+STILL_REBOUND: frozenset[tuple[str, str]] = frozenset()
 
 
 def _arrays(model: LiquidationModel) -> dict[tuple[str, str], int]:

@@ -49,18 +49,19 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
               mining_cost, fixed_opex, has_sites, mining_share, site_income,
               cash, btc, btc_pledged, call_months, payout_months, arrears_months, dscr,
               borrower, lender, principal, orig_amort, rate, maturity, active, accrued,
-              overdue, rv0, lead, revolver_limit, lb_status, normal, lb_cash,
-              revenue, opex, accrued_new, overdue_new, principal_new, arrears_new, dscr_new):
+              overdue, rv0, lead, revolver_limit, lb_status, normal, lb_cash, revenue, opex):
     """One month of phase 2 over the books' arrays (module docstring).
 
-    Writes in place what the numpy code writes in place (``tenant_gone``, ``contract_rent``,
-    ``contract_end``, ``cash``, ``btc``, ``principal`` at the revolver rows, ``lb_cash``) and
-    fills the arrays the numpy code rebinds (``revenue``, ``opex``, ``accrued_new``,
-    ``overdue_new``, ``principal_new``, ``arrears_new``, ``dscr_new``: the caller rebinds
-    the books to them). ``rv0`` is the first revolver row (revolver k is row rv0 + k,
-    borrower k's). Returns the month's outside flows as (sum of revenue, sum of opex, whether
-    coins were sold, sum of their proceeds, sum of payouts), each summed as
-    ``np.add.reduce`` sums."""
+    Writes every result in place into the books' arrays: what the numpy code writes in place
+    (``tenant_gone``, ``contract_rent``, ``contract_end``, ``cash``, ``btc``, ``principal``
+    at the revolver rows, ``lb_cash``) and what it makes new and rebinds (``revenue``,
+    ``opex``, ``accrued``, ``overdue``, ``principal``, ``arrears_months``, ``dscr``). A
+    row's (a borrower's) old value is read only before its new one is written: the loan
+    rows' after the debt service due and the revolver draws were computed from them, each
+    borrower's arrears months and DSCR in that borrower's own step. ``rv0`` is the first
+    revolver row (revolver k is row rv0 + k, borrower k's). Returns the month's outside
+    flows as (sum of revenue, sum of opex, whether coins were sold, sum of their proceeds,
+    sum of payouts), each summed as ``np.add.reduce`` sums."""
     n = cash.shape[0]
     nrow = borrower.shape[0]
     nl = lb_cash.shape[0]
@@ -215,11 +216,11 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
         paid = frac[borrower[r]] * owed[r]
         int_paid = minimum(paid, due_int[r])
         prin_paid = paid - int_paid
-        accrued_new[r] = due_int[r] - int_paid
-        overdue_new[r] = due_prin[r] - prin_paid
-        principal_new[r] = principal[r] - prin_paid
+        accrued[r] = due_int[r] - int_paid
+        overdue[r] = due_prin[r] - prin_paid
+        principal[r] = principal[r] - prin_paid
         paid_l[lender[r]] += paid
-        arrears[borrower[r]] += accrued_new[r] + overdue_new[r]
+        arrears[borrower[r]] += accrued[r] + overdue[r]
     for k in range(nl):
         lb_cash[k] += paid_l[k]
 
@@ -227,11 +228,11 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
     any_sel = False
     for i in range(n):
         late = arrears[i] > 1.0 and alive[i]
-        arrears_new[i] = arrears_months[i] + 1 if late else 0
+        arrears_months[i] = arrears_months[i] + 1 if late else 0
         ratio = noi[i] / sched[i] if sched[i] > 0 else 10.0
         clipped = minimum(maximum(ratio, -10.0), 10.0)
-        dscr_new[i] = 0.5 * dscr[i] + 0.5 * clipped if alive[i] else dscr[i]
-        if active[rv0 + i] and principal_new[rv0 + i] > 0:
+        dscr[i] = 0.5 * dscr[i] + 0.5 * clipped if alive[i] else dscr[i]
+        if active[rv0 + i] and principal[rv0 + i] > 0:
             any_sel = True
 
     # ---- repay_revolvers (cash above three months of opex), then payouts above the
@@ -242,10 +243,10 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
         if any_sel:
             r = rv0 + i
             rep = 0.0
-            if active[r] and principal_new[r] > 0:
+            if active[r] and principal[r] > 0:
                 spare = maximum(cash[i] - 3.0 * opex[i], 0.0)
-                rep = maximum(minimum(spare, principal_new[r] - overdue_new[r]), 0.0)
-            principal_new[r] -= rep
+                rep = maximum(minimum(spare, principal[r] - overdue[r]), 0.0)
+            principal[r] -= rep
             cash[i] -= rep
             rep_l[lender[r]] += rep
         keep = payout_months[i] * (opex[i] + due[i])
@@ -270,7 +271,10 @@ def prepay_rows(amount, borrower, lender, principal, accrued, overdue, cash, lb_
 
     Fills ``principal_new`` always and ``accrued_new``, ``overdue_new`` when the first stage
     runs; returns whether it ran (the numpy code rebinds ``accrued`` and ``overdue`` only
-    then; ``principal`` always). ``amount`` is per borrower."""
+    then; ``principal`` always). ``amount`` is per borrower. Each ``*_new`` array may be its
+    input array itself (the book written in place): a row's old values are read only before
+    its new ones are written (the prepayment's cap min(principal, principal_new - overdue),
+    which reads both, is taken in the same row's step)."""
     nb = amount.shape[0]
     nrow = borrower.shape[0]
     owed = np.empty(nrow)
@@ -286,6 +290,8 @@ def prepay_rows(amount, borrower, lender, principal, accrued, overdue, cash, lb_
             first = True
     paid = np.zeros(nrow)
     spare = np.empty(nb)
+    cap = np.empty(nrow)
+    cap_b = np.zeros(nb)
     if first:
         for i in range(nb):
             frac[i] = minimum(frac[i], 1.0)
@@ -294,25 +300,23 @@ def prepay_rows(amount, borrower, lender, principal, accrued, overdue, cash, lb_
             p = frac[borrower[r]] * owed[r]
             int_paid = minimum(p, accrued[r])
             prin_paid = p - int_paid
+            before = principal[r]
             accrued_new[r] = accrued[r] - int_paid
             overdue_new[r] = overdue[r] - prin_paid
-            principal_new[r] = principal[r] - prin_paid
+            principal_new[r] = before - prin_paid
             paid[r] = p
             paid_b[borrower[r]] += p
+            cap[r] = maximum(minimum(before, principal_new[r] - overdue_new[r]), 0.0)
+            cap_b[borrower[r]] += cap[r]
         for i in range(nb):
             spare[i] = maximum(amount[i] - paid_b[i], 0.0)
-        ovd = overdue_new
     else:
         for i in range(nb):
             spare[i] = maximum(amount[i], 0.0)
         for r in range(nrow):
             principal_new[r] = principal[r]
-        ovd = overdue
-    cap = np.empty(nrow)
-    cap_b = np.zeros(nb)
-    for r in range(nrow):
-        cap[r] = maximum(minimum(principal[r], principal_new[r] - ovd[r]), 0.0)
-        cap_b[borrower[r]] += cap[r]
+            cap[r] = maximum(minimum(principal[r], principal_new[r] - overdue[r]), 0.0)
+            cap_b[borrower[r]] += cap[r]
     for i in range(nb):
         pf = spare[i] / cap_b[i] if cap_b[i] > 0 else 0.0
         spare[i] = minimum(pf, 1.0)
@@ -332,8 +336,9 @@ def prepay_rows(amount, borrower, lender, principal, accrued, overdue, cash, lb_
 
 
 @kernel
-def prepay(amount, borrower, lender, principal, accrued, overdue, cash, lb_cash,
-           accrued_new, overdue_new, principal_new):
-    """:func:`prepay_rows` as a kernel (phases 3, 4 and 6 call the phase's ``prepay``)."""
+def prepay(amount, borrower, lender, principal, accrued, overdue, cash, lb_cash):
+    """:func:`prepay_rows` as a kernel, writing the loan book's ``principal``, ``accrued``
+    and ``overdue`` in place (phases 3, 4 and 6 call the phase's ``prepay``); returns
+    whether the first stage ran."""
     return prepay_rows(amount, borrower, lender, principal, accrued, overdue, cash, lb_cash,
-                       accrued_new, overdue_new, principal_new)
+                       accrued, overdue, principal)

@@ -188,22 +188,25 @@ def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_ha
               hash_on, extrap, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
               present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
               path_rents, path_len, factor_gens, lead_on, lead, growth0, growth1, mu1,
-              type_idx, v_out, fund_out, res_out):
+              type_idx, v_out, fund_out, prev_out, res_out, ship_out, age_out):
     """Phase 1's month after the draws: the standard normals eps_r and eta of
     :meth:`sim.core.environment.Environment.step` are Phi^-1 (``ndtri1``) of the uniforms
     ``u_r`` and ``u_eta`` the phase draws (``nm.standard_normal``'s transform of the same
     raw draws, compiled: the same bits, sim.core.numerics). Then the environment's step
     (rents in place in ``rent``; BTC, its peak, the stress flag and hashprice returned),
     the values by type (:func:`values_by_type`) and the value in best use (:func:`best_use`).
-    Writes the values into ``v_out[:X]`` ((2, T, G), X = 1 or 2), the value in best use
-    into ``fund_out`` (G,) and the reservation prices, when ``common``, into ``res_out``
-    (K, G): arrays from the caller (a returned array costs numba's dispatch about 0.3-0.6 us
-    to box, a passed one a tenth of that). Returns (btc, btc_peak, stress, hashprice, X,
-    common): the values are at x = 0 and at the buyers' expectation row ``extrap[0]`` (rows
-    0 and X - 1); the reservation prices, written when every row of ``extrap`` (K, G) equals
-    the first (``common``: ``extrap == extrap[0]``, NaN never equal), are each buyer's
-    type's value at that row (row X - 1 taken at ``type_idx``), what
-    :meth:`agents.buyer.BuyerBook.reservation` gives.
+    Writes the values into ``v_out[:X]`` ((2, T, G), X = 1 or 2), the value in best use into
+    ``fund_out`` (G,), the model's own array, in place: last month's values, which it holds
+    on entry (never read here), go to ``prev_out`` (G,) first; and the reservation prices,
+    when ``common``, into ``res_out`` (K, G): arrays from the caller (a returned array costs
+    numba's dispatch about 0.3-0.6 us to box, a passed one a tenth of that). Returns (btc,
+    btc_peak, stress, hashprice, X, common): the values are at x = 0 and at the buyers'
+    expectation row ``extrap[0]`` (rows 0 and X - 1); the reservation prices, written when
+    every row of ``extrap`` (K, G) equals the first (``common``: ``extrap == extrap[0]``,
+    NaN never equal), are each buyer's type's value at that row (row X - 1 taken at
+    ``type_idx``), what :meth:`agents.buyer.BuyerBook.reservation` gives. The month's
+    ``launch <= t`` and ``t - launch`` go into ``ship_out`` and ``age_out`` (G,), the
+    environment's buffers behind ``shipping`` and ``age`` (:meth:`Environment.month_buffers`).
     ``shock_*`` are the environment's ``btc`` (kind 0) and ``rent`` (kind 1) shocks in the
     scenario's order; ``p`` the scalar parameters (``P_*``). ``path_*`` are the observed rent
     paths (:meth:`Environment._apply_paths`: generation, first month, market scope, rents
@@ -212,6 +215,9 @@ def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_ha
     0's growth, ``growth1`` and ``mu1`` row 1's, kept between months (:func:`values_by_type`:
     the buffers are written here)."""
     n_g = rent.shape[0]
+    for g in range(n_g):
+        ship_out[g] = launch[g] <= t
+        age_out[g] = t - launch[g]
     before = rent.copy()  # last month's rents (a market path's factor)
     rho = p[P_RHO_STRESS] if stress else p[P_RHO_CALM]
     vol = p[P_VOL_STRESS] if stress else p[P_VOL_CALM]
@@ -272,6 +278,7 @@ def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_ha
             for g in range(n_g):
                 v_out[x, k, g] = v[x, k, g]
     for g in range(n_g):
+        prev_out[g] = fund_out[g]
         fund_out[g] = fund[g]
     n_k = extrap.shape[0]
     common = True

@@ -103,9 +103,12 @@ def _static(m: LiquidationModel) -> tuple:
 
 def _run_compiled(m: LiquidationModel, rv0: int) -> None:
     """:func:`run` as one kernel call: the tenants' walk draws here (the same draws as
-    ``BorrowerBook.update_contracts``), the waterfall in the kernel, then the books rebound to
-    the arrays the numpy code would have made new and the outside flows added in its order
-    (as :meth:`~sim.world.model.LiquidationModel.add_outside_flow` adds them)."""
+    ``BorrowerBook.update_contracts``), the waterfall in the kernel, then the outside flows
+    added in the numpy code's order (as
+    :meth:`~sim.world.model.LiquidationModel.add_outside_flow` adds them). The kernel writes
+    the books in place, the arrays the numpy code makes new included (the borrowers'
+    ``revenue``, ``opex``, ``arrears_months`` and ``dscr``, the loans' ``accrued``,
+    ``overdue`` and ``principal``): no array is rebound."""
     env, b, L, lb = m.env, m.borrowers, m.loans, m.lenders
     st = m.kernel_inputs.get("borrowers")
     if st is None:
@@ -113,10 +116,6 @@ def _run_compiled(m: LiquidationModel, rv0: int) -> None:
     p_stress, p_calm, power_cost, util, defaulted, normal = st
     u_walk = m.rng.random(b.n)
     sites = b.mining_share is not None
-    n, nrow = b.n, len(L)
-    rev, opex, dscr = np.empty(n), np.empty(n), np.empty(n)
-    arrears_months = np.empty(n, dtype=np.int64)
-    accrued, overdue, principal = np.empty(nrow), np.empty(nrow), np.empty(nrow)
     rev_sum, opex_sum, sold, btc_sum, out_sum = kernels.waterfall(
         env.t, u_walk, p_stress if env.stress else p_calm, env.rent, float(env.hashprice),
         power_cost, util, float(env.btc), b.status, defaulted, b.fleet, b.contract_rent,
@@ -126,10 +125,7 @@ def _run_compiled(m: LiquidationModel, rv0: int) -> None:
         b.cash, b.btc, b.btc_pledged, b.call_months, b.payout_months, b.arrears_months, b.dscr,
         L.borrower, L.lender, L.principal, L.orig_amort, L.rate, L.maturity, L.active,
         L.accrued, L.overdue, rv0, m.lead, m.revolver_limit, lb.status, normal, lb.cash,
-        rev, opex, accrued, overdue, principal, arrears_months, dscr)
-    b.revenue, b.opex = rev, opex
-    L.accrued, L.overdue, L.principal = accrued, overdue, principal
-    b.arrears_months, b.dscr = arrears_months, dscr
+        b.revenue, b.opex)
     f = m.flows
     f["tenants"] += float(rev_sum)
     f["opex"] += float(-opex_sum)
@@ -155,15 +151,13 @@ def prepay(m: LiquidationModel, amount: np.ndarray) -> None:
     """An extra payment by each borrower: arrears first, then principal, cash to lenders.
 
     On the compiled engine one kernel call (:func:`sim.world.kernels.borrowers.prepay`, the
-    same operations in the same order) for a float64 ``amount``; else the numpy code below."""
+    same operations in the same order) for a float64 ``amount``, which writes the loan book's
+    ``principal``, ``accrued`` and ``overdue`` in place (the numpy code rebinds them); else
+    the numpy code below."""
     b, L, lb = m.borrowers, m.loans, m.lenders
     if m.engine == "compiled" and amount.dtype == np.float64 and amount.ndim == 1:
-        n = len(L)
-        accrued, overdue, principal = np.empty(n), np.empty(n), np.empty(n)
-        if kernels.prepay(amount, L.borrower, L.lender, L.principal, L.accrued, L.overdue,
-                          b.cash, lb.cash, accrued, overdue, principal):
-            L.accrued, L.overdue = accrued, overdue  # rebound as pay() rebinds them
-        L.principal = principal
+        kernels.prepay(amount, L.borrower, L.lender, L.principal, L.accrued, L.overdue,
+                       b.cash, lb.cash)
         return
     # pay() reads these arrays and rebinds the book's own (never writes into them): no copies
     paid = L.pay(amount, L.accrued, L.overdue, prepay=L.principal)

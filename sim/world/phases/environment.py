@@ -23,11 +23,15 @@ def run(m: LiquidationModel) -> MonthState:
     fundamental, :meth:`agents.buyer.BuyerBook.fundamental`) and apply this month's shocks;
     returns the month's state with last month's V_{t-1} (phase 7's reference). On the
     compiled engine, where :func:`covers` the scenario, the step and the valuation are one
-    kernel call (:func:`sim.world.kernels.environment.env_month`)."""
+    kernel call (:func:`sim.world.kernels.environment.env_month`), elsewhere the numpy code
+    writing in place (:func:`_run_uncovered`)."""
     # (the kernel's inputs exist once a month ran on it: covered, as the book of buyers
     # never changes its types)
-    if m.engine == "compiled" and ("environment" in m.kernel_inputs or covers(m)):
-        month = _run_compiled(m)
+    if m.engine == "compiled":
+        if "environment" in m.kernel_inputs or covers(m):
+            month = _run_compiled(m)
+        else:
+            month = _run_uncovered(m)
         _shocks(m, month.t)
         return month
     m.env.step()
@@ -37,6 +41,20 @@ def run(m: LiquidationModel) -> MonthState:
     m.fundamental = m.buyers.fundamental(m.env)
     _shocks(m, t)
     return month
+
+
+def _run_uncovered(m: LiquidationModel) -> MonthState:
+    """The numpy code's step and valuation on the compiled engine where the kernel does not
+    cover the scenario (a book without any buyer), writing in place as the kernel does:
+    V_{t-1} copied into the run's buffer of last month's value in best use (kept in
+    ``m.kernel_inputs["prev_fundamental"]``), the month's value into ``m.fundamental``."""
+    prev = m.kernel_inputs.get("prev_fundamental")
+    if prev is None:
+        prev = m.kernel_inputs["prev_fundamental"] = np.empty_like(m.fundamental)
+    m.env.step()
+    np.copyto(prev, m.fundamental)
+    np.copyto(m.fundamental, m.buyers.fundamental(m.env))
+    return MonthState(m.env.t, prev)
 
 
 def _shocks(m: LiquidationModel, t: int) -> None:
@@ -126,7 +144,12 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     buyers' valuation cache (phase 6's reservation prices read it) and ``m.fundamental`` as
     the numpy code does; with expectations common to all buyers it also hands the month's
     reservation prices to the buyers (:meth:`agents.buyer.BuyerBook.store_reservation`),
-    which the sites phase and phase 6 ask for."""
+    which the sites phase and phase 6 ask for.
+
+    Written in place: ``m.fundamental`` (the kernel writes V_t into it) and the month's
+    ``prev_fundamental``, a buffer of the run (in ``m.kernel_inputs["environment"]``) into
+    which the kernel copies V_{t-1} first; the environment's rents, and its ``shipping`` and
+    ``age`` (:meth:`~sim.core.environment.Environment.month_buffers`)."""
     env, b = m.env, m.buyers
     st = m.kernel_inputs.get("environment")
     if st is None:  # (the valuation's inputs depend on the configuration only)
@@ -134,24 +157,25 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
         # row 1's growth and its mu per generation, kept between months by the kernel
         growth1 = np.empty((env.n_gen, vi.m.shape[0]))
         st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs(), vi, growth1,
-                                               np.full(env.n_gen, np.nan))
+                                               np.full(env.n_gen, np.nan),
+                                               np.empty(env.n_gen))
     ((p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
-      path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1) = st
+      path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1, prev) = st
     env.t += 1
     t = env.t
     rng = env.rng
     # Environment.step's two standard normal draws, nm.standard_normal(rng) each: the
     # uniforms here, in its order, their Phi^-1 in the kernel (ndtri1 compiled, the same bits)
     u_r, u_eta = nm.open_uniform(rng, None), nm.open_uniform(rng, None)
-    env.shipping  # noqa: B018 (the month's shipping and age arrays, as the numpy code reads them)
+    ship, age = env.month_buffers()  # (the kernel writes the month's shipping and age)
     extrap = b.extrap
     rent = env.rent
     # the month's lead times (env.lead_time caches them, as the numpy valuation reads them)
     lead = env.lead_time() if vi.lead_on else _NO_LEAD
     # the kernel's new arrays, passed in (cheaper than returned): the values at rows 0 and
-    # X - 1 (X <= 2), the value in best use, the reservation prices
+    # X - 1 (X <= 2), the reservation prices
     n_g = rent.shape[0]
-    v, fund, res = np.empty((2, vi.t_disc.shape[0], n_g)), np.empty(n_g), np.empty(extrap.shape)
+    v, res = np.empty((2, vi.t_disc.shape[0], n_g)), np.empty(extrap.shape)
     btc, peak, stress, hashprice, n_x, common = ke.env_month(
         t, t in si.launches, u_r, u_eta, env.btc, env.btc_peak, env.stress,
         env.cfg.btc_random_walk, env.any_hash, rent, env.launch, si.ai_rent,
@@ -159,12 +183,10 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
         vi.sqrt_m, vi.cost, rvol_calm, rvol_stress, vi.t_disc, vi.t_life, vi.t_integration,
         vi.present, vi.all_present, cap_on, cap, m.salvage_price, path_gen, path_first,
         path_market, path_rents, path_len, si.factor_gens, vi.lead_on, lead, growth0,
-        growth1, mu1, b.type_idx, v, fund, res)
+        growth1, mu1, b.type_idx, v, m.fundamental, prev, res, ship, age)
     env.btc, env.btc_peak, env.stress, env.hashprice = btc, peak, stress, hashprice
     state = (t, bool(stress), hashprice, rent.tobytes())
     b.store_values_by_type(env, state + (extrap[0].tobytes(),), v[0], v[n_x - 1])
     if common and res.shape[0]:  # (BuyerBook.reservation's key)
         b.store_reservation(env, state + (extrap.tobytes(),), res)
-    month = MonthState(t, m.fundamental)
-    m.fundamental = fund
-    return month
+    return MonthState(t, prev)

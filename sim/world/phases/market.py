@@ -502,25 +502,18 @@ def sweep_sale_proceeds(m: LiquidationModel) -> None:
 
 def _sweep_in_place(m: LiquidationModel) -> None:
     """:func:`sweep_sale_proceeds` on the compiled engine: the amount swept (the same
-    ``np.minimum(proceeds, np.maximum(cash, 0.0))``) and the prepayment
-    (:func:`sim.world.kernels.borrowers.prepay`, what :func:`sim.world.phases.borrowers.prepay`
-    calls) into per-run scratch arrays, the loans' new principal (and arrears, when the
-    prepayment paid some) then copied into the loan book's arrays: none is rebound. The
-    kernel reads the old arrays while it fills the new ones, hence the scratch."""
+    ``np.minimum(proceeds, np.maximum(cash, 0.0))``, into a per-run scratch array) and the
+    prepayment (:func:`sim.world.kernels.borrowers.prepay`, what
+    :func:`sim.world.phases.borrowers.prepay` calls), which writes the loan book's principal,
+    accrued and overdue in place: none is rebound."""
     b, L, lb = m.borrowers, m.loans, m.lenders
-    n = len(L)
-    st = m.kernel_inputs.get("market_sweep")
-    if st is None or st[0].shape[0] != b.n or st[1].shape[0] != n:
-        st = m.kernel_inputs["market_sweep"] = (np.empty(b.n), np.empty(n), np.empty(n),
-                                                np.empty(n))
-    amount, accrued, overdue, principal = st
+    amount = m.kernel_inputs.get("market_sweep")
+    if amount is None or amount.shape[0] != b.n:
+        amount = m.kernel_inputs["market_sweep"] = np.empty(b.n)
     np.maximum(b.cash, 0.0, out=amount)
     np.minimum(m.sale_proceeds, amount, out=amount)
-    if kborrowers.prepay(amount, L.borrower, L.lender, L.principal, L.accrued, L.overdue,
-                         b.cash, lb.cash, accrued, overdue, principal):
-        np.copyto(L.accrued, accrued)
-        np.copyto(L.overdue, overdue)
-    np.copyto(L.principal, principal)
+    kborrowers.prepay(amount, L.borrower, L.lender, L.principal, L.accrued, L.overdue,
+                      b.cash, lb.cash)
 
 
 def parametric(m: LiquidationModel, g: int, ask_qty: list) -> tuple[float, int]:
