@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -68,16 +68,6 @@ OUTSIDE_FLOWS = ("tenants", "opex", "payouts", "btc_sales", "salvage", "estate_s
                  "unpaid_suppliers",
                  "buyer_capital", "funding_outside", "holding_costs", "other_loans",
                  "policy_funding")
-
-
-def _prices(model, month) -> None:
-    phases.prices.run(model, month)  # looked up at each call, as step() always did
-
-
-# the phases a month hands to its caller (LiquidationModel.month_phases), by name: the
-# function that runs one for one model; a batched driver (sim.world.stack.RunStack) may run
-# one for many runs at once instead
-HANDED_OVER: dict[str, Callable[[Any, Any], None]] = {"prices": _prices}
 
 
 def lead_of(rows_b: np.ndarray, rows_l: np.ndarray, n_borrowers: int) -> np.ndarray:
@@ -441,19 +431,10 @@ class LiquidationModel(mesa.Model):
     # ================================================================ the month
     def step(self) -> None:
         """One month: the nine phases of docs/model.md section 3, each a module of
-        :mod:`sim.world.phases`, as :meth:`month_phases` lists them; this model runs every
-        phase the month hands over itself (:data:`HANDED_OVER`)."""
-        for name, arg in self.month_phases():
-            HANDED_OVER[name](self, arg)
-
-    def month_phases(self) -> Iterator[tuple[str, Any]]:
-        """One month, as a generator: it runs the phases in order, but hands each phase of
-        :data:`HANDED_OVER` to its caller instead of running it, as ``(name, argument)``; the
-        caller runs it (``HANDED_OVER[name](model, argument)``, as :meth:`step` does, or a
-        batched kernel over this run and others: :class:`sim.world.stack.RunStack`) and
-        resumes the generator. Phase 1 returns the month's
-        :class:`~sim.world.state.MonthState` (filled by phase 3, read by phases 4, 5 and 7);
-        phase 5 returns the month's :class:`~sim.world.state.SellOrders` (read by phase 6)."""
+        :mod:`sim.world.phases`. Phase 1 returns the month's :class:`~sim.world.state.MonthState`
+        (filled by phase 3, read by phases 4, 5 and 7); phase 5 returns the month's
+        :class:`~sim.world.state.SellOrders` (read by phase 6). (:data:`sim.world.stack.MONTH`
+        lists the same phases for R runs in lockstep.)"""
         if self.env.t >= self.cfg.months:
             self.running = False
             return
@@ -468,7 +449,7 @@ class LiquidationModel(mesa.Model):
         orders = phases.orders.run(self, month)  # 5
         phases.market.run(self, orders)  # 6
         phases.market.sweep_sale_proceeds(self)
-        yield "prices", month  # 7
+        phases.prices.run(self, month)  # 7
         phases.funding.run(self)  # 8
         phases.policies.pay_funding(self)
         phases.record.run(self)  # 9

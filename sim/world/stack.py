@@ -24,12 +24,14 @@ arrays stay per run. Read-only arrays stay read-only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from sim.world.model import _MESA_LOG, HANDED_OVER, LiquidationModel
+from sim.world import phases
+from sim.world.model import _MESA_LOG, LiquidationModel
+from sim.world.state import MonthState, SellOrders
 
 # the books a model holds (the same names as sim.qa.oracle's state comparison)
 BOOKS = ("borrowers", "lenders", "buyers", "loans", "desk", "env", "sites", "lolr")
@@ -83,11 +85,12 @@ class RunStack:
             raise ValueError("a run stack needs at least one model")
         self.models = list(models)
         self.batched = batched
+        # what the batched phases keep for the stack (their stacked inputs), by phase name
+        self.kernel_inputs: dict[str, Any] = {}
         self.errors: dict[int, Exception] = {}
         # Mesa's bookkeeping of the months stepped directly, by run (LiquidationModel.run's)
         self._sched: dict[int, Any] = {}
         self._done: dict[int, int] = {}
-        self._stepping: set[int] = set()
         self._finished: set[int] = set()
         first = self.models[0]
         for m in self.models[1:]:
@@ -166,17 +169,15 @@ class RunStack:
         return out
 
     def step(self) -> None:
-        """One month of every run still running, in lockstep: each run's month
-        (:meth:`LiquidationModel.month_phases`) runs its phases up to the next phase it hands
-        over; that phase then runs for all the runs waiting on it, by one batched call where
-        :data:`BATCHED` has it and ``batched`` is on, else run by run
-        (:data:`sim.world.model.HANDED_OVER`). A run whose month raises an Exception is
-        stopped, its error kept in ``errors`` (by run) and its Mesa state left as
-        ``model.step()`` leaves it; the others go on. A run whose Mesa schedule is not the
-        plain step schedule (:meth:`LiquidationModel._plain_schedule`) is stepped alone by
-        ``model.step()``."""
+        """One month of every run still running, in lockstep: the phases of :data:`MONTH` in
+        order, each for all the runs at once, by one batched call where :data:`BATCHED` has
+        it (and ``batched`` is on), else run by run, as ``model.step()`` runs them. A run
+        whose month raises an Exception is stopped, its error kept in ``errors`` (by run) and
+        its Mesa state left as ``model.step()`` leaves it; the others go on. A run whose Mesa
+        schedule is not the plain step schedule (:meth:`LiquidationModel._plain_schedule`) is
+        stepped alone by ``model.step()``."""
         log = _MESA_LOG.isEnabledFor(logging.INFO)
-        pending: list[tuple[int, LiquidationModel, Iterator]] = []
+        live: list[int] = []
         for r, m in enumerate(self.models):
             if not m.running or r in self.errors:
                 continue
@@ -184,43 +185,32 @@ class RunStack:
                 self._sched[r] = m._plain_schedule()
             if self._sched[r] is None:
                 self._alone(r, m)
-                continue
-            if m.env.t >= m.cfg.months:
+            elif m.env.t >= m.cfg.months:
                 m.running = False
+            else:
+                m.direct_month_start(log)
+                live.append(r)
+        ctx = {r: MonthContext() for r in live}
+        for name, phase in MONTH:
+            batch = BATCHED.get(name) if self.batched and len(live) > 1 else None
+            if batch is not None:
+                batch(self, live, [ctx[r] for r in live])
                 continue
-            m.direct_month_start(log)
-            self._stepping.add(r)
-            pending.append((r, m, m.month_phases()))
-        while pending:
-            waiting: dict[str, list[tuple[int, LiquidationModel, Iterator, Any]]] = {}
-            for r, m, month in pending:
+            failed = False
+            for r in live:
                 try:
-                    name, arg = next(month)
-                except StopIteration:
-                    self._stepping.discard(r)
-                    self._done[r] = self._done.get(r, 0) + 1
-                    continue
+                    phase(self.models[r], ctx[r])
                 except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
                     self.errors[r] = e
-                    continue
-                waiting.setdefault(name, []).append((r, m, month, arg))
-            pending = []
-            for name, group in waiting.items():
-                batch = BATCHED.get(name) if self.batched else None
-                if batch is not None and len(group) > 1:
-                    batch(self, [g[0] for g in group], [g[3] for g in group])
-                else:
-                    for r, m, _month, arg in group:
-                        try:
-                            HANDED_OVER[name](m, arg)
-                        except Exception as e:  # noqa: BLE001 - as above
-                            self.errors[r] = e
-                pending.extend((r, m, month) for r, m, month, _ in group
-                               if r not in self.errors)
-        for r in list(self._stepping):  # runs whose month raised: Mesa's state as step() leaves it
-            if r in self.errors:
-                self._stepping.discard(r)
-                self._finish(r, stepping=True)
+                    self._finish(r, stepping=True)
+                    failed = True
+            if failed:
+                live = [r for r in live if r not in self.errors]
+        for r in live:
+            m = self.models[r]
+            self._done[r] = self._done.get(r, 0) + 1
+            if m.env.t >= m.cfg.months:
+                m.running = False
 
     def _alone(self, r: int, m: LiquidationModel) -> None:
         try:
@@ -249,7 +239,93 @@ class RunStack:
         return self.models
 
 
-# phases run for many runs at once by one call, by the name a month hands them over under
-# (LiquidationModel.month_phases): f(stack, runs, arguments), runs the indices of the runs
-# waiting on the phase and arguments what their months handed over
-BATCHED: dict[str, Callable[[RunStack, list[int], list], None]] = {}
+class MonthContext:
+    """What one run's month hands from a phase to a later one in :data:`MONTH`: phase 1's
+    :class:`~sim.world.state.MonthState` and phase 5's :class:`~sim.world.state.SellOrders`."""
+
+    __slots__ = ("month", "orders")
+
+    def __init__(self) -> None:
+        self.month: MonthState | None = None
+        self.orders: SellOrders | None = None
+
+
+def _environment(m: LiquidationModel, c: MonthContext) -> None:
+    c.month = phases.environment.run(m)
+
+
+def _borrowers(m: LiquidationModel, c: MonthContext) -> None:
+    phases.borrowers.run(m)
+
+
+def _lolr(m: LiquidationModel, c: MonthContext) -> None:
+    if m.lolr is not None:
+        phases.policies.lolr_operate(m)
+
+
+def _lenders(m: LiquidationModel, c: MonthContext) -> None:
+    phases.lenders.run(m, c.month)
+
+
+def _defaults(m: LiquidationModel, c: MonthContext) -> None:
+    phases.defaults.run(m, c.month)
+
+
+def _sites(m: LiquidationModel, c: MonthContext) -> None:
+    if m.sites is not None:
+        phases.sites.run(m)
+
+
+def _orders(m: LiquidationModel, c: MonthContext) -> None:
+    c.orders = phases.orders.run(m, c.month)
+
+
+def _market(m: LiquidationModel, c: MonthContext) -> None:
+    phases.market.run(m, c.orders)
+
+
+def _sweep(m: LiquidationModel, c: MonthContext) -> None:
+    phases.market.sweep_sale_proceeds(m)
+
+
+def _prices(m: LiquidationModel, c: MonthContext) -> None:
+    phases.prices.run(m, c.month)
+
+
+def _funding(m: LiquidationModel, c: MonthContext) -> None:
+    phases.funding.run(m)
+
+
+def _pay_funding(m: LiquidationModel, c: MonthContext) -> None:
+    phases.policies.pay_funding(m)
+
+
+def _record(m: LiquidationModel, c: MonthContext) -> None:
+    phases.record.run(m)
+
+
+# the month of LiquidationModel.step, phase by phase, each for one run (the phases' modules
+# looked up at each call, as step() does): names for BATCHED
+MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] = (
+    ("environment", _environment),  # 1
+    ("borrowers", _borrowers),  # 2
+    ("lolr", _lolr),
+    ("lenders", _lenders),  # 3
+    ("defaults", _defaults),  # 4
+    ("sites", _sites),
+    ("orders", _orders),  # 5
+    ("market", _market),  # 6
+    ("sweep", _sweep),
+    ("prices", _prices),  # 7
+    ("funding", _funding),  # 8
+    ("pay_funding", _pay_funding),
+    ("record", _record),  # 9
+)
+
+# phases run for many runs at once by one call, by their name in MONTH: f(stack, runs,
+# contexts), runs the indices of the live runs (in order), contexts their MonthContexts. A
+# batched phase gives each run the bits of its own phase, and falls back to it run by run
+# where the runs cannot share a call
+BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
+    "prices": phases.prices.run_batch,  # 7
+}

@@ -12,6 +12,7 @@ from test_resident import STILL_REBOUND  # tests/world, on the path (pytest prep
 from sim.core.config import load_scenario
 from sim.qa.oracle import ORACLE_CASES, mismatches
 from sim.world import phases
+from sim.world.kernels import prices as kprices
 from sim.world.model import LiquidationModel
 from sim.world.stack import RunStack, arrays
 
@@ -154,3 +155,38 @@ def test_runs_of_another_shape_are_refused():
         RunStack([a, LiquidationModel("crypto_winter", seed=1, months=3, engine="numpy")])
     with pytest.raises(ValueError, match="at least one"):
         RunStack([])
+
+
+def test_phase_7_runs_batched_and_gives_each_run_its_bits(monkeypatch):
+    """Phase 7 runs as one batched call a month for the stack's runs (sim.world.phases.prices.
+    run_batch over sim.world.kernels.prices.prices_batch), never through a run's own phase,
+    and each run is bit for bit the run alone; the same stack unbatched gives the same bits."""
+    calls, alone_calls = [], []
+    real_batch, real_run = kprices.prices_batch, phases.prices.run
+    monkeypatch.setattr(kprices, "prices_batch", lambda runs, *a: (calls.append(len(runs)),
+                                                                   real_batch(runs, *a)))
+    monkeypatch.setattr(phases.prices, "run", lambda m, month: (alone_calls.append(1),
+                                                               real_run(m, month)))
+    cfgs = [load_scenario("crypto_winter", seed=s, months=12) for s in (1, 2, 3, 4)]
+    stack = _stacked(cfgs)
+    assert calls == [4] * 12 and alone_calls == []
+    monkeypatch.undo()
+    plain = RunStack([LiquidationModel(c) for c in cfgs], batched=False).run()
+    for cfg, m, p in zip(cfgs, stack.models, plain, strict=True):
+        assert mismatches(_alone(cfg), m) == []
+        assert mismatches(p, m) == []
+
+
+def test_runs_that_cannot_share_phase_7_run_it_alone(monkeypatch):
+    """Runs whose phase 7 arrays differ in shape (one more broker: every buyer array is one
+    longer) share a stack (padded) but not the batched call: each runs its own phase 7, with
+    its own bits."""
+    calls = []
+    real_batch = kprices.prices_batch
+    monkeypatch.setattr(kprices, "prices_batch", lambda *a: (calls.append(1), real_batch(*a)))
+    cfgs = [load_scenario("crypto_winter", seed=1, months=6),
+            load_scenario("crypto_winter", ["buyers.types.broker.count=9"], seed=1, months=6)]
+    stack = _stacked(cfgs)
+    assert stack.kernel_inputs["prices"] is None and calls == []
+    for cfg, m in zip(cfgs, stack.models, strict=True):
+        assert mismatches(_alone(cfg), m) == []

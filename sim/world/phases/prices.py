@@ -15,6 +15,7 @@ from sim.world.state import MonthState
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
+    from sim.world.stack import MonthContext, RunStack
 
 
 def run(m: LiquidationModel, month: MonthState) -> None:
@@ -134,6 +135,128 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         buyers.mw_built += built
     if not unlimited:  # unlimited buyers' capital is off the books
         m.add_outside_flow("buyer_capital", after - before)
+
+
+# phase 7's kernel arguments a run's model holds as resident arrays (sim.world.stack): the
+# stack's (R, ...) array goes to the batched kernel for each, by argument name, with the
+# switch that reads it (None: always)
+_STACKED = (("price", ("model", "price"), None), ("fund", ("model", "fundamental"), None),
+            ("reservation", ("model", "reservation"), None),
+            ("capital", ("buyers", "capital"), None), ("mw", ("buyers", "mw"), None),
+            ("kw", ("env", "kw"), None), ("floor", ("model", "salvage_price"), None),
+            ("traded", ("model", "traded"), None), ("clearing", ("model", "clearing"), None),
+            ("price_hist", ("model", "price_hist"), None),
+            ("news_price", ("model", "news_price"), "on"),
+            ("news_value", ("model", "news_value"), "on"),
+            ("news_t", ("model", "news_t"), "on"), ("pinned", ("model", "month_pinned"), "on"),
+            ("extrap", ("buyers", "extrap"), None), ("capital0", ("buyers", "capital0"), None),
+            ("mw_step", ("buyers", "_mw_step"), None), ("mw0", ("buyers", "mw0"), None),
+            ("liquid_gen", ("sites", "liquid_gen"), "sites"),
+            ("mw_liq", ("buyers", "mw_liq"), "sites"), ("mw0_liq", ("buyers", "mw0_liq"), "sites"),
+            ("mw_conv", ("buyers", "mw_conv"), "sites"))
+
+
+def _held(m: LiquidationModel, st: tuple) -> dict[str, np.ndarray]:
+    """The arrays :func:`_run_compiled` passes for the names of :data:`_STACKED`."""
+    buyers, (_u, kw, on, *_, capital0, _cr, mw_step, mw0, sites, liquid_gen, mw0_liq, _mr,
+             _old) = m.buyers, st
+    return {"price": m.price, "fund": m.fundamental, "reservation": m.reservation,
+            "capital": buyers.capital, "mw": buyers.mw, "kw": kw, "floor": m.salvage_price,
+            "traded": m.traded, "clearing": m.clearing, "price_hist": m.price_hist,
+            "news_price": m.news_price if on else _NONE,
+            "news_value": m.news_value if on else _NONE, "news_t": m.news_t if on else _NONE,
+            "pinned": m.month_pinned if on else _NO_PINS, "extrap": buyers.extrap,
+            "capital0": capital0, "mw_step": mw_step, "mw0": mw0, "liquid_gen": liquid_gen,
+            "mw_liq": buyers.mw_liq if sites else _NONE, "mw0_liq": mw0_liq,
+            "mw_conv": buyers.mw_conv if sites else _NO_CONV}
+
+
+def batch_inputs(stack: RunStack) -> dict | None:
+    """What :func:`run_batch` passes to :func:`kp.prices_batch` for a stack's runs, made at
+    its first batched month: the stacks of the arrays each run's phase 7 reads
+    (:data:`_STACKED`, checked to be the very arrays the run's own phase would pass, and of
+    one shape in every run), the numbers and switches of :func:`_static` as (R,) arrays, its
+    derived arrays stacked, and the batch's scratch. None when the runs cannot share one
+    call (not all compiled and covered, switches or shapes that differ): then each runs its
+    own phase."""
+    models = stack.models
+    if any(m.engine != "compiled" or not covers(m) for m in models):
+        return None
+    sts = []
+    for m in models:
+        st = m.kernel_inputs.get("prices")
+        if st is None:
+            st = m.kernel_inputs["prices"] = _static(m)
+        sts.append(st)
+    switches = {(st[0], st[2], st[11]) for st in sts}  # unlimited, outside demand, sites
+    if len(switches) != 1:
+        return None
+    unlimited, on, sites = switches.pop()
+    n = len(models)
+    out: dict[str, np.ndarray] = {}
+    for name, key, switch in _STACKED:
+        if (switch == "on" and not on) or (switch == "sites" and not sites):
+            out[name] = np.zeros((n, *_held(models[0], sts[0])[name].shape),
+                                 dtype=_held(models[0], sts[0])[name].dtype)
+            continue
+        if key not in stack.stacks or len(set(stack.shapes[key])) != 1:
+            return None
+        if any(_held(m, st)[name] is not stack.view(key, r)
+               for r, (m, st) in enumerate(zip(models, sts, strict=True))):
+            return None
+        out[name] = stack.stacks[key]
+    for i, name in ((0, "unlimited"), (2, "outside_on"), (11, "sites")):
+        out[name] = np.array([st[i] for st in sts], dtype=np.bool_)
+    for i, name in ((3, "od_top"), (5, "lam"), (8, "capital_regrowth"), (14, "mw_regrowth")):
+        out[name] = np.array([st[i] for st in sts], dtype=np.float64)
+    for i, name in ((4, "repl"), (6, "log_decay"), (15, "old_price")):
+        out[name] = np.stack([st[i] for st in sts])
+    n_g = models[0].n_gen
+    out["t"] = np.zeros(n, dtype=np.int64)
+    out["shipping"] = np.zeros((n, n_g), dtype=np.bool_)
+    out["old_value"] = np.zeros((n, n_g))
+    for name in ("built", "before", "after"):
+        out[name] = np.zeros(n)
+    return out
+
+
+_ARGS = ("t", "shipping", "price", "old_price", "old_value", "fund", "reservation",
+         "unlimited", "capital", "mw", "kw", "floor", "outside_on", "od_top", "repl", "traded",
+         "clearing", "price_hist", "news_price", "news_value", "news_t", "pinned", "extrap",
+         "lam", "log_decay", "capital0", "capital_regrowth", "mw_step", "mw0", "sites",
+         "liquid_gen", "mw_liq", "mw0_liq", "mw_regrowth", "mw_conv", "built", "before",
+         "after")
+
+
+def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """Phase 7 for the runs ``runs`` of a stack (``contexts`` their months' hand-overs) by one
+    call of :func:`kp.prices_batch` over the stacked arrays (:func:`batch_inputs`), each run's
+    numbers and outside flow then put where :func:`_run_compiled` puts them: the same bits as
+    each run's own phase (``tests/world/test_stack.py``). Runs that cannot share a call each
+    run their own phase (:func:`run`). Nothing here raises for one run: phase 7 has no error."""
+    b = stack.kernel_inputs.get("prices", False)
+    if b is False:
+        b = stack.kernel_inputs["prices"] = batch_inputs(stack)
+    models = stack.models
+    if b is None:
+        for r, c in zip(runs, contexts, strict=True):
+            run(models[r], c.month)
+        return
+    t, ship, old_value = b["t"], b["shipping"], b["old_value"]
+    for r, c in zip(runs, contexts, strict=True):
+        m = models[r]
+        t[r] = m.env.t
+        ship[r] = m.env.shipping
+        old_value[r] = c.month.prev_fundamental
+    kp.prices_batch(np.array(runs, dtype=np.int64), *(b[name] for name in _ARGS))
+    built, before, after = b["built"], b["before"], b["after"]
+    sites, unlimited = bool(b["sites"][0]), bool(b["unlimited"][0])
+    for r in runs:
+        m = models[r]
+        if sites:
+            m.buyers.mw_built += float(built[r])
+        if not unlimited:  # unlimited buyers' capital is off the books
+            m.add_outside_flow("buyer_capital", after[r] - before[r])
 
 
 def adapt_on_news(m: LiquidationModel, moved: np.ndarray) -> None:
