@@ -30,10 +30,13 @@ from sim.io.ledger import read_runs
 
 
 def _kernels() -> list[Kernel]:
+    """The phase kernels a single run calls: not the batched ones (``*_batch``), which only a
+    RunStack (sim.world.stack) calls, and sweeps do not run stacks yet."""
     out = []
     for m in pkgutil.iter_modules(sim.world.kernels.__path__):
         mod = importlib.import_module(f"sim.world.kernels.{m.name}")
-        out += [k for k in vars(mod).values() if isinstance(k, Kernel)]
+        out += [k for k in vars(mod).values()
+                if isinstance(k, Kernel) and not k.__name__.endswith("_batch")]
     return out
 
 
