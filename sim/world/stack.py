@@ -62,12 +62,14 @@ def arrays(model: LiquidationModel) -> dict[Key, np.ndarray]:
     return out
 
 
-def _bind(model: LiquidationModel, key: Key, value: np.ndarray) -> None:
+def _bind(model: LiquidationModel, owners: dict[str, object], key: Key,
+          value: np.ndarray) -> None:
+    """Put ``value`` under ``key`` in the model (``owners``: :func:`holders` of the model)."""
     owner, name = key
     if owner == "rec":
         model.rec[name] = value
     else:
-        setattr(holders(model)[owner], name, value)
+        setattr(owners[owner], name, value)
 
 
 class RunStack:
@@ -100,6 +102,7 @@ class RunStack:
                                  f"{m.engine}, {m.cfg.months})")
         skip = set(exclude)
         per_run = [arrays(m) for m in self.models]
+        self._owners = [holders(m) for m in self.models]
         keys = [k for k, a in per_run[0].items()
                 if k not in skip and a.base is None and a.ndim > 0]
         self.stacks: dict[Key, np.ndarray] = {}
@@ -118,7 +121,7 @@ class RunStack:
             self._stack(key, runs)
         for key, same in self.aliases.items():
             for r, m in enumerate(self.models):
-                _bind(m, key, self.view(same, r))
+                _bind(m, self._owners[r], key, self.view(same, r))
 
     @staticmethod
     def _check(key: Key, runs: list[np.ndarray | None]) -> None:
@@ -132,18 +135,25 @@ class RunStack:
                                  f"run 0 {a0.dtype}[{a0.ndim}d]")
 
     def _stack(self, key: Key, runs: list[np.ndarray]) -> None:
-        shape = tuple(max(a.shape[i] for a in runs) for i in range(runs[0].ndim))
-        stack = np.zeros((len(runs), *shape), dtype=runs[0].dtype)
+        shapes = [a.shape for a in runs]
+        self.shapes[key] = shapes
+        if shapes.count(shapes[0]) == len(shapes):  # one shape: one copy, rows as views
+            stack = np.stack(runs)
+            views = list(stack)
+        else:  # padded to the largest along each axis, each run its leading corner
+            shape = tuple(max(s[i] for s in shapes) for i in range(len(shapes[0])))
+            stack = np.zeros((len(runs), *shape), dtype=runs[0].dtype)
+            views = []
+            for r, a in enumerate(runs):
+                v = stack[(r, *(slice(0, n) for n in a.shape))]
+                v[...] = a
+                views.append(v)
         self.stacks[key] = stack
-        self.shapes[key] = [a.shape for a in runs]
-        self._views[key] = views = []
-        for r, (m, a) in enumerate(zip(self.models, runs, strict=True)):
-            v = stack[(r, *(slice(0, n) for n in a.shape))]
-            v[...] = a
+        self._views[key] = views
+        for r, (a, v) in enumerate(zip(runs, views, strict=True)):
             if not a.flags.writeable:
                 v.flags.writeable = False
-            views.append(v)
-            _bind(m, key, v)
+            _bind(self.models[r], self._owners[r], key, v)
 
     @property
     def n(self) -> int:
