@@ -82,6 +82,8 @@ from sim.io import atomic
 from sim.io.ledger import LEDGER, Ledger, canonical_json, json_kind, platform_id
 from sim.io.store import MANIFEST, SPEC_COPY, write_sweep_manifest
 from sim.world import metrics
+from sim.world.model import LiquidationModel
+from sim.world.stack import RunStack
 
 SWEEP_DIR = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
 MAX_POINTS = 200_000
@@ -668,24 +670,94 @@ def task_scenario(task: RunTask) -> Scenario:
     return scenario.model_copy(update={"seed": task.seed})
 
 
+def _measured(task: RunTask, model: LiquidationModel) -> tuple[dict, dict | None]:
+    """A finished run's kept metrics and series. The costly parts of the summary (the
+    cascade counterfactual, about a run's cost; DebtRank) only if a kept metric needs them."""
+    flat = flat_metrics(metrics.summary(model, keys=task.metrics))
+    values = {k: flat.get(k, float("nan")) for k in task.metrics}
+    series = None
+    if task.series:
+        frame = metrics.series(model)
+        series = {c: frame[c].to_numpy() for c in ("month", *task.series)}
+    return values, series
+
+
+def _result(task: RunTask, seconds: float, values: dict | None = None,
+            series: dict | None = None, error: BaseException | None = None) -> RunResult:
+    if error is not None:
+        return RunResult(task.key, "failed", _error_text(error), {}, seconds, liqsim_version(),
+                         None, numerics.platform_info())
+    return RunResult(task.key, "ok", None, values or {}, seconds, liqsim_version(), series,
+                     numerics.platform_info())
+
+
 def run_task(task: RunTask) -> RunResult:
     """Build and run one model; any exception becomes a failed result with its error text."""
     t0 = time.perf_counter()
-    series = None
     try:
         model = sim.world.runner.run_scenario(task_scenario(task))
-        # the costly parts of the summary (the cascade counterfactual, about a run's cost;
-        # DebtRank) only if a kept metric needs them
-        flat = flat_metrics(metrics.summary(model, keys=task.metrics))
-        values = {k: flat.get(k, float("nan")) for k in task.metrics}
-        if task.series:
-            frame = metrics.series(model)
-            series = {c: frame[c].to_numpy() for c in ("month", *task.series)}
-        status, error = "ok", None
+        values, series = _measured(task, model)
     except Exception as e:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
-        values, status, error = {}, "failed", _error_text(e)
-    return RunResult(task.key, status, error, values, time.perf_counter() - t0,
-                     liqsim_version(), series, numerics.platform_info())
+        return _result(task, time.perf_counter() - t0, error=e)
+    return _result(task, time.perf_counter() - t0, values, series)
+
+
+def run_tasks(tasks: list[RunTask]) -> list[RunResult]:
+    """The results of ``tasks``, each :func:`run_task`'s, with the runs of one engine and
+    horizon stepped together as a :class:`sim.world.stack.RunStack` (the run axis: a batched
+    phase runs once a month for all of them; each run's bits are its own, so a run's result
+    does not depend on the runs it shares a stack with, nor on the chunking, nor on the number
+    of workers). A run that fails to build, or whose month raises, is a failed result with
+    :func:`run_task`'s error text, and the others go on. Runs whose arrays cannot share a
+    stack run one by one. A run's ``duration`` is its own build and summary plus its share
+    of its stack's months (the stack's time over its runs)."""
+    out: list[RunResult | None] = [None] * len(tasks)
+    groups: dict[tuple, list[tuple[int, LiquidationModel, float]]] = {}
+    for i, task in enumerate(tasks):
+        t0 = time.perf_counter()
+        try:
+            model = LiquidationModel(task_scenario(task))
+        except Exception as e:  # noqa: BLE001 - as run_task
+            out[i] = _result(task, time.perf_counter() - t0, error=e)
+            continue
+        groups.setdefault((model.engine, model.cfg.months), []).append(
+            (i, model, time.perf_counter() - t0))
+    for group in groups.values():
+        t0 = time.perf_counter()
+        errors = _run_together([model for _, model, _ in group])
+        share = (time.perf_counter() - t0) / len(group)
+        for (i, model, own), error in zip(group, errors, strict=True):
+            t1 = time.perf_counter()
+            values = series = None
+            if error is None:
+                try:
+                    values, series = _measured(tasks[i], model)
+                except Exception as e:  # noqa: BLE001 - as run_task
+                    error = e
+            out[i] = _result(tasks[i], own + share + time.perf_counter() - t1, values, series,
+                             error)
+    return out  # type: ignore[return-value]
+
+
+def _run_together(models: list[LiquidationModel]) -> list[BaseException | None]:
+    """Run ``models`` to their horizon, as one RunStack when they are several and can share
+    one, else one by one (``model.run()``, as :func:`run_task`); each run's exception or None."""
+    if len(models) > 1:
+        try:
+            stack = RunStack(models)
+        except ValueError:  # arrays of another dtype or rank: not one shape
+            stack = None
+        if stack is not None:
+            stack.run()
+            return [stack.errors.get(r) for r in range(len(models))]
+    errors: list[BaseException | None] = []
+    for model in models:
+        try:
+            model.run()
+            errors.append(None)
+        except Exception as e:  # noqa: BLE001 - as run_task
+            errors.append(e)
+    return errors
 
 
 _STARTED = None  # in a pool worker: the queue on which it announces each chunk it starts
@@ -714,7 +786,7 @@ def _run_chunk(chunk_id: int, tasks: list[RunTask], runner: Callable = run_task
                ) -> list[RunResult]:
     if _STARTED is not None:
         _STARTED.put(chunk_id)
-    results = [runner(t) for t in tasks]
+    results = run_tasks(tasks) if runner is run_task else [runner(t) for t in tasks]
     collect_garbage()
     return results
 
@@ -776,8 +848,11 @@ def run_serial(tasks: list[RunTask], sink: Sink, runner: Callable = run_task) ->
     for chunk in _chunks(tasks, SERIAL_BATCH):
         done: list[RunResult] = []
         try:
-            for t in chunk:
-                done.append(runner(t))
+            if runner is run_task:  # stacked (run_tasks): the batch's runs end together
+                done = run_tasks(chunk)
+            else:
+                for t in chunk:
+                    done.append(runner(t))
         except BaseException:
             if done:
                 sink(done)

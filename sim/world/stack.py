@@ -78,7 +78,7 @@ class RunStack:
     ``stacks[key]`` is the (R, ...) array of the attribute ``key`` = (owner, name) (owner a
     book's name, ``"model"`` or ``"rec"``); ``shapes[key][r]`` run r's own shape. Raises
     ValueError when the models cannot share a layout: not one engine, not one horizon, or an
-    attribute missing, of another dtype or rank in some run.
+    attribute missing, of another dtype or rank in some run; then no model has been changed.
     """
 
     def __init__(self, models: Sequence[LiquidationModel], exclude: Iterable[Key] = (),
@@ -110,9 +110,10 @@ class RunStack:
         self._views: dict[Key, list[np.ndarray]] = {}  # each run's view, bound to its model
         self.aliases: dict[Key, Key] = {}  # a second name for one array -> the first
         first_name: dict[tuple[int, ...], Key] = {}  # the runs' array ids -> the first name
-        for key in keys:
-            runs = [arrs.get(key) for arrs in per_run]
+        columns = [[arrs.get(key) for arrs in per_run] for key in keys]
+        for key, runs in zip(keys, columns, strict=True):  # every check before any change
             self._check(key, runs)
+        for key, runs in zip(keys, columns, strict=True):
             ids = tuple(id(a) for a in runs)
             if ids in first_name:
                 self.aliases[key] = first_name[ids]
