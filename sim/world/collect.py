@@ -216,7 +216,10 @@ def events(model: LiquidationModel) -> pd.DataFrame:
 
 def _categorical(codes: np.ndarray, vocab: list[str]) -> pd.Categorical:
     """Codes into ``vocab`` as a categorical whose categories are the values present, sorted,
-    of pandas' dtype for ``str`` (what ``pd.Categorical`` makes of the strings, none too)."""
+    of pandas' dtype for ``str``: what ``pd.Categorical`` makes of a column of the strings
+    (for none, of an empty column cast to ``str``, whose categories Parquet stores as null)."""
+    if not len(codes):
+        return pd.Categorical(pd.Series([], dtype=object).astype(str))
     present = sorted(np.flatnonzero(np.bincount(codes, minlength=len(vocab))).tolist(),
                      key=vocab.__getitem__)
     at = np.zeros(len(vocab), dtype=np.int64)

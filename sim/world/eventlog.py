@@ -21,7 +21,7 @@ iteration, ``len``, ``==`` against a list and ``repr`` give the tuples of Python
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import accumulate
+from itertools import compress, repeat
 from typing import Any, NamedTuple, overload
 
 import numpy as np
@@ -93,6 +93,7 @@ class EventLog(Sequence):
         self._n = 0
         self._joined = True  # whether _chunks is empty or the one chunk columns() made
         self._tuples: list[tuple] = []  # the first len(_tuples) events as tuples
+        self._counted: tuple[int, list[int]] = (0, [0] * len(self.names))  # counts() at _n
 
     # -- writing
 
@@ -132,7 +133,13 @@ class EventLog(Sequence):
         converted to int64 (month, idx, gen, units) or float64 (amount, price) as numpy's
         ``astype`` converts them (``month`` too may be an array). A ValueError when an
         array's length is not ``idx``'s."""
-        if isinstance(idx, np.ndarray | list | tuple):
+        # the common types inline (a call costs about as much as a field's conversion)
+        if type(idx) is np.ndarray and idx.ndim == 1:
+            n = idx.shape[0]
+            if not n:
+                return
+            idx = idx.astype(_I8)  # a copy
+        elif isinstance(idx, np.ndarray | list | tuple):
             idx = np.array(idx, dtype=_I8)
             if idx.ndim != 1:
                 raise ValueError(f"event indices of shape {idx.shape}")
@@ -141,23 +148,36 @@ class EventLog(Sequence):
                 return
         else:
             n, idx = 1, int(idx)
-        self._chunks.append((n, month if type(month) is int else _field(month, _I8, n),
-                             self._codes(name, n, self.code),
-                             self._codes(agent, n, self.agent_code), idx,
-                             _field(gen, _I8, n), _field(units, _I8, n),
-                             _field(amount, _F8, n), _field(price, _F8, n)))
+        names, agents = self._name_code, self._agent_code
+        self._chunks.append((
+            n, month if type(month) is int else _field(month, _I8, n),
+            names[name] if type(name) is str and name in names
+            else self._codes(name, n, self.code),
+            agents[agent] if type(agent) is str and agent in agents
+            else self._codes(agent, n, self.agent_code),
+            idx,
+            gen if type(gen) is int else _field(gen, _I8, n),
+            units if type(units) is int else _field(units, _I8, n),
+            amount if type(amount) is float else _field(amount, _F8, n),
+            price if type(price) is float else _field(price, _F8, n)))
         self._n += n
+        self._joined = False
+
+    def add_one(self, month: int, name: str, agent: str, idx: int, gen: int = -1,
+                units: int = 0, amount: float = 0.0, price: float = 0.0) -> None:
+        """Append one event (:meth:`add` for one number ``idx``, with less to check)."""
+        names, agents = self._name_code, self._agent_code
+        self._chunks.append((
+            1, int(month), names[name] if name in names else self._codes(name, 1, self.code),
+            agents[agent] if agent in agents else self._codes(agent, 1, self.agent_code),
+            int(idx), int(gen), int(units), float(amount), float(price)))
+        self._n += 1
         self._joined = False
 
     def append(self, event: tuple) -> None:
         """Append one event given as a tuple (month, name, agent, idx, gen, units, amount,
         price), as a list of such tuples appends it."""
-        t, name, agent, idx, gen, units, amount, price = event
-        self._chunks.append((1, int(t), self.code(name) if type(name) is str else int(name),
-                             self.agent_code(agent) if type(agent) is str else int(agent),
-                             int(idx), int(gen), int(units), float(amount), float(price)))
-        self._n += 1
-        self._joined = False
+        self.add_one(*event)
 
     # -- reading
 
@@ -171,28 +191,55 @@ class EventLog(Sequence):
         return EventColumns(*self._chunks[0][1:])
 
     def _join(self) -> None:
-        chunks, self._joined = self._chunks, True
-        lengths = [c[0] for c in chunks]
-        starts = [0, *accumulate(lengths)]
+        # per field: the chunks' arrays concatenated into their rows, the chunks' single
+        # values repeated into theirs; numpy calls and C-level iteration only (a Python loop
+        # over the chunks of every field would cost more than the rest)
+        n, self._joined = self._n, True
+        lengths, *fields = zip(*self._chunks, strict=True)
+        k = len(lengths)
+        lengths = np.fromiter(lengths, dtype=_I8, count=k)  # (fromiter: faster than array)
         cols = []
-        for f, dtype in enumerate(_FIELD_DTYPES, start=1):
-            values = [c[f] for c in chunks]
-            arrays = [i for i, v in enumerate(values) if type(v) is np.ndarray]
-            if len(arrays) == len(values):
-                col = np.concatenate(values) if len(values) > 1 else values[0]
-            else:  # one value per chunk repeated, then the chunks' arrays in their places
-                col = np.repeat(np.array([0 if type(v) is np.ndarray else v for v in values],
-                                         dtype=dtype), lengths)
-                for i in arrays:
-                    col[starts[i]:starts[i + 1]] = values[i]
+        for values, dtype in zip(fields, _FIELD_DTYPES, strict=True):
+            is_array = np.fromiter(map(isinstance, values, repeat(np.ndarray)), dtype=bool,
+                                   count=k)
+            if not is_array.any():
+                col = np.repeat(np.fromiter(values, dtype=dtype, count=k), lengths)
+            elif is_array.all():
+                col = np.concatenate(values) if k > 1 else values[0]
+            else:
+                rows = np.repeat(is_array, lengths)
+                col = np.empty(n, dtype=dtype)
+                col[rows] = np.concatenate(list(compress(values, is_array)))
+                single = ~is_array
+                col[~rows] = np.repeat(np.fromiter(compress(values, single), dtype=dtype),
+                                       lengths[single])
             col.flags.writeable = False
             cols.append(col)
-        self._chunks = [(self._n, *cols)]
+        self._chunks = [(n, *cols)]
 
     def count(self, name: str) -> int:
         """How many events are called ``name``."""
-        c = self._name_code.get(name)
-        return 0 if c is None or not self._n else int(np.count_nonzero(self.columns().name == c))
+        c, counts = self._name_code.get(name), self.counts()
+        return 0 if c is None or c >= len(counts) else counts[c]  # (a name coded, not logged)
+
+    def counts(self) -> list[int]:
+        """How many events have each name code (``log.names``' order), counted from the
+        names' column alone, without joining the other columns (a summary reads only these);
+        kept until the next append."""
+        if self._counted[0] != self._n:
+            counts = [0] * len(self.names)
+            arrays = []
+            for chunk in self._chunks:
+                codes = chunk[2]
+                if type(codes) is np.ndarray:
+                    arrays.append(codes)
+                else:
+                    counts[codes] += chunk[0]
+            if arrays:
+                more = np.bincount(np.concatenate(arrays), minlength=len(counts)).tolist()
+                counts = [a + b for a, b in zip(counts, more, strict=True)]
+            self._counted = (self._n, counts)
+        return self._counted[1]
 
     def tuples(self) -> list[tuple]:
         """The events as a new list of tuples (month, name, agent, idx, gen, units, amount,

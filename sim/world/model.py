@@ -355,7 +355,7 @@ class LiquidationModel(mesa.Model):
 
     def log_event(self, name: str, agent: str, idx, gen=-1, units=0, amount=0.0, price=0.0):
         """Log one event of this month (a row of ``events.parquet``)."""
-        self.events.append((self.env.t, name, agent, idx, gen, units, amount, price))
+        self.events.add_one(self.env.t, name, agent, idx, gen, units, amount, price)
 
     def log_events(self, name, agent, idx: np.ndarray, gen=-1, units=0, amount=0.0,
                 price=0.0) -> None:
