@@ -6,8 +6,9 @@ as ``sim.world.metrics.series`` etc.). This module sits below :mod:`sim.world.mo
 imports it for its ``datacollector`` property, so it imports nothing from the model at run time.
 
 A :class:`sim.world.model.LiquidationModel` writes every month into preallocated numpy arrays
-(``model.rec``, ``model.panel``) and an event list; it collects nothing else per step. This
-view reads those arrays only when asked, so it costs nothing while the model runs, and offers
+(``model.rec``, ``model.panel``) and an event log in columns (``model.events``, a
+:class:`sim.world.eventlog.EventLog`); it collects nothing else per step. This view reads
+them only when asked, so it costs nothing while the model runs, and offers
 what Mesa's tools call on a ``DataCollector``:
 
 * :meth:`RecordsCollector.get_model_vars_dataframe` -- one row per month (0 = t0), the columns

@@ -57,6 +57,9 @@ class EventColumns(NamedTuple):
 
 # the dtype of each field of a chunk after its length (EventColumns' order)
 _FIELD_DTYPES = (_I8, _I8, _I8, _I8, _I8, _I8, _F8, _F8)
+_NO_COLUMNS = EventColumns(*(np.zeros(0, d) for d in _FIELD_DTYPES))  # an empty log's
+for _a in _NO_COLUMNS:
+    _a.flags.writeable = False
 
 
 def _field(x: Any, dtype: np.dtype, n: int) -> Any:
@@ -73,7 +76,7 @@ def _field(x: Any, dtype: np.dtype, n: int) -> Any:
 
 class EventLog(Sequence):
     """The event log (module docstring): typed columns appended a chunk at a time, read as
-    columns (:meth:`columns`, :meth:`count`) or as the tuples (month, name, agent, idx, gen,
+    columns (:meth:`columns`, :meth:`count_named`) or as the tuples (month, name, agent, idx, gen,
     units, amount, price) of Python numbers and strings."""
 
     __hash__ = None  # mutable, compared by value
@@ -93,7 +96,7 @@ class EventLog(Sequence):
         self._n = 0
         self._joined = True  # whether _chunks is empty or the one chunk columns() made
         self._tuples: list[tuple] = []  # the first len(_tuples) events as tuples
-        self._counted: tuple[int, list[int]] = (0, [0] * len(self.names))  # counts() at _n
+        self._counted: tuple[int, list[int]] = (0, [0] * len(self.names))  # name_counts() at _n
 
     # -- writing
 
@@ -114,10 +117,12 @@ class EventLog(Sequence):
         return c
 
     def _codes(self, x: Any, n: int, code) -> Any:
-        """A name or agent field: a string's code, an int as a code, a list of strings as an
-        array of codes, an integer array as codes (copied)."""
+        """A name or agent field: a string's code, an int as a code, a list (or array) of
+        strings as an array of codes, an integer array as codes (copied)."""
         if type(x) is str:
             return code(x)
+        if isinstance(x, np.ndarray) and x.dtype.kind in "UO":  # strings in an array
+            x = x.tolist()
         if isinstance(x, list | tuple):
             x = np.array([code(s) if type(s) is str else int(s) for s in x], dtype=_I8)
             if x.shape != (n,):
@@ -186,9 +191,7 @@ class EventLog(Sequence):
         append (then kept as one chunk)."""
         if not self._joined:
             self._join()
-        if not self._chunks:
-            return EventColumns(*(np.zeros(0, d) for d in _FIELD_DTYPES))
-        return EventColumns(*self._chunks[0][1:])
+        return EventColumns(*self._chunks[0][1:]) if self._chunks else _NO_COLUMNS
 
     def _join(self) -> None:
         # per field: the chunks' arrays concatenated into their rows, the chunks' single
@@ -217,12 +220,12 @@ class EventLog(Sequence):
             cols.append(col)
         self._chunks = [(n, *cols)]
 
-    def count(self, name: str) -> int:
-        """How many events are called ``name``."""
-        c, counts = self._name_code.get(name), self.counts()
+    def count_named(self, name: str) -> int:
+        """How many events are called ``name`` (``count``, a sequence's, counts a tuple)."""
+        c, counts = self._name_code.get(name), self.name_counts()
         return 0 if c is None or c >= len(counts) else counts[c]  # (a name coded, not logged)
 
-    def counts(self) -> list[int]:
+    def name_counts(self) -> list[int]:
         """How many events have each name code (``log.names``' order), counted from the
         names' column alone, without joining the other columns (a summary reads only these);
         kept until the next append."""

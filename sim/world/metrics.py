@@ -112,7 +112,7 @@ def defaults_by_cause(model: LiquidationModel) -> dict[str, int]:
     """Borrower defaults by cause: payment (arrears past grace), ltv (margin call uncured past
     its cure period), dscr (a DSCR breach open past the cash sweep)."""
     names = {"default_payment": "payment", "default_covenant": "ltv", "default_dscr": "dscr"}
-    return {cause: model.events.count(name) for name, cause in names.items()}
+    return {cause: model.events.count_named(name) for name, cause in names.items()}
 
 
 # the keys that need the cascade counterfactual run (with metrics.cascade_counterfactual on)
@@ -166,7 +166,7 @@ def summary(model: LiquidationModel, keys: Collection[str] | None = None) -> dic
         "unsold_inventory_units": int(lb.inventory.sum()),
         "unsold_inventory_value": inventory_value,
         "salvage_units": int(model.salvage_units.sum()),
-        "margin_calls": model.events.count("margin_call"),
+        "margin_calls": model.events.count_named("margin_call"),
         "repo_peak_lent": float(r["repo_lent"][: t + 1].max()),
     }
     if wanted(keys, "debtrank"):

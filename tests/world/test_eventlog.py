@@ -64,15 +64,18 @@ def test_chunks_read_back_as_the_tuples_and_columns():
     np.testing.assert_array_equal(c.amount, [e[6] for e in want])
     assert np.signbit(c.amount[1])
     assert not c.units.flags.writeable  # readers cannot change the log
-    assert log.count("repossession") == 2 and log.count("default_dscr") == 0
-    assert log.count("no such event") == 0
+    assert log.count_named("repossession") == 2 and log.count_named("default_dscr") == 0
+    assert log.count_named("no such event") == 0
+    assert log.name_counts()[NAME_CODE["margin_call"]] == 2 and sum(log.name_counts()) == 8
+    assert log.count(want[4]) == 1  # a sequence's count: of a tuple
 
 
 def test_the_vocabularies_are_fixed_and_grow_per_log():
     log = EventLog()
     assert log.names == list(EVENT_NAMES) and log.agents == list(EVENT_AGENTS)
     assert NAME_CODE["margin_call"] == 0 and AGENT_CODE["lender"] == 0
-    log.add(1, "fraud", "auditor", np.array([0, 1]), amount=np.array([1.0, 2.0]))
+    log.add(1, np.array(["fraud", "fraud"]), "auditor", np.array([0, 1]),
+            amount=np.array([1.0, 2.0]))
     assert log.code("fraud") == len(EVENT_NAMES) and log.names[-1] == "fraud"
     assert log.agent_code("auditor") == len(EVENT_AGENTS)
     assert log.tuples() == [(1, "fraud", "auditor", 0, -1, 0, 1.0, 0.0),
@@ -90,7 +93,7 @@ def test_a_chunk_is_copied_and_reading_between_appends():
     first = log.columns()
     log.add_one(1, "lender_failure", "lender", 3, amount=-2.0)
     log.add(1, "deleveraging", "lender", np.array([4]), amount=np.array([7.0]))
-    assert len(log) == 4 and log.count("deleveraging") == 3
+    assert len(log) == 4 and log.count_named("deleveraging") == 3
     assert log[2:] == [(1, "lender_failure", "lender", 3, -1, 0, -2.0, 0.0),
                        (1, "deleveraging", "lender", 4, -1, 0, 7.0, 0.0)]
     np.testing.assert_array_equal(log.columns().idx, [1, 2, 3, 4])
@@ -100,6 +103,7 @@ def test_a_chunk_is_copied_and_reading_between_appends():
     log.clear()
     assert len(log) == 0 and log.tuples() == [] and log == []
     assert [len(a) for a in log.columns()] == [0] * 8
+    assert not any(a.flags.writeable for a in log.columns())
 
 
 def test_lengths_and_shapes_must_match():
