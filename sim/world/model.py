@@ -364,13 +364,9 @@ class LiquidationModel(mesa.Model):
         list of strings or an array of codes, :meth:`EventLog.add`)."""
         self.events.add(self.env.t, name, agent, idx, gen, units, amount, price)
 
-    def kind_names(self, idx: np.ndarray) -> list[str]:
-        """``miner`` / ``neocloud`` for each borrower in ``idx``."""
-        return [KIND_NAMES[k] for k in self.borrowers.kind[idx].tolist()]
-
     def kind_agents(self, idx: np.ndarray) -> np.ndarray:
-        """The event log's agent codes of ``miner`` / ``neocloud`` for each borrower in
-        ``idx`` (what logging :meth:`kind_names` logs)."""
+        """The event log's agent code of ``miner`` / ``neocloud`` for each borrower in ``idx``
+        (the agent of a borrower's events)."""
         return KIND_AGENT[self.borrowers.kind[idx]]
 
     @property
