@@ -6,8 +6,9 @@ as ``sim.world.metrics.series`` etc.). This module sits below :mod:`sim.world.mo
 imports it for its ``datacollector`` property, so it imports nothing from the model at run time.
 
 A :class:`sim.world.model.LiquidationModel` writes every month into preallocated numpy arrays
-(``model.rec``, ``model.panel``) and an event list; it collects nothing else per step. This
-view reads those arrays only when asked, so it costs nothing while the model runs, and offers
+(``model.rec``, ``model.panel``) and an event log in columns (``model.events``, a
+:class:`sim.world.eventlog.EventLog`); it collects nothing else per step. This view reads
+them only when asked, so it costs nothing while the model runs, and offers
 what Mesa's tools call on a ``DataCollector``:
 
 * :meth:`RecordsCollector.get_model_vars_dataframe` -- one row per month (0 = t0), the columns
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # annotations only: sim.world.model imports this module
     from sim.world.model import LiquidationModel
 
 AGENT_VARS = ("state", "cash", "size")
-# the fields of a record in ``model.events`` (the model appends tuples in this order)
+# the fields of an event in ``model.events`` (the order of its tuples and columns)
 EVENT_COLUMNS = ("month", "event", "agent", "index", "generation", "units", "amount", "price")
 
 
@@ -179,36 +180,50 @@ def events(model: LiquidationModel) -> pd.DataFrame:
     NaN where it does not apply, and ``generation`` is the generation's name. Trades (a
     ``price`` per GPU, ``value`` = units x price) are sales, purchases and site_fleet_sale (a
     lender's units sold with its site at the price index)."""
-    raw = pd.DataFrame(model.events, columns=list(EVENT_COLUMNS))
-    if raw.empty:  # typed columns for an empty log too
-        raw = raw.astype({"month": np.int64, "event": str, "agent": str, "index": np.int64,
-                          "generation": np.int64, "units": np.int64, "amount": float,
-                          "price": float})
-    ev = raw["event"].astype(str)
-    trade = ev.isin(["sale", "purchase", "site_fleet_sale"])  # (the last with sites on)
-    default = ev.str.startswith("default_")
+    log = model.events
+    c = log.columns()
+    vocab, code = log.names, c.name
+
+    def of(*names):  # whether each event is called one of names
+        return np.isin(code, [i for i, name in enumerate(vocab) if name in names])
+
+    trade = of("sale", "purchase", "site_fleet_sale")  # (the last with sites on)
+    default = of(*(name for name in vocab if name.startswith("default_")))
     names = np.array([*model.env.names, None], dtype=object)
-    gen = raw["generation"].to_numpy(dtype=np.int64)
     nan = np.nan
 
     def where(mask, col):
-        return raw[col].where(mask, nan).astype(float)
+        return np.where(mask, col, nan)
 
     return pd.DataFrame({
-        "month": raw["month"].astype(np.int64),
-        "event": pd.Categorical(ev),
-        "agent": pd.Categorical(raw["agent"]),
-        "index": raw["index"].astype(np.int64),
-        "generation": pd.Categorical(names[np.where(gen >= 0, gen, len(names) - 1)],
+        "month": c.month,
+        "event": _categorical(code, vocab),
+        "agent": _categorical(c.agent, log.agents),
+        "index": c.idx,
+        "generation": pd.Categorical(names[np.where(c.gen >= 0, c.gen, len(names) - 1)],
                                      categories=list(model.env.names)),
-        "units": raw["units"].astype(np.int64),
-        "price": where(trade, "price"),
-        "value": where(trade | (ev == "site_sale"), "amount"),
-        "debt": where(default | ev.isin(["margin_call", "refinancing_refused",
-                                         "loan_accelerated_repaid"]), "amount"),
-        "collateral": where(default, "price"),
-        "ltv": where(ev == "margin_call", "price"),
-        "loan": where(ev == "repo_loan", "amount"),
-        "equity": where(ev.isin(["deleveraging", "lender_failure"]), "amount"),
-        "mw": where(ev == "site_retired", "amount"),
+        "units": c.units,
+        "price": where(trade, c.price),
+        "value": where(trade | of("site_sale"), c.amount),
+        "debt": where(default | of("margin_call", "refinancing_refused",
+                                   "loan_accelerated_repaid"), c.amount),
+        "collateral": where(default, c.price),
+        "ltv": where(of("margin_call"), c.price),
+        "loan": where(of("repo_loan"), c.amount),
+        "equity": where(of("deleveraging", "lender_failure"), c.amount),
+        "mw": where(of("site_retired"), c.amount),
     })
+
+
+def _categorical(codes: np.ndarray, vocab: list[str]) -> pd.Categorical:
+    """Codes into ``vocab`` as a categorical whose categories are the values present, sorted,
+    of pandas' dtype for ``str``: what ``pd.Categorical`` makes of a column of the strings
+    (for none, of an empty column cast to ``str``, whose categories Parquet stores as null)."""
+    if not len(codes):
+        return pd.Categorical(pd.Series([], dtype=object).astype(str))
+    present = sorted(np.flatnonzero(np.bincount(codes, minlength=len(vocab))).tolist(),
+                     key=vocab.__getitem__)
+    at = np.zeros(len(vocab), dtype=np.int64)
+    at[present] = np.arange(len(present))
+    return pd.Categorical.from_codes(at[codes],
+                                     categories=pd.Index([vocab[i] for i in present], dtype=str))

@@ -112,11 +112,7 @@ def defaults_by_cause(model: LiquidationModel) -> dict[str, int]:
     """Borrower defaults by cause: payment (arrears past grace), ltv (margin call uncured past
     its cure period), dscr (a DSCR breach open past the cash sweep)."""
     names = {"default_payment": "payment", "default_covenant": "ltv", "default_dscr": "dscr"}
-    out = dict.fromkeys(names.values(), 0)
-    for e in model.events:
-        if e[1] in names:
-            out[names[e[1]]] += 1
-    return out
+    return {cause: model.events.count_named(name) for name, cause in names.items()}
 
 
 # the keys that need the cascade counterfactual run (with metrics.cascade_counterfactual on)
@@ -170,7 +166,7 @@ def summary(model: LiquidationModel, keys: Collection[str] | None = None) -> dic
         "unsold_inventory_units": int(lb.inventory.sum()),
         "unsold_inventory_value": inventory_value,
         "salvage_units": int(model.salvage_units.sum()),
-        "margin_calls": int(sum(1 for e in model.events if e[1] == "margin_call")),
+        "margin_calls": model.events.count_named("margin_call"),
         "repo_peak_lent": float(r["repo_lent"][: t + 1].max()),
     }
     if wanted(keys, "debtrank"):

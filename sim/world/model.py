@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from sim.core.finance import LoanBook
 from sim.core.network import funding_book, funding_weights, syndicates
 from sim.world import phases
 from sim.world.collect import RecordsCollector
+from sim.world.eventlog import AGENT_CODE, EventLog
 
 NEVER = 10**9
 # the Mesa views built at first use (LiquidationModel.__getattr__)
@@ -110,26 +110,8 @@ def _engine(engine: str | None) -> str:
     return chosen
 
 
-# the dtypes of Python's int and float: an array of either lists as Python numbers as is
-_DTYPES = {int: np.dtype(int), float: np.dtype(float)}
-
-
-def _column(x, kind: type, n: int) -> Iterable:
-    """One field of ``n`` events: a list as is, an array as Python numbers, else ``n`` copies
-    (``kind(x)`` repeated). (The exact types first: an array of ``kind``'s own dtype lists as
-    is, an exact ``kind`` is its own ``kind(x)``.)"""
-    tx = type(x)
-    if tx is np.ndarray:
-        return x.tolist() if x.dtype is _DTYPES.get(kind) else x.astype(kind).tolist()
-    if tx is list:
-        return x
-    if tx is kind:
-        return repeat(x, n)
-    if isinstance(x, np.ndarray):
-        return x.astype(kind, copy=False).tolist()
-    if isinstance(x, list):
-        return x
-    return repeat(kind(x), n)
+# the event log's agent code of each borrower kind (KIND_NAMES' order)
+KIND_AGENT = np.array([AGENT_CODE[k] for k in KIND_NAMES], dtype=np.int64)
 
 
 class LiquidationModel(mesa.Model):
@@ -175,7 +157,7 @@ class LiquidationModel(mesa.Model):
         self.external_units = np.zeros(self.n_gen, dtype=np.int64)  # parametric-mode buyers
         self.flows = dict.fromkeys(OUTSIDE_FLOWS, 0.0)
         self.buyers_paid = 0.0  # secondary buyers' purchases at cost ($, cumulative)
-        self.events: list[tuple] = []
+        self.events = EventLog()  # one row of events.parquet per event
         # what the compiled phases keep between months (sim.world.phases.*, by phase name, and
         # "orders_ones", "orders_out", "market_draws", "market_sweep"), made at a phase's
         # first compiled month (a few remade when what they
@@ -377,38 +359,19 @@ class LiquidationModel(mesa.Model):
 
     def log_event(self, name: str, agent: str, idx, gen=-1, units=0, amount=0.0, price=0.0):
         """Log one event of this month (a row of ``events.parquet``)."""
-        self.events.append((self.env.t, name, agent, int(idx), int(gen), int(units),
-                            float(amount), float(price)))
+        self.events.add_one(self.env.t, name, agent, idx, gen, units, amount, price)
 
     def log_events(self, name, agent, idx: np.ndarray, gen=-1, units=0, amount=0.0,
                 price=0.0) -> None:
         """Log one event per entry of ``idx`` at once (a vectorised :meth:`log_event`): each other
-        field is one value for all, or an array (a list for ``name``, ``agent``) along ``idx``."""
-        n = len(idx)
-        if not n:
-            return
-        t = self.env.t
-        if (type(name) is str and type(idx) is np.ndarray and type(gen) is int
-                and type(units) is int and type(amount) is np.ndarray):
-            # the common shapes (one name, an index and an amount per event, the agent and
-            # the price one for all or one each): the same tuples built in one comprehension,
-            # the constant fields bound once
-            if type(agent) is str and type(price) is float:
-                self.events.extend([(t, name, agent, i, gen, units, a, price) for i, a in zip(
-                    _column(idx, int, n), _column(amount, float, n), strict=True)])
-                return
-            self.events.extend([(t, name, ag, i, gen, units, a, p) for ag, i, a, p in zip(
-                _column(agent, str, n), _column(idx, int, n), _column(amount, float, n),
-                _column(price, float, n), strict=True)])
-            return
-        self.events.extend(zip(repeat(t, n), _column(name, str, n), _column(agent, str, n),
-                               _column(idx, int, n), _column(gen, int, n),
-                               _column(units, int, n), _column(amount, float, n),
-                               _column(price, float, n), strict=True))
+        field is one value for all, or an array along ``idx`` (for ``name`` and ``agent`` a
+        list of strings or an array of codes, :meth:`EventLog.add`)."""
+        self.events.add(self.env.t, name, agent, idx, gen, units, amount, price)
 
-    def kind_names(self, idx: np.ndarray) -> list[str]:
-        """``miner`` / ``neocloud`` for each borrower in ``idx``."""
-        return [KIND_NAMES[k] for k in self.borrowers.kind[idx].tolist()]
+    def kind_agents(self, idx: np.ndarray) -> np.ndarray:
+        """The event log's agent code of ``miner`` / ``neocloud`` for each borrower in ``idx``
+        (the agent of a borrower's events)."""
+        return KIND_AGENT[self.borrowers.kind[idx]]
 
     @property
     def month(self) -> int:

@@ -115,7 +115,7 @@ def test_events_have_one_meaning_per_column(run):
 
 def test_an_empty_event_log_has_the_same_columns(tmp_path):
     model = run_scenario(load_scenario("baseline", months=1))
-    model.events = []  # a month without any event
+    model.events.clear()  # a month without any event
     e = metrics.events(model)
     assert list(e.columns) == list(datadict.EVENTS) and len(e) == 0
     write_run(model, tmp_path / "o")

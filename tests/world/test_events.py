@@ -17,7 +17,7 @@ TYPES = (int, str, str, int, int, int, float, float)
 
 
 def _logged(m, *args, **kwargs):
-    del m.events[:]
+    m.events.clear()
     m.log_events(*args, **kwargs)
     assert all(tuple(map(type, e)) == TYPES for e in m.events)
     return list(m.events)

@@ -12,6 +12,7 @@ import numpy as np
 from agents.borrower import BorrowerStatus
 from agents.sites import LENDER
 from sim.core.finance import largest_remainder
+from sim.world.eventlog import NAME_CODE
 from sim.world.kernels import defaults as kernels
 from sim.world.phases import borrowers, lenders
 from sim.world.state import MonthState
@@ -53,7 +54,7 @@ def accelerate(m: LiquidationModel, month: MonthState, dscr_default: np.ndarray)
             # phase 3's cached value is stale for the payers; re-evaluate it as phase 3 did
             month.coll = lenders.collateral(m, month.marks)
     b.dscr_breach[pays] = 0
-    m.log_events("loan_accelerated_repaid", m.kind_names(idx), idx, amount=debt[idx])
+    m.log_events("loan_accelerated_repaid", m.kind_agents(idx), idx, amount=debt[idx])
     dscr_default &= ~pays
 
 
@@ -81,12 +82,13 @@ def run(m: LiquidationModel, month: MonthState) -> None:
     seize(m, dead, ead, group, ead_b, holder)
     m.paper_recovery += np.minimum(coll[dead], debt[dead]).sum()
     close_out(m, dead, rows)
-    m.log_events(reasons, m.kind_names(dead), dead, units=0, amount=debt[dead],
+    m.log_events(reasons, m.kind_agents(dead), dead, units=0, amount=debt[dead],
                  price=coll[dead])
     m.new_defaults = np.bincount(m.borrowers.kind[dead], minlength=2)
 
 
 _REASONS = ("default_payment", "default_covenant", "default_dscr")  # the kernel's codes
+_REASON_CODES = np.array([NAME_CODE[r] for r in _REASONS], dtype=np.int64)  # the log's codes
 _NO_MATRIX = np.zeros((0, 0))  # rep_value without the outside demand (not read)
 # the site book's arrays without sites (not read): holder, lender, since, gpu_mw, mine_mw,
 # host_mw
@@ -151,7 +153,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
             m.add_outside_flow("btc_sales", acc_btc)
         month.debt = None  # the payoffs moved it (the collateral is re-evaluated in place)
         idx = acc_idx[:n_acc]
-        m.log_events("loan_accelerated_repaid", m.kind_names(idx), idx, amount=acc_amt[:n_acc])
+        m.log_events("loan_accelerated_repaid", m.kind_agents(idx), idx, amount=acc_amt[:n_acc])
     if not n_dead:
         return
     if debt_computed:
@@ -166,7 +168,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     if sb is not None:  # SiteBook.repossess' totals (its arrays updated by the kernel)
         sb.repossessed_mw += float(site_mw)
         sb.estate_mw += float(mine_mw)
-    m.log_events([_REASONS[c] for c in reason[:n_dead].tolist()], m.kind_names(dead), dead,
+    m.log_events(_REASON_CODES[reason[:n_dead]], m.kind_agents(dead), dead,
                  units=0, amount=ev_amt[:n_dead], price=ev_price[:n_dead])
 
 

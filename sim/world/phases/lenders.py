@@ -145,7 +145,7 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         marks, coll, debt, called, called_at, refused)
     if n_called:
         called = called[:n_called]
-        m.log_events("margin_call", m.kind_names(called), called,
+        m.log_events("margin_call", m.kind_agents(called), called,
                      amount=called_at[0, :n_called], price=called_at[1, :n_called])
     if btc_sold:
         m.add_outside_flow("btc_sales", btc_sales)
@@ -167,7 +167,7 @@ def margin_calls(m: LiquidationModel, marks: np.ndarray, debt: np.ndarray, coll:
     new_call = b.new_margin_calls(ltv, covenant(m, lc.ltv_max))
     called = new_call.nonzero()[0]
     if len(called):
-        m.log_events("margin_call", m.kind_names(called), called, amount=debt[called],
+        m.log_events("margin_call", m.kind_agents(called), called, amount=debt[called],
                      price=ltv[called])
         b.call_months[new_call] = 0
     open_call = alive & (b.call_months >= 0)

@@ -17,6 +17,7 @@ import numpy as np
 from agents.borrower import KIND_NAMES
 from agents.buyer import MONTH_DAYS, replacement_cost
 from sim.core.market import clear_book, outside_bids, parametric_price
+from sim.world.eventlog import AGENT_CODE, NAME_CODE
 from sim.world.kernels import borrowers as kborrowers
 from sim.world.kernels import market as kmarket
 from sim.world.phases import borrowers
@@ -27,18 +28,14 @@ if TYPE_CHECKING:
 
 
 def fill_events(m: LiquidationModel, name: str, agent, idx: list, gen: int, units: list,
-                 price: float) -> None:
+                price: float) -> None:
     """Log the fills ``units`` (Python ints) of the participants ``idx`` at ``price``;
-    ``agent`` is one name for all or a list along ``idx``. The amount ``u * price`` of
-    a Python int and float is the double that the int64 x float64 product of numpy
+    ``agent`` is one name for all or a list along ``idx``. The amount ``u * price`` of the
+    int64 x float64 product of numpy is the double the product of a Python int and float
     gives (units are far below 2**53, so converting them to float is exact)."""
-    t, gen, price = m.env.t, int(gen), float(price)
-    if isinstance(agent, str):
-        m.events.extend([(t, name, agent, i, gen, u, u * price, price)
-                            for i, u in zip(idx, units, strict=True)])
-    else:
-        m.events.extend([(t, name, a, i, gen, u, u * price, price)
-                            for a, i, u in zip(agent, idx, units, strict=True)])
+    units = np.array(units, dtype=np.int64)
+    price = float(price)
+    m.events.add(m.env.t, name, agent, idx, int(gen), units, units * price, price)
 
 
 def run(m: LiquidationModel, orders: SellOrders) -> None:
@@ -173,8 +170,8 @@ def _resident(m: LiquidationModel) -> Iterator[None]:
 _EVENT_NAMES = (("sale", "lender"), ("sale", "repo_desk"), ("purchase", "buyer"),
                 ("purchase", "salvage"), ("purchase", "repo_desk"), ("purchase", "lolr"),
                 ("sale", "lolr"), *(("sale", kind) for kind in KIND_NAMES))
-_EVENT_NAME = tuple(name for name, _ in _EVENT_NAMES)
-_EVENT_AGENT = tuple(agent for _, agent in _EVENT_NAMES)
+_EVENT_NAME = np.array([NAME_CODE[name] for name, _ in _EVENT_NAMES], dtype=np.int64)
+_EVENT_AGENT = np.array([AGENT_CODE[agent] for _, agent in _EVENT_NAMES], dtype=np.int64)
 _NO_FLOATS, _NO_FLAGS = np.zeros(0), np.zeros(0, dtype=bool)
 _NO_UNITS = np.zeros(0, dtype=np.int64)
 _NO_MATRIX = np.zeros((0, 0))
@@ -273,11 +270,11 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     flows["salvage"] = v[K.FP_FLOW_SALVAGE]
     flows["estate_surplus"] = v[K.FP_FLOW_ESTATE]
     flows["buyer_capital"] = v[K.FP_FLOW_BUYER_CAPITAL]
-    if n_ev:  # the tuples fill_events and log_event make, in the numpy phase's order
-        t, names, agents = env.t, _EVENT_NAME, _EVENT_AGENT
-        codes, rows, gens, units = ev_int[:, :n_ev].tolist()
-        m.events.extend([(t, names[c], agents[c], i, g, u, u * p, p) for c, i, g, u, p in zip(
-            codes, rows, gens, units, ev_price[:n_ev].tolist(), strict=True)])
+    if n_ev:  # the events fill_events and log_event log, in the numpy phase's order
+        codes, rows, gens, units = ev_int[:, :n_ev]
+        p = ev_price[:n_ev]
+        m.events.add(env.t, _EVENT_NAME[codes], _EVENT_AGENT[codes], rows, gens, units,
+                     units * p, p)
     return True
 
 
