@@ -50,8 +50,12 @@ def _spy(monkeypatch) -> tuple[list[int], list[int]]:
 
 
 def _same(alone: LiquidationModel, m: LiquidationModel) -> None:
-    """Bit for bit (the oracle), with the outside flows' and events' values and types."""
+    """Bit for bit (the oracle), with the types of the numbers (a float and a np.float64 of
+    one value are the same bits to the oracle) and the outside flows' and events' values and
+    types."""
     assert mismatches(alone, m) == []
+    assert ({k: type(v) for k, v in model_state(alone).items()}
+            == {k: type(v) for k, v in model_state(m).items()})
     assert list(alone.flows.items()) == list(m.flows.items())
     assert [type(v) for v in alone.flows.values()] == [type(v) for v in m.flows.values()]
     assert alone.events == m.events
