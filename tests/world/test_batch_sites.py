@@ -29,7 +29,7 @@ _CASES += [(over[0], "crypto_winter", over, 30) for over in (
     ("sites.mining_mw_per_ph=0.0",), ("sites.max_hold_months=4",),
     ("sites.conversion_rate=0.0",),
     ("sites.switch_cost_per_mw=0", "sites.host_demand_mw=0.3"))]
-_FAST = {"crypto_winter", "sites.max_hold_months=4"}
+_FAST = {"sites.max_hold_months=4"}  # (every stage of the month: the test after)
 CASES = [pytest.param(label, sc, over, months, id=label,
                       marks=() if label in _FAST else pytest.mark.slow)
          for label, sc, over, months in _CASES]
