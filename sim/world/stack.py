@@ -333,7 +333,8 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # phases run for many runs at once by one call, by their name in MONTH: f(stack, runs,
 # contexts), runs the indices of the live runs (in order), contexts their MonthContexts. A
 # batched phase gives each run the bits of its own phase, and falls back to it run by run
-# where the runs cannot share a call
+# where the runs cannot share a call; a run whose month raises in it is stopped by
+# RunStack.fail, the others go on
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
     "sites": phases.sites.run_batch,  # between 4 and 5
     "prices": phases.prices.run_batch,  # 7
