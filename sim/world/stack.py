@@ -206,6 +206,7 @@ class RunStack:
             batch = BATCHED.get(name) if self.batched and len(live) > 1 else None
             if batch is not None:
                 batch(self, live, [ctx[r] for r in live])
+                live = [r for r in live if r not in self.errors]  # runs it failed (fail)
                 continue
             failed = False
             for r in live:
@@ -222,6 +223,13 @@ class RunStack:
             self._done[r] = self._done.get(r, 0) + 1
             if m.env.t >= m.cfg.months:
                 m.running = False
+
+    def fail(self, r: int, e: Exception) -> None:
+        """Run r's month raised ``e`` in a batched phase (its own phase, run for it alone):
+        the run is stopped as :meth:`step` stops a run whose phase raises, the others go
+        on (:meth:`step` drops it from the month's later phases)."""
+        self.errors[r] = e
+        self._finish(r, stepping=True)
 
     def _alone(self, r: int, m: LiquidationModel) -> None:
         try:
@@ -336,7 +344,9 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # phases run for many runs at once by one call, by their name in MONTH: f(stack, runs,
 # contexts), runs the indices of the live runs (in order), contexts their MonthContexts. A
 # batched phase gives each run the bits of its own phase, and falls back to it run by run
-# where the runs cannot share a call
+# where the runs cannot share a call; a run whose month raises in it is stopped by
+# RunStack.fail, the others go on
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
+    "sites": phases.sites.run_batch,  # between 4 and 5
     "prices": phases.prices.run_batch,  # 7
 }

@@ -1,7 +1,8 @@
 """The borrowers' sites compiled (:meth:`agents.sites.SiteBook.month`, run by
 :func:`sim.world.phases.sites.run`): the buyers' MW values and conversion, the site sales (with
 the fleet, ``sell_with_fleet``), retirement, hosting in place and the miners' energy
-arbitrage, as one kernel call a month, :func:`sites_month`.
+arbitrage, as one kernel call a month: :func:`sites_month` for one run, :func:`sites_batch` for
+the runs of a stack (:class:`sim.world.stack.RunStack`), both calling :func:`sites_body`.
 
 It replays the numpy code of ``SiteBook.month`` and of what it calls (:func:`agents.sites.
 mw_values`, ``BuyerBook.convert``, ``SiteBook._sell`` and ``_sell_fleet`` with
@@ -390,6 +391,73 @@ def _stage_b(t, holder, since, lender, gpu_mw, lender_code, retired_code, max_ho
 
 @kernel
 def sites_month(t, has_buyers, res, price, kw, liquid_gen, shipping, do_convert, conv_cost,
+                conv_rate, conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder, since,
+                lender, gpu_mw, lender_code, retired_code, sold_code, sale_months, max_hold,
+                v_liq, v_air, x, liquid, site_buyer, build_cap, unlimited, mw_used, holdings,
+                with_fleet, newest_first, claim_pool, recoveries, later_recoveries, inventory,
+                inv_since, repo_units, repo_debt, cash_repaid, sales, totals, old_idx, tmp_n,
+                host_in_place, rent, power, util, hours, hosting_fee, lb_cash, hosted, arbitrage,
+                mining_mw_per_ph, status, defaulted, mine_mw, hashprice, mining_cost, days,
+                host_share, spot_opex, switch_cost, payback, switch_rate, host_demand, host_rent,
+                host_mw, switch_debt, switch_pay, mining_share, site_income):
+    """One month of ``SiteBook.month`` for one run: :func:`sites_body` (its docstring)."""
+    return sites_body(
+        t, has_buyers, res, price, kw, liquid_gen, shipping, do_convert, conv_cost, conv_rate,
+        conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder, since, lender, gpu_mw,
+        lender_code, retired_code, sold_code, sale_months, max_hold, v_liq, v_air, x, liquid,
+        site_buyer, build_cap, unlimited, mw_used, holdings, with_fleet, newest_first,
+        claim_pool, recoveries, later_recoveries, inventory, inv_since, repo_units, repo_debt,
+        cash_repaid, sales, totals, old_idx, tmp_n, host_in_place, rent, power, util, hours,
+        hosting_fee, lb_cash, hosted, arbitrage, mining_mw_per_ph, status, defaulted, mine_mw,
+        hashprice, mining_cost, days, host_share, spot_opex, switch_cost, payback, switch_rate,
+        host_demand, host_rent, host_mw, switch_debt, switch_pay, mining_share, site_income)
+
+
+@kernel
+def sites_batch(runs, t, has_buyers, res, price, kw, liquid_gen, shipping, do_convert,
+                conv_cost, conv_rate, conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder,
+                since, lender, gpu_mw, lender_code, retired_code, sold_code, sale_months,
+                max_hold, v_liq, v_air, x, liquid, site_buyer, build_cap, unlimited, mw_used,
+                holdings, with_fleet, newest_first, claim_pool, recoveries, later_recoveries,
+                inventory, inv_since, repo_units, repo_debt, cash_repaid, sales, totals, old_idx,
+                tmp_n, host_in_place, rent, power, util, hours, hosting_fee, lb_cash, hosted,
+                arbitrage, mining_mw_per_ph, status, defaulted, mine_mw, hashprice, mining_cost,
+                days, host_share, spot_opex, switch_cost, payback, switch_rate, host_demand,
+                host_rent, host_mw, switch_debt, switch_pay, mining_share, site_income, flags,
+                counts, sums):
+    """The sites' month of the runs ``runs`` of a stack at once (the run axis, issue 19):
+    every argument of :func:`sites_body` stacked with a leading run axis (numbers and
+    switches as (R,) arrays; ``lender_code``, ``retired_code``, ``sold_code``, ``defaulted``,
+    ``hours`` and ``days`` are constants, passed as numbers), run r's the row r. Run r's
+    results go to ``flags[r]`` (x.any(), fleet sale, hosted any), ``counts[r]`` (rows of
+    ``sales[r]``, units sold with sites, retired count) and ``sums[r]`` (x.sum(), retired MW,
+    tenants' rent, hosting fees, hosting income). The same operations on each row as
+    :func:`sites_month` on that run's arrays, so each run's bits are its own."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        (xany, xsum, rows, fleet_units, fleet_sold, n_old, retired, hosted_any, tenants, opex,
+         income) = sites_body(
+            t[r], has_buyers[r], res[r], price[r], kw[r], liquid_gen[r], shipping[r],
+            do_convert[r], conv_cost[r], conv_rate[r], conv_col[r], b_mw[r], b_capital[r],
+            b_mw_liq[r], b_mw_conv[r], holder[r], since[r], lender[r], gpu_mw[r], lender_code,
+            retired_code, sold_code, sale_months[r], max_hold[r], v_liq[r], v_air[r], x[r],
+            liquid[r], site_buyer[r], build_cap[r], unlimited[r], mw_used[r], holdings[r],
+            with_fleet[r], newest_first[r], claim_pool[r], recoveries[r], later_recoveries[r],
+            inventory[r], inv_since[r], repo_units[r], repo_debt[r], cash_repaid[r], sales[r],
+            totals[r], old_idx[r], tmp_n[r], host_in_place[r], rent[r], power[r], util[r],
+            hours, hosting_fee[r], lb_cash[r], hosted[r], arbitrage[r], mining_mw_per_ph[r],
+            status[r], defaulted, mine_mw[r], hashprice[r], mining_cost[r], days,
+            host_share[r], spot_opex[r], switch_cost[r], payback[r], switch_rate[r],
+            host_demand[r], host_rent[r], host_mw[r], switch_debt[r], switch_pay[r],
+            mining_share[r], site_income[r])
+        flags[r, 0], flags[r, 1], flags[r, 2] = xany, fleet_sold, hosted_any
+        counts[r, 0], counts[r, 1], counts[r, 2] = rows, fleet_units, n_old
+        sums[r, 0], sums[r, 1], sums[r, 2], sums[r, 3], sums[r, 4] = (xsum, retired, tenants,
+                                                                      opex, income)
+
+
+@jitable
+def sites_body(t, has_buyers, res, price, kw, liquid_gen, shipping, do_convert, conv_cost,
                 conv_rate, conv_col, b_mw, b_capital, b_mw_liq, b_mw_conv, holder, since,
                 lender, gpu_mw, lender_code, retired_code, sold_code, sale_months, max_hold,
                 v_liq, v_air, x, liquid, site_buyer, build_cap, unlimited, mw_used, holdings,
