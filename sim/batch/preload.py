@@ -1,5 +1,6 @@
 """The sweep's fork server imports this module (:func:`sim.batch.sweep._mp_context`'s preload):
-importing it runs one crypto_winter model, so that numba loads the phase kernels
+importing it runs one crypto_winter model, and a stack of two (the batched kernels a sweep's
+stacked runs call, :func:`sim.batch.sweep.run_tasks`), so that numba loads the phase kernels
 (:mod:`sim.world.kernels`) from its disk cache once, in the fork server, and every pool worker
 forked from it starts with them loaded. It also reads the liqsim version and the numeric
 platform that every run's result carries (:func:`sim.core.version.liqsim_version`, cached per
@@ -25,6 +26,7 @@ from sim.core import numerics
 from sim.core.config import load_scenario
 from sim.core.version import liqsim_version
 from sim.world.model import LiquidationModel
+from sim.world.stack import RunStack
 
 WARM_SCENARIO = "crypto_winter"
 # the repo desk's designs, run WARM_DESK_MONTHS months each: phase 5 has a kernel per design
@@ -34,13 +36,16 @@ WARM_DESK_MONTHS = 2
 
 
 def warm() -> bool:
-    """Run :data:`WARM_SCENARIO` to its end on the compiled engine, then a few months of it
-    with each repo desk (:data:`WARM_DESKS`); True if they ran."""
+    """Run :data:`WARM_SCENARIO` to its end on the compiled engine, alone and as a stack of
+    two runs (sweeps step a chunk's runs together, :func:`sim.batch.sweep.run_tasks`: the
+    batched kernels), then a few months of it with each repo desk (:data:`WARM_DESKS`); True
+    if they ran."""
     try:
         model = LiquidationModel(WARM_SCENARIO)
         if model.engine != "compiled":
             return False
         model.run()
+        RunStack([LiquidationModel(WARM_SCENARIO, seed=s) for s in (1, 2)]).run()
         for over in WARM_DESKS:
             LiquidationModel(load_scenario(WARM_SCENARIO, list(over),
                                            months=WARM_DESK_MONTHS)).run()

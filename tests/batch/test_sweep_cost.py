@@ -30,13 +30,12 @@ from sim.io.ledger import read_runs
 
 
 def _kernels() -> list[Kernel]:
-    """The phase kernels a single run calls: not the batched ones (``*_batch``), which only a
-    RunStack (sim.world.stack) calls, and sweeps do not run stacks yet."""
+    """Every phase kernel: a single run's, and the batched ones (``*_batch``) a sweep's
+    stacked runs call (sim.batch.sweep.run_tasks)."""
     out = []
     for m in pkgutil.iter_modules(sim.world.kernels.__path__):
         mod = importlib.import_module(f"sim.world.kernels.{m.name}")
-        out += [k for k in vars(mod).values()
-                if isinstance(k, Kernel) and not k.__name__.endswith("_batch")]
+        out += [k for k in vars(mod).values() if isinstance(k, Kernel)]
     return out
 
 
