@@ -221,8 +221,10 @@ _KEPT = (("growth1", 3), ("mu1", 4), ("prev_out", 5))
 
 
 def _held(m: LiquidationModel, st: tuple) -> dict:
-    """What :func:`_run_compiled` passes to the kernel besides the month's numbers (the
-    draws, the month, BTC, its peak, the stress flag, the lead times) and its outputs."""
+    """What :func:`_run_compiled` passes to the kernel, by :data:`_ARGS`' names, but the
+    month's numbers (the month, whether a generation launches, the draws, BTC, its peak, the
+    stress flag, the lead times), the new arrays (values, reservation prices) and the
+    environment's shipping and age buffers."""
     ((p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
       path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1, prev) = st
     env, b = m.env, m.buyers
