@@ -18,7 +18,8 @@ of syndicated loans), so a stack's shape is the largest of the runs' along each 
 views the leading corner ``stack[r, :n0, :n1, ...]`` of its row, contiguous where only the
 first axis differs. An array held under several names (one object) is stacked once and every
 holder gets the same view. Arrays that are views themselves (rows of a per-run table) and 0-d
-arrays stay per run. Read-only arrays stay read-only.
+arrays stay per run, except a whole view of a stacked array, which becomes the same view of
+the run's row. Read-only arrays stay read-only.
 """
 
 from __future__ import annotations
@@ -123,6 +124,25 @@ class RunStack:
         for key, same in self.aliases.items():
             for r, m in enumerate(self.models):
                 _bind(m, self._owners[r], key, self.view(same, r))
+        self._rebase_views(per_run)
+
+    def _rebase_views(self, per_run: list[dict[Key, np.ndarray]]) -> None:
+        """An attribute that is a whole view of a stacked array (the environment's read-only
+        lead times ``_lead`` of its buffer ``_lead_buf``) becomes the same view of the run's
+        row: it would go on viewing the array the stack replaced, which no month writes."""
+        for r, (m, arrs) in enumerate(zip(self.models, per_run, strict=True)):
+            rows = {id(arrs[key]): self._views[key][r] for key in self.stacks}
+            for key, a in arrs.items():
+                row = rows.get(id(a.base)) if a.base is not None else None
+                if row is None or a.shape != row.shape or a.dtype != row.dtype:
+                    continue
+                if (a.__array_interface__["data"][0] != a.base.__array_interface__["data"][0]
+                        or a.strides != a.base.strides):
+                    continue
+                v = row.view()
+                if not a.flags.writeable:
+                    v.flags.writeable = False
+                _bind(m, self._owners[r], key, v)
 
     @staticmethod
     def _check(key: Key, runs: list[np.ndarray | None]) -> None:
@@ -206,17 +226,13 @@ class RunStack:
             batch = BATCHED.get(name) if self.batched and len(live) > 1 else None
             if batch is not None:
                 batch(self, live, [ctx[r] for r in live])
-                live = [r for r in live if r not in self.errors]  # runs it failed (fail)
-                continue
-            failed = False
-            for r in live:
-                try:
-                    phase(self.models[r], ctx[r])
-                except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
-                    self.errors[r] = e
-                    self._finish(r, stepping=True)
-                    failed = True
-            if failed:
+            else:
+                for r in live:
+                    try:
+                        phase(self.models[r], ctx[r])
+                    except Exception as e:  # noqa: BLE001 - one run's failure is its result
+                        self.fail(r, e)
+            if any(r in self.errors for r in live):
                 live = [r for r in live if r not in self.errors]
         for r in live:
             m = self.models[r]
@@ -225,9 +241,9 @@ class RunStack:
                 m.running = False
 
     def fail(self, r: int, e: Exception) -> None:
-        """Run r's month raised ``e`` in a batched phase (its own phase, run for it alone):
-        the run is stopped as :meth:`step` stops a run whose phase raises, the others go
-        on (:meth:`step` drops it from the month's later phases)."""
+        """Stop run r, whose month raised ``e`` in a phase (its own, or its part of a batched
+        call, which writes the other runs' results first): the error kept in ``errors``, its
+        Mesa state left as ``model.step()`` leaves it; the month's later phases skip it."""
         self.errors[r] = e
         self._finish(r, stepping=True)
 
@@ -344,9 +360,10 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # phases run for many runs at once by one call, by their name in MONTH: f(stack, runs,
 # contexts), runs the indices of the live runs (in order), contexts their MonthContexts. A
 # batched phase gives each run the bits of its own phase, and falls back to it run by run
-# where the runs cannot share a call; a run whose month raises in it is stopped by
-# RunStack.fail, the others go on
+# where the runs cannot share a call; a run whose part raises is stopped by RunStack.fail
+# (the later phases of the month skip it)
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
+    "environment": phases.environment.run_batch,  # 1
     "sites": phases.sites.run_batch,  # between 4 and 5
     "prices": phases.prices.run_batch,  # 7
 }

@@ -1,7 +1,9 @@
 """Phase 1's kernel (:mod:`sim.world.phases.environment`): the environment's month and the
-value in best use it triggers, in one call.
+value in best use it triggers, in one call: :func:`env_month` for one run,
+:func:`env_batch` for the runs of a stack (:class:`sim.world.stack.RunStack`), both calling
+:func:`env_body` on each run's arrays.
 
-:func:`env_month` does what :meth:`sim.core.environment.Environment.step` does from its two
+:func:`env_body` does what :meth:`sim.core.environment.Environment.step` does from its two
 standard normal draws (the raw draws and their uniforms stay in the phase, numpy's
 Generator, in the same order; their Phi^-1 is taken here), then the buyers' values by type
 (:meth:`agents.buyer.BuyerBook.values_by_type`: the value at x = 0 and at the buyers' common
@@ -189,6 +191,51 @@ def env_month(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_ha
               present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
               path_rents, path_len, factor_gens, lead_on, lead, growth0, growth1, mu1,
               type_idx, v_out, fund_out, prev_out, res_out, ship_out, age_out):
+    """Phase 1's month of one run: :func:`env_body`."""
+    return env_body(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
+                    launch, ai_rent, hash_linked, rent0, shock_month, shock_kind, shock_size, p,
+                    hash_on, extrap, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life,
+                    integration, present, all_present, cap_on, cap, salvage, path_gen,
+                    path_first, path_market, path_rents, path_len, factor_gens, lead_on, lead,
+                    growth0, growth1, mu1, type_idx, v_out, fund_out, prev_out, res_out,
+                    ship_out, age_out)
+
+
+@kernel
+def env_batch(runs, t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
+              launch, ai_rent, hash_linked, rent0, shock_month, shock_kind, shock_size, p,
+              hash_on, extrap, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
+              present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
+              path_rents, path_len, factor_gens, lead_on, lead, growth0, growth1, mu1,
+              type_idx, v_out, fund_out, prev_out, res_out, ship_out, age_out, hashprice, n_x,
+              common):
+    """Phase 1's month of the runs ``runs`` of a stack at once (the run axis, issue 19): each
+    argument of :func:`env_body` stacked with a leading run axis (numbers and switches as
+    (R,) arrays), run r's the row r. Run r's new BTC, peak and stress flag are written back
+    into ``btc[r]``, ``btc_peak[r]`` and ``stress[r]`` (read first), its hashprice, X and
+    ``common`` into ``hashprice[r]``, ``n_x[r]`` and ``common[r]``. The same operations on
+    each row as :func:`env_month` on that run's arrays, so each run's bits are its own."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        btc[r], btc_peak[r], stress[r], hashprice[r], n_x[r], common[r] = env_body(
+            t[r], launch_now[r], u_r[r], u_eta[r], btc[r], btc_peak[r], stress[r],
+            btc_walk[r], any_hash[r], rent[r], launch[r], ai_rent[r], hash_linked[r],
+            rent0[r], shock_month[r], shock_kind[r], shock_size[r], p[r], hash_on[r],
+            extrap[r], m[r], sqrt_m[r], cost[r], rvol_calm[r], rvol_stress[r], disc[r],
+            life[r], integration[r], present[r], all_present[r], cap_on[r], cap[r],
+            salvage[r], path_gen[r], path_first[r], path_market[r], path_rents[r],
+            path_len[r], factor_gens[r], lead_on[r], lead[r], growth0[r], growth1[r], mu1[r],
+            type_idx[r], v_out[r], fund_out[r], prev_out[r], res_out[r], ship_out[r],
+            age_out[r])
+
+
+@jitable
+def env_body(t, launch_now, u_r, u_eta, btc, btc_peak, stress, btc_walk, any_hash, rent,
+             launch, ai_rent, hash_linked, rent0, shock_month, shock_kind, shock_size, p,
+             hash_on, extrap, m, sqrt_m, cost, rvol_calm, rvol_stress, disc, life, integration,
+             present, all_present, cap_on, cap, salvage, path_gen, path_first, path_market,
+             path_rents, path_len, factor_gens, lead_on, lead, growth0, growth1, mu1,
+             type_idx, v_out, fund_out, prev_out, res_out, ship_out, age_out):
     """Phase 1's month after the draws: the standard normals eps_r and eta of
     :meth:`sim.core.environment.Environment.step` are Phi^-1 (``ndtri1``) of the uniforms
     ``u_r`` and ``u_eta`` the phase draws (``nm.standard_normal``'s transform of the same

@@ -16,6 +16,7 @@ from sim.world.state import MonthState
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
+    from sim.world.stack import MonthContext, RunStack
 
 
 def run(m: LiquidationModel) -> MonthState:
@@ -137,6 +138,22 @@ def _static(m: LiquidationModel) -> tuple:
             nm.exp((vi.log_decay + 0.0) * vi.m / 12.0))
 
 
+def _state(m: LiquidationModel) -> tuple:
+    """The run's kernel inputs kept in ``m.kernel_inputs["environment"]``, made at its first
+    compiled month: (:func:`_static`, the environment's step inputs, the buyers' valuation
+    inputs, row 1's growth (G, M) and its mu (G,) per generation, kept between months by the
+    kernel, and the buffer of last month's value in best use (G,))."""
+    st = m.kernel_inputs.get("environment")
+    if st is None:  # (the valuation's inputs depend on the configuration only)
+        env = m.env
+        vi = m.buyers.valuation_inputs(env)
+        growth1 = np.empty((env.n_gen, vi.m.shape[0]))
+        st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs(), vi, growth1,
+                                               np.full(env.n_gen, np.nan),
+                                               np.empty(env.n_gen))
+    return st
+
+
 def _run_compiled(m: LiquidationModel) -> MonthState:
     """The environment's step and the value in best use by :func:`ke.env_month`; the two
     standard normal draws are made here, as :meth:`Environment.step` makes them (the raw
@@ -151,14 +168,7 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     which the kernel copies V_{t-1} first; the environment's rents, and its ``shipping`` and
     ``age`` (:meth:`~sim.core.environment.Environment.month_buffers`)."""
     env, b = m.env, m.buyers
-    st = m.kernel_inputs.get("environment")
-    if st is None:  # (the valuation's inputs depend on the configuration only)
-        vi = b.valuation_inputs(env)
-        # row 1's growth and its mu per generation, kept between months by the kernel
-        growth1 = np.empty((env.n_gen, vi.m.shape[0]))
-        st = m.kernel_inputs["environment"] = (_static(m), env.step_inputs(), vi, growth1,
-                                               np.full(env.n_gen, np.nan),
-                                               np.empty(env.n_gen))
+    st = _state(m)
     ((p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
       path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1, prev) = st
     env.t += 1
@@ -190,3 +200,164 @@ def _run_compiled(m: LiquidationModel) -> MonthState:
     if common and res.shape[0]:  # (BuyerBook.reservation's key)
         b.store_reservation(env, state + (extrap.tobytes(),), res)
     return MonthState(t, prev)
+
+
+# the arguments of ke.env_batch after ``runs``, in order (those of ke.env_body, then the
+# batch's outputs of the numbers env_month returns)
+_ARGS = ("t", "launch_now", "u_r", "u_eta", "btc", "btc_peak", "stress", "btc_walk",
+         "any_hash", "rent", "launch", "ai_rent", "hash_linked", "rent0", "shock_month",
+         "shock_kind", "shock_size", "p", "hash_on", "extrap", "m", "sqrt_m", "cost",
+         "rvol_calm", "rvol_stress", "disc", "life", "integration", "present", "all_present",
+         "cap_on", "cap", "salvage", "path_gen", "path_first", "path_market", "path_rents",
+         "path_len", "factor_gens", "lead_on", "lead", "growth0", "growth1", "mu1", "type_idx",
+         "v_out", "fund_out", "prev_out", "res_out", "ship_out", "age_out", "hashprice", "n_x",
+         "common")
+# arguments the kernel writes or that change between months outside phase 1: each run's
+# own array must be its row of a stack (else the runs cannot share a call)
+_RESIDENT = ("rent", "extrap", "salvage", "fund_out")
+# the kernel's buffers kept between months in each run's m.kernel_inputs["environment"] (its
+# index there): stacked at the first batched month, each run's entry then holding its row
+_KEPT = (("growth1", 3), ("mu1", 4), ("prev_out", 5))
+
+
+def _held(m: LiquidationModel, st: tuple) -> dict:
+    """What :func:`_run_compiled` passes to the kernel, by :data:`_ARGS`' names, but the
+    month's numbers (the month, whether a generation launches, the draws, BTC, its peak, the
+    stress flag, the lead times), the new arrays (values, reservation prices) and the
+    environment's shipping and age buffers."""
+    ((p, s_month, s_kind, s_size, rvol_calm, rvol_stress, hash_on, cap_on, cap, path_gen,
+      path_first, path_market, path_rents, path_len, growth0), si, vi, growth1, mu1, prev) = st
+    env, b = m.env, m.buyers
+    return {"btc_walk": env.cfg.btc_random_walk, "any_hash": env.any_hash, "rent": env.rent,
+            "launch": env.launch, "ai_rent": si.ai_rent, "hash_linked": env.hash_linked,
+            "rent0": env.rent0, "shock_month": s_month, "shock_kind": s_kind,
+            "shock_size": s_size, "p": p, "hash_on": hash_on, "extrap": b.extrap, "m": vi.m,
+            "sqrt_m": vi.sqrt_m, "cost": vi.cost, "rvol_calm": rvol_calm,
+            "rvol_stress": rvol_stress, "disc": vi.t_disc, "life": vi.t_life,
+            "integration": vi.t_integration, "present": vi.present,
+            "all_present": vi.all_present, "cap_on": cap_on, "cap": cap,
+            "salvage": m.salvage_price, "path_gen": path_gen, "path_first": path_first,
+            "path_market": path_market, "path_rents": path_rents, "path_len": path_len,
+            "factor_gens": si.factor_gens, "lead_on": vi.lead_on, "growth0": growth0,
+            "growth1": growth1, "mu1": mu1, "type_idx": b.type_idx, "fund_out": m.fundamental,
+            "prev_out": prev}
+
+
+def batch_inputs(stack: RunStack) -> dict | None:
+    """What :func:`run_batch` passes to :func:`ke.env_batch` for a stack's runs, made at its
+    first batched month. Each argument :func:`_held` names: the stack of the very arrays the
+    runs' own phases pass where they are rows of one (of one shape in every run; required
+    for :data:`_RESIDENT`), else the runs' arrays, which never change, stacked (numbers and
+    switches as (R,) arrays); the buffers of :data:`_KEPT` stacked from their contents and
+    each run's ``m.kernel_inputs["environment"]`` rebound to its rows (its own phase then
+    keeps them there); scratch for the month's numbers, the shipping and age the kernel
+    writes (copied into each run's :meth:`Environment.month_buffers`) and the numbers it
+    returns. None when the runs cannot share one call (not all compiled and covered, an
+    argument of another shape in some run): then each runs its own phase."""
+    models = stack.models
+    if any(m.engine != "compiled" or not ("environment" in m.kernel_inputs or covers(m))
+           for m in models):
+        return None
+    sts = [_state(m) for m in models]
+    held = [_held(m, st) for m, st in zip(models, sts, strict=True)]
+    index = {id(stack.view(key, 0)): key for key in stack.stacks}  # (an alias: one array)
+    out: dict = {}
+    for name, a0 in held[0].items():
+        runs = [h[name] for h in held]
+        if not isinstance(a0, np.ndarray):
+            out[name] = np.array(runs, dtype=np.float64 if isinstance(a0, float) else np.bool_)
+            continue
+        if len({a.shape for a in runs}) != 1 or len({a.dtype for a in runs}) != 1:
+            return None
+        key = index.get(id(a0))
+        if key is not None and len(set(stack.shapes[key])) == 1 and all(
+                a is stack.view(key, r) for r, a in enumerate(runs)):
+            out[name] = stack.stacks[key]
+        elif name in _RESIDENT:
+            return None
+        else:  # (fixed for the run, or a buffer of _KEPT)
+            out[name] = np.stack(runs)
+    if len(set(out["lead_on"].tolist())) != 1:  # (the lead times' scratch: one shape)
+        return None
+    for name, i in _KEPT:  # each run's own phase keeps its buffers in the stacked rows
+        for r, m in enumerate(models):
+            st = list(m.kernel_inputs["environment"])
+            st[i] = out[name][r]
+            m.kernel_inputs["environment"] = tuple(st)
+    # each run's buffer of V_{t-1} (the one its months' MonthState hand on)
+    out["prev_rows"] = [m.kernel_inputs["environment"][5] for m in models]
+    n, n_g = len(models), models[0].n_gen
+    out["launches"] = [st[1].launches for st in sts]  # (frozensets: read in Python)
+    out["t"], out["n_x"] = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for name in ("u_r", "u_eta", "btc", "btc_peak", "hashprice"):
+        out[name] = np.zeros(n)
+    for name in ("launch_now", "stress", "common"):
+        out[name] = np.zeros(n, np.bool_)
+    out["lead"] = np.zeros((n, n_g if out["lead_on"][0] else 0))
+    out["ship_out"], out["age_out"] = np.zeros((n, n_g), np.bool_), np.zeros((n, n_g), np.int64)
+    return out
+
+
+def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """Phase 1 for the runs ``runs`` of a stack (``contexts`` their months' hand-overs, whose
+    ``month`` it sets) by one call of :func:`ke.env_batch` over the stacked arrays
+    (:func:`batch_inputs`): per run first what :func:`_run_compiled` does before its kernel
+    (the month, the two draws from the run's Generator, the lead times), then the one call,
+    then per run what it does after (the environment's numbers, its shipping and age, the
+    buyers' caches) and the run's shocks (:func:`_shocks`, which may draw from the same
+    Generator: each run's draws stay in its own order). The same bits as each run's own
+    phase (``tests/world/test_batch_environment.py``). A run whose shocks raise (a funding
+    shock's clearing) fails alone (:meth:`RunStack.fail`), after the others' months are
+    written; runs that cannot share a call each run their own phase (:func:`run`)."""
+    b = stack.kernel_inputs.get("environment", False)
+    if b is False:
+        b = stack.kernel_inputs["environment"] = batch_inputs(stack)
+    models = stack.models
+    if b is None:
+        for r, c in zip(runs, contexts, strict=True):
+            try:
+                c.month = run(models[r])
+            except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
+                stack.fail(r, e)
+        return
+    t, now, u_r, u_eta, lead = b["t"], b["launch_now"], b["u_r"], b["u_eta"], b["lead"]
+    btc, peak, stress, launches = b["btc"], b["btc_peak"], b["stress"], b["launches"]
+    lead_on = bool(b["lead_on"][0])
+    for r in runs:
+        env = models[r].env
+        env.t += 1
+        t[r] = env.t
+        now[r] = env.t in launches[r]
+        rng = env.rng  # (Environment.step's two draws, as _run_compiled makes them)
+        u_r[r], u_eta[r] = nm.open_uniform(rng, None), nm.open_uniform(rng, None)
+        btc[r], peak[r], stress[r] = env.btc, env.btc_peak, env.stress
+        if lead_on:
+            lead[r] = env.lead_time()
+    n = stack.n
+    n_k, n_g = b["extrap"].shape[1:]
+    # the values and reservation prices, new arrays each month as _run_compiled's
+    v = b["v_out"] = np.empty((n, 2, b["disc"].shape[1], n_g))
+    res = b["res_out"] = np.empty((n, n_k, n_g))
+    ke.env_batch(np.array(runs, dtype=np.int64), *(b[name] for name in _ARGS))
+    ship_s, age_s, hp, n_x, common = (b["ship_out"], b["age_out"], b["hashprice"], b["n_x"],
+                                      b["common"])
+    prev = b["prev_rows"]
+    for r, c in zip(runs, contexts, strict=True):
+        m = models[r]
+        env, bk = m.env, m.buyers
+        ship, age = env.month_buffers()
+        np.copyto(ship, ship_s[r])
+        np.copyto(age, age_s[r])
+        env.btc, env.btc_peak = float(btc[r]), float(peak[r])
+        env.stress, env.hashprice = bool(stress[r]), float(hp[r])
+        state = (env.t, env.stress, env.hashprice, env.rent.tobytes())
+        extrap = bk.extrap
+        bk.store_values_by_type(env, state + (extrap[0].tobytes(),), v[r, 0],
+                                v[r, int(n_x[r]) - 1])
+        if common[r] and n_k:  # (BuyerBook.reservation's key)
+            bk.store_reservation(env, state + (extrap.tobytes(),), res[r])
+        c.month = MonthState(env.t, prev[r])
+        try:
+            _shocks(m, env.t)
+        except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
+            stack.fail(r, e)
