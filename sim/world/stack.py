@@ -195,22 +195,26 @@ class RunStack:
             batch = BATCHED.get(name) if self.batched and len(live) > 1 else None
             if batch is not None:
                 batch(self, live, [ctx[r] for r in live])
-                continue
-            failed = False
-            for r in live:
-                try:
-                    phase(self.models[r], ctx[r])
-                except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
-                    self.errors[r] = e
-                    self._finish(r, stepping=True)
-                    failed = True
-            if failed:
+            else:
+                for r in live:
+                    try:
+                        phase(self.models[r], ctx[r])
+                    except Exception as e:  # noqa: BLE001 - one run's failure is its result
+                        self.fail(r, e)
+            if any(r in self.errors for r in live):
                 live = [r for r in live if r not in self.errors]
         for r in live:
             m = self.models[r]
             self._done[r] = self._done.get(r, 0) + 1
             if m.env.t >= m.cfg.months:
                 m.running = False
+
+    def fail(self, r: int, e: Exception) -> None:
+        """Run r's month raised ``e`` (in a phase run for it alone, or where a batched phase
+        found it failing as its own phase would): the run is stopped, its error kept in
+        ``errors`` and its Mesa state left as ``model.step()`` leaves it."""
+        self.errors[r] = e
+        self._finish(r, stepping=True)
 
     def _alone(self, r: int, m: LiquidationModel) -> None:
         try:
@@ -325,7 +329,9 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # phases run for many runs at once by one call, by their name in MONTH: f(stack, runs,
 # contexts), runs the indices of the live runs (in order), contexts their MonthContexts. A
 # batched phase gives each run the bits of its own phase, and falls back to it run by run
-# where the runs cannot share a call
+# where the runs cannot share a call; a run whose own phase would raise is stopped with that
+# error by RunStack.fail (the batched call itself raises only on a bug)
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
+    "borrowers": phases.borrowers.run_batch,  # 2
     "prices": phases.prices.run_batch,  # 7
 }
