@@ -88,25 +88,41 @@ def test_runs_that_cannot_share_phase_2_run_it_alone(monkeypatch):
     stack.run()
     monkeypatch.undo()
     assert stack.kernel_inputs["borrowers"] is None
-    assert calls == [] and alone_calls == [t for t in range(6) for _ in range(2)]
+    assert calls == [] and alone_calls == [t for t in range(1, 7) for _ in range(2)]
     for cfg, m in zip(cfgs, stack.models, strict=True):
         _same(cfg, m)
 
 
+def _uncovered_in_month_3(monkeypatch, victim: LiquidationModel) -> None:
+    """The model ``victim``'s revolvers are not one block in month 3 only (phase 2 takes the
+    numpy code then, which rebinds the loan book's arrays, and its kernel after)."""
+    real = phases.environment.run
+    block = victim.loans.revolver_block
+
+    def environment(m):
+        month = real(m)
+        if m is victim:
+            m.loans.revolver_block = None if m.env.t == 3 else block
+        return month
+
+    monkeypatch.setattr(phases.environment, "run", environment)
+
+
 def test_a_run_the_kernel_does_not_cover_runs_its_own_phase(monkeypatch):
-    """A run whose revolvers are not one block (its own phase takes the numpy code, which
-    rebinds arrays) runs its own phase every month, the others one call; all their bits."""
+    """A run whose phase 2 takes the numpy code in one month (its revolvers not one block)
+    runs its own phase that month and every later one (the stack's rows of the arrays the
+    numpy code rebinds are no longer its), the others one call; all their bits."""
     cfgs = [load_scenario("crypto_winter", seed=s, months=6) for s in (1, 2, 3)]
     models = [LiquidationModel(c) for c in cfgs]
-    models[1].loans.revolver_block = None
     calls, alone_calls = _spied(monkeypatch)
+    _uncovered_in_month_3(monkeypatch, models[1])
     stack = RunStack(models, exclude=STILL_REBOUND)
     stack.run()
-    monkeypatch.undo()
-    assert calls == [2] * 6 and alone_calls == list(range(6))
+    assert calls == [3, 3, 2, 2, 2, 2] and alone_calls == [3, 4, 5, 6]
     alone = LiquidationModel(cfgs[1])
-    alone.loans.revolver_block = None
+    _uncovered_in_month_3(monkeypatch, alone)
     alone.run()
+    monkeypatch.undo()
     assert mismatches(alone, models[1]) == []
     for r in (0, 2):
         _same(cfgs[r], models[r])
