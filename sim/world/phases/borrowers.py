@@ -224,6 +224,10 @@ def batch_inputs(stack: RunStack) -> dict | None:
     for name in ("sold", "ok"):
         out[name] = np.zeros(n, dtype=np.bool_)
     out["alone"] = set()  # the runs that run their own phase 2 (run_batch)
+    # by run: its model, its number of borrowers, its row of the walk draws' scratch and its
+    # walk probabilities (stress, calm)
+    out["per_run"] = [(m, k, out["u_walk"][r, :k], st[0], st[1])
+                      for r, (m, k, st) in enumerate(zip(models, dims["b"], sts, strict=True))]
     return out
 
 
@@ -266,43 +270,44 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
         for r in runs:
             _alone(stack, r)
         return
-    models = stack.models
-    t, u_walk, p_walk, hashprice, btc_price, rv0, nb, alone = (
-        b["t"], b["u_walk"], b["p_walk"], b["hashprice"], b["btc_price"], b["rv0"], b["nb"],
-        b["alone"])
+    t, p_walk, hashprice, btc_price, rv0, alone, per_run = (
+        b["t"], b["p_walk"], b["hashprice"], b["btc_price"], b["rv0"], b["alone"],
+        b["per_run"])
     batch = []
     for r in runs:
-        m = models[r]
+        m, n, u_walk, p_stress, p_calm = per_run[r]
         env, blk = m.env, m.loans.revolver_block
-        if r in alone or blk is None or blk.stop - blk.start != nb[r] or env.btc == 0.0:
+        if r in alone or blk is None or blk.stop - blk.start != n or env.btc == 0.0:
             # the numpy code, as run() takes it; it rebinds arrays the stack holds, so the
             # run runs its own phase from now on
             alone.add(r)
             _alone(stack, r)
             continue
-        p_stress, p_calm = m.kernel_inputs["borrowers"][:2]
         t[r] = env.t
-        m.rng.random(out=u_walk[r, :nb[r]])  # m.rng.random(b.n), the same draws
+        m.rng.random(out=u_walk)  # m.rng.random(b.n), the same draws
         p_walk[r] = p_stress if env.stress else p_calm
-        hashprice[r] = float(env.hashprice)
-        btc_price[r] = float(env.btc)
+        hashprice[r] = env.hashprice  # float(env.hashprice), float(env.btc): the same values
+        btc_price[r] = env.btc
         rv0[r] = blk.start
         batch.append(r)
     if not batch:
         return
     kernels.waterfall_batch(np.array(batch, dtype=np.int64), *(b[name] for name in _ARGS))
+    # Python floats and bools, as the kernel of one run returns them
     rev_sum, opex_sum, sold, btc_sum, out_sum, ok = (
-        b["rev_sum"], b["opex_sum"], b["sold"], b["btc_sum"], b["out_sum"], b["ok"])
+        b[name].tolist() for name in ("rev_sum", "opex_sum", "sold", "btc_sum", "out_sum",
+                                      "ok"))
+    models = stack.models
     for r in batch:
         if not ok[r]:
             stack.fail(r, ValueError(kernels.NO_LEAD))
             continue
         f = models[r].flows
-        f["tenants"] += float(rev_sum[r])
-        f["opex"] += float(-opex_sum[r])
+        f["tenants"] += rev_sum[r]
+        f["opex"] += -opex_sum[r]
         if sold[r]:
-            f["btc_sales"] += float(btc_sum[r])
-        f["payouts"] += float(-out_sum[r])
+            f["btc_sales"] += btc_sum[r]
+        f["payouts"] += -out_sum[r]
 
 
 def sell_free_btc(m: LiquidationModel, need: np.ndarray) -> bool:
