@@ -56,7 +56,7 @@ def test_phase_2_runs_batched_and_gives_each_run_its_bits(monkeypatch, label, sc
     stack = RunStack([LiquidationModel(c) for c in cfgs], exclude=STILL_REBOUND)
     stack.run()
     monkeypatch.undo()
-    assert stack.errors == {}
+    assert stack.errors == {} and stack.stale() == []
     assert calls == [4] * cfgs[0].months and alone_calls == []
     for cfg, m in zip(cfgs, stack.models, strict=True):
         _same(cfg, m)
