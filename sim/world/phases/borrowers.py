@@ -194,6 +194,7 @@ def batch_inputs(stack: RunStack) -> dict | None:
     n = len(models)
     dims = {"b": [m.borrowers.n for m in models], "l": [len(m.loans) for m in models],
             "k": [m.lenders.n for m in models]}
+    held = [_held(m) for m in models]
     out: dict[str, np.ndarray] = {}
     for name, key, axis, with_sites in _STACKED:
         if with_sites and not sites_on:
@@ -203,9 +204,9 @@ def batch_inputs(stack: RunStack) -> dict | None:
         if key not in stack.stacks:
             return None
         full = stack.stacks[key].shape[1:]
-        for r, m in enumerate(models):
+        for r in range(n):
             want = full if axis == "g" else (dims[axis][r], *full[1:])
-            if stack.shapes[key][r] != want or _held(m)[name] is not stack.view(key, r):
+            if stack.shapes[key][r] != want or held[r][name] is not stack.view(key, r):
                 return None
         out[name] = stack.stacks[key]
     for axis, name in (("b", "nb"), ("l", "nrow"), ("k", "nl")):
