@@ -364,6 +364,7 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # (the later phases of the month skip it)
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
     "environment": phases.environment.run_batch,  # 1
+    "borrowers": phases.borrowers.run_batch,  # 2
     "sites": phases.sites.run_batch,  # between 4 and 5
     "prices": phases.prices.run_batch,  # 7
 }

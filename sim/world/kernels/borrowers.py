@@ -1,6 +1,8 @@
 """Phase 2 compiled: the borrowers' cash waterfall (:func:`sim.world.phases.borrowers.run`) as
-one kernel call a month, :func:`waterfall`; and the borrowers' extra payments that phases 3, 4
-and 6 make (:func:`sim.world.phases.borrowers.prepay`) as one call each, :func:`prepay`.
+one kernel call a month, :func:`waterfall` (its body :func:`waterfall_body`, which
+:func:`waterfall_batch` calls for each run of a stack); and the borrowers' extra payments that
+phases 3, 4 and 6 make (:func:`sim.world.phases.borrowers.prepay`) as one call each,
+:func:`prepay`.
 
 It replays, borrower by borrower and row by row, the numpy code of the phase and of the book
 methods it calls: the contract renewals of ``BorrowerBook.update_contracts`` (whose uniform
@@ -42,6 +44,10 @@ HOURS = 730.0  # sim.core.environment.HOURS_PER_MONTH
 DAYS = 365.0 / 12.0  # sim.core.environment.DAYS_PER_MONTH
 
 
+# what waterfall raises where waterfall_body stops (a revolver request without a lead lender)
+NO_LEAD = "a borrower without a lead lender asks its revolver"
+
+
 @kernel
 def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
               status, defaulted, fleet, contract_rent, contract_end, contract_months,
@@ -50,6 +56,66 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
               cash, btc, btc_pledged, call_months, payout_months, arrears_months, dscr,
               borrower, lender, principal, orig_amort, rate, maturity, active, accrued,
               overdue, rv0, lead, revolver_limit, lb_status, normal, lb_cash, revenue, opex):
+    """Phase 2 of one run: :func:`waterfall_body`, raising ValueError(:data:`NO_LEAD`) where
+    it stops. Returns its outside flows (the first five numbers)."""
+    rev_sum, opex_sum, sold, btc_sum, out_sum, ok = waterfall_body(
+        t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price, status, defaulted,
+        fleet, contract_rent, contract_end, contract_months, tenant_gone, guaranteed,
+        guarantee_cover, contracted_share, hashrate, mining_cost, fixed_opex, has_sites,
+        mining_share, site_income, cash, btc, btc_pledged, call_months, payout_months,
+        arrears_months, dscr, borrower, lender, principal, orig_amort, rate, maturity, active,
+        accrued, overdue, rv0, lead, revolver_limit, lb_status, normal, lb_cash, revenue, opex)
+    if not ok:
+        raise ValueError(NO_LEAD)
+    return rev_sum, opex_sum, sold, btc_sum, out_sum
+
+
+@kernel
+def waterfall_batch(runs, nb, nrow, nl, t, u_walk, p_walk, rent, hashprice, power_cost, util,
+                    btc_price, status, defaulted, fleet, contract_rent, contract_end,
+                    contract_months, tenant_gone, guaranteed, guarantee_cover,
+                    contracted_share, hashrate, mining_cost, fixed_opex, has_sites,
+                    mining_share, site_income, cash, btc, btc_pledged, call_months,
+                    payout_months, arrears_months, dscr, borrower, lender, principal,
+                    orig_amort, rate, maturity, active, accrued, overdue, rv0, lead,
+                    revolver_limit, lb_status, normal, lb_cash, revenue, opex, rev_sum,
+                    opex_sum, sold, btc_sum, out_sum, ok):
+    """Phase 2 of the runs ``runs`` of a stack at once (the run axis, issue 19): each
+    argument of :func:`waterfall_body` stacked with a leading run axis (numbers and switches
+    as (R,) arrays), run r's arrays the leading corner of row r: its ``nb[r]`` borrowers,
+    ``nrow[r]`` loan rows and ``nl[r]`` lenders (``rent`` and ``power_cost`` whole rows, the
+    borrowers' (B, G) arrays all G columns). :func:`waterfall_body`'s six results of run r go
+    to ``rev_sum[r]``, ``opex_sum[r]``, ``sold[r]``, ``btc_sum[r]``, ``out_sum[r]``,
+    ``ok[r]``: a run whose body stops (``ok[r]`` False) does not stop the others. The same
+    operations on each run's arrays as :func:`waterfall` on that run's, so each run's bits
+    are its own."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        b, k, q = nb[r], nrow[r], nl[r]
+        rev_sum[r], opex_sum[r], sold[r], btc_sum[r], out_sum[r], ok[r] = waterfall_body(
+            t[r], u_walk[r, :b], p_walk[r], rent[r], hashprice[r], power_cost[r], util[r],
+            btc_price[r], status[r, :b], defaulted[r], fleet[r, :b], contract_rent[r, :b],
+            contract_end[r, :b], contract_months[r, :b], tenant_gone[r, :b],
+            guaranteed[r, :b], guarantee_cover[r, :b], contracted_share[r, :b],
+            hashrate[r, :b], mining_cost[r, :b], fixed_opex[r, :b], has_sites[r],
+            mining_share[r, :b], site_income[r, :b],
+            cash[r, :b], btc[r, :b], btc_pledged[r, :b], call_months[r, :b],
+            payout_months[r, :b], arrears_months[r, :b], dscr[r, :b], borrower[r, :k],
+            lender[r, :k], principal[r, :k], orig_amort[r, :k], rate[r, :k], maturity[r, :k],
+            active[r, :k], accrued[r, :k], overdue[r, :k], rv0[r], lead[r, :b],
+            revolver_limit[r, :b], lb_status[r, :q], normal[r], lb_cash[r, :q],
+            revenue[r, :b], opex[r, :b])
+
+
+@jitable
+def waterfall_body(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
+                   status, defaulted, fleet, contract_rent, contract_end, contract_months,
+                   tenant_gone, guaranteed, guarantee_cover, contracted_share, hashrate,
+                   mining_cost, fixed_opex, has_sites, mining_share, site_income,
+                   cash, btc, btc_pledged, call_months, payout_months, arrears_months, dscr,
+                   borrower, lender, principal, orig_amort, rate, maturity, active, accrued,
+                   overdue, rv0, lead, revolver_limit, lb_status, normal, lb_cash, revenue,
+                   opex):
     """One month of phase 2 over the books' arrays (module docstring).
 
     Writes every result in place into the books' arrays: what the numpy code writes in place
@@ -61,7 +127,9 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
     borrower's arrears months and DSCR in that borrower's own step. ``rv0`` is the first
     revolver row (revolver k is row rv0 + k, borrower k's). Returns the month's outside
     flows as (sum of revenue, sum of opex, whether coins were sold, sum of their proceeds,
-    sum of payouts), each summed as ``np.add.reduce`` sums."""
+    sum of payouts), each summed as ``np.add.reduce`` sums, and True; or, where a borrower
+    without a lead lender (``lead`` < 0) asks its revolver, stops there (nothing more
+    written) and returns (0.0, 0.0, False, 0.0, 0.0, False)."""
     n = cash.shape[0]
     nrow = borrower.shape[0]
     nl = lb_cash.shape[0]
@@ -188,7 +256,7 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
         if any_req:
             for i in range(n):
                 if lead[i] < 0:
-                    raise ValueError("a borrower without a lead lender asks its revolver")
+                    return 0.0, 0.0, False, 0.0, 0.0, False
             req_l = np.zeros(nl)
             for i in range(n):
                 req_l[lead[i]] += req[i]
@@ -255,7 +323,7 @@ def waterfall(t, u_walk, p_walk, rent, hashprice, power_cost, util, btc_price,
     if any_sel:
         for k in range(nl):
             lb_cash[k] += rep_l[k]
-    return rev_sum, opex_sum, any_sell, btc_sum, psum(out, 0, n)
+    return rev_sum, opex_sum, any_sell, btc_sum, psum(out, 0, n), True
 
 
 @jitable

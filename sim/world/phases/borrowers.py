@@ -19,6 +19,7 @@ from sim.world.kernels import borrowers as kernels
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
+    from sim.world.stack import MonthContext, RunStack
 
 
 def run(m: LiquidationModel) -> None:
@@ -132,6 +133,182 @@ def _run_compiled(m: LiquidationModel, rv0: int) -> None:
     if sold:
         f["btc_sales"] += float(btc_sum)
     f["payouts"] += float(-out_sum)
+
+
+# phase 2's kernel arguments a run's model holds as resident arrays (sim.world.stack): the
+# stack's (R, ...) array goes to the batched kernel for each, by argument name, with the axis
+# its first dimension runs along (run r's length of it: "b" its borrowers, "l" its loan rows,
+# "k" its lenders; "g" the generations, one length in every run) and whether it is read only
+# with sites
+_STACKED = (("rent", ("env", "rent"), "g", False),
+            *((name, ("borrowers", name), "b", False) for name in (
+                "status", "fleet", "contract_rent", "contract_end", "contract_months",
+                "tenant_gone", "guaranteed", "guarantee_cover", "contracted_share", "hashrate",
+                "mining_cost", "fixed_opex")),
+            ("mining_share", ("borrowers", "mining_share"), "b", True),
+            ("site_income", ("borrowers", "site_income"), "b", True),
+            *((name, ("borrowers", name), "b", False) for name in (
+                "cash", "btc", "btc_pledged", "call_months", "payout_months", "arrears_months",
+                "dscr")),
+            *((name, ("loans", name), "l", False) for name in (
+                "borrower", "lender", "principal", "orig_amort", "rate", "maturity", "active",
+                "accrued", "overdue")),
+            ("lead", ("model", "lead"), "b", False),
+            ("revolver_limit", ("model", "revolver_limit"), "b", False),
+            ("lb_status", ("lenders", "status"), "k", False),
+            ("lb_cash", ("lenders", "cash"), "k", False),
+            ("revenue", ("borrowers", "revenue"), "b", False),
+            ("opex", ("borrowers", "opex"), "b", False))
+
+
+def _held(m: LiquidationModel) -> dict[str, np.ndarray]:
+    """The arrays :func:`_run_compiled` passes for the names of :data:`_STACKED` (with sites:
+    without them it passes stand-ins)."""
+    owners = {"env": m.env, "borrowers": m.borrowers, "loans": m.loans, "model": m,
+              "lenders": m.lenders}
+    return {name: getattr(owners[owner], attr) for name, (owner, attr), _a, _s in _STACKED}
+
+
+def batch_inputs(stack: RunStack) -> dict | None:
+    """What :func:`run_batch` passes to :func:`kernels.waterfall_batch` for a stack's runs,
+    made at its first batched month: the stacks of the arrays each run's phase 2 reads
+    (:data:`_STACKED`, checked to be the very arrays the run's own phase would pass, each run's
+    the leading corner of its row given by its numbers of borrowers, loan rows and lenders,
+    with every other axis one length in every run), the numbers of :func:`_static` as (R,)
+    arrays (the power cost per GPU stacked), each run's lengths, and the batch's scratch. None
+    when the runs cannot share one call (not all compiled, sites in some runs only, shapes
+    that differ otherwise): then each runs its own phase."""
+    models = stack.models
+    if any(m.engine != "compiled" for m in models):
+        return None
+    sts = []
+    for m in models:
+        st = m.kernel_inputs.get("borrowers")
+        if st is None:
+            st = m.kernel_inputs["borrowers"] = _static(m)
+        sts.append(st)
+    sites = {m.borrowers.mining_share is not None for m in models}
+    if len(sites) != 1 or len({st[2].shape for st in sts}) != 1:
+        return None
+    sites_on = sites.pop()
+    n = len(models)
+    dims = {"b": [m.borrowers.n for m in models], "l": [len(m.loans) for m in models],
+            "k": [m.lenders.n for m in models]}
+    held = [_held(m) for m in models]
+    out: dict[str, np.ndarray] = {}
+    for name, key, axis, with_sites in _STACKED:
+        if with_sites and not sites_on:
+            out[name] = np.zeros((n, 0))  # never read (the kernel's stand-in)
+            continue
+        key = stack.aliases.get(key, key)
+        if key not in stack.stacks:
+            return None
+        full = stack.stacks[key].shape[1:]
+        for r in range(n):
+            want = full if axis == "g" else (dims[axis][r], *full[1:])
+            if stack.shapes[key][r] != want or held[r][name] is not stack.view(key, r):
+                return None
+        out[name] = stack.stacks[key]
+    for axis, name in (("b", "nb"), ("l", "nrow"), ("k", "nl")):
+        out[name] = np.array(dims[axis], dtype=np.int64)
+    out["power_cost"] = np.stack([st[2] for st in sts])
+    out["util"] = np.array([st[3] for st in sts], dtype=np.float64)
+    out["defaulted"] = np.array([st[4] for st in sts], dtype=np.int64)
+    out["normal"] = np.array([st[5] for st in sts], dtype=np.int64)
+    out["has_sites"] = np.full(n, sites_on)
+    out["u_walk"] = np.zeros((n, max(dims["b"])))
+    for name in ("p_walk", "hashprice", "btc_price", "rev_sum", "opex_sum", "btc_sum",
+                 "out_sum"):
+        out[name] = np.zeros(n)
+    for name in ("t", "rv0"):
+        out[name] = np.zeros(n, dtype=np.int64)
+    for name in ("sold", "ok"):
+        out[name] = np.zeros(n, dtype=np.bool_)
+    out["alone"] = set()  # the runs that run their own phase 2 (run_batch)
+    # by run: its model, its number of borrowers, its row of the walk draws' scratch and its
+    # walk probabilities (stress, calm)
+    out["per_run"] = [(m, k, out["u_walk"][r, :k], st[0], st[1])
+                      for r, (m, k, st) in enumerate(zip(models, dims["b"], sts, strict=True))]
+    return out
+
+
+_ARGS = ("nb", "nrow", "nl", "t", "u_walk", "p_walk", "rent", "hashprice", "power_cost",
+         "util", "btc_price", "status", "defaulted", "fleet", "contract_rent", "contract_end",
+         "contract_months", "tenant_gone", "guaranteed", "guarantee_cover", "contracted_share",
+         "hashrate", "mining_cost", "fixed_opex", "has_sites", "mining_share", "site_income",
+         "cash", "btc", "btc_pledged", "call_months", "payout_months", "arrears_months", "dscr",
+         "borrower", "lender", "principal", "orig_amort", "rate", "maturity", "active",
+         "accrued", "overdue", "rv0", "lead", "revolver_limit", "lb_status", "normal",
+         "lb_cash", "revenue", "opex", "rev_sum", "opex_sum", "sold", "btc_sum", "out_sum",
+         "ok")
+
+
+def _alone(stack: RunStack, r: int) -> None:
+    """Run r's own phase 2 (:func:`run`), its failure that run's (:meth:`RunStack.fail`)."""
+    try:
+        run(stack.models[r])
+    except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
+        stack.fail(r, e)
+
+
+def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """Phase 2 for the runs ``runs`` of a stack by one call of
+    :func:`kernels.waterfall_batch` over the stacked arrays (:func:`batch_inputs`): per run,
+    in the gather loop before the call, the test :func:`run` makes for its kernel and the
+    tenants' walk draws of :func:`_run_compiled` (each run's own generator, the same draws in
+    the same order); after the call each run's outside flows added as :func:`_run_compiled`
+    adds them. The same bits as each run's own phase (``tests/world/test_batch_borrowers.py``).
+    A run whose kernel stops where :func:`kernels.waterfall` raises (a revolver request
+    without a lead lender) fails with that ValueError (:meth:`RunStack.fail`, after the call:
+    the other runs' results are their own) and adds no flow, as its own phase would. A run
+    the kernel does not cover this month (:func:`run`'s test) runs its own phase, this month
+    and every later one (the numpy code rebinds arrays the stack holds), and so does every
+    run where the runs cannot share a call."""
+    b = stack.kernel_inputs.get("borrowers", False)
+    if b is False:
+        b = stack.kernel_inputs["borrowers"] = batch_inputs(stack)
+    if b is None:
+        for r in runs:
+            _alone(stack, r)
+        return
+    t, p_walk, hashprice, btc_price, rv0, alone, per_run = (
+        b["t"], b["p_walk"], b["hashprice"], b["btc_price"], b["rv0"], b["alone"],
+        b["per_run"])
+    batch = []
+    for r in runs:
+        m, n, u_walk, p_stress, p_calm = per_run[r]
+        env, blk = m.env, m.loans.revolver_block
+        if r in alone or blk is None or blk.stop - blk.start != n or env.btc == 0.0:
+            # the numpy code, as run() takes it; it rebinds arrays the stack holds, so the
+            # run runs its own phase from now on
+            alone.add(r)
+            _alone(stack, r)
+            continue
+        t[r] = env.t
+        m.rng.random(out=u_walk)  # m.rng.random(b.n), the same draws
+        p_walk[r] = p_stress if env.stress else p_calm
+        hashprice[r] = env.hashprice  # float(env.hashprice), float(env.btc): the same values
+        btc_price[r] = env.btc
+        rv0[r] = blk.start
+        batch.append(r)
+    if not batch:
+        return
+    kernels.waterfall_batch(np.array(batch, dtype=np.int64), *(b[name] for name in _ARGS))
+    # Python floats and bools, as the kernel of one run returns them
+    rev_sum, opex_sum, sold, btc_sum, out_sum, ok = (
+        b[name].tolist() for name in ("rev_sum", "opex_sum", "sold", "btc_sum", "out_sum",
+                                      "ok"))
+    models = stack.models
+    for r in batch:
+        if not ok[r]:
+            stack.fail(r, ValueError(kernels.NO_LEAD))
+            continue
+        f = models[r].flows
+        f["tenants"] += rev_sum[r]
+        f["opex"] += -opex_sum[r]
+        if sold[r]:
+            f["btc_sales"] += btc_sum[r]
+        f["payouts"] += -out_sum[r]
 
 
 def sell_free_btc(m: LiquidationModel, need: np.ndarray) -> bool:
