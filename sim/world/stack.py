@@ -172,8 +172,9 @@ class RunStack:
         """One month of every run still running, in lockstep: the phases of :data:`MONTH` in
         order, each for all the runs at once, by one batched call where :data:`BATCHED` has
         it (and ``batched`` is on), else run by run, as ``model.step()`` runs them. A run
-        whose month raises an Exception is stopped, its error kept in ``errors`` (by run) and
-        its Mesa state left as ``model.step()`` leaves it; the others go on. A run whose Mesa
+        whose month raises an Exception (in its own phase, or as a batched phase finds it,
+        :meth:`fail`) is stopped, its error kept in ``errors`` (by run) and its Mesa state
+        left as ``model.step()`` leaves it; the others go on. A run whose Mesa
         schedule is not the plain step schedule (:meth:`LiquidationModel._plain_schedule`) is
         stepped alone by ``model.step()``."""
         log = _MESA_LOG.isEnabledFor(logging.INFO)
@@ -195,22 +196,27 @@ class RunStack:
             batch = BATCHED.get(name) if self.batched and len(live) > 1 else None
             if batch is not None:
                 batch(self, live, [ctx[r] for r in live])
-                continue
-            failed = False
-            for r in live:
-                try:
-                    phase(self.models[r], ctx[r])
-                except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
-                    self.errors[r] = e
-                    self._finish(r, stepping=True)
-                    failed = True
-            if failed:
+            else:
+                for r in live:
+                    try:
+                        phase(self.models[r], ctx[r])
+                    except Exception as e:  # noqa: BLE001 - one run's failure is its result
+                        self.fail(r, e)
+            if any(r in self.errors for r in live):
                 live = [r for r in live if r not in self.errors]
         for r in live:
             m = self.models[r]
             self._done[r] = self._done.get(r, 0) + 1
             if m.env.t >= m.cfg.months:
                 m.running = False
+
+    def fail(self, r: int, error: Exception) -> None:
+        """Stop run r mid-month with ``error``, its failure (kept in ``errors``), Mesa's state
+        left as ``model.step()`` leaves it when a phase raises: what :meth:`step` does when a
+        run's own phase raises, and what a batched phase calls for a run whose own phase
+        would have raised (the run takes no further phase of the month)."""
+        self.errors[r] = error
+        self._finish(r, stepping=True)
 
     def _alone(self, r: int, m: LiquidationModel) -> None:
         try:
@@ -325,7 +331,9 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # phases run for many runs at once by one call, by their name in MONTH: f(stack, runs,
 # contexts), runs the indices of the live runs (in order), contexts their MonthContexts. A
 # batched phase gives each run the bits of its own phase, and falls back to it run by run
-# where the runs cannot share a call
+# where the runs cannot share a call; a run its own phase would stop with an exception it
+# stops by RunStack.fail (the stack then drops it from the month)
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
     "prices": phases.prices.run_batch,  # 7
+    "funding": phases.funding.run_batch,  # 8
 }
