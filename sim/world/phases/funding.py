@@ -293,6 +293,7 @@ def batch_inputs(stack: RunStack) -> dict | None:
         return None
     on_sites = sites.pop()
     sts = [_static(m) for m in models]
+    held = [_held(m) for m in models]
     n = len(models)
     out: dict[str, np.ndarray] = {}
     for name, key in _STACKED:
@@ -303,7 +304,7 @@ def batch_inputs(stack: RunStack) -> dict | None:
             return None
         if name not in _LOANS and len(set(stack.shapes[key])) != 1:
             return None
-        if any(_held(m)[name] is not stack.view(key, r) for r, m in enumerate(models)):
+        if any(h[name] is not stack.view(key, r) for r, h in enumerate(held)):
             return None
         out[name] = stack.stacks[key]
     for name, attr in _CONSTANT:
