@@ -203,8 +203,9 @@ class RunStack:
         """One month of every run still running, in lockstep: the phases of :data:`MONTH` in
         order, each for all the runs at once, by one batched call where :data:`BATCHED` has
         it (and ``batched`` is on), else run by run, as ``model.step()`` runs them. A run
-        whose month raises an Exception is stopped, its error kept in ``errors`` (by run) and
-        its Mesa state left as ``model.step()`` leaves it; the others go on. A run whose Mesa
+        whose month raises an Exception (in its own phase, or as a batched phase finds it,
+        :meth:`fail`) is stopped, its error kept in ``errors`` (by run) and its Mesa state
+        left as ``model.step()`` leaves it; the others go on. A run whose Mesa
         schedule is not the plain step schedule (:meth:`LiquidationModel._plain_schedule`) is
         stepped alone by ``model.step()``."""
         log = _MESA_LOG.isEnabledFor(logging.INFO)
@@ -367,4 +368,5 @@ BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = 
     "borrowers": phases.borrowers.run_batch,  # 2
     "sites": phases.sites.run_batch,  # between 4 and 5
     "prices": phases.prices.run_batch,  # 7
+    "funding": phases.funding.run_batch,  # 8
 }

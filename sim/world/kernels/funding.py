@@ -1,5 +1,6 @@
 """Phase 8 (:mod:`sim.world.phases.funding`) compiled: the whole month of the funding phase in
-one kernel call, :func:`funding_month`.
+one kernel call, :func:`funding_month` (its body :func:`funding_body`, which
+:func:`funding_batch` calls for each run of a stack).
 
 It covers every switch the phase reads: the other loans (``has_other``), hosting in place
 (``sites``: the hosted units passed in, else none), the repo desk (its rate, and the interest,
@@ -216,6 +217,55 @@ def funding_month(interbank, cash, outside, repo_debt, inventory, status, assets
                   run_rate, active, principal, accrued, loan_lender, table, mark_rule,
                   price_hist, t, lag, refresh, liab, e_full, alpha, beta, tol, max_iter,
                   capital_floor, capital_ratio0, equity, assets, flows, failed, weak):
+    """Phase 8 of one run: :func:`funding_body`."""
+    return funding_body(interbank, cash, outside, repo_debt, inventory, status, assets0,
+                        has_other, stress, other_loans, other_losses, other_yield, loss_calm,
+                        loss_stress, hosted, has_sites, r_f, repo_rate, holding_cost,
+                        cash_share, run_rate, active, principal, accrued, loan_lender, table,
+                        mark_rule, price_hist, t, lag, refresh, liab, e_full, alpha, beta, tol,
+                        max_iter, capital_floor, capital_ratio0, equity, assets, flows, failed,
+                        weak)
+
+
+@kernel
+def funding_batch(runs, n_loans, interbank, cash, outside, repo_debt, inventory, status,
+                  has_other, stress, other_loans, other_losses, other_yield, loss_calm,
+                  loss_stress, hosted, has_sites, r_f, repo_rate, holding_cost, cash_share,
+                  run_rate, active, principal, accrued, loan_lender, table, mark_rule,
+                  price_hist, t, lag, refresh, liab, e_full, alpha, beta, tol, max_iter,
+                  capital_floor, capital_ratio0, equity, assets, flows, failed, weak, code,
+                  n_failed, n_weak):
+    """Phase 8 of the runs ``runs`` of a stack at once (the run axis, issue 19): each argument
+    of :func:`funding_body` stacked with a leading run axis (numbers and switches as (R,)
+    arrays; ``tol`` and ``max_iter`` one for all), run r's the row r, the loan book's rows
+    (``active``, ``principal``, ``accrued``, ``loan_lender``) cut to run r's own length
+    ``n_loans[r]`` (a stack pads the shorter books); the lenders' assets are both
+    ``assets0`` and ``assets`` of :func:`funding_body` (written in place, as the phase
+    passes them). :func:`funding_body`'s three numbers of run r go to ``code[r]``,
+    ``n_failed[r]``, ``n_weak[r]``. The same operations on each row as :func:`funding_month`
+    on that run's arrays, so each run's bits are its own; a run's error code stops nobody
+    else."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        nl = n_loans[r]
+        code[r], n_failed[r], n_weak[r] = funding_body(
+            interbank[r], cash[r], outside[r], repo_debt[r], inventory[r], status[r],
+            assets[r], has_other[r], stress[r], other_loans[r], other_losses[r],
+            other_yield[r], loss_calm[r], loss_stress[r], hosted[r], has_sites[r], r_f[r],
+            repo_rate[r], holding_cost[r], cash_share[r], run_rate[r], active[r, :nl],
+            principal[r, :nl], accrued[r, :nl], loan_lender[r, :nl], table[r], mark_rule[r],
+            price_hist[r], t[r], lag[r], refresh[r], liab[r], e_full[r], alpha[r], beta[r],
+            tol, max_iter, capital_floor[r], capital_ratio0[r], equity[r], assets[r],
+            flows[r], failed[r], weak[r])
+
+
+@jitable
+def funding_body(interbank, cash, outside, repo_debt, inventory, status, assets0, has_other,
+                 stress, other_loans, other_losses, other_yield, loss_calm, loss_stress,
+                 hosted, has_sites, r_f, repo_rate, holding_cost, cash_share, run_rate, active,
+                 principal, accrued, loan_lender, table, mark_rule, price_hist, t, lag, refresh,
+                 liab, e_full, alpha, beta, tol, max_iter, capital_floor, capital_ratio0,
+                 equity, assets, flows, failed, weak):
     """Phase 8 of one month (:func:`sim.world.phases.funding.run` after the marks): other
     loans, :func:`~sim.world.phases.funding.pay_lender_costs`, ``repay_outside``, ``run_on``
     the lenders not NORMAL, ``estates_pay_out``, ``clear_funding`` and the status changes.

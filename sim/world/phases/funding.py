@@ -16,6 +16,7 @@ from sim.world.kernels import funding as kernels
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
+    from sim.world.stack import MonthContext, RunStack
 
 
 def pay_lender_costs(m: LiquidationModel) -> None:
@@ -195,11 +196,7 @@ def run_compiled(m: LiquidationModel) -> None:
     t = env.t
     st = m.kernel_inputs.get("funding")
     if st is None or st[9].shape[0] != lb.n:
-        lc, e, c = m.cfg.lenders, m.cfg.environment, m.cfg.contagion
-        st = m.kernel_inputs["funding"] = (
-            (e.sofr + lc.funding_rate_spread) / 12.0, desk.rate(e.sofr), lc.holding_cost,
-            lc.run_rate, lc.appraisal_lag, c.alpha, c.beta, lc.capital_floor, np.empty(13),
-            np.empty(lb.n, np.int64), np.empty(lb.n, np.int64))
+        st = _static(m)
     (r_f, repo_rate, holding_cost, run_rate, lag, alpha, beta, capital_floor, fl, failed,
      weak) = st
     equity = lb.equity
@@ -217,6 +214,7 @@ def run_compiled(m: LiquidationModel) -> None:
         refresh, m.clearing_liab, m.clearing_ext, alpha, beta, CLEARING_TOL,
         CLEARING_MAX_ITER, capital_floor, lb.capital_ratio0, equity, lb.assets, fl, failed,
         weak)
+    # (what _book and _log do for run_batch, written out: two calls a month cost the lone run)
     f = fl.tolist()  # the outside flows as Python floats (add_outside_flow's float(amount))
     flows = m.flows
     if lb.has_other:
@@ -234,6 +232,207 @@ def run_compiled(m: LiquidationModel) -> None:
         flows["funding_outside"] += -f[11]
     if code:
         _raise(m, code)
+    if n_failed:
+        failed = failed[:n_failed]
+        m.log_events("lender_failure", "lender", failed, amount=equity[failed])
+    if n_weak:
+        weak = weak[:n_weak]
+        m.log_events("deleveraging", "lender", weak, amount=equity[weak])
+
+
+def _static(m: LiquidationModel) -> tuple:
+    """What :func:`run_compiled` keeps in ``m.kernel_inputs["funding"]`` (made at its first
+    compiled month, and again should the lender count change): the monthly funding rate, the
+    desk's rate, the holding cost, the run rate, the appraisal lag, the clearing's alpha and
+    beta, the capital floor, and the scratch of the month's outside flows (13,) and of the
+    indices of the lenders failing and deleveraging (n,)."""
+    st = m.kernel_inputs.get("funding")
+    if st is None or st[9].shape[0] != m.lenders.n:  # (as run_compiled checks it)
+        lc, e, c = m.cfg.lenders, m.cfg.environment, m.cfg.contagion
+        st = m.kernel_inputs["funding"] = (
+            (e.sofr + lc.funding_rate_spread) / 12.0, m.desk.rate(e.sofr), lc.holding_cost,
+            lc.run_rate, lc.appraisal_lag, c.alpha, c.beta, lc.capital_floor, np.empty(13),
+            np.empty(m.lenders.n, np.int64), np.empty(m.lenders.n, np.int64))
+    return st
+
+
+# phase 8's kernel arguments a run's model holds as resident arrays (sim.world.stack), by
+# argument name of kernels.funding_batch: (owner, name) of the array run_compiled passes.
+# The loan book's arrays (_LOANS) may differ in length between runs (the batched kernel cuts
+# each run's row to its own); every other one must have one shape in every run
+_STACKED = (("interbank", ("model", "interbank")), ("cash", ("lenders", "cash")),
+            ("outside", ("lenders", "outside")), ("repo_debt", ("lenders", "repo_debt")),
+            ("inventory", ("lenders", "inventory")), ("status", ("lenders", "status")),
+            ("other_loans", ("lenders", "other_loans")),
+            ("other_losses", ("lenders", "other_losses")),
+            ("hosted", ("sites", "hosted_units")),
+            ("active", ("loans", "active")), ("principal", ("loans", "principal")),
+            ("accrued", ("loans", "accrued")), ("loan_lender", ("loans", "lender")),
+            ("table", ("lenders", "_table")), ("mark_rule", ("lenders", "mark_rule")),
+            ("price_hist", ("model", "price_hist")), ("liab", ("model", "clearing_liab")),
+            ("e_full", ("model", "clearing_ext")),
+            ("equity", ("lenders", "equity")), ("assets", ("lenders", "assets")))
+_LOANS = ("active", "principal", "accrued", "loan_lender")
+# the lenders' rates by type the kernel reads, by argument name: rows of the table their book
+# picks them from at the build (views, so per run and not in the stacks), never written after
+# it; stacked (copied) for the batch at its first month
+_CONSTANT = (("other_yield", "other_yield"), ("loss_calm", "other_loss_calm"),
+             ("loss_stress", "other_loss_stress"), ("cash_share", "cash_share"),
+             ("capital_ratio0", "capital_ratio0"))
+
+
+def _held(m: LiquidationModel) -> dict[str, np.ndarray]:
+    """The arrays :func:`run_compiled` passes for the names of :data:`_STACKED`."""
+    lb, loans = m.lenders, m.loans
+    return {"interbank": m.interbank, "cash": lb.cash, "outside": lb.outside,
+            "repo_debt": lb.repo_debt, "inventory": lb.inventory, "status": lb.status,
+            "other_loans": lb.other_loans, "other_losses": lb.other_losses,
+            "hosted": _NO_SITES if m.sites is None else m.sites.hosted_units,
+            "active": loans.active,
+            "principal": loans.principal, "accrued": loans.accrued,
+            "loan_lender": loans.lender, "table": lb.mark_table, "mark_rule": lb.mark_rule,
+            "price_hist": m.price_hist, "liab": m.clearing_liab, "e_full": m.clearing_ext,
+            "equity": lb.equity, "assets": lb.assets}
+
+
+def batch_inputs(stack: RunStack) -> dict | None:
+    """What :func:`run_batch` passes to :func:`kernels.funding_batch` for a stack's runs, made
+    at its first batched month: the stacks of the arrays each run's phase 8 passes
+    (:data:`_STACKED`, checked to be the very arrays the run's own phase would pass, of one
+    shape in every run but the loan book's, whose lengths go in ``n_loans``), the lenders'
+    constant rates stacked (:data:`_CONSTANT`), the numbers of :func:`_static` and the
+    switches as (R,) arrays, and the batch's scratch (the outside
+    flows, the failing and deleveraging lenders, the month's numbers and the kernel's
+    results, by run). None when the runs cannot share one call (not all compiled, sites in
+    some runs only, shapes that differ): then each runs its own phase."""
+    models = stack.models
+    if any(m.engine != "compiled" for m in models):
+        return None
+    sites = {m.sites is not None for m in models}
+    if len(sites) != 1:
+        return None
+    on_sites = sites.pop()
+    sts = [_static(m) for m in models]
+    held = [_held(m) for m in models]
+    n = len(models)
+    out: dict[str, np.ndarray] = {}
+    for name, key in _STACKED:
+        if name == "hosted" and not on_sites:
+            out[name] = np.zeros((n, 0))
+            continue
+        if key not in stack.stacks:
+            return None
+        if name not in _LOANS and len(set(stack.shapes[key])) != 1:
+            return None
+        if any(h[name] is not stack.view(key, r) for r, h in enumerate(held)):
+            return None
+        out[name] = stack.stacks[key]
+    for name, attr in _CONSTANT:
+        rows = [getattr(m.lenders, attr) for m in models]
+        if len({a.shape for a in rows}) != 1:
+            return None
+        out[name] = np.stack(rows)
+    out["n_loans"] = np.array([s[0] for s in stack.shapes[("loans", "active")]],
+                              dtype=np.int64)
+    out["has_other"] = np.array([m.lenders.has_other for m in models], dtype=np.bool_)
+    out["has_sites"] = np.full(n, on_sites, dtype=np.bool_)
+    for i, name in ((0, "r_f"), (1, "repo_rate"), (2, "holding_cost"), (3, "run_rate"),
+                    (5, "alpha"), (6, "beta"), (7, "capital_floor")):
+        out[name] = np.array([st[i] for st in sts], dtype=np.float64)
+    out["lag"] = np.array([st[4] for st in sts], dtype=np.int64)
+    n_l = models[0].lenders.n
+    out["flows"] = np.zeros((n, 13))
+    out["failed"] = np.zeros((n, n_l), dtype=np.int64)
+    out["weak"] = np.zeros((n, n_l), dtype=np.int64)
+    out["t"] = np.zeros(n, dtype=np.int64)
+    out["stress"] = np.zeros(n, dtype=np.bool_)
+    out["refresh"] = np.zeros(n, dtype=np.bool_)
+    for name in ("code", "n_failed", "n_weak"):
+        out[name] = np.zeros(n, dtype=np.int64)
+    return out
+
+
+def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """Phase 8 for the runs ``runs`` of a stack by one call of :func:`kernels.funding_batch`
+    over the stacked arrays (:func:`batch_inputs`), each run's outside flows, the desk's
+    payments and the events then booked as :func:`run_compiled` books them: the same bits as
+    each run's own phase (``tests/world/test_batch_funding.py``). Each run's marks are made
+    first, as its own phase makes them (the method's table filled where its book row is not
+    this month's). A run whose kernel reports an error gets its outside flows and desk
+    payments booked, then the error its own phase would raise (:func:`_raise`) as its failure
+    (:meth:`RunStack.fail`), after every other run's results; the others go on. Runs that
+    cannot share a call each run their own phase (:func:`run`)."""
+    b = stack.kernel_inputs.get("funding", False)
+    if b is False:
+        b = stack.kernel_inputs["funding"] = batch_inputs(stack)
+    models = stack.models
+    if b is None:
+        for r in runs:
+            run(models[r])
+        return
+    t, stress, refresh, lag = b["t"], b["stress"], b["refresh"], b["lag"]
+    for r in runs:
+        m = models[r]
+        env, lb = m.env, m.lenders
+        t[r] = env.t
+        stress[r] = bool(env.stress)
+        refresh[r] = lb.book_marks_current(env)
+        if not refresh[r]:
+            lb.marks(env, m.price_hist, env.t, int(lag[r]))
+    code, n_failed, n_weak = b["code"], b["n_failed"], b["n_weak"]
+    kernels.funding_batch(
+        np.array(runs, dtype=np.int64), b["n_loans"], b["interbank"], b["cash"], b["outside"],
+        b["repo_debt"], b["inventory"], b["status"], b["has_other"], stress, b["other_loans"],
+        b["other_losses"], b["other_yield"], b["loss_calm"], b["loss_stress"], b["hosted"],
+        b["has_sites"], b["r_f"], b["repo_rate"], b["holding_cost"], b["cash_share"],
+        b["run_rate"], b["active"], b["principal"], b["accrued"], b["loan_lender"],
+        b["table"], b["mark_rule"], b["price_hist"], t, lag, refresh, b["liab"], b["e_full"],
+        b["alpha"], b["beta"], CLEARING_TOL, CLEARING_MAX_ITER, b["capital_floor"],
+        b["capital_ratio0"], b["equity"], b["assets"], b["flows"], b["failed"], b["weak"],
+        code, n_failed, n_weak)
+    failures = []
+    for r in runs:
+        m = models[r]
+        _book(m, m.env.t, b["flows"][r])
+        if code[r]:
+            failures.append(r)
+            continue
+        _log(m, m.lenders.equity, b["failed"][r], int(n_failed[r]), b["weak"][r],
+             int(n_weak[r]))
+    for r in failures:
+        try:
+            _raise(models[r], int(code[r]))
+        except Exception as e:  # noqa: BLE001 - the run's own phase raises it: its failure
+            stack.fail(r, e)
+
+
+def _book(m: LiquidationModel, t: int, fl: np.ndarray) -> None:
+    """The kernel's outside flows ``fl`` (13,) and the desk's payments, booked as
+    :func:`run_compiled` books them: in the numpy code's order and with its amounts (the
+    flows as Python floats, as add_outside_flow adds them; the desk's payments numpy floats,
+    as the numpy code pays the desk)."""
+    desk, flows = m.desk, m.flows
+    f = fl.tolist()
+    if m.lenders.has_other:
+        flows["other_loans"] += f[0]
+    desk.receive_interest(fl[1], t)
+    flows["funding_outside"] += f[2]
+    flows["holding_costs"] += f[3]
+    if not f[5]:  # some lender could not pay in full: the unpaid repo interest capitalises
+        desk.capitalise(fl[4])
+    flows["funding_outside"] += -f[6]
+    if f[7]:  # a run on the lenders not NORMAL
+        flows["funding_outside"] += -f[8]
+    if f[9]:  # failed lenders' estates paid out
+        desk.receive_repayment(fl[10], t)
+        flows["funding_outside"] += -f[11]
+
+
+def _log(m: LiquidationModel, equity: np.ndarray, failed: np.ndarray, n_failed: int,
+         weak: np.ndarray, n_weak: int) -> None:
+    """The month's events as :func:`run_compiled` logs them: the lenders newly failed
+    (``failed[:n_failed]``), then those that start deleveraging (``weak[:n_weak]``), each
+    with its new equity."""
     if n_failed:
         failed = failed[:n_failed]
         m.log_events("lender_failure", "lender", failed, amount=equity[failed])
