@@ -195,22 +195,26 @@ class RunStack:
             batch = BATCHED.get(name) if self.batched and len(live) > 1 else None
             if batch is not None:
                 batch(self, live, [ctx[r] for r in live])
-                continue
-            failed = False
-            for r in live:
-                try:
-                    phase(self.models[r], ctx[r])
-                except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
-                    self.errors[r] = e
-                    self._finish(r, stepping=True)
-                    failed = True
-            if failed:
+            else:
+                for r in live:
+                    try:
+                        phase(self.models[r], ctx[r])
+                    except Exception as e:  # noqa: BLE001 - one run's failure is its result
+                        self.fail(r, e)
+            if any(r in self.errors for r in live):
                 live = [r for r in live if r not in self.errors]
         for r in live:
             m = self.models[r]
             self._done[r] = self._done.get(r, 0) + 1
             if m.env.t >= m.cfg.months:
                 m.running = False
+
+    def fail(self, r: int, error: Exception) -> None:
+        """Stop run r mid-month with ``error`` (its phase raised): kept in ``errors``, its Mesa
+        state left as ``model.step()`` leaves it. A batched phase calls it for a run whose
+        own code raised; the other runs go on."""
+        self.errors[r] = error
+        self._finish(r, stepping=True)
 
     def _alone(self, r: int, m: LiquidationModel) -> None:
         try:
@@ -325,7 +329,9 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # phases run for many runs at once by one call, by their name in MONTH: f(stack, runs,
 # contexts), runs the indices of the live runs (in order), contexts their MonthContexts. A
 # batched phase gives each run the bits of its own phase, and falls back to it run by run
-# where the runs cannot share a call
+# where the runs cannot share a call; a run whose own code raises in it is stopped by
+# RunStack.fail (the others go on)
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
+    "market": phases.market.run_batch,  # 6
     "prices": phases.prices.run_batch,  # 7
 }
