@@ -87,7 +87,7 @@ def test_phase_6_batched_is_each_run_alone(monkeypatch, label, scenario, overrid
         assert m.search_rng.bit_generator.state == alone.search_rng.bit_generator.state
         # the batched kernel ran run r exactly in the months its own kernel runs alone
         assert [t for t, runs in batch_calls if r in runs] == kernel_months
-    assert batch_calls  # some month had orders
+    assert batch_calls or label == "one_month"  # some month had orders (not in one month)
 
 
 def test_runs_that_cannot_share_phase_6_run_it_alone(monkeypatch):

@@ -124,19 +124,33 @@ def build(m: LiquidationModel) -> None:
 def start_month(m: LiquidationModel, auction: bool) -> None:
     """The start of a compiled phase 6, in place: what the numpy phase makes anew each month
     written into the model's arrays (those of :func:`build` and of ``reset_month``): the
-    market counters zeroed (``clearing`` all NaN), the reservation prices, the buyers able
-    to bid (the same draws from ``search_rng``: :meth:`agents.buyer.BuyerBook.participating`
-    into ``m.bidding``, every buyer in the parametric mode) and the sale proceeds zeroed."""
-    buyers = m.buyers
+    market counters zeroed (``clearing`` all NaN) and the sale proceeds zeroed
+    (:data:`_RESET`), then :func:`_bidders`."""
     m.traded.fill(False)
     m.clearing.fill(np.nan)
     m.month_volume.fill(0)
     m.month_forced.fill(0)
     m.month_overhang.fill(0)
     m.month_salvage.fill(0)
-    m.month_above_reservation = 0.0
     if m.outside_on:
         m.month_pinned.fill(False)
+    m.sale_proceeds.fill(0.0)
+    _bidders(m, auction)
+
+
+# the arrays start_month fills, by phase 6's argument name (run_batch fills their stacks)
+_RESET = (("traded", False), ("clearing", np.nan), ("month_volume", 0), ("month_forced", 0),
+          ("month_overhang", 0), ("month_salvage", 0), ("month_pinned", False),
+          ("sale_proceeds", 0.0))
+
+
+def _bidders(m: LiquidationModel, auction: bool) -> None:
+    """The rest of :func:`start_month` (none of it reads what :data:`_RESET` fills): the
+    month's largest fill above a reservation zeroed, the reservation prices, the buyers able
+    to bid (the same draws from ``search_rng``: :meth:`agents.buyer.BuyerBook.participating`
+    into ``m.bidding``, every buyer in the parametric mode)."""
+    buyers = m.buyers
+    m.month_above_reservation = 0.0
     buyers.reservation(m.env, out=m.reservation)
     # search friction (docs/model.md 7.12): only buyers able to close within the month bid
     if auction:
@@ -146,7 +160,6 @@ def start_month(m: LiquidationModel, auction: bool) -> None:
         buyers.participating(m.search_rng, MONTH_DAYS, out=m.bidding, draws=draws)
     else:
         m.bidding.fill(True)
-    m.sale_proceeds.fill(0.0)
 
 
 @contextmanager
@@ -786,8 +799,9 @@ def _own_phase(stack: RunStack, r: int, step) -> None:
 
 def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
     """Phase 6 for the runs ``runs`` of a stack (``contexts`` their months' hand-overs): each
-    run's month started as its own phase starts it (:func:`start_month`, with its own draws
-    from its ``search_rng``, run by run in order), then one call of
+    run's month started as its own phase starts it (:func:`start_month`: its fills on the
+    stacks at once, then :func:`_bidders` run by run, with its own draws from its
+    ``search_rng``), then one call of
     :func:`kmarket.market_batch` for the runs with an order (:func:`_any_order`) over the
     stacked arrays (:func:`batch_inputs`), their orders, floor, bids and float parameters
     gathered first; each run's numbers and events are then put where :func:`run_compiled`
@@ -807,10 +821,15 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     auction = models[runs[0]].cfg.market.mode == "auction"
     ip, fp, floor, d_prices = b["ip"], b["fp"], b["floor"], b["d_prices"]
     lo_prices, shipping, order_rows = b["lo_prices"], b["shipping"], b["order_rows"]
+    # start_month's fills, on the stacks (one shape in every run: no padding), then the rest
+    # of it run by run
+    rows = slice(None) if len(runs) == stack.n else np.array(runs, dtype=np.int64)
+    for name, value in _RESET:
+        b[name][rows] = value
     active = []
     for r, c in zip(runs, contexts, strict=True):
         m, orders = models[r], c.orders
-        start_month(m, auction)
+        _bidders(m, auction)
         if not _any_order(m, orders):
             continue
         ip[r, kmarket.IP_T] = m.env.t
