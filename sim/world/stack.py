@@ -333,5 +333,6 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # RunStack.fail (the others go on)
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
     "market": phases.market.run_batch,  # 6
+    "sweep": phases.market.sweep_batch,  # the sale-proceeds sweep after phase 6
     "prices": phases.prices.run_batch,  # 7
 }

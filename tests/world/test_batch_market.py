@@ -3,7 +3,10 @@ sim.world.kernels.market.market_batch): each run of a stack is bit for bit the r
 (sim.qa.oracle.mismatches, and its search_rng where its participation draws leave it), the
 batched kernel runs once a month for exactly the runs with an order, a run's own phase never;
 runs that cannot share the call run their own phase; a month the kernel leaves to numpy runs
-the numpy code for that run alone, and a failure there stops that run alone."""
+the numpy code for that run alone, and a failure there stops that run alone. The sale-proceeds
+sweep after it (sim.world.phases.market.sweep_batch over
+sim.world.kernels.borrowers.sweep_batch) likewise: one call a month for all runs, loan books
+of different lengths each its own."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from test_resident import STILL_REBOUND  # tests/world, on the path (pytest prep
 from sim.core.config import load_scenario
 from sim.qa.oracle import ORACLE_CASES, mismatches
 from sim.world import phases
+from sim.world.kernels import borrowers as kborrowers
 from sim.world.kernels import market as kmarket
 from sim.world.model import LiquidationModel
 from sim.world.stack import RunStack
@@ -48,10 +52,15 @@ def _alone(cfg, months: list[int] | None = None) -> LiquidationModel:
         kmarket.market_month = real
 
 
+sweep_calls: list[list[int]] = []  # the runs of each batched sweep call, of the last stack
+
+
 def _spied_stack(monkeypatch, cfgs) -> tuple[RunStack, list, list]:
-    """A stack of ``cfgs`` run to the end, with the batched kernel's calls (month, runs) and
-    the runs' own phase 6 calls recorded."""
+    """A stack of ``cfgs`` run to the end, with the batched kernel's calls (month, runs), the
+    runs' own phase 6 and sweep calls and the batched sweep's calls (``sweep_calls``)
+    recorded."""
     batch_calls, own_calls = [], []
+    sweep_calls.clear()
     models = [LiquidationModel(c) for c in cfgs]
     real_batch, real_run, real_month = kmarket.market_batch, phases.market.run, \
         kmarket.market_month
@@ -65,6 +74,11 @@ def _spied_stack(monkeypatch, cfgs) -> tuple[RunStack, list, list]:
                                                             real_run(m, o)))
     monkeypatch.setattr(kmarket, "market_month", lambda *a: (own_calls.append("kernel"),
                                                              real_month(*a))[1])
+    real_sweep_batch, real_sweep = kborrowers.sweep_batch, phases.market.sweep_sale_proceeds
+    monkeypatch.setattr(kborrowers, "sweep_batch", lambda runs, *a: (
+        sweep_calls.append(runs.tolist()), real_sweep_batch(runs, *a))[1])
+    monkeypatch.setattr(phases.market, "sweep_sale_proceeds", lambda m: (
+        own_calls.append("sweep"), real_sweep(m))[1])
     stack = RunStack(models, exclude=STILL_REBOUND)
     stack.run()
     monkeypatch.undo()
@@ -88,6 +102,30 @@ def test_phase_6_batched_is_each_run_alone(monkeypatch, label, scenario, overrid
         # the batched kernel ran run r exactly in the months its own kernel runs alone
         assert [t for t, runs in batch_calls if r in runs] == kernel_months
     assert batch_calls or label == "one_month"  # some month had orders (not in one month)
+    assert sweep_calls == [[0, 1, 2]] * stack.models[0].env.t  # the sweep: every month
+
+
+def test_the_sweep_takes_loan_books_of_different_lengths(monkeypatch):
+    """The batched sweep over runs whose loan books differ in length (padded stacks): one
+    call a month, each run's book its own corner, each run bit for bit the run alone."""
+    cfgs = [load_scenario("crypto_winter", seed=s, months=36) for s in (4, 5)]
+    stack, _, own_calls = _spied_stack(monkeypatch, cfgs)
+    assert len(set(stack.kernel_inputs["sweep"]["n_loans"].tolist())) == 2
+    assert own_calls == [] and sweep_calls == [[0, 1]] * 36
+    for cfg, m in zip(cfgs, stack.models, strict=True):
+        assert mismatches(_alone(cfg), m) == []
+
+
+def test_runs_that_cannot_share_the_sweep_sweep_alone(monkeypatch):
+    """Runs of different numbers of borrowers cannot share the sweep's call (nor phase 6's):
+    each sweeps alone, with its own bits."""
+    cfgs = [load_scenario("crypto_winter", seed=1, months=24),
+            load_scenario("crypto_winter", ["borrowers.neocloud.count=9"], seed=1, months=24)]
+    stack, batch_calls, own_calls = _spied_stack(monkeypatch, cfgs)
+    assert stack.kernel_inputs["sweep"] is None and sweep_calls == []
+    assert own_calls.count("sweep") == 2 * 24
+    for cfg, m in zip(cfgs, stack.models, strict=True):
+        assert mismatches(_alone(cfg), m) == []
 
 
 def test_runs_that_cannot_share_phase_6_run_it_alone(monkeypatch):

@@ -564,6 +564,71 @@ def _sweep_in_place(m: LiquidationModel) -> None:
                       b.cash, lb.cash)
 
 
+# the sale-proceeds sweep's arrays a run's model holds as resident arrays, by argument name
+# of kborrowers.sweep_batch; the loan book's (padded to the longest run's) last
+_SWEEP_STACKED = (("proceeds", ("model", "sale_proceeds")), ("cash", ("borrowers", "cash")),
+                  ("lb_cash", ("lenders", "cash")), ("borrower", ("loans", "borrower")),
+                  ("lender", ("loans", "lender")), ("principal", ("loans", "principal")),
+                  ("accrued", ("loans", "accrued")), ("overdue", ("loans", "overdue")))
+_N_BOOKS = 3  # the entries of _SWEEP_STACKED before the loan book's
+
+
+def _sweep_held(m: LiquidationModel) -> tuple[np.ndarray, ...]:
+    """The arrays :func:`_sweep_in_place` reads and writes, in :data:`_SWEEP_STACKED`'s
+    order."""
+    b, L, lb = m.borrowers, m.loans, m.lenders
+    return (m.sale_proceeds, b.cash, lb.cash, L.borrower, L.lender, L.principal, L.accrued,
+            L.overdue)
+
+
+def sweep_inputs(stack: RunStack) -> dict | None:
+    """What :func:`sweep_batch` passes to :func:`kborrowers.sweep_batch`, made at the
+    stack's first batched month: the stacks of :data:`_SWEEP_STACKED` (checked to be the very
+    arrays each run's sweep would pass; the books' of one shape in every run, the loan
+    book's of each run's own length, kept as ``n_loans``) and the amounts' scratch. None
+    when the runs cannot share one call (not all compiled, shapes that differ): then each
+    runs its own sweep."""
+    models = stack.models
+    if any(m.engine != "compiled" for m in models):
+        return None
+    helds = [_sweep_held(m) for m in models]
+    out: dict[str, np.ndarray] = {}
+    for i, (name, key) in enumerate(_SWEEP_STACKED):
+        if key not in stack.stacks or (i < _N_BOOKS and len(set(stack.shapes[key])) != 1):
+            return None
+        if any(h[i] is not stack.view(key, r) for r, h in enumerate(helds)):
+            return None
+        out[name] = stack.stacks[key]
+    n_loans = [h[_N_BOOKS].shape[0] for h in helds]
+    if any(a.shape[0] != n for h, n in zip(helds, n_loans, strict=True)
+           for a in h[_N_BOOKS:]):
+        return None
+    out["n_loans"] = np.array(n_loans, dtype=np.int64)
+    out["amount"] = np.zeros(out["cash"].shape)
+    return out
+
+
+_SWEEP_ARGS = ("n_loans", "proceeds", "cash", "amount", "borrower", "lender", "principal",
+               "accrued", "overdue", "lb_cash")
+
+
+def sweep_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """The sale-proceeds sweep for the runs ``runs`` of a stack by one call of
+    :func:`kborrowers.sweep_batch` over the stacked arrays (:func:`sweep_inputs`): the same
+    bits as each run's own :func:`sweep_sale_proceeds` (its test for proceeds and
+    :func:`_sweep_in_place`), which nothing here raises. Runs that cannot share a call each
+    run their own sweep."""
+    b = stack.kernel_inputs.get("sweep", False)
+    if b is False:
+        b = stack.kernel_inputs["sweep"] = sweep_inputs(stack)
+    models = stack.models
+    if b is None:
+        for r in runs:
+            _own_phase(stack, r, lambda m=models[r]: sweep_sale_proceeds(m))
+        return
+    kborrowers.sweep_batch(np.array(runs, dtype=np.int64), *(b[name] for name in _SWEEP_ARGS))
+
+
 def parametric(m: LiquidationModel, g: int, ask_qty: list) -> tuple[float, int]:
     """Parametric inverse demand: every offered unit (``ask_qty``, the units of each
     order) sells at p0 exp(-alpha q / stock). Returns (price, q)."""
