@@ -1,5 +1,6 @@
 """Compiled phase 6, the market (:mod:`sim.world.phases.market`): every generation's call
-auction, newest first, and its settlement, in one kernel call a month (:func:`market_month`).
+auction, newest first, and its settlement, in one kernel call a month (:func:`market_month`;
+:func:`market_batch` for the runs of a stack at once, both running :func:`market_body`).
 
 What it covers: every switch of the phase. Both market modes (``market.mode``: the call
 auction, or the parametric inverse demand in which every offered unit sells), the outside demand
