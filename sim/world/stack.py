@@ -367,6 +367,8 @@ BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = 
     "environment": phases.environment.run_batch,  # 1
     "borrowers": phases.borrowers.run_batch,  # 2
     "sites": phases.sites.run_batch,  # between 4 and 5
+    "market": phases.market.run_batch,  # 6
+    "sweep": phases.market.sweep_batch,  # the sale-proceeds sweep after phase 6
     "prices": phases.prices.run_batch,  # 7
     "funding": phases.funding.run_batch,  # 8
 }

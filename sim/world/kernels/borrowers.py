@@ -404,6 +404,36 @@ def prepay_rows(amount, borrower, lender, principal, accrued, overdue, cash, lb_
 
 
 @kernel
+def sweep_batch(runs, n_loans, proceeds, cash, amount, borrower, lender, principal, accrued,
+                overdue, lb_cash):
+    """The sale-proceeds sweep (:func:`sim.world.phases.market.sweep_sale_proceeds` on the
+    compiled engine) of the runs ``runs`` of a stack at once (the run axis, issue 19): each
+    argument stacked with a leading run axis, run r's the row r, its loan book the first
+    ``n_loans[r]`` entries of its rows. A run whose sale proceeds are all zero (no nonzero
+    entry: ``np.count_nonzero``'s test, NaN counting) is left as it is; else the amount
+    swept, ``np.minimum(proceeds, np.maximum(cash, 0.0))``, into the scratch ``amount[r]``,
+    and its prepayment by :func:`prepay_rows` in place, as :func:`prepay` does for one run."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        p = proceeds[r]
+        nb = p.shape[0]
+        swept = False
+        for j in range(nb):
+            if p[j] != 0.0:
+                swept = True
+                break
+        if not swept:
+            continue
+        c, a = cash[r], amount[r]
+        for j in range(nb):
+            a[j] = minimum(p[j], maximum(c[j], 0.0))
+        n = n_loans[r]
+        prepay_rows(a, borrower[r, :n], lender[r, :n], principal[r, :n], accrued[r, :n],
+                    overdue[r, :n], c, lb_cash[r], accrued[r, :n], overdue[r, :n],
+                    principal[r, :n])
+
+
+@kernel
 def prepay(amount, borrower, lender, principal, accrued, overdue, cash, lb_cash):
     """:func:`prepay_rows` as a kernel, writing the loan book's ``principal``, ``accrued``
     and ``overdue`` in place (phases 3, 4 and 6 call the phase's ``prepay``); returns

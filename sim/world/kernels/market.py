@@ -1,5 +1,6 @@
 """Compiled phase 6, the market (:mod:`sim.world.phases.market`): every generation's call
-auction, newest first, and its settlement, in one kernel call a month (:func:`market_month`).
+auction, newest first, and its settlement, in one kernel call a month (:func:`market_month`;
+:func:`market_batch` for the runs of a stack at once, both running :func:`market_body`).
 
 What it covers: every switch of the phase. Both market modes (``market.mode``: the call
 auction, or the parametric inverse demand in which every offered unit sells), the outside demand
@@ -273,6 +274,61 @@ def _desk_room(on, capacity, lent, cost_basis, cash):
 
 @kernel
 def market_month(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundamental,
+                 forced, patient, patient_price, floor, b_units, b_price,
+                 d_holdings, d_cost_basis, d_cash_bought, d_cash_sold, d_cash_repaid,
+                 d_default_loss, d_prices, price_index, lo_prices, lo_holdings, lo_cost_basis,
+                 lo_since, lo_cash_bought, lo_cash_sold, reservation, bidding, capital, mw,
+                 mw_liq, mw_used, k_holdings,
+                 inventory, inv_since, repo_units, claim_pool, recoveries, later_recoveries,
+                 repo_debt, l_cash, fleet, b_cash, kind, sale_proceeds,
+                 traded, clearing, month_volume, month_forced, month_overhang, month_salvage,
+                 month_pinned, salvage_units, external_units, rep_value, ev_int, ev_price):
+    """Phase 6 of one run: :func:`market_body`."""
+    return market_body(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundamental,
+        forced, patient, patient_price, floor, b_units, b_price, d_holdings, d_cost_basis,
+        d_cash_bought, d_cash_sold, d_cash_repaid, d_default_loss, d_prices, price_index,
+        lo_prices, lo_holdings, lo_cost_basis, lo_since, lo_cash_bought, lo_cash_sold,
+        reservation, bidding, capital, mw, mw_liq, mw_used, k_holdings, inventory, inv_since,
+        repo_units, claim_pool, recoveries, later_recoveries, repo_debt, l_cash, fleet, b_cash,
+        kind, sale_proceeds, traded, clearing, month_volume, month_forced, month_overhang,
+        month_salvage, month_pinned, salvage_units, external_units, rep_value, ev_int,
+        ev_price)
+
+
+@kernel
+def market_batch(runs, ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundamental,
+                 forced, patient, patient_price, floor, b_units, b_price,
+                 d_holdings, d_cost_basis, d_cash_bought, d_cash_sold, d_cash_repaid,
+                 d_default_loss, d_prices, price_index, lo_prices, lo_holdings, lo_cost_basis,
+                 lo_since, lo_cash_bought, lo_cash_sold, reservation, bidding, capital, mw,
+                 mw_liq, mw_used, k_holdings,
+                 inventory, inv_since, repo_units, claim_pool, recoveries, later_recoveries,
+                 repo_debt, l_cash, fleet, b_cash, kind, sale_proceeds,
+                 traded, clearing, month_volume, month_forced, month_overhang, month_salvage,
+                 month_pinned, salvage_units, external_units, rep_value, ev_int, ev_price, out):
+    """Phase 6 of the runs ``runs`` of a stack at once (the run axis, issue 19): each
+    argument of :func:`market_body` stacked with a leading run axis, run r's the row r;
+    :func:`market_body`'s five numbers of run r (status, events, the three flags) go to
+    ``out[r]``. The same operations on each row as :func:`market_month` on that run's
+    arrays, so each run's bits are its own; a run whose status is 1 was left unchanged."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        out[r, 0], out[r, 1], out[r, 2], out[r, 3], out[r, 4] = market_body(
+            ip[r], fp[r], newest_first[r], shipping[r], kw[r], liquid[r], ref[r], units0[r],
+            fundamental[r], forced[r], patient[r], patient_price[r], floor[r], b_units[r],
+            b_price[r], d_holdings[r], d_cost_basis[r], d_cash_bought[r], d_cash_sold[r],
+            d_cash_repaid[r], d_default_loss[r], d_prices[r], price_index[r], lo_prices[r],
+            lo_holdings[r], lo_cost_basis[r], lo_since[r], lo_cash_bought[r], lo_cash_sold[r],
+            reservation[r], bidding[r], capital[r], mw[r], mw_liq[r], mw_used[r], k_holdings[r],
+            inventory[r], inv_since[r], repo_units[r], claim_pool[r], recoveries[r],
+            later_recoveries[r], repo_debt[r], l_cash[r], fleet[r], b_cash[r], kind[r],
+            sale_proceeds[r], traded[r], clearing[r], month_volume[r], month_forced[r],
+            month_overhang[r], month_salvage[r], month_pinned[r], salvage_units[r],
+            external_units[r], rep_value[r], ev_int[r], ev_price[r])
+
+
+@jitable
+def market_body(ip, fp, newest_first, shipping, kw, liquid, ref, units0, fundamental,
                  forced, patient, patient_price, floor, b_units, b_price,
                  d_holdings, d_cost_basis, d_cash_bought, d_cash_sold, d_cash_repaid,
                  d_default_loss, d_prices, price_index, lo_prices, lo_holdings, lo_cost_basis,

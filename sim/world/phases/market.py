@@ -25,6 +25,7 @@ from sim.world.state import SellOrders
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
+    from sim.world.stack import MonthContext, RunStack
 
 
 def fill_events(m: LiquidationModel, name: str, agent, idx: list, gen: int, units: list,
@@ -59,9 +60,7 @@ def run(m: LiquidationModel, orders: SellOrders) -> None:
         start_month(m, auction)  # the same, written in place
         if m.lenders.n and run_compiled(m, orders):
             return
-        # a month the kernel leaves to numpy: the code below, the arrays it rebinds kept
-        with _resident(m):
-            _run_numpy(m, orders, auction)
+        _numpy_month(m, orders, auction)  # a month the kernel leaves to numpy
         return
     m.reset_month()
     reservation = buyers.reservation(env)
@@ -122,19 +121,33 @@ def build(m: LiquidationModel) -> None:
 def start_month(m: LiquidationModel, auction: bool) -> None:
     """The start of a compiled phase 6, in place: what the numpy phase makes anew each month
     written into the model's arrays (those of :func:`build` and of ``reset_month``): the
-    market counters zeroed (``clearing`` all NaN), the reservation prices, the buyers able
-    to bid (the same draws from ``search_rng``: :meth:`agents.buyer.BuyerBook.participating`
-    into ``m.bidding``, every buyer in the parametric mode) and the sale proceeds zeroed."""
-    buyers = m.buyers
+    market counters zeroed (``clearing`` all NaN) and the sale proceeds zeroed
+    (:data:`_RESET`), then :func:`_bidders`."""
     m.traded.fill(False)
     m.clearing.fill(np.nan)
     m.month_volume.fill(0)
     m.month_forced.fill(0)
     m.month_overhang.fill(0)
     m.month_salvage.fill(0)
-    m.month_above_reservation = 0.0
     if m.outside_on:
         m.month_pinned.fill(False)
+    m.sale_proceeds.fill(0.0)
+    _bidders(m, auction)
+
+
+# the arrays start_month fills, by phase 6's argument name (run_batch fills their stacks)
+_RESET = (("traded", False), ("clearing", np.nan), ("month_volume", 0), ("month_forced", 0),
+          ("month_overhang", 0), ("month_salvage", 0), ("month_pinned", False),
+          ("sale_proceeds", 0.0))
+
+
+def _bidders(m: LiquidationModel, auction: bool) -> None:
+    """The rest of :func:`start_month` (none of it reads what :data:`_RESET` fills): the
+    month's largest fill above a reservation zeroed, the reservation prices, the buyers able
+    to bid (the same draws from ``search_rng``: :meth:`agents.buyer.BuyerBook.participating`
+    into ``m.bidding``, every buyer in the parametric mode)."""
+    buyers = m.buyers
+    m.month_above_reservation = 0.0
     buyers.reservation(m.env, out=m.reservation)
     # search friction (docs/model.md 7.12): only buyers able to close within the month bid
     if auction:
@@ -144,7 +157,6 @@ def start_month(m: LiquidationModel, auction: bool) -> None:
         buyers.participating(m.search_rng, MONTH_DAYS, out=m.bidding, draws=draws)
     else:
         m.bidding.fill(True)
-    m.sale_proceeds.fill(0.0)
 
 
 @contextmanager
@@ -186,53 +198,78 @@ def _scalar_like(old, new: float, numpy_op: bool):
     return np.float64(new) if numpy_op or isinstance(old, np.floating) else new
 
 
+def _statics(m: LiquidationModel) -> tuple:
+    """Phase 6's per-run kernel inputs, kept in ``m.kernel_inputs["market"]`` (remade if one
+    moves): the generations newest first (fixed at build, as a list and an array), the floor
+    bid of a desk without one, the switches (as a tuple and as the kernel's integer
+    parameters ``ip``, the month first), the liquid-cooled generations (a list and an
+    array), which the kernel only reads, and the events' scratch arrays, which it writes and
+    the phase reads in the same month."""
+    buyers, desk, lolr = m.buyers, m.desk, m.lolr
+    switches = (m.outside_on, m.cfg.market.unsold_to_salvage, buyers.unlimited, buyers.sites,
+                desk.enabled, desk.secured, _NEUMAIER_SUM, lolr is not None,
+                m.cfg.policy.lolr.hold_months, m.cfg.market.mode == "parametric")
+    st = m.kernel_inputs.get("market")
+    n_ev_max = m.n_gen * (m.lenders.n + m.borrowers.n + buyers.n + 5)  # the most a month logs
+    if (st is None or st[0] is not m.newest_first or st[2].shape[0] != m.n_gen
+            or st[3] != switches or st[5] != m.liquid or st[8].shape[0] != n_ev_max):
+        st = m.kernel_inputs["market"] = (
+            m.newest_first, np.array(m.newest_first, dtype=np.int64), np.zeros(m.n_gen),
+            switches, np.array((0, *switches), dtype=np.int64), list(m.liquid),
+            np.array(m.liquid, dtype=bool), np.empty((kmarket.EV_INTS, n_ev_max), np.int64),
+            np.empty(n_ev_max))
+    return st
+
+
+def _any_order(m: LiquidationModel, orders: SellOrders) -> bool:
+    """Whether the month has an order at all (else ask_book's None, where numpy stops too:
+    most months)."""
+    nz, desk, lolr = np.count_nonzero, m.desk, m.lolr
+    offered = orders.offered  # known when phase 5 was compiled
+    if offered is None:
+        offered = nz(orders.forced) or nz(orders.patient) or nz(orders.b_units)
+    return bool(offered or nz(desk.holdings) or (lolr is not None and nz(lolr.holdings)))
+
+
+def _fp(m: LiquidationModel) -> tuple:
+    """The kernel's float parameters ``fp`` (:data:`sim.world.kernels.market.FP_*`)."""
+    desk, lolr, od, flows = m.desk, m.lolr, m.outside_demand, m.flows
+    lo_cfg = m.cfg.policy.lolr
+    return (m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
+            m.month_above_reservation, m.forced_value, m.forced_fundamental,
+            m.forced_rep_value if m.outside_on else 0.0, m.buyers_paid, m.recovered_total,
+            flows["salvage"], flows["estate_surplus"], flows["buyer_capital"],
+            lo_cfg.capacity, 0.0 if lolr is None else lolr.cash,
+            (lo_cfg.mw + lo_cfg.hosting_mw) * 1000.0, m.cfg.market.alpha)
+
+
+def _desk_bid(m: LiquidationModel, st: tuple) -> np.ndarray:
+    """The legacy desk's floor bid (RepoDesk.floor_bid is 0 for every other desk: then the
+    zeros of ``st``, :func:`_statics`)."""
+    desk = m.desk
+    if desk.enabled and desk.cfg.buy_floor and not desk.secured:
+        return desk.floor_bid(m.price, m.fundamental)
+    return st[2]
+
+
 def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     """Phase 6 from :func:`ask_book` on, in one kernel call
     (:func:`sim.world.kernels.market.market_month`, both market modes): the same trades,
     arrays, counters, outside flows and events as the numpy code below. False, with nothing
     changed, when the kernel leaves the month to numpy (a book that could reach
     ``MAX_UNITS`` units)."""
-    env, desk, buyers, lb, b, lolr = m.env, m.desk, m.buyers, m.lenders, m.borrowers, m.lolr
-    nz = np.count_nonzero
-    offered = orders.offered  # known when phase 5 was compiled
-    if offered is None:
-        offered = nz(orders.forced) or nz(orders.patient) or nz(orders.b_units)
-    if not (offered or nz(desk.holdings) or (lolr is not None and nz(lolr.holdings))):
+    if not _any_order(m, orders):
         return True  # no order at all (most months): ask_book's None, where numpy stops too
-    outside, sites, unlimited = m.outside_on, buyers.sites, buyers.unlimited
-    od, flows, lo_cfg = m.outside_demand, m.flows, m.cfg.policy.lolr
-    switches = (outside, m.cfg.market.unsold_to_salvage, unlimited, sites, desk.enabled,
-                desk.secured, _NEUMAIER_SUM, lolr is not None, lo_cfg.hold_months,
-                m.cfg.market.mode == "parametric")
-    st = m.kernel_inputs.get("market")
-    n_ev_max = m.n_gen * (lb.n + b.n + buyers.n + 5)  # the most events a month logs
-    if (st is None or st[0] is not m.newest_first or st[2].shape[0] != m.n_gen
-            or st[3] != switches or st[5] != m.liquid or st[8].shape[0] != n_ev_max):
-        # per run (remade if one moves): the generations newest first (fixed at build), the
-        # floor bid of a desk without one, the integer parameters but the month, and the
-        # liquid-cooled generations, which the kernel only reads; the events' scratch
-        # arrays, which it writes and the phase reads in the same month
-        st = m.kernel_inputs["market"] = (
-            m.newest_first, np.array(m.newest_first, dtype=np.int64), np.zeros(m.n_gen),
-            switches, np.array((0, *switches), dtype=np.int64), list(m.liquid),
-            np.array(m.liquid, dtype=bool), np.empty((kmarket.EV_INTS, n_ev_max), np.int64),
-            np.empty(n_ev_max))
-    _, newest_first, no_floor_bid, _, ip, _, liquid, ev_int, ev_price = st
+    env, desk, buyers, lb, b, lolr = m.env, m.desk, m.buyers, m.lenders, m.borrowers, m.lolr
+    outside, sites = m.outside_on, buyers.sites
+    st = _statics(m)
+    _, newest_first, _, _, ip, _, liquid, ev_int, ev_price = st
     ip[kmarket.IP_T] = env.t
-    fp = np.array((m.cfg.market.k, od.top, od.depth, desk.cfg.capacity, desk.cash, desk.lent,
-                   m.month_above_reservation, m.forced_value, m.forced_fundamental,
-                   m.forced_rep_value if outside else 0.0, m.buyers_paid, m.recovered_total,
-                   flows["salvage"], flows["estate_surplus"], flows["buyer_capital"],
-                   lo_cfg.capacity, 0.0 if lolr is None else lolr.cash,
-                   (lo_cfg.mw + lo_cfg.hosting_mw) * 1000.0, m.cfg.market.alpha),
-                  dtype=np.float64)
+    fp = np.array(_fp(m), dtype=np.float64)
     # the buyers' capital and MW and the lenders' repo units, which the numpy phase rebinds,
     # are written in place (nothing else holds them: the kernel wrote copies, rebound, before)
     mw_liq = buyers.mw_liq if sites else _NO_FLOATS
     mw_used = buyers.mw_used if sites else _NO_FLOATS
-    # the legacy desk's floor bid (RepoDesk.floor_bid is 0 for every other desk)
-    d_bid = (desk.floor_bid(m.price, m.fundamental)
-             if desk.enabled and desk.cfg.buy_floor and not desk.secured else no_floor_bid)
     if lolr is None:
         lo_arrays = (_NO_FLOATS, _NO_UNITS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS, _NO_FLOATS)
     else:
@@ -243,7 +280,7 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         liquid, replacement_cost(env), m.units0, m.fundamental,
         orders.forced, orders.patient, orders.patient_price, orders.floor, orders.b_units,
         orders.b_price, desk.holdings, desk.cost_basis, desk.cash_bought, desk.cash_sold,
-        desk.cash_repaid, desk.default_loss, d_bid, m.price,
+        desk.cash_repaid, desk.default_loss, _desk_bid(m, st), m.price,
         *lo_arrays, m.reservation, m.bidding, buyers.capital, buyers.mw, mw_liq, mw_used,
         buyers.holdings, lb.inventory, lb.inv_since, lb.repo_units, lb.claim_pool,
         lb.recoveries, lb.later_recoveries, lb.repo_debt, lb.cash, b.fleet, b.cash, b.kind,
@@ -253,8 +290,20 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
         m.external_units, m.rep_value if outside else _NO_MATRIX, ev_int, ev_price)
     if status:
         return False
-    if not trades:  # no generation traded: no number moved
-        return True
+    _write_back(m, fp, n_ev, trades, lender_settles, buyer_settles, ev_int, ev_price)
+    return True
+
+
+def _write_back(m: LiquidationModel, fp: np.ndarray, n_ev: int, trades: int,
+                lender_settles: int, buyer_settles: int, ev_int: np.ndarray,
+                ev_price: np.ndarray) -> None:
+    """After a kernel month: the scalars of ``fp`` back on the model and its books (with the
+    types the numpy phase leaves them), and the ``n_ev`` events of ``ev_int`` / ``ev_price``
+    logged as the numpy phase logs them, in its order. Nothing when no generation traded
+    (no number moved)."""
+    if not trades:
+        return
+    desk, lolr, flows = m.desk, m.lolr, m.flows
     K, v = kmarket, fp.tolist()
     desk.cash = _scalar_like(desk.cash, v[K.FP_DESK_CASH], lender_settles > 0)
     desk.lent = _scalar_like(desk.lent, v[K.FP_DESK_LENT], lender_settles > 0)
@@ -263,7 +312,7 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     m.month_above_reservation = v[K.FP_ABOVE]
     m.forced_value = v[K.FP_FORCED_VALUE]
     m.forced_fundamental = _scalar_like(m.forced_fundamental, v[K.FP_FORCED_FUNDAMENTAL], True)
-    if outside:
+    if m.outside_on:
         m.forced_rep_value = v[K.FP_FORCED_REP]
     m.buyers_paid = _scalar_like(m.buyers_paid, v[K.FP_BUYERS_PAID], buyer_settles > 0)
     m.recovered_total = _scalar_like(m.recovered_total, v[K.FP_RECOVERED], lender_settles > 0)
@@ -273,9 +322,8 @@ def run_compiled(m: LiquidationModel, orders: SellOrders) -> bool:
     if n_ev:  # the events fill_events and log_event log, in the numpy phase's order
         codes, rows, gens, units = ev_int[:, :n_ev]
         p = ev_price[:n_ev]
-        m.events.add(env.t, _EVENT_NAME[codes], _EVENT_AGENT[codes], rows, gens, units,
+        m.events.add(m.env.t, _EVENT_NAME[codes], _EVENT_AGENT[codes], rows, gens, units,
                      units * p, p)
-    return True
 
 
 def ask_book(m: LiquidationModel, orders: SellOrders
@@ -513,6 +561,71 @@ def _sweep_in_place(m: LiquidationModel) -> None:
                       b.cash, lb.cash)
 
 
+# the sale-proceeds sweep's arrays a run's model holds as resident arrays, by argument name
+# of kborrowers.sweep_batch; the loan book's (padded to the longest run's) last
+_SWEEP_STACKED = (("proceeds", ("model", "sale_proceeds")), ("cash", ("borrowers", "cash")),
+                  ("lb_cash", ("lenders", "cash")), ("borrower", ("loans", "borrower")),
+                  ("lender", ("loans", "lender")), ("principal", ("loans", "principal")),
+                  ("accrued", ("loans", "accrued")), ("overdue", ("loans", "overdue")))
+_N_BOOKS = 3  # the entries of _SWEEP_STACKED before the loan book's
+
+
+def _sweep_held(m: LiquidationModel) -> tuple[np.ndarray, ...]:
+    """The arrays :func:`_sweep_in_place` reads and writes, in :data:`_SWEEP_STACKED`'s
+    order."""
+    b, L, lb = m.borrowers, m.loans, m.lenders
+    return (m.sale_proceeds, b.cash, lb.cash, L.borrower, L.lender, L.principal, L.accrued,
+            L.overdue)
+
+
+def sweep_inputs(stack: RunStack) -> dict | None:
+    """What :func:`sweep_batch` passes to :func:`kborrowers.sweep_batch`, made at the
+    stack's first batched month: the stacks of :data:`_SWEEP_STACKED` (checked to be the very
+    arrays each run's sweep would pass; the books' of one shape in every run, the loan
+    book's of each run's own length, kept as ``n_loans``) and the amounts' scratch. None
+    when the runs cannot share one call (not all compiled, shapes that differ): then each
+    runs its own sweep."""
+    models = stack.models
+    if any(m.engine != "compiled" for m in models):
+        return None
+    helds = [_sweep_held(m) for m in models]
+    out: dict[str, np.ndarray] = {}
+    for i, (name, key) in enumerate(_SWEEP_STACKED):
+        if key not in stack.stacks or (i < _N_BOOKS and len(set(stack.shapes[key])) != 1):
+            return None
+        if any(h[i] is not stack.view(key, r) for r, h in enumerate(helds)):
+            return None
+        out[name] = stack.stacks[key]
+    n_loans = [h[_N_BOOKS].shape[0] for h in helds]
+    if any(a.shape[0] != n for h, n in zip(helds, n_loans, strict=True)
+           for a in h[_N_BOOKS:]):
+        return None
+    out["n_loans"] = np.array(n_loans, dtype=np.int64)
+    out["amount"] = np.zeros(out["cash"].shape)
+    return out
+
+
+_SWEEP_ARGS = ("n_loans", "proceeds", "cash", "amount", "borrower", "lender", "principal",
+               "accrued", "overdue", "lb_cash")
+
+
+def sweep_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """The sale-proceeds sweep for the runs ``runs`` of a stack by one call of
+    :func:`kborrowers.sweep_batch` over the stacked arrays (:func:`sweep_inputs`): the same
+    bits as each run's own :func:`sweep_sale_proceeds` (its test for proceeds and
+    :func:`_sweep_in_place`), which nothing here raises. Runs that cannot share a call each
+    run their own sweep."""
+    b = stack.kernel_inputs.get("sweep", False)
+    if b is False:
+        b = stack.kernel_inputs["sweep"] = sweep_inputs(stack)
+    models = stack.models
+    if b is None:
+        for r in runs:
+            _own_phase(stack, r, lambda m=models[r]: sweep_sale_proceeds(m))
+        return
+    kborrowers.sweep_batch(np.array(runs, dtype=np.int64), *(b[name] for name in _SWEEP_ARGS))
+
+
 def parametric(m: LiquidationModel, g: int, ask_qty: list) -> tuple[float, int]:
     """Parametric inverse demand: every offered unit (``ask_qty``, the units of each
     order) sells at p0 exp(-alpha q / stock). Returns (price, q)."""
@@ -582,3 +695,236 @@ def settle_orders(m: LiquidationModel, g: int, rows: list, fills: list, price: f
     if lo:
         m.lolr.sell(g, lo, price, m.env.t)
         m.log_event("sale", "lolr", 0, g, lo, lo * price, price)
+
+
+# phase 6's kernel arguments a run's model holds as resident arrays (sim.world.stack): the
+# stack's (R, ...) array goes to the batched kernel for each, by argument name, with the
+# switch that reads it (None: always); their order is the kernel's (see _ARGS)
+_STACKED = (
+    ("kw", ("env", "kw"), None),
+    ("ref", ("env", "new_unit_price"), None), ("units0", ("model", "units0"), None),
+    ("fundamental", ("model", "fundamental"), None),
+    ("d_holdings", ("desk", "holdings"), None), ("d_cost_basis", ("desk", "cost_basis"), None),
+    ("d_cash_bought", ("desk", "cash_bought"), None),
+    ("d_cash_sold", ("desk", "cash_sold"), None),
+    ("d_cash_repaid", ("desk", "cash_repaid"), None),
+    ("d_default_loss", ("desk", "default_loss"), None),
+    ("price_index", ("model", "price"), None),
+    ("lo_holdings", ("lolr", "holdings"), "lolr"),
+    ("lo_cost_basis", ("lolr", "cost_basis"), "lolr"), ("lo_since", ("lolr", "since"), "lolr"),
+    ("lo_cash_bought", ("lolr", "cash_bought"), "lolr"),
+    ("lo_cash_sold", ("lolr", "cash_sold"), "lolr"),
+    ("reservation", ("model", "reservation"), None), ("bidding", ("model", "bidding"), None),
+    ("capital", ("buyers", "capital"), None), ("mw", ("buyers", "mw"), None),
+    ("mw_liq", ("buyers", "mw_liq"), "sites"), ("mw_used", ("buyers", "mw_used"), "sites"),
+    ("k_holdings", ("buyers", "holdings"), None),
+    ("inventory", ("lenders", "inventory"), None), ("inv_since", ("lenders", "inv_since"), None),
+    ("repo_units", ("lenders", "repo_units"), None),
+    ("claim_pool", ("lenders", "claim_pool"), None),
+    ("recoveries", ("lenders", "recoveries"), None),
+    ("later_recoveries", ("lenders", "later_recoveries"), None),
+    ("repo_debt", ("lenders", "repo_debt"), None), ("l_cash", ("lenders", "cash"), None),
+    ("fleet", ("borrowers", "fleet"), None), ("b_cash", ("borrowers", "cash"), None),
+    ("kind", ("borrowers", "kind"), None), ("sale_proceeds", ("model", "sale_proceeds"), None),
+    ("traded", ("model", "traded"), None), ("clearing", ("model", "clearing"), None),
+    ("month_volume", ("model", "month_volume"), None),
+    ("month_forced", ("model", "month_forced"), None),
+    ("month_overhang", ("model", "month_overhang"), None),
+    ("month_salvage", ("model", "month_salvage"), None),
+    ("month_pinned", ("model", "month_pinned"), "outside"),
+    ("salvage_units", ("model", "salvage_units"), None),
+    ("external_units", ("model", "external_units"), None),
+    ("rep_value", ("model", "rep_value"), "outside"))
+
+
+def _held(m: LiquidationModel) -> dict[str, np.ndarray]:
+    """The arrays :func:`run_compiled` passes for the names of :data:`_STACKED` (the
+    switches' stand-ins where a switch is off)."""
+    env, desk, buyers, lb, b, lolr = m.env, m.desk, m.buyers, m.lenders, m.borrowers, m.lolr
+    out = {"kw": env.kw, "ref": replacement_cost(env),
+           "units0": m.units0, "fundamental": m.fundamental, "d_holdings": desk.holdings,
+           "d_cost_basis": desk.cost_basis, "d_cash_bought": desk.cash_bought,
+           "d_cash_sold": desk.cash_sold, "d_cash_repaid": desk.cash_repaid,
+           "d_default_loss": desk.default_loss, "price_index": m.price,
+           "reservation": m.reservation, "bidding": m.bidding, "capital": buyers.capital,
+           "mw": buyers.mw, "k_holdings": buyers.holdings, "inventory": lb.inventory,
+           "inv_since": lb.inv_since, "repo_units": lb.repo_units, "claim_pool": lb.claim_pool,
+           "recoveries": lb.recoveries, "later_recoveries": lb.later_recoveries,
+           "repo_debt": lb.repo_debt, "l_cash": lb.cash, "fleet": b.fleet, "b_cash": b.cash,
+           "kind": b.kind, "sale_proceeds": m.sale_proceeds, "traded": m.traded,
+           "clearing": m.clearing, "month_volume": m.month_volume,
+           "month_forced": m.month_forced, "month_overhang": m.month_overhang,
+           "month_salvage": m.month_salvage, "salvage_units": m.salvage_units,
+           "external_units": m.external_units}
+    lo = lolr is not None
+    for name in ("lo_holdings", "lo_cost_basis", "lo_since", "lo_cash_bought", "lo_cash_sold"):
+        out[name] = (getattr(lolr, name[3:]) if lo
+                     else _NO_UNITS if name == "lo_holdings" else _NO_FLOATS)
+    out["mw_liq"] = buyers.mw_liq if buyers.sites else _NO_FLOATS
+    out["mw_used"] = buyers.mw_used if buyers.sites else _NO_FLOATS
+    out["month_pinned"] = m.month_pinned if m.outside_on else _NO_FLAGS
+    out["rep_value"] = m.rep_value if m.outside_on else _NO_MATRIX
+    return out
+
+
+# the orders' arrays (SellOrders, per run: phase 5's "orders_out" or new arrays) the batch
+# copies into its own stacks each month, unless a run's phase 5 wrote them there
+_ORDERS = ("patient_price", "forced", "patient", "b_units", "b_price")
+
+
+def batch_inputs(stack: RunStack) -> dict | None:
+    """What :func:`run_batch` passes to :func:`kmarket.market_batch` for a stack's runs, made
+    at its first batched month: the stacks of the arrays each run's phase 6 reads
+    (:data:`_STACKED`, checked to be the very arrays the run's own phase would pass, and of
+    one shape in every run), the per-run inputs of :func:`_statics` stacked, and the batch's
+    scratch: the float parameters, the desk's and the buyer of last resort's bids, the
+    orders, the salvage floor and the shipping generations (gathered each month), the
+    events and the kernel's results. Each run's phase 5 is given its rows of the batch's
+    order stacks as its own output arrays (``m.kernel_inputs["orders_out"]``, the debt
+    array kept), so that a compiled phase 5 writes its orders where the batch reads them.
+    None when the runs cannot share one call (not all compiled with lenders, switches or
+    shapes that differ): then each runs its own phase."""
+    models = stack.models
+    if any(m.engine != "compiled" or not m.lenders.n for m in models):
+        return None
+    sts = [_statics(m) for m in models]
+    if len({st[3] for st in sts}) != 1:
+        return None
+    switches = sts[0][3]
+    on = {"lolr": switches[7], "sites": switches[3], "outside": switches[0]}
+    n = len(models)
+    out: dict[str, np.ndarray] = {}
+    helds = [_held(m) for m in models]
+    for name, key, switch in _STACKED:
+        if switch is not None and not on[switch]:
+            a = helds[0][name]
+            out[name] = np.zeros((n, *a.shape), dtype=a.dtype)
+            continue
+        if key not in stack.stacks and key not in stack.aliases:
+            return None
+        base = stack.aliases.get(key, key)
+        if len(set(stack.shapes[base])) != 1:
+            return None
+        if any(h[name] is not stack.view(key, r) for r, h in enumerate(helds)):
+            return None
+        out[name] = stack.stacks[base]
+    for i, name in ((1, "newest_first"), (4, "ip"), (6, "liquid")):
+        if len({st[i].shape for st in sts}) != 1:
+            return None
+        out[name] = np.stack([st[i] for st in sts])
+    if len({st[7].shape for st in sts}) != 1:
+        return None
+    out["ev_int"] = np.stack([st[7] for st in sts])
+    out["ev_price"] = np.stack([st[8] for st in sts])
+    n_l, n_g, n_b = models[0].lenders.n, models[0].n_gen, models[0].borrowers.n
+    out["fp"] = np.zeros((n, len(_fp(models[0]))))
+    out["d_prices"] = np.zeros((n, n_g))
+    out["lo_prices"] = np.zeros((n, n_g if on["lolr"] else 0))
+    out["floor"] = np.zeros((n, n_g))
+    out["shipping"] = np.zeros((n, n_g), dtype=np.bool_)
+    out["patient_price"] = np.zeros((n, n_l, n_g))
+    for name in ("forced", "patient"):
+        out[name] = np.zeros((n, n_l, n_g), dtype=np.int64)
+    out["b_units"] = np.zeros((n, n_b, n_g), dtype=np.int64)
+    out["b_price"] = np.zeros((n, n_g))
+    out["out"] = np.zeros((n, 5), dtype=np.int64)
+    rows = []  # each run's rows of the order stacks (the views phase 5 is given)
+    for r, m in enumerate(models):
+        rows.append(tuple(out[name][r] for name in _ORDERS))
+        own = m.kernel_inputs.get("orders_out")
+        debt = own[5] if own is not None and own[5].shape == (n_b,) else np.empty(n_b)
+        m.kernel_inputs["orders_out"] = (*rows[r], debt)
+    return {**out, "order_rows": rows}
+
+
+_ARGS = ("ip", "fp", "newest_first", "shipping", "kw", "liquid", "ref", "units0",
+         "fundamental", "forced", "patient", "patient_price", "floor", "b_units", "b_price",
+         "d_holdings", "d_cost_basis", "d_cash_bought", "d_cash_sold", "d_cash_repaid",
+         "d_default_loss", "d_prices", "price_index", "lo_prices", "lo_holdings",
+         "lo_cost_basis", "lo_since", "lo_cash_bought", "lo_cash_sold", "reservation",
+         "bidding", "capital", "mw", "mw_liq", "mw_used", "k_holdings", "inventory",
+         "inv_since", "repo_units", "claim_pool", "recoveries", "later_recoveries",
+         "repo_debt", "l_cash", "fleet", "b_cash", "kind", "sale_proceeds", "traded",
+         "clearing", "month_volume", "month_forced", "month_overhang", "month_salvage",
+         "month_pinned", "salvage_units", "external_units", "rep_value", "ev_int",
+         "ev_price", "out")
+
+
+def _own_phase(stack: RunStack, r: int, step) -> None:
+    """Run ``step()`` (run r's own phase 6, or the numpy rest of its month) as a run's own
+    phase runs in a stack: an Exception is run r's failure (:meth:`RunStack.fail`)."""
+    try:
+        step()
+    except Exception as e:  # noqa: BLE001 - one run's failure is that run's result
+        stack.fail(r, e)
+
+
+def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """Phase 6 for the runs ``runs`` of a stack (``contexts`` their months' hand-overs): each
+    run's month started as its own phase starts it (:func:`start_month`: its fills on the
+    stacks at once, then :func:`_bidders` run by run, with its own draws from its
+    ``search_rng``), then one call of
+    :func:`kmarket.market_batch` for the runs with an order (:func:`_any_order`) over the
+    stacked arrays (:func:`batch_inputs`), their orders, floor, bids and float parameters
+    gathered first; each run's numbers and events are then put where :func:`run_compiled`
+    puts them: the same bits as each run's own phase (``tests/world/test_batch_market.py``).
+    A run the kernel leaves to numpy (a book that could reach ``MAX_UNITS`` units: it
+    changed nothing of that run) runs the numpy rest of its month, as :func:`run` does; an
+    Exception there is that run's failure (:meth:`RunStack.fail`), the others go on. Runs
+    that cannot share a call each run their own phase (:func:`run`)."""
+    b = stack.kernel_inputs.get("market", False)
+    if b is False:
+        b = stack.kernel_inputs["market"] = batch_inputs(stack)
+    models = stack.models
+    if b is None:
+        for r, c in zip(runs, contexts, strict=True):
+            _own_phase(stack, r, lambda m=models[r], o=c.orders: run(m, o))
+        return
+    auction = models[runs[0]].cfg.market.mode == "auction"
+    ip, fp, floor, d_prices = b["ip"], b["fp"], b["floor"], b["d_prices"]
+    lo_prices, shipping, order_rows = b["lo_prices"], b["shipping"], b["order_rows"]
+    # start_month's fills, on the stacks (one shape in every run: no padding), then the rest
+    # of it run by run
+    rows = slice(None) if len(runs) == stack.n else np.array(runs, dtype=np.int64)
+    for name, value in _RESET:
+        b[name][rows] = value
+    active = []
+    for r, c in zip(runs, contexts, strict=True):
+        m, orders = models[r], c.orders
+        _bidders(m, auction)
+        if not _any_order(m, orders):
+            continue
+        ip[r, kmarket.IP_T] = m.env.t
+        fp[r] = _fp(m)
+        for name, row in zip(_ORDERS, order_rows[r], strict=True):
+            a = getattr(orders, name)
+            if a is not row:  # not written there by a compiled phase 5
+                row[...] = a
+        floor[r] = orders.floor
+        shipping[r] = m.env.shipping
+        desk = m.desk
+        if desk.enabled and desk.cfg.buy_floor and not desk.secured:  # else its zeros
+            d_prices[r] = desk.floor_bid(m.price, m.fundamental)
+        if m.lolr is not None:
+            lo_prices[r] = m.lolr.bid(m.fundamental)
+        active.append(r)
+    if not active:
+        return
+    kmarket.market_batch(np.array(active, dtype=np.int64), *(b[name] for name in _ARGS))
+    out, ev_int, ev_price = b["out"], b["ev_int"], b["ev_price"]
+    orders_of = {r: c.orders for r, c in zip(runs, contexts, strict=True)}
+    for r in active:
+        m = models[r]
+        status, n_ev, trades, lender_settles, buyer_settles = out[r].tolist()
+        if status:  # the kernel left the month to numpy, as run() does
+            _own_phase(stack, r, lambda m=m, o=orders_of[r]: _numpy_month(m, o, auction))
+            continue
+        _write_back(m, fp[r], n_ev, trades, lender_settles, buyer_settles, ev_int[r],
+                    ev_price[r])
+
+
+def _numpy_month(m: LiquidationModel, orders: SellOrders, auction: bool) -> None:
+    """The rest of a compiled month the kernel leaves to numpy (:func:`run`'s): the numpy
+    code, the arrays it rebinds kept resident."""
+    with _resident(m):
+        _run_numpy(m, orders, auction)
