@@ -91,6 +91,7 @@ class RunStack:
         # what the batched phases keep for the stack (their stacked inputs), by phase name
         self.kernel_inputs: dict[str, Any] = {}
         self.errors: dict[int, Exception] = {}
+        self.detached: set[int] = set()  # runs that run their own phases (detach)
         # Mesa's bookkeeping of the months stepped directly, by run (LiquidationModel.run's)
         self._sched: dict[int, Any] = {}
         self._done: dict[int, int] = {}
@@ -224,15 +225,19 @@ class RunStack:
                 live.append(r)
         ctx = {r: MonthContext() for r in live}
         for name, phase in MONTH:
-            batch = BATCHED.get(name) if self.batched and len(live) > 1 else None
-            if batch is not None:
-                batch(self, live, [ctx[r] for r in live])
+            batch = BATCHED.get(name) if self.batched else None
+            together = [r for r in live if r not in self.detached] if batch else []
+            if len(together) > 1:
+                batch(self, together, [ctx[r] for r in together])
             else:
-                for r in live:
-                    try:
-                        phase(self.models[r], ctx[r])
-                    except Exception as e:  # noqa: BLE001 - one run's failure is its result
-                        self.fail(r, e)
+                together = []
+            for r in live:
+                if r in together:
+                    continue
+                try:
+                    phase(self.models[r], ctx[r])
+                except Exception as e:  # noqa: BLE001 - one run's failure is its result
+                    self.fail(r, e)
             if any(r in self.errors for r in live):
                 live = [r for r in live if r not in self.errors]
         for r in live:
@@ -247,6 +252,12 @@ class RunStack:
         Mesa state left as ``model.step()`` leaves it; the month's later phases skip it."""
         self.errors[r] = e
         self._finish(r, stepping=True)
+
+    def detach(self, r: int) -> None:
+        """Run r runs its own phases from now on, never a batched call: a phase's numpy code
+        rebound arrays of the run that the stacks hold (the stacks' rows are no longer its
+        state; :meth:`stale` lists them)."""
+        self.detached.add(r)
 
     def _alone(self, r: int, m: LiquidationModel) -> None:
         try:

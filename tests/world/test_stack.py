@@ -25,6 +25,10 @@ def _alone(cfg) -> LiquidationModel:
     return LiquidationModel(cfg).run()
 
 
+def _stacked_only(cfgs) -> RunStack:
+    return RunStack([LiquidationModel(c) for c in cfgs], exclude=STILL_REBOUND)
+
+
 def _stacked(cfgs) -> RunStack:
     stack = RunStack([LiquidationModel(c) for c in cfgs], exclude=STILL_REBOUND)
     stack.run()
@@ -188,5 +192,22 @@ def test_runs_that_cannot_share_phase_7_run_it_alone(monkeypatch):
             load_scenario("crypto_winter", ["buyers.types.broker.count=9"], seed=1, months=6)]
     stack = _stacked(cfgs)
     assert stack.kernel_inputs["prices"] is None and calls == []
+    for cfg, m in zip(cfgs, stack.models, strict=True):
+        assert mismatches(_alone(cfg), m) == []
+
+
+def test_a_detached_run_runs_its_own_phases(monkeypatch):
+    """After RunStack.detach(r) run r is in no batched call (its phases' numpy code may have
+    rebound arrays the stacks hold); the others still share them; all their bits."""
+    sizes = []
+    real = kprices.prices_batch
+    monkeypatch.setattr(kprices, "prices_batch", lambda runs, *a: (sizes.append(list(runs)),
+                                                                   real(runs, *a)))
+    cfgs = [load_scenario("crypto_winter", seed=s, months=6) for s in (1, 2, 3)]
+    stack = _stacked_only(cfgs)
+    stack.step()
+    stack.detach(1)
+    stack.run()
+    assert sizes == [[0, 1, 2]] + [[0, 2]] * 5
     for cfg, m in zip(cfgs, stack.models, strict=True):
         assert mismatches(_alone(cfg), m) == []

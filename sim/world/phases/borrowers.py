@@ -224,7 +224,6 @@ def batch_inputs(stack: RunStack) -> dict | None:
         out[name] = np.zeros(n, dtype=np.int64)
     for name in ("sold", "ok"):
         out[name] = np.zeros(n, dtype=np.bool_)
-    out["alone"] = set()  # the runs that run their own phase 2 (run_batch)
     # by run: its model, its number of borrowers, its row of the walk draws' scratch and its
     # walk probabilities (stress, calm)
     out["per_run"] = [(m, k, out["u_walk"][r, :k], st[0], st[1])
@@ -261,9 +260,9 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     A run whose kernel stops where :func:`kernels.waterfall` raises (a revolver request
     without a lead lender) fails with that ValueError (:meth:`RunStack.fail`, after the call:
     the other runs' results are their own) and adds no flow, as its own phase would. A run
-    the kernel does not cover this month (:func:`run`'s test) runs its own phase, this month
-    and every later one (the numpy code rebinds arrays the stack holds), and so does every
-    run where the runs cannot share a call."""
+    the kernel does not cover this month (:func:`run`'s test) runs its own phase, and every
+    phase from then on (:meth:`RunStack.detach`: the numpy code rebinds arrays the stack
+    holds), and so does every run where the runs cannot share a call."""
     b = stack.kernel_inputs.get("borrowers", False)
     if b is False:
         b = stack.kernel_inputs["borrowers"] = batch_inputs(stack)
@@ -271,17 +270,16 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
         for r in runs:
             _alone(stack, r)
         return
-    t, p_walk, hashprice, btc_price, rv0, alone, per_run = (
-        b["t"], b["p_walk"], b["hashprice"], b["btc_price"], b["rv0"], b["alone"],
-        b["per_run"])
+    t, p_walk, hashprice, btc_price, rv0, per_run = (
+        b["t"], b["p_walk"], b["hashprice"], b["btc_price"], b["rv0"], b["per_run"])
     batch = []
     for r in runs:
         m, n, u_walk, p_stress, p_calm = per_run[r]
         env, blk = m.env, m.loans.revolver_block
-        if r in alone or blk is None or blk.stop - blk.start != n or env.btc == 0.0:
+        if blk is None or blk.stop - blk.start != n or env.btc == 0.0:
             # the numpy code, as run() takes it; it rebinds arrays the stack holds, so the
-            # run runs its own phase from now on
-            alone.add(r)
+            # run runs its own phases from now on, every batched phase's included
+            stack.detach(r)
             _alone(stack, r)
             continue
         t[r] = env.t
