@@ -327,5 +327,6 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # batched phase gives each run the bits of its own phase, and falls back to it run by run
 # where the runs cannot share a call
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
+    "lenders": phases.lenders.run_batch,  # 3
     "prices": phases.prices.run_batch,  # 7
 }
