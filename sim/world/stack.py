@@ -328,5 +328,6 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 # where the runs cannot share a call
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
     "lenders": phases.lenders.run_batch,  # 3
+    "defaults": phases.defaults.run_batch,  # 4
     "prices": phases.prices.run_batch,  # 7
 }
