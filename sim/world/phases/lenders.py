@@ -103,7 +103,9 @@ def hand_over_arrays(m: LiquidationModel) -> tuple[np.ndarray, np.ndarray, np.nd
     """The compiled engine's resident arrays of the month's marks (lender x generation),
     collateral and debt per borrower: ``MonthState.marks``, ``coll`` and ``debt`` are these
     same arrays every month (when not None), written in place by phases 3 and 4 (resident
-    state, issue 19). Kept per run in ``m.kernel_inputs`` and remade if a book was resized."""
+    state, issue 19). Kept per run in ``m.kernel_inputs`` and remade if a book was resized;
+    a stack's batched phase 3 sets them to the run's rows of its batch arrays
+    (:func:`batch_inputs`), which this then returns."""
     nb, shape = m.borrowers.n, (m.lenders.n, m.n_gen)
     st = m.kernel_inputs.get("month_lenders")
     if st is None or st[0].shape != shape or len(st[1]) != nb:
