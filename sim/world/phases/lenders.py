@@ -206,7 +206,8 @@ def batch_inputs(stack: RunStack) -> dict | None:
     at its first batched month: the stacks of the arrays each run's phase 3 reads and writes
     (:data:`_STACKED`, checked to be the very arrays the run's own phase would pass, of one
     shape in every run but for the loan book's length), each run's loan count, the scenario's
-    numbers as (R,) arrays, and the batch's scratch. The month's hand-over arrays
+    numbers as (R,) arrays, the batch's scratch, and all of them in the kernel's order
+    (``args``, :data:`_ARGS`). The month's hand-over arrays
     (:func:`hand_over_arrays`: marks, collateral, debt) become rows of three batch arrays:
     each run's ``kernel_inputs["month_lenders"]`` is set to its rows (their values copied),
     so that the kernel fills them in place and phases 3 and 4 of the run, batched or not,
@@ -269,6 +270,7 @@ def batch_inputs(stack: RunStack) -> dict | None:
         m.kernel_inputs["month_lenders"] = row
         rows.append(row)
     out["marks"], out["coll"], out["debt"], out["rows"] = marks, coll, debt, rows
+    out["args"] = tuple(out[name] for name in _ARGS)  # the kernel's arguments, in order
     return out
 
 
@@ -309,7 +311,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
         stale[r] = models[r].lenders.marks_table(env)[1]
         btc_price[r] = env.btc
         t[r] = env.t
-    kernels.lenders_batch(np.array(runs, dtype=np.int64), *(b[name] for name in _ARGS))
+    kernels.lenders_batch(np.array(runs, dtype=np.int64), *b["args"])
     counts, flags = b["counts"].tolist(), b["flags"].tolist()
     called, called_at, refused, btc_sales, rows = (b["called"], b["called_at"], b["refused"],
                                                    b["btc_sales"], b["rows"])
