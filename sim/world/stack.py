@@ -377,6 +377,8 @@ MONTH: tuple[tuple[str, Callable[[LiquidationModel, MonthContext], None]], ...] 
 BATCHED: dict[str, Callable[[RunStack, list[int], list[MonthContext]], None]] = {
     "environment": phases.environment.run_batch,  # 1
     "borrowers": phases.borrowers.run_batch,  # 2
+    "lenders": phases.lenders.run_batch,  # 3
+    "defaults": phases.defaults.run_batch,  # 4
     "sites": phases.sites.run_batch,  # between 4 and 5
     "market": phases.market.run_batch,  # 6
     "sweep": phases.market.sweep_batch,  # the sale-proceeds sweep after phase 6

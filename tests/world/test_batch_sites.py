@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from test_resident import STILL_REBOUND  # tests/world, on the path (pytest prepends it)
 
+import sim.world.stack as stack_module
 from sim.core.config import load_scenario
 from sim.qa.oracle import ORACLE_CASES, mismatches, model_state, same_bits
 from sim.world import phases
@@ -126,6 +127,8 @@ def _loses_mining_share_in_month_4(monkeypatch, victim) -> None:
             m.borrowers.mining_share = None
 
     monkeypatch.setattr(phases.defaults, "run", defaults)
+    # phase 4 run by run, so that the patched phase is the one that runs
+    monkeypatch.delitem(stack_module.BATCHED, "defaults", raising=False)
 
 
 def _mesa(m: LiquidationModel) -> tuple:

@@ -1,5 +1,6 @@
 """Phase 4 compiled: the defaults (:func:`sim.world.phases.defaults.run`) as at most two kernel
-calls a month: :func:`any_trigger` (the common month, nobody triggered, ends there) and
+calls a month: :func:`any_trigger` (the common month, nobody triggered, ends there; for the
+runs of a stack at once :func:`any_trigger_batch`) and
 :func:`defaults_month` (the month some borrower is late, past its cure or in a DSCR breach
 past its sweep).
 
@@ -58,7 +59,26 @@ PAYMENT, COVENANT, DSCR = 0, 1, 2
 @kernel
 def any_trigger(grace, cure, dm, status, arrears_months, call_months, dscr_breach):
     """Whether any living borrower is late past ``grace``, under a call open past ``cure``
-    or (``dm`` > 0) in a DSCR breach open past ``cure + dm``: else phase 4 does nothing."""
+    or (``dm`` > 0) in a DSCR breach open past ``cure + dm``: else phase 4 does nothing
+    (:func:`trigger_body`)."""
+    return trigger_body(grace, cure, dm, status, arrears_months, call_months, dscr_breach)
+
+
+@kernel
+def any_trigger_batch(runs, grace, cure, dm, status, arrears_months, call_months, dscr_breach,
+                      out):
+    """:func:`any_trigger` for the runs ``runs`` of a stack at once (the run axis, issue 19):
+    each argument stacked with a leading run axis (the numbers as (R,) arrays), run r's the
+    row r; run r's answer goes to ``out[r]``."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        out[r] = trigger_body(grace[r], cure[r], dm[r], status[r], arrears_months[r],
+                              call_months[r], dscr_breach[r])
+
+
+@jitable
+def trigger_body(grace, cure, dm, status, arrears_months, call_months, dscr_breach):
+    """:func:`any_trigger`'s test of one run."""
     for i in range(status.shape[0]):
         if status[i] == DEFAULTED:
             continue

@@ -1,5 +1,8 @@
 """Phase 3, the lenders, as one compiled kernel (:func:`lenders_month`): collateral marks,
 collateral, LTV, margin calls and their payments, DSCR breaches and cash sweeps, rollovers.
+Its body is the jitable :func:`lenders_body`, which :func:`lenders_month` calls for one run and
+:func:`lenders_batch` for the runs of a stack (:func:`sim.world.phases.lenders.run_batch`),
+row by row.
 
 It is :func:`sim.world.phases.lenders.run` with the lender, borrower and loan rules it calls
 inlined: :meth:`agents.lender.LenderBook.marks` (filling the lender book's own table in place
@@ -177,6 +180,64 @@ def lenders_month(table, stale, new_unit_price, age, price_hist, t_mark, lag, ma
                   b_term, amort_rate, spread, cov_scale, l_status, l_cash,
                   ltv_max, ltv_cure, dscr_min, cure_months, cash_sweep, refi_ltv, sofr, t,
                   marks, coll, debt, called, called_at, refused):
+    """Phase 3 of one run: :func:`lenders_body`."""
+    return lenders_body(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule,
+                        lead, fleet, pledged, btc_price,
+                        borrower, lender, active, term, maturity, principal, accrued, overdue,
+                        orig_amort, rate,
+                        status, call_months, cash, opex, btc, dscr, dscr_breach,
+                        arrears_months, b_term, amort_rate, spread, cov_scale, l_status, l_cash,
+                        ltv_max, ltv_cure, dscr_min, cure_months, cash_sweep, refi_ltv, sofr, t,
+                        marks, coll, debt, called, called_at, refused)
+
+
+@kernel
+def lenders_batch(runs, n_loans, table, stale, new_unit_price, launch, price_hist, lag,
+                  mark_rule, lead, fleet, pledged, btc_price,
+                  borrower, lender, active, term, maturity, principal, accrued, overdue,
+                  orig_amort, rate,
+                  status, call_months, cash, opex, btc, dscr, dscr_breach, arrears_months,
+                  b_term, amort_rate, spread, cov_scale, l_status, l_cash,
+                  ltv_max, ltv_cure, dscr_min, cure_months, cash_sweep, refi_ltv, sofr, t,
+                  marks, coll, debt, called, called_at, refused, age, counts, flags, btc_sales):
+    """Phase 3 of the runs ``runs`` of a stack at once (the run axis, issue 19): each argument
+    of :func:`lenders_body` stacked with a leading run axis (numbers and switches as (R,)
+    arrays), run r's the row r, the loan arrays (padded to the longest book) cut to run r's
+    ``n_loans[r]`` rows. The marks are for month ``t[r] - 1``; the ages a stale book row
+    reads are ``t[r] - launch[r]`` (what ``Environment.age`` holds in month ``t``), written
+    into the scratch ``age[r]``. :func:`lenders_body`'s results of run r go to
+    ``counts[r]`` (n_called, n_refused), ``flags[r]`` (arrears_paid, btc_sold, swept) and
+    ``btc_sales[r]``. The same operations on each row as :func:`lenders_month` on that run's
+    arrays, so each run's bits are its own."""
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        n = n_loans[r]
+        tr = t[r]
+        if stale[r]:
+            for k in range(launch.shape[1]):
+                age[r, k] = tr - launch[r, k]
+        (counts[r, 0], counts[r, 1], flags[r, 0], flags[r, 1], btc_sales[r],
+         flags[r, 2]) = lenders_body(
+            table[r], stale[r], new_unit_price[r], age[r], price_hist[r], tr - 1, lag[r],
+            mark_rule[r], lead[r], fleet[r], pledged[r], btc_price[r],
+            borrower[r, :n], lender[r, :n], active[r, :n], term[r, :n], maturity[r, :n],
+            principal[r, :n], accrued[r, :n], overdue[r, :n], orig_amort[r, :n], rate[r, :n],
+            status[r], call_months[r], cash[r], opex[r], btc[r], dscr[r], dscr_breach[r],
+            arrears_months[r], b_term[r], amort_rate[r], spread[r], cov_scale[r],
+            l_status[r], l_cash[r], ltv_max[r], ltv_cure[r], dscr_min[r], cure_months[r],
+            cash_sweep[r], refi_ltv[r], sofr[r], tr, marks[r], coll[r], debt[r], called[r],
+            called_at[r], refused[r])
+
+
+@jitable
+def lenders_body(table, stale, new_unit_price, age, price_hist, t_mark, lag, mark_rule,
+                 lead, fleet, pledged, btc_price,
+                 borrower, lender, active, term, maturity, principal, accrued, overdue,
+                 orig_amort, rate,
+                 status, call_months, cash, opex, btc, dscr, dscr_breach, arrears_months,
+                 b_term, amort_rate, spread, cov_scale, l_status, l_cash,
+                 ltv_max, ltv_cure, dscr_min, cure_months, cash_sweep, refi_ltv, sofr, t,
+                 marks, coll, debt, called, called_at, refused):
     """Phase 3, one month (:func:`sim.world.phases.lenders.run`).
 
     Reads the marks' inputs (the lender book's table and whether its book row is stale, the

@@ -19,6 +19,7 @@ from sim.world.state import MonthState
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
+    from sim.world.stack import MonthContext, RunStack
 
 
 def accelerate(m: LiquidationModel, month: MonthState, dscr_default: np.ndarray) -> None:
@@ -123,10 +124,17 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
     None, ``month.debt`` are the resident arrays of :func:`sim.world.phases.lenders.
     hand_over_arrays`, which a recomputed debt is written into)."""
     b, lc = m.borrowers, m.cfg.lenders
-    grace, cure, dm = lc.grace_months, lc.cure_months, lc.dscr_default_months
-    if not kernels.any_trigger(grace, cure, dm, b.status, b.arrears_months, b.call_months,
-                               b.dscr_breach):
+    if not kernels.any_trigger(lc.grace_months, lc.cure_months, lc.dscr_default_months,
+                               b.status, b.arrears_months, b.call_months, b.dscr_breach):
         return  # the common month: nothing more is looked up
+    _run_triggered(m, month)
+
+
+def _run_triggered(m: LiquidationModel, month: MonthState) -> None:
+    """:func:`_run_compiled` in a month some borrower is triggered (:func:`kernels.
+    any_trigger`): :func:`kernels.defaults_month` and what follows it."""
+    b, lc = m.borrowers, m.cfg.lenders
+    grace, cure, dm = lc.grace_months, lc.cure_months, lc.dscr_default_months
     L, lb, env = m.loans, m.lenders, m.env
     dead, reason, ev_amt, ev_price, acc_idx, acc_amt, rep_l, rep_g, rep_u, new_units = \
         _scratch(m)
@@ -170,6 +178,64 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         sb.estate_mw += float(mine_mw)
     m.log_events(_REASON_CODES[reason[:n_dead]], m.kind_agents(dead), dead,
                  units=0, amount=ev_amt[:n_dead], price=ev_price[:n_dead])
+
+
+# what kernels.any_trigger reads of a run's resident arrays (sim.world.stack), by argument
+_STACKED = (("status", ("borrowers", "status")),
+            ("arrears_months", ("borrowers", "arrears_months")),
+            ("call_months", ("borrowers", "call_months")),
+            ("dscr_breach", ("borrowers", "dscr_breach")))
+
+
+def batch_inputs(stack: RunStack) -> dict | None:
+    """What :func:`run_batch` passes to :func:`kernels.any_trigger_batch` for a stack's runs,
+    made at its first batched month: the stacks of the borrower arrays :func:`_run_compiled`
+    passes (:data:`_STACKED`, checked to be the very arrays, of one shape in every run), the
+    grace, cure and DSCR-default months as (R,) arrays and the answers' scratch. None when
+    the runs cannot share one call (not all compiled, shapes that differ): then each runs
+    its own phase."""
+    models = stack.models
+    if any(m.engine != "compiled" for m in models):
+        return None
+    out: dict[str, np.ndarray] = {}
+    for name, key in _STACKED:
+        if key not in stack.stacks or len(set(stack.shapes[key])) != 1:
+            return None
+        if any(getattr(m.borrowers, name) is not stack.view(key, r)
+               for r, m in enumerate(models)):
+            return None
+        out[name] = stack.stacks[key]
+    for name in ("grace_months", "cure_months", "dscr_default_months"):
+        out[name] = np.array([getattr(m.cfg.lenders, name) for m in models], dtype=np.int64)
+    out["triggered"] = np.zeros(len(models), dtype=np.bool_)
+    return out
+
+
+def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """Phase 4 for the runs ``runs`` of a stack (``contexts`` their months' hand-overs): the
+    common month's test of every run by one call of :func:`kernels.any_trigger_batch`
+    (:func:`batch_inputs`), then, in run order, :func:`_run_triggered` (the rest of
+    :func:`_run_compiled`, per run) for each run some borrower of which is triggered: the
+    same bits as each run's own phase (``tests/world/test_batch_lenders.py``). A month in
+    which some run's phase 3 left no collateral (``month.coll`` None, where :func:`run` takes
+    the numpy code), or runs that cannot share a call, run each run's own phase (:func:`run`).
+    Nothing here raises for one run: phase 4 has no error (its kernels have no error code)."""
+    b = stack.kernel_inputs.get("defaults", False)
+    if b is False:
+        b = stack.kernel_inputs["defaults"] = batch_inputs(stack)
+    models = stack.models
+    if b is None or any(c.month.coll is None for c in contexts):
+        for r, c in zip(runs, contexts, strict=True):
+            run(models[r], c.month)
+        return
+    kernels.any_trigger_batch(np.array(runs, dtype=np.int64), b["grace_months"],
+                              b["cure_months"], b["dscr_default_months"], b["status"],
+                              b["arrears_months"], b["call_months"], b["dscr_breach"],
+                              b["triggered"])
+    triggered = b["triggered"].tolist()
+    for r, c in zip(runs, contexts, strict=True):
+        if triggered[r]:
+            _run_triggered(models[r], c.month)
 
 
 def defaulting(m: LiquidationModel, month: MonthState) -> tuple | None:

@@ -14,6 +14,7 @@ from sim.world.state import MonthState
 
 if TYPE_CHECKING:
     from sim.world.model import LiquidationModel
+    from sim.world.stack import MonthContext, RunStack
 
 # the ages the compiled marks do not read (book row not stale): read-only like env.age, so that
 # the kernel has one signature (env.age is read only when stale, as LenderBook.marks reads it)
@@ -102,7 +103,9 @@ def hand_over_arrays(m: LiquidationModel) -> tuple[np.ndarray, np.ndarray, np.nd
     """The compiled engine's resident arrays of the month's marks (lender x generation),
     collateral and debt per borrower: ``MonthState.marks``, ``coll`` and ``debt`` are these
     same arrays every month (when not None), written in place by phases 3 and 4 (resident
-    state, issue 19). Kept per run in ``m.kernel_inputs`` and remade if a book was resized."""
+    state, issue 19). Kept per run in ``m.kernel_inputs`` and remade if a book was resized;
+    a stack's batched phase 3 sets them to the run's rows of its batch arrays
+    (:func:`batch_inputs`), which this then returns."""
     nb, shape = m.borrowers.n, (m.lenders.n, m.n_gen)
     st = m.kernel_inputs.get("month_lenders")
     if st is None or st[0].shape != shape or len(st[1]) != nb:
@@ -154,6 +157,181 @@ def _run_compiled(m: LiquidationModel, month: MonthState) -> None:
         refused = refused[:n_refused]
         m.log_events("refinancing_refused", "lender", L.lender[refused],
                      amount=L.principal[refused])
+
+
+# phase 3's kernel arguments a run's model holds as resident arrays (sim.world.stack): the
+# stack's (R, ...) array goes to the batched kernel for each, by argument name; the loan
+# book's may differ in length between runs (padded stacks, each run cut to its own rows)
+_STACKED = (("table", ("lenders", "_table")), ("new_unit_price", ("env", "new_unit_price")),
+            ("launch", ("env", "launch")), ("price_hist", ("model", "price_hist")),
+            ("mark_rule", ("lenders", "mark_rule")), ("lead", ("model", "lead")),
+            ("fleet", ("borrowers", "fleet")), ("pledged", ("borrowers", "btc_pledged")),
+            ("borrower", ("loans", "borrower")), ("lender", ("loans", "lender")),
+            ("active", ("loans", "active")), ("term", ("loans", "term")),
+            ("maturity", ("loans", "maturity")), ("principal", ("loans", "principal")),
+            ("accrued", ("loans", "accrued")), ("overdue", ("loans", "overdue")),
+            ("orig_amort", ("loans", "orig_amort")), ("rate", ("loans", "rate")),
+            ("status", ("borrowers", "status")), ("call_months", ("borrowers", "call_months")),
+            ("cash", ("borrowers", "cash")), ("opex", ("borrowers", "opex")),
+            ("btc", ("borrowers", "btc")), ("dscr", ("borrowers", "dscr")),
+            ("dscr_breach", ("borrowers", "dscr_breach")),
+            ("arrears_months", ("borrowers", "arrears_months")),
+            ("b_term", ("borrowers", "term")), ("amort_rate", ("borrowers", "amort_rate")),
+            ("spread", ("borrowers", "spread")), ("cov_scale", ("borrowers", "cov_scale")),
+            ("l_status", ("lenders", "status")), ("l_cash", ("lenders", "cash")))
+
+
+def _held(m: LiquidationModel) -> dict[str, np.ndarray | None]:
+    """The arrays :func:`_run_compiled` passes for the names of :data:`_STACKED` (``launch``:
+    what ``env.age`` is computed from; ``cov_scale`` None without covenant scaling)."""
+    env, b, lb, L = m.env, m.borrowers, m.lenders, m.loans
+    return {"table": lb._table, "new_unit_price": env.new_unit_price, "launch": env.launch,
+            "price_hist": m.price_hist, "mark_rule": lb.mark_rule, "lead": m.lead,
+            "fleet": b.fleet, "pledged": b.pledged_btc, "borrower": L.borrower,
+            "lender": L.lender, "active": L.active, "term": L.term, "maturity": L.maturity,
+            "principal": L.principal, "accrued": L.accrued, "overdue": L.overdue,
+            "orig_amort": L.orig_amort, "rate": L.rate, "status": b.status,
+            "call_months": b.call_months, "cash": b.cash, "opex": b.opex, "btc": b.btc,
+            "dscr": b.dscr, "dscr_breach": b.dscr_breach, "arrears_months": b.arrears_months,
+            "b_term": b.term, "amort_rate": b.amort_rate, "spread": b.spread,
+            "cov_scale": b.cov_scale, "l_status": lb.status, "l_cash": lb.cash}
+
+
+_LOAN_ARGS = frozenset(("borrower", "lender", "active", "term", "maturity", "principal",
+                        "accrued", "overdue", "orig_amort", "rate"))
+
+
+def batch_inputs(stack: RunStack) -> dict | None:
+    """What :func:`run_batch` passes to :func:`kernels.lenders_batch` for a stack's runs, made
+    at its first batched month: the stacks of the arrays each run's phase 3 reads and writes
+    (:data:`_STACKED`, checked to be the very arrays the run's own phase would pass, of one
+    shape in every run but for the loan book's length), each run's loan count, the scenario's
+    numbers as (R,) arrays, the batch's scratch, and all of them in the kernel's order
+    (``args``, :data:`_ARGS`). The month's hand-over arrays
+    (:func:`hand_over_arrays`: marks, collateral, debt) become rows of three batch arrays:
+    each run's ``kernel_inputs["month_lenders"]`` is set to its rows (their values copied),
+    so that the kernel fills them in place and phases 3 and 4 of the run, batched or not,
+    hand over those rows. None when the runs cannot share one call (not all compiled,
+    covenant scaling in some runs only, shapes that differ): then each runs its own phase."""
+    models = stack.models
+    if any(m.engine != "compiled" for m in models):
+        return None
+    scaled = {m.borrowers.cov_scale is not None for m in models}
+    if len(scaled) != 1:
+        return None
+    scaled_on = scaled.pop()
+    n = len(models)
+    helds = [_held(m) for m in models]
+    n_loans = np.array([len(m.loans.borrower) for m in models], dtype=np.int64)
+    out: dict[str, object] = {}
+    for name, key in _STACKED:
+        if name == "cov_scale" and not scaled_on:
+            continue
+        key = stack.aliases.get(key, key)  # (env.new_unit_price is buyers._cap)
+        if key not in stack.stacks:
+            return None
+        shapes = stack.shapes[key]
+        if name in _LOAN_ARGS:
+            if any(s != (int(k),) for s, k in zip(shapes, n_loans, strict=True)):
+                return None
+        elif len(set(shapes)) != 1:
+            return None
+        if any(h[name] is not stack.view(key, r) for r, h in enumerate(helds)):
+            return None
+        out[name] = stack.stacks[key]
+    nb, nl, n_g = models[0].borrowers.n, models[0].lenders.n, models[0].n_gen
+    if not scaled_on:  # level x 1.0 is level, to the bit (as _run_compiled's ones)
+        out["cov_scale"] = np.ones((n, nb))
+    cfgs = [m.cfg.lenders for m in models]
+    for name in ("appraisal_lag", "cure_months"):
+        out[name] = np.array([getattr(c, name) for c in cfgs], dtype=np.int64)
+    for name in ("ltv_max", "ltv_cure", "dscr_min", "cash_sweep", "refi_ltv"):
+        out[name] = np.array([getattr(c, name) for c in cfgs], dtype=np.float64)
+    out["sofr"] = np.array([m.cfg.environment.sofr for m in models], dtype=np.float64)
+    out["n_loans"] = n_loans
+    out["stale"] = np.zeros(n, dtype=np.bool_)
+    out["btc_price"] = np.zeros(n)
+    out["t"] = np.zeros(n, dtype=np.int64)
+    out["age"] = np.zeros((n, n_g), dtype=np.int64)
+    out["called"] = np.zeros((n, nb), dtype=np.int64)
+    out["called_at"] = np.zeros((n, 2, nb))
+    out["refused"] = np.zeros((n, max(int(n_loans.max()), 1)), dtype=np.int64)
+    out["counts"] = np.zeros((n, 2), dtype=np.int64)
+    out["flags"] = np.zeros((n, 3), dtype=np.bool_)
+    out["btc_sales"] = np.zeros(n)
+    marks, coll, debt = np.zeros((n, nl, n_g)), np.zeros((n, nb)), np.zeros((n, nb))
+    rows = []
+    for r, m in enumerate(models):
+        row = (marks[r], coll[r], debt[r])
+        old = m.kernel_inputs.get("month_lenders")
+        if old is not None:
+            for new, a in zip(row, old, strict=True):
+                new[...] = a
+        m.kernel_inputs["month_lenders"] = row
+        rows.append(row)
+    out["marks"], out["coll"], out["debt"], out["rows"] = marks, coll, debt, rows
+    out["args"] = tuple(out[name] for name in _ARGS)  # the kernel's arguments, in order
+    return out
+
+
+_ARGS = ("n_loans", "table", "stale", "new_unit_price", "launch", "price_hist",
+         "appraisal_lag", "mark_rule", "lead", "fleet", "pledged", "btc_price", "borrower",
+         "lender", "active", "term", "maturity", "principal", "accrued", "overdue",
+         "orig_amort", "rate", "status", "call_months", "cash", "opex", "btc", "dscr",
+         "dscr_breach", "arrears_months", "b_term", "amort_rate", "spread", "cov_scale",
+         "l_status", "l_cash", "ltv_max", "ltv_cure", "dscr_min", "cure_months", "cash_sweep",
+         "refi_ltv", "sofr", "t", "marks", "coll", "debt", "called", "called_at", "refused",
+         "age", "counts", "flags", "btc_sales")
+
+
+def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) -> None:
+    """Phase 3 for the runs ``runs`` of a stack (``contexts`` their months' hand-overs) by one
+    call of :func:`kernels.lenders_batch` over the stacked arrays (:func:`batch_inputs`),
+    then per run what :func:`_run_compiled` does with the kernel's results, in its order:
+    the ``margin_call`` events, the ``btc_sales`` outside flow, ``MonthState``'s marks, debt
+    and collateral (the run's rows of the hand-over arrays), the ``refinancing_refused``
+    events: the same bits as each run's own phase (``tests/world/test_batch_lenders.py``).
+    Per run before the call: the lender book's marks table claimed for the month
+    (``LenderBook.marks_table``: whether its book row is stale), the BTC price and the month
+    (>= 1 in a stack's month: phase 1 has counted it, so there is a last month to mark at,
+    as :func:`run` requires of its compiled path). Runs that cannot share a call each run
+    their own phase (:func:`run`). Nothing here raises for one run: phase 3 has no error
+    (the kernel has no error code, and the glue only logs and counts)."""
+    b = stack.kernel_inputs.get("lenders", False)
+    if b is False:
+        b = stack.kernel_inputs["lenders"] = batch_inputs(stack)
+    models = stack.models
+    if b is None:
+        for r, c in zip(runs, contexts, strict=True):
+            run(models[r], c.month)
+        return
+    stale, btc_price, t = b["stale"], b["btc_price"], b["t"]
+    for r in runs:
+        env = models[r].env
+        stale[r] = models[r].lenders.marks_table(env)[1]
+        btc_price[r] = env.btc
+        t[r] = env.t
+    kernels.lenders_batch(np.array(runs, dtype=np.int64), *b["args"])
+    counts, flags = b["counts"].tolist(), b["flags"].tolist()
+    called, called_at, refused, btc_sales, rows = (b["called"], b["called_at"], b["refused"],
+                                                   b["btc_sales"], b["rows"])
+    for r, c in zip(runs, contexts, strict=True):
+        m, month = models[r], c.month
+        n_called, n_refused = counts[r]
+        _, btc_sold, swept = flags[r]
+        if n_called:
+            idx = called[r, :n_called]
+            m.log_events("margin_call", m.kind_agents(idx), idx,
+                         amount=called_at[r, 0, :n_called], price=called_at[r, 1, :n_called])
+        if btc_sold:
+            m.add_outside_flow("btc_sales", btc_sales[r])
+        marks, coll, debt = rows[r]
+        month.marks, month.debt, month.coll = marks, None if swept else debt, coll
+        if n_refused:
+            idx = refused[r, :n_refused]
+            L = m.loans
+            m.log_events("refinancing_refused", "lender", L.lender[idx],
+                         amount=L.principal[idx])
 
 
 def margin_calls(m: LiquidationModel, marks: np.ndarray, debt: np.ndarray, coll: np.ndarray,
