@@ -704,7 +704,8 @@ def run_task(task: RunTask) -> RunResult:
 
 def run_tasks(tasks: list[RunTask]) -> list[RunResult]:
     """The results of ``tasks``, each :func:`run_task`'s, with the runs of one engine and
-    horizon stepped together as a :class:`sim.world.stack.RunStack` (the run axis: a batched
+    shape (:func:`_shape`: switches, sizes, horizon) stepped together as a
+    :class:`sim.world.stack.RunStack` (the run axis: a batched
     phase runs once a month for all of them; each run's bits are its own, so a run's result
     does not depend on the runs it shares a stack with, nor on the chunking, nor on the number
     of workers). A run that fails to build, or whose month raises, is a failed result with
@@ -720,7 +721,7 @@ def run_tasks(tasks: list[RunTask]) -> list[RunResult]:
         except Exception as e:  # noqa: BLE001 - as run_task
             out[i] = _result(task, time.perf_counter() - t0, error=e)
             continue
-        groups.setdefault((model.engine, model.cfg.months), []).append(
+        groups.setdefault((model.engine, _shape(task, model.cfg)), []).append(
             (i, model, time.perf_counter() - t0))
     for group in groups.values():
         t0 = time.perf_counter()
@@ -737,6 +738,40 @@ def run_tasks(tasks: list[RunTask]) -> list[RunResult]:
             out[i] = _result(tasks[i], own + share + time.perf_counter() - t1, values, series,
                              error)
     return out  # type: ignore[return-value]
+
+
+_SHAPES: OrderedDict[str, tuple] = OrderedDict()  # a point's shape, by its param_hash
+
+
+def _shape(task: RunTask, cfg: Scenario) -> tuple:
+    """The run's shape: every switch, size and name of its scenario (each bool, int and string
+    value, by its path; the horizon among them, the seed not), the key :func:`run_tasks`
+    groups stacks by, so that the runs of a stack can share every batched phase (their
+    numbers, the floats, may differ). The same for every run of a point: kept by
+    ``param_hash``, the last :data:`POINT_CACHE` points."""
+    shape = _SHAPES.get(task.param_hash)
+    if shape is not None:
+        _SHAPES.move_to_end(task.param_hash)
+        return shape
+    out: list = []
+
+    def walk(path: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{path}.{k}", x)
+        elif isinstance(v, list | tuple):
+            out.append((path, len(v)))
+            for k, x in enumerate(v):
+                walk(f"{path}.{k}", x)
+        elif isinstance(v, bool | int | str) and path != ".seed":
+            out.append((path, v))
+
+    walk("", cfg.model_dump(mode="python"))
+    shape = tuple(out)
+    _SHAPES[task.param_hash] = shape
+    if len(_SHAPES) > POINT_CACHE:
+        _SHAPES.popitem(last=False)
+    return shape
 
 
 def _run_together(models: list[LiquidationModel]) -> list[BaseException | None]:

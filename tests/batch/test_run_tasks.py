@@ -101,3 +101,23 @@ def test_runs_of_other_horizons_are_stacked_apart(monkeypatch):
 def test_no_run_or_one(n):
     tasks = [_task({}, 3)][:n]
     assert [r.status for r in run_tasks(tasks)] == ["ok"] * n
+
+
+def test_runs_are_stacked_by_shape(monkeypatch):
+    """Runs with other switches (the repo desk on or off) are stacked apart, so each stack's
+    runs can share its batched phases; runs that differ only in numbers share one."""
+    stacks = []
+    real = sw.RunStack
+
+    def spy(models, *a, **k):
+        stacks.append(sorted((m.cfg.policy.repo.enabled, m.cfg.shocks[0].size)
+                             for m in models))
+        return real(models, *a, **k)
+
+    monkeypatch.setattr(sw, "RunStack", spy)
+    tasks = [_task({"policy.repo.enabled": on, "shocks.0.size": size}, seed)
+             for on in (False, True) for size in (0.4, 0.6) for seed in (3, 4)]
+    together = run_tasks(tasks)
+    assert sorted(stacks) == [[(False, 0.4)] * 2 + [(False, 0.6)] * 2,
+                              [(True, 0.4)] * 2 + [(True, 0.6)] * 2]
+    assert all(_same(run_task(t), r) for t, r in zip(tasks, together, strict=True))
