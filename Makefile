@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/pytest -q
 
-# The tests not marked slow or browser (pyproject.toml): under 30 s, for every edit. CI runs `make test`.
+# The tests not marked slow or browser (pyproject.toml): about 35 s, for every edit. CI runs `make test`.
 # PYTHONDONTWRITEBYTECODE is emptied (= unset) for pytest: with it set, every run compiles sim/,
 # agents/ and the test modules from source again and pytest re-rewrites each test module's asserts
 # (3.5 s of CPU of the collection's 7, measured); the .pyc files go to __pycache__/ (ignored by git).
