@@ -192,7 +192,7 @@ def run_compiled(m: LiquidationModel) -> None:
     ``lenders.equity`` and ``lenders.assets`` (it reads last month's assets, for the outside
     repayments, before it writes them; on an error it writes neither, as the numpy clearing
     raises before it binds them)."""
-    lb, desk, loans, env = m.lenders, m.desk, m.loans, m.env
+    lb, loans, env = m.lenders, m.loans, m.env
     t = env.t
     st = m.kernel_inputs.get("funding")
     if st is None or st[9].shape[0] != lb.n:
@@ -214,30 +214,10 @@ def run_compiled(m: LiquidationModel) -> None:
         refresh, m.clearing_liab, m.clearing_ext, alpha, beta, CLEARING_TOL,
         CLEARING_MAX_ITER, capital_floor, lb.capital_ratio0, equity, lb.assets, fl, failed,
         weak)
-    # (what _book and _log do for run_batch, written out: two calls a month cost the lone run)
-    f = fl.tolist()  # the outside flows as Python floats (add_outside_flow's float(amount))
-    flows = m.flows
-    if lb.has_other:
-        flows["other_loans"] += f[0]
-    desk.receive_interest(fl[1], t)  # (numpy floats, as the numpy code pays the desk)
-    flows["funding_outside"] += f[2]
-    flows["holding_costs"] += f[3]
-    if not f[5]:  # some lender could not pay in full: the unpaid repo interest capitalises
-        desk.capitalise(fl[4])
-    flows["funding_outside"] += -f[6]
-    if f[7]:  # a run on the lenders not NORMAL
-        flows["funding_outside"] += -f[8]
-    if f[9]:  # failed lenders' estates paid out
-        desk.receive_repayment(fl[10], t)
-        flows["funding_outside"] += -f[11]
+    _book(m, t, fl)
     if code:
         _raise(m, code)
-    if n_failed:
-        failed = failed[:n_failed]
-        m.log_events("lender_failure", "lender", failed, amount=equity[failed])
-    if n_weak:
-        weak = weak[:n_weak]
-        m.log_events("deleveraging", "lender", weak, amount=equity[weak])
+    _log(m, equity, failed, n_failed, weak, n_weak)
 
 
 def _static(m: LiquidationModel) -> tuple:
@@ -407,8 +387,8 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
 
 
 def _book(m: LiquidationModel, t: int, fl: np.ndarray) -> None:
-    """The kernel's outside flows ``fl`` (13,) and the desk's payments, booked as
-    :func:`run_compiled` books them: in the numpy code's order and with its amounts (the
+    """The kernel's outside flows ``fl`` (13,) and the desk's payments, booked for
+    :func:`run_compiled` and :func:`run_batch`: in the numpy code's order and with its amounts (the
     flows as Python floats, as add_outside_flow adds them; the desk's payments numpy floats,
     as the numpy code pays the desk)."""
     desk, flows = m.desk, m.flows
@@ -430,7 +410,7 @@ def _book(m: LiquidationModel, t: int, fl: np.ndarray) -> None:
 
 def _log(m: LiquidationModel, equity: np.ndarray, failed: np.ndarray, n_failed: int,
          weak: np.ndarray, n_weak: int) -> None:
-    """The month's events as :func:`run_compiled` logs them: the lenders newly failed
+    """The month's events, for :func:`run_compiled` and :func:`run_batch`: the lenders newly failed
     (``failed[:n_failed]``), then those that start deleveraging (``weak[:n_weak]``), each
     with its new equity."""
     if n_failed:
