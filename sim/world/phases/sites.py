@@ -100,12 +100,26 @@ def _run_compiled(m: LiquidationModel) -> None:
         float(s.switch_payback_months), float(s.switch_rate), float(s.host_demand_mw),
         sb.host_rent, sb.host_mw, sb.switch_debt, sb.switch_pay,
         b.mining_share if arbitrage else _NONE, b.site_income if arbitrage else _NONE)
+    _put_back(m, xany, xsum, rows, sales, totals, fleet_sold, fleet_units, n_old, retired,
+              old_idx, hosted_any, tenants, opex, income)
+
+
+def _put_back(m: LiquidationModel, xany: bool, xsum: float, rows: int, sales: np.ndarray,
+              totals: np.ndarray, fleet_sold: bool, fleet_units: int, n_old: int,
+              retired: float, old_idx: np.ndarray, hosted_any: bool, tenants: float,
+              opex: float, income: float) -> None:
+    """The kernel's results of one run's month (``sales``, ``totals`` and ``old_idx`` its
+    rows of them) put where ``SiteBook.month`` puts them, for :func:`_run_compiled` and
+    :func:`run_batch`: the outside flows added and the events logged in its order, the
+    running totals with their types kept."""
+    sb, desk = m.sites, m.desk
     if xany:
         sb.converted_mw += xsum
-        m.add_outside_flow("buyer_capital", -xsum * s.conversion_cost_per_mw)
+        m.add_outside_flow("buyer_capital", -xsum * sb.cfg.conversion_cost_per_mw)
     if rows:  # SiteBook._sell's (and _sell_fleet's) flows and events, in its order
+        unlimited = m.buyers.unlimited
         for kind, l_, g, units, amount, price, to_buyers, surplus in sales[:rows].tolist():
-            if buyers.unlimited:
+            if unlimited:
                 m.add_outside_flow("buyer_capital", to_buyers)
             m.add_outside_flow("estate_surplus", surplus)
             m.log_event("site_fleet_sale" if kind else "site_sale", "lender", l_, g, units,
@@ -326,35 +340,10 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     flags, counts, sums, sales, old_idx = (b["flags"], b["counts"], b["sums"], b["sales"],
                                            b["old_idx"])
     for r in go:
-        m = models[r]
-        sb, buyers, desk = m.sites, m.buyers, m.desk
         xany, fleet_sold, hosted_any = flags[r].tolist()
         rows, fleet_units, n_old = counts[r].tolist()
         xsum, retired, tenants, opex, income = sums[r].tolist()
-        tr = totals[r]
-        if xany:
-            sb.converted_mw += xsum
-            m.add_outside_flow("buyer_capital", -xsum * sb.cfg.conversion_cost_per_mw)
-        if rows:  # as _run_compiled
-            for kind, l_, g, units, amount, price, to_buyers, surplus in sales[r, :rows].tolist():
-                if buyers.unlimited:
-                    m.add_outside_flow("buyer_capital", to_buyers)
-                m.add_outside_flow("estate_surplus", surplus)
-                m.log_event("site_fleet_sale" if kind else "site_sale", "lender", l_, g, units,
-                            amount, price)
-            m.recovered_total = type(m.recovered_total)(tr[0])
-            sb.sold_mw = type(sb.sold_mw)(tr[1])
-            sb.sale_proceeds = type(sb.sale_proceeds)(tr[2])
-        if fleet_sold:
-            desk.lent, desk.cash = type(desk.lent)(tr[3]), type(desk.cash)(tr[4])
-            sb.fleet_units_sold += fleet_units
-        if n_old:
-            sb.retired_mw += retired
-            idx = old_idx[r, :n_old]
-            m.log_events("site_retired", "lender", sb.lender[idx], amount=sb.gpu_mw[idx])
-        if hosted_any:
-            m.add_outside_flow("tenants", tenants)
-            m.add_outside_flow("opex", -opex)
-            sb.hosting_income += income
+        _put_back(models[r], xany, xsum, rows, sales[r], totals[r], fleet_sold, fleet_units,
+                  n_old, retired, old_idx[r], hosted_any, tenants, opex, income)
     for r in bad:
         _alone(stack, r)
