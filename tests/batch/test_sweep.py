@@ -31,6 +31,7 @@ from sim.cli import main
 from sim.core.config import ConfigError
 from sim.core.seeds import replicate_seeds
 from sim.io.ledger import read_meta, read_runs
+from sim.world import phases
 
 REPO = Path(__file__).resolve().parents[2]
 AXES = """
@@ -266,16 +267,16 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_an_exception_inside_a_run_is_recorded(tmp_path, monkeypatch):
-    import sim.world.runner
+    """A run whose month raises (phase 5, run by run also in a sweep's stacked runs) is a
+    failed result with its error; the other runs of its stack are done."""
+    real = phases.orders.run
 
-    real = sim.world.runner.run_scenario
-
-    def flaky(cfg, on_month=None):
-        if cfg.policy.repo.enabled and cfg.shocks[0].size > 0.5:
+    def flaky(m, month):
+        if m.cfg.policy.repo.enabled and m.cfg.shocks[0].size > 0.5 and m.env.t == 2:
             raise FloatingPointError("boom\nsecond line")
-        return real(cfg, on_month)
+        return real(m, month)
 
-    monkeypatch.setattr(sim.world.runner, "run_scenario", flaky)
+    monkeypatch.setattr(phases.orders, "run", flaky)
     res = run_sweep(write_spec(tmp_path, spec_text()), out=tmp_path / "o", workers=1,
                     progress=False)
     assert (res.done, res.failed) == (6, 2)
