@@ -253,6 +253,14 @@ class RunStack:
         self.errors[r] = e
         self._finish(r, stepping=True)
 
+    def inputs(self, name: str, make: Callable[[RunStack], Any]) -> Any:
+        """What the batched phase ``name`` keeps for the stack (its stacked inputs, or None when
+        the runs cannot share its call): ``make(stack)`` at its first batched month, kept in
+        ``kernel_inputs`` after that."""
+        if name not in self.kernel_inputs:
+            self.kernel_inputs[name] = make(self)
+        return self.kernel_inputs[name]
+
     def detach(self, r: int) -> None:
         """Run r runs its own phases from now on, never a batched call: a phase's numpy code
         rebound arrays of the run that the stacks hold (the stacks' rows are no longer its

@@ -263,9 +263,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     the kernel does not cover this month (:func:`run`'s test) runs its own phase, and every
     phase from then on (:meth:`RunStack.detach`: the numpy code rebinds arrays the stack
     holds), and so does every run where the runs cannot share a call."""
-    b = stack.kernel_inputs.get("borrowers", False)
-    if b is False:
-        b = stack.kernel_inputs["borrowers"] = batch_inputs(stack)
+    b = stack.inputs("borrowers", batch_inputs)
     if b is None:
         for r in runs:
             _alone(stack, r)

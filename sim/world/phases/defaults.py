@@ -220,9 +220,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     which some run's phase 3 left no collateral (``month.coll`` None, where :func:`run` takes
     the numpy code), or runs that cannot share a call, run each run's own phase (:func:`run`).
     Nothing here raises for one run: phase 4 has no error (its kernels have no error code)."""
-    b = stack.kernel_inputs.get("defaults", False)
-    if b is False:
-        b = stack.kernel_inputs["defaults"] = batch_inputs(stack)
+    b = stack.inputs("defaults", batch_inputs)
     models = stack.models
     if b is None or any(c.month.coll is None for c in contexts):
         for r, c in zip(runs, contexts, strict=True):

@@ -309,9 +309,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     phase (``tests/world/test_batch_environment.py``). A run whose shocks raise (a funding
     shock's clearing) fails alone (:meth:`RunStack.fail`), after the others' months are
     written; runs that cannot share a call each run their own phase (:func:`run`)."""
-    b = stack.kernel_inputs.get("environment", False)
-    if b is False:
-        b = stack.kernel_inputs["environment"] = batch_inputs(stack)
+    b = stack.inputs("environment", batch_inputs)
     models = stack.models
     if b is None:
         for r, c in zip(runs, contexts, strict=True):

@@ -342,9 +342,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     payments booked, then the error its own phase would raise (:func:`_raise`) as its failure
     (:meth:`RunStack.fail`), after every other run's results; the others go on. Runs that
     cannot share a call each run their own phase (:func:`run`)."""
-    b = stack.kernel_inputs.get("funding", False)
-    if b is False:
-        b = stack.kernel_inputs["funding"] = batch_inputs(stack)
+    b = stack.inputs("funding", batch_inputs)
     models = stack.models
     if b is None:
         for r in runs:

@@ -297,9 +297,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     as :func:`run` requires of its compiled path). Runs that cannot share a call each run
     their own phase (:func:`run`). Nothing here raises for one run: phase 3 has no error
     (the kernel has no error code, and the glue only logs and counts)."""
-    b = stack.kernel_inputs.get("lenders", False)
-    if b is False:
-        b = stack.kernel_inputs["lenders"] = batch_inputs(stack)
+    b = stack.inputs("lenders", batch_inputs)
     models = stack.models
     if b is None:
         for r, c in zip(runs, contexts, strict=True):

@@ -615,9 +615,7 @@ def sweep_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) 
     bits as each run's own :func:`sweep_sale_proceeds` (its test for proceeds and
     :func:`_sweep_in_place`), which nothing here raises. Runs that cannot share a call each
     run their own sweep."""
-    b = stack.kernel_inputs.get("sweep", False)
-    if b is False:
-        b = stack.kernel_inputs["sweep"] = sweep_inputs(stack)
+    b = stack.inputs("sweep", sweep_inputs)
     models = stack.models
     if b is None:
         for r in runs:
@@ -872,9 +870,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     changed nothing of that run) runs the numpy rest of its month, as :func:`run` does; an
     Exception there is that run's failure (:meth:`RunStack.fail`), the others go on. Runs
     that cannot share a call each run their own phase (:func:`run`)."""
-    b = stack.kernel_inputs.get("market", False)
-    if b is False:
-        b = stack.kernel_inputs["market"] = batch_inputs(stack)
+    b = stack.inputs("market", batch_inputs)
     models = stack.models
     if b is None:
         for r, c in zip(runs, contexts, strict=True):

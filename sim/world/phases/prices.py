@@ -234,9 +234,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     numbers and outside flow then put where :func:`_run_compiled` puts them: the same bits as
     each run's own phase (``tests/world/test_stack.py``). Runs that cannot share a call each
     run their own phase (:func:`run`). Nothing here raises for one run: phase 7 has no error."""
-    b = stack.kernel_inputs.get("prices", False)
-    if b is False:
-        b = stack.kernel_inputs["prices"] = batch_inputs(stack)
+    b = stack.inputs("prices", batch_inputs)
     models = stack.models
     if b is None:
         for r, c in zip(runs, contexts, strict=True):

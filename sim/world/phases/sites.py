@@ -308,9 +308,7 @@ def run_batch(stack: RunStack, runs: list[int], contexts: list[MonthContext]) ->
     checked run by run before the call: such a run is left out of it and then runs its own
     phase, which raises, so it fails alone (:meth:`sim.world.stack.RunStack.fail`) after the
     others' results are written."""
-    b = stack.kernel_inputs.get("sites", False)
-    if b is False:
-        b = stack.kernel_inputs["sites"] = batch_inputs(stack)
+    b = stack.inputs("sites", batch_inputs)
     if b is None:
         for r in runs:
             _alone(stack, r)
